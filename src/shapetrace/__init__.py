@@ -1,0 +1,39 @@
+"""shapetrace: see what a PyTorch network does to its data.
+
+``trace(model, *inputs)`` runs one forward and returns a ``Trace`` (plain data: every module call with its
+input and output shapes, parameters and, optionally, functional ops and data-flow edges). Renderers turn a
+trace into tables, Graphviz diagrams and plots; ``load`` reads a trace saved as JSON.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .tracer.records import FORMAT, Call, Edge, Op, Struct, TensorMeta, Trace, load
+
+__version__ = "0.1.0"
+
+__all__ = ["trace", "Tracer", "TraceFailed", "profile", "load", "Trace", "Call", "Op", "Edge", "TensorMeta",
+           "Struct", "FORMAT", "__version__"]
+
+if TYPE_CHECKING:
+    from .tracer.api import TraceFailed, trace
+    from .tracer.hooks import Tracer
+    from .tracer.timing import profile
+
+
+def __getattr__(name: str) -> Any:
+    # torch is imported on first use, so loading and rendering a saved trace never needs it.
+    if name == "trace" or name == "TraceFailed":
+        from .tracer import api
+
+        return getattr(api, name)
+    if name == "Tracer":
+        from .tracer.hooks import Tracer
+
+        return Tracer
+    if name == "profile":
+        from .tracer.timing import profile
+
+        return profile
+    raise AttributeError(f"module 'shapetrace' has no attribute {name!r}")

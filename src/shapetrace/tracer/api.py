@@ -1,0 +1,60 @@
+"""``trace()``: run a model's forward once under a ``Tracer`` and return the ``Trace``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .hooks import Tracer, model_device, prepare_inputs
+from .records import Trace, iter_tensors
+
+
+class TraceFailed(RuntimeError):
+    """The model's forward raised while being traced. ``.trace`` holds the partial trace."""
+
+    def __init__(self, trace: Trace, cause: BaseException) -> None:
+        self.trace = trace
+        super().__init__(failure_message(trace) or f"{type(cause).__name__}: {cause}")
+
+
+def failure_message(trace: Trace) -> str | None:
+    """One paragraph saying which layer failed, with what input, and why."""
+    f = trace.failure
+    if f is None:
+        return None
+    call = trace.failed_call
+    if call is None:
+        return f"the forward failed outside any module: {f.type}: {f.message}"
+    shapes = ", ".join(f"{'x' if not p else p}: {tuple(m.shape)} {m.dtype}" for p, m in iter_tensors(call.inputs))
+    where = f"{call.label} ({call.cls})"
+    return (f"the forward failed in {where} after {sum(1 for c in trace.calls if c.error is None)} completed "
+            f"calls.\n  input: {shapes or 'no tensors'}\n  error: {f.type}: {f.message}")
+
+
+def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None = None,
+          device: str | torch.device | None = None, ops: bool = False, strict: bool = True,
+          forward_kwargs: dict | None = None, **kwargs: Any) -> Trace:
+    """Run ``model(*args, **kwargs)`` once and return the ``Trace`` of every module call.
+
+    ``grad``, ``train``, ``device`` and ``ops`` are the ``Tracer`` options. Inputs are moved to ``device``
+    (or to the model's device when ``device`` is ``None``). When the forward raises, a ``TraceFailed``
+    carrying the partial trace is raised (``strict=True``) or the partial trace is returned with its
+    ``failure`` set (``strict=False``). Keyword arguments for the forward that clash with these option names
+    go in ``forward_kwargs``.
+    """
+    kwargs = {**kwargs, **(forward_kwargs or {})}
+    target = torch.device(device) if device is not None else model_device(model)
+    args, kwargs = prepare_inputs(args, kwargs, target)
+    tracer = Tracer(model, grad=grad, train=train, device=device, ops=ops)
+    try:
+        with tracer:
+            model(*args, **kwargs)
+    except Exception as e:
+        assert tracer.trace is not None
+        if strict:
+            raise TraceFailed(tracer.trace, e) from e
+        return tracer.trace
+    assert tracer.trace is not None
+    return tracer.trace

@@ -1,0 +1,425 @@
+"""Forward pre/post hooks on every module: one ``Call`` per module invocation, cleanup guaranteed.
+
+``Tracer`` is the context manager behind ``shapetrace.trace``::
+
+    with Tracer(model) as t:
+        model(x)
+    t.trace  # a Trace: plain data
+
+Entering puts hooks on every module (and, with ``ops=True``, a ``TorchFunctionMode`` that records the
+functional operations between modules); leaving removes them and restores what the trace touched: each
+module's ``training`` flag, grad mode, and every buffer's values. This holds when the forward raises: the
+partial trace then marks the innermost call the exception left as failed, with its inputs and message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .flow import EdgeSet, TensorIds
+from .records import Call, Failure, ModelInfo, Op, Trace, Uncalled, iter_tensors
+from .values import describe, iter_live_tensors, map_tensors
+
+
+@dataclass
+class _ModuleInfo:
+    """What the tracer knows of one module object before any call."""
+
+    names: list[str]
+    cls: str
+    is_leaf: bool
+    calls: int = 0
+
+
+@dataclass
+class _Open:
+    """A call that has started and not yet ended."""
+
+    call: Call
+    module: nn.Module
+    is_leaf: bool
+    input_tids: set[int]
+    exc_at_start: BaseException | None
+    side_tids: set[int] = field(default_factory=set)
+
+
+def _module_stats(module: nn.Module) -> tuple[int, int, int, int]:
+    """(params, own params, trainable params, buffer elements) of a module, shared tensors counted once."""
+
+    def numel(t: torch.Tensor) -> int:
+        try:
+            return t.numel()
+        except (RuntimeError, ValueError):  # an uninitialised lazy parameter
+            return 0
+
+    params = list(module.parameters())
+    return (
+        sum(numel(p) for p in params),
+        sum(numel(p) for p in module.parameters(recurse=False)),
+        sum(numel(p) for p in params if p.requires_grad),
+        sum(numel(b) for b in module.buffers()),
+    )
+
+
+def model_info(model: nn.Module) -> ModelInfo:
+    """Totals for the whole model: each parameter object counted once, however often it is registered."""
+    params = list(model.parameters())
+    buffers = list(model.buffers())
+    counts: dict[int, int] = {}
+    sizes: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        counts[id(p)] = counts.get(id(p), 0) + 1
+        sizes[id(p)] = p.numel()
+    return ModelInfo(
+        cls=type(model).__name__,
+        params=sum(p.numel() for p in params),
+        trainable_params=sum(p.numel() for p in params if p.requires_grad),
+        buffers=sum(b.numel() for b in buffers),
+        param_bytes=sum(p.numel() * p.element_size() for p in params),
+        buffer_bytes=sum(b.numel() * b.element_size() for b in buffers),
+        modules=len(list(model.modules())),
+        shared_params=sum(sizes[k] for k, n in counts.items() if n > 1),
+    )
+
+
+def _moved_tensors(model: nn.Module, device: torch.device) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer of ``model`` under each of its names, copied to ``device`` once each."""
+    copies: dict[int, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    for name, t in named:
+        if id(t) not in copies:
+            moved = t.detach().to(device)
+            moved.requires_grad_(t.requires_grad)
+            copies[id(t)] = moved
+        out[name] = copies[id(t)]
+    return out
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model without any)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+class Tracer:
+    """Record every module call of ``model`` while the ``with`` block runs.
+
+    Options: ``grad`` keeps autograd on (off by default: the trace runs under ``torch.no_grad()``);
+    ``train`` sets training mode for the trace (``None`` leaves each module's flag as it is; the flags are
+    restored afterwards); ``device`` runs the model with its parameters and buffers moved there (the model
+    itself is not moved; ``"meta"`` traces shapes without computing anything); ``ops`` records functional
+    operations and data-flow edges between modules.
+    """
+
+    def __init__(self, model: nn.Module, *, grad: bool = False, train: bool | None = None,
+                 device: str | torch.device | None = None, ops: bool = False) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"shapetrace traces a torch.nn.Module, got {type(model).__qualname__}")
+        self.model = model
+        self.grad = grad
+        self.train = train
+        self.device = torch.device(device) if device is not None else None
+        self.ops = ops
+        self.trace: Trace | None = None
+        self.tracer_errors: list[str] = []
+        self._active = False
+
+    # ---- context manager ----------------------------------------------------------------------------
+    def __enter__(self) -> "Tracer":
+        if self._active:
+            raise RuntimeError("this Tracer is already active; make a new one per trace")
+        self._active = True
+        model = self.model
+        self._calls: list[Call] = []
+        self._call_keys: list[int] = []  # id() of each call's module, parallel to _calls
+        self._op_records: list[Op] = []
+        self._stack: list[_Open] = []
+        self._order = 0
+        self._failure: Failure | None = None
+        self._ids = TensorIds()
+        self._edges = EdgeSet()
+        self._info: dict[int, _ModuleInfo] = {}
+        self._modules: dict[int, nn.Module] = {}
+        for name, m in model.named_modules(remove_duplicate=False):
+            info = self._info.get(id(m))
+            if info is None:
+                self._info[id(m)] = _ModuleInfo([name], type(m).__name__, not any(True for _ in m.children()))
+                self._modules[id(m)] = m
+            else:
+                info.names.append(name)
+        self._training = {id(m): m.training for m in self._modules.values()}
+        self._buffers = [(b, b.detach().clone()) for b in model.buffers()]
+        self._versions = {id(p): p._version for p in model.parameters()}
+        self._exit = contextlib.ExitStack()
+        try:
+            self._install()
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def _install(self) -> None:
+        stack = self._exit
+        if self.train is not None:
+            self.model.train(self.train)
+        stack.enter_context(torch.set_grad_enabled(self.grad))
+        if self.device is not None and self.device != model_device(self.model):
+            moved = _moved_tensors(self.model, self.device)
+            stack.enter_context(torch.nn.utils.stateless._reparametrize_module(self.model, moved, tie_weights=True))
+        for m in self._modules.values():
+            stack.callback(m.register_forward_pre_hook(self._pre_hook, with_kwargs=True).remove)
+            stack.callback(m.register_forward_hook(self._post_hook, with_kwargs=True, always_call=True).remove)
+        if self.ops:
+            from .ops import OpRecorder
+
+            stack.enter_context(OpRecorder(self))
+
+    def _restore(self) -> None:
+        try:
+            self._exit.close()
+        finally:
+            for m in self._modules.values():
+                m.training = self._training[id(m)]
+            with torch.no_grad():
+                for live, saved in self._buffers:
+                    if live.shape == saved.shape and live.device == saved.device:
+                        live.copy_(saved)
+            self._buffers = []
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        try:
+            self._restore()
+        finally:
+            self._active = False
+            self.trace = self._finish(exc)
+        return False
+
+    # ---- the hooks ----------------------------------------------------------------------------------
+    def _tick(self) -> int:
+        self._order += 1
+        return self._order
+
+    def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        try:
+            self._start_call(module, args, kwargs)
+        except Exception as e:  # a tracer bug must never break the user's forward
+            self.tracer_errors.append(f"pre-hook of {type(module).__name__}: {e!r}")
+
+    def _post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        try:
+            self._end_call(module, output, sys.exc_info()[1])
+        except Exception as e:
+            self.tracer_errors.append(f"post-hook of {type(module).__name__}: {e!r}")
+
+    def _start_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        info = self._info.get(id(module))
+        if info is None:  # a module added to the model after the trace started
+            return
+        order = self._tick()
+        parent = self._stack[-1] if self._stack else None
+        cid = len(self._calls)
+        ids = self._ids
+        if parent is None:
+            # Tensors entering the top-level call are the trace's inputs.
+            for i, a in enumerate(args):
+                self._mark_inputs(a, f"input:{i}", order)
+            for k, v in kwargs.items():
+                self._mark_inputs(v, f"input:{k}", order)
+
+        def tid_of(t: torch.Tensor) -> int:
+            return ids.get_or_new(t, order)
+
+        call = Call(
+            id=cid, module=self._pick_name(info, parent), cls=info.cls, call_index=info.calls,
+            parent=parent.call.id if parent else None, depth=parent.call.depth + 1 if parent else 0,
+            start=order, aliases=[], inputs=describe(list(args), tid_of), kwargs=describe(dict(kwargs), tid_of),
+        )
+        call.aliases = [n for n in info.names if n != call.module]
+        info.calls += 1
+        self._calls.append(call)
+        self._call_keys.append(id(module))
+        input_tids = {m.tid for _, m in iter_tensors([call.inputs, call.kwargs]) if m.tid is not None}
+        self._stack.append(_Open(call, module, info.is_leaf, input_tids, sys.exc_info()[1]))
+        node = f"call:{cid}"
+        for _, meta in iter_tensors([call.inputs, call.kwargs]):
+            src = ids.producer.get(meta.tid)
+            if src is not None:
+                self._edges.add(src, node, meta)
+                self.note_consumed(meta, skip_innermost=True)
+
+    def _mark_inputs(self, value: Any, node: str, order: int) -> None:
+        for t in iter_live_tensors(value):
+            if self._ids.lookup(t) is None or self._ids.producer.get(self._ids.lookup(t)) is None:
+                self._ids.new(t, node, order)
+
+    def _pick_name(self, info: _ModuleInfo, parent: _Open | None) -> str:
+        """The module's name as seen from the calling parent (a shared module has several)."""
+        if len(info.names) == 1 or parent is None:
+            return info.names[0]
+        pname = parent.call.module
+        for n in info.names:
+            head = n.rpartition(".")[0]
+            if head == pname:
+                return n
+        return info.names[0]
+
+    def note_consumed(self, meta: Any, skip_innermost: bool = False) -> None:
+        """Record ``meta`` as a side input of every open call that uses it without having received it.
+
+        A tensor is a side input of a call when it was produced before the call started and was not among
+        the call's arguments: fastai's U-Net blocks read encoder activations stored by hooks this way.
+        """
+        tid = meta.tid
+        at = self._ids.produced_at.get(tid)
+        if at is None:
+            return
+        stack = self._stack[:-1] if skip_innermost else self._stack
+        src = self._ids.producer[tid]
+        for open_ in reversed(stack):
+            call = open_.call
+            if at >= call.start:
+                break  # produced inside this call, so inside all its ancestors' too... stop here
+            if tid in open_.input_tids or tid in open_.side_tids:
+                continue
+            open_.side_tids.add(tid)
+            call.side_inputs.append(meta)
+            self._edges.add(src, f"call:{call.id}", meta, side=True)
+
+    def _end_call(self, module: nn.Module, output: Any, exc: BaseException | None) -> None:
+        if not self._stack or self._stack[-1].module is not module:
+            # The pre-hook never ran for this call (another pre-hook raised first): nothing to close.
+            if not any(o.module is module for o in self._stack):
+                return
+            while self._stack[-1].module is not module:  # calls whose post-hooks never ran
+                self._close_unfinished(self._stack.pop(), exc)
+        open_ = self._stack.pop()
+        call = open_.call
+        order = self._tick()
+        call.end = order
+        if exc is not None and exc is not open_.exc_at_start:
+            call.error = f"{type(exc).__name__}: {exc}"
+            if self._failure is None:
+                self._failure = Failure(call.id, type(exc).__name__, str(exc))
+            return
+        if self._failure is not None and self._failure.call is not None \
+                and self._calls[self._failure.call].start > call.start:
+            self._failure = None  # the exception was caught inside this call's forward
+        ids = self._ids
+        node = f"call:{call.id}"
+        start = call.start
+
+        def tid_of(t: torch.Tensor) -> int:
+            tid = ids.lookup(t)
+            if tid is None or ids.produced_at.get(tid, -1) < start:
+                # Made by code inside this call that no hook saw, or passed through / changed in place.
+                return ids.new(t, node, order)
+            return tid
+
+        call.outputs = describe(output, tid_of)
+
+    def _close_unfinished(self, open_: _Open, exc: BaseException | None) -> None:
+        call = open_.call
+        call.end = self._tick()
+        if call.error is None:
+            call.error = f"{type(exc).__name__}: {exc}" if exc is not None else "call did not finish"
+        if self._failure is None:
+            self._failure = Failure(call.id, type(exc).__name__ if exc else "Interrupted", str(exc or ""))
+
+    # ---- functional ops (called by ops.OpRecorder) --------------------------------------------------
+    @property
+    def innermost(self) -> _Open | None:
+        return self._stack[-1] if self._stack else None
+
+    def record_op(self, name: str, args: Any, out: Any, inplace_target: torch.Tensor | None) -> None:
+        """Record one functional op run in a container's forward code (or outside every module)."""
+        ids = self._ids
+        order = self._tick()
+        oid = len(self._op_records)
+        node = f"op:{oid}"
+        inner = self.innermost
+        inputs = describe(args, lambda t: ids.get_or_new(t, order))
+        for _, meta in iter_tensors(inputs):
+            src = ids.producer.get(meta.tid)
+            if src is not None:
+                self._edges.add(src, node, meta)
+                self.note_consumed(meta)
+        if inplace_target is not None:
+            ids.new(inplace_target, node, order)
+
+        def tid_of(t: torch.Tensor) -> int:
+            tid = ids.lookup(t)
+            if tid is None or ids.produced_at.get(tid, -1) < order:
+                return ids.new(t, node, order)
+            return tid
+
+        outputs = describe(out, tid_of) if out is not None else (
+            describe(inplace_target, tid_of) if inplace_target is not None else None)
+        self._op_records.append(Op(oid, name, inner.call.id if inner else None, order, inputs, outputs))
+
+    def note_leaf_inputs(self, args: Any) -> None:
+        """Inside a leaf module, look only for side inputs among the tensors its code touches."""
+        ids = self._ids
+        for t in iter_live_tensors(args):
+            tid = ids.lookup(t)
+            if tid is not None and tid in ids.produced_at:
+                self.note_consumed(describe(t, lambda _t: tid))
+
+    # ---- the result ---------------------------------------------------------------------------------
+    def _finish(self, exc: BaseException | None) -> Trace:
+        while self._stack:
+            self._close_unfinished(self._stack.pop(), exc)
+        if exc is not None and self._failure is None:
+            self._failure = Failure(None, type(exc).__name__, str(exc))
+        stats = {key: _module_stats(m) for key, m in self._modules.items()}
+        for call, key in zip(self._calls, self._call_keys):
+            call.params, call.own_params, call.trainable_params, call.buffers = stats[key]
+        uncalled = [Uncalled(info.names[0], info.cls, stats[key][0])
+                    for key, info in self._info.items() if info.calls == 0]
+        roots = [c for c in self._calls if c.parent is None]
+        first = roots[0] if roots else None
+        trace = Trace(
+            model=model_info(self.model),
+            calls=self._calls,
+            inputs=first.inputs if first else [],
+            kwargs=first.kwargs if first else {},
+            outputs=first.outputs if first else None,
+            ops=self._op_records,
+            uncalled=uncalled,
+            failure=self._failure,
+            meta={"torch": torch.__version__, "grad": self.grad, "ops": self.ops,
+                  "device": str(self.device or model_device(self.model)),
+                  "training": bool(self.model.training if self.train is None else self.train)},
+        )
+        if first is not None and first.error is None:
+            for path, meta in iter_tensors(first.outputs):
+                src = self._ids.producer.get(meta.tid)
+                if src is not None:
+                    self._edges.add(src, f"output:{path or 'out'}", meta)
+        trace.edges = self._edges.edges
+        changed = [n for n, p in self.model.named_parameters() if p._version != self._versions.get(id(p))]
+        if changed:
+            trace.meta["params_changed_in_place"] = changed
+            warnings.warn(f"the forward changed parameters in place: {', '.join(changed[:5])}", stacklevel=3)
+        if self.tracer_errors:
+            trace.meta["tracer_errors"] = list(self.tracer_errors)
+            warnings.warn("shapetrace hit an internal error while tracing; the trace may be incomplete: "
+                          + self.tracer_errors[0], stacklevel=3)
+        return trace
+
+
+def prepare_inputs(args: tuple, kwargs: dict, device: torch.device | None) -> tuple[tuple, dict]:
+    """Move every tensor of the forward's arguments to ``device`` (no copy when already there)."""
+    if device is None:
+        return args, kwargs
+    return map_tensors(args, lambda t: t.to(device)), map_tensors(kwargs, lambda t: t.to(device))

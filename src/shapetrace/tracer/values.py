@@ -1,0 +1,113 @@
+"""Turn live torch values into plain value trees (``TensorMeta``, lists, dicts, ``Struct``, ``Opaque``).
+
+``describe`` walks whatever a forward takes or returns: tensors, tuples and lists, dicts, namedtuples,
+dataclasses (Hugging Face ``ModelOutput`` included), ``PackedSequence``, ``None`` and Python scalars. A
+``tid_of`` callback, when given, names each tensor's identity for data-flow tracking (see ``hooks``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterator
+
+import torch
+
+from .records import Opaque, Struct, TensorMeta, Value
+
+# Past this many items a non-tensor sequence is summarised instead of copied into the trace.
+MAX_ITEMS = 256
+MAX_DEPTH = 32
+
+TidOf = Callable[[torch.Tensor], "int | None"]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` -> ``"float32"``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def tensor_meta(t: torch.Tensor, tid: int | None = None) -> TensorMeta | Opaque:
+    """The ``TensorMeta`` of one tensor (an ``Opaque`` for tensors without a plain shape, e.g. jagged)."""
+    try:
+        shape = tuple(int(s) for s in t.shape)
+    except (RuntimeError, TypeError, ValueError):
+        return Opaque(type(t).__name__, f"tensor without a static shape ({t.layout})")
+    return TensorMeta(shape, dtype_name(t.dtype), str(t.device), tid, bool(t.requires_grad))
+
+
+def _short_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not break a trace
+        text = f"<{type(value).__qualname__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_namedtuple(value: Any) -> bool:
+    return isinstance(value, tuple) and hasattr(type(value), "_fields")
+
+
+def describe(value: Any, tid_of: TidOf | None = None, _depth: int = 0) -> Value:
+    """The value tree of ``value``; ``tid_of(tensor)`` supplies each tensor's ``tid`` when given."""
+    if isinstance(value, torch.Tensor):
+        return tensor_meta(value, tid_of(value) if tid_of is not None else None)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if _depth >= MAX_DEPTH:
+        return Opaque(type(value).__qualname__, "nested too deeply to record")
+    d = _depth + 1
+    if isinstance(value, torch.nn.utils.rnn.PackedSequence) or _is_namedtuple(value):
+        return Struct(type(value).__name__, {f: describe(getattr(value, f), tid_of, d) for f in value._fields})
+    if isinstance(value, dict):
+        # Hugging Face ModelOutput is a dict *and* a dataclass: its items() holds the fields that are set.
+        items = {str(k) if isinstance(k, str) else repr(k): describe(v, tid_of, d) for k, v in value.items()}
+        if dataclasses.is_dataclass(value):
+            return Struct(type(value).__name__, items)
+        return items
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return Struct(type(value).__name__,
+                      {f.name: describe(getattr(value, f.name), tid_of, d) for f in dataclasses.fields(value)})
+    if isinstance(value, (list, tuple)):
+        if len(value) > MAX_ITEMS and not any(isinstance(v, torch.Tensor) for v in value):
+            return Opaque(type(value).__name__, f"{type(value).__name__} of {len(value)} items")
+        return [describe(v, tid_of, d) for v in value]
+    if isinstance(value, (torch.dtype, torch.device, torch.Size)):
+        return Opaque(type(value).__name__, str(value))
+    return Opaque(type(value).__qualname__, _short_repr(value))
+
+
+def iter_live_tensors(value: Any, _depth: int = 0) -> Iterator[torch.Tensor]:
+    """Every tensor inside a live value, in the order ``describe`` visits them."""
+    if isinstance(value, torch.Tensor):
+        yield value
+        return
+    if value is None or isinstance(value, (bool, int, float, str)) or _depth >= MAX_DEPTH:
+        return
+    d = _depth + 1
+    if isinstance(value, torch.nn.utils.rnn.PackedSequence) or _is_namedtuple(value):
+        for f in value._fields:
+            yield from iter_live_tensors(getattr(value, f), d)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from iter_live_tensors(v, d)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from iter_live_tensors(getattr(value, f.name), d)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from iter_live_tensors(v, d)
+
+
+def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """A copy of a nested value with ``fn`` applied to every tensor (used to move inputs to a device)."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, torch.nn.utils.rnn.PackedSequence):
+        return type(value)(*(map_tensors(getattr(value, f), fn) for f in value._fields))
+    if _is_namedtuple(value):
+        return type(value)(*(map_tensors(v, fn) for v in value))
+    if isinstance(value, dict):
+        return type(value)((k, map_tensors(v, fn)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(map_tensors(v, fn) for v in value)
+    return value
