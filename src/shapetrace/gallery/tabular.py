@@ -11,17 +11,19 @@ so state_dicts are unaffected, but a module-level trace shows each block's activ
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
-from typing import Callable, Union
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from .layers import LinBnDrop, SigmoidRange
 
-__all__ = ["emb_sz_rule", "get_emb_sz", "TabularModel"]
+__all__ = ["TabularModel", "emb_sz_rule", "get_emb_sz"]
 
-Activation = Union[nn.Module, Callable[[], nn.Module], None]
+Activation = nn.Module | Callable[[], nn.Module] | None
+
+# fastai's default activation; every block gets its own deep copy, so this instance is never in a model
+_DEFAULT_ACT = nn.ReLU(inplace=True)
 
 
 def emb_sz_rule(n_cat: int) -> int:
@@ -75,7 +77,7 @@ class TabularModel(nn.Module):
     def __init__(self, emb_szs: Sequence[tuple[int, int]], n_cont: int, out_sz: int, layers: Sequence[int],
                  ps: float | Sequence[float] | None = None, embed_p: float = 0.0,
                  y_range: tuple[float, float] | None = None, use_bn: bool = True, bn_final: bool = False,
-                 bn_cont: bool = True, act_cls: Activation = nn.ReLU(inplace=True), lin_first: bool = True) -> None:
+                 bn_cont: bool = True, act_cls: Activation = _DEFAULT_ACT, lin_first: bool = True) -> None:
         super().__init__()
         layers = list(layers)
         if ps is None:

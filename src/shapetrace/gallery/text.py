@@ -18,8 +18,8 @@ activation object is shared between the head's blocks.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,11 +28,25 @@ from torch import nn
 from .layers import LinBnDrop, SigmoidRange
 
 __all__ = [
-    "dropout_mask", "RNNDropout", "WeightDropout", "EmbeddingDropout", "AWD_LSTM",
-    "awd_lstm_lm_config", "awd_lstm_clas_config", "awd_lstm_lm_split", "awd_lstm_clas_split",
-    "awd_lstm_lm_groups", "awd_lstm_clas_groups",
-    "LinearDecoder", "SequentialRNN", "get_language_model", "SentenceEncoder", "masked_concat_pool",
-    "PoolingLinearClassifier", "get_text_classifier", "pad_batch",
+    "AWD_LSTM",
+    "EmbeddingDropout",
+    "LinearDecoder",
+    "PoolingLinearClassifier",
+    "RNNDropout",
+    "SentenceEncoder",
+    "SequentialRNN",
+    "WeightDropout",
+    "awd_lstm_clas_config",
+    "awd_lstm_clas_groups",
+    "awd_lstm_clas_split",
+    "awd_lstm_lm_config",
+    "awd_lstm_lm_groups",
+    "awd_lstm_lm_split",
+    "dropout_mask",
+    "get_language_model",
+    "get_text_classifier",
+    "masked_concat_pool",
+    "pad_batch",
 ]
 
 
@@ -224,13 +238,13 @@ class AWD_LSTM(nn.Module):
         self.hidden = [self._one_hidden(layer) for layer in range(self.n_layers)]
 
 
-awd_lstm_lm_config: dict[str, Any] = dict(
-    emb_sz=400, n_hid=1152, n_layers=3, pad_token=1, bidir=False, output_p=0.1,
-    hidden_p=0.15, input_p=0.25, embed_p=0.02, weight_p=0.2, tie_weights=True, out_bias=True)
+awd_lstm_lm_config: dict[str, Any] = {
+    "emb_sz": 400, "n_hid": 1152, "n_layers": 3, "pad_token": 1, "bidir": False, "output_p": 0.1,
+    "hidden_p": 0.15, "input_p": 0.25, "embed_p": 0.02, "weight_p": 0.2, "tie_weights": True, "out_bias": True}
 
-awd_lstm_clas_config: dict[str, Any] = dict(
-    emb_sz=400, n_hid=1152, n_layers=3, pad_token=1, bidir=False, output_p=0.4,
-    hidden_p=0.3, input_p=0.4, embed_p=0.05, weight_p=0.5)
+awd_lstm_clas_config: dict[str, Any] = {
+    "emb_sz": 400, "n_hid": 1152, "n_layers": 3, "pad_token": 1, "bidir": False, "output_p": 0.4,
+    "hidden_p": 0.3, "input_p": 0.4, "embed_p": 0.05, "weight_p": 0.5}
 
 
 # --------------------------------------------------------------------------------------------- splitters
