@@ -36,6 +36,7 @@ __all__ = [
     "apply_init",
     "icnr_init",
     "init_linear",
+    "norm_types",
     "sigmoid_range",
 ]
 
@@ -51,7 +52,7 @@ class NormType(enum.Enum):
     InstanceZero = 6
 
 
-_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d,
+norm_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d,
                nn.InstanceNorm3d, nn.LayerNorm)
 
 
@@ -412,7 +413,7 @@ class ToTensorBase(nn.Module):
 def apply_init(m: nn.Module, init: Callable | None = nn.init.kaiming_normal_) -> None:
     """fastai's ``apply_init``: every trainable, non-norm module with a weight gets ``init`` on it and a zero bias."""
     for mod in m.modules():
-        if isinstance(mod, _NORM_TYPES):
+        if isinstance(mod, norm_types):
             continue
         first = next(mod.parameters(), None)
         if first is None or not first.requires_grad:
