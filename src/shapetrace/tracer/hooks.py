@@ -50,6 +50,22 @@ class _Open:
     side_tids: set[int] = field(default_factory=set)
 
 
+def _caller_kwargs() -> dict:
+    """The keyword arguments of the module call whose global pre-hook is running.
+
+    torch passes global forward pre-hooks the positional arguments only; the keyword arguments live in
+    the calling frame of ``Module._call_impl``. When that frame is not what we expect, they are unknown.
+    """
+    try:
+        frame = sys._getframe(2)  # 0: here, 1: _pre_hook, 2: inner or _call_impl
+    except ValueError:
+        return {}
+    if frame.f_code.co_name not in ("inner", "_call_impl"):
+        return {}
+    kwargs = frame.f_locals.get("kwargs")
+    return kwargs if isinstance(kwargs, dict) else {}
+
+
 def _module_stats(module: nn.Module) -> tuple[int, int, int, int]:
     """(params, own params, trainable params, buffer elements) of a module, shared tensors counted once."""
 
@@ -177,9 +193,13 @@ class Tracer:
         if self.device is not None and self.device != model_device(self.model):
             moved = _moved_tensors(self.model, self.device)
             stack.enter_context(torch.nn.utils.stateless._reparametrize_module(self.model, moved, tie_weights=True))
-        for m in self._modules.values():
-            stack.callback(m.register_forward_pre_hook(self._pre_hook, with_kwargs=True).remove)
-            stack.callback(m.register_forward_hook(self._post_hook, with_kwargs=True, always_call=True).remove)
+        # Global hooks, filtered by module, rather than a hook on every module: a per-module hook would
+        # change what runs (nn.TransformerEncoderLayer skips its fused fast path when it sees one).
+        from torch.nn.modules import module as torch_module
+
+        stack.callback(torch_module.register_module_forward_pre_hook(self._pre_hook).remove)
+        stack.callback(torch_module.register_module_forward_hook(
+            self._post_hook, with_kwargs=True, always_call=True).remove)
         if self.ops:
             from .ops import OpRecorder
 
@@ -210,15 +230,20 @@ class Tracer:
         self._order += 1
         return self._order
 
-    def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+    def _pre_hook(self, module: nn.Module, args: tuple) -> None:
+        if id(module) not in self._info:
+            return  # a module of another model, or one built inside the forward
         try:
-            self._start_call(module, args, kwargs)
+            self._start_call(module, args, _caller_kwargs())
         except Exception as e:  # a tracer bug must never break the user's forward
             self.tracer_errors.append(f"pre-hook of {type(module).__name__}: {e!r}")
 
-    def _post_hook(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+    def _post_hook(self, module: nn.Module, args: tuple, *rest: Any) -> None:
+        # (kwargs, output) normally; (output,) when torch runs the hook after the forward raised.
+        if id(module) not in self._info:
+            return
         try:
-            self._end_call(module, output, sys.exc_info()[1])
+            self._end_call(module, rest[-1], sys.exc_info()[1])
         except Exception as e:
             self.tracer_errors.append(f"post-hook of {type(module).__name__}: {e!r}")
 

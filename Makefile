@@ -1,0 +1,38 @@
+# Set-up and the two main jobs. `make gallery` and `make test` each create .venv and install everything
+# (Graphviz's `dot` too, where apt-get is usable) the first time, and again whenever a dependency file changes.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# The venv is reused only while setup.cfg, pyproject.toml and constraints.txt are unchanged.
+DEPKEY := $(shell cat setup.cfg pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
+STAMP  := $(VENV)/.installed-$(DEPKEY)
+
+.PHONY: setup graphviz gallery test lint bench clean
+
+setup: $(STAMP) graphviz
+
+$(STAMP):
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "shapetrace needs Python 3.10 or newer"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+graphviz:
+	@scripts/ensure-graphviz.sh
+
+gallery: setup
+	$(BIN)/shapetrace gallery build -o site
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/overhead.py
+
+clean:
+	rm -rf $(VENV) site build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,218 @@
+"""What a trace records for each module call: order, nesting, repeated calls, nested values, side inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import namedtuple
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import shapetrace
+from shapetrace.tracer.records import Opaque, Struct, TensorMeta
+
+
+class ChunkedLSTM(nn.Module):
+    """An LSTM run once per chunk of the sequence in a Python loop, as BPT3C does."""
+
+    def __init__(self, chunk: int = 5):
+        super().__init__()
+        self.chunk = chunk
+        self.lstm = nn.LSTM(8, 16, batch_first=True)
+
+    def forward(self, x):
+        state, outs = None, []
+        for i in range(0, x.shape[1], self.chunk):
+            out, state = self.lstm(x[:, i:i + self.chunk], state)
+            outs.append(out)
+        return torch.cat(outs, dim=1)
+
+
+def test_lstm_called_once_per_chunk_gives_one_call_per_chunk_in_order():
+    trace = shapetrace.trace(ChunkedLSTM(chunk=5), torch.randn(3, 18, 8))
+    calls = trace.calls_of("lstm")
+    assert [c.call_index for c in calls] == [0, 1, 2, 3]
+    assert [c.inputs[0].shape for c in calls] == [(3, 5, 8), (3, 5, 8), (3, 5, 8), (3, 3, 8)]
+    assert [c.outputs[0].shape for c in calls] == [(3, 5, 16), (3, 5, 16), (3, 5, 16), (3, 3, 16)]
+    assert calls[0].inputs[1] is None  # no state on the first chunk
+    assert [m.shape for m in calls[1].inputs[1]] == [(1, 3, 16), (1, 3, 16)]  # (h, c) carried over
+    assert all(c.parent == 0 and c.depth == 1 for c in calls)
+    assert [c.start for c in calls] == sorted(c.start for c in calls)
+
+
+def test_calls_are_in_start_order_with_parents_and_depths():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.ReLU(), nn.Linear(4, 2)))
+    trace = shapetrace.trace(model, torch.randn(1, 4))
+    assert [(c.module, c.parent, c.depth) for c in trace.calls] == [
+        ("", None, 0), ("0", 0, 1), ("1", 0, 1), ("1.0", 2, 2), ("1.1", 2, 2)]
+    assert [c.id for c in trace.calls] == list(range(5))
+    for c in trace.calls:
+        assert c.end is not None and c.end > c.start
+        if c.parent is not None:
+            parent = trace.calls[c.parent]
+            assert parent.start < c.start and c.end < parent.end
+
+
+def test_own_total_trainable_params_and_buffers():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    model[0].weight.requires_grad_(False)
+    trace = shapetrace.trace(model, torch.randn(1, 3, 8, 8))
+    root, conv, bn = trace.calls
+    assert (conv.params, conv.own_params, conv.trainable_params) == (3 * 4 * 9 + 4, 3 * 4 * 9 + 4, 4)
+    assert (root.params, root.own_params) == (conv.params + 8, 0)
+    assert bn.buffers == 4 + 4 + 1  # running mean, running var, num_batches_tracked
+    assert trace.model.trainable_params == 4 + 8
+
+
+Pair = namedtuple("Pair", "left right")
+
+
+@dataclasses.dataclass
+class Output:
+    logits: torch.Tensor
+    hidden: tuple
+
+
+class Structured(nn.Module):
+    def forward(self, x, *, scale: float = 1.0, mask=None):
+        return Output(logits=x * scale, hidden=(x, Pair(x[:, :1], None))), {"n": 3, "dtype": x.dtype}
+
+
+def test_nested_values_keep_their_structure_and_names():
+    trace = shapetrace.trace(Structured(), torch.randn(2, 3), scale=2.0)
+    root = trace.calls[0]
+    assert root.kwargs == {"scale": 2.0}
+    out, extra = root.outputs
+    assert isinstance(out, Struct) and out.kind == "Output"
+    assert out.fields["logits"].shape == (2, 3)
+    assert isinstance(out.fields["hidden"][1], Struct) and out.fields["hidden"][1].kind == "Pair"
+    assert out.fields["hidden"][1].fields["right"] is None
+    assert extra["n"] == 3 and isinstance(extra["dtype"], Opaque) and extra["dtype"].repr == "torch.float32"
+
+
+def test_packed_sequence_is_a_struct_with_its_fields():
+    lstm = nn.LSTM(4, 6)
+    packed = pack_padded_sequence(torch.randn(5, 2, 4), [5, 3])
+    trace = shapetrace.trace(lstm, packed)
+    inp = trace.calls[0].inputs[0]
+    assert inp.kind == "PackedSequence" and inp.fields["data"].shape == (8, 4)
+    assert trace.calls[0].outputs[0].fields["data"].shape == (8, 6)
+
+
+def test_tensors_are_described_by_shape_dtype_and_device():
+    trace = shapetrace.trace(nn.Embedding(10, 3), torch.tensor([[1, 2]]))
+    assert trace.calls[0].inputs[0] == TensorMeta((1, 2), "int64", "cpu", trace.calls[0].inputs[0].tid)
+    assert trace.calls[0].outputs.dtype == "float32"
+
+
+def test_modules_never_called_are_listed_as_uncalled():
+    class Unused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used = nn.Linear(2, 2)
+            self.dropout = nn.Dropout(0.1)
+
+        def forward(self, x):
+            return self.used(x)
+
+    trace = shapetrace.trace(Unused(), torch.randn(1, 2))
+    assert [(u.module, u.cls) for u in trace.uncalled] == [("dropout", "Dropout")]
+
+
+def test_transformer_fast_path_lists_the_sublayers_it_skipped():
+    layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, batch_first=True).eval()
+    trace = shapetrace.trace(layer, torch.randn(2, 5, 16))
+    skipped = {u.module for u in trace.uncalled}
+    assert {"self_attn", "linear1", "linear2", "norm1", "norm2"} <= skipped
+    assert trace.calls[0].outputs.shape == (2, 5, 16)
+
+
+class StoresActivations(nn.Module):
+    """fastai-style: a forward hook stores an encoder activation that a later block reads back."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv2d(3, 4, 3, padding=1)
+        self.down = nn.MaxPool2d(2)
+        self.dec = Merge()
+        self.stored = None
+        self.enc.register_forward_hook(lambda m, i, o: setattr(self, "stored", o))
+        self.dec.source = self
+
+    def forward(self, x):
+        return self.dec(self.down(self.enc(x)))
+
+
+class Merge(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up = nn.Upsample(scale_factor=2)
+        self.conv = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.conv(torch.cat([self.up(x), self.source.stored], dim=1))
+
+    def __setattr__(self, name, value):  # keep the back-reference out of the module tree
+        if name == "source":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+
+def test_tensor_read_from_a_hook_store_is_a_side_input_of_the_block_that_reads_it():
+    trace = shapetrace.trace(StoresActivations(), torch.randn(1, 3, 8, 8), ops=True)
+    dec = trace.calls_of("dec")[0]
+    assert [m.shape for m in dec.inputs] == [(1, 4, 4, 4)]
+    assert [m.shape for m in dec.side_inputs] == [(1, 4, 8, 8)]
+    enc = trace.calls_of("enc")[0]
+    assert any(e.src == f"call:{enc.id}" and e.dst == f"call:{dec.id}" and e.side for e in trace.edges)
+
+
+def test_side_input_consumed_by_a_child_module_is_found_without_op_capture():
+    class Block(nn.Module):
+        def __init__(self, owner):
+            super().__init__()
+            self.bn = nn.BatchNorm2d(4)
+            object.__setattr__(self, "owner", owner)
+
+        def forward(self, x):
+            return x + self.bn(self.owner.stored)
+
+    class Net(StoresActivations):
+        def __init__(self):
+            super().__init__()
+            self.dec = Block(self)
+
+        def forward(self, x):
+            return self.dec(self.enc(x))
+
+    trace = shapetrace.trace(Net().eval(), torch.randn(1, 3, 8, 8))
+    assert [m.shape for m in trace.calls_of("dec")[0].side_inputs] == []  # stored is also its argument
+    trace = shapetrace.trace(StoresActivationsViaChild().eval(), torch.randn(1, 3, 8, 8))
+    assert [m.shape for m in trace.calls_of("dec")[0].side_inputs] == [(1, 4, 8, 8)]
+
+
+class StoresActivationsViaChild(StoresActivations):
+    def __init__(self):
+        super().__init__()
+        self.dec = ChildReads()
+        self.dec.source = self
+
+
+class ChildReads(Merge):
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.conv(torch.cat([self.up(x), self.bn(self.source.stored)], dim=1))
+
+
+def test_tracer_context_manager_records_what_runs_inside():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Tanh())
+    with shapetrace.Tracer(model) as t:
+        model(torch.randn(2, 3))
+        model(torch.randn(5, 3))
+    assert [c.label for c in t.trace.calls] == ["(root)", "0", "1", "(root)#1", "0#1", "1#1"]
+    assert t.trace.calls[3].inputs[0].shape == (5, 3)
