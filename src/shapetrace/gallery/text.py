@@ -249,19 +249,20 @@ awd_lstm_clas_config: dict[str, Any] = {
 
 # --------------------------------------------------------------------------------------------- splitters
 
-def awd_lstm_lm_groups(model: nn.Module) -> dict[str, list[str]]:
-    """The language model's parameter groups as qualified module names: one per LSTM, then embedding+decoder."""
-    n = len(model[0].rnns)
-    groups = {f"lstm {i}": [f"0.rnns.{i}", f"0.hidden_dps.{i}"] for i in range(n)}
+def awd_lstm_lm_groups(n_layers: int = 3) -> dict[str, list[str]]:
+    """A language model's parameter groups as qualified module names: one per LSTM, then embedding + decoder.
+
+    The splitters below are built on these names, and the gallery draws them as an overlay.
+    """
+    groups = {f"lstm {i}": [f"0.rnns.{i}", f"0.hidden_dps.{i}"] for i in range(n_layers)}
     groups["embedding + decoder"] = ["0.encoder", "0.encoder_dp", "1"]
     return groups
 
 
-def awd_lstm_clas_groups(model: nn.Module) -> dict[str, list[str]]:
-    """The classifier's parameter groups as qualified module names: embedding, one per LSTM, then the head."""
-    n = len(model[0].module.rnns)
+def awd_lstm_clas_groups(n_layers: int = 3) -> dict[str, list[str]]:
+    """A text classifier's parameter groups as qualified module names: embedding, one per LSTM, then the head."""
     groups = {"embedding": ["0.module.encoder", "0.module.encoder_dp"]}
-    groups.update({f"lstm {i}": [f"0.module.rnns.{i}", f"0.module.hidden_dps.{i}"] for i in range(n)})
+    groups.update({f"lstm {i}": [f"0.module.rnns.{i}", f"0.module.hidden_dps.{i}"] for i in range(n_layers)})
     groups["head"] = ["1"]
     return groups
 
@@ -279,12 +280,12 @@ def _group_params(model: nn.Module, groups: dict[str, list[str]]) -> list[list[n
 
 def awd_lstm_lm_split(model: nn.Module) -> list[list[nn.Parameter]]:
     """Parameter groups of a language model for discriminative learning rates (4 for a 3-layer AWD-LSTM)."""
-    return _group_params(model, awd_lstm_lm_groups(model))
+    return _group_params(model, awd_lstm_lm_groups(len(model[0].rnns)))
 
 
 def awd_lstm_clas_split(model: nn.Module) -> list[list[nn.Parameter]]:
     """Parameter groups of a text classifier for gradual unfreezing (5 for a 3-layer AWD-LSTM)."""
-    return _group_params(model, awd_lstm_clas_groups(model))
+    return _group_params(model, awd_lstm_clas_groups(len(model[0].module.rnns)))
 
 
 # --------------------------------------------------------------------------------------------- language model
