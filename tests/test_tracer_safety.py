@@ -1,0 +1,135 @@
+"""Tracing never changes the model, and a failing forward gives a partial trace naming the failing layer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.modules import module as torch_module
+
+import shapetrace
+
+
+def five_layers_failing_in_the_fifth() -> nn.Sequential:
+    # Linear(8, 6) receives 4 features: the shape mismatch people reach for this tool to find.
+    return nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Dropout(0.2), nn.Linear(8, 6))
+
+
+def no_hooks_left(model: nn.Module) -> bool:
+    per_module = all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    return per_module and not torch_module._global_forward_hooks and not torch_module._global_forward_pre_hooks
+
+
+def state(model: nn.Module) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_failing_fifth_layer_gives_four_completed_calls_and_the_failed_one():
+    model = five_layers_failing_in_the_fifth()
+    with pytest.raises(shapetrace.TraceFailed) as info:
+        shapetrace.trace(model, torch.randn(2, 3))
+    trace = info.value.trace
+    layers = [c for c in trace.calls if c.depth == 1]
+    assert [c.error is None for c in layers] == [True, True, True, True, False]
+    failed = trace.failed_call
+    assert failed is layers[-1] and failed.module == "4" and failed.cls == "Linear"
+    assert failed.inputs[0].shape == (2, 4)
+    assert "mat1 and mat2 shapes cannot be multiplied" in failed.error
+    assert trace.calls[0].error is not None  # the exception left the root too
+    assert "4 (Linear)" in str(info.value) and "(2, 4)" in str(info.value)
+
+
+def test_failed_trace_leaves_no_hooks_same_flags_and_same_state_dict():
+    model = five_layers_failing_in_the_fifth()
+    model.train()
+    model[2].eval()  # a mixed set of flags must come back as it was
+    flags = [m.training for m in model.modules()]
+    before = state(model)
+    grad_mode = torch.is_grad_enabled()
+    trace = shapetrace.trace(model, torch.randn(2, 3), train=True, strict=False)
+    assert trace.failed
+    assert no_hooks_left(model)
+    assert [m.training for m in model.modules()] == flags
+    assert torch.is_grad_enabled() == grad_mode
+    after = state(model)
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm's running stats restored
+
+
+def test_successful_training_mode_trace_restores_batchnorm_statistics():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).eval()
+    before = state(model)
+    trace = shapetrace.trace(model, torch.randn(8, 3), train=True)
+    assert trace.meta["training"] is True
+    assert not model.training and not model[1].training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_trace_runs_without_grad_by_default_and_keeps_it_on_request():
+    model = nn.Linear(2, 2)
+    trace = shapetrace.trace(model, torch.randn(1, 2))
+    assert trace.calls[0].outputs.requires_grad is False
+    trace = shapetrace.trace(model, torch.randn(1, 2), grad=True)
+    assert trace.calls[0].outputs.requires_grad is True
+
+
+def test_keyboard_interrupt_still_removes_hooks():
+    class Interrupts(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(2, 2)
+
+        def forward(self, x):
+            self.inner(x)
+            raise KeyboardInterrupt
+
+    model = Interrupts()
+    with pytest.raises(KeyboardInterrupt):
+        shapetrace.trace(model, torch.randn(1, 2))
+    assert no_hooks_left(model)
+
+
+def test_exception_caught_inside_the_forward_is_not_a_failure():
+    class Fallback(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wrong = nn.Linear(5, 2)
+            self.right = nn.Linear(3, 2)
+
+        def forward(self, x):
+            try:
+                return self.wrong(x)
+            except RuntimeError:
+                return self.right(x)
+
+    trace = shapetrace.trace(Fallback(), torch.randn(1, 3))
+    assert not trace.failed
+    assert trace.calls_of("wrong")[0].error is not None
+    assert trace.calls_of("right")[0].error is None
+
+
+def test_meta_device_traces_shapes_without_moving_the_model():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+    model(torch.randn(1, 3, 10, 10))  # materialise the lazy layer
+    trace = shapetrace.trace(model, torch.randn(1, 3, 10, 10), device="meta")
+    assert trace.calls[-1].outputs.shape == (1, 10)
+    assert trace.calls[-1].outputs.device == "meta"
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert trace.model.params == sum(p.numel() for p in model.parameters())
+
+
+def test_model_built_on_meta_traces_at_full_size_without_memory():
+    with torch.device("meta"):
+        big = nn.Sequential(*[nn.Linear(8192, 8192) for _ in range(8)])  # 2 GiB of float32 if real
+    trace = shapetrace.trace(big, torch.empty(4, 8192, device="meta"))
+    assert trace.model.params == 8 * (8192 * 8192 + 8192)
+    assert trace.outputs.shape == (4, 8192)
+
+
+def test_hooks_of_the_model_itself_are_kept():
+    model = nn.Linear(2, 2)
+    seen = []
+    handle = model.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    shapetrace.trace(model, torch.randn(3, 2))
+    assert seen == [torch.Size([3, 2])] and len(model._forward_hooks) == 1
+    handle.remove()
