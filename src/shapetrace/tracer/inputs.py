@@ -1,0 +1,205 @@
+"""The ``--input`` mini-language: a short text spec -> an example tensor for a model's forward.
+
+Grammar (one spec per positional input; several ``--input`` options give several inputs)::
+
+    SPEC   := [NAME "="] [WORD ":"]... SHAPE [":" LOW ".." HIGH]
+    SHAPE  := INT ("," INT)*          dimensions, e.g. 1,3,224,224   (also 1x3x224x224; "scalar" for ())
+    WORD   := a dtype  float32 (float, fp32), float16 (half, fp16), bfloat16 (bf16), float64 (double),
+                       int64 (long), int32 (int), int16, int8, uint8, bool
+            | a fill   randn (the default for floats), rand, zeros, ones
+
+Examples::
+
+    1,3,224,224          float32, standard normal values
+    long:4,72            int64, integers in [0, 10)   (the default integer range; give one for embeddings)
+    long:8,5:0..100      int64, integers in [0, 100)  (LOW..HIGH is half-open, like torch.randint)
+    bool:2,16            bool, random True/False
+    bf16:2,3,32,32       bfloat16, standard normal values
+    float32:4,10:-1..1   float32, uniform in [-1, 1)
+    zeros:long:2,16      int64, all zeros
+    input_ids=long:2,16  a keyword argument of the forward: forward(input_ids=...)
+
+Values are deterministic: every spec list is generated from one ``torch.Generator`` seeded with ``seed``
+(0 by default), so the same specs always give the same tensors. On the ``meta`` device the tensors hold
+no data (shape-only tracing).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["DEFAULT_INT_RANGE", "GRAMMAR_HELP", "InputSpec", "InputSpecError", "make_inputs", "parse_input"]
+
+DEFAULT_INT_RANGE = (0, 10)
+
+GRAMMAR_HELP = (
+    "SPEC is [NAME=][DTYPE:][FILL:]SHAPE[:LOW..HIGH], e.g. 1,3,224,224 (float32 randn), long:4,72 "
+    "(int64 in [0,10)), long:8,5:0..100 (int64 in [0,100)), bool:2,16, bf16:1,3,64,64, zeros:long:2,16, "
+    "input_ids=long:2,16 (a keyword argument)."
+)
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "float": torch.float32, "fp32": torch.float32, "f32": torch.float32,
+    "float16": torch.float16, "half": torch.float16, "fp16": torch.float16, "f16": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float64": torch.float64, "double": torch.float64, "fp64": torch.float64, "f64": torch.float64,
+    "int64": torch.int64, "long": torch.int64, "i64": torch.int64,
+    "int32": torch.int32, "int": torch.int32, "i32": torch.int32,
+    "int16": torch.int16, "short": torch.int16, "int8": torch.int8, "uint8": torch.uint8, "byte": torch.uint8,
+    "bool": torch.bool,
+}
+_FILLS = ("randn", "rand", "zeros", "ones")
+_EXAMPLE = "e.g. --input 1,3,224,224 or --input long:8,5:0..100"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_RANGE = re.compile(rf"^({_NUMBER})\.\.({_NUMBER})$")
+
+
+class InputSpecError(ValueError):
+    """An ``--input`` spec that does not parse; the message says what is wrong and shows an example."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One parsed spec: the tensor it describes, and the forward keyword it goes to (``None``: positional)."""
+
+    text: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype = torch.float32
+    fill: str | None = None
+    low: float | None = None
+    high: float | None = None
+    name: str | None = None
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype.is_floating_point
+
+    def make(self, generator: torch.Generator, device: str | torch.device | None = None) -> torch.Tensor:
+        """The example tensor (on CPU unless ``device`` is given; ``meta`` gives a data-less tensor)."""
+        if device is not None and torch.device(device).type == "meta":
+            return torch.empty(self.shape, dtype=self.dtype, device="meta")
+        shape, dtype = self.shape, self.dtype
+        if self.fill == "zeros":
+            t = torch.zeros(shape, dtype=dtype)
+        elif self.fill == "ones":
+            t = torch.ones(shape, dtype=dtype)
+        elif dtype == torch.bool:
+            t = torch.randint(0, 2, shape, generator=generator).bool()
+        elif not self.is_float:
+            low, high = (self.low, self.high) if self.low is not None else DEFAULT_INT_RANGE
+            t = torch.randint(int(low), int(high), shape, generator=generator, dtype=torch.int64).to(dtype)
+        elif self.low is not None or self.fill == "rand":
+            low, high = (self.low, self.high) if self.low is not None else (0.0, 1.0)
+            t = (torch.rand(shape, generator=generator) * (high - low) + low).to(dtype)
+        else:
+            t = torch.randn(shape, generator=generator).to(dtype)
+        return t.to(device) if device is not None else t
+
+
+def _fail(spec: str, problem: str) -> InputSpecError:
+    return InputSpecError(f"bad --input {spec!r}: {problem} ({_EXAMPLE}; {GRAMMAR_HELP})")
+
+
+def _parse_shape(spec: str, text: str) -> tuple[int, ...] | None:
+    """The shape in ``text``, or ``None`` when ``text`` does not look like a shape at all."""
+    t = text.strip().strip("()[]").replace(" ", "")
+    if t in ("scalar", ""):
+        return () if t == "scalar" else None
+    parts = re.split(r"[,x×]", t.rstrip(","))
+    if not all(re.fullmatch(r"[-+]?\d+", p) for p in parts):
+        return None
+    dims = tuple(int(p) for p in parts)
+    if any(d < 0 for d in dims):
+        raise _fail(spec, f"dimensions must be >= 0, got {text!r}")
+    return dims
+
+
+def parse_input(spec: str) -> InputSpec:
+    """Parse one spec (see the module docstring); ``InputSpecError`` says what is wrong."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise _fail(str(spec), "the spec is empty")
+    text = spec.strip()
+    name = None
+    if "=" in text:
+        name, _, text = text.partition("=")
+        name = name.strip()
+        if not _NAME.match(name):
+            raise _fail(spec, f"{name!r} is not a valid keyword-argument name")
+    parts = [p.strip() for p in text.split(":")]
+    dtype: torch.dtype | None = None
+    fill: str | None = None
+    shape: tuple[int, ...] | None = None
+    rng: tuple[float, float] | None = None
+    for i, part in enumerate(parts):
+        word = part.lower()
+        if shape is None:
+            parsed = _parse_shape(spec, part)
+            if parsed is not None:
+                shape = parsed
+                continue
+            if word in _DTYPES:
+                if dtype is not None:
+                    raise _fail(spec, f"two dtypes given ({part!r} after an earlier one)")
+                dtype = _DTYPES[word]
+                continue
+            if word in _FILLS:
+                if fill is not None:
+                    raise _fail(spec, f"two fills given ({part!r} after {fill!r})")
+                fill = word
+                continue
+            if _RANGE.match(part):
+                raise _fail(spec, "the range comes after the shape, as in long:8,5:0..100")
+            import difflib
+
+            close = difflib.get_close_matches(word, [*_DTYPES, *_FILLS], n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise _fail(spec, f"{part!r} is neither a shape (like 4,72), a dtype (like long) nor a fill "
+                              f"(randn, rand, zeros, ones){hint}")
+        m = _RANGE.match(part)
+        if m is None or rng is not None or i != len(parts) - 1:
+            raise _fail(spec, f"after the shape only a range LOW..HIGH may follow, got {part!r}")
+        rng = (float(m.group(1)), float(m.group(2)))
+    if shape is None:
+        raise _fail(spec, "no shape given")
+    dtype = dtype or torch.float32
+    low = high = None
+    if rng is not None:
+        low, high = rng
+        if fill in ("zeros", "ones"):
+            raise _fail(spec, f"a range makes no sense with {fill!r}")
+        if dtype == torch.bool:
+            raise _fail(spec, "bool inputs take no range (they are random True/False)")
+        if not dtype.is_floating_point and (low != int(low) or high != int(high)):
+            raise _fail(spec, f"an integer dtype needs integer bounds, got {part!r}")
+        if high <= low:
+            raise _fail(spec, f"the range {low:g}..{high:g} is empty (HIGH is exclusive and must exceed LOW)")
+    if fill in ("randn", "rand") and not dtype.is_floating_point:
+        raise _fail(spec, f"the fill {fill!r} needs a floating dtype; integers take a range like 0..100")
+    return InputSpec(text=spec, shape=shape, dtype=dtype, fill=fill, low=low, high=high, name=name)
+
+
+def make_inputs(specs: Sequence[str | InputSpec], *, seed: int = 0,
+                device: str | torch.device | None = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``(args, kwargs)`` for the forward from a list of specs: positional in order, ``NAME=`` ones as kwargs."""
+    parsed = [s if isinstance(s, InputSpec) else parse_input(s) for s in specs]
+    gen = torch.Generator().manual_seed(seed)
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    for p in parsed:
+        t = p.make(gen, device)
+        if p.name is None:
+            if kwargs:
+                raise InputSpecError(f"bad --input {p.text!r}: positional inputs must come before keyword inputs "
+                                     f"({', '.join(kwargs)}=...)")
+            args.append(t)
+        else:
+            if p.name in kwargs:
+                raise InputSpecError(f"bad --input {p.text!r}: keyword {p.name!r} given twice")
+            kwargs[p.name] = t
+    return tuple(args), kwargs

@@ -1,0 +1,234 @@
+"""Model specs -> ``nn.Module``: what ``shapetrace trace MODEL`` accepts as MODEL.
+
+A spec is one of:
+
+* a gallery exhibit name (``shapetrace gallery list``), with its example inputs;
+* ``package.module:attr`` -- ``attr`` (dotted for nested attributes) is an ``nn.Module`` instance, used as
+  is, or a callable (a class or factory function) called with the ``--arg KEY=VALUE`` keyword arguments;
+* ``path/to/file.py:attr`` -- the same, from a Python file (its folder is put on ``sys.path`` while it loads);
+* a torchvision model: ``torchvision.models:resnet50`` or just ``resnet50``; always built with
+  ``weights=None`` (random weights, nothing downloaded) unless ``--arg weights=...`` says otherwise.
+  Classification models get a default input of ``1,3,224,224``.
+
+``--arg`` values are Python literals (``num_classes=10``, ``layers=[2,2]``, ``name='x'``); anything that is
+not a literal is passed as the raw string (``act=relu`` gives ``"relu"``).
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+__all__ = ["LoadedModel", "ModelSpecError", "load_model", "parse_arg", "parse_args"]
+
+
+class ModelSpecError(ValueError):
+    """A model spec (or ``--arg``) that cannot be turned into a module; the message says what to fix."""
+
+
+@dataclass
+class LoadedModel:
+    """The module, its default forward inputs ``(args, kwargs)`` (``None`` when unknown) and its exhibit."""
+
+    module: nn.Module
+    inputs: tuple[tuple, dict] | None = None
+    exhibit: Any = None
+    source: str = ""
+
+
+def parse_arg(text: str) -> tuple[str, Any]:
+    """``"KEY=VALUE"`` -> ``(key, value)``, the value parsed as a Python literal when it is one."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise ModelSpecError(f"bad --arg {text!r}: write KEY=VALUE with KEY a Python name, "
+                             "e.g. --arg num_classes=10 or --arg layers=[2,2,2]")
+    try:
+        value = ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        value = raw
+    return key, value
+
+
+def parse_args(texts: Sequence[str]) -> dict[str, Any]:
+    """Several ``KEY=VALUE`` into a dict; a key given twice is an error."""
+    out: dict[str, Any] = {}
+    for t in texts:
+        k, v = parse_arg(t)
+        if k in out:
+            raise ModelSpecError(f"--arg {k} is given twice")
+        out[k] = v
+    return out
+
+
+def _closest(word: str, names: Sequence[str], n: int = 3) -> str:
+    close = difflib.get_close_matches(word, list(names), n=n, cutoff=0.6)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
+def _exhibit_names() -> list[str]:
+    try:
+        from ..gallery.exhibits import exhibit_names
+    except ImportError:
+        return []
+    return exhibit_names()
+
+
+def _torchvision_classifiers() -> list[str]:
+    try:
+        import torchvision.models as tvm
+    except ImportError:
+        return []
+    return sorted(tvm.list_models(module=tvm))
+
+
+def _torchvision_all() -> list[str]:
+    try:
+        import torchvision.models as tvm
+    except ImportError:
+        return []
+    return sorted(tvm.list_models())
+
+
+def _resolve_attr(obj: Any, dotted: str, where: str) -> Any:
+    for part in dotted.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            names = [n for n in dir(obj) if not n.startswith("_")]
+            raise ModelSpecError(f"{where} has no attribute {part!r}.{_closest(part, names)}") from None
+    return obj
+
+
+def _import_file(path: Path) -> Any:
+    if not path.is_file():
+        raise ModelSpecError(f"no such file: {str(path)!r} (MODEL is path/to/file.py:factory)")
+    name = f"_shapetrace_user_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ModelSpecError(f"cannot import {str(path)!r} as a Python file")
+    module = importlib.util.module_from_spec(spec)
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        sys.modules.pop(name, None)
+        raise ModelSpecError(f"importing {str(path)!r} raised {type(e).__name__}: {e}") from e
+    finally:
+        try:
+            sys.path.remove(folder)
+        except ValueError:
+            pass
+    return module
+
+
+def _import_module(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        missing = e.name or name
+        if missing == name or name.startswith(missing + "."):
+            raise ModelSpecError(f"cannot import module {name!r} ({e}). Is it installed, and is the name "
+                                 "spelt right? A file is written path/to/file.py:factory.") from e
+        raise ModelSpecError(f"importing {name!r} failed: {e}") from e
+    except Exception as e:
+        raise ModelSpecError(f"importing {name!r} raised {type(e).__name__}: {e}") from e
+
+
+def _instantiate(obj: Any, kwargs: dict[str, Any], what: str) -> nn.Module:
+    if isinstance(obj, nn.Module):
+        if kwargs:
+            raise ModelSpecError(f"{what} is already a module instance, so --arg ({', '.join(kwargs)}) cannot "
+                                 "apply; point MODEL at a class or factory function instead")
+        return obj
+    if not callable(obj):
+        raise ModelSpecError(f"{what} is a {type(obj).__name__}, not an nn.Module or a callable that builds one")
+    try:
+        built = obj(**kwargs)
+    except TypeError as e:
+        raise ModelSpecError(f"calling {what}({_fmt_kwargs(kwargs)}) failed: {e}. Check the --arg names.") from e
+    except Exception as e:
+        raise ModelSpecError(f"calling {what}({_fmt_kwargs(kwargs)}) raised {type(e).__name__}: {e}") from e
+    if not isinstance(built, nn.Module):
+        raise ModelSpecError(f"{what}({_fmt_kwargs(kwargs)}) returned a {type(built).__name__}, not an nn.Module")
+    return built
+
+
+def _fmt_kwargs(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+
+
+def _torchvision(name: str, kwargs: dict[str, Any]) -> LoadedModel:
+    import torchvision.models as tvm
+
+    kwargs = {"weights": None, **kwargs}
+    try:
+        builder = tvm.get_model_builder(name)
+    except ValueError as e:
+        raise ModelSpecError(f"torchvision has no model {name!r}.{_closest(name, _torchvision_all())}") from e
+    module = _instantiate(builder, kwargs, f"torchvision.models.{name}")
+    inputs = None
+    if name in _torchvision_classifiers():
+        import torch
+
+        gen = torch.Generator().manual_seed(0)
+        size = 299 if name == "inception_v3" else 224
+        inputs = ((torch.randn(1, 3, size, size, generator=gen),), {})
+    return LoadedModel(module, inputs, None, f"torchvision.models:{name}")
+
+
+def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> LoadedModel:
+    """Resolve a model spec (see the module docstring) into a ``LoadedModel``; ``ModelSpecError`` if it can't."""
+    kwargs = dict(kwargs or {})
+    spec = spec.strip()
+    if not spec:
+        raise ModelSpecError("MODEL is empty: give a gallery exhibit name, package.module:factory, "
+                             "path/to/file.py:factory or a torchvision model name such as resnet18")
+    if ":" in spec and not (len(spec) > 1 and spec[1] == ":" and ":" not in spec[2:]):
+        where, _, attr = spec.rpartition(":")
+        if not attr:
+            raise ModelSpecError(f"{spec!r} names no attribute after ':' (e.g. mypkg.models:build_model)")
+        if where.endswith(".py") or os.sep in where or "/" in where:
+            module = _import_file(Path(where))
+            label = f"{where}:{attr}"
+        else:
+            if where in ("torchvision.models", "torchvision"):
+                return _torchvision(attr, kwargs)
+            module = _import_module(where)
+            label = f"{where}:{attr}"
+        obj = _resolve_attr(module, attr, repr(where))
+        if where.startswith("torchvision.models") and "weights" not in kwargs and callable(obj) \
+                and not isinstance(obj, nn.Module):
+            kwargs["weights"] = None
+        return LoadedModel(_instantiate(obj, kwargs, label), None, None, label)
+    if spec.endswith(".py"):
+        raise ModelSpecError(f"{spec!r} is a file: also name the factory or module in it, as {spec}:build_model")
+    exhibits = _exhibit_names()
+    if spec in exhibits:
+        from ..gallery.exhibits import get_exhibit
+
+        ex = get_exhibit(spec)
+        build = ex.build
+        module = _instantiate(build, kwargs, f"exhibit {spec!r}")
+        return LoadedModel(module, ex.inputs(), ex, f"exhibit:{spec}")
+    if spec in _torchvision_all():
+        return _torchvision(spec, kwargs)
+    if "." in spec:
+        where, _, attr = spec.rpartition(".")
+        raise ModelSpecError(f"unknown model {spec!r}. To name an attribute of a module write {where}:{attr}")
+    hint = _closest(spec, exhibits) or _closest(spec, _torchvision_all())
+    raise ModelSpecError(f"unknown model {spec!r}: not a gallery exhibit nor a torchvision model.{hint} "
+                         "Run 'shapetrace gallery list' for the exhibits; other models are named "
+                         "package.module:factory or path/to/file.py:factory.")
