@@ -1,0 +1,209 @@
+"""Gallery exhibits: transfer learning for vision (body, head, cut, pooling, upsampling, parameter groups)."""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from ..layers import AdaptiveConcatPool2d, ConvLayer
+from ..photo import photo_tensor
+from ..vision import (
+    block_split,
+    create_body,
+    create_head,
+    create_vision_model,
+    model_meta,
+)
+from . import Exhibit, register
+
+__all__: list[str] = []
+
+_RESNET34_CHILDREN = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+_PET_CUT = {"body": ["0"], "head": ["1"]}
+# block_split's groups for create_vision_model(resnet34, ...), as module names (checked by the tests).
+RESNET34_BLOCK_GROUPS = {"stem": ["0.0", "0.1", "0.2", "0.3"], "layer1": ["0.4"], "layer2": ["0.5"],
+                         "layer3": ["0.6"], "layer4": ["0.7"], "head": ["1"]}
+# One member of each torchvision family in model_meta, with the cut fastai uses.
+META_FAMILIES = {"resnet": torchvision.models.resnet18, "squeezenet": torchvision.models.squeezenet1_1,
+                 "densenet": torchvision.models.densenet121, "vgg_bn": torchvision.models.vgg11_bn,
+                 "alexnet": torchvision.models.alexnet}
+
+
+def _rand(*shape: int) -> torch.Tensor:
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+
+
+def _image(batch: int = 2, size: int = 224) -> tuple[tuple, dict]:
+    return (_rand(batch, 3, size, size),), {}
+
+
+def _features() -> tuple[tuple, dict]:
+    return (_rand(2, 512, 7, 7),), {}
+
+
+def _pet_model() -> nn.Module:
+    return create_vision_model(torchvision.models.resnet34, 37).eval()
+
+
+register(Exhibit(
+    name="pet-recognizer-resnet34",
+    title="The pet recognizer: resnet34 body + fastai head",
+    caption=(
+        "create_vision_model(resnet34, 37) is nn.Sequential(body, head). The body is torchvision's resnet34 with "
+        "its last two children (average pool and fc) cut off, so it ends on layer4's 512 channels at 7x7 for a "
+        "224x224 image; the head pools, flattens and classifies into the 37 breeds. 21,830,976 parameters, "
+        "546,304 of them in the head."),
+    build=_pet_model,
+    inputs=_image,
+    options={"depth": 2, "cut": _PET_CUT},
+))
+
+
+def _resnet34_full() -> nn.Module:
+    return torchvision.models.resnet34(weights=None).eval()
+
+
+register(Exhibit(
+    name="resnet34-cut",
+    title="Where fastai cuts resnet34",
+    caption=(
+        "model_meta gives resnet34 a cut of -2: create_body keeps children 0-7 (conv1 to layer4) and drops "
+        "avgpool and fc, which only make sense for ImageNet's 1000 classes. With no cut in the table, fastai "
+        "cuts before the last child that contains a pooling layer, which here is the same place. The body alone "
+        "has 21,284,672 parameters."),
+    build=_resnet34_full,
+    inputs=_image,
+    options={"depth": 1, "cut": {"body": _RESNET34_CHILDREN, "removed": ["avgpool", "fc"]}},
+))
+
+
+class FamilyBodies(nn.Module):
+    """The body of one architecture per ``model_meta`` family, each run on the same image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies = nn.ModuleDict({
+            family: create_body(arch(weights=None), cut=model_meta[arch]["cut"])
+            for family, arch in META_FAMILIES.items()})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {family: body(x) for family, body in self.bodies.items()}
+
+
+def _meta_table() -> dict:
+    return {family: {"arch": arch.__name__, "cut": model_meta[arch]["cut"],
+                     "split": model_meta[arch]["split"].__name__, "stats": model_meta[arch]["stats"]}
+            for family, arch in META_FAMILIES.items()}
+
+
+register(Exhibit(
+    name="model-meta-bodies",
+    title="model_meta: one body per known family",
+    caption=(
+        "fastai's model_meta tells, for each torchvision builder it knows, where to cut the body off, how to "
+        "split the parameters into groups for discriminative learning rates, and which normalisation stats "
+        "(ImageNet's) the pretrained weights expect. ResNets and VGGs are cut at -2, SqueezeNet and DenseNet at "
+        "-1 (their classifier is one child), AlexNet at -2. Each body keeps its feature maps: 512, 512, 1024, "
+        "512 and 256 channels here."),
+    build=lambda: FamilyBodies().eval(),
+    inputs=lambda: _image(batch=1),
+    options={"depth": 2, "model_meta": _meta_table()},
+))
+
+
+def _head_exhibit(name: str, title: str, caption: str, **kwargs) -> None:
+    register(Exhibit(name=name, title=title, caption=caption,
+                     build=lambda: create_head(512, 37, **kwargs).eval(), inputs=_features,
+                     options={"depth": 1, "create_head": {"nf": 512, "n_out": 37, **kwargs}}))
+
+
+_head_exhibit(
+    "create-head-default", "create_head(512, 37): the default head",
+    "Concat pooling turns the (2,512,7,7) features into 1024 numbers per image: create_head doubles nf itself "
+    "in fastai 2.8 (the book's create_head(20,2) printout with BatchNorm1d(20) predates that and would show 40 "
+    "now). Then two BatchNorm1d-Dropout-Linear blocks, 1024 -> 512 -> 37, with dropout ps/2 = 0.25 then 0.5; "
+    "the Linears have no bias because a batchnorm precedes them. 546,304 parameters. fastai shares one ReLU "
+    "object between blocks; here each block owns its ReLU.")
+_head_exhibit(
+    "create-head-lin-ftrs", "create_head with lin_ftrs=[1024, 512], ps=0.25",
+    "lin_ftrs sets the hidden sizes, so there are three Linear layers, 1024 -> 1024 -> 512 -> 37. A single ps is "
+    "the last dropout; every earlier one is ps/2, giving 0.125, 0.125, 0.25. 1,596,928 parameters.",
+    lin_ftrs=[1024, 512], ps=0.25)
+_head_exhibit(
+    "create-head-avg-pool", "create_head with concat_pool=False",
+    "Plain AdaptiveAvgPool2d(1) instead of concat pooling: nf is not doubled, so the first BatchNorm1d and "
+    "Linear see 512 features and the head has 283,136 parameters instead of 546,304.",
+    concat_pool=False)
+_head_exhibit(
+    "create-head-bn-final-lin-first", "create_head with bn_final=True, lin_first=True",
+    "lin_first moves each Linear before its batchnorm and dropout, puts a Dropout(0.25) straight after Flatten "
+    "and ends with a separate Linear(512, 37) that has a bias; bn_final adds BatchNorm1d(37, momentum=0.01) at "
+    "the very end. 544,367 parameters.",
+    bn_final=True, lin_first=True)
+
+
+class ConcatVsAvgPool(nn.Module):
+    """Concat pooling and average pooling side by side on the same feature map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.concat = AdaptiveConcatPool2d()
+        self.avg = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.concat(x), self.avg(x)
+
+
+register(Exhibit(
+    name="concat-pool-vs-avg-pool",
+    title="AdaptiveConcatPool2d against AdaptiveAvgPool2d",
+    caption=(
+        "On a (2,512,7,7) feature map, average pooling gives (2,512,1,1); AdaptiveConcatPool2d runs an adaptive "
+        "max pool and an adaptive average pool and concatenates them on channels, max first, giving "
+        "(2,1024,1,1). The head then sees both the strongest and the typical activation of every channel."),
+    build=lambda: ConcatVsAvgPool().eval(),
+    inputs=_features,
+))
+
+
+register(Exhibit(
+    name="nearest-upsample-photo",
+    title="Nearest-neighbour upsampling on the photo",
+    caption=(
+        "nn.Upsample(scale_factor=2, mode='nearest') copies every pixel into a 2x2 block: the 600x512 photo "
+        "becomes 1200x1024 with no new detail and no parameters. It is the simplest way to grow a feature map "
+        "back towards image size."),
+    build=lambda: nn.Upsample(scale_factor=2, mode="nearest").eval(),
+    inputs=lambda: ((photo_tensor(),), {}),
+    topic="vision",
+))
+
+
+register(Exhibit(
+    name="transposed-conv-photo",
+    title="ConvLayer(3, 6, transpose=True) on the photo",
+    caption=(
+        "A transposed ConvLayer uses ConvTranspose2d with padding 0 (fastai's rule for transpose), no bias "
+        "because a BatchNorm2d follows, then ReLU: 174 parameters. With stride 1 it grows each side by ks-1, so "
+        "the 1000x846 crop becomes 1002x848; zeros between input pixels only appear with stride > 1 "
+        "(ks=4, stride=2, padding=1 doubles the size)."),
+    build=lambda: ConvLayer(3, 6, transpose=True).eval(),
+    inputs=lambda: ((photo_tensor(1000, 846),), {}),
+))
+
+
+register(Exhibit(
+    name="resnet34-block-split",
+    title="Parameter groups, one per ResNet stage",
+    caption=(
+        "The per-block splitter puts the stem (conv1, bn1, relu, maxpool), each of layer1-layer4 and the head in "
+        "groups of their own, so each stage can get its own learning rate. fastai's resnet splitter is coarser, "
+        "three groups: stem to layer2 (1,347,904 parameters), layer3 and layer4 (19,936,768), the head "
+        "(546,304); freezing all but the head while batchnorm stays trainable leaves 563,328 trainable."),
+    build=_pet_model,
+    inputs=_image,
+    options={"depth": 2, "param_groups": RESNET34_BLOCK_GROUPS, "cut": _PET_CUT,
+             "splitter": block_split.__name__},
+))
+
