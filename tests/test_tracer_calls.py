@@ -216,3 +216,16 @@ def test_tracer_context_manager_records_what_runs_inside():
         model(torch.randn(5, 3))
     assert [c.label for c in t.trace.calls] == ["(root)", "0", "1", "(root)#1", "0#1", "1#1"]
     assert t.trace.calls[3].inputs[0].shape == (5, 3)
+
+
+def test_tensors_are_labelled_by_path_and_by_name_in_known_structures():
+    from shapetrace.tracer.records import labelled_tensors
+
+    trace = shapetrace.trace(ChunkedLSTM(chunk=4), torch.randn(2, 8, 8))
+    second = trace.calls_of("lstm")[1]
+    assert [n for n, _ in labelled_tensors(second.inputs, second.cls, "inputs")] == ["input", "h_0", "c_0"]
+    assert [(n, m.shape) for n, m in labelled_tensors(second.outputs, second.cls)] == [
+        ("output", (2, 4, 16)), ("h_n", (1, 2, 16)), ("c_n", (1, 2, 16))]
+    out, extra = shapetrace.trace(Structured(), torch.randn(2, 3)).calls[0].outputs, None
+    assert [n for n, _ in labelled_tensors(out, "Structured")] == [
+        "out[0].logits", "out[0].hidden[0]", "out[0].hidden[1].left"]

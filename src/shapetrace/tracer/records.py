@@ -177,6 +177,41 @@ def iter_tensors(value: Value, path: str = "") -> Iterator[tuple[str, TensorMeta
             yield from iter_tensors(v, f"{path}[{k!r}]")
 
 
+# Tensor names of well-known structures, by class and role: path inside the value -> name.
+KNOWN_NAMES: dict[tuple[str, str], dict[str, str]] = {
+    ("LSTM", "inputs"): {"[0]": "input", "[1][0]": "h_0", "[1][1]": "c_0"},
+    ("LSTM", "outputs"): {"[0]": "output", "[1][0]": "h_n", "[1][1]": "c_n"},
+    ("GRU", "inputs"): {"[0]": "input", "[1]": "h_0"},
+    ("GRU", "outputs"): {"[0]": "output", "[1]": "h_n"},
+    ("RNN", "inputs"): {"[0]": "input", "[1]": "h_0"},
+    ("RNN", "outputs"): {"[0]": "output", "[1]": "h_n"},
+    ("MultiheadAttention", "inputs"): {"[0]": "query", "[1]": "key", "[2]": "value"},
+    ("MultiheadAttention", "outputs"): {"[0]": "attn_output", "[1]": "attn_weights"},
+}
+
+
+def labelled_tensors(value: Value, cls: str = "", role: str = "outputs") -> list[tuple[str, TensorMeta]]:
+    """Every tensor of a call's ``inputs`` or ``outputs`` with a label: ``out``, ``out[1][0]``, ``x``,
+    ``in[1]``, ``['logits']``, or the conventional name where the structure is a known one (an LSTM's
+    ``output``, ``h_n``, ``c_n``; a ``PackedSequence``'s ``.data``)."""
+    names = KNOWN_NAMES.get((cls, role), {})
+    root = "out" if role == "outputs" else "in"
+    found = list(iter_tensors(value))
+    out = []
+    for path, meta in found:
+        if path in names:
+            out.append((names[path], meta))
+            continue
+        if role == "inputs" and path == "[0]" and len(found) == 1:
+            out.append(("x", meta))
+            continue
+        if role == "kwargs":
+            out.append((path[2:-2] if path.startswith("['") else path, meta))
+            continue
+        out.append((root + path, meta))
+    return out
+
+
 @dataclass
 class Call:
     """One invocation of one module's forward.

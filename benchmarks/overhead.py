@@ -1,0 +1,142 @@
+"""Overhead of a shape trace against the plain forward, torchinfo and torchview, measured in one run.
+
+Every method runs on the same model and input, interleaved round by round (plain, shapetrace, shapetrace
+with ops, torchinfo, torchview, plain, ...) so drift in the machine's speed hits all of them alike. Each
+result is the median wall time of its rounds divided by the plain forward's median from the same run.
+
+    python benchmarks/overhead.py                # all cases, prints a Markdown table
+    python benchmarks/overhead.py --quick        # small cases only (a smoke test)
+    python benchmarks/overhead.py --write docs/benchmarks.md   # also replace the table in the doc
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+
+import shapetrace
+
+MARK_BEGIN = "<!-- overhead:begin -->"
+MARK_END = "<!-- overhead:end -->"
+
+
+class ChunkedLSTM(nn.Module):
+    """An AWD-LSTM-sized LSTM run once per 72-token chunk, as BPT3C does."""
+
+    def __init__(self, vocab: int = 1000, emb: int = 400, hid: int = 1152, chunk: int = 72):
+        super().__init__()
+        self.chunk = chunk
+        self.emb = nn.Embedding(vocab, emb)
+        self.lstm = nn.LSTM(emb, hid, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.emb(x)
+        state, outs = None, []
+        for i in range(0, x.shape[1], self.chunk):
+            out, state = self.lstm(x[:, i:i + self.chunk], state)
+            outs.append(out)
+        return torch.cat(outs, dim=1)
+
+
+def cases(quick: bool) -> list[tuple[str, Callable[[], nn.Module], Callable[[], torch.Tensor]]]:
+    def encoder() -> nn.Module:
+        layer = nn.TransformerEncoderLayer(512, 8, 2048, batch_first=True)
+        return nn.TransformerEncoder(layer, 12, enable_nested_tensor=False)
+
+    if quick:
+        return [("resnet18, batch 1, 64x64", lambda: torchvision.models.resnet18(weights=None),
+                 lambda: torch.randn(1, 3, 64, 64))]
+    return [
+        ("resnet34, batch 1", lambda: torchvision.models.resnet34(weights=None), lambda: torch.randn(1, 3, 224, 224)),
+        ("resnet34, batch 64", lambda: torchvision.models.resnet34(weights=None),
+         lambda: torch.randn(64, 3, 224, 224)),
+        ("transformer encoder, 12 layers, (8, 128, 512)", encoder, lambda: torch.randn(8, 128, 512)),
+        ("LSTM per 72-token chunk, (8, 288)", ChunkedLSTM, lambda: torch.randint(0, 1000, (8, 288))),
+    ]
+
+
+def methods(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object]]:
+    import torchinfo
+    import torchview
+
+    def plain() -> object:
+        with torch.no_grad():
+            return model(x)
+
+    return {
+        "plain forward": plain,
+        "shapetrace.trace": lambda: shapetrace.trace(model, x),
+        "shapetrace.trace(ops=True)": lambda: shapetrace.trace(model, x, ops=True),
+        "torchinfo.summary": lambda: torchinfo.summary(model, input_data=x, verbose=0, depth=100),
+        "torchview.draw_graph": lambda: torchview.draw_graph(model, input_data=x, depth=100,
+                                                             expand_nested=True),
+    }
+
+
+def measure(model: nn.Module, x: torch.Tensor, rounds: int) -> dict[str, float]:
+    fns = methods(model, x)
+    for fn in fns.values():  # warm-up: allocator, lazy imports, oneDNN kernels
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def run(quick: bool, rounds: int) -> str:
+    torch.manual_seed(0)
+    lines = [
+        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, CPU. Median of {rounds} interleaved rounds; ratio = median / plain forward.",
+        "",
+        "| model | plain forward (ms) | shapetrace.trace | shapetrace.trace(ops=True) | torchinfo.summary "
+        "| torchview.draw_graph |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, build, make_input in cases(quick):
+        model = build().eval()
+        x = make_input()
+        medians = measure(model, x, rounds)
+        base = medians["plain forward"]
+        ratios = [medians[k] / base for k in list(medians)[1:]]
+        lines.append(f"| {label} | {base * 1e3:.1f} | " + " | ".join(f"{r:.3f}×" for r in ratios) + " |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines) + "\n"
+
+
+def write_section(doc: Path, table: str) -> None:
+    text = doc.read_text(encoding="utf-8") if doc.exists() else ""
+    block = f"{MARK_BEGIN}\n{table}{MARK_END}"
+    if MARK_BEGIN in text and MARK_END in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        text = head + block + rest.split(MARK_END, 1)[1]
+    else:
+        text = text + ("\n" if text else "") + block + "\n"
+    doc.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one small model, for a smoke test")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--write", type=Path, help="replace the overhead table in this Markdown file")
+    args = parser.parse_args()
+    table = run(args.quick, args.rounds)
+    print(table)
+    if args.write:
+        write_section(args.write, table)
+
+
+if __name__ == "__main__":
+    main()
