@@ -15,8 +15,8 @@ import argparse
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torchvision
@@ -97,11 +97,11 @@ def measure(model: nn.Module, x: torch.Tensor, rounds: int) -> dict[str, float]:
 def run(quick: bool, rounds: int) -> str:
     torch.manual_seed(0)
     lines = [
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, CPU. Median of {rounds} interleaved rounds; ratio = median / plain forward.",
+        (f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, CPU. Median of {rounds} interleaved rounds; ratio = median / plain forward."),
         "",
-        "| model | plain forward (ms) | shapetrace.trace | shapetrace.trace(ops=True) | torchinfo.summary "
-        "| torchview.draw_graph |",
+        ("| model | plain forward (ms) | shapetrace.trace | shapetrace.trace(ops=True) | torchinfo.summary "
+         "| torchview.draw_graph |"),
         "|---|---:|---:|---:|---:|---:|",
     ]
     for label, build, make_input in cases(quick):

@@ -86,6 +86,6 @@ def test_saved_trace_loads_and_renders_where_torch_cannot_be_imported(tmp_path):
         print(getattr(table, names[0])(t)[:0] if names else "")
         assert "torch" not in sys.modules or sys.modules["torch"] is None
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[:2] == [str(len(trace.calls)), str(trace.model.params)]

@@ -226,6 +226,6 @@ def test_tensors_are_labelled_by_path_and_by_name_in_known_structures():
     assert [n for n, _ in labelled_tensors(second.inputs, second.cls, "inputs")] == ["input", "h_0", "c_0"]
     assert [(n, m.shape) for n, m in labelled_tensors(second.outputs, second.cls)] == [
         ("output", (2, 4, 16)), ("h_n", (1, 2, 16)), ("c_n", (1, 2, 16))]
-    out, extra = shapetrace.trace(Structured(), torch.randn(2, 3)).calls[0].outputs, None
+    out = shapetrace.trace(Structured(), torch.randn(2, 3)).calls[0].outputs
     assert [n for n, _ in labelled_tensors(out, "Structured")] == [
         "out[0].logits", "out[0].hidden[0]", "out[0].hidden[1].left"]

@@ -9,7 +9,7 @@ edge always names the value that flowed, not just the storage.
 from __future__ import annotations
 
 import weakref
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

@@ -18,6 +18,7 @@ import contextlib
 import sys
 import warnings
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 import torch
@@ -152,7 +153,7 @@ class Tracer:
         self._active = False
 
     # ---- context manager ----------------------------------------------------------------------------
-    def __enter__(self) -> "Tracer":
+    def __enter__(self) -> Tracer:  # noqa: PYI034 - typing.Self needs Python 3.11
         if self._active:
             raise RuntimeError("this Tracer is already active; make a new one per trace")
         self._active = True
@@ -217,7 +218,8 @@ class Tracer:
                         live.copy_(saved)
             self._buffers = []
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
         try:
             self._restore()
         finally:
@@ -235,7 +237,7 @@ class Tracer:
             return  # a module of another model, or one built inside the forward
         try:
             self._start_call(module, args, _caller_kwargs())
-        except Exception as e:  # a tracer bug must never break the user's forward
+        except Exception as e:  # noqa: BLE001 - a tracer bug must never break the user's forward
             self.tracer_errors.append(f"pre-hook of {type(module).__name__}: {e!r}")
 
     def _post_hook(self, module: nn.Module, args: tuple, *rest: Any) -> None:
@@ -244,7 +246,7 @@ class Tracer:
             return
         try:
             self._end_call(module, rest[-1], sys.exc_info()[1])
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             self.tracer_errors.append(f"post-hook of {type(module).__name__}: {e!r}")
 
     def _start_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -398,7 +400,7 @@ class Tracer:
         for t in iter_live_tensors(args):
             tid = ids.lookup(t)
             if tid is not None and tid in ids.produced_at:
-                self.note_consumed(describe(t, lambda _t: tid))
+                self.note_consumed(describe(t, lambda _t, tid=tid: tid))
 
     # ---- the result ---------------------------------------------------------------------------------
     def _finish(self, exc: BaseException | None) -> Trace:

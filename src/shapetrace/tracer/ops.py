@@ -59,7 +59,7 @@ def _is_inplace(name: str, raw: str) -> bool:
 class OpRecorder(TorchFunctionMode):
     """The ``TorchFunctionMode`` that feeds functional ops to a ``Tracer``."""
 
-    def __init__(self, tracer: "Tracer") -> None:
+    def __init__(self, tracer: Tracer) -> None:
         super().__init__()
         self.tracer = tracer
 
@@ -71,7 +71,7 @@ class OpRecorder(TorchFunctionMode):
             return out
         try:
             self._record(func, raw, args, kwargs, out)
-        except Exception as e:  # a tracer bug must never break the user's forward
+        except Exception as e:  # noqa: BLE001 - a tracer bug must never break the user's forward
             self.tracer.tracer_errors.append(f"op {raw}: {e!r}")
         return out
 

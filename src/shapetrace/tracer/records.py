@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Union
 
 FORMAT = "shapetrace.trace/1"
 
@@ -72,7 +73,7 @@ class TensorMeta:
         return out
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "TensorMeta":
+    def from_json(cls, obj: dict[str, Any]) -> TensorMeta:
         return cls(
             shape=tuple(int(s) for s in obj["shape"]),
             dtype=obj["dtype"],
@@ -101,7 +102,7 @@ class Opaque:
     repr: str
 
 
-Value = Union[TensorMeta, Struct, Opaque, list, dict, None, bool, int, float, str]
+Value = Union[TensorMeta, Struct, Opaque, list, dict, None, bool, int, float, str]  # noqa: UP007 - a runtime alias
 
 _TENSOR_KEYS = {"shape", "dtype", "device"}
 _RESERVED_KEYS = {"__struct__", "__object__", "__dict__", _FLOAT_TAG}
@@ -273,7 +274,7 @@ class Call:
         return out
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "Call":
+    def from_json(cls, obj: dict[str, Any]) -> Call:
         return cls(
             id=obj["id"], module=obj["module"], cls=obj["cls"], call_index=obj["call_index"],
             parent=obj["parent"], depth=obj["depth"], start=obj["start"], end=obj.get("end"),
@@ -310,7 +311,7 @@ class Op:
         }
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "Op":
+    def from_json(cls, obj: dict[str, Any]) -> Op:
         return cls(
             id=obj["id"], name=obj["name"], call=obj["call"], order=obj["order"],
             inputs=value_from_json(obj.get("inputs", [])), outputs=value_from_json(obj.get("outputs")),
@@ -342,7 +343,7 @@ class Edge:
         return out
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "Edge":
+    def from_json(cls, obj: dict[str, Any]) -> Edge:
         return cls(obj["src"], obj["dst"], obj["tid"], tuple(obj["shape"]), obj["dtype"],
                    bool(obj.get("side", False)))
 
@@ -364,7 +365,7 @@ class ModelInfo:
         return dict(self.__dict__)
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "ModelInfo":
+    def from_json(cls, obj: dict[str, Any]) -> ModelInfo:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in obj.items() if k in known})
 
@@ -381,7 +382,7 @@ class Uncalled:
         return {"module": self.module, "cls": self.cls, "params": self.params}
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "Uncalled":
+    def from_json(cls, obj: dict[str, Any]) -> Uncalled:
         return cls(obj["module"], obj["cls"], obj.get("params", 0))
 
 
@@ -397,7 +398,7 @@ class Failure:
         return {"call": self.call, "type": self.type, "message": self.message}
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "Failure":
+    def from_json(cls, obj: dict[str, Any]) -> Failure:
         return cls(obj.get("call"), obj["type"], obj["message"])
 
 
@@ -464,7 +465,7 @@ class Trace:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True, allow_nan=False)
 
     @classmethod
-    def from_dict(cls, obj: dict[str, Any]) -> "Trace":
+    def from_dict(cls, obj: dict[str, Any]) -> Trace:
         fmt = obj.get("format")
         if not isinstance(fmt, str) or not fmt.startswith("shapetrace.trace/"):
             raise ValueError(f"not a shapetrace trace (format is {fmt!r}, expected {FORMAT!r})")
@@ -486,7 +487,7 @@ class Trace:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> "Trace":
+    def from_json(cls, text: str) -> Trace:
         return cls.from_dict(json.loads(text))
 
 

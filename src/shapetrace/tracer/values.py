@@ -8,7 +8,8 @@ dataclasses (Hugging Face ``ModelOutput`` included), ``PackedSequence``, ``None`
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -38,7 +39,7 @@ def tensor_meta(t: torch.Tensor, tid: int | None = None) -> TensorMeta | Opaque:
 def _short_repr(value: Any) -> str:
     try:
         text = repr(value)
-    except Exception:  # a broken __repr__ must not break a trace
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not break a trace
         text = f"<{type(value).__qualname__}>"
     return text if len(text) <= 80 else text[:77] + "..."
 
