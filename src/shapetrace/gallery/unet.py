@@ -37,7 +37,7 @@ class Hook:
     """A forward hook that keeps the latest output of ``module`` in ``stored`` (not detached by default)."""
 
     def __init__(self, module: nn.Module, detach: bool = False) -> None:
-        self.detach = detach
+        self.module, self.detach = module, detach
         self.stored: torch.Tensor | None = None
         self.handle = module.register_forward_hook(self._hook)
 
