@@ -461,13 +461,32 @@ def _notes(trace: Trace, rows: list[_Row]) -> list[str]:
         if r.aliases and not r.repeat:
             notes.append(f"{r.name} is also registered as {', '.join(r.aliases)}")
     if trace.uncalled:
-        parts = [f"{u.module or '(root)'} ({u.cls}, {u.params:,} params)" for u in trace.uncalled]
-        notes.append("never called in the forward: " + ", ".join(parts))
+        head = "not reached before the failure" if trace.failed else "never called in the forward"
+        notes.append(f"{head}: " + ", ".join(_uncalled_parts(trace)))
     if trace.failure is not None:
         fc = trace.failed_call
         where = f"{fc.label} ({fc.cls})" if fc else "outside any module"
         notes.append(f"{FAIL_MARK} the forward failed in {where}: {trace.failure.type}: {trace.failure.message}")
     return notes
+
+
+def _uncalled_parts(trace: Trace) -> list[str]:
+    """Uncalled modules, each with its uncalled submodules folded in (``layer1 (Sequential, ...) +10 inside``)."""
+    names = {u.module for u in trace.uncalled}
+    inside: dict[str, int] = {}
+    tops = []
+    for u in trace.uncalled:
+        parts = u.module.split(".")
+        top = next((".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in names), None)
+        if top is None:
+            tops.append(u)
+        else:
+            inside[top] = inside.get(top, 0) + 1
+    out = []
+    for u in tops:
+        more = f", +{inside[u.module]} inside" if inside.get(u.module) else ""
+        out.append(f"{u.module or '(root)'} ({u.cls}, {u.params:,} params{more})")
+    return out
 
 
 # ---- text --------------------------------------------------------------------------------------------
