@@ -83,8 +83,20 @@ def _render(trace: Any, fmt: str, *, depth: int | None, view: str, layout: str |
         from .renderers import diagram
     except ImportError as e:
         raise click.ClickException(f"diagrams are not available in this installation ({e})") from e
-    return diagram.render(trace, format=fmt, depth=depth, layout=layout, style=style, unroll=unroll,
-                          overlays=list(overlays), options=options)
+    given: dict[str, Any] = {"depth": depth, "unroll": unroll, "overlays": list(overlays), "options": options}
+    if layout is not None:
+        given["layout"] = layout
+    if style is not None:
+        given["style"] = style
+    try:
+        return diagram.render(trace, format=fmt, **given)
+    except (ValueError, RuntimeError) as e:
+        source = getattr(e, "source", None)
+        if source:  # no Graphviz: keep the DOT text so nothing is lost
+            Path("shapetrace-diagram.dot").write_text(source, encoding="utf-8")
+            raise click.ClickException(f"{e}\nThe DOT source was written to shapetrace-diagram.dot "
+                                       "(use --format dot to get it directly).") from e
+        raise click.ClickException(f"the diagram could not be rendered: {e}") from e
 
 
 def _note_diagram_only(fmt: str, **given: Any) -> None:

@@ -1,0 +1,143 @@
+"""The command line: exit codes 0/1/2, failing-layer messages, suggestions, JSON and -o files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+import shapetrace
+from shapetrace.cli import main
+
+LINEAR = ["torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "--input", "3,4"]
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def broken_file(tmp_path):
+    path = tmp_path / "broken.py"
+    path.write_text(textwrap.dedent("""
+        from torch import nn
+
+        def build():
+            return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(5, 2))
+    """))
+    return path
+
+
+def test_trace_prints_the_table_and_exits_0():
+    r = run("trace", "resnet18", "--input", "1,3,64,64", "--depth", "1")
+    assert r.exit_code == 0, r.output
+    assert "layer4" in r.output and "(1,512,2,2)" in r.output and "Total params:" in r.output
+
+
+def test_json_output_is_exactly_the_trace_and_reloads(tmp_path):
+    out = tmp_path / "lin.json"
+    r = run("trace", *LINEAR, "--format", "json", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    tr = shapetrace.load(str(out))
+    assert out.read_text() == tr.to_json()
+    assert tr.calls[0].cls == "Linear" and tr.calls[0].outputs.shape == (3, 2)
+
+
+def test_format_follows_the_output_suffix(tmp_path):
+    out = tmp_path / "lin.md"
+    assert run("trace", *LINEAR, "-o", str(out)).exit_code == 0
+    assert out.read_text().startswith("| layer | class |")
+
+
+def test_failing_forward_exits_1_with_partial_table_and_failing_layer(broken_file):
+    r = CliRunner().invoke(main, ["trace", f"{broken_file}:build", "--input", "3,4"])
+    assert r.exit_code == 1
+    assert "✗ 2" in r.stdout and "(3,8)" in r.stdout  # the partial table, the completed calls' shapes
+    assert "the forward failed in 2 (Linear)" in r.stderr
+    assert "(3, 8)" in r.stderr and "RuntimeError" in r.stderr  # its input and the error
+    assert "Traceback" not in r.output
+
+
+def test_debug_shows_the_traceback(broken_file):
+    r = CliRunner().invoke(main, ["trace", f"{broken_file}:build", "--input", "3,4", "--debug"])
+    assert r.exit_code == 1 and "Traceback" in r.stderr
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["trace", "resnet18", "--input", "lnog:4"], "did you mean 'long'"),
+    (["trace", "tabular-modle"], "Did you mean 'tabular-model'"),
+    (["trace", "no_such_pkg.mod:build"], "cannot import module 'no_such_pkg.mod'"),
+    (["trace", "torch.nn:Linear", "--arg", "in_features=4"], "--arg"),
+    (["trace", "resnet18", "--format", "svgg"], "Did you mean 'svg'"),
+    (["trace", "resnet18", "--dpeth", "2"], "Did you mean '--depth'"),
+    (["trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2"], "no default inputs"),
+])
+def test_usage_errors_exit_2_and_say_what_to_fix(args, expect):
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2, r.output
+    assert expect in r.output
+    assert "Traceback" not in r.output
+
+
+def test_render_a_saved_trace(tmp_path):
+    saved = tmp_path / "lin.json"
+    assert run("trace", *LINEAR, "--format", "json", "-o", str(saved)).exit_code == 0
+    r = run("render", str(saved), "--format", "html")
+    assert r.exit_code == 0 and '<table class="shapetrace">' in r.output
+    r = run("render", str(saved))
+    assert r.exit_code == 0 and "Linear" in r.output
+
+
+def test_render_refuses_a_file_that_is_not_a_trace(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "something/else"}')
+    r = CliRunner().invoke(main, ["render", str(bad)])
+    assert r.exit_code == 2 and "not a readable shapetrace trace" in r.output
+
+
+def test_render_runs_without_torch(tmp_path):
+    saved = tmp_path / "lin.json"
+    assert run("trace", *LINEAR, "--format", "json", "-o", str(saved)).exit_code == 0
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from shapetrace.cli import main\n"
+            f"main(['render', {str(saved)!r}, '--format', 'md'])")
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "`(root)`" in done.stdout and "Linear" in done.stdout
+
+
+def test_module_view_option():
+    r = run("trace", *LINEAR, "--view", "modules")
+    assert r.exit_code == 0 and "calls" in r.output and "×1" in r.output
+
+
+def test_help_shows_examples():
+    r = run("trace", "--help")
+    assert r.exit_code == 0
+    assert "shapetrace trace resnet18 --input 1,3,224,224" in r.output and "long:8,5:0..100" in r.output
+
+
+def test_gallery_list_names_the_exhibits():
+    r = run("gallery", "list")
+    assert r.exit_code == 0 and "tabular-model" in r.output
+
+
+def test_diagram_format_writes_a_dot_file(tmp_path):
+    pytest.importorskip("shapetrace.renderers.diagram", reason="the diagram renderer is not written yet")
+    out = tmp_path / "lin.dot"
+    r = run("trace", *LINEAR, "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert "digraph" in out.read_text()
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "shapetrace", "trace", *LINEAR, "--format", "csv"], check=False,
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0].startswith("layer,depth,class")
+    bad = subprocess.run([sys.executable, "-m", "shapetrace", "trace", "resnt18"], check=False, capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
+    assert bad.returncode == 2 and "Did you mean 'resnet18'" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,120 @@
+"""The --input mini-language: shapes, dtypes, ranges, keywords, determinism and precise errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shapetrace.tracer.inputs import DEFAULT_INT_RANGE, InputSpecError, make_inputs, parse_input
+
+
+def one(spec: str) -> torch.Tensor:
+    (args, kwargs) = make_inputs([spec])
+    assert not kwargs
+    return args[0]
+
+
+def test_plain_shape_is_float32_normal():
+    t = one("2,3,16,16")
+    assert t.shape == (2, 3, 16, 16) and t.dtype == torch.float32
+    assert t.min() < 0 < t.max()
+
+
+def test_x_separated_shape_and_brackets_are_accepted():
+    assert one("1x3x8x8").shape == (1, 3, 8, 8)
+    assert one("(4,5)").shape == (4, 5)
+
+
+def test_scalar_shape():
+    assert one("scalar").shape == ()
+
+
+def test_long_defaults_to_the_documented_integer_range():
+    t = one("long:64,72")
+    assert t.dtype == torch.int64
+    assert DEFAULT_INT_RANGE == (0, 10)
+    assert t.min() >= 0 and t.max() < 10 and t.max() > 0
+
+
+def test_integer_range_is_half_open():
+    t = one("long:200,50:3..7")
+    assert t.min() == 3 and t.max() == 6
+
+
+def test_bool_gives_true_and_false():
+    t = one("bool:64,16")
+    assert t.dtype == torch.bool and t.any() and not t.all()
+
+
+@pytest.mark.parametrize("word,dtype", [("bf16", torch.bfloat16), ("float16", torch.float16), ("half", torch.float16),
+                                        ("int32", torch.int32), ("double", torch.float64), ("uint8", torch.uint8)])
+def test_dtype_aliases(word, dtype):
+    assert one(f"{word}:3,4").dtype == dtype
+
+
+def test_float_range_is_uniform_within_bounds():
+    t = one("float32:1000:-1..1")
+    assert t.min() >= -1 and t.max() < 1 and t.mean().abs() < 0.1
+
+
+def test_zeros_and_ones_fills():
+    assert one("zeros:long:2,3").sum() == 0 and one("zeros:long:2,3").dtype == torch.int64
+    assert one("ones:2,3").sum() == 6
+
+
+def test_named_spec_becomes_a_keyword_argument():
+    args, kwargs = make_inputs(["1,4", "mask=bool:1,4"])
+    assert len(args) == 1 and set(kwargs) == {"mask"} and kwargs["mask"].dtype == torch.bool
+
+
+def test_same_specs_give_the_same_tensors():
+    a, _ = make_inputs(["2,3", "long:5:0..1000"])
+    b, _ = make_inputs(["2,3", "long:5:0..1000"])
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_other_seed_gives_other_values():
+    a, _ = make_inputs(["8"], seed=0)
+    b, _ = make_inputs(["8"], seed=1)
+    assert not torch.equal(a[0], b[0])
+
+
+def test_meta_device_gives_dataless_tensors():
+    args, _ = make_inputs(["long:4,72"], device="meta")
+    assert args[0].device.type == "meta" and args[0].shape == (4, 72) and args[0].dtype == torch.int64
+
+
+@pytest.mark.parametrize("spec,words", [
+    ("", ["empty"]),
+    ("lnog:4,5", ["'lnog'", "did you mean 'long'"]),
+    ("long", ["no shape"]),
+    ("0..10:long:4", ["range comes after the shape"]),
+    ("long:4:10..3", ["empty"]),
+    ("long:4:0.5..3", ["integer bounds"]),
+    ("4,-1", [">= 0"]),
+    ("bool:4:0..1", ["bool"]),
+    ("long:4:0..5:1..2", ["only a range"]),
+    ("randn:long:4", ["floating dtype"]),
+    ("1bad=4", ["keyword-argument name"]),
+])
+def test_bad_specs_say_what_is_wrong_and_show_an_example(spec, words):
+    with pytest.raises(InputSpecError) as e:
+        parse_input(spec)
+    msg = str(e.value)
+    for w in words:
+        assert w in msg
+    assert "1,3,224,224" in msg  # an example to copy
+
+
+def test_positional_after_keyword_is_an_error():
+    with pytest.raises(InputSpecError, match="positional inputs must come before"):
+        make_inputs(["x=2,3", "2,3"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=4), st.sampled_from(["", "long:", "bool:", "bf16:"]))
+def test_any_shape_round_trips(dims, prefix):
+    t = one(prefix + ",".join(map(str, dims)))
+    assert tuple(t.shape) == tuple(dims)

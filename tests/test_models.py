@@ -1,0 +1,138 @@
+"""Model specs: exhibits, package.module:attr, file.py:attr, torchvision names, --arg parsing, errors."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+from shapetrace.tracer.models import ModelSpecError, load_model, parse_arg, parse_args
+
+
+def test_exhibit_name_gives_the_model_and_its_inputs():
+    loaded = load_model("tabular-model")
+    assert loaded.exhibit is not None and loaded.exhibit.name == "tabular-model"
+    args, kwargs = loaded.inputs
+    loaded.module(*args, **kwargs)
+
+
+def test_misspelt_exhibit_suggests_the_closest_name():
+    with pytest.raises(ModelSpecError, match="Did you mean 'tabular-model'"):
+        load_model("tabular-modle")
+
+
+def test_bare_torchvision_name_builds_random_weights_with_a_default_input():
+    loaded = load_model("resnet18")
+    assert type(loaded.module).__name__ == "ResNet"
+    (x,), kwargs = loaded.inputs
+    assert x.shape == (1, 3, 224, 224) and kwargs == {}
+
+
+def test_torchvision_module_attr_with_args():
+    loaded = load_model("torchvision.models:resnet18", {"num_classes": 10})
+    assert loaded.module.fc.out_features == 10
+
+
+def test_package_module_attr_calls_the_class_with_args():
+    loaded = load_model("torch.nn:Linear", parse_args(["in_features=4", "out_features=2"]))
+    assert isinstance(loaded.module, nn.Linear) and loaded.module.weight.shape == (2, 4)
+    assert loaded.inputs is None
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    (tmp_path / "helper_layers.py").write_text("from torch import nn\nWIDTH = 3\n")
+    path = tmp_path / "my_models.py"
+    path.write_text(textwrap.dedent("""
+        from torch import nn
+        from helper_layers import WIDTH   # a sibling import must work
+
+        def build(width=WIDTH):
+            return nn.Sequential(nn.Linear(4, width), nn.ReLU())
+
+        instance = nn.Linear(2, 2)
+        not_a_model = 42
+
+        def returns_list():
+            return [1, 2]
+    """))
+    return path
+
+
+def test_file_factory_with_args(model_file):
+    loaded = load_model(f"{model_file}:build", {"width": 7})
+    assert loaded.module[0].out_features == 7
+
+
+def test_file_factory_can_import_its_siblings(model_file):
+    assert load_model(f"{model_file}:build").module[0].out_features == 3
+
+
+def test_module_instance_is_used_as_is(model_file):
+    assert isinstance(load_model(f"{model_file}:instance").module, nn.Linear)
+
+
+def test_args_for_an_instance_are_refused(model_file):
+    with pytest.raises(ModelSpecError, match="already a module instance"):
+        load_model(f"{model_file}:instance", {"x": 1})
+
+
+def test_missing_attribute_suggests_the_closest(model_file):
+    with pytest.raises(ModelSpecError, match="Did you mean 'build'"):
+        load_model(f"{model_file}:biuld")
+
+
+def test_non_module_results_are_refused(model_file):
+    with pytest.raises(ModelSpecError, match="not an nn.Module"):
+        load_model(f"{model_file}:not_a_model")
+    with pytest.raises(ModelSpecError, match="returned a list"):
+        load_model(f"{model_file}:returns_list")
+
+
+def test_wrong_factory_args_point_at_arg(model_file):
+    with pytest.raises(ModelSpecError, match="--arg"):
+        load_model(f"{model_file}:build", {"depth": 3})
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ModelSpecError, match="no such file"):
+        load_model(f"{tmp_path}/nope.py:build")
+
+
+def test_unimportable_module_is_named():
+    with pytest.raises(ModelSpecError, match="cannot import module 'no_such_pkg.models'"):
+        load_model("no_such_pkg.models:build")
+
+
+def test_file_without_attribute_says_how_to_name_one():
+    with pytest.raises(ModelSpecError, match="models.py:build_model"):
+        load_model("models.py")
+
+
+def test_unknown_bare_name_suggests_torchvision_models():
+    with pytest.raises(ModelSpecError, match="Did you mean 'resnet18'"):
+        load_model("resnt18")
+
+
+def test_arg_values_are_python_literals_or_raw_strings():
+    assert parse_arg("n=10") == ("n", 10)
+    assert parse_arg("layers=[2, 2]") == ("layers", [2, 2])
+    assert parse_arg("act=relu") == ("act", "relu")
+    assert parse_arg("name='x=y'") == ("name", "x=y")
+    assert parse_arg("flag=True") == ("flag", True)
+
+
+def test_bad_args_are_refused():
+    with pytest.raises(ModelSpecError, match="KEY=VALUE"):
+        parse_arg("novalue")
+    with pytest.raises(ModelSpecError, match="given twice"):
+        parse_args(["a=1", "a=2"])
+
+
+def test_loaded_torchvision_model_runs_on_its_default_input():
+    loaded = load_model("torchvision.models:squeezenet1_1")
+    (x,), _ = loaded.inputs
+    with torch.no_grad():
+        assert loaded.module.eval()(x).shape == (1, 1000)

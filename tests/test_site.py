@@ -1,0 +1,70 @@
+"""The gallery site: files per exhibit, the index pages, and a failing exhibit that does not stop the build."""
+
+from __future__ import annotations
+
+import pytest
+
+import shapetrace
+from shapetrace.gallery import exhibits as registry
+from shapetrace.gallery.site import GalleryBuildFailed, build_site
+
+SMALL = "tabular-model"
+
+
+def _require(name: str) -> None:
+    if name not in registry.exhibit_names():
+        pytest.skip(f"the exhibit {name!r} is not registered yet")
+
+
+def test_build_writes_tables_json_and_index(tmp_path):
+    _require(SMALL)
+    written = build_site(tmp_path, [SMALL])
+    names = {p.name for p in written}
+    assert {f"{SMALL}.json", f"{SMALL}.txt", f"{SMALL}.md", "index.html", "index.md"} <= names
+    tr = shapetrace.load(str(tmp_path / f"{SMALL}.json"))
+    assert tr.calls and not tr.failed
+    index = (tmp_path / "index.html").read_text()
+    ex = registry.get_exhibit(SMALL)
+    assert f'id="{SMALL}"' in index and '<table class="shapetrace">' in index
+    assert ex.title.split(":")[0] in index
+    assert f"{SMALL}.md" in (tmp_path / "index.md").read_text()
+
+
+def test_a_failing_exhibit_does_not_stop_the_build(tmp_path, monkeypatch):
+    _require(SMALL)
+    registry.exhibit_names()  # load the registry before adding to it
+
+    def broken():
+        raise ValueError("this exhibit is broken on purpose")
+
+    bad = registry.Exhibit(name="broken", title="Broken", caption="Fails.", build=broken,
+                           inputs=lambda: ((), {}))
+    monkeypatch.setitem(registry.EXHIBITS, "broken", bad)
+    with pytest.raises(GalleryBuildFailed) as e:
+        build_site(tmp_path, ["broken", SMALL])
+    assert set(e.value.failures) == {"broken"} and "broken on purpose" in e.value.failures["broken"]
+    assert (tmp_path / f"{SMALL}.txt").exists() and (tmp_path / "index.html").exists()
+    assert "broken on purpose" in (tmp_path / "index.html").read_text()
+
+
+def test_cli_gallery_build_exits_1_when_an_exhibit_fails(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    registry.exhibit_names()
+    bad = registry.Exhibit(name="broken", title="Broken", caption="Fails.",
+                           build=lambda: (_ for _ in ()).throw(ValueError("nope")), inputs=lambda: ((), {}))
+    monkeypatch.setitem(registry.EXHIBITS, "broken", bad)
+    r = CliRunner().invoke(main, ["gallery", "build", "-o", str(tmp_path), "-e", "broken"])
+    assert r.exit_code == 1 and "broken" in r.stderr
+
+
+def test_cli_gallery_build_refuses_an_unknown_exhibit(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    _require(SMALL)
+    r = CliRunner().invoke(main, ["gallery", "build", "-o", str(tmp_path), "-e", "tabular-modle"])
+    assert r.exit_code == 2 and "tabular-model" in r.output

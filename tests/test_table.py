@@ -1,0 +1,242 @@
+"""Shape tables: numbers against torchinfo, width, folding, views, formats that parse back, escaping,
+failure, side inputs, profiling columns, determinism, and rendering without torch."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import shapetrace
+from shapetrace.renderers import table
+from shapetrace.tracer.records import Trace
+
+
+@pytest.fixture(scope="module")
+def resnet18_trace() -> Trace:
+    return shapetrace.trace(torchvision.models.resnet18().eval(), torch.randn(1, 3, 224, 224))
+
+
+class ChunkedLSTM(nn.Module):
+    """An LSTM called once per chunk, returning deeply nested tuples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(100, 400)
+        self.lstm = nn.LSTM(400, 400, batch_first=True)
+
+    def forward(self, x):
+        o = self.emb(x)
+        return [self.lstm(ch) for ch in o.split(18, 1)], (o, (o, (o, {"deep": o})))
+
+
+@pytest.fixture(scope="module")
+def lstm_trace() -> Trace:
+    return shapetrace.trace(ChunkedLSTM(), torch.randint(0, 100, (4, 72)))
+
+
+def test_totals_agree_with_torchinfo_on_resnet18(resnet18_trace):
+    torchinfo = pytest.importorskip("torchinfo")
+    stats = torchinfo.summary(torchvision.models.resnet18().eval(), input_size=(1, 3, 224, 224), verbose=0)
+    tot = table.totals(resnet18_trace)
+    assert tot.params == stats.total_params
+    assert tot.trainable == stats.trainable_params
+    assert f"{tot.param_bytes / 1e6:.2f}" == f"{stats.to_megabytes(stats.total_param_bytes):.2f}"
+    assert f"{tot.activation_bytes / 1e6:.2f}" == f"{stats.to_megabytes(stats.total_output_bytes):.2f}"
+    assert f"{tot.input_bytes / 1e6:.2f}" == f"{stats.to_megabytes(stats.total_input):.2f}"
+    text = table.render_text(resnet18_trace)
+    assert "Total params:                    11,689,512" in text
+    assert "Params size (MB):                46.76" in text
+
+
+def test_text_fits_100_columns_on_resnet18(resnet18_trace):
+    assert max(len(line) for line in table.render_text(resnet18_trace).splitlines()) <= 100
+
+
+def test_text_fits_100_columns_with_deeply_nested_outputs(lstm_trace):
+    text = table.render_text(lstm_trace)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "more" in text  # the root's 16 output tensors are elided, and say so
+    assert max(len(line) for line in table.render_text(lstm_trace, view="modules").splitlines()) <= 100
+
+
+def test_elided_values_count_what_they_hide():
+    from shapetrace.tracer.records import TensorMeta
+
+    value = [TensorMeta((4, 72, 400), "float32", "cpu"), [TensorMeta((1, 4, 400), "float32", "cpu")] * 2]
+    assert table.format_value(value) == "[(4,72,400), [(1,4,400), (1,4,400)]]"
+    assert table.format_value(value, 20) == "(4,72,400) +2 more"
+
+
+def test_every_call_has_a_row_and_repeat_calls_are_numbered(lstm_trace):
+    text = table.render_text(lstm_trace)
+    assert "lstm#3" in text and "4/4" in text and "(recursive)" in text
+
+
+def test_depth_folds_deeper_calls_into_their_parent(resnet18_trace):
+    text = table.render_text(resnet18_trace, depth=1)
+    assert "layer1.0" not in text and "conv2" not in text
+    assert "layer1: +14 deeper calls folded" in text
+    rows = list(csv.DictReader(io.StringIO(table.render_csv(resnet18_trace, depth=1))))
+    assert [r["layer"] for r in rows] == ["(root)", "conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3",
+                                           "layer4", "avgpool", "fc"]
+    assert rows[5]["output_shapes"] == "(1,64,56,56)" and rows[5]["folded_calls"] == "14"
+
+
+def test_module_view_counts_calls(lstm_trace):
+    rows = list(csv.DictReader(io.StringIO(table.render_csv(lstm_trace, view="modules"))))
+    by = {r["layer"]: r for r in rows}
+    assert by["lstm"]["calls"] == "4" and by["lstm"]["input_shapes"] == "(4,18,400) ×4"
+    assert "×4" in table.render_text(lstm_trace, view="modules")
+
+
+def test_markdown_parses_back(resnet18_trace):
+    md = table.render_markdown(resnet18_trace)
+    lines = [line for line in md.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["layer", "class", "call", "input shapes", "output shapes", "params", "trainable"]
+    body = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert len(body) == len(resnet18_trace.calls)
+    assert all(len(r) == len(header) for r in body)
+    fc = next(r for r in body if r[0].endswith("`fc`"))
+    assert fc[1:] == ["Linear", "", "(1,512)", "(1,1000)", "513,000", "513,000"]
+    assert "- Total params: 11,689,512" in md
+
+
+def test_csv_parses_back_with_full_shapes(lstm_trace):
+    rows = list(csv.DictReader(io.StringIO(table.render_csv(lstm_trace))))
+    assert len(rows) == len(lstm_trace.calls)
+    assert rows[0]["output_shapes"].count("(4,18,400)") == 4  # nothing elided in CSV
+    assert rows[1]["input_shapes"] == "(4,72) int64"
+    assert int(rows[2]["params"]) == lstm_trace.calls[2].params
+
+
+def test_html_escapes_module_and_class_names():
+    evil_cls = type('Evil<&"', (nn.Module,), {"forward": lambda self, x: x * 2})
+    model = nn.Sequential()
+    model.add_module('a<b&"c', evil_cls())
+    tr = shapetrace.trace(model, torch.randn(2))
+    out = table.render_html(tr)
+    assert 'a<b&"c' not in out and 'Evil<&"' not in out
+    assert "a&lt;b&amp;&quot;c" in out and "Evil&lt;&amp;&quot;" in out
+
+
+def test_failed_call_is_marked_under_the_partial_table():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(5, 2), nn.ReLU())
+    tr = shapetrace.trace(model, torch.randn(3, 4), strict=False)
+    text = table.render_text(tr)
+    assert "✗ 2" in text and "✗ RuntimeError" in text
+    assert "(raised)" in text  # the root, left by the same exception
+    assert "✗ the forward failed in 2 (Linear)" in text
+    assert "not reached before the failure: 3 (ReLU, 0 params)" in text
+    rows = list(csv.DictReader(io.StringIO(table.render_csv(tr))))
+    assert rows[-1]["layer"] == "2" and rows[-1]["error"].startswith("RuntimeError")
+
+
+def test_uncalled_modules_are_listed_with_their_children_folded():
+    class Skips(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used = nn.Linear(2, 2)
+            self.unused = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+
+        def forward(self, x):
+            return self.used(x)
+
+    text = table.render_text(shapetrace.trace(Skips(), torch.randn(1, 2)))
+    assert "never called in the forward: unused (Sequential, 6 params, +2 inside)" in text
+
+
+class _Head(nn.Module):
+    def forward(self, x):
+        return x + self.skip
+
+
+class _Stored(nn.Module):
+    """fastai-style: a block reads a tensor stored on it rather than passed in."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(4, 4)
+        self.head = _Head()
+
+    def forward(self, x):
+        self.head.skip = self.enc(x)
+        return self.head(x)
+
+
+def test_side_inputs_are_shown():
+    tr = shapetrace.trace(_Stored(), torch.randn(2, 4), ops=True)
+    text = table.render_text(tr)
+    head_line = next(line for line in text.splitlines() if line.strip().startswith("head"))
+    assert "+side (2,4)" in head_line
+
+
+def test_aliases_are_noted():
+    lin = nn.Linear(2, 2)
+    model = nn.Sequential(lin)
+    model.add_module("tied", lin)
+    text = table.render_text(shapetrace.trace(model, torch.randn(1, 2)))
+    assert "also registered as tied" in text
+
+
+def test_profiling_fields_add_columns(resnet18_trace):
+    tr = Trace.from_json(resnet18_trace.to_json())
+    for c in tr.calls:
+        c.timing = {"total_ms": 2.0 if c.parent is None else 0.5, "self_ms": 0.25, "p10_ms": 0.2, "p90_ms": 0.6,
+                    "kind": "cpu"}
+        c.flops = 1_000_000_000
+        c.memory = {"activation_bytes": 2 << 20, "peak_bytes": 3 << 20}
+    text = table.render_text(tr)
+    header = next(line for line in text.splitlines() if line.startswith("layer"))
+    for col in ("ms", "%", "self ms", "FLOPs", "TFLOP/s", "act mem"):
+        assert col in header
+    root = next(line for line in text.splitlines() if line.startswith("(root)"))
+    assert "100.0" in root and "1.00G" in root and "0.50" in root and "2.0 MiB" in root  # 1 GFLOP / 2 ms
+    assert "Forward time (ms):" in text
+    rows = list(csv.DictReader(io.StringIO(table.render_csv(tr))))
+    assert rows[1]["%"] == "25.0" and rows[1]["self ms"] == "0.250"
+
+
+def test_output_is_deterministic_and_the_same_from_json(resnet18_trace):
+    again = Trace.from_json(resnet18_trace.to_json())
+    for fmt in table.FORMATS:
+        assert table.render(resnet18_trace, fmt) == table.render(resnet18_trace, fmt) == table.render(again, fmt)
+
+
+def test_a_saved_trace_renders_without_torch(tmp_path, lstm_trace):
+    path = tmp_path / "t.json"
+    path.write_text(lstm_trace.to_json())
+    expected = {fmt: table.render(lstm_trace, fmt) for fmt in table.FORMATS}
+    (tmp_path / "expected.json").write_text(json.dumps(expected))
+    code = f"""
+import json, sys
+sys.modules['torch'] = None
+from shapetrace import load
+from shapetrace.renderers import table
+tr = load({str(path)!r})
+expected = json.load(open({str(tmp_path / 'expected.json')!r}))
+for fmt in table.FORMATS:
+    assert table.render(tr, fmt) == expected[fmt], fmt
+assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None and m.split('.')[0] == 'torch']
+print('ok')
+"""
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_unknown_format_and_view_are_refused(resnet18_trace):
+    with pytest.raises(ValueError, match="unknown table format"):
+        table.render(resnet18_trace, "xlsx")
+    with pytest.raises(ValueError, match="view"):
+        table.render(resnet18_trace, "text", view="layers")
