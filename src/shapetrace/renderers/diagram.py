@@ -1,0 +1,524 @@
+"""Graphviz architecture diagrams: the styling of ``graph.build_graph``'s data-flow graph.
+
+``to_dot(trace, ...)`` returns DOT source text; ``render(trace, format="svg"|"png"|"pdf"|"dot", ...)`` runs
+Graphviz's ``dot`` on it and returns the bytes. Both are pure functions of the trace and the options: the same
+trace gives the same bytes (stable node ids, event order, no timestamps).
+
+Options
+-------
+``depth``
+    Calls deeper than this fold into their ancestor at ``depth`` (``None``: every call).
+``layout``
+    ``"tb"`` (top to bottom), ``"lr"`` (left to right) or ``"u"``: one row per spatial resolution, the
+    largest at the top and the smallest (the bottleneck) lowest, with x following the data's path, so an
+    encoder-decoder reads like the U-Net paper's figure (encoder down the left, decoder up the right, skip
+    connections straight across). The U layout places nodes itself (Graphviz's ``neato`` draws the edges) and
+    draws no container boxes (a box cannot span several rows).
+``style``
+    ``"compact"`` (name, class, output shape) or ``"detailed"`` (adds input shapes, params, dtype, timings).
+``unroll``
+    Draw every call of a module called in a loop, instead of one node marked ×N.
+``overlays``
+    Any of ``"cut"`` (body / head of a cut model), ``"groups"`` (parameter groups), ``"frozen"`` (trainable vs
+    frozen parameters) and ``"heat"`` (time or memory). ``cut`` colours borders; the others fill nodes (the
+    last one named wins). Each overlay adds a legend.
+``options``
+    ``{"cut": {"body": [...], "head": [...]}}`` (automatic for ``nn.Sequential(body, head)``),
+    ``{"param_groups": {"group": [module names]}}``, ``{"heat": "time"|"memory"|"activations"}``,
+    ``{"fold": [module or class names drawn as single nodes]}``, ``{"title": "..."}``.
+``show_params``
+    Add the parameter count to compact labels.
+
+Every piece of user text (module names, class names, op names) is escaped for Graphviz's HTML-like labels and
+for the SVG: control characters are shown as Python escapes (a newline as ``\\n``), so no name can inject
+markup. SVG output gets a ``<title>`` per node holding its full input/output shapes, parameters and timings
+(browsers show it as the tooltip).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..tracer.records import Trace
+from .graph import Cluster, Graph, GraphEdge, Node, build_graph, format_bytes, format_count, format_shape
+
+__all__ = ["LAYOUTS", "OVERLAYS", "STYLES", "GraphvizNotFound", "dot_available", "render", "to_dot"]
+
+LAYOUTS = ("tb", "lr", "u")
+STYLES = ("compact", "detailed")
+OVERLAYS = ("cut", "groups", "frozen", "heat")
+FORMATS = ("svg", "png", "pdf", "dot")
+
+INSTALL_HINT = ("Install Graphviz to render diagrams: 'sudo apt-get install graphviz' (Debian/Ubuntu), "
+                "'brew install graphviz' (macOS) or 'conda install -c conda-forge graphviz'; then check that "
+                "'dot -V' works. Meanwhile, format='dot' (--format dot) writes the diagram's source.")
+
+
+class GraphvizNotFound(RuntimeError):
+    """Graphviz's ``dot`` program is not on ``PATH``. ``.source`` holds the DOT text that could not be run."""
+
+    def __init__(self, source: str = "") -> None:
+        self.source = source
+        super().__init__(f"Graphviz's 'dot' program was not found on PATH. {INSTALL_HINT}")
+
+
+def dot_available() -> bool:
+    """Whether Graphviz's ``dot`` program is on ``PATH``."""
+    return shutil.which("dot") is not None
+
+
+# ---- the theme ----------------------------------------------------------------------------------------------
+FONT = "DejaVu Sans"
+THEME = {
+    "call": {"shape": "box", "style": "rounded,filled", "fillcolor": "#eaf1fb", "color": "#4f6d9a"},
+    "collapsed": {"shape": "box", "style": "rounded,filled", "fillcolor": "#dbe6f6", "color": "#34507a",
+                  "peripheries": "2"},
+    "op": {"shape": "ellipse", "style": "filled", "fillcolor": "#fff1cf", "color": "#b8892b"},
+    "input": {"shape": "box", "style": "rounded,filled,bold", "fillcolor": "#dff2dc", "color": "#3c7a36"},
+    "output": {"shape": "box", "style": "rounded,filled,bold", "fillcolor": "#dff2dc", "color": "#3c7a36"},
+}
+EDGE = {"color": "#59636e", "fontcolor": "#3d4650"}
+DOWN = {"color": "#c62828", "fontcolor": "#c62828", "penwidth": "2.2"}  # the U-Net paper's red "max pool" arrows
+UP = {"color": "#2e7d32", "fontcolor": "#2e7d32", "penwidth": "2.2"}  # and its green "up-conv" arrows
+SKIP = {"color": "#8a8f96", "fontcolor": "#6b7076", "style": "dashed", "penwidth": "1.6"}  # grey "copy" arrows
+ERROR_COLOR = "#d32f2f"
+CUT_COLORS = {"body": "#1565c0", "head": "#ef6c00"}
+FROZEN_FILL = {"trainable": "#d7efcf", "frozen": "#dedede", "partly frozen": "#fbe7b0"}
+GROUP_PALETTE = ("#a6cee3", "#fdbf6f", "#b2df8a", "#fb9a99", "#cab2d6", "#ffff99", "#8dd3c7", "#fccde5",
+                 "#d9d9d9", "#bc80bd")
+HEAT_SCALE = ("#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c")
+
+
+# ---- escaping -----------------------------------------------------------------------------------------------
+def literal(text: str) -> str:
+    """Control characters as Python escapes, so ``"a\\nb"`` shows as the four characters ``a\\nb``."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+
+
+def html(text: str) -> str:
+    """Text for a Graphviz HTML-like label: escaped, single line, literal."""
+    t = literal(text)
+    return (t.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+            .replace("'", "&#39;"))
+
+
+def quote(text: str) -> str:
+    """A DOT double-quoted string; backslashes doubled so Graphviz's ``\\N``-style escapes never fire."""
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _xml_text(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _attrs(attrs: dict[str, str]) -> str:
+    parts = []
+    for k, v in attrs.items():
+        if k == "label" and v.startswith("<"):
+            parts.append(f"{k}={v}")  # an HTML-like label, already escaped
+        else:
+            parts.append(f"{k}={quote(v)}")
+    return "[" + ", ".join(parts) + "]"
+
+
+# ---- labels -------------------------------------------------------------------------------------------------
+def _small(text: str, color: str = "#4a4a4a") -> str:
+    return f'<FONT POINT-SIZE="8.5" COLOR="{color}">{text}</FONT>'
+
+
+def _node_label(n: Node, style: str, show_params: bool, extra: list[str]) -> str:
+    rows = [f"<B>{html(n.title)}</B>"]
+    if n.kind == "call":
+        rows.append(_small(html(n.cls)))
+    if n.kind in ("call", "input"):
+        shape = n.out_shape
+        if shape is not None:
+            rows.append(_small(html(format_shape(shape)), "#1f2d3d"))
+        if len(n.outputs) > 1:
+            rows[-1] = rows[-1][:-7] + html(f" +{len(n.outputs) - 1}") + "</FONT>"
+    elif n.kind == "output":
+        if n.inputs:
+            rows.append(_small(html(format_shape(n.inputs[0][1].shape)), "#1f2d3d"))
+    elif style == "detailed" and n.out_shape is not None:
+        rows.append(_small(html(format_shape(n.out_shape)), "#1f2d3d"))
+    if style == "detailed":
+        for path, meta in n.inputs[:3]:
+            rows.append(_small(html(f"in{path}: {format_shape(meta.shape)}")))
+        if len(n.inputs) > 3:
+            rows.append(_small(html(f"... {len(n.inputs) - 3} more inputs")))
+        dtypes = sorted({m.dtype for _, m in n.outputs} - {"float32"})
+        if dtypes:
+            rows.append(_small(html(", ".join(dtypes))))
+    if n.kind == "call" and (show_params or style == "detailed") and n.params:
+        text = f"{format_count(n.params)} params"
+        if n.trainable_params != n.params:
+            text += f" ({format_count(n.trainable_params)} trainable)"
+        rows.append(_small(html(text)))
+    if style == "detailed" and n.self_ms is not None:
+        rows.append(_small(html(f"{n.self_ms:.3f} ms")))
+    if n.error:
+        rows.append(_small(html("failed: " + n.error[:60]), ERROR_COLOR))
+    rows.extend(extra)
+    return "<" + "<BR/>".join(rows) + ">"
+
+
+def _edge_label(e: GraphEdge) -> str:
+    text = format_shape(e.shapes[0])
+    if len(e.shapes) > 1:
+        text += f" +{len(e.shapes) - 1}"
+    if e.change is not None:
+        arrow = "↓" if e.change[0] == "down" else "↑"
+        text = f"{arrow}{e.change[1]}  {text}"
+    if e.count > 1 and len(e.shapes) == 1:
+        text += f" ×{e.count}"
+    return "<" + html(text) + ">"
+
+
+def _edge_tooltip(e: GraphEdge, names: dict[str, str]) -> str:
+    shapes = ", ".join(format_shape(s, sep=", ", paren=True) for s in e.shapes)
+    text = f"{names[e.src]} → {names[e.dst]}: {shapes} {e.dtype}"
+    if e.change is not None:
+        text += f" (spatial size {'/' if e.change[0] == 'down' else '×'}{e.change[1]})"
+    if e.skip:
+        text += " (skip: read outside the arguments)"
+    return text
+
+
+# ---- overlays -----------------------------------------------------------------------------------------------
+def _belongs(module: str, names: Iterable[str]) -> bool:
+    """Whether ``module`` is one of ``names``, inside one, or contains one."""
+    for name in names:
+        if name == "" or module == name or module.startswith(name + ".") or name.startswith(module + ".") \
+                or module == "":
+            return True
+    return False
+
+
+def _auto_cut(trace: Trace) -> dict[str, list[str]] | None:
+    roots = [c for c in trace.calls if c.parent is None]
+    if not roots or roots[0].cls != "Sequential":
+        return None
+    kids = [c.module for c in trace.children(roots[0])]
+    if sorted(set(kids)) == ["0", "1"]:
+        return {"body": ["0"], "head": ["1"]}
+    return None
+
+
+class _Overlay:
+    """Per-node fill / border / label marks from the chosen overlays, and the legend rows they need."""
+
+    def __init__(self, trace: Trace, graph: Graph, overlays: Sequence[str], options: dict[str, Any]) -> None:
+        self.fill: dict[str, str] = {}
+        self.border: dict[str, str] = {}
+        self.marks: dict[str, list[str]] = {}
+        self.legend: list[tuple[str, str, str]] = []  # (title, colour, text)
+        unknown = [o for o in overlays if o not in OVERLAYS]
+        if unknown:
+            raise ValueError(f"unknown overlay {unknown[0]!r}; choose from {', '.join(OVERLAYS)}")
+        calls = [n for n in graph.nodes if n.kind == "call"]
+        for name in overlays:
+            getattr(self, f"_{name}")(trace, graph, calls, options)
+
+    def _cut(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
+        cut = options.get("cut") or _auto_cut(trace)
+        if not cut:
+            raise ValueError("the 'cut' overlay needs options={'cut': {'body': [module names], 'head': [...]}} "
+                             "unless the model is nn.Sequential(body, head)")
+        for part in ("body", "head"):
+            names = list(cut.get(part, []))
+            for n in calls:
+                if names and _belongs(n.module, names) and n.id not in self.border:
+                    self.border[n.id] = CUT_COLORS[part]
+            self.legend.append(("cut", CUT_COLORS[part], f"{part}: {', '.join(names) or '-'}"))
+
+    def _frozen(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
+        for n in calls:
+            if not n.params:
+                continue
+            state = ("trainable" if n.trainable_params == n.params
+                     else "frozen" if n.trainable_params == 0 else "partly frozen")
+            self.fill[n.id] = FROZEN_FILL[state]
+            if state != "trainable":
+                self.marks.setdefault(n.id, []).append(_small(html(state), "#333333"))
+        for state, colour in FROZEN_FILL.items():
+            self.legend.append(("parameters", colour, state))
+
+    def _groups(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
+        groups = options.get("param_groups")
+        if not groups:
+            raise ValueError("the 'groups' overlay needs options={'param_groups': {group: [module names]}}")
+        colours = {g: GROUP_PALETTE[i % len(GROUP_PALETTE)] for i, g in enumerate(groups)}
+        for n in calls:
+            mine = [g for g, names in groups.items() if _belongs(n.module, names)]
+            if len(mine) == 1:
+                self.fill[n.id] = colours[mine[0]]
+            elif mine:
+                self.fill[n.id] = ":".join(colours[g] for g in mine)  # striped
+        for g, colour in colours.items():
+            self.legend.append(("parameter groups", colour, str(g)))
+
+    def _heat(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
+        kind = options.get("heat")
+        nodes = [n for n in graph.nodes if n.kind in ("call", "op")]
+        if kind is None:
+            kind = ("time" if any(n.self_ms is not None for n in nodes)
+                    else "memory" if any(n.peak_bytes is not None for n in nodes) else "activations")
+        if kind == "time":
+            values = {n.id: n.self_ms for n in nodes if n.self_ms is not None}
+            fmt = (lambda v: f"{v:.3f} ms")
+        elif kind == "memory":
+            values = {n.id: float(n.peak_bytes) for n in nodes if n.peak_bytes is not None}
+            fmt = (lambda v: format_bytes(int(v)))
+        elif kind == "activations":
+            values = {n.id: float(n.activation_bytes) for n in nodes}
+            fmt = (lambda v: format_bytes(int(v)))
+        else:
+            raise ValueError(f"heat must be 'time', 'memory' or 'activations', got {kind!r}")
+        if not values:
+            raise ValueError(f"the 'heat' overlay ({kind}) needs a profiled trace: no call has that measurement "
+                             "(use shapetrace.profile)")
+        top = max(values.values()) or 1.0
+        for nid, v in values.items():
+            step = min(len(HEAT_SCALE) - 1, int(v / top * (len(HEAT_SCALE) - 1) + 0.5))
+            self.fill[nid] = HEAT_SCALE[step]
+            self.marks.setdefault(nid, []).append(_small(html(fmt(v)), "#222222"))
+        title = {"time": "time (self)", "memory": "peak memory", "activations": "activation size"}[kind]
+        self.legend.append((title, HEAT_SCALE[0], f"0 {fmt(0.0).split(' ', 1)[-1]}"))
+        self.legend.append((title, HEAT_SCALE[len(HEAT_SCALE) // 2], fmt(top / 2)))
+        self.legend.append((title, HEAT_SCALE[-1], fmt(top)))
+
+
+def _legend(rows: list[tuple[str, str, str]]) -> str:
+    cells = ['<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="3" COLOR="#9e9e9e">']
+    last = None
+    for title, colour, text in rows:
+        if title != last:
+            cells.append(f'<TR><TD COLSPAN="2" BORDER="0"><B>{html(title)}</B></TD></TR>')
+            last = title
+        cells.append(f'<TR><TD BGCOLOR="{colour}" WIDTH="18"> </TD><TD ALIGN="LEFT">{html(text)}</TD></TR>')
+    cells.append("</TABLE>")
+    return "<" + "".join(cells) + ">"
+
+
+# ---- DOT ----------------------------------------------------------------------------------------------------
+def to_dot(trace: Trace, *, depth: int | None = None, layout: str = "tb", style: str = "compact",
+           unroll: bool = False, overlays: Sequence[str] = (), options: dict[str, Any] | None = None,
+           show_params: bool = False) -> str:
+    """The diagram of ``trace`` as Graphviz DOT source (see the module docstring for the options)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
+    if isinstance(overlays, str):
+        overlays = [overlays]
+    options = dict(options or {})
+    graph = build_graph(trace, depth=depth, unroll=unroll, fold=options.get("fold", ()))
+    return _Dot(trace, graph, layout, style, list(overlays), options, show_params).text()
+
+
+class _Dot:
+    def __init__(self, trace: Trace, graph: Graph, layout: str, style: str, overlays: list[str],
+                 options: dict[str, Any], show_params: bool) -> None:
+        self.trace, self.graph, self.layout, self.style = trace, graph, layout, style
+        self.show_params = show_params
+        self.overlay = _Overlay(trace, graph, overlays, options)
+        self.options = options
+        self.lines: list[str] = []
+        self.names = {n.id: n.title for n in graph.nodes} | {c.id: c.title for c in graph.clusters}
+
+    def text(self) -> str:
+        g, out = self.graph, self.lines
+        rankdir = "LR" if self.layout == "lr" else "TB"
+        out.append("digraph shapetrace {")
+        gattrs = {"rankdir": rankdir, "fontname": FONT, "fontsize": "11", "nodesep": "0.3", "ranksep": "0.4",
+                  "bgcolor": "white", "compound": "true", "newrank": "true", "outputorder": "edgesfirst"}
+        if self.layout == "u":  # positions are computed here; neato only draws the edges
+            gattrs.update(layout="neato", splines="true", overlap="true")
+        title = self.options.get("title", self.trace.model.cls)
+        if title:
+            gattrs.update(label=f"<<B>{html(str(title))}</B>>", labelloc="t", fontsize="13")
+        out.append(f"  graph {_attrs(gattrs)}")
+        out.append(f"  node {_attrs({'fontname': FONT, 'fontsize': '10', 'margin': '0.12,0.05', 'height': '0.3'})}")
+        out.append(f"  edge {_attrs({'fontname': FONT, 'fontsize': '8.5', 'arrowsize': '0.7', **EDGE})}")
+        if self.layout == "u":
+            pos = _u_positions(g, self.style)
+            for n in g.nodes:
+                out.append("  " + self.node_stmt(n, pos[n.id]))
+        else:
+            self.emit_clusters()
+        for e in g.edges:
+            out.append("  " + self.edge_stmt(e))
+        if self.overlay.legend:
+            out.append(f"  legend [shape=plaintext, style=\"\", label={_legend(self.overlay.legend)}]")
+        out.append("}")
+        return "\n".join(out) + "\n"
+
+    def node_stmt(self, n: Node, pos: tuple[float, float] | None = None) -> str:
+        attrs = dict(THEME["collapsed" if n.collapsed else n.kind])
+        if pos is not None:
+            attrs["pos"] = f"{pos[0]:.2f},{pos[1]:.2f}!"
+        ov = self.overlay
+        if n.id in ov.fill:
+            fill = ov.fill[n.id]
+            attrs["fillcolor"] = fill
+            if ":" in fill:
+                attrs["style"] = attrs["style"].replace("filled", "striped")
+        if n.id in ov.border:
+            attrs.update(color=ov.border[n.id], penwidth="2.5")
+        if n.error:
+            attrs.update(color=ERROR_COLOR, penwidth="2.5")
+        attrs["label"] = _node_label(n, self.style, self.show_params, ov.marks.get(n.id, []))
+        attrs["tooltip"] = n.tooltip()
+        return f"{n.id} {_attrs(attrs)}"
+
+    def emit_clusters(self) -> None:
+        g = self.graph
+        kids: dict[str | None, list[tuple[int, str, Any]]] = {}
+        for n in g.nodes:
+            kids.setdefault(n.cluster, []).append((n.order, "n", n))
+        for c in g.clusters:
+            kids.setdefault(c.parent, []).append((c.order, "c", c))
+
+        def emit(parent: str | None, indent: str) -> None:
+            for _, kind, item in sorted(kids.get(parent, []), key=lambda t: (t[0], t[1])):
+                if kind == "n":
+                    self.lines.append(indent + self.node_stmt(item))
+                    continue
+                c: Cluster = item
+                self.lines.append(f"{indent}subgraph {c.id} {{")
+                label = f"<<B>{html(c.title)}</B>  {_small(html(c.cls), '#5a6470')}>"
+                attrs = {"label": label, "style": "rounded,dashed,filled", "fillcolor": "#f7f9fc",
+                         "color": "#9aa8bb", "labeljust": "l", "fontsize": "10", "tooltip": self._cluster_tip(c)}
+                for k, v in attrs.items():
+                    self.lines.append(f"{indent}  {k}={v if k == 'label' else quote(v)}")
+                emit(c.id, indent + "  ")
+                self.lines.append(f"{indent}}}")
+
+        emit(None, "  ")
+
+    def _cluster_tip(self, c: Cluster) -> str:
+        tip = f"{c.title} ({c.cls})\nparams: {c.params:,} (trainable {c.trainable_params:,})"
+        return tip
+
+    def edge_stmt(self, e: GraphEdge) -> str:
+        attrs: dict[str, str] = {}
+        if e.skip:
+            attrs.update(SKIP)
+        if e.change is not None:
+            attrs.update(DOWN if e.change[0] == "down" else UP)
+            if e.skip:
+                attrs["style"] = "dashed"
+        attrs["label"] = _edge_label(e)
+        attrs["tooltip"] = _edge_tooltip(e, self.names)
+        src = e.src
+        if src.startswith("cluster_"):
+            inner = [n for n in self.graph.nodes if self._within(n, src)]
+            src_node = inner[-1].id if inner else src
+            if self.layout != "u":
+                attrs["ltail"] = e.src
+            src = src_node
+        return f"{src} -> {e.dst} {_attrs(attrs)}"
+
+    def _within(self, n: Node, cluster: str) -> bool:
+        parents = {c.id: c.parent for c in self.graph.clusters}
+        cl = n.cluster
+        while cl is not None:
+            if cl == cluster:
+                return True
+            cl = parents.get(cl)
+        return False
+
+
+def _label_width(n: Node, style: str) -> float:
+    """A generous estimate of a node's width in inches, from its label's longest line."""
+    title = len(n.title) * 0.088
+    small = [n.cls, format_shape(n.out_shape) if n.out_shape else ""]
+    if style == "detailed":
+        small += [f"in{p}: {format_shape(m.shape)}" for p, m in n.inputs[:3]]
+    return max([title, *(len(t) * 0.066 for t in small)]) + 0.35
+
+
+def _u_positions(g: Graph, style: str) -> dict[str, tuple[float, float]]:
+    """U layout: one row per resolution (largest on top), x advancing with event order.
+
+    Each node sits right of the previous node and clear of the last node already in its row, so the encoder
+    steps down to the left, the decoder climbs back up on the right, and a skip runs straight across its row.
+    """
+    row_h = 1.4 if style == "compact" else 1.9
+    gap, step = 0.3, 0.35
+    labels: dict[tuple[str, str], float] = {}
+    for e in g.edges:
+        width = len(_edge_label(e)) * 0.058
+        labels[(e.src, e.dst)] = max(labels.get((e.src, e.dst), 0.0), width)
+    last_in_row: dict[int, tuple[float, float, str]] = {}  # rank -> (x, half width, node id)
+    pos: dict[str, tuple[float, float]] = {}
+    x_prev = None
+    for n in g.nodes:
+        half = _label_width(n, style) / 2
+        x = 0.0 if x_prev is None else x_prev + step
+        if n.rank in last_in_row:
+            lx, lhalf, lid = last_in_row[n.rank]
+            x = max(x, lx + lhalf + half + gap + labels.get((lid, n.id), 0.0))
+        pos[n.id] = (x, -n.rank * row_h)
+        last_in_row[n.rank] = (x, half, n.id)
+        x_prev = x
+    return pos
+
+
+# ---- rendering ----------------------------------------------------------------------------------------------
+_TITLE = re.compile(r"<title>([A-Za-z0-9_]+)</title>")
+_EDGE_TITLE = re.compile(r"<title>([A-Za-z0-9_]+)&#45;&gt;([A-Za-z0-9_]+)</title>")
+
+
+def _svg_titles(svg: str, graph_tips: dict[str, str], edge_tips: dict[tuple[str, str], str]) -> str:
+    """Give each node's, cluster's and edge's ``<title>`` (the browser tooltip) its full description."""
+    svg = _TITLE.sub(lambda m: f"<title>{_xml_text(graph_tips[m.group(1)])}</title>"
+                     if m.group(1) in graph_tips else m.group(0), svg)
+    return _EDGE_TITLE.sub(lambda m: f"<title>{_xml_text(edge_tips[(m.group(1), m.group(2))])}</title>"
+                           if (m.group(1), m.group(2)) in edge_tips else m.group(0), svg)
+
+
+def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layout: str = "tb",
+           style: str = "compact", unroll: bool = False, overlays: Sequence[str] = (),
+           options: dict[str, Any] | None = None, show_params: bool = False) -> bytes:
+    """The diagram of ``trace`` as ``svg``, ``png``, ``pdf`` or ``dot`` bytes.
+
+    Raises ``GraphvizNotFound`` (with the DOT text in ``.source``) when ``dot`` is not installed and the format
+    needs it, and ``RuntimeError`` with Graphviz's message when ``dot`` fails.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if isinstance(overlays, str):
+        overlays = [overlays]
+    options = dict(options or {})
+    graph = build_graph(trace, depth=depth, unroll=unroll, fold=options.get("fold", ()))
+    dot = _Dot(trace, graph, layout, style, list(overlays), options, show_params)
+    source = dot.text()
+    if format == "dot":
+        return source.encode("utf-8")
+    exe = shutil.which("dot")
+    if exe is None:
+        raise GraphvizNotFound(source)
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "0"}  # no creation dates in PDFs: same trace, same bytes
+    proc = subprocess.run([exe, f"-T{format}"], input=source.encode("utf-8"), capture_output=True, env=env,
+                          check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"Graphviz's dot failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}")
+    if format != "svg":
+        return proc.stdout
+    tips = {n.id: n.tooltip() for n in graph.nodes} | {c.id: dot._cluster_tip(c) for c in graph.clusters}
+    edge_tips: dict[tuple[str, str], str] = {}
+    for e in graph.edges:
+        src = e.src
+        if src.startswith("cluster_"):
+            inner = [n for n in graph.nodes if dot._within(n, src)]
+            src = inner[-1].id if inner else src
+        tip = _edge_tooltip(e, dot.names)
+        key = (src, e.dst)
+        edge_tips[key] = edge_tips[key] + "\n" + tip if key in edge_tips else tip
+    return _svg_titles(proc.stdout.decode("utf-8"), tips, edge_tips).encode("utf-8")

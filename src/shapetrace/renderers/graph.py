@@ -1,0 +1,550 @@
+"""The data-flow graph of a trace, ready for a diagram: visible nodes, clusters and edges, with label facts.
+
+``build_graph(trace, depth=..., unroll=...)`` is pure: it reads a ``Trace`` (plain data) and returns a
+``Graph`` (plain data). It never imports torch and knows nothing of Graphviz; ``diagram.py`` styles it.
+
+What is visible
+---------------
+* A call deeper than ``depth`` folds into its ancestor at ``depth``. A call at the depth limit, or one with
+  nothing inside it (no child calls, no recorded ops), is a *node*; a call above the limit with content is a
+  *cluster* (a box around its children). The root call is never drawn as a box: the whole picture is it.
+  ``fold`` names modules (qualified name or class name) always drawn as single nodes.
+* Functional ops recorded in an expanded container's forward (or outside every module) are nodes; ops inside
+  a folded call belong to that call's node.
+* One input node per forward argument, one output node per tensor the model returns.
+
+Edges come from ``Trace.edges``: each end is mapped to its visible node; self-loops (both ends folded into
+the same node) and edges into expanded containers (their children carry the tensor) are dropped; the rest
+are merged per (source, target). An edge that carries a tensor some call read as a *side input* (not through
+its arguments, e.g. a U-Net skip read from a hook) is marked ``skip``.
+
+Loops: calls of the same module repeated in a loop (a block of sibling events, e.g. ``getitem, lstm`` four
+times) fold into one node marked with ``count`` (drawn ×N); the matching calls' children merge too, so an
+expanded looped container stays one box. ``unroll=True`` keeps every call apart. A module used twice in a row
+of *different* sibling calls (the shared ReLU of a ResNet block) is not a loop and is not folded.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
+
+__all__ = [
+    "MAX_NODES",
+    "Cluster",
+    "Graph",
+    "GraphEdge",
+    "Node",
+    "build_graph",
+    "format_bytes",
+    "format_count",
+    "format_shape",
+    "spatial",
+]
+
+MAX_NODES = 500  # past this many nodes a diagram warns and suggests a depth
+_MAX_PERIOD = 32  # the longest loop body (in sibling events) recognised as a repeated block
+
+
+@dataclass
+class Node:
+    """One box (or ellipse) of the diagram.
+
+    ``kind`` is ``"call"``, ``"op"``, ``"input"`` or ``"output"``. ``calls`` are the calls drawn exactly as
+    this node (several when a loop was folded: ``count`` of them); ``folded`` adds their descendants (the
+    calls hidden inside it by ``depth``). ``cluster`` is the id of the box around it, ``None`` at top level.
+    """
+
+    id: str
+    kind: str
+    name: str
+    cls: str
+    order: int
+    cluster: str | None = None
+    count: int = 1
+    calls: list[int] = field(default_factory=list)
+    folded: list[int] = field(default_factory=list)
+    ops: list[int] = field(default_factory=list)
+    module: str = ""
+    collapsed: bool = False  # a container drawn as one node (depth or fold)
+    inputs: list = field(default_factory=list)  # (path, TensorMeta) of the first call / op
+    outputs: list = field(default_factory=list)
+    params: int = 0
+    trainable_params: int = 0
+    self_ms: float | None = None
+    total_ms: float | None = None
+    peak_bytes: int | None = None
+    activation_bytes: int = 0
+    flops: int | None = None
+    error: str | None = None
+    rank: int = 0
+    resolution: int | None = None
+
+    @property
+    def out_shape(self) -> tuple[int, ...] | None:
+        return self.outputs[0][1].shape if self.outputs else None
+
+    @property
+    def title(self) -> str:
+        """The node's name with its loop count: ``rnn ×4``."""
+        return self.name if self.count == 1 else f"{self.name} ×{self.count}"
+
+    def tooltip(self) -> str:
+        """Plain multi-line text: the full shapes of every input and output, parameters, timings, memory."""
+        head = self.title if self.kind in ("input", "output") else f"{self.title} ({self.cls})"
+        lines = [head]
+        for label, items in (("in", self.inputs), ("out", self.outputs)):
+            for path, meta in items:
+                lines.append(f"{label}{path}: {format_shape(meta.shape, sep=', ', paren=True)} {meta.dtype}")
+        if self.kind == "call":
+            lines.append(f"params: {self.params:,} (trainable {self.trainable_params:,})")
+            if self.collapsed:
+                lines.append(f"folds {len(self.folded) - len(self.calls)} inner calls")
+        if self.self_ms is not None:
+            lines.append(f"time: {self.self_ms:.3f} ms" + (f" over {self.count} calls" if self.count > 1 else ""))
+        if self.peak_bytes is not None:
+            lines.append(f"peak memory: {format_bytes(self.peak_bytes)}")
+        if self.activation_bytes:
+            lines.append(f"activations: {format_bytes(self.activation_bytes)}")
+        if self.flops:
+            lines.append(f"FLOPs: {self.flops:,}")
+        if self.error:
+            lines.append(f"error: {self.error}")
+        return "\n".join(lines)
+
+
+@dataclass
+class Cluster:
+    """A container call drawn as a box around its children (``count`` > 1 for a folded loop)."""
+
+    id: str
+    name: str
+    cls: str
+    order: int
+    parent: str | None = None
+    count: int = 1
+    calls: list[int] = field(default_factory=list)
+    params: int = 0
+    trainable_params: int = 0
+
+    @property
+    def title(self) -> str:
+        return self.name if self.count == 1 else f"{self.name} ×{self.count}"
+
+
+@dataclass
+class GraphEdge:
+    """Tensors flowing from node ``src`` to node ``dst`` (``src`` may be a cluster id: a container passing a
+    value through). ``shapes`` are the distinct shapes carried; ``count`` the distinct tensors (``tids``);
+    ``change`` is ``("down", f)`` / ``("up", f)`` when the spatial size shrinks / grows by ``f``."""
+
+    src: str
+    dst: str
+    shapes: list[tuple[int, ...]]
+    dtype: str
+    count: int = 1
+    skip: bool = False
+    change: tuple[str, int] | None = None
+    tids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Graph:
+    """Nodes in event order, clusters, and merged edges. ``levels`` is the number of U-layout ranks."""
+
+    nodes: list[Node]
+    clusters: list[Cluster]
+    edges: list[GraphEdge]
+    depth: int | None
+    unroll: bool
+    levels: int = 1
+
+    def node(self, node_id: str) -> Node:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(node_id)
+
+    def find(self, name: str) -> list[Node]:
+        """Nodes whose name (module name, op name, ``input:0``) is ``name``."""
+        return [n for n in self.nodes if n.name == name]
+
+    def adjacency(self) -> set[tuple[str, str]]:
+        """``(src name, dst name)`` of every edge, by node names (clusters by their name)."""
+        names = {n.id: n.name for n in self.nodes} | {c.id: c.name for c in self.clusters}
+        return {(names[e.src], names[e.dst]) for e in self.edges}
+
+
+# ---- small formatting helpers shared with diagram.py ------------------------------------------------------
+def format_shape(shape: Sequence[int], sep: str = "×", paren: bool = False) -> str:
+    text = sep.join(str(s) for s in shape) if shape else "scalar"
+    return f"({text})" if paren else text
+
+
+def format_count(n: int) -> str:
+    """``1234567`` -> ``1.2M``."""
+    for unit, div in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(n)
+
+
+def format_bytes(n: int) -> str:
+    for unit, div in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} B"
+
+
+def spatial(shape: Sequence[int]) -> tuple[int, ...] | None:
+    """The spatial dims of an image-like tensor (``N, C, H, W`` or ``N, C, D, H, W``), else ``None``."""
+    return tuple(shape[2:]) if len(shape) >= 4 else None
+
+
+def _tensors(value: object) -> list[tuple[str, TensorMeta]]:
+    return list(iter_tensors(value))
+
+
+# ---- building ---------------------------------------------------------------------------------------------
+class _Builder:
+    def __init__(self, trace: Trace, depth: int | None, unroll: bool, fold: Iterable[str]) -> None:
+        self.trace = trace
+        self.depth = depth
+        self.unroll = unroll
+        self.fold = set(fold)
+        self.calls = trace.calls
+        self.children: dict[int | None, list[tuple[int, str, int]]] = {}  # parent -> [(order, "c"/"o", id)]
+        for c in trace.calls:
+            self.children.setdefault(c.parent, []).append((c.start, "c", c.id))
+        for o in trace.ops:
+            self.children.setdefault(o.call, []).append((o.order, "o", o.id))
+        for evs in self.children.values():
+            evs.sort()
+        self.nodes: dict[str, Node] = {}
+        self.clusters: dict[str, Cluster] = {}
+        self.vis_call: dict[int, str] = {}  # call id -> node or cluster id
+        self.vis_op: dict[int, str] = {}
+        self.key_ids: dict[tuple, str] = {}  # folding key -> node/cluster id
+
+    # which calls are boxes
+    def is_cluster(self, c: Call) -> bool:
+        if not self.children.get(c.id):
+            return False
+        if self.depth is not None and c.depth >= self.depth:
+            return False
+        return not (c.module in self.fold or c.cls in self.fold or any(a in self.fold for a in c.aliases))
+
+    def token(self, kind: str, i: int) -> str:
+        return f"c:{self.calls[i].module}" if kind == "c" else f"o:{self.trace.ops[i].name}"
+
+    def local_keys(self, events: list[tuple[int, str, int]]) -> list[tuple]:
+        """A key per sibling event; events repeated in a loop share the key of their first iteration."""
+        tokens = [self.token(k, i) for _, k, i in events]
+        if self.unroll:
+            return [(k, i) for _, k, i in events]
+        keys: list[tuple] = [()] * len(tokens)
+        seen: dict[str, int] = {}
+
+        def own(j: int) -> tuple:
+            t = tokens[j]
+            seen[t] = seen.get(t, 0) + 1
+            return (t, seen[t] - 1)
+
+        n = len(tokens)
+        j = 0
+        while j < n:
+            period = 0
+            for p in range(1, min(_MAX_PERIOD, (n - j) // 2) + 1):
+                block = tokens[j:j + p]
+                if block == tokens[j + p:j + 2 * p] and any(t.startswith("c:") for t in block):
+                    period = p
+                    break
+            if not period:
+                keys[j] = own(j)
+                j += 1
+                continue
+            reps = 2
+            while tokens[j + reps * period:j + (reps + 1) * period] == tokens[j:j + period]:
+                reps += 1
+            for o in range(period):
+                keys[j + o] = own(j + o)
+            for r in range(1, reps):
+                for o in range(period):
+                    keys[j + r * period + o] = keys[j + o]
+            j += reps * period
+        return keys
+
+    def walk(self, parent: int | None, pkey: tuple, cluster: str | None, into: str | None) -> None:
+        events = self.children.get(parent, [])
+        keys = self.local_keys(events) if into is None else [()] * len(events)
+        for (_, kind, i), lk in zip(events, keys):
+            key = (*pkey, lk)
+            if kind == "o":
+                if into is not None:
+                    self.vis_op[i] = into
+                    self.nodes[into].ops.append(i)
+                    continue
+                op = self.trace.ops[i]
+                nid = self.key_ids.get(key)
+                if nid is None:
+                    nid = self.key_ids[key] = f"o{i}"
+                    self.nodes[nid] = Node(nid, "op", op.name, op.name, op.order, cluster,
+                                           inputs=_tensors(op.inputs), outputs=_tensors(op.outputs), count=0)
+                node = self.nodes[nid]
+                node.count += 1
+                node.ops.append(i)
+                self.vis_op[i] = nid
+                continue
+            c = self.calls[i]
+            if into is not None:
+                self.vis_call[i] = into
+                self.nodes[into].folded.append(i)
+                self.walk(i, key, cluster, into)
+                continue
+            if self.is_cluster(c) and c.parent is not None:
+                cid = self.key_ids.get(key)
+                if cid is None:
+                    cid = self.key_ids[key] = f"cluster_c{i}"
+                    self.clusters[cid] = Cluster(cid, c.label if self.unroll else (c.module or "(root)"), c.cls,
+                                                 c.start, cluster, 0, params=c.params,
+                                                 trainable_params=c.trainable_params)
+                cl = self.clusters[cid]
+                cl.count += 1
+                cl.calls.append(i)
+                self.vis_call[i] = cid
+                self.walk(i, key, cid, None)
+            elif self.is_cluster(c):  # the root: its children are the top level
+                self.vis_call[i] = ""
+                self.walk(i, key, None, None)
+            else:
+                nid = self.key_ids.get(key)
+                if nid is None:
+                    nid = self.key_ids[key] = f"c{i}"
+                    name = c.label if self.unroll else (c.module or "(root)")
+                    self.nodes[nid] = Node(nid, "call", name, c.cls, c.start, cluster, count=0, module=c.module,
+                                           collapsed=bool(self.children.get(i)), inputs=_tensors(c.inputs) + _tensors(c.kwargs),
+                                           outputs=_tensors(c.outputs), params=c.params,
+                                           trainable_params=c.trainable_params, error=c.error)
+                node = self.nodes[nid]
+                node.count += 1
+                node.calls.append(i)
+                node.folded.append(i)
+                self.vis_call[i] = nid
+                self.walk(i, key, cluster, nid)
+
+    def io_nodes(self) -> None:
+        t = self.trace
+        sources = [e.src for e in t.edges if e.src.startswith("input:")]
+        names = [f"input:{i}" for i, v in enumerate(t.inputs) if _tensors(v)]
+        names += [f"input:{k}" for k, v in t.kwargs.items() if _tensors(v)]
+        for s in sources:
+            if s not in names:
+                names.append(s)
+        for j, name in enumerate(names):
+            key = name.partition(":")[2]
+            value = t.inputs[int(key)] if key.isdigit() and int(key) < len(t.inputs) else t.kwargs.get(key)
+            metas = _tensors(value)
+            nid = f"in{j}"
+            label = "input" if len(names) == 1 else (f"input {key}" if not key.isdigit() else f"input {int(key)}")
+            self.nodes[nid] = Node(nid, "input", label, "input", -len(names) + j, outputs=metas)
+            self.vis_input[name] = nid
+        end = max((c.end or c.start for c in t.calls), default=0) + 1
+        outs = [e.dst for e in t.edges if e.dst.startswith("output:")]
+        metas = dict(_tensors(t.outputs))
+        seen: list[str] = []
+        for o in outs:
+            if o not in seen:
+                seen.append(o)
+        for j, name in enumerate(seen):
+            path = name.partition(":")[2]
+            meta = metas.get("" if path == "out" else path)
+            nid = f"out{j}"
+            label = "output" if len(seen) == 1 else f"output{path}"
+            self.nodes[nid] = Node(nid, "output", label, "output", end + j,
+                                   inputs=[("", meta)] if meta is not None else [])
+            self.vis_output[name] = nid
+
+    def build(self) -> Graph:
+        self.vis_input: dict[str, str] = {}
+        self.vis_output: dict[str, str] = {}
+        self.walk(None, (), None, None)
+        self.io_nodes()
+        self.facts()
+        edges = self.map_edges()
+        nodes = sorted(self.nodes.values(), key=lambda n: (n.order, n.id))
+        graph = Graph(nodes, sorted(self.clusters.values(), key=lambda c: (c.order, c.id)), edges,
+                      self.depth, self.unroll)
+        _rank(graph)
+        return graph
+
+    def facts(self) -> None:
+        calls, ops = self.calls, self.trace.ops
+        for node in self.nodes.values():
+            if node.kind == "call":
+                selfs = [calls[i].timing.get("self_ms") for i in node.folded if calls[i].timing]
+                totals = [calls[i].timing.get("total_ms") for i in node.calls if calls[i].timing]
+                if selfs and all(s is not None for s in selfs):
+                    node.self_ms = float(sum(selfs))
+                elif totals and all(s is not None for s in totals):
+                    node.self_ms = float(sum(totals))
+                if totals and all(s is not None for s in totals):
+                    node.total_ms = float(sum(totals))
+                peaks = [calls[i].memory.get("peak_bytes") for i in node.folded if calls[i].memory]
+                peaks = [p for p in peaks if isinstance(p, (int, float))]
+                node.peak_bytes = int(max(peaks)) if peaks else None
+                flops = [calls[i].flops for i in node.folded if calls[i].flops is not None]
+                node.flops = sum(flops) if flops else None
+                node.activation_bytes = sum(m.nbytes for i in node.calls for _, m in _tensors(calls[i].outputs))
+            elif node.kind == "op":
+                times = [(ops[i].timing or {}).get("self_ms", (ops[i].timing or {}).get("total_ms")) for i in node.ops]
+                if times and all(isinstance(s, (int, float)) for s in times):
+                    node.self_ms = node.total_ms = float(sum(times))
+                node.activation_bytes = sum(m.nbytes for i in node.ops for _, m in _tensors(ops[i].outputs))
+
+    def endpoint(self, name: str) -> str | None:
+        kind, _, rest = name.partition(":")
+        if kind == "input":
+            return self.vis_input.get(name)
+        if kind == "output":
+            return self.vis_output.get(name)
+        if kind == "call":
+            return self.vis_call.get(int(rest)) or None
+        if kind == "op":
+            return self.vis_op.get(int(rest))
+        return None
+
+    def map_edges(self) -> list[GraphEdge]:
+        t = self.trace
+        side_of: dict[int, set[int]] = {}  # tid -> calls that read it as a side input
+        for e in t.edges:
+            if e.side:
+                side_of.setdefault(e.tid, set()).add(int(e.dst.partition(":")[2]))
+        merged: dict[tuple[str, str, bool], GraphEdge] = {}
+        for e in t.edges:
+            src, dst = self.endpoint(e.src), self.endpoint(e.dst)
+            if src is None or dst is None or src == dst or dst in self.clusters:
+                continue
+            if src in self.clusters and self._inside(dst, src):
+                continue  # a container's own input, seen from inside
+            skip = e.side or (e.tid in side_of and self._read_aside(e.dst, side_of[e.tid]))
+            ge = merged.get((src, dst, skip))
+            if ge is None:
+                ge = merged[(src, dst, skip)] = GraphEdge(src, dst, [], e.dtype, 0, skip)
+            if e.tid not in ge.tids:
+                ge.tids.append(e.tid)
+                ge.count += 1
+            if e.shape not in ge.shapes:
+                ge.shapes.append(tuple(e.shape))
+        for ge in merged.values():
+            ge.change = None if ge.skip else self._change(ge)
+        return list(merged.values())
+
+    def _read_aside(self, consumer: str, readers: set[int]) -> bool:
+        """Whether the consumer (``call:<id>`` / ``op:<id>``) runs inside a call that read the tensor aside."""
+        kind, _, rest = consumer.partition(":")
+        if kind == "op":
+            cid = self.trace.ops[int(rest)].call
+        elif kind == "call":
+            cid = self.calls[int(rest)].parent
+        else:
+            return False
+        while cid is not None:
+            if cid in readers:
+                return True
+            cid = self.calls[cid].parent
+        return False
+
+    def _inside(self, node_id: str, cluster_id: str) -> bool:
+        cl = self.nodes[node_id].cluster if node_id in self.nodes else self.clusters[node_id].parent
+        while cl is not None:
+            if cl == cluster_id:
+                return True
+            cl = self.clusters[cl].parent
+        return False
+
+    def _change(self, ge: GraphEdge) -> tuple[str, int] | None:
+        if ge.src in self.nodes:
+            inputs = self.nodes[ge.src].inputs
+        else:
+            c = self.calls[self.clusters[ge.src].calls[0]]
+            inputs = _tensors(c.inputs) + _tensors(c.kwargs)
+        out = spatial(ge.shapes[0])
+        if out is None:
+            return None
+        for _, meta in inputs:
+            ref = spatial(meta.shape)
+            if ref is None or len(ref) != len(out) or ref == out or 0 in out or 0 in ref:
+                continue
+            if all(r % o == 0 for r, o in zip(ref, out)) and len({r // o for r, o in zip(ref, out)}) == 1:
+                return ("down", ref[0] // out[0])
+            if all(o % r == 0 for r, o in zip(ref, out)) and len({o // r for r, o in zip(ref, out)}) == 1:
+                return ("up", out[0] // ref[0])
+            return None
+        return None
+
+
+def _rank(graph: Graph) -> None:
+    """U-layout ranks: nodes grouped by spatial resolution, the largest at rank 0, the smallest lowest.
+
+    A node whose output is not image-like takes the resolution of the node feeding it (the input node takes
+    that of its first consumer)."""
+    res: dict[str, int | None] = {}
+    for n in graph.nodes:
+        sp = spatial(n.out_shape) if n.out_shape is not None else None
+        if sp is None and n.kind == "output" and n.inputs:
+            sp = spatial(n.inputs[0][1].shape)
+        res[n.id] = _area(sp) if sp else None
+    preds: dict[str, list[str]] = {}
+    for e in graph.edges:
+        preds.setdefault(e.dst, []).append(e.src)
+    for n in graph.nodes:  # event order: producers come first
+        if res[n.id] is None:
+            for p in preds.get(n.id, []):
+                if res.get(p) is not None:
+                    res[n.id] = res[p]
+                    break
+    succs: dict[str, list[str]] = {}
+    for e in graph.edges:
+        succs.setdefault(e.src, []).append(e.dst)
+    for n in reversed(graph.nodes):
+        if res[n.id] is None:
+            for s in succs.get(n.id, []):
+                if res.get(s) is not None:
+                    res[n.id] = res[s]
+                    break
+    known = sorted({r for r in res.values() if r is not None}, reverse=True)
+    level = {r: i for i, r in enumerate(known)}
+    for n in graph.nodes:
+        n.resolution = res[n.id]
+        n.rank = level[res[n.id]] if res[n.id] is not None else 0
+    graph.levels = max(len(known), 1)
+
+
+def _area(sp: tuple[int, ...]) -> int:
+    a = 1
+    for s in sp:
+        a *= s
+    return a
+
+
+def build_graph(trace: Trace, *, depth: int | None = None, unroll: bool = False, fold: Iterable[str] = (),
+                warn: bool = True) -> Graph:
+    """The visible data-flow graph of ``trace`` (see the module docstring for the rules).
+
+    ``depth`` ``None`` shows every call; ``0`` draws the model as one node; ``1`` its children; and so on.
+    Warns (``UserWarning``) when the graph has more than ``MAX_NODES`` nodes.
+    """
+    if depth is not None and depth < 0:
+        raise ValueError(f"depth must be >= 0 (or None for full depth), got {depth}")
+    graph = _Builder(trace, depth, unroll, fold).build()
+    if warn and len(graph.nodes) > MAX_NODES:
+        deepest = max((c.depth for c in trace.calls), default=0)
+        hint = max(1, min(2, deepest - 1))
+        warnings.warn(f"the diagram has {len(graph.nodes)} nodes (more than {MAX_NODES}) and will be hard to "
+                      f"read; pass depth={hint} (--depth {hint}) to fold deeper calls into their parents",
+                      UserWarning, stacklevel=3)
+    return graph
+

@@ -1,0 +1,294 @@
+"""Data-flow graph building (``shapetrace.renderers.graph``): visible nodes, depth folding, loop folding, skips.
+
+The small models here (a fastai-style U-Net whose decoder reads encoder activations stored by forward hooks,
+an LSTM called in a Python loop, a ResNet block with a shared ReLU) are also used by the other diagram tests.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import shapetrace
+from shapetrace.renderers.graph import build_graph
+from shapetrace.tracer.records import Trace
+
+
+# ---- models ------------------------------------------------------------------------------------------------
+class StoreHook:
+    """fastai's ``Hook``: keeps the latest output of a module (not detached)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.stored = None
+        module.register_forward_hook(self._hook)
+
+    def _hook(self, module, inputs, output) -> None:
+        self.stored = output
+
+
+def conv_block(ni: int, nf: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(ni, nf, 3, padding=1), nn.BatchNorm2d(nf), nn.ReLU())
+
+
+class UpBlock(nn.Module):
+    """Upsample, then concatenate the skip read from a hook (a side input), then convolve."""
+
+    def __init__(self, up_in: int, skip_in: int, hook: StoreHook) -> None:
+        super().__init__()
+        self.hook = hook
+        self.up = nn.ConvTranspose2d(up_in, up_in // 2, 2, stride=2)
+        self.conv = conv_block(up_in // 2 + skip_in, up_in // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.hook.stored
+        return self.conv(torch.cat([self.up(x), skip], dim=1))
+
+
+class HookUnet(nn.Module):
+    """A 3-level U-Net in fastai's style: encoder stages hooked, decoder blocks read the hooks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Sequential(conv_block(3, 8), nn.MaxPool2d(2), conv_block(8, 16), nn.MaxPool2d(2),
+                                     conv_block(16, 32))
+        self.hooks = [StoreHook(self.encoder[0]), StoreHook(self.encoder[2])]
+        self.middle = conv_block(32, 32)
+        self.up1 = UpBlock(32, 16, self.hooks[1])
+        self.up2 = UpBlock(16, 8, self.hooks[0])
+        self.final = nn.Conv2d(8 + 3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.up2(self.up1(self.middle(self.encoder(x))))
+        return self.final(torch.cat([y, x], dim=1))
+
+
+class ArgUnet(nn.Module):
+    """The same U-Net passing skips as arguments (the torchview-style one, used by the oracle test)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc1, self.enc2, self.enc3 = conv_block(3, 8), conv_block(8, 16), conv_block(16, 32)
+        self.pool = nn.MaxPool2d(2)
+        self.up1, self.up2 = nn.ConvTranspose2d(32, 16, 2, stride=2), nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.dec1, self.dec2 = conv_block(32, 16), conv_block(16, 8)
+        self.out = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(self.pool(e1))
+        e3 = self.enc3(F.max_pool2d(e2, 2))
+        d1 = self.dec1(torch.cat([self.up1(e3), e2], 1))
+        d2 = self.dec2(torch.cat([self.up2(d1), e1], 1))
+        return self.out(d2)
+
+
+class DenseLayer(nn.Module):
+    def __init__(self, ni: int, growth: int) -> None:
+        super().__init__()
+        self.bn, self.conv = nn.BatchNorm2d(ni), nn.Conv2d(ni, growth, 3, padding=1)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        return self.conv(F.relu(self.bn(torch.cat(feats, 1))))
+
+
+class DenseBlock(nn.Module):
+    def __init__(self, ni: int, growth: int, n: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(DenseLayer(ni + i * growth, growth) for i in range(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = [x]
+        for layer in self.layers:
+            feats.append(layer(feats))
+        return torch.cat(feats, 1)
+
+
+class TinyDenseNet(nn.Module):
+    """DenseNet-style: every dense layer reads the concatenation of all earlier features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.block1 = DenseBlock(8, 4, 3)
+        self.trans = nn.Sequential(nn.Conv2d(20, 10, 1), nn.AvgPool2d(2))
+        self.block2 = DenseBlock(10, 4, 2)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(18, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block2(self.trans(self.block1(self.stem(x)))))
+
+
+class LoopLSTM(nn.Module):
+    """An LSTM cell-style loop: the same ``nn.LSTM`` called once per time step, 4 times."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(6, 8)
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        state = None
+        for t in range(x.shape[1]):
+            out, state = self.lstm(x[:, t:t + 1], state)
+        return self.head(out[:, -1])
+
+
+class SharedReluBlock(nn.Module):
+    """torchvision's BasicBlock pattern: one ReLU module used twice, not in a loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.conv2(self.relu(self.conv1(x))) + x)
+
+
+def trace_of(model: nn.Module, *shape: int) -> Trace:
+    torch.manual_seed(0)
+    return shapetrace.trace(model.eval(), torch.randn(*shape), ops=True)
+
+
+@pytest.fixture(scope="module")
+def unet_trace() -> Trace:
+    torch.manual_seed(0)
+    return trace_of(HookUnet(), 1, 3, 32, 32)
+
+
+# ---- depth folding ------------------------------------------------------------------------------------------
+def test_depth_zero_is_one_node(unet_trace):
+    g = build_graph(unet_trace, depth=0)
+    assert [n.kind for n in g.nodes] == ["input", "call", "output"]
+    assert g.adjacency() == {("input", "(root)"), ("(root)", "output")}
+
+
+def test_depth_one_folds_children_into_top_level_nodes(unet_trace):
+    g = build_graph(unet_trace, depth=1)
+    calls = [n.name for n in g.nodes if n.kind == "call"]
+    assert calls == ["encoder", "middle", "up1", "up2", "final"]
+    assert not g.clusters
+    enc = g.find("encoder")[0]
+    assert enc.collapsed and len(enc.folded) > 1 and enc.out_shape == (1, 32, 8, 8)
+    # skip edges from the (folded) encoder into both decoder blocks, marked as skips
+    skips = {(a, b) for a, b in g.adjacency()} & {("encoder", "up1"), ("encoder", "up2")}
+    assert skips == {("encoder", "up1"), ("encoder", "up2")}
+    assert all(e.skip for e in g.edges if g.node(e.src).name == "encoder" and g.node(e.dst).name == "up2")
+
+
+def test_depth_two_shows_stages_in_clusters(unet_trace):
+    g = build_graph(unet_trace, depth=2)
+    names = {c.name for c in g.clusters}
+    assert names == {"encoder", "middle", "up1", "up2"}
+    adj = g.adjacency()
+    # the hook-read skips go from the encoder stages to the cat ops inside the decoder blocks
+    cats = [n for n in g.nodes if n.name == "cat"]
+    assert len(cats) == 3
+    into_cats = {(a, b) for a, b in adj if b == "cat"}
+    assert ("encoder.2", "cat") in into_cats and ("encoder.0", "cat") in into_cats and ("input", "cat") in into_cats
+    # no edge ends at a container box
+    cluster_ids = {c.id for c in g.clusters}
+    assert not any(e.dst in cluster_ids for e in g.edges)
+    # every node sits in the box of its module's parent
+    assert g.find("encoder.0")[0].cluster == next(c.id for c in g.clusters if c.name == "encoder")
+
+
+def test_full_depth_has_every_leaf_and_no_self_loops(unet_trace):
+    g = build_graph(unet_trace)
+    leaves = {c.module for c in unet_trace.leaves()}
+    assert leaves <= {n.name for n in g.nodes}
+    assert all(e.src != e.dst for e in g.edges)
+    assert len({(e.src, e.dst, e.skip) for e in g.edges}) == len(g.edges)
+
+
+def test_spatial_changes_are_marked(unet_trace):
+    g = build_graph(unet_trace, depth=2)
+    changes = {(g.node(e.src).name, e.change) for e in g.edges if e.change}
+    assert ("encoder.1", ("down", 2)) in changes and ("encoder.3", ("down", 2)) in changes
+    assert ("up1.up", ("up", 2)) in changes and ("up2.up", ("up", 2)) in changes
+
+
+def test_u_ranks_put_the_bottleneck_lowest(unet_trace):
+    g = build_graph(unet_trace, depth=2)
+    ranks = {n.name: n.rank for n in g.nodes if n.kind == "call"}
+    bottom = max(ranks.values())
+    assert {k for k, r in ranks.items() if r == bottom} == {"encoder.3", "encoder.4", "middle.0", "middle.1", "middle.2"}
+    assert ranks["encoder.0"] == ranks["up2.conv"] == 0
+    assert ranks["encoder.2"] == ranks["up1.conv"] == 1
+
+
+def test_fold_option_draws_named_classes_as_nodes(unet_trace):
+    g = build_graph(unet_trace, depth=2, fold=["UpBlock"])
+    assert {c.name for c in g.clusters} == {"encoder", "middle"}
+    adj = g.adjacency()
+    assert ("encoder.2", "up1") in adj and ("encoder.0", "up2") in adj
+
+
+# ---- loops --------------------------------------------------------------------------------------------------
+def test_lstm_called_in_a_loop_folds_into_one_node_and_unrolls():
+    t = trace_of(LoopLSTM(), 2, 4, 6)
+    assert len(t.calls_of("lstm")) == 4
+    g = build_graph(t)
+    lstm = g.find("lstm")
+    assert len(lstm) == 1 and lstm[0].count == 4 and lstm[0].title == "lstm ×4"
+    assert len(lstm[0].calls) == 4
+    getitems = [n for n in g.nodes if n.kind == "op" and n.name == "getitem"]
+    assert any(n.count == 4 for n in getitems)  # the x[:, t] slices fold with their loop
+    assert not any(e.src == e.dst for e in g.edges)  # the recurrent state is a self-loop: dropped
+
+    u = build_graph(t, unroll=True)
+    names = [n.name for n in u.nodes if n.kind == "call" and n.cls == "LSTM"]
+    assert names == ["lstm", "lstm#1", "lstm#2", "lstm#3"]
+    adj = u.adjacency()
+    assert ("lstm", "lstm#1") in adj and ("lstm#2", "lstm#3") in adj  # the state flows call to call
+
+
+def test_a_module_reused_outside_a_loop_is_not_folded():
+    t = trace_of(SharedReluBlock(), 1, 4, 8, 8)
+    g = build_graph(t)
+    relus = [n for n in g.nodes if n.cls == "ReLU"]
+    assert len(relus) == 2 and all(n.count == 1 for n in relus)
+    assert [n.name for n in relus] == ["relu", "relu"]
+    adj = build_graph(t).adjacency()
+    assert ("conv1", "relu") in adj and ("relu", "conv2") in adj
+
+
+# ---- plain data ---------------------------------------------------------------------------------------------
+def test_graph_from_json_matches(unet_trace):
+    again = Trace.from_json(unet_trace.to_json())
+    assert build_graph(again, depth=2) == build_graph(unet_trace, depth=2)
+
+
+def test_tooltip_has_full_shapes_params_and_timing(unet_trace):
+    t = Trace.from_json(unet_trace.to_json())
+    for c in t.calls:
+        c.timing = {"total_ms": 2.0, "self_ms": 0.5}
+    g = build_graph(t, depth=1)
+    enc = g.find("encoder")[0]
+    tip = enc.tooltip()
+    assert "in[0]: (1, 3, 32, 32) float32" in tip and "out: (1, 32, 8, 8) float32" in tip
+    assert f"params: {t.calls_of('encoder')[0].params:,}" in tip
+    assert enc.self_ms == pytest.approx(0.5 * len(enc.folded))
+    assert "time:" in tip
+
+
+def test_negative_depth_is_refused(unet_trace):
+    with pytest.raises(ValueError, match="depth"):
+        build_graph(unet_trace, depth=-1)
+
+
+def test_renderers_do_not_import_torch():
+    import ast
+    from pathlib import Path
+
+    from shapetrace.renderers import diagram, graph
+
+    for mod in (graph, diagram):
+        tree = ast.parse(Path(mod.__file__).read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not any(n == "torch" or n.startswith("torch.") for n in names), mod.__name__
