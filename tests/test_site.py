@@ -30,6 +30,20 @@ def test_build_writes_tables_json_and_index(tmp_path):
     assert f"{SMALL}.md" in (tmp_path / "index.md").read_text()
 
 
+def test_build_embeds_the_diagram_when_the_renderer_exists(tmp_path):
+    _require(SMALL)
+    pytest.importorskip("shapetrace.renderers.diagram", reason="the diagram renderer is not written yet")
+    from shapetrace.renderers.diagram import dot_available
+
+    if not dot_available():
+        pytest.skip("Graphviz's dot is not installed")
+    build_site(tmp_path, [SMALL])
+    svg = (tmp_path / f"{SMALL}.svg").read_text()
+    assert "<svg" in svg
+    index = (tmp_path / "index.html").read_text()
+    assert '<div class="diagram"><svg' in index and "<?xml" not in index
+
+
 def test_a_failing_exhibit_does_not_stop_the_build(tmp_path, monkeypatch):
     _require(SMALL)
     registry.exhibit_names()  # load the registry before adding to it

@@ -61,6 +61,9 @@ def _trace_exhibit(ex: Exhibit) -> Trace:
 
 def _inline_svg(svg: str) -> str:
     """SVG text fit to embed in HTML: no XML prolog or doctype."""
+    start = svg.find("<svg")
+    if start > 0:  # drop the XML prolog, doctype and generator comment
+        svg = svg[start:]
     svg = re.sub(r"<\?xml[^>]*\?>", "", svg)
     svg = re.sub(r"<!DOCTYPE[^>]*>", "", svg, flags=re.IGNORECASE)
     return svg.strip()
