@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .hooks import Tracer, model_device, prepare_inputs
-from .records import Trace, iter_tensors
+from .records import Trace, labelled_tensors
 
 
 class TraceFailed(RuntimeError):
@@ -27,10 +27,12 @@ def failure_message(trace: Trace) -> str | None:
     call = trace.failed_call
     if call is None:
         return f"the forward failed outside any module: {f.type}: {f.message}"
-    shapes = ", ".join(f"{'x' if not p else p}: {tuple(m.shape)} {m.dtype}" for p, m in iter_tensors(call.inputs))
-    where = f"{call.label} ({call.cls})"
-    return (f"the forward failed in {where} after {sum(1 for c in trace.calls if c.error is None)} completed "
-            f"calls.\n  input: {shapes or 'no tensors'}\n  error: {f.type}: {f.message}")
+    labelled = labelled_tensors(call.inputs, call.cls, "inputs") + labelled_tensors(call.kwargs, call.cls, "kwargs")
+    shapes = ", ".join(f"{name} {tuple(m.shape)} {m.dtype}" for name, m in labelled)
+    done = sum(1 for c in trace.calls if c.error is None)
+    after = f"after {done} completed call{'s' if done != 1 else ''}" if done else "before any call completed"
+    return (f"the forward failed in {call.label} ({call.cls}) {after}.\n"
+            f"  input: {shapes or 'no tensors'}\n  error: {f.type}: {f.message}")
 
 
 def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None = None,
