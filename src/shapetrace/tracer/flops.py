@@ -40,13 +40,14 @@ Layer ``l > 0`` has ``I = R·directions``. A ``*Cell`` is one layer, one directi
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, Self
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-__all__ = ["CUSTOM_FLOPS", "rnn_flops", "rnn_step_flops", "FlopRecorder"]
+__all__ = ["CUSTOM_FLOPS", "FlopRecorder", "rnn_flops", "rnn_step_flops"]
 
 
 def _prod(shape: Any) -> int:
@@ -170,7 +171,7 @@ class FlopRecorder:
         self._counts: dict[int, int] = {}
         self._stack: list[tuple[int, int, int, int | None]] = []
 
-    def __enter__(self) -> "FlopRecorder":
+    def __enter__(self) -> Self:
         from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
         from torch.utils.flop_counter import FlopCounterMode
 
@@ -180,7 +181,7 @@ class FlopRecorder:
                          register_module_forward_hook(self._post, always_call=True)]
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for h in self._handles:
             h.remove()
         self.total = self.counter.get_total_flops()
@@ -194,7 +195,7 @@ class FlopRecorder:
         self._counts[mid] = index + 1
         try:
             analytic = rnn_flops(module, args)
-        except Exception:  # a formula must never break the forward
+        except Exception:  # noqa: BLE001 - a formula must never break the forward
             analytic = None
         self._stack.append((mid, index, self.counter.get_total_flops(), analytic))
 

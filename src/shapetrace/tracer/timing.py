@@ -1,0 +1,788 @@
+"""``profile()``: per-call times, FLOPs and memory beside the shapes of a ``Trace``.
+
+Method
+------
+1. **Shape pass.** One forward under ``Tracer`` (the same shape recording as ``trace()``), with
+   ``FlopCounterMode`` running and its total read in global hooks at each call's start and end
+   (``flops.FlopRecorder``), and on CUDA a stack of allocator peaks (``PeakStack``).
+2. **Timed repeats.** ``warmup + repeat`` iterations, each running the plain forward (no hooks) and the
+   instrumented forward, alternating which goes first. The instrumented forward only has two small *global*
+   hooks (``register_module_forward_pre_hook``) that read ``time.perf_counter_ns`` and, on CUDA, push a
+   profiler range; the heavy shape-recording hooks never run while timing. Global hooks are used because a
+   per-module hook switches off ``nn.TransformerEncoderLayer``'s fused fast path (it checks for them).
+3. Each timed call is keyed by ``(module, call_index)`` (so the three calls of a chunked LSTM are three
+   rows) and matched to the shape pass's calls. Per repeat and call: the inclusive time, the self time
+   (inclusive minus the direct children's inclusive time, so never negative) and the host time.
+
+Self times add up: in every repeat the self times of all calls sum exactly to the root's inclusive time
+(each child's time is subtracted from exactly one parent). Time outside every child — functional ops, a
+fused fast path whose submodules are never called, Python overhead, the hooks' own cost — is the parent's
+self time, never lost. Per-call *medians* cannot keep that property (a stall hits a different call in each
+repeat, so the sum of medians falls short of the median of sums — by 4x on a busy 2-CPU machine), so
+``total_ms``, ``self_ms`` and ``cpu_ms`` are *interquartile means*: means over the repeats whose root time
+lies in the middle half (``central_repeats``), the same repeats for every call. Like a median they ignore
+the fastest and slowest quarter; unlike per-call medians they add up exactly. ``median_ms``, ``p10_ms`` and
+``p90_ms`` are per-call quantiles of the inclusive time over all repeats.
+
+Devices
+-------
+* CPU (``kind="cpu-wall"``): ``perf_counter_ns`` spans.
+* CUDA, preferred (``kind="cuda-kernels (profiler)"``): each instrumented repeat runs under
+  ``torch.profiler`` with one ``record_function`` range per call. Each kernel is attributed to the innermost
+  range whose CPU interval contains its launch (the CUDA runtime call, else the aten op that launched it);
+  the GPU's busy time is split into segments and each segment is shared equally between the kernels running
+  in it (so concurrent streams are not counted twice). Inclusive device time is the sum of self times over
+  the subtree, idle gaps excluded; ``gpu_idle_fraction`` is the share of the forward's window (from the
+  root's start to the later of its end and the last kernel's end) in which no kernel ran.
+  ``attribute_kernels`` does this on plain interval lists.
+* CUDA without CUPTI (``kind="cuda-events (GPU span, includes idle)"``): CUDA events recorded in the hooks;
+  spans on the GPU timeline, idle time included. Never synchronised inside the forward.
+
+``torch.compile``d modules are timed as one region (their inner modules' hooks do not run in compiled code)
+and CUDA-graph replays are attributed to the call that launched them; both are reported in ``Call.notes``
+and ``trace.meta`` instead of silently missing hooks.
+
+Memory
+------
+``Call.memory["activation_bytes"]`` (the call's output tensors) and ``["param_bytes"]`` come from shapes and
+work on any device, ``meta`` included. On CUDA ``["peak_bytes"]`` is the peak allocated during the call minus
+what was allocated at its start. ``torch.distributed._tools.mem_tracker.MemTracker`` was considered: it
+attributes memory per module *and per category* (parameters, gradients, activations, optimizer state) by
+wrapping storage allocation in a ``TorchDispatchMode`` and tracking module states; it is built for training
+steps, keys results by module rather than by call (the chunk calls of one LSTM would merge), and lives in a
+private namespace. A peak stack around ``torch.cuda.max_memory_allocated`` is a few lines, works per call,
+and costs nothing in the timed runs, so it is used instead (``PeakStack``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import math
+import time
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import torch
+from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+from .api import TraceFailed
+from .flops import FlopRecorder
+from .hooks import Tracer, model_device
+from .records import Trace, iter_tensors
+from .values import map_tensors
+
+__all__ = [
+    "KIND_CPU",
+    "KIND_EVENTS",
+    "KIND_PROFILER",
+    "Attribution",
+    "PeakStack",
+    "ProfileUsageError",
+    "attribute_kernels",
+    "central_repeats",
+    "nested_self_times",
+    "profile",
+    "quantile",
+    "resolve_device",
+    "resolve_dtype",
+    "summarise",
+]
+
+KIND_CPU = "cpu-wall"
+KIND_PROFILER = "cuda-kernels (profiler)"
+KIND_EVENTS = "cuda-events (GPU span, includes idle)"
+_RANGE = "shapetrace/"
+
+
+class ProfileUsageError(ValueError):
+    """A ``profile`` option that cannot be honoured here (CUDA asked for without CUDA, an unknown dtype)."""
+
+
+# ---- pure functions: tested on synthetic data ---------------------------------------------------------
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` with linear interpolation (numpy's default)."""
+    xs = sorted(values)
+    if not xs:
+        return math.nan
+    pos = (len(xs) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def _nest(intervals: Sequence[tuple[Hashable, float, float]]) -> tuple[list[int], list[int | None]]:
+    """Order intervals by (start, -end) and give each its innermost enclosing interval (an index)."""
+    order = sorted(range(len(intervals)), key=lambda i: (intervals[i][1], -intervals[i][2], i))
+    parents: list[int | None] = [None] * len(intervals)
+    stack: list[int] = []
+    for i in order:
+        _, s, e = intervals[i]
+        while stack and not (intervals[stack[-1]][1] <= s and e <= intervals[stack[-1]][2]):
+            stack.pop()
+        parents[i] = stack[-1] if stack else None
+        stack.append(i)
+    return order, parents
+
+
+def nested_self_times(intervals: Sequence[tuple[Hashable, float, float]]) -> dict[Hashable, tuple[float, float]]:
+    """``{key: (inclusive, self)}`` for nested ``(key, start, end)`` intervals on one clock.
+
+    Self time is the inclusive time minus the inclusive times of the direct children, so the self times of
+    all intervals add up exactly to the inclusive time of the outermost ones.
+    """
+    _, parents = _nest(intervals)
+    out = {key: [e - s, e - s] for key, s, e in intervals}
+    for i, p in enumerate(parents):
+        if p is not None:
+            out[intervals[p][0]][1] -= intervals[i][2] - intervals[i][1]
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
+@dataclass
+class Attribution:
+    """Device time attributed to nested CPU ranges (see ``attribute_kernels``); all times in the input unit."""
+
+    total: dict[Hashable, float] = field(default_factory=dict)
+    self: dict[Hashable, float] = field(default_factory=dict)
+    busy: float = 0.0
+    kernel_sum: float = 0.0
+    window: float = 0.0
+    idle_fraction: float = 0.0
+    unlinked: int = 0
+    outside: float = 0.0
+
+
+def attribute_kernels(ranges: Sequence[tuple[Hashable, float, float]],
+                      kernels: Sequence[tuple[float | None, float, float]]) -> Attribution:
+    """Attribute device kernels ``(launch, start, end)`` to nested CPU ranges ``(key, start, end)``.
+
+    A kernel belongs to the innermost range containing its launch time (a kernel with ``launch=None``, whose
+    launching call is unknown, to the outermost range). The union of kernel intervals is cut into segments;
+    each segment's length is shared equally by the kernels running in it, so overlapping streams are not
+    counted twice and idle gaps count for nobody. ``self`` is what a range's own kernels got; ``total`` adds
+    its descendants'. The selves sum to ``busy`` (the union) less ``outside`` (kernels launched outside every
+    range). ``idle_fraction`` is ``1 - busy / window`` over the window from the first range's start to the
+    later of the last range's end and the last kernel's end.
+    """
+    att = Attribution()
+    if not ranges:
+        return att
+    order, parents = _nest(ranges)
+    starts = [ranges[i][1] for i in order]
+    outer = ranges[order[0]][0]
+    owners: list[Hashable | None] = []
+    for launch, _, _ in kernels:
+        if launch is None:
+            att.unlinked += 1
+            owners.append(outer)
+            continue
+        pos = bisect.bisect_right(starts, launch) - 1
+        i: int | None = order[pos] if pos >= 0 else None
+        while i is not None and not (ranges[i][1] <= launch <= ranges[i][2]):
+            i = parents[i]
+        owners.append(ranges[i][0] if i is not None else None)
+    att.self = {key: 0.0 for key, _, _ in ranges}
+    edges: list[tuple[float, int, int]] = []
+    for k, (_, s, e) in enumerate(kernels):
+        att.kernel_sum += e - s
+        edges.append((s, 1, k))
+        edges.append((e, -1, k))
+    edges.sort(key=lambda x: (x[0], x[1]))
+    active: dict[int, None] = {}
+    prev = None
+    for t, kind, k in edges:
+        if prev is not None and active and t > prev:
+            dt = t - prev
+            att.busy += dt
+            share = dt / len(active)
+            for j in active:
+                owner = owners[j]
+                if owner is None:
+                    att.outside += share
+                else:
+                    att.self[owner] += share
+        prev = t
+        if kind == 1:
+            active[k] = None
+        else:
+            active.pop(k, None)
+    att.total = dict(att.self)
+    for i in reversed(order):
+        p = parents[i]
+        if p is not None:
+            att.total[ranges[p][0]] += att.total[ranges[i][0]]
+    begin = ranges[order[0]][1]
+    end = max([r[2] for r in ranges] + [k[2] for k in kernels])
+    att.window = end - begin
+    att.idle_fraction = 1.0 - att.busy / att.window if att.window > 0 else 0.0
+    return att
+
+
+class PeakStack:
+    """Peak memory per nested call from one global peak counter, children never clobbering parents.
+
+    ``push(allocated, peak)`` at a call's start and ``pop(peak) -> peak_bytes`` at its end, where ``peak`` is
+    the counter's peak since its last reset; reset the counter after each push and pop. A child's peak is
+    folded into its parent's, and the parent's peak so far is saved before the child resets the counter.
+    """
+
+    def __init__(self) -> None:
+        self._frames: list[list[int]] = []
+
+    def push(self, allocated: int, peak: int) -> None:
+        if self._frames:
+            self._frames[-1][1] = max(self._frames[-1][1], peak)
+        self._frames.append([allocated, allocated])
+
+    def pop(self, peak: int) -> int:
+        start, top = self._frames.pop()
+        top = max(top, peak)
+        if self._frames:
+            self._frames[-1][1] = max(self._frames[-1][1], top)
+        return top - start
+
+
+# ---- options -------------------------------------------------------------------------------------------
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` means CUDA when available, else CPU; CUDA asked for without CUDA is a ``ProfileUsageError``."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ProfileUsageError(f"unknown device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ProfileUsageError("device 'cuda' was asked for, but torch.cuda.is_available() is False on this "
+                                "machine (no GPU, or a CPU-only torch build); use --device cpu")
+    return dev
+
+
+_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+           "half": torch.float16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``"bf16"``, ``"fp16"``, ``"fp32"`` (or a ``torch.dtype``) -> ``torch.dtype``; ``None`` stays ``None``."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ProfileUsageError(f"unknown dtype {dtype!r}; use bf16, fp16 or fp32") from None
+
+
+@contextlib.contextmanager
+def _placed(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
+    """Run ``model`` with its parameters and buffers on ``device`` (and floating ones cast to ``dtype``),
+    without changing the model: copies are swapped in for the duration (shared tensors stay shared)."""
+    if dtype is None and model_device(model) == device:
+        yield
+        return
+    copies: dict[int, torch.Tensor] = {}
+    moved: dict[str, torch.Tensor] = {}
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    for name, t in named:
+        if id(t) not in copies:
+            cast = dtype if dtype is not None and t.is_floating_point() else None
+            c = t.detach().to(device=device, dtype=cast)
+            c.requires_grad_(t.requires_grad)
+            copies[id(t)] = c
+        moved[name] = copies[id(t)]
+    with torch.nn.utils.stateless._reparametrize_module(model, moved, tie_weights=True):
+        yield
+
+
+def _place_inputs(value: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
+    def move(t: torch.Tensor) -> torch.Tensor:
+        if dtype is not None and t.is_floating_point():
+            return t.to(device=device, dtype=dtype)
+        return t.to(device)
+
+    return map_tensors(value, move)
+
+
+# ---- the shape pass ------------------------------------------------------------------------------------
+
+class _PeakRecorder:
+    """CUDA peak allocated per call (``PeakStack``), keyed by ``(id(module), call_index)``."""
+
+    def __init__(self, modules: dict[int, nn.Module], device: torch.device) -> None:
+        self.modules = modules
+        self.device = device
+        self.results: dict[tuple[int, int], int] = {}
+        self._counts: dict[int, int] = {}
+        self._keys: list[tuple[int, int]] = []
+        self._peaks = PeakStack()
+
+    def __enter__(self) -> Self:
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self._handles = [register_module_forward_pre_hook(self._pre),
+                         register_module_forward_hook(self._post, always_call=True)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+
+    def _pre(self, module: nn.Module, args: tuple) -> None:
+        mid = id(module)
+        if mid not in self.modules:
+            return
+        index = self._counts.get(mid, 0)
+        self._counts[mid] = index + 1
+        cuda = torch.cuda
+        self._peaks.push(cuda.memory_allocated(self.device), cuda.max_memory_allocated(self.device))
+        self._keys.append((mid, index))
+        cuda.reset_peak_memory_stats(self.device)
+
+    def _post(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if id(module) not in self.modules or not self._keys or self._keys[-1][0] != id(module):
+            return
+        cuda = torch.cuda
+        self.results[self._keys.pop()] = self._peaks.pop(cuda.max_memory_allocated(self.device))
+        cuda.reset_peak_memory_stats(self.device)
+
+
+# ---- the timed repeats ---------------------------------------------------------------------------------
+
+class _Timer:
+    """The lightweight hooks of the timed repeats: a clock read per call start and end, plus a profiler
+    range (``mode="profiler"``) or a pair of CUDA events (``mode="events"``). Nothing else runs in them."""
+
+    def __init__(self, ids: set[int], mode: str) -> None:
+        self.ids = ids
+        self.mode = mode
+        self.reset()
+
+    def reset(self) -> None:
+        self.mods: list[int] = []
+        self.t0: list[int] = []
+        self.t1: list[int] = []
+        self.ranges: list[Any] = []
+        self.ev0: list[Any] = []
+        self.ev1: list[Any] = []
+        self._stack: list[int] = []
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_Timer]:
+        handles = [register_module_forward_pre_hook(self._pre),
+                   register_module_forward_hook(self._post, always_call=True)]
+        try:
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _pre(self, module: nn.Module, args: tuple) -> None:
+        if id(module) not in self.ids:
+            return
+        j = len(self.t0)
+        self._stack.append(j)
+        self.mods.append(id(module))
+        self.t1.append(0)
+        if self.mode == "profiler":
+            rf = torch.autograd.profiler.record_function(f"{_RANGE}{j}")
+            rf.__enter__()
+            self.ranges.append(rf)
+        elif self.mode == "events":
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self.ev0.append(ev)
+            self.ev1.append(None)
+        self.t0.append(time.perf_counter_ns())
+
+    def _post(self, module: nn.Module, args: tuple, output: Any) -> None:
+        t = time.perf_counter_ns()
+        if id(module) not in self.ids or not self._stack:
+            return
+        j = self._stack.pop()
+        self.t1[j] = t
+        if self.mode == "profiler":
+            self.ranges[j].__exit__(None, None, None)
+        elif self.mode == "events":
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self.ev1[j] = ev
+
+    def keyed(self, call_of: dict[tuple[int, int], int]) -> list[tuple[int, int]]:
+        """``(position, call id)`` for each finished timed call that matches a call of the shape pass."""
+        counts: dict[int, int] = {}
+        out = []
+        for j, mid in enumerate(self.mods):
+            index = counts.get(mid, 0)
+            counts[mid] = index + 1
+            cid = call_of.get((mid, index))
+            if cid is not None and self.t1[j]:
+                out.append((j, cid))
+        return out
+
+
+def kineto_intervals(events: Sequence[Any]) -> tuple[dict[int, tuple[int, int]], list[tuple[int | None, int, int]],
+                                                     int]:
+    """From raw profiler events: ``shapetrace/<j>`` ranges, device kernels ``(launch, start, end)`` and the
+    number of CUDA-graph launches. A kernel's launch time is its runtime call's start (matched by correlation
+    id), else the start of the aten op that launched it (its linked correlation id), else ``None``."""
+    from torch.autograd import DeviceType
+
+    ranges: dict[int, tuple[int, int]] = {}
+    runtime: dict[int, int] = {}
+    ops: dict[int, int] = {}
+    device: list[Any] = []
+    graphs = 0
+    for e in events:
+        name = e.name()
+        kind = str(getattr(e, "activity_type", lambda: "")() or "")
+        if e.device_type() == DeviceType.CPU:
+            if name.startswith(_RANGE):
+                ranges[int(name[len(_RANGE):])] = (e.start_ns(), e.end_ns())
+            elif kind.endswith(("_runtime", "_driver")):
+                runtime[e.correlation_id()] = e.start_ns()
+                graphs += "GraphLaunch" in name
+            elif e.linked_correlation_id() == 0:
+                ops.setdefault(e.correlation_id(), e.start_ns())
+        elif kind in ("kernel", "gpu_memcpy", "gpu_memset") or (not kind and not name.startswith(_RANGE)):
+            device.append(e)
+    kernels = [(runtime.get(e.correlation_id(), ops.get(e.linked_correlation_id())), e.start_ns(), e.end_ns())
+               for e in device]
+    return ranges, kernels, graphs
+
+
+@dataclass
+class _Run:
+    """Everything the timed repeats gathered: per repeat, ``{call id: (inclusive, self, host)}`` in ms."""
+
+    repeats: list[dict[int, tuple[float, float, float]]] = field(default_factory=list)
+    plain: list[float] = field(default_factory=list)
+    profiled: list[float] = field(default_factory=list)
+    idle: list[float] = field(default_factory=list)
+    kernel: list[float] = field(default_factory=list)
+    busy: list[float] = field(default_factory=list)
+    unlinked: int = 0
+    graphs: int = 0
+
+    def begin(self) -> dict[int, tuple[float, float, float]]:
+        self.repeats.append({})
+        return self.repeats[-1]
+
+
+def central_repeats(root_times: Sequence[float]) -> list[int]:
+    """Indices of the repeats whose root time lies in the middle half (all of them for up to 3 repeats).
+
+    Sorted by root time, the fastest and slowest ``n // 4`` repeats are left out.
+    """
+    n = len(root_times)
+    order = sorted(range(n), key=lambda i: root_times[i])
+    cut = n // 4
+    return sorted(order[cut:n - cut])
+
+
+def summarise(repeats: Sequence[dict[Hashable, tuple[float, float, float]]], root: Hashable
+              ) -> dict[Hashable, dict[str, float]]:
+    """Per call: ``total``/``self``/``cpu`` as interquartile means, ``median``/``p10``/``p90`` of the inclusive time.
+
+    The means are taken over the same central repeats (``central_repeats`` of the root's time) for every
+    call, a call absent from a repeat counting 0, so self times add up exactly to the root's total. The
+    quantiles are per call over all repeats where it ran.
+    """
+    keep = central_repeats([r.get(root, (0.0, 0.0, 0.0))[0] for r in repeats])
+    keys: dict[Hashable, None] = {}
+    for r in repeats:
+        keys.update(dict.fromkeys(r))
+    out: dict[Hashable, dict[str, float]] = {}
+    for key in keys:
+        kept = [repeats[i].get(key, (0.0, 0.0, 0.0)) for i in keep]
+        every = [r[key][0] for r in repeats if key in r]
+        out[key] = {"total": sum(k[0] for k in kept) / len(kept), "self": sum(k[1] for k in kept) / len(kept),
+                    "cpu": sum(k[2] for k in kept) / len(kept), "median": quantile(every, 0.5),
+                    "p10": quantile(every, 0.1), "p90": quantile(every, 0.9)}
+    return out
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _instrumented(forward: Callable[[], Any], timer: _Timer, device: torch.device, call_of: dict,
+                  run: _Run | None) -> bool:
+    """One instrumented forward; its samples go into ``run`` (``None`` for warm-up). Returns ``False`` when
+    the profiler saw no device kernels (no CUPTI), so the caller falls back to CUDA events."""
+    timer.reset()
+    if timer.mode == "profiler":
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            _sync(device)
+            t0 = time.perf_counter_ns()
+            with timer.installed():
+                forward()
+            _sync(device)
+            wall = time.perf_counter_ns() - t0
+        ranges, kernels, graphs = kineto_intervals(prof.profiler.kineto_results.events())
+        if not kernels:
+            return False
+        keyed = [(cid, *ranges[j]) for j, cid in timer.keyed(call_of) if j in ranges]
+        att = attribute_kernels(keyed, kernels)
+        if run is not None:
+            run.profiled.append(wall / 1e6)
+            run.idle.append(att.idle_fraction)
+            run.kernel.append(att.kernel_sum / 1e6)
+            run.busy.append(att.busy / 1e6)
+            run.unlinked = max(run.unlinked, att.unlinked)
+            run.graphs = max(run.graphs, graphs)
+            rep = run.begin()
+            for j, cid in timer.keyed(call_of):
+                rep[cid] = (att.total.get(cid, 0.0) / 1e6, att.self.get(cid, 0.0) / 1e6,
+                            (timer.t1[j] - timer.t0[j]) / 1e6)
+        return True
+    ref = None
+    if timer.mode == "events":
+        _sync(device)
+        ref = torch.cuda.Event(enable_timing=True)
+        ref.record()
+    t0 = time.perf_counter_ns()
+    with timer.installed():
+        forward()
+    _sync(device)
+    wall = time.perf_counter_ns() - t0
+    if run is None:
+        return True
+    run.profiled.append(wall / 1e6)
+    keyed = timer.keyed(call_of)
+    if ref is not None:
+        spans = [(cid, ref.elapsed_time(timer.ev0[j]), ref.elapsed_time(timer.ev1[j])) for j, cid in keyed]
+    else:
+        spans = [(cid, timer.t0[j] / 1e6, timer.t1[j] / 1e6) for j, cid in keyed]
+    times = nested_self_times(spans)
+    rep = run.begin()
+    for j, cid in keyed:
+        total, self_ = times[cid]
+        rep[cid] = (total, self_, (timer.t1[j] - timer.t0[j]) / 1e6)
+    return True
+
+
+def _plain(forward: Callable[[], Any], device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter_ns()
+    forward()
+    _sync(device)
+    return (time.perf_counter_ns() - t0) / 1e6
+
+
+# ---- putting it together -------------------------------------------------------------------------------
+
+def _compiled_regions(model: nn.Module) -> tuple[dict[str, nn.Module], set[int]]:
+    """``torch.compile``d modules by name, and the ids of the modules inside them."""
+    regions: dict[str, nn.Module] = {}
+    inner: set[int] = set()
+    for name, m in model.named_modules():
+        if any(id(m) in {id(d) for d in r.modules()} for r in regions.values()):
+            continue
+        compiled = type(m).__name__ == "OptimizedModule" or getattr(m, "_compiled_call_impl", None) is not None
+        if compiled or isinstance(getattr(m, "_orig_mod", None), nn.Module):
+            regions[name] = m
+            inner.update(id(d) for d in m.modules() if d is not m)
+    return regions, inner
+
+
+def _r(x: float) -> float:
+    return round(float(x), 6)
+
+
+def _median(xs: Sequence[float]) -> float:
+    return quantile(xs, 0.5)
+
+
+def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = None, warmup: int = 3,
+            repeat: int = 10, dtype: str | torch.dtype | None = None, flops: bool = True, memory: bool = True,
+            progress: Callable[[int, int], None] | None = None, grad: bool = False, train: bool | None = None,
+            forward_kwargs: dict | None = None, **kwargs: Any) -> Trace:
+    """Trace ``model(*inputs, **kwargs)`` and time every call; return the ``Trace`` with timings.
+
+    ``device`` defaults to CUDA when available, else CPU (the model is not moved: copies of its parameters
+    are swapped in for the duration); ``dtype`` (``"bf16"``, ``"fp16"``, ``"fp32"`` or a ``torch.dtype``) casts
+    floating parameters, buffers and inputs the same way. ``warmup`` untimed and ``repeat`` timed iterations
+    each run the plain and the instrumented forward. ``flops`` fills ``Call.flops`` (inclusive), ``memory``
+    fills ``Call.memory``. ``progress(done, total)`` is called after each iteration. ``grad`` and ``train``
+    are the ``Tracer`` options; forward keyword arguments that clash with these names go in
+    ``forward_kwargs``. Raises ``TraceFailed`` (with the partial trace) when the forward fails and
+    ``ProfileUsageError`` for impossible options. See the module docstring for the method and
+    ``trace.timing`` / ``Call.timing`` for the results.
+    """
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype)
+    if repeat < 1 or warmup < 0:
+        raise ProfileUsageError("repeat must be at least 1 and warmup at least 0")
+    kwargs = {**kwargs, **(forward_kwargs or {})}
+    args = _place_inputs(tuple(inputs), dev, dt)
+    kwargs = _place_inputs(kwargs, dev, dt)
+    named = {}
+    for name, m in model.named_modules(remove_duplicate=False):
+        named.setdefault(name, m)
+    modules = {id(m): m for m in named.values()}
+    regions, inner = _compiled_regions(model)
+    with _placed(model, dev, dt):
+        trace, flop_rec, peak_rec = _shape_pass(model, args, kwargs, modules, dev, flops, memory, grad, train)
+        call_of = {(id(named[c.module]), c.call_index): c.id for c in trace.calls if c.module in named}
+        run, kind = _timed(model, args, kwargs, set(modules) - inner, dev, warmup, repeat, call_of, grad, train,
+                           progress)
+    _fill(trace, named, run, kind, flop_rec, peak_rec, memory)
+    _notes(trace, regions, run, kind)
+    root = next((c for c in trace.calls if c.parent is None and c.timing), None)
+    plain = _median(run.plain)
+    profiled = _median(run.profiled)
+    trace.timing = {
+        "forward_ms": _r(plain), "profiled_ms": _r(profiled), "overhead": _r(profiled / plain) if plain else None,
+        "kind": kind, "device": str(dev), "dtype": str(dt or _first_dtype(model)).replace("torch.", ""),
+        "attributed_ms": _r(sum(c.timing["self_ms"] for c in trace.calls if c.timing)),
+        "root_ms": root.timing["total_ms"] if root else None, "repeats": repeat, "warmup": warmup,
+    }
+    if kind == KIND_PROFILER:
+        trace.timing["gpu_idle_fraction"] = _r(_median(run.idle))
+        trace.timing["kernel_ms"] = _r(_median(run.kernel))
+        trace.timing["busy_ms"] = _r(_median(run.busy))
+    trace.meta["profiled"] = True
+    return trace
+
+
+def _first_dtype(model: nn.Module) -> torch.dtype:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.get_default_dtype()
+
+
+def _shape_pass(model: nn.Module, args: tuple, kwargs: dict, modules: dict[int, nn.Module], dev: torch.device,
+                flops: bool, memory: bool, grad: bool, train: bool | None
+                ) -> tuple[Trace, FlopRecorder | None, _PeakRecorder | None]:
+    tracer = Tracer(model, grad=grad, train=train)
+    flop_rec = FlopRecorder(modules) if flops else None
+    peak_rec = _PeakRecorder(modules, dev) if memory and dev.type == "cuda" else None
+    try:
+        with tracer, contextlib.ExitStack() as stack:
+            for probe in (flop_rec, peak_rec):
+                if probe is not None:
+                    stack.enter_context(probe)
+            model(*args, **kwargs)
+    except Exception as e:
+        assert tracer.trace is not None
+        raise TraceFailed(tracer.trace, e) from e
+    assert tracer.trace is not None
+    return tracer.trace, flop_rec, peak_rec
+
+
+def _timed(model: nn.Module, args: tuple, kwargs: dict, ids: set[int], dev: torch.device, warmup: int,
+           repeat: int, call_of: dict, grad: bool, train: bool | None,
+           progress: Callable[[int, int], None] | None) -> tuple[_Run, str]:
+    mode = "profiler" if dev.type == "cuda" else "wall"
+    timer = _Timer(ids, mode)
+    run = _Run()
+    flags = {id(m): m.training for m in model.modules()}
+    saved = [(b, b.detach().clone()) for b in model.buffers()]
+
+    def forward() -> Any:
+        return model(*args, **kwargs)
+
+    try:
+        if train is not None:
+            model.train(train)
+        with torch.set_grad_enabled(grad):
+            if mode == "profiler" and not _instrumented(forward, timer, dev, call_of, None):
+                timer = _Timer(ids, "events")  # no CUPTI: CUDA events in the hooks
+            total = warmup + repeat
+            for i in range(total):
+                measured = run if i >= warmup else None
+                if i % 2 == 0:
+                    plain = _plain(forward, dev)
+                    _instrumented(forward, timer, dev, call_of, measured)
+                else:
+                    _instrumented(forward, timer, dev, call_of, measured)
+                    plain = _plain(forward, dev)
+                if measured is not None:
+                    run.plain.append(plain)
+                if progress is not None:
+                    progress(i + 1, total)
+    finally:
+        for m in model.modules():
+            m.training = flags.get(id(m), m.training)
+        with torch.no_grad():
+            for live, copy in saved:
+                if live.shape == copy.shape:
+                    live.copy_(copy)
+    kind = {"profiler": KIND_PROFILER, "events": KIND_EVENTS}.get(timer.mode, KIND_CPU)
+    return run, kind
+
+
+def _fill(trace: Trace, named: dict[str, nn.Module], run: _Run, kind: str, flop_rec: FlopRecorder | None,
+          peak_rec: _PeakRecorder | None, memory: bool) -> None:
+    """Write the medians, FLOPs and memory into the trace's calls."""
+    pbytes: dict[int, int] = {}
+    root = next((c.id for c in trace.calls if c.parent is None), 0)
+    stats = summarise(run.repeats, root) if run.repeats else {}
+    for call in trace.calls:
+        m = named.get(call.module)
+        key = (id(m), call.call_index) if m is not None else None
+        s = stats.get(call.id)
+        if s is not None:
+            call.timing = {"total_ms": _r(s["total"]), "self_ms": _r(s["self"]), "median_ms": _r(s["median"]),
+                           "p10_ms": _r(s["p10"]), "p90_ms": _r(s["p90"]), "cpu_ms": _r(s["cpu"]), "kind": kind}
+        if memory and m is not None:
+            if id(m) not in pbytes:
+                pbytes[id(m)] = sum(p.numel() * p.element_size() for p in m.parameters())
+            seen: set = set()
+            act = 0
+            for _, meta in iter_tensors(call.outputs):
+                ident = meta.tid if meta.tid is not None else object()
+                if ident not in seen:
+                    seen.add(ident)
+                    act += meta.nbytes
+            call.memory = {"activation_bytes": act, "param_bytes": pbytes[id(m)]}
+            if peak_rec is not None and key in peak_rec.results:
+                call.memory["peak_bytes"] = peak_rec.results[key]
+    if flop_rec is None:
+        return
+    by_id = {c.id: c for c in trace.calls}
+    for call in trace.calls:
+        m = named.get(call.module)
+        got = flop_rec.results.get((id(m), call.call_index)) if m is not None else None
+        if got is not None:
+            call.flops = got[0]
+    for call in trace.calls:
+        m = named.get(call.module)
+        got = flop_rec.results.get((id(m), call.call_index)) if m is not None else None
+        if got is None or got[1] is None or got[1] == got[0]:
+            continue
+        delta = got[1] - got[0]
+        call.notes.append(f"flops: analytic {call.cls} formula (FlopCounterMode counted {got[0]})")
+        node: Any = call
+        while node is not None:
+            node.flops = (node.flops or 0) + delta
+            node = by_id.get(node.parent) if node.parent is not None else None
+
+
+def _notes(trace: Trace, regions: dict[str, nn.Module], run: _Run, kind: str) -> None:
+    if regions:
+        trace.meta["compiled_regions"] = sorted(regions)
+        for call in trace.calls:
+            if call.module in regions:
+                call.notes.append("torch.compile'd region: timed as a whole; the modules inside it run as "
+                                  "compiled code, where their hooks do not run")
+            elif any(call.module.startswith(r + ".") or r == "" for r in regions) and call.timing is None:
+                call.notes.append("inside a torch.compile'd region: not timed separately")
+    if run.graphs:
+        trace.meta["cuda_graph_launches"] = run.graphs
+        root = next((c for c in trace.calls if c.parent is None), None)
+        if root is not None:
+            root.notes.append(f"{run.graphs} CUDA-graph launch(es): their kernels are attributed to the call "
+                              "that replayed the graph, as one region")
+    if run.unlinked:
+        trace.meta["unlinked_kernels"] = run.unlinked
+    for call in trace.calls:
+        if call.timing is None and not any("compile" in n for n in call.notes) and call.error is None:
+            call.notes.append("not called in the timed runs (the shape pass saw it; the timed forward did not)")

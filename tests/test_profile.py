@@ -1,0 +1,301 @@
+"""profile(): per-call times that add up, chunk calls timed apart, fast paths, options and the pure GPU maths."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import shapetrace
+from shapetrace.tracer.flops import rnn_step_flops
+from shapetrace.tracer.timing import (
+    KIND_CPU,
+    PeakStack,
+    ProfileUsageError,
+    attribute_kernels,
+    kineto_intervals,
+    nested_self_times,
+    quantile,
+)
+
+
+def _profile(model, *args, **kw):
+    kw.setdefault("warmup", 1)
+    kw.setdefault("repeat", 3)
+    return shapetrace.profile(model, *args, device="cpu", **kw)
+
+
+def _check_adds_up(trace, rel: float = 1e-6) -> None:
+    """Self times of all calls sum to the root's inclusive time (exactly, up to rounding to 1e-6 ms)."""
+    timed = [c for c in trace.calls if c.timing]
+    assert timed
+    for c in timed:
+        t = c.timing
+        assert t["self_ms"] >= 0, c.label
+        assert t["total_ms"] >= 0 and t["p10_ms"] <= t["median_ms"] <= t["p90_ms"]
+        assert t["kind"] == KIND_CPU
+    root = trace.calls[0]
+    total = sum(c.timing["self_ms"] for c in timed)
+    assert total == pytest.approx(root.timing["total_ms"], rel=rel, abs=1e-4)
+    assert trace.timing["attributed_ms"] == pytest.approx(total, abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def resnet_trace():
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    return _profile(model, torch.randn(1, 3, 64, 64), repeat=5)
+
+
+def test_self_times_add_up_exactly_in_one_repeat():
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    trace = _profile(model, torch.randn(1, 3, 32, 32), warmup=1, repeat=1)
+    _check_adds_up(trace)
+
+
+def test_self_times_add_up_over_repeats(resnet_trace):
+    # interquartile means over the same repeats for every call: exact however noisy the machine is
+    _check_adds_up(resnet_trace)
+
+
+def test_trace_timing_fields(resnet_trace):
+    t = resnet_trace.timing
+    for key in ("forward_ms", "profiled_ms", "overhead", "kind", "device", "dtype", "attributed_ms", "repeats",
+                "warmup"):
+        assert key in t
+    assert t["repeats"] == 5 and t["warmup"] == 1 and t["device"] == "cpu" and t["dtype"] == "float32"
+    assert t["overhead"] == pytest.approx(t["profiled_ms"] / t["forward_ms"], rel=1e-4)
+    assert "gpu_idle_fraction" not in t
+    assert resnet_trace.calls[0].timing["cpu_ms"] == resnet_trace.calls[0].timing["total_ms"]
+    # a parent's inclusive time covers its children's
+    for c in resnet_trace.calls:
+        kids = resnet_trace.children(c)
+        assert c.timing["total_ms"] >= 0.5 * sum(k.timing["total_ms"] for k in kids)
+
+
+def test_memory_from_shapes(resnet_trace):
+    conv1 = resnet_trace.calls_of("conv1")[0]
+    assert conv1.memory == {"activation_bytes": 64 * 32 * 32 * 4, "param_bytes": 64 * 3 * 7 * 7 * 4}
+    assert resnet_trace.calls[0].memory["param_bytes"] == resnet_trace.model.param_bytes
+    assert "peak_bytes" not in conv1.memory  # CUDA only
+
+
+def test_json_round_trip(resnet_trace):
+    again = shapetrace.load(resnet_trace.to_json())
+    assert again.timing == resnet_trace.timing
+    assert again.calls[3].timing == resnet_trace.calls[3].timing
+
+
+class _Chunked(nn.Module):
+    """A stand-in for BPT3C: one LSTM run once per chunk in a Python loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(8, 16, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs, state = [], None
+        for chunk in x.split(5, dim=1):
+            out, state = self.rnn(chunk, state)
+            outs.append(out)
+        return torch.cat(outs, 1)
+
+
+def test_chunk_calls_are_timed_separately():
+    trace = _profile(_Chunked(), torch.randn(2, 15, 8))
+    calls = trace.calls_of("rnn")
+    assert [c.call_index for c in calls] == [0, 1, 2]
+    assert all(c.timing and c.timing["total_ms"] > 0 for c in calls)
+    assert len({c.id for c in calls}) == 3
+    _check_adds_up(trace)
+
+
+def test_awd_lstm_classifier_bpt3c_on_a_padded_batch():
+    text = pytest.importorskip("shapetrace.gallery.text")
+    cfg = {"emb_sz": 16, "n_hid": 24, "n_layers": 3, "pad_token": 1, "bidir": False, "output_p": 0.4, "hidden_p": 0.3,
+               "input_p": 0.4, "embed_p": 0.05, "weight_p": 0.5}
+    model = text.get_text_classifier(text.AWD_LSTM, 100, 2, seq_len=72, config=cfg).eval()
+    g = torch.Generator().manual_seed(0)
+    batch = text.pad_batch([torch.randint(2, 100, (n,), generator=g) for n in (200, 150, 100, 60)], seq_len=72)
+    trace = _profile(model, batch, warmup=0, repeat=2)
+    lstms = [c for c in trace.calls if c.cls == "LSTM"]
+    assert len(lstms) == 9  # 3 LSTMs x 3 chunks
+    by_module: dict[str, list] = {}
+    for c in lstms:
+        by_module.setdefault(c.module, []).append(c)
+    rows = [2 * 72, 4 * 72, 3 * 56]  # the rows run per chunk (see the exhibit's caption)
+    for calls in by_module.values():
+        assert [c.call_index for c in calls] == [0, 1, 2]
+        assert all(c.timing is not None for c in calls)
+        first = calls[0]
+        i, h = first.inputs[0].shape[-1], first.outputs[0].shape[-1]
+        assert [c.flops for c in calls] == [r * rnn_step_flops("LSTM", i, h) for r in rows]
+    _check_adds_up(trace)
+
+
+def test_transformer_fast_path_is_the_layers_self_time():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
+            self.head = nn.Linear(32, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.layer(x))
+
+    net = Net().eval()
+    trace = _profile(net, torch.randn(2, 10, 32))
+    uncalled = {u.module for u in trace.uncalled}
+    assert {"layer.self_attn", "layer.linear1", "layer.linear2", "layer.norm1"} <= uncalled  # fused fast path
+    layer = trace.calls_of("layer")[0]
+    assert trace.children(layer) == []
+    assert layer.timing["self_ms"] == layer.timing["total_ms"] > 0
+    assert layer.flops and layer.flops > 0
+    _check_adds_up(trace)
+
+
+def test_model_left_unchanged_and_dtype_cast():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU()).train()
+    before = [t.clone() for t in model.state_dict().values()]
+    trace = _profile(model, torch.randn(2, 3, 8, 8), dtype="bf16", repeat=2)
+    assert trace.timing["dtype"] == "bfloat16"
+    assert trace.calls[0].outputs.dtype == "bfloat16"
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert model.training
+    for a, b in zip(before, model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_progress_and_usage_errors():
+    seen = []
+    _profile(nn.Linear(3, 4), torch.randn(2, 3), warmup=2, repeat=3, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(i, 5) for i in range(1, 6)]
+    if not torch.cuda.is_available():
+        with pytest.raises(ProfileUsageError, match="cuda"):
+            shapetrace.profile(nn.Linear(3, 4), torch.randn(2, 3), device="cuda")
+    with pytest.raises(ProfileUsageError):
+        shapetrace.profile(nn.Linear(3, 4), torch.randn(2, 3), device="cpu", dtype="fp7")
+
+
+def test_failed_forward_raises_trace_failed():
+    with pytest.raises(shapetrace.TraceFailed) as info:
+        _profile(nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 2)), torch.randn(2, 3))
+    assert info.value.trace.failed_call.module == "1"
+
+
+def test_compiled_module_is_one_region():
+    inner = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    model = nn.Sequential(torch.compile(inner, backend="eager"), nn.Softmax(-1))
+    trace = _profile(model, torch.randn(3, 4), warmup=1, repeat=2)
+    assert trace.meta["compiled_regions"] == ["0"]
+    region = trace.calls_of("0")[0]
+    assert region.timing is not None and any("compile" in n for n in region.notes)
+    _check_adds_up(trace)
+
+
+# ---- the pure parts of the GPU path, on synthetic intervals --------------------------------------------
+
+def test_nested_self_times():
+    out = nested_self_times([("root", 0, 100), ("a", 10, 40), ("a.x", 15, 25), ("b", 50, 90)])
+    assert out == {"root": (100, 30), "a": (30, 20), "a.x": (10, 10), "b": (40, 40)}
+    assert sum(s for _, s in out.values()) == 100
+
+
+def test_attribute_kernels_nested_ranges_and_idle_gaps():
+    ranges = [("root", 0, 100), ("conv", 10, 20), ("relu", 30, 40)]
+    # kernels: (launch, start, end) - conv's kernel runs after its range ends (asynchronous), idle between
+    kernels = [(12, 50, 80), (35, 90, 95), (5, 20, 30), (None, 120, 130)]
+    att = attribute_kernels(ranges, kernels)
+    assert att.self == {"root": 20, "conv": 30, "relu": 5}  # root: its own kernel + the unlinked one
+    assert att.total == {"root": 55, "conv": 30, "relu": 5}
+    assert att.busy == 55 and att.kernel_sum == 55 and att.unlinked == 1
+    assert att.window == 130
+    assert att.idle_fraction == pytest.approx(1 - 55 / 130)
+
+
+def test_attribute_kernels_overlapping_streams_are_not_counted_twice():
+    ranges = [("root", 0, 100), ("a", 0, 10), ("b", 10, 20)]
+    kernels = [(1, 0, 40), (11, 20, 60)]  # two streams overlapping on [20, 40]
+    att = attribute_kernels(ranges, kernels)
+    assert att.busy == 60 and att.kernel_sum == 80
+    assert att.self["a"] == pytest.approx(30) and att.self["b"] == pytest.approx(30)
+    assert att.total["root"] == pytest.approx(60)
+    assert att.idle_fraction == pytest.approx(0.4)
+
+
+def test_attribute_kernels_launch_outside_every_range():
+    att = attribute_kernels([("root", 10, 20)], [(5, 30, 40)])
+    assert att.outside == 10 and att.total["root"] == 0
+
+
+def test_kineto_intervals_on_fake_cuda_events():
+    from torch.autograd import DeviceType
+
+    def ev(name, dev, kind, corr, linked, s, e):
+        return types.SimpleNamespace(name=lambda: name, device_type=lambda: dev, activity_type=lambda: kind,
+                                     correlation_id=lambda: corr, linked_correlation_id=lambda: linked,
+                                     start_ns=lambda: s, end_ns=lambda: e)
+
+    cpu, cuda = DeviceType.CPU, DeviceType.CUDA
+    events = [
+        ev("shapetrace/0", cpu, "user_annotation", 1, 0, 0, 100),
+        ev("shapetrace/1", cpu, "user_annotation", 2, 0, 10, 50),
+        ev("aten::conv2d", cpu, "cpu_op", 3, 0, 12, 40),
+        ev("cudaLaunchKernel", cpu, "cuda_runtime", 900, 3, 20, 25),
+        ev("implicit_gemm", cuda, "kernel", 900, 3, 60, 90),
+        ev("aten::relu", cpu, "cpu_op", 4, 0, 55, 60),
+        ev("relu_kernel", cuda, "kernel", 901, 4, 95, 99),  # no runtime event: falls back to the op
+        ev("shapetrace/1", cuda, "gpu_user_annotation", 2, 0, 60, 90),  # not a kernel
+        ev("cudaGraphLaunch", cpu, "cuda_runtime", 902, 0, 70, 71),
+    ]
+    ranges, kernels, graphs = kineto_intervals(events)
+    assert ranges == {0: (0, 100), 1: (10, 50)}
+    assert kernels == [(20, 60, 90), (55, 95, 99)]
+    assert graphs == 1
+
+
+def test_kineto_intervals_reads_real_cpu_profiler_ranges():
+    from torch.autograd.profiler import record_function
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof, record_function("shapetrace/0"), \
+            record_function("shapetrace/1"):
+        torch.randn(8, 8) @ torch.randn(8, 8)
+    ranges, kernels, _ = kineto_intervals(prof.profiler.kineto_results.events())
+    assert set(ranges) == {0, 1} and kernels == []
+    assert ranges[0][0] <= ranges[1][0] <= ranges[1][1] <= ranges[0][1]
+
+
+def test_peak_stack_children_do_not_clobber_parents():
+    # allocator: parent starts at 100; child A peaks at 400 and frees back to 150; child B peaks at 300
+    stack = PeakStack()
+    stack.push(100, 100)          # parent
+    stack.push(120, 130)          # A starts (parent peaked at 130 before A)
+    a = stack.pop(400)
+    stack.push(150, 150)          # B
+    b = stack.pop(300)
+    parent = stack.pop(160)
+    assert (a, b, parent) == (280, 150, 300)
+
+
+def test_quantile():
+    assert quantile([1, 2, 3, 4], 0.5) == 2.5
+    assert quantile([5], 0.9) == 5
+    assert quantile(list(range(11)), 0.1) == pytest.approx(1.0)
+
+
+def test_summarise_adds_up_even_when_stalls_hit_different_calls():
+    from shapetrace.tracer.timing import central_repeats, summarise
+
+    # root = a + b + 1 ms of its own; each repeat, a stall of 50 ms hits a different child
+    reps = []
+    for i in range(8):
+        a, b = (51.0 if i % 2 else 1.0), (1.0 if i % 2 else 51.0)
+        reps.append({0: (a + b + 1, 1.0, a + b + 1), 1: (a, a, a), 2: (b, b, b)})
+    out = summarise(reps, root=0)
+    assert sum(v["self"] for v in out.values()) == pytest.approx(out[0]["total"])
+    assert out[1]["median"] == 26.0  # medians: 26 + 26 + 1 != the root's 53
+    assert central_repeats([5, 1, 9, 3, 7, 2, 8, 4]) == [0, 3, 4, 7]
+    assert central_repeats([3.0]) == [0]
