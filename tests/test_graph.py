@@ -292,3 +292,65 @@ def test_renderers_do_not_import_torch():
         names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert not any(n == "torch" or n.startswith("torch.") for n in names), mod.__name__
+
+
+# ---- the gallery exhibits -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def camvid_unet_trace() -> Trace:
+    from shapetrace.gallery.exhibits import get_exhibit
+
+    ex = get_exhibit("camvid-unet")
+    torch.manual_seed(0)
+    model = ex.build().eval()
+    (x,), _ = ex.inputs()
+    # a quarter of the exhibit's 360x480 image keeps the test fast; the skips are the same
+    return shapetrace.trace(model, torch.randn(1, x.shape[1], 96, 128), ops=True)
+
+
+def test_unet_exhibit_has_the_four_skips_and_the_input_skip(camvid_unet_trace):
+    """With the encoder's stages and the UnetBlocks as nodes, each block receives its hooked encoder stage
+    (read from ``hook.stored``, a side input) and the final dense MergeLayer receives the input image."""
+    g = build_graph(camvid_unet_trace, depth=2, fold=["UnetBlock"])
+    blocks = [n for n in g.nodes if n.cls == "UnetBlock"]
+    assert len(blocks) == 4
+    skips = sorted((g.node(e.src).name, g.node(e.dst).name) for e in g.edges if e.skip)
+    stages = {g.node(e.src).name for e in g.edges if e.skip and g.node(e.dst).cls == "UnetBlock"}
+    assert len(stages) == 4 and all(s.startswith("layers.0.") for s in stages)
+    assert {d for _, d in skips if d != "layers.10"} == {b.name for b in blocks}
+    assert ("input", "layers.10") in skips and g.find("layers.10")[0].cls == "MergeLayer"
+    assert len(skips) == 5
+    # the deepest block reads the deepest hooked stage
+    deepest = next(e for e in g.edges if e.skip and g.node(e.dst).name == blocks[0].name)
+    assert g.node(deepest.src).name == "layers.0.6"
+
+
+def test_unet_exhibit_u_ranks_put_the_bottleneck_lowest(camvid_unet_trace):
+    g = build_graph(camvid_unet_trace, depth=2, fold=["UnetBlock"])
+    rank = {n.name: n.rank for n in g.nodes}
+    bottom = max(rank.values())
+    assert rank["layers.3.0"] == rank["layers.3.1"] == bottom  # the middle convs, at 1/32 of the image
+    assert rank["input"] == rank["output"] == 0
+    blocks = [n for n in g.nodes if n.cls == "UnetBlock"]
+    assert [n.rank for n in blocks] == sorted((n.rank for n in blocks), reverse=True)  # climbing back up
+    for e in g.edges:  # each skip runs across its row: source and block at the same resolution
+        if e.skip:
+            assert g.node(e.src).rank == g.node(e.dst).rank
+
+
+def test_awd_lstm_classifier_folds_its_three_chunk_calls():
+    from shapetrace.gallery.exhibits import get_exhibit
+
+    ex = get_exhibit("awd-lstm-classifier")
+    torch.manual_seed(0)
+    model = ex.build().eval()
+    args, kwargs = ex.inputs()
+    t = shapetrace.trace(model, *args, ops=True, **kwargs)
+    assert len(t.calls_of("0.module")) == 3
+    g = build_graph(t, depth=2)
+    awd = g.find("0.module")
+    assert len(awd) == 1 and awd[0].count == 3 and awd[0].title == "0.module ×3" and awd[0].cls == "AWD_LSTM"
+    deeper = build_graph(t, depth=3)
+    assert [c.title for c in deeper.clusters if c.cls == "AWD_LSTM"] == ["0.module ×3"]
+    assert all(n.count == 3 for n in deeper.nodes if n.name.startswith("0.module.rnns"))
+    u = build_graph(t, depth=2, unroll=True)
+    assert [n.name for n in u.nodes if n.cls == "AWD_LSTM"] == ["0.module", "0.module#1", "0.module#2"]

@@ -45,7 +45,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..tracer.records import Trace
-from .graph import Cluster, Graph, GraphEdge, Node, build_graph, format_bytes, format_count, format_shape
+from .graph import Cluster, Graph, GraphEdge, Node, build_graph, format_bytes, format_count, format_shape, literal
 
 __all__ = ["LAYOUTS", "OVERLAYS", "STYLES", "GraphvizNotFound", "dot_available", "render", "to_dot"]
 
@@ -95,11 +95,6 @@ HEAT_SCALE = ("#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", 
 
 
 # ---- escaping -----------------------------------------------------------------------------------------------
-def literal(text: str) -> str:
-    """Control characters as Python escapes, so ``"a\\nb"`` shows as the four characters ``a\\nb``."""
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
-
-
 def html(text: str) -> str:
     """Text for a Graphviz HTML-like label: escaped, single line, literal."""
     t = literal(text)
@@ -181,7 +176,7 @@ def _edge_label(e: GraphEdge) -> str:
 
 def _edge_tooltip(e: GraphEdge, names: dict[str, str]) -> str:
     shapes = ", ".join(format_shape(s, sep=", ", paren=True) for s in e.shapes)
-    text = f"{names[e.src]} → {names[e.dst]}: {shapes} {e.dtype}"
+    text = f"{literal(names[e.src])} → {literal(names[e.dst])}: {shapes} {e.dtype}"
     if e.change is not None:
         text += f" (spatial size {'/' if e.change[0] == 'down' else '×'}{e.change[1]})"
     if e.skip:
@@ -402,7 +397,7 @@ class _Dot:
         emit(None, "  ")
 
     def _cluster_tip(self, c: Cluster) -> str:
-        tip = f"{c.title} ({c.cls})\nparams: {c.params:,} (trainable {c.trainable_params:,})"
+        tip = f"{literal(c.title)} ({literal(c.cls)})\nparams: {c.params:,} (trainable {c.trainable_params:,})"
         return tip
 
     def edge_stmt(self, e: GraphEdge) -> str:

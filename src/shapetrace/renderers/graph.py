@@ -42,6 +42,7 @@ __all__ = [
     "format_bytes",
     "format_count",
     "format_shape",
+    "literal",
     "spatial",
 ]
 
@@ -94,7 +95,7 @@ class Node:
 
     def tooltip(self) -> str:
         """Plain multi-line text: the full shapes of every input and output, parameters, timings, memory."""
-        head = self.title if self.kind in ("input", "output") else f"{self.title} ({self.cls})"
+        head = literal(self.title) if self.kind in ("input", "output") else f"{literal(self.title)} ({literal(self.cls)})"
         lines = [head]
         for label, items in (("in", self.inputs), ("out", self.outputs)):
             for path, meta in items:
@@ -197,6 +198,11 @@ def format_bytes(n: int) -> str:
         if n >= div:
             return f"{n / div:.1f} {unit}"
     return f"{n} B"
+
+
+def literal(text: str) -> str:
+    """Control characters as Python escapes, so a name with a newline shows as ``a\\nb`` on one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
 
 
 def spatial(shape: Sequence[int]) -> tuple[int, ...] | None:

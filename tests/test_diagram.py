@@ -1,0 +1,239 @@
+"""The Graphviz renderer (``shapetrace.renderers.diagram``): escaping, determinism, formats, overlays, layouts,
+big models, the 500-node warning and the missing-Graphviz path."""
+
+from __future__ import annotations
+
+import warnings
+import xml.etree.ElementTree as ET
+
+import pytest
+import torch
+from conftest import requires_dot
+from test_graph import HookUnet, LoopLSTM, trace_of
+from torch import nn
+
+import shapetrace
+from shapetrace.renderers import diagram
+from shapetrace.renderers.diagram import GraphvizNotFound, dot_available, render, to_dot
+from shapetrace.renderers.graph import build_graph
+from shapetrace.tracer.records import Trace
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+@pytest.fixture(scope="module")
+def unet_trace() -> Trace:
+    return trace_of(HookUnet(), 1, 3, 32, 32)
+
+
+def svg_root(data: bytes) -> ET.Element:
+    return ET.fromstring(data)
+
+
+def node_groups(root: ET.Element) -> list[ET.Element]:
+    return [g for g in root.iter(f"{SVG}g") if g.get("class") == "node"]
+
+
+# ---- escaping -----------------------------------------------------------------------------------------------
+EVIL = 'a<b>&"x\'\ny</b>'
+
+
+class Evil(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_module(EVIL, nn.Linear(3, 3))
+        self.add_module("<script>alert(1)</script>", nn.ReLU())
+
+    def forward(self, x):
+        return self._modules["<script>alert(1)</script>"](self._modules[EVIL](x))
+
+
+@requires_dot
+def test_names_with_markup_render_literally():
+    t = shapetrace.trace(Evil(), torch.randn(2, 3), ops=True)
+    data = render(t, format="svg")
+    root = svg_root(data)  # parses: nothing broke the XML
+    assert not [e for e in root.iter() if e.tag in (f"{SVG}b", f"{SVG}script", "b", "script")]
+    texts = ["".join(t.itertext()) for t in root.iter(f"{SVG}text")]
+    literal = 'a<b>&"x\'\\ny</b>'  # the newline shown as the two characters \n
+    assert literal in texts
+    assert "<script>alert(1)</script>" in texts
+    titles = [t.text or "" for t in root.iter(f"{SVG}title")]
+    assert any(title.startswith(literal + " (Linear)") for title in titles)
+
+
+def test_dot_source_escapes_labels():
+    t = shapetrace.trace(Evil(), torch.randn(2, 3), ops=True)
+    src = to_dot(t)
+    assert "a&lt;b&gt;&amp;&quot;x&#39;\\ny&lt;/b&gt;" in src
+    labels = [line.split("label=")[1].split(", tooltip=")[0] for line in src.splitlines() if "label=<" in line]
+    assert not any("<script>" in lab or "\ny</b>" in lab for lab in labels)
+    assert 'tooltip="a<b>&\\"x\'\\\\ny</b> (Linear)' in src  # a quoted DOT string, the newline literal
+
+
+# ---- determinism and formats ----------------------------------------------------------------------------------
+@requires_dot
+def test_same_trace_same_bytes(unet_trace):
+    again = trace_of(HookUnet(), 1, 3, 32, 32)
+    for fmt in ("dot", "svg"):
+        a = render(unet_trace, format=fmt, depth=2)
+        assert a == render(unet_trace, format=fmt, depth=2) == render(again, format=fmt, depth=2)
+    for layout in ("lr", "u"):
+        assert render(unet_trace, format="svg", layout=layout) == render(again, format="svg", layout=layout)
+
+
+@requires_dot
+@pytest.mark.parametrize("fmt,magic", [("png", b"\x89PNG"), ("pdf", b"%PDF"), ("svg", b"<?xml")])
+def test_formats(unet_trace, fmt, magic):
+    assert render(unet_trace, format=fmt, depth=1).startswith(magic)
+
+
+def test_bad_options_are_refused(unet_trace):
+    with pytest.raises(ValueError, match="layout"):
+        to_dot(unet_trace, layout="diagonal")
+    with pytest.raises(ValueError, match="style"):
+        to_dot(unet_trace, style="fancy")
+    with pytest.raises(ValueError, match="overlay"):
+        to_dot(unet_trace, overlays=["sparkles"])
+    with pytest.raises(ValueError, match="format"):
+        render(unet_trace, format="gif")
+
+
+@requires_dot
+def test_svg_titles_hold_full_shapes_and_params(unet_trace):
+    root = svg_root(render(unet_trace, format="svg", depth=1))
+    titles = {(g.find(f"{SVG}title").text or "").split("\n")[0]: g.find(f"{SVG}title").text
+              for g in node_groups(root)}
+    enc = titles["encoder (Sequential)"]
+    assert "in[0]: (1, 3, 32, 32) float32" in enc and "out: (1, 32, 8, 8) float32" in enc
+    assert "params: " in enc
+    assert len(node_groups(root)) == len(build_graph(unet_trace, depth=1).nodes)
+
+
+# ---- what the diagram shows -------------------------------------------------------------------------------------
+def test_labels_edges_and_shape_changes(unet_trace):
+    src = to_dot(unet_trace, depth=2)
+    assert "<B>encoder.1</B>" in src and "MaxPool2d" in src and "1×8×16×16" in src
+    assert "↓2  1×8×16×16" in src and diagram.DOWN["color"] in src  # halving: red with a marker
+    assert "↑2  1×16×16×16" in src and diagram.UP["color"] in src  # doubling: green
+    assert 'style="dashed"' in src  # the hook-read skips
+    assert "subgraph cluster_c" in src
+
+
+def test_compact_detailed_and_params(unet_trace):
+    compact = to_dot(unet_trace, depth=1)
+    detailed = to_dot(unet_trace, depth=1, style="detailed")
+    with_params = to_dot(unet_trace, depth=1, show_params=True)
+    assert "params" not in compact.split("tooltip")[0]
+    assert "in[0]: 1×3×32×32" in detailed and "K params" in detailed
+    assert "K params" in with_params
+
+
+def test_layouts(unet_trace):
+    assert 'rankdir="LR"' in to_dot(unet_trace, layout="lr")
+    u = to_dot(unet_trace, layout="u", depth=2)
+    assert 'layout="neato"' in u and "subgraph" not in u
+    pos = {line.split()[0]: line for line in u.splitlines() if 'pos="' in line}
+    y = {k: float(v.split('pos="')[1].split(",")[1].rstrip('!"')) for k, v in pos.items()}
+    g = build_graph(unet_trace, depth=2)
+    bottleneck = g.find("middle.0")[0].id
+    assert y[bottleneck] == min(y.values())  # the bottleneck is the lowest row
+
+
+def test_loop_node_is_marked(unet_trace):
+    t = trace_of(LoopLSTM(), 2, 4, 6)
+    assert "<B>lstm ×4</B>" in to_dot(t)
+    assert "<B>lstm#3</B>" in to_dot(t, unroll=True)
+
+
+# ---- overlays -------------------------------------------------------------------------------------------------
+def test_cut_overlay_auto_for_sequential_body_head():
+    model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), nn.Sequential(nn.Flatten(), nn.Linear(144, 2)))
+    t = trace_of(model, 1, 3, 8, 8)
+    src = to_dot(t, overlays=["cut"])
+    assert diagram.CUT_COLORS["body"] in src and diagram.CUT_COLORS["head"] in src and "legend" in src
+    assert "body: 0" in src and "head: 1" in src
+    with pytest.raises(ValueError, match="cut"):
+        to_dot(trace_of(HookUnet(), 1, 3, 32, 32), overlays=["cut"])
+
+
+def test_frozen_groups_and_heat_overlays(unet_trace):
+    model = HookUnet()
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    t = trace_of(model, 1, 3, 32, 32)
+    frozen = to_dot(t, depth=1, overlays=["frozen"])
+    assert diagram.FROZEN_FILL["frozen"] in frozen and diagram.FROZEN_FILL["trainable"] in frozen
+    groups = to_dot(t, depth=1, overlays=["groups"],
+                    options={"param_groups": {"body": ["encoder"], "decoder": ["up1", "up2"], "head": ["final"]}})
+    assert all(c in groups for c in diagram.GROUP_PALETTE[:3]) and "decoder" in groups
+    timed = Trace.from_json(t.to_json())
+    for i, c in enumerate(timed.calls):
+        c.timing = {"self_ms": 0.1 * i, "total_ms": 0.2 * i}
+    heat = to_dot(timed, depth=1, overlays=["heat"])
+    assert diagram.HEAT_SCALE[-1] in heat and "time (self)" in heat and " ms" in heat
+    assert "activation size" in to_dot(t, depth=1, overlays=["heat"])
+    with pytest.raises(ValueError, match="profiled"):
+        to_dot(t, overlays=["heat"], options={"heat": "time"})
+
+
+# ---- Graphviz missing -------------------------------------------------------------------------------------------
+def test_without_dot_render_raises_a_clear_error(unet_trace, monkeypatch):
+    monkeypatch.setattr(diagram.shutil, "which", lambda name: None)
+    assert not dot_available()
+    with pytest.raises(GraphvizNotFound, match="apt-get install graphviz") as err:
+        render(unet_trace, format="png")
+    assert "brew install graphviz" in str(err.value) and "conda" in str(err.value)
+    assert err.value.source == to_dot(unet_trace)
+    assert render(unet_trace, format="dot") == to_dot(unet_trace).encode()
+
+
+# ---- big models -------------------------------------------------------------------------------------------------
+def test_more_than_500_nodes_warns():
+    t = trace_of(nn.Sequential(*[nn.Sequential(nn.Linear(2, 2), nn.ReLU()) for _ in range(260)]), 1, 2)
+    with pytest.warns(UserWarning, match="depth"):
+        to_dot(t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        to_dot(t, depth=1)
+
+
+@pytest.fixture(scope="module")
+def transformer_trace() -> Trace:
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, batch_first=True)
+    model = nn.TransformerEncoder(layer, num_layers=24, enable_nested_tensor=False)
+    return trace_of(model, 1, 10, 32)
+
+
+@pytest.fixture(scope="module")
+def resnet152_trace() -> Trace:
+    import torchvision
+
+    torch.manual_seed(0)
+    return trace_of(torchvision.models.resnet152(), 1, 3, 64, 64)
+
+
+@requires_dot
+@pytest.mark.parametrize("depth", [None, 2])
+def test_transformer_24_layers_renders(transformer_trace, depth):
+    g = build_graph(transformer_trace, depth=depth)
+    root = svg_root(render(transformer_trace, format="svg", depth=depth))
+    assert len(node_groups(root)) == len(g.nodes)
+    layers = {n.name.split(".")[1] for n in g.nodes if n.name.startswith("layers.")}
+    assert layers == {str(i) for i in range(24)}
+
+
+@requires_dot
+@pytest.mark.parametrize("depth", [None, 2])
+def test_resnet152_renders(resnet152_trace, depth):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = render(resnet152_trace, format="svg", depth=depth)
+    g = build_graph(resnet152_trace, depth=depth, warn=False)
+    assert len(node_groups(svg_root(data))) == len(g.nodes)
+    assert any("--depth" in str(w.message) for w in caught) == (len(g.nodes) > 500)
+    if depth == 2:
+        assert len([n for n in g.nodes if n.cls == "Bottleneck"]) == 3 + 8 + 36 + 3
+        downs = [e for e in g.edges if e.change == ("down", 2)]
+        assert len(downs) >= 4
