@@ -294,3 +294,14 @@ def test_resblock_owns_its_activations():
     m = ResBlock(1, 8, 8)
     acts = [mod for mod in m.modules() if isinstance(mod, nn.ReLU)]
     assert len({id(a) for a in acts}) == len(acts) == 2
+
+
+def test_every_public_architecture_name_is_importable_from_shapetrace_gallery():
+    import importlib
+
+    from shapetrace import gallery
+
+    for topic in ("layers", "vision", "unet", "tabular", "text"):
+        module = importlib.import_module(f"shapetrace.gallery.{topic}")
+        missing = [n for n in module.__all__ if getattr(gallery, n, None) is not getattr(module, n)]
+        assert not missing, f"shapetrace.gallery lacks {topic}'s {missing}"
