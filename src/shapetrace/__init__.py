@@ -13,8 +13,21 @@ from .tracer.records import FORMAT, Call, Edge, Op, Struct, TensorMeta, Trace, l
 
 __version__ = "0.1.0"
 
-__all__ = ["trace", "Tracer", "TraceFailed", "profile", "load", "Trace", "Call", "Op", "Edge", "TensorMeta",
-           "Struct", "FORMAT", "__version__"]
+__all__ = [
+    "FORMAT",
+    "Call",
+    "Edge",
+    "Op",
+    "Struct",
+    "TensorMeta",
+    "Trace",
+    "TraceFailed",
+    "Tracer",
+    "__version__",
+    "load",
+    "profile",
+    "trace",
+]
 
 if TYPE_CHECKING:
     from .tracer.api import TraceFailed, trace

@@ -8,10 +8,11 @@ when this package is imported.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-__all__ = ["Exhibit", "EXHIBITS", "register", "get_exhibit", "exhibit_names"]
+__all__ = ["EXHIBITS", "Exhibit", "exhibit_names", "get_exhibit", "register"]
 
 
 @dataclass(frozen=True)
