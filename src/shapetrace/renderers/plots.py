@@ -1,0 +1,200 @@
+"""matplotlib plots of a trace: per-layer time bars, time against FLOPs, and the shape flow of a forward.
+
+Every function takes a ``Trace`` (plain data; this module never imports torch) and returns SVG text
+(``format="svg"``) or PNG bytes (``format="png"``). Figures are drawn on matplotlib's Agg canvas directly, so
+the global backend is never switched, and SVG output is deterministic (``svg.hashsalt`` fixed, no date).
+
+* ``time_bars``: self time per call, the largest first (``order="self"``) or in forward order
+  (``order="forward"``), with each call's inclusive time as a faint bar behind it. Needs ``profile()``.
+* ``time_vs_flops``: inclusive time against FLOPs for the leaf calls, log-log, with lines of constant
+  throughput. Needs ``profile()`` with FLOPs.
+* ``shape_flow``: channels and spatial size of each leaf call's output along the forward -- the U of a
+  U-Net, the funnel of a classifier head. Needs only shapes, so it works on any trace.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ..tracer.records import Call, Trace, iter_tensors
+
+__all__ = ["PLOTS", "flow_points", "render_plot", "shape_flow", "time_bars", "time_vs_flops"]
+
+_SALT = "shapetrace"
+_PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
+            "#64B5CD"]
+
+
+def _save(fig: Figure, format: str) -> str | bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fmt = format.lower()
+    if fmt not in ("svg", "png"):
+        raise ValueError(f"unknown plot format {format!r}; use svg or png")
+    with matplotlib.rc_context({"svg.hashsalt": _SALT, "svg.fonttype": "path"}):
+        meta = {"Date": None} if fmt == "svg" else {"Software": None}
+        fig.savefig(buf, format=fmt, metadata=meta, bbox_inches="tight", dpi=110)
+    data = buf.getvalue()
+    return data.decode("utf-8") if fmt == "svg" else data
+
+
+def _timed(trace: Trace) -> list[Call]:
+    calls = [c for c in trace.calls if c.timing]
+    if not calls:
+        raise ValueError("this trace has no timings: make it with shapetrace.profile() or 'shapetrace profile'")
+    return calls
+
+
+def _name(c: Call, width: int = 38) -> str:
+    text = f"{c.label} ({c.cls})"
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
+def _colours(classes: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for cls in classes:
+        if cls not in out:
+            out[cls] = _PALETTE[len(out) % len(_PALETTE)]
+    return out
+
+
+def time_bars(trace: Trace, *, top: int = 25, order: str = "self", format: str = "svg",
+              title: str | None = None) -> str | bytes:
+    """Horizontal bars of self time (and faint inclusive time) for the ``top`` calls by self time.
+
+    ``order="self"`` sorts them largest first; ``order="forward"`` keeps them in the order the forward ran
+    them. Percentages are of the root's inclusive time.
+    """
+    calls = _timed(trace)
+    if order not in ("self", "forward"):
+        raise ValueError("order must be 'self' or 'forward'")
+    chosen = sorted(calls, key=lambda c: (-c.timing["self_ms"], c.id))[:max(1, top)]
+    if order == "forward":
+        chosen.sort(key=lambda c: c.id)
+    root = next((c for c in calls if c.parent is None), calls[0])
+    whole = root.timing["total_ms"] or 1.0
+    colours = _colours([c.cls for c in chosen])
+    fig = Figure(figsize=(8.5, 0.6 + 0.28 * len(chosen)))
+    ax = fig.add_subplot()
+    ys = list(range(len(chosen)))[::-1]
+    ax.barh(ys, [c.timing["total_ms"] for c in chosen], color="#dddddd", height=0.8, label="inclusive")
+    ax.barh(ys, [c.timing["self_ms"] for c in chosen], color=[colours[c.cls] for c in chosen], height=0.55,
+            label="self")
+    for y, c in zip(ys, chosen):
+        ax.text(c.timing["self_ms"], y, f" {100 * c.timing['self_ms'] / whole:.1f}%", va="center", fontsize=7)
+    ax.set_yticks(ys, [_name(c) for c in chosen], fontsize=7)
+    kind = (trace.timing or {}).get("kind") or root.timing.get("kind", "")
+    ax.set_xlabel(f"time per forward (ms, {kind})")
+    what = "largest" if order == "self" else "in forward order"
+    ax.set_title(title or f"{trace.model.cls}: self time of the {len(chosen)} slowest calls ({what})", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, format)
+
+
+def time_vs_flops(trace: Trace, *, format: str = "svg", label_top: int = 6, title: str | None = None) -> str | bytes:
+    """Inclusive time against FLOPs of each leaf call (log-log), coloured by class, with iso-throughput lines."""
+    leaves = {c.id for c in trace.leaves()}
+    pts = [c for c in _timed(trace) if c.id in leaves and c.flops and c.timing["total_ms"] > 0]
+    fig = Figure(figsize=(7, 5))
+    ax = fig.add_subplot()
+    if not pts:
+        ax.text(0.5, 0.5, "no leaf call with both FLOPs and time", ha="center", va="center", transform=ax.transAxes)
+        return _save(fig, format)
+    colours = _colours([c.cls for c in pts])
+    for cls, colour in colours.items():
+        mine = [c for c in pts if c.cls == cls]
+        ax.scatter([c.flops for c in mine], [c.timing["total_ms"] for c in mine], s=18, color=colour, label=cls,
+                   alpha=0.85)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    xs = [c.flops for c in pts]
+    lo, hi = min(xs) / 2, max(xs) * 2
+    ts = [c.timing["total_ms"] for c in pts]
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(min(ts) / 2, max(ts) * 2)
+    for gflops in (1, 10, 100, 1000, 10000, 100000):
+        # time_ms = flops / (gflops * 1e9) * 1e3
+        ax.plot([lo, hi], [lo / gflops / 1e6, hi / gflops / 1e6], color="#bbbbbb", lw=0.6, ls="--", zorder=0)
+        y = hi / gflops / 1e6
+        if min(ts) / 2 < y < max(ts) * 2:
+            ax.text(hi, y, f" {gflops:g} GFLOP/s", fontsize=6, color="#888888", va="center")
+    for c in sorted(pts, key=lambda c: (-c.timing["total_ms"], c.id))[:label_top]:
+        ax.annotate(c.label, (c.flops, c.timing["total_ms"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("FLOPs per call")
+    ax.set_ylabel("time per call (ms)")
+    ax.set_title(title or f"{trace.model.cls}: time against FLOPs (leaf calls)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3, which="both", lw=0.3)
+    return _save(fig, format)
+
+
+def flow_points(trace: Trace) -> list[tuple[Call, int, int]]:
+    """``(call, channels, spatial)`` for each leaf call in forward order whose output has a tensor.
+
+    From the first output tensor: ``(N, C, *S)`` with 3 or more dimensions gives ``C`` channels and the
+    product of ``S`` as the spatial size; except that a 3-D ``(N, L, E)`` tensor (sequences) gives ``E``
+    channels over ``L`` positions. A 2-D ``(N, F)`` tensor gives ``F`` channels and spatial size 1.
+    """
+    out = []
+    for c in trace.leaves():
+        meta = next((m for _, m in iter_tensors(c.outputs)), None)
+        if meta is None or len(meta.shape) < 2 or not meta.dtype.startswith(("float", "bfloat", "complex")):
+            continue
+        shape = meta.shape
+        if len(shape) == 2:
+            ch, sp = shape[1], 1
+        elif len(shape) == 3 and not c.cls.startswith(("Conv", "BatchNorm1d", "MaxPool1d", "AvgPool1d")):
+            ch, sp = shape[2], shape[1]
+        else:
+            ch = shape[1]
+            sp = 1
+            for s in shape[2:]:
+                sp *= s
+        out.append((c, ch, sp))
+    return out
+
+
+def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, max_labels: int = 40) -> str | bytes:
+    """Channels (top) and spatial size (bottom, log scale) of each leaf call's output, along the forward."""
+    pts = flow_points(trace)
+    fig = Figure(figsize=(max(7.0, min(16.0, 0.12 * len(pts) + 5)), 5.2))
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
+    if not pts:
+        ax1.text(0.5, 0.5, "no tensor outputs to show", ha="center", va="center", transform=ax1.transAxes)
+        return _save(fig, format)
+    xs = list(range(len(pts)))
+    ax1.step(xs, [p[1] for p in pts], where="mid", color="#4C72B0", lw=1.5)
+    ax1.scatter(xs, [p[1] for p in pts], s=8, color="#4C72B0")
+    ax1.set_ylabel("channels / features")
+    ax1.set_yscale("log", base=2)
+    ax2.step(xs, [p[2] for p in pts], where="mid", color="#C44E52", lw=1.5)
+    ax2.scatter(xs, [p[2] for p in pts], s=8, color="#C44E52")
+    ax2.set_ylabel("spatial size (H·W or length)")
+    ax2.set_yscale("log", base=2)
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3, lw=0.4)
+    step = max(1, -(-len(pts) // max_labels))
+    ticks = xs[::step]
+    ax2.set_xticks(ticks, [pts[i][0].label for i in ticks], rotation=90, fontsize=6)
+    ax2.set_xlabel("leaf calls in forward order")
+    ax1.set_title(title or f"{trace.model.cls}: shape flow along the forward", fontsize=9)
+    return _save(fig, format)
+
+
+PLOTS = {"bars": time_bars, "forward": lambda t, **kw: time_bars(t, order="forward", **kw), "flops": time_vs_flops,
+         "flow": shape_flow}
+
+
+def render_plot(trace: Trace, kind: str = "bars", *, format: str = "svg", **options: object) -> str | bytes:
+    """One of ``PLOTS`` by name: ``bars``, ``forward``, ``flops`` or ``flow``."""
+    try:
+        fn = PLOTS[kind]
+    except KeyError:
+        raise ValueError(f"unknown plot {kind!r}; choose one of {', '.join(PLOTS)}") from None
+    return fn(trace, format=format, **options)  # type: ignore[operator]

@@ -1,0 +1,79 @@
+"""Plots: deterministic SVG, PNG bytes, the shape flow from shapes alone, and no torch in the renderer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import shapetrace
+from shapetrace.renderers import plots
+
+
+class _TinyUNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.down1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.pool1 = nn.MaxPool2d(2)
+        self.down2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.pool2 = nn.MaxPool2d(2)
+        self.up1 = nn.Upsample(scale_factor=2)
+        self.conv1 = nn.Conv2d(16, 8, 3, padding=1)
+        self.up2 = nn.Upsample(scale_factor=2)
+        self.out = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool2(self.down2(self.pool1(self.down1(x))))
+        return self.out(self.up2(self.conv1(self.up1(x))))
+
+
+@pytest.fixture(scope="module")
+def profiled():
+    return shapetrace.profile(_TinyUNet().eval(), torch.randn(1, 3, 16, 16), device="cpu", warmup=0, repeat=2)
+
+
+@pytest.mark.parametrize("kind", ["bars", "forward", "flops", "flow"])
+def test_svg_is_deterministic_and_png_is_png(profiled, kind):
+    a = plots.render_plot(profiled, kind, format="svg")
+    b = plots.render_plot(shapetrace.load(profiled.to_json()), kind, format="svg")
+    assert isinstance(a, str) and a.startswith("<?xml") and a == b
+    assert "<dc:date>" not in a
+    png = plots.render_plot(profiled, kind, format="png")
+    assert isinstance(png, bytes) and png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_shape_flow_shows_the_u():
+    trace = shapetrace.trace(_TinyUNet().eval(), torch.randn(1, 3, 16, 16))  # no timing needed
+    pts = plots.flow_points(trace)
+    assert [p[0].module for p in pts] == ["down1", "pool1", "down2", "pool2", "up1", "conv1", "up2", "out"]
+    assert [p[2] for p in pts] == [256, 64, 64, 16, 64, 64, 256, 256]  # down, then back up
+    assert [p[1] for p in pts] == [8, 8, 16, 16, 16, 8, 8, 2]
+    assert plots.shape_flow(trace).startswith("<?xml")
+
+
+def test_shape_flow_funnel_of_a_head_and_sequences():
+    head = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
+    pts = plots.flow_points(shapetrace.trace(head, torch.randn(2, 4, 4, 4)))
+    assert [p[1] for p in pts] == [64, 32, 32, 4] and {p[2] for p in pts} == {1}
+    seq = shapetrace.trace(nn.Sequential(nn.Linear(6, 10)), torch.randn(2, 7, 6))
+    assert [(p[1], p[2]) for p in plots.flow_points(seq)] == [(10, 7)]
+
+
+def test_timing_plots_need_timings():
+    trace = shapetrace.trace(nn.Linear(3, 4), torch.randn(2, 3))
+    with pytest.raises(ValueError, match="profile"):
+        plots.time_bars(trace)
+    with pytest.raises(ValueError):
+        plots.render_plot(trace, "nope")
+
+
+def test_bars_top_n(profiled):
+    assert len(plots.time_bars(profiled, top=3)) < len(plots.time_bars(profiled, top=8))
+
+
+def test_plots_module_never_imports_torch():
+    code = "import sys, shapetrace.renderers.plots; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
