@@ -1,0 +1,64 @@
+"""Time diagram rendering (graph build + Graphviz ``dot``) of a 24-layer transformer and torchvision's resnet152.
+
+Run: ``python benchmarks/render.py``. Prints a Markdown table: for each model and depth, the nodes and edges
+drawn, the graph-building time, and the full ``render(format="svg")`` time (graph build + DOT text + dot).
+Tracing is done once per model and not counted. Times are the median of ``--repeat`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+import warnings
+
+import torch
+import torchvision
+from torch import nn
+
+import shapetrace
+from shapetrace.renderers.diagram import render
+from shapetrace.renderers.graph import build_graph
+
+
+def models() -> list[tuple[str, nn.Module, torch.Tensor]]:
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, batch_first=True)
+    transformer = nn.TransformerEncoder(layer, num_layers=24, enable_nested_tensor=False).eval()
+    return [
+        ("TransformerEncoder, 24 layers (d_model 32), 1×10×32", transformer, torch.randn(1, 10, 32)),
+        ("resnet152, 1×3×64×64", torchvision.models.resnet152().eval(), torch.randn(1, 3, 64, 64)),
+    ]
+
+
+def median_time(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, median of {args.repeat}\n")
+    print("| model | depth | nodes | edges | graph build (ms) | render svg (ms) |")
+    print("|---|---|---|---|---|---|")
+    for name, model, x in models():
+        trace = shapetrace.trace(model, x, ops=True)
+        for depth in (None, 2):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # resnet152 at full depth is past the 500-node warning
+                g = build_graph(trace, depth=depth)
+                build = median_time(lambda: build_graph(trace, depth=depth, warn=False), args.repeat)
+                full = median_time(lambda: render(trace, format="svg", depth=depth), args.repeat)
+            print(f"| {name} | {'full' if depth is None else depth} | {len(g.nodes)} | {len(g.edges)} "
+                  f"| {build * 1e3:.1f} | {full * 1e3:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
