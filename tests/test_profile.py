@@ -299,3 +299,28 @@ def test_summarise_adds_up_even_when_stalls_hit_different_calls():
     assert out[1]["median"] == 26.0  # medians: 26 + 26 + 1 != the root's 53
     assert central_repeats([5, 1, 9, 3, 7, 2, 8, 4]) == [0, 3, 4, 7]
     assert central_repeats([3.0]) == [0]
+
+
+# ---- the command line ----------------------------------------------------------------------------------
+
+def test_cli_profile_json_and_exit_codes(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    runner = CliRunner()
+    out = tmp_path / "t.json"
+    plot = tmp_path / "bars.svg"
+    res = runner.invoke(main, ["profile", "resnet18", "--input", "1,3,32,32", "--device", "cpu", "--warmup", "0",
+                               "--repeat", "2", "-o", str(out), "--plot", str(plot)])
+    assert res.exit_code == 0, res.output
+    trace = shapetrace.load(out)
+    assert trace.timing["repeats"] == 2 and trace.calls[0].timing and trace.calls[0].flops
+    assert plot.read_text().startswith("<?xml")
+    assert runner.invoke(main, ["profile", "resnet18", "--input", "1,3,32,32", "--dtype", "fp7"]).exit_code == 2
+    assert runner.invoke(main, ["profile", "no-such-model-xyz"]).exit_code == 2
+    if not torch.cuda.is_available():
+        res = runner.invoke(main, ["profile", "resnet18", "--device", "cuda"])
+        assert res.exit_code == 2 and "cuda" in res.output.lower() and "Traceback" not in res.output
+    res = runner.invoke(main, ["profile", "resnet18", "--input", "1,3,32", "--device", "cpu", "--repeat", "1"])
+    assert res.exit_code == 1 and "Traceback" not in res.output

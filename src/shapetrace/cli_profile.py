@@ -1,0 +1,167 @@
+"""``shapetrace profile``: per-layer times, FLOPs and memory beside the shapes, from the command line.
+
+A thin click layer over ``shapetrace.profile`` (see ``shapetrace.tracer.timing``); ``cli.py`` registers it
+with ``main.add_command(profile_command)``. Exit status as for ``trace``: 0 on success, 1 when the forward
+fails, 2 for usage errors (bad model, input or option; ``--device cuda`` without CUDA). No traceback unless
+``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+PROFILE_FORMATS = ("text", "md", "html", "csv", "json")
+PLOT_KINDS = ("bars", "forward", "flops", "flow")
+
+PROFILE_HELP = """Profile MODEL's forward: time per call (self and inclusive), FLOPs and memory beside the shapes.
+
+\b
+MODEL and --input are as for 'shapetrace trace' (see its --help). The forward runs --warmup times untimed,
+then --repeat times timed; each iteration runs the plain forward and the instrumented one, so the overhead
+is measured in the same process. On CUDA, kernel time is attributed to calls with torch.profiler (CUDA
+events when CUPTI is missing); on CPU, wall-clock spans. Self times add up to the forward's time.
+
+\b
+Examples:
+  shapetrace profile resnet18 --input 1,3,224,224 --device cpu --repeat 5
+  shapetrace profile resnet50 --input 64,3,224,224 --device cuda --dtype bf16 --plot top.svg
+  shapetrace profile awd-lstm-classifier --format json -o clas.json
+  shapetrace profile camvid-unet --plot flow.png --plot-kind flow
+"""
+
+
+@click.command("profile", help=PROFILE_HELP, context_settings={"help_option_names": ["-h", "--help"],
+                                                               "max_content_width": 100})
+@click.argument("model")
+@click.option("--input", "-i", "inputs", multiple=True, metavar="SPEC", help="An input tensor spec (repeatable).")
+@click.option("--arg", "-a", "args", multiple=True, metavar="KEY=VALUE", help="Keyword argument for the builder.")
+@click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None,
+              help="Where to run (default: cuda when available, else cpu).")
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True, help="Untimed iterations.")
+@click.option("--repeat", type=click.IntRange(min=1), default=10, show_default=True, help="Timed iterations.")
+@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default=None,
+              help="Cast floating parameters, buffers and inputs (default: as they are).")
+@click.option("--format", "-f", "fmt", type=click.Choice(PROFILE_FORMATS), default=None,
+              help="Output format (default: from -o's suffix, else text).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write here instead of stdout.")
+@click.option("--depth", "-d", type=click.IntRange(min=0), default=None, help="Fold calls deeper than N.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also save a plot (.svg or .png).")
+@click.option("--plot-kind", type=click.Choice(PLOT_KINDS), default="bars", show_default=True,
+              help="bars: top calls by self time; forward: the same in forward order; flops: time vs FLOPs; "
+                   "flow: channels and spatial size along the forward.")
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Calls in the summary (stderr) and in the bars plot.")
+@click.option("--train/--eval", "train", default=None, help="Run in training or eval mode.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks.")
+def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device: str | None, warmup: int,
+                    repeat: int, dtype: str | None, fmt: str | None, output: str | None, depth: int | None,
+                    plot_file: str | None, plot_kind: str, top: int, train: bool | None, debug: bool) -> None:
+    from .cli import _pick_format
+
+    fmt = _pick_format(fmt, output)
+    if fmt not in PROFILE_FORMATS:
+        raise click.UsageError(f"--format {fmt} is not available for profile; use one of "
+                               f"{', '.join(PROFILE_FORMATS)}")
+    if plot_file is not None and Path(plot_file).suffix.lower() not in (".svg", ".png"):
+        raise click.UsageError(f"--plot {plot_file!r}: the file must end in .svg or .png")
+    try:
+        _profile(model, inputs, args, device, warmup, repeat, dtype, fmt, output, depth, plot_file, plot_kind,
+                 top, train, debug)
+    except (click.ClickException, click.exceptions.Exit, SystemExit):
+        raise
+    except Exception as e:
+        if debug:
+            raise
+        raise click.ClickException(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)") from e
+
+
+def _profile(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device: str | None, warmup: int,
+             repeat: int, dtype: str | None, fmt: str, output: str | None, depth: int | None,
+             plot_file: str | None, plot_kind: str, top: int, train: bool | None, debug: bool) -> None:
+    from .cli import _write
+    from .tracer.inputs import InputSpecError, make_inputs
+    from .tracer.models import ModelSpecError, load_model, parse_args
+    from .tracer.timing import ProfileUsageError, resolve_device
+
+    try:
+        dev = resolve_device(device)
+    except ProfileUsageError as e:
+        raise click.UsageError(f"--device {device}: {e}") from None
+    try:
+        loaded = load_model(model, parse_args(args))
+    except ModelSpecError as e:
+        if debug:
+            traceback.print_exc()
+        raise click.UsageError(str(e)) from None
+    if inputs:
+        try:
+            fargs, fkwargs = make_inputs(inputs)
+        except InputSpecError as e:
+            raise click.UsageError(str(e)) from None
+    elif loaded.inputs is not None:
+        fargs, fkwargs = loaded.inputs
+    else:
+        raise click.UsageError(f"{model!r} has no default inputs: give one with --input, e.g. "
+                               "--input 1,3,224,224 (see shapetrace trace --help)")
+    if train is None and loaded.exhibit is None:
+        train = False
+    from .tracer.api import TraceFailed, failure_message
+    from .tracer.timing import profile
+
+    with click.progressbar(length=warmup + repeat, label=f"profiling on {dev}", file=sys.stderr,
+                           show_pos=True) as bar:
+        try:
+            result = profile(loaded.module, *fargs, device=dev, warmup=warmup, repeat=repeat, dtype=dtype,
+                             train=train, progress=lambda done, total: bar.update(1), forward_kwargs=fkwargs)
+        except ProfileUsageError as e:
+            raise click.UsageError(str(e)) from None
+        except TraceFailed as e:
+            failed: Any = e
+        else:
+            failed = None
+    if failed is not None:
+        cause = failed.__cause__
+        if debug and cause is not None:
+            traceback.print_exception(type(cause), cause, cause.__traceback__)
+        _write(_render(failed.trace, fmt, depth), output, fmt)
+        click.echo(f"error: {failure_message(failed.trace)}", err=True)
+        sys.exit(1)
+    _write(_render(result, fmt, depth), output, fmt)
+    click.echo(summary(result, top), err=True)
+    if plot_file is not None:
+        from .renderers.plots import render_plot
+
+        options = {"top": top} if plot_kind in ("bars", "forward") else {}
+        _write(render_plot(result, plot_kind, format=Path(plot_file).suffix[1:].lower(), **options), plot_file,
+               "plot")
+
+
+def _render(trace: Any, fmt: str, depth: int | None) -> str:
+    if fmt == "json":
+        return trace.to_json()
+    from .renderers.table import render
+
+    return render(trace, fmt, depth=depth)
+
+
+def summary(trace: Any, top: int = 10) -> str:
+    """A few lines for stderr: forward and profiled time, overhead, and the ``top`` calls by self time."""
+    t = trace.timing or {}
+    lines = [(f"{t.get('kind')} on {t.get('device')} ({t.get('dtype')}), {t.get('repeats')} repeats: "
+             f"forward {t.get('forward_ms', 0):.3f} ms plain, {t.get('profiled_ms', 0):.3f} ms profiled "
+             f"({t.get('overhead') or 0:.2f}x); self times add up to {t.get('attributed_ms', 0):.3f} ms")]
+    if "gpu_idle_fraction" in t:
+        lines.append(f"GPU idle {100 * t['gpu_idle_fraction']:.1f}% of the forward; kernels "
+                     f"{t.get('kernel_ms', 0):.3f} ms")
+    calls = sorted((c for c in trace.calls if c.timing), key=lambda c: -c.timing["self_ms"])[:top]
+    whole = t.get("attributed_ms") or 1.0
+    for c in calls:
+        lines.append(f"  {c.timing['self_ms']:9.3f} ms {100 * c.timing['self_ms'] / whole:5.1f}%  {c.label} ({c.cls})")
+    return "\n".join(lines)
