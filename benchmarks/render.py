@@ -54,8 +54,8 @@ def main() -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # resnet152 at full depth is past the 500-node warning
                 g = build_graph(trace, depth=depth)
-                build = median_time(lambda: build_graph(trace, depth=depth, warn=False), args.repeat)
-                full = median_time(lambda: render(trace, format="svg", depth=depth), args.repeat)
+                build = median_time(lambda t=trace, d=depth: build_graph(t, depth=d, warn=False), args.repeat)
+                full = median_time(lambda t=trace, d=depth: render(t, format="svg", depth=d), args.repeat)
             print(f"| {name} | {'full' if depth is None else depth} | {len(g.nodes)} | {len(g.edges)} "
                   f"| {build * 1e3:.1f} | {full * 1e3:.0f} |")
 
