@@ -193,9 +193,9 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
         raise click.ClickException(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)") from e
 
 
-def _trace(model: str, inputs: tuple[str, ...], args: tuple[str, ...], depth: int | None, view: str, fmt: str,
-           output: str | None, device: str | None, train: bool | None, grad: bool, layout: str | None,
-           overlays: tuple[str, ...], style: str | None, unroll: bool, debug: bool) -> None:
+def load_model_and_inputs(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device: str | None,
+                          debug: bool) -> tuple[Any, tuple, dict]:
+    """The model a MODEL spec names and the inputs to run it on; a usage error (exit 2) when either is wrong."""
     from .tracer.inputs import InputSpecError, make_inputs
     from .tracer.models import ModelSpecError, load_model, parse_args
 
@@ -220,6 +220,13 @@ def _trace(model: str, inputs: tuple[str, ...], args: tuple[str, ...], depth: in
     else:
         _fail_usage(f"{model!r} has no default inputs: give one with --input, e.g. --input 1,3,224,224 "
                     "(see shapetrace trace --help)")
+    return loaded, fargs, fkwargs
+
+
+def _trace(model: str, inputs: tuple[str, ...], args: tuple[str, ...], depth: int | None, view: str, fmt: str,
+           output: str | None, device: str | None, train: bool | None, grad: bool, layout: str | None,
+           overlays: tuple[str, ...], style: str | None, unroll: bool, debug: bool) -> None:
+    loaded, fargs, fkwargs = load_model_and_inputs(model, inputs, args, device, debug)
     if train is None and loaded.exhibit is None:
         train = False
     from .tracer.api import TraceFailed, failure_message, trace
@@ -239,6 +246,48 @@ def _trace(model: str, inputs: tuple[str, ...], args: tuple[str, ...], depth: in
     if result.failed:
         click.echo(f"error: {failure_message(result)}", err=True)
         sys.exit(1)
+
+
+@main.command("diff", context_settings=_CONTEXT)
+@click.argument("model")
+@click.option("--input", "-i", "inputs", multiple=True, metavar="SPEC", help="An example input (as for trace).")
+@click.option("--arg", "-a", "args", multiple=True, metavar="KEY=VALUE", help="Keyword argument for the factory.")
+@click.option("--against", type=SuggestingChoice(["torchinfo", "torchview"]), default="torchinfo",
+              show_default=True, help="The tool to compare with (pip install 'shapetrace[compare]').")
+@click.option("--format", "-f", "fmt", type=SuggestingChoice(["text", "md"]), default="text", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None)
+@click.option("--debug", is_flag=True, help="Show Python tracebacks.")
+def diff_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], against: str, fmt: str,
+                 output: str | None, debug: bool) -> None:
+    """Compare shapetrace's per-layer shapes and parameters with torchinfo's or torchview's.
+
+    \b
+    Each difference says why, where the other tool is known to be wrong
+    (first tensor of a tuple output only, shared or tied parameters counted twice,
+    hooks that switch a fused fast path off).
+
+    \b
+    Examples:
+      shapetrace diff resnet18 --input 1,3,64,64
+      shapetrace diff awd-lstm-language-model --against torchinfo --format md
+    """
+    loaded, fargs, fkwargs = load_model_and_inputs(model, inputs, args, None, debug)
+    try:
+        from . import compare
+        from .renderers.diff import render
+        from .tracer.api import trace
+
+        module = loaded.module.eval() if loaded.exhibit is None else loaded.module
+        ours = trace(module, *fargs, forward_kwargs=fkwargs)
+        fn = compare.diff_torchinfo if against == "torchinfo" else compare.diff_torchview
+        result = fn(module, ours, *fargs, **fkwargs)
+    except ImportError as e:
+        _fail_usage(f"{against} is not installed ({e}); install it with: pip install 'shapetrace[compare]'")
+    except Exception as e:
+        if debug:
+            raise
+        raise click.ClickException(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)") from e
+    _write(render(result, fmt), output, fmt)
 
 
 @main.command("render", context_settings=_CONTEXT)

@@ -491,6 +491,29 @@ class Trace:
         return cls.from_dict(json.loads(text))
 
 
+@dataclass(frozen=True)
+class Difference:
+    """One point where shapetrace and another tool (torchinfo, torchview) disagree about one call (``call`` is ours, ``None`` for totals)."""
+
+    layer: str
+    what: str
+    shapetrace: str
+    other: str
+    why: str
+    call: int | None = None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The outcome of one comparison: which tool, how many calls each saw, and the differences."""
+
+    tool: str
+    our_calls: int
+    their_calls: int
+    matched: int
+    differences: list[Difference]
+
+
 def load(path_or_text: str | Path) -> Trace:
     """Load a trace from a JSON file path or from JSON text."""
     if isinstance(path_or_text, Path):

@@ -1,0 +1,137 @@
+"""Side-by-side checks of a shapetrace trace against torchinfo or torchview on the same model and inputs.
+
+``diff_torchinfo`` and ``diff_torchview`` run the other tool live (the ``compare`` extra installs both),
+align its layers with our calls, and return ``Difference`` records: plain data for
+``shapetrace.renderers.diff``. Where the other tool is known to be wrong, the record says why, so a user
+can tell a real disagreement from a known limitation.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from torch import nn
+
+from .tracer.records import Comparison, Difference, TensorMeta, Trace, iter_tensors
+
+
+def _shape(meta: Any) -> str:
+    return "(" + ",".join(str(s) for s in meta.shape) + ")" if isinstance(meta, TensorMeta) else "—"
+
+
+def _all_shapes(value: Any) -> str:
+    shapes = [_shape(m) for _, m in iter_tensors(value)]
+    return ", ".join(shapes) if shapes else "—"
+
+
+def _names_by_module(model: nn.Module) -> dict[int, set[str]]:
+    names: dict[int, set[str]] = defaultdict(set)
+    for name, module in model.named_modules(remove_duplicate=False):
+        names[id(module)].add(name)
+    return names
+
+
+def diff_torchinfo(model: nn.Module, trace: Trace, *args: Any, **kwargs: Any) -> Comparison:
+    """Run ``torchinfo.summary`` on the same inputs and compare per call: output shape and parameters.
+
+    torchinfo reports the first tensor of a sequence output only, counts a parameter once per module that
+    registers it, and puts hooks on every module (so ``nn.TransformerEncoderLayer`` leaves its fused fast
+    path under torchinfo and sub-layers appear that do not run in eval).
+    """
+    import torchinfo
+
+    stats = torchinfo.summary(model, input_data=list(args) or None, verbose=0, depth=1000, **kwargs)
+    names = _names_by_module(model)
+    our_by_name: dict[str, list] = defaultdict(list)
+    for call in trace.calls:
+        our_by_name[call.module].append(call)
+    seen: dict[int, int] = defaultdict(int)
+    used: set[int] = set()
+    diffs: list[Difference] = []
+    matched = 0
+    for layer in stats.summary_list:
+        key = id(layer.module)
+        k = seen[key]
+        seen[key] += 1
+        candidates = sorted({c.id for n in names.get(key, ()) for c in our_by_name.get(n, ())})
+        ours = [trace.calls[i] for i in candidates if i not in used]
+        label = (min(names.get(key, {'?'})) or '(root)') + (f"#{k}" if k else "")
+        if not ours:
+            if isinstance(layer.module, (nn.ModuleList, nn.ModuleDict)):
+                diffs.append(Difference(label, "row", "container, never called", "listed as a layer",
+                                        "torchinfo lists a ModuleList/ModuleDict each time its items run"))
+            else:
+                diffs.append(Difference(label, "call", "not called", "called",
+                                        "torchinfo's per-module hooks can make a module take a slower path "
+                                        "(a fused fast path is skipped when hooks are present)"))
+            continue
+        call = ours[0]
+        used.add(call.id)
+        matched += 1
+        tensors = list(iter_tensors(call.outputs))
+        first = tensors[0][1] if tensors else None
+        theirs = tuple(layer.output_size) if layer.output_size else ()
+        if first is not None and tuple(first.shape) != theirs:
+            diffs.append(Difference(call.label, "output shape", _shape(first), str(list(theirs)),
+                                    "disagreement", call.id))
+        elif len(tensors) > 1:
+            diffs.append(Difference(call.label, "outputs", _all_shapes(call.outputs), str(list(theirs)),
+                                    "torchinfo keeps only the first tensor of a sequence output", call.id))
+        if layer.num_params != call.params:
+            why = ("torchinfo counts a parameter once per module registering it (shared or tied)"
+                   if layer.num_params > call.params else "disagreement")
+            diffs.append(Difference(call.label, "params", f"{call.params:,}", f"{layer.num_params:,}", why,
+                                    call.id))
+    for call in trace.calls:
+        if call.id not in used:
+            diffs.append(Difference(call.label, "call", "called", "not seen", "missing in torchinfo", call.id))
+    if stats.total_params != trace.model.params:
+        why = ("torchinfo counts shared and tied parameters once per registration"
+               if trace.model.shared_params else "disagreement")
+        diffs.append(Difference("(total)", "params", f"{trace.model.params:,}", f"{stats.total_params:,}", why))
+    return Comparison("torchinfo", len(trace.calls), len(stats.summary_list), matched, diffs)
+
+
+def _count_why(trace: Trace, cls: str, ours: int, theirs: int) -> str:
+    if ours < theirs and any(u.cls == cls for u in trace.uncalled):
+        return ("torchview's hooks make the enclosing layer leave its fused fast path, so it draws "
+                "sub-layers that do not run in eval")
+    if ours > theirs and cls in {u.cls for u in trace.uncalled} | {c.cls for c in trace.calls if c.parent is None}:
+        return "a fused layer runs as one call here; torchview draws its sub-layers instead"
+    return "different number of calls"
+
+
+def diff_torchview(model: nn.Module, trace: Trace, *args: Any, **kwargs: Any) -> Comparison:
+    """Run ``torchview.draw_graph`` and compare the leaf-module calls it drew: class and output shapes.
+
+    torchview's module nodes carry a class name and shapes but no qualified name, and its node order is a
+    graph walk rather than call order, so the comparison counts (class, output shapes) pairs on both sides
+    and reports every pair whose count differs.
+    """
+    import torchview
+
+    graph = torchview.draw_graph(model, input_data=list(args) or None, depth=1000, expand_nested=True,
+                                 **kwargs)
+    nodes: dict[str, Any] = {}
+    for tail, head in graph.edge_list:
+        for node in (tail, head):
+            if type(node).__name__ == "ModuleNode":
+                nodes.setdefault(node.node_id, node)
+    theirs = Counter((n.name, tuple(tuple(s) for s in (n.output_shape or []))) for n in nodes.values())
+    leaves = trace.leaves()
+    ours = Counter((c.cls, tuple(tuple(m.shape) for _, m in iter_tensors(c.outputs))) for c in leaves)
+    first_call = {}
+    for c in leaves:
+        first_call.setdefault((c.cls, tuple(tuple(m.shape) for _, m in iter_tensors(c.outputs))), c)
+    diffs: list[Difference] = []
+    for key in sorted(set(ours) | set(theirs), key=repr):
+        if ours[key] != theirs[key]:
+            cls, shapes = key
+            call = first_call.get(key)
+            shape_text = ", ".join("(" + ",".join(map(str, s)) + ")" for s in shapes) or "—"
+            diffs.append(Difference(call.label if call else cls, f"{cls} calls with output {shape_text}",
+                                    str(ours[key]), str(theirs[key]), _count_why(trace, cls, ours[key], theirs[key]),
+                                    call.id if call else None))
+    matched = sum(min(ours[k], theirs[k]) for k in ours)
+    return Comparison("torchview", len(leaves), sum(theirs.values()), matched, diffs)

@@ -1,0 +1,52 @@
+"""`shapetrace diff`: disagreements with torchinfo and torchview, each with its reason."""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from click.testing import CliRunner
+from torch import nn
+
+import shapetrace
+from shapetrace.cli import main
+from shapetrace.compare import diff_torchinfo, diff_torchview
+
+
+def test_resnet18_agrees_with_torchinfo_and_torchview_on_every_call():
+    model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    trace = shapetrace.trace(model, x)
+    for result in (diff_torchinfo(model, trace, x), diff_torchview(model, trace, x)):
+        assert result.differences == [], result.tool
+        assert result.matched == result.their_calls
+
+
+def test_lstm_tuple_output_is_reported_with_the_reason_torchinfo_differs():
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.lstm = nn.LSTM(4, 6)
+
+        def forward(self, x):
+            return self.lstm(self.emb(x))
+
+    model, x = Tagger(), torch.randint(0, 10, (5, 2))
+    result = diff_torchinfo(model, shapetrace.trace(model, x), x)
+    lstm = [d for d in result.differences if d.layer == "lstm"]
+    assert [(d.what, d.shapetrace, d.other) for d in lstm] == [("outputs", "(5,2,6), (1,2,6), (1,2,6)", "[5, 2, 6]")]
+    assert "first tensor" in lstm[0].why
+
+
+def test_tied_language_model_total_differs_by_the_tied_weight():
+    result = CliRunner().invoke(main, ["diff", "awd-lstm-language-model", "--against", "torchinfo", "-f", "md"])
+    assert result.exit_code == 0, result.output
+    assert "| (total) | params | 20,674,280 | 21,074,280 |" in result.output  # 400,000 tied weights twice
+
+
+def test_fast_path_layer_shows_sublayers_torchview_draws_but_eval_never_runs():
+    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True).eval()
+    x = torch.randn(2, 5, 16)
+    result = diff_torchview(layer, shapetrace.trace(layer, x), x)
+    assert result.differences
+    assert all("fast path" in d.why or "fused layer" in d.why for d in result.differences)
