@@ -1,0 +1,171 @@
+"""Benchmark ``shapetrace.profile`` on the GPU machine: overhead and how much device time it attributes.
+
+For each model: the plain forward, the profiled (instrumented) forward, their ratio (the overhead), the
+device time attributed to calls against the profiler's total kernel time, and the GPU idle fraction.
+Prints a Markdown table and, when ``$OUT`` is set (or ``--json PATH`` is given), writes the rows as JSON.
+
+Run from the source tree; needs only torch, torchvision, matplotlib and click::
+
+    PYTHONPATH=src python benchmarks/gpu_profile.py                   # the GPU run (a few minutes)
+    PYTHONPATH=src python benchmarks/gpu_profile.py --device cpu --quick   # a small CPU smoke run
+
+Models: resnet34 at batch 1 and 64 (fp32), resnet50 at batch 64 (bf16), the CamVid U-Net exhibit, a
+24-layer transformer encoder (fused fast path in eval) and the AWD-LSTM classifier exhibit (BPT3C).
+``--quick`` shrinks batches, images, depth and repeats so the CPU run takes well under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+
+def _resnet(name: str, batch: int, size: int) -> Callable[[], tuple[nn.Module, tuple]]:
+    def build() -> tuple[nn.Module, tuple]:
+        model = getattr(torchvision.models, name)(weights=None).eval()
+        return model, (torch.randn(batch, 3, size, size),)
+
+    return build
+
+
+def _exhibit(name: str, fallback: str) -> Callable[[], tuple[nn.Module, tuple]]:
+    def build() -> tuple[nn.Module, tuple]:
+        from shapetrace.gallery.exhibits import exhibit_names, get_exhibit
+
+        names = exhibit_names()
+        ex = get_exhibit(name if name in names else next(n for n in names if fallback in n))
+        args, kwargs = ex.inputs()
+        assert not kwargs, "exhibit with keyword inputs"
+        return ex.build(), tuple(args)
+
+    return build
+
+
+def _transformer(layers: int, d: int, batch: int, seq: int) -> Callable[[], tuple[nn.Module, tuple]]:
+    def build() -> tuple[nn.Module, tuple]:
+        layer = nn.TransformerEncoderLayer(d, d // 64, 4 * d, batch_first=True)
+        model = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False).eval()
+        return model, (torch.randn(batch, seq, d),)
+
+    return build
+
+
+def cases(quick: bool) -> list[tuple[str, str | None, Callable[[], tuple[nn.Module, tuple]]]]:
+    """``(label, dtype, build)`` for each benchmark case."""
+    if quick:
+        return [
+            ("resnet34 b1 fp32", None, _resnet("resnet34", 1, 64)),
+            ("resnet34 b4 fp32", None, _resnet("resnet34", 4, 64)),
+            ("resnet50 b4 bf16", "bf16", _resnet("resnet50", 4, 64)),
+            ("camvid-unet b1", None, _exhibit("camvid-unet", "unet")),
+            ("transformer 4x256", None, _transformer(4, 256, 2, 64)),
+            ("awd-lstm-classifier", None, _exhibit("awd-lstm-classifier", "classifier")),
+        ]
+    return [
+        ("resnet34 b1 fp32", None, _resnet("resnet34", 1, 224)),
+        ("resnet34 b64 fp32", None, _resnet("resnet34", 64, 224)),
+        ("resnet50 b64 bf16", "bf16", _resnet("resnet50", 64, 224)),
+        ("camvid-unet b1", None, _exhibit("camvid-unet", "unet")),
+        ("transformer 24x1024 b8x512", None, _transformer(24, 1024, 8, 512)),
+        ("awd-lstm-classifier", None, _exhibit("awd-lstm-classifier", "classifier")),
+    ]
+
+
+def run_case(label: str, dtype: str | None, build: Callable[[], tuple[nn.Module, tuple]], device: str,
+             warmup: int, repeat: int) -> dict[str, Any]:
+    import shapetrace
+
+    model, inputs = build()
+    t0 = time.perf_counter()
+    trace = shapetrace.profile(model, *inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype)
+    t = trace.timing or {}
+    root = trace.calls[0]
+    attributed = t.get("attributed_ms") or 0.0
+    reference = t.get("kernel_ms") if t.get("kind", "").startswith("cuda-kernels") else t.get("root_ms")
+    row = {
+        "model": label, "kind": t.get("kind"), "device": t.get("device"), "dtype": t.get("dtype"),
+        "forward_ms": t.get("forward_ms"), "profiled_ms": t.get("profiled_ms"), "overhead": t.get("overhead"),
+        "attributed_ms": attributed, "reference_ms": reference,
+        "attributed_vs_reference": round(attributed / reference, 4) if reference else None,
+        "kernel_ms": t.get("kernel_ms"), "busy_ms": t.get("busy_ms"), "gpu_idle_fraction": t.get("gpu_idle_fraction"),
+        "root_ms": t.get("root_ms"), "calls": len(trace.calls), "timed_calls": sum(1 for c in trace.calls if c.timing),
+        "uncalled": len(trace.uncalled), "gflops": round((root.flops or 0) / 1e9, 3),
+        "wall_s": round(time.perf_counter() - t0, 2), "repeats": repeat, "warmup": warmup,
+    }
+    leaf_self = sum(c.timing["self_ms"] for c in trace.leaves() if c.timing)
+    row["leaf_share"] = round(leaf_self / attributed, 4) if attributed else None  # naive leaf-only coverage
+    return row
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    head = ["model", "dtype", "plain ms", "profiled ms", "overhead", "attributed ms", "reference ms", "attr/ref",
+            "leaf-only share", "GPU idle", "GFLOP", "kind"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def f(x: Any, nd: int = 3) -> str:
+        return "—" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
+
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | error: {r['error']} |" + " |" * (len(head) - 2))
+            continue
+        idle = r.get("gpu_idle_fraction")
+        lines.append("| " + " | ".join([
+            r["model"], f(r["dtype"]), f(r["forward_ms"]), f(r["profiled_ms"]), f(r["overhead"], 2) + "×",
+            f(r["attributed_ms"]), f(r["reference_ms"]), f(r["attributed_vs_reference"], 4),
+            f(r["leaf_share"], 3), "—" if idle is None else f"{100 * idle:.1f}%", f(r["gflops"]), r["kind"],
+        ]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cuda", "cpu"])
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (CPU smoke run)")
+    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--repeat", type=int, default=None)
+    parser.add_argument("--only", default=None, help="run only the cases whose label contains this text")
+    parser.add_argument("--json", default=None, help="write the rows here (default: $OUT/gpu_profile.json)")
+    ns = parser.parse_args(argv)
+    if ns.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available here; use --device cpu --quick")
+    warmup = ns.warmup if ns.warmup is not None else (1 if ns.quick else 3)
+    repeat = ns.repeat if ns.repeat is not None else (3 if ns.quick else 10)
+    card = torch.cuda.get_device_name() if ns.device == "cuda" else platform.processor() or platform.machine()
+    print(f"# shapetrace.profile benchmark on {ns.device} ({card}); torch {torch.__version__}; "
+          f"warmup {warmup}, repeat {repeat}", flush=True)
+    rows = []
+    for label, dtype, build in cases(ns.quick):
+        if ns.only and ns.only not in label:
+            continue
+        try:
+            row = run_case(label, dtype, build, ns.device, warmup, repeat)
+        except Exception as e:  # noqa: BLE001 - one failing case must not lose the others
+            row = {"model": label, "error": f"{type(e).__name__}: {e}"}
+        rows.append(row)
+        print(f"  {label}: {json.dumps(row)}", file=sys.stderr, flush=True)
+        if ns.device == "cuda":
+            torch.cuda.empty_cache()
+    print(markdown(rows))
+    target = ns.json or (str(Path(os.environ["OUT"]) / "gpu_profile.json") if os.environ.get("OUT") else None)
+    if target:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        Path(target).write_text(json.dumps({"device": ns.device, "card": card, "torch": torch.__version__,
+                                            "rows": rows}, indent=1), encoding="utf-8")
+        print(f"wrote {target}", file=sys.stderr)
+    return 1 if any("error" in r for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
