@@ -324,3 +324,71 @@ def test_cli_profile_json_and_exit_codes(tmp_path):
         assert res.exit_code == 2 and "cuda" in res.output.lower() and "Traceback" not in res.output
     res = runner.invoke(main, ["profile", "resnet18", "--input", "1,3,32", "--device", "cpu", "--repeat", "1"])
     assert res.exit_code == 1 and "Traceback" not in res.output
+
+
+# ---- the GPU code paths, driven on CPU with stand-ins for CUDA events and CUPTI kernels ------------------
+
+def _driver(model, x):
+    from shapetrace.tracer.timing import _Run
+
+    trace = shapetrace.trace(model, x)
+    named = dict(model.named_modules())
+    call_of = {(id(named[c.module]), c.call_index): c.id for c in trace.calls}
+    return trace, call_of, _Run(), {id(m) for m in model.modules()}
+
+
+def test_cuda_events_path_with_fake_events(monkeypatch):
+    import time as _time
+
+    from shapetrace.tracer import timing
+
+    class FakeEvent:
+        def __init__(self, enable_timing: bool = False) -> None:
+            self.t = None
+
+        def record(self) -> None:
+            self.t = _time.perf_counter_ns()
+
+        def elapsed_time(self, other: FakeEvent) -> float:
+            return (other.t - self.t) / 1e6
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 8), nn.Tanh())).eval()
+    x = torch.randn(4, 8)
+    trace, call_of, run, ids = _driver(model, x)
+    timer = timing._Timer(ids, "events")
+    with torch.no_grad():
+        for _ in range(3):
+            assert timing._instrumented(lambda: model(x), timer, torch.device("cpu"), call_of, run)
+    stats = timing.summarise(run.repeats, 0)
+    assert set(stats) == {c.id for c in trace.calls}
+    assert sum(s["self"] for s in stats.values()) == pytest.approx(stats[0]["total"])
+    assert all(s["self"] >= 0 for s in stats.values())
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_profiler_path_with_synthetic_kernels(monkeypatch):
+    from shapetrace.tracer import timing
+
+    real = timing.kineto_intervals
+
+    def with_kernels(events):
+        ranges, _, graphs = real(events)
+        # one 10 us kernel per range, launched at the range's start, running back to back after the forward
+        end = max(e for _, e in ranges.values())
+        kernels = [(s, end + 20_000 * i, end + 20_000 * i + 10_000) for i, (s, _) in enumerate(ranges.values())]
+        return ranges, kernels, graphs + 1
+
+    monkeypatch.setattr(timing, "kineto_intervals", with_kernels)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 8), nn.Tanh())).eval()
+    x = torch.randn(4, 8)
+    trace, call_of, run, ids = _driver(model, x)
+    timer = timing._Timer(ids, "profiler")
+    with torch.no_grad():
+        assert timing._instrumented(lambda: model(x), timer, torch.device("cpu"), call_of, run)
+    (rep,) = run.repeats
+    assert len(rep) == len(trace.calls) == 6
+    assert all(self_ms == pytest.approx(0.01) for _, self_ms, _ in rep.values())  # 10 us each: own kernel only
+    assert rep[0][0] == pytest.approx(0.06)  # the root's inclusive device time: all six kernels
+    assert run.kernel == [pytest.approx(0.06)] and run.busy == [pytest.approx(0.06)]
+    assert 0 < run.idle[0] < 1 and run.graphs == 1
