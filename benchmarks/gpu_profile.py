@@ -137,14 +137,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=None)
     parser.add_argument("--only", default=None, help="run only the cases whose label contains this text")
     parser.add_argument("--json", default=None, help="write the rows here (default: $OUT/gpu_profile.json)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: 1 with --device cpu, so a busy shared machine's "
+                             "OpenMP spin-waits do not swamp the numbers; torch's default otherwise)")
     ns = parser.parse_args(argv)
+    threads = ns.threads if ns.threads is not None else (1 if ns.device == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
     if ns.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available here; use --device cpu --quick")
     warmup = ns.warmup if ns.warmup is not None else (1 if ns.quick else 3)
     repeat = ns.repeat if ns.repeat is not None else (3 if ns.quick else 10)
     card = torch.cuda.get_device_name() if ns.device == "cuda" else platform.processor() or platform.machine()
     print(f"# shapetrace.profile benchmark on {ns.device} ({card}); torch {torch.__version__}; "
-          f"warmup {warmup}, repeat {repeat}", flush=True)
+          f"warmup {warmup}, repeat {repeat}, {torch.get_num_threads()} CPU thread(s)", flush=True)
     rows = []
     for label, dtype, build in cases(ns.quick):
         if ns.only and ns.only not in label:

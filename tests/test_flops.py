@@ -131,3 +131,14 @@ def test_multihead_attention_fast_path_is_counted():
 def test_flops_off(flops):
     trace = _profile(nn.Linear(3, 4), torch.randn(2, 3), flops=flops)
     assert trace.calls[0].flops is None
+
+
+def test_meta_device_gives_flops_and_memory_without_timing():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, 10), nn.LSTM(10, 4))
+    x = torch.randn(2, 3, 16, 16)
+    on_cpu = _profile(model, x)
+    on_meta = shapetrace.profile(model, x, device="meta")
+    assert [c.flops for c in on_meta.calls] == [c.flops for c in on_cpu.calls]
+    assert [c.memory for c in on_meta.calls] == [c.memory for c in on_cpu.calls]
+    assert on_meta.timing is None and all(c.timing is None for c in on_meta.calls)
+    _assert_no_zero_compute(on_meta)

@@ -606,7 +606,7 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
     """Trace ``model(*inputs, **kwargs)`` and time every call; return the ``Trace`` with timings.
 
     ``device`` defaults to CUDA when available, else CPU (the model is not moved: copies of its parameters
-    are swapped in for the duration); ``dtype`` (``"bf16"``, ``"fp16"``, ``"fp32"`` or a ``torch.dtype``) casts
+    are swapped in for the duration); ``"meta"`` gives FLOPs and memory from shapes alone, without timing; ``dtype`` (``"bf16"``, ``"fp16"``, ``"fp32"`` or a ``torch.dtype``) casts
     floating parameters, buffers and inputs the same way. ``warmup`` untimed and ``repeat`` timed iterations
     each run the plain and the instrumented forward. ``flops`` fills ``Call.flops`` (inclusive), ``memory``
     fills ``Call.memory``. ``progress(done, total)`` is called after each iteration. ``grad`` and ``train``
@@ -630,9 +630,16 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
     with _placed(model, dev, dt):
         trace, flop_rec, peak_rec = _shape_pass(model, args, kwargs, modules, dev, flops, memory, grad, train)
         call_of = {(id(named[c.module]), c.call_index): c.id for c in trace.calls if c.module in named}
-        run, kind = _timed(model, args, kwargs, set(modules) - inner, dev, warmup, repeat, call_of, grad, train,
-                           progress)
+        if dev.type == "meta":  # shapes only: FLOPs and memory, nothing to time
+            run, kind = _Run(), ""
+        else:
+            run, kind = _timed(model, args, kwargs, set(modules) - inner, dev, warmup, repeat, call_of, grad,
+                               train, progress)
     _fill(trace, named, run, kind, flop_rec, peak_rec, memory)
+    trace.meta["profiled"] = True
+    if not run.repeats:
+        trace.meta["profile_note"] = "device 'meta': FLOPs and memory from shapes, no timing"
+        return trace
     _notes(trace, regions, run, kind)
     root = next((c for c in trace.calls if c.parent is None and c.timing), None)
     plain = _median(run.plain)
@@ -647,7 +654,6 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
         trace.timing["gpu_idle_fraction"] = _r(_median(run.idle))
         trace.timing["kernel_ms"] = _r(_median(run.kernel))
         trace.timing["busy_ms"] = _r(_median(run.busy))
-    trace.meta["profiled"] = True
     return trace
 
 
