@@ -83,7 +83,8 @@ def _render(trace: Any, fmt: str, *, depth: int | None, view: str, layout: str |
         from .renderers import diagram
     except ImportError as e:
         raise click.ClickException(f"diagrams are not available in this installation ({e})") from e
-    given: dict[str, Any] = {"depth": depth, "unroll": unroll, "overlays": list(overlays), "options": options}
+    given: dict[str, Any] = {"depth": depth, "unroll": unroll or None, "overlays": list(overlays),
+                             "options": options}
     if layout is not None:
         given["layout"] = layout
     if style is not None:

@@ -301,19 +301,32 @@ def _legend(rows: list[tuple[str, str, str]]) -> str:
 
 
 # ---- DOT ----------------------------------------------------------------------------------------------------
-def to_dot(trace: Trace, *, depth: int | None = None, layout: str = "tb", style: str = "compact",
-           unroll: bool = False, overlays: Sequence[str] = (), options: dict[str, Any] | None = None,
-           show_params: bool = False) -> str:
-    """The diagram of ``trace`` as Graphviz DOT source (see the module docstring for the options)."""
+def _settings(depth: int | None, layout: str | None, style: str | None, unroll: bool | None,
+              overlays: Sequence[str] | str | None, options: dict[str, Any] | None) -> tuple:
+    """Arguments given explicitly win; otherwise an exhibit's ``options`` (``depth``, ``layout``, ``style``,
+    ``unroll``, ``overlays``) supply the defaults, then the renderer's own."""
+    options = dict(options or {})
+    depth = depth if depth is not None else options.get("depth")
+    layout = layout or options.get("layout", "tb")
+    style = style or options.get("style", "compact")
+    unroll = unroll if unroll is not None else bool(options.get("unroll", False))
+    overlays = overlays if overlays else options.get("overlays", ())
+    if isinstance(overlays, str):
+        overlays = [overlays]
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if style not in STYLES:
         raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
-    if isinstance(overlays, str):
-        overlays = [overlays]
-    options = dict(options or {})
+    return depth, layout, style, unroll, list(overlays), options
+
+
+def to_dot(trace: Trace, *, depth: int | None = None, layout: str | None = None, style: str | None = None,
+           unroll: bool | None = None, overlays: Sequence[str] = (), options: dict[str, Any] | None = None,
+           show_params: bool = False) -> str:
+    """The diagram of ``trace`` as Graphviz DOT source (see the module docstring for the options)."""
+    depth, layout, style, unroll, overlays, options = _settings(depth, layout, style, unroll, overlays, options)
     graph = build_graph(trace, depth=depth, unroll=unroll, fold=options.get("fold", ()))
-    return _Dot(trace, graph, layout, style, list(overlays), options, show_params).text()
+    return _Dot(trace, graph, layout, style, overlays, options, show_params).text()
 
 
 class _Dot:
@@ -478,8 +491,8 @@ def _svg_titles(svg: str, graph_tips: dict[str, str], edge_tips: dict[tuple[str,
                            if (m.group(1), m.group(2)) in edge_tips else m.group(0), svg)
 
 
-def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layout: str = "tb",
-           style: str = "compact", unroll: bool = False, overlays: Sequence[str] = (),
+def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layout: str | None = None,
+           style: str | None = None, unroll: bool | None = None, overlays: Sequence[str] = (),
            options: dict[str, Any] | None = None, show_params: bool = False) -> bytes:
     """The diagram of ``trace`` as ``svg``, ``png``, ``pdf`` or ``dot`` bytes.
 
@@ -488,11 +501,9 @@ def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layou
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    if isinstance(overlays, str):
-        overlays = [overlays]
-    options = dict(options or {})
+    depth, layout, style, unroll, overlays, options = _settings(depth, layout, style, unroll, overlays, options)
     graph = build_graph(trace, depth=depth, unroll=unroll, fold=options.get("fold", ()))
-    dot = _Dot(trace, graph, layout, style, list(overlays), options, show_params)
+    dot = _Dot(trace, graph, layout, style, overlays, options, show_params)
     source = dot.text()
     if format == "dot":
         return source.encode("utf-8")

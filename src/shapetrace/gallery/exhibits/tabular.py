@@ -56,7 +56,7 @@ register(Exhibit(
     build=_tabular_model,
     inputs=_tabular_inputs,
     topic="tabular",
-    options={"param_groups": {"embeddings": ["embeds"], "continuous": ["bn_cont"], "layers": ["layers"]}},
+    options={"overlays": ["groups"], "param_groups": {"embeddings": ["embeds"], "continuous": ["bn_cont"], "layers": ["layers"]}},
 ))
 
 register(Exhibit(
@@ -73,5 +73,5 @@ register(Exhibit(
     build=_rule_model,
     inputs=_rule_inputs,
     topic="tabular",
-    options={"param_groups": {"embeddings": ["embeds"], "layers": ["layers"]}},
+    options={"overlays": ["groups"], "param_groups": {"embeddings": ["embeds"], "layers": ["layers"]}},
 ))

@@ -56,7 +56,7 @@ register(Exhibit(
     build=_classifier,
     inputs=_classifier_inputs,
     topic="text",
-    options={"param_groups": awd_lstm_clas_groups(3)},
+    options={"depth": 2, "overlays": ["groups"], "param_groups": awd_lstm_clas_groups(3)},
 ))
 
 register(Exhibit(
@@ -73,5 +73,5 @@ register(Exhibit(
     build=_language_model,
     inputs=_language_model_inputs,
     topic="text",
-    options={"param_groups": awd_lstm_lm_groups(3)},
+    options={"depth": 2, "overlays": ["groups"], "param_groups": awd_lstm_lm_groups(3)},
 ))

@@ -18,6 +18,10 @@ __all__: list[str] = []
 CAMVID_SIZE = (360, 480)
 
 
+# Drawn as single nodes in the diagrams: the decoder blocks and the tail's composite layers.
+UNET_FOLD = ["UnetBlock", "ResBlock", "PixelShuffle_ICNR"]
+
+
 def unet_cut(n_layers: int) -> dict[str, list[str]]:
     """The body/head split of a ``DynamicUnet`` with ``n_layers`` entries in ``layers``: the encoder is the body."""
     return {"body": ["layers.0"], "head": [f"layers.{i}" for i in range(1, n_layers)]}
@@ -46,7 +50,7 @@ register(Exhibit(
     build=lambda: create_unet_model(torchvision.models.resnet34, 32, CAMVID_SIZE).eval(),
     inputs=_camvid_input,
     topic="unet",
-    options={"layout": "u", "depth": 2, "cut": unet_cut(14)},
+    options={"layout": "u", "depth": 2, "fold": UNET_FOLD, "cut": unet_cut(14)},
 ))
 
 
@@ -64,7 +68,7 @@ register(Exhibit(
                                     last_cross=True, y_range=(0, 1)).eval(),
     inputs=_camvid_input,
     topic="unet",
-    options={"layout": "u", "depth": 2, "cut": unet_cut(15)},
+    options={"layout": "u", "depth": 2, "fold": UNET_FOLD, "cut": unet_cut(15)},
 ))
 
 
@@ -82,7 +86,7 @@ register(Exhibit(
                                     norm_type=NormType.Weight, y_range=(-3.0, 3.0)).eval(),
     inputs=lambda: ((_rand(1, 3, *SUPERRES_SIZE),), {}),
     topic="unet",
-    options={"layout": "u", "depth": 2, "cut": unet_cut(15)},
+    options={"layout": "u", "depth": 2, "fold": UNET_FOLD, "cut": unet_cut(15)},
 ))
 
 

@@ -56,7 +56,7 @@ register(Exhibit(
         "546,304 of them in the head."),
     build=_pet_model,
     inputs=_image,
-    options={"depth": 2, "cut": _PET_CUT},
+    options={"depth": 2, "cut": _PET_CUT, "overlays": ["cut"]},
 ))
 
 
@@ -74,7 +74,7 @@ register(Exhibit(
         "has 21,284,672 parameters."),
     build=_resnet34_full,
     inputs=_image,
-    options={"depth": 1, "cut": {"body": _RESNET34_CHILDREN, "removed": ["avgpool", "fc"]}},
+    options={"depth": 1, "cut": {"body": _RESNET34_CHILDREN, "removed": ["avgpool", "fc"]}, "overlays": ["cut"]},
 ))
 
 
@@ -203,7 +203,7 @@ register(Exhibit(
         "(546,304); freezing all but the head while batchnorm stays trainable leaves 563,328 trainable."),
     build=_pet_model,
     inputs=_image,
-    options={"depth": 2, "param_groups": RESNET34_BLOCK_GROUPS, "cut": _PET_CUT,
+    options={"depth": 2, "param_groups": RESNET34_BLOCK_GROUPS, "cut": _PET_CUT, "overlays": ["groups"],
              "splitter": block_split.__name__},
 ))
 
