@@ -354,3 +354,23 @@ def test_awd_lstm_classifier_folds_its_three_chunk_calls():
     assert all(n.count == 3 for n in deeper.nodes if n.name.startswith("0.module.rnns"))
     u = build_graph(t, depth=2, unroll=True)
     assert [n.name for n in u.nodes if n.cls == "AWD_LSTM"] == ["0.module", "0.module#1", "0.module#2"]
+
+
+def test_ops_connected_to_nothing_drawn_are_left_out():
+    import torch
+    from torch import nn
+
+    import shapetrace
+    from shapetrace.renderers.graph import build_graph
+
+    class DetachesItsWeight(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, x):
+            self.lin.weight.detach()  # consumes a parameter, feeds nothing
+            return torch.relu(self.lin(x))
+
+    graph = build_graph(shapetrace.trace(DetachesItsWeight(), torch.randn(1, 3), ops=True))
+    assert [n.title for n in graph.nodes if n.kind == "op"] == ["relu"]

@@ -380,6 +380,11 @@ class _Builder:
         self.io_nodes()
         self.facts()
         edges = self.map_edges()
+        # An op that neither consumed nor fed anything drawn (a parameter's .detach(), an unused
+        # temporary) says nothing about the data flow: leave it out.
+        linked = {e.src for e in edges} | {e.dst for e in edges}
+        for node_id in [n.id for n in self.nodes.values() if n.kind == "op" and n.id not in linked]:
+            del self.nodes[node_id]
         nodes = sorted(self.nodes.values(), key=lambda n: (n.order, n.id))
         graph = Graph(nodes, sorted(self.clusters.values(), key=lambda c: (c.order, c.id)), edges,
                       self.depth, self.unroll)
