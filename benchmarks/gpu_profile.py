@@ -83,12 +83,13 @@ def cases(quick: bool) -> list[tuple[str, str | None, Callable[[], tuple[nn.Modu
 
 
 def run_case(label: str, dtype: str | None, build: Callable[[], tuple[nn.Module, tuple]], device: str,
-             warmup: int, repeat: int) -> dict[str, Any]:
+             warmup: int, repeat: int, gpu_timer: str = "auto") -> dict[str, Any]:
     import shapetrace
 
     model, inputs = build()
     t0 = time.perf_counter()
-    trace = shapetrace.profile(model, *inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype)
+    trace = shapetrace.profile(model, *inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
+                               gpu_timer=gpu_timer)
     t = trace.timing or {}
     root = trace.calls[0]
     attributed = t.get("attributed_ms") or 0.0
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=None)
     parser.add_argument("--only", default=None, help="run only the cases whose label contains this text")
     parser.add_argument("--json", default=None, help="write the rows here (default: $OUT/gpu_profile.json)")
+    parser.add_argument("--gpu-timer", default="auto", choices=["auto", "events"],
+                        help="auto: torch.profiler kernel attribution; events: CUDA events in the hooks")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: 1 with --device cpu, so a busy shared machine's "
                              "OpenMP spin-waits do not swamp the numbers; torch's default otherwise)")
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.only and ns.only not in label:
             continue
         try:
-            row = run_case(label, dtype, build, ns.device, warmup, repeat)
+            row = run_case(label, dtype, build, ns.device, warmup, repeat, ns.gpu_timer)
         except Exception as e:  # noqa: BLE001 - one failing case must not lose the others
             row = {"model": label, "error": f"{type(e).__name__}: {e}"}
         rows.append(row)

@@ -602,7 +602,7 @@ def _median(xs: Sequence[float]) -> float:
 def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = None, warmup: int = 3,
             repeat: int = 10, dtype: str | torch.dtype | None = None, flops: bool = True, memory: bool = True,
             progress: Callable[[int, int], None] | None = None, grad: bool = False, train: bool | None = None,
-            forward_kwargs: dict | None = None, **kwargs: Any) -> Trace:
+            gpu_timer: str = "auto", forward_kwargs: dict | None = None, **kwargs: Any) -> Trace:
     """Trace ``model(*inputs, **kwargs)`` and time every call; return the ``Trace`` with timings.
 
     ``device`` defaults to CUDA when available, else CPU (the model is not moved: copies of its parameters
@@ -612,11 +612,14 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
     fills ``Call.memory``. ``progress(done, total)`` is called after each iteration. ``grad`` and ``train``
     are the ``Tracer`` options; forward keyword arguments that clash with these names go in
     ``forward_kwargs``. Raises ``TraceFailed`` (with the partial trace) when the forward fails and
-    ``ProfileUsageError`` for impossible options. See the module docstring for the method and
+    ``ProfileUsageError`` for impossible options. ``gpu_timer="events"`` skips ``torch.profiler`` on CUDA and
+    uses CUDA events (GPU spans, idle included; the fallback ``"auto"`` takes when CUPTI is missing). See the module docstring for the method and
     ``trace.timing`` / ``Call.timing`` for the results.
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
+    if gpu_timer not in ("auto", "events"):
+        raise ProfileUsageError(f"gpu_timer must be 'auto' or 'events', not {gpu_timer!r}")
     if repeat < 1 or warmup < 0:
         raise ProfileUsageError("repeat must be at least 1 and warmup at least 0")
     kwargs = {**kwargs, **(forward_kwargs or {})}
@@ -634,7 +637,7 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
             run, kind = _Run(), ""
         else:
             run, kind = _timed(model, args, kwargs, set(modules) - inner, dev, warmup, repeat, call_of, grad,
-                               train, progress)
+                               train, progress, gpu_timer)
     _fill(trace, named, run, kind, flop_rec, peak_rec, memory)
     trace.meta["profiled"] = True
     if not run.repeats:
@@ -685,8 +688,8 @@ def _shape_pass(model: nn.Module, args: tuple, kwargs: dict, modules: dict[int, 
 
 def _timed(model: nn.Module, args: tuple, kwargs: dict, ids: set[int], dev: torch.device, warmup: int,
            repeat: int, call_of: dict, grad: bool, train: bool | None,
-           progress: Callable[[int, int], None] | None) -> tuple[_Run, str]:
-    mode = "profiler" if dev.type == "cuda" else "wall"
+           progress: Callable[[int, int], None] | None, gpu_timer: str = "auto") -> tuple[_Run, str]:
+    mode = "wall" if dev.type != "cuda" else "events" if gpu_timer == "events" else "profiler"
     timer = _Timer(ids, mode)
     run = _Run()
     flags = {id(m): m.training for m in model.modules()}
