@@ -606,15 +606,18 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
     """Trace ``model(*inputs, **kwargs)`` and time every call; return the ``Trace`` with timings.
 
     ``device`` defaults to CUDA when available, else CPU (the model is not moved: copies of its parameters
-    are swapped in for the duration); ``"meta"`` gives FLOPs and memory from shapes alone, without timing; ``dtype`` (``"bf16"``, ``"fp16"``, ``"fp32"`` or a ``torch.dtype``) casts
-    floating parameters, buffers and inputs the same way. ``warmup`` untimed and ``repeat`` timed iterations
-    each run the plain and the instrumented forward. ``flops`` fills ``Call.flops`` (inclusive), ``memory``
-    fills ``Call.memory``. ``progress(done, total)`` is called after each iteration. ``grad`` and ``train``
-    are the ``Tracer`` options; forward keyword arguments that clash with these names go in
-    ``forward_kwargs``. Raises ``TraceFailed`` (with the partial trace) when the forward fails and
-    ``ProfileUsageError`` for impossible options. ``gpu_timer="events"`` skips ``torch.profiler`` on CUDA and
-    uses CUDA events (GPU spans, idle included; the fallback ``"auto"`` takes when CUPTI is missing). See the module docstring for the method and
-    ``trace.timing`` / ``Call.timing`` for the results.
+    are swapped in for the duration); ``"meta"`` gives FLOPs and memory from shapes alone, without timing.
+    ``dtype`` (``"bf16"``, ``"fp16"``, ``"fp32"`` or a ``torch.dtype``) casts floating parameters, buffers
+    and inputs the same way. ``warmup`` untimed and ``repeat`` timed iterations each run the plain and the
+    instrumented forward. ``flops`` fills ``Call.flops`` (inclusive), ``memory`` fills ``Call.memory``.
+    ``progress(done, total)`` is called after each iteration. ``grad`` and ``train`` are the ``Tracer``
+    options. ``gpu_timer="events"`` skips ``torch.profiler`` on CUDA and uses CUDA events in the hooks (GPU
+    spans, idle included), which ``"auto"`` falls back to when CUPTI is missing. Forward keyword arguments
+    that clash with these names go in ``forward_kwargs``.
+
+    Raises ``TraceFailed`` (with the partial trace) when the forward fails and ``ProfileUsageError`` for
+    impossible options. See the module docstring for the method; results are in ``trace.timing`` and each
+    ``Call.timing`` / ``Call.flops`` / ``Call.memory``.
     """
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
