@@ -8,9 +8,11 @@ path, bad option). No traceback unless ``--debug``. torch is imported only by th
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,19 @@ class SuggestingChoice(click.Choice):
             close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1, cutoff=0.5)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             self.fail(f"{value!r} is not one of {', '.join(map(str, self.choices))}.{hint}", param, ctx)
+
+
+@contextlib.contextmanager
+def friendly_errors(debug: bool) -> Iterator[None]:
+    """Turn an unexpected exception into a one-line error (exit 1); ``--debug`` shows the traceback."""
+    try:
+        yield
+    except (click.ClickException, click.exceptions.Exit, SystemExit):
+        raise
+    except Exception as e:
+        if debug:
+            raise
+        raise click.ClickException(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)") from e
 
 
 def _fail_usage(message: str) -> None:
@@ -183,15 +198,9 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
                   debug: bool) -> None:
     fmt = _pick_format(fmt, output)
     _note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll)
-    try:
+    with friendly_errors(debug):
         _trace(model, inputs, args, depth, view, fmt, output, device, train, grad, layout, overlays, style,
                unroll, debug)
-    except (click.ClickException, click.exceptions.Exit, SystemExit):
-        raise
-    except Exception as e:
-        if debug:
-            raise
-        raise click.ClickException(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)") from e
 
 
 def load_model_and_inputs(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device: str | None,
@@ -273,7 +282,7 @@ def diff_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], aga
       shapetrace diff awd-lstm-language-model --against torchinfo --format md
     """
     loaded, fargs, fkwargs = load_model_and_inputs(model, inputs, args, None, debug)
-    try:
+    with friendly_errors(debug):
         from . import compare
         from .renderers.diff import render
         from .tracer.api import trace
@@ -281,13 +290,10 @@ def diff_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], aga
         module = loaded.module.eval() if loaded.exhibit is None else loaded.module
         ours = trace(module, *fargs, forward_kwargs=fkwargs)
         fn = compare.diff_torchinfo if against == "torchinfo" else compare.diff_torchview
-        result = fn(module, ours, *fargs, **fkwargs)
-    except ImportError as e:
-        _fail_usage(f"{against} is not installed ({e}); install it with: pip install 'shapetrace[compare]'")
-    except Exception as e:
-        if debug:
-            raise
-        raise click.ClickException(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)") from e
+        try:
+            result = fn(module, ours, *fargs, **fkwargs)
+        except ImportError as e:
+            _fail_usage(f"{against} is not installed ({e}); install it with: pip install 'shapetrace[compare]'")
     _write(render(result, fmt), output, fmt)
 
 

@@ -71,45 +71,24 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
                                f"{', '.join(PROFILE_FORMATS)}")
     if plot_file is not None and Path(plot_file).suffix.lower() not in (".svg", ".png"):
         raise click.UsageError(f"--plot {plot_file!r}: the file must end in .svg or .png")
-    try:
+    from .cli import friendly_errors
+
+    with friendly_errors(debug):
         _profile(model, inputs, args, device, warmup, repeat, dtype, fmt, output, depth, plot_file, plot_kind,
                  top, train, debug)
-    except (click.ClickException, click.exceptions.Exit, SystemExit):
-        raise
-    except Exception as e:
-        if debug:
-            raise
-        raise click.ClickException(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)") from e
 
 
 def _profile(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device: str | None, warmup: int,
              repeat: int, dtype: str | None, fmt: str, output: str | None, depth: int | None,
              plot_file: str | None, plot_kind: str, top: int, train: bool | None, debug: bool) -> None:
-    from .cli import _write
-    from .tracer.inputs import InputSpecError, make_inputs
-    from .tracer.models import ModelSpecError, load_model, parse_args
+    from .cli import _write, load_model_and_inputs
     from .tracer.timing import ProfileUsageError, resolve_device
 
     try:
         dev = resolve_device(device)
     except ProfileUsageError as e:
         raise click.UsageError(f"--device {device}: {e}") from None
-    try:
-        loaded = load_model(model, parse_args(args))
-    except ModelSpecError as e:
-        if debug:
-            traceback.print_exc()
-        raise click.UsageError(str(e)) from None
-    if inputs:
-        try:
-            fargs, fkwargs = make_inputs(inputs)
-        except InputSpecError as e:
-            raise click.UsageError(str(e)) from None
-    elif loaded.inputs is not None:
-        fargs, fkwargs = loaded.inputs
-    else:
-        raise click.UsageError(f"{model!r} has no default inputs: give one with --input, e.g. "
-                               "--input 1,3,224,224 (see shapetrace trace --help)")
+    loaded, fargs, fkwargs = load_model_and_inputs(model, inputs, args, None, debug)
     if train is None and loaded.exhibit is None:
         train = False
     from .tracer.api import TraceFailed, failure_message
@@ -143,12 +122,11 @@ def _profile(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device:
                "plot")
 
 
-def _render(trace: Any, fmt: str, depth: int | None) -> str:
-    if fmt == "json":
-        return trace.to_json()
-    from .renderers.table import render
+def _render(trace: Any, fmt: str, depth: int | None) -> str | bytes:
+    from .cli import _render as render
 
-    return render(trace, fmt, depth=depth)
+    return render(trace, fmt, depth=depth, view="calls", layout=None, style=None, unroll=False, overlays=(),
+                  options=None)
 
 
 def summary(trace: Any, top: int = 10) -> str:
