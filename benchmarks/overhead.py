@@ -81,36 +81,44 @@ def methods(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object]
     }
 
 
-def measure(model: nn.Module, x: torch.Tensor, rounds: int) -> dict[str, float]:
+def measure(model: nn.Module, x: torch.Tensor, rounds: int, budget_s: float) -> tuple[dict[str, float], int]:
+    """Median seconds per method. Each round runs every method once, starting with a different one each
+    round; fast models get more rounds (up to what ``budget_s`` allows), never fewer than ``rounds``."""
     fns = methods(model, x)
-    for fn in fns.values():  # warm-up: allocator, lazy imports, oneDNN kernels
+    first: dict[str, float] = {}
+    for name, fn in fns.items():  # warm-up: allocator, lazy imports, oneDNN kernels
+        t0 = time.perf_counter()
         fn()
+        first[name] = time.perf_counter() - t0
+    rounds = max(rounds, min(50, int(budget_s / max(sum(first.values()), 1e-9))))
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
+    order = list(fns)
+    for r in range(rounds):
+        for name in order[r % len(order):] + order[:r % len(order)]:
             t0 = time.perf_counter()
-            fn()
+            fns[name]()
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return {name: statistics.median(ts) for name, ts in times.items()}, rounds
 
 
-def run(quick: bool, rounds: int) -> str:
+def run(quick: bool, rounds: int, budget_s: float) -> str:
     torch.manual_seed(0)
     lines = [
         (f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, CPU. Median of {rounds} interleaved rounds; ratio = median / plain forward."),
+        f"torch {torch.__version__}, CPU. Median over interleaved rounds (each round starts with a different "
+         "method); ratio = median / the plain forward's median."),
         "",
-        ("| model | plain forward (ms) | shapetrace.trace | shapetrace.trace(ops=True) | torchinfo.summary "
-         "| torchview.draw_graph |"),
-        "|---|---:|---:|---:|---:|---:|",
+        ("| model | rounds | plain forward (ms) | shapetrace.trace | shapetrace.trace(ops=True) "
+         "| torchinfo.summary | torchview.draw_graph |"),
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for label, build, make_input in cases(quick):
         model = build().eval()
         x = make_input()
-        medians = measure(model, x, rounds)
+        medians, n = measure(model, x, rounds, budget_s)
         base = medians["plain forward"]
         ratios = [medians[k] / base for k in list(medians)[1:]]
-        lines.append(f"| {label} | {base * 1e3:.1f} | " + " | ".join(f"{r:.3f}×" for r in ratios) + " |")
+        lines.append(f"| {label} | {n} | {base * 1e3:.1f} | " + " | ".join(f"{r:.3f}×" for r in ratios) + " |")
         print(lines[-1], flush=True)
     return "\n".join(lines) + "\n"
 
@@ -129,10 +137,12 @@ def write_section(doc: Path, table: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one small model, for a smoke test")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="at least this many rounds per model")
+    parser.add_argument("--budget", type=float, default=60.0,
+                        help="seconds per model: fast models get more rounds (at most 50)")
     parser.add_argument("--write", type=Path, help="replace the overhead table in this Markdown file")
     args = parser.parse_args()
-    table = run(args.quick, args.rounds)
+    table = run(args.quick, args.rounds, args.budget)
     print(table)
     if args.write:
         write_section(args.write, table)

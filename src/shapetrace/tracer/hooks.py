@@ -67,42 +67,67 @@ def _caller_kwargs() -> dict:
     return kwargs if isinstance(kwargs, dict) else {}
 
 
-def _module_stats(module: nn.Module) -> tuple[int, int, int, int]:
-    """(params, own params, trainable params, buffer elements) of a module, shared tensors counted once."""
-
-    def numel(t: torch.Tensor) -> int:
-        try:
-            return t.numel()
-        except (RuntimeError, ValueError):  # an uninitialised lazy parameter
-            return 0
-
-    params = list(module.parameters())
-    return (
-        sum(numel(p) for p in params),
-        sum(numel(p) for p in module.parameters(recurse=False)),
-        sum(numel(p) for p in params if p.requires_grad),
-        sum(numel(b) for b in module.buffers()),
-    )
+def _numel(t: torch.Tensor) -> int:
+    try:
+        return t.numel()
+    except (RuntimeError, ValueError):  # an uninitialised lazy parameter
+        return 0
 
 
-def model_info(model: nn.Module) -> ModelInfo:
-    """Totals for the whole model: each parameter object counted once, however often it is registered."""
-    params = list(model.parameters())
-    buffers = list(model.buffers())
+def module_stats(model: nn.Module) -> dict[int, tuple[int, int, int, int]]:
+    """For every module object of ``model`` (by ``id``): (params, own params, trainable params, buffer elements).
+
+    One bottom-up pass over the module tree: a module's tensors are its own plus its children's, each
+    tensor object counted once (a parameter shared by two children counts once in their parent).
+    """
+    out: dict[int, tuple[int, int, int, int]] = {}
+    tensors: dict[int, tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]] = {}
+
+    def visit(m: nn.Module) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+        if id(m) in tensors:
+            return tensors[id(m)]
+        own = {id(p): p for p in m._parameters.values() if p is not None}
+        params, bufs = dict(own), {id(b): b for b in m._buffers.values() if b is not None}
+        for child in m._modules.values():
+            if child is not None:
+                cp, cb = visit(child)
+                params.update(cp)
+                bufs.update(cb)
+        tensors[id(m)] = (params, bufs)
+        out[id(m)] = (sum(_numel(p) for p in params.values()), sum(_numel(p) for p in own.values()),
+                      sum(_numel(p) for p in params.values() if p.requires_grad),
+                      sum(_numel(b) for b in bufs.values()))
+        return params, bufs
+
+    visit(model)
+    return out
+
+
+def model_info(model: nn.Module, stats: dict[int, tuple[int, int, int, int]] | None = None) -> ModelInfo:
+    """Totals for the whole model: each parameter object counted once, however often it is registered.
+
+    ``stats`` is ``module_stats(model)`` when the caller has it already."""
+    stats = stats if stats is not None else module_stats(model)
+    params, _, trainable, buffer_count = stats[id(model)]
     counts: dict[int, int] = {}
-    sizes: dict[int, int] = {}
-    for _, p in model.named_parameters(remove_duplicate=False):
-        counts[id(p)] = counts.get(id(p), 0) + 1
-        sizes[id(p)] = p.numel()
+    sizes: dict[int, tuple[int, int]] = {}
+    modules: set[int] = set()
+    for _, m in model.named_modules(remove_duplicate=False):
+        modules.add(id(m))
+        for p in m._parameters.values():
+            if p is not None:
+                counts[id(p)] = counts.get(id(p), 0) + 1
+                sizes[id(p)] = (_numel(p), p.element_size())
+    buffers = {id(b): b for b in model.buffers()}
     return ModelInfo(
         cls=type(model).__name__,
-        params=sum(p.numel() for p in params),
-        trainable_params=sum(p.numel() for p in params if p.requires_grad),
-        buffers=sum(b.numel() for b in buffers),
-        param_bytes=sum(p.numel() * p.element_size() for p in params),
-        buffer_bytes=sum(b.numel() * b.element_size() for b in buffers),
-        modules=len(list(model.modules())),
-        shared_params=sum(sizes[k] for k, n in counts.items() if n > 1),
+        params=params,
+        trainable_params=trainable,
+        buffers=buffer_count,
+        param_bytes=sum(n * size for n, size in sizes.values()),
+        buffer_bytes=sum(_numel(b) * b.element_size() for b in buffers.values()),
+        modules=len(modules),
+        shared_params=sum(sizes[k][0] for k, n in counts.items() if n > 1),
     )
 
 
@@ -176,8 +201,19 @@ class Tracer:
             else:
                 info.names.append(name)
         self._training = {id(m): m.training for m in self._modules.values()}
-        self._buffers = [(b, b.detach().clone()) for b in model.buffers()]
-        self._versions = {id(p): p._version for p in model.parameters()}
+        params: dict[int, tuple[str, torch.Tensor]] = {}
+        buffers: dict[int, torch.Tensor] = {}
+        for key, m in self._modules.items():
+            prefix = self._info[key].names[0]
+            for n, p in m._parameters.items():
+                if p is not None and id(p) not in params:
+                    params[id(p)] = (f"{prefix}.{n}" if prefix else n, p)
+            for b in m._buffers.values():
+                if b is not None:
+                    buffers.setdefault(id(b), b)
+        self._params = list(params.values())
+        self._buffers = [(b, b.detach().clone()) for b in buffers.values()]
+        self._versions = {id(p): p._version for _, p in self._params}
         self._exit = contextlib.ExitStack()
         try:
             self._install()
@@ -211,7 +247,8 @@ class Tracer:
             self._exit.close()
         finally:
             for m in self._modules.values():
-                m.training = self._training[id(m)]
+                if m.training != self._training[id(m)]:  # Module.__setattr__ is slow: set only what changed
+                    m.training = self._training[id(m)]
             with torch.no_grad():
                 for live, saved in self._buffers:
                     if live.shape == saved.shape and live.device == saved.device:
@@ -276,10 +313,11 @@ class Tracer:
         info.calls += 1
         self._calls.append(call)
         self._call_keys.append(id(module))
-        input_tids = {m.tid for _, m in iter_tensors([call.inputs, call.kwargs]) if m.tid is not None}
+        metas = [m for _, m in iter_tensors([call.inputs, call.kwargs])]
+        input_tids = {m.tid for m in metas if m.tid is not None}
         self._stack.append(_Open(call, module, info.is_leaf, input_tids, sys.exc_info()[1]))
         node = f"call:{cid}"
-        for _, meta in iter_tensors([call.inputs, call.kwargs]):
+        for meta in metas:
             src = ids.producer.get(meta.tid)
             if src is not None:
                 self._edges.add(src, node, meta)
@@ -408,7 +446,7 @@ class Tracer:
             self._close_unfinished(self._stack.pop(), exc)
         if exc is not None and self._failure is None:
             self._failure = Failure(None, type(exc).__name__, str(exc))
-        stats = {key: _module_stats(m) for key, m in self._modules.items()}
+        stats = module_stats(self.model)
         for call, key in zip(self._calls, self._call_keys):
             call.params, call.own_params, call.trainable_params, call.buffers = stats[key]
         uncalled = [Uncalled(info.names[0], info.cls, stats[key][0])
@@ -416,7 +454,7 @@ class Tracer:
         roots = [c for c in self._calls if c.parent is None]
         first = roots[0] if roots else None
         trace = Trace(
-            model=model_info(self.model),
+            model=model_info(self.model, stats),
             calls=self._calls,
             inputs=first.inputs if first else [],
             kwargs=first.kwargs if first else {},
@@ -434,7 +472,7 @@ class Tracer:
                 if src is not None:
                     self._edges.add(src, f"output:{path or 'out'}", meta)
         trace.edges = self._edges.edges
-        changed = [n for n, p in self.model.named_parameters() if p._version != self._versions.get(id(p))]
+        changed = [n for n, p in self._params if p._version != self._versions.get(id(p))]
         if changed:
             trace.meta["params_changed_in_place"] = changed
             warnings.warn(f"the forward changed parameters in place: {', '.join(changed[:5])}", stacklevel=3)

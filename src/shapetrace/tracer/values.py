@@ -22,18 +22,31 @@ MAX_DEPTH = 32
 TidOf = Callable[[torch.Tensor], "int | None"]
 
 
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+_DEVICE_NAMES: dict[torch.device, str] = {}
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     """``torch.float32`` -> ``"float32"``."""
-    return str(dtype).removeprefix("torch.")
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return name
 
 
 def tensor_meta(t: torch.Tensor, tid: int | None = None) -> TensorMeta | Opaque:
     """The ``TensorMeta`` of one tensor (an ``Opaque`` for tensors without a plain shape, e.g. jagged)."""
     try:
-        shape = tuple(int(s) for s in t.shape)
+        shape = tuple(t.shape)
+        if not all(type(s) is int for s in shape):
+            shape = tuple(int(s) for s in shape)
     except (RuntimeError, TypeError, ValueError):
         return Opaque(type(t).__name__, f"tensor without a static shape ({t.layout})")
-    return TensorMeta(shape, dtype_name(t.dtype), str(t.device), tid, bool(t.requires_grad))
+    device = t.device
+    dev = _DEVICE_NAMES.get(device)
+    if dev is None:
+        dev = _DEVICE_NAMES[device] = str(device)
+    return TensorMeta(shape, dtype_name(t.dtype), dev, tid, t.requires_grad)
 
 
 def _short_repr(value: Any) -> str:
