@@ -41,23 +41,36 @@ def median_time(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+def torchview_svg(model: nn.Module, x: torch.Tensor, depth: int | None) -> bytes:
+    """torchview's own diagram of the same model, capture and Graphviz rendering included."""
+    import torchview
+
+    graph = torchview.draw_graph(model, input_data=x, depth=1000 if depth is None else depth, expand_nested=True)
+    return graph.visual_graph.pipe(format="svg")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, median of {args.repeat}\n")
-    print("| model | depth | nodes | edges | graph build (ms) | render svg (ms) |")
-    print("|---|---|---|---|---|---|")
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, CPU, median of "
+          f"{args.repeat}. Ratios are against shapetrace's own trace(ops=True) of the same model in the same run; "
+          "torchview's column times its draw_graph + Graphviz SVG for the same depth.\n")
+    print("| model | depth | nodes | edges | trace(ops=True) (ms) | graph build | render svg | torchview svg |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name, model, x in models():
         trace = shapetrace.trace(model, x, ops=True)
+        base = median_time(lambda m=model, x=x: shapetrace.trace(m, x, ops=True), args.repeat)
         for depth in (None, 2):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # resnet152 at full depth is past the 500-node warning
                 g = build_graph(trace, depth=depth)
                 build = median_time(lambda t=trace, d=depth: build_graph(t, depth=d, warn=False), args.repeat)
                 full = median_time(lambda t=trace, d=depth: render(t, format="svg", depth=d), args.repeat)
+                tv = median_time(lambda m=model, x=x, d=depth: torchview_svg(m, x, d), args.repeat)
             print(f"| {name} | {'full' if depth is None else depth} | {len(g.nodes)} | {len(g.edges)} "
-                  f"| {build * 1e3:.1f} | {full * 1e3:.0f} |")
+                  f"| {base * 1e3:.0f} | {build / base:.2f}× | {full / base:.2f}× | {tv / base:.2f}× |")
+            print(f"|  | (absolute) | | | | {build * 1e3:.0f} ms | {full * 1e3:.0f} ms | {tv * 1e3:.0f} ms |")
 
 
 if __name__ == "__main__":
