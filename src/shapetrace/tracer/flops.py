@@ -41,7 +41,10 @@ Layer ``l > 0`` has ``I = R·directions``. A ``*Cell`` is one layer, one directi
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 import torch
 from torch import nn
