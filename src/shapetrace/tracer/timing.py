@@ -56,11 +56,9 @@ and costs nothing in the timed runs, so it is used instead (``PeakStack``).
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import math
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +72,7 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from .api import TraceFailed
 from .flops import FlopRecorder
 from .hooks import Tracer, model_device
+from .intervals import Attribution, attribute_kernels, central_repeats, nested_self_times, quantile, summarise
 from .records import Trace, iter_tensors
 from .values import map_tensors
 
@@ -102,127 +101,6 @@ _RANGE = "shapetrace/"
 
 class ProfileUsageError(ValueError):
     """A ``profile`` option that cannot be honoured here (CUDA asked for without CUDA, an unknown dtype)."""
-
-
-# ---- pure functions: tested on synthetic data ---------------------------------------------------------
-
-def quantile(values: Sequence[float], q: float) -> float:
-    """The ``q`` quantile of ``values`` with linear interpolation (numpy's default)."""
-    xs = sorted(values)
-    if not xs:
-        return math.nan
-    pos = (len(xs) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def _nest(intervals: Sequence[tuple[Hashable, float, float]]) -> tuple[list[int], list[int | None]]:
-    """Order intervals by (start, -end) and give each its innermost enclosing interval (an index)."""
-    order = sorted(range(len(intervals)), key=lambda i: (intervals[i][1], -intervals[i][2], i))
-    parents: list[int | None] = [None] * len(intervals)
-    stack: list[int] = []
-    for i in order:
-        _, s, e = intervals[i]
-        while stack and not (intervals[stack[-1]][1] <= s and e <= intervals[stack[-1]][2]):
-            stack.pop()
-        parents[i] = stack[-1] if stack else None
-        stack.append(i)
-    return order, parents
-
-
-def nested_self_times(intervals: Sequence[tuple[Hashable, float, float]]) -> dict[Hashable, tuple[float, float]]:
-    """``{key: (inclusive, self)}`` for nested ``(key, start, end)`` intervals on one clock.
-
-    Self time is the inclusive time minus the inclusive times of the direct children, so the self times of
-    all intervals add up exactly to the inclusive time of the outermost ones.
-    """
-    _, parents = _nest(intervals)
-    out = {key: [e - s, e - s] for key, s, e in intervals}
-    for i, p in enumerate(parents):
-        if p is not None:
-            out[intervals[p][0]][1] -= intervals[i][2] - intervals[i][1]
-    return {k: (v[0], v[1]) for k, v in out.items()}
-
-
-@dataclass
-class Attribution:
-    """Device time attributed to nested CPU ranges (see ``attribute_kernels``); all times in the input unit."""
-
-    total: dict[Hashable, float] = field(default_factory=dict)
-    self: dict[Hashable, float] = field(default_factory=dict)
-    busy: float = 0.0
-    kernel_sum: float = 0.0
-    window: float = 0.0
-    idle_fraction: float = 0.0
-    unlinked: int = 0
-    outside: float = 0.0
-
-
-def attribute_kernels(ranges: Sequence[tuple[Hashable, float, float]],
-                      kernels: Sequence[tuple[float | None, float, float]]) -> Attribution:
-    """Attribute device kernels ``(launch, start, end)`` to nested CPU ranges ``(key, start, end)``.
-
-    A kernel belongs to the innermost range containing its launch time (a kernel with ``launch=None``, whose
-    launching call is unknown, to the outermost range). The union of kernel intervals is cut into segments;
-    each segment's length is shared equally by the kernels running in it, so overlapping streams are not
-    counted twice and idle gaps count for nobody. ``self`` is what a range's own kernels got; ``total`` adds
-    its descendants'. The selves sum to ``busy`` (the union) less ``outside`` (kernels launched outside every
-    range). ``idle_fraction`` is ``1 - busy / window`` over the window from the first range's start to the
-    later of the last range's end and the last kernel's end.
-    """
-    att = Attribution()
-    if not ranges:
-        return att
-    order, parents = _nest(ranges)
-    starts = [ranges[i][1] for i in order]
-    outer = ranges[order[0]][0]
-    owners: list[Hashable | None] = []
-    for launch, _, _ in kernels:
-        if launch is None:
-            att.unlinked += 1
-            owners.append(outer)
-            continue
-        pos = bisect.bisect_right(starts, launch) - 1
-        i: int | None = order[pos] if pos >= 0 else None
-        while i is not None and not (ranges[i][1] <= launch <= ranges[i][2]):
-            i = parents[i]
-        owners.append(ranges[i][0] if i is not None else None)
-    att.self = {key: 0.0 for key, _, _ in ranges}
-    edges: list[tuple[float, int, int]] = []
-    for k, (_, s, e) in enumerate(kernels):
-        att.kernel_sum += e - s
-        edges.append((s, 1, k))
-        edges.append((e, -1, k))
-    edges.sort(key=lambda x: (x[0], x[1]))
-    active: dict[int, None] = {}
-    prev = None
-    for t, kind, k in edges:
-        if prev is not None and active and t > prev:
-            dt = t - prev
-            att.busy += dt
-            share = dt / len(active)
-            for j in active:
-                owner = owners[j]
-                if owner is None:
-                    att.outside += share
-                else:
-                    att.self[owner] += share
-        prev = t
-        if kind == 1:
-            active[k] = None
-        else:
-            active.pop(k, None)
-    att.total = dict(att.self)
-    for i in reversed(order):
-        p = parents[i]
-        if p is not None:
-            att.total[ranges[p][0]] += att.total[ranges[i][0]]
-    begin = ranges[order[0]][1]
-    end = max([r[2] for r in ranges] + [k[2] for k in kernels])
-    att.window = end - begin
-    att.idle_fraction = 1.0 - att.busy / att.window if att.window > 0 else 0.0
-    return att
 
 
 class PeakStack:
@@ -471,39 +349,6 @@ class _Run:
     def begin(self) -> dict[int, tuple[float, float, float]]:
         self.repeats.append({})
         return self.repeats[-1]
-
-
-def central_repeats(root_times: Sequence[float]) -> list[int]:
-    """Indices of the repeats whose root time lies in the middle half (all of them for up to 3 repeats).
-
-    Sorted by root time, the fastest and slowest ``n // 4`` repeats are left out.
-    """
-    n = len(root_times)
-    order = sorted(range(n), key=lambda i: root_times[i])
-    cut = n // 4
-    return sorted(order[cut:n - cut])
-
-
-def summarise(repeats: Sequence[dict[Hashable, tuple[float, float, float]]], root: Hashable
-              ) -> dict[Hashable, dict[str, float]]:
-    """Per call: ``total``/``self``/``cpu`` as interquartile means, ``median``/``p10``/``p90`` of the inclusive time.
-
-    The means are taken over the same central repeats (``central_repeats`` of the root's time) for every
-    call, a call absent from a repeat counting 0, so self times add up exactly to the root's total. The
-    quantiles are per call over all repeats where it ran.
-    """
-    keep = central_repeats([r.get(root, (0.0, 0.0, 0.0))[0] for r in repeats])
-    keys: dict[Hashable, None] = {}
-    for r in repeats:
-        keys.update(dict.fromkeys(r))
-    out: dict[Hashable, dict[str, float]] = {}
-    for key in keys:
-        kept = [repeats[i].get(key, (0.0, 0.0, 0.0)) for i in keep]
-        every = [r[key][0] for r in repeats if key in r]
-        out[key] = {"total": sum(k[0] for k in kept) / len(kept), "self": sum(k[1] for k in kept) / len(kept),
-                    "cpu": sum(k[2] for k in kept) / len(kept), "median": quantile(every, 0.5),
-                    "p10": quantile(every, 0.1), "p90": quantile(every, 0.9)}
-    return out
 
 
 def _sync(device: torch.device) -> None:
