@@ -120,6 +120,22 @@ def test_modules_never_called_are_listed_as_uncalled():
     assert [(u.module, u.cls) for u in trace.uncalled] == [("dropout", "Dropout")]
 
 
+def test_containers_without_a_forward_are_not_reported_as_uncalled():
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([nn.Linear(2, 2), nn.Linear(2, 2)])
+            self.heads = nn.ModuleDict({"a": nn.Linear(2, 1), "b": nn.Linear(2, 1)})
+
+        def forward(self, x):
+            for block in self.blocks:
+                x = block(x)
+            return self.heads["a"](x)
+
+    trace = shapetrace.trace(Stack(), torch.randn(1, 2))
+    assert [u.module for u in trace.uncalled] == ["heads.b"]
+
+
 def test_transformer_fast_path_lists_the_sublayers_it_skipped():
     layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, batch_first=True).eval()
     trace = shapetrace.trace(layer, torch.randn(2, 5, 16))

@@ -449,8 +449,10 @@ class Tracer:
         stats = module_stats(self.model)
         for call, key in zip(self._calls, self._call_keys):
             call.params, call.own_params, call.trainable_params, call.buffers = stats[key]
+        # A ModuleList or ModuleDict has no forward: it holds modules but is never called itself.
         uncalled = [Uncalled(info.names[0], info.cls, stats[key][0])
-                    for key, info in self._info.items() if info.calls == 0]
+                    for key, info in self._info.items()
+                    if info.calls == 0 and type(self._modules[key]).forward is not nn.Module.forward]
         roots = [c for c in self._calls if c.parent is None]
         first = roots[0] if roots else None
         trace = Trace(
