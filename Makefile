@@ -32,7 +32,8 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
 bench: setup
-	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/overhead.py --rounds 10 --budget 150 --write docs/benchmarks.md
+	$(BIN)/python benchmarks/render.py
 
 clean:
 	rm -rf $(VENV) site build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
