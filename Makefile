@@ -26,6 +26,7 @@ gallery: setup
 	$(BIN)/shapetrace gallery build -o site
 
 test: setup
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 lint: setup
