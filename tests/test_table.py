@@ -240,3 +240,9 @@ def test_unknown_format_and_view_are_refused(resnet18_trace):
         table.render(resnet18_trace, "xlsx")
     with pytest.raises(ValueError, match="view"):
         table.render(resnet18_trace, "text", view="layers")
+
+
+def test_a_trace_shows_as_its_html_table_in_jupyter(resnet18_trace):
+    html = resnet18_trace._repr_html_()
+    assert html == table.render_html(resnet18_trace)
+    assert "<table" in html and "layer4" in html

@@ -443,6 +443,12 @@ class Trace:
         parents = {c.parent for c in self.calls}
         return [c for c in self.calls if c.id not in parents]
 
+    def _repr_html_(self) -> str:
+        """Jupyter shows a trace as its shape table (rendered by ``shapetrace.renderers.table``)."""
+        from ..renderers.table import render_html
+
+        return render_html(self)
+
     # ---- JSON ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
