@@ -122,3 +122,14 @@ def test_each_call_of_a_module_run_in_a_loop_gets_its_own_edges():
     trace = shapetrace.trace(Loop(), torch.randn(1, 4), ops=True)
     assert {("input:0", "cell"), ("cell", "cell#1"), ("cell#1", "cell#2"), ("cell#2", "output:out")} <= \
         edges_between(trace)
+
+
+def test_op_capture_keeps_the_transformer_fast_path_that_eval_really_takes():
+    layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, batch_first=True).eval()
+    model = nn.Sequential(nn.Linear(16, 16), layer)
+    plain = {u.module for u in shapetrace.trace(model, torch.randn(2, 5, 16)).uncalled}
+    with_ops = shapetrace.trace(model, torch.randn(2, 5, 16), ops=True)
+    assert {u.module for u in with_ops.uncalled} == plain
+    assert {"1.self_attn", "1.linear1", "1.norm1"} <= plain
+    assert ("0", "1") in edges_between(with_ops)
+    assert torch.overrides._get_current_function_mode() is None  # the mode's stack is left clean

@@ -7,6 +7,7 @@ import types
 import pytest
 import torch
 import torchvision
+from conftest import requires_dot
 from torch import nn
 
 import shapetrace
@@ -324,6 +325,24 @@ def test_cli_profile_json_and_exit_codes(tmp_path):
         assert res.exit_code == 2 and "cuda" in res.output.lower() and "Traceback" not in res.output
     res = runner.invoke(main, ["profile", "resnet18", "--input", "1,3,32", "--device", "cpu", "--repeat", "1"])
     assert res.exit_code == 1 and "Traceback" not in res.output
+
+
+@requires_dot
+def test_cli_profile_draws_the_diagram_with_the_heat_overlay(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    out = tmp_path / "heat.svg"
+    res = CliRunner().invoke(main, ["profile", "resnet18", "--input", "1,3,32,32", "--device", "cpu", "--warmup",
+                                    "0", "--repeat", "2", "--depth", "1", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    svg = out.read_text()
+    ET.fromstring(svg)  # well-formed
+    assert "time (self)" in svg  # the heat legend
+    assert "layer4" in svg and " ms" in svg
 
 
 # ---- the GPU code paths, driven on CPU with stand-ins for CUDA events and CUPTI kernels ------------------

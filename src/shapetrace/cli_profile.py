@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-PROFILE_FORMATS = ("text", "md", "html", "csv", "json")
+PROFILE_FORMATS = ("text", "md", "html", "csv", "json", "svg", "png", "pdf", "dot")
 PLOT_KINDS = ("bars", "forward", "flops", "flow")
 
 PROFILE_HELP = """Profile MODEL's forward: time per call (self and inclusive), FLOPs and memory beside the shapes.
@@ -32,6 +32,7 @@ Examples:
   shapetrace profile resnet50 --input 64,3,224,224 --device cuda --dtype bf16 --plot top.svg
   shapetrace profile awd-lstm-classifier --format json -o clas.json
   shapetrace profile camvid-unet --plot flow.png --plot-kind flow
+  shapetrace profile pet-recognizer-resnet34 --device cpu -o heat.svg --depth 2
 """
 
 
@@ -47,7 +48,8 @@ Examples:
 @click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default=None,
               help="Cast floating parameters, buffers and inputs (default: as they are).")
 @click.option("--format", "-f", "fmt", type=click.Choice(PROFILE_FORMATS), default=None,
-              help="Output format (default: from -o's suffix, else text).")
+              help="Output format (default: from -o's suffix, else text); svg/png/pdf/dot draw the diagram "
+                   "coloured by self time.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write here instead of stdout.")
 @click.option("--depth", "-d", type=click.IntRange(min=0), default=None, help="Fold calls deeper than N.")
@@ -125,7 +127,9 @@ def _profile(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device:
 def _render(trace: Any, fmt: str, depth: int | None) -> str | bytes:
     from .cli import _render as render
 
-    return render(trace, fmt, depth=depth, view="calls", layout=None, style=None, unroll=False, overlays=(),
+    # A diagram of a profile is coloured by self time (the heat overlay) unless the trace has no timings.
+    overlays = ("heat",) if any(c.timing for c in trace.calls) else ()
+    return render(trace, fmt, depth=depth, view="calls", layout=None, style=None, unroll=False, overlays=overlays,
                   options=None)
 
 

@@ -215,6 +215,7 @@ class Tracer:
         self._buffers = [(b, b.detach().clone()) for b in buffers.values()]
         self._versions = {id(p): p._version for _, p in self._params}
         self._exit = contextlib.ExitStack()
+        self._recorder = None  # the OpRecorder when ops are captured
         try:
             self._install()
         except BaseException:
@@ -238,9 +239,10 @@ class Tracer:
         stack.callback(torch_module.register_module_forward_hook(
             self._post_hook, with_kwargs=True, always_call=True).remove)
         if self.ops:
-            from .ops import OpRecorder
+            from .ops import FAST_PATH_MODULES, OpRecorder
 
-            stack.enter_context(OpRecorder(self))
+            self._fast_path = FAST_PATH_MODULES
+            self._recorder = stack.enter_context(OpRecorder(self))
 
     def _restore(self) -> None:
         try:
@@ -316,6 +318,8 @@ class Tracer:
         metas = [m for _, m in iter_tensors([call.inputs, call.kwargs])]
         input_tids = {m.tid for m in metas if m.tid is not None}
         self._stack.append(_Open(call, module, info.is_leaf, input_tids, sys.exc_info()[1]))
+        if self._recorder is not None and isinstance(module, self._fast_path):
+            self._recorder.step_aside(cid)
         node = f"call:{cid}"
         for meta in metas:
             src = ids.producer.get(meta.tid)
@@ -370,6 +374,8 @@ class Tracer:
                 self._close_unfinished(self._stack.pop(), exc)
         open_ = self._stack.pop()
         call = open_.call
+        if self._recorder is not None:
+            self._recorder.step_back(call.id)
         order = self._tick()
         call.end = order
         if exc is not None and exc is not open_.exc_at_start:
@@ -395,6 +401,8 @@ class Tracer:
 
     def _close_unfinished(self, open_: _Open, exc: BaseException | None) -> None:
         call = open_.call
+        if self._recorder is not None:
+            self._recorder.step_back(call.id)
         call.end = self._tick()
         if call.error is None:
             call.error = f"{type(exc).__name__}: {exc}" if exc is not None else "call did not finish"

@@ -56,12 +56,38 @@ def _is_inplace(name: str, raw: str) -> bool:
     return raw in _INPLACE_DUNDER or raw == "__setitem__" or (name.endswith("_") and not name.startswith("_"))
 
 
+# Modules with a fused fast path that torch skips whenever a TorchFunctionMode is active (their
+# forward checks ``torch.overrides.has_torch_function``). The recorder steps aside while they run, so a
+# trace shows the path that really runs; the ops inside them are then not recorded.
+FAST_PATH_MODULES: tuple[type, ...] = (torch.nn.TransformerEncoderLayer, torch.nn.TransformerEncoder,
+                                       torch.nn.MultiheadAttention)
+
+
 class OpRecorder(TorchFunctionMode):
     """The ``TorchFunctionMode`` that feeds functional ops to a ``Tracer``."""
 
     def __init__(self, tracer: Tracer) -> None:
         super().__init__()
         self.tracer = tracer
+        self._stepped_aside_for: int | None = None  # the call during which the mode is off the stack
+
+    def step_aside(self, call_id: int) -> None:
+        """Take this mode off torch's function-mode stack until ``step_back(call_id)``."""
+        if self._stepped_aside_for is not None or torch.overrides._get_current_function_mode() is not self:
+            return
+        torch._C._pop_torch_function_stack()
+        self._stepped_aside_for = call_id
+
+    def step_back(self, call_id: int | None = None) -> None:
+        """Put the mode back (when ``call_id`` is the call it stepped aside for, or unconditionally)."""
+        if self._stepped_aside_for is None or (call_id is not None and call_id != self._stepped_aside_for):
+            return
+        torch._C._push_on_torch_function_stack(self)
+        self._stepped_aside_for = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.step_back()  # a forward interrupted inside a fast-path module: restore the stack first
+        super().__exit__(*exc)
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}

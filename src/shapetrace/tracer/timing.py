@@ -521,7 +521,8 @@ def _first_dtype(model: nn.Module) -> torch.dtype:
 def _shape_pass(model: nn.Module, args: tuple, kwargs: dict, modules: dict[int, nn.Module], dev: torch.device,
                 flops: bool, memory: bool, grad: bool, train: bool | None
                 ) -> tuple[Trace, FlopRecorder | None, _PeakRecorder | None]:
-    tracer = Tracer(model, grad=grad, train=train)
+    # ops=True: the profile's edges let its diagram (with the heat overlay) show the data flow.
+    tracer = Tracer(model, grad=grad, train=train, ops=True)
     flop_rec = FlopRecorder(modules) if flops else None
     peak_rec = _PeakRecorder(modules, dev) if memory and dev.type == "cuda" else None
     try:
