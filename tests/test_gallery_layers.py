@@ -1,6 +1,11 @@
 """Behaviour of shapetrace.gallery.layers: the fastai 2.8 building blocks, re-made in plain PyTorch.
 
 Numbers marked "fastai 2.8" come from /work/shared/facts/chapter15-fastai-2.8.md (measured on fastai 2.8.12).
+The state_dict keys below (weight norm, spectral norm, PixelShuffle_ICNR, SelfAttention) were checked against
+real fastai 2.8.12 layers (torch 2.14.1, in a scratch environment outside this repository): same keys, order,
+shapes, parameter counts, calls and outputs for ConvLayer (plain, transpose, stride 2, 1d, weight/spectral/
+instance norm, BatchZero with bn_1st=False, no norm or activation), AdaptiveConcatPool2d, LinBnDrop,
+PixelShuffle_ICNR, SelfAttention and ResBlock.
 """
 
 from __future__ import annotations

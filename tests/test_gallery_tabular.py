@@ -1,10 +1,11 @@
 """The tabular gallery model against fastai 2.8.12's numbers (../shared/facts/chapter15-fastai-2.8.md).
 
-fastai is never imported: its numbers are recorded here as facts, and the state_dict keys below are derived
-from fastai 2.8's module structure (``TabularModel`` registers ``embeds`` (ModuleList of ``Embedding``),
+fastai is never imported: its numbers are recorded here as facts. The state_dict keys below were derived from
+fastai 2.8's module structure (``TabularModel`` registers ``embeds`` (ModuleList of ``Embedding``),
 ``emb_drop``, ``bn_cont``, then ``layers`` (Sequential of ``LinBnDrop``, itself a Sequential); with
 ``lin_first=True`` a hidden ``LinBnDrop`` holds [Linear(bias=False), ReLU, BatchNorm1d] (+ Dropout when p > 0),
-and the last holds [Linear(bias=True)]).
+and the last holds [Linear(bias=True)]), then checked against real fastai 2.8.12 (torch 2.14.1, in a scratch
+environment outside this repository): identical keys, order, shapes, parameter counts, calls and outputs.
 """
 
 from __future__ import annotations
@@ -111,8 +112,8 @@ def test_forward_shapes_and_column_order():
 
 
 def test_state_dict_keys_match_fastai():
-    # derived from fastai 2.8's TabularModel structure (see the module docstring); fastai's state_dict for
-    # this configuration has exactly these keys and shapes, so it loads with strict=True
+    # derived from fastai 2.8's TabularModel structure (see the module docstring) and checked against fastai
+    # 2.8.12: its state_dict for this configuration has exactly these keys, in this order, with these shapes
     expected = {
         "embeds.0.weight": (10, 6), "embeds.1.weight": (7, 5), "embeds.2.weight": (16, 8),
         "embeds.3.weight": (3, 3), "embeds.4.weight": (100, 21),
@@ -130,6 +131,15 @@ def test_state_dict_keys_match_fastai():
     assert list(sd) == list(expected)
     assert {k: tuple(v.shape) for k, v in sd.items()} == expected
     facts_model().load_state_dict(sd, strict=True)
+
+
+def test_n_cont_0_keeps_an_empty_bn_cont_like_fastai():
+    # checked against fastai 2.8.12: with n_cont=0 (and bn_cont=True) fastai still registers BatchNorm1d(0), so its
+    # state_dict has bn_cont.* entries of shape (0,) between the embeddings and the layers
+    sd = facts_model(n_cont=0).state_dict()
+    assert list(sd)[5:10] == ["bn_cont.weight", "bn_cont.bias", "bn_cont.running_mean", "bn_cont.running_var",
+                              "bn_cont.num_batches_tracked"]
+    assert tuple(sd["bn_cont.weight"].shape) == (0,) and tuple(sd["layers.0.0.weight"].shape) == (200, 43)
 
 
 def test_each_block_owns_its_activation():

@@ -1,7 +1,10 @@
 """The text gallery models (AWD-LSTM, BPT3C classifier, language model) against fastai 2.8.12's numbers.
 
 fastai is never imported: the facts (../shared/facts/chapter15-fastai-2.8.md) are recorded here. The
-state_dict keys are derived from fastai 2.8's module structure:
+state_dict keys were derived from fastai 2.8's module structure, then checked against real fastai 2.8.12
+(torch 2.14.1, in a scratch environment outside this repository): keys, order and shapes are identical, a
+fastai state_dict loads with strict=True, and the outputs agree after loading it; ``pad_batch`` gives the very
+tensor fastai's ``pad_input_chunk`` gives for the 200/150/100/60 documents. The structure:
 * ``SequentialRNN(SentenceEncoder, PoolingLinearClassifier)`` -> prefixes ``0.`` and ``1.``;
   ``SentenceEncoder`` stores the AWD-LSTM as ``module`` -> ``0.module.``.
 * ``AWD_LSTM`` registers ``encoder`` (nn.Embedding), ``encoder_dp`` (EmbeddingDropout holding that same
@@ -19,7 +22,9 @@ state_dict keys are derived from fastai 2.8's module structure:
 
 from __future__ import annotations
 
+import collections
 import copy
+import hashlib
 
 import pytest
 import torch
@@ -80,6 +85,26 @@ def lstm_keys(prefix: str, shapes: list[tuple[int, int]]) -> dict[str, tuple]:
 
 
 LSTM_SHAPES = [(400, 1152), (1152, 1152), (1152, 400)]
+
+
+def keys_digest(m: nn.Module) -> tuple[int, str]:
+    """Number of state_dict entries and a short sha256 of the ordered ``"key (shape)"`` lines."""
+    sd = m.state_dict()
+    lines = "\n".join(f"{k} {tuple(v.shape)}" for k, v in sd.items())
+    return len(sd), hashlib.sha256(lines.encode()).hexdigest()[:16]
+
+
+def calls_per_class(m: nn.Module, *args) -> dict[str, int]:
+    """How many times modules of each class are called in one forward (a fresh hidden state first)."""
+    counts: collections.Counter = collections.Counter()
+    m.reset()
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(lambda mod, a: counts.update([type(mod).__name__]))
+    try:
+        with torch.no_grad():
+            m(*args)
+    finally:
+        handle.remove()
+    return dict(counts)
 
 
 # --------------------------------------------------------------------------------------------- padding
@@ -165,6 +190,16 @@ def test_bpt3c_three_chunk_calls(clas):
     assert bool((out[2:, :72] == 0).all()) and bool((out[:2, :72] != 0).any())
 
 
+def test_classifier_digest_and_calls_are_fastai_2_8_12s(clas):
+    # checked against fastai 2.8.12: state_dict digest (26 entries in order with shapes) and the calls per module
+    # class on the padded (4,200) batch; the head's single ReLU call is the same in fastai (one shared object)
+    assert keys_digest(clas) == (26, "5cba11e87e33c62b")
+    assert calls_per_class(clas, pad_batch(docs())) == {
+        "SequentialRNN": 1, "SentenceEncoder": 1, "AWD_LSTM": 3, "EmbeddingDropout": 3, "RNNDropout": 9,
+        "WeightDropout": 9, "LSTM": 9, "PoolingLinearClassifier": 1, "Sequential": 1, "LinBnDrop": 2,
+        "BatchNorm1d": 2, "Dropout": 2, "Linear": 2, "ReLU": 1}
+
+
 def test_short_batch_is_one_call(clas):
     calls, handles = record_calls(clas)
     try:
@@ -241,6 +276,15 @@ def test_language_model_state_dict_and_splitter(lm):
     groups = awd_lstm_lm_split(lm)
     assert len(groups) == 4
     assert [sum(p.numel() for p in g) for g in groups] == [7_160_832, 10_626_048, 2_486_400, 401_000]
+
+
+def test_language_model_digest_and_calls_are_fastai_2_8_12s(lm):
+    # checked against fastai 2.8.12 on a (4,72) batch
+    assert keys_digest(lm) == (16, "90417a013405a4fe")
+    x = torch.randint(2, 1000, (4, 72), generator=torch.Generator().manual_seed(0))
+    assert calls_per_class(lm, x) == {
+        "SequentialRNN": 1, "AWD_LSTM": 1, "EmbeddingDropout": 1, "RNNDropout": 4, "WeightDropout": 3, "LSTM": 3,
+        "LinearDecoder": 1, "Linear": 1}
 
 
 def test_language_model_config_and_drop_mult():

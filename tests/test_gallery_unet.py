@@ -1,9 +1,15 @@
 """Behaviour of shapetrace.gallery.unet and its exhibits: fastai 2.8's DynamicUnet in plain PyTorch.
 
 Numbers come from /work/shared/facts/chapter15-fastai-2.8.md (measured on fastai 2.8.12, torchvision 0.29.1).
+The key digests, hook positions and call counts marked "checked against fastai 2.8.12" were compared with real
+fastai 2.8.12 U-Nets (torch 2.14.1, pretrained=False, in a scratch environment outside this repository) and
+are recorded here as facts; fastai is still never imported.
 """
 
 from __future__ import annotations
+
+import collections
+import hashlib
 
 import pytest
 import torch
@@ -51,6 +57,25 @@ def camvid_variant(exhibit_models) -> DynamicUnet:
     return exhibit_models["camvid-unet-blur-attention"]
 
 
+def keys_digest(m: nn.Module) -> tuple[int, str]:
+    """Number of state_dict entries and a short sha256 of the ordered ``"key (shape)"`` lines."""
+    sd = m.state_dict()
+    lines = "\n".join(f"{k} {tuple(v.shape)}" for k, v in sd.items())
+    return len(sd), hashlib.sha256(lines.encode()).hexdigest()[:16]
+
+
+def calls_per_class(m: nn.Module, *args) -> dict[str, int]:
+    """How many times modules of each class are called in one eval forward."""
+    counts: collections.Counter = collections.Counter()
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(lambda mod, a: counts.update([type(mod).__name__]))
+    try:
+        with torch.no_grad():
+            m.eval()(*args)
+    finally:
+        handle.remove()
+    return dict(counts)
+
+
 def layer_outputs(model: DynamicUnet, x: torch.Tensor) -> list[tuple[str, tuple]]:
     out = []
     handles = [m.register_forward_hook(lambda m, i, o: out.append((type(m).__name__, tuple(o.shape))))
@@ -77,6 +102,8 @@ def test_camvid_unet_layers_are_in_fastai_order(camvid):
 
 def test_camvid_unet_hooks_encoder_children_where_the_size_changes(camvid):
     encoder = camvid.layers[0]
+    # checked against fastai 2.8.12: its encoder carries forward hooks on children 2, 4, 5 and 6 exactly
+    assert [i for i, c in enumerate(encoder) if c._forward_hooks] == [2, 4, 5, 6]
     assert [h.module for h in camvid.sfs] == [encoder[i] for i in (6, 5, 4, 2)]
     assert [b.hook for b in camvid.layers[4:8]] == camvid.sfs
 
@@ -108,7 +135,8 @@ def test_unet_block_reads_its_skip_from_the_hook_not_its_arguments(camvid):
 
 
 def test_camvid_unet_state_dict_keys_match_fastai(camvid):
-    # Derived from fastai 2.8's structure: DynamicUnet is a SequentialEx, so every key starts with
+    # Derived from fastai 2.8's structure, then checked against fastai 2.8.12 (the full list: see
+    # FASTAI_UNET_FACTS below): DynamicUnet is a SequentialEx, so every key starts with
     # "layers.<i>". layers = [encoder (resnet34 body), BatchNorm2d, ReLU, middle Sequential(ConvLayer, ConvLayer),
     # 4 UnetBlocks (shuf=PixelShuffle_ICNR[ConvLayer, PixelShuffle], bn, conv1, conv2, relu), PixelShuffle_ICNR,
     # ResizeToOrig, MergeLayer, ResBlock(convpath, idpath, act), ConvLayer(1x1), ToTensorBase]. norm_type=None,
@@ -223,6 +251,36 @@ def test_unet_exhibit_traces_with_the_expected_output(name, exhibit_models):
         blocks = [c for c in trace.calls if c.cls == "UnetBlock"]
         assert [c.outputs.shape for c in blocks] == [(1, 512, 23, 30), (1, 384, 45, 60), (1, 256, 90, 120),
                                                      (1, 96, 180, 240)]
+
+
+# Checked against fastai 2.8.12: create_unet_model(resnet34, ..., pretrained=False) with each exhibit's arguments ->
+# state_dict digest (entries, sha256[:16] of the ordered "key (shape)" lines) and calls per module class on one
+# image of the exhibit's size. Equal digests mean fastai's state_dict loads into ours with strict=True.
+_CAMVID_CALLS = {"DynamicUnet": 1, "Sequential": 11, "Conv2d": 54, "BatchNorm2d": 41, "ReLU": 55, "MaxPool2d": 1,
+                 "BasicBlock": 16, "ConvLayer": 18, "UnetBlock": 4, "PixelShuffle_ICNR": 5, "PixelShuffle": 5,
+                 "ResizeToOrig": 1, "MergeLayer": 1, "ResBlock": 1, "ToTensorBase": 1}
+_BLUR_SA_CALLS = {**_CAMVID_CALLS, "ConvLayer": 21, "ReplicationPad2d": 4, "AvgPool2d": 4, "SelfAttention": 1,
+                  "Conv1d": 3, "SigmoidRange": 1}
+FASTAI_UNET_FACTS = {
+    "camvid-unet": ((277, "9e478330592f428b"), _CAMVID_CALLS),
+    "camvid-unet-blur-attention": ((287, "09bdf85f88e9ac53"), _BLUR_SA_CALLS),
+    "superres-unet": ((305, "df784b9aedf12303"), _BLUR_SA_CALLS),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FASTAI_UNET_FACTS))
+def test_unet_exhibit_state_dict_and_calls_are_fastai_2_8_12s(name, exhibit_models):
+    digest, calls = FASTAI_UNET_FACTS[name]
+    model = exhibit_models[name]
+    assert keys_digest(model) == digest
+    args, _ = EXHIBITS[name].inputs()
+    assert calls_per_class(model, *args) == calls
+
+
+def test_last_cross_false_state_dict_is_fastai_2_8_12s():
+    # checked against fastai 2.8.12 at (360, 480); the keys and shapes do not depend on img_size for resnet34
+    unet = create_unet_model(torchvision.models.resnet34, 32, (64, 64), last_cross=False)
+    assert keys_digest(unet) == (273, "0dd839207c385ae2")
 
 
 def test_superres_unet_uses_weight_norm_and_a_3_channel_y_range(exhibit_models):

@@ -1,9 +1,15 @@
 """Behaviour of shapetrace.gallery.vision and its exhibits: body, head, cut and parameter groups as fastai 2.8.
 
 Numbers come from /work/shared/facts/chapter15-fastai-2.8.md (measured on fastai 2.8.12, torchvision 0.29.1).
+The state_dict keys, key digests, module call counts and splitter sizes marked "checked against fastai 2.8.12"
+were compared with real fastai 2.8.12 models (torch 2.14.1, built with pretrained=False, in a scratch
+environment outside this repository): they are recorded here as facts, and fastai is still never imported.
 """
 
 from __future__ import annotations
+
+import collections
+import hashlib
 
 import pytest
 import torch
@@ -39,6 +45,25 @@ def n_params(m) -> int:
 
 def types(m: nn.Module) -> list[type]:
     return [type(c) for c in m.children()]
+
+
+def keys_digest(m: nn.Module) -> tuple[int, str]:
+    """Number of state_dict entries and a short sha256 of the ordered ``"key (shape)"`` lines."""
+    sd = m.state_dict()
+    lines = "\n".join(f"{k} {tuple(v.shape)}" for k, v in sd.items())
+    return len(sd), hashlib.sha256(lines.encode()).hexdigest()[:16]
+
+
+def calls_per_class(m: nn.Module, *args) -> dict[str, int]:
+    """How many times modules of each class are called in one eval forward (fastai's shared ReLU counts per call)."""
+    counts: collections.Counter = collections.Counter()
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(lambda mod, a: counts.update([type(mod).__name__]))
+    try:
+        with torch.no_grad():
+            m.eval()(*args)
+    finally:
+        handle.remove()
+    return dict(counts)
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +187,7 @@ def test_pet_recognizer_outputs_37_scores_with_fastai_param_count(pet_model):
 
 
 def test_pet_recognizer_state_dict_keys_match_fastai(pet_model):
-    # Derived from fastai 2.8's structure: nn.Sequential(body, head); the body is nn.Sequential of resnet34's
+    # Derived from fastai 2.8's structure, then checked against fastai 2.8.12 (the full list: see below): nn.Sequential(body, head); the body is nn.Sequential of resnet34's
     # first 8 children (0 conv1, 1 bn1, 4-7 layer1-4); the head is create_head's flat nn.Sequential
     # (2 BatchNorm1d, 4 Linear, 6 BatchNorm1d, 8 Linear; the Linears have no bias).
     sd = pet_model.state_dict()
@@ -175,6 +200,31 @@ def test_pet_recognizer_state_dict_keys_match_fastai(pet_model):
     assert {k: tuple(sd[k].shape) for k in expected} == expected
     assert "1.4.bias" not in sd and "1.8.bias" not in sd
     assert not [k for k in sd if k.startswith(("1.0.", "1.1.", "1.3.", "1.5.", "1.7."))]
+
+
+# Checked against fastai 2.8.12: (entries, sha256[:16] of the ordered "key (shape)" lines) of fastai's state_dict.
+# Equal digests mean equal keys, order and shapes, so fastai's state_dict loads into ours with strict=True.
+FASTAI_HEAD_DIGESTS = [
+    ({}, (12, "eb17500379b87e67")),
+    ({"lin_ftrs": [1024, 512], "ps": 0.25}, (18, "7d1d28e72581b694")),
+    ({"concat_pool": False}, (12, "edec8c425c6dc106")),
+    ({"bn_final": True, "lin_first": True}, (13, "f98d23a5ecfb82cd")),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "digest"), FASTAI_HEAD_DIGESTS)
+def test_head_state_dict_is_fastai_2_8_12s(kwargs, digest):
+    assert keys_digest(create_head(512, 37, **kwargs)) == digest
+
+
+def test_pet_recognizer_full_state_dict_and_calls_are_fastai_2_8_12s(pet_model):
+    # checked against fastai 2.8.12: all 228 keys in order with their shapes, and the number of calls per module
+    # class on a (2,3,224,224) batch (fastai's head reuses one ReLU object; calls are counted the same way)
+    assert keys_digest(pet_model) == (228, "06d835a586154802")
+    assert calls_per_class(pet_model, torch.rand(2, 3, 224, 224)) == {
+        "Sequential": 10, "Conv2d": 36, "BatchNorm2d": 36, "ReLU": 34, "MaxPool2d": 1, "BasicBlock": 16,
+        "AdaptiveConcatPool2d": 1, "AdaptiveMaxPool2d": 1, "AdaptiveAvgPool2d": 1, "Flatten": 1,
+        "BatchNorm1d": 2, "Dropout": 2, "Linear": 2}
 
 
 def test_create_vision_model_initialises_head_linears_and_zeroes_nothing_else():
@@ -268,6 +318,37 @@ def test_each_family_splits_into_three_groups_covering_every_parameter():
         groups = model_meta[arch]["split"](model)
         assert len(groups) == 3 and all(groups), family
         assert sorted(id(p) for g in groups for p in g) == sorted(id(p) for p in model.parameters()), family
+
+
+# Checked against fastai 2.8.12: create_vision_model(arch, 37, pretrained=False) -> the parameter counts of
+# model_meta[arch]["split"]'s groups, and the state_dict digest (entries, sha256[:16] as keys_digest computes it).
+FASTAI_FAMILY_FACTS = {
+    "resnet18": ([683_072, 10_493_440, 546_304], (132, "ae8300403b5c19f0")),
+    "resnet34": ([1_347_904, 19_936_768, 546_304], (228, "06d835a586154802")),
+    "resnet50": ([1_444_928, 22_063_104, 2_125_312], (330, "8503a99f092ac50f")),
+    "resnet101": ([1_444_928, 41_055_232, 2_125_312], (636, "9038680277ed741f")),
+    "resnet152": ([2_565_184, 55_578_624, 2_125_312], (942, "a1daf6d7a427f83b")),
+    "squeezenet1_0": ([38_560, 696_864, 546_304], (62, "d310c1a97b9b7105")),
+    "squeezenet1_1": ([25_632, 696_864, 546_304], (62, "6606fdb2a2b0a306")),
+    "densenet121": ([1_297_536, 5_656_320, 1_072_640], (737, "fe2c10b3bb1c91ea")),
+    "densenet169": ([1_297_536, 11_186_944, 1_730_560], (1025, "b4007b37dfab6ba2")),
+    "densenet201": ([1_297_536, 16_795_392, 1_993_728], (1217, "30024613a585ac19")),
+    "densenet161": ([2_901_696, 23_570_304, 2_289_792], (977, "ec20c3a6e7b71fa5")),
+    "vgg11_bn": ([4_504_320, 4_721_664, 546_304], (68, "57d1efbaeb7aa753")),
+    "vgg13_bn": ([2_327_360, 7_083_520, 546_304], (82, "1c448e8df8711b9f")),
+    "vgg16_bn": ([1_737_792, 12_985_344, 546_304], (103, "64b629e75efb5238")),
+    "vgg19_bn": ([1_737_792, 18_297_600, 546_304], (124, "788c2406664ada83")),
+    "alexnet": ([330_688, 2_139_008, 283_136], (22, "0aaa35a113972234")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FASTAI_FAMILY_FACTS))
+def test_each_family_model_and_split_are_fastai_2_8_12s(name):
+    arch = getattr(torchvision.models, name)
+    model = create_vision_model(arch, 37)
+    groups, digest = FASTAI_FAMILY_FACTS[name]
+    assert [n_params(g) for g in model_meta[arch]["split"](model)] == groups
+    assert keys_digest(model) == digest
 
 
 # --- photo and exhibits ---------------------------------------------------------------------------------------
