@@ -22,13 +22,17 @@ from shapetrace.renderers.diagram import render
 from shapetrace.renderers.graph import build_graph
 
 
-def models() -> list[tuple[str, nn.Module, torch.Tensor]]:
+def models() -> list[tuple[str, nn.Module, torch.Tensor, bool]]:
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(d_model=32, nhead=4, dim_feedforward=64, batch_first=True)
     transformer = nn.TransformerEncoder(layer, num_layers=24, enable_nested_tensor=False).eval()
+    x = torch.randn(1, 10, 32)
     return [
-        ("TransformerEncoder, 24 layers (d_model 32), 1×10×32", transformer, torch.randn(1, 10, 32)),
-        ("resnet152, 1×3×64×64", torchvision.models.resnet152().eval(), torch.randn(1, 3, 64, 64)),
+        # In eval each layer runs its fused fast path: one node per layer, sub-layers never called.
+        ("TransformerEncoder, 24 layers (d_model 32), 1×10×32, eval", transformer, x, False),
+        # In training mode the sub-layers run: attention, feed-forward, norms, dropouts, residual adds.
+        ("TransformerEncoder, 24 layers (d_model 32), 1×10×32, train", transformer, x, True),
+        ("resnet152, 1×3×64×64", torchvision.models.resnet152().eval(), torch.randn(1, 3, 64, 64), False),
     ]
 
 
@@ -58,9 +62,10 @@ def main() -> None:
           "torchview's column times its draw_graph + Graphviz SVG for the same depth.\n")
     print("| model | depth | nodes | edges | trace(ops=True) (ms) | graph build | render svg | torchview svg |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for name, model, x in models():
-        trace = shapetrace.trace(model, x, ops=True)
-        base = median_time(lambda m=model, x=x: shapetrace.trace(m, x, ops=True), args.repeat)
+    for name, model, x, train in models():
+        trace = shapetrace.trace(model, x, ops=True, train=train)
+        base = median_time(lambda m=model, x=x, t=train: shapetrace.trace(m, x, ops=True, train=t), args.repeat)
+        model.train(train)  # torchview runs the model as it is
         for depth in (None, 2):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # resnet152 at full depth is past the 500-node warning

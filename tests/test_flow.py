@@ -133,3 +133,13 @@ def test_op_capture_keeps_the_transformer_fast_path_that_eval_really_takes():
     assert {"1.self_attn", "1.linear1", "1.norm1"} <= plain
     assert ("0", "1") in edges_between(with_ops)
     assert torch.overrides._get_current_function_mode() is None  # the mode's stack is left clean
+
+
+def test_op_capture_records_the_residual_adds_of_a_transformer_layer_on_its_slow_path():
+    layer = nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, batch_first=True)
+    trace = shapetrace.trace(layer, torch.randn(2, 5, 16), ops=True, train=True)  # training: no fast path
+    assert [u.module for u in trace.uncalled] == ["self_attn.out_proj"]  # its weights are used, not its forward
+    assert [o.name for o in trace.ops] == ["add", "relu", "add"]  # x + sa(x), the feed-forward's F.relu, x + ff(x)
+    assert {("input:0", "add"), ("dropout1", "add"), ("add", "norm1"), ("norm1", "add"), ("dropout2", "add"),
+            ("add", "norm2"), ("norm2", "output:out"), ("linear1", "relu"), ("relu", "dropout")} <= \
+        edges_between(trace)

@@ -318,8 +318,12 @@ class Tracer:
         metas = [m for _, m in iter_tensors([call.inputs, call.kwargs])]
         input_tids = {m.tid for m in metas if m.tid is not None}
         self._stack.append(_Open(call, module, info.is_leaf, input_tids, sys.exc_info()[1]))
-        if self._recorder is not None and isinstance(module, self._fast_path):
-            self._recorder.step_aside(cid)
+        if self._recorder is not None:
+            # A call inside a module the recorder stepped aside for means that module took its slow path:
+            # record again from here on (its residual adds and norms are data flow worth drawing).
+            self._recorder.step_back()
+            if isinstance(module, self._fast_path):
+                self._recorder.step_aside(cid)
         node = f"call:{cid}"
         for meta in metas:
             src = ids.producer.get(meta.tid)

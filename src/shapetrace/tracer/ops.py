@@ -57,8 +57,9 @@ def _is_inplace(name: str, raw: str) -> bool:
 
 
 # Modules with a fused fast path that torch skips whenever a TorchFunctionMode is active (their
-# forward checks ``torch.overrides.has_torch_function``). The recorder steps aside while they run, so a
-# trace shows the path that really runs; the ops inside them are then not recorded.
+# forward checks ``torch.overrides.has_torch_function``). The recorder steps aside when such a module is
+# called, so a trace shows the path that really runs; if the module then calls a sub-module (it took its
+# slow path after all), the recorder steps back in at that call.
 FAST_PATH_MODULES: tuple[type, ...] = (torch.nn.TransformerEncoderLayer, torch.nn.TransformerEncoder,
                                        torch.nn.MultiheadAttention)
 
