@@ -22,12 +22,12 @@ tensor fastai's ``pad_input_chunk`` gives for the 200/150/100/60 documents. The 
 
 from __future__ import annotations
 
-import collections
 import copy
-import hashlib
 
 import pytest
 import torch
+from fastai_checks import calls_per_class as _calls
+from fastai_checks import keys_digest
 from torch import nn
 
 from shapetrace.gallery.layers import LinBnDrop, SigmoidRange
@@ -49,6 +49,11 @@ from shapetrace.gallery.text import (
     masked_concat_pool,
     pad_batch,
 )
+
+
+def calls_per_class_noeval(m: nn.Module, *args) -> dict[str, int]:
+    """Calls per module class in one forward, in the mode the model is in (a fresh hidden state first)."""
+    return _calls(m, *args, eval_mode=False)
 
 LENGTHS = (200, 150, 100, 60)
 
@@ -85,26 +90,6 @@ def lstm_keys(prefix: str, shapes: list[tuple[int, int]]) -> dict[str, tuple]:
 
 
 LSTM_SHAPES = [(400, 1152), (1152, 1152), (1152, 400)]
-
-
-def keys_digest(m: nn.Module) -> tuple[int, str]:
-    """Number of state_dict entries and a short sha256 of the ordered ``"key (shape)"`` lines."""
-    sd = m.state_dict()
-    lines = "\n".join(f"{k} {tuple(v.shape)}" for k, v in sd.items())
-    return len(sd), hashlib.sha256(lines.encode()).hexdigest()[:16]
-
-
-def calls_per_class(m: nn.Module, *args) -> dict[str, int]:
-    """How many times modules of each class are called in one forward (a fresh hidden state first)."""
-    counts: collections.Counter = collections.Counter()
-    m.reset()
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(lambda mod, a: counts.update([type(mod).__name__]))
-    try:
-        with torch.no_grad():
-            m(*args)
-    finally:
-        handle.remove()
-    return dict(counts)
 
 
 # --------------------------------------------------------------------------------------------- padding
@@ -194,7 +179,7 @@ def test_classifier_digest_and_calls_are_fastai_2_8_12s(clas):
     # checked against fastai 2.8.12: state_dict digest (26 entries in order with shapes) and the calls per module
     # class on the padded (4,200) batch; the head's single ReLU call is the same in fastai (one shared object)
     assert keys_digest(clas) == (26, "5cba11e87e33c62b")
-    assert calls_per_class(clas, pad_batch(docs())) == {
+    assert calls_per_class_noeval(clas, pad_batch(docs())) == {
         "SequentialRNN": 1, "SentenceEncoder": 1, "AWD_LSTM": 3, "EmbeddingDropout": 3, "RNNDropout": 9,
         "WeightDropout": 9, "LSTM": 9, "PoolingLinearClassifier": 1, "Sequential": 1, "LinBnDrop": 2,
         "BatchNorm1d": 2, "Dropout": 2, "Linear": 2, "ReLU": 1}
@@ -282,7 +267,7 @@ def test_language_model_digest_and_calls_are_fastai_2_8_12s(lm):
     # checked against fastai 2.8.12 on a (4,72) batch
     assert keys_digest(lm) == (16, "90417a013405a4fe")
     x = torch.randint(2, 1000, (4, 72), generator=torch.Generator().manual_seed(0))
-    assert calls_per_class(lm, x) == {
+    assert calls_per_class_noeval(lm, x) == {
         "SequentialRNN": 1, "AWD_LSTM": 1, "EmbeddingDropout": 1, "RNNDropout": 4, "WeightDropout": 3, "LSTM": 3,
         "LinearDecoder": 1, "Linear": 1}
 

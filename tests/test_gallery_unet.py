@@ -8,12 +8,10 @@ are recorded here as facts; fastai is still never imported.
 
 from __future__ import annotations
 
-import collections
-import hashlib
-
 import pytest
 import torch
 import torchvision
+from fastai_checks import calls_per_class, keys_digest
 from torch import nn
 
 import shapetrace
@@ -55,25 +53,6 @@ def camvid(exhibit_models) -> DynamicUnet:
 def camvid_variant(exhibit_models) -> DynamicUnet:
     """The same with blur, self_attention, last_cross and y_range=(0, 1) (the camvid-unet-blur-attention exhibit)."""
     return exhibit_models["camvid-unet-blur-attention"]
-
-
-def keys_digest(m: nn.Module) -> tuple[int, str]:
-    """Number of state_dict entries and a short sha256 of the ordered ``"key (shape)"`` lines."""
-    sd = m.state_dict()
-    lines = "\n".join(f"{k} {tuple(v.shape)}" for k, v in sd.items())
-    return len(sd), hashlib.sha256(lines.encode()).hexdigest()[:16]
-
-
-def calls_per_class(m: nn.Module, *args) -> dict[str, int]:
-    """How many times modules of each class are called in one eval forward."""
-    counts: collections.Counter = collections.Counter()
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(lambda mod, a: counts.update([type(mod).__name__]))
-    try:
-        with torch.no_grad():
-            m.eval()(*args)
-    finally:
-        handle.remove()
-    return dict(counts)
 
 
 def layer_outputs(model: DynamicUnet, x: torch.Tensor) -> list[tuple[str, tuple]]:

@@ -8,12 +8,10 @@ environment outside this repository): they are recorded here as facts, and fasta
 
 from __future__ import annotations
 
-import collections
-import hashlib
-
 import pytest
 import torch
 import torchvision
+from fastai_checks import calls_per_class, keys_digest
 from torch import nn
 
 import shapetrace
@@ -45,25 +43,6 @@ def n_params(m) -> int:
 
 def types(m: nn.Module) -> list[type]:
     return [type(c) for c in m.children()]
-
-
-def keys_digest(m: nn.Module) -> tuple[int, str]:
-    """Number of state_dict entries and a short sha256 of the ordered ``"key (shape)"`` lines."""
-    sd = m.state_dict()
-    lines = "\n".join(f"{k} {tuple(v.shape)}" for k, v in sd.items())
-    return len(sd), hashlib.sha256(lines.encode()).hexdigest()[:16]
-
-
-def calls_per_class(m: nn.Module, *args) -> dict[str, int]:
-    """How many times modules of each class are called in one eval forward (fastai's shared ReLU counts per call)."""
-    counts: collections.Counter = collections.Counter()
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(lambda mod, a: counts.update([type(mod).__name__]))
-    try:
-        with torch.no_grad():
-            m.eval()(*args)
-    finally:
-        handle.remove()
-    return dict(counts)
 
 
 @pytest.fixture(scope="module")
