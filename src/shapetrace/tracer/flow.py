@@ -9,7 +9,6 @@ edge always names the value that flowed, not just the storage.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
 
 import torch
 
@@ -72,7 +71,3 @@ class EdgeSet:
             return
         self._seen.add(key)
         self.edges.append(Edge(src, dst, meta.tid, meta.shape, meta.dtype, side))
-
-    def extend(self, edges: Iterable[Edge]) -> None:
-        for e in edges:
-            self.add(e.src, e.dst, TensorMeta(e.shape, e.dtype, "", e.tid), e.side)
