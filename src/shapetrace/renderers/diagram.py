@@ -466,7 +466,17 @@ def _u_positions(g: Graph, style: str) -> dict[str, tuple[float, float]]:
     last_in_row: dict[int, tuple[float, float, str]] = {}  # rank -> (x, half width, node id)
     pos: dict[str, tuple[float, float]] = {}
     x_prev = None
-    for n in g.nodes:
+    # The full-resolution tail after the decoder (PixelShuffle, merge, ResBlock, final conv, output) would make
+    # one long top row; past its first few nodes it climbs in a column above the top row's right end instead.
+    deepest = max(range(len(g.nodes)), key=lambda i: (g.nodes[i].rank, -i), default=0)
+    tail_start = len(g.nodes)
+    while tail_start > deepest + 1 and g.nodes[tail_start - 1].rank == 0:
+        tail_start -= 1
+    column_from = tail_start + 2 if len(g.nodes) - tail_start > 4 else len(g.nodes)
+    for i, n in enumerate(g.nodes):
+        if i >= column_from and x_prev is not None:
+            pos[n.id] = (x_prev, (i - column_from + 1) * row_h)
+            continue
         half = _label_width(n, style) / 2
         x = 0.0 if x_prev is None else x_prev + step
         if n.rank in last_in_row:
