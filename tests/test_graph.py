@@ -374,3 +374,18 @@ def test_ops_connected_to_nothing_drawn_are_left_out():
 
     graph = build_graph(shapetrace.trace(DetachesItsWeight(), torch.randn(1, 3), ops=True))
     assert [n.title for n in graph.nodes if n.kind == "op"] == ["relu"]
+
+
+def test_unet_exhibit_tail_climbs_in_a_column_instead_of_widening_the_top_row(camvid_unet_trace):
+    import re
+
+    from shapetrace.gallery.exhibits import get_exhibit
+    from shapetrace.renderers.diagram import to_dot
+
+    dot = to_dot(camvid_unet_trace, options=get_exhibit("camvid-unet").options)  # its U layout, depth 2
+    pos = {m.group(2): tuple(map(float, m.group(1).split(","))) for m in
+           re.finditer(r'pos="([-\d.]+,[-\d.]+)!", label=<<B>([^<]+)</B>', dot)}
+    merge, last, out = pos["layers.10"], pos["layers.13"], pos["output"]
+    assert merge[0] == last[0] == out[0]  # one column at the right
+    assert merge[1] < last[1] < out[1]  # climbing towards the output
+    assert max(x for x, _ in pos.values()) == out[0]  # nothing further right
