@@ -1,0 +1,44 @@
+"""The public names of ../shared/design.md are a contract: scripts and docs outside the package rely on them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+import shapetrace
+from shapetrace.cli import main
+
+
+def test_module_level_api():
+    for name in ("trace", "Tracer", "profile", "load", "Trace", "Call", "TensorMeta"):
+        assert hasattr(shapetrace, name), name
+
+
+def test_trace_call_and_tensor_fields():
+    t = shapetrace.trace(nn.Sequential(nn.Linear(3, 2)), torch.randn(4, 3))
+    assert isinstance(t.calls, list) and t.calls[0].id == 0
+    assert (t.model.cls, t.model.params, t.model.trainable_params) == ("Sequential", 8, 8)
+    fields = {f.name for f in dataclasses.fields(shapetrace.Call)}
+    assert {"id", "module", "cls", "call_index", "parent", "depth", "inputs", "kwargs", "outputs", "params",
+            "trainable_params", "error", "timing", "flops"} <= fields
+    root, lin = t.calls
+    assert (root.module, root.parent, lin.module, lin.parent, lin.depth, lin.call_index) == ("", None, "0", 0, 1, 0)
+    assert root.error is None and root.timing is None and root.flops is None
+    out = lin.outputs
+    assert (out.shape, out.dtype, out.device) == ((4, 2), "float32", "cpu")
+    assert isinstance(out.shape, tuple)
+
+
+def test_json_top_level_and_tensor_form_and_cli_output(tmp_path):
+    path = tmp_path / "t.json"
+    res = CliRunner().invoke(main, ["trace", "torch.nn:Linear", "--arg", "in_features=3", "--arg",
+                                    "out_features=2", "--input", "4,3", "--format", "json", "-o", str(path)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(path.read_text())
+    assert data["format"] == "shapetrace.trace/1" and {"model", "calls"} <= data.keys()
+    assert {"shape": [4, 2], "dtype": "float32", "device": "cpu"}.items() <= data["calls"][0]["outputs"].items()
+    assert shapetrace.load(path).to_json() == path.read_text()
