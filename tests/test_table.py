@@ -246,3 +246,14 @@ def test_a_trace_shows_as_its_html_table_in_jupyter(resnet18_trace):
     html = resnet18_trace._repr_html_()
     assert html == table.render_html(resnet18_trace)
     assert "<table" in html and "layer4" in html
+
+
+def test_a_row_that_folds_deeper_calls_counts_their_time_as_its_own(resnet18_trace):
+    tr = Trace.from_json(resnet18_trace.to_json())
+    for c in tr.calls:
+        c.timing = {"total_ms": 1.0, "self_ms": 0.01, "kind": "cpu"}
+    rows = list(csv.DictReader(io.StringIO(table.render_csv(tr, depth=1))))
+    layer1 = next(r for r in rows if r["layer"] == "layer1")
+    conv1 = next(r for r in rows if r["layer"] == "conv1")
+    assert layer1["self ms"] == "1.000"  # its blocks are folded in, so nothing else shows their time
+    assert conv1["self ms"] == "0.010"  # a leaf keeps its own self time

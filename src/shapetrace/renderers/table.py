@@ -348,6 +348,8 @@ def _forward_ms(trace: Trace) -> float | None:
 def _extra_cells(row: _Row, cols: list[str], forward_ms: float | None) -> list[str]:
     t = row.timing or {}
     total, self_ms = t.get("total_ms"), t.get("self_ms")
+    if row.folded:  # the calls below are folded into this row, so their time is this row's own
+        self_ms = total
     out = []
     for col in cols:
         if col == "ms":
