@@ -52,6 +52,14 @@ class TensorIds:
             self.produced_at[tid] = order
         return tid
 
+    def produced_since(self, t: torch.Tensor, since: int, producer: str, order: int) -> int:
+        """``t``'s ``tid`` if something produced it at or after event ``since``; otherwise (made where no
+        hook saw it, passed through unchanged, or changed in place) a fresh ``tid`` produced by ``producer``."""
+        tid = self.lookup(t)
+        if tid is None or self.produced_at.get(tid, -1) < since:
+            return self.new(t, producer, order)
+        return tid
+
     def get_or_new(self, t: torch.Tensor, order: int) -> int:
         """The tensor's ``tid``, or a new one with no known producer (a parameter, a constant)."""
         tid = self.lookup(t)

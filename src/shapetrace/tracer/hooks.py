@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 
 from .flow import EdgeSet, TensorIds
-from .records import Call, Failure, ModelInfo, Op, Trace, Uncalled, iter_tensors
+from .records import Call, Failure, ModelInfo, Op, TensorMeta, Trace, Uncalled, iter_tensors
 from .values import describe, iter_live_tensors, map_tensors
 
 
@@ -289,9 +290,7 @@ class Tracer:
             self.tracer_errors.append(f"post-hook of {type(module).__name__}: {e!r}")
 
     def _start_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        info = self._info.get(id(module))
-        if info is None:  # a module added to the model after the trace started
-            return
+        info = self._info[id(module)]
         order = self._tick()
         parent = self._stack[-1] if self._stack else None
         cid = len(self._calls)
@@ -324,17 +323,23 @@ class Tracer:
             self._recorder.step_back()
             if isinstance(module, self._fast_path):
                 self._recorder.step_aside(cid)
-        node = f"call:{cid}"
+        self._consume(metas, f"call:{cid}", skip_innermost=True)
+
+    def _consume(self, metas: Iterable[TensorMeta], node: str, skip_innermost: bool = False) -> None:
+        """Edges from each tensor's producer into ``node``, and side inputs of the open calls around it."""
+        producer = self._ids.producer
         for meta in metas:
-            src = ids.producer.get(meta.tid)
+            src = producer.get(meta.tid)
             if src is not None:
                 self._edges.add(src, node, meta)
-                self.note_consumed(meta, skip_innermost=True)
+                self.note_consumed(meta, skip_innermost)
 
     def _mark_inputs(self, value: Any, node: str, order: int) -> None:
+        ids = self._ids
         for t in iter_live_tensors(value):
-            if self._ids.lookup(t) is None or self._ids.producer.get(self._ids.lookup(t)) is None:
-                self._ids.new(t, node, order)
+            tid = ids.lookup(t)
+            if tid is None or ids.producer.get(tid) is None:
+                ids.new(t, node, order)
 
     def _pick_name(self, info: _ModuleInfo, parent: _Open | None) -> str:
         """The module's name as seen from the calling parent (a shared module has several)."""
@@ -357,12 +362,13 @@ class Tracer:
         at = self._ids.produced_at.get(tid)
         if at is None:
             return
-        stack = self._stack[:-1] if skip_innermost else self._stack
+        stack = self._stack
         src = self._ids.producer[tid]
-        for open_ in reversed(stack):
+        for i in range(len(stack) - (2 if skip_innermost else 1), -1, -1):
+            open_ = stack[i]
             call = open_.call
             if at >= call.start:
-                break  # produced inside this call, so inside all its ancestors' too... stop here
+                break  # produced inside this call, so inside every enclosing call too
             if tid in open_.input_tids or tid in open_.side_tids:
                 continue
             open_.side_tids.add(tid)
@@ -390,18 +396,8 @@ class Tracer:
         if self._failure is not None and self._failure.call is not None \
                 and self._calls[self._failure.call].start > call.start:
             self._failure = None  # the exception was caught inside this call's forward
-        ids = self._ids
-        node = f"call:{call.id}"
-        start = call.start
-
-        def tid_of(t: torch.Tensor) -> int:
-            tid = ids.lookup(t)
-            if tid is None or ids.produced_at.get(tid, -1) < start:
-                # Made by code inside this call that no hook saw, or passed through / changed in place.
-                return ids.new(t, node, order)
-            return tid
-
-        call.outputs = describe(output, tid_of)
+        ids, node, start = self._ids, f"call:{call.id}", call.start
+        call.outputs = describe(output, lambda t: ids.produced_since(t, start, node, order))
 
     def _close_unfinished(self, open_: _Open, exc: BaseException | None) -> None:
         call = open_.call
@@ -426,19 +422,12 @@ class Tracer:
         node = f"op:{oid}"
         inner = self.innermost
         inputs = describe(args, lambda t: ids.get_or_new(t, order))
-        for _, meta in iter_tensors(inputs):
-            src = ids.producer.get(meta.tid)
-            if src is not None:
-                self._edges.add(src, node, meta)
-                self.note_consumed(meta)
+        self._consume((meta for _, meta in iter_tensors(inputs)), node)
         if inplace_target is not None:
             ids.new(inplace_target, node, order)
 
         def tid_of(t: torch.Tensor) -> int:
-            tid = ids.lookup(t)
-            if tid is None or ids.produced_at.get(tid, -1) < order:
-                return ids.new(t, node, order)
-            return tid
+            return ids.produced_since(t, order, node, order)
 
         outputs = describe(out, tid_of) if out is not None else (
             describe(inplace_target, tid_of) if inplace_target is not None else None)
