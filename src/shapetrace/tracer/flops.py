@@ -41,14 +41,13 @@ Layer ``l > 0`` has ``I = R·directions``. A ``*Cell`` is one layer, one directi
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
+
+from .probes import CallProbe
 
 __all__ = ["CUSTOM_FLOPS", "FlopRecorder", "rnn_flops", "rnn_step_flops"]
 
@@ -159,7 +158,7 @@ def rnn_flops(module: nn.Module, args: tuple) -> int | None:
     return total
 
 
-class FlopRecorder:
+class FlopRecorder(CallProbe):
     """Inclusive FLOPs of every call of the given modules, keyed by ``(id(module), call_index)``.
 
     Use as a context manager around one forward; ``results`` maps each key to ``(counted, analytic)``:
@@ -168,42 +167,31 @@ class FlopRecorder:
     """
 
     def __init__(self, modules: dict[int, nn.Module]) -> None:
-        self.modules = modules
+        super().__init__(modules)
         self.results: dict[tuple[int, int], tuple[int, int | None]] = {}
         self.total = 0
-        self._counts: dict[int, int] = {}
-        self._stack: list[tuple[int, int, int, int | None]] = []
+        self._before: dict[tuple[int, int], tuple[int, int | None]] = {}
 
-    def __enter__(self) -> Self:
-        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+    def __enter__(self) -> FlopRecorder:  # noqa: PYI034 - typing.Self needs Python 3.11
         from torch.utils.flop_counter import FlopCounterMode
 
         self.counter = FlopCounterMode(display=False, custom_mapping=CUSTOM_FLOPS)
         self.counter.__enter__()
-        self._handles = [register_module_forward_pre_hook(self._pre),
-                         register_module_forward_hook(self._post, always_call=True)]
+        super().__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
+        super().__exit__(*exc)
         self.total = self.counter.get_total_flops()
         self.counter.__exit__(*exc)
 
-    def _pre(self, module: nn.Module, args: tuple) -> None:
-        mid = id(module)
-        if mid not in self.modules:
-            return
-        index = self._counts.get(mid, 0)
-        self._counts[mid] = index + 1
+    def start(self, key: tuple[int, int], module: nn.Module, args: tuple) -> None:
         try:
             analytic = rnn_flops(module, args)
         except Exception:  # noqa: BLE001 - a formula must never break the forward
             analytic = None
-        self._stack.append((mid, index, self.counter.get_total_flops(), analytic))
+        self._before[key] = (self.counter.get_total_flops(), analytic)
 
-    def _post(self, module: nn.Module, args: tuple, output: Any) -> None:
-        if id(module) not in self.modules or not self._stack or self._stack[-1][0] != id(module):
-            return
-        mid, index, before, analytic = self._stack.pop()
-        self.results[(mid, index)] = (self.counter.get_total_flops() - before, analytic)
+    def end(self, key: tuple[int, int]) -> None:
+        before, analytic = self._before.pop(key)
+        self.results[key] = (self.counter.get_total_flops() - before, analytic)

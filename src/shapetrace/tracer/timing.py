@@ -60,10 +60,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
+from typing import Any
 
 import torch
 from torch import nn
@@ -73,6 +70,7 @@ from .api import TraceFailed
 from .flops import FlopRecorder
 from .hooks import Tracer, model_device
 from .intervals import Attribution, attribute_kernels, central_repeats, nested_self_times, quantile, summarise
+from .probes import CallProbe
 from .records import Trace, iter_tensors
 from .values import map_tensors
 
@@ -189,43 +187,28 @@ def _place_inputs(value: Any, device: torch.device, dtype: torch.dtype | None) -
 
 # ---- the shape pass ------------------------------------------------------------------------------------
 
-class _PeakRecorder:
+class _PeakRecorder(CallProbe):
     """CUDA peak allocated per call (``PeakStack``), keyed by ``(id(module), call_index)``."""
 
     def __init__(self, modules: dict[int, nn.Module], device: torch.device) -> None:
-        self.modules = modules
+        super().__init__(modules)
         self.device = device
         self.results: dict[tuple[int, int], int] = {}
-        self._counts: dict[int, int] = {}
-        self._keys: list[tuple[int, int]] = []
         self._peaks = PeakStack()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> _PeakRecorder:  # noqa: PYI034 - typing.Self needs Python 3.11
         torch.cuda.reset_peak_memory_stats(self.device)
-        self._handles = [register_module_forward_pre_hook(self._pre),
-                         register_module_forward_hook(self._post, always_call=True)]
+        super().__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        for h in self._handles:
-            h.remove()
-
-    def _pre(self, module: nn.Module, args: tuple) -> None:
-        mid = id(module)
-        if mid not in self.modules:
-            return
-        index = self._counts.get(mid, 0)
-        self._counts[mid] = index + 1
+    def start(self, key: tuple[int, int], module: nn.Module, args: tuple) -> None:
         cuda = torch.cuda
         self._peaks.push(cuda.memory_allocated(self.device), cuda.max_memory_allocated(self.device))
-        self._keys.append((mid, index))
         cuda.reset_peak_memory_stats(self.device)
 
-    def _post(self, module: nn.Module, args: tuple, output: Any) -> None:
-        if id(module) not in self.modules or not self._keys or self._keys[-1][0] != id(module):
-            return
+    def end(self, key: tuple[int, int]) -> None:
         cuda = torch.cuda
-        self.results[self._keys.pop()] = self._peaks.pop(cuda.max_memory_allocated(self.device))
+        self.results[key] = self._peaks.pop(cuda.max_memory_allocated(self.device))
         cuda.reset_peak_memory_stats(self.device)
 
 
