@@ -128,10 +128,6 @@ def _ellipsize_middle(text: str, width: int) -> str:
     return text[:left] + "…" + text[len(text) - right:]
 
 
-def _num(n: int | None) -> str:
-    return "—" if n is None else f"{n:,}"
-
-
 def _si(n: float, unit: str = "") -> str:
     for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(n) >= factor:
