@@ -98,14 +98,9 @@ def _render(trace: Any, fmt: str, *, depth: int | None, view: str, layout: str |
         from .renderers import diagram
     except ImportError as e:
         raise click.ClickException(f"diagrams are not available in this installation ({e})") from e
-    given: dict[str, Any] = {"depth": depth, "unroll": unroll or None, "overlays": list(overlays),
-                             "options": options}
-    if layout is not None:
-        given["layout"] = layout
-    if style is not None:
-        given["style"] = style
-    try:
-        return diagram.render(trace, format=fmt, **given)
+    try:  # layout, style, depth and unroll left unset take the exhibit's options, then the renderer's defaults
+        return diagram.render(trace, format=fmt, depth=depth, layout=layout, style=style, unroll=unroll or None,
+                              overlays=list(overlays), options=options)
     except (ValueError, RuntimeError) as e:
         source = getattr(e, "source", None)
         if source:  # no Graphviz: keep the DOT text so nothing is lost
@@ -148,7 +143,7 @@ Examples:
   shapetrace trace resnet18 --input 1,3,224,224 --depth 2
   shapetrace trace torchvision.models:resnet50 --arg num_classes=10 --format md -o resnet50.md
   shapetrace trace mymodels.py:build --arg layers=[2,2] --input long:8,72:0..1000
-  shapetrace trace unet --format svg --layout u -o unet.svg
+  shapetrace trace camvid-unet --format svg --layout u -o unet.svg
   shapetrace trace resnet152 --device meta --view modules
 """
 
@@ -206,8 +201,9 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
 def load_model_and_inputs(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device: str | None,
                           debug: bool) -> tuple[Any, tuple, dict]:
     """The model a MODEL spec names and the inputs to run it on; a usage error (exit 2) when either is wrong."""
-    from .tracer.inputs import InputSpecError, make_inputs
-    from .tracer.models import ModelSpecError, load_model, parse_args
+    from .tracer.inputs import InputSpecError
+    from .tracer.models import ModelSpecError
+    from .tracer.models import load_model_and_inputs as resolve
 
     if device == "cuda":
         import torch
@@ -215,22 +211,12 @@ def load_model_and_inputs(model: str, inputs: tuple[str, ...], args: tuple[str, 
         if not torch.cuda.is_available():
             _fail_usage("--device cuda: CUDA is not available here; use --device cpu or --device meta")
     try:
-        loaded = load_model(model, parse_args(args))
-    except ModelSpecError as e:
+        return resolve(model, inputs, args, device)
+    except (ModelSpecError, InputSpecError) as e:
         if debug:
             traceback.print_exc()
         _fail_usage(str(e))
-    if inputs:
-        try:
-            fargs, fkwargs = make_inputs(inputs, device=device)
-        except InputSpecError as e:
-            _fail_usage(str(e))
-    elif loaded.inputs is not None:
-        fargs, fkwargs = loaded.inputs
-    else:
-        _fail_usage(f"{model!r} has no default inputs: give one with --input, e.g. --input 1,3,224,224 "
-                    "(see shapetrace trace --help)")
-    return loaded, fargs, fkwargs
+        raise  # unreachable: _fail_usage raises
 
 
 def _trace(model: str, inputs: tuple[str, ...], args: tuple[str, ...], depth: int | None, view: str, fmt: str,

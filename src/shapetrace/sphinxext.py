@@ -52,17 +52,13 @@ class ShapetraceDirective(Directive):
 
     def run(self) -> list[nodes.Node]:
         from .tracer.api import TraceFailed, failure_message, trace
-        from .tracer.inputs import InputSpecError, make_inputs
-        from .tracer.models import ModelSpecError, load_model, parse_args
+        from .tracer.inputs import InputSpecError
+        from .tracer.models import ModelSpecError, load_model_and_inputs
 
         spec = self.arguments[0]
         opts = self.options
         try:
-            loaded = load_model(spec, parse_args(_lines(opts.get("arg"))))
-            inputs = _lines(opts.get("input"))
-            args, kwargs = make_inputs(inputs) if inputs else (loaded.inputs or (None, None))
-            if args is None:
-                raise ModelSpecError(f"{spec!r} has no default inputs: add an :input: option")
+            loaded, args, kwargs = load_model_and_inputs(spec, _lines(opts.get("input")), _lines(opts.get("arg")))
             # As the CLI does: an exhibit runs as built, any other model in eval unless :train: is given.
             train = True if "train" in opts else (None if loaded.exhibit is not None else False)
             result = trace(loaded.module, *args, ops=True, train=train, forward_kwargs=kwargs)

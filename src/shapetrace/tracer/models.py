@@ -232,3 +232,24 @@ def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> LoadedModel:
     raise ModelSpecError(f"unknown model {spec!r}: not a gallery exhibit nor a torchvision model.{hint} "
                          "Run 'shapetrace gallery list' for the exhibits; other models are named "
                          "package.module:factory or path/to/file.py:factory.")
+
+
+def load_model_and_inputs(spec: str, input_specs: Sequence[str] = (), arg_texts: Sequence[str] = (),
+                          device: str | None = None) -> tuple[LoadedModel, tuple, dict]:
+    """The model ``spec`` names (built with the ``KEY=VALUE`` texts of ``arg_texts``) and ``(args, kwargs)``
+    to run it on: from ``input_specs`` (the ``--input`` language) or else the model's default inputs.
+
+    Raises ``ModelSpecError`` or ``InputSpecError`` saying what to fix.
+    """
+    from .inputs import make_inputs
+
+    loaded = load_model(spec, parse_args(arg_texts))
+    if input_specs:
+        args, kwargs = make_inputs(input_specs, device=device)
+    elif loaded.inputs is not None:
+        args, kwargs = loaded.inputs
+    else:
+        raise ModelSpecError(f"{spec!r} has no default inputs: give one with --input, e.g. --input 1,3,224,224 "
+                             "(see shapetrace trace --help)")
+    return loaded, args, kwargs
+
