@@ -324,9 +324,15 @@ def to_dot(trace: Trace, *, depth: int | None = None, layout: str | None = None,
            unroll: bool | None = None, overlays: Sequence[str] = (), options: dict[str, Any] | None = None,
            show_params: bool = False) -> str:
     """The diagram of ``trace`` as Graphviz DOT source (see the module docstring for the options)."""
+    return _diagram(trace, depth, layout, style, unroll, overlays, options, show_params).text()
+
+
+def _diagram(trace: Trace, depth: int | None, layout: str | None, style: str | None, unroll: bool | None,
+             overlays: Sequence[str] | str | None, options: dict[str, Any] | None, show_params: bool) -> _Dot:
+    """The graph of ``trace`` for these settings, ready to write as DOT."""
     depth, layout, style, unroll, overlays, options = _settings(depth, layout, style, unroll, overlays, options)
     graph = build_graph(trace, depth=depth, unroll=unroll, fold=options.get("fold", ()))
-    return _Dot(trace, graph, layout, style, overlays, options, show_params).text()
+    return _Dot(trace, graph, layout, style, overlays, options, show_params)
 
 
 class _Dot:
@@ -511,9 +517,8 @@ def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layou
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    depth, layout, style, unroll, overlays, options = _settings(depth, layout, style, unroll, overlays, options)
-    graph = build_graph(trace, depth=depth, unroll=unroll, fold=options.get("fold", ()))
-    dot = _Dot(trace, graph, layout, style, overlays, options, show_params)
+    dot = _diagram(trace, depth, layout, style, unroll, overlays, options, show_params)
+    graph = dot.graph
     source = dot.text()
     if format == "dot":
         return source.encode("utf-8")
