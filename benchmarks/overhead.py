@@ -115,6 +115,9 @@ def run(quick: bool, rounds: int, budget_s: float) -> str:
          "| torchinfo.summary | torchview.draw_graph |"),
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    costs = ["", ("The tracer's own cost, from the same run: *fixed* is a `Tracer` entered and left around no "
+                  "forward (module statistics, buffer snapshots), *per call* is (trace − plain forward − fixed) / "
+                  "calls, from minima."), "", "| model | module calls | fixed (ms) | per call (µs) |", "|---|---:|---:|---:|"]
     for label, build, make_input in cases(quick):
         model = build().eval()
         x = make_input()
@@ -123,7 +126,22 @@ def run(quick: bool, rounds: int, budget_s: float) -> str:
         cells = [f"{medians[k] / base:.2f}× ({minima[k] / base_min:.2f}×)" for k in list(medians)[1:]]
         lines.append(f"| {label} | {n} | {base * 1e3:.1f} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
-    return "\n".join(lines) + "\n"
+        calls = len(shapetrace.trace(model, x).calls)
+        fixed = fixed_cost(model)
+        per_call = (minima["shapetrace.trace"] - base_min - fixed) / calls
+        costs.append(f"| {label} | {calls} | {fixed * 1e3:.2f} | {per_call * 1e6:.0f} |")
+    return "\n".join(lines + costs) + "\n"
+
+
+def fixed_cost(model: nn.Module, repeat: int = 20) -> float:
+    """Minimum seconds to enter and leave a ``Tracer`` around no forward at all."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        with shapetrace.Tracer(model):
+            pass
+        times.append(time.perf_counter() - t0)
+    return min(times)
 
 
 def write_section(doc: Path, table: str) -> None:
