@@ -72,7 +72,7 @@ def test_debug_shows_the_traceback(broken_file):
     (["trace", "no_such_pkg.mod:build"], "cannot import module 'no_such_pkg.mod'"),
     (["trace", "torch.nn:Linear", "--arg", "in_features=4"], "--arg"),
     (["trace", "resnet18", "--format", "svgg"], "Did you mean 'svg'"),
-    (["trace", "resnet18", "--dpeth", "2"], "Did you mean '--depth'"),
+    (["trace", "resnet18", "--dpeth", "2"], "(Did you mean one of: '--depth'"),
     (["trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2"], "no default inputs"),
 ])
 def test_usage_errors_exit_2_and_say_what_to_fix(args, expect):

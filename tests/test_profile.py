@@ -113,6 +113,22 @@ def test_chunk_calls_are_timed_separately():
     _check_adds_up(trace)
 
 
+def test_modules_view_adds_up_the_chunk_calls_of_one_module():
+    from shapetrace.cli_profile import summary
+    from shapetrace.renderers.table import render_text
+
+    trace = _profile(_Chunked(), torch.randn(2, 15, 8))
+    calls = trace.calls_of("rnn")
+    per_call = [c.timing["self_ms"] for c in calls]
+    line = next(x for x in summary(trace, view="modules").splitlines() if "(LSTM" in x)
+    assert "rnn (LSTM, 3 calls)" in line
+    assert float(line.split()[0]) == pytest.approx(sum(per_call), abs=1e-3)
+    row = next(x for x in render_text(trace, view="modules", width=None).splitlines() if "LSTM" in x)
+    assert "×3" in row and f"{sum(c.timing['total_ms'] for c in calls):.3f}" in row
+    # the calls view (and the default summary) keep one row per chunk call
+    assert sum("(LSTM)" in x for x in summary(trace).splitlines()) == 3
+
+
 def test_awd_lstm_classifier_bpt3c_on_a_padded_batch():
     text = pytest.importorskip("shapetrace.gallery.text")
     cfg = {"emb_sz": 16, "n_hid": 24, "n_layers": 3, "pad_token": 1, "bidir": False, "output_p": 0.4, "hidden_p": 0.3,
@@ -302,6 +318,41 @@ def test_summarise_adds_up_even_when_stalls_hit_different_calls():
     assert central_repeats([3.0]) == [0]
 
 
+def test_profile_table_fits_the_width_by_leaving_out_columns_and_says_which(resnet_trace):
+    from shapetrace.renderers.table import render_text
+
+    text = render_text(resnet_trace, width=100)
+    lines = text.splitlines()
+    header = lines[2]
+    assert max(len(x) for x in lines) <= 100
+    for col in ("layer", "class", "output shapes", "ms", "%", "self ms", "FLOPs", "act mem"):
+        assert col in header
+    note = " ".join(x.strip() for x in lines[lines.index(next(x for x in lines if x.startswith("left out"))):])
+    assert note.startswith("left out to fit 100 columns: trainable, input shapes, params")
+    left_out = note.split(": ", 1)[1].split(" (")[0].split(", ")
+    full_header = render_text(resnet_trace, width=None).splitlines()[2]
+    optional = ["input shapes", "params", "trainable", "call", "FLOP/s"]
+    assert [c for c in optional if c in full_header and c not in header] == sorted(left_out, key=optional.index)
+    assert "(1,10)" in text and "(1,64,32,32)" in text  # the shapes are still there, whole
+
+
+def test_profile_table_without_a_width_limit_has_every_column(resnet_trace):
+    from shapetrace.renderers.table import render_text
+
+    header = render_text(resnet_trace, width=None).splitlines()[2]
+    for col in ("input shapes", "output shapes", "params", "trainable", "self ms", "act mem"):
+        assert col in header
+    assert "left out" not in render_text(resnet_trace, width=None)
+
+
+def test_plain_trace_table_leaves_no_column_out():
+    from shapetrace.renderers.table import render_text
+
+    text = render_text(shapetrace.trace(torchvision.models.resnet18(num_classes=10).eval(), torch.randn(1, 3, 64, 64)))
+    assert "trainable" in text.splitlines()[2] and "input shapes" in text.splitlines()[2]
+    assert "left out" not in text
+
+
 # ---- the command line ----------------------------------------------------------------------------------
 
 def test_cli_profile_json_and_exit_codes(tmp_path):
@@ -325,6 +376,27 @@ def test_cli_profile_json_and_exit_codes(tmp_path):
         assert res.exit_code == 2 and "cuda" in res.output.lower() and "Traceback" not in res.output
     res = runner.invoke(main, ["profile", "resnet18", "--input", "1,3,32", "--device", "cpu", "--repeat", "1"])
     assert res.exit_code == 1 and "Traceback" not in res.output
+
+
+def test_cli_profile_modules_view_and_width(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    base = ["profile", "resnet18", "--input", "1,3,32,32", "--device", "cpu", "--warmup", "0", "--repeat", "1",
+            "--top", "100"]
+    res = CliRunner().invoke(main, [*base, "--view", "modules", "--width", "0", "-o", str(tmp_path / "t.txt")])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "t.txt").read_text()
+    assert "calls" in text.splitlines()[2] and "trainable" in text.splitlines()[2]
+    relu = next(x.split() for x in text.splitlines() if x.strip().startswith("layer1.0.relu "))
+    assert relu[:3] == ["layer1.0.relu", "ReLU", "×2"]  # torchvision's BasicBlock calls its relu twice
+    assert "(ReLU, 2 calls)" in res.output  # the summary ranks modules, each call's self time added up
+    res = CliRunner().invoke(main, [*base, "--width", "80", "-o", str(tmp_path / "narrow.txt")])
+    assert res.exit_code == 0, res.output
+    lines = (tmp_path / "narrow.txt").read_text().splitlines()
+    assert max(len(x) for x in lines if not x.startswith(("Total", "Trainable", "Non-", "Input", "Forward",
+                                                           "Params", "Estimated"))) <= 80
 
 
 @requires_dot

@@ -18,6 +18,8 @@ from typing import Any
 
 import click
 
+from .cli_options import table_width, width_option
+
 TABLE_FORMATS = ("text", "md", "html", "csv")
 DIAGRAM_FORMATS = ("svg", "png", "pdf", "dot")
 FORMATS = (*TABLE_FORMATS, "json", *DIAGRAM_FORMATS)
@@ -87,13 +89,13 @@ def _pick_format(fmt: str | None, output: str | None) -> str:
 
 
 def _render(trace: Any, fmt: str, *, depth: int | None, view: str, layout: str | None, style: str | None,
-            unroll: bool, overlays: tuple[str, ...], options: dict | None) -> str | bytes:
+            unroll: bool, overlays: tuple[str, ...], options: dict | None, width: int | None = 100) -> str | bytes:
     if fmt == "json":
         return trace.to_json()
     if fmt in TABLE_FORMATS:
         from .renderers.table import render
 
-        return render(trace, fmt, depth=depth, view=view)
+        return render(trace, fmt, depth=depth, view=view, width=width)
     try:
         from .renderers import diagram
     except ImportError as e:
@@ -186,16 +188,17 @@ def main() -> None:
 @click.option("--overlay", "overlays", multiple=True, metavar="NAME", help="Diagram overlay (repeatable).")
 @click.option("--style", type=SuggestingChoice(["compact", "detailed"]), default=None, help="Diagram style.")
 @click.option("--unroll", is_flag=True, help="Diagram: one node per call instead of folding repeats into ×N.")
+@width_option
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
 def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], depth: int | None, view: str,
                   fmt: str | None, output: str | None, device: str | None, train: bool | None, grad: bool,
                   layout: str | None, overlays: tuple[str, ...], style: str | None, unroll: bool,
-                  debug: bool) -> None:
+                  width: int | None, debug: bool) -> None:
     fmt = _pick_format(fmt, output)
     _note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll)
     with friendly_errors(debug):
         _trace(model, inputs, args, depth, view, fmt, output, device, train, grad, layout, overlays, style,
-               unroll, debug)
+               unroll, table_width(width, output), debug)
 
 
 def load_model_and_inputs(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device: str | None,
@@ -221,7 +224,7 @@ def load_model_and_inputs(model: str, inputs: tuple[str, ...], args: tuple[str, 
 
 def _trace(model: str, inputs: tuple[str, ...], args: tuple[str, ...], depth: int | None, view: str, fmt: str,
            output: str | None, device: str | None, train: bool | None, grad: bool, layout: str | None,
-           overlays: tuple[str, ...], style: str | None, unroll: bool, debug: bool) -> None:
+           overlays: tuple[str, ...], style: str | None, unroll: bool, width: int | None, debug: bool) -> None:
     loaded, fargs, fkwargs = load_model_and_inputs(model, inputs, args, device, debug)
     if train is None and loaded.exhibit is None:
         train = False
@@ -237,7 +240,7 @@ def _trace(model: str, inputs: tuple[str, ...], args: tuple[str, ...], depth: in
             traceback.print_exception(type(cause), cause, cause.__traceback__)
     options = getattr(loaded.exhibit, "options", None)
     rendered = _render(result, fmt, depth=depth, view=view, layout=layout, style=style, unroll=unroll,
-                       overlays=overlays, options=options)
+                       overlays=overlays, options=options, width=width)
     _write(rendered, output, fmt)
     if result.failed:
         click.echo(f"error: {failure_message(result)}", err=True)
@@ -296,8 +299,10 @@ def diff_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], aga
 @click.option("--overlay", "overlays", multiple=True, metavar="NAME", help="Diagram overlay (repeatable).")
 @click.option("--style", type=SuggestingChoice(["compact", "detailed"]), default=None, help="Diagram style.")
 @click.option("--unroll", is_flag=True, help="Diagram: one node per call.")
+@width_option
 def render_command(trace_file: str, fmt: str | None, output: str | None, depth: int | None, view: str,
-                   layout: str | None, overlays: tuple[str, ...], style: str | None, unroll: bool) -> None:
+                   layout: str | None, overlays: tuple[str, ...], style: str | None, unroll: bool,
+                   width: int | None) -> None:
     """Render a saved trace (from --format json); needs no torch and no model.
 
     \b
@@ -314,7 +319,8 @@ def render_command(trace_file: str, fmt: str | None, output: str | None, depth: 
     except (ValueError, KeyError, TypeError) as e:
         _fail_usage(f"{trace_file!r} is not a readable shapetrace trace: {e}")
     _write(_render(trace, fmt, depth=depth, view=view, layout=layout, style=style, unroll=unroll,
-                   overlays=overlays, options=trace.meta.get("options")), output, fmt)
+                   overlays=overlays, options=trace.meta.get("options"), width=table_width(width, output)),
+           output, fmt)
     if trace.failed:
         click.echo("note: this trace is of a forward that failed; the table is partial", err=True)
 
@@ -371,12 +377,9 @@ def gallery_build(out_dir: str, names: tuple[str, ...], debug: bool) -> None:
     click.echo(f"wrote {len(written)} files to {out_dir}")
 
 
-try:  # the profiling command lives in its own module (it may be missing in a partial install)
-    from .cli_profile import profile_command
+from .cli_profile import profile_command  # last: it imports helpers from this module inside its functions
 
-    main.add_command(profile_command)
-except ImportError:
-    pass
+main.add_command(profile_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

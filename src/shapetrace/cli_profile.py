@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
+
+from .cli_options import table_width, width_option
 
 PROFILE_FORMATS = ("text", "md", "html", "csv", "json", "svg", "png", "pdf", "dot")
 PLOT_KINDS = ("bars", "forward", "flops", "flow")
@@ -53,6 +56,8 @@ Examples:
 @click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write here instead of stdout.")
 @click.option("--depth", "-d", type=click.IntRange(min=0), default=None, help="Fold calls deeper than N.")
+@click.option("--view", type=click.Choice(["calls", "modules"]), default="calls", show_default=True,
+              help="One row per call, or one row per module with the times of all its calls added up.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also save a plot (.svg or .png).")
 @click.option("--plot-kind", type=click.Choice(PLOT_KINDS), default="bars", show_default=True,
@@ -61,10 +66,12 @@ Examples:
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
               help="Calls in the summary (stderr) and in the bars plot.")
 @click.option("--train/--eval", "train", default=None, help="Run in training or eval mode.")
+@width_option
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
 def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device: str | None, warmup: int,
                     repeat: int, dtype: str | None, fmt: str | None, output: str | None, depth: int | None,
-                    plot_file: str | None, plot_kind: str, top: int, train: bool | None, debug: bool) -> None:
+                    view: str, plot_file: str | None, plot_kind: str, top: int, train: bool | None,
+                    width: int | None, debug: bool) -> None:
     from .cli import _pick_format
 
     fmt = _pick_format(fmt, output)
@@ -76,12 +83,21 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
     from .cli import friendly_errors
 
     with friendly_errors(debug):
-        _profile(model, inputs, args, device, warmup, repeat, dtype, fmt, output, depth, plot_file, plot_kind,
-                 top, train, debug)
+        _profile(model, inputs, args, device, warmup, repeat, dtype, fmt, output,
+                 _Display(depth, view, table_width(width, output)), plot_file, plot_kind, top, train, debug)
+
+
+@dataclass(frozen=True)
+class _Display:
+    """How the table (or diagram) of the profile is laid out."""
+
+    depth: int | None
+    view: str
+    width: int | None
 
 
 def _profile(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device: str | None, warmup: int,
-             repeat: int, dtype: str | None, fmt: str, output: str | None, depth: int | None,
+             repeat: int, dtype: str | None, fmt: str, output: str | None, display: _Display,
              plot_file: str | None, plot_kind: str, top: int, train: bool | None, debug: bool) -> None:
     from .cli import _write, load_model_and_inputs
     from .tracer.timing import ProfileUsageError, resolve_device
@@ -111,11 +127,11 @@ def _profile(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device:
         cause = failed.__cause__
         if debug and cause is not None:
             traceback.print_exception(type(cause), cause, cause.__traceback__)
-        _write(_render(failed.trace, fmt, depth), output, fmt)
+        _write(_render(failed.trace, fmt, display), output, fmt)
         click.echo(f"error: {failure_message(failed.trace)}", err=True)
         sys.exit(1)
-    _write(_render(result, fmt, depth), output, fmt)
-    click.echo(summary(result, top), err=True)
+    _write(_render(result, fmt, display), output, fmt)
+    click.echo(summary(result, top, display.view), err=True)
     if plot_file is not None:
         from .renderers.plots import render_plot
 
@@ -124,17 +140,18 @@ def _profile(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device:
                "plot")
 
 
-def _render(trace: Any, fmt: str, depth: int | None) -> str | bytes:
+def _render(trace: Any, fmt: str, display: _Display) -> str | bytes:
     from .cli import _render as render
 
     # A diagram of a profile is coloured by self time (the heat overlay) unless the trace has no timings.
     overlays = ("heat",) if any(c.timing for c in trace.calls) else ()
-    return render(trace, fmt, depth=depth, view="calls", layout=None, style=None, unroll=False, overlays=overlays,
-                  options=None)
+    return render(trace, fmt, depth=display.depth, view=display.view, layout=None, style=None, unroll=False,
+                  overlays=overlays, options=None, width=display.width)
 
 
-def summary(trace: Any, top: int = 10) -> str:
-    """A few lines for stderr: forward and profiled time, overhead, and the ``top`` calls by self time."""
+def summary(trace: Any, top: int = 10, view: str = "calls") -> str:
+    """A few lines for stderr: forward and profiled time, overhead, and the ``top`` calls by self time (with
+    ``view="modules"``: the ``top`` modules, each call's self time added up)."""
     t = trace.timing or {}
     lines = [(f"{t.get('kind')} on {t.get('device')} ({t.get('dtype')}), {t.get('repeats')} repeats: "
              f"forward {t.get('forward_ms', 0):.3f} ms plain, {t.get('profiled_ms', 0):.3f} ms profiled "
@@ -142,8 +159,15 @@ def summary(trace: Any, top: int = 10) -> str:
     if "gpu_idle_fraction" in t:
         lines.append(f"GPU idle {100 * t['gpu_idle_fraction']:.1f}% of the forward; kernels "
                      f"{t.get('kernel_ms', 0):.3f} ms")
-    calls = sorted((c for c in trace.calls if c.timing), key=lambda c: -c.timing["self_ms"])[:top]
+    ranked: dict[str, list[Any]] = {}  # label -> [self ms, class, calls]
+    for c in trace.calls:
+        if c.timing:
+            key = (c.module or "(root)") if view == "modules" else c.label
+            entry = ranked.setdefault(key, [0.0, c.cls, 0])
+            entry[0] += c.timing["self_ms"]
+            entry[2] += 1
     whole = t.get("attributed_ms") or 1.0
-    for c in calls:
-        lines.append(f"  {c.timing['self_ms']:9.3f} ms {100 * c.timing['self_ms'] / whole:5.1f}%  {c.label} ({c.cls})")
+    for label, (self_ms, cls, calls) in sorted(ranked.items(), key=lambda kv: -kv[1][0])[:top]:
+        times = f", {calls} calls" if calls > 1 else ""
+        lines.append(f"  {self_ms:9.3f} ms {100 * self_ms / whole:5.1f}%  {label} ({cls}{times})")
     return "\n".join(lines)

@@ -488,70 +488,106 @@ def _uncalled_parts(trace: Trace) -> list[str]:
 
 
 # ---- text --------------------------------------------------------------------------------------------
-def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", width: int = 100) -> str:
-    """An aligned table (an indented tree in the calls view) that fits ``width`` columns when it can."""
+# Columns a too-wide profile table leaves out, in this order (after an empty "call" column): the totals
+# below the table give the trainable count, a row's input is (nearly always) the output of the row above,
+# a repeated call's layer name carries "#k" already, and FLOP/s is FLOPs over ms.
+_DROPPABLE = ("trainable", "input shapes", "params", "call", "FLOP/s")
+
+
+def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", width: int | None = 100) -> str:
+    """An aligned table (an indented tree in the calls view) that fits ``width`` columns when it can.
+
+    Shapes are elided to fit (``+2 more``, ``…``). A table with profile columns that would still overflow
+    leaves out an empty ``call`` column, then ``trainable``, ``input shapes``, ``params``, ``call`` and
+    ``FLOP/s`` until it fits, and says so below the table; then layer and class names are elided.
+    ``width=None`` (or 0) never elides nor leaves anything out.
+    """
     rows = _rows(trace, depth, view)
     extra = _extra_columns(trace)
     fwd = _forward_ms(trace)
     headers = _headers(view, extra)
     base_depth = min((r.depth for r in rows), default=0)
+    limit = width or None
 
     def layer(r: _Row) -> str:
         mark = f"{FAIL_MARK} " if r.failed else ""
         return "  " * (r.depth - base_depth) + mark + (r.short if view == "calls" else r.name)
 
-    fixed = [[layer(r), r.cls, r.call] for r in rows]
-    tail = [[_params_cell(r), _trainable_cell(r), *_extra_cells(r, extra, fwd)] for r in rows]
-    natural_in = [len(_inputs_text(r, None)) for r in rows]
-    natural_out = [len(_outputs_text(r, None)) for r in rows]
-
-    def colw(i: int, cells: list[list[str]], cap: int | None = None) -> int:
-        w = max([len(headers[i])] + [len(c[i]) for c in cells])
-        return min(w, cap) if cap else w
-
-    w_layer = colw(0, fixed, 34)
-    w_cls = colw(1, fixed, 20)
-    w_call = colw(2, fixed)
-    w_tail = [max([len(headers[5 + j])] + [len(t[j]) for t in tail]) for j in range(len(tail[0]) if tail else 0)]
-    if not tail:
-        w_tail = [len(h) for h in headers[5:]]
+    cells: dict[str, list[str]] = {h: [] for h in headers}  # the shape columns are filled once widths are known
+    for r in rows:
+        for h, c in zip(headers, [layer(r), r.cls, r.call, "", "", _params_cell(r), _trainable_cell(r),
+                                  *_extra_cells(r, extra, fwd)]):
+            cells[h].append(c)
+    natural = {h: max([len(h)] + [len(c) for c in cells[h]]) for h in headers}
+    natural["layer"] = min(natural["layer"], max(34, len("layer")))
+    natural["class"] = min(natural["class"], 20)
+    natural[headers[3]] = max([len(headers[3])] + [len(_inputs_text(r, None)) for r in rows])
+    natural[headers[4]] = max([len(headers[4])] + [len(_outputs_text(r, None)) for r in rows])
     sep = "  "
-    ncols = 5 + len(w_tail)
-    used = w_layer + w_cls + w_call + sum(w_tail) + len(sep) * (ncols - 1)
-    room = max(width - used, 24)
-    need_in = max([len(headers[3])] + natural_in)
-    need_out = max([len(headers[4])] + natural_out)
-    if need_in + need_out <= room:
-        w_in, w_out = need_in, need_out
-    else:
-        half = room // 2
-        if need_in <= half:
-            w_in, w_out = need_in, room - need_in
-        elif need_out <= room - half:
-            w_in, w_out = room - need_out, need_out
+
+    def span(cols: list[str]) -> int:
+        return sum(natural[c] for c in cols) + len(sep) * (len(cols) - 1)
+
+    shown = list(headers)
+    dropped: list[str] = []
+    if limit is not None and extra:
+        empty = [h for h in headers[2:3] if not any(cells[h])]  # "call" (or "calls")
+        for name in [*empty, *_DROPPABLE]:
+            if name not in shown:
+                continue
+            if span(shown) <= limit:
+                break
+            shown.remove(name)
+            if name not in empty:
+                dropped.append(name)
+    widths = dict(natural)
+    shape_cols = [c for c in ("input shapes", "output shapes") if c in shown]
+    if limit is not None and span(shown) > limit:  # elide shapes, never below their header's width
+        room = max(limit - span([c for c in shown if c not in shape_cols]) - len(sep) * len(shape_cols),
+                   sum(len(c) for c in shape_cols))
+        if len(shape_cols) == 1:
+            widths[shape_cols[0]] = max(min(natural[shape_cols[0]], room), 12)
         else:
-            w_in, w_out = half, room - half
-        w_in, w_out = max(w_in, 12), max(w_out, 12)
+            need_in, need_out = natural["input shapes"], natural["output shapes"]
+            half = room // 2
+            if need_in <= half:
+                w_in, w_out = need_in, room - need_in
+            elif need_out <= room - half:
+                w_in, w_out = room - need_out, need_out
+            else:
+                w_in, w_out = half, room - half
+            widths["input shapes"], widths["output shapes"] = max(w_in, 12), max(w_out, 12)
+    if limit is not None:  # still too wide: elide layer names (in the middle) and class names
+        over = sum(widths[c] for c in shown) + len(sep) * (len(shown) - 1) - limit
+        for col, floor in (("layer", 10), ("class", 8)):
+            cut = min(max(over, 0), max(widths[col] - floor, 0))
+            widths[col] -= cut
+            over -= cut
 
-    right = {5, 6, *range(7, ncols)}
-    widths = [w_layer, w_cls, w_call, w_in, w_out, *w_tail]
+    left = {"layer", "class", "call", "input shapes", "output shapes"}
 
-    def line(cells: list[str]) -> str:
+    def line(values: dict[str, str]) -> str:
         out = []
-        for i, (c, w) in enumerate(zip(cells, widths)):
-            c = _ellipsize_middle(c, w) if i == 0 else _ellipsize(c, w)
-            out.append(c.rjust(w) if i in right else c.ljust(w))
+        for col in shown:
+            w = widths[col]
+            c = values[col]
+            c = _ellipsize_middle(c, w) if col == "layer" else _ellipsize(c, w)
+            out.append(c.ljust(w) if col in left else c.rjust(w))
         return sep.join(out).rstrip()
 
-    rule = "─" * min(sum(widths) + len(sep) * (ncols - 1), max(width, 1))
+    table_width = sum(widths[c] for c in shown) + len(sep) * (len(shown) - 1)
+    rule = "─" * (min(table_width, limit) if limit is not None else table_width)
     title = f"{trace.model.cls}: {len(trace.calls)} call{'s' if len(trace.calls) != 1 else ''}"
     if view == "modules":
         title += f" of {len(rows)} module{'s' if len(rows) != 1 else ''}"
     if depth is not None:
         title += f", depth ≤ {depth}"
-    lines = [title, rule, line(headers), rule]
-    for r, f, t in zip(rows, fixed, tail):
-        lines.append(line([*f, _inputs_text(r, w_in), _outputs_text(r, w_out), *t]))
+    lines = [title, rule, line({h: h for h in headers}), rule]
+    for i, r in enumerate(rows):
+        values = {h: cells[h][i] for h in headers}
+        values["input shapes"] = _inputs_text(r, widths["input shapes"] if limit is not None else None)
+        values["output shapes"] = _outputs_text(r, widths["output shapes"] if limit is not None else None)
+        lines.append(line(values))
     lines.append(rule)
     tot = totals(trace)
     label_w = max(len(k) for k, _ in tot.lines())
@@ -559,10 +595,13 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     if fwd is not None:
         lines.append(f"{'Forward time (ms):':<{label_w + 1}} {fwd:.3f}")
     notes = _notes(trace, rows)
+    if dropped:
+        notes.append(f"left out to fit {limit} columns: {', '.join(dropped)} (a wider --width, or the md, csv "
+                     "and html formats, show every column)")
     if notes:
         lines.append(rule)
         for n in notes:
-            lines.extend(_wrap(n, width))
+            lines.extend(_wrap(n, limit) if limit is not None else [n])
     return "\n".join(lines) + "\n"
 
 
@@ -680,7 +719,7 @@ def render_csv(trace: Trace, *, depth: int | None = None, view: str = "calls") -
 
 # ---- dispatch ----------------------------------------------------------------------------------------
 def render(trace: Trace, format: str = "text", *, depth: int | None = None, view: str = "calls",
-           width: int = 100) -> str:
+           width: int | None = 100) -> str:
     """Render a shape table in ``format`` (``text``, ``md``, ``html`` or ``csv``)."""
     if format in ("text", "txt"):
         return render_text(trace, depth=depth, view=view, width=width)
