@@ -12,6 +12,12 @@ Run from the source tree; needs only torch, torchvision, matplotlib and click::
 Models: resnet34 at batch 1 and 64 (fp32), resnet50 at batch 64 (bf16), the CamVid U-Net exhibit, a
 24-layer transformer encoder (fused fast path in eval) and the AWD-LSTM classifier exhibit (BPT3C).
 ``--quick`` shrinks batches, images, depth and repeats so the CPU run takes well under a minute.
+
+On CUDA the batch-64 cases run a second time with ``gpu_timer="events"`` (CUDA events in the hooks, the
+fallback without CUPTI), so one run measures both timers' overhead. Made for a short lease: the JSON is
+rewritten after every case (a run cut off at its time limit keeps what it finished), ``--budget-s`` skips
+the cases left once that many seconds have passed, and ``--traces FILE.tar.gz`` (default with ``$OUT``)
+keeps every profiled trace, so the tables, plots and heat diagrams can be drawn on another machine.
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ def _transformer(layers: int, d: int, batch: int, seq: int) -> Callable[[], tupl
 
 
 def cases(quick: bool) -> list[tuple[str, str | None, Callable[[], tuple[nn.Module, tuple]]]]:
-    """``(label, dtype, build)`` for each benchmark case."""
+    """``(label, dtype, build)`` for each benchmark case (a label with "b64" is also run with CUDA events)."""
     if quick:
         return [
             ("resnet34 b1 fp32", None, _resnet("resnet34", 1, 64)),
@@ -83,13 +89,17 @@ def cases(quick: bool) -> list[tuple[str, str | None, Callable[[], tuple[nn.Modu
 
 
 def run_case(label: str, dtype: str | None, build: Callable[[], tuple[nn.Module, tuple]], device: str,
-             warmup: int, repeat: int, gpu_timer: str = "auto") -> dict[str, Any]:
+             warmup: int, repeat: int, gpu_timer: str = "auto", keep: dict[str, str] | None = None
+             ) -> dict[str, Any]:
+    """Profile one case; its row of numbers (and, with ``keep``, its trace's JSON under ``keep[label]``)."""
     import shapetrace
 
     model, inputs = build()
     t0 = time.perf_counter()
     trace = shapetrace.profile(model, *inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
                                gpu_timer=gpu_timer)
+    if keep is not None:
+        keep[label] = trace.to_json()
     t = trace.timing or {}
     root = trace.calls[0]
     attributed = t.get("attributed_ms") or 0.0
@@ -130,6 +140,26 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+
+def _write_traces(path: str, traces: dict[str, str]) -> None:
+    """Every trace's JSON as ``<label>.json`` (letters, digits, ``-``) in one gzipped tar."""
+    import io
+    import re
+    import tarfile
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for label, text in traces.items():
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-") + ".json")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cuda", "cpu"])
@@ -140,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the rows here (default: $OUT/gpu_profile.json)")
     parser.add_argument("--gpu-timer", default="auto", choices=["auto", "events"],
                         help="auto: torch.profiler kernel attribution; events: CUDA events in the hooks")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="skip the cases left once this many seconds have passed (default: no limit)")
+    parser.add_argument("--traces", default=None,
+                        help="save every profiled trace's JSON in this .tar.gz (default: $OUT/gpu_traces.tar.gz)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: 1 with --device cpu, so a busy shared machine's "
                              "OpenMP spin-waits do not swamp the numbers; torch's default otherwise)")
@@ -154,24 +188,40 @@ def main(argv: list[str] | None = None) -> int:
     card = torch.cuda.get_device_name() if ns.device == "cuda" else platform.processor() or platform.machine()
     print(f"# shapetrace.profile benchmark on {ns.device} ({card}); torch {torch.__version__}; "
           f"warmup {warmup}, repeat {repeat}, {torch.get_num_threads()} CPU thread(s)", flush=True)
-    rows = []
+    out_dir = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
+    target = ns.json or (str(out_dir / "gpu_profile.json") if out_dir else None)
+    traces = ns.traces or (str(out_dir / "gpu_traces.tar.gz") if out_dir else None)
+    info = {"device": ns.device, "card": card, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "warmup": warmup, "repeat": repeat}
+    runs = []
     for label, dtype, build in cases(ns.quick):
         if ns.only and ns.only not in label:
             continue
+        runs.append((label, dtype, build, ns.gpu_timer))
+        if ns.device == "cuda" and ns.gpu_timer == "auto" and "b64" in label:
+            runs.append((f"{label} (events)", dtype, build, "events"))
+    rows: list[dict[str, Any]] = []
+    kept: dict[str, str] = {}
+    start = time.perf_counter()
+    for label, dtype, build, timer in runs:
+        if ns.budget_s is not None and time.perf_counter() - start > ns.budget_s:
+            rows.append({"model": label, "error": f"skipped: the {ns.budget_s:.0f} s budget was spent"})
+            continue
         try:
-            row = run_case(label, dtype, build, ns.device, warmup, repeat, ns.gpu_timer)
+            row = run_case(label, dtype, build, ns.device, warmup, repeat, timer, kept if traces else None)
         except Exception as e:  # noqa: BLE001 - one failing case must not lose the others
             row = {"model": label, "error": f"{type(e).__name__}: {e}"}
         rows.append(row)
         print(f"  {label}: {json.dumps(row)}", file=sys.stderr, flush=True)
         if ns.device == "cuda":
             torch.cuda.empty_cache()
+        if target:  # after every case, so a run cut off at its time limit keeps what it finished
+            _write_json(target, {**info, "rows": rows})
+        if traces:
+            _write_traces(traces, kept)
     print(markdown(rows))
-    target = ns.json or (str(Path(os.environ["OUT"]) / "gpu_profile.json") if os.environ.get("OUT") else None)
     if target:
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        Path(target).write_text(json.dumps({"device": ns.device, "card": card, "torch": torch.__version__,
-                                            "rows": rows}, indent=1), encoding="utf-8")
+        _write_json(target, {**info, "rows": rows})
         print(f"wrote {target}", file=sys.stderr)
     return 1 if any("error" in r for r in rows) else 0
 
