@@ -273,6 +273,58 @@ def test_kineto_intervals_on_fake_cuda_events():
     assert graphs == 1
 
 
+def test_kineto_intervals_without_activity_type_as_in_torch_2_11():
+    """torch 2.11 (the GPU machine's) has no ``activity_type()``: kinds come from device, name, annotation."""
+    from torch.autograd import DeviceType
+
+    def ev(name, dev, corr, linked, s, e, annotation=False):
+        return types.SimpleNamespace(name=lambda: name, device_type=lambda: dev, is_user_annotation=lambda: annotation,
+                                     correlation_id=lambda: corr, linked_correlation_id=lambda: linked,
+                                     start_ns=lambda: s, end_ns=lambda: e)
+
+    cpu, cuda = DeviceType.CPU, DeviceType.CUDA
+    events = [
+        ev("cudaDeviceSynchronize", cpu, 3, 0, -30, -5),  # before the forward; CUPTI id 3 = the conv's op id
+        ev("Device Synchronize", cuda, 3, 0, -30, -5),  # the wait on the device timeline: no kernel
+        ev("shapetrace/0", cpu, 1, 0, 0, 100, annotation=True),
+        ev("shapetrace/1", cpu, 2, 0, 10, 50, annotation=True),
+        ev("aten::conv2d", cpu, 3, 0, 12, 40),
+        ev("cudaLaunchKernel", cpu, 900, 3, 20, 25),
+        ev("implicit_gemm", cuda, 900, 3, 60, 90),
+        ev("aten::relu", cpu, 4, 0, 55, 60),
+        ev("cuLaunchKernel", cpu, 901, 4, 56, 57),  # driver API
+        ev("relu_kernel", cuda, 901, 4, 95, 99),
+        ev("Memcpy DtoD (Device -> Device)", cuda, 902, 3, 99, 100),  # no runtime event: the conv op's start
+        ev("shapetrace/1", cuda, 2, 0, 60, 90, annotation=True),
+        ev("cudaGraphLaunch", cpu, 903, 0, 70, 71),
+    ]
+    ranges, kernels, graphs = kineto_intervals(events)
+    assert ranges == {0: (0, 100), 1: (10, 50)}
+    assert kernels == [(20, 60, 90), (56, 95, 99), (12, 99, 100)]  # not -30: the sync's id is another namespace
+    assert graphs == 1
+    att = attribute_kernels([("root", *ranges[0]), ("conv", *ranges[1])], kernels)
+    assert att.self == {"root": 4.0, "conv": 31.0} and att.kernel_sum == 35.0  # the sync span is not a kernel
+
+
+def test_event_kind_names_on_old_torch():
+    from torch.autograd import DeviceType
+
+    from shapetrace.tracer.timing import event_kind
+
+    def ev(name, dev, annotation=False):
+        return types.SimpleNamespace(name=lambda: name, device_type=lambda: dev, is_user_annotation=lambda: annotation)
+
+    cpu, cuda = DeviceType.CPU, DeviceType.CUDA
+    assert event_kind(ev("cudaLaunchKernelExC", cpu)) == "cuda_runtime"
+    assert event_kind(ev("cuLaunchKernel", cpu)) == "cuda_runtime"
+    assert event_kind(ev("cudnn::conv", cpu)) == "cpu_op"  # a namespaced op, not an API call
+    assert event_kind(ev("custom_block", cpu)) == "cpu_op"
+    assert event_kind(ev("my range", cpu, annotation=True)) == "user_annotation"
+    assert event_kind(ev("Stream Wait Event", cuda)) == "cuda_sync"
+    assert event_kind(ev("Memset (Device)", cuda)) == "gpu_memset"
+    assert event_kind(ev("void at::native::vectorized_elementwise_kernel<4>", cuda)) == "kernel"
+
+
 def test_kineto_intervals_reads_real_cpu_profiler_ranges():
     from torch.autograd.profiler import record_function
     from torch.profiler import ProfilerActivity, profile

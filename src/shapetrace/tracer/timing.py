@@ -57,6 +57,7 @@ and costs nothing in the timed runs, so it is used instead (``PeakStack``).
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -83,6 +84,8 @@ __all__ = [
     "ProfileUsageError",
     "attribute_kernels",
     "central_repeats",
+    "event_kind",
+    "kineto_intervals",
     "nested_self_times",
     "profile",
     "quantile",
@@ -286,11 +289,49 @@ class _Timer:
         return out
 
 
+_RUNTIME_NAME = re.compile(r"(cuda|cu|hip)[A-Z]")  # CUDA runtime / driver and HIP API calls
+_DEVICE_KINDS = ("kernel", "gpu_memcpy", "gpu_memset")
+
+
+def event_kind(event: Any) -> str:
+    """A profiler event's Kineto activity type (``"cpu_op"``, ``"user_annotation"``, ``"cuda_runtime"``,
+    ``"kernel"``, ``"gpu_memcpy"``, ``"cuda_sync"``, ...).
+
+    torch 2.11 and older have no ``activity_type()`` on their events; there it is inferred from the device,
+    ``is_user_annotation()`` and the name: CPU events named like a CUDA/HIP API call (``cudaLaunchKernel``,
+    ``cuLaunchKernel``) are runtime calls, device events named ``... Synchronize`` or ``Stream Wait Event``
+    are synchronisation spans (not kernels: they would count the idle wait as busy), ``Memcpy``/``Memset``
+    are copies.
+    """
+    from torch.autograd import DeviceType
+
+    get = getattr(event, "activity_type", None)
+    if get is not None:
+        return str(get() or "")
+    name = event.name()
+    annotation = name.startswith(_RANGE) or bool(getattr(event, "is_user_annotation", lambda: False)())
+    if event.device_type() == DeviceType.CPU:
+        if annotation:
+            return "user_annotation"
+        return "cuda_runtime" if "::" not in name and _RUNTIME_NAME.match(name) else "cpu_op"
+    if annotation:
+        return "gpu_user_annotation"
+    low = name.lower()
+    if "synchronize" in low or "wait event" in low:
+        return "cuda_sync"
+    if "memcpy" in low:
+        return "gpu_memcpy"
+    if "memset" in low:
+        return "gpu_memset"
+    return "kernel"
+
+
 def kineto_intervals(events: Sequence[Any]) -> tuple[dict[int, tuple[int, int]], list[tuple[int | None, int, int]],
                                                      int]:
     """From raw profiler events: ``shapetrace/<j>`` ranges, device kernels ``(launch, start, end)`` and the
     number of CUDA-graph launches. A kernel's launch time is its runtime call's start (matched by correlation
-    id), else the start of the aten op that launched it (its linked correlation id), else ``None``."""
+    id), else the start of the aten op that launched it (its linked correlation id), else ``None``.
+    Synchronisation spans and annotations on the device timeline are not kernels (``event_kind``)."""
     from torch.autograd import DeviceType
 
     ranges: dict[int, tuple[int, int]] = {}
@@ -300,16 +341,17 @@ def kineto_intervals(events: Sequence[Any]) -> tuple[dict[int, tuple[int, int]],
     graphs = 0
     for e in events:
         name = e.name()
-        kind = str(getattr(e, "activity_type", lambda: "")() or "")
+        kind = event_kind(e)
         if e.device_type() == DeviceType.CPU:
-            if name.startswith(_RANGE):
-                ranges[int(name[len(_RANGE):])] = (e.start_ns(), e.end_ns())
-            elif kind.endswith(("_runtime", "_driver")):
+            if kind.endswith(("_runtime", "_driver")):
                 runtime[e.correlation_id()] = e.start_ns()
                 graphs += "GraphLaunch" in name
-            elif e.linked_correlation_id() == 0:
+                continue
+            if name.startswith(_RANGE):
+                ranges[int(name[len(_RANGE):])] = (e.start_ns(), e.end_ns())
+            if e.linked_correlation_id() == 0:  # an op or a range: what kernels link to
                 ops.setdefault(e.correlation_id(), e.start_ns())
-        elif kind in ("kernel", "gpu_memcpy", "gpu_memset") or (not kind and not name.startswith(_RANGE)):
+        elif kind in _DEVICE_KINDS:
             device.append(e)
     kernels = [(runtime.get(e.correlation_id(), ops.get(e.linked_correlation_id())), e.start_ns(), e.end_ns())
                for e in device]
