@@ -14,13 +14,17 @@ Views
 Columns: layer, class, call, input shapes, output shapes, params (the module's parameters including its
 children's, each shared parameter once; ``(recursive)`` on repeat calls, as torchinfo writes it),
 trainable. When calls carry ``timing`` / ``flops`` / ``memory`` (filled by profiling) the columns ``ms``,
-``%`` (share of the forward), ``self ms``, ``FLOPs``, ``FLOP/s`` (achieved, with an SI prefix: FLOPs over the call's total time; FLOPs
-are inclusive) and ``act mem`` are added.
+``%`` (share of the forward), ``self ms``, ``host ms`` (on a GPU: the launching host time), ``FLOPs``,
+``FLOP/s`` (achieved, with an SI prefix: FLOPs over the call's total time; FLOPs are inclusive) and
+``act mem`` are added.
 
 Totals follow torchinfo's summary: total / trainable / non-trainable parameters (shared parameters once),
 params size, forward/backward pass size (output bytes of the leaf calls that own parameters, ×2 for the
-gradients, torchinfo's estimate), input size and their sum, all in MB (10^6 bytes). Modules the forward
-never called are listed; a failed forward shows the partial table with the failing call marked ``✗``.
+gradients, torchinfo's estimate), input size and their sum, all in MB (10^6 bytes). A profile adds how it
+was timed, the plain and profiled forward with the overhead, the sum of the self times and, on a GPU, the
+kernel time and idle share. Modules the forward never called are listed, and the calls' own notes (an
+analytic FLOP count, a ``torch.compile``d region, CUDA-graph launches); a failed forward shows the partial
+table with the failing call marked ``✗``.
 """
 
 from __future__ import annotations
@@ -174,6 +178,34 @@ class Totals:
         return out
 
 
+def _summary_lines(trace: Trace, fwd: float | None) -> list[tuple[str, str]]:
+    """The totals, then for a profile how it was timed, the plain and profiled forward with the overhead,
+    what the self times add up to and, on a GPU, the kernel time and the share the GPU sat idle."""
+    out = totals(trace).lines()
+    t = trace.timing or {}
+
+    def ms(key: str) -> str | None:
+        v = t.get(key)
+        return f"{v:.3f}" if isinstance(v, (int, float)) else None
+
+    if not t:
+        return out + ([("Forward time (ms)", f"{fwd:.3f}")] if fwd is not None else [])
+    timed = (f"{t.get('kind')} on {t.get('device')}, {t.get('dtype')}, {t.get('repeats')} repeats after "
+             f"{t.get('warmup')} warm-up")
+    out.append(("Timed", timed))
+    if ms("forward_ms") and ms("profiled_ms"):
+        over = t.get("overhead")
+        over_text = f" ({over:.2f}× overhead)" if isinstance(over, (int, float)) else ""
+        out.append(("Forward time (ms)", f"{ms('forward_ms')} plain, {ms('profiled_ms')} profiled{over_text}"))
+    if ms("attributed_ms"):
+        out.append(("Self times add up to (ms)", ms("attributed_ms") or ""))
+    if ms("kernel_ms"):
+        out.append(("GPU kernel time (ms)", ms("kernel_ms") or ""))
+    if isinstance(t.get("gpu_idle_fraction"), (int, float)):
+        out.append(("GPU idle", f"{100 * t['gpu_idle_fraction']:.1f}% of the forward"))
+    return out
+
+
 def _nbytes(value: Value) -> int:
     return sum(m.nbytes for _, m in iter_tensors(value))
 
@@ -299,7 +331,8 @@ def _module_rows(trace: Trace, depth: int | None) -> list[_Row]:
         timing = None
         total = _sum_field(calls, "timing", "total_ms")
         if total is not None:
-            timing = {"total_ms": total, "self_ms": _sum_field(calls, "timing", "self_ms")}
+            timing = {"total_ms": total, "self_ms": _sum_field(calls, "timing", "self_ms"),
+                      "cpu_ms": _sum_field(calls, "timing", "cpu_ms")}
         memory = None
         act = _sum_field(calls, "memory", "activation_bytes")
         if act is not None:
@@ -324,6 +357,8 @@ def _extra_columns(trace: Trace) -> list[str]:
     cols = []
     if any(c.timing for c in trace.calls):
         cols += ["ms", "%", "self ms"]
+        if any(str(c.timing.get("kind", "")).startswith("cuda") for c in trace.calls if c.timing):
+            cols += ["host ms"]  # on a GPU the device time and the launching (host) time differ
     if any(c.flops is not None for c in trace.calls):
         cols += ["FLOPs"]
         if any(c.timing for c in trace.calls):
@@ -355,6 +390,9 @@ def _extra_cells(row: _Row, cols: list[str], forward_ms: float | None) -> list[s
             out.append(f"{100 * total / forward_ms:.1f}" if ok else "")
         elif col == "self ms":
             out.append(f"{self_ms:.3f}" if isinstance(self_ms, (int, float)) else "")
+        elif col == "host ms":
+            host = t.get("cpu_ms")
+            out.append(f"{host:.3f}" if isinstance(host, (int, float)) else "")
         elif col == "FLOPs":
             out.append(_si(row.flops) if row.flops is not None else "")
         elif col == "FLOP/s":  # achieved throughput, scaled: 312.45G on a CPU, 1.21T on an H100
@@ -450,7 +488,7 @@ def _headers(view: str, extra: list[str]) -> list[str]:
 
 
 def _notes(trace: Trace, rows: list[_Row]) -> list[str]:
-    """Footnotes: folding, aliases, uncalled modules, the failure."""
+    """Footnotes: folding, aliases, the calls' notes, uncalled modules, the failure."""
     notes = []
     for r in rows:
         if r.folded:
@@ -458,6 +496,13 @@ def _notes(trace: Trace, rows: list[_Row]) -> list[str]:
     for r in rows:
         if r.aliases and not r.repeat:
             notes.append(f"{r.name} is also registered as {', '.join(r.aliases)}")
+    by_text: dict[str, list[str]] = {}  # the calls' own notes (profiling), each text once with its calls
+    for c in trace.calls:
+        for n in c.notes:
+            by_text.setdefault(n, []).append(c.label)
+    for n, labels in by_text.items():
+        more = f" +{len(labels) - 4} more" if len(labels) > 4 else ""
+        notes.append(f"{n}: {', '.join(labels[:4])}{more}")
     if trace.uncalled:
         head = "not reached before the failure" if trace.failed else "never called in the forward"
         notes.append(f"{head}: " + ", ".join(_uncalled_parts(trace)))
@@ -491,15 +536,15 @@ def _uncalled_parts(trace: Trace) -> list[str]:
 # Columns a too-wide profile table leaves out, in this order (after an empty "call" column): the totals
 # below the table give the trainable count, a row's input is (nearly always) the output of the row above,
 # a repeated call's layer name carries "#k" already, and FLOP/s is FLOPs over ms.
-_DROPPABLE = ("trainable", "input shapes", "params", "call", "FLOP/s")
+_DROPPABLE = ("trainable", "input shapes", "params", "call", "FLOP/s", "host ms")
 
 
 def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", width: int | None = 100) -> str:
     """An aligned table (an indented tree in the calls view) that fits ``width`` columns when it can.
 
     Shapes are elided to fit (``+2 more``, ``…``). A table with profile columns that would still overflow
-    leaves out an empty ``call`` column, then ``trainable``, ``input shapes``, ``params``, ``call`` and
-    ``FLOP/s`` until it fits, and says so below the table; then layer and class names are elided.
+    leaves out an empty ``call`` column, then ``trainable``, ``input shapes``, ``params``, ``call``,
+    ``FLOP/s`` and ``host ms`` until it fits, and says so below the table; then layer and class names are elided.
     ``width=None`` (or 0) never elides nor leaves anything out.
     """
     rows = _rows(trace, depth, view)
@@ -589,11 +634,11 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
         values["output shapes"] = _outputs_text(r, widths["output shapes"] if limit is not None else None)
         lines.append(line(values))
     lines.append(rule)
-    tot = totals(trace)
-    label_w = max(len(k) for k, _ in tot.lines())
-    lines += [f"{k + ':':<{label_w + 1}} {v}" for k, v in tot.lines()]
-    if fwd is not None:
-        lines.append(f"{'Forward time (ms):':<{label_w + 1}} {fwd:.3f}")
+    summary = _summary_lines(trace, fwd)
+    label_w = max(len(k) for k, _ in summary)
+    for k, v in summary:
+        entry = f"{k + ':':<{label_w + 1}} {v}"
+        lines.extend(_wrap(entry, limit) if limit is not None else [entry])
     notes = _notes(trace, rows)
     if dropped:
         notes.append(f"left out to fit {limit} columns: {', '.join(dropped)} (a wider --width, or the md, csv "
@@ -647,10 +692,8 @@ def render_markdown(trace: Trace, *, depth: int | None = None, view: str = "call
         cells[0] = "&nbsp;" * (2 * r.depth) + f"`{cells[0]}`"
         out.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
     out.append("")
-    for k, v in totals(trace).lines():
-        out.append(f"- {k}: {v}")
-    if fwd is not None:
-        out.append(f"- Forward time (ms): {fwd:.3f}")
+    for k, v in _summary_lines(trace, fwd):
+        out.append(f"- {k}: {_md_cell(v)}")
     notes = _notes(trace, rows)
     if notes:
         out.append("")
@@ -684,10 +727,8 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls") 
         out.append(f"<tr{cls}>" + "".join(tds) + "</tr>")
     out.append("</tbody></table>")
     out.append('<dl class="shapetrace-totals">')
-    for k, v in totals(trace).lines():
+    for k, v in _summary_lines(trace, fwd):
         out.append(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>")
-    if fwd is not None:
-        out.append(f"<dt>Forward time (ms)</dt><dd>{fwd:.3f}</dd>")
     out.append("</dl>")
     notes = _notes(trace, rows)
     if notes:
