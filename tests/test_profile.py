@@ -415,12 +415,25 @@ def test_a_gpu_profile_table_shows_host_time_kernel_time_and_idle_share(resnet_t
     for c in gpu.calls:
         if c.timing:
             c.timing.update(kind="cuda-kernels (profiler)", cpu_ms=c.timing["total_ms"] * 3)
+            c.memory["peak_bytes"] = 3 * 2**20
     text = render_text(gpu, width=None)
-    assert "host ms" in text.splitlines()[2] and "host ms" not in render_text(resnet_trace, width=None)
+    header = text.splitlines()[2]
+    assert "host ms" in header and "peak mem" in header
+    assert "host ms" not in render_text(resnet_trace, width=None)
     root = next(x for x in text.splitlines() if x.startswith("(root)"))
-    assert f"{gpu.calls[0].timing['cpu_ms']:.3f}" in root
+    assert f"{gpu.calls[0].timing['cpu_ms']:.3f}" in root and root.endswith("3.0 MiB")
     assert "GPU kernel time (ms):" in text and "4.250" in text
     assert "GPU idle:" in text and "12.5% of the forward" in text
+
+
+def test_modules_view_keeps_the_highest_peak_of_a_modules_calls():
+    from shapetrace.renderers.table import render_text
+
+    trace = _profile(_Chunked(), torch.randn(2, 15, 8))
+    for c, peak in zip(trace.calls_of("rnn"), (1, 5, 2)):
+        c.memory["peak_bytes"] = peak * 2**20
+    row = next(x for x in render_text(trace, view="modules", width=None).splitlines() if "LSTM" in x)
+    assert row.endswith("5.0 MiB")
 
 
 def test_the_calls_notes_are_listed_once_per_text_below_the_table():
@@ -483,6 +496,42 @@ def test_cli_profile_modules_view_and_width(tmp_path):
     assert res.exit_code == 0, res.output
     lines = (tmp_path / "narrow.txt").read_text().splitlines()
     assert max(len(x) for x in lines) <= 80
+
+
+def test_cli_profile_heat_memory_on_cpu_is_refused_before_profiling(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    res = CliRunner().invoke(main, ["profile", "resnet18", "--device", "cpu", "--heat", "memory",
+                                    "-o", str(tmp_path / "m.svg")])
+    assert res.exit_code == 2 and "CUDA only" in res.output and "--heat activations" in res.output
+    assert "profiling on" not in res.output and not (tmp_path / "m.svg").exists()
+
+
+@requires_dot
+def test_heat_by_activation_size_from_the_cli_with_legible_print_on_hot_nodes(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+    from shapetrace.renderers.diagram import HEAT_SCALE
+
+    saved = tmp_path / "p.json"
+    base = ["--depth", "1"]
+    res = CliRunner().invoke(main, ["profile", "resnet18", "--input", "1,3,32,32", "--device", "cpu", "--warmup",
+                                    "0", "--repeat", "1", "-o", str(saved)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["render", str(saved), "--heat", "activations", "-f", "dot", *base])
+    assert res.exit_code == 0, res.output
+    dot = res.output
+    assert "activation size" in dot  # the legend's title
+    hot = [line for line in dot.splitlines() if f'fillcolor="{HEAT_SCALE[-1]}"' in line]
+    assert hot and all('COLOR="#4a4a4a"' not in line and 'COLOR="#111111"' in line for line in hot)
+    res = CliRunner().invoke(main, ["profile", "resnet18", "--input", "1,3,32,32", "--device", "cpu", "--warmup",
+                                    "0", "--repeat", "1", "--heat", "activations", "-o", str(tmp_path / "a.svg"),
+                                    *base])
+    assert res.exit_code == 0, res.output
+    assert "activation size" in (tmp_path / "a.svg").read_text()
 
 
 @requires_dot

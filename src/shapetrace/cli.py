@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from .cli_options import table_width, width_option
+from .cli_options import heat_option, table_width, width_option
 
 TABLE_FORMATS = ("text", "md", "html", "csv")
 DIAGRAM_FORMATS = ("svg", "png", "pdf", "dot")
@@ -299,10 +299,11 @@ def diff_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], aga
 @click.option("--overlay", "overlays", multiple=True, metavar="NAME", help="Diagram overlay (repeatable).")
 @click.option("--style", type=SuggestingChoice(["compact", "detailed"]), default=None, help="Diagram style.")
 @click.option("--unroll", is_flag=True, help="Diagram: one node per call.")
+@heat_option
 @width_option
 def render_command(trace_file: str, fmt: str | None, output: str | None, depth: int | None, view: str,
                    layout: str | None, overlays: tuple[str, ...], style: str | None, unroll: bool,
-                   width: int | None) -> None:
+                   heat: str | None, width: int | None) -> None:
     """Render a saved trace (from --format json); needs no torch and no model.
 
     \b
@@ -313,13 +314,17 @@ def render_command(trace_file: str, fmt: str | None, output: str | None, depth: 
     from .tracer.records import load
 
     fmt = _pick_format(fmt, output)
-    _note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll)
+    _note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll, heat=heat)
     try:
         trace = load(Path(trace_file))
     except (ValueError, KeyError, TypeError) as e:
         _fail_usage(f"{trace_file!r} is not a readable shapetrace trace: {e}")
+    options = dict(trace.meta.get("options") or {})
+    if heat:  # --heat turns the overlay on
+        options["heat"] = heat
+        overlays = tuple(dict.fromkeys([*overlays, "heat"]))
     _write(_render(trace, fmt, depth=depth, view=view, layout=layout, style=style, unroll=unroll,
-                   overlays=overlays, options=trace.meta.get("options"), width=table_width(width, output)),
+                   overlays=overlays, options=options or None, width=table_width(width, output)),
            output, fmt)
     if trace.failed:
         click.echo("note: this trace is of a forward that failed; the table is partial", err=True)

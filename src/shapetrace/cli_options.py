@@ -7,7 +7,9 @@ import sys
 
 import click
 
-__all__ = ["table_width", "width_option"]
+__all__ = ["HEAT_KINDS", "heat_option", "table_width", "width_option"]
+
+HEAT_KINDS = ("time", "memory", "activations")
 
 width_option = click.option(
     "--width", "-w", type=click.IntRange(min=0), default=None, metavar="N",
@@ -21,3 +23,9 @@ def table_width(width: int | None, output: str | None) -> int | None:
     if output is None and sys.stdout.isatty():
         return max(shutil.get_terminal_size((100, 24)).columns, 60)
     return 100
+
+
+heat_option = click.option(
+    "--heat", type=click.Choice(HEAT_KINDS), default=None,
+    help="Diagram heat overlay: colour nodes by self time, peak memory (CUDA profiles) or activation size "
+         "[default for a profile: time].")

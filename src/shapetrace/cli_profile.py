@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from .cli_options import table_width, width_option
+from .cli_options import heat_option, table_width, width_option
 
 PROFILE_FORMATS = ("text", "md", "html", "csv", "json", "svg", "png", "pdf", "dot")
 PLOT_KINDS = ("bars", "forward", "flops", "flow")
@@ -66,12 +66,13 @@ Examples:
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
               help="Calls in the summary (stderr) and in the bars plot.")
 @click.option("--train/--eval", "train", default=None, help="Run in training or eval mode.")
+@heat_option
 @width_option
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
 def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device: str | None, warmup: int,
                     repeat: int, dtype: str | None, fmt: str | None, output: str | None, depth: int | None,
                     view: str, plot_file: str | None, plot_kind: str, top: int, train: bool | None,
-                    width: int | None, debug: bool) -> None:
+                    heat: str | None, width: int | None, debug: bool) -> None:
     from .cli import _pick_format
 
     fmt = _pick_format(fmt, output)
@@ -84,7 +85,7 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
 
     with friendly_errors(debug):
         _profile(model, inputs, args, device, warmup, repeat, dtype, fmt, output,
-                 _Display(depth, view, table_width(width, output)), plot_file, plot_kind, top, train, debug)
+                 _Display(depth, view, table_width(width, output), heat), plot_file, plot_kind, top, train, debug)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class _Display:
     depth: int | None
     view: str
     width: int | None
+    heat: str | None = None
 
 
 def _profile(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device: str | None, warmup: int,
@@ -106,6 +108,9 @@ def _profile(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device:
         dev = resolve_device(device)
     except ProfileUsageError as e:
         raise click.UsageError(f"--device {device}: {e}") from None
+    if display.heat == "memory" and dev.type != "cuda" and fmt in ("svg", "png", "pdf", "dot"):
+        raise click.UsageError("--heat memory: peak memory is measured on CUDA only; use --heat activations "
+                               "(sizes from shapes) or --heat time on this device")
     loaded, fargs, fkwargs = load_model_and_inputs(model, inputs, args, None, debug)
     if train is None and loaded.exhibit is None:
         train = False
@@ -143,10 +148,12 @@ def _profile(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device:
 def _render(trace: Any, fmt: str, display: _Display) -> str | bytes:
     from .cli import _render as render
 
-    # A diagram of a profile is coloured by self time (the heat overlay) unless the trace has no timings.
-    overlays = ("heat",) if any(c.timing for c in trace.calls) else ()
+    # A diagram of a profile is coloured by self time (the heat overlay; --heat picks memory or activations)
+    # unless the trace has no timings (a forward that failed).
+    heat = display.heat or ("time" if any(c.timing for c in trace.calls) else None)
     return render(trace, fmt, depth=display.depth, view=display.view, layout=None, style=None, unroll=False,
-                  overlays=overlays, options=None, width=display.width)
+                  overlays=("heat",) if heat else (), options={"heat": heat} if heat else None,
+                  width=display.width)
 
 
 def summary(trace: Any, top: int = 10, view: str = "calls") -> str:

@@ -122,6 +122,19 @@ def _attrs(attrs: dict[str, str]) -> str:
 
 
 # ---- labels -------------------------------------------------------------------------------------------------
+def _luminance(colour: str) -> float:
+    """Relative luminance (WCAG) of a ``#rrggbb`` colour; 1.0 for anything else."""
+    if not re.fullmatch(r"#[0-9a-fA-F]{6}", colour):
+        return 1.0
+
+    def channel(v: int) -> float:
+        c = v / 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
+
+
 def _small(text: str, color: str = "#4a4a4a") -> str:
     return f'<FONT POINT-SIZE="8.5" COLOR="{color}">{text}</FONT>'
 
@@ -275,6 +288,9 @@ class _Overlay:
         else:
             raise ValueError(f"heat must be 'time', 'memory' or 'activations', got {kind!r}")
         if not values:
+            if kind == "memory":
+                raise ValueError("the 'heat' overlay (memory) needs peak memory, which only a profile on CUDA "
+                                 "measures; use heat 'activations' (sizes from shapes) or 'time'")
             raise ValueError(f"the 'heat' overlay ({kind}) needs a profiled trace: no call has that measurement "
                              "(use shapetrace.profile)")
         top = max(values.values()) or 1.0
@@ -387,6 +403,9 @@ class _Dot:
         if n.error:
             attrs.update(color=ERROR_COLOR, penwidth="2.5")
         attrs["label"] = _node_label(n, self.style, self.show_params, ov.marks.get(n.id, []))
+        if n.id in ov.fill and _luminance(ov.fill[n.id].split(":")[0]) < 0.4:
+            # the grey small print is illegible on the hot end of the heat scale: print it near-black there
+            attrs["label"] = re.sub(r'COLOR="#(4a4a4a|1f2d3d|5a6470)"', 'COLOR="#111111"', attrs["label"])
         attrs["tooltip"] = n.tooltip()
         return f"{n.id} {_attrs(attrs)}"
 

@@ -15,8 +15,8 @@ Columns: layer, class, call, input shapes, output shapes, params (the module's p
 children's, each shared parameter once; ``(recursive)`` on repeat calls, as torchinfo writes it),
 trainable. When calls carry ``timing`` / ``flops`` / ``memory`` (filled by profiling) the columns ``ms``,
 ``%`` (share of the forward), ``self ms``, ``host ms`` (on a GPU: the launching host time), ``FLOPs``,
-``FLOP/s`` (achieved, with an SI prefix: FLOPs over the call's total time; FLOPs are inclusive) and
-``act mem`` are added.
+``FLOP/s`` (achieved, with an SI prefix: FLOPs over the call's total time; FLOPs are inclusive),
+``act mem`` and, on CUDA, ``peak mem`` (the allocator's peak during the call) are added.
 
 Totals follow torchinfo's summary: total / trainable / non-trainable parameters (shared parameters once),
 params size, forward/backward pass size (output bytes of the leaf calls that own parameters, ×2 for the
@@ -337,6 +337,9 @@ def _module_rows(trace: Trace, depth: int | None) -> list[_Row]:
         act = _sum_field(calls, "memory", "activation_bytes")
         if act is not None:
             memory = {"activation_bytes": act}
+            peaks = [c.memory["peak_bytes"] for c in calls if c.memory and "peak_bytes" in c.memory]
+            if peaks:
+                memory["peak_bytes"] = max(peaks)  # peaks do not add up: the highest of the calls
         failed = any(c.id == failed_id for c in calls)
         err = next((c.error for c in calls if c.error), None)
         rows.append(_Row(
@@ -365,6 +368,8 @@ def _extra_columns(trace: Trace) -> list[str]:
             cols += ["FLOP/s"]
     if any(c.memory for c in trace.calls):
         cols += ["act mem"]
+        if any("peak_bytes" in c.memory for c in trace.calls if c.memory):
+            cols += ["peak mem"]  # CUDA profiles: the allocator's peak during the call
     return cols
 
 
@@ -401,6 +406,9 @@ def _extra_cells(row: _Row, cols: list[str], forward_ms: float | None) -> list[s
         elif col == "act mem":
             act = (row.memory or {}).get("activation_bytes")
             out.append(_bytes(act) if isinstance(act, (int, float)) else "")
+        elif col == "peak mem":
+            peak = (row.memory or {}).get("peak_bytes")
+            out.append(_bytes(peak) if isinstance(peak, (int, float)) else "")
     return out
 
 
@@ -535,8 +543,9 @@ def _uncalled_parts(trace: Trace) -> list[str]:
 # ---- text --------------------------------------------------------------------------------------------
 # Columns a too-wide profile table leaves out, in this order (after an empty "call" column): the totals
 # below the table give the trainable count, a row's input is (nearly always) the output of the row above,
-# a repeated call's layer name carries "#k" already, and FLOP/s is FLOPs over ms.
-_DROPPABLE = ("trainable", "input shapes", "params", "call", "FLOP/s", "host ms")
+# a repeated call's layer name carries "#k" already; then the GPU-only peak mem and host ms, and last
+# FLOP/s (the FLOPs column over the ms column).
+_DROPPABLE = ("trainable", "input shapes", "params", "call", "peak mem", "host ms", "FLOP/s")
 
 
 def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", width: int | None = 100) -> str:
@@ -544,7 +553,8 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
 
     Shapes are elided to fit (``+2 more``, ``…``). A table with profile columns that would still overflow
     leaves out an empty ``call`` column, then ``trainable``, ``input shapes``, ``params``, ``call``,
-    ``FLOP/s`` and ``host ms`` until it fits, and says so below the table; then layer and class names are elided.
+    ``peak mem``, ``host ms`` and ``FLOP/s`` until it fits, and says so below the table; then layer and
+    class names are elided.
     ``width=None`` (or 0) never elides nor leaves anything out.
     """
     rows = _rows(trace, depth, view)
