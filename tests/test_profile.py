@@ -568,9 +568,12 @@ def test_cuda_events_path_with_fake_events(monkeypatch):
 
     from shapetrace.tracer import timing
 
+    created = []
+
     class FakeEvent:
         def __init__(self, enable_timing: bool = False) -> None:
             self.t = None
+            created.append(self)
 
         def record(self) -> None:
             self.t = _time.perf_counter_ns()
@@ -586,6 +589,7 @@ def test_cuda_events_path_with_fake_events(monkeypatch):
     with torch.no_grad():
         for _ in range(3):
             assert timing._instrumented(lambda: model(x), timer, torch.device("cpu"), call_of, run)
+    assert len(created) == 1 + 2 * len(trace.calls)  # a reference and a pair per call, reused by later repeats
     stats = timing.summarise(run.repeats, 0)
     assert set(stats) == {c.id for c in trace.calls}
     assert sum(s["self"] for s in stats.values()) == pytest.approx(stats[0]["total"])

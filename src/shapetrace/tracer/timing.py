@@ -232,9 +232,20 @@ class _Timer:
     def __init__(self, ids: set[int], mode: str) -> None:
         self.ids = ids
         self.mode = mode
+        self._events: list[Any] = []  # CUDA events, reused from one repeat to the next
         self.reset()
 
+    def event(self) -> Any:
+        """A recorded CUDA event from the pool (creating a CUDA event costs a driver call: once per slot)."""
+        if self._used == len(self._events):
+            self._events.append(torch.cuda.Event(enable_timing=True))
+        ev = self._events[self._used]
+        self._used += 1
+        ev.record()
+        return ev
+
     def reset(self) -> None:
+        self._used = 0
         self.mods: list[int] = []
         self.t0: list[int] = []
         self.t1: list[int] = []
@@ -265,9 +276,7 @@ class _Timer:
             rf.__enter__()
             self.ranges.append(rf)
         elif self.mode == "events":
-            ev = torch.cuda.Event(enable_timing=True)
-            ev.record()
-            self.ev0.append(ev)
+            self.ev0.append(self.event())
             self.ev1.append(None)
         self.t0.append(time.perf_counter_ns())
 
@@ -280,9 +289,7 @@ class _Timer:
         if self.mode == "profiler":
             self.ranges[j].__exit__(None, None, None)
         elif self.mode == "events":
-            ev = torch.cuda.Event(enable_timing=True)
-            ev.record()
-            self.ev1[j] = ev
+            self.ev1[j] = self.event()
 
     def keyed(self, call_of: dict[tuple[int, int], int]) -> list[tuple[int, int]]:
         """``(position, call id)`` for each finished timed call that matches a call of the shape pass."""
@@ -425,8 +432,7 @@ def _instrumented(forward: Callable[[], Any], timer: _Timer, device: torch.devic
     ref = None
     if timer.mode == "events":
         _sync(device)
-        ref = torch.cuda.Event(enable_timing=True)
-        ref.record()
+        ref = timer.event()
     t0 = time.perf_counter_ns()
     with timer.installed():
         forward()
