@@ -13,7 +13,10 @@ Models: resnet34 at batch 1 and 64 (fp32), resnet50 at batch 64 (bf16), the CamV
 24-layer transformer encoder (fused fast path in eval) and the AWD-LSTM classifier exhibit (BPT3C).
 ``--quick`` shrinks batches, images, depth and repeats so the CPU run takes well under a minute.
 
-On CUDA the batch-64 cases run a second time with ``gpu_timer="events"`` (CUDA events in the hooks, the
+Each case also times the other tools on the same model, input and device (a ``torch.profiler`` run,
+``torchinfo.summary``, ``torchview.draw_graph``; ``--no-peers`` skips them), as wall time over the plain
+forward's. On the GPU machine torchinfo and torchview are missing unless their wheels are carried (see
+``docs/benchmarks.md``). On CUDA the batch-64 cases run a second time with ``gpu_timer="events"`` (CUDA events in the hooks, the
 fallback without CUPTI), so one run measures both timers' overhead. Made for a short lease: the JSON is
 rewritten after every case (a run cut off at its time limit keeps what it finished), ``--budget-s`` skips
 the cases left once that many seconds have passed, and ``--traces FILE.tar.gz`` (default with ``$OUT``)
@@ -26,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -89,9 +93,10 @@ def cases(quick: bool) -> list[tuple[str, str | None, Callable[[], tuple[nn.Modu
 
 
 def run_case(label: str, dtype: str | None, build: Callable[[], tuple[nn.Module, tuple]], device: str,
-             warmup: int, repeat: int, gpu_timer: str = "auto", keep: dict[str, str] | None = None
-             ) -> dict[str, Any]:
-    """Profile one case; its row of numbers (and, with ``keep``, its trace's JSON under ``keep[label]``)."""
+             warmup: int, repeat: int, gpu_timer: str = "auto", keep: dict[str, str] | None = None,
+             peers: bool = False) -> dict[str, Any]:
+    """Profile one case; its row of numbers (and, with ``keep``, its trace's JSON under ``keep[label]``;
+    with ``peers``, the other tools' overhead on the same model under ``row["peers"]``)."""
     import shapetrace
 
     model, inputs = build()
@@ -116,7 +121,96 @@ def run_case(label: str, dtype: str | None, build: Callable[[], tuple[nn.Module,
     }
     leaf_self = sum(c.timing["self_ms"] for c in trace.leaves() if c.timing)
     row["leaf_share"] = round(leaf_self / attributed, 4) if attributed else None  # naive leaf-only coverage
+    if peers:
+        row["peers"] = peer_ratios(model, inputs, device, dtype)
     return row
+
+
+PEERS = ("torch.profiler run", "torchinfo.summary", "torchview.draw_graph")
+
+
+def peer_ratios(model: nn.Module, inputs: tuple, device: str, dtype: str | None, rounds: int = 5
+                ) -> dict[str, Any]:
+    """Wall time of the other tools on the same model, input and device, over the plain forward's, from
+    interleaved rounds (medians). ``torch.profiler run`` is what a user pays for one profiled forward:
+    the profiler started, the forward, the profiler stopped and its events parsed. A tool that is not
+    installed (torchinfo and torchview are not on the GPU machine unless carried) reads "not installed"."""
+    from shapetrace.tracer.timing import resolve_dtype
+
+    dt = resolve_dtype(dtype)
+    dev = torch.device(device)
+    model = model.to(device=dev, dtype=dt) if dt is not None else model.to(dev)
+    xs = [x.to(dev, dtype=dt) if dt is not None and x.is_floating_point() else x.to(dev) for x in inputs]
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    def plain() -> None:
+        with torch.no_grad():
+            model(*xs)
+        sync()
+
+    def profiler_run() -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        with profile(activities=acts) as prof:
+            plain()
+        prof.key_averages()  # what a user reads next: the events parsed and aggregated
+
+    fns: dict[str, Callable[[], Any]] = {"plain forward": plain, "torch.profiler run": profiler_run}
+    out: dict[str, Any] = {}
+    try:
+        import torchinfo
+
+        fns["torchinfo.summary"] = lambda: torchinfo.summary(model, input_data=xs, verbose=0, depth=100,
+                                                             device=dev)
+    except ImportError:
+        out["torchinfo.summary"] = "not installed"
+    try:
+        import torchview
+
+        fns["torchview.draw_graph"] = lambda: torchview.draw_graph(model, input_data=xs, depth=100,
+                                                                   expand_nested=True, device=dev)
+    except ImportError:
+        out["torchview.draw_graph"] = "not installed"
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    failed: dict[str, str] = {}
+    order = list(fns)
+    for r in range(rounds + 1):  # the first round warms up and is not counted
+        for name in order[r % len(order):] + order[:r % len(order)]:
+            if name in failed:
+                continue
+            t0 = time.perf_counter()
+            try:
+                fns[name]()
+            except Exception as e:  # noqa: BLE001 - a peer that fails on a model is a result, not a crash
+                failed[name] = f"error: {type(e).__name__}: {str(e)[:120]}"
+                continue
+            if r:
+                times[name].append(time.perf_counter() - t0)
+    base = statistics.median(times["plain forward"])
+    out["plain_ms"] = round(base * 1e3, 4)
+    for name in PEERS:
+        if name in failed:
+            out[name] = failed[name]
+        elif times.get(name):
+            out[name] = round(statistics.median(times[name]) / base, 3)
+    return out
+
+
+def peers_markdown(rows: list[dict[str, Any]]) -> str:
+    """The other tools' wall time over the plain forward, one row per case that measured them."""
+    head = ["model", "plain ms", "shapetrace.profile (timed forward)", *PEERS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        p = r.get("peers")
+        if not p:
+            continue
+        cells = [f"{p[k]:.2f}×" if isinstance(p.get(k), (int, float)) else str(p.get(k, "—")) for k in PEERS]
+        lines.append(f"| {r['model']} | {p['plain_ms']:.3f} | {r['overhead']:.2f}× | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -174,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip the cases left once this many seconds have passed (default: no limit)")
     parser.add_argument("--traces", default=None,
                         help="save every profiled trace's JSON in this .tar.gz (default: $OUT/gpu_traces.tar.gz)")
+    parser.add_argument("--no-peers", dest="peers", action="store_false",
+                        help="skip timing torch.profiler, torchinfo and torchview on each case")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: 1 with --device cpu, so a busy shared machine's "
                              "OpenMP spin-waits do not swamp the numbers; torch's default otherwise)")
@@ -208,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"model": label, "error": f"skipped: the {ns.budget_s:.0f} s budget was spent"})
             continue
         try:
-            row = run_case(label, dtype, build, ns.device, warmup, repeat, timer, kept if traces else None)
+            row = run_case(label, dtype, build, ns.device, warmup, repeat, timer, kept if traces else None,
+                           peers=ns.peers and timer == ns.gpu_timer)
         except Exception as e:  # noqa: BLE001 - one failing case must not lose the others
             row = {"model": label, "error": f"{type(e).__name__}: {e}"}
         rows.append(row)
@@ -220,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         if traces:
             _write_traces(traces, kept)
     print(markdown(rows))
+    side_by_side = peers_markdown(rows)
+    if side_by_side:
+        print("\n" + side_by_side)
     if target:
         _write_json(target, {**info, "rows": rows})
         print(f"wrote {target}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""The GPU benchmark script runs end to end on CPU: rows, incremental JSON, kept traces and the time budget.
+"""The GPU benchmark script runs end to end on CPU: rows, the other tools side by side, incremental JSON,
+kept traces and the time budget.
 
 The GPU machine is lent rarely and briefly, so the script it runs must not fail there for a reason a CPU
 run could have shown.
@@ -41,6 +42,10 @@ def test_gpu_profile_script_writes_rows_and_the_traces_it_measured(gpu_profile, 
     assert row["model"].startswith("transformer") and row["kind"] == "cpu-wall"
     assert row["attributed_vs_reference"] == pytest.approx(1.0, abs=1e-3)  # self times add up to the root
     assert row["uncalled"] > 0  # the fused fast path: the layers' submodules never run
+    peers = row["peers"]  # the other tools on the same model and input, over the plain forward
+    assert peers["plain_ms"] > 0
+    for tool in ("torch.profiler run", "torchinfo.summary", "torchview.draw_graph"):
+        assert isinstance(peers[tool], float) and peers[tool] > 0, (tool, peers[tool])
     with tarfile.open(traces) as tar:
         [member] = tar.getmembers()
         trace = shapetrace.Trace.from_json(tar.extractfile(member).read().decode())
@@ -54,3 +59,17 @@ def test_gpu_profile_script_skips_cases_once_the_budget_is_spent(gpu_profile, tm
     assert rc == 1  # a skipped case is not a success
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 2 and all(r["error"].startswith("skipped") for r in rows)
+
+
+def test_gpu_session_script_is_one_command_that_leaves_its_results_in_out(tmp_path):
+    import os
+    import subprocess
+
+    env = {**os.environ, "OUT": str(tmp_path), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "benchmarks/gpu_session.sh", "--device", "cpu", "--quick", "--only", "transformer",
+                           "--no-peers", "--repeat", "1", "--warmup", "0"], check=False, cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {p.name for p in tmp_path.iterdir()} == {"gpu_profile.json", "gpu_traces.tar.gz", "gpu_profile.log"}
+    log = (tmp_path / "gpu_profile.log").read_text()
+    assert "torch " in log and "| transformer 4x256 |" in log
