@@ -48,18 +48,22 @@ def test_svg_is_deterministic_and_png_is_png(profiled, kind):
 def test_shape_flow_shows_the_u():
     trace = shapetrace.trace(_TinyUNet().eval(), torch.randn(1, 3, 16, 16))  # no timing needed
     pts = plots.flow_points(trace)
-    assert [p[0].module for p in pts] == ["down1", "pool1", "down2", "pool2", "up1", "conv1", "up2", "out"]
-    assert [p[2] for p in pts] == [256, 64, 64, 16, 64, 64, 256, 256]  # down, then back up
-    assert [p[1] for p in pts] == [8, 8, 16, 16, 16, 8, 8, 2]
+    assert [p[0] for p in pts] == ["input", "down1", "pool1", "down2", "pool2", "up1", "conv1", "up2", "out"]
+    assert [p[2] for p in pts] == [256, 256, 64, 64, 16, 64, 64, 256, 256]  # down, then back up
+    assert [p[1] for p in pts] == [3, 8, 8, 16, 16, 16, 8, 8, 2]
     assert plots.shape_flow(trace).startswith("<?xml")
 
 
 def test_shape_flow_funnel_of_a_head_and_sequences():
     head = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
     pts = plots.flow_points(shapetrace.trace(head, torch.randn(2, 4, 4, 4)))
-    assert [p[1] for p in pts] == [64, 32, 32, 4] and {p[2] for p in pts} == {1}
+    assert [(p[1], p[2]) for p in pts] == [(4, 16), (64, 1), (32, 1), (32, 1), (4, 1)]  # 4×4 maps, then flat
     seq = shapetrace.trace(nn.Sequential(nn.Linear(6, 10)), torch.randn(2, 7, 6))
-    assert [(p[1], p[2]) for p in plots.flow_points(seq)] == [(10, 7)]
+    assert [(p[1], p[2]) for p in plots.flow_points(seq)] == [(6, 7), (10, 7)]
+    conv1d = shapetrace.trace(nn.Sequential(nn.Conv1d(6, 10, 3)), torch.randn(2, 6, 9))  # channels first
+    assert [(p[1], p[2]) for p in plots.flow_points(conv1d)] == [(6, 9), (10, 7)]
+    tokens = shapetrace.trace(nn.Sequential(nn.Embedding(50, 8)), torch.randint(0, 50, (2, 5)))
+    assert [p[0] for p in plots.flow_points(tokens)] == ["0"]  # integer token ids are not a point
 
 
 def test_timing_plots_need_timings():

@@ -2,9 +2,13 @@
 
 ``build_site(out_dir)`` writes, per exhibit, ``<name>.json`` (the trace), ``<name>.txt`` and ``<name>.md``
 (shape tables) and, when the diagram renderer is installed, ``<name>.svg`` (rendered with the exhibit's
-``options``); then ``index.html`` (title, caption, table and inline SVG of each exhibit) and ``index.md``.
-A failing exhibit does not stop the build: the others are written, the index says which failed, and
-``GalleryBuildFailed`` is raised at the end.
+``options``) and, for exhibits with at least ``MIN_FLOW_POINTS`` points (the input and leaf outputs),
+``<name>.flow.svg`` (the shape-flow chart: channels and spatial size along the forward, the U of a U-Net,
+the funnel of a head); then ``index.html`` (title, caption, inline diagram, shape flow and table of each
+exhibit) and ``index.md``. A failing exhibit does not stop the build: the others are written, the index
+says which failed, and ``GalleryBuildFailed`` is raised at the end. The files written are listed in
+``MANIFEST``; a rebuild of the whole gallery into the same folder removes what the last build wrote and
+this one did not (a renamed exhibit, a chart that no longer applies), and nothing else.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from ..renderers.table import render_html, render_markdown, render_text
 from ..tracer.records import Trace
 from .exhibits import Exhibit, exhibit_names, get_exhibit
 
-__all__ = ["GalleryBuildFailed", "build_site"]
+__all__ = ["MANIFEST", "MIN_FLOW_POINTS", "GalleryBuildFailed", "build_site"]
+
+MANIFEST = ".shapetrace-gallery"
+MIN_FLOW_POINTS = 5  # the input and 4 leaf outputs: a chart of fewer shows nothing the table does not
 
 Progress = Callable[[str, bool, str], None]
 
@@ -39,6 +46,7 @@ class _Entry:
     exhibit: Exhibit
     trace: Trace | None = None
     svg: str | None = None
+    flow: Path | None = None
     error: str | None = None
     files: list[Path] = field(default_factory=list)
 
@@ -104,7 +112,25 @@ def _build_one(ex: Exhibit, out: Path, diagram, debug: bool) -> _Entry:
         path.write_text(svg_text, encoding="utf-8")
         entry.files.append(path)
         entry.svg = svg_text
+    _write_flow(tr, ex, out, entry)
     return entry
+
+
+def _write_flow(tr: Trace, ex: Exhibit, out: Path, entry: _Entry) -> None:
+    from ..renderers.plots import flow_points, shape_flow
+
+    if len(flow_points(tr)) < MIN_FLOW_POINTS:
+        return
+    path = out / f"{ex.name}.flow.svg"
+    path.write_text(str(shape_flow(tr, title=f"{ex.title}: channels and spatial size along the forward")),
+                    encoding="utf-8")
+    entry.files.append(path)
+    entry.flow = path
+
+
+def _kind(path: Path, ex: Exhibit) -> str:
+    """What a file of an exhibit holds, from its name: ``json``, ``txt``, ``md``, ``svg``, ``flow.svg``."""
+    return path.name[len(ex.name) + 1:] if path.name.startswith(ex.name + ".") else path.suffix[1:]
 
 
 _CSS = """
@@ -114,6 +140,7 @@ section { border-top: 1px solid #ccc; margin-top: 2em; padding-top: 1em; }
 .caption { max-width: 60em; }
 .diagram { overflow-x: auto; }
 .diagram svg { max-width: 100%; height: auto; }
+img.flow { max-width: 100%; height: auto; }
 table.shapetrace { border-collapse: collapse; font-size: 0.85em; }
 table.shapetrace th, table.shapetrace td { border-bottom: 1px solid #eee; padding: 2px 8px; text-align: left; }
 table.shapetrace .num { text-align: right; }
@@ -138,12 +165,16 @@ def _index_html(entries: list[_Entry]) -> str:
         n = esc(ex.name)
         parts.append(f'<section id="{n}"><h2>{esc(ex.title)}</h2>')
         parts.append(f'<p class="caption">{esc(ex.caption)}</p>')
-        links = " · ".join(f'<a href="{esc(p.name)}">{esc(p.suffix[1:])}</a>' for p in e.files)
+        links = " · ".join(f'<a href="{esc(p.name)}">{esc(_kind(p, ex))}</a>' for p in e.files)
         parts.append(f"<p><code>shapetrace trace {n}</code> — {links}</p>")
         if e.error is not None:
             parts.append(f'<pre class="failed-exhibit">{esc(e.error)}</pre>')
         if e.svg is not None:
             parts.append(f'<div class="diagram">{_inline_svg(e.svg)}</div>')
+        if e.flow is not None:
+            parts.append("<details><summary>Shape flow</summary>")
+            parts.append(f'<img class="flow" src="{esc(e.flow.name)}" alt="{esc(ex.title)}: shape flow">')
+            parts.append("</details>")
         if e.trace is not None:
             depth = ex.options.get("depth") if isinstance(ex.options, dict) else None
             parts.append("<details><summary>Shape table</summary>")
@@ -159,12 +190,29 @@ def _index_md(entries: list[_Entry]) -> str:
     for e in entries:
         ex = e.exhibit
         lines += [f"## {ex.title}", "", ex.caption, "", f"`shapetrace trace {ex.name}` — "
-                  + ", ".join(f"[{p.suffix[1:]}]({p.name})" for p in e.files), ""]
+                  + ", ".join(f"[{_kind(p, ex)}]({p.name})" for p in e.files), ""]
         if e.error is not None:
             lines += ["**Failed:**", "", "```", e.error, "```", ""]
         if e.svg is not None:
             lines += [f"![{ex.title}]({ex.name}.svg)", ""]
+        if e.flow is not None:
+            lines += [f"![{ex.title}: shape flow]({e.flow.name})", ""]
     return "\n".join(lines)
+
+
+def _replace_manifest(out: Path, written: list[Path], whole: bool) -> None:
+    """Record what this build wrote; after a whole-gallery build, remove what only the last one wrote."""
+    manifest = out / MANIFEST
+    now = {p.name for p in written}
+    before = set(manifest.read_text(encoding="utf-8").split()) if manifest.exists() else set()
+    if whole:
+        for name in sorted(before - now):
+            stale = out / name
+            if stale.is_file() and stale.parent == out:
+                stale.unlink()
+    else:
+        now |= {n for n in before if (out / n).is_file()}
+    manifest.write_text("\n".join(sorted(now)) + "\n", encoding="utf-8")
 
 
 def build_site(out_dir: str | Path, exhibits: Sequence[str] | None = None, *, progress: Progress | None = None,
@@ -190,6 +238,7 @@ def build_site(out_dir: str | Path, exhibits: Sequence[str] | None = None, *, pr
         path = out / fname
         path.write_text(text, encoding="utf-8")
         written.append(path)
+    _replace_manifest(out, written, whole=exhibits is None)
     failures = {e.exhibit.name: e.error for e in entries if e.error is not None}
     if failures:
         raise GalleryBuildFailed(failures, written)  # type: ignore[arg-type]

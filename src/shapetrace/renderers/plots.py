@@ -21,7 +21,7 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..tracer.records import Call, Trace, iter_tensors
+from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
 
 __all__ = ["PLOTS", "flow_points", "render_plot", "shape_flow", "time_bars", "time_vs_flops"]
 
@@ -134,34 +134,49 @@ def time_vs_flops(trace: Trace, *, format: str = "svg", label_top: int = 6, titl
     return _save(fig, format)
 
 
-def flow_points(trace: Trace) -> list[tuple[Call, int, int]]:
-    """``(call, channels, spatial)`` for each leaf call in forward order whose output has a tensor.
+def _channels_and_spatial(shape: Sequence[int], cls: str) -> tuple[int, int]:
+    if len(shape) == 2:
+        return shape[1], 1
+    if len(shape) == 3 and not cls.startswith(("Conv", "BatchNorm1d", "MaxPool1d", "AvgPool1d")):
+        return shape[2], shape[1]
+    sp = 1
+    for s in shape[2:]:
+        sp *= s
+    return shape[1], sp
 
-    From the first output tensor: ``(N, C, *S)`` with 3 or more dimensions gives ``C`` channels and the
+
+def _flow_tensor(value: object) -> TensorMeta | None:
+    meta = next((m for _, m in iter_tensors(value)), None)
+    if meta is None or len(meta.shape) < 2 or not meta.dtype.startswith(("float", "bfloat", "complex")):
+        return None
+    return meta
+
+
+def flow_points(trace: Trace) -> list[tuple[str, int, int]]:
+    """``(label, channels, spatial)``: the model's input, then each leaf call in forward order whose output
+    has a floating tensor (labelled with the call's label).
+
+    From the first such tensor: ``(N, C, *S)`` with 3 or more dimensions gives ``C`` channels and the
     product of ``S`` as the spatial size; except that a 3-D ``(N, L, E)`` tensor (sequences) gives ``E``
-    channels over ``L`` positions. A 2-D ``(N, F)`` tensor gives ``F`` channels and spatial size 1.
+    channels over ``L`` positions. A 2-D ``(N, F)`` tensor gives ``F`` channels and spatial size 1. The
+    input is read like the output of the first leaf call (so a Conv1d model's input is channels-first);
+    an integer input (token ids) is left out.
     """
+    leaves = trace.leaves()
     out = []
-    for c in trace.leaves():
-        meta = next((m for _, m in iter_tensors(c.outputs)), None)
-        if meta is None or len(meta.shape) < 2 or not meta.dtype.startswith(("float", "bfloat", "complex")):
-            continue
-        shape = meta.shape
-        if len(shape) == 2:
-            ch, sp = shape[1], 1
-        elif len(shape) == 3 and not c.cls.startswith(("Conv", "BatchNorm1d", "MaxPool1d", "AvgPool1d")):
-            ch, sp = shape[2], shape[1]
-        else:
-            ch = shape[1]
-            sp = 1
-            for s in shape[2:]:
-                sp *= s
-        out.append((c, ch, sp))
+    first = _flow_tensor([trace.inputs, trace.kwargs])
+    if first is not None:
+        out.append(("input", *_channels_and_spatial(first.shape, leaves[0].cls if leaves else "")))
+    for c in leaves:
+        meta = _flow_tensor(c.outputs)
+        if meta is not None:
+            out.append((c.label, *_channels_and_spatial(meta.shape, c.cls)))
     return out
 
 
 def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, max_labels: int = 40) -> str | bytes:
-    """Channels (top) and spatial size (bottom, log scale) of each leaf call's output, along the forward."""
+    """Channels (top) and spatial size (bottom, log scale) of the input and each leaf call's output, along the
+    forward (``flow_points``)."""
     pts = flow_points(trace)
     fig = Figure(figsize=(max(7.0, min(16.0, 0.12 * len(pts) + 5)), 5.2))
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
@@ -181,8 +196,8 @@ def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, m
         ax.grid(alpha=0.3, lw=0.4)
     step = max(1, -(-len(pts) // max_labels))
     ticks = xs[::step]
-    ax2.set_xticks(ticks, [pts[i][0].label for i in ticks], rotation=90, fontsize=6)
-    ax2.set_xlabel("leaf calls in forward order")
+    ax2.set_xticks(ticks, [pts[i][0] for i in ticks], rotation=90, fontsize=6)
+    ax2.set_xlabel("the input, then the leaf calls in forward order")
     ax1.set_title(title or f"{trace.model.cls}: shape flow along the forward", fontsize=9)
     return _save(fig, format)
 
