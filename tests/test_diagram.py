@@ -237,3 +237,33 @@ def test_resnet152_renders(resnet152_trace, depth):
         assert len([n for n in g.nodes if n.cls == "Bottleneck"]) == 3 + 8 + 36 + 3
         downs = [e for e in g.edges if e.change == ("down", 2)]
         assert len(downs) >= 4
+
+
+class _AddOne(nn.Module):
+    """A container whose output no child made: ``act(lin(x)) + 1`` computed in its own forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.lin(x)) + 1
+
+
+@requires_dot
+def test_a_container_whose_own_forward_made_its_output_sends_its_edge_from_its_box():
+    import re
+    import shutil
+    import subprocess
+
+    trace = shapetrace.trace(nn.Sequential(_AddOne(), nn.Linear(4, 2)), torch.randn(3, 4))  # no ops recorded
+    dot = to_dot(trace)
+    [edge] = [line for line in dot.splitlines() if "ltail=" in line]
+    src, dst, cluster = re.search(r"(\w+) -> (\w+) .*ltail=\"(cluster_\w+)\"", edge).groups()
+    block = dot[dot.index(f"subgraph {cluster}"):]
+    assert f"  {src} [" in block.split("\n  }")[0]  # the edge's tail node is inside the box it starts from
+    assert re.search(rf"\b{dst} \[[^\n]*Linear", dot)  # and it ends at the next layer, 1 (Linear)
+    done = subprocess.run([shutil.which("dot"), "-Tsvg"], input=dot, capture_output=True, text=True, check=True)
+    assert "Warning" not in done.stderr  # Graphviz accepts the clipped edge (compound=true, tail inside)
+    assert "ltail" not in to_dot(trace, layout="u")  # the U layout places nodes itself and draws no box tails
