@@ -61,6 +61,17 @@ def test_text_fits_100_columns_on_resnet18(resnet18_trace):
     assert max(len(line) for line in table.render_text(resnet18_trace).splitlines()) <= 100
 
 
+def test_text_without_a_width_limit_elides_nothing(lstm_trace):
+    long_name = "a_rather_long_block_name_for_a_module_of_the_encoder"
+    model = torch.nn.Sequential()
+    model.add_module(long_name, torch.nn.Linear(4, 4))
+    text = table.render_text(shapetrace.trace(model, torch.randn(2, 4)), width=None)
+    assert long_name in text and "…" not in text
+    wide = table.render_text(lstm_trace, width=None)
+    assert "…" not in wide and "more" not in wide.split("Total params")[0]  # every output tensor, whole
+    assert max(len(line) for line in wide.splitlines()) > 100
+
+
 def test_text_fits_100_columns_with_deeply_nested_outputs(lstm_trace):
     text = table.render_text(lstm_trace)
     assert max(len(line) for line in text.splitlines()) <= 100

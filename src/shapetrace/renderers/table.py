@@ -548,14 +548,62 @@ def _uncalled_parts(trace: Trace) -> list[str]:
 _DROPPABLE = ("trainable", "input shapes", "params", "call", "peak mem", "host ms", "FLOP/s")
 
 
+def _fit_columns(headers: list[str], natural: dict[str, int], limit: int | None, sep: int, droppable: list[str]
+                 ) -> tuple[list[str], dict[str, int], list[str]]:
+    """Which columns to show and how wide, for a table of ``limit`` characters (``None``: no limit).
+
+    In order, until the table fits: leave out the ``droppable`` columns one by one; elide the shape
+    columns (never below their header's width, nor below 12); elide layer names (to 10) and class names
+    (to 8). Returns the shown columns, every column's width and the columns left out.
+    """
+    shown = list(headers)
+    widths = dict(natural)
+    if limit is None:
+        return shown, widths, []
+    widths["layer"] = min(widths["layer"], 34)
+    widths["class"] = min(widths["class"], 20)
+
+    def span(cols: list[str]) -> int:
+        return sum(widths[c] for c in cols) + sep * (len(cols) - 1)
+
+    dropped = []
+    for name in droppable:
+        if span(shown) <= limit:
+            break
+        if name in shown:
+            shown.remove(name)
+            dropped.append(name)
+    shape_cols = [c for c in ("input shapes", "output shapes") if c in shown]
+    if span(shown) > limit and shape_cols:
+        room = max(limit - span([c for c in shown if c not in shape_cols]) - sep * len(shape_cols),
+                   sum(len(c) for c in shape_cols))
+        if len(shape_cols) == 1:
+            widths[shape_cols[0]] = max(min(natural[shape_cols[0]], room), 12)
+        else:
+            need_in, need_out = natural["input shapes"], natural["output shapes"]
+            half = room // 2
+            if need_in <= half:
+                w_in, w_out = need_in, room - need_in
+            elif need_out <= room - half:
+                w_in, w_out = room - need_out, need_out
+            else:
+                w_in, w_out = half, room - half
+            widths["input shapes"], widths["output shapes"] = max(w_in, 12), max(w_out, 12)
+    over = span(shown) - limit
+    for col, floor in (("layer", 10), ("class", 8)):
+        cut = min(max(over, 0), max(widths[col] - floor, 0))
+        widths[col] -= cut
+        over -= cut
+    return shown, widths, dropped
+
+
 def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", width: int | None = 100) -> str:
     """An aligned table (an indented tree in the calls view) that fits ``width`` columns when it can.
 
     Shapes are elided to fit (``+2 more``, ``…``). A table with profile columns that would still overflow
     leaves out an empty ``call`` column, then ``trainable``, ``input shapes``, ``params``, ``call``,
     ``peak mem``, ``host ms`` and ``FLOP/s`` until it fits, and says so below the table; then layer and
-    class names are elided.
-    ``width=None`` (or 0) never elides nor leaves anything out.
+    class names are elided (``_fit_columns``). ``width=None`` (or 0) never elides nor leaves anything out.
     """
     rows = _rows(trace, depth, view)
     extra = _extra_columns(trace)
@@ -574,50 +622,14 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
                                   *_extra_cells(r, extra, fwd)]):
             cells[h].append(c)
     natural = {h: max([len(h)] + [len(c) for c in cells[h]]) for h in headers}
-    natural["layer"] = min(natural["layer"], max(34, len("layer")))
-    natural["class"] = min(natural["class"], 20)
     natural[headers[3]] = max([len(headers[3])] + [len(_inputs_text(r, None)) for r in rows])
     natural[headers[4]] = max([len(headers[4])] + [len(_outputs_text(r, None)) for r in rows])
     sep = "  "
-
-    def span(cols: list[str]) -> int:
-        return sum(natural[c] for c in cols) + len(sep) * (len(cols) - 1)
-
-    shown = list(headers)
-    dropped: list[str] = []
-    if limit is not None and extra:
-        empty = [h for h in headers[2:3] if not any(cells[h])]  # "call" (or "calls")
-        for name in [*empty, *_DROPPABLE]:
-            if name not in shown:
-                continue
-            if span(shown) <= limit:
-                break
-            shown.remove(name)
-            if name not in empty:
-                dropped.append(name)
-    widths = dict(natural)
-    shape_cols = [c for c in ("input shapes", "output shapes") if c in shown]
-    if limit is not None and span(shown) > limit:  # elide shapes, never below their header's width
-        room = max(limit - span([c for c in shown if c not in shape_cols]) - len(sep) * len(shape_cols),
-                   sum(len(c) for c in shape_cols))
-        if len(shape_cols) == 1:
-            widths[shape_cols[0]] = max(min(natural[shape_cols[0]], room), 12)
-        else:
-            need_in, need_out = natural["input shapes"], natural["output shapes"]
-            half = room // 2
-            if need_in <= half:
-                w_in, w_out = need_in, room - need_in
-            elif need_out <= room - half:
-                w_in, w_out = room - need_out, need_out
-            else:
-                w_in, w_out = half, room - half
-            widths["input shapes"], widths["output shapes"] = max(w_in, 12), max(w_out, 12)
-    if limit is not None:  # still too wide: elide layer names (in the middle) and class names
-        over = sum(widths[c] for c in shown) + len(sep) * (len(shown) - 1) - limit
-        for col, floor in (("layer", 10), ("class", 8)):
-            cut = min(max(over, 0), max(widths[col] - floor, 0))
-            widths[col] -= cut
-            over -= cut
+    # Only a profile table leaves columns out: first an empty "call"/"calls" column (not worth a note).
+    empty = [h for h in headers[2:3] if not any(cells[h])] if extra else []
+    droppable = [*empty, *_DROPPABLE] if extra else []
+    shown, widths, dropped = _fit_columns(headers, natural, limit, len(sep), droppable)
+    dropped = [d for d in dropped if d not in empty]
 
     left = {"layer", "class", "call", "input shapes", "output shapes"}
 
