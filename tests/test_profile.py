@@ -596,6 +596,57 @@ def test_cuda_events_path_with_fake_events(monkeypatch):
     assert all(s["self"] >= 0 for s in stats.values())
 
 
+def _fake_cuda(monkeypatch):
+    """CUDA's synchronize and events as stand-ins, so the GPU code runs on CPU tensors."""
+    import time as _time
+
+    class FakeEvent:
+        def __init__(self, enable_timing: bool = False) -> None:
+            self.t = None
+
+        def record(self) -> None:
+            self.t = _time.perf_counter_ns()
+
+        def elapsed_time(self, other) -> float:
+            return (other.t - self.t) / 1e6
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+@pytest.mark.parametrize("profiler", ["raises", "sees no kernels"])
+def test_gpu_timer_falls_back_to_cuda_events_and_says_why(monkeypatch, profiler):
+    from shapetrace.renderers.table import render_text
+    from shapetrace.tracer import timing
+
+    _fake_cuda(monkeypatch)
+    if profiler == "raises":
+        class Broken:
+            def __init__(self, *a, **k) -> None:
+                pass
+
+            def __enter__(self):
+                raise RuntimeError("CUPTI_ERROR_NOT_INITIALIZED\nmore detail")
+
+            def __exit__(self, *exc) -> None:
+                return None
+
+        monkeypatch.setattr(torch.profiler, "profile", Broken)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 8), nn.Tanh())).eval()
+    x = torch.randn(4, 8)
+    trace, call_of, _, ids = _driver(model, x)
+    run, kind = timing._timed(model, (x,), {}, ids, torch.device("cuda"), 1, 3, call_of, False, None, None)
+    assert kind == timing.KIND_EVENTS and len(run.repeats) == 3
+    expected = ("torch.profiler failed: CUPTI_ERROR_NOT_INITIALIZED" if profiler == "raises"
+                else "torch.profiler recorded no CUDA kernels (CUPTI unavailable?)")
+    assert run.fallback == expected
+    timing._fill(trace, dict(model.named_modules()), run, kind, None, None, False)
+    trace.timing = {"kind": kind, "device": "cuda", "fallback": run.fallback, "repeats": 3, "warmup": 1}
+    assert f"GPU timer: CUDA events instead of torch.profiler: {expected}" in " ".join(
+        render_text(trace, width=None).split())
+
+
 @pytest.mark.filterwarnings("ignore:CUDA is not available")
 def test_profiler_path_with_synthetic_kernels(monkeypatch):
     from shapetrace.tracer import timing

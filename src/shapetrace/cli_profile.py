@@ -163,6 +163,8 @@ def summary(trace: Any, top: int = 10, view: str = "calls") -> str:
     lines = [(f"{t.get('kind')} on {t.get('device')} ({t.get('dtype')}), {t.get('repeats')} repeats: "
              f"forward {t.get('forward_ms', 0):.3f} ms plain, {t.get('profiled_ms', 0):.3f} ms profiled "
              f"({t.get('overhead') or 0:.2f}x); self times add up to {t.get('attributed_ms', 0):.3f} ms")]
+    if t.get("fallback"):
+        lines.append(f"GPU timer: CUDA events instead of torch.profiler: {t['fallback']}")
     if "gpu_idle_fraction" in t:
         lines.append(f"GPU idle {100 * t['gpu_idle_fraction']:.1f}% of the forward; kernels "
                      f"{t.get('kernel_ms', 0):.3f} ms")

@@ -193,6 +193,8 @@ def _summary_lines(trace: Trace, fwd: float | None) -> list[tuple[str, str]]:
     timed = (f"{t.get('kind')} on {t.get('device')}, {t.get('dtype')}, {t.get('repeats')} repeats after "
              f"{t.get('warmup')} warm-up")
     out.append(("Timed", timed))
+    if t.get("fallback"):
+        out.append(("GPU timer", f"CUDA events instead of torch.profiler: {t['fallback']}"))
     if ms("forward_ms") and ms("profiled_ms"):
         over = t.get("overhead")
         over_text = f" ({over:.2f}× overhead)" if isinstance(over, (int, float)) else ""

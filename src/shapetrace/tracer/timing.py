@@ -385,6 +385,7 @@ class _Run:
     busy: list[float] = field(default_factory=list)
     unlinked: int = 0
     graphs: int = 0
+    fallback: str | None = None  # why the CUDA-events timer replaced the profiler
 
     def begin(self) -> dict[int, tuple[float, float, float]]:
         self.repeats.append({})
@@ -543,6 +544,8 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
         "attributed_ms": _r(sum(c.timing["self_ms"] for c in trace.calls if c.timing)),
         "root_ms": root.timing["total_ms"] if root else None, "repeats": repeat, "warmup": warmup,
     }
+    if run.fallback:
+        trace.timing["fallback"] = run.fallback
     if kind == KIND_PROFILER:
         trace.timing["gpu_idle_fraction"] = _r(_median(run.idle))
         trace.timing["kernel_ms"] = _r(_median(run.kernel))
@@ -593,8 +596,16 @@ def _timed(model: nn.Module, args: tuple, kwargs: dict, ids: set[int], dev: torc
         if train is not None:
             model.train(train)
         with torch.set_grad_enabled(grad):
-            if mode == "profiler" and not _instrumented(forward, timer, dev, call_of, None):
-                timer = _Timer(ids, "events")  # no CUPTI: CUDA events in the hooks
+            if mode == "profiler":  # one try: without CUPTI, CUDA events in the hooks instead
+                try:
+                    ok = _instrumented(forward, timer, dev, call_of, None)
+                    reason = "torch.profiler recorded no CUDA kernels (CUPTI unavailable?)"
+                except RuntimeError as e:
+                    first_line = str(e).splitlines()[0] if str(e) else repr(e)
+                    ok, reason = False, f"torch.profiler failed: {first_line}"
+                if not ok:
+                    run.fallback = reason
+                    timer = _Timer(ids, "events")
             total = warmup + repeat
             for i in range(total):
                 measured = run if i >= warmup else None
