@@ -217,12 +217,11 @@ class _PeakRecorder(CallProbe):
 
 # ---- the timed repeats ---------------------------------------------------------------------------------
 
-def _profiler_range(name: str) -> Any:
-    """A profiler range (context manager) named ``name``: torch's C++ ``_RecordFunctionFast`` where it
-    exists (about 1-2 us a range under the profiler, against 8-20 us for ``record_function``, whose
-    cost would land in the overhead once per call), else ``record_function``."""
-    fast = getattr(torch._C._profiler, "_RecordFunctionFast", None)
-    return fast(name) if fast is not None else torch.autograd.profiler.record_function(name)
+# A profiler range (a context manager taking its name): torch's C++ ``_RecordFunctionFast`` where it exists
+# (about 1 us a range under the profiler, against 8 us for ``record_function``, a cost paid once per call
+# in the timed forward: benchmarks/profiler_ranges.py), else ``record_function``. Looked up once.
+_profiler_range: Callable[[str], Any] = (getattr(torch._C._profiler, "_RecordFunctionFast", None)
+                                         or torch.autograd.profiler.record_function)
 
 
 class _Timer:
