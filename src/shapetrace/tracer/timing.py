@@ -59,6 +59,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -405,13 +406,16 @@ def _instrumented(forward: Callable[[], Any], timer: _Timer, device: torch.devic
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
 
-        with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            _sync(device)
-            t0 = time.perf_counter_ns()
-            with timer.installed():
-                forward()
-            _sync(device)
-            wall = time.perf_counter_ns() - t0
+        with warnings.catch_warnings():
+            # one profiler per repeat, on purpose: torch's note that a profiler keeps only its last cycle is noise
+            warnings.filterwarnings("ignore", message=".*Profiler clears events at the end of each cycle")
+            with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                _sync(device)
+                t0 = time.perf_counter_ns()
+                with timer.installed():
+                    forward()
+                _sync(device)
+                wall = time.perf_counter_ns() - t0
         ranges, kernels, graphs = kineto_intervals(prof.profiler.kineto_results.events())
         if not kernels:
             return False
