@@ -14,9 +14,9 @@ Models: resnet34 at batch 1 and 64 (fp32), resnet50 at batch 64 (bf16), the CamV
 ``--quick`` shrinks batches, images, depth and repeats so the CPU run takes well under a minute.
 
 Each case also times the other tools on the same model, input and device (a ``torch.profiler`` run,
-``torchinfo.summary``, ``torchview.draw_graph``; ``--no-peers`` skips them), as wall time over the plain
-forward's. On the GPU machine torchinfo and torchview are missing unless their wheels are carried (see
-``docs/benchmarks.md``). On CUDA the batch-64 cases run a second time with ``gpu_timer="events"`` (CUDA events in the hooks, the
+``torchinfo.summary``, ``torchview.draw_graph``, ``torchlens.trace``; ``--no-peers`` skips them), as wall
+time over the plain forward's. On the GPU machine torchinfo, torchview and torchlens are missing unless
+their wheels are carried (see ``benchmarks/gpu_session.sh``). On CUDA the batch-64 cases run a second time with ``gpu_timer="events"`` (CUDA events in the hooks, the
 fallback without CUPTI), so one run measures both timers' overhead. Made for a short lease: the JSON is
 rewritten after every case (a run cut off at its time limit keeps what it finished), ``--budget-s`` skips
 the cases left once that many seconds have passed, and ``--traces FILE.tar.gz`` (default with ``$OUT``)
@@ -126,7 +126,7 @@ def run_case(label: str, dtype: str | None, build: Callable[[], tuple[nn.Module,
     return row
 
 
-PEERS = ("torch.profiler run", "torchinfo.summary", "torchview.draw_graph")
+PEERS = ("torch.profiler run", "torchinfo.summary", "torchview.draw_graph", "torchlens.trace")
 
 
 def peer_ratios(model: nn.Module, inputs: tuple, device: str, dtype: str | None, rounds: int = 5
@@ -134,7 +134,8 @@ def peer_ratios(model: nn.Module, inputs: tuple, device: str, dtype: str | None,
     """Wall time of the other tools on the same model, input and device, over the plain forward's, from
     interleaved rounds (medians). ``torch.profiler run`` is what a user pays for one profiled forward:
     the profiler started, the forward, the profiler stopped and its events parsed. A tool that is not
-    installed (torchinfo and torchview are not on the GPU machine unless carried) reads "not installed"."""
+    installed (torchinfo, torchview and torchlens are not on the GPU machine unless carried) reads
+    "not installed"."""
     from shapetrace.tracer.timing import resolve_dtype
 
     dt = resolve_dtype(dtype)
@@ -175,6 +176,12 @@ def peer_ratios(model: nn.Module, inputs: tuple, device: str, dtype: str | None,
                                                                    expand_nested=True, device=dev)
     except ImportError:
         out["torchview.draw_graph"] = "not installed"
+    try:
+        import torchlens
+
+        fns["torchlens.trace"] = lambda: torchlens.trace(model, xs)
+    except ImportError:
+        out["torchlens.trace"] = "not installed"
     times: dict[str, list[float]] = {name: [] for name in fns}
     failed: dict[str, str] = {}
     order = list(fns)
@@ -269,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--traces", default=None,
                         help="save every profiled trace's JSON in this .tar.gz (default: $OUT/gpu_traces.tar.gz)")
     parser.add_argument("--no-peers", dest="peers", action="store_false",
-                        help="skip timing torch.profiler, torchinfo and torchview on each case")
+                        help="skip timing torch.profiler, torchinfo, torchview and torchlens on each case")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: 1 with --device cpu, so a busy shared machine's "
                              "OpenMP spin-waits do not swamp the numbers; torch's default otherwise)")

@@ -3,9 +3,11 @@
 #
 # Run on the device machine from the repository root, with `.whl` carried when it exists:
 #     bash benchmarks/gpu_session.sh
-# Prepare `.whl` here first (pure-Python wheels of the peers the machine lacks, ~100 KB):
+# Prepare `.whl` here first (pure-Python wheels of the peers the machine lacks, ~6 MB; their other
+# needs, pillow, safetensors, tqdm and numpy, are on the machine):
 #     echo /.whl/ >> .git/info/exclude
-#     python3 -m pip download --no-deps --only-binary=:all: -d .whl torchinfo==1.8.0 torchview==0.2.7 graphviz==0.21
+#     python3 -m pip download --no-deps --only-binary=:all: -d .whl torchinfo==1.8.0 torchview==0.2.7 \
+#         graphviz==0.21 torchlens==2.36.1
 # Writes $OUT/gpu_profile.json (after every case), $OUT/gpu_traces.tar.gz and $OUT/gpu_profile.log.
 set -uo pipefail
 OUT=${OUT:-$(mktemp -d)}

@@ -1,8 +1,10 @@
-"""Overhead of a shape trace against the plain forward, torchinfo and torchview, measured in one run.
+"""Overhead of a shape trace against the plain forward, torchinfo, torchview, torchlens and a torch.profiler
+run, measured in one run.
 
 Every method runs on the same model and input, interleaved round by round (plain, shapetrace, shapetrace
-with ops, torchinfo, torchview, plain, ...) so drift in the machine's speed hits all of them alike. Each
-result is the median wall time of its rounds divided by the plain forward's median from the same run.
+with ops, torchinfo, torchview, torchlens, the profiler, plain, ...) so drift in the machine's speed hits all
+of them alike. Each result is the median wall time of its rounds divided by the plain forward's median from
+the same run. torchlens is optional (its column reads "not installed" without it).
 
     python benchmarks/overhead.py                # all cases, prints a Markdown table
     python benchmarks/overhead.py --quick        # small cases only (a smoke test)
@@ -63,22 +65,41 @@ def cases(quick: bool) -> list[tuple[str, Callable[[], nn.Module], Callable[[], 
     ]
 
 
+METHODS = ("plain forward", "shapetrace.trace", "shapetrace.trace(ops=True)", "torchinfo.summary",
+           "torchview.draw_graph", "torchlens.trace", "torch.profiler run")
+
+
 def methods(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """Every method of ``METHODS`` whose tool is installed (torchlens is optional)."""
     import torchinfo
     import torchview
+    from torch.profiler import ProfilerActivity, profile
 
     def plain() -> object:
         with torch.no_grad():
             return model(x)
 
-    return {
+    def profiler_run() -> object:  # what a user pays for the profiler's per-op table of one forward
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            plain()
+        return prof.key_averages()
+
+    fns: dict[str, Callable[[], object]] = {
         "plain forward": plain,
         "shapetrace.trace": lambda: shapetrace.trace(model, x),
         "shapetrace.trace(ops=True)": lambda: shapetrace.trace(model, x, ops=True),
         "torchinfo.summary": lambda: torchinfo.summary(model, input_data=x, verbose=0, depth=100),
         "torchview.draw_graph": lambda: torchview.draw_graph(model, input_data=x, depth=100,
                                                              expand_nested=True),
+        "torch.profiler run": profiler_run,
     }
+    try:
+        import torchlens
+    except ImportError:
+        pass
+    else:  # its default capture: every op's output kept, as a user of torchlens.trace gets it
+        fns["torchlens.trace"] = lambda: torchlens.trace(model, x)
+    return {name: fns[name] for name in METHODS if name in fns}
 
 
 def measure(model: nn.Module, x: torch.Tensor, rounds: int,
@@ -111,9 +132,8 @@ def run(quick: bool, rounds: int, budget_s: float) -> str:
          "the method's median over the plain forward's median (in brackets: minimum over minimum, the "
          "estimate least disturbed by other load on the machine)."),
         "",
-        ("| model | rounds | plain forward (ms) | shapetrace.trace | shapetrace.trace(ops=True) "
-         "| torchinfo.summary | torchview.draw_graph |"),
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| model | rounds | plain forward (ms) | " + " | ".join(METHODS[1:]) + " |",
+        "|---|---:|---:|" + "---:|" * (len(METHODS) - 1),
     ]
     costs = ["", ("The tracer's own cost, from the same run: *fixed* is a `Tracer` entered and left around no "
                   "forward (module statistics, buffer snapshots), *per call* is (trace − plain forward − fixed) / "
@@ -123,7 +143,8 @@ def run(quick: bool, rounds: int, budget_s: float) -> str:
         x = make_input()
         medians, minima, n = measure(model, x, rounds, budget_s)
         base, base_min = medians["plain forward"], minima["plain forward"]
-        cells = [f"{medians[k] / base:.2f}× ({minima[k] / base_min:.2f}×)" for k in list(medians)[1:]]
+        cells = [f"{medians[k] / base:.2f}× ({minima[k] / base_min:.2f}×)" if k in medians else "not installed"
+                 for k in METHODS[1:]]
         lines.append(f"| {label} | {n} | {base * 1e3:.1f} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
         calls = len(shapetrace.trace(model, x).calls)

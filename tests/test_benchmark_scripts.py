@@ -44,7 +44,7 @@ def test_gpu_profile_script_writes_rows_and_the_traces_it_measured(gpu_profile, 
     assert row["uncalled"] > 0  # the fused fast path: the layers' submodules never run
     peers = row["peers"]  # the other tools on the same model and input, over the plain forward
     assert peers["plain_ms"] > 0
-    for tool in ("torch.profiler run", "torchinfo.summary", "torchview.draw_graph"):
+    for tool in ("torch.profiler run", "torchinfo.summary", "torchview.draw_graph", "torchlens.trace"):
         assert isinstance(peers[tool], float) and peers[tool] > 0, (tool, peers[tool])
     with tarfile.open(traces) as tar:
         [member] = tar.getmembers()
