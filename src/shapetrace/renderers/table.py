@@ -199,10 +199,10 @@ def _summary_lines(trace: Trace, fwd: float | None) -> list[tuple[str, str]]:
         over = t.get("overhead")
         over_text = f" ({over:.2f}× overhead)" if isinstance(over, (int, float)) else ""
         out.append(("Forward time (ms)", f"{ms('forward_ms')} plain, {ms('profiled_ms')} profiled{over_text}"))
-    if ms("attributed_ms"):
-        out.append(("Self times add up to (ms)", ms("attributed_ms") or ""))
-    if ms("kernel_ms"):
-        out.append(("GPU kernel time (ms)", ms("kernel_ms") or ""))
+    for key, label in (("attributed_ms", "Self times add up to (ms)"), ("kernel_ms", "GPU kernel time (ms)")):
+        value = ms(key)
+        if value is not None:
+            out.append((label, value))
     if isinstance(t.get("gpu_idle_fraction"), (int, float)):
         out.append(("GPU idle", f"{100 * t['gpu_idle_fraction']:.1f}% of the forward"))
     return out
