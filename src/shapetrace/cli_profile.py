@@ -101,14 +101,14 @@ class _Display:
 def _profile(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device: str | None, warmup: int,
              repeat: int, dtype: str | None, fmt: str, output: str | None, display: _Display,
              plot_file: str | None, plot_kind: str, top: int, train: bool | None, debug: bool) -> None:
-    from .cli import _write, load_model_and_inputs
+    from .cli import DIAGRAM_FORMATS, _write, load_model_and_inputs
     from .tracer.timing import ProfileUsageError, resolve_device
 
     try:
         dev = resolve_device(device)
     except ProfileUsageError as e:
         raise click.UsageError(f"--device {device}: {e}") from None
-    if display.heat == "memory" and dev.type != "cuda" and fmt in ("svg", "png", "pdf", "dot"):
+    if display.heat == "memory" and dev.type != "cuda" and fmt in DIAGRAM_FORMATS:
         raise click.UsageError("--heat memory: peak memory is measured on CUDA only; use --heat activations "
                                "(sizes from shapes) or --heat time on this device")
     loaded, fargs, fkwargs = load_model_and_inputs(model, inputs, args, None, debug)

@@ -139,38 +139,44 @@ def _small(text: str, color: str = "#4a4a4a") -> str:
     return f'<FONT POINT-SIZE="8.5" COLOR="{color}">{text}</FONT>'
 
 
-def _node_label(n: Node, style: str, show_params: bool, extra: list[str]) -> str:
+def _node_label(n: Node, style: str, show_params: bool, extra: list[str], on_dark: bool = False) -> str:
+    """The node's HTML label; ``on_dark`` (a dark fill, the hot end of the heat scale) prints the grey
+    small print near-black so it stays legible."""
+
+    def small(text: str, color: str = "#4a4a4a") -> str:
+        return _small(text, "#111111" if on_dark and color != ERROR_COLOR else color)
+
     rows = [f"<B>{html(n.title)}</B>"]
     if n.kind == "call":
-        rows.append(_small(html(n.cls)))
+        rows.append(small(html(n.cls)))
     if n.kind in ("call", "input"):
         shape = n.out_shape
         if shape is not None:
-            rows.append(_small(html(format_shape(shape)), "#1f2d3d"))
+            rows.append(small(html(format_shape(shape)), "#1f2d3d"))
         if len(n.outputs) > 1:
             rows[-1] = rows[-1][:-7] + html(f" +{len(n.outputs) - 1}") + "</FONT>"
     elif n.kind == "output":
         if n.inputs:
-            rows.append(_small(html(format_shape(n.inputs[0][1].shape)), "#1f2d3d"))
+            rows.append(small(html(format_shape(n.inputs[0][1].shape)), "#1f2d3d"))
     elif style == "detailed" and n.out_shape is not None:
-        rows.append(_small(html(format_shape(n.out_shape)), "#1f2d3d"))
+        rows.append(small(html(format_shape(n.out_shape)), "#1f2d3d"))
     if style == "detailed":
         for path, meta in n.inputs[:3]:
-            rows.append(_small(html(f"in{path}: {format_shape(meta.shape)}")))
+            rows.append(small(html(f"in{path}: {format_shape(meta.shape)}")))
         if len(n.inputs) > 3:
-            rows.append(_small(html(f"... {len(n.inputs) - 3} more inputs")))
+            rows.append(small(html(f"... {len(n.inputs) - 3} more inputs")))
         dtypes = sorted({m.dtype for _, m in n.outputs} - {"float32"})
         if dtypes:
-            rows.append(_small(html(", ".join(dtypes))))
+            rows.append(small(html(", ".join(dtypes))))
     if n.kind == "call" and (show_params or style == "detailed") and n.params:
         text = f"{format_count(n.params)} params"
         if n.trainable_params != n.params:
             text += f" ({format_count(n.trainable_params)} trainable)"
-        rows.append(_small(html(text)))
+        rows.append(small(html(text)))
     if style == "detailed" and n.self_ms is not None:
-        rows.append(_small(html(f"{n.self_ms:.3f} ms")))
+        rows.append(small(html(f"{n.self_ms:.3f} ms")))
     if n.error:
-        rows.append(_small(html("failed: " + n.error[:60]), ERROR_COLOR))
+        rows.append(small(html("failed: " + n.error[:60]), ERROR_COLOR))
     rows.extend(extra)
     return "<" + "<BR/>".join(rows) + ">"
 
@@ -402,10 +408,8 @@ class _Dot:
             attrs.update(color=ov.border[n.id], penwidth="2.5")
         if n.error:
             attrs.update(color=ERROR_COLOR, penwidth="2.5")
-        attrs["label"] = _node_label(n, self.style, self.show_params, ov.marks.get(n.id, []))
-        if n.id in ov.fill and _luminance(ov.fill[n.id].split(":")[0]) < 0.4:
-            # the grey small print is illegible on the hot end of the heat scale: print it near-black there
-            attrs["label"] = re.sub(r'COLOR="#(4a4a4a|1f2d3d|5a6470)"', 'COLOR="#111111"', attrs["label"])
+        on_dark = n.id in ov.fill and _luminance(ov.fill[n.id].split(":")[0]) < 0.4
+        attrs["label"] = _node_label(n, self.style, self.show_params, ov.marks.get(n.id, []), on_dark)
         attrs["tooltip"] = n.tooltip()
         return f"{n.id} {_attrs(attrs)}"
 
