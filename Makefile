@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DEPKEY := $(shell cat setup.cfg pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
 STAMP  := $(VENV)/.installed-$(DEPKEY)
 
-.PHONY: setup graphviz gallery test lint bench clean
+.PHONY: setup graphviz gallery test lint bench fuzz clean
 
 setup: $(STAMP) graphviz
 
@@ -28,6 +28,11 @@ gallery: setup
 test: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
+
+# Random models (tests/test_fuzz.py): `make test` runs 25 fixed examples, this runs 500 fresh ones.
+fuzz: setup
+	SHAPETRACE_FUZZ_EXAMPLES=$${SHAPETRACE_FUZZ_EXAMPLES:-500} SHAPETRACE_FUZZ_SEED=random \
+		$(BIN)/python -m pytest -q tests/test_fuzz.py
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
