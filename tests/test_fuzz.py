@@ -326,8 +326,8 @@ def _reset_raisers(model: nn.Module) -> None:
 class _StrictHTML(html.parser.HTMLParser):
     """Fails on a closing tag that does not match the open one (void elements aside)."""
 
-    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr",
-            "path", "polygon", "ellipse", "polyline", "circle", "rect", "line", "stop"}
+    VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track",
+                      "wbr", "path", "polygon", "ellipse", "polyline", "circle", "rect", "line", "stop"})
 
     def __init__(self) -> None:
         super().__init__()
