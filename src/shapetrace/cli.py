@@ -385,6 +385,7 @@ def gallery_build(out_dir: str, names: tuple[str, ...], debug: bool) -> None:
 from .cli_profile import profile_command  # last: it imports helpers from this module inside its functions
 
 main.add_command(profile_command)
+main.add_command(__import__("shapetrace.cli_lines", fromlist=["lines_command"]).lines_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

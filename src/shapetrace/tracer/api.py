@@ -36,11 +36,12 @@ def failure_message(trace: Trace) -> str | None:
 
 
 def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None = None,
-          device: str | torch.device | None = None, ops: bool = False, strict: bool = True,
+          device: str | torch.device | None = None, ops: bool = False, lines: bool = False, strict: bool = True,
           forward_kwargs: dict | None = None, **kwargs: Any) -> Trace:
     """Run ``model(*args, **kwargs)`` once and return the ``Trace`` of every module call.
 
-    ``grad``, ``train``, ``device`` and ``ops`` are the ``Tracer`` options. Inputs are moved to ``device``
+    ``grad``, ``train``, ``device``, ``ops`` and ``lines`` are the ``Tracer`` options (``lines=True`` records
+    the source line of every call and op, for ``trace.lines()``). Inputs are moved to ``device``
     (or to the model's device when ``device`` is ``None``). When the forward raises, a ``TraceFailed``
     carrying the partial trace is raised (``strict=True``) or the partial trace is returned with its
     ``failure`` set (``strict=False``). Keyword arguments for the forward that clash with these option names
@@ -49,7 +50,7 @@ def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None =
     kwargs = {**kwargs, **(forward_kwargs or {})}
     target = torch.device(device) if device is not None else model_device(model)
     args, kwargs = prepare_inputs(args, kwargs, target)
-    tracer = Tracer(model, grad=grad, train=train, device=device, ops=ops)
+    tracer = Tracer(model, grad=grad, train=train, device=device, ops=ops, lines=lines)
     try:
         with tracer:
             model(*args, **kwargs)

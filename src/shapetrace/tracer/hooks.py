@@ -162,18 +162,20 @@ class Tracer:
     ``train`` sets training mode for the trace (``None`` leaves each module's flag as it is; the flags are
     restored afterwards); ``device`` runs the model with its parameters and buffers moved there (the model
     itself is not moved; ``"meta"`` traces shapes without computing anything); ``ops`` records functional
-    operations and data-flow edges between modules.
+    operations and data-flow edges between modules; ``lines`` records the source line of every call and op
+    (and implies ``ops``; see ``tracer/lines.py``).
     """
 
     def __init__(self, model: nn.Module, *, grad: bool = False, train: bool | None = None,
-                 device: str | torch.device | None = None, ops: bool = False) -> None:
+                 device: str | torch.device | None = None, ops: bool = False, lines: bool = False) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"shapetrace traces a torch.nn.Module, got {type(model).__qualname__}")
         self.model = model
         self.grad = grad
         self.train = train
         self.device = torch.device(device) if device is not None else None
-        self.ops = ops
+        self.ops = ops or lines
+        self.lines = lines
         self.trace: Trace | None = None
         self.tracer_errors: list[str] = []
         self._active = False
@@ -217,6 +219,7 @@ class Tracer:
         self._versions = {id(p): p._version for _, p in self._params}
         self._exit = contextlib.ExitStack()
         self._recorder = None  # the OpRecorder when ops are captured
+        self._lines = None  # the LineRecorder when source lines are captured
         try:
             self._install()
         except BaseException:
@@ -244,6 +247,10 @@ class Tracer:
 
             self._fast_path = FAST_PATH_MODULES
             self._recorder = stack.enter_context(OpRecorder(self))
+        if self.lines:
+            from .lines import LineRecorder
+
+            self._lines = stack.enter_context(LineRecorder())
 
     def _restore(self) -> None:
         try:
@@ -317,6 +324,8 @@ class Tracer:
         metas = [m for _, m in iter_tensors([call.inputs, call.kwargs])]
         input_tids = {m.tid for m in metas if m.tid is not None}
         self._stack.append(_Open(call, module, info.is_leaf, input_tids, sys.exc_info()[1]))
+        if self._lines is not None:
+            self._lines.on_call(call, module, parent.module if parent else None)
         if self._recorder is not None:
             # A call inside a module the recorder stepped aside for means that module took its slow path:
             # record again from here on (its residual adds and norms are data flow worth drawing).
@@ -392,6 +401,8 @@ class Tracer:
             call.error = f"{type(exc).__name__}: {exc}"
             if self._failure is None:
                 self._failure = Failure(call.id, type(exc).__name__, str(exc))
+            if self._lines is not None:
+                self._lines.on_raise(call, module, exc)
             return
         if self._failure is not None and self._failure.call is not None \
                 and self._calls[self._failure.call].start > call.start:
@@ -432,6 +443,8 @@ class Tracer:
         outputs = describe(out, tid_of) if out is not None else (
             describe(inplace_target, tid_of) if inplace_target is not None else None)
         self._op_records.append(Op(oid, name, inner.call.id if inner else None, order, inputs, outputs))
+        if self._lines is not None:
+            self._lines.on_op(self._op_records[-1], inner.module if inner else None)
 
     def note_leaf_inputs(self, args: Any) -> None:
         """Inside a leaf module, look only for side inputs among the tensors its code touches."""
@@ -453,7 +466,7 @@ class Tracer:
         # A ModuleList or ModuleDict has no forward: it holds modules but is never called itself.
         uncalled = [Uncalled(info.names[0], info.cls, stats[key][0])
                     for key, info in self._info.items()
-                    if info.calls == 0 and type(self._modules[key]).forward is not nn.Module.forward]
+                    if info.calls == 0 and _has_forward(self._modules[key])]
         roots = [c for c in self._calls if c.parent is None]
         first = roots[0] if roots else None
         trace = Trace(
@@ -475,6 +488,8 @@ class Tracer:
                 if src is not None:
                     self._edges.add(src, f"output:{path or 'out'}", meta)
         trace.edges = self._edges.edges
+        if self._lines is not None:
+            self._lines.finish(trace)
         changed = [n for n, p in self._params if p._version != self._versions.get(id(p))]
         if changed:
             trace.meta["params_changed_in_place"] = changed
@@ -484,6 +499,14 @@ class Tracer:
             warnings.warn("shapetrace hit an internal error while tracing; the trace may be incomplete: "
                           + self.tracer_errors[0], stacklevel=3)
         return trace
+
+
+def _has_forward(module: nn.Module) -> bool:
+    """Whether the module's class defines a forward (a ModuleList does not). Read statically: the ``forward``
+    of a TorchScript module's class is a descriptor that fails when read from the class."""
+    import inspect
+
+    return inspect.getattr_static(type(module), "forward", None) is not nn.Module.forward
 
 
 def prepare_inputs(args: tuple, kwargs: dict, device: torch.device | None) -> tuple[tuple, dict]:

@@ -247,6 +247,11 @@ class Call:
     flops: int | None = None
     memory: dict | None = None
     notes: list[str] = field(default_factory=list)
+    # Source lines (``trace(..., lines=True)``): ``line`` is the line of the parent's forward that made this
+    # call; ``code`` is ``{"source": key into Trace.sources, "ran": [lines of this call's forward that ran],
+    # "raised": the line the exception left by}`` for this call's own forward.
+    line: int | None = None
+    code: dict | None = None
 
     @property
     def failed(self) -> bool:
@@ -271,6 +276,10 @@ class Call:
             "error": self.error, "timing": self.timing, "flops": self.flops, "memory": self.memory,
             "notes": list(self.notes),
         }
+        if self.line is not None:
+            out["line"] = self.line
+        if self.code is not None:
+            out["code"] = self.code
         return out
 
     @classmethod
@@ -286,6 +295,7 @@ class Call:
             side_inputs=value_from_json(obj.get("side_inputs", [])),
             error=obj.get("error"), timing=obj.get("timing"), flops=obj.get("flops"),
             memory=obj.get("memory"), notes=list(obj.get("notes", [])),
+            line=obj.get("line"), code=obj.get("code"),
         )
 
 
@@ -302,20 +312,24 @@ class Op:
     outputs: Value = None
     timing: dict | None = None
     flops: int | None = None
+    line: int | None = None  # the line of the enclosing call's forward that ran it (``lines=True``)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id, "name": self.name, "call": self.call, "order": self.order,
             "inputs": value_to_json(self.inputs), "outputs": value_to_json(self.outputs),
             "timing": self.timing, "flops": self.flops,
         }
+        if self.line is not None:
+            out["line"] = self.line
+        return out
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Op:
         return cls(
             id=obj["id"], name=obj["name"], call=obj["call"], order=obj["order"],
             inputs=value_from_json(obj.get("inputs", [])), outputs=value_from_json(obj.get("outputs")),
-            timing=obj.get("timing"), flops=obj.get("flops"),
+            timing=obj.get("timing"), flops=obj.get("flops"), line=obj.get("line"),
         )
 
 
@@ -417,6 +431,9 @@ class Trace:
     failure: Failure | None = None
     meta: dict = field(default_factory=dict)
     timing: dict | None = None
+    # The forwards' source text by key (``trace(..., lines=True)``): ``{"qualname", "file", "first_line",
+    # "text": [lines]}``, or ``{"qualname", "missing": why}`` when there is no Python source to show.
+    sources: dict = field(default_factory=dict)
     format: str = FORMAT
 
     # ---- queries -------------------------------------------------------------------------------------
@@ -443,6 +460,13 @@ class Trace:
         parents = {c.parent for c in self.calls}
         return [c for c in self.calls if c.id not in parents]
 
+    def lines(self, module: str = "") -> Any:
+        """The source of ``module``'s forward (the root's by default) with what each line produced; needs a
+        trace recorded with ``lines=True``. Displays in Jupyter; ``str()`` is the text form; ``.save(path)``."""
+        from ..renderers.lines import LinesView
+
+        return LinesView(self, module)
+
     def _repr_html_(self) -> str:
         """Jupyter shows a trace as its shape table (rendered by ``shapetrace.renderers.table``)."""
         from ..renderers.table import render_html
@@ -464,6 +488,7 @@ class Trace:
             "failure": self.failure.to_json() if self.failure else None,
             "timing": self.timing,
             "meta": self.meta,
+            **({"sources": self.sources} if self.sources else {}),
         }
 
     def to_json(self, indent: int | None = 1) -> str:
@@ -490,6 +515,7 @@ class Trace:
             failure=Failure.from_json(obj["failure"]) if obj.get("failure") else None,
             timing=obj.get("timing"),
             meta=obj.get("meta", {}),
+            sources=obj.get("sources", {}),
         )
 
     @classmethod

@@ -1,0 +1,508 @@
+"""A forward's source, line by line, with what each line produced: ``shapetrace lines`` and ``trace.lines()``.
+
+Works from a trace recorded with ``lines=True`` alone (``Call.line``, ``Call.code``, ``Op.line``,
+``Trace.sources``). ``build_view(trace, module)`` gathers, for the forward of ``module`` (the root by
+default), every child call and functional op with the line that made it, attributes each to the statement
+holding that line (a multi-line call or a comprehension belongs to its statement), folds repeated runs of a
+line (a loop) into ``×N`` with the shapes of the runs, and marks lines never reached and the line the error
+left by. ``render(view, fmt)`` writes it as text, Markdown, HTML (highlighted with pygments, the shapes in a
+right-hand column) or JSON.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import html
+import json
+import re
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..tracer.records import Call, Op, TensorMeta, Trace, iter_tensors
+
+__all__ = ["FORMATS", "LinesError", "LinesView", "build_view", "render"]
+
+FORMATS = ("text", "md", "html", "json")
+_MAX_RUNS_SHOWN = 6  # a group with more distinct runs shows the first and last few
+
+
+class LinesError(ValueError):
+    """The trace cannot show lines for this module (no line information, unknown module); says what to do."""
+
+
+# ---- the view: plain data built from the trace --------------------------------------------------------------
+@dataclass
+class Group:
+    """Runs of one kind of event on one line: the same op, or calls of the same (or same-patterned) module."""
+
+    kind: str  # "call" or "op"
+    name: str  # relative module name(s) ("embeds.0–4") or op name
+    cls: str  # module class ("" for ops)
+    outputs: list[str] = field(default_factory=list)  # one formatted output per run
+    dtype: str | None = None  # set when the output dtype differs from the input's
+    members: list[str] = field(default_factory=list)  # the modules called, in order (calls only)
+    failed: bool = False
+
+    @property
+    def count(self) -> int:
+        return len(self.outputs)
+
+    def text(self) -> str:
+        head = f"{self.name} {self.cls}" if self.kind == "call" else self.name
+        runs = _runs_text(self.outputs)
+        dtype = f" {self.dtype}" if self.dtype else ""
+        fail = "  ✗ raised" if self.failed else ""
+        if self.count == 1:
+            return f"{head} → {runs}{dtype}{fail}"
+        return f"{head} ×{self.count}: {runs}{dtype}{fail}"
+
+
+@dataclass
+class Line:
+    number: int
+    text: str
+    state: str = "plain"  # "ran" (made something), "plain", "unreached", "raised"
+    groups: list[Group] = field(default_factory=list)
+    continues: bool = False  # a later line of a statement whose events show on its first line
+    error: str | None = None
+
+
+@dataclass
+class SourceView:
+    key: str
+    qualname: str
+    file: str | None
+    first_line: int | None
+    lines: list[Line]
+    missing: str | None = None  # why there is no source (then ``calls_only`` lists the events)
+    calls_only: list[Group] = field(default_factory=list)
+    reach_known: bool = False
+
+
+@dataclass
+class View:
+    module: str
+    cls: str
+    calls: int
+    sources: list[SourceView]
+    failure: str | None = None
+    note: str | None = None
+
+
+def _shape(meta: TensorMeta) -> str:
+    return "(" + ",".join(str(s) for s in meta.shape) + ("," if len(meta.shape) == 1 else "") + ")"
+
+
+def _value_text(value: Any) -> tuple[str, str | None]:
+    """The output shapes of one run (``(8,43)``; several tensors joined by ``+``) and its first dtype."""
+    tensors = [m for _, m in iter_tensors(value)]
+    if not tensors:
+        return "—", None
+    shown = " + ".join(_shape(m) for m in tensors[:3]) + (" + …" if len(tensors) > 3 else "")
+    return shown, tensors[0].dtype
+
+
+def _first_dtype(value: Any) -> str | None:
+    for _, m in iter_tensors(value):
+        return m.dtype
+    return None
+
+
+def _runs_text(outputs: list[str]) -> str:
+    """Consecutive equal outputs run-length folded: ``(8,6), (4,72,400) ×2``; long lists elided."""
+    runs: list[list] = []
+    for o in outputs:
+        if runs and runs[-1][0] == o:
+            runs[-1][1] += 1
+        else:
+            runs.append([o, 1])
+    if len(runs) == 1:
+        return runs[0][0]
+    parts = [o if n == 1 else f"{o} ×{n}" for o, n in runs]
+    if len(parts) > _MAX_RUNS_SHOWN:
+        parts = [*parts[:3], f"… {len(parts) - 5} more …", *parts[-2:]]
+    return ", ".join(parts)
+
+
+def _relative(name: str, parent: str) -> str:
+    if parent and name.startswith(parent + "."):
+        return name[len(parent) + 1:]
+    return name
+
+
+def _pattern(rel: str) -> str:
+    """``embeds.3`` -> ``embeds.#``: calls of the items of one ModuleList/Sequential fold together."""
+    return re.sub(r"(?<=\.)\d+(?=\.|$)", "#", rel)
+
+
+def _members_name(members: list[str]) -> str:
+    """``embeds.0``..``embeds.4`` -> ``embeds.0–4``; one module -> its name."""
+    unique = list(dict.fromkeys(members))
+    if len(unique) == 1:
+        return unique[0]
+    heads = {m.rpartition(".")[0] for m in unique}
+    tails = [m.rpartition(".")[2] for m in unique]
+    if len(heads) == 1 and all(t.isdigit() for t in tails):
+        head = next(iter(heads))
+        nums = [int(t) for t in tails]
+        span = (f"{nums[0]}–{nums[-1]}" if nums == list(range(nums[0], nums[-1] + 1))
+                else "{" + ",".join(tails) + "}")
+        return f"{head}.{span}" if head else span
+    return ", ".join(unique[:3]) + (", …" if len(unique) > 3 else "")
+
+
+def _group_events(events: list[Call | Op], parent_name: str) -> list[Group]:
+    groups: dict[tuple, Group] = {}
+    for ev in events:
+        if isinstance(ev, Call):
+            rel = _relative(ev.module, parent_name) or "(self)"
+            key = ("call", _pattern(rel), ev.cls)
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = Group("call", rel, ev.cls)
+            g.members.append(rel)
+            out, dtype = _value_text(ev.outputs) if ev.error is None else ("✗", None)
+            inputs = [ev.inputs, ev.kwargs]
+            g.failed = g.failed or ev.error is not None
+        else:
+            key = ("op", ev.name, "")
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = Group("op", ev.name, "")
+            out, dtype = _value_text(ev.outputs)
+            inputs = ev.inputs
+        g.outputs.append(out)
+        in_dtype = _first_dtype(inputs)
+        if dtype is not None and dtype != in_dtype:
+            g.dtype = dtype
+    for g in groups.values():
+        if g.kind == "call":
+            g.name = _members_name(g.members)
+    return list(groups.values())
+
+
+def _statement_spans(text: list[str], first_line: int) -> tuple[dict[int, tuple[int, int]], set[tuple[int, int]]]:
+    """For each source line, the span (first, last line) of the statement (or compound header) it belongs to,
+    and the spans that never show as unreached: the function's own header and docstrings (not run as lines)."""
+    try:
+        tree = ast.parse(textwrap.dedent("\n".join(text)))
+    except SyntaxError:
+        return {}, set()
+    offset = first_line - 1
+    span_of: dict[int, tuple[int, int]] = {}
+    spans: list[tuple[int, int]] = []
+    neutral: set[tuple[int, int]] = set()
+    top = tree.body[0] if tree.body else None
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.stmt):
+            continue
+        start = node.lineno + offset
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
+            decorators = getattr(node, "decorator_list", [])
+            start = min([start, *(d.lineno + offset for d in decorators)])
+            end = max(start, body[0].lineno + offset - 1)
+            if body[0].lineno == node.lineno:  # `if x: y` on one line
+                end = start
+        else:
+            end = (node.end_lineno or node.lineno) + offset
+        spans.append((start, end))
+        if node is top or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+            neutral.add((start, end))
+    # Smallest span wins, so a line maps to its innermost statement.
+    for start, end in sorted(spans, key=lambda s: s[1] - s[0], reverse=True):
+        for n in range(start, end + 1):
+            span_of[n] = (start, end)
+    return span_of, neutral
+
+
+def _calls_for(trace: Trace, module: str) -> list[Call]:
+    calls = [c for c in trace.calls if c.parent is None] if module == "" else trace.calls_of(module)
+    if calls:
+        return calls
+    names = sorted({n for c in trace.calls for n in (c.module, *c.aliases) if n})
+    uncalled = {u.module: u.cls for u in trace.uncalled}
+    if module in uncalled:
+        raise LinesError(f"module {module!r} ({uncalled[module]}) was never called in this forward, so it has no "
+                         "lines to show")
+    close = difflib.get_close_matches(module, names, n=3, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    sample = ", ".join(repr(n) for n in names[:8]) + (", …" if len(names) > 8 else "")
+    raise LinesError(f"no module named {module!r} was called in this trace.{hint} Module names are as in "
+                     f"named_modules(): {sample or '(none)'}; leave --module out for the model's own forward.")
+
+
+def build_view(trace: Trace, module: str = "") -> View:
+    """Gather what ``module``'s forward did, line by line (see the module docstring)."""
+    if not trace.meta.get("lines") and not trace.sources:
+        raise LinesError("this trace was recorded without line information: trace it with "
+                         "shapetrace.trace(model, ..., lines=True) (the CLI's 'shapetrace lines' does)")
+    calls = _calls_for(trace, module)
+    ids = {c.id for c in calls}
+    by_source: dict[str, list[Call]] = {}
+    for c in calls:
+        by_source.setdefault((c.code or {}).get("source", "?"), []).append(c)
+    children = [c for c in trace.calls if c.parent in ids]
+    ops = [o for o in trace.ops if o.call in ids]
+    failure = None
+    if trace.failure is not None and (trace.failure.call in ids or any(c.error for c in calls)):
+        failure = f"{trace.failure.type}: {trace.failure.message}"
+    note = None
+    if not children and not ops and all(c.id in {leaf.id for leaf in trace.leaves()} for c in calls):
+        note = ("a leaf module: the torch functions inside a leaf's forward are its own implementation and are not "
+                "recorded, so its lines show no shapes (its call: " + _value_text(calls[0].outputs)[0] + ")")
+    views = []
+    for key, source_calls in by_source.items():
+        sids = {c.id for c in source_calls}
+        events: list[Call | Op] = [c for c in children if c.parent in sids] + [o for o in ops if o.call in sids]
+        events.sort(key=lambda e: e.start if isinstance(e, Call) else e.order)
+        views.append(_source_view(trace, key, source_calls, events, calls[0].module))
+    return View(module, calls[0].cls, len(calls), views, failure, note)
+
+
+def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | Op], parent_name: str) -> SourceView:
+    info = trace.sources.get(key) or {"qualname": key.rpartition(".")[2], "missing": "no source was recorded"}
+    if "text" not in info:
+        return SourceView(key, info.get("qualname", key), info.get("file"), None, [],
+                          missing=info.get("missing", "no source was recorded"),
+                          calls_only=_group_events(events, parent_name))
+    first = int(info["first_line"])
+    text = list(info["text"])
+    span_of, neutral = _statement_spans(text, first)
+    lines = [Line(first + i, t) for i, t in enumerate(text)]
+    by_number = {ln.number: ln for ln in lines}
+
+    def anchor(n: int | None) -> int | None:
+        if n is None:
+            return None
+        return span_of.get(n, (n, n))[0]
+
+    at: dict[int, list[Call | Op]] = {}
+    unplaced: list[Call | Op] = []
+    for ev in events:
+        n = anchor(ev.line)
+        if n in by_number:
+            at.setdefault(n, []).append(ev)
+        else:
+            unplaced.append(ev)
+    for n, evs in at.items():
+        by_number[n].groups = _group_events(evs, parent_name)
+        by_number[n].state = "ran"
+    # Reachability: a statement ran when any of its lines ran in any call.
+    ran_lines: set[int] = set()
+    reach_known = any("ran" in (c.code or {}) for c in calls)
+    for c in calls:
+        ran_lines.update((c.code or {}).get("ran", []))
+    reached_spans = {span_of[n] for n in ran_lines if n in span_of} | {span_of.get(n, (n, n)) for n in at}
+    for ln in lines:
+        span = span_of.get(ln.number)
+        if span is None:
+            continue
+        if span[0] != ln.number:
+            ln.continues = True
+        if reach_known and span not in reached_spans and span not in neutral and ln.state == "plain":
+            ln.state = "unreached"
+    for c in calls:
+        raised = (c.code or {}).get("raised")
+        n = anchor(raised)
+        if n in by_number:
+            by_number[n].state = "raised"
+            by_number[n].error = c.error
+    if unplaced:  # an event whose line is outside this forward (made by code the forward called elsewhere)
+        lines.append(Line(0, "", "ran", _group_events(unplaced, parent_name)))
+    return SourceView(key, info.get("qualname", key), info.get("file"), first, lines, reach_known=reach_known)
+
+
+# ---- rendering ------------------------------------------------------------------------------------------------
+def _title(view: View, sv: SourceView) -> str:
+    who = f"module {view.module!r}" if view.module else "the model"
+    calls = f"{view.calls} call{'s' if view.calls != 1 else ''}"
+    where = f"  ({sv.file}:{sv.first_line})" if sv.file and sv.first_line else (f"  ({sv.file})" if sv.file else "")
+    return f"{sv.qualname}{where}: {who} ({view.cls}), {calls}"
+
+
+_LEGEND = "· never ran   ✗ the line the error left by   ×N a line run N times (a loop), with each run's output"
+
+
+def render_text(view: View) -> str:
+    out: list[str] = []
+    for sv in view.sources:
+        out.append(_title(view, sv))
+        if sv.missing:
+            out.append(f"  no source lines: {sv.missing}. The calls and ops it made, in order:")
+            out += [f"    {g.text()}" for g in sv.calls_only] or ["    (none recorded: what runs inside is compiled)"]
+            out.append("")
+            continue
+        width = min(100, max((len(ln.text) for ln in sv.lines), default=0))
+        for ln in sv.lines:
+            mark = {"unreached": "·", "raised": "✗"}.get(ln.state, " ")
+            number = f"{ln.number:>4}" if ln.number else "   ?"
+            code = ln.text if ln.number else "(made outside these lines)"
+            notes = [g.text() for g in ln.groups]
+            if ln.error:
+                notes.append(f"✗ {ln.error}")
+            first = notes[0] if notes else ""
+            row = f"{mark}{number} │ {code.ljust(width)}"
+            out.append((f"{row} │ {first}" if first else row).rstrip())
+            for note in notes[1:]:
+                out.append(f"{' ' * 5} │ {' ' * width} │ {note}")
+        out.append("")
+    if view.note:
+        out.append(f"note: {view.note}")
+    if view.failure:
+        out.append(f"the forward failed: {view.failure}")
+    out.append(_LEGEND)
+    return "\n".join(out) + "\n"
+
+
+def render_markdown(view: View) -> str:
+    out: list[str] = []
+    for sv in view.sources:
+        out.append(f"**{_title(view, sv)}**\n")
+    out.append("```text")
+    out.append(render_text(view).rstrip("\n"))
+    out.append("```")
+    return "\n".join(out) + "\n"
+
+
+_CSS = """
+.st-lines{font:13px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;border-collapse:collapse}
+.st-lines caption{text-align:left;font-weight:600;padding:4px 0;font-family:system-ui,sans-serif}
+.st-lines td{padding:0 10px;vertical-align:top;white-space:pre}
+.st-lines td.no{color:#8a94a3;text-align:right;user-select:none;border-right:1px solid #d6dbe3}
+.st-lines td.shapes{color:#1f4f8a;border-left:1px solid #d6dbe3;white-space:normal;min-width:22em}
+.st-lines td.shapes div{white-space:nowrap}
+.st-lines tr.unreached td.code{opacity:.4}
+.st-lines tr.raised td{background:#fde8e8}
+.st-lines tr.raised td.shapes{color:#a61b1b}
+.st-lines .cls{color:#5a6470}
+.st-lines-note{font-family:system-ui,sans-serif;color:#5a6470;font-size:12px}
+"""
+
+
+def _highlight(lines: list[str]) -> list[str]:
+    """Each source line as HTML, syntax-highlighted with pygments when it is installed."""
+    try:
+        from pygments.lexers import PythonLexer
+        from pygments.token import STANDARD_TYPES
+    except ImportError:
+        return [html.escape(t) for t in lines]
+    out: list[list[str]] = [[]]
+    for ttype, value in PythonLexer(stripnl=False, ensurenl=False).get_tokens("\n".join(lines)):
+        cls = STANDARD_TYPES.get(ttype)
+        while cls is None and ttype.parent is not None:
+            ttype = ttype.parent
+            cls = STANDARD_TYPES.get(ttype)
+        for i, piece in enumerate(value.split("\n")):
+            if i:
+                out.append([])
+            if piece:
+                out[-1].append(f'<span class="{cls}">{html.escape(piece)}</span>' if cls else html.escape(piece))
+    rows = ["".join(parts) for parts in out]
+    return (rows + [""] * len(lines))[:len(lines)]
+
+
+def _pygments_css() -> str:
+    try:
+        from pygments.formatters import HtmlFormatter
+    except ImportError:
+        return ""
+    return HtmlFormatter(style="default").get_style_defs(".st-lines td.code")
+
+
+def render_html(view: View) -> str:
+    parts = [f"<style>{_CSS}{_pygments_css()}</style>"]
+    for sv in view.sources:
+        parts.append(f'<table class="st-lines"><caption>{html.escape(_title(view, sv))}</caption>')
+        if sv.missing:
+            parts.append(f'<tr><td class="shapes">No source lines: {html.escape(sv.missing)}. The calls and ops '
+                         "it made, in order:"
+                         + "".join(f"<div>{html.escape(g.text())}</div>" for g in sv.calls_only) + "</td></tr>")
+            parts.append("</table>")
+            continue
+        code = _highlight([ln.text for ln in sv.lines])
+        for ln, hl in zip(sv.lines, code):
+            notes = "".join(f"<div>{html.escape(g.text())}</div>" for g in ln.groups)
+            if ln.error:
+                notes += f"<div>✗ {html.escape(ln.error)}</div>"
+            title = ' title="never ran"' if ln.state == "unreached" else ""
+            parts.append(f'<tr class="{ln.state}"{title}><td class="no">{ln.number or "?"}</td>'
+                         f'<td class="code">{hl if ln.number else "(made outside these lines)"}</td>'
+                         f'<td class="shapes">{notes}</td></tr>')
+        parts.append("</table>")
+    if view.note:
+        parts.append(f'<p class="st-lines-note">Note: {html.escape(view.note)}</p>')
+    if view.failure:
+        parts.append(f'<p class="st-lines-note">The forward failed: {html.escape(view.failure)}</p>')
+    parts.append('<p class="st-lines-note">Dimmed: never ran. Red: the line the error left by. ×N: a line run N '
+                 "times (a loop), with each run's output shape.</p>")
+    return "\n".join(parts) + "\n"
+
+
+def _group_json(g: Group) -> dict:
+    out: dict[str, Any] = {"kind": g.kind, "name": g.name, "count": g.count, "outputs": g.outputs}
+    if g.kind == "call":
+        out["cls"] = g.cls
+        out["modules"] = g.members
+    if g.dtype:
+        out["dtype"] = g.dtype
+    if g.failed:
+        out["failed"] = True
+    return out
+
+
+def to_dict(view: View) -> dict:
+    sources = []
+    for sv in view.sources:
+        entry: dict[str, Any] = {"key": sv.key, "qualname": sv.qualname, "file": sv.file,
+                                 "first_line": sv.first_line}
+        if sv.missing:
+            entry["missing"] = sv.missing
+            entry["events"] = [_group_json(g) for g in sv.calls_only]
+        else:
+            entry["lines"] = [{"line": ln.number, "text": ln.text, "state": ln.state,
+                               "events": [_group_json(g) for g in ln.groups],
+                               **({"error": ln.error} if ln.error else {})} for ln in sv.lines]
+        sources.append(entry)
+    return {"format": "shapetrace.lines/1", "module": view.module, "cls": view.cls, "calls": view.calls,
+            "failure": view.failure, "note": view.note, "sources": sources}
+
+
+def render(view: View, fmt: str = "text") -> str:
+    if fmt == "text":
+        return render_text(view)
+    if fmt == "md":
+        return render_markdown(view)
+    if fmt == "html":
+        return render_html(view)
+    if fmt == "json":
+        return json.dumps(to_dict(view), indent=1, sort_keys=True) + "\n"
+    raise ValueError(f"lines renders as {', '.join(FORMATS)}, not {fmt!r}")
+
+
+class LinesView:
+    """``trace.lines(module)``: shows as text (``str``), as HTML in Jupyter, and saves by file suffix."""
+
+    def __init__(self, trace: Trace, module: str = "") -> None:
+        self.view = build_view(trace, module)
+
+    def __str__(self) -> str:
+        return render_text(self.view)
+
+    def __repr__(self) -> str:
+        return f"<LinesView of {self.view.module or '(root)'}: {len(self.view.sources)} source(s)>"
+
+    def _repr_html_(self) -> str:
+        return render_html(self.view)
+
+    def render(self, fmt: str = "text") -> str:
+        return render(self.view, fmt)
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        fmt = {".html": "html", ".htm": "html", ".md": "md", ".json": "json"}.get(p.suffix.lower(), "text")
+        p.write_text(render(self.view, fmt), encoding="utf-8")
+        return p

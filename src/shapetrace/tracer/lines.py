@@ -1,0 +1,184 @@
+"""Source lines: which line of which ``forward`` made each module call and each functional op.
+
+``LineRecorder`` is what ``Tracer(lines=True)`` (``trace(..., lines=True)``) switches on; nothing here runs
+otherwise. Per event it does one short walk up the Python stack to the frame running the enclosing module's
+``forward`` and reads that frame's current line, so a call made from a helper function or a comprehension is
+attributed to the forward's line that called the helper. To tell lines never reached (a branch not taken)
+from lines that ran but made no tensor, it also puts a ``sys.settrace`` function in place for the duration
+of the forward that traces lines only in the frames of traced modules' forwards (not when a debugger or
+coverage tool already has one: then no line is called unreached). After the forward, the source text of
+every forward seen is read once and stored in the trace, so a saved trace shows its lines without the model.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from types import CodeType, FrameType
+from typing import Any
+
+from torch import nn
+
+from .records import Call, Op, Trace
+
+__all__ = ["LineRecorder", "forward_code"]
+
+# Why there is no Python source for a forward, by how it is implemented.
+_NO_SOURCE_SCRIPTED = "it is TorchScript (torch.jit.script or trace), compiled, with no Python source"
+_NO_SOURCE_BUILTIN = "it is built in or compiled (no Python code object)"
+
+
+def forward_code(module: nn.Module) -> tuple[CodeType | None, str]:
+    """The code object that runs ``module``'s forward, and its qualified name (``None`` when no Python code
+    runs it: a TorchScript module keeps the Python forward it was scripted from, but never runs it)."""
+    import torch
+
+    if isinstance(module, torch.jit.ScriptModule):
+        return None, f"{type(module).__qualname__}.forward"
+    forward = getattr(module, "forward", None)
+    func = getattr(forward, "__func__", forward)
+    qualname = f"{type(module).__qualname__}.forward"
+    try:
+        func = inspect.unwrap(func)
+    except ValueError:
+        pass
+    code = getattr(func, "__code__", None)
+    if isinstance(code, CodeType):
+        return code, getattr(func, "__qualname__", qualname)
+    return None, qualname
+
+
+def _short_path(filename: str) -> str:
+    """``filename`` relative to the ``sys.path`` entry it was imported from (``torch/nn/modules/linear.py``)."""
+    best = ""
+    absolute = os.path.abspath(filename)
+    for entry in sys.path:
+        root = os.path.abspath(entry or ".")
+        if absolute.startswith(root + os.sep) and len(root) > len(best):
+            best = root
+    return os.path.relpath(absolute, best).replace(os.sep, "/") if best else os.path.basename(filename)
+
+
+class LineRecorder:
+    """Collects ``Call.line``, ``Call.code``, ``Op.line`` and ``Trace.sources`` for one traced forward."""
+
+    def __init__(self) -> None:
+        self._code: dict[int, CodeType | None] = {}  # id(module) -> code of its forward
+        self._keys: dict[CodeType, str] = {}  # code -> source key
+        self._missing: dict[str, tuple[str, str]] = {}  # source key -> (qualname, why there is no source)
+        self._ran: dict[int, set[int]] = {}  # call id -> lines of its forward that ran
+        self._pending: dict[CodeType, Call] = {}  # forward frames about to start -> their call
+        self._previous_trace: Any = None
+        self._tracing = False
+
+    # ---- lifetime ------------------------------------------------------------------------------------
+    def __enter__(self) -> LineRecorder:  # noqa: PYI034 - typing.Self needs Python 3.11
+        if sys.gettrace() is None:  # a debugger or coverage tool keeps its own; we then skip reachability
+            sys.settrace(self._global_trace)
+            self._tracing = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._tracing:
+            sys.settrace(None)
+            self._tracing = False
+        self._pending.clear()
+
+    # ---- the settrace functions (only while the forward runs) -----------------------------------------
+    def _global_trace(self, frame: FrameType, event: str, arg: Any) -> Any:
+        call = self._pending.pop(frame.f_code, None) if self._pending else None
+        if call is None:
+            return None
+        ran = self._ran.setdefault(call.id, set())
+
+        def local(frame: FrameType, event: str, arg: Any) -> Any:
+            if event == "line":
+                ran.add(frame.f_lineno)
+            return local
+
+        return local
+
+    # ---- events (called by the Tracer) ----------------------------------------------------------------
+    def code_of(self, module: nn.Module) -> CodeType | None:
+        key = id(module)
+        try:
+            return self._code[key]
+        except KeyError:
+            pass
+        code, qualname = forward_code(module)
+        self._code[key] = code
+        if code is None:
+            import torch
+
+            why = _NO_SOURCE_SCRIPTED if isinstance(module, torch.jit.ScriptModule) else _NO_SOURCE_BUILTIN
+            self._missing.setdefault(self._key(module, None), (qualname, why))
+        elif code not in self._keys:
+            self._keys[code] = f"{getattr(inspect.getmodule(code), '__name__', None) or type(module).__module__}.{qualname}"
+        return code
+
+    def _key(self, module: nn.Module, code: CodeType | None) -> str:
+        if code is not None:
+            return self._keys[code]
+        return f"{type(module).__module__}.{type(module).__qualname__}.forward"
+
+    @staticmethod
+    def _line_in(code: CodeType | None) -> int | None:
+        """The current line of the innermost frame on the stack running ``code``."""
+        if code is None:
+            return None
+        frame = sys._getframe(2)
+        while frame is not None and frame.f_code is not code:
+            frame = frame.f_back
+        return frame.f_lineno if frame is not None else None
+
+    def on_call(self, call: Call, module: nn.Module, parent: nn.Module | None) -> None:
+        code = self.code_of(module)
+        call.code = {"source": self._key(module, code)}
+        if parent is not None:
+            call.line = self._line_in(self.code_of(parent))
+        if code is not None and self._tracing:
+            self._pending[code] = call
+
+    def on_op(self, op: Op, module: nn.Module | None) -> None:
+        if module is not None:
+            op.line = self._line_in(self.code_of(module))
+
+    def on_raise(self, call: Call, module: nn.Module, exc: BaseException) -> None:
+        code = self.code_of(module)
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code is code:
+                if call.code is not None:
+                    call.code["raised"] = tb.tb_lineno
+                return
+            tb = tb.tb_next
+
+    # ---- after the forward ---------------------------------------------------------------------------
+    def finish(self, trace: Trace) -> None:
+        for call in trace.calls:
+            ran = self._ran.get(call.id)
+            if call.code is not None and ran is not None:
+                call.code["ran"] = sorted(ran)
+        used = {c.code["source"] for c in trace.calls if c.code}
+        sources: dict[str, dict] = {}
+        for code, key in self._keys.items():
+            if key in used:
+                sources[key] = _source_of(code, key)
+        for key, (qualname, why) in self._missing.items():
+            if key in used:
+                sources[key] = {"qualname": qualname, "missing": why}
+        trace.sources = dict(sorted(sources.items()))
+        trace.meta["lines"] = True
+
+
+def _source_of(code: CodeType, key: str) -> dict:
+    qualname = code.co_qualname if hasattr(code, "co_qualname") else key.rpartition(".")[2]
+    try:
+        text, first = inspect.getsourcelines(code)
+    except (OSError, TypeError):
+        return {"qualname": qualname, "file": _short_path(code.co_filename),
+                "missing": f"its source file {code.co_filename!r} cannot be read (an interactive session, "
+                           "a generated class or a file that has changed or gone)"}
+    return {"qualname": qualname, "file": _short_path(code.co_filename), "first_line": first or 1,
+            "text": [line.rstrip("\n") for line in text]}

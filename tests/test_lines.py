@@ -1,0 +1,239 @@
+"""``trace(..., lines=True)`` and ``trace.lines()``: a forward's source with what each line produced."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from shapetrace import load
+from shapetrace.cli import main
+from shapetrace.gallery.exhibits import get_exhibit
+from shapetrace.gallery.tabular import TabularModel, get_emb_sz
+from shapetrace.renderers.lines import LinesError, build_view, render
+from shapetrace.tracer.api import trace
+
+
+def _exhibit_trace(name: str):
+    ex = get_exhibit(name)
+    args, kwargs = ex.inputs()
+    return trace(ex.build(), *args, lines=True, forward_kwargs=kwargs)
+
+
+def _line(view, needle: str):
+    """The view's line whose source text contains ``needle`` (exactly one)."""
+    found = [ln for sv in view.sources for ln in sv.lines if needle in ln.text]
+    assert len(found) == 1, [ln.text for ln in found]
+    return found[0]
+
+
+def _events(line) -> dict[str, list[str]]:
+    return {g.name: g.outputs for g in line.groups}
+
+
+@pytest.fixture(scope="module")
+def tabular_view():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tr = _exhibit_trace("tabular-model")
+    return tr, build_view(tr)
+
+
+def test_tabular_model_shows_each_shape_beside_the_line_that_made_it(tabular_view):
+    _, view = tabular_view
+    embed = _line(view, "torch.cat([e(x_cat[:, i])")
+    assert _events(embed)["embeds.0–4"] == ["(8,6)", "(8,5)", "(8,8)", "(8,3)", "(8,21)"]
+    assert _events(embed)["cat"] == ["(8,43)"]
+    assert _events(_line(view, "x_cont = self.bn_cont(x_cont)"))["bn_cont"] == ["(8,6)"]
+    assert _events(_line(view, "x = torch.cat([x, x_cont], 1)"))["cat"] == ["(8,49)"]
+    assert _events(_line(view, "return self.layers(x)"))["layers"] == ["(8,2)"]
+
+
+def test_a_comprehension_attributes_its_calls_to_its_statement_and_names_the_dtype_change(tabular_view):
+    _, view = tabular_view
+    embed = _line(view, "torch.cat([e(x_cat[:, i])")
+    group = next(g for g in embed.groups if g.name == "embeds.0–4")
+    assert group.count == 5 and group.cls == "Embedding"
+    assert group.dtype == "float32"  # int64 indices in, float32 vectors out
+    assert "getitem" in _events(embed)  # x_cat[:, i], five times, made in the comprehension
+    assert next(g for g in embed.groups if g.name == "getitem").dtype is None  # int64 stays int64
+
+
+def test_a_loop_folds_its_runs_with_each_runs_shape():
+    """BPT3C: the SentenceEncoder runs the AWD-LSTM on three chunks, the last one shorter."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tr = _exhibit_trace("awd-lstm-classifier")
+    view = build_view(tr, "0")
+    chunk = _line(view, "o = self.module(input[:real_bs, i:end])")
+    group = next(g for g in chunk.groups if g.kind == "call")
+    assert (group.name, group.cls, group.count) == ("module", "AWD_LSTM", 3)
+    assert group.outputs == ["(2,72,400)", "(4,72,400)", "(3,56,400)"]
+    assert "module AWD_LSTM ×3: (2,72,400), (4,72,400), (3,56,400)" in render(view, "text")
+    # the loop's header and the lines of its body that make no tensor ran; none is marked unreached
+    assert _line(view, "for i in range(0, sl, self.bptt):").state == "plain"
+    assert not [ln for sv in view.sources for ln in sv.lines if ln.state == "unreached"]
+
+
+def test_a_branch_not_taken_is_marked_unreached():
+    model = TabularModel(get_emb_sz([10, 7]), 0, 2, [16]).eval()
+    tr = trace(model, torch.randint(0, 7, (4, 2)), lines=True)
+    view = build_view(tr)
+    assert _line(view, "if self.n_cont != 0:").state == "plain"  # the test ran
+    assert _line(view, "if self.bn_cont is not None:").state == "unreached"
+    assert _line(view, "x_cont = self.bn_cont(x_cont)").state == "unreached"
+    assert _line(view, "x = self.emb_drop(x)").state == "ran"
+    text = render(view, "text")
+    assert any(row.startswith("·") and "self.bn_cont(x_cont)" in row for row in text.splitlines())
+
+
+class MultiLine(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 3)
+        self.b = nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat(
+            [self.a(x),
+             self.b(x)],
+            dim=1,
+        )
+        z = [
+            torch.relu(y[:, i:i + 2])
+            for i in range(0, 8, 2)
+        ]
+        return self._helper(z)
+
+    def _helper(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(parts)
+
+
+def test_a_multi_line_statement_shows_all_it_made_on_its_first_line():
+    view = build_view(trace(MultiLine(), torch.randn(2, 4), lines=True))
+    head = _line(view, "y = torch.cat(")
+    assert _events(head) == {"a": ["(2,3)"], "b": ["(2,5)"], "cat": ["(2,8)"]}
+    for rest in ("[self.a(x),", "self.b(x)],", "dim=1,"):
+        line = _line(view, rest)
+        assert line.groups == [] and line.continues and line.state != "unreached"
+
+
+def test_a_multi_line_comprehension_and_a_helper_attribute_to_the_forwards_statement():
+    view = build_view(trace(MultiLine(), torch.randn(2, 4), lines=True))
+    comp = _line(view, "z = [")
+    assert _events(comp)["getitem"] == ["(2,2)"] * 4
+    assert _events(comp)["relu"] == ["(2,2)"] * 4
+    assert _events(_line(view, "return self._helper(z)")) == {"stack": ["(4,2,2)"]}
+
+
+class FailsMidway(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 8)
+        self.b = nn.Linear(4, 2)
+        self.c = nn.Linear(2, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        y = self.b(h)
+        return self.c(y)
+
+
+def test_a_forward_that_fails_shows_the_lines_up_to_the_failure_and_marks_the_failing_one():
+    tr = trace(FailsMidway(), torch.randn(3, 4), lines=True, strict=False)
+    view = build_view(tr)
+    assert _events(_line(view, "h = self.a(x)")) == {"a": ["(3,8)"]}
+    failing = _line(view, "y = self.b(h)")
+    assert failing.state == "raised" and "mat1 and mat2" in failing.error
+    assert _line(view, "return self.c(y)").state == "unreached"
+    assert "✗" in render(view, "text") and "the forward failed: RuntimeError" in render(view, "text")
+
+
+def test_a_torchscript_submodule_says_it_has_no_source_and_the_parent_still_shows_it():
+    class Outer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.inner = torch.jit.script(nn.Sequential(nn.Linear(4, 8), nn.ReLU()))
+            self.out = nn.Linear(8, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.inner(x))
+
+    tr = trace(Outer(), torch.randn(3, 4), lines=True)
+    outer = build_view(tr)
+    assert _events(_line(outer, "return self.out(self.inner(x))")) == {"inner": ["(3,8)"], "out": ["(3,2)"]}
+    inner = build_view(tr, "inner")
+    assert "TorchScript" in inner.sources[0].missing
+    assert "no source lines: it is TorchScript" in render(inner, "text")
+
+
+def test_an_unknown_module_name_offers_the_closest_names(tabular_view):
+    tr, _ = tabular_view
+    with pytest.raises(LinesError, match="Did you mean 'embeds"):
+        build_view(tr, "embedz.0")
+
+
+def test_a_trace_without_line_information_says_how_to_get_it():
+    tr = trace(nn.Linear(2, 2), torch.randn(1, 2))
+    assert tr.sources == {} and tr.calls[0].line is None and tr.calls[0].code is None
+    with pytest.raises(LinesError, match="lines=True"):
+        tr.lines()
+
+
+def test_a_saved_trace_shows_the_same_lines_without_the_model(tabular_view):
+    tr, view = tabular_view
+    again = load(tr.to_json())
+    assert render(build_view(again), "text") == render(view, "text")
+    assert str(again.lines()) == render(view, "text")
+
+
+def test_html_is_highlighted_with_shapes_in_a_column_and_unreached_lines_dimmed():
+    model = TabularModel(get_emb_sz([10, 7]), 0, 2, [16]).eval()
+    page = render(build_view(trace(model, torch.randint(0, 7, (4, 2)), lines=True)), "html")
+    assert '<span class="k">return</span>' in page  # pygments token classes
+    assert '<tr class="unreached" title="never ran">' in page
+    assert '<div>cat → (4,11)</div></td>' in page
+
+
+def test_json_lists_every_line_with_its_state_and_events(tabular_view):
+    _, view = tabular_view
+    data = json.loads(render(view, "json"))
+    lines = {ln["text"].strip(): ln for ln in data["sources"][0]["lines"]}
+    made = lines["return self.layers(x)"]["events"]
+    assert made == [{"kind": "call", "name": "layers", "cls": "Sequential", "count": 1, "outputs": ["(8,2)"],
+                     "modules": ["layers"]}]
+
+
+def test_the_line_tracer_is_removed_afterwards_and_an_existing_one_is_left_alone():
+    def existing(frame, event, arg):
+        return None
+
+    model = MultiLine()
+    trace(model, torch.randn(2, 4), lines=True)
+    assert sys.gettrace() is None
+    previous = sys.gettrace()
+    sys.settrace(existing)
+    try:
+        tr = trace(model, torch.randn(2, 4), lines=True)
+        assert sys.gettrace() is existing
+    finally:
+        sys.settrace(previous)
+    view = build_view(tr)  # without reachability, nothing is called unreached, the shapes are all there
+    assert not view.sources[0].reach_known
+    assert _events(_line(view, "y = torch.cat(")) == {"a": ["(2,3)"], "b": ["(2,5)"], "cat": ["(2,8)"]}
+
+
+def test_cli_lines_of_an_exhibit_and_a_submodule():
+    runner = CliRunner()
+    result = runner.invoke(main, ["lines", "tabular-model"])
+    assert result.exit_code == 0, result.output
+    assert "cat → (8,43)" in result.output and "layers Sequential → (8,2)" in result.output
+    bad = runner.invoke(main, ["lines", "tabular-model", "--module", "bn_cnt"])
+    assert bad.exit_code == 2 and "Did you mean 'bn_cont'" in bad.output
