@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -133,17 +133,55 @@ def model_info(model: nn.Module, stats: dict[int, tuple[int, int, int, int]] | N
 
 
 def _moved_tensors(model: nn.Module, device: torch.device) -> dict[str, torch.Tensor]:
-    """Every parameter and buffer of ``model`` under each of its names, copied to ``device`` once each."""
+    """Every parameter and buffer slot of ``model``, each tensor copied to ``device`` once.
+
+    One name per (module object, attribute): a module registered under two names (an embedding shared by
+    an encoder and its dropout wrapper) is swapped once, or restoring it would put the copy back. A tensor
+    shared by two modules (tied weights) gets one copy under both slots.
+    """
     copies: dict[int, torch.Tensor] = {}
     out: dict[str, torch.Tensor] = {}
-    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
-    for name, t in named:
-        if id(t) not in copies:
-            moved = t.detach().to(device)
-            moved.requires_grad_(t.requires_grad)
-            copies[id(t)] = moved
-        out[name] = copies[id(t)]
+    for prefix, m in model.named_modules():  # each module object once
+        for slots in (m._parameters, m._buffers):
+            for name, t in slots.items():
+                if t is None:
+                    continue
+                if id(t) not in copies:
+                    moved = t.detach().to(device)
+                    moved.requires_grad_(t.requires_grad)
+                    copies[id(t)] = moved
+                out[f"{prefix}.{name}" if prefix else name] = copies[id(t)]
     return out
+
+
+@contextlib.contextmanager
+def _tensor_attributes_kept(model: nn.Module) -> Iterator[None]:
+    """Put back the plain tensor attributes a forward sets on its modules (not parameters or buffers).
+
+    A forward on another device can leave such attributes on that device: ``WeightDropout`` assigns the
+    dropped-out LSTM weights (and the LSTM's ``_flat_weights``) at every call.
+    """
+    saved = []
+    for m in model.modules():
+        attrs = {k: v for k, v in vars(m).items() if isinstance(v, torch.Tensor)}
+        lists = {k: (v, list(v)) for k, v in vars(m).items()  # lists such as nn.LSTM's _flat_weights change in place
+                 if isinstance(v, list) and v and isinstance(v[0], torch.Tensor)}
+        saved.append((m, attrs, lists, {k for k in vars(m) if k not in attrs}))
+    try:
+        yield
+    finally:
+        for m, attrs, lists, others in saved:
+            for k, v in attrs.items():
+                if vars(m).get(k) is not v:
+                    object.__setattr__(m, k, v)
+            for k, (v, items) in lists.items():
+                if vars(m).get(k) is not v:
+                    object.__setattr__(m, k, v)
+                if any(a is not b for a, b in zip(v, items)) or len(v) != len(items):
+                    v[:] = items
+            for k in [k for k, v in vars(m).items() if k not in attrs and k not in others
+                      and isinstance(v, torch.Tensor)]:
+                object.__delattr__(m, k)
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -234,7 +272,12 @@ class Tracer:
         stack.enter_context(torch.set_grad_enabled(self.grad))
         if self.device is not None and self.device != model_device(self.model):
             moved = _moved_tensors(self.model, self.device)
-            stack.enter_context(torch.nn.utils.stateless._reparametrize_module(self.model, moved, tie_weights=True))
+            stack.enter_context(_tensor_attributes_kept(self.model))
+            stack.enter_context(torch.nn.utils.stateless._reparametrize_module(self.model, moved))
+        if self.device is not None and self.device.type == "meta":
+            from .shape_only import ShapeOnlyMode  # torch function mode: entered before (under) the op recorder
+
+            stack.enter_context(ShapeOnlyMode())
         # Global hooks, filtered by module, rather than a hook on every module: a per-module hook would
         # change what runs (nn.TransformerEncoderLayer skips its fused fast path when it sees one).
         from torch.nn.modules import module as torch_module
@@ -510,7 +553,19 @@ def _has_forward(module: nn.Module) -> bool:
 
 
 def prepare_inputs(args: tuple, kwargs: dict, device: torch.device | None) -> tuple[tuple, dict]:
-    """Move every tensor of the forward's arguments to ``device`` (no copy when already there)."""
+    """Move every tensor of the forward's arguments to ``device`` (no copy when already there).
+
+    On ``meta`` (shape-only tracing) integer and boolean tensors stay where they are: token ids, masks and
+    lengths keep their values for forwards that read them (see ``shape_only``).
+    """
     if device is None:
         return args, kwargs
-    return map_tensors(args, lambda t: t.to(device)), map_tensors(kwargs, lambda t: t.to(device))
+    if device.type == "meta":
+        from .shape_only import keeps_values
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t if keeps_values(t) else t.to(device)
+    else:
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device)
+    return map_tensors(args, move), map_tensors(kwargs, move)

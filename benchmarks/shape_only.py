@@ -1,0 +1,148 @@
+"""Shape-only tracing (``device="meta"``) at sizes no CPU could run: time and memory.
+
+Cases: the AWD-LSTM classifier on a padded (64, 1440) batch (fastai's sizes: 400/1152, 3 layers, 60,000
+words), and Llama-shaped decoders of 7B (32 layers, width 4096) and 70B shape (80 layers, width 8192,
+8 key/value heads, MLP 28672), plus a sweep of layer counts. Baseline in the same run: the same forward on
+``meta`` without shapetrace (under the shape-only mode, which the AWD-LSTM's integer-reading loop needs),
+so the ratio is what tracing adds. Resident memory is read from /proc before building and after tracing.
+
+Run: ``python benchmarks/shape_only.py [--write docs/benchmarks.md]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import shapetrace
+from shapetrace.gallery.text import AWD_LSTM, get_text_classifier, pad_batch
+from shapetrace.tracer.shape_only import ShapeOnlyMode, split_inputs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from llama_shape import build_on_meta, llama_7b, llama_70b
+
+BEGIN, END = "<!-- shape-only:begin -->", "<!-- shape-only:end -->"
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def best_of(fn: Callable[[], object], rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def plain_on_meta(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    def run() -> object:
+        with torch.no_grad(), ShapeOnlyMode():
+            return model(split_inputs(x))
+    return run
+
+
+def traced_on_meta(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    return lambda: shapetrace.trace(model, x, device="meta")
+
+
+def awd_case(rounds: int) -> dict:
+    r0 = rss_mb()
+    with torch.device("meta"):
+        model = get_text_classifier(AWD_LSTM, 60_000, 2).eval()
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.linspace(1440, 100, 64).long().tolist()
+    x = pad_batch([torch.randint(2, 60_000, (n,), generator=g) for n in lengths])
+    calls = len(shapetrace.trace(model, x, device="meta").calls)
+    plain = best_of(plain_on_meta(model, x), rounds)
+    traced = best_of(traced_on_meta(model, x), rounds)
+    return {"case": "AWD-LSTM classifier, padded (64, 1440)", "calls": calls, "plain": plain, "traced": traced,
+            "rss": rss_mb() - r0}
+
+
+def llama_case(name: str, shape, rounds: int, seq: int = 2048) -> dict:
+    r0 = rss_mb()
+    model = build_on_meta(shape)
+    x = torch.randint(0, shape.vocab, (1, seq))
+    calls = len(shapetrace.trace(model, x, device="meta").calls)
+    plain = best_of(plain_on_meta(model, x), rounds)
+    traced = best_of(traced_on_meta(model, x), rounds)
+    return {"case": name, "calls": calls, "plain": plain, "traced": traced, "rss": rss_mb() - r0}
+
+
+def sweep(rounds: int) -> list[tuple[int, int, float]]:
+    rows = []
+    for layers in (8, 16, 32, 64, 128):
+        model = build_on_meta(llama_7b(layers))
+        x = torch.randint(0, 32000, (1, 2048))
+        trace = shapetrace.trace(model, x, device="meta")
+        rows.append((layers, len(trace.calls), best_of(traced_on_meta(model, x), rounds)))
+    return rows
+
+
+def linear_fit(rows: list[tuple[int, int, float]]) -> tuple[float, float, float]:
+    """Least squares time = a + b * layers, and the largest relative deviation from it."""
+    xs, ys = [r[0] for r in rows], [r[2] for r in rows]
+    n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    a = my - b * mx
+    worst = max(abs(y - (a + b * x)) / y for x, y in zip(xs, ys))
+    del n
+    return a, b, worst
+
+
+def markdown(cases: list[dict], rows: list[tuple[int, int, float]], rounds: int) -> str:
+    a, b, worst = linear_fit(rows)
+    lines = [
+        (f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU. "
+        f"Minimum of {rounds} rounds. *Plain on meta*: the forward on `meta` without shapetrace (under the "
+        "shape-only mode, which keeps integer inputs real); *traced*: `shapetrace.trace(..., device=\"meta\")`; "
+        "*memory*: resident memory added by building the model on `meta` and tracing it."),
+        "",
+        "| model | module calls | plain on meta (s) | traced (s) | traced / plain | memory added (MB) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for c in cases:
+        lines.append(f"| {c['case']} | {c['calls']} | {c['plain']:.3f} | {c['traced']:.3f} | "
+                     f"{c['traced'] / c['plain']:.2f}× | {c['rss']:.0f} |")
+    lines += ["", "Trace time against layer count (Llama-7B width, sequence 2048):", "",
+              "| layers | module calls | traced (s) | per layer (ms) |", "|---:|---:|---:|---:|"]
+    for layers, calls, t in rows:
+        lines.append(f"| {layers} | {calls} | {t:.3f} | {1000 * t / layers:.1f} |")
+    lines += ["", (f"Least-squares fit: {a * 1000:.0f} ms + {b * 1000:.1f} ms per layer; the largest deviation of a "
+              f"measured time from the line is {100 * worst:.0f} %.")]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--write", type=Path, default=None, help="Replace the shape-only section of this file.")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cases = [awd_case(args.rounds), llama_case("Llama-shaped 7B, (1, 2048)", llama_7b(), args.rounds),
+             llama_case("Llama-shaped 70B (GQA, 8 KV heads), (1, 2048)", llama_70b(), args.rounds)]
+    text = markdown(cases, sweep(args.rounds), args.rounds)
+    print(text)
+    if args.write:
+        doc = args.write.read_text(encoding="utf-8")
+        block = f"{BEGIN}\n{text}\n{END}"
+        doc = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, doc, flags=re.DOTALL) \
+            if BEGIN in doc else doc.rstrip() + "\n\n## Shape-only tracing on meta (`benchmarks/shape_only.py`)\n\n" + block + "\n"
+        args.write.write_text(doc, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""Shape-only tracing: run a forward on ``meta`` tensors where that is possible, on real ones where it is not.
+
+A model traced with ``device="meta"`` computes nothing: its parameters, buffers and floating-point inputs
+are ``meta`` tensors, which carry a shape and a dtype and no values. Many forwards also *look at* their
+integer inputs (token ids, masks, lengths, padding): the AWD-LSTM's BPT3C loop counts the rows of each
+chunk that are not padding with ``.item()``. Those inputs are kept real, on the CPU (``split_inputs``),
+and ``ShapeOnlyMode`` moves a real tensor to ``meta`` only at the moment it meets a ``meta`` one in an
+operation. Arithmetic on integers alone stays real and exact, so loops and slices driven by the data run
+as they would on a real input.
+
+Recurrent layers on ``meta`` would run one decomposed step per time step (tens of seconds for a long
+document); the mode answers ``torch._VF.lstm`` / ``gru`` / ``rnn_tanh`` / ``rnn_relu`` directly with
+``meta`` tensors of the shapes torch's kernels return.
+
+An operation that needs the values of a ``meta`` tensor (``.item()``, ``nonzero``, ``unique``, masked
+selection: outputs whose size depends on data) raises ``ShapeOnlyUnsupported``, which names the operation
+and suggests a real run on a small input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+_META = torch.device("meta")
+
+
+class ShapeOnlyUnsupported(RuntimeError):
+    """A forward needed the values of a tensor that shape-only tracing does not compute."""
+
+    def __init__(self, op: str, cause: BaseException) -> None:
+        self.op = op
+        super().__init__(
+            f"shape-only tracing cannot follow `{op}`: its result depends on tensor values that a trace on "
+            f"'meta' does not compute ({type(cause).__name__}: {str(cause).splitlines()[0][:160]}). "
+            "Trace a real run instead, on a small input (for instance --device cpu with a batch of 1).")
+
+
+def keeps_values(t: torch.Tensor) -> bool:
+    """Whether shape-only tracing keeps this input real: integer and boolean tensors (ids, masks, lengths)."""
+    return not (t.is_floating_point() or t.is_complex())
+
+
+def _has_meta(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.device.type == "meta"
+    if depth < 2 and isinstance(value, (list, tuple)):
+        return any(_has_meta(v, depth + 1) for v in value)
+    return False
+
+
+def _has_real(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.device.type != "meta"
+    if depth < 2 and isinstance(value, (list, tuple)):
+        return any(_has_real(v, depth + 1) for v in value)
+    return False
+
+
+def _to_meta(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(_META) if value.device.type != "meta" else value
+    if depth < 2 and isinstance(value, (list, tuple)):
+        moved = [_to_meta(v, depth + 1) for v in value]
+        return moved if isinstance(value, list) else tuple(moved)
+    return value
+
+
+def _op_name(func: Callable) -> str:
+    name = getattr(func, "__name__", repr(func))
+    owner = getattr(func, "__objclass__", None) or getattr(func, "__self__", None)
+    if owner is torch.Tensor or (isinstance(owner, type) and issubclass(owner, torch.Tensor)):
+        return f"Tensor.{name}"
+    if name.startswith("__") or "." in name:
+        return name
+    return f"torch.{name}"
+
+
+# ---- recurrent kernels, answered with shapes ---------------------------------------------------------------
+def _rnn_output(inp: torch.Tensor, batch_sizes: torch.Tensor | None, h: torch.Tensor, bidirectional: bool,
+                batch_first: bool) -> torch.Tensor:
+    """The output of an RNN kernel: the input's shape with its feature size replaced by the hidden output's."""
+    out_features = h.shape[-1] * (2 if bidirectional else 1)
+    return torch.empty((*inp.shape[:-1], out_features), dtype=inp.dtype, device=_META)
+
+
+def _lstm(args: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if isinstance(args[1], torch.Tensor):  # packed: data, batch_sizes, hx, params, bias, layers, p, train, bidir
+        data, batch_sizes, hx, bidir = args[0], args[1], args[2], args[8]
+        out = _rnn_output(data, batch_sizes, hx[0], bidir, False)
+    else:  # input, hx, params, bias, layers, p, train, bidir, batch_first
+        inp, hx, bidir, batch_first = args[0], args[1], args[7], args[8]
+        out = _rnn_output(inp, None, hx[0], bidir, batch_first)
+    return out, torch.empty_like(hx[0], device=_META), torch.empty_like(hx[1], device=_META)
+
+
+def _gru_like(args: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(args[2], torch.Tensor):  # packed: data, batch_sizes, hx, params, ... (batched has params here)
+        data, hx, bidir = args[0], args[2], args[8]
+        out = _rnn_output(data, args[1], hx, bidir, False)
+    else:  # input, hx, params, bias, layers, p, train, bidir, batch_first
+        inp, hx, bidir, batch_first = args[0], args[1], args[7], args[8]
+        out = _rnn_output(inp, None, hx, bidir, batch_first)
+    return out, torch.empty_like(hx, device=_META)
+
+
+_RNN_KERNELS: dict[Any, Callable[[tuple], Any]] = {
+    torch._VF.lstm: _lstm,
+    torch._VF.gru: _gru_like,
+    torch._VF.rnn_tanh: _gru_like,
+    torch._VF.rnn_relu: _gru_like,
+}
+
+
+def _is_meta_target(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.device.type == "meta"
+    if isinstance(value, torch.device):
+        return value.type == "meta"
+    return isinstance(value, str) and value.startswith("meta")
+
+
+def _to_target(args: tuple, kwargs: dict) -> tuple[bool, torch.dtype | None]:
+    """Where ``Tensor.to(*args, **kwargs)`` sends a tensor: (whether to ``meta``, the dtype asked for)."""
+    to_meta = _is_meta_target(kwargs.get("device")) or any(_is_meta_target(a) for a in args)
+    dtype = kwargs.get("dtype")
+    for a in args:
+        if isinstance(a, torch.dtype):
+            dtype = a
+        elif isinstance(a, torch.Tensor):
+            dtype = a.dtype
+    return to_meta, dtype
+
+
+def _keep_real_to(args: tuple, kwargs: dict) -> Any:
+    """``int_tensor.to(meta_device_or_tensor)``: keep the values, convert only the dtype (None: not such a call)."""
+    self, rest = args[0], args[1:]
+    if not isinstance(self, torch.Tensor) or self.device.type == "meta" or not keeps_values(self):
+        return None
+    to_meta, dtype = _to_target(rest, kwargs)
+    if not to_meta or (dtype is not None and (dtype.is_floating_point or dtype.is_complex)):
+        return None
+    return self if dtype is None or dtype == self.dtype else self.to(dtype)
+
+
+_TO = {torch.Tensor.to, torch.Tensor.type_as}
+
+
+class ShapeOnlyMode(TorchFunctionMode):
+    """Moves real tensors to ``meta`` where they meet ``meta`` ones; answers RNN kernels with shapes.
+
+    Enter it around a forward whose parameters and floating-point inputs are on ``meta``. Integer and
+    boolean tensors stay real as long as they can: ``.to()`` a ``meta`` device or tensor keeps their values
+    (only the dtype changes), and a factory asked for an integer tensor on ``meta`` (``torch.arange(n,
+    device=x.device)``) makes it on the CPU, so positions, masks and lengths can be read by the forward.
+    """
+
+    def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        kernel = _RNN_KERNELS.get(func)
+        if kernel is not None and _has_meta(args):
+            return kernel(_to_meta(args))
+        if func in _TO and args:
+            kept = _keep_real_to(args, kwargs)
+            if kept is not None:
+                return kept
+        if _is_meta_target(kwargs.get("device")) and not _has_meta(args):  # a factory on meta
+            out = func(*args, **kwargs)
+            if isinstance(out, torch.Tensor) and out.device.type == "meta" and keeps_values(out):
+                return func(*args, **{**kwargs, "device": "cpu"})
+            return out
+        if _has_meta(args) or any(_has_meta(v) for v in kwargs.values()):
+            if _has_real(args) or any(_has_real(v) for v in kwargs.values()):
+                args = _to_meta(args)
+                kwargs = {k: _to_meta(v) for k, v in kwargs.items()}
+            try:
+                return func(*args, **kwargs)
+            except NotImplementedError as e:
+                raise ShapeOnlyUnsupported(_op_name(func), e) from e
+            except RuntimeError as e:
+                if "meta" in str(e).lower() or "Scalar" in str(e):
+                    raise ShapeOnlyUnsupported(_op_name(func), e) from e
+                raise
+        return func(*args, **kwargs)
+
+
+def split_inputs(value: Any) -> Any:
+    """The forward's inputs for a shape-only run: floating-point tensors on ``meta``, integer ones kept real."""
+    if isinstance(value, torch.Tensor):
+        return value if keeps_values(value) else value.to(_META)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(split_inputs(v) for v in value))
+    if isinstance(value, (list, tuple)):
+        return type(value)(split_inputs(v) for v in value)
+    if isinstance(value, dict):
+        return type(value)({k: split_inputs(v) for k, v in value.items()})
+    return value

@@ -1,0 +1,173 @@
+"""Shape-only tracing (``device="meta"``): the shapes of a real run, for forwards that read their integer inputs.
+
+The oracle is the same model traced for real on the CPU: every call's input and output shapes must match,
+call by call. Models: the AWD-LSTM classifier (BPT3C reads how many rows of each chunk are padding), a
+BERT-style encoder with an attention mask and a GPT-2-style decoder from ``transformers`` configurations,
+and a Llama-shaped decoder with grouped-query attention.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import shapetrace
+from shapetrace.gallery.text import AWD_LSTM, awd_lstm_clas_config, get_text_classifier, pad_batch
+from shapetrace.tracer.records import Trace, iter_tensors
+from shapetrace.tracer.shape_only import ShapeOnlyMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from llama_shape import LlamaDecoder, LlamaShape
+
+
+def call_shapes(trace: Trace) -> list[tuple[str, int, list[tuple[int, ...]], list[tuple[int, ...]]]]:
+    """(module, call index, input shapes, output shapes) of every call, in order."""
+    def shapes(value) -> list[tuple[int, ...]]:
+        return [tuple(m.shape) for _, m in iter_tensors(value)]
+    return [(c.module, c.call_index, shapes([c.inputs, c.kwargs]), shapes(c.outputs)) for c in trace.calls]
+
+
+def assert_same_calls(meta: Trace, real: Trace) -> None:
+    assert len(meta.calls) == len(real.calls)
+    for m, r in zip(call_shapes(meta), call_shapes(real)):
+        assert m == r
+
+
+def small_awd_classifier() -> nn.Module:
+    """The AWD-LSTM classifier's structure at a small width, so the real CPU run is quick."""
+    config = {**awd_lstm_clas_config, "emb_sz": 16, "n_hid": 24}
+    torch.manual_seed(0)
+    return get_text_classifier(AWD_LSTM, 100, 2, config=config).eval()
+
+
+def padded_documents(n: int, longest: int) -> torch.Tensor:
+    """``n`` documents from ``longest`` tokens down to 100, padded the way fastai's classifier batches are."""
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.linspace(longest, 100, n).long().tolist()
+    return pad_batch([torch.randint(2, 100, (k,), generator=g) for k in lengths])
+
+
+def test_awd_lstm_classifier_on_meta_has_the_shapes_of_the_real_run() -> None:
+    x = padded_documents(64, 1440)
+    meta = shapetrace.trace(small_awd_classifier(), x, device="meta")
+    real = shapetrace.trace(small_awd_classifier(), x)
+    assert_same_calls(meta, real)
+    chunk_calls = [c for c in meta.calls if c.module == "0.module"]
+    assert len(chunk_calls) == 20  # 1440 tokens in 72-token chunks
+
+
+def test_shape_only_trace_keeps_integer_inputs_real_and_weights_on_meta() -> None:
+    x = padded_documents(4, 200)
+    meta = shapetrace.trace(small_awd_classifier(), x, device="meta")
+    encoder_call = meta.calls_of("0")[0]
+    (ids,) = [m for _, m in iter_tensors(encoder_call.inputs)]
+    assert ids.device == "cpu"  # the token ids the BPT3C loop reads
+    lstm_out = [m for _, m in iter_tensors(meta.calls_of("0.module.rnns.0")[0].outputs)]
+    assert {m.device for m in lstm_out} == {"meta"}
+
+
+def test_shape_only_trace_leaves_the_model_unchanged() -> None:
+    model = small_awd_classifier()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    shapetrace.trace(model, padded_documents(4, 200), device="meta")
+    after = model.state_dict()
+    assert all(after[k].device.type == "cpu" and torch.equal(after[k], v) for k, v in state.items())
+    for name, m in model.named_modules():
+        for attr, value in vars(m).items():
+            tensors = value if isinstance(value, list) else [value]
+            assert not any(isinstance(t, torch.Tensor) and t.is_meta for t in tensors), f"{name}.{attr} left on meta"
+    real = shapetrace.trace(model, padded_documents(4, 200))  # and it still runs for real
+    assert real.calls[0].outputs is not None
+
+
+class CountAtenOps(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("cls", [nn.LSTM, nn.GRU, nn.RNN])
+def test_recurrent_layers_on_meta_are_answered_without_running_time_steps(cls: type[nn.RNNBase]) -> None:
+    with torch.device("meta"):
+        rnn = cls(8, 16, num_layers=2, batch_first=True, bidirectional=True)
+    x = torch.empty(3, 4000, 8, device="meta")
+    with CountAtenOps() as counted, ShapeOnlyMode():
+        out = rnn(x)
+    assert out[0].shape == (3, 4000, 32)
+    assert len(counted.ops) < 20, "no per-timestep cell ops"
+    real = cls(8, 16, num_layers=2, batch_first=True, bidirectional=True)(torch.randn(3, 5, 8))
+    hidden, real_hidden = (out[1], real[1]) if cls is not nn.LSTM else (out[1][0], real[1][0])
+    assert hidden.shape == real_hidden.shape
+
+
+def test_packed_sequences_on_meta_have_the_real_shapes() -> None:
+    lstm = nn.LSTM(8, 16)
+    packed = nn.utils.rnn.pack_padded_sequence(torch.randn(7, 3, 8), [7, 5, 2])
+    real = lstm(packed)
+    with torch.device("meta"):
+        meta_lstm = nn.LSTM(8, 16)
+    meta_packed = nn.utils.rnn.PackedSequence(packed.data.to("meta"), packed.batch_sizes)
+    with ShapeOnlyMode():
+        out = meta_lstm(meta_packed)
+    assert out[0].data.shape == real[0].data.shape
+    assert out[1][0].shape == real[1][0].shape
+
+
+def _hf_models():
+    transformers = pytest.importorskip("transformers")
+    bert = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                   intermediate_size=64)
+    gpt2 = transformers.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0)
+    return {"bert": (transformers.BertModel, bert), "gpt2": (transformers.GPT2LMHeadModel, gpt2)}
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2"])
+def test_transformers_models_with_attention_masks_on_meta(name: str) -> None:
+    cls, config = _hf_models()[name]
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    ids = torch.randint(0, 100, (2, 16))
+    mask = torch.ones(2, 16, dtype=torch.long)
+    mask[1, 10:] = 0  # the second sequence is padded
+    meta = shapetrace.trace(model, input_ids=ids, attention_mask=mask, device="meta")
+    real = shapetrace.trace(model, input_ids=ids, attention_mask=mask)
+    assert_same_calls(meta, real)
+
+
+def test_llama_shaped_decoder_with_grouped_query_attention_on_meta() -> None:
+    shape = LlamaShape(vocab=64, width=32, layers=2, heads=4, kv_heads=2, mlp=48)
+    torch.manual_seed(0)
+    model = LlamaDecoder(shape).eval()
+    ids = torch.randint(0, 64, (2, 9))
+    assert_same_calls(shapetrace.trace(model, ids, device="meta"), shapetrace.trace(model, ids))
+
+
+class KeepsPositives(nn.Module):
+    """Output size depends on the values: nothing can say its shape without computing them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        return y[y > 0]
+
+
+def test_a_data_dependent_output_size_names_the_op_and_suggests_a_real_run() -> None:
+    with pytest.raises(shapetrace.TraceFailed) as info:
+        shapetrace.trace(KeepsPositives(), torch.randn(2, 4), device="meta")
+    message = str(info.value)
+    assert "shape-only tracing cannot follow" in message
+    assert "__getitem__" in message or "nonzero" in message
+    assert "small input" in message
+    assert info.value.trace.calls[0].error is not None  # the root call failed, after linear completed
+    assert info.value.trace.calls[1].error is None
