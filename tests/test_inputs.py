@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shapetrace.tracer.inputs import DEFAULT_INT_RANGE, InputSpecError, make_inputs, parse_input
+from shapetrace.specs.inputs import DEFAULT_INT_RANGE, InputSpecError, make_inputs, parse_input
 
 
 def one(spec: str) -> torch.Tensor:

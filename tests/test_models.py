@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from shapetrace.tracer.models import ModelSpecError, load_model, parse_arg, parse_args
+from shapetrace.specs.models import ModelSpecError, load_model, parse_arg, parse_args
 
 
 def test_exhibit_name_gives_the_model_and_its_inputs():

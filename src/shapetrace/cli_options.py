@@ -1,15 +1,42 @@
-"""Click options shared by the commands of ``cli.py`` and ``cli_profile.py``, and how their values resolve."""
+"""What the command modules (``cli.py``, ``cli_profile.py``, ...) share: click options and choices, how their
+values resolve, how errors become one-line messages, and how output reaches stdout or a file.
+
+A command module imports this one and the session layer, never ``cli.py`` (which only registers commands).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import shutil
 import sys
+import traceback
+from collections.abc import Iterator
+from typing import Any
 
 import click
 
-__all__ = ["HEAT_KINDS", "heat_option", "table_width", "width_option"]
+from .renderers import RenderOptions, formats, get
+from .session import OutputProblem, SessionError, UsageProblem, check_output, pick_format, render_output
 
+__all__ = ["CONTEXT", "HEAT_KINDS", "SuggestingChoice", "cli_errors", "emit", "heat_option", "note_diagram_only",
+           "prepare_output", "print_cause", "table_width", "width_option"]
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 HEAT_KINDS = ("time", "memory", "activations")
+
+
+class SuggestingChoice(click.Choice):
+    """A ``click.Choice`` whose error names the closest valid value."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1, cutoff=0.5)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            self.fail(f"{value!r} is not one of {', '.join(map(str, self.choices))}.{hint}", param, ctx)
+
 
 width_option = click.option(
     "--width", "-w", type=click.IntRange(min=0), default=None, metavar="N",
@@ -29,3 +56,67 @@ heat_option = click.option(
     "--heat", type=click.Choice(HEAT_KINDS), default=None,
     help="Diagram heat overlay: colour nodes by self time, peak memory (CUDA profiles) or activation size "
          "[default for a profile: time].")
+
+
+@contextlib.contextmanager
+def cli_errors(debug: bool) -> Iterator[None]:
+    """Turn errors into one-line messages: a ``UsageProblem`` exits 2, anything else 1; ``--debug`` shows the
+    traceback as well."""
+    try:
+        yield
+    except (click.ClickException, click.exceptions.Exit, SystemExit):
+        raise
+    except UsageProblem as e:
+        if debug:
+            traceback.print_exc()
+        raise click.UsageError(str(e)) from e
+    except SessionError as e:
+        if debug:
+            traceback.print_exc()
+        raise click.ClickException(str(e)) from e
+    except Exception as e:  # anything unexpected: one line, unless --debug
+        if debug:
+            raise
+        raise click.ClickException(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)") from e
+
+
+def prepare_output(fmt: str | None, output: str | None, allowed: tuple[str, ...] | None = None) -> str:
+    """The format to write, checked before anything runs: from ``--format`` or ``-o``'s suffix; ``-o`` must be
+    writable; a binary format needs ``-o`` when stdout is a terminal. ``UsageProblem`` otherwise."""
+    chosen = pick_format(fmt, output)
+    if allowed is not None and chosen not in allowed:
+        raise UsageProblem(f"the {chosen} format is not available here; use one of {', '.join(allowed)}")
+    if output is not None:
+        check_output(output)
+    elif get(chosen).binary and sys.stdout.isatty():
+        raise OutputProblem(f"--format {chosen} is binary: pass -o FILE to write it")
+    return chosen
+
+
+def note_diagram_only(fmt: str, **given: Any) -> None:
+    """Say on stderr when diagram options are given for a format that ignores them."""
+    if get(fmt).dataflow:
+        return
+    used = [f"--{k}" for k, v in given.items() if v]
+    if used:
+        click.echo(f"note: {', '.join(used)} only affect diagram formats ({', '.join(formats(dataflow=True))})",
+                   err=True)
+
+
+def emit(trace: Any, fmt: str, options: RenderOptions, output: str | None) -> None:
+    """Render ``trace`` to ``output`` (atomically) or to stdout."""
+    rendered = render_output(trace, fmt, options, output)
+    if output is not None:
+        click.echo(f"wrote {output}", err=True)
+        return
+    if isinstance(rendered, bytes):
+        sys.stdout.buffer.write(rendered)
+        sys.stdout.flush()
+        return
+    click.echo(rendered, nl=not rendered.endswith("\n"))
+
+
+def print_cause(cause: BaseException | None) -> None:
+    """The traceback of what made a forward fail (for ``--debug``)."""
+    if cause is not None:
+        traceback.print_exception(type(cause), cause, cause.__traceback__)

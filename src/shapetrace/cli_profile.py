@@ -1,7 +1,7 @@
 """``shapetrace profile``: per-layer times, FLOPs and memory beside the shapes, from the command line.
 
-A thin click layer over ``shapetrace.profile`` (see ``shapetrace.tracer.timing``); ``cli.py`` registers it
-with ``main.add_command(profile_command)``. Exit status as for ``trace``: 0 on success, 1 when the forward
+A thin click layer over the session's ``profile_model`` (see ``shapetrace.tracer.timing`` for the method);
+``cli.py`` registers it with ``main.add_command(profile_command)``; this module never imports ``cli.py``. Exit status as for ``trace``: 0 on success, 1 when the forward
 fails, 2 for usage errors (bad model, input or option; ``--device cuda`` without CUDA). No traceback unless
 ``--debug``.
 """
@@ -9,16 +9,16 @@ fails, 2 for usage errors (bad model, input or option; ``--device cuda`` without
 from __future__ import annotations
 
 import sys
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .cli_options import heat_option, table_width, width_option
+from .cli_options import CONTEXT, cli_errors, emit, heat_option, prepare_output, print_cause, table_width, width_option
+from .renderers import RenderOptions, formats, get
+from .session import TraceRequest, UsageProblem, check_output, load, profile_model, write_output
 
-PROFILE_FORMATS = ("text", "md", "html", "csv", "json", "svg", "png", "pdf", "dot")
+PROFILE_FORMATS = formats()
 PLOT_KINDS = ("bars", "forward", "flops", "flow")
 
 PROFILE_HELP = """Profile MODEL's forward: time per call (self and inclusive), FLOPs and memory beside the shapes.
@@ -39,8 +39,7 @@ Examples:
 """
 
 
-@click.command("profile", help=PROFILE_HELP, context_settings={"help_option_names": ["-h", "--help"],
-                                                               "max_content_width": 100})
+@click.command("profile", help=PROFILE_HELP, context_settings=CONTEXT)
 @click.argument("model")
 @click.option("--input", "-i", "inputs", multiple=True, metavar="SPEC", help="An input tensor spec (repeatable).")
 @click.option("--arg", "-a", "args", multiple=True, metavar="KEY=VALUE", help="Keyword argument for the builder.")
@@ -53,12 +52,12 @@ Examples:
 @click.option("--format", "-f", "fmt", type=click.Choice(PROFILE_FORMATS), default=None,
               help="Output format (default: from -o's suffix, else text); svg/png/pdf/dot draw the diagram "
                    "coloured by self time.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write here instead of stdout.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write here instead of stdout (checked before the forward runs; written whole or not at all).")
 @click.option("--depth", "-d", type=click.IntRange(min=0), default=None, help="Fold calls deeper than N.")
 @click.option("--view", type=click.Choice(["calls", "modules"]), default="calls", show_default=True,
               help="One row per call, or one row per module with the times of all its calls added up.")
-@click.option("--plot", "plot_file", type=click.Path(dir_okay=False, writable=True), default=None,
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None,
               help="Also save a plot (.svg or .png).")
 @click.option("--plot-kind", type=click.Choice(PLOT_KINDS), default="bars", show_default=True,
               help="bars: top calls by self time; forward: the same in forward order; flops: time vs FLOPs; "
@@ -73,87 +72,53 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
                     repeat: int, dtype: str | None, fmt: str | None, output: str | None, depth: int | None,
                     view: str, plot_file: str | None, plot_kind: str, top: int, train: bool | None,
                     heat: str | None, width: int | None, debug: bool) -> None:
-    from .cli import _pick_format
+    with cli_errors(debug):
+        fmt = prepare_output(fmt, output, PROFILE_FORMATS)
+        if plot_file is not None:
+            if Path(plot_file).suffix.lower() not in (".svg", ".png"):
+                raise UsageProblem(f"--plot {plot_file!r}: the file must end in .svg or .png")
+            check_output(plot_file)
+        request = TraceRequest(model, inputs, args, _resolve_device(device), train)
+        if heat == "memory" and request.device != "cuda" and get(fmt).dataflow:
+            raise UsageProblem("--heat memory: peak memory is measured on CUDA only; use --heat activations "
+                               "(sizes from shapes) or --heat time on this device")
+        loaded = load(TraceRequest(model, inputs, args, None, train))
+        with click.progressbar(length=warmup + repeat, label=f"profiling on {request.device}", file=sys.stderr,
+                               show_pos=True) as bar:
+            outcome = profile_model(request, warmup=warmup, repeat=repeat, dtype=dtype, loaded=loaded,
+                                    progress=lambda done, total: bar.update(1))
+        if debug:
+            print_cause(outcome.cause)
+        # A diagram of a profile is coloured by self time (the heat overlay; --heat picks memory or activations)
+        # unless the trace has no timings (a forward that failed).
+        heat = heat or ("time" if any(c.timing for c in outcome.trace.calls) else None)
+        emit(outcome.trace, fmt, RenderOptions(depth=depth, view=view, width=table_width(width, output), heat=heat),
+             output)
+        if not outcome.failed:
+            click.echo(summary(outcome.trace, top, view), err=True)
+            if plot_file is not None:
+                write_output(_plot(outcome.trace, plot_kind, plot_file, top), plot_file)
+                click.echo(f"wrote {plot_file}", err=True)
+    if outcome.failed:
+        click.echo(f"error: {outcome.error}", err=True)
+        sys.exit(1)
 
-    fmt = _pick_format(fmt, output)
-    if fmt not in PROFILE_FORMATS:
-        raise click.UsageError(f"--format {fmt} is not available for profile; use one of "
-                               f"{', '.join(PROFILE_FORMATS)}")
-    if plot_file is not None and Path(plot_file).suffix.lower() not in (".svg", ".png"):
-        raise click.UsageError(f"--plot {plot_file!r}: the file must end in .svg or .png")
-    from .cli import friendly_errors
 
-    with friendly_errors(debug):
-        _profile(model, inputs, args, device, warmup, repeat, dtype, fmt, output,
-                 _Display(depth, view, table_width(width, output), heat), plot_file, plot_kind, top, train, debug)
-
-
-@dataclass(frozen=True)
-class _Display:
-    """How the table (or diagram) of the profile is laid out."""
-
-    depth: int | None
-    view: str
-    width: int | None
-    heat: str | None = None
-
-
-def _profile(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device: str | None, warmup: int,
-             repeat: int, dtype: str | None, fmt: str, output: str | None, display: _Display,
-             plot_file: str | None, plot_kind: str, top: int, train: bool | None, debug: bool) -> None:
-    from .cli import DIAGRAM_FORMATS, _write, load_model_and_inputs
-    from .tracer.timing import ProfileUsageError, resolve_device
+def _resolve_device(device: str | None) -> str:
+    """``--device``, or cuda when available, else cpu; ``UsageProblem`` for cuda without CUDA."""
+    from .tracer.timing import ProfileUsageError, resolve_device  # deliberately lazy: torch loads here
 
     try:
-        dev = resolve_device(device)
+        return str(resolve_device(device))
     except ProfileUsageError as e:
-        raise click.UsageError(f"--device {device}: {e}") from None
-    if display.heat == "memory" and dev.type != "cuda" and fmt in DIAGRAM_FORMATS:
-        raise click.UsageError("--heat memory: peak memory is measured on CUDA only; use --heat activations "
-                               "(sizes from shapes) or --heat time on this device")
-    loaded, fargs, fkwargs = load_model_and_inputs(model, inputs, args, None, debug)
-    if train is None and loaded.exhibit is None:
-        train = False
-    from .tracer.api import TraceFailed, failure_message
-    from .tracer.timing import profile
-
-    with click.progressbar(length=warmup + repeat, label=f"profiling on {dev}", file=sys.stderr,
-                           show_pos=True) as bar:
-        try:
-            result = profile(loaded.module, *fargs, device=dev, warmup=warmup, repeat=repeat, dtype=dtype,
-                             train=train, progress=lambda done, total: bar.update(1), forward_kwargs=fkwargs)
-        except ProfileUsageError as e:
-            raise click.UsageError(str(e)) from None
-        except TraceFailed as e:
-            failed: Any = e
-        else:
-            failed = None
-    if failed is not None:
-        cause = failed.__cause__
-        if debug and cause is not None:
-            traceback.print_exception(type(cause), cause, cause.__traceback__)
-        _write(_render(failed.trace, fmt, display), output, fmt)
-        click.echo(f"error: {failure_message(failed.trace)}", err=True)
-        sys.exit(1)
-    _write(_render(result, fmt, display), output, fmt)
-    click.echo(summary(result, top, display.view), err=True)
-    if plot_file is not None:
-        from .renderers.plots import render_plot
-
-        options = {"top": top} if plot_kind in ("bars", "forward") else {}
-        _write(render_plot(result, plot_kind, format=Path(plot_file).suffix[1:].lower(), **options), plot_file,
-               "plot")
+        raise UsageProblem(f"--device {device}: {e}") from e
 
 
-def _render(trace: Any, fmt: str, display: _Display) -> str | bytes:
-    from .cli import _render as render
+def _plot(trace: Any, kind: str, path: str, top: int) -> str | bytes:
+    from .renderers.plots import render_plot  # deliberately lazy: matplotlib loads only for --plot
 
-    # A diagram of a profile is coloured by self time (the heat overlay; --heat picks memory or activations)
-    # unless the trace has no timings (a forward that failed).
-    heat = display.heat or ("time" if any(c.timing for c in trace.calls) else None)
-    return render(trace, fmt, depth=display.depth, view=display.view, layout=None, style=None, unroll=False,
-                  overlays=("heat",) if heat else (), options={"heat": heat} if heat else None,
-                  width=display.width)
+    options = {"top": top} if kind in ("bars", "forward") else {}
+    return render_plot(trace, kind, format=Path(path).suffix[1:].lower(), **options)
 
 
 def summary(trace: Any, top: int = 10, view: str = "calls") -> str:

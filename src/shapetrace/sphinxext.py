@@ -51,48 +51,49 @@ class ShapetraceDirective(Directive):
     }
 
     def run(self) -> list[nodes.Node]:
-        from .tracer.api import TraceFailed, failure_message, trace
-        from .tracer.inputs import InputSpecError
-        from .tracer.models import ModelSpecError, load_model_and_inputs
+        from .session import SessionError, TraceRequest, trace_model
 
         spec = self.arguments[0]
         opts = self.options
+        # As the CLI does (the session's rule): an exhibit runs as built, any other model in eval unless :train:.
+        request = TraceRequest(spec, _lines(opts.get("input")), _lines(opts.get("arg")),
+                               train=True if "train" in opts else None, ops=True)
         try:
-            loaded, args, kwargs = load_model_and_inputs(spec, _lines(opts.get("input")), _lines(opts.get("arg")))
-            # As the CLI does: an exhibit runs as built, any other model in eval unless :train: is given.
-            train = True if "train" in opts else (None if loaded.exhibit is not None else False)
-            result = trace(loaded.module, *args, ops=True, train=train, forward_kwargs=kwargs)
-        except (ModelSpecError, InputSpecError) as e:
+            outcome = trace_model(request)
+        except SessionError as e:
             raise self.error(f"shapetrace: {e}") from e
-        except TraceFailed as e:
-            raise self.error(f"shapetrace: {failure_message(e.trace)}") from e
+        if outcome.failed:
+            raise self.error(f"shapetrace: {outcome.error}")
+        result = outcome.trace
         show = opts.get("show", "diagram")
         out: list[nodes.Node] = []
         if show in ("diagram", "both"):
-            out.append(nodes.raw("", self._svg(result, loaded.exhibit), format="html"))
+            out.append(nodes.raw("", self._svg(result), format="html"))
         if show in ("table", "both"):
             from .renderers.table import render_text
 
             text = render_text(result, depth=opts.get("depth"))
             out.append(nodes.literal_block(text, text))
         caption = opts.get("caption")
-        if caption == "exhibit" and loaded.exhibit is not None:
-            caption = loaded.exhibit.caption
+        if caption == "exhibit" and outcome.exhibit is not None:
+            caption = outcome.exhibit.caption
         if caption:
             out.append(nodes.paragraph(caption, caption, classes=["shapetrace-caption"]))
         container = nodes.container("", *out, classes=["shapetrace"])
         return [container]
 
-    def _svg(self, result: Any, exhibit: Any) -> str:
-        from .renderers.diagram import GraphvizNotFound, render
+    def _svg(self, result: Any) -> str:
+        from .renderers import RenderOptions
+        from .session import RenderFailed, render_output
 
         opts = self.options
-        overlays = tuple(opts.get("overlay", "").split())
+        # An exhibit's render hints travel in the trace (trace.meta["options"]); the directive's options win.
+        options = RenderOptions(depth=opts.get("depth"), layout=opts.get("layout"), style=opts.get("style"),
+                                unroll=True if "unroll" in opts else None,
+                                overlays=tuple(opts.get("overlay", "").split()))
         try:
-            svg = render(result, format="svg", depth=opts.get("depth"), layout=opts.get("layout"),
-                         style=opts.get("style"), unroll=True if "unroll" in opts else None, overlays=overlays,
-                         options=getattr(exhibit, "options", None)).decode("utf-8")
-        except GraphvizNotFound as e:
+            svg = str(render_output(result, "svg", options))
+        except RenderFailed as e:
             raise self.error(f"shapetrace: {e}") from e
         # Inline SVG inside HTML: drop the XML prolog and doctype, keep the <svg> element.
         start = svg.find("<svg")

@@ -60,11 +60,9 @@ def _diagram_module():
 
 
 def _trace_exhibit(ex: Exhibit) -> Trace:
-    from ..tracer.api import trace
+    from ..session import TraceRequest, trace_model
 
-    model = ex.build()
-    args, kwargs = ex.inputs()
-    return trace(model, *args, ops=True, strict=False, forward_kwargs=kwargs)
+    return trace_model(TraceRequest(ex.name, ops=True)).trace
 
 
 def _inline_svg(svg: str) -> str:

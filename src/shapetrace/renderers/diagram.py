@@ -52,7 +52,7 @@ __all__ = ["LAYOUTS", "OVERLAYS", "STYLES", "GraphvizNotFound", "dot_available",
 LAYOUTS = ("tb", "lr", "u")
 STYLES = ("compact", "detailed")
 OVERLAYS = ("cut", "groups", "frozen", "heat")
-FORMATS = ("svg", "png", "pdf", "dot")
+FORMATS = ("svg", "png", "pdf", "dot", "jpg", "gif", "webp")
 
 INSTALL_HINT = ("Install Graphviz to render diagrams: 'sudo apt-get install graphviz' (Debian/Ubuntu), "
                 "'brew install graphviz' (macOS) or 'conda install -c conda-forge graphviz'; then check that "
@@ -533,7 +533,7 @@ def _svg_titles(svg: str, graph_tips: dict[str, str], edge_tips: dict[tuple[str,
 def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layout: str | None = None,
            style: str | None = None, unroll: bool | None = None, overlays: Sequence[str] = (),
            options: dict[str, Any] | None = None, show_params: bool = False) -> bytes:
-    """The diagram of ``trace`` as ``svg``, ``png``, ``pdf`` or ``dot`` bytes.
+    """The diagram of ``trace`` as ``svg``, ``png``, ``pdf``, ``dot`` (or ``jpg``, ``gif``, ``webp``) bytes.
 
     Raises ``GraphvizNotFound`` (with the DOT text in ``.source``) when ``dot`` is not installed and the format
     needs it, and ``RuntimeError`` with Graphviz's message when ``dot`` fails.

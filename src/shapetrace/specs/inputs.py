@@ -21,11 +21,15 @@ Examples::
 
 Values are deterministic: every spec list is generated from one ``torch.Generator`` seeded with ``seed``
 (0 by default), so the same specs always give the same tensors. On the ``meta`` device the tensors hold
-no data (shape-only tracing).
+no data (shape-only tracing). Before anything is allocated, the bytes the inputs need are estimated and
+compared with the memory the device has free (RAM, or CUDA memory): inputs that cannot fit are refused
+with a suggestion of ``--device meta``, instead of a long wait and the allocator's message.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +37,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["DEFAULT_INT_RANGE", "GRAMMAR_HELP", "InputSpec", "InputSpecError", "make_inputs", "parse_input"]
+__all__ = ["DEFAULT_INT_RANGE", "GRAMMAR_HELP", "InputSpec", "InputSpecError", "InputsTooLarge", "check_fits",
+           "free_memory", "make_inputs", "parse_input"]
 
 DEFAULT_INT_RANGE = (0, 10)
 
@@ -54,7 +59,6 @@ _DTYPES: dict[str, torch.dtype] = {
     "bool": torch.bool,
 }
 _FILLS = ("randn", "rand", "zeros", "ones")
-_EXAMPLE = "e.g. --input 1,3,224,224 or --input long:8,5:0..100"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _RANGE = re.compile(rf"^({_NUMBER})\.\.({_NUMBER})$")
@@ -62,6 +66,10 @@ _RANGE = re.compile(rf"^({_NUMBER})\.\.({_NUMBER})$")
 
 class InputSpecError(ValueError):
     """An ``--input`` spec that does not parse; the message says what is wrong and shows an example."""
+
+
+class InputsTooLarge(InputSpecError):
+    """The inputs would need more memory than the device has free; nothing was allocated."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,17 @@ class InputSpec:
     @property
     def is_float(self) -> bool:
         return self.dtype.is_floating_point
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of the tensor this spec makes."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    @property
+    def scratch_bytes(self) -> int:
+        """The bytes made on the way (values are drawn as float32 or int64, then converted)."""
+        drawn = 0 if self.fill in ("zeros", "ones") else math.prod(self.shape) * 8
+        return drawn + self.nbytes
 
     def make(self, generator: torch.Generator, device: str | torch.device | None = None) -> torch.Tensor:
         """The example tensor (on CPU unless ``device`` is given; ``meta`` gives a data-less tensor)."""
@@ -103,7 +122,10 @@ class InputSpec:
 
 
 def _fail(spec: str, problem: str) -> InputSpecError:
-    return InputSpecError(f"bad --input {spec!r}: {problem} ({_EXAMPLE}; {GRAMMAR_HELP})")
+    """The error for one bad spec: what is wrong with which part, one example, where the grammar is."""
+    end = " " if problem.endswith("?") else ". "
+    return InputSpecError(f"bad --input {spec!r}: {problem}{end}Example: --input 1,3,224,224 "
+                          "(see 'shapetrace trace --help' for the grammar)")
 
 
 def _parse_shape(spec: str, text: str) -> tuple[int, ...] | None:
@@ -184,10 +206,69 @@ def parse_input(spec: str) -> InputSpec:
     return InputSpec(text=spec, shape=shape, dtype=dtype, fill=fill, low=low, high=high, name=name)
 
 
+def _format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB", "EB"):
+        if n < 1000 or unit == "EB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def free_memory(device: str | torch.device | None) -> int | None:
+    """Bytes free for new tensors on ``device`` (available RAM for the CPU), or ``None`` when unknown/unbounded."""
+    kind = torch.device(device).type if device is not None else "cpu"
+    if kind == "meta":
+        return None
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            return None
+        index = torch.device(device).index
+        free, _ = torch.cuda.mem_get_info(index if index is not None else torch.cuda.current_device())
+        return int(free)
+    if kind != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(parsed: Sequence[InputSpec], device: str | torch.device | None = None) -> None:
+    """Refuse (``InputsTooLarge``) inputs that need more memory than ``device`` (and the CPU they are drawn on)
+    has free, before anything is allocated."""
+    if device is not None and torch.device(device).type == "meta":
+        return
+    total = sum(p.nbytes for p in parsed)
+    peak_cpu = total + max((p.scratch_bytes - p.nbytes for p in parsed), default=0)
+    places = [("cpu", peak_cpu, "this machine has", "of RAM available")]
+    if device is not None and torch.device(device).type == "cuda":
+        places.append((str(device), total, f"{device} has", "of CUDA memory free"))
+    for where, need, has, what in places:
+        free = free_memory(where)
+        if free is not None and need > free:
+            biggest = max(parsed, key=lambda p: p.nbytes)
+            raise InputsTooLarge(
+                f"the inputs need about {_format_bytes(need)} but {has} {_format_bytes(free)} {what} "
+                f"(the largest: --input {biggest.text!r}, {_format_bytes(biggest.nbytes)}). Trace shapes only "
+                "with --device meta (nothing is allocated), or give a smaller input.")
+
+
 def make_inputs(specs: Sequence[str | InputSpec], *, seed: int = 0,
                 device: str | torch.device | None = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``(args, kwargs)`` for the forward from a list of specs: positional in order, ``NAME=`` ones as kwargs."""
+    """``(args, kwargs)`` for the forward from a list of specs: positional in order, ``NAME=`` ones as kwargs.
+
+    Raises ``InputSpecError`` for a spec that does not parse, and ``InputsTooLarge`` (before allocating
+    anything) when the inputs cannot fit in the memory ``device`` has free.
+    """
     parsed = [s if isinstance(s, InputSpec) else parse_input(s) for s in specs]
+    check_fits(parsed, device)
     gen = torch.Generator().manual_seed(seed)
     args: list[Any] = []
     kwargs: dict[str, Any] = {}

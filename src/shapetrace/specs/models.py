@@ -22,12 +22,15 @@ import importlib
 import importlib.util
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
+
+from ..gallery.exhibits import exhibit_names, get_exhibit
 
 __all__ = ["LoadedModel", "ModelSpecError", "load_model", "parse_arg", "parse_args"]
 
@@ -71,17 +74,39 @@ def parse_args(texts: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+# Files a user may try as MODEL that hold weights or pickles: we never load them (unpickling runs code).
+WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle", ".safetensors", ".onnx")
+
+
 def _closest(word: str, names: Sequence[str], n: int = 3) -> str:
     close = difflib.get_close_matches(word, list(names), n=n, cutoff=0.6)
     return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
-def _exhibit_names() -> list[str]:
-    try:
-        from ..gallery.exhibits import exhibit_names
-    except ImportError:
-        return []
-    return exhibit_names()
+def _squashed(name: str) -> str:
+    return name.lower().replace("-", "").replace("_", "").replace(".", "")
+
+
+def _close_names(word: str, names: Sequence[str], n: int = 3) -> list[str]:
+    """Names close to ``word``, counting ``resnet-34``, ``ResNet_34`` and ``resnet34`` as the same."""
+    same = [m for m in names if _squashed(m) == _squashed(word)]
+    close = difflib.get_close_matches(_squashed(word), [_squashed(m) for m in names], n=n, cutoff=0.75)
+    by_squashed = {_squashed(m): m for m in names}
+    return list(dict.fromkeys([*same, *(by_squashed[c] for c in close)]))[:n]
+
+
+def _where(error: BaseException) -> str:
+    """``file:line in function`` of the innermost frame that raised ``error``."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "an unknown place"
+    last = frames[-1]
+    return f"{last.filename}:{last.lineno} in {last.name}"
+
+
+def _raised(what: str, error: BaseException) -> str:
+    return (f"{what} raised {type(error).__name__}: {error} (at {_where(error)}; rerun with --debug for the "
+            "whole traceback)")
 
 
 def _torchvision_classifiers() -> list[str]:
@@ -123,9 +148,9 @@ def _import_file(path: Path) -> Any:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as e:
+    except Exception as e:  # any error in the user's file: a message saying where
         sys.modules.pop(name, None)
-        raise ModelSpecError(f"importing {str(path)!r} raised {type(e).__name__}: {e}") from e
+        raise ModelSpecError(_raised(f"importing {str(path)!r}", e)) from e
     finally:
         try:
             sys.path.remove(folder)
@@ -143,8 +168,8 @@ def _import_module(name: str) -> Any:
             raise ModelSpecError(f"cannot import module {name!r} ({e}). Is it installed, and is the name "
                                  "spelt right? A file is written path/to/file.py:factory.") from e
         raise ModelSpecError(f"importing {name!r} failed: {e}") from e
-    except Exception as e:
-        raise ModelSpecError(f"importing {name!r} raised {type(e).__name__}: {e}") from e
+    except Exception as e:  # any error in the user's module: a message saying where
+        raise ModelSpecError(_raised(f"importing {name!r}", e)) from e
 
 
 def _instantiate(obj: Any, kwargs: dict[str, Any], what: str) -> nn.Module:
@@ -158,9 +183,12 @@ def _instantiate(obj: Any, kwargs: dict[str, Any], what: str) -> nn.Module:
     try:
         built = obj(**kwargs)
     except TypeError as e:
-        raise ModelSpecError(f"calling {what}({_fmt_kwargs(kwargs)}) failed: {e}. Check the --arg names.") from e
-    except Exception as e:
-        raise ModelSpecError(f"calling {what}({_fmt_kwargs(kwargs)}) raised {type(e).__name__}: {e}") from e
+        if len(traceback.extract_tb(e.__traceback__)) <= 1:  # the call itself: wrong or missing arguments
+            raise ModelSpecError(f"calling {what}({_fmt_kwargs(kwargs)}) failed: {e}. Check the --arg names.") \
+                from e
+        raise ModelSpecError(_raised(f"calling {what}({_fmt_kwargs(kwargs)})", e)) from e
+    except Exception as e:  # any error in the user's factory: a message saying where
+        raise ModelSpecError(_raised(f"calling {what}({_fmt_kwargs(kwargs)})", e)) from e
     if not isinstance(built, nn.Module):
         raise ModelSpecError(f"{what}({_fmt_kwargs(kwargs)}) returned a {type(built).__name__}, not an nn.Module")
     return built
@@ -215,23 +243,44 @@ def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> LoadedModel:
         return LoadedModel(_instantiate(obj, kwargs, label), None, None, label)
     if spec.endswith(".py"):
         raise ModelSpecError(f"{spec!r} is a file: also name the factory or module in it, as {spec}:build_model")
-    exhibits = _exhibit_names()
+    if spec.lower().endswith(WEIGHT_SUFFIXES):
+        raise ModelSpecError(_weights_file_message(spec))
+    exhibits = exhibit_names()
     if spec in exhibits:
-        from ..gallery.exhibits import get_exhibit
-
         ex = get_exhibit(spec)
         build = ex.build
         module = _instantiate(build, kwargs, f"exhibit {spec!r}")
         return LoadedModel(module, ex.inputs(), ex, f"exhibit:{spec}")
     if spec in _torchvision_all():
         return _torchvision(spec, kwargs)
-    if "." in spec:
+    if "." in spec and not Path(spec).exists():
         where, _, attr = spec.rpartition(".")
         raise ModelSpecError(f"unknown model {spec!r}. To name an attribute of a module write {where}:{attr}")
-    hint = _closest(spec, exhibits) or _closest(spec, _torchvision_all())
-    raise ModelSpecError(f"unknown model {spec!r}: not a gallery exhibit nor a torchvision model.{hint} "
+    if Path(spec).exists():
+        raise ModelSpecError(f"{spec!r} is a file, but not a Python file: MODEL names a gallery exhibit, a "
+                             "torchvision model, package.module:factory or path/to/file.py:factory")
+    raise ModelSpecError(f"unknown model {spec!r}: not a gallery exhibit nor a torchvision model.{_hint(spec)} "
                          "Run 'shapetrace gallery list' for the exhibits; other models are named "
                          "package.module:factory or path/to/file.py:factory.")
+
+
+def _hint(spec: str) -> str:
+    """Close gallery exhibits and close torchvision models, each named as such."""
+    exhibits = _close_names(spec, exhibit_names())
+    vision = _close_names(spec, _torchvision_all())
+    found = [f"{e!r} (an exhibit)" for e in exhibits] + [f"{v!r} (torchvision)" for v in vision]
+    if not found:
+        return ""
+    return f" Did you mean {', '.join(found[:-1]) + ' or ' + found[-1] if len(found) > 1 else found[0]}?"
+
+
+def _weights_file_message(spec: str) -> str:
+    return (f"{spec!r} looks like a file of weights or a pickle. shapetrace never loads such files (unpickling "
+            "can run any code). Write a small Python file that builds the model and loads the weights you "
+            "trust, and point MODEL at its factory, e.g. build.py:build with\n"
+            "    def build():\n        model = MyNet()\n"
+            f"        model.load_state_dict(torch.load({spec!r}, weights_only=True))\n        return model\n"
+            "Shapes do not depend on the weights: random weights trace the same (omit the load).")
 
 
 def load_model_and_inputs(spec: str, input_specs: Sequence[str] = (), arg_texts: Sequence[str] = (),

@@ -1,0 +1,305 @@
+"""The one pipeline every front end runs: MODEL spec + inputs + options -> a ``Trace`` -> an output file.
+
+The CLI's ``trace``/``profile``/``render`` commands, the Sphinx directive and the gallery builder all call
+this module, so these rules hold once for all of them:
+
+* **Resolving.** ``load(request)`` turns the MODEL spec (``specs.models``) and the ``--input`` specs
+  (``specs.inputs``) into a module and its forward arguments; any problem is a ``UsageProblem`` saying what to
+  fix (exit status 2 in the CLI). ``--device cuda`` without CUDA is refused here, before anything runs.
+* **Train or eval.** A gallery exhibit runs as built (its builder chose the mode the concept needs); any
+  other model runs in eval mode, unless the request says otherwise (``train_mode``).
+* **Failures.** A forward that raises gives an ``Outcome`` holding the partial trace and the failure
+  message (the CLI prints the partial table and exits 1); nothing raises past the session for it.
+* **Render hints.** An exhibit's render hints (layout, fold, cut, overlays) are saved in the trace as
+  ``trace.meta["options"]``, so a saved JSON re-renders the same diagram.
+* **Writing.** ``check_output(path)`` is called before the forward runs (a folder that cannot be written is
+  refused at once); ``write_output`` writes to a temporary file in the target folder and renames it into
+  place, so a failure never leaves a half-written file. ``render_output`` renders and writes; when Graphviz
+  is missing, the diagram's DOT source is written next to the requested file instead.
+
+torch and the model specs are imported on first use (inside the functions that trace), so rendering a saved
+trace with ``render_output`` needs no torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .renderers import RenderOptions, UnknownFormat, format_for_path, render
+from .renderers.diagram import GraphvizNotFound
+from .tracer.records import Trace
+
+__all__ = [
+    "Loaded",
+    "Outcome",
+    "OutputProblem",
+    "RenderFailed",
+    "SessionError",
+    "TraceRequest",
+    "UsageProblem",
+    "check_output",
+    "check_output_folder",
+    "load",
+    "pick_format",
+    "profile_model",
+    "render_output",
+    "trace_model",
+    "train_mode",
+    "write_output",
+]
+
+
+class SessionError(Exception):
+    """A problem the session reports to the user in one message (no traceback needed)."""
+
+
+class UsageProblem(SessionError):
+    """The request cannot run as given (bad MODEL, ``--input``, ``--arg``, device or output path): fix and rerun."""
+
+
+class OutputProblem(UsageProblem):
+    """The output cannot be written where asked (checked before the forward runs)."""
+
+
+class RenderFailed(SessionError):
+    """The trace was made but could not be rendered (Graphviz missing or failing); the message says what was
+    kept instead."""
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    """What to trace: a MODEL spec, ``--input`` specs, ``--arg KEY=VALUE`` texts, and how to run it.
+
+    ``train=None`` applies the session's rule (an exhibit as built, any other model in eval); ``ops=True``
+    records functional ops and data flow (what a diagram needs).
+    """
+
+    model: str
+    inputs: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    device: str | None = None
+    train: bool | None = None
+    grad: bool = False
+    ops: bool = False
+
+
+@dataclass
+class Loaded:
+    """A resolved request: the module, its forward arguments, its exhibit (or ``None``), the mode to run in."""
+
+    module: Any
+    args: tuple
+    kwargs: dict
+    exhibit: Any = None
+    train: bool | None = None
+    source: str = ""
+
+
+@dataclass
+class Outcome:
+    """A finished run: the trace (partial when the forward failed), its exhibit, and the failure if any."""
+
+    trace: Trace
+    exhibit: Any = None
+    error: str | None = None
+    cause: BaseException | None = field(default=None, repr=False)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+def train_mode(train: bool | None, exhibit: Any) -> bool | None:
+    """The mode to trace in: as asked; else an exhibit as built (``None``: leave it) and anything else eval."""
+    if train is not None:
+        return train
+    return None if exhibit is not None else False
+
+
+def load(request: TraceRequest) -> Loaded:
+    """Resolve the request's MODEL and inputs; ``UsageProblem`` says what to fix."""
+    # Deliberately lazy: torch, torchvision and the gallery load only when something is traced.
+    from .specs.inputs import InputSpecError
+    from .specs.models import ModelSpecError, load_model_and_inputs
+
+    _check_device(request.device)
+    try:
+        loaded, args, kwargs = load_model_and_inputs(request.model, request.inputs, request.args, request.device)
+    except (ModelSpecError, InputSpecError) as e:
+        raise UsageProblem(str(e)) from e
+    return Loaded(loaded.module, args, kwargs, loaded.exhibit, train_mode(request.train, loaded.exhibit),
+                  loaded.source)
+
+
+def _check_device(device: str | None) -> None:
+    if device is None or not device.startswith("cuda"):
+        return
+    import torch  # deliberately lazy (see load)
+
+    if not torch.cuda.is_available():
+        raise UsageProblem(f"--device {device}: CUDA is not available here; use --device cpu or --device meta")
+
+
+def _render_hints(trace: Trace, exhibit: Any) -> None:
+    """Save an exhibit's render hints in the trace (as JSON would give them back), so its JSON re-renders the
+    same picture."""
+    options = getattr(exhibit, "options", None)
+    if options:
+        trace.meta["options"] = json.loads(json.dumps(options, sort_keys=True, default=str))
+
+
+def trace_model(request: TraceRequest, loaded: Loaded | None = None) -> Outcome:
+    """Trace the request's model once (``loaded``: an already resolved request). A failing forward gives the
+    partial trace in the outcome; problems with the request raise ``UsageProblem``."""
+    from .tracer.api import TraceFailed, failure_message, trace  # deliberately lazy (see load)
+
+    loaded = loaded or load(request)
+    try:
+        result = trace(loaded.module, *loaded.args, grad=request.grad, train=loaded.train, device=request.device,
+                       ops=request.ops, strict=True, forward_kwargs=loaded.kwargs)
+    except TraceFailed as e:
+        _render_hints(e.trace, loaded.exhibit)
+        return Outcome(e.trace, loaded.exhibit, failure_message(e.trace), e.__cause__)
+    _render_hints(result, loaded.exhibit)
+    return Outcome(result, loaded.exhibit)
+
+
+def profile_model(request: TraceRequest, *, warmup: int = 3, repeat: int = 10, dtype: str | None = None,
+                  progress: Callable[[int, int], None] | None = None, loaded: Loaded | None = None) -> Outcome:
+    """Profile the request's model (``shapetrace.profile``) on ``request.device``; as ``trace_model`` otherwise.
+
+    ``UsageProblem`` when the device or dtype cannot be used here.
+    """
+    from .tracer.api import TraceFailed, failure_message  # deliberately lazy (see load)
+    from .tracer.timing import ProfileUsageError, profile
+
+    loaded = loaded or load(TraceRequest(request.model, request.inputs, request.args, None, request.train))
+    try:
+        result = profile(loaded.module, *loaded.args, device=request.device, warmup=warmup, repeat=repeat,
+                         dtype=dtype, train=loaded.train, progress=progress, forward_kwargs=loaded.kwargs)
+    except ProfileUsageError as e:
+        raise UsageProblem(str(e)) from e
+    except TraceFailed as e:
+        _render_hints(e.trace, loaded.exhibit)
+        return Outcome(e.trace, loaded.exhibit, failure_message(e.trace), e.__cause__)
+    _render_hints(result, loaded.exhibit)
+    return Outcome(result, loaded.exhibit)
+
+
+# ---- output --------------------------------------------------------------------------------------------------
+def pick_format(fmt: str | None, output: str | Path | None, default: str = "text") -> str:
+    """``--format`` when given, else the format ``output``'s suffix asks for, else ``default``; an ``-o`` suffix
+    no renderer claims is a ``UsageProblem`` listing those that are."""
+    if fmt is not None:
+        return fmt
+    if output is None:
+        return default
+    try:
+        return format_for_path(output, default)
+    except UnknownFormat as e:
+        raise OutputProblem(str(e)) from e
+
+
+def _existing_ancestor(path: Path) -> Path:
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            return folder
+    return Path(".")
+
+
+def _probe_folder(folder: Path, what: str) -> None:
+    """Refuse (``OutputProblem``) a folder that cannot be created or written, by trying to."""
+    base = _existing_ancestor(folder)
+    if not base.is_dir():
+        raise OutputProblem(f"cannot write {what}: {str(base)!r} is a file, not a folder; choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".shapetrace-probe-")
+    except OSError as e:
+        raise OutputProblem(f"cannot write {what}: the folder {str(base)!r} is not writable "
+                            f"({e.strerror or e}); choose a folder you can write to") from e
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output(path: str | Path) -> Path:
+    """Check, before anything runs, that a file can be written at ``path``; ``OutputProblem`` says why not."""
+    target = Path(path)
+    if target.is_dir():
+        raise OutputProblem(f"cannot write {str(path)!r}: it is a folder; give a file name, e.g. {target / 'out.txt'}")
+    _probe_folder(target.parent, repr(str(path)))
+    if target.exists() and not os.access(target, os.W_OK):
+        raise OutputProblem(f"cannot write {str(path)!r}: the file exists and is read-only")
+    return target
+
+
+def check_output_folder(folder: str | Path) -> Path:
+    """Check, before anything runs, that files can be written in ``folder`` (created if missing)."""
+    target = Path(folder)
+    if target.exists() and not target.is_dir():
+        raise OutputProblem(f"cannot write into {str(folder)!r}: it is a file, not a folder")
+    _probe_folder(target, f"into {str(folder)!r}")
+    return target
+
+
+def _mode_for(target: Path) -> int:
+    if target.exists():
+        return target.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_output(data: str | bytes, path: str | Path) -> Path:
+    """Write ``data`` to ``path`` atomically: into a temporary file in the same folder, renamed into place.
+
+    On any failure the temporary file is removed and ``path`` is left as it was. ``OutputProblem`` when the
+    file cannot be written.
+    """
+    target = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    except OSError as e:
+        raise OutputProblem(f"cannot write {str(path)!r}: {e.strerror or e}") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.chmod(temporary, _mode_for(target))
+        os.replace(temporary, target)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(e, OSError):
+            raise OutputProblem(f"cannot write {str(path)!r}: {e.strerror or e}") from e
+        raise
+    return target
+
+
+def render_output(trace: Trace, fmt: str, options: RenderOptions | None = None,
+                  path: str | Path | None = None) -> str | bytes:
+    """Render ``trace``; with ``path``, also write it there (atomically). Returns what was rendered.
+
+    When Graphviz is missing and ``path`` is given, the diagram's DOT source is written next to it (same name,
+    ``.dot``) and ``RenderFailed`` says so; a Graphviz failure is a ``RenderFailed`` too.
+    """
+    try:
+        out = render(trace, fmt, options)
+    except GraphvizNotFound as e:
+        if path is None or not e.source:
+            raise RenderFailed(f"{e}") from e
+        kept = Path(path).with_suffix(".dot")
+        write_output(e.source, kept)
+        raise RenderFailed(f"{e}\nThe diagram's DOT source was written to {kept} instead.") from e
+    except (ValueError, RuntimeError) as e:
+        raise RenderFailed(f"the {fmt} output could not be rendered: {e}") from e
+    if path is not None:
+        write_output(out, path)
+    return out
