@@ -96,7 +96,7 @@ def test_bad_options_are_refused(unet_trace):
     with pytest.raises(ValueError, match="overlay"):
         to_dot(unet_trace, overlays=["sparkles"])
     with pytest.raises(ValueError, match="format"):
-        render(unet_trace, format="gif")
+        render(unet_trace, format="tiff")
 
 
 @requires_dot
