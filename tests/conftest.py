@@ -1,8 +1,17 @@
-"""Shared test set-up: every trace any test makes must survive a JSON round trip exactly."""
+"""Shared test set-up: every trace any test makes must survive a JSON round trip exactly; and the tests that
+need Graphviz's ``dot`` or a dev dependency fail (not skip) when it is missing, unless explicitly opted out.
+
+Opt-outs, for a machine that cannot have them: ``SHAPETRACE_ALLOW_NO_DOT=1`` skips the diagram tests when
+``dot`` is missing; ``SHAPETRACE_ALLOW_MISSING=transformers,torchview`` (or ``all``) skips the tests needing
+those packages. Without them a missing dependency is a failure that says what to install.
+"""
 
 from __future__ import annotations
 
+import importlib
+import os
 import shutil
+from types import ModuleType
 
 import pytest
 
@@ -27,5 +36,41 @@ def every_trace_round_trips(monkeypatch):
     yield
 
 
-requires_dot = pytest.mark.skipif(shutil.which("dot") is None,
-                                  reason="Graphviz's dot is not installed (make setup installs it)")
+# ---- dependencies that must not skip quietly ---------------------------------------------------------------
+NO_DOT = ("Graphviz's dot is not installed: run scripts/ensure-graphviz.sh (make setup does), or set "
+          "SHAPETRACE_ALLOW_NO_DOT=1 to skip the tests that render diagrams")
+
+
+def allowed_missing(name: str) -> bool:
+    """Whether the environment explicitly opts out of ``name`` (``SHAPETRACE_ALLOW_MISSING``)."""
+    allowed = {n.strip() for n in os.environ.get("SHAPETRACE_ALLOW_MISSING", "").split(",") if n.strip()}
+    return name in allowed or "all" in allowed
+
+
+def require(name: str) -> ModuleType:
+    """Import the dev dependency ``name`` for a test: a missing one fails the test (or, at module level, the
+    collection) saying what to install, and skips only when ``SHAPETRACE_ALLOW_MISSING`` names it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        reason = (f"{name} is not installed ({e}): pip install -c constraints.txt -e '.[dev]', or set "
+                  f"SHAPETRACE_ALLOW_MISSING={name.split('.')[0]} to skip the tests that need it")
+        if allowed_missing(name.split(".")[0]):
+            pytest.skip(reason, allow_module_level=True)
+        pytest.fail(reason, pytrace=False)
+        raise  # unreachable: pytest.fail raises
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "requires_dot: the test renders with Graphviz's dot (fails without it "
+                                       "unless SHAPETRACE_ALLOW_NO_DOT=1)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("requires_dot") is not None and shutil.which("dot") is None:
+        if os.environ.get("SHAPETRACE_ALLOW_NO_DOT") == "1":
+            pytest.skip(NO_DOT)
+        pytest.fail(NO_DOT, pytrace=False)
+
+
+requires_dot = pytest.mark.requires_dot

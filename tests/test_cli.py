@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 from click.testing import CliRunner
+from conftest import requires_dot
 
 import shapetrace
 from shapetrace.cli import main
@@ -126,7 +127,6 @@ def test_gallery_list_names_the_exhibits():
 
 
 def test_diagram_format_writes_a_dot_file(tmp_path):
-    pytest.importorskip("shapetrace.renderers.diagram", reason="the diagram renderer is not written yet")
     out = tmp_path / "lin.dot"
     r = run("trace", *LINEAR, "-o", str(out))
     assert r.exit_code == 0, r.output
@@ -141,3 +141,26 @@ def test_python_dash_m_runs_the_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "shapetrace", "trace", "resnt18"], check=False, capture_output=True,
                          text=True, timeout=120, cwd=tmp_path)
     assert bad.returncode == 2 and "Did you mean 'resnet18'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@requires_dot
+def test_a_saved_exhibit_trace_re_renders_the_same_diagram(tmp_path):
+    """The exhibit's render hints (here its parameter-group overlay) travel in the JSON."""
+    saved, again, direct = tmp_path / "t.json", tmp_path / "a.svg", tmp_path / "b.svg"
+    assert run("trace", "tabular-model", "--format", "json", "-o", str(saved)).exit_code == 0
+    assert run("render", str(saved), "-o", str(again)).exit_code == 0
+    assert run("trace", "tabular-model", "-o", str(direct)).exit_code == 0
+    assert again.read_bytes() == direct.read_bytes()
+    assert shapetrace.load(str(saved)).meta["options"]["overlays"] == ["groups"]
+    assert "embeddings" in again.read_text()  # the groups overlay's legend, from the saved hints
+
+
+def test_format_choices_and_suffixes_come_from_the_renderer_registry():
+    from shapetrace.renderers import formats, register
+
+    assert set(formats()) >= {"text", "md", "html", "csv", "json", "svg", "png", "pdf", "dot"}
+    r = run("trace", "--help")
+    assert all(name in r.output for name in formats())
+
+    with pytest.raises(ValueError, match="already claimed"):
+        register("svg2", suffixes=(".svg",))(lambda trace, options: "")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import require
 from torch import nn
 
 from shapetrace.gallery.layers import LinBnDrop, SigmoidRange
@@ -165,7 +166,7 @@ def test_torchinfo_counts_a_shared_relu_module_twice():
     E + 2*n_cont + 200*(n_emb + n_cont) = 5,603 (E: embedding parameters); the arithmetic alone does not
     say which one was measured. One example: cardinalities [13, 16, 20] (widths 7, 8, 9) and 2 continuous.
     """
-    torchinfo = pytest.importorskip("torchinfo")
+    torchinfo = require("torchinfo")
 
     def fastai_style(cards, n_cont):
         m = TabularModel(get_emb_sz(cards), n_cont, 2, [200, 100])

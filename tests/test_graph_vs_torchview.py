@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import require
 from test_graph import ArgUnet, HookUnet, TinyDenseNet
 from torch import nn
 
 import shapetrace
 from shapetrace.renderers.graph import Graph, build_graph
 
-torchview = pytest.importorskip("torchview")
+torchview = require("torchview")
 from torchview.computation_node import FunctionNode, ModuleNode, TensorNode
 
 

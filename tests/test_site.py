@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import requires_dot
 
 import shapetrace
 from shapetrace.gallery import exhibits as registry
@@ -30,13 +31,9 @@ def test_build_writes_tables_json_and_index(tmp_path):
     assert f"{SMALL}.md" in (tmp_path / "index.md").read_text()
 
 
+@requires_dot
 def test_build_embeds_the_diagram_when_the_renderer_exists(tmp_path):
     _require(SMALL)
-    pytest.importorskip("shapetrace.renderers.diagram", reason="the diagram renderer is not written yet")
-    from shapetrace.renderers.diagram import dot_available
-
-    if not dot_available():
-        pytest.skip("Graphviz's dot is not installed")
     build_site(tmp_path, [SMALL])
     svg = (tmp_path / f"{SMALL}.svg").read_text()
     assert "<svg" in svg

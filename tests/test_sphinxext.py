@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import textwrap
 
-import pytest
-from conftest import requires_dot
+from conftest import require, requires_dot
 
-sphinx_build = pytest.importorskip("sphinx.cmd.build")
+sphinx_build = require("sphinx.cmd.build")
 
 
 def build(tmp_path, body: str) -> tuple[int, str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from conftest import require
 from torch import nn
 
 import shapetrace
@@ -44,7 +45,7 @@ def lstm_trace() -> Trace:
 
 
 def test_totals_agree_with_torchinfo_on_resnet18(resnet18_trace):
-    torchinfo = pytest.importorskip("torchinfo")
+    torchinfo = require("torchinfo")
     stats = torchinfo.summary(torchvision.models.resnet18().eval(), input_size=(1, 3, 224, 224), verbose=0)
     tot = table.totals(resnet18_trace)
     assert tot.params == stats.total_params

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from conftest import require
 
 import shapetrace
 from shapetrace.tracer.records import Struct, iter_tensors
@@ -33,7 +34,7 @@ def test_detection_model_with_list_inputs_and_dict_outputs():
 
 
 def test_hugging_face_bert_from_config_gives_model_output_struct():
-    transformers = pytest.importorskip("transformers")
+    transformers = require("transformers")
     config = transformers.BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                      intermediate_size=64, max_position_embeddings=64)
     model = transformers.BertModel(config).eval()
@@ -51,7 +52,7 @@ def test_hugging_face_bert_from_config_gives_model_output_struct():
 
 
 def test_gpt2_lm_head_with_tied_embedding_counts_the_tied_weight_once():
-    transformers = pytest.importorskip("transformers")
+    transformers = require("transformers")
     config = transformers.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=2, n_positions=32)
     model = transformers.GPT2LMHeadModel(config).eval()
     trace = shapetrace.trace(model, torch.randint(0, 100, (1, 7)))

@@ -106,7 +106,8 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
     with cli_errors(debug):
         fmt = prepare_output(fmt, output)
         note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll)
-        request = TraceRequest(model, inputs, args, device, train, grad, ops=get(fmt).dataflow)
+        # Diagrams need the data flow (functional ops); so does a saved trace, to draw the same diagram later.
+        request = TraceRequest(model, inputs, args, device, train, grad, ops=get(fmt).dataflow or fmt == "json")
         outcome = trace_model(request)
         if debug:
             print_cause(outcome.cause)

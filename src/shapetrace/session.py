@@ -134,6 +134,7 @@ def load(request: TraceRequest) -> Loaded:
         loaded, args, kwargs = load_model_and_inputs(request.model, request.inputs, request.args, request.device)
     except (ModelSpecError, InputSpecError) as e:
         raise UsageProblem(str(e)) from e
+    _check_traceable(loaded.module, request.model)
     return Loaded(loaded.module, args, kwargs, loaded.exhibit, train_mode(request.train, loaded.exhibit),
                   loaded.source)
 
@@ -145,6 +146,17 @@ def _check_device(device: str | None) -> None:
 
     if not torch.cuda.is_available():
         raise UsageProblem(f"--device {device}: CUDA is not available here; use --device cpu or --device meta")
+
+
+def _check_traceable(module: Any, spec: str) -> None:
+    """Refuse modules whose submodule calls no hook can see, saying what to point MODEL at instead."""
+    import torch  # deliberately lazy (see load)
+
+    if isinstance(module, torch.jit.ScriptModule):
+        raise UsageProblem(f"{spec!r} gives a TorchScript module (torch.jit.script or torch.jit.trace): its "
+                           "submodules run as compiled TorchScript, where no forward hook runs, so there is "
+                           "nothing to trace. Point MODEL at a factory that returns the nn.Module before "
+                           "scripting (shapes are the same).")
 
 
 def _render_hints(trace: Trace, exhibit: Any) -> None:

@@ -153,6 +153,8 @@ def parse_input(spec: str) -> InputSpec:
         name = name.strip()
         if not _NAME.match(name):
             raise _fail(spec, f"{name!r} is not a valid keyword-argument name")
+        if not text.strip():
+            raise _fail(spec, f"no shape given after {name}=")
     parts = [p.strip() for p in text.split(":")]
     dtype: torch.dtype | None = None
     fill: str | None = None

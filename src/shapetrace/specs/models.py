@@ -20,6 +20,7 @@ import ast
 import difflib
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 import traceback
@@ -283,6 +284,15 @@ def _weights_file_message(spec: str) -> str:
             "Shapes do not depend on the weights: random weights trace the same (omit the load).")
 
 
+def _takes_no_inputs(module: nn.Module) -> bool:
+    """Whether ``module.forward`` can be called with no arguments (every parameter has a default)."""
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
+
+
 def load_model_and_inputs(spec: str, input_specs: Sequence[str] = (), arg_texts: Sequence[str] = (),
                           device: str | None = None) -> tuple[LoadedModel, tuple, dict]:
     """The model ``spec`` names (built with the ``KEY=VALUE`` texts of ``arg_texts``) and ``(args, kwargs)``
@@ -297,6 +307,8 @@ def load_model_and_inputs(spec: str, input_specs: Sequence[str] = (), arg_texts:
         args, kwargs = make_inputs(input_specs, device=device)
     elif loaded.inputs is not None:
         args, kwargs = loaded.inputs
+    elif _takes_no_inputs(loaded.module):
+        args, kwargs = (), {}
     else:
         raise ModelSpecError(f"{spec!r} has no default inputs: give one with --input, e.g. --input 1,3,224,224 "
                              "(see shapetrace trace --help)")

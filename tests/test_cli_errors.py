@@ -1,0 +1,245 @@
+"""Whatever the command line is pointed at: a right answer or a clear error, and nothing lost.
+
+Each case asserts the exit status, a message that names the problem and the fix, no traceback, and no file
+left behind. Output paths are checked before the forward runs: the models here leave a marker file when
+their forward runs, so a test can tell.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+from conftest import requires_dot
+
+from shapetrace import session
+from shapetrace.cli import main
+from shapetrace.renderers import suffixes
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def no_traceback(result) -> bool:
+    return "Traceback" not in result.output and (result.exception is None
+                                                 or isinstance(result.exception, SystemExit))
+
+
+@pytest.fixture
+def models(tmp_path):
+    """A file of models: ``marked`` leaves ``ran.marker`` when its forward runs; ``raising`` raises in the
+    factory; ``no_tensors`` takes no inputs at all."""
+    path = tmp_path / "models.py"
+    path.write_text(textwrap.dedent(f"""
+        import pathlib
+        import torch
+        from torch import nn
+
+        MARKER = pathlib.Path({str(tmp_path / "ran.marker")!r})
+
+        class Marked(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = nn.Linear(4, 2)
+
+            def forward(self, x):
+                MARKER.write_text("the forward ran")
+                return self.lin(x)
+
+        def marked():
+            return Marked()
+
+        def build_layers(depth):
+            raise ValueError("the config has no key 'width'")
+
+        def raising():
+            return build_layers(3)
+
+        class NoTensors(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = nn.Linear(4, 3)
+
+            def forward(self, rows=2):
+                return self.lin(torch.ones(rows, 4))
+
+        def scripted():
+            return torch.jit.script(nn.Sequential(nn.Linear(4, 3), nn.ReLU()))
+    """))
+    return path
+
+
+def test_output_in_a_folder_that_cannot_exist_is_refused_before_the_forward(models, tmp_path):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    r = invoke("trace", f"{models}:marked", "--input", "3,4", "-o", str(blocker / "out.svg"))
+    assert r.exit_code == 2, r.output
+    assert "is a file, not a folder" in r.output and "choose another path" in r.output
+    assert no_traceback(r)
+    assert not (tmp_path / "ran.marker").exists()  # refused before the forward ran
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_output_in_a_read_only_folder_is_refused_before_the_forward(models, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        r = invoke("trace", f"{models}:marked", "--input", "3,4", "-o", str(locked / "out.json"))
+    finally:
+        locked.chmod(0o700)
+    assert r.exit_code == 2 and "not writable" in r.output and no_traceback(r)
+    assert not (tmp_path / "ran.marker").exists()
+
+
+def test_gallery_build_into_an_unwritable_place_is_refused_before_tracing(tmp_path):
+    blocker = tmp_path / "site"
+    blocker.write_text("a file where the site should go")
+    r = invoke("gallery", "build", "-o", str(blocker), "-e", "emb-sz-rule")
+    assert r.exit_code == 2, r.output
+    assert "is a file" in r.output and no_traceback(r)
+    assert blocker.read_text() == "a file where the site should go"
+    r = invoke("gallery", "build", "-o", str(blocker / "inside"), "-e", "emb-sz-rule")
+    assert r.exit_code == 2 and "is a file, not a folder" in r.output and no_traceback(r)
+
+
+def test_a_suffix_no_renderer_claims_is_refused_with_the_known_ones(models, tmp_path):
+    out = tmp_path / "table.xlsx"
+    r = invoke("trace", f"{models}:marked", "--input", "3,4", "-o", str(out))
+    assert r.exit_code == 2, r.output
+    assert "'.xlsx'" in r.output and ".svg" in r.output and ".json" in r.output and ".txt" in r.output
+    assert no_traceback(r) and not out.exists()
+    assert not (tmp_path / "ran.marker").exists()
+
+
+@requires_dot
+@pytest.mark.parametrize("suffix,magic", [(".jpg", b"\xff\xd8\xff"), (".jpeg", b"\xff\xd8\xff"),
+                                          (".gif", b"GIF8"), (".png", b"\x89PNG")])
+def test_image_suffixes_graphviz_can_write_are_honoured(tmp_path, suffix, magic):
+    out = tmp_path / f"linear{suffix}"
+    r = invoke("trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "--input", "3,4",
+               "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes().startswith(magic)
+    assert suffix in suffixes()
+
+
+def test_inputs_larger_than_memory_are_refused_before_allocating():
+    r = invoke("trace", "torch.nn:Identity", "--input", "100000,100000,100000")
+    assert r.exit_code == 2, r.output
+    assert "PB" in r.output and "--device meta" in r.output and "'100000,100000,100000'" in r.output
+    assert no_traceback(r)
+
+
+def test_the_same_huge_input_traces_on_meta():
+    r = invoke("trace", "torch.nn:Identity", "--input", "100000,100000,100000", "--device", "meta")
+    assert r.exit_code == 0, r.output
+    assert "(100000,100000,100000)" in r.output
+
+
+@pytest.mark.parametrize("spec,part", [("lnog:4", "'lnog'"), ("3,4:0..x", "'0..x'"), ("x=", "no shape"),
+                                       ("float32:3,-4", "'3,-4'")])
+def test_a_malformed_input_names_the_bad_part_and_shows_one_example(spec, part):
+    r = invoke("trace", "torch.nn:Identity", "--input", spec)
+    assert r.exit_code == 2, r.output
+    message = r.output.split("Error:", 1)[1]
+    assert part in message and "Example: --input" in message
+    assert "zeros:long:2,16" not in message and len(message) < 300  # one example, not the whole grammar
+    assert no_traceback(r)
+
+
+def test_a_pickle_is_never_loaded_and_the_message_says_what_to_do(tmp_path):
+    marker = tmp_path / "unpickled.marker"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(Evil()))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        r = invoke("trace", "evil.pt")
+    finally:
+        os.chdir(cwd)
+    assert r.exit_code == 2, r.output
+    assert "never loads" in r.output and "weights_only=True" in r.output and "build.py:build" in r.output
+    assert "evil:pt" not in r.output
+    assert not marker.exists() and no_traceback(r)
+
+
+def test_a_near_miss_suggests_the_torchvision_model_and_the_exhibits():
+    r = invoke("trace", "resnet-34")
+    assert r.exit_code == 2
+    assert "'resnet34' (torchvision)" in r.output and "(an exhibit)" in r.output and no_traceback(r)
+
+
+def test_a_factory_that_raises_shows_where_and_mentions_debug(models):
+    r = invoke("trace", f"{models}:raising", "--input", "3,4")
+    assert r.exit_code == 2, r.output
+    assert "ValueError: the config has no key 'width'" in r.output
+    assert f"{models}:" in r.output and "in build_layers" in r.output and "--debug" in r.output
+    line = next(i for i, text in enumerate(models.read_text().splitlines(), 1) if "raise ValueError" in text)
+    assert f"{models}:{line}" in r.output
+    assert no_traceback(r)
+    debug = invoke("trace", f"{models}:raising", "--input", "3,4", "--debug")
+    assert debug.exit_code == 2 and "Traceback" in debug.output
+
+
+def test_without_dot_the_dot_source_lands_next_to_the_output(tmp_path, monkeypatch):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    out_dir = tmp_path / "out"
+    out = out_dir / "linear.svg"
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    r = invoke("trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "--input", "3,4",
+               "-o", str(out))
+    assert r.exit_code == 1, r.output
+    assert "Graphviz" in r.output and str(out_dir / "linear.dot") in r.output and no_traceback(r)
+    assert (out_dir / "linear.dot").read_text().startswith("digraph")
+    assert not out.exists() and list(elsewhere.iterdir()) == []
+
+
+def test_a_failed_render_leaves_the_previous_file_untouched(tmp_path, monkeypatch):
+    out = tmp_path / "linear.svg"
+    out.write_text("the previous diagram")
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    r = invoke("trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "--input", "3,4",
+               "-o", str(out))
+    assert r.exit_code == 1
+    assert out.read_text() == "the previous diagram"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["linear.dot", "linear.svg"]
+
+
+def test_an_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    out = tmp_path / "t.json"
+    out.write_text("old")
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(session.os, "replace", fail)
+    with pytest.raises(session.OutputProblem, match="No space left on device"):
+        session.write_output("new contents", out)
+    assert out.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["t.json"]
+
+
+def test_a_forward_that_takes_no_tensors_runs_without_inputs(models):
+    r = invoke("trace", f"{models}:NoTensors")
+    assert r.exit_code == 0, r.output
+    assert "(2,3)" in r.output and no_traceback(r)
+
+
+def test_a_scripted_module_is_refused_with_what_to_do_instead(models):
+    r = invoke("trace", f"{models}:scripted", "--input", "2,4")
+    assert r.exit_code == 2, r.output
+    assert "TorchScript" in r.output and "before scripting" in r.output and no_traceback(r)
