@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from .cli_lines import lines_command
 from .cli_options import (
     CONTEXT,
     SuggestingChoice,
@@ -271,7 +272,7 @@ def gallery_build(out_dir: str, names: tuple[str, ...], debug: bool) -> None:
 
 # One line per command module: each imports cli_options and the session, never this module.
 main.add_command(profile_command)
-main.add_command(__import__("shapetrace.cli_lines", fromlist=["lines_command"]).lines_command)
+main.add_command(lines_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

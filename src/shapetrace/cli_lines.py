@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import sys
-import traceback
 from pathlib import Path
 
 import click
 
-from .cli import _CONTEXT, SuggestingChoice, _fail_usage, _write, friendly_errors, load_model_and_inputs
+from .cli_options import CONTEXT, SuggestingChoice, cli_errors, print_cause
+from .session import TraceRequest, UsageProblem, check_output, trace_model, write_output
 
 _SUFFIX = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json"}
 
 
-@click.command("lines", context_settings=_CONTEXT)
+@click.command("lines", context_settings=CONTEXT)
 @click.argument("model")
 @click.option("--module", "-m", "module", default="", metavar="NAME",
               help="Show this submodule's forward (a name from named_modules(), e.g. 0 or layers.1). "
@@ -23,9 +23,9 @@ _SUFFIX = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".js
 @click.option("--arg", "-a", "args", multiple=True, metavar="KEY=VALUE", help="Keyword argument for the factory.")
 @click.option("--format", "-f", "fmt", type=SuggestingChoice(["text", "md", "html", "json"]), default=None,
               help="Output format [default: from -o's suffix, else text].")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write to FILE instead of stdout.")
-@click.option("--save-trace", type=click.Path(dir_okay=False, writable=True), default=None, metavar="FILE",
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write to FILE instead of stdout (checked before the forward runs; written whole or not at all).")
+@click.option("--save-trace", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Also save the trace (with its line information) as JSON, to render again without the model.")
 @click.option("--train/--eval", "train", default=None,
               help="Trace in training / eval mode. Default: an exhibit as built, any other model in eval.")
@@ -48,40 +48,50 @@ def lines_command(model: str, module: str, inputs: tuple[str, ...], args: tuple[
       shapetrace lines awd-lstm-classifier --module 0
       shapetrace lines mymodels.py:build --input 2,3,64,64 --format html -o lines.html
     """
+    with cli_errors(debug):
+        failure_note = _lines(model, module, inputs, args, fmt, output, save_trace, train, debug)
+    if failure_note:
+        click.echo(f"error: {failure_note}", err=True)
+        sys.exit(1)
+
+
+def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ...], fmt: str | None,
+           output: str | None, save_trace: str | None, train: bool | None, debug: bool) -> str | None:
+    """Write the lines view; the failure message when the forward failed, else ``None``."""
+    if fmt is None and output is not None and Path(output).suffix and Path(output).suffix.lower() not in _SUFFIX:
+        raise UsageProblem(f"no lines format writes {Path(output).suffix!r} files; use one of "
+                           f"{', '.join(_SUFFIX)}, or give --format")
     fmt = fmt or (_SUFFIX.get(Path(output).suffix.lower(), "text") if output else "text")
+    for path in (output, save_trace):
+        if path is not None:
+            check_output(path)
     from .renderers.lines import LinesError, build_view, render
 
     failure_note = None
     if model.endswith(".json") and Path(model).is_file():
         if inputs or args:
-            _fail_usage("--input and --arg do not apply to a saved trace")
+            raise UsageProblem("--input and --arg do not apply to a saved trace")
         from .tracer.records import load
 
         try:
             result = load(Path(model))
-        except (ValueError, KeyError, TypeError) as e:
-            _fail_usage(f"{model!r} is not a readable shapetrace trace: {e}")
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+            raise UsageProblem(f"{model!r} is not a readable shapetrace trace: {e}") from e
     else:
-        loaded, fargs, fkwargs = load_model_and_inputs(model, inputs, args, None, debug)
-        if train is None and loaded.exhibit is None:
-            train = False
-        with friendly_errors(debug):
-            from .tracer.api import TraceFailed, failure_message, trace
-
-            try:
-                result = trace(loaded.module, *fargs, train=train, lines=True, strict=True, forward_kwargs=fkwargs)
-            except TraceFailed as e:
-                result = e.trace
-                failure_note = failure_message(result)
-                if debug and e.__cause__ is not None:
-                    traceback.print_exception(type(e.__cause__), e.__cause__, e.__cause__.__traceback__)
+        outcome = trace_model(TraceRequest(model, inputs, args, train=train, lines=True))
+        result, failure_note = outcome.trace, outcome.error
+        if debug:
+            print_cause(outcome.cause)
     if save_trace:
-        _write(result.to_json(), save_trace, "json")
+        write_output(result.to_json(), save_trace)
     try:
         view = build_view(result, module)
     except LinesError as e:
-        _fail_usage(str(e))
-    _write(render(view, fmt), output, fmt)
-    if failure_note:
-        click.echo(f"error: {failure_note}", err=True)
-        sys.exit(1)
+        raise UsageProblem(str(e)) from e
+    text = render(view, fmt)
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
+    else:
+        write_output(text, output)
+        click.echo(f"wrote {output}", err=True)
+    return failure_note

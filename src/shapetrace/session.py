@@ -78,7 +78,8 @@ class TraceRequest:
     """What to trace: a MODEL spec, ``--input`` specs, ``--arg KEY=VALUE`` texts, and how to run it.
 
     ``train=None`` applies the session's rule (an exhibit as built, any other model in eval); ``ops=True``
-    records functional ops and data flow (what a diagram needs).
+    records functional ops and data flow (what a diagram needs); ``lines=True`` the source line of every call
+    and op (what ``shapetrace lines`` shows).
     """
 
     model: str
@@ -88,6 +89,7 @@ class TraceRequest:
     train: bool | None = None
     grad: bool = False
     ops: bool = False
+    lines: bool = False
 
 
 @dataclass
@@ -175,7 +177,7 @@ def trace_model(request: TraceRequest, loaded: Loaded | None = None) -> Outcome:
     loaded = loaded or load(request)
     try:
         result = trace(loaded.module, *loaded.args, grad=request.grad, train=loaded.train, device=request.device,
-                       ops=request.ops, strict=True, forward_kwargs=loaded.kwargs)
+                       ops=request.ops, lines=request.lines, strict=True, forward_kwargs=loaded.kwargs)
     except TraceFailed as e:
         _render_hints(e.trace, loaded.exhibit)
         return Outcome(e.trace, loaded.exhibit, failure_message(e.trace), e.__cause__)
