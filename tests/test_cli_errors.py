@@ -69,6 +69,12 @@ def models(tmp_path):
 
         def scripted():
             return torch.jit.script(nn.Sequential(nn.Linear(4, 3), nn.ReLU()))
+
+        def compiled():
+            return torch.compile(nn.Sequential(nn.Linear(4, 3), nn.ReLU()))
+
+        def data_parallel():
+            return nn.DataParallel(nn.Sequential(nn.Linear(4, 3), nn.ReLU()))
     """))
     return path
 
@@ -243,3 +249,13 @@ def test_a_scripted_module_is_refused_with_what_to_do_instead(models):
     r = invoke("trace", f"{models}:scripted", "--input", "2,4")
     assert r.exit_code == 2, r.output
     assert "TorchScript" in r.output and "before scripting" in r.output and no_traceback(r)
+
+
+@pytest.mark.parametrize("factory,wrapper", [("compiled", "torch.compile'd"), ("data_parallel", "DataParallel")])
+def test_a_wrapped_model_is_traced_inside_its_wrapper_with_a_note(models, factory, wrapper):
+    r = invoke("trace", f"{models}:{factory}", "--input", "2,4")
+    assert r.exit_code == 0, r.output
+    assert "note: the model is" in r.output and wrapper in r.output
+    rows = [line.split() for line in r.output.splitlines() if line.strip().startswith(("(root)", "0 ", "1 "))]
+    assert [row[:2] for row in rows] == [["(root)", "Sequential"], ["0", "Linear"], ["1", "ReLU"]]
+    assert "(2,3)" in r.output and no_traceback(r)

@@ -1,9 +1,13 @@
-"""The ``shapetrace`` command line: a thin click layer over tracing, the renderers and the gallery.
+"""The ``shapetrace`` command line: a thin click layer over the session layer (``session.py``).
 
-Exit status: 0 on success, 1 when the model's forward fails (the partial table is printed, then which
-layer failed, with what input and why), 2 for usage errors (bad ``--input``, unknown model, unimportable
-path, bad option). No traceback unless ``--debug``. torch is imported only by the commands that trace, so
-``shapetrace render`` works on a machine without torch.
+Each command parses its options, asks the session to trace (or load) and write, and turns what goes wrong
+into one message: exit status 0 on success, 1 when the model's forward fails (the partial table is printed,
+then which layer failed, with what input and why), 2 for usage errors (bad ``--input``, unknown model,
+unimportable path, bad option, an output path that cannot be written, checked before the forward runs).
+No traceback unless ``--debug``. Formats and ``-o`` suffixes come from the renderer registry
+(``shapetrace.renderers``). torch is imported only by the commands that trace, so ``shapetrace render``
+works on a machine without torch. Commands live in command modules (``cli_profile``, ``cli_lines``, ...)
+that import ``cli_options`` and the session, never this module; registering one is one line below.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ MODEL is one of
   package.module:factory_or_attr  (a callable gets the --arg values; a module instance is used as is)
   path/to/file.py:factory
   a torchvision model             (resnet18, torchvision.models:resnet50; random weights)
+Weights files (.pt, .pth, .ckpt) are never loaded: point MODEL at a factory that builds the model.
 
 \b
 --input SPEC is [NAME=][DTYPE:][FILL:]SHAPE[:LOW..HIGH]:
@@ -110,6 +115,8 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
         # Diagrams need the data flow (functional ops); so does a saved trace, to draw the same diagram later.
         request = TraceRequest(model, inputs, args, device, train, grad, ops=get(fmt).dataflow or fmt == "json")
         outcome = trace_model(request)
+        for note in outcome.notes:
+            click.echo(f"note: {note}", err=True)
         if debug:
             print_cause(outcome.cause)
         options = RenderOptions(depth=depth, view=view, width=table_width(width, output), layout=layout,

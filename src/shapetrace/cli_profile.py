@@ -87,6 +87,8 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
                                show_pos=True) as bar:
             outcome = profile_model(request, warmup=warmup, repeat=repeat, dtype=dtype, loaded=loaded,
                                     progress=lambda done, total: bar.update(1))
+        for note in outcome.notes:
+            click.echo(f"note: {note}", err=True)
         if debug:
             print_cause(outcome.cause)
         # A diagram of a profile is coloured by self time (the heat overlay; --heat picks memory or activations)

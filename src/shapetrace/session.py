@@ -102,6 +102,7 @@ class Loaded:
     exhibit: Any = None
     train: bool | None = None
     source: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -112,6 +113,7 @@ class Outcome:
     exhibit: Any = None
     error: str | None = None
     cause: BaseException | None = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -137,8 +139,9 @@ def load(request: TraceRequest) -> Loaded:
     except (ModelSpecError, InputSpecError) as e:
         raise UsageProblem(str(e)) from e
     _check_traceable(loaded.module, request.model)
-    return Loaded(loaded.module, args, kwargs, loaded.exhibit, train_mode(request.train, loaded.exhibit),
-                  loaded.source)
+    module, notes = _unwrapped(loaded.module)
+    return Loaded(module, args, kwargs, loaded.exhibit, train_mode(request.train, loaded.exhibit), loaded.source,
+                  notes)
 
 
 def _check_device(device: str | None) -> None:
@@ -161,6 +164,27 @@ def _check_traceable(module: Any, spec: str) -> None:
                            "scripting (shapes are the same).")
 
 
+def _unwrapped(module: Any) -> tuple[Any, list[str]]:
+    """The module to trace inside wrappers that hide it from module hooks or split its batch, and a note for
+    each wrapper taken off."""
+    from torch import nn  # deliberately lazy (see load)
+
+    notes = []
+    while True:
+        inner = getattr(module, "_orig_mod", None)
+        if isinstance(inner, nn.Module) and type(module).__name__ == "OptimizedModule":
+            notes.append("the model is torch.compile'd: tracing the module it compiles (compiled code runs no "
+                         "module hooks, and the shapes are the same)")
+            module = inner
+            continue
+        if isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            notes.append(f"the model is wrapped in {type(module).__name__}: tracing the wrapped module on the "
+                         "whole batch (the wrapper only splits the batch across devices)")
+            module = module.module
+            continue
+        return module, notes
+
+
 def _render_hints(trace: Trace, exhibit: Any) -> None:
     """Save an exhibit's render hints in the trace (as JSON would give them back), so its JSON re-renders the
     same picture."""
@@ -180,9 +204,9 @@ def trace_model(request: TraceRequest, loaded: Loaded | None = None) -> Outcome:
                        ops=request.ops, lines=request.lines, strict=True, forward_kwargs=loaded.kwargs)
     except TraceFailed as e:
         _render_hints(e.trace, loaded.exhibit)
-        return Outcome(e.trace, loaded.exhibit, failure_message(e.trace), e.__cause__)
+        return Outcome(e.trace, loaded.exhibit, failure_message(e.trace), e.__cause__, loaded.notes)
     _render_hints(result, loaded.exhibit)
-    return Outcome(result, loaded.exhibit)
+    return Outcome(result, loaded.exhibit, notes=loaded.notes)
 
 
 def profile_model(request: TraceRequest, *, warmup: int = 3, repeat: int = 10, dtype: str | None = None,
@@ -202,9 +226,9 @@ def profile_model(request: TraceRequest, *, warmup: int = 3, repeat: int = 10, d
         raise UsageProblem(str(e)) from e
     except TraceFailed as e:
         _render_hints(e.trace, loaded.exhibit)
-        return Outcome(e.trace, loaded.exhibit, failure_message(e.trace), e.__cause__)
+        return Outcome(e.trace, loaded.exhibit, failure_message(e.trace), e.__cause__, loaded.notes)
     _render_hints(result, loaded.exhibit)
-    return Outcome(result, loaded.exhibit)
+    return Outcome(result, loaded.exhibit, notes=loaded.notes)
 
 
 # ---- output --------------------------------------------------------------------------------------------------
