@@ -73,6 +73,15 @@ def models(tmp_path):
         def compiled():
             return torch.compile(nn.Sequential(nn.Linear(4, 3), nn.ReLU()))
 
+        class Rows(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = nn.Linear(4, 3)
+
+            def forward(self, x):
+                for row in x:
+                    yield self.lin(row)
+
         def data_parallel():
             return nn.DataParallel(nn.Sequential(nn.Linear(4, 3), nn.ReLU()))
     """))
@@ -259,3 +268,24 @@ def test_a_wrapped_model_is_traced_inside_its_wrapper_with_a_note(models, factor
     rows = [line.split() for line in r.output.splitlines() if line.strip().startswith(("(root)", "0 ", "1 "))]
     assert [row[:2] for row in rows] == [["(root)", "Sequential"], ["0", "Linear"], ["1", "ReLU"]]
     assert "(2,3)" in r.output and no_traceback(r)
+
+
+@pytest.mark.parametrize("text", ["[1, 2, 3]", '{"format": "shapetrace.trace/1", "calls": 5}',
+                                  '{"format": "shapetrace.trace/1", "model": {}, "calls": [' + "[" * 5000 + "]" * 5000
+                                  + "]}"])
+def test_render_of_json_that_is_not_a_trace_is_a_usage_error(tmp_path, text):
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    out = tmp_path / "out.txt"
+    r = invoke("render", str(bad), "-o", str(out))
+    assert r.exit_code == 2, r.output
+    assert "is not a readable shapetrace trace" in r.output and no_traceback(r)
+    assert not out.exists()
+
+
+def test_a_forward_returning_a_generator_says_nothing_ran_and_what_to_do(models, tmp_path):
+    out = tmp_path / "rows.json"
+    r = invoke("trace", f"{models}:Rows", "--input", "2,4", "-o", str(out))
+    assert r.exit_code == 1, r.output
+    assert "returned a generator" in r.output and "torch.stack(list(model(x)))" in r.output
+    assert no_traceback(r) and not out.exists()

@@ -34,7 +34,7 @@ from typing import Any
 
 from .renderers import RenderOptions, UnknownFormat, format_for_path, render
 from .renderers.diagram import GraphvizNotFound
-from .tracer.records import Trace
+from .tracer.records import Opaque, Trace
 
 __all__ = [
     "Loaded",
@@ -66,6 +66,11 @@ class UsageProblem(SessionError):
 
 class OutputProblem(UsageProblem):
     """The output cannot be written where asked (checked before the forward runs)."""
+
+
+class CannotTrace(SessionError):
+    """The model ran, but in a way no trace can show (a forward that returns a generator); the message says
+    what to change."""
 
 
 class RenderFailed(SessionError):
@@ -205,8 +210,22 @@ def trace_model(request: TraceRequest, loaded: Loaded | None = None) -> Outcome:
     except TraceFailed as e:
         _render_hints(e.trace, loaded.exhibit)
         return Outcome(e.trace, loaded.exhibit, failure_message(e.trace), e.__cause__, loaded.notes)
+    _check_ran(result, request.model)
     _render_hints(result, loaded.exhibit)
     return Outcome(result, loaded.exhibit, notes=loaded.notes)
+
+
+# What a forward may return that runs its body only when consumed: the trace would show none of it.
+LAZY_OUTPUTS = ("generator", "async_generator", "coroutine", "map", "filter", "zip")
+
+
+def _check_ran(trace: Trace, spec: str) -> None:
+    root = trace.calls[0] if trace.calls else None
+    if root is not None and isinstance(root.outputs, Opaque) and root.outputs.kind in LAZY_OUTPUTS:
+        kind = root.outputs.kind
+        raise CannotTrace(f"the forward of {spec!r} returned a {kind}, so its body had not run when the forward "
+                          f"returned (a {kind} runs only when consumed) and there is nothing to trace. Trace a "
+                          "module whose forward consumes it, e.g. one returning torch.stack(list(model(x))).")
 
 
 def profile_model(request: TraceRequest, *, warmup: int = 3, repeat: int = 10, dtype: str | None = None,
