@@ -88,10 +88,15 @@ def models(tmp_path):
     return path
 
 
-def test_output_in_a_folder_that_cannot_exist_is_refused_before_the_forward(models, tmp_path):
+@pytest.mark.parametrize("command,option,suffix", [
+    (["trace"], "-o", ".svg"), (["profile", "--warmup", "0", "--repeat", "1"], "-o", ".json"),
+    (["profile", "--warmup", "0", "--repeat", "1"], "--plot", ".png"), (["lines"], "-o", ".md"),
+    (["lines"], "--save-trace", ".json"), (["diff"], "-o", ".md")])
+def test_output_in_a_folder_that_cannot_exist_is_refused_before_the_forward(models, tmp_path, command, option,
+                                                                             suffix):
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file, not a folder")
-    r = invoke("trace", f"{models}:marked", "--input", "3,4", "-o", str(blocker / "out.svg"))
+    r = invoke(*command, f"{models}:marked", "--input", "3,4", option, str(blocker / f"out{suffix}"))
     assert r.exit_code == 2, r.output
     assert "is a file, not a folder" in r.output and "choose another path" in r.output
     assert no_traceback(r)
