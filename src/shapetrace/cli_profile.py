@@ -79,7 +79,7 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
                 raise UsageProblem(f"--plot {plot_file!r}: the file must end in .svg or .png")
             check_output(plot_file)
         request = TraceRequest(model, inputs, args, _resolve_device(device), train)
-        if heat == "memory" and request.device != "cuda" and get(fmt).dataflow:
+        if heat == "memory" and not str(request.device).startswith("cuda") and get(fmt).dataflow:
             raise UsageProblem("--heat memory: peak memory is measured on CUDA only; use --heat activations "
                                "(sizes from shapes) or --heat time on this device")
         loaded = load(TraceRequest(model, inputs, args, None, train))
