@@ -30,7 +30,6 @@ table with the failing call marked ``✗``.
 from __future__ import annotations
 
 import csv
-import html
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -727,37 +726,10 @@ def render_markdown(trace: Trace, *, depth: int | None = None, view: str = "call
 
 # ---- html --------------------------------------------------------------------------------------------
 def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls") -> str:
-    """An HTML fragment: ``<table class="shapetrace">``, totals and notes; every text is escaped."""
-    esc = html.escape
-    rows = _rows(trace, depth, view)
-    extra = _extra_columns(trace)
-    fwd = _forward_ms(trace)
-    headers = _headers(view, extra)
-    right = {5, 6, *range(7, len(headers))}
-    out = ['<table class="shapetrace">', "<thead><tr>"
-           + "".join(f'<th class="num">{esc(h)}</th>' if i in right else f"<th>{esc(h)}</th>"
-                     for i, h in enumerate(headers)) + "</tr></thead>", "<tbody>"]
-    for r in rows:
-        cells = _plain_cells(r, extra, fwd)
-        cls = ' class="failed"' if r.failed else ""
-        tds = []
-        for i, c in enumerate(cells):
-            if i == 0:
-                tds.append(f'<td style="padding-left:{r.depth * 1.2:.1f}em"><code>{esc(c)}</code></td>')
-            elif i in right:
-                tds.append(f'<td class="num">{esc(c)}</td>')
-            else:
-                tds.append(f"<td>{esc(c)}</td>")
-        out.append(f"<tr{cls}>" + "".join(tds) + "</tr>")
-    out.append("</tbody></table>")
-    out.append('<dl class="shapetrace-totals">')
-    for k, v in _summary_lines(trace, fwd):
-        out.append(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>")
-    out.append("</dl>")
-    notes = _notes(trace, rows)
-    if notes:
-        out.append('<ul class="shapetrace-notes">' + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
-    return "\n".join(out) + "\n"
+    """The scoped HTML table fragment; it lives in ``renderers.html`` (kept here for existing imports)."""
+    from .html import render_html as fragment
+
+    return fragment(trace, depth=depth, view=view)
 
 
 # ---- csv ---------------------------------------------------------------------------------------------
@@ -790,8 +762,10 @@ def render(trace: Trace, format: str = "text", *, depth: int | None = None, view
         return render_text(trace, depth=depth, view=view, width=width)
     if format in ("md", "markdown"):
         return render_markdown(trace, depth=depth, view=view)
-    if format == "html":
-        return render_html(trace, depth=depth, view=view)
+    if format == "html":  # a standalone page (renderers.html)
+        from .html import render_page
+
+        return render_page(trace, depth=depth, view=view)
     if format == "csv":
         return render_csv(trace, depth=depth, view=view)
     raise ValueError(f"unknown table format {format!r}; choose one of {', '.join(FORMATS)}")

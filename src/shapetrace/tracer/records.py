@@ -467,9 +467,32 @@ class Trace:
 
         return LinesView(self, module)
 
+    # ---- display (Jupyter, files): objects from ``shapetrace.renderers.display``, imported on use --------
+    def table(self, **options: Any) -> Any:
+        """The shape table: shows as HTML in Jupyter, ``str()`` is the text table, ``.save("t.html")``.
+
+        Options: ``depth``, ``view`` (``"calls"``/``"modules"``), ``width`` (text)."""
+        from ..renderers.display import Table
+
+        return Table(self, **options)
+
+    def diagram(self, **options: Any) -> Any:
+        """The Graphviz diagram: shows as SVG in Jupyter, ``.save("d.svg"|"d.png"|"d.pdf")``.
+
+        Options: ``depth``, ``layout``, ``style``, ``unroll``, ``overlays``, ``options``, ``show_params``."""
+        from ..renderers.display import Diagram
+
+        return Diagram(self, **options)
+
+    def flow(self, **options: Any) -> Any:
+        """The shape-flow chart (channels and spatial size along the forward): SVG in Jupyter, ``.save()``."""
+        from ..renderers.display import Flow
+
+        return Flow(self, **options)
+
     def _repr_html_(self) -> str:
-        """Jupyter shows a trace as its shape table (rendered by ``shapetrace.renderers.table``)."""
-        from ..renderers.table import render_html
+        """Jupyter shows a trace as its shape table (``shapetrace.renderers.html``, scoped CSS)."""
+        from ..renderers.html import render_html
 
         return render_html(self)
 

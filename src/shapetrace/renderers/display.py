@@ -1,0 +1,166 @@
+"""Display objects: what ``trace.table()``, ``trace.diagram()`` and ``trace.flow()`` return.
+
+Each holds a trace and render options, renders lazily (once) and
+
+* shows itself in Jupyter (``_repr_mimebundle_``: ``text/html`` for the table, ``image/svg+xml`` for the
+  diagram and the shape-flow chart, always with a ``text/plain`` fallback),
+* writes itself with ``.save(path)``, the format taken from the suffix (or ``format=``); the file is written
+  next to its final name and renamed into place, so a failed render never leaves a half-written file.
+
+They are thin: every picture and table comes from the pure renderers (``html``, ``table``, ``diagram``,
+``plots``); nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..tracer.records import Trace
+
+__all__ = ["Diagram", "Flow", "Table"]
+
+
+def _write_atomically(path: Path, data: str | bytes) -> Path:
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a saved picture is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class _Display:
+    """A trace plus options, rendered on first use."""
+
+    kind = "display"
+    formats: ClassVar[dict[str, str]] = {}  # file suffix -> format name
+    default_format = ""
+
+    def __init__(self, trace: Trace, **options: Any) -> None:
+        self.trace = trace
+        self.options = options
+        self._cache: dict[str, str | bytes] = {}
+
+    def render(self, format: str | None = None) -> str | bytes:
+        """The rendering in ``format`` (default: the one Jupyter shows)."""
+        fmt = format or self.default_format
+        allowed = {*self.formats.values(), self.default_format}
+        if fmt not in allowed:
+            raise ValueError(f"{self.kind} formats are {', '.join(sorted(allowed))}; got {fmt!r}")
+        if fmt not in self._cache:
+            self._cache[fmt] = self._render(fmt)
+        return self._cache[fmt]
+
+    def _render(self, fmt: str) -> str | bytes:
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike[str], format: str | None = None) -> Path:
+        """Write the rendering to ``path``; the format is ``format`` or follows the suffix. Returns the path."""
+        target = Path(path)
+        fmt = format or self.formats.get(target.suffix.lower())
+        if fmt is None:
+            known = ", ".join(sorted(self.formats))
+            raise ValueError(f"cannot tell the format of {target.name!r}: use one of the suffixes {known} "
+                             f"or pass format=")
+        return _write_atomically(target, self.render(fmt))
+
+    def __repr__(self) -> str:
+        opts = "".join(f", {k}={v!r}" for k, v in sorted(self.options.items()))
+        return f"<shapetrace {self.kind} of {self.trace.model.cls}{opts}>"
+
+
+class Table(_Display):
+    """The shape table: HTML in Jupyter (scoped CSS), ``str()`` is the text table.
+
+    Options: ``depth``, ``view`` (``"calls"`` or ``"modules"``) and, for the text table, ``width``.
+    """
+
+    kind = "table"
+    formats: ClassVar[dict[str, str]] = {".html": "html", ".htm": "html", ".txt": "text", ".md": "md", ".markdown": "md", ".csv": "csv"}
+    default_format = "fragment"  # the scoped HTML table Jupyter shows; "html" is the standalone page
+
+    def _render(self, fmt: str) -> str:
+        depth, view = self.options.get("depth"), self.options.get("view", "calls")
+        if fmt == "fragment":
+            from .html import render_html
+
+            return render_html(self.trace, depth=depth, view=view)
+        if fmt == "html":
+            from .html import render_page
+
+            return render_page(self.trace, depth=depth, view=view)
+        from .table import render
+
+        return render(self.trace, fmt, depth=depth, view=view, width=self.options.get("width", 100))
+
+    def __str__(self) -> str:
+        return str(self.render("text"))
+
+    def _repr_html_(self) -> str:
+        return str(self.render())
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/html": str(self.render()), "text/plain": str(self)}
+
+
+class _Picture(_Display):
+    """An SVG picture; Jupyter shows the SVG, or says why there is none."""
+
+    default_format = "svg"
+
+    def _unavailable(self) -> str | None:
+        """Why the SVG cannot be made here (``None`` when it can)."""
+        return None
+
+    def _repr_svg_(self) -> str | None:
+        if self._unavailable():
+            return None
+        return str(self.render("svg"))
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        why = self._unavailable()
+        if why:
+            return {"text/plain": why}
+        return {"image/svg+xml": str(self.render("svg")), "text/plain": repr(self)}
+
+
+class Diagram(_Picture):
+    """The Graphviz diagram. Options are ``renderers.diagram.render``'s: ``depth``, ``layout``, ``style``,
+    ``unroll``, ``overlays``, ``options``, ``show_params``."""
+
+    kind = "diagram"
+    formats: ClassVar[dict[str, str]] = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}
+
+    def _unavailable(self) -> str | None:
+        from .diagram import INSTALL_HINT, dot_available
+
+        return None if dot_available() else f"Graphviz's 'dot' was not found. {INSTALL_HINT}"
+
+    def _render(self, fmt: str) -> str | bytes:
+        from .diagram import render
+
+        data = render(self.trace, format=fmt, **self.options)
+        return data.decode("utf-8") if fmt in ("svg", "dot") else data
+
+
+class Flow(_Picture):
+    """The shape-flow chart (channels and spatial size along the forward). Options: ``title``, ``max_labels``."""
+
+    kind = "flow"
+    formats: ClassVar[dict[str, str]] = {".svg": "svg", ".png": "png"}
+
+    def _render(self, fmt: str) -> str | bytes:
+        from .plots import shape_flow
+
+        return shape_flow(self.trace, format=fmt, **self.options)

@@ -1,0 +1,169 @@
+"""HTML shape tables: a scoped fragment for notebooks and docs pages, and a standalone page for ``--format html``.
+
+``render_html(trace, ...)`` returns one ``<div class="shapetrace-html">`` holding its own ``<style>`` (every
+selector starts with ``.shapetrace-html``, so neither the host page nor the fragment restyle each other) and
+the table: rows indented by depth, shapes in monospace, the failing call's row marked with its error, then
+the totals and the notes. Colours follow the surrounding text (``currentColor`` and translucent fills), so the
+same fragment reads on a light or a dark notebook or docs theme.
+
+``render_page(trace, ...)`` wraps it in a standalone HTML5 document (doctype, charset, viewport, embedded CSS,
+light and dark colours by ``prefers-color-scheme``) and, with ``with_diagram=True``, puts the Graphviz diagram
+above the table, scaled to the page width.
+
+Both are pure functions of the trace and the options (same trace, same bytes) and import the records only;
+``with_diagram`` asks ``renderers.diagram`` (Graphviz) for the SVG.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from typing import Any
+
+from ..tracer.records import Trace
+from .table import (
+    FAIL_MARK,
+    _extra_columns,
+    _forward_ms,
+    _headers,
+    _notes,
+    _plain_cells,
+    _rows,
+    _summary_lines,
+)
+
+__all__ = ["CSS", "PAGE_CSS", "render_html", "render_page", "strip_svg_prolog"]
+
+SCOPE = "shapetrace-html"
+
+# Every selector is scoped to the fragment's own class. Colours are the host's text colour with translucent
+# fills, so one stylesheet serves light and dark themes.
+CSS = f"""\
+.{SCOPE} {{ max-width: 100%; overflow-x: auto; margin: 0.5em 0 1em; font-size: 0.9em; line-height: 1.35; }}
+.{SCOPE} table.shapetrace {{ border-collapse: collapse; width: auto; margin: 0; border: none; }}
+.{SCOPE} table.shapetrace th, .{SCOPE} table.shapetrace td {{
+  padding: 0.2em 0.7em; text-align: left; vertical-align: top; border: none;
+  border-bottom: 1px solid rgba(127, 127, 127, 0.25); background: transparent; color: inherit; }}
+.{SCOPE} table.shapetrace thead th {{ border-bottom: 2px solid rgba(127, 127, 127, 0.6); font-weight: 600;
+  white-space: nowrap; }}
+.{SCOPE} table.shapetrace tbody tr:hover {{ background: rgba(127, 127, 127, 0.08); }}
+.{SCOPE} .num {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }}
+.{SCOPE} .layer {{ white-space: nowrap; }}
+.{SCOPE} .cls {{ opacity: 0.85; white-space: nowrap; }}
+.{SCOPE} code, .{SCOPE} .shape {{ font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono",
+  monospace; font-size: 0.92em; background: none; border: none; padding: 0; color: inherit; }}
+.{SCOPE} .shape {{ white-space: pre-wrap; word-break: break-word; min-width: 10ch; }}
+.{SCOPE} tr.repeat .layer code {{ opacity: 0.75; }}
+.{SCOPE} tr.failed {{ background: rgba(220, 38, 38, 0.13); }}
+.{SCOPE} tr.failed td:first-child {{ box-shadow: inset 3px 0 0 #dc2626; }}
+.{SCOPE} tr.failed .layer code {{ font-weight: 700; }}
+.{SCOPE} tr.raised {{ background: rgba(220, 38, 38, 0.05); }}
+.{SCOPE} tr.failed td.shape {{ color: #dc2626; }}
+.{SCOPE} dl.totals {{ display: grid; grid-template-columns: max-content auto; gap: 0.1em 1em; margin: 0.8em 0 0; }}
+.{SCOPE} dl.totals dt {{ font-weight: 600; margin: 0; }}
+.{SCOPE} dl.totals dd {{ margin: 0; font-variant-numeric: tabular-nums; }}
+.{SCOPE} ul.notes {{ margin: 0.6em 0 0; padding-left: 1.2em; opacity: 0.9; }}
+.{SCOPE} ul.notes li.failure {{ color: #dc2626; }}
+"""
+
+PAGE_CSS = """\
+:root { color-scheme: light dark; --bg: #ffffff; --fg: #1f2328; --muted: #59636e; }
+@media (prefers-color-scheme: dark) { :root { --bg: #0d1117; --fg: #e6edf3; --muted: #9198a1; } }
+* { box-sizing: border-box; }
+body { margin: 0 auto; padding: 1.5em 2em 3em; max-width: 1400px; background: var(--bg); color: var(--fg);
+  font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }
+h1 { font-size: 1.4em; margin: 0 0 0.2em; }
+p.subtitle { color: var(--muted); margin: 0 0 1.2em; }
+figure.diagram { margin: 0 0 1.5em; text-align: center; }
+figure.diagram svg { max-width: 100%; height: auto; background: #ffffff; border-radius: 6px; }
+figure.diagram figcaption { color: var(--muted); font-size: 0.9em; }
+"""
+
+def _layer_cell(name: str, full_name: str, depth: int) -> str:
+    indent = f'<span class="indent" style="padding-left:{depth * 1.2:.1f}em"></span>' if depth else ""
+    return f'<td class="layer" title="{html.escape(full_name)}">{indent}<code>{html.escape(name)}</code></td>'
+
+
+def _cell(kind: str, text: str) -> str:
+    if kind == "shape":
+        return f'<td class="shape">{html.escape(text)}</td>'
+    if kind == "num":
+        return f'<td class="num">{html.escape(text)}</td>'
+    return f'<td class="{kind}">{html.escape(text)}</td>'
+
+
+def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", css: bool = True) -> str:
+    """The shape table as a self-contained HTML fragment (scoped ``<style>`` unless ``css=False``).
+
+    Every text is escaped. Rows are indented by call depth; the failing call's row has ``class="failed"`` (a
+    red bar, ``✗`` and its error in place of output shapes); calls the exception left have ``class="raised"``.
+    """
+    esc = html.escape
+    rows = _rows(trace, depth, view)
+    extra = _extra_columns(trace)
+    fwd = _forward_ms(trace)
+    headers = _headers(view, extra)
+    kinds = ["layer", "cls", "call", "shape", "shape"] + ["num"] * (len(headers) - 5)
+    out = [f'<div class="{SCOPE}">']
+    if css:
+        out.append(f"<style>\n{CSS}</style>")
+    out.append('<table class="shapetrace">')
+    out.append("<thead><tr>" + "".join(
+        f'<th class="num">{esc(h)}</th>' if kind == "num" else f"<th>{esc(h)}</th>"
+        for h, kind in zip(headers, kinds)) + "</tr></thead>")
+    out.append("<tbody>")
+    for r in rows:
+        cells = _plain_cells(r, extra, fwd)
+        name = (f"{FAIL_MARK} " if r.failed else "") + (r.short if view == "calls" else r.name)
+        classes = [c for c, on in (("failed", r.failed), ("raised", r.raised and not r.failed),
+                                    ("repeat", r.repeat)) if on]
+        cls = f' class="{" ".join(classes)}"' if classes else ""
+        tds = [_layer_cell(name, r.name, r.depth)] + [_cell(kind, text) for kind, text in zip(kinds[1:], cells[1:])]
+        out.append(f"<tr{cls}>" + "".join(tds) + "</tr>")
+    out.append("</tbody></table>")
+    out.append('<dl class="totals">')
+    for k, v in _summary_lines(trace, fwd):
+        out.append(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>")
+    out.append("</dl>")
+    notes = _notes(trace, rows)
+    if notes:
+        out.append('<ul class="notes">' + "".join(
+            f'<li class="failure">{esc(n)}</li>' if n.startswith(FAIL_MARK) else f"<li>{esc(n)}</li>"
+            for n in notes) + "</ul>")
+    out.append("</div>")
+    return "\n".join(out) + "\n"
+
+
+def strip_svg_prolog(svg: str) -> str:
+    """The ``<svg>`` element of an SVG document (no XML declaration, doctype or comments before it)."""
+    start = svg.find("<svg")
+    return svg[start:] if start >= 0 else svg
+
+
+def render_page(trace: Trace, *, depth: int | None = None, view: str = "calls", with_diagram: bool = False,
+                diagram_options: Mapping[str, Any] | None = None, title: str | None = None) -> str:
+    """A standalone HTML5 page: a heading, optionally the diagram (``with_diagram``), then the table.
+
+    ``diagram_options`` go to ``renderers.diagram.render`` (``layout``, ``style``, ``unroll``, ``overlays``,
+    ``options``); the diagram folds at the table's ``depth``. Raises ``GraphvizNotFound`` when the diagram is
+    asked for and Graphviz is not installed.
+    """
+    esc = html.escape
+    model = trace.model
+    heading = title or model.cls
+    ran = len([c for c in trace.calls if c.error is None])
+    subtitle = f"{model.cls} · {model.params:,} parameters · {ran} completed call{'s' if ran != 1 else ''}"
+    if trace.failed:
+        subtitle += " · the forward failed"
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+           '<meta name="viewport" content="width=device-width, initial-scale=1">',
+           f"<title>{esc(heading)} · shapetrace</title>", f"<style>\n{PAGE_CSS}{CSS}</style>", "</head>", "<body>",
+           f"<h1>{esc(heading)}</h1>", f'<p class="subtitle">{esc(subtitle)}</p>']
+    if with_diagram:
+        from .diagram import render as render_diagram
+
+        svg = render_diagram(trace, format="svg", depth=depth, **dict(diagram_options or {})).decode("utf-8")
+        out.append(f'<figure class="diagram">{strip_svg_prolog(svg)}</figure>')
+    out.append(render_html(trace, depth=depth, view=view, css=False))
+    out += ["</body>", "</html>"]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,83 @@
+"""``trace.table()``, ``trace.diagram()``, ``trace.flow()``: objects that display in Jupyter and save to files."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+import torch
+from conftest import requires_dot
+from torch import nn
+
+import shapetrace
+from shapetrace.renderers.table import render_text
+
+
+@pytest.fixture(scope="module")
+def small_trace():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    return shapetrace.trace(model, torch.randn(1, 3, 16, 16), ops=True)
+
+
+def svg_root(text: str) -> ET.Element:
+    root = ET.fromstring(text)
+    assert root.tag.endswith("svg")
+    return root
+
+
+def test_table_shows_as_html_and_prints_as_text(small_trace):
+    t = small_trace.table(depth=1)
+    bundle = t._repr_mimebundle_()
+    assert '<table class="shapetrace">' in bundle["text/html"]
+    assert str(t) == bundle["text/plain"] == render_text(small_trace, depth=1)
+
+
+def test_table_saves_by_suffix(small_trace, tmp_path):
+    assert small_trace.table().save(tmp_path / "t.html").read_text().startswith("<!DOCTYPE html>")
+    assert "| Conv2d |" in small_trace.table().save(tmp_path / "t.md").read_text().replace("`", "")
+    assert "Conv2d" in small_trace.table().save(tmp_path / "t.csv").read_text()
+    with pytest.raises(ValueError, match="suffixes"):
+        small_trace.table().save(tmp_path / "t.xyz")
+
+
+@requires_dot
+def test_diagram_shows_as_svg_in_jupyter(small_trace):
+    d = small_trace.diagram(layout="lr")
+    bundle = d._repr_mimebundle_()
+    root = svg_root(bundle["image/svg+xml"])
+    assert root.get("viewBox")
+    assert d._repr_svg_() == bundle["image/svg+xml"]
+    assert "Conv2d" in bundle["image/svg+xml"]
+
+
+@requires_dot
+def test_diagram_saves_svg_png_and_pdf(small_trace, tmp_path):
+    d = small_trace.diagram()
+    svg_root(d.save(tmp_path / "d.svg").read_text())
+    assert d.save(tmp_path / "d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert d.save(tmp_path / "d.pdf").read_bytes()[:5] == b"%PDF-"
+    assert "digraph" in d.save(tmp_path / "d.dot").read_text()
+
+
+def test_diagram_without_graphviz_says_how_to_install_it(small_trace, monkeypatch):
+    import shutil
+
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "dot" else real(name, *a, **k))
+    bundle = small_trace.diagram()._repr_mimebundle_()
+    assert "image/svg+xml" not in bundle and "Graphviz" in bundle["text/plain"]
+
+
+def test_flow_shows_as_svg_and_saves_png(small_trace, tmp_path):
+    f = small_trace.flow()
+    svg_root(f._repr_mimebundle_()["image/svg+xml"])
+    assert f.save(tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_failed_save_leaves_no_file(small_trace, tmp_path, monkeypatch):
+    from shapetrace.renderers import display
+
+    monkeypatch.setattr(display.Table, "_render", lambda self, fmt: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        small_trace.table().save(tmp_path / "t.html")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,138 @@
+"""HTML tables: the scoped fragment (notebooks, docs) and the standalone page (``--format html``).
+
+The HTML is read back with the standard library's parser, and shapes are compared with what torch itself
+returned, not with an earlier rendering.
+"""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import pytest
+import torch
+from conftest import requires_dot
+from torch import nn
+
+import shapetrace
+from shapetrace.renderers import html as html_renderer
+
+
+class Table(HTMLParser):
+    """Rows of ``<tbody>`` as (row classes, [(cell class, cell text, cell inner tags)])."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[set[str], list[tuple[str, str, list[tuple[str, dict]]]]]] = []
+        self.in_body = False
+        self.cell: list | None = None
+        self.tags: list[str] = []
+        self.ids: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.tags.append(tag)
+        if "id" in a:
+            self.ids.append(a["id"])
+        if tag == "tbody":
+            self.in_body = True
+        elif tag == "tr" and self.in_body:
+            self.rows.append((set((a.get("class") or "").split()), []))
+        elif tag == "td" and self.in_body:
+            self.cell = [a.get("class") or "", "", []]
+            self.rows[-1][1].append(self.cell)
+        elif self.cell is not None:
+            self.cell[2].append((tag, a))
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self.in_body = False
+        elif tag == "td":
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell[1] += data
+
+
+def parse(text: str) -> Table:
+    p = Table()
+    p.feed(text)
+    p.close()
+    return p
+
+
+class Nested(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * 6 * 6, 5))
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv(x)))
+
+
+def test_rows_are_the_calls_indented_by_depth_with_torchs_shapes_in_monospace():
+    model, x = Nested(), torch.randn(2, 3, 8, 8)
+    tr = shapetrace.trace(model, x)
+    rows = parse(html_renderer.render_html(tr)).rows
+    assert len(rows) == len(tr.calls)
+    expected = {"": model(x).shape, "conv": model.conv(x).shape, "head.1": model(x).shape}
+    for (_, cells), call in zip(rows, tr.calls):
+        layer, *_ = cells
+        indent = [t for t in layer[2] if t[0] == "span"]
+        width = float(re.search(r"padding-left:([\d.]+)em", indent[0][1]["style"]).group(1)) if indent else 0.0
+        assert width == pytest.approx(1.2 * call.depth)
+        assert ("code", {}) in layer[2]  # the layer name is code
+        if call.module in expected:
+            shape_cells = [c for c in cells if c[0] == "shape"]
+            assert shape_cells[-1][1] == "(" + ",".join(map(str, expected[call.module])) + ")"
+
+
+def test_the_failing_call_is_marked_with_its_error():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(5, 2))
+    tr = shapetrace.trace(model, torch.randn(3, 4), strict=False)
+    with pytest.raises(RuntimeError) as raised:
+        model(torch.randn(3, 4))
+    rows = parse(html_renderer.render_html(tr)).rows
+    failed = [cells for classes, cells in rows if "failed" in classes]
+    assert len(failed) == 1
+    assert failed[0][0][1].strip() == "✗ 2"
+    assert str(raised.value) in " ".join(c[1] for c in failed[0])
+    assert any("raised" in classes for classes, _ in rows)  # the root, left by the same exception
+
+
+def test_fragment_css_is_scoped_to_its_own_class():
+    out = html_renderer.render_html(shapetrace.trace(nn.Linear(2, 2), torch.randn(1, 2)))
+    css = re.search(r"<style>(.*?)</style>", out, re.DOTALL).group(1)
+    selectors = [s.strip() for block in re.findall(r"([^{}]+)\{", css) for s in block.split(",")]
+    assert selectors and all(s.startswith(".shapetrace-html") for s in selectors), selectors
+    assert out.startswith('<div class="shapetrace-html">')
+
+
+def test_page_is_a_standalone_document_with_light_and_dark_colours():
+    tr = shapetrace.trace(Nested(), torch.randn(2, 3, 8, 8))
+    page = html_renderer.render_page(tr)
+    assert page.startswith("<!DOCTYPE html>")
+    assert '<meta charset="utf-8">' in page
+    assert "@media (prefers-color-scheme: dark)" in page and "color-scheme: light dark" in page
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched from elsewhere
+    assert len(parse(page).rows) == len(tr.calls)
+    assert "<svg" not in page
+
+
+@requires_dot
+def test_page_with_diagram_puts_the_svg_above_the_table():
+    tr = shapetrace.trace(Nested(), torch.randn(2, 3, 8, 8), ops=True)
+    page = html_renderer.render_page(tr, with_diagram=True)
+    assert page.count("<svg") == 1 and "<?xml" not in page and "<!DOCTYPE svg" not in page
+    assert page.index("<svg") < page.index("<table")
+    assert "2×8×6×6" in page  # the conv's output, as the diagram labels it
+
+
+def test_table_render_html_format_is_the_page_and_repr_html_the_fragment():
+    from shapetrace.renderers.table import render
+
+    tr = shapetrace.trace(nn.Linear(2, 2), torch.randn(1, 2))
+    assert render(tr, "html").startswith("<!DOCTYPE html>")
+    assert tr._repr_html_() == html_renderer.render_html(tr)
