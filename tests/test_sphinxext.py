@@ -1,55 +1,169 @@
-"""The ``.. shapetrace::`` directive: a real Sphinx build of a page that embeds a diagram and a table."""
+"""The ``.. shapetrace::`` directive: real Sphinx builds (HTML, LaTeX, text; reST and MyST) of pages that embed
+diagrams, tables and flow charts, and builds that must fail."""
 
 from __future__ import annotations
 
+import re
 import textwrap
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
 
 from conftest import require, requires_dot
 
 sphinx_build = require("sphinx.cmd.build")
 
+LINEAR = """
+.. shapetrace:: torch.nn:Linear
+   :arg: in_features=4
+         out_features=3
+   :input: 2,4
+"""
 
-def build(tmp_path, body: str) -> tuple[int, str]:
+
+def build(tmp_path: Path, body: str, builder: str = "html", warnings_are_errors: bool = True,
+          page: str = "index.rst", extensions: tuple[str, ...] = ()) -> tuple[int, str, Path]:
     src, out = tmp_path / "src", tmp_path / "out"
-    src.mkdir()
-    (src / "conf.py").write_text('extensions = ["shapetrace.sphinxext"]\nproject = "t"\n')
-    (src / "index.rst").write_text("Models\n======\n\n" + textwrap.dedent(body))
-    code = sphinx_build.build_main(["-b", "html", "-q", "-W", str(src), str(out)])
-    html = (out / "index.html").read_text() if (out / "index.html").exists() else ""
-    return code, html
+    src.mkdir(exist_ok=True)
+    exts = ["shapetrace.sphinxext", *extensions]
+    (src / "conf.py").write_text(f"extensions = {exts!r}\nproject = 't'\n")
+    heading = "# Models\n\n" if page.endswith(".md") else "Models\n======\n\n"
+    (src / page).write_text(heading + textwrap.dedent(body))
+    argv = ["-b", builder, "-q", *(["-W"] if warnings_are_errors else []), str(src), str(out)]
+    code = sphinx_build.build_main(argv)
+    index = out / {"html": "index.html", "text": "index.txt"}.get(builder, "index.html")
+    return code, index.read_text() if index.exists() else "", out
+
+
+class Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+        self.imgs: list[dict] = []
+        self.links: list[dict] = []
+        self.figures: list[dict] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.append(a["id"])
+        {"img": self.imgs, "a": self.links, "figure": self.figures}.get(tag, []).append(a)
+
+
+def parse(html: str) -> Page:
+    p = Page()
+    p.feed(html)
+    return p
 
 
 @requires_dot
-def test_page_embeds_the_diagram_and_the_table_of_the_current_model(tmp_path):
-    code, html = build(tmp_path, """
-        .. shapetrace:: torch.nn:Linear
-           :arg: in_features=4
-                 out_features=3
-           :input: 2,4
-           :show: both
-           :caption: A single linear layer.
-    """)
+def test_the_diagram_is_an_svg_scaled_to_the_column_and_linked_at_full_size(tmp_path):
+    code, html, out = build(tmp_path, LINEAR + "   :caption: A single linear layer.\n")
     assert code == 0
-    assert "<svg" in html and "Linear" in html
-    assert "2×3" in html  # the diagram's output shape
-    assert "(2,3)" in html  # the text table's output shape
-    assert "A single linear layer." in html
+    page = parse(html)
+    (img,) = [i for i in page.imgs if "shapetrace-diagram" in i["src"]]
+    svg = (out / img["src"]).read_text()
+    root = ET.fromstring(svg)
+    assert "Linear" in svg and "2×3" in svg  # the traced model's output shape, drawn by Graphviz
+    # The natural size (points -> CSS px) is given, so the browser keeps the viewBox's aspect ratio at any width.
+    vb = [float(v) for v in root.get("viewBox").split()]
+    assert float(img["width"]) / float(img["height"]) == pytest.approx(vb[2] / vb[3], rel=0.02)
+    css = (out / "_static" / "shapetrace.css").read_text()
+    assert re.search(r"\.shapetrace-picture img \{[^}]*max-width: 100%;[^}]*height: auto", css)
+    assert "shapetrace.css" in html
+    assert any(a.get("href") == img["src"] for a in page.links)  # click: the full-size SVG
+    assert "A single linear layer." in html and "full-size diagram" in html
+
+
+@requires_dot
+def test_two_diagrams_on_one_page_have_distinct_ids(tmp_path):
+    code, html, _ = build(tmp_path, LINEAR + "\n" + LINEAR.replace("out_features=3", "out_features=5"))
+    assert code == 0
+    page = parse(html)
+    assert len(page.figures) == 2
+    assert len(page.ids) == len(set(page.ids))
+    assert "<svg" not in html  # no SVG ids in the page: each diagram is its own file
+
+
+def test_show_table_is_the_scoped_html_table(tmp_path):
+    code, html, _ = build(tmp_path, LINEAR + "   :show: table\n")
+    assert code == 0
+    assert '<div class="shapetrace-html">' in html and '<table class="shapetrace">' in html
+    assert "<pre" not in html and "(2,3)" in html
+
+
+@requires_dot
+def test_several_shows_come_in_the_order_given(tmp_path):
+    code, html, out = build(tmp_path, LINEAR + "   :show: table flow diagram text\n")
+    assert code == 0
+    order = [html.index(s) for s in ('<table class="shapetrace">', "shapetrace-flow", "shapetrace-diagram",
+                                     '<pre class="shapetrace-text">')]
+    assert order == sorted(order)
+    flow = [i for i in parse(html).imgs if "shapetrace-flow" in i["src"]]
+    assert ET.fromstring((out / flow[0]["src"]).read_text()).tag.endswith("svg")
 
 
 @requires_dot
 def test_an_exhibit_uses_its_own_inputs_options_and_caption(tmp_path):
-    code, html = build(tmp_path, """
+    code, html, _ = build(tmp_path, """
         .. shapetrace:: create-head-default
            :caption: exhibit
     """)
     assert code == 0
-    assert "<svg" in html and "AdaptiveConcatPool2d" in html
+    assert "shapetrace-diagram" in html
     assert "546,304" in html or "fastai" in html  # the exhibit's caption
 
 
-def test_a_model_that_cannot_load_fails_the_build_with_the_reason(tmp_path, capsys):
-    code, _ = build(tmp_path, """
-        .. shapetrace:: camvd-unet
-    """)
+@requires_dot
+def test_text_builder_gets_the_text_table_and_says_what_it_stands_for(tmp_path):
+    code, text, _ = build(tmp_path, LINEAR + "   :caption: Linear.\n", builder="text")
+    assert code == 0
+    assert "(2,3)" in text and "Linear" in text and "the diagram" in text and "Linear." in text
+
+
+@requires_dot
+def test_latex_builder_gets_a_pdf_of_the_diagram_and_a_png_of_the_flow(tmp_path):
+    code, _, out = build(tmp_path, LINEAR + "   :show: diagram flow\n", builder="latex")
+    assert code == 0
+    tex = next(out.glob("*.tex")).read_text()
+    files = re.findall(r"\\sphinxincludegraphics\[[^]]*\]\{([^}]+)\}", tex)
+    assert len(files) == 2
+    assert (out / files[0]).read_bytes()[:5] == b"%PDF-"
+    assert (out / files[1]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_model_that_cannot_load_fails_the_build_without_W_naming_page_line_and_cause(tmp_path, capsys):
+    code, _, _ = build(tmp_path, "Text.\n\n.. shapetrace:: camvd-unet\n", warnings_are_errors=False)
+    err = capsys.readouterr().err
     assert code != 0
-    assert "Did you mean 'camvid-unet'" in capsys.readouterr().err
+    assert re.search(r"index\.rst:6: ERROR: shapetrace: camvd-unet: .*Did you mean 'camvid-unet'", err), err
+
+
+def test_a_forward_that_fails_fails_the_build(tmp_path, capsys):
+    code, html, _ = build(tmp_path, LINEAR.replace("2,4", "2,5") + "   :show: table\n", warnings_are_errors=False)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "index.rst:5: ERROR: shapetrace: torch.nn:Linear:" in err and "mat1 and mat2" in err
+
+
+def test_allow_failure_shows_the_partial_table_and_the_error(tmp_path):
+    code, html, _ = build(tmp_path, LINEAR.replace("2,4", "2,5") + "   :allow-failure:\n")
+    assert code == 0
+    assert '<tr class="failed">' in html and "mat1 and mat2" in html
+
+
+def test_myst_markdown_pages_can_use_the_directive(tmp_path):
+    pytest.importorskip("myst_parser")
+    code, html, _ = build(tmp_path, """
+        ```{shapetrace} torch.nn:Linear
+        ---
+        arg: |
+          in_features=4
+          out_features=3
+        input: 2,4
+        show: table
+        ---
+        ```
+    """, page="index.md", extensions=("myst_parser",))
+    assert code == 0
+    assert '<table class="shapetrace">' in html and "(2,3)" in html

@@ -1,39 +1,112 @@
-"""The ``.. shapetrace::`` Sphinx directive: a diagram or shape table traced when the docs are built.
+"""The ``.. shapetrace::`` Sphinx directive: a diagram, table or shape-flow chart traced when the docs are built.
 
-In ``conf.py``: ``extensions = ["shapetrace.sphinxext"]``. Then, in a reStructuredText page::
+In ``conf.py``: ``extensions = ["shapetrace.sphinxext"]``. Then, in reStructuredText::
 
     .. shapetrace:: camvid-unet
        :depth: 2
+       :caption: The U-Net of chapter 15.
 
     .. shapetrace:: torchvision.models:resnet18
        :input: 1,3,64,64
-       :show: table
+       :show: table diagram
        :depth: 1
 
-MODEL and the options mean what they mean for ``shapetrace trace``: ``:input:`` (one spec per line for
-several inputs), ``:arg:`` (``KEY=VALUE`` per line), ``:depth:``, ``:layout:`` (tb, lr, u), ``:style:``,
-``:overlay:`` (names separated by spaces), ``:unroll:``, ``:train:``; ``:show:`` is ``diagram`` (inline
-SVG, the default), ``table`` (the text table) or ``both``; ``:caption:`` adds a caption (an exhibit's own
-caption is used when it is set to ``exhibit``). The diagram is rebuilt with the docs, so it always shows
-the current code. A model that cannot be loaded or traced fails the build with the CLI's message.
+or in MyST Markdown (myst-parser)::
+
+    ```{shapetrace} camvid-unet
+    :depth: 2
+    ```
+
+MODEL and the options mean what they mean for ``shapetrace trace``: ``:input:`` (one spec per line for several
+inputs), ``:arg:`` (``KEY=VALUE`` per line), ``:depth:``, ``:layout:`` (tb, lr, u), ``:style:``, ``:overlay:``
+(names separated by spaces), ``:unroll:``, ``:train:``. ``:show:`` names what to insert, in that order, any of
+``diagram`` (the default), ``table`` (the HTML table), ``text`` (the text table, ``:width:`` columns, 80 by
+default) and ``flow`` (the shape-flow chart); ``both`` means ``diagram table``. ``:caption:`` adds a caption
+(``exhibit`` takes the exhibit's own); ``:alt:`` the pictures' alt text.
+
+What each builder gets:
+
+* HTML builders: each picture is an ``<img>`` of an SVG file in ``_images/``, scaled by its ``viewBox`` to the
+  content column (never wider than its natural size) and linked to the full-size SVG; so a page's CSS (link
+  underlines) never reaches the node labels and the SVG's ids cannot clash with the page's or another
+  diagram's. The table is the scoped HTML fragment of ``renderers.html``.
+* LaTeX: the diagram as PDF, the flow chart as PNG, tables as text, all with the caption.
+* Every other builder (text, man, texinfo, ...): the text table, and a line saying which picture it stands for.
+
+A model that cannot be built, or whose forward fails, is an error naming the document, the line and the
+cause, and the build exits non-zero even without ``-W``; with ``:allow-failure:`` the page shows the partial
+table and the error instead, and the build goes on.
 """
 
 from __future__ import annotations
 
+import hashlib
+import html
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from docutils import nodes
-from docutils.parsers.rst import Directive, directives
+from docutils.parsers.rst import directives
+from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
+from sphinx.util.osutil import relative_uri
 
-SHOW = ("diagram", "table", "both")
+logger = logging.getLogger(__name__)
+
+SHOW = ("diagram", "table", "text", "flow")
+TEXT_WIDTH = 80
+_FAILURES = "shapetrace_failures"  # env attribute: docname -> [message], for the exit status
 
 
 def _lines(text: str | None) -> tuple[str, ...]:
     return tuple(line.strip() for line in (text or "").splitlines() if line.strip())
 
 
-class ShapetraceDirective(Directive):
-    """Trace a model while the docs build and insert its diagram and/or shape table."""
+def _show(value: str) -> list[str]:
+    names = value.replace(",", " ").split()
+    out: list[str] = []
+    for name in names:
+        for n in (("diagram", "table") if name == "both" else (name,)):
+            if n not in SHOW:
+                raise ValueError(f"{n!r} is not one of {', '.join(SHOW)} (or both)")
+            if n not in out:
+                out.append(n)
+    if not out:
+        raise ValueError(f"name one or more of {', '.join(SHOW)}")
+    return out
+
+
+@dataclass
+class Picture:
+    """One rendered picture: its SVG text, and what LaTeX gets (``pdf`` or ``png``, rendered when needed)."""
+
+    kind: str                 # "diagram" or "flow"
+    svg: str
+    print_format: str         # "pdf" or "png"
+
+
+@dataclass
+class Figure:
+    """What one directive renders; stored in the doctree, turned into output per builder."""
+
+    shows: list[str]
+    caption: str = ""
+    alt: str = ""
+    pictures: dict[str, Picture] = field(default_factory=dict)
+    table_html: str = ""
+    table_text: str = ""
+    trace_json: str = ""      # to render the print pictures for LaTeX
+    diagram_options: dict = field(default_factory=dict)
+
+
+class shapetrace_figure(nodes.General, nodes.Element):
+    """Placeholder node holding a ``Figure``; replaced by builder-specific nodes once the doctree is resolved."""
+
+
+class ShapetraceDirective(SphinxDirective):
+    """Trace a model while the docs build and insert its diagram, table and/or shape-flow chart."""
 
     required_arguments = 1
     has_content = False
@@ -46,14 +119,45 @@ class ShapetraceDirective(Directive):
         "overlay": directives.unchanged,
         "unroll": directives.flag,
         "train": directives.flag,
-        "show": lambda v: directives.choice(v, SHOW),
+        "show": _show,
         "caption": directives.unchanged,
+        "alt": directives.unchanged,
+        "width": directives.positive_int,
+        "allow-failure": directives.flag,
     }
 
     def run(self) -> list[nodes.Node]:
+        spec = self.arguments[0]
+        opts = self.options
+        allow_failure = "allow-failure" in opts
+        try:
+            result, exhibit = self._trace(spec)
+        except _DirectiveFailed as e:
+            return self._failed(spec, e.message, None, allow_failure)
+        figure = Figure(shows=opts.get("show", ["diagram"]))
+        caption = opts.get("caption", "")
+        if caption == "exhibit":
+            caption = getattr(exhibit, "caption", "") or ""
+        figure.caption = caption
+        figure.alt = opts.get("alt") or caption or f"{result.model.cls}: shapetrace {' and '.join(figure.shows)}"
+        if result.failed:
+            from .tracer.api import failure_message
+
+            return self._failed(spec, failure_message(result), result, allow_failure)
+        try:
+            self._render(figure, result)
+        except _DirectiveFailed as e:
+            return self._failed(spec, e.message, result, allow_failure)
+        node = shapetrace_figure()
+        node["figure"] = figure
+        self.set_source_info(node)
+        return [node]
+
+    # ---- tracing and rendering -----------------------------------------------------------------------
+    def _trace(self, spec: str) -> tuple[Any, Any]:
+        """The trace of MODEL (a failed forward gives its partial trace) and the exhibit, if MODEL is one."""
         from .session import SessionError, TraceRequest, trace_model
 
-        spec = self.arguments[0]
         opts = self.options
         # As the CLI does (the session's rule): an exhibit runs as built, any other model in eval unless :train:.
         request = TraceRequest(spec, _lines(opts.get("input")), _lines(opts.get("arg")),
@@ -61,48 +165,251 @@ class ShapetraceDirective(Directive):
         try:
             outcome = trace_model(request)
         except SessionError as e:
-            raise self.error(f"shapetrace: {e}") from e
-        if outcome.failed:
-            raise self.error(f"shapetrace: {outcome.error}")
-        result = outcome.trace
-        show = opts.get("show", "diagram")
+            raise _DirectiveFailed(str(e)) from e
+        except Exception as e:  # building the model raised: its own error, named
+            raise _DirectiveFailed(f"building {spec!r} raised {type(e).__name__}: {e}") from e
+        return outcome.trace, outcome.exhibit
+
+    def _render(self, figure: Figure, result: Any) -> None:
+        opts = self.options
+        depth = opts.get("depth")
+        if "diagram" in figure.shows:
+            from .renderers import RenderOptions, diagram_settings
+            from .renderers.diagram import render
+
+            # An exhibit's render hints travel in the trace (trace.meta["options"]); the directive's options win.
+            options = RenderOptions(depth=depth, layout=opts.get("layout"), style=opts.get("style"),
+                                    unroll=True if "unroll" in opts else None,
+                                    overlays=tuple(opts.get("overlay", "").split()))
+            diagram_opts = diagram_settings(result, options)
+            try:
+                svg = render(result, format="svg", **diagram_opts).decode("utf-8")
+            except (RuntimeError, ValueError) as e:  # no Graphviz, or dot failed
+                raise _DirectiveFailed(f"the diagram could not be drawn: {e}") from e
+            figure.pictures["diagram"] = Picture("diagram", svg, "pdf")
+            figure.diagram_options = diagram_opts
+        if "flow" in figure.shows:
+            from .renderers.plots import shape_flow
+
+            figure.pictures["flow"] = Picture("flow", str(shape_flow(result, format="svg")), "png")
+        if figure.pictures:
+            figure.trace_json = result.to_json(indent=None)
+        if "table" in figure.shows:
+            from .renderers.html import render_html
+
+            figure.table_html = render_html(result, depth=depth)
+        from .renderers.table import render_text
+
+        # Every figure keeps its text table: it is what text-like builders show in place of a picture.
+        figure.table_text = render_text(result, depth=depth, width=opts.get("width", TEXT_WIDTH))
+
+    def _failed(self, spec: str, message: str, partial: Any, allow_failure: bool) -> list[nodes.Node]:
+        text = f"shapetrace: {spec}: {message}"
+        if not allow_failure:
+            # An error (with document and line) and a recorded failure: the build exits non-zero at the end.
+            logger.error(text, location=(self.env.docname, self.lineno), type="shapetrace")
+            getattr(self.env, _FAILURES).setdefault(self.env.docname, []).append(
+                f"{self.env.doc2path(self.env.docname)}:{self.lineno}: {message}")
+            return [nodes.error("", nodes.paragraph(text, text))]
+        logger.info(f"shapetrace: {self.env.docname}:{self.lineno}: allowed failure: {message}")
         out: list[nodes.Node] = []
-        if show in ("diagram", "both"):
-            out.append(nodes.raw("", self._svg(result), format="html"))
-        if show in ("table", "both"):
+        if partial is not None:
+            figure = Figure(shows=["table"], caption=self.options.get("caption", ""))
+            from .renderers.html import render_html
             from .renderers.table import render_text
 
-            text = render_text(result, depth=opts.get("depth"))
-            out.append(nodes.literal_block(text, text))
-        caption = opts.get("caption")
-        if caption == "exhibit" and outcome.exhibit is not None:
-            caption = outcome.exhibit.caption
-        if caption:
-            out.append(nodes.paragraph(caption, caption, classes=["shapetrace-caption"]))
-        container = nodes.container("", *out, classes=["shapetrace"])
-        return [container]
+            figure.table_html = render_html(partial, depth=self.options.get("depth"))
+            figure.table_text = render_text(partial, depth=self.options.get("depth"),
+                                            width=self.options.get("width", TEXT_WIDTH))
+            node = shapetrace_figure()
+            node["figure"] = figure
+            self.set_source_info(node)
+            out.append(node)
+        out.append(nodes.error("", nodes.paragraph(text, text), classes=["shapetrace-error"]))
+        return out
 
-    def _svg(self, result: Any) -> str:
-        from .renderers import RenderOptions
-        from .session import RenderFailed, render_output
 
-        opts = self.options
-        # An exhibit's render hints travel in the trace (trace.meta["options"]); the directive's options win.
-        options = RenderOptions(depth=opts.get("depth"), layout=opts.get("layout"), style=opts.get("style"),
-                                unroll=True if "unroll" in opts else None,
-                                overlays=tuple(opts.get("overlay", "").split()))
-        try:
-            svg = str(render_output(result, "svg", options))
-        except RenderFailed as e:
-            raise self.error(f"shapetrace: {e}") from e
-        # Inline SVG inside HTML: drop the XML prolog and doctype, keep the <svg> element.
-        start = svg.find("<svg")
-        return svg[start:] if start >= 0 else svg
+class _DirectiveFailed(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# ---- output per builder ----------------------------------------------------------------------------------
+_CSS = """\
+figure.shapetrace-figure { margin: 1em 0 1.5em; padding: 0; max-width: 100%; text-align: center; }
+figure.shapetrace-figure .shapetrace-picture { display: block; margin: 0 auto 0.75em; max-width: 100%; }
+figure.shapetrace-figure .shapetrace-picture img { display: block; margin: 0 auto; max-width: 100%;
+  height: auto; background: #ffffff; border-radius: 4px; }
+figure.shapetrace-figure a.shapetrace-picture, figure.shapetrace-figure a.shapetrace-picture:hover {
+  text-decoration: none; border: none; }
+figure.shapetrace-figure .shapetrace-html { text-align: left; }
+figure.shapetrace-figure figcaption { font-size: 0.9em; opacity: 0.85; }
+figure.shapetrace-figure figcaption a.shapetrace-full { white-space: nowrap; }
+"""
+
+_SIZE = re.compile(r"<svg\b[^>]*?\bviewBox=\"([-\d.]+)[ ,]+([-\d.]+)[ ,]+([-\d.]+)[ ,]+([-\d.]+)\"")
+_WIDTH = re.compile(r"<svg\b[^>]*?\bwidth=\"([\d.]+)(pt|px)?\"")
+_HEIGHT = re.compile(r"<svg\b[^>]*?\bheight=\"([\d.]+)(pt|px)?\"")
+
+
+def svg_size(svg: str) -> tuple[float, float]:
+    """The natural size of an SVG in CSS pixels (from ``width``/``height``, else the ``viewBox``)."""
+    w, h = _WIDTH.search(svg), _HEIGHT.search(svg)
+    if w and h:
+        scale = 4 / 3 if w.group(2) == "pt" else 1.0
+        return float(w.group(1)) * scale, float(h.group(1)) * (4 / 3 if h.group(2) == "pt" else 1.0)
+    box = _SIZE.search(svg)
+    if box:
+        return float(box.group(3)), float(box.group(4))
+    return 800.0, 600.0
+
+
+def _file_name(kind: str, data: str | bytes, suffix: str) -> str:
+    digest = hashlib.sha1(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()[:16]
+    return f"shapetrace-{kind}-{digest}.{suffix}"
+
+
+def _write(path: Path, data: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    if not path.exists() or path.read_bytes() != payload:
+        path.write_bytes(payload)
+
+
+def _caption_nodes(figure: Figure) -> list[nodes.Node]:
+    return [nodes.paragraph(figure.caption, figure.caption, classes=["shapetrace-caption"])] if figure.caption else []
+
+
+def _html(app: Any, docname: str, figure: Figure, number: int) -> list[nodes.Node]:
+    esc = html.escape
+    page = app.builder.get_target_uri(docname)
+    prefix = "" if app.builder.name == "singlehtml" else relative_uri(page, "")
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", docname).strip("-") or "page"
+    parts = [f'<figure class="shapetrace-figure" id="shapetrace-{esc(slug)}-{number}">']
+    full_links = []
+    for kind in figure.shows:
+        if kind in figure.pictures:
+            pic = figure.pictures[kind]
+            name = _file_name(kind, pic.svg, "svg")
+            _write(Path(app.builder.outdir) / "_images" / name, pic.svg)
+            uri = f"{prefix}_images/{name}"
+            w, h = svg_size(pic.svg)
+            label = "diagram" if kind == "diagram" else "shape-flow chart"
+            parts.append(f'<a class="shapetrace-picture shapetrace-{kind}" href="{esc(uri)}" '
+                         f'title="Open the full-size {label} (SVG)">'
+                         f'<img src="{esc(uri)}" alt="{esc(figure.alt)}" width="{w:.0f}" height="{h:.0f}" '
+                         f'loading="lazy" decoding="async"></a>')
+            full_links.append(f'<a class="shapetrace-full" href="{esc(uri)}">full-size {label}</a>')
+        elif kind == "table":
+            parts.append(figure.table_html)
+        elif kind == "text":
+            parts.append(f'<pre class="shapetrace-text">{esc(figure.table_text)}</pre>')
+    caption = esc(figure.caption)
+    if full_links:
+        caption = (caption + " " if caption else "") + "(" + ", ".join(full_links) + ")"
+    if caption:
+        parts.append(f"<figcaption>{caption}</figcaption>")
+    parts.append("</figure>")
+    return [nodes.raw("", "\n".join(parts), format="html")]
+
+
+def _latex(app: Any, figure: Figure) -> list[nodes.Node]:
+    out: list[nodes.Node] = []
+    table_done = False
+    for kind in figure.shows:
+        if kind in figure.pictures:
+            pic = figure.pictures[kind]
+            data = _print_bytes(figure, pic)
+            name = _file_name(kind, data, pic.print_format)
+            _write(Path(app.builder.outdir) / name, data)
+            out.append(nodes.raw("", "\\begin{center}\n\\sphinxincludegraphics[width=\\linewidth,height=0.85"
+                                     f"\\textheight,keepaspectratio]{{{name}}}\n\\end{{center}}\n", format="latex"))
+        elif not table_done:
+            out.append(nodes.literal_block(figure.table_text, figure.table_text))
+            table_done = True
+    return out + _caption_nodes(figure)
+
+
+def _print_bytes(figure: Figure, pic: Picture) -> bytes:
+    """The picture for LaTeX: the diagram as Graphviz PDF, the flow chart as PNG, from the saved trace."""
+    from .tracer.records import Trace
+
+    trace = Trace.from_json(figure.trace_json)
+    if pic.kind == "diagram":
+        from .renderers.diagram import render
+
+        return render(trace, format="pdf", **figure.diagram_options)
+    from .renderers.plots import shape_flow
+
+    data = shape_flow(trace, format="png")
+    return data if isinstance(data, bytes) else data.encode("utf-8")
+
+
+def _plain(figure: Figure) -> list[nodes.Node]:
+    """Text-like builders: the text table once, and what each picture would have been."""
+    out: list[nodes.Node] = []
+    pictures = [k for k in figure.shows if k in figure.pictures]
+    if pictures:
+        said = ", ".join("the diagram" if k == "diagram" else "the shape-flow chart" for k in pictures)
+        note = f"[shapetrace: {said} in the HTML and PDF documentation; the shape table here]"
+        out.append(nodes.paragraph(note, note))
+    out.append(nodes.literal_block(figure.table_text, figure.table_text))
+    return out + _caption_nodes(figure)
+
+
+def _resolve(app: Any, doctree: nodes.document, docname: str) -> None:
+    fmt = getattr(app.builder, "format", "")
+    for number, node in enumerate(list(doctree.findall(shapetrace_figure)), start=1):
+        figure: Figure = node["figure"]
+        if fmt == "html":
+            new = _html(app, docname, figure, number)
+        elif fmt == "latex":
+            new = _latex(app, figure)
+        else:
+            new = _plain(figure)
+        node.replace_self(new)
+
+
+# ---- failures and the exit status ----------------------------------------------------------------------
+def _env_init(app: Any, env: Any, docnames: Any, *args: Any) -> None:
+    if not hasattr(env, _FAILURES):
+        setattr(env, _FAILURES, {})
+
+
+def _purge(app: Any, env: Any, docname: str) -> None:
+    getattr(env, _FAILURES, {}).pop(docname, None)
+
+
+def _merge(app: Any, env: Any, docnames: Any, other: Any) -> None:
+    mine = getattr(env, _FAILURES, None)
+    if mine is None:
+        mine = {}
+        setattr(env, _FAILURES, mine)
+    mine.update({d: m for d, m in getattr(other, _FAILURES, {}).items() if d in docnames})
+
+
+def _finished(app: Any, exception: Exception | None) -> None:
+    if exception is None and getattr(app.builder, "format", "") == "html":
+        _write(Path(app.outdir) / "_static" / "shapetrace.css", _CSS)
+    failures = getattr(app.env, _FAILURES, {}) if app.env is not None else {}
+    messages = [m for docname in sorted(failures) for m in failures[docname]]
+    if exception is None and messages:
+        logger.warning("shapetrace: %d directive(s) failed; the build fails:\n  %s", len(messages),
+                       "\n  ".join(messages), type="shapetrace", subtype="failed")
+        app.statuscode = 1
 
 
 def setup(app: Any) -> dict[str, Any]:
     """Sphinx entry point."""
+    app.add_node(shapetrace_figure)
     app.add_directive("shapetrace", ShapetraceDirective)
+    app.connect("env-before-read-docs", _env_init)
+    app.connect("env-purge-doc", _purge)
+    app.connect("env-merge-info", _merge)
+    app.connect("doctree-resolved", _resolve)
+    app.connect("build-finished", _finished)
+    app.add_css_file("shapetrace.css")
     from . import __version__
 
-    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True}
+    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}
