@@ -244,6 +244,8 @@ figure.shapetrace-figure .shapetrace-picture img { display: block; margin: 0 aut
 figure.shapetrace-figure a.shapetrace-picture, figure.shapetrace-figure a.shapetrace-picture:hover {
   text-decoration: none; border: none; }
 figure.shapetrace-figure .shapetrace-html { text-align: left; }
+figure.shapetrace-figure pre.shapetrace-text { text-align: left; overflow-x: auto; max-width: 100%;
+  font-size: 0.78em; line-height: 1.3; padding: 0.6em 0.8em; }
 figure.shapetrace-figure figcaption { font-size: 0.9em; opacity: 0.85; }
 figure.shapetrace-figure figcaption a.shapetrace-full { white-space: nowrap; }
 """

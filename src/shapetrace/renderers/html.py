@@ -58,7 +58,7 @@ CSS = f"""\
 .{SCOPE} tr.failed td:first-child {{ box-shadow: inset 3px 0 0 #dc2626; }}
 .{SCOPE} tr.failed .layer code {{ font-weight: 700; }}
 .{SCOPE} tr.raised {{ background: rgba(220, 38, 38, 0.05); }}
-.{SCOPE} tr.failed td.shape {{ color: #dc2626; }}
+.{SCOPE} tr.failed td.shape:nth-child(5) {{ color: #dc2626; }}
 .{SCOPE} dl.totals {{ display: grid; grid-template-columns: max-content auto; gap: 0.1em 1em; margin: 0.8em 0 0; }}
 .{SCOPE} dl.totals dt {{ font-weight: 600; margin: 0; }}
 .{SCOPE} dl.totals dd {{ margin: 0; font-variant-numeric: tabular-nums; }}
