@@ -9,9 +9,9 @@ BIN    := $(VENV)/bin
 DEPKEY := $(shell cat setup.cfg pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
 STAMP  := $(VENV)/.installed-$(DEPKEY)
 
-.PHONY: setup graphviz gallery test lint bench fuzz clean
+.PHONY: setup graphviz chromium gallery docs test lint bench fuzz clean
 
-setup: $(STAMP) graphviz
+setup: $(STAMP) graphviz chromium
 
 $(STAMP):
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "shapetrace needs Python 3.10 or newer"'
@@ -24,10 +24,17 @@ $(STAMP):
 graphviz:
 	@scripts/ensure-graphviz.sh
 
+chromium:
+	@scripts/ensure-chromium.sh
+
 gallery: setup
 	$(BIN)/shapetrace gallery build -o site
 
-test: $(STAMP)
+# The documentation site (furo, MyST, the shapetrace directive), warnings as errors; `make test` builds it too.
+docs: setup
+	$(BIN)/sphinx-build -W --keep-going -b html docs build/docs
+
+test: $(STAMP) chromium
 	@scripts/ensure-graphviz.sh --required
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q

@@ -140,7 +140,7 @@ def test_a_model_that_cannot_load_fails_the_build_without_W_naming_page_line_and
 
 
 def test_a_forward_that_fails_fails_the_build(tmp_path, capsys):
-    code, html, _ = build(tmp_path, LINEAR.replace("2,4", "2,5") + "   :show: table\n", warnings_are_errors=False)
+    code, _, _ = build(tmp_path, LINEAR.replace("2,4", "2,5") + "   :show: table\n", warnings_are_errors=False)
     err = capsys.readouterr().err
     assert code != 0
     assert "index.rst:5: ERROR: shapetrace: torch.nn:Linear:" in err and "mat1 and mat2" in err
