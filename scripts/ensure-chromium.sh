@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make sure a Chromium browser is on PATH for the browser tests (tests/test_docs_site.py): install Debian's
 # `chromium` with apt-get when that is possible, otherwise say how. The tests fail without it unless
-# SHAPETRACE_SKIP_BROWSER=1 is set.
+# SHAPETRACE_ALLOW_MISSING=chromium is set.
 set -u
 for exe in chromium chromium-browser google-chrome; do
   if command -v "$exe" >/dev/null 2>&1; then
@@ -22,7 +22,7 @@ fi
 cat >&2 <<'MSG'
 WARNING: Chromium is not installed, so the browser tests of the documentation will FAIL.
 Install it (sudo apt-get install chromium, or your system's chromium package), point
-SHAPETRACE_CHROMIUM at a Chromium or Chrome binary, or set SHAPETRACE_SKIP_BROWSER=1
+SHAPETRACE_CHROMIUM at a Chromium or Chrome binary, or set SHAPETRACE_ALLOW_MISSING=chromium
 to skip those tests on purpose.
 MSG
 exit 0

@@ -5,8 +5,8 @@ wider than the content column, the page never scrolls sideways, node labels are 
 the figure links to its full-size SVG (where they are), and no id appears twice.
 
 Chromium comes from the system (``scripts/ensure-chromium.sh``, run by ``make test``'s set-up) and is driven by
-``playwright`` with ``executable_path``. A missing browser fails these tests; set ``SHAPETRACE_SKIP_BROWSER=1``
-to skip them deliberately. ``SHAPETRACE_SCREENSHOTS=DIR`` saves the screenshots there (``docs/images`` holds
+``playwright`` with ``executable_path``. A missing browser fails these tests; set
+``SHAPETRACE_ALLOW_MISSING=chromium`` to skip them deliberately. ``SHAPETRACE_SCREENSHOTS=DIR`` saves the screenshots there (``docs/images`` holds
 the ones in the repository).
 """
 
@@ -18,9 +18,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import requires_dot
+from conftest import allowed_missing, require, requires_dot
 
-sphinx_build = pytest.importorskip("sphinx.cmd.build")
+sphinx_build = require("sphinx.cmd.build")
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 PAGES_WITH_FIGURES = ("index", "guide", "exhibits", "sphinx")
@@ -56,17 +56,15 @@ def chromium_path() -> str | None:
 
 @pytest.fixture(scope="module")
 def browser():
-    if os.environ.get("SHAPETRACE_SKIP_BROWSER") == "1":
-        pytest.skip("SHAPETRACE_SKIP_BROWSER=1: the browser checks were skipped on purpose")
     exe = chromium_path()
     if exe is None:
-        pytest.fail("Chromium is not installed: run scripts/ensure-chromium.sh (make test does), or set "
-                    "SHAPETRACE_SKIP_BROWSER=1 to skip the browser checks on purpose")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("playwright is not installed: pip install -c constraints.txt -e '.[dev]'")
-    with sync_playwright() as p:
+        reason = ("Chromium is not installed: run scripts/ensure-chromium.sh (make test does), or set "
+                  "SHAPETRACE_ALLOW_MISSING=chromium to skip the browser checks on purpose")
+        if allowed_missing("chromium"):
+            pytest.skip(reason)
+        pytest.fail(reason, pytrace=False)
+    sync_api = require("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
         yield b
         b.close()

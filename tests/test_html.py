@@ -136,3 +136,22 @@ def test_table_render_html_format_is_the_page_and_repr_html_the_fragment():
     tr = shapetrace.trace(nn.Linear(2, 2), torch.randn(1, 2))
     assert render(tr, "html").startswith("<!DOCTYPE html>")
     assert tr._repr_html_() == html_renderer.render_html(tr)
+
+
+@requires_dot
+def test_cli_writes_the_page_with_the_diagram_above_the_table(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    out = tmp_path / "lin.html"
+    r = CliRunner().invoke(main, ["trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=3",
+                                  "--input", "2,4", "--format", "html", "--with-diagram", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.index("<svg") < page.index("<table")
+    saved = tmp_path / "lin.json"
+    CliRunner().invoke(main, ["trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=3",
+                              "--input", "2,4", "-o", str(saved)])
+    r = CliRunner().invoke(main, ["render", str(saved), "--format", "html", "--with-diagram", "--layout", "lr"])
+    assert r.exit_code == 0 and r.output.count("<svg") == 1 and "note:" not in r.output

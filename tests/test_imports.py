@@ -33,7 +33,9 @@ KNOWN_CYCLES: dict[str, frozenset[str]] = {
     # records' display methods (_repr_html_, lines()) import their renderers, which import records: allowed as
     # upward imports, still a cycle (the records split ends it)
     "records-display": frozenset({"shapetrace.tracer.records", "shapetrace.renderers.table",
-                                  "shapetrace.renderers.lines"}),
+                                  "shapetrace.renderers.lines", "shapetrace.renderers.html",
+                                  "shapetrace.renderers.display", "shapetrace.renderers.diagram",
+                                  "shapetrace.renderers.graph", "shapetrace.renderers.plots"}),
     # the exhibits package imports its topic modules to register them, and they import its register()
     "exhibit-registry": frozenset({"shapetrace.gallery.exhibits", "shapetrace.gallery.exhibits.tabular",
                                    "shapetrace.gallery.exhibits.text", "shapetrace.gallery.exhibits.unet",

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-from conftest import requires_dot
+from conftest import require, requires_dot
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
+nbformat = require("nbformat")
+nbclient = require("nbclient")
+require("ipykernel")
 
 CELLS = [
     "import torch\nfrom torch import nn\nimport shapetrace",

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
 from conftest import require, requires_dot
 
 sphinx_build = require("sphinx.cmd.build")
@@ -153,7 +154,7 @@ def test_allow_failure_shows_the_partial_table_and_the_error(tmp_path):
 
 
 def test_myst_markdown_pages_can_use_the_directive(tmp_path):
-    pytest.importorskip("myst_parser")
+    require("myst_parser")
     code, html, _ = build(tmp_path, """
         ```{shapetrace} torch.nn:Linear
         ---

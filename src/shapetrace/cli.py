@@ -79,6 +79,14 @@ def main() -> None:
     """
 
 
+def _with_diagram(fmt: str, asked: bool) -> bool:
+    """``--with-diagram`` applies to the HTML page only; elsewhere say it is ignored."""
+    if asked and fmt != "html":
+        click.echo(f"note: --with-diagram only affects --format html, not {fmt}", err=True)
+        return False
+    return asked
+
+
 @main.command("trace", help=TRACE_HELP, context_settings=_CONTEXT)
 @click.argument("model")
 @click.option("--input", "-i", "inputs", multiple=True, metavar="SPEC",
@@ -103,24 +111,29 @@ def main() -> None:
 @click.option("--overlay", "overlays", multiple=True, metavar="NAME", help="Diagram overlay (repeatable).")
 @click.option("--style", type=SuggestingChoice(["compact", "detailed"]), default=None, help="Diagram style.")
 @click.option("--unroll", is_flag=True, help="Diagram: one node per call instead of folding repeats into ×N.")
+@click.option("--with-diagram", is_flag=True,
+              help="With --format html: put the diagram (the diagram options apply) above the table.")
 @width_option
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
 def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], depth: int | None, view: str,
                   fmt: str | None, output: str | None, device: str | None, train: bool | None, grad: bool,
                   layout: str | None, overlays: tuple[str, ...], style: str | None, unroll: bool,
-                  width: int | None, debug: bool) -> None:
+                  with_diagram: bool, width: int | None, debug: bool) -> None:
     with cli_errors(debug):
         fmt = prepare_output(fmt, output)
-        note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll)
+        with_diagram = _with_diagram(fmt, with_diagram)
+        if not with_diagram:
+            note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll)
         # Diagrams need the data flow (functional ops); so does a saved trace, to draw the same diagram later.
-        request = TraceRequest(model, inputs, args, device, train, grad, ops=get(fmt).dataflow or fmt == "json")
+        request = TraceRequest(model, inputs, args, device, train, grad,
+                               ops=get(fmt).dataflow or fmt == "json" or with_diagram)
         outcome = trace_model(request)
         for note in outcome.notes:
             click.echo(f"note: {note}", err=True)
         if debug:
             print_cause(outcome.cause)
         options = RenderOptions(depth=depth, view=view, width=table_width(width, output), layout=layout,
-                                style=style, unroll=unroll or None, overlays=overlays)
+                                style=style, unroll=unroll or None, overlays=overlays, with_diagram=with_diagram)
         emit(outcome.trace, fmt, options, output)
     if outcome.failed:
         click.echo(f"error: {outcome.error}", err=True)
@@ -189,11 +202,13 @@ def diff_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], aga
 @click.option("--style", type=SuggestingChoice(["compact", "detailed"]), default=None, help="Diagram style.")
 @click.option("--unroll", is_flag=True, help="Diagram: one node per call.")
 @heat_option
+@click.option("--with-diagram", is_flag=True,
+              help="With --format html: put the diagram (the diagram options apply) above the table.")
 @width_option
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
 def render_command(trace_file: str, fmt: str | None, output: str | None, depth: int | None, view: str,
                    layout: str | None, overlays: tuple[str, ...], style: str | None, unroll: bool,
-                   heat: str | None, width: int | None, debug: bool) -> None:
+                   heat: str | None, with_diagram: bool, width: int | None, debug: bool) -> None:
     """Render a saved trace (from --format json); needs no torch and no model.
 
     \b
@@ -205,14 +220,17 @@ def render_command(trace_file: str, fmt: str | None, output: str | None, depth: 
 
     with cli_errors(debug):
         fmt = prepare_output(fmt, output)
-        note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll, heat=heat)
+        with_diagram = _with_diagram(fmt, with_diagram)
+        if not with_diagram:
+            note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll, heat=heat)
         try:
             trace = load_trace(Path(trace_file))
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             raise UsageProblem(f"{trace_file!r} is not a readable shapetrace trace: {e}") from e
         # The trace's saved render hints (trace.meta["options"]) apply; the options given here win over them.
         options = RenderOptions(depth=depth, view=view, width=table_width(width, output), layout=layout,
-                                style=style, unroll=unroll or None, overlays=overlays, heat=heat)
+                                style=style, unroll=unroll or None, overlays=overlays, heat=heat,
+                                with_diagram=with_diagram)
         emit(trace, fmt, options, output)
     if trace.failed:
         click.echo("note: this trace is of a forward that failed; the table is partial", err=True)

@@ -48,7 +48,8 @@ class RenderOptions:
     ``depth`` folds calls deeper than it (``None``: all). Tables: ``view`` (``calls`` or ``modules``),
     ``width`` (text columns; ``None``: no limit). Diagrams: ``layout``, ``style``, ``unroll``, ``overlays``,
     ``heat`` (time, memory or activations: turns the heat overlay on), ``show_params``; ``None`` and empty
-    values defer to the trace's saved render hints, then to the renderer's defaults.
+    values defer to the trace's saved render hints, then to the renderer's defaults. The HTML page:
+    ``with_diagram`` puts the diagram (with the diagram options) above the table.
     """
 
     depth: int | None = None
@@ -60,6 +61,7 @@ class RenderOptions:
     overlays: tuple[str, ...] = ()
     heat: str | None = None
     show_params: bool = False
+    with_diagram: bool = False
 
 
 RenderFunction = Callable[[Trace, RenderOptions], "str | bytes"]
@@ -157,10 +159,22 @@ def _table(fmt: str) -> RenderFunction:
 
 
 for _name, _suffixes, _what in (("text", (".txt", ".text"), "the shape table as plain text"),
-                                ("md", (".md", ".markdown"), "the shape table in Markdown"),
-                                ("html", (".html", ".htm"), "the shape table as an HTML fragment"),
-                                ("csv", (".csv",), "the shape table as CSV, one row per call")):
+                                ("md", (".md", ".markdown"), "the shape table in Markdown")):
     register(_name, suffixes=_suffixes, description=_what)(_table(_name))
+
+
+@register("html", suffixes=(".html", ".htm"),
+          description="a standalone HTML page of the shape table (with_diagram: the diagram above it)")
+def _html_page(trace: Trace, options: RenderOptions) -> str:
+    from .html import render_page
+
+    settings = diagram_settings(trace, options)
+    settings.pop("depth")  # the page's diagram folds at the table's depth
+    return render_page(trace, depth=options.depth, view=options.view, with_diagram=options.with_diagram,
+                       diagram_options=settings)
+
+
+register("csv", suffixes=(".csv",), description="the shape table as CSV, one row per call")(_table("csv"))
 
 
 @register("json", suffixes=(".json",), description="the trace itself (reload with shapetrace.load)")
