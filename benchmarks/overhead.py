@@ -1,13 +1,20 @@
-"""Overhead of a shape trace against the plain forward, torchinfo, torchview, torchlens and a torch.profiler
-run, measured in one run.
+"""Overhead of a shape trace against the plain forward, the hook floor, torchinfo, torchview, torchlens and a
+torch.profiler run, measured in one run.
 
-Every method runs on the same model and input, interleaved round by round (plain, shapetrace, shapetrace
-with ops, torchinfo, torchview, torchlens, the profiler, plain, ...) so drift in the machine's speed hits all
-of them alike. Each result is the median wall time of its rounds divided by the plain forward's median from
-the same run. torchlens is optional (its column reads "not installed" without it).
+Every method runs on the same model and input, interleaved round by round (plain, floor, shapetrace,
+shapetrace with ops, torchinfo, torchview, torchlens, the profiler, plain, ...) so drift in the machine's
+speed hits all of them alike. Each result is the median wall time of its rounds divided by the plain
+forward's median from the same run (and minimum over minimum). torchlens is optional (its column reads
+"not installed" without it).
+
+The *floor* is the least a hook-based shape tracer can cost: one bare global forward pre-hook and one
+global forward hook that append each call's input and output shapes to a list. Per-call costs (floor and
+shapetrace) are read from minima: (method − plain forward − fixed cost) / module calls, where the fixed
+cost is a ``Tracer`` entered and left around no forward.
 
     python benchmarks/overhead.py                # all cases, prints a Markdown table
     python benchmarks/overhead.py --quick        # small cases only (a smoke test)
+    python benchmarks/overhead.py --case "resnet34, batch 1" --threads 1   # one case, one torch thread
     python benchmarks/overhead.py --write docs/benchmarks.md   # also replace the table in the doc
 """
 
@@ -48,7 +55,8 @@ class ChunkedLSTM(nn.Module):
         return torch.cat(outs, dim=1)
 
 
-def cases(quick: bool) -> list[tuple[str, Callable[[], nn.Module], Callable[[], torch.Tensor]]]:
+def cases(quick: bool, only: list[str] | None = None
+          ) -> list[tuple[str, Callable[[], nn.Module], Callable[[], torch.Tensor]]]:
     def encoder() -> nn.Module:
         layer = nn.TransformerEncoderLayer(512, 8, 2048, batch_first=True)
         return nn.TransformerEncoder(layer, 12, enable_nested_tensor=False)
@@ -56,16 +64,17 @@ def cases(quick: bool) -> list[tuple[str, Callable[[], nn.Module], Callable[[], 
     if quick:
         return [("resnet18, batch 1, 64x64", lambda: torchvision.models.resnet18(weights=None),
                  lambda: torch.randn(1, 3, 64, 64))]
-    return [
+    every = [
         ("resnet34, batch 1", lambda: torchvision.models.resnet34(weights=None), lambda: torch.randn(1, 3, 224, 224)),
         ("resnet34, batch 64", lambda: torchvision.models.resnet34(weights=None),
          lambda: torch.randn(64, 3, 224, 224)),
         ("transformer encoder, 12 layers, (8, 128, 512)", encoder, lambda: torch.randn(8, 128, 512)),
         ("LSTM per 72-token chunk, (8, 288)", ChunkedLSTM, lambda: torch.randint(0, 1000, (8, 288))),
     ]
+    return [c for c in every if not only or c[0] in only]
 
 
-METHODS = ("plain forward", "shapetrace.trace", "shapetrace.trace(ops=True)", "torchinfo.summary",
+METHODS = ("plain forward", "hook floor", "shapetrace.trace", "shapetrace.trace(ops=True)", "torchinfo.summary",
            "torchview.draw_graph", "torchlens.trace", "torch.profiler run")
 
 
@@ -86,6 +95,7 @@ def methods(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object]
 
     fns: dict[str, Callable[[], object]] = {
         "plain forward": plain,
+        "hook floor": lambda: floor(model, x),
         "shapetrace.trace": lambda: shapetrace.trace(model, x),
         "shapetrace.trace(ops=True)": lambda: shapetrace.trace(model, x, ops=True),
         "torchinfo.summary": lambda: torchinfo.summary(model, input_data=x, verbose=0, depth=100),
@@ -100,6 +110,28 @@ def methods(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object]
     else:  # its default capture: every op's output kept, as a user of torchlens.trace gets it
         fns["torchlens.trace"] = lambda: torchlens.trace(model, x)
     return {name: fns[name] for name in METHODS if name in fns}
+
+
+def floor(model: nn.Module, x: torch.Tensor) -> list:
+    """The floor: a bare global pre+post hook pair recording each call's input and output shapes."""
+    from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+    shapes: list = []
+
+    def pre(module: nn.Module, args: tuple) -> None:
+        shapes.append([tuple(a.shape) for a in args if isinstance(a, torch.Tensor)])
+
+    def post(module: nn.Module, args: tuple, out: object) -> None:
+        shapes.append(tuple(out.shape) if isinstance(out, torch.Tensor) else None)
+
+    handles = [register_module_forward_pre_hook(pre), register_module_forward_hook(post)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
 
 
 def measure(model: nn.Module, x: torch.Tensor, rounds: int,
@@ -124,7 +156,7 @@ def measure(model: nn.Module, x: torch.Tensor, rounds: int,
             rounds)
 
 
-def run(quick: bool, rounds: int, budget_s: float) -> str:
+def run(quick: bool, rounds: int, budget_s: float, only: list[str] | None = None) -> str:
     torch.manual_seed(0)
     lines = [
         (f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
@@ -136,7 +168,7 @@ def run(quick: bool, rounds: int, budget_s: float) -> str:
         "|---|---:|---:|" + "---:|" * (len(METHODS) - 1),
     ]
     measured = []
-    for label, build, make_input in cases(quick):
+    for label, build, make_input in cases(quick, only):
         model = build().eval()
         x = make_input()
         medians, minima, n = measure(model, x, rounds, budget_s)
@@ -146,22 +178,20 @@ def run(quick: bool, rounds: int, budget_s: float) -> str:
         lines.append(f"| {label} | {n} | {base * 1e3:.1f} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
         calls = len(shapetrace.trace(model, x).calls)
-        measured.append((label, calls, fixed_cost(model), base, base_min, minima["shapetrace.trace"]))
-    # The per-call cost is read where it shows most: the case with the shortest forward per module call.
-    # Elsewhere (long forwards) the difference is below this machine's run-to-run noise.
-    src = min(measured, key=lambda m: m[4] / m[1])
-    label, calls, fixed, _, base_min, traced_min = src
-    per_call = max(traced_min - base_min - fixed, 0.0) / calls
-    costs = ["", (f"The tracer's own cost, from the same run: *fixed* is a `Tracer` entered and left around no "
-                  f"forward (module statistics, buffer snapshots), per model; *per call* is {per_call * 1e6:.0f} µs, "
-                  f"(trace − plain forward − fixed) / calls from minima on {label}, the case with the shortest "
-                  "forward per call (on the others the difference is below the machine's noise). *Tracer cost* "
-                  "= fixed + calls × per call; *estimate* = (plain forward + tracer cost) / plain forward, the "
-                  "overhead a trace adds where the direct ratio above cannot resolve it."),
-             "", "| model | module calls | fixed (ms) | tracer cost (ms) | estimate |", "|---|---:|---:|---:|---:|"]
-    for label, calls, fixed, base, _, _ in measured:
-        cost = fixed + calls * per_call
-        costs.append(f"| {label} | {calls} | {fixed * 1e3:.2f} | {cost * 1e3:.2f} | {(base + cost) / base:.3f}× |")
+        measured.append((label, calls, fixed_cost(model), base_min, minima))
+    costs = ["", ("Per-call costs from the same run's minima: *floor* = (hook floor − plain) / calls; *trace* = "
+                  "(shapetrace.trace − plain − fixed) / calls; *ops* the same for `trace(ops=True)`. *Fixed* is a "
+                  "`Tracer` entered and left around no forward. On long forwards the differences are below the "
+                  "machine's run-to-run noise: read the per-call costs where the forward per call is shortest."),
+             "", ("| model | module calls | fixed (ms) | floor per call (µs) | trace per call (µs) | "
+                 "trace / floor | ops per call (µs) |"), "|---|---:|---:|---:|---:|---:|---:|"]
+    for label, calls, fixed, base_min, minima in measured:
+        floor_call = (minima["hook floor"] - base_min) / calls
+        trace_call = (minima["shapetrace.trace"] - base_min - fixed) / calls
+        ops_call = (minima["shapetrace.trace(ops=True)"] - base_min - fixed) / calls
+        ratio = f"{trace_call / floor_call:.1f}×" if floor_call > 0 else "—"
+        costs.append(f"| {label} | {calls} | {fixed * 1e3:.2f} | {floor_call * 1e6:.1f} | {trace_call * 1e6:.1f} | "
+                     f"{ratio} | {ops_call * 1e6:.1f} |")
     return "\n".join(lines + costs) + "\n"
 
 
@@ -193,9 +223,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="at least this many rounds per model")
     parser.add_argument("--budget", type=float, default=60.0,
                         help="seconds per model: fast models get more rounds (at most 50)")
+    parser.add_argument("--case", action="append", help="run only the case with this label (repeatable)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--write", type=Path, help="replace the overhead table in this Markdown file")
     args = parser.parse_args()
-    table = run(args.quick, args.rounds, args.budget)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    table = run(args.quick, args.rounds, args.budget, args.case)
     print(table)
     if args.write:
         write_section(args.write, table)

@@ -15,10 +15,10 @@ from types import ModuleType
 
 import pytest
 
-from shapetrace.tracer import hooks
+from shapetrace.tracer import capture
 from shapetrace.tracer.records import Trace
 
-_finish = hooks.Tracer._finish
+_finish = capture.Tracer._finish
 
 
 def _finish_and_check_round_trip(self, exc):
@@ -32,7 +32,7 @@ def _finish_and_check_round_trip(self, exc):
 
 @pytest.fixture(autouse=True)
 def every_trace_round_trips(monkeypatch):
-    monkeypatch.setattr(hooks.Tracer, "_finish", _finish_and_check_round_trip)
+    monkeypatch.setattr(capture.Tracer, "_finish", _finish_and_check_round_trip)
     yield
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 import shapetrace
 from shapetrace.tracer.flops import rnn_step_flops
+from shapetrace.tracer.probes.timing import TimerProbe
 from shapetrace.tracer.timing import (
     KIND_CPU,
     PeakStack,
@@ -555,12 +556,13 @@ def test_cli_profile_draws_the_diagram_with_the_heat_overlay(tmp_path):
 # ---- the GPU code paths, driven on CPU with stand-ins for CUDA events and CUPTI kernels ------------------
 
 def _driver(model, x):
+    from shapetrace.tracer.engine import ModuleIndex
     from shapetrace.tracer.timing import _Run
 
     trace = shapetrace.trace(model, x)
     named = dict(model.named_modules())
     call_of = {(id(named[c.module]), c.call_index): c.id for c in trace.calls}
-    return trace, call_of, _Run(), {id(m) for m in model.modules()}
+    return trace, call_of, _Run(), ModuleIndex(model)
 
 
 def test_cuda_events_path_with_fake_events(monkeypatch):
@@ -584,11 +586,11 @@ def test_cuda_events_path_with_fake_events(monkeypatch):
     monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 8), nn.Tanh())).eval()
     x = torch.randn(4, 8)
-    trace, call_of, run, ids = _driver(model, x)
-    timer = timing._Timer(ids, "events")
+    trace, call_of, run, index = _driver(model, x)
+    timer = TimerProbe("events")
     with torch.no_grad():
         for _ in range(3):
-            assert timing._instrumented(lambda: model(x), timer, torch.device("cpu"), call_of, run)
+            assert timing._instrumented(lambda: model(x), index, timer, torch.device("cpu"), call_of, run)
     assert len(created) == 1 + 2 * len(trace.calls)  # a reference and a pair per call, reused by later repeats
     stats = timing.summarise(run.repeats, 0)
     assert set(stats) == {c.id for c in trace.calls}
@@ -635,13 +637,13 @@ def test_gpu_timer_falls_back_to_cuda_events_and_says_why(monkeypatch, profiler)
         monkeypatch.setattr(torch.profiler, "profile", Broken)
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 8), nn.Tanh())).eval()
     x = torch.randn(4, 8)
-    trace, call_of, _, ids = _driver(model, x)
-    run, kind = timing._timed(model, (x,), {}, ids, torch.device("cuda"), 1, 3, call_of, False, None, None)
+    trace, call_of, _, index = _driver(model, x)
+    run, kind = timing._timed(model, (x,), {}, index, torch.device("cuda"), 1, 3, call_of, False, None, None)
     assert kind == timing.KIND_EVENTS and len(run.repeats) == 3
     expected = ("torch.profiler failed: CUPTI_ERROR_NOT_INITIALIZED" if profiler == "raises"
                 else "torch.profiler recorded no CUDA kernels (CUPTI unavailable?)")
     assert run.fallback == expected
-    timing._fill(trace, dict(model.named_modules()), run, kind, None, None, False)
+    timing._fill_timing(trace, run, kind)
     trace.timing = {"kind": kind, "device": "cuda", "fallback": run.fallback, "repeats": 3, "warmup": 1}
     assert f"GPU timer: CUDA events instead of torch.profiler: {expected}" in " ".join(
         render_text(trace, width=None).split())
@@ -663,10 +665,10 @@ def test_profiler_path_with_synthetic_kernels(monkeypatch):
     monkeypatch.setattr(timing, "kineto_intervals", with_kernels)
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 8), nn.Tanh())).eval()
     x = torch.randn(4, 8)
-    trace, call_of, run, ids = _driver(model, x)
-    timer = timing._Timer(ids, "profiler")
+    trace, call_of, run, index = _driver(model, x)
+    timer = TimerProbe("profiler")
     with torch.no_grad():
-        assert timing._instrumented(lambda: model(x), timer, torch.device("cpu"), call_of, run)
+        assert timing._instrumented(lambda: model(x), index, timer, torch.device("cpu"), call_of, run)
     (rep,) = run.repeats
     assert len(rep) == len(trace.calls) == 6
     assert all(self_ms == pytest.approx(0.01) for _, self_ms, _ in rep.values())  # 10 us each: own kernel only

@@ -23,6 +23,7 @@ __all__ = [
     "Trace",
     "TraceFailed",
     "Tracer",
+    "UnsupportedModel",
     "__version__",
     "load",
     "profile",
@@ -31,7 +32,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .tracer.api import TraceFailed, trace
-    from .tracer.hooks import Tracer
+    from .tracer.capture import Tracer, UnsupportedModel
     from .tracer.timing import profile
 
 
@@ -41,10 +42,10 @@ def __getattr__(name: str) -> Any:
         from .tracer import api
 
         return getattr(api, name)
-    if name == "Tracer":
-        from .tracer.hooks import Tracer
+    if name == "Tracer" or name == "UnsupportedModel":
+        from .tracer import capture
 
-        return Tracer
+        return getattr(capture, name)
     if name == "profile":
         from .tracer.timing import profile
 

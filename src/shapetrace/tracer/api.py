@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 from torch import nn
 
-from .hooks import Tracer, model_device, prepare_inputs
+from .capture import Tracer, UnsupportedModel, unwrap
+from .placement import model_device, place_inputs
 from .records import Trace, labelled_tensors
 
 
@@ -46,18 +48,31 @@ def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None =
     carrying the partial trace is raised (``strict=True``) or the partial trace is returned with its
     ``failure`` set (``strict=False``). Keyword arguments for the forward that clash with these option names
     go in ``forward_kwargs``.
+
+    A model wrapped by ``torch.compile`` or ``DataParallel`` is unwrapped and its inner module traced, run
+    eagerly on one device (``trace.meta["unwrapped"]`` names the wrappers). Anything that cannot be traced
+    (a function, a TorchScript module, a forward returning a generator) raises ``UnsupportedModel`` (a
+    ``TypeError``) saying what to pass instead.
     """
     kwargs = {**kwargs, **(forward_kwargs or {})}
-    target = torch.device(device) if device is not None else model_device(model)
-    args, kwargs = prepare_inputs(args, kwargs, target)
+    model, wrappers = unwrap(model) if isinstance(model, nn.Module) else (model, [])
     tracer = Tracer(model, grad=grad, train=train, device=device, ops=ops, lines=lines)
+    target = torch.device(device) if device is not None else model_device(model)
+    args, kwargs = place_inputs(args, target), place_inputs(kwargs, target)
     try:
         with tracer:
-            model(*args, **kwargs)
+            out = model(*args, **kwargs)
     except Exception as e:
         assert tracer.trace is not None
         if strict:
             raise TraceFailed(tracer.trace, e) from e
         return tracer.trace
     assert tracer.trace is not None
+    if inspect.isgenerator(out) or inspect.isasyncgen(out) or inspect.iscoroutine(out):
+        raise UnsupportedModel(
+            f"{type(model).__name__}.forward returned a {type(out).__name__}: the code inside it runs only when it "
+            "is consumed, after the trace has ended, so its module calls cannot be recorded. Make the forward "
+            "return a list or tuple (for example `return list(...)`), or trace a module that consumes it.")
+    if wrappers:
+        tracer.trace.meta["unwrapped"] = wrappers
     return tracer.trace

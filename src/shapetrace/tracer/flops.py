@@ -2,10 +2,10 @@
 
 How a call's FLOPs are counted
 ------------------------------
-``FlopRecorder`` runs the forward under ``torch.utils.flop_counter.FlopCounterMode`` and reads its running
-total (``get_total_flops()``) in a global pre-hook and a global post-hook of every module call; the inclusive
-FLOPs of the call are the difference. Global hooks (``register_module_forward_pre_hook``) are used rather
-than per-module ones because per-module hooks switch off ``nn.TransformerEncoderLayer``'s fused fast path.
+The FLOP probe (``tracer.probes.flops.FlopProbe``) runs the forward under
+``torch.utils.flop_counter.FlopCounterMode`` and reads its running total (``get_total_flops()``) at every
+module call's start and end; the inclusive FLOPs of the call are the difference. This module holds the
+formulas and the probe nothing but the reading.
 
 ``FlopCounterMode`` uses the convention of counting multiply-accumulates as 2 FLOPs for matmuls,
 convolutions and attention, and 0 for elementwise work (bias adds, activations, normalisation). It counts 0
@@ -47,9 +47,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .probes import CallProbe
+from .records import Call
 
-__all__ = ["CUSTOM_FLOPS", "FlopRecorder", "rnn_flops", "rnn_step_flops"]
+__all__ = ["CUSTOM_FLOPS", "merge_flops", "rnn_flops", "rnn_step_flops"]
 
 
 def _prod(shape: Any) -> int:
@@ -158,40 +158,24 @@ def rnn_flops(module: nn.Module, args: tuple) -> int | None:
     return total
 
 
-class FlopRecorder(CallProbe):
-    """Inclusive FLOPs of every call of the given modules, keyed by ``(id(module), call_index)``.
+def merge_flops(calls: list[Call], results: dict[int, tuple[int, int | None]]) -> None:
+    """Write the FLOP probe's ``{call id: (counted, analytic)}`` into ``Call.flops``.
 
-    Use as a context manager around one forward; ``results`` maps each key to ``(counted, analytic)``:
-    what ``FlopCounterMode`` counted between the call's pre- and post-hook, and the analytic count for a
-    recurrent module (``None`` otherwise). ``total`` is the counter's grand total.
+    A recurrent call's analytic count replaces what ``FlopCounterMode`` counted, and the difference is added
+    to every enclosing call so inclusive counts stay consistent; the call's notes say so.
     """
-
-    def __init__(self, modules: dict[int, nn.Module]) -> None:
-        super().__init__(modules)
-        self.results: dict[tuple[int, int], tuple[int, int | None]] = {}
-        self.total = 0
-        self._before: dict[tuple[int, int], tuple[int, int | None]] = {}
-
-    def __enter__(self) -> FlopRecorder:  # noqa: PYI034 - typing.Self needs Python 3.11
-        from torch.utils.flop_counter import FlopCounterMode
-
-        self.counter = FlopCounterMode(display=False, custom_mapping=CUSTOM_FLOPS)
-        self.counter.__enter__()
-        super().__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        super().__exit__(*exc)
-        self.total = self.counter.get_total_flops()
-        self.counter.__exit__(*exc)
-
-    def start(self, key: tuple[int, int], module: nn.Module, args: tuple) -> None:
-        try:
-            analytic = rnn_flops(module, args)
-        except Exception:  # noqa: BLE001 - a formula must never break the forward
-            analytic = None
-        self._before[key] = (self.counter.get_total_flops(), analytic)
-
-    def end(self, key: tuple[int, int]) -> None:
-        before, analytic = self._before.pop(key)
-        self.results[key] = (self.counter.get_total_flops() - before, analytic)
+    by_id = {c.id: c for c in calls}
+    for call in calls:
+        got = results.get(call.id)
+        if got is not None:
+            call.flops = got[0]
+    for call in calls:
+        got = results.get(call.id)
+        if got is None or got[1] is None or got[1] == got[0]:
+            continue
+        delta = got[1] - got[0]
+        call.notes.append(f"flops: analytic {call.cls} formula (FlopCounterMode counted {got[0]})")
+        node: Call | None = call
+        while node is not None:
+            node.flops = (node.flops or 0) + delta
+            node = by_id.get(node.parent) if node.parent is not None else None

@@ -1,16 +1,15 @@
 """``profile()``: per-call times, FLOPs and memory beside the shapes of a ``Trace``.
 
-Method
+Method: passes of the capture engine (``tracer.engine``) with chosen probes, then one merge.
 ------
-1. **Shape pass.** One forward under ``Tracer`` (the same shape recording as ``trace()``), with
-   ``FlopCounterMode`` running and its total read in global hooks at each call's start and end
-   (``flops.FlopRecorder``), and on CUDA a stack of allocator peaks (``PeakStack``).
-2. **Timed repeats.** ``warmup + repeat`` iterations, each running the plain forward (no hooks) and the
-   instrumented forward, alternating which goes first. The instrumented forward only has two small *global*
-   hooks (``register_module_forward_pre_hook``) that read ``time.perf_counter_ns`` and, on CUDA, push a
-   profiler range; the heavy shape-recording hooks never run while timing. Global hooks are used because a
-   per-module hook switches off ``nn.TransformerEncoderLayer``'s fused fast path (it checks for them).
-3. Each timed call is keyed by ``(module, call_index)`` (so the three calls of a chunked LSTM are three
+1. **Shape pass.** One forward under ``Tracer`` (the same shape and op recording as ``trace(ops=True)``)
+   with two more probes: ``probes.flops.FlopProbe`` (``FlopCounterMode``'s total read at each call's start
+   and end) and, on CUDA, ``probes.memory.PeakMemoryProbe`` (a stack of allocator peaks, ``PeakStack``).
+2. **Timed repeats.** ``warmup + repeat`` iterations, each running the plain forward (no hooks) and an
+   engine pass with ``probes.timing.TimerProbe`` alone, alternating which goes first. The timer probe reads
+   ``time.perf_counter_ns`` and, on CUDA, pushes a profiler range; the shape recording never runs while
+   timing. The engine's global hooks keep ``nn.TransformerEncoderLayer``'s fused fast path running.
+3. **Merge.** Each timed call is keyed by ``(module, call_index)`` (so the three calls of a chunked LSTM are three
    rows) and matched to the shape pass's calls. Per repeat and call: the inclusive time, the self time
    (inclusive minus the direct children's inclusive time, so never negative) and the host time.
 
@@ -56,25 +55,26 @@ and costs nothing in the timed runs, so it is used instead (``PeakStack``).
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 from .api import TraceFailed
-from .flops import FlopRecorder
-from .hooks import Tracer, model_device
+from .capture import Tracer
+from .engine import Engine, ModuleIndex
+from .guard import ModelGuard
 from .intervals import Attribution, attribute_kernels, central_repeats, nested_self_times, quantile, summarise
-from .probes import CallProbe
+from .placement import place_inputs, placed
+from .probes.flops import FlopProbe
+from .probes.memory import PeakMemoryProbe, PeakStack
+from .probes.timing import RANGE_PREFIX, TimerProbe
 from .records import Trace, iter_tensors
-from .values import map_tensors
 
 __all__ = [
     "KIND_CPU",
@@ -98,35 +98,11 @@ __all__ = [
 KIND_CPU = "cpu-wall"
 KIND_PROFILER = "cuda-kernels (profiler)"
 KIND_EVENTS = "cuda-events (GPU span, includes idle)"
-_RANGE = "shapetrace/"
+_RANGE = RANGE_PREFIX
 
 
 class ProfileUsageError(ValueError):
     """A ``profile`` option that cannot be honoured here (CUDA asked for without CUDA, an unknown dtype)."""
-
-
-class PeakStack:
-    """Peak memory per nested call from one global peak counter, children never clobbering parents.
-
-    ``push(allocated, peak)`` at a call's start and ``pop(peak) -> peak_bytes`` at its end, where ``peak`` is
-    the counter's peak since its last reset; reset the counter after each push and pop. A child's peak is
-    folded into its parent's, and the parent's peak so far is saved before the child resets the counter.
-    """
-
-    def __init__(self) -> None:
-        self._frames: list[list[int]] = []
-
-    def push(self, allocated: int, peak: int) -> None:
-        if self._frames:
-            self._frames[-1][1] = max(self._frames[-1][1], peak)
-        self._frames.append([allocated, allocated])
-
-    def pop(self, peak: int) -> int:
-        start, top = self._frames.pop()
-        top = max(top, peak)
-        if self._frames:
-            self._frames[-1][1] = max(self._frames[-1][1], top)
-        return top - start
 
 
 # ---- options -------------------------------------------------------------------------------------------
@@ -159,150 +135,7 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         raise ProfileUsageError(f"unknown dtype {dtype!r}; use bf16, fp16 or fp32") from None
 
 
-@contextlib.contextmanager
-def _placed(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
-    """Run ``model`` with its parameters and buffers on ``device`` (and floating ones cast to ``dtype``),
-    without changing the model: copies are swapped in for the duration (shared tensors stay shared)."""
-    if dtype is None and model_device(model) == device:
-        yield
-        return
-    copies: dict[int, torch.Tensor] = {}
-    moved: dict[str, torch.Tensor] = {}
-    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
-    for name, t in named:
-        if id(t) not in copies:
-            cast = dtype if dtype is not None and t.is_floating_point() else None
-            c = t.detach().to(device=device, dtype=cast)
-            c.requires_grad_(t.requires_grad)
-            copies[id(t)] = c
-        moved[name] = copies[id(t)]
-    with torch.nn.utils.stateless._reparametrize_module(model, moved, tie_weights=True):
-        yield
-
-
-def _place_inputs(value: Any, device: torch.device, dtype: torch.dtype | None) -> Any:
-    def move(t: torch.Tensor) -> torch.Tensor:
-        if dtype is not None and t.is_floating_point():
-            return t.to(device=device, dtype=dtype)
-        return t.to(device)
-
-    return map_tensors(value, move)
-
-
-# ---- the shape pass ------------------------------------------------------------------------------------
-
-class _PeakRecorder(CallProbe):
-    """CUDA peak allocated per call (``PeakStack``), keyed by ``(id(module), call_index)``."""
-
-    def __init__(self, modules: dict[int, nn.Module], device: torch.device) -> None:
-        super().__init__(modules)
-        self.device = device
-        self.results: dict[tuple[int, int], int] = {}
-        self._peaks = PeakStack()
-
-    def __enter__(self) -> _PeakRecorder:  # noqa: PYI034 - typing.Self needs Python 3.11
-        torch.cuda.reset_peak_memory_stats(self.device)
-        super().__enter__()
-        return self
-
-    def start(self, key: tuple[int, int], module: nn.Module, args: tuple) -> None:
-        cuda = torch.cuda
-        self._peaks.push(cuda.memory_allocated(self.device), cuda.max_memory_allocated(self.device))
-        cuda.reset_peak_memory_stats(self.device)
-
-    def end(self, key: tuple[int, int]) -> None:
-        cuda = torch.cuda
-        self.results[key] = self._peaks.pop(cuda.max_memory_allocated(self.device))
-        cuda.reset_peak_memory_stats(self.device)
-
-
 # ---- the timed repeats ---------------------------------------------------------------------------------
-
-# A profiler range (a context manager taking its name): torch's C++ ``_RecordFunctionFast`` where it exists
-# (about 1 us a range under the profiler, against 8 us for ``record_function``, a cost paid once per call
-# in the timed forward: benchmarks/profiler_ranges.py), else ``record_function``. Looked up once.
-_profiler_range: Callable[[str], Any] = (getattr(torch._C._profiler, "_RecordFunctionFast", None)
-                                         or torch.autograd.profiler.record_function)
-
-
-class _Timer:
-    """The lightweight hooks of the timed repeats: a clock read per call start and end, plus a profiler
-    range (``mode="profiler"``) or a pair of CUDA events (``mode="events"``). Nothing else runs in them."""
-
-    def __init__(self, ids: set[int], mode: str) -> None:
-        self.ids = ids
-        self.mode = mode
-        self._events: list[Any] = []  # CUDA events, reused from one repeat to the next
-        self.reset()
-
-    def event(self) -> Any:
-        """A recorded CUDA event from the pool (creating a CUDA event costs a driver call: once per slot)."""
-        if self._used == len(self._events):
-            self._events.append(torch.cuda.Event(enable_timing=True))
-        ev = self._events[self._used]
-        self._used += 1
-        ev.record()
-        return ev
-
-    def reset(self) -> None:
-        self._used = 0
-        self.mods: list[int] = []
-        self.t0: list[int] = []
-        self.t1: list[int] = []
-        self.ranges: list[Any] = []
-        self.ev0: list[Any] = []
-        self.ev1: list[Any] = []
-        self._stack: list[int] = []
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[_Timer]:
-        handles = [register_module_forward_pre_hook(self._pre),
-                   register_module_forward_hook(self._post, always_call=True)]
-        try:
-            yield self
-        finally:
-            for h in handles:
-                h.remove()
-
-    def _pre(self, module: nn.Module, args: tuple) -> None:
-        if id(module) not in self.ids:
-            return
-        j = len(self.t0)
-        self._stack.append(j)
-        self.mods.append(id(module))
-        self.t1.append(0)
-        if self.mode == "profiler":
-            rf = _profiler_range(f"{_RANGE}{j}")
-            rf.__enter__()
-            self.ranges.append(rf)
-        elif self.mode == "events":
-            self.ev0.append(self.event())
-            self.ev1.append(None)
-        self.t0.append(time.perf_counter_ns())
-
-    def _post(self, module: nn.Module, args: tuple, output: Any) -> None:
-        t = time.perf_counter_ns()
-        if id(module) not in self.ids or not self._stack:
-            return
-        j = self._stack.pop()
-        self.t1[j] = t
-        if self.mode == "profiler":
-            self.ranges[j].__exit__(None, None, None)
-        elif self.mode == "events":
-            self.ev1[j] = self.event()
-
-    def keyed(self, call_of: dict[tuple[int, int], int]) -> list[tuple[int, int]]:
-        """``(position, call id)`` for each finished timed call that matches a call of the shape pass."""
-        counts: dict[int, int] = {}
-        out = []
-        for j, mid in enumerate(self.mods):
-            index = counts.get(mid, 0)
-            counts[mid] = index + 1
-            cid = call_of.get((mid, index))
-            if cid is not None and self.t1[j]:
-                out.append((j, cid))
-        return out
-
 
 _RUNTIME_NAME = re.compile(r"(cuda|cu|hip)[A-Z]")  # CUDA runtime / driver and HIP API calls
 _DEVICE_KINDS = ("kernel", "gpu_memcpy", "gpu_memset")
@@ -397,10 +230,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _instrumented(forward: Callable[[], Any], timer: _Timer, device: torch.device, call_of: dict,
-                  run: _Run | None) -> bool:
-    """One instrumented forward; its samples go into ``run`` (``None`` for warm-up). Returns ``False`` when
-    the profiler saw no device kernels (no CUPTI), so the caller falls back to CUDA events."""
+def _instrumented(forward: Callable[[], Any], index: ModuleIndex, timer: TimerProbe, device: torch.device,
+                  call_of: dict, run: _Run | None) -> bool:
+    """One instrumented forward (an engine pass with the timer probe over the modules of ``index``); its
+    samples go into ``run`` (``None`` for warm-up). Returns ``False`` when the profiler saw no device kernels
+    (no CUPTI), so the caller falls back to CUDA events."""
     timer.reset()
     if timer.mode == "profiler":
         from torch.profiler import ProfilerActivity
@@ -412,7 +246,7 @@ def _instrumented(forward: Callable[[], Any], timer: _Timer, device: torch.devic
             with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                 _sync(device)
                 t0 = time.perf_counter_ns()
-                with timer.installed():
+                with Engine(index, [timer]):
                     forward()
                 _sync(device)
                 wall = time.perf_counter_ns() - t0
@@ -438,7 +272,7 @@ def _instrumented(forward: Callable[[], Any], timer: _Timer, device: torch.devic
         _sync(device)
         ref = timer.event()
     t0 = time.perf_counter_ns()
-    with timer.installed():
+    with Engine(index, [timer]):
         forward()
     _sync(device)
     wall = time.perf_counter_ns() - t0
@@ -517,22 +351,26 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
     if repeat < 1 or warmup < 0:
         raise ProfileUsageError("repeat must be at least 1 and warmup at least 0")
     kwargs = {**kwargs, **(forward_kwargs or {})}
-    args = _place_inputs(tuple(inputs), dev, dt)
-    kwargs = _place_inputs(kwargs, dev, dt)
-    named = {}
-    for name, m in model.named_modules(remove_duplicate=False):
-        named.setdefault(name, m)
-    modules = {id(m): m for m in named.values()}
+    args = place_inputs(tuple(inputs), dev, dt)
+    kwargs = place_inputs(kwargs, dev, dt)
+    index = ModuleIndex(model)
     regions, inner = _compiled_regions(model)
-    with _placed(model, dev, dt):
-        trace, flop_rec, peak_rec = _shape_pass(model, args, kwargs, modules, dev, flops, memory, grad, train)
-        call_of = {(id(named[c.module]), c.call_index): c.id for c in trace.calls if c.module in named}
+    with placed(model, dev, dt):
+        # Pass 1: shapes, data flow, FLOPs and peak memory, in one forward.
+        flop_probe = FlopProbe() if flops else None
+        peak_probe = PeakMemoryProbe(dev) if memory and dev.type == "cuda" else None
+        trace, keys = _shape_pass(model, args, kwargs, [p for p in (flop_probe, peak_probe) if p], grad, train)
+        call_of = {key: cid for cid, key in enumerate(keys)}
+        # Passes 2...: the timed repeats, the timer probe alone, compiled regions' insides left out.
         if dev.type == "meta":  # shapes only: FLOPs and memory, nothing to time
             run, kind = _Run(), ""
         else:
-            run, kind = _timed(model, args, kwargs, set(modules) - inner, dev, warmup, repeat, call_of, grad,
+            run, kind = _timed(model, args, kwargs, index.without(inner), dev, warmup, repeat, call_of, grad,
                                train, progress, gpu_timer)
-    _fill(trace, named, run, kind, flop_rec, peak_rec, memory)
+    # The merge: every probe's results into the shape pass's calls.
+    _fill_timing(trace, run, kind)
+    if memory:
+        _fill_memory(trace, index, keys, peak_probe)
     trace.meta["profiled"] = True
     if not run.repeats:
         trace.meta["profile_note"] = "device 'meta': FLOPs and memory from shapes, no timing"
@@ -563,121 +401,91 @@ def _first_dtype(model: nn.Module) -> torch.dtype:
     return torch.get_default_dtype()
 
 
-def _shape_pass(model: nn.Module, args: tuple, kwargs: dict, modules: dict[int, nn.Module], dev: torch.device,
-                flops: bool, memory: bool, grad: bool, train: bool | None
-                ) -> tuple[Trace, FlopRecorder | None, _PeakRecorder | None]:
-    # ops=True: the profile's edges let its diagram (with the heat overlay) show the data flow.
-    tracer = Tracer(model, grad=grad, train=train, ops=True)
-    flop_rec = FlopRecorder(modules) if flops else None
-    peak_rec = _PeakRecorder(modules, dev) if memory and dev.type == "cuda" else None
+def _shape_pass(model: nn.Module, args: tuple, kwargs: dict, probes: list, grad: bool, train: bool | None
+                ) -> tuple[Trace, list[tuple[int, int]]]:
+    """The trace (with ops: the profile's diagram shows data flow) and each call's ``(id(module), call_index)``;
+    ``probes`` run in the same forward and key their results by call id."""
+    tracer = Tracer(model, grad=grad, train=train, ops=True, probes=probes)
     try:
-        with tracer, contextlib.ExitStack() as stack:
-            for probe in (flop_rec, peak_rec):
-                if probe is not None:
-                    stack.enter_context(probe)
+        with tracer:
             model(*args, **kwargs)
     except Exception as e:
         assert tracer.trace is not None
         raise TraceFailed(tracer.trace, e) from e
     assert tracer.trace is not None
-    return tracer.trace, flop_rec, peak_rec
+    return tracer.trace, tracer.call_keys()
 
 
-def _timed(model: nn.Module, args: tuple, kwargs: dict, ids: set[int], dev: torch.device, warmup: int,
+def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev: torch.device, warmup: int,
            repeat: int, call_of: dict, grad: bool, train: bool | None,
            progress: Callable[[int, int], None] | None, gpu_timer: str = "auto") -> tuple[_Run, str]:
     mode = "wall" if dev.type != "cuda" else "events" if gpu_timer == "events" else "profiler"
-    timer = _Timer(ids, mode)
+    timer = TimerProbe(mode)
     run = _Run()
-    flags = {id(m): m.training for m in model.modules()}
-    saved = [(b, b.detach().clone()) for b in model.buffers()]
 
     def forward() -> Any:
         return model(*args, **kwargs)
 
-    try:
-        if train is not None:
-            model.train(train)
-        with torch.set_grad_enabled(grad):
-            if mode == "profiler":  # one try: without CUPTI, CUDA events in the hooks instead
-                try:
-                    ok = _instrumented(forward, timer, dev, call_of, None)
-                    reason = "torch.profiler recorded no CUDA kernels (CUPTI unavailable?)"
-                except RuntimeError as e:
-                    first_line = str(e).splitlines()[0] if str(e) else repr(e)
-                    ok, reason = False, f"torch.profiler failed: {first_line}"
-                if not ok:
-                    run.fallback = reason
-                    timer = _Timer(ids, "events")
-            total = warmup + repeat
-            for i in range(total):
-                measured = run if i >= warmup else None
-                if i % 2 == 0:
-                    plain = _plain(forward, dev)
-                    _instrumented(forward, timer, dev, call_of, measured)
-                else:
-                    _instrumented(forward, timer, dev, call_of, measured)
-                    plain = _plain(forward, dev)
-                if measured is not None:
-                    run.plain.append(plain)
-                if progress is not None:
-                    progress(i + 1, total)
-    finally:
-        for m in model.modules():
-            m.training = flags.get(id(m), m.training)
-        with torch.no_grad():
-            for live, copy in saved:
-                if live.shape == copy.shape:
-                    live.copy_(copy)
+    with ModelGuard(index, train=train, grad=grad):
+        if mode == "profiler":  # one try: without CUPTI, CUDA events in the hooks instead
+            try:
+                ok = _instrumented(forward, index, timer, dev, call_of, None)
+                reason = "torch.profiler recorded no CUDA kernels (CUPTI unavailable?)"
+            except RuntimeError as e:
+                first_line = str(e).splitlines()[0] if str(e) else repr(e)
+                ok, reason = False, f"torch.profiler failed: {first_line}"
+            if not ok:
+                run.fallback = reason
+                timer = TimerProbe("events")
+        total = warmup + repeat
+        for i in range(total):
+            measured = run if i >= warmup else None
+            if i % 2 == 0:
+                plain = _plain(forward, dev)
+                _instrumented(forward, index, timer, dev, call_of, measured)
+            else:
+                _instrumented(forward, index, timer, dev, call_of, measured)
+                plain = _plain(forward, dev)
+            if measured is not None:
+                run.plain.append(plain)
+            if progress is not None:
+                progress(i + 1, total)
     kind = {"profiler": KIND_PROFILER, "events": KIND_EVENTS}.get(timer.mode, KIND_CPU)
     return run, kind
 
 
-def _fill(trace: Trace, named: dict[str, nn.Module], run: _Run, kind: str, flop_rec: FlopRecorder | None,
-          peak_rec: _PeakRecorder | None, memory: bool) -> None:
-    """Write the medians, FLOPs and memory into the trace's calls."""
-    pbytes: dict[int, int] = {}
+def _fill_timing(trace: Trace, run: _Run, kind: str) -> None:
+    """Each call's interquartile means and quantiles over the timed repeats."""
+    if not run.repeats:
+        return
     root = next((c.id for c in trace.calls if c.parent is None), 0)
-    stats = summarise(run.repeats, root) if run.repeats else {}
+    stats = summarise(run.repeats, root)
     for call in trace.calls:
-        m = named.get(call.module)
-        key = (id(m), call.call_index) if m is not None else None
         s = stats.get(call.id)
         if s is not None:
             call.timing = {"total_ms": _r(s["total"]), "self_ms": _r(s["self"]), "median_ms": _r(s["median"]),
                            "p10_ms": _r(s["p10"]), "p90_ms": _r(s["p90"]), "cpu_ms": _r(s["cpu"]), "kind": kind}
-        if memory and m is not None:
-            if id(m) not in pbytes:
-                pbytes[id(m)] = sum(p.numel() * p.element_size() for p in m.parameters())
-            seen: set = set()
-            act = 0
-            for _, meta in iter_tensors(call.outputs):
-                ident = meta.tid if meta.tid is not None else object()
-                if ident not in seen:
-                    seen.add(ident)
-                    act += meta.nbytes
-            call.memory = {"activation_bytes": act, "param_bytes": pbytes[id(m)]}
-            if peak_rec is not None and key in peak_rec.results:
-                call.memory["peak_bytes"] = peak_rec.results[key]
-    if flop_rec is None:
-        return
-    by_id = {c.id: c for c in trace.calls}
+
+
+def _fill_memory(trace: Trace, index: ModuleIndex, keys: list[tuple[int, int]],
+                 peak_probe: PeakMemoryProbe | None) -> None:
+    """Activation bytes (the call's distinct output tensors) and parameter bytes from shapes; CUDA peaks."""
+    pbytes: dict[int, int] = {}
+    modules = {id(m): m for m in index.modules}
     for call in trace.calls:
-        m = named.get(call.module)
-        got = flop_rec.results.get((id(m), call.call_index)) if m is not None else None
-        if got is not None:
-            call.flops = got[0]
-    for call in trace.calls:
-        m = named.get(call.module)
-        got = flop_rec.results.get((id(m), call.call_index)) if m is not None else None
-        if got is None or got[1] is None or got[1] == got[0]:
-            continue
-        delta = got[1] - got[0]
-        call.notes.append(f"flops: analytic {call.cls} formula (FlopCounterMode counted {got[0]})")
-        node: Any = call
-        while node is not None:
-            node.flops = (node.flops or 0) + delta
-            node = by_id.get(node.parent) if node.parent is not None else None
+        mid = keys[call.id][0]
+        if mid not in pbytes:
+            pbytes[mid] = sum(p.numel() * p.element_size() for p in modules[mid].parameters())
+        seen: set = set()
+        act = 0
+        for _, meta in iter_tensors(call.outputs):
+            ident = meta.tid if meta.tid is not None else object()
+            if ident not in seen:
+                seen.add(ident)
+                act += meta.nbytes
+        call.memory = {"activation_bytes": act, "param_bytes": pbytes[mid]}
+        if peak_probe is not None and call.id in peak_probe.results:
+            call.memory["peak_bytes"] = peak_probe.results[call.id]
 
 
 def _notes(trace: Trace, regions: dict[str, nn.Module], run: _Run, kind: str) -> None:

@@ -1,7 +1,7 @@
-"""Functional operations between modules (``torch.cat``, ``+``, ``F.interpolate``, ``view``, indexing, ...).
+"""``OpProbe``: functional operations between modules (``torch.cat``, ``+``, ``F.interpolate``, ``view``, ...).
 
-``OpRecorder`` is a ``TorchFunctionMode``: every torch function and tensor method called while a trace
-runs passes through it. Ops run in the forward code of a container module (one with children), or outside
+The probe enters a ``TorchFunctionMode`` (``OpRecorder``): every torch function and tensor method called
+while a trace runs passes through it and is handed to the trace's ``DataFlow``. Ops run in the forward code of a container module (one with children), or outside
 every module, become ``Op`` records with data-flow edges; ops inside a leaf module (the ``F.conv2d`` of a
 ``Conv2d``) are that module's own implementation and are not recorded, but the tensors they touch are
 still checked for side inputs (a tensor the module reads from an attribute rather than its arguments).
@@ -9,15 +9,15 @@ still checked for side inputs (a tensor the module reads from an attribute rathe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .values import iter_live_tensors
-
-if TYPE_CHECKING:
-    from .hooks import Tracer
+from ..engine import Engine, Probe
+from ..flow import DataFlow
+from ..values import iter_live_tensors
 
 # Tensor methods that only read metadata or convert to Python: never data flow.
 _SKIP = {
@@ -65,11 +65,14 @@ FAST_PATH_MODULES: tuple[type, ...] = (torch.nn.TransformerEncoderLayer, torch.n
 
 
 class OpRecorder(TorchFunctionMode):
-    """The ``TorchFunctionMode`` that feeds functional ops to a ``Tracer``."""
+    """The ``TorchFunctionMode`` that feeds functional ops to a ``DataFlow``; ``errors`` collects its own
+    failures (a recorder bug never breaks the user's forward)."""
 
-    def __init__(self, tracer: Tracer) -> None:
+    def __init__(self, flow: DataFlow, errors: list[str]) -> None:
         super().__init__()
-        self.tracer = tracer
+        self.flow = flow
+        self.errors = errors
+        self.seen = 0  # torch functions that could be data flow (not metadata reads), for OpCountProbe
         self._stepped_aside_for: int | None = None  # the call during which the mode is off the stack
 
     def step_aside(self, call_id: int) -> None:
@@ -96,28 +99,54 @@ class OpRecorder(TorchFunctionMode):
         raw = getattr(func, "__name__", "")
         if raw in _SKIP or raw == "__get__" or raw == "__set__":
             return out
+        self.seen += 1
         try:
             self._record(func, raw, args, kwargs, out)
         except Exception as e:  # noqa: BLE001 - a tracer bug must never break the user's forward
-            self.tracer.tracer_errors.append(f"op {raw}: {e!r}")
+            self.errors.append(f"op {raw}: {e!r}")
         return out
 
     def _record(self, func: Any, raw: str, args: tuple, kwargs: dict, out: Any) -> None:
-        tracer = self.tracer
-        inner = tracer.innermost
+        flow = self.flow
+        inner = flow.innermost
         name = op_name(func)
         inplace = _is_inplace(name, raw)
         target = args[0] if inplace and args and isinstance(args[0], torch.Tensor) else None
         if inner is not None and inner.is_leaf:
-            tracer.note_leaf_inputs((args, kwargs))
-            if target is not None:
-                # A leaf changing a tensor it was handed in place: the value after is the leaf's.
-                tid = tracer._ids.lookup(target)
-                if tid is not None and tracer._ids.produced_at.get(tid, -1) < inner.call.start:
-                    tracer._ids.new(target, f"call:{inner.call.id}", tracer._order)
+            # A leaf's own implementation: only side inputs (and a handed tensor changed in place) matter.
+            flow.note_leaf_op((args, kwargs), target)
             return
         has_tensor_out = target is not None or next(iter_live_tensors(out), None) is not None
         if not has_tensor_out:
             return
         call_args = list(args) + ([kwargs] if kwargs else [])
-        tracer.record_op(name, call_args, None if target is not None and out is None else out, target)
+        flow.record_op(name, call_args, None if target is not None and out is None else out, target)
+
+
+class OpProbe(Probe):
+    """Records functional ops into ``flow`` while the engine runs; steps aside for fused fast paths."""
+
+    def __init__(self, flow: DataFlow) -> None:
+        self.flow = flow
+        self.recorder: OpRecorder | None = None
+
+    def start(self, engine: Engine) -> None:
+        self.recorder = OpRecorder(self.flow, engine.errors)
+        self.recorder.__enter__()
+
+    def stop(self, engine: Engine, exc: BaseException | None) -> None:
+        if self.recorder is not None:
+            self.recorder.__exit__(None, None, None)
+
+    def on_call_start(self, cid: int, module: nn.Module, args: tuple, kwargs: dict | None) -> None:
+        recorder = self.recorder
+        assert recorder is not None
+        # A call inside a module the recorder stepped aside for means that module took its slow path:
+        # record again from here on (its residual adds and norms are data flow worth drawing).
+        recorder.step_back()
+        if isinstance(module, FAST_PATH_MODULES):
+            recorder.step_aside(cid)
+
+    def on_call_end(self, cid: int, module: nn.Module, output: Any, error: BaseException | None) -> None:
+        assert self.recorder is not None
+        self.recorder.step_back(cid)

@@ -1,0 +1,211 @@
+"""``Tracer``: one forward of the capture engine with the shape probes, and the ``Trace`` built after it.
+
+``Tracer`` is the context manager behind ``shapetrace.trace``::
+
+    with Tracer(model) as t:
+        model(x)
+    t.trace  # a Trace: plain data
+
+Entering puts the model's state under a ``ModelGuard`` (training flags, grad mode, buffer values), swaps in
+copies of its tensors on another device when asked (``placement.placed``) and starts an ``Engine`` with the
+``ShapeProbe`` (and, with ``ops=True``, the ``OpProbe``); leaving undoes all of it in
+reverse order, also when the forward raises. The partial trace of a failed forward marks the innermost call
+the exception left as failed, with its inputs and message. Parameter counts, aliases, never-called modules
+and the model's totals are computed from the recorded calls after the forward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Sequence
+from types import TracebackType
+
+import torch
+from torch import nn
+
+from .engine import Engine, ModuleIndex, Probe
+from .flow import DataFlow
+from .guard import ModelGuard
+from .modelstats import model_stats
+from .placement import model_device, placed
+from .probes.lines import LinesProbe
+from .probes.ops import OpProbe
+from .probes.shapes import ShapeProbe
+from .records import Trace, Uncalled
+from .shape_only import ShapeOnlyMode
+
+__all__ = ["Tracer", "UnsupportedModel", "check_traceable", "unwrap"]
+
+
+class UnsupportedModel(TypeError):
+    """What was handed to the tracer cannot be traced as it is; the message says what to pass instead."""
+
+
+def _wrapped(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """``(kind, inner module)`` for a wrapper whose inner module is what should be traced, else ``None``."""
+    inner = getattr(model, "_orig_mod", None)
+    if isinstance(inner, nn.Module) and type(model).__name__ == "OptimizedModule":
+        return "torch.compile", inner
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        return type(model).__name__, model.module
+    return None
+
+
+def check_traceable(model: object) -> None:
+    """Raise ``UnsupportedModel`` with what to do instead when ``model`` cannot be traced by module hooks."""
+    kind = type(model).__qualname__
+    if not isinstance(model, nn.Module):
+        hint = ""
+        if callable(model):
+            hint = (" To trace a function, wrap it in a module (class F(nn.Module) whose forward calls it) and "
+                    "trace F(); its submodules' calls are what a trace records.")
+        raise UnsupportedModel(f"shapetrace traces a torch.nn.Module; got a {kind}.{hint}")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise UnsupportedModel(
+            f"the model is a TorchScript module ({kind}, from torch.jit.script, torch.jit.trace or torch.jit.load): "
+            "its layers run as compiled code, where module hooks never run, so only its outer call could be "
+            "recorded. Trace the Python nn.Module it was made from instead.")
+    wrapped = _wrapped(model)
+    if wrapped is not None:
+        how, _ = wrapped
+        raise UnsupportedModel(
+            f"the model is wrapped by {how} ({kind}): the wrapper runs copies or compiled code of the real "
+            f"model, where module hooks do not see each layer. Pass the inner module (model.{'_orig_mod' if how == 'torch.compile' else 'module'}) "
+            "to Tracer, or use shapetrace.trace(), which unwraps it.")
+
+
+def unwrap(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """The module to trace inside ``torch.compile`` and ``DataParallel`` wrappers, and the wrappers' kinds."""
+    kinds = []
+    while (wrapped := _wrapped(model)) is not None:
+        kinds.append(wrapped[0])
+        model = wrapped[1]
+    return model, kinds
+
+
+def _has_forward(module: nn.Module) -> bool:
+    """Whether the module's class defines a forward (a ``ModuleList`` or ``ModuleDict`` does not)."""
+    return any("forward" in vars(c) for c in type(module).__mro__ if c is not nn.Module)
+
+
+class Tracer:
+    """Record every module call of ``model`` while the ``with`` block runs.
+
+    Options: ``grad`` keeps autograd on (off by default: the trace runs under ``torch.no_grad()``);
+    ``train`` sets training mode for the trace (``None`` leaves each module's flag as it is; the flags are
+    restored afterwards); ``device`` runs the model with its parameters and buffers moved there (the model
+    itself is not moved; ``"meta"`` traces shapes without computing anything); ``ops`` records functional
+    operations and data-flow edges between modules; ``lines`` records the source line of every call and op
+    (and implies ``ops``; see ``tracer/lines.py``). ``probes`` run in the same forward beside the shape
+    probes (``profile()`` adds FLOPs and memory this way); they key what they record by call id.
+    """
+
+    def __init__(self, model: nn.Module, *, grad: bool = False, train: bool | None = None,
+                 device: str | torch.device | None = None, ops: bool = False, lines: bool = False,
+                 probes: Sequence[Probe] = ()) -> None:
+        check_traceable(model)
+        self.model = model
+        self.grad = grad
+        self.train = train
+        self.device = torch.device(device) if device is not None else None
+        self.ops = ops or lines
+        self.lines = lines
+        self.extra_probes = list(probes)
+        self.trace: Trace | None = None
+        self.tracer_errors: list[str] = []
+        self._active = False
+
+    def probes(self, index: ModuleIndex, flow: DataFlow) -> list[Probe]:
+        """The probes of this trace: shapes always; functional ops with ``ops``; source lines with ``lines``."""
+        shapes = ShapeProbe(index, flow)
+        probes: list[Probe] = [shapes]
+        if self.ops:
+            probes.append(OpProbe(flow))
+        if self.lines:
+            probes.append(LinesProbe(shapes, flow))
+        return probes
+
+    # ---- context manager ----------------------------------------------------------------------------
+    def __enter__(self) -> Tracer:  # noqa: PYI034 - typing.Self needs Python 3.11
+        if self._active:
+            raise RuntimeError("this Tracer is already active; make a new one per trace")
+        self._active = True
+        self._index = ModuleIndex(self.model)
+        self._flow = DataFlow()
+        self._probes = self.probes(self._index, self._flow) + self.extra_probes
+        self._guard = ModelGuard(self._index, train=self.train, grad=self.grad)
+        self._engine = Engine(self._index, self._probes)
+        self._exit = contextlib.ExitStack()
+        try:
+            self._exit.enter_context(self._guard)
+            self._exit.enter_context(placed(self.model, self.device))
+            if self.device is not None and self.device.type == "meta":
+                # Shape-only tracing: a torch function mode, entered under the op recorder (see shape_only).
+                self._exit.enter_context(ShapeOnlyMode())
+            self._exit.enter_context(self._engine)
+        except BaseException:
+            self._exit.close()
+            self._active = False
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        try:
+            self._exit.__exit__(exc_type, exc, tb)
+        finally:
+            self._active = False
+            self.trace = self._finish(exc)
+        return False
+
+    def call_keys(self) -> list[tuple[int, int]]:
+        """``(id(module), call_index)`` of each call, by call id: how another pass's calls are matched."""
+        calls, index = self._engine.calls, self._index
+        return [calls.key(cid, index) for cid in range(len(calls))]
+
+    # ---- the result ---------------------------------------------------------------------------------
+    def _finish(self, exc: BaseException | None) -> Trace:
+        """Build the ``Trace`` from what the probes recorded (the forward is over, the model restored)."""
+        shapes = self._probes[0]
+        assert isinstance(shapes, ShapeProbe)
+        shapes.finish(exc)
+        self.tracer_errors.extend(self._engine.errors)
+        index, calls = self._index, shapes.calls
+        stats, info = model_stats(index)
+        slots = self._engine.calls.slot
+        for call in calls:
+            call.params, call.own_params, call.trainable_params, call.buffers = stats[slots[call.id]]
+        # A ModuleList or ModuleDict has no forward: it holds modules but is never called itself.
+        called = set(slots)
+        uncalled = [Uncalled(index.names[s][0], index.classes[s], stats[s][0])
+                    for s, m in enumerate(index.modules)
+                    if s not in called and _has_forward(m)]
+        first = next((c for c in calls if c.parent is None), None)
+        trace = Trace(
+            model=info,
+            calls=calls,
+            inputs=first.inputs if first else [],
+            kwargs=first.kwargs if first else {},
+            outputs=first.outputs if first else None,
+            ops=self._flow.ops,
+            uncalled=uncalled,
+            failure=shapes.failure,
+            meta={"torch": torch.__version__, "grad": self.grad, "ops": self.ops,
+                  "device": str(self.device or model_device(self.model)),
+                  "training": bool(self.model.training if self.train is None else self.train)},
+        )
+        if first is not None and first.error is None:
+            self._flow.output_edges(first.outputs)
+        trace.edges = self._flow.edges.edges
+        for probe in self._probes[1:]:
+            probe.merge(trace)
+        changed = self._guard.changed_params()
+        if changed:
+            trace.meta["params_changed_in_place"] = changed
+            warnings.warn(f"the forward changed parameters in place: {', '.join(changed[:5])}", stacklevel=3)
+        if self.tracer_errors:
+            trace.meta["tracer_errors"] = list(self.tracer_errors)
+            warnings.warn("shapetrace hit an internal error while tracing; the trace may be incomplete: "
+                          + self.tracer_errors[0], stacklevel=3)
+        return trace

@@ -1,0 +1,286 @@
+"""The capture engine: one global forward pre/post hook pair that hands each module call to *probes*.
+
+Everything shapetrace measures per module call — shapes and tensor identities, FLOPs, peak memory, times —
+is a probe (``tracer/probes/``): a small object with ``on_call_start`` / ``on_call_end`` that owns its piece
+of the record. The engine does the part they share, once:
+
+* **which calls count**: calls of the modules in a ``ModuleIndex`` (the traced model's modules); modules of
+  other models, or built inside the forward, are ignored;
+* **the call skeleton**: each counted call gets an id (its start order), its module's slot, its
+  ``call_index`` (the n-th call of that module object) and its parent, in flat lists (``calls``);
+* **errors**: a call whose forward raised gets the exception in ``on_call_end``; calls whose post-hook never
+  ran (``KeyboardInterrupt``, a hook of someone else raising) are closed when the engine exits;
+* **cleanup, guaranteed**: the hooks are removed and torch's hook registries left exactly as found, the
+  probes are stopped and the recursion limit restored, whatever the forward did.
+
+Global hooks, filtered by module, rather than a hook on every module: a per-module hook changes what runs
+(``nn.TransformerEncoderLayer`` skips its fused fast path when it sees one), and registering two hooks costs
+the same for any model. The hook pair adds one Python frame (torch's ``inner``) to every nested module call,
+so the engine raises the recursion limit by a third while it is entered: a forward recursing through
+modules reaches the same depth traced as plain.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from torch import nn
+from torch.nn.modules import module as torch_module
+
+from .records import Trace
+
+__all__ = ["CallSkeleton", "Engine", "ModuleIndex", "Probe", "Unfinished", "caller_kwargs"]
+
+
+class Unfinished(Exception):
+    """Given to ``on_call_end`` for a call whose post-hook never ran and no exception explains why."""
+
+    def __init__(self) -> None:
+        super().__init__("call did not finish")
+
+
+class ModuleIndex:
+    """The modules of one model, each object once, with what a trace needs to know before any call.
+
+    ``slot_of`` maps ``id(module)`` to a slot (an index into ``modules``, ``names``, ``classes``,
+    ``is_leaf``); ``names[slot]`` lists every name the module is registered under (a shared module has
+    several), first the one ``named_modules()`` gives first. Built once per model and reused by every pass.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.slot_of: dict[int, int] = {}
+        self.modules: list[nn.Module] = []
+        self.names: list[list[str]] = []
+        for name, m in model.named_modules(remove_duplicate=False):
+            slot = self.slot_of.get(id(m))
+            if slot is None:
+                self.slot_of[id(m)] = len(self.modules)
+                self.modules.append(m)
+                self.names.append([name])
+            else:
+                self.names[slot].append(name)
+        self.classes = [type(m).__name__ for m in self.modules]
+        self.is_leaf = [not m._modules for m in self.modules]
+
+    def __len__(self) -> int:
+        return len(self.modules)
+
+    def without(self, excluded: Iterable[int]) -> ModuleIndex:
+        """A copy that ignores the modules whose ``id`` is in ``excluded`` (their calls are not counted)."""
+        out = object.__new__(ModuleIndex)
+        out.__dict__.update(self.__dict__)
+        drop = set(excluded)
+        out.slot_of = {k: v for k, v in self.slot_of.items() if k not in drop}
+        return out
+
+
+class CallSkeleton:
+    """What the engine records of every counted call, as parallel lists indexed by call id (start order).
+
+    ``slot[cid]`` is the module's slot in the ``ModuleIndex``, ``index[cid]`` its ``call_index``,
+    ``parent[cid]`` the enclosing counted call (``None`` at the top), ``depth[cid]`` its nesting depth,
+    ``ended[cid]`` whether its post-hook ran (or the engine closed it).
+    """
+
+    def __init__(self) -> None:
+        self.slot: list[int] = []
+        self.index: list[int] = []
+        self.parent: list[int | None] = []
+        self.depth: list[int] = []
+        self.ended: list[bool] = []
+
+    def __len__(self) -> int:
+        return len(self.slot)
+
+    def key(self, cid: int, index: ModuleIndex) -> tuple[int, int]:
+        """``(id(module), call_index)``: how passes of the engine over the same model match their calls."""
+        return id(index.modules[self.slot[cid]]), self.index[cid]
+
+
+class Probe:
+    """One thing measured per module call. Override what you need; every method is optional.
+
+    ``start(engine)`` runs when the engine is entered, before the hooks go in (enter a torch mode here);
+    ``on_call_start(cid, module, args, kwargs)`` in the pre-hook (``kwargs`` is ``None`` unless the probe sets
+    ``needs_kwargs``); ``on_call_end(cid, module, output, error)`` in the post-hook, ``error`` being the
+    exception that left the call (``output`` is then ``None``); ``stop(engine, exc)`` after the hooks are
+    removed, in reverse order of ``start``, even when the forward raised; ``merge(trace)`` after the forward,
+    to write what the probe recorded into the ``Trace`` (``trace.calls[cid]`` is the call with that id). Keep the two call methods small: they run on every module call. Anything derivable from what they
+    recorded belongs in ``merge``.
+    """
+
+    needs_kwargs = False
+
+    def start(self, engine: Engine) -> None:
+        """Called when the engine is entered."""
+
+    def stop(self, engine: Engine, exc: BaseException | None) -> None:
+        """Called when the engine exits (``exc``: what the ``with`` block raised, or ``None``)."""
+
+    def merge(self, trace: Trace) -> None:
+        """Called after the forward with the trace the passes are merged into."""
+
+
+def _overrides(probe: Probe, name: str) -> bool:
+    return getattr(type(probe), name, None) is not None and name in {
+        k for cls in type(probe).__mro__ if cls is not Probe for k in vars(cls)}
+
+
+def caller_kwargs(depth: int = 2) -> dict | None:
+    """The keyword arguments of the module call whose global pre-hook is running ``depth`` frames up.
+
+    torch passes global forward pre-hooks the positional arguments only; the keyword arguments are a free
+    variable of ``Module._call_impl``'s ``inner`` function, the frame that calls the hook. ``None`` when that
+    frame is not what is expected (a future torch), so the caller can say the kwargs are unknown.
+    """
+    try:
+        frame = sys._getframe(depth)
+    except ValueError:
+        return None
+    if frame.f_code.co_name not in ("inner", "_call_impl"):
+        return None
+    kwargs = frame.f_locals.get("kwargs")
+    return kwargs if isinstance(kwargs, dict) else None
+
+
+# torch's registries of global forward hooks. ``RemovableHandle.remove`` forgets a hook in
+# ``_global_forward_hooks`` and ``_global_forward_hooks_always_called`` but not in
+# ``_global_forward_hooks_with_kwargs`` (a torch bug): every dict an id may be in is cleaned by hand.
+_REGISTRIES = ("_global_forward_pre_hooks", "_global_forward_hooks", "_global_forward_hooks_with_kwargs",
+               "_global_forward_hooks_always_called")
+
+
+def _forget_hook(hook_id: int) -> None:
+    for name in _REGISTRIES:
+        registry = getattr(torch_module, name, None)
+        if isinstance(registry, dict):
+            registry.pop(hook_id, None)
+
+
+class Engine:
+    """Dispatch every call of the modules in ``index`` to ``probes`` while the ``with`` block runs.
+
+    ``calls`` (a ``CallSkeleton``) holds the calls seen; ``errors`` the messages of probe failures (a probe
+    bug never breaks the user's forward: the failure is recorded and the forward goes on).
+    """
+
+    def __init__(self, index: ModuleIndex, probes: Iterable[Probe]) -> None:
+        self.index = index
+        self.probes = list(probes)
+        self.calls = CallSkeleton()
+        self.errors: list[str] = []
+        self._active = False
+
+    # ---- entering and leaving -------------------------------------------------------------------------
+    def __enter__(self) -> Engine:  # noqa: PYI034 - typing.Self needs Python 3.11
+        if self._active:
+            raise RuntimeError("this Engine is already active; make a new one per pass")
+        self._active = True
+        self._stack: list[int] = []
+        self._exc_at_start: list[BaseException | None] = []
+        self._counts = [0] * len(self.index)
+        self._slot_of = self.index.slot_of
+        self._starts: tuple[Callable[..., Any], ...] = tuple(
+            p.on_call_start for p in self.probes if _overrides(p, "on_call_start"))  # type: ignore[attr-defined]
+        self._ends: tuple[Callable[..., Any], ...] = tuple(
+            p.on_call_end for p in self.probes if _overrides(p, "on_call_end"))  # type: ignore[attr-defined]
+        self._kwargs = any(p.needs_kwargs for p in self.probes)
+        self._started: list[Probe] = []
+        self._handles: list[Any] = []
+        self._limit = sys.getrecursionlimit()
+        self._raised_limit = self._limit + self._limit // 3
+        try:
+            for probe in self.probes:
+                probe.start(self)
+                self._started.append(probe)
+            sys.setrecursionlimit(self._raised_limit)
+            self._handles.append(torch_module.register_module_forward_pre_hook(self._pre))
+            self._handles.append(torch_module.register_module_forward_hook(self._post, always_call=True))
+        except BaseException as e:
+            self._leave(e)
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        self._leave(exc)
+        return False
+
+    def _leave(self, exc: BaseException | None) -> None:
+        """Remove the hooks, close unfinished calls, stop the probes, restore the recursion limit."""
+        try:
+            for handle in self._handles:
+                handle.remove()
+                _forget_hook(handle.id)
+            self._handles = []
+            while self._stack:
+                self._close(self._stack.pop(), exc if exc is not None else Unfinished())
+        finally:
+            try:
+                for probe in reversed(self._started):
+                    probe.stop(self, exc)
+            finally:
+                self._started = []
+                if sys.getrecursionlimit() == self._raised_limit:
+                    sys.setrecursionlimit(self._limit)
+                self._active = False
+
+    # ---- the hooks: the hot path ----------------------------------------------------------------------
+    def _pre(self, module: nn.Module, args: tuple) -> None:
+        slot = self._slot_of.get(id(module))
+        if slot is None:
+            return  # a module of another model, or one built inside the forward
+        calls = self.calls
+        cid = len(calls.slot)
+        stack = self._stack
+        parent = stack[-1] if stack else None
+        calls.slot.append(slot)
+        calls.index.append(self._counts[slot])
+        self._counts[slot] += 1
+        calls.parent.append(parent)
+        calls.depth.append(0 if parent is None else calls.depth[parent] + 1)
+        calls.ended.append(False)
+        stack.append(cid)
+        self._exc_at_start.append(sys.exc_info()[1])
+        kwargs = caller_kwargs() if self._kwargs else None
+        for start in self._starts:
+            try:
+                start(cid, module, args, kwargs)
+            except Exception as e:  # noqa: BLE001 - a probe bug must never break the user's forward
+                self.errors.append(f"pre-hook of {type(module).__name__}: {e!r}")
+
+    def _post(self, module: nn.Module, args: tuple, output: Any) -> None:
+        slot = self._slot_of.get(id(module))
+        if slot is None:
+            return
+        stack = self._stack
+        calls = self.calls
+        if not stack or calls.slot[stack[-1]] != slot:
+            # The pre-hook never ran for this call (another pre-hook raised first): nothing to close.
+            if not any(calls.slot[c] == slot for c in stack):
+                return
+            while calls.slot[stack[-1]] != slot:  # calls whose post-hooks never ran
+                self._close(stack.pop(), sys.exc_info()[1] or Unfinished())
+        cid = stack.pop()
+        exc = sys.exc_info()[1]
+        error = exc if exc is not None and exc is not self._exc_at_start[cid] else None
+        calls.ended[cid] = True
+        for end in self._ends:
+            try:
+                end(cid, module, None if error is not None else output, error)
+            except Exception as e:  # noqa: BLE001
+                self.errors.append(f"post-hook of {type(module).__name__}: {e!r}")
+
+    def _close(self, cid: int, error: BaseException) -> None:
+        """End a call whose post-hook never ran."""
+        self.calls.ended[cid] = True
+        module = self.index.modules[self.calls.slot[cid]]
+        for end in self._ends:
+            try:
+                end(cid, module, None, error)
+            except Exception as e:  # noqa: BLE001
+                self.errors.append(f"closing {type(module).__name__}: {e!r}")

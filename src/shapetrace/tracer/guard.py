@@ -1,0 +1,87 @@
+"""``ModelGuard``: leave a model as it was found after a forward run for measuring, whatever happened.
+
+Entering saves each module's ``training`` flag, every buffer's values (a trace in training mode updates
+BatchNorm's running statistics) and every parameter's version counter, sets the requested training mode and
+grad mode; leaving puts flags, buffers and grad mode back, even when the forward raised or was interrupted.
+Parameters are not copied (that would double a large model's memory): ``changed_params()`` names those the
+forward wrote in place, from their version counters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from types import TracebackType
+
+import torch
+
+from .engine import ModuleIndex
+
+__all__ = ["ModelGuard"]
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """The tensor's version counter (bumped by every in-place write); ``None`` for inference tensors."""
+    try:
+        return t._version
+    except RuntimeError:  # an inference tensor keeps no version counter
+        return None
+
+
+class ModelGuard:
+    """Save and restore a model's state around a forward (see the module docstring)."""
+
+    def __init__(self, index: ModuleIndex, *, train: bool | None = None, grad: bool = False) -> None:
+        self.index = index
+        self.train = train
+        self.grad = grad
+
+    def __enter__(self) -> ModelGuard:  # noqa: PYI034 - typing.Self needs Python 3.11
+        modules = self.index.modules
+        self._training = [m.training for m in modules]
+        params: dict[int, tuple[int, str, torch.Tensor]] = {}
+        buffers: dict[int, torch.Tensor] = {}
+        for slot, m in enumerate(modules):
+            for n, p in m._parameters.items():
+                if p is not None and id(p) not in params:
+                    params[id(p)] = (slot, n, p)
+            for b in m._buffers.values():
+                if b is not None:
+                    buffers.setdefault(id(b), b)
+        self._params = list(params.values())
+        self._versions = [_version(p) for _, _, p in self._params]
+        # A copy of every buffer, written back after the forward. Version counters cannot say which buffers
+        # changed: BatchNorm's kernel updates its running statistics without bumping them.
+        self._buffers = [(b, b.detach().clone()) for b in buffers.values()]
+        self._grad = contextlib.ExitStack()
+        try:
+            if self.train is not None:
+                self.index.model.train(self.train)
+            self._grad.enter_context(torch.set_grad_enabled(self.grad))
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> bool:
+        self._restore()
+        return False
+
+    def _restore(self) -> None:
+        try:
+            self._grad.close()
+        finally:
+            for m, was in zip(self.index.modules, self._training):
+                if m.training != was:  # Module.__setattr__ is slow: set only what changed
+                    m.training = was
+            with torch.no_grad():
+                for live, saved in self._buffers:
+                    if live.shape == saved.shape and live.device == saved.device:
+                        live.copy_(saved)
+            self._buffers = []
+
+    def changed_params(self) -> list[str]:
+        """Names of the parameters whose version counter moved: the forward wrote to them in place."""
+        names = self.index.names
+        return [f"{names[slot][0]}.{n}" if names[slot][0] else n
+                for (slot, n, p), v in zip(self._params, self._versions) if v is not None and _version(p) != v]

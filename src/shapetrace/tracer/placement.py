@@ -1,0 +1,116 @@
+"""Run a model on another device (``meta``, ``cuda``) or dtype without moving it, and put it back.
+
+``placed(model, device, dtype)`` swaps copies of every parameter and buffer, on ``device`` (floating ones cast
+to ``dtype``), into the model for the duration of a ``with`` block, through
+``torch.nn.utils.stateless._reparametrize_module``: the model's own tensors are never touched, shared
+tensors stay shared (one copy each), and the originals are back in place when the block ends, raising or
+not; plain tensor attributes the forward sets on its modules (``WeightDropout``'s dropped-out weights) are
+put back too. On ``meta`` the copies cost no memory. ``place_inputs`` moves a forward's arguments the same
+way; on ``meta`` integer and boolean tensors stay real, for forwards that read them (``shape_only``). This
+is the only place in shapetrace that moves tensors between devices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from .shape_only import keeps_values
+from .values import map_tensors
+
+__all__ = ["model_device", "place_inputs", "placed"]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a model without any)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _copies(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer slot of ``model``, each tensor copied once.
+
+    One name per (module object, attribute): a module registered under two names (an embedding shared by
+    an encoder and its dropout wrapper) is swapped once, or restoring it would put the copy back. A tensor
+    shared by two modules (tied weights) gets one copy under both slots.
+    """
+    copies: dict[int, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
+    for prefix, m in model.named_modules():  # each module object once
+        for slots in (m._parameters, m._buffers):
+            for name, t in slots.items():
+                if t is None:
+                    continue
+                if id(t) not in copies:
+                    cast = dtype if dtype is not None and t.is_floating_point() else None
+                    c = t.detach().to(device=device, dtype=cast)
+                    c.requires_grad_(t.requires_grad)
+                    copies[id(t)] = c
+                out[f"{prefix}.{name}" if prefix else name] = copies[id(t)]
+    return out
+
+
+@contextlib.contextmanager
+def _tensor_attributes_kept(model: nn.Module) -> Iterator[None]:
+    """Put back the plain tensor attributes a forward sets on its modules (not parameters or buffers).
+
+    A forward on another device can leave such attributes on that device: ``WeightDropout`` assigns the
+    dropped-out LSTM weights (and the LSTM's ``_flat_weights``) at every call.
+    """
+    saved = []
+    for m in model.modules():
+        attrs = {k: v for k, v in vars(m).items() if isinstance(v, torch.Tensor)}
+        lists = {k: (v, list(v)) for k, v in vars(m).items()  # lists such as nn.LSTM's _flat_weights change in place
+                 if isinstance(v, list) and v and isinstance(v[0], torch.Tensor)}
+        saved.append((m, attrs, lists, {k for k in vars(m) if k not in attrs}))
+    try:
+        yield
+    finally:
+        for m, attrs, lists, others in saved:
+            for k, v in attrs.items():
+                if vars(m).get(k) is not v:
+                    object.__setattr__(m, k, v)
+            for k, (v, items) in lists.items():
+                if vars(m).get(k) is not v:
+                    object.__setattr__(m, k, v)
+                if any(a is not b for a, b in zip(v, items)) or len(v) != len(items):
+                    v[:] = items
+            for k in [k for k, v in vars(m).items() if k not in attrs and k not in others
+                      and isinstance(v, torch.Tensor)]:
+                object.__delattr__(m, k)
+
+
+@contextlib.contextmanager
+def placed(model: nn.Module, device: torch.device | None, dtype: torch.dtype | None = None) -> Iterator[None]:
+    """Run ``model`` with its tensors on ``device`` (``None``: where they are) and cast to ``dtype``, unmoved."""
+    if dtype is None and (device is None or model_device(model) == device):
+        yield
+        return
+    moved = _copies(model, device if device is not None else model_device(model), dtype)
+    with _tensor_attributes_kept(model), torch.nn.utils.stateless._reparametrize_module(model, moved):
+        yield
+
+
+def place_inputs(value: Any, device: torch.device | None, dtype: torch.dtype | None = None) -> Any:
+    """A copy of a forward's arguments with every tensor on ``device`` (floating ones cast to ``dtype``);
+    tensors already there are not copied. On ``meta`` (shape-only tracing) integer and boolean tensors stay
+    where they are: token ids, masks and lengths keep their values for forwards that read them."""
+    if device is None and dtype is None:
+        return value
+    keep = device is not None and device.type == "meta"
+
+    def move(t: torch.Tensor) -> torch.Tensor:
+        if keep and keeps_values(t):
+            return t
+        if dtype is not None and t.is_floating_point():
+            return t.to(device=device, dtype=dtype)
+        return t.to(device) if device is not None else t
+
+    return map_tensors(value, move)

@@ -1,0 +1,174 @@
+"""What the tracer does at the edges: torch's hook registries left as found, deep recursion, and a clear
+answer for everything that is not a plain Python module (functions, TorchScript, torch.compile,
+DataParallel, forwards without tensors or returning generators)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.modules import module as torch_module
+
+import shapetrace
+from shapetrace import UnsupportedModel
+
+_REGISTRIES = ("_global_forward_pre_hooks", "_global_forward_hooks", "_global_forward_hooks_with_kwargs",
+               "_global_forward_hooks_always_called", "_global_backward_pre_hooks", "_global_backward_hooks")
+
+
+def registries() -> dict[str, dict]:
+    return {name: dict(getattr(torch_module, name)) for name in _REGISTRIES}
+
+
+class Fails(nn.Module):
+    def forward(self, x):
+        raise ValueError("boom")
+
+
+@pytest.mark.parametrize("how", ["trace", "trace(ops=True)", "failing trace", "profile", "Tracer with kwargs hook"])
+def test_torch_hook_registries_are_left_exactly_as_found(how):
+    # torch itself leaves a stale entry in _global_forward_hooks_with_kwargs when such a hook is removed;
+    # a user's own hook registered before the trace must survive it untouched.
+    user = torch_module.register_module_forward_hook(lambda m, a, k, o: None, with_kwargs=True)
+    try:
+        before = registries()
+        model = nn.Sequential(nn.Linear(3, 3), nn.ReLU())
+        x = torch.randn(2, 3)
+        if how == "trace":
+            shapetrace.trace(model, x)
+        elif how == "trace(ops=True)":
+            shapetrace.trace(model, x, ops=True)
+        elif how == "failing trace":
+            shapetrace.trace(nn.Sequential(nn.Linear(3, 3), Fails()), x, strict=False)
+        elif how == "profile":
+            shapetrace.profile(model, x, device="cpu", warmup=0, repeat=1)
+        else:
+            with shapetrace.Tracer(model):
+                model(x)
+        assert registries() == before
+    finally:
+        user.remove()
+        torch_module._global_forward_hooks_with_kwargs.pop(user.id, None)
+
+
+class Recurse(nn.Module):
+    """A forward that recurses through module calls: ``depth`` nested calls of itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step = nn.Identity()
+
+    def forward(self, x, depth: int):
+        return x if depth == 0 else self(self.step(x), depth - 1)
+
+
+def deepest(run) -> int:
+    """The largest recursion depth ``run(depth)`` reaches without a RecursionError (bisection)."""
+    lo, hi = 1, 2000
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        try:
+            run(mid)
+        except RecursionError:
+            hi = mid - 1
+        except shapetrace.TraceFailed as e:
+            assert isinstance(e.__cause__, RecursionError), e
+            hi = mid - 1
+        else:
+            lo = mid
+    return lo
+
+
+def test_a_trace_does_not_lower_the_recursion_depth_a_forward_can_reach():
+    model, x = Recurse(), torch.randn(2)
+    limit = sys.getrecursionlimit()
+    plain = deepest(lambda n: model(x, n))
+    assert plain > 200  # the plain forward reaches ~240 levels or more on default limits
+    traced = deepest(lambda n: shapetrace.trace(model, x, n))
+    assert traced >= plain - 3
+    assert sys.getrecursionlimit() == limit  # and the limit is back where it was
+    trace = shapetrace.trace(model, x, plain - 3)
+    assert max(c.depth for c in trace.calls) == plain - 3
+
+
+def test_a_function_is_refused_with_what_to_do_instead():
+    with pytest.raises(UnsupportedModel, match="torch.nn.Module; got a function") as info:
+        shapetrace.trace(lambda x: x, torch.randn(2))
+    assert "wrap it in a module" in str(info.value)
+    assert isinstance(info.value, TypeError)
+    with pytest.raises(UnsupportedModel, match="got a str"):
+        shapetrace.Tracer("resnet18")
+
+
+@pytest.mark.parametrize("make", ["script", "trace"])
+def test_a_torchscript_module_is_refused_naming_the_python_module_to_trace(make):
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU()).eval()
+    x = torch.randn(2, 3)
+    scripted = torch.jit.script(model) if make == "script" else torch.jit.trace(model, x)
+    with pytest.raises(UnsupportedModel, match="TorchScript module") as info:
+        shapetrace.trace(scripted, x)
+    assert "Trace the Python nn.Module it was made from" in str(info.value)
+
+
+def test_a_scripted_submodule_is_one_opaque_call_inside_a_python_model():
+    model = nn.Sequential(torch.jit.script(nn.Sequential(nn.Linear(3, 4), nn.ReLU())), nn.Linear(4, 2))
+    trace = shapetrace.trace(model, torch.randn(2, 3))
+    assert [(c.module, tuple(c.outputs.shape)) for c in trace.calls] == [("", (2, 2)), ("0", (2, 4)), ("1", (2, 2))]
+
+
+def test_a_compiled_model_traces_as_the_module_it_wraps():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    compiled = torch.compile(model)
+    x = torch.randn(2, 3)
+    trace = shapetrace.trace(compiled, x)
+    assert [c.module for c in trace.calls] == ["", "0", "1", "2"]
+    assert trace.calls[0].cls == "Sequential" and trace.meta["unwrapped"] == ["torch.compile"]
+    assert trace.calls[-1].outputs.shape == (2, 2)
+    with pytest.raises(UnsupportedModel, match=r"torch.compile .*model._orig_mod"):
+        shapetrace.Tracer(compiled)
+
+
+def test_a_data_parallel_model_traces_as_the_module_it_wraps():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    trace = shapetrace.trace(nn.DataParallel(model), torch.randn(2, 3))
+    assert [c.module for c in trace.calls] == ["", "0", "1"]  # no "module." prefix, no wrapper call
+    assert trace.meta["unwrapped"] == ["DataParallel"]
+    assert trace.model.params == sum(p.numel() for p in model.parameters())
+    with pytest.raises(UnsupportedModel, match=r"DataParallel .*model.module"):
+        shapetrace.Tracer(nn.DataParallel(model))
+
+
+class FromSize(nn.Module):
+    """A forward that takes no tensor at all: it makes its input from a size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, rows: int):
+        return self.lin(torch.ones(rows, 4))
+
+
+def test_a_forward_without_tensor_inputs_records_its_arguments_and_the_tensors_it_makes():
+    trace = shapetrace.trace(FromSize(), 3)
+    assert trace.calls[0].inputs == [3]
+    assert trace.calls[1].inputs[0].shape == (3, 4)
+    assert trace.outputs.shape == (3, 2)
+    assert shapetrace.trace(nn.Sequential(), 5).outputs == 5  # no tensors anywhere: the values themselves
+
+
+class Lazy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, xs):
+        return (self.lin(x) for x in xs)
+
+
+def test_a_forward_returning_a_generator_is_refused_saying_why():
+    with pytest.raises(UnsupportedModel, match="returned a generator") as info:
+        shapetrace.trace(Lazy(), [torch.randn(3)])
+    assert "return a list or tuple" in str(info.value)
