@@ -143,3 +143,21 @@ def test_op_capture_records_the_residual_adds_of_a_transformer_layer_on_its_slow
     assert {("input:0", "add"), ("dropout1", "add"), ("add", "norm1"), ("norm1", "add"), ("dropout2", "add"),
             ("add", "norm2"), ("norm2", "output:out"), ("linear1", "relu"), ("relu", "dropout")} <= \
         edges_between(trace)
+
+
+class AddThenRelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return torch.relu(self.lin(x) + 1)
+
+
+def test_op_count_is_the_torch_functions_run_inside_each_call():
+    trace = shapetrace.trace(AddThenRelu(), torch.randn(2, 3), ops=True)
+    root, lin = trace.calls
+    assert lin.op_count == 1  # F.linear
+    assert root.op_count == 3  # F.linear inside lin, then add and relu in the root's own code
+    assert [op.name for op in trace.ops] == ["add", "relu"]
+    assert shapetrace.trace(AddThenRelu(), torch.randn(2, 3)).calls[0].op_count is None  # only with ops

@@ -30,6 +30,7 @@ from .guard import ModelGuard
 from .modelstats import model_stats
 from .placement import model_device, placed
 from .probes.lines import LinesProbe
+from .probes.opcount import OpCountProbe
 from .probes.ops import OpProbe
 from .probes.shapes import ShapeProbe
 from .records import Trace, Uncalled
@@ -121,7 +122,8 @@ class Tracer:
         shapes = ShapeProbe(index, flow)
         probes: list[Probe] = [shapes]
         if self.ops:
-            probes.append(OpProbe(flow))
+            ops = OpProbe(flow)
+            probes += [ops, OpCountProbe(ops)]
         if self.lines:
             probes.append(LinesProbe(shapes, flow))
         return probes

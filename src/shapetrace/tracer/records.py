@@ -252,6 +252,7 @@ class Call:
     # "raised": the line the exception left by}`` for this call's own forward.
     line: int | None = None
     code: dict | None = None
+    op_count: int | None = None  # torch functions run inside this call, children's included (``ops=True``)
 
     @property
     def failed(self) -> bool:
@@ -280,6 +281,8 @@ class Call:
             out["line"] = self.line
         if self.code is not None:
             out["code"] = self.code
+        if self.op_count is not None:
+            out["op_count"] = self.op_count
         return out
 
     @classmethod
@@ -295,7 +298,7 @@ class Call:
             side_inputs=value_from_json(obj.get("side_inputs", [])),
             error=obj.get("error"), timing=obj.get("timing"), flops=obj.get("flops"),
             memory=obj.get("memory"), notes=list(obj.get("notes", [])),
-            line=obj.get("line"), code=obj.get("code"),
+            line=obj.get("line"), code=obj.get("code"), op_count=obj.get("op_count"),
         )
 
 
