@@ -154,10 +154,17 @@ class AddThenRelu(nn.Module):
         return torch.relu(self.lin(x) + 1)
 
 
+class CustomLeaf(nn.Module):
+    def forward(self, x):
+        return torch.tanh(x * 2)
+
+
 def test_op_count_is_the_torch_functions_run_inside_each_call():
     trace = shapetrace.trace(AddThenRelu(), torch.randn(2, 3), ops=True)
     root, lin = trace.calls
-    assert lin.op_count == 1  # F.linear
-    assert root.op_count == 3  # F.linear inside lin, then add and relu in the root's own code
+    assert lin.op_count is None  # a torch.nn layer: its internals are not looked into
+    assert root.op_count == 2  # add and relu in the root's own code
     assert [op.name for op in trace.ops] == ["add", "relu"]
     assert shapetrace.trace(AddThenRelu(), torch.randn(2, 3)).calls[0].op_count is None  # only with ops
+    outer, leaf = shapetrace.trace(nn.Sequential(CustomLeaf()), torch.randn(2), ops=True).calls
+    assert leaf.op_count == 2 and outer.op_count == 2  # mul and tanh, in a leaf of the user's own

@@ -82,16 +82,14 @@ class CallSkeleton:
     """What the engine records of every counted call, as parallel lists indexed by call id (start order).
 
     ``slot[cid]`` is the module's slot in the ``ModuleIndex``, ``index[cid]`` its ``call_index``,
-    ``parent[cid]`` the enclosing counted call (``None`` at the top), ``depth[cid]`` its nesting depth,
-    ``ended[cid]`` whether its post-hook ran (or the engine closed it).
+    ``parent[cid]`` the enclosing counted call (``None`` at the top). Three appends per call: what probes
+    can derive from these (depths, names) they derive themselves.
     """
 
     def __init__(self) -> None:
         self.slot: list[int] = []
         self.index: list[int] = []
         self.parent: list[int | None] = []
-        self.depth: list[int] = []
-        self.ended: list[bool] = []
 
     def __len__(self) -> int:
         return len(self.slot)
@@ -104,12 +102,17 @@ class CallSkeleton:
 class Probe:
     """One thing measured per module call. Override what you need; every method is optional.
 
-    ``start(engine)`` runs when the engine is entered, before the hooks go in (enter a torch mode here);
-    ``on_call_start(cid, module, args, kwargs)`` in the pre-hook (``kwargs`` is ``None`` unless the probe sets
-    ``needs_kwargs``); ``on_call_end(cid, module, output, error)`` in the post-hook, ``error`` being the
-    exception that left the call (``output`` is then ``None``); ``stop(engine, exc)`` after the hooks are
-    removed, in reverse order of ``start``, even when the forward raised; ``merge(trace)`` after the forward,
-    to write what the probe recorded into the ``Trace`` (``trace.calls[cid]`` is the call with that id). Keep the two call methods small: they run on every module call. Anything derivable from what they
+    * ``start(engine)``: when the engine is entered, before the hooks go in (enter a torch mode here);
+    * ``on_call_start(cid, module, args, kwargs)``: in the pre-hook, probes in the order given (``kwargs`` is
+      ``None`` unless the probe sets ``needs_kwargs``);
+    * ``on_call_end(cid, module, output, error)``: in the post-hook, probes in reverse order (they nest like
+      the calls); ``error`` is the exception that left the call (``output`` is then ``None``);
+    * ``stop(engine, exc)``: after the hooks are removed, in reverse order of ``start``, even when the
+      forward raised;
+    * ``merge(trace)``: after the forward, to write what the probe recorded into the ``Trace``
+      (``trace.calls[cid]`` is the call with that id).
+
+    Keep the two call methods small: they run on every module call. Anything derivable from what they
     recorded belongs in ``merge``.
     """
 
@@ -141,10 +144,16 @@ def caller_kwargs(depth: int = 2) -> dict | None:
         frame = sys._getframe(depth)
     except ValueError:
         return None
-    if frame.f_code.co_name not in ("inner", "_call_impl"):
-        return None
+    code = frame.f_code
+    if code is not _CALLER_CODE[0]:
+        if code.co_name not in ("inner", "_call_impl"):
+            return None
+        _CALLER_CODE[0] = code
     kwargs = frame.f_locals.get("kwargs")
-    return kwargs if isinstance(kwargs, dict) else None
+    return kwargs if type(kwargs) is dict else None
+
+
+_CALLER_CODE: list[Any] = [None]  # the code object of torch's frame that calls global pre-hooks, once seen
 
 
 # torch's registries of global forward hooks. ``RemovableHandle.remove`` forgets a hook in
@@ -186,8 +195,8 @@ class Engine:
         self._slot_of = self.index.slot_of
         self._starts: tuple[Callable[..., Any], ...] = tuple(
             p.on_call_start for p in self.probes if _overrides(p, "on_call_start"))  # type: ignore[attr-defined]
-        self._ends: tuple[Callable[..., Any], ...] = tuple(
-            p.on_call_end for p in self.probes if _overrides(p, "on_call_end"))  # type: ignore[attr-defined]
+        self._ends: tuple[Callable[..., Any], ...] = tuple(  # innermost first: probes nest like the calls
+            p.on_call_end for p in reversed(self.probes) if _overrides(p, "on_call_end"))  # type: ignore[attr-defined]
         self._kwargs = any(p.needs_kwargs for p in self.probes)
         self._started: list[Probe] = []
         self._handles: list[Any] = []
@@ -242,8 +251,6 @@ class Engine:
         calls.index.append(self._counts[slot])
         self._counts[slot] += 1
         calls.parent.append(parent)
-        calls.depth.append(0 if parent is None else calls.depth[parent] + 1)
-        calls.ended.append(False)
         stack.append(cid)
         self._exc_at_start.append(sys.exc_info()[1])
         kwargs = caller_kwargs() if self._kwargs else None
@@ -268,7 +275,6 @@ class Engine:
         cid = stack.pop()
         exc = sys.exc_info()[1]
         error = exc if exc is not None and exc is not self._exc_at_start[cid] else None
-        calls.ended[cid] = True
         for end in self._ends:
             try:
                 end(cid, module, None if error is not None else output, error)
@@ -277,7 +283,6 @@ class Engine:
 
     def _close(self, cid: int, error: BaseException) -> None:
         """End a call whose post-hook never ran."""
-        self.calls.ended[cid] = True
         module = self.index.modules[self.calls.slot[cid]]
         for end in self._ends:
             try:

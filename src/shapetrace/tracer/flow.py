@@ -19,7 +19,9 @@ from typing import Any
 import torch
 
 from .records import Call, Edge, Op, TensorMeta, iter_tensors
-from .values import describe, iter_live_tensors
+from .values import describe, iter_live_tensors, tensor_meta
+
+_Tensor = torch.Tensor
 
 
 class TensorIds:
@@ -38,22 +40,16 @@ class TensorIds:
         return entry[1]
 
     def new(self, t: torch.Tensor, producer: str | None, order: int) -> int:
-        """Give ``t`` a fresh ``tid`` produced by ``producer`` at event ``order``."""
+        """Give ``t`` a fresh ``tid`` produced by ``producer`` at event ``order``.
+
+        The entry of a tensor that dies stays until its ``id()`` is reused (``lookup`` then sees a dead
+        reference and says the new tensor is unknown): a map of one trace, dropped with it."""
         tid = self._next
         self._next += 1
-        key = id(t)
-        by_id = self._by_id
-
-        def forget(ref: weakref.ref, key: int = key) -> None:
-            entry = by_id.get(key)
-            if entry is not None and entry[0] is ref:
-                del by_id[key]
-
         try:
-            ref = weakref.ref(t, forget)
+            self._by_id[id(t)] = (weakref.ref(t), tid)
         except TypeError:  # a tensor type without weak references: track nothing for it
             return tid
-        by_id[key] = (ref, tid)
         if producer is not None:
             self.producer[tid] = producer
             self.produced_at[tid] = order
@@ -125,19 +121,44 @@ class DataFlow:
             if tid is None or ids.producer.get(tid) is None:
                 ids.new(t, node, order)
 
-    def tid_at(self, order: int) -> Any:
-        """A ``tid_of`` for ``describe``: each tensor's ``tid``, a new one for tensors not seen yet."""
+    def describe_in(self, value: tuple | dict, order: int, metas: list[TensorMeta]) -> Any:
+        """A call's positional (a tuple: a list comes back) or keyword arguments as value trees, each tensor
+        with its ``tid`` (a new one for a tensor not seen yet); every ``TensorMeta`` is appended to ``metas``.
+
+        The hot path of every trace: plain tensors (nearly every argument) are read inline."""
         ids = self.ids
-        return lambda t: ids.get_or_new(t, order)
+        if type(value) is tuple:
+            out: Any = []
+            for a in value:
+                if type(a) is _Tensor:
+                    meta = tensor_meta(a, ids.get_or_new(a, order))
+                    out.append(meta)
+                    if type(meta) is TensorMeta:
+                        metas.append(meta)
+                else:
+                    tree = describe(a, lambda t: ids.get_or_new(t, order), 1)
+                    out.append(tree)
+                    metas.extend(m for _, m in iter_tensors(tree))
+            return out
+        tree = describe(dict(value), lambda t: ids.get_or_new(t, order))
+        metas.extend(m for _, m in iter_tensors(tree))
+        return tree
 
     def open_call(self, call: Call, is_leaf: bool, metas: list[TensorMeta]) -> None:
         """``call`` started with these input tensors: edges from their producers, side inputs of its parents."""
         self._open.append(_OpenCall(call, is_leaf, {m.tid for m in metas if m.tid is not None}))
-        self.consume(metas, f"call:{call.id}", skip_innermost=True)
+        producer = self.ids.producer
+        for meta in metas:
+            if meta.tid in producer:
+                self.consume(metas, f"call:{call.id}", skip_innermost=True)
+                return
 
     def close_call(self, call: Call, output: Any, order: int) -> None:
         """``call`` returned ``output`` at event ``order``: its outputs get ids produced by the call."""
         ids, node, start = self.ids, f"call:{call.id}", call.start
+        if type(output) is _Tensor:
+            call.outputs = tensor_meta(output, ids.produced_since(output, start, node, order))
+            return
         call.outputs = describe(output, lambda t: ids.produced_since(t, start, node, order))
 
     def pop_call(self, call: Call) -> None:

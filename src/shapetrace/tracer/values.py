@@ -34,11 +34,15 @@ def dtype_name(dtype: torch.dtype) -> str:
     return name
 
 
+_Tensor = torch.Tensor
+
+
 def tensor_meta(t: torch.Tensor, tid: int | None = None) -> TensorMeta | Opaque:
     """The ``TensorMeta`` of one tensor (an ``Opaque`` for tensors without a plain shape, e.g. jagged)."""
     try:
         shape = tuple(t.shape)
-        if not all(type(s) is int for s in shape):
+        # A plain tensor's sizes are ints; a subclass's (fake or symbolic tensors) may be SymInts.
+        if type(t) is not _Tensor and not all(type(s) is int for s in shape):
             shape = tuple(int(s) for s in shape)
     except (RuntimeError, TypeError, ValueError):
         return Opaque(type(t).__name__, f"tensor without a static shape ({t.layout})")

@@ -1,10 +1,16 @@
 """``OpProbe``: functional operations between modules (``torch.cat``, ``+``, ``F.interpolate``, ``view``, ...).
 
 The probe enters a ``TorchFunctionMode`` (``OpRecorder``): every torch function and tensor method called
-while a trace runs passes through it and is handed to the trace's ``DataFlow``. Ops run in the forward code of a container module (one with children), or outside
-every module, become ``Op`` records with data-flow edges; ops inside a leaf module (the ``F.conv2d`` of a
-``Conv2d``) are that module's own implementation and are not recorded, but the tensors they touch are
-still checked for side inputs (a tensor the module reads from an attribute rather than its arguments).
+while a trace runs passes through it and is handed to the trace's ``DataFlow``. Ops run in the forward code
+of a container module (one with children), or outside every module, become ``Op`` records with data-flow
+edges; ops inside a leaf module (the ``F.conv2d`` of a ``Conv2d``) are that module's own implementation and
+are not recorded, but the tensors they touch are still checked for side inputs (a tensor the module reads
+from an attribute rather than its arguments).
+
+Only what can be a side input is looked at: a leaf layer built into ``torch.nn`` (``Conv2d``, ``Linear``,
+``BatchNorm2d``, ``LSTM``, ...) reads nothing but its arguments and its own parameters and buffers, so the
+recorder steps aside (leaves torch's function-mode stack) for the length of such a call and its ops cost
+nothing extra. A user-defined leaf is watched op by op.
 """
 
 from __future__ import annotations
@@ -75,6 +81,11 @@ class OpRecorder(TorchFunctionMode):
         self.seen = 0  # torch functions that could be data flow (not metadata reads), for OpCountProbe
         self._stepped_aside_for: int | None = None  # the call during which the mode is off the stack
 
+    @property
+    def stepped_aside_for(self) -> int | None:
+        """The call during which the recorder is off torch's function-mode stack (``None``: it is on)."""
+        return self._stepped_aside_for
+
     def step_aside(self, call_id: int) -> None:
         """Take this mode off torch's function-mode stack until ``step_back(call_id)``."""
         if self._stepped_aside_for is not None or torch.overrides._get_current_function_mode() is not self:
@@ -123,12 +134,19 @@ class OpRecorder(TorchFunctionMode):
         flow.record_op(name, call_args, None if target is not None and out is None else out, target)
 
 
+def reads_only_its_own_state(module: nn.Module) -> bool:
+    """A leaf layer of ``torch.nn`` itself: its forward reads its arguments, parameters and buffers only."""
+    return not module._modules and type(module).__module__.startswith("torch.nn.modules.")
+
+
 class OpProbe(Probe):
-    """Records functional ops into ``flow`` while the engine runs; steps aside for fused fast paths."""
+    """Records functional ops into ``flow`` while the engine runs; steps aside for fused fast paths and for
+    ``torch.nn``'s own leaf layers."""
 
     def __init__(self, flow: DataFlow) -> None:
         self.flow = flow
         self.recorder: OpRecorder | None = None
+        self._aside: dict[type, bool] = {}  # module class -> whether the recorder steps aside for it
 
     def start(self, engine: Engine) -> None:
         self.recorder = OpRecorder(self.flow, engine.errors)
@@ -144,7 +162,10 @@ class OpProbe(Probe):
         # A call inside a module the recorder stepped aside for means that module took its slow path:
         # record again from here on (its residual adds and norms are data flow worth drawing).
         recorder.step_back()
-        if isinstance(module, FAST_PATH_MODULES):
+        aside = self._aside.get(type(module))
+        if aside is None:
+            aside = self._aside[type(module)] = isinstance(module, FAST_PATH_MODULES) or reads_only_its_own_state(module)
+        if aside:
             recorder.step_aside(cid)
 
     def on_call_end(self, cid: int, module: nn.Module, output: Any, error: BaseException | None) -> None:

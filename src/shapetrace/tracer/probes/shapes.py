@@ -15,8 +15,7 @@ from torch import nn
 
 from ..engine import Engine, ModuleIndex, Probe, Unfinished
 from ..flow import DataFlow
-from ..records import Call, Failure, iter_tensors
-from ..values import describe
+from ..records import Call, Failure, TensorMeta
 
 
 class ShapeProbe(Probe):
@@ -38,7 +37,8 @@ class ShapeProbe(Probe):
         index, flow, skeleton = self.index, self.flow, self._skeleton
         slot = skeleton.slot[cid]
         parent = skeleton.parent[cid]
-        order = flow.tick()
+        flow.order += 1
+        order = flow.order
         if kwargs is None:
             kwargs = {}
             self.kwargs_unknown = True
@@ -47,15 +47,17 @@ class ShapeProbe(Probe):
                 flow.mark_inputs(a, f"input:{i}", order)
             for k, v in kwargs.items():
                 flow.mark_inputs(v, f"input:{k}", order)
-        tid_of = flow.tid_at(order)
+        metas: list[TensorMeta] = []
+        inputs = flow.describe_in(args, order, metas)
         names = index.names[slot]
         call = Call(
             id=cid, module=names[0] if len(names) == 1 else self._pick_name(names, parent), cls=index.classes[slot],
-            call_index=skeleton.index[cid], parent=parent, depth=skeleton.depth[cid], start=order,
-            inputs=describe(list(args), tid_of), kwargs=describe(dict(kwargs), tid_of),
+            call_index=skeleton.index[cid], parent=parent,
+            depth=0 if parent is None else self.calls[parent].depth + 1, start=order,
+            inputs=inputs, kwargs=flow.describe_in(kwargs, order, metas) if kwargs else {},
         )
         self.calls.append(call)
-        flow.open_call(call, index.is_leaf[slot], [m for _, m in iter_tensors([call.inputs, call.kwargs])])
+        flow.open_call(call, index.is_leaf[slot], metas)
 
     def _pick_name(self, names: list[str], parent: int | None) -> str:
         """The module's name as seen from the calling parent (a shared module has several)."""
@@ -71,7 +73,8 @@ class ShapeProbe(Probe):
         call = self.calls[cid]
         flow = self.flow
         flow.pop_call(call)
-        order = flow.tick()
+        flow.order += 1
+        order = flow.order
         call.end = order
         if isinstance(error, Unfinished):
             if call.error is None:
