@@ -675,3 +675,60 @@ def test_profiler_path_with_synthetic_kernels(monkeypatch):
     assert rep[0][0] == pytest.approx(0.06)  # the root's inclusive device time: all six kernels
     assert run.kernel == [pytest.approx(0.06)] and run.busy == [pytest.approx(0.06)]
     assert 0 < run.idle[0] < 1 and run.graphs == 1
+
+
+# ---- per-call times against an independent clock ----------------------------------------------------------
+
+class Sleeps(nn.Module):
+    """A module whose forward takes a known time: ``seconds`` of ``time.sleep``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def forward(self, x):
+        import time
+
+        time.sleep(self.seconds)
+        return x
+
+
+def test_the_root_time_matches_a_perf_counter_taken_around_the_same_forward():
+    import time
+
+    from shapetrace.tracer import timing
+
+    model = nn.Sequential(nn.Linear(8, 8), Sleeps(0.02), nn.ReLU()).eval()
+    x = torch.randn(4, 8)
+    _, call_of, run, index = _driver(model, x)
+    walls = []
+
+    def forward():
+        t0 = time.perf_counter()
+        model(x)
+        walls.append((time.perf_counter() - t0) * 1e3)
+
+    timer = TimerProbe("wall")
+    with torch.no_grad():
+        assert timing._instrumented(forward, index, timer, torch.device("cpu"), call_of, run)
+    (rep,) = run.repeats
+    root_ms = rep[0][0]
+    # the hooks' clock reads sit inside the forward: the root's span is within the outer clock's, and the
+    # outer clock sees little more than the root (a unit slip of 1000x either way fails both bounds)
+    assert 0.8 * walls[0] <= root_ms <= walls[0]
+    assert root_ms >= 20  # the sleep alone
+
+
+def test_a_known_sleep_inside_a_module_shows_in_its_self_time():
+    import time
+
+    model = nn.Sequential(nn.Linear(8, 8), Sleeps(0.03), nn.ReLU()).eval()
+    t0 = time.perf_counter()
+    trace = _profile(model, torch.randn(4, 8), warmup=0, repeat=2)
+    wall_ms = (time.perf_counter() - t0) * 1e3
+    sleeper = trace.calls_of("1")[0]
+    # five forwards ran (shape pass, 2 plain, 2 timed), each sleeping 30 ms: the self time is the sleep,
+    # and no more than one forward's share of the whole call's wall time
+    assert 30 <= sleeper.timing["self_ms"] <= wall_ms / 5
+    assert 30 <= trace.calls[0].timing["total_ms"] <= wall_ms / 5
+    assert trace.calls[0].timing["total_ms"] >= sleeper.timing["total_ms"]
