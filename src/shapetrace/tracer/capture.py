@@ -85,9 +85,16 @@ def unwrap(model: nn.Module) -> tuple[nn.Module, list[str]]:
     return model, kinds
 
 
+_HAS_FORWARD: dict[type, bool] = {}
+
+
 def _has_forward(module: nn.Module) -> bool:
     """Whether the module's class defines a forward (a ``ModuleList`` or ``ModuleDict`` does not)."""
-    return any("forward" in vars(c) for c in type(module).__mro__ if c is not nn.Module)
+    cls = type(module)
+    known = _HAS_FORWARD.get(cls)
+    if known is None:
+        known = _HAS_FORWARD[cls] = any("forward" in vars(c) for c in cls.__mro__ if c is not nn.Module)
+    return known
 
 
 class Tracer:

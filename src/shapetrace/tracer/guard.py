@@ -51,7 +51,9 @@ class ModelGuard:
         self._versions = [_version(p) for _, _, p in self._params]
         # A copy of every buffer, written back after the forward. Version counters cannot say which buffers
         # changed: BatchNorm's kernel updates its running statistics without bumping them.
-        self._buffers = [(b, b.detach().clone()) for b in buffers.values()]
+        self._live = list(buffers.values())
+        with torch.no_grad():
+            self._saved = list(torch._foreach_clone(self._live)) if self._live else []
         self._grad = contextlib.ExitStack()
         try:
             if self.train is not None:
@@ -74,11 +76,15 @@ class ModelGuard:
             for m, was in zip(self.index.modules, self._training):
                 if m.training != was:  # Module.__setattr__ is slow: set only what changed
                     m.training = was
+            live, saved = getattr(self, "_live", []), getattr(self, "_saved", [])
+            self._live, self._saved = [], []
             with torch.no_grad():
-                for live, saved in self._buffers:
-                    if live.shape == saved.shape and live.device == saved.device:
-                        live.copy_(saved)
-            self._buffers = []
+                try:
+                    torch._foreach_copy_(live, saved)  # one call for all (the common case: nothing resized)
+                except RuntimeError:
+                    for b, copy in zip(live, saved):
+                        if b.shape == copy.shape and b.device == copy.device:
+                            b.copy_(copy)
 
     def changed_params(self) -> list[str]:
         """Names of the parameters whose version counter moved: the forward wrote to them in place."""

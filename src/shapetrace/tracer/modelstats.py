@@ -27,15 +27,16 @@ def _numel(t: torch.Tensor) -> int:
 
 
 class _Tensors:
-    """Every module's own parameters and buffers, and how often each tensor object is registered."""
+    """Every module's own parameters and buffers, their sizes, and the model's totals, in one pass."""
 
     def __init__(self, index: ModuleIndex) -> None:
         self.params: list[list[torch.Tensor]] = []
         self.buffers: list[list[torch.Tensor]] = []
         self.registrations: dict[int, int] = {}  # id(param) -> registrations (a shared module's count each)
         self.numel: dict[int, int] = {}
+        self.totals = [0, 0, 0, 0, 0]  # params, trainable, buffer elements, param bytes, buffer bytes
         shared = any(len(n) > 1 for n in index.names)
-        seen_buffers: set[int] = set()
+        numel, registrations, totals = self.numel, self.registrations, self.totals
         for m, names in zip(index.modules, index.names):
             ps = [p for p in m._parameters.values() if p is not None]
             bs = [b for b in m._buffers.values() if b is not None]
@@ -43,17 +44,22 @@ class _Tensors:
             self.buffers.append(bs)
             for p in ps:
                 k = id(p)
-                if k in self.numel:
+                if k in numel:
                     shared = True
                 else:
-                    self.numel[k] = _numel(p)
-                self.registrations[k] = self.registrations.get(k, 0) + len(names)
+                    n = numel[k] = _numel(p)
+                    totals[0] += n
+                    totals[1] += n if p.requires_grad else 0
+                    totals[3] += n * p.element_size() if n else 0
+                registrations[k] = registrations.get(k, 0) + len(names)
             for b in bs:
                 k = id(b)
-                if k in seen_buffers:
+                if k in numel:
                     shared = True
-                seen_buffers.add(k)
-                self.numel.setdefault(k, _numel(b))
+                else:
+                    n = numel[k] = _numel(b)
+                    totals[2] += n
+                    totals[4] += n * b.element_size()
         self.shared = shared
 
 
@@ -103,26 +109,12 @@ def _module_stats(index: ModuleIndex, tensors: _Tensors) -> list[Stats]:
 
 def _model_info(index: ModuleIndex, tensors: _Tensors) -> ModelInfo:
     """Totals for the whole model: each tensor object counted once, however often it is registered."""
-    params = trainable = buffer_count = param_bytes = buffer_bytes = 0
-    seen: set[int] = set()
-    for ps, bs in zip(tensors.params, tensors.buffers):
-        for p in ps:
-            if id(p) not in seen:
-                seen.add(id(p))
-                n = tensors.numel[id(p)]
-                params += n
-                trainable += n if p.requires_grad else 0
-                param_bytes += n * p.element_size() if n else 0
-        for b in bs:
-            if id(b) not in seen:
-                seen.add(id(b))
-                buffer_count += tensors.numel[id(b)]
-                buffer_bytes += tensors.numel[id(b)] * b.element_size()
+    params, trainable, buffers, param_bytes, buffer_bytes = tensors.totals
     return ModelInfo(
         cls=type(index.model).__name__,
         params=params,
         trainable_params=trainable,
-        buffers=buffer_count,
+        buffers=buffers,
         param_bytes=param_bytes,
         buffer_bytes=buffer_bytes,
         modules=len(index),
