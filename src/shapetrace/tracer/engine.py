@@ -27,12 +27,16 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
+import torch
 from torch import nn
 from torch.nn.modules import module as torch_module
 
 from .records import Trace
 
 __all__ = ["CallSkeleton", "Engine", "ModuleIndex", "Probe", "Unfinished", "caller_kwargs"]
+
+
+_no_torch_function = torch._C.DisableTorchFunction
 
 
 class Unfinished(Exception):
@@ -182,6 +186,10 @@ class Engine:
         self.probes = list(probes)
         self.calls = CallSkeleton()
         self.errors: list[str] = []
+        # Set when a torch function mode is active (the op recorder's, shape-only tracing's, the user's):
+        # the probes' own reads of tensor metadata in the hooks then run with torch functions disabled,
+        # unseen by any mode.
+        self.quiet = False
         self._active = False
 
     # ---- entering and leaving -------------------------------------------------------------------------
@@ -206,6 +214,8 @@ class Engine:
             for probe in self.probes:
                 probe.start(self)
                 self._started.append(probe)
+            if torch._C._len_torch_function_stack():  # any function mode (shape-only, the user's own)
+                self.quiet = True
             sys.setrecursionlimit(self._raised_limit)
             self._handles.append(torch_module.register_module_forward_pre_hook(self._pre))
             self._handles.append(torch_module.register_module_forward_hook(self._post, always_call=True))
@@ -254,6 +264,13 @@ class Engine:
         stack.append(cid)
         self._exc_at_start.append(sys.exc_info()[1])
         kwargs = caller_kwargs() if self._kwargs else None
+        if self.quiet:
+            with _no_torch_function():
+                self._start(cid, module, args, kwargs)
+        else:
+            self._start(cid, module, args, kwargs)
+
+    def _start(self, cid: int, module: nn.Module, args: tuple, kwargs: dict | None) -> None:
         for start in self._starts:
             try:
                 start(cid, module, args, kwargs)
@@ -275,17 +292,19 @@ class Engine:
         cid = stack.pop()
         exc = sys.exc_info()[1]
         error = exc if exc is not None and exc is not self._exc_at_start[cid] else None
+        if self.quiet:
+            with _no_torch_function():
+                self._end(cid, module, None if error is not None else output, error)
+        else:
+            self._end(cid, module, None if error is not None else output, error)
+
+    def _end(self, cid: int, module: nn.Module, output: Any, error: BaseException | None) -> None:
         for end in self._ends:
             try:
-                end(cid, module, None if error is not None else output, error)
+                end(cid, module, output, error)
             except Exception as e:  # noqa: BLE001
                 self.errors.append(f"post-hook of {type(module).__name__}: {e!r}")
 
     def _close(self, cid: int, error: BaseException) -> None:
         """End a call whose post-hook never ran."""
-        module = self.index.modules[self.calls.slot[cid]]
-        for end in self._ends:
-            try:
-                end(cid, module, None, error)
-            except Exception as e:  # noqa: BLE001
-                self.errors.append(f"closing {type(module).__name__}: {e!r}")
+        self._end(cid, self.index.modules[self.calls.slot[cid]], None, error)

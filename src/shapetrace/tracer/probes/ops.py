@@ -149,6 +149,7 @@ class OpProbe(Probe):
         self._aside: dict[type, bool] = {}  # module class -> whether the recorder steps aside for it
 
     def start(self, engine: Engine) -> None:
+        engine.quiet = True  # the hooks' own metadata reads are not ops
         self.recorder = OpRecorder(self.flow, engine.errors)
         self.recorder.__enter__()
 
