@@ -201,12 +201,14 @@ def _render_hints(trace: Trace, exhibit: Any) -> None:
 def trace_model(request: TraceRequest, loaded: Loaded | None = None) -> Outcome:
     """Trace the request's model once (``loaded``: an already resolved request). A failing forward gives the
     partial trace in the outcome; problems with the request raise ``UsageProblem``."""
-    from .tracer.api import TraceFailed, failure_message, trace  # deliberately lazy (see load)
+    from .tracer.api import TraceFailed, UnsupportedModel, failure_message, trace  # deliberately lazy (see load)
 
     loaded = loaded or load(request)
     try:
         result = trace(loaded.module, *loaded.args, grad=request.grad, train=loaded.train, device=request.device,
                        ops=request.ops, lines=request.lines, strict=True, forward_kwargs=loaded.kwargs)
+    except UnsupportedModel as e:  # the forward ran in a way no trace can show (it returned a generator)
+        raise CannotTrace(str(e)) from e
     except TraceFailed as e:
         _render_hints(e.trace, loaded.exhibit)
         return Outcome(e.trace, loaded.exhibit, failure_message(e.trace), e.__cause__, loaded.notes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import types
 from typing import Any
 
 import torch
@@ -11,6 +12,9 @@ from torch import nn
 from .capture import Tracer, UnsupportedModel, unwrap
 from .placement import model_device, place_inputs
 from .records import Trace, labelled_tensors
+
+# Values whose code runs only when they are consumed: a forward returning one has not run yet.
+_LAZY = (types.GeneratorType, map, filter, zip)
 
 
 class TraceFailed(RuntimeError):
@@ -68,11 +72,12 @@ def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None =
             raise TraceFailed(tracer.trace, e) from e
         return tracer.trace
     assert tracer.trace is not None
-    if inspect.isgenerator(out) or inspect.isasyncgen(out) or inspect.iscoroutine(out):
+    if isinstance(out, _LAZY) or inspect.isasyncgen(out) or inspect.iscoroutine(out):
+        kind = type(out).__name__
         raise UnsupportedModel(
-            f"{type(model).__name__}.forward returned a {type(out).__name__}: the code inside it runs only when it "
-            "is consumed, after the trace has ended, so its module calls cannot be recorded. Make the forward "
-            "return a list or tuple (for example `return list(...)`), or trace a module that consumes it.")
+            f"{type(model).__name__}.forward returned a {kind}: its body runs only when the {kind} is consumed, "
+            "after the trace has ended, so there is nothing to trace. Trace a module whose forward consumes "
+            "it, e.g. one returning torch.stack(list(model(x))), or make the forward return a list or tuple.")
     if wrappers:
         tracer.trace.meta["unwrapped"] = wrappers
     return tracer.trace
