@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -36,3 +37,26 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "undoc-members": False}
 nitpicky = False
+
+
+# A Markdown page added to docs/ but not yet named in index.md's toctrees still gets into the site (under "More"),
+# so a new page never breaks the -W build with "document isn't included in any toctree".
+_HERE = Path(__file__).resolve().parent
+
+
+def _listed_pages() -> set[str]:
+    text = (_HERE / "index.md").read_text(encoding="utf-8")
+    return {line.strip() for line in text.splitlines() if re.fullmatch(r"[A-Za-z0-9_-]+", line.strip())}
+
+
+def _add_unlisted_pages(app, docname: str, source: list[str]) -> None:
+    if docname != root_doc:
+        return
+    listed = _listed_pages()
+    extra = sorted(p.stem for p in _HERE.glob("*.md") if p.stem != root_doc and p.stem not in listed)
+    if extra:
+        source[0] += "\n\n```{toctree}\n:caption: More\n\n" + "\n".join(extra) + "\n```\n"
+
+
+def setup(app) -> None:
+    app.connect("source-read", _add_unlisted_pages)
