@@ -232,7 +232,7 @@ def test_fold_option_draws_named_classes_as_nodes(unet_trace):
 def test_lstm_called_in_a_loop_folds_into_one_node_and_unrolls():
     t = trace_of(LoopLSTM(), 2, 4, 6)
     assert len(t.calls_of("lstm")) == 4
-    g = build_graph(t)
+    g = build_graph(t, all_ops=True)
     lstm = g.find("lstm")
     assert len(lstm) == 1 and lstm[0].count == 4 and lstm[0].title == "lstm ×4"
     assert len(lstm[0].calls) == 4
@@ -376,7 +376,7 @@ def test_ops_connected_to_nothing_drawn_are_left_out():
     assert [n.title for n in graph.nodes if n.kind == "op"] == ["relu"]
 
 
-def test_unet_exhibit_tail_climbs_in_a_column_instead_of_widening_the_top_row(camvid_unet_trace):
+def test_unet_exhibit_tail_turns_back_along_a_row_above_instead_of_widening_the_picture(camvid_unet_trace):
     import re
 
     from shapetrace.gallery.exhibits import get_exhibit
@@ -386,6 +386,9 @@ def test_unet_exhibit_tail_climbs_in_a_column_instead_of_widening_the_top_row(ca
     pos = {m.group(2): tuple(map(float, m.group(1).split(","))) for m in
            re.finditer(r'pos="([-\d.]+,[-\d.]+)!", label=<<B>([^<]+)</B>', dot)}
     merge, last, out = pos["layers.10"], pos["layers.13"], pos["output"]
-    assert merge[0] == last[0] == out[0]  # one column at the right
-    assert merge[1] < last[1] < out[1]  # climbing towards the output
-    assert max(x for x, _ in pos.values()) == out[0]  # nothing further right
+    top = max(y for name, (_, y) in pos.items() if name not in ("layers.10", "layers.11", "layers.12.0",
+                                                                  "layers.13", "output"))
+    assert merge[1] == last[1] == out[1] > top  # one row above the top row
+    assert merge[0] > last[0] > out[0]  # running right to left towards the output
+    assert max(x for x, _ in pos.values()) == merge[0] == pos["layers.9"][0]  # the merge sits above the resize
+    assert out[0] > pos["input"][0]  # within the picture's width, over the encoder

@@ -28,6 +28,10 @@ Options
     ``{"fold": [module or class names drawn as single nodes]}``, ``{"title": "..."}``.
 ``show_params``
     Add the parameter count to compact labels.
+``all_ops``
+    Draw every recorded functional op. By default ops that only index, cast or create constants (``getitem``,
+    ``long``, ``new_zeros``, masks, ...) are folded into the edges they feed; the edge's tooltip names them
+    ("via getitem"), and a node that reads a folded mask or constant lists it in its tooltip.
 
 Every piece of user text (module names, class names, op names) is escaped for Graphviz's HTML-like labels and
 for the SVG: control characters are shown as Python escapes (a newline as ``\\n``), so no name can inject
@@ -139,9 +143,11 @@ def _small(text: str, color: str = "#4a4a4a") -> str:
     return f'<FONT POINT-SIZE="8.5" COLOR="{color}">{text}</FONT>'
 
 
-def _node_label(n: Node, style: str, show_params: bool, extra: list[str], on_dark: bool = False) -> str:
+def _node_label(n: Node, style: str, show_params: bool, extra: list[str], on_dark: bool = False,
+                swatches: Sequence[str] = ()) -> str:
     """The node's HTML label; ``on_dark`` (a dark fill, the hot end of the heat scale) prints the grey
-    small print near-black so it stays legible."""
+    small print near-black so it stays legible; ``swatches`` (a node in several parameter groups) adds a row
+    of those colours under the text."""
 
     def small(text: str, color: str = "#4a4a4a") -> str:
         return _small(text, "#111111" if on_dark and color != ERROR_COLOR else color)
@@ -178,10 +184,21 @@ def _node_label(n: Node, style: str, show_params: bool, extra: list[str], on_dar
     if n.error:
         rows.append(small(html("failed: " + n.error[:60]), ERROR_COLOR))
     rows.extend(extra)
-    return "<" + "<BR/>".join(rows) + ">"
+    if not swatches:
+        return "<" + "<BR/>".join(rows) + ">"
+    cells = "".join(f'<TD BGCOLOR="{c}" HEIGHT="7" WIDTH="14"></TD>' for c in swatches)
+    return (f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="0"><TR><TD COLSPAN="{len(swatches)}">'
+            + "<BR/>".join(rows) + f"</TD></TR><TR>{cells}</TR></TABLE>>")
 
 
-def _edge_label(e: GraphEdge) -> str:
+def _edge_label(e: GraphEdge, src_shape: tuple[int, ...] | None = None) -> str:
+    """The edge's label: the shape it carries (left out when it is ``src_shape``, the shape already printed
+    on the source node), with ``↓2`` / ``↑2`` when the spatial size changes and ``×N`` for N tensors."""
+    if src_shape is not None and len(e.shapes) == 1 and tuple(e.shapes[0]) == tuple(src_shape):
+        if e.change is None:
+            return "<>"
+        arrow = "↓" if e.change[0] == "down" else "↑"
+        return "<" + html(f"{arrow}{e.change[1]}") + ">"
     text = format_shape(e.shapes[0])
     if len(e.shapes) > 1:
         text += f" +{len(e.shapes) - 1}"
@@ -200,6 +217,8 @@ def _edge_tooltip(e: GraphEdge, names: dict[str, str]) -> str:
         text += f" (spatial size {'/' if e.change[0] == 'down' else '×'}{e.change[1]})"
     if e.skip:
         text += " (skip: read outside the arguments)"
+    if e.via:
+        text += f" (via {', '.join(literal(v) for v in e.via)}: folded ops, drawn with all ops)"
     return text
 
 
@@ -310,14 +329,28 @@ class _Overlay:
         self.legend.append((title, HEAT_SCALE[-1], fmt(top)))
 
 
+def _wrap(text: str, width: int = 34) -> list[str]:
+    """``text`` broken at spaces into lines of at most ``width`` characters (a longer word keeps its line)."""
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
 def _legend(rows: list[tuple[str, str, str]]) -> str:
-    cells = ['<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="3" COLOR="#9e9e9e">']
+    """The legend as a table; long texts wrap and every cell keeps a margin, so no text touches a border
+    even where the viewer's font runs wider than Graphviz's estimate."""
+    cells = ['<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="5" COLOR="#9e9e9e">']
     last = None
     for title, colour, text in rows:
         if title != last:
-            cells.append(f'<TR><TD COLSPAN="2" BORDER="0"><B>{html(title)}</B></TD></TR>')
+            cells.append(f'<TR><TD COLSPAN="2" BORDER="0" ALIGN="LEFT"><B>{html(title)}</B></TD></TR>')
             last = title
-        cells.append(f'<TR><TD BGCOLOR="{colour}" WIDTH="18"> </TD><TD ALIGN="LEFT">{html(text)}</TD></TR>')
+        body = "<BR/>".join(html(line) for line in _wrap(text))
+        cells.append(f'<TR><TD BGCOLOR="{colour}" WIDTH="18"> </TD><TD ALIGN="LEFT" BALIGN="LEFT">{body}</TD></TR>')
     cells.append("</TABLE>")
     return "<" + "".join(cells) + ">"
 
@@ -344,16 +377,18 @@ def _settings(depth: int | None, layout: str | None, style: str | None, unroll: 
 
 def to_dot(trace: Trace, *, depth: int | None = None, layout: str | None = None, style: str | None = None,
            unroll: bool | None = None, overlays: Sequence[str] = (), options: dict[str, Any] | None = None,
-           show_params: bool = False) -> str:
+           show_params: bool = False, all_ops: bool | None = None) -> str:
     """The diagram of ``trace`` as Graphviz DOT source (see the module docstring for the options)."""
-    return _diagram(trace, depth, layout, style, unroll, overlays, options, show_params).text()
+    return _diagram(trace, depth, layout, style, unroll, overlays, options, show_params, all_ops).text()
 
 
 def _diagram(trace: Trace, depth: int | None, layout: str | None, style: str | None, unroll: bool | None,
-             overlays: Sequence[str] | str | None, options: dict[str, Any] | None, show_params: bool) -> _Dot:
+             overlays: Sequence[str] | str | None, options: dict[str, Any] | None, show_params: bool,
+             all_ops: bool | None = None) -> _Dot:
     """The graph of ``trace`` for these settings, ready to write as DOT."""
     depth, layout, style, unroll, overlays, options = _settings(depth, layout, style, unroll, overlays, options)
-    graph = build_graph(trace, depth=depth, unroll=unroll, fold=options.get("fold", ()))
+    all_ops = all_ops if all_ops is not None else bool(options.get("all_ops", False))
+    graph = build_graph(trace, depth=depth, unroll=unroll, fold=options.get("fold", ()), all_ops=all_ops)
     return _Dot(trace, graph, layout, style, overlays, options, show_params)
 
 
@@ -366,6 +401,7 @@ class _Dot:
         self.options = options
         self.lines: list[str] = []
         self.names = {n.id: n.title for n in graph.nodes} | {c.id: c.title for c in graph.clusters}
+        self.by_id = {n.id: n for n in graph.nodes}
 
     def text(self) -> str:
         g, out = self.graph, self.lines
@@ -382,7 +418,8 @@ class _Dot:
         out.append(f"  node {_attrs({'fontname': FONT, 'fontsize': '10', 'margin': '0.12,0.05', 'height': '0.3'})}")
         out.append(f"  edge {_attrs({'fontname': FONT, 'fontsize': '8.5', 'arrowsize': '0.7', **EDGE})}")
         if self.layout == "u":
-            pos = _u_positions(g, self.style)
+            pos = _u_positions(g, self.style, {(e.src, e.dst): _edge_label(e, self._printed_shape(e.src))
+                                               for e in g.edges})
             for n in g.nodes:
                 out.append("  " + self.node_stmt(n, pos[n.id]))
         else:
@@ -399,17 +436,20 @@ class _Dot:
         if pos is not None:
             attrs["pos"] = f"{pos[0]:.2f},{pos[1]:.2f}!"
         ov = self.overlay
+        swatches: list[str] = []
         if n.id in ov.fill:
             fill = ov.fill[n.id]
-            attrs["fillcolor"] = fill
-            if ":" in fill:
-                attrs["style"] = attrs["style"].replace("filled", "striped")
+            if ":" in fill:  # several groups: a row of swatches under the label, never stripes behind it
+                swatches = fill.split(":")
+                attrs["fillcolor"] = "#ffffff"
+            else:
+                attrs["fillcolor"] = fill
         if n.id in ov.border:
             attrs.update(color=ov.border[n.id], penwidth="2.5")
         if n.error:
             attrs.update(color=ERROR_COLOR, penwidth="2.5")
-        on_dark = n.id in ov.fill and _luminance(ov.fill[n.id].split(":")[0]) < 0.4
-        attrs["label"] = _node_label(n, self.style, self.show_params, ov.marks.get(n.id, []), on_dark)
+        on_dark = n.id in ov.fill and not swatches and _luminance(ov.fill[n.id]) < 0.4
+        attrs["label"] = _node_label(n, self.style, self.show_params, ov.marks.get(n.id, []), on_dark, swatches)
         attrs["tooltip"] = n.tooltip()
         return f"{n.id} {_attrs(attrs)}"
 
@@ -450,7 +490,7 @@ class _Dot:
             attrs.update(DOWN if e.change[0] == "down" else UP)
             if e.skip:
                 attrs["style"] = "dashed"
-        attrs["label"] = _edge_label(e)
+        attrs["label"] = _edge_label(e, self._printed_shape(e.src))
         attrs["tooltip"] = _edge_tooltip(e, self.names)
         src = e.src
         if src.startswith("cluster_"):
@@ -460,6 +500,13 @@ class _Dot:
                 attrs["ltail"] = e.src
             src = src_node
         return f"{src} -> {e.dst} {_attrs(attrs)}"
+
+    def _printed_shape(self, src: str) -> tuple[int, ...] | None:
+        """In the U layout, the output shape printed on node ``src`` (its edges need not repeat it)."""
+        if self.layout != "u" or src not in self.by_id:
+            return None
+        n = self.by_id[src]
+        return n.out_shape if n.kind in ("call", "input") else None
 
     def _within(self, n: Node, cluster: str) -> bool:
         parents = {c.id: c.parent for c in self.graph.clusters}
@@ -480,33 +527,37 @@ def _label_width(n: Node, style: str) -> float:
     return max([title, *(len(t) * 0.066 for t in small)]) + 0.35
 
 
-def _u_positions(g: Graph, style: str) -> dict[str, tuple[float, float]]:
+def _u_positions(g: Graph, style: str, edge_labels: dict[tuple[str, str], str]) -> dict[str, tuple[float, float]]:
     """U layout: one row per resolution (largest on top), x advancing with event order.
 
     Each node sits right of the previous node and clear of the last node already in its row, so the encoder
     steps down to the left, the decoder climbs back up on the right, and a skip runs straight across its row.
     """
     row_h = 1.4 if style == "compact" else 1.9
-    gap, step = 0.3, 0.35
+    gap, step = 0.2, 0.25
     labels: dict[tuple[str, str], float] = {}
-    for e in g.edges:
-        width = len(_edge_label(e)) * 0.058
-        labels[(e.src, e.dst)] = max(labels.get((e.src, e.dst), 0.0), width)
+    for key, label in edge_labels.items():
+        width = (len(label) - 2) * 0.058
+        labels[key] = max(labels.get(key, 0.0), width)
     last_in_row: dict[int, tuple[float, float, str]] = {}  # rank -> (x, half width, node id)
     pos: dict[str, tuple[float, float]] = {}
     x_prev = None
     # The full-resolution tail after the decoder (PixelShuffle, merge, ResBlock, final conv, output) would make
-    # one long top row; past its first few nodes it climbs in a column above the top row's right end instead.
+    # one long top row; past its first few nodes it turns back along a row above the top row, right to left,
+    # filling the space above the encoder instead of widening (or, as a column, heightening) the picture.
     deepest = max(range(len(g.nodes)), key=lambda i: (g.nodes[i].rank, -i), default=0)
     tail_start = len(g.nodes)
     while tail_start > deepest + 1 and g.nodes[tail_start - 1].rank == 0:
         tail_start -= 1
     column_from = tail_start + 2 if len(g.nodes) - tail_start > 4 else len(g.nodes)
+    back: tuple[float, float] | None = None  # (x, half width) of the last node on the row above
     for i, n in enumerate(g.nodes):
-        if i >= column_from and x_prev is not None:
-            pos[n.id] = (x_prev, (i - column_from + 1) * row_h)
-            continue
         half = _label_width(n, style) / 2
+        if i >= column_from and x_prev is not None:
+            x = x_prev if back is None else back[0] - back[1] - half - gap - 0.25
+            pos[n.id] = (x, row_h)
+            back = (x, half)
+            continue
         x = 0.0 if x_prev is None else x_prev + step
         if n.rank in last_in_row:
             lx, lhalf, lid = last_in_row[n.rank]
@@ -532,7 +583,7 @@ def _svg_titles(svg: str, graph_tips: dict[str, str], edge_tips: dict[tuple[str,
 
 def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layout: str | None = None,
            style: str | None = None, unroll: bool | None = None, overlays: Sequence[str] = (),
-           options: dict[str, Any] | None = None, show_params: bool = False) -> bytes:
+           options: dict[str, Any] | None = None, show_params: bool = False, all_ops: bool | None = None) -> bytes:
     """The diagram of ``trace`` as ``svg``, ``png``, ``pdf``, ``dot`` (or ``jpg``, ``gif``, ``webp``) bytes.
 
     Raises ``GraphvizNotFound`` (with the DOT text in ``.source``) when ``dot`` is not installed and the format
@@ -540,7 +591,7 @@ def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layou
     """
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
-    dot = _diagram(trace, depth, layout, style, unroll, overlays, options, show_params)
+    dot = _diagram(trace, depth, layout, style, unroll, overlays, options, show_params, all_ops)
     graph = dot.graph
     source = dot.text()
     if format == "dot":

@@ -18,6 +18,14 @@ the same node) and edges into expanded containers (their children carry the tens
 are merged per (source, target). An edge that carries a tensor some call read as a *side input* (not through
 its arguments, e.g. a U-Net skip read from a hook) is marked ``skip``.
 
+Op detail: by default (``all_ops=False``) only the ops that compute with the data are drawn: those that
+combine or reshape it (``cat``, ``add``, ``mul``, ``matmul``, ``view``, ``interpolate``, pooling, reductions,
+activations, ...). An op that only indexes, casts or creates a constant (``GLUE_OPS``: ``getitem``, ``long``,
+``to``, ``eq``, ``masked_fill``, ``new_zeros``, ``arange``, ...) is folded into the edges it feeds, and so is
+any op computed from such ops alone (the arithmetic of lengths and masks). An edge that passed through folded
+ops says so (``GraphEdge.via``); a node that reads a folded constant lists it (``Node.constants``).
+``all_ops=True`` draws every recorded op.
+
 Loops: calls of the same module repeated in a loop (a block of sibling events, e.g. ``getitem, lstm`` four
 times) fold into one node marked with ``count`` (drawn ×N); the matching calls' children merge too, so an
 expanded looped container stays one box. ``unroll=True`` keeps every call apart. A module used twice in a row
@@ -33,6 +41,7 @@ from dataclasses import dataclass, field
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
 
 __all__ = [
+    "GLUE_OPS",
     "MAX_NODES",
     "Cluster",
     "Graph",
@@ -48,6 +57,47 @@ __all__ = [
 
 MAX_NODES = 500  # past this many nodes a diagram warns and suggests a depth
 _MAX_PERIOD = 32  # the longest loop body (in sibling events) recognised as a repeated block
+
+# Ops that only index, cast, compare (to make masks) or create constants: folded into the edges they feed
+# unless all_ops=True. Names as the op recorder writes them (dunder and in-place forms are normalised).
+GLUE_OPS = frozenset({
+    # indexing and masking
+    "getitem", "setitem", "index", "index_select", "select", "narrow", "gather", "take", "masked_fill",
+    "masked_select", "nonzero", "argmax", "argmin", "argsort", "topk_indices", "size", "dim", "numel",
+    "expand", "expand_as", "broadcast_to", "unbind", "split", "chunk", "item", "tolist",
+    # comparisons and logic (mask making)
+    "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not", "logical_xor", "isnan",
+    "isinf", "isfinite", "any", "all", "invert", "and", "or", "xor",
+    # casts and copies
+    "to", "type", "type_as", "long", "int", "short", "float", "double", "half", "bfloat16", "bool", "byte",
+    "char", "cpu", "cuda", "contiguous", "detach", "clone", "requires_grad", "data",
+    # constants
+    "new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "zeros", "ones", "full", "empty",
+    "zeros_like", "ones_like", "full_like", "empty_like", "arange", "range", "linspace", "eye", "tensor",
+    "as_tensor", "rand", "randn", "randint", "rand_like", "randn_like", "randint_like",
+})
+
+
+# Glue whose output carries no data of its own: masks and constants.
+_MASK_OR_CONSTANT = frozenset({
+    "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not", "logical_xor", "isnan",
+    "isinf", "isfinite", "any", "all", "invert", "size", "dim", "numel", "nonzero", "argmax", "argmin",
+    "argsort", "new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "zeros", "ones", "full", "empty",
+    "zeros_like", "ones_like", "full_like", "empty_like", "arange", "range", "linspace", "eye", "tensor",
+    "as_tensor", "rand", "randn", "randint", "rand_like", "randn_like", "randint_like",
+})
+
+
+def op_base_name(name: str) -> str:
+    """An op's name without dunders or the in-place underscore: ``__getitem__`` -> ``getitem``,
+    ``masked_fill_`` -> ``masked_fill``, ``torch.cat`` -> ``cat``."""
+    base = name.rsplit(".", 1)[-1].strip("_")
+    return base[1:] if base.startswith("i") and base[1:] in {"add", "sub", "mul", "and", "or"} else base
+
+
+def is_glue_op(name: str) -> bool:
+    """Whether an op only indexes, casts or creates constants (see ``GLUE_OPS``)."""
+    return op_base_name(name) in GLUE_OPS
 
 
 @dataclass
@@ -83,6 +133,7 @@ class Node:
     error: str | None = None
     rank: int = 0
     resolution: int | None = None
+    constants: list[str] = field(default_factory=list)  # folded mask- or constant-making op chains it reads
 
     @property
     def out_shape(self) -> tuple[int, ...] | None:
@@ -112,6 +163,9 @@ class Node:
             lines.append(f"activations: {format_bytes(self.activation_bytes)}")
         if self.flops:
             lines.append(f"FLOPs: {self.flops:,}")
+        if self.constants:
+            lines.append("also reads masks or constants (folded; all ops shows them): "
+                         + "; ".join(literal(c) for c in self.constants))
         if self.error:
             lines.append(f"error: {self.error}")
         return "\n".join(lines)
@@ -150,6 +204,7 @@ class GraphEdge:
     skip: bool = False
     change: tuple[str, int] | None = None
     tids: list[int] = field(default_factory=list)
+    via: list[str] = field(default_factory=list)  # folded ops the tensors passed through on the way
 
 
 @dataclass
@@ -162,6 +217,8 @@ class Graph:
     depth: int | None
     unroll: bool
     levels: int = 1
+    all_ops: bool = True
+    folded_ops: int = 0  # op nodes folded into edges (all_ops=False)
 
     def node(self, node_id: str) -> Node:
         for n in self.nodes:
@@ -216,8 +273,10 @@ def _tensors(value: object) -> list[tuple[str, TensorMeta]]:
 
 # ---- building ---------------------------------------------------------------------------------------------
 class _Builder:
-    def __init__(self, trace: Trace, depth: int | None, unroll: bool, fold: Iterable[str]) -> None:
+    def __init__(self, trace: Trace, depth: int | None, unroll: bool, fold: Iterable[str],
+                 all_ops: bool = True) -> None:
         self.trace = trace
+        self.all_ops = all_ops
         self.depth = depth
         self.unroll = unroll
         self.fold = set(fold)
@@ -380,6 +439,8 @@ class _Builder:
         self.io_nodes()
         self.facts()
         edges = self.map_edges()
+        folded = 0 if self.all_ops else self.fold_glue(edges)
+        edges = [e for e in edges if e.src in self.nodes or e.src in self.clusters]
         # An op that neither consumed nor fed anything drawn (a parameter's .detach(), an unused
         # temporary) says nothing about the data flow: leave it out.
         linked = {e.src for e in edges} | {e.dst for e in edges}
@@ -387,9 +448,100 @@ class _Builder:
             del self.nodes[node_id]
         nodes = sorted(self.nodes.values(), key=lambda n: (n.order, n.id))
         graph = Graph(nodes, sorted(self.clusters.values(), key=lambda c: (c.order, c.id)), edges,
-                      self.depth, self.unroll)
+                      self.depth, self.unroll, all_ops=self.all_ops, folded_ops=folded)
         _rank(graph)
         return graph
+
+    def fold_glue(self, edges: list[GraphEdge]) -> int:
+        """Fold glue ops (``GLUE_OPS``, and ops computed from glue alone) into the edges they feed, in place.
+
+        An edge ``glue -> d`` becomes ``s -> d`` for every drawn node ``s`` that reaches the glue op through
+        glue ops only, carrying what ``d`` receives and naming the folded ops in ``via``; a glue op reached from
+        no drawn node (a constant) is listed in ``d.constants``. Returns the number of op nodes folded."""
+        preds: dict[str, list[GraphEdge]] = {}
+        for e in edges:
+            preds.setdefault(e.dst, []).append(e)
+        glue: dict[str, bool] = {}  # glue op id -> whether data (not only masks or constants) passes through
+        for n in sorted(self.nodes.values(), key=lambda n: (n.order, n.id)):  # producers first
+            if n.kind != "op":
+                continue
+            ins = preds.get(n.id, [])
+            carries = any(e.src not in glue or glue[e.src] for e in ins)
+            base = op_base_name(n.name)
+            if base in _MASK_OR_CONSTANT:
+                glue[n.id] = False
+            elif base in GLUE_OPS:
+                glue[n.id] = carries
+            elif ins and not carries:  # arithmetic on masks and lengths only
+                glue[n.id] = False
+        if not glue:
+            return 0
+        origins: dict[str, dict[str, list[str]]] = {}  # glue id -> {drawn source: ops passed through}
+
+        def reach(gid: str) -> dict[str, list[str]]:
+            if gid not in origins:
+                origins[gid] = {}
+                found: dict[str, list[str]] = {}
+                for e in preds.get(gid, []) if glue[gid] else ():  # a mask or a constant carries no data
+                    if e.src in glue and not glue[e.src]:
+                        continue
+                    if e.src in glue:
+                        for src, path in reach(e.src).items():
+                            found.setdefault(src, path + [self.nodes[gid].title])
+                    else:
+                        found.setdefault(e.src, [self.nodes[gid].title])
+                origins[gid] = found
+            return origins[gid]
+
+        titles = {gid: self.nodes[gid].title for gid in glue}
+        kept = [e for e in edges if e.src not in glue and e.dst not in glue]
+        merged = {(e.src, e.dst, e.skip): e for e in kept}
+        for e in edges:
+            if e.src not in glue or e.dst in glue:
+                continue
+            sources = reach(e.src)
+            if not sources:
+                dst = self.nodes.get(e.dst)
+                made = " → ".join(self._glue_chain(e.src, preds, glue, titles))
+                if dst is not None and made not in dst.constants:
+                    dst.constants.append(made)
+                continue
+            for src, path in sources.items():
+                if src == e.dst or (src in self.clusters and e.dst in self.nodes and self._inside(e.dst, src)):
+                    continue
+                ge = merged.get((src, e.dst, e.skip))
+                if ge is None:
+                    ge = merged[(src, e.dst, e.skip)] = GraphEdge(src, e.dst, [], e.dtype, 0, e.skip)
+                    kept.append(ge)
+                for tid in e.tids:
+                    if tid not in ge.tids:
+                        ge.tids.append(tid)
+                        ge.count += 1
+                for shape in e.shapes:
+                    if shape not in ge.shapes:
+                        ge.shapes.append(shape)
+                for op in path:
+                    if op not in ge.via:
+                        ge.via.append(op)
+        linked = {e.src for e in edges} | {e.dst for e in edges}
+        for gid in glue:
+            del self.nodes[gid]
+        for ge in kept:
+            if ge.via and not ge.skip:
+                ge.change = self._change(ge)
+        edges[:] = kept
+        return len(linked & set(glue))  # ops linked to nothing are left out with every op drawn too
+
+    @staticmethod
+    def _glue_chain(gid: str, preds: dict[str, list[GraphEdge]], glue: dict[str, bool],
+                    titles: dict[str, str]) -> list[str]:
+        """The folded ops that made a mask or constant, first to last: ``['new_zeros', 'cat']``."""
+        chain = [titles[gid]]
+        ins = [e.src for e in preds.get(gid, []) if e.src in glue]
+        while ins and len(chain) < 8:
+            chain.insert(0, titles[ins[0]])
+            ins = [e.src for e in preds.get(ins[0], []) if e.src in glue]
+        return chain
 
     def facts(self) -> None:
         calls, ops = self.calls, self.trace.ops
@@ -542,15 +694,18 @@ def _area(sp: tuple[int, ...]) -> int:
 
 
 def build_graph(trace: Trace, *, depth: int | None = None, unroll: bool = False, fold: Iterable[str] = (),
-                warn: bool = True) -> Graph:
+                all_ops: bool = False, warn: bool = True) -> Graph:
     """The visible data-flow graph of ``trace`` (see the module docstring for the rules).
+
+    ``all_ops`` draws every recorded functional op; by default ops that only index, cast or create constants
+    are folded into the edges they feed.
 
     ``depth`` ``None`` shows every call; ``0`` draws the model as one node; ``1`` its children; and so on.
     Warns (``UserWarning``) when the graph has more than ``MAX_NODES`` nodes.
     """
     if depth is not None and depth < 0:
         raise ValueError(f"depth must be >= 0 (or None for full depth), got {depth}")
-    graph = _Builder(trace, depth, unroll, fold).build()
+    graph = _Builder(trace, depth, unroll, fold, all_ops).build()
     if warn and len(graph.nodes) > MAX_NODES:
         deepest = max((c.depth for c in trace.calls), default=0)
         hint = max(1, min(2, deepest - 1))
