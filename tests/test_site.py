@@ -1,4 +1,5 @@
-"""The gallery site: files per exhibit, the index pages, and a failing exhibit that does not stop the build."""
+"""The gallery site: a page and files per exhibit in the chapter's order, the index, the photo pictures, a
+failing exhibit that does not stop the build, parallel and repeatable builds."""
 
 from __future__ import annotations
 
@@ -17,31 +18,98 @@ def _require(name: str) -> None:
         pytest.skip(f"the exhibit {name!r} is not registered yet")
 
 
-def test_build_writes_tables_json_and_index(tmp_path):
+def _ids(page: str) -> list[str]:
+    from html.parser import HTMLParser
+
+    ids: list[str] = []
+
+    class Ids(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            ids.extend(v for k, v in attrs if k == "id")
+
+    Ids().feed(page)
+    return ids
+
+
+def test_build_writes_one_page_per_exhibit_with_its_files_and_an_index(tmp_path):
     _require(SMALL)
-    written = build_site(tmp_path, [SMALL])
+    written = build_site(tmp_path, [SMALL], jobs=1)
     names = {p.name for p in written}
-    assert {f"{SMALL}.json", f"{SMALL}.txt", f"{SMALL}.md", "index.html", "index.md"} <= names
+    assert {f"{SMALL}.json", f"{SMALL}.txt", f"{SMALL}.md", f"{SMALL}.html", "index.html", "index.md"} <= names
     tr = shapetrace.load(str(tmp_path / f"{SMALL}.json"))
     assert tr.calls and not tr.failed
-    index = (tmp_path / "index.html").read_text()
     ex = registry.get_exhibit(SMALL)
-    assert f'id="{SMALL}"' in index and '<table class="shapetrace">' in index
-    assert ex.title.split(":")[0] in index
-    assert f"{SMALL}.md" in (tmp_path / "index.md").read_text()
+    page = (tmp_path / f"{SMALL}.html").read_text()
+    assert ex.title in page and ex.question in page and '<table class="shapetrace">' in page
+    for f in (f"{SMALL}.json", f"{SMALL}.svg", f"{SMALL}.txt", f"{SMALL}.md"):
+        assert f'href="{f}" download' in page
+    index = (tmp_path / "index.html").read_text()
+    assert f'<li id="{SMALL}"><a href="{SMALL}.html">' in index and ex.question in index
+    assert f"({SMALL}.html)" in (tmp_path / "index.md").read_text()
 
 
 @requires_dot
-def test_build_embeds_the_diagram_when_the_renderer_exists(tmp_path):
+def test_the_page_inlines_the_diagram_with_prefixed_ids_and_links_the_full_size_svg(tmp_path):
     _require(SMALL)
-    build_site(tmp_path, [SMALL])
+    build_site(tmp_path, [SMALL], jobs=1)
     svg = (tmp_path / f"{SMALL}.svg").read_text()
-    assert "<svg" in svg
+    assert 'id="graph0"' in svg  # the standalone file keeps Graphviz's ids
+    page = (tmp_path / f"{SMALL}.html").read_text()
+    assert '<figure class="diagram"><svg' in page and "<?xml" not in page and "<!--" not in page
+    assert f'id="{SMALL}-graph0"' in page and 'id="graph0"' not in page
+    assert f'href="{SMALL}.svg">Open the diagram full size' in page
+    ids = _ids(page)
+    assert len(ids) == len(set(ids)) > 10
+
+
+def test_pages_and_index_follow_the_chapter_and_link_each_other(tmp_path):
+    names = ["awd-lstm-classifier", "create-head-default", SMALL, "create-head-avg-pool"]
+    for n in names:
+        _require(n)
+    build_site(tmp_path, names, jobs=1)
     index = (tmp_path / "index.html").read_text()
-    assert '<div class="diagram"><svg' in index and "<?xml" not in index
+    chapter = [n for n in registry.exhibit_names() if n in names]
+    assert chapter == ["create-head-default", "create-head-avg-pool", SMALL, "awd-lstm-classifier"]
+    positions = [index.index(f'<li id="{n}">') for n in chapter]
+    assert positions == sorted(positions)
+    assert index.index("<h2>Computer vision</h2>") < index.index("<h2>Tabular</h2>") < index.index("<h2>NLP</h2>")
+    first = (tmp_path / "create-head-default.html").read_text()
+    assert 'href="create-head-avg-pool.html" rel="next"' in first and 'rel="prev"' not in first
+    last = (tmp_path / "awd-lstm-classifier.html").read_text()
+    assert f'href="{SMALL}.html" rel="prev"' in last and 'rel="next"' not in last
 
 
-def test_a_failing_exhibit_does_not_stop_the_build(tmp_path, monkeypatch):
+def test_every_exhibit_says_which_question_of_the_chapter_it_answers():
+    for name in registry.exhibit_names():
+        q = registry.get_exhibit(name).question
+        assert q.endswith("?") and len(q) > 20, name
+    assert [s for s, _ in registry.SECTIONS] == ["Computer vision", "U-Net", "Tabular", "NLP"]
+    assert {n for _, names in registry.SECTIONS for n in names} == set(registry.exhibit_names())
+
+
+def test_the_site_fetches_nothing_from_the_network(tmp_path):
+    import re
+
+    _require(SMALL)
+    build_site(tmp_path, [SMALL], jobs=1)
+    for page in ("index.html", f"{SMALL}.html"):
+        text = (tmp_path / page).read_text()
+        assert not re.search(r'(src|href)="(https?:)?//', text), page
+        assert "@import" not in text and "<link" not in text
+
+
+def test_the_same_build_writes_the_same_bytes(tmp_path):
+    _require(SMALL)
+    names = [SMALL, "nearest-upsample-photo"]
+    build_site(tmp_path / "a", names, jobs=2)
+    build_site(tmp_path / "b", names, jobs=1)
+    a = {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()}
+    b = {p.name: p.read_bytes() for p in (tmp_path / "b").iterdir()}
+    assert a.keys() == b.keys() and len(a) > 10
+    assert [n for n in a if a[n] != b[n]] == []
+
+
+def test_a_failing_exhibit_is_reported_by_name_while_the_others_build(tmp_path, monkeypatch):
     _require(SMALL)
     registry.exhibit_names()  # load the registry before adding to it
 
@@ -51,14 +119,17 @@ def test_a_failing_exhibit_does_not_stop_the_build(tmp_path, monkeypatch):
     bad = registry.Exhibit(name="broken", title="Broken", caption="Fails.", build=broken,
                            inputs=lambda: ((), {}))
     monkeypatch.setitem(registry.EXHIBITS, "broken", bad)
+    seen: list[tuple[str, bool]] = []
     with pytest.raises(GalleryBuildFailed) as e:
-        build_site(tmp_path, ["broken", SMALL])
+        build_site(tmp_path, ["broken", SMALL], jobs=2, progress=lambda n, ok, msg: seen.append((n, ok)))
     assert set(e.value.failures) == {"broken"} and "broken on purpose" in e.value.failures["broken"]
-    assert (tmp_path / f"{SMALL}.txt").exists() and (tmp_path / "index.html").exists()
-    assert "broken on purpose" in (tmp_path / "index.html").read_text()
+    assert sorted(seen) == [("broken", False), (SMALL, True)]
+    assert (tmp_path / f"{SMALL}.html").exists() and (tmp_path / "index.html").exists()
+    assert "broken on purpose" in (tmp_path / "broken.html").read_text()
+    assert "(failed)" in (tmp_path / "index.html").read_text()
 
 
-def test_cli_gallery_build_exits_1_when_an_exhibit_fails(tmp_path, monkeypatch):
+def test_cli_gallery_build_exits_1_naming_the_failing_exhibit(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from shapetrace.cli import main
@@ -67,8 +138,24 @@ def test_cli_gallery_build_exits_1_when_an_exhibit_fails(tmp_path, monkeypatch):
     bad = registry.Exhibit(name="broken", title="Broken", caption="Fails.",
                            build=lambda: (_ for _ in ()).throw(ValueError("nope")), inputs=lambda: ((), {}))
     monkeypatch.setitem(registry.EXHIBITS, "broken", bad)
-    r = CliRunner().invoke(main, ["gallery", "build", "-o", str(tmp_path), "-e", "broken"])
-    assert r.exit_code == 1 and "broken" in r.stderr
+    r = CliRunner().invoke(main, ["gallery", "build", "-o", str(tmp_path), "--only", f"broken,{SMALL}", "-j", "1"])
+    assert r.exit_code == 1 and "FAIL broken: " in r.stderr and "nope" in r.stderr
+    assert (tmp_path / f"{SMALL}.html").exists()
+
+
+def test_cli_gallery_build_only_builds_the_named_exhibits_quietly_off_a_terminal(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    _require(SMALL)
+    r = CliRunner().invoke(main, ["gallery", "build", "-o", str(tmp_path), "--only", SMALL, "--only",
+                                  "create-head-default", "--jobs", "2"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in tmp_path.glob("*.html")) == ["create-head-default.html", "index.html",
+                                                                f"{SMALL}.html"]
+    assert r.stderr == ""  # no progress bar when stderr is not a terminal
+    assert r.stdout.startswith("wrote ")
 
 
 def test_cli_gallery_build_refuses_an_unknown_exhibit(tmp_path):
@@ -77,7 +164,7 @@ def test_cli_gallery_build_refuses_an_unknown_exhibit(tmp_path):
     from shapetrace.cli import main
 
     _require(SMALL)
-    r = CliRunner().invoke(main, ["gallery", "build", "-o", str(tmp_path), "-e", "tabular-modle"])
+    r = CliRunner().invoke(main, ["gallery", "build", "-o", str(tmp_path), "--only", "tabular-modle"])
     assert r.exit_code == 2 and "tabular-model" in r.output
 
 
@@ -87,12 +174,12 @@ def test_the_unet_gets_a_shape_flow_chart_whose_spatial_size_makes_a_u(tmp_path)
     from shapetrace.renderers.plots import flow_points
 
     _require("camvid-unet")
-    build_site(tmp_path, ["camvid-unet"])
+    build_site(tmp_path, ["camvid-unet"], jobs=1)
     flow = tmp_path / "camvid-unet.flow.svg"
     ET.fromstring(flow.read_text())  # well-formed SVG
-    index = (tmp_path / "index.html").read_text()
-    assert '<img class="flow" src="camvid-unet.flow.svg"' in index and ">flow.svg</a>" in index
-    assert "](camvid-unet.flow.svg)" in (tmp_path / "index.md").read_text()
+    page = (tmp_path / "camvid-unet.html").read_text()
+    assert '<img class="flow" src="camvid-unet.flow.svg"' in page and 'href="camvid-unet.flow.svg" download' in page
+    assert "(camvid-unet.flow.svg)" in (tmp_path / "index.md").read_text()
     # the chart plots these points: the spatial size falls to the bottleneck and rises back to the input's
     spatial = [s for _, _, s in flow_points(shapetrace.load(str(tmp_path / "camvid-unet.json")))]
     low = spatial.index(min(spatial))
@@ -104,10 +191,37 @@ def test_an_exhibit_of_a_few_layers_gets_no_shape_flow_chart(tmp_path):
     from shapetrace.renderers.plots import flow_points
 
     _require("transposed-conv-photo")
-    build_site(tmp_path, ["transposed-conv-photo"])
+    build_site(tmp_path, ["transposed-conv-photo"], jobs=1)
     assert len(flow_points(shapetrace.load(str(tmp_path / "transposed-conv-photo.json")))) < MIN_FLOW_POINTS
     assert not (tmp_path / "transposed-conv-photo.flow.svg").exists()
-    assert "Shape flow" not in (tmp_path / "index.html").read_text()
+    assert 'id="flow"' not in (tmp_path / "transposed-conv-photo.html").read_text()
+
+
+def test_the_photo_exhibits_show_the_photo_and_the_output_at_their_real_sizes(tmp_path):
+    from PIL import Image
+
+    for n in ("nearest-upsample-photo", "transposed-conv-photo"):
+        _require(n)
+    build_site(tmp_path, ["nearest-upsample-photo", "transposed-conv-photo"], jobs=1)
+
+    def size(f: str) -> tuple[int, int]:
+        with Image.open(tmp_path / f) as im:
+            return im.size
+
+    up = "nearest-upsample-photo"
+    assert size(f"{up}.input.png") == (512, 600) and size(f"{up}.output.png") == (1024, 1200)
+    with Image.open(tmp_path / f"{up}.output.png") as out, Image.open(tmp_path / f"{up}.input.png") as inp:
+        o, i = out.convert("RGB"), inp.convert("RGB")
+        # nearest-neighbour: each input pixel is a 2x2 block of four equal output pixels
+        assert all(o.getpixel((2 * x + dx, 2 * y + dy)) == i.getpixel((x, y))
+                   for x, y in ((0, 0), (100, 200), (511, 599), (256, 300)) for dx in (0, 1) for dy in (0, 1))
+    page = (tmp_path / f"{up}.html").read_text()
+    assert f'src="{up}.output.png" width="1024" height="1200"' in page
+    assert f'class="zoom" src="{up}.zoom-output.png"' in page and "(1, 3, 1200, 1024)" in page
+    tc = "transposed-conv-photo"
+    assert size(f"{tc}.input.png") == (846, 1000) and size(f"{tc}.output.png") == (848, 1002)
+    page = (tmp_path / f"{tc}.html").read_text()
+    assert "1000+2 = 1002 rows, 846+2 = 848 columns" in page and "(1, 6, 1002, 848)" in page
 
 
 def test_a_whole_rebuild_removes_what_only_the_last_build_wrote_and_nothing_else(tmp_path, monkeypatch):
@@ -118,7 +232,7 @@ def test_a_whole_rebuild_removes_what_only_the_last_build_wrote_and_nothing_else
     (tmp_path / "notes.txt").write_text("mine")  # never written by a build
     (tmp_path / site.MANIFEST).write_text("renamed-exhibit.json\nindex.html\n")
     monkeypatch.setattr(site, "exhibit_names", lambda: [SMALL])  # "the whole gallery" is one exhibit here
-    written = build_site(tmp_path)
+    written = build_site(tmp_path, jobs=1)
     assert not (tmp_path / "renamed-exhibit.json").exists()
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert (tmp_path / site.MANIFEST).read_text().split() == sorted(p.name for p in written)
@@ -130,5 +244,5 @@ def test_a_partial_build_keeps_the_other_exhibits_files(tmp_path):
     _require(SMALL)
     (tmp_path / "other.json").write_text("{}")
     (tmp_path / site.MANIFEST).write_text("other.json\n")
-    build_site(tmp_path, [SMALL])
+    build_site(tmp_path, [SMALL], jobs=1)
     assert (tmp_path / "other.json").exists() and "other.json" in (tmp_path / site.MANIFEST).read_text()

@@ -259,40 +259,56 @@ def gallery_list() -> None:
 @gallery.command("build")
 @click.option("--output", "-o", "out_dir", type=click.Path(file_okay=False), default="site", show_default=True,
               help="The folder to write the site into.")
-@click.option("--exhibit", "-e", "names", multiple=True, metavar="NAME",
-              help="Build only these exhibits (repeatable). Default: all.")
+@click.option("--only", "--exhibit", "-e", "names", multiple=True, metavar="NAME",
+              help="Build only these exhibits (repeat it, or separate names with commas). Default: all.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="Worker processes building exhibits side by side. Default: the number of CPUs.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks for failing exhibits.")
-def gallery_build(out_dir: str, names: tuple[str, ...], debug: bool) -> None:
-    """Trace every exhibit and write its JSON, tables and diagram, plus index.html and index.md.
+def gallery_build(out_dir: str, names: tuple[str, ...], jobs: int | None, debug: bool) -> None:
+    """Trace every exhibit and write one page per exhibit (diagram, tables, shape flow, downloads) and an index.
 
-    A failing exhibit does not stop the build; the exit status is 1 when any failed.
+    A failing exhibit is reported by name while the others still build; the exit status is 1 when any failed.
+    A progress bar shows on a terminal.
+
+    \b
+    Examples:
+      shapetrace gallery build -o site
+      shapetrace gallery build --only camvid-unet --only awd-lstm-classifier -j 2
     """
-    from .gallery.exhibits import get_exhibit
-    from .gallery.site import GalleryBuildFailed, build_site
+    from .gallery.exhibits import exhibit_names, get_exhibit
+    from .gallery.site import GalleryBuildFailed, build_site, default_jobs
 
+    wanted = [n for arg in names for n in arg.split(",") if n]
     with cli_errors(debug):
-        for n in names:
+        for n in wanted:
             try:
                 get_exhibit(n)
             except KeyError as e:
                 raise UsageProblem(str(e.args[0])) from e
         check_output_folder(out_dir)
+    total = len(wanted) or len(exhibit_names())
+    show_bar = sys.stderr.isatty()
+    with click.progressbar(length=total, label=f"building {total} exhibits on {jobs or default_jobs()} workers",
+                           file=sys.stderr, show_pos=True, item_show_func=lambda n: n,
+                           hidden=not show_bar) as bar:
 
-    def progress(name: str, ok: bool, message: str) -> None:
-        click.echo(f"{'ok  ' if ok else 'FAIL'} {name}{'' if ok else ': ' + message}", err=not ok)
+        def progress(name: str, ok: bool, message: str) -> None:
+            if not ok:
+                click.echo(f"\nFAIL {name}: {message}" if show_bar else f"FAIL {name}: {message}", err=True)
+            bar.update(1, name)
 
-    with cli_errors(debug):
-        try:
-            written = build_site(Path(out_dir), list(names) or None, progress=progress, debug=debug)
-        except GalleryBuildFailed as e:
-            failed: GalleryBuildFailed | None = e
-        else:
-            failed = None
+        with cli_errors(debug):
+            try:
+                written = build_site(Path(out_dir), wanted or None, jobs=jobs, progress=progress, debug=debug)
+            except GalleryBuildFailed as e:
+                failed: GalleryBuildFailed | None = e
+            else:
+                failed = None
     if failed is not None:
         click.echo(f"error: {len(failed.failures)} exhibit(s) failed: {', '.join(failed.failures)}; "
                    f"wrote {len(failed.written)} files to {out_dir}", err=True)
         sys.exit(1)
-    click.echo(f"wrote {len(written)} files to {out_dir}")
+    click.echo(f"wrote {len(written)} files to {out_dir} (open {Path(out_dir) / 'index.html'})")
 
 
 # One line per command module: each imports cli_options and the session, never this module.

@@ -1,33 +1,42 @@
-"""The static gallery site: every exhibit traced and rendered into one folder.
+"""The static gallery site: one page per exhibit, in the chapter's order, and an index with thumbnails.
 
-``build_site(out_dir)`` writes, per exhibit, ``<name>.json`` (the trace), ``<name>.txt`` and ``<name>.md``
-(shape tables) and, when the diagram renderer is installed, ``<name>.svg`` (rendered with the exhibit's
-``options``) and, for exhibits with at least ``MIN_FLOW_POINTS`` points (the input and leaf outputs),
-``<name>.flow.svg`` (the shape-flow chart: channels and spatial size along the forward, the U of a U-Net,
-the funnel of a head); then ``index.html`` (title, caption, inline diagram, shape flow and table of each
-exhibit) and ``index.md``. A failing exhibit does not stop the build: the others are written, the index
-says which failed, and ``GalleryBuildFailed`` is raised at the end. The files written are listed in
-``MANIFEST``; a rebuild of the whole gallery into the same folder removes what the last build wrote and
-this one did not (a renamed exhibit, a chart that no longer applies), and nothing else.
+``build_site(out_dir)`` writes, per exhibit ``NAME``: ``NAME.json`` (the trace), ``NAME.txt`` and ``NAME.md``
+(shape tables), ``NAME.svg`` (the diagram, rendered with the exhibit's options), ``NAME.flow.svg`` (the
+shape-flow chart, for exhibits with at least ``MIN_FLOW_POINTS`` points), ``NAME.*.png`` (the pictures of an
+exhibit about images: the photo and what the layer made of it) and ``NAME.html``, its page: the question of
+the chapter it answers, the caption, the pictures, the diagram (inline, its element ids prefixed with the
+exhibit's name so no two ids on a page clash, linked to the full-size SVG), the shape flow, the shape table,
+the forward line by line where the lines renderer can show it, and the downloads. Then ``index.html`` (the
+exhibits by chapter section, each with a thumbnail and its question) and ``index.md``. Every link is relative
+and nothing is fetched from the network, so the site opens from disk; the same build writes the same bytes.
+
+Exhibits build in ``jobs`` worker processes (default: the CPU count), each tracing and rendering whole
+exhibits; ``progress(name, ok, message)`` is called as each finishes. A failing exhibit does not stop the
+build: the others are written, its page and the index say what failed, and ``GalleryBuildFailed`` is raised
+at the end. The files written are listed in ``MANIFEST``; a rebuild of the whole gallery into the same folder
+removes what the last build wrote and this one did not (a renamed exhibit, a chart that no longer applies),
+and nothing else.
 """
 
 from __future__ import annotations
 
 import html
+import multiprocessing
+import os
 import re
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..renderers.table import render_html, render_markdown, render_text
-from ..tracer.records import Trace
-from .exhibits import Exhibit, exhibit_names, get_exhibit
+from .exhibits import Exhibit, exhibit_names, get_exhibit, section_of
 
-__all__ = ["MANIFEST", "MIN_FLOW_POINTS", "GalleryBuildFailed", "build_site"]
+__all__ = ["MANIFEST", "MIN_FLOW_POINTS", "GalleryBuildFailed", "build_site", "default_jobs", "prefix_ids"]
 
 MANIFEST = ".shapetrace-gallery"
 MIN_FLOW_POINTS = 5  # the input and 4 leaf outputs: a chart of fewer shows nothing the table does not
+PT_TO_PX = 4 / 3  # Graphviz sizes its SVG in points; a CSS pixel is 3/4 of a point
 
 Progress = Callable[[str, bool, str], None]
 
@@ -42,159 +51,340 @@ class GalleryBuildFailed(RuntimeError):
 
 
 @dataclass
-class _Entry:
-    exhibit: Exhibit
-    trace: Trace | None = None
-    svg: str | None = None
-    flow: Path | None = None
+class PictureInfo:
+    """A picture written beside the page: its file, caption and display size in CSS pixels."""
+
+    file: str
+    caption: str
+    width: int
+    height: int
+    zoom: bool
+
+
+@dataclass
+class ExhibitResult:
+    """What building one exhibit produced (plain data, sent back from a worker process)."""
+
+    name: str
+    files: list[str] = field(default_factory=list)
     error: str | None = None
-    files: list[Path] = field(default_factory=list)
+    svg: str | None = None  # the diagram, ready to inline (ids prefixed)
+    svg_size: tuple[float, float] | None = None  # its natural size in points
+    flow: str | None = None  # the shape-flow chart's file name
+    table: str | None = None  # the shape table as an HTML fragment
+    lines: str | None = None  # the root forward line by line, as an HTML fragment
+    pictures: list[PictureInfo] = field(default_factory=list)
 
 
-def _diagram_module():
+def default_jobs() -> int:
+    """The number of CPUs this process may use."""
     try:
-        from ..renderers import diagram
-    except ImportError:
-        return None
-    return diagram if hasattr(diagram, "render") else None
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
-def _trace_exhibit(ex: Exhibit) -> Trace:
-    from ..session import TraceRequest, trace_model
-
-    return trace_model(TraceRequest(ex.name, ops=True)).trace
-
-
-def _inline_svg(svg: str) -> str:
-    """SVG text fit to embed in HTML: no XML prolog or doctype."""
+# ---- one exhibit ------------------------------------------------------------------------------------------
+def _svg_for_page(svg: str, prefix: str) -> tuple[str, tuple[float, float] | None]:
+    """The diagram's SVG fit to inline in a page: no XML prolog, doctype or comments; every id (and every
+    reference to one) prefixed; sized in CSS pixels with its aspect ratio, so CSS can scale it to the column."""
     start = svg.find("<svg")
-    if start > 0:  # drop the XML prolog, doctype and generator comment
-        svg = svg[start:]
-    svg = re.sub(r"<\?xml[^>]*\?>", "", svg)
-    svg = re.sub(r"<!DOCTYPE[^>]*>", "", svg, flags=re.IGNORECASE)
-    return svg.strip()
+    svg = svg[start:] if start >= 0 else svg
+    svg = re.sub(r"<!--.*?-->\s*", "", svg, flags=re.DOTALL)
+    size = None
+    m = re.match(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"', svg)
+    if m:
+        w, h = float(m.group(1)), float(m.group(2))
+        size = (w, h)
+        svg = svg.replace(m.group(0), f'<svg width="{round(w * PT_TO_PX)}" height="{round(h * PT_TO_PX)}" '
+                          f'style="aspect-ratio: {w:.2f} / {h:.2f}"', 1)
+    return prefix_ids(svg.strip(), prefix), size
 
 
-def _build_one(ex: Exhibit, out: Path, diagram, debug: bool) -> _Entry:
-    entry = _Entry(ex)
+def prefix_ids(svg: str, prefix: str) -> str:
+    """``svg`` with ``prefix + "-"`` before every ``id`` and every ``#id`` reference (``href``, ``url(#...)``),
+    so several inline SVGs on one page never share an id."""
+    svg = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}-{m.group(1)}"', svg)
+    svg = re.sub(r'((?:xlink:)?href)="#([^"]+)"', lambda m: f'{m.group(1)}="#{prefix}-{m.group(2)}"', svg)
+    return re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}-{m.group(1)})", svg)
+
+
+def _write(out: Path, result: ExhibitResult, name: str, data: str | bytes) -> None:
+    path = out / name
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        path.write_text(data, encoding="utf-8")
+    result.files.append(name)
+
+
+def _failure(what: str, e: BaseException, debug: bool) -> str:
+    if debug:
+        traceback.print_exc()
+    return f"{what} raised {type(e).__name__}: {e}"
+
+
+def _build_exhibit(name: str, out_dir: str, debug: bool = False, threads: int | None = None) -> ExhibitResult:
+    """Trace exhibit ``name`` and write its files into ``out_dir`` (the worker's job; never raises)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    out = Path(out_dir)
+    ex = get_exhibit(name)
+    result = ExhibitResult(name)
     try:
         tr = _trace_exhibit(ex)
     except Exception as e:  # noqa: BLE001  (one broken exhibit must not stop the gallery)
-        entry.error = f"building or tracing raised {type(e).__name__}: {e}"
-        if debug:
-            traceback.print_exc()
-        return entry
-    entry.trace = tr
-    depth = ex.options.get("depth") if isinstance(ex.options, dict) else None
-    files = {f"{ex.name}.json": tr.to_json(), f"{ex.name}.txt": render_text(tr),
-             f"{ex.name}.md": f"# {ex.title}\n\n{ex.caption}\n\n" + render_markdown(tr, depth=depth)}
-    for name, text in files.items():
-        path = out / name
-        path.write_text(text, encoding="utf-8")
-        entry.files.append(path)
+        result.error = _failure("building or tracing", e, debug)
+        return result
+    from ..renderers.table import render_html, render_markdown, render_text
+
+    depth = ex.options.get("depth")
+    _write(out, result, f"{name}.json", tr.to_json())
+    _write(out, result, f"{name}.txt", render_text(tr))
+    _write(out, result, f"{name}.md", f"# {ex.title}\n\n{ex.question}\n\n{ex.caption}\n\n"
+           + render_markdown(tr, depth=depth))
+    result.table = render_html(tr, depth=depth)
     if tr.failed:
         from ..tracer.api import failure_message
 
-        entry.error = failure_message(tr) or "the forward failed"
-        return entry
-    if diagram is not None:
+        result.error = failure_message(tr) or "the forward failed"
+        return result
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("the diagram", lambda: _diagram(tr, ex, out, result)),
+        ("the shape flow", lambda: _flow(tr, ex, out, result)),
+        ("the line-by-line view", lambda: _lines(tr, result)),
+        ("the pictures", lambda: _pictures(ex, out, result)),
+    ]
+    for what, step in steps:
         try:
-            svg = diagram.render(tr, format="svg", options=dict(ex.options))
+            step()
         except Exception as e:  # noqa: BLE001  (reported per exhibit, the build goes on)
-            entry.error = f"the diagram failed: {type(e).__name__}: {e}"
-            if debug:
-                traceback.print_exc()
-            return entry
-        svg_text = svg.decode("utf-8") if isinstance(svg, bytes) else svg
-        path = out / f"{ex.name}.svg"
-        path.write_text(svg_text, encoding="utf-8")
-        entry.files.append(path)
-        entry.svg = svg_text
-    _write_flow(tr, ex, out, entry)
-    return entry
+            result.error = _failure(what, e, debug)
+            return result
+    return result
 
 
-def _write_flow(tr: Trace, ex: Exhibit, out: Path, entry: _Entry) -> None:
+def _trace_exhibit(ex: Exhibit):
+    from ..tracer.api import trace
+
+    model = ex.build()
+    args, kwargs = ex.inputs()
+    return trace(model, *args, ops=True, lines=True, strict=False, forward_kwargs=kwargs)
+
+
+def _diagram(tr, ex: Exhibit, out: Path, result: ExhibitResult) -> None:
+    from ..renderers import diagram
+
+    if not diagram.dot_available():
+        return  # the page says the diagram needs Graphviz
+    svg = diagram.render(tr, format="svg", options=dict(ex.options)).decode("utf-8")
+    _write(out, result, f"{ex.name}.svg", svg)
+    result.svg, result.svg_size = _svg_for_page(svg, ex.name)
+
+
+def _flow(tr, ex: Exhibit, out: Path, result: ExhibitResult) -> None:
     from ..renderers.plots import flow_points, shape_flow
 
     if len(flow_points(tr)) < MIN_FLOW_POINTS:
         return
-    path = out / f"{ex.name}.flow.svg"
-    path.write_text(str(shape_flow(tr, title=f"{ex.title}: channels and spatial size along the forward")),
-                    encoding="utf-8")
-    entry.files.append(path)
-    entry.flow = path
+    _write(out, result, f"{ex.name}.flow.svg",
+           str(shape_flow(tr, title=f"{ex.title}: channels and spatial size along the forward")))
+    result.flow = f"{ex.name}.flow.svg"
 
 
-def _kind(path: Path, ex: Exhibit) -> str:
-    """What a file of an exhibit holds, from its name: ``json``, ``txt``, ``md``, ``svg``, ``flow.svg``."""
-    return path.name[len(ex.name) + 1:] if path.name.startswith(ex.name + ".") else path.suffix[1:]
+def _lines(tr, result: ExhibitResult) -> None:
+    """The root forward's source with the shapes of each line, where the lines renderer can show it."""
+    try:
+        from ..renderers import lines
+    except ImportError:
+        return
+    try:
+        view = lines.build_view(tr)
+    except lines.LinesError:
+        return  # no source for this forward (a built-in container): the page leaves the section out
+    result.lines = lines.render(view, "html")
 
 
+def _pictures(ex: Exhibit, out: Path, result: ExhibitResult) -> None:
+    if ex.pictures is None:
+        return
+    for pic in ex.pictures(ex.name):
+        _write(out, result, pic.file, pic.png)
+        result.pictures.append(PictureInfo(pic.file, pic.caption, pic.width, pic.height, pic.zoom))
+
+
+# ---- pages ------------------------------------------------------------------------------------------------
 _CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
-nav ul { columns: 2; }
-section { border-top: 1px solid #ccc; margin-top: 2em; padding-top: 1em; }
-.caption { max-width: 60em; }
-.diagram { overflow-x: auto; }
-.diagram svg { max-width: 100%; height: auto; }
+:root { color-scheme: light; }
+* { box-sizing: border-box; }
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #1f2328; background: #fff;
+       line-height: 1.45; }
+header.top { background: #f3f5f8; border-bottom: 1px solid #d8dee4; padding: 0.6em 1.2em; font-size: 0.92em; }
+header.top a { color: #0b57d0; text-decoration: none; }
+header.top .pager { float: right; }
+main { max-width: 1240px; margin: 0 auto; padding: 0.5em 1.2em 3em; }
+h1 { font-size: 1.6em; margin: 0.6em 0 0.3em; }
+h2 { font-size: 1.2em; margin: 1.6em 0 0.4em; border-bottom: 1px solid #e5e8eb; padding-bottom: 0.2em; }
+p.question { font-size: 1.08em; background: #eef4ff; border-left: 4px solid #3b6fd8; padding: 0.5em 0.8em;
+             max-width: 60em; }
+p.caption { max-width: 60em; }
+p.downloads code { background: #f3f5f8; padding: 0.1em 0.35em; border-radius: 3px; }
+figure { margin: 0.8em 0; }
+figcaption { font-size: 0.9em; color: #4a5560; max-width: 60em; }
+figure.diagram svg { display: block; max-width: 100%; height: auto; }
+figure.diagram svg a { text-decoration: none; }
+.pictures { display: flex; flex-wrap: wrap; gap: 1em 1.5em; align-items: flex-start; }
+.pictures figure { margin: 0; max-width: 100%; }
+.pictures img { display: block; max-width: 100%; height: auto; border: 1px solid #d8dee4; }
+.pictures img.zoom { image-rendering: pixelated; }
 img.flow { max-width: 100%; height: auto; }
+.table-wrap { overflow-x: auto; max-width: 100%; }
 table.shapetrace { border-collapse: collapse; font-size: 0.85em; }
 table.shapetrace th, table.shapetrace td { border-bottom: 1px solid #eee; padding: 2px 8px; text-align: left; }
 table.shapetrace .num { text-align: right; }
 tr.failed { background: #fdd; }
-.failed-exhibit { color: #a00; }
+.failed-exhibit { color: #a00; white-space: pre-wrap; }
 dl.shapetrace-totals { display: grid; grid-template-columns: max-content auto; gap: 0 1em; font-size: 0.85em; }
 dl.shapetrace-totals dd { margin: 0; }
+.lines-wrap { overflow-x: auto; max-width: 100%; }
+ol.cards { list-style: none; padding: 0; display: grid; grid-template-columns: repeat(auto-fill, minmax(270px, 1fr));
+           gap: 1em; }
+ol.cards li { border: 1px solid #d8dee4; border-radius: 6px; padding: 0.6em; background: #fff; }
+ol.cards a { color: inherit; text-decoration: none; display: block; }
+ol.cards .thumb { height: 170px; display: flex; align-items: center; justify-content: center; background: #f7f9fc;
+                  border-radius: 4px; overflow: hidden; }
+ol.cards .thumb img { max-width: 100%; max-height: 170px; object-fit: contain; }
+ol.cards h3 { font-size: 1em; margin: 0.5em 0 0.2em; color: #0b57d0; }
+ol.cards p { font-size: 0.88em; margin: 0; color: #3d4650; }
 """
 
 
-def _index_html(entries: list[_Entry]) -> str:
+def _head(title: str) -> list[str]:
+    return ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style>", "</head><body>"]
+
+
+def _kind(file: str, name: str) -> str:
+    """What a file of an exhibit holds, from its name: ``json``, ``txt``, ``md``, ``svg``, ``flow.svg``, ..."""
+    return file[len(name) + 1:] if file.startswith(name + ".") else file
+
+
+_DOWNLOADS = (("json", "the trace (JSON)"), ("svg", "the diagram (SVG)"), ("txt", "the shape table (text)"),
+              ("md", "the shape table (Markdown)"), ("flow.svg", "the shape flow (SVG)"))
+
+
+def _page(ex: Exhibit, r: ExhibitResult, prev: Exhibit | None, nxt: Exhibit | None) -> str:
     esc = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             "<title>shapetrace gallery</title>", f"<style>{_CSS}</style>", "</head><body>",
-             "<h1>shapetrace gallery</h1>", "<nav><ul>"]
-    for e in entries:
-        mark = "" if e.error is None else ' <span class="failed-exhibit">(failed)</span>'
-        parts.append(f'<li><a href="#{esc(e.exhibit.name)}">{esc(e.exhibit.title)}</a>{mark}</li>')
-    parts.append("</ul></nav>")
-    for e in entries:
-        ex = e.exhibit
-        n = esc(ex.name)
-        parts.append(f'<section id="{n}"><h2>{esc(ex.title)}</h2>')
-        parts.append(f'<p class="caption">{esc(ex.caption)}</p>')
-        links = " · ".join(f'<a href="{esc(p.name)}">{esc(_kind(p, ex))}</a>' for p in e.files)
-        parts.append(f"<p><code>shapetrace trace {n}</code> — {links}</p>")
-        if e.error is not None:
-            parts.append(f'<pre class="failed-exhibit">{esc(e.error)}</pre>')
-        if e.svg is not None:
-            parts.append(f'<div class="diagram">{_inline_svg(e.svg)}</div>')
-        if e.flow is not None:
-            parts.append("<details><summary>Shape flow</summary>")
-            parts.append(f'<img class="flow" src="{esc(e.flow.name)}" alt="{esc(ex.title)}: shape flow">')
-            parts.append("</details>")
-        if e.trace is not None:
-            depth = ex.options.get("depth") if isinstance(ex.options, dict) else None
-            parts.append("<details><summary>Shape table</summary>")
-            parts.append(render_html(e.trace, depth=depth))
-            parts.append("</details>")
-        parts.append("</section>")
-    parts.append("</body></html>")
+    n = esc(ex.name)
+    parts = _head(f"{ex.title} · shapetrace gallery")
+    pager = []
+    if prev is not None:
+        pager.append(f'<a href="{esc(prev.name)}.html" rel="prev">← {esc(prev.title)}</a>')
+    if nxt is not None:
+        pager.append(f'<a href="{esc(nxt.name)}.html" rel="next">{esc(nxt.title)} →</a>')
+    parts.append(f'<header class="top"><span class="pager">{" · ".join(pager)}</span>'
+                 f'<a href="index.html">shapetrace gallery</a> › {esc(section_of(ex.name))}</header>')
+    parts.append("<main>")
+    parts.append(f'<h1 id="{n}">{esc(ex.title)}</h1>')
+    if ex.question:
+        parts.append(f'<p class="question"><strong>The question:</strong> {esc(ex.question)}</p>')
+    parts.append(f'<p class="caption">{esc(ex.caption)}</p>')
+    have = {_kind(f, ex.name) for f in r.files}
+    links = [f'<a href="{n}.{k}" download>{esc(what)}</a>' for k, what in _DOWNLOADS if k in have]
+    parts.append(f"<p class=\"downloads\">Try it: <code>shapetrace trace {n}</code>"
+                 + (f" · Download {' · '.join(links)}" if links else "") + "</p>")
+    if r.error is not None:
+        parts.append(f'<h2>This exhibit failed</h2><pre class="failed-exhibit">{esc(r.error)}</pre>')
+    if r.pictures:
+        parts.append('<section id="pictures"><h2>The pictures</h2><div class="pictures">')
+        for p in r.pictures:
+            cls = ' class="zoom"' if p.zoom else ""
+            parts.append(f'<figure style="width: {p.width + 2}px"><img{cls} src="{esc(p.file)}" width="{p.width}" '
+                         f'height="{p.height}" alt="{esc(p.caption)}"><figcaption>{esc(p.caption)}</figcaption>'
+                         "</figure>")
+        parts.append("</div></section>")
+    if r.svg is not None:
+        parts.append('<section id="diagram"><h2>The diagram</h2>')
+        parts.append(f'<p class="hint">Hover a box or an arrow for its full shapes and parameters. '
+                     f'<a class="full-size" href="{n}.svg">Open the diagram full size</a>.</p>')
+        parts.append(f'<figure class="diagram">{r.svg}</figure></section>')
+    elif r.error is None:
+        parts.append('<section id="diagram"><h2>The diagram</h2><p>Not drawn: Graphviz\'s <code>dot</code> was '
+                     "not installed when this site was built.</p></section>")
+    if r.flow is not None:
+        parts.append('<section id="flow"><h2>The shape flow</h2>')
+        parts.append(f'<figure><img class="flow" src="{esc(r.flow)}" alt="{esc(ex.title)}: channels and spatial '
+                     'size along the forward"><figcaption>Channels (top) and spatial size (bottom) of the input '
+                     "and of each leaf layer's output, in forward order.</figcaption></figure></section>")
+    if r.table is not None:
+        parts.append('<section id="table"><h2>The shape table</h2>')
+        parts.append(f'<div class="table-wrap">{r.table}</div></section>')
+    if r.lines is not None:
+        parts.append('<section id="lines"><h2>Line by line</h2>')
+        parts.append(f'<div class="lines-wrap">{r.lines}</div></section>')
+    parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
 
 
-def _index_md(entries: list[_Entry]) -> str:
+def _thumbnail(r: ExhibitResult) -> str | None:
+    outputs = [p for p in r.pictures if not p.zoom]
+    if outputs:
+        return outputs[-1].file
+    if f"{r.name}.svg" in r.files:
+        return f"{r.name}.svg"
+    return None
+
+
+def _index_html(exhibits: list[Exhibit], results: dict[str, ExhibitResult]) -> str:
+    esc = html.escape
+    parts = _head("shapetrace gallery: chapter 15 of Deep Learning for Coders, traced")
+    parts.append('<header class="top"><a href="index.html">shapetrace gallery</a></header><main>')
+    parts.append("<h1>shapetrace gallery</h1>")
+    parts.append('<p class="caption">The architectures of chapter 15 of <em>Deep Learning for Coders</em> '
+                 "(fastai 2.8), rebuilt in plain PyTorch and traced with shapetrace, in the chapter's order. Each "
+                 "page answers one question of the chapter with the model's diagram, its shape table and the "
+                 "shapes along its forward.</p>")
+    sections: list[tuple[str, list[Exhibit]]] = []
+    for ex in exhibits:
+        title = section_of(ex.name)
+        if not sections or sections[-1][0] != title:
+            sections.append((title, []))
+        sections[-1][1].append(ex)
+    for title, members in sections:
+        parts.append(f"<h2>{esc(title)}</h2>")
+        parts.append('<ol class="cards">')
+        for ex in members:
+            r = results[ex.name]
+            thumb = _thumbnail(r)
+            img = (f'<img src="{esc(thumb)}" alt="" loading="lazy">' if thumb else "")
+            mark = ' <span class="failed-exhibit">(failed)</span>' if r.error is not None else ""
+            parts.append(f'<li id="{esc(ex.name)}"><a href="{esc(ex.name)}.html"><div class="thumb">{img}</div>'
+                         f"<h3>{esc(ex.title)}{mark}</h3><p>{esc(ex.question)}</p></a></li>")
+        parts.append("</ol>")
+    parts.append("</main></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _index_md(exhibits: list[Exhibit], results: dict[str, ExhibitResult]) -> str:
     lines = ["# shapetrace gallery", ""]
-    for e in entries:
-        ex = e.exhibit
-        lines += [f"## {ex.title}", "", ex.caption, "", f"`shapetrace trace {ex.name}` — "
-                  + ", ".join(f"[{_kind(p, ex)}]({p.name})" for p in e.files), ""]
-        if e.error is not None:
-            lines += ["**Failed:**", "", "```", e.error, "```", ""]
-        if e.svg is not None:
+    section = None
+    for ex in exhibits:
+        r = results[ex.name]
+        if section_of(ex.name) != section:
+            section = section_of(ex.name)
+            lines += [f"## {section}", ""]
+        lines += [f"### [{ex.title}]({ex.name}.html)", ""]
+        if ex.question:
+            lines += [f"*{ex.question}*", ""]
+        lines += [ex.caption, "", f"`shapetrace trace {ex.name}` — "
+                  + ", ".join(f"[{_kind(f, ex.name)}]({f})" for f in r.files), ""]
+        if r.error is not None:
+            lines += ["**Failed:**", "", "```", r.error, "```", ""]
+        if f"{ex.name}.svg" in r.files:
             lines += [f"![{ex.title}]({ex.name}.svg)", ""]
-        if e.flow is not None:
-            lines += [f"![{ex.title}: shape flow]({e.flow.name})", ""]
     return "\n".join(lines)
 
 
@@ -213,31 +403,64 @@ def _replace_manifest(out: Path, written: list[Path], whole: bool) -> None:
     manifest.write_text("\n".join(sorted(now)) + "\n", encoding="utf-8")
 
 
-def build_site(out_dir: str | Path, exhibits: Sequence[str] | None = None, *, progress: Progress | None = None,
-               debug: bool = False) -> list[Path]:
+# ---- the build --------------------------------------------------------------------------------------------
+def _run(names: list[str], out: Path, jobs: int, debug: bool, progress: Progress | None) -> dict[str, ExhibitResult]:
+    results: dict[str, ExhibitResult] = {}
+
+    def done(r: ExhibitResult) -> None:
+        results[r.name] = r
+        if progress is not None:
+            progress(r.name, r.error is None, r.error or "")
+
+    if jobs <= 1 or len(names) <= 1:
+        for name in names:
+            done(_build_exhibit(name, str(out), debug))
+        return results
+    threads = max(1, default_jobs() // jobs)
+    # fork: the workers start with shapetrace and torch already imported (a spawned worker would import
+    # torch again, a second or more each)
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    with ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=context) as pool:
+        futures = {pool.submit(_build_exhibit, name, str(out), debug, threads): name for name in names}
+        for future in as_completed(futures):
+            name = futures[future]
+            try:
+                done(future.result())
+            except Exception as e:  # noqa: BLE001  (a worker that died: the others go on)
+                done(ExhibitResult(name, error=f"the worker building it failed: {type(e).__name__}: {e}"))
+    return results
+
+
+def build_site(out_dir: str | Path, exhibits: Sequence[str] | None = None, *, jobs: int | None = None,
+               progress: Progress | None = None, debug: bool = False) -> list[Path]:
     """Build the gallery into ``out_dir`` and return the files written (see the module docstring).
 
-    ``exhibits`` restricts the build to those names (default: all). ``progress(name, ok, message)`` is called
-    after each exhibit. Raises ``GalleryBuildFailed`` (after writing everything it could) if any failed.
+    ``exhibits`` restricts the build to those names (default: all; pages and index follow the chapter's order
+    either way). ``jobs`` is the number of worker processes (default: the CPU count; 1 builds in this
+    process). ``progress(name, ok, message)`` is called after each exhibit. Raises ``GalleryBuildFailed``
+    (after writing everything it could) if any failed.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names = list(exhibits) if exhibits is not None else exhibit_names()
-    diagram = _diagram_module()
-    entries: list[_Entry] = []
-    for name in names:
-        ex = get_exhibit(name)
-        entry = _build_one(ex, out, diagram, debug)
-        entries.append(entry)
-        if progress is not None:
-            progress(name, entry.error is None, entry.error or "")
-    written = [p for e in entries for p in e.files]
-    for fname, text in (("index.html", _index_html(entries)), ("index.md", _index_md(entries))):
-        path = out / fname
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
+    order = exhibit_names()
+    requested = list(dict.fromkeys(exhibits)) if exhibits is not None else order
+    for name in requested:
+        get_exhibit(name)  # an unknown name fails here, before any work
+    names = sorted(requested, key=lambda n: order.index(n) if n in order else len(order))
+    # the costliest first, so the last to finish is a small one
+    schedule = sorted(names, key=lambda n: -get_exhibit(n).cost)
+    results = _run(schedule, out, jobs or default_jobs(), debug, progress)
+    exs = [get_exhibit(n) for n in names]
+    written = [out / f for n in names for f in results[n].files]
+    for i, ex in enumerate(exs):
+        page = _page(ex, results[ex.name], exs[i - 1] if i else None, exs[i + 1] if i + 1 < len(exs) else None)
+        (out / f"{ex.name}.html").write_text(page, encoding="utf-8")
+        written.append(out / f"{ex.name}.html")
+    for fname, text in (("index.html", _index_html(exs, results)), ("index.md", _index_md(exs, results))):
+        (out / fname).write_text(text, encoding="utf-8")
+        written.append(out / fname)
     _replace_manifest(out, written, whole=exhibits is None)
-    failures = {e.exhibit.name: e.error for e in entries if e.error is not None}
+    failures = {n: results[n].error for n in names if results[n].error is not None}
     if failures:
         raise GalleryBuildFailed(failures, written)  # type: ignore[arg-type]
     return written

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
 
@@ -174,6 +175,20 @@ def flow_points(trace: Trace) -> list[tuple[str, int, int]]:
     return out
 
 
+def _plain_count(value: float, _pos: object = None) -> str:
+    """A tick label as a plain number (``512``, ``16K``, ``1M``): no mathtext, which costs a second a chart."""
+    if value < 1:
+        return f"{value:g}"
+    n = round(value)
+    for unit, div in (("M", 2**20), ("K", 2**10)):
+        if n >= div and n % div == 0:
+            return f"{n // div}{unit}"
+    return str(n)
+
+
+_POWER_OF_TWO = FuncFormatter(_plain_count)
+
+
 def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, max_labels: int = 40) -> str | bytes:
     """Channels (top) and spatial size (bottom, log scale) of the input and each leaf call's output, along the
     forward (``flow_points``)."""
@@ -188,10 +203,12 @@ def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, m
     ax1.scatter(xs, [p[1] for p in pts], s=8, color="#4C72B0")
     ax1.set_ylabel("channels / features")
     ax1.set_yscale("log", base=2)
+    ax1.yaxis.set_major_formatter(_POWER_OF_TWO)
     ax2.step(xs, [p[2] for p in pts], where="mid", color="#C44E52", lw=1.5)
     ax2.scatter(xs, [p[2] for p in pts], s=8, color="#C44E52")
     ax2.set_ylabel("spatial size (H·W or length)")
     ax2.set_yscale("log", base=2)
+    ax2.yaxis.set_major_formatter(_POWER_OF_TWO)
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3, lw=0.4)
     step = max(1, -(-len(pts) // max_labels))

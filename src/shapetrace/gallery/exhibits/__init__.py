@@ -2,7 +2,8 @@
 
 An exhibit is what ``shapetrace trace <name>`` and ``shapetrace gallery build`` work from. The exhibits
 themselves are defined next to their topic (``vision``, ``unet``, ``tabular``, ``text``) and register here
-when this package is imported.
+when this package is imported. ``SECTIONS`` puts them in the order of chapter 15 (computer vision, U-Net,
+tabular, NLP); ``exhibit_names()`` lists them in that order.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EXHIBITS", "Exhibit", "exhibit_names", "get_exhibit", "register"]
+__all__ = ["EXHIBITS", "SECTIONS", "Exhibit", "exhibit_names", "get_exhibit", "register", "section_of"]
 
 
 @dataclass(frozen=True)
@@ -21,8 +22,11 @@ class Exhibit:
 
     ``build()`` returns the model (an ``nn.Module``, randomly initialised, in eval mode unless the concept
     needs training mode); ``inputs()`` returns ``(args, kwargs)`` for its forward; ``caption`` is a few
-    precise sentences saying what the exhibit shows (and where fastai 2.8 differs from the book's text).
-    ``options`` holds rendering hints for the gallery (``{"layout": "u", "depth": 2, ...}``).
+    precise sentences saying what the exhibit shows (and where fastai 2.8 differs from the book's text);
+    ``question`` the question of the chapter it answers, in one sentence. ``options`` holds rendering hints for
+    the gallery (``{"layout": "u", "depth": 2, ...}``). ``pictures(name)``, for exhibits about images, returns
+    the ``photo.Picture`` list its page shows (the photo and what the layer made of it). ``cost`` is a rough
+    relative build time, so the gallery builder can start the slowest first.
     """
 
     name: str
@@ -32,9 +36,23 @@ class Exhibit:
     inputs: Callable[[], tuple[tuple, dict]]
     topic: str = "vision"
     options: dict = field(default_factory=dict)
+    question: str = ""
+    pictures: Callable[[str], list] | None = None
+    cost: int = 1  # a rough relative build time: the gallery starts the costliest first
 
 
 EXHIBITS: dict[str, Exhibit] = {}
+
+# Chapter 15's order: each section's exhibits in the order the chapter reaches their question.
+SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Computer vision", ("resnet34-cut", "model-meta-bodies", "resnet34-block-split", "pet-recognizer-resnet34",
+                         "create-head-default", "create-head-lin-ftrs", "create-head-avg-pool",
+                         "create-head-bn-final-lin-first", "concat-pool-vs-avg-pool")),
+    ("U-Net", ("nearest-upsample-photo", "nearest-upsample-segmenter", "transposed-conv-photo", "camvid-unet",
+               "camvid-unet-blur-attention", "superres-unet")),
+    ("Tabular", ("tabular-model", "emb-sz-rule")),
+    ("NLP", ("awd-lstm-language-model", "awd-lstm-classifier")),
+)
 
 
 def register(exhibit: Exhibit) -> Exhibit:
@@ -50,8 +68,15 @@ def _load_all() -> None:
 
 
 def exhibit_names() -> list[str]:
+    """Every exhibit's name, in the chapter's order (``SECTIONS``), then any others in registration order."""
     _load_all()
-    return list(EXHIBITS)
+    ordered = [n for _, names in SECTIONS for n in names if n in EXHIBITS]
+    return ordered + [n for n in EXHIBITS if n not in ordered]
+
+
+def section_of(name: str) -> str:
+    """The chapter section an exhibit belongs to (``"More"`` for one outside ``SECTIONS``)."""
+    return next((title for title, names in SECTIONS if name in names), "More")
 
 
 def get_exhibit(name: str) -> Exhibit:

@@ -43,6 +43,7 @@ def _rule_table(cards: list[int]) -> str:
 
 register(Exhibit(
     name="tabular-model",
+    question='What does TabularModel do with categorical and continuous columns?',
     title="TabularModel: embeddings sized by the rule, then LinBnDrop blocks",
     caption=(
         "Five categorical columns with cardinalities 10, 7, 16, 3 and 100 (counting the #na# category fastai "
@@ -61,6 +62,7 @@ register(Exhibit(
 
 register(Exhibit(
     name="emb-sz-rule",
+    question='How wide does fastai make each categorical embedding?',
     title="The embedding-size rule of thumb",
     caption=(
         "fastai sizes each categorical embedding with min(600, round(1.6 \u00b7 n^0.56)) for a column of "

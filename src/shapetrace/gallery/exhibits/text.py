@@ -40,6 +40,7 @@ def _language_model_inputs() -> tuple[tuple, dict]:
 
 register(Exhibit(
     name="awd-lstm-classifier",
+    question='How does the classifier read documents longer than its 72-token sequence length (BPT3C)?',
     title="AWD-LSTM text classifier: BPT3C over a padded batch",
     caption=(
         "Four documents of 200, 150, 100 and 60 tokens are padded with token 1 the way fastai's classification "
@@ -54,6 +55,7 @@ register(Exhibit(
         "the five parameter groups used for gradual unfreezing."
     ),
     build=_classifier,
+    cost=4,
     inputs=_classifier_inputs,
     topic="text",
     options={"depth": 2, "overlays": ["groups"], "param_groups": awd_lstm_clas_groups(3)},
@@ -61,6 +63,7 @@ register(Exhibit(
 
 register(Exhibit(
     name="awd-lstm-language-model",
+    question="What is the language model that the classifier's encoder comes from?",
     title="AWD-LSTM language model with a tied decoder",
     caption=(
         "The language model is the AWD-LSTM (a 400-wide embedding, LSTMs of 1152, 1152 and 400 units with "
@@ -71,6 +74,7 @@ register(Exhibit(
         "uses for its activation regularisation. The hidden state carries over to the next batch."
     ),
     build=_language_model,
+    cost=2,
     inputs=_language_model_inputs,
     topic="text",
     options={"depth": 2, "overlays": ["groups"], "param_groups": awd_lstm_lm_groups(3)},

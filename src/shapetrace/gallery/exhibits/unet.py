@@ -37,6 +37,7 @@ def _camvid_input() -> tuple[tuple, dict]:
 
 register(Exhibit(
     name="camvid-unet",
+    question='How does DynamicUnet build its decoder, and where do its skip connections come from?',
     title="The CamVid U-Net: DynamicUnet on a resnet34 body",
     caption=(
         "create_unet_model(resnet34, 32, (360, 480)) runs a dummy image through the encoder, hooks the encoder "
@@ -50,12 +51,14 @@ register(Exhibit(
     build=lambda: create_unet_model(torchvision.models.resnet34, 32, CAMVID_SIZE).eval(),
     inputs=_camvid_input,
     topic="unet",
+    cost=8,
     options={"layout": "u", "depth": 2, "fold": UNET_FOLD, "cut": unet_cut(14)},
 ))
 
 
 register(Exhibit(
     name="camvid-unet-blur-attention",
+    question='What do blur, self_attention, last_cross and y_range add to the U-Net?',
     title="The CamVid U-Net with blur, self-attention, last_cross and y_range",
     caption=(
         "blur=True appends ReplicationPad2d and a 2x2 stride-1 AvgPool2d to every PixelShuffle_ICNR in the "
@@ -68,6 +71,7 @@ register(Exhibit(
                                     last_cross=True, y_range=(0, 1)).eval(),
     inputs=_camvid_input,
     topic="unet",
+    cost=8,
     options={"layout": "u", "depth": 2, "fold": UNET_FOLD, "cut": unet_cut(15)},
 ))
 
@@ -76,6 +80,7 @@ SUPERRES_SIZE = (128, 128)
 
 register(Exhibit(
     name="superres-unet",
+    question='How does the same U-Net serve image-to-image tasks such as super-resolution?',
     title="An image-to-image U-Net (super-resolution, colourisation)",
     caption=(
         "For image-to-image work the U-Net outputs 3 channels, one per colour, instead of class scores, and "
@@ -86,6 +91,7 @@ register(Exhibit(
                                     norm_type=NormType.Weight, y_range=(-3.0, 3.0)).eval(),
     inputs=lambda: ((_rand(1, 3, *SUPERRES_SIZE),), {}),
     topic="unet",
+    cost=8,
     options={"layout": "u", "depth": 2, "fold": UNET_FOLD, "cut": unet_cut(15)},
 ))
 
@@ -105,6 +111,7 @@ def _naive_segmenter() -> nn.Module:
 
 register(Exhibit(
     name="nearest-upsample-segmenter",
+    question="Why is upsampling the body's 7×7 output not enough for segmentation?",
     title="A segmentation head that only upsamples",
     caption=(
         "The chapter's first idea for segmentation: keep the resnet34 body and grow its 7x7 grid back to "
@@ -112,6 +119,7 @@ register(Exhibit(
         "32 classes. It runs, but all detail must come through the 7x7 bottleneck; the U-Net adds skip "
         "connections from the encoder for that reason."),
     build=_naive_segmenter,
+    cost=3,
     inputs=lambda: ((_rand(1, 3, 224, 224),), {}),
     topic="unet",
     options={"depth": 2, "cut": {"body": ["0"], "head": ["1"]}},

@@ -7,7 +7,7 @@ import torchvision
 from torch import nn
 
 from ..layers import AdaptiveConcatPool2d, ConvLayer
-from ..photo import photo_tensor
+from ..photo import photo_tensor, transposed_pictures, upsample_pictures
 from ..vision import (
     block_split,
     create_body,
@@ -48,6 +48,7 @@ def _pet_model() -> nn.Module:
 
 register(Exhibit(
     name="pet-recognizer-resnet34",
+    question='What does the whole pet-breed model look like, body and head together?',
     title="The pet recognizer: resnet34 body + fastai head",
     caption=(
         "create_vision_model(resnet34, 37) is nn.Sequential(body, head). The body is torchvision's resnet34 with "
@@ -56,6 +57,7 @@ register(Exhibit(
         "546,304 of them in the head."),
     build=_pet_model,
     inputs=_image,
+    cost=3,
     options={"depth": 2, "cut": _PET_CUT, "overlays": ["cut"]},
 ))
 
@@ -66,6 +68,7 @@ def _resnet34_full() -> nn.Module:
 
 register(Exhibit(
     name="resnet34-cut",
+    question='Where does fastai cut a pretrained model, and what is left of it?',
     title="Where fastai cuts resnet34",
     caption=(
         "model_meta gives resnet34 a cut of -2: create_body keeps children 0-7 (conv1 to layer4) and drops "
@@ -74,6 +77,7 @@ register(Exhibit(
         "has 21,284,672 parameters."),
     build=_resnet34_full,
     inputs=_image,
+    cost=3,
     options={"depth": 1, "cut": {"body": _RESNET34_CHILDREN, "removed": ["avgpool", "fc"]}, "overlays": ["cut"]},
 ))
 
@@ -99,6 +103,7 @@ def _meta_table() -> dict:
 
 register(Exhibit(
     name="model-meta-bodies",
+    question='How does fastai know where to cut each architecture, and which statistics its weights expect?',
     title="model_meta: one body per known family",
     caption=(
         "fastai's model_meta tells, for each torchvision builder it knows, where to cut the body off, how to "
@@ -107,13 +112,22 @@ register(Exhibit(
         "-1 (their classifier is one child), AlexNet at -2. Each body keeps its feature maps: 512, 512, 1024, "
         "512 and 256 channels here."),
     build=lambda: FamilyBodies().eval(),
+    cost=6,
     inputs=lambda: _image(batch=1),
     options={"depth": 2, "model_meta": _meta_table()},
 ))
 
 
+HEAD_QUESTIONS = {
+    "create-head-default": "What does create_head build, and why does its first layer see 1024 features?",
+    "create-head-lin-ftrs": "What do lin_ftrs and ps change in the head?",
+    "create-head-avg-pool": "What changes in the head without concat pooling?",
+    "create-head-bn-final-lin-first": "What do bn_final and lin_first change in the head?",
+}
+
+
 def _head_exhibit(name: str, title: str, caption: str, **kwargs) -> None:
-    register(Exhibit(name=name, title=title, caption=caption,
+    register(Exhibit(name=name, title=title, caption=caption, question=HEAD_QUESTIONS[name],
                      build=lambda: create_head(512, 37, **kwargs).eval(), inputs=_features,
                      options={"depth": 1, "create_head": {"nf": 512, "n_out": 37, **kwargs}}))
 
@@ -157,6 +171,7 @@ class ConcatVsAvgPool(nn.Module):
 
 register(Exhibit(
     name="concat-pool-vs-avg-pool",
+    question='What does AdaptiveConcatPool2d give the head that average pooling does not?',
     title="AdaptiveConcatPool2d against AdaptiveAvgPool2d",
     caption=(
         "On a (2,512,7,7) feature map, average pooling gives (2,512,1,1); AdaptiveConcatPool2d runs an adaptive "
@@ -169,6 +184,7 @@ register(Exhibit(
 
 register(Exhibit(
     name="nearest-upsample-photo",
+    question='How does a model make a small grid bigger, and what does nearest-neighbour upsampling do to a picture?',
     title="Nearest-neighbour upsampling on the photo",
     caption=(
         "nn.Upsample(scale_factor=2, mode='nearest') copies every pixel into a 2x2 block: the 600x512 photo "
@@ -176,12 +192,14 @@ register(Exhibit(
         "back towards image size."),
     build=lambda: nn.Upsample(scale_factor=2, mode="nearest").eval(),
     inputs=lambda: ((photo_tensor(),), {}),
-    topic="vision",
+    topic="unet",
+    pictures=upsample_pictures,
 ))
 
 
 register(Exhibit(
     name="transposed-conv-photo",
+    question="What does a transposed convolution (stride 1) do to an image's size?",
     title="ConvLayer(3, 6, transpose=True) on the photo",
     caption=(
         "A transposed ConvLayer uses ConvTranspose2d with padding 0 (fastai's rule for transpose), no bias "
@@ -190,11 +208,14 @@ register(Exhibit(
         "(ks=4, stride=2, padding=1 doubles the size)."),
     build=lambda: ConvLayer(3, 6, transpose=True).eval(),
     inputs=lambda: ((photo_tensor(1000, 846),), {}),
+    topic="unet",
+    pictures=lambda name: transposed_pictures(name, lambda: ConvLayer(3, 6, transpose=True)),
 ))
 
 
 register(Exhibit(
     name="resnet34-block-split",
+    question="How are a model's parameters split into groups for discriminative learning rates?",
     title="Parameter groups, one per ResNet stage",
     caption=(
         "The per-block splitter puts the stem (conv1, bn1, relu, maxpool), each of layer1-layer4 and the head in "
@@ -203,6 +224,7 @@ register(Exhibit(
         "(546,304); freezing all but the head while batchnorm stays trainable leaves 563,328 trainable."),
     build=_pet_model,
     inputs=_image,
+    cost=3,
     options={"depth": 2, "param_groups": RESNET34_BLOCK_GROUPS, "cut": _PET_CUT, "overlays": ["groups"],
              "splitter": block_split.__name__},
 ))
