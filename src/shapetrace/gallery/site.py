@@ -1,7 +1,8 @@
 """The static gallery site: one page per exhibit, in the chapter's order, and an index with thumbnails.
 
 ``build_site(out_dir)`` writes, per exhibit ``NAME``: ``NAME.json`` (the trace), ``NAME.txt`` and ``NAME.md``
-(shape tables), ``NAME.svg`` (the diagram, rendered with the exhibit's options), ``NAME.flow.svg`` (the
+(shape tables; exhibits whose forward does not branch on values are built and traced on PyTorch's ``meta``
+device, which gives the CPU's shapes without the arithmetic), ``NAME.svg`` (the diagram, rendered with the exhibit's options), ``NAME.flow.svg`` (the
 shape-flow chart, for exhibits with at least ``MIN_FLOW_POINTS`` points), ``NAME.*.png`` (the pictures of an
 exhibit about images: the photo and what the layer made of it) and ``NAME.html``, its page: the question of
 the chapter it answers, the caption, the pictures, the diagram (inline, its element ids prefixed with the
@@ -167,11 +168,20 @@ def _build_exhibit(name: str, out_dir: str, debug: bool = False, threads: int | 
 
 
 def _trace_exhibit(ex: Exhibit):
+    """The exhibit's trace: built and run on the ``meta`` device (no arithmetic: the same shapes as on the CPU
+    in a fraction of the time) unless its forward depends on the values (``Exhibit.needs_values``)."""
+    import torch
+
     from ..tracer.api import trace
 
-    model = ex.build()
+    if ex.needs_values:
+        model = ex.build()
+        args, kwargs = ex.inputs()
+        return trace(model, *args, ops=True, lines=True, strict=False, forward_kwargs=kwargs)
+    with torch.device("meta"):
+        model = ex.build()
     args, kwargs = ex.inputs()
-    return trace(model, *args, ops=True, lines=True, strict=False, forward_kwargs=kwargs)
+    return trace(model, *args, device="meta", ops=True, lines=True, strict=False, forward_kwargs=kwargs)
 
 
 def _diagram(tr, ex: Exhibit, out: Path, result: ExhibitResult) -> None:
@@ -230,6 +240,7 @@ h2 { font-size: 1.2em; margin: 1.6em 0 0.4em; border-bottom: 1px solid #e5e8eb; 
 p.question { font-size: 1.08em; background: #eef4ff; border-left: 4px solid #3b6fd8; padding: 0.5em 0.8em;
              max-width: 60em; }
 p.caption { max-width: 60em; }
+p.note { font-size: 0.88em; color: #4a5560; max-width: 60em; }
 p.downloads code { background: #f3f5f8; padding: 0.1em 0.35em; border-radius: 3px; }
 figure { margin: 0.8em 0; }
 figcaption { font-size: 0.9em; color: #4a5560; max-width: 60em; }
@@ -294,6 +305,10 @@ def _page(ex: Exhibit, r: ExhibitResult, prev: Exhibit | None, nxt: Exhibit | No
     parts.append(f'<p class="caption">{esc(ex.caption)}</p>')
     have = {_kind(f, ex.name) for f in r.files}
     links = [f'<a href="{n}.{k}" download>{esc(what)}</a>' for k, what in _DOWNLOADS if k in have]
+    if not ex.needs_values:
+        parts.append('<p class="note">Traced on PyTorch\'s <code>meta</code> device: every shape is real, no '
+                     f"arithmetic was done. <code>shapetrace trace {n}</code> runs it on the CPU and gives the same "
+                     "shapes.</p>")
     parts.append(f"<p class=\"downloads\">Try it: <code>shapetrace trace {n}</code>"
                  + (f" · Download {' · '.join(links)}" if links else "") + "</p>")
     if r.error is not None:

@@ -140,7 +140,7 @@ def _luminance(colour: str) -> float:
 
 
 def _small(text: str, color: str = "#4a4a4a") -> str:
-    return f'<FONT POINT-SIZE="8.5" COLOR="{color}">{text}</FONT>'
+    return f'<FONT POINT-SIZE="9" COLOR="{color}">{text}</FONT>'
 
 
 def _node_label(n: Node, style: str, show_params: bool, extra: list[str], on_dark: bool = False,
@@ -402,6 +402,7 @@ class _Dot:
         self.lines: list[str] = []
         self.names = {n.id: n.title for n in graph.nodes} | {c.id: c.title for c in graph.clusters}
         self.by_id = {n.id: n for n in graph.nodes}
+        self.pos: dict[str, tuple[float, float]] = {}  # the U layout's node positions
 
     def text(self) -> str:
         g, out = self.graph, self.lines
@@ -418,8 +419,8 @@ class _Dot:
         out.append(f"  node {_attrs({'fontname': FONT, 'fontsize': '10', 'margin': '0.12,0.05', 'height': '0.3'})}")
         out.append(f"  edge {_attrs({'fontname': FONT, 'fontsize': '8.5', 'arrowsize': '0.7', **EDGE})}")
         if self.layout == "u":
-            pos = _u_positions(g, self.style, {(e.src, e.dst): _edge_label(e, self._printed_shape(e.src))
-                                               for e in g.edges})
+            pos = self.pos = _u_positions(g, self.style, {(e.src, e.dst): _edge_label(e, self._printed_shape(e.src))
+                                                          for e in g.edges})
             for n in g.nodes:
                 out.append("  " + self.node_stmt(n, pos[n.id]))
         else:
@@ -491,6 +492,8 @@ class _Dot:
             if e.skip:
                 attrs["style"] = "dashed"
         attrs["label"] = _edge_label(e, self._printed_shape(e.src))
+        if e.skip and e.src in self.pos and e.dst in self.pos and self.pos[e.dst][1] > self.pos[e.src][1]:
+            attrs["headport"] = "s"  # a skip up into the U's tail row comes in from below, clear of its row
         attrs["tooltip"] = _edge_tooltip(e, self.names)
         src = e.src
         if src.startswith("cluster_"):
@@ -521,10 +524,10 @@ class _Dot:
 def _label_width(n: Node, style: str) -> float:
     """A generous estimate of a node's width in inches, from its label's longest line."""
     title = len(n.title) * 0.088
-    small = [n.cls, format_shape(n.out_shape) if n.out_shape else ""]
+    small = [n.cls, format_shape(n.out_shape) if n.out_shape else ""]  # 9-point small print
     if style == "detailed":
         small += [f"in{p}: {format_shape(m.shape)}" for p, m in n.inputs[:3]]
-    return max([title, *(len(t) * 0.066 for t in small)]) + 0.35
+    return max([title, *(len(t) * 0.072 for t in small)]) + 0.35
 
 
 def _u_positions(g: Graph, style: str, edge_labels: dict[tuple[str, str], str]) -> dict[str, tuple[float, float]]:
@@ -534,10 +537,10 @@ def _u_positions(g: Graph, style: str, edge_labels: dict[tuple[str, str], str]) 
     steps down to the left, the decoder climbs back up on the right, and a skip runs straight across its row.
     """
     row_h = 1.4 if style == "compact" else 1.9
-    gap, step = 0.2, 0.25
+    gap, step = 0.22, 0.25
     labels: dict[tuple[str, str], float] = {}
     for key, label in edge_labels.items():
-        width = (len(label) - 2) * 0.058
+        width = (len(label) - 2) * 0.058 + (0.12 if len(label) > 2 else 0.0)  # text plus room for the arrowhead
         labels[key] = max(labels.get(key, 0.0), width)
     last_in_row: dict[int, tuple[float, float, str]] = {}  # rank -> (x, half width, node id)
     pos: dict[str, tuple[float, float]] = {}

@@ -26,7 +26,9 @@ class Exhibit:
     ``question`` the question of the chapter it answers, in one sentence. ``options`` holds rendering hints for
     the gallery (``{"layout": "u", "depth": 2, ...}``). ``pictures(name)``, for exhibits about images, returns
     the ``photo.Picture`` list its page shows (the photo and what the layer made of it). ``cost`` is a rough
-    relative build time, so the gallery builder can start the slowest first.
+    relative build time, so the gallery builder can start the slowest first. The gallery builds and traces an
+    exhibit on PyTorch's ``meta`` device (shapes without arithmetic: the same trace as on the CPU, apart from
+    the device, in a fraction of the time) unless ``needs_values`` says its forward depends on the values.
     """
 
     name: str
@@ -39,6 +41,7 @@ class Exhibit:
     question: str = ""
     pictures: Callable[[str], list] | None = None
     cost: int = 1  # a rough relative build time: the gallery starts the costliest first
+    needs_values: bool = False  # its forward branches on values (BPT3C's padding): never traced on "meta"
 
 
 EXHIBITS: dict[str, Exhibit] = {}

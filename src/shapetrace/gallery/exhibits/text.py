@@ -56,6 +56,7 @@ register(Exhibit(
     ),
     build=_classifier,
     cost=4,
+    needs_values=True,  # which rows each chunk runs depends on where the padding tokens are
     inputs=_classifier_inputs,
     topic="text",
     options={"depth": 2, "overlays": ["groups"], "param_groups": awd_lstm_clas_groups(3)},

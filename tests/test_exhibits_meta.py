@@ -1,0 +1,48 @@
+"""The gallery traces exhibits on PyTorch's ``meta`` device; that trace must be the CPU's trace but for the device.
+
+The oracle is torch itself: the same exhibit built and run on the CPU with real arithmetic.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from shapetrace.gallery.exhibits import exhibit_names, get_exhibit
+from shapetrace.gallery.site import _trace_exhibit
+from shapetrace.tracer.api import trace
+from shapetrace.tracer.records import iter_tensors
+
+# A U-Net with weight norm, blur and self-attention; a ResNet with the fastai head; an LSTM language model
+# with weight tying; embeddings; the photo through an upsample.
+CHECKED = ["superres-unet", "pet-recognizer-resnet34", "awd-lstm-language-model", "tabular-model",
+           "nearest-upsample-photo"]
+
+
+def _facts(tr) -> list[tuple]:
+    def shapes(value):
+        return [(path, m.shape, m.dtype) for path, m in iter_tensors(value)]
+
+    calls = [(c.module, c.cls, c.call_index, c.parent, shapes(c.inputs), shapes(c.outputs), c.params,
+              c.trainable_params, c.error) for c in tr.calls]
+    ops = [(o.name, o.call, shapes(o.inputs), shapes(o.outputs)) for o in tr.ops]
+    edges = sorted((e.src, e.dst, tuple(e.shape), e.side) for e in tr.edges)
+    return [calls, ops, edges, tr.model.params, tr.model.trainable_params]
+
+
+@pytest.mark.parametrize("name", CHECKED)
+def test_the_meta_trace_is_the_cpu_trace_but_for_the_device(name):
+    ex = get_exhibit(name)
+    assert not ex.needs_values
+    on_meta = _trace_exhibit(ex)
+    args, kwargs = ex.inputs()
+    on_cpu = trace(ex.build(), *args, ops=True, lines=True, strict=False, forward_kwargs=kwargs)
+    assert {m.device for c in on_meta.calls for _, m in iter_tensors(c.outputs)} == {"meta"}
+    assert not on_meta.failed and not on_cpu.failed
+    assert _facts(on_meta) == _facts(on_cpu)
+
+
+def test_only_the_exhibits_whose_forward_reads_values_run_on_the_cpu():
+    assert [n for n in exhibit_names() if get_exhibit(n).needs_values] == ["awd-lstm-classifier"]
+    tr = _trace_exhibit(get_exhibit("awd-lstm-classifier"))
+    assert {m.device for _, m in iter_tensors(tr.calls[0].outputs)} == {"cpu"}
+    assert [c.inputs[0].shape for c in tr.calls_of("0.module")] == [(2, 72), (4, 72), (3, 56)]  # BPT3C's chunks
