@@ -51,7 +51,16 @@ def test_shape_flow_shows_the_u():
     assert [p[0] for p in pts] == ["input", "down1", "pool1", "down2", "pool2", "up1", "conv1", "up2", "out"]
     assert [p[2] for p in pts] == [256, 256, 64, 64, 16, 64, 64, 256, 256]  # down, then back up
     assert [p[1] for p in pts] == [3, 8, 8, 16, 16, 16, 8, 8, 2]
-    assert plots.shape_flow(trace).startswith("<?xml")
+    svg = plots.shape_flow(trace)
+    assert svg.startswith("<?xml")
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(svg)
+    dots = [c.find("{http://www.w3.org/2000/svg}title").text for c in root.iter("{http://www.w3.org/2000/svg}circle")]
+    assert len(dots) == 2 * len(pts)  # one dot per point in each panel, named with its shapes in the tooltip
+    assert dots[4] == "pool2: 16 channels, spatial size 16"
+    ys = [float(c.get("cy")) for c in root.iter("{http://www.w3.org/2000/svg}circle")][len(pts):]
+    assert ys.index(max(ys)) == 4  # the bottom of the U (SVG y grows downwards) is pool2's 4x4
 
 
 def test_shape_flow_funnel_of_a_head_and_sequences():

@@ -15,6 +15,7 @@ the global backend is never switched, and SVG output is deterministic (``svg.has
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 
 import matplotlib
@@ -191,22 +192,26 @@ _POWER_OF_TWO = FuncFormatter(_plain_count)
 
 def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, max_labels: int = 40) -> str | bytes:
     """Channels (top) and spatial size (bottom, log scale) of the input and each leaf call's output, along the
-    forward (``flow_points``)."""
+    forward (``flow_points``). SVG is drawn directly (a few milliseconds, where matplotlib takes most of a
+    second for a chart this size); PNG goes through matplotlib."""
     pts = flow_points(trace)
+    title = title or f"{trace.model.cls}: shape flow along the forward"
+    if format.lower() == "svg":
+        return _flow_svg(pts, title, max_labels)
     fig = Figure(figsize=(max(7.0, min(16.0, 0.12 * len(pts) + 5)), 5.2))
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
     if not pts:
         ax1.text(0.5, 0.5, "no tensor outputs to show", ha="center", va="center", transform=ax1.transAxes)
         return _save(fig, format)
     xs = list(range(len(pts)))
-    ax1.step(xs, [p[1] for p in pts], where="mid", color="#4C72B0", lw=1.5)
-    ax1.scatter(xs, [p[1] for p in pts], s=8, color="#4C72B0")
-    ax1.set_ylabel("channels / features")
+    ax1.step(xs, [p[1] for p in pts], where="mid", color=_FLOW_COLOURS[0], lw=1.5)
+    ax1.scatter(xs, [p[1] for p in pts], s=8, color=_FLOW_COLOURS[0])
+    ax1.set_ylabel(_FLOW_AXES[0])
     ax1.set_yscale("log", base=2)
     ax1.yaxis.set_major_formatter(_POWER_OF_TWO)
-    ax2.step(xs, [p[2] for p in pts], where="mid", color="#C44E52", lw=1.5)
-    ax2.scatter(xs, [p[2] for p in pts], s=8, color="#C44E52")
-    ax2.set_ylabel("spatial size (H·W or length)")
+    ax2.step(xs, [p[2] for p in pts], where="mid", color=_FLOW_COLOURS[1], lw=1.5)
+    ax2.scatter(xs, [p[2] for p in pts], s=8, color=_FLOW_COLOURS[1])
+    ax2.set_ylabel(_FLOW_AXES[1])
     ax2.set_yscale("log", base=2)
     ax2.yaxis.set_major_formatter(_POWER_OF_TWO)
     for ax in (ax1, ax2):
@@ -214,9 +219,82 @@ def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, m
     step = max(1, -(-len(pts) // max_labels))
     ticks = xs[::step]
     ax2.set_xticks(ticks, [pts[i][0] for i in ticks], rotation=90, fontsize=6)
-    ax2.set_xlabel("the input, then the leaf calls in forward order")
-    ax1.set_title(title or f"{trace.model.cls}: shape flow along the forward", fontsize=9)
+    ax2.set_xlabel(_FLOW_X)
+    ax1.set_title(title, fontsize=9)
     return _save(fig, format)
+
+
+_FLOW_COLOURS = ("#4C72B0", "#C44E52")
+_FLOW_AXES = ("channels / features", "spatial size (H·W or length)")
+_FLOW_X = "the input, then the leaf calls in forward order"
+
+
+def _xml(text: str) -> str:
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;"))
+
+
+def _flow_svg(pts: list[tuple[str, int, int]], title: str, max_labels: int) -> str:
+    """The shape-flow chart as SVG text: two panels sharing the x axis, log2 y axes with plain-number ticks,
+    a step line with a dot per point, every k-th x label (at most ``max_labels``) written upwards."""
+    width = max(700, min(1600, 12 * len(pts) + 500))
+    left, right, top, panel_h, gap = 78, 20, 34, 150, 22
+    label_len = max((len(p[0]) for p in pts), default=5)
+    bottom = min(200, 16 + 5.2 * min(label_len, 34)) + 24
+    height = top + 2 * panel_h + gap + bottom
+    plot_w = width - left - right
+    out = ['<?xml version="1.0" encoding="utf-8" standalone="no"?>',
+           (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:.0f}" '
+            f'viewBox="0 0 {width} {height:.0f}" font-family="DejaVu Sans, sans-serif" font-size="11">'),
+           f"<title>{_xml(title)}</title>",
+           f'<rect width="{width}" height="{height:.0f}" fill="white"/>',
+           f'<text x="{width / 2:.1f}" y="20" text-anchor="middle" font-size="12">{_xml(title)}</text>']
+    if not pts:
+        out.append(f'<text x="{width / 2:.1f}" y="{height / 2:.1f}" text-anchor="middle">no tensor outputs to '
+                   "show</text></svg>")
+        return "\n".join(out) + "\n"
+    n = len(pts)
+
+    def x_of(i: float) -> float:
+        return left + plot_w * ((i + 0.5) / n)
+
+    for k, (axis, colour) in enumerate(zip(_FLOW_AXES, _FLOW_COLOURS)):
+        y0 = top + k * (panel_h + gap)
+        values = [max(p[1 + k], 1) for p in pts]
+        lo = math.floor(math.log2(min(values)))
+        hi = max(math.ceil(math.log2(max(values))), lo + 1)
+
+        def y_of(v: float, y0: float = y0, lo: int = lo, hi: int = hi) -> float:
+            return y0 + panel_h - 8 - (panel_h - 16) * (math.log2(v) - lo) / (hi - lo)
+
+        out.append(f'<rect x="{left}" y="{y0}" width="{plot_w}" height="{panel_h}" fill="none" stroke="#444" '
+                   'stroke-width="0.8"/>')
+        every = max(1, -(-(hi - lo) // 6))
+        for e in range(lo, hi + 1, every):
+            y = y_of(2.0**e)
+            out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd" '
+                       'stroke-width="0.6"/>')
+            out.append(f'<text x="{left - 5}" y="{y + 4:.1f}" text-anchor="end">{_plain_count(2.0**e)}</text>')
+        cy = y0 + panel_h / 2
+        out.append(f'<text x="14" y="{cy:.1f}" text-anchor="middle" transform="rotate(-90 14 {cy:.1f})">'
+                   f"{_xml(axis)}</text>")
+        path = [f"M{left:.1f},{y_of(values[0]):.1f}"]
+        for i, v in enumerate(values):  # a step that changes half-way between points
+            path.append(f"H{x_of(i - 0.5) if i else left:.1f}V{y_of(v):.1f}")
+        path.append(f"H{left + plot_w:.1f}")
+        out.append(f'<path d="{"".join(path)}" fill="none" stroke="{colour}" stroke-width="1.6"/>')
+        out.extend(f'<circle cx="{x_of(i):.1f}" cy="{y_of(v):.1f}" r="2.2" fill="{colour}"><title>'
+                   f"{_xml(pts[i][0])}: {pts[i][1]:,} channels, spatial size {pts[i][2]:,}</title></circle>"
+                   for i, v in enumerate(values))
+    base = top + 2 * panel_h + gap
+    step = max(1, -(-n // max_labels))
+    for i in range(0, n, step):
+        x = x_of(i)
+        label = pts[i][0] if len(pts[i][0]) <= 34 else "…" + pts[i][0][-33:]
+        out.append(f'<text x="{x + 3:.1f}" y="{base + 6}" text-anchor="end" font-size="9" '
+                   f'transform="rotate(-90 {x + 3:.1f} {base + 6})">{_xml(label)}</text>')
+    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8:.0f}" text-anchor="middle">{_xml(_FLOW_X)}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
 
 
 PLOTS = {"bars": time_bars, "forward": lambda t, **kw: time_bars(t, order="forward", **kw), "flops": time_vs_flops,
