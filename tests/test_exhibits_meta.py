@@ -12,10 +12,9 @@ from shapetrace.gallery.site import _trace_exhibit
 from shapetrace.tracer.api import trace
 from shapetrace.tracer.records import iter_tensors
 
-# A U-Net with weight norm, blur and self-attention; a ResNet with the fastai head; an LSTM language model
-# with weight tying; embeddings; the photo through an upsample.
-CHECKED = ["superres-unet", "pet-recognizer-resnet34", "awd-lstm-language-model", "tabular-model",
-           "nearest-upsample-photo"]
+# A U-Net with weight norm, blur and self-attention; a ResNet with the fastai head; embeddings; the photo
+# through an upsample.
+CHECKED = ["superres-unet", "pet-recognizer-resnet34", "emb-sz-rule", "tabular-model", "nearest-upsample-photo"]
 
 
 def _facts(tr) -> list[tuple]:
@@ -32,7 +31,7 @@ def _facts(tr) -> list[tuple]:
 @pytest.mark.parametrize("name", CHECKED)
 def test_the_meta_trace_is_the_cpu_trace_but_for_the_device(name):
     ex = get_exhibit(name)
-    assert not ex.needs_values
+    assert ex.device == "meta"
     on_meta = _trace_exhibit(ex)
     args, kwargs = ex.inputs()
     on_cpu = trace(ex.build(), *args, ops=True, lines=True, strict=False, forward_kwargs=kwargs)
@@ -41,8 +40,9 @@ def test_the_meta_trace_is_the_cpu_trace_but_for_the_device(name):
     assert _facts(on_meta) == _facts(on_cpu)
 
 
-def test_only_the_exhibits_whose_forward_reads_values_run_on_the_cpu():
-    assert [n for n in exhibit_names() if get_exhibit(n).needs_values] == ["awd-lstm-classifier"]
+def test_only_the_text_models_run_on_the_cpu():
+    assert [n for n in exhibit_names() if get_exhibit(n).device != "meta"] == ["awd-lstm-language-model",
+                                                                                "awd-lstm-classifier"]
     tr = _trace_exhibit(get_exhibit("awd-lstm-classifier"))
     assert {m.device for _, m in iter_tensors(tr.calls[0].outputs)} == {"cpu"}
     assert [c.inputs[0].shape for c in tr.calls_of("0.module")] == [(2, 72), (4, 72), (3, 56)]  # BPT3C's chunks

@@ -1,8 +1,8 @@
 """The static gallery site: one page per exhibit, in the chapter's order, and an index with thumbnails.
 
 ``build_site(out_dir)`` writes, per exhibit ``NAME``: ``NAME.json`` (the trace), ``NAME.txt`` and ``NAME.md``
-(shape tables; exhibits whose forward does not branch on values are built and traced on PyTorch's ``meta``
-device, which gives the CPU's shapes without the arithmetic), ``NAME.svg`` (the diagram, rendered with the exhibit's options), ``NAME.flow.svg`` (the
+(shape tables; most exhibits are built and traced on PyTorch's ``meta`` device, which gives the CPU's
+shapes without the arithmetic: see ``Exhibit.device``), ``NAME.svg`` (the diagram, rendered with the exhibit's options), ``NAME.flow.svg`` (the
 shape-flow chart, for exhibits with at least ``MIN_FLOW_POINTS`` points), ``NAME.*.png`` (the pictures of an
 exhibit about images: the photo and what the layer made of it) and ``NAME.html``, its page: the question of
 the chapter it answers, the caption, the pictures, the diagram (inline, its element ids prefixed with the
@@ -168,13 +168,13 @@ def _build_exhibit(name: str, out_dir: str, debug: bool = False, threads: int | 
 
 
 def _trace_exhibit(ex: Exhibit):
-    """The exhibit's trace: built and run on the ``meta`` device (no arithmetic: the same shapes as on the CPU
-    in a fraction of the time) unless its forward depends on the values (``Exhibit.needs_values``)."""
+    """The exhibit's trace, built and run on ``Exhibit.device``: ``meta`` (no arithmetic: the same shapes as on
+    the CPU in a fraction of the time) or the CPU."""
     import torch
 
     from ..tracer.api import trace
 
-    if ex.needs_values:
+    if ex.device != "meta":
         model = ex.build()
         args, kwargs = ex.inputs()
         return trace(model, *args, ops=True, lines=True, strict=False, forward_kwargs=kwargs)
@@ -305,7 +305,7 @@ def _page(ex: Exhibit, r: ExhibitResult, prev: Exhibit | None, nxt: Exhibit | No
     parts.append(f'<p class="caption">{esc(ex.caption)}</p>')
     have = {_kind(f, ex.name) for f in r.files}
     links = [f'<a href="{n}.{k}" download>{esc(what)}</a>' for k, what in _DOWNLOADS if k in have]
-    if not ex.needs_values:
+    if ex.device == "meta":
         parts.append('<p class="note">Traced on PyTorch\'s <code>meta</code> device: every shape is real, no '
                      f"arithmetic was done. <code>shapetrace trace {n}</code> runs it on the CPU and gives the same "
                      "shapes.</p>")

@@ -17,13 +17,23 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-
-import matplotlib
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from typing import TYPE_CHECKING
 
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _figure(**kwargs: object) -> Figure:
+    """A matplotlib figure on the Agg canvas (matplotlib is imported only when a figure is drawn: the shape
+    flow's SVG, which the gallery draws for every exhibit, does without it)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
 
 __all__ = ["PLOTS", "flow_points", "render_plot", "shape_flow", "time_bars", "time_vs_flops"]
 
@@ -33,7 +43,8 @@ _PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#
 
 
 def _save(fig: Figure, format: str) -> str | bytes:
-    FigureCanvasAgg(fig)
+    import matplotlib
+
     buf = io.BytesIO()
     fmt = format.lower()
     if fmt not in ("svg", "png"):
@@ -81,7 +92,7 @@ def time_bars(trace: Trace, *, top: int = 25, order: str = "self", format: str =
     root = next((c for c in calls if c.parent is None), calls[0])
     whole = root.timing["total_ms"] or 1.0
     colours = _colours([c.cls for c in chosen])
-    fig = Figure(figsize=(8.5, 0.6 + 0.28 * len(chosen)))
+    fig = _figure(figsize=(8.5, 0.6 + 0.28 * len(chosen)))
     ax = fig.add_subplot()
     ys = list(range(len(chosen)))[::-1]
     ax.barh(ys, [c.timing["total_ms"] for c in chosen], color="#dddddd", height=0.8, label="inclusive")
@@ -103,7 +114,7 @@ def time_vs_flops(trace: Trace, *, format: str = "svg", label_top: int = 6, titl
     """Inclusive time against FLOPs of each leaf call (log-log), coloured by class, with iso-throughput lines."""
     leaves = {c.id for c in trace.leaves()}
     pts = [c for c in _timed(trace) if c.id in leaves and c.flops and c.timing["total_ms"] > 0]
-    fig = Figure(figsize=(7, 5))
+    fig = _figure(figsize=(7, 5))
     ax = fig.add_subplot()
     if not pts:
         ax.text(0.5, 0.5, "no leaf call with both FLOPs and time", ha="center", va="center", transform=ax.transAxes)
@@ -187,8 +198,6 @@ def _plain_count(value: float, _pos: object = None) -> str:
     return str(n)
 
 
-_POWER_OF_TWO = FuncFormatter(_plain_count)
-
 
 def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, max_labels: int = 40) -> str | bytes:
     """Channels (top) and spatial size (bottom, log scale) of the input and each leaf call's output, along the
@@ -198,7 +207,9 @@ def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, m
     title = title or f"{trace.model.cls}: shape flow along the forward"
     if format.lower() == "svg":
         return _flow_svg(pts, title, max_labels)
-    fig = Figure(figsize=(max(7.0, min(16.0, 0.12 * len(pts) + 5)), 5.2))
+    from matplotlib.ticker import FuncFormatter
+
+    fig = _figure(figsize=(max(7.0, min(16.0, 0.12 * len(pts) + 5)), 5.2))
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
     if not pts:
         ax1.text(0.5, 0.5, "no tensor outputs to show", ha="center", va="center", transform=ax1.transAxes)
@@ -208,12 +219,12 @@ def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, m
     ax1.scatter(xs, [p[1] for p in pts], s=8, color=_FLOW_COLOURS[0])
     ax1.set_ylabel(_FLOW_AXES[0])
     ax1.set_yscale("log", base=2)
-    ax1.yaxis.set_major_formatter(_POWER_OF_TWO)
+    ax1.yaxis.set_major_formatter(FuncFormatter(_plain_count))
     ax2.step(xs, [p[2] for p in pts], where="mid", color=_FLOW_COLOURS[1], lw=1.5)
     ax2.scatter(xs, [p[2] for p in pts], s=8, color=_FLOW_COLOURS[1])
     ax2.set_ylabel(_FLOW_AXES[1])
     ax2.set_yscale("log", base=2)
-    ax2.yaxis.set_major_formatter(_POWER_OF_TWO)
+    ax2.yaxis.set_major_formatter(FuncFormatter(_plain_count))
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3, lw=0.4)
     step = max(1, -(-len(pts) // max_labels))

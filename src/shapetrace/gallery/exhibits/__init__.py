@@ -26,9 +26,10 @@ class Exhibit:
     ``question`` the question of the chapter it answers, in one sentence. ``options`` holds rendering hints for
     the gallery (``{"layout": "u", "depth": 2, ...}``). ``pictures(name)``, for exhibits about images, returns
     the ``photo.Picture`` list its page shows (the photo and what the layer made of it). ``cost`` is a rough
-    relative build time, so the gallery builder can start the slowest first. The gallery builds and traces an
-    exhibit on PyTorch's ``meta`` device (shapes without arithmetic: the same trace as on the CPU, apart from
-    the device, in a fraction of the time) unless ``needs_values`` says its forward depends on the values.
+    relative build time, so the gallery builder can start the slowest first. ``device`` is where the gallery
+    builds and traces it: PyTorch's ``meta`` device by default (shapes without arithmetic: the same trace as on
+    the CPU but for the device, in a fraction of the time), ``"cpu"`` when the forward branches on values
+    (BPT3C's padding) or when meta is slower (an LSTM on meta runs step by step in Python).
     """
 
     name: str
@@ -41,7 +42,7 @@ class Exhibit:
     question: str = ""
     pictures: Callable[[str], list] | None = None
     cost: int = 1  # a rough relative build time: the gallery starts the costliest first
-    needs_values: bool = False  # its forward branches on values (BPT3C's padding): never traced on "meta"
+    device: str = "meta"  # where the gallery builds and traces it: "meta" (shapes only) or "cpu"
 
 
 EXHIBITS: dict[str, Exhibit] = {}

@@ -56,7 +56,7 @@ register(Exhibit(
     ),
     build=_classifier,
     cost=4,
-    needs_values=True,  # which rows each chunk runs depends on where the padding tokens are
+    device="cpu",  # which rows each chunk runs depends on where the padding tokens are
     inputs=_classifier_inputs,
     topic="text",
     options={"depth": 2, "overlays": ["groups"], "param_groups": awd_lstm_clas_groups(3)},
@@ -76,6 +76,7 @@ register(Exhibit(
     ),
     build=_language_model,
     cost=2,
+    device="cpu",  # an LSTM on the meta device runs step by step in Python: slower than the arithmetic
     inputs=_language_model_inputs,
     topic="text",
     options={"depth": 2, "overlays": ["groups"], "param_groups": awd_lstm_lm_groups(3)},
