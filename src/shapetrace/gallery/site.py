@@ -267,6 +267,7 @@ ol.cards a { color: inherit; text-decoration: none; display: block; }
 ol.cards .thumb { height: 170px; display: flex; align-items: center; justify-content: center; background: #f7f9fc;
                   border-radius: 4px; overflow: hidden; }
 ol.cards .thumb img { max-width: 100%; max-height: 170px; object-fit: contain; }
+ol.cards .thumb img.tall { width: 100%; height: 170px; max-height: none; object-fit: cover; object-position: center; }
 ol.cards h3 { font-size: 1em; margin: 0.5em 0 0.2em; color: #0b57d0; }
 ol.cards p { font-size: 0.88em; margin: 0; color: #3d4650; }
 """
@@ -374,7 +375,9 @@ def _index_html(exhibits: list[Exhibit], results: dict[str, ExhibitResult]) -> s
         for ex in members:
             r = results[ex.name]
             thumb = _thumbnail(r)
-            img = (f'<img src="{esc(thumb)}" alt="" loading="lazy">' if thumb else "")
+            tall = r.svg_size is not None and thumb == f"{ex.name}.svg" and r.svg_size[1] > 1.5 * r.svg_size[0]
+            cls = ' class="tall"' if tall else ""
+            img = f'<img{cls} src="{esc(thumb)}" alt="">' if thumb else ""
             mark = ' <span class="failed-exhibit">(failed)</span>' if r.error is not None else ""
             parts.append(f'<li id="{esc(ex.name)}"><a href="{esc(ex.name)}.html"><div class="thumb">{img}</div>'
                          f"<h3>{esc(ex.title)}{mark}</h3><p>{esc(ex.question)}</p></a></li>")
