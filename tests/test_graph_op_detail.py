@@ -115,3 +115,19 @@ def test_a_chain_of_index_and_cast_ops_becomes_one_edge_between_the_modules():
     assert ("b", "add") in edges and g.find("add")[0].constants == ["new_zeros"]
     full = build_graph(tr, all_ops=True)
     assert {n.title for n in full.nodes if n.kind == "op"} >= {"getitem", "float", "contiguous", "new_zeros"}
+
+
+def test_cli_all_ops_flag_draws_the_folded_ops(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    saved = tmp_path / "awd.json"
+    r = CliRunner().invoke(main, ["trace", "awd-lstm-classifier", "-o", str(saved)])
+    assert r.exit_code == 0, r.output
+    default = CliRunner().invoke(main, ["render", str(saved), "-f", "dot"])
+    every = CliRunner().invoke(main, ["render", str(saved), "-f", "dot", "--all-ops"])
+    assert default.exit_code == every.exit_code == 0
+    assert "label=<<B>new_zeros" not in default.stdout and "label=<<B>new_zeros" in every.stdout
+    table = CliRunner().invoke(main, ["render", str(saved), "--all-ops"])
+    assert "--all-ops only affect diagram formats" in table.stderr

@@ -113,17 +113,20 @@ def _with_diagram(fmt: str, asked: bool) -> bool:
 @click.option("--unroll", is_flag=True, help="Diagram: one node per call instead of folding repeats into ×N.")
 @click.option("--with-diagram", is_flag=True,
               help="With --format html: put the diagram (the diagram options apply) above the table.")
+@click.option("--all-ops", is_flag=True,
+              help="Diagram: draw every functional op; by default ops that only index, cast or create constants "
+                   "are folded into the arrows they feed.")
 @width_option
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
 def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], depth: int | None, view: str,
                   fmt: str | None, output: str | None, device: str | None, train: bool | None, grad: bool,
                   layout: str | None, overlays: tuple[str, ...], style: str | None, unroll: bool,
-                  with_diagram: bool, width: int | None, debug: bool) -> None:
+                  with_diagram: bool, all_ops: bool, width: int | None, debug: bool) -> None:
     with cli_errors(debug):
         fmt = prepare_output(fmt, output)
         with_diagram = _with_diagram(fmt, with_diagram)
         if not with_diagram:
-            note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll)
+            note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll, all_ops=all_ops)
         # Diagrams need the data flow (functional ops); so does a saved trace, to draw the same diagram later.
         request = TraceRequest(model, inputs, args, device, train, grad,
                                ops=get(fmt).dataflow or fmt == "json" or with_diagram)
@@ -133,7 +136,8 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
         if debug:
             print_cause(outcome.cause)
         options = RenderOptions(depth=depth, view=view, width=table_width(width, output), layout=layout,
-                                style=style, unroll=unroll or None, overlays=overlays, with_diagram=with_diagram)
+                                style=style, unroll=unroll or None, overlays=overlays, with_diagram=with_diagram,
+                                all_ops=all_ops or None)
         emit(outcome.trace, fmt, options, output)
     if outcome.failed:
         click.echo(f"error: {outcome.error}", err=True)
@@ -201,6 +205,9 @@ def diff_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], aga
 @click.option("--overlay", "overlays", multiple=True, metavar="NAME", help="Diagram overlay (repeatable).")
 @click.option("--style", type=SuggestingChoice(["compact", "detailed"]), default=None, help="Diagram style.")
 @click.option("--unroll", is_flag=True, help="Diagram: one node per call.")
+@click.option("--all-ops", is_flag=True,
+              help="Diagram: draw every functional op; by default ops that only index, cast or create constants "
+                   "are folded into the arrows they feed.")
 @heat_option
 @click.option("--with-diagram", is_flag=True,
               help="With --format html: put the diagram (the diagram options apply) above the table.")
@@ -208,7 +215,7 @@ def diff_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], aga
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
 def render_command(trace_file: str, fmt: str | None, output: str | None, depth: int | None, view: str,
                    layout: str | None, overlays: tuple[str, ...], style: str | None, unroll: bool,
-                   heat: str | None, with_diagram: bool, width: int | None, debug: bool) -> None:
+                   all_ops: bool, heat: str | None, with_diagram: bool, width: int | None, debug: bool) -> None:
     """Render a saved trace (from --format json); needs no torch and no model.
 
     \b
@@ -222,7 +229,8 @@ def render_command(trace_file: str, fmt: str | None, output: str | None, depth: 
         fmt = prepare_output(fmt, output)
         with_diagram = _with_diagram(fmt, with_diagram)
         if not with_diagram:
-            note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll, heat=heat)
+            note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll, heat=heat,
+                              all_ops=all_ops)
         try:
             trace = load_trace(Path(trace_file))
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
@@ -230,7 +238,7 @@ def render_command(trace_file: str, fmt: str | None, output: str | None, depth: 
         # The trace's saved render hints (trace.meta["options"]) apply; the options given here win over them.
         options = RenderOptions(depth=depth, view=view, width=table_width(width, output), layout=layout,
                                 style=style, unroll=unroll or None, overlays=overlays, heat=heat,
-                                with_diagram=with_diagram)
+                                with_diagram=with_diagram, all_ops=all_ops or None)
         emit(trace, fmt, options, output)
     if trace.failed:
         click.echo("note: this trace is of a forward that failed; the table is partial", err=True)

@@ -97,7 +97,7 @@ def note_diagram_only(fmt: str, **given: Any) -> None:
     """Say on stderr when diagram options are given for a format that ignores them."""
     if get(fmt).dataflow:
         return
-    used = [f"--{k}" for k, v in given.items() if v]
+    used = [f"--{k.replace('_', '-')}" for k, v in given.items() if v]
     if used:
         click.echo(f"note: {', '.join(used)} only affect diagram formats ({', '.join(formats(dataflow=True))})",
                    err=True)

@@ -168,20 +168,20 @@ def _build_exhibit(name: str, out_dir: str, debug: bool = False, threads: int | 
 
 
 def _trace_exhibit(ex: Exhibit):
-    """The exhibit's trace, built and run on ``Exhibit.device``: ``meta`` (no arithmetic: the same shapes as on
-    the CPU in a fraction of the time) or the CPU."""
+    """The exhibit's trace through the session (its train/eval rule, failures, render hints saved in the trace),
+    built and run on ``Exhibit.device``: ``meta`` (no arithmetic: the same shapes as on the CPU in a fraction of
+    the time) or the CPU."""
     import torch
 
-    from ..tracer.api import trace
+    from ..session import Loaded, TraceRequest, trace_model, train_mode
 
     if ex.device != "meta":
-        model = ex.build()
-        args, kwargs = ex.inputs()
-        return trace(model, *args, ops=True, lines=True, strict=False, forward_kwargs=kwargs)
+        return trace_model(TraceRequest(ex.name, ops=True, lines=True)).trace
     with torch.device("meta"):
         model = ex.build()
     args, kwargs = ex.inputs()
-    return trace(model, *args, device="meta", ops=True, lines=True, strict=False, forward_kwargs=kwargs)
+    request = TraceRequest(ex.name, device="meta", ops=True, lines=True)
+    return trace_model(request, Loaded(model, args, kwargs, ex, train_mode(None, ex), ex.name)).trace
 
 
 def _diagram(tr, ex: Exhibit, out: Path, result: ExhibitResult) -> None:

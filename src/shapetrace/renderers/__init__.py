@@ -47,7 +47,8 @@ class RenderOptions:
 
     ``depth`` folds calls deeper than it (``None``: all). Tables: ``view`` (``calls`` or ``modules``),
     ``width`` (text columns; ``None``: no limit). Diagrams: ``layout``, ``style``, ``unroll``, ``overlays``,
-    ``heat`` (time, memory or activations: turns the heat overlay on), ``show_params``; ``None`` and empty
+    ``heat`` (time, memory or activations: turns the heat overlay on), ``show_params``, ``all_ops`` (draw
+    ops that only index, cast or create constants, which are folded into edges by default); ``None`` and empty
     values defer to the trace's saved render hints, then to the renderer's defaults. The HTML page:
     ``with_diagram`` puts the diagram (with the diagram options) above the table.
     """
@@ -62,6 +63,7 @@ class RenderOptions:
     heat: str | None = None
     show_params: bool = False
     with_diagram: bool = False
+    all_ops: bool | None = None  # diagrams: every functional op, not only those that compute with the data
 
 
 RenderFunction = Callable[[Trace, RenderOptions], "str | bytes"]
@@ -190,7 +192,8 @@ def diagram_settings(trace: Trace, options: RenderOptions) -> dict[str, Any]:
         hints["heat"] = options.heat
         overlays = tuple(dict.fromkeys([*overlays, "heat"]))
     return {"depth": options.depth, "layout": options.layout, "style": options.style, "unroll": options.unroll,
-            "overlays": list(overlays), "options": hints or None, "show_params": options.show_params}
+            "overlays": list(overlays), "options": hints or None, "show_params": options.show_params,
+            "all_ops": options.all_ops}
 
 
 def _diagram(fmt: str) -> RenderFunction:
