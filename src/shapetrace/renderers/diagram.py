@@ -349,7 +349,8 @@ def _legend(rows: list[tuple[str, str, str]]) -> str:
         if title != last:
             cells.append(f'<TR><TD COLSPAN="2" BORDER="0" ALIGN="LEFT"><B>{html(title)}</B></TD></TR>')
             last = title
-        body = "<BR/>".join(html(line) for line in _wrap(text))
+        # two no-break spaces of slack per line: browsers' fonts often run wider than Graphviz's estimate
+        body = "<BR/>".join(html(line) + "&#160;&#160;" for line in _wrap(text))
         cells.append(f'<TR><TD BGCOLOR="{colour}" WIDTH="18"> </TD><TD ALIGN="LEFT" BALIGN="LEFT">{body}</TD></TR>')
     cells.append("</TABLE>")
     return "<" + "".join(cells) + ">"
