@@ -266,15 +266,16 @@ class Engine:
         kwargs = caller_kwargs() if self._kwargs else None
         if self.quiet:
             with _no_torch_function():
-                self._start(cid, module, args, kwargs)
-        else:
-            self._start(cid, module, args, kwargs)
-
-    def _start(self, cid: int, module: nn.Module, args: tuple, kwargs: dict | None) -> None:
-        for start in self._starts:
+                for start in self._starts:
+                    try:
+                        start(cid, module, args, kwargs)
+                    except Exception as e:  # noqa: BLE001 - a probe bug must never break the user's forward
+                        self.errors.append(f"pre-hook of {type(module).__name__}: {e!r}")
+            return
+        for start in self._starts:  # the same loop, without the context manager's cost
             try:
                 start(cid, module, args, kwargs)
-            except Exception as e:  # noqa: BLE001 - a probe bug must never break the user's forward
+            except Exception as e:  # noqa: BLE001
                 self.errors.append(f"pre-hook of {type(module).__name__}: {e!r}")
 
     def _post(self, module: nn.Module, args: tuple, output: Any) -> None:
@@ -292,11 +293,17 @@ class Engine:
         cid = stack.pop()
         exc = sys.exc_info()[1]
         error = exc if exc is not None and exc is not self._exc_at_start[cid] else None
+        if error is not None:
+            output = None
         if self.quiet:
             with _no_torch_function():
-                self._end(cid, module, None if error is not None else output, error)
-        else:
-            self._end(cid, module, None if error is not None else output, error)
+                self._end(cid, module, output, error)
+            return
+        for end in self._ends:  # as _end, inline: this runs on every call
+            try:
+                end(cid, module, output, error)
+            except Exception as e:  # noqa: BLE001
+                self.errors.append(f"post-hook of {type(module).__name__}: {e!r}")
 
     def _end(self, cid: int, module: nn.Module, output: Any, error: BaseException | None) -> None:
         for end in self._ends:

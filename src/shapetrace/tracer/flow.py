@@ -129,9 +129,12 @@ class DataFlow:
         ids = self.ids
         if type(value) is tuple:
             out: Any = []
+            by_id = ids._by_id
             for a in value:
                 if type(a) is _Tensor:
-                    meta = tensor_meta(a, ids.get_or_new(a, order))
+                    entry = by_id.get(id(a))
+                    tid = entry[1] if entry is not None and entry[0]() is a else ids.new(a, None, order)
+                    meta = tensor_meta(a, tid)
                     out.append(meta)
                     if type(meta) is TensorMeta:
                         metas.append(meta)
@@ -154,7 +157,10 @@ class DataFlow:
                 return
 
     def close_call(self, call: Call, output: Any, order: int) -> None:
-        """``call`` returned ``output`` at event ``order``: its outputs get ids produced by the call."""
+        """``call`` returned ``output`` at event ``order``: it is no longer open, and its outputs get ids
+        produced by the call."""
+        if self._open and self._open[-1].call is call:
+            self._open.pop()
         ids, node, start = self.ids, f"call:{call.id}", call.start
         if type(output) is _Tensor:
             call.outputs = tensor_meta(output, ids.produced_since(output, start, node, order))

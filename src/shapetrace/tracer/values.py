@@ -50,7 +50,8 @@ def tensor_meta(t: torch.Tensor, tid: int | None = None) -> TensorMeta | Opaque:
     dev = _DEVICE_NAMES.get(device)
     if dev is None:
         dev = _DEVICE_NAMES[device] = str(device)
-    return TensorMeta(shape, dtype_name(t.dtype), dev, tid, t.requires_grad)
+    dtype = t.dtype
+    return TensorMeta(shape, _DTYPE_NAMES.get(dtype) or dtype_name(dtype), dev, tid, t.requires_grad)
 
 
 def _short_repr(value: Any) -> str:

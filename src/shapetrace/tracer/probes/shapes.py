@@ -72,10 +72,11 @@ class ShapeProbe(Probe):
     def on_call_end(self, cid: int, module: nn.Module, output: Any, error: BaseException | None) -> None:
         call = self.calls[cid]
         flow = self.flow
-        flow.pop_call(call)
         flow.order += 1
         order = flow.order
         call.end = order
+        if error is not None:
+            flow.pop_call(call)
         if isinstance(error, Unfinished):
             if call.error is None:
                 call.error = str(error)
