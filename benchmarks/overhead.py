@@ -178,21 +178,61 @@ def run(quick: bool, rounds: int, budget_s: float, only: list[str] | None = None
         lines.append(f"| {label} | {n} | {base * 1e3:.1f} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
         calls = len(shapetrace.trace(model, x).calls)
-        measured.append((label, calls, fixed_cost(model), base_min, minima))
+        fns = methods(model, x)
+
+        def fixed(model: nn.Module = model) -> None:
+            with shapetrace.Tracer(model):
+                pass
+
+        counts = {k: function_calls(fns[k]) for k in ("plain forward", "hook floor", "shapetrace.trace",
+                                                       "shapetrace.trace(ops=True)")}
+        counts["fixed"] = function_calls(fixed)
+        measured.append((label, calls, fixed_cost(model), base_min, minima, counts))
     costs = ["", ("Per-call costs from the same run's minima: *floor* = (hook floor − plain) / calls; *trace* = "
                   "(shapetrace.trace − plain − fixed) / calls; *ops* the same for `trace(ops=True)`. *Fixed* is a "
                   "`Tracer` entered and left around no forward. On long forwards the differences are below the "
                   "machine's run-to-run noise: read the per-call costs where the forward per call is shortest."),
              "", ("| model | module calls | fixed (ms) | floor per call (µs) | trace per call (µs) | "
                  "trace / floor | ops per call (µs) |"), "|---|---:|---:|---:|---:|---:|---:|"]
-    for label, calls, fixed, base_min, minima in measured:
+    for label, calls, fixed, base_min, minima, _ in measured:
         floor_call = (minima["hook floor"] - base_min) / calls
         trace_call = (minima["shapetrace.trace"] - base_min - fixed) / calls
         ops_call = (minima["shapetrace.trace(ops=True)"] - base_min - fixed) / calls
         ratio = f"{trace_call / floor_call:.1f}×" if floor_call > 0 else "—"
         costs.append(f"| {label} | {calls} | {fixed * 1e3:.2f} | {floor_call * 1e6:.1f} | {trace_call * 1e6:.1f} | "
                      f"{ratio} | {ops_call * 1e6:.1f} |")
+    costs += ["", ("Python function calls per module call (`sys.setprofile`, deterministic: the interpreter work "
+                   "the hooks add, whatever the load on the machine): *floor* = (hook floor − plain) / calls; "
+                   "*trace* and *ops* = (method − plain − fixed) / calls; *fixed* = the calls of a `Tracer` "
+                   "around no forward."),
+              "", "| model | floor | trace | ops | fixed (calls) |", "|---|---:|---:|---:|---:|"]
+    for label, calls, _, _, _, counts in measured:
+        plain = counts["plain forward"]
+        per = {k: (counts[k] - plain - (counts["fixed"] if k != "hook floor" else 0)) / calls
+               for k in ("hook floor", "shapetrace.trace", "shapetrace.trace(ops=True)")}
+        costs.append(f"| {label} | {per['hook floor']:.1f} | {per['shapetrace.trace']:.1f} | "
+                     f"{per['shapetrace.trace(ops=True)']:.1f} | {counts['fixed']} |")
     return "\n".join(lines + costs) + "\n"
+
+
+def function_calls(fn: Callable[[], object]) -> int:
+    """Python function calls made by one run of ``fn`` (``sys.setprofile``): a measure of interpreter work
+    that, unlike wall time, does not move with the load on the machine."""
+    import sys
+
+    count = [0]
+
+    def profiler(frame: object, event: str, arg: object) -> None:
+        if event == "call":
+            count[0] += 1
+
+    fn()
+    sys.setprofile(profiler)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return count[0]
 
 
 def fixed_cost(model: nn.Module, repeat: int = 20) -> float:
