@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from .cli_diff import diff_command
 from .cli_lines import lines_command
 from .cli_options import (
     CONTEXT,
@@ -142,54 +143,6 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
     if outcome.failed:
         click.echo(f"error: {outcome.error}", err=True)
         sys.exit(1)
-
-
-@main.command("diff", context_settings=_CONTEXT)
-@click.argument("model")
-@click.option("--input", "-i", "inputs", multiple=True, metavar="SPEC", help="An example input (as for trace).")
-@click.option("--arg", "-a", "args", multiple=True, metavar="KEY=VALUE", help="Keyword argument for the factory.")
-@click.option("--against", type=SuggestingChoice(["torchinfo", "torchview"]), default="torchinfo",
-              show_default=True, help="The tool to compare with (pip install 'shapetrace[compare]').")
-@click.option("--format", "-f", "fmt", type=SuggestingChoice(["text", "md"]), default="text", show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None)
-@click.option("--debug", is_flag=True, help="Show Python tracebacks.")
-def diff_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], against: str, fmt: str,
-                 output: str | None, debug: bool) -> None:
-    """Compare shapetrace's per-layer shapes and parameters with torchinfo's or torchview's.
-
-    \b
-    Each difference says why, where the other tool is known to be wrong
-    (first tensor of a tuple output only, shared or tied parameters counted twice,
-    hooks that switch a fused fast path off).
-
-    \b
-    Examples:
-      shapetrace diff resnet18 --input 1,3,64,64
-      shapetrace diff awd-lstm-language-model --against torchinfo --format md
-    """
-    with cli_errors(debug):
-        if output is not None:
-            check_output(output)
-        loaded = load(TraceRequest(model, inputs, args))
-        # Deliberately lazy: compare imports torch (and the other tools) only for this command.
-        from . import compare
-        from .renderers.diff import render
-        from .tracer.api import trace
-
-        module = loaded.module.eval() if loaded.exhibit is None else loaded.module
-        ours = trace(module, *loaded.args, forward_kwargs=loaded.kwargs)
-        fn = compare.diff_torchinfo if against == "torchinfo" else compare.diff_torchview
-        try:
-            result = fn(module, ours, *loaded.args, **loaded.kwargs)
-        except ImportError as e:
-            raise UsageProblem(f"{against} is not installed ({e}); install it with: "
-                               "pip install 'shapetrace[compare]'") from e
-        text = render(result, fmt)
-        if output is None:
-            click.echo(text, nl=not text.endswith("\n"))
-        else:
-            write_output(text, output)
-            click.echo(f"wrote {output}", err=True)
 
 
 @main.command("render", context_settings=_CONTEXT)
@@ -322,6 +275,7 @@ def gallery_build(out_dir: str, names: tuple[str, ...], jobs: int | None, debug:
 # One line per command module: each imports cli_options and the session, never this module.
 main.add_command(profile_command)
 main.add_command(lines_command)
+main.add_command(diff_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

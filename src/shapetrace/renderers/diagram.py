@@ -20,7 +20,8 @@ Options
     Draw every call of a module called in a loop, instead of one node marked ×N.
 ``overlays``
     Any of ``"cut"`` (body / head of a cut model), ``"groups"`` (parameter groups), ``"frozen"`` (trainable vs
-    frozen parameters) and ``"heat"`` (time or memory). ``cut`` colours borders; the others fill nodes (the
+    frozen parameters), ``"heat"`` (time or memory) and ``"diff"`` (``shapetrace diff``: calls changed or added
+    against another trace, from ``options["diff"]``). ``cut`` colours borders; the others fill nodes (the
     last one named wins). Each overlay adds a legend.
 ``options``
     ``{"cut": {"body": [...], "head": [...]}}`` (automatic for ``nn.Sequential(body, head)``),
@@ -55,7 +56,8 @@ __all__ = ["LAYOUTS", "OVERLAYS", "STYLES", "GraphvizNotFound", "dot_available",
 
 LAYOUTS = ("tb", "lr", "u")
 STYLES = ("compact", "detailed")
-OVERLAYS = ("cut", "groups", "frozen", "heat")
+OVERLAYS = ("cut", "groups", "frozen", "heat", "diff")
+DIFF_FILL = {"changed": "#ffd8a8", "added": "#c3f0c8"}
 FORMATS = ("svg", "png", "pdf", "dot", "jpg", "gif", "webp")
 
 INSTALL_HINT = ("Install Graphviz to render diagrams: 'sudo apt-get install graphviz' (Debian/Ubuntu), "
@@ -294,6 +296,21 @@ class _Overlay:
                 self.fill[n.id] = ":".join(colours[g] for g in mine)  # striped
         for g, colour in colours.items():
             self.legend.append(("parameter groups", colour, str(g)))
+
+    def _diff(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
+        """``shapetrace diff A B``'s picture of B: changed and added calls filled, A's removed calls listed."""
+        diff = options.get("diff") or {}
+        for kind in ("changed", "added"):
+            names = set(diff.get(kind, []))
+            for n in calls:
+                inside = n.collapsed and any(m.startswith(n.module + ".") or not n.module for m in names)
+                if n.module in names or inside:
+                    self.fill.setdefault(n.id, DIFF_FILL[kind])
+            self.legend.append(("diff against A", DIFF_FILL[kind], f"{kind} in B ({len(names)})"))
+        removed = list(diff.get("removed", []))
+        if removed:
+            shown = ", ".join(removed[:8]) + (f", … ({len(removed)} in all)" if len(removed) > 8 else "")
+            self.legend.append(("diff against A", "#ffffff", f"only in A: {shown}"))
 
     def _heat(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
         kind = options.get("heat")

@@ -1,0 +1,143 @@
+"""``shapetrace diff``: two models (or saved traces) compared call by call, or one model against torchinfo or
+torchview (``--against``). The comparison itself lives in ``renderers/diff.py`` and ``compare.py``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .cli_options import CONTEXT, SuggestingChoice, cli_errors, emit, print_cause
+from .renderers import RenderOptions
+from .session import TraceRequest, UsageProblem, check_output, load, pick_format, trace_model, write_output
+
+DIAGRAM_FORMATS = ("svg", "png", "pdf", "dot")
+DIFF_FORMATS = ("text", "md", "html", "json", *DIAGRAM_FORMATS)
+
+
+def _side(spec: str, inputs: tuple[str, ...], args: tuple[str, ...], train: bool | None, ops: bool,
+          debug: bool) -> tuple[Any, str | None]:
+    """The trace of one side: a saved trace read back, or the model traced; and a note when its forward failed."""
+    if spec.endswith(".json") and Path(spec).is_file():
+        from .tracer.records import load as load_trace
+
+        if args:
+            click.echo(f"note: --arg does not apply to the saved trace {spec}", err=True)
+        try:
+            return load_trace(Path(spec)), None
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+            raise UsageProblem(f"{spec!r} is not a readable shapetrace trace: {e}") from e
+    outcome = trace_model(TraceRequest(spec, inputs, args, train=train, ops=ops))
+    for note in outcome.notes:
+        click.echo(f"note: {note}", err=True)
+    if debug:
+        print_cause(outcome.cause)
+    return outcome.trace, (f"the forward of {spec} failed: {outcome.error}" if outcome.failed else None)
+
+
+@click.command("diff", context_settings=CONTEXT)
+@click.argument("a", metavar="A")
+@click.argument("b", metavar="[B]", required=False)
+@click.option("--input", "-i", "inputs", multiple=True, metavar="SPEC",
+              help="An example input (as for trace), used for both models. Default: each model's own.")
+@click.option("--arg", "-a", "args", multiple=True, metavar="KEY=VALUE", help="Factory keyword argument for both.")
+@click.option("--a-arg", "a_args", multiple=True, metavar="KEY=VALUE", help="Factory keyword argument for A only.")
+@click.option("--b-arg", "b_args", multiple=True, metavar="KEY=VALUE", help="Factory keyword argument for B only.")
+@click.option("--against", type=SuggestingChoice(["torchinfo", "torchview"]), default=None,
+              help="With one MODEL: compare shapetrace with this tool instead (pip install 'shapetrace[compare]').")
+@click.option("--format", "-f", "fmt", type=SuggestingChoice(DIFF_FORMATS), default=None,
+              help="text, md, html, json, or a diagram of B with the changes marked (svg, png, pdf, dot) "
+                   "[default: from -o's suffix, else text].")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write to FILE instead of stdout (checked before anything runs; written whole or not at all).")
+@click.option("--train/--eval", "train", default=None,
+              help="Trace in training / eval mode. Default: an exhibit as built, any other model in eval.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks.")
+def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str, ...], a_args: tuple[str, ...],
+                 b_args: tuple[str, ...], against: str | None, fmt: str | None, output: str | None,
+                 train: bool | None, debug: bool) -> None:
+    """Compare two models call by call, or one model's trace with torchinfo's or torchview's.
+
+    \b
+    A and B are model specs (as for 'shapetrace trace') or saved traces
+    (TRACE.json). Calls are aligned by module name and call order; the diff
+    shows the layers that changed (class, own parameters, or output for the
+    same input), calls only one side has, and the parameter difference. Layers
+    whose shapes changed only because their input did are summed up in one line.
+    Where both traces were profiled, times are shown too.
+
+    \b
+    With one MODEL and --against: shapetrace against torchinfo or torchview,
+    each difference with the reason where the other tool is known to be wrong.
+
+    \b
+    Examples:
+      shapetrace diff create-head-default create-head-avg-pool
+      shapetrace diff shapetrace.gallery:create_head shapetrace.gallery:create_head \\
+          --arg nf=512 --arg n_out=37 --b-arg concat_pool=False --input 2,512,7,7
+      shapetrace diff old.json new.json --format svg -o changes.svg
+      shapetrace diff resnet18 --against torchview --input 1,3,64,64
+    """
+    with cli_errors(debug):
+        fmt = pick_format(fmt, output)
+        if fmt not in DIFF_FORMATS:
+            raise UsageProblem(f"diff writes {', '.join(DIFF_FORMATS)}, not {fmt}")
+        if output is not None:
+            check_output(output)
+        if b is None:
+            _against(a, inputs, args, against or "torchinfo", fmt, output, debug)
+            return
+        if against is not None:
+            raise UsageProblem("--against compares one MODEL with another tool; give either B or --against, "
+                               "not both")
+        notes = _two(a, b, inputs, args, a_args, b_args, train, fmt, output, debug)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+
+
+def _two(a: str, b: str, inputs: tuple[str, ...], args: tuple[str, ...], a_args: tuple[str, ...],
+         b_args: tuple[str, ...], train: bool | None, fmt: str, output: str | None, debug: bool) -> list[str]:
+    from .renderers.diff import diagram_options, diff_traces, render_trace_diff
+
+    ops = fmt in DIAGRAM_FORMATS
+    ta, note_a = _side(a, inputs, args + a_args, train, ops, debug)
+    tb, note_b = _side(b, inputs, args + b_args, train, ops, debug)
+    result = diff_traces(ta, tb, a, b)
+    if fmt in DIAGRAM_FORMATS:  # B's diagram, its own render hints plus the diff overlay
+        tb.meta["options"] = {**dict(tb.meta.get("options") or {}), **diagram_options(result)}
+        emit(tb, fmt, RenderOptions(overlays=("diff",)), output)
+    else:
+        _echo(render_trace_diff(result, fmt), output)
+    return [n for n in (note_a, note_b) if n]
+
+
+def _echo(text: str, output: str | None) -> None:
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
+    else:
+        write_output(text, output)
+        click.echo(f"wrote {output}", err=True)
+
+
+def _against(model: str, inputs: tuple[str, ...], args: tuple[str, ...], against: str, fmt: str,
+             output: str | None, debug: bool) -> None:
+    if fmt not in ("text", "md"):
+        raise UsageProblem(f"--against renders as text or md, not {fmt}")
+    loaded = load(TraceRequest(model, inputs, args))
+    # Deliberately lazy: compare imports torch (and the other tools) only for this command.
+    from . import compare
+    from .renderers.diff import render
+    from .tracer.api import trace
+
+    module = loaded.module.eval() if loaded.exhibit is None else loaded.module
+    ours = trace(module, *loaded.args, forward_kwargs=loaded.kwargs)
+    fn = compare.diff_torchinfo if against == "torchinfo" else compare.diff_torchview
+    try:
+        result = fn(module, ours, *loaded.args, **loaded.kwargs)
+    except ImportError as e:
+        raise UsageProblem(f"{against} is not installed ({e}); install it with: "
+                           "pip install 'shapetrace[compare]'") from e
+    _echo(render(result, fmt), output)
+    sys.stdout.flush()

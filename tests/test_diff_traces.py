@@ -1,0 +1,145 @@
+"""``shapetrace diff A B``: two models (or saved traces) compared call by call."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torchvision
+from click.testing import CliRunner
+from torch import nn
+
+import shapetrace
+from shapetrace.cli import main
+from shapetrace.gallery.vision import create_head
+from shapetrace.renderers.diff import diagram_options, diff_traces, render_trace_diff
+from shapetrace.tracer.api import trace
+from conftest import requires_dot
+
+
+@pytest.fixture(scope="module")
+def heads():
+    x = torch.rand(2, 512, 7, 7, generator=torch.Generator().manual_seed(0))
+    concat = trace(create_head(512, 37).eval(), x)
+    avg = trace(create_head(512, 37, concat_pool=False).eval(), x)
+    return diff_traces(concat, avg, "concat", "avg")
+
+
+def test_concat_vs_avg_head_names_exactly_the_changed_layers(heads):
+    shown = {r.label: r for r in heads.shown}
+    assert set(shown) == {"0", "2", "4"}  # the pooling, the first BatchNorm1d and the first Linear
+    pool, bn, lin = shown["0"], shown["2"], shown["4"]
+    assert ("class", "AdaptiveConcatPool2d", "AdaptiveAvgPool2d") in pool.changes
+    assert ("output", "(2,1024,1,1)", "(2,512,1,1)") in pool.changes
+    assert bn.cls == "BatchNorm1d" and ("params", "2,048", "1,024") in bn.changes
+    assert lin.cls == "Linear" and ("params", "524,288", "262,144") in lin.changes
+    # concat pooling's own max and average pools fold into its row instead of showing as removed layers
+    assert pool.inside_a == ["mp AdaptiveMaxPool2d", "ap AdaptiveAvgPool2d"] and not pool.inside_b
+
+
+def test_concat_vs_avg_head_gives_the_parameter_difference_from_fastais_numbers(heads):
+    # facts: create_head(512, 37) has 546,304 parameters; with concat_pool=False, 283,136
+    assert (heads.a.model.params, heads.b.model.params) == (546_304, 283_136)
+    text = render_trace_diff(heads, "text")
+    assert "parameters: 546,304 → 283,136 (−263,168)" in text
+    assert "3 changed, 0 only in A, 0 only in B" in text
+
+
+def test_layers_whose_shapes_change_only_through_their_input_are_not_called_changed(heads):
+    assert {(r.label, r.cls) for r in heads.carried} == {("1", "Flatten"), ("3", "Dropout")}
+    assert "shapes carried through 2 unchanged layers (their input changed): 1 Flatten, 3 Dropout" in \
+        render_trace_diff(heads, "text")
+
+
+def test_calls_only_one_side_has_are_listed_with_their_insides_folded():
+    x = torch.randn(1, 3, 32, 32)
+    d = diff_traces(trace(torchvision.models.resnet18(weights=None).eval(), x),
+                    trace(torchvision.models.resnet34(weights=None).eval(), x))
+    only_b = [r.label for r in d.shown if r.status == "only_b"]
+    assert only_b == ["layer1.2", "layer2.2", "layer2.3", "layer3.2", "layer3.3", "layer3.4", "layer3.5", "layer4.2"]
+    assert not [r for r in d.shown if r.status != "only_b"]
+    first = d.shown[0]
+    assert first.inside_b[:2] == ["conv1 Conv2d", "bn1 BatchNorm2d"]
+
+
+class Encoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Conv2d(3, 4, 3)
+        self.dec = nn.ConvTranspose2d(4, 3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(self.enc(x))
+
+
+def test_two_models_with_nothing_in_common_say_so_instead_of_listing_everything():
+    x = torch.randn(1, 3, 8, 8)
+    d = diff_traces(trace(nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU()).eval(), x), trace(Encoder().eval(), x))
+    assert not d.common
+    text = render_trace_diff(d, "text")
+    assert "have nothing in common" in text and "enc" not in text.split("nothing in common")[1]
+
+
+def test_identical_models_have_no_differences():
+    x = torch.randn(2, 4)
+    d = diff_traces(trace(nn.Linear(4, 2), x), trace(nn.Linear(4, 2), x))
+    assert d.shown == [] and "No differences" in render_trace_diff(d, "text")
+
+
+def test_where_both_traces_were_profiled_the_diff_shows_time():
+    x = torch.randn(2, 512, 7, 7)
+    a = shapetrace.profile(create_head(512, 37).eval(), x, device="cpu", warmup=1, repeat=2, memory=False)
+    b = shapetrace.profile(create_head(512, 37, concat_pool=False).eval(), x, device="cpu", warmup=1, repeat=2,
+                           memory=False)
+    d = diff_traces(a, b)
+    text = render_trace_diff(d, "text")
+    assert "time (whole forward):" in text
+    assert any(what == "time" for what, _, _ in json_rows(d)["0"])
+
+
+def json_rows(d) -> dict:
+    data = json.loads(render_trace_diff(d, "json"))
+    return {r["layer"]: [(c["what"], c["a"], c["b"]) for c in r["changes"]] for r in data["rows"]}
+
+
+def test_json_markdown_and_html_carry_the_same_rows(heads):
+    data = json.loads(render_trace_diff(heads, "json"))
+    status = {r["layer"]: r["status"] for r in data["rows"]}
+    assert status == {"0": "changed", "1": "carried", "2": "changed", "3": "carried", "4": "changed"}
+    assert data["params_delta"] == -263_168 and data["common"] is True
+    md = render_trace_diff(heads, "md")
+    assert "| 2 | params | 2,048 | 1,024 |" in md
+    page = render_trace_diff(heads, "html")
+    assert '<tr class="changed"><td>4</td><td class="what">params</td>' in page
+
+
+@requires_dot
+def test_the_diagram_of_b_marks_the_changed_layers(heads):
+    from shapetrace.renderers import diagram
+
+    options = diagram_options(heads)
+    assert options == {"diff": {"changed": ["0", "2", "4"], "added": [], "removed": []}}
+    dot = diagram.to_dot(heads.b, overlays=["diff"], options=options)
+    assert "changed in B (3)" in dot and dot.count("#ffd8a8") == 4  # three nodes and the legend
+
+
+def test_cli_diff_of_two_exhibits_and_of_a_saved_trace(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["diff", "create-head-default", "create-head-avg-pool"])
+    assert result.exit_code == 0, result.output
+    assert "AdaptiveConcatPool2d" in result.output and "(−263,168)" in result.output
+    saved = tmp_path / "a.json"
+    saved.write_text(trace(create_head(512, 37).eval(), torch.rand(2, 512, 7, 7)).to_json())
+    mixed = runner.invoke(main, ["diff", str(saved), "create-head-avg-pool", "-f", "json"])
+    assert mixed.exit_code == 0, mixed.output
+    assert json.loads(mixed.output)["params_delta"] == -263_168
+
+
+def test_cli_diff_against_another_tool_still_works_and_refuses_both_modes_at_once():
+    runner = CliRunner()
+    result = runner.invoke(main, ["diff", "create-head-default", "--against", "torchinfo"])
+    assert result.exit_code == 0, result.output
+    assert "torchinfo" in result.output
+    both = runner.invoke(main, ["diff", "create-head-default", "create-head-avg-pool", "--against", "torchinfo"])
+    assert both.exit_code == 2 and "not both" in both.output
