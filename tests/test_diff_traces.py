@@ -8,6 +8,7 @@ import pytest
 import torch
 import torchvision
 from click.testing import CliRunner
+from conftest import requires_dot
 from torch import nn
 
 import shapetrace
@@ -15,7 +16,6 @@ from shapetrace.cli import main
 from shapetrace.gallery.vision import create_head
 from shapetrace.renderers.diff import diagram_options, diff_traces, render_trace_diff
 from shapetrace.tracer.api import trace
-from conftest import requires_dot
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +143,17 @@ def test_cli_diff_against_another_tool_still_works_and_refuses_both_modes_at_onc
     assert "torchinfo" in result.output
     both = runner.invoke(main, ["diff", "create-head-default", "create-head-avg-pool", "--against", "torchinfo"])
     assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_the_gallery_diff_exhibits_write_their_text_and_picture(tmp_path):
+    from shapetrace.gallery.exhibits.diffs import DIFF_EXHIBITS, custom_head, write_diff_exhibits
+
+    written = {p.name for p in write_diff_exhibits(tmp_path)}
+    for name in DIFF_EXHIBITS:
+        assert {f"{name}.txt", f"{name}.md", f"{name}.html"} <= written
+    custom = (tmp_path / "diff-default-vs-custom-head.txt").read_text()
+    own = sum(p.numel() for p in custom_head().parameters())
+    assert own == 274_176 and f"546,304 → {own:,}" in custom  # the caption's number, counted by torch
+    assert "5      class   ReLU" in custom
+    concat = (tmp_path / "diff-concat-vs-avg-head.md").read_text()
+    assert concat.startswith("# create_head: concat pooling against average pooling")

@@ -237,3 +237,13 @@ def test_cli_lines_of_an_exhibit_and_a_submodule():
     assert "cat → (8,43)" in result.output and "layers Sequential → (8,2)" in result.output
     bad = runner.invoke(main, ["lines", "tabular-model", "--module", "bn_cnt"])
     assert bad.exit_code == 2 and "Did you mean 'bn_cont'" in bad.output
+
+
+def test_the_gallery_line_by_line_section_of_the_tabular_exhibit():
+    from shapetrace.gallery.exhibits.line_sections import LINE_SECTIONS, render_line_section
+
+    assert set(LINE_SECTIONS) == {"tabular-model", "awd-lstm-classifier", "camvid-unet"}
+    assert render_line_section("resnet34-cut") is None
+    section = render_line_section("tabular-model", "html")
+    assert section.startswith('<section class="line-by-line"><h3>Line by line: TabularModel.forward')
+    assert "cat → (8,49)" in section

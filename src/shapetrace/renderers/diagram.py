@@ -306,7 +306,8 @@ class _Overlay:
                 inside = n.collapsed and any(m.startswith(n.module + ".") or not n.module for m in names)
                 if n.module in names or inside:
                     self.fill.setdefault(n.id, DIFF_FILL[kind])
-            self.legend.append(("diff against A", DIFF_FILL[kind], f"{kind} in B ({len(names)})"))
+            if names or kind == "changed":
+                self.legend.append(("diff against A", DIFF_FILL[kind], f"{kind} in B ({len(names)})"))
         removed = list(diff.get("removed", []))
         if removed:
             shown = ", ".join(removed[:8]) + (f", … ({len(removed)} in all)" if len(removed) > 8 else "")

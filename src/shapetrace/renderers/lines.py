@@ -272,7 +272,8 @@ def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | 
     first = int(info["first_line"])
     text = list(info["text"])
     span_of, neutral = _statement_spans(text, first)
-    lines = [Line(first + i, t) for i, t in enumerate(text)]
+    indent = min((len(t) - len(t.lstrip()) for t in text if t.strip()), default=0)
+    lines = [Line(first + i, t[indent:] if t[:indent].isspace() else t.lstrip()) for i, t in enumerate(text)]
     by_number = {ln.number: ln for ln in lines}
 
     def anchor(n: int | None) -> int | None:
@@ -359,10 +360,7 @@ def render_text(view: View) -> str:
 
 
 def render_markdown(view: View) -> str:
-    out: list[str] = []
-    for sv in view.sources:
-        out.append(f"**{_title(view, sv)}**\n")
-    out.append("```text")
+    out: list[str] = ["```text"]
     out.append(render_text(view).rstrip("\n"))
     out.append("```")
     return "\n".join(out) + "\n"
@@ -374,7 +372,7 @@ _CSS = """
 .st-lines td{padding:0 10px;vertical-align:top;white-space:pre}
 .st-lines td.no{color:#8a94a3;text-align:right;user-select:none;border-right:1px solid #d6dbe3}
 .st-lines td.shapes{color:#1f4f8a;border-left:1px solid #d6dbe3;white-space:normal;min-width:22em}
-.st-lines td.shapes div{white-space:nowrap}
+.st-lines td.shapes div{white-space:normal;padding-left:1.5em;text-indent:-1.5em}
 .st-lines tr.unreached td.code{opacity:.4}
 .st-lines tr.raised td{background:#fde8e8}
 .st-lines tr.raised td.shapes{color:#a61b1b}
