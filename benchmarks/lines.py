@@ -105,7 +105,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--budget", type=float, default=120.0, help="seconds per case at most")
     parser.add_argument("--write", type=Path, default=None, help="replace the table in this Markdown file")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (1 keeps a busy shared machine from distorting the ratios)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     table = run(args.quick, args.rounds, args.budget)
     print(table)
     if args.write is not None:

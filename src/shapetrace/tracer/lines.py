@@ -29,13 +29,14 @@ _NO_SOURCE_SCRIPTED = "it is TorchScript (torch.jit.script or trace), compiled, 
 _NO_SOURCE_BUILTIN = "it is built in or compiled (no Python code object)"
 
 
-def forward_code(module: nn.Module) -> tuple[CodeType | None, str]:
-    """The code object that runs ``module``'s forward, and its qualified name (``None`` when no Python code
-    runs it: a TorchScript module keeps the Python forward it was scripted from, but never runs it)."""
+def forward_code(module: nn.Module) -> tuple[CodeType | None, str, str]:
+    """The code object that runs ``module``'s forward (``None`` when no Python code runs it: a TorchScript
+    module keeps the Python forward it was scripted from, but never runs it), its qualified name and the name
+    of the Python module defining it."""
     import torch
 
     if isinstance(module, torch.jit.ScriptModule):
-        return None, f"{type(module).__qualname__}.forward"
+        return None, f"{type(module).__qualname__}.forward", type(module).__module__
     forward = getattr(module, "forward", None)
     func = getattr(forward, "__func__", forward)
     qualname = f"{type(module).__qualname__}.forward"
@@ -45,8 +46,8 @@ def forward_code(module: nn.Module) -> tuple[CodeType | None, str]:
         pass
     code = getattr(func, "__code__", None)
     if isinstance(code, CodeType):
-        return code, getattr(func, "__qualname__", qualname)
-    return None, qualname
+        return code, getattr(func, "__qualname__", qualname), getattr(func, "__module__", None) or type(module).__module__
+    return None, qualname, type(module).__module__
 
 
 def _short_path(filename: str) -> str:
@@ -75,7 +76,8 @@ class LineRecorder:
     # ---- lifetime ------------------------------------------------------------------------------------
     def __enter__(self) -> LineRecorder:  # noqa: PYI034 - typing.Self needs Python 3.11
         if sys.gettrace() is None:  # a debugger or coverage tool keeps its own; we then skip reachability
-            sys.settrace(self._global_trace)
+            self._trace_fn = self._global_trace
+            sys.settrace(self._trace_fn)
             self._tracing = True
         return self
 
@@ -106,7 +108,7 @@ class LineRecorder:
             return self._code[key]
         except KeyError:
             pass
-        code, qualname = forward_code(module)
+        code, qualname, modname = forward_code(module)
         self._code[key] = code
         if code is None:
             import torch
@@ -114,7 +116,7 @@ class LineRecorder:
             why = _NO_SOURCE_SCRIPTED if isinstance(module, torch.jit.ScriptModule) else _NO_SOURCE_BUILTIN
             self._missing.setdefault(self._key(module, None), (qualname, why))
         elif code not in self._keys:
-            self._keys[code] = f"{getattr(inspect.getmodule(code), '__name__', None) or type(module).__module__}.{qualname}"
+            self._keys[code] = f"{modname}.{qualname}"
         return code
 
     def _key(self, module: nn.Module, code: CodeType | None) -> str:
@@ -164,7 +166,8 @@ class LineRecorder:
         sources: dict[str, dict] = {}
         for code, key in self._keys.items():
             if key in used:
-                sources[key] = _source_of(code, key)
+                found = _source_of(code, key)
+                sources[key] = {**found, "text": list(found["text"])} if "text" in found else dict(found)
         for key, (qualname, why) in self._missing.items():
             if key in used:
                 sources[key] = {"qualname": qualname, "missing": why}
@@ -172,7 +175,18 @@ class LineRecorder:
         trace.meta["lines"] = True
 
 
+# Source text read once per forward per process: reading and tokenizing files is the costly part.
+_SOURCES: dict[CodeType, dict] = {}
+
+
 def _source_of(code: CodeType, key: str) -> dict:
+    found = _SOURCES.get(code)
+    if found is None:
+        found = _SOURCES[code] = _read_source(code, key)
+    return found
+
+
+def _read_source(code: CodeType, key: str) -> dict:
     qualname = code.co_qualname if hasattr(code, "co_qualname") else key.rpartition(".")[2]
     try:
         text, first = inspect.getsourcelines(code)
