@@ -247,3 +247,15 @@ def test_the_gallery_line_by_line_section_of_the_tabular_exhibit():
     section = render_line_section("tabular-model", "html")
     assert section.startswith('<section class="line-by-line"><h3>Line by line: TabularModel.forward')
     assert "cat → (8,49)" in section
+
+
+def test_the_line_recording_benchmark_runs_and_reports_ratios():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "lines.py"
+    spec = importlib.util.spec_from_file_location("bench_lines", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    table = bench.run(quick=True, rounds=1, budget_s=1.0)
+    assert "| resnet18, batch 1, 64x64 | 1 |" in table and table.count("×") == 6
