@@ -33,7 +33,7 @@ from .cli_options import (
 )
 from .cli_profile import profile_command
 from .renderers import RenderOptions, formats, get
-from .session import TraceRequest, UsageProblem, check_output, check_output_folder, load, trace_model, write_output
+from .session import TraceRequest, UsageProblem, check_output_folder, trace_model
 
 _CONTEXT = CONTEXT
 
