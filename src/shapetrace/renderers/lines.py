@@ -54,10 +54,9 @@ class Group:
         head = f"{self.name} {self.cls}" if self.kind == "call" else self.name
         runs = _runs_text(self.outputs)
         dtype = f" {self.dtype}" if self.dtype else ""
-        fail = "  ✗ raised" if self.failed else ""
         if self.count == 1:
-            return f"{head} → {runs}{dtype}{fail}"
-        return f"{head} ×{self.count}: {runs}{dtype}{fail}"
+            return f"{head} ✗ raised" if self.failed else f"{head} → {runs}{dtype}"
+        return f"{head} ×{self.count}: {runs}{dtype}"  # a failed run shows as ✗ among the runs
 
 
 @dataclass
