@@ -39,6 +39,6 @@ def test_json_top_level_and_tensor_form_and_cli_output(tmp_path):
                                     "out_features=2", "--input", "4,3", "--format", "json", "-o", str(path)])
     assert res.exit_code == 0, res.output
     data = json.loads(path.read_text())
-    assert data["format"] == "shapetrace.trace/1" and {"model", "calls"} <= data.keys()
+    assert data["format"] == "shapetrace.trace/2" and {"model", "calls"} <= data.keys()
     assert {"shape": [4, 2], "dtype": "float32", "device": "cpu"}.items() <= data["calls"][0]["outputs"].items()
     assert shapetrace.load(path).to_json() == path.read_text()

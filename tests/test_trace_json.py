@@ -6,14 +6,20 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import pytest
 import torch
 import torchvision
 from hypothesis import given
 from hypothesis import strategies as st
 
 import shapetrace
+from shapetrace.tracer.codec import TraceFormatError
+from shapetrace.tracer.metrics import CallMemory, CallTiming, Note, TimingSummary
 from shapetrace.tracer.records import FORMAT, Opaque, Struct, TensorMeta, value_from_json, value_to_json
+
+GOLDEN = Path(__file__).parent / "golden"
 
 tensors = st.builds(
     TensorMeta,
@@ -50,7 +56,7 @@ def test_dict_that_looks_like_a_tensor_is_not_read_back_as_one():
 def test_trace_json_names_the_format_and_uses_plain_tensor_records():
     trace = shapetrace.trace(torch.nn.Linear(3, 2), torch.randn(4, 3))
     data = json.loads(trace.to_json())
-    assert data["format"] == FORMAT == "shapetrace.trace/1"
+    assert data["format"] == FORMAT == "shapetrace.trace/2"
     assert data["calls"][0]["outputs"]["shape"] == [4, 2]
     assert data["calls"][0]["outputs"]["dtype"] == "float32"
     assert data["model"]["params"] == 8
@@ -89,3 +95,158 @@ def test_saved_trace_loads_and_renders_where_torch_cannot_be_imported(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[:2] == [str(len(trace.calls)), str(trace.model.params)]
+
+
+# ---- format 1 -> 2 ------------------------------------------------------------------------------------
+def test_a_saved_format_1_profile_loads_with_its_codes_and_notes_upgraded():
+    """``tests/golden/format1-profile.json`` was written by shapetrace's format-1 writer (an LSTM tagger
+    profiled on the CPU, its timer fields edited to a GPU fallback's)."""
+    trace = shapetrace.load(GOLDEN / "format1-profile.json")
+    assert trace.format == FORMAT
+    assert isinstance(trace.timing, TimingSummary)
+    assert trace.timing.kind == "cuda-events"
+    assert (trace.timing.fallback, trace.timing.fallback_error) == ("profiler-error", "CUPTI_ERROR_NOT_INITIALIZED")
+    rnn = trace.calls_of("rnn")
+    assert [c.notes for c in rnn] == [[Note("flops-analytic", count=0)]] * 2
+    assert trace.calls[1].notes == [Note("inside-compiled-region")]
+    assert all(isinstance(c.timing, CallTiming) and c.timing.kind == "cuda-events" for c in trace.calls)
+    assert all(isinstance(c.memory, CallMemory) for c in trace.calls)
+    again = shapetrace.load(trace.to_json())
+    assert again == trace and json.loads(trace.to_json())["format"] == "shapetrace.trace/2"
+
+
+def test_a_format_1_profile_renders_the_same_words_as_before():
+    from shapetrace.renderers.table import render_text
+
+    text = " ".join(render_text(shapetrace.load(GOLDEN / "format1-profile.json"), width=None).split())
+    assert "cuda-events (GPU span, includes idle) on cuda:0" in text
+    assert "GPU timer: CUDA events instead of torch.profiler: torch.profiler failed: CUPTI_ERROR_NOT_INITIALIZED" in text
+    assert "flops: analytic LSTM formula (FlopCounterMode counted 0): rnn, rnn#1" in text
+
+
+# ---- typed metrics ------------------------------------------------------------------------------------
+def test_call_timing_reads_as_attributes_and_as_the_documented_mapping():
+    t = CallTiming(total_ms=2.0, self_ms=0.5, kind="cpu-wall")
+    assert t.total_ms == t["total_ms"] == 2.0
+    assert t == {"total_ms": 2.0, "self_ms": 0.5, "kind": "cpu-wall"}
+    assert "p10_ms" not in t and t.get("p10_ms") is None
+    with pytest.raises(KeyError, match="no field 'totl_ms'"):
+        t["totl_ms"] = 1.0
+
+
+def test_assigning_a_dict_to_a_metric_field_stores_the_typed_record():
+    trace = shapetrace.trace(torch.nn.Linear(3, 2), torch.randn(4, 3))
+    trace.calls[0].timing = {"total_ms": 1.0, "self_ms": 1.0}
+    trace.calls[0].memory = {"activation_bytes": 32}
+    assert isinstance(trace.calls[0].timing, CallTiming) and trace.calls[0].timing.self_ms == 1.0
+    assert isinstance(trace.calls[0].memory, CallMemory)
+    with pytest.raises(TypeError, match="no field 'seconds'"):
+        trace.calls[0].timing = {"seconds": 1.0}
+    assert shapetrace.load(trace.to_json()) == trace
+
+
+def test_records_store_codes_not_sentences():
+    """Every string a profile stores under timing or notes is a short code: no spaces."""
+    trace = shapetrace.load(GOLDEN / "format1-profile.json")
+    data = json.loads(trace.to_json())
+    codes = [data["timing"]["kind"], data["timing"]["fallback"]]
+    codes += [c["timing"]["kind"] for c in data["calls"]] + [n["code"] for c in data["calls"] for n in c["notes"]]
+    assert codes and all(" " not in code for code in codes)
+
+
+# ---- validation on load ---------------------------------------------------------------------------------
+def _small_trace_data() -> dict:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    return json.loads(shapetrace.trace(model, torch.randn(2, 3), ops=True).to_json())
+
+
+def _load_error(data) -> str:
+    with pytest.raises(TraceFormatError) as info:
+        shapetrace.load(json.dumps(data))
+    return str(info.value)
+
+
+def test_a_json_list_is_not_a_trace():
+    assert _load_error([1, 2]) == "(top level): a trace is a JSON object, this is a list"
+
+
+def test_a_parent_that_does_not_exist_is_named_by_its_path():
+    data = _small_trace_data()
+    data["calls"][2]["parent"] = 999
+    assert _load_error(data) == "calls[2].parent: no call 999"
+
+
+def test_a_field_of_the_wrong_type_is_named_by_its_path():
+    data = _small_trace_data()
+    data["calls"][1]["params"] = "many"
+    assert _load_error(data) == "calls[1].params: expected an integer, got a string 'many'"
+    data = _small_trace_data()
+    data["calls"][1]["outputs"]["shape"] = [2, "x"]
+    assert _load_error(data) == "calls[1].outputs.shape[1]: expected an integer, got a string 'x'"
+    data = _small_trace_data()
+    data["calls"] = {"0": {}}
+    assert _load_error(data) == "calls: expected a list, got an object"
+
+
+def test_a_missing_required_field_is_named():
+    data = _small_trace_data()
+    del data["calls"][0]["module"]
+    assert _load_error(data) == "calls[0].module: missing"
+    assert _load_error({"format": FORMAT}) == "model: missing"
+
+
+def test_broken_links_between_records_are_named():
+    data = _small_trace_data()
+    data["calls"][1]["id"] = 7
+    assert _load_error(data).startswith("calls[1].id: is 7, expected 1")
+    data = _small_trace_data()
+    data["failure"] = {"call": 42, "type": "RuntimeError", "message": "boom"}
+    assert _load_error(data) == "failure.call: no call 42"
+    data = _small_trace_data()
+    data["edges"][0]["dst"] = "call:99"
+    assert _load_error(data) == "edges[0].dst: no call 99"
+    data = _small_trace_data()
+    data["calls"][2]["depth"] = 5
+    assert _load_error(data) == "calls[2].depth: is 5, expected 1 (its parent's + 1)"
+
+
+def test_nesting_deep_enough_to_exhaust_python_gives_a_format_error_not_a_recursion_error():
+    head = json.dumps(_small_trace_data() | {"calls": None})
+    text = head.replace('"calls": null', '"calls": [' + "[" * 100_000 + "]" * 100_000 + "]")
+    with pytest.raises(TraceFormatError, match="nested"):
+        shapetrace.load(text)
+    data = _small_trace_data()
+    deep = [1]
+    for _ in range(150):
+        deep = [deep]
+    data["calls"][0]["outputs"] = deep
+    assert _load_error(data).startswith("calls[0].outputs" + "[0]" * 101 + ": nested more than 100 levels")
+
+
+def test_an_unknown_format_version_says_which_versions_it_reads():
+    data = _small_trace_data()
+    data["format"] = "shapetrace.trace/9"
+    assert "'shapetrace.trace/9' is not supported" in _load_error(data)
+    assert "'shapetrace.trace/1', 'shapetrace.trace/2'" in _load_error(data)
+
+
+def test_the_format_error_is_a_value_error_with_the_path_apart():
+    data = _small_trace_data()
+    data["calls"][2]["parent"] = 999
+    with pytest.raises(ValueError) as info:
+        shapetrace.load(json.dumps(data))
+    assert info.value.path == "calls[2].parent" and info.value.problem == "no call 999"
+
+
+def test_render_of_a_json_that_is_not_a_trace_says_where_without_a_traceback(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    data = _small_trace_data()
+    data["calls"][2]["parent"] = 999
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    result = CliRunner().invoke(main, ["render", str(path)])
+    assert result.exit_code == 2
+    assert "calls[2].parent: no call 999" in result.output and "Traceback" not in result.output

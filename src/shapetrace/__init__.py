@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .tracer.codec import TraceFormatError
 from .tracer.records import FORMAT, Call, Edge, Op, Struct, TensorMeta, Trace, load
 
 __version__ = "0.1.0"
@@ -22,6 +23,7 @@ __all__ = [
     "TensorMeta",
     "Trace",
     "TraceFailed",
+    "TraceFormatError",
     "Tracer",
     "UnsupportedModel",
     "__version__",

@@ -16,6 +16,7 @@ import click
 
 from .cli_options import CONTEXT, cli_errors, emit, heat_option, prepare_output, print_cause, table_width, width_option
 from .renderers import RenderOptions, formats, get
+from .renderers.units import fallback_text, timer_kind_text
 from .session import TraceRequest, UsageProblem, check_output, load, profile_model, write_output
 
 PROFILE_FORMATS = formats()
@@ -127,11 +128,12 @@ def summary(trace: Any, top: int = 10, view: str = "calls") -> str:
     """A few lines for stderr: forward and profiled time, overhead, and the ``top`` calls by self time (with
     ``view="modules"``: the ``top`` modules, each call's self time added up)."""
     t = trace.timing or {}
-    lines = [(f"{t.get('kind')} on {t.get('device')} ({t.get('dtype')}), {t.get('repeats')} repeats: "
+    lines = [(f"{timer_kind_text(t.get('kind'))} on {t.get('device')} ({t.get('dtype')}), {t.get('repeats')} repeats: "
              f"forward {t.get('forward_ms', 0):.3f} ms plain, {t.get('profiled_ms', 0):.3f} ms profiled "
              f"({t.get('overhead') or 0:.2f}x); self times add up to {t.get('attributed_ms', 0):.3f} ms")]
-    if t.get("fallback"):
-        lines.append(f"GPU timer: CUDA events instead of torch.profiler: {t['fallback']}")
+    why = fallback_text(trace.timing) if trace.timing else None
+    if why:
+        lines.append(f"GPU timer: CUDA events instead of torch.profiler: {why}")
     if "gpu_idle_fraction" in t:
         lines.append(f"GPU idle {100 * t['gpu_idle_fraction']:.1f}% of the forward; kernels "
                      f"{t.get('kernel_ms', 0):.3f} ms")

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..tracer.records import Call, Opaque, Struct, TensorMeta, Trace, Value, iter_tensors
+from .units import fallback_text, note_text, timer_kind_text
 
 __all__ = [
     "FORMATS",
@@ -189,11 +190,12 @@ def _summary_lines(trace: Trace, fwd: float | None) -> list[tuple[str, str]]:
 
     if not t:
         return out + ([("Forward time (ms)", f"{fwd:.3f}")] if fwd is not None else [])
-    timed = (f"{t.get('kind')} on {t.get('device')}, {t.get('dtype')}, {t.get('repeats')} repeats after "
-             f"{t.get('warmup')} warm-up")
+    timed = (f"{timer_kind_text(t.get('kind'))} on {t.get('device')}, {t.get('dtype')}, {t.get('repeats')} "
+             f"repeats after {t.get('warmup')} warm-up")
     out.append(("Timed", timed))
-    if t.get("fallback"):
-        out.append(("GPU timer", f"CUDA events instead of torch.profiler: {t['fallback']}"))
+    why = fallback_text(trace.timing) if trace.timing else None
+    if why:
+        out.append(("GPU timer", f"CUDA events instead of torch.profiler: {why}"))
     if ms("forward_ms") and ms("profiled_ms"):
         over = t.get("overhead")
         over_text = f" ({over:.2f}× overhead)" if isinstance(over, (int, float)) else ""
@@ -361,7 +363,7 @@ def _extra_columns(trace: Trace) -> list[str]:
     cols = []
     if any(c.timing for c in trace.calls):
         cols += ["ms", "%", "self ms"]
-        if any(str(c.timing.get("kind", "")).startswith("cuda") for c in trace.calls if c.timing):
+        if any(str(c.timing.kind or "").startswith("cuda") for c in trace.calls if c.timing):
             cols += ["host ms"]  # on a GPU the device time and the launching (host) time differ
     if any(c.flops is not None for c in trace.calls):
         cols += ["FLOPs"]
@@ -508,7 +510,7 @@ def _notes(trace: Trace, rows: list[_Row]) -> list[str]:
     by_text: dict[str, list[str]] = {}  # the calls' own notes (profiling), each text once with its calls
     for c in trace.calls:
         for n in c.notes:
-            by_text.setdefault(n, []).append(c.label)
+            by_text.setdefault(note_text(n, c.cls), []).append(c.label)
     for n, labels in by_text.items():
         more = f" +{len(labels) - 4} more" if len(labels) > 4 else ""
         notes.append(f"{n}: {', '.join(labels[:4])}{more}")

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from .metrics import Note
 from .records import Call
 
 __all__ = ["CUSTOM_FLOPS", "merge_flops", "rnn_flops", "rnn_step_flops"]
@@ -174,7 +175,7 @@ def merge_flops(calls: list[Call], results: dict[int, tuple[int, int | None]]) -
         if got is None or got[1] is None or got[1] == got[0]:
             continue
         delta = got[1] - got[0]
-        call.notes.append(f"flops: analytic {call.cls} formula (FlopCounterMode counted {got[0]})")
+        call.notes.append(Note("flops-analytic", count=got[0]))
         node: Call | None = call
         while node is not None:
             node.flops = (node.flops or 0) + delta

@@ -23,12 +23,28 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
-FORMAT = "shapetrace.trace/1"
+from . import codec
+from .codec import OMIT_DEFAULT, TraceFormatError
+from .metrics import (
+    FALLBACK_NO_KERNELS,
+    FALLBACK_PROFILER_ERROR,
+    KIND_EVENTS,
+    KIND_PROFILER,
+    CallMemory,
+    CallTiming,
+    Note,
+    TimingSummary,
+)
+
+FORMAT = "shapetrace.trace/2"
+# Older formats ``load`` still reads (upgraded on the way in; see ``_upgrade_v1``).
+READABLE_FORMATS = ("shapetrace.trace/1", FORMAT)
 
 # Python's json module writes NaN/Infinity, which strict JSON readers reject; floats of that kind are
 # stored as tagged strings instead.
@@ -46,8 +62,8 @@ class TensorMeta:
     shape: tuple[int, ...]
     dtype: str
     device: str
-    tid: int | None = None
-    requires_grad: bool = False
+    tid: int | None = field(default=None, metadata=OMIT_DEFAULT)
+    requires_grad: bool = field(default=False, metadata=OMIT_DEFAULT)
 
     @property
     def numel(self) -> int:
@@ -63,24 +79,6 @@ class TensorMeta:
     @property
     def nbytes(self) -> int:
         return self.numel * self.itemsize
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"shape": list(self.shape), "dtype": self.dtype, "device": self.device}
-        if self.tid is not None:
-            out["tid"] = self.tid
-        if self.requires_grad:
-            out["requires_grad"] = True
-        return out
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> TensorMeta:
-        return cls(
-            shape=tuple(int(s) for s in obj["shape"]),
-            dtype=obj["dtype"],
-            device=obj["device"],
-            tid=obj.get("tid"),
-            requires_grad=bool(obj.get("requires_grad", False)),
-        )
 
 
 @dataclass(frozen=True)
@@ -123,7 +121,12 @@ def dtype_itemsize(dtype: str) -> int:
 def value_to_json(value: Value) -> Any:
     """Encode a value tree as JSON-ready data (see the module docstring)."""
     if isinstance(value, TensorMeta):
-        return value.to_json()
+        out: dict[str, Any] = {"shape": list(value.shape), "dtype": value.dtype, "device": value.device}
+        if value.tid is not None:
+            out["tid"] = value.tid
+        if value.requires_grad:
+            out["requires_grad"] = True
+        return out
     if isinstance(value, Struct):
         return {"__struct__": value.kind, "fields": {k: value_to_json(v) for k, v in value.fields.items()}}
     if isinstance(value, Opaque):
@@ -140,23 +143,41 @@ def value_to_json(value: Value) -> Any:
     return value
 
 
-def value_from_json(obj: Any) -> Value:
-    """Decode what :func:`value_to_json` wrote."""
+def value_from_json(obj: Any, path: str = "", depth: int = 0) -> Value:
+    """Decode what :func:`value_to_json` wrote, checking it: a malformed tensor, struct or object, or a tree
+    nested deeper than ``codec.MAX_DEPTH``, raises ``TraceFormatError`` naming its path."""
+    if depth > codec.MAX_DEPTH:
+        raise TraceFormatError(path, f"nested more than {codec.MAX_DEPTH} levels deep")
     if isinstance(obj, list):
-        return [value_from_json(v) for v in obj]
-    if isinstance(obj, dict):
-        if "__dict__" in obj and len(obj) == 1:
-            return {k: value_from_json(v) for k, v in obj["__dict__"].items()}
-        if "__struct__" in obj:
-            return Struct(obj["__struct__"], {k: value_from_json(v) for k, v in obj["fields"].items()})
-        if "__object__" in obj:
-            return Opaque(obj["__object__"], obj["repr"])
-        if _FLOAT_TAG in obj:
-            return float(obj[_FLOAT_TAG])
-        if _TENSOR_KEYS <= obj.keys():
-            return TensorMeta.from_json(obj)
-        return {k: value_from_json(v) for k, v in obj.items()}
-    return obj
+        return [value_from_json(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(obj)]
+    if not isinstance(obj, dict):
+        return obj
+    if "__dict__" in obj and len(obj) == 1:
+        inner = codec.decode(obj["__dict__"], dict, f"{path}.__dict__")
+        return {k: value_from_json(v, f"{path}[{k!r}]", depth + 1) for k, v in inner.items()}
+    if "__struct__" in obj:
+        kind = codec.decode(obj["__struct__"], str, f"{path}.__struct__")
+        fields = codec.decode(obj.get("fields"), dict, f"{path}.fields")
+        return Struct(kind, {k: value_from_json(v, f"{path}.{k}", depth + 1) for k, v in fields.items()})
+    if "__object__" in obj:
+        return Opaque(codec.decode(obj["__object__"], str, f"{path}.__object__"),
+                      codec.decode(obj.get("repr"), str, f"{path}.repr"))
+    if _FLOAT_TAG in obj:
+        text = codec.decode(obj[_FLOAT_TAG], str, f"{path}.{_FLOAT_TAG}")
+        try:
+            return float(text)
+        except ValueError:
+            raise TraceFormatError(f"{path}.{_FLOAT_TAG}", f"not a number: {text!r}") from None
+    if _TENSOR_KEYS <= obj.keys():
+        meta = codec.decode(obj, TensorMeta, path)
+        bad = next((i for i, d in enumerate(meta.shape) if d < 0), None)
+        if bad is not None:
+            raise TraceFormatError(f"{path}.shape[{bad}]", f"a size cannot be negative ({meta.shape[bad]})")
+        return meta
+    return {k: value_from_json(v, f"{path}[{k!r}]", depth + 1) for k, v in obj.items()}
+
+
+codec.register(Value, value_to_json, value_from_json)
 
 
 def iter_tensors(value: Value, path: str = "") -> Iterator[tuple[str, TensorMeta]]:
@@ -213,8 +234,20 @@ def labelled_tensors(value: Value, cls: str = "", role: str = "outputs") -> list
     return out
 
 
-@dataclass
-class Call:
+class _CoercesMetrics:
+    """Assigning a mapping to a metric field (``call.timing = {"total_ms": 2.0}``) stores the typed record."""
+
+    _METRICS: ClassVar[dict[str, type]] = {}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        kind = self._METRICS.get(name)
+        if kind is not None and value is not None and not isinstance(value, kind):
+            value = kind.coerce(value)  # type: ignore[attr-defined]
+        object.__setattr__(self, name, value)
+
+
+@dataclass(eq=True)
+class Call(_CoercesMetrics):
     """One invocation of one module's forward.
 
     ``id`` is the index in ``Trace.calls`` (start order); ``call_index`` counts calls of the same module
@@ -222,8 +255,11 @@ class Call:
     ``params`` counts the module's parameters including its children's (each shared parameter once),
     ``own_params`` only those registered on the module itself. ``error`` is the message of the exception
     that left this call (``None`` when it returned); ``side_inputs`` holds tensors the call consumed that
-    were not passed in its arguments (read from an attribute or a hook's storage).
+    were not passed in its arguments (read from an attribute or a hook's storage). ``timing``, ``flops``,
+    ``memory`` and ``notes`` are filled by profiling (``shapetrace.tracer.metrics``).
     """
+
+    _METRICS: ClassVar[dict[str, type]] = {"timing": CallTiming, "memory": CallMemory}
 
     id: int
     module: str
@@ -234,25 +270,26 @@ class Call:
     start: int
     end: int | None = None
     aliases: list[str] = field(default_factory=list)
-    inputs: list = field(default_factory=list)
-    kwargs: dict = field(default_factory=dict)
+    inputs: list[Value] = field(default_factory=list)
+    kwargs: dict[str, Value] = field(default_factory=dict)
     outputs: Value = None
     params: int = 0
     own_params: int = 0
     trainable_params: int = 0
     buffers: int = 0
-    side_inputs: list = field(default_factory=list)
+    side_inputs: list[Value] = field(default_factory=list)
     error: str | None = None
-    timing: dict | None = None
+    timing: CallTiming | None = None
     flops: int | None = None
-    memory: dict | None = None
-    notes: list[str] = field(default_factory=list)
+    memory: CallMemory | None = None
+    notes: list[Note] = field(default_factory=list)
     # Source lines (``trace(..., lines=True)``): ``line`` is the line of the parent's forward that made this
     # call; ``code`` is ``{"source": key into Trace.sources, "ran": [lines of this call's forward that ran],
     # "raised": the line the exception left by}`` for this call's own forward.
-    line: int | None = None
-    code: dict | None = None
-    op_count: int | None = None  # torch functions run inside this call, children's included (``ops=True``)
+    line: int | None = field(default=None, metadata=OMIT_DEFAULT)
+    code: dict[str, Any] | None = field(default=None, metadata=OMIT_DEFAULT)
+    # torch functions run inside this call, children's included (``ops=True``)
+    op_count: int | None = field(default=None, metadata=OMIT_DEFAULT)
 
     @property
     def failed(self) -> bool:
@@ -264,76 +301,24 @@ class Call:
         name = self.module or "(root)"
         return name if self.call_index == 0 else f"{name}#{self.call_index}"
 
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id, "module": self.module, "cls": self.cls, "call_index": self.call_index,
-            "parent": self.parent, "depth": self.depth, "start": self.start, "end": self.end,
-            "aliases": list(self.aliases),
-            "inputs": value_to_json(self.inputs), "kwargs": value_to_json(self.kwargs),
-            "outputs": value_to_json(self.outputs),
-            "params": self.params, "own_params": self.own_params,
-            "trainable_params": self.trainable_params, "buffers": self.buffers,
-            "side_inputs": value_to_json(self.side_inputs),
-            "error": self.error, "timing": self.timing, "flops": self.flops, "memory": self.memory,
-            "notes": list(self.notes),
-        }
-        if self.line is not None:
-            out["line"] = self.line
-        if self.code is not None:
-            out["code"] = self.code
-        if self.op_count is not None:
-            out["op_count"] = self.op_count
-        return out
 
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Call:
-        return cls(
-            id=obj["id"], module=obj["module"], cls=obj["cls"], call_index=obj["call_index"],
-            parent=obj["parent"], depth=obj["depth"], start=obj["start"], end=obj.get("end"),
-            aliases=list(obj.get("aliases", [])),
-            inputs=value_from_json(obj.get("inputs", [])), kwargs=value_from_json(obj.get("kwargs", {})),
-            outputs=value_from_json(obj.get("outputs")),
-            params=obj.get("params", 0), own_params=obj.get("own_params", 0),
-            trainable_params=obj.get("trainable_params", 0), buffers=obj.get("buffers", 0),
-            side_inputs=value_from_json(obj.get("side_inputs", [])),
-            error=obj.get("error"), timing=obj.get("timing"), flops=obj.get("flops"),
-            memory=obj.get("memory"), notes=list(obj.get("notes", [])),
-            line=obj.get("line"), code=obj.get("code"), op_count=obj.get("op_count"),
-        )
-
-
-@dataclass
-class Op:
+@dataclass(eq=True)
+class Op(_CoercesMetrics):
     """A functional operation (``torch.cat``, ``+``, ``F.interpolate``, ``view``, indexing, ...) run in the
     forward code of a container module or outside any module. ``call`` is the enclosing call's id."""
+
+    _METRICS: ClassVar[dict[str, type]] = {"timing": CallTiming}
 
     id: int
     name: str
     call: int | None
     order: int
-    inputs: list = field(default_factory=list)
+    inputs: list[Value] = field(default_factory=list)
     outputs: Value = None
-    timing: dict | None = None
+    timing: CallTiming | None = None
     flops: int | None = None
-    line: int | None = None  # the line of the enclosing call's forward that ran it (``lines=True``)
-
-    def to_json(self) -> dict[str, Any]:
-        out = {
-            "id": self.id, "name": self.name, "call": self.call, "order": self.order,
-            "inputs": value_to_json(self.inputs), "outputs": value_to_json(self.outputs),
-            "timing": self.timing, "flops": self.flops,
-        }
-        if self.line is not None:
-            out["line"] = self.line
-        return out
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Op:
-        return cls(
-            id=obj["id"], name=obj["name"], call=obj["call"], order=obj["order"],
-            inputs=value_from_json(obj.get("inputs", [])), outputs=value_from_json(obj.get("outputs")),
-            timing=obj.get("timing"), flops=obj.get("flops"), line=obj.get("line"),
-        )
+    # the line of the enclosing call's forward that ran it (``lines=True``)
+    line: int | None = field(default=None, metadata=OMIT_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -350,19 +335,7 @@ class Edge:
     tid: int
     shape: tuple[int, ...]
     dtype: str
-    side: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"src": self.src, "dst": self.dst, "tid": self.tid, "shape": list(self.shape),
-                               "dtype": self.dtype}
-        if self.side:
-            out["side"] = True
-        return out
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Edge:
-        return cls(obj["src"], obj["dst"], obj["tid"], tuple(obj["shape"]), obj["dtype"],
-                   bool(obj.get("side", False)))
+    side: bool = field(default=False, metadata=OMIT_DEFAULT)
 
 
 @dataclass
@@ -378,14 +351,6 @@ class ModelInfo:
     modules: int = 0
     shared_params: int = 0
 
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> ModelInfo:
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in obj.items() if k in known})
-
 
 @dataclass
 class Uncalled:
@@ -394,13 +359,6 @@ class Uncalled:
     module: str
     cls: str
     params: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {"module": self.module, "cls": self.cls, "params": self.params}
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Uncalled:
-        return cls(obj["module"], obj["cls"], obj.get("params", 0))
 
 
 @dataclass
@@ -411,32 +369,27 @@ class Failure:
     type: str
     message: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {"call": self.call, "type": self.type, "message": self.message}
 
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Failure:
-        return cls(obj.get("call"), obj["type"], obj["message"])
-
-
-@dataclass
-class Trace:
+@dataclass(eq=True)
+class Trace(_CoercesMetrics):
     """Everything one traced forward showed. Plain data: no torch, no module references."""
+
+    _METRICS: ClassVar[dict[str, type]] = {"timing": TimingSummary}
 
     model: ModelInfo
     calls: list[Call] = field(default_factory=list)
-    inputs: list = field(default_factory=list)
-    kwargs: dict = field(default_factory=dict)
+    inputs: list[Value] = field(default_factory=list)
+    kwargs: dict[str, Value] = field(default_factory=dict)
     outputs: Value = None
     ops: list[Op] = field(default_factory=list)
     edges: list[Edge] = field(default_factory=list)
     uncalled: list[Uncalled] = field(default_factory=list)
     failure: Failure | None = None
-    meta: dict = field(default_factory=dict)
-    timing: dict | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    timing: TimingSummary | None = None
     # The forwards' source text by key (``trace(..., lines=True)``): ``{"qualname", "file", "first_line",
     # "text": [lines]}``, or ``{"qualname", "missing": why}`` when there is no Python source to show.
-    sources: dict = field(default_factory=dict)
+    sources: dict[str, Any] = field(default_factory=dict, metadata=OMIT_DEFAULT)
     format: str = FORMAT
 
     # ---- queries -------------------------------------------------------------------------------------
@@ -466,6 +419,7 @@ class Trace:
     def lines(self, module: str = "") -> Any:
         """The source of ``module``'s forward (the root's by default) with what each line produced; needs a
         trace recorded with ``lines=True``. Displays in Jupyter; ``str()`` is the text form; ``.save(path)``."""
+        # Lazy on purpose: records sit below renderers, and only this display method needs one.
         from ..renderers.lines import LinesView
 
         return LinesView(self, module)
@@ -495,58 +449,151 @@ class Trace:
 
     def _repr_html_(self) -> str:
         """Jupyter shows a trace as its shape table (``shapetrace.renderers.html``, scoped CSS)."""
+        # Lazy on purpose: records sit below renderers, and only this display method needs one.
         from ..renderers.html import render_html
 
         return render_html(self)
 
     # ---- JSON ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": self.format,
-            "model": self.model.to_json(),
-            "inputs": value_to_json(self.inputs),
-            "kwargs": value_to_json(self.kwargs),
-            "outputs": value_to_json(self.outputs),
-            "calls": [c.to_json() for c in self.calls],
-            "ops": [o.to_json() for o in self.ops],
-            "edges": [e.to_json() for e in self.edges],
-            "uncalled": [u.to_json() for u in self.uncalled],
-            "failure": self.failure.to_json() if self.failure else None,
-            "timing": self.timing,
-            "meta": self.meta,
-            **({"sources": self.sources} if self.sources else {}),
-        }
+        """The trace as JSON-ready data (written by the generic codec from the field types)."""
+        out = codec.encode(self, Trace)
+        out["format"] = FORMAT
+        return out
 
     def to_json(self, indent: int | None = 1) -> str:
         """The trace as JSON text (sorted keys, so the same trace gives the same bytes)."""
         return json.dumps(self.to_dict(), indent=indent, sort_keys=True, allow_nan=False)
 
     @classmethod
-    def from_dict(cls, obj: dict[str, Any]) -> Trace:
+    def from_dict(cls, obj: Any) -> Trace:
+        """Build a trace from JSON data, checking its structure; ``TraceFormatError`` names the first bad
+        field (``calls[17].parent: no call 999``). Format-1 traces are upgraded on the way in."""
+        if not isinstance(obj, dict):
+            raise TraceFormatError("", f"a trace is a JSON object, this is {codec._kind(obj)}")
         fmt = obj.get("format")
         if not isinstance(fmt, str) or not fmt.startswith("shapetrace.trace/"):
-            raise ValueError(f"not a shapetrace trace (format is {fmt!r}, expected {FORMAT!r})")
-        if fmt != FORMAT:
-            raise ValueError(f"trace format {fmt!r} is not supported by this shapetrace (reads {FORMAT!r})")
-        return cls(
-            format=fmt,
-            model=ModelInfo.from_json(obj["model"]),
-            inputs=value_from_json(obj.get("inputs", [])),
-            kwargs=value_from_json(obj.get("kwargs", {})),
-            outputs=value_from_json(obj.get("outputs")),
-            calls=[Call.from_json(c) for c in obj.get("calls", [])],
-            ops=[Op.from_json(o) for o in obj.get("ops", [])],
-            edges=[Edge.from_json(e) for e in obj.get("edges", [])],
-            uncalled=[Uncalled.from_json(u) for u in obj.get("uncalled", [])],
-            failure=Failure.from_json(obj["failure"]) if obj.get("failure") else None,
-            timing=obj.get("timing"),
-            meta=obj.get("meta", {}),
-            sources=obj.get("sources", {}),
-        )
+            raise TraceFormatError("format", f"not a shapetrace trace (format is {fmt!r}, expected {FORMAT!r})")
+        if fmt not in READABLE_FORMATS:
+            raise TraceFormatError("format", f"trace format {fmt!r} is not supported by this shapetrace "
+                                             f"(it reads {', '.join(map(repr, READABLE_FORMATS))}); "
+                                             "a newer shapetrace may read it")
+        if fmt == "shapetrace.trace/1":
+            obj = _upgrade_v1(obj)
+        trace = codec.decode({k: v for k, v in obj.items() if k != "format"}, Trace)
+        _check_links(trace)
+        return trace
 
     @classmethod
     def from_json(cls, text: str) -> Trace:
-        return cls.from_dict(json.loads(text))
+        try:
+            obj = json.loads(text)
+        except RecursionError:
+            raise TraceFormatError("", "the JSON is nested too deeply to read") from None
+        except json.JSONDecodeError as e:
+            raise TraceFormatError("", f"not valid JSON: {e}") from None
+        return cls.from_dict(obj)
+
+
+_NODE = re.compile(r"(call|op):(\d+)\Z")
+
+
+def _check_links(trace: Trace) -> None:
+    """References between records point at records that exist: ids are positions, a parent starts before
+    its children and is one level up, the failure, ops and edges name existing calls and ops."""
+    n = len(trace.calls)
+    for i, c in enumerate(trace.calls):
+        where = f"calls[{i}]"
+        if c.id != i:
+            raise TraceFormatError(f"{where}.id", f"is {c.id}, expected {i} (a call's id is its position)")
+        if c.call_index < 0:
+            raise TraceFormatError(f"{where}.call_index", f"cannot be negative ({c.call_index})")
+        if c.parent is None:
+            if c.depth != 0:
+                raise TraceFormatError(f"{where}.depth", f"is {c.depth}, expected 0 for a call without a parent")
+            continue
+        if not 0 <= c.parent < n:
+            raise TraceFormatError(f"{where}.parent", f"no call {c.parent}")
+        if c.parent >= i:
+            raise TraceFormatError(f"{where}.parent", f"call {c.parent} starts after this call")
+        expected = trace.calls[c.parent].depth + 1
+        if c.depth != expected:
+            raise TraceFormatError(f"{where}.depth", f"is {c.depth}, expected {expected} (its parent's + 1)")
+    if trace.failure is not None and trace.failure.call is not None and not 0 <= trace.failure.call < n:
+        raise TraceFormatError("failure.call", f"no call {trace.failure.call}")
+    for i, op in enumerate(trace.ops):
+        if op.id != i:
+            raise TraceFormatError(f"ops[{i}].id", f"is {op.id}, expected {i} (an op's id is its position)")
+        if op.call is not None and not 0 <= op.call < n:
+            raise TraceFormatError(f"ops[{i}].call", f"no call {op.call}")
+    sizes = {"call": n, "op": len(trace.ops)}
+    for i, e in enumerate(trace.edges):
+        for end in ("src", "dst"):
+            m = _NODE.match(getattr(e, end))
+            if m and not int(m.group(2)) < sizes[m.group(1)]:
+                raise TraceFormatError(f"edges[{i}].{end}", f"no {m.group(1)} {m.group(2)}")
+
+
+# ---- reading format 1 ----------------------------------------------------------------------------------
+_V1_KINDS = {"cuda-kernels (profiler)": KIND_PROFILER, "cuda-events (GPU span, includes idle)": KIND_EVENTS}
+_V1_NOTES = (
+    (re.compile(r"flops: analytic .* formula \(FlopCounterMode counted (\d+)\)\Z"), "flops-analytic"),
+    (re.compile(r"torch\.compile'd region: timed as a whole"), "compiled-region"),
+    (re.compile(r"inside a torch\.compile'd region"), "inside-compiled-region"),
+    (re.compile(r"(\d+) CUDA-graph launch"), "cuda-graph-launches"),
+    (re.compile(r"not called in the timed runs"), "not-timed"),
+)
+
+
+def _v1_note(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text  # left for the decoder to report
+    for pattern, code in _V1_NOTES:
+        m = pattern.match(text)
+        if m:
+            return {"code": code, **({"count": int(m.group(1))} if m.groups() else {})}
+    return {"code": "text", "text": text}
+
+
+def _v1_timing(timing: Any) -> Any:
+    if not isinstance(timing, dict):
+        return timing
+    out = {k: v for k, v in timing.items() if v is not None}
+    if out.get("kind") in _V1_KINDS:
+        out["kind"] = _V1_KINDS[out["kind"]]
+    fallback = out.get("fallback")
+    if isinstance(fallback, str):
+        if fallback.startswith("torch.profiler failed: "):
+            out["fallback"], out["fallback_error"] = FALLBACK_PROFILER_ERROR, fallback.split(": ", 1)[1]
+        else:
+            out["fallback"] = FALLBACK_NO_KERNELS
+    return out
+
+
+def _upgrade_v1(obj: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 trace as format 2: timer kinds and the fallback become codes, notes become ``Note``s.
+
+    Nothing else changed between the two formats; anything malformed is left for the decoder to report.
+    """
+    out = dict(obj, format=FORMAT, timing=_v1_timing(obj.get("timing")))
+    calls = obj.get("calls")
+    if isinstance(calls, list):
+        out["calls"] = [_upgrade_v1_call(c) for c in calls]
+    ops = obj.get("ops")
+    if isinstance(ops, list):
+        out["ops"] = [dict(o, timing=_v1_timing(o.get("timing"))) if isinstance(o, dict) else o for o in ops]
+    if isinstance(obj.get("meta"), dict):
+        out["meta"] = {k: v for k, v in obj["meta"].items() if k != "profile_note"}
+    return out
+
+
+def _upgrade_v1_call(call: Any) -> Any:
+    if not isinstance(call, dict):
+        return call
+    out = dict(call, timing=_v1_timing(call.get("timing")))
+    if isinstance(call.get("notes"), list):
+        out["notes"] = [_v1_note(n) for n in call["notes"]]
+    return out
 
 
 @dataclass(frozen=True)
@@ -573,10 +620,13 @@ class Comparison:
 
 
 def load(path_or_text: str | Path) -> Trace:
-    """Load a trace from a JSON file path or from JSON text."""
+    """Load a trace from a JSON file path or from JSON text (format 2, or format 1 upgraded).
+
+    Raises ``TraceFormatError`` (a ``ValueError``) naming the first bad field when the JSON is not a trace.
+    """
     if isinstance(path_or_text, Path):
         return Trace.from_json(path_or_text.read_text(encoding="utf-8"))
     text = path_or_text
-    if not text.lstrip().startswith("{"):
+    if not text.lstrip().startswith(("{", "[")):
         text = Path(text).read_text(encoding="utf-8")
     return Trace.from_json(text)

@@ -26,7 +26,7 @@ the fastest and slowest quarter; unlike per-call medians they add up exactly. ``
 Devices
 -------
 * CPU (``kind="cpu-wall"``): ``perf_counter_ns`` spans.
-* CUDA, preferred (``kind="cuda-kernels (profiler)"``): each instrumented repeat runs under
+* CUDA, preferred (``kind="cuda-kernels"``): each instrumented repeat runs under
   ``torch.profiler`` with one ``record_function`` range per call. Each kernel is attributed to the innermost
   range whose CPU interval contains its launch (the CUDA runtime call, else the aten op that launched it);
   the GPU's busy time is split into segments and each segment is shared equally between the kernels running
@@ -34,7 +34,7 @@ Devices
   the subtree, idle gaps excluded; ``gpu_idle_fraction`` is the share of the forward's window (from the
   root's start to the later of its end and the last kernel's end) in which no kernel ran.
   ``attribute_kernels`` does this on plain interval lists.
-* CUDA without CUPTI (``kind="cuda-events (GPU span, includes idle)"``): CUDA events recorded in the hooks;
+* CUDA without CUPTI (``kind="cuda-events"``): CUDA events recorded in the hooks;
   spans on the GPU timeline, idle time included. Never synchronised inside the forward.
 
 ``torch.compile``d modules are timed as one region (their inner modules' hooks do not run in compiled code)
@@ -70,6 +70,17 @@ from .capture import Tracer
 from .engine import Engine, ModuleIndex
 from .guard import ModelGuard
 from .intervals import Attribution, attribute_kernels, central_repeats, nested_self_times, quantile, summarise
+from .metrics import (
+    FALLBACK_NO_KERNELS,
+    FALLBACK_PROFILER_ERROR,
+    KIND_CPU,
+    KIND_EVENTS,
+    KIND_PROFILER,
+    CallMemory,
+    CallTiming,
+    Note,
+    TimingSummary,
+)
 from .placement import place_inputs, placed
 from .probes.flops import FlopProbe
 from .probes.memory import PeakMemoryProbe, PeakStack
@@ -95,9 +106,7 @@ __all__ = [
     "summarise",
 ]
 
-KIND_CPU = "cpu-wall"
-KIND_PROFILER = "cuda-kernels (profiler)"
-KIND_EVENTS = "cuda-events (GPU span, includes idle)"
+# Timer kinds are short codes (``tracer.metrics``); ``renderers.units.timer_kind_text`` words them.
 _RANGE = RANGE_PREFIX
 
 
@@ -218,7 +227,8 @@ class _Run:
     busy: list[float] = field(default_factory=list)
     unlinked: int = 0
     graphs: int = 0
-    fallback: str | None = None  # why the CUDA-events timer replaced the profiler
+    fallback: str | None = None  # why the CUDA-events timer replaced the profiler (a FALLBACK_* code)
+    fallback_error: str | None = None  # the profiler's exception, first line
 
     def begin(self) -> dict[int, tuple[float, float, float]]:
         self.repeats.append({})
@@ -372,25 +382,23 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
     if memory:
         _fill_memory(trace, index, keys, peak_probe)
     trace.meta["profiled"] = True
-    if not run.repeats:
-        trace.meta["profile_note"] = "device 'meta': FLOPs and memory from shapes, no timing"
+    if not run.repeats:  # device 'meta': FLOPs and memory from shapes, no timing
         return trace
     _notes(trace, regions, run, kind)
     root = next((c for c in trace.calls if c.parent is None and c.timing), None)
     plain = _median(run.plain)
     profiled = _median(run.profiled)
-    trace.timing = {
-        "forward_ms": _r(plain), "profiled_ms": _r(profiled), "overhead": _r(profiled / plain) if plain else None,
-        "kind": kind, "device": str(dev), "dtype": str(dt or _first_dtype(model)).replace("torch.", ""),
-        "attributed_ms": _r(sum(c.timing["self_ms"] for c in trace.calls if c.timing)),
-        "root_ms": root.timing["total_ms"] if root else None, "repeats": repeat, "warmup": warmup,
-    }
-    if run.fallback:
-        trace.timing["fallback"] = run.fallback
+    trace.timing = summary = TimingSummary(
+        forward_ms=_r(plain), profiled_ms=_r(profiled), overhead=_r(profiled / plain) if plain else None,
+        kind=kind, device=str(dev), dtype=str(dt or _first_dtype(model)).replace("torch.", ""),
+        attributed_ms=_r(sum(c.timing.self_ms or 0.0 for c in trace.calls if c.timing)),
+        root_ms=root.timing.total_ms if root else None, repeats=repeat, warmup=warmup,
+        fallback=run.fallback, fallback_error=run.fallback_error,
+    )
     if kind == KIND_PROFILER:
-        trace.timing["gpu_idle_fraction"] = _r(_median(run.idle))
-        trace.timing["kernel_ms"] = _r(_median(run.kernel))
-        trace.timing["busy_ms"] = _r(_median(run.busy))
+        summary.gpu_idle_fraction = _r(_median(run.idle))
+        summary.kernel_ms = _r(_median(run.kernel))
+        summary.busy_ms = _r(_median(run.busy))
     return trace
 
 
@@ -428,14 +436,14 @@ def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev:
 
     with ModelGuard(index, train=train, grad=grad):
         if mode == "profiler":  # one try: without CUPTI, CUDA events in the hooks instead
+            error = None
             try:
                 ok = _instrumented(forward, index, timer, dev, call_of, None)
-                reason = "torch.profiler recorded no CUDA kernels (CUPTI unavailable?)"
             except RuntimeError as e:
-                first_line = str(e).splitlines()[0] if str(e) else repr(e)
-                ok, reason = False, f"torch.profiler failed: {first_line}"
+                ok, error = False, str(e).splitlines()[0] if str(e) else repr(e)
             if not ok:
-                run.fallback = reason
+                run.fallback = FALLBACK_PROFILER_ERROR if error is not None else FALLBACK_NO_KERNELS
+                run.fallback_error = error
                 timer = TimerProbe("events")
         total = warmup + repeat
         for i in range(total):
@@ -463,8 +471,8 @@ def _fill_timing(trace: Trace, run: _Run, kind: str) -> None:
     for call in trace.calls:
         s = stats.get(call.id)
         if s is not None:
-            call.timing = {"total_ms": _r(s["total"]), "self_ms": _r(s["self"]), "median_ms": _r(s["median"]),
-                           "p10_ms": _r(s["p10"]), "p90_ms": _r(s["p90"]), "cpu_ms": _r(s["cpu"]), "kind": kind}
+            call.timing = CallTiming(total_ms=_r(s["total"]), self_ms=_r(s["self"]), median_ms=_r(s["median"]),
+                                     p10_ms=_r(s["p10"]), p90_ms=_r(s["p90"]), cpu_ms=_r(s["cpu"]), kind=kind)
 
 
 def _fill_memory(trace: Trace, index: ModuleIndex, keys: list[tuple[int, int]],
@@ -483,9 +491,9 @@ def _fill_memory(trace: Trace, index: ModuleIndex, keys: list[tuple[int, int]],
             if ident not in seen:
                 seen.add(ident)
                 act += meta.nbytes
-        call.memory = {"activation_bytes": act, "param_bytes": pbytes[mid]}
+        call.memory = CallMemory(activation_bytes=act, param_bytes=pbytes[mid])
         if peak_probe is not None and call.id in peak_probe.results:
-            call.memory["peak_bytes"] = peak_probe.results[call.id]
+            call.memory.peak_bytes = peak_probe.results[call.id]
 
 
 def _notes(trace: Trace, regions: dict[str, nn.Module], run: _Run, kind: str) -> None:
@@ -493,18 +501,17 @@ def _notes(trace: Trace, regions: dict[str, nn.Module], run: _Run, kind: str) ->
         trace.meta["compiled_regions"] = sorted(regions)
         for call in trace.calls:
             if call.module in regions:
-                call.notes.append("torch.compile'd region: timed as a whole; the modules inside it run as "
-                                  "compiled code, where their hooks do not run")
+                call.notes.append(Note("compiled-region"))
             elif any(call.module.startswith(r + ".") or r == "" for r in regions) and call.timing is None:
-                call.notes.append("inside a torch.compile'd region: not timed separately")
+                call.notes.append(Note("inside-compiled-region"))
     if run.graphs:
         trace.meta["cuda_graph_launches"] = run.graphs
         root = next((c for c in trace.calls if c.parent is None), None)
         if root is not None:
-            root.notes.append(f"{run.graphs} CUDA-graph launch(es): their kernels are attributed to the call "
-                              "that replayed the graph, as one region")
+            root.notes.append(Note("cuda-graph-launches", count=run.graphs))
     if run.unlinked:
         trace.meta["unlinked_kernels"] = run.unlinked
     for call in trace.calls:
-        if call.timing is None and not any("compile" in n for n in call.notes) and call.error is None:
-            call.notes.append("not called in the timed runs (the shape pass saw it; the timed forward did not)")
+        compiled = any(n.code in ("compiled-region", "inside-compiled-region") for n in call.notes)
+        if call.timing is None and not compiled and call.error is None:
+            call.notes.append(Note("not-timed"))
