@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -241,8 +242,9 @@ for fmt in table.FORMATS:
 assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None and m.split('.')[0] == 'torch']
 print('ok')
 """
+    src = Path(__file__).resolve().parents[1] / "src"  # this checkout's sources, not an installed copy
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).parent)
+                          cwd=Path(__file__).parent, env={**os.environ, "PYTHONPATH": str(src)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
 
