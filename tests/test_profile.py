@@ -381,10 +381,10 @@ def test_profile_table_fits_the_width_by_leaving_out_columns_and_says_which(resn
     for col in ("layer", "class", "output shapes", "ms", "%", "self ms", "FLOPs", "act mem"):
         assert col in header
     note = " ".join(x.strip() for x in lines[lines.index(next(x for x in lines if x.startswith("left out"))):])
-    assert note.startswith("left out to fit 100 columns: trainable, input shapes, params")
+    assert note.startswith("left out to fit 100 columns: input shapes, params")
     left_out = note.split(": ", 1)[1].split(" (")[0].split(", ")
     full_header = render_text(resnet_trace, width=None).splitlines()[2]
-    optional = ["input shapes", "params", "trainable", "call", "FLOP/s"]
+    optional = ["input shapes", "params", "call", "peak mem", "host ms", "FLOP/s"]
     assert [c for c in optional if c in full_header and c not in header] == sorted(left_out, key=optional.index)
     assert "(1,10)" in text and "(1,64,32,32)" in text  # the shapes are still there, whole
 
@@ -392,10 +392,12 @@ def test_profile_table_fits_the_width_by_leaving_out_columns_and_says_which(resn
 def test_profile_table_without_a_width_limit_has_every_column(resnet_trace):
     from shapetrace.renderers.table import render_text
 
-    header = render_text(resnet_trace, width=None).splitlines()[2]
-    for col in ("input shapes", "output shapes", "params", "trainable", "self ms", "act mem"):
+    text = render_text(resnet_trace, width=None)
+    header = text.splitlines()[2]
+    for col in ("input shapes", "output shapes", "params", "self ms", "act mem"):
         assert col in header
-    assert "left out" not in render_text(resnet_trace, width=None)
+    assert "left out to fit" not in text
+    assert "trainable: left out, equal to params in every row (the totals give it)" in text
 
 
 @pytest.mark.parametrize("fmt", ["text", "md", "html"])
@@ -450,8 +452,8 @@ def test_plain_trace_table_leaves_no_column_out():
     from shapetrace.renderers.table import render_text
 
     text = render_text(shapetrace.trace(torchvision.models.resnet18(num_classes=10).eval(), torch.randn(1, 3, 64, 64)))
-    assert "trainable" in text.splitlines()[2] and "input shapes" in text.splitlines()[2]
-    assert "left out" not in text
+    assert "input shapes" in text.splitlines()[2] and "params" in text.splitlines()[2]
+    assert "left out to fit" not in text
 
 
 # ---- the command line ----------------------------------------------------------------------------------
@@ -489,7 +491,7 @@ def test_cli_profile_modules_view_and_width(tmp_path):
     res = CliRunner().invoke(main, [*base, "--view", "modules", "--width", "0", "-o", str(tmp_path / "t.txt")])
     assert res.exit_code == 0, res.output
     text = (tmp_path / "t.txt").read_text()
-    assert "calls" in text.splitlines()[2] and "trainable" in text.splitlines()[2]
+    assert "calls" in text.splitlines()[2] and "params" in text.splitlines()[2]
     relu = next(x.split() for x in text.splitlines() if x.strip().startswith("layer1.0.relu "))
     assert relu[:3] == ["layer1.0.relu", "ReLU", "×2"]  # torchvision's BasicBlock calls its relu twice
     assert "(ReLU, 2 calls)" in res.output  # the summary ranks modules, each call's self time added up

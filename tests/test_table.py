@@ -45,18 +45,76 @@ def lstm_trace() -> Trace:
     return shapetrace.trace(ChunkedLSTM(), torch.randint(0, 100, (4, 72)))
 
 
-def test_totals_agree_with_torchinfo_on_resnet18(resnet18_trace):
+def test_parameter_totals_agree_with_torchinfo_on_resnet18(resnet18_trace):
     torchinfo = require("torchinfo")
     stats = torchinfo.summary(torchvision.models.resnet18().eval(), input_size=(1, 3, 224, 224), verbose=0)
     tot = table.totals(resnet18_trace)
     assert tot.params == stats.total_params
     assert tot.trainable == stats.trainable_params
     assert f"{tot.param_bytes / 1e6:.2f}" == f"{stats.to_megabytes(stats.total_param_bytes):.2f}"
-    assert f"{tot.activation_bytes / 1e6:.2f}" == f"{stats.to_megabytes(stats.total_output_bytes):.2f}"
     assert f"{tot.input_bytes / 1e6:.2f}" == f"{stats.to_megabytes(stats.total_input):.2f}"
     text = table.render_text(resnet18_trace)
-    assert "Total params:                    11,689,512" in text
-    assert "Params size (MB):                46.76" in text
+    assert "Total params:         11,689,512" in text
+    assert "Params size (MB):     46.76 (float32)" in text
+
+
+def test_activation_total_counts_every_calls_outputs_once_as_torch_hooks_see_them(resnet18_trace):
+    """The oracle: torch's own forward hooks on every module, each output tensor counted once (an in-place
+    ReLU's output is a new version of its input, and counts again, as the trace's tensor ids do)."""
+    model = torchvision.models.resnet18().eval()
+    outputs: dict[tuple[int, int], int] = {}
+    kept = []
+
+    def hook(module, args, out):
+        kept.append(out)  # alive until the end, so no id is reused
+        outputs[(id(out), out._version)] = out.nbytes
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    with torch.no_grad():
+        model(torch.randn(1, 3, 224, 224))
+    for h in handles:
+        h.remove()
+    tot = table.totals(resnet18_trace)
+    assert tot.activation_bytes == sum(outputs.values())
+    assert tot.activation_tensors == len(outputs)
+
+
+class _Upsampler(nn.Sequential):
+    def __init__(self) -> None:
+        super().__init__(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=4))
+
+
+def test_totals_of_a_small_model_match_hand_computed_numbers():
+    """Input (2,3,48,48) float32: 2*3*48*48*4 = 55,296 bytes. Outputs: conv (2,8,48,48) 147,456, relu
+    147,456, upsample (2,8,192,192) 2,359,296; the Sequential returns the upsample's tensor (counted once):
+    2,654,208 bytes in 3 tensors. Params: 8*3*3*3 + 8 = 224, 896 bytes of float32."""
+    tr = shapetrace.trace(_Upsampler(), torch.randn(2, 3, 48, 48))
+    tot = table.totals(tr)
+    assert (tot.input_bytes, tot.input_tensors) == (55_296, 1)
+    assert (tot.activation_bytes, tot.activation_tensors) == (2_654_208, 3)
+    assert (tot.params, tot.param_bytes, tot.param_bytes_by_dtype) == (224, 896, {"float32": 896})
+    text = table.render_text(tr)
+    assert "Activations (MB):     2.65 (every call's outputs: 3 tensors, each once)" in text
+    assert "Input size (MB):      0.06 (1 tensor)" in text
+    assert "Total size (MB):      2.71 (inputs + activations + params)" in text
+
+
+def test_parameter_bytes_are_given_by_dtype():
+    model = nn.Sequential(nn.Linear(1000, 1000), nn.Linear(1000, 500).to(torch.float16))
+    model[1].forward = lambda x: x  # not run: only its parameters matter here
+    tot = table.totals(shapetrace.trace(model, torch.randn(2, 1000)))
+    assert tot.param_bytes_by_dtype == {"float16": 500_500 * 2, "float32": 1_001_000 * 4}
+    text = table.render_text(shapetrace.trace(model, torch.randn(2, 1000)))
+    assert "Params size (MB):     5.00: float16 1.00, float32 4.00" in text
+
+
+def test_a_failed_forward_says_how_many_calls_returned_and_counts_only_their_outputs():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(5, 2), nn.ReLU())
+    tr = shapetrace.trace(model, torch.randn(3, 4), strict=False)
+    text = table.render_text(tr)
+    assert text.splitlines()[0] == "Sequential: 4 calls started, 2 returned (the forward failed in 2)"
+    assert "Activations (MB):     0.00 (outputs of the 2 calls that returned: 2 tensors, each once)" in text
+    assert table.totals(tr).activation_bytes == 2 * 3 * 8 * 4
 
 
 def test_text_fits_100_columns_on_resnet18(resnet18_trace):
@@ -74,10 +132,18 @@ def test_text_without_a_width_limit_elides_nothing(lstm_trace):
     assert max(len(line) for line in wide.splitlines()) > 100
 
 
-def test_text_fits_100_columns_with_deeply_nested_outputs(lstm_trace):
+def test_text_fits_100_columns_with_deeply_nested_outputs_and_shows_every_tensor(lstm_trace):
     text = table.render_text(lstm_trace)
     assert max(len(line) for line in text.splitlines()) <= 100
-    assert "more" in text  # the root's 16 output tensors are elided, and say so
+    body = text.split("Total params")[0]
+    assert "more" not in body and "…" not in body
+    # every tensor of every call is in its (wrapped) cell: the root alone returns 16
+    from shapetrace.tracer.records import iter_tensors
+
+    for shape in ((4, 18, 400), (4, 72, 400), (1, 4, 400)):
+        expected = sum(1 for c in lstm_trace.calls for v in (c.inputs, c.outputs) for _, m in iter_tensors(v)
+                       if m.shape == shape)
+        assert body.count("(" + ",".join(map(str, shape)) + ")") == expected
     assert max(len(line) for line in table.render_text(lstm_trace, view="modules").splitlines()) <= 100
 
 
@@ -89,9 +155,13 @@ def test_elided_values_count_what_they_hide():
     assert table.format_value(value, 20) == "(4,72,400) +2 more"
 
 
-def test_every_call_has_a_row_and_repeat_calls_are_numbered(lstm_trace):
-    text = table.render_text(lstm_trace)
-    assert "lstm#3" in text and "4/4" in text and "(recursive)" in text
+def test_every_call_has_a_row_and_repeat_calls_say_where_their_parameters_were_counted(lstm_trace):
+    text = table.render_text(lstm_trace, width=None)
+    row = next(line for line in text.splitlines() if line.lstrip().startswith("lstm#3"))
+    assert "4/4" in row and row.endswith("1st call")
+    assert "(recursive)" not in text
+    assert ("name#k is call k+1 of a module called more than once (lstm#1: call 2 of 4 and 2 more); \"1st call\" "
+            "in params: its parameters are counted once, at its first call") in text
 
 
 def test_depth_folds_deeper_calls_into_their_parent(resnet18_trace):
@@ -119,7 +189,7 @@ def test_markdown_parses_back(resnet18_trace):
     body = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
     assert len(body) == len(resnet18_trace.calls)
     assert all(len(r) == len(header) for r in body)
-    fc = next(r for r in body if r[0].endswith("`fc`"))
+    fc = next(r for r in body if r[0].endswith("`fc`"))  # md keeps every column: it has no width
     assert fc[1:] == ["Linear", "", "(1,512)", "(1,1000)", "513,000", "513,000"]
     assert "- Total params: 11,689,512" in md
 

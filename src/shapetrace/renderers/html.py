@@ -21,16 +21,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..tracer.records import Trace
-from .table import (
-    FAIL_MARK,
-    _extra_columns,
-    _forward_ms,
-    _headers,
-    _notes,
-    _plain_cells,
-    _rows,
-    _summary_lines,
-)
+from .rows import forward_ms as _forward_ms
+from .rows import table_rows as _rows
+from .table import FAIL_MARK, _extra_columns, _headers, _notes, _plain_cells, _summary_lines
 
 __all__ = ["CSS", "PAGE_CSS", "render_html", "render_page", "strip_svg_prolog"]
 

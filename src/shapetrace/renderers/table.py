@@ -31,12 +31,20 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
-from ..tracer.records import Call, Opaque, Struct, TensorMeta, Trace, Value, iter_tensors
-from .units import fallback_text, note_text, timer_kind_text
+from ..tracer.records import Trace, Value
+from .rows import Row, Totals, forward_ms, table_rows, totals
+from .units import (
+    ellipsize,
+    ellipsize_middle,
+    fallback_text,
+    format_bytes,
+    format_si,
+    format_value,
+    literal,
+    note_text,
+    timer_kind_text,
+)
 
 __all__ = [
     "FORMATS",
@@ -55,133 +63,40 @@ MB = 1_000_000
 FAIL_MARK = "✗"
 
 
-# ---- values ------------------------------------------------------------------------------------------
-def _shape(m: TensorMeta) -> str:
-    s = "(" + ",".join(str(d) for d in m.shape) + ("," if len(m.shape) == 1 else "") + ")"
-    return s if m.dtype == "float32" else f"{s} {m.dtype}"
+def _mb(n: int) -> str:
+    return f"{n / MB:.2f}"
 
 
-def _full(value: Value) -> str:
-    """The whole value tree, structure kept: ``[(4,72,400), [(1,4,400), (1,4,400)]]``."""
-    if isinstance(value, TensorMeta):
-        return _shape(value)
-    if isinstance(value, Struct):
-        return f"{value.kind}(" + ", ".join(f"{k}={_full(v)}" for k, v in value.fields.items()) + ")"
-    if isinstance(value, Opaque):
-        return value.kind.rpartition(".")[2]
-    if isinstance(value, list):
-        return "[" + ", ".join(_full(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_full(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, str):
-        return repr(value) if len(value) <= 12 else repr(value[:9]) + "…"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return repr(value)
-
-
-def _top(value: Value) -> str:
-    """A call's positional inputs without the outer brackets when there is one argument."""
-    if isinstance(value, list) and len(value) == 1:
-        return _full(value[0])
-    if isinstance(value, list):
-        return ", ".join(_full(v) for v in value)
-    return _full(value)
-
-
-def format_value(value: Value, max_len: int | None = None, *, top: bool = False) -> str:
-    """A value tree as text; longer than ``max_len`` -> the first tensors shown and ``+k more``.
-
-    With ``top=True`` a one-element list (a call's single argument) is shown without brackets.
-    """
-    text = _top(value) if top else _full(value)
-    if max_len is None or len(text) <= max_len:
-        return text
-    tensors = [_shape(m) for _, m in iter_tensors(value)]
-    if not tensors:
-        return text[: max(max_len - 1, 1)] + "…"
-    shown: list[str] = []
-    for i, t in enumerate(tensors):
-        rest = len(tensors) - i - 1
-        tail = f" +{rest} more" if rest else ""
-        candidate = ", ".join([*shown, t]) + tail
-        if len(candidate) > max_len and shown:
-            break
-        shown.append(t)
-    rest = len(tensors) - len(shown)
-    out = ", ".join(shown) + (f" +{rest} more" if rest else "")
-    if len(out) > max_len:  # even one shape is too long
-        more = f" +{rest} more" if rest else ""
-        out = shown[0][: max(max_len - len(more) - 1, 1)] + "…" + more
+def _totals_lines(t: Totals) -> list[tuple[str, str]]:
+    """The totals, each saying what it counts (sizes in MB, 10^6 bytes, as torchinfo writes them)."""
+    out = [("Total params", f"{t.params:,}"), ("Trainable params", f"{t.trainable:,}"),
+           ("Non-trainable params", f"{t.non_trainable:,}")]
+    if t.shared:
+        out.append(("Shared params", f"{t.shared:,} (registered under several names, counted once)"))
+    inputs = f"{t.input_bytes / MB:.2f} ({t.input_tensors} tensor{'s' if t.input_tensors != 1 else ''})"
+    out.append(("Input size (MB)", inputs))
+    who = "every call's outputs" if t.completed == t.calls else f"outputs of the {t.completed} calls that returned"
+    tensors = f"{t.activation_tensors} tensor{'s' if t.activation_tensors != 1 else ''}"
+    out.append(("Activations (MB)", f"{_mb(t.activation_bytes)} ({who}: {tensors}, each once)"))
+    by_dtype = t.param_bytes_by_dtype
+    if len(by_dtype) == 1:
+        params = f"{_mb(t.param_bytes)} ({next(iter(by_dtype))})"
+    elif by_dtype:
+        params = f"{_mb(t.param_bytes)}: " + ", ".join(f"{d} {_mb(n)}" for d, n in by_dtype.items())
+    else:
+        params = _mb(t.param_bytes)
+    out.append(("Params size (MB)", params))
+    if t.buffer_bytes:
+        out.append(("Buffers size (MB)", _mb(t.buffer_bytes)))
+    parts = "inputs + activations + params" + (" + buffers" if t.buffer_bytes else "")
+    out.append(("Total size (MB)", f"{_mb(t.total_bytes)} ({parts})"))
     return out
-
-
-def _ellipsize(text: str, width: int) -> str:
-    if len(text) <= width:
-        return text
-    if width <= 1:
-        return "…"[:width]
-    return text[: width - 1] + "…"
-
-
-def _ellipsize_middle(text: str, width: int) -> str:
-    if len(text) <= width or width < 5:
-        return _ellipsize(text, width)
-    left = (width - 1) // 2
-    right = width - 1 - left
-    return text[:left] + "…" + text[len(text) - right:]
-
-
-def _si(n: float, unit: str = "") -> str:
-    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= factor:
-            return f"{n / factor:.2f}{prefix}{unit}"
-    return f"{n:.0f}{unit}"
-
-
-def _bytes(n: float) -> str:
-    for factor, unit in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
-        if n >= factor:
-            return f"{n / factor:.1f} {unit}"
-    return f"{n:.0f} B"
-
-
-# ---- totals ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Totals:
-    """torchinfo-style totals of a trace (sizes in bytes)."""
-
-    params: int
-    trainable: int
-    shared: int
-    param_bytes: int
-    activation_bytes: int
-    input_bytes: int
-
-    @property
-    def non_trainable(self) -> int:
-        return self.params - self.trainable
-
-    @property
-    def total_bytes(self) -> int:
-        return self.param_bytes + self.activation_bytes + self.input_bytes
-
-    def lines(self) -> list[tuple[str, str]]:
-        out = [("Total params", f"{self.params:,}"), ("Trainable params", f"{self.trainable:,}"),
-               ("Non-trainable params", f"{self.non_trainable:,}")]
-        if self.shared:
-            out.append(("Shared params (counted once)", f"{self.shared:,}"))
-        out += [("Input size (MB)", f"{self.input_bytes / MB:.2f}"),
-                ("Forward/backward pass size (MB)", f"{self.activation_bytes / MB:.2f}"),
-                ("Params size (MB)", f"{self.param_bytes / MB:.2f}"),
-                ("Estimated total size (MB)", f"{self.total_bytes / MB:.2f}")]
-        return out
 
 
 def _summary_lines(trace: Trace, fwd: float | None) -> list[tuple[str, str]]:
     """The totals, then for a profile how it was timed, the plain and profiled forward with the overhead,
     what the self times add up to and, on a GPU, the kernel time and the share the GPU sat idle."""
-    out = totals(trace).lines()
+    out = _totals_lines(totals(trace))
     t = trace.timing or {}
 
     def ms(key: str) -> str | None:
@@ -209,155 +124,6 @@ def _summary_lines(trace: Trace, fwd: float | None) -> list[tuple[str, str]]:
     return out
 
 
-def _nbytes(value: Value) -> int:
-    return sum(m.nbytes for _, m in iter_tensors(value))
-
-
-def totals(trace: Trace) -> Totals:
-    """Parameter and size totals; see the module docstring for what each one counts."""
-    parents = {c.parent for c in trace.calls}
-    act = sum(2 * _nbytes(c.outputs) for c in trace.calls
-              if c.id not in parents and c.params > 0 and c.error is None)
-    m = trace.model
-    return Totals(params=m.params, trainable=m.trainable_params, shared=m.shared_params,
-                  param_bytes=m.param_bytes, activation_bytes=act,
-                  input_bytes=_nbytes([trace.inputs, trace.kwargs]))
-
-
-# ---- rows --------------------------------------------------------------------------------------------
-@dataclass
-class _Row:
-    """One table row, its cells as the source values (formatted per output format)."""
-
-    depth: int
-    name: str          # the qualified name (or ``(root)``), ``#k`` for repeat calls
-    short: str         # the name relative to its parent's, for the indented text tree
-    cls: str
-    call: str          # "" for a module called once, "k/N" otherwise ("×N" in the modules view)
-    inputs: Value | list[str]
-    outputs: Value | list[str]
-    params: int | None
-    trainable: int | None
-    repeat: bool = False
-    failed: bool = False
-    raised: bool = False
-    error: str | None = None
-    side: list = field(default_factory=list)
-    kwargs: dict = field(default_factory=dict)
-    folded: int = 0
-    aliases: list[str] = field(default_factory=list)
-    summary: bool = False   # inputs/outputs are lists of already formatted summaries (modules view)
-    call_index: int = 0
-    calls: int = 1
-    timing: dict | None = None
-    flops: int | None = None
-    memory: dict | None = None
-
-
-def _short_name(call: Call, parent: Call | None) -> str:
-    name = call.module or "(root)"
-    if parent is not None and parent.module and name.startswith(parent.module + "."):
-        name = name[len(parent.module) + 1:]
-    return name if call.call_index == 0 else f"{name}#{call.call_index}"
-
-
-def _descendants(trace: Trace) -> dict[int, int]:
-    count = {c.id: 0 for c in trace.calls}
-    for c in reversed(trace.calls):
-        if c.parent is not None:
-            count[c.parent] += count[c.id] + 1
-    return count
-
-
-def _call_rows(trace: Trace, depth: int | None) -> list[_Row]:
-    ncalls: dict[str, int] = {}
-    for c in trace.calls:
-        ncalls[c.module] = max(ncalls.get(c.module, 0), c.call_index + 1)
-    desc = _descendants(trace)
-    failed_id = trace.failure.call if trace.failure else None
-    rows = []
-    for c in trace.calls:
-        if depth is not None and c.depth > depth:
-            continue
-        parent = trace.calls[c.parent] if c.parent is not None else None
-        n = ncalls[c.module]
-        rows.append(_Row(
-            depth=c.depth, name=c.label, short=_short_name(c, parent), cls=c.cls,
-            call=f"{c.call_index + 1}/{n}" if n > 1 else "", inputs=c.inputs, outputs=c.outputs,
-            params=c.params, trainable=c.trainable_params, repeat=c.call_index > 0,
-            failed=c.id == failed_id, raised=c.error is not None and c.id != failed_id, error=c.error,
-            side=list(c.side_inputs), kwargs=dict(c.kwargs),
-            folded=desc[c.id] if depth is not None and c.depth == depth else 0, aliases=list(c.aliases),
-            call_index=c.call_index, calls=n, timing=c.timing, flops=c.flops, memory=c.memory))
-    return rows
-
-
-def _summarise(values: Iterable[Value]) -> list[tuple[Value, int]]:
-    """Distinct values (by their full text) with how often each occurs, in first-seen order."""
-    counts: dict[str, list] = {}
-    for v in values:
-        key = _full(v)
-        if key in counts:
-            counts[key][1] += 1
-        else:
-            counts[key] = [v, 1]
-    return [(v, k) for v, k in counts.values()]
-
-
-_NO_OUTPUT = Opaque("—", "")
-
-
-def _sum_field(calls: Sequence[Call], attr: str, key: str | None) -> Any:
-    vals = []
-    for c in calls:
-        v = getattr(c, attr)
-        if v is None:
-            continue
-        vals.append(v.get(key) if key else v)
-    vals = [v for v in vals if isinstance(v, (int, float))]
-    return sum(vals) if vals else None
-
-
-def _module_rows(trace: Trace, depth: int | None) -> list[_Row]:
-    groups: dict[str, list[Call]] = {}
-    for c in trace.calls:
-        groups.setdefault(c.module, []).append(c)
-    failed_id = trace.failure.call if trace.failure else None
-    desc = _descendants(trace)
-    rows = []
-    for module, calls in groups.items():
-        first = calls[0]
-        d = min(c.depth for c in calls)
-        if depth is not None and d > depth:
-            continue
-        parent = trace.calls[first.parent] if first.parent is not None else None
-        timing = None
-        total = _sum_field(calls, "timing", "total_ms")
-        if total is not None:
-            timing = {"total_ms": total, "self_ms": _sum_field(calls, "timing", "self_ms"),
-                      "cpu_ms": _sum_field(calls, "timing", "cpu_ms")}
-        memory = None
-        act = _sum_field(calls, "memory", "activation_bytes")
-        if act is not None:
-            memory = {"activation_bytes": act}
-            peaks = [c.memory["peak_bytes"] for c in calls if c.memory and "peak_bytes" in c.memory]
-            if peaks:
-                memory["peak_bytes"] = max(peaks)  # peaks do not add up: the highest of the calls
-        failed = any(c.id == failed_id for c in calls)
-        err = next((c.error for c in calls if c.error), None)
-        rows.append(_Row(
-            depth=d, name=module or "(root)", short=_short_name(first, parent).split("#")[0], cls=first.cls,
-            call=f"×{len(calls)}",
-            inputs=_summarise(_merged_inputs(c) for c in calls),
-            outputs=_summarise(c.outputs if c.error is None else _NO_OUTPUT for c in calls),
-            params=first.params, trainable=first.trainable_params, failed=failed,
-            raised=err is not None and not failed, error=err, summary=True, aliases=list(first.aliases),
-            folded=sum(desc[c.id] for c in calls) if depth is not None and d == depth else 0,
-            side=[m for c in calls for m in c.side_inputs][:1], calls=len(calls), timing=timing,
-            flops=_sum_field(calls, "flops", None), memory=memory))
-    return rows
-
-
 # ---- cells -------------------------------------------------------------------------------------------
 def _extra_columns(trace: Trace) -> list[str]:
     cols = []
@@ -376,15 +142,7 @@ def _extra_columns(trace: Trace) -> list[str]:
     return cols
 
 
-def _forward_ms(trace: Trace) -> float | None:
-    if trace.timing and isinstance(trace.timing.get("total_ms"), (int, float)):
-        return float(trace.timing["total_ms"])
-    roots = [c.timing.get("total_ms") for c in trace.calls if c.parent is None and c.timing]
-    roots = [r for r in roots if isinstance(r, (int, float))]
-    return float(sum(roots)) if roots else None
-
-
-def _extra_cells(row: _Row, cols: list[str], forward_ms: float | None) -> list[str]:
+def _extra_cells(row: Row, cols: list[str], forward_ms: float | None) -> list[str]:
     t = row.timing or {}
     total, self_ms = t.get("total_ms"), t.get("self_ms")
     if row.folded:  # the calls below are folded into this row, so their time is this row's own
@@ -402,95 +160,58 @@ def _extra_cells(row: _Row, cols: list[str], forward_ms: float | None) -> list[s
             host = t.get("cpu_ms")
             out.append(f"{host:.3f}" if isinstance(host, (int, float)) else "")
         elif col == "FLOPs":
-            out.append(_si(row.flops) if row.flops is not None else "")
+            out.append(format_si(row.flops) if row.flops is not None else "")
         elif col == "FLOP/s":  # achieved throughput, scaled: 312.45G on a CPU, 1.21T on an H100
             ok = row.flops and isinstance(total, (int, float)) and total > 0
-            out.append(_si(row.flops / (total * 1e-3)) if ok else "")
+            out.append(format_si(row.flops / (total * 1e-3)) if ok else "")
         elif col == "act mem":
             act = (row.memory or {}).get("activation_bytes")
-            out.append(_bytes(act) if isinstance(act, (int, float)) else "")
+            out.append(format_bytes(act) if isinstance(act, (int, float)) else "")
         elif col == "peak mem":
             peak = (row.memory or {}).get("peak_bytes")
-            out.append(_bytes(peak) if isinstance(peak, (int, float)) else "")
+            out.append(format_bytes(peak) if isinstance(peak, (int, float)) else "")
     return out
 
 
-def _inputs_text(row: _Row, max_len: int | None) -> str:
+def _inputs_text(row: Row) -> str:
+    """A row's inputs, whole: positional, then keyword (``k=...``), then side inputs (``+side ...``)."""
     if row.summary:
-        return _join_summary(row.inputs, max_len)  # type: ignore[arg-type]
-    value: Value = row.inputs
-    extra = []
-    if row.kwargs:
-        extra.append(", ".join(f"{k}={format_value(v)}" for k, v in row.kwargs.items()))
+        return _join_summary(row.inputs)
+    parts = [format_value(row.inputs, top=True)] if row.inputs not in ([], None) else []
+    parts += [f"{literal(str(k))}={format_value(v)}" for k, v in row.kwargs.items()]
     side = f" +side {format_value(row.side, top=True)}" if row.side else ""
-    full = ", ".join([s for s in [format_value(value, top=True)] if s] + extra) + side
-    if max_len is None or len(full) <= max_len:
-        return full
-    side_short = f" +side {format_value(row.side, 18, top=True)}" if row.side else ""
-    budget = max(max_len - len(side_short), 8)
-    merged = list(value) + list(row.kwargs.values()) if isinstance(value, list) else [value, row.kwargs]
-    return format_value(merged, budget, top=True) + side_short
+    return ", ".join(parts) + side
 
 
-def _outputs_text(row: _Row, max_len: int | None) -> str:
+def _outputs_text(row: Row) -> str:
+    """A row's outputs, whole; the error for the failing call, ``(raised)`` for the calls it passed through."""
     if row.summary:
-        return _join_summary(row.outputs, max_len, top=False)  # type: ignore[arg-type]
+        return _join_summary(row.outputs, top=False)
     if row.failed:
-        text = f"{FAIL_MARK} {row.error}"
-        return text if max_len is None else _ellipsize(text, max_len)
+        return f"{FAIL_MARK} {literal(row.error or '')}"
     if row.raised:
         return "(raised)"
-    return format_value(row.outputs, max_len)
+    return format_value(row.outputs)
 
 
-def _merged_inputs(c: Call) -> Value:
-    """A call's positional and keyword inputs as one list (kwargs as a trailing dict)."""
-    return list(c.inputs) + ([dict(c.kwargs)] if c.kwargs else []) if isinstance(c.inputs, list) else c.inputs
+def _join_summary(items: list[tuple[Value, int]], top: bool = True) -> str:
+    """The distinct values of a module's calls, ``×k`` when one repeats: ``(4,18,400) ×4 | (4,1,400)``."""
+    return " | ".join(format_value(v, top=top) + (f" ×{k}" if k > 1 else "") for v, k in items)
 
 
-def _join_summary(items: list[tuple[Value, int]], max_len: int | None, top: bool = True) -> str:
-    def one(value: Value, count: int, budget: int | None = None) -> str:
-        suffix = f" ×{count}" if count > 1 else ""
-        budget = None if budget is None else max(budget - len(suffix), 6)
-        return format_value(value, budget, top=top) + suffix
-
-    text = " | ".join(one(v, k) for v, k in items)
-    if max_len is None or len(text) <= max_len:
-        return text
-    shown: list[str] = []
-    for i, (v, k) in enumerate(items):
-        rest = len(items) - i - 1
-        more = f" | +{rest} more" if rest else ""
-        cand = " | ".join([*shown, one(v, k)]) + more
-        if len(cand) > max_len:
-            if not shown:
-                shown.append(one(v, k, max_len - len(more)))
-            break
-        shown.append(one(v, k))
-    rest = len(items) - len(shown)
-    return _ellipsize(" | ".join(shown) + (f" | +{rest} more" if rest else ""), max_len)
-
-
-def _params_cell(row: _Row) -> str:
+def _params_cell(row: Row) -> str:
+    """A module's parameters (children included); a repeated call points at the call that counted them."""
     if row.repeat:
-        return "(recursive)"
+        return "1st call"
     return "—" if not row.params else f"{row.params:,}"
 
 
-def _trainable_cell(row: _Row) -> str:
+def _trainable_cell(row: Row) -> str:
     if row.repeat:
-        return ""
+        return "1st call"
     if not row.params:
         return "—"
     return f"{row.trainable:,}"
-
-
-def _rows(trace: Trace, depth: int | None, view: str) -> list[_Row]:
-    if view not in ("calls", "modules"):
-        raise ValueError(f"view must be 'calls' or 'modules', got {view!r}")
-    if depth is not None and depth < 0:
-        raise ValueError(f"depth must be >= 0, got {depth}")
-    return _call_rows(trace, depth) if view == "calls" else _module_rows(trace, depth)
 
 
 def _headers(view: str, extra: list[str]) -> list[str]:
@@ -498,19 +219,26 @@ def _headers(view: str, extra: list[str]) -> list[str]:
             "params", "trainable", *extra]
 
 
-def _notes(trace: Trace, rows: list[_Row]) -> list[str]:
-    """Footnotes: folding, aliases, the calls' notes, uncalled modules, the failure."""
+def _notes(trace: Trace, rows: list[Row]) -> list[str]:
+    """Footnotes: folding, repeated calls, aliases, the calls' notes, uncalled modules, the failure."""
     notes = []
     for r in rows:
         if r.folded:
-            notes.append(f"{r.name}: +{r.folded} deeper call{'s' if r.folded != 1 else ''} folded")
+            notes.append(f"{literal(r.name)}: +{r.folded} deeper call{'s' if r.folded != 1 else ''} folded")
+    repeats = [r for r in rows if r.repeat]
+    if repeats:
+        first = repeats[0]
+        more = f" and {len(repeats) - 1} more" if len(repeats) > 1 else ""
+        notes.append(f"name#k is call k+1 of a module called more than once ({literal(first.name)}: call "
+                     f"{first.call_index + 1} of {first.calls}{more}); \"1st call\" in params: its parameters are "
+                     "counted once, at its first call")
     for r in rows:
         if r.aliases and not r.repeat:
-            notes.append(f"{r.name} is also registered as {', '.join(r.aliases)}")
+            notes.append(f"{literal(r.name)} is also registered as {', '.join(map(literal, r.aliases))}")
     by_text: dict[str, list[str]] = {}  # the calls' own notes (profiling), each text once with its calls
     for c in trace.calls:
         for n in c.notes:
-            by_text.setdefault(note_text(n, c.cls), []).append(c.label)
+            by_text.setdefault(note_text(n, c.cls), []).append(literal(c.label))
     for n, labels in by_text.items():
         more = f" +{len(labels) - 4} more" if len(labels) > 4 else ""
         notes.append(f"{n}: {', '.join(labels[:4])}{more}")
@@ -519,8 +247,9 @@ def _notes(trace: Trace, rows: list[_Row]) -> list[str]:
         notes.append(f"{head}: " + ", ".join(_uncalled_parts(trace)))
     if trace.failure is not None:
         fc = trace.failed_call
-        where = f"{fc.label} ({fc.cls})" if fc else "outside any module"
-        notes.append(f"{FAIL_MARK} the forward failed in {where}: {trace.failure.type}: {trace.failure.message}")
+        where = f"{literal(fc.label)} ({literal(fc.cls)})" if fc else "outside any module"
+        notes.append(f"{FAIL_MARK} the forward failed in {where}: {trace.failure.type}: "
+                     f"{literal(trace.failure.message)}")
     return notes
 
 
@@ -539,175 +268,277 @@ def _uncalled_parts(trace: Trace) -> list[str]:
     out = []
     for u in tops:
         more = f", +{inside[u.module]} inside" if inside.get(u.module) else ""
-        out.append(f"{u.module or '(root)'} ({u.cls}, {u.params:,} params{more})")
+        out.append(f"{literal(u.module or '(root)')} ({literal(u.cls)}, {u.params:,} params{more})")
     return out
 
 
 # ---- text --------------------------------------------------------------------------------------------
-# Columns a too-wide profile table leaves out, in this order (after an empty "call" column): the totals
-# below the table give the trainable count, a row's input is (nearly always) the output of the row above,
-# a repeated call's layer name carries "#k" already; then the GPU-only peak mem and host ms, and last
-# FLOP/s (the FLOPs column over the ms column).
-_DROPPABLE = ("trainable", "input shapes", "params", "call", "peak mem", "host ms", "FLOP/s")
+# Profile columns a too-wide table leaves out, in this order: a row's input is (nearly always) the output of
+# the row above, a repeated call's layer name carries "#k" already; then the GPU-only peak mem and host ms,
+# FLOP/s (the FLOPs column over the ms column), and last act mem and % (ms over the root's). Shapes are never
+# cut.
+_DROPPABLE = ("input shapes", "params", "call", "peak mem", "host ms", "FLOP/s", "act mem", "%")
+_SHAPES = ("input shapes", "output shapes")
+_LEFT = {"layer", "class", "call", *_SHAPES}
+_SEP = "  "
+
+# ANSI styles, used only with ``color=True``.
+_BOLD, _DIM, _RED, _CYAN, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[31m", "\x1b[36m", "\x1b[0m"
 
 
-def _fit_columns(headers: list[str], natural: dict[str, int], limit: int | None, sep: int, droppable: list[str]
-                 ) -> tuple[list[str], dict[str, int], list[str]]:
-    """Which columns to show and how wide, for a table of ``limit`` characters (``None``: no limit).
+def _tokens(text: str) -> list[str]:
+    """``text`` split after each space not followed by a letter: the places a shape cell may wrap
+    (``(2,3), `` | ``(4,5) int64``: a dtype stays with its shape)."""
+    out, cur = [], ""
+    for i, ch in enumerate(text):
+        cur += ch
+        if ch == " " and not text[i + 1:i + 2].isalpha():
+            out.append(cur)
+            cur = ""
+    if cur:
+        out.append(cur)
+    return out
 
-    In order, until the table fits: leave out the ``droppable`` columns one by one; elide the shape
-    columns (never below their header's width, nor below 12); elide layer names (to 10) and class names
-    (to 8). Returns the shown columns, every column's width and the columns left out.
+
+def _longest_token(text: str) -> int:
+    return max((len(t.rstrip()) for t in _tokens(text)), default=0)
+
+
+def wrap_cell(text: str, width: int) -> list[str]:
+    """``text`` on lines of at most ``width`` characters, every character kept: broken at spaces, and a
+    piece longer than a line after its commas, and only then anywhere."""
+    lines: list[str] = []
+    cur = ""
+    for tok in _tokens(text):
+        if len((cur + tok).rstrip()) <= width:
+            cur += tok
+            continue
+        if cur.strip():
+            lines.append(cur.rstrip())
+            cur = ""
+        while len(tok.rstrip()) > width:  # one piece wider than the column: after a comma, else anywhere
+            cut = tok.rfind(",", 0, width) + 1 or width
+            lines.append(tok[:cut])
+            tok = tok[cut:]
+        cur = tok
+    if cur.strip() or not lines:
+        lines.append(cur.rstrip())
+    return lines
+
+
+def _wrap_words(text: str, width: int) -> list[str]:
+    """A note wrapped at spaces to ``width`` columns (continuation lines indented by 2), nothing lost."""
+    first = wrap_cell(text, width)[0]
+    rest = text[len(first):].lstrip(" ")
+    return [first] + (["  " + line for line in wrap_cell(rest, width - 2)] if rest else [])
+
+
+def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, droppable: list[str]
+         ) -> tuple[list[str], dict[str, int], list[str], bool]:
+    """Columns to show, their widths, the columns left out, and whether the inputs go on a second line.
+
+    In order, until the table fits ``limit``: leave out the ``droppable`` columns (profile tables) while the
+    shapes cannot fit at their narrowest; let the shape columns wrap (never narrower than their longest
+    shape); elide layer names (to 12) and class names (to 10); put the inputs on a line of their own below
+    each row; wrap shapes inside (after commas). Nothing of a shape is ever cut.
     """
+    natural = {h: max([len(h)] + [len(c) for c in cells[h]]) for h in headers}
+    least = {h: max([len(h) if h not in _SHAPES else 5] + [_longest_token(c) for c in cells[h]]) for h in _SHAPES
+             if h in headers}
     shown = list(headers)
     widths = dict(natural)
     if limit is None:
-        return shown, widths, []
-    widths["layer"] = min(widths["layer"], 34)
-    widths["class"] = min(widths["class"], 20)
+        return shown, widths, [], False
+    widths["layer"] = min(widths["layer"], 40)
+    widths["class"] = min(widths["class"], 24)
 
-    def span(cols: list[str]) -> int:
-        return sum(widths[c] for c in cols) + sep * (len(cols) - 1)
+    def span(cols: list[str], w: dict[str, int]) -> int:
+        return sum(w[c] for c in cols) + len(_SEP) * (len(cols) - 1)
+
+    def narrowest(cols: list[str]) -> int:
+        return span(cols, {**widths, **{h: least[h] for h in _SHAPES if h in cols}})
 
     dropped = []
     for name in droppable:
-        if span(shown) <= limit:
+        if narrowest(shown) <= limit:
             break
         if name in shown:
             shown.remove(name)
             dropped.append(name)
-    shape_cols = [c for c in ("input shapes", "output shapes") if c in shown]
-    if span(shown) > limit and shape_cols:
-        room = max(limit - span([c for c in shown if c not in shape_cols]) - sep * len(shape_cols),
-                   sum(len(c) for c in shape_cols))
-        if len(shape_cols) == 1:
-            widths[shape_cols[0]] = max(min(natural[shape_cols[0]], room), 12)
-        else:
-            need_in, need_out = natural["input shapes"], natural["output shapes"]
-            half = room // 2
-            if need_in <= half:
-                w_in, w_out = need_in, room - need_in
-            elif need_out <= room - half:
-                w_in, w_out = room - need_out, need_out
-            else:
-                w_in, w_out = half, room - half
-            widths["input shapes"], widths["output shapes"] = max(w_in, 12), max(w_out, 12)
-    over = span(shown) - limit
-    for col, floor in (("layer", 10), ("class", 8)):
-        cut = min(max(over, 0), max(widths[col] - floor, 0))
-        widths[col] -= cut
-        over -= cut
-    return shown, widths, dropped
+    floors = {"layer": min(12, natural["layer"]), "class": min(10, natural["class"])}
+    while narrowest(shown) > limit:  # names give way before shapes are squeezed: the longer first
+        col = max(floors, key=lambda c: (widths[c] - floors[c], c == "class"))
+        if widths[col] <= floors[col]:
+            break
+        widths[col] -= 1
+    inputs_below = False
+    if narrowest(shown) > limit and "input shapes" in shown:
+        shown.remove("input shapes")
+        inputs_below = True
+    shapes = [h for h in _SHAPES if h in shown]
+    room = limit - span([c for c in shown if c not in shapes], widths) - len(_SEP) * len(shapes)
+    need = sum(natural[h] for h in shapes)
+    if room >= need:
+        for h in shapes:
+            widths[h] = natural[h]
+    elif len(shapes) == 2 and min(natural[h] for h in shapes) <= room // 2:  # the narrower one whole
+        small, large = sorted(shapes, key=lambda h: natural[h])
+        widths[small], widths[large] = natural[small], room - natural[small]
+    elif shapes:
+        base = {h: min(least[h], max(room // len(shapes), 8)) for h in shapes}
+        spare = max(room - sum(base.values()), 0)
+        extra_need = {h: natural[h] - base[h] for h in shapes}
+        total_need = sum(extra_need.values()) or 1
+        for h in shapes:
+            widths[h] = base[h] + spare * extra_need[h] // total_need
+    return shown, widths, dropped, inputs_below
 
 
-def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", width: int | None = 100) -> str:
-    """An aligned table (an indented tree in the calls view) that fits ``width`` columns when it can.
+def _style(text: str, style: str, color: bool) -> str:
+    return f"{style}{text}{_RESET}" if color and style and text.strip() else text
 
-    Shapes are elided to fit (``+2 more``, ``…``). A table with profile columns that would still overflow
-    leaves out an empty ``call`` column, then ``trainable``, ``input shapes``, ``params``, ``call``,
-    ``peak mem``, ``host ms`` and ``FLOP/s`` until it fits, and says so below the table; then layer and
-    class names are elided (``_fit_columns``). ``width=None`` (or 0) never elides nor leaves anything out.
+
+def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", width: int | None = 100,
+                color: bool = False) -> str:
+    """An aligned table (an indented tree in the calls view) that fits ``width`` columns, shapes whole.
+
+    The ``trainable`` column is shown only where it differs from ``params`` somewhere (otherwise the totals
+    give it); an empty ``call`` column is left out. A table wider than ``width`` wraps its shape cells onto
+    continuation lines, then elides layer and class names, then puts each row's inputs on a line below it
+    (``in: ...``); a profile table first leaves out ``input shapes``, ``params``, ``call``, ``peak mem``,
+    ``host ms`` and ``FLOP/s`` and says so below the table. ``width=None`` (or 0): one line per row, nothing
+    elided. ``color=True`` adds ANSI emphasis: the failing row in red, rows that fold deeper calls in cyan,
+    output shapes that differ from the input in bold (callers decide: a terminal, no ``NO_COLOR``).
     """
-    rows = _rows(trace, depth, view)
+    rows = table_rows(trace, depth, view)
     extra = _extra_columns(trace)
-    fwd = _forward_ms(trace)
+    fwd = forward_ms(trace)
     headers = _headers(view, extra)
     base_depth = min((r.depth for r in rows), default=0)
     limit = width or None
 
-    def layer(r: _Row) -> str:
+    def layer(r: Row) -> str:
         mark = f"{FAIL_MARK} " if r.failed else ""
-        return "  " * (r.depth - base_depth) + mark + (r.short if view == "calls" else r.name)
+        return "  " * (r.depth - base_depth) + mark + literal(r.short if view == "calls" else r.name)
 
-    cells: dict[str, list[str]] = {h: [] for h in headers}  # the shape columns are filled once widths are known
+    cells: dict[str, list[str]] = {h: [] for h in headers}
     for r in rows:
-        for h, c in zip(headers, [layer(r), r.cls, r.call, "", "", _params_cell(r), _trainable_cell(r),
-                                  *_extra_cells(r, extra, fwd)]):
+        for h, c in zip(headers, [layer(r), literal(r.cls), r.call, _inputs_text(r), _outputs_text(r),
+                                  _params_cell(r), _trainable_cell(r), *_extra_cells(r, extra, fwd)]):
             cells[h].append(c)
-    natural = {h: max([len(h)] + [len(c) for c in cells[h]]) for h in headers}
-    natural[headers[3]] = max([len(headers[3])] + [len(_inputs_text(r, None)) for r in rows])
-    natural[headers[4]] = max([len(headers[4])] + [len(_outputs_text(r, None)) for r in rows])
-    sep = "  "
-    # Only a profile table leaves columns out: first an empty "call"/"calls" column (not worth a note).
-    empty = [h for h in headers[2:3] if not any(cells[h])] if extra else []
-    droppable = [*empty, *_DROPPABLE] if extra else []
-    shown, widths, dropped = _fit_columns(headers, natural, limit, len(sep), droppable)
-    dropped = [d for d in dropped if d not in empty]
+    # trainable only where it tells something: some row's differs from its params
+    redundant = all(t == p for t, p in zip(cells["trainable"], cells["params"]))
+    if redundant:
+        headers.remove("trainable")
+    empty = [h for h in headers[2:3] if not any(cells[h])]
+    headers = [h for h in headers if h not in empty]
+    # a repeated call's layer name carries "#k" already, so any table may leave the call column out
+    droppable = [*_DROPPABLE] if extra else ["call"]
+    shown, widths, dropped, inputs_below = _fit(headers, cells, limit, droppable)
 
-    left = {"layer", "class", "call", "input shapes", "output shapes"}
-
-    def line(values: dict[str, str]) -> str:
+    def line(values: dict[str, str], styles: dict[str, str] | None = None) -> str:
         out = []
         for col in shown:
             w = widths[col]
-            c = values[col]
-            c = _ellipsize_middle(c, w) if col == "layer" else _ellipsize(c, w)
-            out.append(c.ljust(w) if col in left else c.rjust(w))
-        return sep.join(out).rstrip()
+            c = values.get(col, "")
+            if col == "layer":
+                c = ellipsize_middle(c, w)
+            elif col not in _SHAPES:
+                c = ellipsize(c, w)
+            c = c.ljust(w) if col in _LEFT else c.rjust(w)
+            out.append(_style(c, (styles or {}).get(col, ""), color))
+        return _SEP.join(out).rstrip()
 
-    table_width = sum(widths[c] for c in shown) + len(sep) * (len(shown) - 1)
-    rule = "─" * (min(table_width, limit) if limit is not None else table_width)
-    title = f"{trace.model.cls}: {len(trace.calls)} call{'s' if len(trace.calls) != 1 else ''}"
-    if view == "modules":
-        title += f" of {len(rows)} module{'s' if len(rows) != 1 else ''}"
-    if depth is not None:
-        title += f", depth ≤ {depth}"
-    lines = [title, rule, line({h: h for h in headers}), rule]
+    table_width = sum(widths[c] for c in shown) + len(_SEP) * (len(shown) - 1)
+    rule = "─" * table_width
+    def row_lines(values: dict[str, str], styles: dict[str, str]) -> list[str]:
+        """One row, its shape cells wrapped onto continuation lines (the other cells on the first)."""
+        if limit is None:
+            return [line(values, styles)]
+        wrapped = {h: wrap_cell(values[h], widths[h]) for h in _SHAPES if h in shown}
+        height = max([len(v) for v in wrapped.values()] + [1])
+        out = []
+        for k in range(height):
+            part = values if k == 0 else {}
+            out.append(line({**part, **{h: (v[k] if k < len(v) else "") for h, v in wrapped.items()}}, styles))
+        return out
+
+    lines = [_title(trace, rows, view, depth), rule, *row_lines({h: h for h in shown}, dict.fromkeys(shown, _BOLD)),
+             rule]
+    indent = widths["layer"] + len(_SEP)
     for i, r in enumerate(rows):
         values = {h: cells[h][i] for h in headers}
-        values["input shapes"] = _inputs_text(r, widths["input shapes"] if limit is not None else None)
-        values["output shapes"] = _outputs_text(r, widths["output shapes"] if limit is not None else None)
-        lines.append(line(values))
+        lines.extend(row_lines(values, _row_styles(r, shown)))
+        if inputs_below and values["input shapes"]:
+            room = max(table_width - indent, 20)
+            for k, piece in enumerate(wrap_cell(values["input shapes"], room - 4)):
+                lines.append(" " * indent + ("in: " if k == 0 else "    ") + piece)
     lines.append(rule)
     summary = _summary_lines(trace, fwd)
     label_w = max(len(k) for k, _ in summary)
     for k, v in summary:
         entry = f"{k + ':':<{label_w + 1}} {v}"
-        lines.extend(_wrap(entry, limit) if limit is not None else [entry])
+        lines.extend(_wrap_words(entry, limit) if limit is not None else [entry])
     notes = _notes(trace, rows)
+    if redundant and any(c not in ("—", "", "1st call") for c in cells["params"]):
+        notes.insert(0, "trainable: left out, equal to params in every row (the totals give it)")
+    if inputs_below:
+        notes.insert(0, f"input shapes: on a line of their own (in: ...) to fit {limit} columns")
     if dropped:
         notes.append(f"left out to fit {limit} columns: {', '.join(dropped)} (a wider --width, or the md, csv "
                      "and html formats, show every column)")
     if notes:
         lines.append(rule)
         for n in notes:
-            lines.extend(_wrap(n, limit) if limit is not None else [n])
+            lines.extend(_wrap_words(n, limit) if limit is not None else [n])
     return "\n".join(lines) + "\n"
 
 
-def _wrap(text: str, width: int) -> list[str]:
-    """Wrap a note at spaces to ``width`` columns (continuation lines indented by 2)."""
-    words = text.split(" ")
-    out: list[str] = []
-    cur = ""
-    for w in words:
-        cand = w if not cur else f"{cur} {w}"
-        if len(cand) > width and cur:
-            out.append(cur)
-            cur = "  " + w
-        else:
-            cur = cand
-    if cur:
-        out.append(cur)
-    return out
+def _row_styles(r: Row, shown: list[str]) -> dict[str, str]:
+    if r.failed:
+        return dict.fromkeys(shown, _RED)
+    styles = {}
+    if r.raised:
+        styles["output shapes"] = _RED
+    elif r.shape_changed:
+        styles["output shapes"] = _BOLD
+    if r.folded:
+        styles["layer"] = _CYAN
+    return styles
+
+
+def _title(trace: Trace, rows: list[Row], view: str, depth: int | None) -> str:
+    """``ResNet: 68 calls``; for a failed forward how many returned and where it failed."""
+    n = len(trace.calls)
+    title = f"{literal(trace.model.cls)}: {n} call{'s' if n != 1 else ''}"
+    if trace.failed:
+        done = sum(1 for c in trace.calls if c.error is None)
+        fc = trace.failed_call
+        where = f"in {literal(fc.label)}" if fc else "outside any module"
+        title += f" started, {done} returned (the forward failed {where})"
+    if view == "modules":
+        title += f" of {len(rows)} module{'s' if len(rows) != 1 else ''}"
+    if depth is not None:
+        title += f", depth ≤ {depth}"
+    return title
 
 
 # ---- markdown ----------------------------------------------------------------------------------------
 def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return literal(text).replace("\\", "\\\\").replace("|", "\\|")
 
 
-def _plain_cells(r: _Row, extra: list[str], fwd: float | None) -> list[str]:
-    name = (f"{FAIL_MARK} " if r.failed else "") + r.name
-    return [name, r.cls, r.call, _inputs_text(r, None), _outputs_text(r, None), _params_cell(r),
+def _plain_cells(r: Row, extra: list[str], fwd: float | None) -> list[str]:
+    name = (f"{FAIL_MARK} " if r.failed else "") + literal(r.name)
+    return [name, literal(r.cls), r.call, _inputs_text(r), _outputs_text(r), _params_cell(r),
             _trainable_cell(r), *_extra_cells(r, extra, fwd)]
 
 
 def render_markdown(trace: Trace, *, depth: int | None = None, view: str = "calls") -> str:
     """A GitHub-flavoured Markdown table (full qualified names, full shapes) with totals and notes."""
-    rows = _rows(trace, depth, view)
+    rows = table_rows(trace, depth, view)
     extra = _extra_columns(trace)
-    fwd = _forward_ms(trace)
+    fwd = forward_ms(trace)
     headers = _headers(view, extra)
     right = {5, 6, *range(7, len(headers))}
     out = ["| " + " | ".join(headers) + " |",
@@ -737,9 +568,9 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls") 
 # ---- csv ---------------------------------------------------------------------------------------------
 def render_csv(trace: Trace, *, depth: int | None = None, view: str = "calls") -> str:
     """One row per call (or module): raw numbers, full shapes, no totals; parses with the ``csv`` module."""
-    rows = _rows(trace, depth, view)
+    rows = table_rows(trace, depth, view)
     extra = _extra_columns(trace)
-    fwd = _forward_ms(trace)
+    fwd = forward_ms(trace)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["layer", "depth", "class", "call_index" if view == "calls" else "calls", "n_calls",
@@ -747,21 +578,21 @@ def render_csv(trace: Trace, *, depth: int | None = None, view: str = "calls") -
                 *extra])
     for r in rows:
         w.writerow([r.name, r.depth, r.cls, r.call_index if view == "calls" else r.calls, r.calls,
-                    _inputs_text(r, None) if r.summary else format_value(
+                    _inputs_text(r) if r.summary else format_value(
                         list(r.inputs) + list(r.kwargs.values()) if isinstance(r.inputs, list) else r.inputs,
                         top=True),
                     format_value(r.side, top=True) if r.side else "",
-                    _outputs_text(r, None) if r.summary else ("" if r.error else format_value(r.outputs)),
+                    _outputs_text(r) if r.summary else ("" if r.error else format_value(r.outputs)),
                     r.params or 0, r.trainable or 0, r.error or "", r.folded, *_extra_cells(r, extra, fwd)])
     return buf.getvalue()
 
 
 # ---- dispatch ----------------------------------------------------------------------------------------
 def render(trace: Trace, format: str = "text", *, depth: int | None = None, view: str = "calls",
-           width: int | None = 100) -> str:
+           width: int | None = 100, color: bool = False) -> str:
     """Render a shape table in ``format`` (``text``, ``md``, ``html`` or ``csv``)."""
     if format in ("text", "txt"):
-        return render_text(trace, depth=depth, view=view, width=width)
+        return render_text(trace, depth=depth, view=view, width=width, color=color)
     if format in ("md", "markdown"):
         return render_markdown(trace, depth=depth, view=view)
     if format == "html":  # a standalone page (renderers.html)

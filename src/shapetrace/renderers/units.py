@@ -1,10 +1,14 @@
 """Numbers and codes as people read them, once for every renderer: shapes, bytes, counts, times, and the
 English for the short codes records store (timer kinds, call notes, the GPU timer's fallback).
 
-Pure functions of plain values; imports ``shapetrace.tracer`` records only.
+Tables, the graph model and the diagrams all format through here, so a shape or a byte count reads the same
+everywhere. Pure functions of plain values; imports ``shapetrace.tracer`` records only. Control characters
+in names are shown escaped (``literal``), so no name can break a row or a label.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from ..tracer.metrics import (
     FALLBACK_NO_KERNELS,
@@ -15,8 +19,25 @@ from ..tracer.metrics import (
     Note,
     TimingSummary,
 )
+from ..tracer.records import Opaque, Struct, TensorMeta, Value, iter_tensors
 
-__all__ = ["fallback_text", "note_text", "timer_kind_text"]
+__all__ = [
+    "arguments_text",
+    "ellipsize",
+    "ellipsize_middle",
+    "fallback_text",
+    "format_bytes",
+    "format_count",
+    "format_ms",
+    "format_shape",
+    "format_si",
+    "format_value",
+    "literal",
+    "note_text",
+    "tensor_text",
+    "timer_kind_text",
+    "value_text",
+]
 
 _KIND_TEXT = {
     KIND_CPU: "cpu-wall",
@@ -56,3 +77,125 @@ def note_text(note: Note, cls: str = "") -> str:
     if note.code == "not-timed":
         return "not called in the timed runs (the shape pass saw it; the timed forward did not)"
     return note.text or note.code
+
+
+# ---- shapes and values -------------------------------------------------------------------------------
+def format_shape(shape: Sequence[int], sep: str = "×", paren: bool = False) -> str:
+    """A shape for diagrams: ``2×3×224×224`` (``scalar`` for ``()``); ``paren=True`` adds brackets."""
+    text = sep.join(str(s) for s in shape) if shape else "scalar"
+    return f"({text})" if paren else text
+
+
+def tensor_text(meta: TensorMeta) -> str:
+    """A tensor for tables: ``(2,3,224,224)``, ``(5,)``, with its dtype when not float32."""
+    s = "(" + ",".join(str(d) for d in meta.shape) + ("," if len(meta.shape) == 1 else "") + ")"
+    return s if meta.dtype == "float32" else f"{s} {meta.dtype}"
+
+
+def value_text(value: Value) -> str:
+    """A whole value tree, structure kept: ``[(4,72,400), [(1,4,400), (1,4,400)]]``."""
+    if isinstance(value, TensorMeta):
+        return tensor_text(value)
+    if isinstance(value, Struct):
+        return f"{value.kind}(" + ", ".join(f"{k}={value_text(v)}" for k, v in value.fields.items()) + ")"
+    if isinstance(value, Opaque):
+        return value.kind.rpartition(".")[2]
+    if isinstance(value, list):
+        return "[" + ", ".join(value_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{literal(str(k))}: {value_text(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, str):
+        return literal(repr(value) if len(value) <= 12 else repr(value[:9]) + "…")
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value)
+
+
+def arguments_text(value: Value) -> str:
+    """A call's positional inputs: without the outer brackets (one argument: just it)."""
+    if isinstance(value, list) and len(value) == 1:
+        return value_text(value[0])
+    if isinstance(value, list):
+        return ", ".join(value_text(v) for v in value)
+    return value_text(value)
+
+
+def format_value(value: Value, max_len: int | None = None, *, top: bool = False) -> str:
+    """A value tree as text; longer than ``max_len`` -> the first tensors shown and ``+k more``.
+
+    With ``top=True`` a one-element list (a call's single argument) is shown without brackets.
+    """
+    text = arguments_text(value) if top else value_text(value)
+    if max_len is None or len(text) <= max_len:
+        return text
+    tensors = [tensor_text(m) for _, m in iter_tensors(value)]
+    if not tensors:
+        return text[: max(max_len - 1, 1)] + "…"
+    shown: list[str] = []
+    for i, t in enumerate(tensors):
+        rest = len(tensors) - i - 1
+        tail = f" +{rest} more" if rest else ""
+        candidate = ", ".join([*shown, t]) + tail
+        if len(candidate) > max_len and shown:
+            break
+        shown.append(t)
+    rest = len(tensors) - len(shown)
+    out = ", ".join(shown) + (f" +{rest} more" if rest else "")
+    if len(out) > max_len:  # even one shape is too long
+        more = f" +{rest} more" if rest else ""
+        out = shown[0][: max(max_len - len(more) - 1, 1)] + "…" + more
+    return out
+
+
+# ---- text --------------------------------------------------------------------------------------------
+def literal(text: str) -> str:
+    """Control characters as Python escapes, so a name with a newline shows as ``a\\nb`` on one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+
+
+def ellipsize(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, the last one ``…`` when cut."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    return text[: width - 1] + "…"
+
+
+def ellipsize_middle(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters in the middle (``encoder.…blocks.3``)."""
+    if len(text) <= width or width < 5:
+        return ellipsize(text, width)
+    left = (width - 1) // 2
+    right = width - 1 - left
+    return text[:left] + "…" + text[len(text) - right:]
+
+
+# ---- numbers -----------------------------------------------------------------------------------------
+def format_count(n: int) -> str:
+    """A count, compact for diagrams: ``1234567`` -> ``1.2M``."""
+    for unit, div in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(n)
+
+
+def format_si(n: float, unit: str = "") -> str:
+    """A number with an SI prefix and two decimals: ``312.45G``, ``1.21TFLOP/s``."""
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= factor:
+            return f"{n / factor:.2f}{prefix}{unit}"
+    return f"{n:.0f}{unit}"
+
+
+def format_bytes(n: float) -> str:
+    """Bytes in binary units: ``512 B``, ``3.0 KiB``, ``14.7 MiB``, ``1.2 GiB``."""
+    for unit, div in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def format_ms(ms: float) -> str:
+    """Milliseconds with three decimals (microsecond resolution)."""
+    return f"{ms:.3f}"

@@ -35,6 +35,7 @@ class _Tensors:
         self.registrations: dict[int, int] = {}  # id(param) -> registrations (a shared module's count each)
         self.numel: dict[int, int] = {}
         self.totals = [0, 0, 0, 0, 0]  # params, trainable, buffer elements, param bytes, buffer bytes
+        self.param_dtypes: dict[str, int] = {}  # parameter bytes by dtype name, each parameter once
         shared = any(len(n) > 1 for n in index.names)
         numel, registrations, totals = self.numel, self.registrations, self.totals
         for m, names in zip(index.modules, index.names):
@@ -50,7 +51,10 @@ class _Tensors:
                     n = numel[k] = _numel(p)
                     totals[0] += n
                     totals[1] += n if p.requires_grad else 0
-                    totals[3] += n * p.element_size() if n else 0
+                    nbytes = n * p.element_size() if n else 0
+                    totals[3] += nbytes
+                    dtype = str(p.dtype).replace("torch.", "")
+                    self.param_dtypes[dtype] = self.param_dtypes.get(dtype, 0) + nbytes
                 registrations[k] = registrations.get(k, 0) + len(names)
             for b in bs:
                 k = id(b)
@@ -119,4 +123,5 @@ def _model_info(index: ModuleIndex, tensors: _Tensors) -> ModelInfo:
         buffer_bytes=buffer_bytes,
         modules=len(index),
         shared_params=sum(tensors.numel[k] for k, n in tensors.registrations.items() if n > 1),
+        param_dtypes=dict(sorted(tensors.param_dtypes.items())),
     )

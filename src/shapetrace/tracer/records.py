@@ -350,6 +350,7 @@ class ModelInfo:
     buffer_bytes: int = 0
     modules: int = 0
     shared_params: int = 0
+    param_dtypes: dict[str, int] = field(default_factory=dict)  # parameter bytes by dtype ("float32": ...)
 
 
 @dataclass

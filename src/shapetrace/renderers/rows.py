@@ -1,0 +1,253 @@
+"""The row model of the shape tables: which rows a view shows, folding by depth, and the totals.
+
+``table_rows(trace, depth, view)`` gives one ``Row`` per module call (``view="calls"``) or per module
+(``view="modules"``), with the source values of its cells; the emitters in ``renderers.table`` format them
+as text, Markdown, HTML or CSV. ``totals(trace)`` adds up what the table's footer reports. Nothing here
+writes English or picks a width: this is the data a table shows, computed once for every format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..tracer.metrics import CallMemory, CallTiming
+from ..tracer.records import Call, Opaque, Trace, Value, iter_tensors
+from .units import value_text
+
+__all__ = ["NO_OUTPUT", "Row", "Totals", "forward_ms", "merged_inputs", "table_rows", "totals"]
+
+# The outputs of a call that raised, in the modules view.
+NO_OUTPUT = Opaque("—", "")
+
+
+@dataclass
+class Row:
+    """One table row, its cells as the source values (formatted per output format)."""
+
+    depth: int
+    name: str          # the qualified name (or ``(root)``), ``#k`` for repeat calls
+    short: str         # the name relative to its parent's, for the indented text tree
+    cls: str
+    call: str          # "" for a module called once, "k/N" otherwise ("×N" in the modules view)
+    inputs: Any        # a value tree; in the modules view a list of (value, count)
+    outputs: Any
+    params: int | None
+    trainable: int | None
+    repeat: bool = False     # a second or later call of its module: parameters counted at the first
+    failed: bool = False     # the call the forward failed in
+    raised: bool = False     # an exception passed through this call (an enclosing call of the failure)
+    error: str | None = None
+    side: list = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
+    folded: int = 0          # calls below this row hidden by ``depth``
+    aliases: list[str] = field(default_factory=list)
+    summary: bool = False    # inputs/outputs are lists of (value, count) (modules view)
+    call_index: int = 0
+    calls: int = 1
+    timing: CallTiming | None = None
+    flops: int | None = None
+    memory: CallMemory | None = None
+    first_call: int = 0      # id of the module's first call (the one its parameters are counted at)
+    shape_changed: bool = False  # the (first) output's shape differs from the (first) input's
+
+
+def short_name(call: Call, parent: Call | None) -> str:
+    """The module name relative to its parent's (``layer1.0.conv1`` under ``layer1.0`` -> ``conv1``)."""
+    name = call.module or "(root)"
+    if parent is not None and parent.module and name.startswith(parent.module + "."):
+        name = name[len(parent.module) + 1:]
+    return name if call.call_index == 0 else f"{name}#{call.call_index}"
+
+
+def descendants(trace: Trace) -> dict[int, int]:
+    """How many calls each call encloses, at any depth."""
+    count = {c.id: 0 for c in trace.calls}
+    for c in reversed(trace.calls):
+        if c.parent is not None:
+            count[c.parent] += count[c.id] + 1
+    return count
+
+
+def _first_shape(value: Value) -> tuple[int, ...] | None:
+    return next((m.shape for _, m in iter_tensors(value)), None)
+
+
+def _shape_changed(c: Call) -> bool:
+    before, after = _first_shape(c.inputs), _first_shape(c.outputs)
+    return before is not None and after is not None and before != after and c.error is None
+
+
+def _call_rows(trace: Trace, depth: int | None) -> list[Row]:
+    ncalls: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for c in trace.calls:
+        ncalls[c.module] = max(ncalls.get(c.module, 0), c.call_index + 1)
+        first.setdefault(c.module, c.id)
+    desc = descendants(trace)
+    failed_id = trace.failure.call if trace.failure else None
+    rows = []
+    for c in trace.calls:
+        if depth is not None and c.depth > depth:
+            continue
+        parent = trace.calls[c.parent] if c.parent is not None else None
+        n = ncalls[c.module]
+        rows.append(Row(
+            depth=c.depth, name=c.label, short=short_name(c, parent), cls=c.cls,
+            call=f"{c.call_index + 1}/{n}" if n > 1 else "", inputs=c.inputs, outputs=c.outputs,
+            params=c.params, trainable=c.trainable_params, repeat=c.call_index > 0,
+            failed=c.id == failed_id, raised=c.error is not None and c.id != failed_id, error=c.error,
+            side=list(c.side_inputs), kwargs=dict(c.kwargs),
+            folded=desc[c.id] if depth is not None and c.depth == depth else 0, aliases=list(c.aliases),
+            call_index=c.call_index, calls=n, timing=c.timing, flops=c.flops, memory=c.memory,
+            first_call=first[c.module], shape_changed=_shape_changed(c)))
+    return rows
+
+
+def _summarise(values: Iterable[Value]) -> list[tuple[Value, int]]:
+    """Distinct values (by their full text) with how often each occurs, in first-seen order."""
+    counts: dict[str, list] = {}
+    for v in values:
+        key = value_text(v)
+        if key in counts:
+            counts[key][1] += 1
+        else:
+            counts[key] = [v, 1]
+    return [(v, k) for v, k in counts.values()]
+
+
+def _sum_field(calls: Sequence[Call], attr: str, key: str | None) -> Any:
+    vals = []
+    for c in calls:
+        v = getattr(c, attr)
+        if v is None:
+            continue
+        vals.append(v.get(key) if key else v)
+    vals = [v for v in vals if isinstance(v, (int, float))]
+    return sum(vals) if vals else None
+
+
+def merged_inputs(c: Call) -> Value:
+    """A call's positional and keyword inputs as one list (kwargs as a trailing dict)."""
+    return list(c.inputs) + ([dict(c.kwargs)] if c.kwargs else []) if isinstance(c.inputs, list) else c.inputs
+
+
+def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
+    groups: dict[str, list[Call]] = {}
+    for c in trace.calls:
+        groups.setdefault(c.module, []).append(c)
+    failed_id = trace.failure.call if trace.failure else None
+    desc = descendants(trace)
+    rows = []
+    for module, calls in groups.items():
+        first = calls[0]
+        d = min(c.depth for c in calls)
+        if depth is not None and d > depth:
+            continue
+        parent = trace.calls[first.parent] if first.parent is not None else None
+        timing = None
+        total = _sum_field(calls, "timing", "total_ms")
+        if total is not None:
+            timing = CallTiming(total_ms=total, self_ms=_sum_field(calls, "timing", "self_ms"),
+                                cpu_ms=_sum_field(calls, "timing", "cpu_ms"))
+        memory = None
+        act = _sum_field(calls, "memory", "activation_bytes")
+        if act is not None:
+            peaks = [c.memory.peak_bytes for c in calls if c.memory and c.memory.peak_bytes is not None]
+            # peaks do not add up: the highest of the calls
+            memory = CallMemory(activation_bytes=act, peak_bytes=max(peaks) if peaks else None)
+        failed = any(c.id == failed_id for c in calls)
+        err = next((c.error for c in calls if c.error), None)
+        rows.append(Row(
+            depth=d, name=module or "(root)", short=short_name(first, parent).split("#")[0], cls=first.cls,
+            call=f"×{len(calls)}",
+            inputs=_summarise(merged_inputs(c) for c in calls),
+            outputs=_summarise(c.outputs if c.error is None else NO_OUTPUT for c in calls),
+            params=first.params, trainable=first.trainable_params, failed=failed,
+            raised=err is not None and not failed, error=err, summary=True, aliases=list(first.aliases),
+            folded=sum(desc[c.id] for c in calls) if depth is not None and d == depth else 0,
+            side=[m for c in calls for m in c.side_inputs][:1], calls=len(calls), timing=timing,
+            flops=_sum_field(calls, "flops", None), memory=memory, first_call=first.id,
+            shape_changed=any(_shape_changed(c) for c in calls)))
+    return rows
+
+
+def table_rows(trace: Trace, depth: int | None = None, view: str = "calls") -> list[Row]:
+    """The rows of a shape table: one per call (``"calls"``) or per module (``"modules"``), calls deeper than
+    ``depth`` folded into their ancestor at ``depth``."""
+    if view not in ("calls", "modules"):
+        raise ValueError(f"view must be 'calls' or 'modules', got {view!r}")
+    if depth is not None and depth < 0:
+        raise ValueError(f"depth must be >= 0, got {depth}")
+    return _call_rows(trace, depth) if view == "calls" else _module_rows(trace, depth)
+
+
+def forward_ms(trace: Trace) -> float | None:
+    """The whole forward's time: the top-level calls' totals added (``None`` when not profiled)."""
+    roots = [c.timing.total_ms for c in trace.calls if c.parent is None and c.timing]
+    roots = [r for r in roots if isinstance(r, (int, float))]
+    return float(sum(roots)) if roots else None
+
+
+# ---- totals ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Totals:
+    """What a trace adds up to (sizes in bytes).
+
+    ``params``/``trainable``/``shared`` count parameter elements, each parameter object once.
+    ``param_bytes`` is their storage, by dtype in ``param_bytes_by_dtype`` (empty for traces that did not
+    record it). ``input_bytes`` counts the forward's input tensors; ``activation_bytes`` the output tensors
+    of every call that returned, each distinct tensor once (a container's output is its last child's; an
+    input passed through unchanged is counted as an input). ``calls`` is how many calls started,
+    ``completed`` how many returned.
+    """
+
+    params: int
+    trainable: int
+    shared: int
+    param_bytes: int
+    param_bytes_by_dtype: dict[str, int]
+    buffer_bytes: int
+    activation_bytes: int
+    activation_tensors: int
+    input_bytes: int
+    input_tensors: int
+    calls: int
+    completed: int
+
+    @property
+    def non_trainable(self) -> int:
+        return self.params - self.trainable
+
+    @property
+    def total_bytes(self) -> int:
+        return self.param_bytes + self.buffer_bytes + self.activation_bytes + self.input_bytes
+
+
+def _distinct(values: Iterable[Value], skip: set[int]) -> tuple[int, int, set[int]]:
+    """Bytes and count of the distinct tensors in ``values`` (by ``tid``; untracked ones each count),
+    leaving out tids in ``skip``; also the tids seen."""
+    seen: set[int] = set()
+    nbytes = count = 0
+    for value in values:
+        for _, m in iter_tensors(value):
+            if m.tid is not None:
+                if m.tid in seen or m.tid in skip:
+                    continue
+                seen.add(m.tid)
+            nbytes += m.nbytes
+            count += 1
+    return nbytes, count, seen
+
+
+def totals(trace: Trace) -> Totals:
+    """Parameter, input and activation totals; see ``Totals`` for what each one counts."""
+    input_bytes, input_count, input_tids = _distinct([trace.inputs, trace.kwargs], set())
+    done = [c for c in trace.calls if c.error is None]
+    act, act_count, _ = _distinct((c.outputs for c in done), input_tids)
+    m = trace.model
+    return Totals(params=m.params, trainable=m.trainable_params, shared=m.shared_params,
+                  param_bytes=m.param_bytes, param_bytes_by_dtype=dict(m.param_dtypes),
+                  buffer_bytes=m.buffer_bytes, activation_bytes=act, activation_tensors=act_count,
+                  input_bytes=input_bytes, input_tensors=input_count, calls=len(trace.calls), completed=len(done))
