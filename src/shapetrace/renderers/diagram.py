@@ -50,7 +50,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..tracer.records import Trace
-from .graph import Cluster, Graph, GraphEdge, Node, build_graph, format_bytes, format_count, format_shape, literal
+from .graph import Cluster, Graph, GraphEdge, Node, build_graph
+from .units import format_bytes, format_count, format_shape, literal
 
 __all__ = ["LAYOUTS", "OVERLAYS", "STYLES", "GraphvizNotFound", "dot_available", "render", "to_dot"]
 

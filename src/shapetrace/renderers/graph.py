@@ -39,6 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
+from .units import format_bytes, format_count, format_shape, literal
 
 __all__ = [
     "GLUE_OPS",
@@ -236,32 +237,7 @@ class Graph:
         return {(names[e.src], names[e.dst]) for e in self.edges}
 
 
-# ---- small formatting helpers shared with diagram.py ------------------------------------------------------
-def format_shape(shape: Sequence[int], sep: str = "×", paren: bool = False) -> str:
-    text = sep.join(str(s) for s in shape) if shape else "scalar"
-    return f"({text})" if paren else text
-
-
-def format_count(n: int) -> str:
-    """``1234567`` -> ``1.2M``."""
-    for unit, div in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
-        if n >= div:
-            return f"{n / div:.1f}{unit}"
-    return str(n)
-
-
-def format_bytes(n: int) -> str:
-    for unit, div in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= div:
-            return f"{n / div:.1f} {unit}"
-    return f"{n} B"
-
-
-def literal(text: str) -> str:
-    """Control characters as Python escapes, so a name with a newline shows as ``a\\nb`` on one line."""
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
-
-
+# ---- small helpers shared with diagram.py (the formatting lives in units.py) --------------------------
 def spatial(shape: Sequence[int]) -> tuple[int, ...] | None:
     """The spatial dims of an image-like tensor (``N, C, H, W`` or ``N, C, D, H, W``), else ``None``."""
     return tuple(shape[2:]) if len(shape) >= 4 else None
