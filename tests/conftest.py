@@ -74,3 +74,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 requires_dot = pytest.mark.requires_dot
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite the expected outputs under tests/golden/ instead of comparing with them")

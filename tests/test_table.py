@@ -160,8 +160,8 @@ def test_every_call_has_a_row_and_repeat_calls_say_where_their_parameters_were_c
     row = next(line for line in text.splitlines() if line.lstrip().startswith("lstm#3"))
     assert "4/4" in row and row.endswith("1st call")
     assert "(recursive)" not in text
-    assert ("name#k is call k+1 of a module called more than once (lstm#1: call 2 of 4 and 2 more); \"1st call\" "
-            "in params: its parameters are counted once, at its first call") in text
+    assert ("\"1st call\" in params: a repeated call (name#k is call k+1: lstm#1 is call 2 of 4 and 2 more); its "
+            "module's parameters are counted once, at its first call") in text
 
 
 def test_depth_folds_deeper_calls_into_their_parent(resnet18_trace):
@@ -341,3 +341,105 @@ def test_a_row_that_folds_deeper_calls_counts_their_time_as_its_own(resnet18_tra
     conv1 = next(r for r in rows if r["layer"] == "conv1")
     assert layer1["self ms"] == "1.000"  # its blocks are folded in, so nothing else shows their time
     assert conv1["self ms"] == "0.010"  # a leaf keeps its own self time
+
+
+# ---- terminal behaviour ----------------------------------------------------------------------------------
+def test_str_of_a_trace_is_its_table_and_repr_is_one_line(resnet18_trace):
+    assert str(resnet18_trace).startswith("ResNet: 76 calls\n") and "layer4" in str(resnet18_trace)
+    assert repr(resnet18_trace) == "<Trace of ResNet: 76 calls, 11,689,512 params, shapetrace.trace/2>"
+    failed = shapetrace.trace(nn.Sequential(nn.Linear(4, 8), nn.Linear(5, 2)), torch.randn(3, 4), strict=False)
+    assert repr(failed) == "<Trace of Sequential: 3 calls, failed in 1, 52 params, shapetrace.trace/2>"
+
+
+def test_a_newline_in_a_module_name_does_not_break_a_row():
+    model = nn.Sequential()
+    model.add_module("evil\nname", nn.Linear(2, 3))
+    model.add_module("tab\there", nn.ReLU())
+    tr = shapetrace.trace(model, torch.randn(1, 2))
+    for text in (table.render_text(tr), table.render_text(tr, width=None), table.render_markdown(tr)):
+        assert "evil\\nname" in text and "tab\\there" in text and "evil\nname" not in text
+    rows = [line for line in table.render_text(tr).splitlines() if "Linear" in line or "ReLU" in line]
+    assert len(rows) == 2
+    assert len(table.render_markdown(tr).splitlines()) == len(table.render_markdown(
+        shapetrace.trace(nn.Sequential(nn.Linear(2, 3), nn.ReLU()), torch.randn(1, 2))).splitlines())
+
+
+def test_colour_marks_the_failing_row_folded_rows_and_shape_changes_only_when_asked():
+    model = nn.Sequential(nn.Sequential(nn.Linear(4, 8), nn.ReLU()), nn.Linear(5, 2))
+    tr = shapetrace.trace(model, torch.randn(3, 4), strict=False)
+    plain = table.render_text(tr, depth=1)
+    assert "\x1b[" not in plain
+    coloured = table.render_text(tr, depth=1, color=True)
+    failing = next(line for line in coloured.splitlines() if "✗ 1" in line)
+    assert failing.startswith("\x1b[31m")  # red
+    folded = next(line for line in coloured.splitlines() if line.lstrip("\x1b[0-9m ").startswith("0 ")
+                  or "\x1b[36m  0" in line)
+    assert "\x1b[36m" in folded  # the row folding its two children: cyan
+    assert "\x1b[1m(3,8)" in folded  # its output shape differs from its input: bold
+    strip = __import__("re").compile(r"\x1b\[[0-9;]*m")
+    assert strip.sub("", coloured) == plain  # colour adds escapes only, never width
+
+
+def test_the_cli_colours_only_a_terminal_without_no_color(monkeypatch):
+    from shapetrace.cli_options import terminal_colour
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    assert terminal_colour(None) is True
+    assert terminal_colour("out.txt") is False  # a file never gets escapes
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert terminal_colour(None) is False
+    monkeypatch.delenv("NO_COLOR")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False, raising=False)
+    assert terminal_colour(None) is False  # piped
+
+
+EXHIBITS_80 = ("pet-recognizer-resnet34", "camvid-unet", "awd-lstm-classifier")
+TABLES_DOC = Path(__file__).resolve().parents[1] / "docs" / "tables.md"
+
+
+@pytest.fixture(scope="module")
+def exhibit_traces() -> dict[str, Trace]:
+    from shapetrace.gallery.exhibits import get_exhibit
+
+    out = {}
+    for name in EXHIBITS_80:
+        ex = get_exhibit(name)
+        args, kwargs = ex.inputs()
+        out[name] = shapetrace.trace(ex.build(), *args, **kwargs)
+    return out
+
+
+def test_the_three_exhibits_show_every_shape_whole_at_80_columns(exhibit_traces):
+    """At 80 columns every tensor of every call is in the table, whole (cells wrap; nothing is cut)."""
+    from shapetrace.renderers.units import tensor_text
+    from shapetrace.tracer.records import iter_tensors
+
+    for name, tr in exhibit_traces.items():
+        text = table.render_text(tr, width=80)
+        assert max(len(line) for line in text.splitlines()) <= 80, name
+        body = text.split("\nTotal params")[0]
+        for c in tr.calls:
+            for value in (c.inputs, c.outputs):
+                for _, m in iter_tensors(value):
+                    assert tensor_text(m) in body, (name, c.label, tensor_text(m))
+
+
+def _tables_doc(traces: dict[str, Trace]) -> str:
+    parts = ["# The shape table at 80 columns\n",
+             "What `shapetrace trace EXHIBIT --width 80` prints for three exhibits: every shape whole (long cells",
+             "wrap onto continuation lines), `trainable` left out where it equals `params`, a repeated call marked",
+             "`1st call` where its parameters were counted. Generated by `tests/test_table.py` (it fails when this",
+             "page is out of date; `pytest tests/test_table.py --update-golden` rewrites it).\n"]
+    for name, tr in traces.items():
+        parts += [f"## {name}\n", "```text", table.render_text(tr, width=80).rstrip("\n"), "```\n"]
+    return "\n".join(parts)
+
+
+def test_docs_tables_page_is_current(request, exhibit_traces):
+    expected = _tables_doc(exhibit_traces)
+    if request.config.getoption("--update-golden"):
+        TABLES_DOC.write_text(expected, encoding="utf-8")
+    assert TABLES_DOC.read_text(encoding="utf-8") == expected, \
+        "docs/tables.md is out of date: pytest tests/test_table.py --update-golden rewrites it"

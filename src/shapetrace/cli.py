@@ -29,6 +29,7 @@ from .cli_options import (
     prepare_output,
     print_cause,
     table_width,
+    terminal_colour,
     width_option,
 )
 from .cli_profile import profile_command
@@ -138,7 +139,7 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
             print_cause(outcome.cause)
         options = RenderOptions(depth=depth, view=view, width=table_width(width, output), layout=layout,
                                 style=style, unroll=unroll or None, overlays=overlays, with_diagram=with_diagram,
-                                all_ops=all_ops or None)
+                                all_ops=all_ops or None, color=terminal_colour(output))
         emit(outcome.trace, fmt, options, output)
     if outcome.failed:
         click.echo(f"error: {outcome.error}", err=True)
@@ -191,7 +192,8 @@ def render_command(trace_file: str, fmt: str | None, output: str | None, depth: 
         # The trace's saved render hints (trace.meta["options"]) apply; the options given here win over them.
         options = RenderOptions(depth=depth, view=view, width=table_width(width, output), layout=layout,
                                 style=style, unroll=unroll or None, overlays=overlays, heat=heat,
-                                with_diagram=with_diagram, all_ops=all_ops or None)
+                                with_diagram=with_diagram, all_ops=all_ops or None,
+                                color=terminal_colour(output))
         emit(trace, fmt, options, output)
     if trace.failed:
         click.echo("note: this trace is of a forward that failed; the table is partial", err=True)

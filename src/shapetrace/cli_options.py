@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import os
 import shutil
 import sys
 import traceback
@@ -20,7 +21,7 @@ from .renderers import RenderOptions, formats, get
 from .session import OutputProblem, SessionError, UsageProblem, check_output, pick_format, render_output
 
 __all__ = ["CONTEXT", "HEAT_KINDS", "SuggestingChoice", "cli_errors", "emit", "heat_option", "note_diagram_only",
-           "prepare_output", "print_cause", "table_width", "width_option"]
+           "prepare_output", "print_cause", "table_width", "terminal_colour", "width_option"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 HEAT_KINDS = ("time", "memory", "activations")
@@ -41,6 +42,13 @@ class SuggestingChoice(click.Choice):
 width_option = click.option(
     "--width", "-w", type=click.IntRange(min=0), default=None, metavar="N",
     help="Text table width in columns [default: the terminal's width, else 100; 0: no limit].")
+
+
+def terminal_colour(output: str | None) -> bool:
+    """Colour the text table only on a terminal that takes it: writing to stdout, stdout a TTY, no
+    ``NO_COLOR`` (https://no-color.org) and a ``TERM`` other than ``dumb``."""
+    return (output is None and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+            and os.environ.get("TERM", "") != "dumb")
 
 
 def table_width(width: int | None, output: str | None) -> int | None:

@@ -14,7 +14,17 @@ from typing import Any
 
 import click
 
-from .cli_options import CONTEXT, cli_errors, emit, heat_option, prepare_output, print_cause, table_width, width_option
+from .cli_options import (
+    CONTEXT,
+    cli_errors,
+    emit,
+    heat_option,
+    prepare_output,
+    print_cause,
+    table_width,
+    terminal_colour,
+    width_option,
+)
 from .renderers import RenderOptions, formats, get
 from .renderers.units import fallback_text, timer_kind_text
 from .session import TraceRequest, UsageProblem, check_output, load, profile_model, write_output
@@ -95,8 +105,8 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
         # A diagram of a profile is coloured by self time (the heat overlay; --heat picks memory or activations)
         # unless the trace has no timings (a forward that failed).
         heat = heat or ("time" if any(c.timing for c in outcome.trace.calls) else None)
-        emit(outcome.trace, fmt, RenderOptions(depth=depth, view=view, width=table_width(width, output), heat=heat),
-             output)
+        emit(outcome.trace, fmt, RenderOptions(depth=depth, view=view, width=table_width(width, output), heat=heat,
+                                               color=terminal_colour(output)), output)
         if not outcome.failed:
             click.echo(summary(outcome.trace, top, view), err=True)
             if plot_file is not None:

@@ -64,6 +64,7 @@ class RenderOptions:
     show_params: bool = False
     with_diagram: bool = False
     all_ops: bool | None = None  # diagrams: every functional op, not only those that compute with the data
+    color: bool = False  # text table: ANSI emphasis (the CLI sets it for a terminal without NO_COLOR)
 
 
 RenderFunction = Callable[[Trace, RenderOptions], "str | bytes"]
@@ -155,7 +156,8 @@ def render(trace: Trace, format: str = DEFAULT_FORMAT, options: RenderOptions | 
 # ---- the built-in formats ---------------------------------------------------------------------------------
 def _table(fmt: str) -> RenderFunction:
     def render_table(trace: Trace, options: RenderOptions) -> str:
-        return table.render(trace, fmt, depth=options.depth, view=options.view, width=options.width)
+        return table.render(trace, fmt, depth=options.depth, view=options.view, width=options.width,
+                            color=options.color)
 
     return render_table
 

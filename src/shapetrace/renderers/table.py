@@ -201,17 +201,15 @@ def _join_summary(items: list[tuple[Value, int]], top: bool = True) -> str:
 
 def _params_cell(row: Row) -> str:
     """A module's parameters (children included); a repeated call points at the call that counted them."""
-    if row.repeat:
-        return "1st call"
-    return "—" if not row.params else f"{row.params:,}"
+    if not row.params:
+        return "—"
+    return "1st call" if row.repeat else f"{row.params:,}"
 
 
 def _trainable_cell(row: Row) -> str:
-    if row.repeat:
-        return "1st call"
     if not row.params:
         return "—"
-    return f"{row.trainable:,}"
+    return "1st call" if row.repeat else f"{row.trainable:,}"
 
 
 def _headers(view: str, extra: list[str]) -> list[str]:
@@ -225,13 +223,13 @@ def _notes(trace: Trace, rows: list[Row]) -> list[str]:
     for r in rows:
         if r.folded:
             notes.append(f"{literal(r.name)}: +{r.folded} deeper call{'s' if r.folded != 1 else ''} folded")
-    repeats = [r for r in rows if r.repeat]
+    repeats = [r for r in rows if r.repeat and r.params]
     if repeats:
         first = repeats[0]
         more = f" and {len(repeats) - 1} more" if len(repeats) > 1 else ""
-        notes.append(f"name#k is call k+1 of a module called more than once ({literal(first.name)}: call "
-                     f"{first.call_index + 1} of {first.calls}{more}); \"1st call\" in params: its parameters are "
-                     "counted once, at its first call")
+        notes.append(f"\"1st call\" in params: a repeated call (name#k is call k+1: {literal(first.name)} is call "
+                     f"{first.call_index + 1} of {first.calls}{more}); its module's parameters are counted once, "
+                     "at its first call")
     for r in rows:
         if r.aliases and not r.repeat:
             notes.append(f"{literal(r.name)} is also registered as {', '.join(map(literal, r.aliases))}")
@@ -287,12 +285,12 @@ _BOLD, _DIM, _RED, _CYAN, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[31m", "\x1b[36m",
 
 
 def _tokens(text: str) -> list[str]:
-    """``text`` split after each space not followed by a letter: the places a shape cell may wrap
-    (``(2,3), `` | ``(4,5) int64``: a dtype stays with its shape)."""
+    """``text`` split after each space, except between a shape and its dtype: the places a cell may wrap
+    (``(2,3), `` | ``(4,5) int64``)."""
     out, cur = [], ""
     for i, ch in enumerate(text):
         cur += ch
-        if ch == " " and not text[i + 1:i + 2].isalpha():
+        if ch == " " and not (cur.rstrip().endswith(")") and text[i + 1:i + 2].isalpha()):
             out.append(cur)
             cur = ""
     if cur:
@@ -343,8 +341,7 @@ def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, dro
     each row; wrap shapes inside (after commas). Nothing of a shape is ever cut.
     """
     natural = {h: max([len(h)] + [len(c) for c in cells[h]]) for h in headers}
-    least = {h: max([len(h) if h not in _SHAPES else 5] + [_longest_token(c) for c in cells[h]]) for h in _SHAPES
-             if h in headers}
+    least = {h: max([_longest_token(h)] + [_longest_token(c) for c in cells[h]]) for h in _SHAPES if h in headers}
     shown = list(headers)
     widths = dict(natural)
     if limit is None:
@@ -437,7 +434,7 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     shown, widths, dropped, inputs_below = _fit(headers, cells, limit, droppable)
 
     def line(values: dict[str, str], styles: dict[str, str] | None = None) -> str:
-        out = []
+        padded = []
         for col in shown:
             w = widths[col]
             c = values.get(col, "")
@@ -445,9 +442,11 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
                 c = ellipsize_middle(c, w)
             elif col not in _SHAPES:
                 c = ellipsize(c, w)
-            c = c.ljust(w) if col in _LEFT else c.rjust(w)
-            out.append(_style(c, (styles or {}).get(col, ""), color))
-        return _SEP.join(out).rstrip()
+            padded.append(c.ljust(w) if col in _LEFT else c.rjust(w))
+        while len(padded) > 1 and not padded[-1].strip():
+            padded.pop()
+        padded[-1] = padded[-1].rstrip()
+        return _SEP.join(_style(c, (styles or {}).get(col, ""), color) for c, col in zip(padded, shown)).rstrip()
 
     table_width = sum(widths[c] for c in shown) + len(_SEP) * (len(shown) - 1)
     rule = "─" * table_width
@@ -463,7 +462,8 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
             out.append(line({**part, **{h: (v[k] if k < len(v) else "") for h, v in wrapped.items()}}, styles))
         return out
 
-    lines = [_title(trace, rows, view, depth), rule, *row_lines({h: h for h in shown}, dict.fromkeys(shown, _BOLD)),
+    title = _title(trace, rows, view, depth)
+    lines = [*(_wrap_words(title, limit) if limit is not None else [title]), rule, *row_lines({h: h for h in shown}, dict.fromkeys(shown, _BOLD)),
              rule]
     indent = widths["layer"] + len(_SEP)
     for i, r in enumerate(rows):
@@ -525,7 +525,9 @@ def _title(trace: Trace, rows: list[Row], view: str, depth: int | None) -> str:
 
 # ---- markdown ----------------------------------------------------------------------------------------
 def _md_cell(text: str) -> str:
-    return literal(text).replace("\\", "\\\\").replace("|", "\\|")
+    """A table cell: one line (control characters escaped as ``\\n``), pipes escaped; backslashes stay
+    (names are code spans, where Markdown reads them literally)."""
+    return literal(text).replace("|", "\\|")
 
 
 def _plain_cells(r: Row, extra: list[str], fwd: float | None) -> list[str]:

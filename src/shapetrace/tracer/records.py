@@ -371,9 +371,13 @@ class Failure:
     message: str
 
 
-@dataclass(eq=True)
+@dataclass(eq=True, repr=False)
 class Trace(_CoercesMetrics):
-    """Everything one traced forward showed. Plain data: no torch, no module references."""
+    """Everything one traced forward showed. Plain data: no torch, no module references.
+
+    ``str(trace)`` is the shape table (as wide as the terminal, 100 columns when there is none);
+    ``repr(trace)`` one line: model class, calls, parameters, format.
+    """
 
     _METRICS: ClassVar[dict[str, type]] = {"timing": TimingSummary}
 
@@ -416,6 +420,21 @@ class Trace(_CoercesMetrics):
     def leaves(self) -> list[Call]:
         parents = {c.parent for c in self.calls}
         return [c for c in self.calls if c.id not in parents]
+
+    def __repr__(self) -> str:
+        n = len(self.calls)
+        failed = f", failed in {self.failed_call.label}" if self.failed_call is not None else (
+            ", failed" if self.failed else "")
+        return (f"<Trace of {self.model.cls}: {n} call{'s' if n != 1 else ''}{failed}, "
+                f"{self.model.params:,} params, {self.format}>")
+
+    def __str__(self) -> str:
+        # Lazy on purpose: records sit below renderers, and only this display method needs one.
+        import shutil
+
+        from ..renderers.table import render_text
+
+        return render_text(self, width=shutil.get_terminal_size((100, 24)).columns)
 
     def lines(self, module: str = "") -> Any:
         """The source of ``module``'s forward (the root's by default) with what each line produced; needs a
