@@ -27,7 +27,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Union
+from typing import Any, Union
 
 from . import codec
 from .codec import OMIT_DEFAULT, TraceFormatError
@@ -234,20 +234,30 @@ def labelled_tensors(value: Value, cls: str = "", role: str = "outputs") -> list
     return out
 
 
-class _CoercesMetrics:
-    """Assigning a mapping to a metric field (``call.timing = {"total_ms": 2.0}``) stores the typed record."""
+class _Metric:
+    """A metric field (``timing``, ``memory``): assigning a mapping (``call.timing = {"total_ms": 2.0}``)
+    stores the typed record. A data descriptor, so only these fields pay for the check (not every
+    attribute of a ``Call``, which the tracer sets on its hot path)."""
 
-    _METRICS: ClassVar[dict[str, type]] = {}
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        kind = self._METRICS.get(name)
-        if kind is not None and value is not None and not isinstance(value, kind):
-            value = kind.coerce(value)  # type: ignore[attr-defined]
-        object.__setattr__(self, name, value)
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return None  # the dataclass field's default
+        return obj.__dict__.get(self.slot)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        if value is not None and not isinstance(value, self.kind):
+            value = self.kind.coerce(value)  # type: ignore[attr-defined]
+        obj.__dict__[self.slot] = value
 
 
 @dataclass(eq=True)
-class Call(_CoercesMetrics):
+class Call:
     """One invocation of one module's forward.
 
     ``id`` is the index in ``Trace.calls`` (start order); ``call_index`` counts calls of the same module
@@ -258,8 +268,6 @@ class Call(_CoercesMetrics):
     were not passed in its arguments (read from an attribute or a hook's storage). ``timing``, ``flops``,
     ``memory`` and ``notes`` are filled by profiling (``shapetrace.tracer.metrics``).
     """
-
-    _METRICS: ClassVar[dict[str, type]] = {"timing": CallTiming, "memory": CallMemory}
 
     id: int
     module: str
@@ -279,9 +287,9 @@ class Call(_CoercesMetrics):
     buffers: int = 0
     side_inputs: list[Value] = field(default_factory=list)
     error: str | None = None
-    timing: CallTiming | None = None
+    timing: CallTiming | None = _Metric(CallTiming)  # type: ignore[assignment]
     flops: int | None = None
-    memory: CallMemory | None = None
+    memory: CallMemory | None = _Metric(CallMemory)  # type: ignore[assignment]
     notes: list[Note] = field(default_factory=list)
     # Source lines (``trace(..., lines=True)``): ``line`` is the line of the parent's forward that made this
     # call; ``code`` is ``{"source": key into Trace.sources, "ran": [lines of this call's forward that ran],
@@ -303,11 +311,9 @@ class Call(_CoercesMetrics):
 
 
 @dataclass(eq=True)
-class Op(_CoercesMetrics):
+class Op:
     """A functional operation (``torch.cat``, ``+``, ``F.interpolate``, ``view``, indexing, ...) run in the
     forward code of a container module or outside any module. ``call`` is the enclosing call's id."""
-
-    _METRICS: ClassVar[dict[str, type]] = {"timing": CallTiming}
 
     id: int
     name: str
@@ -315,7 +321,7 @@ class Op(_CoercesMetrics):
     order: int
     inputs: list[Value] = field(default_factory=list)
     outputs: Value = None
-    timing: CallTiming | None = None
+    timing: CallTiming | None = _Metric(CallTiming)  # type: ignore[assignment]
     flops: int | None = None
     # the line of the enclosing call's forward that ran it (``lines=True``)
     line: int | None = field(default=None, metadata=OMIT_DEFAULT)
@@ -372,14 +378,12 @@ class Failure:
 
 
 @dataclass(eq=True, repr=False)
-class Trace(_CoercesMetrics):
+class Trace:
     """Everything one traced forward showed. Plain data: no torch, no module references.
 
     ``str(trace)`` is the shape table (as wide as the terminal, 100 columns when there is none);
     ``repr(trace)`` one line: model class, calls, parameters, format.
     """
-
-    _METRICS: ClassVar[dict[str, type]] = {"timing": TimingSummary}
 
     model: ModelInfo
     calls: list[Call] = field(default_factory=list)
@@ -391,7 +395,7 @@ class Trace(_CoercesMetrics):
     uncalled: list[Uncalled] = field(default_factory=list)
     failure: Failure | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-    timing: TimingSummary | None = None
+    timing: TimingSummary | None = _Metric(TimingSummary)  # type: ignore[assignment]
     # The forwards' source text by key (``trace(..., lines=True)``): ``{"qualname", "file", "first_line",
     # "text": [lines]}``, or ``{"qualname", "missing": why}`` when there is no Python source to show.
     sources: dict[str, Any] = field(default_factory=dict, metadata=OMIT_DEFAULT)
