@@ -35,7 +35,8 @@ KNOWN_CYCLES: dict[str, frozenset[str]] = {
     "records-display": frozenset({"shapetrace.tracer.records", "shapetrace.renderers.table",
                                   "shapetrace.renderers.lines", "shapetrace.renderers.html",
                                   "shapetrace.renderers.display", "shapetrace.renderers.diagram",
-                                  "shapetrace.renderers.graph", "shapetrace.renderers.plots"}),
+                                  "shapetrace.renderers.graph", "shapetrace.renderers.plots", "shapetrace.renderers.rows",
+                                  "shapetrace.renderers.units"}),
     # the exhibits package imports its topic modules to register them, and they import its register()
     "exhibit-registry": frozenset({"shapetrace.gallery.exhibits", "shapetrace.gallery.exhibits.tabular",
                                    "shapetrace.gallery.exhibits.text", "shapetrace.gallery.exhibits.unet",
@@ -47,7 +48,7 @@ DISPLAY_METHODS = {"_repr_html_", "_repr_markdown_", "_repr_svg_", "_repr_png_",
                    "__str__", "__format__", "table", "diagram", "flow", "lines", "save", "show", "render",
                    "to_text", "to_markdown", "to_html"}
 
-RECORDS = ("shapetrace.tracer.records", "shapetrace.tracer.codec", "shapetrace.tracer.units")
+RECORDS = ("shapetrace.tracer.records", "shapetrace.tracer.codec", "shapetrace.tracer.metrics", "shapetrace.tracer.units")
 GALLERY_ARCHITECTURES = ("shapetrace.gallery.layers", "shapetrace.gallery.vision", "shapetrace.gallery.unet",
                          "shapetrace.gallery.tabular", "shapetrace.gallery.text", "shapetrace.gallery.photo")
 TOP = ("shapetrace.cli", "shapetrace.cli_profile", "shapetrace.cli_options", "shapetrace.sphinxext",
