@@ -443,3 +443,10 @@ def test_docs_tables_page_is_current(request, exhibit_traces):
         TABLES_DOC.write_text(expected, encoding="utf-8")
     assert TABLES_DOC.read_text(encoding="utf-8") == expected, \
         "docs/tables.md is out of date: pytest tests/test_table.py --update-golden rewrites it"
+
+
+def test_ipython_shows_the_table_where_repr_stays_one_line(resnet18_trace):
+    from IPython.lib.pretty import pretty
+
+    assert pretty(resnet18_trace) == str(resnet18_trace)
+    assert "\n" not in repr(resnet18_trace)

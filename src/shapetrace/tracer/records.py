@@ -382,7 +382,7 @@ class Trace:
     """Everything one traced forward showed. Plain data: no torch, no module references.
 
     ``str(trace)`` is the shape table (as wide as the terminal, 100 columns when there is none);
-    ``repr(trace)`` one line: model class, calls, parameters, format.
+    ``repr(trace)`` one line: model class, calls, parameters, format. IPython and Jupyter show the table.
     """
 
     model: ModelInfo
@@ -439,6 +439,10 @@ class Trace:
         from ..renderers.table import render_text
 
         return render_text(self, width=shutil.get_terminal_size((100, 24)).columns)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython and Jupyter's plain-text display: the table (``repr`` stays one line)."""
+        printer.text(repr(self) if cycle else str(self))
 
     def lines(self, module: str = "") -> Any:
         """The source of ``module``'s forward (the root's by default) with what each line produced; needs a
