@@ -133,3 +133,22 @@ def test_the_index_loads_every_thumbnail_and_links_every_page(browser, site):
             page.wait_for_load_state("load")
             page.screenshot(path=str(Path(folder) / file), full_page=name != "nearest-upsample-photo")
     page.close()
+
+
+@requires_dot
+def test_the_comparison_pages_load_their_diagram_in_their_column_and_the_index_links_them(browser, site):
+    from shapetrace.gallery.exhibits.diffs import DIFF_EXHIBITS
+
+    page = browser.new_page(viewport=WINDOW)
+    page.goto((site / "index.html").as_uri())
+    index_links = set(page.eval_on_selector_all("ul.comparisons a", "as => as.map(a => a.getAttribute('href'))"))
+    assert index_links == {f"{name}.html" for name in DIFF_EXHIBITS}
+    for name, ex in DIFF_EXHIBITS.items():
+        m = _check_page(page, (site / f"{name}.html").as_uri())
+        assert m["scrollWidth"] <= m["innerWidth"], f"{name}.html scrolls sideways"
+        assert [i["src"] for i in m["images"]] == [f"{name}.svg"] and m["images"][0]["ok"], name
+        assert m["images"][0]["right"] <= m["columnRight"] + 1, f"{name}.svg is wider than its column"
+        assert len(m["ids"]) == len(set(m["ids"]))
+        text = page.inner_text("main")
+        assert ex.title in text and ex.b_label in text
+    page.close()

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .exhibits import Exhibit, exhibit_names, get_exhibit, section_of
+from .exhibits.diffs import DIFF_EXHIBITS, DiffExhibit, write_diff_exhibits
 
 __all__ = ["MANIFEST", "MIN_FLOW_POINTS", "GalleryBuildFailed", "build_site", "default_jobs", "prefix_ids"]
 
@@ -354,7 +355,47 @@ def _thumbnail(r: ExhibitResult) -> str | None:
     return None
 
 
-def _index_html(exhibits: list[Exhibit], results: dict[str, ExhibitResult]) -> str:
+def _diff_page(ex: DiffExhibit, fragment: str, files: list[str]) -> str:
+    """The page of one diff exhibit: its question, B's diagram with the changes filled, the diff itself."""
+    esc = html.escape
+    parts = _head(f"{ex.title} · shapetrace gallery")
+    parts.append('<header class="top"><a href="index.html">shapetrace gallery</a></header><main>')
+    parts.append(f"<h1>{esc(ex.title)}</h1>")
+    parts.append(f'<p class="caption">{esc(ex.caption)}</p>')
+    parts.append(f"<p><code>shapetrace diff</code> of {esc(ex.a_label)} (A) against {esc(ex.b_label)} (B).</p>")
+    if f"{ex.name}.svg" in files:
+        parts.append(f'<figure><a href="{esc(ex.name)}.svg"><img class="flow" src="{esc(ex.name)}.svg" '
+                     f'alt="{esc(ex.b_label)}: the changed layers filled"></a>'
+                     "<figcaption>B, with the layers that differ from A filled (click for full size).</figcaption>"
+                     "</figure>")
+    parts.append(fragment)
+    downloads = [f'<a href="{esc(f)}">{esc(f)}</a>' for f in files if not f.endswith(".html")]
+    parts.append(f"<p>Downloads: {' · '.join(downloads)}</p>")
+    parts.append("</main></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _write_diff_exhibits(out: Path) -> tuple[list[Path], list[DiffExhibit]]:
+    """The comparisons (``shapetrace diff``) of chapter-15 heads: their files, and a page each."""
+    written = write_diff_exhibits(out)
+    names = {p.name for p in written}
+    for ex in DIFF_EXHIBITS.values():
+        page = out / f"{ex.name}.html"  # write_diff_exhibits left the diff's HTML fragment there
+        files = sorted(n for n in names if n.startswith(ex.name + "."))
+        page.write_text(_diff_page(ex, page.read_text(encoding="utf-8"), files), encoding="utf-8")
+    return written, list(DIFF_EXHIBITS.values())
+
+
+def _comparisons_html(diffs: list[DiffExhibit]) -> list[str]:
+    if not diffs:
+        return []
+    esc = html.escape
+    items = "".join(f'<li><a href="{esc(d.name)}.html">{esc(d.title)}</a>: {esc(d.caption)}</li>' for d in diffs)
+    return ["<h2>Comparisons</h2>", f'<ul class="comparisons">{items}</ul>']
+
+
+def _index_html(exhibits: list[Exhibit], results: dict[str, ExhibitResult],
+                diffs: list[DiffExhibit] | None = None) -> str:
     esc = html.escape
     parts = _head("shapetrace gallery: chapter 15 of Deep Learning for Coders, traced")
     parts.append('<header class="top"><a href="index.html">shapetrace gallery</a></header><main>')
@@ -382,11 +423,13 @@ def _index_html(exhibits: list[Exhibit], results: dict[str, ExhibitResult]) -> s
             parts.append(f'<li id="{esc(ex.name)}"><a href="{esc(ex.name)}.html"><div class="thumb">{img}</div>'
                          f"<h3>{esc(ex.title)}{mark}</h3><p>{esc(ex.question)}</p></a></li>")
         parts.append("</ol>")
+    parts += _comparisons_html(diffs or [])
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
 
 
-def _index_md(exhibits: list[Exhibit], results: dict[str, ExhibitResult]) -> str:
+def _index_md(exhibits: list[Exhibit], results: dict[str, ExhibitResult],
+              diffs: list[DiffExhibit] | None = None) -> str:
     lines = ["# shapetrace gallery", ""]
     section = None
     for ex in exhibits:
@@ -403,6 +446,10 @@ def _index_md(exhibits: list[Exhibit], results: dict[str, ExhibitResult]) -> str
             lines += ["**Failed:**", "", "```", r.error, "```", ""]
         if f"{ex.name}.svg" in r.files:
             lines += [f"![{ex.title}]({ex.name}.svg)", ""]
+    if diffs:
+        lines += ["## Comparisons", ""]
+        for d in diffs:
+            lines += [f"### [{d.title}]({d.name}.html)", "", d.caption, "", f"[the diff as Markdown]({d.name}.md)", ""]
     return "\n".join(lines)
 
 
@@ -474,7 +521,11 @@ def build_site(out_dir: str | Path, exhibits: Sequence[str] | None = None, *, jo
         page = _page(ex, results[ex.name], exs[i - 1] if i else None, exs[i + 1] if i + 1 < len(exs) else None)
         (out / f"{ex.name}.html").write_text(page, encoding="utf-8")
         written.append(out / f"{ex.name}.html")
-    for fname, text in (("index.html", _index_html(exs, results)), ("index.md", _index_md(exs, results))):
+    diffs: list[DiffExhibit] = []
+    if exhibits is None:  # the comparisons come with a whole-gallery build
+        diff_files, diffs = _write_diff_exhibits(out)
+        written += diff_files
+    for fname, text in (("index.html", _index_html(exs, results, diffs)), ("index.md", _index_md(exs, results, diffs))):
         (out / fname).write_text(text, encoding="utf-8")
         written.append(out / fname)
     _replace_manifest(out, written, whole=exhibits is None)
