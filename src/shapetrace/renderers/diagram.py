@@ -146,7 +146,7 @@ def _small(text: str, color: str = "#4a4a4a") -> str:
     return f'<FONT POINT-SIZE="9" COLOR="{color}">{text}</FONT>'
 
 
-def _node_label(n: Node, style: str, show_params: bool, extra: list[str], on_dark: bool = False,
+def _node_label(n: Node, style: str, show_params: bool, extra: list[str], on_dark: bool = False,  # noqa: C901 - one branch per optional label part; to split by style
                 swatches: Sequence[str] = ()) -> str:
     """The node's HTML label; ``on_dark`` (a dark fill, the hot end of the heat scale) prints the grey
     small print near-black so it stays legible; ``swatches`` (a node in several parameter groups) adds a row
@@ -395,14 +395,14 @@ def _settings(depth: int | None, layout: str | None, style: str | None, unroll: 
     return depth, layout, style, unroll, list(overlays), options
 
 
-def to_dot(trace: Trace, *, depth: int | None = None, layout: str | None = None, style: str | None = None,
+def to_dot(trace: Trace, *, depth: int | None = None, layout: str | None = None, style: str | None = None,  # noqa: PLR0913 - the public keyword options of a diagram; RenderOptions carries them in the registry
            unroll: bool | None = None, overlays: Sequence[str] = (), options: dict[str, Any] | None = None,
            show_params: bool = False, all_ops: bool | None = None) -> str:
     """The diagram of ``trace`` as Graphviz DOT source (see the module docstring for the options)."""
     return _diagram(trace, depth, layout, style, unroll, overlays, options, show_params, all_ops).text()
 
 
-def _diagram(trace: Trace, depth: int | None, layout: str | None, style: str | None, unroll: bool | None,
+def _diagram(trace: Trace, depth: int | None, layout: str | None, style: str | None, unroll: bool | None,  # noqa: PLR0913 - to take RenderOptions when to_dot and render do
              overlays: Sequence[str] | str | None, options: dict[str, Any] | None, show_params: bool,
              all_ops: bool | None = None) -> _Dot:
     """The graph of ``trace`` for these settings, ready to write as DOT."""
@@ -604,7 +604,7 @@ def _svg_titles(svg: str, graph_tips: dict[str, str], edge_tips: dict[tuple[str,
                            if (m.group(1), m.group(2)) in edge_tips else m.group(0), svg)
 
 
-def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layout: str | None = None,
+def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layout: str | None = None,  # noqa: PLR0913 - the public keyword options of a diagram; RenderOptions carries them in the registry
            style: str | None = None, unroll: bool | None = None, overlays: Sequence[str] = (),
            options: dict[str, Any] | None = None, show_params: bool = False, all_ops: bool | None = None) -> bytes:
     """The diagram of ``trace`` as ``svg``, ``png``, ``pdf``, ``dot`` (or ``jpg``, ``gif``, ``webp``) bytes.

@@ -395,7 +395,7 @@ def _style(text: str, style: str, color: bool) -> str:
     return f"{style}{text}{_RESET}" if color and style and text.strip() else text
 
 
-def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", width: int | None = 100,
+def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", width: int | None = 100,  # noqa: C901 - to split: column fitting and wrapping from row emission
                 color: bool = False) -> str:
     """An aligned table (an indented tree in the calls view) that fits ``width`` columns, shapes whole.
 

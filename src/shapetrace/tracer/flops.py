@@ -79,7 +79,7 @@ def _native_mha_flop(query: Any, key: Any, value: Any, embed_dim: int, num_head:
     return 2 * nq * e * e + 4 * nk * e * e + 4 * b * lq * lk * e + 2 * nq * e * e
 
 
-def _transformer_layer_flop(src: Any, embed_dim: int, num_heads: int, qkv_weight: Any, qkv_bias: Any,
+def _transformer_layer_flop(src: Any, embed_dim: int, num_heads: int, qkv_weight: Any, qkv_bias: Any,  # noqa: PLR0913 - mirrors torch._transformer_encoder_layer_fwd's signature
                             proj_weight: Any, proj_bias: Any, use_gelu: Any, norm_first: Any, eps: Any,
                             norm_weight_1: Any, norm_bias_1: Any, norm_weight_2: Any, norm_bias_2: Any,
                             ffn_weight_1: Any, *args: Any, **kwargs: Any) -> int:

@@ -526,7 +526,7 @@ class Trace:
 _NODE = re.compile(r"(call|op):(\d+)\Z")
 
 
-def _check_links(trace: Trace) -> None:
+def _check_links(trace: Trace) -> None:  # noqa: C901 - one check per kind of link (parent, failure, ops, edges)
     """References between records point at records that exist: ids are positions, a parent starts before
     its children and is one level up, the failure, ops and edges name existing calls and ops."""
     n = len(trace.calls)

@@ -334,7 +334,7 @@ def _median(xs: Sequence[float]) -> float:
     return quantile(xs, 0.5)
 
 
-def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = None, warmup: int = 3,
+def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = None, warmup: int = 3,  # noqa: PLR0913 - the public keyword options of shapetrace.profile
             repeat: int = 10, dtype: str | torch.dtype | None = None, flops: bool = True, memory: bool = True,
             progress: Callable[[int, int], None] | None = None, grad: bool = False, train: bool | None = None,
             gpu_timer: str = "auto", forward_kwargs: dict | None = None, **kwargs: Any) -> Trace:
@@ -424,7 +424,7 @@ def _shape_pass(model: nn.Module, args: tuple, kwargs: dict, probes: list, grad:
     return tracer.trace, tracer.call_keys()
 
 
-def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev: torch.device, warmup: int,
+def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev: torch.device, warmup: int,  # noqa: PLR0913 - to take profile()'s options as one object
            repeat: int, call_of: dict, grad: bool, train: bool | None,
            progress: Callable[[int, int], None] | None, gpu_timer: str = "auto") -> tuple[_Run, str]:
     mode = "wall" if dev.type != "cuda" else "events" if gpu_timer == "events" else "profiler"
