@@ -170,24 +170,16 @@ def _check_traceable(module: Any, spec: str) -> None:
 
 
 def _unwrapped(module: Any) -> tuple[Any, list[str]]:
-    """The module to trace inside wrappers that hide it from module hooks or split its batch, and a note for
-    each wrapper taken off."""
-    from torch import nn  # deliberately lazy (see load)
+    """The module to trace inside wrappers that hide it from module hooks or split its batch
+    (``tracer.capture.unwrap``), and a note for each wrapper taken off."""
+    from .tracer.capture import unwrap  # deliberately lazy: imports torch (see load)
 
-    notes = []
-    while True:
-        inner = getattr(module, "_orig_mod", None)
-        if isinstance(inner, nn.Module) and type(module).__name__ == "OptimizedModule":
-            notes.append("the model is torch.compile'd: tracing the module it compiles (compiled code runs no "
-                         "module hooks, and the shapes are the same)")
-            module = inner
-            continue
-        if isinstance(module, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            notes.append(f"the model is wrapped in {type(module).__name__}: tracing the wrapped module on the "
-                         "whole batch (the wrapper only splits the batch across devices)")
-            module = module.module
-            continue
-        return module, notes
+    module, kinds = unwrap(module)
+    notes = [("the model is torch.compile'd: tracing the module it compiles (compiled code runs no module "
+              "hooks, and the shapes are the same)") if kind == "torch.compile" else
+             (f"the model is wrapped in {kind}: tracing the wrapped module on the whole batch (the wrapper only "
+              "splits the batch across devices)") for kind in kinds]
+    return module, notes
 
 
 def _render_hints(trace: Trace, exhibit: Any) -> None:
