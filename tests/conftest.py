@@ -79,3 +79,31 @@ requires_dot = pytest.mark.requires_dot
 def pytest_addoption(parser):
     parser.addoption("--update-golden", action="store_true", default=False,
                      help="rewrite the expected outputs under tests/golden/ instead of comparing with them")
+
+
+def chromium_path() -> str | None:
+    """The Chromium the browser tests drive (``SHAPETRACE_CHROMIUM`` first), or ``None``."""
+    for name in (os.environ.get("SHAPETRACE_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium through playwright, for the docs' and the gallery's browser tests. A missing
+    Chromium fails them unless ``SHAPETRACE_ALLOW_MISSING=chromium`` (or ``SHAPETRACE_SKIP_BROWSER=1``)."""
+    if os.environ.get("SHAPETRACE_SKIP_BROWSER") == "1":
+        pytest.skip("SHAPETRACE_SKIP_BROWSER=1: the browser checks were skipped on purpose")
+    exe = chromium_path()
+    if exe is None:
+        reason = ("Chromium is not installed: run scripts/ensure-chromium.sh (make test does), or set "
+                  "SHAPETRACE_ALLOW_MISSING=chromium to skip the browser checks on purpose")
+        if allowed_missing("chromium"):
+            pytest.skip(reason)
+        pytest.fail(reason, pytrace=False)
+    sync_api = require("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()

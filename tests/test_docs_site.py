@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest import allowed_missing, require, requires_dot
+from conftest import require, requires_dot
 
 sphinx_build = require("sphinx.cmd.build")
 
@@ -45,29 +44,6 @@ def test_the_documentation_builds_with_warnings_as_errors(site):
     api = (site / "api.html").read_text()
     assert 'id="shapetrace.trace"' in api and 'id="shapetrace.Trace.diagram"' in api
     assert "shapetrace.trace/1" in (site / "trace-format.html").read_text()  # the format page, from Markdown
-
-
-def chromium_path() -> str | None:
-    for name in (os.environ.get("SHAPETRACE_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    exe = chromium_path()
-    if exe is None:
-        reason = ("Chromium is not installed: run scripts/ensure-chromium.sh (make test does), or set "
-                  "SHAPETRACE_ALLOW_MISSING=chromium to skip the browser checks on purpose")
-        if allowed_missing("chromium"):
-            pytest.skip(reason)
-        pytest.fail(reason, pytrace=False)
-    sync_api = require("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
 
 
 MEASURE = """() => {

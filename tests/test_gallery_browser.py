@@ -14,11 +14,10 @@ saves screenshots of the index, the U-Net page and the upsampling page there (``
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest import allowed_missing, requires_dot
+from conftest import requires_dot
 
 from shapetrace.gallery.exhibits import exhibit_names
 from shapetrace.gallery.site import build_site
@@ -27,31 +26,6 @@ WINDOW = {"width": 1280, "height": 900}
 LEGIBLE_PX = 9.0
 SCREENSHOTS = {"index": "gallery-index.png", "camvid-unet": "gallery-unet.png",
                "nearest-upsample-photo": "gallery-upsampling.png"}
-
-
-def chromium_path() -> str | None:
-    for name in (os.environ.get("SHAPETRACE_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
-        if name and shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if os.environ.get("SHAPETRACE_SKIP_BROWSER") == "1" or allowed_missing("chromium"):
-        pytest.skip("the browser checks were skipped on purpose (SHAPETRACE_ALLOW_MISSING=chromium)")
-    exe = chromium_path()
-    if exe is None:
-        pytest.fail("Chromium is not installed: run scripts/ensure-chromium.sh (make test does), or set "
-                    "SHAPETRACE_ALLOW_MISSING=chromium to skip the browser checks on purpose")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("playwright is not installed: pip install -c constraints.txt -e '.[dev]'")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
