@@ -132,7 +132,7 @@ class Tracer:
             ops = OpProbe(flow)
             probes += [ops, OpCountProbe(ops)]
         if self.lines:
-            probes.append(LinesProbe(shapes, flow))
+            probes.append(LinesProbe(flow))
         return probes
 
     # ---- context manager ----------------------------------------------------------------------------
@@ -178,18 +178,16 @@ class Tracer:
         """Build the ``Trace`` from what the probes recorded (the forward is over, the model restored)."""
         shapes = self._probes[0]
         assert isinstance(shapes, ShapeProbe)
-        shapes.finish(exc)
+        calls = shapes.build(exc)
         self.tracer_errors.extend(self._engine.errors)
-        index, calls = self._index, shapes.calls
+        index = self._index
         stats, info = model_stats(index)
         slots = self._engine.calls.slot
         for call in calls:
             call.params, call.own_params, call.trainable_params, call.buffers = stats[slots[call.id]]
         # A ModuleList or ModuleDict has no forward: it holds modules but is never called itself.
-        called = set(slots)
         uncalled = [Uncalled(index.names[s][0], index.classes[s], stats[s][0])
-                    for s, m in enumerate(index.modules)
-                    if s not in called and _has_forward(m)]
+                    for s in sorted(set(range(len(index))).difference(slots)) if _has_forward(index.modules[s])]
         first = next((c for c in calls if c.parent is None), None)
         trace = Trace(
             model=info,

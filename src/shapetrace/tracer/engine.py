@@ -56,19 +56,31 @@ class ModuleIndex:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.slot_of: dict[int, int] = {}
-        self.modules: list[nn.Module] = []
-        self.names: list[list[str]] = []
-        for name, m in model.named_modules(remove_duplicate=False):
-            slot = self.slot_of.get(id(m))
+        slot_of: dict[int, int] = {}
+        modules: list[nn.Module] = []
+        names: list[list[str]] = []
+        # named_modules(remove_duplicate=False)'s pre-order, walked here without a generator per level (the
+        # walk is part of every trace's fixed cost). A module registered inside itself is not entered again.
+        todo: list[tuple[str, nn.Module, tuple[int, ...]]] = [("", model, ())]
+        while todo:
+            name, m, path = todo.pop()
+            slot = slot_of.get(id(m))
             if slot is None:
-                self.slot_of[id(m)] = len(self.modules)
-                self.modules.append(m)
-                self.names.append([name])
+                slot_of[id(m)] = len(modules)
+                modules.append(m)
+                names.append([name])
             else:
-                self.names[slot].append(name)
-        self.classes = [type(m).__name__ for m in self.modules]
-        self.is_leaf = [not m._modules for m in self.modules]
+                names[slot].append(name)
+            children = m._modules
+            if children:
+                prefix = name + "." if name else ""
+                inner = (*path, id(m))
+                for key, child in reversed(children.items()):
+                    if child is not None and id(child) not in inner:
+                        todo.append((prefix + key, child, inner))
+        self.slot_of, self.modules, self.names = slot_of, modules, names
+        self.classes = [type(m).__name__ for m in modules]
+        self.is_leaf = [not m._modules for m in modules]
 
     def __len__(self) -> int:
         return len(self.modules)
@@ -190,6 +202,7 @@ class Engine:
         # the probes' own reads of tensor metadata in the hooks then run with torch functions disabled,
         # unseen by any mode.
         self.quiet = False
+        self.stack: list[int] = []  # the ids of the calls open right now, innermost last
         self._active = False
 
     # ---- entering and leaving -------------------------------------------------------------------------
@@ -197,7 +210,7 @@ class Engine:
         if self._active:
             raise RuntimeError("this Engine is already active; make a new one per pass")
         self._active = True
-        self._stack: list[int] = []
+        self.stack = []
         self._exc_at_start: list[BaseException | None] = []
         self._counts = [0] * len(self.index)
         self._slot_of = self.index.slot_of
@@ -236,8 +249,8 @@ class Engine:
                 handle.remove()
                 _forget_hook(handle.id)
             self._handles = []
-            while self._stack:
-                self._close(self._stack.pop(), exc if exc is not None else Unfinished())
+            while self.stack:
+                self._close(self.stack.pop(), exc if exc is not None else Unfinished())
         finally:
             try:
                 for probe in reversed(self._started):
@@ -255,7 +268,7 @@ class Engine:
             return  # a module of another model, or one built inside the forward
         calls = self.calls
         cid = len(calls.slot)
-        stack = self._stack
+        stack = self.stack
         parent = stack[-1] if stack else None
         calls.slot.append(slot)
         calls.index.append(self._counts[slot])
@@ -263,7 +276,15 @@ class Engine:
         calls.parent.append(parent)
         stack.append(cid)
         self._exc_at_start.append(sys.exc_info()[1])
-        kwargs = caller_kwargs() if self._kwargs else None
+        kwargs = None
+        if self._kwargs:  # caller_kwargs(), inline for the frame seen before
+            frame = sys._getframe(1)
+            if frame.f_code is _CALLER_CODE[0]:
+                kwargs = frame.f_locals.get("kwargs")
+                if type(kwargs) is not dict:
+                    kwargs = None
+            else:
+                kwargs = caller_kwargs()
         if self.quiet:
             with _no_torch_function():
                 for start in self._starts:
@@ -282,7 +303,7 @@ class Engine:
         slot = self._slot_of.get(id(module))
         if slot is None:
             return
-        stack = self._stack
+        stack = self.stack
         calls = self.calls
         if not stack or calls.slot[stack[-1]] != slot:
             # The pre-hook never ran for this call (another pre-hook raised first): nothing to close.
@@ -297,9 +318,13 @@ class Engine:
             output = None
         if self.quiet:
             with _no_torch_function():
-                self._end(cid, module, output, error)
+                for end in self._ends:  # as _end, inline: this runs on every call
+                    try:
+                        end(cid, module, output, error)
+                    except Exception as e:  # noqa: BLE001
+                        self.errors.append(f"post-hook of {type(module).__name__}: {e!r}")
             return
-        for end in self._ends:  # as _end, inline: this runs on every call
+        for end in self._ends:  # the same loop, without the context manager's cost
             try:
                 end(cid, module, output, error)
             except Exception as e:  # noqa: BLE001

@@ -5,15 +5,18 @@ references, so it neither keeps activations alive nor confuses a new tensor with
 ``id()`` Python reused. A tensor changed in place is given a new ``tid`` by whatever changed it, so an
 edge always names the value that flowed, not just the storage.
 
-``DataFlow`` owns the map, the edges, the recorded ``Op``s, the event clock that orders calls and ops, and
-the stack of open calls that side inputs are checked against. The shapes probe (module calls) and the ops
-probe (functional ops) both feed it through its methods; neither touches the other's state.
+``DataFlow`` owns the map, the recorded ``Op``s, the event clock that orders calls and ops, and, after
+the forward, the edges. Only what must be known while the forward runs is done then: giving tensors their
+ids (which depends on the live objects) and recording ops. Edges and side inputs are derived afterwards
+(``connect``) by replaying the recorded events in order, which keeps the per-call work in the hooks small.
+The shapes probe (module calls) and the ops probe (functional ops) both feed it through its methods;
+neither touches the other's state.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -25,16 +28,19 @@ _Tensor = torch.Tensor
 
 
 class TensorIds:
-    """Maps live tensors to ``tid``s and remembers who produced each ``tid`` and when."""
+    """Maps live tensors to ``tid``s and remembers who produced each ``tid`` and when.
+
+    ``by_id`` (``id(tensor) -> (weak reference, tid)``) and ``produced_at`` are read directly by the
+    shapes probe's hot path; everything else goes through the methods."""
 
     def __init__(self) -> None:
-        self._by_id: dict[int, tuple[weakref.ref, int]] = {}
+        self.by_id: dict[int, tuple[weakref.ref, int]] = {}
         self.producer: dict[int, str] = {}  # tid -> node name ("input:0", "call:3", "op:7")
         self.produced_at: dict[int, int] = {}  # tid -> event order of the producer
         self._next = 0
 
     def lookup(self, t: torch.Tensor) -> int | None:
-        entry = self._by_id.get(id(t))
+        entry = self.by_id.get(id(t))
         if entry is None or entry[0]() is not t:
             return None
         return entry[1]
@@ -47,7 +53,7 @@ class TensorIds:
         tid = self._next
         self._next += 1
         try:
-            self._by_id[id(t)] = (weakref.ref(t), tid)
+            self.by_id[id(t)] = (weakref.ref(t), tid)
         except TypeError:  # a tensor type without weak references: track nothing for it
             return tid
         if producer is not None:
@@ -73,38 +79,29 @@ class EdgeSet:
     """Collects data-flow edges once each, in the order they were found."""
 
     def __init__(self) -> None:
-        self._seen: set[tuple[str, str, int]] = set()
+        self.seen: set[tuple[str, str, int]] = set()  # (src, dst, tid) of the edges in ``edges``
         self.edges: list[Edge] = []
 
     def add(self, src: str, dst: str, meta: TensorMeta, side: bool = False) -> None:
         key = (src, dst, meta.tid if meta.tid is not None else -1)
-        if meta.tid is None or key in self._seen or src == dst:
+        if meta.tid is None or key in self.seen or src == dst:
             return
-        self._seen.add(key)
+        self.seen.add(key)
         self.edges.append(Edge(src, dst, meta.tid, meta.shape, meta.dtype, side))
 
 
-class _OpenCall:
-    """A call that has started and not yet ended, as data flow sees it."""
-
-    __slots__ = ("call", "input_tids", "is_leaf", "side_tids")
-
-    def __init__(self, call: Call, is_leaf: bool, input_tids: set[int]) -> None:
-        self.call = call
-        self.is_leaf = is_leaf
-        self.input_tids = input_tids
-        self.side_tids: set[int] = set()
-
-
 class DataFlow:
-    """Tensor ids, edges, ops and the event clock of one trace (see the module docstring)."""
+    """Tensor ids, ops, the event clock and (after the forward) the edges of one trace (see the module
+    docstring)."""
 
     def __init__(self) -> None:
         self.ids = TensorIds()
         self.edges = EdgeSet()
         self.ops: list[Op] = []
+        # Tensors a leaf module's own ops touched: (event order, call id, meta), checked for side inputs.
+        self.leaf_uses: list[tuple[int, int, TensorMeta]] = []
         self.order = 0
-        self._open: list[_OpenCall] = []
+        self.starts: list[int] = []  # by call id: the event order at the call's start (the shapes probe's)
         self.on_op: Callable[[Op], None] | None = None  # told of each op recorded (the lines probe)
 
     def tick(self) -> int:
@@ -121,110 +118,27 @@ class DataFlow:
             if tid is None or ids.producer.get(tid) is None:
                 ids.new(t, node, order)
 
-    def describe_in(self, value: tuple | dict, order: int, metas: list[TensorMeta]) -> Any:
-        """A call's positional (a tuple: a list comes back) or keyword arguments as value trees, each tensor
-        with its ``tid`` (a new one for a tensor not seen yet); every ``TensorMeta`` is appended to ``metas``.
-
-        The hot path of every trace: plain tensors (nearly every argument) are read inline."""
+    def describe_in(self, value: Any, order: int, depth: int = 0) -> Any:
+        """A call argument other than a plain tensor (``depth`` 1), or the keyword arguments as a dict
+        (``depth`` 0), as a value tree, each tensor with its ``tid`` (a new one for a tensor not seen yet)."""
         ids = self.ids
-        if type(value) is tuple:
-            out: Any = []
-            by_id = ids._by_id
-            for a in value:
-                if type(a) is _Tensor:
-                    entry = by_id.get(id(a))
-                    tid = entry[1] if entry is not None and entry[0]() is a else ids.new(a, None, order)
-                    meta = tensor_meta(a, tid)
-                    out.append(meta)
-                    if type(meta) is TensorMeta:
-                        metas.append(meta)
-                else:
-                    tree = describe(a, lambda t: ids.get_or_new(t, order), 1)
-                    out.append(tree)
-                    metas.extend(m for _, m in iter_tensors(tree))
-            return out
-        tree = describe(dict(value), lambda t: ids.get_or_new(t, order))
-        metas.extend(m for _, m in iter_tensors(tree))
-        return tree
+        return describe(value, lambda t: ids.get_or_new(t, order), depth)
 
-    def open_call(self, call: Call, is_leaf: bool, metas: list[TensorMeta]) -> None:
-        """``call`` started with these input tensors: edges from their producers, side inputs of its parents."""
-        self._open.append(_OpenCall(call, is_leaf, {m.tid for m in metas if m.tid is not None}))
-        producer = self.ids.producer
-        for meta in metas:
-            if meta.tid in producer:
-                self.consume(metas, f"call:{call.id}", skip_innermost=True)
-                return
-
-    def close_call(self, call: Call, output: Any, order: int) -> None:
-        """``call`` returned ``output`` at event ``order``: it is no longer open, and its outputs get ids
-        produced by the call."""
-        if self._open and self._open[-1].call is call:
-            self._open.pop()
-        ids, node, start = self.ids, f"call:{call.id}", call.start
-        if type(output) is _Tensor:
-            call.outputs = tensor_meta(output, ids.produced_since(output, start, node, order))
-            return
-        call.outputs = describe(output, lambda t: ids.produced_since(t, start, node, order))
-
-    def pop_call(self, call: Call) -> None:
-        """Forget ``call`` as open (it ended, returning or raising)."""
-        if self._open and self._open[-1].call is call:
-            self._open.pop()
-
-    @property
-    def innermost(self) -> _OpenCall | None:
-        return self._open[-1] if self._open else None
-
-    def consume(self, metas: Iterable[TensorMeta], node: str, skip_innermost: bool = False) -> None:
-        """Edges from each tensor's producer into ``node``, and side inputs of the open calls around it."""
-        producer = self.ids.producer
-        for meta in metas:
-            src = producer.get(meta.tid)
-            if src is not None:
-                self.edges.add(src, node, meta)
-                self.note_consumed(meta, skip_innermost)
-
-    def note_consumed(self, meta: TensorMeta, skip_innermost: bool = False) -> None:
-        """Record ``meta`` as a side input of every open call that uses it without having received it.
-
-        A tensor is a side input of a call when it was produced before the call started and was not among
-        the call's arguments: fastai's U-Net blocks read encoder activations stored by hooks this way.
-        """
-        tid = meta.tid
-        at = self.ids.produced_at.get(tid)
-        if at is None:
-            return
-        stack = self._open
-        src = self.ids.producer[tid]
-        for i in range(len(stack) - (2 if skip_innermost else 1), -1, -1):
-            open_ = stack[i]
-            call = open_.call
-            if at >= call.start:
-                break  # produced inside this call, so inside every enclosing call too
-            if tid in open_.input_tids or tid in open_.side_tids:
-                continue
-            open_.side_tids.add(tid)
-            call.side_inputs.append(meta)
-            self.edges.add(src, f"call:{call.id}", meta, side=True)
-
-    def output_edges(self, outputs: Any) -> None:
-        """Edges from the producers of the model's outputs to the ``output:`` nodes."""
-        for path, meta in iter_tensors(outputs):
-            src = self.ids.producer.get(meta.tid)
-            if src is not None:
-                self.edges.add(src, f"output:{path or 'out'}", meta)
+    def describe_out(self, output: Any, since: int, node: str, order: int) -> Any:
+        """A call's output as a value tree: tensors made inside the call (at or after event ``since``) keep
+        their ids, the others are given new ones produced by ``node``."""
+        ids = self.ids
+        return describe(output, lambda t: ids.produced_since(t, since, node, order))
 
     # ---- functional ops (the ops probe) ---------------------------------------------------------------
-    def record_op(self, name: str, args: Any, out: Any, inplace_target: torch.Tensor | None) -> None:
-        """Record one functional op run in a container's forward code (or outside every module)."""
+    def record_op(self, name: str, args: Any, out: Any, inplace_target: torch.Tensor | None,
+                  call: int | None) -> None:
+        """Record one functional op run in the forward code of call ``call`` (``None``: outside every module)."""
         ids = self.ids
         order = self.tick()
         oid = len(self.ops)
         node = f"op:{oid}"
-        inner = self.innermost
         inputs = describe(args, lambda t: ids.get_or_new(t, order))
-        self.consume((meta for _, meta in iter_tensors(inputs)), node)
         if inplace_target is not None:
             ids.new(inplace_target, node, order)
 
@@ -233,20 +147,152 @@ class DataFlow:
 
         outputs = describe(out, tid_of) if out is not None else (
             describe(inplace_target, tid_of) if inplace_target is not None else None)
-        self.ops.append(Op(oid, name, inner.call.id if inner else None, order, inputs, outputs))
+        self.ops.append(Op(oid, name, call, order, inputs, outputs))
         if self.on_op is not None:
             self.on_op(self.ops[-1])
 
-    def note_leaf_op(self, args: Any, inplace_target: torch.Tensor | None) -> None:
-        """An op inside a leaf module: look only for side inputs among the tensors it touches, and give a
-        tensor the leaf was handed and changes in place a new id produced by the leaf."""
+    def note_leaf_op(self, args: Any, inplace_target: torch.Tensor | None, call: int) -> None:
+        """An op inside leaf call ``call``: remember the tensors it touches that something traced produced
+        (side-input candidates), and give a tensor the leaf was handed and changes in place a new id
+        produced by the leaf."""
         ids = self.ids
         for t in iter_live_tensors(args):
             tid = ids.lookup(t)
             if tid is not None and tid in ids.produced_at:
-                self.note_consumed(describe(t, lambda _t, tid=tid: tid))
-        inner = self.innermost
-        if inplace_target is not None and inner is not None:
+                self.leaf_uses.append((self.order, call, tensor_meta(t, tid)))  # type: ignore[arg-type]
+        if inplace_target is not None:
             tid = ids.lookup(inplace_target)
-            if tid is not None and ids.produced_at.get(tid, -1) < inner.call.start:
-                ids.new(inplace_target, f"call:{inner.call.id}", self.order)
+            if tid is not None and ids.produced_at.get(tid, -1) < self.starts[call]:
+                ids.new(inplace_target, f"call:{call}", self.order)
+
+    # ---- after the forward ----------------------------------------------------------------------------
+    def connect(self, calls: Sequence[Call]) -> None:
+        """Edges and side inputs, found by replaying the forward's events in their order: each call's start
+        (its arguments consumed), each op (its inputs consumed) and each tensor a leaf's own ops touched.
+
+        An edge runs from a tensor's producer to each call or op that consumed it. A tensor is a side input
+        of a call when the call (or something inside it) used it, it was produced before the call started,
+        and it was not among the call's arguments: fastai's U-Net blocks read encoder activations stored by
+        hooks this way."""
+        replay = _Replay(self, calls)
+        ops, uses = self.ops, self.leaf_uses
+        o = u = 0
+        n_ops, n_uses = len(ops), len(uses)
+        for call in [*calls, None]:
+            start = call.start if call is not None else None
+            # The ops and leaf uses before this call's start, in order (a use shares the order of the last
+            # tick before it, so an op with the same order came first).
+            while True:
+                op_at = ops[o].order if o < n_ops else None
+                use_at = uses[u][0] if u < n_uses else None
+                if op_at is not None and (use_at is None or op_at <= use_at):
+                    if start is not None and op_at >= start:
+                        break
+                    replay.op(ops[o])
+                    o += 1
+                elif use_at is not None:
+                    if start is not None and use_at >= start:
+                        break
+                    replay.leaf_use(*uses[u])
+                    u += 1
+                else:
+                    break
+            if call is not None:
+                replay.call(call)
+
+    def output_edges(self, outputs: Any) -> None:
+        """Edges from the producers of the model's outputs to the ``output:`` nodes."""
+        for path, meta in iter_tensors(outputs):
+            src = self.ids.producer.get(meta.tid)
+            if src is not None:
+                self.edges.add(src, f"output:{path or 'out'}", meta)
+
+
+class _Replay:
+    """``DataFlow.connect``'s state: the calls, each call's argument tids and the side inputs found so far."""
+
+    def __init__(self, flow: DataFlow, calls: Sequence[Call]) -> None:
+        self.calls = calls
+        self.edges = flow.edges
+        self.producer = flow.ids.producer
+        self.produced_at = flow.ids.produced_at
+        self.arg_tids: dict[int, set[int]] = {}
+        self.side_tids: dict[int, set[int]] = {}
+
+    def call(self, call: Call) -> None:
+        """A call started: its arguments are consumed by it (``consume``, inline: this runs once per call)."""
+        metas = _metas(call)
+        cid, parent = call.id, call.parent
+        arg = self.arg_tids[cid] = set()
+        for meta in metas:
+            if meta.tid is not None:
+                arg.add(meta.tid)
+        node = f"call:{cid}"
+        producer, produced_at, edges = self.producer, self.produced_at, self.edges
+        around = self.calls[parent].start if parent is not None else None
+        for meta in metas:
+            src = producer.get(meta.tid)  # type: ignore[arg-type]
+            if src is None:
+                continue
+            key = (src, node, meta.tid)
+            if key not in edges.seen and src != node:
+                edges.seen.add(key)  # type: ignore[arg-type]
+                edges.edges.append(Edge(src, node, meta.tid, meta.shape, meta.dtype, False))  # type: ignore[arg-type]
+            # Made inside the parent (the common case: a sibling's output) cannot be a side input of it.
+            if around is not None and produced_at[meta.tid] < around:  # type: ignore[index]
+                self.side_input(meta, parent)  # type: ignore[arg-type]
+
+    def op(self, op: Op) -> None:
+        self.consume([m for _, m in iter_tensors(op.inputs)], f"op:{op.id}", op.call)
+
+    def leaf_use(self, order: int, call: int, meta: TensorMeta) -> None:
+        self.side_input(meta, call)
+
+    def consume(self, metas: Iterable[TensorMeta], node: str, around: int | None) -> None:
+        """Edges from each tensor's producer into ``node``; side inputs of the calls open around it
+        (``around`` and its ancestors)."""
+        producer = self.producer
+        for meta in metas:
+            src = producer.get(meta.tid)  # type: ignore[arg-type]
+            if src is not None:
+                self.edges.add(src, node, meta)
+                if around is not None:
+                    self.side_input(meta, around)
+
+    def side_input(self, meta: TensorMeta, innermost: int) -> None:
+        """Record ``meta`` as a side input of ``innermost`` and each of its ancestors that uses it without
+        having received it (see ``DataFlow.connect``)."""
+        tid = meta.tid
+        at = self.produced_at.get(tid)  # type: ignore[arg-type]
+        if at is None:
+            return
+        calls, src = self.calls, self.producer[tid]  # type: ignore[index]
+        cid: int | None = innermost
+        while cid is not None:
+            call = calls[cid]
+            if at >= call.start:
+                return  # produced inside this call, so inside every enclosing call too
+            side = self.side_tids.get(cid)
+            if tid not in self.arg_tids.get(cid, ()) and (side is None or tid not in side):
+                if side is None:
+                    side = self.side_tids[cid] = set()
+                side.add(tid)  # type: ignore[arg-type]
+                call.side_inputs.append(meta)
+                self.edges.add(src, f"call:{cid}", meta, side=True)
+            cid = call.parent
+
+
+def _metas(call: Call) -> list[TensorMeta]:
+    """The tensors of a call's arguments, positional then keyword (plain tensors read without a walk)."""
+    inputs = call.inputs
+    if not call.kwargs and len(inputs) == 1 and type(inputs[0]) is TensorMeta:
+        return inputs  # the common case: one tensor
+    out: list[TensorMeta] = []
+    for a in inputs:
+        if type(a) is TensorMeta:
+            out.append(a)
+        elif a is not None and not isinstance(a, (bool, int, float, str)):
+            out.extend(m for _, m in iter_tensors(a))
+    if call.kwargs:
+        out.extend(m for _, m in iter_tensors(call.kwargs))
+    return out

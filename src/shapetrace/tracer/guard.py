@@ -27,6 +27,15 @@ def _version(t: torch.Tensor) -> int | None:
         return None
 
 
+def _versions(tensors: list[torch.Tensor]) -> list[int | None]:
+    """``_version`` of each tensor: one list comprehension in the common case (part of every trace's fixed
+    cost), one call per tensor when some are inference tensors."""
+    try:
+        return [t._version for t in tensors]
+    except RuntimeError:
+        return [_version(t) for t in tensors]
+
+
 class ModelGuard:
     """Save and restore a model's state around a forward (see the module docstring)."""
 
@@ -48,7 +57,7 @@ class ModelGuard:
                 if b is not None:
                     buffers.setdefault(id(b), b)
         self._params = list(params.values())
-        self._versions = [_version(p) for _, _, p in self._params]
+        self._versions = _versions([p for _, _, p in self._params])
         # A copy of every buffer, written back after the forward. Version counters cannot say which buffers
         # changed: BatchNorm's kernel updates its running statistics without bumping them.
         self._live = list(buffers.values())
@@ -89,5 +98,6 @@ class ModelGuard:
     def changed_params(self) -> list[str]:
         """Names of the parameters whose version counter moved: the forward wrote to them in place."""
         names = self.index.names
+        now = _versions([p for _, _, p in self._params])
         return [f"{names[slot][0]}.{n}" if names[slot][0] else n
-                for (slot, n, p), v in zip(self._params, self._versions) if v is not None and _version(p) != v]
+                for (slot, n, _), v, w in zip(self._params, self._versions, now) if v is not None and w != v]

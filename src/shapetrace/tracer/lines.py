@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from .records import Call, Op, Trace
+from .records import Op, Trace
 
 __all__ = ["LineRecorder", "forward_code"]
 
@@ -69,7 +69,9 @@ class LineRecorder:
         self._keys: dict[CodeType, str] = {}  # code -> source key
         self._missing: dict[str, tuple[str, str]] = {}  # source key -> (qualname, why there is no source)
         self._ran: dict[int, set[int]] = {}  # call id -> lines of its forward that ran
-        self._pending: dict[CodeType, Call] = {}  # forward frames about to start -> their call
+        self._pending: dict[CodeType, int] = {}  # forward frames about to start -> their call's id
+        self._calls: dict[int, dict[str, Any]] = {}  # call id -> Call.code
+        self._lines: dict[int, int | None] = {}  # call id -> Call.line
         self._previous_trace: Any = None
         self._tracing = False
 
@@ -89,10 +91,10 @@ class LineRecorder:
 
     # ---- the settrace functions (only while the forward runs) -----------------------------------------
     def _global_trace(self, frame: FrameType, event: str, arg: Any) -> Any:
-        call = self._pending.pop(frame.f_code, None) if self._pending else None
-        if call is None:
+        cid = self._pending.pop(frame.f_code, None) if self._pending else None
+        if cid is None:
             return None
-        ran = self._ran.setdefault(call.id, set())
+        ran = self._ran.setdefault(cid, set())
 
         def local(frame: FrameType, event: str, arg: Any) -> Any:
             if event == "line":
@@ -134,30 +136,34 @@ class LineRecorder:
             frame = frame.f_back
         return frame.f_lineno if frame is not None else None
 
-    def on_call(self, call: Call, module: nn.Module, parent: nn.Module | None) -> None:
+    def on_call(self, cid: int, module: nn.Module, parent: nn.Module | None) -> None:
         code = self.code_of(module)
-        call.code = {"source": self._key(module, code)}
+        self._calls[cid] = {"source": self._key(module, code)}
         if parent is not None:
-            call.line = self._line_in(self.code_of(parent))
+            self._lines[cid] = self._line_in(self.code_of(parent))
         if code is not None and self._tracing:
-            self._pending[code] = call
+            self._pending[code] = cid
 
     def on_op(self, op: Op, module: nn.Module | None) -> None:
         if module is not None:
             op.line = self._line_in(self.code_of(module))
 
-    def on_raise(self, call: Call, module: nn.Module, exc: BaseException) -> None:
+    def on_raise(self, cid: int, module: nn.Module, exc: BaseException) -> None:
         code = self.code_of(module)
         tb = exc.__traceback__
         while tb is not None:
             if tb.tb_frame.f_code is code:
-                if call.code is not None:
-                    call.code["raised"] = tb.tb_lineno
+                if cid in self._calls:
+                    self._calls[cid]["raised"] = tb.tb_lineno
                 return
             tb = tb.tb_next
 
     # ---- after the forward ---------------------------------------------------------------------------
     def finish(self, trace: Trace) -> None:
+        for cid, code in self._calls.items():
+            trace.calls[cid].code = code
+        for cid, line in self._lines.items():
+            trace.calls[cid].line = line
         for call in trace.calls:
             ran = self._ran.get(call.id)
             if call.code is not None and ran is not None:

@@ -27,44 +27,75 @@ def _numel(t: torch.Tensor) -> int:
 
 
 class _Tensors:
-    """Every module's own parameters and buffers, their sizes, and the model's totals, in one pass."""
+    """Every module's own parameters and buffers, their sizes, and the model's totals, in one pass.
+
+    Part of every trace's fixed cost, so written as plain loops (no generator or helper call per tensor)."""
 
     def __init__(self, index: ModuleIndex) -> None:
         self.params: list[list[torch.Tensor]] = []
         self.buffers: list[list[torch.Tensor]] = []
+        self.own: list[tuple[int, int, int]] = []  # by slot: own params, own trainable params, own buffer elements
         self.registrations: dict[int, int] = {}  # id(param) -> registrations (a shared module's count each)
         self.numel: dict[int, int] = {}
-        self.totals = [0, 0, 0, 0, 0]  # params, trainable, buffer elements, param bytes, buffer bytes
         self.param_dtypes: dict[str, int] = {}  # parameter bytes by dtype name, each parameter once
-        shared = any(len(n) > 1 for n in index.names)
-        numel, registrations, totals = self.numel, self.registrations, self.totals
+        shared = False
+        numel, registrations, dtypes = self.numel, self.registrations, self.param_dtypes
+        params = trainable = buffers = param_bytes = buffer_bytes = 0
         for m, names in zip(index.modules, index.names):
-            ps = [p for p in m._parameters.values() if p is not None]
-            bs = [b for b in m._buffers.values() if b is not None]
+            n_names = len(names)
+            shared = shared or n_names > 1
+            ps: list[torch.Tensor] = []
+            own_p = own_t = own_b = 0
+            for p in m._parameters.values():
+                if p is None:
+                    continue
+                ps.append(p)
+                k = id(p)
+                n = numel.get(k)
+                if n is None:
+                    n = numel[k] = _numel(p)
+                    params += n
+                    nbytes = n * p.element_size() if n else 0
+                    param_bytes += nbytes
+                    dtype = _dtype_name(p.dtype)
+                    dtypes[dtype] = dtypes.get(dtype, 0) + nbytes
+                    if p.requires_grad:
+                        trainable += n
+                else:
+                    shared = True
+                own_p += n
+                if p.requires_grad:
+                    own_t += n
+                registrations[k] = registrations.get(k, 0) + n_names
+            bs: list[torch.Tensor] = []
+            for b in m._buffers.values():
+                if b is None:
+                    continue
+                bs.append(b)
+                k = id(b)
+                n = numel.get(k)
+                if n is None:
+                    n = numel[k] = _numel(b)
+                    buffers += n
+                    buffer_bytes += n * b.element_size()
+                else:
+                    shared = True
+                own_b += n
             self.params.append(ps)
             self.buffers.append(bs)
-            for p in ps:
-                k = id(p)
-                if k in numel:
-                    shared = True
-                else:
-                    n = numel[k] = _numel(p)
-                    totals[0] += n
-                    totals[1] += n if p.requires_grad else 0
-                    nbytes = n * p.element_size() if n else 0
-                    totals[3] += nbytes
-                    dtype = str(p.dtype).replace("torch.", "")
-                    self.param_dtypes[dtype] = self.param_dtypes.get(dtype, 0) + nbytes
-                registrations[k] = registrations.get(k, 0) + len(names)
-            for b in bs:
-                k = id(b)
-                if k in numel:
-                    shared = True
-                else:
-                    n = numel[k] = _numel(b)
-                    totals[2] += n
-                    totals[4] += n * b.element_size()
+            self.own.append((own_p, own_t, own_b))
+        self.totals = [params, trainable, buffers, param_bytes, buffer_bytes]
         self.shared = shared
+
+
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).replace("torch.", "")
+    return name
 
 
 def model_stats(index: ModuleIndex) -> tuple[list[Stats], ModelInfo]:
@@ -74,22 +105,31 @@ def model_stats(index: ModuleIndex) -> tuple[list[Stats], ModelInfo]:
 
 
 def _module_stats(index: ModuleIndex, tensors: _Tensors) -> list[Stats]:
-    numel = tensors.numel
     slot_of = index.slot_of
-    children = [[slot_of[id(c)] for c in m._modules.values() if c is not None and id(c) in slot_of]
-                for m in index.modules]
-    own = [(sum(numel[id(p)] for p in ps), sum(numel[id(p)] for p in ps if p.requires_grad),
-            sum(numel[id(b)] for b in bs)) for ps, bs in zip(tensors.params, tensors.buffers)]
+    own = tensors.own
     out: list[Stats | None] = [None] * len(index)
     if not tensors.shared:
         # A tree without shared tensors: a module's counts are its own plus its children's.
-        for slot in range(len(index) - 1, -1, -1):  # named_modules is pre-order: children come after parents
+        for slot in range(len(index) - 1, -1, -1):  # pre-order: children come after parents
             params, trainable, bufs = own[slot]
-            for c in children[slot]:
-                cp, _, ct, cb = out[c]  # type: ignore[misc]
-                params, trainable, bufs = params + cp, trainable + ct, bufs + cb
+            for c in index.modules[slot]._modules.values():
+                if c is not None:
+                    child = out[slot_of[id(c)]]
+                    if child is None:  # a module registered inside itself: not a tree after all
+                        return _shared_stats(index, tensors)
+                    params, trainable, bufs = params + child[0], trainable + child[2], bufs + child[3]
             out[slot] = (params, own[slot][0], trainable, bufs)
         return out  # type: ignore[return-value]
+    return _shared_stats(index, tensors)
+
+
+def _shared_stats(index: ModuleIndex, tensors: _Tensors) -> list[Stats]:
+    """``_module_stats`` where tensors or modules are registered more than once: each counted once per
+    subtree, through sets of tensor ids."""
+    numel, slot_of, own = tensors.numel, index.slot_of, tensors.own
+    out: list[Stats | None] = [None] * len(index)
+    children = [[slot_of[id(c)] for c in m._modules.values() if c is not None and id(c) in slot_of]
+                for m in index.modules]
     subtree: dict[int, tuple[dict[int, torch.Tensor], set[int]]] = {}
 
     def visit(slot: int) -> tuple[dict[int, torch.Tensor], set[int]]:

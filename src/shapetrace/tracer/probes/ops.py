@@ -74,31 +74,31 @@ class OpRecorder(TorchFunctionMode):
     """The ``TorchFunctionMode`` that feeds functional ops to a ``DataFlow``; ``errors`` collects its own
     failures (a recorder bug never breaks the user's forward)."""
 
-    def __init__(self, flow: DataFlow, errors: list[str]) -> None:
+    def __init__(self, flow: DataFlow, engine: Engine) -> None:
         super().__init__()
         self.flow = flow
-        self.errors = errors
+        self.errors = engine.errors
+        self._open = engine.stack  # the open calls' ids, innermost last
+        self._slot = engine.calls.slot
+        self._is_leaf = engine.index.is_leaf
         self.seen = 0  # torch functions that could be data flow (not metadata reads), for OpCountProbe
-        self._stepped_aside_for: int | None = None  # the call during which the mode is off the stack
-
-    @property
-    def stepped_aside_for(self) -> int | None:
-        """The call during which the recorder is off torch's function-mode stack (``None``: it is on)."""
-        return self._stepped_aside_for
+        # The call during which the recorder is off torch's function-mode stack (``None``: it is on). Read
+        # it; only step_aside and step_back change it.
+        self.stepped_aside_for: int | None = None
 
     def step_aside(self, call_id: int) -> None:
         """Take this mode off torch's function-mode stack until ``step_back(call_id)``."""
-        if self._stepped_aside_for is not None or torch.overrides._get_current_function_mode() is not self:
+        if self.stepped_aside_for is not None or torch.overrides._get_current_function_mode() is not self:
             return
         torch._C._pop_torch_function_stack()
-        self._stepped_aside_for = call_id
+        self.stepped_aside_for = call_id
 
     def step_back(self, call_id: int | None = None) -> None:
         """Put the mode back (when ``call_id`` is the call it stepped aside for, or unconditionally)."""
-        if self._stepped_aside_for is None or (call_id is not None and call_id != self._stepped_aside_for):
+        if self.stepped_aside_for is None or (call_id is not None and call_id != self.stepped_aside_for):
             return
         torch._C._push_on_torch_function_stack(self)
-        self._stepped_aside_for = None
+        self.stepped_aside_for = None
 
     def __exit__(self, *exc: object) -> None:
         self.step_back()  # a forward interrupted inside a fast-path module: restore the stack first
@@ -119,19 +119,19 @@ class OpRecorder(TorchFunctionMode):
 
     def _record(self, func: Any, raw: str, args: tuple, kwargs: dict, out: Any) -> None:
         flow = self.flow
-        inner = flow.innermost
+        inner = self._open[-1] if self._open else None
         name = op_name(func)
         inplace = _is_inplace(name, raw)
         target = args[0] if inplace and args and isinstance(args[0], torch.Tensor) else None
-        if inner is not None and inner.is_leaf:
+        if inner is not None and self._is_leaf[self._slot[inner]]:
             # A leaf's own implementation: only side inputs (and a handed tensor changed in place) matter.
-            flow.note_leaf_op((args, kwargs), target)
+            flow.note_leaf_op((args, kwargs), target, inner)
             return
         has_tensor_out = target is not None or next(iter_live_tensors(out), None) is not None
         if not has_tensor_out:
             return
         call_args = list(args) + ([kwargs] if kwargs else [])
-        flow.record_op(name, call_args, None if target is not None and out is None else out, target)
+        flow.record_op(name, call_args, None if target is not None and out is None else out, target, inner)
 
 
 def reads_only_its_own_state(module: nn.Module) -> bool:
@@ -150,7 +150,7 @@ class OpProbe(Probe):
 
     def start(self, engine: Engine) -> None:
         engine.quiet = True  # the hooks' own metadata reads are not ops
-        self.recorder = OpRecorder(self.flow, engine.errors)
+        self.recorder = OpRecorder(self.flow, engine)
         self.recorder.__enter__()
 
     def stop(self, engine: Engine, exc: BaseException | None) -> None:
@@ -162,7 +162,8 @@ class OpProbe(Probe):
         assert recorder is not None
         # A call inside a module the recorder stepped aside for means that module took its slow path:
         # record again from here on (its residual adds and norms are data flow worth drawing).
-        recorder.step_back()
+        if recorder.stepped_aside_for is not None:
+            recorder.step_back()
         aside = self._aside.get(type(module))
         if aside is None:
             aside = self._aside[type(module)] = isinstance(module, FAST_PATH_MODULES) or reads_only_its_own_state(module)
@@ -170,5 +171,7 @@ class OpProbe(Probe):
             recorder.step_aside(cid)
 
     def on_call_end(self, cid: int, module: nn.Module, output: Any, error: BaseException | None) -> None:
-        assert self.recorder is not None
-        self.recorder.step_back(cid)
+        recorder = self.recorder
+        assert recorder is not None
+        if recorder.stepped_aside_for == cid:
+            recorder.step_back(cid)

@@ -1,25 +1,39 @@
 """``ShapeProbe``: one ``Call`` record per module call, with its inputs, kwargs and outputs as value trees.
 
-At a call's start the probe reads the arguments (positional from the hook, keyword from the calling frame)
-into ``TensorMeta`` trees whose tensors carry trace-local ids from the trace's ``DataFlow``; at its end, the
-outputs. A call that raised keeps its inputs and the error's message; the first failing call becomes the
-trace's ``Failure`` unless an enclosing call caught the exception and returned. Everything a ``Call`` holds
-that the recorded calls determine (parameter counts, aliases) is filled in after the forward.
+While the forward runs the probe does only what needs the live objects: it gives each tensor argument and
+output its trace-local id (``DataFlow``'s tensor map) and reads its shape, dtype, device and grad flag into
+a plain tuple. Everything else — the ``Call`` records, ``TensorMeta`` trees, names, depths, edges and side
+inputs, parameter counts, aliases — is built after the forward (``build``) from what was recorded, so the
+work per call in the hooks stays close to what a bare hook costs. Arguments other than plain tensors
+(tuples of states, dicts, dataclasses) are described into value trees on the spot: they are rare and
+their contents may be changed by the forward.
+
+A call that raised keeps its inputs and the error's message; the first failing call becomes the trace's
+``Failure`` unless an enclosing call caught the exception and returned.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..engine import Engine, ModuleIndex, Probe, Unfinished
 from ..flow import DataFlow
 from ..records import Call, Failure, TensorMeta
+from ..values import dtype_name
+
+_Tensor = torch.Tensor
+
+# A plain tensor as recorded in the hooks: (tid, shape, dtype, device, requires_grad). Value trees never
+# hold tuples (a Python tuple becomes a list), so a tuple in a recorded argument list is always one of these.
+Raw = tuple
 
 
 class ShapeProbe(Probe):
-    """Builds ``calls`` (in start order, ids = the engine's call ids) and ``failure``."""
+    """Records each call's arguments and outputs; ``build`` turns them into ``calls`` (in start order, ids =
+    the engine's call ids) and ``failure``."""
 
     needs_kwargs = True
 
@@ -29,78 +43,147 @@ class ShapeProbe(Probe):
         self.calls: list[Call] = []
         self.failure: Failure | None = None
         self.kwargs_unknown = False
+        # By call id (the start orders are the flow's ``starts``): the positional arguments (raw tuples or value trees),
+        # the keyword arguments (a value tree, or None when there were none).
+        self._args: list[list[Any]] = []
+        self._kwargs: list[Any] = []
+        # By call id, for the calls that ended: the event order at the end, and the output (raw or a tree).
+        self._end: dict[int, int] = {}
+        self._out: dict[int, Any] = {}
+        self._error: dict[int, str] = {}
+        self._failed_start = -1  # start order of the failure's call (the failure is cleared by a later return)
 
     def start(self, engine: Engine) -> None:
         self._skeleton = engine.calls
 
+    # ---- the hooks: keep them small ---------------------------------------------------------------------
     def on_call_start(self, cid: int, module: nn.Module, args: tuple, kwargs: dict | None) -> None:
-        index, flow, skeleton = self.index, self.flow, self._skeleton
-        slot = skeleton.slot[cid]
-        parent = skeleton.parent[cid]
+        flow = self.flow
         flow.order += 1
         order = flow.order
         if kwargs is None:
             kwargs = {}
             self.kwargs_unknown = True
-        if parent is None:  # tensors entering a top-level call are the trace's inputs
+        if self._skeleton.parent[cid] is None:  # tensors entering a top-level call are the trace's inputs
             for i, a in enumerate(args):
                 flow.mark_inputs(a, f"input:{i}", order)
             for k, v in kwargs.items():
                 flow.mark_inputs(v, f"input:{k}", order)
-        metas: list[TensorMeta] = []
-        inputs = flow.describe_in(args, order, metas)
-        names = index.names[slot]
-        call = Call(
-            id=cid, module=names[0] if len(names) == 1 else self._pick_name(names, parent), cls=index.classes[slot],
-            call_index=skeleton.index[cid], parent=parent,
-            depth=0 if parent is None else self.calls[parent].depth + 1, start=order,
-            inputs=inputs, kwargs=flow.describe_in(kwargs, order, metas) if kwargs else {},
-        )
-        self.calls.append(call)
-        flow.open_call(call, index.is_leaf[slot], metas)
-
-    def _pick_name(self, names: list[str], parent: int | None) -> str:
-        """The module's name as seen from the calling parent (a shared module has several)."""
-        if parent is None:
-            return names[0]
-        pname = self.calls[parent].module
-        for n in names:
-            if n.rpartition(".")[0] == pname:
-                return n
-        return names[0]
+        ids = flow.ids
+        by_id = ids.by_id
+        raw: list[Any] = []
+        try:
+            for a in args:
+                if type(a) is _Tensor:
+                    entry = by_id.get(id(a))
+                    tid = entry[1] if entry is not None and entry[0]() is a else ids.new(a, None, order)
+                    raw.append((tid, a.shape, a.dtype, a.device, a.requires_grad))
+                else:
+                    raw.append(flow.describe_in(a, order, 1))
+        except (RuntimeError, TypeError, ValueError):  # a tensor without a plain shape (nested, jagged)
+            raw = [flow.describe_in(a, order, 1) for a in args]
+        flow.starts.append(order)
+        self._args.append(raw)
+        self._kwargs.append(flow.describe_in(dict(kwargs), order) if kwargs else None)
 
     def on_call_end(self, cid: int, module: nn.Module, output: Any, error: BaseException | None) -> None:
-        call = self.calls[cid]
         flow = self.flow
         flow.order += 1
         order = flow.order
-        call.end = order
+        self._end[cid] = order
         if error is not None:
-            flow.pop_call(call)
-        if isinstance(error, Unfinished):
-            if call.error is None:
-                call.error = str(error)
-            if self.failure is None:
-                self.failure = Failure(call.id, "Interrupted", "")
+            self._fail(cid, error)
             return
-        if error is not None:
-            if call.error is None:
-                call.error = f"{type(error).__name__}: {error}"
-            if self.failure is None:
-                self.failure = Failure(call.id, type(error).__name__, str(error))
-            return
-        failure = self.failure
-        if failure is not None and failure.call is not None and self.calls[failure.call].start > call.start:
+        start = flow.starts[cid]
+        if self.failure is not None and self._failed_start > start:
             self.failure = None  # the exception was caught inside this call's forward
-        flow.close_call(call, output, order)
+        if type(output) is _Tensor:
+            ids = flow.ids
+            entry = ids.by_id.get(id(output))
+            if entry is not None and entry[0]() is output and ids.produced_at.get(entry[1], -1) >= start:
+                tid = entry[1]
+            else:
+                tid = ids.new(output, f"call:{cid}", order)
+            try:
+                self._out[cid] = (tid, output.shape, output.dtype, output.device, output.requires_grad)
+                return
+            except (RuntimeError, TypeError, ValueError):
+                pass
+        self._out[cid] = flow.describe_out(output, start, f"call:{cid}", order)
 
-    def finish(self, exc: BaseException | None) -> None:
-        """After the forward: the aliases of shared modules, and the failure outside every module."""
-        names = self.index.names
-        slots = self._skeleton.slot
-        for call in self.calls:
-            every = names[slots[call.id]]
-            if len(every) > 1:
-                call.aliases = [n for n in every if n != call.module]
+    def _fail(self, cid: int, error: BaseException) -> None:
+        if isinstance(error, Unfinished):
+            self._error.setdefault(cid, str(error))
+            if self.failure is None:
+                self.failure = Failure(cid, "Interrupted", "")
+                self._failed_start = self.flow.starts[cid]
+            return
+        self._error.setdefault(cid, f"{type(error).__name__}: {error}")
+        if self.failure is None:
+            self.failure = Failure(cid, type(error).__name__, str(error))
+            self._failed_start = self.flow.starts[cid]
+
+    # ---- after the forward --------------------------------------------------------------------------------
+    def build(self, exc: BaseException | None) -> list[Call]:
+        """The ``Call`` records of the forward, the edges and side inputs (into the flow), and the failure
+        outside every module when ``exc`` left the forward without a call failing."""
+        skeleton, index = self._skeleton, self.index
+        names, classes = index.names, index.classes
+        to_meta = _RawToMeta()
+        made = to_meta.made
+        calls = self.calls = []
+        ends, outs, errors = self._end, self._out, self._error
+        for cid, (slot, parent, start, args, kwargs) in enumerate(
+                zip(skeleton.slot, skeleton.parent, self.flow.starts, self._args, self._kwargs)):
+            every = names[slot]
+            if len(every) == 1:
+                name, aliases = every[0], []
+            else:
+                name = _pick_name(every, calls[parent].module if parent is not None else None)
+                aliases = [n for n in every if n != name]
+            inputs = []
+            for a in args:
+                if type(a) is tuple:
+                    a = made.get(a) or to_meta(a)
+                inputs.append(a)
+            call = Call(cid, name, classes[slot], skeleton.index[cid], parent,
+                        0 if parent is None else calls[parent].depth + 1, start, ends.get(cid), aliases,
+                        inputs, kwargs if kwargs is not None else {})
+            out = outs.get(cid)
+            if out is not None:
+                call.outputs = (made.get(out) or to_meta(out)) if type(out) is tuple else out
+            error = errors.get(cid)
+            if error is not None:
+                call.error = error
+            calls.append(call)
+        self.flow.connect(calls)
         if exc is not None and self.failure is None:
             self.failure = Failure(None, type(exc).__name__, str(exc))
+        return calls
+
+
+def _pick_name(names: list[str], parent_name: str | None) -> str:
+    """The module's name as seen from the calling parent (a shared module has several)."""
+    if parent_name is None:
+        return names[0]
+    for n in names:
+        if n.rpartition(".")[0] == parent_name:
+            return n
+    return names[0]
+
+
+class _RawToMeta:
+    """Turns raw tensor tuples from the hooks into ``TensorMeta``s, each distinct one once (``made``): the
+    output of one call is usually the input of the next, and both get the same record."""
+
+    def __init__(self) -> None:
+        self.made: dict[Raw, TensorMeta] = {}
+        self.devices: dict[torch.device, str] = {}
+
+    def __call__(self, raw: Raw) -> TensorMeta:
+        tid, shape, dtype, device, grad = raw
+        dev = self.devices.get(device)
+        if dev is None:
+            dev = self.devices[device] = str(device)
+        meta = self.made[raw] = TensorMeta(tuple(shape), dtype_name(dtype), dev, tid, grad)
+        return meta
