@@ -6,6 +6,7 @@ machine: wall-clock overheads are measured in ``benchmarks/overhead.py``, never 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 
@@ -15,7 +16,10 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 import shapetrace
+from shapetrace.tracer import bulk
 from shapetrace.tracer.engine import ModuleIndex
+from shapetrace.tracer.metrics import CallTiming
+from shapetrace.tracer.records import Call, Edge, TensorMeta
 
 
 def _named_modules_by_object(model: nn.Module) -> tuple[list[nn.Module], list[list[str]]]:
@@ -107,3 +111,21 @@ def test_a_traced_module_call_costs_at_most_three_times_the_bare_hook_floor_in_p
     floor = (_python_calls(lambda: _floor(model, x)) - base) / calls
     traced = (_python_calls(lambda: shapetrace.trace(model, x)) - base - _python_calls(fixed)) / calls
     assert traced <= 3 * floor, f"{traced:.1f} Python calls per module call, floor {floor:.1f}"
+
+
+def test_bulk_constructors_build_the_same_records_as_the_dataclasses_with_every_field_set():
+    meta = TensorMeta((2, 3), "float32", "cpu", 7, True)
+    assert bulk.tensor_meta((2, 3), "float32", "cpu", 7, True) == meta
+    assert hash(bulk.tensor_meta((2, 3), "float32", "cpu", 7, True)) == hash(meta)
+    args = (4, "layer1.0", "BasicBlock", 1, 0, 1, 5, 9, ["alias"], [meta], {"mask": meta})
+    made, expected = bulk.call(*args), Call(*args)
+    assert made == expected
+    assert made.timing is None and made.memory is None
+    made.timing = {"total_ms": 1.0}  # the metric descriptors still coerce what is assigned
+    assert made.timing == CallTiming(total_ms=1.0)
+    # Every field the dataclass declares is in the instance (a field added to Call must be added to bulk).
+    for record, cls in ((made, Call), (bulk.tensor_meta((1,), "int64", "cpu", None, False), TensorMeta),
+                        (bulk.edge("call:0", "call:1", 3, (1,), "float32", True), Edge)):
+        metric_fields = {"timing", "memory"}
+        assert {f.name for f in dataclasses.fields(cls)} - metric_fields <= set(vars(record)), cls.__name__
+    assert bulk.edge("call:0", "op:1", 3, (1, 2), "float32", False) == Edge("call:0", "op:1", 3, (1, 2), "float32")

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from . import bulk
 from .records import Call, Edge, Op, TensorMeta, iter_tensors
 from .values import describe, iter_live_tensors, tensor_meta
 
@@ -87,7 +88,7 @@ class EdgeSet:
         if meta.tid is None or key in self.seen or src == dst:
             return
         self.seen.add(key)
-        self.edges.append(Edge(src, dst, meta.tid, meta.shape, meta.dtype, side))
+        self.edges.append(bulk.edge(src, dst, meta.tid, meta.shape, meta.dtype, side))
 
 
 class DataFlow:
@@ -237,7 +238,7 @@ class _Replay:
             key = (src, node, meta.tid)
             if key not in edges.seen and src != node:
                 edges.seen.add(key)  # type: ignore[arg-type]
-                edges.edges.append(Edge(src, node, meta.tid, meta.shape, meta.dtype, False))  # type: ignore[arg-type]
+                edges.edges.append(bulk.edge(src, node, meta.tid, meta.shape, meta.dtype, False))  # type: ignore[arg-type]
             # Made inside the parent (the common case: a sibling's output) cannot be a side input of it.
             if around is not None and produced_at[meta.tid] < around:  # type: ignore[index]
                 self.side_input(meta, parent)  # type: ignore[arg-type]

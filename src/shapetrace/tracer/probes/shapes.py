@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import bulk
 from ..engine import Engine, ModuleIndex, Probe, Unfinished
 from ..flow import DataFlow
 from ..records import Call, Failure, TensorMeta
@@ -146,9 +147,9 @@ class ShapeProbe(Probe):
                 if type(a) is tuple:
                     a = made.get(a) or to_meta(a)
                 inputs.append(a)
-            call = Call(cid, name, classes[slot], skeleton.index[cid], parent,
-                        0 if parent is None else calls[parent].depth + 1, start, ends.get(cid), aliases,
-                        inputs, kwargs if kwargs is not None else {})
+            call = bulk.call(cid, name, classes[slot], skeleton.index[cid], parent,
+                             0 if parent is None else calls[parent].depth + 1, start, ends.get(cid), aliases,
+                             inputs, kwargs if kwargs is not None else {})
             out = outs.get(cid)
             if out is not None:
                 call.outputs = (made.get(out) or to_meta(out)) if type(out) is tuple else out
@@ -185,5 +186,5 @@ class _RawToMeta:
         dev = self.devices.get(device)
         if dev is None:
             dev = self.devices[device] = str(device)
-        meta = self.made[raw] = TensorMeta(tuple(shape), dtype_name(dtype), dev, tid, grad)
+        meta = self.made[raw] = bulk.tensor_meta(tuple(shape), dtype_name(dtype), dev, tid, grad)
         return meta

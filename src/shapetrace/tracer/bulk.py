@@ -1,0 +1,46 @@
+"""Constructors for the records a trace makes by the thousand: ``TensorMeta``, ``Call`` and ``Edge``.
+
+Each builds the same object as the dataclass's own constructor (``tests/test_engine.py`` checks equality
+and that every field is set), filling the instance dictionary in one step instead of running the generated
+``__init__``: a frozen dataclass sets each field through ``object.__setattr__``, and ``Call``'s metric
+fields go through a descriptor. That halves the cost of building the records after the forward, which is
+part of what every trace costs. Everything else constructs records the ordinary way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .records import Call, Edge, TensorMeta
+
+_new = object.__new__
+
+
+def tensor_meta(shape: tuple[int, ...], dtype: str, device: str, tid: int | None,
+                requires_grad: bool) -> TensorMeta:
+    """``TensorMeta(shape, dtype, device, tid, requires_grad)``."""
+    meta = _new(TensorMeta)
+    meta.__dict__.update({"shape": shape, "dtype": dtype, "device": device, "tid": tid,
+                          "requires_grad": requires_grad})
+    return meta
+
+
+def call(id: int, module: str, cls: str, call_index: int, parent: int | None, depth: int,  # noqa: PLR0913 - Call's own fields, in its order
+         start: int, end: int | None, aliases: list[str], inputs: list[Any], kwargs: dict[str, Any]) -> Call:
+    """``Call(id, module, cls, call_index, parent, depth, start, end, aliases, inputs, kwargs)``, every other
+    field at its default (``timing`` and ``memory``, kept by a descriptor, read ``None`` until set)."""
+    record = _new(Call)
+    record.__dict__.update({
+        "id": id, "module": module, "cls": cls, "call_index": call_index, "parent": parent, "depth": depth,
+        "start": start, "end": end, "aliases": aliases, "inputs": inputs, "kwargs": kwargs, "outputs": None,
+        "params": 0, "own_params": 0, "trainable_params": 0, "buffers": 0, "side_inputs": [], "error": None,
+        "flops": None, "notes": [], "line": None, "code": None, "op_count": None,
+    })
+    return record
+
+
+def edge(src: str, dst: str, tid: int, shape: tuple[int, ...], dtype: str, side: bool) -> Edge:
+    """``Edge(src, dst, tid, shape, dtype, side)``."""
+    record = _new(Edge)
+    record.__dict__.update({"src": src, "dst": dst, "tid": tid, "shape": shape, "dtype": dtype, "side": side})
+    return record
