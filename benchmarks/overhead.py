@@ -246,12 +246,13 @@ def fixed_cost(model: nn.Module, repeat: int = 20) -> float:
     return min(times)
 
 
-def write_section(doc: Path, table: str) -> None:
+def write_section(doc: Path, table: str, begin: str = MARK_BEGIN, end: str = MARK_END) -> None:
+    """Replace the text between the ``begin`` and ``end`` markers of ``doc`` (or append the section)."""
     text = doc.read_text(encoding="utf-8") if doc.exists() else ""
-    block = f"{MARK_BEGIN}\n{table}{MARK_END}"
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
+    block = f"{begin}\n{table}{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
         text = text + ("\n" if text else "") + block + "\n"
     doc.write_text(text, encoding="utf-8")
