@@ -210,7 +210,8 @@ class DataFlow:
 
 
 class _Replay:
-    """``DataFlow.connect``'s state: the calls, each call's argument tids and the side inputs found so far."""
+    """``DataFlow.connect``'s state: the calls, the argument tids of the calls side inputs were checked
+    against, and the side inputs found so far."""
 
     def __init__(self, flow: DataFlow, calls: Sequence[Call]) -> None:
         self.calls = calls
@@ -222,12 +223,12 @@ class _Replay:
 
     def call(self, call: Call) -> None:
         """A call started: its arguments are consumed by it (``consume``, inline: this runs once per call)."""
-        metas = _metas(call)
+        inputs = call.inputs
+        if not call.kwargs and len(inputs) == 1 and type(inputs[0]) is TensorMeta:
+            metas = inputs  # the common case: one tensor
+        else:
+            metas = _metas(call)
         cid, parent = call.id, call.parent
-        arg = self.arg_tids[cid] = set()
-        for meta in metas:
-            if meta.tid is not None:
-                arg.add(meta.tid)
         node = f"call:{cid}"
         producer, produced_at, edges = self.producer, self.produced_at, self.edges
         around = self.calls[parent].start if parent is not None else None
@@ -274,7 +275,10 @@ class _Replay:
             if at >= call.start:
                 return  # produced inside this call, so inside every enclosing call too
             side = self.side_tids.get(cid)
-            if tid not in self.arg_tids.get(cid, ()) and (side is None or tid not in side):
+            args = self.arg_tids.get(cid)
+            if args is None:  # looked up only for the calls a side input is checked against
+                args = self.arg_tids[cid] = {m.tid for m in _metas(call) if m.tid is not None}
+            if tid not in args and (side is None or tid not in side):
                 if side is None:
                     side = self.side_tids[cid] = set()
                 side.add(tid)  # type: ignore[arg-type]
@@ -285,11 +289,8 @@ class _Replay:
 
 def _metas(call: Call) -> list[TensorMeta]:
     """The tensors of a call's arguments, positional then keyword (plain tensors read without a walk)."""
-    inputs = call.inputs
-    if not call.kwargs and len(inputs) == 1 and type(inputs[0]) is TensorMeta:
-        return inputs  # the common case: one tensor
     out: list[TensorMeta] = []
-    for a in inputs:
+    for a in call.inputs:
         if type(a) is TensorMeta:
             out.append(a)
         elif a is not None and not isinstance(a, (bool, int, float, str)):
