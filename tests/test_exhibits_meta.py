@@ -13,8 +13,9 @@ from shapetrace.tracer.api import trace
 from shapetrace.tracer.records import iter_tensors
 
 # A U-Net with weight norm, blur and self-attention; a ResNet with the fastai head; embeddings; the photo
-# through an upsample.
-CHECKED = ["superres-unet", "pet-recognizer-resnet34", "emb-sz-rule", "tabular-model", "nearest-upsample-photo"]
+# through an upsample; the AWD-LSTMs (LSTM kernels, weight dropout, BPT3C's loop over padded chunks).
+CHECKED = ["superres-unet", "pet-recognizer-resnet34", "emb-sz-rule", "tabular-model", "nearest-upsample-photo",
+           "awd-lstm-language-model", "awd-lstm-classifier"]
 
 
 def _facts(tr) -> list[tuple]:
@@ -35,14 +36,21 @@ def test_the_meta_trace_is_the_cpu_trace_but_for_the_device(name):
     on_meta = _trace_exhibit(ex)
     args, kwargs = ex.inputs()
     on_cpu = trace(ex.build(), *args, ops=True, lines=True, strict=False, forward_kwargs=kwargs)
-    assert {m.device for c in on_meta.calls for _, m in iter_tensors(c.outputs)} == {"meta"}
+    # floating-point results are shapes only; integer and boolean ones (BPT3C's padding mask) stay real
+    assert {m.device for c in on_meta.calls for _, m in iter_tensors(c.outputs) if m.dtype.startswith("float")} \
+        == {"meta"}
     assert not on_meta.failed and not on_cpu.failed
     assert _facts(on_meta) == _facts(on_cpu)
 
 
-def test_only_the_text_models_run_on_the_cpu():
-    assert [n for n in exhibit_names() if get_exhibit(n).device != "meta"] == ["awd-lstm-language-model",
-                                                                                "awd-lstm-classifier"]
+def test_every_exhibit_is_traced_on_meta():
+    assert [n for n in exhibit_names() if get_exhibit(n).device != "meta"] == []
+
+
+def test_bpt3c_reads_the_real_token_ids_when_the_classifier_is_traced_on_meta():
     tr = _trace_exhibit(get_exhibit("awd-lstm-classifier"))
-    assert {m.device for _, m in iter_tensors(tr.calls[0].outputs)} == {"cpu"}
+    assert [m.device for _, m in iter_tensors(tr.calls[0].inputs)] == ["cpu"]  # the token ids stay real
+    assert {m.device for _, m in iter_tensors(tr.calls[0].outputs)} == {"meta"}
+    mask = tr.calls_of("0")[0].outputs[1]  # the SentenceEncoder's padding mask, computed from the real ids
+    assert (mask.device, mask.dtype, mask.shape) == ("cpu", "bool", (4, 200))
     assert [c.inputs[0].shape for c in tr.calls_of("0.module")] == [(2, 72), (4, 72), (3, 56)]  # BPT3C's chunks

@@ -3,88 +3,100 @@
 The architectures are importable by their fastai names (``create_head``, ``DynamicUnet``, ``TabularModel``,
 ``get_text_classifier``, ...). They depend on torch and torchvision only; fastai is never imported.
 Named exhibits (a builder, example inputs and a caption per concept) live in ``shapetrace.gallery.exhibits``.
+
+The cyclic garbage collector is paused while this package imports torch and torchvision: their import makes
+about a million objects and no garbage, and the collections it would otherwise trigger cost a tenth of it.
 """
 
-from .layers import (
-    AdaptiveConcatPool2d,
-    AvgPool,
-    BatchNorm,
-    ConvLayer,
-    Flatten,
-    InstanceNorm,
-    LinBnDrop,
-    MergeLayer,
-    NormType,
-    PixelShuffle_ICNR,
-    ResBlock,
-    ResizeToOrig,
-    SelfAttention,
-    SequentialEx,
-    SigmoidRange,
-    ToTensorBase,
-    apply_init,
-    icnr_init,
-    init_linear,
-    norm_types,
-    sigmoid_range,
-)
-from .photo import photo_tensor
-from .tabular import (
-    TabularModel,
-    emb_sz_rule,
-    get_emb_sz,
-)
-from .text import (
-    AWD_LSTM,
-    EmbeddingDropout,
-    LinearDecoder,
-    PoolingLinearClassifier,
-    RNNDropout,
-    SentenceEncoder,
-    SequentialRNN,
-    WeightDropout,
-    awd_lstm_clas_config,
-    awd_lstm_clas_groups,
-    awd_lstm_clas_split,
-    awd_lstm_lm_config,
-    awd_lstm_lm_groups,
-    awd_lstm_lm_split,
-    dropout_mask,
-    get_language_model,
-    get_text_classifier,
-    masked_concat_pool,
-    pad_batch,
-)
-from .unet import (
-    DynamicUnet,
-    Hook,
-    UnetBlock,
-    create_unet_model,
-    model_sizes,
-)
-from .vision import (
-    PretrainedWeightsNotFound,
-    add_head,
-    alexnet_split,
-    block_groups,
-    block_split,
-    create_body,
-    create_head,
-    create_vision_model,
-    cut_model,
-    default_split,
-    densenet_split,
-    freeze_to,
-    has_pool_type,
-    imagenet_stats,
-    load_arch,
-    model_meta,
-    num_features_model,
-    param_groups,
-    resnet_split,
-    squeezenet_split,
-    vgg_split,
-)
+import gc as _gc
+
+_collecting = _gc.isenabled()
+_gc.disable()
+
+try:
+    from .layers import (
+        AdaptiveConcatPool2d,
+        AvgPool,
+        BatchNorm,
+        ConvLayer,
+        Flatten,
+        InstanceNorm,
+        LinBnDrop,
+        MergeLayer,
+        NormType,
+        PixelShuffle_ICNR,
+        ResBlock,
+        ResizeToOrig,
+        SelfAttention,
+        SequentialEx,
+        SigmoidRange,
+        ToTensorBase,
+        apply_init,
+        icnr_init,
+        init_linear,
+        norm_types,
+        sigmoid_range,
+    )
+    from .photo import photo_tensor
+    from .tabular import (
+        TabularModel,
+        emb_sz_rule,
+        get_emb_sz,
+    )
+    from .text import (
+        AWD_LSTM,
+        EmbeddingDropout,
+        LinearDecoder,
+        PoolingLinearClassifier,
+        RNNDropout,
+        SentenceEncoder,
+        SequentialRNN,
+        WeightDropout,
+        awd_lstm_clas_config,
+        awd_lstm_clas_groups,
+        awd_lstm_clas_split,
+        awd_lstm_lm_config,
+        awd_lstm_lm_groups,
+        awd_lstm_lm_split,
+        dropout_mask,
+        get_language_model,
+        get_text_classifier,
+        masked_concat_pool,
+        pad_batch,
+    )
+    from .unet import (
+        DynamicUnet,
+        Hook,
+        UnetBlock,
+        create_unet_model,
+        model_sizes,
+    )
+    from .vision import (
+        PretrainedWeightsNotFound,
+        add_head,
+        alexnet_split,
+        block_groups,
+        block_split,
+        create_body,
+        create_head,
+        create_vision_model,
+        cut_model,
+        default_split,
+        densenet_split,
+        freeze_to,
+        has_pool_type,
+        imagenet_stats,
+        load_arch,
+        model_meta,
+        num_features_model,
+        param_groups,
+        resnet_split,
+        squeezenet_split,
+        vgg_split,
+    )
+finally:
+    if _collecting:
+        _gc.enable()
 
 __all__ = [
     "AWD_LSTM",

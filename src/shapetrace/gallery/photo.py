@@ -3,14 +3,33 @@ pictures the gallery shows of it (``Picture``: the photo and what an upsampling 
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+PHOTO = "grace_hopper.jpg"
+# zlib's fastest level: the gallery's eight PNGs come out 16 % larger than at the default level 6 (3.2 MB
+# against 2.7 MB, the same pixels) and are written 4 times faster (a quarter of a second against a second)
+PNG_COMPRESS_LEVEL = 1
+
+
+def photo_path() -> Path:
+    """Where matplotlib's sample photo is, found without importing matplotlib (a fifth of a second)."""
+    spec = importlib.util.find_spec("matplotlib")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(folder) / "mpl-data" / "sample_data" / PHOTO
+        if path.is_file():
+            return path
+    from matplotlib import cbook  # a matplotlib laid out some other way: ask it
+
+    return Path(cbook.get_sample_data(PHOTO, asfileobj=False))
 
 
 def photo_tensor(height: int | None = None, width: int | None = None) -> torch.Tensor:
@@ -20,10 +39,9 @@ def photo_tensor(height: int | None = None, width: int | None = None) -> torch.T
     smallest whole factor that covers it (bilinear), then centre-cropped: ``photo_tensor(1000, 846)`` is the
     2x upscale (1200 x 1024) cropped to 1000 high, 846 wide.
     """
-    from matplotlib import cbook
     from PIL import Image
 
-    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
+    with Image.open(photo_path()) as im:
         arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     x = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
     h0, w0 = x.shape[-2:]
@@ -60,7 +78,7 @@ def _png(x: torch.Tensor, scale: int = 1) -> bytes:
     if scale > 1:
         im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
     buf = io.BytesIO()
-    im.save(buf, format="PNG", compress_level=6)
+    im.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buf.getvalue()
 
 
@@ -105,7 +123,7 @@ def _gridded(pic: Picture, cell: int) -> Picture:
         for y in range(0, im.height, cell):
             draw.line([(0, y), (im.width, y)], fill=(235, 235, 235), width=1)
         buf = io.BytesIO()
-        im.save(buf, format="PNG", compress_level=6)
+        im.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return Picture(pic.file, buf.getvalue(), pic.caption, pic.width, pic.height, zoom=True)
 
 
@@ -152,5 +170,5 @@ def _marked_corner(file: str, img: torch.Tensor, zoom: int, caption: str) -> Pic
         draw = ImageDraw.Draw(im)
         draw.line([(zoom, im.height), (zoom, zoom), (im.width, zoom)], fill=(220, 30, 30), width=3)
         buf = io.BytesIO()
-        im.save(buf, format="PNG", compress_level=6)
+        im.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return Picture(file, buf.getvalue(), caption, pic.width, pic.height, zoom=True)

@@ -21,6 +21,7 @@ and nothing else.
 
 from __future__ import annotations
 
+import gc
 import html
 import multiprocessing
 import os
@@ -38,6 +39,7 @@ __all__ = ["MANIFEST", "MIN_FLOW_POINTS", "GalleryBuildFailed", "build_site", "d
 
 MANIFEST = ".shapetrace-gallery"
 MIN_FLOW_POINTS = 5  # the input and 4 leaf outputs: a chart of fewer shows nothing the table does not
+DIFFS_COST = 2  # the comparisons' build time, in the units of ``Exhibit.cost``
 PT_TO_PX = 4 / 3  # Graphviz sizes its SVG in points; a CSS pixel is 3/4 of a point
 
 Progress = Callable[[str, bool, str], None]
@@ -375,15 +377,15 @@ def _diff_page(ex: DiffExhibit, fragment: str, files: list[str]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _write_diff_exhibits(out: Path) -> tuple[list[Path], list[DiffExhibit]]:
-    """The comparisons (``shapetrace diff``) of chapter-15 heads: their files, and a page each."""
-    written = write_diff_exhibits(out)
+def _diff_pages(out: Path, written: list[Path]) -> list[DiffExhibit]:
+    """A page for each comparison (``shapetrace diff``) of chapter-15 heads, around the files
+    ``write_diff_exhibits`` wrote (``written``)."""
     names = {p.name for p in written}
     for ex in DIFF_EXHIBITS.values():
         page = out / f"{ex.name}.html"  # write_diff_exhibits left the diff's HTML fragment there
         files = sorted(n for n in names if n.startswith(ex.name + "."))
         page.write_text(_diff_page(ex, page.read_text(encoding="utf-8"), files), encoding="utf-8")
-    return written, list(DIFF_EXHIBITS.values())
+    return list(DIFF_EXHIBITS.values())
 
 
 def _comparisons_html(diffs: list[DiffExhibit]) -> list[str]:
@@ -469,7 +471,15 @@ def _replace_manifest(out: Path, written: list[Path], whole: bool) -> None:
 
 
 # ---- the build --------------------------------------------------------------------------------------------
-def _run(names: list[str], out: Path, jobs: int, debug: bool, progress: Progress | None) -> dict[str, ExhibitResult]:
+def _write_diffs(out_dir: str) -> list[Path]:
+    """The comparisons' files (a worker's job, beside the exhibits)."""
+    return write_diff_exhibits(Path(out_dir))
+
+
+def _run(names: list[str], out: Path, jobs: int, debug: bool, progress: Progress | None,
+         diffs: bool) -> tuple[dict[str, ExhibitResult], list[Path]]:
+    """Build ``names`` (in that order) and, with ``diffs``, the comparisons' files: the results by name and the
+    comparisons' files."""
     results: dict[str, ExhibitResult] = {}
 
     def done(r: ExhibitResult) -> None:
@@ -480,20 +490,30 @@ def _run(names: list[str], out: Path, jobs: int, debug: bool, progress: Progress
     if jobs <= 1 or len(names) <= 1:
         for name in names:
             done(_build_exhibit(name, str(out), debug))
-        return results
+        return results, (write_diff_exhibits(out) if diffs else [])
     threads = max(1, default_jobs() // jobs)
-    # fork: the workers start with shapetrace and torch already imported (a spawned worker would import
-    # torch again, a second or more each)
+    # fork: the workers start with shapetrace, torch and torchvision already imported (a spawned worker would
+    # import them again, seconds each). The objects alive now (the modules, about a million) are frozen first:
+    # the collector then never walks them again, neither in the workers (whose memory pages it would otherwise
+    # touch and copy) nor here, nor at this process's exit, where that last walk takes a second.
+    gc.freeze()
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     with ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=context) as pool:
-        futures = {pool.submit(_build_exhibit, name, str(out), debug, threads): name for name in names}
+        futures, diff_future = {}, None
+        for name in names:  # the costliest first (see build_site); the comparisons where their cost puts them
+            if diffs and diff_future is None and get_exhibit(name).cost <= DIFFS_COST:
+                diff_future = pool.submit(_write_diffs, str(out))
+            futures[pool.submit(_build_exhibit, name, str(out), debug, threads)] = name
+        if diffs and diff_future is None:
+            diff_future = pool.submit(_write_diffs, str(out))
         for future in as_completed(futures):
             name = futures[future]
             try:
                 done(future.result())
             except Exception as e:  # noqa: BLE001  (a worker that died: the others go on)
                 done(ExhibitResult(name, error=f"the worker building it failed: {type(e).__name__}: {e}"))
-    return results
+        diff_files = diff_future.result() if diff_future is not None else []
+    return results, diff_files
 
 
 def build_site(out_dir: str | Path, exhibits: Sequence[str] | None = None, *, jobs: int | None = None,
@@ -514,7 +534,8 @@ def build_site(out_dir: str | Path, exhibits: Sequence[str] | None = None, *, jo
     names = sorted(requested, key=lambda n: order.index(n) if n in order else len(order))
     # the costliest first, so the last to finish is a small one
     schedule = sorted(names, key=lambda n: -get_exhibit(n).cost)
-    results = _run(schedule, out, jobs or default_jobs(), debug, progress)
+    whole = exhibits is None  # the comparisons come with a whole-gallery build
+    results, diff_files = _run(schedule, out, jobs or default_jobs(), debug, progress, diffs=whole)
     exs = [get_exhibit(n) for n in names]
     written = [out / f for n in names for f in results[n].files]
     for i, ex in enumerate(exs):
@@ -522,13 +543,13 @@ def build_site(out_dir: str | Path, exhibits: Sequence[str] | None = None, *, jo
         (out / f"{ex.name}.html").write_text(page, encoding="utf-8")
         written.append(out / f"{ex.name}.html")
     diffs: list[DiffExhibit] = []
-    if exhibits is None:  # the comparisons come with a whole-gallery build
-        diff_files, diffs = _write_diff_exhibits(out)
+    if whole:
+        diffs = _diff_pages(out, diff_files)
         written += diff_files
     for fname, text in (("index.html", _index_html(exs, results, diffs)), ("index.md", _index_md(exs, results, diffs))):
         (out / fname).write_text(text, encoding="utf-8")
         written.append(out / fname)
-    _replace_manifest(out, written, whole=exhibits is None)
+    _replace_manifest(out, written, whole=whole)
     failures = {n: results[n].error for n in names if results[n].error is not None}
     if failures:
         raise GalleryBuildFailed(failures, written)  # type: ignore[arg-type]

@@ -25,11 +25,13 @@ class Exhibit:
     precise sentences saying what the exhibit shows (and where fastai 2.8 differs from the book's text);
     ``question`` the question of the chapter it answers, in one sentence. ``options`` holds rendering hints for
     the gallery (``{"layout": "u", "depth": 2, ...}``). ``pictures(name)``, for exhibits about images, returns
-    the ``photo.Picture`` list its page shows (the photo and what the layer made of it). ``cost`` is a rough
-    relative build time, so the gallery builder can start the slowest first. ``device`` is where the gallery
+    the ``photo.Picture`` list its page shows (the photo and what the layer made of it). ``cost`` is its
+    build time in the gallery, roughly, in tenths of a second of one CPU, so the builder can start the
+    slowest first. ``device`` is where the gallery
     builds and traces it: PyTorch's ``meta`` device by default (shapes without arithmetic: the same trace as on
-    the CPU but for the device, in a fraction of the time), ``"cpu"`` when the forward branches on values
-    (BPT3C's padding) or when meta is slower (an LSTM on meta runs step by step in Python).
+    the CPU but for the device, in a fraction of the time; integer inputs such as token ids stay real, so a
+    forward that reads them, like BPT3C's padding, runs as on the CPU), ``"cpu"`` for a forward that needs the
+    values of floating-point tensors.
     """
 
     name: str
@@ -41,7 +43,7 @@ class Exhibit:
     options: dict = field(default_factory=dict)
     question: str = ""
     pictures: Callable[[str], list] | None = None
-    cost: int = 1  # a rough relative build time: the gallery starts the costliest first
+    cost: int = 1  # about its gallery build time in tenths of a CPU second: the builder starts the costliest first
     device: str = "meta"  # where the gallery builds and traces it: "meta" (shapes only) or "cpu"
 
 

@@ -55,8 +55,7 @@ register(Exhibit(
         "the five parameter groups used for gradual unfreezing."
     ),
     build=_classifier,
-    cost=4,
-    device="cpu",  # which rows each chunk runs depends on where the padding tokens are
+    cost=2,
     inputs=_classifier_inputs,
     topic="text",
     options={"depth": 2, "overlays": ["groups"], "param_groups": awd_lstm_clas_groups(3)},
@@ -75,8 +74,7 @@ register(Exhibit(
         "uses for its activation regularisation. The hidden state carries over to the next batch."
     ),
     build=_language_model,
-    cost=2,
-    device="cpu",  # an LSTM on the meta device runs step by step in Python: slower than the arithmetic
+    cost=1,
     inputs=_language_model_inputs,
     topic="text",
     options={"depth": 2, "overlays": ["groups"], "param_groups": awd_lstm_lm_groups(3)},
