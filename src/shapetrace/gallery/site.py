@@ -21,6 +21,7 @@ and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import html
 import multiprocessing
@@ -170,21 +171,26 @@ def _build_exhibit(name: str, out_dir: str, debug: bool = False, threads: int | 
     return result
 
 
-def _trace_exhibit(ex: Exhibit):
+def _trace_exhibit(ex: Exhibit, shortcuts: bool = True):
     """The exhibit's trace through the session (its train/eval rule, failures, render hints saved in the trace),
     built and run on ``Exhibit.device``: ``meta`` (no arithmetic: the same shapes as on the CPU in a fraction of
-    the time) or the CPU."""
+    the time; unless ``shortcuts`` is false, ``MetaShortcuts`` skips the weight initialisation and answers the
+    slowest meta kernels) or the CPU."""
     import torch
 
     from ..session import Loaded, TraceRequest, trace_model, train_mode
+    from .meta_shortcuts import MetaShortcuts
 
     if ex.device != "meta":
         return trace_model(TraceRequest(ex.name, ops=True, lines=True)).trace
-    with torch.device("meta"):
+    building = MetaShortcuts(initialisation=True) if shortcuts else contextlib.nullcontext()
+    with building, torch.device("meta"):
         model = ex.build()
     args, kwargs = ex.inputs()
     request = TraceRequest(ex.name, device="meta", ops=True, lines=True)
-    return trace_model(request, Loaded(model, args, kwargs, ex, train_mode(None, ex), ex.name)).trace
+    # outside the tracer: it records each op before the shortcut answers it
+    with MetaShortcuts() if shortcuts else contextlib.nullcontext():
+        return trace_model(request, Loaded(model, args, kwargs, ex, train_mode(None, ex), ex.name)).trace
 
 
 def _diagram(tr, ex: Exhibit, out: Path, result: ExhibitResult) -> None:
