@@ -55,7 +55,6 @@ register(Exhibit(
         "the five parameter groups used for gradual unfreezing."
     ),
     build=_classifier,
-    cost=2,
     inputs=_classifier_inputs,
     topic="text",
     options={"depth": 2, "overlays": ["groups"], "param_groups": awd_lstm_clas_groups(3)},
@@ -74,7 +73,6 @@ register(Exhibit(
         "uses for its activation regularisation. The hidden state carries over to the next batch."
     ),
     build=_language_model,
-    cost=1,
     inputs=_language_model_inputs,
     topic="text",
     options={"depth": 2, "overlays": ["groups"], "param_groups": awd_lstm_lm_groups(3)},

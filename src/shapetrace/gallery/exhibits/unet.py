@@ -51,7 +51,7 @@ register(Exhibit(
     build=lambda: create_unet_model(torchvision.models.resnet34, 32, CAMVID_SIZE).eval(),
     inputs=_camvid_input,
     topic="unet",
-    cost=7,
+    cost=4,
     options={"layout": "u", "depth": 2, "fold": UNET_FOLD, "cut": unet_cut(14)},
 ))
 
@@ -71,7 +71,7 @@ register(Exhibit(
                                     last_cross=True, y_range=(0, 1)).eval(),
     inputs=_camvid_input,
     topic="unet",
-    cost=8,
+    cost=4,
     options={"layout": "u", "depth": 2, "fold": UNET_FOLD, "cut": unet_cut(15)},
 ))
 
@@ -91,7 +91,7 @@ register(Exhibit(
                                     norm_type=NormType.Weight, y_range=(-3.0, 3.0)).eval(),
     inputs=lambda: ((_rand(1, 3, *SUPERRES_SIZE),), {}),
     topic="unet",
-    cost=9,
+    cost=5,
     options={"layout": "u", "depth": 2, "fold": UNET_FOLD, "cut": unet_cut(15)},
 ))
 
@@ -119,7 +119,7 @@ register(Exhibit(
         "32 classes. It runs, but all detail must come through the 7x7 bottleneck; the U-Net adds skip "
         "connections from the encoder for that reason."),
     build=_naive_segmenter,
-    cost=4,
+    cost=2,
     inputs=lambda: ((_rand(1, 3, 224, 224),), {}),
     topic="unet",
     options={"depth": 2, "cut": {"body": ["0"], "head": ["1"]}},

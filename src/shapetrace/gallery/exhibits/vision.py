@@ -57,7 +57,7 @@ register(Exhibit(
         "546,304 of them in the head."),
     build=_pet_model,
     inputs=_image,
-    cost=4,
+    cost=2,
     options={"depth": 2, "cut": _PET_CUT, "overlays": ["cut"]},
 ))
 
@@ -77,7 +77,7 @@ register(Exhibit(
         "has 21,284,672 parameters."),
     build=_resnet34_full,
     inputs=_image,
-    cost=4,
+    cost=2,
     options={"depth": 1, "cut": {"body": _RESNET34_CHILDREN, "removed": ["avgpool", "fc"]}, "overlays": ["cut"]},
 ))
 
@@ -112,7 +112,7 @@ register(Exhibit(
         "-1 (their classifier is one child), AlexNet at -2. Each body keeps its feature maps: 512, 512, 1024, "
         "512 and 256 channels here."),
     build=lambda: FamilyBodies().eval(),
-    cost=12,
+    cost=11,
     inputs=lambda: _image(batch=1),
     options={"depth": 2, "model_meta": _meta_table()},
 ))
@@ -191,7 +191,7 @@ register(Exhibit(
         "becomes 1200x1024 with no new detail and no parameters. It is the simplest way to grow a feature map "
         "back towards image size."),
     build=lambda: nn.Upsample(scale_factor=2, mode="nearest").eval(),
-    cost=3,
+    cost=2,
     inputs=lambda: ((photo_tensor(),), {}),
     topic="unet",
     pictures=upsample_pictures,
@@ -226,7 +226,7 @@ register(Exhibit(
         "(546,304); freezing all but the head while batchnorm stays trainable leaves 563,328 trainable."),
     build=_pet_model,
     inputs=_image,
-    cost=4,
+    cost=2,
     options={"depth": 2, "param_groups": RESNET34_BLOCK_GROUPS, "cut": _PET_CUT, "overlays": ["groups"],
              "splitter": block_split.__name__},
 ))
