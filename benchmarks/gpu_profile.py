@@ -26,11 +26,14 @@ keeps every profiled trace, so the tables, plots and heat diagrams can be drawn 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
+import re
 import statistics
 import sys
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +42,11 @@ from typing import Any
 import torch
 import torchvision
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+import shapetrace
+from shapetrace.gallery.exhibits import exhibit_names, get_exhibit
+from shapetrace.tracer.timing import resolve_dtype
 
 
 def _resnet(name: str, batch: int, size: int) -> Callable[[], tuple[nn.Module, tuple]]:
@@ -51,8 +59,6 @@ def _resnet(name: str, batch: int, size: int) -> Callable[[], tuple[nn.Module, t
 
 def _exhibit(name: str, fallback: str) -> Callable[[], tuple[nn.Module, tuple]]:
     def build() -> tuple[nn.Module, tuple]:
-        from shapetrace.gallery.exhibits import exhibit_names, get_exhibit
-
         names = exhibit_names()
         ex = get_exhibit(name if name in names else next(n for n in names if fallback in n))
         args, kwargs = ex.inputs()
@@ -97,8 +103,6 @@ def run_case(label: str, dtype: str | None, build: Callable[[], tuple[nn.Module,
              peers: bool = False) -> dict[str, Any]:
     """Profile one case; its row of numbers (and, with ``keep``, its trace's JSON under ``keep[label]``;
     with ``peers``, the other tools' overhead on the same model under ``row["peers"]``)."""
-    import shapetrace
-
     model, inputs = build()
     t0 = time.perf_counter()
     trace = shapetrace.profile(model, *inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
@@ -136,8 +140,6 @@ def peer_ratios(model: nn.Module, inputs: tuple, device: str, dtype: str | None,
     the profiler started, the forward, the profiler stopped and its events parsed. A tool that is not
     installed (torchinfo, torchview and torchlens are not on the GPU machine unless carried) reads
     "not installed"."""
-    from shapetrace.tracer.timing import resolve_dtype
-
     dt = resolve_dtype(dtype)
     dev = torch.device(device)
     model = model.to(device=dev, dtype=dt) if dt is not None else model.to(dev)
@@ -153,8 +155,6 @@ def peer_ratios(model: nn.Module, inputs: tuple, device: str, dtype: str | None,
         sync()
 
     def profiler_run() -> None:
-        from torch.profiler import ProfilerActivity, profile
-
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
         with profile(activities=acts) as prof:
             plain()
@@ -163,21 +163,21 @@ def peer_ratios(model: nn.Module, inputs: tuple, device: str, dtype: str | None,
     fns: dict[str, Callable[[], Any]] = {"plain forward": plain, "torch.profiler run": profiler_run}
     out: dict[str, Any] = {}
     try:
-        import torchinfo
+        import torchinfo  # noqa: PLC0415 - optional here: not on the GPU machine unless carried
 
         fns["torchinfo.summary"] = lambda: torchinfo.summary(model, input_data=xs, verbose=0, depth=100,
                                                              device=dev)
     except ImportError:
         out["torchinfo.summary"] = "not installed"
     try:
-        import torchview
+        import torchview  # noqa: PLC0415 - optional here: not on the GPU machine unless carried
 
         fns["torchview.draw_graph"] = lambda: torchview.draw_graph(model, input_data=xs, depth=100,
                                                                    expand_nested=True, device=dev)
     except ImportError:
         out["torchview.draw_graph"] = "not installed"
     try:
-        import torchlens
+        import torchlens  # noqa: PLC0415 - optional here: not on the GPU machine unless carried
 
         fns["torchlens.trace"] = lambda: torchlens.trace(model, xs)
     except ImportError:
@@ -248,10 +248,6 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 
 def _write_traces(path: str, traces: dict[str, str]) -> None:
     """Every trace's JSON as ``<label>.json`` (letters, digits, ``-``) in one gzipped tar."""
-    import io
-    import re
-    import tarfile
-
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w:gz") as tar:
         for label, text in traces.items():

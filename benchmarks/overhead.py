@@ -23,13 +23,18 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torchinfo
+import torchview
 import torchvision
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+from torch.profiler import ProfilerActivity, profile
 
 import shapetrace
 
@@ -80,10 +85,6 @@ METHODS = ("plain forward", "hook floor", "shapetrace.trace", "shapetrace.trace(
 
 def methods(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object]]:
     """Every method of ``METHODS`` whose tool is installed (torchlens is optional)."""
-    import torchinfo
-    import torchview
-    from torch.profiler import ProfilerActivity, profile
-
     def plain() -> object:
         with torch.no_grad():
             return model(x)
@@ -104,7 +105,7 @@ def methods(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object]
         "torch.profiler run": profiler_run,
     }
     try:
-        import torchlens
+        import torchlens  # noqa: PLC0415 - optional: its column reads "not installed" without it
     except ImportError:
         pass
     else:  # its default capture: every op's output kept, as a user of torchlens.trace gets it
@@ -114,8 +115,6 @@ def methods(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object]
 
 def floor(model: nn.Module, x: torch.Tensor) -> list:
     """The floor: a bare global pre+post hook pair recording each call's input and output shapes."""
-    from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-
     shapes: list = []
 
     def pre(module: nn.Module, args: tuple) -> None:
@@ -218,8 +217,6 @@ def run(quick: bool, rounds: int, budget_s: float, only: list[str] | None = None
 def function_calls(fn: Callable[[], object]) -> int:
     """Python function calls made by one run of ``fn`` (``sys.setprofile``): a measure of interpreter work
     that, unlike wall time, does not move with the load on the machine."""
-    import sys
-
     count = [0]
 
     def profiler(frame: object, event: str, arg: object) -> None:

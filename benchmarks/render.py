@@ -14,6 +14,7 @@ import time
 import warnings
 
 import torch
+import torchview
 import torchvision
 from torch import nn
 
@@ -47,8 +48,6 @@ def median_time(fn, repeat: int) -> float:
 
 def torchview_svg(model: nn.Module, x: torch.Tensor, depth: int | None) -> bytes:
     """torchview's own diagram of the same model, capture and Graphviz rendering included."""
-    import torchview
-
     graph = torchview.draw_graph(model, input_data=x, depth=1000 if depth is None else depth, expand_nested=True)
     return graph.visual_graph.pipe(format="svg")
 

@@ -19,6 +19,9 @@ A module may import its own layer (when that makes no cycle) or lower ones. ``re
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -279,3 +282,14 @@ def test_the_checker_sees_imports_inside_functions_and_skips_type_checking(tmp_p
     targets = [(_owner(t) or t, fn) for t, fn, _ in visitor.found]
     assert ("shapetrace.renderers.table", "f") in targets
     assert not any(t.endswith(".x") for t, _ in targets)
+
+
+# What the lazy imports kept in src promise (their reasons: "torch stays out ...", "matplotlib loads on first plot").
+@pytest.mark.parametrize("module", ["shapetrace", "shapetrace.cli", "shapetrace.session", "shapetrace.sphinxext",
+                                    "shapetrace.renderers", "shapetrace.renderers.display"])
+def test_importing_a_front_end_or_the_renderers_loads_neither_torch_nor_matplotlib(module):
+    code = f"import sys, {module}; print(sorted({{m.split('.')[0] for m in sys.modules}} & {{'torch', 'matplotlib'}}))"
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"import {module} loaded {done.stdout.strip()}"

@@ -41,15 +41,15 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     # torch is imported on first use, so loading and rendering a saved trace never needs it.
     if name == "trace" or name == "TraceFailed":
-        from .tracer import api
+        from .tracer import api  # noqa: PLC0415 - torch loads on first use
 
         return getattr(api, name)
     if name == "Tracer" or name == "UnsupportedModel":
-        from .tracer import capture
+        from .tracer import capture  # noqa: PLC0415 - torch loads on first use
 
         return getattr(capture, name)
     if name == "profile":
-        from .tracer.timing import profile
+        from .tracer.timing import profile  # noqa: PLC0415 - torch loads on first use
 
         return profile
     raise AttributeError(f"module 'shapetrace' has no attribute {name!r}")

@@ -35,6 +35,7 @@ from .cli_options import (
 from .cli_profile import profile_command
 from .renderers import RenderOptions, formats, get
 from .session import TraceRequest, UsageProblem, check_output_folder, trace_model
+from .tracer.records import load as load_trace
 
 _CONTEXT = CONTEXT
 
@@ -177,8 +178,6 @@ def render_command(trace_file: str, fmt: str | None, output: str | None, depth: 
       shapetrace render resnet18.json
       shapetrace render resnet18.json --format html -o resnet18.html --depth 2
     """
-    from .tracer.records import load as load_trace
-
     with cli_errors(debug):
         fmt = prepare_output(fmt, output)
         with_diagram = _with_diagram(fmt, with_diagram)
@@ -207,7 +206,7 @@ def gallery() -> None:
 @gallery.command("list")
 def gallery_list() -> None:
     """List the exhibits (name, topic, title)."""
-    from .gallery.exhibits import EXHIBITS, exhibit_names
+    from .gallery.exhibits import EXHIBITS, exhibit_names  # noqa: PLC0415 - torch stays out of `shapetrace render`
 
     names = exhibit_names()
     if not names:
@@ -238,8 +237,8 @@ def gallery_build(out_dir: str, names: tuple[str, ...], jobs: int | None, debug:
       shapetrace gallery build -o site
       shapetrace gallery build --only camvid-unet --only awd-lstm-classifier -j 2
     """
-    from .gallery.exhibits import exhibit_names, get_exhibit
-    from .gallery.site import GalleryBuildFailed, build_site, default_jobs
+    from .gallery.exhibits import exhibit_names, get_exhibit  # noqa: PLC0415 - torch stays out of `shapetrace render`
+    from .gallery.site import GalleryBuildFailed, build_site, default_jobs  # noqa: PLC0415 - torch stays out of render
 
     wanted = [n for arg in names for n in arg.split(",") if n]
     with cli_errors(debug):

@@ -11,7 +11,10 @@ import click
 
 from .cli_options import CONTEXT, SuggestingChoice, cli_errors, emit, print_cause
 from .renderers import RenderOptions
+from .renderers.diff import diagram_options, diff_traces, render_trace_diff
+from .renderers.diff import render as render_comparison
 from .session import TraceRequest, UsageProblem, check_output, load, pick_format, trace_model, write_output
+from .tracer.records import load as load_trace
 
 DIAGRAM_FORMATS = ("svg", "png", "pdf", "dot")
 DIFF_FORMATS = ("text", "md", "html", "json", *DIAGRAM_FORMATS)
@@ -21,8 +24,6 @@ def _side(spec: str, inputs: tuple[str, ...], args: tuple[str, ...], train: bool
           debug: bool) -> tuple[Any, str | None]:
     """The trace of one side: a saved trace read back, or the model traced; and a note when its forward failed."""
     if spec.endswith(".json") and Path(spec).is_file():
-        from .tracer.records import load as load_trace
-
         if args:
             click.echo(f"note: --arg does not apply to the saved trace {spec}", err=True)
         try:
@@ -99,8 +100,6 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
 
 def _two(a: str, b: str, inputs: tuple[str, ...], args: tuple[str, ...], a_args: tuple[str, ...],
          b_args: tuple[str, ...], train: bool | None, fmt: str, output: str | None, debug: bool) -> list[str]:
-    from .renderers.diff import diagram_options, diff_traces, render_trace_diff
-
     ops = fmt in DIAGRAM_FORMATS
     ta, note_a = _side(a, inputs, args + a_args, train, ops, debug)
     tb, note_b = _side(b, inputs, args + b_args, train, ops, debug)
@@ -126,10 +125,8 @@ def _against(model: str, inputs: tuple[str, ...], args: tuple[str, ...], against
     if fmt not in ("text", "md"):
         raise UsageProblem(f"--against renders as text or md, not {fmt}")
     loaded = load(TraceRequest(model, inputs, args))
-    # Deliberately lazy: compare imports torch (and the other tools) only for this command.
-    from . import compare
-    from .renderers.diff import render
-    from .tracer.api import trace
+    from . import compare  # noqa: PLC0415 - torch stays out of `shapetrace render`
+    from .tracer.api import trace  # noqa: PLC0415 - torch stays out of `shapetrace render`
 
     module = loaded.module.eval() if loaded.exhibit is None else loaded.module
     ours = trace(module, *loaded.args, forward_kwargs=loaded.kwargs)
@@ -139,5 +136,5 @@ def _against(model: str, inputs: tuple[str, ...], args: tuple[str, ...], against
     except ImportError as e:
         raise UsageProblem(f"{against} is not installed ({e}); install it with: "
                            "pip install 'shapetrace[compare]'") from e
-    _echo(render(result, fmt), output)
+    _echo(render_comparison(result, fmt), output)
     sys.stdout.flush()

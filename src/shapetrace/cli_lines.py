@@ -8,7 +8,10 @@ from pathlib import Path
 import click
 
 from .cli_options import CONTEXT, SuggestingChoice, cli_errors, print_cause
+from .renderers.lines import LinesError, build_view
+from .renderers.lines import render as render_lines
 from .session import TraceRequest, UsageProblem, check_output, trace_model, write_output
+from .tracer.records import load as load_trace
 
 _SUFFIX = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json"}
 
@@ -65,16 +68,12 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
     for path in (output, save_trace):
         if path is not None:
             check_output(path)
-    from .renderers.lines import LinesError, build_view, render
-
     failure_note = None
     if model.endswith(".json") and Path(model).is_file():
         if inputs or args:
             raise UsageProblem("--input and --arg do not apply to a saved trace")
-        from .tracer.records import load
-
         try:
-            result = load(Path(model))
+            result = load_trace(Path(model))
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             raise UsageProblem(f"{model!r} is not a readable shapetrace trace: {e}") from e
     else:
@@ -88,7 +87,7 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
         view = build_view(result, module)
     except LinesError as e:
         raise UsageProblem(str(e)) from e
-    text = render(view, fmt)
+    text = render_lines(view, fmt)
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
     else:

@@ -26,6 +26,7 @@ from .cli_options import (
     width_option,
 )
 from .renderers import RenderOptions, formats, get
+from .renderers.plots import render_plot
 from .renderers.units import fallback_text, timer_kind_text
 from .session import TraceRequest, UsageProblem, check_output, load, profile_model, write_output
 
@@ -119,7 +120,7 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
 
 def _resolve_device(device: str | None) -> str:
     """``--device``, or cuda when available, else cpu; ``UsageProblem`` for cuda without CUDA."""
-    from .tracer.timing import ProfileUsageError, resolve_device  # deliberately lazy: torch loads here
+    from .tracer.timing import ProfileUsageError, resolve_device  # noqa: PLC0415 - torch stays out of `render`
 
     try:
         return str(resolve_device(device))
@@ -128,8 +129,6 @@ def _resolve_device(device: str | None) -> str:
 
 
 def _plot(trace: Any, kind: str, path: str, top: int) -> str | bytes:
-    from .renderers.plots import render_plot  # deliberately lazy: matplotlib loads only for --plot
-
     options = {"top": top} if kind in ("bars", "forward") else {}
     return render_plot(trace, kind, format=Path(path).suffix[1:].lower(), **options)
 

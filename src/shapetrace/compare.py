@@ -39,7 +39,7 @@ def diff_torchinfo(model: nn.Module, trace: Trace, *args: Any, **kwargs: Any) ->
     registers it, and puts hooks on every module (so ``nn.TransformerEncoderLayer`` leaves its fused fast
     path under torchinfo and sub-layers appear that do not run in eval).
     """
-    import torchinfo
+    import torchinfo  # noqa: PLC0415 - optional dependency (the `compare` extra)
 
     stats = torchinfo.summary(model, input_data=list(args) or None, verbose=0, depth=1000, **kwargs)
     names = _names_by_module(model)
@@ -109,7 +109,7 @@ def diff_torchview(model: nn.Module, trace: Trace, *args: Any, **kwargs: Any) ->
     graph walk rather than call order, so the comparison counts (class, output shapes) pairs on both sides
     and reports every pair whose count differs.
     """
-    import torchview
+    import torchview  # noqa: PLC0415 - optional dependency (the `compare` extra)
 
     graph = torchview.draw_graph(model, input_data=list(args) or None, depth=1000, expand_nested=True,
                                  **kwargs)

@@ -134,9 +134,9 @@ def train_mode(train: bool | None, exhibit: Any) -> bool | None:
 
 def load(request: TraceRequest) -> Loaded:
     """Resolve the request's MODEL and inputs; ``UsageProblem`` says what to fix."""
-    # Deliberately lazy: torch, torchvision and the gallery load only when something is traced.
-    from .specs.inputs import InputSpecError
-    from .specs.models import ModelSpecError, load_model_and_inputs
+    # torch, torchvision and the gallery load only when something is traced (`shapetrace render` needs none)
+    from .specs.inputs import InputSpecError  # noqa: PLC0415 - torch loads on first trace
+    from .specs.models import ModelSpecError, load_model_and_inputs  # noqa: PLC0415 - torch loads on first trace
 
     _check_device(request.device)
     try:
@@ -152,7 +152,7 @@ def load(request: TraceRequest) -> Loaded:
 def _check_device(device: str | None) -> None:
     if device is None or not device.startswith("cuda"):
         return
-    import torch  # deliberately lazy (see load)
+    import torch  # noqa: PLC0415 - torch loads on first trace
 
     if not torch.cuda.is_available():
         raise UsageProblem(f"--device {device}: CUDA is not available here; use --device cpu or --device meta")
@@ -160,7 +160,7 @@ def _check_device(device: str | None) -> None:
 
 def _check_traceable(module: Any, spec: str) -> None:
     """Refuse modules whose submodule calls no hook can see, saying what to point MODEL at instead."""
-    import torch  # deliberately lazy (see load)
+    import torch  # noqa: PLC0415 - torch loads on first trace
 
     if isinstance(module, torch.jit.ScriptModule):
         raise UsageProblem(f"{spec!r} gives a TorchScript module (torch.jit.script or torch.jit.trace): its "
@@ -172,7 +172,7 @@ def _check_traceable(module: Any, spec: str) -> None:
 def _unwrapped(module: Any) -> tuple[Any, list[str]]:
     """The module to trace inside wrappers that hide it from module hooks or split its batch
     (``tracer.capture.unwrap``), and a note for each wrapper taken off."""
-    from .tracer.capture import unwrap  # deliberately lazy: imports torch (see load)
+    from .tracer.capture import unwrap  # noqa: PLC0415 - torch loads on first trace
 
     module, kinds = unwrap(module)
     notes = [("the model is torch.compile'd: tracing the module it compiles (compiled code runs no module "
@@ -193,7 +193,12 @@ def _render_hints(trace: Trace, exhibit: Any) -> None:
 def trace_model(request: TraceRequest, loaded: Loaded | None = None) -> Outcome:
     """Trace the request's model once (``loaded``: an already resolved request). A failing forward gives the
     partial trace in the outcome; problems with the request raise ``UsageProblem``."""
-    from .tracer.api import TraceFailed, UnsupportedModel, failure_message, trace  # deliberately lazy (see load)
+    from .tracer.api import (  # noqa: PLC0415 - torch loads on first trace
+        TraceFailed,
+        UnsupportedModel,
+        failure_message,
+        trace,
+    )
 
     loaded = loaded or load(request)
     try:
@@ -228,8 +233,8 @@ def profile_model(request: TraceRequest, *, warmup: int = 3, repeat: int = 10, d
 
     ``UsageProblem`` when the device or dtype cannot be used here.
     """
-    from .tracer.api import TraceFailed, failure_message  # deliberately lazy (see load)
-    from .tracer.timing import ProfileUsageError, profile
+    from .tracer.api import TraceFailed, failure_message  # noqa: PLC0415 - torch loads on first trace
+    from .tracer.timing import ProfileUsageError, profile  # noqa: PLC0415 - torch loads on first trace
 
     loaded = loaded or load(TraceRequest(request.model, request.inputs, request.args, None, request.train))
     try:

@@ -53,6 +53,15 @@ from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.osutil import relative_uri
 
+from . import __version__
+from .renderers import RenderOptions, diagram_settings
+from .renderers.diagram import render as render_diagram
+from .renderers.html import render_html
+from .renderers.plots import shape_flow
+from .renderers.table import render_text
+from .session import SessionError, TraceRequest, trace_model
+from .tracer.records import Trace
+
 logger = logging.getLogger(__name__)
 
 SHOW = ("diagram", "table", "text", "flow")
@@ -141,7 +150,7 @@ class ShapetraceDirective(SphinxDirective):
         figure.caption = caption
         figure.alt = opts.get("alt") or caption or f"{result.model.cls}: shapetrace {' and '.join(figure.shows)}"
         if result.failed:
-            from .tracer.api import failure_message
+            from .tracer.api import failure_message  # noqa: PLC0415 - torch stays out of the extension's import
 
             return self._failed(spec, failure_message(result), result, allow_failure)
         try:
@@ -156,8 +165,6 @@ class ShapetraceDirective(SphinxDirective):
     # ---- tracing and rendering -----------------------------------------------------------------------
     def _trace(self, spec: str) -> tuple[Any, Any]:
         """The trace of MODEL (a failed forward gives its partial trace) and the exhibit, if MODEL is one."""
-        from .session import SessionError, TraceRequest, trace_model
-
         opts = self.options
         # As the CLI does (the session's rule): an exhibit runs as built, any other model in eval unless :train:.
         request = TraceRequest(spec, _lines(opts.get("input")), _lines(opts.get("arg")),
@@ -174,32 +181,23 @@ class ShapetraceDirective(SphinxDirective):
         opts = self.options
         depth = opts.get("depth")
         if "diagram" in figure.shows:
-            from .renderers import RenderOptions, diagram_settings
-            from .renderers.diagram import render
-
             # An exhibit's render hints travel in the trace (trace.meta["options"]); the directive's options win.
             options = RenderOptions(depth=depth, layout=opts.get("layout"), style=opts.get("style"),
                                     unroll=True if "unroll" in opts else None,
                                     overlays=tuple(opts.get("overlay", "").split()))
             diagram_opts = diagram_settings(result, options)
             try:
-                svg = render(result, format="svg", **diagram_opts).decode("utf-8")
+                svg = render_diagram(result, format="svg", **diagram_opts).decode("utf-8")
             except (RuntimeError, ValueError) as e:  # no Graphviz, or dot failed
                 raise _DirectiveFailed(f"the diagram could not be drawn: {e}") from e
             figure.pictures["diagram"] = Picture("diagram", svg, "pdf")
             figure.diagram_options = diagram_opts
         if "flow" in figure.shows:
-            from .renderers.plots import shape_flow
-
             figure.pictures["flow"] = Picture("flow", str(shape_flow(result, format="svg")), "png")
         if figure.pictures:
             figure.trace_json = result.to_json(indent=None)
         if "table" in figure.shows:
-            from .renderers.html import render_html
-
             figure.table_html = render_html(result, depth=depth)
-        from .renderers.table import render_text
-
         # Every figure keeps its text table: it is what text-like builders show in place of a picture.
         figure.table_text = render_text(result, depth=depth, width=opts.get("width", TEXT_WIDTH))
 
@@ -215,9 +213,6 @@ class ShapetraceDirective(SphinxDirective):
         out: list[nodes.Node] = []
         if partial is not None:
             figure = Figure(shows=["table"], caption=self.options.get("caption", ""))
-            from .renderers.html import render_html
-            from .renderers.table import render_text
-
             figure.table_html = render_html(partial, depth=self.options.get("depth"))
             figure.table_text = render_text(partial, depth=self.options.get("depth"),
                                             width=self.options.get("width", TEXT_WIDTH))
@@ -335,15 +330,9 @@ def _latex(app: Any, figure: Figure) -> list[nodes.Node]:
 
 def _print_bytes(figure: Figure, pic: Picture) -> bytes:
     """The picture for LaTeX: the diagram as Graphviz PDF, the flow chart as PNG, from the saved trace."""
-    from .tracer.records import Trace
-
     trace = Trace.from_json(figure.trace_json)
     if pic.kind == "diagram":
-        from .renderers.diagram import render
-
-        return render(trace, format="pdf", **figure.diagram_options)
-    from .renderers.plots import shape_flow
-
+        return render_diagram(trace, format="pdf", **figure.diagram_options)
     data = shape_flow(trace, format="png")
     return data if isinstance(data, bytes) else data.encode("utf-8")
 
@@ -412,6 +401,4 @@ def setup(app: Any) -> dict[str, Any]:
     app.connect("doctree-resolved", _resolve)
     app.connect("build-finished", _finished)
     app.add_css_file("shapetrace.css")
-    from . import __version__
-
     return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..tracer.records import Trace
 from . import diagram, table
+from .html import render_page
 
 __all__ = [
     "RenderOptions",
@@ -170,8 +171,6 @@ for _name, _suffixes, _what in (("text", (".txt", ".text"), "the shape table as 
 @register("html", suffixes=(".html", ".htm"),
           description="a standalone HTML page of the shape table (with_diagram: the diagram above it)")
 def _html_page(trace: Trace, options: RenderOptions) -> str:
-    from .html import render_page
-
     settings = diagram_settings(trace, options)
     settings.pop("depth")  # the page's diagram folds at the table's depth
     return render_page(trace, depth=options.depth, view=options.view, with_diagram=options.with_diagram,

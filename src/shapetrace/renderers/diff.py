@@ -10,6 +10,7 @@ Plain data in, text out: no torch.
 
 from __future__ import annotations
 
+import difflib
 import html
 import json
 from dataclasses import dataclass, field
@@ -172,8 +173,6 @@ def _compare(row: Row) -> None:
 
 def diff_traces(a: Trace, b: Trace, a_name: str = "A", b_name: str = "B") -> TraceDiff:
     """Align the calls of ``a`` and ``b`` by (module name, call index), in call order, and compare each pair."""
-    import difflib
-
     akeys, bkeys = [_key(c) for c in a.calls], [_key(c) for c in b.calls]
     a_by, b_by = dict(zip(akeys, a.calls)), dict(zip(bkeys, b.calls))
     common = set(a_by) & set(b_by)

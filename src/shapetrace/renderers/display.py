@@ -19,6 +19,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..tracer.records import Trace
+from .diagram import INSTALL_HINT, dot_available
+from .diagram import render as render_diagram
+from .html import render_html, render_page
+from .plots import shape_flow
+from .table import render as render_table
 
 __all__ = ["Diagram", "Flow", "Table"]
 
@@ -93,16 +98,10 @@ class Table(_Display):
     def _render(self, fmt: str) -> str:
         depth, view = self.options.get("depth"), self.options.get("view", "calls")
         if fmt == "fragment":
-            from .html import render_html
-
             return render_html(self.trace, depth=depth, view=view)
         if fmt == "html":
-            from .html import render_page
-
             return render_page(self.trace, depth=depth, view=view)
-        from .table import render
-
-        return render(self.trace, fmt, depth=depth, view=view, width=self.options.get("width", 100))
+        return render_table(self.trace, fmt, depth=depth, view=view, width=self.options.get("width", 100))
 
     def __str__(self) -> str:
         return str(self.render("text"))
@@ -143,14 +142,10 @@ class Diagram(_Picture):
     formats: ClassVar[dict[str, str]] = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}
 
     def _unavailable(self) -> str | None:
-        from .diagram import INSTALL_HINT, dot_available
-
         return None if dot_available() else f"Graphviz's 'dot' was not found. {INSTALL_HINT}"
 
     def _render(self, fmt: str) -> str | bytes:
-        from .diagram import render
-
-        data = render(self.trace, format=fmt, **self.options)
+        data = render_diagram(self.trace, format=fmt, **self.options)
         return data.decode("utf-8") if fmt in ("svg", "dot") else data
 
 
@@ -161,6 +156,4 @@ class Flow(_Picture):
     formats: ClassVar[dict[str, str]] = {".svg": "svg", ".png": "png"}
 
     def _render(self, fmt: str) -> str | bytes:
-        from .plots import shape_flow
-
         return shape_flow(self.trace, format=fmt, **self.options)

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..tracer.records import Trace
+from .diagram import render as render_diagram
 from .rows import forward_ms as _forward_ms
 from .rows import table_rows as _rows
 from .table import FAIL_MARK, _extra_columns, _headers, _notes, _plain_cells, _summary_lines
@@ -153,8 +154,6 @@ def render_page(trace: Trace, *, depth: int | None = None, view: str = "calls", 
            f"<title>{esc(heading)} · shapetrace</title>", f"<style>\n{PAGE_CSS}{CSS}</style>", "</head>", "<body>",
            f"<h1>{esc(heading)}</h1>", f'<p class="subtitle">{esc(subtitle)}</p>']
     if with_diagram:
-        from .diagram import render as render_diagram
-
         svg = render_diagram(trace, format="svg", depth=depth, **dict(diagram_options or {})).decode("utf-8")
         out.append(f'<figure class="diagram">{strip_svg_prolog(svg)}</figure>')
     out.append(render_html(trace, depth=depth, view=view, css=False))

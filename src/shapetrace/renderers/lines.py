@@ -383,8 +383,8 @@ _CSS = """
 def _highlight(lines: list[str]) -> list[str]:
     """Each source line as HTML, syntax-highlighted with pygments when it is installed."""
     try:
-        from pygments.lexers import PythonLexer
-        from pygments.token import STANDARD_TYPES
+        from pygments.lexers import PythonLexer  # noqa: PLC0415 - optional dependency: plain text without it
+        from pygments.token import STANDARD_TYPES  # noqa: PLC0415 - optional dependency: plain text without it
     except ImportError:
         return [html.escape(t) for t in lines]
     out: list[list[str]] = [[]]
@@ -404,7 +404,7 @@ def _highlight(lines: list[str]) -> list[str]:
 
 def _pygments_css() -> str:
     try:
-        from pygments.formatters import HtmlFormatter
+        from pygments.formatters import HtmlFormatter  # noqa: PLC0415 - optional dependency: no CSS without it
     except ImportError:
         return ""
     return HtmlFormatter(style="default").get_style_defs(".st-lines td.code")

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 def _figure(**kwargs: object) -> Figure:
     """A matplotlib figure on the Agg canvas (matplotlib is imported only when a figure is drawn: the shape
     flow's SVG, which the gallery draws for every exhibit, does without it)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - matplotlib loads on first plot
+    from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib loads on first plot
 
     fig = Figure(**kwargs)
     FigureCanvasAgg(fig)
@@ -43,7 +43,7 @@ _PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#
 
 
 def _save(fig: Figure, format: str) -> str | bytes:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - matplotlib loads on first plot
 
     buf = io.BytesIO()
     fmt = format.lower()
@@ -207,7 +207,7 @@ def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, m
     title = title or f"{trace.model.cls}: shape flow along the forward"
     if format.lower() == "svg":
         return _flow_svg(pts, title, max_labels)
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter  # noqa: PLC0415 - matplotlib loads on first plot
 
     fig = _figure(figsize=(max(7.0, min(16.0, 0.12 * len(pts) + 5)), 5.2))
     ax1, ax2 = fig.subplots(2, 1, sharex=True)

@@ -562,7 +562,7 @@ def render_markdown(trace: Trace, *, depth: int | None = None, view: str = "call
 # ---- html --------------------------------------------------------------------------------------------
 def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls") -> str:
     """The scoped HTML table fragment; it lives in ``renderers.html`` (kept here for existing imports)."""
-    from .html import render_html as fragment
+    from .html import render_html as fragment  # noqa: PLC0415 - renderers.html imports this module (a cycle)
 
     return fragment(trace, depth=depth, view=view)
 
@@ -598,7 +598,7 @@ def render(trace: Trace, format: str = "text", *, depth: int | None = None, view
     if format in ("md", "markdown"):
         return render_markdown(trace, depth=depth, view=view)
     if format == "html":  # a standalone page (renderers.html)
-        from .html import render_page
+        from .html import render_page  # noqa: PLC0415 - renderers.html imports this module (a cycle)
 
         return render_page(trace, depth=depth, view=view)
     if format == "csv":

@@ -28,6 +28,7 @@ with a suggestion of ``--device meta``, instead of a long wait and the allocator
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -179,8 +180,6 @@ def parse_input(spec: str) -> InputSpec:  # noqa: C901 - one branch per part of 
                 continue
             if _RANGE.match(part):
                 raise _fail(spec, "the range comes after the shape, as in long:8,5:0..100")
-            import difflib
-
             close = difflib.get_close_matches(word, [*_DTYPES, *_FILLS], n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise _fail(spec, f"{part!r} is neither a shape (like 4,72), a dtype (like long) nor a fill "

@@ -29,9 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+import torchvision.models as tvm
 from torch import nn
 
 from ..gallery.exhibits import exhibit_names, get_exhibit
+from .inputs import make_inputs
 
 __all__ = ["LoadedModel", "ModelSpecError", "load_model", "parse_arg", "parse_args"]
 
@@ -111,18 +114,10 @@ def _raised(what: str, error: BaseException) -> str:
 
 
 def _torchvision_classifiers() -> list[str]:
-    try:
-        import torchvision.models as tvm
-    except ImportError:
-        return []
     return sorted(tvm.list_models(module=tvm))
 
 
 def _torchvision_all() -> list[str]:
-    try:
-        import torchvision.models as tvm
-    except ImportError:
-        return []
     return sorted(tvm.list_models())
 
 
@@ -200,8 +195,6 @@ def _fmt_kwargs(kwargs: dict[str, Any]) -> str:
 
 
 def _torchvision(name: str, kwargs: dict[str, Any]) -> LoadedModel:
-    import torchvision.models as tvm
-
     kwargs = {"weights": None, **kwargs}
     try:
         builder = tvm.get_model_builder(name)
@@ -210,8 +203,6 @@ def _torchvision(name: str, kwargs: dict[str, Any]) -> LoadedModel:
     module = _instantiate(builder, kwargs, f"torchvision.models.{name}")
     inputs = None
     if name in _torchvision_classifiers():
-        import torch
-
         gen = torch.Generator().manual_seed(0)
         size = 299 if name == "inception_v3" else 224
         inputs = ((torch.randn(1, 3, size, size, generator=gen),), {})
@@ -300,8 +291,6 @@ def load_model_and_inputs(spec: str, input_specs: Sequence[str] = (), arg_texts:
 
     Raises ``ModelSpecError`` or ``InputSpecError`` saying what to fix.
     """
-    from .inputs import make_inputs
-
     loaded = load_model(spec, parse_args(arg_texts))
     if input_specs:
         args, kwargs = make_inputs(input_specs, device=device)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -433,10 +434,7 @@ class Trace:
                 f"{self.model.params:,} params, {self.format}>")
 
     def __str__(self) -> str:
-        # Lazy on purpose: records sit below renderers, and only this display method needs one.
-        import shutil
-
-        from ..renderers.table import render_text
+        from ..renderers.table import render_text  # noqa: PLC0415 - a display method's renderer (upward import)
 
         return render_text(self, width=shutil.get_terminal_size((100, 24)).columns)
 
@@ -447,8 +445,7 @@ class Trace:
     def lines(self, module: str = "") -> Any:
         """The source of ``module``'s forward (the root's by default) with what each line produced; needs a
         trace recorded with ``lines=True``. Displays in Jupyter; ``str()`` is the text form; ``.save(path)``."""
-        # Lazy on purpose: records sit below renderers, and only this display method needs one.
-        from ..renderers.lines import LinesView
+        from ..renderers.lines import LinesView  # noqa: PLC0415 - a display method's renderer (upward import)
 
         return LinesView(self, module)
 
@@ -457,7 +454,7 @@ class Trace:
         """The shape table: shows as HTML in Jupyter, ``str()`` is the text table, ``.save("t.html")``.
 
         Options: ``depth``, ``view`` (``"calls"``/``"modules"``), ``width`` (text)."""
-        from ..renderers.display import Table
+        from ..renderers.display import Table  # noqa: PLC0415 - a display method's renderer (upward import)
 
         return Table(self, **options)
 
@@ -465,20 +462,19 @@ class Trace:
         """The Graphviz diagram: shows as SVG in Jupyter, ``.save("d.svg"|"d.png"|"d.pdf")``.
 
         Options: ``depth``, ``layout``, ``style``, ``unroll``, ``overlays``, ``options``, ``show_params``."""
-        from ..renderers.display import Diagram
+        from ..renderers.display import Diagram  # noqa: PLC0415 - a display method's renderer (upward import)
 
         return Diagram(self, **options)
 
     def flow(self, **options: Any) -> Any:
         """The shape-flow chart (channels and spatial size along the forward): SVG in Jupyter, ``.save()``."""
-        from ..renderers.display import Flow
+        from ..renderers.display import Flow  # noqa: PLC0415 - a display method's renderer (upward import)
 
         return Flow(self, **options)
 
     def _repr_html_(self) -> str:
         """Jupyter shows a trace as its shape table (``shapetrace.renderers.html``, scoped CSS)."""
-        # Lazy on purpose: records sit below renderers, and only this display method needs one.
-        from ..renderers.html import render_html
+        from ..renderers.html import render_html  # noqa: PLC0415 - a display method's renderer (upward import)
 
         return render_html(self)
 

@@ -63,7 +63,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.profiler  # looked up at each use (torch.profiler.profile), so a test can stand in for it
 from torch import nn
+from torch.autograd import DeviceType
 
 from .api import TraceFailed
 from .capture import Tracer
@@ -160,8 +162,6 @@ def event_kind(event: Any) -> str:
     are synchronisation spans (not kernels: they would count the idle wait as busy), ``Memcpy``/``Memset``
     are copies.
     """
-    from torch.autograd import DeviceType
-
     get = getattr(event, "activity_type", None)
     if get is not None:
         return str(get() or "")
@@ -189,8 +189,6 @@ def kineto_intervals(events: Sequence[Any]) -> tuple[dict[int, tuple[int, int]],
     number of CUDA-graph launches. A kernel's launch time is its runtime call's start (matched by correlation
     id), else the start of the aten op that launched it (its linked correlation id), else ``None``.
     Synchronisation spans and annotations on the device timeline are not kernels (``event_kind``)."""
-    from torch.autograd import DeviceType
-
     ranges: dict[int, tuple[int, int]] = {}
     runtime: dict[int, int] = {}
     ops: dict[int, int] = {}
@@ -247,13 +245,11 @@ def _instrumented(forward: Callable[[], Any], index: ModuleIndex, timer: TimerPr
     (no CUPTI), so the caller falls back to CUDA events."""
     timer.reset()
     if timer.mode == "profiler":
-        from torch.profiler import ProfilerActivity
-        from torch.profiler import profile as torch_profile
-
         with warnings.catch_warnings():
             # one profiler per repeat, on purpose: torch's note that a profiler keeps only its last cycle is noise
             warnings.filterwarnings("ignore", message=".*Profiler clears events at the end of each cycle")
-            with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+            with torch.profiler.profile(activities=activities) as prof:
                 _sync(device)
                 t0 = time.perf_counter_ns()
                 with Engine(index, [timer]):
