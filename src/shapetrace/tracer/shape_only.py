@@ -25,7 +25,10 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
+from .shape_rules import RULES
+
 _META = torch.device("meta")
+_NO_KWARGS: dict = {}
 
 
 class ShapeOnlyUnsupported(RuntimeError):
@@ -44,19 +47,22 @@ def keeps_values(t: torch.Tensor) -> bool:
     return not (t.is_floating_point() or t.is_complex())
 
 
+def _placement(value: Any, depth: int = 0) -> int:
+    """Where the tensors in ``value`` (and its lists, two levels down) are: 1 some on meta, 2 some real, 3 both."""
+    if isinstance(value, torch.Tensor):
+        return 1 if value.is_meta else 2
+    found = 0
+    if depth < 2 and isinstance(value, (list, tuple)):
+        for v in value:
+            found |= _placement(v, depth + 1)
+    return found
+
+
 def _has_meta(value: Any, depth: int = 0) -> bool:
     if isinstance(value, torch.Tensor):
         return value.device.type == "meta"
     if depth < 2 and isinstance(value, (list, tuple)):
         return any(_has_meta(v, depth + 1) for v in value)
-    return False
-
-
-def _has_real(value: Any, depth: int = 0) -> bool:
-    if isinstance(value, torch.Tensor):
-        return value.device.type != "meta"
-    if depth < 2 and isinstance(value, (list, tuple)):
-        return any(_has_real(v, depth + 1) for v in value)
     return False
 
 
@@ -159,7 +165,12 @@ class ShapeOnlyMode(TorchFunctionMode):
     """
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
+        rule = RULES.get(func)
+        if rule is not None:  # a shape formula (shape_rules), when it understands the call
+            out = rule(args, kwargs or _NO_KWARGS)
+            if out is not None:
+                return out
+        kwargs = kwargs or _NO_KWARGS
         kernel = _RNN_KERNELS.get(func)
         if kernel is not None and _has_meta(args):
             return kernel(_to_meta(args))
@@ -167,13 +178,17 @@ class ShapeOnlyMode(TorchFunctionMode):
             kept = _keep_real_to(args, kwargs)
             if kept is not None:
                 return kept
-        if _is_meta_target(kwargs.get("device")) and not _has_meta(args):  # a factory on meta
-            out = func(*args, **kwargs)
-            if isinstance(out, torch.Tensor) and out.device.type == "meta" and keeps_values(out):
-                return func(*args, **{**kwargs, "device": "cpu"})
-            return out
-        if _has_meta(args) or any(_has_meta(v) for v in kwargs.values()):
-            if _has_real(args) or any(_has_real(v) for v in kwargs.values()):
+        placed = _placement(args)
+        if kwargs:
+            if _is_meta_target(kwargs.get("device")) and not placed & 1:  # a factory on meta
+                out = func(*args, **kwargs)
+                if isinstance(out, torch.Tensor) and out.device.type == "meta" and keeps_values(out):
+                    return func(*args, **{**kwargs, "device": "cpu"})
+                return out
+            for v in kwargs.values():
+                placed |= _placement(v)
+        if placed & 1:
+            if placed & 2:
                 args = _to_meta(args)
                 kwargs = {k: _to_meta(v) for k, v in kwargs.items()}
             try:
