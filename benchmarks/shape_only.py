@@ -2,9 +2,11 @@
 
 Cases: the AWD-LSTM classifier on a padded (64, 1440) batch (fastai's sizes: 400/1152, 3 layers, 60,000
 words), and Llama-shaped decoders of 7B (32 layers, width 4096) and 70B shape (80 layers, width 8192,
-8 key/value heads, MLP 28672), plus a sweep of layer counts. Baseline in the same run: the same forward on
+8 key/value heads, MLP 28672), plus a sweep of layer counts. Baselines in the same run: the same forward on
 ``meta`` without shapetrace (under the shape-only mode, which the AWD-LSTM's integer-reading loop needs),
-so the ratio is what tracing adds. Resident memory is read from /proc before building and after tracing.
+so the ratio is what tracing adds; and both again with the shape rules switched off (every op through
+torch's own meta kernels, as before ``tracer/shape_rules`` existed). Resident memory is read from /proc
+before building the model and after tracing it with the rules (the runs without them come after).
 
 Run: ``python benchmarks/shape_only.py [--write docs/benchmarks.md]``.
 """
@@ -12,12 +14,13 @@ Run: ``python benchmarks/shape_only.py [--write docs/benchmarks.md]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import platform
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -25,11 +28,23 @@ import torch
 import shapetrace
 from shapetrace.gallery.text import AWD_LSTM, get_text_classifier, pad_batch
 from shapetrace.tracer.shape_only import ShapeOnlyMode, split_inputs
+from shapetrace.tracer.shape_rules import RULES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from llama_shape import build_on_meta, llama_7b, llama_70b
 
 BEGIN, END = "<!-- shape-only:begin -->", "<!-- shape-only:end -->"
+
+
+@contextlib.contextmanager
+def without_shape_rules() -> Iterator[None]:
+    """Every op through torch's own meta kernels: the shape-only mode as it was before the shape rules."""
+    saved = dict(RULES)
+    RULES.clear()
+    try:
+        yield
+    finally:
+        RULES.update(saved)
 
 
 def rss_mb() -> float:
@@ -58,6 +73,19 @@ def traced_on_meta(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], obje
     return lambda: shapetrace.trace(model, x, device="meta")
 
 
+def measure(name: str, model: torch.nn.Module, x: torch.Tensor, r0: float, rounds: int) -> dict:
+    """Plain and traced times with and without shape rules; memory after the traces with rules."""
+    calls = len(shapetrace.trace(model, x, device="meta").calls)
+    plain = best_of(plain_on_meta(model, x), rounds)
+    traced = best_of(traced_on_meta(model, x), rounds)
+    rss = rss_mb() - r0
+    with without_shape_rules():
+        plain_before = best_of(plain_on_meta(model, x), rounds)
+        traced_before = best_of(traced_on_meta(model, x), rounds)
+    return {"case": name, "calls": calls, "plain": plain, "traced": traced, "rss": rss,
+            "plain_before": plain_before, "traced_before": traced_before}
+
+
 def awd_case(rounds: int) -> dict:
     r0 = rss_mb()
     with torch.device("meta"):
@@ -65,76 +93,84 @@ def awd_case(rounds: int) -> dict:
     g = torch.Generator().manual_seed(0)
     lengths = torch.linspace(1440, 100, 64).long().tolist()
     x = pad_batch([torch.randint(2, 60_000, (n,), generator=g) for n in lengths])
-    calls = len(shapetrace.trace(model, x, device="meta").calls)
-    plain = best_of(plain_on_meta(model, x), rounds)
-    traced = best_of(traced_on_meta(model, x), rounds)
-    return {"case": "AWD-LSTM classifier, padded (64, 1440)", "calls": calls, "plain": plain, "traced": traced,
-            "rss": rss_mb() - r0}
+    return measure("AWD-LSTM classifier, padded (64, 1440)", model, x, r0, rounds)
 
 
 def llama_case(name: str, shape, rounds: int, seq: int = 2048) -> dict:
     r0 = rss_mb()
     model = build_on_meta(shape)
     x = torch.randint(0, shape.vocab, (1, seq))
-    calls = len(shapetrace.trace(model, x, device="meta").calls)
-    plain = best_of(plain_on_meta(model, x), rounds)
-    traced = best_of(traced_on_meta(model, x), rounds)
-    return {"case": name, "calls": calls, "plain": plain, "traced": traced, "rss": rss_mb() - r0}
+    return measure(name, model, x, r0, rounds)
 
 
-def sweep(rounds: int) -> list[tuple[int, int, float]]:
+def sweep(rounds: int) -> list[tuple[int, int, float, float]]:
+    """(layers, module calls, traced with shape rules, traced without) for Llama-7B-shaped decoders."""
     rows = []
     for layers in (8, 16, 32, 64, 128):
         model = build_on_meta(llama_7b(layers))
         x = torch.randint(0, 32000, (1, 2048))
         trace = shapetrace.trace(model, x, device="meta")
-        rows.append((layers, len(trace.calls), best_of(traced_on_meta(model, x), rounds)))
+        with without_shape_rules():
+            before = best_of(traced_on_meta(model, x), max(1, rounds // 2))
+        rows.append((layers, len(trace.calls), best_of(traced_on_meta(model, x), rounds), before))
     return rows
 
 
-def linear_fit(rows: list[tuple[int, int, float]]) -> tuple[float, float, float]:
-    """Least squares time = a + b * layers, and the largest relative deviation from it."""
+def linear_fit(rows: list[tuple[int, int, float, float]]) -> tuple[float, float, float]:
+    """Least squares time = a + b * layers (the times with shape rules), and the largest relative deviation."""
     xs, ys = [r[0] for r in rows], [r[2] for r in rows]
-    n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
     a = my - b * mx
     worst = max(abs(y - (a + b * x)) / y for x, y in zip(xs, ys))
-    del n
     return a, b, worst
 
 
-def markdown(cases: list[dict], rows: list[tuple[int, int, float]], rounds: int) -> str:
+def load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def markdown(cases: list[dict], rows: list[tuple[int, int, float, float]], rounds: int, loads: tuple[str, str]
+             ) -> str:
     a, b, worst = linear_fit(rows)
     lines = [
-        (f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU. "
-        f"Minimum of {rounds} rounds. *Plain on meta*: the forward on `meta` without shapetrace (under the "
-        "shape-only mode, which keeps integer inputs real); *traced*: `shapetrace.trace(..., device=\"meta\")`; "
-        "*memory*: resident memory added by building the model on `meta` and tracing it."),
+        (f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU; "
+         f"load average (1, 5, 15 min) {loads[0]} before the run, {loads[1]} after. "
+         f"Minimum of {rounds} rounds. *Plain on meta*: the forward on `meta` without shapetrace (under the "
+         "shape-only mode, which keeps integer inputs real); *traced*: `shapetrace.trace(..., device=\"meta\")`; "
+         "*before*: the same with the shape rules switched off, every op through torch's meta kernels; "
+         "*memory*: resident memory added by building the model on `meta` and tracing it."),
         "",
-        "| model | module calls | plain on meta (s) | traced (s) | traced / plain | memory added (MB) |",
-        "|---|---:|---:|---:|---:|---:|",
+        ("| model | module calls | plain on meta (s) | traced (s) | traced / plain | before: plain (s) | "
+        "before: traced (s) | speed-up, traced | memory added (MB) |"),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in cases:
         lines.append(f"| {c['case']} | {c['calls']} | {c['plain']:.3f} | {c['traced']:.3f} | "
-                     f"{c['traced'] / c['plain']:.2f}× | {c['rss']:.0f} |")
+                     f"{c['traced'] / c['plain']:.2f}× | {c['plain_before']:.3f} | {c['traced_before']:.3f} | "
+                     f"{c['traced_before'] / c['traced']:.1f}× | {c['rss']:.0f} |")
     lines += ["", "Trace time against layer count (Llama-7B width, sequence 2048):", "",
-              "| layers | module calls | traced (s) | per layer (ms) |", "|---:|---:|---:|---:|"]
-    for layers, calls, t in rows:
-        lines.append(f"| {layers} | {calls} | {t:.3f} | {1000 * t / layers:.1f} |")
-    lines += ["", (f"Least-squares fit: {a * 1000:.0f} ms + {b * 1000:.1f} ms per layer; the largest deviation of a "
-              f"measured time from the line is {100 * worst:.0f} %.")]
+              "| layers | module calls | traced (s) | per layer (ms) | before: traced (s) |",
+              "|---:|---:|---:|---:|---:|"]
+    for layers, calls, t, before in rows:
+        lines.append(f"| {layers} | {calls} | {t:.3f} | {1000 * t / layers:.2f} | {before:.3f} |")
+    lines += ["", (f"Least-squares fit of the traced times: {a * 1000:.1f} ms + {b * 1000:.2f} ms per layer; the "
+              f"largest deviation of a measured time from the line is {100 * worst:.0f} %.")]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--write", type=Path, default=None, help="Replace the shape-only section of this file.")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    load_before = load()
     cases = [awd_case(args.rounds), llama_case("Llama-shaped 7B, (1, 2048)", llama_7b(), args.rounds),
              llama_case("Llama-shaped 70B (GQA, 8 KV heads), (1, 2048)", llama_70b(), args.rounds)]
-    text = markdown(cases, sweep(args.rounds), args.rounds)
+    rows = sweep(args.rounds)
+    text = markdown(cases, rows, args.rounds, (load_before, load()))
     print(text)
     if args.write:
         doc = args.write.read_text(encoding="utf-8")

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .shape_rules import RULES
+from .shape_rules import rule_for
 
 _META = torch.device("meta")
 _NO_KWARGS: dict = {}
@@ -165,7 +165,7 @@ class ShapeOnlyMode(TorchFunctionMode):
     """
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        rule = RULES.get(func)
+        rule = rule_for(func)
         if rule is not None:  # a shape formula (shape_rules), when it understands the call
             out = rule(args, kwargs or _NO_KWARGS)
             if out is not None:

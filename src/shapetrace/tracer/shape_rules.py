@@ -240,7 +240,7 @@ def _sorted_dims(shape: Sequence[int], operands: Sequence[Sequence[int]]) -> lis
 
 # ---- elementwise operations -----------------------------------------------------------------------------------
 # Kinds of result dtype, as torch's type promotion names them.
-DEFAULT, INT_TO_FLOAT, ALWAYS_BOOL, FLOAT_ONLY = "default", "int_to_float", "always_bool", "float_only"
+DEFAULT, INT_TO_FLOAT, ALWAYS_BOOL = "default", "int_to_float", "always_bool"
 
 
 def _result_dtype(kind: str, promoted: torch.dtype) -> torch.dtype | None:
@@ -248,8 +248,6 @@ def _result_dtype(kind: str, promoted: torch.dtype) -> torch.dtype | None:
         return torch.bool
     if kind == INT_TO_FLOAT and not (promoted.is_floating_point or promoted.is_complex):
         return torch.get_default_dtype()
-    if kind == FLOAT_ONLY and not promoted.is_floating_point:
-        return None
     return promoted
 
 
@@ -679,3 +677,18 @@ _register(_outer, *_spellings("outer"), *_spellings("ger"))
 _register(_repeat_interleave, *_spellings("repeat_interleave"))
 _register(_embedding, F.embedding)
 
+
+
+# torchlens, once used in a process, leaves its own wrappers in place of torch's functions, and a torch function
+# mode then receives the wrapper; each carries the id of the function it wraps.
+_BY_ID = {id(func): func for func in RULES}
+
+
+def rule_for(func: Any) -> Rule | None:
+    """The rule for ``func``, or for the torch function it wraps (None: no rule)."""
+    rule = RULES.get(func)
+    if rule is None:
+        wrapped = getattr(func, "__tl_original_id__", None)
+        if wrapped is not None:
+            rule = RULES.get(_BY_ID.get(wrapped))
+    return rule
