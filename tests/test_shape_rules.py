@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import shapetrace
 from shapetrace.tracer.shape_only import ShapeOnlyMode
-from shapetrace.tracer.shape_rules import RULES
+from shapetrace.tracer.shape_rules import RULES, rule_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from llama_shape import LlamaDecoder, LlamaShape
@@ -68,7 +68,7 @@ def check_rule(func: Callable, args: tuple, kwargs: dict | None = None, *, must_
     """Whether the rule answered; where it did, its result is torch's (shape, dtype, strides, device)."""
     kwargs = kwargs or {}
     expected = oracle(func, args, kwargs)
-    got = RULES[func](args, kwargs)
+    got = rule_for(func)(args, kwargs)
     if isinstance(expected, Exception):
         assert got is None, f"torch raises {expected!r} but the rule answered {got}"
         return False
@@ -163,7 +163,7 @@ def test_rules_decline_calls_they_do_not_cover_and_torch_answers_them(func, args
               "b": torch.empty(3, dtype=torch.bool, device=META), "z": torch.empty(5, device=META),
               "i": torch.empty(3, 4, dtype=torch.long, device=META)}
     call = tuple(values[k] for k in args)
-    assert RULES[func](call, kwargs) is None
+    assert rule_for(func)(call, kwargs) is None
     expected = oracle(func, call, kwargs)
     with ShapeOnlyMode():
         got = oracle(func, call, kwargs)
@@ -240,7 +240,7 @@ def test_attention_rule_matches_torch(layout, kwargs, heads, kv_heads, gqa, dtyp
     func = F.scaled_dot_product_attention
     if "attn_mask" in kwargs and not kwargs["attn_mask"].is_meta:  # torch needs it on meta; the mode moves it
         expected = oracle(func, (q, k, v), {**kwargs, "attn_mask": kwargs["attn_mask"].to(META)})
-        got = RULES[func]((q, k, v), kwargs)
+        got = rule_for(func)((q, k, v), kwargs)
         if isinstance(expected, Exception):
             assert got is None
         else:
@@ -312,10 +312,73 @@ def test_embedding_rule_matches_torch(ids_shape, kwargs) -> None:
     weight = torch.empty(10, 4, device=META)
     ids = torch.zeros(ids_shape, dtype=torch.long)
     expected = F.embedding(ids.to(META), weight, **kwargs)
-    got = RULES[F.embedding]((ids, weight), kwargs)
+    got = rule_for(F.embedding)((ids, weight), kwargs)
     assert (got.shape, got.dtype, got.stride()) == (expected.shape, expected.dtype, expected.stride())
-    assert RULES[F.embedding]((ids, weight), {"padding_idx": 10}) is None  # out of range: torch says so
-    assert RULES[F.embedding]((ids.float(), weight), {}) is None
+    assert rule_for(F.embedding)((ids, weight), {"padding_idx": 10}) is None  # out of range: torch says so
+    assert rule_for(F.embedding)((ids.float(), weight), {}) is None
+
+
+# ---- convolutional networks -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "permuted", "sliced", "transposed"])
+@pytest.mark.parametrize("shape", [(2, 4, 5, 6), (2, 4, 7), (2, 4), (1, 4, 1, 1), (3, 4, 1, 5), (2, 4, 3, 1, 2)])
+@pytest.mark.parametrize(("params", "training"), [(True, False), (False, False), (True, True), ("stats_only", True)])
+def test_batch_norm_rule_matches_torch(layout, shape, params, training) -> None:
+    x = laid_out(shape, layout)
+    c = shape[1]
+    stats = (torch.empty(c, device=META), torch.empty(c, device=META)) if params else (None, None)
+    kwargs = {"training": training}
+    if params is True:
+        kwargs.update(weight=torch.empty(c, device=META), bias=torch.empty(c, device=META))
+    check_rule(F.batch_norm, (x, *stats), kwargs, must_answer=(x.numel() // c > 1 or not training) and (
+        training or params) and layout != "sliced")
+
+
+def test_batch_norm_rule_declines_a_single_value_per_channel_in_training() -> None:
+    x = torch.empty(1, 4, 1, 1, device=META)
+    assert rule_for(F.batch_norm)((x, None, None), {"training": True}) is None
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        F.batch_norm(x, None, None, training=True)
+
+
+CONVS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+@pytest.mark.parametrize("spatial", [1, 2, 3])
+@pytest.mark.parametrize("options", [{}, {"stride": 2}, {"padding": 1}, {"padding": "same"}, {"padding": "valid"},
+                                     {"dilation": 2, "padding": 2}, {"groups": 2}, {"stride": (2,), "padding": [1]},
+                                     {"padding": 3, "stride": 3, "dilation": 1}, {"padding": "same", "stride": 2},
+                                     {"groups": 3}])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
+@pytest.mark.parametrize(("batched", "bias"), [(True, True), (False, False)])
+def test_convolution_rules_match_torch(spatial, options, layout, batched, bias) -> None:
+    sizes = (9, 8, 7)[:spatial]
+    x = laid_out((2, 4, *sizes) if batched else (4, *sizes), layout)
+    groups = options.get("groups", 1)
+    weight = torch.empty(6, 4 // groups if 4 % groups == 0 else 1, *(3,) * spatial, device=META)
+    args = (x, weight, torch.empty(6, device=META)) if bias else (x, weight)
+    check_rule(CONVS[spatial], args, options, must_answer=groups != 3 and options.get("stride") != 2
+               or "padding" not in options)
+    check_rule(CONVS[spatial], (x, weight, None, *options.values()) if "groups" not in options else args, {})
+
+
+@pytest.mark.parametrize(("x", "weight", "options"), [
+    ((1, 4, 2, 2), (6, 4, 3, 3), {}),  # kernel larger than the input
+    ((1, 4, 5, 5), (6, 3, 3, 3), {}),  # channels do not match
+    ((1, 4, 5, 5), (6, 4, 3, 3), {"stride": 0}),
+    ((1, 4, 5, 5), (6, 4, 3, 3), {"padding": -1}),  # torch's meta kernel accepts it; the rule leaves it to torch
+    ((1, 4, 5, 5), (6, 4, 3, 3), {"padding": "full"}),
+    ((1, 4, 5, 5), (6, 4, 3, 3), {"stride": (1, 1, 1)}),
+])
+def test_convolution_rule_declines_unusual_arguments_and_torch_answers(x, weight, options) -> None:
+    args = (torch.empty(x, device=META), torch.empty(weight, device=META))
+    assert rule_for(F.conv2d)(args, options) is None
+    expected = oracle(F.conv2d, args, options)
+    with ShapeOnlyMode():
+        got = oracle(F.conv2d, args, options)
+    if isinstance(expected, Exception):
+        assert type(got) is type(expected) or "shape-only" in str(got)
+    else:
+        assert (got.shape, got.stride()) == (expected.shape, expected.stride())
 
 
 # ---- the mode as a whole --------------------------------------------------------------------------------------
@@ -334,17 +397,17 @@ def test_rules_step_aside_when_autograd_must_record() -> None:
     with torch.enable_grad(), ShapeOnlyMode():
         out = w * 2
     assert out.requires_grad and out.grad_fn is not None
-    assert RULES[torch.Tensor.mul]((w, 2), {}) is None
+    assert rule_for(torch.Tensor.mul)((w, 2), {}) is None
 
 
 def test_a_torch_function_rebound_by_torchlens_still_finds_its_rule() -> None:
     """torchlens replaces torch's functions with wrappers that carry the original's id; the mode sees those."""
-    from shapetrace.tracer.shape_rules import rule_for
+    mul = next(f for f in RULES if getattr(f, "__qualname__", "") == "TensorBase.mul")
 
     def wrapper(*args, **kwargs):
-        return torch.Tensor.mul(*args, **kwargs)
-    wrapper.__tl_original_id__ = id(torch.Tensor.mul)
-    assert rule_for(wrapper) is RULES[torch.Tensor.mul]
+        return mul(*args, **kwargs)
+    wrapper.__tl_original_id__ = id(mul)
+    assert rule_for(wrapper) is RULES[mul]
     assert rule_for(lambda x: x) is None
 
 
@@ -356,6 +419,18 @@ class CountAtenOps(torch.utils._python_dispatch.TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops.append(str(func.overloadpacket))
         return func(*args, **(kwargs or {}))
+
+
+def test_a_resnet_on_meta_runs_no_convolution_or_batch_norm_kernel() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    with torch.device("meta"):
+        model = torchvision.models.resnet18(weights=None).eval()
+    x = torch.empty(2, 3, 64, 64, device=META)
+    with torch.no_grad(), CountAtenOps() as counted, ShapeOnlyMode():
+        out = model(x)
+    assert out.shape == (2, 1000)
+    assert not {"aten.convolution", "aten.native_batch_norm", "aten._native_batch_norm_legit_no_training",
+                "aten.relu", "aten.add_"} & set(counted.ops), set(counted.ops)
 
 
 def test_a_llama_decoder_layer_on_meta_runs_no_elementwise_or_attention_kernel() -> None:

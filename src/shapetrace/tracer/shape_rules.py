@@ -195,7 +195,7 @@ def iterator_strides(shape: Sequence[int], operands: Sequence[Sequence[int]], sa
         if all(_is_contiguous(shape, s) for s in operands):
             return None
         if ndim == 4 and all(_is_channels_last(shape, s) for s in operands):
-            return [shape[1] * shape[3] * shape[2], 1, shape[3] * shape[1], shape[1]] if 0 not in shape else None
+            return [shape[1] * shape[3] * shape[2], 1, shape[3] * shape[1], shape[1]]
         first = list(operands[0])
         if is_dense(shape, first) and all(list(s) == first for s in operands[1:]):
             return first
@@ -678,6 +678,99 @@ _register(_repeat_interleave, *_spellings("repeat_interleave"))
 _register(_embedding, F.embedding)
 
 
+
+
+# ---- convolutional networks -------------------------------------------------------------------------------------
+def _batch_norm(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """``F.batch_norm``: the input's shape, dtype and, where it is dense, strides (otherwise contiguous)."""
+    if len(args) != 3 or not _only(kwargs, frozenset({"weight", "bias", "training", "momentum", "eps"})):
+        return None
+    x, mean, var = args
+    weight, bias, training = kwargs.get("weight"), kwargs.get("bias"), kwargs.get("training", False)
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or not x.is_floating_point() or type(training) is not bool:
+        return None
+    if type(kwargs.get("momentum", 0.1)) not in (int, float) or type(kwargs.get("eps", 1e-5)) not in (int, float):
+        return None
+    params = [p for p in (mean, var, weight, bias) if p is not None]
+    if not all(isinstance(p, torch.Tensor) and tuple(p.shape) == (x.shape[1],) and p.dtype == x.dtype
+               for p in params):
+        return None
+    if (mean is None or var is None) and not training:
+        return None  # torch refuses: evaluation needs running statistics
+    if training and x.numel() // max(x.shape[1], 1) <= 1:
+        return None  # torch refuses: one value per channel
+    if not usable([x, *params]):
+        return None
+    if is_dense(x.shape, x.stride()):
+        return _new(x.shape, x.stride(), x.dtype)
+    if x.ndim == 4 and _channels_last_like(x.shape, x.stride()):
+        return None
+    return _new(x.shape, None, x.dtype)
+
+
+def _as_tuple(value: Any, n: int) -> tuple[int, ...] | None:
+    if type(value) is int:
+        return (value,) * n
+    if isinstance(value, (list, tuple)) and all(type(v) is int for v in value):
+        if len(value) == n:
+            return tuple(value)
+        if len(value) == 1:
+            return (value[0],) * n
+    return None
+
+
+def _convolution(spatial: int) -> Rule:
+    """``F.conv1d`` / ``conv2d`` / ``conv3d``: output sizes from kernel, stride, padding, dilation; contiguous."""
+    names = ("bias", "stride", "padding", "dilation", "groups")
+
+    def rule(args: tuple, kwargs: dict) -> torch.Tensor | None:
+        if not 2 <= len(args) <= 7 or not _only(kwargs, frozenset(names)):
+            return None
+        x, weight = args[0], args[1]
+        bias, stride, padding, dilation, groups = (_arg(args, kwargs, 2 + i, name, default) for i, (name, default)
+                                                   in enumerate(zip(names, (None, 1, 0, 1, 1))))
+        if not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor) or weight.ndim != spatial + 2:
+            return None
+        if x.ndim not in (spatial + 1, spatial + 2) or type(groups) is not int or groups < 1:
+            return None
+        batched = x.ndim == spatial + 2
+        channels, sizes = x.shape[int(batched)], x.shape[-spatial:]
+        out_channels, kernel = weight.shape[0], weight.shape[2:]
+        if channels != weight.shape[1] * groups or out_channels % groups or 0 in kernel or 0 in weight.shape[:2]:
+            return None
+        if bias is not None and (not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (out_channels,)):
+            return None
+        stride, dilation = _as_tuple(stride, spatial), _as_tuple(dilation, spatial)
+        if stride is None or dilation is None or min(stride) < 1 or min(dilation) < 1:
+            return None
+        if padding == "valid":
+            padding = (0,) * spatial
+        elif padding == "same":
+            if any(s != 1 for s in stride):
+                return None
+            out = tuple(sizes)
+            padding = None
+        else:
+            padding = _as_tuple(padding, spatial)
+            if padding is None or min(padding) < 0:
+                return None
+        if padding is not None:
+            out = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
+                        for n, p, d, k, s in zip(sizes, padding, dilation, kernel, stride))
+            if any(n + 2 * p < d * (k - 1) + 1 for n, p, d, k in zip(sizes, padding, dilation, kernel)):
+                return None  # kernel larger than the padded input: torch raises
+        tensors = (x, weight) if bias is None else (x, weight, bias)
+        if not x.is_floating_point() or not _same_dtype(*tensors) or not usable(tensors):
+            return None
+        shape = (x.shape[0], out_channels, *out) if batched else (out_channels, *out)
+        return _new(shape, None, x.dtype)
+    return rule
+
+
+_register(_batch_norm, F.batch_norm)
+_register(_convolution(1), F.conv1d, torch.conv1d)
+_register(_convolution(2), F.conv2d, torch.conv2d)
+_register(_convolution(3), F.conv3d, torch.conv3d)
 
 # torchlens, once used in a process, leaves its own wrappers in place of torch's functions, and a torch function
 # mode then receives the wrapper; each carries the id of the function it wraps.
