@@ -40,10 +40,6 @@ KNOWN_CYCLES: dict[str, frozenset[str]] = {
                                   "shapetrace.renderers.display", "shapetrace.renderers.diagram",
                                   "shapetrace.renderers.graph", "shapetrace.renderers.plots", "shapetrace.renderers.rows",
                                   "shapetrace.renderers.units"}),
-    # the exhibits package imports its topic modules to register them, and they import its register()
-    "exhibit-registry": frozenset({"shapetrace.gallery.exhibits", "shapetrace.gallery.exhibits.tabular",
-                                   "shapetrace.gallery.exhibits.text", "shapetrace.gallery.exhibits.unet",
-                                   "shapetrace.gallery.exhibits.vision"}),
 }
 
 # Methods of a record that may import a renderer lazily (the display of a record is the renderer's job).

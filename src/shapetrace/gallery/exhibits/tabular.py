@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..tabular import TabularModel, emb_sz_rule, get_emb_sz
-from . import Exhibit, register
+from .registry import Exhibit, register
 
 # The facts' configuration: five categorical columns (cardinalities counting fastai's #na# category),
 # six continuous columns, two hidden layers, two outputs.

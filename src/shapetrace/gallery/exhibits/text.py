@@ -12,7 +12,7 @@ from ..text import (
     get_text_classifier,
     pad_batch,
 )
-from . import Exhibit, register
+from .registry import Exhibit, register
 
 VOCAB = 1000
 SEQ_LEN = 72

@@ -11,7 +11,7 @@ from torch import nn
 from ..layers import ConvLayer, NormType
 from ..unet import create_unet_model
 from ..vision import create_body
-from . import Exhibit, register
+from .registry import Exhibit, register
 
 __all__: list[str] = []
 

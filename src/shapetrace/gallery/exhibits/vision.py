@@ -15,7 +15,7 @@ from ..vision import (
     create_vision_model,
     model_meta,
 )
-from . import Exhibit, register
+from .registry import Exhibit, register
 
 __all__: list[str] = []
 
