@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw
 
 PHOTO = "grace_hopper.jpg"
 # zlib's fastest level: the gallery's eight PNGs come out 16 % larger than at the default level 6 (3.2 MB
@@ -27,7 +28,7 @@ def photo_path() -> Path:
         path = Path(folder) / "mpl-data" / "sample_data" / PHOTO
         if path.is_file():
             return path
-    from matplotlib import cbook  # a matplotlib laid out some other way: ask it
+    from matplotlib import cbook  # noqa: PLC0415 - only for a matplotlib laid out some other way: ask it
 
     return Path(cbook.get_sample_data(PHOTO, asfileobj=False))
 
@@ -39,8 +40,6 @@ def photo_tensor(height: int | None = None, width: int | None = None) -> torch.T
     smallest whole factor that covers it (bilinear), then centre-cropped: ``photo_tensor(1000, 846)`` is the
     2x upscale (1200 x 1024) cropped to 1000 high, 846 wide.
     """
-    from PIL import Image
-
     with Image.open(photo_path()) as im:
         arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     x = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous()
@@ -71,8 +70,6 @@ class Picture:
 def _png(x: torch.Tensor, scale: int = 1) -> bytes:
     """A ``(3, H, W)`` tensor in ``[0, 1]`` as PNG bytes (the same bytes for the same tensor), enlarged
     ``scale`` times with nearest-neighbour."""
-    from PIL import Image
-
     arr = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
     im = Image.fromarray(arr, "RGB")
     if scale > 1:
@@ -113,8 +110,6 @@ def upsample_pictures(name: str) -> list[Picture]:
 
 def _gridded(pic: Picture, cell: int) -> Picture:
     """``pic`` with a thin light line around every ``cell`` x ``cell`` square (one pixel of the original)."""
-    from PIL import Image, ImageDraw
-
     with Image.open(io.BytesIO(pic.png)) as im:
         im = im.convert("RGB")
         draw = ImageDraw.Draw(im)
@@ -162,8 +157,6 @@ def transposed_pictures(name: str, build: Callable[[], torch.nn.Module]) -> list
 
 def _marked_corner(file: str, img: torch.Tensor, zoom: int, caption: str) -> Picture:
     """``img`` enlarged ``zoom`` times with a red line where the input's top and left edges fall (one pixel in)."""
-    from PIL import Image, ImageDraw
-
     pic = _picture(file, img, caption, scale=zoom)
     with Image.open(io.BytesIO(pic.png)) as im:
         im = im.convert("RGB")

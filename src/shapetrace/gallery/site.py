@@ -33,8 +33,16 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
+from ..renderers import diagram, lines
+from ..renderers.plots import flow_points, shape_flow
+from ..renderers.table import render_html, render_markdown, render_text
+from ..session import Loaded, TraceRequest, trace_model, train_mode
+from ..tracer.api import failure_message
 from .exhibits import Exhibit, exhibit_names, get_exhibit, section_of
 from .exhibits.diffs import DIFF_EXHIBITS, DiffExhibit, write_diff_exhibits
+from .meta_shortcuts import MetaShortcuts
 
 __all__ = ["MANIFEST", "MIN_FLOW_POINTS", "GalleryBuildFailed", "build_site", "default_jobs", "prefix_ids"]
 
@@ -132,8 +140,6 @@ def _failure(what: str, e: BaseException, debug: bool) -> str:
 def _build_exhibit(name: str, out_dir: str, debug: bool = False, threads: int | None = None) -> ExhibitResult:
     """Trace exhibit ``name`` and write its files into ``out_dir`` (the worker's job; never raises)."""
     if threads:
-        import torch
-
         torch.set_num_threads(threads)
     out = Path(out_dir)
     ex = get_exhibit(name)
@@ -143,8 +149,6 @@ def _build_exhibit(name: str, out_dir: str, debug: bool = False, threads: int | 
     except Exception as e:  # noqa: BLE001  (one broken exhibit must not stop the gallery)
         result.error = _failure("building or tracing", e, debug)
         return result
-    from ..renderers.table import render_html, render_markdown, render_text
-
     depth = ex.options.get("depth")
     _write(out, result, f"{name}.json", tr.to_json())
     _write(out, result, f"{name}.txt", render_text(tr))
@@ -152,8 +156,6 @@ def _build_exhibit(name: str, out_dir: str, debug: bool = False, threads: int | 
            + render_markdown(tr, depth=depth))
     result.table = render_html(tr, depth=depth)
     if tr.failed:
-        from ..tracer.api import failure_message
-
         result.error = failure_message(tr) or "the forward failed"
         return result
     steps: list[tuple[str, Callable[[], None]]] = [
@@ -176,11 +178,6 @@ def _trace_exhibit(ex: Exhibit, shortcuts: bool = True):
     built and run on ``Exhibit.device``: ``meta`` (no arithmetic: the same shapes as on the CPU in a fraction of
     the time; unless ``shortcuts`` is false, ``MetaShortcuts`` skips the weight initialisation and answers the
     slowest meta kernels) or the CPU."""
-    import torch
-
-    from ..session import Loaded, TraceRequest, trace_model, train_mode
-    from .meta_shortcuts import MetaShortcuts
-
     if ex.device != "meta":
         return trace_model(TraceRequest(ex.name, ops=True, lines=True)).trace
     building = MetaShortcuts(initialisation=True) if shortcuts else contextlib.nullcontext()
@@ -194,8 +191,6 @@ def _trace_exhibit(ex: Exhibit, shortcuts: bool = True):
 
 
 def _diagram(tr, ex: Exhibit, out: Path, result: ExhibitResult) -> None:
-    from ..renderers import diagram
-
     if not diagram.dot_available():
         return  # the page says the diagram needs Graphviz
     svg = diagram.render(tr, format="svg", options=dict(ex.options)).decode("utf-8")
@@ -204,8 +199,6 @@ def _diagram(tr, ex: Exhibit, out: Path, result: ExhibitResult) -> None:
 
 
 def _flow(tr, ex: Exhibit, out: Path, result: ExhibitResult) -> None:
-    from ..renderers.plots import flow_points, shape_flow
-
     if len(flow_points(tr)) < MIN_FLOW_POINTS:
         return
     _write(out, result, f"{ex.name}.flow.svg",
@@ -215,10 +208,6 @@ def _flow(tr, ex: Exhibit, out: Path, result: ExhibitResult) -> None:
 
 def _lines(tr, result: ExhibitResult) -> None:
     """The root forward's source with the shapes of each line, where the lines renderer can show it."""
-    try:
-        from ..renderers import lines
-    except ImportError:
-        return
     try:
         view = lines.build_view(tr)
     except lines.LinesError:

@@ -15,6 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...renderers import diagram
+from ...renderers.diff import diagram_options, diff_traces, render_trace_diff
+from ...tracer.api import trace
 from ..layers import AdaptiveConcatPool2d
 from ..vision import create_head
 
@@ -96,22 +99,14 @@ class DiffPage:
 
 
 def render_diff_exhibit(ex: DiffExhibit) -> DiffPage:
-    from ...renderers.diff import diagram_options, diff_traces, render_trace_diff
-    from ...tracer.api import trace
-
     args, kwargs = ex.inputs()
     a = trace(ex.a(), *args, ops=True, forward_kwargs=kwargs)
     b = trace(ex.b(), *args, ops=True, forward_kwargs=kwargs)
     d = diff_traces(a, b, ex.a_label, ex.b_label)
     svg = None
-    try:
-        from ...renderers import diagram
-
-        if diagram.dot_available():
-            out = diagram.render(b, format="svg", overlays=["diff"], options=diagram_options(d))
-            svg = out.decode("utf-8") if isinstance(out, bytes) else out
-    except ImportError:
-        pass
+    if diagram.dot_available():
+        out = diagram.render(b, format="svg", overlays=["diff"], options=diagram_options(d))
+        svg = out.decode("utf-8") if isinstance(out, bytes) else out
     text = render_trace_diff(d, "text")
     md = f"# {ex.title}\n\n{ex.caption}\n\n" + render_trace_diff(d, "md")
     return DiffPage(ex, text, md, render_trace_diff(d, "html"), svg, d)

@@ -7,6 +7,8 @@ its own style), ``"md"`` or ``"text"``. ``None`` for an exhibit without a sectio
 
 from __future__ import annotations
 
+from ...renderers.lines import build_view, render
+from ...tracer.api import trace
 from . import get_exhibit
 
 __all__ = ["LINE_SECTIONS", "render_line_section"]
@@ -23,9 +25,6 @@ def render_line_section(name: str, fmt: str = "html") -> str | None:
     """The "line by line" section of exhibit ``name`` in ``fmt``, or ``None`` when it has none."""
     if name not in LINE_SECTIONS:
         return None
-    from ...renderers.lines import build_view, render
-    from ...tracer.api import trace
-
     module, about = LINE_SECTIONS[name]
     ex = get_exhibit(name)
     args, kwargs = ex.inputs()

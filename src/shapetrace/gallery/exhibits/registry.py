@@ -3,7 +3,7 @@ chapter's order (``SECTIONS``).
 
 Topic modules (``vision``, ``unet``, ``tabular``, ``text``) define their exhibits and ``register`` them here; this
 module imports none of them, so they can import it without a cycle. The package (``shapetrace.gallery.exhibits``)
-is the loader: it imports the topic modules when an exhibit is first asked for.
+is the loader: it imports the topic modules.
 """
 
 from __future__ import annotations
