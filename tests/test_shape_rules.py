@@ -221,6 +221,17 @@ def test_linear_rule_declines_mismatched_sizes_and_dtypes() -> None:
     assert not check_rule(F.linear, (x, torch.empty(5, 4, device=META), torch.empty(5, 1, device=META)))
 
 
+@pytest.mark.parametrize("layouts", [("contiguous", "contiguous"), ("transposed", "transposed"),
+                                     ("sliced", "permuted")])
+@pytest.mark.parametrize("bias_shape", [(5,), (3, 5), (1, 5), (), (3, 1), (4,)])
+@pytest.mark.parametrize("kwargs", [{}, {"beta": 0.5, "alpha": 2}])
+def test_addmm_rule_matches_torch(layouts, bias_shape, kwargs) -> None:
+    a, b = laid_out((3, 4), layouts[0]), laid_out((4, 5), layouts[1])
+    bias = torch.empty(bias_shape, device=META)
+    check_rule(torch.addmm, (bias, a, b), kwargs, must_answer=bias_shape != (4,))
+    check_rule(torch.addmm, (bias, a, laid_out((3, 5), layouts[1])), kwargs)
+
+
 # ---- attention, softmax, normalisation -----------------------------------------------------------------------
 @pytest.mark.parametrize("layout", ["contiguous", "transposed", "permuted"])
 @pytest.mark.parametrize("kwargs", [{}, {"is_causal": True}, {"scale": 0.5}, {"dropout_p": 0.0},
@@ -287,6 +298,10 @@ def test_cat_rule_matches_torch(layouts, dim, dtypes) -> None:
     check_rule(torch.cat, ([a, b], dim), must_answer="channels_last" not in layouts)
     check_rule(torch.cat, ((a, b, a),), {"dim": dim})
     check_rule(torch.cat, ([laid_out((2, 3), layouts[0]), laid_out((2, 4), layouts[1])], dim))
+    empty = torch.empty(0, dtype=dtypes[0], device=META)  # an empty key/value cache, skipped by torch
+    check_rule(torch.cat, ([empty, b], dim), must_answer=dtypes[0] == dtypes[1] and "channels_last" not in layouts)
+    check_rule(torch.cat, ([a, empty, b], dim))
+    check_rule(torch.cat, ([empty, empty], 0))
 
 
 @pytest.mark.parametrize(("n", "m"), [(3, 4), (1, 4), (3, 1), (0, 2)])
@@ -379,6 +394,22 @@ def test_convolution_rule_declines_unusual_arguments_and_torch_answers(x, weight
         assert type(got) is type(expected) or "shape-only" in str(got)
     else:
         assert (got.shape, got.stride()) == (expected.shape, expected.stride())
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced", "permuted", "transposed"])
+@pytest.mark.parametrize("shape", [(2, 4, 9, 10), (4, 9, 10), (2, 4, 1, 1), (1, 4, 3, 3)])
+@pytest.mark.parametrize("size", [(1, 1), 3, (None, 2), (5, 7), 1])
+def test_adaptive_avg_pool_rule_matches_torch(layout, shape, size) -> None:
+    check_rule(F.adaptive_avg_pool2d, (laid_out(shape, layout), size), must_answer=True)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (3, 1), (0, 4), (5,)])
+def test_contiguous_rule_matches_torch_and_returns_a_contiguous_tensor_itself(layout, shape) -> None:
+    x = laid_out(shape, layout)
+    check_rule(torch.Tensor.contiguous, (x,), must_answer=True)
+    if x.is_contiguous():
+        assert rule_for(torch.Tensor.contiguous)((x,), {}) is x
 
 
 # ---- the mode as a whole --------------------------------------------------------------------------------------

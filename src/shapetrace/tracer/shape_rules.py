@@ -478,8 +478,24 @@ def _linear(args: tuple, kwargs: dict) -> torch.Tensor | None:
     return _new((*x.shape[:-1], weight.shape[0]), None, x.dtype)
 
 
+def _addmm(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """``torch.addmm(input, mat1, mat2)`` (GPT-2's ``Conv1D``): ``(n, m)``, contiguous; ``input`` broadcasts to it."""
+    if len(args) != 3 or not _only(kwargs, frozenset({"beta", "alpha"})):
+        return None
+    if not all(type(v) in (int, float) for v in kwargs.values()) or not all(isinstance(a, torch.Tensor) for a in args):
+        return None
+    bias, a, b = args
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0] or bias.ndim > 2:
+        return None
+    shape = (a.shape[0], b.shape[1])
+    if broadcast_shapes(bias.shape, shape) != shape or not a.is_floating_point() or not _same_dtype(*args):
+        return None
+    return _new(shape, None, a.dtype) if usable(args) else None
+
+
 _register(_matmul, *_spellings("matmul"), torch.Tensor.__matmul__)
 _register(_bmm, *_spellings("bmm"))
+_register(_addmm, *_spellings("addmm"))
 _register(_linear, F.linear)
 
 
@@ -605,6 +621,11 @@ def _cat(args: tuple, kwargs: dict) -> torch.Tensor | None:
         return None
     if not all(isinstance(t, torch.Tensor) for t in tensors) or not usable(tensors):
         return None
+    legacy_empty = [t for t in tensors if t.shape == (0,)]  # torch skips 1-d empty tensors (an empty cache)
+    if legacy_empty and len(legacy_empty) < len(tensors):
+        tensors = [t for t in tensors if t.shape != (0,)]
+        if any(t.dtype != tensors[0].dtype for t in (*tensors, *legacy_empty)):
+            return None
     first = tensors[0]
     ndim = first.ndim
     if ndim == 0 or ndim == 5 or not -ndim <= dim < ndim:
@@ -771,6 +792,42 @@ _register(_batch_norm, F.batch_norm)
 _register(_convolution(1), F.conv1d, torch.conv1d)
 _register(_convolution(2), F.conv2d, torch.conv2d)
 _register(_convolution(3), F.conv3d, torch.conv3d)
+
+
+def _suggested_format(t: torch.Tensor) -> torch.memory_format:
+    if t.ndim == 4 and _channels_last_like(t.shape, t.stride()):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _adaptive_avg_pool2d(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """``F.adaptive_avg_pool2d``: the last two sizes become ``output_size`` (None keeps one), in the input's format."""
+    if len(args) + len(kwargs) != 2 or not _only(kwargs, frozenset({"output_size"})):
+        return None
+    x, size = args[0], _arg(args, kwargs, 1, "output_size")
+    if not isinstance(x, torch.Tensor) or x.ndim not in (3, 4) or 0 in x.shape[-3:] or not x.is_floating_point():
+        return None
+    size = (size, size) if type(size) is int else size
+    if not isinstance(size, (list, tuple)) or len(size) != 2:
+        return None
+    out = [x.shape[-2 + i] if s is None else s for i, s in enumerate(size)]
+    if any(type(s) is not int or s < 0 for s in out) or not usable((x,)):
+        return None
+    return torch.empty((*x.shape[:-2], *out), dtype=x.dtype, device=_META, memory_format=_suggested_format(x))
+
+
+def _contiguous(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """``x.contiguous()``: ``x`` itself where it already is, else a contiguous tensor like it."""
+    if len(args) != 1 or not isinstance(args[0], torch.Tensor) or not _only(kwargs, frozenset({"memory_format"})):
+        return None
+    if kwargs.get("memory_format", torch.contiguous_format) is not torch.contiguous_format or not usable(args):
+        return None
+    x = args[0]
+    return x if x.is_contiguous() else _new(x.shape, None, x.dtype)
+
+
+_register(_adaptive_avg_pool2d, F.adaptive_avg_pool2d)
+_register(_contiguous, torch.Tensor.contiguous)
 
 # torchlens, once used in a process, leaves its own wrappers in place of torch's functions, and a torch function
 # mode then receives the wrapper; each carries the id of the function it wraps.
