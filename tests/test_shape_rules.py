@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shapetrace
+from shapetrace.tracer.records import iter_tensors
 from shapetrace.tracer.shape_only import ShapeOnlyMode
 from shapetrace.tracer.shape_rules import RULES, rule_for
 
@@ -499,5 +500,4 @@ def test_llama_decoder_on_meta_has_the_shapes_of_the_real_run_call_by_call(kv_he
 
 
 def _metas(value: Any) -> list:
-    from shapetrace.tracer.records import iter_tensors
     return [m for _, m in iter_tensors(value)]
