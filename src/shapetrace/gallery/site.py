@@ -176,18 +176,15 @@ def _build_exhibit(name: str, out_dir: str, debug: bool = False, threads: int | 
 def _trace_exhibit(ex: Exhibit, shortcuts: bool = True):
     """The exhibit's trace through the session (its train/eval rule, failures, render hints saved in the trace),
     built and run on ``Exhibit.device``: ``meta`` (no arithmetic: the same shapes as on the CPU in a fraction of
-    the time; unless ``shortcuts`` is false, ``MetaShortcuts`` skips the weight initialisation and answers the
-    slowest meta kernels) or the CPU."""
+    the time; unless ``shortcuts`` is false, the model is built under ``MetaShortcuts``, which skips the weight
+    initialisation and answers the builder's own dummy forwards with shape rules) or the CPU."""
     if ex.device != "meta":
         return trace_model(TraceRequest(ex.name, ops=True, lines=True)).trace
-    building = MetaShortcuts(initialisation=True) if shortcuts else contextlib.nullcontext()
-    with building, torch.device("meta"):
+    with MetaShortcuts() if shortcuts else contextlib.nullcontext(), torch.device("meta"):
         model = ex.build()
     args, kwargs = ex.inputs()
     request = TraceRequest(ex.name, device="meta", ops=True, lines=True)
-    # outside the tracer: it records each op before the shortcut answers it
-    with MetaShortcuts() if shortcuts else contextlib.nullcontext():
-        return trace_model(request, Loaded(model, args, kwargs, ex, train_mode(None, ex), ex.name)).trace
+    return trace_model(request, Loaded(model, args, kwargs, ex, train_mode(None, ex), ex.name)).trace
 
 
 def _diagram(tr, ex: Exhibit, out: Path, result: ExhibitResult) -> None:
