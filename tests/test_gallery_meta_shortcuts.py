@@ -107,3 +107,14 @@ def test_cpu_tensors_are_initialised_and_computed_as_without_the_shortcuts():
     x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     with MetaShortcuts():
         assert torch.equal(shortcut(x), plain(x))
+
+
+def test_initialisation_is_recognised_through_a_wrapper_that_names_the_original():
+    """torchlens rebinds torch's functions in a process that used it, marking each wrapper with the original's id."""
+    def wrapper(*args, **kwargs):
+        raise AssertionError("the shortcut should have answered")
+
+    wrapper.__tl_original_id__ = id(torch.Tensor.normal_)
+    t = _meta(2, 2)
+    with MetaShortcuts() as mode:
+        assert mode.__torch_function__(wrapper, (torch.Tensor,), (t,), {}) is t

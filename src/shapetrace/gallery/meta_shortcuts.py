@@ -28,12 +28,17 @@ from ..tracer.shape_rules import rule_for
 
 __all__ = ["MetaShortcuts"]
 
-# Weight initialisation: each returns the tensor it fills.
-_INITIALISATION = frozenset({
+# Weight initialisation: each returns the tensor it fills. Kept by id, so that a function some tool has wrapped
+# (torchlens rebinds torch's functions and marks each wrapper with ``__tl_original_id__``) is still recognised.
+_INITIALISATION = frozenset(id(f) for f in (
     torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.fill_, torch.Tensor.zero_,
     torch.nn.init.normal_, torch.nn.init.uniform_, torch.nn.init.constant_, torch.nn.init.kaiming_uniform_,
-})
+))
 _NO_KWARGS: dict = {}
+
+
+def _initialises(func: Callable) -> bool:
+    return id(func) in _INITIALISATION or getattr(func, "__tl_original_id__", None) in _INITIALISATION
 
 
 class MetaShortcuts(TorchFunctionMode):
@@ -41,7 +46,7 @@ class MetaShortcuts(TorchFunctionMode):
     understand, while a model is built (see the module docstring); passes everything else to torch."""
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        if func in _INITIALISATION:
+        if _initialises(func):
             tensor = args[0] if args else (kwargs or _NO_KWARGS).get("tensor")  # nn.init passes it by name
             if isinstance(tensor, torch.Tensor) and tensor.is_meta:
                 return tensor
