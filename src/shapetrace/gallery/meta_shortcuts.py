@@ -30,10 +30,10 @@ __all__ = ["MetaShortcuts"]
 
 # Weight initialisation: each returns the tensor it fills. Kept by id, so that a function some tool has wrapped
 # (torchlens rebinds torch's functions and marks each wrapper with ``__tl_original_id__``) is still recognised.
-_INITIALISATION = frozenset(id(f) for f in (
-    torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.fill_, torch.Tensor.zero_,
-    torch.nn.init.normal_, torch.nn.init.uniform_, torch.nn.init.constant_, torch.nn.init.kaiming_uniform_,
-))
+_INITIALISERS = (torch.Tensor.normal_, torch.Tensor.uniform_, torch.Tensor.fill_, torch.Tensor.zero_,
+                 torch.nn.init.normal_, torch.nn.init.uniform_, torch.nn.init.constant_, torch.nn.init.kaiming_uniform_)
+_INITIALISATION = frozenset({id(f) for f in _INITIALISERS}
+                            | {f.__tl_original_id__ for f in _INITIALISERS if hasattr(f, "__tl_original_id__")})
 _NO_KWARGS: dict = {}
 
 
