@@ -395,3 +395,18 @@ def test_exhibit_overlay_options_name_real_modules(name):
     for key in ("cut", "param_groups"):
         for names in exhibit.options.get(key, {}).values():
             assert all(n in modules for n in names), (key, names)
+
+
+def test_the_photo_pictures_do_not_depend_on_the_number_of_torch_threads():
+    from shapetrace.gallery.layers import ConvLayer
+    from shapetrace.gallery.photo import transposed_pictures
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = [p.png for p in transposed_pictures("t", lambda: ConvLayer(3, 6, transpose=True))]
+        torch.set_num_threads(4)
+        four = [p.png for p in transposed_pictures("t", lambda: ConvLayer(3, 6, transpose=True))]
+    finally:
+        torch.set_num_threads(threads)
+    assert one == four

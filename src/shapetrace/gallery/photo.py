@@ -3,10 +3,11 @@ pictures the gallery shows of it (``Picture``: the photo and what an upsampling 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,18 @@ PHOTO = "grace_hopper.jpg"
 # zlib's fastest level: the gallery's eight PNGs come out 16 % larger than at the default level 6 (3.2 MB
 # against 2.7 MB, the same pixels) and are written 4 times faster (a quarter of a second against a second)
 PNG_COMPRESS_LEVEL = 1
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """torch on one thread for a while: a bilinear resize or a convolution split over more threads rounds a few
+    pixels differently, so the pictures would depend on the number of gallery workers."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def photo_path() -> Path:
@@ -48,7 +61,8 @@ def photo_tensor(height: int | None = None, width: int | None = None) -> torch.T
     width = w0 if width is None else width
     factor = max(1, math.ceil(height / h0), math.ceil(width / w0))
     if factor > 1:
-        x = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
+        with _one_thread():
+            x = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
     top, left = (x.shape[-2] - height) // 2, (x.shape[-1] - width) // 2
     return x[..., top:top + height, left:left + width].contiguous()
 
@@ -130,7 +144,7 @@ def transposed_pictures(name: str, build: Callable[[], torch.nn.Module]) -> list
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = build()
-    with torch.no_grad():
+    with torch.no_grad(), _one_thread():
         y = model.eval()(x)
     rgb = y[0, :3]
     rgb = rgb / rgb.amax(dim=(1, 2), keepdim=True).clamp_min(1e-6)  # each channel to [0, 1] after the ReLU
