@@ -19,13 +19,6 @@ __all__ = ["Stats", "model_stats"]
 Stats = tuple[int, int, int, int]  # params (subtree), own params, trainable params (subtree), buffer elements
 
 
-def _numel(t: torch.Tensor) -> int:
-    try:
-        return t.numel()
-    except (RuntimeError, ValueError):  # an uninitialised lazy parameter
-        return 0
-
-
 class _Tensors:
     """Every module's own parameters and buffers, their sizes, and the model's totals, in one pass.
 
@@ -53,11 +46,15 @@ class _Tensors:
                 k = id(p)
                 n = numel.get(k)
                 if n is None:
-                    n = numel[k] = _numel(p)
+                    try:
+                        n = p.numel()
+                    except (RuntimeError, ValueError):  # an uninitialised lazy parameter
+                        n = 0
+                    numel[k] = n
                     params += n
                     nbytes = n * p.element_size() if n else 0
                     param_bytes += nbytes
-                    dtype = _dtype_name(p.dtype)
+                    dtype = _DTYPE_NAMES.get(p.dtype) or _dtype_name(p.dtype)
                     dtypes[dtype] = dtypes.get(dtype, 0) + nbytes
                     if p.requires_grad:
                         trainable += n
@@ -75,7 +72,11 @@ class _Tensors:
                 k = id(b)
                 n = numel.get(k)
                 if n is None:
-                    n = numel[k] = _numel(b)
+                    try:
+                        n = b.numel()
+                    except (RuntimeError, ValueError):  # an uninitialised lazy buffer
+                        n = 0
+                    numel[k] = n
                     buffers += n
                     buffer_bytes += n * b.element_size()
                 else:
