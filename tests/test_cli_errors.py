@@ -127,6 +127,23 @@ def test_gallery_build_into_an_unwritable_place_is_refused_before_tracing(tmp_pa
     assert r.exit_code == 2 and "is a file, not a folder" in r.output and no_traceback(r)
 
 
+def test_a_gallery_build_that_cannot_write_a_file_leaves_no_partial_file(tmp_path, monkeypatch):
+    real_replace = os.replace
+
+    def disk_full_for_the_json(src, dst, *args, **kwargs):
+        if str(dst).endswith("emb-sz-rule.json"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", disk_full_for_the_json)
+    out = tmp_path / "site"
+    r = invoke("gallery", "build", "-o", str(out), "-e", "emb-sz-rule", "-j", "1")
+    assert r.exit_code == 2, r.output  # the build stops: the next file would not fit either
+    assert "emb-sz-rule.json" in r.output and "No space left on device" in r.output and no_traceback(r)
+    assert not (out / "emb-sz-rule.json").exists()
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".part")]  # no temporary file left behind
+
+
 def test_a_suffix_no_renderer_claims_is_refused_with_the_known_ones(models, tmp_path):
     out = tmp_path / "table.xlsx"
     r = invoke("trace", f"{models}:marked", "--input", "3,4", "-o", str(out))

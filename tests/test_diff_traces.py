@@ -145,15 +145,15 @@ def test_cli_diff_against_another_tool_still_works_and_refuses_both_modes_at_onc
     assert both.exit_code == 2 and "not both" in both.output
 
 
-def test_the_gallery_diff_exhibits_write_their_text_and_picture(tmp_path):
-    from shapetrace.gallery.exhibits.diffs import DIFF_EXHIBITS, custom_head, write_diff_exhibits
+def test_the_gallery_diff_exhibits_give_their_text_and_picture():
+    from shapetrace.gallery.exhibits.diffs import DIFF_EXHIBITS, custom_head, diff_exhibit_files
 
-    written = {p.name for p in write_diff_exhibits(tmp_path)}
+    files = diff_exhibit_files()
     for name in DIFF_EXHIBITS:
-        assert {f"{name}.txt", f"{name}.md", f"{name}.html"} <= written
-    custom = (tmp_path / "diff-default-vs-custom-head.txt").read_text()
+        assert {f"{name}.txt", f"{name}.md", f"{name}.html"} <= set(files)
+    custom = files["diff-default-vs-custom-head.txt"]
     own = sum(p.numel() for p in custom_head().parameters())
     assert own == 274_176 and f"546,304 → {own:,}" in custom  # the caption's number, counted by torch
     assert "5      class   ReLU" in custom
-    concat = (tmp_path / "diff-concat-vs-avg-head.md").read_text()
+    concat = files["diff-concat-vs-avg-head.md"]
     assert concat.startswith("# create_head: concat pooling against average pooling")

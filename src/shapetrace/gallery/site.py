@@ -38,10 +38,10 @@ import torch
 from ..renderers import diagram, lines
 from ..renderers.plots import flow_points, shape_flow
 from ..renderers.table import render_html, render_markdown, render_text
-from ..session import Loaded, TraceRequest, trace_model, train_mode
+from ..session import Loaded, TraceRequest, trace_model, train_mode, write_output
 from ..tracer.api import failure_message
 from .exhibits import Exhibit, exhibit_names, get_exhibit, section_of
-from .exhibits.diffs import DIFF_EXHIBITS, DiffExhibit, write_diff_exhibits
+from .exhibits.diffs import DIFF_EXHIBITS, DiffExhibit, diff_exhibit_files
 from .meta_shortcuts import MetaShortcuts
 
 __all__ = ["MANIFEST", "MIN_FLOW_POINTS", "GalleryBuildFailed", "build_site", "default_jobs", "prefix_ids"]
@@ -123,11 +123,7 @@ def prefix_ids(svg: str, prefix: str) -> str:
 
 
 def _write(out: Path, result: ExhibitResult, name: str, data: str | bytes) -> None:
-    path = out / name
-    if isinstance(data, bytes):
-        path.write_bytes(data)
-    else:
-        path.write_text(data, encoding="utf-8")
+    write_output(data, out / name)  # atomically: a failed build leaves no half-written file
     result.files.append(name)
 
 
@@ -371,12 +367,12 @@ def _diff_page(ex: DiffExhibit, fragment: str, files: list[str]) -> str:
 
 def _diff_pages(out: Path, written: list[Path]) -> list[DiffExhibit]:
     """A page for each comparison (``shapetrace diff``) of chapter-15 heads, around the files
-    ``write_diff_exhibits`` wrote (``written``)."""
+    ``_write_diffs`` wrote (``written``)."""
     names = {p.name for p in written}
     for ex in DIFF_EXHIBITS.values():
-        page = out / f"{ex.name}.html"  # write_diff_exhibits left the diff's HTML fragment there
+        page = out / f"{ex.name}.html"  # _write_diffs left the diff's HTML fragment there
         files = sorted(n for n in names if n.startswith(ex.name + "."))
-        page.write_text(_diff_page(ex, page.read_text(encoding="utf-8"), files), encoding="utf-8")
+        write_output(_diff_page(ex, page.read_text(encoding="utf-8"), files), page)
     return list(DIFF_EXHIBITS.values())
 
 
@@ -459,13 +455,14 @@ def _replace_manifest(out: Path, written: list[Path], whole: bool) -> None:
                 stale.unlink()
     else:
         now |= {n for n in before if (out / n).is_file()}
-    manifest.write_text("\n".join(sorted(now)) + "\n", encoding="utf-8")
+    write_output("\n".join(sorted(now)) + "\n", manifest)
 
 
 # ---- the build --------------------------------------------------------------------------------------------
 def _write_diffs(out_dir: str) -> list[Path]:
-    """The comparisons' files (a worker's job, beside the exhibits)."""
-    return write_diff_exhibits(Path(out_dir))
+    """The comparisons' files (a worker's job, beside the exhibits), written atomically."""
+    out = Path(out_dir)
+    return [write_output(text, out / name) for name, text in diff_exhibit_files().items()]
 
 
 def _run(names: list[str], out: Path, jobs: int, debug: bool, progress: Progress | None,
@@ -482,7 +479,7 @@ def _run(names: list[str], out: Path, jobs: int, debug: bool, progress: Progress
     if jobs <= 1 or len(names) <= 1:
         for name in names:
             done(_build_exhibit(name, str(out), debug))
-        return results, (write_diff_exhibits(out) if diffs else [])
+        return results, (_write_diffs(str(out)) if diffs else [])
     threads = max(1, default_jobs() // jobs)
     # fork: the workers start with shapetrace, torch and torchvision already imported (a spawned worker would
     # import them again, seconds each). The objects alive now (the modules, about a million) are frozen first:
@@ -532,14 +529,14 @@ def build_site(out_dir: str | Path, exhibits: Sequence[str] | None = None, *, jo
     written = [out / f for n in names for f in results[n].files]
     for i, ex in enumerate(exs):
         page = _page(ex, results[ex.name], exs[i - 1] if i else None, exs[i + 1] if i + 1 < len(exs) else None)
-        (out / f"{ex.name}.html").write_text(page, encoding="utf-8")
+        write_output(page, out / f"{ex.name}.html")
         written.append(out / f"{ex.name}.html")
     diffs: list[DiffExhibit] = []
     if whole:
         diffs = _diff_pages(out, diff_files)
         written += diff_files
     for fname, text in (("index.html", _index_html(exs, results, diffs)), ("index.md", _index_md(exs, results, diffs))):
-        (out / fname).write_text(text, encoding="utf-8")
+        write_output(text, out / fname)
         written.append(out / fname)
     _replace_manifest(out, written, whole=whole)
     failures = {n: results[n].error for n in names if results[n].error is not None}

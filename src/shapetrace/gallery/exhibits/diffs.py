@@ -2,14 +2,13 @@
 
 A ``DiffExhibit`` names two builders and the one input both run on. ``render_diff_exhibit`` traces both and
 returns the diff as text, Markdown, HTML and (when Graphviz is installed) an SVG of B with the changed layers
-filled; ``write_diff_exhibits(out_dir)`` writes those files for every diff exhibit, for the gallery site.
+filled; ``diff_exhibit_files()`` gives those files' texts for every diff exhibit, for the gallery site to write.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,7 +20,7 @@ from ...tracer.api import trace
 from ..layers import AdaptiveConcatPool2d
 from ..vision import create_head
 
-__all__ = ["DIFF_EXHIBITS", "DiffExhibit", "DiffPage", "render_diff_exhibit", "write_diff_exhibits"]
+__all__ = ["DIFF_EXHIBITS", "DiffExhibit", "DiffPage", "diff_exhibit_files", "render_diff_exhibit"]
 
 
 @dataclass(frozen=True)
@@ -112,18 +111,13 @@ def render_diff_exhibit(ex: DiffExhibit) -> DiffPage:
     return DiffPage(ex, text, md, render_trace_diff(d, "html"), svg, d)
 
 
-def write_diff_exhibits(out_dir: str | Path, names: list[str] | None = None) -> list[Path]:
-    """Write ``<name>.txt``, ``<name>.md``, ``<name>.html`` (a fragment) and ``<name>.svg`` for each diff
-    exhibit into ``out_dir``; return the paths written."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
+def diff_exhibit_files(names: list[str] | None = None) -> dict[str, str]:
+    """``<name>.txt``, ``<name>.md``, ``<name>.html`` (a fragment) and ``<name>.svg`` for each diff exhibit,
+    by file name (the gallery site writes them)."""
+    files: dict[str, str] = {}
     for name in names or list(DIFF_EXHIBITS):
         page = render_diff_exhibit(DIFF_EXHIBITS[name])
-        files = {f"{name}.txt": page.text, f"{name}.md": page.md, f"{name}.html": page.html}
+        files.update({f"{name}.txt": page.text, f"{name}.md": page.md, f"{name}.html": page.html})
         if page.svg is not None:
             files[f"{name}.svg"] = page.svg
-        for fname, text in files.items():
-            (out / fname).write_text(text, encoding="utf-8")
-            written.append(out / fname)
-    return written
+    return files
