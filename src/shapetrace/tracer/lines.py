@@ -18,6 +18,7 @@ import sys
 from types import CodeType, FrameType
 from typing import Any
 
+import torch
 from torch import nn
 
 from .records import Op, Trace
@@ -33,8 +34,6 @@ def forward_code(module: nn.Module) -> tuple[CodeType | None, str, str]:
     """The code object that runs ``module``'s forward (``None`` when no Python code runs it: a TorchScript
     module keeps the Python forward it was scripted from, but never runs it), its qualified name and the name
     of the Python module defining it."""
-    import torch
-
     if isinstance(module, torch.jit.ScriptModule):
         return None, f"{type(module).__qualname__}.forward", type(module).__module__
     forward = getattr(module, "forward", None)
@@ -113,8 +112,6 @@ class LineRecorder:
         code, qualname, modname = forward_code(module)
         self._code[key] = code
         if code is None:
-            import torch
-
             why = _NO_SOURCE_SCRIPTED if isinstance(module, torch.jit.ScriptModule) else _NO_SOURCE_BUILTIN
             self._missing.setdefault(self._key(module, None), (qualname, why))
         elif code not in self._keys:
