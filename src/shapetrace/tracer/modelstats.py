@@ -13,6 +13,7 @@ import torch
 
 from .engine import ModuleIndex
 from .records import ModelInfo
+from .values import dtype_name
 
 __all__ = ["Stats", "model_stats"]
 
@@ -54,7 +55,7 @@ class _Tensors:
                     params += n
                     nbytes = n * p.element_size() if n else 0
                     param_bytes += nbytes
-                    dtype = _DTYPE_NAMES.get(p.dtype) or _dtype_name(p.dtype)
+                    dtype = dtype_name(p.dtype)
                     dtypes[dtype] = dtypes.get(dtype, 0) + nbytes
                     if p.requires_grad:
                         trainable += n
@@ -87,16 +88,6 @@ class _Tensors:
             self.own.append((own_p, own_t, own_b))
         self.totals = [params, trainable, buffers, param_bytes, buffer_bytes]
         self.shared = shared
-
-
-_DTYPE_NAMES: dict[torch.dtype, str] = {}
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    name = _DTYPE_NAMES.get(dtype)
-    if name is None:
-        name = _DTYPE_NAMES[dtype] = str(dtype).replace("torch.", "")
-    return name
 
 
 def model_stats(index: ModuleIndex) -> tuple[list[Stats], ModelInfo]:

@@ -34,6 +34,14 @@ def dtype_name(dtype: torch.dtype) -> str:
     return name
 
 
+def device_name(device: torch.device) -> str:
+    """``torch.device("cuda", 0)`` -> ``"cuda:0"``."""
+    name = _DEVICE_NAMES.get(device)
+    if name is None:
+        name = _DEVICE_NAMES[device] = str(device)
+    return name
+
+
 _Tensor = torch.Tensor
 
 
@@ -46,12 +54,9 @@ def tensor_meta(t: torch.Tensor, tid: int | None = None) -> TensorMeta | Opaque:
             shape = tuple(int(s) for s in shape)
     except (RuntimeError, TypeError, ValueError):
         return Opaque(type(t).__name__, f"tensor without a static shape ({t.layout})")
-    device = t.device
-    dev = _DEVICE_NAMES.get(device)
-    if dev is None:
-        dev = _DEVICE_NAMES[device] = str(device)
-    dtype = t.dtype
-    return TensorMeta(shape, _DTYPE_NAMES.get(dtype) or dtype_name(dtype), dev, tid, t.requires_grad)
+    device, dtype = t.device, t.dtype
+    return TensorMeta(shape, _DTYPE_NAMES.get(dtype) or dtype_name(dtype),
+                      _DEVICE_NAMES.get(device) or device_name(device), tid, t.requires_grad)
 
 
 def _short_repr(value: Any) -> str:

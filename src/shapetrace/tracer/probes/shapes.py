@@ -23,7 +23,7 @@ from .. import bulk
 from ..engine import Engine, ModuleIndex, Probe, Unfinished
 from ..flow import DataFlow
 from ..records import Call, Failure, TensorMeta
-from ..values import dtype_name
+from ..values import device_name, dtype_name
 
 _Tensor = torch.Tensor
 
@@ -179,12 +179,8 @@ class _RawToMeta:
 
     def __init__(self) -> None:
         self.made: dict[Raw, TensorMeta] = {}
-        self.devices: dict[torch.device, str] = {}
 
     def __call__(self, raw: Raw) -> TensorMeta:
         tid, shape, dtype, device, grad = raw
-        dev = self.devices.get(device)
-        if dev is None:
-            dev = self.devices[device] = str(device)
-        meta = self.made[raw] = bulk.tensor_meta(tuple(shape), dtype_name(dtype), dev, tid, grad)
+        meta = self.made[raw] = bulk.tensor_meta(tuple(shape), dtype_name(dtype), device_name(device), tid, grad)
         return meta
