@@ -35,6 +35,7 @@ class _Tensors:
         shared = False
         numel, registrations, dtypes = self.numel, self.registrations, self.param_dtypes
         params = trainable = buffers = param_bytes = buffer_bytes = 0
+        dtype_names: dict[torch.dtype, str] = {}  # the model's few dtypes, named once
         for m, names in zip(index.modules, index.names):
             n_names = len(names)
             shared = shared or n_names > 1
@@ -55,7 +56,7 @@ class _Tensors:
                     params += n
                     nbytes = n * p.element_size() if n else 0
                     param_bytes += nbytes
-                    dtype = dtype_name(p.dtype)
+                    dtype = dtype_names.get(p.dtype) or dtype_names.setdefault(p.dtype, dtype_name(p.dtype))
                     dtypes[dtype] = dtypes.get(dtype, 0) + nbytes
                     if p.requires_grad:
                         trainable += n

@@ -179,8 +179,12 @@ class _RawToMeta:
 
     def __init__(self) -> None:
         self.made: dict[Raw, TensorMeta] = {}
+        self.names: dict[torch.dtype | torch.device, str] = {}  # this trace's few dtypes and devices, named once
 
     def __call__(self, raw: Raw) -> TensorMeta:
         tid, shape, dtype, device, grad = raw
-        meta = self.made[raw] = bulk.tensor_meta(tuple(shape), dtype_name(dtype), device_name(device), tid, grad)
+        names = self.names
+        meta = self.made[raw] = bulk.tensor_meta(
+            tuple(shape), names.get(dtype) or names.setdefault(dtype, dtype_name(dtype)),
+            names.get(device) or names.setdefault(device, device_name(device)), tid, grad)
         return meta
