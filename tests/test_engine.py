@@ -117,9 +117,147 @@ def test_bulk_constructors_build_the_same_records_as_the_dataclasses_with_every_
     assert made.timing is None and made.memory is None
     made.timing = {"total_ms": 1.0}  # the metric descriptors still coerce what is assigned
     assert made.timing == CallTiming(total_ms=1.0)
-    # Every field the dataclass declares is in the instance (a field added to Call must be added to bulk).
+    # Every field the dataclass declares is in the instance or reads an immutable class-level default; a
+    # field with a mutable default (a list, a dict) is the record's own (a field added to Call must be added
+    # to bulk unless its default is immutable).
     for record, cls in ((made, Call), (bulk.tensor_meta((1,), "int64", "cpu", None, False), TensorMeta),
                         (bulk.edge("call:0", "call:1", 3, (1,), "float32", True), Edge)):
-        metric_fields = {"timing", "memory"}
-        assert {f.name for f in dataclasses.fields(cls)} - metric_fields <= set(vars(record)), cls.__name__
+        for f in dataclasses.fields(cls):
+            if f.name in ("timing", "memory"):
+                continue
+            if f.default_factory is not dataclasses.MISSING:
+                assert f.name in vars(record), f"{cls.__name__}.{f.name}"
+            else:
+                assert f.name in vars(record) or isinstance(f.default, (type(None), int, float, str, tuple)), (
+                    f"{cls.__name__}.{f.name}")
+    other = bulk.call(*args)
+    assert other.side_inputs is not made.side_inputs and other.notes is not made.notes
+    made.params = 5  # assigning a field left at its class default sets it on this record only
+    assert (made.params, other.params, Call.params) == (5, 0, 0)
     assert bulk.edge("call:0", "op:1", 3, (1, 2), "float32", False) == Edge("call:0", "op:1", 3, (1, 2), "float32")
+
+
+class _Masked(nn.Module):
+    def forward(self, x, mask=None):
+        return x if mask is None else x * mask
+
+
+class _KeywordOnly(nn.Module):
+    def forward(self, x, *, scale=1.0):
+        return x * scale
+
+
+class _Anything(nn.Module):
+    def forward(self, *args, **kwargs):
+        return args[0] + sum(kwargs.values())
+
+
+def _passes_through(forward):
+    @functools.wraps(forward)
+    def wrapper(self, *args, scale=1.0, **kwargs):  # takes a keyword its wrapped forward does not
+        return forward(self, *args, **kwargs) * scale
+    return wrapper
+
+
+class _Decorated(nn.Module):
+    @_passes_through
+    def forward(self, x):
+        return x
+
+
+class _CallStyles(nn.Module):
+    """Calls its children every way Python allows, with and without keywords."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.masked, self.kw_only = nn.Linear(3, 3), _Masked(), _KeywordOnly()
+        self.anything, self.decorated, self.seq = _Anything(), _Decorated(), nn.Sequential(nn.ReLU())
+        self.patched = nn.Linear(3, 3)
+        plain = self.patched.forward
+        self.patched.forward = lambda x, shift=0.0: plain(x) + shift  # a forward set on the instance
+
+    def forward(self, x):
+        m = torch.ones(1, 3)
+        x = self.lin(input=x)
+        x = self.lin(x)
+        x = self.masked(x) + self.masked(x, m) + self.masked(x, mask=m) + self.masked(x=x, mask=m)
+        x = self.kw_only(x) + self.kw_only(x, scale=2.0)
+        x = self.anything(x) + self.anything(x, bias=m)
+        x = self.decorated(x) + self.decorated(x, scale=3.0)
+        x = self.seq(input=x) + self.seq(x)
+        return self.patched(x) + self.patched(x, shift=1.0)
+
+
+def test_every_call_records_the_keyword_arguments_torch_passed_to_its_module():
+    """Oracle: torch's own per-module pre-hooks with ``with_kwargs=True`` see each call's keyword arguments.
+    The engine skips reading them where the forward's signature leaves no room for one; this checks it
+    never skips one that was there (a keyword for a positional parameter, keyword-only, ``**kwargs``, a
+    decorator's own keyword, a forward replaced on the instance)."""
+    model = _CallStyles()
+    seen: list[tuple[str, int, list[str]]] = []
+    handles = [m.register_forward_pre_hook(
+        lambda mod, args, kwargs, name=name: seen.append((name, len(args), sorted(kwargs))), with_kwargs=True)
+        for name, m in model.named_modules() if name]
+    try:
+        trace = shapetrace.trace(model, torch.randn(1, 3))
+    finally:
+        for h in handles:
+            h.remove()
+    recorded = [(c.module, len(c.inputs), sorted(c.kwargs)) for c in trace.calls if c.parent is not None]
+    assert recorded == seen
+    assert any(kwargs for _, _, kwargs in recorded) and any(not kwargs for _, _, kwargs in recorded)
+    assert "kwargs_unknown" not in trace.meta
+
+
+def test_the_signature_rule_says_when_no_keyword_is_possible():
+    assert keyword_free_at(nn.Linear(2, 2)) == 1  # forward(self, input)
+    assert keyword_free_at(nn.Sequential()) == 1
+    assert keyword_free_at(_Masked()) == 2  # (x, mask=None): one positional argument leaves room for mask
+    assert keyword_free_at(nn.MultiheadAttention(4, 2)) == 8
+    assert keyword_free_at(_KeywordOnly()) > 10**9  # a keyword-only parameter: always read
+    assert keyword_free_at(_Anything()) > 10**9  # **kwargs
+    assert keyword_free_at(_Decorated()) > 10**9  # the wrapper's own signature, not the wrapped one's
+    patched = nn.Linear(2, 2)
+    patched.forward = lambda x: x
+    assert keyword_free_at(patched) > 10**9
+
+
+def test_keyword_arguments_that_cannot_be_read_are_said_to_be_unknown(monkeypatch):
+    """A torch whose ``Module._call_impl`` calls hooks from a frame not recognised: the trace still works,
+    says so in ``meta`` and warns, rather than recording calls as if they had no keyword arguments."""
+    monkeypatch.setattr(engine, "_CALLER_NAMES", ())
+    monkeypatch.setattr(engine, "_CALLER_CODE", [None])
+    with pytest.warns(UserWarning, match="keyword arguments"):
+        trace = shapetrace.trace(nn.Sequential(_Masked()), torch.randn(1, 3))
+    assert trace.meta["kwargs_unknown"] is True
+    assert trace.calls[1].inputs[0].shape == (1, 3)
+
+
+@pytest.mark.parametrize("inner_frame_known", [True, False])
+def test_a_call_made_while_an_exception_is_handled_is_not_failed_and_a_raising_call_is(monkeypatch,
+                                                                                       inner_frame_known):
+    """The post-hook tells a call that raised from one that returned by the frame torch calls it from; where
+    torch's ``inner`` is not found (a future torch) it compares ``sys.exc_info()`` at both ends instead."""
+    if not inner_frame_known:
+        monkeypatch.setattr(engine, "_INNER", None)
+
+    class Fallback(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wrong, self.right, self.after = nn.Linear(5, 2), nn.Linear(3, 2), nn.ReLU()
+
+        def forward(self, x):
+            try:
+                return self.wrong(x)
+            except RuntimeError:
+                return self.after(self.right(x))
+
+    trace = shapetrace.trace(Fallback(), torch.randn(1, 3))
+    assert not trace.failed
+    assert [(c.module, c.error is not None) for c in trace.calls] == [
+        ("", False), ("wrong", True), ("right", False), ("after", False)]
+    failing = nn.Sequential(OrderedDict(act=nn.ReLU(), wrong=nn.Linear(5, 2)))
+    with pytest.raises(shapetrace.TraceFailed, match="wrong") as raised:
+        shapetrace.trace(failing, torch.randn(1, 3))
+    assert [(c.module, c.error is not None) for c in raised.value.trace.calls] == [
+        ("", True), ("act", False), ("wrong", True)]

@@ -211,6 +211,11 @@ class Tracer:
         if changed:
             trace.meta["params_changed_in_place"] = changed
             warnings.warn(f"the forward changed parameters in place: {', '.join(changed[:5])}", stacklevel=3)
+        if shapes.kwargs_unknown:  # torch's Module._call_impl no longer looks as expected (a future torch)
+            trace.meta["kwargs_unknown"] = True
+            warnings.warn("shapetrace could not read the keyword arguments of some module calls (torch "
+                          f"{torch.__version__} calls forward hooks from a frame it does not recognise): those "
+                          "calls show their positional arguments only", stacklevel=3)
         if self.tracer_errors:
             trace.meta["tracer_errors"] = list(self.tracer_errors)
             warnings.warn("shapetrace hit an internal error while tracing; the trace may be incomplete: "

@@ -22,6 +22,7 @@ modules reaches the same depth traced as plain.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable, Iterable
 from types import TracebackType
@@ -33,7 +34,8 @@ from torch.nn.modules import module as torch_module
 
 from .records import Trace
 
-__all__ = ["CallSkeleton", "Engine", "ModuleIndex", "Probe", "Unfinished", "caller_kwargs"]
+__all__ = ["NO_KWARGS", "CallSkeleton", "Engine", "ModuleIndex", "Probe", "Unfinished", "caller_kwargs",
+           "keyword_free_at"]
 
 
 _no_torch_function = torch._C.DisableTorchFunction
@@ -120,7 +122,8 @@ class Probe:
 
     * ``start(engine)``: when the engine is entered, before the hooks go in (enter a torch mode here);
     * ``on_call_start(cid, module, args, kwargs)``: in the pre-hook, probes in the order given (``kwargs`` is
-      ``None`` unless the probe sets ``needs_kwargs``);
+      ``None`` unless a probe sets ``needs_kwargs``, and then ``None`` only when torch's calling frame was not
+      recognised; read it, never change it: a call without keywords gets the shared ``NO_KWARGS``);
     * ``on_call_end(cid, module, output, error)``: in the post-hook, probes in reverse order (they nest like
       the calls); ``error`` is the exception that left the call (``output`` is then ``None``);
     * ``stop(engine, exc)``: after the hooks are removed, in reverse order of ``start``, even when the
@@ -162,7 +165,7 @@ def caller_kwargs(depth: int = 2) -> dict | None:
         return None
     code = frame.f_code
     if code is not _CALLER_CODE[0]:
-        if code.co_name not in ("inner", "_call_impl"):
+        if code.co_name not in _CALLER_NAMES:
             return None
         _CALLER_CODE[0] = code
     kwargs = frame.f_locals.get("kwargs")
@@ -170,6 +173,63 @@ def caller_kwargs(depth: int = 2) -> dict | None:
 
 
 _CALLER_CODE: list[Any] = [None]  # the code object of torch's frame that calls global pre-hooks, once seen
+_CALLER_NAMES = ("inner", "_call_impl")  # the names that code has had in torch's Module._call_impl
+
+# A dict for "this call had no keyword arguments": given to probes, which only read it.
+NO_KWARGS: dict[str, Any] = {}
+
+def _inner_code() -> Any:
+    """The code of the ``inner`` function torch's ``Module._call_impl`` defines, or ``None`` if it has none.
+
+    ``inner`` runs the forward and then the forward hooks; when it raises, ``_call_impl``'s ``except``
+    clause calls the hooks registered with ``always_call``. So a post-hook called from ``inner`` ends a call
+    that returned, and one called from anywhere else ends a call that raised: one frame check per call
+    instead of reading ``sys.exc_info()`` at both ends of every call (a call made inside an ``except`` block
+    sees that block's exception at both ends without having raised it).
+    """
+    for const in torch_module.Module._call_impl.__code__.co_consts:
+        if getattr(const, "co_name", None) == "inner":
+            return const
+    return None
+
+
+_INNER = _inner_code()
+
+_ALWAYS = sys.maxsize  # "read the keyword arguments whatever the positional ones"
+_POSITIONAL: dict[type, int] = {}  # module class -> keyword_free_at() of its forward, once per class
+
+
+def keyword_free_at(module: nn.Module) -> int:
+    """How many positional arguments leave no room for a keyword argument in a call of ``module``.
+
+    A forward whose parameters are all positional-or-keyword (plus ``*args``, with no keyword-only
+    parameter and no ``**kwargs``) cannot take a keyword once each of its named parameters has been given
+    positionally: any keyword would raise ``TypeError`` before the forward ran. So a call with at least that
+    many positional arguments has no keyword arguments, and the pre-hook need not read the caller's frame
+    for them, which is most of what a hook costs on top of the floor (``nn.Sequential``, ``Conv2d``,
+    ``Linear``, ``ReLU``: one parameter each). ``_ALWAYS`` where the signature cannot say (``**kwargs``,
+    keyword-only parameters, a decorator's ``(*args, **kwargs)``, a forward set on the instance, no
+    signature).
+    """
+    if "forward" in module.__dict__:
+        return _ALWAYS  # set on this instance: rare, and not what the class says
+    cls = type(module)
+    known = _POSITIONAL.get(cls)
+    if known is None:
+        known = _POSITIONAL[cls] = _keyword_free_at(getattr(cls, "forward", None))
+    return known
+
+
+def _keyword_free_at(forward: Any) -> int:
+    if not inspect.isfunction(forward):  # a staticmethod, a callable object, a C function
+        return _ALWAYS
+    try:  # the signature as written, not one a decorator copied from what it wraps
+        params = list(inspect.signature(forward, follow_wrapped=False).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return _ALWAYS
+    if any(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in params):
+        return _ALWAYS
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 # torch's registries of global forward hooks. ``RemovableHandle.remove`` forgets a hook in
@@ -211,7 +271,9 @@ class Engine:
             raise RuntimeError("this Engine is already active; make a new one per pass")
         self._active = True
         self.stack = []
-        self._exc_at_start: list[BaseException | None] = []
+        # Without torch's ``inner`` to recognise, the exception being handled at each call's start tells
+        # (at its end) an exception the call raised from one it was called under.
+        self._exc_at_start: list[BaseException | None] | None = [] if _INNER is None else None
         self._counts = [0] * len(self.index)
         self._slot_of = self.index.slot_of
         self._starts: tuple[Callable[..., Any], ...] = tuple(
@@ -219,6 +281,7 @@ class Engine:
         self._ends: tuple[Callable[..., Any], ...] = tuple(  # innermost first: probes nest like the calls
             p.on_call_end for p in reversed(self.probes) if _overrides(p, "on_call_end"))  # type: ignore[attr-defined]
         self._kwargs = any(p.needs_kwargs for p in self.probes)
+        self._keyword_free_at: list[int | None] = [None] * len(self.index)  # by slot, filled on first call
         self._started: list[Probe] = []
         self._handles: list[Any] = []
         self._limit = sys.getrecursionlimit()
@@ -275,16 +338,26 @@ class Engine:
         self._counts[slot] += 1
         calls.parent.append(parent)
         stack.append(cid)
-        self._exc_at_start.append(sys.exc_info()[1])
+        if self._exc_at_start is not None:
+            self._exc_at_start.append(sys.exc_info()[1])
         kwargs = None
-        if self._kwargs:  # caller_kwargs(), inline for the frame seen before
-            frame = sys._getframe(1)
-            if frame.f_code is _CALLER_CODE[0]:
-                kwargs = frame.f_locals.get("kwargs")
-                if type(kwargs) is not dict:
-                    kwargs = None
-            else:
-                kwargs = caller_kwargs()
+        if self._kwargs:
+            free_at = self._keyword_free_at[slot]
+            if free_at is None:  # the slot's first call: keyword_free_at(), its class looked up inline
+                free_at = _POSITIONAL.get(type(module)) if "forward" not in module.__dict__ else _ALWAYS
+                if free_at is None:
+                    free_at = keyword_free_at(module)
+                self._keyword_free_at[slot] = free_at
+            if len(args) >= free_at:
+                kwargs = NO_KWARGS  # the signature leaves no room for one
+            else:  # caller_kwargs(), inline for the frame seen before
+                frame = sys._getframe(1)
+                if frame.f_code is _CALLER_CODE[0]:
+                    kwargs = frame.f_locals.get("kwargs")
+                    if type(kwargs) is not dict:
+                        kwargs = None
+                else:
+                    kwargs = caller_kwargs()
         if self.quiet:
             with _no_torch_function():
                 for start in self._starts:
@@ -312,8 +385,11 @@ class Engine:
             while calls.slot[stack[-1]] != slot:  # calls whose post-hooks never ran
                 self._close(stack.pop(), sys.exc_info()[1] or Unfinished())
         cid = stack.pop()
-        exc = sys.exc_info()[1]
-        error = exc if exc is not None and exc is not self._exc_at_start[cid] else None
+        if self._exc_at_start is None:
+            error = None if sys._getframe(1).f_code is _INNER else sys.exc_info()[1] or Unfinished()
+        else:
+            exc = sys.exc_info()[1]
+            error = exc if exc is not None and exc is not self._exc_at_start[cid] else None
         if error is not None:
             output = None
         if self.quiet:

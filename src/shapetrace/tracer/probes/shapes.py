@@ -43,7 +43,7 @@ class ShapeProbe(Probe):
         self.flow = flow
         self.calls: list[Call] = []
         self.failure: Failure | None = None
-        self.kwargs_unknown = False
+        self.kwargs_unknown = False  # a call's kwargs could not be read (``trace.meta["kwargs_unknown"]``)
         # By call id (the start orders are the flow's ``starts``): the positional arguments (raw tuples or value trees),
         # the keyword arguments (a value tree, or None when there were none).
         self._args: list[list[Any]] = []
