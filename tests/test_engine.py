@@ -7,18 +7,21 @@ machine: wall-clock overheads are measured in ``benchmarks/overhead.py``, never 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import sys
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 import torchvision
 from torch import nn
 
 import shapetrace
-from shapetrace.tracer import bulk
-from shapetrace.tracer.engine import ModuleIndex
+from shapetrace.tracer import bulk, engine
+from shapetrace.tracer.engine import ModuleIndex, keyword_free_at
 from shapetrace.tracer.metrics import CallTiming
 from shapetrace.tracer.records import Call, Edge, TensorMeta
 
