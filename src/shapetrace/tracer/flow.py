@@ -220,15 +220,18 @@ class _Replay:
         self.produced_at = flow.ids.produced_at
         self.arg_tids: dict[int, set[int]] = {}
         self.side_tids: dict[int, set[int]] = {}
+        self.only_tid: dict[int, int | None] = {}  # call id -> the tid of its one tensor argument, if just one
 
     def call(self, call: Call) -> None:
         """A call started: its arguments are consumed by it (``consume``, inline: this runs once per call)."""
         inputs = call.inputs
+        cid, parent = call.id, call.parent
         if not call.kwargs and len(inputs) == 1 and type(inputs[0]) is TensorMeta:
             metas = inputs  # the common case: one tensor
+            self.only_tid[cid] = inputs[0].tid
         else:
             metas = _metas(call)
-        cid, parent = call.id, call.parent
+        only = self.only_tid.get(parent)  # type: ignore[arg-type]
         node = f"call:{cid}"
         producer, produced_at, edges = self.producer, self.produced_at, self.edges
         around = self.calls[parent].start if parent is not None else None
@@ -240,8 +243,10 @@ class _Replay:
             if key not in edges.seen and src != node:
                 edges.seen.add(key)  # type: ignore[arg-type]
                 edges.edges.append(bulk.edge(src, node, meta.tid, meta.shape, meta.dtype, False))  # type: ignore[arg-type]
-            # Made inside the parent (the common case: a sibling's output) cannot be a side input of it.
-            if around is not None and produced_at[meta.tid] < around:  # type: ignore[index]
+            # Made inside the parent (the common case: a sibling's output) cannot be a side input of it; nor
+            # can the parent's own argument (the first child of a block), whose check from the parent up
+            # was made when the parent started.
+            if around is not None and produced_at[meta.tid] < around and meta.tid != only:  # type: ignore[index]
                 self.side_input(meta, parent)  # type: ignore[arg-type]
 
     def op(self, op: Op) -> None:
