@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import importlib.util
 import sys
 from collections import OrderedDict
@@ -264,3 +265,19 @@ def test_a_call_made_while_an_exception_is_handled_is_not_failed_and_a_raising_c
         shapetrace.trace(failing, torch.randn(1, 3))
     assert [(c.module, c.error is not None) for c in raised.value.trace.calls] == [
         ("", True), ("act", False), ("wrong", True)]
+
+
+@pytest.mark.parametrize("collector_on", [True, False])
+def test_a_trace_leaves_the_garbage_collector_as_it_found_it(collector_on):
+    """The records are built with the cyclic collector paused; the user's setting comes back, also when the
+    forward raises."""
+    was = gc.isenabled()
+    (gc.enable if collector_on else gc.disable)()
+    try:
+        shapetrace.trace(nn.Linear(2, 2), torch.randn(1, 2))
+        assert gc.isenabled() is collector_on
+        with pytest.raises(shapetrace.TraceFailed):
+            shapetrace.trace(nn.Linear(3, 2), torch.randn(1, 2))
+        assert gc.isenabled() is collector_on
+    finally:
+        (gc.enable if was else gc.disable)()
