@@ -115,7 +115,7 @@ def test_bulk_constructors_build_the_same_records_as_the_dataclasses_with_every_
     meta = TensorMeta((2, 3), "float32", "cpu", 7, True)
     assert bulk.tensor_meta((2, 3), "float32", "cpu", 7, True) == meta
     assert hash(bulk.tensor_meta((2, 3), "float32", "cpu", 7, True)) == hash(meta)
-    args = (4, "layer1.0", "BasicBlock", 1, 0, 1, 5, 9, ["alias"], [meta], {"mask": meta})
+    args = (4, "layer1.0", "BasicBlock", 1, 0, 1, 5, 9, ["alias"], [meta], {"mask": meta}, meta, 10, 2, 8, 3)
     made, expected = bulk.call(*args), Call(*args)
     assert made == expected
     assert made.timing is None and made.memory is None
@@ -136,8 +136,8 @@ def test_bulk_constructors_build_the_same_records_as_the_dataclasses_with_every_
                     f"{cls.__name__}.{f.name}")
     other = bulk.call(*args)
     assert other.side_inputs is not made.side_inputs and other.notes is not made.notes
-    made.params = 5  # assigning a field left at its class default sets it on this record only
-    assert (made.params, other.params, Call.params) == (5, 0, 0)
+    made.flops = 5  # assigning a field left at its class default sets it on this record only
+    assert (made.flops, other.flops, Call.flops) == (5, None, None)
     assert bulk.edge("call:0", "op:1", 3, (1, 2), "float32", False) == Edge("call:0", "op:1", 3, (1, 2), "float32")
 
 

@@ -198,13 +198,11 @@ class Tracer:
         """Build the ``Trace`` from what the probes recorded (the forward is over, the model restored)."""
         shapes = self._probes[0]
         assert isinstance(shapes, ShapeProbe)
-        calls = shapes.build(exc)
-        self.tracer_errors.extend(self._engine.errors)
         index = self._index
         stats, info = model_stats(index)
+        calls = shapes.build(exc, stats)
+        self.tracer_errors.extend(self._engine.errors)
         slots = self._engine.calls.slot
-        for call in calls:
-            call.params, call.own_params, call.trainable_params, call.buffers = stats[slots[call.id]]
         # A ModuleList or ModuleDict has no forward: it holds modules but is never called itself.
         uncalled = [Uncalled(index.names[s][0], index.classes[s], stats[s][0])
                     for s in sorted(set(range(len(index))).difference(slots)) if _has_forward(index.modules[s])]

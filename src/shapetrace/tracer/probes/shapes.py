@@ -22,6 +22,7 @@ from torch import nn
 from .. import bulk
 from ..engine import Engine, ModuleIndex, Probe, Unfinished
 from ..flow import DataFlow
+from ..modelstats import Stats
 from ..records import Call, Failure, TensorMeta
 from ..values import device_name, dtype_name
 
@@ -125,9 +126,10 @@ class ShapeProbe(Probe):
             self._failed_start = self.flow.starts[cid]
 
     # ---- after the forward --------------------------------------------------------------------------------
-    def build(self, exc: BaseException | None) -> list[Call]:
+    def build(self, exc: BaseException | None, stats: list[Stats]) -> list[Call]:
         """The ``Call`` records of the forward, the edges and side inputs (into the flow), and the failure
-        outside every module when ``exc`` left the forward without a call failing."""
+        outside every module when ``exc`` left the forward without a call failing. ``stats`` holds each
+        module's parameter counts, by slot (``model_stats``)."""
         skeleton, index = self._skeleton, self.index
         names, classes = index.names, index.classes
         to_meta = _RawToMeta()
@@ -147,12 +149,12 @@ class ShapeProbe(Probe):
                 if type(a) is tuple:
                     a = made.get(a) or to_meta(a)
                 inputs.append(a)
+            out = outs.get(cid)
+            if type(out) is tuple:
+                out = made.get(out) or to_meta(out)
             call = bulk.call(cid, name, classes[slot], skeleton.index[cid], parent,
                              0 if parent is None else calls[parent].depth + 1, start, ends.get(cid), aliases,
-                             inputs, kwargs if kwargs is not None else {})
-            out = outs.get(cid)
-            if out is not None:
-                call.outputs = (made.get(out) or to_meta(out)) if type(out) is tuple else out
+                             inputs, kwargs if kwargs is not None else {}, out, *stats[slot])
             error = errors.get(cid)
             if error is not None:
                 call.error = error
