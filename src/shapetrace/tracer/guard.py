@@ -47,20 +47,12 @@ class ModelGuard:
     def __enter__(self) -> ModelGuard:  # noqa: PYI034 - typing.Self needs Python 3.11
         modules = self.index.modules
         self._training = [m.training for m in modules]
-        params: dict[int, tuple[int, str, torch.Tensor]] = {}
-        buffers: dict[int, torch.Tensor] = {}
-        for slot, m in enumerate(modules):
-            for n, p in m._parameters.items():
-                if p is not None and id(p) not in params:
-                    params[id(p)] = (slot, n, p)
-            for b in m._buffers.values():
-                if b is not None:
-                    buffers.setdefault(id(b), b)
-        self._params = list(params.values())
-        self._versions = _versions([p for _, _, p in self._params])
+        # Every parameter and buffer, a tensor registered twice listed twice (harmless for both uses).
+        self._params = [p for m in modules for p in m._parameters.values() if p is not None]
+        self._versions = _versions(self._params)
         # A copy of every buffer, written back after the forward. Version counters cannot say which buffers
         # changed: BatchNorm's kernel updates its running statistics without bumping them.
-        self._live = list(buffers.values())
+        self._live = [b for m in modules for b in m._buffers.values() if b is not None]
         with torch.no_grad():
             self._saved = list(torch._foreach_clone(self._live)) if self._live else []
         self._grad = contextlib.ExitStack()
@@ -97,7 +89,14 @@ class ModelGuard:
 
     def changed_params(self) -> list[str]:
         """Names of the parameters whose version counter moved: the forward wrote to them in place."""
-        names = self.index.names
-        now = _versions([p for _, _, p in self._params])
-        return [f"{names[slot][0]}.{n}" if names[slot][0] else n
-                for (slot, n, _), v, w in zip(self._params, self._versions, now) if v is not None and w != v]
+        now = _versions(self._params)
+        changed = {id(p) for p, v, w in zip(self._params, self._versions, now) if v is not None and w != v}
+        if not changed:
+            return []
+        out: list[str] = []
+        for m, names in zip(self.index.modules, self.index.names):
+            for n, p in m._parameters.items():
+                if p is not None and id(p) in changed:
+                    changed.discard(id(p))  # named once, where first registered
+                    out.append(f"{names[0]}.{n}" if names[0] else n)
+        return out
