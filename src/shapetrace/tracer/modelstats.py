@@ -21,32 +21,31 @@ Stats = tuple[int, int, int, int]  # params (subtree), own params, trainable par
 
 
 class _Tensors:
-    """Every module's own parameters and buffers, their sizes, and the model's totals, in one pass.
+    """Every module's own parameter and buffer counts, each tensor's size, and the model's totals, in one pass.
 
-    Part of every trace's fixed cost, so written as plain loops (no generator or helper call per tensor)."""
+    Part of every trace's fixed cost, so written as plain loops (no generator or helper call per tensor),
+    reading each tensor's size, dtype and grad flag once. What only a model with shared tensors or modules
+    needs (registration counts, each module's tensor objects) is left to ``_shared_stats`` and
+    ``_shared_params``, which walk the modules again."""
 
     def __init__(self, index: ModuleIndex) -> None:
-        self.params: list[list[torch.Tensor]] = []
-        self.buffers: list[list[torch.Tensor]] = []
         self.own: list[tuple[int, int, int]] = []  # by slot: own params, own trainable params, own buffer elements
-        self.registrations: dict[int, int] = {}  # id(param) -> registrations (a shared module's count each)
-        self.numel: dict[int, int] = {}
+        self.numel: dict[int, int] = {}  # id(tensor) -> elements, each parameter and buffer once
         self.param_dtypes: dict[str, int] = {}  # parameter bytes by dtype name, each parameter once
         shared = False
-        numel, registrations, dtypes = self.numel, self.registrations, self.param_dtypes
+        own, numel, dtypes = self.own, self.numel, self.param_dtypes
         params = trainable = buffers = param_bytes = buffer_bytes = 0
-        dtype_names: dict[torch.dtype, str] = {}  # the model's few dtypes, named once
+        kinds: dict[torch.dtype, tuple[str, int]] = {}  # the model's few dtypes: name and bytes per element
         for m, names in zip(index.modules, index.names):
-            n_names = len(names)
-            shared = shared or n_names > 1
-            ps: list[torch.Tensor] = []
+            if len(names) > 1:
+                shared = True
             own_p = own_t = own_b = 0
             for p in m._parameters.values():
                 if p is None:
                     continue
-                ps.append(p)
                 k = id(p)
                 n = numel.get(k)
+                grad = p.requires_grad
                 if n is None:
                     try:
                         n = p.numel()
@@ -54,23 +53,23 @@ class _Tensors:
                         n = 0
                     numel[k] = n
                     params += n
-                    nbytes = n * p.element_size() if n else 0
+                    dtype = p.dtype
+                    kind = kinds.get(dtype)
+                    if kind is None:
+                        kind = kinds[dtype] = (dtype_name(dtype), dtype.itemsize)
+                    nbytes = n * kind[1]
                     param_bytes += nbytes
-                    dtype = dtype_names.get(p.dtype) or dtype_names.setdefault(p.dtype, dtype_name(p.dtype))
-                    dtypes[dtype] = dtypes.get(dtype, 0) + nbytes
-                    if p.requires_grad:
+                    dtypes[kind[0]] = dtypes.get(kind[0], 0) + nbytes
+                    if grad:
                         trainable += n
                 else:
                     shared = True
                 own_p += n
-                if p.requires_grad:
+                if grad:
                     own_t += n
-                registrations[k] = registrations.get(k, 0) + n_names
-            bs: list[torch.Tensor] = []
             for b in m._buffers.values():
                 if b is None:
                     continue
-                bs.append(b)
                 k = id(b)
                 n = numel.get(k)
                 if n is None:
@@ -80,13 +79,15 @@ class _Tensors:
                         n = 0
                     numel[k] = n
                     buffers += n
-                    buffer_bytes += n * b.element_size()
+                    dtype = b.dtype
+                    kind = kinds.get(dtype)
+                    if kind is None:
+                        kind = kinds[dtype] = (dtype_name(dtype), dtype.itemsize)
+                    buffer_bytes += n * kind[1]
                 else:
                     shared = True
                 own_b += n
-            self.params.append(ps)
-            self.buffers.append(bs)
-            self.own.append((own_p, own_t, own_b))
+            own.append((own_p, own_t, own_b))
         self.totals = [params, trainable, buffers, param_bytes, buffer_bytes]
         self.shared = shared
 
@@ -128,8 +129,9 @@ def _shared_stats(index: ModuleIndex, tensors: _Tensors) -> list[Stats]:
     def visit(slot: int) -> tuple[dict[int, torch.Tensor], set[int]]:
         if slot in subtree:
             return subtree[slot]
-        params = {id(p): p for p in tensors.params[slot]}
-        bufs = {id(b) for b in tensors.buffers[slot]}
+        m = index.modules[slot]
+        params = {id(p): p for p in m._parameters.values() if p is not None}
+        bufs = {id(b) for b in m._buffers.values() if b is not None}
         subtree[slot] = (params, bufs)  # a module containing itself stops here
         for c in children[slot]:
             cp, cb = visit(c)
@@ -155,6 +157,19 @@ def _model_info(index: ModuleIndex, tensors: _Tensors) -> ModelInfo:
         param_bytes=param_bytes,
         buffer_bytes=buffer_bytes,
         modules=len(index),
-        shared_params=sum(tensors.numel[k] for k, n in tensors.registrations.items() if n > 1),
+        shared_params=_shared_params(index, tensors),
         param_dtypes=dict(sorted(tensors.param_dtypes.items())),
     )
+
+
+def _shared_params(index: ModuleIndex, tensors: _Tensors) -> int:
+    """Elements of the parameters registered more than once (twice in one module or in a module that has
+    several names): 0 without looking again when nothing is shared."""
+    if not tensors.shared:
+        return 0
+    registrations: dict[int, int] = {}
+    for m, names in zip(index.modules, index.names):
+        for p in m._parameters.values():
+            if p is not None:
+                registrations[id(p)] = registrations.get(id(p), 0) + len(names)
+    return sum(tensors.numel[k] for k, n in registrations.items() if n > 1)
