@@ -80,7 +80,7 @@ class EdgeSet:
     """Collects data-flow edges once each, in the order they were found."""
 
     def __init__(self) -> None:
-        self.seen: set[tuple[str, str, int]] = set()  # (src, dst, tid) of the edges in ``edges``
+        self.seen: set[tuple[str, str, int]] = set()  # (src, dst, tid) of the edges ``add`` made
         self.edges: list[Edge] = []
 
     def add(self, src: str, dst: str, meta: TensorMeta, side: bool = False) -> None:
@@ -235,13 +235,17 @@ class _Replay:
         node = f"call:{cid}"
         producer, produced_at, edges = self.producer, self.produced_at, self.edges
         around = self.calls[parent].start if parent is not None else None
+        # The edges into this call's node from its arguments are all made here, once per call: no other
+        # edge can have the same (src, node, tid) key (side-input edges carry tids that are not arguments),
+        # so only a tensor passed twice needs the check, and the keys need not go into ``edges.seen``.
+        made: set[tuple[str, int]] | None = set() if len(metas) > 1 else None
         for meta in metas:
             src = producer.get(meta.tid)  # type: ignore[arg-type]
             if src is None:
                 continue
-            key = (src, node, meta.tid)
-            if key not in edges.seen and src != node:
-                edges.seen.add(key)  # type: ignore[arg-type]
+            if made is None or (src, meta.tid) not in made:
+                if made is not None:
+                    made.add((src, meta.tid))  # type: ignore[arg-type]
                 edges.edges.append(bulk.edge(src, node, meta.tid, meta.shape, meta.dtype, False))  # type: ignore[arg-type]
             # Made inside the parent (the common case: a sibling's output) cannot be a side input of it; nor
             # can the parent's own argument (the first child of a block), whose check from the parent up
