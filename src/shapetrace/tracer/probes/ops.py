@@ -70,6 +70,10 @@ FAST_PATH_MODULES: tuple[type, ...] = (torch.nn.TransformerEncoderLayer, torch.n
                                        torch.nn.MultiheadAttention)
 
 
+_mode_stack_depth = torch._C._len_torch_function_stack
+_mode_at = torch._C._get_function_stack_at
+
+
 class OpRecorder(TorchFunctionMode):
     """The ``TorchFunctionMode`` that feeds functional ops to a ``DataFlow``; ``errors`` collects its own
     failures (a recorder bug never breaks the user's forward)."""
@@ -88,7 +92,10 @@ class OpRecorder(TorchFunctionMode):
 
     def step_aside(self, call_id: int) -> None:
         """Take this mode off torch's function-mode stack until ``step_back(call_id)``."""
-        if self.stepped_aside_for is not None or torch.overrides._get_current_function_mode() is not self:
+        if self.stepped_aside_for is not None:
+            return
+        depth = _mode_stack_depth()  # torch.overrides._get_current_function_mode(), without its Python frame
+        if not depth or _mode_at(depth - 1) is not self:
             return
         torch._C._pop_torch_function_stack()
         self.stepped_aside_for = call_id
