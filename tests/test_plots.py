@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -87,6 +89,14 @@ def test_bars_top_n(profiled):
     assert len(plots.time_bars(profiled, top=3)) < len(plots.time_bars(profiled, top=8))
 
 
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
 def test_plots_module_never_imports_torch():
-    code = "import sys, shapetrace.renderers.plots; assert 'torch' not in sys.modules, 'torch imported'"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # PYTHONPATH names this tree's src, so the child imports the code under test, never an installed copy
+    code = ("import sys, shapetrace.renderers.plots as plots; assert 'torch' not in sys.modules, 'torch imported'; "
+            "print(plots.__file__)")
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(SRC)})
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()).resolve() == (SRC / "shapetrace" / "renderers" / "plots.py").resolve()
