@@ -224,6 +224,35 @@ def test_the_photo_exhibits_show_the_photo_and_the_output_at_their_real_sizes(tm
     assert "1000+2 = 1002 rows, 846+2 = 848 columns" in page and "(1, 6, 1002, 848)" in page
 
 
+def _page_text(page: str) -> str:
+    """What a reader sees of a gallery page: the text outside tags, scripts, styles and inline SVG."""
+    import html
+    import re
+
+    page = re.sub(r"<(svg|script|style)\b.*?</\1>", " ", page, flags=re.DOTALL)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", page)))
+
+
+def test_the_photo_pages_give_every_size_as_height_by_width_like_torch(tmp_path):
+    """Prose and picture captions name sizes in one order, height × width as in (N, C, H, W), and say so."""
+    import re
+
+    names = ("nearest-upsample-photo", "transposed-conv-photo")
+    for n in names:
+        _require(n)
+    build_site(tmp_path, list(names), jobs=1)
+    up, tc = (_page_text((tmp_path / f"{n}.html").read_text()) for n in names)
+    assert "the photo, 600×512 pixels (height × width, the order of torch's (N, C, H, W)), becomes 1200×1024" in up
+    assert "the 1000×846 crop (height × width, the order of torch's (N, C, H, W)) becomes 1002×848" in tc
+    for text, tensors in ((up, ["(1, 3, 600, 512)", "(1, 3, 1200, 1024)"]),
+                          (tc, ["(1, 3, 1000, 846)", "(1, 6, 1002, 848)"])):
+        captions = re.findall(r"(\d+)×(\d+) pixels \(height × width\), the tensor (\(\d+, \d+, \d+, \d+\))", text)
+        assert [tensor for _, _, tensor in captions] == tensors  # the input's and the output's picture
+        assert all(tensor.endswith(f", {h}, {w})") for h, w, tensor in captions)
+    for width_first in ("512×600", "512x600", "1024×1200", "1024x1200", "846×1000", "846x1000", "848×1002"):
+        assert width_first not in up + tc
+
+
 def test_a_whole_rebuild_removes_what_only_the_last_build_wrote_and_nothing_else(tmp_path, monkeypatch):
     from shapetrace.gallery import site
 

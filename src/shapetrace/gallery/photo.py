@@ -93,6 +93,11 @@ def _png(x: torch.Tensor, scale: int = 1) -> bytes:
     return buf.getvalue()
 
 
+def size_text(height: int, width: int) -> str:
+    """A picture's size as the pages write it: height first, as in torch's (N, C, H, W), and named as such."""
+    return f"{height}×{width} pixels (height × width)"
+
+
 def _picture(file: str, x: torch.Tensor, caption: str, scale: int = 1) -> Picture:
     return Picture(file, _png(x, scale), caption, x.shape[-1] * scale, x.shape[-2] * scale, zoom=scale > 1)
 
@@ -116,9 +121,11 @@ def upsample_pictures(name: str) -> list[Picture]:
         _gridded(_picture(f"{name}.zoom-output.png", patch_out, f"The same patch of the output: {2 * side}×"
                           f"{2 * side} pixels, enlarged 6 times, a grid line around every pixel. Every input pixel "
                           "became a 2×2 block of four equal pixels.", scale=6), 6),
-        _picture(f"{name}.input.png", x[0], f"The input: {w}×{h} pixels (1, 3, {h}, {w}), shown at its real size."),
-        _picture(f"{name}.output.png", y[0], f"The output: {2 * w}×{2 * h} pixels (1, 3, {2 * h}, {2 * w}), "
-                 "shown at its real size: the same picture, twice as wide and twice as high, no sharper."),
+        _picture(f"{name}.input.png", x[0], f"The input: {size_text(h, w)}, the tensor (1, 3, {h}, {w}), shown at "
+                 "its real size."),
+        _picture(f"{name}.output.png", y[0], f"The output: {size_text(2 * h, 2 * w)}, the tensor "
+                 f"(1, 3, {2 * h}, {2 * w}), shown at its real size: the same picture, twice as high and twice as "
+                 "wide, no sharper."),
     ]
 
 
@@ -162,8 +169,10 @@ def transposed_pictures(name: str, build: Callable[[], torch.nn.Module]) -> list
                                f"The output's top-left {corner + 2}×{corner + 2} pixels: the outer ring is new. A "
                                "3×3 kernel with stride 1 and no padding spreads every input pixel over a 3×3 "
                                f"block, so each side grows by 2: {h}+2 = {oh} rows, {w}+2 = {ow} columns."))
-    pics.append(_picture(f"{name}.input.png", x[0], f"The input: {w}×{h} pixels (1, 3, {h}, {w}), real size."))
-    pics.append(_picture(f"{name}.output.png", rgb, f"The output: {ow}×{oh} pixels (1, 6, {oh}, {ow}), real size; "
+    pics.append(_picture(f"{name}.input.png", x[0], f"The input: {size_text(h, w)}, the tensor (1, 3, {h}, {w}), "
+                         "real size."))
+    pics.append(_picture(f"{name}.output.png", rgb, f"The output: {size_text(oh, ow)}, the tensor (1, 6, {oh}, {ow}), "
+                         "real size; "
                          "channels 0-2 of 6 shown as red, green and blue (random weights, so the colours mean "
                          "nothing): one pixel more on every side."))
     return pics

@@ -187,9 +187,9 @@ register(Exhibit(
     question='How does a model make a small grid bigger, and what does nearest-neighbour upsampling do to a picture?',
     title="Nearest-neighbour upsampling on the photo",
     caption=(
-        "nn.Upsample(scale_factor=2, mode='nearest') copies every pixel into a 2x2 block: the 600x512 photo "
-        "becomes 1200x1024 with no new detail and no parameters. It is the simplest way to grow a feature map "
-        "back towards image size."),
+        "nn.Upsample(scale_factor=2, mode='nearest') copies every pixel into a 2x2 block: the photo, "
+        "600×512 pixels (height × width, the order of torch's (N, C, H, W)), becomes 1200×1024 with no new "
+        "detail and no parameters. It is the simplest way to grow a feature map back towards image size."),
     build=lambda: nn.Upsample(scale_factor=2, mode="nearest").eval(),
     cost=2,
     inputs=lambda: ((photo_tensor(),), {}),
@@ -205,8 +205,8 @@ register(Exhibit(
     caption=(
         "A transposed ConvLayer uses ConvTranspose2d with padding 0 (fastai's rule for transpose), no bias "
         "because a BatchNorm2d follows, then ReLU: 174 parameters. With stride 1 it grows each side by ks-1, so "
-        "the 1000x846 crop becomes 1002x848; zeros between input pixels only appear with stride > 1 "
-        "(ks=4, stride=2, padding=1 doubles the size)."),
+        "the 1000×846 crop (height × width, the order of torch's (N, C, H, W)) becomes 1002×848; zeros between "
+        "input pixels only appear with stride > 1 (ks=4, stride=2, padding=1 doubles the size)."),
     build=lambda: ConvLayer(3, 6, transpose=True).eval(),
     cost=5,
     inputs=lambda: ((photo_tensor(1000, 846),), {}),
