@@ -14,6 +14,7 @@ import shutil
 from types import ModuleType
 
 import pytest
+import torch
 
 from shapetrace.tracer import capture
 from shapetrace.tracer.records import Trace
@@ -21,12 +22,18 @@ from shapetrace.tracer.records import Trace
 _finish = capture.Tracer._finish
 
 
-def _finish_and_check_round_trip(self, exc):
-    trace = _finish(self, exc)
+def check_round_trip(trace: Trace) -> None:
+    """The trace survives a JSON round trip exactly. ``every_trace_round_trips`` checks every trace a test makes;
+    a session- or module-scoped fixture, set up before that function-scoped one, calls this itself."""
     text = trace.to_json()
     again = Trace.from_json(text)
     assert again == trace, "JSON round trip changed the trace"
     assert again.to_json() == text
+
+
+def _finish_and_check_round_trip(self, exc):
+    trace = _finish(self, exc)
+    check_round_trip(trace)
     return trace
 
 
@@ -34,6 +41,88 @@ def _finish_and_check_round_trip(self, exc):
 def every_trace_round_trips(monkeypatch):
     monkeypatch.setattr(capture.Tracer, "_finish", _finish_and_check_round_trip)
     yield
+
+
+# ---- expensive read-only models and traces, made once per session ------------------------------------------
+# Several test files read the same gallery exhibits (U-Nets on a resnet34 body at 360x480, the pet recognizer,
+# the AWD-LSTM classifier), whose builds and CPU forwards take seconds each. These fixtures build each model
+# and trace each one once per session. The tests that use them only read them or run them as built: a test that
+# changes a model (train(), parameters, buffers, hooks) builds its own. Every hand-out, and the end of the
+# session, checks that no test changed what it was given (see ``model_fingerprint``; traces by their JSON).
+# Exhibits whose forward depends on the forwards before it are never shared: the AWD-LSTMs (the language model
+# keeps its hidden state; the classifier resets it, but its first forward grows the hidden state from the
+# built batch size of 1, so a fresh model's first trace records other ops than a later one). A test builds its
+# own; their shared traces are each of a fresh build.
+STATEFUL_EXHIBITS = {"awd-lstm-language-model", "awd-lstm-classifier"}
+
+
+def model_fingerprint(model) -> tuple:
+    """What a read-only use must leave as it was: per module its training flag and hook counts; per parameter
+    its name, identity, version counter (bumped by any in-place write), ``requires_grad``, shape, dtype and
+    device; per buffer its name, identity and bytes (BatchNorm's kernel updates running statistics without
+    bumping their version counters, and a trace's guard writes the saved buffers back, bumping them)."""
+    import hashlib
+
+    modules = tuple((name, m.training, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+                    for name, m in model.named_modules(remove_duplicate=False))
+    params = tuple((name, id(p), p._version, p.requires_grad, tuple(p.shape), p.dtype, p.device)
+                   for name, p in model.named_parameters(remove_duplicate=False))
+    buffers = tuple((name, id(b), b.dtype, b.device, tuple(b.shape),
+                     hashlib.sha256(b.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest())
+                    for name, b in model.named_buffers(remove_duplicate=False))
+    return modules, params, buffers
+
+
+class SharedExhibits:
+    """Each exhibit's model as ``Exhibit.build()`` makes it on the CPU, and its trace with the default options
+    on the exhibit's inputs (``shapetrace.trace(model, *args, **kwargs)``), each made once per session."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, tuple[object, tuple]] = {}
+        self._traces: dict[str, tuple[Trace, str]] = {}
+
+    def model(self, name: str):
+        """The exhibit's model, built once; fails when an earlier test changed it."""
+        if name in STATEFUL_EXHIBITS:
+            raise ValueError(f"{name}'s forward depends on the forwards before it: build it in the test")
+        if name not in self._models:
+            from shapetrace.gallery.exhibits import get_exhibit
+
+            built = get_exhibit(name).build()
+            self._models[name] = (built, model_fingerprint(built))
+        built, fingerprint = self._models[name]
+        assert model_fingerprint(built) == fingerprint, f"a test changed the shared {name} model"
+        return built
+
+    def trace(self, name: str) -> Trace:
+        """The trace of the exhibit's shared model on its inputs (default options), made once."""
+        if name not in self._traces:
+            import shapetrace
+            from shapetrace.gallery.exhibits import get_exhibit
+
+            exhibit = get_exhibit(name)
+            args, kwargs = exhibit.inputs()
+            model = exhibit.build() if name in STATEFUL_EXHIBITS else self.model(name)
+            made = shapetrace.trace(model, *args, **kwargs)
+            check_round_trip(made)
+            self._traces[name] = (made, made.to_json())
+        made, text = self._traces[name]
+        assert made.to_json() == text, f"a test changed the shared {name} trace"
+        return made
+
+    def check_unchanged(self) -> None:
+        for name in self._models:
+            self.model(name)
+        for name in self._traces:
+            self.trace(name)
+
+
+@pytest.fixture(scope="session")
+def shared_exhibits():
+    """Exhibit models and traces shared by the whole session (read-only: see ``SharedExhibits``)."""
+    shared = SharedExhibits()
+    yield shared
+    shared.check_unchanged()
 
 
 # ---- dependencies that must not skip quietly ---------------------------------------------------------------

@@ -411,16 +411,13 @@ def test_exhibits():
             lm_model.get_submodule(name)
 
 
-def test_trace_shows_the_three_chunk_calls():
+def test_trace_shows_the_three_chunk_calls(shared_exhibits):
     import shapetrace
 
     if not hasattr(shapetrace, "trace"):
         pytest.skip("shapetrace.trace is not available yet")
-    from shapetrace.gallery.exhibits import get_exhibit
 
-    e = get_exhibit("awd-lstm-classifier")
-    args, kwargs = e.inputs()
-    t = shapetrace.trace(e.build(), *args, **kwargs)
+    t = shared_exhibits.trace("awd-lstm-classifier")  # shapetrace.trace(e.build(), *args, **kwargs)
     awd = [c for c in t.calls if c.module == "0.module"]
     assert [c.cls for c in awd] == ["AWD_LSTM"] * 3
     assert [c.call_index for c in awd] == [0, 1, 2]

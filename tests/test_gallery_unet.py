@@ -8,13 +8,14 @@ are recorded here as facts; fastai is still never imported.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pytest
 import torch
 import torchvision
 from fastai_checks import calls_per_class, keys_digest
 from torch import nn
 
-import shapetrace
 from shapetrace.gallery.exhibits import EXHIBITS
 from shapetrace.gallery.exhibits import unet as unet_exhibits
 from shapetrace.gallery.layers import (
@@ -37,22 +38,57 @@ def n_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
-@pytest.fixture(scope="module")
-def exhibit_models() -> dict[str, nn.Module]:
-    """Each U-Net exhibit's model, built once (the dummy forwards at 360x480 take seconds on a CPU)."""
-    return {name: EXHIBITS[name].build() for name in EXPECTED_OUTPUTS}
+@pytest.fixture
+def exhibit_models(shared_exhibits) -> dict[str, nn.Module]:
+    """Each U-Net exhibit's model, built once per session (the dummy forwards at 360x480 take seconds on a CPU)
+    and shared read-only: ``shared_exhibits`` fails a test that got it changed."""
+    return {name: shared_exhibits.model(name) for name in EXPECTED_OUTPUTS}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def camvid(exhibit_models) -> DynamicUnet:
     """create_unet_model(resnet34, 32, (360, 480)), as the camvid-unet exhibit builds it."""
     return exhibit_models["camvid-unet"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def camvid_variant(exhibit_models) -> DynamicUnet:
     """The same with blur, self_attention, last_cross and y_range=(0, 1) (the camvid-unet-blur-attention exhibit)."""
     return exhibit_models["camvid-unet-blur-attention"]
+
+
+class Run(NamedTuple):
+    """One forward in eval mode seen by torch's own hooks only (no shapetrace)."""
+
+    output: torch.Tensor
+    calls: dict[str, int]  # calls per module class, as fastai_checks.calls_per_class counts them
+    layer_outputs: list[tuple[str, tuple]]  # class and output shape of each entry of model.layers, in call order
+
+
+@pytest.fixture(scope="module")
+def exhibit_runs(shared_exhibits):
+    """``exhibit_runs(name)``: the U-Net exhibit's model run once on the exhibit's own input, its calls per class,
+    ``layers`` outputs and output all recorded by that one forward (a 360x480 forward takes seconds on a CPU)."""
+    runs: dict[str, Run] = {}
+
+    def run(name: str) -> Run:
+        if name not in runs:
+            model = shared_exhibits.model(name)
+            args, _ = EXHIBITS[name].inputs()
+            layer_outputs, output = [], []
+            handles = [m.register_forward_hook(lambda m, i, o: layer_outputs.append((type(m).__name__, tuple(o.shape))))
+                       for m in model.layers]
+            handles.append(model.register_forward_hook(lambda m, i, o: output.append(o)))
+            try:
+                calls = calls_per_class(model, *args)
+            finally:
+                for h in handles:
+                    h.remove()
+            [out] = output
+            runs[name] = Run(out, calls, layer_outputs)
+        return runs[name]
+
+    return run
 
 
 def layer_outputs(model: DynamicUnet, x: torch.Tensor) -> list[tuple[str, tuple]]:
@@ -87,8 +123,8 @@ def test_camvid_unet_hooks_encoder_children_where_the_size_changes(camvid):
     assert [b.hook for b in camvid.layers[4:8]] == camvid.sfs
 
 
-def test_camvid_unet_block_outputs_match_fastai(camvid):
-    outputs = layer_outputs(camvid, torch.rand(1, 3, *CAMVID))
+def test_camvid_unet_block_outputs_match_fastai(exhibit_runs):
+    outputs = exhibit_runs("camvid-unet").layer_outputs  # on the exhibit's (1, 3, 360, 480) image
     assert outputs[4:] == [
         ("UnetBlock", (1, 512, 23, 30)), ("UnetBlock", (1, 384, 45, 60)), ("UnetBlock", (1, 256, 90, 120)),
         ("UnetBlock", (1, 96, 180, 240)), ("PixelShuffle_ICNR", (1, 96, 360, 480)),
@@ -156,17 +192,21 @@ def test_variant_blurs_every_unet_block_upsampler_but_not_the_final_one(camvid_v
     assert len(camvid_variant.layers[8]) == 2
 
 
-def test_variant_y_range_squashes_the_output(camvid_variant):
+def test_variant_y_range_squashes_the_output(camvid_variant, exhibit_runs):
     assert [type(m) for m in camvid_variant.layers[-2:]] == [SigmoidRange, ToTensorBase]
-    with torch.no_grad():
-        out = camvid_variant(torch.rand(1, 3, *CAMVID))
+    out = exhibit_runs("camvid-unet-blur-attention").output  # on the exhibit's (1, 3, 360, 480) image
     assert out.shape == (1, 32, 360, 480) and 0 <= out.min() and out.max() <= 1
 
 
-def test_last_cross_false_drops_the_merge_and_resblock():
+@pytest.fixture(scope="module")
+def unet_without_last_cross() -> DynamicUnet:
     # The structure (and so the count) depends on img_size only through where sizes change, which for a
-    # resnet34 body is the same at 64x64 as at 360x480; the small size keeps the test fast.
-    unet = create_unet_model(torchvision.models.resnet34, 32, (64, 64), last_cross=False)
+    # resnet34 body is the same at 64x64 as at 360x480; the small size keeps the tests fast.
+    return create_unet_model(torchvision.models.resnet34, 32, (64, 64), last_cross=False)
+
+
+def test_last_cross_false_drops_the_merge_and_resblock(unet_without_last_cross):
+    unet = unet_without_last_cross
     assert n_params(unet) == 41_047_456
     assert not any(isinstance(m, (MergeLayer, ResBlock)) for m in unet.layers)
 
@@ -222,9 +262,8 @@ def test_unet_exhibit_is_in_eval_mode_with_cut_names_covering_its_children(name,
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_OUTPUTS))
-def test_unet_exhibit_traces_with_the_expected_output(name, exhibit_models):
-    args, kwargs = EXHIBITS[name].inputs()
-    trace = shapetrace.trace(exhibit_models[name], *args, **kwargs)
+def test_unet_exhibit_traces_with_the_expected_output(name, shared_exhibits):
+    trace = shared_exhibits.trace(name)  # shapetrace.trace(model, *args, **kwargs) on the exhibit's inputs
     assert trace.calls[0].error is None and trace.calls[0].outputs.shape == EXPECTED_OUTPUTS[name]
     if name == "camvid-unet":  # the traced UnetBlocks show fastai's block outputs
         blocks = [c for c in trace.calls if c.cls == "UnetBlock"]
@@ -248,18 +287,15 @@ FASTAI_UNET_FACTS = {
 
 
 @pytest.mark.parametrize("name", sorted(FASTAI_UNET_FACTS))
-def test_unet_exhibit_state_dict_and_calls_are_fastai_2_8_12s(name, exhibit_models):
+def test_unet_exhibit_state_dict_and_calls_are_fastai_2_8_12s(name, exhibit_models, exhibit_runs):
     digest, calls = FASTAI_UNET_FACTS[name]
-    model = exhibit_models[name]
-    assert keys_digest(model) == digest
-    args, _ = EXHIBITS[name].inputs()
-    assert calls_per_class(model, *args) == calls
+    assert keys_digest(exhibit_models[name]) == digest
+    assert exhibit_runs(name).calls == calls  # calls_per_class on the exhibit's input
 
 
-def test_last_cross_false_state_dict_is_fastai_2_8_12s():
+def test_last_cross_false_state_dict_is_fastai_2_8_12s(unet_without_last_cross):
     # checked against fastai 2.8.12 at (360, 480); the keys and shapes do not depend on img_size for resnet34
-    unet = create_unet_model(torchvision.models.resnet34, 32, (64, 64), last_cross=False)
-    assert keys_digest(unet) == (273, "0dd839207c385ae2")
+    assert keys_digest(unet_without_last_cross) == (273, "0dd839207c385ae2")
 
 
 def test_superres_unet_uses_weight_norm_and_a_3_channel_y_range(exhibit_models):

@@ -14,7 +14,6 @@ import torchvision
 from fastai_checks import calls_per_class, keys_digest
 from torch import nn
 
-import shapetrace
 from shapetrace.gallery.exhibits import EXHIBITS
 from shapetrace.gallery.exhibits import vision as vision_exhibits
 from shapetrace.gallery.layers import AdaptiveConcatPool2d, Flatten, SigmoidRange
@@ -290,8 +289,8 @@ def test_model_meta_gives_each_family_its_cut_splitter_and_imagenet_stats(names,
         assert (meta["cut"], meta["split"].__name__, meta["stats"]) == (cut, split, imagenet_stats)
 
 
-def test_each_family_splits_into_three_groups_covering_every_parameter():
-    bodies = EXHIBITS["model-meta-bodies"].build()
+def test_each_family_splits_into_three_groups_covering_every_parameter(shared_exhibits):
+    bodies = shared_exhibits.model("model-meta-bodies")  # the exhibit's model as built, shared read-only
     for family, arch in vision_exhibits.META_FAMILIES.items():
         model = nn.Sequential(bodies.bodies[family], create_head(8, 2))
         groups = model_meta[arch]["split"](model)
@@ -374,12 +373,11 @@ def test_every_vision_exhibit_is_listed_here():
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_OUTPUTS))
-def test_vision_exhibit_traces_in_eval_mode_with_the_expected_output(name):
+def test_vision_exhibit_traces_in_eval_mode_with_the_expected_output(name, shared_exhibits):
     exhibit = EXHIBITS[name]
-    model = exhibit.build()
+    model = shared_exhibits.model(name)  # exhibit.build(), shared read-only
     assert not model.training and exhibit.caption and exhibit.title
-    args, kwargs = exhibit.inputs()
-    trace = shapetrace.trace(model, *args, **kwargs)
+    trace = shared_exhibits.trace(name)  # shapetrace.trace(model, *args, **kwargs) on exhibit.inputs()
     root = trace.calls[0]
     assert root.module == "" and root.error is None
     out = root.outputs
@@ -389,9 +387,9 @@ def test_vision_exhibit_traces_in_eval_mode_with_the_expected_output(name):
 
 
 @pytest.mark.parametrize("name", ["pet-recognizer-resnet34", "resnet34-cut", "resnet34-block-split"])
-def test_exhibit_overlay_options_name_real_modules(name):
+def test_exhibit_overlay_options_name_real_modules(name, shared_exhibits):
     exhibit = EXHIBITS[name]
-    modules = dict(exhibit.build().named_modules())
+    modules = dict(shared_exhibits.model(name).named_modules())
     for key in ("cut", "param_groups"):
         for names in exhibit.options.get(key, {}).values():
             assert all(n in modules for n in names), (key, names)

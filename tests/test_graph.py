@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import check_round_trip
 from torch import nn
 
 import shapetrace
@@ -296,15 +297,16 @@ def test_renderers_do_not_import_torch():
 
 # ---- the gallery exhibits -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def camvid_unet_trace() -> Trace:
+def camvid_unet_trace(shared_exhibits) -> Trace:
     from shapetrace.gallery.exhibits import get_exhibit
 
-    ex = get_exhibit("camvid-unet")
-    torch.manual_seed(0)
-    model = ex.build().eval()
-    (x,), _ = ex.inputs()
+    model = shared_exhibits.model("camvid-unet")  # as the exhibit builds it (in eval mode), shared read-only
+    (x,), _ = get_exhibit("camvid-unet").inputs()
     # a quarter of the exhibit's 360x480 image keeps the test fast; the skips are the same
-    return shapetrace.trace(model, torch.randn(1, x.shape[1], 96, 128), ops=True)
+    made = shapetrace.trace(model, torch.randn(1, x.shape[1], 96, 128, generator=torch.Generator().manual_seed(0)),
+                            ops=True)
+    check_round_trip(made)  # set up before every_trace_round_trips, so checked here
+    return made
 
 
 def test_unet_exhibit_has_the_four_skips_and_the_input_skip(camvid_unet_trace):

@@ -399,16 +399,10 @@ EXHIBITS_80 = ("pet-recognizer-resnet34", "camvid-unet", "awd-lstm-classifier")
 TABLES_DOC = Path(__file__).resolve().parents[1] / "docs" / "tables.md"
 
 
-@pytest.fixture(scope="module")
-def exhibit_traces() -> dict[str, Trace]:
-    from shapetrace.gallery.exhibits import get_exhibit
-
-    out = {}
-    for name in EXHIBITS_80:
-        ex = get_exhibit(name)
-        args, kwargs = ex.inputs()
-        out[name] = shapetrace.trace(ex.build(), *args, **kwargs)
-    return out
+@pytest.fixture
+def exhibit_traces(shared_exhibits) -> dict[str, Trace]:
+    """Each exhibit traced on its inputs with the default options (made once per session, read-only)."""
+    return {name: shared_exhibits.trace(name) for name in EXHIBITS_80}
 
 
 def test_the_three_exhibits_show_every_shape_whole_at_80_columns(exhibit_traces):
