@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -13,6 +15,8 @@ from conftest import requires_dot
 import shapetrace
 from shapetrace.cli import main
 
+# a child Python imports this tree's src, never an installed copy
+SRC_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
 LINEAR = ["torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "--input", "3,4"]
 
 
@@ -105,7 +109,8 @@ def test_render_runs_without_torch(tmp_path):
     code = ("import sys; sys.modules['torch'] = None\n"
             "from shapetrace.cli import main\n"
             f"main(['render', {str(saved)!r}, '--format', 'md'])")
-    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120,
+                          env=SRC_ENV)
     assert done.returncode == 0, done.stderr
     assert "`(root)`" in done.stdout and "Linear" in done.stdout
 
@@ -133,13 +138,26 @@ def test_diagram_format_writes_a_dot_file(tmp_path):
     assert "digraph" in out.read_text()
 
 
+def run_at_once(*commands: list[str], cwd: Path) -> list[subprocess.CompletedProcess]:
+    """Run the commands side by side (each ``python -m shapetrace`` spends seconds importing torch) and return
+    their results in order; all are killed when one outlives the timeout."""
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=SRC_ENV)
+             for c in commands]
+    try:
+        outputs = [p.communicate(timeout=120) for p in procs]
+        return [subprocess.CompletedProcess(p.args, p.returncode, out, err) for p, (out, err) in zip(procs, outputs)]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
 def test_python_dash_m_runs_the_cli(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "shapetrace", "trace", *LINEAR, "--format", "csv"], check=False,
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    done, bad = run_at_once([sys.executable, "-m", "shapetrace", "trace", *LINEAR, "--format", "csv"],
+                            [sys.executable, "-m", "shapetrace", "trace", "resnt18"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0].startswith("layer,depth,class")
-    bad = subprocess.run([sys.executable, "-m", "shapetrace", "trace", "resnt18"], check=False, capture_output=True,
-                         text=True, timeout=120, cwd=tmp_path)
     assert bad.returncode == 2 and "Did you mean 'resnet18'" in bad.stderr and "Traceback" not in bad.stderr
 
 
