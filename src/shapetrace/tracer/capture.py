@@ -204,8 +204,16 @@ class Tracer:
         self.tracer_errors.extend(self._engine.errors)
         slots = self._engine.calls.slot
         # A ModuleList or ModuleDict has no forward: it holds modules but is never called itself.
-        uncalled = [Uncalled(index.names[s][0], index.classes[s], stats[s][0])
-                    for s in sorted(set(range(len(index))).difference(slots)) if _has_forward(index.modules[s])]
+        uncalled = []
+        if len(set(slots)) < len(index):
+            called = set(slots)
+            for s, m in enumerate(index.modules):
+                if s not in called:
+                    has = _HAS_FORWARD.get(type(m))  # _has_forward(m), its cache read inline
+                    if has is None:
+                        has = _has_forward(m)
+                    if has:
+                        uncalled.append(Uncalled(index.names[s][0], index.classes[s], stats[s][0]))
         first = next((c for c in calls if c.parent is None), None)
         trace = Trace(
             model=info,
