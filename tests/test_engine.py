@@ -169,6 +169,12 @@ class _Decorated(nn.Module):
         return x
 
 
+class _Static(nn.Module):
+    @staticmethod
+    def forward(x, mask=None):
+        return x if mask is None else x * mask
+
+
 class _CallStyles(nn.Module):
     """Calls its children every way Python allows, with and without keywords."""
 
@@ -176,6 +182,7 @@ class _CallStyles(nn.Module):
         super().__init__()
         self.lin, self.masked, self.kw_only = nn.Linear(3, 3), _Masked(), _KeywordOnly()
         self.anything, self.decorated, self.seq = _Anything(), _Decorated(), nn.Sequential(nn.ReLU())
+        self.static = _Static()
         self.patched = nn.Linear(3, 3)
         plain = self.patched.forward
         self.patched.forward = lambda x, shift=0.0: plain(x) + shift  # a forward set on the instance
@@ -189,6 +196,7 @@ class _CallStyles(nn.Module):
         x = self.anything(x) + self.anything(x, bias=m)
         x = self.decorated(x) + self.decorated(x, scale=3.0)
         x = self.seq(input=x) + self.seq(x)
+        x = self.static(x) + self.static(x, mask=m)
         return self.patched(x) + self.patched(x, shift=1.0)
 
 
@@ -221,6 +229,7 @@ def test_the_signature_rule_says_when_no_keyword_is_possible():
     assert keyword_free_at(_KeywordOnly()) > 10**9  # a keyword-only parameter: always read
     assert keyword_free_at(_Anything()) > 10**9  # **kwargs
     assert keyword_free_at(_Decorated()) > 10**9  # the wrapper's own signature, not the wrapped one's
+    assert keyword_free_at(_Static()) > 10**9  # a staticmethod has no self to skip
     patched = nn.Linear(2, 2)
     patched.forward = lambda x: x
     assert keyword_free_at(patched) > 10**9

@@ -216,12 +216,13 @@ def keyword_free_at(module: nn.Module) -> int:
     cls = type(module)
     known = _POSITIONAL.get(cls)
     if known is None:
-        known = _POSITIONAL[cls] = _keyword_free_at(getattr(cls, "forward", None))
+        # The attribute as stored: a staticmethod's function has no ``self`` to skip.
+        known = _POSITIONAL[cls] = _keyword_free_at(inspect.getattr_static(cls, "forward", None))
     return known
 
 
 def _keyword_free_at(forward: Any) -> int:
-    if not inspect.isfunction(forward):  # a staticmethod, a callable object, a C function
+    if not inspect.isfunction(forward):  # a staticmethod or classmethod, a callable object, a C function
         return _ALWAYS
     try:  # the signature as written, not one a decorator copied from what it wraps
         params = list(inspect.signature(forward, follow_wrapped=False).parameters.values())[1:]
