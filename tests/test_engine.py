@@ -246,6 +246,33 @@ def test_keyword_arguments_that_cannot_be_read_are_said_to_be_unknown(monkeypatc
     assert trace.calls[1].inputs[0].shape == (1, 3)
 
 
+def test_a_class_whose_forward_is_replaced_has_its_keywords_read_by_the_new_signature(monkeypatch):
+    """Patching a class's forward (a common way to change a library's layer) after a first trace: the next
+    trace reads the new forward's signature, not the one remembered for the class."""
+    class Layer(nn.Module):
+        def forward(self, x):
+            return x
+
+    model = nn.Sequential(Layer())
+    assert shapetrace.trace(model, torch.randn(1, 3)).calls[1].kwargs == {}
+
+    def scaled(self, x, scale=1.0):
+        return x * scale
+
+    monkeypatch.setattr(Layer, "forward", scaled)
+
+    class Caller(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = model[0]
+
+        def forward(self, x):
+            return self.layer(x, scale=torch.full((1,), 2.0))
+
+    trace = shapetrace.trace(Caller(), torch.randn(1, 3))
+    assert set(trace.calls[1].kwargs) == {"scale"}
+
+
 @pytest.mark.parametrize("inner_frame_known", [True, False])
 def test_a_call_made_while_an_exception_is_handled_is_not_failed_and_a_raising_call_is(monkeypatch,
                                                                                        inner_frame_known):

@@ -196,7 +196,9 @@ def _inner_code() -> Any:
 _INNER = _inner_code()
 
 _ALWAYS = sys.maxsize  # "read the keyword arguments whatever the positional ones"
-_POSITIONAL: dict[type, int] = {}  # module class -> keyword_free_at() of its forward, once per class
+# module class -> (its forward as last seen, keyword_free_at() of it): computed once per class, again if the
+# class's forward is replaced (patching a class's forward is a common way to change a library's model).
+_POSITIONAL: dict[type, tuple[Any, int]] = {}
 
 
 def keyword_free_at(module: nn.Module) -> int:
@@ -214,11 +216,12 @@ def keyword_free_at(module: nn.Module) -> int:
     if "forward" in module.__dict__:
         return _ALWAYS  # set on this instance: rare, and not what the class says
     cls = type(module)
+    forward = getattr(cls, "forward", None)
     known = _POSITIONAL.get(cls)
-    if known is None:
+    if known is None or known[0] is not forward:
         # The attribute as stored: a staticmethod's function has no ``self`` to skip.
-        known = _POSITIONAL[cls] = _keyword_free_at(inspect.getattr_static(cls, "forward", None))
-    return known
+        known = _POSITIONAL[cls] = (forward, _keyword_free_at(inspect.getattr_static(cls, "forward", None)))
+    return known[1]
 
 
 def _keyword_free_at(forward: Any) -> int:
@@ -344,9 +347,11 @@ class Engine:
         kwargs = None
         if self._kwargs:
             free_at = self._keyword_free_at[slot]
-            if free_at is None:  # the slot's first call: keyword_free_at(), its class looked up inline
-                free_at = _POSITIONAL.get(type(module)) if "forward" not in module.__dict__ else _ALWAYS
-                if free_at is None:
+            if free_at is None:  # the slot's first call: keyword_free_at(), its cache read inline
+                known = _POSITIONAL.get(type(module))
+                if known is not None and known[0] is type(module).forward and "forward" not in module.__dict__:
+                    free_at = known[1]
+                else:
                     free_at = keyword_free_at(module)
                 self._keyword_free_at[slot] = free_at
             if len(args) >= free_at:
