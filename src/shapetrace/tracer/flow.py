@@ -194,7 +194,8 @@ class DataFlow:
                 elif use_at is not None:
                     if start is not None and use_at >= start:
                         break
-                    replay.leaf_use(*uses[u])
+                    _, call_id, meta = uses[u]
+                    replay.leaf_use(call_id, meta)
                     u += 1
                 else:
                     break
@@ -256,7 +257,8 @@ class _Replay:
     def op(self, op: Op) -> None:
         self.consume([m for _, m in iter_tensors(op.inputs)], f"op:{op.id}", op.call)
 
-    def leaf_use(self, order: int, call: int, meta: TensorMeta) -> None:
+    def leaf_use(self, call: int, meta: TensorMeta) -> None:
+        """A leaf call's own op touched ``meta``: a side input of the call if it was not an argument."""
         self.side_input(meta, call)
 
     def consume(self, metas: Iterable[TensorMeta], node: str, around: int | None) -> None:
