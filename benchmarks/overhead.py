@@ -2,10 +2,12 @@
 torch.profiler run, measured in one run.
 
 Every method runs on the same model and input, interleaved round by round (plain, floor, shapetrace,
-shapetrace with ops, torchinfo, torchview, torchlens, the profiler, plain, ...) so drift in the machine's
-speed hits all of them alike. Each result is the median wall time of its rounds divided by the plain
-forward's median from the same run (and minimum over minimum). torchlens is optional (its column reads
-"not installed" without it).
+shapetrace with ops, torchinfo, torchview, the profiler, plain, ...) so drift in the machine's speed hits
+all of them alike. Each result is the median wall time of its rounds divided by the plain forward's median
+from the same run (and minimum over minimum). torchlens is measured the same way in a child process of its
+own, against a plain forward timed there: importing it wraps torch's functions for the whole process, which
+would slow every later measurement in this one. It is optional (its column reads "not installed" without
+it).
 
 The *floor* is the least a hook-based shape tracer can cost: one bare global forward pre-hook and one
 global forward hook that append each call's input and output shapes to a list. Per-call costs (floor and
@@ -21,8 +23,10 @@ cost is a ``Tracer`` entered and left around no forward.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -83,8 +87,15 @@ METHODS = ("plain forward", "hook floor", "shapetrace.trace", "shapetrace.trace(
            "torchview.draw_graph", "torchlens.trace", "torch.profiler run")
 
 
-def methods(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object]]:
-    """Every method of ``METHODS`` whose tool is installed (torchlens is optional)."""
+# torchlens, once imported, replaces torch's functions with wrappers for the whole process: every later
+# torch call in that process (the guard's buffer copies, the hooks' reads) pays for them. So its column is
+# measured in a child process of its own (``--child``), against a plain forward timed there.
+IN_A_CHILD = "torchlens.trace"
+
+
+def methods(model: nn.Module, x: torch.Tensor, child: bool = False) -> dict[str, Callable[[], object]]:
+    """Every method of ``METHODS`` measured in this process, or (``child``) the plain forward and the one
+    measured in a child process, if its tool is installed (torchlens is optional)."""
     def plain() -> object:
         with torch.no_grad():
             return model(x)
@@ -104,13 +115,37 @@ def methods(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], object]
                                                              expand_nested=True),
         "torch.profiler run": profiler_run,
     }
+    if not child:
+        return {name: fns[name] for name in METHODS if name in fns}
     try:
-        import torchlens  # noqa: PLC0415 - optional: its column reads "not installed" without it
+        import torchlens  # noqa: PLC0415 - optional, and only in its own process (see IN_A_CHILD)
     except ImportError:
-        pass
-    else:  # its default capture: every op's output kept, as a user of torchlens.trace gets it
-        fns["torchlens.trace"] = lambda: torchlens.trace(model, x)
-    return {name: fns[name] for name in METHODS if name in fns}
+        return {}
+    # its default capture: every op's output kept, as a user of torchlens.trace gets it
+    return {"plain forward": plain, IN_A_CHILD: lambda: torchlens.trace(model, x)}
+
+
+def in_a_child(label: str, quick: bool, rounds: int, budget_s: float) -> tuple[float, float] | None:
+    """(median ratio, minimum ratio) of ``IN_A_CHILD`` over the plain forward, both timed in a fresh Python
+    process; ``None`` when its tool is not installed there."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--rounds", str(rounds), "--budget", str(budget_s),
+           "--threads", str(torch.get_num_threads())] + (["--quick"] if quick else ["--case", label])
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    return None if answer is None else (answer["median"], answer["min"])
+
+
+def child_main(quick: bool, rounds: int, budget_s: float, only: list[str] | None) -> None:
+    """``--child``: time the plain forward and ``IN_A_CHILD`` for the one case asked; print their ratios."""
+    [(_, build, make_input)] = cases(quick, only)
+    torch.manual_seed(0)
+    model, x = build().eval(), make_input()
+    if not methods(model, x, child=True):
+        print(json.dumps(None))
+        return
+    medians, minima, _ = measure(model, x, rounds, budget_s, child=True)
+    print(json.dumps({"median": medians[IN_A_CHILD] / medians["plain forward"],
+                      "min": minima[IN_A_CHILD] / minima["plain forward"]}))
 
 
 def floor(model: nn.Module, x: torch.Tensor) -> list:
@@ -133,11 +168,11 @@ def floor(model: nn.Module, x: torch.Tensor) -> list:
     return shapes
 
 
-def measure(model: nn.Module, x: torch.Tensor, rounds: int,
-            budget_s: float) -> tuple[dict[str, float], dict[str, float], int]:
+def measure(model: nn.Module, x: torch.Tensor, rounds: int, budget_s: float,
+            child: bool = False) -> tuple[dict[str, float], dict[str, float], int]:
     """Median and minimum seconds per method. Each round runs every method once, starting with a different one each
     round; fast models get more rounds (up to what ``budget_s`` allows), never fewer than ``rounds``."""
-    fns = methods(model, x)
+    fns = methods(model, x, child)
     first: dict[str, float] = {}
     for name, fn in fns.items():  # warm-up: allocator, lazy imports, oneDNN kernels
         t0 = time.perf_counter()
@@ -172,8 +207,11 @@ def run(quick: bool, rounds: int, budget_s: float, only: list[str] | None = None
         x = make_input()
         medians, minima, n = measure(model, x, rounds, budget_s)
         base, base_min = medians["plain forward"], minima["plain forward"]
-        cells = [f"{medians[k] / base:.2f}× ({minima[k] / base_min:.2f}×)" if k in medians else "not installed"
-                 for k in METHODS[1:]]
+        ratios = {k: (medians[k] / base, minima[k] / base_min) for k in medians}
+        apart = in_a_child(label, quick, rounds, budget_s)
+        if apart is not None:
+            ratios[IN_A_CHILD] = apart
+        cells = [f"{ratios[k][0]:.2f}× ({ratios[k][1]:.2f}×)" if k in ratios else "not installed" for k in METHODS[1:]]
         lines.append(f"| {label} | {n} | {base * 1e3:.1f} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
         calls = len(shapetrace.trace(model, x).calls)
@@ -264,9 +302,13 @@ def main() -> None:
     parser.add_argument("--case", action="append", help="run only the case with this label (repeatable)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--write", type=Path, help="replace the overhead table in this Markdown file")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # see IN_A_CHILD
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.child:
+        child_main(args.quick, args.rounds, args.budget, args.case)
+        return
     table = run(args.quick, args.rounds, args.budget, args.case)
     print(table)
     if args.write:
