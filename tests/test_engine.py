@@ -305,15 +305,21 @@ def test_a_call_made_while_an_exception_is_handled_is_not_failed_and_a_raising_c
 
 @pytest.mark.parametrize("collector_on", [True, False])
 def test_a_trace_leaves_the_garbage_collector_as_it_found_it(collector_on):
-    """The records are built with the cyclic collector paused; the user's setting comes back, also when the
-    forward raises."""
+    """Automatic collection is paused while a trace runs; the user's setting comes back afterwards, also
+    when the forward raises or the tracer cannot start."""
     was = gc.isenabled()
     (gc.enable if collector_on else gc.disable)()
     try:
-        shapetrace.trace(nn.Linear(2, 2), torch.randn(1, 2))
+        model = nn.Linear(2, 2)
+        with shapetrace.Tracer(model):
+            assert not gc.isenabled()
+            model(torch.randn(1, 2))
         assert gc.isenabled() is collector_on
         with pytest.raises(shapetrace.TraceFailed):
             shapetrace.trace(nn.Linear(3, 2), torch.randn(1, 2))
+        assert gc.isenabled() is collector_on
+        with pytest.raises(RuntimeError):  # a device this machine does not have: the tracer cannot start
+            shapetrace.Tracer(model, device="cuda:99").__enter__()
         assert gc.isenabled() is collector_on
     finally:
         (gc.enable if was else gc.disable)()
