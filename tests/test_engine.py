@@ -323,3 +323,18 @@ def test_a_trace_leaves_the_garbage_collector_as_it_found_it(collector_on):
         assert gc.isenabled() is collector_on
     finally:
         (gc.enable if was else gc.disable)()
+
+
+def test_calls_hooked_from_a_frame_the_engine_does_not_know_still_end_as_they_did(monkeypatch):
+    """Another library running module calls through its own copy of ``_call_impl``: calls that return are
+    not failures, and the call that raises is."""
+    monkeypatch.setattr(engine, "_INNER", _a_function_code())
+    trace = shapetrace.trace(nn.Sequential(nn.Linear(3, 3), nn.ReLU()), torch.randn(1, 3))
+    assert not trace.failed and all(c.error is None for c in trace.calls)
+    with pytest.raises(shapetrace.TraceFailed) as raised:
+        shapetrace.trace(nn.Sequential(nn.ReLU(), nn.Linear(5, 2)), torch.randn(1, 3))
+    assert [c.error is not None for c in raised.value.trace.calls] == [True, False, True]
+
+
+def _a_function_code():
+    return (lambda: None).__code__

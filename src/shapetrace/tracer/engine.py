@@ -392,7 +392,9 @@ class Engine:
                 self._close(stack.pop(), sys.exc_info()[1] or Unfinished())
         cid = stack.pop()
         if self._exc_at_start is None:
-            error = None if sys._getframe(1).f_code is _INNER else sys.exc_info()[1] or Unfinished()
+            # Not from inner: from _call_impl's except clause, where the exception is being handled. (Any
+            # other caller, e.g. a library's own copy of _call_impl: an exception being handled, if any.)
+            error = None if sys._getframe(1).f_code is _INNER else sys.exc_info()[1]
         else:
             exc = sys.exc_info()[1]
             error = exc if exc is not None and exc is not self._exc_at_start[cid] else None
