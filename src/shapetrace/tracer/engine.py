@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Callable, Iterable
-from types import TracebackType
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType, TracebackType
 from typing import Any
 
 import torch
@@ -175,8 +175,8 @@ def caller_kwargs(depth: int = 2) -> dict | None:
 _CALLER_CODE: list[Any] = [None]  # the code object of torch's frame that calls global pre-hooks, once seen
 _CALLER_NAMES = ("inner", "_call_impl")  # the names that code has had in torch's Module._call_impl
 
-# A dict for "this call had no keyword arguments": given to probes, which only read it.
-NO_KWARGS: dict[str, Any] = {}
+# "This call had no keyword arguments", given to the probes: one read-only empty mapping for every such call.
+NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
 def _inner_code() -> Any:
     """The code of the ``inner`` function torch's ``Module._call_impl`` defines, or ``None`` if it has none.
