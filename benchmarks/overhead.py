@@ -64,6 +64,9 @@ class ChunkedLSTM(nn.Module):
         return torch.cat(outs, dim=1)
 
 
+TINY_BLOCKS = "200 × (Linear 4→4, ReLU), batch 1"
+
+
 def cases(quick: bool, only: list[str] | None = None
           ) -> list[tuple[str, Callable[[], nn.Module], Callable[[], torch.Tensor]]]:
     def encoder() -> nn.Module:
@@ -79,6 +82,9 @@ def cases(quick: bool, only: list[str] | None = None
          lambda: torch.randn(64, 3, 224, 224)),
         ("transformer encoder, 12 layers, (8, 128, 512)", encoder, lambda: torch.randn(8, 128, 512)),
         ("LSTM per 72-token chunk, (8, 288)", ChunkedLSTM, lambda: torch.randint(0, 1000, (8, 288))),
+        # Almost nothing but module calls: the per-call costs that resnet34's long forward hides in its noise.
+        (TINY_BLOCKS, lambda: nn.Sequential(*[nn.Sequential(nn.Linear(4, 4), nn.ReLU()) for _ in range(200)]),
+         lambda: torch.randn(1, 4)),
     ]
     return [c for c in every if not only or c[0] in only]
 
