@@ -153,6 +153,18 @@ def require(name: str) -> ModuleType:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requires_dot: the test renders with Graphviz's dot (fails without it "
                                        "unless SHAPETRACE_ALLOW_NO_DOT=1)")
+    config.addinivalue_line("markers", "patches_torch_for_good: the test runs a tool that replaces torch's "
+                                       "functions for the rest of the process (torchlens), so it runs after "
+                                       "every other test")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Move the tests marked ``patches_torch_for_good`` to the end of the run. torchlens, once it has traced,
+    leaves its Python wrappers in place of about 1,900 torch functions and Tensor methods: every test after it
+    would run torch through those wrappers (slower, and not the plain torch the tests mean to use)."""
+    last = [item for item in items if item.get_closest_marker("patches_torch_for_good") is not None]
+    if last:
+        items[:] = [item for item in items if item.get_closest_marker("patches_torch_for_good") is None] + last
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
