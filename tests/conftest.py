@@ -8,6 +8,7 @@ those packages. Without them a missing dependency is a failure that says what to
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shutil
@@ -78,17 +79,18 @@ class SharedExhibits:
     on the exhibit's inputs (``shapetrace.trace(model, *args, **kwargs)``), each made once per session."""
 
     def __init__(self) -> None:
+        from shapetrace.gallery.exhibits import EXHIBITS
+
         self._models: dict[str, tuple[object, tuple]] = {}
         self._traces: dict[str, tuple[Trace, str]] = {}
+        self._builders = {name: exhibit.build for name, exhibit in EXHIBITS.items()}  # as registered
 
     def model(self, name: str):
         """The exhibit's model, built once; fails when an earlier test changed it."""
         if name in STATEFUL_EXHIBITS:
             raise ValueError(f"{name}'s forward depends on the forwards before it: build it in the test")
         if name not in self._models:
-            from shapetrace.gallery.exhibits import get_exhibit
-
-            built = get_exhibit(name).build()
+            built = self._builders[name]()
             self._models[name] = (built, model_fingerprint(built))
         built, fingerprint = self._models[name]
         assert model_fingerprint(built) == fingerprint, f"a test changed the shared {name} model"
@@ -102,7 +104,7 @@ class SharedExhibits:
 
             exhibit = get_exhibit(name)
             args, kwargs = exhibit.inputs()
-            model = exhibit.build() if name in STATEFUL_EXHIBITS else self.model(name)
+            model = self._builders[name]() if name in STATEFUL_EXHIBITS else self.model(name)
             made = shapetrace.trace(model, *args, **kwargs)
             check_round_trip(made)
             self._traces[name] = (made, made.to_json())
@@ -123,6 +125,26 @@ def shared_exhibits():
     shared = SharedExhibits()
     yield shared
     shared.check_unchanged()
+
+
+@contextlib.contextmanager
+def exhibits_built_once(shared: SharedExhibits):
+    """While open, ``Exhibit.build()`` of every exhibit but the stateful ones returns the session's shared build
+    (built on first use). For the tests of a front end that reaches exhibits by name (the CLI, the docs build):
+    they test that front end on each exhibit's model, while the builds themselves have their own tests (the
+    gallery_* files). The shared models are checked unchanged afterwards, so a front end that changed the model
+    it traced fails the next test to use it."""
+    import dataclasses
+    import functools
+
+    from shapetrace.gallery.exhibits import registry
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name, exhibit in list(registry.EXHIBITS.items()):
+            if name not in STATEFUL_EXHIBITS:
+                mp.setitem(registry.EXHIBITS, name,
+                           dataclasses.replace(exhibit, build=functools.partial(shared.model, name)))
+        yield
 
 
 # ---- dependencies that must not skip quietly ---------------------------------------------------------------

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import require, requires_dot
+from conftest import exhibits_built_once, require, requires_dot
 
 sphinx_build = require("sphinx.cmd.build")
 
@@ -28,9 +28,10 @@ LEGIBLE_PX = 8.0  # the smallest label size, in CSS pixels, that reads without z
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
+def site(tmp_path_factory, shared_exhibits) -> Path:
     out = tmp_path_factory.mktemp("docs") / "html"
-    code = sphinx_build.build_main(["-b", "html", "-W", "--keep-going", "-q", str(DOCS), str(out)])
+    with exhibits_built_once(shared_exhibits):  # the directive on each exhibit's model; the builds have own tests
+        code = sphinx_build.build_main(["-b", "html", "-W", "--keep-going", "-q", str(DOCS), str(out)])
     assert code == 0, "the documentation does not build with -W (see the warnings above)"
     return out
 

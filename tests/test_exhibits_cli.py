@@ -6,6 +6,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import exhibits_built_once
 
 from shapetrace.cli import main
 from shapetrace.gallery.exhibits import exhibit_names, get_exhibit
@@ -38,8 +39,10 @@ def test_every_concept_of_the_chapter_has_an_exhibit_with_a_caption():
 
 
 @pytest.mark.parametrize("name", exhibit_names())
-def test_shapetrace_trace_works_for_every_exhibit(name):
-    result = CliRunner().invoke(main, ["trace", name, "--format", "json"], catch_exceptions=False)
+def test_shapetrace_trace_works_for_every_exhibit(name, shared_exhibits):
+    # the CLI on each exhibit's model; the builds (seconds for the U-Nets) have their own tests
+    with exhibits_built_once(shared_exhibits):
+        result = CliRunner().invoke(main, ["trace", name, "--format", "json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     trace = json.loads(result.output)
     assert trace["calls"] and trace["failure"] is None
