@@ -1,13 +1,13 @@
 """Overhead of a shape trace against the plain forward, the hook floor, torchinfo, torchview, torchlens and a
 torch.profiler run, measured in one run.
 
-Every method runs on the same model and input, interleaved round by round (plain, floor, shapetrace,
-shapetrace with ops, torchinfo, torchview, the profiler, plain, ...) so drift in the machine's speed hits
-all of them alike. Each result is the median wall time of its rounds divided by the plain forward's median
-from the same run (and minimum over minimum). torchlens is measured the same way in a child process of its
-own, against a plain forward timed there: importing it wraps torch's functions for the whole process, which
-would slow every later measurement in this one. It is optional (its column reads "not installed" without
-it).
+The plain forward, the floor and shapetrace's two modes run on the same model and input, interleaved round
+by round, so drift in the machine's speed hits all of them alike. Each result is the median wall time of its
+rounds divided by the plain forward's median from the same run (and minimum over minimum). Each other tool
+(torchinfo, torchview, torchlens, the profiler) is measured the same way in a child process of its own,
+interleaved with a plain forward timed there: what a tool leaves in a process (torchlens's wrappers around
+torch's functions; after torchview, slower reads of every parameter) would slow every later measurement in
+it. torchlens is optional (its column reads "not installed" without it).
 
 The *floor* is the least a hook-based shape tracer can cost: one bare global forward pre-hook and one
 global forward hook that append each call's input and output shapes to a list. Per-call costs (floor and
@@ -33,12 +33,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torchinfo
-import torchview
 import torchvision
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-from torch.profiler import ProfilerActivity, profile
 
 import shapetrace
 
@@ -93,65 +90,73 @@ METHODS = ("plain forward", "hook floor", "shapetrace.trace", "shapetrace.trace(
            "torchview.draw_graph", "torchlens.trace", "torch.profiler run")
 
 
-# torchlens, once imported, replaces torch's functions with wrappers for the whole process: every later
-# torch call in that process (the guard's buffer copies, the hooks' reads) pays for them. So its column is
-# measured in a child process of its own (``--child``), against a plain forward timed there.
-IN_A_CHILD = "torchlens.trace"
+# The other tools run each in a child process of its own, beside a plain forward timed there: what they
+# leave in a process changes what runs after them. torchlens, once imported, replaces torch's functions with
+# wrappers for good; after one torchview.draw_graph (or torchinfo, or a profiler run) plain Python reads of
+# the same parameters take 1.7x as long in that process (measured: a walk reading every parameter's numel,
+# 27 -> 45 us), which a tracer's fixed cost and hooks would pay.
+IN_A_CHILD = ("torchinfo.summary", "torchview.draw_graph", "torchlens.trace", "torch.profiler run")
 
 
-def methods(model: nn.Module, x: torch.Tensor, child: bool = False) -> dict[str, Callable[[], object]]:
-    """Every method of ``METHODS`` measured in this process, or (``child``) the plain forward and the one
-    measured in a child process, if its tool is installed (torchlens is optional)."""
+def methods(model: nn.Module, x: torch.Tensor, child: str | None = None) -> dict[str, Callable[[], object]]:
+    """The methods of ``METHODS`` measured in this process (the plain forward, the floor, shapetrace's), or
+    (``child``) the plain forward and that one tool, if it is installed (torchlens is optional)."""
     def plain() -> object:
         with torch.no_grad():
             return model(x)
 
-    def profiler_run() -> object:  # what a user pays for the profiler's per-op table of one forward
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            plain()
-        return prof.key_averages()
+    if child is None:
+        return {"plain forward": plain, "hook floor": lambda: floor(model, x),
+                "shapetrace.trace": lambda: shapetrace.trace(model, x),
+                "shapetrace.trace(ops=True)": lambda: shapetrace.trace(model, x, ops=True)}
+    tool = _tool(child, model, x)
+    return {"plain forward": plain, child: tool} if tool is not None else {}
 
-    fns: dict[str, Callable[[], object]] = {
-        "plain forward": plain,
-        "hook floor": lambda: floor(model, x),
-        "shapetrace.trace": lambda: shapetrace.trace(model, x),
-        "shapetrace.trace(ops=True)": lambda: shapetrace.trace(model, x, ops=True),
-        "torchinfo.summary": lambda: torchinfo.summary(model, input_data=x, verbose=0, depth=100),
-        "torchview.draw_graph": lambda: torchview.draw_graph(model, input_data=x, depth=100,
-                                                             expand_nested=True),
-        "torch.profiler run": profiler_run,
-    }
-    if not child:
-        return {name: fns[name] for name in METHODS if name in fns}
+
+def _tool(name: str, model: nn.Module, x: torch.Tensor) -> Callable[[], object] | None:
+    """One of the other tools, imported only in the child process that measures it."""
+    if name == "torchinfo.summary":
+        import torchinfo  # noqa: PLC0415 - each tool is imported in its own process only (IN_A_CHILD)
+        return lambda: torchinfo.summary(model, input_data=x, verbose=0, depth=100)
+    if name == "torchview.draw_graph":
+        import torchview  # noqa: PLC0415 - in its own process only
+        return lambda: torchview.draw_graph(model, input_data=x, depth=100, expand_nested=True)
+    if name == "torch.profiler run":  # what a user pays for the profiler's per-op table of one forward
+        from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415 - in its own process only
+
+        def profiler_run() -> object:
+            with profile(activities=[ProfilerActivity.CPU]) as prof, torch.no_grad():
+                model(x)
+            return prof.key_averages()
+        return profiler_run
     try:
-        import torchlens  # noqa: PLC0415 - optional, and only in its own process (see IN_A_CHILD)
+        import torchlens  # noqa: PLC0415 - optional: its column reads "not installed" without it
     except ImportError:
-        return {}
-    # its default capture: every op's output kept, as a user of torchlens.trace gets it
-    return {"plain forward": plain, IN_A_CHILD: lambda: torchlens.trace(model, x)}
+        return None
+    return lambda: torchlens.trace(model, x)  # its default capture: every op's output kept
 
 
-def in_a_child(label: str, quick: bool, rounds: int, budget_s: float) -> tuple[float, float] | None:
-    """(median ratio, minimum ratio) of ``IN_A_CHILD`` over the plain forward, both timed in a fresh Python
-    process; ``None`` when its tool is not installed there."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--rounds", str(rounds), "--budget", str(budget_s),
-           "--threads", str(torch.get_num_threads())] + (["--quick"] if quick else ["--case", label])
+def in_a_child(tool: str, label: str, quick: bool, rounds: int, budget_s: float) -> tuple[float, float] | None:
+    """(median ratio, minimum ratio) of ``tool`` over the plain forward, both timed in a fresh Python
+    process; ``None`` when the tool is not installed there."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", tool, "--rounds", str(rounds), "--budget",
+           str(budget_s), "--threads", str(torch.get_num_threads())] + (["--quick"] if quick else ["--case", label])
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     return None if answer is None else (answer["median"], answer["min"])
 
 
-def child_main(quick: bool, rounds: int, budget_s: float, only: list[str] | None) -> None:
-    """``--child``: time the plain forward and ``IN_A_CHILD`` for the one case asked; print their ratios."""
+def child_main(tool: str, quick: bool, rounds: int, budget_s: float, only: list[str] | None) -> None:
+    """``--child TOOL``: time the plain forward and the tool for the one case asked; print their ratios."""
     [(_, build, make_input)] = cases(quick, only)
     torch.manual_seed(0)
     model, x = build().eval(), make_input()
-    if not methods(model, x, child=True):
+    if not methods(model, x, tool):
         print(json.dumps(None))
         return
-    medians, minima, _ = measure(model, x, rounds, budget_s, child=True)
-    print(json.dumps({"median": medians[IN_A_CHILD] / medians["plain forward"],
-                      "min": minima[IN_A_CHILD] / minima["plain forward"]}))
+    medians, minima, _ = measure(model, x, rounds, budget_s, tool)
+    print(json.dumps({"median": medians[tool] / medians["plain forward"],
+                      "min": minima[tool] / minima["plain forward"]}))
 
 
 def floor(model: nn.Module, x: torch.Tensor) -> list:
@@ -175,7 +180,7 @@ def floor(model: nn.Module, x: torch.Tensor) -> list:
 
 
 def measure(model: nn.Module, x: torch.Tensor, rounds: int, budget_s: float,
-            child: bool = False) -> tuple[dict[str, float], dict[str, float], int]:
+            child: str | None = None) -> tuple[dict[str, float], dict[str, float], int]:
     """Median and minimum seconds per method. Each round runs every method once, starting with a different one each
     round; fast models get more rounds (up to what ``budget_s`` allows), never fewer than ``rounds``."""
     fns = methods(model, x, child)
@@ -214,9 +219,10 @@ def run(quick: bool, rounds: int, budget_s: float, only: list[str] | None = None
         medians, minima, n = measure(model, x, rounds, budget_s)
         base, base_min = medians["plain forward"], minima["plain forward"]
         ratios = {k: (medians[k] / base, minima[k] / base_min) for k in medians}
-        apart = in_a_child(label, quick, rounds, budget_s)
-        if apart is not None:
-            ratios[IN_A_CHILD] = apart
+        for tool in IN_A_CHILD:
+            apart = in_a_child(tool, label, quick, rounds, budget_s)
+            if apart is not None:
+                ratios[tool] = apart
         cells = [f"{ratios[k][0]:.2f}× ({ratios[k][1]:.2f}×)" if k in ratios else "not installed" for k in METHODS[1:]]
         lines.append(f"| {label} | {n} | {base * 1e3:.1f} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
@@ -308,12 +314,12 @@ def main() -> None:
     parser.add_argument("--case", action="append", help="run only the case with this label (repeatable)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--write", type=Path, help="replace the overhead table in this Markdown file")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # see IN_A_CHILD
+    parser.add_argument("--child", choices=IN_A_CHILD, help=argparse.SUPPRESS)  # see IN_A_CHILD
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
-        child_main(args.quick, args.rounds, args.budget, args.case)
+        child_main(args.child, args.quick, args.rounds, args.budget, args.case)
         return
     table = run(args.quick, args.rounds, args.budget, args.case)
     print(table)
