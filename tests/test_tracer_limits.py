@@ -172,3 +172,24 @@ def test_a_forward_returning_a_generator_is_refused_saying_why():
     with pytest.raises(UnsupportedModel, match="returned a generator") as info:
         shapetrace.trace(Lazy(), [torch.randn(3)])
     assert "return a list or tuple" in str(info.value)
+
+
+def _from_depth(extra_frames: int, run):
+    """``run()`` called ``extra_frames`` Python frames deeper than here."""
+    return _from_depth(extra_frames - 1, run) if extra_frames else run()
+
+
+@pytest.mark.filterwarnings("ignore")  # the tracer's own error, when the hooks were hit, is also warned about
+@pytest.mark.parametrize("extra_frames", range(8))
+def test_a_forward_too_deep_for_python_fails_as_a_trace_whose_failure_names_a_recorded_call(extra_frames):
+    """The RecursionError can strike inside the hooks themselves, part-way through recording a call's start
+    (how deep the caller already is decides where): the forward still fails as ``TraceFailed`` naming a
+    call of its partial trace, and that trace's JSON loads back."""
+    model, x = Recurse(), torch.randn(2)
+    with pytest.raises(shapetrace.TraceFailed) as raised:
+        _from_depth(extra_frames, lambda: shapetrace.trace(model, x, 5000))
+    trace = raised.value.trace
+    assert trace.failure is not None and trace.failure.type == "RecursionError"
+    assert trace.failure.call is not None and trace.failure.call < len(trace.calls)
+    assert trace.failed_call is trace.calls[trace.failure.call]
+    assert shapetrace.Trace.from_json(trace.to_json()) == trace

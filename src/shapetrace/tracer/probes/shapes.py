@@ -60,6 +60,8 @@ class ShapeProbe(Probe):
 
     # ---- the hooks: keep them small ---------------------------------------------------------------------
     def on_call_start(self, cid: int, module: nn.Module, args: tuple, kwargs: dict | None) -> None:
+        if len(self._kwargs) != cid:  # an earlier start stopped part-way (see _pad)
+            self._pad(cid)
         flow = self.flow
         flow.order += 1
         order = flow.order
@@ -113,7 +115,21 @@ class ShapeProbe(Probe):
                 pass
         self._out[cid] = flow.describe_out(output, start, f"call:{cid}", order)
 
+    def _pad(self, calls: int) -> None:
+        """Fill the per-call lists up to ``calls`` entries.
+
+        They are indexed by call id, and a start can stop part-way: a ``RecursionError`` in a forward as deep
+        as Python allows can strike inside the hooks themselves (the engine records it and the forward goes
+        on). A call whose start was not recorded keeps no inputs and the event order of where it was noticed.
+        """
+        flow = self.flow
+        for per_call, empty in ((flow.starts, flow.order), (self._args, []), (self._kwargs, None)):
+            while len(per_call) < calls:
+                per_call.append(empty if not isinstance(empty, list) else [])
+
     def _fail(self, cid: int, error: BaseException) -> None:
+        if len(self._kwargs) <= cid:  # the call's start was not recorded (see _pad)
+            self._pad(cid + 1)
         if isinstance(error, Unfinished):
             self._error.setdefault(cid, str(error))
             if self.failure is None:
@@ -131,6 +147,8 @@ class ShapeProbe(Probe):
         outside every module when ``exc`` left the forward without a call failing. ``stats`` holds each
         module's parameter counts, by slot (``model_stats``)."""
         skeleton, index = self._skeleton, self.index
+        if len(self._kwargs) != len(skeleton):  # starts that stopped part-way, the last ones among them
+            self._pad(len(skeleton))
         names, classes = index.names, index.classes
         to_meta = _RawToMeta()
         made = to_meta.made
