@@ -230,6 +230,13 @@ def test_the_signature_rule_says_when_no_keyword_is_possible():
     assert keyword_free_at(_Anything()) > 10**9  # **kwargs
     assert keyword_free_at(_Decorated()) > 10**9  # the wrapper's own signature, not the wrapped one's
     assert keyword_free_at(_Static()) > 10**9  # a staticmethod has no self to skip
+
+    class BadSignature(nn.Module):
+        def forward(self, x):
+            return x
+
+    BadSignature.forward.__signature__ = "not a signature"  # inspect.signature raises on it
+    assert keyword_free_at(BadSignature()) > 10**9
     patched = nn.Linear(2, 2)
     patched.forward = lambda x: x
     assert keyword_free_at(patched) > 10**9

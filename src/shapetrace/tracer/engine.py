@@ -229,7 +229,7 @@ def _keyword_free_at(forward: Any) -> int:
         return _ALWAYS
     try:  # the signature as written, not one a decorator copied from what it wraps
         params = list(inspect.signature(forward, follow_wrapped=False).parameters.values())[1:]
-    except (TypeError, ValueError):
+    except Exception:  # noqa: BLE001 - a signature that cannot be read (a bad __signature__): read the frame
         return _ALWAYS
     if any(p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in params):
         return _ALWAYS
