@@ -108,9 +108,9 @@ def _gc_paused() -> Iterator[None]:
     on, every 700 of them start a collection that walks the young objects and promotes the survivors, and
     the promoted ones bring the next full collection of the whole process closer (100 ms with torch
     loaded). Paused, the trace pays for one collection of its young objects at the end, here rather than in
-    whatever runs next: about 5 % of a trace's time by minima, 15 % on average, on a model made of module
-    calls. As ``timeit`` does for the same reason; the forward's own objects are freed by reference counting
-    as usual, and cyclic garbage it makes waits until the trace ends.
+    whatever runs next: fastest runs about the same, the mean a quarter lower on a model made of module calls
+    (``docs/benchmarks.md``). As ``timeit`` does for the same reason; the forward's own objects are freed by
+    reference counting as usual, and cyclic garbage it makes waits until the trace ends.
     """
     was_on = gc.isenabled()
     if was_on:
@@ -225,8 +225,8 @@ class Tracer:
         slots = self._engine.calls.slot
         # A ModuleList or ModuleDict has no forward: it holds modules but is never called itself.
         uncalled = []
-        if len(set(slots)) < len(index):
-            called = set(slots)
+        called = set(slots)
+        if len(called) < len(index):
             for s, m in enumerate(index.modules):
                 if s not in called:
                     has = _HAS_FORWARD.get(type(m))  # _has_forward(m), its cache read inline

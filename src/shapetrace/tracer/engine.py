@@ -208,8 +208,8 @@ def keyword_free_at(module: nn.Module) -> int:
     parameter and no ``**kwargs``) cannot take a keyword once each of its named parameters has been given
     positionally: any keyword would raise ``TypeError`` before the forward ran. So a call with at least that
     many positional arguments has no keyword arguments, and the pre-hook need not read the caller's frame
-    for them, which is most of what a hook costs on top of the floor (``nn.Sequential``, ``Conv2d``,
-    ``Linear``, ``ReLU``: one parameter each). ``_ALWAYS`` where the signature cannot say (``**kwargs``,
+    for them, about a quarter of what a call cost on top of the floor (``nn.Sequential``, ``Conv2d``,
+    ``Linear``, ``ReLU``: one parameter each; ``docs/benchmarks.md``). ``_ALWAYS`` where the signature cannot say (``**kwargs``,
     keyword-only parameters, a decorator's ``(*args, **kwargs)``, a forward set on the instance, no
     signature).
     """

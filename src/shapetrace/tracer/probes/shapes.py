@@ -122,10 +122,13 @@ class ShapeProbe(Probe):
         as Python allows can strike inside the hooks themselves (the engine records it and the forward goes
         on). A call whose start was not recorded keeps no inputs and the event order of where it was noticed.
         """
-        flow = self.flow
-        for per_call, empty in ((flow.starts, flow.order), (self._args, []), (self._kwargs, None)):
-            while len(per_call) < calls:
-                per_call.append(empty if not isinstance(empty, list) else [])
+        starts = self.flow.starts
+        while len(starts) < calls:
+            starts.append(self.flow.order)
+        while len(self._args) < calls:
+            self._args.append([])
+        while len(self._kwargs) < calls:
+            self._kwargs.append(None)
 
     def _fail(self, cid: int, error: BaseException) -> None:
         if len(self._kwargs) <= cid:  # the call's start was not recorded (see _pad)
