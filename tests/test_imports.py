@@ -289,3 +289,29 @@ def test_importing_a_front_end_or_the_renderers_loads_neither_torch_nor_matplotl
                           env={**os.environ, "PYTHONPATH": str(SRC)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", f"import {module} loaded {done.stdout.strip()}"
+
+
+def _private_writes(tree: ast.AST) -> list[str]:
+    """``obj._name = ...`` (or ``+=``) where ``obj`` is not ``self``/``cls``: a write into another object's
+    private state."""
+    found = []
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+        for target in targets:
+            for sub in ast.walk(target):
+                if (isinstance(sub, ast.Attribute) and sub.attr.startswith("_") and not sub.attr.startswith("__")
+                        and not (isinstance(sub.value, ast.Name) and sub.value.id in ("self", "cls"))):
+                    found.append(f"line {node.lineno}: {ast.unparse(sub)}")
+    return found
+
+
+def test_no_module_writes_another_objects_private_attributes():
+    writes = {str(p.relative_to(SRC)): w for p in sorted(SRC.rglob("*.py"))
+              if (w := _private_writes(ast.parse(p.read_text(encoding="utf-8"))))}
+    assert writes == {}
+
+
+def test_the_private_write_check_sees_one():
+    assert _private_writes(ast.parse("engine._ids = {}\nself._own = 1\nflow.order += 1\nx.__dict__ = {}")) == [
+        "line 1: engine._ids"]
