@@ -245,3 +245,45 @@ def test_tensors_are_labelled_by_path_and_by_name_in_known_structures():
     out = shapetrace.trace(Structured(), torch.randn(2, 3)).calls[0].outputs
     assert [n for n, _ in labelled_tensors(out, "Structured")] == [
         "out[0].logits", "out[0].hidden[0]", "out[0].hidden[1].left"]
+
+
+class BuildsItsHead(nn.Module):
+    """Builds its head on the first call (Keras-style lazy layers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(3, 4)
+
+    def forward(self, x):
+        if not hasattr(self, "head"):
+            self.head = nn.Sequential(nn.ReLU(), nn.Linear(4, 2))
+        return self.head(self.body(x))
+
+
+def test_a_layer_built_on_the_first_call_is_traced_with_its_calls_and_parameters():
+    """Attached to the model while it runs, the new layer's calls count like any other's (the model itself
+    is left without it, as it was found: tests/test_guard.py)."""
+    trace = shapetrace.trace(BuildsItsHead(), torch.randn(2, 3))
+    calls = {c.module: c for c in trace.calls}
+    assert list(calls) == ["", "body", "head", "head.0", "head.1"]
+    assert calls["head.1"].cls == "Linear" and calls["head.1"].parent == calls["head"].id
+    assert calls["head.1"].inputs[0].shape == (2, 4) and calls["head.1"].outputs.shape == (2, 2)
+    assert calls["head"].params == 4 * 2 + 2
+
+
+def test_a_layer_put_into_the_model_behind_torchs_back_does_not_break_the_trace():
+    """Written straight into ``_modules`` no registration hook sees it: not traced, and not counted in its
+    parent, but the trace still completes."""
+
+    class Sneaky(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Linear(3, 3)
+
+        def forward(self, x):
+            self._modules.setdefault("extra", nn.Linear(3, 3))
+            return self.extra(self.body(x))
+
+    trace = shapetrace.trace(Sneaky(), torch.randn(2, 3))
+    assert [c.module for c in trace.calls] == ["", "body"]
+    assert trace.calls[0].params == 12

@@ -4,8 +4,9 @@ Everything shapetrace measures per module call — shapes and tensor identities,
 is a probe (``tracer/probes/``): a small object with ``on_call_start`` / ``on_call_end`` that owns its piece
 of the record. The engine does the part they share, once:
 
-* **which calls count**: calls of the modules in a ``ModuleIndex`` (the traced model's modules); modules of
-  other models, or built inside the forward, are ignored;
+* **which calls count**: calls of the modules in a ``ModuleIndex`` (the traced model's modules), and of
+  modules the forward attaches to one of them (a layer built on the first call); modules of other
+  models, or built inside the forward and never attached, are ignored;
 * **the call skeleton**: each counted call gets an id (its start order), its module's slot, its
   ``call_index`` (the n-th call of that module object) and its parent, in flat lists (``calls``);
 * **errors**: a call whose forward raised gets the exception in ``on_call_end``; calls whose post-hook never
@@ -58,12 +59,21 @@ class ModuleIndex:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        slot_of: dict[int, int] = {}
-        modules: list[nn.Module] = []
-        names: list[list[str]] = []
+        self.slot_of: dict[int, int] = {}
+        self.modules: list[nn.Module] = []
+        self.names: list[list[str]] = []
+        self.classes: list[str] = []
+        self.is_leaf: list[bool] = []
+        self.excluded: set[int] = set()  # ids of modules whose calls are not counted (``without``)
+        self._add(model, "")
+
+    def _add(self, root: nn.Module, name: str, path: tuple[int, ...] = ()) -> int:
+        """Index ``root`` (registered as ``name``) and the modules under it; how many slots were added."""
+        slot_of, modules, names = self.slot_of, self.modules, self.names
+        first = len(modules)
         # named_modules(remove_duplicate=False)'s pre-order, walked here without a generator per level (the
         # walk is part of every trace's fixed cost). A module registered inside itself is not entered again.
-        todo: list[tuple[str, nn.Module, tuple[int, ...]]] = [("", model, ())]
+        todo: list[tuple[str, nn.Module, tuple[int, ...]]] = [(name, root, path)]
         while todo:
             name, m, path = todo.pop()
             slot = slot_of.get(id(m))
@@ -80,9 +90,22 @@ class ModuleIndex:
                 for key, child in reversed(children.items()):
                     if child is not None and id(child) not in inner:
                         todo.append((prefix + key, child, inner))
-        self.slot_of, self.modules, self.names = slot_of, modules, names
-        self.classes = [type(m).__name__ for m in modules]
-        self.is_leaf = [not m._modules for m in modules]
+        added = modules[first:]
+        self.classes += [type(m).__name__ for m in added]
+        self.is_leaf += [not m._modules for m in added]
+        return len(added)
+
+    def attach(self, parent: nn.Module, name: str, module: nn.Module) -> int:
+        """Index ``module``, being registered as ``name`` on ``parent`` (a module of the index) while the
+        model runs, with the modules under it; how many slots were added (0 when it was indexed already).
+
+        A forward that builds a layer on its first call (``self.head = nn.Linear(...)``, then
+        ``self.head(x)``) gets that layer's calls traced like any other's. The new slots come after every
+        existing one, so slots stay in pre-order within each subtree."""
+        if id(module) in self.slot_of or id(module) in self.excluded:
+            return 0
+        parent_name = self.names[self.slot_of[id(parent)]][0]
+        return self._add(module, f"{parent_name}.{name}" if parent_name else name)
 
     def __len__(self) -> int:
         return len(self.modules)
@@ -93,6 +116,10 @@ class ModuleIndex:
         out.__dict__.update(self.__dict__)
         drop = set(excluded)
         out.slot_of = {k: v for k, v in self.slot_of.items() if k not in drop}
+        # Its own lists: a module attached while the copy is in use must not change this index.
+        out.modules, out.classes, out.is_leaf = list(self.modules), list(self.classes), list(self.is_leaf)
+        out.names = [list(n) for n in self.names]
+        out.excluded = drop
         return out
 
 
@@ -299,6 +326,7 @@ class Engine:
             sys.setrecursionlimit(self._raised_limit)
             self._handles.append(torch_module.register_module_forward_pre_hook(self._pre))
             self._handles.append(torch_module.register_module_forward_hook(self._post, always_call=True))
+            self._handles.append(torch_module.register_module_module_registration_hook(self._attached))
         except BaseException as e:
             self._leave(e)
             raise
@@ -327,6 +355,20 @@ class Engine:
                 if sys.getrecursionlimit() == self._raised_limit:
                     sys.setrecursionlimit(self._limit)
                 self._active = False
+
+    def _attached(self, parent: nn.Module, name: str, value: nn.Module | None) -> None:
+        """torch's module-registration hook: a module attached to one of the index's modules while the
+        model runs is indexed, so that its calls count."""
+        if value is None or id(parent) not in self._slot_of:
+            return
+        try:
+            added = self.index.attach(parent, name, value)
+        except Exception as e:  # noqa: BLE001 - never break the user's forward
+            self.errors.append(f"attaching {type(value).__name__} as {name!r}: {e!r}")
+            return
+        if added:
+            self._counts += [0] * added
+            self._keyword_free_at += [None] * added
 
     # ---- the hooks: the hot path ----------------------------------------------------------------------
     def _pre(self, module: nn.Module, args: tuple) -> None:

@@ -108,7 +108,10 @@ def _module_stats(index: ModuleIndex, tensors: _Tensors) -> list[Stats]:
             params, trainable, bufs = own[slot]
             for c in index.modules[slot]._modules.values():
                 if c is not None:
-                    child = out[slot_of[id(c)]]
+                    child_slot = slot_of.get(id(c))
+                    if child_slot is None:  # put in by the forward behind torch's back: not indexed
+                        return _shared_stats(index, tensors)
+                    child = out[child_slot]
                     if child is None:  # a module registered inside itself: not a tree after all
                         return _shared_stats(index, tensors)
                     params, trainable, bufs = params + child[0], trainable + child[2], bufs + child[3]
@@ -119,7 +122,8 @@ def _module_stats(index: ModuleIndex, tensors: _Tensors) -> list[Stats]:
 
 def _shared_stats(index: ModuleIndex, tensors: _Tensors) -> list[Stats]:
     """``_module_stats`` where tensors or modules are registered more than once: each counted once per
-    subtree, through sets of tensor ids."""
+    subtree, through sets of tensor ids. A child that is not in the index (one the forward wrote into a
+    module's ``_modules`` directly) is left out of its parent's counts."""
     numel, slot_of, own = tensors.numel, index.slot_of, tensors.own
     out: list[Stats | None] = [None] * len(index)
     children = [[slot_of[id(c)] for c in m._modules.values() if c is not None and id(c) in slot_of]
