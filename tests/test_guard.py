@@ -1,5 +1,7 @@
-"""What a trace leaves of the model: training flags and buffer values as they were, and parameters the
-forward wrote in place named (they are not copied), whether the forward returned or raised."""
+"""What a trace leaves of the model: training flags and buffer values as they were, parameters the
+forward wrote in place named (they are not copied), and whatever the forward registered anew (a buffer
+reassigned, a parameter replaced, a layer built on the first call) put back, whether the forward returned
+or raised."""
 
 from __future__ import annotations
 
@@ -59,3 +61,93 @@ def test_a_trace_in_training_mode_leaves_buffers_and_flags_as_found(fails):
     for k in ("body.1.running_mean", "body.1.running_var", "body.1.num_batches_tracked", "calls"):
         assert torch.equal(after[k], before[k]), k
     assert [m.training for m in model.modules()] == flags
+
+
+class _Registers(nn.Module):
+    """Registers on itself as it runs, as real models do: a step counter reassigned rather than written in
+    place, a cache kept in a non-persistent buffer registered on the first call (rotary embeddings), a
+    scale replaced by a new ``Parameter``, and a head built on the first call (Keras-style lazy layers)."""
+
+    def __init__(self, fails: bool = False) -> None:
+        super().__init__()
+        self.body = nn.Linear(3, 4)
+        self.register_buffer("steps", torch.zeros(()))
+        self.scale = nn.Parameter(torch.ones(4))
+        self.fails = fails
+
+    def forward(self, x):
+        self.steps = self.steps + 1
+        if not hasattr(self, "cache"):
+            self.register_buffer("cache", torch.arange(4.0), persistent=False)
+        self.scale = nn.Parameter(self.scale * 2)
+        if not hasattr(self, "head"):
+            self.head = nn.Sequential(nn.ReLU(), nn.Linear(4, 2))
+        y = self.head(self.body(x) * self.scale + self.cache)
+        if self.fails:
+            raise RuntimeError("after registering")
+        return y
+
+
+def _registrations(model: nn.Module) -> tuple:
+    """What the model holds under each name, by object identity, and which buffers are not persistent."""
+    return (dict(model.named_parameters()), dict(model.named_buffers()), dict(model.named_modules()),
+            set(model._non_persistent_buffers_set))
+
+
+def test_a_plain_forward_of_the_registering_model_changes_what_it_holds():
+    """The oracle for the tests below: run by itself, the forward changes the model."""
+    model = _Registers()
+    before = _registrations(model)
+    model(torch.randn(2, 3))
+    after = _registrations(model)
+    assert after != before
+    assert after[0]["scale"] is not before[0]["scale"] and "head" in after[2] and "cache" in after[1]
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_what_the_forward_registered_is_put_back_and_named(fails):
+    model = _Registers(fails)
+    before, state = _registrations(model), _state(model)
+    trace = shapetrace.trace(model, torch.randn(2, 3), strict=False)
+    after = _registrations(model)
+    for held, now in zip(before[:3], after[:3]):
+        assert list(now) == list(held)  # the same names, in the same order
+        assert all(now[k] is held[k] for k in held), [k for k in held if now[k] is not held[k]]
+    assert after[3] == before[3] == set()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert sorted(trace.meta["registrations_restored"]) == ["cache", "head", "scale", "steps"]
+    assert trace.failed is fails
+
+
+def test_an_lstm_weight_replaced_by_the_forward_is_put_back_where_its_kernel_reads_it():
+    class Replaces(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lstm = nn.LSTM(3, 4, batch_first=True)
+
+        def forward(self, x):
+            self.lstm.weight_hh_l0 = nn.Parameter(torch.zeros_like(self.lstm.weight_hh_l0))
+            return self.lstm(x)[0]
+
+    torch.manual_seed(0)
+    model, x = Replaces(), torch.randn(2, 5, 3)
+    with torch.no_grad():
+        expected = model.lstm(x)[0]
+    trace = shapetrace.trace(model, x)
+    assert trace.meta["registrations_restored"] == ["lstm.weight_hh_l0"]
+    with torch.no_grad():
+        assert torch.equal(model.lstm(x)[0], expected)  # _flat_weights follow the restored parameter
+
+
+def test_a_shape_only_trace_leaves_the_real_buffers_of_a_registering_model():
+    model = _Registers()
+    before = _registrations(model)
+    trace = shapetrace.trace(model, torch.randn(2, 3), device="meta")
+    assert trace.calls[-1].outputs.shape == (2, 2)
+    after = _registrations(model)
+    for held, now in zip(before[:3], after[:3]):
+        assert list(now) == list(held)
+        assert all(now[k] is held[k] for k in held), [k for k in held if now[k] is not held[k]]
+    assert after[1]["steps"].device.type == "cpu" and after[3] == set()
+    assert sorted(trace.meta["registrations_restored"]) == ["cache", "head"]  # the rest the placement put back

@@ -15,7 +15,9 @@ import shapetrace
 from shapetrace import UnsupportedModel
 
 _REGISTRIES = ("_global_forward_pre_hooks", "_global_forward_hooks", "_global_forward_hooks_with_kwargs",
-               "_global_forward_hooks_always_called", "_global_backward_pre_hooks", "_global_backward_hooks")
+               "_global_forward_hooks_always_called", "_global_backward_pre_hooks", "_global_backward_hooks",
+               "_global_parameter_registration_hooks", "_global_buffer_registration_hooks",
+               "_global_module_registration_hooks")
 
 
 def registries() -> dict[str, dict]:
@@ -27,7 +29,17 @@ class Fails(nn.Module):
         raise ValueError("boom")
 
 
-@pytest.mark.parametrize("how", ["trace", "trace(ops=True)", "failing trace", "profile", "Tracer with kwargs hook"])
+class Registers(nn.Module):
+    """Builds its layer on the first call: torch's registration hooks fire inside the forward."""
+
+    def forward(self, x):
+        if not hasattr(self, "layer"):
+            self.layer = nn.Linear(3, 3)
+        return self.layer(x)
+
+
+@pytest.mark.parametrize("how", ["trace", "trace(ops=True)", "failing trace", "profile", "Tracer with kwargs hook",
+                                 "registering forward"])
 def test_torch_hook_registries_are_left_exactly_as_found(how):
     # torch itself leaves a stale entry in _global_forward_hooks_with_kwargs when such a hook is removed;
     # a user's own hook registered before the trace must survive it untouched.
@@ -42,6 +54,14 @@ def test_torch_hook_registries_are_left_exactly_as_found(how):
             shapetrace.trace(model, x, ops=True)
         elif how == "failing trace":
             shapetrace.trace(nn.Sequential(nn.Linear(3, 3), Fails()), x, strict=False)
+        elif how == "registering forward":
+            seen = []
+            mine = torch_module.register_module_module_registration_hook(lambda m, n, v: seen.append(n))
+            before = registries()
+            shapetrace.trace(Registers(), x)
+            assert seen == ["layer"]  # the user's own registration hook still ran
+            mine.remove()
+            before = {k: {i: h for i, h in v.items() if i != mine.id} for k, v in before.items()}
         elif how == "profile":
             shapetrace.profile(model, x, device="cpu", warmup=0, repeat=1)
         else:
@@ -193,3 +213,4 @@ def test_a_forward_too_deep_for_python_fails_as_a_trace_whose_failure_names_a_re
     assert trace.failure.call is not None and trace.failure.call < len(trace.calls)
     assert trace.failed_call is trace.calls[trace.failure.call]
     assert shapetrace.Trace.from_json(trace.to_json()) == trace
+

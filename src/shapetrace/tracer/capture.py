@@ -182,7 +182,8 @@ class Tracer:
         self._index = ModuleIndex(self.model)
         self._flow = DataFlow()
         self._probes = self.probes(self._index, self._flow) + self.extra_probes
-        self._guard = ModelGuard(self._index, train=self.train, grad=self.grad)
+        moved = self.device is not None and self.device != model_device(self.model)  # copies swapped in
+        self._guard = ModelGuard(self._index, train=self.train, grad=self.grad, placed=moved)
         self._engine = Engine(self._index, self._probes)
         self._exit = contextlib.ExitStack()
         try:
@@ -253,6 +254,8 @@ class Tracer:
         trace.edges = self._flow.edges.edges
         for probe in self._probes[1:]:
             probe.merge(trace)
+        if self._guard.restored:
+            trace.meta["registrations_restored"] = list(self._guard.restored)
         changed = self._guard.changed_params()
         if changed:
             trace.meta["params_changed_in_place"] = changed

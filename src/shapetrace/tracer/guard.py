@@ -5,18 +5,31 @@ BatchNorm's running statistics) and every parameter's version counter, sets the 
 grad mode; leaving puts flags, buffers and grad mode back, even when the forward raised or was interrupted.
 Parameters are not copied (that would double a large model's memory): ``changed_params()`` names those the
 forward wrote in place, from their version counters.
+
+A forward can also *register* things on the model: assign a new tensor to a buffer (``self.steps =
+self.steps + 1``), a new ``Parameter``, a submodule built on the first call. torch's registration hooks
+tell the guard of each, before it happens, so it keeps what each name held and puts it back on leaving
+(``restored`` lists the names): nothing is copied for a forward that registers nothing. With ``placed``
+(the model runs with copies swapped in by name, ``placement.placed``) only the names the forward added
+are removed: the placement puts back the names it swapped. Removals (``del self.layer``) and writes
+straight into ``_parameters`` or ``_buffers`` go past torch's hooks and are left as the forward left them.
 """
 
 from __future__ import annotations
 
 import contextlib
 from types import TracebackType
+from typing import Any
 
 import torch
+from torch import nn
+from torch.nn.modules import module as torch_module
 
 from .engine import ModuleIndex
 
 __all__ = ["ModelGuard"]
+
+_ABSENT = object()  # "this name held nothing before the forward"
 
 
 def _version(t: torch.Tensor) -> int | None:
@@ -39,10 +52,13 @@ def _versions(tensors: list[torch.Tensor]) -> list[int | None]:
 class ModelGuard:
     """Save and restore a model's state around a forward (see the module docstring)."""
 
-    def __init__(self, index: ModuleIndex, *, train: bool | None = None, grad: bool = False) -> None:
+    def __init__(self, index: ModuleIndex, *, train: bool | None = None, grad: bool = False,
+                 placed: bool = False) -> None:
         self.index = index
         self.train = train
         self.grad = grad
+        self.placed = placed
+        self.restored: list[str] = []  # names the forward registered anew, put back on leaving
 
     def __enter__(self) -> ModelGuard:  # noqa: PYI034 - typing.Self needs Python 3.11
         modules = self.index.modules
@@ -56,7 +72,14 @@ class ModelGuard:
         with torch.no_grad():
             self._saved = list(torch._foreach_clone(self._live)) if self._live else []
         self._grad = contextlib.ExitStack()
+        # What each (module, registry, name) held before the forward first registered something there.
+        self._before: dict[tuple[int, str, str], tuple[nn.Module, str, str, Any]] = {}
+        self._found = len(self.index)  # slots indexed before the forward (the index can grow during it)
         try:
+            for register, registry in ((torch_module.register_module_parameter_registration_hook, "_parameters"),
+                                       (torch_module.register_module_buffer_registration_hook, "_buffers"),
+                                       (torch_module.register_module_module_registration_hook, "_modules")):
+                self._grad.callback(register(self._registering(registry)).remove)
             if self.train is not None:
                 self.index.model.train(self.train)
             self._grad.enter_context(torch.set_grad_enabled(self.grad))
@@ -70,9 +93,57 @@ class ModelGuard:
         self._restore()
         return False
 
+    def _registering(self, registry: str) -> Any:
+        """A registration hook for ``registry`` (``_parameters``, ``_buffers``, ``_modules``) that keeps what
+        a name of a module found before the forward held, the first time the forward registers it."""
+        before, slot_of = self._before, self.index.slot_of
+
+        def hook(module: nn.Module, name: str, value: Any) -> None:
+            slot = slot_of.get(id(module))
+            if slot is None or slot >= self._found or (id(module), registry, name) in before:
+                return
+            held = module.__dict__.get(registry)
+            before[(id(module), registry, name)] = (
+                module, registry, name, held.get(name, _ABSENT) if held is not None else _ABSENT)
+            if registry == "_buffers" and (id(module), "persistence", "") not in before:
+                before[(id(module), "persistence", "")] = (
+                    module, "persistence", "", set(getattr(module, "_non_persistent_buffers_set", ())))
+
+        return hook
+
+    def _put_back_registrations(self) -> None:
+        """Give every name the forward registered anew what it held before (see the module docstring)."""
+        before, self._before = getattr(self, "_before", {}), {}
+        rnns = []
+        for module, registry, name, held in before.values():
+            if registry == "persistence":
+                kept = getattr(module, "_non_persistent_buffers_set", None)
+                if isinstance(kept, set) and kept != held:
+                    kept.clear()
+                    kept.update(held)
+                continue
+            entries = module.__dict__[registry]
+            if self.placed and held is not _ABSENT:
+                continue  # a copy swapped in by name: the placement puts the original back
+            if held is _ABSENT:
+                if name not in entries:
+                    continue
+                del entries[name]
+            elif entries.get(name, _ABSENT) is not held:
+                entries[name] = held
+            else:
+                continue
+            prefix = self.index.names[self.index.slot_of[id(module)]][0]
+            self.restored.append(f"{prefix}.{name}" if prefix else name)
+            if registry == "_parameters" and isinstance(module, nn.RNNBase) and module not in rnns:
+                rnns.append(module)
+        for rnn in rnns:  # an RNN keeps its own list of its weights, read by its kernel
+            rnn._init_flat_weights()
+
     def _restore(self) -> None:
         try:
             self._grad.close()
+            self._put_back_registrations()
         finally:
             for m, was in zip(self.index.modules, self._training):
                 if m.training != was:  # Module.__setattr__ is slow: set only what changed
