@@ -214,3 +214,18 @@ def test_a_forward_too_deep_for_python_fails_as_a_trace_whose_failure_names_a_re
     assert trace.failed_call is trace.calls[trace.failure.call]
     assert shapetrace.Trace.from_json(trace.to_json()) == trace
 
+
+def test_a_trace_that_cannot_be_built_says_it_is_a_shapetrace_bug_and_leaves_the_model_as_found(monkeypatch):
+    from shapetrace.tracer import capture
+
+    def broken(index):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(capture, "model_stats", broken)
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)).train()
+    before, hooks = {k: v.clone() for k, v in model.state_dict().items()}, registries()
+    with pytest.raises(capture.TraceNotBuilt, match="could not build the trace.*KeyError.*bug in shapetrace") as caught:
+        shapetrace.trace(model, torch.randn(4, 3))
+    assert isinstance(caught.value.__cause__, KeyError)
+    assert registries() == hooks and model.training
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

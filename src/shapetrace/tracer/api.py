@@ -67,7 +67,8 @@ def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None =
         with tracer:
             out = model(*args, **kwargs)
     except Exception as e:
-        assert tracer.trace is not None
+        if tracer.trace is None:  # the Tracer could not even start, or could not build the trace
+            raise
         if strict:
             raise TraceFailed(tracer.trace, e) from e
         return tracer.trace

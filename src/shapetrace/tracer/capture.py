@@ -37,11 +37,16 @@ from .probes.shapes import ShapeProbe
 from .records import Trace, Uncalled
 from .shape_only import ShapeOnlyMode
 
-__all__ = ["Tracer", "UnsupportedModel", "check_traceable", "unwrap"]
+__all__ = ["TraceNotBuilt", "Tracer", "UnsupportedModel", "check_traceable", "unwrap"]
 
 
 class UnsupportedModel(TypeError):
     """What was handed to the tracer cannot be traced as it is; the message says what to pass instead."""
+
+
+class TraceNotBuilt(RuntimeError):
+    """The forward ran (or failed) and the model was restored, but shapetrace could not build its trace: a
+    bug in shapetrace, whose message says what to report."""
 
 
 def _wrapped(model: nn.Module) -> tuple[str, nn.Module] | None:
@@ -205,6 +210,11 @@ class Tracer:
             self._active = False
             try:
                 self.trace = self._finish(exc)
+            except Exception as e:
+                raise TraceNotBuilt(
+                    f"shapetrace could not build the trace of this forward ({type(e).__name__}: {e}); the model "
+                    "was left as found. This is a bug in shapetrace: please report it with the model's code (the "
+                    "traceback above shows where)") from e
             finally:
                 self._collector.__exit__(None, None, None)
         return False
