@@ -287,3 +287,30 @@ def test_a_layer_put_into_the_model_behind_torchs_back_does_not_break_the_trace(
     trace = shapetrace.trace(Sneaky(), torch.randn(2, 3))
     assert [c.module for c in trace.calls] == ["", "body"]
     assert trace.calls[0].params == 12
+
+
+class ThreadedBranches(nn.Module):
+    """Runs its branches in a thread pool: their calls interleave with each other in time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 512)) for _ in range(4))
+
+    def forward(self, x):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(4) as pool:
+            return sum(pool.map(lambda branch: branch(x), self.branches))
+
+
+def test_calls_made_in_other_threads_nest_in_their_own_thread_under_the_call_that_started_them():
+    model, x = ThreadedBranches(), torch.randn(256, 512)
+    for _ in range(3):  # the interleaving differs from run to run
+        trace = shapetrace.trace(model, x)
+        assert trace.failure is None and len(trace.calls) == 1 + 4 * 4
+        for call in trace.calls[1:]:
+            parent = trace.calls[call.parent].module
+            assert parent == call.module.rpartition(".")[0] or (parent == "" and call.module.count(".") == 1), (
+                call.module, parent)
+        assert all(c.outputs.shape == (256, 512) for c in trace.calls)

@@ -8,7 +8,10 @@ of the record. The engine does the part they share, once:
   modules the forward attaches to one of them (a layer built on the first call); modules of other
   models, or built inside the forward and never attached, are ignored;
 * **the call skeleton**: each counted call gets an id (its start order), its module's slot, its
-  ``call_index`` (the n-th call of that module object) and its parent, in flat lists (``calls``);
+  ``call_index`` (the n-th call of that module object) and its parent, in flat lists (``calls``). Calls
+  made in other threads (a forward that runs branches in a thread pool) nest in a stack of their own
+  thread, under the call open in the thread that entered the engine, and from the first of them on, the
+  bookkeeping of every call holds a lock;
 * **errors**: a call whose forward raised gets the exception in ``on_call_end``; calls whose post-hook never
   ran (``KeyboardInterrupt``, a hook of someone else raising) are closed when the engine exits;
 * **cleanup, guaranteed**: the hooks are removed and torch's hook registries left exactly as found, the
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any
@@ -40,6 +44,7 @@ __all__ = ["NO_KWARGS", "CallSkeleton", "Engine", "ModuleIndex", "Probe", "Unfin
 
 
 _no_torch_function = torch._C.DisableTorchFunction
+_thread_id = threading.get_ident
 
 
 class Unfinished(Exception):
@@ -293,7 +298,7 @@ class Engine:
         # the probes' own reads of tensor metadata in the hooks then run with torch functions disabled,
         # unseen by any mode.
         self.quiet = False
-        self.stack: list[int] = []  # the ids of the calls open right now, innermost last
+        self.stack: list[int] = []  # the ids of the calls open right now (in the engine's thread), innermost last
         self._active = False
 
     # ---- entering and leaving -------------------------------------------------------------------------
@@ -302,6 +307,10 @@ class Engine:
             raise RuntimeError("this Engine is already active; make a new one per pass")
         self._active = True
         self.stack = []
+        self._thread = _thread_id()  # the thread that entered the engine: its calls use ``stack``
+        self._threaded = False  # set by the first call from another thread: then every call takes the lock
+        self._lock = threading.Lock()
+        self._stacks: dict[int, list[int]] = {}  # the other threads' open calls, by thread id
         # Without torch's ``inner`` to recognise, the exception being handled at each call's start tells
         # (at its end) an exception the call raised from one it was called under.
         self._exc_at_start: list[BaseException | None] | None = [] if _INNER is None else None
@@ -344,8 +353,9 @@ class Engine:
                 handle.remove()
                 _forget_hook(handle.id)
             self._handles = []
-            while self.stack:
-                self._close(self.stack.pop(), exc if exc is not None else Unfinished())
+            for stack in [self.stack, *self._stacks.values()]:
+                while stack:
+                    self._close(stack.pop(), exc if exc is not None else Unfinished())
         finally:
             try:
                 for probe in reversed(self._started):
@@ -375,17 +385,6 @@ class Engine:
         slot = self._slot_of.get(id(module))
         if slot is None:
             return  # a module of another model, or one built inside the forward
-        calls = self.calls
-        cid = len(calls.slot)
-        stack = self.stack
-        parent = stack[-1] if stack else None
-        calls.slot.append(slot)
-        calls.index.append(self._counts[slot])
-        self._counts[slot] += 1
-        calls.parent.append(parent)
-        stack.append(cid)
-        if self._exc_at_start is not None:
-            self._exc_at_start.append(sys.exc_info()[1])
         kwargs = None
         if self._kwargs:
             free_at = self._keyword_free_at[slot]
@@ -406,6 +405,38 @@ class Engine:
                         kwargs = None
                 else:
                     kwargs = caller_kwargs()
+        if self._threaded or _thread_id() != self._thread:
+            with self._lock:
+                self._threaded = True
+                stack = self._stack_here()
+                self._begin(slot, module, args, kwargs, stack,
+                            stack[-1] if stack else self.stack[-1] if self.stack else None)
+            return
+        stack = self.stack
+        self._begin(slot, module, args, kwargs, stack, stack[-1] if stack else None)
+
+    def _stack_here(self) -> list[int]:
+        """The open calls of the thread running now (``stack`` in the engine's own thread)."""
+        ident = _thread_id()
+        if ident == self._thread:
+            return self.stack
+        stack = self._stacks.get(ident)
+        if stack is None:
+            stack = self._stacks[ident] = []
+        return stack
+
+    def _begin(self, slot: int, module: nn.Module, args: tuple, kwargs: Mapping[str, Any] | None,
+               stack: list[int], parent: int | None) -> None:
+        """Give the call its id and skeleton entries, open it on ``stack`` and tell the probes."""
+        calls = self.calls
+        cid = len(calls.slot)
+        calls.slot.append(slot)
+        calls.index.append(self._counts[slot])
+        self._counts[slot] += 1
+        calls.parent.append(parent)
+        stack.append(cid)
+        if self._exc_at_start is not None:
+            self._exc_at_start.append(sys.exc_info()[1])
         if self.quiet:
             with _no_torch_function():
                 for start in self._starts:
@@ -424,7 +455,21 @@ class Engine:
         slot = self._slot_of.get(id(module))
         if slot is None:
             return
-        stack = self.stack
+        error = None
+        if self._exc_at_start is None and sys._getframe(1).f_code is not _INNER:
+            # Not from inner: from _call_impl's except clause, where the exception is being handled. (Any
+            # other caller, e.g. a library's own copy of _call_impl: an exception being handled, if any.)
+            error = sys.exc_info()[1]
+        if self._threaded or _thread_id() != self._thread:
+            with self._lock:
+                self._threaded = True
+                self._finish_call(slot, module, output, error, self._stack_here())
+            return
+        self._finish_call(slot, module, output, error, self.stack)
+
+    def _finish_call(self, slot: int, module: nn.Module, output: Any, error: BaseException | None,
+                     stack: list[int]) -> None:
+        """Close the innermost open call of ``module`` on ``stack`` and tell the probes."""
         calls = self.calls
         if not stack or calls.slot[stack[-1]] != slot:
             # The pre-hook never ran for this call (another pre-hook raised first): nothing to close.
@@ -433,11 +478,7 @@ class Engine:
             while calls.slot[stack[-1]] != slot:  # calls whose post-hooks never ran
                 self._close(stack.pop(), sys.exc_info()[1] or Unfinished())
         cid = stack.pop()
-        if self._exc_at_start is None:
-            # Not from inner: from _call_impl's except clause, where the exception is being handled. (Any
-            # other caller, e.g. a library's own copy of _call_impl: an exception being handled, if any.)
-            error = None if sys._getframe(1).f_code is _INNER else sys.exc_info()[1]
-        else:
+        if self._exc_at_start is not None:
             exc = sys.exc_info()[1]
             error = exc if exc is not None and exc is not self._exc_at_start[cid] else None
         if error is not None:
