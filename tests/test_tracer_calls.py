@@ -314,3 +314,16 @@ def test_calls_made_in_other_threads_nest_in_their_own_thread_under_the_call_tha
             assert parent == call.module.rpartition(".")[0] or (parent == "" and call.module.count(".") == 1), (
                 call.module, parent)
         assert all(c.outputs.shape == (256, 512) for c in trace.calls)
+
+
+def test_nested_tensors_are_recorded_as_tensors_without_a_static_shape_with_their_sizes_when_jagged():
+    parts = [torch.randn(2, 4), torch.randn(3, 4)]
+    jagged = torch.nested.nested_tensor(parts, layout=torch.jagged)
+    trace = shapetrace.trace(nn.Sequential(nn.Identity(), nn.Linear(4, 2)), jagged)
+    assert "tracer_errors" not in trace.meta
+    linear = trace.calls[2]
+    assert isinstance(linear.outputs, Opaque) and linear.outputs.kind == "NestedTensor"
+    ragged = str(jagged.shape[1])  # torch's own name for the ragged size
+    assert linear.outputs.repr == f"tensor without a static shape (torch.jagged, sizes (2, {ragged}, 2))"
+    strided = shapetrace.trace(nn.Identity(), torch.nested.nested_tensor(parts))
+    assert strided.calls[0].outputs.repr == "tensor without a static shape (torch.strided)"

@@ -46,14 +46,19 @@ _Tensor = torch.Tensor
 
 
 def tensor_meta(t: torch.Tensor, tid: int | None = None) -> TensorMeta | Opaque:
-    """The ``TensorMeta`` of one tensor (an ``Opaque`` for tensors without a plain shape, e.g. jagged)."""
+    """The ``TensorMeta`` of one tensor (an ``Opaque`` for tensors without a plain shape, e.g. nested)."""
     try:
         shape = tuple(t.shape)
-        # A plain tensor's sizes are ints; a subclass's (fake or symbolic tensors) may be SymInts.
-        if type(t) is not _Tensor and not all(type(s) is int for s in shape):
-            shape = tuple(int(s) for s in shape)
-    except (RuntimeError, TypeError, ValueError):
+    except (RuntimeError, TypeError, ValueError):  # a strided nested tensor has no single shape
         return Opaque(type(t).__name__, f"tensor without a static shape ({t.layout})")
+    # A plain tensor's sizes are ints; a subclass's (fake or symbolic tensors) may be SymInts, and a jagged
+    # nested tensor's ragged size is a nested int that has no value.
+    if type(t) is not _Tensor and not all(type(s) is int for s in shape):
+        try:
+            shape = tuple(int(s) for s in shape)
+        except Exception:  # noqa: BLE001 - what a subclass's size raises when it has no value is its own
+            sizes = ", ".join(str(s) for s in shape)
+            return Opaque(type(t).__name__, f"tensor without a static shape ({t.layout}, sizes ({sizes}))")
     device, dtype = t.device, t.dtype
     return TensorMeta(shape, _DTYPE_NAMES.get(dtype) or dtype_name(dtype),
                       _DEVICE_NAMES.get(device) or device_name(device), tid, t.requires_grad)
