@@ -327,3 +327,43 @@ def test_nested_tensors_are_recorded_as_tensors_without_a_static_shape_with_thei
     assert linear.outputs.repr == f"tensor without a static shape (torch.jagged, sizes (2, {ragged}, 2))"
     strided = shapetrace.trace(nn.Identity(), torch.nested.nested_tensor(parts))
     assert strided.calls[0].outputs.repr == "tensor without a static shape (torch.strided)"
+
+
+class Collects(nn.Module):
+    """Writes into the containers it is given, as forwards that collect intermediate results do."""
+
+    def forward(self, x, found: list, by_name: dict):
+        found.append(x * 2)
+        by_name["doubled"] = found[-1]
+        return x
+
+
+def test_the_forward_gets_the_very_containers_the_caller_passed():
+    from collections import defaultdict
+
+    found, by_name = [], defaultdict(list)
+    shapetrace.trace(Collects(), torch.randn(3), found, by_name)
+    assert len(found) == 1 and by_name["doubled"] is found[0]  # as a plain call leaves them
+
+
+def test_a_list_that_contains_itself_is_passed_as_it_is_and_recorded_up_to_the_depth_limit():
+    looped = [torch.randn(2)]
+    looped.append(looped)
+    trace = shapetrace.trace(nn.Identity(), looped)
+    out = trace.calls[0].outputs
+    assert out[0].shape == (2,) and out[1][0].tid == out[0].tid
+
+
+def test_containers_holding_tensors_that_move_are_copied_keeping_their_type():
+    from collections import defaultdict
+
+    given = defaultdict(list, {"x": torch.randn(2, 3)})
+
+    class Reads(nn.Module):
+        def forward(self, inputs):
+            assert type(inputs) is defaultdict and inputs.default_factory is list
+            assert inputs["x"].is_meta
+            return inputs["x"]
+
+    trace = shapetrace.trace(Reads(), given, device="meta")
+    assert trace.calls[0].outputs.shape == (2, 3) and not given["x"].is_meta

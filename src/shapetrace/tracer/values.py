@@ -7,6 +7,7 @@ dataclasses (Hugging Face ``ModelOutput`` included), ``PackedSequence``, ``None`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -127,16 +128,32 @@ def iter_live_tensors(value: Any, _depth: int = 0) -> Iterator[torch.Tensor]:
             yield from iter_live_tensors(v, d)
 
 
-def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """A copy of a nested value with ``fn`` applied to every tensor (used to move inputs to a device)."""
+def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor], _path: tuple[int, ...] = ()) -> Any:
+    """``value`` with ``fn`` applied to every tensor inside it (used to move inputs to a device).
+
+    Containers are copied only where something inside them changed: what ``fn`` returns unchanged reaches
+    the forward as the very object the caller passed (a forward may write into a list or dict it is given).
+    A container inside itself is left as it is at the point where it repeats."""
     if isinstance(value, torch.Tensor):
         return fn(value)
-    if isinstance(value, torch.nn.utils.rnn.PackedSequence):
-        return type(value)(*(map_tensors(getattr(value, f), fn) for f in value._fields))
-    if _is_namedtuple(value):
-        return type(value)(*(map_tensors(v, fn) for v in value))
+    if not isinstance(value, (list, tuple, dict)) or id(value) in _path:
+        return value
+    path = (*_path, id(value))
     if isinstance(value, dict):
-        return type(value)((k, map_tensors(v, fn)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return type(value)(map_tensors(v, fn) for v in value)
-    return value
+        changed = {}
+        for k, v in value.items():
+            new = map_tensors(v, fn, path)
+            if new is not v:
+                changed[k] = new
+        if not changed:
+            return value
+        out = copy.copy(value)  # keeps the mapping's type and what it holds besides (a defaultdict's factory)
+        for k, v in changed.items():
+            out[k] = v
+        return out
+    items = [map_tensors(v, fn, path) for v in value]
+    if all(new is old for new, old in zip(items, value)):
+        return value
+    if isinstance(value, torch.nn.utils.rnn.PackedSequence) or _is_namedtuple(value):
+        return type(value)(*items)
+    return type(value)(items)
