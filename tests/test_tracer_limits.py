@@ -229,3 +229,23 @@ def test_a_trace_that_cannot_be_built_says_it_is_a_shapetrace_bug_and_leaves_the
     assert isinstance(caught.value.__cause__, KeyError)
     assert registries() == hooks and model.training
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_an_exception_whose_message_cannot_be_read_still_fails_the_trace_naming_the_call():
+    class Unreadable(Exception):
+        def __str__(self) -> str:
+            raise ValueError("no message")
+
+    class Raises(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Linear(2, 2)
+
+        def forward(self, x):
+            self.layer(x)
+            raise Unreadable()
+
+    with pytest.raises(shapetrace.TraceFailed, match=r"failed in \(root\)") as caught:
+        shapetrace.trace(Raises(), torch.randn(1, 2))
+    failure = caught.value.trace.failure
+    assert (failure.type, failure.message) == ("Unreadable", "<exception str() failed>")  # as Python prints it

@@ -134,14 +134,14 @@ class ShapeProbe(Probe):
         if len(self._kwargs) <= cid:  # the call's start was not recorded (see _pad)
             self._pad(cid + 1)
         if isinstance(error, Unfinished):
-            self._error.setdefault(cid, str(error))
+            self._error.setdefault(cid, _said(error))
             if self.failure is None:
                 self.failure = Failure(cid, "Interrupted", "")
                 self._failed_start = self.flow.starts[cid]
             return
-        self._error.setdefault(cid, f"{type(error).__name__}: {error}")
+        self._error.setdefault(cid, f"{type(error).__name__}: {_said(error)}")
         if self.failure is None:
-            self.failure = Failure(cid, type(error).__name__, str(error))
+            self.failure = Failure(cid, type(error).__name__, _said(error))
             self._failed_start = self.flow.starts[cid]
 
     # ---- after the forward --------------------------------------------------------------------------------
@@ -182,8 +182,16 @@ class ShapeProbe(Probe):
             calls.append(call)
         self.flow.connect(calls)
         if exc is not None and self.failure is None:
-            self.failure = Failure(None, type(exc).__name__, str(exc))
+            self.failure = Failure(None, type(exc).__name__, _said(exc))
         return calls
+
+
+def _said(error: BaseException) -> str:
+    """What the exception says; Python's own stand-in when its ``__str__`` raises (a user's exception class)."""
+    try:
+        return str(error)
+    except Exception:  # noqa: BLE001 - anything a broken __str__ raises
+        return "<exception str() failed>"
 
 
 def _pick_name(names: list[str], parent_name: str | None) -> str:
