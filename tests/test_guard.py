@@ -151,3 +151,20 @@ def test_a_shape_only_trace_leaves_the_real_buffers_of_a_registering_model():
         assert all(now[k] is held[k] for k in held), [k for k in held if now[k] is not held[k]]
     assert after[1]["steps"].device.type == "cpu" and after[3] == set()
     assert sorted(trace.meta["registrations_restored"]) == ["cache", "head"]  # the rest the placement put back
+
+
+def test_parameters_the_forward_freezes_are_unfrozen_again():
+    class Freezes(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Linear(2, 2)
+            self.frozen = nn.Linear(2, 2).requires_grad_(False)
+
+        def forward(self, x):
+            self.body.requires_grad_(False)
+            self.frozen.weight.requires_grad_(True)
+            return self.frozen(self.body(x))
+
+    model = Freezes()
+    shapetrace.trace(model, torch.randn(1, 2))
+    assert [p.requires_grad for p in model.parameters()] == [True, True, False, False]

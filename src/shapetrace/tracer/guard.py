@@ -1,8 +1,9 @@
 """``ModelGuard``: leave a model as it was found after a forward run for measuring, whatever happened.
 
 Entering saves each module's ``training`` flag, every buffer's values (a trace in training mode updates
-BatchNorm's running statistics) and every parameter's version counter, sets the requested training mode and
-grad mode; leaving puts flags, buffers and grad mode back, even when the forward raised or was interrupted.
+BatchNorm's running statistics), every parameter's ``requires_grad`` flag and version counter, sets the
+requested training mode and grad mode; leaving puts the flags, buffers and grad mode back, even when the
+forward raised or was interrupted.
 Parameters are not copied (that would double a large model's memory): ``changed_params()`` names those the
 forward wrote in place, from their version counters.
 
@@ -66,6 +67,7 @@ class ModelGuard:
         # Every parameter and buffer, a tensor registered twice listed twice (harmless for both uses).
         self._params = [p for m in modules for p in m._parameters.values() if p is not None]
         self._versions = _versions(self._params)
+        self._requires_grad = [p.requires_grad for p in self._params]
         # A copy of every buffer, written back after the forward. Version counters cannot say which buffers
         # changed: BatchNorm's kernel updates its running statistics without bumping them.
         self._live = [b for m in modules for b in m._buffers.values() if b is not None]
@@ -148,6 +150,11 @@ class ModelGuard:
             for m, was in zip(self.index.modules, self._training):
                 if m.training != was:  # Module.__setattr__ is slow: set only what changed
                     m.training = was
+            params, flags = getattr(self, "_params", []), getattr(self, "_requires_grad", [])
+            if [p.requires_grad for p in params] != flags:  # a forward that froze or unfroze parameters
+                for p, was in zip(params, flags):
+                    if p.requires_grad != was:
+                        p.requires_grad_(was)
             live, saved = getattr(self, "_live", []), getattr(self, "_saved", [])
             self._live, self._saved = [], []
             with torch.no_grad():
