@@ -562,8 +562,7 @@ def _driver(model, x):
     from shapetrace.tracer.timing import _Run
 
     trace = shapetrace.trace(model, x)
-    named = dict(model.named_modules())
-    call_of = {(id(named[c.module]), c.call_index): c.id for c in trace.calls}
+    call_of = {(c.module, c.call_index): c.id for c in trace.calls}  # CallSkeleton.key (no module is shared here)
     return trace, call_of, _Run(), ModuleIndex(model)
 
 
@@ -736,3 +735,25 @@ def test_a_known_sleep_inside_a_module_shows_in_its_self_time():
     assert 30 <= sleeper.timing["self_ms"] <= wall_ms / 5
     assert 30 <= trace.calls[0].timing["total_ms"] <= wall_ms / 5
     assert trace.calls[0].timing["total_ms"] >= sleeper.timing["total_ms"]
+
+
+class _BuildsItsHead(nn.Module):
+    """Builds its head on the first call: a new object in every pass, since each pass's guard removes it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(8, 8)
+
+    def forward(self, x):
+        if not hasattr(self, "head"):
+            self.head = nn.Sequential(nn.ReLU(), nn.Linear(8, 2))
+        return self.head(self.body(x))
+
+
+def test_a_layer_built_on_the_first_call_is_profiled_with_times_and_the_model_left_without_it():
+    model = _BuildsItsHead()
+    trace = shapetrace.profile(model, torch.randn(4, 8), device="cpu", warmup=0, repeat=2)
+    timed = {c.module: c.timing is not None for c in trace.calls}
+    assert timed == {"": True, "body": True, "head": True, "head.0": True, "head.1": True}
+    assert next(c for c in trace.calls if c.module == "head.1").memory.param_bytes == (8 * 2 + 2) * 4
+    assert not hasattr(model, "head")

@@ -219,10 +219,15 @@ class Tracer:
                 self._collector.__exit__(None, None, None)
         return False
 
-    def call_keys(self) -> list[tuple[int, int]]:
-        """``(id(module), call_index)`` of each call, by call id: how another pass's calls are matched."""
+    def call_keys(self) -> list[tuple[str, int]]:
+        """``(module name, call_index)`` of each call, by call id: how another pass's calls are matched."""
         calls, index = self._engine.calls, self._index
         return [calls.key(cid, index) for cid in range(len(calls))]
+
+    def call_modules(self) -> list[nn.Module]:
+        """The module object of each call, by call id (modules the forward attached included)."""
+        modules = self._index.modules
+        return [modules[slot] for slot in self._engine.calls.slot]
 
     # ---- the result ---------------------------------------------------------------------------------
     def _finish(self, exc: BaseException | None) -> Trace:

@@ -144,9 +144,12 @@ class CallSkeleton:
     def __len__(self) -> int:
         return len(self.slot)
 
-    def key(self, cid: int, index: ModuleIndex) -> tuple[int, int]:
-        """``(id(module), call_index)``: how passes of the engine over the same model match their calls."""
-        return id(index.modules[self.slot[cid]]), self.index[cid]
+    def key(self, cid: int, index: ModuleIndex) -> tuple[str, int]:
+        """``(module name, call_index)``: how passes of the engine over the same model match their calls.
+
+        By name rather than by object: a layer the forward builds on its first call is a new object in every
+        pass (the guard removes it after each), under the same name."""
+        return index.names[self.slot[cid]][0], self.index[cid]
 
 
 class Probe:

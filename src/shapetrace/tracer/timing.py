@@ -365,7 +365,8 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
         # Pass 1: shapes, data flow, FLOPs and peak memory, in one forward.
         flop_probe = FlopProbe() if flops else None
         peak_probe = PeakMemoryProbe(dev) if memory and dev.type == "cuda" else None
-        trace, keys = _shape_pass(model, args, kwargs, [p for p in (flop_probe, peak_probe) if p], grad, train)
+        trace, keys, called = _shape_pass(model, args, kwargs, [p for p in (flop_probe, peak_probe) if p], grad,
+                                          train)
         call_of = {key: cid for cid, key in enumerate(keys)}
         # Passes 2...: the timed repeats, the timer probe alone, compiled regions' insides left out.
         if dev.type == "meta":  # shapes only: FLOPs and memory, nothing to time
@@ -376,7 +377,7 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
     # The merge: every probe's results into the shape pass's calls.
     _fill_timing(trace, run, kind)
     if memory:
-        _fill_memory(trace, index, keys, peak_probe)
+        _fill_memory(trace, called, peak_probe)
     trace.meta["profiled"] = True
     if not run.repeats:  # device 'meta': FLOPs and memory from shapes, no timing
         return trace
@@ -406,18 +407,19 @@ def _first_dtype(model: nn.Module) -> torch.dtype:
 
 
 def _shape_pass(model: nn.Module, args: tuple, kwargs: dict, probes: list, grad: bool, train: bool | None
-                ) -> tuple[Trace, list[tuple[int, int]]]:
-    """The trace (with ops: the profile's diagram shows data flow) and each call's ``(id(module), call_index)``;
-    ``probes`` run in the same forward and key their results by call id."""
+                ) -> tuple[Trace, list[tuple[str, int]], list[nn.Module]]:
+    """The trace (with ops: the profile's diagram shows data flow), each call's ``(module name, call_index)``
+    and module object; ``probes`` run in the same forward and key their results by call id."""
     tracer = Tracer(model, grad=grad, train=train, ops=True, probes=probes)
     try:
         with tracer:
             model(*args, **kwargs)
     except Exception as e:
-        assert tracer.trace is not None
+        if tracer.trace is None:  # the Tracer could not start, or could not build the trace
+            raise
         raise TraceFailed(tracer.trace, e) from e
     assert tracer.trace is not None
-    return tracer.trace, tracer.call_keys()
+    return tracer.trace, tracer.call_keys(), tracer.call_modules()
 
 
 def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev: torch.device, warmup: int,  # noqa: PLR0913 - to take profile()'s options as one object
@@ -444,7 +446,9 @@ def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev:
         total = warmup + repeat
         for i in range(total):
             measured = run if i >= warmup else None
-            if i % 2 == 0:
+            # Alternating which goes first; an instrumented forward first of all, so that a layer the forward
+            # builds on its first call is built where an engine sees it attached (and indexes it).
+            if i % 2 == 1:
                 plain = _plain(forward, dev)
                 _instrumented(forward, index, timer, dev, call_of, measured)
             else:
@@ -471,15 +475,15 @@ def _fill_timing(trace: Trace, run: _Run, kind: str) -> None:
                                      p10_ms=_r(s["p10"]), p90_ms=_r(s["p90"]), cpu_ms=_r(s["cpu"]), kind=kind)
 
 
-def _fill_memory(trace: Trace, index: ModuleIndex, keys: list[tuple[int, int]],
-                 peak_probe: PeakMemoryProbe | None) -> None:
-    """Activation bytes (the call's distinct output tensors) and parameter bytes from shapes; CUDA peaks."""
+def _fill_memory(trace: Trace, called: list[nn.Module], peak_probe: PeakMemoryProbe | None) -> None:
+    """Activation bytes (the call's distinct output tensors) and parameter bytes from shapes; CUDA peaks.
+    ``called`` holds each call's module, by call id."""
     pbytes: dict[int, int] = {}
-    modules = {id(m): m for m in index.modules}
     for call in trace.calls:
-        mid = keys[call.id][0]
+        module = called[call.id]
+        mid = id(module)
         if mid not in pbytes:
-            pbytes[mid] = sum(p.numel() * p.element_size() for p in modules[mid].parameters())
+            pbytes[mid] = sum(p.numel() * p.element_size() for p in module.parameters())
         seen: set = set()
         act = 0
         for _, meta in iter_tensors(call.outputs):

@@ -77,9 +77,9 @@ class TimerProbe(Probe):
         elif self.mode == "events":
             self.ev1[cid] = self.event()
 
-    def keyed(self, call_of: dict[tuple[int, int], int]) -> list[tuple[int, int]]:
+    def keyed(self, call_of: dict[tuple[str, int], int]) -> list[tuple[int, int]]:
         """``(timed call id, shape-pass call id)`` for each finished timed call that matches a call of the
-        shape pass by ``(id(module), call_index)``."""
+        shape pass by ``(module name, call_index)`` (``CallSkeleton.key``)."""
         skeleton, index = self.skeleton, self.index
         if skeleton is None:
             return []
