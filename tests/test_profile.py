@@ -757,3 +757,37 @@ def test_a_layer_built_on_the_first_call_is_profiled_with_times_and_the_model_le
     assert timed == {"": True, "body": True, "head": True, "head.0": True, "head.1": True}
     assert next(c for c in trace.calls if c.module == "head.1").memory.param_bytes == (8 * 2 + 2) * 4
     assert not hasattr(model, "head")
+
+
+class _Jagged(nn.Module):
+    """Runs a Linear on a jagged nested tensor: fine by itself, not under torch's FlopCounterMode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.linear(torch.nested.nested_tensor([x[:1], x[:2]], layout=torch.jagged)).values()
+
+
+def test_a_forward_the_flop_counter_cannot_run_is_profiled_without_flops_saying_why():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model, x = _Jagged(), torch.randn(2, 8)
+    with pytest.raises(Exception, match="dispatch"), FlopCounterMode(display=False):  # the oracle: torch itself
+        model(x)
+    trace = shapetrace.profile(model, x, device="cpu", warmup=0, repeat=1)
+    assert trace.failure is None and all(c.flops is None for c in trace.calls)
+    assert all(c.timing is not None for c in trace.calls)
+    assert "dispatch" in trace.meta["flops_unavailable"]
+    table = str(trace.table())
+    assert "FLOPs:" in table and "FlopCounterMode could not run this forward" in table
+
+
+def test_a_forward_that_fails_by_itself_still_fails_the_profile():
+    class Broken(nn.Module):
+        def forward(self, x):
+            return x @ torch.randn(3, 3)
+
+    with pytest.raises(shapetrace.TraceFailed, match="mat1 and mat2|size mismatch|cannot be multiplied"):
+        shapetrace.profile(Broken(), torch.randn(2, 4), device="cpu", warmup=0, repeat=1)

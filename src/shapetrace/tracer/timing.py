@@ -365,8 +365,18 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
         # Pass 1: shapes, data flow, FLOPs and peak memory, in one forward.
         flop_probe = FlopProbe() if flops else None
         peak_probe = PeakMemoryProbe(dev) if memory and dev.type == "cuda" else None
-        trace, keys, called = _shape_pass(model, args, kwargs, [p for p in (flop_probe, peak_probe) if p], grad,
-                                          train)
+        try:
+            trace, keys, called = _shape_pass(model, args, kwargs, [p for p in (flop_probe, peak_probe) if p],
+                                              grad, train)
+        except TraceFailed as failed:
+            if flop_probe is None:
+                raise
+            # torch's FlopCounterMode cannot run some forwards that run by themselves (a jagged nested tensor
+            # through a Linear): without it, the profile goes on and says why FLOPs are missing.
+            peak_probe = PeakMemoryProbe(dev) if peak_probe is not None else None  # a fresh one for the new pass
+            trace, keys, called = _shape_pass(model, args, kwargs, [peak_probe] if peak_probe else [], grad, train)
+            failure = failed.trace.failure
+            trace.meta["flops_unavailable"] = f"{failure.type}: {failure.message}" if failure else str(failed)
         call_of = {key: cid for cid, key in enumerate(keys)}
         # Passes 2...: the timed repeats, the timer probe alone, compiled regions' insides left out.
         if dev.type == "meta":  # shapes only: FLOPs and memory, nothing to time
