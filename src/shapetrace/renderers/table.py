@@ -105,9 +105,8 @@ def _summary_lines(trace: Trace, fwd: float | None) -> list[tuple[str, str]]:
 
     unavailable = trace.meta.get("flops_unavailable")
     if unavailable:
-        first = str(unavailable).splitlines()[0]
-        out.append(("FLOPs", "not counted: torch's FlopCounterMode could not run this forward "
-                             f"({ellipsize(first, 160)})"))
+        first = ellipsize(str(unavailable).splitlines()[0], 160)
+        out.append(("FLOPs", f"not counted: torch's FlopCounterMode could not run this forward ({first})"))
     if not t:
         return out + ([("Forward time (ms)", f"{fwd:.3f}")] if fwd is not None else [])
     timed = (f"{timer_kind_text(t.get('kind'))} on {t.get('device')}, {t.get('dtype')}, {t.get('repeats')} "
