@@ -444,3 +444,30 @@ def test_ipython_shows_the_table_where_repr_stays_one_line(resnet18_trace):
 
     assert pretty(resnet18_trace) == str(resnet18_trace)
     assert "\n" not in repr(resnet18_trace)
+
+
+def test_markdown_shows_names_and_messages_as_text_when_a_markdown_renderer_reads_it():
+    """Read by a CommonMark renderer with GitHub's tables (markdown-it, the parser MyST uses): a module name
+    with a backtick, a pipe and angle brackets stays one code span in its cell, and an error message that
+    looks like HTML is shown, not run."""
+    markdown_it = pytest.importorskip("markdown_it")
+    from torch import nn
+
+    name = "a`b|c<d>"
+
+    class Odd(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.d = nn.ModuleDict({name: nn.Linear(2, 2)})
+
+        def forward(self, x):
+            self.d[name](x)
+            raise ValueError('<img src=x onerror="alert(1)"> & more')
+
+    trace = shapetrace.trace(Odd(), torch.randn(1, 2), strict=False)
+    from shapetrace.renderers.table import render_markdown
+
+    page = markdown_it.MarkdownIt("commonmark").enable("table").render(render_markdown(trace))
+    assert "<img" not in page and "&lt;img src=x" in page
+    assert "<code>d.a`b|c&lt;d&gt;</code>" in page
+    assert page.count("<tr>") == 1 + len(trace.calls)  # the header and one row per call: no cell split apart

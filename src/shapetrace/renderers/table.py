@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 from ..tracer.records import Trace, Value
 from .rows import Row, Totals, forward_ms, table_rows, totals
@@ -529,9 +530,20 @@ def _title(trace: Trace, rows: list[Row], view: str, depth: int | None) -> str:
 
 # ---- markdown ----------------------------------------------------------------------------------------
 def _md_cell(text: str) -> str:
-    """A table cell: one line (control characters escaped as ``\\n``), pipes escaped; backslashes stay
-    (names are code spans, where Markdown reads them literally)."""
-    return literal(text).replace("|", "\\|")
+    """A table cell, summary line or note: one line (control characters escaped as ``\\n``), ``&``, ``<`` and
+    ``>`` as character references (an error message or class name is text, never HTML that a docs page would
+    run), pipes escaped."""
+    text = literal(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|")
+
+
+def _md_code(text: str) -> str:
+    """A code span showing ``text`` as it is, whatever backticks it holds (a longer run of backticks fences
+    it, as CommonMark allows); pipes escaped, as GitHub's tables need even inside code spans."""
+    text = literal(text)
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}".replace("|", "\\|")
 
 
 def _plain_cells(r: Row, extra: list[str], fwd: float | None) -> list[str]:
@@ -550,9 +562,9 @@ def render_markdown(trace: Trace, *, depth: int | None = None, view: str = "call
     out = ["| " + " | ".join(headers) + " |",
            "|" + "|".join("---:" if i in right else "---" for i in range(len(headers))) + "|"]
     for r in rows:
-        cells = _plain_cells(r, extra, fwd)
-        cells[0] = "&nbsp;" * (2 * r.depth) + f"`{cells[0]}`"
-        out.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+        cells = [_md_cell(c) for c in _plain_cells(r, extra, fwd)]
+        cells[0] = "&nbsp;" * (2 * r.depth) + _md_code((f"{FAIL_MARK} " if r.failed else "") + r.name)
+        out.append("| " + " | ".join(cells) + " |")
     out.append("")
     for k, v in _summary_lines(trace, fwd):
         out.append(f"- {k}: {_md_cell(v)}")
