@@ -269,6 +269,8 @@ def test_a_layer_built_on_the_first_call_is_traced_with_its_calls_and_parameters
     assert calls["head.1"].cls == "Linear" and calls["head.1"].parent == calls["head"].id
     assert calls["head.1"].inputs[0].shape == (2, 4) and calls["head.1"].outputs.shape == (2, 2)
     assert calls["head"].params == 4 * 2 + 2
+    # Counted as the forward saw the model: the root and the totals include the head.
+    assert calls[""].params == trace.model.params == (3 * 4 + 4) + (4 * 2 + 2)
 
 
 def test_a_layer_put_into_the_model_behind_torchs_back_does_not_break_the_trace():

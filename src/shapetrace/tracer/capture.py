@@ -188,7 +188,8 @@ class Tracer:
         self._flow = DataFlow()
         self._probes = self.probes(self._index, self._flow) + self.extra_probes
         moved = self.device is not None and self.device != model_device(self.model)  # copies swapped in
-        self._guard = ModelGuard(self._index, train=self.train, grad=self.grad, placed=moved)
+        self._guard = ModelGuard(self._index, train=self.train, grad=self.grad, placed=moved,
+                                 keep_registrations=True)  # put back in __exit__, after the counts
         self._engine = Engine(self._index, self._probes)
         self._exit = contextlib.ExitStack()
         try:
@@ -199,7 +200,10 @@ class Tracer:
                 self._exit.enter_context(ShapeOnlyMode())
             self._exit.enter_context(self._engine)
         except BaseException:
-            self._exit.close()
+            try:
+                self._exit.close()
+            finally:
+                self._guard.put_back_registrations()
             raise
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -209,7 +213,14 @@ class Tracer:
         finally:
             self._active = False
             try:
-                self.trace = self._finish(exc)
+                # Parameters are counted as the forward saw them (a layer it built included), then what it
+                # registered is put back.
+                try:
+                    self.trace = self._finish(exc)
+                finally:
+                    self._guard.put_back_registrations()
+                    if self.trace is not None and self._guard.restored:
+                        self.trace.meta["registrations_restored"] = list(self._guard.restored)
             except Exception as e:
                 raise TraceNotBuilt(
                     f"shapetrace could not build the trace of this forward ({type(e).__name__}: {e}); the model "
@@ -269,8 +280,6 @@ class Tracer:
         trace.edges = self._flow.edges.edges
         for probe in self._probes[1:]:
             probe.merge(trace)
-        if self._guard.restored:
-            trace.meta["registrations_restored"] = list(self._guard.restored)
         changed = self._guard.changed_params()
         if changed:
             trace.meta["params_changed_in_place"] = changed

@@ -12,7 +12,9 @@ self.steps + 1``), a new ``Parameter``, a submodule built on the first call. tor
 tell the guard of each, before it happens, so it keeps what each name held and puts it back on leaving
 (``restored`` lists the names): nothing is copied for a forward that registers nothing. With ``placed``
 (the model runs with copies swapped in by name, ``placement.placed``) only the names the forward added
-are removed: the placement puts back the names it swapped. Removals (``del self.layer``) and writes
+are removed: the placement puts back the names it swapped. With ``keep_registrations`` leaving keeps
+them until ``put_back_registrations()`` (the tracer counts parameters first, as they were in the
+forward). Removals (``del self.layer``) and writes
 straight into ``_parameters`` or ``_buffers`` go past torch's hooks and are left as the forward left them.
 """
 
@@ -54,11 +56,12 @@ class ModelGuard:
     """Save and restore a model's state around a forward (see the module docstring)."""
 
     def __init__(self, index: ModuleIndex, *, train: bool | None = None, grad: bool = False,
-                 placed: bool = False) -> None:
+                 placed: bool = False, keep_registrations: bool = False) -> None:
         self.index = index
         self.train = train
         self.grad = grad
         self.placed = placed
+        self.keep_registrations = keep_registrations
         self.restored: list[str] = []  # names the forward registered anew, put back on leaving
 
     def __enter__(self) -> ModelGuard:  # noqa: PYI034 - typing.Self needs Python 3.11
@@ -113,8 +116,9 @@ class ModelGuard:
 
         return hook
 
-    def _put_back_registrations(self) -> None:
-        """Give every name the forward registered anew what it held before (see the module docstring)."""
+    def put_back_registrations(self) -> None:
+        """Give every name the forward registered anew what it held before (see the module docstring); once
+        only, by ``__exit__`` unless ``keep_registrations``."""
         before, self._before = getattr(self, "_before", {}), {}
         rnns = []
         for module, registry, name, held in before.values():
@@ -145,7 +149,8 @@ class ModelGuard:
     def _restore(self) -> None:
         try:
             self._grad.close()
-            self._put_back_registrations()
+            if not self.keep_registrations:
+                self.put_back_registrations()
         finally:
             for m, was in zip(self.index.modules, self._training):
                 if m.training != was:  # Module.__setattr__ is slow: set only what changed
