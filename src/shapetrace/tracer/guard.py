@@ -14,8 +14,8 @@ tell the guard of each, before it happens, so it keeps what each name held and p
 (the model runs with copies swapped in by name, ``placement.placed``) only the names the forward added
 are removed: the placement puts back the names it swapped. With ``keep_registrations`` leaving keeps
 them until ``put_back_registrations()`` (the tracer counts parameters first, as they were in the
-forward). Removals (``del self.layer``) and writes
-straight into ``_parameters`` or ``_buffers`` go past torch's hooks and are left as the forward left them.
+forward). Removals (``del self.layer``) and writes straight into ``_parameters`` or ``_buffers`` go past
+torch's hooks and are left as the forward left them.
 """
 
 from __future__ import annotations
@@ -143,8 +143,10 @@ class ModelGuard:
             self.restored.append(f"{prefix}.{name}" if prefix else name)
             if registry == "_parameters" and isinstance(module, nn.RNNBase) and module not in rnns:
                 rnns.append(module)
-        for rnn in rnns:  # an RNN keeps its own list of its weights, read by its kernel
-            rnn._init_flat_weights()
+        for rnn in rnns:  # an RNN keeps its own list of its weights, read by its kernel: rebuilt from the names
+            rebuild = getattr(rnn, "_init_flat_weights", None)
+            if rebuild is not None:
+                rebuild()
 
     def _restore(self) -> None:
         try:
