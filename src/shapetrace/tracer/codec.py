@@ -49,6 +49,9 @@ _HINTS: dict[type, dict[str, Any]] = {}
 def register(hint: Any, encoder: Encoder, decoder: Decoder) -> None:
     """Use ``encoder(value)`` and ``decoder(data, path)`` for fields annotated with ``hint``."""
     _CUSTOM[hint] = (encoder, decoder)
+    _ENCODERS.clear()  # compiled coders may have compiled the hint without its codec
+    _PLANS.clear()
+    _DECODERS.clear()
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -84,30 +87,83 @@ def _omit_none(cls: type) -> bool:
 
 
 # ---- encode ------------------------------------------------------------------------------------------
+# Encoding is compiled once per hint into a small function (``_encoder``), and a record class once into the
+# list of its fields with their encoders (``_plan``): a trace of 20,000 calls is a million values, and
+# reading type hints for each of them took longer than writing the JSON.
+_ENCODERS: dict[Any, Encoder] = {}
+_PLANS: dict[type, tuple[bool, list[tuple[str, Encoder, bool, Any]]]] = {}
+_IS_RECORD: dict[type, bool] = {}
+
+
 def encode(value: Any, hint: Any = Any) -> Any:
     """``value`` (annotated ``hint``) as JSON-ready data: dicts, lists, strings, numbers, booleans, null."""
+    return _encoder(hint)(value)
+
+
+def _encoder(hint: Any) -> Encoder:
+    enc = _ENCODERS.get(hint)
+    if enc is None:
+        enc = _ENCODERS[hint] = _make_encoder(hint)
+    return enc
+
+
+def _is_record(value: Any) -> bool:
+    """Whether ``value`` is a dataclass instance (a record), answered once per type."""
+    kind = type(value)
+    known = _IS_RECORD.get(kind)
+    if known is None:
+        known = _IS_RECORD[kind] = dataclasses.is_dataclass(kind) and not issubclass(kind, type)
+    return known
+
+
+def _make_encoder(hint: Any) -> Encoder:
+    """The encoder of ``hint``: a registered codec's, or the rules below in this order for each value
+    (``None``, a record, then by the hint: a union holding a record type that can coerce a mapping, a
+    record type, a list, a dict, a number)."""
     if hint in _CUSTOM:
-        return _CUSTOM[hint][0](value)
-    if value is None:
-        return None
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _encode_record(value)
+        return _CUSTOM[hint][0]
     args = _union_args(hint)
     if args is not None:  # a mapping given where a record is expected (``call.timing = {...}``)
         record = next((a for a in args if isinstance(a, type) and hasattr(a, "coerce")), None)
-        return encode(_coerce(value, record) if record is not None else value, record or Any)
+        inner = _encoder(record or Any)
+
+        def union(value: Any) -> Any:
+            if value is None:
+                return None
+            if _is_record(value):
+                return _encode_record(value)
+            return inner(_coerce(value, record) if record is not None else value)
+
+        return union
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return _encode_record(_coerce(value, hint))
+
+        def record_of(value: Any) -> Any:
+            if value is None:
+                return None
+            return _encode_record(value if _is_record(value) else _coerce(value, hint))
+
+        return record_of
     origin = typing.get_origin(hint)
-    if isinstance(value, (list, tuple)):
-        item = typing.get_args(hint)[0] if origin in (list, tuple) and typing.get_args(hint) else Any
-        return [encode(v, item) for v in value]
-    if isinstance(value, dict):
-        item = typing.get_args(hint)[1] if origin is dict and typing.get_args(hint) else Any
-        return {str(k): encode(v, item) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"cannot write {value!r} as JSON")
-    return value
+    sub = typing.get_args(hint)
+    item = _encoder(sub[0] if origin in (list, tuple) and sub else Any) if hint is not Any else None
+    entry = _encoder(sub[1] if origin is dict and sub else Any) if hint is not Any else None
+
+    def plain(value: Any) -> Any:
+        if value is None:
+            return None
+        if _is_record(value):
+            return _encode_record(value)
+        if isinstance(value, (list, tuple)):
+            each = item or plain
+            return [each(v) for v in value]
+        if isinstance(value, dict):
+            each = entry or plain
+            return {str(k): each(v) for k, v in value.items()}
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"cannot write {value!r} as JSON")
+        return value
+
+    return plain
 
 
 def _coerce(value: Any, cls: type) -> Any:
@@ -117,56 +173,127 @@ def _coerce(value: Any, cls: type) -> Any:
     return value
 
 
-def _encode_record(record: Any) -> dict[str, Any]:
-    cls = type(record)
-    hints = _hints(cls)
-    omit_none = _omit_none(cls)
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(record):
-        v = getattr(record, f.name)
-        if omit_none and v is None:
-            continue
-        if f.metadata.get("omit"):
+def _plan(cls: type) -> tuple[bool, list[tuple[str, Encoder, bool, Any]]]:
+    """Whether ``cls`` leaves out ``None`` fields, and each field's name, encoder, whether it is left out at
+    its default, and that default."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        hints = _hints(cls)
+        fields = []
+        for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else (
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
-            if v == default:
-                continue
-        out[f.name] = encode(v, hints[f.name])
+            fields.append((f.name, _encoder(hints[f.name]), bool(f.metadata.get("omit")), default))
+        plan = _PLANS[cls] = (_omit_none(cls), fields)
+    return plan
+
+
+def _encode_record(record: Any) -> dict[str, Any]:
+    omit_none, fields = _plan(type(record))
+    out: dict[str, Any] = {}
+    for name, enc, omit, default in fields:
+        v = getattr(record, name)
+        if omit_none and v is None:
+            continue
+        if omit and v == default:
+            continue
+        out[name] = enc(v)
     return out
 
 
 # ---- decode ------------------------------------------------------------------------------------------
+# Decoding is compiled the same way: one function per hint, ``(data, path, depth) -> value``.
+_DECODERS: dict[Any, Callable[[Any, str, int], Any]] = {}  # hint -> Decoder3
+
+
 def decode(data: Any, hint: Any, path: str = "", depth: int = 0) -> Any:
     """Build a value of type ``hint`` from JSON data, or raise ``TraceFormatError`` at the first bad field."""
-    if depth > MAX_DEPTH:
-        raise TraceFormatError(path, f"nested more than {MAX_DEPTH} levels deep")
+    dec = _DECODERS.get(hint)
+    if dec is None:
+        dec = _DECODERS[hint] = _make_decoder(hint)
+    return dec(data, path, depth)
+
+
+def _too_deep(path: str) -> TraceFormatError:
+    return TraceFormatError(path, f"nested more than {MAX_DEPTH} levels deep")
+
+
+Decoder3 = Callable[[Any, str, int], Any]
+
+
+def _make_decoder(hint: Any) -> Decoder3:
     if hint in _CUSTOM:
-        return _CUSTOM[hint][1](data, path)
+        return _registered_decoder(_CUSTOM[hint][1])
     if hint is Any:
-        return _check_plain(data, path, depth)
+        return _checked(_check_plain)
     args = _union_args(hint)
     if args is not None:
-        return _decode_union(data, args, path, depth)
+        return _union_decoder(args)
     if hint is type(None):
-        if data is not None:
-            raise TraceFormatError(path, f"expected null, got {_kind(data)}")
-        return None
+        return _checked(_null)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return _decode_record(data, hint, path, depth)
+        return _record_decoder(hint)
     origin = typing.get_origin(hint) or hint
     sub = typing.get_args(hint)
     if origin in (list, tuple):
+        return _sequence_decoder(sub[0] if sub else Any, origin is tuple)
+    if origin is dict:
+        return _mapping_decoder(sub[1] if len(sub) == 2 else Any)
+    return _scalar_decoder(hint)
+
+
+def _checked(dec: Decoder3) -> Decoder3:
+    """``dec`` after the depth check every decoder starts with."""
+
+    def checked(data: Any, path: str, depth: int) -> Any:
+        if depth > MAX_DEPTH:
+            raise _too_deep(path)
+        return dec(data, path, depth)
+
+    return checked
+
+
+def _scalar_decoder(hint: Any) -> Decoder3:
+    """A scalar's decoder: the JSON value itself when it is already of the hinted type (the common case, one
+    type check), else ``_decode_scalar``'s conversion or error."""
+    exact = hint if hint in (int, str, bool, float) else None
+
+    def scalar(data: Any, path: str, depth: int) -> Any:
+        if type(data) is exact and depth <= MAX_DEPTH:
+            return data
+        if depth > MAX_DEPTH:
+            raise _too_deep(path)
+        return _decode_scalar(data, hint, path)
+
+    return scalar
+
+
+def _registered_decoder(custom: Decoder) -> Decoder3:
+    return _checked(lambda data, path, depth: custom(data, path))
+
+
+def _null(data: Any, path: str, depth: int) -> None:
+    if data is not None:
+        raise TraceFormatError(path, f"expected null, got {_kind(data)}")
+
+
+def _sequence_decoder(item: Any, as_tuple: bool) -> Decoder3:
+    def sequence(data: Any, path: str, depth: int) -> Any:
         if not isinstance(data, list):
             raise TraceFormatError(path, f"expected a list, got {_kind(data)}")
-        item = sub[0] if sub else Any
         items = [decode(v, item, f"{path}[{i}]", depth + 1) for i, v in enumerate(data)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
+        return tuple(items) if as_tuple else items
+
+    return _checked(sequence)
+
+
+def _mapping_decoder(value: Any) -> Decoder3:
+    def mapping(data: Any, path: str, depth: int) -> Any:
         if not isinstance(data, dict):
             raise TraceFormatError(path, f"expected an object, got {_kind(data)}")
-        item = sub[1] if len(sub) == 2 else Any
-        return {k: decode(v, item, _key_path(path, k), depth + 1) for k, v in data.items()}
-    return _decode_scalar(data, hint, path)
+        return {k: decode(v, value, _key_path(path, k), depth + 1) for k, v in data.items()}
+
+    return _checked(mapping)
 
 
 def _key_path(path: str, key: str) -> str:
@@ -200,39 +327,53 @@ def _short(data: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _decode_union(data: Any, args: tuple[Any, ...], path: str, depth: int) -> Any:
-    if data is None:
-        if type(None) in args:
-            return None
-        raise TraceFormatError(path, "expected a value, got null")
+def _union_decoder(args: tuple[Any, ...]) -> Decoder3:
+    nullable = type(None) in args
     candidates = [a for a in args if a is not type(None)]
-    if len(candidates) == 1:
-        return decode(data, candidates[0], path, depth)
-    first: TraceFormatError | None = None
-    for arg in candidates:
-        try:
-            return decode(data, arg, path, depth)
-        except TraceFormatError as e:
-            first = first or e
-    assert first is not None
-    raise first
+
+    def union(data: Any, path: str, depth: int) -> Any:
+        if data is None:
+            if nullable:
+                return None
+            raise TraceFormatError(path, "expected a value, got null")
+        if len(candidates) == 1:
+            return decode(data, candidates[0], path, depth)
+        first: TraceFormatError | None = None
+        for arg in candidates:
+            try:
+                return decode(data, arg, path, depth)
+            except TraceFormatError as e:
+                first = first or e
+        assert first is not None
+        raise first
+
+    return _checked(union)
 
 
-def _decode_record(data: Any, cls: type, path: str, depth: int) -> Any:
-    if not isinstance(data, dict):
-        raise TraceFormatError(path, f"expected an object ({cls.__name__}), got {_kind(data)}")
+def _record_decoder(cls: type) -> Decoder3:
     hints = _hints(cls)
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        where = f"{path}.{f.name}" if path else f.name
-        if f.name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise TraceFormatError(where, "missing")
-            continue
-        values[f.name] = decode(data[f.name], hints[f.name], where, depth + 1)
-    return cls(**values)
+    # Each field given to the constructor: its name, its hint, whether the JSON must have it.
+    fields = [(f.name, hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+              for f in dataclasses.fields(cls) if f.init]
+
+    decoders: list[Decoder3] = []  # the fields' decoders, looked up at the first record (hints may recur)
+
+    def record(data: Any, path: str, depth: int) -> Any:
+        if not isinstance(data, dict):
+            raise TraceFormatError(path, f"expected an object ({cls.__name__}), got {_kind(data)}")
+        if not decoders:
+            decoders.extend(_DECODERS.get(h) or _DECODERS.setdefault(h, _make_decoder(h)) for _, h, _ in fields)
+        values: dict[str, Any] = {}
+        prefix = f"{path}." if path else ""
+        for (name, _, required), dec in zip(fields, decoders):
+            if name not in data:
+                if required:
+                    raise TraceFormatError(prefix + name, "missing")
+                continue
+            values[name] = dec(data[name], prefix + name, depth + 1)
+        return cls(**values)
+
+    return _checked(record)
 
 
 def _check_plain(data: Any, path: str, depth: int) -> Any:
