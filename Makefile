@@ -50,6 +50,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/overhead.py --rounds 10 --budget 150 --write docs/benchmarks.md
 	$(BIN)/python benchmarks/render.py
+	$(BIN)/python benchmarks/trace_json.py --write docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) site build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
