@@ -118,6 +118,7 @@ def test_what_the_forward_registered_is_put_back_and_named(fails):
         assert torch.equal(v, state[k]), k
     assert sorted(trace.meta["registrations_restored"]) == ["cache", "head", "scale", "steps"]
     assert trace.failed is fails
+    assert "Put back:" in str(trace.table())  # and the table says so, under its totals
 
 
 def test_an_lstm_weight_replaced_by_the_forward_is_put_back_where_its_kernel_reads_it():

@@ -104,6 +104,10 @@ def _summary_lines(trace: Trace, fwd: float | None) -> list[tuple[str, str]]:
         v = t.get(key)
         return f"{v:.3f}" if isinstance(v, (int, float)) else None
 
+    restored = trace.meta.get("registrations_restored")
+    if isinstance(restored, list) and restored:
+        names = ", ".join(str(n) for n in restored[:8]) + (f" and {len(restored) - 8} more" if len(restored) > 8 else "")
+        out.append(("Put back", f"what the forward registered on the model ({names}): the model is as found"))
     unavailable = trace.meta.get("flops_unavailable")
     if unavailable:
         first = ellipsize(str(unavailable).splitlines()[0], 160)
