@@ -259,3 +259,47 @@ def test_the_line_recording_benchmark_runs_and_reports_ratios():
     spec.loader.exec_module(bench)
     table = bench.run(quick=True, rounds=1, budget_s=1.0)
     assert "| resnet18, batch 1, 64x64 | 1 |" in table and table.count("×") == 6
+
+
+class _Attention(nn.Module):
+    """A user-defined leaf: parameters and functional ops, no submodules."""
+
+    def __init__(self, d: int = 8) -> None:
+        super().__init__()
+        self.wq = nn.Parameter(torch.randn(d, d))
+        self.wk = nn.Parameter(torch.randn(d, d))
+
+    def forward(self, x):
+        q, k = x @ self.wq, x @ self.wk
+        scores = (q @ k.transpose(-1, -2)).softmax(-1)
+        return scores @ x
+
+
+class _WithAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = _Attention()
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.out(self.attn(x) + x)
+
+
+def test_a_user_defined_leaf_traced_by_itself_shows_the_shape_each_of_its_lines_makes():
+    model, x = _Attention(), torch.randn(2, 5, 8)
+    view = build_view(trace(model, x, lines=True))
+    q = x @ model.wq  # the oracle: torch itself
+    scores = (q @ (x @ model.wk).transpose(-1, -2)).softmax(-1)
+    assert _events(_line(view, "q, k = x @ self.wq"))["matmul"] == [str(tuple(q.shape)).replace(" ", "")] * 2
+    assert _events(_line(view, "scores = (q @ k.transpose"))["softmax"] == [str(tuple(scores.shape)).replace(" ", "")]
+    assert _events(_line(view, "return scores @ x"))["matmul"] == ["(2,5,8)"]
+    assert "a leaf module" not in render(view)
+
+
+def test_inside_a_model_a_user_defined_leaf_stays_one_box_and_says_how_to_see_its_lines():
+    model, x = _WithAttention(), torch.randn(2, 5, 8)
+    t = trace(model, x, lines=True)
+    attn = next(c for c in t.calls if c.module == "attn")
+    assert not [o for o in t.ops if o.call == attn.id]  # the model's diagram draws it as one node
+    text = str(t.lines("attn"))
+    assert "a leaf module" in text and "trace attn by itself" in text

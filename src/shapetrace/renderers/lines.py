@@ -253,6 +253,9 @@ def build_view(trace: Trace, module: str = "") -> View:
     if not children and not ops and all(c.id in {leaf.id for leaf in trace.leaves()} for c in calls):
         note = ("a leaf module: the torch functions inside a leaf's forward are its own implementation and are not "
                 "recorded, so its lines show no shapes (its call: " + _value_text(calls[0].outputs)[0] + ")")
+        if calls[0].parent is not None:  # a leaf inside the model: by itself its ops are recorded
+            note += (f"; trace {calls[0].module} by itself (shapetrace.trace(model.{calls[0].module}, ..., "
+                     "lines=True)) to see the shape each of its lines makes")
     views = []
     for key, source_calls in by_source.items():
         sids = {c.id for c in source_calls}

@@ -10,7 +10,10 @@ from an attribute rather than its arguments).
 Only what can be a side input is looked at: a leaf layer built into ``torch.nn`` (``Conv2d``, ``Linear``,
 ``BatchNorm2d``, ``LSTM``, ...) reads nothing but its arguments and its own parameters and buffers, so the
 recorder steps aside (leaves torch's function-mode stack) for the length of such a call and its ops cost
-nothing extra. A user-defined leaf is watched op by op.
+nothing extra. A user-defined leaf is watched op by op. A user-defined leaf traced by itself (the
+outermost call: ``shapetrace lines my_layer.py:Attention``) has its ops recorded like a container's: its
+forward is the code being looked at, so the line-by-line view shows the shape each of its lines makes and
+a diagram draws what it does. Inside a model, leaves stay boxes.
 """
 
 from __future__ import annotations
@@ -85,6 +88,9 @@ class OpRecorder(TorchFunctionMode):
         self._open = engine.stack  # the open calls' ids, innermost last
         self._slot = engine.calls.slot
         self._is_leaf = engine.index.is_leaf
+        self._parent = engine.calls.parent
+        self._modules = engine.index.modules
+        self._own_code: dict[int, bool] = {}  # slot -> a user-defined leaf (not a layer of torch.nn)
         self.seen = 0  # torch functions that could be data flow (not metadata reads), for OpCountProbe
         # The call during which the recorder is off torch's function-mode stack (``None``: it is on). Read
         # it; only step_aside and step_back change it.
@@ -130,7 +136,7 @@ class OpRecorder(TorchFunctionMode):
         name = op_name(func)
         inplace = _is_inplace(name, raw)
         target = args[0] if inplace and args and isinstance(args[0], torch.Tensor) else None
-        if inner is not None and self._is_leaf[self._slot[inner]]:
+        if inner is not None and self._is_leaf[self._slot[inner]] and not self._recorded_leaf(inner):
             # A leaf's own implementation: only side inputs (and a handed tensor changed in place) matter.
             flow.note_leaf_op((args, kwargs), target, inner)
             return
@@ -139,6 +145,17 @@ class OpRecorder(TorchFunctionMode):
             return
         call_args = list(args) + ([kwargs] if kwargs else [])
         flow.record_op(name, call_args, None if target is not None and out is None else out, target, inner)
+
+
+    def _recorded_leaf(self, cid: int) -> bool:
+        """Whether the ops inside this leaf call are recorded: a user-defined leaf traced by itself."""
+        if self._parent[cid] is not None:
+            return False
+        slot = self._slot[cid]
+        known = self._own_code.get(slot)
+        if known is None:
+            known = self._own_code[slot] = not reads_only_its_own_state(self._modules[slot])
+        return known
 
 
 def reads_only_its_own_state(module: nn.Module) -> bool:
