@@ -312,7 +312,7 @@ class Engine:
         self.stack = []
         self._thread = _thread_id()  # the thread that entered the engine: its calls use ``stack``
         self._threaded = False  # set by the first call from another thread: then every call takes the lock
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a probe may build (and attach) a module inside a hook
         self._stacks: dict[int, list[int]] = {}  # the other threads' open calls, by thread id
         # Without torch's ``inner`` to recognise, the exception being handled at each call's start tells
         # (at its end) an exception the call raised from one it was called under.
@@ -374,14 +374,15 @@ class Engine:
         model runs is indexed, so that its calls count."""
         if value is None or id(parent) not in self._slot_of:
             return
-        try:
-            added = self.index.attach(parent, name, value)
-        except Exception as e:  # noqa: BLE001 - never break the user's forward
-            self.errors.append(f"attaching {type(value).__name__} as {name!r}: {e!r}")
-            return
-        if added:
-            self._counts += [0] * added
-            self._keyword_free_at += [None] * added
+        with self._lock:  # another thread's hooks may be reading the per-slot lists
+            try:
+                added = self.index.attach(parent, name, value)
+            except Exception as e:  # noqa: BLE001 - never break the user's forward
+                self.errors.append(f"attaching {type(value).__name__} as {name!r}: {e!r}")
+                return
+            if added:
+                self._counts += [0] * added
+                self._keyword_free_at += [None] * added
 
     # ---- the hooks: the hot path ----------------------------------------------------------------------
     def _pre(self, module: nn.Module, args: tuple) -> None:
