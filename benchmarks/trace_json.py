@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import torch
 import torchvision
-from engine_before_after import load_before
+from engine_before_after import load_before, measure
 from overhead import write_section
 from torch import nn
 
@@ -65,14 +64,7 @@ def run(before: ModuleType | None, rounds: int) -> str:
             "ratios over `json.dumps` and `json.loads` of the same data in the same rounds."), "", head, rule]
     for label, model, x in cases():
         trace = shapetrace.trace(model, x)
-        fns = methods(trace, before)
-        times: dict[str, list[float]] = {name: [] for name in fns}
-        order = list(fns)
-        for r in range(rounds):
-            for name in order[r % len(order):] + order[:r % len(order)]:
-                t0 = time.perf_counter()
-                fns[name]()
-                times[name].append(time.perf_counter() - t0)
+        times = measure(methods(trace, before), rounds)  # interleaved rounds, each starting elsewhere
         low = {k: min(v) for k, v in times.items()}
         size = len(trace.to_json().encode()) / 1e6
         row = (f"| {label} | {len(trace.calls)} | {size:.1f} | {low['json.dumps']:.3f} | "
