@@ -312,14 +312,14 @@ def test_a_call_made_while_an_exception_is_handled_is_not_failed_and_a_raising_c
 
 @pytest.mark.parametrize("collector_on", [True, False])
 def test_a_trace_leaves_the_garbage_collector_as_it_found_it(collector_on):
-    """Automatic collection is paused while a trace runs; the user's setting comes back afterwards, also
-    when the forward raises or the tracer cannot start."""
+    """Automatic collection is paused only while the records are built, never while the forward runs; the
+    user's setting comes back afterwards, also when the forward raises or the tracer cannot start."""
     was = gc.isenabled()
     (gc.enable if collector_on else gc.disable)()
     try:
         model = nn.Linear(2, 2)
         with shapetrace.Tracer(model):
-            assert not gc.isenabled()
+            assert gc.isenabled() is collector_on  # the forward runs with the collector as the user set it
             model(torch.randn(1, 2))
         assert gc.isenabled() is collector_on
         with pytest.raises(shapetrace.TraceFailed):
@@ -345,3 +345,57 @@ def test_calls_hooked_from_a_frame_the_engine_does_not_know_still_end_as_they_di
 
 def _a_function_code():
     return (lambda: None).__code__
+
+
+class _MakesCyclicGarbage(nn.Module):
+    """Each step leaves a reference cycle holding a 4 MB tensor, among ordinary allocations that start
+    collections in a plain run (a caught exception kept with its traceback does the same)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step = nn.Linear(4, 4)
+
+    def forward(self, x):
+        for _ in range(40):
+            node = {"tensor": torch.zeros(1_000_000)}
+            node["self"] = node
+            del node
+            _ = [[] for _ in range(800)]
+            x = self.step(x)
+        return x
+
+
+def test_cyclic_garbage_a_forward_makes_is_collected_while_it_is_traced(monkeypatch):
+    """Of the 40 tensors the forward leaves in reference cycles, about as few are alive at its end traced as
+    plain: the forward runs with the collector on. (With the collector paused for the whole trace, all 40
+    were: a trace could run out of memory where the plain forward does not.)"""
+    import weakref
+
+    made: list = []
+    real_zeros = torch.zeros
+
+    def zeros(*args, **kwargs):
+        t = real_zeros(*args, **kwargs)
+        made.append(weakref.ref(t))
+        return t
+
+    alive: list[int] = []
+
+    class AtTheEnd(nn.Module):
+        def forward(self, y):
+            alive.append(sum(r() is not None for r in made))
+            return y
+
+    model, x = nn.Sequential(_MakesCyclicGarbage(), AtTheEnd()), torch.randn(1, 4)
+    was = gc.isenabled()
+    gc.enable()
+    try:
+        monkeypatch.setattr(torch, "zeros", zeros)
+        with torch.no_grad():
+            model(x)
+        made.clear()
+        shapetrace.trace(model, x)
+    finally:
+        (gc.enable if was else gc.disable)()
+    plain, traced = alive
+    assert plain < 20 and traced < 20, (plain, traced)

@@ -105,17 +105,17 @@ def _has_forward(module: nn.Module) -> bool:
 
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
-    """Python's automatic cyclic garbage collection off for a trace, if it was on; on again afterwards,
-    with the youngest generation collected at once.
+    """Python's automatic cyclic garbage collection off while the records are built, if it was on; on again
+    afterwards, with the youngest generation collected at once.
 
-    A trace allocates thousands of small objects that live until its records are built (the hooks' raw
-    tuples, tensor ids, then the records themselves), none of them in a reference cycle. With the collector
-    on, every 700 of them start a collection that walks the young objects and promotes the survivors, and
-    the promoted ones bring the next full collection of the whole process closer (100 ms with torch
-    loaded). Paused, the trace pays for one collection of its young objects at the end, here rather than in
-    whatever runs next: fastest runs about the same, the mean a quarter lower on a model made of module calls
-    (``docs/benchmarks.md``). As ``timeit`` does for the same reason; the forward's own objects are freed by
-    reference counting as usual, and cyclic garbage it makes waits until the trace ends.
+    Building the records after the forward makes thousands of small objects that all survive (``Call``,
+    ``TensorMeta``, ``Edge`` and their lists), none of them in a reference cycle. With the collector on,
+    every 700 of them start a collection that walks the young objects and promotes the survivors, bringing
+    the next full collection of the whole process closer (100 ms with torch loaded). Paused, the trace pays
+    for one collection of its young objects at the end, here rather than in whatever runs next. Only this
+    phase is paused, never the user's forward: a forward that makes cyclic garbage holding tensors (a caught
+    exception kept with its traceback, a recursive closure) needs the collector as much traced as plain, or
+    a trace could run out of memory where the plain forward does not (``docs/design-notes.md``).
     """
     was_on = gc.isenabled()
     if was_on:
@@ -138,7 +138,8 @@ class Tracer:
     operations and data-flow edges between modules; ``lines`` records the source line of every call and op
     (and implies ``ops``; see ``tracer/lines.py``). ``probes`` run in the same forward beside the shape
     probes (``profile()`` adds FLOPs and memory this way); they key what they record by call id. Python's
-    automatic cyclic garbage collection is paused while the block runs (see ``_gc_paused``).
+    automatic cyclic garbage collection is paused while the records are built after the block, never during
+    it (see ``_gc_paused``).
     """
 
     def __init__(self, model: nn.Module, *, grad: bool = False, train: bool | None = None,
@@ -172,12 +173,9 @@ class Tracer:
         if self._active:
             raise RuntimeError("this Tracer is already active; make a new one per trace")
         self._active = True
-        self._collector = _gc_paused()
-        self._collector.__enter__()
         try:
             self._start()
         except BaseException:
-            self._collector.__exit__(None, None, None)
             self._active = False
             raise
         return self
@@ -216,7 +214,8 @@ class Tracer:
                 # Parameters are counted as the forward saw them (a layer it built included), then what it
                 # registered is put back.
                 try:
-                    self.trace = self._finish(exc)
+                    with _gc_paused():
+                        self.trace = self._finish(exc)
                 finally:
                     self._guard.put_back_registrations()
                     if self.trace is not None and self._guard.restored:
@@ -226,8 +225,6 @@ class Tracer:
                     f"shapetrace could not build the trace of this forward ({type(e).__name__}: {e}); the model "
                     "was left as found. This is a bug in shapetrace: please report it with the model's code (the "
                     "traceback above shows where)") from e
-            finally:
-                self._collector.__exit__(None, None, None)
         return False
 
     def call_keys(self) -> list[tuple[str, int]]:
