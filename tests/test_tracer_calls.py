@@ -369,3 +369,32 @@ def test_containers_holding_tensors_that_move_are_copied_keeping_their_type():
 
     trace = shapetrace.trace(Reads(), given, device="meta")
     assert trace.calls[0].outputs.shape == (2, 3) and not given["x"].is_meta
+
+
+def test_a_checkpoint_recomputation_stopped_in_backward_is_noted_and_is_not_a_failure():
+    """Non-reentrant activation checkpointing reruns the block in the backward pass and stops it with an
+    exception of its own once it has what it needs: control flow, caught by torch."""
+    from torch.utils.checkpoint import checkpoint
+
+    class Checkpointed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.block = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(checkpoint(self.block, x, use_reentrant=False))
+
+    torch.manual_seed(0)
+    model, x = Checkpointed(), torch.randn(3, 4)
+    model(x).sum().backward()
+    expected = model.head.weight.grad.clone()  # the oracle: the same backward, untraced
+    model.zero_grad()
+    with shapetrace.Tracer(model, grad=True) as tracer:
+        model(x).sum().backward()
+    trace = tracer.trace
+    assert trace.failure is None and not trace.failed
+    assert torch.equal(model.head.weight.grad, expected)
+    stopped = [c.label for c in trace.calls if any(n.code == "recomputation-stopped" for n in c.notes)]
+    assert stopped and all(c.error is None for c in trace.calls)
+    assert all(label.endswith("#1") for label in stopped)  # only the rerun in backward, never the forward

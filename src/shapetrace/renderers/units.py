@@ -74,6 +74,9 @@ def note_text(note: Note, cls: str = "") -> str:
     if note.code == "cuda-graph-launches":
         return (f"{note.count} CUDA-graph launch(es): their kernels are attributed to the call that replayed "
                 "the graph, as one region")
+    if note.code == "recomputation-stopped":
+        return ("recomputed in the backward pass by torch.utils.checkpoint, which stopped it once it had the "
+                "tensors it needed: no output, and not a failure")
     if note.code == "not-timed":
         return "not called in the timed runs (the shape pass saw it; the timed forward did not)"
     return note.text or note.code
