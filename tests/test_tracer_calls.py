@@ -390,9 +390,10 @@ def test_a_checkpoint_recomputation_stopped_in_backward_is_noted_and_is_not_a_fa
     model(x).sum().backward()
     expected = model.head.weight.grad.clone()  # the oracle: the same backward, untraced
     model.zero_grad()
-    with shapetrace.Tracer(model, grad=True) as tracer:
+    with shapetrace.Tracer(model, grad=True, lines=True) as tracer:
         model(x).sum().backward()
     trace = tracer.trace
+    assert not any((c.code or {}).get("raised") for c in trace.calls)  # no line marked as raising either
     assert trace.failure is None and not trace.failed
     assert torch.equal(model.head.weight.grad, expected)
     stopped = [c.label for c in trace.calls if any(n.code == "recomputation-stopped" for n in c.notes)]

@@ -12,8 +12,10 @@ of the record. The engine does the part they share, once:
   made in other threads (a forward that runs branches in a thread pool) nest in a stack of their own
   thread, under the call open in the thread that entered the engine, and from the first of them on, the
   bookkeeping of every call holds a lock;
-* **errors**: a call whose forward raised gets the exception in ``on_call_end``; calls whose post-hook never
-  ran (``KeyboardInterrupt``, a hook of someone else raising) are closed when the engine exits;
+* **errors**: a call whose forward raised gets the exception in ``on_call_end``, except the exception
+  ``torch.utils.checkpoint`` stops a recomputation with (the call ends without output, its id in
+  ``stopped``); calls whose post-hook never ran (``KeyboardInterrupt``, a hook of someone else raising)
+  are closed when the engine exits;
 * **cleanup, guaranteed**: the hooks are removed and torch's hook registries left exactly as found, the
   probes are stopped and the recursion limit restored, whatever the forward did.
 
@@ -34,6 +36,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 from torch.nn.modules import module as torch_module
 
@@ -44,6 +47,9 @@ __all__ = ["NO_KWARGS", "CallSkeleton", "Engine", "ModuleIndex", "Probe", "Unfin
 
 
 _no_torch_function = torch._C.DisableTorchFunction
+# What torch.utils.checkpoint raises to stop a recomputation in the backward pass once it has what it needs
+# (and catches itself): control flow, not a failure. ``None`` where torch has no such class.
+_STOP_RECOMPUTATION = getattr(torch.utils.checkpoint, "_StopRecomputationError", None)
 _thread_id = threading.get_ident
 
 
@@ -302,6 +308,7 @@ class Engine:
         # unseen by any mode.
         self.quiet = False
         self.stack: list[int] = []  # the ids of the calls open right now (in the engine's thread), innermost last
+        self.stopped: list[int] = []  # calls torch.utils.checkpoint stopped on purpose (see the module docstring)
         self._active = False
 
     # ---- entering and leaving -------------------------------------------------------------------------
@@ -487,6 +494,9 @@ class Engine:
             error = exc if exc is not None and exc is not self._exc_at_start[cid] else None
         if error is not None:
             output = None
+            if type(error) is _STOP_RECOMPUTATION:  # stopped on purpose: no output, and nothing failed
+                self.stopped.append(cid)
+                error = None
         if self.quiet:
             with _no_torch_function():
                 for end in self._ends:  # as _end, inline: this runs on every call

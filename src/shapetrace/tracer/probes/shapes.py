@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.utils.checkpoint
 from torch import nn
 
 from .. import bulk
@@ -28,10 +27,6 @@ from ..records import Call, Failure, Note, TensorMeta
 from ..values import device_name, dtype_name
 
 _Tensor = torch.Tensor
-
-# What torch.utils.checkpoint raises to stop a recomputation in the backward pass once it has what it needs
-# (and catches itself): control flow, not a failure. ``None`` where torch has no such class.
-_STOP_RECOMPUTATION = getattr(torch.utils.checkpoint, "_StopRecomputationError", None)
 
 # A plain tensor as recorded in the hooks: (tid, shape, dtype, device, requires_grad). Value trees never
 # hold tuples (a Python tuple becomes a list), so a tuple in a recorded argument list is always one of these.
@@ -59,10 +54,11 @@ class ShapeProbe(Probe):
         self._out: dict[int, Any] = {}
         self._error: dict[int, str] = {}
         self._failed_start = -1  # start order of the failure's call (the failure is cleared by a later return)
-        self._stopped: list[int] = []  # calls torch.utils.checkpoint stopped in a recomputation
+        self._engine_stopped: list[int] = []  # the engine's ``stopped`` (set in ``start``)
 
     def start(self, engine: Engine) -> None:
         self._skeleton = engine.calls
+        self._engine_stopped = engine.stopped
 
     # ---- the hooks: keep them small ---------------------------------------------------------------------
     def on_call_start(self, cid: int, module: nn.Module, args: tuple, kwargs: dict | None) -> None:
@@ -102,10 +98,6 @@ class ShapeProbe(Probe):
         order = flow.order
         self._end[cid] = order
         if error is not None:
-            if type(error) is _STOP_RECOMPUTATION:  # stopped on purpose: no output, and nothing failed
-                self._stopped.append(cid)
-                self._out[cid] = None
-                return
             self._fail(cid, error)
             return
         start = flow.starts[cid]
@@ -190,7 +182,7 @@ class ShapeProbe(Probe):
             if error is not None:
                 call.error = error
             calls.append(call)
-        for cid in self._stopped:
+        for cid in self._engine_stopped:  # recomputations torch.utils.checkpoint stopped (the engine's list)
             calls[cid].notes.append(Note("recomputation-stopped"))
         self.flow.connect(calls)
         if exc is not None and self.failure is None:
