@@ -136,7 +136,9 @@ class OpRecorder(TorchFunctionMode):
         name = op_name(func)
         inplace = _is_inplace(name, raw)
         target = args[0] if inplace and args and isinstance(args[0], torch.Tensor) else None
-        if inner is not None and self._is_leaf[self._slot[inner]] and not self._recorded_leaf(inner):
+        # (a leaf inside the model is told by one list read: only an outermost leaf call asks further)
+        if inner is not None and self._is_leaf[self._slot[inner]] and (
+                self._parent[inner] is not None or not self._own_leaf(self._slot[inner])):
             # A leaf's own implementation: only side inputs (and a handed tensor changed in place) matter.
             flow.note_leaf_op((args, kwargs), target, inner)
             return
@@ -147,11 +149,9 @@ class OpRecorder(TorchFunctionMode):
         flow.record_op(name, call_args, None if target is not None and out is None else out, target, inner)
 
 
-    def _recorded_leaf(self, cid: int) -> bool:
-        """Whether the ops inside this leaf call are recorded: a user-defined leaf traced by itself."""
-        if self._parent[cid] is not None:
-            return False
-        slot = self._slot[cid]
+    def _own_leaf(self, slot: int) -> bool:
+        """Whether this leaf is user-defined (not a layer of ``torch.nn``): traced by itself, its ops are
+        recorded."""
         known = self._own_code.get(slot)
         if known is None:
             known = self._own_code[slot] = not reads_only_its_own_state(self._modules[slot])
