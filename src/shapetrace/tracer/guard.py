@@ -79,6 +79,8 @@ class ModelGuard:
         self._grad = contextlib.ExitStack()
         # What each (module, registry, name) held before the forward first registered something there.
         self._before: dict[tuple[int, str, str], tuple[nn.Module, str, str, Any]] = {}
+        # A module's non-persistent buffer names, kept when the forward first registers a buffer on it.
+        self._persistence: dict[int, tuple[nn.Module, set[str]]] = {}
         self._found = len(self.index)  # slots indexed before the forward (the index can grow during it)
         try:
             for register, registry in ((torch_module.register_module_parameter_registration_hook, "_parameters"),
@@ -101,7 +103,7 @@ class ModelGuard:
     def _registering(self, registry: str) -> Any:
         """A registration hook for ``registry`` (``_parameters``, ``_buffers``, ``_modules``) that keeps what
         a name of a module found before the forward held, the first time the forward registers it."""
-        before, slot_of = self._before, self.index.slot_of
+        before, persistence, slot_of = self._before, self._persistence, self.index.slot_of
 
         def hook(module: nn.Module, name: str, value: Any) -> None:
             slot = slot_of.get(id(module))
@@ -110,9 +112,8 @@ class ModelGuard:
             held = module.__dict__.get(registry)
             before[(id(module), registry, name)] = (
                 module, registry, name, held.get(name, _ABSENT) if held is not None else _ABSENT)
-            if registry == "_buffers" and (id(module), "persistence", "") not in before:
-                before[(id(module), "persistence", "")] = (
-                    module, "persistence", "", set(getattr(module, "_non_persistent_buffers_set", ())))
+            if registry == "_buffers" and id(module) not in persistence:
+                persistence[id(module)] = (module, set(getattr(module, "_non_persistent_buffers_set", ())))
 
         return hook
 
@@ -120,14 +121,14 @@ class ModelGuard:
         """Give every name the forward registered anew what it held before (see the module docstring); once
         only, by ``__exit__`` unless ``keep_registrations``."""
         before, self._before = getattr(self, "_before", {}), {}
+        persistence, self._persistence = getattr(self, "_persistence", {}), {}
+        for module, held in persistence.values():  # which of its buffers a module leaves out of state_dict
+            kept = getattr(module, "_non_persistent_buffers_set", None)
+            if isinstance(kept, set) and kept != held:
+                kept.clear()
+                kept.update(held)
         rnns = []
         for module, registry, name, held in before.values():
-            if registry == "persistence":
-                kept = getattr(module, "_non_persistent_buffers_set", None)
-                if isinstance(kept, set) and kept != held:
-                    kept.clear()
-                    kept.update(held)
-                continue
             entries = module.__dict__[registry]
             if self.placed and held is not _ABSENT:
                 continue  # a copy swapped in by name: the placement puts the original back
