@@ -152,6 +152,21 @@ NO_DOT = ("Graphviz's dot is not installed: run scripts/ensure-graphviz.sh (make
           "SHAPETRACE_ALLOW_NO_DOT=1 to skip the tests that render diagrams")
 
 
+class BuildsItsHead(torch.nn.Module):
+    """Builds its head on the first call (Keras-style lazy layers): a new object in every trace or profile
+    pass, since each pass's guard removes it again. ``body``: features → hidden; ``head``: ReLU, hidden → 2."""
+
+    def __init__(self, features: int = 3, hidden: int = 4) -> None:
+        super().__init__()
+        self.body = torch.nn.Linear(features, hidden)
+        self.hidden = hidden
+
+    def forward(self, x):
+        if not hasattr(self, "head"):
+            self.head = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Linear(self.hidden, 2))
+        return self.head(self.body(x))
+
+
 def allowed_missing(name: str) -> bool:
     """Whether the environment explicitly opts out of ``name`` (``SHAPETRACE_ALLOW_MISSING``)."""
     allowed = {n.strip() for n in os.environ.get("SHAPETRACE_ALLOW_MISSING", "").split(",") if n.strip()}

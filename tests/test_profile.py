@@ -7,7 +7,7 @@ import types
 import pytest
 import torch
 import torchvision
-from conftest import requires_dot
+from conftest import BuildsItsHead, requires_dot
 from torch import nn
 
 import shapetrace
@@ -737,21 +737,8 @@ def test_a_known_sleep_inside_a_module_shows_in_its_self_time():
     assert trace.calls[0].timing["total_ms"] >= sleeper.timing["total_ms"]
 
 
-class _BuildsItsHead(nn.Module):
-    """Builds its head on the first call: a new object in every pass, since each pass's guard removes it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Linear(8, 8)
-
-    def forward(self, x):
-        if not hasattr(self, "head"):
-            self.head = nn.Sequential(nn.ReLU(), nn.Linear(8, 2))
-        return self.head(self.body(x))
-
-
 def test_a_layer_built_on_the_first_call_is_profiled_with_times_and_the_model_left_without_it():
-    model = _BuildsItsHead()
+    model = BuildsItsHead(features=8, hidden=8)
     trace = shapetrace.profile(model, torch.randn(4, 8), device="cpu", warmup=0, repeat=2)
     timed = {c.module: c.timing is not None for c in trace.calls}
     assert timed == {"": True, "body": True, "head": True, "head.0": True, "head.1": True}

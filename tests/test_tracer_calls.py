@@ -6,6 +6,7 @@ import dataclasses
 from collections import namedtuple
 
 import torch
+from conftest import BuildsItsHead
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -245,19 +246,6 @@ def test_tensors_are_labelled_by_path_and_by_name_in_known_structures():
     out = shapetrace.trace(Structured(), torch.randn(2, 3)).calls[0].outputs
     assert [n for n, _ in labelled_tensors(out, "Structured")] == [
         "out[0].logits", "out[0].hidden[0]", "out[0].hidden[1].left"]
-
-
-class BuildsItsHead(nn.Module):
-    """Builds its head on the first call (Keras-style lazy layers)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Linear(3, 4)
-
-    def forward(self, x):
-        if not hasattr(self, "head"):
-            self.head = nn.Sequential(nn.ReLU(), nn.Linear(4, 2))
-        return self.head(self.body(x))
 
 
 def test_a_layer_built_on_the_first_call_is_traced_with_its_calls_and_parameters():
