@@ -131,6 +131,67 @@ def test_a_multi_line_comprehension_and_a_helper_attribute_to_the_forwards_state
     assert _events(_line(view, "return self._helper(z)")) == {"stack": ["(4,2,2)"]}
 
 
+class NestedHelper(nn.Module):
+    """A forward that defines a function and a lambda in its own body and calls them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = lambda t: t * 2
+
+        def head(t: torch.Tensor) -> torch.Tensor:
+            u = self.a(t)
+            return self.b(u)
+
+        return head(scale(x))
+
+
+def test_a_function_written_inside_the_forward_shows_its_own_lines_and_they_ran():
+    view = build_view(trace(NestedHelper(), torch.randn(2, 4), lines=True))
+    assert _events(_line(view, "scale = lambda t: t * 2")) == {"mul": ["(2,4)"]}
+    assert _events(_line(view, "u = self.a(t)")) == {"a": ["(2,4)"]}
+    assert _events(_line(view, "return self.b(u)")) == {"b": ["(2,3)"]}
+    assert _events(_line(view, "return head(scale(x))")) == {}
+    assert not [ln.text for sv in view.sources for ln in sv.lines if ln.state == "unreached"]
+
+
+def test_an_error_inside_a_function_written_in_the_forward_marks_that_functions_line():
+    model = NestedHelper()
+    model.b = nn.Linear(5, 3)
+    with pytest.raises(Exception) as info:
+        trace(model, torch.randn(2, 4), lines=True)
+    view = build_view(info.value.trace)
+    assert _line(view, "return self.b(u)").state == "raised"
+    assert _line(view, "return head(scale(x))").state == "plain"  # ran, made nothing itself
+
+
+class Recursive(nn.Module):
+    """A module whose child is of its own class: two frames of one forward on the stack."""
+
+    def __init__(self, depth: int = 1) -> None:
+        super().__init__()
+        self.layer = nn.Linear(4, 4) if depth else nn.Linear(3, 4)
+        self.child = Recursive(depth - 1) if depth else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer(x)
+        if self.child is not None:
+            x = self.child(x)
+        return x
+
+
+def test_a_recursive_forward_marks_the_line_each_call_failed_on():
+    with pytest.raises(Exception) as info:
+        trace(Recursive(), torch.randn(2, 4), lines=True)
+    outer, inner = build_view(info.value.trace), build_view(info.value.trace, "child")
+    assert _line(outer, "x = self.child(x)").state == "raised"
+    assert _line(inner, "x = self.layer(x)").state == "raised"
+    assert _line(inner, "x = self.child(x)").state == "unreached"
+
+
 class FailsMidway(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -2,11 +2,13 @@
 
 ``LineRecorder`` is what ``Tracer(lines=True)`` (``trace(..., lines=True)``) switches on; nothing here runs
 otherwise. Per event it does one short walk up the Python stack to the frame running the enclosing module's
-``forward`` and reads that frame's current line, so a call made from a helper function or a comprehension is
-attributed to the forward's line that called the helper. To tell lines never reached (a branch not taken)
+``forward`` (or a function, lambda or comprehension written inside it) and reads that frame's current line,
+so a call made from a helper method defined elsewhere is attributed to the forward's line that called the
+helper, and one made in a function nested in the forward to the nested function's own line. To tell lines never reached (a branch not taken)
 from lines that ran but made no tensor, it also puts a ``sys.settrace`` function in place for the duration
 of the forward that traces lines only in the frames of traced modules' forwards (not when a debugger or
-coverage tool already has one: then no line is called unreached). After the forward, the source text of
+coverage tool already has one: then no line is called unreached), and in the frames of functions written
+inside those forwards, whose lines are the forward's lines too. After the forward, the source text of
 every forward seen is read once and stored in the trace, so a saved trace shows its lines without the model.
 """
 
@@ -69,6 +71,9 @@ class LineRecorder:
         self._missing: dict[str, tuple[str, str]] = {}  # source key -> (qualname, why there is no source)
         self._ran: dict[int, set[int]] = {}  # call id -> lines of its forward that ran
         self._pending: dict[CodeType, int] = {}  # forward frames about to start -> their call's id
+        # Code written inside a forward (nested functions, lambdas, comprehensions) -> that forward's code.
+        self._root_of: dict[CodeType, CodeType] = {}
+        self._frame_call: dict[int, int] = {}  # id() of a running forward frame -> its call's id
         self._calls: dict[int, dict[str, Any]] = {}  # call id -> Call.code
         self._lines: dict[int, int | None] = {}  # call id -> Call.line
         self._previous_trace: Any = None
@@ -87,20 +92,47 @@ class LineRecorder:
             sys.settrace(None)
             self._tracing = False
         self._pending.clear()
+        self._frame_call.clear()
 
     # ---- the settrace functions (only while the forward runs) -----------------------------------------
     def _global_trace(self, frame: FrameType, event: str, arg: Any) -> Any:
         cid = self._pending.pop(frame.f_code, None) if self._pending else None
         if cid is None:
-            return None
+            root = self._root_of.get(frame.f_code)
+            if root is None:
+                return None
+            cid = self._enclosing_call(frame, root)
+            if cid is None:  # a nested function run after its forward returned (a hook, a callback)
+                return None
+            ran = self._ran.setdefault(cid, set())
+
+            def nested(frame: FrameType, event: str, arg: Any) -> Any:
+                if event == "line":
+                    ran.add(frame.f_lineno)
+                return nested
+
+            return nested
         ran = self._ran.setdefault(cid, set())
+        self._frame_call[id(frame)] = cid
+        frame_calls = self._frame_call
 
         def local(frame: FrameType, event: str, arg: Any) -> Any:
             if event == "line":
                 ran.add(frame.f_lineno)
+            elif event == "return":  # also when an exception leaves the frame
+                frame_calls.pop(id(frame), None)
             return local
 
         return local
+
+    def _enclosing_call(self, frame: FrameType, root: CodeType) -> int | None:
+        """The call id of the innermost running frame of forward ``root`` below ``frame`` on the stack."""
+        up = frame.f_back
+        while up is not None:
+            if up.f_code is root:
+                return self._frame_call.get(id(up))
+            up = up.f_back
+        return None
 
     # ---- events (called by the Tracer) ----------------------------------------------------------------
     def code_of(self, module: nn.Module) -> CodeType | None:
@@ -116,6 +148,8 @@ class LineRecorder:
             self._missing.setdefault(self._key(module, None), (qualname, why))
         elif code not in self._keys:
             self._keys[code] = f"{modname}.{qualname}"
+            for inner in _nested_codes(code):
+                self._root_of.setdefault(inner, code)
         return code
 
     def _key(self, module: nn.Module, code: CodeType | None) -> str:
@@ -123,13 +157,13 @@ class LineRecorder:
             return self._keys[code]
         return f"{type(module).__module__}.{type(module).__qualname__}.forward"
 
-    @staticmethod
-    def _line_in(code: CodeType | None) -> int | None:
-        """The current line of the innermost frame on the stack running ``code``."""
+    def _line_in(self, code: CodeType | None) -> int | None:
+        """The current line of the innermost frame on the stack running ``code`` or code written inside it."""
         if code is None:
             return None
+        root_of = self._root_of
         frame = sys._getframe(2)
-        while frame is not None and frame.f_code is not code:
+        while frame is not None and frame.f_code is not code and root_of.get(frame.f_code) is not code:
             frame = frame.f_back
         return frame.f_lineno if frame is not None else None
 
@@ -147,13 +181,23 @@ class LineRecorder:
 
     def on_raise(self, cid: int, module: nn.Module, exc: BaseException) -> None:
         code = self.code_of(module)
+        if code is None or cid not in self._calls:
+            return
+        # The line of this call's forward frame the exception left by, or deeper, of a function written inside
+        # that forward; not of a later frame of the same forward (a module calling one of its own class).
+        raised = None
         tb = exc.__traceback__
         while tb is not None:
-            if tb.tb_frame.f_code is code:
-                if cid in self._calls:
-                    self._calls[cid]["raised"] = tb.tb_lineno
-                return
+            at = tb.tb_frame.f_code
+            if at is code:
+                if raised is not None:
+                    break
+                raised = tb.tb_lineno
+            elif raised is not None and self._root_of.get(at) is code:
+                raised = tb.tb_lineno
             tb = tb.tb_next
+        if raised is not None:
+            self._calls[cid]["raised"] = raised
 
     # ---- after the forward ---------------------------------------------------------------------------
     def finish(self, trace: Trace) -> None:
@@ -176,6 +220,18 @@ class LineRecorder:
                 sources[key] = {"qualname": qualname, "missing": why}
         trace.sources = dict(sorted(sources.items()))
         trace.meta["lines"] = True
+
+
+def _nested_codes(code: CodeType) -> list[CodeType]:
+    """The code objects written inside ``code`` (functions, lambdas, comprehensions, classes), at any depth."""
+    found: list[CodeType] = []
+    todo = [code]
+    while todo:
+        for const in todo.pop().co_consts:
+            if isinstance(const, CodeType):
+                found.append(const)
+                todo.append(const)
+    return found
 
 
 # Source text read once per forward per process: reading and tokenizing files is the costly part.
