@@ -192,6 +192,31 @@ def test_a_recursive_forward_marks_the_line_each_call_failed_on():
     assert _line(inner, "x = self.child(x)").state == "unreached"
 
 
+class StringAtColumnZero(nn.Module):
+    """A forward holding a multi-line string whose lines start at column 0 (a docstring-like template)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        template = """
+left at column 0
+"""
+        if x.shape[0] > 100:
+            x = x * 2
+        return self.a(x) if template else x
+
+
+def test_a_string_at_column_zero_keeps_the_bodys_indentation_and_statements():
+    view = build_view(trace(StringAtColumnZero(), torch.randn(2, 4), lines=True))
+    assert _line(view, "def forward").text.startswith("def forward")
+    assert _line(view, "return self.a(x)").text.startswith("    return")
+    assert _line(view, "left at column 0").text == "left at column 0"
+    assert _line(view, "x = x * 2").state == "unreached"  # the statements were found (the source parsed)
+    assert _line(view, "left at column 0").continues  # part of the assignment's statement
+
+
 class FailsMidway(nn.Module):
     def __init__(self) -> None:
         super().__init__()

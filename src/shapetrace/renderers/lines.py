@@ -16,7 +16,6 @@ import difflib
 import html
 import json
 import re
-import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,11 +182,21 @@ def _group_events(events: list[Call | Op], parent_name: str) -> list[Group]:
     return list(groups.values())
 
 
+def _dedent(text: list[str]) -> list[str]:
+    """The source lines without the indentation of its first line (the ``def`` or its decorator).
+
+    Not ``textwrap.dedent``: a multi-line string in the body may have lines indented less than the ``def``
+    (or not at all); they are part of the string, and keep what they have."""
+    first = text[0] if text else ""
+    indent = len(first) - len(first.lstrip())
+    return [t[indent:] if len(t) - len(t.lstrip()) >= indent else t for t in text]
+
+
 def _statement_spans(text: list[str], first_line: int) -> tuple[dict[int, tuple[int, int]], set[tuple[int, int]]]:
     """For each source line, the span (first, last line) of the statement (or compound header) it belongs to,
     and the spans that never show as unreached: the function's own header and docstrings (not run as lines)."""
     try:
-        tree = ast.parse(textwrap.dedent("\n".join(text)))
+        tree = ast.parse("\n".join(_dedent(text)))
     except SyntaxError:
         return {}, set()
     offset = first_line - 1
@@ -274,8 +283,7 @@ def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | 
     first = int(info["first_line"])
     text = list(info["text"])
     span_of, neutral = _statement_spans(text, first)
-    indent = min((len(t) - len(t.lstrip()) for t in text if t.strip()), default=0)
-    lines = [Line(first + i, t[indent:] if t[:indent].isspace() else t.lstrip()) for i, t in enumerate(text)]
+    lines = [Line(first + i, t) for i, t in enumerate(_dedent(text))]
     by_number = {ln.number: ln for ln in lines}
 
     def anchor(n: int | None) -> int | None:
