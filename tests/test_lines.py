@@ -389,3 +389,48 @@ def test_inside_a_model_a_user_defined_leaf_stays_one_box_and_says_how_to_see_it
     assert not [o for o in t.ops if o.call == attn.id]  # the model's diagram draws it as one node
     text = str(t.lines("attn"))
     assert "a leaf module" in text and "trace attn by itself" in text
+
+
+_EDITED_MODULE = '''import torch
+from torch import nn
+
+
+class Edited(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.a(x)
+        return self.b(x)
+'''
+
+
+def _import_then_edit(tmp_path, monkeypatch, edited: str):
+    """Import a model's file, then change the file on disk without reloading (a notebook user's edit)."""
+    import importlib
+
+    path = tmp_path / "edited_model.py"
+    path.write_text(_EDITED_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "edited_model", raising=False)
+    module = importlib.import_module("edited_model")
+    path.write_text(edited)
+    return module.Edited()
+
+
+def test_a_source_file_edited_since_import_is_not_shown_against_the_old_code(tmp_path, monkeypatch):
+    moved = _EDITED_MODULE.replace("class Edited", "# a comment added above\n\n\nclass Edited")
+    model = _import_then_edit(tmp_path, monkeypatch, moved)
+    view = build_view(trace(model, torch.randn(2, 4), lines=True))
+    (source,) = view.sources
+    assert source.lines == [] and "has changed since this code was loaded" in source.missing
+    assert [g.name for g in source.calls_only] == ["a", "b"]  # what it ran is still listed
+
+
+def test_a_source_file_edited_inside_the_forward_is_not_shown_either(tmp_path, monkeypatch):
+    changed = _EDITED_MODULE.replace("return self.b(x)", "return self.b(x.sigmoid())")
+    model = _import_then_edit(tmp_path, monkeypatch, changed)
+    (source,) = build_view(trace(model, torch.randn(2, 4), lines=True)).sources
+    assert source.missing and "reload" in source.missing

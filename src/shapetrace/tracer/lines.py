@@ -14,6 +14,7 @@ every forward seen is read once and stored in the trace, so a saved trace shows 
 
 from __future__ import annotations
 
+import ast
 import inspect
 import os
 import sys
@@ -253,5 +254,80 @@ def _read_source(code: CodeType, key: str) -> dict:
         return {"qualname": qualname, "file": _short_path(code.co_filename),
                 "missing": f"its source file {code.co_filename!r} cannot be read (an interactive session, "
                            "a generated class or a file that has changed or gone)"}
+    if not _source_matches(code, text, first):
+        return {"qualname": qualname, "file": _short_path(code.co_filename),
+                "missing": f"its source file {code.co_filename!r} has changed since this code was loaded (reload "
+                           "the module, or restart the interpreter, to see its lines)"}
     return {"qualname": qualname, "file": _short_path(code.co_filename), "first_line": first or 1,
             "text": [line.rstrip("\n") for line in text]}
+
+
+def _source_matches(code: CodeType, text: list[str], first: int) -> bool:
+    """Whether the source read now is plausibly what ``code`` was compiled from.
+
+    ``inspect`` reads the file as it is now; a notebook user who edits a model's file without reloading it
+    runs the old code, and the new text would show beside the old line numbers. The check: the block starts
+    where the code says it does, every line the code has instructions on lies inside it, and the global and
+    attribute names its body uses are the names the code (and the code written inside it) uses. Not a
+    bytecode comparison: a method compiled alone differs from one compiled in its class or closure.
+    """
+    if first != code.co_firstlineno:
+        return False
+    last = first + len(text) - 1
+    if any(line is not None and not first <= line <= last for _, _, line in code.co_lines()):
+        return False
+    found = _names_written(text)
+    if found is None:  # the text does not parse as a function: not what was compiled
+        return False
+    written, maybe = found
+    codes = [code, *_nested_codes(code)]
+    used = {n for c in codes for n in c.co_names}
+    local = {n for c in codes for n in (*c.co_varnames, *c.co_cellvars, *c.co_freevars)}
+    return not {n for n in (written ^ used) - local - maybe if n and "." not in n}
+
+
+def _names_written(text: list[str]) -> tuple[set[str], set[str]] | None:
+    """The attribute names and plain names the body of the function in ``text`` uses, and the names it may
+    or may not compile to (annotations and decorators of functions written inside it, which only some
+    ``__future__`` settings evaluate; the names of imports); ``None`` when the text does not parse. The
+    function's own decorators, parameters, defaults and annotations are left out: its code does not run them.
+    """
+    lines = list(text)
+    indent = len(lines[0]) - len(lines[0].lstrip()) if lines else 0
+    source = "".join(t[indent:] if len(t) - len(t.lstrip()) >= indent else t for t in lines)
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    func = tree.body[0] if tree.body else None
+    if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        body: list[ast.AST] = list(func.body)
+    elif isinstance(func, ast.Expr) and isinstance(func.value, ast.Lambda):
+        body = [func.value.body]
+    else:
+        return None
+    names: set[str] = set()
+    maybe: set[str] = set()
+    todo = [(node, names) for node in body]
+    while todo:
+        node, into = todo.pop()
+        if isinstance(node, ast.Attribute):
+            into.add(node.attr)
+        elif isinstance(node, ast.Name):
+            into.add(node.id)
+        elif isinstance(node, ast.alias):
+            maybe.update(node.name.split("."))
+        elif isinstance(node, ast.ImportFrom):
+            maybe.update((node.module or "").split("."))
+        elif isinstance(node, ast.ClassDef):  # a class body stores and reads these by itself
+            maybe.update(("__name__", "__module__", "__qualname__"))
+        for field, child in ast.iter_fields(node):
+            # An annotation is evaluated or not depending on __future__; `self.x: T` with no value stores nothing.
+            unsure = field in ("annotation", "returns", "decorator_list") or (
+                field == "target" and isinstance(node, ast.AnnAssign) and node.value is None)
+            sink = maybe if unsure else into
+            if isinstance(child, ast.AST):
+                todo.append((child, sink))
+            elif isinstance(child, list):
+                todo.extend((c, sink) for c in child if isinstance(c, ast.AST))
+    return names, maybe
