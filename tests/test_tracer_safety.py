@@ -108,6 +108,51 @@ def test_exception_caught_inside_the_forward_is_not_a_failure():
     assert trace.calls_of("right")[0].error is None
 
 
+class FallsBackThenFails(nn.Module):
+    """A fast path raises and is caught; the fallback runs; a later layer fails (or the forward raises)."""
+
+    def __init__(self, own_error: bool = False, wrap: bool = False) -> None:
+        super().__init__()
+        self.fast = nn.Linear(5, 4)  # the wrong width: raises for a 3-wide input
+        self.slow = nn.Linear(3, 4)
+        self.proj = nn.Linear(6, 2)  # the bug being looked for: should be Linear(4, 2)
+        self.own_error, self.wrap = own_error, wrap
+
+    def forward(self, x):
+        try:
+            h = self.fast(x)
+        except RuntimeError as e:
+            if self.wrap:
+                raise ValueError("no fast path") from e
+            h = self.slow(x)
+        if self.own_error:
+            raise TypeError("the forward's own check")
+        return self.proj(h)
+
+
+def test_a_caught_exception_does_not_hide_the_layer_that_failed_later():
+    with pytest.raises(shapetrace.TraceFailed) as info:
+        shapetrace.trace(FallsBackThenFails(), torch.randn(2, 3))
+    failure = info.value.trace.failure
+    assert info.value.trace.failed_call.module == "proj"
+    assert failure.type == "RuntimeError" and "2x4 and 6x2" in failure.message
+    assert "proj (Linear)" in str(info.value)
+
+
+def test_an_error_the_forward_raises_itself_after_a_caught_one_is_the_failure():
+    with pytest.raises(shapetrace.TraceFailed) as info:
+        shapetrace.trace(FallsBackThenFails(own_error=True), torch.randn(2, 3))
+    assert info.value.trace.failed_call.module == ""
+    assert info.value.trace.failure.type == "TypeError"
+
+
+def test_an_error_raised_from_the_failing_layers_names_that_layer():
+    with pytest.raises(shapetrace.TraceFailed) as info:
+        shapetrace.trace(FallsBackThenFails(wrap=True), torch.randn(2, 3))
+    assert info.value.trace.failed_call.module == "fast"  # `raise ValueError(...) from e`: the cause's layer
+    assert info.value.trace.failure.type == "RuntimeError"
+
+
 def test_meta_device_traces_shapes_without_moving_the_model():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
     model(torch.randn(1, 3, 10, 10))  # materialise the lazy layer

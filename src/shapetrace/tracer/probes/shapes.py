@@ -8,8 +8,9 @@ work per call in the hooks stays close to what a bare hook costs. Arguments othe
 (tuples of states, dicts, dataclasses) are described into value trees on the spot: they are rare and
 their contents may be changed by the forward.
 
-A call that raised keeps its inputs and the error's message; the first failing call becomes the trace's
-``Failure`` unless an enclosing call caught the exception and returned.
+A call that raised keeps its inputs and the error's message; the innermost call the failing exception left
+becomes the trace's ``Failure``, unless an enclosing call caught the exception and returned, or a later,
+different exception (not raised from it) failed the forward: then that one's innermost call.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ class ShapeProbe(Probe):
                 self._failed_start = self.flow.starts[cid]
             return
         self._error.setdefault(cid, f"{type(error).__name__}: {_said(error)}")
-        if self.failure is None:
+        if self.failure is None or not _continues(error, self.failure):
             self.failure = Failure(cid, type(error).__name__, _said(error))
             self._failed_start = self.flow.starts[cid]
 
@@ -196,6 +197,23 @@ def _said(error: BaseException) -> str:
         return str(error)
     except Exception:  # noqa: BLE001 - anything a broken __str__ raises
         return "<exception str() failed>"
+
+
+def _continues(error: BaseException, failure: Failure) -> bool:
+    """Whether ``error``, leaving a call, is the recorded ``failure`` going up (or raised from it: ``raise X
+    from e``, or while handling it) rather than a new one: the forward caught the recorded one and went on
+    (a fallback after a fast path failed), then failed elsewhere.
+
+    By type and message along the chain of causes: exceptions cannot be weakly referenced, and a strong
+    reference would keep the failing frames' tensors alive until the trace ends."""
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        if type(e).__name__ == failure.type and _said(e) == failure.message:
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _pick_name(names: list[str], parent_name: str | None) -> str:
