@@ -154,6 +154,29 @@ def test_a_shape_only_trace_leaves_the_real_buffers_of_a_registering_model():
     assert sorted(trace.meta["registrations_restored"]) == ["cache", "head"]  # the rest the placement put back
 
 
+def test_a_shape_only_trace_puts_back_a_layer_the_forward_replaced_with_its_own_weights():
+    class Rebuilds(nn.Module):
+        """Rebuilds its head when the body's width changed (a common pattern in exploratory code)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Linear(8, 32)
+            self.head = nn.Linear(16, 10)
+
+        def forward(self, x):
+            h = self.body(x)
+            if self.head.in_features != h.shape[1]:
+                self.head = nn.Linear(h.shape[1], 10)
+            return self.head(h)
+
+    model = Rebuilds()
+    head, weight = model.head, model.head.weight.detach().clone()
+    trace = shapetrace.trace(model, torch.randn(2, 8), device="meta")
+    assert trace.calls_of("head")[0].outputs.shape == (2, 10)
+    assert model.head is head and trace.meta["registrations_restored"] == ["head"]
+    assert model.head.weight.device.type == "cpu" and torch.equal(model.head.weight, weight)
+
+
 def test_parameters_the_forward_freezes_are_unfrozen_again():
     class Freezes(nn.Module):
         def __init__(self) -> None:

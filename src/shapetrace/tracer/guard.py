@@ -11,8 +11,8 @@ A forward can also *register* things on the model: assign a new tensor to a buff
 self.steps + 1``), a new ``Parameter``, a submodule built on the first call. torch's registration hooks
 tell the guard of each, before it happens, so it keeps what each name held and puts it back on leaving
 (``restored`` lists the names): nothing is copied for a forward that registers nothing. With ``placed``
-(the model runs with copies swapped in by name, ``placement.placed``) only the names the forward added
-are removed: the placement puts back the names it swapped. With ``keep_registrations`` leaving keeps
+(the model runs with tensor copies swapped in, ``placement.placed``) a parameter or buffer name that held
+something is left to the placement, which puts back the tensors it swapped; modules are put back here. With ``keep_registrations`` leaving keeps
 them until ``put_back_registrations()`` (the tracer counts parameters first, as they were in the
 forward). Removals (``del self.layer``) and writes straight into ``_parameters`` or ``_buffers`` go past
 torch's hooks and are left as the forward left them.
@@ -130,8 +130,8 @@ class ModelGuard:
         rnns = []
         for module, registry, name, held in before.values():
             entries = module.__dict__[registry]
-            if self.placed and held is not _ABSENT:
-                continue  # a copy swapped in by name: the placement puts the original back
+            if self.placed and held is not _ABSENT and registry != "_modules":
+                continue  # a tensor copy swapped in by name: the placement puts the original back
             if held is _ABSENT:
                 if name not in entries:
                     continue
