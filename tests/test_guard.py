@@ -177,6 +177,35 @@ def test_a_shape_only_trace_puts_back_a_layer_the_forward_replaced_with_its_own_
     assert model.head.weight.device.type == "cpu" and torch.equal(model.head.weight, weight)
 
 
+class _GrowsBuffers(nn.Module):
+    """Grows its buffers in place: a cache with ``resize_`` and a history with ``set_``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.register_buffer("cache", torch.zeros(0, 4))
+        self.register_buffer("history", torch.arange(3.0))
+
+    def forward(self, x):
+        y = self.a(x)
+        n = self.cache.shape[0]
+        self.cache.resize_(n + y.shape[0], 4)
+        self.cache[n:] = y
+        self.history.set_(torch.cat([self.history, y.sum(1)]))
+        return y
+
+
+def test_buffers_the_forward_resized_in_place_get_their_shape_and_values_back():
+    plain = _GrowsBuffers()
+    plain(torch.randn(2, 4))  # the oracle: by itself the forward grows both
+    assert plain.cache.shape == (2, 4) and plain.history.shape == (5,)
+    model = _GrowsBuffers()
+    cache, history = model.cache, model.history
+    shapetrace.trace(model, torch.randn(2, 4))
+    assert model.cache is cache and model.cache.shape == (0, 4)  # the same tensors, as they were
+    assert model.history is history and torch.equal(model.history, torch.arange(3.0))
+
+
 def test_parameters_the_forward_freezes_are_unfrozen_again():
     class Freezes(nn.Module):
         def __init__(self) -> None:

@@ -168,10 +168,13 @@ class ModelGuard:
             with torch.no_grad():
                 try:
                     torch._foreach_copy_(live, saved)  # one call for all (the common case: nothing resized)
-                except RuntimeError:
+                except RuntimeError:  # a buffer resized in place (resize_, set_): its own storage back as it was
                     for b, copy in zip(live, saved):
-                        if b.shape == copy.shape and b.device == copy.device:
+                        if b.shape == copy.shape and b.stride() == copy.stride() and b.device == copy.device:
                             b.copy_(copy)
+                        else:
+                            with contextlib.suppress(RuntimeError):  # its dtype changed too (`.data =`): left
+                                b.set_(copy)
 
     def changed_params(self) -> list[str]:
         """Names of the parameters whose version counter moved: the forward wrote to them in place."""
