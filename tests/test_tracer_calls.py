@@ -306,6 +306,46 @@ def test_calls_made_in_other_threads_nest_in_their_own_thread_under_the_call_tha
         assert all(c.outputs.shape == (256, 512) for c in trace.calls)
 
 
+def _in_two_threads(work) -> None:
+    """Run ``work(i)`` in two threads at once, each with the other waiting at a barrier in between."""
+    import threading
+
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            for _ in range(10):
+                barrier.wait()
+                work(i)
+        except BaseException as e:  # noqa: BLE001 - reported below, in the test's thread
+            errors.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_two_traces_of_one_model_in_two_threads_each_record_their_own_calls():
+    model = nn.Sequential(*[nn.Linear(64, 64) for _ in range(30)])
+    counts: list[int] = []
+    _in_two_threads(lambda i: counts.append(len(shapetrace.trace(model, torch.randn(8, 64)).calls)))
+    assert counts == [31] * 20
+
+
+def test_overlapping_traces_in_two_threads_leave_the_recursion_limit_as_found():
+    import sys
+
+    limit = sys.getrecursionlimit()
+    models = [nn.Sequential(*[nn.Linear(64, 64) for _ in range(30)]) for _ in range(2)]
+    _in_two_threads(lambda i: shapetrace.trace(models[i], torch.randn(8, 64)))
+    assert sys.getrecursionlimit() == limit
+
+
 def test_nested_tensors_are_recorded_as_tensors_without_a_static_shape_with_their_sizes_when_jagged():
     parts = [torch.randn(2, 4), torch.randn(3, 4)]
     jagged = torch.nested.nested_tensor(parts, layout=torch.jagged)

@@ -17,7 +17,8 @@ of the record. The engine does the part they share, once:
   ``stopped``); calls whose post-hook never ran (``KeyboardInterrupt``, a hook of someone else raising)
   are closed when the engine exits;
 * **cleanup, guaranteed**: the hooks are removed and torch's hook registries left exactly as found, the
-  probes are stopped and the recursion limit restored, whatever the forward did.
+  probes are stopped and the recursion limit restored, whatever the forward did. Calls made in a thread
+  that runs an engine of its own (two traces at once in two threads) are that engine's, not this one's.
 
 Global hooks, filtered by module, rather than a hook on every module: a per-module hook changes what runs
 (``nn.TransformerEncoderLayer`` skips its fused fast path when it sees one), and registering two hooks costs
@@ -47,6 +48,13 @@ __all__ = ["NO_KWARGS", "CallSkeleton", "Engine", "ModuleIndex", "Probe", "Unfin
 
 
 _no_torch_function = torch._C.DisableTorchFunction
+# Engines active in this process, shared by every thread: how many, the recursion limit before the first was
+# entered and the one it set (raised once, put back by the last to leave: engines of traces running in two
+# threads at once overlap in any order), and the threads that entered one (their calls are their engine's,
+# not another engine's foreign-thread calls).
+_ACTIVE_LOCK = threading.Lock()
+_ACTIVE: dict[str, int] = {"engines": 0, "limit": 0, "raised": 0}
+_ENGINE_THREADS: dict[int, int] = {}  # thread id -> engines entered in that thread and not yet left
 # What torch.utils.checkpoint raises to stop a recomputation in the backward pass once it has what it needs
 # (and catches itself): control flow, not a failure. ``None`` where torch has no such class.
 _STOP_RECOMPUTATION = getattr(torch.utils.checkpoint, "_StopRecomputationError", None)
@@ -334,15 +342,14 @@ class Engine:
         self._keyword_free_at: list[int | None] = [None] * len(self.index)  # by slot, filled on first call
         self._started: list[Probe] = []
         self._handles: list[Any] = []
-        self._limit = sys.getrecursionlimit()
-        self._raised_limit = self._limit + self._limit // 3
+        self._counted = False
         try:
             for probe in self.probes:
                 probe.start(self)
                 self._started.append(probe)
             if torch._C._len_torch_function_stack():  # any function mode (shape-only, the user's own)
                 self.quiet = True
-            sys.setrecursionlimit(self._raised_limit)
+            self._count_in()
             self._handles.append(torch_module.register_module_forward_pre_hook(self._pre))
             self._handles.append(torch_module.register_module_forward_hook(self._post, always_call=True))
             self._handles.append(torch_module.register_module_module_registration_hook(self._attached))
@@ -372,9 +379,32 @@ class Engine:
                     probe.stop(self, exc)
             finally:
                 self._started = []
-                if sys.getrecursionlimit() == self._raised_limit:
-                    sys.setrecursionlimit(self._limit)
+                self._count_out()
                 self._active = False
+
+    def _count_in(self) -> None:
+        """Count this engine among the active ones; the first raises the recursion limit."""
+        with _ACTIVE_LOCK:
+            if _ACTIVE["engines"] == 0:
+                limit = sys.getrecursionlimit()
+                _ACTIVE["limit"], _ACTIVE["raised"] = limit, limit + limit // 3
+                sys.setrecursionlimit(_ACTIVE["raised"])
+            _ACTIVE["engines"] += 1
+            _ENGINE_THREADS[self._thread] = _ENGINE_THREADS.get(self._thread, 0) + 1
+            self._counted = True
+
+    def _count_out(self) -> None:
+        """The reverse of ``_count_in``: the last engine to leave puts the limit back (unless it was changed)."""
+        if not self._counted:
+            return
+        self._counted = False
+        with _ACTIVE_LOCK:
+            _ACTIVE["engines"] -= 1
+            left = _ENGINE_THREADS.pop(self._thread) - 1
+            if left:
+                _ENGINE_THREADS[self._thread] = left
+            if _ACTIVE["engines"] == 0 and sys.getrecursionlimit() == _ACTIVE["raised"]:
+                sys.setrecursionlimit(_ACTIVE["limit"])
 
     def _attached(self, parent: nn.Module, name: str, value: nn.Module | None) -> None:
         """torch's module-registration hook: a module attached to one of the index's modules while the
@@ -417,6 +447,8 @@ class Engine:
                 else:
                     kwargs = caller_kwargs()
         if self._threaded or _thread_id() != self._thread:
+            if _thread_id() in _ENGINE_THREADS and _thread_id() != self._thread:
+                return  # a thread tracing by itself (the same model traced in two threads at once)
             with self._lock:
                 self._threaded = True
                 stack = self._stack_here()
@@ -472,6 +504,8 @@ class Engine:
             # other caller, e.g. a library's own copy of _call_impl: an exception being handled, if any.)
             error = sys.exc_info()[1]
         if self._threaded or _thread_id() != self._thread:
+            if _thread_id() in _ENGINE_THREADS and _thread_id() != self._thread:
+                return
             with self._lock:
                 self._threaded = True
                 self._finish_call(slot, module, output, error, self._stack_here())
