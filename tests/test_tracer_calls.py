@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections import namedtuple
 
+import pytest
 import torch
 from conftest import BuildsItsHead
 from torch import nn
@@ -304,6 +305,58 @@ def test_calls_made_in_other_threads_nest_in_their_own_thread_under_the_call_tha
             assert parent == call.module.rpartition(".")[0] or (parent == "" and call.module.count(".") == 1), (
                 call.module, parent)
         assert all(c.outputs.shape == (256, 512) for c in trace.calls)
+
+
+def _with_own_hooks() -> nn.Sequential:
+    """Layers with hooks of their own that change what the next layer's forward receives and what a call
+    returns, as users write them (flatten before a head, add a dimension after it)."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Linear(8 * 6 * 6, 10), nn.Linear(10, 5))
+    model[1].register_forward_pre_hook(lambda module, args: (args[0].flatten(1),))
+    model[2].register_forward_hook(lambda module, args, out: out.unsqueeze(1))
+    return model
+
+
+def _hook_state(model: nn.Module) -> list:
+    return [(list(m._forward_pre_hooks.items()), list(m._forward_hooks.items()), dict(m._forward_hooks_always_called),
+             dict(m._forward_hooks_with_kwargs), dict(m._forward_pre_hooks_with_kwargs)) for m in model.modules()]
+
+
+def test_shapes_are_what_the_forward_received_and_the_caller_got_when_a_layer_has_hooks_of_its_own():
+    model, x = _with_own_hooks(), torch.randn(2, 3, 8, 8)
+    seen = {}  # the oracle: hooks appended after the model's own see what the forward got and the call returned
+
+    def received(module, args):
+        seen["in"] = args[0].shape
+
+    def returned(module, args, out):
+        seen["out"] = out.shape
+
+    handles = [model[1].register_forward_pre_hook(received), model[2].register_forward_hook(returned)]
+    model(x)
+    for h in handles:
+        h.remove()
+    before = _hook_state(model)
+    trace = shapetrace.trace(model, x)
+    assert trace.calls_of("1")[0].inputs[0].shape == tuple(seen["in"]) == (2, 288)
+    assert trace.calls_of("2")[0].outputs.shape == tuple(seen["out"]) == (2, 1, 5)
+    assert trace.outputs.shape == (2, 1, 5)
+    # the flattened tensor the hook made still comes from the convolution, and the output from the last layer
+    assert ("call:1", "call:2", (2, 288)) in [(e.src, e.dst, e.shape) for e in trace.edges]
+    assert [(e.src, e.dst) for e in trace.edges if e.dst.startswith("output")] == [("call:3", "output:out")]
+    assert _hook_state(model) == before
+
+
+def test_a_layer_whose_own_forward_hook_raises_is_the_failing_call():
+    model = _with_own_hooks()
+
+    def check(module, args, out):
+        raise ValueError("activation check failed")
+
+    model[1].register_forward_hook(check)
+    with pytest.raises(shapetrace.TraceFailed) as info:
+        shapetrace.trace(model, torch.randn(2, 3, 8, 8))
+    assert info.value.trace.failed_call.module == "1"
+    assert info.value.trace.calls_of("1")[0].error == "ValueError: activation check failed"
 
 
 def _in_two_threads(work) -> None:

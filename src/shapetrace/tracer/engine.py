@@ -29,6 +29,8 @@ modules reaches the same depth traced as plain.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import sys
 import threading
@@ -173,8 +175,11 @@ class Probe:
     * ``on_call_start(cid, module, args, kwargs)``: in the pre-hook, probes in the order given (``kwargs`` is
       ``None`` unless a probe sets ``needs_kwargs``, and then ``None`` only when torch's calling frame was not
       recognised; read it, never change it: a call without keywords gets the shared ``NO_KWARGS``);
+    * ``on_call_args(cid, module, args, kwargs)``: for a module with forward pre-hooks of its own, after
+      them: what its forward receives (they may have changed the arguments ``on_call_start`` saw);
     * ``on_call_end(cid, module, output, error)``: in the post-hook, probes in reverse order (they nest like
-      the calls); ``error`` is the exception that left the call (``output`` is then ``None``);
+      the calls); ``error`` is the exception that left the call (``output`` is then ``None``); for a module
+      with forward hooks of its own, after them (the output the caller gets, or the error a hook raised);
     * ``stop(engine, exc)``: after the hooks are removed, in reverse order of ``start``, even when the
       forward raised;
     * ``merge(trace)``: after the forward, to write what the probe recorded into the ``Trace``
@@ -343,6 +348,7 @@ class Engine:
         self._started: list[Probe] = []
         self._handles: list[Any] = []
         self._counted = False
+        self._late_post: set[int] = set()  # slots whose calls end after their own forward hooks
         try:
             for probe in self.probes:
                 probe.start(self)
@@ -353,6 +359,7 @@ class Engine:
             self._handles.append(torch_module.register_module_forward_pre_hook(self._pre))
             self._handles.append(torch_module.register_module_forward_hook(self._post, always_call=True))
             self._handles.append(torch_module.register_module_module_registration_hook(self._attached))
+            self._hook_after_own_hooks()
         except BaseException as e:
             self._leave(e)
             raise
@@ -381,6 +388,41 @@ class Engine:
                 self._started = []
                 self._count_out()
                 self._active = False
+
+    def _hook_after_own_hooks(self) -> None:
+        """For the modules with forward hooks of their own, hooks of the engine's that run after them.
+
+        torch runs global hooks before a module's own: a pre-hook of its own can change what the forward
+        receives (flatten the input), a forward hook what the call returns (or raise). After its own
+        pre-hooks the engine tells the probes what the forward receives (``on_call_args``); after its own
+        forward hooks it ends the call, with the output the caller gets or the error a hook raised (the
+        global post-hook leaves such a module's calls to it). A module that has hooks already gets one
+        more, which changes nothing about how it runs; the others are not touched.
+        """
+        self._args_changed = tuple(p.on_call_args for p in self.probes if _overrides(p, "on_call_args"))  # type: ignore[attr-defined]
+        for slot, module in enumerate(self.index.modules):
+            if module._forward_pre_hooks and self._args_changed:
+                self._handles.append(module.register_forward_pre_hook(self._after_own_pre_hooks, with_kwargs=True))
+            if module._forward_hooks:
+                self._handles.append(module.register_forward_hook(functools.partial(self._post, late=True),
+                                                                  always_call=True))
+                self._late_post.add(slot)
+
+    def _after_own_pre_hooks(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """What the forward of a module with pre-hooks of its own receives, told to the probes."""
+        slot = self._slot_of.get(id(module))
+        with self._lock:
+            stack = self._stack_here()
+            if slot is None or not stack or self.calls.slot[stack[-1]] != slot:
+                return  # the engine's pre-hook did not open this call (another thread's engine's, say)
+            cid = stack[-1]
+        kwargs = (kwargs or NO_KWARGS) if self._kwargs else None
+        with _no_torch_function() if self.quiet else contextlib.nullcontext():
+            for changed in self._args_changed:
+                try:
+                    changed(cid, module, args, kwargs)
+                except Exception as e:  # noqa: BLE001 - a probe bug must never break the user's forward
+                    self.errors.append(f"pre-hook of {type(module).__name__}: {e!r}")
 
     def _count_in(self) -> None:
         """Count this engine among the active ones; the first raises the recursion limit."""
@@ -494,10 +536,10 @@ class Engine:
             except Exception as e:  # noqa: BLE001
                 self.errors.append(f"pre-hook of {type(module).__name__}: {e!r}")
 
-    def _post(self, module: nn.Module, args: tuple, output: Any) -> None:
+    def _post(self, module: nn.Module, args: tuple, output: Any, late: bool = False) -> None:
         slot = self._slot_of.get(id(module))
-        if slot is None:
-            return
+        if slot is None or (self._late_post and not late and slot in self._late_post):
+            return  # not the model's, or ended by the hook that runs after the module's own (see above)
         error = None
         if self._exc_at_start is None and sys._getframe(1).f_code is not _INNER:
             # Not from inner: from _call_impl's except clause, where the exception is being handled. (Any

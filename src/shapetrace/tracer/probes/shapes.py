@@ -93,6 +93,29 @@ class ShapeProbe(Probe):
         self._args.append(raw)
         self._kwargs.append(flow.describe_in(dict(kwargs), order) if kwargs else None)
 
+    def on_call_args(self, cid: int, module: nn.Module, args: tuple, kwargs: dict | None) -> None:
+        """A pre-hook of the module's own ran: record what its forward receives instead.
+
+        A tensor the hook made (``x.flatten(1)``) comes from the argument it replaced, as far as the data flow
+        goes: it gets that argument's producer, so the edge into this call stays."""
+        flow = self.flow
+        order = flow.starts[cid]
+        if kwargs is None:
+            kwargs = {}
+        ids, before = flow.ids, self._args[cid] if cid < len(self._args) else []
+        for a, was in zip(args, before):
+            if type(a) is _Tensor and type(was) is tuple and ids.lookup(a) is None:
+                source = ids.producer.get(was[0])
+                if source is not None:
+                    ids.new(a, source, ids.produced_at[was[0]])
+        if self._skeleton.parent[cid] is None:
+            for i, a in enumerate(args):
+                flow.mark_inputs(a, f"input:{i}", order)
+            for k, v in kwargs.items():
+                flow.mark_inputs(v, f"input:{k}", order)
+        self._args[cid] = [flow.describe_in(a, order, 1) for a in args]
+        self._kwargs[cid] = flow.describe_in(dict(kwargs), order) if kwargs else None
+
     def on_call_end(self, cid: int, module: nn.Module, output: Any, error: BaseException | None) -> None:
         flow = self.flow
         flow.order += 1
