@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -151,6 +153,35 @@ def test_an_error_raised_from_the_failing_layers_names_that_layer():
         shapetrace.trace(FallsBackThenFails(wrap=True), torch.randn(2, 3))
     assert info.value.trace.failed_call.module == "fast"  # `raise ValueError(...) from e`: the cause's layer
     assert info.value.trace.failure.type == "RuntimeError"
+
+
+def _lazy() -> nn.Sequential:
+    return nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.LazyLinear(2))
+
+
+def test_a_model_with_lazy_layers_is_traced_and_stays_lazy():
+    import copy
+
+    model, x = _lazy(), torch.randn(3, 7)
+    oracle = copy.deepcopy(model)
+    expected = oracle(x).shape  # by itself, a forward makes the weights and turns LazyLinear into Linear
+    assert type(oracle[0]) is nn.Linear
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about: the user's model is untouched
+        trace = shapetrace.trace(model, x)
+    assert trace.outputs.shape == tuple(expected) and trace.calls_of("0")[0].outputs.shape == (3, 4)
+    assert trace.meta["lazy_traced_on_copy"] == ["0", "2"]
+    assert type(model[0]) is nn.LazyLinear and model[0].has_uninitialized_params()
+    assert model(torch.randn(3, 5)).shape == (3, 2)  # still free to take any width
+
+
+def test_lazy_layers_are_refused_with_advice_on_meta_and_by_a_bare_tracer():
+    model = _lazy()
+    with pytest.raises(shapetrace.UnsupportedModel, match="Run one forward on real data first"):
+        shapetrace.trace(model, torch.randn(3, 7), device="meta")
+    with pytest.raises(shapetrace.UnsupportedModel, match="allow_lazy=True"), shapetrace.Tracer(model):
+        model(torch.randn(3, 7))
+    assert type(model[0]) is nn.LazyLinear and model[0].has_uninitialized_params()
 
 
 def test_meta_device_traces_shapes_without_moving_the_model():

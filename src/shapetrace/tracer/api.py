@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import types
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import Tracer, UnsupportedModel, unwrap
+from .capture import Tracer, UnsupportedModel, uninitialized_lazy, unwrap
 from .placement import model_device, place_inputs
 from .records import Trace, labelled_tensors
 
@@ -54,13 +55,24 @@ def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None =
     go in ``forward_kwargs``.
 
     A model wrapped by ``torch.compile`` or ``DataParallel`` is unwrapped and its inner module traced, run
-    eagerly on one device (``trace.meta["unwrapped"]`` names the wrappers). Anything that cannot be traced
+    eagerly on one device (``trace.meta["unwrapped"]`` names the wrappers). A model with lazy layers not
+    initialized yet (``nn.LazyLinear``) is traced on a copy, which the forward initializes, so the model stays
+    lazy (``trace.meta["lazy_traced_on_copy"]`` names them). Anything that cannot be traced
     (a function, a TorchScript module, a forward returning a generator) raises ``UnsupportedModel`` (a
     ``TypeError``) saying what to pass instead.
     """
     kwargs = {**kwargs, **(forward_kwargs or {})}
     model, wrappers = unwrap(model) if isinstance(model, nn.Module) else (model, [])
-    tracer = Tracer(model, grad=grad, train=train, device=device, ops=ops, lines=lines)
+    lazy = uninitialized_lazy(list(model.modules()), [[n] for n, _ in model.named_modules()]) if isinstance(
+        model, nn.Module) else []
+    if lazy:
+        if device is not None and torch.device(device).type == "meta":
+            raise UnsupportedModel(
+                f"device='meta' cannot trace lazy layers whose weights are not made yet ({', '.join(lazy[:5])}): "
+                "a lazy layer makes real weights from its first input. Run one forward on real data first "
+                "(model(x)), then trace on meta.")
+        model = copy.deepcopy(model)  # the forward makes the lazy layers' weights: in the copy, not the model
+    tracer = Tracer(model, grad=grad, train=train, device=device, ops=ops, lines=lines, allow_lazy=bool(lazy))
     target = torch.device(device) if device is not None else model_device(model)
     args, kwargs = place_inputs(args, target), place_inputs(kwargs, target)
     try:
@@ -81,4 +93,6 @@ def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None =
             "it, e.g. one returning torch.stack(list(model(x))), or make the forward return a list or tuple.")
     if wrappers:
         tracer.trace.meta["unwrapped"] = wrappers
+    if lazy:
+        tracer.trace.meta["lazy_traced_on_copy"] = lazy
     return tracer.trace

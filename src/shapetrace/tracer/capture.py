@@ -37,7 +37,8 @@ from .probes.shapes import ShapeProbe
 from .records import Trace, Uncalled
 from .shape_only import ShapeOnlyMode
 
-__all__ = ["TraceNotBuilt", "Tracer", "UnsupportedModel", "check_traceable", "unwrap"]
+__all__ = ["TraceNotBuilt", "Tracer", "UnsupportedModel", "check_traceable", "refuse_lazy", "uninitialized_lazy",
+           "unwrap"]
 
 
 class UnsupportedModel(TypeError):
@@ -91,6 +92,24 @@ def unwrap(model: nn.Module) -> tuple[nn.Module, list[str]]:
     return model, kinds
 
 
+def uninitialized_lazy(modules: Sequence[nn.Module], names: Sequence[Sequence[str]]) -> list[str]:
+    """The names of the lazy layers (``nn.LazyLinear``...) whose parameters are not made yet: their first
+    forward makes them from its input, and turns each into the plain layer (``Linear``) for good."""
+    lazy = torch.nn.modules.lazy.LazyModuleMixin
+    return [names[s][0] or type(m).__name__ for s, m in enumerate(modules)
+            if isinstance(m, lazy) and m.has_uninitialized_params()]  # type: ignore[operator]
+
+
+def refuse_lazy(lazy: list[str]) -> None:
+    """Raise ``UnsupportedModel`` for a model with uninitialized lazy layers, saying what to do."""
+    if lazy:
+        raise UnsupportedModel(
+            f"the model has lazy layers whose weights are not made yet ({', '.join(lazy[:5])}): a forward would "
+            "make them and turn each into its plain layer for good, changing the model. Run one forward first "
+            "(model(x)), or trace a copy: shapetrace.trace(model, x) does that by itself, "
+            "Tracer(copy.deepcopy(model), allow_lazy=True) by hand.")
+
+
 _HAS_FORWARD: dict[type, bool] = {}
 
 
@@ -139,13 +158,15 @@ class Tracer:
     (and implies ``ops``; see ``tracer/lines.py``). ``probes`` run in the same forward beside the shape
     probes (``profile()`` adds FLOPs and memory this way); they key what they record by call id. Python's
     automatic cyclic garbage collection is paused while the records are built after the block, never during
-    it (see ``_gc_paused``).
+    it (see ``_gc_paused``). A model with lazy layers not initialized yet is refused (the forward would
+    initialize them for good) unless ``allow_lazy``: for a copy (what ``trace()`` does).
     """
 
     def __init__(self, model: nn.Module, *, grad: bool = False, train: bool | None = None,
                  device: str | torch.device | None = None, ops: bool = False, lines: bool = False,
-                 probes: Sequence[Probe] = ()) -> None:
+                 probes: Sequence[Probe] = (), allow_lazy: bool = False) -> None:
         check_traceable(model)
+        self.allow_lazy = allow_lazy
         self.model = model
         self.grad = grad
         self.train = train
@@ -183,6 +204,8 @@ class Tracer:
     def _start(self) -> None:
         """Index the model, guard its state, place it and start the engine (undone in reverse on failure)."""
         self._index = ModuleIndex(self.model)
+        if not self.allow_lazy:
+            refuse_lazy(uninitialized_lazy(self._index.modules, self._index.names))
         self._flow = DataFlow()
         self._probes = self.probes(self._index, self._flow) + self.extra_probes
         moved = self.device is not None and self.device != model_device(self.model)  # copies swapped in
@@ -280,6 +303,7 @@ class Tracer:
         changed = self._guard.changed_params()
         if changed:
             trace.meta["params_changed_in_place"] = changed
+        if changed and not self.allow_lazy:  # a copy (trace() of a lazy model): its lazy layers were just made
             warnings.warn(f"the forward changed parameters in place: {', '.join(changed[:5])}", stacklevel=3)
         if shapes.kwargs_unknown:  # torch's Module._call_impl no longer looks as expected (a future torch)
             trace.meta["kwargs_unknown"] = True
