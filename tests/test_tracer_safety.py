@@ -184,6 +184,17 @@ def test_lazy_layers_are_refused_with_advice_on_meta_and_by_a_bare_tracer():
     assert type(model[0]) is nn.LazyLinear and model[0].has_uninitialized_params()
 
 
+def test_data_on_meta_asked_to_run_on_a_real_device_is_refused_with_what_to_do():
+    with pytest.raises(shapetrace.UnsupportedModel, match="an input of shape \\(2, 4\\) is on 'meta'"):
+        shapetrace.trace(nn.Linear(4, 3), torch.randn(2, 4, device="meta"))
+    meta_model = nn.Linear(4, 3, device="meta")
+    with pytest.raises(shapetrace.UnsupportedModel, match="parameter weight is on 'meta'.*device='meta'"):
+        shapetrace.trace(meta_model, torch.randn(2, 4), device="cpu")
+    with pytest.raises(shapetrace.UnsupportedModel, match="parameter weight is on 'meta'"):
+        shapetrace.profile(meta_model, torch.randn(2, 4))
+    assert shapetrace.trace(meta_model, torch.randn(2, 4)).outputs.shape == (2, 3)  # on meta itself: shapes
+
+
 def test_meta_device_traces_shapes_without_moving_the_model():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
     model(torch.randn(1, 3, 10, 10))  # materialise the lazy layer

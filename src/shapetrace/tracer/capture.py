@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .engine import Engine, ModuleIndex, Probe
+from .errors import UnsupportedModel
 from .flow import DataFlow
 from .guard import ModelGuard
 from .modelstats import model_stats
@@ -39,10 +40,6 @@ from .shape_only import ShapeOnlyMode
 
 __all__ = ["TraceNotBuilt", "Tracer", "UnsupportedModel", "check_traceable", "refuse_lazy", "uninitialized_lazy",
            "unwrap"]
-
-
-class UnsupportedModel(TypeError):
-    """What was handed to the tracer cannot be traced as it is; the message says what to pass instead."""
 
 
 class TraceNotBuilt(RuntimeError):

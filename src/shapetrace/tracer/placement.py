@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import UnsupportedModel
 from .shape_only import keeps_values
 from .values import map_tensors
 
@@ -49,6 +50,12 @@ def _copies(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -
                 if t is None:
                     continue
                 if id(t) not in copies:
+                    if t.is_meta and device.type != "meta":
+                        raise UnsupportedModel(
+                            f"the model's {'parameter' if slots is m._parameters else 'buffer'} "
+                            f"{prefix + '.' if prefix else ''}{name} is on 'meta' (a shape without data), so the "
+                            f"model cannot run on {device}: trace it with device='meta' (shapes only), or give it "
+                            "real weights first (model.to_empty(device=...), then load_state_dict)")
                     cast = dtype if dtype is not None and t.is_floating_point() else None
                     c = t.detach().to(device=device, dtype=cast)
                     c.requires_grad_(t.requires_grad)
@@ -109,6 +116,10 @@ def place_inputs(value: Any, device: torch.device | None, dtype: torch.dtype | N
     def move(t: torch.Tensor) -> torch.Tensor:
         if keep and keeps_values(t):
             return t
+        if t.is_meta and not keep and device is not None:
+            raise UnsupportedModel(
+                f"an input of shape {tuple(t.shape)} is on 'meta' (a shape without data), but the model runs on "
+                f"{device}: pass real inputs (torch.randn(...)), or trace with device='meta' for shapes only")
         if dtype is not None and t.is_floating_point():
             return t.to(device=device, dtype=dtype)
         return t.to(device) if device is not None else t
