@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import Tracer, UnsupportedModel, uninitialized_lazy, unwrap
+from .capture import LazyLayers, Tracer, UnsupportedModel, unwrap
 from .placement import model_device, place_inputs
 from .records import Trace, labelled_tensors
 
@@ -63,17 +63,26 @@ def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None =
     """
     kwargs = {**kwargs, **(forward_kwargs or {})}
     model, wrappers = unwrap(model) if isinstance(model, nn.Module) else (model, [])
-    lazy = uninitialized_lazy(list(model.modules()), [[n] for n, _ in model.named_modules()]) if isinstance(
-        model, nn.Module) else []
-    if lazy:
+    options = {"grad": grad, "train": train, "device": device, "ops": ops, "lines": lines}
+    try:
+        result = _trace_once(model, args, kwargs, strict, options)
+    except LazyLayers as e:  # refused before anything ran: the forward would initialize them for good
         if device is not None and torch.device(device).type == "meta":
             raise UnsupportedModel(
-                f"device='meta' cannot trace lazy layers whose weights are not made yet ({', '.join(lazy[:5])}): "
+                f"device='meta' cannot trace lazy layers whose weights are not made yet ({', '.join(e.names[:5])}): "
                 "a lazy layer makes real weights from its first input. Run one forward on real data first "
-                "(model(x)), then trace on meta.")
-        model = copy.deepcopy(model)  # the forward makes the lazy layers' weights: in the copy, not the model
-    tracer = Tracer(model, grad=grad, train=train, device=device, ops=ops, lines=lines, allow_lazy=bool(lazy))
-    target = torch.device(device) if device is not None else model_device(model)
+                "(model(x)), then trace on meta.") from None
+        result = _trace_once(copy.deepcopy(model), args, kwargs, strict, {**options, "allow_lazy": True})
+        result.meta["lazy_traced_on_copy"] = e.names
+    if wrappers:
+        result.meta["unwrapped"] = wrappers
+    return result
+
+
+def _trace_once(model: nn.Module, args: tuple, kwargs: dict, strict: bool, options: dict[str, Any]) -> Trace:
+    """One traced forward of ``model`` (``trace()`` without its unwrapping and lazy-layer handling)."""
+    tracer = Tracer(model, **options)
+    target = tracer.device if tracer.device is not None else model_device(model)
     args, kwargs = place_inputs(args, target), place_inputs(kwargs, target)
     try:
         with tracer:
@@ -91,8 +100,4 @@ def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None =
             f"{type(model).__name__}.forward returned a {kind}: its body runs only when the {kind} is consumed, "
             "after the trace has ended, so there is nothing to trace. Trace a module whose forward consumes "
             "it, e.g. one returning torch.stack(list(model(x))), or make the forward return a list or tuple.")
-    if wrappers:
-        tracer.trace.meta["unwrapped"] = wrappers
-    if lazy:
-        tracer.trace.meta["lazy_traced_on_copy"] = lazy
     return tracer.trace

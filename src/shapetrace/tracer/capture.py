@@ -38,8 +38,8 @@ from .probes.shapes import ShapeProbe
 from .records import Trace, Uncalled
 from .shape_only import ShapeOnlyMode
 
-__all__ = ["TraceNotBuilt", "Tracer", "UnsupportedModel", "check_traceable", "refuse_lazy", "uninitialized_lazy",
-           "unwrap"]
+__all__ = ["LazyLayers", "TraceNotBuilt", "Tracer", "UnsupportedModel", "check_traceable", "refuse_lazy",
+           "uninitialized_lazy", "unwrap"]
 
 
 class TraceNotBuilt(RuntimeError):
@@ -97,14 +97,22 @@ def uninitialized_lazy(modules: Sequence[nn.Module], names: Sequence[Sequence[st
             if isinstance(m, lazy) and m.has_uninitialized_params()]  # type: ignore[operator]
 
 
+class LazyLayers(UnsupportedModel):
+    """The model has lazy layers not initialized yet (``names``): a forward would initialize them for good."""
+
+    def __init__(self, message: str, names: list[str]) -> None:
+        super().__init__(message)
+        self.names = names
+
+
 def refuse_lazy(lazy: list[str]) -> None:
-    """Raise ``UnsupportedModel`` for a model with uninitialized lazy layers, saying what to do."""
+    """Raise ``LazyLayers`` for a model with uninitialized lazy layers, saying what to do."""
     if lazy:
-        raise UnsupportedModel(
+        raise LazyLayers(
             f"the model has lazy layers whose weights are not made yet ({', '.join(lazy[:5])}): a forward would "
             "make them and turn each into its plain layer for good, changing the model. Run one forward first "
             "(model(x)), or trace a copy: shapetrace.trace(model, x) does that by itself, "
-            "Tracer(copy.deepcopy(model), allow_lazy=True) by hand.")
+            "Tracer(copy.deepcopy(model), allow_lazy=True) by hand.", lazy)
 
 
 _HAS_FORWARD: dict[type, bool] = {}
