@@ -480,3 +480,16 @@ def test_a_checkpoint_recomputation_stopped_in_backward_is_noted_and_is_not_a_fa
     stopped = [c.label for c in trace.calls if any(n.code == "recomputation-stopped" for n in c.notes)]
     assert stopped and all(c.error is None for c in trace.calls)
     assert all(label.endswith("#1") for label in stopped)  # only the rerun in backward, never the forward
+
+
+def test_dict_outputs_keep_keys_whose_reprs_collide_with_string_keys():
+    class TwoKeys(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 8)
+
+        def forward(self, x):
+            return {1: self.a(x), "1": self.b(x), (2, 3): x}
+
+    trace = shapetrace.trace(TwoKeys(), torch.randn(2, 4))
+    assert {k: v.shape for k, v in trace.outputs.items()} == {"1 (int)": (2, 4), "1": (2, 8), "(2, 3)": (2, 4)}

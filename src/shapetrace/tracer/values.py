@@ -77,6 +77,15 @@ def _is_namedtuple(value: Any) -> bool:
     return isinstance(value, tuple) and hasattr(type(value), "_fields")
 
 
+def _key_name(key: Any, mapping: dict) -> str:
+    """A dict key as recorded: a string as it is, anything else as its repr, with its type added when that
+    repr is also a string key of the same dict (``{1: a, "1": b}`` keeps both)."""
+    if isinstance(key, str):
+        return str(key)
+    name = repr(key)
+    return f"{name} ({type(key).__name__})" if name in mapping else name
+
+
 def describe(value: Any, tid_of: TidOf | None = None, _depth: int = 0) -> Value:
     """The value tree of ``value``; ``tid_of(tensor)`` supplies each tensor's ``tid`` when given."""
     if isinstance(value, torch.Tensor):
@@ -90,7 +99,7 @@ def describe(value: Any, tid_of: TidOf | None = None, _depth: int = 0) -> Value:
         return Struct(type(value).__name__, {f: describe(getattr(value, f), tid_of, d) for f in value._fields})
     if isinstance(value, dict):
         # Hugging Face ModelOutput is a dict *and* a dataclass: its items() holds the fields that are set.
-        items = {str(k) if isinstance(k, str) else repr(k): describe(v, tid_of, d) for k, v in value.items()}
+        items = {_key_name(k, value): describe(v, tid_of, d) for k, v in value.items()}
         if dataclasses.is_dataclass(value):
             return Struct(type(value).__name__, items)
         return items
