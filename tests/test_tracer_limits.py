@@ -5,6 +5,7 @@ DataParallel, forwards without tensors or returning generators)."""
 from __future__ import annotations
 
 import sys
+import warnings
 
 import pytest
 import torch
@@ -148,6 +149,34 @@ def test_a_compiled_model_traces_as_the_module_it_wraps():
     assert trace.calls[-1].outputs.shape == (2, 2)
     with pytest.raises(UnsupportedModel, match=r"torch.compile .*model._orig_mod"):
         shapetrace.Tracer(compiled)
+
+
+class CompiledBlock(nn.Module):
+    """Compiles its hot block only, as users do: the rest of the model runs eagerly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's note that global hooks also fire for the wrapper
+            self.block = torch.compile(nn.Sequential(nn.Linear(3, 3), nn.ReLU()), backend="eager")
+        self.c = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.c(self.block(self.a(x)))
+
+
+def test_a_model_with_a_compiled_block_traces_with_lines_and_without_dynamo_tracing_the_hooks():
+    torch._dynamo.reset()
+    model, x = CompiledBlock(), torch.randn(2, 4)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        trace = shapetrace.trace(model, x, lines=True)
+    assert [c.module for c in trace.calls] == ["", "a", "block", "block._orig_mod", "block._orig_mod.0",
+                                               "block._orig_mod.1", "c"]
+    assert trace.outputs.shape == (2, 2) and "tracer_errors" not in trace.meta
+    assert not [w for w in seen if "Dynamo" in str(w.message)]  # it never looked inside the hooks
+    assert torch.equal(model(x), model(x))
 
 
 def test_a_data_parallel_model_traces_as_the_module_it_wraps():

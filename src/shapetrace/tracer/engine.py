@@ -297,6 +297,12 @@ _REGISTRIES = ("_global_forward_pre_hooks", "_global_forward_hooks", "_global_fo
                "_global_forward_hooks_always_called")
 
 
+def _compiled_in(modules: list[nn.Module]) -> bool:
+    """Whether any of ``modules`` runs compiled by ``torch.compile`` (a wrapper, or ``module.compile()``)."""
+    return any(type(m).__name__ == "OptimizedModule" or m.__dict__.get("_compiled_call_impl") is not None
+               for m in modules)
+
+
 def _forget_hook(hook_id: int) -> None:
     for name in _REGISTRIES:
         registry = getattr(torch_module, name, None)
@@ -356,8 +362,15 @@ class Engine:
             if torch._C._len_torch_function_stack():  # any function mode (shape-only, the user's own)
                 self.quiet = True
             self._count_in()
-            self._handles.append(torch_module.register_module_forward_pre_hook(self._pre))
-            self._handles.append(torch_module.register_module_forward_hook(self._post, always_call=True))
+            self._depth = 1  # frames between a hook and torch's frame that calls it
+            pre, post = self._pre, self._post
+            if _compiled_in(self.index.modules):
+                # A torch.compile'd part: Dynamo would trace the hooks into its graph (and fail on the probes'
+                # state); disabled for Dynamo, they run as plain Python, one wrapper frame further down.
+                pre, post = torch.compiler.disable(pre), torch.compiler.disable(post)
+                self._depth = 2
+            self._handles.append(torch_module.register_module_forward_pre_hook(pre))
+            self._handles.append(torch_module.register_module_forward_hook(post, always_call=True))
             self._handles.append(torch_module.register_module_module_registration_hook(self._attached))
             self._hook_after_own_hooks()
         except BaseException as e:
@@ -402,10 +415,14 @@ class Engine:
         self._args_changed = tuple(p.on_call_args for p in self.probes if _overrides(p, "on_call_args"))  # type: ignore[attr-defined]
         for slot, module in enumerate(self.index.modules):
             if module._forward_pre_hooks and self._args_changed:
-                self._handles.append(module.register_forward_pre_hook(self._after_own_pre_hooks, with_kwargs=True))
+                after = self._after_own_pre_hooks
+                self._handles.append(module.register_forward_pre_hook(
+                    torch.compiler.disable(after) if self._depth == 2 else after, with_kwargs=True))
             if module._forward_hooks:
-                self._handles.append(module.register_forward_hook(functools.partial(self._post, late=True),
-                                                                  always_call=True))
+                late = functools.partial(self._post, late=True)
+                if self._depth == 2:
+                    late = torch.compiler.disable(late)
+                self._handles.append(module.register_forward_hook(late, always_call=True))
                 self._late_post.add(slot)
 
     def _after_own_pre_hooks(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -481,13 +498,13 @@ class Engine:
             if len(args) >= free_at:
                 kwargs = NO_KWARGS  # the signature leaves no room for one
             else:  # caller_kwargs(), inline for the frame seen before
-                frame = sys._getframe(1)
+                frame = sys._getframe(self._depth)
                 if frame.f_code is _CALLER_CODE[0]:
                     kwargs = frame.f_locals.get("kwargs")
                     if type(kwargs) is not dict:
                         kwargs = None
                 else:
-                    kwargs = caller_kwargs()
+                    kwargs = caller_kwargs(self._depth + 1)
         if self._threaded or _thread_id() != self._thread:
             if _thread_id() in _ENGINE_THREADS and _thread_id() != self._thread:
                 return  # a thread tracing by itself (the same model traced in two threads at once)
@@ -541,7 +558,7 @@ class Engine:
         if slot is None or (self._late_post and not late and slot in self._late_post):
             return  # not the model's, or ended by the hook that runs after the module's own (see above)
         error = None
-        if self._exc_at_start is None and sys._getframe(1).f_code is not _INNER:
+        if self._exc_at_start is None and sys._getframe(self._depth).f_code is not _INNER:
             # Not from inner: from _call_impl's except clause, where the exception is being handled. (Any
             # other caller, e.g. a library's own copy of _call_impl: an exception being handled, if any.)
             error = sys.exc_info()[1]
