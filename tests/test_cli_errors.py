@@ -7,6 +7,7 @@ their forward runs, so a test can tell.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import textwrap
@@ -311,3 +312,84 @@ def test_a_forward_returning_a_generator_says_nothing_ran_and_what_to_do(models,
     assert r.exit_code == 1, r.output
     assert "returned a generator" in r.output and "torch.stack(list(model(x)))" in r.output
     assert no_traceback(r) and not out.exists()
+
+
+@pytest.fixture
+def chatty(tmp_path):
+    """A model file that prints at import, in its factory and in its forward, as scripts being debugged do."""
+    path = tmp_path / "chatty.py"
+    path.write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+        print("importing chatty")
+
+        class Chatty(nn.Module):
+            def __init__(self):
+                super().__init__()
+                print("building")
+                self.lin = nn.Linear(4, 2)
+
+            def forward(self, x):
+                print("x:", x.shape)
+                return self.lin(x)
+    """))
+    return path
+
+
+def test_what_the_model_prints_goes_to_stderr_not_into_the_output_on_stdout(chatty):
+    import json
+
+    result = CliRunner().invoke(main, ["trace", f"{chatty}:Chatty", "-i", "1,4", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["calls"][0]["cls"] == "Chatty"
+    for said in ("importing chatty", "building", "x: torch.Size([1, 4])"):
+        assert said in result.stderr and said not in result.stdout
+
+
+@pytest.mark.parametrize("where", ["at import", "in the forward"])
+def test_a_model_that_calls_sys_exit_is_an_error_that_says_so(tmp_path, where):
+    path = tmp_path / "exits.py"
+    path.write_text(textwrap.dedent(f"""
+        import sys
+        import torch
+        from torch import nn
+        if {where == "at import"}:
+            sys.exit(0)  # a training script's argparse, say
+
+        class Exits(nn.Module):
+            def forward(self, x):
+                sys.exit(3)
+    """))
+    result = invoke("trace", f"{path}:Exits", "-i", "1,4")
+    assert result.exit_code == 1 and no_traceback(result)
+    code = "0" if where == "at import" else "3"
+    assert f"the model's own code exited (SystemExit({code}))" in result.output
+    assert "__main__" in result.output
+
+
+def test_output_through_a_symbolic_link_writes_the_file_it_points_to_and_keeps_the_link(tmp_path):
+    target, link = tmp_path / "table.txt", tmp_path / "link.txt"
+    target.write_text("old")
+    link.symlink_to(target.name)
+    result = invoke("trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "-i", "1,4",
+                    "-o", str(link))
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and "Total params" in target.read_text()
+
+
+def test_output_into_a_fifo_is_written_into_it_not_replaced(tmp_path):
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    result = invoke("trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "-i", "1,4",
+                    "-o", str(fifo))
+    reader.join(timeout=30)
+    assert result.exit_code == 0, result.output
+    if not got:  # the FIFO was replaced by a file: unblock the reader still waiting for a writer
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert fifo.is_fifo() and got and b"Total params" in got[0]

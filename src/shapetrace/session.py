@@ -26,8 +26,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,21 @@ class Outcome:
         return self.error is not None
 
 
+@contextlib.contextmanager
+def _user_code(doing: str) -> Iterator[None]:
+    """Run the model's own code (its import, its factory, its forward): what it prints goes to stderr, so it
+    never mixes into an output written to stdout (``--format json > t.json``); a ``sys.exit`` in it (a
+    script's argparse at import) is a ``CannotTrace`` that says so, not shapetrace quietly exiting."""
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    except SystemExit as e:
+        raise CannotTrace(
+            f"the model's own code exited (SystemExit({e.code!r})) while {doing}, so there is nothing to show. A "
+            "script that reads its command line or runs on import needs an `if __name__ == \"__main__\":` guard "
+            "around that part, or put the model in a module of its own") from None
+
+
 def train_mode(train: bool | None, exhibit: Any) -> bool | None:
     """The mode to trace in: as asked; else an exhibit as built (``None``: leave it) and anything else eval."""
     if train is not None:
@@ -140,7 +156,9 @@ def load(request: TraceRequest) -> Loaded:
 
     _check_device(request.device)
     try:
-        loaded, args, kwargs = load_model_and_inputs(request.model, request.inputs, request.args, request.device)
+        with _user_code(f"loading {request.model!r}"):
+            loaded, args, kwargs = load_model_and_inputs(request.model, request.inputs, request.args,
+                                                         request.device)
     except (ModelSpecError, InputSpecError) as e:
         raise UsageProblem(str(e)) from e
     _check_traceable(loaded.module, request.model)
@@ -202,8 +220,10 @@ def trace_model(request: TraceRequest, loaded: Loaded | None = None) -> Outcome:
 
     loaded = loaded or load(request)
     try:
-        result = trace(loaded.module, *loaded.args, grad=request.grad, train=loaded.train, device=request.device,
-                       ops=request.ops, lines=request.lines, strict=True, forward_kwargs=loaded.kwargs)
+        with _user_code("running its forward"):
+            result = trace(loaded.module, *loaded.args, grad=request.grad, train=loaded.train,
+                           device=request.device, ops=request.ops, lines=request.lines, strict=True,
+                           forward_kwargs=loaded.kwargs)
     except UnsupportedModel as e:  # the forward ran in a way no trace can show (it returned a generator)
         raise CannotTrace(str(e)) from e
     except TraceFailed as e:
@@ -238,8 +258,9 @@ def profile_model(request: TraceRequest, *, warmup: int = 3, repeat: int = 10, d
 
     loaded = loaded or load(TraceRequest(request.model, request.inputs, request.args, None, request.train))
     try:
-        result = profile(loaded.module, *loaded.args, device=request.device, warmup=warmup, repeat=repeat,
-                         dtype=dtype, train=loaded.train, progress=progress, forward_kwargs=loaded.kwargs)
+        with _user_code("running its forward"):
+            result = profile(loaded.module, *loaded.args, device=request.device, warmup=warmup, repeat=repeat,
+                             dtype=dtype, train=loaded.train, progress=progress, forward_kwargs=loaded.kwargs)
     except ProfileUsageError as e:
         raise UsageProblem(str(e)) from e
     except TraceFailed as e:
@@ -284,9 +305,26 @@ def _probe_folder(folder: Path, what: str) -> None:
     os.unlink(probe)
 
 
+def _written_through(target: Path) -> bool:
+    """Whether ``target`` is written into as it is rather than replaced: a device, a FIFO or one of the
+    process's own descriptors (``/dev/stdout``, ``/dev/fd/3``, ``/dev/null``). Replacing one with a file would
+    break it (as root, even ``/dev/null``)."""
+    return (target.exists() and not target.is_file()) or os.path.realpath(target).startswith("/proc/")
+
+
+def _through_links(target: Path) -> Path:
+    """The file a symbolic link at ``target`` points to (written in its place, the link kept), else ``target``."""
+    return Path(os.path.realpath(target)) if target.is_symlink() else target
+
+
 def check_output(path: str | Path) -> Path:
     """Check, before anything runs, that a file can be written at ``path``; ``OutputProblem`` says why not."""
     target = Path(path)
+    if _written_through(target):
+        if not os.access(target, os.W_OK):
+            raise OutputProblem(f"cannot write {str(path)!r}: it is not writable")
+        return target
+    target = _through_links(target)
     if target.is_dir():
         raise OutputProblem(f"cannot write {str(path)!r}: it is a folder; give a file name, e.g. {target / 'out.txt'}")
     _probe_folder(target.parent, repr(str(path)))
@@ -313,13 +351,23 @@ def _mode_for(target: Path) -> int:
 
 
 def write_output(data: str | bytes, path: str | Path) -> Path:
-    """Write ``data`` to ``path`` atomically: into a temporary file in the same folder, renamed into place.
+    """Write ``data`` to ``path`` atomically: into a temporary file in the same folder, renamed into place
+    (through a symbolic link: into the file it points to). A device, FIFO or ``/dev/stdout`` is written into
+    directly, as a shell's ``>`` would.
 
     On any failure the temporary file is removed and ``path`` is left as it was. ``OutputProblem`` when the
     file cannot be written.
     """
     target = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
+    if _written_through(target):
+        try:
+            with open(target, "wb") as f:
+                f.write(payload)
+        except OSError as e:
+            raise OutputProblem(f"cannot write {str(path)!r}: {e.strerror or e}") from e
+        return target
+    target = _through_links(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
