@@ -393,3 +393,41 @@ def test_output_into_a_fifo_is_written_into_it_not_replaced(tmp_path):
         with contextlib.suppress(OSError):
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
     assert fifo.is_fifo() and got and b"Total params" in got[0]
+
+
+@pytest.mark.parametrize("width", ["1", "2"])
+def test_a_table_narrower_than_any_word_still_prints_every_character(width):
+    result = invoke("trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "-i", "1,4",
+                    "-w", width)
+    assert result.exit_code == 0, result.output
+    assert "Totalparams:10" in "".join(result.stdout.split())
+
+
+def test_lines_writes_text_to_a_txt_file(tmp_path):
+    out = tmp_path / "lines.txt"
+    result = invoke("lines", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "-i", "1,4",
+                    "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "Linear.forward" in out.read_text()
+
+
+@requires_dot
+def test_control_characters_in_an_error_message_keep_the_svg_well_formed(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    path = tmp_path / "boom.py"
+    path.write_text(textwrap.dedent("""
+        from torch import nn
+
+        class Boom(nn.Module):
+            def forward(self, x):
+                raise ValueError("a\\x1b[31mred\\x00b")
+
+        def build():
+            return nn.Sequential(nn.Linear(4, 4), Boom())
+    """))
+    out = tmp_path / "boom.svg"
+    result = invoke("trace", f"{path}:build", "-i", "1,4", "-o", str(out))
+    assert result.exit_code == 1 and out.exists()
+    ET.parse(out)  # well-formed XML
+    assert "\\x1b[31mred\\x00b" in out.read_text()  # the characters shown as escapes

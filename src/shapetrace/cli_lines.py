@@ -13,7 +13,8 @@ from .renderers.lines import render as render_lines
 from .session import TraceRequest, UsageProblem, check_output, trace_model, write_output
 from .tracer.records import load as load_trace
 
-_SUFFIX = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json"}
+_SUFFIX = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".txt": "text",
+           ".text": "text"}
 
 
 @click.command("lines", context_settings=CONTEXT)

@@ -168,7 +168,7 @@ class Node:
             lines.append("also reads masks or constants (folded; all ops shows them): "
                          + "; ".join(literal(c) for c in self.constants))
         if self.error:
-            lines.append(f"error: {self.error}")
+            lines.append(f"error: {literal(self.error)}")
         return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
+from .units import literal
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -64,7 +65,7 @@ def _timed(trace: Trace) -> list[Call]:
 
 
 def _name(c: Call, width: int = 38) -> str:
-    text = f"{c.label} ({c.cls})"
+    text = f"{literal(c.label)} ({literal(c.cls)})"
     return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
@@ -122,7 +123,7 @@ def time_vs_flops(trace: Trace, *, format: str = "svg", label_top: int = 6, titl
     colours = _colours([c.cls for c in pts])
     for cls, colour in colours.items():
         mine = [c for c in pts if c.cls == cls]
-        ax.scatter([c.flops for c in mine], [c.timing["total_ms"] for c in mine], s=18, color=colour, label=cls,
+        ax.scatter([c.flops for c in mine], [c.timing["total_ms"] for c in mine], s=18, color=colour, label=literal(cls),
                    alpha=0.85)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -138,7 +139,7 @@ def time_vs_flops(trace: Trace, *, format: str = "svg", label_top: int = 6, titl
         if min(ts) / 2 < y < max(ts) * 2:
             ax.text(hi, y, f" {gflops:g} GFLOP/s", fontsize=6, color="#888888", va="center")
     for c in sorted(pts, key=lambda c: (-c.timing["total_ms"], c.id))[:label_top]:
-        ax.annotate(c.label, (c.flops, c.timing["total_ms"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.annotate(literal(c.label), (c.flops, c.timing["total_ms"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("FLOPs per call")
     ax.set_ylabel("time per call (ms)")
     ax.set_title(title or f"{trace.model.cls}: time against FLOPs (leaf calls)", fontsize=9)
@@ -183,7 +184,7 @@ def flow_points(trace: Trace) -> list[tuple[str, int, int]]:
     for c in leaves:
         meta = _flow_tensor(c.outputs)
         if meta is not None:
-            out.append((c.label, *_channels_and_spatial(meta.shape, c.cls)))
+            out.append((literal(c.label), *_channels_and_spatial(meta.shape, c.cls)))
     return out
 
 

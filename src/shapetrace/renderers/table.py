@@ -313,7 +313,8 @@ def _longest_token(text: str) -> int:
 
 def wrap_cell(text: str, width: int) -> list[str]:
     """``text`` on lines of at most ``width`` characters, every character kept: broken at spaces, and a
-    piece longer than a line after its commas, and only then anywhere."""
+    piece longer than a line after its commas, and only then anywhere. A width below 1 is taken as 1."""
+    width = max(width, 1)
     lines: list[str] = []
     cur = ""
     for tok in _tokens(text):
