@@ -143,6 +143,9 @@ def _parse_shape(spec: str, text: str) -> tuple[int, ...] | None:
     return dims
 
 
+_LARGEST = 2**63 - 1  # torch sizes are int64
+
+
 def parse_input(spec: str) -> InputSpec:  # noqa: C901 - one branch per part of the --input grammar; to split by part
     """Parse one spec (see the module docstring); ``InputSpecError`` says what is wrong."""
     if not isinstance(spec, str) or not spec.strip():
@@ -190,6 +193,9 @@ def parse_input(spec: str) -> InputSpec:  # noqa: C901 - one branch per part of 
         rng = (float(m.group(1)), float(m.group(2)))
     if shape is None:
         raise _fail(spec, "no shape given")
+    if any(d > _LARGEST for d in shape) or math.prod(d for d in shape if d) > _LARGEST:
+        raise _fail(spec, f"the shape {','.join(map(str, shape))} has more elements than a tensor can hold "
+                          f"(at most 2**63 - 1)")
     dtype = dtype or torch.float32
     low = high = None
     if rng is not None:
@@ -198,8 +204,15 @@ def parse_input(spec: str) -> InputSpec:  # noqa: C901 - one branch per part of 
             raise _fail(spec, f"a range makes no sense with {fill!r}")
         if dtype == torch.bool:
             raise _fail(spec, "bool inputs take no range (they are random True/False)")
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise _fail(spec, f"the range {part!r} has a bound too large to represent")
         if not dtype.is_floating_point and (low != int(low) or high != int(high)):
             raise _fail(spec, f"an integer dtype needs integer bounds, got {part!r}")
+        if not dtype.is_floating_point and dtype != torch.bool:
+            info = torch.iinfo(dtype)
+            if low < info.min or high - 1 > info.max:
+                raise _fail(spec, f"the range {part!r} does not fit {str(dtype).removeprefix('torch.')} "
+                                  f"({info.min}..{info.max + 1})")
         if high <= low:
             raise _fail(spec, f"the range {low:g}..{high:g} is empty (HIGH is exclusive and must exceed LOW)")
     if fill in ("randn", "rand") and not dtype.is_floating_point:
