@@ -66,6 +66,13 @@ def test_failing_forward_exits_1_with_partial_table_and_failing_layer(broken_fil
     assert "Traceback" not in r.output
 
 
+def test_a_diff_where_a_forward_fails_shows_what_ran_and_exits_1(broken_file):
+    r = CliRunner().invoke(main, ["diff", f"{broken_file}:build", f"{broken_file}:build", "--input", "3,4"])
+    assert r.exit_code == 1
+    assert "the forward of" in r.stderr and "failed" in r.stderr
+    assert "Traceback" not in r.output
+
+
 def test_debug_shows_the_traceback(broken_file):
     r = CliRunner().invoke(main, ["trace", f"{broken_file}:build", "--input", "3,4", "--debug"])
     assert r.exit_code == 1 and "Traceback" in r.stderr

@@ -74,6 +74,10 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
     each difference with the reason where the other tool is known to be wrong.
 
     \b
+    Exit status: 0, 1 when a model's forward failed (the diff of what ran is
+    still shown, with a note naming the failure), 2 for a usage error.
+
+    \b
     Examples:
       shapetrace diff create-head-default create-head-avg-pool
       shapetrace diff shapetrace.gallery:create_head shapetrace.gallery:create_head \\
@@ -96,6 +100,8 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
         notes = _two(a, b, inputs, args, a_args, b_args, train, fmt, output, debug)
     for note in notes:
         click.echo(f"note: {note}", err=True)
+    if notes:  # a forward failed: the diff of what ran was shown, and the status says it is partial
+        click.get_current_context().exit(1)
 
 
 def _two(a: str, b: str, inputs: tuple[str, ...], args: tuple[str, ...], a_args: tuple[str, ...],
