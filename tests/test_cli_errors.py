@@ -249,6 +249,19 @@ def test_without_dot_the_dot_source_lands_next_to_the_output(tmp_path, monkeypat
     assert not out.exists() and list(elsewhere.iterdir()) == []
 
 
+def test_without_dot_a_dot_file_of_the_users_by_that_name_is_left_alone(tmp_path, monkeypatch):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    mine = tmp_path / "linear.dot"
+    mine.write_text("my hand-written diagram")
+    r = invoke("trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "--input", "3,4",
+               "-o", str(tmp_path / "linear.svg"))
+    assert r.exit_code == 1 and str(tmp_path / "linear-1.dot") in r.output
+    assert mine.read_text() == "my hand-written diagram"
+    assert (tmp_path / "linear-1.dot").read_text().startswith("digraph")
+
+
 def test_a_failed_render_leaves_the_previous_file_untouched(tmp_path, monkeypatch):
     out = tmp_path / "linear.svg"
     out.write_text("the previous diagram")

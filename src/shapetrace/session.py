@@ -387,6 +387,15 @@ def write_output(data: str | bytes, path: str | Path) -> Path:
     return target
 
 
+def _unused(path: Path) -> Path:
+    """``path``, or ``name-1.dot``, ``name-2.dot``... when a file is there already."""
+    n, candidate = 0, path
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
 def render_output(trace: Trace, fmt: str, options: RenderOptions | None = None,
                   path: str | Path | None = None) -> str | bytes:
     """Render ``trace``; with ``path``, also write it there (atomically). Returns what was rendered.
@@ -399,7 +408,7 @@ def render_output(trace: Trace, fmt: str, options: RenderOptions | None = None,
     except GraphvizNotFound as e:
         if path is None or not e.source:
             raise RenderFailed(f"{e}") from e
-        kept = Path(path).with_suffix(".dot")
+        kept = _unused(Path(path).with_suffix(".dot"))  # a file of the user's by that name is left alone
         write_output(e.source, kept)
         raise RenderFailed(f"{e}\nThe diagram's DOT source was written to {kept} instead.") from e
     except (ValueError, RuntimeError) as e:
