@@ -434,3 +434,20 @@ def test_a_source_file_edited_inside_the_forward_is_not_shown_either(tmp_path, m
     model = _import_then_edit(tmp_path, monkeypatch, changed)
     (source,) = build_view(trace(model, torch.randn(2, 4), lines=True)).sources
     assert source.missing and "reload" in source.missing
+
+
+class LambdaForward(nn.Module):
+    """A forward written as a lambda in the class body."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    forward = lambda self, x: self.lin(x).relu()
+
+
+def test_a_lambda_forward_shows_its_line():
+    (source,) = build_view(trace(LambdaForward(), torch.randn(2, 4), lines=True)).sources
+    assert source.missing is None
+    assert _events(_line(build_view(trace(LambdaForward(), torch.randn(2, 4), lines=True)),
+                         "forward = lambda")) == {"lin": ["(2,2)"], "relu": ["(2,2)"]}

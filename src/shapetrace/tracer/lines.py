@@ -276,7 +276,7 @@ def _source_matches(code: CodeType, text: list[str], first: int) -> bool:
     last = first + len(text) - 1
     if any(line is not None and not first <= line <= last for _, _, line in code.co_lines()):
         return False
-    found = _names_written(text)
+    found = _names_written(text, code.co_varnames[:code.co_argcount])
     if found is None:  # the text does not parse as a function: not what was compiled
         return False
     written, maybe = found
@@ -286,7 +286,7 @@ def _source_matches(code: CodeType, text: list[str], first: int) -> bool:
     return not {n for n in (written ^ used) - local - maybe if n and "." not in n}
 
 
-def _names_written(text: list[str]) -> tuple[set[str], set[str]] | None:
+def _names_written(text: list[str], params: tuple[str, ...] = ()) -> tuple[set[str], set[str]] | None:
     """The attribute names and plain names the body of the function in ``text`` uses, and the names it may
     or may not compile to (annotations and decorators of functions written inside it, which only some
     ``__future__`` settings evaluate; the names of imports); ``None`` when the text does not parse. The
@@ -302,10 +302,12 @@ def _names_written(text: list[str]) -> tuple[set[str], set[str]] | None:
     func = tree.body[0] if tree.body else None
     if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
         body: list[ast.AST] = list(func.body)
-    elif isinstance(func, ast.Expr) and isinstance(func.value, ast.Lambda):
-        body = [func.value.body]
-    else:
-        return None
+    else:  # a lambda (`forward = lambda self, x: ...`): the one taking the code's parameters, else the first
+        lambdas = [n for n in ast.walk(tree) if isinstance(n, ast.Lambda)]
+        if not lambdas:
+            return None
+        mine = [n for n in lambdas if [a.arg for a in (*n.args.posonlyargs, *n.args.args)] == list(params)]
+        body = [(mine or lambdas)[0].body]
     names: set[str] = set()
     maybe: set[str] = set()
     todo = [(node, names) for node in body]
