@@ -27,7 +27,7 @@ from .cli_options import (
 )
 from .renderers import RenderOptions, formats, get
 from .renderers.plots import render_plot
-from .renderers.units import fallback_text, timer_kind_text
+from .renderers.units import fallback_text, literal, timer_kind_text
 from .session import TraceRequest, UsageProblem, check_output, load, profile_model, write_output
 
 PROFILE_FORMATS = formats()
@@ -156,5 +156,5 @@ def summary(trace: Any, top: int = 10, view: str = "calls") -> str:
     whole = t.get("attributed_ms") or 1.0
     for label, (self_ms, cls, calls) in sorted(ranked.items(), key=lambda kv: -kv[1][0])[:top]:
         times = f", {calls} calls" if calls > 1 else ""
-        lines.append(f"  {self_ms:9.3f} ms {100 * self_ms / whole:5.1f}%  {label} ({cls}{times})")
+        lines.append(f"  {self_ms:9.3f} ms {100 * self_ms / whole:5.1f}%  {literal(label)} ({literal(cls)}{times})")
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from .diagram import render as render_diagram
 from .rows import forward_ms as _forward_ms
 from .rows import table_rows as _rows
 from .table import FAIL_MARK, _extra_columns, _headers, _notes, _plain_cells, _summary_lines
+from .units import literal
 
 __all__ = ["CSS", "PAGE_CSS", "render_html", "render_page", "strip_svg_prolog"]
 
@@ -73,9 +74,15 @@ figure.diagram svg { max-width: 100%; height: auto; background: #ffffff; border-
 figure.diagram figcaption { color: var(--muted); font-size: 0.9em; }
 """
 
+def _text(text: str) -> str:
+    """Cell text escaped for HTML, control and bidirectional-override characters shown as escapes (as in
+    the text table): a name with U+202E must not display reversed."""
+    return html.escape(literal(text))
+
+
 def _layer_cell(name: str, full_name: str, depth: int) -> str:
     indent = f'<span class="indent" style="padding-left:{depth * 1.2:.1f}em"></span>' if depth else ""
-    return f'<td class="layer" title="{html.escape(full_name)}">{indent}<code>{html.escape(name)}</code></td>'
+    return f'<td class="layer" title="{_text(full_name)}">{indent}<code>{_text(name)}</code></td>'
 
 
 def _cell(kind: str, text: str) -> str:
@@ -83,7 +90,7 @@ def _cell(kind: str, text: str) -> str:
         return f'<td class="shape">{html.escape(text)}</td>'
     if kind == "num":
         return f'<td class="num">{html.escape(text)}</td>'
-    return f'<td class="{kind}">{html.escape(text)}</td>'
+    return f'<td class="{kind}">{_text(text)}</td>'
 
 
 def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", css: bool = True) -> str:
