@@ -447,3 +447,9 @@ def test_control_characters_in_an_error_message_keep_the_svg_well_formed(tmp_pat
     assert result.exit_code == 1 and out.exists()
     ET.parse(out)  # well-formed XML
     assert "\\x1b[31mred\\x00b" in out.read_text()  # the characters shown as escapes
+
+
+def test_an_unknown_overlay_is_a_usage_error_before_the_forward(models, tmp_path):
+    r = invoke("trace", f"{models}:marked", "--input", "3,4", "--overlay", "heta", "-o", str(tmp_path / "m.svg"))
+    assert r.exit_code == 2 and "'heta' is not one of" in r.output and "heat" in r.output
+    assert not (tmp_path / "ran.marker").exists()

@@ -34,6 +34,7 @@ from .cli_options import (
 )
 from .cli_profile import profile_command
 from .renderers import RenderOptions, formats, get
+from .renderers.diagram import OVERLAYS
 from .session import TraceRequest, UsageProblem, check_output_folder, trace_model
 from .tracer.records import load as load_trace
 
@@ -111,7 +112,8 @@ def _with_diagram(fmt: str, asked: bool) -> bool:
 @click.option("--grad", is_flag=True, help="Keep autograd on (default: torch.no_grad()).")
 @click.option("--layout", type=SuggestingChoice(["tb", "lr", "u"]), default=None,
               help="Diagram direction: top-bottom, left-right, or a U for encoder-decoders.")
-@click.option("--overlay", "overlays", multiple=True, metavar="NAME", help="Diagram overlay (repeatable).")
+@click.option("--overlay", "overlays", multiple=True, type=SuggestingChoice(OVERLAYS),
+              help="Diagram overlay (repeatable).")
 @click.option("--style", type=SuggestingChoice(["compact", "detailed"]), default=None, help="Diagram style.")
 @click.option("--unroll", is_flag=True, help="Diagram: one node per call instead of folding repeats into ×N.")
 @click.option("--with-diagram", is_flag=True,
@@ -157,7 +159,8 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
 @click.option("--view", type=SuggestingChoice(["calls", "modules"]), default="calls", show_default=True,
               help="One row per call, or one row per module.")
 @click.option("--layout", type=SuggestingChoice(["tb", "lr", "u"]), default=None, help="Diagram direction.")
-@click.option("--overlay", "overlays", multiple=True, metavar="NAME", help="Diagram overlay (repeatable).")
+@click.option("--overlay", "overlays", multiple=True, type=SuggestingChoice(OVERLAYS),
+              help="Diagram overlay (repeatable).")
 @click.option("--style", type=SuggestingChoice(["compact", "detailed"]), default=None, help="Diagram style.")
 @click.option("--unroll", is_flag=True, help="Diagram: one node per call.")
 @click.option("--all-ops", is_flag=True,
