@@ -3,6 +3,7 @@ big models, the 500-node warning and the missing-Graphviz path."""
 
 from __future__ import annotations
 
+import re
 import warnings
 import xml.etree.ElementTree as ET
 
@@ -267,3 +268,13 @@ def test_a_container_whose_own_forward_made_its_output_sends_its_edge_from_its_b
     done = subprocess.run([shutil.which("dot"), "-Tsvg"], input=dot, capture_output=True, text=True, check=True)
     assert "Warning" not in done.stderr  # Graphviz accepts the clipped edge (compound=true, tail inside)
     assert "ltail" not in to_dot(trace, layout="u")  # the U layout places nodes itself and draws no box tails
+
+
+@requires_dot
+def test_backslashes_in_names_reach_every_tooltip_as_written():
+    model = nn.Sequential()
+    model.add_module("C:\\Net\\Gen\\Lab", nn.Linear(4, 4))
+    svg = diagram.render(shapetrace.trace(model, torch.randn(1, 4)), format="svg").decode()
+    links = re.findall(r'xlink:title="([^"]*)"', svg)
+    assert links and all("shapetrace" not in t for t in links)  # no \G expanded to the graph's name
+    assert any("input → C:\\Net\\Gen\\Lab" in t for t in links)

@@ -592,15 +592,31 @@ def _u_positions(g: Graph, style: str, edge_labels: dict[tuple[str, str], str]) 
 
 
 # ---- rendering ----------------------------------------------------------------------------------------------
-_TITLE = re.compile(r"<title>([A-Za-z0-9_]+)</title>")
-_EDGE_TITLE = re.compile(r"<title>([A-Za-z0-9_]+)&#45;&gt;([A-Za-z0-9_]+)</title>")
+# A title and, when the element carries a tooltip, the link Graphviz wraps it in, whose xlink:title it fills from
+# the tooltip attribute after expanding escapes in it (Graphviz 2.43 expands an edge's twice, so a backslash in
+# a name turned `\G` into the graph's name): both are rewritten from the description itself.
+_LINK = r'(?:(\n<g id="a_[^"]*"><a xlink:title=")[^"]*("))?'
+_TITLE = re.compile(r"<title>([A-Za-z0-9_]+)</title>" + _LINK)
+_EDGE_TITLE = re.compile(r"<title>([A-Za-z0-9_]+)&#45;&gt;([A-Za-z0-9_]+)</title>" + _LINK)
+
+
+def _titled(tip: str, match: re.Match, link_at: int) -> str:
+    out = f"<title>{_xml_text(tip)}</title>"
+    if match.group(link_at) is not None:
+        if "\\" in tip:  # else Graphviz's own is right, and kept byte for byte
+            attr = _xml_text(tip).replace('"', "&quot;").replace("\n", "&#10;")
+            return out + f"{match.group(link_at)}{attr}{match.group(link_at + 1)}"
+        whole = match.group(0)
+        return out + whole[whole.index("</title>") + len("</title>"):]  # the link as Graphviz wrote it
+    return out
 
 
 def _svg_titles(svg: str, graph_tips: dict[str, str], edge_tips: dict[tuple[str, str], str]) -> str:
-    """Give each node's, cluster's and edge's ``<title>`` (the browser tooltip) its full description."""
-    svg = _TITLE.sub(lambda m: f"<title>{_xml_text(graph_tips[m.group(1)])}</title>"
-                     if m.group(1) in graph_tips else m.group(0), svg)
-    return _EDGE_TITLE.sub(lambda m: f"<title>{_xml_text(edge_tips[(m.group(1), m.group(2))])}</title>"
+    """Give each node's, cluster's and edge's ``<title>`` and link title (the browser tooltip) its full
+    description."""
+    svg = _TITLE.sub(lambda m: _titled(graph_tips[m.group(1)], m, 2) if m.group(1) in graph_tips else m.group(0),
+                     svg)
+    return _EDGE_TITLE.sub(lambda m: _titled(edge_tips[(m.group(1), m.group(2))], m, 3)
                            if (m.group(1), m.group(2)) in edge_tips else m.group(0), svg)
 
 
