@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import warnings
 from collections.abc import Iterator, Sequence
 from types import TracebackType
@@ -93,6 +94,8 @@ def uninitialized_lazy(modules: Sequence[nn.Module], names: Sequence[Sequence[st
     """The names of the lazy layers (``nn.LazyLinear``...) whose parameters are not made yet: their first
     forward makes them from its input, and turns each into the plain layer (``Linear``) for good."""
     lazy = torch.nn.modules.lazy.LazyModuleMixin
+    if not any(map(isinstance, modules, itertools.repeat(lazy))):  # the common case, at C speed (fixed cost)
+        return []
     return [names[s][0] or type(m).__name__ for s, m in enumerate(modules)
             if isinstance(m, lazy) and m.has_uninitialized_params()]  # type: ignore[operator]
 

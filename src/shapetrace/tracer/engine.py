@@ -32,6 +32,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import itertools
+import operator
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -297,10 +299,22 @@ _REGISTRIES = ("_global_forward_pre_hooks", "_global_forward_hooks", "_global_fo
                "_global_forward_hooks_always_called")
 
 
+# Readers of a module's own hook registries, mapped over every module at C speed (the scans below are part of
+# every trace's fixed cost: no Python frame per module).
+_OWN_PRE_HOOKS = operator.attrgetter("_forward_pre_hooks")
+_OWN_HOOKS = operator.attrgetter("_forward_hooks")
+_COMPILED_CALL = operator.attrgetter("_compiled_call_impl")
+
+
 def _compiled_in(modules: list[nn.Module]) -> bool:
-    """Whether any of ``modules`` runs compiled by ``torch.compile`` (a wrapper, or ``module.compile()``)."""
-    return any(type(m).__name__ == "OptimizedModule" or m.__dict__.get("_compiled_call_impl") is not None
-               for m in modules)
+    """Whether any of ``modules`` runs compiled by ``torch.compile`` (a wrapper, or ``module.compile()``).
+    Neither exists before ``torch._dynamo`` is imported, which ``torch.compile`` does."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
+    if eval_frame is None:
+        return False
+    wrapper = getattr(eval_frame, "OptimizedModule", None)
+    return (wrapper is not None and any(map(isinstance, modules, itertools.repeat(wrapper)))) or any(
+        c is not None for c in map(_COMPILED_CALL, modules))
 
 
 def _forget_hook(hook_id: int) -> None:
@@ -413,7 +427,10 @@ class Engine:
         more, which changes nothing about how it runs; the others are not touched.
         """
         self._args_changed = tuple(p.on_call_args for p in self.probes if _overrides(p, "on_call_args"))  # type: ignore[attr-defined]
-        for slot, module in enumerate(self.index.modules):
+        modules = self.index.modules
+        if not any(map(_OWN_PRE_HOOKS, modules)) and not any(map(_OWN_HOOKS, modules)):
+            return  # the common case, found without a Python loop
+        for slot, module in enumerate(modules):
             if module._forward_pre_hooks and self._args_changed:
                 after = self._after_own_pre_hooks
                 self._handles.append(module.register_forward_pre_hook(
