@@ -314,7 +314,7 @@ def _compiled_in(modules: list[nn.Module]) -> bool:
         return False
     wrapper = getattr(eval_frame, "OptimizedModule", None)
     return (wrapper is not None and any(map(isinstance, modules, itertools.repeat(wrapper)))) or any(
-        c is not None for c in map(_COMPILED_CALL, modules))
+        map(operator.is_not, map(_COMPILED_CALL, modules), itertools.repeat(None)))
 
 
 def _forget_hook(hook_id: int) -> None:
