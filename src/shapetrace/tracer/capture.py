@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import warnings
 from collections.abc import Iterator, Sequence
 from types import TracebackType
@@ -90,14 +89,13 @@ def unwrap(model: nn.Module) -> tuple[nn.Module, list[str]]:
     return model, kinds
 
 
-def uninitialized_lazy(modules: Sequence[nn.Module], names: Sequence[Sequence[str]]) -> list[str]:
+def uninitialized_lazy(index: ModuleIndex) -> list[str]:
     """The names of the lazy layers (``nn.LazyLinear``...) whose parameters are not made yet: their first
-    forward makes them from its input, and turns each into the plain layer (``Linear``) for good."""
+    forward makes them from its input, and turns each into the plain layer (``Linear``) for good. (A lazy
+    layer initializes in a forward pre-hook of its own, so it is among the index's ``unusual`` modules.)"""
     lazy = torch.nn.modules.lazy.LazyModuleMixin
-    if not any(map(isinstance, modules, itertools.repeat(lazy))):  # the common case, at C speed (fixed cost)
-        return []
-    return [names[s][0] or type(m).__name__ for s, m in enumerate(modules)
-            if isinstance(m, lazy) and m.has_uninitialized_params()]  # type: ignore[operator]
+    return [index.names[s][0] or type(index.modules[s]).__name__ for s in index.unusual
+            if isinstance(index.modules[s], lazy) and index.modules[s].has_uninitialized_params()]  # type: ignore[operator]
 
 
 class LazyLayers(UnsupportedModel):
@@ -213,7 +211,7 @@ class Tracer:
         """Index the model, guard its state, place it and start the engine (undone in reverse on failure)."""
         self._index = ModuleIndex(self.model)
         if not self.allow_lazy:
-            refuse_lazy(uninitialized_lazy(self._index.modules, self._index.names))
+            refuse_lazy(uninitialized_lazy(self._index))
         self._flow = DataFlow()
         self._probes = self.probes(self._index, self._flow) + self.extra_probes
         moved = self.device is not None and self.device != model_device(self.model)  # copies swapped in

@@ -32,8 +32,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import itertools
-import operator
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -88,6 +86,10 @@ class ModuleIndex:
         self.classes: list[str] = []
         self.is_leaf: list[bool] = []
         self.excluded: set[int] = set()  # ids of modules whose calls are not counted (``without``)
+        # Slots of the modules with forward hooks of their own or compiled by ``module.compile()`` (lazy
+        # layers are among them: they initialize in a pre-hook). Found in the walk, where every module is read
+        # anyway: the engine and the tracer look at these few instead of scanning every module again.
+        self.unusual: list[int] = []
         self._add(model, "")
 
     def _add(self, root: nn.Module, name: str, path: tuple[int, ...] = ()) -> int:
@@ -99,14 +101,22 @@ class ModuleIndex:
         todo: list[tuple[str, nn.Module, tuple[int, ...]]] = [(name, root, path)]
         while todo:
             name, m, path = todo.pop()
+            attrs = m.__dict__
             slot = slot_of.get(id(m))
             if slot is None:
                 slot_of[id(m)] = len(modules)
+                try:  # subscripts, not .get: this runs for every module of every trace
+                    unusual = (attrs["_forward_pre_hooks"] or attrs["_forward_hooks"]
+                               or "_compiled_call_impl" in attrs)  # set on the instance by compile()
+                except KeyError:  # a module whose __init__ skipped Module's
+                    unusual = True  # looked at closely, by the few who read ``unusual``
+                if unusual:
+                    self.unusual.append(len(modules))
                 modules.append(m)
                 names.append([name])
             else:
                 names[slot].append(name)
-            children = m._modules
+            children = attrs.get("_modules")
             if children:
                 prefix = name + "." if name else ""
                 inner = (*path, id(m))
@@ -142,6 +152,7 @@ class ModuleIndex:
         # Its own lists: a module attached while the copy is in use must not change this index.
         out.modules, out.classes, out.is_leaf = list(self.modules), list(self.classes), list(self.is_leaf)
         out.names = [list(n) for n in self.names]
+        out.unusual = list(self.unusual)
         out.excluded = drop
         return out
 
@@ -299,22 +310,12 @@ _REGISTRIES = ("_global_forward_pre_hooks", "_global_forward_hooks", "_global_fo
                "_global_forward_hooks_always_called")
 
 
-# Readers of a module's own hook registries, mapped over every module at C speed (the scans below are part of
-# every trace's fixed cost: no Python frame per module).
-_OWN_PRE_HOOKS = operator.attrgetter("_forward_pre_hooks")
-_OWN_HOOKS = operator.attrgetter("_forward_hooks")
-_COMPILED_CALL = operator.attrgetter("_compiled_call_impl")
-
-
-def _compiled_in(modules: list[nn.Module]) -> bool:
-    """Whether any of ``modules`` runs compiled by ``torch.compile`` (a wrapper, or ``module.compile()``).
-    Neither exists before ``torch._dynamo`` is imported, which ``torch.compile`` does."""
-    eval_frame = sys.modules.get("torch._dynamo.eval_frame")
-    if eval_frame is None:
-        return False
-    wrapper = getattr(eval_frame, "OptimizedModule", None)
-    return (wrapper is not None and any(map(isinstance, modules, itertools.repeat(wrapper)))) or any(
-        map(operator.is_not, map(_COMPILED_CALL, modules), itertools.repeat(None)))
+def _compiled_in(index: ModuleIndex) -> bool:
+    """Whether a module of ``index`` runs compiled by ``torch.compile``: a wrapper (``OptimizedModule``) or a
+    module whose ``compile()`` was called (among the index's ``unusual``)."""
+    if "OptimizedModule" in index.classes:
+        return True
+    return any(index.modules[s].__dict__.get("_compiled_call_impl") is not None for s in index.unusual)
 
 
 def _forget_hook(hook_id: int) -> None:
@@ -378,7 +379,7 @@ class Engine:
             self._count_in()
             self._depth = 1  # frames between a hook and torch's frame that calls it
             pre, post = self._pre, self._post
-            if _compiled_in(self.index.modules):
+            if _compiled_in(self.index):
                 # A torch.compile'd part: Dynamo would trace the hooks into its graph (and fail on the probes'
                 # state); disabled for Dynamo, they run as plain Python, one wrapper frame further down.
                 pre, post = torch.compiler.disable(pre), torch.compiler.disable(post)
@@ -427,15 +428,13 @@ class Engine:
         more, which changes nothing about how it runs; the others are not touched.
         """
         self._args_changed = tuple(p.on_call_args for p in self.probes if _overrides(p, "on_call_args"))  # type: ignore[attr-defined]
-        modules = self.index.modules
-        if not any(map(_OWN_PRE_HOOKS, modules)) and not any(map(_OWN_HOOKS, modules)):
-            return  # the common case, found without a Python loop
-        for slot, module in enumerate(modules):
-            if module._forward_pre_hooks and self._args_changed:
+        for slot in self.index.unusual:
+            module = self.index.modules[slot]
+            if getattr(module, "_forward_pre_hooks", None) and self._args_changed:
                 after = self._after_own_pre_hooks
                 self._handles.append(module.register_forward_pre_hook(
                     torch.compiler.disable(after) if self._depth == 2 else after, with_kwargs=True))
-            if module._forward_hooks:
+            if getattr(module, "_forward_hooks", None):
                 late = functools.partial(self._post, late=True)
                 if self._depth == 2:
                     late = torch.compiler.disable(late)
