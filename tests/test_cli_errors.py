@@ -453,3 +453,13 @@ def test_an_unknown_overlay_is_a_usage_error_before_the_forward(models, tmp_path
     r = invoke("trace", f"{models}:marked", "--input", "3,4", "--overlay", "heta", "-o", str(tmp_path / "m.svg"))
     assert r.exit_code == 2 and "'heta' is not one of" in r.output and "heat" in r.output
     assert not (tmp_path / "ran.marker").exists()
+
+
+def test_a_warning_is_one_line_on_stderr_with_no_source_line(tmp_path):
+    path = tmp_path / "wide.py"
+    path.write_text("from torch import nn\n\ndef build():\n    return nn.Sequential(*[nn.Linear(2, 2) for _ in range(520)])\n")
+    r = invoke("trace", f"{path}:build", "-i", "1,2", "-f", "dot")
+    assert r.exit_code == 0
+    lines = [ln for ln in r.stderr.splitlines() if "500" in ln]
+    assert len(lines) == 1 and lines[0].startswith("warning: the diagram has")
+    assert "UserWarning" not in r.stderr and ".py:" not in r.stderr

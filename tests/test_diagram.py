@@ -278,3 +278,10 @@ def test_backslashes_in_names_reach_every_tooltip_as_written():
     links = re.findall(r'xlink:title="([^"]*)"', svg)
     assert links and all("shapetrace" not in t for t in links)  # no \G expanded to the graph's name
     assert any("input → C:\\Net\\Gen\\Lab" in t for t in links)
+
+
+def test_more_than_500_nodes_that_folding_cannot_reduce_says_so_instead_of_suggesting_depth():
+    t = trace_of(nn.Sequential(*[nn.Linear(2, 2) for _ in range(520)]), 1, 2)
+    with pytest.warns(UserWarning, match="even folded") as seen:
+        to_dot(t, depth=1)
+    assert "--depth" not in str(seen[0].message)

@@ -12,8 +12,11 @@ that import ``cli_options`` and the session, never this module; registering one 
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -81,6 +84,17 @@ def main() -> None:
       shapetrace render resnet18.json --format md
       shapetrace gallery list
     """
+    warnings.showwarning = _show_warning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A Python warning as one line on stderr (``warning: ...``), with where it came from when that is not
+    shapetrace itself (a library's deprecation, the model's own code), instead of a file path and a source
+    line that read like a traceback."""
+    origin = "" if f"{os.sep}shapetrace{os.sep}" in filename else (
+        f" ({category.__name__} at {os.path.basename(filename)}:{lineno})")
+    click.echo(f"warning: {message}{origin}", err=True)
 
 
 def _with_diagram(fmt: str, asked: bool) -> bool:

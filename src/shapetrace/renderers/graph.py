@@ -685,8 +685,12 @@ def build_graph(trace: Trace, *, depth: int | None = None, unroll: bool = False,
     if warn and len(graph.nodes) > MAX_NODES:
         deepest = max((c.depth for c in trace.calls), default=0)
         hint = max(1, min(2, deepest - 1))
+        if (depth is not None and depth <= hint) or deepest <= hint:  # folding would not make it smaller
+            advice = ("even folded, this many calls stay side by side: draw one part on its own (trace the "
+                      "submodule) or read the table")
+        else:
+            advice = f"pass depth={hint} (--depth {hint}) to fold deeper calls into their parents"
         warnings.warn(f"the diagram has {len(graph.nodes)} nodes (more than {MAX_NODES}) and will be hard to "
-                      f"read; pass depth={hint} (--depth {hint}) to fold deeper calls into their parents",
-                      UserWarning, stacklevel=3)
+                      f"read; {advice}", UserWarning, stacklevel=3)
     return graph
 
