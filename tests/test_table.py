@@ -471,3 +471,12 @@ def test_markdown_shows_names_and_messages_as_text_when_a_markdown_renderer_read
     assert "<img" not in page and "&lt;img src=x" in page
     assert "<code>d.a`b|c&lt;d&gt;</code>" in page
     assert page.count("<tr>") == 1 + len(trace.calls)  # the header and one row per call: no cell split apart
+
+
+def test_csv_with_a_carriage_return_in_a_name_parses_back_to_the_same_rows():
+    model = nn.Sequential()
+    model.add_module("carriage\rreturn", nn.Linear(2, 2))
+    text = table.render(shapetrace.trace(model, torch.randn(1, 2)), "csv")
+    rows = list(csv.reader(io.StringIO(text)))
+    assert [r[0] for r in rows] == ["layer", "(root)", "carriage\rreturn"]
+    assert len({len(r) for r in rows}) == 1

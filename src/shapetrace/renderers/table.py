@@ -596,17 +596,21 @@ def render_csv(trace: Trace, *, depth: int | None = None, view: str = "calls") -
     fwd = forward_ms(trace)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
+    # csv quotes a field holding "\n" (the line terminator) but not one holding "\r", which a reader takes for
+    # a line end too: a row with one (a module name, an error message) is written with every field quoted.
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
     w.writerow(["layer", "depth", "class", "call_index" if view == "calls" else "calls", "n_calls",
                 "input_shapes", "side_inputs", "output_shapes", "params", "trainable", "error", "folded_calls",
                 *extra])
     for r in rows:
-        w.writerow([r.name, r.depth, r.cls, r.call_index if view == "calls" else r.calls, r.calls,
-                    _inputs_text(r) if r.summary else format_value(
-                        list(r.inputs) + list(r.kwargs.values()) if isinstance(r.inputs, list) else r.inputs,
-                        top=True),
-                    format_value(r.side, top=True) if r.side else "",
-                    _outputs_text(r) if r.summary else ("" if r.error else format_value(r.outputs)),
-                    r.params or 0, r.trainable or 0, r.error or "", r.folded, *_extra_cells(r, extra, fwd)])
+        row = [r.name, r.depth, r.cls, r.call_index if view == "calls" else r.calls, r.calls,
+               _inputs_text(r) if r.summary else format_value(
+                   list(r.inputs) + list(r.kwargs.values()) if isinstance(r.inputs, list) else r.inputs,
+                   top=True),
+               format_value(r.side, top=True) if r.side else "",
+               _outputs_text(r) if r.summary else ("" if r.error else format_value(r.outputs)),
+               r.params or 0, r.trainable or 0, r.error or "", r.folded, *_extra_cells(r, extra, fwd)]
+        (quoted if any(isinstance(c, str) and "\r" in c for c in row) else w).writerow(row)
     return buf.getvalue()
 
 
