@@ -463,3 +463,18 @@ def test_a_warning_is_one_line_on_stderr_with_no_source_line(tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if "500" in ln]
     assert len(lines) == 1 and lines[0].startswith("warning: the diagram has")
     assert "UserWarning" not in r.stderr and ".py:" not in r.stderr
+
+
+def test_a_format_that_disagrees_with_an_image_suffix_is_written_with_a_note(tmp_path):
+    out = tmp_path / "net.png"
+    r = invoke("trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "-i", "1,4",
+               "-f", "svg", "-o", str(out))
+    assert r.exit_code == 0 and "note: writing svg into net.png, whose suffix says png" in r.stderr
+    assert out.read_text().lstrip().startswith("<?xml")
+
+
+def test_profile_refuses_one_file_for_both_the_plot_and_the_output(tmp_path):
+    out = tmp_path / "p.svg"
+    r = invoke("profile", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "-i", "1,4",
+               "--plot", str(out), "-o", str(out))
+    assert r.exit_code == 2 and "one would overwrite the other" in r.output and not out.exists()

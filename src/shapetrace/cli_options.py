@@ -13,6 +13,7 @@ import shutil
 import sys
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -96,6 +97,10 @@ def prepare_output(fmt: str | None, output: str | None, allowed: tuple[str, ...]
         raise UsageProblem(f"the {chosen} format is not available here; use one of {', '.join(allowed)}")
     if output is not None:
         check_output(output)
+        suffix = Path(output).suffix.lower()
+        implied = next((f for f in formats() if suffix in get(f).suffixes), None)
+        if implied not in (None, chosen) and (get(implied).binary or get(chosen).binary):  # SVG text in a .png
+            click.echo(f"note: writing {chosen} into {Path(output).name}, whose suffix says {implied}", err=True)
     elif get(chosen).binary and sys.stdout.isatty():
         raise OutputProblem(f"--format {chosen} is binary: pass -o FILE to write it")
     return chosen

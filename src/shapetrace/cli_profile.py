@@ -90,6 +90,9 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
             if Path(plot_file).suffix.lower() not in (".svg", ".png"):
                 raise UsageProblem(f"--plot {plot_file!r}: the file must end in .svg or .png")
             check_output(plot_file)
+            if output is not None and Path(plot_file).resolve() == Path(output).resolve():
+                raise UsageProblem(f"--plot and -o both name {plot_file!r}: one would overwrite the other; give "
+                                   "the plot a file of its own")
         request = TraceRequest(model, inputs, args, _resolve_device(device), train)
         if heat == "memory" and not str(request.device).startswith("cuda") and get(fmt).dataflow:
             raise UsageProblem("--heat memory: peak memory is measured on CUDA only; use --heat activations "
