@@ -478,3 +478,11 @@ def test_profile_refuses_one_file_for_both_the_plot_and_the_output(tmp_path):
     r = invoke("profile", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "-i", "1,4",
                "--plot", str(out), "-o", str(out))
     assert r.exit_code == 2 and "one would overwrite the other" in r.output and not out.exists()
+
+
+def test_render_heat_time_of_a_trace_without_times_is_a_usage_error(tmp_path):
+    saved, out = tmp_path / "lin.json", tmp_path / "lin.svg"
+    assert invoke("trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "-i", "1,4",
+                  "-o", str(saved)).exit_code == 0
+    r = invoke("render", str(saved), "--heat", "time", "-o", str(out))
+    assert r.exit_code == 2 and "this trace has no times" in r.output and not out.exists()
