@@ -486,3 +486,11 @@ def test_render_heat_time_of_a_trace_without_times_is_a_usage_error(tmp_path):
                   "-o", str(saved)).exit_code == 0
     r = invoke("render", str(saved), "--heat", "time", "-o", str(out))
     assert r.exit_code == 2 and "this trace has no times" in r.output and not out.exists()
+
+
+def test_a_model_file_that_does_not_parse_names_its_own_line(tmp_path):
+    path = tmp_path / "broken_syntax.py"
+    path.write_text("import torch\n\ndef build(:\n    pass\n")
+    r = invoke("trace", f"{path}:build", "-i", "1,4")
+    assert r.exit_code == 2 and no_traceback(r)
+    assert f"{path}:3" in r.output and "frozen" not in r.output

@@ -100,8 +100,11 @@ def _close_names(word: str, names: Sequence[str], n: int = 3) -> list[str]:
 
 
 def _where(error: BaseException) -> str:
-    """``file:line in function`` of the innermost frame that raised ``error``."""
-    frames = traceback.extract_tb(error.__traceback__)
+    """``file:line in function`` of the innermost frame that raised ``error`` (for a ``SyntaxError``, the line
+    of the source that does not parse; Python's import machinery is skipped, it is never the user's code)."""
+    if isinstance(error, SyntaxError) and error.filename:
+        return f"{error.filename}:{error.lineno}"
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith("<frozen ")]
     if not frames:
         return "an unknown place"
     last = frames[-1]
