@@ -178,7 +178,9 @@ def _instantiate(obj: Any, kwargs: dict[str, Any], what: str) -> nn.Module:
                                  "apply; point MODEL at a class or factory function instead")
         return obj
     if not callable(obj):
-        raise ModelSpecError(f"{what} is a {type(obj).__name__}, not an nn.Module or a callable that builds one")
+        kind = type(obj).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        raise ModelSpecError(f"{what} is {article} {kind}, not an nn.Module or a callable that builds one")
     try:
         built = obj(**kwargs)
     except TypeError as e:
