@@ -189,3 +189,8 @@ def test_format_choices_and_suffixes_come_from_the_renderer_registry():
 
     with pytest.raises(ValueError, match="already claimed"):
         register("svg2", suffixes=(".svg",))(lambda trace, options: "")
+
+
+def test_one_model_diff_refuses_the_per_side_factory_arguments():
+    r = CliRunner().invoke(main, ["diff", "torch.nn:Linear", "--a-arg", "in_features=4", "--input", "1,4"])
+    assert r.exit_code == 2 and "with one MODEL use --arg" in r.output

@@ -92,6 +92,8 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
         if output is not None:
             check_output(output)
         if b is None:
+            if a_args or b_args:
+                raise UsageProblem("--a-arg and --b-arg are for two models (A and B); with one MODEL use --arg")
             _against(a, inputs, args, against or "torchinfo", fmt, output, debug)
             return
         if against is not None:
