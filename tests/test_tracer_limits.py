@@ -278,3 +278,14 @@ def test_an_exception_whose_message_cannot_be_read_still_fails_the_trace_naming_
         shapetrace.trace(Raises(), torch.randn(1, 2))
     failure = caught.value.trace.failure
     assert (failure.type, failure.message) == ("Unreadable", "<exception str() failed>")  # as Python prints it
+
+
+def test_an_async_forward_is_refused_with_advice_that_fits_it():
+    class Async(nn.Module):
+        async def forward(self, x):
+            return x
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "coroutine was never awaited" left behind
+        with pytest.raises(UnsupportedModel, match="forward is async.*plain def"):
+            shapetrace.trace(Async(), torch.randn(1, 2))

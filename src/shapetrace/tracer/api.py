@@ -96,6 +96,12 @@ def _trace_once(model: nn.Module, args: tuple, kwargs: dict, strict: bool, optio
     assert tracer.trace is not None
     if isinstance(out, _LAZY) or inspect.isasyncgen(out) or inspect.iscoroutine(out):
         kind = type(out).__name__
+        if inspect.iscoroutine(out):
+            out.close()  # never awaited: closed here rather than warned about by Python at exit
+            raise UnsupportedModel(
+                f"{type(model).__name__}.forward is async: it returned a coroutine, whose body runs only when "
+                "awaited, after the trace has ended, so there is nothing to trace. Make the forward a plain "
+                "def (module calls inside never need await).")
         raise UnsupportedModel(
             f"{type(model).__name__}.forward returned a {kind}: its body runs only when the {kind} is consumed, "
             "after the trace has ended, so there is nothing to trace. Trace a module whose forward consumes "
