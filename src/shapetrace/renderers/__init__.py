@@ -185,9 +185,45 @@ def _json(trace: Trace, options: RenderOptions) -> str:
     return trace.to_json()
 
 
+def _strings(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _groups(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and _strings(x) for k, x in v.items())
+
+
+# The saved render hints a trace may carry (``meta["options"]``) and what each must hold; others are left alone.
+_HINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "depth": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+              "a whole number >= 0 or null"),
+    "layout": (lambda v: isinstance(v, str), "a string"), "style": (lambda v: isinstance(v, str), "a string"),
+    "heat": (lambda v: isinstance(v, str), "a string"), "title": (lambda v: isinstance(v, str), "a string"),
+    "unroll": (lambda v: isinstance(v, bool), "true or false"), "all_ops": (lambda v: isinstance(v, bool), "true or false"),
+    "overlays": (_strings, "a list of strings"), "fold": (_strings, "a list of class names"),
+    "cut": (_groups, "an object of lists of module names"), "param_groups": (_groups, "an object of lists of module names"),
+    "diff": (lambda v: isinstance(v, dict), "an object"),
+}
+
+
+def saved_hints(trace: Trace) -> dict[str, Any]:
+    """The trace's saved render hints, checked: ``ValueError`` naming the hint that a hand-edited JSON broke."""
+    hints = trace.meta.get("options") or {}
+    if not isinstance(hints, dict):  # ValueError like every bad render input: the session reports those
+        raise ValueError(  # noqa: TRY004
+            f"the trace's saved render hints (meta.options) must be an object, not {type(hints).__name__}: fix "
+            "or remove them")
+    for key, value in hints.items():
+        check = _HINTS.get(key)
+        if check is not None and not check[0](value):
+            raise ValueError(f"the trace's saved render hint meta.options.{key} must be {check[1]}, got "
+                             f"{value!r:.60}: fix or remove it")
+    return dict(hints)
+
+
 def diagram_settings(trace: Trace, options: RenderOptions) -> dict[str, Any]:
     """The keyword arguments of ``diagram.render`` for ``options`` over the trace's saved render hints."""
-    hints = dict(trace.meta.get("options") or {})
+    hints = saved_hints(trace)
     overlays = tuple(options.overlays)
     if options.heat:
         hints["heat"] = options.heat
