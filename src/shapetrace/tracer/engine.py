@@ -521,8 +521,9 @@ class Engine:
                         kwargs = None
                 else:
                     kwargs = caller_kwargs(self._depth + 1)
-        if self._threaded or _thread_id() != self._thread:
-            if _thread_id() in _ENGINE_THREADS and _thread_id() != self._thread:
+        ident = _thread_id()
+        if self._threaded or ident != self._thread:
+            if ident != self._thread and ident in _ENGINE_THREADS:
                 return  # a thread tracing by itself (the same model traced in two threads at once)
             with self._lock:
                 self._threaded = True
@@ -578,8 +579,9 @@ class Engine:
             # Not from inner: from _call_impl's except clause, where the exception is being handled. (Any
             # other caller, e.g. a library's own copy of _call_impl: an exception being handled, if any.)
             error = sys.exc_info()[1]
-        if self._threaded or _thread_id() != self._thread:
-            if _thread_id() in _ENGINE_THREADS and _thread_id() != self._thread:
+        ident = _thread_id()
+        if self._threaded or ident != self._thread:
+            if ident != self._thread and ident in _ENGINE_THREADS:
                 return
             with self._lock:
                 self._threaded = True

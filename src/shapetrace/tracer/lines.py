@@ -98,29 +98,22 @@ class LineRecorder:
     # ---- the settrace functions (only while the forward runs) -----------------------------------------
     def _global_trace(self, frame: FrameType, event: str, arg: Any) -> Any:
         cid = self._pending.pop(frame.f_code, None) if self._pending else None
-        if cid is None:
+        if cid is not None:  # a forward frame: nested frames find their call through it
+            self._frame_call[id(frame)] = cid
+        else:
             root = self._root_of.get(frame.f_code)
             if root is None:
                 return None
             cid = self._enclosing_call(frame, root)
             if cid is None:  # a nested function run after its forward returned (a hook, a callback)
                 return None
-            ran = self._ran.setdefault(cid, set())
-
-            def nested(frame: FrameType, event: str, arg: Any) -> Any:
-                if event == "line":
-                    ran.add(frame.f_lineno)
-                return nested
-
-            return nested
         ran = self._ran.setdefault(cid, set())
-        self._frame_call[id(frame)] = cid
         frame_calls = self._frame_call
 
         def local(frame: FrameType, event: str, arg: Any) -> Any:
             if event == "line":
                 ran.add(frame.f_lineno)
-            elif event == "return":  # also when an exception leaves the frame
+            elif event == "return":  # also when an exception leaves the frame (a nested one was never in)
                 frame_calls.pop(id(frame), None)
             return local
 

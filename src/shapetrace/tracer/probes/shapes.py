@@ -72,10 +72,7 @@ class ShapeProbe(Probe):
             kwargs = {}
             self.kwargs_unknown = True
         if self._skeleton.parent[cid] is None:  # tensors entering a top-level call are the trace's inputs
-            for i, a in enumerate(args):
-                flow.mark_inputs(a, f"input:{i}", order)
-            for k, v in kwargs.items():
-                flow.mark_inputs(v, f"input:{k}", order)
+            _mark_inputs(flow, args, kwargs, order)
         ids = flow.ids
         by_id = ids.by_id
         raw: list[Any] = []
@@ -109,10 +106,7 @@ class ShapeProbe(Probe):
                 if source is not None:
                     ids.new(a, source, ids.produced_at[was[0]])
         if self._skeleton.parent[cid] is None:
-            for i, a in enumerate(args):
-                flow.mark_inputs(a, f"input:{i}", order)
-            for k, v in kwargs.items():
-                flow.mark_inputs(v, f"input:{k}", order)
+            _mark_inputs(flow, args, kwargs, order)
         self._args[cid] = [flow.describe_in(a, order, 1) for a in args]
         self._kwargs[cid] = flow.describe_in(dict(kwargs), order) if kwargs else None
 
@@ -220,6 +214,14 @@ def _said(error: BaseException) -> str:
         return str(error)
     except Exception:  # noqa: BLE001 - anything a broken __str__ raises
         return "<exception str() failed>"
+
+
+def _mark_inputs(flow: DataFlow, args: tuple, kwargs: dict, order: int) -> None:
+    """The tensors entering a top-level call are the trace's inputs (``input:0``, ``input:name``)."""
+    for i, a in enumerate(args):
+        flow.mark_inputs(a, f"input:{i}", order)
+    for k, v in kwargs.items():
+        flow.mark_inputs(v, f"input:{k}", order)
 
 
 def _continues(error: BaseException, failure: Failure) -> bool:
