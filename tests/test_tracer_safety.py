@@ -220,3 +220,37 @@ def test_hooks_of_the_model_itself_are_kept():
     shapetrace.trace(model, torch.randn(3, 2))
     assert seen == [torch.Size([3, 2])] and len(model._forward_hooks) == 1
     handle.remove()
+
+
+class DottedName(nn.Module):
+    """A submodule registered under a name with a dot in it (``self._modules["a.b"]``), as some ported
+    checkpoints do: ``torch.nn.utils.stateless`` cannot address its weights by dotted name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._modules["a.b"] = nn.Linear(4, 4)
+        self.c = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(self._modules["a.b"](x))
+
+
+def test_a_module_registered_under_a_dotted_name_traces_on_meta_as_on_the_cpu():
+    model = DottedName()
+    weight = model._modules["a.b"].weight
+    meta = shapetrace.trace(model, torch.randn(2, 4), device="meta")
+    cpu = shapetrace.trace(model, torch.randn(2, 4))
+    assert [(c.module, c.outputs.shape) for c in meta.calls] == [(c.module, c.outputs.shape) for c in cpu.calls]
+    assert model._modules["a.b"].weight is weight and weight.device.type == "cpu"
+
+
+def test_a_trace_on_meta_inside_parametrize_cached_leaves_the_cached_weight_real():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    nn.utils.parametrizations.orthogonal(model[0])
+    x = torch.randn(2, 4)
+    expected = model(x)
+    with nn.utils.parametrize.cached():
+        shapetrace.trace(model, x, device="meta")
+        assert model[0].weight.device.type == "cpu"  # torch's cache holds no weight made from the meta copies
+        assert torch.allclose(model(x), expected)

@@ -1,10 +1,11 @@
 """Run a model on another device (``meta``, ``cuda``) or dtype without moving it, and put it back.
 
 ``placed(model, device, dtype)`` swaps copies of every parameter and buffer, on ``device`` (floating ones cast
-to ``dtype``), into the model for the duration of a ``with`` block, through
-``torch.nn.utils.stateless._reparametrize_module``: the model's own tensors are never touched, shared
-tensors stay shared (one copy each), and the originals are back in place when the block ends, raising or
-not; plain tensor attributes the forward sets on its modules (``WeightDropout``'s dropped-out weights) are
+to ``dtype``), into the model's parameter and buffer dicts for the duration of a ``with`` block: the model's
+own tensors are never touched, shared tensors stay shared (one copy each), and the originals are back in
+place when the block ends, raising or not. The swap goes slot by slot, module by module, never through
+dotted names (``torch.nn.utils.stateless`` splits those on the dots, which a module registered as
+``self._modules["a.b"]`` breaks); plain tensor attributes the forward sets on its modules (``WeightDropout``'s dropped-out weights) are
 put back too. On ``meta`` the copies cost no memory. ``place_inputs`` moves a forward's arguments the same
 way; on ``meta`` integer and boolean tensors stay real, for forwards that read them (``shape_only``). This
 is the only place in shapetrace that moves tensors between devices.
@@ -35,15 +36,16 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _copies(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
-    """Every parameter and buffer slot of ``model``, each tensor copied once.
+def _copies(model: nn.Module, device: torch.device, dtype: torch.dtype | None
+            ) -> list[tuple[dict[str, Any], str, torch.Tensor]]:
+    """Every parameter and buffer slot of ``model`` as ``(slot dict, name, copy)``, each tensor copied once.
 
-    One name per (module object, attribute): a module registered under two names (an embedding shared by
+    One entry per (module object, attribute): a module registered under two names (an embedding shared by
     an encoder and its dropout wrapper) is swapped once, or restoring it would put the copy back. A tensor
-    shared by two modules (tied weights) gets one copy under both slots.
+    shared by two modules (tied weights) gets one copy in both slots.
     """
     copies: dict[int, torch.Tensor] = {}
-    out: dict[str, torch.Tensor] = {}
+    out: list[tuple[dict[str, Any], str, torch.Tensor]] = []
     for prefix, m in model.named_modules():  # each module object once
         for slots in (m._parameters, m._buffers):
             for name, t in slots.items():
@@ -60,8 +62,22 @@ def _copies(model: nn.Module, device: torch.device, dtype: torch.dtype | None) -
                     c = t.detach().to(device=device, dtype=cast)
                     c.requires_grad_(t.requires_grad)
                     copies[id(t)] = c
-                out[f"{prefix}.{name}" if prefix else name] = copies[id(t)]
+                out.append((slots, name, copies[id(t)]))
     return out
+
+
+@contextlib.contextmanager
+def _swapped(copies: list[tuple[dict[str, Any], str, torch.Tensor]]) -> Iterator[None]:
+    """Each slot holds its copy while the block runs; the original is back afterwards, raising or not."""
+    originals: list[tuple[dict[str, Any], str, Any]] = []
+    try:
+        for slots, name, copy in copies:
+            originals.append((slots, name, slots[name]))
+            slots[name] = copy
+        yield
+    finally:
+        for slots, name, original in reversed(originals):
+            slots[name] = original
 
 
 @contextlib.contextmanager
@@ -95,13 +111,31 @@ def _tensor_attributes_kept(model: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _parametrize_cache_kept() -> Iterator[None]:
+    """Put back ``torch.nn.utils.parametrize``'s cache of computed weights as it was.
+
+    Inside ``with parametrize.cached():`` a parametrized weight is computed once and cached by module; a
+    forward run on copies would cache a weight made from them (on ``meta``, say), which the model would go on
+    using after the trace.
+    """
+    cache = getattr(torch.nn.utils.parametrize, "_cache", None)
+    saved = dict(cache) if isinstance(cache, dict) else None
+    try:
+        yield
+    finally:
+        if saved is not None and isinstance(cache, dict):
+            cache.clear()
+            cache.update(saved)
+
+
+@contextlib.contextmanager
 def placed(model: nn.Module, device: torch.device | None, dtype: torch.dtype | None = None) -> Iterator[None]:
     """Run ``model`` with its tensors on ``device`` (``None``: where they are) and cast to ``dtype``, unmoved."""
     if dtype is None and (device is None or model_device(model) == device):
         yield
         return
     moved = _copies(model, device if device is not None else model_device(model), dtype)
-    with _tensor_attributes_kept(model), torch.nn.utils.stateless._reparametrize_module(model, moved):
+    with _tensor_attributes_kept(model), _parametrize_cache_kept(), _swapped(moved):
         yield
 
 
