@@ -250,3 +250,58 @@ def test_render_of_a_json_that_is_not_a_trace_says_where_without_a_traceback(tmp
     result = CliRunner().invoke(main, ["render", str(path)])
     assert result.exit_code == 2
     assert "calls[2].parent: no call 999" in result.output and "Traceback" not in result.output
+
+
+def test_a_size_too_large_for_64_bits_is_named_rather_than_crashing_the_renderers():
+    data = _small_trace_data()
+    data["calls"][1]["outputs"]["shape"] = [2, 10**400]
+    assert _load_error(data) == "calls[1].outputs.shape[1]: 1000000000000000000000000000000000000... does not fit in 64 bits"
+
+
+def test_nan_and_infinity_in_a_timing_are_refused_as_json_cannot_write_them_back():
+    data = _small_trace_data()
+    data["timing"] = {"forward_ms": float("nan")}
+    assert _load_error(data) == "timing.forward_ms: expected a finite number, got nan"
+    data = _small_trace_data()
+    data["calls"][1]["timing"] = {"self_ms": float("inf")}
+    assert _load_error(data) == "calls[1].timing.self_ms: expected a finite number, got inf"
+
+
+def test_negative_counts_and_times_and_a_call_ending_before_it_starts_are_named():
+    data = _small_trace_data()
+    data["calls"][1]["params"] = -100
+    assert _load_error(data) == "calls[1].params: cannot be negative (-100)"
+    data = _small_trace_data()
+    data["calls"][1]["timing"] = {"total_ms": -2.5}
+    assert _load_error(data) == "calls[1].timing.total_ms: cannot be negative (-2.5)"
+    data = _small_trace_data()
+    data["calls"][1].update(start=100, end=3)
+    assert _load_error(data) == "calls[1].end: is 3, not after the call's start (100)"
+
+
+def test_an_edge_end_that_names_no_node_is_refused():
+    data = _small_trace_data()
+    data["edges"][0]["dst"] = "call:-1"
+    assert _load_error(data).startswith("edges[0].dst: 'call:-1' names no node")
+    data = _small_trace_data()
+    data["edges"][0]["src"] = "banana:1"
+    assert _load_error(data).startswith("edges[0].src: 'banana:1' names no node")
+
+
+def test_load_takes_bytes_an_open_file_a_parsed_object_and_text_with_a_byte_order_mark(tmp_path):
+    text = shapetrace.trace(torch.nn.Linear(3, 2), torch.randn(1, 3)).to_json()
+    path = tmp_path / "t.json"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())  # as some Windows editors save it
+    with path.open("rb") as binary, path.open(encoding="utf-8") as textual:
+        loaded = [shapetrace.load(path), shapetrace.load(str(path)), shapetrace.load(text.encode()),
+                  shapetrace.load(json.loads(text)), shapetrace.load(binary), shapetrace.load(textual)]
+    assert {t.to_json() for t in loaded} == {text}
+
+
+def test_load_of_empty_text_or_bytes_that_are_not_utf8_says_so():
+    with pytest.raises(TraceFormatError, match="empty: pass the path"):
+        shapetrace.load("")
+    with pytest.raises(TraceFormatError, match="not UTF-8 text"):
+        shapetrace.load(b"\xff\xfe{}")
+    with pytest.raises(TypeError, match="takes a path, JSON text or bytes"):
+        shapetrace.load(5)

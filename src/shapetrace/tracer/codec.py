@@ -4,7 +4,9 @@
 JSON-ready data; ``decode(data, hint)`` builds it back and checks every field against its type hint,
 raising :class:`TraceFormatError` that names the first bad field by its path (``calls[17].parent``).
 
-Dataclass fields are written under their own names. A field whose ``metadata`` has ``omit=True`` is left out
+Integers must fit in 64 bits and numbers must be finite: JSON cannot write NaN or Infinity (``to_json``
+refuses them), so a reader that took them would break the round trip. Dataclass fields are written under
+their own names. A field whose ``metadata`` has ``omit=True`` is left out
 of the JSON when it equals its default; fields of a metric record (``shapetrace.tracer.metrics``) are left out
 when ``None``. Unknown keys are ignored when decoding (a format may grow fields within its major version);
 missing keys take the field's default, and a missing field without a default is an error.
@@ -29,6 +31,10 @@ OMIT_DEFAULT = {"omit": True}
 
 # Nested JSON deeper than this is refused (a trace has a few levels; a hostile file can have thousands).
 MAX_DEPTH = 100
+
+# Integers are sizes, counts and ids: what torch holds in 64 bits. A larger one is an edited file, and would
+# break the renderers' arithmetic (a 400-digit size overflows a float) rather than say where it came from.
+INT_LIMIT = 2**63
 
 
 class TraceFormatError(ValueError):
@@ -256,7 +262,9 @@ def _checked(dec: Decoder3) -> Decoder3:
 def _scalar_decoder(hint: Any) -> Decoder3:
     """A scalar's decoder: the JSON value itself when it is already of the hinted type (the common case, one
     type check), else ``_decode_scalar``'s conversion or error."""
-    exact = hint if hint in (int, str, bool, float) else None
+    if hint is int:
+        return _checked(_int_scalar)
+    exact = hint if hint in (str, bool) else None  # a float is checked to be finite: never returned at once
 
     def scalar(data: Any, path: str, depth: int) -> Any:
         if type(data) is exact and depth <= MAX_DEPTH:
@@ -266,6 +274,13 @@ def _scalar_decoder(hint: Any) -> Decoder3:
         return _decode_scalar(data, hint, path)
 
     return scalar
+
+
+def _int_scalar(data: Any, path: str, depth: int) -> Any:
+    """An integer field: the JSON value itself when it is a plain integer within 64 bits (the common case)."""
+    if type(data) is int and -INT_LIMIT < data < INT_LIMIT:
+        return data
+    return _decode_scalar(data, int, path)
 
 
 def _registered_decoder(custom: Decoder) -> Decoder3:
@@ -306,14 +321,22 @@ def _decode_scalar(data: Any, hint: Any, path: str) -> Any:
             return data
         raise TraceFormatError(path, f"expected true or false, got {_kind(data)}")
     if hint is int:
-        if isinstance(data, int) and not isinstance(data, bool):
-            return data
         if isinstance(data, float) and data.is_integer():
-            return int(data)
+            data = int(data)
+        if isinstance(data, int) and not isinstance(data, bool):
+            if -INT_LIMIT < data < INT_LIMIT:
+                return data
+            raise TraceFormatError(path, f"{_short(data)} does not fit in 64 bits")
         raise TraceFormatError(path, f"expected an integer, got {_kind(data)} {_short(data)}")
     if hint is float:
         if isinstance(data, (int, float)) and not isinstance(data, bool):
-            return float(data) if isinstance(data, int) else data
+            try:
+                number = float(data) if isinstance(data, int) else data
+            except OverflowError:  # an integer beyond any float
+                number = math.inf
+            if math.isfinite(number):
+                return number
+            raise TraceFormatError(path, f"expected a finite number, got {data!r}")
         raise TraceFormatError(path, f"expected a number, got {_kind(data)} {_short(data)}")
     if hint is str:
         if isinstance(data, str):

@@ -28,7 +28,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import IO, Any, Union
 
 from . import codec
 from .codec import OMIT_DEFAULT, TraceFormatError
@@ -506,6 +506,7 @@ class Trace:
             obj = _upgrade_v1(obj)
         trace = codec.decode({k: v for k, v in obj.items() if k != "format"}, Trace)
         _check_links(trace)
+        _check_amounts(trace)
         return trace
 
     @classmethod
@@ -553,9 +554,42 @@ def _check_links(trace: Trace) -> None:  # noqa: C901 - one check per kind of li
     sizes = {"call": n, "op": len(trace.ops)}
     for i, e in enumerate(trace.edges):
         for end in ("src", "dst"):
-            m = _NODE.match(getattr(e, end))
+            node = getattr(e, end)
+            m = _NODE.match(node)
+            if m is None and not node.startswith(("input:", "output:")):
+                raise TraceFormatError(f"edges[{i}].{end}", f"{_quoted(node)} names no node (call:<id>, op:<id>, "
+                                                            "input:<name> or output:<path>)")
             if m and not int(m.group(2)) < sizes[m.group(1)]:
                 raise TraceFormatError(f"edges[{i}].{end}", f"no {m.group(1)} {m.group(2)}")
+
+
+def _quoted(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+# Fields that count or measure something, so cannot be negative: a call's, and the trace-level timing's.
+_COUNTS = ("params", "own_params", "trainable_params", "buffers", "flops")
+
+
+def _check_amounts(trace: Trace) -> None:
+    """Counts, sizes and times are not negative, and a call ends after it starts."""
+    for i, c in enumerate(trace.calls):
+        where = f"calls[{i}]"
+        for name in _COUNTS:
+            value = getattr(c, name)
+            if value is not None and value < 0:
+                raise TraceFormatError(f"{where}.{name}", f"cannot be negative ({value})")
+        for metric, prefix in ((c.timing, "timing"), (c.memory, "memory")):
+            _check_not_negative(metric, f"{where}.{prefix}")
+        if c.end is not None and c.end <= c.start:
+            raise TraceFormatError(f"{where}.end", f"is {c.end}, not after the call's start ({c.start})")
+    _check_not_negative(trace.timing, "timing")
+
+
+def _check_not_negative(metric: Any, path: str) -> None:
+    for name, value in (vars(metric).items() if metric is not None else ()):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise TraceFormatError(f"{path}.{name}", f"cannot be negative ({value})")
 
 
 # ---- reading format 1 ----------------------------------------------------------------------------------
@@ -643,14 +677,36 @@ class Comparison:
     differences: list[Difference]
 
 
-def load(path_or_text: str | Path) -> Trace:
-    """Load a trace from a JSON file path or from JSON text (format 2, or format 1 upgraded).
+def load(source: str | Path | bytes | dict[str, Any] | IO[Any]) -> Trace:
+    """Load a trace from a JSON file path, JSON text or bytes, an open file, or the parsed JSON object
+    (format 2, or format 1 upgraded).
 
-    Raises ``TraceFormatError`` (a ``ValueError``) naming the first bad field when the JSON is not a trace.
+    Raises ``TraceFormatError`` (a ``ValueError``) naming the first bad field when the JSON is not a trace,
+    and ``OSError`` when a path cannot be read.
     """
-    if isinstance(path_or_text, Path):
-        return Trace.from_json(path_or_text.read_text(encoding="utf-8"))
-    text = path_or_text
-    if not text.lstrip().startswith(("{", "[")):
-        text = Path(text).read_text(encoding="utf-8")
-    return Trace.from_json(text)
+    if isinstance(source, dict):
+        return Trace.from_dict(source)
+    if hasattr(source, "read"):
+        source = source.read()
+    if isinstance(source, (bytes, bytearray)):
+        return Trace.from_json(_utf8(bytes(source), "the data"))
+    if isinstance(source, Path):
+        return Trace.from_json(_utf8(source.read_bytes(), str(source)))
+    if not isinstance(source, str):
+        raise TypeError(f"shapetrace.load() takes a path, JSON text or bytes, an open file or a dict, not "
+                        f"{type(source).__name__}")
+    text = source.lstrip("\ufeff")
+    if not text.strip():
+        raise TraceFormatError("", "empty: pass the path of a trace's JSON file, or its JSON text")
+    if text.lstrip().startswith(("{", "[")):
+        return Trace.from_json(text)
+    return Trace.from_json(_utf8(Path(text).read_bytes(), text))
+
+
+def _utf8(data: bytes, where: str) -> str:
+    """JSON bytes as text (a byte-order mark is dropped)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise TraceFormatError("", f"{where} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r}); "
+                                   "a trace is JSON, written by shapetrace as UTF-8") from None
