@@ -778,3 +778,72 @@ def test_a_forward_that_fails_by_itself_still_fails_the_profile():
 
     with pytest.raises(shapetrace.TraceFailed, match="mat1 and mat2|size mismatch|cannot be multiplied"):
         shapetrace.profile(Broken(), torch.randn(2, 4), device="cpu", warmup=0, repeat=1)
+
+
+class FailsFromCall(nn.Module):
+    """Runs its first ``ok`` calls, then raises: a forward that changes between the profile's runs."""
+
+    def __init__(self, ok: int) -> None:
+        super().__init__()
+        self.linear, self.ok, self.calls = nn.Linear(4, 4), ok, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls > self.ok:
+            raise RuntimeError(f"failed on call {self.calls}")
+        return self.linear(x)
+
+
+def test_a_forward_failing_in_a_timed_run_raises_trace_failed_naming_the_layer_and_the_run():
+    model = nn.Sequential(nn.Linear(4, 4), FailsFromCall(ok=1), nn.Linear(4, 2))
+    with pytest.raises(shapetrace.TraceFailed) as info:
+        # the shape pass is call 1; the first timed run starts with an instrumented forward: call 2 fails
+        _profile(model, torch.randn(2, 4), warmup=1, repeat=2)
+    trace = info.value.trace
+    assert trace.failed_call.module == "1" and trace.failure.message == "failed on call 2"
+    assert trace.meta["failed_in_timed_run"] == {"run": 1, "of": 3}
+    assert "failed in 1 (FailsFromCall) in timed run 1 of 3 of the profile" in str(info.value)
+    assert trace.calls[0].error is not None and trace.calls[1].error is None  # the root, not the layer before
+
+
+def test_a_forward_failing_where_no_hook_sees_it_says_the_layer_is_not_known():
+    model = nn.Sequential(nn.Linear(4, 4), FailsFromCall(ok=2))
+    with pytest.raises(shapetrace.TraceFailed) as info:  # call 3: the plain forward of the first timed run
+        _profile(model, torch.randn(2, 4), warmup=0, repeat=2)
+    assert info.value.trace.failure.call is None
+    assert "in one of its forwards run without hooks, so the layer is not known" in str(info.value)
+
+
+class CallsMoreAfterItsFirstRun(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.step, self.runs = Sleeps(0.002), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.runs += 1
+        for _ in range(1 if self.runs == 1 else 3):
+            x = self.step(x)
+        return x
+
+
+def test_calls_only_the_timed_runs_made_are_noted_on_the_call_whose_self_time_holds_them():
+    trace = _profile(CallsMoreAfterItsFirstRun(), torch.randn(2), warmup=0, repeat=2)
+    root = trace.calls[0]
+    assert [(n.code, n.count) for n in root.notes] == [("untraced-calls", 2)]
+    assert trace.meta["untraced_timed_calls"] == 2
+    assert root.timing["self_ms"] >= 2 * 2  # the two untraced sleeps of 2 ms land in the root's self time
+
+
+@requires_dot
+def test_cli_profile_heat_time_on_a_failing_forward_draws_the_partial_diagram_and_names_the_layer(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    out = tmp_path / "p.svg"
+    res = CliRunner().invoke(main, ["profile", "torchvision.models:resnet18", "--input", "1,3,32", "--device", "cpu",
+                                    "--heat", "time", "-o", str(out)])
+    assert res.exit_code == 1, res.output
+    assert "drawn without the heat overlay" in res.output
+    assert "the forward failed in conv1 (Conv2d)" in res.output and "needs a profiled trace" not in res.output
+    assert out.read_text().startswith("<?xml")

@@ -108,6 +108,10 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
             print_cause(outcome.cause)
         # A diagram of a profile is coloured by self time (the heat overlay; --heat picks memory or activations)
         # unless the trace has no timings (a forward that failed).
+        if outcome.failed and heat in ("time", "memory"):  # measured by the runs after the one that failed
+            click.echo(f"note: --heat {heat}: the forward failed before anything was measured; the diagram is "
+                       "drawn without the heat overlay", err=True)
+            heat = None
         heat = heat or ("time" if any(c.timing for c in outcome.trace.calls) else None)
         emit(outcome.trace, fmt, RenderOptions(depth=depth, view=view, width=table_width(width, output), heat=heat,
                                                color=terminal_colour(output)), output)

@@ -254,8 +254,11 @@ def _notes(trace: Trace, rows: list[Row]) -> list[str]:
         notes.append(f"{head}: " + ", ".join(_uncalled_parts(trace)))
     if trace.failure is not None:
         fc = trace.failed_call
-        where = f"{literal(fc.label)} ({literal(fc.cls)})" if fc else "outside any module"
-        notes.append(f"{FAIL_MARK} the forward failed in {where}: {trace.failure.type}: "
+        where = f"in {literal(fc.label)} ({literal(fc.cls)})" if fc else "outside any module"
+        timed = trace.meta.get("failed_in_timed_run")
+        if isinstance(timed, dict):  # the profile's shape pass ran through; a timed run of it failed
+            where += f" in timed run {timed.get('run')} of {timed.get('of')} of the profile"
+        notes.append(f"{FAIL_MARK} the forward failed {where}: {trace.failure.type}: "
                      f"{literal(trace.failure.message)}")
     return notes
 

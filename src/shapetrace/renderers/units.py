@@ -79,6 +79,9 @@ def note_text(note: Note, cls: str = "") -> str:
                 "tensors it needed: no output, and not a failure")
     if note.code == "not-timed":
         return "not called in the timed runs (the shape pass saw it; the timed forward did not)"
+    if note.code == "untraced-calls":
+        return (f"{note.count} call(s) inside it ran in the timed runs but not in the traced forward (the forward "
+                "changes from one run to the next): their time is counted in this call's self time")
     return note.text or note.code
 
 

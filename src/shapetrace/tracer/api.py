@@ -32,12 +32,20 @@ def failure_message(trace: Trace) -> str | None:
     if f is None:
         return None
     call = trace.failed_call
+    timed = trace.meta.get("failed_in_timed_run")
+    when = (f"timed run {timed.get('run')} of {timed.get('of')} of the profile (the traced forward before it had "
+            "run through)") if isinstance(timed, dict) else None
     if call is None:
+        if when:
+            return (f"the forward failed in {when}, in one of its forwards run without hooks, so the layer is not "
+                    f"known: {f.type}: {f.message}")
         return f"the forward failed outside any module: {f.type}: {f.message}"
     labelled = labelled_tensors(call.inputs, call.cls, "inputs") + labelled_tensors(call.kwargs, call.cls, "kwargs")
     shapes = ", ".join(f"{name} {tuple(m.shape)} {m.dtype}" for name, m in labelled)
     done = sum(1 for c in trace.calls if c.error is None)
     after = f"after {done} completed call{'s' if done != 1 else ''}" if done else "before any call completed"
+    if when:
+        after = f"in {when}"
     return (f"the forward failed in {call.label} ({call.cls}) {after}.\n"
             f"  input: {shapes or 'no tensors'}\n  error: {f.type}: {f.message}")
 

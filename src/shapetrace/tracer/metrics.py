@@ -47,6 +47,7 @@ NOTE_CODES = (
     "inside-compiled-region",  # inside such a region: not timed separately
     "cuda-graph-launches",     # ``count`` CUDA-graph replays, attributed to this call as one region
     "not-timed",               # seen by the shape pass, not called in the timed runs
+    "untraced-calls",          # ``count`` calls inside it ran in the timed runs only: their time is in its self time
     "recomputation-stopped",   # rerun in backward by torch.utils.checkpoint and stopped by it on purpose
     "text",                    # a free-text remark read from a format-1 trace (``text``)
 )

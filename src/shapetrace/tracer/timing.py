@@ -87,7 +87,7 @@ from .placement import place_inputs, placed
 from .probes.flops import FlopProbe
 from .probes.memory import PeakMemoryProbe, PeakStack
 from .probes.timing import RANGE_PREFIX, TimerProbe
-from .records import Trace, iter_tensors
+from .records import Failure, Trace, iter_tensors
 
 __all__ = [
     "KIND_CPU",
@@ -227,10 +227,26 @@ class _Run:
     graphs: int = 0
     fallback: str | None = None  # why the CUDA-events timer replaced the profiler (a FALLBACK_* code)
     fallback_error: str | None = None  # the profiler's exception, first line
+    # Timed calls the shape pass did not see, by the shape-pass call holding their time (most in a repeat).
+    untraced: dict[int | None, int] = field(default_factory=dict)
+
+    def note_untraced(self, found: dict[int | None, int]) -> None:
+        for owner, n in found.items():
+            self.untraced[owner] = max(self.untraced.get(owner, 0), n)
 
     def begin(self) -> dict[int, tuple[float, float, float]]:
         self.repeats.append({})
         return self.repeats[-1]
+
+
+class _TimedRunFailed(Exception):
+    """A forward raised in the timed runs, after the shape pass had run through: which run (1-based, warm-ups
+    first) of how many, and the ``(module name, call_index)`` of the innermost call it left (``None`` when it
+    was a plain forward, where no hook sees the calls)."""
+
+    def __init__(self, run: int, of: int, key: tuple[str, int] | None) -> None:
+        super().__init__(f"timed run {run} of {of} failed")
+        self.run, self.of, self.key = run, of, key
 
 
 def _sync(device: torch.device) -> None:
@@ -272,6 +288,7 @@ def _instrumented(forward: Callable[[], Any], index: ModuleIndex, timer: TimerPr
             for j, cid in timer.keyed(call_of):
                 rep[cid] = (att.total.get(cid, 0.0) / 1e6, att.self.get(cid, 0.0) / 1e6,
                             (timer.t1[j] - timer.t0[j]) / 1e6)
+            run.note_untraced(timer.unmatched(call_of))
         return True
     ref = None
     if timer.mode == "events":
@@ -295,6 +312,7 @@ def _instrumented(forward: Callable[[], Any], index: ModuleIndex, timer: TimerPr
     for j, cid in keyed:
         total, self_ = times[cid]
         rep[cid] = (total, self_, (timer.t1[j] - timer.t0[j]) / 1e6)
+    run.note_untraced(timer.unmatched(call_of))
     return True
 
 
@@ -382,8 +400,11 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
         if dev.type == "meta":  # shapes only: FLOPs and memory, nothing to time
             run, kind = _Run(), ""
         else:
-            run, kind = _timed(model, args, kwargs, index.without(inner), dev, warmup, repeat, call_of, grad,
-                               train, progress, gpu_timer)
+            try:
+                run, kind = _timed(model, args, kwargs, index.without(inner), dev, warmup, repeat, call_of, grad,
+                                   train, progress, gpu_timer)
+            except _TimedRunFailed as failed:
+                raise TraceFailed(_failed_in_timed_run(trace, failed, call_of), failed.__cause__) from failed.__cause__
     # The merge: every probe's results into the shape pass's calls.
     _fill_timing(trace, run, kind)
     if memory:
@@ -439,8 +460,14 @@ def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev:
     timer = TimerProbe(mode)
     run = _Run()
 
+    total = warmup + repeat
+    now = [1]  # the run going on (1-based, warm-ups first)
+
     def forward() -> Any:
-        return model(*args, **kwargs)
+        try:
+            return model(*args, **kwargs)
+        except Exception as e:  # the forward itself (not shapetrace's bookkeeping around it)
+            raise _TimedRunFailed(now[0], total, timer.failed_key()) from e
 
     with ModelGuard(index, train=train, grad=grad):
         if mode == "profiler":  # one try: without CUPTI, CUDA events in the hooks instead
@@ -453,16 +480,18 @@ def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev:
                 run.fallback = FALLBACK_PROFILER_ERROR if error is not None else FALLBACK_NO_KERNELS
                 run.fallback_error = error
                 timer = TimerProbe("events")
-        total = warmup + repeat
         for i in range(total):
             measured = run if i >= warmup else None
+            now[0] = i + 1
             # Alternating which goes first; an instrumented forward first of all, so that a layer the forward
             # builds on its first call is built where an engine sees it attached (and indexes it).
             if i % 2 == 1:
+                timer.failed = None  # the plain forward's failure is seen by no hook
                 plain = _plain(forward, dev)
                 _instrumented(forward, index, timer, dev, call_of, measured)
             else:
                 _instrumented(forward, index, timer, dev, call_of, measured)
+                timer.failed = None
                 plain = _plain(forward, dev)
             if measured is not None:
                 run.plain.append(plain)
@@ -506,6 +535,20 @@ def _fill_memory(trace: Trace, called: list[nn.Module], peak_probe: PeakMemoryPr
             call.memory.peak_bytes = peak_probe.results[call.id]
 
 
+def _failed_in_timed_run(trace: Trace, failed: _TimedRunFailed, call_of: dict) -> Trace:
+    """The shape pass's trace, marked with where a timed run failed: the call (and its callers) when an
+    instrumented forward saw it, and ``meta["failed_in_timed_run"]`` (which run, of how many)."""
+    error = failed.__cause__
+    said = f"{type(error).__name__}: {error}" if error is not None else "failed"
+    cid = call_of.get(failed.key) if failed.key is not None else None
+    trace.failure = Failure(cid, type(error).__name__, str(error) if error is not None else "")
+    trace.meta["failed_in_timed_run"] = {"run": failed.run, "of": failed.of}
+    while cid is not None:
+        trace.calls[cid].error = said
+        cid = trace.calls[cid].parent
+    return trace
+
+
 def _notes(trace: Trace, regions: dict[str, nn.Module], run: _Run, kind: str) -> None:
     if regions:
         trace.meta["compiled_regions"] = sorted(regions)
@@ -525,3 +568,8 @@ def _notes(trace: Trace, regions: dict[str, nn.Module], run: _Run, kind: str) ->
         compiled = any(n.code in ("compiled-region", "inside-compiled-region") for n in call.notes)
         if call.timing is None and not compiled and call.error is None:
             call.notes.append(Note("not-timed"))
+    if run.untraced:  # calls only the timed runs made: their time is in an enclosing call's self time
+        trace.meta["untraced_timed_calls"] = sum(run.untraced.values())
+        for cid, n in run.untraced.items():
+            if cid is not None:
+                trace.calls[cid].notes.append(Note("untraced-calls", count=n))

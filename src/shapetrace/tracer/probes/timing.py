@@ -44,6 +44,7 @@ class TimerProbe(Probe):
         self.ev0: list[Any] = []
         self.ev1: list[Any] = []
         self.skeleton: CallSkeleton | None = None
+        self.failed: int | None = None  # the first (innermost) timed call an exception left
 
     def event(self) -> Any:
         """A recorded CUDA event from the pool (creating a CUDA event costs a driver call: once per slot)."""
@@ -72,6 +73,8 @@ class TimerProbe(Probe):
     def on_call_end(self, cid: int, module: nn.Module, output: Any, error: BaseException | None) -> None:
         t = time.perf_counter_ns()
         self.t1[cid] = t
+        if error is not None and self.failed is None:
+            self.failed = cid
         if self.mode == "profiler":
             self.ranges[cid].__exit__(None, None, None)
         elif self.mode == "events":
@@ -85,4 +88,27 @@ class TimerProbe(Probe):
             return []
         return [(j, cid) for j in range(len(self.t0))
                 if self.t1[j] and (cid := call_of.get(skeleton.key(j, index))) is not None]
+
+    def unmatched(self, call_of: dict[tuple[str, int], int]) -> dict[int | None, int]:
+        """Timed calls the shape pass did not see (a forward that calls a layer more often after its first
+        run), counted by the shape-pass call whose self time holds them: ``{call id of the nearest matched
+        ancestor (None: none): how many}``. Only the outermost such calls are counted."""
+        skeleton, index = self.skeleton, self.index
+        if skeleton is None:
+            return {}
+        out: dict[int | None, int] = {}
+        for j in range(len(self.t0)):
+            if call_of.get(skeleton.key(j, index)) is not None:
+                continue
+            parent = skeleton.parent[j]
+            owner = call_of.get(skeleton.key(parent, index)) if parent is not None else None
+            if parent is None or owner is not None:
+                out[owner] = out.get(owner, 0) + 1
+        return out
+
+    def failed_key(self) -> tuple[str, int] | None:
+        """``(module name, call_index)`` of the innermost call that raised in this pass, if one did."""
+        if self.failed is None or self.skeleton is None:
+            return None
+        return self.skeleton.key(self.failed, self.index)
 
