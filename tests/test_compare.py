@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torchvision
 from click.testing import CliRunner
@@ -50,3 +51,34 @@ def test_fast_path_layer_shows_sublayers_torchview_draws_but_eval_never_runs():
     result = diff_torchview(layer, shapetrace.trace(layer, x), x)
     assert result.differences
     assert all("fast path" in d.why or "fused layer" in d.why for d in result.differences)
+
+
+class Tokens(nn.Module):
+    """A forward whose inputs are named, as Hugging Face models take them (``input_ids=...``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.fc = nn.Embedding(10, 8), nn.Linear(8, 3)
+
+    def forward(self, input_ids: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.emb(input_ids)
+        return self.fc(h if x is None else h + x)
+
+
+def test_keyword_inputs_reach_torchinfo_and_torchview_and_both_agree():
+    model = Tokens()
+    ids = torch.randint(0, 10, (2, 16))
+    trace = shapetrace.trace(model, input_ids=ids)
+    assert diff_torchinfo(model, trace, input_ids=ids).differences == []
+    assert diff_torchview(model, trace, input_ids=ids).differences == []
+    x = torch.randn(2, 16, 8)  # "x" is also the name of torchinfo's own forward_pass argument
+    trace = shapetrace.trace(model, input_ids=ids, x=x)
+    assert diff_torchinfo(model, trace, input_ids=ids, x=x).differences == []
+
+
+def test_a_keyword_input_that_clashes_with_a_tool_option_beside_positional_ones_is_refused_with_advice():
+    model = Tokens()
+    ids, x = torch.randint(0, 10, (2, 16)), torch.randn(2, 16, 8)
+    trace = shapetrace.trace(model, ids, x=x)
+    with pytest.raises(ValueError, match="Give every input by keyword"):
+        diff_torchinfo(model, trace, ids, x=x)

@@ -144,5 +144,7 @@ def _against(model: str, inputs: tuple[str, ...], args: tuple[str, ...], against
     except ImportError as e:
         raise UsageProblem(f"{against} is not installed ({e}); install it with: "
                            "pip install 'shapetrace[compare]'") from e
+    except compare.InputsNotPassable as e:
+        raise UsageProblem(str(e)) from e
     _echo(render_comparison(result, fmt), output)
     sys.stdout.flush()

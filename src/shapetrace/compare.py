@@ -25,6 +25,37 @@ def _all_shapes(value: Any) -> str:
     return ", ".join(shapes) if shapes else "—"
 
 
+class InputsNotPassable(ValueError):
+    """The other tool cannot be given these inputs (a keyword input named like one of its own options)."""
+
+
+def _input_data(tool: str, own: frozenset[str], args: tuple, kwargs: dict[str, Any]
+                ) -> tuple[Any, dict[str, Any]]:
+    """The forward's inputs as the other tool takes them: ``(input_data, keyword arguments)``.
+
+    Keyword inputs alone go in ``input_data`` as a dict (both tools then call ``model(**input_data)``); beside
+    positional ones they go to the tool as its own keyword arguments, which it passes on to the forward, so a
+    name the tool uses itself (``own``) cannot be passed that way.
+    """
+    if not args:
+        return (dict(kwargs) if kwargs else None), {}
+    clash = sorted(own & kwargs.keys())
+    if clash:
+        raise InputsNotPassable(f"{tool} cannot pass the keyword input {clash[0]!r} beside positional inputs: it takes "
+                         f"that name as an option of its own. Give every input by keyword, or compare without "
+                         f"--against {tool}")
+    return list(args), dict(kwargs)
+
+
+# Names of the tools' own parameters, which a forward keyword beside positional inputs would collide with.
+_TORCHINFO_OWN = frozenset({"model", "x", "input_size", "input_data", "batch_dim", "cache_forward_pass", "col_names",
+                            "col_width", "depth", "device", "dtypes", "mode", "row_settings", "verbose"})
+_TORCHVIEW_OWN = frozenset({"model", "input_data", "input_size", "graph_name", "depth", "device", "dtypes", "mode",
+                            "strict", "expand_nested", "graph_dir", "hide_module_functions",
+                            "hide_inner_tensors", "roll", "show_shapes", "save_graph", "filename", "directory",
+                            "collect_attributes"})
+
+
 def _names_by_module(model: nn.Module) -> dict[int, set[str]]:
     names: dict[int, set[str]] = defaultdict(set)
     for name, module in model.named_modules(remove_duplicate=False):
@@ -41,7 +72,8 @@ def diff_torchinfo(model: nn.Module, trace: Trace, *args: Any, **kwargs: Any) ->
     """
     import torchinfo  # noqa: PLC0415 - optional dependency (the `compare` extra)
 
-    stats = torchinfo.summary(model, input_data=list(args) or None, verbose=0, depth=1000, **kwargs)
+    data, extra = _input_data("torchinfo", _TORCHINFO_OWN, args, kwargs)
+    stats = torchinfo.summary(model, input_data=data, verbose=0, depth=1000, **extra)
     names = _names_by_module(model)
     our_by_name: dict[str, list] = defaultdict(list)
     for call in trace.calls:
@@ -111,8 +143,8 @@ def diff_torchview(model: nn.Module, trace: Trace, *args: Any, **kwargs: Any) ->
     """
     import torchview  # noqa: PLC0415 - optional dependency (the `compare` extra)
 
-    graph = torchview.draw_graph(model, input_data=list(args) or None, depth=1000, expand_nested=True,
-                                 **kwargs)
+    data, extra = _input_data("torchview", _TORCHVIEW_OWN, args, kwargs)
+    graph = torchview.draw_graph(model, input_data=data, depth=1000, expand_nested=True, **extra)
     nodes: dict[str, Any] = {}
     for tail, head in graph.edge_list:
         for node in (tail, head):

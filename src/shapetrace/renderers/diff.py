@@ -27,7 +27,8 @@ def _rows(comparison: Comparison) -> list[tuple[str, ...]]:
 
 def _summary(c: Comparison) -> str:
     n = len(c.differences)
-    return (f"shapetrace saw {c.our_calls} calls, {c.tool} {c.their_calls}; {c.matched} matched; "
+    return (f"shapetrace saw {c.our_calls} call{'s' if c.our_calls != 1 else ''}, {c.tool} {c.their_calls}; "
+            f"{c.matched} matched; "
             f"{n} difference{'s' if n != 1 else ''}.")
 
 
