@@ -87,6 +87,15 @@ def test_identical_models_have_no_differences():
     assert d.shown == [] and "No differences" in render_trace_diff(d, "text")
 
 
+def test_the_same_model_on_two_inputs_says_no_layer_changed_rather_than_the_same_shapes():
+    model = nn.LSTM(4, 3, batch_first=True)
+    d = diff_traces(trace(model, torch.randn(2, 5, 4)), trace(model, torch.randn(3, 9, 4)))
+    for fmt in ("text", "md"):
+        text = render_trace_diff(d, fmt)
+        assert "No layer changed" in text and "differ only because the input did" in text
+        assert "same calls, classes, parameters and shapes" not in text
+
+
 def test_where_both_traces_were_profiled_the_diff_shows_time():
     x = torch.randn(2, 512, 7, 7)
     a = shapetrace.profile(create_head(512, 37).eval(), x, device="cpu", warmup=1, repeat=2, memory=False)

@@ -300,14 +300,21 @@ def _nothing_in_common(d: TraceDiff) -> str:
             "(shapetrace trace A; shapetrace trace B).")
 
 
+def _no_differences(d: TraceDiff) -> str:
+    """The sentence for a diff with no changed, added or removed call."""
+    if d.carried or _shapes(d.a.outputs) != _shapes(d.b.outputs):
+        return ("No layer changed: the same calls, classes and parameters; the shapes below differ only because "
+                "the input did.")
+    return "No differences: the same calls, classes, parameters and shapes."
+
+
 def render_trace_diff_text(d: TraceDiff, width: int = 100) -> str:
     head = [f"A = {d.a_name}", f"B = {d.b_name}", _side("A", d.a), _side("B", d.b), ""]
     if not d.common:
         return "\n".join([*head, _nothing_in_common(d), *_summary_lines(d)[1:2]]) + "\n"
     table = [(r.label, *line) for r in d.shown for line in _row_lines(r, d.timed)]
     if not table:
-        return "\n".join([*head, "No differences: the same calls, classes, parameters and shapes.",
-                          *_summary_lines(d)[1:]]) + "\n"
+        return "\n".join([*head, _no_differences(d), *_summary_lines(d)[1:]]) + "\n"
     cols = ("layer", "what", "A", "B")
     widths = [max(len(str(r[i])) for r in [cols, *table]) for i in range(4)]
     rule = "─" * min(width, sum(widths) + 6)
@@ -330,7 +337,7 @@ def render_trace_diff_markdown(d: TraceDiff) -> str:
         out += ["| layer | what | A | B |", "|---|---|---|---|"]
         out += ["| " + " | ".join(_md(c) for c in r) + " |" for r in rows]
     else:
-        out.append("No differences: the same calls, classes, parameters and shapes.")
+        out.append(_no_differences(d))
     out += ["", *(f"{line}  " for line in _summary_lines(d))]
     return "\n".join(out).rstrip() + "\n"
 
