@@ -54,6 +54,27 @@ class Reshapes(nn.Module):
         return self.fc(self.conv(x).view(x.shape[0], -1))
 
 
+class WritesThroughAView(nn.Module):
+    def __init__(self, write: str) -> None:
+        super().__init__()
+        self.lin, self.relu, self.write = nn.Linear(4, 4), nn.ReLU(), write
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x).clone()
+        if self.write == "slice":
+            y[:, :2].mul_(2)
+        else:
+            y.view(8).add_(1)
+        return self.relu(y)
+
+
+@pytest.mark.parametrize(("write", "op"), [("slice", "mul_"), ("view", "add_")])
+def test_an_in_place_op_on_a_view_routes_the_flow_of_its_base_through_the_op(write, op):
+    trace = shapetrace.trace(WritesThroughAView(write), torch.randn(2, 4), ops=True)
+    into_relu = {src for src, dst in edges_between(trace) if dst == "relu"}
+    assert into_relu == {op}  # not straight from clone, past the write
+
+
 def test_a_view_between_modules_is_an_op_node_with_its_shape():
     trace = shapetrace.trace(Reshapes(), torch.randn(2, 3, 8, 8), ops=True)
     assert {("conv", "view"), ("view", "fc")} <= edges_between(trace)

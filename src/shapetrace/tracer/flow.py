@@ -76,6 +76,13 @@ class TensorIds:
         return tid if tid is not None else self.new(t, None, order)
 
 
+def _written(target: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors an in-place op on ``target`` changes, as far as the data flow goes: ``target``, and the
+    tensor it is a view of (``y[:, :2].mul_(2)`` changes ``y``: what reads ``y`` next comes from the op)."""
+    base = target._base
+    return [target] if base is None else [target, base]
+
+
 class EdgeSet:
     """Collects data-flow edges once each, in the order they were found."""
 
@@ -141,7 +148,8 @@ class DataFlow:
         node = f"op:{oid}"
         inputs = describe(args, lambda t: ids.get_or_new(t, order))
         if inplace_target is not None:
-            ids.new(inplace_target, node, order)
+            for written in _written(inplace_target):
+                ids.new(written, node, order)
 
         def tid_of(t: torch.Tensor) -> int:
             return ids.produced_since(t, order, node, order)
@@ -162,9 +170,10 @@ class DataFlow:
             if tid is not None and tid in ids.produced_at:
                 self.leaf_uses.append((self.order, call, tensor_meta(t, tid)))  # type: ignore[arg-type]
         if inplace_target is not None:
-            tid = ids.lookup(inplace_target)
-            if tid is not None and ids.produced_at.get(tid, -1) < self.starts[call]:
-                ids.new(inplace_target, f"call:{call}", self.order)
+            for written in _written(inplace_target):
+                tid = ids.lookup(written)
+                if tid is not None and ids.produced_at.get(tid, -1) < self.starts[call]:
+                    ids.new(written, f"call:{call}", self.order)
 
     # ---- after the forward ----------------------------------------------------------------------------
     def connect(self, calls: Sequence[Call]) -> None:
