@@ -81,9 +81,18 @@ def test_other_seed_gives_other_values():
     assert not torch.equal(a[0], b[0])
 
 
-def test_meta_device_gives_dataless_tensors():
-    args, _ = make_inputs(["long:4,72"], device="meta")
-    assert args[0].device.type == "meta" and args[0].shape == (4, 72) and args[0].dtype == torch.int64
+def test_meta_device_gives_dataless_floating_tensors_and_integer_ones_with_the_cpus_values():
+    specs = ["2,5,8", "long:4,72", "bool:2,5"]
+    meta, _ = make_inputs(specs, device="meta")
+    cpu, _ = make_inputs(specs)
+    assert meta[0].device.type == "meta" and meta[0].shape == (2, 5, 8)
+    assert torch.equal(meta[1], cpu[1]) and torch.equal(meta[2], cpu[2])  # forwards read ids, lengths, masks
+
+
+def test_a_specs_values_do_not_depend_on_the_specs_before_it():
+    alone, _ = make_inputs(["long:3:1..9"])
+    after, _ = make_inputs(["4,4", "long:3:1..9"], seed=-1000003)  # seeded as the first spec was above
+    assert torch.equal(alone[0], after[1])
 
 
 @pytest.mark.parametrize("spec,words", [

@@ -171,3 +171,100 @@ def test_a_data_dependent_output_size_names_the_op_and_suggests_a_real_run() -> 
     assert "small input" in message
     assert info.value.trace.calls[0].error is not None  # the root call failed, after linear completed
     assert info.value.trace.calls[1].error is None
+
+
+class CountsInPlace(nn.Module):
+    """Writes a count computed from activations into a real integer tensor, then slices by it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.score, self.proj = nn.Linear(4, 1), nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        keep = torch.zeros_like(lengths)
+        keep.add_((self.score(x).squeeze(-1) > -100).sum(-1))
+        return self.proj(x[:, :int(keep.max())])
+
+
+def test_an_in_place_write_of_a_meta_result_into_a_real_tensor_fails_rather_than_leave_it_stale():
+    x, lengths = torch.randn(2, 6, 4), torch.tensor([6, 4])
+    assert shapetrace.trace(CountsInPlace(), x, lengths).calls[-1].outputs.shape == (2, 6, 3)
+    with pytest.raises(shapetrace.TraceFailed, match="writes a result computed on 'meta' into a real int64"):
+        shapetrace.trace(CountsInPlace(), x, lengths, device="meta")
+
+
+class SizedByRealValues(nn.Module):
+    """Output sizes that follow from real integer or boolean inputs, not from the activations."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.rnn, self.out = nn.Embedding(20, 6), nn.LSTM(6, 5, batch_first=True), nn.Linear(5, 3)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.emb(ids)
+        packed = nn.utils.rnn.pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+        o = nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True)[0]
+        picked = self.out(o[mask[:, :o.shape[1]]])
+        return picked.repeat_interleave(lengths[:1].expand(picked.shape[0]), dim=0)
+
+
+def test_sizes_that_follow_from_real_masks_lengths_and_counts_match_the_cpu_on_meta():
+    g = torch.Generator().manual_seed(0)
+    ids, lengths = torch.randint(1, 20, (3, 7), generator=g), torch.tensor([4, 7, 2])
+    mask = torch.rand(3, 7, generator=g) > 0.4
+    model = SizedByRealValues()
+    assert_same_calls(shapetrace.trace(model, ids, lengths, mask, device="meta"),
+                      shapetrace.trace(model, ids, lengths, mask))
+
+
+class DoubleInput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.double())
+
+
+def test_a_dtype_mismatch_the_cpu_refuses_fails_on_meta_too():
+    for device in (None, "meta"):
+        with pytest.raises(shapetrace.TraceFailed, match="must have the same dtype"):
+            shapetrace.trace(DoubleInput(), torch.randn(2, 8), device=device)
+
+
+def test_embedding_ids_out_of_range_fail_on_meta_as_on_the_cpu():
+    model = nn.Embedding(100, 8)
+    ids = torch.tensor([[3, 250]])
+    for device in (None, "meta"):
+        with pytest.raises(shapetrace.TraceFailed, match="index out of range"):
+            shapetrace.trace(model, ids, device=device)
+
+
+def test_a_transformer_layer_run_step_by_step_on_meta_is_named_with_a_warning():
+    layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True).eval()
+    with pytest.warns(UserWarning, match="step by step"):
+        meta = shapetrace.trace(layer, torch.randn(2, 5, 8), device="meta")
+    assert meta.meta["fused_layers_stepwise_on_meta"] == ["(root)"]
+    assert "fused_layers_stepwise_on_meta" not in shapetrace.trace(layer.train(), torch.randn(2, 5, 8),
+                                                                    device="meta").meta
+
+
+def test_the_command_line_keeps_integer_inputs_real_on_meta(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    model_file = tmp_path / "packed.py"
+    model_file.write_text(
+        "import torch.nn as nn\n"
+        "class Packed(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(); self.e = nn.Embedding(20, 6); self.rnn = nn.LSTM(6, 5, batch_first=True)\n"
+        "    def forward(self, ids, lengths):\n"
+        "        p = nn.utils.rnn.pack_padded_sequence(self.e(ids), lengths, batch_first=True, enforce_sorted=False)\n"
+        "        return nn.utils.rnn.pad_packed_sequence(self.rnn(p)[0], batch_first=True)[0]\n")
+    args = ["trace", f"{model_file}:Packed", "-i", "long:3,5:1..20", "-i", "long:3:1..6", "-f", "json"]
+    meta = CliRunner().invoke(main, [*args, "--device", "meta"])
+    cpu = CliRunner().invoke(main, args)
+    assert meta.exit_code == 0 and cpu.exit_code == 0, meta.output
+    assert_same_calls(shapetrace.load(meta.stdout), shapetrace.load(cpu.stdout))

@@ -478,7 +478,9 @@ def test_a_llama_decoder_layer_on_meta_runs_no_elementwise_or_attention_kernel()
                                                                  "aten._unsafe_view", "aten.clone",
                                                                  "aten.expand", "aten.unsqueeze", "aten.copy_", "aten.promote_types",
                                                                  "aten._to_copy", "aten.reshape", "aten.t"))}
-    assert computing <= {"aten.mul", "aten.div", "aten.neg", "aten.pow"} and len(counted.ops) < 40 * 2 + 60, computing
+    # aminmax: the embedding's check that the (real, CPU) ids are in range, as the CPU kernel would check
+    allowed = {"aten.mul", "aten.div", "aten.neg", "aten.pow", "aten.aminmax", "aten._local_scalar_dense"}
+    assert computing <= allowed and len(counted.ops) < 40 * 2 + 60, computing
 
 
 @pytest.mark.parametrize("kv_heads", [4, 2])

@@ -20,8 +20,10 @@ Examples::
     input_ids=long:2,16  a keyword argument of the forward: forward(input_ids=...)
 
 Values are deterministic: every spec list is generated from one ``torch.Generator`` seeded with ``seed``
-(0 by default), so the same specs always give the same tensors. On the ``meta`` device the tensors hold
-no data (shape-only tracing). Before anything is allocated, the bytes the inputs need are estimated and
+(0 by default; the i-th spec's generator is seeded with ``seed + 1000003 * i``), so the same specs always
+give the same tensors, and a spec's values do not depend on the specs before it. On the ``meta`` device
+(shape-only tracing) floating-point tensors hold no data; integer and boolean ones are made as on the CPU,
+with the same values, because forwards read them (token ids, lengths, masks: ``tracer/shape_only.py``). Before anything is allocated, the bytes the inputs need are estimated and
 compared with the memory the device has free (RAM, or CUDA memory): inputs that cannot fit are refused
 with a suggestion of ``--device meta``, instead of a long wait and the allocator's message.
 """
@@ -101,9 +103,13 @@ class InputSpec:
         return drawn + self.nbytes
 
     def make(self, generator: torch.Generator, device: str | torch.device | None = None) -> torch.Tensor:
-        """The example tensor (on CPU unless ``device`` is given; ``meta`` gives a data-less tensor)."""
+        """The example tensor (on CPU unless ``device`` is given). On ``meta`` a floating-point tensor holds no
+        data, and an integer or boolean one is made on the CPU, as it would be there (shape-only tracing keeps
+        such inputs real)."""
         if device is not None and torch.device(device).type == "meta":
-            return torch.empty(self.shape, dtype=self.dtype, device="meta")
+            if self.is_float:
+                return torch.empty(self.shape, dtype=self.dtype, device="meta")
+            device = None
         shape, dtype = self.shape, self.dtype
         if self.fill == "zeros":
             t = torch.zeros(shape, dtype=dtype)
@@ -257,8 +263,11 @@ def free_memory(device: str | torch.device | None) -> int | None:
 def check_fits(parsed: Sequence[InputSpec], device: str | torch.device | None = None) -> None:
     """Refuse (``InputsTooLarge``) inputs that need more memory than ``device`` (and the CPU they are drawn on)
     has free, before anything is allocated."""
-    if device is not None and torch.device(device).type == "meta":
-        return
+    on_meta = device is not None and torch.device(device).type == "meta"
+    if on_meta:  # only the integer and boolean inputs are made, on the CPU
+        parsed, device = [p for p in parsed if not p.is_float], None
+        if not parsed:
+            return
     total = sum(p.nbytes for p in parsed)
     peak_cpu = total + max((p.scratch_bytes - p.nbytes for p in parsed), default=0)
     places = [("cpu", peak_cpu, "this machine has", "of RAM available")]
@@ -270,8 +279,10 @@ def check_fits(parsed: Sequence[InputSpec], device: str | torch.device | None = 
             biggest = max(parsed, key=lambda p: p.nbytes)
             raise InputsTooLarge(
                 f"the inputs need about {_format_bytes(need)} but {has} {_format_bytes(free)} {what} "
-                f"(the largest: --input {biggest.text!r}, {_format_bytes(biggest.nbytes)}). Trace shapes only "
-                "with --device meta (nothing is allocated), or give a smaller input.")
+                f"(the largest: --input {biggest.text!r}, {_format_bytes(biggest.nbytes)}). "
+                + ("On --device meta integer and boolean inputs are still made (the forward may read their "
+                   "values): give a smaller one." if on_meta else
+                   "Trace shapes only with --device meta (nothing is allocated), or give a smaller input."))
 
 
 def make_inputs(specs: Sequence[str | InputSpec], *, seed: int = 0,
@@ -283,11 +294,10 @@ def make_inputs(specs: Sequence[str | InputSpec], *, seed: int = 0,
     """
     parsed = [s if isinstance(s, InputSpec) else parse_input(s) for s in specs]
     check_fits(parsed, device)
-    gen = torch.Generator().manual_seed(seed)
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
-    for p in parsed:
-        t = p.make(gen, device)
+    for i, p in enumerate(parsed):
+        t = p.make(torch.Generator().manual_seed(seed + 1000003 * i), device)
         if p.name is None:
             if kwargs:
                 raise InputSpecError(f"bad --input {p.text!r}: positional inputs must come before keyword inputs "

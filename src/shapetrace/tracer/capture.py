@@ -128,6 +128,16 @@ def _has_forward(module: nn.Module) -> bool:
     return known
 
 
+# Layers torch can run as one fused kernel in eval without autograd (a "fast path"), on the CPU and CUDA only.
+_FUSED_IN_EVAL = frozenset({"TransformerEncoderLayer"})
+
+
+def _fused_layers_run_stepwise(calls: list) -> list[str]:
+    """The calls of layers with a fused fast path that called sub-layers (the fast path was not taken)."""
+    parents = {c.parent for c in calls if c.parent is not None}
+    return [c.label for c in calls if c.cls in _FUSED_IN_EVAL and c.id in parents]
+
+
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
     """Python's automatic cyclic garbage collection off while the records are built, if it was on; on again
@@ -306,6 +316,14 @@ class Tracer:
         trace.edges = self._flow.edges.edges
         for probe in self._probes[1:]:
             probe.merge(trace)
+        if self.device is not None and self.device.type == "meta" and not trace.meta["training"] and not self.grad:
+            stepwise = _fused_layers_run_stepwise(calls)
+            if stepwise:
+                trace.meta["fused_layers_stepwise_on_meta"] = stepwise
+                warnings.warn(
+                    f"on 'meta' torch runs {', '.join(stepwise[:3])}{' ...' if len(stepwise) > 3 else ''} step by step "
+                    "(their sub-layers are called); on the CPU or a GPU, in eval without autograd, torch may run each "
+                    "as one fused kernel instead, with no sub-layer calls: trace on the CPU to see which", stacklevel=3)
         changed = self._guard.changed_params()
         if changed:
             trace.meta["params_changed_in_place"] = changed

@@ -12,9 +12,19 @@ Recurrent layers on ``meta`` would run one decomposed step per time step (tens o
 document); the mode answers ``torch._VF.lstm`` / ``gru`` / ``rnn_tanh`` / ``rnn_relu`` directly with
 ``meta`` tensors of the shapes torch's kernels return.
 
+An operation whose output size depends on the values of a *real* integer or boolean operand (``h[mask]``,
+``repeat_interleave(counts)``, ``pack_padded_sequence(x, lengths)``) and that ``meta`` cannot compute, is
+run on the CPU with stand-ins for its floating ``meta`` operands (a zero broadcast to their shape, which
+costs no memory; their values cannot change the output's size) and its outputs are moved back to ``meta``.
 An operation that needs the values of a ``meta`` tensor (``.item()``, ``nonzero``, ``unique``, masked
-selection: outputs whose size depends on data) raises ``ShapeOnlyUnsupported``, which names the operation
-and suggests a real run on a small input.
+selection by a ``meta`` mask: outputs whose size depends on data) raises ``ShapeOnlyUnsupported``, which
+names the operation and suggests a real run on a small input; so does an in-place write of a ``meta``
+result into a real tensor (its values would be left stale).
+
+``meta`` kernels skip some checks the CPU makes; the mode adds the ones a forward most often trips over:
+the operands of ``linear``, the matrix products and the convolutions must share a dtype, and the ids given
+to ``embedding`` (real, when they are an input) must be in range. Others (a ``.view`` of a result whose
+strides the CPU lays out differently) can still pass on ``meta`` and fail on the CPU.
 """
 
 from __future__ import annotations
@@ -155,6 +165,112 @@ def _keep_real_to(args: tuple, kwargs: dict) -> Any:
 _TO = {torch.Tensor.to, torch.Tensor.type_as}
 
 
+# ---- checks the CPU makes and meta kernels skip ----------------------------------------------------------
+def _same_dtype(operands: str) -> Callable[[tuple, dict], None]:
+    """A check that the tensor operands (the first three arguments: input, weight, bias) share a dtype."""
+    def check(args: tuple, kwargs: dict) -> None:
+        tensors = [a for a in (*args[:3], *kwargs.values()) if isinstance(a, torch.Tensor)]
+        if any(t.dtype != tensors[0].dtype for t in tensors):
+            names = " and ".join(str(t.dtype).replace("torch.", "") for t in tensors[:3])
+            raise RuntimeError(f"{operands} must have the same dtype, but got {names} (the CPU refuses this; a "
+                               "trace on 'meta' checks it the same way)")
+    return check
+
+
+def _embedding_ids_in_range(args: tuple, kwargs: dict) -> None:
+    ids, weight = (args + (None, None))[:2]
+    ids, weight = kwargs.get("input", ids), kwargs.get("weight", weight)
+    if not isinstance(ids, torch.Tensor) or ids.is_meta or ids.numel() == 0 or not isinstance(weight, torch.Tensor):
+        return
+    low, high = (int(v) for v in torch.aminmax(ids))  # one pass over the real ids, on the CPU
+    if low < 0 or high >= weight.shape[0]:
+        raise IndexError(f"index out of range in self: the ids run from {low} to {high}, and the embedding has "
+                         f"{weight.shape[0]} rows")
+
+
+_CPU_CHECKS: dict[Any, Callable[[tuple, dict], None]] = {}
+for _f in (torch._C._nn.linear, torch.nn.functional.linear):
+    _CPU_CHECKS[_f] = _same_dtype("mat1 and mat2")
+for _f in (torch.matmul, torch.mm, torch.bmm, torch.Tensor.matmul, torch.Tensor.mm, torch.Tensor.bmm,
+           torch.Tensor.__matmul__, torch.Tensor.__rmatmul__):
+    _CPU_CHECKS[_f] = _same_dtype("m1 and m2")
+for _f in (torch.conv1d, torch.conv2d, torch.conv3d, torch.conv_transpose1d, torch.conv_transpose2d,
+           torch.conv_transpose3d):
+    _CPU_CHECKS[_f] = _same_dtype("input, weight and bias")
+_CPU_CHECKS[torch.nn.functional.embedding] = _embedding_ids_in_range
+_CPU_CHECKS[torch.embedding] = lambda args, kwargs: _embedding_ids_in_range((args[1], args[0]) if len(args) > 1
+                                                                            else args, kwargs)
+
+
+# ---- operations that write in place --------------------------------------------------------------------
+_IN_PLACE_DUNDERS = {f"__i{op}__" for op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and",
+                                              "or", "xor", "lshift", "rshift", "matmul")} | {"__setitem__"}
+
+
+def _written(func: Callable, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The tensor an in-place operation writes (``x.add_(y)``, ``x += y``, ``x[i] = y``, ``out=x``), if any."""
+    out = kwargs.get("out")
+    if isinstance(out, torch.Tensor):
+        return out
+    name = getattr(func, "__name__", "")
+    in_place = name in _IN_PLACE_DUNDERS or (name.endswith("_") and not name.startswith("__"))
+    return args[0] if in_place and args and isinstance(args[0], torch.Tensor) else None
+
+
+# ---- running on the CPU what meta cannot --------------------------------------------------------------
+def _only_floating_on_meta(value: Any, depth: int = 0) -> bool:
+    """Whether every ``meta`` tensor in ``value`` is floating-point (so its values cannot size an output)."""
+    if isinstance(value, torch.Tensor):
+        return not value.is_meta or value.is_floating_point() or value.is_complex()
+    if depth < 2 and isinstance(value, (list, tuple)):
+        return all(_only_floating_on_meta(v, depth + 1) for v in value)
+    return True
+
+
+def _stand_ins(value: Any, depth: int = 0) -> Any:
+    """``meta`` tensors replaced by a CPU zero broadcast to their shape (no memory), the rest as it is."""
+    if isinstance(value, torch.Tensor):
+        return torch.zeros((), dtype=value.dtype).expand(value.shape) if value.is_meta else value
+    if depth < 2 and isinstance(value, (list, tuple)):
+        moved = [_stand_ins(v, depth + 1) for v in value]
+        return moved if isinstance(value, list) else tuple(moved)
+    return value
+
+
+# Operations whose integer outputs come from their real operands alone: those outputs stay real.
+_INTEGER_OUTPUTS_FROM_REAL = {torch._pack_padded_sequence}
+
+
+def _outputs_to_meta(value: Any, keep_integers: bool, depth: int = 0) -> Any:
+    if isinstance(value, torch.Tensor):
+        if keep_integers and keeps_values(value):
+            return value
+        return torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device=_META)
+    if depth < 2 and isinstance(value, tuple):
+        moved = [_outputs_to_meta(v, keep_integers, depth + 1) for v in value]
+        return type(value)(*moved) if hasattr(value, "_fields") else tuple(moved)
+    if depth < 2 and isinstance(value, list):
+        return [_outputs_to_meta(v, keep_integers, depth + 1) for v in value]
+    return value
+
+
+_NOT_RUN = object()
+
+
+def _run_with_stand_ins(func: Callable, args: tuple, kwargs: dict) -> Any:
+    """``func`` run on the CPU with stand-ins for its floating ``meta`` operands, outputs moved to ``meta``;
+    ``_NOT_RUN`` when a ``meta`` operand's values could size the output, or the output is not plain tensors."""
+    if not (_only_floating_on_meta(args) and all(_only_floating_on_meta(v) for v in kwargs.values())):
+        return _NOT_RUN
+    try:
+        out = func(*_stand_ins(args), **{k: _stand_ins(v) for k, v in kwargs.items()})
+    except Exception:  # noqa: BLE001 - not runnable this way either: the caller reports the meta error
+        return _NOT_RUN
+    if isinstance(out, torch.Tensor) and (out.is_nested or out.layout != torch.strided):
+        return _NOT_RUN
+    return _outputs_to_meta(out, func in _INTEGER_OUTPUTS_FROM_REAL)
+
+
 class ShapeOnlyMode(TorchFunctionMode):
     """Moves real tensors to ``meta`` where they meet ``meta`` ones; answers RNN kernels with shapes.
 
@@ -165,6 +281,9 @@ class ShapeOnlyMode(TorchFunctionMode):
     """
 
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        check = _CPU_CHECKS.get(func)
+        if check is not None and (_placement(args) & 1 or any(_placement(v) & 1 for v in (kwargs or {}).values())):
+            check(args, kwargs or _NO_KWARGS)
         rule = rule_for(func)
         if rule is not None:  # a shape formula (shape_rules), when it understands the call
             out = rule(args, kwargs or _NO_KWARGS)
@@ -188,18 +307,31 @@ class ShapeOnlyMode(TorchFunctionMode):
             for v in kwargs.values():
                 placed |= _placement(v)
         if placed & 1:
-            if placed & 2:
-                args = _to_meta(args)
-                kwargs = {k: _to_meta(v) for k, v in kwargs.items()}
-            try:
-                return func(*args, **kwargs)
-            except NotImplementedError as e:
-                raise ShapeOnlyUnsupported(_op_name(func), e) from e
-            except RuntimeError as e:
-                if "meta" in str(e).lower() or "Scalar" in str(e):
-                    raise ShapeOnlyUnsupported(_op_name(func), e) from e
-                raise
+            return _on_meta(func, args, kwargs, mixed=bool(placed & 2))
         return func(*args, **kwargs)
+
+
+def _on_meta(func: Callable, args: tuple, kwargs: dict, mixed: bool) -> Any:
+    """Run ``func`` on ``meta`` (``mixed``: with real operands too, moved to ``meta`` first, or run on the CPU
+    with stand-ins when only their values can size the output); ``ShapeOnlyUnsupported`` when neither can."""
+    real = (args, kwargs)
+    if mixed:
+        target = _written(func, args, kwargs)
+        if target is not None and not target.is_meta:
+            raise ShapeOnlyUnsupported(_op_name(func), RuntimeError(
+                f"it writes a result computed on 'meta' into a real {str(target.dtype)[6:]} tensor of shape "
+                f"{tuple(target.shape)}, whose values the forward may read afterwards"))
+        args = _to_meta(args)
+        kwargs = {k: _to_meta(v) for k, v in kwargs.items()}
+    try:
+        return func(*args, **kwargs)
+    except (NotImplementedError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not ("meta" in str(e).lower() or "Scalar" in str(e)):
+            raise
+        out = _run_with_stand_ins(func, *real) if mixed else _NOT_RUN
+        if out is not _NOT_RUN:
+            return out
+        raise ShapeOnlyUnsupported(_op_name(func), e) from e
 
 
 def split_inputs(value: Any) -> Any:
