@@ -288,6 +288,21 @@ def test_html_is_highlighted_with_shapes_in_a_column_and_unreached_lines_dimmed(
     assert '<div>cat → (4,11)</div></td>' in page
 
 
+def test_html_styles_only_itself_with_colours_for_light_and_dark_themes(tabular_view):
+    import re
+
+    _, view = tabular_view
+    style = re.search(r"<style>(.*?)</style>", render(view, "html"), re.DOTALL).group(1)
+    rules = re.findall(r"([^{}]+)\{([^}]*)\}", style)
+    assert rules
+    for selectors, declarations in rules:
+        for selector in selectors.split(","):
+            assert selector.strip().startswith(".st-lines"), selector  # a host page's <pre> is left alone
+        # no opaque fill: text keeps the host theme's colour, so a fill must let the theme's background through
+        for fill in re.findall(r"background(?:-color)?:\s*([^;]+)", declarations):
+            assert fill.strip().startswith(("rgba(", "transparent")), (selectors, fill)
+
+
 def test_json_lists_every_line_with_its_state_and_events(tabular_view):
     _, view = tabular_view
     data = json.loads(render(view, "json"))

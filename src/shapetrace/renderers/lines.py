@@ -376,18 +376,26 @@ def render_markdown(view: View) -> str:
     return "\n".join(out) + "\n"
 
 
+# Every selector is scoped to ``.st-lines`` (nothing restyles the host page), and colours work on light and
+# dark themes alike: text in the host's colour, fills translucent, token colours mid-tone.
 _CSS = """
-.st-lines{font:13px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;border-collapse:collapse}
+.st-lines{font:13px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;border-collapse:collapse;color:inherit}
 .st-lines caption{text-align:left;font-weight:600;padding:4px 0;font-family:system-ui,sans-serif}
-.st-lines td{padding:0 10px;vertical-align:top;white-space:pre}
-.st-lines td.no{color:#8a94a3;text-align:right;user-select:none;border-right:1px solid #d6dbe3}
-.st-lines td.shapes{color:#1f4f8a;border-left:1px solid #d6dbe3;white-space:normal;min-width:22em}
+.st-lines td{padding:0 10px;vertical-align:top;white-space:pre;background:transparent;color:inherit}
+.st-lines td.no{opacity:.55;text-align:right;user-select:none;border-right:1px solid rgba(127,127,127,.35)}
+.st-lines td.shapes{color:#3b82c4;border-left:1px solid rgba(127,127,127,.35);white-space:normal;min-width:22em}
 .st-lines td.shapes div{white-space:normal;padding-left:1.5em;text-indent:-1.5em}
 .st-lines tr.unreached td.code{opacity:.4}
-.st-lines tr.raised td{background:#fde8e8}
-.st-lines tr.raised td.shapes{color:#a61b1b}
-.st-lines .cls{color:#5a6470}
-.st-lines-note{font-family:system-ui,sans-serif;color:#5a6470;font-size:12px}
+.st-lines tr.raised td{background:rgba(220,38,38,.15)}
+.st-lines tr.raised td.shapes{color:#dc2626}
+.st-lines .cls{opacity:.75}
+.st-lines-note{font-family:system-ui,sans-serif;opacity:.75;font-size:12px}
+.st-lines td.code span[class^="k"],.st-lines td.code span.ow{color:#a855f7;font-weight:600}
+.st-lines td.code span[class^="s"]{color:#c2410c}
+.st-lines td.code span[class^="m"]{color:#0d9488}
+.st-lines td.code span[class^="c"]{color:#8a8f98;font-style:italic}
+.st-lines td.code span.nf,.st-lines td.code span.fm,.st-lines td.code span.nc{color:#2f8fd0}
+.st-lines td.code span.nb,.st-lines td.code span.bp,.st-lines td.code span.nd{color:#16a34a}
 """
 
 
@@ -413,16 +421,8 @@ def _highlight(lines: list[str]) -> list[str]:
     return (rows + [""] * len(lines))[:len(lines)]
 
 
-def _pygments_css() -> str:
-    try:
-        from pygments.formatters import HtmlFormatter  # noqa: PLC0415 - optional dependency: no CSS without it
-    except ImportError:
-        return ""
-    return HtmlFormatter(style="default").get_style_defs(".st-lines td.code")
-
-
 def render_html(view: View) -> str:
-    parts = [f"<style>{_CSS}{_pygments_css()}</style>"]
+    parts = [f"<style>{_CSS}</style>"]
     for sv in view.sources:
         parts.append(f'<table class="st-lines"><caption>{html.escape(_title(view, sv))}</caption>')
         if sv.missing:
