@@ -276,7 +276,7 @@ def test_negative_counts_and_times_and_a_call_ending_before_it_starts_are_named(
     assert _load_error(data) == "calls[1].timing.total_ms: cannot be negative (-2.5)"
     data = _small_trace_data()
     data["calls"][1].update(start=100, end=3)
-    assert _load_error(data) == "calls[1].end: is 3, not after the call's start (100)"
+    assert _load_error(data) == "calls[1].end: is 3, before the call's start (100)"
 
 
 def test_an_edge_end_that_names_no_node_is_refused():
