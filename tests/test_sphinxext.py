@@ -23,11 +23,17 @@ LINEAR = """
 
 
 def build(tmp_path: Path, body: str, builder: str = "html", warnings_are_errors: bool = True,
-          page: str = "index.rst", extensions: tuple[str, ...] = ()) -> tuple[int, str, Path]:
+          page: str = "index.rst", extensions: tuple[str, ...] = (),
+          files: dict[str, str] | None = None) -> tuple[int, str, Path]:
+    """Build a project whose page ``page`` holds ``body`` (and ``files``: more files by path in the source
+    folder); the exit status, the page's output and the output folder."""
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir(exist_ok=True)
     exts = ["shapetrace.sphinxext", *extensions]
     (src / "conf.py").write_text(f"extensions = {exts!r}\nproject = 't'\n")
+    for name, text in (files or {}).items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_text(textwrap.dedent(text))
     heading = "# Models\n\n" if page.endswith(".md") else "Models\n======\n\n"
     (src / page).write_text(heading + textwrap.dedent(body))
     argv = ["-b", builder, "-q", *(["-W"] if warnings_are_errors else []), str(src), str(out)]
@@ -168,3 +174,48 @@ def test_myst_markdown_pages_can_use_the_directive(tmp_path):
     """, page="index.md", extensions=("myst_parser",))
     assert code == 0
     assert '<table class="shapetrace">' in html and "(2,3)" in html
+
+
+MODEL_FILE = """
+from torch import nn
+
+
+def build(n_out=3):
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, n_out))
+"""
+
+FROM_A_FILE = """
+:orphan:
+
+Page
+====
+
+.. shapetrace:: models.py:build
+   :input: 2,4
+   :show: table
+"""
+
+
+def test_a_model_file_is_read_beside_the_document_whatever_folder_sphinx_build_runs_in(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # neither the source folder nor the page's
+    code, _, out = build(tmp_path, "Text.\n", files={
+        "guide/page.rst": FROM_A_FILE, "guide/models.py": MODEL_FILE,
+        "models.py": MODEL_FILE.replace("n_out=3", "n_out=5")})  # the source folder's: found second
+    assert code == 0
+    html = (out / "guide" / "page.html").read_text()
+    assert "(2,3)" in html and "(2,5)" not in html
+
+
+def test_a_model_file_not_beside_the_document_is_read_from_the_source_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, out = build(tmp_path, "Text.\n", files={"guide/page.rst": FROM_A_FILE, "models.py": MODEL_FILE})
+    assert code == 0
+    assert "(2,3)" in (out / "guide" / "page.html").read_text()
+
+
+def test_a_model_file_found_nowhere_is_an_error_naming_the_folders_searched(tmp_path, capsys):
+    code, _, _ = build(tmp_path, "Text.\n", warnings_are_errors=False, files={"guide/page.rst": FROM_A_FILE})
+    err = capsys.readouterr().err
+    assert code != 0
+    src = tmp_path / "src"
+    assert "no model file 'models.py'" in err and str(src / "guide") in err and f"{src})" in err, err

@@ -19,10 +19,12 @@ or in MyST Markdown (myst-parser)::
 
 MODEL and the options mean what they mean for ``shapetrace trace``: ``:input:`` (one spec per line for several
 inputs), ``:arg:`` (``KEY=VALUE`` per line), ``:depth:``, ``:layout:`` (tb, lr, u), ``:style:``, ``:overlay:``
-(names separated by spaces), ``:unroll:``, ``:train:``. ``:show:`` names what to insert, in that order, any of
-``diagram`` (the default), ``table`` (the HTML table), ``text`` (the text table, ``:width:`` columns, 80 by
-default) and ``flow`` (the shape-flow chart); ``both`` means ``diagram table``. ``:caption:`` adds a caption
-(``exhibit`` takes the exhibit's own); ``:alt:`` the pictures' alt text.
+(names separated by spaces), ``:unroll:``, ``:train:``; a relative ``path/to/file.py:factory`` is read from the
+document's folder, then the source folder (``sphinx_sources``), never from where ``sphinx-build`` runs.
+``:show:`` names what to insert, in that order, any of ``diagram`` (the default), ``table`` (the HTML table),
+``text`` (the text table, ``:width:`` columns, 80 by default) and ``flow`` (the shape-flow chart); ``both``
+means ``diagram table``. ``:caption:`` adds a caption (``exhibit`` takes the exhibit's own); ``:alt:`` the
+pictures' alt text.
 
 What each builder gets:
 
@@ -60,6 +62,7 @@ from .renderers.html import render_html
 from .renderers.plots import shape_flow
 from .renderers.table import render_text
 from .session import SessionError, TraceRequest, trace_model
+from .sphinx_sources import ModelFileNotFound, locate
 from .tracer.records import Trace
 
 logger = logging.getLogger(__name__)
@@ -166,8 +169,12 @@ class ShapetraceDirective(SphinxDirective):
     def _trace(self, spec: str) -> tuple[Any, Any]:
         """The trace of MODEL (a failed forward gives its partial trace) and the exhibit, if MODEL is one."""
         opts = self.options
+        try:
+            located = locate(spec, Path(self.env.doc2path(self.env.docname)).parent, Path(self.env.srcdir))
+        except ModelFileNotFound as e:
+            raise _DirectiveFailed(str(e)) from e
         # As the CLI does (the session's rule): an exhibit runs as built, any other model in eval unless :train:.
-        request = TraceRequest(spec, _lines(opts.get("input")), _lines(opts.get("arg")),
+        request = TraceRequest(located.spec, _lines(opts.get("input")), _lines(opts.get("arg")),
                                train=True if "train" in opts else None, ops=True)
         try:
             outcome = trace_model(request)
