@@ -3,8 +3,12 @@ diagrams, tables and flow charts, and builds that must fail."""
 
 from __future__ import annotations
 
+import os
+import pickle
 import re
+import sys
 import textwrap
+import time
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
@@ -40,6 +44,22 @@ def build(tmp_path: Path, body: str, builder: str = "html", warnings_are_errors:
     code = sphinx_build.build_main(argv)
     index = out / {"html": "index.html", "text": "index.txt"}.get(builder, "index.html")
     return code, index.read_text() if index.exists() else "", out
+
+
+def rebuild(tmp_path: Path, builder: str = "html") -> tuple[int, str]:
+    """Build the project ``build`` made again, as ``sphinx-build`` without ``-E`` does after an edit: the exit
+    status and the page's output."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    code = sphinx_build.build_main(["-b", builder, "-q", "-W", str(src), str(out)])
+    index = out / {"html": "index.html", "text": "index.txt"}.get(builder, "index.html")
+    return code, index.read_text() if index.exists() else ""
+
+
+def edit(path: Path, text: str) -> None:
+    """Rewrite a source file, its modification time clearly after the last build."""
+    path.write_text(textwrap.dedent(text))
+    later = time.time() + 5
+    os.utime(path, (later, later))
 
 
 class Page(HTMLParser):
@@ -219,3 +239,34 @@ def test_a_model_file_found_nowhere_is_an_error_naming_the_folders_searched(tmp_
     assert code != 0
     src = tmp_path / "src"
     assert "no model file 'models.py'" in err and str(src / "guide") in err and f"{src})" in err, err
+
+
+def test_editing_the_model_file_redraws_the_page_without_a_full_rebuild(tmp_path):
+    page = ".. shapetrace:: models.py:build\n   :input: 2,4\n   :show: table\n"
+    code, html, _ = build(tmp_path, page, files={"models.py": MODEL_FILE})
+    assert code == 0 and "Softmax" not in html
+    edit(tmp_path / "src" / "models.py", MODEL_FILE.replace("nn.Linear(8, n_out))", "nn.Linear(8, n_out), nn.Softmax(-1))"))
+    code, html = rebuild(tmp_path)
+    assert code == 0 and "Softmax" in html
+
+
+def test_fixing_the_model_module_fixes_the_next_build_without_touching_the_page(tmp_path, monkeypatch):
+    name = "shapetrace_test_fixed_later"
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    broken = MODEL_FILE + "\nLAYER = nn.Lnear\n"  # a typo that fails the import
+    try:
+        code, _, _ = build(tmp_path, f".. shapetrace:: {name}:build\n   :input: 2,4\n   :show: table\n",
+                           warnings_are_errors=False, files={f"{name}.py": broken})
+        assert code != 0
+        edit(tmp_path / "src" / f"{name}.py", MODEL_FILE)
+        code, html = rebuild(tmp_path)
+        assert code == 0 and "(2,3)" in html
+    finally:
+        sys.modules.pop(name, None)
+
+
+def test_an_exhibits_page_depends_on_the_module_that_defines_the_exhibit(tmp_path):
+    code, _, out = build(tmp_path, ".. shapetrace:: create-head-default\n   :show: table\n")
+    assert code == 0
+    env = pickle.loads((out / ".doctrees" / "environment.pickle").read_bytes())
+    assert any(p.as_posix().endswith("shapetrace/gallery/exhibits/vision.py") for p in env.dependencies["index"])

@@ -62,7 +62,7 @@ from .renderers.html import render_html
 from .renderers.plots import shape_flow
 from .renderers.table import render_text
 from .session import SessionError, TraceRequest, trace_model
-from .sphinx_sources import ModelFileNotFound, locate
+from .sphinx_sources import ModelFileNotFound, locate, watched
 from .tracer.records import Trace
 
 logger = logging.getLogger(__name__)
@@ -169,10 +169,15 @@ class ShapetraceDirective(SphinxDirective):
     def _trace(self, spec: str) -> tuple[Any, Any]:
         """The trace of MODEL (a failed forward gives its partial trace) and the exhibit, if MODEL is one."""
         opts = self.options
+        # The page depends on the model's source: editing it rebuilds the page (and retries a failed directive).
         try:
             located = locate(spec, Path(self.env.doc2path(self.env.docname)).parent, Path(self.env.srcdir))
         except ModelFileNotFound as e:
+            for path in e.candidates:  # read again each build until the file is there
+                self.env.note_dependency(path)
             raise _DirectiveFailed(str(e)) from e
+        for path in watched(located):
+            self.env.note_dependency(path)
         # As the CLI does (the session's rule): an exhibit runs as built, any other model in eval unless :train:.
         request = TraceRequest(located.spec, _lines(opts.get("input")), _lines(opts.get("arg")),
                                train=True if "train" in opts else None, ops=True)
@@ -408,4 +413,4 @@ def setup(app: Any) -> dict[str, Any]:
     app.connect("doctree-resolved", _resolve)
     app.connect("build-finished", _finished)
     app.add_css_file("shapetrace.css")
-    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}
+    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 2}
