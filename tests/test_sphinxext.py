@@ -270,3 +270,13 @@ def test_an_exhibits_page_depends_on_the_module_that_defines_the_exhibit(tmp_pat
     assert code == 0
     env = pickle.loads((out / ".doctrees" / "environment.pickle").read_bytes())
     assert any(p.as_posix().endswith("shapetrace/gallery/exhibits/vision.py") for p in env.dependencies["index"])
+
+
+@requires_dot
+def test_epub_pages_with_figures_and_errors_are_well_formed_xhtml(tmp_path):
+    body = (LINEAR + "   :show: diagram table text flow\n   :caption: A <b> & c\n\n"
+            + LINEAR.replace("2,4", "2,5") + "   :allow-failure:\n")
+    code, _, out = build(tmp_path, body, builder="epub", warnings_are_errors=False)
+    assert code == 0
+    root = ET.parse(out / "index.xhtml").getroot()  # raises on markup that is HTML but not XML
+    assert len(root.findall(".//{http://www.w3.org/1999/xhtml}img")) == 2

@@ -308,7 +308,7 @@ def _html(app: Any, docname: str, figure: Figure, number: int) -> list[nodes.Nod
             parts.append(f'<a class="shapetrace-picture shapetrace-{kind}" href="{esc(uri)}" '
                          f'title="Open the full-size {label} (SVG)">'
                          f'<img src="{esc(uri)}" alt="{esc(figure.alt)}" width="{w:.0f}" height="{h:.0f}" '
-                         f'loading="lazy" decoding="async"></a>')
+                         f'loading="lazy" decoding="async" /></a>')  # self-closed: EPUB pages are XHTML
             full_links.append(f'<a class="shapetrace-full" href="{esc(uri)}">full-size {label}</a>')
         elif kind == "table":
             parts.append(figure.table_html)
