@@ -280,3 +280,16 @@ def test_epub_pages_with_figures_and_errors_are_well_formed_xhtml(tmp_path):
     assert code == 0
     root = ET.parse(out / "index.xhtml").getroot()  # raises on markup that is HTML but not XML
     assert len(root.findall(".//{http://www.w3.org/1999/xhtml}img")) == 2
+
+
+@requires_dot
+def test_latex_builds_of_the_same_figures_write_the_same_files(tmp_path):
+    def pictures() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in (tmp_path / "out").glob("shapetrace-*")}
+
+    code, _, _ = build(tmp_path, LINEAR + "   :show: diagram flow\n", builder="latex")
+    assert code == 0
+    first = pictures()
+    time.sleep(1.1)  # a PDF creation date, were one written, would differ now
+    assert sphinx_build.build_main(["-b", "latex", "-q", "-W", "-E", str(tmp_path / "src"), str(tmp_path / "out")]) == 0
+    assert len(first) == 2 and pictures() == first  # no new names, no new bytes

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -330,7 +331,8 @@ def _latex(app: Any, figure: Figure) -> list[nodes.Node]:
         if kind in figure.pictures:
             pic = figure.pictures[kind]
             data = _print_bytes(figure, pic)
-            name = _file_name(kind, data, pic.print_format)
+            # Named by what it is drawn from, not by its bytes: the same figure keeps its file build after build.
+            name = _file_name(kind, _print_source(figure, pic), pic.print_format)
             _write(Path(app.builder.outdir) / name, data)
             out.append(nodes.raw("", "\\begin{center}\n\\sphinxincludegraphics[width=\\linewidth,height=0.85"
                                      f"\\textheight,keepaspectratio]{{{name}}}\n\\end{{center}}\n", format="latex"))
@@ -338,6 +340,12 @@ def _latex(app: Any, figure: Figure) -> list[nodes.Node]:
             out.append(nodes.literal_block(figure.table_text, figure.table_text))
             table_done = True
     return out + _caption_nodes(figure)
+
+
+def _print_source(figure: Figure, pic: Picture) -> str:
+    """What the print picture is drawn from (its kind, format, trace and diagram options), as one text."""
+    return json.dumps([pic.kind, pic.print_format, figure.trace_json, figure.diagram_options], sort_keys=True,
+                      default=str)
 
 
 def _print_bytes(figure: Figure, pic: Picture) -> bytes:
