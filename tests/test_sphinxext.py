@@ -28,9 +28,9 @@ LINEAR = """
 
 def build(tmp_path: Path, body: str, builder: str = "html", warnings_are_errors: bool = True,
           page: str = "index.rst", extensions: tuple[str, ...] = (),
-          files: dict[str, str] | None = None) -> tuple[int, str, Path]:
+          files: dict[str, str] | None = None, verbose: bool = False) -> tuple[int, str, Path]:
     """Build a project whose page ``page`` holds ``body`` (and ``files``: more files by path in the source
-    folder); the exit status, the page's output and the output folder."""
+    folder; ``verbose``: ``-v`` instead of ``-q``); the exit status, the page's output and the output folder."""
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir(exist_ok=True)
     exts = ["shapetrace.sphinxext", *extensions]
@@ -40,7 +40,7 @@ def build(tmp_path: Path, body: str, builder: str = "html", warnings_are_errors:
         (src / name).write_text(textwrap.dedent(text))
     heading = "# Models\n\n" if page.endswith(".md") else "Models\n======\n\n"
     (src / page).write_text(heading + textwrap.dedent(body))
-    argv = ["-b", builder, "-q", *(["-W"] if warnings_are_errors else []), str(src), str(out)]
+    argv = ["-b", builder, "-v" if verbose else "-q", *(["-W"] if warnings_are_errors else []), str(src), str(out)]
     code = sphinx_build.build_main(argv)
     index = out / {"html": "index.html", "text": "index.txt"}.get(builder, "index.html")
     return code, index.read_text() if index.exists() else "", out
@@ -293,3 +293,53 @@ def test_latex_builds_of_the_same_figures_write_the_same_files(tmp_path):
     time.sleep(1.1)  # a PDF creation date, were one written, would differ now
     assert sphinx_build.build_main(["-b", "latex", "-q", "-W", "-E", str(tmp_path / "src"), str(tmp_path / "out")]) == 0
     assert len(first) == 2 and pictures() == first  # no new names, no new bytes
+
+
+def test_a_bad_arg_line_is_reported_as_an_arg_option(tmp_path, capsys):
+    code, _, _ = build(tmp_path, LINEAR.replace("in_features=4", "in_features"), warnings_are_errors=False)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "bad :arg: 'in_features': write KEY=VALUE" in err and "--arg" not in err, err
+
+
+def test_a_factory_that_raises_points_to_sphinx_build_v_which_shows_the_whole_traceback(tmp_path, capsys):
+    code, _, _ = build(tmp_path, LINEAR.replace("out_features=3", "out_features='x'"), warnings_are_errors=False,
+                       verbose=True)
+    out, err = capsys.readouterr()
+    assert code != 0
+    assert "run sphinx-build with -v for the whole traceback" in err and "--debug" not in err, err
+    assert "Traceback (most recent call last)" in out + err and "TypeError" in out + err
+
+
+def test_a_bad_input_is_reported_as_an_input_option(tmp_path, capsys):
+    code, _, _ = build(tmp_path, LINEAR.replace("2,4", "2,x4"), warnings_are_errors=False)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "bad :input: '2,x4'" in err and "Example: :input: 1,3,224,224" in err and "--input" not in err, err
+
+
+def test_an_unknown_overlay_is_an_option_error_naming_the_choices(tmp_path, capsys):
+    code, _, _ = build(tmp_path, LINEAR + "   :overlay: frozen hot\n", warnings_are_errors=False)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert re.search(r"index\.rst:5: ERROR: shapetrace: torch.nn:Linear: :overlay: unknown overlay 'hot'; "
+                     r"choose from cut, groups, frozen, heat, diff", err), err
+
+
+@requires_dot
+@pytest.mark.parametrize("overlay,works_for", [("cut", "nn.Sequential(body, head)"), ("groups", "tabular-model")])
+def test_an_overlay_a_directive_cannot_configure_says_what_works_in_a_directive(tmp_path, capsys, overlay,
+                                                                                works_for):
+    code, _, _ = build(tmp_path, LINEAR + f"   :overlay: {overlay}\n", warnings_are_errors=False)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert f":overlay: {overlay} needs" in err and works_for in err and "options=" not in err, err
+
+
+def test_a_multi_line_failure_keeps_its_line_breaks_on_the_page(tmp_path):
+    code, html, _ = build(tmp_path, LINEAR.replace("2,4", "2,5") + "   :allow-failure:\n")
+    assert code == 0
+    block = re.search(r'class="[^"]*shapetrace-error[^"]*".*?<pre>(.*?)</pre>', html, re.DOTALL)
+    assert block, html
+    lines = re.sub(r"<[^>]+>", "", block.group(1)).splitlines()
+    assert lines[0].startswith("input: ") and lines[1].startswith("error: RuntimeError: mat1 and mat2"), lines

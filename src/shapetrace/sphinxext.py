@@ -37,7 +37,10 @@ What each builder gets:
 
 A model that cannot be built, or whose forward fails, is an error naming the document, the line and the
 cause, and the build exits non-zero even without ``-W``; with ``:allow-failure:`` the page shows the partial
-table and the error instead, and the build goes on.
+table and the error instead, and the build goes on. So does an unknown ``:overlay:`` name (checked before the
+trace). Messages are put in the directive's terms at this boundary (``sphinx_messages``: ``:input:``, ``:arg:``,
+``sphinx-build -v`` for the traceback, which is logged at that verbosity); on the page, the lines of a message after
+its first stay lines (a literal block).
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ import hashlib
 import html
 import json
 import re
+import textwrap
+import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -63,6 +69,7 @@ from .renderers.html import render_html
 from .renderers.plots import shape_flow
 from .renderers.table import render_text
 from .session import SessionError, TraceRequest, trace_model
+from .sphinx_messages import in_directive_terms, overlay_problem
 from .sphinx_sources import ModelFileNotFound, locate, watched
 from .tracer.records import Trace
 
@@ -143,6 +150,9 @@ class ShapetraceDirective(SphinxDirective):
         spec = self.arguments[0]
         opts = self.options
         allow_failure = "allow-failure" in opts
+        problem = overlay_problem(opts.get("overlay", "").split())
+        if problem:  # before tracing: a misspelt overlay costs no trace
+            return self._failed(spec, problem, None, allow_failure)
         try:
             result, exhibit = self._trace(spec)
         except _DirectiveFailed as e:
@@ -185,10 +195,18 @@ class ShapetraceDirective(SphinxDirective):
         try:
             outcome = trace_model(request)
         except SessionError as e:
+            self._log_traceback(e)
             raise _DirectiveFailed(str(e)) from e
         except Exception as e:  # building the model raised: its own error, named
-            raise _DirectiveFailed(f"building {spec!r} raised {type(e).__name__}: {e}") from e
+            self._log_traceback(e)
+            raise _DirectiveFailed(f"building {spec!r} raised {type(e).__name__}: {e} (run sphinx-build with -v "
+                                   "for the whole traceback)") from e
         return outcome.trace, outcome.exhibit
+
+    def _log_traceback(self, error: BaseException) -> None:
+        """The whole traceback of a failure (the model's own frames included), shown by ``sphinx-build -v``."""
+        whole = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        logger.verbose("shapetrace: %s:%s: the whole traceback:\n%s", self.env.docname, self.lineno, whole)
 
     def _render(self, figure: Figure, result: Any) -> None:
         opts = self.options
@@ -215,13 +233,14 @@ class ShapetraceDirective(SphinxDirective):
         figure.table_text = render_text(result, depth=depth, width=opts.get("width", TEXT_WIDTH))
 
     def _failed(self, spec: str, message: str, partial: Any, allow_failure: bool) -> list[nodes.Node]:
+        message = in_directive_terms(message)
         text = f"shapetrace: {spec}: {message}"
         if not allow_failure:
             # An error (with document and line) and a recorded failure: the build exits non-zero at the end.
             logger.error(text, location=(self.env.docname, self.lineno), type="shapetrace")
             getattr(self.env, _FAILURES).setdefault(self.env.docname, []).append(
                 f"{self.env.doc2path(self.env.docname)}:{self.lineno}: {message}")
-            return [nodes.error("", nodes.paragraph(text, text))]
+            return [_error_node(text)]
         logger.info(f"shapetrace: {self.env.docname}:{self.lineno}: allowed failure: {message}")
         out: list[nodes.Node] = []
         if partial is not None:
@@ -233,8 +252,19 @@ class ShapetraceDirective(SphinxDirective):
             node["figure"] = figure
             self.set_source_info(node)
             out.append(node)
-        out.append(nodes.error("", nodes.paragraph(text, text), classes=["shapetrace-error"]))
+        out.append(_error_node(text, classes=["shapetrace-error"]))
         return out
+
+
+def _error_node(text: str, classes: Sequence[str] = ()) -> nodes.error:
+    """The error on the page: its first line as a paragraph, the lines after it (a failing layer's input and
+    error) as a literal block, so they keep their line breaks."""
+    first, _, rest = text.partition("\n")
+    children: list[nodes.Node] = [nodes.paragraph(first, first)]
+    if rest.strip():
+        rest = textwrap.dedent(rest).strip("\n")
+        children.append(nodes.literal_block(rest, rest, language="text"))
+    return nodes.error("", *children, classes=list(classes))
 
 
 class _DirectiveFailed(Exception):
