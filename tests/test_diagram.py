@@ -4,6 +4,7 @@ big models, the 500-node warning and the missing-Graphviz path."""
 from __future__ import annotations
 
 import re
+import time
 import warnings
 import xml.etree.ElementTree as ET
 
@@ -81,6 +82,14 @@ def test_same_trace_same_bytes(unet_trace):
         assert a == render(unet_trace, format=fmt, depth=2) == render(again, format=fmt, depth=2)
     for layout in ("lr", "u"):
         assert render(unet_trace, format="svg", layout=layout) == render(again, format="svg", layout=layout)
+
+
+@requires_dot
+def test_a_pdf_rendered_a_second_later_is_the_same_bytes(unet_trace):
+    first = render(unet_trace, format="pdf", depth=1)
+    time.sleep(1.1)  # Graphviz on cairo < 1.17 writes the time of the run as the creation date
+    assert render(unet_trace, format="pdf", depth=1) == first
+    assert b"/CreationDate (D:19700101000000" in first
 
 
 @requires_dot

@@ -3,8 +3,12 @@ diagrams, tables and flow charts, and builds that must fail."""
 
 from __future__ import annotations
 
+import os
+import pickle
 import re
+import sys
 import textwrap
+import time
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
@@ -23,17 +27,39 @@ LINEAR = """
 
 
 def build(tmp_path: Path, body: str, builder: str = "html", warnings_are_errors: bool = True,
-          page: str = "index.rst", extensions: tuple[str, ...] = ()) -> tuple[int, str, Path]:
+          page: str = "index.rst", extensions: tuple[str, ...] = (),
+          files: dict[str, str] | None = None, verbose: bool = False) -> tuple[int, str, Path]:
+    """Build a project whose page ``page`` holds ``body`` (and ``files``: more files by path in the source
+    folder; ``verbose``: ``-v`` instead of ``-q``); the exit status, the page's output and the output folder."""
     src, out = tmp_path / "src", tmp_path / "out"
     src.mkdir(exist_ok=True)
     exts = ["shapetrace.sphinxext", *extensions]
     (src / "conf.py").write_text(f"extensions = {exts!r}\nproject = 't'\n")
+    for name, text in (files or {}).items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_text(textwrap.dedent(text))
     heading = "# Models\n\n" if page.endswith(".md") else "Models\n======\n\n"
     (src / page).write_text(heading + textwrap.dedent(body))
-    argv = ["-b", builder, "-q", *(["-W"] if warnings_are_errors else []), str(src), str(out)]
+    argv = ["-b", builder, "-v" if verbose else "-q", *(["-W"] if warnings_are_errors else []), str(src), str(out)]
     code = sphinx_build.build_main(argv)
     index = out / {"html": "index.html", "text": "index.txt"}.get(builder, "index.html")
     return code, index.read_text() if index.exists() else "", out
+
+
+def rebuild(tmp_path: Path, builder: str = "html") -> tuple[int, str]:
+    """Build the project ``build`` made again, as ``sphinx-build`` without ``-E`` does after an edit: the exit
+    status and the page's output."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    code = sphinx_build.build_main(["-b", builder, "-q", "-W", str(src), str(out)])
+    index = out / {"html": "index.html", "text": "index.txt"}.get(builder, "index.html")
+    return code, index.read_text() if index.exists() else ""
+
+
+def edit(path: Path, text: str) -> None:
+    """Rewrite a source file, its modification time clearly after the last build."""
+    path.write_text(textwrap.dedent(text))
+    later = time.time() + 5
+    os.utime(path, (later, later))
 
 
 class Page(HTMLParser):
@@ -168,3 +194,152 @@ def test_myst_markdown_pages_can_use_the_directive(tmp_path):
     """, page="index.md", extensions=("myst_parser",))
     assert code == 0
     assert '<table class="shapetrace">' in html and "(2,3)" in html
+
+
+MODEL_FILE = """
+from torch import nn
+
+
+def build(n_out=3):
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, n_out))
+"""
+
+FROM_A_FILE = """
+:orphan:
+
+Page
+====
+
+.. shapetrace:: models.py:build
+   :input: 2,4
+   :show: table
+"""
+
+
+def test_a_model_file_is_read_beside_the_document_whatever_folder_sphinx_build_runs_in(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # neither the source folder nor the page's
+    code, _, out = build(tmp_path, "Text.\n", files={
+        "guide/page.rst": FROM_A_FILE, "guide/models.py": MODEL_FILE,
+        "models.py": MODEL_FILE.replace("n_out=3", "n_out=5")})  # the source folder's: found second
+    assert code == 0
+    html = (out / "guide" / "page.html").read_text()
+    assert "(2,3)" in html and "(2,5)" not in html
+
+
+def test_a_model_file_not_beside_the_document_is_read_from_the_source_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, out = build(tmp_path, "Text.\n", files={"guide/page.rst": FROM_A_FILE, "models.py": MODEL_FILE})
+    assert code == 0
+    assert "(2,3)" in (out / "guide" / "page.html").read_text()
+
+
+def test_a_model_file_found_nowhere_is_an_error_naming_the_folders_searched(tmp_path, capsys):
+    code, _, _ = build(tmp_path, "Text.\n", warnings_are_errors=False, files={"guide/page.rst": FROM_A_FILE})
+    err = capsys.readouterr().err
+    assert code != 0
+    src = tmp_path / "src"
+    assert "no model file 'models.py'" in err and str(src / "guide") in err and f"{src})" in err, err
+
+
+def test_editing_the_model_file_redraws_the_page_without_a_full_rebuild(tmp_path):
+    page = ".. shapetrace:: models.py:build\n   :input: 2,4\n   :show: table\n"
+    code, html, _ = build(tmp_path, page, files={"models.py": MODEL_FILE})
+    assert code == 0 and "Softmax" not in html
+    edit(tmp_path / "src" / "models.py", MODEL_FILE.replace("nn.Linear(8, n_out))", "nn.Linear(8, n_out), nn.Softmax(-1))"))
+    code, html = rebuild(tmp_path)
+    assert code == 0 and "Softmax" in html
+
+
+def test_fixing_the_model_module_fixes_the_next_build_without_touching_the_page(tmp_path, monkeypatch):
+    name = "shapetrace_test_fixed_later"
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    broken = MODEL_FILE + "\nLAYER = nn.Lnear\n"  # a typo that fails the import
+    try:
+        code, _, _ = build(tmp_path, f".. shapetrace:: {name}:build\n   :input: 2,4\n   :show: table\n",
+                           warnings_are_errors=False, files={f"{name}.py": broken})
+        assert code != 0
+        edit(tmp_path / "src" / f"{name}.py", MODEL_FILE)
+        code, html = rebuild(tmp_path)
+        assert code == 0 and "(2,3)" in html
+    finally:
+        sys.modules.pop(name, None)
+
+
+def test_an_exhibits_page_depends_on_the_module_that_defines_the_exhibit(tmp_path):
+    code, _, out = build(tmp_path, ".. shapetrace:: create-head-default\n   :show: table\n")
+    assert code == 0
+    env = pickle.loads((out / ".doctrees" / "environment.pickle").read_bytes())
+    assert any(p.as_posix().endswith("shapetrace/gallery/exhibits/vision.py") for p in env.dependencies["index"])
+
+
+@requires_dot
+def test_epub_pages_with_figures_and_errors_are_well_formed_xhtml(tmp_path):
+    body = (LINEAR + "   :show: diagram table text flow\n   :caption: A <b> & c\n\n"
+            + LINEAR.replace("2,4", "2,5") + "   :allow-failure:\n")
+    code, _, out = build(tmp_path, body, builder="epub", warnings_are_errors=False)
+    assert code == 0
+    root = ET.parse(out / "index.xhtml").getroot()  # raises on markup that is HTML but not XML
+    assert len(root.findall(".//{http://www.w3.org/1999/xhtml}img")) == 2
+
+
+@requires_dot
+def test_latex_builds_of_the_same_figures_write_the_same_files(tmp_path):
+    def pictures() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in (tmp_path / "out").glob("shapetrace-*")}
+
+    code, _, _ = build(tmp_path, LINEAR + "   :show: diagram flow\n", builder="latex")
+    assert code == 0
+    first = pictures()
+    time.sleep(1.1)  # a PDF creation date, were one written, would differ now
+    assert sphinx_build.build_main(["-b", "latex", "-q", "-W", "-E", str(tmp_path / "src"), str(tmp_path / "out")]) == 0
+    assert len(first) == 2 and pictures() == first  # no new names, no new bytes
+
+
+def test_a_bad_arg_line_is_reported_as_an_arg_option(tmp_path, capsys):
+    code, _, _ = build(tmp_path, LINEAR.replace("in_features=4", "in_features"), warnings_are_errors=False)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "bad :arg: 'in_features': write KEY=VALUE" in err and "--arg" not in err, err
+
+
+def test_a_factory_that_raises_points_to_sphinx_build_v_which_shows_the_whole_traceback(tmp_path, capsys):
+    code, _, _ = build(tmp_path, LINEAR.replace("out_features=3", "out_features='x'"), warnings_are_errors=False,
+                       verbose=True)
+    out, err = capsys.readouterr()
+    assert code != 0
+    assert "run sphinx-build with -v for the whole traceback" in err and "--debug" not in err, err
+    assert "Traceback (most recent call last)" in out + err and "TypeError" in out + err
+
+
+def test_a_bad_input_is_reported_as_an_input_option(tmp_path, capsys):
+    code, _, _ = build(tmp_path, LINEAR.replace("2,4", "2,x4"), warnings_are_errors=False)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "bad :input: '2,x4'" in err and "Example: :input: 1,3,224,224" in err and "--input" not in err, err
+
+
+def test_an_unknown_overlay_is_an_option_error_naming_the_choices(tmp_path, capsys):
+    code, _, _ = build(tmp_path, LINEAR + "   :overlay: frozen hot\n", warnings_are_errors=False)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert re.search(r"index\.rst:5: ERROR: shapetrace: torch.nn:Linear: :overlay: unknown overlay 'hot'; "
+                     r"choose from cut, groups, frozen, heat, diff", err), err
+
+
+@requires_dot
+@pytest.mark.parametrize("overlay,works_for", [("cut", "nn.Sequential(body, head)"), ("groups", "tabular-model")])
+def test_an_overlay_a_directive_cannot_configure_says_what_works_in_a_directive(tmp_path, capsys, overlay,
+                                                                                works_for):
+    code, _, _ = build(tmp_path, LINEAR + f"   :overlay: {overlay}\n", warnings_are_errors=False)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert f":overlay: {overlay} needs" in err and works_for in err and "options=" not in err, err
+
+
+def test_a_multi_line_failure_keeps_its_line_breaks_on_the_page(tmp_path):
+    code, html, _ = build(tmp_path, LINEAR.replace("2,4", "2,5") + "   :allow-failure:\n")
+    assert code == 0
+    block = re.search(r'class="[^"]*shapetrace-error[^"]*".*?<pre>(.*?)</pre>', html, re.DOTALL)
+    assert block, html
+    lines = re.sub(r"<[^>]+>", "", block.group(1)).splitlines()
+    assert lines[0].startswith("input: ") and lines[1].startswith("error: RuntimeError: mat1 and mat2"), lines

@@ -19,10 +19,12 @@ or in MyST Markdown (myst-parser)::
 
 MODEL and the options mean what they mean for ``shapetrace trace``: ``:input:`` (one spec per line for several
 inputs), ``:arg:`` (``KEY=VALUE`` per line), ``:depth:``, ``:layout:`` (tb, lr, u), ``:style:``, ``:overlay:``
-(names separated by spaces), ``:unroll:``, ``:train:``. ``:show:`` names what to insert, in that order, any of
-``diagram`` (the default), ``table`` (the HTML table), ``text`` (the text table, ``:width:`` columns, 80 by
-default) and ``flow`` (the shape-flow chart); ``both`` means ``diagram table``. ``:caption:`` adds a caption
-(``exhibit`` takes the exhibit's own); ``:alt:`` the pictures' alt text.
+(names separated by spaces), ``:unroll:``, ``:train:``; a relative ``path/to/file.py:factory`` is read from the
+document's folder, then the source folder (``sphinx_sources``), never from where ``sphinx-build`` runs.
+``:show:`` names what to insert, in that order, any of ``diagram`` (the default), ``table`` (the HTML table),
+``text`` (the text table, ``:width:`` columns, 80 by default) and ``flow`` (the shape-flow chart); ``both``
+means ``diagram table``. ``:caption:`` adds a caption (``exhibit`` takes the exhibit's own); ``:alt:`` the
+pictures' alt text.
 
 What each builder gets:
 
@@ -35,14 +37,21 @@ What each builder gets:
 
 A model that cannot be built, or whose forward fails, is an error naming the document, the line and the
 cause, and the build exits non-zero even without ``-W``; with ``:allow-failure:`` the page shows the partial
-table and the error instead, and the build goes on.
+table and the error instead, and the build goes on. So does an unknown ``:overlay:`` name (checked before the
+trace). Messages are put in the directive's terms at this boundary (``sphinx_messages``: ``:input:``, ``:arg:``,
+``sphinx-build -v`` for the traceback, which is logged at that verbosity); on the page, the lines of a message after
+its first stay lines (a literal block).
 """
 
 from __future__ import annotations
 
 import hashlib
 import html
+import json
 import re
+import textwrap
+import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -60,6 +69,8 @@ from .renderers.html import render_html
 from .renderers.plots import shape_flow
 from .renderers.table import render_text
 from .session import SessionError, TraceRequest, trace_model
+from .sphinx_messages import in_directive_terms, overlay_problem
+from .sphinx_sources import ModelFileNotFound, locate, watched
 from .tracer.records import Trace
 
 logger = logging.getLogger(__name__)
@@ -139,6 +150,9 @@ class ShapetraceDirective(SphinxDirective):
         spec = self.arguments[0]
         opts = self.options
         allow_failure = "allow-failure" in opts
+        problem = overlay_problem(opts.get("overlay", "").split())
+        if problem:  # before tracing: a misspelt overlay costs no trace
+            return self._failed(spec, problem, None, allow_failure)
         try:
             result, exhibit = self._trace(spec)
         except _DirectiveFailed as e:
@@ -166,16 +180,33 @@ class ShapetraceDirective(SphinxDirective):
     def _trace(self, spec: str) -> tuple[Any, Any]:
         """The trace of MODEL (a failed forward gives its partial trace) and the exhibit, if MODEL is one."""
         opts = self.options
+        # The page depends on the model's source: editing it rebuilds the page (and retries a failed directive).
+        try:
+            located = locate(spec, Path(self.env.doc2path(self.env.docname)).parent, Path(self.env.srcdir))
+        except ModelFileNotFound as e:
+            for path in e.candidates:  # read again each build until the file is there
+                self.env.note_dependency(path)
+            raise _DirectiveFailed(str(e)) from e
+        for path in watched(located):
+            self.env.note_dependency(path)
         # As the CLI does (the session's rule): an exhibit runs as built, any other model in eval unless :train:.
-        request = TraceRequest(spec, _lines(opts.get("input")), _lines(opts.get("arg")),
+        request = TraceRequest(located.spec, _lines(opts.get("input")), _lines(opts.get("arg")),
                                train=True if "train" in opts else None, ops=True)
         try:
             outcome = trace_model(request)
         except SessionError as e:
+            self._log_traceback(e)
             raise _DirectiveFailed(str(e)) from e
         except Exception as e:  # building the model raised: its own error, named
-            raise _DirectiveFailed(f"building {spec!r} raised {type(e).__name__}: {e}") from e
+            self._log_traceback(e)
+            raise _DirectiveFailed(f"building {spec!r} raised {type(e).__name__}: {e} (run sphinx-build with -v "
+                                   "for the whole traceback)") from e
         return outcome.trace, outcome.exhibit
+
+    def _log_traceback(self, error: BaseException) -> None:
+        """The whole traceback of a failure (the model's own frames included), shown by ``sphinx-build -v``."""
+        whole = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        logger.verbose("shapetrace: %s:%s: the whole traceback:\n%s", self.env.docname, self.lineno, whole)
 
     def _render(self, figure: Figure, result: Any) -> None:
         opts = self.options
@@ -202,13 +233,14 @@ class ShapetraceDirective(SphinxDirective):
         figure.table_text = render_text(result, depth=depth, width=opts.get("width", TEXT_WIDTH))
 
     def _failed(self, spec: str, message: str, partial: Any, allow_failure: bool) -> list[nodes.Node]:
+        message = in_directive_terms(message)
         text = f"shapetrace: {spec}: {message}"
         if not allow_failure:
             # An error (with document and line) and a recorded failure: the build exits non-zero at the end.
             logger.error(text, location=(self.env.docname, self.lineno), type="shapetrace")
             getattr(self.env, _FAILURES).setdefault(self.env.docname, []).append(
                 f"{self.env.doc2path(self.env.docname)}:{self.lineno}: {message}")
-            return [nodes.error("", nodes.paragraph(text, text))]
+            return [_error_node(text)]
         logger.info(f"shapetrace: {self.env.docname}:{self.lineno}: allowed failure: {message}")
         out: list[nodes.Node] = []
         if partial is not None:
@@ -220,8 +252,19 @@ class ShapetraceDirective(SphinxDirective):
             node["figure"] = figure
             self.set_source_info(node)
             out.append(node)
-        out.append(nodes.error("", nodes.paragraph(text, text), classes=["shapetrace-error"]))
+        out.append(_error_node(text, classes=["shapetrace-error"]))
         return out
+
+
+def _error_node(text: str, classes: Sequence[str] = ()) -> nodes.error:
+    """The error on the page: its first line as a paragraph, the lines after it (a failing layer's input and
+    error) as a literal block, so they keep their line breaks."""
+    first, _, rest = text.partition("\n")
+    children: list[nodes.Node] = [nodes.paragraph(first, first)]
+    if rest.strip():
+        rest = textwrap.dedent(rest).strip("\n")
+        children.append(nodes.literal_block(rest, rest, language="text"))
+    return nodes.error("", *children, classes=list(classes))
 
 
 class _DirectiveFailed(Exception):
@@ -296,7 +339,7 @@ def _html(app: Any, docname: str, figure: Figure, number: int) -> list[nodes.Nod
             parts.append(f'<a class="shapetrace-picture shapetrace-{kind}" href="{esc(uri)}" '
                          f'title="Open the full-size {label} (SVG)">'
                          f'<img src="{esc(uri)}" alt="{esc(figure.alt)}" width="{w:.0f}" height="{h:.0f}" '
-                         f'loading="lazy" decoding="async"></a>')
+                         f'loading="lazy" decoding="async" /></a>')  # self-closed: EPUB pages are XHTML
             full_links.append(f'<a class="shapetrace-full" href="{esc(uri)}">full-size {label}</a>')
         elif kind == "table":
             parts.append(figure.table_html)
@@ -318,7 +361,8 @@ def _latex(app: Any, figure: Figure) -> list[nodes.Node]:
         if kind in figure.pictures:
             pic = figure.pictures[kind]
             data = _print_bytes(figure, pic)
-            name = _file_name(kind, data, pic.print_format)
+            # Named by what it is drawn from, not by its bytes: the same figure keeps its file build after build.
+            name = _file_name(kind, _print_source(figure, pic), pic.print_format)
             _write(Path(app.builder.outdir) / name, data)
             out.append(nodes.raw("", "\\begin{center}\n\\sphinxincludegraphics[width=\\linewidth,height=0.85"
                                      f"\\textheight,keepaspectratio]{{{name}}}\n\\end{{center}}\n", format="latex"))
@@ -326,6 +370,12 @@ def _latex(app: Any, figure: Figure) -> list[nodes.Node]:
             out.append(nodes.literal_block(figure.table_text, figure.table_text))
             table_done = True
     return out + _caption_nodes(figure)
+
+
+def _print_source(figure: Figure, pic: Picture) -> str:
+    """What the print picture is drawn from (its kind, format, trace and diagram options), as one text."""
+    return json.dumps([pic.kind, pic.print_format, figure.trace_json, figure.diagram_options], sort_keys=True,
+                      default=str)
 
 
 def _print_bytes(figure: Figure, pic: Picture) -> bytes:
@@ -401,4 +451,4 @@ def setup(app: Any) -> dict[str, Any]:
     app.connect("doctree-resolved", _resolve)
     app.connect("build-finished", _finished)
     app.add_css_file("shapetrace.css")
-    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 1}
+    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 2}

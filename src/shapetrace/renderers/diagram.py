@@ -620,6 +620,22 @@ def _svg_titles(svg: str, graph_tips: dict[str, str], edge_tips: dict[tuple[str,
                            if (m.group(1), m.group(2)) in edge_tips else m.group(0), svg)
 
 
+_PDF_DATE = re.compile(rb"/(CreationDate|ModDate) \(D:(\d{1,14})([^)]*)\)")
+
+
+def _epoch_dates(pdf: bytes) -> bytes:
+    """The PDF with its creation and modification dates set to the epoch (1970-01-01 00:00, UTC).
+
+    Graphviz builds on cairo older than 1.17 ignore ``SOURCE_DATE_EPOCH`` and write the time of the run. Each
+    date keeps its length (digits for digits), so the cross-reference table's byte offsets stay right.
+    """
+    def epoch(m: re.Match) -> bytes:
+        digits = b"19700101000000"[:len(m.group(2))]
+        return b"/" + m.group(1) + b" (D:" + digits + re.sub(rb"\d", b"0", m.group(3)) + b")"
+
+    return _PDF_DATE.sub(epoch, pdf)
+
+
 def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layout: str | None = None,  # noqa: PLR0913 - the public keyword options of a diagram; RenderOptions carries them in the registry
            style: str | None = None, unroll: bool | None = None, overlays: Sequence[str] = (),
            options: dict[str, Any] | None = None, show_params: bool = False, all_ops: bool | None = None) -> bytes:
@@ -643,6 +659,8 @@ def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layou
                           check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"Graphviz's dot failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}")
+    if format == "pdf":
+        return _epoch_dates(proc.stdout)
     if format != "svg":
         return proc.stdout
     tips = {n.id: n.tooltip() for n in graph.nodes} | {c.id: dot._cluster_tip(c) for c in graph.clusters}

@@ -21,7 +21,6 @@ import difflib
 import importlib
 import importlib.util
 import inspect
-import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from torch import nn
 
 from ..gallery.exhibits import exhibit_names, get_exhibit
 from .inputs import make_inputs
+from .names import names_a_file, split_spec
 
 __all__ = ["LoadedModel", "ModelSpecError", "load_model", "parse_arg", "parse_args"]
 
@@ -221,11 +221,12 @@ def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> LoadedModel:
     if not spec:
         raise ModelSpecError("MODEL is empty: give a gallery exhibit name, package.module:factory, "
                              "path/to/file.py:factory or a torchvision model name such as resnet18")
-    if ":" in spec and not (len(spec) > 1 and spec[1] == ":" and ":" not in spec[2:]):
-        where, _, attr = spec.rpartition(":")
+    parts = split_spec(spec)
+    if parts is not None:
+        where, attr = parts
         if not attr:
             raise ModelSpecError(f"{spec!r} names no attribute after ':' (e.g. mypkg.models:build_model)")
-        if where.endswith(".py") or os.sep in where or "/" in where:
+        if names_a_file(where):
             module = _import_file(Path(where))
             label = f"{where}:{attr}"
         else:
