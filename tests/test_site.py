@@ -3,6 +3,11 @@ failing exhibit that does not stop the build, parallel and repeatable builds."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from pathlib import Path
+
 import pytest
 from conftest import requires_dot
 
@@ -275,3 +280,67 @@ def test_a_partial_build_keeps_the_other_exhibits_files(tmp_path):
     (tmp_path / site.MANIFEST).write_text("other.json\n")
     build_site(tmp_path, [SMALL], jobs=1)
     assert (tmp_path / "other.json").exists() and "other.json" in (tmp_path / site.MANIFEST).read_text()
+
+
+# A build whose main process alone is interrupted (``kill -INT``, ``timeout -s INT``, a CI cancel) just as it
+# forks its last worker: the moment that used to leave the workers idle and the main process waiting forever.
+_INTERRUPTED_AS_THE_LAST_WORKER_STARTS = """
+import os, signal, sys
+from shapetrace.cli import main
+
+pids, workers = sys.argv[1], int(sys.argv[2])
+real_fork, forked = os.fork, []
+
+def fork():
+    pid = real_fork()
+    if pid:
+        forked.append(pid)
+        with open(pids, "a") as f:
+            f.write(f"{pid}\\n")
+        if len(forked) == workers:
+            os.kill(os.getpid(), signal.SIGINT)
+    return pid
+
+os.fork = fork
+main(sys.argv[3:], prog_name="shapetrace")
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the processes' states in /proc")
+def test_an_interrupt_of_the_main_process_alone_stops_the_build_and_its_workers_promptly(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    _require(SMALL)
+    script, pids, out = tmp_path / "interrupted.py", tmp_path / "pids", tmp_path / "site"
+    script.write_text(_INTERRUPTED_AS_THE_LAST_WORKER_STARTS)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    build = subprocess.Popen([sys.executable, str(script), str(pids), "2", "gallery", "build", "-o", str(out),
+                              "--only", f"{SMALL},create-head-default", "-j", "2"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _, err = build.communicate(timeout=30)
+        deadline = time.monotonic() + 5
+        workers = [int(p) for p in pids.read_text().split()]
+        while any(_running(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(workers) == 2 and not any(_running(p) for p in workers)
+    finally:  # never leave a hung build or its workers behind (the workers hold its output pipes open)
+        for p in (int(p) for p in pids.read_text().split()) if pids.exists() else ():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        build.kill()
+        build.communicate()
+    assert build.returncode == 1 and "Aborted!" in err and "Traceback" not in err
+    assert not list(out.glob(".*.part"))  # no write left half-done

@@ -14,7 +14,8 @@ and nothing is fetched from the network, so the site opens from disk; the same b
 Exhibits build in ``jobs`` worker processes (default: the CPU count), each tracing and rendering whole
 exhibits; ``progress(name, ok, message)`` is called as each finishes. A failing exhibit does not stop the
 build: the others are written, its page and the index say what failed, and ``GalleryBuildFailed`` is raised
-at the end. The files written are listed in ``MANIFEST``; a rebuild of the whole gallery into the same folder
+at the end. An interrupted build (``KeyboardInterrupt``) stops its workers at once and raises again; every
+file is written atomically, so none is left half-written. The files written are listed in ``MANIFEST``; a rebuild of the whole gallery into the same folder
 removes what the last build wrote and this one did not (a renamed exhibit, a chart that no longer applies),
 and nothing else.
 """
@@ -27,9 +28,11 @@ import html
 import multiprocessing
 import os
 import re
+import signal
+import threading
 import traceback
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -465,10 +468,69 @@ def _write_diffs(out_dir: str) -> list[Path]:
     return [write_output(text, out / name) for name, text in diff_exhibit_files().items()]
 
 
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold off SIGINT for the block, then deliver it: a Ctrl-C that lands while the pool forks its workers
+    would otherwise raise ``KeyboardInterrupt`` between a fork and the pool's note of the new worker, leaving a
+    worker nobody stops (and, with one noted, a main process that waits for it forever at exit)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)  # to the handler that was there: KeyboardInterrupt by default
+
+
+def _worker_started() -> None:
+    """A worker ignores SIGINT: a Ctrl-C on the terminal reaches the whole process group, and the main process
+    alone decides what to do (it stops the workers, see ``_stop_workers``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_workers(pool: ProcessPoolExecutor, workers: set[multiprocessing.process.BaseProcess], out: Path,
+                  names: list[str]) -> None:
+    """Stop an interrupted build at once: cancel the work not started, end the workers (those still busy
+    too), and remove the temporary files of the writes they were in the middle of (every file is written
+    atomically, so no file of the site is ever half-written)."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.join(timeout=5)
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+    for partial in out.glob(".*.part"):  # write_output's temporary files: ".NAME.XXXXXXXX.part"
+        if any(partial.name.startswith(f".{name}.") for name in names):
+            with contextlib.suppress(OSError):
+                partial.unlink()
+
+
+def _submit_all(pool: ProcessPoolExecutor, names: list[str], out: Path, debug: bool, threads: int,
+                diffs: bool) -> tuple[dict[Future, str], Future | None]:
+    """Queue the exhibits ``names`` (in that order; the costliest first, see ``build_site``) and, with ``diffs``,
+    the comparisons where their cost puts them: the futures of the exhibits by name, and the comparisons'."""
+    futures: dict[Future, str] = {}
+    diff_future = None
+    for name in names:
+        if diffs and diff_future is None and get_exhibit(name).cost <= DIFFS_COST:
+            diff_future = pool.submit(_write_diffs, str(out))
+        futures[pool.submit(_build_exhibit, name, str(out), debug, threads)] = name
+    if diffs and diff_future is None:
+        diff_future = pool.submit(_write_diffs, str(out))
+    return futures, diff_future
+
+
 def _run(names: list[str], out: Path, jobs: int, debug: bool, progress: Progress | None,
          diffs: bool) -> tuple[dict[str, ExhibitResult], list[Path]]:
     """Build ``names`` (in that order) and, with ``diffs``, the comparisons' files: the results by name and the
-    comparisons' files."""
+    comparisons' files. Interrupted (``KeyboardInterrupt``, or any other error here), it stops the workers
+    before raising again."""
     results: dict[str, ExhibitResult] = {}
 
     def done(r: ExhibitResult) -> None:
@@ -487,14 +549,11 @@ def _run(names: list[str], out: Path, jobs: int, debug: bool, progress: Progress
     # touch and copy) nor here, nor at this process's exit, where that last walk takes a second.
     gc.freeze()
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    with ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=context) as pool:
-        futures, diff_future = {}, None
-        for name in names:  # the costliest first (see build_site); the comparisons where their cost puts them
-            if diffs and diff_future is None and get_exhibit(name).cost <= DIFFS_COST:
-                diff_future = pool.submit(_write_diffs, str(out))
-            futures[pool.submit(_build_exhibit, name, str(out), debug, threads)] = name
-        if diffs and diff_future is None:
-            diff_future = pool.submit(_write_diffs, str(out))
+    before = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=context, initializer=_worker_started)
+    try:
+        with _interrupts_held():  # the first submit forks the workers
+            futures, diff_future = _submit_all(pool, names, out, debug, threads, diffs)
         for future in as_completed(futures):
             name = futures[future]
             try:
@@ -502,6 +561,11 @@ def _run(names: list[str], out: Path, jobs: int, debug: bool, progress: Progress
             except Exception as e:  # noqa: BLE001  (a worker that died: the others go on)
                 done(ExhibitResult(name, error=f"the worker building it failed: {type(e).__name__}: {e}"))
         diff_files = diff_future.result() if diff_future is not None else []
+    except BaseException:
+        _stop_workers(pool, set(multiprocessing.active_children()) - before, out,
+                      names + (list(DIFF_EXHIBITS) if diffs else []))
+        raise
+    pool.shutdown()
     return results, diff_files
 
 
