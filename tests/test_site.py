@@ -344,3 +344,20 @@ def test_an_interrupt_of_the_main_process_alone_stops_the_build_and_its_workers_
         build.communicate()
     assert build.returncode == 1 and "Aborted!" in err and "Traceback" not in err
     assert not list(out.glob(".*.part"))  # no write left half-done
+
+
+@pytest.mark.parametrize("only", ["", ",", " , "])
+def test_cli_gallery_build_refuses_an_only_that_names_no_exhibit(tmp_path, only):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    r = CliRunner().invoke(main, ["gallery", "build", "-o", str(tmp_path), "--only", only])
+    assert r.exit_code == 2 and "--only: no exhibit named" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_building_an_empty_list_of_exhibits_is_an_error_not_the_whole_gallery(tmp_path):
+    with pytest.raises(ValueError, match="no exhibits named"):
+        build_site(tmp_path, [], jobs=1)
+    assert list(tmp_path.iterdir()) == []

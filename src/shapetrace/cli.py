@@ -269,8 +269,11 @@ def gallery_build(out_dir: str, names: tuple[str, ...], jobs: int | None, debug:
     from .gallery.exhibits import exhibit_names, get_exhibit  # noqa: PLC0415 - torch stays out of `shapetrace render`
     from .gallery.site import GalleryBuildFailed, build_site, default_jobs  # noqa: PLC0415 - torch stays out of render
 
-    wanted = [n for arg in names for n in arg.split(",") if n]
+    wanted = [n.strip() for arg in names for n in arg.split(",") if n.strip()]
     with cli_errors(debug):
+        if names and not wanted:  # --only '' or --only ',': building everything would not be what was asked
+            raise UsageProblem("--only: no exhibit named; give one or more names ('shapetrace gallery list' lists "
+                               "them), or leave --only out to build the whole gallery")
         for n in wanted:
             try:
                 get_exhibit(n)

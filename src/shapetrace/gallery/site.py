@@ -574,10 +574,12 @@ def build_site(out_dir: str | Path, exhibits: Sequence[str] | None = None, *, jo
     """Build the gallery into ``out_dir`` and return the files written (see the module docstring).
 
     ``exhibits`` restricts the build to those names (default: all; pages and index follow the chapter's order
-    either way). ``jobs`` is the number of worker processes (default: the CPU count; 1 builds in this
+    either way); an empty list is a ``ValueError``, not the whole gallery. ``jobs`` is the number of worker processes (default: the CPU count; 1 builds in this
     process). ``progress(name, ok, message)`` is called after each exhibit. Raises ``GalleryBuildFailed``
     (after writing everything it could) if any failed.
     """
+    if exhibits is not None and not exhibits:
+        raise ValueError("no exhibits named: pass None to build the whole gallery")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     order = exhibit_names()
