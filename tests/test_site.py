@@ -361,3 +361,42 @@ def test_building_an_empty_list_of_exhibits_is_an_error_not_the_whole_gallery(tm
     with pytest.raises(ValueError, match="no exhibits named"):
         build_site(tmp_path, [], jobs=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def _site(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_rebuilding_one_exhibit_of_a_site_leaves_the_site_as_it_was(tmp_path):
+    names = ["create-head-default", "create-head-avg-pool", SMALL]
+    for n in names:
+        _require(n)
+    build_site(tmp_path, names, jobs=1)
+    before = _site(tmp_path)
+    build_site(tmp_path, ["create-head-avg-pool"], jobs=1)
+    assert _site(tmp_path) == before  # the index still lists all three; the page keeps its links both ways
+
+
+def test_an_exhibit_built_into_a_site_joins_its_index_and_its_neighbours_links(tmp_path):
+    names = ["create-head-default", "create-head-avg-pool", SMALL]
+    for n in names:
+        _require(n)
+    build_site(tmp_path / "at-once", names, jobs=1)
+    build_site(tmp_path / "added", [names[0], names[2]], jobs=1)
+    build_site(tmp_path / "added", [names[1]], jobs=1)
+    assert _site(tmp_path / "added") == _site(tmp_path / "at-once")
+    first = (tmp_path / "added" / f"{names[0]}.html").read_text()
+    assert f'href="{names[1]}.html" rel="next"' in first
+
+
+def test_an_exhibit_built_into_a_site_of_an_older_build_joins_its_index_from_the_manifest(tmp_path):
+    from shapetrace.gallery import site
+
+    names = ["create-head-default", SMALL, "nearest-upsample-photo"]
+    for n in names:
+        _require(n)
+    build_site(tmp_path, names, jobs=1)
+    index = (tmp_path / "index.html").read_bytes(), (tmp_path / "index.md").read_bytes()
+    (tmp_path / site.ENTRIES).unlink()  # an older build kept its manifest only
+    build_site(tmp_path, [SMALL], jobs=1)
+    assert ((tmp_path / "index.html").read_bytes(), (tmp_path / "index.md").read_bytes()) == index
