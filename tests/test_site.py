@@ -400,3 +400,18 @@ def test_an_exhibit_built_into_a_site_of_an_older_build_joins_its_index_from_the
     (tmp_path / site.ENTRIES).unlink()  # an older build kept its manifest only
     build_site(tmp_path, [SMALL], jobs=1)
     assert ((tmp_path / "index.html").read_bytes(), (tmp_path / "index.md").read_bytes()) == index
+
+
+def test_cli_gallery_build_refuses_to_overwrite_files_no_gallery_build_wrote(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    _require(SMALL)
+    (tmp_path / "index.html").write_text("my home page")
+    (tmp_path / f"{SMALL}.txt").write_text("my notes")
+    r = CliRunner().invoke(main, ["gallery", "build", "-o", str(tmp_path), "--only", SMALL])
+    assert r.exit_code == 2 and f"it holds index.html, {SMALL}.txt, which the build would overwrite" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", f"{SMALL}.txt"]
+    assert (tmp_path / "index.html").read_text() == "my home page"
+

@@ -19,6 +19,7 @@ file is written atomically, so none is left half-written. The files written are 
 removes what the last build wrote and this one did not (a renamed exhibit, a chart that no longer applies),
 and nothing else. A partial build into a folder that holds a gallery adds to it: what the index
 shows of each exhibit is kept in ``ENTRIES``, and the index and the pages' links take in every page there.
+A folder without a manifest that holds files the build would overwrite is refused (``check_site_folder``).
 """
 
 from __future__ import annotations
@@ -44,13 +45,14 @@ import torch
 from ..renderers import diagram, lines
 from ..renderers.plots import flow_points, shape_flow
 from ..renderers.table import render_html, render_markdown, render_text
-from ..session import Loaded, TraceRequest, trace_model, train_mode, write_output
+from ..session import Loaded, OutputProblem, TraceRequest, trace_model, train_mode, write_output
 from ..tracer.api import failure_message
 from .exhibits import Exhibit, exhibit_names, get_exhibit, section_of
 from .exhibits.diffs import DIFF_EXHIBITS, DiffExhibit, diff_exhibit_files
 from .meta_shortcuts import MetaShortcuts
 
-__all__ = ["ENTRIES", "MANIFEST", "MIN_FLOW_POINTS", "GalleryBuildFailed", "build_site", "default_jobs", "prefix_ids"]
+__all__ = ["ENTRIES", "MANIFEST", "MIN_FLOW_POINTS", "GalleryBuildFailed", "build_site", "check_site_folder",
+           "default_jobs", "prefix_ids"]
 
 MANIFEST = ".shapetrace-gallery"
 ENTRIES = ".shapetrace-gallery.json"  # what the index shows of each exhibit, for a later partial build
@@ -561,6 +563,37 @@ def _relink(out: Path, site: list[str], rebuilt: set[str]) -> list[Path]:
 
 
 # ---- the build --------------------------------------------------------------------------------------------
+_OUTPUT_KINDS = ("json", "txt", "md", "svg", "flow.svg", "html")  # and pictures, NAME.*.png
+
+
+def _would_overwrite(out: Path, names: list[str]) -> list[str]:
+    """The files in ``out`` a build writing exhibits (or comparisons) ``names`` and the index would replace."""
+    if not out.is_dir():
+        return []
+    found = []
+    for f in sorted(p.name for p in out.iterdir()):
+        ours = any(f.startswith(f"{n}.") and (_kind(f, n) in _OUTPUT_KINDS or f.endswith(".png")) for n in names)
+        if ours or f in ("index.html", "index.md"):
+            found.append(f)
+    return found
+
+
+def check_site_folder(out_dir: str | Path, exhibits: Sequence[str] | None = None) -> None:
+    """Refuse (``OutputProblem``) to build ``exhibits`` (default: all) into a folder that holds files the build
+    would overwrite when no manifest (``MANIFEST``) says a gallery build wrote what is there: they are someone's
+    own (an ``index.html``, notes in ``NAME.txt``)."""
+    out = Path(out_dir)
+    if (out / MANIFEST).exists():
+        return
+    names = list(exhibits) if exhibits is not None else exhibit_names() + list(DIFF_EXHIBITS)
+    found = _would_overwrite(out, names)
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise OutputProblem(f"cannot build the gallery into {str(out_dir)!r}: it holds {shown}, which the build "
+                            f"would overwrite, and no {MANIFEST} file says a gallery build wrote them; build into "
+                            "an empty or new folder, or move those files away")
+
+
 def _write_diffs(out_dir: str) -> list[Path]:
     """The comparisons' files (a worker's job, beside the exhibits), written atomically."""
     out = Path(out_dir)
@@ -675,17 +708,22 @@ def build_site(out_dir: str | Path, exhibits: Sequence[str] | None = None, *, jo
     ``exhibits`` restricts the build to those names (default: all; pages and index follow the chapter's order
     either way); an empty list is a ``ValueError``, not the whole gallery. Built into a folder that holds a
     gallery already, those exhibits join it: the index and the pages' links take in every page there.
-    ``jobs`` is the number of worker processes (default: the CPU count; 1 builds in this process). ``progress(name, ok, message)`` is called after each exhibit. Raises ``GalleryBuildFailed``
-    (after writing everything it could) if any failed.
+    ``jobs`` is the number of worker processes (default: the CPU count; 1 builds in this process).
+    ``progress(name, ok, message)`` is called after each exhibit. Raises ``OutputProblem`` before any work
+    when the folder holds files of someone else's the build would overwrite (see ``check_site_folder``), and
+    ``GalleryBuildFailed`` (after writing everything it could) if any exhibit failed.
     """
     if exhibits is not None and not exhibits:
         raise ValueError("no exhibits named: pass None to build the whole gallery")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     order = exhibit_names()
     requested = list(dict.fromkeys(exhibits)) if exhibits is not None else order
     for name in requested:
         get_exhibit(name)  # an unknown name fails here, before any work
+    check_site_folder(out, exhibits)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / MANIFEST).exists():  # the folder is the gallery's from now on, even if this build is stopped
+        write_output("", out / MANIFEST)
     names = sorted(requested, key=lambda n: order.index(n) if n in order else len(order))
     # the costliest first, so the last to finish is a small one
     schedule = sorted(names, key=lambda n: -get_exhibit(n).cost)
