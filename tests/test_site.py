@@ -3,6 +3,11 @@ failing exhibit that does not stop the build, parallel and repeatable builds."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from pathlib import Path
+
 import pytest
 from conftest import requires_dot
 
@@ -275,3 +280,138 @@ def test_a_partial_build_keeps_the_other_exhibits_files(tmp_path):
     (tmp_path / site.MANIFEST).write_text("other.json\n")
     build_site(tmp_path, [SMALL], jobs=1)
     assert (tmp_path / "other.json").exists() and "other.json" in (tmp_path / site.MANIFEST).read_text()
+
+
+# A build whose main process alone is interrupted (``kill -INT``, ``timeout -s INT``, a CI cancel) just as it
+# forks its last worker: the moment that used to leave the workers idle and the main process waiting forever.
+_INTERRUPTED_AS_THE_LAST_WORKER_STARTS = """
+import os, signal, sys
+from shapetrace.cli import main
+
+pids, workers = sys.argv[1], int(sys.argv[2])
+real_fork, forked = os.fork, []
+
+def fork():
+    pid = real_fork()
+    if pid:
+        forked.append(pid)
+        with open(pids, "a") as f:
+            f.write(f"{pid}\\n")
+        if len(forked) == workers:
+            os.kill(os.getpid(), signal.SIGINT)
+    return pid
+
+os.fork = fork
+main(sys.argv[3:], prog_name="shapetrace")
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the processes' states in /proc")
+def test_an_interrupt_of_the_main_process_alone_stops_the_build_and_its_workers_promptly(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    _require(SMALL)
+    script, pids, out = tmp_path / "interrupted.py", tmp_path / "pids", tmp_path / "site"
+    script.write_text(_INTERRUPTED_AS_THE_LAST_WORKER_STARTS)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    build = subprocess.Popen([sys.executable, str(script), str(pids), "2", "gallery", "build", "-o", str(out),
+                              "--only", f"{SMALL},create-head-default", "-j", "2"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _, err = build.communicate(timeout=30)
+        deadline = time.monotonic() + 5
+        workers = [int(p) for p in pids.read_text().split()]
+        while any(_running(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(workers) == 2 and not any(_running(p) for p in workers)
+    finally:  # never leave a hung build or its workers behind (the workers hold its output pipes open)
+        for p in (int(p) for p in pids.read_text().split()) if pids.exists() else ():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        build.kill()
+        build.communicate()
+    assert build.returncode == 1 and "Aborted!" in err and "Traceback" not in err
+    assert not list(out.glob(".*.part"))  # no write left half-done
+
+
+@pytest.mark.parametrize("only", ["", ",", " , "])
+def test_cli_gallery_build_refuses_an_only_that_names_no_exhibit(tmp_path, only):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    r = CliRunner().invoke(main, ["gallery", "build", "-o", str(tmp_path), "--only", only])
+    assert r.exit_code == 2 and "--only: no exhibit named" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_building_an_empty_list_of_exhibits_is_an_error_not_the_whole_gallery(tmp_path):
+    with pytest.raises(ValueError, match="no exhibits named"):
+        build_site(tmp_path, [], jobs=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _site(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_rebuilding_one_exhibit_of_a_site_leaves_the_site_as_it_was(tmp_path):
+    names = ["create-head-default", "create-head-avg-pool", SMALL]
+    for n in names:
+        _require(n)
+    build_site(tmp_path, names, jobs=1)
+    before = _site(tmp_path)
+    build_site(tmp_path, ["create-head-avg-pool"], jobs=1)
+    assert _site(tmp_path) == before  # the index still lists all three; the page keeps its links both ways
+
+
+def test_an_exhibit_built_into_a_site_joins_its_index_and_its_neighbours_links(tmp_path):
+    names = ["create-head-default", "create-head-avg-pool", SMALL]
+    for n in names:
+        _require(n)
+    build_site(tmp_path / "at-once", names, jobs=1)
+    build_site(tmp_path / "added", [names[0], names[2]], jobs=1)
+    build_site(tmp_path / "added", [names[1]], jobs=1)
+    assert _site(tmp_path / "added") == _site(tmp_path / "at-once")
+    first = (tmp_path / "added" / f"{names[0]}.html").read_text()
+    assert f'href="{names[1]}.html" rel="next"' in first
+
+
+def test_an_exhibit_built_into_a_site_of_an_older_build_joins_its_index_from_the_manifest(tmp_path):
+    from shapetrace.gallery import site
+
+    names = ["create-head-default", SMALL, "nearest-upsample-photo"]
+    for n in names:
+        _require(n)
+    build_site(tmp_path, names, jobs=1)
+    index = (tmp_path / "index.html").read_bytes(), (tmp_path / "index.md").read_bytes()
+    (tmp_path / site.ENTRIES).unlink()  # an older build kept its manifest only
+    build_site(tmp_path, [SMALL], jobs=1)
+    assert ((tmp_path / "index.html").read_bytes(), (tmp_path / "index.md").read_bytes()) == index
+
+
+def test_cli_gallery_build_refuses_to_overwrite_files_no_gallery_build_wrote(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    _require(SMALL)
+    (tmp_path / "index.html").write_text("my home page")
+    (tmp_path / f"{SMALL}.txt").write_text("my notes")
+    r = CliRunner().invoke(main, ["gallery", "build", "-o", str(tmp_path), "--only", SMALL])
+    assert r.exit_code == 2 and f"it holds index.html, {SMALL}.txt, which the build would overwrite" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", f"{SMALL}.txt"]
+    assert (tmp_path / "index.html").read_text() == "my home page"
+

@@ -259,7 +259,9 @@ def gallery_build(out_dir: str, names: tuple[str, ...], jobs: int | None, debug:
     """Trace every exhibit and write one page per exhibit (diagram, tables, shape flow, downloads) and an index.
 
     A failing exhibit is reported by name while the others still build; the exit status is 1 when any failed.
-    A progress bar shows on a terminal.
+    A progress bar shows on a terminal. With --only, the exhibits join the gallery already in the folder. A
+    folder with files the build would overwrite (index.html, NAME.txt...) that no earlier gallery build wrote
+    (no .shapetrace-gallery file lists them) is refused.
 
     \b
     Examples:
@@ -267,16 +269,25 @@ def gallery_build(out_dir: str, names: tuple[str, ...], jobs: int | None, debug:
       shapetrace gallery build --only camvid-unet --only awd-lstm-classifier -j 2
     """
     from .gallery.exhibits import exhibit_names, get_exhibit  # noqa: PLC0415 - torch stays out of `shapetrace render`
-    from .gallery.site import GalleryBuildFailed, build_site, default_jobs  # noqa: PLC0415 - torch stays out of render
+    from .gallery.site import (  # noqa: PLC0415 - torch stays out of render
+        GalleryBuildFailed,
+        build_site,
+        check_site_folder,
+        default_jobs,
+    )
 
-    wanted = [n for arg in names for n in arg.split(",") if n]
+    wanted = [n.strip() for arg in names for n in arg.split(",") if n.strip()]
     with cli_errors(debug):
+        if names and not wanted:  # --only '' or --only ',': building everything would not be what was asked
+            raise UsageProblem("--only: no exhibit named; give one or more names ('shapetrace gallery list' lists "
+                               "them), or leave --only out to build the whole gallery")
         for n in wanted:
             try:
                 get_exhibit(n)
             except KeyError as e:
                 raise UsageProblem(str(e.args[0])) from e
         check_output_folder(out_dir)
+        check_site_folder(out_dir, wanted or None)  # someone's own index.html, NAME.txt: not overwritten
     total = len(wanted) or len(exhibit_names())
     show_bar = sys.stderr.isatty()
     with click.progressbar(length=total, label=f"building {total} exhibits on {jobs or default_jobs()} workers",

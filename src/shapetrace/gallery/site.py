@@ -14,22 +14,29 @@ and nothing is fetched from the network, so the site opens from disk; the same b
 Exhibits build in ``jobs`` worker processes (default: the CPU count), each tracing and rendering whole
 exhibits; ``progress(name, ok, message)`` is called as each finishes. A failing exhibit does not stop the
 build: the others are written, its page and the index say what failed, and ``GalleryBuildFailed`` is raised
-at the end. The files written are listed in ``MANIFEST``; a rebuild of the whole gallery into the same folder
+at the end. An interrupted build (``KeyboardInterrupt``) stops its workers at once and raises again; every
+file is written atomically, so none is left half-written. The files written are listed in ``MANIFEST``; a rebuild of the whole gallery into the same folder
 removes what the last build wrote and this one did not (a renamed exhibit, a chart that no longer applies),
-and nothing else.
+and nothing else. A partial build into a folder that holds a gallery adds to it: what the index
+shows of each exhibit is kept in ``ENTRIES``, and the index and the pages' links take in every page there.
+A folder without a manifest that holds files the build would overwrite is refused (``check_site_folder``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import html
+import json
 import multiprocessing
 import os
 import re
+import signal
+import threading
 import traceback
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,15 +45,17 @@ import torch
 from ..renderers import diagram, lines
 from ..renderers.plots import flow_points, shape_flow
 from ..renderers.table import render_html, render_markdown, render_text
-from ..session import Loaded, TraceRequest, trace_model, train_mode, write_output
+from ..session import Loaded, OutputProblem, TraceRequest, trace_model, train_mode, write_output
 from ..tracer.api import failure_message
 from .exhibits import Exhibit, exhibit_names, get_exhibit, section_of
 from .exhibits.diffs import DIFF_EXHIBITS, DiffExhibit, diff_exhibit_files
 from .meta_shortcuts import MetaShortcuts
 
-__all__ = ["MANIFEST", "MIN_FLOW_POINTS", "GalleryBuildFailed", "build_site", "default_jobs", "prefix_ids"]
+__all__ = ["ENTRIES", "MANIFEST", "MIN_FLOW_POINTS", "GalleryBuildFailed", "build_site", "check_site_folder",
+           "default_jobs", "prefix_ids"]
 
 MANIFEST = ".shapetrace-gallery"
+ENTRIES = ".shapetrace-gallery.json"  # what the index shows of each exhibit, for a later partial build
 MIN_FLOW_POINTS = 5  # the input and 4 leaf outputs: a chart of fewer shows nothing the table does not
 DIFFS_COST = 2  # the comparisons' build time, in the units of ``Exhibit.cost``
 PT_TO_PX = 4 / 3  # Graphviz sizes its SVG in points; a CSS pixel is 3/4 of a point
@@ -279,16 +288,30 @@ _DOWNLOADS = (("json", "the trace (JSON)"), ("svg", "the diagram (SVG)"), ("txt"
               ("md", "the shape table (Markdown)"), ("flow.svg", "the shape flow (SVG)"))
 
 
+_PAGER = re.compile(r'<span class="pager">.*?</span>')
+
+
+def _pager(prev: Exhibit | None, nxt: Exhibit | None) -> str:
+    """The links of a page's header to the pages before and after it in the site."""
+    esc = html.escape
+    links = []
+    if prev is not None:
+        links.append(f'<a href="{esc(prev.name)}.html" rel="prev">← {esc(prev.title)}</a>')
+    if nxt is not None:
+        links.append(f'<a href="{esc(nxt.name)}.html" rel="next">{esc(nxt.title)} →</a>')
+    return f'<span class="pager">{" · ".join(links)}</span>'
+
+
+def _neighbours(names: list[str], i: int) -> tuple[Exhibit | None, Exhibit | None]:
+    """The exhibits before and after ``names[i]`` in the site."""
+    return (get_exhibit(names[i - 1]) if i else None, get_exhibit(names[i + 1]) if i + 1 < len(names) else None)
+
+
 def _page(ex: Exhibit, r: ExhibitResult, prev: Exhibit | None, nxt: Exhibit | None) -> str:
     esc = html.escape
     n = esc(ex.name)
     parts = _head(f"{ex.title} · shapetrace gallery")
-    pager = []
-    if prev is not None:
-        pager.append(f'<a href="{esc(prev.name)}.html" rel="prev">← {esc(prev.title)}</a>')
-    if nxt is not None:
-        pager.append(f'<a href="{esc(nxt.name)}.html" rel="next">{esc(nxt.title)} →</a>')
-    parts.append(f'<header class="top"><span class="pager">{" · ".join(pager)}</span>'
+    parts.append(f'<header class="top">{_pager(prev, nxt)}'
                  f'<a href="index.html">shapetrace gallery</a> › {esc(section_of(ex.name))}</header>')
     parts.append("<main>")
     parts.append(f'<h1 id="{n}">{esc(ex.title)}</h1>')
@@ -458,17 +481,188 @@ def _replace_manifest(out: Path, written: list[Path], whole: bool) -> None:
     write_output("\n".join(sorted(now)) + "\n", manifest)
 
 
+def _entry(r: ExhibitResult) -> dict:
+    """What the index shows of an exhibit (and a later partial build needs to show it again), as JSON data."""
+    return {"files": r.files, "error": r.error, "svg_size": list(r.svg_size) if r.svg_size else None,
+            "flow": r.flow, "pictures": [dataclasses.asdict(p) for p in r.pictures]}
+
+
+def _from_entry(name: str, entry: dict) -> ExhibitResult:
+    """The ``ExhibitResult`` (less its page's fragments) an index entry written by ``_entry`` describes."""
+    size = entry.get("svg_size")
+    return ExhibitResult(name, files=list(entry.get("files", [])), error=entry.get("error"),
+                         svg_size=(float(size[0]), float(size[1])) if size else None, flow=entry.get("flow"),
+                         pictures=[PictureInfo(**p) for p in entry.get("pictures", [])])
+
+
+def _built_before(out: Path) -> dict[str, ExhibitResult]:
+    """The exhibits an earlier build left in ``out`` whose page is still there (listed in the manifest and on
+    disk, and still registered): their index entries from ``ENTRIES``, or, from a build that wrote none, what
+    the manifest's file names tell (their files; not whether they failed or their pictures)."""
+    manifest = out / MANIFEST
+    if not manifest.is_file():
+        return {}
+    listed = set(manifest.read_text(encoding="utf-8").split())
+    entries: dict = {}
+    with contextlib.suppress(OSError, ValueError):
+        entries = json.loads((out / ENTRIES).read_text(encoding="utf-8"))
+    before = {}
+    for name in exhibit_names():
+        if f"{name}.html" not in listed or not (out / f"{name}.html").is_file():
+            continue
+        if isinstance(entries.get(name), dict):
+            before[name] = _from_entry(name, entries[name])
+        else:
+            before[name] = _guessed_result(out, name, [f for f in listed if f.startswith(f"{name}.")])
+    return before
+
+
+_KINDS_ORDER = ("json", "txt", "md", "svg", "flow.svg")  # the order _build_exhibit writes them in
+
+
+def _guessed_result(out: Path, name: str, files: list[str]) -> ExhibitResult:
+    """What the file names of an exhibit built by a shapetrace that kept no ``ENTRIES`` tell of it: its files
+    in the order a build writes them, its diagram's size (read from the SVG) and which pictures are zooms."""
+    def rank(f: str) -> tuple[int, str]:  # the exhibits' pictures come zooms first
+        kind = _kind(f, name)
+        return (_KINDS_ORDER.index(kind) if kind in _KINDS_ORDER else len(_KINDS_ORDER) + (".zoom-" not in f), f)
+
+    files = sorted((f for f in files if f != f"{name}.html"), key=rank)
+    size = None
+    with contextlib.suppress(OSError):
+        m = re.search(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"', (out / f"{name}.svg").read_text("utf-8"))
+        size = (float(m.group(1)), float(m.group(2))) if m else None
+    pictures = [PictureInfo(f, "", 0, 0, zoom=".zoom-" in f) for f in files if f.endswith(".png")]
+    return ExhibitResult(name, files=files, svg_size=size, pictures=pictures)
+
+
+def _diffs_before(out: Path) -> list[DiffExhibit]:
+    """The comparisons whose pages an earlier build left in ``out`` (listed in the manifest and on disk)."""
+    manifest = out / MANIFEST
+    listed = set(manifest.read_text(encoding="utf-8").split()) if manifest.is_file() else set()
+    return [d for d in DIFF_EXHIBITS.values() if f"{d.name}.html" in listed and (out / f"{d.name}.html").is_file()]
+
+
+def _relink(out: Path, site: list[str], rebuilt: set[str]) -> list[Path]:
+    """Point the pager of each page kept from an earlier build at its neighbours in ``site`` (an exhibit added
+    between them changes them): the pages rewritten."""
+    changed = []
+    for i, name in enumerate(site):
+        if name in rebuilt:
+            continue
+        page = out / f"{name}.html"
+        text = page.read_text(encoding="utf-8")
+        found = _PAGER.search(text)  # the header's, the first on the page
+        if found is None:
+            continue
+        relinked = text[:found.start()] + _pager(*_neighbours(site, i)) + text[found.end():]
+        if relinked != text:
+            write_output(relinked, page)
+            changed.append(page)
+    return changed
+
+
 # ---- the build --------------------------------------------------------------------------------------------
+_OUTPUT_KINDS = ("json", "txt", "md", "svg", "flow.svg", "html")  # and pictures, NAME.*.png
+
+
+def _would_overwrite(out: Path, names: list[str]) -> list[str]:
+    """The files in ``out`` a build writing exhibits (or comparisons) ``names`` and the index would replace."""
+    if not out.is_dir():
+        return []
+    found = []
+    for f in sorted(p.name for p in out.iterdir()):
+        ours = any(f.startswith(f"{n}.") and (_kind(f, n) in _OUTPUT_KINDS or f.endswith(".png")) for n in names)
+        if ours or f in ("index.html", "index.md"):
+            found.append(f)
+    return found
+
+
+def check_site_folder(out_dir: str | Path, exhibits: Sequence[str] | None = None) -> None:
+    """Refuse (``OutputProblem``) to build ``exhibits`` (default: all) into a folder that holds files the build
+    would overwrite when no manifest (``MANIFEST``) says a gallery build wrote what is there: they are someone's
+    own (an ``index.html``, notes in ``NAME.txt``)."""
+    out = Path(out_dir)
+    if (out / MANIFEST).exists():
+        return
+    names = list(exhibits) if exhibits is not None else exhibit_names() + list(DIFF_EXHIBITS)
+    found = _would_overwrite(out, names)
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise OutputProblem(f"cannot build the gallery into {str(out_dir)!r}: it holds {shown}, which the build "
+                            f"would overwrite, and no {MANIFEST} file says a gallery build wrote them; build into "
+                            "an empty or new folder, or move those files away")
+
+
 def _write_diffs(out_dir: str) -> list[Path]:
     """The comparisons' files (a worker's job, beside the exhibits), written atomically."""
     out = Path(out_dir)
     return [write_output(text, out / name) for name, text in diff_exhibit_files().items()]
 
 
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold off SIGINT for the block, then deliver it: a Ctrl-C that lands while the pool forks its workers
+    would otherwise raise ``KeyboardInterrupt`` between a fork and the pool's note of the new worker, leaving a
+    worker nobody stops (and, with one noted, a main process that waits for it forever at exit)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)  # to the handler that was there: KeyboardInterrupt by default
+
+
+def _worker_started() -> None:
+    """A worker ignores SIGINT: a Ctrl-C on the terminal reaches the whole process group, and the main process
+    alone decides what to do (it stops the workers, see ``_stop_workers``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_workers(pool: ProcessPoolExecutor, workers: set[multiprocessing.process.BaseProcess], out: Path,
+                  names: list[str]) -> None:
+    """Stop an interrupted build at once: cancel the work not started, end the workers (those still busy
+    too), and remove the temporary files of the writes they were in the middle of (every file is written
+    atomically, so no file of the site is ever half-written)."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.join(timeout=5)
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+    for partial in out.glob(".*.part"):  # write_output's temporary files: ".NAME.XXXXXXXX.part"
+        if any(partial.name.startswith(f".{name}.") for name in names):
+            with contextlib.suppress(OSError):
+                partial.unlink()
+
+
+def _submit_all(pool: ProcessPoolExecutor, names: list[str], out: Path, debug: bool, threads: int,
+                diffs: bool) -> tuple[dict[Future, str], Future | None]:
+    """Queue the exhibits ``names`` (in that order; the costliest first, see ``build_site``) and, with ``diffs``,
+    the comparisons where their cost puts them: the futures of the exhibits by name, and the comparisons'."""
+    futures: dict[Future, str] = {}
+    diff_future = None
+    for name in names:
+        if diffs and diff_future is None and get_exhibit(name).cost <= DIFFS_COST:
+            diff_future = pool.submit(_write_diffs, str(out))
+        futures[pool.submit(_build_exhibit, name, str(out), debug, threads)] = name
+    if diffs and diff_future is None:
+        diff_future = pool.submit(_write_diffs, str(out))
+    return futures, diff_future
+
+
 def _run(names: list[str], out: Path, jobs: int, debug: bool, progress: Progress | None,
          diffs: bool) -> tuple[dict[str, ExhibitResult], list[Path]]:
     """Build ``names`` (in that order) and, with ``diffs``, the comparisons' files: the results by name and the
-    comparisons' files."""
+    comparisons' files. Interrupted (``KeyboardInterrupt``, or any other error here), it stops the workers
+    before raising again."""
     results: dict[str, ExhibitResult] = {}
 
     def done(r: ExhibitResult) -> None:
@@ -487,14 +681,11 @@ def _run(names: list[str], out: Path, jobs: int, debug: bool, progress: Progress
     # touch and copy) nor here, nor at this process's exit, where that last walk takes a second.
     gc.freeze()
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-    with ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=context) as pool:
-        futures, diff_future = {}, None
-        for name in names:  # the costliest first (see build_site); the comparisons where their cost puts them
-            if diffs and diff_future is None and get_exhibit(name).cost <= DIFFS_COST:
-                diff_future = pool.submit(_write_diffs, str(out))
-            futures[pool.submit(_build_exhibit, name, str(out), debug, threads)] = name
-        if diffs and diff_future is None:
-            diff_future = pool.submit(_write_diffs, str(out))
+    before = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=context, initializer=_worker_started)
+    try:
+        with _interrupts_held():  # the first submit forks the workers
+            futures, diff_future = _submit_all(pool, names, out, debug, threads, diffs)
         for future in as_completed(futures):
             name = futures[future]
             try:
@@ -502,6 +693,11 @@ def _run(names: list[str], out: Path, jobs: int, debug: bool, progress: Progress
             except Exception as e:  # noqa: BLE001  (a worker that died: the others go on)
                 done(ExhibitResult(name, error=f"the worker building it failed: {type(e).__name__}: {e}"))
         diff_files = diff_future.result() if diff_future is not None else []
+    except BaseException:
+        _stop_workers(pool, set(multiprocessing.active_children()) - before, out,
+                      names + (list(DIFF_EXHIBITS) if diffs else []))
+        raise
+    pool.shutdown()
     return results, diff_files
 
 
@@ -510,34 +706,52 @@ def build_site(out_dir: str | Path, exhibits: Sequence[str] | None = None, *, jo
     """Build the gallery into ``out_dir`` and return the files written (see the module docstring).
 
     ``exhibits`` restricts the build to those names (default: all; pages and index follow the chapter's order
-    either way). ``jobs`` is the number of worker processes (default: the CPU count; 1 builds in this
-    process). ``progress(name, ok, message)`` is called after each exhibit. Raises ``GalleryBuildFailed``
-    (after writing everything it could) if any failed.
+    either way); an empty list is a ``ValueError``, not the whole gallery. Built into a folder that holds a
+    gallery already, those exhibits join it: the index and the pages' links take in every page there.
+    ``jobs`` is the number of worker processes (default: the CPU count; 1 builds in this process).
+    ``progress(name, ok, message)`` is called after each exhibit. Raises ``OutputProblem`` before any work
+    when the folder holds files of someone else's the build would overwrite (see ``check_site_folder``), and
+    ``GalleryBuildFailed`` (after writing everything it could) if any exhibit failed.
     """
+    if exhibits is not None and not exhibits:
+        raise ValueError("no exhibits named: pass None to build the whole gallery")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     order = exhibit_names()
     requested = list(dict.fromkeys(exhibits)) if exhibits is not None else order
     for name in requested:
         get_exhibit(name)  # an unknown name fails here, before any work
+    check_site_folder(out, exhibits)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / MANIFEST).exists():  # the folder is the gallery's from now on, even if this build is stopped
+        write_output("", out / MANIFEST)
     names = sorted(requested, key=lambda n: order.index(n) if n in order else len(order))
     # the costliest first, so the last to finish is a small one
     schedule = sorted(names, key=lambda n: -get_exhibit(n).cost)
     whole = exhibits is None  # the comparisons come with a whole-gallery build
     results, diff_files = _run(schedule, out, jobs or default_jobs(), debug, progress, diffs=whole)
-    exs = [get_exhibit(n) for n in names]
+    # A partial build adds to the site already in ``out``: its index and its pages' links take in every page
+    # there, in the chapter's order, as a build of them all would.
+    everything = {**({} if whole else _built_before(out)), **results}
+    site = [n for n in order if n in everything]
     written = [out / f for n in names for f in results[n].files]
-    for i, ex in enumerate(exs):
-        page = _page(ex, results[ex.name], exs[i - 1] if i else None, exs[i + 1] if i + 1 < len(exs) else None)
-        write_output(page, out / f"{ex.name}.html")
-        written.append(out / f"{ex.name}.html")
-    diffs: list[DiffExhibit] = []
+    for i, name in enumerate(site):
+        if name in results:
+            write_output(_page(get_exhibit(name), results[name], *_neighbours(site, i)), out / f"{name}.html")
+            written.append(out / f"{name}.html")
+    if not whole:
+        written += _relink(out, site, set(results))
     if whole:
         diffs = _diff_pages(out, diff_files)
         written += diff_files
-    for fname, text in (("index.html", _index_html(exs, results, diffs)), ("index.md", _index_md(exs, results, diffs))):
+    else:
+        diffs = _diffs_before(out)
+    exs = [get_exhibit(n) for n in site]
+    for fname, text in (("index.html", _index_html(exs, everything, diffs)),
+                        ("index.md", _index_md(exs, everything, diffs))):
         write_output(text, out / fname)
         written.append(out / fname)
+    write_output(json.dumps({n: _entry(everything[n]) for n in site}, indent=1, sort_keys=True) + "\n",
+                 out / ENTRIES)
     _replace_manifest(out, written, whole=whole)
     failures = {n: results[n].error for n in names if results[n].error is not None}
     if failures:
