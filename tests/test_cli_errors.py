@@ -509,3 +509,15 @@ def test_broken_render_hints_in_a_hand_edited_trace_are_named(tmp_path, hints, n
     saved.write_text(json.dumps(data))
     r = invoke("render", str(saved), "-f", "dot")
     assert r.exit_code == 1 and named in r.output and "fix or remove" in r.output and no_traceback(r)
+
+
+@requires_dot
+@pytest.mark.parametrize(("overlay", "says"), [("cut", "nn.Sequential(body, head)"), ("groups", "--overlay frozen")])
+def test_an_overlay_the_model_has_no_data_for_is_a_usage_error_in_command_line_terms(tmp_path, overlay, says):
+    out = tmp_path / "d.svg"
+    result = CliRunner().invoke(main, ["trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg",
+                                       "out_features=2", "-i", "2,4", "--overlay", overlay, "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert f"--overlay {overlay} needs" in result.output and says in result.output
+    assert "options={" not in result.output.split("From Python")[0]  # Python's way comes last, named as such
+    assert not out.exists()

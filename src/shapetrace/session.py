@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .renderers import RenderOptions, UnknownFormat, format_for_path, render
-from .renderers.diagram import GraphvizNotFound
+from .renderers.diagram import GraphvizNotFound, OverlayNeedsOptions
 from .tracer.records import Opaque, Trace
 
 __all__ = [
@@ -396,6 +396,18 @@ def _unused(path: Path) -> Path:
     return candidate
 
 
+# What the command line can do for an overlay whose data the trace lacks (the renderer's message speaks Python).
+_OVERLAY_DATA = {
+    "cut": ("--overlay cut needs to know which part of the model is the body and which the head: it works on a "
+            "model built as nn.Sequential(body, head) (fastai's create_body + create_head) and on the gallery "
+            "exhibits that define their cut (shapetrace gallery list). From Python, pass options={'cut': {'body': "
+            "[...], 'head': [...]}} to trace.diagram(); a saved trace keeps it in meta.options for shapetrace render."),
+    "groups": ("--overlay groups needs the model's parameter groups: it works on the gallery exhibits that define "
+               "theirs (shapetrace gallery list); --overlay frozen shows what is trainable for any model. From Python, "
+               "pass options={'param_groups': {group: [module names]}} to trace.diagram()."),
+}
+
+
 def render_output(trace: Trace, fmt: str, options: RenderOptions | None = None,
                   path: str | Path | None = None) -> str | bytes:
     """Render ``trace``; with ``path``, also write it there (atomically). Returns what was rendered.
@@ -411,6 +423,8 @@ def render_output(trace: Trace, fmt: str, options: RenderOptions | None = None,
         kept = _unused(Path(path).with_suffix(".dot"))  # a file of the user's by that name is left alone
         write_output(e.source, kept)
         raise RenderFailed(f"{e}\nThe diagram's DOT source was written to {kept} instead.") from e
+    except OverlayNeedsOptions as e:
+        raise UsageProblem(_OVERLAY_DATA[e.overlay]) from e
     except (ValueError, RuntimeError) as e:
         raise RenderFailed(f"the {fmt} output could not be rendered: {e}") from e
     if path is not None:

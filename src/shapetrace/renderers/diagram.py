@@ -53,7 +53,8 @@ from ..tracer.records import Trace
 from .graph import Cluster, Graph, GraphEdge, Node, build_graph
 from .units import format_bytes, format_count, format_shape, literal
 
-__all__ = ["LAYOUTS", "OVERLAYS", "STYLES", "GraphvizNotFound", "dot_available", "render", "to_dot"]
+__all__ = ["LAYOUTS", "OVERLAYS", "STYLES", "GraphvizNotFound", "OverlayNeedsOptions", "dot_available", "render",
+           "to_dot"]
 
 LAYOUTS = ("tb", "lr", "u")
 STYLES = ("compact", "detailed")
@@ -64,6 +65,15 @@ FORMATS = ("svg", "png", "pdf", "dot", "jpg", "gif", "webp")
 INSTALL_HINT = ("Install Graphviz to render diagrams: 'sudo apt-get install graphviz' (Debian/Ubuntu), "
                 "'brew install graphviz' (macOS) or 'conda install -c conda-forge graphviz'; then check that "
                 "'dot -V' works. Meanwhile, format='dot' (--format dot) writes the diagram's source.")
+
+
+class OverlayNeedsOptions(ValueError):
+    """An overlay was asked for whose data the trace does not hold (``overlay``: its name): the ``cut`` of a model
+    that is not ``nn.Sequential(body, head)``, the parameter groups."""
+
+    def __init__(self, overlay: str, message: str) -> None:
+        super().__init__(message)
+        self.overlay = overlay
 
 
 class GraphvizNotFound(RuntimeError):
@@ -263,8 +273,8 @@ class _Overlay:
     def _cut(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
         cut = options.get("cut") or _auto_cut(trace)
         if not cut:
-            raise ValueError("the 'cut' overlay needs options={'cut': {'body': [module names], 'head': [...]}} "
-                             "unless the model is nn.Sequential(body, head)")
+            raise OverlayNeedsOptions("cut", "the 'cut' overlay needs options={'cut': {'body': [module names], "
+                                             "'head': [...]}} unless the model is nn.Sequential(body, head)")
         for part in ("body", "head"):
             names = list(cut.get(part, []))
             for n in calls:
@@ -287,7 +297,8 @@ class _Overlay:
     def _groups(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
         groups = options.get("param_groups")
         if not groups:
-            raise ValueError("the 'groups' overlay needs options={'param_groups': {group: [module names]}}")
+            raise OverlayNeedsOptions("groups", "the 'groups' overlay needs options={'param_groups': {group: "
+                                                "[module names]}}")
         colours = {g: GROUP_PALETTE[i % len(GROUP_PALETTE)] for i, g in enumerate(groups)}
         for n in calls:
             mine = [g for g, names in groups.items() if _belongs(n.module, names)]
