@@ -221,3 +221,21 @@ def test_parameters_the_forward_freezes_are_unfrozen_again():
     model = Freezes()
     shapetrace.trace(model, torch.randn(1, 2))
     assert [p.requires_grad for p in model.parameters()] == [True, True, False, False]
+
+
+def test_with_autograd_kept_backward_works_through_an_eval_batchnorm_after_the_trace():
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8)).eval()
+    x = torch.randn(3, 4)
+    with shapetrace.Tracer(model, grad=True):
+        y = model(x)
+    y.sum().backward()  # the running statistics autograd saved are untouched: no version change
+    assert model[0].weight.grad is not None
+
+
+def test_with_autograd_kept_a_training_batchnorm_still_gets_its_statistics_back():
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with shapetrace.Tracer(model, grad=True):
+        y = model(torch.randn(3, 4))
+    y.sum().backward()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -165,13 +165,16 @@ class ModelGuard:
                         p.requires_grad_(was)
             live, saved = getattr(self, "_live", []), getattr(self, "_saved", [])
             self._live, self._saved = [], []
+            # With autograd on, the output's graph may hold buffers (BatchNorm's running statistics) and checks
+            # their version counters in backward: the values go back through ``.data``, which leaves them alone.
+            into = [b.data for b in live] if self.grad else live
             with torch.no_grad():
                 try:
-                    torch._foreach_copy_(live, saved)  # one call for all (the common case: nothing resized)
+                    torch._foreach_copy_(into, saved)  # one call for all (the common case: nothing resized)
                 except RuntimeError:  # a buffer resized in place (resize_, set_): its own storage back as it was
-                    for b, copy in zip(live, saved):
+                    for b, target, copy in zip(live, into, saved):
                         if b.shape == copy.shape and b.stride() == copy.stride() and b.device == copy.device:
-                            b.copy_(copy)
+                            target.copy_(copy)
                         else:
                             with contextlib.suppress(RuntimeError):  # its dtype changed too (`.data =`): left
                                 b.set_(copy)
