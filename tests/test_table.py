@@ -480,3 +480,33 @@ def test_csv_with_a_carriage_return_in_a_name_parses_back_to_the_same_rows():
     rows = list(csv.reader(io.StringIO(text)))
     assert [r[0] for r in rows] == ["layer", "(root)", "carriage\rreturn"]
     assert len({len(r) for r in rows}) == 1
+
+
+class WideNames(torch.nn.Module):
+    """Module names a terminal draws two columns wide (CJK, full-width, emoji) or with combining marks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_module("卷积层", torch.nn.Conv2d(3, 8, 3))
+        self.add_module("ｆｕｌｌ", torch.nn.ReLU())
+        self.add_module("🔥emoji🔥", torch.nn.Flatten())
+        self.add_module("e\u0301\u0301combining", torch.nn.Identity())
+        self.add_module("日本語の非常に長いモジュール名前です", torch.nn.Linear(8 * 6 * 6, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for m in self.children():
+            x = m(x)
+        return x
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_wide_and_combining_characters_keep_the_text_table_aligned_and_within_its_width(width):
+    wcwidth = pytest.importorskip("wcwidth")  # the terminal's own measure, an oracle independent of ours
+    text = str(shapetrace.trace(WideNames(), torch.randn(1, 3, 8, 8)).table(width=width))
+    lines = text.splitlines()
+    assert all(wcwidth.wcswidth(line) <= width for line in lines), [ln for ln in lines if wcwidth.wcswidth(ln) > width]
+    rows = [ln for ln in lines if ("Conv2d" in ln or "ReLU" in ln or "Flatten" in ln or "Identity" in ln
+                                   or "Linear" in ln)]
+    columns = {wcwidth.wcswidth(ln[:ln.index(cls)]) for ln in rows
+               for cls in ("Conv2d", "ReLU", "Flatten", "Identity", "Linear") if cls in ln}
+    assert len(rows) == 5 and len(columns) == 1  # every class name starts in the same column

@@ -36,6 +36,7 @@ import re
 from ..tracer.records import Trace, Value
 from .rows import Row, Totals, forward_ms, table_rows, totals
 from .units import (
+    display_width,
     ellipsize,
     ellipsize_middle,
     fallback_text,
@@ -44,6 +45,7 @@ from .units import (
     format_value,
     literal,
     note_text,
+    pad,
     timer_kind_text,
 )
 
@@ -311,7 +313,12 @@ def _tokens(text: str) -> list[str]:
 
 
 def _longest_token(text: str) -> int:
-    return max((len(t.rstrip()) for t in _tokens(text)), default=0)
+    return max((display_width(t.rstrip()) for t in _tokens(text)), default=0)
+
+
+def _fitting(text: str, width: int) -> str:
+    """The longest start of ``text`` that takes at most ``width`` columns."""
+    return ellipsize(text, width + 1)[:-1] if display_width(text) > width else text
 
 
 def wrap_cell(text: str, width: int) -> list[str]:
@@ -321,14 +328,14 @@ def wrap_cell(text: str, width: int) -> list[str]:
     lines: list[str] = []
     cur = ""
     for tok in _tokens(text):
-        if len((cur + tok).rstrip()) <= width:
+        if display_width((cur + tok).rstrip()) <= width:
             cur += tok
             continue
         if cur.strip():
             lines.append(cur.rstrip())
             cur = ""
-        while len(tok.rstrip()) > width:  # one piece wider than the column: after a comma, else anywhere
-            cut = tok.rfind(",", 0, width) + 1 or width
+        while display_width(tok.rstrip()) > width:  # one piece wider than the column: after a comma, else anywhere
+            cut = tok.rfind(",", 0, width) + 1 or max(len(_fitting(tok, width)), 1)
             lines.append(tok[:cut])
             tok = tok[cut:]
         cur = tok
@@ -353,7 +360,7 @@ def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, dro
     shape); elide layer names (to 12) and class names (to 10); put the inputs on a line of their own below
     each row; wrap shapes inside (after commas). Nothing of a shape is ever cut.
     """
-    natural = {h: max([len(h)] + [len(c) for c in cells[h]]) for h in headers}
+    natural = {h: max([len(h)] + [display_width(c) for c in cells[h]]) for h in headers}
     least = {h: max([_longest_token(h)] + [_longest_token(c) for c in cells[h]]) for h in _SHAPES if h in headers}
     shown = list(headers)
     widths = dict(natural)
@@ -455,7 +462,7 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
                 c = ellipsize_middle(c, w)
             elif col not in _SHAPES:
                 c = ellipsize(c, w)
-            padded.append(c.ljust(w) if col in _LEFT else c.rjust(w))
+            padded.append(pad(c, w, left=col in _LEFT))
         while len(padded) > 1 and not padded[-1].strip():
             padded.pop()
         padded[-1] = padded[-1].rstrip()

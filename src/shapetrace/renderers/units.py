@@ -8,6 +8,7 @@ in names are shown escaped (``literal``), so no name can break a row or a label.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 
 from ..tracer.metrics import (
@@ -23,6 +24,7 @@ from ..tracer.records import Opaque, Struct, TensorMeta, Value, iter_tensors
 
 __all__ = [
     "arguments_text",
+    "display_width",
     "ellipsize",
     "ellipsize_middle",
     "fallback_text",
@@ -34,6 +36,7 @@ __all__ = [
     "format_value",
     "literal",
     "note_text",
+    "pad",
     "tensor_text",
     "timer_kind_text",
     "value_text",
@@ -159,22 +162,54 @@ def literal(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
 
 
+def _char_width(c: str) -> int:
+    """Columns a character takes in a terminal: 0 for combining marks and invisible format characters, 2 for
+    East Asian wide and full-width ones (CJK, most emoji), 1 otherwise."""
+    if unicodedata.combining(c) or unicodedata.category(c) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    """Columns ``text`` takes in a terminal (``len`` for ASCII; 卷积 is 4 columns, e + U+0301 is 1)."""
+    return len(text) if text.isascii() else sum(_char_width(c) for c in text)
+
+
+def pad(text: str, width: int, left: bool = True) -> str:
+    """``text`` padded with spaces to ``width`` columns of display: on the right (``left``) or on the left."""
+    fill = " " * max(width - display_width(text), 0)
+    return text + fill if left else fill + text
+
+
+def _head(text: str, width: int) -> str:
+    """The longest start of ``text`` that fits ``width`` columns, combining marks kept with their letter."""
+    used = 0
+    for i, c in enumerate(text):
+        used += _char_width(c)
+        if used > width:
+            return text[:i]
+    return text
+
+
 def ellipsize(text: str, width: int) -> str:
-    """``text`` cut to ``width`` characters, the last one ``…`` when cut."""
-    if len(text) <= width:
+    """``text`` cut to ``width`` columns of display, the last one ``…`` when cut."""
+    if display_width(text) <= width:
         return text
     if width <= 1:
         return "…"[:width]
-    return text[: width - 1] + "…"
+    return _head(text, width - 1) + "…"
 
 
 def ellipsize_middle(text: str, width: int) -> str:
-    """``text`` cut to ``width`` characters in the middle (``encoder.…blocks.3``)."""
-    if len(text) <= width or width < 5:
+    """``text`` cut to ``width`` columns in the middle (``encoder.…blocks.3``)."""
+    if display_width(text) <= width or width < 5:
         return ellipsize(text, width)
     left = (width - 1) // 2
-    right = width - 1 - left
-    return text[:left] + "…" + text[len(text) - right:]
+    head = _head(text, left)
+    tail = _head(text[::-1], width - 1 - display_width(head))[::-1]
+    while tail and _char_width(tail[0]) == 0:  # a mark whose letter was cut off
+        tail = tail[1:]
+    return head + "…" + tail
 
 
 # ---- numbers -----------------------------------------------------------------------------------------
