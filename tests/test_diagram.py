@@ -294,3 +294,14 @@ def test_more_than_500_nodes_that_folding_cannot_reduce_says_so_instead_of_sugge
     with pytest.warns(UserWarning, match="even folded") as seen:
         to_dot(t, depth=1)
     assert "--depth" not in str(seen[0].message)
+
+
+class FailsLong(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise ValueError("a message much longer than a node label has room for, so it has to be cut somewhere")
+
+
+def test_a_failing_nodes_label_marks_where_a_long_error_was_cut():
+    src = to_dot(shapetrace.trace(FailsLong(), torch.randn(2), strict=False))
+    label = re.search(r"failed: ([^<]*)", src).group(1)
+    assert label.endswith("…") and len(label) == 60

@@ -510,3 +510,16 @@ def test_wide_and_combining_characters_keep_the_text_table_aligned_and_within_it
     columns = {wcwidth.wcswidth(ln[:ln.index(cls)]) for ln in rows
                for cls in ("Conv2d", "ReLU", "Flatten", "Identity", "Linear") if cls in ln}
     assert len(rows) == 5 and len(columns) == 1  # every class name starts in the same column
+
+
+class RaisesWithMarkdown(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise ValueError("bad *x* in __init__, see [docs] \\ `y`")
+
+
+def test_markdown_shows_an_error_message_as_it_is_not_as_emphasis_or_code():
+    markdown_it = pytest.importorskip("markdown_it")  # a CommonMark renderer, as docs sites use
+    trace = shapetrace.trace(RaisesWithMarkdown(), torch.randn(2), strict=False)
+    page = markdown_it.MarkdownIt("commonmark").enable("table").render(table.render_markdown(trace))
+    assert "<em>" not in page and "<strong>" not in page and "<code>y</code>" not in page
+    assert "bad *x* in __init__, see [docs] \\ `y`" in page

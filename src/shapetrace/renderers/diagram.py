@@ -51,7 +51,7 @@ from typing import Any
 
 from ..tracer.records import Trace
 from .graph import Cluster, Graph, GraphEdge, Node, build_graph
-from .units import format_bytes, format_count, format_shape, literal
+from .units import ellipsize, format_bytes, format_count, format_shape, literal
 
 __all__ = ["LAYOUTS", "OVERLAYS", "STYLES", "GraphvizNotFound", "OverlayNeedsOptions", "dot_available", "render",
            "to_dot"]
@@ -195,7 +195,8 @@ def _node_label(n: Node, style: str, show_params: bool, extra: list[str], on_dar
     if style == "detailed" and n.self_ms is not None:
         rows.append(small(html(f"{n.self_ms:.3f} ms")))
     if n.error:
-        rows.append(small(html("failed: " + n.error[:60]), ERROR_COLOR))
+        # cut with a mark, so a long message does not pass for the whole of it (the tooltip has it all)
+        rows.append(small(html("failed: " + ellipsize(literal(n.error), 60)), ERROR_COLOR))
     rows.extend(extra)
     if not swatches:
         return "<" + "<BR/>".join(rows) + ">"

@@ -547,9 +547,15 @@ def _title(trace: Trace, rows: list[Row], view: str, depth: int | None) -> str:
 def _md_cell(text: str) -> str:
     """A table cell, summary line or note: one line (control characters escaped as ``\\n``), ``&``, ``<`` and
     ``>`` as character references (an error message or class name is text, never HTML that a docs page would
-    run), pipes escaped."""
+    run), pipes and Markdown's emphasis, code and link characters backslash-escaped (``__init__`` and ``*x*``
+    show as they are)."""
     text = literal(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return text.replace("|", "\\|")
+    return _MD_SPECIAL.sub(r"\\\g<0>", text)
+
+
+# Backslash, pipe, emphasis and code characters; a ``]`` only where it would close a link (``](``, ``][``),
+# so the brackets of nested shapes (``[(2,6,24), None]``) stay as they are in the source.
+_MD_SPECIAL = re.compile(r"[\\|*_`]|\](?=[(\[])")
 
 
 def _md_code(text: str) -> str:
