@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -136,3 +139,37 @@ def test_loaded_torchvision_model_runs_on_its_default_input():
     (x,), _ = loaded.inputs
     with torch.no_grad():
         assert loaded.module.eval()(x).shape == (1, 1000)
+
+
+def test_a_torchvision_segmentation_model_downloads_no_pretrained_backbone(monkeypatch):
+    def no_downloads(*args, **kwargs):
+        raise AssertionError(f"a download was attempted: {args[:1]}")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_downloads)
+    loaded = load_model("lraspp_mobilenet_v3_large")  # its builder takes weights_backbone, pretrained by default
+    assert type(loaded.module).__name__ == "LRASPP"
+
+
+def test_torchvision_classes_are_built_from_their_submodule_or_the_package_with_the_args_alone():
+    assert type(load_model("torchvision.models.alexnet:AlexNet").module).__name__ == "AlexNet"
+    args = {"image_size": 32, "patch_size": 8, "num_layers": 1, "num_heads": 2, "hidden_dim": 8, "mlp_dim": 16}
+    assert type(load_model("torchvision.models:VisionTransformer", args).module).__name__ == "VisionTransformer"
+    assert type(load_model("torchvision.models:resnet.resnet18").module).__name__ == "ResNet"
+
+
+def test_a_factory_may_import_a_sibling_module_when_it_runs(tmp_path):
+    (tmp_path / "late_helper.py").write_text("from torch import nn\nNet = nn.Identity\n")
+    path = tmp_path / "late.py"
+    path.write_text("def build():\n    from late_helper import Net\n    return Net()\n")
+    assert type(load_model(f"{path}:build").module).__name__ == "Identity"
+
+
+def test_the_shapetrace_script_imports_a_package_from_the_current_folder_as_python_m_does(tmp_path):
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "nets.py").write_text("from torch import nn\ndef build():\n    return nn.Linear(2, 3)\n")
+    script = Path(sys.executable).with_name("shapetrace")
+    done = subprocess.run([str(script), "trace", "mypkg.nets:build", "-i", "4,2"], cwd=tmp_path, check=False,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Linear" in done.stdout

@@ -50,7 +50,7 @@ MODEL is one of
   a gallery exhibit name          (shapetrace gallery list)
   package.module:factory_or_attr  (a callable gets the --arg values; a module instance is used as is)
   path/to/file.py:factory
-  a torchvision model             (resnet18, torchvision.models:resnet50; random weights)
+  a torchvision model             (resnet18, torchvision.models:resnet50; random weights, nothing downloaded)
 Weights files (.pt, .pth, .ckpt) are never loaded: point MODEL at a factory that builds the model.
 
 \b

@@ -7,7 +7,10 @@ A spec is one of:
   is, or a callable (a class or factory function) called with the ``--arg KEY=VALUE`` keyword arguments;
 * ``path/to/file.py:attr`` -- the same, from a Python file (its folder is put on ``sys.path`` while it loads);
 * a torchvision model: ``torchvision.models:resnet50`` or just ``resnet50``; always built with
-  ``weights=None`` (random weights, nothing downloaded) unless ``--arg weights=...`` says otherwise.
+  ``weights=None`` (random weights, nothing downloaded) unless ``--arg weights=...`` says otherwise, and
+  with ``weights_backbone=None`` too where the builder takes one (detection and segmentation models);
+  ``torchvision.models:VisionTransformer`` and ``torchvision.models.resnet:ResNet`` name classes, built with
+  the ``--arg`` values alone.
   Classification models get a default input of ``1,3,224,224``.
 
 ``--arg`` values are Python literals (``num_classes=10``, ``layers=[2,2]``, ``name='x'``); anything that is
@@ -21,6 +24,7 @@ import difflib
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -142,7 +146,11 @@ def _import_file(path: Path) -> Any:
     if spec is None or spec.loader is None:
         raise ModelSpecError(f"cannot import {str(path)!r} as a Python file")
     module = importlib.util.module_from_spec(spec)
+    # The file's folder goes first on sys.path, and stays there, as for `python file.py`: the file, its
+    # factory and its forward may import the modules beside it, the last two only when they run.
     folder = str(path.resolve().parent)
+    if folder in sys.path:
+        sys.path.remove(folder)
     sys.path.insert(0, folder)
     sys.modules[name] = module
     try:
@@ -150,15 +158,13 @@ def _import_file(path: Path) -> Any:
     except Exception as e:  # any error in the user's file: a message saying where
         sys.modules.pop(name, None)
         raise ModelSpecError(_raised(f"importing {str(path)!r}", e)) from e
-    finally:
-        try:
-            sys.path.remove(folder)
-        except ValueError:
-            pass
     return module
 
 
 def _import_module(name: str) -> Any:
+    # The current folder is searched, as `python -m shapetrace` does and the `shapetrace` script would not.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as e:
@@ -199,12 +205,31 @@ def _fmt_kwargs(kwargs: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
+def _without_downloads(builder: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with ``weights=None`` and ``weights_backbone=None`` added where ``builder`` takes them and
+    ``--arg`` does not set them: torchvision would download pretrained weights otherwise."""
+    try:
+        params = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for name in ("weights", "weights_backbone"):
+        if name not in kwargs and (name in params or (takes_any and name == "weights")):
+            kwargs = {**kwargs, name: None}
+    return kwargs
+
+
 def _torchvision(name: str, kwargs: dict[str, Any]) -> LoadedModel:
-    kwargs = {"weights": None, **kwargs}
     try:
         builder = tvm.get_model_builder(name)
     except ValueError as e:
+        obj = getattr(tvm, name.split(".")[0], None)
+        if obj is not None:  # a class or a module of torchvision.models, not a registered builder
+            obj = _resolve_attr(tvm, name, "'torchvision.models'")
+            label = f"torchvision.models:{name}"
+            return LoadedModel(_instantiate(obj, _without_downloads(obj, kwargs), label), None, None, label)
         raise ModelSpecError(f"torchvision has no model {name!r}.{_closest(name, _torchvision_all())}") from e
+    kwargs = _without_downloads(builder, kwargs)
     module = _instantiate(builder, kwargs, f"torchvision.models.{name}")
     inputs = None
     if name in _torchvision_classifiers():
@@ -235,9 +260,8 @@ def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> LoadedModel:
             module = _import_module(where)
             label = f"{where}:{attr}"
         obj = _resolve_attr(module, attr, repr(where))
-        if where.startswith("torchvision.models") and "weights" not in kwargs and callable(obj) \
-                and not isinstance(obj, nn.Module):
-            kwargs["weights"] = None
+        if where.startswith("torchvision.models") and callable(obj) and not isinstance(obj, nn.Module):
+            kwargs = _without_downloads(obj, kwargs)
         return LoadedModel(_instantiate(obj, kwargs, label), None, None, label)
     if spec.endswith(".py"):
         raise ModelSpecError(f"{spec!r} is a file: also name the factory or module in it, as {spec}:build_model")
