@@ -127,3 +127,16 @@ def test_positional_after_keyword_is_an_error():
 def test_any_shape_round_trips(dims, prefix):
     t = one(prefix + ",".join(map(str, dims)))
     assert tuple(t.shape) == tuple(dims)
+
+
+def test_integer_bounds_are_exact_however_large():
+    (ids,), _ = make_inputs(["long:64:9007199254740993..9007199254740995"])  # past float64's exact integers
+    assert set(ids.tolist()) <= {9007199254740993, 9007199254740994}
+    (low,), _ = make_inputs(["long:8:-9223372036854775808..-9223372036854775800"])
+    assert low.min() >= -9223372036854775808 and low.max() < -9223372036854775800
+
+
+@pytest.mark.parametrize("spec", ["float32:4:-1e39..1e39", "bf16:4:0..1e40", "f16:4:0..1e5"])
+def test_float_bounds_past_the_dtypes_range_are_refused_rather_than_giving_inf_or_nan(spec):
+    with pytest.raises(InputSpecError, match="reaches past what"):
+        make_inputs([spec])

@@ -30,6 +30,7 @@ with a suggestion of ``--device meta``, instead of a long wait and the allocator
 
 from __future__ import annotations
 
+import decimal
 import difflib
 import math
 import os
@@ -83,8 +84,8 @@ class InputSpec:
     shape: tuple[int, ...]
     dtype: torch.dtype = torch.float32
     fill: str | None = None
-    low: float | None = None
-    high: float | None = None
+    low: float | int | None = None  # int for an integer dtype: exact, however large
+    high: float | int | None = None
     name: str | None = None
 
     @property
@@ -196,7 +197,7 @@ def parse_input(spec: str) -> InputSpec:  # noqa: C901 - one branch per part of 
         m = _RANGE.match(part)
         if m is None or rng is not None or i != len(parts) - 1:
             raise _fail(spec, f"after the shape only a range LOW..HIGH may follow, got {part!r}")
-        rng = (float(m.group(1)), float(m.group(2)))
+        rng = (m.group(1), m.group(2))
     if shape is None:
         raise _fail(spec, "no shape given")
     if any(d > _LARGEST for d in shape) or math.prod(d for d in shape if d) > _LARGEST:
@@ -205,25 +206,44 @@ def parse_input(spec: str) -> InputSpec:  # noqa: C901 - one branch per part of 
     dtype = dtype or torch.float32
     low = high = None
     if rng is not None:
-        low, high = rng
         if fill in ("zeros", "ones"):
             raise _fail(spec, f"a range makes no sense with {fill!r}")
         if dtype == torch.bool:
             raise _fail(spec, "bool inputs take no range (they are random True/False)")
-        if not (math.isfinite(low) and math.isfinite(high)):
-            raise _fail(spec, f"the range {part!r} has a bound too large to represent")
-        if not dtype.is_floating_point and (low != int(low) or high != int(high)):
-            raise _fail(spec, f"an integer dtype needs integer bounds, got {part!r}")
-        if not dtype.is_floating_point and dtype != torch.bool:
-            info = torch.iinfo(dtype)
-            if low < info.min or high - 1 > info.max:
-                raise _fail(spec, f"the range {part!r} does not fit {str(dtype).removeprefix('torch.')} "
-                                  f"({info.min}..{info.max + 1})")
-        if high <= low:
-            raise _fail(spec, f"the range {low:g}..{high:g} is empty (HIGH is exclusive and must exceed LOW)")
+        low, high = _bounds(spec, part, rng, dtype)
     if fill in ("randn", "rand") and not dtype.is_floating_point:
         raise _fail(spec, f"the fill {fill!r} needs a floating dtype; integers take a range like 0..100")
     return InputSpec(text=spec, shape=shape, dtype=dtype, fill=fill, low=low, high=high, name=name)
+
+
+def _bounds(spec: str, part: str, texts: tuple[str, str], dtype: torch.dtype) -> tuple[float | int, float | int]:
+    """LOW and HIGH of a range, checked for ``dtype``: exact integers for an integer dtype (``float`` would
+    round 9007199254740993 to ...992), finite numbers within a floating dtype's range (``1e39`` is ``inf`` in
+    float32, and the values would be ``nan``)."""
+    name = str(dtype).removeprefix("torch.")
+    if not dtype.is_floating_point:
+        try:
+            exact = [decimal.Decimal(t) for t in texts]
+        except decimal.InvalidOperation:
+            raise _fail(spec, f"the range {part!r} is not two numbers") from None
+        if any(not d.is_finite() or d != d.to_integral_value() for d in exact):
+            raise _fail(spec, f"an integer dtype needs integer bounds, got {part!r}")
+        low, high = (int(d) for d in exact)
+        info = torch.iinfo(dtype)
+        top = min(info.max, 2**63 - 1)  # torch.randint takes HIGH as an int64
+        if low < info.min or high > top + (dtype != torch.int64):
+            raise _fail(spec, f"the range {part!r} does not fit {name}: LOW at least {info.min}, HIGH (exclusive) "
+                              f"at most {top + (dtype != torch.int64)}")
+    else:
+        low, high = (float(t) for t in texts)
+        largest = torch.finfo(dtype).max
+        if not (math.isfinite(low) and math.isfinite(high)) or max(abs(low), abs(high)) > largest \
+                or high - low > torch.finfo(torch.float32).max:
+            raise _fail(spec, f"the range {part!r} reaches past what {name} can hold (about ±{largest:.4g}; values "
+                              "are drawn in float32): give smaller bounds")
+    if high <= low:
+        raise _fail(spec, f"the range {part!r} is empty (HIGH is exclusive and must exceed LOW)")
+    return low, high
 
 
 def _format_bytes(n: float) -> str:

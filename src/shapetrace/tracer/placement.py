@@ -56,7 +56,7 @@ def _copies(model: nn.Module, device: torch.device, dtype: torch.dtype | None
                         raise UnsupportedModel(
                             f"the model's {'parameter' if slots is m._parameters else 'buffer'} "
                             f"{prefix + '.' if prefix else ''}{name} is on 'meta' (a shape without data), so the "
-                            f"model cannot run on {device}: trace it with device='meta' (shapes only), or give it "
+                            f"model cannot run on {device}: trace it with device='meta' (--device meta; shapes only), or give it "
                             "real weights first (model.to_empty(device=...), then load_state_dict)")
                     cast = dtype if dtype is not None and t.is_floating_point() else None
                     c = t.detach().to(device=device, dtype=cast)
@@ -153,7 +153,7 @@ def place_inputs(value: Any, device: torch.device | None, dtype: torch.dtype | N
         if t.is_meta and not keep and device is not None:
             raise UnsupportedModel(
                 f"an input of shape {tuple(t.shape)} is on 'meta' (a shape without data), but the model runs on "
-                f"{device}: pass real inputs (torch.randn(...)), or trace with device='meta' for shapes only")
+                f"{device}: pass real inputs (torch.randn(...)), or trace with device='meta' (--device meta) for shapes only")
         if dtype is not None and t.is_floating_point():
             return t.to(device=device, dtype=dtype)
         return t.to(device) if device is not None else t
