@@ -553,9 +553,10 @@ def _md_cell(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\g<0>", text)
 
 
-# Backslash, pipe, emphasis and code characters; a ``]`` only where it would close a link (``](``, ``][``),
-# so the brackets of nested shapes (``[(2,6,24), None]``) stay as they are in the source.
-_MD_SPECIAL = re.compile(r"[\\|*_`]|\](?=[(\[])")
+# Backslash, pipe, emphasis and code characters; an ``_`` only at the edge of a word (inside one, as in
+# ``AWD_LSTM``, CommonMark never reads it as emphasis) and a ``]`` only where it would close a link (``](``,
+# ``][``), so class names and the brackets of nested shapes stay as they are in the source.
+_MD_SPECIAL = re.compile(r"[\\|*`]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])|\](?=[(\[])")
 
 
 def _md_code(text: str) -> str:
