@@ -466,3 +466,31 @@ def test_a_lambda_forward_shows_its_line():
     assert source.missing is None
     assert _events(_line(build_view(trace(LambdaForward(), torch.randn(2, 4), lines=True)),
                          "forward = lambda")) == {"lin": ["(2,2)"], "relu": ["(2,2)"]}
+
+
+class ReturnsAMask(nn.Module):
+    """Returns activations and a boolean mask, as fastai's SentenceEncoder does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lin(x), x[..., 0] > 0
+
+
+class UsesTheMask(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = ReturnsAMask()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, mask = self.enc(x)
+        return h * mask[..., None]
+
+
+def test_outputs_of_mixed_dtypes_each_show_their_own_dtype():
+    view = build_view(trace(UsesTheMask(), torch.randn(3, 5, 4), lines=True))
+    text = render(view, "text")
+    assert "(3,5,4) float32 + (3,5) bool" in text
+    assert "(3,5) float32" not in text  # the mask is not labelled with the activations' dtype

@@ -95,12 +95,16 @@ def _shape(meta: TensorMeta) -> str:
 
 
 def _value_text(value: Any) -> tuple[str, str | None]:
-    """The output shapes of one run (``(8,43)``; several tensors joined by ``+``) and its first dtype."""
+    """The output shapes of one run (``(8,43)``; several tensors joined by ``+``) and their dtype; when the
+    tensors' dtypes differ, each is named beside its shape (``(4,200,400) float32 + (4,200) bool``) and no
+    dtype is returned."""
     tensors = [m for _, m in iter_tensors(value)]
     if not tensors:
         return "—", None
-    shown = " + ".join(_shape(m) for m in tensors[:3]) + (" + …" if len(tensors) > 3 else "")
-    return shown, tensors[0].dtype
+    mixed = len({m.dtype for m in tensors}) > 1
+    shown = " + ".join(_shape(m) + (f" {m.dtype}" if mixed else "") for m in tensors[:3])
+    shown += " + …" if len(tensors) > 3 else ""
+    return shown, None if mixed else tensors[0].dtype
 
 
 def _first_dtype(value: Any) -> str | None:

@@ -44,10 +44,11 @@ register(Exhibit(
         "children after which the width changes (6, 5, 4 and 2) and builds one UnetBlock per hook, deepest first. "
         "Each block upsamples with PixelShuffle_ICNR, resizes to its skip if the sizes differ (12x15 doubles to "
         "24x30 but the skip is 23x30) and reads the skip from the hook, a side input that is not an argument of "
-        "its forward: 512@23x30, 384@45x60, 256@90x120, 96@180x240. A last PixelShuffle_ICNR reaches 360x480, "
+        "its forward: skips of 256@23x30, 128@45x60, 64@90x120 and 64@180x240, giving block outputs of "
+        "512@23x30, 384@45x60, 256@90x120 and 96@180x240. A last PixelShuffle_ICNR reaches 360x480, "
         "the input image is concatenated back (99 channels), and a ResBlock and a 1x1 ConvLayer give 32 class "
-        "scores per pixel. 41,224,168 parameters; fastai 2.8 ends with ResizeToOrig and ToTensorBase, which the "
-        "book's description predates."),
+        "scores per pixel. 41,224,168 parameters; fastai 2.8 adds a ResizeToOrig before that last cross and a "
+        "ToTensorBase at the very end, which the book's description predates."),
     build=lambda: create_unet_model(torchvision.models.resnet34, 32, CAMVID_SIZE).eval(),
     inputs=_camvid_input,
     topic="unet",
