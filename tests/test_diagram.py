@@ -305,3 +305,14 @@ def test_a_failing_nodes_label_marks_where_a_long_error_was_cut():
     src = to_dot(shapetrace.trace(FailsLong(), torch.randn(2), strict=False))
     label = re.search(r"failed: ([^<]*)", src).group(1)
     assert label.endswith("…") and len(label) == 60
+
+
+def test_the_cut_overlay_marks_what_the_cut_removes_and_names_it_in_the_legend():
+    model = nn.Sequential()
+    model.add_module("conv", nn.Conv2d(3, 4, 3))
+    model.add_module("pool", nn.AdaptiveAvgPool2d(1))
+    model.add_module("fc", nn.Conv2d(4, 2, 1))
+    src = to_dot(shapetrace.trace(model, torch.randn(1, 3, 8, 8)), overlays=["cut"],
+                 options={"cut": {"body": ["conv"], "removed": ["pool", "fc"]}})
+    assert "cut off: pool, fc" in src and "head: -" not in src
+    assert src.count(">cut off<") == 2  # the two removed layers are marked on their nodes

@@ -104,7 +104,8 @@ DOWN = {"color": "#c62828", "fontcolor": "#c62828", "penwidth": "2.2"}  # the U-
 UP = {"color": "#2e7d32", "fontcolor": "#2e7d32", "penwidth": "2.2"}  # and its green "up-conv" arrows
 SKIP = {"color": "#8a8f96", "fontcolor": "#6b7076", "style": "dashed", "penwidth": "1.6"}  # grey "copy" arrows
 ERROR_COLOR = "#d32f2f"
-CUT_COLORS = {"body": "#1565c0", "head": "#ef6c00"}
+CUT_COLORS = {"body": "#1565c0", "head": "#ef6c00", "removed": "#9e9e9e"}
+CUT_WORDS = {"body": "body", "head": "head", "removed": "cut off"}
 FROZEN_FILL = {"trainable": "#d7efcf", "frozen": "#dedede", "partly frozen": "#fbe7b0"}
 GROUP_PALETTE = ("#a6cee3", "#fdbf6f", "#b2df8a", "#fb9a99", "#cab2d6", "#ffff99", "#8dd3c7", "#fccde5",
                  "#d9d9d9", "#bc80bd")
@@ -276,12 +277,16 @@ class _Overlay:
         if not cut:
             raise OverlayNeedsOptions("cut", "the 'cut' overlay needs options={'cut': {'body': [module names], "
                                              "'head': [...]}} unless the model is nn.Sequential(body, head)")
-        for part in ("body", "head"):
+        for part in ("body", "head", "removed"):  # "removed": what the cut drops (create_body's avgpool, fc)
             names = list(cut.get(part, []))
+            if not names and (part == "removed" or cut.get("removed")):
+                continue  # a part the cut does not name (a body and what it drops, no head yet)
             for n in calls:
                 if names and _belongs(n.module, names) and n.id not in self.border:
                     self.border[n.id] = CUT_COLORS[part]
-            self.legend.append(("cut", CUT_COLORS[part], f"{part}: {', '.join(names) or '-'}"))
+                    if part == "removed":
+                        self.marks.setdefault(n.id, []).append(_small(html("cut off"), CUT_COLORS[part]))
+            self.legend.append(("cut", CUT_COLORS[part], f"{CUT_WORDS[part]}: {', '.join(names) or '-'}"))
 
     def _frozen(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
         for n in calls:
