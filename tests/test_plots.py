@@ -100,3 +100,14 @@ def test_plots_module_never_imports_torch():
                           env={**os.environ, "PYTHONPATH": str(SRC)})
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()).resolve() == (SRC / "shapetrace" / "renderers" / "plots.py").resolve()
+
+
+def test_the_flow_charts_axis_promises_an_input_point_only_when_there_is_one():
+    tokens = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))
+    images = nn.Sequential(nn.Conv2d(3, 4, 3))
+    for model, x, has_input in ((tokens, torch.randint(0, 10, (2, 5)), False),
+                                (images, torch.randn(1, 3, 8, 8), True)):
+        trace = shapetrace.trace(model, x)
+        svg = plots.shape_flow(trace)
+        assert (plots.flow_points(trace)[0][0] == "input") is has_input
+        assert ("the input, then the leaf calls" in svg) is has_input

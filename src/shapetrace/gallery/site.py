@@ -348,7 +348,8 @@ def _page(ex: Exhibit, r: ExhibitResult, prev: Exhibit | None, nxt: Exhibit | No
         parts.append('<section id="flow"><h2>The shape flow</h2>')
         parts.append(f'<figure><img class="flow" src="{esc(r.flow)}" alt="{esc(ex.title)}: channels and spatial '
                      'size along the forward"><figcaption>Channels (top) and spatial size (bottom) of the input '
-                     "and of each leaf layer's output, in forward order.</figcaption></figure></section>")
+                     "(unless it holds integers, such as token ids) and of each leaf layer's output, in forward "
+                     "order.</figcaption></figure></section>")
     if r.table is not None:
         parts.append('<section id="table"><h2>The shape table</h2>')
         parts.append(f'<div class="table-wrap">{r.table}</div></section>')

@@ -231,14 +231,18 @@ def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, m
     step = max(1, -(-len(pts) // max_labels))
     ticks = xs[::step]
     ax2.set_xticks(ticks, [pts[i][0] for i in ticks], rotation=90, fontsize=6)
-    ax2.set_xlabel(_FLOW_X)
+    ax2.set_xlabel(_flow_x(pts))
     ax1.set_title(title, fontsize=9)
     return _save(fig, format)
 
 
 _FLOW_COLOURS = ("#4C72B0", "#C44E52")
 _FLOW_AXES = ("channels / features", "spatial size (H·W or length)")
-_FLOW_X = "the input, then the leaf calls in forward order"
+def _flow_x(pts: list[tuple[str, int, int]]) -> str:
+    """The x axis's title: whether the first point is the input (an integer input, token ids, is left out)."""
+    if pts and pts[0][0] == "input":
+        return "the input, then the leaf calls in forward order"
+    return "the leaf calls in forward order (the input holds integers: no channels to show)"
 
 
 def _xml(text: str) -> str:
@@ -304,7 +308,7 @@ def _flow_svg(pts: list[tuple[str, int, int]], title: str, max_labels: int) -> s
         label = pts[i][0] if len(pts[i][0]) <= 34 else "…" + pts[i][0][-33:]
         out.append(f'<text x="{x + 3:.1f}" y="{base + 6}" text-anchor="end" font-size="9" '
                    f'transform="rotate(-90 {x + 3:.1f} {base + 6})">{_xml(label)}</text>')
-    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8:.0f}" text-anchor="middle">{_xml(_FLOW_X)}</text>')
+    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8:.0f}" text-anchor="middle">{_xml(_flow_x(pts))}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
