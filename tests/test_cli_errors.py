@@ -521,3 +521,10 @@ def test_an_overlay_the_model_has_no_data_for_is_a_usage_error_in_command_line_t
     assert f"--overlay {overlay} needs" in result.output and says in result.output
     assert "options={" not in result.output.split("From Python")[0]  # Python's way comes last, named as such
     assert not out.exists()
+
+
+@requires_dot
+def test_the_diff_overlay_outside_shapetrace_diff_is_a_usage_error_naming_it(tmp_path):
+    result = CliRunner().invoke(main, ["trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg",
+                                       "out_features=2", "-i", "2,4", "--overlay", "diff", "-f", "dot"])
+    assert result.exit_code == 2 and "shapetrace diff A B" in result.output

@@ -847,3 +847,20 @@ def test_cli_profile_heat_time_on_a_failing_forward_draws_the_partial_diagram_an
     assert "drawn without the heat overlay" in res.output
     assert "the forward failed in conv1 (Conv2d)" in res.output and "needs a profiled trace" not in res.output
     assert out.read_text().startswith("<?xml")
+
+
+@requires_dot
+def test_render_of_a_saved_profile_colours_the_diagram_by_time_as_profile_does(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    saved = tmp_path / "p.json"
+    runner = CliRunner()
+    assert runner.invoke(main, ["profile", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2",
+                                "-i", "2,4", "--device", "cpu", "--warmup", "0", "--repeat", "2", "-o",
+                                str(saved)]).exit_code == 0
+    rendered = runner.invoke(main, ["render", str(saved), "-f", "dot"])
+    assert rendered.exit_code == 0 and "time (self)" in rendered.output
+    memory = runner.invoke(main, ["render", str(saved), "--heat", "memory", "-f", "dot"])
+    assert memory.exit_code == 2 and "peak memory" in memory.output  # a CPU profile has no peaks

@@ -205,6 +205,7 @@ def render_command(trace_file: str, fmt: str | None, output: str | None, depth: 
             trace = load_trace(Path(trace_file))
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             raise UsageProblem(f"{trace_file!r} is not a readable shapetrace trace: {e}") from e
+        heat = heat or ("time" if any(c.timing for c in trace.calls) else None)  # a profile: by self time
         _check_heat(trace, heat, drawn=get(fmt).dataflow or with_diagram)
         # The trace's saved render hints (trace.meta["options"]) apply; the options given here win over them.
         options = RenderOptions(depth=depth, view=view, width=table_width(width, output), layout=layout,
@@ -221,7 +222,7 @@ def _check_heat(trace: Any, heat: str | None, drawn: bool) -> None:
     rendering (a trace is profiled by ``shapetrace profile``; peak memory is measured on CUDA only)."""
     if not drawn or heat not in ("time", "memory"):
         return
-    if not any((c.timing if heat == "time" else c.memory) for c in trace.calls):
+    if not any((c.timing if heat == "time" else c.memory and c.memory.peak_bytes is not None) for c in trace.calls):
         what = "times" if heat == "time" else "peak memory (measured by a profile on CUDA only)"
         raise UsageProblem(f"--heat {heat}: this trace has no {what}; use --heat activations (sizes from shapes), "
                            "or render a profile saved with 'shapetrace profile MODEL --format json -o FILE'")

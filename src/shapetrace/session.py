@@ -405,6 +405,8 @@ _OVERLAY_DATA = {
     "groups": ("--overlay groups needs the model's parameter groups: it works on the gallery exhibits that define "
                "theirs (shapetrace gallery list); --overlay frozen shows what is trainable for any model. From Python, "
                "pass options={'param_groups': {group: [module names]}} to trace.diagram()."),
+    "diff": ("--overlay diff needs a second model to compare with: 'shapetrace diff A B -o b.svg' draws B with "
+             "what changed from A marked."),
 }
 
 

@@ -317,7 +317,10 @@ class _Overlay:
 
     def _diff(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
         """``shapetrace diff A B``'s picture of B: changed and added calls filled, A's removed calls listed."""
-        diff = options.get("diff") or {}
+        if options.get("diff") is None:
+            raise OverlayNeedsOptions("diff", "the 'diff' overlay needs options={'diff': {'changed': [...], 'added': "
+                                              "[...], 'removed': [...]}}, as shapetrace diff A B gives it")
+        diff = options["diff"]
         for kind in ("changed", "added"):
             names = set(diff.get(kind, []))
             for n in calls:
