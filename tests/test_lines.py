@@ -494,3 +494,15 @@ def test_outputs_of_mixed_dtypes_each_show_their_own_dtype():
     text = render(view, "text")
     assert "(3,5,4) float32 + (3,5) bool" in text
     assert "(3,5) float32" not in text  # the mask is not labelled with the activations' dtype
+
+
+def test_lines_written_to_an_html_file_is_a_whole_page_and_saved_traces_are_read_by_any_case(tmp_path):
+    saved = tmp_path / "T.JSON"
+    saved.write_text(trace(UsesTheMask(), torch.randn(3, 5, 4), lines=True).to_json())
+    page = tmp_path / "l.html"
+    result = CliRunner().invoke(main, ["lines", str(saved), "-o", str(page)])
+    assert result.exit_code == 0, result.output
+    text = page.read_text()
+    assert text.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in text and "color-scheme" in text
+    missing = CliRunner().invoke(main, ["lines", str(tmp_path / "missing.json")])
+    assert missing.exit_code == 2 and "no such trace file" in missing.output

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .cli_options import CONTEXT, SuggestingChoice, cli_errors, print_cause
-from .renderers.lines import LinesError, build_view
+from .renderers.lines import LinesError, build_view, lines_page
 from .renderers.lines import render as render_lines
 from .session import TraceRequest, UsageProblem, check_output, trace_model, write_output
 from .tracer.records import load as load_trace
@@ -70,7 +70,9 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
         if path is not None:
             check_output(path)
     failure_note = None
-    if model.endswith(".json") and Path(model).is_file():
+    if model.lower().endswith(".json"):  # a saved trace (a MODEL spec never ends in .json)
+        if not Path(model).is_file():
+            raise UsageProblem(f"no such trace file: {model!r}")
         if inputs or args:
             raise UsageProblem("--input and --arg do not apply to a saved trace")
         try:
@@ -89,6 +91,8 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
     except LinesError as e:
         raise UsageProblem(str(e)) from e
     text = render_lines(view, fmt)
+    if output is not None and fmt == "html":  # a file of its own: a whole page, not a fragment
+        text = lines_page(text, f"{result.model.cls}{'.' + module if module else ''}: line by line")
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
     else:

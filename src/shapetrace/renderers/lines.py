@@ -22,7 +22,7 @@ from typing import Any
 
 from ..tracer.records import Call, Op, TensorMeta, Trace, iter_tensors
 
-__all__ = ["FORMATS", "LinesError", "LinesView", "build_view", "render"]
+__all__ = ["FORMATS", "LinesError", "LinesView", "build_view", "lines_page", "render"]
 
 FORMATS = ("text", "md", "html", "json")
 _MAX_RUNS_SHOWN = 6  # a group with more distinct runs shows the first and last few
@@ -516,5 +516,21 @@ class LinesView:
     def save(self, path: str | Path) -> Path:
         p = Path(path)
         fmt = {".html": "html", ".htm": "html", ".md": "md", ".json": "json"}.get(p.suffix.lower(), "text")
-        p.write_text(render(self.view, fmt), encoding="utf-8")
+        text = render(self.view, fmt)
+        p.write_text(lines_page(text, _page_title(self.view)) if fmt == "html" else text, encoding="utf-8")
         return p
+
+
+def _page_title(view: View) -> str:
+    return f"{view.module or 'forward'}: line by line"
+
+
+def lines_page(fragment: str, title: str) -> str:
+    """A standalone HTML5 page around ``render_html``'s fragment, for a file of its own: doctype, UTF-8, and
+    the reader's light or dark colours (``color-scheme``; the fragment's colours work on both)."""
+    return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            '<meta name="color-scheme" content="light dark">\n'
+            f"<title>{html.escape(title)}</title>\n"
+            "<style>body{margin:24px;font-family:system-ui,sans-serif;background:Canvas;color:CanvasText}</style>\n"
+            f"</head>\n<body>\n{fragment}</body>\n</html>\n")
