@@ -194,3 +194,44 @@ def test_format_choices_and_suffixes_come_from_the_renderer_registry():
 def test_one_model_diff_refuses_the_per_side_factory_arguments():
     r = CliRunner().invoke(main, ["diff", "torch.nn:Linear", "--a-arg", "in_features=4", "--input", "1,4"])
     assert r.exit_code == 2 and "with one MODEL use --arg" in r.output
+
+
+SIDE_INPUT_MODEL = '''
+import torch
+from torch import nn
+
+class Keep(nn.Module):
+    def __init__(self, store):
+        super().__init__()
+        self.store = store
+
+    def forward(self, x):
+        self.store.append(x)
+        return x * 2
+
+class Merge(nn.Module):
+    """Reads a tensor it was not passed (as fastai's MergeLayer reads the U-Net's input), through torch.cat."""
+
+    def __init__(self, store):
+        super().__init__()
+        self.store = store
+
+    def forward(self, x):
+        return torch.cat([x, self.store[0]], 1)
+
+def build():
+    store = []
+    return nn.Sequential(Keep(store), nn.ReLU(), Merge(store))
+'''
+
+
+def test_a_table_is_the_same_traced_directly_or_rendered_from_the_saved_trace(tmp_path):
+    (tmp_path / "side.py").write_text(SIDE_INPUT_MODEL)
+    spec, runner = f"{tmp_path / 'side.py'}:build", CliRunner()
+    saved = tmp_path / "t.json"
+    assert runner.invoke(main, ["trace", spec, "-i", "2,3", "-o", str(saved)]).exit_code == 0
+    for fmt in ("text", "md", "csv"):
+        direct = runner.invoke(main, ["trace", spec, "-i", "2,3", "-f", fmt])
+        rendered = runner.invoke(main, ["render", str(saved), "-f", fmt])
+        assert direct.exit_code == 0 and direct.output == rendered.output, fmt
+    assert "+side" in runner.invoke(main, ["trace", spec, "-i", "2,3"]).output  # Merge's read of Keep's input

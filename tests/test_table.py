@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from conftest import require
+from conftest import STATEFUL_EXHIBITS, require
 from torch import nn
 
 import shapetrace
@@ -399,10 +399,19 @@ EXHIBITS_80 = ("pet-recognizer-resnet34", "camvid-unet", "awd-lstm-classifier")
 TABLES_DOC = Path(__file__).resolve().parents[1] / "docs" / "tables.md"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def exhibit_traces(shared_exhibits) -> dict[str, Trace]:
-    """Each exhibit traced on its inputs with the default options (made once per session, read-only)."""
-    return {name: shared_exhibits.trace(name) for name in EXHIBITS_80}
+    """Each exhibit traced on its inputs as ``shapetrace trace EXHIBIT`` traces it: with its functional ops,
+    so the tables show the side inputs a layer reads through one (read-only; made once per module)."""
+    from shapetrace.gallery.exhibits import get_exhibit
+
+    out = {}
+    for name in EXHIBITS_80:
+        exhibit = get_exhibit(name)
+        args, kwargs = exhibit.inputs()
+        model = exhibit.build() if name in STATEFUL_EXHIBITS else shared_exhibits.model(name)
+        out[name] = shapetrace.trace(model, *args, ops=True, **kwargs)
+    return out
 
 
 def test_the_three_exhibits_show_every_shape_whole_at_80_columns(exhibit_traces):

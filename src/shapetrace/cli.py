@@ -146,9 +146,10 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
         with_diagram = _with_diagram(fmt, with_diagram)
         if not with_diagram:
             note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll, all_ops=all_ops)
-        # Diagrams need the data flow (functional ops); so does a saved trace, to draw the same diagram later.
-        request = TraceRequest(model, inputs, args, device, train, grad,
-                               ops=get(fmt).dataflow or fmt == "json" or with_diagram)
+        # Functional ops are recorded for every format: diagrams draw the data flow with them, a saved trace
+        # keeps them for a later render, and tables show the side inputs a layer reads through an op
+        # (MergeLayer's torch.cat of a hooked tensor), so a table is the same traced or rendered from the JSON.
+        request = TraceRequest(model, inputs, args, device, train, grad, ops=True)
         outcome = trace_model(request)
         for note in outcome.notes:
             click.echo(f"note: {note}", err=True)
