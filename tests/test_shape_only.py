@@ -268,3 +268,19 @@ def test_the_command_line_keeps_integer_inputs_real_on_meta(tmp_path):
     cpu = CliRunner().invoke(main, args)
     assert meta.exit_code == 0 and cpu.exit_code == 0, meta.output
     assert_same_calls(shapetrace.load(meta.stdout), shapetrace.load(cpu.stdout))
+
+
+class CastsDown(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return self.second(self.first(x).to(torch.bfloat16))
+
+
+def test_under_cpu_autocast_mixed_dtypes_pass_on_meta_as_on_the_cpu():
+    cpu = shapetrace.trace(CastsDown(), torch.randn(2, 8))
+    meta = shapetrace.trace(CastsDown(), torch.randn(2, 8), device="meta")
+    assert_same_calls(meta, cpu)

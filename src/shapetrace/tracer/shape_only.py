@@ -169,6 +169,8 @@ _TO = {torch.Tensor.to, torch.Tensor.type_as}
 def _same_dtype(operands: str) -> Callable[[tuple, dict], None]:
     """A check that the tensor operands (the first three arguments: input, weight, bias) share a dtype."""
     def check(args: tuple, kwargs: dict) -> None:
+        if torch.is_autocast_enabled("cpu"):  # the CPU would cast the operands to one dtype first
+            return
         tensors = [a for a in (*args[:3], *kwargs.values()) if isinstance(a, torch.Tensor)]
         if any(t.dtype != tensors[0].dtype for t in tensors):
             names = " and ".join(str(t.dtype).replace("torch.", "") for t in tensors[:3])
