@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from shapetrace.specs.models import ModelSpecError, load_model, parse_arg, parse_args
+from shapetrace.specs.models import ModelSpecError, load_model, load_model_and_inputs, parse_arg, parse_args
 
 
 def test_exhibit_name_gives_the_model_and_its_inputs():
@@ -173,3 +173,17 @@ def test_the_shapetrace_script_imports_a_package_from_the_current_folder_as_pyth
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "Linear" in done.stdout
+
+
+@pytest.mark.parametrize(("name", "example"), [("r3d_18", "--input 1,3,16,112,112"),
+                                               ("raft_small", "--input 1,3,224,224 --input 1,3,224,224")])
+def test_a_model_without_default_inputs_is_given_an_example_input_that_suits_it(name, example):
+    with pytest.raises(ModelSpecError, match="has no default inputs") as info:
+        load_model_and_inputs(name)
+    assert example in str(info.value)
+
+
+def test_a_quantizable_torchvision_classifier_has_the_plain_ones_default_input():
+    loaded = load_model("quantized_resnet18")
+    (image,), _ = loaded.inputs
+    assert image.shape == (1, 3, 224, 224)

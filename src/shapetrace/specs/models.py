@@ -232,9 +232,9 @@ def _torchvision(name: str, kwargs: dict[str, Any]) -> LoadedModel:
     kwargs = _without_downloads(builder, kwargs)
     module = _instantiate(builder, kwargs, f"torchvision.models.{name}")
     inputs = None
-    if name in _torchvision_classifiers():
+    if name in _torchvision_classifiers() or name in tvm.list_models(module=tvm.quantization):
         gen = torch.Generator().manual_seed(0)
-        size = 299 if name == "inception_v3" else 224
+        size = 299 if name.endswith("inception_v3") else 224
         inputs = ((torch.randn(1, 3, size, size, generator=gen),), {})
     return LoadedModel(module, inputs, None, f"torchvision.models:{name}")
 
@@ -305,6 +305,16 @@ def _weights_file_message(spec: str) -> str:
             "Shapes do not depend on the weights: random weights trace the same (omit the load).")
 
 
+def _input_example(loaded: LoadedModel) -> str:
+    """An ``--input`` that suits the model, where its kind says (torchvision's video and optical-flow models)."""
+    name = loaded.source.rpartition(":")[2]
+    if name in tvm.list_models(module=tvm.video):
+        return "--input 1,3,16,112,112 (a clip: batch, channels, frames, height, width)"
+    if name in tvm.list_models(module=tvm.optical_flow):
+        return "--input 1,3,224,224 --input 1,3,224,224 (two frames)"
+    return "--input 1,3,224,224"
+
+
 def _takes_no_inputs(module: nn.Module) -> bool:
     """Whether ``module.forward`` can be called with no arguments (every parameter has a default)."""
     try:
@@ -329,7 +339,7 @@ def load_model_and_inputs(spec: str, input_specs: Sequence[str] = (), arg_texts:
     elif _takes_no_inputs(loaded.module):
         args, kwargs = (), {}
     else:
-        raise ModelSpecError(f"{spec!r} has no default inputs: give one with --input, e.g. --input 1,3,224,224 "
+        raise ModelSpecError(f"{spec!r} has no default inputs: give one with --input, e.g. {_input_example(loaded)} "
                              "(see shapetrace trace --help)")
     return loaded, args, kwargs
 
