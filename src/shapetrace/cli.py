@@ -31,6 +31,7 @@ from .cli_options import (
     note_diagram_only,
     prepare_output,
     print_cause,
+    profile_heat,
     table_width,
     terminal_colour,
     width_option,
@@ -206,7 +207,7 @@ def render_command(trace_file: str, fmt: str | None, output: str | None, depth: 
             trace = load_trace(Path(trace_file))
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             raise UsageProblem(f"{trace_file!r} is not a readable shapetrace trace: {e}") from e
-        heat = heat or ("time" if any(c.timing for c in trace.calls) else None)  # a profile: by self time
+        heat = profile_heat(trace, heat)
         _check_heat(trace, heat, drawn=get(fmt).dataflow or with_diagram)
         # The trace's saved render hints (trace.meta["options"]) apply; the options given here win over them.
         options = RenderOptions(depth=depth, view=view, width=table_width(width, output), layout=layout,

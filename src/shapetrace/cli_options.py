@@ -22,7 +22,7 @@ from .renderers import RenderOptions, formats, get
 from .session import OutputProblem, SessionError, UsageProblem, check_output, pick_format, render_output
 
 __all__ = ["CONTEXT", "HEAT_KINDS", "SuggestingChoice", "cli_errors", "emit", "heat_option", "note_diagram_only",
-           "prepare_output", "print_cause", "table_width", "terminal_colour", "width_option"]
+           "prepare_output", "print_cause", "profile_heat", "table_width", "terminal_colour", "width_option"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 HEAT_KINDS = ("time", "memory", "activations")
@@ -133,3 +133,9 @@ def print_cause(cause: BaseException | None) -> None:
     """The traceback of what made a forward fail (for ``--debug``)."""
     if cause is not None:
         traceback.print_exception(type(cause), cause, cause.__traceback__)
+
+
+def profile_heat(trace: Any, heat: str | None) -> str | None:
+    """``--heat`` as given; else, for a profiled trace (its calls have times), the diagram is coloured by
+    self time, as ``shapetrace profile`` draws it and ``render`` redraws it."""
+    return heat or ("time" if any(c.timing for c in trace.calls) else None)

@@ -21,6 +21,7 @@ from .cli_options import (
     heat_option,
     prepare_output,
     print_cause,
+    profile_heat,
     table_width,
     terminal_colour,
     width_option,
@@ -112,7 +113,7 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
             click.echo(f"note: --heat {heat}: the forward failed before anything was measured; the diagram is "
                        "drawn without the heat overlay", err=True)
             heat = None
-        heat = heat or ("time" if any(c.timing for c in outcome.trace.calls) else None)
+        heat = profile_heat(outcome.trace, heat)
         emit(outcome.trace, fmt, RenderOptions(depth=depth, view=view, width=table_width(width, output), heat=heat,
                                                color=terminal_colour(output)), output)
         if not outcome.failed:

@@ -40,6 +40,7 @@ from .units import (
     ellipsize,
     ellipsize_middle,
     fallback_text,
+    fitting_start,
     format_bytes,
     format_si,
     format_value,
@@ -316,11 +317,6 @@ def _longest_token(text: str) -> int:
     return max((display_width(t.rstrip()) for t in _tokens(text)), default=0)
 
 
-def _fitting(text: str, width: int) -> str:
-    """The longest start of ``text`` that takes at most ``width`` columns."""
-    return ellipsize(text, width + 1)[:-1] if display_width(text) > width else text
-
-
 def wrap_cell(text: str, width: int) -> list[str]:
     """``text`` on lines of at most ``width`` characters, every character kept: broken at spaces, and a
     piece longer than a line after its commas, and only then anywhere. A width below 1 is taken as 1."""
@@ -335,7 +331,7 @@ def wrap_cell(text: str, width: int) -> list[str]:
             lines.append(cur.rstrip())
             cur = ""
         while display_width(tok.rstrip()) > width:  # one piece wider than the column: after a comma, else anywhere
-            cut = tok.rfind(",", 0, width) + 1 or max(len(_fitting(tok, width)), 1)
+            cut = tok.rfind(",", 0, width) + 1 or max(len(fitting_start(tok, width)), 1)
             lines.append(tok[:cut])
             tok = tok[cut:]
         cur = tok

@@ -28,6 +28,7 @@ __all__ = [
     "ellipsize",
     "ellipsize_middle",
     "fallback_text",
+    "fitting_start",
     "format_bytes",
     "format_count",
     "format_ms",
@@ -181,7 +182,7 @@ def pad(text: str, width: int, left: bool = True) -> str:
     return text + fill if left else fill + text
 
 
-def _head(text: str, width: int) -> str:
+def fitting_start(text: str, width: int) -> str:
     """The longest start of ``text`` that fits ``width`` columns, combining marks kept with their letter."""
     used = 0
     for i, c in enumerate(text):
@@ -197,7 +198,7 @@ def ellipsize(text: str, width: int) -> str:
         return text
     if width <= 1:
         return "…"[:width]
-    return _head(text, width - 1) + "…"
+    return fitting_start(text, width - 1) + "…"
 
 
 def ellipsize_middle(text: str, width: int) -> str:
@@ -205,8 +206,8 @@ def ellipsize_middle(text: str, width: int) -> str:
     if display_width(text) <= width or width < 5:
         return ellipsize(text, width)
     left = (width - 1) // 2
-    head = _head(text, left)
-    tail = _head(text[::-1], width - 1 - display_width(head))[::-1]
+    head = fitting_start(text, left)
+    tail = fitting_start(text[::-1], width - 1 - display_width(head))[::-1]
     while tail and _char_width(tail[0]) == 0:  # a mark whose letter was cut off
         tail = tail[1:]
     return head + "…" + tail
