@@ -678,25 +678,25 @@ class Comparison:
     differences: list[Difference]
 
 
-def load(source: str | Path | bytes | dict[str, Any] | IO[Any]) -> Trace:
+def load(path_or_text: str | Path | bytes | dict[str, Any] | IO[Any]) -> Trace:
     """Load a trace from a JSON file path, JSON text or bytes, an open file, or the parsed JSON object
     (format 2, or format 1 upgraded).
 
     Raises ``TraceFormatError`` (a ``ValueError``) naming the first bad field when the JSON is not a trace,
     and ``OSError`` when a path cannot be read.
     """
-    if isinstance(source, dict):
-        return Trace.from_dict(source)
-    if hasattr(source, "read"):
-        source = source.read()
-    if isinstance(source, (bytes, bytearray)):
-        return Trace.from_json(_utf8(bytes(source), "the data"))
-    if isinstance(source, Path):
-        return Trace.from_json(_utf8(source.read_bytes(), str(source)))
-    if not isinstance(source, str):
+    if isinstance(path_or_text, dict):
+        return Trace.from_dict(path_or_text)
+    if hasattr(path_or_text, "read"):
+        path_or_text = path_or_text.read()
+    if isinstance(path_or_text, (bytes, bytearray)):
+        return Trace.from_json(_utf8(bytes(path_or_text), "the data"))
+    if isinstance(path_or_text, Path):
+        return Trace.from_json(_utf8(path_or_text.read_bytes(), str(path_or_text)))
+    if not isinstance(path_or_text, str):
         raise TypeError(f"shapetrace.load() takes a path, JSON text or bytes, an open file or a dict, not "
-                        f"{type(source).__name__}")
-    text = source.lstrip("\ufeff")
+                        f"{type(path_or_text).__name__}")
+    text = path_or_text.lstrip("\ufeff")
     if not text.strip():
         raise TraceFormatError("", "empty: pass the path of a trace's JSON file, or its JSON text")
     if text.lstrip().startswith(("{", "[")):
