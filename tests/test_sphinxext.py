@@ -327,7 +327,8 @@ def test_an_unknown_overlay_is_an_option_error_naming_the_choices(tmp_path, caps
 
 
 @requires_dot
-@pytest.mark.parametrize("overlay,works_for", [("cut", "nn.Sequential(body, head)"), ("groups", "tabular-model")])
+@pytest.mark.parametrize("overlay,works_for", [("cut", "nn.Sequential(body, head)"), ("groups", "tabular-model"),
+                                               ("diff", "shapetrace diff A B")])
 def test_an_overlay_a_directive_cannot_configure_says_what_works_in_a_directive(tmp_path, capsys, overlay,
                                                                                 works_for):
     code, _, _ = build(tmp_path, LINEAR + f"   :overlay: {overlay}\n", warnings_are_errors=False)

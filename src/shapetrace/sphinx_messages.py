@@ -4,7 +4,8 @@ The session and the specs word their messages for the command line (``bad --inpu
 ``rerun with --debug``); a directive has ``:input:`` and ``:arg:`` options and is run by ``sphinx-build``. The
 directive passes every message through ``in_directive_terms`` at its boundary, so the command line keeps its
 wording and the page and the build log get the directive's. ``overlay_problem`` checks ``:overlay:`` names
-before anything is traced.
+before anything is traced; ``overlay_needs_data`` says what works in a directive for an overlay whose data the
+trace lacks (the renderer's ``OverlayNeedsOptions`` advises a Python argument a directive cannot pass).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 
 from .renderers.diagram import OVERLAYS
 
-__all__ = ["in_directive_terms", "overlay_problem"]
+__all__ = ["in_directive_terms", "overlay_needs_data", "overlay_problem"]
 
 # The command line's phrases -> the directive's, in this order (the options last, once the phrases are done).
 _PHRASES: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -47,18 +48,22 @@ def _groups() -> str:
             "trainable and frozen parameters of any model.")
 
 
-# Messages the directive replaces as a whole: the renderer's advice is an argument a directive cannot pass.
-_WHOLE = (
-    (re.compile(r"the diagram could not be drawn: the 'cut' overlay needs options="), _cut),
-    (re.compile(r"the diagram could not be drawn: the 'groups' overlay needs options="), _groups),
-)
+def _diff() -> str:
+    return (":overlay: diff needs a second model to compare with, and a directive draws one. Draw it with "
+            "'shapetrace diff A B -o b.svg' and include the SVG with an image directive.")
+
+
+_NEEDS_DATA = {"cut": _cut, "groups": _groups, "diff": _diff}
+
+
+def overlay_needs_data(overlay: str) -> str:
+    """What works in a directive for ``overlay``, whose data the traced model lacks (``OverlayNeedsOptions``)."""
+    explain = _NEEDS_DATA.get(overlay)
+    return explain() if explain else f":overlay: {overlay} needs data this model's trace does not hold."
 
 
 def in_directive_terms(message: str) -> str:
     """``message`` with the command line's options and advice put as the directive's."""
-    for pattern, replacement in _WHOLE:
-        if pattern.match(message):
-            return replacement()
     for pattern, text in _PHRASES:
         message = pattern.sub(text, message)
     return message

@@ -64,12 +64,13 @@ from sphinx.util.osutil import relative_uri
 
 from . import __version__
 from .renderers import RenderOptions, diagram_settings
+from .renderers.diagram import OverlayNeedsOptions
 from .renderers.diagram import render as render_diagram
 from .renderers.html import render_html
 from .renderers.plots import shape_flow
 from .renderers.table import render_text
 from .session import SessionError, TraceRequest, trace_model
-from .sphinx_messages import in_directive_terms, overlay_problem
+from .sphinx_messages import in_directive_terms, overlay_needs_data, overlay_problem
 from .sphinx_sources import ModelFileNotFound, locate, watched
 from .tracer.records import Trace
 
@@ -219,6 +220,8 @@ class ShapetraceDirective(SphinxDirective):
             diagram_opts = diagram_settings(result, options)
             try:
                 svg = render_diagram(result, format="svg", **diagram_opts).decode("utf-8")
+            except OverlayNeedsOptions as e:  # its advice is a Python argument: the directive says what works here
+                raise _DirectiveFailed(overlay_needs_data(e.overlay)) from e
             except (RuntimeError, ValueError) as e:  # no Graphviz, or dot failed
                 raise _DirectiveFailed(f"the diagram could not be drawn: {e}") from e
             figure.pictures["diagram"] = Picture("diagram", svg, "pdf")
