@@ -249,6 +249,20 @@ def test_a_transformer_layer_run_step_by_step_on_meta_is_named_with_a_warning():
                                                                     device="meta").meta
 
 
+class _MyEncoderLayer(nn.TransformerEncoderLayer):
+    """A user's subclass: it inherits the fused fast path (and its own class name)."""
+
+
+def test_a_subclass_of_a_transformer_layer_run_step_by_step_on_meta_is_named_too():
+    model = nn.Sequential(_MyEncoderLayer(8, 2, 16, batch_first=True)).eval()
+    with torch.no_grad():
+        cpu = shapetrace.trace(model, torch.randn(2, 5, 8))
+    assert [c.cls for c in cpu.calls] == ["Sequential", "_MyEncoderLayer"]  # fused on the CPU: no sub-layer calls
+    with pytest.warns(UserWarning, match="step by step"):
+        meta = shapetrace.trace(model, torch.randn(2, 5, 8), device="meta")
+    assert meta.meta["fused_layers_stepwise_on_meta"] == ["0"]
+
+
 def test_the_command_line_keeps_integer_inputs_real_on_meta(tmp_path):
     from click.testing import CliRunner
 

@@ -128,14 +128,16 @@ def _has_forward(module: nn.Module) -> bool:
     return known
 
 
-# Layers torch can run as one fused kernel in eval without autograd (a "fast path"), on the CPU and CUDA only.
-_FUSED_IN_EVAL = frozenset({"TransformerEncoderLayer"})
+# Layers torch can run as one fused kernel in eval without autograd (a "fast path"), on the CPU and CUDA only;
+# a subclass inherits the fast path.
+_FUSED_IN_EVAL = (nn.TransformerEncoderLayer,)
 
 
-def _fused_layers_run_stepwise(calls: list) -> list[str]:
-    """The calls of layers with a fused fast path that called sub-layers (the fast path was not taken)."""
+def _fused_layers_run_stepwise(calls: list, modules: list[nn.Module]) -> list[str]:
+    """The calls (``modules``: each call's module, by call id) of layers with a fused fast path that called
+    sub-layers (the fast path was not taken)."""
     parents = {c.parent for c in calls if c.parent is not None}
-    return [c.label for c in calls if c.cls in _FUSED_IN_EVAL and c.id in parents]
+    return [c.label for c in calls if c.id in parents and isinstance(modules[c.id], _FUSED_IN_EVAL)]
 
 
 @contextlib.contextmanager
@@ -317,7 +319,7 @@ class Tracer:
         for probe in self._probes[1:]:
             probe.merge(trace)
         if self.device is not None and self.device.type == "meta" and not trace.meta["training"] and not self.grad:
-            stepwise = _fused_layers_run_stepwise(calls)
+            stepwise = _fused_layers_run_stepwise(calls, self.call_modules())
             if stepwise:
                 trace.meta["fused_layers_stepwise_on_meta"] = stepwise
                 warnings.warn(
