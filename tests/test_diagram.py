@@ -201,8 +201,9 @@ def test_without_dot_render_raises_a_clear_error(unet_trace, monkeypatch):
 # ---- big models -------------------------------------------------------------------------------------------------
 def test_more_than_500_nodes_warns():
     t = trace_of(nn.Sequential(*[nn.Sequential(nn.Linear(2, 2), nn.ReLU()) for _ in range(260)]), 1, 2)
-    with pytest.warns(UserWarning, match="depth"):
+    with pytest.warns(UserWarning, match="depth") as seen:
         to_dot(t)
+    assert seen[0].filename == __file__  # the caller's line, however deep in the renderers it was raised
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         to_dot(t, depth=1)

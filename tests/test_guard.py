@@ -5,6 +5,8 @@ or raised."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -36,9 +38,11 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def test_parameters_written_in_place_are_named_once_each_and_warned_about():
     model = _WritesWeights()
-    with pytest.warns(UserWarning, match="changed parameters in place"):
+    with pytest.warns(UserWarning, match="changed parameters in place") as seen:
         trace = shapetrace.trace(model, torch.randn(4, 3))
     assert trace.meta["params_changed_in_place"] == ["body.0.bias", "tied.weight"]
+    # the caller's line, not shapetrace's own code (conftest wraps the tracer's _finish: a caller too)
+    assert not seen[0].filename.startswith(str(Path(shapetrace.__file__).parent))
 
 
 def test_a_forward_that_writes_nothing_reports_no_changed_parameters():

@@ -47,7 +47,8 @@ DISPLAY_METHODS = {"_repr_html_", "_repr_markdown_", "_repr_svg_", "_repr_png_",
                    "__str__", "__format__", "table", "diagram", "flow", "lines", "save", "show", "render",
                    "to_text", "to_markdown", "to_html"}
 
-RECORDS = ("shapetrace.tracer.records", "shapetrace.tracer.codec", "shapetrace.tracer.metrics", "shapetrace.tracer.units")
+RECORDS = ("shapetrace.tracer.records", "shapetrace.tracer.codec", "shapetrace.tracer.metrics", "shapetrace.tracer.units",
+           "shapetrace.tracer.user_warnings")
 GALLERY_ARCHITECTURES = ("shapetrace.gallery.layers", "shapetrace.gallery.vision", "shapetrace.gallery.unet",
                          "shapetrace.gallery.tabular", "shapetrace.gallery.text", "shapetrace.gallery.photo")
 TOP = ("shapetrace.cli", "shapetrace.cli_profile", "shapetrace.cli_options", "shapetrace.sphinxext",

@@ -34,11 +34,11 @@ of *different* sibling calls (the shared ReLU of a ResNet block) is not a loop a
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
+from ..tracer.user_warnings import warn_user
 from .units import format_bytes, format_count, format_shape, literal
 
 __all__ = [
@@ -690,7 +690,7 @@ def build_graph(trace: Trace, *, depth: int | None = None, unroll: bool = False,
                       "submodule) or read the table")
         else:
             advice = f"pass depth={hint} (--depth {hint}) to fold deeper calls into their parents"
-        warnings.warn(f"the diagram has {len(graph.nodes)} nodes (more than {MAX_NODES}) and will be hard to "
-                      f"read; {advice}", UserWarning, stacklevel=3)
+        warn_user(f"the diagram has {len(graph.nodes)} nodes (more than {MAX_NODES}) and will be hard to "
+                      f"read; {advice}")
     return graph
 

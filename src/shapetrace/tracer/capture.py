@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import warnings
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 
@@ -37,6 +36,7 @@ from .probes.ops import OpProbe
 from .probes.shapes import ShapeProbe
 from .records import Trace, Uncalled
 from .shape_only import ShapeOnlyMode
+from .user_warnings import warn_user
 
 __all__ = ["LazyLayers", "TraceNotBuilt", "Tracer", "UnsupportedModel", "check_traceable", "refuse_lazy",
            "uninitialized_lazy", "unwrap"]
@@ -322,22 +322,22 @@ class Tracer:
             stepwise = _fused_layers_run_stepwise(calls, self.call_modules())
             if stepwise:
                 trace.meta["fused_layers_stepwise_on_meta"] = stepwise
-                warnings.warn(
+                warn_user(
                     f"on 'meta' torch runs {', '.join(stepwise[:3])}{' ...' if len(stepwise) > 3 else ''} step by step "
                     "(their sub-layers are called); on the CPU or a GPU, in eval without autograd, torch may run each "
-                    "as one fused kernel instead, with no sub-layer calls: trace on the CPU to see which", stacklevel=3)
+                    "as one fused kernel instead, with no sub-layer calls: trace on the CPU to see which")
         changed = self._guard.changed_params()
         if changed:
             trace.meta["params_changed_in_place"] = changed
         if changed and not self.allow_lazy:  # a copy (trace() of a lazy model): its lazy layers were just made
-            warnings.warn(f"the forward changed parameters in place: {', '.join(changed[:5])}", stacklevel=3)
+            warn_user(f"the forward changed parameters in place: {', '.join(changed[:5])}")
         if shapes.kwargs_unknown:  # torch's Module._call_impl no longer looks as expected (a future torch)
             trace.meta["kwargs_unknown"] = True
-            warnings.warn("shapetrace could not read the keyword arguments of some module calls (torch "
+            warn_user("shapetrace could not read the keyword arguments of some module calls (torch "
                           f"{torch.__version__} calls forward hooks from a frame it does not recognise): those "
-                          "calls show their positional arguments only", stacklevel=3)
+                          "calls show their positional arguments only")
         if self.tracer_errors:
             trace.meta["tracer_errors"] = list(self.tracer_errors)
-            warnings.warn("shapetrace hit an internal error while tracing; the trace may be incomplete: "
-                          + self.tracer_errors[0], stacklevel=3)
+            warn_user("shapetrace hit an internal error while tracing; the trace may be incomplete: "
+                          + self.tracer_errors[0])
         return trace

@@ -1,0 +1,28 @@
+"""``warn_user``: a warning attributed to the user's line that called into shapetrace.
+
+``warnings.warn`` names the file and line ``stacklevel`` frames up, and shapetrace's warnings are raised at
+different depths below the user's call (``trace()`` goes through more of the package than ``with Tracer``,
+a renderer's warning through more when a record's display method calls it). A fixed ``stacklevel`` points at
+shapetrace's own code on some of those paths; a notebook then shows a line of ``api.py`` instead of the cell.
+This counts the package's frames instead. Python 3.12's ``skip_file_prefixes`` does the same, but 3.10 is
+supported. Imports nothing of the package, so any layer may use it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+__all__ = ["warn_user"]
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # .../shapetrace/
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn(message, category)`` attributed to the innermost frame outside the shapetrace package."""
+    level, frame = 2, sys._getframe(1)  # stacklevel 2 names the caller of warn_user, frame 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        level += 1
+        frame = frame.f_back
+    warnings.warn(message, category, stacklevel=level)
