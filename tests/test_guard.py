@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.utils.prune
 from torch import nn
 
 import shapetrace
@@ -243,3 +244,151 @@ def test_with_autograd_kept_a_training_batchnorm_still_gets_its_statistics_back(
         y = model(torch.randn(3, 4))
     y.sum().backward()
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+# ---- what the forward does to names, attributes and buffers, seen from the model afterwards ---------------
+class _BuildsIntoNone(nn.Module):
+    """The common lazy idiom: the slots start as plain ``None`` and the first forward builds what goes there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 8)
+        self.head = None
+        self.scale = None
+
+    def forward(self, x):
+        h = self.body(x)
+        if self.head is None:
+            self.head = nn.Linear(h.shape[-1], 3)
+        if self.scale is None:
+            self.scale = nn.Parameter(torch.ones(3))
+        return self.head(h) * self.scale
+
+
+@pytest.mark.parametrize("device", [None, "meta"])
+def test_a_layer_built_into_a_name_that_held_none_leaves_the_none_there(device):
+    model = _BuildsIntoNone()
+    trace = shapetrace.trace(model, torch.randn(2, 4), device=device)
+    assert [c.module for c in trace.calls] == ["", "body", "head"]
+    assert model.head is None and model.scale is None  # as found: the next plain forward builds them
+    assert list(model.state_dict()) == ["body.weight", "body.bias"]
+    assert model(torch.randn(2, 4)).shape == (2, 3)
+
+
+class _DeletesAndRegistersAgain(nn.Module):
+    """Drops a layer and a buffer and registers new ones under the same names (to change a width)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 2)
+        self.register_buffer("cache", torch.zeros(1, 4), persistent=False)
+
+    def forward(self, x):
+        del self.b
+        self.b = nn.Linear(4, 3)
+        del self.cache
+        self.register_buffer("cache", torch.ones(x.shape[0], 4))
+        return self.b(self.a(x) + self.cache)
+
+
+@pytest.mark.parametrize("device", [None, "meta"])
+def test_a_layer_and_buffer_deleted_and_registered_again_are_put_back(device):
+    model = _DeletesAndRegistersAgain()
+    b, cache, keys = model.b, model.cache, list(model.state_dict())
+    trace = shapetrace.trace(model, torch.randn(2, 4), device=device)
+    assert trace.outputs.shape == (2, 3)
+    assert model.b is b and model.cache is cache and list(model.state_dict()) == keys  # cache: not persistent again
+    assert "b" in trace.meta["registrations_restored"]
+
+
+def test_a_layer_deleted_by_the_forward_is_put_back():
+    class Deletes(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(2, 2), nn.Linear(2, 2)
+
+        def forward(self, x):
+            y = self.b(self.a(x))
+            del self.b
+            return y
+
+    model = Deletes()
+    b = model.b
+    trace = shapetrace.trace(model, torch.randn(1, 2))
+    assert model.b is b and trace.meta["registrations_restored"] == ["b"]
+
+
+def test_a_pruned_weight_recomputed_under_no_grad_by_the_trace_is_put_back():
+    layer = nn.Linear(4, 3)
+    torch.nn.utils.prune.l1_unstructured(layer, "weight", 0.5)
+    weight = layer.weight
+    shapetrace.trace(layer, torch.randn(2, 4))
+    assert layer.weight is weight and layer.weight.requires_grad  # still the one with its graph to weight_orig
+    (layer.weight ** 2).sum().backward()
+    assert layer.weight_orig.grad is not None
+
+
+def test_a_trace_leaves_buffer_version_counters_so_an_earlier_graph_still_runs_backward():
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)).eval()
+    x = torch.randn(3, 4)
+    loss = model(x).sum()  # autograd saved BatchNorm's running statistics at their current versions
+    versions = [b._version for b in model.buffers()]
+    shapetrace.trace(model, x)
+    assert [b._version for b in model.buffers()] == versions
+    shapetrace.trace(model, x, train=True)  # updates the statistics (the kernel bumps no version), put back
+    loss.backward()
+
+
+def test_a_buffer_that_is_a_view_of_a_parameter_does_not_count_as_a_parameter_written():
+    class Row(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.register_buffer("row", self.lin.weight.detach()[0])
+
+        def forward(self, x):
+            return self.lin(x) + self.row
+
+    trace = shapetrace.trace(Row(), torch.randn(2, 4))
+    assert "params_changed_in_place" not in trace.meta
+
+
+def test_a_model_whose_buffers_were_made_in_inference_mode_traces_and_keeps_them():
+    with torch.inference_mode():
+        model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).eval()
+    running_mean = model[1].running_mean
+    trace = shapetrace.trace(model, torch.randn(2, 4))
+    assert trace.outputs.shape == (2, 4) and model[1].running_mean is running_mean
+
+
+def test_an_expanded_buffer_keeps_aliasing_its_base():
+    class Expanded(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("base", torch.zeros(1, 4))
+            self.register_buffer("wide", self.base.expand(3, 4))
+
+        def forward(self, x):
+            return x + self.wide
+
+    model = Expanded()
+    shapetrace.trace(model, torch.randn(3, 4))
+    model.base.fill_(7)
+    assert model.wide.data_ptr() == model.base.data_ptr() and torch.all(model.wide == 7)
+
+
+def test_a_nested_tensor_buffer_does_not_stop_the_trace():
+    class Nested(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.register_buffer("parts", torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)]))
+
+        def forward(self, x):
+            return self.lin(x)
+
+    model = Nested()
+    parts = model.parts
+    assert shapetrace.trace(model, torch.randn(2, 4)).outputs.shape == (2, 4)
+    assert model.parts is parts

@@ -251,6 +251,31 @@ def test_a_transformer_layer_run_step_by_step_on_meta_is_named_with_a_warning():
                                                                     device="meta").meta
 
 
+class _Rotary(nn.Module):
+    """Caches a table on itself the first time it sees a length: in a name that held None, and in a dict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.cached = None
+        self.table: dict[int, torch.Tensor] = {}
+
+    def forward(self, x):
+        n = x.shape[1]
+        if self.cached is None:
+            self.cached = torch.arange(n, dtype=x.dtype, device=x.device)[:, None].expand(n, 4).clone()
+        if n not in self.table:
+            self.table[n] = torch.ones(n, 4, dtype=x.dtype, device=x.device)
+        return self.proj(x) + self.cached + self.table[n]
+
+
+def test_caches_a_forward_fills_on_meta_are_put_back_so_the_next_real_forward_runs():
+    model, x = _Rotary(), torch.randn(2, 5, 4)
+    assert shapetrace.trace(model, x, device="meta").outputs.shape == (2, 5, 4)
+    assert model.cached is None and model.table == {}
+    assert model(x).shape == (2, 5, 4)  # no meta tensor left for the CPU forward to read
+
+
 class _MyEncoderLayer(nn.TransformerEncoderLayer):
     """A user's subclass: it inherits the fused fast path (and its own class name)."""
 

@@ -226,8 +226,7 @@ class Tracer:
             refuse_lazy(uninitialized_lazy(self._index))
         self._flow = DataFlow()
         self._probes = self.probes(self._index, self._flow) + self.extra_probes
-        moved = self.device is not None and self.device != model_device(self.model)  # copies swapped in
-        self._guard = ModelGuard(self._index, train=self.train, grad=self.grad, placed=moved,
+        self._guard = ModelGuard(self._index, train=self.train, grad=self.grad,
                                  keep_registrations=True)  # put back in __exit__, after the counts
         self._engine = Engine(self._index, self._probes)
         self._exit = contextlib.ExitStack()

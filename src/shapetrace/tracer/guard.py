@@ -8,14 +8,22 @@ Parameters are not copied (that would double a large model's memory): ``changed_
 forward wrote in place, from their version counters.
 
 A forward can also *register* things on the model: assign a new tensor to a buffer (``self.steps =
-self.steps + 1``), a new ``Parameter``, a submodule built on the first call. torch's registration hooks
-tell the guard of each, before it happens, so it keeps what each name held and puts it back on leaving
-(``restored`` lists the names): nothing is copied for a forward that registers nothing. With ``placed``
-(the model runs with tensor copies swapped in, ``placement.placed``) a parameter or buffer name that held
-something is left to the placement, which puts back the tensors it swapped; modules are put back here. With ``keep_registrations`` leaving keeps
-them until ``put_back_registrations()`` (the tracer counts parameters first, as they were in the
-forward). Removals (``del self.layer``) and writes straight into ``_parameters`` or ``_buffers`` go past
-torch's hooks and are left as the forward left them.
+self.steps + 1``), a new ``Parameter``, a submodule built on the first call (often into a name that held a
+plain ``None``), or delete one and register it again. Entering keeps a shallow copy of every module's
+``__dict__`` and of its parameter, buffer and module dicts (references only: nothing is copied but the dicts);
+leaving puts back each module whose registries the forward changed (torch's registration hooks say which, and
+a registry that shrank shows a ``del``) as it was, plain attributes included (``restored`` lists the names).
+Modules with forward hooks of their own get their plain attributes put back too: a pre-hook such as
+``torch.nn.utils.prune``'s recomputes ``module.weight`` at every call, here under ``no_grad``. Other plain
+attributes a module's own forward sets (``self.cache = ...``) are left as a plain forward leaves them, except
+on another device, where ``placement`` puts them back. With ``keep_registrations`` leaving keeps what the
+forward registered until ``put_back_registrations()`` (the tracer counts parameters first, as they were in the
+forward). Writes straight into ``_parameters`` or ``_buffers`` that keep their size go past torch's hooks and
+are left as the forward left them.
+
+Buffers go back without moving their version counters (an autograd graph made before the trace that saved
+them still runs backward), and each on its own where the one-call copy cannot write it (an inference tensor,
+an expanded or nested one).
 """
 
 from __future__ import annotations
@@ -33,6 +41,11 @@ from .engine import ModuleIndex
 __all__ = ["ModelGuard"]
 
 _ABSENT = object()  # "this name held nothing before the forward"
+_REGISTRIES = ("_parameters", "_buffers", "_modules")
+# What torch keeps in every module's __dict__ (its registries, hook dicts, ``training``): put back by their own
+# rules (the engine removes its hooks, the flags are restored), never as plain attributes.
+_TORCH_ATTRIBUTES = frozenset(nn.Module().__dict__)
+_set_versions = getattr(torch._C._autograd, "_unsafe_set_version_counter", None)
 
 
 def _version(t: torch.Tensor) -> int | None:
@@ -52,15 +65,67 @@ def _versions(tensors: list[torch.Tensor]) -> list[int | None]:
         return [_version(t) for t in tensors]
 
 
+Snapshot = tuple[dict, dict, dict, dict, set]  # __dict__, _parameters, _buffers, _modules, non-persistent names
+
+
+def _snapshot(attrs: dict) -> Snapshot:
+    """Shallow copies of one module's ``__dict__`` and registries (a module whose ``__init__`` skipped Module's
+    may lack some)."""
+    return (attrs.copy(), dict(attrs.get("_parameters") or {}), dict(attrs.get("_buffers") or {}),
+            dict(attrs.get("_modules") or {}), set(attrs.get("_non_persistent_buffers_set") or ()))
+
+
+def _changed(now: dict, before: dict) -> list[str]:
+    """The names whose object differs between two dicts (added, removed or replaced), by identity."""
+    return [k for k in {**before, **now} if now.get(k, _ABSENT) is not before.get(k, _ABSENT)]
+
+
+def _put_back_buffers(live: list[torch.Tensor], saved: list[torch.Tensor]) -> None:
+    """Write each saved copy back into its buffer; version counters stay where the forward left them.
+
+    An autograd graph that saved a buffer (BatchNorm's running statistics, in eval) checks its version in
+    backward: a graph made before the trace, or by a ``grad=True`` trace, still runs after it. One call for
+    all in the common case; buffers it cannot write (an inference tensor, an expanded or nested one, one the
+    forward resized) one by one."""
+    versions = _versions(live)
+    if _set_versions is not None and None not in versions:
+        try:
+            torch._foreach_copy_(live, saved)
+        except (RuntimeError, NotImplementedError):
+            pass
+        else:
+            _set_versions(live, versions)
+            return
+    for b, copy, version in zip(live, saved, versions):
+        with torch.inference_mode() if b.is_inference() else contextlib.nullcontext():
+            try:
+                _put_back_buffer(b, copy)
+            except (RuntimeError, NotImplementedError):  # its dtype changed too (``.data =``): left
+                continue
+        if version is not None and _set_versions is not None and b._version != version:
+            _set_versions([b], [version])
+
+
+def _put_back_buffer(b: torch.Tensor, copy: torch.Tensor) -> None:
+    """One buffer back as ``copy`` holds it: written where it is when its layout is the same (unless equal,
+    which keeps an expanded buffer's aliasing), else its own storage swapped back (``resize_``, ``set_``)."""
+    if b.shape == copy.shape and b.device == copy.device and b.dtype == copy.dtype:
+        if torch.equal(b, copy):
+            return
+        if b.stride() == copy.stride():
+            b.copy_(copy)
+            return
+    b.set_(copy)
+
+
 class ModelGuard:
     """Save and restore a model's state around a forward (see the module docstring)."""
 
     def __init__(self, index: ModuleIndex, *, train: bool | None = None, grad: bool = False,
-                 placed: bool = False, keep_registrations: bool = False) -> None:
+                 keep_registrations: bool = False) -> None:
         self.index = index
         self.train = train
         self.grad = grad
-        self.placed = placed
         self.keep_registrations = keep_registrations
         self.restored: list[str] = []  # names the forward registered anew, put back on leaving
 
@@ -75,12 +140,19 @@ class ModelGuard:
         # changed: BatchNorm's kernel updates its running statistics without bumping them.
         self._live = [b for m in modules for b in m._buffers.values() if b is not None]
         with torch.no_grad():
-            self._saved = list(torch._foreach_clone(self._live)) if self._live else []
+            try:
+                self._saved = list(torch._foreach_clone(self._live)) if self._live else []
+            except (RuntimeError, NotImplementedError):  # a nested tensor, say: one by one
+                self._saved = [b.clone() for b in self._live]
         self._grad = contextlib.ExitStack()
-        # What each (module, registry, name) held before the forward first registered something there.
-        self._before: dict[tuple[int, str, str], tuple[nn.Module, str, str, Any]] = {}
-        # A module's non-persistent buffer names, kept when the forward first registers a buffer on it.
-        self._persistence: dict[int, tuple[nn.Module, set[str]]] = {}
+        dicts = [m.__dict__ for m in modules]
+        try:  # the common case as one comprehension: part of every trace's fixed cost
+            self._snapshots: list[Snapshot] = [
+                (d.copy(), d["_parameters"].copy(), d["_buffers"].copy(), d["_modules"].copy(),
+                 set(d["_non_persistent_buffers_set"])) for d in dicts]
+        except (KeyError, AttributeError):
+            self._snapshots = [_snapshot(d) for d in dicts]
+        self._touched: set[int] = set()  # slots of the modules the forward registered something on
         self._found = len(self.index)  # slots indexed before the forward (the index can grow during it)
         try:
             for register, registry in ((torch_module.register_module_parameter_registration_hook, "_parameters"),
@@ -101,49 +173,60 @@ class ModelGuard:
         return False
 
     def _registering(self, registry: str) -> Any:
-        """A registration hook for ``registry`` (``_parameters``, ``_buffers``, ``_modules``) that keeps what
-        a name of a module found before the forward held, the first time the forward registers it."""
-        before, persistence, slot_of = self._before, self._persistence, self.index.slot_of
+        """A registration hook for ``registry`` (``_parameters``, ``_buffers``, ``_modules``) that notes which
+        module (found before the forward) the forward registers something on."""
+        touched, slot_of = self._touched, self.index.slot_of
 
         def hook(module: nn.Module, name: str, value: Any) -> None:
             slot = slot_of.get(id(module))
-            if slot is None or slot >= self._found or (id(module), registry, name) in before:
-                return
-            held = module.__dict__.get(registry)
-            before[(id(module), registry, name)] = (
-                module, registry, name, held.get(name, _ABSENT) if held is not None else _ABSENT)
-            if registry == "_buffers" and id(module) not in persistence:
-                persistence[id(module)] = (module, set(getattr(module, "_non_persistent_buffers_set", ())))
+            if slot is not None and slot < self._found:
+                touched.add(slot)
 
         return hook
 
     def put_back_registrations(self) -> None:
-        """Give every name the forward registered anew what it held before (see the module docstring); once
-        only, by ``__exit__`` unless ``keep_registrations``."""
-        before, self._before = getattr(self, "_before", {}), {}
-        persistence, self._persistence = getattr(self, "_persistence", {}), {}
-        for module, held in persistence.values():  # which of its buffers a module leaves out of state_dict
-            kept = getattr(module, "_non_persistent_buffers_set", None)
-            if isinstance(kept, set) and kept != held:
-                kept.clear()
-                kept.update(held)
+        """Put back, as they were before the forward, the modules whose registries it changed, and the plain
+        attributes of the modules with hooks of their own (see the module docstring); once only, by
+        ``__exit__`` unless ``keep_registrations``."""
+        snapshots, self._snapshots = getattr(self, "_snapshots", []), []
+        if not snapshots:
+            return
+        modules, names = self.index.modules, self.index.names
+        check = set(self._touched) | {s for s in self.index.unusual if s < len(snapshots)}
+        try:  # a registry that shrank or grew past torch's hooks (``del self.layer``); one comprehension
+            check.update([slot for slot, (m, (_, p, b, c, _)) in enumerate(zip(modules, snapshots))
+                          if len(m._parameters) != len(p) or len(m._buffers) != len(b) or len(m._modules) != len(c)])
+        except AttributeError:  # a module whose __init__ skipped Module's: all looked at
+            check.update(range(len(snapshots)))
         rnns = []
-        for module, registry, name, held in before.values():
-            entries = module.__dict__[registry]
-            if self.placed and held is not _ABSENT and registry != "_modules":
-                continue  # a tensor copy swapped in by name: the placement puts the original back
-            if held is _ABSENT:
-                if name not in entries:
+        for slot in sorted(check):
+            m, (attrs, *registries, persistent) = modules[slot], snapshots[slot]
+            live = m.__dict__
+            prefix = names[slot][0] + "." if names[slot][0] else ""
+            changed_params = False
+            for registry, held in zip(_REGISTRIES, registries):
+                entries = live.get(registry)
+                if not isinstance(entries, dict):
                     continue
-                del entries[name]
-            elif entries.get(name, _ABSENT) is not held:
-                entries[name] = held
-            else:
-                continue
-            prefix = self.index.names[self.index.slot_of[id(module)]][0]
-            self.restored.append(f"{prefix}.{name}" if prefix else name)
-            if registry == "_parameters" and isinstance(module, nn.RNNBase) and module not in rnns:
-                rnns.append(module)
+                differ = _changed(entries, held)
+                if differ:
+                    entries.clear()
+                    entries.update(held)
+                    self.restored += [prefix + k for k in differ if prefix + k not in self.restored]
+                    changed_params |= registry == "_parameters"
+            for k in _changed(live, attrs):
+                if k in _TORCH_ATTRIBUTES:
+                    continue
+                if k in attrs:
+                    live[k] = attrs[k]
+                else:
+                    del live[k]
+            kept = live.get("_non_persistent_buffers_set")
+            if isinstance(kept, set) and kept != persistent:
+                kept.clear()
+                kept.update(persistent)
+            if changed_params and isinstance(m, nn.RNNBase):
+                rnns.append(m)
         for rnn in rnns:  # an RNN keeps its own list of its weights, read by its kernel: rebuilt from the names
             rebuild = getattr(rnn, "_init_flat_weights", None)
             if rebuild is not None:
@@ -165,19 +248,8 @@ class ModelGuard:
                         p.requires_grad_(was)
             live, saved = getattr(self, "_live", []), getattr(self, "_saved", [])
             self._live, self._saved = [], []
-            # With autograd on, the output's graph may hold buffers (BatchNorm's running statistics) and checks
-            # their version counters in backward: the values go back through ``.data``, which leaves them alone.
-            into = [b.data for b in live] if self.grad else live
             with torch.no_grad():
-                try:
-                    torch._foreach_copy_(into, saved)  # one call for all (the common case: nothing resized)
-                except RuntimeError:  # a buffer resized in place (resize_, set_): its own storage back as it was
-                    for b, target, copy in zip(live, into, saved):
-                        if b.shape == copy.shape and b.stride() == copy.stride() and b.device == copy.device:
-                            target.copy_(copy)
-                        else:
-                            with contextlib.suppress(RuntimeError):  # its dtype changed too (`.data =`): left
-                                b.set_(copy)
+                _put_back_buffers(live, saved)
 
     def changed_params(self) -> list[str]:
         """Names of the parameters whose version counter moved: the forward wrote to them in place."""

@@ -5,8 +5,8 @@ to ``dtype``), into the model's parameter and buffer dicts for the duration of a
 own tensors are never touched, shared tensors stay shared (one copy each), and the originals are back in
 place when the block ends, raising or not. The swap goes slot by slot, module by module, never through
 dotted names (``torch.nn.utils.stateless`` splits those on the dots, which a module registered as
-``self._modules["a.b"]`` breaks); plain tensor attributes the forward sets on its modules (``WeightDropout``'s dropped-out weights) are
-put back too. On ``meta`` the copies cost no memory. ``place_inputs`` moves a forward's arguments the same
+``self._modules["a.b"]`` breaks); plain attributes the forward sets on its modules (``WeightDropout``'s dropped-out
+weights, a cache) are put back too, with the contents of their lists and dicts. On ``meta`` the copies cost no memory. ``place_inputs`` moves a forward's arguments the same
 way; on ``meta`` integer and boolean tensors stay real, for forwards that read them (``shape_only``). This
 is the only place in shapetrace that moves tensors between devices.
 """
@@ -80,34 +80,52 @@ def _swapped(copies: list[tuple[dict[str, Any], str, torch.Tensor]]) -> Iterator
             slots[name] = original
 
 
-@contextlib.contextmanager
-def _tensor_attributes_kept(model: nn.Module) -> Iterator[None]:
-    """Put back the plain tensor attributes a forward sets on its modules (not parameters or buffers).
+# What torch keeps in every module's __dict__ (registries, hook dicts, ``training``): not plain attributes.
+_TORCH_ATTRIBUTES = frozenset(nn.Module().__dict__)
+_ABSENT = object()
 
-    A forward on another device can leave such attributes on that device: ``WeightDropout`` assigns the
-    dropped-out LSTM weights (and the LSTM's ``_flat_weights``) at every call.
+
+def _same_contents(now: list | dict, before: list | dict) -> bool:
+    if len(now) != len(before):
+        return False
+    if isinstance(now, dict):
+        return all(k in before and now[k] is before[k] for k in now)  # type: ignore[index]
+    return all(a is b for a, b in zip(now, before))
+
+
+@contextlib.contextmanager
+def _attributes_kept(model: nn.Module) -> Iterator[None]:
+    """Put back the plain attributes a forward sets on its modules (not parameters or buffers), and the contents
+    of their lists and dicts.
+
+    A forward on another device leaves tensors of that device behind in them: ``WeightDropout`` assigns the
+    dropped-out LSTM weights (and the LSTM's ``_flat_weights``) at every call, a rotary embedding fills a cache
+    that starts as ``self.cached = None`` or ``self.table = {}``; the next plain forward would read meta tensors.
+    A name the forward registered (a layer built into ``self.head = None``) is left to ``ModelGuard``.
     """
     saved = []
     for m in model.modules():
-        attrs = {k: v for k, v in vars(m).items() if isinstance(v, torch.Tensor)}
-        lists = {k: (v, list(v)) for k, v in vars(m).items()  # lists such as nn.LSTM's _flat_weights change in place
-                 if isinstance(v, list) and v and isinstance(v[0], torch.Tensor)}
-        saved.append((m, attrs, lists, {k for k in vars(m) if k not in attrs}))
+        attrs = {k: v for k, v in vars(m).items() if k not in _TORCH_ATTRIBUTES}
+        contents = {k: (v, v.copy()) for k, v in attrs.items() if type(v) in (list, dict)}
+        saved.append((m, attrs, contents))
     try:
         yield
     finally:
-        for m, attrs, lists, others in saved:
+        for m, attrs, contents in saved:
+            live = vars(m)
+            registered = [live.get(r) or {} for r in ("_parameters", "_buffers", "_modules")]
+            for k in [k for k in live if k not in attrs and k not in _TORCH_ATTRIBUTES]:
+                del live[k]
             for k, v in attrs.items():
-                if vars(m).get(k) is not v:
-                    object.__setattr__(m, k, v)
-            for k, (v, items) in lists.items():
-                if vars(m).get(k) is not v:
-                    object.__setattr__(m, k, v)
-                if any(a is not b for a, b in zip(v, items)) or len(v) != len(items):
-                    v[:] = items
-            for k in [k for k, v in vars(m).items() if k not in attrs and k not in others
-                      and isinstance(v, torch.Tensor)]:
-                object.__delattr__(m, k)
+                if live.get(k, _ABSENT) is not v and not any(k in r for r in registered):
+                    live[k] = v
+            for v, items in contents.values():
+                if not _same_contents(v, items):
+                    if isinstance(v, dict):
+                        v.clear()
+                        v.update(items)
+                    else:
+                        v[:] = items
 
 
 @contextlib.contextmanager
@@ -135,7 +153,7 @@ def placed(model: nn.Module, device: torch.device | None, dtype: torch.dtype | N
         yield
         return
     moved = _copies(model, device if device is not None else model_device(model), dtype)
-    with _tensor_attributes_kept(model), _parametrize_cache_kept(), _swapped(moved):
+    with _attributes_kept(model), _parametrize_cache_kept(), _swapped(moved):
         yield
 
 
