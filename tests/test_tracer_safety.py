@@ -175,6 +175,25 @@ def test_a_model_with_lazy_layers_is_traced_and_stays_lazy():
     assert model(torch.randn(3, 5)).shape == (3, 2)  # still free to take any width
 
 
+def test_a_model_with_a_lazy_batchnorm_is_traced_and_stays_lazy():
+    """LazyBatchNorm's running statistics are uninitialized buffers, which copy.deepcopy cannot copy."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.LazyBatchNorm2d()).eval()
+    trace = shapetrace.trace(model, torch.randn(2, 3, 8, 8))
+    assert trace.outputs.shape == (2, 4, 6, 6) and trace.meta["lazy_traced_on_copy"] == ["1"]
+    assert type(model[1]) is nn.LazyBatchNorm2d and model[1].has_uninitialized_params()
+    assert trace.model.buffers == 4 + 4 + 1  # the copy's statistics, made by the forward
+
+
+def test_a_lazy_model_that_cannot_be_copied_is_refused_with_advice():
+    import threading
+
+    model = nn.Sequential(nn.Flatten(), nn.LazyLinear(4))
+    model.lock = threading.Lock()
+    with pytest.raises(shapetrace.UnsupportedModel, match=r"cannot be copied \(TypeError.*Run one forward"):
+        shapetrace.trace(model, torch.randn(2, 3))
+    assert type(model[1]) is nn.LazyLinear
+
+
 def test_lazy_layers_are_refused_with_advice_on_meta_and_by_a_bare_tracer():
     model = _lazy()
     with pytest.raises(shapetrace.UnsupportedModel, match="Run one forward on real data first"):

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import UninitializedBuffer
 
 from .capture import LazyLayers, Tracer, UnsupportedModel, unwrap
 from .placement import model_device, place_inputs
@@ -80,11 +81,30 @@ def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None =
                 f"device='meta' cannot trace lazy layers whose weights are not made yet ({', '.join(e.names[:5])}): "
                 "a lazy layer makes real weights from its first input. Run one forward on real data first "
                 "(model(x)), then trace on meta.") from None
-        result = _trace_once(copy.deepcopy(model), args, kwargs, strict, {**options, "allow_lazy": True})
+        result = _trace_once(_lazy_copy(model, e.names), args, kwargs, strict, {**options, "allow_lazy": True})
         result.meta["lazy_traced_on_copy"] = e.names
     if wrappers:
         result.meta["unwrapped"] = wrappers
     return result
+
+
+def _lazy_copy(model: nn.Module, lazy: list[str]) -> nn.Module:
+    """A copy of a model with lazy layers, for the forward to initialize instead of the model.
+
+    ``copy.deepcopy`` copies an uninitialized parameter but not an uninitialized buffer (the running statistics
+    of ``LazyBatchNorm2d``): those are made anew, as uninitialized as they were."""
+    memo: dict[int, Any] = {}
+    for b in model.buffers():
+        if isinstance(b, UninitializedBuffer):
+            memo[id(b)] = UninitializedBuffer(requires_grad=b.requires_grad, device=b.device, dtype=b.dtype,
+                                              persistent=getattr(b, "persistent", True))
+    try:
+        return copy.deepcopy(model, memo)
+    except Exception as e:
+        raise UnsupportedModel(
+            f"{type(model).__name__} has lazy layers not initialized yet ({', '.join(map(repr, lazy[:5]))}): a trace would "
+            "initialize them for good, so shapetrace traces a copy, and the model cannot be copied "
+            f"({type(e).__name__}: {e}). Run one forward on real data first (model(x)), then trace.") from e
 
 
 def _trace_once(model: nn.Module, args: tuple, kwargs: dict, strict: bool, options: dict[str, Any]) -> Trace:

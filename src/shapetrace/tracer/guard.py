@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules import module as torch_module
+from torch.nn.parameter import UninitializedTensorMixin
 
 from .engine import ModuleIndex
 
@@ -142,7 +143,9 @@ class ModelGuard:
         with torch.no_grad():
             try:
                 self._saved = list(torch._foreach_clone(self._live)) if self._live else []
-            except (RuntimeError, NotImplementedError):  # a nested tensor, say: one by one
+            except (RuntimeError, NotImplementedError, ValueError):  # a nested tensor, say: one by one
+                # An uninitialized buffer (a lazy layer's, traced on a copy) holds nothing to put back.
+                self._live = [b for b in self._live if not isinstance(b, UninitializedTensorMixin)]
                 self._saved = [b.clone() for b in self._live]
         self._grad = contextlib.ExitStack()
         dicts = [m.__dict__ for m in modules]
