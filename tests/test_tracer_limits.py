@@ -139,6 +139,17 @@ def test_a_scripted_submodule_is_one_opaque_call_inside_a_python_model():
     assert [(c.module, tuple(c.outputs.shape)) for c in trace.calls] == [("", (2, 2)), ("0", (2, 4)), ("1", (2, 2))]
 
 
+def test_a_tracer_around_torch_jit_trace_records_plain_int_sizes():
+    """Under torch.jit.trace a tensor's sizes are 0-dim tensors; the trace holds ints, and saves as JSON."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    with shapetrace.Tracer(model) as tracer:
+        torch.jit.trace(model, torch.randn(2, 4))
+    shapes = [c.outputs.shape for c in tracer.trace.calls]
+    assert shapes[:4] == [(2, 3), (2, 8), (2, 8), (2, 3)]  # jit.trace runs the forward again to check its graph
+    assert all(type(n) is int for s in shapes for n in s)
+    assert shapetrace.load(tracer.trace.to_json()).calls[1].outputs.shape == (2, 8)
+
+
 def test_a_compiled_model_traces_as_the_module_it_wraps():
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
     compiled = torch.compile(model)

@@ -52,9 +52,10 @@ def tensor_meta(t: torch.Tensor, tid: int | None = None) -> TensorMeta | Opaque:
         shape = tuple(t.shape)
     except (RuntimeError, TypeError, ValueError):  # a strided nested tensor has no single shape
         return Opaque(type(t).__name__, f"tensor without a static shape ({t.layout})")
-    # A plain tensor's sizes are ints; a subclass's (fake or symbolic tensors) may be SymInts, and a jagged
-    # nested tensor's ragged size is a nested int that has no value.
-    if type(t) is not _Tensor and not all(type(s) is int for s in shape):
+    # A plain tensor's sizes are ints, except under ``torch.jit.trace`` (0-dim tensors); a subclass's (fake or
+    # symbolic tensors) may be SymInts, and a jagged nested tensor's ragged size is a nested int with no value.
+    if ((type(t) is not _Tensor or (shape and type(shape[0]) is not int))
+            and not all(type(s) is int for s in shape)):
         try:
             shape = tuple(int(s) for s in shape)
         except Exception:  # noqa: BLE001 - what a subclass's size raises when it has no value is its own

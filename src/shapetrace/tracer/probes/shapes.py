@@ -262,7 +262,10 @@ class _RawToMeta:
     def __call__(self, raw: Raw) -> TensorMeta:
         tid, shape, dtype, device, grad = raw
         names = self.names
+        shape = tuple(shape)
+        if shape and type(shape[0]) is not int:  # under torch.jit.trace sizes are 0-dim tensors
+            shape = tuple(int(s) for s in shape)
         meta = self.made[raw] = bulk.tensor_meta(
-            tuple(shape), names.get(dtype) or names.setdefault(dtype, dtype_name(dtype)),
+            shape, names.get(dtype) or names.setdefault(dtype, dtype_name(dtype)),
             names.get(device) or names.setdefault(device, device_name(device)), tid, grad)
         return meta
