@@ -96,6 +96,42 @@ def test_the_same_model_on_two_inputs_says_no_layer_changed_rather_than_the_same
         assert "same calls, classes, parameters and shapes" not in text
 
 
+class _Splits(nn.Module):
+    """Splits its input into six outputs; only the last one's width depends on ``last``."""
+
+    def __init__(self, last: int) -> None:
+        super().__init__()
+        self.split = _SixParts(last)
+
+    def forward(self, x):
+        return self.split(x)[-1]
+
+
+class _SixParts(nn.Module):
+    def __init__(self, last: int) -> None:
+        super().__init__()
+        self.last = last
+
+    def forward(self, x):
+        return (*x.split(1, dim=1)[:5], x[:, :1].expand(-1, self.last))
+
+
+def test_a_difference_past_the_fourth_output_tensor_is_a_change():
+    x = torch.randn(2, 8)
+    d = diff_traces(trace(_Splits(4), x), trace(_Splits(8), x))
+    split = {r.label: r for r in d.shown}["split"]
+    assert split.status == "changed" and ("output", "…, (2,4)", "…, (2,8)") in split.changes
+    assert "No differences" not in render_trace_diff(d, "text")
+
+
+def test_the_same_model_in_two_dtypes_carries_the_dtype_rather_than_changing_every_layer():
+    model, x = nn.Sequential(nn.Linear(8, 4), nn.ReLU()), torch.randn(2, 8)
+    d = diff_traces(trace(model, x), trace(model.to(torch.bfloat16), x.to(torch.bfloat16)))
+    assert d.shown == [] and [r.label for r in d.carried] == ["(root)", "0", "1"]
+    relu = {r.label: r for r in d.carried}["1"]
+    assert ("output", "(2,4) float32", "(2,4) bfloat16") in relu.changes
+
+
 def test_where_both_traces_were_profiled_the_diff_shows_time():
     x = torch.randn(2, 512, 7, 7)
     a = shapetrace.profile(create_head(512, 37).eval(), x, device="cpu", warmup=1, repeat=2, memory=False)

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..tracer.records import Call, Comparison, Trace, iter_tensors
+from ..tracer.records import Call, Comparison, TensorMeta, Trace, iter_tensors
 
 COLUMNS = ("layer", "what", "shapetrace", "{tool}", "why")
 
@@ -67,16 +67,42 @@ def render(comparison: Comparison, fmt: str = "text") -> str:
 
 
 # ==== shapetrace diff A B: two traces, aligned by module name and call order ====================================
-def _shapes(value: Any) -> str:
-    metas = [m for _, m in iter_tensors(value)]
+def _metas(value: Any) -> list[TensorMeta]:
+    return [m for _, m in iter_tensors(value)]
+
+
+def _shapes(value: Any, start: int = 0) -> str:
+    """Up to four tensors' shapes from the ``start``-th (a dtype beside those whose dtype differs from the
+    first's), for a cell."""
+    metas = _metas(value)
     if not metas:
         return "—"
-    return ", ".join("(" + ",".join(map(str, m.shape)) + ")" + ("" if m.dtype == metas[0].dtype else f" {m.dtype}")
-                     for m in metas[:4]) + (", …" if len(metas) > 4 else "")
+    shown = ", ".join("(" + ",".join(map(str, m.shape)) + ")" + ("" if m.dtype == metas[0].dtype else f" {m.dtype}")
+                      for m in metas[start:start + 4])
+    return ("…, " if start else "") + shown + (", …" if len(metas) > start + 4 else "")
 
 
 def _dtypes(value: Any) -> str:
-    return ",".join(sorted({m.dtype for _, m in iter_tensors(value)}))
+    return ",".join(sorted({m.dtype for m in _metas(value)}))
+
+
+def _side_by_side(a: Any, b: Any) -> tuple[str, str]:
+    """The cells of two values' tensors: the same text exactly when every tensor's shape and dtype are the same.
+
+    A cell shows four tensors; where they agree and a later one differs, both cells show the tensors from
+    the first that differs (``…, (2,8)``), and where only dtypes differ, each cell names its dtypes."""
+    ma, mb = _metas(a), _metas(b)
+    sig_a, sig_b = [(m.shape, m.dtype) for m in ma], [(m.shape, m.dtype) for m in mb]
+    ta, tb = _shapes(a), _shapes(b)
+    if sig_a == sig_b or ta != tb:
+        return ta, tb
+    if [s for s, _ in sig_a] == [s for s, _ in sig_b]:  # the same shapes in other dtypes
+        return f"{ta} {_dtypes(a)}", f"{tb} {_dtypes(b)}"
+    first = next((i for i, (x, y) in enumerate(zip(sig_a, sig_b)) if x[0] != y[0]), min(len(ma), len(mb)))
+    ta, tb = _shapes(a, first), _shapes(b, first)
+    if ta == tb:  # one holds more tensors, all others alike
+        ta, tb = f"{len(ma)} tensors", f"{len(mb)} tensors"
+    return ta, tb
 
 
 def _ms(call: Call | None) -> float | None:
@@ -158,10 +184,8 @@ def _compare(row: Row) -> None:
         changes.append(("params", f"{a.own_params:,}", f"{b.own_params:,}"))
     elif a.own_params and a.trainable_params != b.trainable_params and a.cls == b.cls:
         changes.append(("trainable", f"{a.trainable_params:,}", f"{b.trainable_params:,}"))
-    in_a, in_b = _shapes([a.inputs, a.kwargs]), _shapes([b.inputs, b.kwargs])
-    out_a, out_b = _shapes(a.outputs), _shapes(b.outputs)
-    if out_a == out_b and _dtypes(a.outputs) != _dtypes(b.outputs):
-        out_a, out_b = f"{out_a} {_dtypes(a.outputs)}", f"{out_b} {_dtypes(b.outputs)}"
+    in_a, in_b = _side_by_side([a.inputs, a.kwargs], [b.inputs, b.kwargs])
+    out_a, out_b = _side_by_side(a.outputs, b.outputs)
     if (a.error is None) != (b.error is None):
         changes.append(("error", a.error or "—", b.error or "—"))
     own = bool(changes) or (out_a != out_b and in_a == in_b)
@@ -276,7 +300,7 @@ def _summary_lines(d: TraceDiff) -> list[str]:
             f"(of {len(d.a.calls)} calls in A and {len(d.b.calls)} in B).")]
     pa, pb = d.a.model.params, d.b.model.params
     out.append(f"parameters: {pa:,} → {pb:,} ({_signed(pb - pa)})" if pa != pb else f"parameters: {pa:,} in both")
-    out_a, out_b = _shapes(d.a.outputs), _shapes(d.b.outputs)
+    out_a, out_b = _side_by_side(d.a.outputs, d.b.outputs)
     if out_a != out_b:
         out.append(f"model output: {out_a} → {out_b}")
     if d.timed:
@@ -302,7 +326,8 @@ def _nothing_in_common(d: TraceDiff) -> str:
 
 def _no_differences(d: TraceDiff) -> str:
     """The sentence for a diff with no changed, added or removed call."""
-    if d.carried or _shapes(d.a.outputs) != _shapes(d.b.outputs):
+    out_a, out_b = _side_by_side(d.a.outputs, d.b.outputs)
+    if d.carried or out_a != out_b:
         return ("No layer changed: the same calls, classes and parameters; the shapes below differ only because "
                 "the input did.")
     return "No differences: the same calls, classes, parameters and shapes."
