@@ -186,6 +186,23 @@ def test_model_left_unchanged_and_dtype_cast():
         assert torch.equal(a, b)
 
 
+def test_parameter_bytes_per_call_are_counted_in_the_dtype_profiled():
+    model = nn.Sequential(nn.Linear(256, 256), nn.ReLU())
+    trace = _profile(model, torch.randn(2, 256), dtype="bf16", repeat=1, warmup=0)
+    params = 256 * 256 + 256
+    assert trace.model.param_bytes == 2 * params
+    assert trace.calls[0].memory.param_bytes == trace.calls[1].memory.param_bytes == 2 * params
+
+
+def test_a_model_with_lazy_layers_is_profiled_on_a_copy_and_stays_lazy():
+    model = nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.LazyLinear(3))
+    for dtype in (None, "bf16"):
+        trace = _profile(model, torch.randn(2, 5), dtype=dtype, repeat=1, warmup=0)
+        assert trace.outputs.shape == (2, 3) and trace.meta["lazy_traced_on_copy"] == ["0", "2"]
+        assert all(c.timing is not None for c in trace.calls) and trace.model.params == 5 * 8 + 8 + 8 * 3 + 3
+        assert type(model[0]) is nn.LazyLinear and model[0].has_uninitialized_params()
+
+
 def test_progress_and_usage_errors():
     seen = []
     _profile(nn.Linear(3, 4), torch.randn(2, 3), warmup=2, repeat=3, progress=lambda d, t: seen.append((d, t)))

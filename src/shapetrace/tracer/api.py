@@ -81,14 +81,14 @@ def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None =
                 f"device='meta' cannot trace lazy layers whose weights are not made yet ({', '.join(e.names[:5])}): "
                 "a lazy layer makes real weights from its first input. Run one forward on real data first "
                 "(model(x)), then trace on meta.") from None
-        result = _trace_once(_lazy_copy(model, e.names), args, kwargs, strict, {**options, "allow_lazy": True})
+        result = _trace_once(copy_for_lazy_layers(model, e.names), args, kwargs, strict, {**options, "allow_lazy": True})
         result.meta["lazy_traced_on_copy"] = e.names
     if wrappers:
         result.meta["unwrapped"] = wrappers
     return result
 
 
-def _lazy_copy(model: nn.Module, lazy: list[str]) -> nn.Module:
+def copy_for_lazy_layers(model: nn.Module, lazy: list[str]) -> nn.Module:
     """A copy of a model with lazy layers, for the forward to initialize instead of the model.
 
     ``copy.deepcopy`` copies an uninitialized parameter but not an uninitialized buffer (the running statistics

@@ -67,8 +67,8 @@ import torch.profiler  # looked up at each use (torch.profiler.profile), so a te
 from torch import nn
 from torch.autograd import DeviceType
 
-from .api import TraceFailed
-from .capture import Tracer
+from .api import TraceFailed, copy_for_lazy_layers
+from .capture import Tracer, UnsupportedModel, uninitialized_lazy
 from .engine import Engine, ModuleIndex
 from .guard import ModelGuard
 from .intervals import Attribution, attribute_kernels, central_repeats, nested_self_times, quantile, summarise
@@ -83,7 +83,7 @@ from .metrics import (
     Note,
     TimingSummary,
 )
-from .placement import place_inputs, placed
+from .placement import model_device, place_inputs, placed
 from .probes.flops import FlopProbe
 from .probes.memory import PeakMemoryProbe, PeakStack
 from .probes.timing import RANGE_PREFIX, TimerProbe
@@ -375,9 +375,23 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
     if repeat < 1 or warmup < 0:
         raise ProfileUsageError("repeat must be at least 1 and warmup at least 0")
     kwargs = {**kwargs, **(forward_kwargs or {})}
+    index = ModuleIndex(model)
+    lazy = uninitialized_lazy(index)
+    if lazy:  # as trace() does: a copy is profiled, which its first forward initializes; the model stays lazy
+        if dev.type == "meta":
+            raise UnsupportedModel(
+                f"device='meta' cannot profile lazy layers whose weights are not made yet ({', '.join(lazy[:5])}): "
+                "a lazy layer makes real weights from its first input. Profile on the CPU or a GPU, or run one "
+                "forward on real data first (model(x)).")
+        model = copy_for_lazy_layers(model, lazy)
+        with torch.no_grad():  # made here, where the inputs are, before any copy is cast or moved
+            model(*place_inputs(tuple(inputs), model_device(model)), **place_inputs(kwargs, model_device(model)))
+        result = profile(model, *inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype, flops=flops,
+                         memory=memory, progress=progress, grad=grad, train=train, gpu_timer=gpu_timer, **kwargs)
+        result.meta["lazy_traced_on_copy"] = lazy
+        return result
     args = place_inputs(tuple(inputs), dev, dt)
     kwargs = place_inputs(kwargs, dev, dt)
-    index = ModuleIndex(model)
     regions, inner = _compiled_regions(model)
     with placed(model, dev, dt):
         # Pass 1: shapes, data flow, FLOPs and peak memory, in one forward.
@@ -405,10 +419,10 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
                                    train, progress, gpu_timer)
             except _TimedRunFailed as failed:
                 raise TraceFailed(_failed_in_timed_run(trace, failed, call_of), failed.__cause__) from failed.__cause__
+        if memory:  # parameter bytes read while the cast copies are in place (``dtype``)
+            _fill_memory(trace, called, peak_probe)
     # The merge: every probe's results into the shape pass's calls.
     _fill_timing(trace, run, kind)
-    if memory:
-        _fill_memory(trace, called, peak_probe)
     trace.meta["profiled"] = True
     if not run.repeats:  # device 'meta': FLOPs and memory from shapes, no timing
         return trace
