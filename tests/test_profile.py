@@ -829,6 +829,9 @@ def test_a_forward_failing_where_no_hook_sees_it_says_the_layer_is_not_known():
         _profile(model, torch.randn(2, 4), warmup=0, repeat=2)
     assert info.value.trace.failure.call is None
     assert "in one of its forwards run without hooks, so the layer is not known" in str(info.value)
+    table = str(info.value.trace.table())  # the table says the same, not "outside any module"
+    assert "outside any module" not in table
+    assert "failed in timed run 1 of 2 of the profile, in a forward run without hooks" in table
 
 
 class CallsMoreAfterItsFirstRun(nn.Module):
@@ -881,3 +884,21 @@ def test_render_of_a_saved_profile_colours_the_diagram_by_time_as_profile_does(t
     assert rendered.exit_code == 0 and "time (self)" in rendered.output
     memory = runner.invoke(main, ["render", str(saved), "--heat", "memory", "-f", "dot"])
     assert memory.exit_code == 2 and "peak memory" in memory.output  # a CPU profile has no peaks
+
+
+def test_cli_profile_failing_in_a_timed_run_says_the_plot_was_not_written(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    (tmp_path / "later.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class FailsLater(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.lin, self.calls = nn.Linear(4, 4), 0\n\n"
+        "    def forward(self, x):\n        self.calls += 1\n"
+        "        if self.calls > 2:\n            raise RuntimeError('boom')\n        return self.lin(x)\n")
+    plot = tmp_path / "times.svg"
+    result = CliRunner().invoke(main, ["profile", f"{tmp_path / 'later.py'}:FailsLater", "-i", "2,4", "--device", "cpu",
+                                       "--warmup", "0", "--repeat", "2", "--plot", str(plot)])
+    assert result.exit_code == 1, result.output
+    assert f"--plot {plot}: not written, the forward failed" in result.stderr and not plot.exists()

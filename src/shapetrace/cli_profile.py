@@ -116,6 +116,9 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
         heat = profile_heat(outcome.trace, heat)
         emit(outcome.trace, fmt, RenderOptions(depth=depth, view=view, width=table_width(width, output), heat=heat,
                                                color=terminal_colour(output)), output)
+        if outcome.failed and plot_file is not None:
+            click.echo(f"note: --plot {plot_file}: not written, the forward failed before anything was timed",
+                       err=True)
         if not outcome.failed:
             click.echo(summary(outcome.trace, top, view), err=True)
             if plot_file is not None:

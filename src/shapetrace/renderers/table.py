@@ -256,14 +256,21 @@ def _notes(trace: Trace, rows: list[Row]) -> list[str]:
         head = "not reached before the failure" if trace.failed else "never called in the forward"
         notes.append(f"{head}: " + ", ".join(_uncalled_parts(trace)))
     if trace.failure is not None:
-        fc = trace.failed_call
-        where = f"in {literal(fc.label)} ({literal(fc.cls)})" if fc else "outside any module"
-        timed = trace.meta.get("failed_in_timed_run")
-        if isinstance(timed, dict):  # the profile's shape pass ran through; a timed run of it failed
-            where += f" in timed run {timed.get('run')} of {timed.get('of')} of the profile"
+        where = _failure_place(trace, with_class=True)
         notes.append(f"{FAIL_MARK} the forward failed {where}: {trace.failure.type}: "
                      f"{literal(trace.failure.message)}")
     return notes
+
+
+def _failure_place(trace: Trace, with_class: bool = False) -> str:
+    """Where the forward failed: ``in layer4.0 (BasicBlock)``, with the profile's timed run if that is where, or
+    why no layer can be named."""
+    fc = trace.failed_call
+    timed = trace.meta.get("failed_in_timed_run")  # the profile's shape pass ran through; a timed run failed
+    run = f"in timed run {timed.get('run')} of {timed.get('of')} of the profile" if isinstance(timed, dict) else ""
+    if fc is None:
+        return f"{run}, in a forward run without hooks, so the layer is not known" if run else "outside any module"
+    return f"in {literal(fc.label)}" + (f" ({literal(fc.cls)})" if with_class else "") + (f" {run}" if run else "")
 
 
 def _uncalled_parts(trace: Trace) -> list[str]:
@@ -529,9 +536,7 @@ def _title(trace: Trace, rows: list[Row], view: str, depth: int | None) -> str:
     title = f"{literal(trace.model.cls)}: {n} call{'s' if n != 1 else ''}"
     if trace.failed:
         done = sum(1 for c in trace.calls if c.error is None)
-        fc = trace.failed_call
-        where = f"in {literal(fc.label)}" if fc else "outside any module"
-        title += f" started, {done} returned (the forward failed {where})"
+        title += f" started, {done} returned (the forward failed {_failure_place(trace)})"
     if view == "modules":
         title += f" of {len(rows)} module{'s' if len(rows) != 1 else ''}"
     if depth is not None:
