@@ -41,6 +41,7 @@ from .renderers import RenderOptions, formats, get
 from .renderers.diagram import OVERLAYS
 from .session import TraceRequest, UsageProblem, check_output_folder, trace_model
 from .tracer.records import load as load_trace
+from .tracer.user_warnings import ShapetraceWarning
 
 _CONTEXT = CONTEXT
 
@@ -93,7 +94,8 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     """A Python warning as one line on stderr (``warning: ...``), with where it came from when that is not
     shapetrace itself (a library's deprecation, the model's own code), instead of a file path and a source
     line that read like a traceback."""
-    origin = "" if f"{os.sep}shapetrace{os.sep}" in filename else (
+    ours = issubclass(category, ShapetraceWarning) or f"{os.sep}shapetrace{os.sep}" in filename
+    origin = "" if ours else (
         f" ({category.__name__} at {os.path.basename(filename)}:{lineno})")
     click.echo(f"warning: {message}{origin}", err=True)
 

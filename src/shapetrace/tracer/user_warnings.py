@@ -14,12 +14,16 @@ import os
 import sys
 import warnings
 
-__all__ = ["warn_user"]
+__all__ = ["ShapetraceWarning", "warn_user"]
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # .../shapetrace/
 
 
-def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+class ShapetraceWarning(UserWarning):
+    """A warning of shapetrace's own (the command line prints it without a source location)."""
+
+
+def warn_user(message: str, category: type[Warning] = ShapetraceWarning) -> None:
     """``warnings.warn(message, category)`` attributed to the innermost frame outside the shapetrace package."""
     level, frame = 2, sys._getframe(1)  # stacklevel 2 names the caller of warn_user, frame 1
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
