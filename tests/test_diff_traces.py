@@ -202,3 +202,54 @@ def test_the_gallery_diff_exhibits_give_their_text_and_picture():
     assert "5      class   ReLU" in custom
     concat = files["diff-concat-vs-avg-head.md"]
     assert concat.startswith("# create_head: concat pooling against average pooling")
+
+
+# ---- the command line's edges ------------------------------------------------------------------------------
+_TRAIN_AUX = ("import torch\nfrom torch import nn\n\n"
+              "class M(nn.Module):\n"
+              "    def __init__(self):\n        super().__init__()\n"
+              "        self.body, self.aux = nn.Linear(8, 8), nn.Linear(8, 3)\n\n"
+              "    def forward(self, x):\n        y = self.body(x)\n"
+              "        return (y, self.aux(y)) if self.training else y\n\n"
+              "class NoInput(nn.Module):\n"
+              "    def __init__(self):\n        super().__init__()\n        self.lin = nn.Linear(4, 3)\n\n"
+              "    def forward(self):\n        return self.lin(torch.ones(2, 4))\n\n"
+              "class Fails(nn.Module):\n"
+              "    def __init__(self):\n        super().__init__()\n        self.lin = nn.Linear(4, 3)\n\n"
+              "    def forward(self, x):\n        return self.lin(x)\n")
+
+
+@pytest.fixture()
+def models_file(tmp_path):
+    path = tmp_path / "models.py"
+    path.write_text(_TRAIN_AUX)
+    return path
+
+
+@pytest.mark.parametrize("tool", ["torchinfo", "torchview"])
+def test_cli_diff_against_with_train_runs_the_other_tool_in_training_mode_too(models_file, tool):
+    result = CliRunner().invoke(main, ["diff", f"{models_file}:M", "-i", "2,8", "--against", tool, "--train"])
+    assert result.exit_code == 0, result.output
+    calls = {"torchinfo": 3, "torchview": 2}[tool]  # torchview counts leaves: body and the training-only aux head
+    assert f"shapetrace saw {calls} calls, {tool} {calls}" in result.stdout, result.stdout
+    assert "aux" not in result.stdout  # the other tool saw the aux head as well
+
+
+def test_cli_diff_against_a_forward_without_inputs_is_a_usage_error_saying_why(models_file):
+    result = CliRunner().invoke(main, ["diff", f"{models_file}:NoInput", "--against", "torchview"])
+    assert result.exit_code == 2 and "this forward takes none" in result.stderr, result.output
+
+
+def test_cli_diff_of_a_saved_trace_whose_forward_failed_exits_1_and_notes_ignored_options(models_file, tmp_path):
+    runner = CliRunner()
+    failed = tmp_path / "FAILED.JSON"  # the suffix in any case, as render takes it
+    assert runner.invoke(main, ["trace", f"{models_file}:Fails", "-i", "2,5", "-f", "json", "-o", str(failed)]).exit_code == 1
+    result = runner.invoke(main, ["diff", str(failed), f"{models_file}:Fails", "-i", "2,4", "--train"])
+    assert result.exit_code == 1, result.output
+    assert f"--input, --train/--eval do not apply to the saved trace {failed}" in result.stderr
+    assert f"the forward of {failed} (a saved trace) failed" in result.stderr
+
+
+def test_cli_diff_of_a_missing_saved_trace_says_no_such_file(tmp_path):
+    result = CliRunner().invoke(main, ["diff", str(tmp_path / "gone.json"), str(tmp_path / "gone.json")])
+    assert result.exit_code == 2 and "gone.json: no such file" in result.stderr, result.output

@@ -902,3 +902,15 @@ def test_cli_profile_failing_in_a_timed_run_says_the_plot_was_not_written(tmp_pa
                                        "--warmup", "0", "--repeat", "2", "--plot", str(plot)])
     assert result.exit_code == 1, result.output
     assert f"--plot {plot}: not written, the forward failed" in result.stderr and not plot.exists()
+
+
+def test_cli_profile_heat_with_a_text_format_says_it_only_affects_diagrams(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    result = CliRunner().invoke(main, ["profile", "torch.nn:Linear", "--arg", "in_features=8", "--arg", "out_features=2",
+                                       "-i", "2,8", "--device", "cpu", "--warmup", "0", "--repeat", "1",
+                                       "--heat", "activations"])
+    assert result.exit_code == 0, result.output
+    assert "note: --heat only affect diagram formats" in result.stderr

@@ -13,7 +13,16 @@ from .cli_options import CONTEXT, SuggestingChoice, cli_errors, emit, print_caus
 from .renderers import RenderOptions
 from .renderers.diff import diagram_options, diff_traces, render_trace_diff
 from .renderers.diff import render as render_comparison
-from .session import TraceRequest, UsageProblem, check_output, load, pick_format, trace_model, write_output
+from .session import (
+    TraceRequest,
+    UsageProblem,
+    check_output,
+    load,
+    pick_format,
+    trace_model,
+    train_mode,
+    write_output,
+)
 from .tracer.records import load as load_trace
 
 DIAGRAM_FORMATS = ("svg", "png", "pdf", "dot")
@@ -23,13 +32,21 @@ DIFF_FORMATS = ("text", "md", "html", "json", *DIAGRAM_FORMATS)
 def _side(spec: str, inputs: tuple[str, ...], args: tuple[str, ...], train: bool | None, ops: bool,
           debug: bool) -> tuple[Any, str | None]:
     """The trace of one side: a saved trace read back, or the model traced; and a note when its forward failed."""
-    if spec.endswith(".json") and Path(spec).is_file():
-        if args:
-            click.echo(f"note: --arg does not apply to the saved trace {spec}", err=True)
+    if spec.lower().endswith(".json"):
+        if not Path(spec).is_file():
+            raise UsageProblem(f"{spec}: no such file (a saved trace, from --format json)")
+        given = [name for name, value in (("--arg", args), ("--input", inputs), ("--train/--eval", train is not None))
+                 if value]
+        if given:
+            click.echo(f"note: {', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to the saved trace "
+                       f"{spec}", err=True)
         try:
-            return load_trace(Path(spec)), None
+            saved = load_trace(Path(spec))
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             raise UsageProblem(f"{spec!r} is not a readable shapetrace trace: {e}") from e
+        failure = saved.failure
+        return saved, (f"the forward of {spec} (a saved trace) failed: {failure.type}: {failure.message}"
+                       if failure is not None else None)
     outcome = trace_model(TraceRequest(spec, inputs, args, train=train, ops=ops))
     for note in outcome.notes:
         click.echo(f"note: {note}", err=True)
@@ -94,7 +111,7 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
         if b is None:
             if a_args or b_args:
                 raise UsageProblem("--a-arg and --b-arg are for two models (A and B); with one MODEL use --arg")
-            _against(a, inputs, args, against or "torchinfo", fmt, output, debug)
+            _against(a, inputs, args, against or "torchinfo", fmt, output, train, debug)
             return
         if against is not None:
             raise UsageProblem("--against compares one MODEL with another tool; give either B or --against, "
@@ -129,14 +146,18 @@ def _echo(text: str, output: str | None) -> None:
 
 
 def _against(model: str, inputs: tuple[str, ...], args: tuple[str, ...], against: str, fmt: str,
-             output: str | None, debug: bool) -> None:
+             output: str | None, train: bool | None, debug: bool) -> None:
     if fmt not in ("text", "md"):
         raise UsageProblem(f"--against renders as text or md, not {fmt}")
     loaded = load(TraceRequest(model, inputs, args))
     from . import compare  # noqa: PLC0415 - torch stays out of `shapetrace render`
     from .tracer.api import trace  # noqa: PLC0415 - torch stays out of `shapetrace render`
 
-    module = loaded.module.eval() if loaded.exhibit is None else loaded.module
+    # The session's rule (--train/--eval, else an exhibit as built and anything else eval), set on the model:
+    # both tools then trace it as it is.
+    module, mode = loaded.module, train_mode(train, loaded.exhibit)
+    if mode is not None:
+        module.train(mode)
     ours = trace(module, *loaded.args, forward_kwargs=loaded.kwargs)
     fn = compare.diff_torchinfo if against == "torchinfo" else compare.diff_torchview
     try:

@@ -19,6 +19,7 @@ from .cli_options import (
     cli_errors,
     emit,
     heat_option,
+    note_diagram_only,
     prepare_output,
     print_cause,
     profile_heat,
@@ -94,6 +95,7 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
             if output is not None and Path(plot_file).resolve() == Path(output).resolve():
                 raise UsageProblem(f"--plot and -o both name {plot_file!r}: one would overwrite the other; give "
                                    "the plot a file of its own")
+        note_diagram_only(fmt, heat=heat)
         request = TraceRequest(model, inputs, args, _resolve_device(device), train)
         if heat == "memory" and not str(request.device).startswith("cuda") and get(fmt).dataflow:
             raise UsageProblem("--heat memory: peak memory is measured on CUDA only; use --heat activations "

@@ -37,8 +37,12 @@ def _input_data(tool: str, own: frozenset[str], args: tuple, kwargs: dict[str, A
     positional ones they go to the tool as its own keyword arguments, which it passes on to the forward, so a
     name the tool uses itself (``own``) cannot be passed that way.
     """
+    if not args and not kwargs:
+        raise InputsNotPassable(f"{tool} runs the forward only when given an input, and this forward takes none: "
+                                f"there is nothing to compare. Compare without --against {tool} (shapetrace trace "
+                                "MODEL shows the shapes)")
     if not args:
-        return (dict(kwargs) if kwargs else None), {}
+        return dict(kwargs), {}
     clash = sorted(own & kwargs.keys())
     if clash:
         raise InputsNotPassable(f"{tool} cannot pass the keyword input {clash[0]!r} beside positional inputs: it takes "
@@ -54,6 +58,11 @@ _TORCHVIEW_OWN = frozenset({"model", "input_data", "input_size", "graph_name", "
                             "strict", "expand_nested", "graph_dir", "hide_module_functions",
                             "hide_inner_tensors", "roll", "show_shapes", "save_graph", "filename", "directory",
                             "collect_attributes"})
+
+
+def _mode(model: nn.Module) -> str:
+    """The model's mode, for the other tool (both put a model in eval unless told otherwise)."""
+    return "train" if model.training else "eval"
 
 
 def _names_by_module(model: nn.Module) -> dict[int, set[str]]:
@@ -73,7 +82,7 @@ def diff_torchinfo(model: nn.Module, trace: Trace, *args: Any, **kwargs: Any) ->
     import torchinfo  # noqa: PLC0415 - optional dependency (the `compare` extra)
 
     data, extra = _input_data("torchinfo", _TORCHINFO_OWN, args, kwargs)
-    stats = torchinfo.summary(model, input_data=data, verbose=0, depth=1000, **extra)
+    stats = torchinfo.summary(model, input_data=data, verbose=0, depth=1000, mode=_mode(model), **extra)
     names = _names_by_module(model)
     our_by_name: dict[str, list] = defaultdict(list)
     for call in trace.calls:
@@ -144,7 +153,7 @@ def diff_torchview(model: nn.Module, trace: Trace, *args: Any, **kwargs: Any) ->
     import torchview  # noqa: PLC0415 - optional dependency (the `compare` extra)
 
     data, extra = _input_data("torchview", _TORCHVIEW_OWN, args, kwargs)
-    graph = torchview.draw_graph(model, input_data=data, depth=1000, expand_nested=True, **extra)
+    graph = torchview.draw_graph(model, input_data=data, depth=1000, expand_nested=True, mode=_mode(model), **extra)
     nodes: dict[str, Any] = {}
     for tail, head in graph.edge_list:
         for node in (tail, head):

@@ -56,7 +56,8 @@ def _copies(model: nn.Module, device: torch.device, dtype: torch.dtype | None
                         raise UnsupportedModel(
                             f"the model's {'parameter' if slots is m._parameters else 'buffer'} "
                             f"{prefix + '.' if prefix else ''}{name} is on 'meta' (a shape without data), so the "
-                            f"model cannot run on {device}: trace it with device='meta' (--device meta; shapes only), or give it "
+                            f"model cannot run on {device}: trace it with device='meta' (shapetrace trace --device meta; shapes "
+                            "only), or give it "
                             "real weights first (model.to_empty(device=...), then load_state_dict)")
                     cast = dtype if dtype is not None and t.is_floating_point() else None
                     c = t.detach().to(device=device, dtype=cast)
