@@ -427,6 +427,19 @@ def test_every_table_format_reports_the_overhead_with_the_profile(resnet_trace, 
     assert f"{t['attributed_ms']:.3f}" in text and "cpu-wall on cpu" in text
 
 
+def test_the_profile_csv_holds_raw_numbers(resnet_trace):
+    import csv
+    import io
+
+    from shapetrace.renderers.table import render_csv
+
+    rows = list(csv.DictReader(io.StringIO(render_csv(resnet_trace))))
+    conv = next(r for r in rows if r["class"] == "Conv2d")
+    call = next(c for c in resnet_trace.calls if c.cls == "Conv2d")
+    assert int(conv["FLOPs"]) == call.flops and int(conv["act mem"]) == call.memory.activation_bytes
+    assert int(conv["FLOP/s"]) == round(call.flops / (call.timing.total_ms * 1e-3))
+
+
 def test_a_gpu_profile_table_shows_host_time_kernel_time_and_idle_share(resnet_trace):
     from shapetrace.renderers.table import render_text
 

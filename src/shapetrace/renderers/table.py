@@ -154,7 +154,8 @@ def _extra_columns(trace: Trace) -> list[str]:
     return cols
 
 
-def _extra_cells(row: Row, cols: list[str], forward_ms: float | None) -> list[str]:
+def _extra_cells(row: Row, cols: list[str], forward_ms: float | None, raw: bool = False) -> list[str | int]:
+    """The profile's cells of one row; ``raw`` (CSV): counts and bytes as plain integers, not ``297.12M``."""
     t = row.timing or {}
     total, self_ms = t.get("total_ms"), t.get("self_ms")
     if row.folded:  # the calls below are folded into this row, so their time is this row's own
@@ -172,16 +173,15 @@ def _extra_cells(row: Row, cols: list[str], forward_ms: float | None) -> list[st
             host = t.get("cpu_ms")
             out.append(f"{host:.3f}" if isinstance(host, (int, float)) else "")
         elif col == "FLOPs":
-            out.append(format_si(row.flops) if row.flops is not None else "")
+            out.append("" if row.flops is None else row.flops if raw else format_si(row.flops))
         elif col == "FLOP/s":  # achieved throughput, scaled: 312.45G on a CPU, 1.21T on an H100
             ok = row.flops and isinstance(total, (int, float)) and total > 0
-            out.append(format_si(row.flops / (total * 1e-3)) if ok else "")
-        elif col == "act mem":
-            act = (row.memory or {}).get("activation_bytes")
-            out.append(format_bytes(act) if isinstance(act, (int, float)) else "")
-        elif col == "peak mem":
-            peak = (row.memory or {}).get("peak_bytes")
-            out.append(format_bytes(peak) if isinstance(peak, (int, float)) else "")
+            rate = row.flops / (total * 1e-3) if ok else None
+            out.append("" if rate is None else round(rate) if raw else format_si(rate))
+        elif col in ("act mem", "peak mem"):
+            size = (row.memory or {}).get("activation_bytes" if col == "act mem" else "peak_bytes")
+            ok = isinstance(size, (int, float))
+            out.append("" if not ok else int(size) if raw else format_bytes(size))
     return out
 
 
@@ -608,7 +608,8 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls") 
 
 # ---- csv ---------------------------------------------------------------------------------------------
 def render_csv(trace: Trace, *, depth: int | None = None, view: str = "calls") -> str:
-    """One row per call (or module): raw numbers, full shapes, no totals; parses with the ``csv`` module."""
+    """One row per call (or module): raw numbers (times in ms, FLOPs and FLOP/s as integers, memory in bytes),
+    full shapes, no totals and no summary (the JSON has it); parses with the ``csv`` module."""
     rows = table_rows(trace, depth, view)
     extra = _extra_columns(trace)
     fwd = forward_ms(trace)
@@ -627,7 +628,7 @@ def render_csv(trace: Trace, *, depth: int | None = None, view: str = "calls") -
                    top=True),
                format_value(r.side, top=True) if r.side else "",
                _outputs_text(r) if r.summary else ("" if r.error else format_value(r.outputs)),
-               r.params or 0, r.trainable or 0, r.error or "", r.folded, *_extra_cells(r, extra, fwd)]
+               r.params or 0, r.trainable or 0, r.error or "", r.folded, *_extra_cells(r, extra, fwd, raw=True)]
         (quoted if any(isinstance(c, str) and "\r" in c for c in row) else w).writerow(row)
     return buf.getvalue()
 
