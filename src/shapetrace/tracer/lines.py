@@ -141,10 +141,23 @@ class LineRecorder:
             why = _NO_SOURCE_SCRIPTED if isinstance(module, torch.jit.ScriptModule) else _NO_SOURCE_BUILTIN
             self._missing.setdefault(self._key(module, None), (qualname, why))
         elif code not in self._keys:
-            self._keys[code] = f"{modname}.{qualname}"
+            self._keys[code] = self._unique_key(f"{modname}.{qualname}", code)
             for inner in _nested_codes(code):
                 self._root_of.setdefault(inner, code)
         return code
+
+    def _unique_key(self, base: str, code: CodeType) -> str:
+        """``module.Class.forward``, or, when another forward seen already has that name (a class redefined in a
+        notebook cell, two lambdas assigned as forwards in one file), that name with its file and line."""
+        taken = set(self._keys.values())
+        if base not in taken:
+            return base
+        key = f"{base}@{_short_path(code.co_filename)}:{code.co_firstlineno}"
+        n = 2
+        while key in taken:
+            key = f"{base}@{_short_path(code.co_filename)}:{code.co_firstlineno}#{n}"
+            n += 1
+        return key
 
     def _key(self, module: nn.Module, code: CodeType | None) -> str:
         if code is not None:
