@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import linecache
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -79,3 +81,86 @@ def test_a_class_redefined_in_a_later_notebook_cell_keeps_each_versions_code(tmp
     assert _texts(build_view(t, "1"))[-1] == "    return self.lin(x) * g"
     # the first forward seen keeps the plain key, as traces saved before did
     assert "__main__.Block.forward" in t.sources
+
+
+_UNCHANGED = """
+import torch
+from torch import nn
+
+
+class Private(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.__proj = nn.Linear(4, 4)
+
+    def __scale(self, y):
+        return y * 2
+
+    def forward(self, x):
+        y = self.__proj(x)
+        return self.__scale(y)
+
+
+class Checked(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+
+    def forward(self, x):
+        assert x.ndim == 2, "expected (batch, features)"
+        y = self.proj(x)
+        if __debug__:
+            assert y.shape[-1] == 4
+        return y.relu()
+
+
+def continued():
+    m = nn.Module()
+    m.lin = nn.Linear(4, 4)
+    m.forward = (
+        lambda x: m.lin(x).relu())
+    return m
+"""
+
+
+def _unchanged_models(tmp_path: Path, optimize: int = -1) -> dict:
+    """The models of a file nobody edited, compiled as ``python`` (or ``python -O`` with ``optimize=1``) would."""
+    path = tmp_path / "unchanged_models.py"
+    path.write_text(_UNCHANGED)
+    ns = {"__name__": f"unchanged_models_{optimize}"}
+    exec(compile(_UNCHANGED, str(path), "exec", optimize=optimize), ns)  # noqa: S102 - importing the model file
+    return ns
+
+
+def test_private_attributes_and_methods_are_not_mistaken_for_an_edited_file(tmp_path: Path):
+    view = build_view(trace(_unchanged_models(tmp_path)["Private"](), torch.randn(2, 4), lines=True))
+    (source,) = view.sources
+    assert source.missing is None
+    by_text = {ln.text.strip(): [g.text() for g in ln.groups] for ln in source.lines}
+    assert by_text["y = self.__proj(x)"] == ["_Private__proj Linear → (2,4)"]  # the name torch gives it
+    assert by_text["return self.__scale(y)"] == ["mul → (2,4)"]
+
+
+@pytest.mark.parametrize("optimize", [0, 1], ids=["python", "python -O"])
+def test_asserts_and_if_debug_are_not_mistaken_for_an_edited_file(tmp_path: Path, optimize: int):
+    model = _unchanged_models(tmp_path, optimize)["Checked"]()
+    (source,) = build_view(trace(model, torch.randn(2, 4), lines=True)).sources
+    assert source.missing is None
+    assert [g.text() for ln in source.lines for g in ln.groups] == ["proj Linear → (2,4)", "relu → (2,4)"]
+
+
+def test_a_lambda_forward_on_a_continuation_line_shows_its_line(tmp_path: Path):
+    model = _unchanged_models(tmp_path)["continued"]()
+    (source,) = build_view(trace(model, torch.randn(2, 4), lines=True)).sources
+    assert source.missing is None
+    (line,) = source.lines
+    assert line.text == "lambda x: m.lin(x).relu())"
+    assert [g.name for g in line.groups] == ["lin", "relu"]
+
+
+def test_an_edited_lambda_on_a_continuation_line_is_still_caught(tmp_path: Path):
+    model = _unchanged_models(tmp_path)["continued"]()
+    (tmp_path / "unchanged_models.py").write_text(_UNCHANGED.replace("m.lin(x).relu()", "m.lin(x).sigmoid()"))
+    linecache.checkcache()
+    (source,) = build_view(trace(model, torch.randn(2, 4), lines=True)).sources
+    assert source.missing and "has changed" in source.missing
