@@ -381,26 +381,33 @@ def render_markdown(view: View) -> str:
 
 
 # Every selector is scoped to ``.st-lines`` (nothing restyles the host page), and colours work on light and
-# dark themes alike: text in the host's colour, fills translucent, token colours mid-tone.
+# dark themes alike: text in the host's colour, fills translucent, token colours mid-tone. The scope is written
+# ``table.st-lines.st-lines`` so each rule outweighs a host's table rules (JupyterLab's
+# ``:not(.jp-RenderedMarkdown).jp-RenderedHTMLCommon td{text-align:right}``, ``table{margin:auto}``, its zebra
+# rows) whatever order the style sheets come in; every property such a host sets is set here.
+_S = "table.st-lines.st-lines"
 _CSS = """
-.st-lines{font:13px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;border-collapse:collapse;color:inherit}
-.st-lines caption{text-align:left;font-weight:600;padding:4px 0;font-family:system-ui,sans-serif}
-.st-lines td{padding:0 10px;vertical-align:top;white-space:pre;background:transparent;color:inherit}
-.st-lines td.no{opacity:.55;text-align:right;user-select:none;border-right:1px solid rgba(127,127,127,.35)}
-.st-lines td.shapes{color:#3b82c4;border-left:1px solid rgba(127,127,127,.35);white-space:normal;min-width:22em}
-.st-lines td.shapes div{white-space:normal;padding-left:1.5em;text-indent:-1.5em}
-.st-lines tr.unreached td.code{opacity:.4}
-.st-lines tr.raised td{background:rgba(220,38,38,.15)}
-.st-lines tr.raised td.shapes{color:#dc2626}
-.st-lines .cls{opacity:.75}
+&{font:13px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;border-collapse:collapse;border:none;
+color:inherit;margin:0 0 1em 0;table-layout:auto;width:auto}
+& caption{text-align:left;font-weight:600;padding:4px 0;font-family:system-ui,sans-serif}
+& tr,& tr:nth-child(n){background:transparent;border:none}
+& td{padding:0 10px;vertical-align:top;white-space:pre;text-align:left;line-height:1.45;max-width:none;
+border:none;background:transparent;color:inherit}
+& td.no{opacity:.55;text-align:right;user-select:none;border-right:1px solid rgba(127,127,127,.35)}
+& td.shapes{color:#3b82c4;border-left:1px solid rgba(127,127,127,.35);white-space:normal;min-width:22em}
+& td.shapes div{white-space:normal;padding-left:1.5em;text-indent:-1.5em;text-align:left}
+& tr.unreached td.code{opacity:.4}
+& tr.raised td{background:rgba(220,38,38,.15)}
+& tr.raised td.shapes{color:#dc2626}
+& .cls{opacity:.75}
 .st-lines-note{font-family:system-ui,sans-serif;opacity:.75;font-size:12px}
-.st-lines td.code span[class^="k"],.st-lines td.code span.ow{color:#a855f7;font-weight:600}
-.st-lines td.code span[class^="s"]{color:#c2410c}
-.st-lines td.code span[class^="m"]{color:#0d9488}
-.st-lines td.code span[class^="c"]{color:#8a8f98;font-style:italic}
-.st-lines td.code span.nf,.st-lines td.code span.fm,.st-lines td.code span.nc{color:#2f8fd0}
-.st-lines td.code span.nb,.st-lines td.code span.bp,.st-lines td.code span.nd{color:#16a34a}
-"""
+& td.code span[class^="k"],& td.code span.ow{color:#a855f7;font-weight:600}
+& td.code span[class^="s"]{color:#c2410c}
+& td.code span[class^="m"]{color:#0d9488}
+& td.code span[class^="c"]{color:#8a8f98;font-style:italic}
+& td.code span.nf,& td.code span.fm,& td.code span.nc{color:#2f8fd0}
+& td.code span.nb,& td.code span.bp,& td.code span.nd{color:#16a34a}
+""".replace("&", _S)
 
 
 def _highlight(lines: list[str]) -> list[str]:
