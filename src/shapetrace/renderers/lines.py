@@ -517,6 +517,14 @@ class LinesView:
     def _repr_html_(self) -> str:
         return render_html(self.view)
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """Terminal IPython's display: the text form (``repr`` stays one line)."""
+        printer.text(repr(self) if cycle else str(self))
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """Jupyter shows the HTML; a text front end (nbconvert to text, a console) the text form."""
+        return {"text/html": render_html(self.view), "text/plain": str(self)}
+
     def render(self, fmt: str = "text") -> str:
         return render(self.view, fmt)
 
