@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..tracer.records import Call, Op, TensorMeta, Trace, iter_tensors
+from .display import _write_atomically
 
 __all__ = ["FORMATS", "LinesError", "LinesView", "build_view", "lines_page", "render"]
 
@@ -528,12 +529,23 @@ class LinesView:
     def render(self, fmt: str = "text") -> str:
         return render(self.view, fmt)
 
-    def save(self, path: str | Path) -> Path:
-        p = Path(path)
-        fmt = {".html": "html", ".htm": "html", ".md": "md", ".json": "json"}.get(p.suffix.lower(), "text")
+    def save(self, path: str | Path, format: str | None = None) -> Path:
+        """Write the view to ``path``, the format ``format`` or taken from the suffix (``.html`` a whole page,
+        ``.md``/``.markdown``, ``.json``, ``.txt``); written next to its final name and renamed into place,
+        creating missing folders, as ``Table.save`` does. Returns the path."""
+        target = Path(path)
+        fmt = format or _SAVE_FORMATS.get(target.suffix.lower())
+        if fmt not in FORMATS:
+            known = ", ".join(_SAVE_FORMATS)
+            what = f"format {format!r}" if format else f"the format of {target.name!r}"
+            raise ValueError(f"lines cannot write {what}: use one of the suffixes {known}, or pass format= "
+                             f"({', '.join(FORMATS)}); pictures (.png, .svg, .pdf) are for trace.diagram()")
         text = render(self.view, fmt)
-        p.write_text(lines_page(text, _page_title(self.view)) if fmt == "html" else text, encoding="utf-8")
-        return p
+        return _write_atomically(target, lines_page(text, _page_title(self.view)) if fmt == "html" else text)
+
+
+_SAVE_FORMATS = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".txt": "text",
+                 ".text": "text"}
 
 
 def _page_title(view: View) -> str:
