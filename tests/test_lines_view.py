@@ -33,3 +33,25 @@ def test_a_leaf_called_many_times_is_viewed_without_a_pass_over_the_trace_per_ca
     view = build_view(t, "lin")
     assert view.calls == 300 and view.note and view.note.startswith("a leaf module")
     assert len(passes) <= 1
+
+
+class Casts(nn.Module):
+    """Casts its input to a different dtype on each run of a loop, and in a comprehension."""
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        outs = []
+        for dt in (torch.float16, torch.bfloat16, torch.float64):
+            outs.append(x.to(dt))
+        casts = [x.to(dt) for dt in (torch.float64, torch.float32, torch.float32)]
+        return outs, casts
+
+
+def _groups(view, needle: str) -> list[str]:
+    (line,) = [ln for sv in view.sources for ln in sv.lines if needle in ln.text]
+    return [g.text() for g in line.groups]
+
+
+def test_runs_of_a_line_with_different_dtypes_each_show_their_dtype_and_are_not_folded():
+    view = build_view(trace(Casts(), torch.randn(2, 4), lines=True))
+    assert _groups(view, "outs.append(x.to(dt))") == ["to ×3: (2,4) float16, (2,4) bfloat16, (2,4) float64"]
+    assert _groups(view, "casts = [") == ["to ×3: (2,4) float64, (2,4) float32 ×2"]

@@ -42,7 +42,7 @@ class Group:
     name: str  # relative module name(s) ("embeds.0–4") or op name
     cls: str  # module class ("" for ops)
     outputs: list[str] = field(default_factory=list)  # one formatted output per run
-    dtype: str | None = None  # set when the output dtype differs from the input's
+    dtype: str | None = None  # the runs' one dtype, set when it differs from their input's (else per run in outputs)
     members: list[str] = field(default_factory=list)  # the modules called, in order (calls only)
     failed: bool = False
 
@@ -159,6 +159,7 @@ def _members_name(members: list[str]) -> str:
 
 def _group_events(events: list[Call | Op], parent_name: str) -> list[Group]:
     groups: dict[tuple, Group] = {}
+    dtypes: dict[tuple, list[tuple[str | None, bool]]] = {}  # per group, each run's dtype and whether it changed
     for ev in events:
         if isinstance(ev, Call):
             rel = _relative(ev.module, parent_name) or "(self)"
@@ -178,13 +179,24 @@ def _group_events(events: list[Call | Op], parent_name: str) -> list[Group]:
             out, dtype = _value_text(ev.outputs)
             inputs = ev.inputs
         g.outputs.append(out)
-        in_dtype = _first_dtype(inputs)
-        if dtype is not None and dtype != in_dtype:
-            g.dtype = dtype
-    for g in groups.values():
+        dtypes.setdefault(key, []).append((dtype, dtype is not None and dtype != _first_dtype(inputs)))
+    for key, g in groups.items():
         if g.kind == "call":
             g.name = _members_name(g.members)
+        _label_dtypes(g, dtypes[key])
     return list(groups.values())
+
+
+def _label_dtypes(group: Group, runs: list[tuple[str | None, bool]]) -> None:
+    """Show the dtype where it changes: once for the group when its runs share a dtype that differs from their
+    input's (an Embedding's float32), beside each run's shape when the runs' dtypes differ (``x.to(dt)`` in a
+    loop: ``(2,4) float16, (2,4) bfloat16``), so runs differing only in dtype are not folded together."""
+    if len({d for d, _ in runs if d is not None}) > 1:
+        group.outputs = [o if d is None else f"{o} {d}" for o, (d, _) in zip(group.outputs, runs)]
+        return
+    changed = [d for d, change in runs if change]
+    if changed:
+        group.dtype = changed[0]
 
 
 def _dedent(text: list[str]) -> list[str]:
