@@ -164,3 +164,13 @@ def test_an_edited_lambda_on_a_continuation_line_is_still_caught(tmp_path: Path)
     linecache.checkcache()
     (source,) = build_view(trace(model, torch.randn(2, 4), lines=True)).sources
     assert source.missing and "has changed" in source.missing
+
+
+def test_an_assert_compiled_away_by_python_o_is_not_called_never_ran(tmp_path: Path):
+    model = _unchanged_models(tmp_path, optimize=1)["Checked"]()
+    t = trace(model, torch.randn(2, 4), lines=True)
+    for tr in (t, load(t.to_json())):
+        (source,) = build_view(tr).sources
+        states = {ln.text.strip(): ln.state for ln in source.lines}
+        assert states['assert x.ndim == 2, "expected (batch, features)"'] == "plain"
+        assert states["if __debug__:"] == states["assert y.shape[-1] == 4"] == "plain"

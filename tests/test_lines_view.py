@@ -55,3 +55,61 @@ def test_runs_of_a_line_with_different_dtypes_each_show_their_dtype_and_are_not_
     view = build_view(trace(Casts(), torch.randn(2, 4), lines=True))
     assert _groups(view, "outs.append(x.to(dt))") == ["to ×3: (2,4) float16, (2,4) bfloat16, (2,4) float64"]
     assert _groups(view, "casts = [") == ["to ×3: (2,4) float64, (2,4) float32 ×2"]
+
+
+COUNTER = 0
+
+
+class NoCodeStatements(nn.Module):
+    """Statements that compile to no instruction: a global, a nonlocal and a bare annotation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        global COUNTER
+        COUNTER += 1
+        y: torch.Tensor
+        y = self.lin(x)
+        n = 0
+
+        def double(t: torch.Tensor) -> torch.Tensor:
+            nonlocal n
+            n += 1
+            return t * 2
+
+        return double(y)
+
+
+def _states(view) -> dict[str, str]:
+    return {ln.text.strip(): ln.state for sv in view.sources for ln in sv.lines}
+
+
+def test_global_nonlocal_and_a_bare_annotation_are_not_called_never_ran():
+    states = _states(build_view(trace(NoCodeStatements(), torch.randn(2, 4), lines=True)))
+    assert states["global COUNTER"] == states["nonlocal n"] == states["y: torch.Tensor"] == "plain"
+    assert "unreached" not in states.values()
+
+
+class Guarded(nn.Module):
+    """A ``match`` whose first case has a guard that calls a module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = nn.Linear(4, 1)
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        match x.dim():
+            case 2 if self.gate(x).sum() > -1e9:
+                return self.lin(x)
+            case _:
+                return x
+
+
+def test_calls_in_a_case_guard_show_on_the_case_line_and_a_case_not_tried_never_ran():
+    view = build_view(trace(Guarded(), torch.randn(2, 4), lines=True))
+    assert _groups(view, "match x.dim():") == []
+    assert _groups(view, "case 2 if") == ["gate Linear → (2,1)", "sum → ()", "gt → () bool"]
+    assert _states(view)["case _:"] == "unreached"

@@ -210,8 +210,9 @@ def _dedent(text: list[str]) -> list[str]:
 
 
 def _statement_spans(text: list[str], first_line: int) -> tuple[dict[int, tuple[int, int]], set[tuple[int, int]]]:
-    """For each source line, the span (first, last line) of the statement (or compound header) it belongs to,
-    and the spans that never show as unreached: the function's own header and docstrings (not run as lines)."""
+    """For each source line, the span (first, last line) of the statement (or compound header, or ``case``
+    clause) it belongs to, and the spans that never show as unreached: the function's own header, docstrings
+    and the statements that compile to nothing (``global``, ``nonlocal``, ``y: T``), which run no line."""
     try:
         tree = ast.parse("\n".join(_dedent(text)))
     except SyntaxError:
@@ -234,14 +235,47 @@ def _statement_spans(text: list[str], first_line: int) -> tuple[dict[int, tuple[
                 end = start
         else:
             end = (node.end_lineno or node.lineno) + offset
+        if isinstance(node, ast.Match) and node.cases:  # the header; each `case` (pattern and guard) its own
+            end = max(start, node.cases[0].pattern.lineno + offset - 1)
+            spans += _case_spans(node, offset)
         spans.append((start, end))
-        if node is top or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+        if node is top or _compiles_to_nothing(node):
             neutral.add((start, end))
     # Smallest span wins, so a line maps to its innermost statement.
     for start, end in sorted(spans, key=lambda s: s[1] - s[0], reverse=True):
         for n in range(start, end + 1):
             span_of[n] = (start, end)
     return span_of, neutral
+
+
+def _spans_without_code(span_of: dict[int, tuple[int, int]], code_lines: Any) -> set[tuple[int, int]]:
+    """The statements none of whose lines has an instruction (an ``assert`` or ``if __debug__:`` compiled with
+    ``-O``): they cannot run. ``code_lines`` is the source's recorded lines with instructions (older traces
+    have none: then no statement is known to be without code)."""
+    if not isinstance(code_lines, list):
+        return set()
+    has_code = set(code_lines)
+    return {span for span in span_of.values() if not has_code.intersection(range(span[0], span[1] + 1))}
+
+
+def _case_spans(match: ast.stmt, offset: int) -> list[tuple[int, int]]:
+    """The lines of each ``case`` clause of a ``match`` up to its body: calls in its guard show there."""
+    spans = []
+    for case in getattr(match, "cases", []):
+        start = case.pattern.lineno + offset
+        body = case.body[0].lineno + offset
+        spans.append((start, start if body == start else max(start, body - 1)))
+    return spans
+
+
+def _compiles_to_nothing(node: ast.stmt) -> bool:
+    """A docstring or other bare constant, ``global``, ``nonlocal``, or an annotation of a local name with no
+    value (``y: torch.Tensor``): no instruction, so no line runs, and the line is never called unreached."""
+    if isinstance(node, ast.Expr):
+        return isinstance(node.value, ast.Constant)
+    if isinstance(node, ast.AnnAssign):
+        return node.value is None and isinstance(node.target, ast.Name)
+    return isinstance(node, (ast.Global, ast.Nonlocal))
 
 
 def _calls_for(trace: Trace, module: str) -> list[Call]:
@@ -300,6 +334,7 @@ def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | 
     first = int(info["first_line"])
     text = list(info["text"])
     span_of, neutral = _statement_spans(text, first)
+    neutral |= _spans_without_code(span_of, info.get("code_lines"))
     lines = [Line(first + i, t) for i, t in enumerate(_dedent(text))]
     by_number = {ln.number: ln for ln in lines}
 

@@ -225,7 +225,8 @@ class LineRecorder:
         for code, key in self._keys.items():
             if key in used:
                 found = _source_of(code, self._qualnames[code])
-                sources[key] = {**found, "text": list(found["text"])} if "text" in found else dict(found)
+                sources[key] = ({**found, "text": list(found["text"]), "code_lines": list(found["code_lines"])}
+                                if "text" in found else dict(found))
         for key, (qualname, why) in self._missing.items():
             if key in used:
                 sources[key] = {"qualname": qualname, "missing": why}
@@ -269,8 +270,11 @@ def _read_source(code: CodeType, qualname: str) -> dict:
         return {"qualname": qualname, "file": _short_path(code.co_filename),
                 "missing": f"its source file {code.co_filename!r} has changed since this code was loaded (reload "
                            "the module, or restart the interpreter, to see its lines)"}
+    # The lines with instructions: a statement with none (`global`, an `assert` under -O) cannot run, and is
+    # not called unreached.
+    code_lines = sorted({line for c in (code, *_nested_codes(code)) for _, _, line in c.co_lines() if line})
     return {"qualname": qualname, "file": _short_path(code.co_filename), "first_line": first or 1,
-            "text": [line.rstrip("\n") for line in text]}
+            "text": [line.rstrip("\n") for line in text], "code_lines": code_lines}
 
 
 def _source_matches(code: CodeType, text: list[str], first: int, qualname: str = "") -> bool:
