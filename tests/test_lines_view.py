@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from shapetrace.renderers.lines import build_view
+from shapetrace.renderers.lines import LinesError, build_view
 from shapetrace.tracer.api import trace
 from shapetrace.tracer.records import Trace
 
@@ -113,3 +113,39 @@ def test_calls_in_a_case_guard_show_on_the_case_line_and_a_case_not_tried_never_
     assert _groups(view, "match x.dim():") == []
     assert _groups(view, "case 2 if") == ["gate Linear → (2,1)", "sum → ()", "gt → () bool"]
     assert _states(view)["case _:"] == "unreached"
+
+
+class Stage(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(x)
+
+
+class Keyed(nn.Module):
+    """A ModuleDict whose key is no Python identifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleDict({"a-b": nn.Linear(4, 4)})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks["a-b"](x)
+
+
+def test_the_leaf_note_names_the_submodule_as_valid_python():
+    model = nn.Sequential()
+    model.add_module("layer1", nn.Sequential(Stage()))
+    note = build_view(trace(model, torch.randn(1, 3, 4, 4), lines=True), "layer1.0.conv1").note
+    assert "shapetrace.trace(model.layer1[0].conv1, ..., lines=True)" in note
+    keyed = build_view(trace(Keyed(), torch.randn(1, 4), lines=True), "blocks.a-b").note
+    assert "shapetrace.trace(model.get_submodule('blocks.a-b'), ..., lines=True)" in keyed
+
+
+def test_an_unknown_module_in_the_python_api_is_told_in_python_terms():
+    t = trace(Stage(), torch.randn(1, 3, 4, 4), lines=True)
+    with pytest.raises(LinesError, match=r"t\.lines\(\)") as e:
+        build_view(t, "conv")
+    assert "Did you mean 'conv1'" in str(e.value)

@@ -15,6 +15,7 @@ import ast
 import difflib
 import html
 import json
+import keyword
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,7 +292,17 @@ def _calls_for(trace: Trace, module: str) -> list[Call]:
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     sample = ", ".join(repr(n) for n in names[:8]) + (", …" if len(names) > 8 else "")
     raise LinesError(f"no module named {module!r} was called in this trace.{hint} Module names are as in "
-                     f"named_modules(): {sample or '(none)'}; leave --module out for the model's own forward.")
+                     f"named_modules(): {sample or '(none)'}; leave the module name out (t.lines(), or no --module) "
+                     "for the model's own forward.")
+
+
+def _python_path(name: str) -> str:
+    """The Python expression for submodule ``name`` of ``model``: ``layer1.0.conv1`` -> ``model.layer1[0].conv1``;
+    a name part that is no identifier (a ModuleDict key ``"a-b"``) -> ``model.get_submodule('...')``."""
+    parts = name.split(".")
+    if not all(p.isdigit() or (p.isidentifier() and not keyword.iskeyword(p)) for p in parts):
+        return f"model.get_submodule({name!r})"
+    return "model" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in parts)
 
 
 def build_view(trace: Trace, module: str = "") -> View:
@@ -314,7 +325,7 @@ def build_view(trace: Trace, module: str = "") -> View:
         note = ("a leaf module: the torch functions inside a leaf's forward are its own implementation and are not "
                 "recorded, so its lines show no shapes (its call: " + _value_text(calls[0].outputs)[0] + ")")
         if calls[0].parent is not None:  # a leaf inside the model: by itself its ops are recorded
-            note += (f"; trace {calls[0].module} by itself (shapetrace.trace(model.{calls[0].module}, ..., "
+            note += (f"; trace {calls[0].module} by itself (shapetrace.trace({_python_path(calls[0].module)}, ..., "
                      "lines=True)) to see the shape each of its lines makes")
     views = []
     for key, source_calls in by_source.items():
