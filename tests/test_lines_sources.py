@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import linecache
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from torch import nn
 from shapetrace import load
 from shapetrace.renderers.lines import build_view
 from shapetrace.tracer.api import trace
+from shapetrace.tracer.codec import TraceFormatError
 
 
 def _texts(view) -> list[str]:
@@ -174,3 +176,29 @@ def test_an_assert_compiled_away_by_python_o_is_not_called_never_ran(tmp_path: P
         states = {ln.text.strip(): ln.state for ln in source.lines}
         assert states['assert x.ndim == 2, "expected (batch, features)"'] == "plain"
         assert states["if __debug__:"] == states["assert y.shape[-1] == 4"] == "plain"
+
+
+@pytest.mark.parametrize(
+    ("damage", "field"),
+    [
+        (lambda src: src.pop("first_line"), "first_line: missing"),
+        (lambda src: src.update(text=None), "text: must be a list"),
+        (lambda src: src.update(first_line="ten"), "first_line: must be a line number"),
+        (lambda src: src.update(code_lines=[None]), "code_lines: must be a list of line numbers"),
+    ],
+    ids=["no first line", "text null", "first line text", "code lines null"],
+)
+def test_a_saved_trace_with_damaged_sources_is_refused_as_unreadable(tmp_path: Path, damage, field: str):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    data = json.loads(trace(TwoLambdas(), torch.randn(2, 4), lines=True).to_json())
+    damage(next(src for key, src in data["sources"].items() if key.endswith("TwoLambdas.forward")))
+    saved = tmp_path / "broken.json"
+    saved.write_text(json.dumps(data))
+    with pytest.raises(TraceFormatError, match=field):
+        load(saved)
+    result = CliRunner().invoke(main, ["lines", str(saved)])
+    assert result.exit_code == 2 and "is not a readable shapetrace trace" in result.output
+    assert field in result.output and "KeyError" not in result.output
