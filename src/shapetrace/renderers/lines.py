@@ -23,6 +23,7 @@ from typing import Any
 
 from ..tracer.records import Call, Op, TensorMeta, Trace, iter_tensors
 from .display import _write_atomically
+from .units import display_width, pad
 
 __all__ = ["FORMATS", "LinesError", "LinesView", "build_view", "lines_page", "render"]
 
@@ -410,19 +411,7 @@ def render_text(view: View) -> str:
             out += [f"    {g.text()}" for g in sv.calls_only] or ["    (none recorded: what runs inside is compiled)"]
             out.append("")
             continue
-        width = min(100, max((len(ln.text) for ln in sv.lines), default=0))
-        for ln in sv.lines:
-            mark = {"unreached": "·", "raised": "✗"}.get(ln.state, " ")
-            number = f"{ln.number:>4}" if ln.number else "   ?"
-            code = ln.text if ln.number else "(made outside these lines)"
-            notes = [g.text() for g in ln.groups]
-            if ln.error:
-                notes.append(f"✗ {ln.error}")
-            first = notes[0] if notes else ""
-            row = f"{mark}{number} │ {code.ljust(width)}"
-            out.append((f"{row} │ {first}" if first else row).rstrip())
-            for note in notes[1:]:
-                out.append(f"{' ' * 5} │ {' ' * width} │ {note}")
+        out += _text_rows(sv.lines)
         out.append("")
     if view.note:
         out.append(f"note: {view.note}")
@@ -430,6 +419,30 @@ def render_text(view: View) -> str:
         out.append(f"the forward failed: {view.failure}")
     out.append(_LEGEND)
     return "\n".join(out) + "\n"
+
+
+_CODE_WIDTH = 100  # the widest code column; a longer line is shown whole, its shapes on the rows below
+_OUTSIDE = "(made outside these lines)"
+
+
+def _text_rows(lines: list[Line]) -> list[str]:
+    """The ``number │ code │ shapes`` rows, the second ``│`` in one column in a terminal: tabs expanded (stops
+    of 8, as ``expand`` does), widths in display columns (卷积 is 4), each line of a multi-line note on a row
+    of its own, and a code line wider than the column shown whole with its shapes below it."""
+    codes = [ln.text.expandtabs(8) if ln.number else _OUTSIDE for ln in lines]
+    width = min(_CODE_WIDTH, max((display_width(c) for c in codes), default=0))
+    rows: list[str] = []
+    for ln, code in zip(lines, codes):
+        mark = {"unreached": "·", "raised": "✗"}.get(ln.state, " ")
+        number = f"{ln.number:>4}" if ln.number else "   ?"
+        notes = [g.text() for g in ln.groups] + ([f"✗ {ln.error}"] if ln.error else [])
+        notes = [part for note in notes for part in note.splitlines() or [""]]
+        head = f"{mark}{number} │ {code}"
+        if notes and display_width(code) <= width:
+            head = f"{mark}{number} │ {pad(code, width)} │ {notes.pop(0)}"
+        rows.append(head.rstrip())
+        rows += [f"{' ' * 5} │ {' ' * width} │ {note}".rstrip() for note in notes]
+    return rows
 
 
 def render_markdown(view: View) -> str:
