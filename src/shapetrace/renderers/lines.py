@@ -606,11 +606,12 @@ class LinesView:
         creating missing folders, as ``Table.save`` does. Returns the path."""
         target = Path(path)
         fmt = format or _SAVE_FORMATS.get(target.suffix.lower())
+        if format is not None and format not in FORMATS:
+            raise ValueError(f"lines formats are {', '.join(FORMATS)}; got format={format!r}")
         if fmt not in FORMATS:
-            known = ", ".join(_SAVE_FORMATS)
-            what = f"format {format!r}" if format else f"the format of {target.name!r}"
-            raise ValueError(f"lines cannot write {what}: use one of the suffixes {known}, or pass format= "
-                             f"({', '.join(FORMATS)}); pictures (.png, .svg, .pdf) are for trace.diagram()")
+            raise ValueError(f"cannot tell the lines format of {target.name!r}: use one of the suffixes "
+                             f"{', '.join(_SAVE_FORMATS)}, or pass format= ({', '.join(FORMATS)}); pictures "
+                             "(.png, .svg, .pdf) come from trace.diagram()")
         text = render(self.view, fmt)
         return _write_atomically(target, lines_page(text, _page_title(self.view)) if fmt == "html" else text)
 
