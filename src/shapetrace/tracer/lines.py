@@ -320,9 +320,10 @@ def _mangle(name: str, cls: str) -> str:
 
 
 def _lambda_nodes(source: str) -> list[ast.Lambda]:
-    """The lambdas in ``source`` that does not parse by itself: the lines ``inspect`` gives for a lambda written
-    inside a larger statement (``m.forward = (\n    lambda x: m.lin(x))``). Each lambda is cut out at the end of
-    its expression (a bracket it did not open, a comma or ``for`` after its ``:``, the end of the statement)."""
+    """The lambdas in ``source``, which does not parse by itself: the lines ``inspect`` gives for a lambda written
+    inside a larger statement (``lambda x: m.lin(x))``, the second line of ``m.forward = (``). Each lambda is cut
+    out at the end of its expression (a bracket it did not open, a comma or ``for`` after its ``:``, the end of
+    the statement)."""
     lines = source.splitlines(keepends=True)
     offsets = [0]
     for line in lines:
