@@ -15,12 +15,15 @@ import ast
 import difflib
 import html
 import json
+import keyword
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..tracer.records import Call, Op, TensorMeta, Trace, iter_tensors
+from .display import _write_atomically
+from .units import display_width, pad
 
 __all__ = ["FORMATS", "LinesError", "LinesView", "build_view", "lines_page", "render"]
 
@@ -41,7 +44,7 @@ class Group:
     name: str  # relative module name(s) ("embeds.0–4") or op name
     cls: str  # module class ("" for ops)
     outputs: list[str] = field(default_factory=list)  # one formatted output per run
-    dtype: str | None = None  # set when the output dtype differs from the input's
+    dtype: str | None = None  # the runs' one dtype, set when it differs from their input's (else per run in outputs)
     members: list[str] = field(default_factory=list)  # the modules called, in order (calls only)
     failed: bool = False
 
@@ -158,6 +161,7 @@ def _members_name(members: list[str]) -> str:
 
 def _group_events(events: list[Call | Op], parent_name: str) -> list[Group]:
     groups: dict[tuple, Group] = {}
+    dtypes: dict[tuple, list[tuple[str | None, bool]]] = {}  # per group, each run's dtype and whether it changed
     for ev in events:
         if isinstance(ev, Call):
             rel = _relative(ev.module, parent_name) or "(self)"
@@ -177,13 +181,24 @@ def _group_events(events: list[Call | Op], parent_name: str) -> list[Group]:
             out, dtype = _value_text(ev.outputs)
             inputs = ev.inputs
         g.outputs.append(out)
-        in_dtype = _first_dtype(inputs)
-        if dtype is not None and dtype != in_dtype:
-            g.dtype = dtype
-    for g in groups.values():
+        dtypes.setdefault(key, []).append((dtype, dtype is not None and dtype != _first_dtype(inputs)))
+    for key, g in groups.items():
         if g.kind == "call":
             g.name = _members_name(g.members)
+        _label_dtypes(g, dtypes[key])
     return list(groups.values())
+
+
+def _label_dtypes(group: Group, runs: list[tuple[str | None, bool]]) -> None:
+    """Show the dtype where it changes: once for the group when its runs share a dtype that differs from their
+    input's (an Embedding's float32), beside each run's shape when the runs' dtypes differ (``x.to(dt)`` in a
+    loop: ``(2,4) float16, (2,4) bfloat16``), so runs differing only in dtype are not folded together."""
+    if len({d for d, _ in runs if d is not None}) > 1:
+        group.outputs = [o if d is None else f"{o} {d}" for o, (d, _) in zip(group.outputs, runs)]
+        return
+    changed = [d for d, change in runs if change]
+    if changed:
+        group.dtype = changed[0]
 
 
 def _dedent(text: list[str]) -> list[str]:
@@ -197,8 +212,9 @@ def _dedent(text: list[str]) -> list[str]:
 
 
 def _statement_spans(text: list[str], first_line: int) -> tuple[dict[int, tuple[int, int]], set[tuple[int, int]]]:
-    """For each source line, the span (first, last line) of the statement (or compound header) it belongs to,
-    and the spans that never show as unreached: the function's own header and docstrings (not run as lines)."""
+    """For each source line, the span (first, last line) of the statement (or compound header, or ``case``
+    clause) it belongs to, and the spans that never show as unreached: the function's own header, docstrings
+    and the statements that compile to nothing (``global``, ``nonlocal``, ``y: T``), which run no line."""
     try:
         tree = ast.parse("\n".join(_dedent(text)))
     except SyntaxError:
@@ -221,14 +237,47 @@ def _statement_spans(text: list[str], first_line: int) -> tuple[dict[int, tuple[
                 end = start
         else:
             end = (node.end_lineno or node.lineno) + offset
+        if isinstance(node, ast.Match) and node.cases:  # the header; each `case` (pattern and guard) its own
+            end = max(start, node.cases[0].pattern.lineno + offset - 1)
+            spans += _case_spans(node, offset)
         spans.append((start, end))
-        if node is top or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+        if node is top or _compiles_to_nothing(node):
             neutral.add((start, end))
     # Smallest span wins, so a line maps to its innermost statement.
     for start, end in sorted(spans, key=lambda s: s[1] - s[0], reverse=True):
         for n in range(start, end + 1):
             span_of[n] = (start, end)
     return span_of, neutral
+
+
+def _spans_without_code(span_of: dict[int, tuple[int, int]], code_lines: Any) -> set[tuple[int, int]]:
+    """The statements none of whose lines has an instruction (an ``assert`` or ``if __debug__:`` compiled with
+    ``-O``): they cannot run. ``code_lines`` is the source's recorded lines with instructions (older traces
+    have none: then no statement is known to be without code)."""
+    if not isinstance(code_lines, list):
+        return set()
+    has_code = set(code_lines)
+    return {span for span in span_of.values() if not has_code.intersection(range(span[0], span[1] + 1))}
+
+
+def _case_spans(match: ast.stmt, offset: int) -> list[tuple[int, int]]:
+    """The lines of each ``case`` clause of a ``match`` up to its body: calls in its guard show there."""
+    spans = []
+    for case in getattr(match, "cases", []):
+        start = case.pattern.lineno + offset
+        body = case.body[0].lineno + offset
+        spans.append((start, start if body == start else max(start, body - 1)))
+    return spans
+
+
+def _compiles_to_nothing(node: ast.stmt) -> bool:
+    """A docstring or other bare constant, ``global``, ``nonlocal``, or an annotation of a local name with no
+    value (``y: torch.Tensor``): no instruction, so no line runs, and the line is never called unreached."""
+    if isinstance(node, ast.Expr):
+        return isinstance(node.value, ast.Constant)
+    if isinstance(node, ast.AnnAssign):
+        return node.value is None and isinstance(node.target, ast.Name)
+    return isinstance(node, (ast.Global, ast.Nonlocal))
 
 
 def _calls_for(trace: Trace, module: str) -> list[Call]:
@@ -244,7 +293,17 @@ def _calls_for(trace: Trace, module: str) -> list[Call]:
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     sample = ", ".join(repr(n) for n in names[:8]) + (", …" if len(names) > 8 else "")
     raise LinesError(f"no module named {module!r} was called in this trace.{hint} Module names are as in "
-                     f"named_modules(): {sample or '(none)'}; leave --module out for the model's own forward.")
+                     f"named_modules(): {sample or '(none)'}; leave the module name out (t.lines(), or no --module) "
+                     "for the model's own forward.")
+
+
+def _python_path(name: str) -> str:
+    """The Python expression for submodule ``name`` of ``model``: ``layer1.0.conv1`` -> ``model.layer1[0].conv1``;
+    a name part that is no identifier (a ModuleDict key ``"a-b"``) -> ``model.get_submodule('...')``."""
+    parts = name.split(".")
+    if not all(p.isdigit() or (p.isidentifier() and not keyword.iskeyword(p)) for p in parts):
+        return f"model.get_submodule({name!r})"
+    return "model" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in parts)
 
 
 def build_view(trace: Trace, module: str = "") -> View:
@@ -263,11 +322,11 @@ def build_view(trace: Trace, module: str = "") -> View:
     if trace.failure is not None and (trace.failure.call in ids or any(c.error for c in calls)):
         failure = f"{trace.failure.type}: {trace.failure.message}"
     note = None
-    if not children and not ops and all(c.id in {leaf.id for leaf in trace.leaves()} for c in calls):
+    if not children and not ops:  # no call of it has children: all are leaves
         note = ("a leaf module: the torch functions inside a leaf's forward are its own implementation and are not "
                 "recorded, so its lines show no shapes (its call: " + _value_text(calls[0].outputs)[0] + ")")
         if calls[0].parent is not None:  # a leaf inside the model: by itself its ops are recorded
-            note += (f"; trace {calls[0].module} by itself (shapetrace.trace(model.{calls[0].module}, ..., "
+            note += (f"; trace {calls[0].module} by itself (shapetrace.trace({_python_path(calls[0].module)}, ..., "
                      "lines=True)) to see the shape each of its lines makes")
     views = []
     for key, source_calls in by_source.items():
@@ -287,6 +346,7 @@ def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | 
     first = int(info["first_line"])
     text = list(info["text"])
     span_of, neutral = _statement_spans(text, first)
+    neutral |= _spans_without_code(span_of, info.get("code_lines"))
     lines = [Line(first + i, t) for i, t in enumerate(_dedent(text))]
     by_number = {ln.number: ln for ln in lines}
 
@@ -351,19 +411,7 @@ def render_text(view: View) -> str:
             out += [f"    {g.text()}" for g in sv.calls_only] or ["    (none recorded: what runs inside is compiled)"]
             out.append("")
             continue
-        width = min(100, max((len(ln.text) for ln in sv.lines), default=0))
-        for ln in sv.lines:
-            mark = {"unreached": "·", "raised": "✗"}.get(ln.state, " ")
-            number = f"{ln.number:>4}" if ln.number else "   ?"
-            code = ln.text if ln.number else "(made outside these lines)"
-            notes = [g.text() for g in ln.groups]
-            if ln.error:
-                notes.append(f"✗ {ln.error}")
-            first = notes[0] if notes else ""
-            row = f"{mark}{number} │ {code.ljust(width)}"
-            out.append((f"{row} │ {first}" if first else row).rstrip())
-            for note in notes[1:]:
-                out.append(f"{' ' * 5} │ {' ' * width} │ {note}")
+        out += _text_rows(sv.lines)
         out.append("")
     if view.note:
         out.append(f"note: {view.note}")
@@ -371,6 +419,30 @@ def render_text(view: View) -> str:
         out.append(f"the forward failed: {view.failure}")
     out.append(_LEGEND)
     return "\n".join(out) + "\n"
+
+
+_CODE_WIDTH = 100  # the widest code column; a longer line is shown whole, its shapes on the rows below
+_OUTSIDE = "(made outside these lines)"
+
+
+def _text_rows(lines: list[Line]) -> list[str]:
+    """The ``number │ code │ shapes`` rows, the second ``│`` in one column in a terminal: tabs expanded (stops
+    of 8, as ``expand`` does), widths in display columns (卷积 is 4), each line of a multi-line note on a row
+    of its own, and a code line wider than the column shown whole with its shapes below it."""
+    codes = [ln.text.expandtabs(8) if ln.number else _OUTSIDE for ln in lines]
+    width = min(_CODE_WIDTH, max((display_width(c) for c in codes), default=0))
+    rows: list[str] = []
+    for ln, code in zip(lines, codes):
+        mark = {"unreached": "·", "raised": "✗"}.get(ln.state, " ")
+        number = f"{ln.number:>4}" if ln.number else "   ?"
+        notes = [g.text() for g in ln.groups] + ([f"✗ {ln.error}"] if ln.error else [])
+        notes = [part for note in notes for part in note.splitlines() or [""]]
+        head = f"{mark}{number} │ {code}"
+        if notes and display_width(code) <= width:
+            head = f"{mark}{number} │ {pad(code, width)} │ {notes.pop(0)}"
+        rows.append(head.rstrip())
+        rows += [f"{' ' * 5} │ {' ' * width} │ {note}".rstrip() for note in notes]
+    return rows
 
 
 def render_markdown(view: View) -> str:
@@ -381,26 +453,33 @@ def render_markdown(view: View) -> str:
 
 
 # Every selector is scoped to ``.st-lines`` (nothing restyles the host page), and colours work on light and
-# dark themes alike: text in the host's colour, fills translucent, token colours mid-tone.
+# dark themes alike: text in the host's colour, fills translucent, token colours mid-tone. The scope is written
+# ``table.st-lines.st-lines`` so each rule outweighs a host's table rules (JupyterLab's
+# ``:not(.jp-RenderedMarkdown).jp-RenderedHTMLCommon td{text-align:right}``, ``table{margin:auto}``, its zebra
+# rows) whatever order the style sheets come in; every property such a host sets is set here.
+_S = "table.st-lines.st-lines"
 _CSS = """
-.st-lines{font:13px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;border-collapse:collapse;color:inherit}
-.st-lines caption{text-align:left;font-weight:600;padding:4px 0;font-family:system-ui,sans-serif}
-.st-lines td{padding:0 10px;vertical-align:top;white-space:pre;background:transparent;color:inherit}
-.st-lines td.no{opacity:.55;text-align:right;user-select:none;border-right:1px solid rgba(127,127,127,.35)}
-.st-lines td.shapes{color:#3b82c4;border-left:1px solid rgba(127,127,127,.35);white-space:normal;min-width:22em}
-.st-lines td.shapes div{white-space:normal;padding-left:1.5em;text-indent:-1.5em}
-.st-lines tr.unreached td.code{opacity:.4}
-.st-lines tr.raised td{background:rgba(220,38,38,.15)}
-.st-lines tr.raised td.shapes{color:#dc2626}
-.st-lines .cls{opacity:.75}
+&{font:13px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;border-collapse:collapse;border:none;
+color:inherit;margin:0 0 1em 0;table-layout:auto;width:auto}
+& caption{text-align:left;font-weight:600;padding:4px 0;font-family:system-ui,sans-serif}
+& tr,& tr:nth-child(n){background:transparent;border:none}
+& td{padding:0 10px;vertical-align:top;white-space:pre;text-align:left;line-height:1.45;max-width:none;
+border:none;background:transparent;color:inherit}
+& td.no{opacity:.55;text-align:right;user-select:none;border-right:1px solid rgba(127,127,127,.35)}
+& td.shapes{color:#3b82c4;border-left:1px solid rgba(127,127,127,.35);white-space:normal;min-width:22em}
+& td.shapes div{white-space:normal;padding-left:1.5em;text-indent:-1.5em;text-align:left}
+& tr.unreached td.code{opacity:.4}
+& tr.raised td{background:rgba(220,38,38,.15)}
+& tr.raised td.shapes{color:#dc2626}
+& .cls{opacity:.75}
 .st-lines-note{font-family:system-ui,sans-serif;opacity:.75;font-size:12px}
-.st-lines td.code span[class^="k"],.st-lines td.code span.ow{color:#a855f7;font-weight:600}
-.st-lines td.code span[class^="s"]{color:#c2410c}
-.st-lines td.code span[class^="m"]{color:#0d9488}
-.st-lines td.code span[class^="c"]{color:#8a8f98;font-style:italic}
-.st-lines td.code span.nf,.st-lines td.code span.fm,.st-lines td.code span.nc{color:#2f8fd0}
-.st-lines td.code span.nb,.st-lines td.code span.bp,.st-lines td.code span.nd{color:#16a34a}
-"""
+& td.code span[class^="k"],& td.code span.ow{color:#a855f7;font-weight:600}
+& td.code span[class^="s"]{color:#c2410c}
+& td.code span[class^="m"]{color:#0d9488}
+& td.code span[class^="c"]{color:#8a8f98;font-style:italic}
+& td.code span.nf,& td.code span.fm,& td.code span.nc{color:#2f8fd0}
+& td.code span.nb,& td.code span.bp,& td.code span.nd{color:#16a34a}
+""".replace("&", _S)
 
 
 def _highlight(lines: list[str]) -> list[str]:
@@ -510,15 +589,35 @@ class LinesView:
     def _repr_html_(self) -> str:
         return render_html(self.view)
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """Terminal IPython's display: the text form (``repr`` stays one line)."""
+        printer.text(repr(self) if cycle else str(self))
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """Jupyter shows the HTML; a text front end (nbconvert to text, a console) the text form."""
+        return {"text/html": render_html(self.view), "text/plain": str(self)}
+
     def render(self, fmt: str = "text") -> str:
         return render(self.view, fmt)
 
-    def save(self, path: str | Path) -> Path:
-        p = Path(path)
-        fmt = {".html": "html", ".htm": "html", ".md": "md", ".json": "json"}.get(p.suffix.lower(), "text")
+    def save(self, path: str | Path, format: str | None = None) -> Path:
+        """Write the view to ``path``, the format ``format`` or taken from the suffix (``.html`` a whole page,
+        ``.md``/``.markdown``, ``.json``, ``.txt``); written next to its final name and renamed into place,
+        creating missing folders, as ``Table.save`` does. Returns the path."""
+        target = Path(path)
+        fmt = format or _SAVE_FORMATS.get(target.suffix.lower())
+        if format is not None and format not in FORMATS:
+            raise ValueError(f"lines formats are {', '.join(FORMATS)}; got format={format!r}")
+        if fmt not in FORMATS:
+            raise ValueError(f"cannot tell the lines format of {target.name!r}: use one of the suffixes "
+                             f"{', '.join(_SAVE_FORMATS)}, or pass format= ({', '.join(FORMATS)}); pictures "
+                             "(.png, .svg, .pdf) come from trace.diagram()")
         text = render(self.view, fmt)
-        p.write_text(lines_page(text, _page_title(self.view)) if fmt == "html" else text, encoding="utf-8")
-        return p
+        return _write_atomically(target, lines_page(text, _page_title(self.view)) if fmt == "html" else text)
+
+
+_SAVE_FORMATS = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".txt": "text",
+                 ".text": "text"}
 
 
 def _page_title(view: View) -> str:

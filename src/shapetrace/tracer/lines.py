@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import ast
 import inspect
+import io
 import os
 import sys
+import tokenize
 from types import CodeType, FrameType
 from typing import Any
 
@@ -69,6 +71,7 @@ class LineRecorder:
     def __init__(self) -> None:
         self._code: dict[int, CodeType | None] = {}  # id(module) -> code of its forward
         self._keys: dict[CodeType, str] = {}  # code -> source key
+        self._qualnames: dict[CodeType, str] = {}  # code -> the qualified name of its function
         self._missing: dict[str, tuple[str, str]] = {}  # source key -> (qualname, why there is no source)
         self._ran: dict[int, set[int]] = {}  # call id -> lines of its forward that ran
         self._pending: dict[CodeType, int] = {}  # forward frames about to start -> their call's id
@@ -141,10 +144,24 @@ class LineRecorder:
             why = _NO_SOURCE_SCRIPTED if isinstance(module, torch.jit.ScriptModule) else _NO_SOURCE_BUILTIN
             self._missing.setdefault(self._key(module, None), (qualname, why))
         elif code not in self._keys:
-            self._keys[code] = f"{modname}.{qualname}"
+            self._keys[code] = self._unique_key(f"{modname}.{qualname}", code)
+            self._qualnames[code] = qualname
             for inner in _nested_codes(code):
                 self._root_of.setdefault(inner, code)
         return code
+
+    def _unique_key(self, base: str, code: CodeType) -> str:
+        """``module.Class.forward``, or, when another forward seen already has that name (a class redefined in a
+        notebook cell, two lambdas assigned as forwards in one file), that name with its file and line."""
+        taken = set(self._keys.values())
+        if base not in taken:
+            return base
+        key = f"{base}@{_short_path(code.co_filename)}:{code.co_firstlineno}"
+        n = 2
+        while key in taken:
+            key = f"{base}@{_short_path(code.co_filename)}:{code.co_firstlineno}#{n}"
+            n += 1
+        return key
 
     def _key(self, module: nn.Module, code: CodeType | None) -> str:
         if code is not None:
@@ -207,8 +224,9 @@ class LineRecorder:
         sources: dict[str, dict] = {}
         for code, key in self._keys.items():
             if key in used:
-                found = _source_of(code, key)
-                sources[key] = {**found, "text": list(found["text"])} if "text" in found else dict(found)
+                found = _source_of(code, self._qualnames[code])
+                sources[key] = ({**found, "text": list(found["text"]), "code_lines": list(found["code_lines"])}
+                                if "text" in found else dict(found))
         for key, (qualname, why) in self._missing.items():
             if key in used:
                 sources[key] = {"qualname": qualname, "missing": why}
@@ -228,41 +246,47 @@ def _nested_codes(code: CodeType) -> list[CodeType]:
     return found
 
 
-# Source text read once per forward per process: reading and tokenizing files is the costly part.
-_SOURCES: dict[CodeType, dict] = {}
+# Source text read once per forward per process: reading and tokenizing files is the costly part. Keyed with
+# the file too: code objects compare equal by their bytecode alone, whichever file they were compiled from.
+_SOURCES: dict[tuple[CodeType, str], dict] = {}
 
 
-def _source_of(code: CodeType, key: str) -> dict:
-    found = _SOURCES.get(code)
+def _source_of(code: CodeType, qualname: str) -> dict:
+    found = _SOURCES.get((code, code.co_filename))
     if found is None:
-        found = _SOURCES[code] = _read_source(code, key)
+        found = _SOURCES[code, code.co_filename] = _read_source(code, qualname)
     return found
 
 
-def _read_source(code: CodeType, key: str) -> dict:
-    qualname = code.co_qualname if hasattr(code, "co_qualname") else key.rpartition(".")[2]
+def _read_source(code: CodeType, qualname: str) -> dict:
+    qualname = getattr(code, "co_qualname", qualname)
     try:
         text, first = inspect.getsourcelines(code)
     except (OSError, TypeError):
         return {"qualname": qualname, "file": _short_path(code.co_filename),
                 "missing": f"its source file {code.co_filename!r} cannot be read (an interactive session, "
                            "a generated class or a file that has changed or gone)"}
-    if not _source_matches(code, text, first):
+    if not _source_matches(code, text, first, qualname):
         return {"qualname": qualname, "file": _short_path(code.co_filename),
                 "missing": f"its source file {code.co_filename!r} has changed since this code was loaded (reload "
                            "the module, or restart the interpreter, to see its lines)"}
+    # The lines with instructions: a statement with none (`global`, an `assert` under -O) cannot run, and is
+    # not called unreached.
+    code_lines = sorted({line for c in (code, *_nested_codes(code)) for _, _, line in c.co_lines() if line})
     return {"qualname": qualname, "file": _short_path(code.co_filename), "first_line": first or 1,
-            "text": [line.rstrip("\n") for line in text]}
+            "text": [line.rstrip("\n") for line in text], "code_lines": code_lines}
 
 
-def _source_matches(code: CodeType, text: list[str], first: int) -> bool:
+def _source_matches(code: CodeType, text: list[str], first: int, qualname: str = "") -> bool:
     """Whether the source read now is plausibly what ``code`` was compiled from.
 
     ``inspect`` reads the file as it is now; a notebook user who edits a model's file without reloading it
     runs the old code, and the new text would show beside the old line numbers. The check: the block starts
     where the code says it does, every line the code has instructions on lies inside it, and the global and
     attribute names its body uses are the names the code (and the code written inside it) uses. Not a
-    bytecode comparison: a method compiled alone differs from one compiled in its class or closure.
+    bytecode comparison: a method compiled alone differs from one compiled in its class or closure. Names
+    are compared as compiled: ``self.__x`` in a class ``C`` is ``_C__x``; ``__debug__`` is a constant, and
+    the names of an ``assert`` or an ``if __debug__:`` body are gone under ``python -O``.
     """
     if first != code.co_firstlineno:
         return False
@@ -272,11 +296,67 @@ def _source_matches(code: CodeType, text: list[str], first: int) -> bool:
     found = _names_written(text, code.co_varnames[:code.co_argcount])
     if found is None:  # the text does not parse as a function: not what was compiled
         return False
-    written, maybe = found
+    cls = _mangling_class(qualname or getattr(code, "co_qualname", code.co_name))
+    written, maybe = ({_mangle(n, cls) for n in names} for names in found)
     codes = [code, *_nested_codes(code)]
     used = {n for c in codes for n in c.co_names}
     local = {n for c in codes for n in (*c.co_varnames, *c.co_cellvars, *c.co_freevars)}
     return not {n for n in (written ^ used) - local - maybe if n and "." not in n}
+
+
+def _mangling_class(qualname: str) -> str:
+    """The class whose name Python mangles ``__private`` names with in the function ``qualname``: the innermost
+    class the function is written in (``C.forward.<locals>.f`` -> ``C``), ``""`` for none."""
+    parts = qualname.split(".")[:-1]  # the function itself is not a class
+    classes = [p for i, p in enumerate(parts) if p != "<locals>" and (i + 1 >= len(parts) or parts[i + 1] != "<locals>")]
+    return classes[-1] if classes else ""
+
+
+def _mangle(name: str, cls: str) -> str:
+    """``name`` as the compiler writes it in class ``cls``: ``__x`` -> ``_C__x`` (not ``__x__``, not dotted)."""
+    if not name.startswith("__") or name.endswith("__") or "." in name or not cls.lstrip("_"):
+        return name
+    return f"_{cls.lstrip('_')}{name}"
+
+
+def _lambda_nodes(source: str) -> list[ast.Lambda]:
+    """The lambdas in ``source``, which does not parse by itself: the lines ``inspect`` gives for a lambda written
+    inside a larger statement (``lambda x: m.lin(x))``, the second line of ``m.forward = (``). Each lambda is cut
+    out at the end of its expression (a bracket it did not open, a comma or ``for`` after its ``:``, the end of
+    the statement)."""
+    lines = source.splitlines(keepends=True)
+    offsets = [0]
+    for line in lines:
+        offsets.append(offsets[-1] + len(line))
+    tokens: list[tokenize.TokenInfo] = []
+    try:
+        tokens.extend(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        pass  # unbalanced brackets: the tokens up to there are what we need
+    found: list[ast.Lambda] = []
+    for i, tok in enumerate(tokens):
+        if tok.type != tokenize.NAME or tok.string != "lambda":
+            continue
+        depth, colon, end = 0, False, None
+        for later in tokens[i + 1:]:
+            if later.type == tokenize.OP and later.string in "([{":
+                depth += 1
+            elif later.type == tokenize.OP and later.string in ")]}":
+                depth -= 1
+            if depth < 0 or later.type in (tokenize.NEWLINE, tokenize.ENDMARKER) or (depth == 0 and colon and (
+                    (later.type == tokenize.OP and later.string in ",;") or later.string in ("for", "async"))):
+                end = later.start
+                break
+            colon = colon or (depth == 0 and later.type == tokenize.OP and later.string == ":")
+        if end is None:
+            end = (len(lines), len(lines[-1]) if lines else 0)
+        start = offsets[tok.start[0] - 1] + tok.start[1]
+        try:
+            tree = ast.parse("(" + source[start:offsets[end[0] - 1] + end[1]] + "\n)")
+        except SyntaxError:
+            continue
+        found += [n for n in ast.walk(tree) if isinstance(n, ast.Lambda)]
+    return found
 
 
 def _names_written(text: list[str], params: tuple[str, ...] = ()) -> tuple[set[str], set[str]] | None:
@@ -289,14 +369,17 @@ def _names_written(text: list[str], params: tuple[str, ...] = ()) -> tuple[set[s
     indent = len(lines[0]) - len(lines[0].lstrip()) if lines else 0
     source = "".join(t[indent:] if len(t) - len(t.lstrip()) >= indent else t for t in lines)
     try:
-        tree = ast.parse(source)
+        tree: ast.Module | None = ast.parse(source)
     except SyntaxError:
-        return None
-    func = tree.body[0] if tree.body else None
+        tree = None
+    func = tree.body[0] if tree is not None and tree.body else None
     if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
         body: list[ast.AST] = list(func.body)
+    elif tree is None and source.lstrip().startswith(("def ", "async ", "@")):
+        return None
     else:  # a lambda (`forward = lambda self, x: ...`): the one taking the code's parameters, else the first
-        lambdas = [n for n in ast.walk(tree) if isinstance(n, ast.Lambda)]
+        lambdas = ([n for n in ast.walk(tree) if isinstance(n, ast.Lambda)] if tree is not None
+                   else _lambda_nodes(source))
         if not lambdas:
             return None
         mine = [n for n in lambdas if [a.arg for a in (*n.args.posonlyargs, *n.args.args)] == list(params)]
@@ -309,7 +392,7 @@ def _names_written(text: list[str], params: tuple[str, ...] = ()) -> tuple[set[s
         if isinstance(node, ast.Attribute):
             into.add(node.attr)
         elif isinstance(node, ast.Name):
-            into.add(node.id)
+            (maybe if node.id == "__debug__" else into).add(node.id)  # a constant: no name in the code
         elif isinstance(node, ast.alias):
             maybe.update(node.name.split("."))
         elif isinstance(node, ast.ImportFrom):
@@ -320,9 +403,16 @@ def _names_written(text: list[str], params: tuple[str, ...] = ()) -> tuple[set[s
             # An annotation is evaluated or not depending on __future__; `self.x: T` with no value stores nothing.
             unsure = field in ("annotation", "returns", "decorator_list") or (
                 field == "target" and isinstance(node, ast.AnnAssign) and node.value is None)
+            # `assert` and an `if __debug__:` body are compiled only without -O (which compiled this code?).
+            unsure = unsure or isinstance(node, ast.Assert) or (
+                field == "body" and isinstance(node, ast.If) and _mentions_debug(node.test))
             sink = maybe if unsure else into
             if isinstance(child, ast.AST):
                 todo.append((child, sink))
             elif isinstance(child, list):
                 todo.extend((c, sink) for c in child if isinstance(c, ast.AST))
     return names, maybe
+
+
+def _mentions_debug(test: ast.expr) -> bool:
+    return any(isinstance(n, ast.Name) and n.id == "__debug__" for n in ast.walk(test))

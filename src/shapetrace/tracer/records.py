@@ -42,6 +42,7 @@ from .metrics import (
     Note,
     TimingSummary,
 )
+from .sources_check import check_sources
 
 FORMAT = "shapetrace.trace/2"
 # Older formats ``load`` still reads (upgraded on the way in; see ``_upgrade_v1``).
@@ -507,6 +508,7 @@ class Trace:
         trace = codec.decode({k: v for k, v in obj.items() if k != "format"}, Trace)
         _check_links(trace)
         _check_amounts(trace)
+        check_sources(trace.sources, trace.calls)
         return trace
 
     @classmethod

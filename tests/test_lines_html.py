@@ -1,0 +1,65 @@
+"""The HTML of ``trace.lines()`` inside a host page that styles tables of its own (JupyterLab)."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from shapetrace.renderers.lines import build_view, render
+from shapetrace.tracer.api import trace
+
+# JupyterLab's stock rules for rendered HTML tables (@jupyterlab/rendermime style/base.css), with their
+# specificity (ids, classes, elements): a rule of ours must outweigh each to win, whichever sheet comes last.
+_JUPYTERLAB = {
+    ("table", "margin-left"): (0, 1, 1),  # .jp-RenderedHTMLCommon table{margin-left:auto;margin-right:auto}
+    ("td", "text-align"): (0, 2, 1),  # :not(.jp-RenderedMarkdown).jp-RenderedHTMLCommon td{text-align:right}
+    ("td", "vertical-align"): (0, 1, 1),  # .jp-RenderedHTMLCommon td{vertical-align:middle; padding:.5em}
+    ("td", "padding"): (0, 1, 1),
+    ("tr", "background"): (0, 2, 2),  # .jp-RenderedHTMLCommon tbody tr:nth-child(odd){background:#fff}
+}
+
+
+def _specificity(selector: str) -> tuple[int, int, int]:
+    ids = len(re.findall(r"#[\w-]+", selector))
+    classes = len(re.findall(r"\.[\w-]+|\[[^\]]*\]|:(?!not\b)[\w-]+(\([^)]*\))?", selector))
+    elements = len(re.findall(r"(?:^|[\s>+~])([a-z]+)", selector))
+    return ids, classes, elements
+
+
+def _rules(css: str) -> list[tuple[str, str, str]]:
+    """(selector, property, value) for each declaration."""
+    out = []
+    for selectors, body in re.findall(r"([^{}]+)\{([^}]*)\}", css):
+        for decl in body.split(";"):
+            if ":" in decl:
+                prop, value = (p.strip() for p in decl.split(":", 1))
+                out += [(sel.strip(), prop, value) for sel in selectors.split(",")]
+    return out
+
+
+class Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x).relu()
+
+
+def test_code_and_shapes_cells_stay_left_aligned_and_the_table_uncentred_under_jupyterlabs_rules():
+    page = render(build_view(trace(Small(), torch.randn(3, 4), lines=True)), "html")
+    css = re.search(r"<style>(.*?)</style>", page, re.DOTALL).group(1)
+    rules = _rules(css)
+    for (element, prop), theirs in _JUPYTERLAB.items():
+        ours = [
+            (sel, value)
+            for sel, p, value in rules
+            if (p == prop or p.startswith(prop) or prop.startswith(p))
+            and re.search(rf"(^|\s){element}(:nth-child\(n\))?$|^{element}\.st-lines", sel)
+            and _specificity(sel) > theirs
+        ]
+        assert ours, f"no rule of ours outweighs JupyterLab's {element}{{{prop}}}"
+    cells = {value for sel, p, value in rules if p == "text-align" and re.search(r"\std$", sel)}
+    assert cells == {"left"}
