@@ -532,8 +532,6 @@ class _Dot:
             if e.skip:
                 attrs["style"] = "dashed"
         attrs["label"] = _edge_label(e, self._printed_shape(e.src))
-        if e.skip and e.src in self.pos and e.dst in self.pos and self.pos[e.dst][1] > self.pos[e.src][1]:
-            attrs["headport"] = "s"  # a skip up into the U's tail row comes in from below, clear of its row
         attrs["tooltip"] = _edge_tooltip(e, self.names)
         src = e.src
         if src.startswith("cluster_"):
@@ -617,7 +615,8 @@ def _u_positions(g: Graph, style: str, edge_labels: dict[tuple[str, str], str]) 
 # a name turned `\G` into the graph's name): both are rewritten from the description itself.
 _LINK = r'(?:(\n<g id="a_[^"]*"><a xlink:title=")[^"]*("))?'
 _TITLE = re.compile(r"<title>([A-Za-z0-9_]+)</title>" + _LINK)
-_EDGE_TITLE = re.compile(r"<title>([A-Za-z0-9_]+)&#45;&gt;([A-Za-z0-9_]+)</title>" + _LINK)
+# An edge's title names its ends as Graphviz wrote them, a port after a colon where an edge has one ("a:s").
+_EDGE_TITLE = re.compile(r"<title>([A-Za-z0-9_]+)(?::[a-z_]+)?&#45;&gt;([A-Za-z0-9_]+)(?::[a-z_]+)?</title>" + _LINK)
 
 
 def _titled(tip: str, match: re.Match, link_at: int) -> str:
