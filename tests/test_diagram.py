@@ -317,6 +317,21 @@ def test_the_cut_overlay_marks_what_the_cut_removes_and_names_it_in_the_legend()
                  options={"cut": {"body": ["conv"], "removed": ["pool", "fc"]}})
     assert "cut off: pool, fc" in src and "head: -" not in src
     assert src.count(">cut off<") == 2  # the two removed layers are marked on their nodes
+    # the mark is 9-point text on a layer box's fill: it must read at WCAG AA's 4.5:1 for small text
+    colours = re.findall(r'<FONT POINT-SIZE="9" COLOR="(#[0-9a-f]{6})">cut off</FONT>', src)
+    fills = [diagram.THEME[kind]["fillcolor"] for kind in ("call", "collapsed")]
+    assert len(colours) == 2 and all(_contrast(c, f) >= 4.5 for c in colours for f in fills), colours
+
+
+def _contrast(a: str, b: str) -> float:
+    """WCAG's contrast ratio of two ``#rrggbb`` colours."""
+    def luminance(colour: str) -> float:
+        c = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = (x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4 for x in c)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
 
 
 def test_an_edge_title_with_a_port_gets_its_description_like_any_other():
