@@ -92,16 +92,20 @@ def test_every_gallery_page_loads_its_diagram_legibly_in_its_column(browser, sit
     assert problems == []
 
 
+def _load_lazy_images(page) -> None:
+    """Scroll through the page, so the images that load lazily (the index's thumbnails) load, then back up."""
+    page.evaluate("async () => { for (let y = 0; y < document.body.scrollHeight; y += 400) {"
+                  " window.scrollTo(0, y); await new Promise(r => setTimeout(r, 20)); } window.scrollTo(0, 0); }")
+    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
+
+
 @requires_dot
 def test_the_index_loads_every_thumbnail_and_links_every_page(browser, site):
     from shapetrace.gallery.exhibits.diffs import DIFF_EXHIBITS
 
     page = browser.new_page(viewport=WINDOW)
     page.goto((site / "index.html").as_uri())
-    # the thumbnails load lazily, as they come near the window: scroll through the page first
-    page.evaluate("async () => { for (let y = 0; y < document.body.scrollHeight; y += 400) {"
-                  " window.scrollTo(0, y); await new Promise(r => setTimeout(r, 20)); } }")
-    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
+    _load_lazy_images(page)
     m = page.evaluate(MEASURE)
     assert m["scrollWidth"] <= m["innerWidth"]
     assert len(m["images"]) == len(exhibit_names()) + len(DIFF_EXHIBITS) and all(i["ok"] for i in m["images"])
@@ -115,6 +119,7 @@ def test_the_index_loads_every_thumbnail_and_links_every_page(browser, site):
         for name, file in SCREENSHOTS.items():
             page.goto((site / f"{name}.html").as_uri())
             page.wait_for_load_state("load")
+            _load_lazy_images(page)
             page.screenshot(path=str(Path(folder) / file), full_page=name != "nearest-upsample-photo")
     page.close()
 
