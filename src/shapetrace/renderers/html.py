@@ -28,7 +28,7 @@ from .rows import table_rows as _rows
 from .table import FAIL_MARK, _extra_columns, _headers, _notes, _plain_cells, _summary_lines
 from .units import literal
 
-__all__ = ["CSS", "PAGE_CSS", "render_html", "render_page", "strip_svg_prolog"]
+__all__ = ["CSS", "PAGE_CSS", "render_html", "render_page", "shape_markup", "strip_svg_prolog"]
 
 SCOPE = "shapetrace-html"
 
@@ -123,6 +123,8 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
 
     Every text is escaped. Rows are indented by call depth; the failing call's row has ``class="failed"`` (a
     red bar, ``✗`` and its error in place of output shapes); calls the exception left have ``class="raised"``.
+    A shape cell wraps only between two values (see ``shape_markup``); the ``call`` column is left out when
+    no module was called twice (it would be empty), as in the text table.
     """
     esc = html.escape
     rows = _rows(trace, depth, view)
