@@ -8,8 +8,9 @@ exhibit about images: the photo and what the layer made of it, and ``NAME.thumb.
 the index) and ``NAME.html``, its page: the question of
 the chapter it answers, the caption, the pictures, the diagram (inline, its element ids prefixed with the
 exhibit's name so no two ids on a page clash, linked to the full-size SVG), the shape flow, the shape table,
-the forward line by line where the lines renderer can show it, and the downloads. Then ``index.html`` (the
-exhibits by chapter section, each with a thumbnail and its question) and ``index.md``. Every link is relative
+the forward line by line where the lines renderer can show it, and the downloads. A whole-gallery build adds the
+comparisons (``shapetrace diff`` of two heads), each a page laid out like an exhibit's. Then ``index.html`` (the
+exhibits by chapter section and the comparisons, each a card with a thumbnail) and ``index.md``. Every link is relative
 and nothing is fetched from the network, so the site opens from disk; the same build writes the same bytes.
 
 Exhibits build in ``jobs`` worker processes (default: the CPU count), each tracing and rendering whole
