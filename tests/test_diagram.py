@@ -317,3 +317,62 @@ def test_the_cut_overlay_marks_what_the_cut_removes_and_names_it_in_the_legend()
                  options={"cut": {"body": ["conv"], "removed": ["pool", "fc"]}})
     assert "cut off: pool, fc" in src and "head: -" not in src
     assert src.count(">cut off<") == 2  # the two removed layers are marked on their nodes
+    # the mark is 9-point text on a layer box's fill: it must read at WCAG AA's 4.5:1 for small text
+    colours = re.findall(r'<FONT POINT-SIZE="9" COLOR="(#[0-9a-f]{6})">cut off</FONT>', src)
+    fills = [diagram.THEME[kind]["fillcolor"] for kind in ("call", "collapsed")]
+    assert len(colours) == 2 and all(_contrast(c, f) >= 4.5 for c in colours for f in fills), colours
+
+
+def _contrast(a: str, b: str) -> float:
+    """WCAG's contrast ratio of two ``#rrggbb`` colours."""
+    def luminance(colour: str) -> float:
+        c = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = (x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4 for x in c)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_an_edge_title_with_a_port_gets_its_description_like_any_other():
+    # Graphviz writes an edge drawn to or from a port (headport="s") as "a:s->b:s": such an edge's title and
+    # tooltip are the description too, never Graphviz's raw node ids
+    svg = ('<g id="edge1" class="edge">\n<title>in0:e&#45;&gt;c202:s</title>\n<g id="a_edge1"><a xlink:title="x">'
+           "<path/></a></g></g>")
+    out = diagram._svg_titles(svg, {}, {("in0", "c202"): "input → layers.10: (1, 3, 360, 480) float32"})
+    assert "<title>input → layers.10: (1, 3, 360, 480) float32</title>" in out and "c202" not in out
+
+
+class CrossUnet(HookUnet):
+    """The U-Net with fastai's last_cross: after the decoder, a merge with the model's input, which the merge
+    reads from where the forward kept it (a skip from the input up into the U's tail row)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.merge = _MergeInput(self)
+        self.head = nn.Sequential(nn.Conv2d(8 + 3, 4, 1), nn.ReLU(), nn.Conv2d(4, 2, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.orig = x
+        return self.head(self.merge(self.up2(self.up1(self.middle(self.encoder(x))))))
+
+
+class _MergeInput(nn.Module):
+    def __init__(self, owner: nn.Module) -> None:
+        super().__init__()
+        self.owner = [owner]  # not a submodule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.owner[0].orig], dim=1)
+
+
+@requires_dot
+def test_the_u_layout_lets_graphviz_route_the_input_skip_into_the_tail_row_and_titles_it():
+    # forced into the bottom of the merge (headport "s"), the skip looped round the merge, crossed the tail
+    # row's own arrow and shared the arrowhead of the arrow from below; its title kept Graphviz's "in0->c7:s"
+    t = trace_of(CrossUnet(), 1, 3, 32, 32)
+    assert "headport" not in to_dot(t, layout="u", depth=2)
+    svg = render(t, format="svg", layout="u", depth=2).decode()
+    titles = re.findall(r'<g id="edge\d+" class="edge">\n<title>([^<]*)</title>', svg)
+    assert titles and all(" → " in title for title in titles), titles
+    assert any(title.startswith("input → merge") for title in titles)

@@ -92,13 +92,26 @@ def test_every_gallery_page_loads_its_diagram_legibly_in_its_column(browser, sit
     assert problems == []
 
 
+def _load_lazy_images(page) -> None:
+    """Scroll through the page, so the images that load lazily (the index's thumbnails) load, then back up."""
+    page.evaluate("async () => { for (let y = 0; y < document.body.scrollHeight; y += 400) {"
+                  " window.scrollTo(0, y); await new Promise(r => setTimeout(r, 20)); } window.scrollTo(0, 0); }")
+    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)")
+
+
 @requires_dot
 def test_the_index_loads_every_thumbnail_and_links_every_page(browser, site):
+    from shapetrace.gallery.exhibits.diffs import DIFF_EXHIBITS
+
     page = browser.new_page(viewport=WINDOW)
-    m = _check_page(page, (site / "index.html").as_uri())
+    page.goto((site / "index.html").as_uri())
+    _load_lazy_images(page)
+    m = page.evaluate(MEASURE)
     assert m["scrollWidth"] <= m["innerWidth"]
-    assert len(m["images"]) == len(exhibit_names()) and all(i["ok"] for i in m["images"])
-    links = page.eval_on_selector_all("ol.cards a", "as => as.map(a => a.getAttribute('href'))")
+    assert len(m["images"]) == len(exhibit_names()) + len(DIFF_EXHIBITS) and all(i["ok"] for i in m["images"])
+    lazy = page.eval_on_selector_all("ol.cards img", "is => is.every(i => i.loading === 'lazy' && i.width > 0)")
+    assert lazy, "every thumbnail loads lazily, its size set"
+    links = page.eval_on_selector_all("ol.cards:not(.comparisons) a", "as => as.map(a => a.getAttribute('href'))")
     assert links == [f"{n}.html" for n in exhibit_names()]
     assert len(m["ids"]) == len(set(m["ids"]))
     folder = os.environ.get("SHAPETRACE_SCREENSHOTS")
@@ -106,24 +119,83 @@ def test_the_index_loads_every_thumbnail_and_links_every_page(browser, site):
         for name, file in SCREENSHOTS.items():
             page.goto((site / f"{name}.html").as_uri())
             page.wait_for_load_state("load")
+            _load_lazy_images(page)
             page.screenshot(path=str(Path(folder) / file), full_page=name != "nearest-upsample-photo")
     page.close()
 
 
 @requires_dot
-def test_the_comparison_pages_load_their_diagram_in_their_column_and_the_index_links_them(browser, site):
+def test_the_comparison_pages_look_like_the_exhibits_and_the_index_shows_them_as_cards(browser, site):
     from shapetrace.gallery.exhibits.diffs import DIFF_EXHIBITS
 
     page = browser.new_page(viewport=WINDOW)
     page.goto((site / "index.html").as_uri())
-    index_links = set(page.eval_on_selector_all("ul.comparisons a", "as => as.map(a => a.getAttribute('href'))"))
-    assert index_links == {f"{name}.html" for name in DIFF_EXHIBITS}
+    index_links = page.eval_on_selector_all("ol.cards.comparisons a", "as => as.map(a => a.getAttribute('href'))")
+    assert index_links == [f"{name}.html" for name in DIFF_EXHIBITS]
     for name, ex in DIFF_EXHIBITS.items():
         m = _check_page(page, (site / f"{name}.html").as_uri())
         assert m["scrollWidth"] <= m["innerWidth"], f"{name}.html scrolls sideways"
-        assert [i["src"] for i in m["images"]] == [f"{name}.svg"] and m["images"][0]["ok"], name
-        assert m["images"][0]["right"] <= m["columnRight"] + 1, f"{name}.svg is wider than its column"
-        assert len(m["ids"]) == len(set(m["ids"]))
+        svg = m["svg"]  # inline, as on an exhibit's page, so its boxes show their tooltips
+        assert svg["drawn"] > 0 and svg["right"] <= m["columnRight"] + 1, f"{name}.svg is not drawn in its column"
+        assert page.get_attribute("figure.diagram svg", "role") == "img"
+        assert m["fullSize"] and len(m["ids"]) == len(set(m["ids"]))
+        assert page.inner_text("header.top .crumbs") == "shapetrace gallery › Comparisons"
+        assert page.eval_on_selector_all("p.downloads a", "as => as.every(a => a.hasAttribute('download'))")
         text = page.inner_text("main")
         assert ex.title in text and ex.b_label in text
+    page.close()
+
+
+PHONE = {"width": 390, "height": 844}
+
+# Characters of a shape cell whose next character starts a new line in the middle of a value: a line break
+# inside "(1,192,180,240)". Spaces (and the ", " or " | " between two values) are where a break belongs.
+BREAKS_INSIDE_VALUES = """() => {
+  const bad = [];
+  for (const td of document.querySelectorAll('td.shape:not(.error)')) {
+    const chars = [];
+    const walk = document.createTreeWalker(td, NodeFilter.SHOW_TEXT);
+    for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+      for (let i = 0; i < n.length; i++) {
+        const r = document.createRange(); r.setStart(n, i); r.setEnd(n, i + 1);
+        const box = r.getClientRects()[0];
+        chars.push([n.data[i], box ? box.top : null]);
+      }
+    }
+    for (let i = 1; i < chars.length; i++) {
+      const [a, ta] = chars[i - 1], [b, tb] = chars[i];
+      if (ta !== null && tb !== null && tb > ta + 2 && a !== ' ' && b !== ' ') bad.push(td.textContent);
+    }
+  }
+  return bad;
+}"""
+
+
+@requires_dot
+@pytest.mark.parametrize("window", [PHONE, WINDOW], ids=["phone", "desktop"])
+def test_no_page_scrolls_sideways_and_no_shape_breaks_inside_a_value(browser, site, window):
+    from shapetrace.gallery.exhibits.diffs import DIFF_EXHIBITS
+
+    page = browser.new_page(viewport=window)
+    problems: list[str] = []
+    for name in ["index", *exhibit_names(), *DIFF_EXHIBITS]:
+        page.goto((site / f"{name}.html").as_uri())
+        page.wait_for_load_state("load")
+        wide = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+        if wide[0] > wide[1]:
+            problems.append(f"{name}.html scrolls sideways ({wide[0]} > {wide[1]} px)")
+        broken = page.evaluate(BREAKS_INSIDE_VALUES)
+        if broken:
+            problems.append(f"{name}.html breaks a shape inside a value: {broken[:2]}")
+    page.close()
+    assert problems == []
+
+
+@requires_dot
+def test_on_a_phone_the_breadcrumb_comes_before_the_links_to_the_pages_around(browser, site):
+    page = browser.new_page(viewport=PHONE)
+    page.goto((site / "camvid-unet.html").as_uri())
+    crumbs = page.eval_on_selector('header.top a[href="index.html"]', "e => e.getBoundingClientRect().toJSON()")
+    pager = page.eval_on_selector("header.top .pager", "e => e.getBoundingClientRect().toJSON()")
+    assert crumbs["bottom"] <= pager["top"] + 1, (crumbs, pager)
     page.close()

@@ -164,3 +164,62 @@ def test_control_and_bidi_characters_in_names_show_as_escapes_not_raw():
     page = html_renderer.render_html(shapetrace.trace(model, torch.randn(1, 2)))
     assert "\u202e" not in page and "rtl\\u202egnp_exe" in page
     assert "two\nlines" not in page and "two\\nlines" in page
+
+
+class TwoOutputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 64, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y, y.flatten(1)
+
+
+def test_shape_cells_wrap_only_between_shapes_never_inside_a_number():
+    out = html_renderer.render_html(shapetrace.trace(TwoOutputs(), torch.randn(1, 3, 112, 112)))
+    css = re.search(r"<style>(.*?)</style>", out, re.DOTALL).group(1)
+    shape_rules = " ".join(re.findall(r"\.shape \{([^}]*)\}", css))
+    assert "break-word" not in shape_rules and "anywhere" not in shape_rules and "min-width" not in shape_rules
+    assert re.search(r"\.shape \.t \{[^}]*white-space: (pre|nowrap)", css)
+    root = re.search(r'<tr><td class="layer" title="\(root\)">.*?</tr>', out).group(0)
+    # each shape whole inside a span that does not wrap; the ", " between them outside, where a line may break
+    assert '<span class="t">[(1,64,112,112)</span>, <span class="t">(1,802816)]</span>' in root
+
+
+def test_shape_markup_keeps_a_side_input_and_a_repeat_count_with_their_shape():
+    assert html_renderer.shape_markup("(2,72) int64 +side (1,1,1152), (1,1,400)") == (
+        '<span class="t">(2,72) int64</span> <span class="t">+side (1,1,1152)</span>, <span class="t">(1,1,400)</span>')
+    assert html_renderer.shape_markup("(4,18,400) ×4 | (4,1,400)") == (
+        '<span class="t">(4,18,400) ×4</span> | <span class="t">(4,1,400)</span>')
+
+
+def test_the_failing_calls_error_still_wraps_as_prose_in_a_colour_readable_on_dark_themes():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(5, 2))
+    out = html_renderer.render_html(shapetrace.trace(model, torch.randn(3, 4), strict=False))
+    assert re.search(r'<tr class="failed">.*<td class="shape error">✗ ', out)
+    css = re.search(r"<style>(.*?)</style>", out, re.DOTALL).group(1)
+    assert re.search(r"\.shape\.error \{[^}]*white-space: pre-wrap", css)
+    # a fixed #dc2626 is 3.5:1 on a dark theme's background: the red is mixed with the text colour instead
+    assert re.search(r"tr\.failed td\.error \{[^}]*color: color-mix\(in srgb, #dc2626 \d+%, currentColor\)", css)
+
+
+class Twice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.lin(self.lin(x))
+
+
+def test_the_call_column_is_left_out_when_no_module_is_called_twice():
+    def headers(out: str) -> list[str]:
+        return re.findall(r"<th[^>]*>([^<]*)</th>", out)
+
+    once = html_renderer.render_html(shapetrace.trace(Nested(), torch.randn(2, 3, 8, 8)))
+    assert headers(once)[:4] == ["layer", "class", "input shapes", "output shapes"]
+    assert all(len(cells) == len(headers(once)) for _, cells in parse(once).rows)
+    twice = html_renderer.render_html(shapetrace.trace(Twice(), torch.randn(1, 4)))
+    assert headers(twice)[:3] == ["layer", "class", "call"]
+    assert [c[1] for _, cells in parse(twice).rows for c in cells if c[0] == "call"] == ["", "1/2", "2/2"]

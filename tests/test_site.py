@@ -229,6 +229,49 @@ def test_the_photo_exhibits_show_the_photo_and_the_output_at_their_real_sizes(tm
     assert "1000+2 = 1002 rows, 846+2 = 848 columns" in page and "(1, 6, 1002, 848)" in page
 
 
+def test_the_index_shows_a_small_copy_of_each_photo_loaded_lazily_with_its_size_set(tmp_path):
+    import re
+
+    from PIL import Image
+
+    names = ["nearest-upsample-photo", "transposed-conv-photo", SMALL]
+    for n in names:
+        _require(n)
+    build_site(tmp_path, names, jobs=1)
+    index = (tmp_path / "index.html").read_text()
+    for n in names[:2]:
+        thumb = tmp_path / f"{n}.thumb.jpg"
+        assert thumb.stat().st_size < 64_000  # the full output picture is 0.7 to 1 MB
+        with Image.open(thumb) as im:
+            assert im.width <= 540 and im.height <= 340
+            assert f'src="{n}.thumb.jpg" width="{im.width}" height="{im.height}"' in index
+        assert f"{n}.output.png" not in index
+    imgs = re.findall(r"<img [^>]*>", index)
+    assert len(imgs) == len(names) and all('loading="lazy"' in i and 'width="' in i for i in imgs), imgs
+
+
+@requires_dot
+def test_each_inline_diagram_is_one_image_named_for_a_screen_reader(tmp_path):
+    _require(SMALL)
+    build_site(tmp_path, [SMALL], jobs=1)
+    page = (tmp_path / f"{SMALL}.html").read_text()
+    ex = registry.get_exhibit(SMALL)
+    assert f'<figure class="diagram"><svg role="img" aria-label="The diagram of {ex.title}: ' in page
+
+
+def test_a_comparison_page_has_the_exhibits_header_downloads_and_a_scrolling_box_for_its_table(tmp_path):
+    from shapetrace.gallery import site
+    from shapetrace.gallery.exhibits.diffs import DIFF_EXHIBITS
+
+    first, second = list(DIFF_EXHIBITS.values())[:2]
+    files = [f"{first.name}.{k}" for k in ("html", "md", "txt")]
+    page = site._diff_page(first, '<table class="st-diff"></table>', files, None, None, second)
+    assert '<div class="table-wrap st-diff-wrap"><table class="st-diff">' in page
+    assert '<a href="index.html">shapetrace gallery</a> › Comparisons' in page
+    assert f'href="{second.name}.html" rel="next"' in page
+    assert f'href="{first.name}.md" download' in page and f'href="{first.name}.txt" download' in page
+
+
 def _page_text(page: str) -> str:
     """What a reader sees of a gallery page: the text outside tags, scripts, styles and inline SVG."""
     import html

@@ -131,6 +131,20 @@ def test_several_shows_come_in_the_order_given(tmp_path):
 
 
 @requires_dot
+def test_each_picture_has_a_short_alt_text_of_its_own_not_the_caption(tmp_path):
+    caption = "A single linear layer, traced while the docs were built. " * 6
+    code, html, _ = build(tmp_path, LINEAR + f"   :show: diagram flow\n   :caption: {caption.strip()}\n")
+    assert code == 0
+    alts = [i["alt"] for i in parse(html).imgs if "shapetrace-" in i["src"]]
+    assert len(alts) == 2 and len(set(alts)) == 2, alts  # the diagram's and the flow chart's own
+    assert all("Linear" in a and len(a) < 100 and "traced while" not in a for a in alts), alts
+    (tmp_path / "given").mkdir()
+    code, html, _ = build(tmp_path / "given", LINEAR + "   :show: diagram flow\n   :alt: One linear layer.\n")
+    alts = [i["alt"] for i in parse(html).imgs if "shapetrace-" in i["src"]]
+    assert code == 0 and alts[0] == "One linear layer." and alts[1] != alts[0]
+
+
+@requires_dot
 def test_an_exhibit_uses_its_own_inputs_options_and_caption(tmp_path):
     code, html, _ = build(tmp_path, """
         .. shapetrace:: create-head-default

@@ -24,7 +24,8 @@ document's folder, then the source folder (``sphinx_sources``), never from where
 ``:show:`` names what to insert, in that order, any of ``diagram`` (the default), ``table`` (the HTML table),
 ``text`` (the text table, ``:width:`` columns, 80 by default) and ``flow`` (the shape-flow chart); ``both``
 means ``diagram table``. ``:caption:`` adds a caption (``exhibit`` takes the exhibit's own); ``:alt:`` the
-pictures' alt text.
+first picture's alt text. Without it each picture has a short alt text of its own, naming the model and what
+the picture shows (never the caption, which the page shows once below the pictures).
 
 What each builder gets:
 
@@ -114,7 +115,8 @@ class Figure:
 
     shows: list[str]
     caption: str = ""
-    alt: str = ""
+    alt: str = ""             # the :alt: option: the first picture's alternative text
+    model: str = ""           # the model's class, for the pictures' own alternative texts
     pictures: dict[str, Picture] = field(default_factory=dict)
     table_html: str = ""
     table_text: str = ""
@@ -163,7 +165,8 @@ class ShapetraceDirective(SphinxDirective):
         if caption == "exhibit":
             caption = getattr(exhibit, "caption", "") or ""
         figure.caption = caption
-        figure.alt = opts.get("alt") or caption or f"{result.model.cls}: shapetrace {' and '.join(figure.shows)}"
+        figure.alt = opts.get("alt") or ""
+        figure.model = result.model.cls
         if result.failed:
             from .tracer.api import failure_message  # noqa: PLC0415 - torch stays out of the extension's import
 
@@ -324,6 +327,19 @@ def _caption_nodes(figure: Figure) -> list[nodes.Node]:
     return [nodes.paragraph(figure.caption, figure.caption, classes=["shapetrace-caption"])] if figure.caption else []
 
 
+_PICTURE_ALT = {"diagram": "{model}: the diagram of its layers and the shapes between them",
+                "flow": "{model}: channels and spatial size along the forward (shape-flow chart)"}
+
+
+def _alt(figure: Figure, kind: str) -> str:
+    """A picture's alternative text: the ``:alt:`` option for the first picture shown, else a short one of its
+    own (two pictures of one figure never share a text, and none repeats the caption)."""
+    first = next((k for k in figure.shows if k in figure.pictures), None)
+    if figure.alt and kind == first:
+        return figure.alt
+    return _PICTURE_ALT.get(kind, "{model}: shapetrace " + kind).format(model=figure.model or "the model")
+
+
 def _html(app: Any, docname: str, figure: Figure, number: int) -> list[nodes.Node]:
     esc = html.escape
     page = app.builder.get_target_uri(docname)
@@ -341,7 +357,7 @@ def _html(app: Any, docname: str, figure: Figure, number: int) -> list[nodes.Nod
             label = "diagram" if kind == "diagram" else "shape-flow chart"
             parts.append(f'<a class="shapetrace-picture shapetrace-{kind}" href="{esc(uri)}" '
                          f'title="Open the full-size {label} (SVG)">'
-                         f'<img src="{esc(uri)}" alt="{esc(figure.alt)}" width="{w:.0f}" height="{h:.0f}" '
+                         f'<img src="{esc(uri)}" alt="{esc(_alt(figure, kind))}" width="{w:.0f}" height="{h:.0f}" '
                          f'loading="lazy" decoding="async" /></a>')  # self-closed: EPUB pages are XHTML
             full_links.append(f'<a class="shapetrace-full" href="{esc(uri)}">full-size {label}</a>')
         elif kind == "table":

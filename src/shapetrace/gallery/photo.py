@@ -93,6 +93,20 @@ def _png(x: torch.Tensor, scale: int = 1) -> bytes:
     return buf.getvalue()
 
 
+THUMB_BOX = (540, 340)  # the index's cards show a picture at most about 270×170 CSS pixels: twice that
+
+
+def thumbnail(png: bytes, box: tuple[int, int] = THUMB_BOX) -> tuple[bytes, int, int]:
+    """A small copy of a picture for the index (JPEG bytes, width, height): scaled down to fit ``box``, its
+    aspect ratio kept, a few percent of the full PNG's bytes (the same bytes for the same picture)."""
+    with Image.open(io.BytesIO(png)) as im:
+        small = im.convert("RGB")
+        small.thumbnail(box, Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    small.save(buf, format="JPEG", quality=82, optimize=True)
+    return buf.getvalue(), small.width, small.height
+
+
 def size_text(height: int, width: int) -> str:
     """A picture's size as the pages write it: height first, as in torch's (N, C, H, W), and named as such."""
     return f"{height}×{width} pixels (height × width)"

@@ -4,11 +4,13 @@
 (shape tables; most exhibits are built and traced on PyTorch's ``meta`` device, which gives the CPU's
 shapes without the arithmetic: see ``Exhibit.device``), ``NAME.svg`` (the diagram, rendered with the exhibit's options), ``NAME.flow.svg`` (the
 shape-flow chart, for exhibits with at least ``MIN_FLOW_POINTS`` points), ``NAME.*.png`` (the pictures of an
-exhibit about images: the photo and what the layer made of it) and ``NAME.html``, its page: the question of
+exhibit about images: the photo and what the layer made of it, and ``NAME.thumb.jpg``, a small copy of the last for
+the index) and ``NAME.html``, its page: the question of
 the chapter it answers, the caption, the pictures, the diagram (inline, its element ids prefixed with the
 exhibit's name so no two ids on a page clash, linked to the full-size SVG), the shape flow, the shape table,
-the forward line by line where the lines renderer can show it, and the downloads. Then ``index.html`` (the
-exhibits by chapter section, each with a thumbnail and its question) and ``index.md``. Every link is relative
+the forward line by line where the lines renderer can show it, and the downloads. A whole-gallery build adds the
+comparisons (``shapetrace diff`` of two heads), each a page laid out like an exhibit's. Then ``index.html`` (the
+exhibits by chapter section and the comparisons, each a card with a thumbnail) and ``index.md``. Every link is relative
 and nothing is fetched from the network, so the site opens from disk; the same build writes the same bytes.
 
 Exhibits build in ``jobs`` worker processes (default: the CPU count), each tracing and rendering whole
@@ -41,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from ..renderers import diagram, lines
 from ..renderers.plots import flow_points, shape_flow
@@ -50,6 +53,7 @@ from ..tracer.api import failure_message
 from .exhibits import Exhibit, exhibit_names, get_exhibit, section_of
 from .exhibits.diffs import DIFF_EXHIBITS, DiffExhibit, diff_exhibit_files
 from .meta_shortcuts import MetaShortcuts
+from .photo import thumbnail
 
 __all__ = ["ENTRIES", "MANIFEST", "MIN_FLOW_POINTS", "GalleryBuildFailed", "build_site", "check_site_folder",
            "default_jobs", "prefix_ids"]
@@ -96,6 +100,7 @@ class ExhibitResult:
     table: str | None = None  # the shape table as an HTML fragment
     lines: str | None = None  # the root forward line by line, as an HTML fragment
     pictures: list[PictureInfo] = field(default_factory=list)
+    thumb: PictureInfo | None = None  # a small copy of the last output picture, for the index
 
 
 def default_jobs() -> int:
@@ -218,11 +223,18 @@ def _lines(tr, result: ExhibitResult) -> None:
 
 
 def _pictures(ex: Exhibit, out: Path, result: ExhibitResult) -> None:
+    """The exhibit's pictures, and a small copy of its last output picture for the index's card."""
     if ex.pictures is None:
         return
-    for pic in ex.pictures(ex.name):
+    pictures = ex.pictures(ex.name)
+    for pic in pictures:
         _write(out, result, pic.file, pic.png)
         result.pictures.append(PictureInfo(pic.file, pic.caption, pic.width, pic.height, pic.zoom))
+    outputs = [pic for pic in pictures if not pic.zoom]
+    if outputs:
+        jpeg, width, height = thumbnail(outputs[-1].png)
+        _write(out, result, f"{ex.name}.thumb.jpg", jpeg)
+        result.thumb = PictureInfo(f"{ex.name}.thumb.jpg", "", width, height, zoom=False)
 
 
 # ---- pages ------------------------------------------------------------------------------------------------
@@ -233,7 +245,8 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0;
        line-height: 1.45; }
 header.top { background: #f3f5f8; border-bottom: 1px solid #d8dee4; padding: 0.6em 1.2em; font-size: 0.92em; }
 header.top a { color: #0b57d0; text-decoration: none; }
-header.top .pager { float: right; }
+header.top { display: flex; flex-wrap: wrap; justify-content: space-between; gap: 0.2em 1.5em; }
+header.top .pager { order: 1; }
 main { max-width: 1240px; margin: 0 auto; padding: 0.5em 1.2em 3em; }
 h1 { font-size: 1.6em; margin: 0.6em 0 0.3em; }
 h2 { font-size: 1.2em; margin: 1.6em 0 0.4em; border-bottom: 1px solid #e5e8eb; padding-bottom: 0.2em; }
@@ -270,6 +283,7 @@ ol.cards .thumb img { max-width: 100%; max-height: 170px; object-fit: contain; }
 ol.cards .thumb img.tall { width: 100%; height: 170px; max-height: none; object-fit: cover; object-position: center; }
 ol.cards h3 { font-size: 1em; margin: 0.5em 0 0.2em; color: #0b57d0; }
 ol.cards p { font-size: 0.88em; margin: 0; color: #3d4650; }
+.st-diff-wrap { margin: 1em 0; }
 """
 
 
@@ -291,7 +305,7 @@ _DOWNLOADS = (("json", "the trace (JSON)"), ("svg", "the diagram (SVG)"), ("txt"
 _PAGER = re.compile(r'<span class="pager">.*?</span>')
 
 
-def _pager(prev: Exhibit | None, nxt: Exhibit | None) -> str:
+def _pager(prev: Exhibit | DiffExhibit | None, nxt: Exhibit | DiffExhibit | None) -> str:
     """The links of a page's header to the pages before and after it in the site."""
     esc = html.escape
     links = []
@@ -307,12 +321,23 @@ def _neighbours(names: list[str], i: int) -> tuple[Exhibit | None, Exhibit | Non
     return (get_exhibit(names[i - 1]) if i else None, get_exhibit(names[i + 1]) if i + 1 < len(names) else None)
 
 
+def _header(section: str, prev: Exhibit | DiffExhibit | None, nxt: Exhibit | DiffExhibit | None) -> str:
+    """A page's header: the breadcrumb (the index, the section), then the links to the pages around it (on
+    the right on a wide screen, on their own line under the breadcrumb on a phone)."""
+    return (f'<header class="top"><span class="crumbs"><a href="index.html">shapetrace gallery</a> › '
+            f"{html.escape(section)}</span>{_pager(prev, nxt)}</header>")
+
+
+def _labelled_svg(svg: str, label: str) -> str:
+    """An inline diagram as one image to a screen reader: ``role="img"`` and ``label`` as its name."""
+    return svg.replace("<svg", f'<svg role="img" aria-label="{html.escape(label)}"', 1)
+
+
 def _page(ex: Exhibit, r: ExhibitResult, prev: Exhibit | None, nxt: Exhibit | None) -> str:
     esc = html.escape
     n = esc(ex.name)
     parts = _head(f"{ex.title} · shapetrace gallery")
-    parts.append(f'<header class="top">{_pager(prev, nxt)}'
-                 f'<a href="index.html">shapetrace gallery</a> › {esc(section_of(ex.name))}</header>')
+    parts.append(_header(section_of(ex.name), prev, nxt))
     parts.append("<main>")
     parts.append(f'<h1 id="{n}">{esc(ex.title)}</h1>')
     if ex.question:
@@ -340,7 +365,8 @@ def _page(ex: Exhibit, r: ExhibitResult, prev: Exhibit | None, nxt: Exhibit | No
         parts.append('<section id="diagram"><h2>The diagram</h2>')
         parts.append(f'<p class="hint">Hover a box or an arrow for its full shapes and parameters. '
                      f'<a class="full-size" href="{n}.svg">Open the diagram full size</a>.</p>')
-        parts.append(f'<figure class="diagram">{r.svg}</figure></section>')
+        label = f"The diagram of {ex.title}: its layers and the shapes between them"
+        parts.append(f'<figure class="diagram">{_labelled_svg(r.svg, label)}</figure></section>')
     elif r.error is None:
         parts.append('<section id="diagram"><h2>The diagram</h2><p>Not drawn: Graphviz\'s <code>dot</code> was '
                      "not installed when this site was built.</p></section>")
@@ -360,31 +386,56 @@ def _page(ex: Exhibit, r: ExhibitResult, prev: Exhibit | None, nxt: Exhibit | No
     return "\n".join(parts) + "\n"
 
 
-def _thumbnail(r: ExhibitResult) -> str | None:
+def _thumbnail(r: ExhibitResult) -> tuple[str, int, int] | None:
+    """The picture of an exhibit's card on the index, and its size in pixels (0 where unknown): the small
+    copy of its output picture, else that picture (a build that made no small copy), else its diagram."""
     outputs = [p for p in r.pictures if not p.zoom]
+    if r.thumb is not None:
+        return r.thumb.file, r.thumb.width, r.thumb.height
     if outputs:
-        return outputs[-1].file
+        return outputs[-1].file, outputs[-1].width, outputs[-1].height
     if f"{r.name}.svg" in r.files:
-        return f"{r.name}.svg"
+        w, h = r.svg_size or (0, 0)
+        return f"{r.name}.svg", round(w * PT_TO_PX), round(h * PT_TO_PX)
     return None
 
 
-def _diff_page(ex: DiffExhibit, fragment: str, files: list[str]) -> str:
-    """The page of one diff exhibit: its question, B's diagram with the changes filled, the diff itself."""
+def _thumb_img(file: str, width: int, height: int, cls: str = "") -> str:
+    """A card's picture: loaded only as it scrolls near the window, its size known before it loads."""
+    size = f' width="{width}" height="{height}"' if width and height else ""
+    return f'<img{cls} src="{html.escape(file)}"{size} alt="" loading="lazy" decoding="async">'
+
+
+COMPARISONS = "Comparisons"  # the section of the index, and the breadcrumb, of the comparisons' pages
+_DIFF_DOWNLOADS = (("svg", "B's diagram, the changes filled (SVG)"), ("txt", "the diff (text)"),
+                   ("md", "the diff (Markdown)"))
+
+
+def _diff_page(ex: DiffExhibit, fragment: str, files: list[str], svg: str | None,
+               prev: DiffExhibit | None = None, nxt: DiffExhibit | None = None) -> str:
+    """The page of one diff exhibit, laid out as an exhibit's: the header with the breadcrumb and the links to
+    the other comparisons, the caption, the downloads, B's diagram with the changes filled (inline, so its boxes
+    show their tooltips, linked to the full-size SVG) and the diff's table (scrolling sideways in its own box on
+    a narrow screen, as the shape tables do). ``svg`` is the diagram's SVG file text, or ``None``."""
     esc = html.escape
+    n = esc(ex.name)
     parts = _head(f"{ex.title} · shapetrace gallery")
-    parts.append('<header class="top"><a href="index.html">shapetrace gallery</a></header><main>')
-    parts.append(f"<h1>{esc(ex.title)}</h1>")
+    parts.append(_header(COMPARISONS, prev, nxt))
+    parts.append(f'<main><h1 id="{n}">{esc(ex.title)}</h1>')
     parts.append(f'<p class="caption">{esc(ex.caption)}</p>')
     parts.append(f"<p><code>shapetrace diff</code> of {esc(ex.a_label)} (A) against {esc(ex.b_label)} (B).</p>")
-    if f"{ex.name}.svg" in files:
-        parts.append(f'<figure><a href="{esc(ex.name)}.svg"><img class="flow" src="{esc(ex.name)}.svg" '
-                     f'alt="{esc(ex.b_label)}: the changed layers filled"></a>'
-                     "<figcaption>B, with the layers that differ from A filled (click for full size).</figcaption>"
-                     "</figure>")
-    parts.append(fragment)
-    downloads = [f'<a href="{esc(f)}">{esc(f)}</a>' for f in files if not f.endswith(".html")]
-    parts.append(f"<p>Downloads: {' · '.join(downloads)}</p>")
+    links = [f'<a href="{n}.{k}" download>{esc(what)}</a>' for k, what in _DIFF_DOWNLOADS if f"{ex.name}.{k}" in files]
+    if links:
+        parts.append(f'<p class="downloads">Download {" · ".join(links)}</p>')
+    if svg is not None:
+        inline, _ = _svg_for_page(svg, ex.name)
+        label = f"{ex.b_label}: the diagram, the layers that differ from A filled"
+        parts.append('<section id="diagram"><h2>The diagram</h2>')
+        parts.append(f'<p class="hint">B, with the layers that differ from A filled. Hover a box for its shapes. '
+                     f'<a class="full-size" href="{n}.svg">Open the diagram full size</a>.</p>')
+        parts.append(f'<figure class="diagram">{_labelled_svg(inline, label)}</figure></section>')
+    parts.append('<section id="diff"><h2>The diff</h2>')
+    parts.append(f'<div class="table-wrap st-diff-wrap">{fragment}</div></section>')
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
 
@@ -393,23 +444,37 @@ def _diff_pages(out: Path, written: list[Path]) -> list[DiffExhibit]:
     """A page for each comparison (``shapetrace diff``) of chapter-15 heads, around the files
     ``_write_diffs`` wrote (``written``)."""
     names = {p.name for p in written}
-    for ex in DIFF_EXHIBITS.values():
+    diffs = list(DIFF_EXHIBITS.values())
+    for i, ex in enumerate(diffs):
         page = out / f"{ex.name}.html"  # _write_diffs left the diff's HTML fragment there
         files = sorted(n for n in names if n.startswith(ex.name + "."))
-        write_output(_diff_page(ex, page.read_text(encoding="utf-8"), files), page)
-    return list(DIFF_EXHIBITS.values())
+        svg = (out / f"{ex.name}.svg").read_text(encoding="utf-8") if f"{ex.name}.svg" in files else None
+        prev = diffs[i - 1] if i else None
+        nxt = diffs[i + 1] if i + 1 < len(diffs) else None
+        write_output(_diff_page(ex, page.read_text(encoding="utf-8"), files, svg, prev, nxt), page)
+    return diffs
 
 
-def _comparisons_html(diffs: list[DiffExhibit]) -> list[str]:
+def _comparisons_html(diffs: list[DiffExhibit], out: Path | None = None) -> list[str]:
+    """The index's section of the comparisons: a card each, as the exhibits have, B's diagram as its picture
+    where the build drew it (``out`` holds ``NAME.svg``)."""
     if not diffs:
         return []
     esc = html.escape
-    items = "".join(f'<li><a href="{esc(d.name)}.html">{esc(d.title)}</a>: {esc(d.caption)}</li>' for d in diffs)
-    return ["<h2>Comparisons</h2>", f'<ul class="comparisons">{items}</ul>']
+    cards = []
+    for d in diffs:
+        svg = None if out is None else out / f"{d.name}.svg"
+        size = re.search(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"', svg.read_text("utf-8")) \
+            if svg is not None and svg.is_file() else None
+        w, h = (round(float(v) * PT_TO_PX) for v in size.groups()) if size else (0, 0)
+        img = _thumb_img(f"{d.name}.svg", w, h, cls=' class="tall"' if h > 1.5 * w else "") if size else ""
+        cards.append(f'<li id="{esc(d.name)}"><a href="{esc(d.name)}.html"><div class="thumb">{img}</div>'
+                     f"<h3>{esc(d.title)}</h3><p>{esc(d.a_label)} (A) against {esc(d.b_label)} (B)</p></a></li>")
+    return [f"<h2>{COMPARISONS}</h2>", '<ol class="cards comparisons">' + "".join(cards) + "</ol>"]
 
 
 def _index_html(exhibits: list[Exhibit], results: dict[str, ExhibitResult],
-                diffs: list[DiffExhibit] | None = None) -> str:
+                diffs: list[DiffExhibit] | None = None, out: Path | None = None) -> str:
     esc = html.escape
     parts = _head("shapetrace gallery: chapter 15 of Deep Learning for Coders, traced")
     parts.append('<header class="top"><a href="index.html">shapetrace gallery</a></header><main>')
@@ -430,14 +495,14 @@ def _index_html(exhibits: list[Exhibit], results: dict[str, ExhibitResult],
         for ex in members:
             r = results[ex.name]
             thumb = _thumbnail(r)
-            tall = r.svg_size is not None and thumb == f"{ex.name}.svg" and r.svg_size[1] > 1.5 * r.svg_size[0]
-            cls = ' class="tall"' if tall else ""
-            img = f'<img{cls} src="{esc(thumb)}" alt="">' if thumb else ""
+            tall = (r.svg_size is not None and thumb is not None and thumb[0] == f"{ex.name}.svg"
+                    and r.svg_size[1] > 1.5 * r.svg_size[0])
+            img = _thumb_img(*thumb, cls=' class="tall"' if tall else "") if thumb else ""
             mark = ' <span class="failed-exhibit">(failed)</span>' if r.error is not None else ""
             parts.append(f'<li id="{esc(ex.name)}"><a href="{esc(ex.name)}.html"><div class="thumb">{img}</div>'
                          f"<h3>{esc(ex.title)}{mark}</h3><p>{esc(ex.question)}</p></a></li>")
         parts.append("</ol>")
-    parts += _comparisons_html(diffs or [])
+    parts += _comparisons_html(diffs or [], out)
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
 
@@ -455,7 +520,7 @@ def _index_md(exhibits: list[Exhibit], results: dict[str, ExhibitResult],
         if ex.question:
             lines += [f"*{ex.question}*", ""]
         lines += [ex.caption, "", f"`shapetrace trace {ex.name}` — "
-                  + ", ".join(f"[{_kind(f, ex.name)}]({f})" for f in r.files), ""]
+                  + ", ".join(f"[{_kind(f, ex.name)}]({f})" for f in r.files if not f.endswith(".thumb.jpg")), ""]
         if r.error is not None:
             lines += ["**Failed:**", "", "```", r.error, "```", ""]
         if f"{ex.name}.svg" in r.files:
@@ -485,7 +550,8 @@ def _replace_manifest(out: Path, written: list[Path], whole: bool) -> None:
 def _entry(r: ExhibitResult) -> dict:
     """What the index shows of an exhibit (and a later partial build needs to show it again), as JSON data."""
     return {"files": r.files, "error": r.error, "svg_size": list(r.svg_size) if r.svg_size else None,
-            "flow": r.flow, "pictures": [dataclasses.asdict(p) for p in r.pictures]}
+            "flow": r.flow, "pictures": [dataclasses.asdict(p) for p in r.pictures],
+            "thumb": dataclasses.asdict(r.thumb) if r.thumb else None}
 
 
 def _from_entry(name: str, entry: dict) -> ExhibitResult:
@@ -493,7 +559,8 @@ def _from_entry(name: str, entry: dict) -> ExhibitResult:
     size = entry.get("svg_size")
     return ExhibitResult(name, files=list(entry.get("files", [])), error=entry.get("error"),
                          svg_size=(float(size[0]), float(size[1])) if size else None, flow=entry.get("flow"),
-                         pictures=[PictureInfo(**p) for p in entry.get("pictures", [])])
+                         pictures=[PictureInfo(**p) for p in entry.get("pictures", [])],
+                         thumb=PictureInfo(**entry["thumb"]) if entry.get("thumb") else None)
 
 
 def _built_before(out: Path) -> dict[str, ExhibitResult]:
@@ -523,7 +590,8 @@ _KINDS_ORDER = ("json", "txt", "md", "svg", "flow.svg")  # the order _build_exhi
 
 def _guessed_result(out: Path, name: str, files: list[str]) -> ExhibitResult:
     """What the file names of an exhibit built by a shapetrace that kept no ``ENTRIES`` tell of it: its files
-    in the order a build writes them, its diagram's size (read from the SVG) and which pictures are zooms."""
+    in the order a build writes them, its diagram's size (read from the SVG), which pictures are zooms and the
+    index's small copy of a picture (its size read from the file)."""
     def rank(f: str) -> tuple[int, str]:  # the exhibits' pictures come zooms first
         kind = _kind(f, name)
         return (_KINDS_ORDER.index(kind) if kind in _KINDS_ORDER else len(_KINDS_ORDER) + (".zoom-" not in f), f)
@@ -534,7 +602,11 @@ def _guessed_result(out: Path, name: str, files: list[str]) -> ExhibitResult:
         m = re.search(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"', (out / f"{name}.svg").read_text("utf-8"))
         size = (float(m.group(1)), float(m.group(2))) if m else None
     pictures = [PictureInfo(f, "", 0, 0, zoom=".zoom-" in f) for f in files if f.endswith(".png")]
-    return ExhibitResult(name, files=files, svg_size=size, pictures=pictures)
+    thumb = None
+    if f"{name}.thumb.jpg" in files:
+        with contextlib.suppress(OSError), Image.open(out / f"{name}.thumb.jpg") as im:
+            thumb = PictureInfo(f"{name}.thumb.jpg", "", im.width, im.height, zoom=False)
+    return ExhibitResult(name, files=files, svg_size=size, pictures=pictures, thumb=thumb)
 
 
 def _diffs_before(out: Path) -> list[DiffExhibit]:
@@ -564,7 +636,7 @@ def _relink(out: Path, site: list[str], rebuilt: set[str]) -> list[Path]:
 
 
 # ---- the build --------------------------------------------------------------------------------------------
-_OUTPUT_KINDS = ("json", "txt", "md", "svg", "flow.svg", "html")  # and pictures, NAME.*.png
+_OUTPUT_KINDS = ("json", "txt", "md", "svg", "flow.svg", "html")  # and pictures, NAME.*.png, NAME.thumb.jpg
 
 
 def _would_overwrite(out: Path, names: list[str]) -> list[str]:
@@ -573,7 +645,7 @@ def _would_overwrite(out: Path, names: list[str]) -> list[str]:
         return []
     found = []
     for f in sorted(p.name for p in out.iterdir()):
-        ours = any(f.startswith(f"{n}.") and (_kind(f, n) in _OUTPUT_KINDS or f.endswith(".png")) for n in names)
+        ours = any(f.startswith(f"{n}.") and (_kind(f, n) in _OUTPUT_KINDS or f.endswith((".png", ".jpg"))) for n in names)
         if ours or f in ("index.html", "index.md"):
             found.append(f)
     return found
@@ -747,7 +819,7 @@ def build_site(out_dir: str | Path, exhibits: Sequence[str] | None = None, *, jo
     else:
         diffs = _diffs_before(out)
     exs = [get_exhibit(n) for n in site]
-    for fname, text in (("index.html", _index_html(exs, everything, diffs)),
+    for fname, text in (("index.html", _index_html(exs, everything, diffs, out)),
                         ("index.md", _index_md(exs, everything, diffs))):
         write_output(text, out / fname)
         written.append(out / fname)

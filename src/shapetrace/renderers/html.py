@@ -17,6 +17,7 @@ Both are pure functions of the trace and the options (same trace, same bytes) an
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,12 +28,14 @@ from .rows import table_rows as _rows
 from .table import FAIL_MARK, _extra_columns, _headers, _notes, _plain_cells, _summary_lines
 from .units import literal
 
-__all__ = ["CSS", "PAGE_CSS", "render_html", "render_page", "strip_svg_prolog"]
+__all__ = ["CSS", "PAGE_CSS", "render_html", "render_page", "shape_markup", "strip_svg_prolog"]
 
 SCOPE = "shapetrace-html"
 
 # Every selector is scoped to the fragment's own class. Colours are the host's text colour with translucent
-# fills, so one stylesheet serves light and dark themes.
+# fills, so one stylesheet serves light and dark themes; the failure's red is mixed with the text colour
+# (darker on a light theme, lighter on a dark one: 4.5:1 or more on either), plain #dc2626 where the browser
+# has no color-mix().
 CSS = f"""\
 .{SCOPE} {{ max-width: 100%; overflow-x: auto; margin: 0.5em 0 1em; font-size: 0.9em; line-height: 1.35; }}
 .{SCOPE} table.shapetrace {{ border-collapse: collapse; width: auto; margin: 0; border: none; }}
@@ -47,18 +50,20 @@ CSS = f"""\
 .{SCOPE} .cls {{ opacity: 0.85; white-space: nowrap; }}
 .{SCOPE} code, .{SCOPE} .shape {{ font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono",
   monospace; font-size: 0.92em; background: none; border: none; padding: 0; color: inherit; }}
-.{SCOPE} .shape {{ white-space: pre-wrap; word-break: break-word; min-width: 10ch; }}
+.{SCOPE} .shape {{ white-space: normal; overflow-wrap: normal; word-break: normal; }}
+.{SCOPE} .shape .t {{ white-space: pre; }}
+.{SCOPE} .shape.error {{ white-space: pre-wrap; overflow-wrap: anywhere; min-width: 20ch; }}
 .{SCOPE} tr.repeat .layer code {{ opacity: 0.75; }}
 .{SCOPE} tr.failed {{ background: rgba(220, 38, 38, 0.13); }}
 .{SCOPE} tr.failed td:first-child {{ box-shadow: inset 3px 0 0 #dc2626; }}
 .{SCOPE} tr.failed .layer code {{ font-weight: 700; }}
 .{SCOPE} tr.raised {{ background: rgba(220, 38, 38, 0.05); }}
-.{SCOPE} tr.failed td.shape:nth-child(5) {{ color: #dc2626; }}
+.{SCOPE} tr.failed td.error {{ color: #dc2626; color: color-mix(in srgb, #dc2626 60%, currentColor); }}
 .{SCOPE} dl.totals {{ display: grid; grid-template-columns: max-content auto; gap: 0.1em 1em; margin: 0.8em 0 0; }}
 .{SCOPE} dl.totals dt {{ font-weight: 600; margin: 0; }}
 .{SCOPE} dl.totals dd {{ margin: 0; font-variant-numeric: tabular-nums; }}
 .{SCOPE} ul.notes {{ margin: 0.6em 0 0; padding-left: 1.2em; opacity: 0.9; }}
-.{SCOPE} ul.notes li.failure {{ color: #dc2626; }}
+.{SCOPE} ul.notes li.failure {{ color: #dc2626; color: color-mix(in srgb, #dc2626 60%, currentColor); }}
 """
 
 PAGE_CSS = """\
@@ -85,9 +90,29 @@ def _layer_cell(name: str, full_name: str, depth: int) -> str:
     return f'<td class="layer" title="{_text(full_name)}">{indent}<code>{_text(name)}</code></td>'
 
 
+# Where a shape cell may break: after the ", " between two values, around the " | " between a module's
+# distinct shapes, and before " +side"; never inside a value, so a shape never breaks inside a number.
+_SHAPE_BREAK = re.compile(r"(, | \| | (?=\+side ))")
+
+
+def shape_markup(text: str) -> str:
+    """A shape cell's text as HTML: each value in a ``<span class="t">`` that does not wrap, the separators
+    between them outside, so a narrow column breaks a list of shapes only between two of them."""
+    pieces = _SHAPE_BREAK.split(text)
+    out = []
+    for i, piece in enumerate(pieces):
+        if i % 2:  # a separator
+            out.append(html.escape(piece))
+        elif piece:
+            out.append(f'<span class="t">{html.escape(piece)}</span>')
+    return "".join(out)
+
+
 def _cell(kind: str, text: str) -> str:
     if kind == "shape":
-        return f'<td class="shape">{html.escape(text)}</td>'
+        return f'<td class="shape">{shape_markup(text)}</td>'
+    if kind == "error":  # the failing call's error, in place of its outputs: prose, it wraps anywhere
+        return f'<td class="shape error">{html.escape(text)}</td>'
     if kind == "num":
         return f'<td class="num">{html.escape(text)}</td>'
     return f'<td class="{kind}">{_text(text)}</td>'
@@ -98,6 +123,8 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
 
     Every text is escaped. Rows are indented by call depth; the failing call's row has ``class="failed"`` (a
     red bar, ``✗`` and its error in place of output shapes); calls the exception left have ``class="raised"``.
+    A shape cell wraps only between two values (see ``shape_markup``); the ``call`` column is left out when
+    no module was called twice (it would be empty), as in the text table.
     """
     esc = html.escape
     rows = _rows(trace, depth, view)
@@ -105,6 +132,10 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     fwd = _forward_ms(trace)
     headers = _headers(view, extra)
     kinds = ["layer", "cls", "call", "shape", "shape"] + ["num"] * (len(headers) - 5)
+    cells_of = [_plain_cells(r, extra, fwd) for r in rows]
+    if view == "calls" and not any(cells[2] for cells in cells_of):  # no module called twice: no call column
+        headers, kinds = headers[:2] + headers[3:], kinds[:2] + kinds[3:]
+        cells_of = [cells[:2] + cells[3:] for cells in cells_of]
     out = [f'<div class="{SCOPE}">']
     if css:
         out.append(f"<style>\n{CSS}</style>")
@@ -113,13 +144,14 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
         f'<th class="num">{esc(h)}</th>' if kind == "num" else f"<th>{esc(h)}</th>"
         for h, kind in zip(headers, kinds)) + "</tr></thead>")
     out.append("<tbody>")
-    for r in rows:
-        cells = _plain_cells(r, extra, fwd)
+    for r, cells in zip(rows, cells_of):
         name = (f"{FAIL_MARK} " if r.failed else "") + (r.short if view == "calls" else r.name)
         classes = [c for c, on in (("failed", r.failed), ("raised", r.raised and not r.failed),
                                     ("repeat", r.repeat)) if on]
         cls = f' class="{" ".join(classes)}"' if classes else ""
-        tds = [_layer_cell(name, r.name, r.depth)] + [_cell(kind, text) for kind, text in zip(kinds[1:], cells[1:])]
+        row_kinds = ["error" if r.failed and i == kinds.index("shape") + 1 else kind for i, kind in enumerate(kinds)]
+        tds = [_layer_cell(name, r.name, r.depth)] + [_cell(kind, text)
+                                                      for kind, text in zip(row_kinds[1:], cells[1:])]
         out.append(f"<tr{cls}>" + "".join(tds) + "</tr>")
     out.append("</tbody></table>")
     out.append('<dl class="totals">')
