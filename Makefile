@@ -36,7 +36,7 @@ docs: setup
 
 test: $(STAMP) chromium
 	@scripts/ensure-graphviz.sh --required
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q
 
 # Random models (tests/test_fuzz.py): `make test` runs 25 fixed examples, this runs 500 fresh ones.
@@ -45,7 +45,7 @@ fuzz: setup
 		$(BIN)/python -m pytest -q tests/test_fuzz.py
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 
 bench: setup
 	$(BIN)/python benchmarks/overhead.py --rounds 10 --budget 150 --write docs/benchmarks.md
