@@ -287,6 +287,17 @@ def test_an_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["t.json"]
 
 
+def test_a_new_output_gets_the_umask_mode_without_changing_the_umask(tmp_path, monkeypatch):
+    old = os.umask(0o077)
+    try:
+        monkeypatch.setattr(session.os, "umask", lambda mask: pytest.fail("the process umask was changed"))
+        session.write_output("contents", tmp_path / "t.txt")
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
+    assert (tmp_path / "t.txt").stat().st_mode & 0o777 == 0o600
+
+
 def test_a_forward_that_takes_no_tensors_runs_without_inputs(models):
     r = invoke("trace", f"{models}:NoTensors")
     assert r.exit_code == 0, r.output

@@ -81,3 +81,62 @@ def test_a_failed_save_leaves_no_file(small_trace, tmp_path, monkeypatch):
     with pytest.raises(ZeroDivisionError):
         small_trace.table().save(tmp_path / "t.html")
     assert list(tmp_path.iterdir()) == []
+
+
+def _umask_must_not_change(monkeypatch):
+    """Make ``os.umask`` fail: it is process-wide, so changing it (even briefly) races with other threads."""
+    import os
+
+    def refuse(mask):
+        raise AssertionError("os.umask changed the process umask")
+
+    monkeypatch.setattr(os, "umask", refuse)
+
+
+def test_save_gives_a_new_file_the_umask_mode_without_changing_the_umask(small_trace, tmp_path, monkeypatch):
+    import os
+    import stat
+
+    old = os.umask(0o027)
+    try:
+        _umask_must_not_change(monkeypatch)
+        saved = small_trace.table().save(tmp_path / "t.txt")
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o640
+
+
+def test_save_through_a_symbolic_link_writes_the_file_it_points_to_and_keeps_the_link(small_trace, tmp_path):
+    import stat
+
+    (tmp_path / "runs").mkdir()
+    target, link = tmp_path / "runs" / "42.txt", tmp_path / "latest.txt"
+    target.write_text("old")
+    target.chmod(0o640)
+    link.symlink_to("runs/42.txt")
+    small_trace.table().save(link)
+    assert link.is_symlink() and "Conv2d" in target.read_text()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["42.txt", "latest.txt", "runs"]
+
+
+def test_saving_onto_a_folder_names_the_users_path_not_a_temporary_file(small_trace, tmp_path):
+    folder = tmp_path / "d.txt"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match="d.txt'.*folder") as caught:
+        small_trace.table().save(folder)
+    assert ".d.txt." not in str(caught.value)
+    assert list(folder.iterdir()) == []
+
+
+def test_saving_where_nothing_can_be_written_names_the_users_path(small_trace):
+    with pytest.raises(OSError, match=r"cannot save '/proc/x\.txt'") as caught:
+        small_trace.table().save("/proc/x.txt")
+    assert ".x.txt." not in str(caught.value)
+
+
+def test_format_names_are_accepted_in_any_case(small_trace, tmp_path):
+    t = small_trace.table()
+    assert t.render("TEXT") == t.render("text")
+    assert t.save(tmp_path / "f.html", format="HTML").read_text().startswith("<!DOCTYPE html>")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import resolve_target, write_atomically
 from .renderers import RenderOptions, UnknownFormat, format_for_path, render
 from .renderers.diagram import GraphvizNotFound, OverlayNeedsOptions
 from .tracer.records import Opaque, Trace
@@ -314,7 +315,7 @@ def _written_through(target: Path) -> bool:
 
 def _through_links(target: Path) -> Path:
     """The file a symbolic link at ``target`` points to (written in its place, the link kept), else ``target``."""
-    return Path(os.path.realpath(target)) if target.is_symlink() else target
+    return resolve_target(target)
 
 
 def check_output(path: str | Path) -> Path:
@@ -342,14 +343,6 @@ def check_output_folder(folder: str | Path) -> Path:
     return target
 
 
-def _mode_for(target: Path) -> int:
-    if target.exists():
-        return target.stat().st_mode & 0o7777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def write_output(data: str | bytes, path: str | Path) -> Path:
     """Write ``data`` to ``path`` atomically: into a temporary file in the same folder, renamed into place
     (through a symbolic link: into the file it points to). A device, FIFO or ``/dev/stdout`` is written into
@@ -369,21 +362,9 @@ def write_output(data: str | bytes, path: str | Path) -> Path:
         return target
     target = _through_links(target)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        write_atomically(target, payload, suffix=".part")
     except OSError as e:
         raise OutputProblem(f"cannot write {str(path)!r}: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.chmod(temporary, _mode_for(target))
-        os.replace(temporary, target)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        if isinstance(e, OSError):
-            raise OutputProblem(f"cannot write {str(path)!r}: {e.strerror or e}") from e
-        raise
     return target
 
 

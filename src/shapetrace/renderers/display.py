@@ -13,11 +13,12 @@ They are thin: every picture and table comes from the pure renderers (``html``, 
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..atomic import resolve_target, write_atomically
 from ..tracer.records import Trace
 from .diagram import INSTALL_HINT, dot_available
 from .diagram import render as render_diagram
@@ -28,21 +29,29 @@ from .table import render as render_table
 __all__ = ["Diagram", "Flow", "Table"]
 
 
-def _write_atomically(path: Path, data: str | bytes) -> Path:
+def _save_problem(path: str | os.PathLike[str], e: OSError) -> OSError:
+    """``e`` retold with the user's path (not the hidden temporary file's) and what to do."""
+    if isinstance(e, IsADirectoryError) or Path(path).is_dir():
+        hint = f"it is a folder; give a file name, e.g. {os.path.join(path, 'out' + Path(path).suffix)}"
+    else:
+        hint = f"{e.strerror or e}; choose a path in a folder you can write to"
+    return OSError(e.errno, f"cannot save {os.fspath(path)!r}: {hint}")
+
+
+def _write_atomically(path: str | os.PathLike[str], data: str | bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (through a symbolic link, into the file it points to).
+
+    ``OSError`` names ``path`` when it cannot be written (a folder, an unwritable place).
+    """
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    target = resolve_target(Path(path))
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a saved picture is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        if target.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a folder")
+        write_atomically(target, payload)
+    except OSError as e:
+        raise _save_problem(path, e) from e
+    return Path(path)
 
 
 class _Display:
@@ -59,10 +68,10 @@ class _Display:
 
     def render(self, format: str | None = None) -> str | bytes:
         """The rendering in ``format`` (default: the one Jupyter shows)."""
-        fmt = format or self.default_format
+        fmt = (format or self.default_format).lower()
         allowed = {*self.formats.values(), self.default_format}
         if fmt not in allowed:
-            raise ValueError(f"{self.kind} formats are {', '.join(sorted(allowed))}; got {fmt!r}")
+            raise ValueError(f"{self.kind} formats are {', '.join(sorted(allowed))} (any case); got {format!r}")
         if fmt not in self._cache:
             self._cache[fmt] = self._render(fmt)
         return self._cache[fmt]
@@ -73,12 +82,12 @@ class _Display:
     def save(self, path: str | os.PathLike[str], format: str | None = None) -> Path:
         """Write the rendering to ``path``; the format is ``format`` or follows the suffix. Returns the path."""
         target = Path(path)
-        fmt = format or self.formats.get(target.suffix.lower())
+        fmt = format.lower() if format else self.formats.get(target.suffix.lower())
         if fmt is None:
             known = ", ".join(sorted(self.formats))
             raise ValueError(f"cannot tell the format of {target.name!r}: use one of the suffixes {known} "
                              f"or pass format=")
-        return _write_atomically(target, self.render(fmt))
+        return _write_atomically(path, self.render(fmt))
 
     def __repr__(self) -> str:
         opts = "".join(f", {k}={v!r}" for k, v in sorted(self.options.items()))
