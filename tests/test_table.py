@@ -132,6 +132,23 @@ def test_text_without_a_width_limit_elides_nothing(lstm_trace):
     assert max(len(line) for line in wide.splitlines()) > 100
 
 
+class AVeryLongButPerfectlyOrdinaryClassNameForABlock(nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
+def test_long_names_are_shortened_only_when_the_table_is_wider_than_the_width():
+    name = "encoder_stage_with_a_long_descriptive_name_0"
+    model = nn.Sequential()
+    model.add_module(name, AVeryLongButPerfectlyOrdinaryClassNameForABlock())
+    tr = shapetrace.trace(model, torch.randn(2))
+    roomy = table.render_text(tr, width=300)
+    assert name in roomy and AVeryLongButPerfectlyOrdinaryClassNameForABlock.__name__ in roomy
+    assert "…" not in roomy
+    tight = table.render_text(tr, width=100)
+    assert "…" in tight and max(len(line) for line in tight.splitlines()) <= 100
+
+
 def test_text_fits_100_columns_with_deeply_nested_outputs_and_shows_every_tensor(lstm_trace):
     text = table.render_text(lstm_trace)
     assert max(len(line) for line in text.splitlines()) <= 100

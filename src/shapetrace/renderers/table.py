@@ -369,8 +369,6 @@ def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, dro
     widths = dict(natural)
     if limit is None:
         return shown, widths, [], False
-    widths["layer"] = min(widths["layer"], 40)
-    widths["class"] = min(widths["class"], 24)
 
     def span(cols: list[str], w: dict[str, int]) -> int:
         return sum(w[c] for c in cols) + len(_SEP) * (len(cols) - 1)
