@@ -149,6 +149,30 @@ def test_long_names_are_shortened_only_when_the_table_is_wider_than_the_width():
     assert "…" in tight and max(len(line) for line in tight.splitlines()) <= 100
 
 
+class SharedEncDec(nn.Module):
+    """One Linear registered twice, as ``enc.0`` and ``dec.0`` (weight sharing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        shared = nn.Linear(4, 4)
+        self.enc = nn.Sequential(shared, nn.ReLU())
+        self.dec = nn.Sequential(shared, nn.Tanh())
+
+    def forward(self, x):
+        return self.dec(self.enc(x))
+
+
+def test_the_modules_view_gives_a_module_shared_under_two_names_one_row_with_both_calls():
+    tr = shapetrace.trace(SharedEncDec(), torch.randn(1, 4))
+    rows = table.table_rows(tr, view="modules")
+    assert [r.name for r in rows] == ["(root)", "enc", "enc.0", "enc.1", "dec", "dec.1"]
+    shared = rows[2]
+    assert shared.calls == 2 and shared.aliases == ["dec.0"]
+    text = table.render_text(tr, view="modules")
+    assert text.splitlines()[0] == f"SharedEncDec: 7 calls of {tr.model.modules} modules"
+    assert tr.model.modules == 6
+
+
 def test_text_fits_100_columns_with_deeply_nested_outputs_and_shows_every_tensor(lstm_trace):
     text = table.render_text(lstm_trace)
     assert max(len(line) for line in text.splitlines()) <= 100

@@ -133,14 +133,20 @@ def merged_inputs(c: Call) -> Value:
     return list(c.inputs) + ([dict(c.kwargs)] if c.kwargs else []) if isinstance(c.inputs, list) else c.inputs
 
 
+def _module_key(call: Call) -> frozenset[str]:
+    """Which module object made ``call``: all its registered names (a module shared as ``enc.0`` and
+    ``dec.0`` is one module, whichever name the call was made under)."""
+    return frozenset([call.module, *call.aliases])
+
+
 def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
-    groups: dict[str, list[Call]] = {}
+    groups: dict[frozenset[str], list[Call]] = {}
     for c in trace.calls:
-        groups.setdefault(c.module, []).append(c)
+        groups.setdefault(_module_key(c), []).append(c)
     failed_id = trace.failure.call if trace.failure else None
     desc = descendants(trace)
     rows = []
-    for module, calls in groups.items():
+    for calls in groups.values():
         first = calls[0]
         d = min(c.depth for c in calls)
         if depth is not None and d > depth:
@@ -160,7 +166,7 @@ def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
         failed = any(c.id == failed_id for c in calls)
         err = next((c.error for c in calls if c.error), None)
         rows.append(Row(
-            depth=d, name=module or "(root)", short=short_name(first, parent).split("#")[0], cls=first.cls,
+            depth=d, name=first.module or "(root)", short=short_name(first, parent).split("#")[0], cls=first.cls,
             call=f"×{len(calls)}",
             inputs=_summarise(merged_inputs(c) for c in calls),
             outputs=_summarise(c.outputs if c.error is None else NO_OUTPUT for c in calls),
