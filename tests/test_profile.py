@@ -406,6 +406,15 @@ def test_profile_table_fits_the_width_by_leaving_out_columns_and_says_which(resn
     assert "(1,10)" in text and "(1,64,32,32)" in text  # the shapes are still there, whole
 
 
+@pytest.mark.parametrize("width", [60, 70, 80])
+def test_profile_table_in_the_modules_view_fits_the_width_too(resnet_trace, width):
+    from shapetrace.renderers.table import render_text
+
+    lines = render_text(resnet_trace, view="modules", width=width).splitlines()
+    assert max(len(x) for x in lines) <= width
+    assert any(x.startswith(f"left out to fit {width} columns:") for x in lines)
+
+
 def test_profile_table_without_a_width_limit_has_every_column(resnet_trace):
     from shapetrace.renderers.table import render_text
 

@@ -229,6 +229,13 @@ def _headers(view: str, extra: list[str]) -> list[str]:
             "params", "trainable", *extra]
 
 
+def _droppable(view: str, extra: list[str]) -> list[str]:
+    """The columns a narrow table may leave out, first to last: a profile table's (see ``_DROPPABLE``), else
+    only the call column; the modules view's call column is ``calls``."""
+    names = [*_DROPPABLE] if extra else ["call"]
+    return [("calls" if n == "call" else n) for n in names] if view == "modules" else names
+
+
 def _notes(trace: Trace, rows: list[Row]) -> list[str]:
     """Footnotes: folding, repeated calls, aliases, the calls' notes, uncalled modules, the failure."""
     notes = []
@@ -423,7 +430,7 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     The ``trainable`` column is shown only where it differs from ``params`` somewhere (otherwise the totals
     give it); an empty ``call`` column is left out. A table wider than ``width`` wraps its shape cells onto
     continuation lines, then elides layer and class names, then puts each row's inputs on a line below it
-    (``in: ...``); a profile table first leaves out ``input shapes``, ``params``, ``call``, ``peak mem``,
+    (``in: ...``); a profile table first leaves out ``input shapes``, ``params``, ``call`` (``calls``), ``peak mem``,
     ``host ms`` and ``FLOP/s`` and says so below the table. ``width=None`` (or 0): one line per row, nothing
     elided. ``color=True`` adds ANSI emphasis: the failing row in red, rows that fold deeper calls in cyan,
     output shapes that differ from the input in bold (callers decide: a terminal, no ``NO_COLOR``).
@@ -451,7 +458,7 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     empty = [h for h in headers[2:3] if not any(cells[h])]
     headers = [h for h in headers if h not in empty]
     # a repeated call's layer name carries "#k" already, so any table may leave the call column out
-    droppable = [*_DROPPABLE] if extra else ["call"]
+    droppable = _droppable(view, extra)
     shown, widths, dropped, inputs_below = _fit(headers, cells, limit, droppable)
 
     def line(values: dict[str, str], styles: dict[str, str] | None = None) -> str:
