@@ -140,3 +140,37 @@ def test_format_names_are_accepted_in_any_case(small_trace, tmp_path):
     t = small_trace.table()
     assert t.render("TEXT") == t.render("text")
     assert t.save(tmp_path / "f.html", format="HTML").read_text().startswith("<!DOCTYPE html>")
+
+
+@pytest.mark.parametrize(("make", "typo"), [
+    (lambda t, **k: t.table(**k), "dept"), (lambda t, **k: t.table(**k), "widht"),
+    (lambda t, **k: t.table(**k), "style"), (lambda t, **k: t.diagram(**k), "dept"),
+    (lambda t, **k: t.flow(**k), "dept"),
+])
+def test_an_option_a_display_does_not_take_is_refused_at_the_call(small_trace, make, typo):
+    with pytest.raises(TypeError, match=f"unknown option '{typo}'; its options are depth|title"):
+        make(small_trace, **{typo: 0})
+
+
+@pytest.mark.parametrize(("options", "error", "message"), [
+    ({"width": -5}, ValueError, "width must be None or 0 .* >= 40, got -5"),
+    ({"width": 3}, ValueError, "width must be .*, got 3"),
+    ({"depth": "1"}, TypeError, "depth must be None or a whole number >= 0, got '1'"),
+    ({"depth": -1}, ValueError, "depth must be .*, got -1"),
+    ({"view": "bogus"}, ValueError, "view must be one of 'calls', 'modules', got 'bogus'"),
+])
+def test_a_table_option_with_a_bad_value_is_refused_at_the_call_naming_what_is_allowed(small_trace, options,
+                                                                                        error, message):
+    with pytest.raises(error, match=message):
+        small_trace.table(**options)
+
+
+def test_a_diagram_or_flow_option_with_a_bad_value_is_refused_at_the_call(small_trace):
+    with pytest.raises(ValueError, match="layout must be one of 'tb', 'lr', 'u', got 'sideways'"):
+        small_trace.diagram(layout="sideways")
+    with pytest.raises(TypeError, match="max_labels must be a whole number >= 0"):
+        small_trace.flow(max_labels=2.5)
+
+
+def test_a_table_without_a_width_limit_is_still_allowed(small_trace):
+    assert str(small_trace.table(width=0)) == str(small_trace.table(width=None))

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from ..atomic import resolve_target, write_atomically
 from ..tracer.records import Trace
-from .diagram import INSTALL_HINT, dot_available
+from .diagram import INSTALL_HINT, LAYOUTS, STYLES, dot_available
 from .diagram import render as render_diagram
 from .html import render_html, render_page
 from .plots import shape_flow
@@ -54,6 +54,34 @@ def _write_atomically(path: str | os.PathLike[str], data: str | bytes) -> Path:
     return Path(path)
 
 
+# The narrowest text table: less leaves no room for a row (and wraps the title a character a line).
+MIN_TABLE_WIDTH = 40
+
+
+def _check_names(kind: str, options: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    """``TypeError`` for an option ``trace.<kind>()`` does not take (a typo would otherwise be ignored)."""
+    unknown = [name for name in options if name not in allowed]
+    if unknown:
+        raise TypeError(f"trace.{kind}() got unknown option{'s' if len(unknown) > 1 else ''} "
+                        f"{', '.join(map(repr, unknown))}; its options are {', '.join(allowed)}")
+
+
+def _check_whole(name: str, value: Any, least: int, what: str) -> None:
+    """``value`` is ``None`` or a whole number >= ``least``: else ``TypeError``/``ValueError`` naming ``name``."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
+    if value < least:
+        raise ValueError(f"{name} must be {what}, got {value}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """``value`` is ``None`` or one of ``choices``: else ``ValueError`` naming ``name`` and the choices."""
+    if value is not None and value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
 class _Display:
     """A trace plus options, rendered on first use."""
 
@@ -62,9 +90,14 @@ class _Display:
     default_format = ""
 
     def __init__(self, trace: Trace, **options: Any) -> None:
+        self._check(options)
         self.trace = trace
         self.options = options
         self._cache: dict[str, str | bytes] = {}
+
+    @classmethod
+    def _check(cls, options: dict[str, Any]) -> None:
+        """Refuse, at the call, options this display does not take or values it cannot render."""
 
     def render(self, format: str | None = None) -> str | bytes:
         """The rendering in ``format`` (default: the one Jupyter shows)."""
@@ -103,6 +136,17 @@ class Table(_Display):
     kind = "table"
     formats: ClassVar[dict[str, str]] = {".html": "html", ".htm": "html", ".txt": "text", ".md": "md", ".markdown": "md", ".csv": "csv"}
     default_format = "fragment"  # the scoped HTML table Jupyter shows; "html" is the standalone page
+
+    @classmethod
+    def _check(cls, options: dict[str, Any]) -> None:
+        _check_names("table", options, ("depth", "view", "width"))
+        _check_whole("depth", options.get("depth"), 0, "None or a whole number >= 0")
+        _check_choice("view", options.get("view"), ("calls", "modules"))
+        width = options.get("width")
+        _check_whole("width", width, 0, f"None or 0 (no limit) or a whole number >= {MIN_TABLE_WIDTH}")
+        if width and width < MIN_TABLE_WIDTH:
+            raise ValueError(f"width must be None or 0 (no limit) or a whole number >= {MIN_TABLE_WIDTH}, "
+                             f"got {width}")
 
     def _render(self, fmt: str) -> str:
         depth, view = self.options.get("depth"), self.options.get("view", "calls")
@@ -150,6 +194,14 @@ class Diagram(_Picture):
     kind = "diagram"
     formats: ClassVar[dict[str, str]] = {".svg": "svg", ".png": "png", ".pdf": "pdf", ".dot": "dot", ".gv": "dot"}
 
+    @classmethod
+    def _check(cls, options: dict[str, Any]) -> None:
+        _check_names("diagram", options, ("depth", "layout", "style", "unroll", "overlays", "options",
+                                          "show_params", "all_ops"))
+        _check_whole("depth", options.get("depth"), 0, "None or a whole number >= 0")
+        _check_choice("layout", options.get("layout"), LAYOUTS)
+        _check_choice("style", options.get("style"), STYLES)
+
     def _unavailable(self) -> str | None:
         return None if dot_available() else f"Graphviz's 'dot' was not found. {INSTALL_HINT}"
 
@@ -163,6 +215,14 @@ class Flow(_Picture):
 
     kind = "flow"
     formats: ClassVar[dict[str, str]] = {".svg": "svg", ".png": "png"}
+
+    @classmethod
+    def _check(cls, options: dict[str, Any]) -> None:
+        _check_names("flow", options, ("title", "max_labels"))
+        _check_whole("max_labels", options.get("max_labels"), 0, "a whole number >= 0 (0: no x labels)")
+        title = options.get("title")
+        if title is not None and not isinstance(title, str):
+            raise TypeError(f"title must be a string or None, got {title!r} ({type(title).__name__})")
 
     def _render(self, fmt: str) -> str | bytes:
         return shape_flow(self.trace, format=fmt, **self.options)
