@@ -111,3 +111,28 @@ def test_the_flow_charts_axis_promises_an_input_point_only_when_there_is_one():
         svg = plots.shape_flow(trace)
         assert (plots.flow_points(trace)[0][0] == "input") is has_input
         assert ("the input, then the leaf calls" in svg) is has_input
+
+
+@pytest.fixture(scope="module")
+def conv_trace():
+    return shapetrace.trace(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), torch.randn(2, 3, 8, 8))
+
+
+@pytest.mark.parametrize("fmt", ["svg", "png"])
+def test_a_flow_chart_with_max_labels_0_has_no_x_labels(conv_trace, fmt):
+    chart = plots.shape_flow(conv_trace, format=fmt, max_labels=0)
+    assert chart
+    if fmt == "svg":
+        assert "rotate(-90 " not in chart.split("</circle>")[-1]  # the x labels are the rotated texts
+
+
+def test_a_png_title_with_dollar_signs_is_written_as_it_is_not_read_as_math(conv_trace):
+    assert plots.shape_flow(conv_trace, format="png", title="cost $x^2 and 50% $")[:4] == b"\x89PNG"
+    assert plots._text("price $5 and $") == r"price \$5 and \$"
+
+
+def test_a_chart_with_only_1d_tensors_says_what_it_needs():
+    flat = shapetrace.trace(nn.Sequential(nn.Linear(4, 3)), torch.randn(4))
+    svg = plots.shape_flow(flat, format="svg")
+    assert "no tensor outputs" not in svg
+    assert "2 or more dimensions" in svg

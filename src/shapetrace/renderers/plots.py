@@ -57,6 +57,11 @@ def _save(fig: Figure, format: str) -> str | bytes:
     return data.decode("utf-8") if fmt == "svg" else data
 
 
+def _text(text: str) -> str:
+    """``text`` shown as written by matplotlib: ``$`` escaped, so ``"cost $5"`` is not read as math text."""
+    return str(text).replace("$", r"\$")
+
+
 def _timed(trace: Trace) -> list[Call]:
     calls = [c for c in trace.calls if c.timing]
     if not calls:
@@ -101,11 +106,12 @@ def time_bars(trace: Trace, *, top: int = 25, order: str = "self", format: str =
             label="self")
     for y, c in zip(ys, chosen):
         ax.text(c.timing["self_ms"], y, f" {100 * c.timing['self_ms'] / whole:.1f}%", va="center", fontsize=7)
-    ax.set_yticks(ys, [_name(c) for c in chosen], fontsize=7)
+    ax.set_yticks(ys, [_text(_name(c)) for c in chosen], fontsize=7)
     kind = (trace.timing or {}).get("kind") or root.timing.get("kind", "")
     ax.set_xlabel(f"time per forward (ms, {kind})")
     what = "largest" if order == "self" else "in forward order"
-    ax.set_title(title or f"{trace.model.cls}: self time of the {len(chosen)} slowest calls ({what})", fontsize=9)
+    ax.set_title(_text(title or f"{trace.model.cls}: self time of the {len(chosen)} slowest calls ({what})"),
+                 fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, format)
@@ -123,7 +129,7 @@ def time_vs_flops(trace: Trace, *, format: str = "svg", label_top: int = 6, titl
     colours = _colours([c.cls for c in pts])
     for cls, colour in colours.items():
         mine = [c for c in pts if c.cls == cls]
-        ax.scatter([c.flops for c in mine], [c.timing["total_ms"] for c in mine], s=18, color=colour, label=literal(cls),
+        ax.scatter([c.flops for c in mine], [c.timing["total_ms"] for c in mine], s=18, color=colour, label=_text(literal(cls)),
                    alpha=0.85)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -139,10 +145,10 @@ def time_vs_flops(trace: Trace, *, format: str = "svg", label_top: int = 6, titl
         if min(ts) / 2 < y < max(ts) * 2:
             ax.text(hi, y, f" {gflops:g} GFLOP/s", fontsize=6, color="#888888", va="center")
     for c in sorted(pts, key=lambda c: (-c.timing["total_ms"], c.id))[:label_top]:
-        ax.annotate(literal(c.label), (c.flops, c.timing["total_ms"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        ax.annotate(_text(literal(c.label)), (c.flops, c.timing["total_ms"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("FLOPs per call")
     ax.set_ylabel("time per call (ms)")
-    ax.set_title(title or f"{trace.model.cls}: time against FLOPs (leaf calls)", fontsize=9)
+    ax.set_title(_text(title or f"{trace.model.cls}: time against FLOPs (leaf calls)"), fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3, which="both", lw=0.3)
     return _save(fig, format)
@@ -204,6 +210,8 @@ def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, m
     """Channels (top) and spatial size (bottom, log scale) of the input and each leaf call's output, along the
     forward (``flow_points``). SVG is drawn directly (a few milliseconds, where matplotlib takes most of a
     second for a chart this size); PNG goes through matplotlib."""
+    if max_labels < 0:
+        raise ValueError(f"max_labels must be >= 0 (0: no x labels), got {max_labels}")
     pts = flow_points(trace)
     title = title or f"{trace.model.cls}: shape flow along the forward"
     if format.lower() == "svg":
@@ -213,7 +221,7 @@ def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, m
     fig = _figure(figsize=(max(7.0, min(16.0, 0.12 * len(pts) + 5)), 5.2))
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
     if not pts:
-        ax1.text(0.5, 0.5, "no tensor outputs to show", ha="center", va="center", transform=ax1.transAxes)
+        ax1.text(0.5, 0.5, _text(_NOTHING_TO_SHOW), ha="center", va="center", transform=ax1.transAxes)
         return _save(fig, format)
     xs = list(range(len(pts)))
     ax1.step(xs, [p[1] for p in pts], where="mid", color=_FLOW_COLOURS[0], lw=1.5)
@@ -228,15 +236,25 @@ def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, m
     ax2.yaxis.set_major_formatter(FuncFormatter(_plain_count))
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3, lw=0.4)
-    step = max(1, -(-len(pts) // max_labels))
-    ticks = xs[::step]
-    ax2.set_xticks(ticks, [pts[i][0] for i in ticks], rotation=90, fontsize=6)
+    ticks = _labelled(len(pts), max_labels)
+    ax2.set_xticks(ticks, [_text(pts[i][0]) for i in ticks], rotation=90, fontsize=6)
     ax2.set_xlabel(_flow_x(pts))
-    ax1.set_title(title, fontsize=9)
+    ax1.set_title(_text(title), fontsize=9)
     return _save(fig, format)
 
 
 _FLOW_COLOURS = ("#4C72B0", "#C44E52")
+# 1-D tensors (an unbatched MLP's) are left out: (N,) and (F,) cannot be told apart.
+_NOTHING_TO_SHOW = "nothing to show: no floating-point input or output of 2 or more dimensions, (N, C, ...)"
+
+
+def _labelled(n: int, max_labels: int) -> list[int]:
+    """The points whose x label is written: every k-th of ``n``, at most ``max_labels`` (0: none)."""
+    if max_labels <= 0:
+        return []
+    return list(range(0, n, max(1, -(-n // max_labels))))
+
+
 _FLOW_AXES = ("channels / features", "spatial size (H·W or length)")
 def _flow_x(pts: list[tuple[str, int, int]]) -> str:
     """The x axis's title: whether the first point is the input (an integer input, token ids, is left out)."""
@@ -265,8 +283,8 @@ def _flow_svg(pts: list[tuple[str, int, int]], title: str, max_labels: int) -> s
            f'<rect width="{width}" height="{height:.0f}" fill="white"/>',
            f'<text x="{width / 2:.1f}" y="20" text-anchor="middle" font-size="12">{_xml(title)}</text>']
     if not pts:
-        out.append(f'<text x="{width / 2:.1f}" y="{height / 2:.1f}" text-anchor="middle">no tensor outputs to '
-                   "show</text></svg>")
+        out.append(f'<text x="{width / 2:.1f}" y="{height / 2:.1f}" text-anchor="middle" font-size="10">'
+                   f"{_xml(_NOTHING_TO_SHOW)}</text></svg>")
         return "\n".join(out) + "\n"
     n = len(pts)
 
@@ -302,8 +320,7 @@ def _flow_svg(pts: list[tuple[str, int, int]], title: str, max_labels: int) -> s
                    f"{_xml(pts[i][0])}: {pts[i][1]:,} channels, spatial size {pts[i][2]:,}</title></circle>"
                    for i, v in enumerate(values))
     base = top + 2 * panel_h + gap
-    step = max(1, -(-n // max_labels))
-    for i in range(0, n, step):
+    for i in _labelled(n, max_labels):
         x = x_of(i)
         label = pts[i][0] if len(pts[i][0]) <= 34 else "…" + pts[i][0][-33:]
         out.append(f'<text x="{x + 3:.1f}" y="{base + 6}" text-anchor="end" font-size="9" '
