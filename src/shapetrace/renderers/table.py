@@ -18,13 +18,13 @@ trainable. When calls carry ``timing`` / ``flops`` / ``memory`` (filled by profi
 ``FLOP/s`` (achieved, with an SI prefix: FLOPs over the call's total time; FLOPs are inclusive),
 ``act mem`` and, on CUDA, ``peak mem`` (the allocator's peak during the call) are added.
 
-Totals follow torchinfo's summary: total / trainable / non-trainable parameters (shared parameters once),
-params size, forward/backward pass size (output bytes of the leaf calls that own parameters, ×2 for the
-gradients, torchinfo's estimate), input size and their sum, all in MB (10^6 bytes). A profile adds how it
-was timed, the plain and profiled forward with the overhead, the sum of the self times and, on a GPU, the
-kernel time and idle share. Modules the forward never called are listed, and the calls' own notes (an
-analytic FLOP count, a ``torch.compile``d region, CUDA-graph launches); a failed forward shows the partial
-table with the failing call marked ``✗``.
+Totals follow torchinfo's layout: total / trainable / non-trainable parameters (shared parameters once), the
+input size, the activations (the output tensors of every call that returned, each distinct tensor once; not
+torchinfo's "forward/backward pass size" estimate), the params size (by dtype), buffers when there are any,
+and their sum, all in MB (10^6 bytes). A profile adds how it was timed, the plain and profiled forward with
+the overhead, the sum of the self times and, on a GPU, the kernel time and idle share. Modules the forward
+never called are listed, and the calls' own notes (an analytic FLOP count, a ``torch.compile``d region,
+CUDA-graph launches); a failed forward shows the partial table with the failing call marked ``✗``.
 """
 
 from __future__ import annotations
