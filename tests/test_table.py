@@ -173,6 +173,12 @@ def test_the_modules_view_gives_a_module_shared_under_two_names_one_row_with_bot
     assert tr.model.modules == 6
 
 
+def test_the_calls_view_numbers_both_calls_of_a_module_shared_under_two_names():
+    tr = shapetrace.trace(SharedEncDec(), torch.randn(1, 4))
+    calls = {r.name: r.call for r in table.table_rows(tr)}
+    assert calls["enc.0"] == "1/2" and calls["dec.0#1"] == "2/2"
+
+
 def test_text_fits_100_columns_with_deeply_nested_outputs_and_shows_every_tensor(lstm_trace):
     text = table.render_text(lstm_trace)
     assert max(len(line) for line in text.splitlines()) <= 100

@@ -80,11 +80,12 @@ def _shape_changed(c: Call) -> bool:
 
 
 def _call_rows(trace: Trace, depth: int | None) -> list[Row]:
-    ncalls: dict[str, int] = {}
-    first: dict[str, int] = {}
+    ncalls: dict[frozenset[str], int] = {}
+    first: dict[frozenset[str], int] = {}
     for c in trace.calls:
-        ncalls[c.module] = max(ncalls.get(c.module, 0), c.call_index + 1)
-        first.setdefault(c.module, c.id)
+        key = _module_key(c)
+        ncalls[key] = max(ncalls.get(key, 0), c.call_index + 1)
+        first.setdefault(key, c.id)
     desc = descendants(trace)
     failed_id = trace.failure.call if trace.failure else None
     rows = []
@@ -92,7 +93,7 @@ def _call_rows(trace: Trace, depth: int | None) -> list[Row]:
         if depth is not None and c.depth > depth:
             continue
         parent = trace.calls[c.parent] if c.parent is not None else None
-        n = ncalls[c.module]
+        n = ncalls[_module_key(c)]
         rows.append(Row(
             depth=c.depth, name=c.label, short=short_name(c, parent), cls=c.cls,
             call=f"{c.call_index + 1}/{n}" if n > 1 else "", inputs=c.inputs, outputs=c.outputs,
@@ -101,7 +102,7 @@ def _call_rows(trace: Trace, depth: int | None) -> list[Row]:
             side=list(c.side_inputs), kwargs=dict(c.kwargs),
             folded=desc[c.id] if depth is not None and c.depth == depth else 0, aliases=list(c.aliases),
             call_index=c.call_index, calls=n, timing=c.timing, flops=c.flops, memory=c.memory,
-            first_call=first[c.module], shape_changed=_shape_changed(c)))
+            first_call=first[_module_key(c)], shape_changed=_shape_changed(c)))
     return rows
 
 
