@@ -415,6 +415,20 @@ def test_profile_table_in_the_modules_view_fits_the_width_too(resnet_trace, widt
     assert any(x.startswith(f"left out to fit {width} columns:") for x in lines)
 
 
+@pytest.mark.parametrize("view", ["calls", "modules"])
+def test_a_slow_profile_still_fits_60_columns_by_shortening_the_names_further(resnet_trace, view):
+    import copy
+
+    from shapetrace.renderers.table import render_text
+
+    slow = copy.deepcopy(resnet_trace)  # times of 10 s and more: the ms columns widen
+    for c in slow.calls:
+        for key in ("total_ms", "self_ms"):
+            c.timing[key] *= 1000
+    lines = render_text(slow, view=view, width=60).splitlines()
+    assert max(len(x) for x in lines) <= 60
+
+
 def test_profile_table_without_a_width_limit_has_every_column(resnet_trace):
     from shapetrace.renderers.table import render_text
 

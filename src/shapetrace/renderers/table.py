@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Callable
 
 from ..tracer.records import Trace, Value
 from .rows import Row, Totals, forward_ms, table_rows, totals
@@ -308,6 +309,9 @@ _DROPPABLE = ("input shapes", "params", "call", "peak mem", "host ms", "FLOP/s",
 _SHAPES = ("input shapes", "output shapes")
 _LEFT = {"layer", "class", "call", *_SHAPES}
 _SEP = "  "
+# How narrow the layer and class names may get to fit the width: first, then when nothing else can give way.
+_NAME_FLOORS = {"layer": 12, "class": 10}
+_LAST_NAME_FLOORS = {"layer": 6, "class": 5}
 
 # ANSI styles, used only with ``color=True``.
 _BOLD, _DIM, _RED, _CYAN, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[31m", "\x1b[36m", "\x1b[0m"
@@ -361,6 +365,18 @@ def _wrap_words(text: str, width: int) -> list[str]:
     return [first] + (["  " + line for line in wrap_cell(rest, width - 2)] if rest else [])
 
 
+def _shrink_names(widths: dict[str, int], natural: dict[str, int], floor: dict[str, int],
+                  too_wide: Callable[[], bool]) -> None:
+    """Narrow the layer and class columns (in ``widths``), the wider first, while ``too_wide()``, down to
+    ``floor`` (names give way before shapes are squeezed)."""
+    floors = {c: min(floor[c], natural[c]) for c in floor}
+    while too_wide():
+        col = max(floors, key=lambda c: (widths[c] - floors[c], c == "class"))
+        if widths[col] <= floors[col]:
+            break
+        widths[col] -= 1
+
+
 def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, droppable: list[str]
          ) -> tuple[list[str], dict[str, int], list[str], bool]:
     """Columns to show, their widths, the columns left out, and whether the inputs go on a second line.
@@ -368,7 +384,8 @@ def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, dro
     In order, until the table fits ``limit``: leave out the ``droppable`` columns (profile tables) while the
     shapes cannot fit at their narrowest; let the shape columns wrap (never narrower than their longest
     shape); elide layer names (to 12) and class names (to 10); put the inputs on a line of their own below
-    each row; wrap shapes inside (after commas). Nothing of a shape is ever cut.
+    each row; elide the names further (to 6 and 5); wrap shapes inside (after commas). Nothing of a shape
+    is ever cut.
     """
     natural = {h: max([len(h)] + [display_width(c) for c in cells[h]]) for h in headers}
     least = {h: max([_longest_token(h)] + [_longest_token(c) for c in cells[h]]) for h in _SHAPES if h in headers}
@@ -390,16 +407,15 @@ def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, dro
         if name in shown:
             shown.remove(name)
             dropped.append(name)
-    floors = {"layer": min(12, natural["layer"]), "class": min(10, natural["class"])}
-    while narrowest(shown) > limit:  # names give way before shapes are squeezed: the longer first
-        col = max(floors, key=lambda c: (widths[c] - floors[c], c == "class"))
-        if widths[col] <= floors[col]:
-            break
-        widths[col] -= 1
+    def too_wide() -> bool:
+        return narrowest(shown) > limit
+
+    _shrink_names(widths, natural, _NAME_FLOORS, too_wide)
     inputs_below = False
     if narrowest(shown) > limit and "input shapes" in shown:
         shown.remove("input shapes")
         inputs_below = True
+    _shrink_names(widths, natural, _LAST_NAME_FLOORS, too_wide)  # the columns that stay are still too wide: names give way further
     shapes = [h for h in _SHAPES if h in shown]
     room = limit - span([c for c in shown if c not in shapes], widths) - len(_SEP) * len(shapes)
     need = sum(natural[h] for h in shapes)
