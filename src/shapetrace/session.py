@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import resolve_target, write_atomically
 from .renderers import RenderOptions, UnknownFormat, format_for_path, render
+from .renderers.atomic import resolve_target, write_atomically
 from .renderers.diagram import GraphvizNotFound, OverlayNeedsOptions
 from .tracer.records import Opaque, Trace
 

@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..atomic import resolve_target, write_atomically
 from ..tracer.records import Trace
+from .atomic import resolve_target, write_atomically
 from .diagram import INSTALL_HINT, LAYOUTS, STYLES, dot_available
 from .diagram import render as render_diagram
 from .html import render_html, render_page
