@@ -302,3 +302,30 @@ def test_load_of_empty_text_or_bytes_that_are_not_utf8_says_so():
         shapetrace.load(b"\xff\xfe{}")
     with pytest.raises(TypeError, match="takes a path, JSON text or bytes"):
         shapetrace.load(5)
+
+
+def _pass_through_trace() -> shapetrace.Trace:
+    model = torch.nn.Sequential(torch.nn.Identity(), torch.nn.Dropout(0.5)).eval()
+    return shapetrace.trace(model, torch.randn(2, 3))
+
+
+def test_tensors_passed_through_unchanged_are_written_and_read_back():
+    tr = _pass_through_trace()
+    data = json.loads(tr.to_json())
+    assert data["same_tensors"] == [[1, 0], [2, 0]]
+    assert shapetrace.load(tr.to_json()) == tr
+
+
+def test_a_trace_without_same_tensors_loads_as_one_without_pass_throughs():
+    data = json.loads(_pass_through_trace().to_json())
+    del data["same_tensors"]
+    assert shapetrace.load(data).same_tensors == []
+    assert "same_tensors" not in json.loads(shapetrace.trace(torch.nn.Linear(3, 2), torch.randn(1, 3)).to_json())
+
+
+def test_a_same_tensors_pair_that_names_no_earlier_tensor_is_refused():
+    data = json.loads(_pass_through_trace().to_json())
+    data["same_tensors"] = [[1, 5]]
+    assert _load_error(data) == "same_tensors[0]: expected [tid, an earlier tid], got [1, 5]"
+    data["same_tensors"] = [[1]]
+    assert _load_error(data) == "same_tensors[0]: expected [tid, an earlier tid], got [1]"

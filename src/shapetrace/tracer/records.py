@@ -401,6 +401,9 @@ class Trace:
     # The forwards' source text by key (``trace(..., lines=True)``): ``{"qualname", "file", "first_line",
     # "text": [lines]}``, or ``{"qualname", "missing": why}`` when there is no Python source to show.
     sources: dict[str, Any] = field(default_factory=dict, metadata=OMIT_DEFAULT)
+    # ``(tid, first_tid)`` pairs: tensor ``tid`` is tensor ``first_tid`` passed through unchanged (a call returned
+    # it as it was given, as ``Identity`` and ``Dropout`` in eval do): the same value, which totals count once.
+    same_tensors: list[tuple[int, int]] = field(default_factory=list, metadata=OMIT_DEFAULT)
     format: str = FORMAT
 
     # ---- queries -------------------------------------------------------------------------------------
@@ -563,6 +566,9 @@ def _check_links(trace: Trace) -> None:  # noqa: C901 - one check per kind of li
                                                             "input:<name> or output:<path>)")
             if m and not int(m.group(2)) < sizes[m.group(1)]:
                 raise TraceFormatError(f"edges[{i}].{end}", f"no {m.group(1)} {m.group(2)}")
+    for i, pair in enumerate(trace.same_tensors):
+        if len(pair) != 2 or not 0 <= pair[1] < pair[0]:
+            raise TraceFormatError(f"same_tensors[{i}]", f"expected [tid, an earlier tid], got {list(pair)}")
 
 
 def _quoted(text: str) -> str:
