@@ -493,3 +493,41 @@ def test_dict_outputs_keep_keys_whose_reprs_collide_with_string_keys():
 
     trace = shapetrace.trace(TwoKeys(), torch.randn(2, 4))
     assert {k: v.shape for k, v in trace.outputs.items()} == {"1 (int)": (2, 4), "1": (2, 8), "(2, 3)": (2, 4)}
+
+
+def _mismatched_linears() -> nn.Module:
+    """Fails in its second layer: 3 features in, 5 expected (module level, so a worker process can run it)."""
+    return nn.Sequential(nn.Linear(4, 3), nn.Linear(5, 2))
+
+
+def _trace_mismatched(_: int) -> shapetrace.Trace:
+    return shapetrace.trace(_mismatched_linears(), torch.randn(2, 4))
+
+
+def test_a_trace_failure_pickles_with_its_message_and_partial_trace():
+    import pickle
+
+    with pytest.raises(shapetrace.TraceFailed) as info:
+        _trace_mismatched(0)
+    back = pickle.loads(pickle.dumps(info.value))
+    assert type(back) is shapetrace.TraceFailed
+    assert str(back) == str(info.value)
+    assert back.trace == info.value.trace
+
+
+def test_a_format_error_pickles_with_its_path_and_problem():
+    import pickle
+
+    error = shapetrace.TraceFormatError("calls[0].id", "is 7, expected 0")
+    back = pickle.loads(pickle.dumps(error))
+    assert (type(back), back.path, back.problem, str(back)) == (type(error), error.path, error.problem, str(error))
+
+
+def test_a_trace_failing_in_a_worker_process_arrives_as_a_trace_failure():
+    import concurrent.futures
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    with (concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool,
+          pytest.raises(shapetrace.TraceFailed, match=r"failed in 1 \(Linear\)")):
+        pool.submit(_trace_mismatched, 0).result()
