@@ -329,3 +329,43 @@ def test_a_same_tensors_pair_that_names_no_earlier_tensor_is_refused():
     assert _load_error(data) == "same_tensors[0]: expected [tid, an earlier tid], got [1, 5]"
     data["same_tensors"] = [[1]]
     assert _load_error(data) == "same_tensors[0]: expected [tid, an earlier tid], got [1]"
+
+
+def _set(data: dict, path: tuple, value) -> dict:
+    """``data`` with the field at ``path`` (keys and list positions) set to ``value``."""
+    *head, last = path
+    node = data
+    for key in head:
+        node = node[key]
+    node[last] = value
+    return data
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    (("model", "params"), "model.params"),
+    (("model", "trainable_params"), "model.trainable_params"),
+    (("model", "buffers"), "model.buffers"),
+    (("model", "param_bytes"), "model.param_bytes"),
+    (("model", "buffer_bytes"), "model.buffer_bytes"),
+    (("model", "modules"), "model.modules"),
+    (("model", "shared_params"), "model.shared_params"),
+    (("model", "param_dtypes", "float32"), "model.param_dtypes.float32"),
+    (("ops", 0, "flops"), "ops[0].flops"),
+    (("ops", 0, "timing"), "ops[0].timing.total_ms"),
+    (("edges", 0, "tid"), "edges[0].tid"),
+    (("edges", 0, "shape"), "edges[0].shape[0]"),
+    (("calls", 0, "outputs", "tid"), "calls[0].outputs.tid"),
+])
+def test_a_negative_count_size_or_time_anywhere_is_refused_by_its_path(path, message):
+    value = {"timing": {"total_ms": -1.0}, "shape": [-1, 2]}.get(path[-1], -5)
+    data = _small_trace_data()
+    data["ops"] = [{"id": 0, "name": "add", "call": None, "order": 0}]
+    data = _set(data, path, value)
+    assert _load_error(data).startswith(f"{message}: ")
+    assert "negative" in _load_error(data)
+
+
+def test_a_negative_parameter_count_of_an_uncalled_module_is_refused():
+    data = _small_trace_data()
+    data["uncalled"] = [{"module": "head", "cls": "Linear", "params": -7}]
+    assert _load_error(data) == "uncalled[0].params: cannot be negative (-7)"

@@ -25,7 +25,7 @@ import json
 import math
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Union
@@ -172,11 +172,18 @@ def value_from_json(obj: Any, path: str = "", depth: int = 0) -> Value:
             raise TraceFormatError(f"{path}.{_FLOAT_TAG}", f"not a number: {text!r}") from None
     if _TENSOR_KEYS <= obj.keys():
         meta = codec.decode(obj, TensorMeta, path)
-        bad = next((i for i, d in enumerate(meta.shape) if d < 0), None)
-        if bad is not None:
-            raise TraceFormatError(f"{path}.shape[{bad}]", f"a size cannot be negative ({meta.shape[bad]})")
+        _check_shape(meta.shape, f"{path}.shape")
+        if meta.tid is not None and meta.tid < 0:
+            raise TraceFormatError(f"{path}.tid", f"cannot be negative ({meta.tid})")
         return meta
     return {k: value_from_json(v, f"{path}[{k!r}]", depth + 1) for k, v in obj.items()}
+
+
+def _check_shape(shape: tuple[int, ...], path: str) -> None:
+    """A shape's sizes are not negative."""
+    bad = next((i for i, d in enumerate(shape) if d < 0), None)
+    if bad is not None:
+        raise TraceFormatError(f"{path}[{bad}]", f"a size cannot be negative ({shape[bad]})")
 
 
 codec.register(Value, value_to_json, value_from_json)
@@ -575,24 +582,41 @@ def _quoted(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
-# Fields that count or measure something, so cannot be negative: a call's, and the trace-level timing's.
+# Fields that count or measure something, so cannot be negative: a call's, and the model's.
 _COUNTS = ("params", "own_params", "trainable_params", "buffers", "flops")
+_MODEL_COUNTS = ("params", "trainable_params", "buffers", "param_bytes", "buffer_bytes", "modules", "shared_params")
 
 
 def _check_amounts(trace: Trace) -> None:
-    """Counts, sizes and times are not negative.
+    """Counts, sizes and times are not negative: the model's, each call's, op's, uncalled module's and edge's,
+    and the trace-level timing.
 
     (A call's ``end`` may precede its ``start``: a forward as deep as Python allows can cut a call's start
     short, and such a call is given the event order of where it was noticed.)"""
+    _check_counts(trace.model, _MODEL_COUNTS, "model")
+    _check_counts(trace.model.param_dtypes, trace.model.param_dtypes, "model.param_dtypes")
     for i, c in enumerate(trace.calls):
         where = f"calls[{i}]"
-        for name in _COUNTS:
-            value = getattr(c, name)
-            if value is not None and value < 0:
-                raise TraceFormatError(f"{where}.{name}", f"cannot be negative ({value})")
+        _check_counts(c, _COUNTS, where)
         for metric, prefix in ((c.timing, "timing"), (c.memory, "memory")):
             _check_not_negative(metric, f"{where}.{prefix}")
+    for i, op in enumerate(trace.ops):
+        _check_counts(op, ("flops",), f"ops[{i}]")
+        _check_not_negative(op.timing, f"ops[{i}].timing")
+    for i, u in enumerate(trace.uncalled):
+        _check_counts(u, ("params",), f"uncalled[{i}]")
+    for i, e in enumerate(trace.edges):
+        _check_counts(e, ("tid",), f"edges[{i}]")
+        _check_shape(e.shape, f"edges[{i}].shape")
     _check_not_negative(trace.timing, "timing")
+
+
+def _check_counts(record: Any, names: Iterable[str], path: str) -> None:
+    """The fields ``names`` of ``record`` (or the values of a dict ``record``) are not negative."""
+    for name in names:
+        value = record[name] if isinstance(record, dict) else getattr(record, name)
+        if value is not None and value < 0:
+            raise TraceFormatError(codec._key_path(path, name), f"cannot be negative ({value})")
 
 
 def _check_not_negative(metric: Any, path: str) -> None:
