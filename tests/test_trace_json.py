@@ -369,3 +369,46 @@ def test_a_negative_parameter_count_of_an_uncalled_module_is_refused():
     data = _small_trace_data()
     data["uncalled"] = [{"module": "head", "cls": "Linear", "params": -7}]
     assert _load_error(data) == "uncalled[0].params: cannot be negative (-7)"
+
+
+def test_a_trace_read_without_torch_sizes_every_torch_dtype_as_torch_does():
+    """The records' own table (what a trace loaded without torch uses) against ``dtype.itemsize``."""
+    script = textwrap.dedent("""
+        import json, sys
+        sys.modules["torch"] = None  # any import of torch now fails
+        from shapetrace.tracer.records import dtype_itemsize
+        print(json.dumps({name: dtype_itemsize(name) for name in json.loads(sys.argv[1])}))
+    """)
+    dtypes = {v for v in vars(torch).values() if isinstance(v, torch.dtype)}
+    names = {str(d).removeprefix("torch."): d.itemsize for d in dtypes}
+    out = subprocess.run([sys.executable, "-c", script, json.dumps(sorted(names))], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == names
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e8m0fnu, torch.float4_e2m1fn_x2, torch.bits8, torch.bits16])
+def test_a_traced_tensor_of_a_low_bit_dtype_has_torchs_size(dtype):
+    class Reinterpret(torch.nn.Module):
+        def forward(self, x):
+            return x.view(torch.uint8).view(dtype).clone()
+
+    x = torch.zeros(10, 12)
+    out = Reinterpret()(x)
+    meta = shapetrace.trace(Reinterpret(), x).outputs
+    assert meta.dtype == str(dtype).removeprefix("torch.")
+    assert meta.nbytes == out.numel() * out.element_size()
+
+
+def test_the_tracer_teaches_the_records_the_size_of_a_dtype_their_table_lacks(monkeypatch):
+    from shapetrace.tracer import records, values
+
+    monkeypatch.delitem(records._ITEMSIZE, "bits16")  # as a torch newer than the table would have it
+    monkeypatch.setattr(values, "_DTYPE_NAMES", {})
+
+    class Reinterpret(torch.nn.Module):
+        def forward(self, x):
+            return x.view(torch.bits16).clone()
+
+    meta = shapetrace.trace(Reinterpret(), torch.zeros(3, 4, dtype=torch.int16)).outputs
+    assert meta.nbytes == 3 * 4 * torch.bits16.itemsize

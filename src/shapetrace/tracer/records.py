@@ -107,17 +107,26 @@ Value = Union[TensorMeta, Struct, Opaque, list, dict, None, bool, int, float, st
 _TENSOR_KEYS = {"shape", "dtype", "device"}
 _RESERVED_KEYS = {"__struct__", "__object__", "__dict__", _FLOAT_TAG}
 
+# Bytes per element of every dtype torch (2.14) names (``torch.<name>.itemsize``), for reading traces without
+# torch; the tracer adds any other dtype it meets (``learn_itemsize``), a newer torch's included.
 _ITEMSIZE = {
     "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "complex128": 16, "complex64": 8,
-    "complex32": 4, "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "uint16": 2,
+    "complex32": 4, "bcomplex32": 4, "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "uint16": 2,
     "uint32": 4, "uint64": 8, "bool": 1, "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1,
-    "float8_e5m2fnuz": 1, "quint8": 1, "qint8": 1, "qint32": 4,
+    "float8_e5m2fnuz": 1, "float8_e8m0fnu": 1, "float4_e2m1fn_x2": 1, "quint8": 1, "qint8": 1, "qint32": 4,
+    "quint4x2": 1, "quint2x4": 1, "bits8": 1, "bits16": 2, "bits1x8": 1, "bits2x4": 1, "bits4x2": 1,
+    **{f"{sign}int{bits}": 1 for sign in ("", "u") for bits in range(1, 8)},  # sub-byte ints: a byte each
 }
 
 
 def dtype_itemsize(dtype: str) -> int:
     """Bytes per element of a dtype named as in ``TensorMeta.dtype`` (4 when unknown)."""
     return _ITEMSIZE.get(dtype, 4)
+
+
+def learn_itemsize(dtype: str, itemsize: int) -> None:
+    """Remember the size of a dtype the table above lacks (the tracer tells it torch's ``dtype.itemsize``)."""
+    _ITEMSIZE.setdefault(dtype, itemsize)
 
 
 def value_to_json(value: Value) -> Any:

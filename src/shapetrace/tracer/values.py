@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .records import Opaque, Struct, TensorMeta, Value
+from .records import Opaque, Struct, TensorMeta, Value, learn_itemsize
 
 # Past this many items a non-tensor sequence is summarised instead of copied into the trace.
 MAX_ITEMS = 256
@@ -32,6 +32,7 @@ def dtype_name(dtype: torch.dtype) -> str:
     name = _DTYPE_NAMES.get(dtype)
     if name is None:
         name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+        learn_itemsize(name, dtype.itemsize)  # so sizes are right for a dtype newer than the records' table
     return name
 
 
