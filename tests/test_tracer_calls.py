@@ -531,3 +531,24 @@ def test_a_trace_failing_in_a_worker_process_arrives_as_a_trace_failure():
     with (concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool,
           pytest.raises(shapetrace.TraceFailed, match=r"failed in 1 \(Linear\)")):
         pool.submit(_trace_mismatched, 0).result()
+
+
+class _Config:
+    """A plain object with Python's default repr (``<... object at 0x...>``)."""
+
+
+class _TakesConfig(nn.Module):
+    def forward(self, x, cfg, table):
+        return x
+
+
+def test_a_default_repr_is_recorded_without_its_memory_address():
+    """Two runs of the same forward give the same trace: nothing in it depends on where objects live."""
+    def run() -> shapetrace.Trace:
+        cfg = _Config()
+        return shapetrace.trace(_TakesConfig(), torch.randn(1, 2), cfg=cfg, table={cfg: 1, "f": run})
+
+    first, second = run(), run()
+    assert first.kwargs["cfg"] == Opaque("_Config", f"<{__name__}._Config object>")
+    assert "0x" not in first.to_json()
+    assert first.to_json() == second.to_json()
