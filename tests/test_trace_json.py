@@ -412,3 +412,34 @@ def test_the_tracer_teaches_the_records_the_size_of_a_dtype_their_table_lacks(mo
 
     meta = shapetrace.trace(Reinterpret(), torch.zeros(3, 4, dtype=torch.int16)).outputs
     assert meta.nbytes == 3 * 4 * torch.bits16.itemsize
+
+
+class _OwnPath:
+    """A path type of a user's own: ``os.PathLike`` by ``__fspath__`` alone."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+def test_load_reads_any_path_like_object(tmp_path):
+    trace = shapetrace.trace(torch.nn.Linear(3, 2), torch.randn(4, 3))
+    (tmp_path / "t.json").write_text(trace.to_json())
+    assert shapetrace.load(_OwnPath(tmp_path / "t.json")) == trace
+
+
+@pytest.mark.parametrize("name", ["[run1].json", "{x}.json", " [a].json"])
+def test_load_reads_a_relative_file_whose_name_starts_like_json(tmp_path, monkeypatch, name):
+    trace = shapetrace.trace(torch.nn.Linear(3, 2), torch.randn(4, 3))
+    (tmp_path / name).write_text(trace.to_json())
+    monkeypatch.chdir(tmp_path)
+    assert shapetrace.load(name) == trace
+    assert shapetrace.load(str(tmp_path / name)) == trace
+
+
+def test_a_missing_file_whose_name_starts_like_json_is_named_in_the_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TraceFormatError, match=r"not valid JSON.*no file named '\{x\}\.json'"):
+        shapetrace.load("{x}.json")

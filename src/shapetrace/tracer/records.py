@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 from collections.abc import Iterable, Iterator
@@ -719,9 +720,12 @@ class Comparison:
     differences: list[Difference]
 
 
-def load(path_or_text: str | Path | bytes | dict[str, Any] | IO[Any]) -> Trace:
+def load(path_or_text: str | os.PathLike[str] | bytes | dict[str, Any] | IO[Any]) -> Trace:
     """Load a trace from a JSON file path, JSON text or bytes, an open file, or the parsed JSON object
     (format 2, or format 1 upgraded).
+
+    A path is a ``str`` or any ``os.PathLike``. A ``str`` is JSON text when it starts with ``{`` or ``[``
+    and names no existing file (``"[run1].json"`` in the working directory is read as a file).
 
     Raises ``TraceFormatError`` (a ``ValueError``) naming the first bad field when the JSON is not a trace,
     and ``OSError`` when a path cannot be read.
@@ -732,17 +736,30 @@ def load(path_or_text: str | Path | bytes | dict[str, Any] | IO[Any]) -> Trace:
         path_or_text = path_or_text.read()
     if isinstance(path_or_text, (bytes, bytearray)):
         return Trace.from_json(_utf8(bytes(path_or_text), "the data"))
-    if isinstance(path_or_text, Path):
-        return Trace.from_json(_utf8(path_or_text.read_bytes(), str(path_or_text)))
+    if isinstance(path_or_text, os.PathLike):
+        path = Path(os.fsdecode(os.fspath(path_or_text)))
+        return Trace.from_json(_utf8(path.read_bytes(), str(path)))
     if not isinstance(path_or_text, str):
         raise TypeError(f"shapetrace.load() takes a path, JSON text or bytes, an open file or a dict, not "
                         f"{type(path_or_text).__name__}")
     text = path_or_text.lstrip("\ufeff")
     if not text.strip():
         raise TraceFormatError("", "empty: pass the path of a trace's JSON file, or its JSON text")
-    if text.lstrip().startswith(("{", "[")):
-        return Trace.from_json(text)
+    could_be_path = len(text) < 4096 and "\n" not in text
+    if text.lstrip().startswith(("{", "[")) and not (could_be_path and os.path.isfile(text)):
+        return _from_json_text(text, could_be_path)
     return Trace.from_json(_utf8(Path(text).read_bytes(), text))
+
+
+def _from_json_text(text: str, could_be_path: bool) -> Trace:
+    """The trace in JSON ``text``; when it is not JSON but one line that could name a file (``{run}.json``),
+    the error says no such file exists either."""
+    try:
+        return Trace.from_json(text)
+    except TraceFormatError as e:
+        if could_be_path and e.problem.startswith("not valid JSON"):
+            raise TraceFormatError(e.path, f"{e.problem} (and there is no file named {text!r})") from None
+        raise
 
 
 def _utf8(data: bytes, where: str) -> str:
