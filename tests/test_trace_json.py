@@ -443,3 +443,26 @@ def test_a_missing_file_whose_name_starts_like_json_is_named_in_the_error(tmp_pa
     monkeypatch.chdir(tmp_path)
     with pytest.raises(TraceFormatError, match=r"not valid JSON.*no file named '\{x\}\.json'"):
         shapetrace.load("{x}.json")
+
+
+class _MasksWithNaN(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3)
+
+    def forward(self, x, mask):
+        return self.lin(x).masked_fill(mask, float("nan"))  # padded positions marked NaN
+
+
+def test_a_trace_holding_a_nan_equals_itself_read_back():
+    trace = shapetrace.trace(_MasksWithNaN(), torch.randn(2, 3), torch.zeros(2, 3, dtype=torch.bool), ops=True)
+    assert any(v != v for op in trace.ops for v in op.inputs if isinstance(v, float))  # the NaN is recorded
+    assert shapetrace.load(trace.to_json()) == trace
+
+
+def test_traces_that_differ_only_in_a_nan_free_field_are_not_equal():
+    trace = shapetrace.trace(_MasksWithNaN(), torch.randn(2, 3), torch.zeros(2, 3, dtype=torch.bool), ops=True)
+    other = shapetrace.load(trace.to_json())
+    other.calls[1].module = "renamed"
+    assert other != trace
+    assert trace != "a trace"

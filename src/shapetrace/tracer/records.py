@@ -28,6 +28,7 @@ import re
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import IO, Any, Union
 
@@ -498,6 +499,19 @@ class Trace:
         from ..renderers.html import render_html  # noqa: PLC0415 - a display method's renderer (upward import)
 
         return render_html(self)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when every field is, or failing that when both write the same JSON: a NaN recorded in a
+        value (``masked_fill(mask, nan)``'s argument) is not equal to itself, yet ``load(t.to_json()) == t``."""
+        if not isinstance(other, Trace):
+            return NotImplemented
+        if self is other:
+            return True
+        if all(getattr(self, f.name) == getattr(other, f.name) for f in dataclass_fields(Trace)):
+            return True
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment] - mutable, compared by value
 
     # ---- JSON ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
