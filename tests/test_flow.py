@@ -189,3 +189,18 @@ def test_op_count_is_the_torch_functions_run_inside_each_call():
     assert shapetrace.trace(AddThenRelu(), torch.randn(2, 3)).calls[0].op_count is None  # only with ops
     outer, leaf = shapetrace.trace(nn.Sequential(CustomLeaf()), torch.randn(2), ops=True).calls
     assert leaf.op_count == 2 and outer.op_count == 2  # mul and tanh, in a leaf of the user's own
+
+
+def test_a_tracer_inside_a_tracer_counts_the_same_ops_as_either_alone():
+    """The outer recorder sits below the inner one on torch's mode stack, so it cannot leave the stack for a
+    torch.nn layer: it must still not count that layer's internals."""
+    model, x = AddThenRelu(), torch.randn(2, 3)
+    with shapetrace.Tracer(model, ops=True) as alone:
+        model(x)
+    with shapetrace.Tracer(model, ops=True) as outer, shapetrace.Tracer(model, ops=True) as inner:
+        model(x)
+    counts = [c.op_count for c in alone.trace.calls]
+    assert counts == [2, None]
+    assert [c.op_count for c in inner.trace.calls] == counts
+    assert [c.op_count for c in outer.trace.calls] == counts
+    assert [op.name for op in outer.trace.ops] == [op.name for op in alone.trace.ops]

@@ -392,3 +392,24 @@ def test_a_nested_tensor_buffer_does_not_stop_the_trace():
     parts = model.parts
     assert shapetrace.trace(model, torch.randn(2, 4)).outputs.shape == (2, 4)
     assert model.parts is parts
+
+
+def test_a_lazy_layer_made_by_the_forward_is_not_reported_as_changed_in_place():
+    trace = shapetrace.trace(nn.Sequential(nn.LazyLinear(3), nn.ReLU()), torch.randn(2, 5))
+    assert "params_changed_in_place" not in trace.meta
+
+
+def test_a_write_to_a_parameter_next_to_a_lazy_layer_is_still_reported():
+    class Drifts(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lazy = nn.LazyLinear(3)
+            self.scale = nn.Parameter(torch.ones(3))
+
+        def forward(self, x):
+            with torch.no_grad():
+                self.scale.mul_(2)
+            return self.lazy(x) * self.scale
+
+    trace = shapetrace.trace(Drifts(), torch.randn(2, 5))  # on a copy: the lazy layer stays lazy
+    assert trace.meta["params_changed_in_place"] == ["scale"]

@@ -18,6 +18,19 @@ def test_module_level_api():
         assert hasattr(shapetrace, name), name
 
 
+def test_dir_lists_every_public_name_even_those_loaded_on_first_use():
+    """``dir`` (what tab completion reads) names what ``__all__`` exports, before torch is imported."""
+    import subprocess
+    import sys
+
+    script = "import shapetrace, sys, json; print(json.dumps([dir(shapetrace), 'torch' in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    names, torch_loaded = json.loads(out.stdout)
+    assert set(shapetrace.__all__) <= set(names)
+    assert not torch_loaded
+    assert set(shapetrace.__all__) <= set(dir(shapetrace))
+
+
 def test_trace_call_and_tensor_fields():
     t = shapetrace.trace(nn.Sequential(nn.Linear(3, 2)), torch.randn(4, 3))
     assert isinstance(t.calls, list) and t.calls[0].id == 0

@@ -79,6 +79,58 @@ def test_activation_total_counts_every_calls_outputs_once_as_torch_hooks_see_the
     assert tot.activation_tensors == len(outputs)
 
 
+def _distinct_outputs_by_hooks(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """The oracle for activation totals: bytes and count of the distinct (object, version) output tensors of
+    every module call, as torch's own forward hooks see them, leaving out the input itself."""
+    outputs: dict[tuple[int, int], int] = {}
+    kept = []
+
+    def hook(module, args, out):
+        kept.append(out)  # alive until the end, so no id is reused
+        if not (out is x and out._version == 0):
+            outputs[(id(out), out._version)] = out.nbytes
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return sum(outputs.values()), len(outputs)
+
+
+def test_an_input_passed_through_unchanged_counts_as_an_input_not_once_per_layer():
+    x = torch.randn(256, 1024)  # 1 MiB
+    model = nn.Sequential(nn.Identity(), nn.Dropout(0.5), nn.Identity()).eval()
+    tot = table.totals(shapetrace.trace(model, x))
+    assert (tot.activation_bytes, tot.activation_tensors) == (0, 0)
+    assert (tot.input_bytes, tot.input_tensors) == (x.nbytes, 1)
+
+
+@pytest.mark.parametrize("ops", [False, True])
+def test_a_layers_output_passed_through_unchanged_counts_once(ops):
+    x = torch.randn(4, 16)
+    model = nn.Sequential(nn.Linear(16, 8), nn.Dropout(0.5), nn.Identity()).eval()
+    tot = table.totals(shapetrace.trace(model, x, ops=ops))
+    assert (tot.activation_bytes, tot.activation_tensors) == (4 * 8 * 4, 1)
+
+
+def test_alexnet_activation_total_counts_each_distinct_tensor_as_torch_hooks_see_them():
+    """AlexNet in eval: its Dropouts return their input unchanged, its in-place ReLUs change theirs."""
+    model = torchvision.models.alexnet().eval()
+    x = torch.randn(1, 3, 224, 224)
+    tot = table.totals(shapetrace.trace(model, x))
+    assert (tot.activation_bytes, tot.activation_tensors) == _distinct_outputs_by_hooks(model, x)
+
+
+def test_a_pass_through_keeps_each_call_as_the_producer_in_the_edges():
+    """The totals see one tensor; the data flow still runs through every layer it crossed."""
+    model = nn.Sequential(nn.Identity(), nn.Identity()).eval()
+    tr = shapetrace.trace(model, torch.randn(2, 3))
+    chain = [(e.src, e.dst) for e in tr.edges]
+    assert ("call:1", "call:2") in chain and ("call:2", "output:out") in chain
+    assert tr.same_tensors == [(1, 0), (2, 0)]
+
+
 class _Upsampler(nn.Sequential):
     def __init__(self) -> None:
         super().__init__(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=4))

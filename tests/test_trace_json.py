@@ -302,3 +302,167 @@ def test_load_of_empty_text_or_bytes_that_are_not_utf8_says_so():
         shapetrace.load(b"\xff\xfe{}")
     with pytest.raises(TypeError, match="takes a path, JSON text or bytes"):
         shapetrace.load(5)
+
+
+def _pass_through_trace() -> shapetrace.Trace:
+    model = torch.nn.Sequential(torch.nn.Identity(), torch.nn.Dropout(0.5)).eval()
+    return shapetrace.trace(model, torch.randn(2, 3))
+
+
+def test_tensors_passed_through_unchanged_are_written_and_read_back():
+    tr = _pass_through_trace()
+    data = json.loads(tr.to_json())
+    assert data["same_tensors"] == [[1, 0], [2, 0]]
+    assert shapetrace.load(tr.to_json()) == tr
+
+
+def test_a_trace_without_same_tensors_loads_as_one_without_pass_throughs():
+    data = json.loads(_pass_through_trace().to_json())
+    del data["same_tensors"]
+    assert shapetrace.load(data).same_tensors == []
+    assert "same_tensors" not in json.loads(shapetrace.trace(torch.nn.Linear(3, 2), torch.randn(1, 3)).to_json())
+
+
+def test_a_same_tensors_pair_that_names_no_earlier_tensor_is_refused():
+    data = json.loads(_pass_through_trace().to_json())
+    data["same_tensors"] = [[1, 5]]
+    assert _load_error(data) == "same_tensors[0]: expected [tid, an earlier tid], got [1, 5]"
+    data["same_tensors"] = [[1]]
+    assert _load_error(data) == "same_tensors[0]: expected [tid, an earlier tid], got [1]"
+
+
+def _set(data: dict, path: tuple, value) -> dict:
+    """``data`` with the field at ``path`` (keys and list positions) set to ``value``."""
+    *head, last = path
+    node = data
+    for key in head:
+        node = node[key]
+    node[last] = value
+    return data
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    (("model", "params"), "model.params"),
+    (("model", "trainable_params"), "model.trainable_params"),
+    (("model", "buffers"), "model.buffers"),
+    (("model", "param_bytes"), "model.param_bytes"),
+    (("model", "buffer_bytes"), "model.buffer_bytes"),
+    (("model", "modules"), "model.modules"),
+    (("model", "shared_params"), "model.shared_params"),
+    (("model", "param_dtypes", "float32"), "model.param_dtypes.float32"),
+    (("ops", 0, "flops"), "ops[0].flops"),
+    (("ops", 0, "timing"), "ops[0].timing.total_ms"),
+    (("edges", 0, "tid"), "edges[0].tid"),
+    (("edges", 0, "shape"), "edges[0].shape[0]"),
+    (("calls", 0, "outputs", "tid"), "calls[0].outputs.tid"),
+])
+def test_a_negative_count_size_or_time_anywhere_is_refused_by_its_path(path, message):
+    value = {"timing": {"total_ms": -1.0}, "shape": [-1, 2]}.get(path[-1], -5)
+    data = _small_trace_data()
+    data["ops"] = [{"id": 0, "name": "add", "call": None, "order": 0}]
+    data = _set(data, path, value)
+    assert _load_error(data).startswith(f"{message}: ")
+    assert "negative" in _load_error(data)
+
+
+def test_a_negative_parameter_count_of_an_uncalled_module_is_refused():
+    data = _small_trace_data()
+    data["uncalled"] = [{"module": "head", "cls": "Linear", "params": -7}]
+    assert _load_error(data) == "uncalled[0].params: cannot be negative (-7)"
+
+
+def test_a_trace_read_without_torch_sizes_every_torch_dtype_as_torch_does():
+    """The records' own table (what a trace loaded without torch uses) against ``dtype.itemsize``."""
+    script = textwrap.dedent("""
+        import json, sys
+        sys.modules["torch"] = None  # any import of torch now fails
+        from shapetrace.tracer.records import dtype_itemsize
+        print(json.dumps({name: dtype_itemsize(name) for name in json.loads(sys.argv[1])}))
+    """)
+    dtypes = {v for v in vars(torch).values() if isinstance(v, torch.dtype)}
+    names = {str(d).removeprefix("torch."): d.itemsize for d in dtypes}
+    out = subprocess.run([sys.executable, "-c", script, json.dumps(sorted(names))], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == names
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e8m0fnu, torch.float4_e2m1fn_x2, torch.bits8, torch.bits16])
+def test_a_traced_tensor_of_a_low_bit_dtype_has_torchs_size(dtype):
+    class Reinterpret(torch.nn.Module):
+        def forward(self, x):
+            return x.view(torch.uint8).view(dtype).clone()
+
+    x = torch.zeros(10, 12)
+    out = Reinterpret()(x)
+    meta = shapetrace.trace(Reinterpret(), x).outputs
+    assert meta.dtype == str(dtype).removeprefix("torch.")
+    assert meta.nbytes == out.numel() * out.element_size()
+
+
+def test_the_tracer_teaches_the_records_the_size_of_a_dtype_their_table_lacks(monkeypatch):
+    from shapetrace.tracer import records, values
+
+    monkeypatch.delitem(records._ITEMSIZE, "bits16")  # as a torch newer than the table would have it
+    monkeypatch.setattr(values, "_DTYPE_NAMES", {})
+
+    class Reinterpret(torch.nn.Module):
+        def forward(self, x):
+            return x.view(torch.bits16).clone()
+
+    meta = shapetrace.trace(Reinterpret(), torch.zeros(3, 4, dtype=torch.int16)).outputs
+    assert meta.nbytes == 3 * 4 * torch.bits16.itemsize
+
+
+class _OwnPath:
+    """A path type of a user's own: ``os.PathLike`` by ``__fspath__`` alone."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+def test_load_reads_any_path_like_object(tmp_path):
+    trace = shapetrace.trace(torch.nn.Linear(3, 2), torch.randn(4, 3))
+    (tmp_path / "t.json").write_text(trace.to_json())
+    assert shapetrace.load(_OwnPath(tmp_path / "t.json")) == trace
+
+
+@pytest.mark.parametrize("name", ["[run1].json", "{x}.json", " [a].json"])
+def test_load_reads_a_relative_file_whose_name_starts_like_json(tmp_path, monkeypatch, name):
+    trace = shapetrace.trace(torch.nn.Linear(3, 2), torch.randn(4, 3))
+    (tmp_path / name).write_text(trace.to_json())
+    monkeypatch.chdir(tmp_path)
+    assert shapetrace.load(name) == trace
+    assert shapetrace.load(str(tmp_path / name)) == trace
+
+
+def test_a_missing_file_whose_name_starts_like_json_is_named_in_the_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TraceFormatError, match=r"not valid JSON.*no file named '\{x\}\.json'"):
+        shapetrace.load("{x}.json")
+
+
+class _MasksWithNaN(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3)
+
+    def forward(self, x, mask):
+        return self.lin(x).masked_fill(mask, float("nan"))  # padded positions marked NaN
+
+
+def test_a_trace_holding_a_nan_equals_itself_read_back():
+    trace = shapetrace.trace(_MasksWithNaN(), torch.randn(2, 3), torch.zeros(2, 3, dtype=torch.bool), ops=True)
+    assert any(v != v for op in trace.ops for v in op.inputs if isinstance(v, float))  # the NaN is recorded
+    assert shapetrace.load(trace.to_json()) == trace
+
+
+def test_traces_that_differ_only_in_a_nan_free_field_are_not_equal():
+    trace = shapetrace.trace(_MasksWithNaN(), torch.randn(2, 3), torch.zeros(2, 3, dtype=torch.bool), ops=True)
+    other = shapetrace.load(trace.to_json())
+    other.calls[1].module = "renamed"
+    assert other != trace
+    assert trace != "a trace"

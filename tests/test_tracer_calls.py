@@ -493,3 +493,62 @@ def test_dict_outputs_keep_keys_whose_reprs_collide_with_string_keys():
 
     trace = shapetrace.trace(TwoKeys(), torch.randn(2, 4))
     assert {k: v.shape for k, v in trace.outputs.items()} == {"1 (int)": (2, 4), "1": (2, 8), "(2, 3)": (2, 4)}
+
+
+def _mismatched_linears() -> nn.Module:
+    """Fails in its second layer: 3 features in, 5 expected (module level, so a worker process can run it)."""
+    return nn.Sequential(nn.Linear(4, 3), nn.Linear(5, 2))
+
+
+def _trace_mismatched(_: int) -> shapetrace.Trace:
+    return shapetrace.trace(_mismatched_linears(), torch.randn(2, 4))
+
+
+def test_a_trace_failure_pickles_with_its_message_and_partial_trace():
+    import pickle
+
+    with pytest.raises(shapetrace.TraceFailed) as info:
+        _trace_mismatched(0)
+    back = pickle.loads(pickle.dumps(info.value))
+    assert type(back) is shapetrace.TraceFailed
+    assert str(back) == str(info.value)
+    assert back.trace == info.value.trace
+
+
+def test_a_format_error_pickles_with_its_path_and_problem():
+    import pickle
+
+    error = shapetrace.TraceFormatError("calls[0].id", "is 7, expected 0")
+    back = pickle.loads(pickle.dumps(error))
+    assert (type(back), back.path, back.problem, str(back)) == (type(error), error.path, error.problem, str(error))
+
+
+def test_a_trace_failing_in_a_worker_process_arrives_as_a_trace_failure():
+    import concurrent.futures
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    with (concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool,
+          pytest.raises(shapetrace.TraceFailed, match=r"failed in 1 \(Linear\)")):
+        pool.submit(_trace_mismatched, 0).result()
+
+
+class _Config:
+    """A plain object with Python's default repr (``<... object at 0x...>``)."""
+
+
+class _TakesConfig(nn.Module):
+    def forward(self, x, cfg, table):
+        return x
+
+
+def test_a_default_repr_is_recorded_without_its_memory_address():
+    """Two runs of the same forward give the same trace: nothing in it depends on where objects live."""
+    def run() -> shapetrace.Trace:
+        cfg = _Config()
+        return shapetrace.trace(_TakesConfig(), torch.randn(1, 2), cfg=cfg, table={cfg: 1, "f": run})
+
+    first, second = run(), run()
+    assert first.kwargs["cfg"] == Opaque("_Config", f"<{__name__}._Config object>")
+    assert "0x" not in first.to_json()
+    assert first.to_json() == second.to_json()

@@ -53,3 +53,8 @@ def __getattr__(name: str) -> Any:
 
         return profile
     raise AttributeError(f"module 'shapetrace' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The module's names, the ones loaded on first use (``__getattr__``) included, so completion finds them."""
+    return sorted(set(globals()) | set(__all__))

@@ -205,8 +205,9 @@ class Totals:
     ``params``/``trainable``/``shared`` count parameter elements, each parameter object once.
     ``param_bytes`` is their storage, by dtype in ``param_bytes_by_dtype`` (empty for traces that did not
     record it). ``input_bytes`` counts the forward's input tensors; ``activation_bytes`` the output tensors
-    of every call that returned, each distinct tensor once (a container's output is its last child's; an
-    input passed through unchanged is counted as an input). ``calls`` is how many calls started,
+    of every call that returned, each distinct tensor once (a container's output is its last child's; a tensor
+    changed in place counts again, as a new value; a tensor passed through unchanged, ``Trace.same_tensors``,
+    counts once, and an input passed through unchanged is counted as an input). ``calls`` is how many calls started,
     ``completed`` how many returned.
     """
 
@@ -232,17 +233,19 @@ class Totals:
         return self.param_bytes + self.buffer_bytes + self.activation_bytes + self.input_bytes
 
 
-def _distinct(values: Iterable[Value], skip: set[int]) -> tuple[int, int, set[int]]:
-    """Bytes and count of the distinct tensors in ``values`` (by ``tid``; untracked ones each count),
-    leaving out tids in ``skip``; also the tids seen."""
+def _distinct(values: Iterable[Value], skip: set[int], same: dict[int, int]) -> tuple[int, int, set[int]]:
+    """Bytes and count of the distinct tensors in ``values`` (by ``tid``, a tensor passed through unchanged
+    under its first ``tid`` as ``same`` maps it; untracked ones each count), leaving out tids in ``skip``;
+    also the tids seen."""
     seen: set[int] = set()
     nbytes = count = 0
     for value in values:
         for _, m in iter_tensors(value):
             if m.tid is not None:
-                if m.tid in seen or m.tid in skip:
+                tid = same.get(m.tid, m.tid)
+                if tid in seen or tid in skip:
                     continue
-                seen.add(m.tid)
+                seen.add(tid)
             nbytes += m.nbytes
             count += 1
     return nbytes, count, seen
@@ -250,9 +253,10 @@ def _distinct(values: Iterable[Value], skip: set[int]) -> tuple[int, int, set[in
 
 def totals(trace: Trace) -> Totals:
     """Parameter, input and activation totals; see ``Totals`` for what each one counts."""
-    input_bytes, input_count, input_tids = _distinct([trace.inputs, trace.kwargs], set())
+    same = dict(trace.same_tensors)
+    input_bytes, input_count, input_tids = _distinct([trace.inputs, trace.kwargs], set(), same)
     done = [c for c in trace.calls if c.error is None]
-    act, act_count, _ = _distinct((c.outputs for c in done), input_tids)
+    act, act_count, _ = _distinct((c.outputs for c in done), input_tids, same)
     m = trace.model
     return Totals(params=m.params, trainable=m.trainable_params, shared=m.shared_params,
                   param_bytes=m.param_bytes, param_bytes_by_dtype=dict(m.param_dtypes),

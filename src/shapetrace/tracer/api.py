@@ -26,6 +26,18 @@ class TraceFailed(RuntimeError):
         self.trace = trace
         super().__init__(failure_message(trace) or f"{type(cause).__name__}: {cause}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the message and the partial trace (the cause need not pickle), so the error crosses
+        process boundaries (a ``ProcessPoolExecutor`` worker's failed trace arrives as itself)."""
+        return _rebuilt_error, (type(self), str(self)), self.__dict__
+
+
+def _rebuilt_error(cls: type[TraceFailed], message: str) -> TraceFailed:
+    """A ``TraceFailed`` (or subclass) with ``message``, its other attributes set by unpickling."""
+    error = cls.__new__(cls)
+    RuntimeError.__init__(error, message)
+    return error
+
 
 def failure_message(trace: Trace) -> str | None:
     """One paragraph saying which layer failed, with what input, and why."""

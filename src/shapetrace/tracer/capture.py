@@ -308,6 +308,7 @@ class Tracer:
             ops=self._flow.ops,
             uncalled=uncalled,
             failure=shapes.failure,
+            same_tensors=sorted(self._flow.ids.same.items()),
             meta={"torch": torch.__version__, "grad": self.grad, "ops": self.ops,
                   "device": str(self.device or model_device(self.model)),
                   "training": bool(self.model.training if self.train is None else self.train)},

@@ -45,6 +45,10 @@ class TraceFormatError(ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle by the two arguments (an exception pickles by ``args``, here the one message)."""
+        return type(self), (self.path, self.problem), self.__dict__
+
 
 Encoder = Callable[[Any], Any]
 Decoder = Callable[[Any, str], Any]

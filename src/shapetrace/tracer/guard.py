@@ -136,6 +136,8 @@ class ModelGuard:
         # Every parameter and buffer, a tensor registered twice listed twice (harmless for both uses).
         self._params = [p for m in modules for p in m._parameters.values() if p is not None]
         self._versions = _versions(self._params)
+        # A lazy layer's parameters, made (materialised in place) by its first forward: not the forward's writes.
+        self._lazy = {id(p) for p in self._params if isinstance(p, UninitializedTensorMixin)}
         self._requires_grad = [p.requires_grad for p in self._params]
         # A copy of every buffer, written back after the forward. Version counters cannot say which buffers
         # changed: BatchNorm's kernel updates its running statistics without bumping them.
@@ -255,9 +257,11 @@ class ModelGuard:
                 _put_back_buffers(live, saved)
 
     def changed_params(self) -> list[str]:
-        """Names of the parameters whose version counter moved: the forward wrote to them in place."""
+        """Names of the parameters whose version counter moved: the forward wrote to them in place (a lazy
+        layer's parameters, made by the forward, are not counted)."""
         now = _versions(self._params)
         changed = {id(p) for p, v, w in zip(self._params, self._versions, now) if v is not None and w != v}
+        changed -= self._lazy
         if not changed:
             return []
         out: list[str] = []

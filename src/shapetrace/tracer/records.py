@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import IO, Any, Union
 
@@ -107,17 +109,26 @@ Value = Union[TensorMeta, Struct, Opaque, list, dict, None, bool, int, float, st
 _TENSOR_KEYS = {"shape", "dtype", "device"}
 _RESERVED_KEYS = {"__struct__", "__object__", "__dict__", _FLOAT_TAG}
 
+# Bytes per element of every dtype torch (2.14) names (``torch.<name>.itemsize``), for reading traces without
+# torch; the tracer adds any other dtype it meets (``learn_itemsize``), a newer torch's included.
 _ITEMSIZE = {
     "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "complex128": 16, "complex64": 8,
-    "complex32": 4, "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "uint16": 2,
+    "complex32": 4, "bcomplex32": 4, "int64": 8, "int32": 4, "int16": 2, "int8": 1, "uint8": 1, "uint16": 2,
     "uint32": 4, "uint64": 8, "bool": 1, "float8_e4m3fn": 1, "float8_e5m2": 1, "float8_e4m3fnuz": 1,
-    "float8_e5m2fnuz": 1, "quint8": 1, "qint8": 1, "qint32": 4,
+    "float8_e5m2fnuz": 1, "float8_e8m0fnu": 1, "float4_e2m1fn_x2": 1, "quint8": 1, "qint8": 1, "qint32": 4,
+    "quint4x2": 1, "quint2x4": 1, "bits8": 1, "bits16": 2, "bits1x8": 1, "bits2x4": 1, "bits4x2": 1,
+    **{f"{sign}int{bits}": 1 for sign in ("", "u") for bits in range(1, 8)},  # sub-byte ints: a byte each
 }
 
 
 def dtype_itemsize(dtype: str) -> int:
     """Bytes per element of a dtype named as in ``TensorMeta.dtype`` (4 when unknown)."""
     return _ITEMSIZE.get(dtype, 4)
+
+
+def learn_itemsize(dtype: str, itemsize: int) -> None:
+    """Remember the size of a dtype the table above lacks (the tracer tells it torch's ``dtype.itemsize``)."""
+    _ITEMSIZE.setdefault(dtype, itemsize)
 
 
 def value_to_json(value: Value) -> Any:
@@ -172,11 +183,18 @@ def value_from_json(obj: Any, path: str = "", depth: int = 0) -> Value:
             raise TraceFormatError(f"{path}.{_FLOAT_TAG}", f"not a number: {text!r}") from None
     if _TENSOR_KEYS <= obj.keys():
         meta = codec.decode(obj, TensorMeta, path)
-        bad = next((i for i, d in enumerate(meta.shape) if d < 0), None)
-        if bad is not None:
-            raise TraceFormatError(f"{path}.shape[{bad}]", f"a size cannot be negative ({meta.shape[bad]})")
+        _check_shape(meta.shape, f"{path}.shape")
+        if meta.tid is not None and meta.tid < 0:
+            raise TraceFormatError(f"{path}.tid", f"cannot be negative ({meta.tid})")
         return meta
     return {k: value_from_json(v, f"{path}[{k!r}]", depth + 1) for k, v in obj.items()}
+
+
+def _check_shape(shape: tuple[int, ...], path: str) -> None:
+    """A shape's sizes are not negative."""
+    bad = next((i for i, d in enumerate(shape) if d < 0), None)
+    if bad is not None:
+        raise TraceFormatError(f"{path}[{bad}]", f"a size cannot be negative ({shape[bad]})")
 
 
 codec.register(Value, value_to_json, value_from_json)
@@ -401,6 +419,9 @@ class Trace:
     # The forwards' source text by key (``trace(..., lines=True)``): ``{"qualname", "file", "first_line",
     # "text": [lines]}``, or ``{"qualname", "missing": why}`` when there is no Python source to show.
     sources: dict[str, Any] = field(default_factory=dict, metadata=OMIT_DEFAULT)
+    # ``(tid, first_tid)`` pairs: tensor ``tid`` is tensor ``first_tid`` passed through unchanged (a call returned
+    # it as it was given, as ``Identity`` and ``Dropout`` in eval do): the same value, which totals count once.
+    same_tensors: list[tuple[int, int]] = field(default_factory=list, metadata=OMIT_DEFAULT)
     format: str = FORMAT
 
     # ---- queries -------------------------------------------------------------------------------------
@@ -478,6 +499,19 @@ class Trace:
         from ..renderers.html import render_html  # noqa: PLC0415 - a display method's renderer (upward import)
 
         return render_html(self)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when every field is, or failing that when both write the same JSON: a NaN recorded in a
+        value (``masked_fill(mask, nan)``'s argument) is not equal to itself, yet ``load(t.to_json()) == t``."""
+        if not isinstance(other, Trace):
+            return NotImplemented
+        if self is other:
+            return True
+        if all(getattr(self, f.name) == getattr(other, f.name) for f in dataclass_fields(Trace)):
+            return True
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment] - mutable, compared by value
 
     # ---- JSON ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -563,30 +597,50 @@ def _check_links(trace: Trace) -> None:  # noqa: C901 - one check per kind of li
                                                             "input:<name> or output:<path>)")
             if m and not int(m.group(2)) < sizes[m.group(1)]:
                 raise TraceFormatError(f"edges[{i}].{end}", f"no {m.group(1)} {m.group(2)}")
+    for i, pair in enumerate(trace.same_tensors):
+        if len(pair) != 2 or not 0 <= pair[1] < pair[0]:
+            raise TraceFormatError(f"same_tensors[{i}]", f"expected [tid, an earlier tid], got {list(pair)}")
 
 
 def _quoted(text: str) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
-# Fields that count or measure something, so cannot be negative: a call's, and the trace-level timing's.
+# Fields that count or measure something, so cannot be negative: a call's, and the model's.
 _COUNTS = ("params", "own_params", "trainable_params", "buffers", "flops")
+_MODEL_COUNTS = ("params", "trainable_params", "buffers", "param_bytes", "buffer_bytes", "modules", "shared_params")
 
 
 def _check_amounts(trace: Trace) -> None:
-    """Counts, sizes and times are not negative.
+    """Counts, sizes and times are not negative: the model's, each call's, op's, uncalled module's and edge's,
+    and the trace-level timing.
 
     (A call's ``end`` may precede its ``start``: a forward as deep as Python allows can cut a call's start
     short, and such a call is given the event order of where it was noticed.)"""
+    _check_counts(trace.model, _MODEL_COUNTS, "model")
+    _check_counts(trace.model.param_dtypes, trace.model.param_dtypes, "model.param_dtypes")
     for i, c in enumerate(trace.calls):
         where = f"calls[{i}]"
-        for name in _COUNTS:
-            value = getattr(c, name)
-            if value is not None and value < 0:
-                raise TraceFormatError(f"{where}.{name}", f"cannot be negative ({value})")
+        _check_counts(c, _COUNTS, where)
         for metric, prefix in ((c.timing, "timing"), (c.memory, "memory")):
             _check_not_negative(metric, f"{where}.{prefix}")
+    for i, op in enumerate(trace.ops):
+        _check_counts(op, ("flops",), f"ops[{i}]")
+        _check_not_negative(op.timing, f"ops[{i}].timing")
+    for i, u in enumerate(trace.uncalled):
+        _check_counts(u, ("params",), f"uncalled[{i}]")
+    for i, e in enumerate(trace.edges):
+        _check_counts(e, ("tid",), f"edges[{i}]")
+        _check_shape(e.shape, f"edges[{i}].shape")
     _check_not_negative(trace.timing, "timing")
+
+
+def _check_counts(record: Any, names: Iterable[str], path: str) -> None:
+    """The fields ``names`` of ``record`` (or the values of a dict ``record``) are not negative."""
+    for name in names:
+        value = record[name] if isinstance(record, dict) else getattr(record, name)
+        if value is not None and value < 0:
+            raise TraceFormatError(codec._key_path(path, name), f"cannot be negative ({value})")
 
 
 def _check_not_negative(metric: Any, path: str) -> None:
@@ -680,9 +734,12 @@ class Comparison:
     differences: list[Difference]
 
 
-def load(path_or_text: str | Path | bytes | dict[str, Any] | IO[Any]) -> Trace:
+def load(path_or_text: str | os.PathLike[str] | bytes | dict[str, Any] | IO[Any]) -> Trace:
     """Load a trace from a JSON file path, JSON text or bytes, an open file, or the parsed JSON object
     (format 2, or format 1 upgraded).
+
+    A path is a ``str`` or any ``os.PathLike``. A ``str`` is JSON text when it starts with ``{`` or ``[``
+    and names no existing file (``"[run1].json"`` in the working directory is read as a file).
 
     Raises ``TraceFormatError`` (a ``ValueError``) naming the first bad field when the JSON is not a trace,
     and ``OSError`` when a path cannot be read.
@@ -693,17 +750,30 @@ def load(path_or_text: str | Path | bytes | dict[str, Any] | IO[Any]) -> Trace:
         path_or_text = path_or_text.read()
     if isinstance(path_or_text, (bytes, bytearray)):
         return Trace.from_json(_utf8(bytes(path_or_text), "the data"))
-    if isinstance(path_or_text, Path):
-        return Trace.from_json(_utf8(path_or_text.read_bytes(), str(path_or_text)))
+    if isinstance(path_or_text, os.PathLike):
+        path = Path(os.fsdecode(os.fspath(path_or_text)))
+        return Trace.from_json(_utf8(path.read_bytes(), str(path)))
     if not isinstance(path_or_text, str):
         raise TypeError(f"shapetrace.load() takes a path, JSON text or bytes, an open file or a dict, not "
                         f"{type(path_or_text).__name__}")
     text = path_or_text.lstrip("\ufeff")
     if not text.strip():
         raise TraceFormatError("", "empty: pass the path of a trace's JSON file, or its JSON text")
-    if text.lstrip().startswith(("{", "[")):
-        return Trace.from_json(text)
+    could_be_path = len(text) < 4096 and "\n" not in text
+    if text.lstrip().startswith(("{", "[")) and not (could_be_path and os.path.isfile(text)):
+        return _from_json_text(text, could_be_path)
     return Trace.from_json(_utf8(Path(text).read_bytes(), text))
+
+
+def _from_json_text(text: str, could_be_path: bool) -> Trace:
+    """The trace in JSON ``text``; when it is not JSON but one line that could name a file (``{run}.json``),
+    the error says no such file exists either."""
+    try:
+        return Trace.from_json(text)
+    except TraceFormatError as e:
+        if could_be_path and e.problem.startswith("not valid JSON"):
+            raise TraceFormatError(e.path, f"{e.problem} (and there is no file named {text!r})") from None
+        raise
 
 
 def _utf8(data: bytes, where: str) -> str:

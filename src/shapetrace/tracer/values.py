@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
-from .records import Opaque, Struct, TensorMeta, Value
+from .records import Opaque, Struct, TensorMeta, Value, learn_itemsize
 
 # Past this many items a non-tensor sequence is summarised instead of copied into the trace.
 MAX_ITEMS = 256
@@ -32,6 +33,7 @@ def dtype_name(dtype: torch.dtype) -> str:
     name = _DTYPE_NAMES.get(dtype)
     if name is None:
         name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+        learn_itemsize(name, dtype.itemsize)  # so sizes are right for a dtype newer than the records' table
     return name
 
 
@@ -66,9 +68,19 @@ def tensor_meta(t: torch.Tensor, tid: int | None = None) -> TensorMeta | Opaque:
                       _DEVICE_NAMES.get(device) or device_name(device), tid, t.requires_grad)
 
 
+# `` at 0x7f3a...`` in a default repr (``<__main__.Cfg object at 0x7f3a...>``, ``<function f at 0x...>``).
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _without_address(text: str) -> str:
+    """A repr without the memory addresses Python's default reprs carry: they differ from run to run, and a
+    trace must not (``<__main__.Cfg object at 0x7f3a...>`` -> ``<__main__.Cfg object>``)."""
+    return _ADDRESS.sub("", text) if " at 0x" in text else text
+
+
 def _short_repr(value: Any) -> str:
     try:
-        text = repr(value)
+        text = _without_address(repr(value))
     except Exception:  # noqa: BLE001 - a broken __repr__ must not break a trace
         text = f"<{type(value).__qualname__}>"
     return text if len(text) <= 80 else text[:77] + "..."
@@ -83,7 +95,7 @@ def _key_name(key: Any, mapping: dict) -> str:
     repr is also a string key of the same dict (``{1: a, "1": b}`` keeps both)."""
     if isinstance(key, str):
         return str(key)
-    name = repr(key)
+    name = _without_address(repr(key))
     return f"{name} ({type(key).__name__})" if name in mapping else name
 
 

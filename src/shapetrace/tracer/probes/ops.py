@@ -95,22 +95,27 @@ class OpRecorder(TorchFunctionMode):
         # The call during which the recorder is off torch's function-mode stack (``None``: it is on). Read
         # it; only step_aside and step_back change it.
         self.stepped_aside_for: int | None = None
+        self._popped = False  # stepped aside by leaving the stack (not just by passing every function on)
 
     def step_aside(self, call_id: int) -> None:
-        """Take this mode off torch's function-mode stack until ``step_back(call_id)``."""
+        """Take this mode off torch's function-mode stack until ``step_back(call_id)``; when another mode is
+        above it (a ``Tracer`` inside a ``Tracer``), stay on the stack but pass every function on unseen."""
         if self.stepped_aside_for is not None:
             return
         depth = _mode_stack_depth()  # torch.overrides._get_current_function_mode(), without its Python frame
-        if not depth or _mode_at(depth - 1) is not self:
+        if not depth:
             return
-        torch._C._pop_torch_function_stack()
+        self._popped = _mode_at(depth - 1) is self
+        if self._popped:
+            torch._C._pop_torch_function_stack()
         self.stepped_aside_for = call_id
 
     def step_back(self, call_id: int | None = None) -> None:
         """Put the mode back (when ``call_id`` is the call it stepped aside for, or unconditionally)."""
         if self.stepped_aside_for is None or (call_id is not None and call_id != self.stepped_aside_for):
             return
-        torch._C._push_on_torch_function_stack(self)
+        if self._popped:
+            torch._C._push_on_torch_function_stack(self)
         self.stepped_aside_for = None
 
     def __exit__(self, *exc: object) -> None:
@@ -120,6 +125,8 @@ class OpRecorder(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if self.stepped_aside_for is not None:  # aside, though on the stack below another mode: unseen
+            return out
         raw = getattr(func, "__name__", "")
         if raw in _SKIP or raw == "__get__" or raw == "__set__":
             return out
