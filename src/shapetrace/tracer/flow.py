@@ -31,14 +31,14 @@ _Tensor = torch.Tensor
 class TensorIds:
     """Maps live tensors to ``tid``s and remembers who produced each ``tid`` and when.
 
-    ``by_id`` (``id(tensor) -> (weak reference, tid)``) and ``produced_at`` are read directly by the
-    shapes probe's hot path; everything else goes through the methods."""
+    ``by_id`` (``id(tensor) -> (weak reference, tid, version)``: the version counter when it got that tid) and
+    ``produced_at`` are read directly by the shapes probe's hot path; everything else goes through the
+    methods."""
 
     def __init__(self) -> None:
-        self.by_id: dict[int, tuple[weakref.ref, int]] = {}
+        self.by_id: dict[int, tuple[weakref.ref, int, int | None]] = {}
         self.producer: dict[int, str] = {}  # tid -> node name ("input:0", "call:3", "op:7")
         self.produced_at: dict[int, int] = {}  # tid -> event order of the producer
-        self.version: dict[int, int | None] = {}  # tid -> the tensor's in-place version counter then
         # tid -> the first tid of the same unchanged tensor (a call returned a tensor it did not make or change)
         self.same: dict[int, int] = {}
         self._next = 0
@@ -56,14 +56,17 @@ class TensorIds:
         reference and says the new tensor is unknown): a map of one trace, dropped with it."""
         tid = self._next
         self._next += 1
-        by_id = self.by_id
-        entry = by_id.get(id(t))
+        by_id, key = self.by_id, id(t)
+        entry = by_id.get(key)
         try:
-            by_id[id(t)] = (weakref.ref(t), tid)
+            version = t._version
+        except RuntimeError:  # an inference tensor keeps no version counter
+            version = None
+        try:
+            by_id[key] = (weakref.ref(t), tid, version)
         except TypeError:  # a tensor type without weak references: track nothing for it
             return tid
-        version = self.version[tid] = _version(t)
-        if entry is not None and entry[0]() is t and self.version.get(entry[1], -1) == version:
+        if entry is not None and version is not None and entry[2] == version and entry[0]() is t:
             self.same[tid] = self.same.get(entry[1], entry[1])  # the same tensor, unchanged, under a new tid
         if producer is not None:
             self.producer[tid] = producer
@@ -82,14 +85,6 @@ class TensorIds:
         """The tensor's ``tid``, or a new one with no known producer (a parameter, a constant)."""
         tid = self.lookup(t)
         return tid if tid is not None else self.new(t, None, order)
-
-
-def _version(t: torch.Tensor) -> int | None:
-    """The tensor's in-place version counter; ``None`` for an inference tensor, which keeps none."""
-    try:
-        return t._version
-    except RuntimeError:
-        return None
 
 
 def _written(target: torch.Tensor) -> list[torch.Tensor]:
