@@ -29,7 +29,8 @@ an expanded or nested one).
 from __future__ import annotations
 
 import contextlib
-from types import TracebackType
+from collections.abc import Mapping
+from types import MappingProxyType, TracebackType
 from typing import Any
 
 import torch
@@ -66,14 +67,17 @@ def _versions(tensors: list[torch.Tensor]) -> list[int | None]:
         return [_version(t) for t in tensors]
 
 
-Snapshot = tuple[dict, dict, dict, dict, set]  # __dict__, _parameters, _buffers, _modules, non-persistent names
+# __dict__, _parameters, _buffers, _modules, non-persistent buffer names, each a shallow copy
+Snapshot = tuple[dict, Mapping, Mapping, Mapping, frozenset]
+_EMPTY: Mapping = MappingProxyType({})
+_NO_NAMES: frozenset = frozenset()
 
 
 def _snapshot(attrs: dict) -> Snapshot:
     """Shallow copies of one module's ``__dict__`` and registries (a module whose ``__init__`` skipped Module's
     may lack some)."""
     return (attrs.copy(), dict(attrs.get("_parameters") or {}), dict(attrs.get("_buffers") or {}),
-            dict(attrs.get("_modules") or {}), set(attrs.get("_non_persistent_buffers_set") or ()))
+            dict(attrs.get("_modules") or {}), frozenset(attrs.get("_non_persistent_buffers_set") or ()))
 
 
 def _changed(now: dict, before: dict) -> list[str]:
@@ -152,9 +156,11 @@ class ModelGuard:
         self._grad = contextlib.ExitStack()
         dicts = [m.__dict__ for m in modules]
         try:  # the common case as one comprehension: part of every trace's fixed cost
+            # Most registries are empty (a ReLU's, a Linear's buffers): shared empty stand-ins, not copies.
             self._snapshots: list[Snapshot] = [
-                (d.copy(), d["_parameters"].copy(), d["_buffers"].copy(), d["_modules"].copy(),
-                 set(d["_non_persistent_buffers_set"])) for d in dicts]
+                (d.copy(), p.copy() if (p := d["_parameters"]) else _EMPTY, b.copy() if (b := d["_buffers"]) else _EMPTY,
+                 c.copy() if (c := d["_modules"]) else _EMPTY,
+                 frozenset(n) if (n := d["_non_persistent_buffers_set"]) else _NO_NAMES) for d in dicts]
         except (KeyError, AttributeError):
             self._snapshots = [_snapshot(d) for d in dicts]
         self._touched: set[int] = set()  # slots of the modules the forward registered something on
