@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 import shapetrace
@@ -325,3 +326,14 @@ def test_under_cpu_autocast_mixed_dtypes_pass_on_meta_as_on_the_cpu():
     cpu = shapetrace.trace(CastsDown(), torch.randn(2, 8))
     meta = shapetrace.trace(CastsDown(), torch.randn(2, 8), device="meta")
     assert_same_calls(meta, cpu)
+
+
+def test_activation_totals_on_meta_match_the_cpu_where_layers_write_in_place():
+    """ReLU(inplace=True) answered by a shape rule on meta moves the tensor's version as the CPU kernel does,
+    so its output counts as a tensor of its own on both, not as the input passed through unchanged."""
+    from shapetrace.renderers.rows import totals
+
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.randn(1, 3, 64, 64)
+    cpu, meta = (totals(shapetrace.trace(model, x, device=d)) for d in (None, "meta"))
+    assert (meta.activation_tensors, meta.activation_bytes) == (cpu.activation_tensors, cpu.activation_bytes)

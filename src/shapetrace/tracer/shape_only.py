@@ -219,6 +219,16 @@ def _written(func: Callable, args: tuple, kwargs: dict) -> torch.Tensor | None:
     return args[0] if in_place and args and isinstance(args[0], torch.Tensor) else None
 
 
+_set_versions = getattr(torch._C._autograd, "_unsafe_set_version_counter", None)
+
+
+def _bump_version(t: torch.Tensor) -> None:
+    """Move ``t``'s version counter on by one, as the in-place kernel a shape rule stood in for would: the
+    trace tells a tensor written in place from one passed through unchanged by it."""
+    if _set_versions is not None and not t.is_inference():
+        _set_versions((t,), (t._version + 1,))
+
+
 # ---- running on the CPU what meta cannot --------------------------------------------------------------
 def _only_floating_on_meta(value: Any, depth: int = 0) -> bool:
     """Whether every ``meta`` tensor in ``value`` is floating-point (so its values cannot size an output)."""
@@ -290,6 +300,12 @@ class ShapeOnlyMode(TorchFunctionMode):
         if rule is not None:  # a shape formula (shape_rules), when it understands the call
             out = rule(args, kwargs or _NO_KWARGS)
             if out is not None:
+                target = _written(func, args, kwargs or _NO_KWARGS)
+                if target is None and args and out is args[0] and (
+                        (kwargs or _NO_KWARGS).get("inplace") is True or (len(args) > 1 and args[-1] is True)):
+                    target = out  # F.relu(x, inplace=True): the functional form of an in-place write
+                if target is not None:  # a write answered without running: its version moves as a run's would
+                    _bump_version(target)
                 return out
         kwargs = kwargs or _NO_KWARGS
         kernel = _RNN_KERNELS.get(func)
