@@ -142,6 +142,16 @@ def test_format_names_are_accepted_in_any_case(small_trace, tmp_path):
     assert t.save(tmp_path / "f.html", format="HTML").read_text().startswith("<!DOCTYPE html>")
 
 
+def test_save_expands_a_home_folder_as_a_shell_would(small_trace, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    saved = small_trace.table().save("~/out/t.txt")
+    assert saved == tmp_path / "out" / "t.txt" and saved.read_text().startswith("Sequential")
+    assert not (tmp_path / "~").exists()
+    lines = shapetrace.trace(nn.Linear(4, 2), torch.randn(1, 4), lines=True).lines()
+    assert lines.save("~/lines.HTML", format="HTML").read_text().startswith("<!DOCTYPE html>")
+
+
 @pytest.mark.parametrize(("make", "typo"), [
     (lambda t, **k: t.table(**k), "dept"), (lambda t, **k: t.table(**k), "widht"),
     (lambda t, **k: t.table(**k), "style"), (lambda t, **k: t.diagram(**k), "dept"),

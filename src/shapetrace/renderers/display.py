@@ -39,12 +39,13 @@ def _save_problem(path: str | os.PathLike[str], e: OSError) -> OSError:
 
 
 def _write_atomically(path: str | os.PathLike[str], data: str | bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (through a symbolic link, into the file it points to).
+    """Write ``data`` to ``path`` atomically (through a symbolic link, into the file it points to; ``~`` expanded).
 
     ``OSError`` names ``path`` when it cannot be written (a folder, an unwritable place).
     """
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    target = resolve_target(Path(path))
+    path = Path(path).expanduser()  # "~/x.svg" is the user's home, as in a shell, not a folder named "~"
+    target = resolve_target(path)
     try:
         if target.is_dir():
             raise IsADirectoryError(errno.EISDIR, "is a folder")

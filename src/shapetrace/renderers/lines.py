@@ -605,6 +605,7 @@ class LinesView:
         ``.md``/``.markdown``, ``.json``, ``.txt``); written next to its final name and renamed into place,
         creating missing folders, as ``Table.save`` does. Returns the path."""
         target = Path(path)
+        format = format.lower() if isinstance(format, str) else format
         fmt = format or _SAVE_FORMATS.get(target.suffix.lower())
         if format is not None and format not in FORMATS:
             raise ValueError(f"lines formats are {', '.join(FORMATS)}; got format={format!r}")
