@@ -950,3 +950,33 @@ def test_cli_profile_heat_with_a_text_format_says_it_only_affects_diagrams(tmp_p
                                        "--heat", "activations"])
     assert result.exit_code == 0, result.output
     assert "note: --heat only affect diagram formats" in result.stderr
+
+
+class _CallsElsewhereLater(nn.Module):
+    """The traced forward calls ``slow`` inside ``wrap``; every later forward calls it from the root."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow = Sleeps(0.002)
+        self.wrap = _Wrap(self.slow)
+        self.runs = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.runs += 1
+        return self.wrap(x, True) if self.runs == 1 else self.slow(self.wrap(x, False))
+
+
+class _Wrap(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor, use: bool) -> torch.Tensor:
+        return self.inner(x) if use else x
+
+
+def test_a_call_the_timed_runs_make_under_another_parent_is_noted():
+    trace = _profile(_CallsElsewhereLater(), torch.randn(2), warmup=0, repeat=2)
+    moved = [c.label for c in trace.calls if any(n.code == "moved-in-timed-runs" for n in c.notes)]
+    assert moved == ["wrap.inner"] and trace.meta["calls_moved_in_timed_runs"] == 1
+    assert "called under another parent in the timed runs" in str(trace.table())

@@ -86,6 +86,9 @@ def note_text(note: Note, cls: str = "") -> str:
     if note.code == "untraced-calls":
         return (f"{note.count} call(s) inside it ran in the timed runs but not in the traced forward (the forward "
                 "changes from one run to the next): their time is counted in this call's self time")
+    if note.code == "moved-in-timed-runs":
+        return ("called under another parent in the timed runs than in the traced forward (the forward changes "
+                "from one run to the next): its time does not nest where the table shows it")
     return note.text or note.code
 
 

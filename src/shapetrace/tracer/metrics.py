@@ -48,6 +48,7 @@ NOTE_CODES = (
     "cuda-graph-launches",     # ``count`` CUDA-graph replays, attributed to this call as one region
     "not-timed",               # seen by the shape pass, not called in the timed runs
     "untraced-calls",          # ``count`` calls inside it ran in the timed runs only: their time is in its self time
+    "moved-in-timed-runs",     # the timed runs called it under another parent than the traced forward did
     "recomputation-stopped",   # rerun in backward by torch.utils.checkpoint and stopped by it on purpose
     "text",                    # a free-text remark read from a format-1 trace (``text``)
 )

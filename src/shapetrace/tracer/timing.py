@@ -229,10 +229,16 @@ class _Run:
     fallback_error: str | None = None  # the profiler's exception, first line
     # Timed calls the shape pass did not see, by the shape-pass call holding their time (most in a repeat).
     untraced: dict[int | None, int] = field(default_factory=dict)
+    shape_parents: list[int | None] = field(default_factory=list)  # each shape-pass call's parent, by call id
+    moved: set[int] = field(default_factory=set)  # calls a timed run made under another parent
 
     def note_untraced(self, found: dict[int | None, int]) -> None:
         for owner, n in found.items():
             self.untraced[owner] = max(self.untraced.get(owner, 0), n)
+
+    def note_moved(self, timer: TimerProbe, call_of: dict) -> None:
+        """The calls this timed run made under another parent than the shape pass saw."""
+        self.moved |= timer.moved(call_of, self.shape_parents)
 
     def begin(self) -> dict[int, tuple[float, float, float]]:
         self.repeats.append({})
@@ -289,6 +295,7 @@ def _instrumented(forward: Callable[[], Any], index: ModuleIndex, timer: TimerPr
                 rep[cid] = (att.total.get(cid, 0.0) / 1e6, att.self.get(cid, 0.0) / 1e6,
                             (timer.t1[j] - timer.t0[j]) / 1e6)
             run.note_untraced(timer.unmatched(call_of))
+            run.note_moved(timer, call_of)
         return True
     ref = None
     if timer.mode == "events":
@@ -313,6 +320,7 @@ def _instrumented(forward: Callable[[], Any], index: ModuleIndex, timer: TimerPr
         total, self_ = times[cid]
         rep[cid] = (total, self_, (timer.t1[j] - timer.t0[j]) / 1e6)
     run.note_untraced(timer.unmatched(call_of))
+    run.note_moved(timer, call_of)
     return True
 
 
@@ -416,7 +424,7 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
         else:
             try:
                 run, kind = _timed(model, args, kwargs, index.without(inner), dev, warmup, repeat, call_of, grad,
-                                   train, progress, gpu_timer)
+                                   train, progress, gpu_timer, parents=[c.parent for c in trace.calls])
             except _TimedRunFailed as failed:
                 raise TraceFailed(_failed_in_timed_run(trace, failed, call_of), failed.__cause__) from failed.__cause__
         if memory:  # parameter bytes read while the cast copies are in place (``dtype``)
@@ -469,10 +477,11 @@ def _shape_pass(model: nn.Module, args: tuple, kwargs: dict, probes: list, grad:
 
 def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev: torch.device, warmup: int,  # noqa: PLR0913 - to take profile()'s options as one object
            repeat: int, call_of: dict, grad: bool, train: bool | None,
-           progress: Callable[[int, int], None] | None, gpu_timer: str = "auto") -> tuple[_Run, str]:
+           progress: Callable[[int, int], None] | None, gpu_timer: str = "auto",
+           parents: Sequence[int | None] = ()) -> tuple[_Run, str]:
     mode = "wall" if dev.type != "cuda" else "events" if gpu_timer == "events" else "profiler"
     timer = TimerProbe(mode)
-    run = _Run()
+    run = _Run(shape_parents=list(parents))
 
     total = warmup + repeat
     now = [1]  # the run going on (1-based, warm-ups first)
@@ -582,6 +591,10 @@ def _notes(trace: Trace, regions: dict[str, nn.Module], run: _Run, kind: str) ->
         compiled = any(n.code in ("compiled-region", "inside-compiled-region") for n in call.notes)
         if call.timing is None and not compiled and call.error is None:
             call.notes.append(Note("not-timed"))
+    if run.moved:  # nested otherwise than the table shows: inclusive times do not add up along its tree
+        trace.meta["calls_moved_in_timed_runs"] = len(run.moved)
+        for cid in sorted(run.moved):
+            trace.calls[cid].notes.append(Note("moved-in-timed-runs"))
     if run.untraced:  # calls only the timed runs made: their time is in an enclosing call's self time
         trace.meta["untraced_timed_calls"] = sum(run.untraced.values())
         for cid, n in run.untraced.items():

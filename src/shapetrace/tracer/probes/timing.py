@@ -11,7 +11,7 @@ time, never in the call's.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -88,6 +88,20 @@ class TimerProbe(Probe):
             return []
         return [(j, cid) for j in range(len(self.t0))
                 if self.t1[j] and (cid := call_of.get(skeleton.key(j, index))) is not None]
+
+    def moved(self, call_of: dict[tuple[str, int], int], parents: Sequence[int | None]) -> set[int]:
+        """Shape-pass call ids of the matched timed calls whose parent is not the one the shape pass saw (its
+        ``parents``, by call id): a forward that calls a layer from elsewhere after its first run."""
+        skeleton, index = self.skeleton, self.index
+        if skeleton is None or not parents:
+            return set()
+        out = set()
+        for j, cid in self.keyed(call_of):
+            parent = skeleton.parent[j]
+            now = call_of.get(skeleton.key(parent, index)) if parent is not None else None
+            if cid < len(parents) and now != parents[cid]:
+                out.add(cid)
+        return out
 
     def unmatched(self, call_of: dict[tuple[str, int], int]) -> dict[int | None, int]:
         """Timed calls the shape pass did not see (a forward that calls a layer more often after its first
