@@ -202,3 +202,28 @@ def test_a_saved_trace_with_damaged_sources_is_refused_as_unreadable(tmp_path: P
     result = CliRunner().invoke(main, ["lines", str(saved)])
     assert result.exit_code == 2 and "is not a readable shapetrace trace" in result.output
     assert field in result.output and "KeyError" not in result.output
+
+
+class _CallableForward:
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module.lin(x).relu()
+
+
+def _partial_forward(module: nn.Module, x: torch.Tensor, scale: float = 2.0) -> torch.Tensor:
+    y = module.lin(x)
+    return y * scale
+
+
+@pytest.mark.parametrize("kind", ["partial", "callable object"])
+def test_a_forward_set_as_a_partial_or_a_callable_object_shows_the_code_that_runs(kind):
+    import functools
+
+    model = nn.Module()
+    model.lin = nn.Linear(4, 2)
+    model.forward = functools.partial(_partial_forward, model) if kind == "partial" else _CallableForward(model)
+    text = str(trace(model, torch.randn(3, 4), lines=True).lines())
+    assert "built in" not in text and "lin Linear → (3,2)" in text
+    assert ("y = module.lin(x)" if kind == "partial" else "return self.module.lin(x).relu()") in text

@@ -15,6 +15,7 @@ every forward seen is read once and stored in the trace, so a saved trace shows 
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import io
 import os
@@ -43,6 +44,15 @@ def forward_code(module: nn.Module) -> tuple[CodeType | None, str, str]:
         return None, f"{type(module).__qualname__}.forward", type(module).__module__
     forward = getattr(module, "forward", None)
     func = getattr(forward, "__func__", forward)
+    for _ in range(8):  # what runs: a partial's function, a callable object's __call__
+        if isinstance(func, functools.partial):
+            func = func.func
+        elif (not inspect.isfunction(func) and not isinstance(func, nn.Module)
+              and inspect.isfunction(call := inspect.getattr_static(type(func), "__call__", None))):
+            func = call
+        else:
+            break
+        func = getattr(func, "__func__", func)
     qualname = f"{type(module).__qualname__}.forward"
     try:
         func = inspect.unwrap(func)
