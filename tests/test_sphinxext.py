@@ -351,6 +351,16 @@ def test_an_overlay_a_directive_cannot_configure_says_what_works_in_a_directive(
     assert f":overlay: {overlay} needs" in err and works_for in err and "options=" not in err, err
 
 
+@pytest.mark.parametrize("option,problem", [(":depth: abc", ":depth: invalid literal"),
+                                            (":layout: sideways", ":layout: \"sideways\" unknown"),
+                                            (":train: yes", ":train: no argument is allowed")])
+def test_a_bad_option_value_fails_the_build_without_w_naming_the_option(tmp_path, capsys, option, problem):
+    code, _, _ = build(tmp_path, LINEAR + f"   {option}\n", warnings_are_errors=False)
+    err = capsys.readouterr().err
+    assert code != 0  # like every failure of the directive, not a docutils warning that exits 0 without -W
+    assert "ERROR: shapetrace: torch.nn:Linear: " + problem in err, err
+
+
 def test_a_multi_line_failure_keeps_its_line_breaks_on_the_page(tmp_path):
     code, html, _ = build(tmp_path, LINEAR.replace("2,4", "2,5") + "   :allow-failure:\n")
     assert code == 0

@@ -128,12 +128,34 @@ class shapetrace_figure(nodes.General, nodes.Element):
     """Placeholder node holding a ``Figure``; replaced by builder-specific nodes once the doctree is resolved."""
 
 
+@dataclass(frozen=True)
+class _BadOption:
+    """An option value its converter refused, kept for ``run`` to report as the directive's failure."""
+
+    name: str
+    problem: str
+
+
+def _checked(name: str, convert: Any) -> Any:
+    """``convert``, returning a ``_BadOption`` instead of raising ``ValueError`` on a bad value."""
+
+    def convert_or_note(value: str | None) -> Any:
+        try:
+            return convert(value)
+        except ValueError as e:
+            return _BadOption(name, str(e))
+
+    return convert_or_note
+
+
 class ShapetraceDirective(SphinxDirective):
     """Trace a model while the docs build and insert its diagram, table and/or shape-flow chart."""
 
     required_arguments = 1
     has_content = False
-    option_spec: ClassVar[dict[str, Any]] = {
+    # Each option's converter noted rather than raised on a bad value (see _checked): a bad option fails the
+    # build like any other failure of the directive, not as a docutils warning that exits 0 without -W.
+    option_spec: ClassVar[dict[str, Any]] = {name: _checked(name, convert) for name, convert in {
         "input": directives.unchanged,
         "arg": directives.unchanged,
         "depth": directives.nonnegative_int,
@@ -147,12 +169,15 @@ class ShapetraceDirective(SphinxDirective):
         "alt": directives.unchanged,
         "width": directives.positive_int,
         "allow-failure": directives.flag,
-    }
+    }.items()}
 
     def run(self) -> list[nodes.Node]:
         spec = self.arguments[0]
         opts = self.options
         allow_failure = "allow-failure" in opts
+        bad = next((v for v in opts.values() if isinstance(v, _BadOption)), None)
+        if bad is not None:  # before tracing: a bad option costs no trace
+            return self._failed(spec, f":{bad.name}: {bad.problem}", None, allow_failure)
         problem = overlay_problem(opts.get("overlay", "").split())
         if problem:  # before tracing: a misspelt overlay costs no trace
             return self._failed(spec, problem, None, allow_failure)
