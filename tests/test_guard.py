@@ -413,3 +413,18 @@ def test_a_write_to_a_parameter_next_to_a_lazy_layer_is_still_reported():
 
     trace = shapetrace.trace(Drifts(), torch.randn(2, 5))  # on a copy: the lazy layer stays lazy
     assert trace.meta["params_changed_in_place"] == ["scale"]
+
+
+def test_two_tracers_left_in_the_order_they_were_entered_give_back_the_grad_mode_found():
+    a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+    first, second = shapetrace.Tracer(a), shapetrace.Tracer(b, grad=True)
+    assert torch.is_grad_enabled()
+    first.__enter__()
+    second.__enter__()  # as notebook cells might: entered a, b ...
+    a(torch.randn(1, 2))
+    b(torch.randn(1, 2))
+    first.__exit__(None, None, None)  # ... and left a, b
+    assert torch.is_grad_enabled()  # b's mode while b is still open
+    second.__exit__(None, None, None)
+    assert torch.is_grad_enabled()
+    assert len(first.trace.calls) == len(second.trace.calls) == 1

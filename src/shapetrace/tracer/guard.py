@@ -29,6 +29,7 @@ an expanded or nested one).
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any
@@ -123,6 +124,17 @@ def _put_back_buffer(b: torch.Tensor, copy: torch.Tensor) -> None:
     b.set_(copy)
 
 
+_THREAD = threading.local()
+
+
+def _grad_guards() -> list[ModelGuard]:
+    """The guards of this thread that set a grad mode and are not left yet, in the order entered."""
+    stack = getattr(_THREAD, "guards", None)
+    if stack is None:
+        stack = _THREAD.guards = []
+    return stack
+
+
 class ModelGuard:
     """Save and restore a model's state around a forward (see the module docstring)."""
 
@@ -172,7 +184,7 @@ class ModelGuard:
                 self._grad.callback(register(self._registering(registry)).remove)
             if self.train is not None:
                 self.index.model.train(self.train)
-            self._grad.enter_context(torch.set_grad_enabled(self.grad))
+            self._enter_grad_mode()
         except BaseException:
             self._restore()
             raise
@@ -182,6 +194,27 @@ class ModelGuard:
                  tb: TracebackType | None) -> bool:
         self._restore()
         return False
+
+    def _enter_grad_mode(self) -> None:
+        """Set the trace's grad mode; leaving gives back the mode found, also when guards of this thread are
+        left in another order than entered (two Tracers left in the order they were entered, say, across
+        notebook cells): a guard left before a later one hands that one the mode it found."""
+        stack = _grad_guards()
+        self._grad_before = torch.is_grad_enabled()
+        stack.append(self)
+        torch.set_grad_enabled(self.grad)
+        self._grad.callback(self._leave_grad_mode)
+
+    def _leave_grad_mode(self) -> None:
+        stack = _grad_guards()
+        at = next((i for i, g in enumerate(stack) if g is self), None)
+        if at is None or at == len(stack) - 1:  # the innermost (or left in another thread): the mode back
+            torch.set_grad_enabled(self._grad_before)
+            if at is not None:
+                stack.pop()
+            return
+        stack[at + 1]._grad_before = self._grad_before  # the next one gives back what this one found
+        del stack[at]
 
     def _registering(self, registry: str) -> Any:
         """A registration hook for ``registry`` (``_parameters``, ``_buffers``, ``_modules``) that notes which
