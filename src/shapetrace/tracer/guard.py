@@ -200,7 +200,7 @@ class ModelGuard:
         left in another order than entered (two Tracers left in the order they were entered, say, across
         notebook cells): a guard left before a later one hands that one the mode it found."""
         stack = _grad_guards()
-        self._grad_before = torch.is_grad_enabled()
+        self.grad_found = torch.is_grad_enabled()  # public: the guard left before this one hands it its own
         stack.append(self)
         torch.set_grad_enabled(self.grad)
         self._grad.callback(self._leave_grad_mode)
@@ -209,11 +209,11 @@ class ModelGuard:
         stack = _grad_guards()
         at = next((i for i, g in enumerate(stack) if g is self), None)
         if at is None or at == len(stack) - 1:  # the innermost (or left in another thread): the mode back
-            torch.set_grad_enabled(self._grad_before)
+            torch.set_grad_enabled(self.grad_found)
             if at is not None:
                 stack.pop()
             return
-        stack[at + 1]._grad_before = self._grad_before  # the next one gives back what this one found
+        stack[at + 1].grad_found = self.grad_found  # the next one gives back what this one found
         del stack[at]
 
     def _registering(self, registry: str) -> Any:
