@@ -39,15 +39,12 @@ from torch import nn
 from torch.nn.modules import module as torch_module
 from torch.nn.parameter import UninitializedTensorMixin
 
+from .attributes import changed_names, put_back_attributes
 from .engine import ModuleIndex
 
 __all__ = ["ModelGuard"]
 
-_ABSENT = object()  # "this name held nothing before the forward"
 _REGISTRIES = ("_parameters", "_buffers", "_modules")
-# What torch keeps in every module's __dict__ (its registries, hook dicts, ``training``): put back by their own
-# rules (the engine removes its hooks, the flags are restored), never as plain attributes.
-_TORCH_ATTRIBUTES = frozenset(nn.Module().__dict__)
 _set_versions = getattr(torch._C._autograd, "_unsafe_set_version_counter", None)
 
 
@@ -79,11 +76,6 @@ def _snapshot(attrs: dict) -> Snapshot:
     may lack some)."""
     return (attrs.copy(), dict(attrs.get("_parameters") or {}), dict(attrs.get("_buffers") or {}),
             dict(attrs.get("_modules") or {}), frozenset(attrs.get("_non_persistent_buffers_set") or ()))
-
-
-def _changed(now: dict, before: dict) -> list[str]:
-    """The names whose object differs between two dicts (added, removed or replaced), by identity."""
-    return [k for k in {**before, **now} if now.get(k, _ABSENT) is not before.get(k, _ABSENT)]
 
 
 def _put_back_buffers(live: list[torch.Tensor], saved: list[torch.Tensor]) -> None:
@@ -252,19 +244,13 @@ class ModelGuard:
                 entries = live.get(registry)
                 if not isinstance(entries, dict):
                     continue
-                differ = _changed(entries, held)
+                differ = changed_names(entries, held)
                 if differ:
                     entries.clear()
                     entries.update(held)
                     self.restored += [prefix + k for k in differ if prefix + k not in self.restored]
                     changed_params |= registry == "_parameters"
-            for k in _changed(live, attrs):
-                if k in _TORCH_ATTRIBUTES:
-                    continue
-                if k in attrs:
-                    live[k] = attrs[k]
-                else:
-                    del live[k]
+            put_back_attributes(live, attrs)
             kept = live.get("_non_persistent_buffers_set")
             if isinstance(kept, set) and kept != persistent:
                 kept.clear()

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .attributes import TORCH_ATTRIBUTES, put_back_attributes
 from .errors import UnsupportedModel
 from .shape_only import keeps_values
 from .values import map_tensors
@@ -81,11 +82,6 @@ def _swapped(copies: list[tuple[dict[str, Any], str, torch.Tensor]]) -> Iterator
             slots[name] = original
 
 
-# What torch keeps in every module's __dict__ (registries, hook dicts, ``training``): not plain attributes.
-_TORCH_ATTRIBUTES = frozenset(nn.Module().__dict__)
-_ABSENT = object()
-
-
 def _same_contents(now: list | dict, before: list | dict) -> bool:
     if len(now) != len(before):
         return False
@@ -106,21 +102,17 @@ def _attributes_kept(model: nn.Module) -> Iterator[None]:
     """
     saved = []
     for m in model.modules():
-        attrs = {k: v for k, v in vars(m).items() if k not in _TORCH_ATTRIBUTES}
-        contents = {k: (v, v.copy()) for k, v in attrs.items() if type(v) in (list, dict)}
+        attrs = vars(m).copy()
+        contents = [(v, v.copy()) for k, v in attrs.items() if type(v) in (list, dict) and k not in TORCH_ATTRIBUTES]
         saved.append((m, attrs, contents))
     try:
         yield
     finally:
         for m, attrs, contents in saved:
             live = vars(m)
-            registered = [live.get(r) or {} for r in ("_parameters", "_buffers", "_modules")]
-            for k in [k for k in live if k not in attrs and k not in _TORCH_ATTRIBUTES]:
-                del live[k]
-            for k, v in attrs.items():
-                if live.get(k, _ABSENT) is not v and not any(k in r for r in registered):
-                    live[k] = v
-            for v, items in contents.values():
+            registered = {k for r in ("_parameters", "_buffers", "_modules") for k in (live.get(r) or ())}
+            put_back_attributes(live, attrs, keep=registered)
+            for v, items in contents:
                 if not _same_contents(v, items):
                     if isinstance(v, dict):
                         v.clear()

@@ -1,0 +1,37 @@
+"""A module's plain attributes, put back as a snapshot of its ``__dict__`` held them.
+
+Both ways shapetrace undoes what a forward did to a model's attributes use this: ``ModelGuard`` (names the
+forward registered into, attributes its hooks recompute) and ``placement`` (every plain attribute of a model
+run on another device, where a cache would keep that device's tensors). What torch keeps in every module's
+``__dict__`` (its registries, hook dicts, ``training``) is never a plain attribute: those have rules of their
+own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Mapping
+from typing import Any
+
+from torch import nn
+
+__all__ = ["TORCH_ATTRIBUTES", "changed_names", "put_back_attributes"]
+
+TORCH_ATTRIBUTES = frozenset(nn.Module().__dict__)
+_ABSENT = object()  # "this name held nothing"
+
+
+def changed_names(now: Mapping[str, Any], before: Mapping[str, Any]) -> list[str]:
+    """The names whose object differs between two dicts (added, removed or replaced), by identity."""
+    return [k for k in {**before, **now} if now.get(k, _ABSENT) is not before.get(k, _ABSENT)]
+
+
+def put_back_attributes(live: dict[str, Any], saved: Mapping[str, Any], keep: Container[str] = ()) -> None:
+    """Give ``live`` (a module's ``__dict__``) back the plain attributes ``saved`` (a copy of it) held: changed
+    ones put back, new ones removed. Torch's own entries and the names in ``keep`` are left as they are."""
+    for k in changed_names(live, saved):
+        if k in TORCH_ATTRIBUTES or k in keep:
+            continue
+        if k in saved:
+            live[k] = saved[k]
+        else:
+            del live[k]
