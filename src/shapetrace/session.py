@@ -313,11 +313,6 @@ def _written_through(target: Path) -> bool:
     return (target.exists() and not target.is_file()) or os.path.realpath(target).startswith("/proc/")
 
 
-def _through_links(target: Path) -> Path:
-    """The file a symbolic link at ``target`` points to (written in its place, the link kept), else ``target``."""
-    return resolve_target(target)
-
-
 def check_output(path: str | Path) -> Path:
     """Check, before anything runs, that a file can be written at ``path``; ``OutputProblem`` says why not."""
     target = Path(path)
@@ -325,7 +320,7 @@ def check_output(path: str | Path) -> Path:
         if not os.access(target, os.W_OK):
             raise OutputProblem(f"cannot write {str(path)!r}: it is not writable")
         return target
-    target = _through_links(target)
+    target = resolve_target(target)
     if target.is_dir():
         raise OutputProblem(f"cannot write {str(path)!r}: it is a folder; give a file name, e.g. {target / 'out.txt'}")
     _probe_folder(target.parent, repr(str(path)))
@@ -360,7 +355,7 @@ def write_output(data: str | bytes, path: str | Path) -> Path:
         except OSError as e:
             raise OutputProblem(f"cannot write {str(path)!r}: {e.strerror or e}") from e
         return target
-    target = _through_links(target)
+    target = resolve_target(target)
     try:
         write_atomically(target, payload, suffix=".part")
     except OSError as e:

@@ -24,7 +24,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, Union
 
-__all__ = ["MAX_DEPTH", "OMIT_DEFAULT", "TraceFormatError", "decode", "encode", "register"]
+__all__ = ["MAX_DEPTH", "OMIT_DEFAULT", "TraceFormatError", "decode", "encode", "key_path", "register"]
 
 # A field with this metadata is written only when it differs from its default.
 OMIT_DEFAULT = {"omit": True}
@@ -310,12 +310,13 @@ def _mapping_decoder(value: Any) -> Decoder3:
     def mapping(data: Any, path: str, depth: int) -> Any:
         if not isinstance(data, dict):
             raise TraceFormatError(path, f"expected an object, got {_kind(data)}")
-        return {k: decode(v, value, _key_path(path, k), depth + 1) for k, v in data.items()}
+        return {k: decode(v, value, key_path(path, k), depth + 1) for k, v in data.items()}
 
     return _checked(mapping)
 
 
-def _key_path(path: str, key: str) -> str:
+def key_path(path: str, key: str) -> str:
+    """Where ``key`` of the value at ``path`` is, as error messages name it: ``model.params``, ``x['a b']``."""
     return f"{path}.{key}" if key.isidentifier() else f"{path}[{key!r}]"
 
 
@@ -410,5 +411,5 @@ def _check_plain(data: Any, path: str, depth: int) -> Any:
     if isinstance(data, list):
         return [_check_plain(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(data)]
     if isinstance(data, dict):
-        return {k: _check_plain(v, _key_path(path, k), depth + 1) for k, v in data.items()}
+        return {k: _check_plain(v, key_path(path, k), depth + 1) for k, v in data.items()}
     return data

@@ -640,7 +640,7 @@ def _check_counts(record: Any, names: Iterable[str], path: str) -> None:
     for name in names:
         value = record[name] if isinstance(record, dict) else getattr(record, name)
         if value is not None and value < 0:
-            raise TraceFormatError(codec._key_path(path, name), f"cannot be negative ({value})")
+            raise TraceFormatError(codec.key_path(path, name), f"cannot be negative ({value})")
 
 
 def _check_not_negative(metric: Any, path: str) -> None:
