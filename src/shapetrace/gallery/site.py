@@ -112,20 +112,35 @@ def default_jobs() -> int:
 
 
 # ---- one exhibit ------------------------------------------------------------------------------------------
+# Graphviz's <svg width="...pt" height="...pt">: a diagram's natural size in points.
+_SVG_SIZE = re.compile(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"')
+
+
+def _svg_size(svg: str) -> tuple[float, float] | None:
+    """A Graphviz SVG's natural size in points (its first ``<svg`` element's), or ``None``."""
+    m = _SVG_SIZE.search(svg)
+    return (float(m.group(1)), float(m.group(2))) if m else None
+
+
+def _tall(width: float, height: float) -> bool:
+    """Whether a picture is tall enough for its card to show its top only (``img.tall``)."""
+    return height > 1.5 * width
+
+
 def _svg_for_page(svg: str, prefix: str) -> tuple[str, tuple[float, float] | None]:
     """The diagram's SVG fit to inline in a page: no XML prolog, doctype or comments; every id (and every
     reference to one) prefixed; sized in CSS pixels with its aspect ratio, so CSS can scale it to the column."""
     start = svg.find("<svg")
     svg = svg[start:] if start >= 0 else svg
     svg = re.sub(r"<!--.*?-->\s*", "", svg, flags=re.DOTALL)
-    size = None
-    m = re.match(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"', svg)
-    if m:
-        w, h = float(m.group(1)), float(m.group(2))
-        size = (w, h)
+    m = _SVG_SIZE.match(svg)
+    size = (float(m.group(1)), float(m.group(2))) if m else None
+    if m and size:
+        w, h = size
         svg = svg.replace(m.group(0), f'<svg width="{round(w * PT_TO_PX)}" height="{round(h * PT_TO_PX)}" '
                           f'style="aspect-ratio: {w:.2f} / {h:.2f}"', 1)
     return prefix_ids(svg.strip(), prefix), size
+
 
 
 def prefix_ids(svg: str, prefix: str) -> str:
@@ -464,10 +479,9 @@ def _comparisons_html(diffs: list[DiffExhibit], out: Path | None = None) -> list
     cards = []
     for d in diffs:
         svg = None if out is None else out / f"{d.name}.svg"
-        size = re.search(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"', svg.read_text("utf-8")) \
-            if svg is not None and svg.is_file() else None
-        w, h = (round(float(v) * PT_TO_PX) for v in size.groups()) if size else (0, 0)
-        img = _thumb_img(f"{d.name}.svg", w, h, cls=' class="tall"' if h > 1.5 * w else "") if size else ""
+        size = _svg_size(svg.read_text("utf-8")) if svg is not None and svg.is_file() else None
+        w, h = (round(v * PT_TO_PX) for v in size) if size else (0, 0)
+        img = _thumb_img(f"{d.name}.svg", w, h, cls=' class="tall"' if _tall(w, h) else "") if size else ""
         cards.append(f'<li id="{esc(d.name)}"><a href="{esc(d.name)}.html"><div class="thumb">{img}</div>'
                      f"<h3>{esc(d.title)}</h3><p>{esc(d.a_label)} (A) against {esc(d.b_label)} (B)</p></a></li>")
     return [f"<h2>{COMPARISONS}</h2>", '<ol class="cards comparisons">' + "".join(cards) + "</ol>"]
@@ -496,7 +510,7 @@ def _index_html(exhibits: list[Exhibit], results: dict[str, ExhibitResult],
             r = results[ex.name]
             thumb = _thumbnail(r)
             tall = (r.svg_size is not None and thumb is not None and thumb[0] == f"{ex.name}.svg"
-                    and r.svg_size[1] > 1.5 * r.svg_size[0])
+                    and _tall(*r.svg_size))
             img = _thumb_img(*thumb, cls=' class="tall"' if tall else "") if thumb else ""
             mark = ' <span class="failed-exhibit">(failed)</span>' if r.error is not None else ""
             parts.append(f'<li id="{esc(ex.name)}"><a href="{esc(ex.name)}.html"><div class="thumb">{img}</div>'
@@ -599,8 +613,7 @@ def _guessed_result(out: Path, name: str, files: list[str]) -> ExhibitResult:
     files = sorted((f for f in files if f != f"{name}.html"), key=rank)
     size = None
     with contextlib.suppress(OSError):
-        m = re.search(r'<svg width="([\d.]+)pt" height="([\d.]+)pt"', (out / f"{name}.svg").read_text("utf-8"))
-        size = (float(m.group(1)), float(m.group(2))) if m else None
+        size = _svg_size((out / f"{name}.svg").read_text("utf-8"))
     pictures = [PictureInfo(f, "", 0, 0, zoom=".zoom-" in f) for f in files if f.endswith(".png")]
     thumb = None
     if f"{name}.thumb.jpg" in files:
