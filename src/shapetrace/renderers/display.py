@@ -26,7 +26,7 @@ from .html import render_html, render_page
 from .plots import shape_flow
 from .table import render as render_table
 
-__all__ = ["Diagram", "Flow", "Table"]
+__all__ = ["Diagram", "Flow", "Table", "save_file"]
 
 
 def _save_problem(path: str | os.PathLike[str], e: OSError) -> OSError:
@@ -38,7 +38,7 @@ def _save_problem(path: str | os.PathLike[str], e: OSError) -> OSError:
     return OSError(e.errno, f"cannot save {os.fspath(path)!r}: {hint}")
 
 
-def _write_atomically(path: str | os.PathLike[str], data: str | bytes) -> Path:
+def save_file(path: str | os.PathLike[str], data: str | bytes) -> Path:
     """Write ``data`` to ``path`` atomically (through a symbolic link, into the file it points to; ``~`` expanded).
 
     ``OSError`` names ``path`` when it cannot be written (a folder, an unwritable place).
@@ -121,7 +121,7 @@ class _Display:
             known = ", ".join(sorted(self.formats))
             raise ValueError(f"cannot tell the format of {target.name!r}: use one of the suffixes {known} "
                              f"or pass format=")
-        return _write_atomically(path, self.render(fmt))
+        return save_file(path, self.render(fmt))
 
     def __repr__(self) -> str:
         opts = "".join(f", {k}={v!r}" for k, v in sorted(self.options.items()))

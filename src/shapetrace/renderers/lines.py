@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..tracer.records import Call, Op, TensorMeta, Trace, iter_tensors
-from .display import _write_atomically
+from .display import save_file
 from .units import display_width, pad
 
 __all__ = ["FORMATS", "LinesError", "LinesView", "build_view", "lines_page", "render"]
@@ -614,7 +614,7 @@ class LinesView:
                              f"{', '.join(_SAVE_FORMATS)}, or pass format= ({', '.join(FORMATS)}); pictures "
                              "(.png, .svg, .pdf) come from trace.diagram()")
         text = render(self.view, fmt)
-        return _write_atomically(target, lines_page(text, _page_title(self.view)) if fmt == "html" else text)
+        return save_file(target, lines_page(text, _page_title(self.view)) if fmt == "html" else text)
 
 
 _SAVE_FORMATS = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".txt": "text",
