@@ -35,7 +35,9 @@ html_show_sourcelink = False
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_default_options = {"members": True, "undoc-members": False}
+# No default "members": each directive in api.rst lists the members it documents (a default of all
+# members overrode those lists, adding internals such as Tracer.probes and leaving out inherited ones).
+autodoc_default_options = {"undoc-members": False}
 nitpicky = False
 
 

@@ -47,6 +47,16 @@ def test_the_documentation_builds_with_warnings_as_errors(site):
     assert "shapetrace.trace/1" in (site / "trace-format.html").read_text()  # the format page, from Markdown
 
 
+@requires_dot
+def test_the_api_page_documents_the_members_api_rst_lists_and_no_internals(site):
+    ids = set(re.findall(r'<dt class="sig sig-object py" id="([^"]+)"', (site / "api.html").read_text()))
+    asked = {"shapetrace.Tracer.trace", "shapetrace.TraceFailed.trace", "shapetrace.Trace.leaves",
+             *(f"shapetrace.renderers.display.{c}.{m}" for c in ("Table", "Diagram", "Flow") for m in ("save", "render"))}
+    assert asked <= ids, f"missing from the API page: {sorted(asked - ids)}"
+    internals = {"shapetrace.Tracer.probes", "shapetrace.Tracer.call_keys", "shapetrace.renderers.display.Table.kind"}
+    assert not internals & ids, f"not asked for by api.rst: {sorted(internals & ids)}"
+
+
 MEASURE = """() => {
   const column = document.querySelector('article[role=main]') || document.body;
   const figures = Array.from(document.querySelectorAll('figure.shapetrace-figure'));

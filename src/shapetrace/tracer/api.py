@@ -23,6 +23,7 @@ class TraceFailed(RuntimeError):
     """The model's forward raised while being traced. ``.trace`` holds the partial trace."""
 
     def __init__(self, trace: Trace, cause: BaseException) -> None:
+        #: The partial ``Trace``: the calls up to the failing one, whose ``error`` and ``inputs`` say what it got.
         self.trace = trace
         super().__init__(failure_message(trace) or f"{type(cause).__name__}: {cause}")
 

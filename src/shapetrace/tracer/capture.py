@@ -192,6 +192,7 @@ class Tracer:
         self.ops = ops or lines
         self.lines = lines
         self.extra_probes = list(probes)
+        #: The ``Trace`` of what ran inside the block, built when it ends (``None`` until then).
         self.trace: Trace | None = None
         self.tracer_errors: list[str] = []
         self._active = False

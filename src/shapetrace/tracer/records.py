@@ -445,6 +445,7 @@ class Trace:
         return [c for c in self.calls if c.module == module or module in c.aliases]
 
     def leaves(self) -> list[Call]:
+        """The calls that called no other module (the innermost layers), in start order."""
         parents = {c.parent for c in self.calls}
         return [c for c in self.calls if c.id not in parents]
 
@@ -547,6 +548,8 @@ class Trace:
 
     @classmethod
     def from_json(cls, text: str) -> Trace:
+        """The ``Trace`` a ``to_json()`` string holds (``shapetrace.load`` reads files); raises
+        ``TraceFormatError`` saying which field is wrong when it is not a trace of a known format."""
         try:
             obj = json.loads(text)
         except RecursionError:
