@@ -324,7 +324,8 @@ def build_view(trace: Trace, module: str = "") -> View:
     if trace.failure is not None and (trace.failure.call in ids or any(c.error for c in calls)):
         failure = f"{trace.failure.type}: {trace.failure.message}"
     note = None
-    if not children and not ops:  # no call of it has children: all are leaves
+    with_source = [c for c in calls if "text" in trace.sources.get((c.code or {}).get("source", "?"), {})]
+    if not children and not ops and with_source:  # all are leaves (a forward without source says why instead)
         note = ("a leaf module: the torch functions inside a leaf's forward are its own implementation and are not "
                 "recorded, so its lines show no shapes (its call: " + _value_text(calls[0].outputs)[0] + ")")
         if calls[0].parent is not None:  # a leaf inside the model: by itself its ops are recorded
