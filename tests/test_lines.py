@@ -527,3 +527,10 @@ def test_a_torchscript_submodule_gives_no_advice_to_trace_it_by_itself_which_is_
     with pytest.raises(UnsupportedModel):  # what following such advice would meet
         trace(model.sub, x, lines=True)
 
+
+def test_a_torch_nn_leaf_inside_a_model_gives_no_advice_to_trace_it_by_itself():
+    model, x = nn.Sequential(nn.Sequential(nn.Linear(4, 3)), nn.ReLU()), torch.randn(2, 4)
+    text = str(trace(model, x, lines=True).lines("0.0"))
+    assert "a leaf module" in text and "by itself" not in text
+    alone = trace(model[0][0], x, lines=True)  # the oracle: traced by itself, torch's Linear still records no op
+    assert alone.ops == [] and "a leaf module" in str(alone.lines())

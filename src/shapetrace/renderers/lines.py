@@ -328,7 +328,8 @@ def build_view(trace: Trace, module: str = "") -> View:
     if not children and not ops and with_source:  # all are leaves (a forward without source says why instead)
         note = ("a leaf module: the torch functions inside a leaf's forward are its own implementation and are not "
                 "recorded, so its lines show no shapes (its call: " + _value_text(calls[0].outputs)[0] + ")")
-        if calls[0].parent is not None:  # a leaf inside the model: by itself its ops are recorded
+        if calls[0].parent is not None and not (calls[0].code or {}).get("torch_layer"):
+            # a leaf written by the user, inside the model: traced by itself, its ops are recorded
             note += (f"; trace {literal(calls[0].module)} by itself (shapetrace.trace({_python_path(calls[0].module)}, ..., "
                      "lines=True)) to see the shape each of its lines makes")
     views = []
