@@ -82,3 +82,50 @@ def test_a_keyword_input_that_clashes_with_a_tool_option_beside_positional_ones_
     trace = shapetrace.trace(model, ids, x=x)
     with pytest.raises(ValueError, match="Give every input by keyword"):
         diff_torchinfo(model, trace, ids, x=x)
+
+
+class _DictOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(3, 4)
+
+    def forward(self, x):
+        return {"logits": self.enc(x), "hidden": x}
+
+
+def test_a_dict_output_torchinfo_sizes_by_its_last_entry_is_explained_not_a_disagreement():
+    model, x = _DictOut(), torch.randn(2, 3)
+    result = diff_torchinfo(model, shapetrace.trace(model, x), x)
+    (root,) = [d for d in result.differences if d.layer == "(root)"]
+    assert (root.what, root.shapetrace, root.other) == ("output shape", "(2,4)", "[2, 3]")  # torchinfo's own answer
+    assert "last entry" in root.why and "'hidden'" in root.why
+
+
+def test_a_hugging_face_model_output_torchinfo_reports_as_empty_is_explained_not_a_disagreement():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=100, n_positions=64)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    ids = torch.randint(0, 100, (1, 8), generator=torch.Generator().manual_seed(0))
+    result = diff_torchinfo(model, shapetrace.trace(model, input_ids=ids), input_ids=ids)
+    root = next(d for d in result.differences if d.layer == "(root)")
+    assert (root.shapetrace, root.other) == ("(1,8,100)", "[]")
+    assert "ModelOutput" in root.why and "last entry" in root.why
+    assert all(d.why != "disagreement" for d in result.differences), result.differences
+
+
+class _NoneFirst(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Linear(3, 4)
+
+    def forward(self, x):
+        return None, self.enc(x)
+
+
+def test_a_tuple_output_whose_first_item_is_none_is_explained_not_a_disagreement():
+    model, x = _NoneFirst(), torch.randn(2, 3)
+    result = diff_torchinfo(model, shapetrace.trace(model, x), x)
+    (root,) = [d for d in result.differences if d.layer == "(root)"]
+    assert (root.shapetrace, root.other) == ("(2,4)", "[]")
+    assert root.why == "torchinfo sizes a sequence output by its first item alone: None, as []"
+

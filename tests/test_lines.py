@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from shapetrace import load
+from shapetrace import UnsupportedModel, load
 from shapetrace.cli import main
 from shapetrace.gallery.exhibits import get_exhibit
 from shapetrace.gallery.tabular import TabularModel, get_emb_sz
@@ -506,3 +506,31 @@ def test_lines_written_to_an_html_file_is_a_whole_page_and_saved_traces_are_read
     assert text.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in text and "color-scheme" in text
     missing = CliRunner().invoke(main, ["lines", str(tmp_path / "missing.json")])
     assert missing.exit_code == 2 and "no such trace file" in missing.output
+
+
+def test_a_torchscript_submodule_gives_no_advice_to_trace_it_by_itself_which_is_refused():
+    class Outer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.sub = torch.jit.script(nn.Sequential(nn.Linear(4, 3), nn.ReLU()))
+            self.out = nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.sub(x))
+
+    model, x = Outer(), torch.randn(2, 4)
+    text = str(trace(model, x, lines=True).lines("sub"))
+    assert "no source lines: it is TorchScript" in text
+    assert "by itself" not in text
+    with pytest.raises(UnsupportedModel):  # what following such advice would meet
+        trace(model.sub, x, lines=True)
+
+
+def test_a_torch_nn_leaf_inside_a_model_gives_no_advice_to_trace_it_by_itself():
+    model, x = nn.Sequential(nn.Sequential(nn.Linear(4, 3)), nn.ReLU()), torch.randn(2, 4)
+    text = str(trace(model, x, lines=True).lines("0.0"))
+    assert "a leaf module" in text and "by itself" not in text
+    alone = trace(model[0][0], x, lines=True)  # the oracle: traced by itself, torch's Linear still records no op
+    assert alone.ops == [] and "a leaf module" in str(alone.lines())

@@ -133,3 +133,24 @@ def test_the_made_outside_these_lines_row_keeps_the_shapes_in_one_column():
     text = _text(Short(), torch.randn(2, 4))
     assert "(made outside these lines) │ mul → (2,4)" in text
     assert len(_shape_column(text)) == 1
+
+
+class _OddlyNamed(nn.Module):
+    """Children named with a newline and with terminal escape sequences (a ModuleDict takes any string)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.d = nn.ModuleDict({"\x1b[2Jcls\x1b[31m": nn.Linear(3, 3), "a\nb": nn.ReLU()})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.d["\x1b[2Jcls\x1b[31m"](x)
+        return self.d["a\nb"](x)
+
+
+def test_lines_text_shows_control_characters_in_module_names_escaped_on_their_own_row():
+    for fmt in ("text", "html", "md"):
+        assert "\x1b" not in render(build_view(trace(_OddlyNamed(), torch.randn(2, 3), lines=True)), fmt), fmt
+    text = render(build_view(trace(_OddlyNamed(), torch.randn(2, 3), lines=True)), "text")
+    row = next(ln for ln in text.splitlines() if "return self.d" in ln)
+    assert row.endswith("│ d.a\\nb ReLU → (2,3)"), row
+    assert "\nb ReLU" not in text

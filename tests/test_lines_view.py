@@ -115,10 +115,21 @@ def test_calls_in_a_case_guard_show_on_the_case_line_and_a_case_not_tried_never_
     assert _states(view)["case _:"] == "unreached"
 
 
+class Scale(nn.Module):
+    """A leaf written here (a parameter and a functional op), not one of torch.nn's own layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.w
+
+
 class Stage(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 3, 1)
+        self.conv1 = Scale()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv1(x)
@@ -129,7 +140,7 @@ class Keyed(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.blocks = nn.ModuleDict({"a-b": nn.Linear(4, 4)})
+        self.blocks = nn.ModuleDict({"a-b": Scale()})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks["a-b"](x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import subprocess
@@ -467,3 +468,46 @@ def test_traces_that_differ_only_in_a_nan_free_field_are_not_equal():
     other.calls[1].module = "renamed"
     assert other != trace
     assert trace != "a trace"
+
+
+class _DictOut(torch.nn.Module):
+    """A forward whose dict output and keyword arguments are not in alphabetical order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = torch.nn.Linear(3, 4)
+
+    def forward(self, x, *, scale=1.0, bias=None):
+        h = self.enc(x)
+        return {"logits": h, "hidden": x, "aux_loss": h.sum()}
+
+
+def test_the_order_of_a_dict_output_and_of_keyword_arguments_survives_the_json_round_trip():
+    t = shapetrace.trace(_DictOut(), torch.randn(2, 3), scale=2.0, bias=torch.zeros(3))
+    loaded = shapetrace.load(t.to_json())
+    assert list(t.outputs) == ["logits", "hidden", "aux_loss"]  # the forward's own order
+    assert list(loaded.outputs) == list(t.outputs)
+    assert list(loaded.calls[0].kwargs) == list(t.calls[0].kwargs) == ["scale", "bias"]
+    assert loaded.to_json() == t.to_json()
+
+
+def test_a_dict_output_renders_the_same_live_and_loaded_from_json():
+    t = shapetrace.trace(_DictOut(), torch.randn(2, 3), scale=2.0, bias=torch.zeros(3))
+    loaded = shapetrace.load(t.to_json())
+    for fmt in ("text", "md", "csv", "html"):
+        assert shapetrace.renderers.render(loaded, fmt) == shapetrace.renderers.render(t, fmt), fmt
+
+
+def test_the_field_order_of_a_namedtuple_output_survives_the_json_round_trip():
+    Out = collections.namedtuple("Out", ["logits", "aux", "cache"])
+    t = shapetrace.trace(_StructOut(Out), torch.randn(2, 3))
+    assert list(shapetrace.load(t.to_json()).outputs.fields) == list(t.outputs.fields) == ["logits", "aux", "cache"]
+
+
+class _StructOut(torch.nn.Module):
+    def __init__(self, out: type) -> None:
+        super().__init__()
+        self.out = out
+
+    def forward(self, x):
+        return self.out(x * 2, 1.5, None)

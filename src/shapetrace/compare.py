@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from .tracer.records import Comparison, Difference, TensorMeta, Trace, iter_tensors
+from .tracer.records import Comparison, Difference, Opaque, Struct, TensorMeta, Trace, Value, iter_tensors
 
 
 def _shape(meta: Any) -> str:
@@ -72,10 +72,56 @@ def _names_by_module(model: nn.Module) -> dict[int, set[str]]:
     return names
 
 
+def _nested_size(value: Value) -> tuple[int, ...]:
+    """The size torchinfo reads from a value inside an output (its ``nested_list_size``): a tensor's shape; a
+    list's, dict's or struct's first item's; ``()`` (its ``[]``) for anything else or an empty container."""
+    if isinstance(value, TensorMeta):
+        return tuple(value.shape)
+    items = list(value.fields.values()) if isinstance(value, Struct) else (
+        list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else [])
+    return _nested_size(items[0]) if items else ()
+
+
+def _what(value: Value) -> str:
+    if isinstance(value, TensorMeta):
+        return _shape(value)
+    if isinstance(value, Opaque):
+        return f"a {value.kind.rpartition('.')[2]}"
+    if isinstance(value, Struct):
+        return f"a {value.kind}"
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def _torchinfo_reading(output: Value, theirs: tuple[int, ...]) -> str | None:
+    """Why torchinfo reports ``theirs`` for this output, when its sizing rule gives exactly that.
+
+    torchinfo sizes a module's output (``LayerInfo.calculate_size``) from one value: a dict's (a Hugging Face
+    ModelOutput is one) last entry, a tuple's or list's first item, nested first items below that; a tensor
+    there gives its shape, anything else ``[]``. A struct of ours is a ModelOutput (a dict) or a namedtuple
+    (a tuple): both readings are tried. ``None`` when neither gives ``theirs`` (a real disagreement)."""
+    if isinstance(output, (dict, Struct)):
+        items = output.fields if isinstance(output, Struct) else output
+        if items:
+            key, last = list(items.items())[-1]
+            if _nested_size(last) == theirs:
+                kind = "a dict output (a Hugging Face ModelOutput is one)"
+                held = "" if isinstance(last, TensorMeta) else f", {_what(last)}" + (", as []" if not theirs else "")
+                return f"torchinfo sizes {kind} by its last entry alone: {key!r}{held}"
+    if isinstance(output, (list, Struct)):
+        items = list(output.fields.values()) if isinstance(output, Struct) else output
+        if items and _nested_size(items[0]) == theirs:
+            if isinstance(items[0], TensorMeta):
+                return "torchinfo keeps only the first tensor of a sequence output"
+            return (f"torchinfo sizes a sequence output by its first item alone: {_what(items[0])}"
+                    + (", as []" if not theirs else ""))
+    return None
+
+
 def diff_torchinfo(model: nn.Module, trace: Trace, *args: Any, **kwargs: Any) -> Comparison:
     """Run ``torchinfo.summary`` on the same inputs and compare per call: output shape and parameters.
 
-    torchinfo reports the first tensor of a sequence output only, counts a parameter once per module that
+    torchinfo reports the first tensor of a sequence output only, and the last entry of a dict output (a Hugging
+    Face ModelOutput) only (``_torchinfo_reading``), counts a parameter once per module that
     registers it, and puts hooks on every module (so ``nn.TransformerEncoderLayer`` leaves its fused fast
     path under torchinfo and sub-layers appear that do not run in eval).
     """
@@ -115,10 +161,11 @@ def diff_torchinfo(model: nn.Module, trace: Trace, *args: Any, **kwargs: Any) ->
         theirs = tuple(layer.output_size) if layer.output_size else ()
         if first is not None and tuple(first.shape) != theirs:
             diffs.append(Difference(call.label, "output shape", _shape(first), str(list(theirs)),
-                                    "disagreement", call.id))
+                                    _torchinfo_reading(call.outputs, theirs) or "disagreement", call.id))
         elif len(tensors) > 1:
             diffs.append(Difference(call.label, "outputs", _all_shapes(call.outputs), str(list(theirs)),
-                                    "torchinfo keeps only the first tensor of a sequence output", call.id))
+                                    _torchinfo_reading(call.outputs, theirs)
+                                    or "torchinfo keeps only the first tensor of a sequence output", call.id))
         if layer.num_params != call.params:
             why = ("torchinfo counts a parameter once per module registering it (shared or tied)"
                    if layer.num_params > call.params else "disagreement")

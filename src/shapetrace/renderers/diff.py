@@ -5,7 +5,9 @@ with torchinfo or torchview (``shapetrace diff MODEL --against ...``, the ``Comp
 changed (its class, its own parameters, or its output for the same input), carried (only its shapes differ,
 because its input does), same, or present on one side only. ``render_trace_diff(d, fmt)`` writes that as
 text, Markdown, HTML or JSON; ``diagram_options(d)`` gives the diagram renderer's ``diff`` overlay for B.
-Plain data in, text out: no torch.
+Plain data in, text out: no torch. Names (layers, classes, files) are shown as the shape table shows them:
+control characters escaped (``units.literal``), padded by display width in text, escaped as text in Markdown
+(``markdown.md_cell``) and HTML, so no name can break a row or run as markup.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..tracer.records import Call, Comparison, TensorMeta, Trace, iter_tensors
+from .markdown import md_cell, md_code
+from .units import display_width, literal, pad
 
 COLUMNS = ("layer", "what", "shapetrace", "{tool}", "why")
 
@@ -32,29 +36,27 @@ def _summary(c: Comparison) -> str:
             f"{n} difference{'s' if n != 1 else ''}.")
 
 
+def _aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of cells (already ``literal``) as lines, each column padded to its widest cell's display width."""
+    widths = [max(display_width(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(pad(c, w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
 def render_text(comparison: Comparison, width: int = 100) -> str:
     """An aligned table; the ``why`` column wraps at ``width``."""
     head = tuple(h.format(tool=comparison.tool) for h in COLUMNS)
-    rows = _rows(comparison)
+    rows = [tuple(literal(c) for c in r) for r in _rows(comparison)]
     if not rows:
         return _summary(comparison) + "\n"
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
-    lines = []
-    for r in [head, *rows]:
-        left = "  ".join(cell.ljust(w) for cell, w in zip(r[:4], widths))
-        lines.append(f"{left}  {r[4]}".rstrip())
-    rule = "─" * min(width, max(len(line) for line in lines))
+    lines = _aligned([head, *rows])
+    rule = "─" * min(width, max(display_width(line) for line in lines))
     return "\n".join([rule, lines[0], rule, *lines[1:], rule, _summary(comparison)]) + "\n"
-
-
-def _md(cell: str) -> str:
-    return cell.replace("|", "\\|").replace("\n", " ")
 
 
 def render_markdown(comparison: Comparison) -> str:
     head = [h.format(tool=comparison.tool) for h in COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in _rows(comparison)]
+    lines += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in _rows(comparison)]
     return "\n".join([*lines, "", _summary(comparison)]) + "\n"
 
 
@@ -334,36 +336,35 @@ def _no_differences(d: TraceDiff) -> str:
 
 
 def render_trace_diff_text(d: TraceDiff, width: int = 100) -> str:
-    head = [f"A = {d.a_name}", f"B = {d.b_name}", _side("A", d.a), _side("B", d.b), ""]
+    head = [literal(line) for line in (f"A = {d.a_name}", f"B = {d.b_name}", _side("A", d.a), _side("B", d.b))]
+    head.append("")
     if not d.common:
-        return "\n".join([*head, _nothing_in_common(d), *_summary_lines(d)[1:2]]) + "\n"
+        return "\n".join([*head, *map(literal, [_nothing_in_common(d), *_summary_lines(d)[1:2]])]) + "\n"
     table = [(r.label, *line) for r in d.shown for line in _row_lines(r, d.timed)]
     if not table:
-        return "\n".join([*head, _no_differences(d), *_summary_lines(d)[1:]]) + "\n"
-    cols = ("layer", "what", "A", "B")
-    widths = [max(len(str(r[i])) for r in [cols, *table]) for i in range(4)]
-    rule = "─" * min(width, sum(widths) + 6)
-    out = [*head, rule, "  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip(), rule]
-    last = None
+        return "\n".join([*head, *map(literal, [_no_differences(d), *_summary_lines(d)[1:]])]) + "\n"
+    cells, last = [], None
     for r in table:
-        label = r[0] if r[0] != last else ""
+        cells.append(tuple(literal(c) for c in (r[0] if r[0] != last else "", *r[1:])))
         last = r[0]
-        out.append("  ".join(c.ljust(w) for c, w in zip((label, *r[1:]), widths)).rstrip())
-    out += [rule, *_summary_lines(d)]
+    header, *lines = _aligned([("layer", "what", "A", "B"), *cells])
+    rule = "─" * min(width, max(display_width(line) for line in [header, *lines]))
+    out = [*head, rule, header, rule, *lines, rule, *map(literal, _summary_lines(d))]
     return "\n".join(out) + "\n"
 
 
 def render_trace_diff_markdown(d: TraceDiff) -> str:
-    out = [f"- **A** = `{d.a_name}`: {_side('A', d.a)[3:]}", f"- **B** = `{d.b_name}`: {_side('B', d.b)[3:]}", ""]
+    out = [f"- **A** = {md_code(d.a_name)}: {md_cell(_side('A', d.a)[3:])}",
+           f"- **B** = {md_code(d.b_name)}: {md_cell(_side('B', d.b)[3:])}", ""]
     if not d.common:
-        return "\n".join([*out, _nothing_in_common(d)]) + "\n"
+        return "\n".join([*out, md_cell(_nothing_in_common(d))]) + "\n"
     rows = [(r.label, *line) for r in d.shown for line in _row_lines(r, d.timed)]
     if rows:
         out += ["| layer | what | A | B |", "|---|---|---|---|"]
-        out += ["| " + " | ".join(_md(c) for c in r) + " |" for r in rows]
+        out += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in rows]
     else:
-        out.append(_no_differences(d))
-    out += ["", *(f"{line}  " for line in _summary_lines(d))]
+        out.append(md_cell(_no_differences(d)))
+    out += ["", *(f"{md_cell(line)}  " for line in _summary_lines(d))]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -377,7 +378,9 @@ _HTML_CSS = """
 
 
 def render_trace_diff_html(d: TraceDiff) -> str:
-    esc = html.escape
+    def esc(text: str) -> str:
+        return html.escape(literal(text))
+
     parts = [f"<style>{_HTML_CSS}</style>",
              (f"<p><b>A</b> = <code>{esc(d.a_name)}</code>: {esc(_side('A', d.a)[3:])}"
               f"<br><b>B</b> = <code>{esc(d.b_name)}</code>: {esc(_side('B', d.b)[3:])}</p>")]

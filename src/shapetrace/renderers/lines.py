@@ -23,7 +23,7 @@ from typing import Any
 
 from ..tracer.records import Call, Op, TensorMeta, Trace, iter_tensors
 from .display import save_file
-from .units import display_width, pad
+from .units import display_width, literal, pad
 
 __all__ = ["FORMATS", "LinesError", "LinesView", "build_view", "lines_page", "render"]
 
@@ -53,7 +53,9 @@ class Group:
         return len(self.outputs)
 
     def text(self) -> str:
-        head = f"{self.name} {self.cls}" if self.kind == "call" else self.name
+        """One line: the names with control characters escaped (``units.literal``), so no name breaks a row."""
+        name = literal(self.name)
+        head = f"{name} {literal(self.cls)}" if self.kind == "call" else name
         runs = _runs_text(self.outputs)
         dtype = f" {self.dtype}" if self.dtype else ""
         if self.count == 1:
@@ -322,11 +324,13 @@ def build_view(trace: Trace, module: str = "") -> View:
     if trace.failure is not None and (trace.failure.call in ids or any(c.error for c in calls)):
         failure = f"{trace.failure.type}: {trace.failure.message}"
     note = None
-    if not children and not ops:  # no call of it has children: all are leaves
+    with_source = [c for c in calls if "text" in trace.sources.get((c.code or {}).get("source", "?"), {})]
+    if not children and not ops and with_source:  # all are leaves (a forward without source says why instead)
         note = ("a leaf module: the torch functions inside a leaf's forward are its own implementation and are not "
                 "recorded, so its lines show no shapes (its call: " + _value_text(calls[0].outputs)[0] + ")")
-        if calls[0].parent is not None:  # a leaf inside the model: by itself its ops are recorded
-            note += (f"; trace {calls[0].module} by itself (shapetrace.trace({_python_path(calls[0].module)}, ..., "
+        if calls[0].parent is not None and not (calls[0].code or {}).get("torch_layer"):
+            # a leaf written by the user, inside the model: traced by itself, its ops are recorded
+            note += (f"; trace {literal(calls[0].module)} by itself (shapetrace.trace({_python_path(calls[0].module)}, ..., "
                      "lines=True)) to see the shape each of its lines makes")
     views = []
     for key, source_calls in by_source.items():
@@ -395,8 +399,9 @@ def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | 
 def _title(view: View, sv: SourceView) -> str:
     who = f"module {view.module!r}" if view.module else "the model"
     calls = f"{view.calls} call{'s' if view.calls != 1 else ''}"
-    where = f"  ({sv.file}:{sv.first_line})" if sv.file and sv.first_line else (f"  ({sv.file})" if sv.file else "")
-    return f"{sv.qualname}{where}: {who} ({view.cls}), {calls}"
+    file = literal(sv.file or "")
+    where = f"  ({file}:{sv.first_line})" if file and sv.first_line else (f"  ({file})" if file else "")
+    return f"{literal(sv.qualname)}{where}: {who} ({literal(view.cls)}), {calls}"
 
 
 _LEGEND = "· never ran   ✗ the line the error left by   ×N a line run N times (a loop), with each run's output"

@@ -13,6 +13,11 @@ missing keys take the field's default, and a missing field without a default is 
 
 A hint can have its own codec (``register``): the value trees of ``tracer.records`` (tensors, structs,
 opaque objects inside nested lists and dicts) use one. This module imports the standard library only.
+
+Key order: a record's fields and every dict are written in sorted key order, so the same trace gives the
+same bytes whatever order a dict was filled in; what a registered codec writes, and a dict of such values
+(a forward's keyword arguments), keep their own order, since that order is a fact the codec records (a
+forward's dict output, its keywords as given).
 """
 
 from __future__ import annotations
@@ -157,6 +162,7 @@ def _make_encoder(hint: Any) -> Encoder:
     sub = typing.get_args(hint)
     item = _encoder(sub[0] if origin in (list, tuple) and sub else Any) if hint is not Any else None
     entry = _encoder(sub[1] if origin is dict and sub else Any) if hint is not Any else None
+    ordered = origin is dict and len(sub) == 2 and sub[1] in _CUSTOM  # a dict of values: their order is a fact
 
     def plain(value: Any) -> Any:
         if value is None:
@@ -168,12 +174,17 @@ def _make_encoder(hint: Any) -> Encoder:
             return [each(v) for v in value]
         if isinstance(value, dict):
             each = entry or plain
-            return {str(k): each(v) for k, v in value.items()}
+            items = ((str(k), v) for k, v in value.items())
+            return {k: each(v) for k, v in (items if ordered else sorted(items, key=_first))}
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"cannot write {value!r} as JSON")
         return value
 
     return plain
+
+
+def _first(pair: tuple[str, Any]) -> str:
+    return pair[0]
 
 
 def _coerce(value: Any, cls: type) -> Any:
@@ -194,6 +205,7 @@ def _plan(cls: type) -> tuple[bool, list[tuple[str, Encoder, bool, Any]]]:
             default = f.default if f.default is not dataclasses.MISSING else (
                 f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
             fields.append((f.name, _encoder(hints[f.name]), bool(f.metadata.get("omit")), default))
+        fields.sort(key=lambda field: field[0])  # written in sorted key order (see the module docstring)
         plan = _PLANS[cls] = (_omit_none(cls), fields)
     return plan
 

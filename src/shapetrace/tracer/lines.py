@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .probes.ops import reads_only_its_own_state
 from .records import Op, Trace
 
 __all__ = ["LineRecorder", "forward_code"]
@@ -80,6 +81,7 @@ class LineRecorder:
 
     def __init__(self) -> None:
         self._code: dict[int, CodeType | None] = {}  # id(module) -> code of its forward
+        self._torch_layer: dict[int, bool] = {}  # id(module) -> a leaf layer of torch.nn itself
         self._keys: dict[CodeType, str] = {}  # code -> source key
         self._qualnames: dict[CodeType, str] = {}  # code -> the qualified name of its function
         self._missing: dict[str, tuple[str, str]] = {}  # source key -> (qualname, why there is no source)
@@ -191,6 +193,11 @@ class LineRecorder:
     def on_call(self, cid: int, module: nn.Module, parent: nn.Module | None) -> None:
         code = self.code_of(module)
         self._calls[cid] = {"source": self._key(module, code)}
+        torch_layer = self._torch_layer.get(id(module))
+        if torch_layer is None:
+            torch_layer = self._torch_layer[id(module)] = reads_only_its_own_state(module)
+        if torch_layer:  # its ops are torch's implementation, recorded for no call of it, even traced by itself
+            self._calls[cid]["torch_layer"] = True
         if parent is not None:
             self._lines[cid] = self._line_in(self.code_of(parent))
         if code is not None and self._tracing:

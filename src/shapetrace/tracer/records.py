@@ -134,11 +134,12 @@ def learn_itemsize(dtype: str, itemsize: int) -> None:
 def value_to_json(value: Value) -> Any:
     """Encode a value tree as JSON-ready data (see the module docstring)."""
     if isinstance(value, TensorMeta):
-        out: dict[str, Any] = {"shape": list(value.shape), "dtype": value.dtype, "device": value.device}
-        if value.tid is not None:
-            out["tid"] = value.tid
+        out: dict[str, Any] = {"device": value.device, "dtype": value.dtype}  # keys in sorted order
         if value.requires_grad:
             out["requires_grad"] = True
+        out["shape"] = list(value.shape)
+        if value.tid is not None:
+            out["tid"] = value.tid
         return out
     if isinstance(value, Struct):
         return {"__struct__": value.kind, "fields": {k: value_to_json(v) for k, v in value.fields.items()}}
@@ -519,11 +520,13 @@ class Trace:
         """The trace as JSON-ready data (written by the generic codec from the field types)."""
         out = codec.encode(self, Trace)
         out["format"] = FORMAT
-        return out
+        return dict(sorted(out.items()))
 
     def to_json(self, indent: int | None = 1) -> str:
-        """The trace as JSON text (sorted keys, so the same trace gives the same bytes)."""
-        return json.dumps(self.to_dict(), indent=indent, sort_keys=True, allow_nan=False)
+        """The trace as JSON text: the keys of records sorted, so the same trace gives the same bytes; the
+        dicts and struct fields of values (a forward's dict output, its keyword arguments) in their own
+        order, so a loaded trace shows them as the live one did."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     @classmethod
     def from_dict(cls, obj: Any) -> Trace:
