@@ -233,6 +233,31 @@ def test_a_dtype_mismatch_the_cpu_refuses_fails_on_meta_too():
             shapetrace.trace(DoubleInput(), torch.randn(2, 8), device=device)
 
 
+def _failure_messages(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """The failing call's error message, traced on the CPU (the oracle: torch's own kernel) and on meta."""
+    messages = []
+    for device in (None, "meta"):
+        with pytest.raises(shapetrace.TraceFailed) as info:
+            shapetrace.trace(model, x, device=device)
+        messages.append(info.value.trace.failed_call.error)
+    return messages
+
+
+def test_a_convolution_given_the_wrong_channels_fails_on_meta_with_the_cpus_message():
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    model.layer3[0].conv1 = nn.Conv2d(64, 256, 3, 2, 1, bias=False)  # 128 channels arrive
+    cpu, meta = _failure_messages(model, torch.randn(1, 3, 64, 64))
+    assert "expected input[1, 128, 8, 8] to have 64 channels, but got 128 channels instead" in cpu
+    assert meta == cpu
+
+
+def test_a_transposed_convolution_given_the_wrong_channels_fails_on_meta_as_on_the_cpu():
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ConvTranspose2d(8, 4, 2, stride=2)).eval()  # 16 arrive, 8 expected
+    cpu, meta = _failure_messages(model, torch.randn(3, 10, 10))  # unbatched: the CPU names it with a batch of 1
+    assert "expected input[1, 16, 8, 8] to have 8 channels, but got 16 channels instead" in cpu
+    assert meta == cpu
+
+
 def test_embedding_ids_out_of_range_fail_on_meta_as_on_the_cpu():
     model = nn.Embedding(100, 8)
     ids = torch.tensor([[3, 250]])
