@@ -143,6 +143,25 @@ def test_transformers_models_with_attention_masks_on_meta(name: str) -> None:
     assert_same_calls(meta, real)
 
 
+@pytest.mark.parametrize("name", ["mixtral", "qwen2_moe"])
+def test_transformers_mixture_of_experts_models_run_their_grouped_products_on_meta(name: str) -> None:
+    # Their experts call torch._grouped_mm, whose meta kernel refuses the float32 the CPU kernel accepts.
+    transformers = pytest.importorskip("transformers")
+    common = {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "max_position_embeddings": 64}
+    if name == "mixtral":
+        cls, config = transformers.MixtralForCausalLM, transformers.MixtralConfig(
+            intermediate_size=64, num_local_experts=4, num_experts_per_tok=2, **common)
+    else:
+        cls, config = transformers.Qwen2MoeForCausalLM, transformers.Qwen2MoeConfig(
+            intermediate_size=64, moe_intermediate_size=16, shared_expert_intermediate_size=32, num_experts=4,
+            num_experts_per_tok=2, **common)
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    ids = torch.randint(0, 90, (1, 8))
+    assert_same_calls(shapetrace.trace(model, input_ids=ids, device="meta"), shapetrace.trace(model, input_ids=ids))
+
+
 def test_llama_shaped_decoder_with_grouped_query_attention_on_meta() -> None:
     shape = LlamaShape(vocab=64, width=32, layers=2, heads=4, kv_heads=2, mlp=48)
     torch.manual_seed(0)
