@@ -243,3 +243,34 @@ def test_a_tracer_inside_a_tracer_counts_the_same_ops_as_either_alone():
     assert [c.op_count for c in inner.trace.calls] == counts
     assert [c.op_count for c in outer.trace.calls] == counts
     assert [op.name for op in outer.trace.ops] == [op.name for op in alone.trace.ops]
+
+
+def test_a_detectors_backbone_gets_its_input_from_the_transform_through_torchvisions_image_list():
+    from torchvision.models import detection
+
+    torch.manual_seed(0)
+    model = detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=3).eval()
+    images = [torch.rand(3, 64, 80)]
+    seen = {}  # the oracle: torch's own hooks see the batched tensor leave the transform and enter the backbone
+    handles = [model.transform.register_forward_hook(lambda m, a, out: seen.update(batched=out[0].tensors)),
+               model.backbone.register_forward_pre_hook(lambda m, a: seen.update(received=a[0]))]
+    model(images)
+    for h in handles:
+        h.remove()
+    assert seen["received"] is seen["batched"]
+    trace = shapetrace.trace(model, images, ops=True)
+    transform, backbone = trace.calls_of("transform")[0], trace.calls_of("backbone")[0]
+    batched = transform.outputs[0].fields["tensors"]
+    assert backbone.inputs[0].tid == batched.tid
+    assert (f"call:{transform.id}", f"call:{backbone.id}", batched.tid) in [(e.src, e.dst, e.tid) for e in trace.edges]
+    after: dict[str, list[str]] = {}
+    for e in trace.edges:
+        after.setdefault(e.src, []).append(e.dst)
+    reached, todo = set(), ["input:0"]
+    while todo:
+        node = todo.pop()
+        if node not in reached:
+            reached.add(node)
+            todo += after.get(node, [])
+    assert {e.dst for e in trace.edges if e.dst.startswith("output:")} <= reached  # one graph, input to outputs
+    assert unowned_edges(trace) == []
