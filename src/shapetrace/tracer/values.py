@@ -154,7 +154,8 @@ def describe(value: Any, tid_of: TidOf | None = None, _depth: int = 0, _objects:
         return [describe(v, tid_of, d, _objects) for v in value]
     if isinstance(value, (torch.dtype, torch.device, torch.Size)):
         return Opaque(type(value).__name__, str(value))
-    attributes = tensor_attributes(value) if _objects else None
+    # (a slice, Ellipsis or other built-in value has no instance dictionary: no call for it)
+    attributes = tensor_attributes(value) if _objects and type(value).__dictoffset__ else None
     if attributes is not None:  # objects inside it stay opaque: a cycle of objects cannot multiply the walk
         return Struct(type(value).__name__,
                       {_key_name(k, attributes): describe(v, tid_of, d, False) for k, v in attributes.items()})
@@ -181,7 +182,7 @@ def iter_live_tensors(value: Any, _depth: int = 0, _objects: bool = True) -> Ite
     elif isinstance(value, (list, tuple)):
         for v in value:
             yield from iter_live_tensors(v, d, _objects)
-    elif _objects and not isinstance(value, (torch.dtype, torch.device)):
+    elif _objects and type(value).__dictoffset__:
         attributes = tensor_attributes(value)
         if attributes is not None:
             for v in attributes.values():
