@@ -213,6 +213,7 @@ def _conv_channels(spatial: int, transposed: bool) -> Callable[[tuple, dict], No
 
 
 def _all(*checks: Callable[[tuple, dict], None]) -> Callable[[tuple, dict], None]:
+    """One check that runs ``checks`` in turn (the first to fail raises)."""
     def check(args: tuple, kwargs: dict) -> None:
         for c in checks:
             c(args, kwargs)
