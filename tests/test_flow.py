@@ -7,6 +7,24 @@ import torch
 from torch import nn
 
 import shapetrace
+from shapetrace.tracer.records import iter_tensors
+
+
+def unowned_edges(trace) -> list:
+    """Edges whose source does not list the edge's tensor: an op or call among its outputs, an ``input:``
+    node among the trace's inputs of that name. The format says an edge runs from the tensor's producer."""
+    def tids(value) -> set[int]:
+        return {m.tid for _, m in iter_tensors(value)}
+
+    def owned(node: str) -> set[int]:
+        kind, _, rest = node.partition(":")
+        if kind == "op":
+            return tids(trace.ops[int(rest)].outputs)
+        if kind == "call":
+            return tids(trace.calls[int(rest)].outputs)
+        return tids(trace.inputs[int(rest)] if rest.isdigit() else trace.kwargs.get(rest))
+
+    return [e for e in trace.edges if e.tid not in owned(e.src)]
 
 
 def edges_between(trace, kinds=("call", "op", "input", "output")) -> set[tuple[str, str]]:
@@ -73,6 +91,27 @@ def test_an_in_place_op_on_a_view_routes_the_flow_of_its_base_through_the_op(wri
     trace = shapetrace.trace(WritesThroughAView(write), torch.randn(2, 4), ops=True)
     into_relu = {src for src, dst in edges_between(trace) if dst == "relu"}
     assert into_relu == {op}  # not straight from clone, past the write
+
+
+@pytest.mark.parametrize("write", ["slice", "view"])
+def test_the_base_a_view_write_changed_is_listed_among_the_writing_ops_outputs(write):
+    trace = shapetrace.trace(WritesThroughAView(write), torch.randn(2, 4), ops=True)
+    into_relu = [e for e in trace.edges if e.dst.startswith("call:") and trace.calls[int(e.dst[5:])].module == "relu"]
+    assert [e.shape for e in into_relu] == [(2, 4)]  # the base, whole, as the ReLU received it
+    assert unowned_edges(trace) == []
+
+
+def test_edges_of_torchvisions_swin_v2_attention_run_from_the_ops_that_made_their_tensors():
+    from torchvision.models.swin_transformer import ShiftedWindowAttentionV2
+
+    torch.manual_seed(0)
+    layer = ShiftedWindowAttentionV2(dim=32, window_size=[4, 4], shift_size=[0, 0], num_heads=2).eval()
+    trace = shapetrace.trace(layer, torch.randn(1, 8, 8, 32), ops=True)  # qkv_bias[l:2l].zero_() in its forward
+    assert unowned_edges(trace) == []
+    zero = next(op for op in trace.ops if op.name == "zero_")
+    linear = next(op for op in trace.ops if op.name == "linear")
+    bias = next(e for e in trace.edges if e.src == f"op:{zero.id}" and e.dst == f"op:{linear.id}")
+    assert bias.shape == (3 * 32,)  # the whole qkv bias, its key third zeroed, reaches the projection
 
 
 def test_a_view_between_modules_is_an_op_node_with_its_shape():
@@ -204,3 +243,34 @@ def test_a_tracer_inside_a_tracer_counts_the_same_ops_as_either_alone():
     assert [c.op_count for c in inner.trace.calls] == counts
     assert [c.op_count for c in outer.trace.calls] == counts
     assert [op.name for op in outer.trace.ops] == [op.name for op in alone.trace.ops]
+
+
+def test_a_detectors_backbone_gets_its_input_from_the_transform_through_torchvisions_image_list():
+    from torchvision.models import detection
+
+    torch.manual_seed(0)
+    model = detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=3).eval()
+    images = [torch.rand(3, 64, 80)]
+    seen = {}  # the oracle: torch's own hooks see the batched tensor leave the transform and enter the backbone
+    handles = [model.transform.register_forward_hook(lambda m, a, out: seen.update(batched=out[0].tensors)),
+               model.backbone.register_forward_pre_hook(lambda m, a: seen.update(received=a[0]))]
+    model(images)
+    for h in handles:
+        h.remove()
+    assert seen["received"] is seen["batched"]
+    trace = shapetrace.trace(model, images, ops=True)
+    transform, backbone = trace.calls_of("transform")[0], trace.calls_of("backbone")[0]
+    batched = transform.outputs[0].fields["tensors"]
+    assert backbone.inputs[0].tid == batched.tid
+    assert (f"call:{transform.id}", f"call:{backbone.id}", batched.tid) in [(e.src, e.dst, e.tid) for e in trace.edges]
+    after: dict[str, list[str]] = {}
+    for e in trace.edges:
+        after.setdefault(e.src, []).append(e.dst)
+    reached, todo = set(), ["input:0"]
+    while todo:
+        node = todo.pop()
+        if node not in reached:
+            reached.add(node)
+            todo += after.get(node, [])
+    assert {e.dst for e in trace.edges if e.dst.startswith("output:")} <= reached  # one graph, input to outputs
+    assert unowned_edges(trace) == []

@@ -143,6 +143,25 @@ def test_transformers_models_with_attention_masks_on_meta(name: str) -> None:
     assert_same_calls(meta, real)
 
 
+@pytest.mark.parametrize("name", ["mixtral", "qwen2_moe"])
+def test_transformers_mixture_of_experts_models_run_their_grouped_products_on_meta(name: str) -> None:
+    # Their experts call torch._grouped_mm, whose meta kernel refuses the float32 the CPU kernel accepts.
+    transformers = pytest.importorskip("transformers")
+    common = {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "max_position_embeddings": 64}
+    if name == "mixtral":
+        cls, config = transformers.MixtralForCausalLM, transformers.MixtralConfig(
+            intermediate_size=64, num_local_experts=4, num_experts_per_tok=2, **common)
+    else:
+        cls, config = transformers.Qwen2MoeForCausalLM, transformers.Qwen2MoeConfig(
+            intermediate_size=64, moe_intermediate_size=16, shared_expert_intermediate_size=32, num_experts=4,
+            num_experts_per_tok=2, **common)
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    ids = torch.randint(0, 90, (1, 8))
+    assert_same_calls(shapetrace.trace(model, input_ids=ids, device="meta"), shapetrace.trace(model, input_ids=ids))
+
+
 def test_llama_shaped_decoder_with_grouped_query_attention_on_meta() -> None:
     shape = LlamaShape(vocab=64, width=32, layers=2, heads=4, kv_heads=2, mlp=48)
     torch.manual_seed(0)
@@ -231,6 +250,31 @@ def test_a_dtype_mismatch_the_cpu_refuses_fails_on_meta_too():
     for device in (None, "meta"):
         with pytest.raises(shapetrace.TraceFailed, match="must have the same dtype"):
             shapetrace.trace(DoubleInput(), torch.randn(2, 8), device=device)
+
+
+def _failure_messages(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """The failing call's error message, traced on the CPU (the oracle: torch's own kernel) and on meta."""
+    messages = []
+    for device in (None, "meta"):
+        with pytest.raises(shapetrace.TraceFailed) as info:
+            shapetrace.trace(model, x, device=device)
+        messages.append(info.value.trace.failed_call.error)
+    return messages
+
+
+def test_a_convolution_given_the_wrong_channels_fails_on_meta_with_the_cpus_message():
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    model.layer3[0].conv1 = nn.Conv2d(64, 256, 3, 2, 1, bias=False)  # 128 channels arrive
+    cpu, meta = _failure_messages(model, torch.randn(1, 3, 64, 64))
+    assert "expected input[1, 128, 8, 8] to have 64 channels, but got 128 channels instead" in cpu
+    assert meta == cpu
+
+
+def test_a_transposed_convolution_given_the_wrong_channels_fails_on_meta_as_on_the_cpu():
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ConvTranspose2d(8, 4, 2, stride=2)).eval()  # 16 arrive, 8 expected
+    cpu, meta = _failure_messages(model, torch.randn(3, 10, 10))  # unbatched: the CPU names it with a batch of 1
+    assert "expected input[1, 16, 8, 8] to have 8 channels, but got 16 channels instead" in cpu
+    assert meta == cpu
 
 
 def test_embedding_ids_out_of_range_fail_on_meta_as_on_the_cpu():

@@ -397,6 +397,54 @@ def test_convolution_rule_declines_unusual_arguments_and_torch_answers(x, weight
         assert (got.shape, got.stride()) == (expected.shape, expected.stride())
 
 
+GROUPED_MM_CALLS = {  # (a, b, offs, b transposed): the four ways torch._grouped_mm groups its operands
+    "2d-3d": ((10, 16), (3, 16, 24), [3, 5, 10], False),
+    "2d-3d, b transposed": ((10, 16), (3, 24, 16), [3, 5, 10], True),
+    "3d-2d": ((3, 4, 16), (16, 24), [8, 16, 24], False),
+    "2d-2d": ((4, 24), (24, 16), [8, 16, 24], False),
+    "3d-3d": ((3, 4, 16), (3, 16, 24), None, False),
+}
+
+
+def _grouped_mm_operands(a: tuple, b: tuple, offs: list | None, transposed: bool, dtype: torch.dtype) -> tuple:
+    mat_b = torch.randn(b, dtype=dtype)
+    return (torch.randn(a, dtype=dtype), mat_b.transpose(-2, -1) if transposed else mat_b,
+            None if offs is None else torch.tensor(offs, dtype=torch.int32))
+
+
+@pytest.mark.skipif(not hasattr(torch, "_grouped_mm"), reason="this torch has no grouped matrix product")
+@pytest.mark.parametrize("call", list(GROUPED_MM_CALLS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_grouped_mm_rule_matches_the_cpu_kernel(call, dtype) -> None:
+    # The oracle is the CPU kernel: the meta one refuses float32, which a mixture-of-experts forward on the CPU uses.
+    a, b, offs = _grouped_mm_operands(*GROUPED_MM_CALLS[call], dtype)
+    expected = torch._grouped_mm(a, b, offs=offs)
+    meta = [None if t is None else t.to(META) for t in (a, b, offs)]
+    got = rule_for(torch._grouped_mm)((meta[0], meta[1]), {"offs": meta[2]})
+    assert (got.device, got.shape, got.dtype, got.stride()) == (META, expected.shape, expected.dtype, expected.stride())
+
+
+@pytest.mark.skipif(not hasattr(torch, "_grouped_mm"), reason="this torch has no grouped matrix product")
+@pytest.mark.parametrize(("a", "b", "offs", "kwargs"), [
+    ((10, 16), (3, 24, 24), [3, 5, 10], {}),  # contraction sizes differ
+    ((10, 16), (2, 16, 24), [3, 5, 10], {}),  # three groups, two matrices
+    ((10, 16), (3, 16, 24), None, {}),  # a 2-D operand needs offsets
+    ((3, 4, 16), (3, 16, 24), [3, 5, 10], {}),  # two 3-D operands take none
+    ((10, 16), (3, 16, 6), [3, 5, 10], {}),  # rows of 24 bytes: not 16-byte aligned
+    ((10, 16), (3, 16, 24), [3, 5, 10], {"bias": torch.zeros(3, 24)}),
+    ((10, 16), (3, 16, 24), [3, 5, 10], {"out_dtype": torch.bfloat16}),
+    ((10, 16), (3, 16, 24), torch.tensor([3, 5, 10]), {}),  # int64 offsets: they must be int32
+])
+def test_grouped_mm_rule_declines_what_the_cpu_kernel_refuses(a, b, offs, kwargs) -> None:
+    a, b, int32_offs = _grouped_mm_operands(a, b, offs if isinstance(offs, list) else None, False, torch.float32)
+    offs = offs if isinstance(offs, torch.Tensor) else int32_offs
+    with pytest.raises(RuntimeError):
+        torch._grouped_mm(a, b, offs=offs, **kwargs)
+    on_meta = [None if t is None else t.to(META) for t in (a, b, offs)]
+    kwargs = {k: v.to(META) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    assert rule_for(torch._grouped_mm)((on_meta[0], on_meta[1]), {"offs": on_meta[2], **kwargs}) is None
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced", "permuted", "transposed"])
 @pytest.mark.parametrize("shape", [(2, 4, 9, 10), (4, 9, 10), (2, 4, 1, 1), (1, 4, 3, 3)])
 @pytest.mark.parametrize("size", [(1, 1), 3, (None, 2), (5, 7), 1])

@@ -89,7 +89,8 @@ class TensorIds:
 
 def _written(target: torch.Tensor) -> list[torch.Tensor]:
     """The tensors an in-place op on ``target`` changes, as far as the data flow goes: ``target``, and the
-    tensor it is a view of (``y[:, :2].mul_(2)`` changes ``y``: what reads ``y`` next comes from the op)."""
+    tensor it is a view of (``y[:, :2].mul_(2)`` changes ``y``: what reads ``y`` next comes from the op, whose
+    outputs list ``y``'s new value after the one it returned, so the edge from the op names a value it made)."""
     base = target._base
     return [target] if base is None else [target, base]
 
@@ -158,15 +159,17 @@ class DataFlow:
         oid = len(self.ops)
         node = f"op:{oid}"
         inputs = describe(args, lambda t: ids.get_or_new(t, order))
-        if inplace_target is not None:
-            for written in _written(inplace_target):
-                ids.new(written, node, order)
+        written = _written(inplace_target) if inplace_target is not None else ()
+        for t in written:
+            ids.new(t, node, order)
 
         def tid_of(t: torch.Tensor) -> int:
             return ids.produced_since(t, order, node, order)
 
         outputs = describe(out, tid_of) if out is not None else (
             describe(inplace_target, tid_of) if inplace_target is not None else None)
+        if len(written) > 1:  # written through a view: the base's new value is this op's too (see ``_written``)
+            outputs = [outputs, describe(written[1], tid_of)]
         self.ops.append(Op(oid, name, call, order, inputs, outputs))
         if self.on_op is not None:
             self.on_op(self.ops[-1])

@@ -22,7 +22,8 @@ names the operation and suggests a real run on a small input; so does an in-plac
 result into a real tensor (its values would be left stale).
 
 ``meta`` kernels skip some checks the CPU makes; the mode adds the ones a forward most often trips over:
-the operands of ``linear``, the matrix products and the convolutions must share a dtype, and the ids given
+the operands of ``linear``, the matrix products and the convolutions must share a dtype, a convolution's
+input must have the channels its weight expects (said with the CPU's message), and the ids given
 to ``embedding`` (real, when they are an input) must be in range. Others (a ``.view`` of a result whose
 strides the CPU lays out differently) can still pass on ``meta`` and fail on the CPU.
 """
@@ -190,15 +191,45 @@ def _embedding_ids_in_range(args: tuple, kwargs: dict) -> None:
                          f"{weight.shape[0]} rows")
 
 
+def _conv_channels(spatial: int, transposed: bool) -> Callable[[tuple, dict], None]:
+    """A check that a convolution's input has the channels its weight expects, with the CPU's message: the
+    ``meta`` kernels say only "Invalid channel dimensions", or (transposed) nothing at all."""
+    def check(args: tuple, kwargs: dict) -> None:
+        x = args[0] if args else kwargs.get("input")
+        weight = args[1] if len(args) > 1 else kwargs.get("weight")
+        groups = args[6] if len(args) > 6 else kwargs.get("groups", 1)  # the seventh in both signatures
+        if (not isinstance(x, torch.Tensor) or not isinstance(weight, torch.Tensor) or type(groups) is not int
+                or groups < 1 or weight.ndim != spatial + 2 or x.ndim not in (spatial + 1, spatial + 2)):
+            return
+        channels = x.shape[x.ndim - spatial - 1]
+        expected = weight.shape[0] if transposed else weight.shape[1] * groups
+        if channels == expected:
+            return
+        shape = list(x.shape) if x.ndim == spatial + 2 else [1, *x.shape]  # as the CPU names an unbatched one
+        given = "transposed=1" if transposed else f"groups={groups}"
+        raise RuntimeError(f"Given {given}, weight of size {list(weight.shape)}, expected input{shape} to have "
+                           f"{expected} channels, but got {channels} channels instead")
+    return check
+
+
+def _all(*checks: Callable[[tuple, dict], None]) -> Callable[[tuple, dict], None]:
+    """One check that runs ``checks`` in turn (the first to fail raises)."""
+    def check(args: tuple, kwargs: dict) -> None:
+        for c in checks:
+            c(args, kwargs)
+    return check
+
+
 _CPU_CHECKS: dict[Any, Callable[[tuple, dict], None]] = {}
 for _f in (torch._C._nn.linear, torch.nn.functional.linear):
     _CPU_CHECKS[_f] = _same_dtype("mat1 and mat2")
 for _f in (torch.matmul, torch.mm, torch.bmm, torch.Tensor.matmul, torch.Tensor.mm, torch.Tensor.bmm,
            torch.Tensor.__matmul__, torch.Tensor.__rmatmul__):
     _CPU_CHECKS[_f] = _same_dtype("m1 and m2")
-for _f in (torch.conv1d, torch.conv2d, torch.conv3d, torch.conv_transpose1d, torch.conv_transpose2d,
-           torch.conv_transpose3d):
-    _CPU_CHECKS[_f] = _same_dtype("input, weight and bias")
+for _spatial, (_f, _t) in enumerate(((torch.conv1d, torch.conv_transpose1d), (torch.conv2d, torch.conv_transpose2d),
+                                     (torch.conv3d, torch.conv_transpose3d)), start=1):
+    _CPU_CHECKS[_f] = _all(_same_dtype("input, weight and bias"), _conv_channels(_spatial, transposed=False))
+    _CPU_CHECKS[_t] = _all(_same_dtype("input, weight and bias"), _conv_channels(_spatial, transposed=True))
 _CPU_CHECKS[torch.nn.functional.embedding] = _embedding_ids_in_range
 _CPU_CHECKS[torch.embedding] = lambda args, kwargs: _embedding_ids_in_range((args[1], args[0]) if len(args) > 1
                                                                             else args, kwargs)

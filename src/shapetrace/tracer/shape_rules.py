@@ -804,6 +804,54 @@ _register(_convolution(2), F.conv2d, torch.conv2d)
 _register(_convolution(3), F.conv3d, torch.conv3d)
 
 
+# ---- grouped matrix products (mixture-of-experts layers) -----------------------------------------------------
+_GROUPED_MM_DTYPES = frozenset({torch.float32, torch.bfloat16, torch.float16})
+_GROUPED_MM_KWARGS = frozenset({"offs", "bias", "out_dtype"})
+
+
+def _aligned(t: torch.Tensor) -> bool:
+    """The CPU kernel's layout check: one unit stride among the last two, every other stride 16-byte aligned."""
+    strides = t.stride()
+    if 1 not in strides[-2:]:
+        return False
+    return all(st * t.element_size() % 16 == 0 for st in strides if st != 1)
+
+
+def _grouped_mm(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """``torch._grouped_mm(a, b, offs=...)``, as the CPU kernel computes it: the ``meta`` kernel refuses float32,
+    which the CPU (and a mixture-of-experts forward run there) accepts. 2-D ``a`` (M, K) and 3-D ``b`` (G, K, N)
+    give (M, N); 3-D and 2-D give (M, N); 2-D and 2-D give (G, M, N); 3-D and 3-D (no ``offs``) give (G, M, N)."""
+    if not 2 <= len(args) <= 5 or not _only(kwargs, _GROUPED_MM_KWARGS):
+        return None
+    a, b = args[0], args[1]
+    offs, bias, out_dtype = (_arg(args, kwargs, 2 + i, name) for i, name in enumerate(("offs", "bias", "out_dtype")))
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or bias is not None:
+        return None
+    if a.dtype not in _GROUPED_MM_DTYPES or b.dtype != a.dtype or out_dtype not in (None, a.dtype):
+        return None
+    if a.ndim not in (2, 3) or b.ndim not in (2, 3) or a.shape[-1] != b.shape[-2] or not (_aligned(a) and _aligned(b)):
+        return None
+    if a.ndim == 3 and b.ndim == 3:
+        if offs is not None or a.shape[0] != b.shape[0]:
+            return None
+        shape, tensors = (a.shape[0], a.shape[1], b.shape[2]), (a, b)
+    else:
+        if not isinstance(offs, torch.Tensor) or offs.ndim != 1 or offs.dtype != torch.int32:
+            return None
+        groups = offs.shape[0]
+        if (a.ndim == 3 and a.shape[0] != groups) or (b.ndim == 3 and b.shape[0] != groups):
+            return None
+        shape = (groups, a.shape[0], b.shape[1]) if a.ndim == b.ndim == 2 else (a.shape[-2], b.shape[-1])
+        tensors = (a, b, offs)
+    if not usable(tensors):
+        return None
+    return _new(shape, None, a.dtype)
+
+
+if hasattr(torch, "_grouped_mm"):
+    _register(_grouped_mm, torch._grouped_mm)
+
+
 def _suggested_format(t: torch.Tensor) -> torch.memory_format:
     if t.ndim == 4 and _channels_last_like(t.shape, t.stride()):
         return torch.channels_last

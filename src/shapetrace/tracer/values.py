@@ -2,7 +2,13 @@
 
 ``describe`` walks whatever a forward takes or returns: tensors, tuples and lists, dicts, namedtuples,
 dataclasses (Hugging Face ``ModelOutput`` included), ``PackedSequence``, ``None`` and Python scalars. A
-``tid_of`` callback, when given, names each tensor's identity for data-flow tracking (see ``hooks``).
+``tid_of`` callback, when given, names each tensor's identity for data-flow tracking (see ``flow``).
+
+A plain object holding a tensor directly among its attributes (torchvision's ``ImageList``, which carries
+the batched images from a detector's transform to its backbone) is a ``Struct`` of its attributes, so the
+tensor keeps its identity and the data flow stays connected; any other object is an ``Opaque`` with its
+repr. The walk is bounded: at most ``MAX_ATTRIBUTES`` attributes, objects inside such an object stay
+opaque (a cycle of objects cannot multiply), and ``MAX_DEPTH`` levels in all.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,6 +27,8 @@ from .records import Opaque, Struct, TensorMeta, Value, learn_itemsize
 # Past this many items a non-tensor sequence is summarised instead of copied into the trace.
 MAX_ITEMS = 256
 MAX_DEPTH = 32
+# An object with more attributes than this stays opaque, tensors or not.
+MAX_ATTRIBUTES = 32
 
 TidOf = Callable[[torch.Tensor], "int | None"]
 
@@ -99,7 +108,26 @@ def _key_name(key: Any, mapping: dict) -> str:
     return f"{name} ({type(key).__name__})" if name in mapping else name
 
 
-def describe(value: Any, tid_of: TidOf | None = None, _depth: int = 0) -> Value:
+def tensor_attributes(value: Any) -> dict | None:
+    """The attributes of a plain object that holds a tensor directly among them (torchvision's ``ImageList``:
+    ``tensors``, ``image_sizes``), read from its instance dictionary (its properties and ``__getattr__`` do not run);
+    ``None`` for any other value (a module, a class, an object with more than ``MAX_ATTRIBUTES`` attributes or
+    whose dictionary cannot be read)."""
+    if not type(value).__dictoffset__ or isinstance(value, (type, types.ModuleType, torch.nn.Module)):
+        return None
+    try:
+        attributes = object.__getattribute__(value, "__dict__")
+    except Exception:  # noqa: BLE001 - whatever an odd object raises, it stays opaque
+        return None
+    if type(attributes) is not dict or not attributes or len(attributes) > MAX_ATTRIBUTES:
+        return None
+    attributes = dict(attributes)  # a snapshot: reading a value must not see the object change under it
+    if not any(isinstance(v, torch.Tensor) for v in attributes.values()):
+        return None
+    return attributes
+
+
+def describe(value: Any, tid_of: TidOf | None = None, _depth: int = 0, _objects: bool = True) -> Value:
     """The value tree of ``value``; ``tid_of(tensor)`` supplies each tensor's ``tid`` when given."""
     if isinstance(value, torch.Tensor):
         return tensor_meta(value, tid_of(value) if tid_of is not None else None)
@@ -109,26 +137,32 @@ def describe(value: Any, tid_of: TidOf | None = None, _depth: int = 0) -> Value:
         return Opaque(type(value).__qualname__, "nested too deeply to record")
     d = _depth + 1
     if isinstance(value, torch.nn.utils.rnn.PackedSequence) or _is_namedtuple(value):
-        return Struct(type(value).__name__, {f: describe(getattr(value, f), tid_of, d) for f in value._fields})
+        return Struct(type(value).__name__,
+                      {f: describe(getattr(value, f), tid_of, d, _objects) for f in value._fields})
     if isinstance(value, dict):
         # Hugging Face ModelOutput is a dict *and* a dataclass: its items() holds the fields that are set.
-        items = {_key_name(k, value): describe(v, tid_of, d) for k, v in value.items()}
+        items = {_key_name(k, value): describe(v, tid_of, d, _objects) for k, v in value.items()}
         if dataclasses.is_dataclass(value):
             return Struct(type(value).__name__, items)
         return items
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return Struct(type(value).__name__,
-                      {f.name: describe(getattr(value, f.name), tid_of, d) for f in dataclasses.fields(value)})
+        return Struct(type(value).__name__, {f.name: describe(getattr(value, f.name), tid_of, d, _objects)
+                                             for f in dataclasses.fields(value)})
     if isinstance(value, (list, tuple)):
         if len(value) > MAX_ITEMS and not any(isinstance(v, torch.Tensor) for v in value):
             return Opaque(type(value).__name__, f"{type(value).__name__} of {len(value)} items")
-        return [describe(v, tid_of, d) for v in value]
+        return [describe(v, tid_of, d, _objects) for v in value]
     if isinstance(value, (torch.dtype, torch.device, torch.Size)):
         return Opaque(type(value).__name__, str(value))
+    # (a slice, Ellipsis or other built-in value has no instance dictionary: no call for it)
+    attributes = tensor_attributes(value) if _objects and type(value).__dictoffset__ else None
+    if attributes is not None:  # objects inside it stay opaque: a cycle of objects cannot multiply the walk
+        return Struct(type(value).__name__,
+                      {_key_name(k, attributes): describe(v, tid_of, d, False) for k, v in attributes.items()})
     return Opaque(type(value).__qualname__, _short_repr(value))
 
 
-def iter_live_tensors(value: Any, _depth: int = 0) -> Iterator[torch.Tensor]:
+def iter_live_tensors(value: Any, _depth: int = 0, _objects: bool = True) -> Iterator[torch.Tensor]:
     """Every tensor inside a live value, in the order ``describe`` visits them."""
     if isinstance(value, torch.Tensor):
         yield value
@@ -138,16 +172,21 @@ def iter_live_tensors(value: Any, _depth: int = 0) -> Iterator[torch.Tensor]:
     d = _depth + 1
     if isinstance(value, torch.nn.utils.rnn.PackedSequence) or _is_namedtuple(value):
         for f in value._fields:
-            yield from iter_live_tensors(getattr(value, f), d)
+            yield from iter_live_tensors(getattr(value, f), d, _objects)
     elif isinstance(value, dict):
         for v in value.values():
-            yield from iter_live_tensors(v, d)
+            yield from iter_live_tensors(v, d, _objects)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for f in dataclasses.fields(value):
-            yield from iter_live_tensors(getattr(value, f.name), d)
+            yield from iter_live_tensors(getattr(value, f.name), d, _objects)
     elif isinstance(value, (list, tuple)):
         for v in value:
-            yield from iter_live_tensors(v, d)
+            yield from iter_live_tensors(v, d, _objects)
+    elif _objects and type(value).__dictoffset__:
+        attributes = tensor_attributes(value)
+        if attributes is not None:
+            for v in attributes.values():
+                yield from iter_live_tensors(v, d, False)
 
 
 def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor], _path: tuple[int, ...] = ()) -> Any:

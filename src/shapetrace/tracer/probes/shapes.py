@@ -94,7 +94,9 @@ class ShapeProbe(Probe):
         """A pre-hook of the module's own ran: record what its forward receives instead.
 
         A tensor the hook made (``x.flatten(1)``) comes from the argument it replaced, as far as the data flow
-        goes: it gets that argument's producer, so the edge into this call stays."""
+        goes: it gets that argument's producer, so the edge into this call (and into the children of a container
+        that read it) stays, with the shape the forward received: one of the two kinds of edge whose source does not
+        list its tensor among its outputs (docs/trace-format.md, "edge")."""
         flow = self.flow
         order = flow.starts[cid]
         if kwargs is None:
