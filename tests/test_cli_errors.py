@@ -422,12 +422,33 @@ def test_output_into_a_fifo_is_written_into_it_not_replaced(tmp_path):
     assert fifo.is_fifo() and got and b"Total params" in got[0]
 
 
-@pytest.mark.parametrize("width", ["1", "2"])
+@pytest.mark.parametrize("width", [1, 2])
 def test_a_table_narrower_than_any_word_still_prints_every_character(width):
+    import torch
+
+    import shapetrace
+    from shapetrace.renderers.table import render_text
+
+    text = render_text(shapetrace.trace(torch.nn.Linear(4, 2), torch.randn(1, 4)), width=width)
+    assert "Totalparams:10" in "".join(text.split())
+
+
+@pytest.mark.parametrize("width", ["1", "39", "-1"])
+def test_a_width_below_the_tables_minimum_is_a_usage_error(width):
+    from shapetrace.renderers.display import MIN_TABLE_WIDTH
+
+    result = invoke("trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "-i", "1,4",
+                    "-w", width)
+    assert result.exit_code == 2 and no_traceback(result), result.output
+    assert f"at least {MIN_TABLE_WIDTH} columns" in result.output and "--width" in result.output
+
+
+@pytest.mark.parametrize("width", ["40", "0"])
+def test_the_tables_minimum_width_and_no_limit_are_accepted(width):
     result = invoke("trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "-i", "1,4",
                     "-w", width)
     assert result.exit_code == 0, result.output
-    assert "Totalparams:10" in "".join(result.stdout.split())
+    assert "Total params" in result.stdout
 
 
 def test_lines_writes_text_to_a_txt_file(tmp_path):

@@ -3,6 +3,7 @@ big models, the 500-node warning and the missing-Graphviz path."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import warnings
@@ -67,7 +68,8 @@ def test_names_with_markup_render_literally():
 def test_dot_source_escapes_labels():
     t = shapetrace.trace(Evil(), torch.randn(2, 3), ops=True)
     src = to_dot(t)
-    assert "a&lt;b&gt;&amp;&quot;x&#39;\\ny&lt;/b&gt;" in src
+    # the newline as the two characters \n, the backslash doubled for Graphviz, which reads \\ as one there
+    assert "a&lt;b&gt;&amp;&quot;x&#39;\\\\ny&lt;/b&gt;" in src
     labels = [line.split("label=")[1].split(", tooltip=")[0] for line in src.splitlines() if "label=<" in line]
     assert not any("<script>" in lab or "\ny</b>" in lab for lab in labels)
     assert 'tooltip="a<b>&\\"x\'\\\\ny</b> (Linear)' in src  # a quoted DOT string, the newline literal
@@ -376,3 +378,116 @@ def test_the_u_layout_lets_graphviz_route_the_input_skip_into_the_tail_row_and_t
     titles = re.findall(r'<g id="edge\d+" class="edge">\n<title>([^<]*)</title>', svg)
     assert titles and all(" → " in title for title in titles), titles
     assert any(title.startswith("input → merge") for title in titles)
+
+
+# ---- empty and long names, backslashes ----------------------------------------------------------------------
+def _empty_names_trace() -> Trace:
+    """A real model with a class named "" (a leaf and a container), then, edited in its JSON as load() accepts,
+    an op named "" and an output dtype "" (drawn by the detailed style)."""
+    anon = type("", (nn.Module,), {"forward": lambda self, x: x * 2})
+    box = type("", (nn.Module,), {
+        "__init__": lambda self: (nn.Module.__init__(self), setattr(self, "lin", nn.Linear(3, 3)))[0],
+        "forward": lambda self, x: self.lin(x) + 1})
+    t = shapetrace.trace(nn.Sequential(nn.Linear(3, 3), anon(), box()), torch.randn(2, 3), ops=True)
+    data = json.loads(t.to_json())
+    assert data["ops"]
+    for op in data["ops"]:
+        op["name"] = ""
+    data["calls"][1]["outputs"]["dtype"] = ""
+    return shapetrace.load(json.dumps(data))
+
+
+def test_an_empty_name_writes_no_empty_label_element():
+    t = _empty_names_trace()
+    for style in ("compact", "detailed"):
+        for layout in ("tb", "u"):
+            src = to_dot(t, style=style, layout=layout, depth=None, overlays=["frozen"])
+            assert "<B></B>" not in src and not re.search(r"<FONT[^>]*></FONT>", src), src
+            assert "<BR/><BR/>" not in src and "<BR/>>" not in src and "<<BR/>" not in src
+
+
+@requires_dot
+@pytest.mark.parametrize("fmt", ["svg", "png", "pdf"])
+def test_an_empty_class_op_or_dtype_name_still_draws_a_diagram(fmt):
+    t = _empty_names_trace()
+    for style in ("compact", "detailed"):
+        for layout in ("tb", "u"):
+            for depth in (None, 1):
+                assert render(t, format=fmt, style=style, layout=layout, depth=depth)
+    page = shapetrace.renderers.render(t, "html", shapetrace.renderers.RenderOptions(with_diagram=True))
+    assert "<svg" in page
+
+
+LONG = "x" * 500
+
+
+class LongNamed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.d = nn.ModuleDict({LONG: type("Y" * 300, (nn.Linear,), {})(3, 3)})
+
+    def forward(self, x):
+        return self.d[LONG](x)
+
+
+@requires_dot
+def test_a_long_name_is_cut_in_the_middle_on_the_node_and_kept_whole_in_the_tooltip():
+    t = shapetrace.trace(LongNamed(), torch.randn(2, 3))
+    src = to_dot(t)
+    shown = re.search(r"<B>(d\.x+…x+)</B>", src)
+    assert shown and len(shown.group(1)) == diagram.NAME_WIDTH and LONG not in src.split("tooltip")[0]
+    assert "Y" * 300 not in re.sub(r'tooltip="[^"]*"', "", src)  # the class too
+    root = svg_root(render(t, format="svg"))
+    assert float(root.get("width").removesuffix("pt")) < 800  # was 8080 px wide
+    titles = [e.text or "" for e in root.iter(f"{SVG}title")]
+    assert any(title.startswith(f"d.{LONG} ({'Y' * 300})") for title in titles)
+
+
+def test_the_gallerys_names_are_short_enough_to_be_drawn_whole():
+    from shapetrace.renderers.diagram import shown_name
+
+    for name in ("bodies.densenet.0.denseblock2.denselayer10.norm1", "layers.0.5.0.downsample.0 ×3"):
+        assert shown_name(name) == name
+
+
+@requires_dot
+def test_a_newline_and_a_backslash_n_read_differently_on_the_node():
+    model = nn.Module()
+    model.d = nn.ModuleDict({"a\nb": nn.Linear(3, 3), "a\\nb": nn.Linear(3, 3), "back\\slash": nn.ReLU()})
+    model.forward = lambda x: model.d["back\\slash"](model.d["a\\nb"](model.d["a\nb"](x)))
+    root = svg_root(render(shapetrace.trace(model, torch.randn(2, 3)), format="svg"))
+    texts = ["".join(e.itertext()) for e in root.iter(f"{SVG}text")]
+    assert "d.a\\nb" in texts and "d.a\\\\nb" in texts and "d.back\\slash" in texts
+
+
+# ---- overlays together --------------------------------------------------------------------------------------
+def _timed_partly_frozen() -> Trace:
+    model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), nn.Sequential(nn.Flatten(), nn.Linear(144, 2)))
+    model[0][0].weight.requires_grad_(False)
+    t = trace_of(model, 1, 3, 8, 8)
+    for i, c in enumerate(t.calls):
+        c.timing = {"self_ms": 0.1 * (i + 1), "total_ms": 0.2 * (i + 1)}
+    return Trace.from_json(t.to_json())
+
+
+def test_a_legend_row_is_drawn_only_for_colours_the_nodes_show():
+    t = _timed_partly_frozen()
+    both = to_dot(t, overlays=["frozen", "heat"], options={"heat": "time"})  # heat paints over every frozen fill
+    assert "time (self)" in both and ">parameters<" not in both
+    assert not any(colour in both for colour in diagram.FROZEN_FILL.values())
+    assert "partly frozen" in both  # the node's own mark still says it
+    frozen = to_dot(t, overlays=["frozen"])  # no node is wholly frozen: that row goes, the others stay
+    assert ">parameters<" in frozen and ">partly frozen&#160;" in frozen and ">trainable&#160;" in frozen
+    assert ">frozen&#160;" not in frozen
+    last = to_dot(t, overlays=["heat", "frozen"], options={"heat": "time"})  # frozen wins where it fills
+    assert ">parameters<" in last and "time (self)" in last  # heat still fills the parameterless calls
+
+
+def test_the_detailed_style_with_the_time_heat_prints_each_time_once():
+    t = _timed_partly_frozen()
+    src = to_dot(t, style="detailed", overlays=["frozen", "heat", "cut"], options={"heat": "time"})
+    for node in build_graph(t).nodes:
+        if node.self_ms is not None:
+            line = next(line for line in src.splitlines() if line.strip().startswith(f"{node.id} ["))
+            label = line.split("tooltip=")[0]
+            assert label.count(f"{node.self_ms:.3f} ms") == 1, label

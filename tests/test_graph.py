@@ -394,3 +394,47 @@ def test_unet_exhibit_tail_turns_back_along_a_row_above_instead_of_widening_the_
     assert merge[0] > last[0] > out[0]  # running right to left towards the output
     assert max(x for x, _ in pos.values()) == merge[0] == pos["layers.9"][0]  # the merge sits above the resize
     assert out[0] > pos["input"][0]  # within the picture's width, over the encoder
+
+
+class PoolTwice(nn.Module):
+    """One pooling module applied twice in straight-line code, then a loop of one activation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.pool, self.act = nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2), nn.ReLU()
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        x = self.pool(x)
+        x = self.pool(x)
+        for _ in range(3):
+            x = self.act(x)
+        return self.head(x)
+
+
+def test_a_folded_node_shows_the_shapes_of_every_call_it_folds():
+    from shapetrace.renderers.diagram import to_dot
+
+    t = trace_of(PoolTwice(), 1, 3, 32, 32)
+    g = build_graph(t)
+    pool = g.find("pool")[0]  # straight after one another: the trace cannot tell these calls from a loop
+    assert pool.count == 2 and pool.out_shapes == [(1, 4, 16, 16), (1, 4, 8, 8)]
+    assert pool.shapes_of("in", "[0]") == [(1, 4, 32, 32), (1, 4, 16, 16)]
+    assert "out: (1, 4, 16, 16) | (1, 4, 8, 8) float32" in pool.tooltip()
+    assert "<B>pool ×2</B>" in to_dot(t) and "1×4×16×16 | 1×4×8×8" in to_dot(t)
+    assert "in[0]: 1×4×32×32 | 1×4×16×16" in to_dot(t, style="detailed")
+    assert [e.shapes for e in g.edges if e.src == pool.id] == [[(1, 4, 8, 8)]]  # what leaves is the last call's
+    act = g.find("act")[0]
+    assert act.count == 3 and act.out_shapes == [(1, 4, 8, 8)] and "<B>act ×3</B>" in to_dot(t)
+
+
+def test_with_source_lines_only_calls_from_one_line_fold():
+    torch.manual_seed(0)
+    t = shapetrace.trace(PoolTwice().eval(), torch.randn(1, 3, 32, 32), ops=True, lines=True)
+    g = build_graph(t)
+    pools = g.find("pool")
+    assert [(n.count, n.out_shapes) for n in pools] == [(1, [(1, 4, 16, 16)]), (1, [(1, 4, 8, 8)])]
+    assert [n.count for n in g.find("act")] == [3]  # the loop's calls come from one line: still folded
+    lstm = shapetrace.trace(LoopLSTM().eval(), torch.randn(2, 4, 6), ops=True, lines=True)
+    assert [n.title for n in build_graph(lstm).find("lstm")] == ["lstm ×4"]

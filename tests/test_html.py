@@ -223,3 +223,22 @@ def test_the_call_column_is_left_out_when_no_module_is_called_twice():
     twice = html_renderer.render_html(shapetrace.trace(Twice(), torch.randn(1, 4)))
     assert headers(twice)[:3] == ["layer", "class", "call"]
     assert [c[1] for _, cells in parse(twice).rows for c in cells if c[0] == "call"] == ["", "1/2", "2/2"]
+
+
+def test_the_pages_title_heading_and_subtitle_show_a_hostile_class_name_as_escapes():
+    evil = type("Ev\u202eil\x1b[31mRED\nX", (nn.Module,), {
+        "__init__": lambda self: (nn.Module.__init__(self), setattr(self, "lin", nn.Linear(3, 3)))[0],
+        "forward": lambda self, x: self.lin(x)})
+    page = html_renderer.render_page(shapetrace.trace(evil(), torch.randn(2, 3)))
+    shown = "Ev\\u202eil\\x1b[31mRED\\nX"
+    assert "\u202e" not in page and "\x1b" not in page
+    assert f"<title>{shown} · shapetrace</title>" in page and f"<h1>{shown}</h1>" in page
+    assert f'<p class="subtitle">{shown} · ' in page
+
+
+def test_a_newline_and_a_backslash_n_in_names_read_differently_in_the_html_table():
+    model = nn.Module()
+    model.d = nn.ModuleDict({"a\nb": nn.Linear(3, 3), "a\\nb": nn.Linear(3, 3)})
+    model.forward = lambda x: model.d["a\\nb"](model.d["a\nb"](x))
+    page = html_renderer.render_html(shapetrace.trace(model, torch.randn(2, 3)))
+    assert "<code>d.a\\nb</code>" in page and "<code>d.a\\\\nb</code>" in page

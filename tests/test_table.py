@@ -631,3 +631,34 @@ def test_markdown_shows_an_error_message_as_it_is_not_as_emphasis_or_code():
     page = markdown_it.MarkdownIt("commonmark").enable("table").render(table.render_markdown(trace))
     assert "<em>" not in page and "<strong>" not in page and "<code>y</code>" not in page
     assert "bad *x* in __init__, see [docs] \\ `y`" in page
+
+
+def test_a_newline_and_a_backslash_n_in_names_read_differently_in_text_and_markdown():
+    from shapetrace.renderers.units import literal
+
+    assert literal("a\nb") == "a\\nb" and literal("a\\nb") == "a\\\\nb"  # the escape, and a real backslash
+    assert literal("back\\slash") == "back\\slash" and literal("\\N\\G") == "\\N\\G"  # nothing to mistake
+    assert literal("x\\\\y") == "x\\\\\\\\y" and literal("plain name") == "plain name"
+    model = nn.Module()
+    model.d = nn.ModuleDict({"a\nb": nn.Linear(3, 3), "a\\nb": nn.Linear(3, 3)})
+    model.forward = lambda x: model.d["a\\nb"](model.d["a\nb"](x))
+    tr = shapetrace.trace(model, torch.randn(2, 3))
+    text = table.render_text(tr)
+    assert "d.a\\nb " in text and "d.a\\\\nb " in text
+    md = table.render_markdown(tr)
+    assert "`d.a\\nb`" in md and "`d.a\\\\nb`" in md
+
+
+def test_an_absurd_timing_keeps_the_table_within_its_width():
+    from shapetrace.renderers.units import format_ms, format_percent
+
+    assert format_ms(1e300) == "1.000e+300" and format_ms(12.3456) == "12.346"
+    assert format_percent(4.7e301) == "4.70e+301" and format_percent(42.5) == "42.5"
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+    tr = shapetrace.trace(model, torch.randn(1, 2))
+    for i, c in enumerate(tr.calls):
+        c.timing = {"self_ms": 1e300 if i == 1 else 0.5, "total_ms": 1e300 if i == 1 else 1.0}
+    tr = shapetrace.load(tr.to_json())
+    text = table.render_text(tr, width=100)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "1.000e+300" in text and "1.00e+302" in text  # ms and % of the 1 ms forward, compact

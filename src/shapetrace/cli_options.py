@@ -19,10 +19,12 @@ from typing import Any
 import click
 
 from .renderers import RenderOptions, formats, get
+from .renderers.display import MIN_TABLE_WIDTH
 from .session import OutputProblem, SessionError, UsageProblem, check_output, pick_format, render_output
 
-__all__ = ["CONTEXT", "HEAT_KINDS", "SuggestingChoice", "cli_errors", "emit", "heat_option", "note_diagram_only",
-           "prepare_output", "print_cause", "profile_heat", "table_width", "terminal_colour", "width_option"]
+__all__ = ["CONTEXT", "HEAT_KINDS", "SuggestingChoice", "TableWidth", "cli_errors", "emit", "heat_option",
+           "note_diagram_only", "prepare_output", "print_cause", "profile_heat", "table_width", "terminal_colour",
+           "width_option"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 HEAT_KINDS = ("time", "memory", "activations")
@@ -40,9 +42,23 @@ class SuggestingChoice(click.Choice):
             self.fail(f"{value!r} is not one of {', '.join(map(str, self.choices))}.{hint}", param, ctx)
 
 
+class TableWidth(click.ParamType):
+    """``--width``: 0 (no limit) or a whole number of columns from ``MIN_TABLE_WIDTH`` up, the bound
+    ``trace.table(width=...)`` keeps (one place says how narrow a table can be)."""
+
+    name = "integer"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        width = click.INT.convert(value, param, ctx)
+        if width < 0 or 0 < width < MIN_TABLE_WIDTH:
+            self.fail(f"{width}: the width must be 0 (no limit) or at least {MIN_TABLE_WIDTH} columns.", param, ctx)
+        return width
+
+
 width_option = click.option(
-    "--width", "-w", type=click.IntRange(min=0), default=None, metavar="N",
-    help="Text table width in columns [default: the terminal's width, else 100; 0: no limit].")
+    "--width", "-w", type=TableWidth(), default=None, metavar="N",
+    help=f"Text table width in columns, {MIN_TABLE_WIDTH} or more [default: the terminal's width, else 100; "
+         "0: no limit].")
 
 
 def terminal_colour(output: str | None) -> bool:

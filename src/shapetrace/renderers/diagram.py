@@ -51,7 +51,16 @@ from typing import Any
 
 from ..tracer.records import Trace
 from .graph import Cluster, Graph, GraphEdge, Node, build_graph
-from .units import ellipsize, format_bytes, format_count, format_shape, literal
+from .units import (
+    display_width,
+    ellipsize,
+    ellipsize_middle,
+    format_bytes,
+    format_count,
+    format_ms,
+    format_shape,
+    literal,
+)
 
 __all__ = ["LAYOUTS", "OVERLAYS", "STYLES", "GraphvizNotFound", "OverlayNeedsOptions", "dot_available", "render",
            "to_dot"]
@@ -115,12 +124,33 @@ GROUP_PALETTE = ("#a6cee3", "#fdbf6f", "#b2df8a", "#fb9a99", "#cab2d6", "#ffff99
 HEAT_SCALE = ("#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c")
 
 
+# The widest a name (module, class or op name, a legend's word) is drawn, in columns: a longer one is cut in the
+# middle (``encoder.…blocks.3``), the tooltip keeping it whole. The gallery's longest name is 48 columns.
+NAME_WIDTH = 64
+
+
 # ---- escaping -----------------------------------------------------------------------------------------------
+def _markup(text: str) -> str:
+    """Text that is ``literal`` already, escaped for a Graphviz HTML-like label. Graphviz reads two backslashes
+    there as one, so each is doubled: ``literal``'s ``\\\\`` (a backslash before ``n``) must not turn into the
+    ``\\n`` of a newline."""
+    return (text.replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;").replace("'", "&#39;"))
+
+
+def shown_name(text: str) -> str:
+    """A name as a label draws it: ``literal``, cut in the middle past ``NAME_WIDTH`` columns."""
+    return ellipsize_middle(literal(text), NAME_WIDTH)
+
+
 def html(text: str) -> str:
     """Text for a Graphviz HTML-like label: escaped, single line, literal."""
-    t = literal(text)
-    return (t.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
-            .replace("'", "&#39;"))
+    return _markup(literal(text))
+
+
+def name_html(text: str) -> str:
+    """A name for a Graphviz HTML-like label: ``html``, cut in the middle past ``NAME_WIDTH`` columns."""
+    return _markup(shown_name(text))
 
 
 def quote(text: str) -> str:
@@ -156,36 +186,55 @@ def _luminance(colour: str) -> float:
     return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
 
 
+# Graphviz refuses an HTML-like label with an empty element ("syntax error ... <B></B>"), and an empty class,
+# op or module name is legal in PyTorch: these write nothing for no text, and every label part goes through them.
 def _small(text: str, color: str = "#4a4a4a") -> str:
-    return f'<FONT POINT-SIZE="9" COLOR="{color}">{text}</FONT>'
+    """Small print (escaped markup) in ``color``; nothing for no text."""
+    return f'<FONT POINT-SIZE="9" COLOR="{color}">{text}</FONT>' if text else ""
+
+
+def _bold(text: str) -> str:
+    """Bold (escaped markup); nothing for no text."""
+    return f"<B>{text}</B>" if text else ""
+
+
+def _lines(rows: Iterable[str]) -> str:
+    """Label rows (markup) one under another, the empty ones left out."""
+    return "<BR/>".join(r for r in rows if r)
+
+
+def _shapes(shapes: Sequence[tuple[int, ...]]) -> str:
+    """The distinct shapes a folded node's calls had, in call order: ``2×72×400 | 4×72×400 | 3×56×400`` (as the
+    modules table writes them), the first two and ``| … +k`` past three."""
+    texts = [format_shape(s) for s in shapes]
+    return " | ".join(texts if len(texts) <= 3 else [*texts[:2], f"… +{len(texts) - 2}"])
 
 
 def _node_label(n: Node, style: str, show_params: bool, extra: list[str], on_dark: bool = False,  # noqa: C901 - one branch per optional label part; to split by style
-                swatches: Sequence[str] = ()) -> str:
+                swatches: Sequence[str] = (), time_shown: bool = False) -> str:
     """The node's HTML label; ``on_dark`` (a dark fill, the hot end of the heat scale) prints the grey
     small print near-black so it stays legible; ``swatches`` (a node in several parameter groups) adds a row
-    of those colours under the text."""
+    of those colours under the text; ``time_shown``: an overlay's mark prints the node's time, so the
+    detailed style does not print it again."""
 
     def small(text: str, color: str = "#4a4a4a") -> str:
         return _small(text, "#111111" if on_dark and color != ERROR_COLOR else color)
 
-    rows = [f"<B>{html(n.title)}</B>"]
+    rows = [_bold(name_html(n.title))]
     if n.kind == "call":
-        rows.append(small(html(n.cls)))
+        rows.append(small(name_html(n.cls)))
     if n.kind in ("call", "input"):
-        shape = n.out_shape
-        if shape is not None:
-            rows.append(small(html(format_shape(shape)), "#1f2d3d"))
-        if len(n.outputs) > 1:
-            rows[-1] = rows[-1][:-7] + html(f" +{len(n.outputs) - 1}") + "</FONT>"
+        if n.out_shape is not None:
+            more = f" +{len(n.outputs) - 1}" if len(n.outputs) > 1 else ""  # the node returns several tensors
+            rows.append(small(html(_shapes(n.out_shapes) + more), "#1f2d3d"))
     elif n.kind == "output":
         if n.inputs:
             rows.append(small(html(format_shape(n.inputs[0][1].shape)), "#1f2d3d"))
     elif style == "detailed" and n.out_shape is not None:
-        rows.append(small(html(format_shape(n.out_shape)), "#1f2d3d"))
+        rows.append(small(html(_shapes(n.out_shapes)), "#1f2d3d"))
     if style == "detailed":
-        for path, meta in n.inputs[:3]:
-            rows.append(small(html(f"in{path}: {format_shape(meta.shape)}")))
+        for path, _ in n.inputs[:3]:
+            rows.append(small(html(f"in{path}: {_shapes(n.shapes_of('in', path))}")))
         if len(n.inputs) > 3:
             rows.append(small(html(f"... {len(n.inputs) - 3} more inputs")))
         dtypes = sorted({m.dtype for _, m in n.outputs} - {"float32"})
@@ -196,17 +245,17 @@ def _node_label(n: Node, style: str, show_params: bool, extra: list[str], on_dar
         if n.trainable_params != n.params:
             text += f" ({format_count(n.trainable_params)} trainable)"
         rows.append(small(html(text)))
-    if style == "detailed" and n.self_ms is not None:
-        rows.append(small(html(f"{n.self_ms:.3f} ms")))
+    if style == "detailed" and n.self_ms is not None and not time_shown:
+        rows.append(small(html(f"{format_ms(n.self_ms)} ms")))
     if n.error:
         # cut with a mark, so a long message does not pass for the whole of it (the tooltip has it all)
-        rows.append(small(html("failed: " + ellipsize(literal(n.error), 60)), ERROR_COLOR))
+        rows.append(small(_markup("failed: " + ellipsize(literal(n.error), 60)), ERROR_COLOR))
     rows.extend(extra)
     if not swatches:
-        return "<" + "<BR/>".join(rows) + ">"
+        return "<" + _lines(rows) + ">"
     cells = "".join(f'<TD BGCOLOR="{c}" HEIGHT="7" WIDTH="14"></TD>' for c in swatches)
     return (f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="0"><TR><TD COLSPAN="{len(swatches)}">'
-            + "<BR/>".join(rows) + f"</TD></TR><TR>{cells}</TR></TABLE>>")
+            + _lines(rows) + f"</TD></TR><TR>{cells}</TR></TABLE>>")
 
 
 def _edge_label(e: GraphEdge, src_shape: tuple[int, ...] | None = None) -> str:
@@ -261,19 +310,47 @@ def _auto_cut(trace: Trace) -> dict[str, list[str]] | None:
 
 
 class _Overlay:
-    """Per-node fill / border / label marks from the chosen overlays, and the legend rows they need."""
+    """Per-node fill / border / label marks from the chosen overlays, and the legend rows they need.
+
+    Fills overlap: the last overlay named wins a node. The legend keeps only what is drawn: a row of the
+    frozen or groups overlay whose colour no node shows any more is left out, and so is the whole legend of a
+    heat or diff overlay whose every fill a later overlay painted over."""
 
     def __init__(self, trace: Trace, graph: Graph, overlays: Sequence[str], options: dict[str, Any]) -> None:
         self.fill: dict[str, str] = {}
         self.border: dict[str, str] = {}
         self.marks: dict[str, list[str]] = {}
+        self.time_marked: set[str] = set()  # nodes whose marks print their self time (the time heat)
         self.legend: list[tuple[str, str, str]] = []  # (title, colour, text)
+        self._rows: list[tuple[str, str, str, str, str]] = []  # (overlay, key, title, colour, text)
+        self._painted: dict[str, tuple[str, tuple[str, ...]]] = {}  # node -> (overlay, legend keys of its fill)
+        self._painters: set[str] = set()  # overlays that filled some node, painted over since or not
         unknown = [o for o in overlays if o not in OVERLAYS]
         if unknown:
             raise ValueError(f"unknown overlay {unknown[0]!r}; choose from {', '.join(OVERLAYS)}")
         calls = [n for n in graph.nodes if n.kind == "call"]
         for name in overlays:
             getattr(self, f"_{name}")(trace, graph, calls, options)
+        shown = {(o, k) for o, keys in self._painted.values() for k in keys}
+        owners = {o for o, _ in self._painted.values()}
+        for overlay, key, title, colour, text in self._rows:
+            if overlay in ("frozen", "groups"):
+                keep = (overlay, key) in shown
+            elif overlay in ("heat", "diff"):  # a scale, or counts worth reading even when zero: all or nothing
+                keep = overlay in owners or overlay not in self._painters
+            else:
+                keep = True
+            if keep:
+                self.legend.append((title, colour, text))
+
+    def _paint(self, overlay: str, nid: str, colour: str, *keys: str) -> None:
+        """Fill node ``nid`` with ``colour`` for ``overlay``, whose legend rows ``keys`` it shows."""
+        self.fill[nid] = colour
+        self._painted[nid] = (overlay, keys)
+        self._painters.add(overlay)
+
+    def _row(self, overlay: str, key: str, title: str, colour: str, text: str) -> None:
+        self._rows.append((overlay, key, title, colour, text))
 
     def _cut(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
         cut = options.get("cut") or _auto_cut(trace)
@@ -289,7 +366,7 @@ class _Overlay:
                     self.border[n.id] = CUT_COLORS[part]
                     if part == "removed":
                         self.marks.setdefault(n.id, []).append(_small(html("cut off"), CUT_OFF_TEXT))
-            self.legend.append(("cut", CUT_COLORS[part], f"{CUT_WORDS[part]}: {', '.join(names) or '-'}"))
+            self._row("cut", part, "cut", CUT_COLORS[part], f"{CUT_WORDS[part]}: {', '.join(names) or '-'}")
 
     def _frozen(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
         for n in calls:
@@ -297,11 +374,11 @@ class _Overlay:
                 continue
             state = ("trainable" if n.trainable_params == n.params
                      else "frozen" if n.trainable_params == 0 else "partly frozen")
-            self.fill[n.id] = FROZEN_FILL[state]
+            self._paint("frozen", n.id, FROZEN_FILL[state], state)
             if state != "trainable":
                 self.marks.setdefault(n.id, []).append(_small(html(state), "#333333"))
         for state, colour in FROZEN_FILL.items():
-            self.legend.append(("parameters", colour, state))
+            self._row("frozen", state, "parameters", colour, state)
 
     def _groups(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
         groups = options.get("param_groups")
@@ -311,12 +388,10 @@ class _Overlay:
         colours = {g: GROUP_PALETTE[i % len(GROUP_PALETTE)] for i, g in enumerate(groups)}
         for n in calls:
             mine = [g for g, names in groups.items() if _belongs(n.module, names)]
-            if len(mine) == 1:
-                self.fill[n.id] = colours[mine[0]]
-            elif mine:
-                self.fill[n.id] = ":".join(colours[g] for g in mine)  # striped
+            if mine:  # several: a row of swatches
+                self._paint("groups", n.id, ":".join(colours[g] for g in mine), *map(str, mine))
         for g, colour in colours.items():
-            self.legend.append(("parameter groups", colour, str(g)))
+            self._row("groups", str(g), "parameter groups", colour, str(g))
 
     def _diff(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
         """``shapetrace diff A B``'s picture of B: changed and added calls filled, A's removed calls listed."""
@@ -324,18 +399,20 @@ class _Overlay:
             raise OverlayNeedsOptions("diff", "the 'diff' overlay needs options={'diff': {'changed': [...], 'added': "
                                               "[...], 'removed': [...]}}, as shapetrace diff A B gives it")
         diff = options["diff"]
+        marked: set[str] = set()  # a call both changed and added reads as changed
         for kind in ("changed", "added"):
             names = set(diff.get(kind, []))
             for n in calls:
                 inside = n.collapsed and any(m.startswith(n.module + ".") or not n.module for m in names)
-                if n.module in names or inside:
-                    self.fill.setdefault(n.id, DIFF_FILL[kind])
+                if (n.module in names or inside) and n.id not in marked:
+                    self._paint("diff", n.id, DIFF_FILL[kind], kind)
+                    marked.add(n.id)
             if names or kind == "changed":
-                self.legend.append(("diff against A", DIFF_FILL[kind], f"{kind} in B ({len(names)})"))
+                self._row("diff", kind, "diff against A", DIFF_FILL[kind], f"{kind} in B ({len(names)})")
         removed = list(diff.get("removed", []))
         if removed:
             shown = ", ".join(removed[:8]) + (f", … ({len(removed)} in all)" if len(removed) > 8 else "")
-            self.legend.append(("diff against A", "#ffffff", f"only in A: {shown}"))
+            self._row("diff", "removed", "diff against A", "#ffffff", f"only in A: {shown}")
 
     def _heat(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
         kind = options.get("heat")
@@ -345,7 +422,7 @@ class _Overlay:
                     else "memory" if any(n.peak_bytes is not None for n in nodes) else "activations")
         if kind == "time":
             values = {n.id: n.self_ms for n in nodes if n.self_ms is not None}
-            fmt = (lambda v: f"{v:.3f} ms")
+            fmt = (lambda v: f"{format_ms(v)} ms")
         elif kind == "memory":
             values = {n.id: float(n.peak_bytes) for n in nodes if n.peak_bytes is not None}
             fmt = (lambda v: format_bytes(int(v)))
@@ -363,18 +440,21 @@ class _Overlay:
         top = max(values.values()) or 1.0
         for nid, v in values.items():
             step = min(len(HEAT_SCALE) - 1, int(v / top * (len(HEAT_SCALE) - 1) + 0.5))
-            self.fill[nid] = HEAT_SCALE[step]
+            self._paint("heat", nid, HEAT_SCALE[step], "scale")
             self.marks.setdefault(nid, []).append(_small(html(fmt(v)), "#222222"))
+            if kind == "time":
+                self.time_marked.add(nid)
         title = {"time": "time (self)", "memory": "peak memory", "activations": "activation size"}[kind]
-        self.legend.append((title, HEAT_SCALE[0], f"0 {fmt(0.0).split(' ', 1)[-1]}"))
-        self.legend.append((title, HEAT_SCALE[len(HEAT_SCALE) // 2], fmt(top / 2)))
-        self.legend.append((title, HEAT_SCALE[-1], fmt(top)))
+        self._row("heat", "scale", title, HEAT_SCALE[0], f"0 {fmt(0.0).split(' ', 1)[-1]}")
+        self._row("heat", "scale", title, HEAT_SCALE[len(HEAT_SCALE) // 2], fmt(top / 2))
+        self._row("heat", "scale", title, HEAT_SCALE[-1], fmt(top))
 
 
 def _wrap(text: str, width: int = 34) -> list[str]:
-    """``text`` broken at spaces into lines of at most ``width`` characters (a longer word keeps its line)."""
+    """``text`` (``literal`` already) broken at spaces into lines of at most ``width`` characters (a longer
+    word keeps its line, cut in the middle past ``NAME_WIDTH`` columns)."""
     lines: list[str] = []
-    for word in text.split(" "):
+    for word in (ellipsize_middle(w, NAME_WIDTH) for w in text.split(" ")):
         if lines and len(lines[-1]) + 1 + len(word) <= width:
             lines[-1] += " " + word
         else:
@@ -389,10 +469,10 @@ def _legend(rows: list[tuple[str, str, str]]) -> str:
     last = None
     for title, colour, text in rows:
         if title != last:
-            cells.append(f'<TR><TD COLSPAN="2" BORDER="0" ALIGN="LEFT"><B>{html(title)}</B></TD></TR>')
+            cells.append(f'<TR><TD COLSPAN="2" BORDER="0" ALIGN="LEFT">{_bold(html(title))}</TD></TR>')
             last = title
         # two no-break spaces of slack per line: browsers' fonts often run wider than Graphviz's estimate
-        body = "<BR/>".join(html(line) + "&#160;&#160;" for line in _wrap(text))
+        body = "<BR/>".join(_markup(line) + "&#160;&#160;" for line in _wrap(literal(text)))
         cells.append(f'<TR><TD BGCOLOR="{colour}" WIDTH="18"> </TD><TD ALIGN="LEFT" BALIGN="LEFT">{body}</TD></TR>')
     cells.append("</TABLE>")
     return "<" + "".join(cells) + ">"
@@ -457,7 +537,7 @@ class _Dot:
             gattrs.update(layout="neato", splines="true", overlap="true")
         title = self.options.get("title", self.trace.model.cls)
         if title:
-            gattrs.update(label=f"<<B>{html(str(title))}</B>>", labelloc="t", fontsize="13")
+            gattrs.update(label=f"<{_bold(name_html(str(title)))}>", labelloc="t", fontsize="13")
         out.append(f"  graph {_attrs(gattrs)}")
         out.append(f"  node {_attrs({'fontname': FONT, 'fontsize': '10', 'margin': '0.12,0.05', 'height': '0.3'})}")
         out.append(f"  edge {_attrs({'fontname': FONT, 'fontsize': '8.5', 'arrowsize': '0.7', **EDGE})}")
@@ -493,7 +573,8 @@ class _Dot:
         if n.error:
             attrs.update(color=ERROR_COLOR, penwidth="2.5")
         on_dark = n.id in ov.fill and not swatches and _luminance(ov.fill[n.id]) < 0.4
-        attrs["label"] = _node_label(n, self.style, self.show_params, ov.marks.get(n.id, []), on_dark, swatches)
+        attrs["label"] = _node_label(n, self.style, self.show_params, ov.marks.get(n.id, []), on_dark, swatches,
+                                     time_shown=n.id in ov.time_marked)
         attrs["tooltip"] = n.tooltip()
         return f"{n.id} {_attrs(attrs)}"
 
@@ -512,7 +593,8 @@ class _Dot:
                     continue
                 c: Cluster = item
                 self.lines.append(f"{indent}subgraph {c.id} {{")
-                label = f"<<B>{html(c.title)}</B>  {_small(html(c.cls), '#5a6470')}>"
+                parts = [_bold(name_html(c.title)), _small(name_html(c.cls), "#5a6470")]
+                label = "<" + "  ".join(p for p in parts if p) + ">"
                 attrs = {"label": label, "style": "rounded,dashed,filled", "fillcolor": "#f7f9fc",
                          "color": "#9aa8bb", "labeljust": "l", "fontsize": "10", "tooltip": self._cluster_tip(c)}
                 for k, v in attrs.items():
@@ -550,7 +632,8 @@ class _Dot:
         if self.layout != "u" or src not in self.by_id:
             return None
         n = self.by_id[src]
-        return n.out_shape if n.kind in ("call", "input") else None
+        printed = n.out_shapes if n.kind in ("call", "input") else []
+        return printed[0] if len(printed) == 1 else None  # a folded loop's several shapes: edges say which
 
     def _within(self, n: Node, cluster: str) -> bool:
         parents = {c.id: c.parent for c in self.graph.clusters}
@@ -564,11 +647,11 @@ class _Dot:
 
 def _label_width(n: Node, style: str) -> float:
     """A generous estimate of a node's width in inches, from its label's longest line."""
-    title = len(n.title) * 0.088
-    small = [n.cls, format_shape(n.out_shape) if n.out_shape else ""]  # 9-point small print
+    title = display_width(shown_name(n.title)) * 0.088
+    small = [shown_name(n.cls), _shapes(n.out_shapes)]  # 9-point small print
     if style == "detailed":
-        small += [f"in{p}: {format_shape(m.shape)}" for p, m in n.inputs[:3]]
-    return max([title, *(len(t) * 0.072 for t in small)]) + 0.35
+        small += [f"in{p}: {_shapes(n.shapes_of('in', p))}" for p, _ in n.inputs[:3]]
+    return max([title, *(display_width(t) * 0.072 for t in small)]) + 0.35
 
 
 def _u_positions(g: Graph, style: str, edge_labels: dict[tuple[str, str], str]) -> dict[str, tuple[float, float]]:

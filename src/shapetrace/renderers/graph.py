@@ -28,8 +28,12 @@ ops says so (``GraphEdge.via``); a node that reads a folded constant lists it (`
 
 Loops: calls of the same module repeated in a loop (a block of sibling events, e.g. ``getitem, lstm`` four
 times) fold into one node marked with ``count`` (drawn ×N); the matching calls' children merge too, so an
-expanded looped container stays one box. ``unroll=True`` keeps every call apart. A module used twice in a row
-of *different* sibling calls (the shared ReLU of a ResNet block) is not a loop and is not folded.
+expanded looped container stays one box. ``unroll=True`` keeps every call apart. A module used twice among
+*different* sibling calls (the shared ReLU of a ResNet block) is not a loop and is not folded. Calls of one
+module straight after one another (``x = self.pool(x)`` twice) read like a loop in a trace and fold too, unless
+the trace has source lines (``trace(..., lines=True)``): then only calls made from the same line fold. A folded
+node keeps every call's shapes (``Node.out_shapes``, ``Node.shapes_of``), which differ when the iterations
+did (the AWD-LSTM's chunks of different lengths, a pooling applied twice).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from dataclasses import dataclass, field
 
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
 from ..tracer.user_warnings import warn_user
-from .units import format_bytes, format_count, format_shape, literal
+from .units import format_bytes, format_count, format_ms, format_shape, literal
 
 __all__ = [
     "GLUE_OPS",
@@ -124,6 +128,9 @@ class Node:
     collapsed: bool = False  # a container drawn as one node (depth or fold)
     inputs: list = field(default_factory=list)  # (path, TensorMeta) of the first call / op
     outputs: list = field(default_factory=list)
+    # the inputs and outputs of each call / op drawn as this node (one entry each; several for a folded loop)
+    all_inputs: list = field(default_factory=list)
+    all_outputs: list = field(default_factory=list)
     params: int = 0
     trainable_params: int = 0
     self_ms: float | None = None
@@ -138,7 +145,25 @@ class Node:
 
     @property
     def out_shape(self) -> tuple[int, ...] | None:
+        """The first call's first output shape (see ``out_shapes`` for a folded loop's)."""
         return self.outputs[0][1].shape if self.outputs else None
+
+    @property
+    def out_shapes(self) -> list[tuple[int, ...]]:
+        """The distinct shapes of the first output over every call folded into this node, in call order (one
+        unless a folded loop's iterations made different shapes)."""
+        return self.shapes_of("out", self.outputs[0][0]) if self.outputs else []
+
+    def shapes_of(self, side: str, path: str) -> list[tuple[int, ...]]:
+        """The distinct shapes of the input (``side`` ``"in"``) or output (``"out"``) at ``path`` over every
+        call folded into this node, in call order."""
+        values = (self.all_inputs or [self.inputs]) if side == "in" else (self.all_outputs or [self.outputs])
+        shapes: list[tuple[int, ...]] = []
+        for items in values:
+            for p, meta in items:
+                if p == path and tuple(meta.shape) not in shapes:
+                    shapes.append(tuple(meta.shape))
+        return shapes
 
     @property
     def title(self) -> str:
@@ -149,15 +174,18 @@ class Node:
         """Plain multi-line text: the full shapes of every input and output, parameters, timings, memory."""
         head = literal(self.title) if self.kind in ("input", "output") else f"{literal(self.title)} ({literal(self.cls)})"
         lines = [head]
-        for label, items in (("in", self.inputs), ("out", self.outputs)):
-            for path, meta in items:
-                lines.append(f"{label}{path}: {format_shape(meta.shape, sep=', ', paren=True)} {meta.dtype}")
+        for side, items in (("in", self.inputs), ("out", self.outputs)):
+            for path, meta in items:  # every shape a folded loop's calls had there, in call order
+                shapes = [format_shape(s, sep=", ", paren=True) for s in self.shapes_of(side, path)]
+                shown = shapes if len(shapes) <= 8 else [*shapes[:7], f"… +{len(shapes) - 7}"]
+                lines.append(f"{side}{path}: {' | '.join(shown)} {meta.dtype}")
         if self.kind == "call":
             lines.append(f"params: {self.params:,} (trainable {self.trainable_params:,})")
             if self.collapsed:
                 lines.append(f"folds {len(self.folded) - len(self.calls)} inner calls")
         if self.self_ms is not None:
-            lines.append(f"time: {self.self_ms:.3f} ms" + (f" over {self.count} calls" if self.count > 1 else ""))
+            over = f" over {self.count} calls" if self.count > 1 else ""
+            lines.append(f"time: {format_ms(self.self_ms)} ms{over}")
         if self.peak_bytes is not None:
             lines.append(f"peak memory: {format_bytes(self.peak_bytes)}")
         if self.activation_bytes:
@@ -279,7 +307,12 @@ class _Builder:
         return not (c.module in self.fold or c.cls in self.fold or any(a in self.fold for a in c.aliases))
 
     def token(self, kind: str, i: int) -> str:
-        return f"c:{self.calls[i].module}" if kind == "c" else f"o:{self.trace.ops[i].name}"
+        """What a sibling event must match to repeat another: its module (or op name) and, when the trace has
+        source lines, the line that made it, so that straight-line calls of one module are not taken for a
+        loop."""
+        event = self.calls[i] if kind == "c" else self.trace.ops[i]
+        name = f"c:{event.module}" if kind == "c" else f"o:{event.name}"
+        return name if event.line is None else f"{name}@{event.line}"
 
     def local_keys(self, events: list[tuple[int, str, int]]) -> list[tuple]:
         """A key per sibling event; events repeated in a loop share the key of their first iteration."""
@@ -337,6 +370,8 @@ class _Builder:
                 node = self.nodes[nid]
                 node.count += 1
                 node.ops.append(i)
+                node.all_inputs.append(_tensors(op.inputs))
+                node.all_outputs.append(_tensors(op.outputs))
                 self.vis_op[i] = nid
                 continue
             c = self.calls[i]
@@ -373,6 +408,8 @@ class _Builder:
                 node.count += 1
                 node.calls.append(i)
                 node.folded.append(i)
+                node.all_inputs.append(_tensors(c.inputs) + _tensors(c.kwargs))
+                node.all_outputs.append(_tensors(c.outputs))
                 self.vis_call[i] = nid
                 self.walk(i, key, cluster, nid)
 

@@ -26,7 +26,7 @@ from .diagram import render as render_diagram
 from .rows import forward_ms as _forward_ms
 from .rows import table_rows as _rows
 from .table import FAIL_MARK, _extra_columns, _headers, _notes, _plain_cells, _summary_lines
-from .units import literal
+from .units import escape_controls, literal
 
 __all__ = ["CSS", "PAGE_CSS", "render_html", "render_page", "shape_markup", "strip_svg_prolog"]
 
@@ -80,9 +80,15 @@ figure.diagram figcaption { color: var(--muted); font-size: 0.9em; }
 """
 
 def _text(text: str) -> str:
-    """Cell text escaped for HTML, control and bidirectional-override characters shown as escapes (as in
-    the text table): a name with U+202E must not display reversed."""
+    """A name escaped for HTML, control and bidirectional-override characters shown as escapes (``literal``, as
+    in the text table): a name with U+202E must not display reversed."""
     return html.escape(literal(text))
+
+
+def _cell_text(text: str) -> str:
+    """A table cell escaped for HTML: its names are ``literal`` already (their backslashes doubled where
+    needed), so only what is left of control characters is escaped."""
+    return html.escape(escape_controls(text))
 
 
 def _layer_cell(name: str, full_name: str, depth: int) -> str:
@@ -115,7 +121,7 @@ def _cell(kind: str, text: str) -> str:
         return f'<td class="shape error">{html.escape(text)}</td>'
     if kind == "num":
         return f'<td class="num">{html.escape(text)}</td>'
-    return f'<td class="{kind}">{_text(text)}</td>'
+    return f'<td class="{kind}">{_cell_text(text)}</td>'
 
 
 def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", css: bool = True) -> str:
@@ -181,7 +187,6 @@ def render_page(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     ``options``); the diagram folds at the table's ``depth``. Raises ``GraphvizNotFound`` when the diagram is
     asked for and Graphviz is not installed.
     """
-    esc = html.escape
     model = trace.model
     heading = title or model.cls
     ran = len([c for c in trace.calls if c.error is None])
@@ -190,8 +195,8 @@ def render_page(trace: Trace, *, depth: int | None = None, view: str = "calls", 
         subtitle += " · the forward failed"
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{esc(heading)} · shapetrace</title>", f"<style>\n{PAGE_CSS}{CSS}</style>", "</head>", "<body>",
-           f"<h1>{esc(heading)}</h1>", f'<p class="subtitle">{esc(subtitle)}</p>']
+           f"<title>{_text(heading)} · shapetrace</title>", f"<style>\n{PAGE_CSS}{CSS}</style>", "</head>",
+           "<body>", f"<h1>{_text(heading)}</h1>", f'<p class="subtitle">{_text(subtitle)}</p>']
     if with_diagram:
         svg = render_diagram(trace, format="svg", depth=depth, **dict(diagram_options or {})).decode("utf-8")
         out.append(f'<figure class="diagram">{strip_svg_prolog(svg)}</figure>')

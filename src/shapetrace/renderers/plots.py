@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
-from .units import literal
+from .units import ellipsize_middle, format_percent, literal
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -69,6 +69,12 @@ def _timed(trace: Trace) -> list[Call]:
     return calls
 
 
+def _model(trace: Trace) -> str:
+    """The model's class for a default title: ``literal`` (no control or bidi character acts), cut past 60
+    columns."""
+    return ellipsize_middle(literal(trace.model.cls), 60)
+
+
 def _name(c: Call, width: int = 38) -> str:
     text = f"{literal(c.label)} ({literal(c.cls)})"
     return text if len(text) <= width else "…" + text[-(width - 1):]
@@ -105,12 +111,13 @@ def time_bars(trace: Trace, *, top: int = 25, order: str = "self", format: str =
     ax.barh(ys, [c.timing["self_ms"] for c in chosen], color=[colours[c.cls] for c in chosen], height=0.55,
             label="self")
     for y, c in zip(ys, chosen):
-        ax.text(c.timing["self_ms"], y, f" {100 * c.timing['self_ms'] / whole:.1f}%", va="center", fontsize=7)
+        ax.text(c.timing["self_ms"], y, f" {format_percent(100 * c.timing['self_ms'] / whole)}%", va="center",
+                fontsize=7)
     ax.set_yticks(ys, [_text(_name(c)) for c in chosen], fontsize=7)
     kind = (trace.timing or {}).get("kind") or root.timing.get("kind", "")
     ax.set_xlabel(f"time per forward (ms, {kind})")
     what = "largest" if order == "self" else "in forward order"
-    ax.set_title(_text(title or f"{trace.model.cls}: self time of the {len(chosen)} slowest calls ({what})"),
+    ax.set_title(_text(title or f"{_model(trace)}: self time of the {len(chosen)} slowest calls ({what})"),
                  fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(axis="x", alpha=0.3)
@@ -148,7 +155,7 @@ def time_vs_flops(trace: Trace, *, format: str = "svg", label_top: int = 6, titl
         ax.annotate(_text(literal(c.label)), (c.flops, c.timing["total_ms"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("FLOPs per call")
     ax.set_ylabel("time per call (ms)")
-    ax.set_title(_text(title or f"{trace.model.cls}: time against FLOPs (leaf calls)"), fontsize=9)
+    ax.set_title(_text(title or f"{_model(trace)}: time against FLOPs (leaf calls)"), fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3, which="both", lw=0.3)
     return _save(fig, format)
@@ -213,7 +220,7 @@ def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, m
     if max_labels < 0:
         raise ValueError(f"max_labels must be >= 0 (0: no x labels), got {max_labels}")
     pts = flow_points(trace)
-    title = title or f"{trace.model.cls}: shape flow along the forward"
+    title = title or f"{_model(trace)}: shape flow along the forward"
     if format.lower() == "svg":
         return _flow_svg(pts, title, max_labels)
     from matplotlib.ticker import FuncFormatter  # noqa: PLC0415 - matplotlib loads on first plot

@@ -40,9 +40,12 @@ from .units import (
     display_width,
     ellipsize,
     ellipsize_middle,
+    escape_controls,
     fallback_text,
     fitting_start,
     format_bytes,
+    format_ms,
+    format_percent,
     format_si,
     format_value,
     literal,
@@ -106,7 +109,7 @@ def _summary_lines(trace: Trace, fwd: float | None) -> list[tuple[str, str]]:
 
     def ms(key: str) -> str | None:
         v = t.get(key)
-        return f"{v:.3f}" if isinstance(v, (int, float)) else None
+        return format_ms(v) if isinstance(v, (int, float)) else None
 
     restored = trace.meta.get("registrations_restored")
     if isinstance(restored, list) and restored:
@@ -117,7 +120,7 @@ def _summary_lines(trace: Trace, fwd: float | None) -> list[tuple[str, str]]:
         first = ellipsize(str(unavailable).splitlines()[0], 160)
         out.append(("FLOPs", f"not counted: torch's FlopCounterMode could not run this forward ({first})"))
     if not t:
-        return out + ([("Forward time (ms)", f"{fwd:.3f}")] if fwd is not None else [])
+        return out + ([("Forward time (ms)", format_ms(fwd))] if fwd is not None else [])
     timed = (f"{timer_kind_text(t.get('kind'))} on {t.get('device')}, {t.get('dtype')}, {t.get('repeats')} "
              f"repeats after {t.get('warmup')} warm-up")
     out.append(("Timed", timed))
@@ -164,15 +167,15 @@ def _extra_cells(row: Row, cols: list[str], forward_ms: float | None, raw: bool 
     out = []
     for col in cols:
         if col == "ms":
-            out.append(f"{total:.3f}" if isinstance(total, (int, float)) else "")
+            out.append(format_ms(total) if isinstance(total, (int, float)) else "")
         elif col == "%":
             ok = isinstance(total, (int, float)) and forward_ms
-            out.append(f"{100 * total / forward_ms:.1f}" if ok else "")
+            out.append(format_percent(100 * total / forward_ms) if ok else "")
         elif col == "self ms":
-            out.append(f"{self_ms:.3f}" if isinstance(self_ms, (int, float)) else "")
+            out.append(format_ms(self_ms) if isinstance(self_ms, (int, float)) else "")
         elif col == "host ms":
             host = t.get("cpu_ms")
-            out.append(f"{host:.3f}" if isinstance(host, (int, float)) else "")
+            out.append(format_ms(host) if isinstance(host, (int, float)) else "")
         elif col == "FLOPs":
             out.append("" if row.flops is None else row.flops if raw else format_si(row.flops))
         elif col == "FLOP/s":  # achieved throughput, scaled: 312.45G on a CPU, 1.21T on an H100
@@ -567,11 +570,12 @@ def _title(trace: Trace, rows: list[Row], view: str, depth: int | None) -> str:
 
 # ---- markdown ----------------------------------------------------------------------------------------
 def _md_cell(text: str) -> str:
-    """A table cell, summary line or note: one line (control characters escaped as ``\\n``), ``&``, ``<`` and
-    ``>`` as character references (an error message or class name is text, never HTML that a docs page would
-    run), pipes and Markdown's emphasis, code and link characters backslash-escaped (``__init__`` and ``*x*``
-    show as they are)."""
-    text = literal(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """A table cell, summary line or note: one line (control characters escaped as ``\\n``; the names in it
+    are ``literal`` already, so their backslashes are not doubled again), ``&``, ``<`` and ``>`` as character
+    references (an error message or class name is text, never HTML that a docs page would run), pipes and
+    Markdown's emphasis, code and link characters backslash-escaped (``__init__`` and ``*x*`` show as they
+    are)."""
+    text = escape_controls(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _MD_SPECIAL.sub(r"\\\g<0>", text)
 
 

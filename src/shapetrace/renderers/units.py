@@ -27,11 +27,13 @@ __all__ = [
     "display_width",
     "ellipsize",
     "ellipsize_middle",
+    "escape_controls",
     "fallback_text",
     "fitting_start",
     "format_bytes",
     "format_count",
     "format_ms",
+    "format_percent",
     "format_shape",
     "format_si",
     "format_value",
@@ -118,7 +120,7 @@ def value_text(value: Value) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{literal(str(k))}: {value_text(v)}" for k, v in value.items()) + "}"
     if isinstance(value, str):
-        return literal(repr(value) if len(value) <= 12 else repr(value[:9]) + "…")
+        return repr(value) if len(value) <= 12 else repr(value[:9]) + "…"  # repr escapes what literal would
     if isinstance(value, float):
         return f"{value:g}"
     return repr(value)
@@ -161,9 +163,43 @@ def format_value(value: Value, max_len: int | None = None, *, top: bool = False)
 
 
 # ---- text --------------------------------------------------------------------------------------------
+# The letters that follow the backslash of an escape ``literal`` writes (``\\n``, ``\\x1b``, ``\\u202e``, ...)
+_ESCAPE_LETTERS = frozenset("nrtxuU\\")
+
+
+def _shown_plain(c: str) -> bool:
+    return c.isprintable() or c == " "
+
+
 def literal(text: str) -> str:
-    """Control characters as Python escapes, so a name with a newline shows as ``a\\nb`` on one line."""
-    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+    """Control characters as Python escapes, so a name with a newline shows as ``a\\nb`` on one line.
+
+    A backslash in the name is doubled where it could be read as the start of such an escape (before ``n``,
+    ``r``, ``t``, ``x``, ``u``, ``U``, another backslash or an escaped character), so a real newline
+    (``a\\nb``) and a backslash followed by ``n`` (``a\\\\nb``) never read the same; a run of backslashes is
+    doubled whole. Elsewhere a backslash is shown as it is (``back\\slash``, ``\\N\\G``), and a name without a
+    backslash or a control character is unchanged.
+    """
+    text = str(text)
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for i, c in enumerate(text):
+        if c == "\\":  # doubled before what could be read as an escape, and all along a run of backslashes
+            after = text[i + 1:i + 2]
+            ambiguous = (after and (after in _ESCAPE_LETTERS or not _shown_plain(after))) or text[i - 1:i] == "\\"
+            out.append("\\\\" if ambiguous else "\\")
+        else:
+            out.append(c if _shown_plain(c) else repr(c)[1:-1])
+    return "".join(out)
+
+
+def escape_controls(text: str) -> str:
+    """Control characters as Python escapes, backslashes left alone: for text that is ``literal`` already (a
+    table cell) or holds no names, made safe again where it must stay on one line. Unlike ``literal`` it can be
+    applied twice."""
+    text = str(text)
+    return text if text.isprintable() else "".join(c if _shown_plain(c) else repr(c)[1:-1] for c in text)
 
 
 def _char_width(c: str) -> int:
@@ -217,8 +253,16 @@ def ellipsize_middle(text: str, width: int) -> str:
 
 
 # ---- numbers -----------------------------------------------------------------------------------------
+# Past a bound (this one for times and shares), a number is written in exponent form, so that no cell or label
+# of a hand-edited or corrupt trace (1e300 ms, which load() accepts) grows to hundreds of digits: every
+# formatter below stays within a dozen characters.
+_HUGE = 1e6
+
+
 def format_count(n: int) -> str:
-    """A count, compact for diagrams: ``1234567`` -> ``1.2M``."""
+    """A count, compact for diagrams: ``1234567`` -> ``1.2M`` (``1.23e+15`` past a thousand billion)."""
+    if abs(n) >= 1e12:
+        return f"{n:.2e}"
     for unit, div in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
         if n >= div:
             return f"{n / div:.1f}{unit}"
@@ -226,7 +270,10 @@ def format_count(n: int) -> str:
 
 
 def format_si(n: float, unit: str = "") -> str:
-    """A number with an SI prefix and two decimals: ``312.45G``, ``1.21TFLOP/s``."""
+    """A number with an SI prefix and two decimals: ``312.45G``, ``1.21TFLOP/s`` (``1.00e+18FLOP/s`` past
+    a thousand T)."""
+    if abs(n) >= 1e15:
+        return f"{n:.2e}{unit}"
     for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(n) >= factor:
             return f"{n / factor:.2f}{prefix}{unit}"
@@ -234,13 +281,23 @@ def format_si(n: float, unit: str = "") -> str:
 
 
 def format_bytes(n: float) -> str:
-    """Bytes in binary units: ``512 B``, ``3.0 KiB``, ``14.7 MiB``, ``1.2 GiB``."""
-    for unit, div in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    """Bytes in binary units: ``512 B``, ``3.0 KiB``, ``14.7 MiB``, ``1.2 GiB``, ``3.0 TiB``
+    (``1.23e+18 B`` past a thousand TiB)."""
+    if abs(n) >= 2**50:
+        return f"{n:.2e} B"
+    for unit, div in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= div:
             return f"{n / div:.1f} {unit}"
     return f"{n:.0f} B"
 
 
 def format_ms(ms: float) -> str:
-    """Milliseconds with three decimals (microsecond resolution)."""
-    return f"{ms:.3f}"
+    """Milliseconds with three decimals (microsecond resolution): ``12.345``; from a million (17 minutes) in
+    exponent form, ``1.000e+300``, so a corrupt timing cannot widen a table past its width."""
+    return f"{ms:.3f}" if abs(ms) < _HUGE else f"{ms:.3e}"
+
+
+def format_percent(p: float) -> str:
+    """A share in percent with one decimal: ``42.5``; ``4.70e+301`` for the absurd ones a corrupt timing
+    makes."""
+    return f"{p:.1f}" if abs(p) < _HUGE else f"{p:.2e}"
