@@ -39,7 +39,7 @@ KNOWN_CYCLES: dict[str, frozenset[str]] = {
                                   "shapetrace.renderers.lines", "shapetrace.renderers.html",
                                   "shapetrace.renderers.display", "shapetrace.renderers.diagram",
                                   "shapetrace.renderers.graph", "shapetrace.renderers.plots", "shapetrace.renderers.rows",
-                                  "shapetrace.renderers.units"}),
+                                  "shapetrace.renderers.units", "shapetrace.renderers.markdown"}),
 }
 
 # Methods of a record that may import a renderer lazily (the display of a record is the renderer's job).

@@ -31,16 +31,15 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Callable
 
 from ..tracer.records import Trace, Value
+from .markdown import md_code, md_text
 from .rows import Row, Totals, forward_ms, table_rows, totals
 from .units import (
     display_width,
     ellipsize,
     ellipsize_middle,
-    escape_controls,
     fallback_text,
     fitting_start,
     format_bytes,
@@ -569,31 +568,6 @@ def _title(trace: Trace, rows: list[Row], view: str, depth: int | None) -> str:
 
 
 # ---- markdown ----------------------------------------------------------------------------------------
-def _md_cell(text: str) -> str:
-    """A table cell, summary line or note: one line (control characters escaped as ``\\n``; the names in it
-    are ``literal`` already, so their backslashes are not doubled again), ``&``, ``<`` and ``>`` as character
-    references (an error message or class name is text, never HTML that a docs page would run), pipes and
-    Markdown's emphasis, code and link characters backslash-escaped (``__init__`` and ``*x*`` show as they
-    are)."""
-    text = escape_controls(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MD_SPECIAL.sub(r"\\\g<0>", text)
-
-
-# Backslash, pipe, emphasis and code characters; an ``_`` only at the edge of a word (inside one, as in
-# ``AWD_LSTM``, CommonMark never reads it as emphasis) and a ``]`` only where it would close a link (``](``,
-# ``][``), so class names and the brackets of nested shapes stay as they are in the source.
-_MD_SPECIAL = re.compile(r"[\\|*`]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])|\](?=[(\[])")
-
-
-def _md_code(text: str) -> str:
-    """A code span showing ``text`` as it is, whatever backticks it holds (a longer run of backticks fences
-    it, as CommonMark allows); pipes escaped, as GitHub's tables need even inside code spans."""
-    text = literal(text)
-    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}".replace("|", "\\|")
-
-
 def _plain_cells(r: Row, extra: list[str], fwd: float | None) -> list[str]:
     name = (f"{FAIL_MARK} " if r.failed else "") + literal(r.name)
     return [name, literal(r.cls), r.call, _inputs_text(r), _outputs_text(r), _params_cell(r),
@@ -610,16 +584,16 @@ def render_markdown(trace: Trace, *, depth: int | None = None, view: str = "call
     out = ["| " + " | ".join(headers) + " |",
            "|" + "|".join("---:" if i in right else "---" for i in range(len(headers))) + "|"]
     for r in rows:
-        cells = [_md_cell(c) for c in _plain_cells(r, extra, fwd)]
-        cells[0] = "&nbsp;" * (2 * r.depth) + _md_code((f"{FAIL_MARK} " if r.failed else "") + r.name)
+        cells = [md_text(c) for c in _plain_cells(r, extra, fwd)]
+        cells[0] = "&nbsp;" * (2 * r.depth) + md_code((f"{FAIL_MARK} " if r.failed else "") + r.name)
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
     for k, v in _summary_lines(trace, fwd):
-        out.append(f"- {k}: {_md_cell(v)}")
+        out.append(f"- {k}: {md_text(v)}")
     notes = _notes(trace, rows)
     if notes:
         out.append("")
-        out += [f"> {_md_cell(n)}  " for n in notes]
+        out += [f"> {md_text(n)}  " for n in notes]
     return "\n".join(out) + "\n"
 
 
