@@ -381,3 +381,24 @@ def test_activation_totals_on_meta_match_the_cpu_where_layers_write_in_place():
     x = torch.randn(1, 3, 64, 64)
     cpu, meta = (totals(shapetrace.trace(model, x, device=d)) for d in (None, "meta"))
     assert (meta.activation_tensors, meta.activation_bytes) == (cpu.activation_tensors, cpu.activation_bytes)
+
+
+def test_a_meta_trace_under_autocast_warns_that_meta_takes_no_part_in_it() -> None:
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8)).eval()
+    x = torch.randn(4, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cpu = shapetrace.trace(model, x)
+        with pytest.warns(UserWarning, match="take no part in autocast"):
+            meta = shapetrace.trace(model, x, device="meta")
+    assert cpu.calls[1].outputs.dtype == "bfloat16"  # torch's own autocast, on the CPU
+    assert meta.meta["autocast_ignored_on_meta"] == ["cpu:bfloat16"]
+    assert [c.outputs.shape for c in meta.calls] == [c.outputs.shape for c in cpu.calls]
+
+
+def test_a_meta_trace_without_autocast_says_nothing_of_it() -> None:
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU()).eval()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        meta = shapetrace.trace(model, torch.randn(4, 16), device="meta")
+    assert "autocast_ignored_on_meta" not in meta.meta

@@ -234,9 +234,10 @@ class Tracer:
         try:
             self._exit.enter_context(self._guard)
             self._exit.enter_context(placed(self.model, self.device))
+            self._shape_only = None
             if self.device is not None and self.device.type == "meta":
                 # Shape-only tracing: a torch function mode, entered under the op recorder (see shape_only).
-                self._exit.enter_context(ShapeOnlyMode())
+                self._shape_only = self._exit.enter_context(ShapeOnlyMode())
             self._exit.enter_context(self._engine)
         except BaseException:
             try:
@@ -327,6 +328,13 @@ class Tracer:
                     f"on 'meta' torch runs {', '.join(stepwise[:3])}{' ...' if len(stepwise) > 3 else ''} step by step "
                     "(their sub-layers are called); on the CPU or a GPU, in eval without autograd, torch may run each "
                     "as one fused kernel instead, with no sub-layer calls: trace on the CPU to see which")
+        ignored = sorted(self._shape_only.autocast_ignored) if self._shape_only is not None else []
+        if ignored:
+            trace.meta["autocast_ignored_on_meta"] = ignored
+            warn_user(
+                f"autocast ({', '.join(ignored)}) was on, but tensors on 'meta' take no part in autocast: this trace "
+                "shows the dtypes and bytes of a forward without it (the shapes are the same); trace on the real "
+                "device to see autocast's dtypes")
         changed = self._guard.changed_params()
         if changed:
             trace.meta["params_changed_in_place"] = changed

@@ -164,6 +164,7 @@ def _keep_real_to(args: tuple, kwargs: dict) -> Any:
 
 
 _TO = {torch.Tensor.to, torch.Tensor.type_as}
+_AUTOCAST_DEVICES = ("cpu", "cuda")
 
 
 # ---- checks the CPU makes and meta kernels skip ----------------------------------------------------------
@@ -323,9 +324,22 @@ class ShapeOnlyMode(TorchFunctionMode):
     device=x.device)``) makes it on the CPU, so positions, masks and lengths can be read by the forward.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        # Autocast regions ("cpu:bfloat16") active at a matrix product or convolution run on meta: meta tensors
+        # take no part in autocast, so those ops kept their operands' dtype where the real device casts them.
+        self.autocast_ignored: set[str] = set()
+
+    def _note_autocast(self) -> None:
+        """At an op autocast casts first (a matrix product, a convolution): note each autocast on, which meta ignores."""
+        for device in _AUTOCAST_DEVICES:
+            if torch.is_autocast_enabled(device):
+                self.autocast_ignored.add(f"{device}:{str(torch.get_autocast_dtype(device))[6:]}")
+
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         check = _CPU_CHECKS.get(func)
         if check is not None and (_placement(args) & 1 or any(_placement(v) & 1 for v in (kwargs or {}).values())):
+            self._note_autocast()
             check(args, kwargs or _NO_KWARGS)
         rule = rule_for(func)
         if rule is not None:  # a shape formula (shape_rules), when it understands the call
