@@ -15,7 +15,7 @@ Examples::
     long:8,5:0..100      int64, integers in [0, 100)  (LOW..HIGH is half-open, like torch.randint)
     bool:2,16            bool, random True/False
     bf16:2,3,32,32       bfloat16, standard normal values
-    float32:4,10:-1..1   float32, uniform in [-1, 1)
+    float32:4,10:-1..1   float32, uniform in [-1, 1)   (never 1, however the dtype rounds: bf16:8:0..1 < 1)
     zeros:long:2,16      int64, all zeros
     input_ids=long:2,16  a keyword argument of the forward: forward(input_ids=...)
 
@@ -124,6 +124,9 @@ class InputSpec:
         elif self.low is not None or self.fill == "rand":
             low, high = (self.low, self.high) if self.low is not None else (0.0, 1.0)
             t = (torch.rand(shape, generator=generator) * (high - low) + low).to(dtype)
+            # float32 arithmetic and the cast to a narrower dtype round some draws up to HIGH (or below LOW):
+            # HIGH is exclusive, so such values go to the nearest value of the dtype inside the range.
+            t = t.clamp_(*_representable_range(float(low), float(high), dtype))
         else:
             t = torch.randn(shape, generator=generator).to(dtype)
         return t.to(device) if device is not None else t
@@ -243,7 +246,30 @@ def _bounds(spec: str, part: str, texts: tuple[str, str], dtype: torch.dtype) ->
                               "are drawn in float32): give smaller bounds")
     if high <= low:
         raise _fail(spec, f"the range {part!r} is empty (HIGH is exclusive and must exceed LOW)")
+    if dtype.is_floating_point:
+        first, last = _representable_range(low, high, dtype)
+        if first > last:
+            raise _fail(spec, f"{name} has no value in [{texts[0]}, {texts[1]}) (its values there are further "
+                              "apart): give a wider range or a wider dtype")
     return low, high
+
+
+def _representable_range(low: float, high: float, dtype: torch.dtype) -> tuple[float, float]:
+    """The smallest value of the floating ``dtype`` that is ``>= low`` and the largest that is ``< high``: the
+    bounds of ``[low, high)`` in that dtype (the first exceeds the second when the range holds none of its
+    values, as ``float16`` has none in ``[1000.1, 1000.2)``)."""
+    wide = torch.float64
+
+    def nearest(value: float, toward: float) -> torch.Tensor:
+        return torch.nextafter(torch.tensor(value, dtype=dtype), torch.tensor(toward, dtype=dtype))
+
+    lo = torch.tensor(low, dtype=wide).to(dtype)
+    if lo.to(wide).item() < low:
+        lo = nearest(lo.item(), math.inf)
+    hi = torch.tensor(high, dtype=wide).to(dtype)
+    if hi.to(wide).item() >= high:
+        hi = nearest(hi.item(), -math.inf)
+    return lo.item(), hi.item()
 
 
 def _format_bytes(n: float) -> str:
