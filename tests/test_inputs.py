@@ -177,3 +177,10 @@ def test_a_float_range_never_reaches_high_however_the_dtype_rounds(extremes):
 def test_a_float_range_holding_no_value_of_the_dtype_is_refused():
     with pytest.raises(InputSpecError, match="float16 has no value in"):
         parse_input("half:4:1000.1..1000.2")  # float16's values there are 0.5 apart
+
+
+def test_randn_with_a_range_is_a_usage_error_that_says_to_write_rand(extremes):
+    r = CliRunner().invoke(main, ["trace", f"{extremes}:Extremes", "--input", "randn:1000:0..1", "-f", "json"])
+    assert r.exit_code == 2, r.output
+    assert "'randn' draws from the standard normal and takes no range" in r.output
+    assert "(rand:1000:0..1)" in r.output and "EXTREMES" not in r.output

@@ -60,7 +60,8 @@ Weights files (.pt, .pth, .ckpt) are never loaded: point MODEL at a factory that
   1,3,224,224         float32, standard normal
   long:4,72           int64 in [0,10)
   long:8,5:0..100     int64 in [0,100) (HIGH exclusive)
-  bool:2,16  bf16:1,3,64,64  zeros:long:2,16  float32:4,10:-1..1
+  float32:4,10:-1..1  float32 uniform in [-1,1) (HIGH exclusive; randn takes no range)
+  bool:2,16  bf16:1,3,64,64  zeros:long:2,16  rand:4,10
   input_ids=long:2,16 a keyword argument of forward()
 Several --input give several positional inputs. Values are seeded (the same every run).
 

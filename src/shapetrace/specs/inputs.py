@@ -6,7 +6,8 @@ Grammar (one spec per positional input; several ``--input`` options give several
     SHAPE  := INT ("," INT)*          dimensions, e.g. 1,3,224,224   (also 1x3x224x224; "scalar" for ())
     WORD   := a dtype  float32 (float, fp32), float16 (half, fp16), bfloat16 (bf16), float64 (double),
                        int64 (long), int32 (int), int16, int8, uint8, bool
-            | a fill   randn (the default for floats), rand, zeros, ones
+            | a fill   randn (the default for floats; takes no range), rand (uniform in [0, 1) or in the
+                       range), zeros, ones
 
 Examples::
 
@@ -66,6 +67,7 @@ _FILLS = ("randn", "rand", "zeros", "ones")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _RANGE = re.compile(rf"^({_NUMBER})\.\.({_NUMBER})$")
+_RANDN = re.compile("randn", re.IGNORECASE)
 
 
 class InputSpecError(ValueError):
@@ -211,6 +213,10 @@ def parse_input(spec: str) -> InputSpec:  # noqa: C901 - one branch per part of 
     if rng is not None:
         if fill in ("zeros", "ones"):
             raise _fail(spec, f"a range makes no sense with {fill!r}")
+        if fill == "randn":  # a range means uniform values: drawing those silently would not be what was asked
+            raise _fail(spec, "'randn' draws from the standard normal and takes no range; for uniform values in "
+                              f"[{rng[0]}, {rng[1]}) write 'rand' or leave the fill out "
+                              f"({name + '=' if name else ''}{_RANDN.sub('rand', text.strip(), 1)})")
         if dtype == torch.bool:
             raise _fail(spec, "bool inputs take no range (they are random True/False)")
         low, high = _bounds(spec, part, rng, dtype)
