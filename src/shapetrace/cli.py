@@ -3,7 +3,8 @@
 Each command parses its options, asks the session to trace (or load) and write, and turns what goes wrong
 into one message: exit status 0 on success, 1 when the model's forward fails (the partial table is printed,
 then which layer failed, with what input and why), 2 for usage errors (bad ``--input``, unknown model,
-unimportable path, bad option, an output path that cannot be written, checked before the forward runs).
+unimportable path, bad option, an output path that cannot be written, checked before the forward runs),
+141 with no message when stdout's reader goes away first (``| head -1``; ``cli_options.QuietPipeGroup``).
 No traceback unless ``--debug``. Formats and ``-o`` suffixes come from the renderer registry
 (``shapetrace.renderers``). torch is imported only by the commands that trace, so ``shapetrace render``
 works on a machine without torch. Commands live in command modules (``cli_profile``, ``cli_lines``, ...)
@@ -24,6 +25,7 @@ from .cli_diff import diff_command
 from .cli_lines import lines_command
 from .cli_options import (
     CONTEXT,
+    QuietPipeGroup,
     SuggestingChoice,
     cli_errors,
     emit,
@@ -75,7 +77,7 @@ Examples:
 """
 
 
-@click.group(context_settings=_CONTEXT)
+@click.group(cls=QuietPipeGroup, context_settings=_CONTEXT)
 @click.version_option(package_name="shapetrace", prog_name="shapetrace")
 def main() -> None:
     """shapetrace: see what a PyTorch network does to its data.
@@ -233,7 +235,7 @@ def _check_heat(trace: Any, heat: str | None, drawn: bool) -> None:
                            "or render a profile saved with 'shapetrace profile MODEL --format json -o FILE'")
 
 
-@main.group("gallery", context_settings=_CONTEXT)
+@main.group("gallery", cls=QuietPipeGroup, context_settings=_CONTEXT)
 def gallery() -> None:
     """The built-in exhibits: list them, or build the static gallery site."""
 

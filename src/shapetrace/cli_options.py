@@ -21,11 +21,44 @@ import click
 from .renderers import RenderOptions, formats, get
 from .session import OutputProblem, SessionError, UsageProblem, check_output, pick_format, render_output
 
-__all__ = ["CONTEXT", "HEAT_KINDS", "SuggestingChoice", "cli_errors", "emit", "heat_option", "note_diagram_only",
+__all__ = ["BROKEN_PIPE_STATUS", "CONTEXT", "HEAT_KINDS", "QuietPipeGroup", "SuggestingChoice", "cli_errors", "emit", "heat_option", "note_diagram_only",
            "prepare_output", "print_cause", "profile_heat", "table_width", "terminal_colour", "width_option"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 HEAT_KINDS = ("time", "memory", "activations")
+# The status a shell reports for a process that SIGPIPE ended (128 + 13), as `cat big | head` gives: the reader
+# of stdout went away. Not 1 (a forward that failed) nor 2 (a usage error).
+BROKEN_PIPE_STATUS = 141
+
+
+@contextlib.contextmanager
+def _quiet_broken_pipe() -> Iterator[None]:
+    """A closed stdout (``shapetrace trace m | head -1``) ends the command quietly with ``BROKEN_PIPE_STATUS``.
+
+    As Python's note on SIGPIPE recommends (https://docs.python.org/3/library/signal.html#note-on-sigpipe),
+    stdout is pointed at devnull first, so the flush at interpreter exit does not fail a second time and print
+    "Exception ignored ... BrokenPipeError"; SIGPIPE itself keeps Python's disposition.
+    """
+    try:
+        yield
+    except BrokenPipeError:
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # not a real file: a test runner's buffer
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        raise click.exceptions.Exit(BROKEN_PIPE_STATUS) from None
+
+
+class QuietPipeGroup(click.Group):
+    """The command group: its help and every command's output end quietly when stdout's reader goes away."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _quiet_broken_pipe():  # `shapetrace --help | true`
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _quiet_broken_pipe():
+            return super().invoke(ctx)
 
 
 class SuggestingChoice(click.Choice):
@@ -73,8 +106,8 @@ def cli_errors(debug: bool) -> Iterator[None]:
     traceback as well."""
     try:
         yield
-    except (click.ClickException, click.exceptions.Exit, SystemExit):
-        raise
+    except (click.ClickException, click.exceptions.Exit, SystemExit, BrokenPipeError):
+        raise  # a BrokenPipeError: stdout's reader went away, the group ends quietly (QuietPipeGroup)
     except UsageProblem as e:
         if debug:
             traceback.print_exc()

@@ -352,6 +352,8 @@ def write_output(data: str | bytes, path: str | Path) -> Path:
         try:
             with open(target, "wb") as f:
                 f.write(payload)
+        except BrokenPipeError:  # -o /dev/stdout, whose reader went away: as for stdout itself, not a usage error
+            raise
         except OSError as e:
             raise OutputProblem(f"cannot write {str(path)!r}: {e.strerror or e}") from e
         return target
