@@ -539,3 +539,14 @@ def test_the_diff_overlay_outside_shapetrace_diff_is_a_usage_error_naming_it(tmp
     result = CliRunner().invoke(main, ["trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg",
                                        "out_features=2", "-i", "2,4", "--overlay", "diff", "-f", "dot"])
     assert result.exit_code == 2 and "shapetrace diff A B" in result.output
+
+
+@pytest.mark.parametrize("other", ["sub/../same.json", "link.json"])
+def test_lines_refuses_one_file_for_both_the_saved_trace_and_the_output(models, tmp_path, other):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.json").symlink_to("same.json")
+    r = invoke("lines", f"{models}:marked", "--input", "3,4", "--save-trace", str(tmp_path / "same.json"),
+               "-o", str(tmp_path / other))
+    assert r.exit_code == 2, r.output
+    assert "--save-trace and -o both name" in r.output and "one would overwrite the other" in r.output
+    assert not (tmp_path / "same.json").exists() and not (tmp_path / "ran.marker").exists()

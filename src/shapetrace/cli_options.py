@@ -21,7 +21,7 @@ import click
 from .renderers import RenderOptions, formats, get
 from .session import OutputProblem, SessionError, UsageProblem, check_output, pick_format, render_output
 
-__all__ = ["BROKEN_PIPE_STATUS", "CONTEXT", "HEAT_KINDS", "QuietPipeGroup", "SuggestingChoice", "cli_errors", "emit", "heat_option", "note_diagram_only",
+__all__ = ["BROKEN_PIPE_STATUS", "CONTEXT", "HEAT_KINDS", "QuietPipeGroup", "SuggestingChoice", "cli_errors", "distinct_outputs", "emit", "heat_option", "note_diagram_only",
            "prepare_output", "print_cause", "profile_heat", "table_width", "terminal_colour", "width_option"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -137,6 +137,14 @@ def prepare_output(fmt: str | None, output: str | None, allowed: tuple[str, ...]
     elif get(chosen).binary and sys.stdout.isatty():
         raise OutputProblem(f"--format {chosen} is binary: pass -o FILE to write it")
     return chosen
+
+
+def distinct_outputs(option: str, path: str | None, output: str | None, what: str) -> None:
+    """Refuse (``UsageProblem``) an ``option`` file that is ``-o``'s file too, however each is written
+    (``./x`` and ``x``, a symbolic link and its target): one would overwrite the other."""
+    if path is not None and output is not None and Path(path).resolve() == Path(output).resolve():
+        raise UsageProblem(f"{option} and -o both name {path!r}: one would overwrite the other; give {what} a "
+                           "file of its own")
 
 
 def note_diagram_only(fmt: str, **given: Any) -> None:

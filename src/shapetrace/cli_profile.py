@@ -17,6 +17,7 @@ import click
 from .cli_options import (
     CONTEXT,
     cli_errors,
+    distinct_outputs,
     emit,
     heat_option,
     note_diagram_only,
@@ -92,9 +93,7 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
             if Path(plot_file).suffix.lower() not in (".svg", ".png"):
                 raise UsageProblem(f"--plot {plot_file!r}: the file must end in .svg or .png")
             check_output(plot_file)
-            if output is not None and Path(plot_file).resolve() == Path(output).resolve():
-                raise UsageProblem(f"--plot and -o both name {plot_file!r}: one would overwrite the other; give "
-                                   "the plot a file of its own")
+            distinct_outputs("--plot", plot_file, output, "the plot")
         note_diagram_only(fmt, heat=heat)
         request = TraceRequest(model, inputs, args, _resolve_device(device), train)
         if heat == "memory" and not str(request.device).startswith("cuda") and get(fmt).dataflow:
