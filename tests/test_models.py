@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 from torch import nn
 
+from shapetrace.cli import main
 from shapetrace.specs.models import ModelSpecError, load_model, load_model_and_inputs, parse_arg, parse_args
+from shapetrace.specs.names import split_spec
 
 
 def test_exhibit_name_gives_the_model_and_its_inputs():
@@ -187,3 +190,28 @@ def test_a_quantizable_torchvision_classifier_has_the_plain_ones_default_input()
     loaded = load_model("quantized_resnet18")
     (image,), _ = loaded.inputs
     assert image.shape == (1, 3, 224, 224)
+
+
+def test_a_one_letter_module_is_a_module_not_a_windows_drive(tmp_path, monkeypatch):
+    (tmp_path / "q.py").write_text("from torch import nn\n\ndef build():\n    return nn.Linear(4, 2)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        r = CliRunner().invoke(main, ["trace", "q:build", "--input", "3,4"])
+    finally:
+        sys.modules.pop("q", None)
+    assert r.exit_code == 0, r.output
+    assert "Linear" in r.stdout and "(3,2)" in r.stdout
+
+
+def test_a_windows_drive_is_a_letter_a_colon_and_a_slash():
+    assert split_spec("C:\\models.py") is None  # a bare path: the file's factory is still to be named
+    assert split_spec("C:\\models.py:build") == ("C:\\models.py", "build")
+    assert split_spec("c:/work/models.py:build") == ("c:/work/models.py", "build")
+    assert split_spec("m:build") == ("m", "build")
+
+
+def test_an_empty_module_part_is_a_usage_error_saying_what_to_write():
+    r = CliRunner().invoke(main, ["trace", ":build", "--input", "3,4"])
+    assert r.exit_code == 2, r.output
+    assert "':build' names no module or file before ':'" in r.output and "package.module:build" in r.output
+    assert "ValueError" not in r.output and "importlib" not in r.output

@@ -249,6 +249,9 @@ def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> LoadedModel:
     parts = split_spec(spec)
     if parts is not None:
         where, attr = parts
+        if not where:
+            raise ModelSpecError(f"{spec!r} names no module or file before ':': write package.module:{attr or 'factory'} "
+                                 f"or path/to/file.py:{attr or 'factory'}")
         if not attr:
             raise ModelSpecError(f"{spec!r} names no attribute after ':' (e.g. mypkg.models:build_model)")
         if names_a_file(where):
