@@ -215,3 +215,21 @@ def test_an_empty_module_part_is_a_usage_error_saying_what_to_write():
     assert r.exit_code == 2, r.output
     assert "':build' names no module or file before ':'" in r.output and "package.module:build" in r.output
     assert "ValueError" not in r.output and "importlib" not in r.output
+
+
+def test_arg_false_in_lower_case_is_a_usage_error_not_a_truthy_string():
+    r = CliRunner().invoke(main, ["trace", "torch.nn:Linear", "-a", "in_features=4", "-a", "out_features=3",
+                                  "-a", "bias=false", "--input", "2,4"])
+    assert r.exit_code == 2, r.output
+    assert "'false' is not a Python literal" in r.output and "write bias=False" in r.output
+    with pytest.raises(ModelSpecError, match="write x=None"):
+        parse_arg("x=NULL")
+    assert parse_arg("mode='false'") == ("mode", "false")  # the string itself, quoted (mode="'false'" in a shell)
+
+
+def test_an_arg_string_is_stripped_of_the_spaces_around_it(tmp_path):
+    path = tmp_path / "acts.py"
+    path.write_text("from torch import nn\n\ndef build(act):\n    return {'relu': nn.ReLU, 'tanh': nn.Tanh}[act]()\n")
+    r = CliRunner().invoke(main, ["trace", f"{path}:build", "-a", "act= relu ", "--input", "2,4"])
+    assert r.exit_code == 0, r.output
+    assert "ReLU" in r.stdout

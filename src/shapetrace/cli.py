@@ -116,7 +116,9 @@ def _with_diagram(fmt: str, asked: bool) -> bool:
 @click.option("--input", "-i", "inputs", multiple=True, metavar="SPEC",
               help="An example input (see above); repeat for several. Defaults: the exhibit's inputs.")
 @click.option("--arg", "-a", "args", multiple=True, metavar="KEY=VALUE",
-              help="Keyword argument for the model factory, a Python literal (e.g. num_classes=10).")
+              help="Keyword argument for the model factory, a Python literal (num_classes=10, bias=False); other "
+                   "text is a string, spaces around it stripped (act=relu); true/false/none are refused: write "
+                   "True/False/None.")
 @click.option("--depth", "-d", type=click.IntRange(min=0), default=None,
               help="Fold calls deeper than N into their parent row (0 = the model only).")
 @click.option("--view", type=SuggestingChoice(["calls", "modules"]), default="calls", show_default=True,

@@ -14,7 +14,10 @@ A spec is one of:
   Classification models get a default input of ``1,3,224,224``.
 
 ``--arg`` values are Python literals (``num_classes=10``, ``layers=[2,2]``, ``name='x'``); anything that is
-not a literal is passed as the raw string (``act=relu`` gives ``"relu"``).
+not a literal is passed as the raw string with the spaces around it stripped (``act=relu`` and ``act= relu``
+give ``"relu"``; quote a string that needs them: ``act="' relu'"``). ``true``, ``false``, ``none`` and
+``null`` in any case other than Python's own are refused: as strings they would all be true
+(``bias=false`` would build a layer with a bias), so the error says to write ``False`` (or quote it).
 """
 
 from __future__ import annotations
@@ -57,17 +60,29 @@ class LoadedModel:
     source: str = ""
 
 
+# Other languages' spellings of Python's True, False and None: as raw strings they would all be true.
+_LOOKALIKES = {"true": "True", "false": "False", "none": "None", "null": "None"}
+
+
 def parse_arg(text: str) -> tuple[str, Any]:
-    """``"KEY=VALUE"`` -> ``(key, value)``, the value parsed as a Python literal when it is one."""
+    """``"KEY=VALUE"`` -> ``(key, value)``: the value parsed as a Python literal when it is one, else the
+    string stripped of the spaces around it; ``ModelSpecError`` for ``true``/``false``/``none``/``null``
+    spelt otherwise than Python spells them (see the module docstring)."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key.isidentifier():
         raise ModelSpecError(f"bad --arg {text!r}: write KEY=VALUE with KEY a Python name, "
                              "e.g. --arg num_classes=10 or --arg layers=[2,2,2]")
+    value = raw.strip()
     try:
-        value = ast.literal_eval(raw.strip())
+        return key, ast.literal_eval(value)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        value = raw
+        pass
+    meant = _LOOKALIKES.get(value.lower())
+    if meant is not None:
+        raise ModelSpecError(f"bad --arg {text!r}: {value!r} is not a Python literal, so it would be passed as "
+                             f"the string {value!r}, which counts as true; write {key}={meant}, or "
+                             f"{key}=\"'{value}'\" if the factory wants that string")
     return key, value
 
 
