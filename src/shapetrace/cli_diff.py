@@ -8,7 +8,16 @@ from typing import Any
 
 import click
 
-from .cli_options import CONTEXT, SuggestingChoice, cli_errors, emit, print_cause, table_width, terminal_colour
+from .cli_options import (
+    CONTEXT,
+    SuggestingChoice,
+    cli_errors,
+    emit,
+    note_suffix_mismatch,
+    print_cause,
+    table_width,
+    terminal_colour,
+)
 from .renderers import RenderOptions
 from .renderers.diff import diagram_options, diff_traces, render_trace_diff
 from .renderers.diff import render as render_comparison
@@ -108,6 +117,7 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
             raise UsageProblem(f"diff writes {', '.join(DIFF_FORMATS)}, not {fmt}")
         if output is not None:
             check_output(output)
+            note_suffix_mismatch(fmt, output)
         if b is None:
             if a_args or b_args:
                 raise UsageProblem("--a-arg and --b-arg are for two models (A and B); with one MODEL use --arg")

@@ -21,8 +21,9 @@ import click
 from .renderers import RenderOptions, formats, get
 from .session import OutputProblem, SessionError, UsageProblem, check_output, pick_format, render_output
 
-__all__ = ["BROKEN_PIPE_STATUS", "CONTEXT", "HEAT_KINDS", "QuietPipeGroup", "SuggestingChoice", "cli_errors", "distinct_outputs", "emit", "heat_option", "note_diagram_only",
-           "prepare_output", "print_cause", "profile_heat", "table_width", "terminal_colour", "width_option"]
+__all__ = ["BROKEN_PIPE_STATUS", "CONTEXT", "HEAT_KINDS", "QuietPipeGroup", "SuggestingChoice", "cli_errors",
+           "distinct_outputs", "emit", "heat_option", "note_diagram_only", "note_suffix_mismatch", "prepare_output",
+           "print_cause", "profile_heat", "table_width", "terminal_colour", "width_option"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 HEAT_KINDS = ("time", "memory", "activations")
@@ -130,10 +131,7 @@ def prepare_output(fmt: str | None, output: str | None, allowed: tuple[str, ...]
         raise UsageProblem(f"the {chosen} format is not available here; use one of {', '.join(allowed)}")
     if output is not None:
         check_output(output)
-        suffix = Path(output).suffix.lower()
-        implied = next((f for f in formats() if suffix in get(f).suffixes), None)
-        if implied not in (None, chosen) and (get(implied).binary or get(chosen).binary):  # SVG text in a .png
-            click.echo(f"note: writing {chosen} into {Path(output).name}, whose suffix says {implied}", err=True)
+        note_suffix_mismatch(chosen, output)
     elif get(chosen).binary and sys.stdout.isatty():
         raise OutputProblem(f"--format {chosen} is binary: pass -o FILE to write it")
     return chosen
@@ -147,13 +145,25 @@ def distinct_outputs(option: str, path: str | None, output: str | None, what: st
                            "file of its own")
 
 
+def note_suffix_mismatch(fmt: str, output: str | None) -> None:
+    """Say on stderr when ``-o``'s suffix names another known format than the one written (Markdown into a
+    ``.svg``, JSON into a ``.html``): the file is written as asked, but whatever opens it by its suffix fails."""
+    if output is None:
+        return
+    suffix = Path(output).suffix.lower()
+    implied = next((f for f in formats() if suffix in get(f).suffixes), None)
+    if implied is not None and suffix not in get(fmt).suffixes:
+        click.echo(f"note: writing {fmt} into {Path(output).name}, whose suffix says {implied}", err=True)
+
+
 def note_diagram_only(fmt: str, **given: Any) -> None:
     """Say on stderr when diagram options are given for a format that ignores them."""
     if get(fmt).dataflow:
         return
     used = [f"--{k.replace('_', '-')}" for k, v in given.items() if v]
     if used:
-        click.echo(f"note: {', '.join(used)} only affect diagram formats ({', '.join(formats(dataflow=True))})",
+        verb = "affects" if len(used) == 1 else "affect"
+        click.echo(f"note: {', '.join(used)} only {verb} diagram formats ({', '.join(formats(dataflow=True))})",
                    err=True)
 
 
