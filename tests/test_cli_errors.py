@@ -570,3 +570,11 @@ def test_the_note_on_one_diagram_only_option_reads_affects(tmp_path):
                   "-o", str(saved)).exit_code == 0
     r = invoke("render", str(saved), "--heat", "activations", "-f", "md")
     assert r.exit_code == 0 and "note: --heat only affects diagram formats" in r.stderr, r.output
+
+
+def test_messages_name_the_object_missing_the_attribute_and_suggest_cuda_for_gpu(models):
+    missing = invoke("trace", f"{models}:marked.nope", "--input", "3,4")
+    assert missing.exit_code == 2 and f"'{models}:marked' has no attribute 'nope'" in missing.output, missing.output
+    for command in (["trace"], ["profile"]):
+        gpu = invoke(*command, f"{models}:marked", "--input", "3,4", "--device", "gpu")
+        assert gpu.exit_code == 2 and "Did you mean 'cuda'?" in gpu.output, gpu.output

@@ -62,14 +62,21 @@ class QuietPipeGroup(click.Group):
             return super().invoke(ctx)
 
 
+# Other names users give a choice -> its name here: a hint in the error, never accepted in its place.
+_OTHER_NAMES = {"gpu": "cuda", "markdown": "md", "txt": "text", "jpeg": "jpg", "htm": "html"}
+
+
 class SuggestingChoice(click.Choice):
-    """A ``click.Choice`` whose error names the closest valid value."""
+    """A ``click.Choice`` whose error names the valid value meant: the one a common other name stands for
+    (``gpu`` is ``cuda`` here), else the closest in spelling."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         try:
             return super().convert(value, param, ctx)
         except click.BadParameter:
-            close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1, cutoff=0.5)
+            choices = [str(c) for c in self.choices]
+            meant = _OTHER_NAMES.get(str(value).lower())
+            close = [meant] if meant in choices else difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             self.fail(f"{value!r} is not one of {', '.join(map(str, self.choices))}.{hint}", param, ctx)
 

@@ -16,6 +16,7 @@ import click
 
 from .cli_options import (
     CONTEXT,
+    SuggestingChoice,
     cli_errors,
     distinct_outputs,
     emit,
@@ -58,7 +59,7 @@ Examples:
 @click.argument("model")
 @click.option("--input", "-i", "inputs", multiple=True, metavar="SPEC", help="An input tensor spec (repeatable).")
 @click.option("--arg", "-a", "args", multiple=True, metavar="KEY=VALUE", help="Keyword argument for the builder.")
-@click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None,
+@click.option("--device", type=SuggestingChoice(["cuda", "cpu"]), default=None,
               help="Where to run (default: cuda when available, else cpu).")
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True, help="Untimed iterations.")
 @click.option("--repeat", type=click.IntRange(min=1), default=10, show_default=True, help="Timed iterations.")

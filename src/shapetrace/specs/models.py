@@ -144,12 +144,17 @@ def _torchvision_all() -> list[str]:
 
 
 def _resolve_attr(obj: Any, dotted: str, where: str) -> Any:
+    """``where``'s attribute ``dotted`` (``a.b.c``); a missing one is named with the object that lacks it
+    (``'models.py:build' has no attribute 'nope'``, not ``'models.py'``)."""
+    done: list[str] = []
     for part in dotted.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             names = [n for n in dir(obj) if not n.startswith("_")]
-            raise ModelSpecError(f"{where} has no attribute {part!r}.{_closest(part, names)}") from None
+            owner = f"{where}:{'.'.join(done)}" if done else where
+            raise ModelSpecError(f"{owner!r} has no attribute {part!r}.{_closest(part, names)}") from None
+        done.append(part)
     return obj
 
 
@@ -240,7 +245,7 @@ def _torchvision(name: str, kwargs: dict[str, Any]) -> LoadedModel:
     except ValueError as e:
         obj = getattr(tvm, name.split(".")[0], None)
         if obj is not None:  # a class or a module of torchvision.models, not a registered builder
-            obj = _resolve_attr(tvm, name, "'torchvision.models'")
+            obj = _resolve_attr(tvm, name, "torchvision.models")
             label = f"torchvision.models:{name}"
             return LoadedModel(_instantiate(obj, _without_downloads(obj, kwargs), label), None, None, label)
         raise ModelSpecError(f"torchvision has no model {name!r}.{_closest(name, _torchvision_all())}") from e
@@ -277,7 +282,7 @@ def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> LoadedModel:
                 return _torchvision(attr, kwargs)
             module = _import_module(where)
             label = f"{where}:{attr}"
-        obj = _resolve_attr(module, attr, repr(where))
+        obj = _resolve_attr(module, attr, where)
         if where.startswith("torchvision.models") and callable(obj) and not isinstance(obj, nn.Module):
             kwargs = _without_downloads(obj, kwargs)
         return LoadedModel(_instantiate(obj, kwargs, label), None, None, label)
