@@ -248,3 +248,9 @@ def test_a_closed_stdout_ends_quietly_with_the_status_a_shell_gives_sigpipe(comm
     finally:
         os.close(write)
     assert done.returncode == 141 and done.stderr == ""
+
+
+def test_choices_such_as_the_format_are_taken_in_any_case():
+    r = run("trace", *LINEAR, "--format", "MD", "--view", "Modules")
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("| layer |")

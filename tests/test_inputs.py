@@ -184,3 +184,11 @@ def test_randn_with_a_range_is_a_usage_error_that_says_to_write_rand(extremes):
     assert r.exit_code == 2, r.output
     assert "'randn' draws from the standard normal and takes no range" in r.output
     assert "(rand:1000:0..1)" in r.output and "EXTREMES" not in r.output
+
+
+def test_an_input_keyword_may_be_any_python_identifier_unicode_too(tmp_path):
+    path = tmp_path / "unicode_kw.py"
+    path.write_text("from torch import nn\n\nclass Takes(nn.Module):\n    def forward(self, é):\n        return é * 2\n")
+    r = CliRunner().invoke(main, ["trace", f"{path}:Takes", "--input", "é=2,3"])
+    assert r.exit_code == 0, r.output
+    assert "(2,3)" in r.stdout

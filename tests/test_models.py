@@ -233,3 +233,11 @@ def test_an_arg_string_is_stripped_of_the_spaces_around_it(tmp_path):
     r = CliRunner().invoke(main, ["trace", f"{path}:build", "-a", "act= relu ", "--input", "2,4"])
     assert r.exit_code == 0, r.output
     assert "ReLU" in r.stdout
+
+
+def test_spaces_around_the_colon_of_a_model_spec_are_ignored(tmp_path):
+    path = tmp_path / "spaced.py"
+    path.write_text("from torch import nn\n\ndef build():\n    return nn.Linear(4, 2)\n")
+    r = CliRunner().invoke(main, ["trace", f"{path} : build", "--input", "3,4"])
+    assert r.exit_code == 0, r.output
+    assert "(3,2)" in r.stdout

@@ -67,8 +67,12 @@ _OTHER_NAMES = {"gpu": "cuda", "markdown": "md", "txt": "text", "jpeg": "jpg", "
 
 
 class SuggestingChoice(click.Choice):
-    """A ``click.Choice`` whose error names the valid value meant: the one a common other name stands for
-    (``gpu`` is ``cuda`` here), else the closest in spelling."""
+    """A ``click.Choice`` that takes its values in any case (``-f MD`` is ``md``, as a file's ``.MD`` suffix
+    is) and whose error names the valid value meant: the one a common other name stands for (``gpu`` is
+    ``cuda`` here), else the closest in spelling."""
+
+    def __init__(self, choices: Any, case_sensitive: bool = False) -> None:
+        super().__init__(choices, case_sensitive=case_sensitive)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         try:
@@ -103,7 +107,7 @@ def table_width(width: int | None, output: str | None) -> int | None:
 
 
 heat_option = click.option(
-    "--heat", type=click.Choice(HEAT_KINDS), default=None,
+    "--heat", type=SuggestingChoice(HEAT_KINDS), default=None,
     help="Diagram heat overlay: colour nodes by self time, peak memory (CUDA profiles) or activation size "
          "[default for a profile: time].")
 

@@ -63,19 +63,19 @@ Examples:
               help="Where to run (default: cuda when available, else cpu).")
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True, help="Untimed iterations.")
 @click.option("--repeat", type=click.IntRange(min=1), default=10, show_default=True, help="Timed iterations.")
-@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default=None,
+@click.option("--dtype", type=SuggestingChoice(["bf16", "fp16", "fp32"]), default=None,
               help="Cast floating parameters, buffers and inputs (default: as they are).")
-@click.option("--format", "-f", "fmt", type=click.Choice(PROFILE_FORMATS), default=None,
+@click.option("--format", "-f", "fmt", type=SuggestingChoice(PROFILE_FORMATS), default=None,
               help="Output format (default: from -o's suffix, else text); svg/png/pdf/dot draw the diagram "
                    "coloured by self time.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write here instead of stdout (checked before the forward runs; written whole or not at all).")
 @click.option("--depth", "-d", type=click.IntRange(min=0), default=None, help="Fold calls deeper than N.")
-@click.option("--view", type=click.Choice(["calls", "modules"]), default="calls", show_default=True,
+@click.option("--view", type=SuggestingChoice(["calls", "modules"]), default="calls", show_default=True,
               help="One row per call, or one row per module with the times of all its calls added up.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None,
               help="Also save a plot (.svg or .png).")
-@click.option("--plot-kind", type=click.Choice(PLOT_KINDS), default="bars", show_default=True,
+@click.option("--plot-kind", type=SuggestingChoice(PLOT_KINDS), default="bars", show_default=True,
               help="bars: top calls by self time; forward: the same in forward order; flops: time vs FLOPs; "
                    "flow: channels and spatial size along the forward.")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,

@@ -64,7 +64,6 @@ _DTYPES: dict[str, torch.dtype] = {
     "bool": torch.bool,
 }
 _FILLS = ("randn", "rand", "zeros", "ones")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _RANGE = re.compile(rf"^({_NUMBER})\.\.({_NUMBER})$")
 _RANDN = re.compile("randn", re.IGNORECASE)
@@ -167,7 +166,7 @@ def parse_input(spec: str) -> InputSpec:  # noqa: C901 - one branch per part of 
     if "=" in text:
         name, _, text = text.partition("=")
         name = name.strip()
-        if not _NAME.match(name):
+        if not name.isidentifier():  # as Python takes a keyword argument's name (Unicode too: é=2)
             raise _fail(spec, f"{name!r} is not a valid keyword-argument name")
         if not text.strip():
             raise _fail(spec, f"no shape given after {name}=")

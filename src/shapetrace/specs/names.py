@@ -17,14 +17,15 @@ _DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 
 
 def split_spec(spec: str) -> tuple[str, str] | None:
-    """``(where, attr)`` of a ``where:attr`` spec (``attr`` or ``where`` may be empty),
+    """``(where, attr)`` of a ``where:attr`` spec, each stripped of spaces (``big.py : build`` is ``big.py:build``;
+    ``attr`` or ``where`` may be empty),
     else ``None``: a gallery exhibit or torchvision name, or a bare Windows path such as ``C:\\models.py``."""
     spec = spec.strip()
     rest = spec[2:] if _DRIVE.match(spec) else spec
     if ":" not in rest:
         return None
     where, _, attr = spec.rpartition(":")
-    return where, attr
+    return where.strip(), attr.strip()
 
 
 def names_a_file(where: str) -> bool:
