@@ -235,3 +235,22 @@ def test_a_table_is_the_same_traced_directly_or_rendered_from_the_saved_trace(tm
         rendered = runner.invoke(main, ["render", str(saved), "-f", fmt])
         assert direct.exit_code == 0 and direct.output == rendered.output, fmt
     assert "+side" in runner.invoke(main, ["trace", spec, "-i", "2,3"]).output  # Merge's read of Keep's input
+
+
+@pytest.mark.parametrize("command", [["trace", *LINEAR], ["trace", *LINEAR, "-o", "/dev/stdout"], ["gallery", "list"],
+                                     ["--help"]])
+def test_a_closed_stdout_ends_quietly_with_the_status_a_shell_gives_sigpipe(command):
+    read, write = os.pipe()
+    os.close(read)  # the reader went away (`shapetrace ... | head -1`, once head has its line)
+    try:
+        done = subprocess.run([sys.executable, "-m", "shapetrace", *command], stdout=write, stderr=subprocess.PIPE,
+                              env=SRC_ENV, text=True, timeout=300, check=False)
+    finally:
+        os.close(write)
+    assert done.returncode == 141 and done.stderr == ""
+
+
+def test_choices_such_as_the_format_are_taken_in_any_case():
+    r = run("trace", *LINEAR, "--format", "MD", "--view", "Modules")
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("| layer |")

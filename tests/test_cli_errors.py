@@ -560,3 +560,42 @@ def test_the_diff_overlay_outside_shapetrace_diff_is_a_usage_error_naming_it(tmp
     result = CliRunner().invoke(main, ["trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg",
                                        "out_features=2", "-i", "2,4", "--overlay", "diff", "-f", "dot"])
     assert result.exit_code == 2 and "shapetrace diff A B" in result.output
+
+
+@pytest.mark.parametrize("other", ["sub/../same.json", "link.json"])
+def test_lines_refuses_one_file_for_both_the_saved_trace_and_the_output(models, tmp_path, other):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.json").symlink_to("same.json")
+    r = invoke("lines", f"{models}:marked", "--input", "3,4", "--save-trace", str(tmp_path / "same.json"),
+               "-o", str(tmp_path / other))
+    assert r.exit_code == 2, r.output
+    assert "--save-trace and -o both name" in r.output and "one would overwrite the other" in r.output
+    assert not (tmp_path / "same.json").exists() and not (tmp_path / "ran.marker").exists()
+
+
+@pytest.mark.parametrize("command,fmt,name,implied", [
+    (["trace"], "md", "table.svg", "svg"), (["trace"], "json", "page.html", "html"),
+    (["diff"], "md", "changes.svg", "svg"), (["lines"], "md", "lines.html", "html")])
+def test_a_text_format_that_disagrees_with_the_suffix_is_written_with_a_note(tmp_path, command, fmt, name, implied):
+    out = tmp_path / name
+    r = invoke(*command, "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "-i", "1,4",
+               "-f", fmt, "-o", str(out))
+    assert r.exit_code == 0, r.output
+    assert f"note: writing {fmt} into {name}, whose suffix says {implied}" in r.stderr
+    assert out.exists()
+
+
+def test_the_note_on_one_diagram_only_option_reads_affects(tmp_path):
+    saved = tmp_path / "lin.json"
+    assert invoke("trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "-i", "1,4",
+                  "-o", str(saved)).exit_code == 0
+    r = invoke("render", str(saved), "--heat", "activations", "-f", "md")
+    assert r.exit_code == 0 and "note: --heat only affects diagram formats" in r.stderr, r.output
+
+
+def test_messages_name_the_object_missing_the_attribute_and_suggest_cuda_for_gpu(models):
+    missing = invoke("trace", f"{models}:marked.nope", "--input", "3,4")
+    assert missing.exit_code == 2 and f"'{models}:marked' has no attribute 'nope'" in missing.output, missing.output
+    for command in (["trace"], ["profile"]):
+        gpu = invoke(*command, f"{models}:marked", "--input", "3,4", "--device", "gpu")
+        assert gpu.exit_code == 2 and "Did you mean 'cuda'?" in gpu.output, gpu.output

@@ -253,3 +253,41 @@ def test_cli_diff_of_a_saved_trace_whose_forward_failed_exits_1_and_notes_ignore
 def test_cli_diff_of_a_missing_saved_trace_says_no_such_file(tmp_path):
     result = CliRunner().invoke(main, ["diff", str(tmp_path / "gone.json"), str(tmp_path / "gone.json")])
     assert result.exit_code == 2 and "gone.json: no such file" in result.stderr, result.output
+
+
+_USER_CODE = ("import sys\nfrom torch import nn\n\n"
+              "class Chatty(nn.Module):\n"
+              "    def __init__(self):\n        super().__init__()\n        self.lin = nn.Linear(4, 3)\n\n"
+              "    def forward(self, x):\n        print('FORWARD-NOISE')\n        return self.lin(x)\n\n"
+              "class Exits(nn.Module):\n"
+              "    def __init__(self):\n        super().__init__()\n        self.lin = nn.Linear(4, 3)\n\n"
+              "    def forward(self, x):\n        sys.exit(3)\n")
+
+
+@pytest.fixture()
+def user_code_file(tmp_path):
+    path = tmp_path / "user_code.py"
+    path.write_text(_USER_CODE)
+    return path
+
+
+@pytest.mark.parametrize("tool", ["torchinfo", "torchview"])
+def test_cli_diff_against_keeps_what_the_forward_prints_out_of_stdout(user_code_file, tool):
+    result = CliRunner().invoke(main, ["diff", f"{user_code_file}:Chatty", "-i", "2,4", "--against", tool, "-f", "md"])
+    assert result.exit_code == 0, result.output
+    assert "FORWARD-NOISE" not in result.stdout and result.stdout.startswith("| layer |"), result.stdout
+    assert result.stderr.count("FORWARD-NOISE") >= 2  # our trace's forward and the other tool's
+
+
+def test_cli_diff_against_a_forward_calling_sys_exit_is_an_error_that_says_so(user_code_file):
+    result = CliRunner().invoke(main, ["diff", f"{user_code_file}:Exits", "-i", "2,4"])
+    assert result.exit_code == 1, result.output
+    assert "the model's own code exited (SystemExit(3)) while running its forward" in result.stderr
+
+
+def test_cli_diff_against_a_failing_forward_shows_the_partial_table_and_exits_1(models_file):
+    result = CliRunner().invoke(main, ["diff", f"{models_file}:Fails", "-i", "2,5", "--against", "torchinfo"])
+    assert result.exit_code == 1, result.output
+    assert "✗ RuntimeError: mat1 and mat2 shapes cannot be multiplied" in result.stdout  # the partial table
+    assert f"the forward of {models_file}:Fails failed, so there is nothing to compare with torchinfo" in result.stderr
+    assert "TraceFailed" not in result.output and "--debug" not in result.output

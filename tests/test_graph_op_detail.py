@@ -130,4 +130,4 @@ def test_cli_all_ops_flag_draws_the_folded_ops(tmp_path):
     assert default.exit_code == every.exit_code == 0
     assert "label=<<B>new_zeros" not in default.stdout and "label=<<B>new_zeros" in every.stdout
     table = CliRunner().invoke(main, ["render", str(saved), "--all-ops"])
-    assert "--all-ops only affect diagram formats" in table.stderr
+    assert "--all-ops only affects diagram formats" in table.stderr

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import pytest
 import torch
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shapetrace.cli import main
 from shapetrace.specs.inputs import DEFAULT_INT_RANGE, InputSpecError, make_inputs, parse_input
 
 
@@ -140,3 +144,51 @@ def test_integer_bounds_are_exact_however_large():
 def test_float_bounds_past_the_dtypes_range_are_refused_rather_than_giving_inf_or_nan(spec):
     with pytest.raises(InputSpecError, match="reaches past what"):
         make_inputs([spec])
+
+
+@pytest.fixture
+def extremes(tmp_path):
+    """A model file whose forward prints the smallest and largest value of each input, exactly."""
+    path = tmp_path / "extremes.py"
+    path.write_text(textwrap.dedent("""
+        from torch import nn
+
+        class Extremes(nn.Module):
+            def forward(self, *xs):
+                for x in xs:
+                    print("EXTREMES", str(x.dtype), repr(x.min().item()), repr(x.max().item()))
+                return xs[0]
+    """))
+    return path
+
+
+def test_a_float_range_never_reaches_high_however_the_dtype_rounds(extremes):
+    # Each of these rounded draws just below HIGH up to HIGH (in float32, or in the cast to bf16/half).
+    specs = {"bf16:100000:0..1": 1.0, "float32:2000000:100..101": 101.0, "half:100000:1000..1001": 1001.0}
+    args = [a for spec in specs for a in ("--input", spec)]
+    r = CliRunner().invoke(main, ["trace", f"{extremes}:Extremes", *args, "-f", "json"])
+    assert r.exit_code == 0, r.output
+    seen = [line.split() for line in r.stderr.splitlines() if line.startswith("EXTREMES")]
+    assert len(seen) == 3
+    for (_, dtype, low, high), (spec, top) in zip(seen, specs.items()):
+        assert float(low) >= top - 1 and float(high) < top, (spec, dtype, low, high)
+
+
+def test_a_float_range_holding_no_value_of_the_dtype_is_refused():
+    with pytest.raises(InputSpecError, match="float16 has no value in"):
+        parse_input("half:4:1000.1..1000.2")  # float16's values there are 0.5 apart
+
+
+def test_randn_with_a_range_is_a_usage_error_that_says_to_write_rand(extremes):
+    r = CliRunner().invoke(main, ["trace", f"{extremes}:Extremes", "--input", "randn:1000:0..1", "-f", "json"])
+    assert r.exit_code == 2, r.output
+    assert "'randn' draws from the standard normal and takes no range" in r.output
+    assert "(rand:1000:0..1)" in r.output and "EXTREMES" not in r.output
+
+
+def test_an_input_keyword_may_be_any_python_identifier_unicode_too(tmp_path):
+    path = tmp_path / "unicode_kw.py"
+    path.write_text("from torch import nn\n\nclass Takes(nn.Module):\n    def forward(self, é):\n        return é * 2\n")
+    r = CliRunner().invoke(main, ["trace", f"{path}:Takes", "--input", "é=2,3"])
+    assert r.exit_code == 0, r.output
+    assert "(2,3)" in r.stdout

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 from torch import nn
 
+from shapetrace.cli import main
 from shapetrace.specs.models import ModelSpecError, load_model, load_model_and_inputs, parse_arg, parse_args
+from shapetrace.specs.names import split_spec
 
 
 def test_exhibit_name_gives_the_model_and_its_inputs():
@@ -187,3 +190,54 @@ def test_a_quantizable_torchvision_classifier_has_the_plain_ones_default_input()
     loaded = load_model("quantized_resnet18")
     (image,), _ = loaded.inputs
     assert image.shape == (1, 3, 224, 224)
+
+
+def test_a_one_letter_module_is_a_module_not_a_windows_drive(tmp_path, monkeypatch):
+    (tmp_path / "q.py").write_text("from torch import nn\n\ndef build():\n    return nn.Linear(4, 2)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        r = CliRunner().invoke(main, ["trace", "q:build", "--input", "3,4"])
+    finally:
+        sys.modules.pop("q", None)
+    assert r.exit_code == 0, r.output
+    assert "Linear" in r.stdout and "(3,2)" in r.stdout
+
+
+def test_a_windows_drive_is_a_letter_a_colon_and_a_slash():
+    assert split_spec("C:\\models.py") is None  # a bare path: the file's factory is still to be named
+    assert split_spec("C:\\models.py:build") == ("C:\\models.py", "build")
+    assert split_spec("c:/work/models.py:build") == ("c:/work/models.py", "build")
+    assert split_spec("m:build") == ("m", "build")
+
+
+def test_an_empty_module_part_is_a_usage_error_saying_what_to_write():
+    r = CliRunner().invoke(main, ["trace", ":build", "--input", "3,4"])
+    assert r.exit_code == 2, r.output
+    assert "':build' names no module or file before ':'" in r.output and "package.module:build" in r.output
+    assert "ValueError" not in r.output and "importlib" not in r.output
+
+
+def test_arg_false_in_lower_case_is_a_usage_error_not_a_truthy_string():
+    r = CliRunner().invoke(main, ["trace", "torch.nn:Linear", "-a", "in_features=4", "-a", "out_features=3",
+                                  "-a", "bias=false", "--input", "2,4"])
+    assert r.exit_code == 2, r.output
+    assert "'false' is not a Python literal" in r.output and "write bias=False" in r.output
+    with pytest.raises(ModelSpecError, match="write x=None"):
+        parse_arg("x=NULL")
+    assert parse_arg("mode='false'") == ("mode", "false")  # the string itself, quoted (mode="'false'" in a shell)
+
+
+def test_an_arg_string_is_stripped_of_the_spaces_around_it(tmp_path):
+    path = tmp_path / "acts.py"
+    path.write_text("from torch import nn\n\ndef build(act):\n    return {'relu': nn.ReLU, 'tanh': nn.Tanh}[act]()\n")
+    r = CliRunner().invoke(main, ["trace", f"{path}:build", "-a", "act= relu ", "--input", "2,4"])
+    assert r.exit_code == 0, r.output
+    assert "ReLU" in r.stdout
+
+
+def test_spaces_around_the_colon_of_a_model_spec_are_ignored(tmp_path):
+    path = tmp_path / "spaced.py"
+    path.write_text("from torch import nn\n\ndef build():\n    return nn.Linear(4, 2)\n")
+    r = CliRunner().invoke(main, ["trace", f"{path} : build", "--input", "3,4"])
+    assert r.exit_code == 0, r.output
+    assert "(3,2)" in r.stdout

@@ -949,7 +949,7 @@ def test_cli_profile_heat_with_a_text_format_says_it_only_affects_diagrams(tmp_p
                                        "-i", "2,8", "--device", "cpu", "--warmup", "0", "--repeat", "1",
                                        "--heat", "activations"])
     assert result.exit_code == 0, result.output
-    assert "note: --heat only affect diagram formats" in result.stderr
+    assert "note: --heat only affects diagram formats" in result.stderr
 
 
 class _CallsElsewhereLater(nn.Module):

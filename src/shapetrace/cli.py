@@ -3,7 +3,8 @@
 Each command parses its options, asks the session to trace (or load) and write, and turns what goes wrong
 into one message: exit status 0 on success, 1 when the model's forward fails (the partial table is printed,
 then which layer failed, with what input and why), 2 for usage errors (bad ``--input``, unknown model,
-unimportable path, bad option, an output path that cannot be written, checked before the forward runs).
+unimportable path, bad option, an output path that cannot be written, checked before the forward runs),
+141 with no message when stdout's reader goes away first (``| head -1``; ``cli_options.QuietPipeGroup``).
 No traceback unless ``--debug``. Formats and ``-o`` suffixes come from the renderer registry
 (``shapetrace.renderers``). torch is imported only by the commands that trace, so ``shapetrace render``
 works on a machine without torch. Commands live in command modules (``cli_profile``, ``cli_lines``, ...)
@@ -24,6 +25,7 @@ from .cli_diff import diff_command
 from .cli_lines import lines_command
 from .cli_options import (
     CONTEXT,
+    QuietPipeGroup,
     SuggestingChoice,
     cli_errors,
     emit,
@@ -60,7 +62,8 @@ Weights files (.pt, .pth, .ckpt) are never loaded: point MODEL at a factory that
   1,3,224,224         float32, standard normal
   long:4,72           int64 in [0,10)
   long:8,5:0..100     int64 in [0,100) (HIGH exclusive)
-  bool:2,16  bf16:1,3,64,64  zeros:long:2,16  float32:4,10:-1..1
+  float32:4,10:-1..1  float32 uniform in [-1,1) (HIGH exclusive; randn takes no range)
+  bool:2,16  bf16:1,3,64,64  zeros:long:2,16  rand:4,10
   input_ids=long:2,16 a keyword argument of forward()
 Several --input give several positional inputs. Values are seeded (the same every run).
 
@@ -74,7 +77,7 @@ Examples:
 """
 
 
-@click.group(context_settings=_CONTEXT)
+@click.group(cls=QuietPipeGroup, context_settings=_CONTEXT)
 @click.version_option(package_name="shapetrace", prog_name="shapetrace")
 def main() -> None:
     """shapetrace: see what a PyTorch network does to its data.
@@ -113,7 +116,9 @@ def _with_diagram(fmt: str, asked: bool) -> bool:
 @click.option("--input", "-i", "inputs", multiple=True, metavar="SPEC",
               help="An example input (see above); repeat for several. Defaults: the exhibit's inputs.")
 @click.option("--arg", "-a", "args", multiple=True, metavar="KEY=VALUE",
-              help="Keyword argument for the model factory, a Python literal (e.g. num_classes=10).")
+              help="Keyword argument for the model factory, a Python literal (num_classes=10, bias=False); other "
+                   "text is a string, spaces around it stripped (act=relu); true/false/none are refused: write "
+                   "True/False/None.")
 @click.option("--depth", "-d", type=click.IntRange(min=0), default=None,
               help="Fold calls deeper than N into their parent row (0 = the model only).")
 @click.option("--view", type=SuggestingChoice(["calls", "modules"]), default="calls", show_default=True,
@@ -232,7 +237,7 @@ def _check_heat(trace: Any, heat: str | None, drawn: bool) -> None:
                            "or render a profile saved with 'shapetrace profile MODEL --format json -o FILE'")
 
 
-@main.group("gallery", context_settings=_CONTEXT)
+@main.group("gallery", cls=QuietPipeGroup, context_settings=_CONTEXT)
 def gallery() -> None:
     """The built-in exhibits: list them, or build the static gallery site."""
 

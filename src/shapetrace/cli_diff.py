@@ -3,13 +3,21 @@ torchview (``--against``). The comparison itself lives in ``renderers/diff.py`` 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .cli_options import CONTEXT, SuggestingChoice, cli_errors, emit, print_cause
+from .cli_options import (
+    CONTEXT,
+    SuggestingChoice,
+    cli_errors,
+    emit,
+    note_suffix_mismatch,
+    print_cause,
+    table_width,
+    terminal_colour,
+)
 from .renderers import RenderOptions
 from .renderers.diff import diagram_options, diff_traces, render_trace_diff
 from .renderers.diff import render as render_comparison
@@ -17,10 +25,9 @@ from .session import (
     TraceRequest,
     UsageProblem,
     check_output,
-    load,
+    compare_model,
     pick_format,
     trace_model,
-    train_mode,
     write_output,
 )
 from .tracer.records import load as load_trace
@@ -92,7 +99,9 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
 
     \b
     Exit status: 0, 1 when a model's forward failed (the diff of what ran is
-    still shown, with a note naming the failure), 2 for a usage error.
+    still shown, with --against the partial table, with a note naming the
+    failure), 2 for a usage error. What the model prints goes to stderr, in
+    the other tool's run of it too.
 
     \b
     Examples:
@@ -108,15 +117,16 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
             raise UsageProblem(f"diff writes {', '.join(DIFF_FORMATS)}, not {fmt}")
         if output is not None:
             check_output(output)
+            note_suffix_mismatch(fmt, output)
         if b is None:
             if a_args or b_args:
                 raise UsageProblem("--a-arg and --b-arg are for two models (A and B); with one MODEL use --arg")
-            _against(a, inputs, args, against or "torchinfo", fmt, output, train, debug)
-            return
-        if against is not None:
+            notes = _against(a, inputs, args, against or "torchinfo", fmt, output, train, debug)
+        elif against is not None:
             raise UsageProblem("--against compares one MODEL with another tool; give either B or --against, "
                                "not both")
-        notes = _two(a, b, inputs, args, a_args, b_args, train, fmt, output, debug)
+        else:
+            notes = _two(a, b, inputs, args, a_args, b_args, train, fmt, output, debug)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     if notes:  # a forward failed: the diff of what ran was shown, and the status says it is partial
@@ -146,26 +156,19 @@ def _echo(text: str, output: str | None) -> None:
 
 
 def _against(model: str, inputs: tuple[str, ...], args: tuple[str, ...], against: str, fmt: str,
-             output: str | None, train: bool | None, debug: bool) -> None:
+             output: str | None, train: bool | None, debug: bool) -> list[str]:
+    """Write the comparison with ``against``; a note when the forward failed (its partial table is written
+    instead, as ``shapetrace trace`` writes it: there is nothing to compare)."""
     if fmt not in ("text", "md"):
         raise UsageProblem(f"--against renders as text or md, not {fmt}")
-    loaded = load(TraceRequest(model, inputs, args))
-    from . import compare  # noqa: PLC0415 - torch stays out of `shapetrace render`
-    from .tracer.api import trace  # noqa: PLC0415 - torch stays out of `shapetrace render`
-
-    # The session's rule (--train/--eval, else an exhibit as built and anything else eval), set on the model:
-    # both tools then trace it as it is.
-    module, mode = loaded.module, train_mode(train, loaded.exhibit)
-    if mode is not None:
-        module.train(mode)
-    ours = trace(module, *loaded.args, forward_kwargs=loaded.kwargs)
-    fn = compare.diff_torchinfo if against == "torchinfo" else compare.diff_torchview
-    try:
-        result = fn(module, ours, *loaded.args, **loaded.kwargs)
-    except ImportError as e:
-        raise UsageProblem(f"{against} is not installed ({e}); install it with: "
-                           "pip install 'shapetrace[compare]'") from e
-    except compare.InputsNotPassable as e:
-        raise UsageProblem(str(e)) from e
+    outcome, result = compare_model(TraceRequest(model, inputs, args, train=train), against)
+    for note in outcome.notes:
+        click.echo(f"note: {note}", err=True)
+    if debug:
+        print_cause(outcome.cause)
+    if result is None:
+        emit(outcome.trace, fmt, RenderOptions(width=table_width(None, output), color=terminal_colour(output)),
+             output)
+        return [f"the forward of {model} failed, so there is nothing to compare with {against}: {outcome.error}"]
     _echo(render_comparison(result, fmt), output)
-    sys.stdout.flush()
+    return []

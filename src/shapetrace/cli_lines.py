@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .cli_options import CONTEXT, SuggestingChoice, cli_errors, print_cause
+from .cli_options import CONTEXT, SuggestingChoice, cli_errors, distinct_outputs, note_suffix_mismatch, print_cause
 from .renderers.lines import LinesError, build_view, lines_page
 from .renderers.lines import render as render_lines
 from .session import TraceRequest, UsageProblem, check_output, trace_model, write_output
@@ -30,7 +30,8 @@ _SUFFIX = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".js
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write to FILE instead of stdout (checked before the forward runs; written whole or not at all).")
 @click.option("--save-trace", type=click.Path(dir_okay=False), default=None, metavar="FILE",
-              help="Also save the trace (with its line information) as JSON, to render again without the model.")
+              help="Also save the trace (with its line information) as JSON, to render again without the model "
+                   "(a file other than -o's: the same file for both is refused).")
 @click.option("--train/--eval", "train", default=None,
               help="Trace in training / eval mode. Default: an exhibit as built, any other model in eval.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
@@ -69,6 +70,8 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
     for path in (output, save_trace):
         if path is not None:
             check_output(path)
+    distinct_outputs("--save-trace", save_trace, output, "the trace")
+    note_suffix_mismatch(fmt, output)
     failure_note = None
     if model.lower().endswith(".json"):  # a saved trace (a MODEL spec never ends in .json)
         if not Path(model).is_file():

@@ -22,22 +22,66 @@ from .renderers import RenderOptions, formats, get
 from .renderers.display import MIN_TABLE_WIDTH
 from .session import OutputProblem, SessionError, UsageProblem, check_output, pick_format, render_output
 
-__all__ = ["CONTEXT", "HEAT_KINDS", "SuggestingChoice", "TableWidth", "cli_errors", "emit", "heat_option",
-           "note_diagram_only", "prepare_output", "print_cause", "profile_heat", "table_width", "terminal_colour",
-           "width_option"]
+__all__ = ["BROKEN_PIPE_STATUS", "CONTEXT", "HEAT_KINDS", "QuietPipeGroup", "SuggestingChoice", "TableWidth",
+           "cli_errors", "distinct_outputs", "emit", "heat_option", "note_diagram_only", "note_suffix_mismatch",
+           "prepare_output", "print_cause", "profile_heat", "table_width", "terminal_colour", "width_option"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 HEAT_KINDS = ("time", "memory", "activations")
+# The status a shell reports for a process that SIGPIPE ended (128 + 13), as `cat big | head` gives: the reader
+# of stdout went away. Not 1 (a forward that failed) nor 2 (a usage error).
+BROKEN_PIPE_STATUS = 141
+
+
+@contextlib.contextmanager
+def _quiet_broken_pipe() -> Iterator[None]:
+    """A closed stdout (``shapetrace trace m | head -1``) ends the command quietly with ``BROKEN_PIPE_STATUS``.
+
+    As Python's note on SIGPIPE recommends (https://docs.python.org/3/library/signal.html#note-on-sigpipe),
+    stdout is pointed at devnull first, so the flush at interpreter exit does not fail a second time and print
+    "Exception ignored ... BrokenPipeError"; SIGPIPE itself keeps Python's disposition.
+    """
+    try:
+        yield
+    except BrokenPipeError:
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # not a real file: a test runner's buffer
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        raise click.exceptions.Exit(BROKEN_PIPE_STATUS) from None
+
+
+class QuietPipeGroup(click.Group):
+    """The command group: its help and every command's output end quietly when stdout's reader goes away."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _quiet_broken_pipe():  # `shapetrace --help | true`
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _quiet_broken_pipe():
+            return super().invoke(ctx)
+
+
+# Other names users give a choice -> its name here: a hint in the error, never accepted in its place.
+_OTHER_NAMES = {"gpu": "cuda", "markdown": "md", "txt": "text", "jpeg": "jpg", "htm": "html"}
 
 
 class SuggestingChoice(click.Choice):
-    """A ``click.Choice`` whose error names the closest valid value."""
+    """A ``click.Choice`` that takes its values in any case (``-f MD`` is ``md``, as a file's ``.MD`` suffix
+    is) and whose error names the valid value meant: the one a common other name stands for (``gpu`` is
+    ``cuda`` here), else the closest in spelling."""
+
+    def __init__(self, choices: Any, case_sensitive: bool = False) -> None:
+        super().__init__(choices, case_sensitive=case_sensitive)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         try:
             return super().convert(value, param, ctx)
         except click.BadParameter:
-            close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1, cutoff=0.5)
+            choices = [str(c) for c in self.choices]
+            meant = _OTHER_NAMES.get(str(value).lower())
+            close = [meant] if meant in choices else difflib.get_close_matches(str(value), choices, n=1, cutoff=0.5)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             self.fail(f"{value!r} is not one of {', '.join(map(str, self.choices))}.{hint}", param, ctx)
 
@@ -78,7 +122,7 @@ def table_width(width: int | None, output: str | None) -> int | None:
 
 
 heat_option = click.option(
-    "--heat", type=click.Choice(HEAT_KINDS), default=None,
+    "--heat", type=SuggestingChoice(HEAT_KINDS), default=None,
     help="Diagram heat overlay: colour nodes by self time, peak memory (CUDA profiles) or activation size "
          "[default for a profile: time].")
 
@@ -89,8 +133,8 @@ def cli_errors(debug: bool) -> Iterator[None]:
     traceback as well."""
     try:
         yield
-    except (click.ClickException, click.exceptions.Exit, SystemExit):
-        raise
+    except (click.ClickException, click.exceptions.Exit, SystemExit, BrokenPipeError):
+        raise  # a BrokenPipeError: stdout's reader went away, the group ends quietly (QuietPipeGroup)
     except UsageProblem as e:
         if debug:
             traceback.print_exc()
@@ -113,13 +157,29 @@ def prepare_output(fmt: str | None, output: str | None, allowed: tuple[str, ...]
         raise UsageProblem(f"the {chosen} format is not available here; use one of {', '.join(allowed)}")
     if output is not None:
         check_output(output)
-        suffix = Path(output).suffix.lower()
-        implied = next((f for f in formats() if suffix in get(f).suffixes), None)
-        if implied not in (None, chosen) and (get(implied).binary or get(chosen).binary):  # SVG text in a .png
-            click.echo(f"note: writing {chosen} into {Path(output).name}, whose suffix says {implied}", err=True)
+        note_suffix_mismatch(chosen, output)
     elif get(chosen).binary and sys.stdout.isatty():
         raise OutputProblem(f"--format {chosen} is binary: pass -o FILE to write it")
     return chosen
+
+
+def distinct_outputs(option: str, path: str | None, output: str | None, what: str) -> None:
+    """Refuse (``UsageProblem``) an ``option`` file that is ``-o``'s file too, however each is written
+    (``./x`` and ``x``, a symbolic link and its target): one would overwrite the other."""
+    if path is not None and output is not None and Path(path).resolve() == Path(output).resolve():
+        raise UsageProblem(f"{option} and -o both name {path!r}: one would overwrite the other; give {what} a "
+                           "file of its own")
+
+
+def note_suffix_mismatch(fmt: str, output: str | None) -> None:
+    """Say on stderr when ``-o``'s suffix names another known format than the one written (Markdown into a
+    ``.svg``, JSON into a ``.html``): the file is written as asked, but whatever opens it by its suffix fails."""
+    if output is None:
+        return
+    suffix = Path(output).suffix.lower()
+    implied = next((f for f in formats() if suffix in get(f).suffixes), None)
+    if implied is not None and suffix not in get(fmt).suffixes:
+        click.echo(f"note: writing {fmt} into {Path(output).name}, whose suffix says {implied}", err=True)
 
 
 def note_diagram_only(fmt: str, **given: Any) -> None:
@@ -128,7 +188,8 @@ def note_diagram_only(fmt: str, **given: Any) -> None:
         return
     used = [f"--{k.replace('_', '-')}" for k, v in given.items() if v]
     if used:
-        click.echo(f"note: {', '.join(used)} only affect diagram formats ({', '.join(formats(dataflow=True))})",
+        verb = "affects" if len(used) == 1 else "affect"
+        click.echo(f"note: {', '.join(used)} only {verb} diagram formats ({', '.join(formats(dataflow=True))})",
                    err=True)
 
 

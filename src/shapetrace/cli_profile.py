@@ -16,7 +16,9 @@ import click
 
 from .cli_options import (
     CONTEXT,
+    SuggestingChoice,
     cli_errors,
+    distinct_outputs,
     emit,
     heat_option,
     note_diagram_only,
@@ -57,23 +59,23 @@ Examples:
 @click.argument("model")
 @click.option("--input", "-i", "inputs", multiple=True, metavar="SPEC", help="An input tensor spec (repeatable).")
 @click.option("--arg", "-a", "args", multiple=True, metavar="KEY=VALUE", help="Keyword argument for the builder.")
-@click.option("--device", type=click.Choice(["cuda", "cpu"]), default=None,
+@click.option("--device", type=SuggestingChoice(["cuda", "cpu"]), default=None,
               help="Where to run (default: cuda when available, else cpu).")
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True, help="Untimed iterations.")
 @click.option("--repeat", type=click.IntRange(min=1), default=10, show_default=True, help="Timed iterations.")
-@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default=None,
+@click.option("--dtype", type=SuggestingChoice(["bf16", "fp16", "fp32"]), default=None,
               help="Cast floating parameters, buffers and inputs (default: as they are).")
-@click.option("--format", "-f", "fmt", type=click.Choice(PROFILE_FORMATS), default=None,
+@click.option("--format", "-f", "fmt", type=SuggestingChoice(PROFILE_FORMATS), default=None,
               help="Output format (default: from -o's suffix, else text); svg/png/pdf/dot draw the diagram "
                    "coloured by self time.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write here instead of stdout (checked before the forward runs; written whole or not at all).")
 @click.option("--depth", "-d", type=click.IntRange(min=0), default=None, help="Fold calls deeper than N.")
-@click.option("--view", type=click.Choice(["calls", "modules"]), default="calls", show_default=True,
+@click.option("--view", type=SuggestingChoice(["calls", "modules"]), default="calls", show_default=True,
               help="One row per call, or one row per module with the times of all its calls added up.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None,
               help="Also save a plot (.svg or .png).")
-@click.option("--plot-kind", type=click.Choice(PLOT_KINDS), default="bars", show_default=True,
+@click.option("--plot-kind", type=SuggestingChoice(PLOT_KINDS), default="bars", show_default=True,
               help="bars: top calls by self time; forward: the same in forward order; flops: time vs FLOPs; "
                    "flow: channels and spatial size along the forward.")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
@@ -92,9 +94,7 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
             if Path(plot_file).suffix.lower() not in (".svg", ".png"):
                 raise UsageProblem(f"--plot {plot_file!r}: the file must end in .svg or .png")
             check_output(plot_file)
-            if output is not None and Path(plot_file).resolve() == Path(output).resolve():
-                raise UsageProblem(f"--plot and -o both name {plot_file!r}: one would overwrite the other; give "
-                                   "the plot a file of its own")
+            distinct_outputs("--plot", plot_file, output, "the plot")
         note_diagram_only(fmt, heat=heat)
         request = TraceRequest(model, inputs, args, _resolve_device(device), train)
         if heat == "memory" and not str(request.device).startswith("cuda") and get(fmt).dataflow:

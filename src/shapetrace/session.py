@@ -48,6 +48,7 @@ __all__ = [
     "UsageProblem",
     "check_output",
     "check_output_folder",
+    "compare_model",
     "load",
     "pick_format",
     "profile_model",
@@ -271,6 +272,37 @@ def profile_model(request: TraceRequest, *, warmup: int = 3, repeat: int = 10, d
     return Outcome(result, loaded.exhibit, notes=loaded.notes)
 
 
+def compare_model(request: TraceRequest, against: str) -> tuple[Outcome, Any]:
+    """Trace the request's model as ``trace_model`` does, then run ``against`` (``"torchinfo"`` or
+    ``"torchview"``) on the same module and inputs: ``(outcome, comparison)`` (``compare.Comparison``), the
+    comparison ``None`` when the forward failed (the outcome holds the partial trace and the failure; the other
+    tool would fail on it too). The other tool's run of the forward is the model's own code as much as ours:
+    what it prints goes to stderr and a ``sys.exit`` in it is a ``CannotTrace``.
+
+    ``UsageProblem`` when the tool is not installed or cannot be given these inputs.
+    """
+    from . import compare  # noqa: PLC0415 - torch loads on first trace
+
+    loaded = load(request)
+    # The session's rule (--train/--eval, else an exhibit as built and anything else eval), set on the model
+    # itself: the other tool then runs it in the mode we traced it in.
+    if loaded.train is not None:
+        loaded.module.train(loaded.train)
+    outcome = trace_model(request, loaded)
+    if outcome.failed:
+        return outcome, None
+    run = compare.diff_torchinfo if against == "torchinfo" else compare.diff_torchview
+    try:
+        with _user_code(f"running its forward under {against}"):
+            result = run(loaded.module, outcome.trace, *loaded.args, **loaded.kwargs)
+    except ImportError as e:
+        raise UsageProblem(f"{against} is not installed ({e}); install it with: "
+                           "pip install 'shapetrace[compare]'") from e
+    except compare.InputsNotPassable as e:
+        raise UsageProblem(str(e)) from e
+    return outcome, result
+
+
 # ---- output --------------------------------------------------------------------------------------------------
 def pick_format(fmt: str | None, output: str | Path | None, default: str = "text") -> str:
     """``--format`` when given, else the format ``output``'s suffix asks for, else ``default``; an ``-o`` suffix
@@ -352,6 +384,8 @@ def write_output(data: str | bytes, path: str | Path) -> Path:
         try:
             with open(target, "wb") as f:
                 f.write(payload)
+        except BrokenPipeError:  # -o /dev/stdout, whose reader went away: as for stdout itself, not a usage error
+            raise
         except OSError as e:
             raise OutputProblem(f"cannot write {str(path)!r}: {e.strerror or e}") from e
         return target

@@ -6,7 +6,8 @@ Grammar (one spec per positional input; several ``--input`` options give several
     SHAPE  := INT ("," INT)*          dimensions, e.g. 1,3,224,224   (also 1x3x224x224; "scalar" for ())
     WORD   := a dtype  float32 (float, fp32), float16 (half, fp16), bfloat16 (bf16), float64 (double),
                        int64 (long), int32 (int), int16, int8, uint8, bool
-            | a fill   randn (the default for floats), rand, zeros, ones
+            | a fill   randn (the default for floats; takes no range), rand (uniform in [0, 1) or in the
+                       range), zeros, ones
 
 Examples::
 
@@ -15,7 +16,7 @@ Examples::
     long:8,5:0..100      int64, integers in [0, 100)  (LOW..HIGH is half-open, like torch.randint)
     bool:2,16            bool, random True/False
     bf16:2,3,32,32       bfloat16, standard normal values
-    float32:4,10:-1..1   float32, uniform in [-1, 1)
+    float32:4,10:-1..1   float32, uniform in [-1, 1)   (never 1, however the dtype rounds: bf16:8:0..1 < 1)
     zeros:long:2,16      int64, all zeros
     input_ids=long:2,16  a keyword argument of the forward: forward(input_ids=...)
 
@@ -63,9 +64,9 @@ _DTYPES: dict[str, torch.dtype] = {
     "bool": torch.bool,
 }
 _FILLS = ("randn", "rand", "zeros", "ones")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _RANGE = re.compile(rf"^({_NUMBER})\.\.({_NUMBER})$")
+_RANDN = re.compile("randn", re.IGNORECASE)
 
 
 class InputSpecError(ValueError):
@@ -124,6 +125,9 @@ class InputSpec:
         elif self.low is not None or self.fill == "rand":
             low, high = (self.low, self.high) if self.low is not None else (0.0, 1.0)
             t = (torch.rand(shape, generator=generator) * (high - low) + low).to(dtype)
+            # float32 arithmetic and the cast to a narrower dtype round some draws up to HIGH (or below LOW):
+            # HIGH is exclusive, so such values go to the nearest value of the dtype inside the range.
+            t = t.clamp_(*_representable_range(float(low), float(high), dtype))
         else:
             t = torch.randn(shape, generator=generator).to(dtype)
         return t.to(device) if device is not None else t
@@ -162,7 +166,7 @@ def parse_input(spec: str) -> InputSpec:  # noqa: C901 - one branch per part of 
     if "=" in text:
         name, _, text = text.partition("=")
         name = name.strip()
-        if not _NAME.match(name):
+        if not name.isidentifier():  # as Python takes a keyword argument's name (Unicode too: é=2)
             raise _fail(spec, f"{name!r} is not a valid keyword-argument name")
         if not text.strip():
             raise _fail(spec, f"no shape given after {name}=")
@@ -208,6 +212,10 @@ def parse_input(spec: str) -> InputSpec:  # noqa: C901 - one branch per part of 
     if rng is not None:
         if fill in ("zeros", "ones"):
             raise _fail(spec, f"a range makes no sense with {fill!r}")
+        if fill == "randn":  # a range means uniform values: drawing those silently would not be what was asked
+            raise _fail(spec, "'randn' draws from the standard normal and takes no range; for uniform values in "
+                              f"[{rng[0]}, {rng[1]}) write 'rand' or leave the fill out "
+                              f"({name + '=' if name else ''}{_RANDN.sub('rand', text.strip(), 1)})")
         if dtype == torch.bool:
             raise _fail(spec, "bool inputs take no range (they are random True/False)")
         low, high = _bounds(spec, part, rng, dtype)
@@ -243,7 +251,30 @@ def _bounds(spec: str, part: str, texts: tuple[str, str], dtype: torch.dtype) ->
                               "are drawn in float32): give smaller bounds")
     if high <= low:
         raise _fail(spec, f"the range {part!r} is empty (HIGH is exclusive and must exceed LOW)")
+    if dtype.is_floating_point:
+        first, last = _representable_range(low, high, dtype)
+        if first > last:
+            raise _fail(spec, f"{name} has no value in [{texts[0]}, {texts[1]}) (its values there are further "
+                              "apart): give a wider range or a wider dtype")
     return low, high
+
+
+def _representable_range(low: float, high: float, dtype: torch.dtype) -> tuple[float, float]:
+    """The smallest value of the floating ``dtype`` that is ``>= low`` and the largest that is ``< high``: the
+    bounds of ``[low, high)`` in that dtype (the first exceeds the second when the range holds none of its
+    values, as ``float16`` has none in ``[1000.1, 1000.2)``)."""
+    wide = torch.float64
+
+    def nearest(value: float, toward: float) -> torch.Tensor:
+        return torch.nextafter(torch.tensor(value, dtype=dtype), torch.tensor(toward, dtype=dtype))
+
+    lo = torch.tensor(low, dtype=wide).to(dtype)
+    if lo.to(wide).item() < low:
+        lo = nearest(lo.item(), math.inf)
+    hi = torch.tensor(high, dtype=wide).to(dtype)
+    if hi.to(wide).item() >= high:
+        hi = nearest(hi.item(), -math.inf)
+    return lo.item(), hi.item()
 
 
 def _format_bytes(n: float) -> str:

@@ -14,7 +14,10 @@ A spec is one of:
   Classification models get a default input of ``1,3,224,224``.
 
 ``--arg`` values are Python literals (``num_classes=10``, ``layers=[2,2]``, ``name='x'``); anything that is
-not a literal is passed as the raw string (``act=relu`` gives ``"relu"``).
+not a literal is passed as the raw string with the spaces around it stripped (``act=relu`` and ``act= relu``
+give ``"relu"``; quote a string that needs them: ``act="' relu'"``). ``true``, ``false``, ``none`` and
+``null`` in any case other than Python's own are refused: as strings they would all be true
+(``bias=false`` would build a layer with a bias), so the error says to write ``False`` (or quote it).
 """
 
 from __future__ import annotations
@@ -57,17 +60,29 @@ class LoadedModel:
     source: str = ""
 
 
+# Other languages' spellings of Python's True, False and None: as raw strings they would all be true.
+_LOOKALIKES = {"true": "True", "false": "False", "none": "None", "null": "None"}
+
+
 def parse_arg(text: str) -> tuple[str, Any]:
-    """``"KEY=VALUE"`` -> ``(key, value)``, the value parsed as a Python literal when it is one."""
+    """``"KEY=VALUE"`` -> ``(key, value)``: the value parsed as a Python literal when it is one, else the
+    string stripped of the spaces around it; ``ModelSpecError`` for ``true``/``false``/``none``/``null``
+    spelt otherwise than Python spells them (see the module docstring)."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key.isidentifier():
         raise ModelSpecError(f"bad --arg {text!r}: write KEY=VALUE with KEY a Python name, "
                              "e.g. --arg num_classes=10 or --arg layers=[2,2,2]")
+    value = raw.strip()
     try:
-        value = ast.literal_eval(raw.strip())
+        return key, ast.literal_eval(value)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        value = raw
+        pass
+    meant = _LOOKALIKES.get(value.lower())
+    if meant is not None:
+        raise ModelSpecError(f"bad --arg {text!r}: {value!r} is not a Python literal, so it would be passed as "
+                             f"the string {value!r}, which counts as true; write {key}={meant}, or "
+                             f"{key}=\"'{value}'\" if the factory wants that string")
     return key, value
 
 
@@ -129,12 +144,17 @@ def _torchvision_all() -> list[str]:
 
 
 def _resolve_attr(obj: Any, dotted: str, where: str) -> Any:
+    """``where``'s attribute ``dotted`` (``a.b.c``); a missing one is named with the object that lacks it
+    (``'models.py:build' has no attribute 'nope'``, not ``'models.py'``)."""
+    done: list[str] = []
     for part in dotted.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             names = [n for n in dir(obj) if not n.startswith("_")]
-            raise ModelSpecError(f"{where} has no attribute {part!r}.{_closest(part, names)}") from None
+            owner = f"{where}:{'.'.join(done)}" if done else where
+            raise ModelSpecError(f"{owner!r} has no attribute {part!r}.{_closest(part, names)}") from None
+        done.append(part)
     return obj
 
 
@@ -225,7 +245,7 @@ def _torchvision(name: str, kwargs: dict[str, Any]) -> LoadedModel:
     except ValueError as e:
         obj = getattr(tvm, name.split(".")[0], None)
         if obj is not None:  # a class or a module of torchvision.models, not a registered builder
-            obj = _resolve_attr(tvm, name, "'torchvision.models'")
+            obj = _resolve_attr(tvm, name, "torchvision.models")
             label = f"torchvision.models:{name}"
             return LoadedModel(_instantiate(obj, _without_downloads(obj, kwargs), label), None, None, label)
         raise ModelSpecError(f"torchvision has no model {name!r}.{_closest(name, _torchvision_all())}") from e
@@ -249,6 +269,9 @@ def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> LoadedModel:
     parts = split_spec(spec)
     if parts is not None:
         where, attr = parts
+        if not where:
+            raise ModelSpecError(f"{spec!r} names no module or file before ':': write package.module:{attr or 'factory'} "
+                                 f"or path/to/file.py:{attr or 'factory'}")
         if not attr:
             raise ModelSpecError(f"{spec!r} names no attribute after ':' (e.g. mypkg.models:build_model)")
         if names_a_file(where):
@@ -259,7 +282,7 @@ def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> LoadedModel:
                 return _torchvision(attr, kwargs)
             module = _import_module(where)
             label = f"{where}:{attr}"
-        obj = _resolve_attr(module, attr, repr(where))
+        obj = _resolve_attr(module, attr, where)
         if where.startswith("torchvision.models") and callable(obj) and not isinstance(obj, nn.Module):
             kwargs = _without_downloads(obj, kwargs)
         return LoadedModel(_instantiate(obj, kwargs, label), None, None, label)
