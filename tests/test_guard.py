@@ -340,6 +340,44 @@ def test_a_trace_leaves_buffer_version_counters_so_an_earlier_graph_still_runs_b
     loss.backward()
 
 
+class _ScalesInTraining(nn.Module):
+    """Updates a buffer in place in training mode (a running scale, a step count); reads it in both modes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.ones(4))
+        self.register_buffer("steps", torch.zeros(()))
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        if self.training:
+            self.scale.mul_(0.9).add_(0.1 * x.detach().abs().mean(0))
+            self.steps += 1
+        return self.lin(x) * self.scale
+
+
+def test_a_trace_that_writes_a_buffer_in_place_puts_its_version_back_so_an_earlier_graph_runs_backward():
+    model = _ScalesInTraining().eval()
+    x = torch.randn(2, 4, requires_grad=True)
+    loss = model(x).sum()  # autograd saved model.scale
+    view = model.scale[:2]  # shares the buffer's version counter
+    versions = [b._version for b in model.buffers()]
+    shapetrace.trace(model, torch.randn(2, 4), train=True)
+    assert [b._version for b in model.buffers()] == versions
+    assert view._version == versions[0]
+    loss.backward()
+    assert x.grad is not None
+
+
+def test_a_profile_puts_back_the_version_counters_of_buffers_its_passes_write():
+    model = _ScalesInTraining().train()
+    x = torch.randn(2, 4)
+    versions = [b._version for b in model.buffers()]
+    shapetrace.profile(model, x, warmup=1, repeat=3)
+    assert [b._version for b in model.buffers()] == versions
+    assert model.steps.item() == 0
+
+
 def test_a_buffer_that_is_a_view_of_a_parameter_does_not_count_as_a_parameter_written():
     class Row(nn.Module):
         def __init__(self) -> None:

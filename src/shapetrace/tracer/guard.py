@@ -21,8 +21,9 @@ forward registered until ``put_back_registrations()`` (the tracer counts paramet
 forward). Writes straight into ``_parameters`` or ``_buffers`` that keep their size go past torch's hooks and
 are left as the forward left them.
 
-Buffers go back without moving their version counters (an autograd graph made before the trace that saved
-them still runs backward), and each on its own where the one-call copy cannot write it (an inference tensor,
+Buffers go back with their version counters as they were when the guard was entered (an autograd graph
+made before the trace that saved them still runs backward, even where the forward wrote them in place), and
+each on its own where the one-call copy cannot write it (an inference tensor,
 an expanded or nested one).
 """
 
@@ -78,14 +79,17 @@ def _snapshot(attrs: dict) -> Snapshot:
             dict(attrs.get("_modules") or {}), frozenset(attrs.get("_non_persistent_buffers_set") or ()))
 
 
-def _put_back_buffers(live: list[torch.Tensor], saved: list[torch.Tensor]) -> None:
-    """Write each saved copy back into its buffer; version counters stay where the forward left them.
+def _put_back_buffers(live: list[torch.Tensor], saved: list[torch.Tensor], versions: list[int | None]) -> None:
+    """Write each saved copy back into its buffer, and its version counter back to ``versions`` (read when
+    the guard was entered).
 
-    An autograd graph that saved a buffer (BatchNorm's running statistics, in eval) checks its version in
-    backward: a graph made before the trace, or by a ``grad=True`` trace, still runs after it. One call for
-    all in the common case; buffers it cannot write (an inference tensor, an expanded or nested one, one the
-    forward resized) one by one."""
-    versions = _versions(live)
+    An autograd graph that saved a buffer (BatchNorm's running statistics in eval, a buffer a forward scales)
+    checks its version in backward: with the values and the counter as they were, a graph made before the
+    trace still runs after it, even when the forward wrote the buffer in place (``self.scale.mul_(...)``,
+    ``self.steps += 1``). A graph made during the trace that saved a buffer the forward then wrote refuses
+    to run backward, rightly: the values it saved are gone. Views of a buffer share its counter, so they
+    go back with it. One call for all in the common case; buffers it cannot write (an inference tensor, an
+    expanded or nested one, one the forward resized) one by one."""
     if _set_versions is not None and None not in versions:
         try:
             torch._foreach_copy_(live, saved)
@@ -100,7 +104,7 @@ def _put_back_buffers(live: list[torch.Tensor], saved: list[torch.Tensor]) -> No
                 _put_back_buffer(b, copy)
             except (RuntimeError, NotImplementedError):  # its dtype changed too (``.data =``): left
                 continue
-        if version is not None and _set_versions is not None and b._version != version:
+        if version is not None and _set_versions is not None and _version(b) not in (None, version):
             _set_versions([b], [version])
 
 
@@ -157,6 +161,7 @@ class ModelGuard:
                 # An uninitialized buffer (a lazy layer's, traced on a copy) holds nothing to put back.
                 self._live = [b for b in self._live if not isinstance(b, UninitializedTensorMixin)]
                 self._saved = [b.clone() for b in self._live]
+        self._buffer_versions = _versions(self._live)
         self._grad = contextlib.ExitStack()
         dicts = [m.__dict__ for m in modules]
         try:  # the common case as one comprehension: part of every trace's fixed cost
@@ -277,9 +282,10 @@ class ModelGuard:
                     if p.requires_grad != was:
                         p.requires_grad_(was)
             live, saved = getattr(self, "_live", []), getattr(self, "_saved", [])
+            versions = getattr(self, "_buffer_versions", [])
             self._live, self._saved = [], []
             with torch.no_grad():
-                _put_back_buffers(live, saved)
+                _put_back_buffers(live, saved, versions)
 
     def changed_params(self) -> list[str]:
         """Names of the parameters whose version counter moved: the forward wrote to them in place (a lazy
