@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import weakref
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 
@@ -116,7 +117,8 @@ def refuse_lazy(lazy: list[str]) -> None:
             "Tracer(copy.deepcopy(model), allow_lazy=True) by hand.", lazy)
 
 
-_HAS_FORWARD: dict[type, bool] = {}
+# module class -> whether it defines a forward; weak, so that a class defined at run time dies with its modules.
+_HAS_FORWARD: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 
 
 def _has_forward(module: nn.Module) -> bool:

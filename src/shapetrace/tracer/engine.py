@@ -34,6 +34,7 @@ import functools
 import inspect
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any
@@ -263,9 +264,19 @@ def _inner_code() -> Any:
 _INNER = _inner_code()
 
 _ALWAYS = sys.maxsize  # "read the keyword arguments whatever the positional ones"
-# module class -> (its forward as last seen, keyword_free_at() of it): computed once per class, again if the
-# class's forward is replaced (patching a class's forward is a common way to change a library's model).
-_POSITIONAL: dict[type, tuple[Any, int]] = {}
+# module class -> (a weak reference to its forward as last seen, keyword_free_at() of it): computed once per
+# class, again if the class's forward is replaced (patching a class's forward is a common way to change a
+# library's model). Weak both ways: a class defined at run time (a notebook cell run again, a factory) dies
+# with its last module, with its forward's closure and globals, traced or not. Read on a slot's first call only.
+_POSITIONAL: weakref.WeakKeyDictionary[type, tuple[Callable[[], Any], int]] = weakref.WeakKeyDictionary()
+
+
+def _forward_ref(forward: Any) -> Callable[[], Any]:
+    """A weak reference to ``forward``, or (for what cannot be referenced weakly: a C function) a strong one."""
+    try:
+        return weakref.ref(forward)
+    except TypeError:
+        return lambda: forward
 
 
 def keyword_free_at(module: nn.Module) -> int:
@@ -285,9 +296,13 @@ def keyword_free_at(module: nn.Module) -> int:
     cls = type(module)
     forward = getattr(cls, "forward", None)
     known = _POSITIONAL.get(cls)
-    if known is None or known[0] is not forward:
+    if known is None or known[0]() is not forward:
         # The attribute as stored: a staticmethod's function has no ``self`` to skip.
-        known = _POSITIONAL[cls] = (forward, _keyword_free_at(inspect.getattr_static(cls, "forward", None)))
+        known = (_forward_ref(forward), _keyword_free_at(inspect.getattr_static(cls, "forward", None)))
+        try:
+            _POSITIONAL[cls] = known
+        except TypeError:  # a class that cannot be referenced weakly: not cached
+            pass
     return known[1]
 
 
@@ -506,7 +521,7 @@ class Engine:
             free_at = self._keyword_free_at[slot]
             if free_at is None:  # the slot's first call: keyword_free_at(), its cache read inline
                 known = _POSITIONAL.get(type(module))
-                if known is not None and known[0] is type(module).forward and "forward" not in module.__dict__:
+                if known is not None and known[0]() is type(module).forward and "forward" not in module.__dict__:
                     free_at = known[1]
                 else:
                     free_at = keyword_free_at(module)
