@@ -466,3 +466,39 @@ def test_two_tracers_left_in_the_order_they_were_entered_give_back_the_grad_mode
     second.__exit__(None, None, None)
     assert torch.is_grad_enabled()
     assert len(first.trace.calls) == len(second.trace.calls) == 1
+
+
+def test_a_meta_trace_never_copies_the_models_real_buffers():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class BigBuffer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.register_buffer("table", torch.randn(256, 4))
+
+        def forward(self, x):
+            return self.lin(x) + self.table[:1]
+
+    model = BigBuffer()
+    storages = {b.untyped_storage().data_ptr() for b in model.buffers()}
+    read: list[str] = []
+
+    class BufferReads(TorchDispatchMode):  # every aten op that reads a real buffer's storage
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            flat = [*args, *(kwargs or {}).values()]
+            flat = [t for a in flat for t in (a if isinstance(a, (list, tuple)) else [a])]
+            if any(isinstance(t, torch.Tensor) and not t.is_meta and t.untyped_storage().data_ptr() in storages
+                   for t in flat):
+                read.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    def copies() -> list[str]:  # a clone or a write (the meta copies placement makes, ``_to_copy``, cost nothing)
+        return [f for f in read if "clone" in f or "copy_." in f]
+
+    with BufferReads():
+        shapetrace.trace(model, torch.randn(2, 4), device="meta", train=True)
+    assert copies() == []
+    with BufferReads():  # on the CPU the forward runs them: copied, and put back
+        shapetrace.trace(model, torch.randn(2, 4), train=True)
+    assert copies()

@@ -6,7 +6,7 @@
         model(x)
     t.trace  # a Trace: plain data
 
-Entering puts the model's state under a ``ModelGuard`` (training flags, grad mode, buffer values), swaps in
+Entering puts the model's state under a ``ModelGuard`` (training flags, grad mode, buffer values where the forward runs the model's own), swaps in
 copies of its tensors on another device when asked (``placement.placed``) and starts an ``Engine`` with the
 ``ShapeProbe`` (and, with ``ops=True``, the ``OpProbe``); leaving undoes all of it in
 reverse order, also when the forward raises. The partial trace of a failed forward marks the innermost call
@@ -30,7 +30,7 @@ from .errors import UnsupportedModel
 from .flow import DataFlow
 from .guard import ModelGuard
 from .modelstats import model_stats
-from .placement import model_device, placed
+from .placement import model_device, placed, runs_copies
 from .probes.lines import LinesProbe
 from .probes.opcount import OpCountProbe
 from .probes.ops import OpProbe
@@ -229,7 +229,8 @@ class Tracer:
         self._flow = DataFlow()
         self._probes = self.probes(self._index, self._flow) + self.extra_probes
         self._guard = ModelGuard(self._index, train=self.train, grad=self.grad,
-                                 keep_registrations=True)  # put back in __exit__, after the counts
+                                 keep_registrations=True,  # put back in __exit__, after the counts
+                                 runs_copy=None if self.device is None else runs_copies(self.model, self.device))
         self._engine = Engine(self._index, self._probes)
         self._exit = contextlib.ExitStack()
         try:

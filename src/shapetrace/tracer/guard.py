@@ -21,6 +21,9 @@ forward registered until ``put_back_registrations()`` (the tracer counts paramet
 forward). Writes straight into ``_parameters`` or ``_buffers`` that keep their size go past torch's hooks and
 are left as the forward left them.
 
+A forward run on copies of the buffers (``runs_copy``: placement's test, for a trace on ``meta`` or another
+device) cannot write them: those are not copied, nor put back.
+
 Buffers go back with their version counters as they were when the guard was entered (an autograd graph
 made before the trace that saved them still runs backward, even where the forward wrote them in place), and
 each on its own where the one-call copy cannot write it (an inference tensor,
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any
 
@@ -135,8 +138,9 @@ class ModelGuard:
     """Save and restore a model's state around a forward (see the module docstring)."""
 
     def __init__(self, index: ModuleIndex, *, train: bool | None = None, grad: bool = False,
-                 keep_registrations: bool = False) -> None:
+                 keep_registrations: bool = False, runs_copy: Callable[[torch.Tensor], bool] | None = None) -> None:
         self.index = index
+        self.runs_copy = runs_copy
         self.train = train
         self.grad = grad
         self.keep_registrations = keep_registrations
@@ -154,6 +158,8 @@ class ModelGuard:
         # A copy of every buffer, written back after the forward. Version counters cannot say which buffers
         # changed: BatchNorm's kernel updates its running statistics without bumping them.
         self._live = [b for m in modules for b in m._buffers.values() if b is not None]
+        if self.runs_copy is not None:  # the forward runs copies of these (on meta, say): it cannot write them
+            self._live = [b for b in self._live if not self.runs_copy(b)]
         with torch.no_grad():
             try:
                 self._saved = list(torch._foreach_clone(self._live)) if self._live else []
