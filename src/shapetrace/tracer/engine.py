@@ -11,13 +11,15 @@ of the record. The engine does the part they share, once:
   ``call_index`` (the n-th call of that module object) and its parent, in flat lists (``calls``). Calls
   made in other threads (a forward that runs branches in a thread pool) nest in a stack of their own
   thread, under the call open in the thread that entered the engine, and from the first of them on, the
-  bookkeeping of every call holds a lock;
+  bookkeeping of every call holds a lock.;
 * **errors**: a call whose forward raised gets the exception in ``on_call_end``, except the exception
   ``torch.utils.checkpoint`` stops a recomputation with (the call ends without output, its id in
   ``stopped``); calls whose post-hook never ran (``KeyboardInterrupt``, a hook of someone else raising)
   are closed when the engine exits;
 * **cleanup, guaranteed**: the hooks are removed and torch's hook registries left exactly as found, the
-  probes are stopped and the recursion limit restored, whatever the forward did. Calls made in a thread
+  probes are stopped and the recursion limit restored, whatever the forward did, each step even if one
+  before it raised (a ``KeyboardInterrupt`` during the cleanup: ``cleanup.run_all``), and again, finishing
+  what an interrupted leave left, if the engine is left a second time. Calls made in a thread
   that runs an engine of its own (two traces at once in two threads) are that engine's, not this one's.
 
 Global hooks, filtered by module, rather than a hook on every module: a per-module hook changes what runs
@@ -44,6 +46,7 @@ import torch.utils.checkpoint
 from torch import nn
 from torch.nn.modules import module as torch_module
 
+from .cleanup import run_all
 from .records import Trace
 
 __all__ = ["NO_KWARGS", "CallSkeleton", "Engine", "ModuleIndex", "Probe", "Unfinished", "caller_kwargs",
@@ -333,6 +336,12 @@ def _compiled_in(index: ModuleIndex) -> bool:
     return any(index.modules[s].__dict__.get("_compiled_call_impl") is not None for s in index.unusual)
 
 
+def _remove_hook(handle: Any) -> None:
+    """Remove one hook from every registry torch may hold it in (again: a no-op)."""
+    handle.remove()
+    _forget_hook(handle.id)
+
+
 def _forget_hook(hook_id: int) -> None:
     for name in _REGISTRIES:
         registry = getattr(torch_module, name, None)
@@ -359,6 +368,12 @@ class Engine:
         self.stack: list[int] = []  # the ids of the calls open right now (in the engine's thread), innermost last
         self.stopped: list[int] = []  # calls torch.utils.checkpoint stopped on purpose (see the module docstring)
         self._active = False
+        # What leaving undoes, empty until entered: leaving works (and does nothing) whenever it comes.
+        self._handles: list[Any] = []
+        self._started: list[Probe] = []
+        self._stacks: dict[int, list[int]] = {}
+        self._counted = False
+        self._thread: int | None = None
 
     # ---- entering and leaving -------------------------------------------------------------------------
     def __enter__(self) -> Engine:  # noqa: PYI034 - typing.Self needs Python 3.11
@@ -414,23 +429,31 @@ class Engine:
         return False
 
     def _leave(self, exc: BaseException | None) -> None:
-        """Remove the hooks, close unfinished calls, stop the probes, restore the recursion limit."""
-        try:
-            for handle in self._handles:
-                handle.remove()
-                _forget_hook(handle.id)
-            self._handles = []
-            for stack in [self.stack, *self._stacks.values()]:
-                while stack:
-                    self._close(stack.pop(), exc if exc is not None else Unfinished())
-        finally:
-            try:
-                for probe in reversed(self._started):
-                    probe.stop(self, exc)
-            finally:
-                self._started = []
-                self._count_out()
-                self._active = False
+        """Remove the hooks, close unfinished calls, stop the probes, restore the recursion limit.
+
+        Each step runs even if one before it raised (a ``KeyboardInterrupt`` arriving during the cleanup
+        included), the first error raised after all ran; and each can run again, redoing nothing done, so
+        ``_leave`` called again after an interrupted one finishes what that one left."""
+        steps: list[Callable[[], object]] = [functools.partial(_remove_hook, h) for h in self._handles]
+        steps.append(functools.partial(self._close_open, exc))
+        steps += [functools.partial(self._stop_probe, exc) for _ in self._started]
+        steps.append(self._count_out)
+        error = run_all(steps)
+        if error is None:
+            self._handles, self._active = [], False
+            return
+        raise error
+
+    def _close_open(self, exc: BaseException | None) -> None:
+        """End the calls still open (their post-hooks never ran), innermost first."""
+        for stack in [self.stack, *self._stacks.values()]:
+            while stack:
+                self._close(stack.pop(), exc if exc is not None else Unfinished())
+
+    def _stop_probe(self, exc: BaseException | None) -> None:
+        """Stop the probe started last and not stopped yet (taken off the list first: never stopped twice)."""
+        if self._started:
+            self._started.pop().stop(self, exc)
 
     def _hook_after_own_hooks(self) -> None:
         """For the modules with forward hooks of their own, hooks of the engine's that run after them.
@@ -484,15 +507,14 @@ class Engine:
             self._counted = True
 
     def _count_out(self) -> None:
-        """The reverse of ``_count_in``: the last engine to leave puts the limit back (unless it was changed)."""
-        if not self._counted:
-            return
-        self._counted = False
+        """The reverse of ``_count_in``: the last engine to leave puts the limit back (unless it was changed).
+        Safe to call again after an interrupted call: the counts change in one statement, with the flag."""
         with _ACTIVE_LOCK:
-            _ACTIVE["engines"] -= 1
-            left = _ENGINE_THREADS.pop(self._thread) - 1
-            if left:
-                _ENGINE_THREADS[self._thread] = left
+            if self._counted:
+                left = _ENGINE_THREADS.get(self._thread, 1) - 1
+                self._counted, _ACTIVE["engines"], _ENGINE_THREADS[self._thread] = False, _ACTIVE["engines"] - 1, left
+            if not _ENGINE_THREADS.get(self._thread, 1):
+                del _ENGINE_THREADS[self._thread]
             if _ACTIVE["engines"] == 0 and sys.getrecursionlimit() == _ACTIVE["raised"]:
                 sys.setrecursionlimit(_ACTIVE["limit"])
 

@@ -14,6 +14,7 @@ is the only place in shapetrace that moves tensors between devices.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from .attributes import TORCH_ATTRIBUTES, put_back_attributes
+from .cleanup import run_all
 from .errors import UnsupportedModel
 from .shape_only import keeps_values
 from .values import map_tensors
@@ -71,15 +73,16 @@ def _copies(model: nn.Module, device: torch.device, dtype: torch.dtype | None
 @contextlib.contextmanager
 def _swapped(copies: list[tuple[dict[str, Any], str, torch.Tensor]]) -> Iterator[None]:
     """Each slot holds its copy while the block runs; the original is back afterwards, raising or not."""
-    originals: list[tuple[dict[str, Any], str, Any]] = []
+    put_back: list[Callable[[], object]] = []  # one step per slot: each runs even if one before it raised
     try:
         for slots, name, copy in copies:
-            originals.append((slots, name, slots[name]))
+            put_back.append(functools.partial(slots.__setitem__, name, slots[name]))
             slots[name] = copy
         yield
     finally:
-        for slots, name, original in reversed(originals):
-            slots[name] = original
+        error = run_all(reversed(put_back))
+        if error is not None:
+            raise error
 
 
 def _same_contents(now: list | dict, before: list | dict) -> bool:
