@@ -11,7 +11,11 @@ of the record. The engine does the part they share, once:
   ``call_index`` (the n-th call of that module object) and its parent, in flat lists (``calls``). Calls
   made in other threads (a forward that runs branches in a thread pool) nest in a stack of their own
   thread, under the call open in the thread that entered the engine, and from the first of them on, the
-  bookkeeping of every call holds a lock.;
+  bookkeeping of every call holds a lock. Another thread's outermost call is adopted only while the
+  engine's thread is inside a call, and only if its module is not that of a call open there: another
+  thread running its own forward of the same model (calling the model itself, or between two traced
+  forwards, or inside a call of the model the engine never saw start) is not recorded, nor anything it
+  calls (``Engine._adopts``);
 * **errors**: a call whose forward raised gets the exception in ``on_call_end``, except the exception
   ``torch.utils.checkpoint`` stops a recomputation with (the call ends without output, its id in
   ``stopped``); calls whose post-hook never ran (``KeyboardInterrupt``, a hook of someone else raising)
@@ -65,6 +69,7 @@ _ENGINE_THREADS: dict[int, int] = {}  # thread id -> engines entered in that thr
 # (and catches itself): control flow, not a failure. ``None`` where torch has no such class.
 _STOP_RECOMPUTATION = getattr(torch.utils.checkpoint, "_StopRecomputationError", None)
 _thread_id = threading.get_ident
+_FOREIGN = -1  # on another thread's stack of open calls: a call of that thread's own, not the traced forward's
 
 
 class Unfinished(Exception):
@@ -265,6 +270,7 @@ def _inner_code() -> Any:
 
 
 _INNER = _inner_code()
+_CALL_IMPL = torch_module.Module._call_impl.__code__  # the frame of a module call, ``self`` its module
 
 _ALWAYS = sys.maxsize  # "read the keyword arguments whatever the positional ones"
 # module class -> (a weak reference to its forward as last seen, keyword_free_at() of it): computed once per
@@ -448,7 +454,9 @@ class Engine:
         """End the calls still open (their post-hooks never ran), innermost first."""
         for stack in [self.stack, *self._stacks.values()]:
             while stack:
-                self._close(stack.pop(), exc if exc is not None else Unfinished())
+                cid = stack.pop()
+                if cid != _FOREIGN:
+                    self._close(cid, exc if exc is not None else Unfinished())
 
     def _stop_probe(self, exc: BaseException | None) -> None:
         """Stop the probe started last and not stopped yet (taken off the list first: never stopped twice)."""
@@ -484,7 +492,7 @@ class Engine:
         slot = self._slot_of.get(id(module))
         with self._lock:
             stack = self._stack_here()
-            if slot is None or not stack or self.calls.slot[stack[-1]] != slot:
+            if slot is None or not stack or stack[-1] == _FOREIGN or self.calls.slot[stack[-1]] != slot:
                 return  # the engine's pre-hook did not open this call (another thread's engine's, say)
             cid = stack[-1]
         kwargs = (kwargs or NO_KWARGS) if self._kwargs else None
@@ -565,11 +573,49 @@ class Engine:
             with self._lock:
                 self._threaded = True
                 stack = self._stack_here()
-                self._begin(slot, module, args, kwargs, stack,
-                            stack[-1] if stack else self.stack[-1] if self.stack else None)
+                if stack:
+                    parent = stack[-1]
+                    if parent == _FOREIGN:  # inside a call of this thread's that is not the trace's
+                        stack.append(_FOREIGN)
+                        return
+                elif self._adopts(slot):
+                    parent = self.stack[-1]
+                else:
+                    stack.append(_FOREIGN)  # its calls are skipped until it ends
+                    return
+                self._begin(slot, module, args, kwargs, stack, parent)
             return
         stack = self.stack
         self._begin(slot, module, args, kwargs, stack, stack[-1] if stack else None)
+
+    def _adopts(self, slot: int) -> bool:
+        """Whether the outermost call (of the module in ``slot``) of a thread other than the engine's is part of
+        the traced forward (holding the lock).
+
+        A forward that runs branches in a thread pool calls, from the pool's threads, modules under the call
+        it is in (the engine's thread is waiting inside it): adopted, under that call. Another thread's own
+        forward of the same model calls the model itself, whose call is open in the engine's thread, or runs
+        while the engine's thread is in no call at all, or is inside a call of the model that started before
+        the engine (its frames show it): not adopted, nor any call it makes. (A thread that
+        calls one of the model's submodules on its own, while the traced forward runs, cannot be told from a
+        pool's branch: adopted.)"""
+        own = self.stack
+        if not own:
+            return False
+        slots = self.calls.slot
+        if any(slots[cid] == slot for cid in own):
+            return False
+        # A forward this thread started before the engine saw it (the trace began in the middle of it): a
+        # call of one of the model's modules open in this thread's frames, besides the one starting now.
+        slot_of, inside = self._slot_of, 0
+        frame: Any = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code is _CALL_IMPL and id(frame.f_locals.get("self")) in slot_of:
+                inside += 1
+                if inside > 1:
+                    return False
+            frame = frame.f_back
+        return True
 
     def _stack_here(self) -> list[int]:
         """The open calls of the thread running now (``stack`` in the engine's own thread)."""
@@ -622,7 +668,11 @@ class Engine:
                 return
             with self._lock:
                 self._threaded = True
-                self._finish_call(slot, module, output, error, self._stack_here())
+                stack = self._stack_here()
+                if stack and stack[-1] == _FOREIGN:  # the end of a call that was not adopted
+                    stack.pop()
+                    return
+                self._finish_call(slot, module, output, error, stack)
             return
         self._finish_call(slot, module, output, error, self.stack)
 
