@@ -323,11 +323,12 @@ class Tracer:
         uncalled = []
         called = set(slots)
         if len(called) < len(index):
+            known: dict[type, bool] = {}  # this trace's reads of the (weak, slower to read) class cache
             for s, m in enumerate(index.modules):
                 if s not in called:
-                    has = _HAS_FORWARD.get(type(m))  # _has_forward(m), its cache read inline
+                    has = known.get(type(m))
                     if has is None:
-                        has = _has_forward(m)
+                        has = known[type(m)] = _has_forward(m)
                     if has:
                         uncalled.append(Uncalled(index.names[s][0], index.classes[s], stats[s][0]))
         first = next((c for c in calls if c.parent is None), None)

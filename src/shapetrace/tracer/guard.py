@@ -310,21 +310,25 @@ class ModelGuard:
             raise error
 
     def _put_back_flags(self) -> None:
-        """Each module's ``training`` flag and each parameter's ``requires_grad`` as found."""
+        """Each module's ``training`` flag and each parameter's ``requires_grad`` as found (once: the lists are
+        forgotten when all are back)."""
         for m, was in zip(self.index.modules, self._training):
             if m.training != was:  # Module.__setattr__ is slow: set only what changed
                 m.training = was
         params, flags = self._params, self._requires_grad
-        if [p.requires_grad for p in params] != flags:  # a forward that froze or unfroze parameters
+        if flags and [p.requires_grad for p in params] != flags:  # a forward that froze or unfroze parameters
             for p, was in zip(params, flags):
                 if p.requires_grad != was:
                     p.requires_grad_(was)
+        self._training, self._requires_grad = [], []
 
     def _put_back_buffer_values(self) -> None:
         """The saved buffers' values and version counters, once (forgotten only when all are back)."""
+        if not self._live:
+            return
         with torch.no_grad():
             _put_back_buffers(self._live, self._saved, self._buffer_versions)
-        self._live, self._saved = [], []
+        self._live, self._saved, self._buffer_versions = [], [], []
 
     def changed_params(self) -> list[str]:
         """Names of the parameters whose version counter moved: the forward wrote to them in place (a lazy
