@@ -228,7 +228,7 @@ class Tracer:
         self._guard = ModelGuard(self._index, train=self.train, grad=self.grad,
                                  keep_registrations=True,  # put back in __exit__, after the counts
                                  runs_copy=None if self.device is None else runs_copies(self.model, self.device))
-        self._engine = Engine(self._index, self._probes)
+        self._engine = Engine(self._index, self._probes, eager_compiled=True)
         self._exit = contextlib.ExitStack()
         try:
             self._exit.enter_context(self._guard)
@@ -359,6 +359,8 @@ class Tracer:
                     f"on 'meta' torch runs {', '.join(stepwise[:3])}{' ...' if len(stepwise) > 3 else ''} step by step "
                     "(their sub-layers are called); on the CPU or a GPU, in eval without autograd, torch may run each "
                     "as one fused kernel instead, with no sub-layer calls: trace on the CPU to see which")
+        if self._engine.forced_eager:
+            trace.meta["compiled_ran_eagerly"] = True  # every layer seen; Dynamo's caches left as they were
         changed = self._guard.changed_params()
         if changed:
             trace.meta["params_changed_in_place"] = changed

@@ -362,8 +362,9 @@ class Engine:
     bug never breaks the user's forward: the failure is recorded and the forward goes on).
     """
 
-    def __init__(self, index: ModuleIndex, probes: Iterable[Probe]) -> None:
+    def __init__(self, index: ModuleIndex, probes: Iterable[Probe], *, eager_compiled: bool = False) -> None:
         self.index = index
+        self.eager_compiled = eager_compiled  # run torch.compile'd parts eagerly while entered (see __enter__)
         self.probes = list(probes)
         self.calls = CallSkeleton()
         self.errors: list[str] = []
@@ -380,6 +381,8 @@ class Engine:
         self._stacks: dict[int, list[int]] = {}
         self._counted = False
         self._thread: int | None = None
+        self._eager: Any = None  # torch's "force_eager" stance, entered while a compiled part is traced
+        self._eager_done = False
 
     # ---- entering and leaving -------------------------------------------------------------------------
     def __enter__(self) -> Engine:  # noqa: PYI034 - typing.Self needs Python 3.11
@@ -417,9 +420,18 @@ class Engine:
             pre, post = self._pre, self._post
             if _compiled_in(self.index):
                 # A torch.compile'd part: Dynamo would trace the hooks into its graph (and fail on the probes'
-                # state); disabled for Dynamo, they run as plain Python, one wrapper frame further down.
+                # state); disabled for Dynamo, they run as plain Python, one wrapper frame further down. With
+                # ``eager_compiled`` the compiled code runs eagerly while the engine is entered (torch's
+                # "force_eager" stance, for the whole process): every layer is seen, whatever Dynamo cached
+                # before, and the trace's own grad and autocast modes add no cache entry (no recompilation, no
+                # recompile limit reached). Profiling's timed passes leave it off: they time compiled code.
                 pre, post = torch.compiler.disable(pre), torch.compiler.disable(post)
                 self._depth = 2
+                set_stance = getattr(torch.compiler, "set_stance", None)
+                if self.eager_compiled and set_stance is not None:
+                    stance = set_stance("force_eager")
+                    stance.__enter__()
+                    self._eager = stance
             self._handles.append(torch_module.register_module_forward_pre_hook(pre))
             self._handles.append(torch_module.register_module_forward_hook(post, always_call=True))
             self._handles.append(torch_module.register_module_module_registration_hook(self._attached))
@@ -444,11 +456,23 @@ class Engine:
         steps.append(functools.partial(self._close_open, exc))
         steps += [functools.partial(self._stop_probe, exc) for _ in self._started]
         steps.append(self._count_out)
+        steps.append(self._leave_eager)
         error = run_all(steps)
         if error is None:
             self._handles, self._active = [], False
             return
         raise error
+
+    @property
+    def forced_eager(self) -> bool:
+        """Whether compiled parts of the model ran eagerly (torch's ``force_eager`` stance) in this engine."""
+        return self._eager is not None
+
+    def _leave_eager(self) -> None:
+        """Leave the ``force_eager`` stance, once."""
+        if self._eager is not None and not self._eager_done:
+            self._eager_done = True
+            self._eager.__exit__(None, None, None)
 
     def _close_open(self, exc: BaseException | None) -> None:
         """End the calls still open (their post-hooks never ran), innermost first."""
