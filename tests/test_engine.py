@@ -399,3 +399,44 @@ def test_cyclic_garbage_a_forward_makes_is_collected_while_it_is_traced(monkeypa
         (gc.enable if was else gc.disable)()
     plain, traced = alive
     assert plain < 20 and traced < 20, (plain, traced)
+
+
+def _block_class_closing_over(payload: torch.Tensor) -> type[nn.Module]:
+    """A module class defined at run time (a factory, a notebook cell run again) whose forward holds ``payload``."""
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.lin(x) + payload[:4]
+
+    return Block
+
+
+
+class _CallsFirst(nn.Module):
+    """Calls ``first``; ``spare`` is registered and never called (the tracer lists it as uncalled)."""
+
+    def __init__(self, first: nn.Module, spare: nn.Module) -> None:
+        super().__init__()
+        self.first, self.spare = first, spare
+
+    def forward(self, x):
+        return self.first(x)
+
+
+@pytest.mark.parametrize("options", [{}, {"ops": True}, {"device": "meta"}])
+def test_a_traced_module_class_dies_with_its_last_module(options):
+    import weakref
+
+    refs = []
+    for _ in range(3):
+        payload = torch.zeros(8)
+        cls = _block_class_closing_over(payload)
+        shapetrace.trace(_CallsFirst(cls(), cls()), torch.randn(2, 4), **options)
+        refs.append((weakref.ref(cls), weakref.ref(payload)))
+        del cls, payload
+    gc.collect()
+    assert [(c(), p()) for c, p in refs] == [(None, None)] * 3

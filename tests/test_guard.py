@@ -340,6 +340,44 @@ def test_a_trace_leaves_buffer_version_counters_so_an_earlier_graph_still_runs_b
     loss.backward()
 
 
+class _ScalesInTraining(nn.Module):
+    """Updates a buffer in place in training mode (a running scale, a step count); reads it in both modes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.ones(4))
+        self.register_buffer("steps", torch.zeros(()))
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        if self.training:
+            self.scale.mul_(0.9).add_(0.1 * x.detach().abs().mean(0))
+            self.steps += 1
+        return self.lin(x) * self.scale
+
+
+def test_a_trace_that_writes_a_buffer_in_place_puts_its_version_back_so_an_earlier_graph_runs_backward():
+    model = _ScalesInTraining().eval()
+    x = torch.randn(2, 4, requires_grad=True)
+    loss = model(x).sum()  # autograd saved model.scale
+    view = model.scale[:2]  # shares the buffer's version counter
+    versions = [b._version for b in model.buffers()]
+    shapetrace.trace(model, torch.randn(2, 4), train=True)
+    assert [b._version for b in model.buffers()] == versions
+    assert view._version == versions[0]
+    loss.backward()
+    assert x.grad is not None
+
+
+def test_a_profile_puts_back_the_version_counters_of_buffers_its_passes_write():
+    model = _ScalesInTraining().train()
+    x = torch.randn(2, 4)
+    versions = [b._version for b in model.buffers()]
+    shapetrace.profile(model, x, warmup=1, repeat=3)
+    assert [b._version for b in model.buffers()] == versions
+    assert model.steps.item() == 0
+
+
 def test_a_buffer_that_is_a_view_of_a_parameter_does_not_count_as_a_parameter_written():
     class Row(nn.Module):
         def __init__(self) -> None:
@@ -428,3 +466,39 @@ def test_two_tracers_left_in_the_order_they_were_entered_give_back_the_grad_mode
     second.__exit__(None, None, None)
     assert torch.is_grad_enabled()
     assert len(first.trace.calls) == len(second.trace.calls) == 1
+
+
+def test_a_meta_trace_never_copies_the_models_real_buffers():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class BigBuffer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.register_buffer("table", torch.randn(256, 4))
+
+        def forward(self, x):
+            return self.lin(x) + self.table[:1]
+
+    model = BigBuffer()
+    storages = {b.untyped_storage().data_ptr() for b in model.buffers()}
+    read: list[str] = []
+
+    class BufferReads(TorchDispatchMode):  # every aten op that reads a real buffer's storage
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            flat = [*args, *(kwargs or {}).values()]
+            flat = [t for a in flat for t in (a if isinstance(a, (list, tuple)) else [a])]
+            if any(isinstance(t, torch.Tensor) and not t.is_meta and t.untyped_storage().data_ptr() in storages
+                   for t in flat):
+                read.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    def copies() -> list[str]:  # a clone or a write (the meta copies placement makes, ``_to_copy``, cost nothing)
+        return [f for f in read if "clone" in f or "copy_." in f]
+
+    with BufferReads():
+        shapetrace.trace(model, torch.randn(2, 4), device="meta", train=True)
+    assert copies() == []
+    with BufferReads():  # on the CPU the forward runs them: copied, and put back
+        shapetrace.trace(model, torch.randn(2, 4), train=True)
+    assert copies()

@@ -552,3 +552,62 @@ def test_a_default_repr_is_recorded_without_its_memory_address():
     assert first.kwargs["cfg"] == Opaque("_Config", f"<{__name__}._Config object>")
     assert "0x" not in first.to_json()
     assert first.to_json() == second.to_json()
+
+
+class _Steps(nn.Module):
+    """Three layers; ``at_start(self)`` (if set) runs when the forward begins, ``midway()`` after the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4)
+        self.at_start = None
+        self.midway = None
+
+    def forward(self, x):
+        if self.at_start is not None:
+            self.at_start(self)
+        x = self.a(x)
+        if self.midway is not None:
+            self.midway()
+        return self.c(self.b(x))
+
+
+def test_another_threads_own_forward_of_the_model_started_during_the_trace_is_not_recorded():
+    import threading
+
+    model, x = _Steps(), torch.randn(2, 4)
+    outputs = []
+    other = threading.Thread(target=lambda: outputs.append(model(x)))
+
+    def run_the_other_thread(m):  # during the traced forward: the other thread runs a whole forward of its own
+        m.at_start = None
+        other.start()
+        other.join()
+
+    model.at_start = run_the_other_thread
+    trace = shapetrace.trace(model, x)
+    assert [c.label for c in trace.calls] == ["(root)", "a", "b", "c"]
+    assert len(outputs) == 1
+
+
+def test_another_threads_forward_of_the_model_begun_before_the_trace_is_not_recorded():
+    import threading
+
+    model, x = _Steps(), torch.randn(2, 4)
+    midway, tracing = threading.Event(), threading.Event()
+    outputs = []
+    model.midway = lambda: (midway.set(), tracing.wait())  # its first layer runs before the trace
+
+    other = threading.Thread(target=lambda: outputs.append(model(x)))
+    other.start()
+    midway.wait()
+
+    def let_the_other_thread_finish(m):  # the traced forward begins: the other thread's layers b and c run now
+        m.at_start, m.midway = None, None
+        tracing.set()
+        other.join()
+
+    model.at_start = let_the_other_thread_finish
+    trace = shapetrace.trace(model, x)
+    assert [c.label for c in trace.calls] == ["(root)", "a", "b", "c"]
+    assert len(outputs) == 1

@@ -59,3 +59,20 @@ def test_gpt2_lm_head_with_tied_embedding_counts_the_tied_weight_once():
     assert trace.outputs.fields["logits"].shape == (1, 7, 100)
     assert trace.model.params == sum(p.numel() for p in model.parameters())
     assert trace.model.shared_params == 100 * 32  # lm_head.weight is transformer.wte.weight
+
+
+def test_a_compiled_part_runs_eagerly_in_a_trace_so_every_layer_is_seen_and_dynamo_caches_nothing():
+    from torch import nn
+    from torch._dynamo.utils import counters
+
+    block = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    model = nn.Sequential(nn.Linear(4, 4), torch.compile(block, backend="eager")).eval()
+    x = torch.randn(3, 4)
+    model(x)  # compiled (and cached) by a plain forward first, as a training loop would
+    compiled = dict(counters["frames"])
+    for options in [{"grad": True}, {}, {"train": True}, {"ops": True}, {"device": "meta"}]:
+        trace = shapetrace.trace(model, x, **options)
+        assert [c.label for c in trace.calls] == ["(root)", "0", "1", "1._orig_mod", "1._orig_mod.0",
+                                                  "1._orig_mod.1"], options
+        assert trace.meta["compiled_ran_eagerly"] is True
+    assert dict(counters["frames"]) == compiled  # nothing compiled again for the traces' modes

@@ -126,8 +126,11 @@ def _trace_once(model: nn.Module, args: tuple, kwargs: dict, strict: bool, optio
     target = tracer.device if tracer.device is not None else model_device(model)
     args, kwargs = place_inputs(args, target), place_inputs(kwargs, target)
     try:
-        with tracer:
-            out = model(*args, **kwargs)
+        try:
+            with tracer:
+                out = model(*args, **kwargs)
+        finally:
+            tracer.release()  # for an interrupt between the forward's return and the Tracer's __exit__
     except Exception as e:
         if tracer.trace is None:  # the Tracer could not even start, or could not build the trace
             raise

@@ -6,7 +6,7 @@
         model(x)
     t.trace  # a Trace: plain data
 
-Entering puts the model's state under a ``ModelGuard`` (training flags, grad mode, buffer values), swaps in
+Entering puts the model's state under a ``ModelGuard`` (training flags, grad mode, buffer values where the forward runs the model's own), swaps in
 copies of its tensors on another device when asked (``placement.placed``) and starts an ``Engine`` with the
 ``ShapeProbe`` (and, with ``ops=True``, the ``OpProbe``); leaving undoes all of it in
 reverse order, also when the forward raises. The partial trace of a failed forward marks the innermost call
@@ -17,19 +17,22 @@ and the model's totals are computed from the recorded calls after the forward.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 import torch
 from torch import nn
 
+from .cleanup import run_all
 from .engine import Engine, ModuleIndex, Probe
 from .errors import UnsupportedModel
 from .flow import DataFlow
 from .guard import ModelGuard
 from .modelstats import model_stats
-from .placement import model_device, placed
+from .placement import model_device, placed, runs_copies
 from .probes.lines import LinesProbe
 from .probes.opcount import OpCountProbe
 from .probes.ops import OpProbe
@@ -116,7 +119,8 @@ def refuse_lazy(lazy: list[str]) -> None:
             "Tracer(copy.deepcopy(model), allow_lazy=True) by hand.", lazy)
 
 
-_HAS_FORWARD: dict[type, bool] = {}
+# module class -> whether it defines a forward; weak, so that a class defined at run time dies with its modules.
+_HAS_FORWARD: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
 
 
 def _has_forward(module: nn.Module) -> bool:
@@ -140,29 +144,22 @@ def _fused_layers_run_stepwise(calls: list, modules: list[nn.Module]) -> list[st
     return [c.label for c in calls if c.id in parents and isinstance(modules[c.id], _FUSED_IN_EVAL)]
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Python's automatic cyclic garbage collection off while the records are built, if it was on; on again
-    afterwards, with the youngest generation collected at once.
+def _resume_gc() -> None:
+    """Python's automatic cyclic garbage collection on again after the records are built, with the youngest
+    generation collected at once.
 
-    Building the records after the forward makes thousands of small objects that all survive (``Call``,
-    ``TensorMeta``, ``Edge`` and their lists), none of them in a reference cycle. With the collector on,
-    every 700 of them start a collection that walks the young objects and promotes the survivors, bringing
-    the next full collection of the whole process closer (100 ms with torch loaded). Paused, the trace pays
-    for one collection of its young objects at the end, here rather than in whatever runs next. Only this
-    phase is paused, never the user's forward: a forward that makes cyclic garbage holding tensors (a caught
-    exception kept with its traceback, a recursive closure) needs the collector as much traced as plain, or
-    a trace could run out of memory where the plain forward does not (``docs/design-notes.md``).
+    It is paused (``Tracer._build``) while they are built: building the records after the forward makes
+    thousands of small objects that all survive (``Call``, ``TensorMeta``, ``Edge`` and their lists), none of
+    them in a reference cycle. With the collector on, every 700 of them start a collection that walks the young
+    objects and promotes the survivors, bringing the next full collection of the whole process closer (100 ms
+    with torch loaded). Paused, the trace pays for one collection of its young objects at the end, here rather
+    than in whatever runs next. Only this phase is paused, never the user's forward: a forward that makes
+    cyclic garbage holding tensors (a caught exception kept with its traceback, a recursive closure) needs the
+    collector as much traced as plain, or a trace could run out of memory where the plain forward does not
+    (``docs/design-notes.md``).
     """
-    was_on = gc.isenabled()
-    if was_on:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()
-            gc.collect(0)
+    gc.enable()
+    gc.collect(0)
 
 
 class Tracer:
@@ -196,6 +193,8 @@ class Tracer:
         self.trace: Trace | None = None
         self.tracer_errors: list[str] = []
         self._active = False
+        self._gc_paused = False  # by this Tracer, while the records are built
+        self._exit = contextlib.ExitStack()  # what entering did, undone by leaving (``_start``)
 
     def probes(self, index: ModuleIndex, flow: DataFlow) -> list[Probe]:
         """The probes of this trace: shapes always; functional ops with ``ops``; source lines with ``lines``."""
@@ -228,22 +227,20 @@ class Tracer:
         self._flow = DataFlow()
         self._probes = self.probes(self._index, self._flow) + self.extra_probes
         self._guard = ModelGuard(self._index, train=self.train, grad=self.grad,
-                                 keep_registrations=True)  # put back in __exit__, after the counts
-        self._engine = Engine(self._index, self._probes)
+                                 keep_registrations=True,  # put back in __exit__, after the counts
+                                 runs_copy=None if self.device is None else runs_copies(self.model, self.device))
+        self._engine = Engine(self._index, self._probes, eager_compiled=True)
         self._exit = contextlib.ExitStack()
+        self._shape_only: ShapeOnlyMode | None = None
         try:
             self._exit.enter_context(self._guard)
             self._exit.enter_context(placed(self.model, self.device))
-            self._shape_only = None
             if self.device is not None and self.device.type == "meta":
                 # Shape-only tracing: a torch function mode, entered under the op recorder (see shape_only).
                 self._shape_only = self._exit.enter_context(ShapeOnlyMode())
             self._exit.enter_context(self._engine)
         except BaseException:
-            try:
-                self._exit.close()
-            finally:
-                self._guard.put_back_registrations()
+            run_all((self.release, self._guard.put_back_registrations))
             raise
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -253,21 +250,56 @@ class Tracer:
         finally:
             self._active = False
             try:
-                # Parameters are counted as the forward saw them (a layer it built included), then what it
-                # registered is put back.
-                try:
-                    with _gc_paused():
-                        self.trace = self._finish(exc)
-                finally:
-                    self._guard.put_back_registrations()
-                    if self.trace is not None and self._guard.restored:
-                        self.trace.meta["registrations_restored"] = list(self._guard.restored)
-            except Exception as e:
+                self.release()  # what an interrupt in the teardown above left undone
+            finally:
+                self._build(exc)
+        return False
+
+    def release(self) -> None:
+        """Undo whatever of this trace is still in place: the engine's hooks and recursion limit, a function
+        mode, the guard's grad mode, flags and buffers, the collector paused while the records are built.
+
+        Leaving the ``with`` block does it all, each step even if one before it raised (a ``KeyboardInterrupt``
+        during the teardown); each can run again without redoing anything, so calling this after the block
+        (as ``trace()`` does) also covers an interrupt that came before ``__exit__`` could run. Safe to call
+        any number of times, entered or not."""
+        engine, guard = getattr(self, "_engine", None), getattr(self, "_guard", None)
+        steps: list[Callable[[], object]] = [self._exit.close]
+        if engine is not None:
+            steps.append(functools.partial(engine.__exit__, None, None, None))
+        if guard is not None:
+            steps.append(functools.partial(guard.__exit__, None, None, None))
+        steps.append(self._resume_gc)
+        error = run_all(steps)
+        if error is not None:
+            raise error
+
+    def _resume_gc(self) -> None:
+        if self._gc_paused:
+            _resume_gc()
+            self._gc_paused = False
+
+    def _build(self, exc: BaseException | None) -> None:
+        """Build the trace (``_finish``) with the collector paused, then put back what the forward registered."""
+        try:
+            # Parameters are counted as the forward saw them (a layer it built included), then what it
+            # registered is put back.
+            try:
+                self._gc_paused = gc.isenabled()  # set first: resuming turns it on only if it was on
+                if self._gc_paused:
+                    gc.disable()
+                self.trace = self._finish(exc)
+            finally:
+                error = run_all((self._resume_gc, self._guard.put_back_registrations))
+                if self.trace is not None and self._guard.restored:
+                    self.trace.meta["registrations_restored"] = list(self._guard.restored)
+                if error is not None:
+                    raise error
+        except Exception as e:
                 raise TraceNotBuilt(
                     f"shapetrace could not build the trace of this forward ({type(e).__name__}: {e}); the model "
                     "was left as found. This is a bug in shapetrace: please report it with the model's code (the "
                     "traceback above shows where)") from e
-        return False
 
     def call_keys(self) -> list[tuple[str, int]]:
         """``(module name, call_index)`` of each call, by call id: how another pass's calls are matched."""
@@ -293,11 +325,12 @@ class Tracer:
         uncalled = []
         called = set(slots)
         if len(called) < len(index):
+            known: dict[type, bool] = {}  # this trace's reads of the (weak, slower to read) class cache
             for s, m in enumerate(index.modules):
                 if s not in called:
-                    has = _HAS_FORWARD.get(type(m))  # _has_forward(m), its cache read inline
+                    has = known.get(type(m))
                     if has is None:
-                        has = _has_forward(m)
+                        has = known[type(m)] = _has_forward(m)
                     if has:
                         uncalled.append(Uncalled(index.names[s][0], index.classes[s], stats[s][0]))
         first = next((c for c in calls if c.parent is None), None)
@@ -335,6 +368,8 @@ class Tracer:
                 f"autocast ({', '.join(ignored)}) was on, but tensors on 'meta' take no part in autocast: this trace "
                 "shows the dtypes and bytes of a forward without it (the shapes are the same); trace on the real "
                 "device to see autocast's dtypes")
+        if self._engine.forced_eager:
+            trace.meta["compiled_ran_eagerly"] = True  # every layer seen; Dynamo's caches left as they were
         changed = self._guard.changed_params()
         if changed:
             trace.meta["params_changed_in_place"] = changed

@@ -11,13 +11,19 @@ of the record. The engine does the part they share, once:
   ``call_index`` (the n-th call of that module object) and its parent, in flat lists (``calls``). Calls
   made in other threads (a forward that runs branches in a thread pool) nest in a stack of their own
   thread, under the call open in the thread that entered the engine, and from the first of them on, the
-  bookkeeping of every call holds a lock;
+  bookkeeping of every call holds a lock. Another thread's outermost call is adopted only while the
+  engine's thread is inside a call, and only if its module is not that of a call open there: another
+  thread running its own forward of the same model (calling the model itself, or between two traced
+  forwards, or inside a call of the model the engine never saw start) is not recorded, nor anything it
+  calls (``Engine._adopts``);
 * **errors**: a call whose forward raised gets the exception in ``on_call_end``, except the exception
   ``torch.utils.checkpoint`` stops a recomputation with (the call ends without output, its id in
   ``stopped``); calls whose post-hook never ran (``KeyboardInterrupt``, a hook of someone else raising)
   are closed when the engine exits;
 * **cleanup, guaranteed**: the hooks are removed and torch's hook registries left exactly as found, the
-  probes are stopped and the recursion limit restored, whatever the forward did. Calls made in a thread
+  probes are stopped and the recursion limit restored, whatever the forward did, each step even if one
+  before it raised (a ``KeyboardInterrupt`` during the cleanup: ``cleanup.run_all``), and again, finishing
+  what an interrupted leave left, if the engine is left a second time. Calls made in a thread
   that runs an engine of its own (two traces at once in two threads) are that engine's, not this one's.
 
 Global hooks, filtered by module, rather than a hook on every module: a per-module hook changes what runs
@@ -34,6 +40,7 @@ import functools
 import inspect
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any
@@ -43,6 +50,7 @@ import torch.utils.checkpoint
 from torch import nn
 from torch.nn.modules import module as torch_module
 
+from .cleanup import run_all
 from .records import Trace
 
 __all__ = ["NO_KWARGS", "CallSkeleton", "Engine", "ModuleIndex", "Probe", "Unfinished", "caller_kwargs",
@@ -61,6 +69,7 @@ _ENGINE_THREADS: dict[int, int] = {}  # thread id -> engines entered in that thr
 # (and catches itself): control flow, not a failure. ``None`` where torch has no such class.
 _STOP_RECOMPUTATION = getattr(torch.utils.checkpoint, "_StopRecomputationError", None)
 _thread_id = threading.get_ident
+_FOREIGN = -1  # on another thread's stack of open calls: a call of that thread's own, not the traced forward's
 
 
 class Unfinished(Exception):
@@ -261,11 +270,22 @@ def _inner_code() -> Any:
 
 
 _INNER = _inner_code()
+_CALL_IMPL = torch_module.Module._call_impl.__code__  # the frame of a module call, ``self`` its module
 
 _ALWAYS = sys.maxsize  # "read the keyword arguments whatever the positional ones"
-# module class -> (its forward as last seen, keyword_free_at() of it): computed once per class, again if the
-# class's forward is replaced (patching a class's forward is a common way to change a library's model).
-_POSITIONAL: dict[type, tuple[Any, int]] = {}
+# module class -> (a weak reference to its forward as last seen, keyword_free_at() of it): computed once per
+# class, again if the class's forward is replaced (patching a class's forward is a common way to change a
+# library's model). Weak both ways: a class defined at run time (a notebook cell run again, a factory) dies
+# with its last module, with its forward's closure and globals, traced or not. Read on a slot's first call only.
+_POSITIONAL: weakref.WeakKeyDictionary[type, tuple[Callable[[], Any], int]] = weakref.WeakKeyDictionary()
+
+
+def _forward_ref(forward: Any) -> Callable[[], Any]:
+    """A weak reference to ``forward``, or (for what cannot be referenced weakly: a C function) a strong one."""
+    try:
+        return weakref.ref(forward)
+    except TypeError:
+        return lambda: forward
 
 
 def keyword_free_at(module: nn.Module) -> int:
@@ -285,9 +305,13 @@ def keyword_free_at(module: nn.Module) -> int:
     cls = type(module)
     forward = getattr(cls, "forward", None)
     known = _POSITIONAL.get(cls)
-    if known is None or known[0] is not forward:
+    if known is None or known[0]() is not forward:
         # The attribute as stored: a staticmethod's function has no ``self`` to skip.
-        known = _POSITIONAL[cls] = (forward, _keyword_free_at(inspect.getattr_static(cls, "forward", None)))
+        known = (_forward_ref(forward), _keyword_free_at(inspect.getattr_static(cls, "forward", None)))
+        try:
+            _POSITIONAL[cls] = known
+        except TypeError:  # a class that cannot be referenced weakly: not cached
+            pass
     return known[1]
 
 
@@ -318,6 +342,12 @@ def _compiled_in(index: ModuleIndex) -> bool:
     return any(index.modules[s].__dict__.get("_compiled_call_impl") is not None for s in index.unusual)
 
 
+def _remove_hook(handle: Any) -> None:
+    """Remove one hook from every registry torch may hold it in (again: a no-op)."""
+    handle.remove()
+    _forget_hook(handle.id)
+
+
 def _forget_hook(hook_id: int) -> None:
     for name in _REGISTRIES:
         registry = getattr(torch_module, name, None)
@@ -332,8 +362,9 @@ class Engine:
     bug never breaks the user's forward: the failure is recorded and the forward goes on).
     """
 
-    def __init__(self, index: ModuleIndex, probes: Iterable[Probe]) -> None:
+    def __init__(self, index: ModuleIndex, probes: Iterable[Probe], *, eager_compiled: bool = False) -> None:
         self.index = index
+        self.eager_compiled = eager_compiled  # run torch.compile'd parts eagerly while entered (see __enter__)
         self.probes = list(probes)
         self.calls = CallSkeleton()
         self.errors: list[str] = []
@@ -344,6 +375,14 @@ class Engine:
         self.stack: list[int] = []  # the ids of the calls open right now (in the engine's thread), innermost last
         self.stopped: list[int] = []  # calls torch.utils.checkpoint stopped on purpose (see the module docstring)
         self._active = False
+        # What leaving undoes, empty until entered: leaving works (and does nothing) whenever it comes.
+        self._handles: list[Any] = []
+        self._started: list[Probe] = []
+        self._stacks: dict[int, list[int]] = {}
+        self._counted = False
+        self._thread: int | None = None
+        self._eager: Any = None  # torch's "force_eager" stance, entered while a compiled part is traced
+        self._eager_done = False
 
     # ---- entering and leaving -------------------------------------------------------------------------
     def __enter__(self) -> Engine:  # noqa: PYI034 - typing.Self needs Python 3.11
@@ -381,9 +420,18 @@ class Engine:
             pre, post = self._pre, self._post
             if _compiled_in(self.index):
                 # A torch.compile'd part: Dynamo would trace the hooks into its graph (and fail on the probes'
-                # state); disabled for Dynamo, they run as plain Python, one wrapper frame further down.
+                # state); disabled for Dynamo, they run as plain Python, one wrapper frame further down. With
+                # ``eager_compiled`` the compiled code runs eagerly while the engine is entered (torch's
+                # "force_eager" stance, for the whole process): every layer is seen, whatever Dynamo cached
+                # before, and the trace's own grad and autocast modes add no cache entry (no recompilation, no
+                # recompile limit reached). Profiling's timed passes leave it off: they time compiled code.
                 pre, post = torch.compiler.disable(pre), torch.compiler.disable(post)
                 self._depth = 2
+                set_stance = getattr(torch.compiler, "set_stance", None)
+                if self.eager_compiled and set_stance is not None:
+                    stance = set_stance("force_eager")
+                    stance.__enter__()
+                    self._eager = stance
             self._handles.append(torch_module.register_module_forward_pre_hook(pre))
             self._handles.append(torch_module.register_module_forward_hook(post, always_call=True))
             self._handles.append(torch_module.register_module_module_registration_hook(self._attached))
@@ -399,23 +447,45 @@ class Engine:
         return False
 
     def _leave(self, exc: BaseException | None) -> None:
-        """Remove the hooks, close unfinished calls, stop the probes, restore the recursion limit."""
-        try:
-            for handle in self._handles:
-                handle.remove()
-                _forget_hook(handle.id)
-            self._handles = []
-            for stack in [self.stack, *self._stacks.values()]:
-                while stack:
-                    self._close(stack.pop(), exc if exc is not None else Unfinished())
-        finally:
-            try:
-                for probe in reversed(self._started):
-                    probe.stop(self, exc)
-            finally:
-                self._started = []
-                self._count_out()
-                self._active = False
+        """Remove the hooks, close unfinished calls, stop the probes, restore the recursion limit.
+
+        Each step runs even if one before it raised (a ``KeyboardInterrupt`` arriving during the cleanup
+        included), the first error raised after all ran; and each can run again, redoing nothing done, so
+        ``_leave`` called again after an interrupted one finishes what that one left."""
+        steps: list[Callable[[], object]] = [functools.partial(_remove_hook, h) for h in self._handles]
+        steps.append(functools.partial(self._close_open, exc))
+        steps += [functools.partial(self._stop_probe, exc) for _ in self._started]
+        steps.append(self._count_out)
+        steps.append(self._leave_eager)
+        error = run_all(steps)
+        if error is None:
+            self._handles, self._active = [], False
+            return
+        raise error
+
+    @property
+    def forced_eager(self) -> bool:
+        """Whether compiled parts of the model ran eagerly (torch's ``force_eager`` stance) in this engine."""
+        return self._eager is not None
+
+    def _leave_eager(self) -> None:
+        """Leave the ``force_eager`` stance, once."""
+        if self._eager is not None and not self._eager_done:
+            self._eager_done = True
+            self._eager.__exit__(None, None, None)
+
+    def _close_open(self, exc: BaseException | None) -> None:
+        """End the calls still open (their post-hooks never ran), innermost first."""
+        for stack in [self.stack, *self._stacks.values()]:
+            while stack:
+                cid = stack.pop()
+                if cid != _FOREIGN:
+                    self._close(cid, exc if exc is not None else Unfinished())
+
+    def _stop_probe(self, exc: BaseException | None) -> None:
+        """Stop the probe started last and not stopped yet (taken off the list first: never stopped twice)."""
+        if self._started:
+            self._started.pop().stop(self, exc)
 
     def _hook_after_own_hooks(self) -> None:
         """For the modules with forward hooks of their own, hooks of the engine's that run after them.
@@ -446,7 +516,7 @@ class Engine:
         slot = self._slot_of.get(id(module))
         with self._lock:
             stack = self._stack_here()
-            if slot is None or not stack or self.calls.slot[stack[-1]] != slot:
+            if slot is None or not stack or stack[-1] == _FOREIGN or self.calls.slot[stack[-1]] != slot:
                 return  # the engine's pre-hook did not open this call (another thread's engine's, say)
             cid = stack[-1]
         kwargs = (kwargs or NO_KWARGS) if self._kwargs else None
@@ -469,15 +539,14 @@ class Engine:
             self._counted = True
 
     def _count_out(self) -> None:
-        """The reverse of ``_count_in``: the last engine to leave puts the limit back (unless it was changed)."""
-        if not self._counted:
-            return
-        self._counted = False
+        """The reverse of ``_count_in``: the last engine to leave puts the limit back (unless it was changed).
+        Safe to call again after an interrupted call: the counts change in one statement, with the flag."""
         with _ACTIVE_LOCK:
-            _ACTIVE["engines"] -= 1
-            left = _ENGINE_THREADS.pop(self._thread) - 1
-            if left:
-                _ENGINE_THREADS[self._thread] = left
+            if self._counted:
+                left = _ENGINE_THREADS.get(self._thread, 1) - 1
+                self._counted, _ACTIVE["engines"], _ENGINE_THREADS[self._thread] = False, _ACTIVE["engines"] - 1, left
+            if not _ENGINE_THREADS.get(self._thread, 1):
+                del _ENGINE_THREADS[self._thread]
             if _ACTIVE["engines"] == 0 and sys.getrecursionlimit() == _ACTIVE["raised"]:
                 sys.setrecursionlimit(_ACTIVE["limit"])
 
@@ -506,7 +575,7 @@ class Engine:
             free_at = self._keyword_free_at[slot]
             if free_at is None:  # the slot's first call: keyword_free_at(), its cache read inline
                 known = _POSITIONAL.get(type(module))
-                if known is not None and known[0] is type(module).forward and "forward" not in module.__dict__:
+                if known is not None and known[0]() is type(module).forward and "forward" not in module.__dict__:
                     free_at = known[1]
                 else:
                     free_at = keyword_free_at(module)
@@ -528,11 +597,49 @@ class Engine:
             with self._lock:
                 self._threaded = True
                 stack = self._stack_here()
-                self._begin(slot, module, args, kwargs, stack,
-                            stack[-1] if stack else self.stack[-1] if self.stack else None)
+                if stack:
+                    parent = stack[-1]
+                    if parent == _FOREIGN:  # inside a call of this thread's that is not the trace's
+                        stack.append(_FOREIGN)
+                        return
+                elif self._adopts(slot):
+                    parent = self.stack[-1]
+                else:
+                    stack.append(_FOREIGN)  # its calls are skipped until it ends
+                    return
+                self._begin(slot, module, args, kwargs, stack, parent)
             return
         stack = self.stack
         self._begin(slot, module, args, kwargs, stack, stack[-1] if stack else None)
+
+    def _adopts(self, slot: int) -> bool:
+        """Whether the outermost call (of the module in ``slot``) of a thread other than the engine's is part of
+        the traced forward (holding the lock).
+
+        A forward that runs branches in a thread pool calls, from the pool's threads, modules under the call
+        it is in (the engine's thread is waiting inside it): adopted, under that call. Another thread's own
+        forward of the same model calls the model itself, whose call is open in the engine's thread, or runs
+        while the engine's thread is in no call at all, or is inside a call of the model that started before
+        the engine (its frames show it): not adopted, nor any call it makes. (A thread that
+        calls one of the model's submodules on its own, while the traced forward runs, cannot be told from a
+        pool's branch: adopted.)"""
+        own = self.stack
+        if not own:
+            return False
+        slots = self.calls.slot
+        if any(slots[cid] == slot for cid in own):
+            return False
+        # A forward this thread started before the engine saw it (the trace began in the middle of it): a
+        # call of one of the model's modules open in this thread's frames, besides the one starting now.
+        slot_of, inside = self._slot_of, 0
+        frame: Any = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code is _CALL_IMPL and id(frame.f_locals.get("self")) in slot_of:
+                inside += 1
+                if inside > 1:
+                    return False
+            frame = frame.f_back
+        return True
 
     def _stack_here(self) -> list[int]:
         """The open calls of the thread running now (``stack`` in the engine's own thread)."""
@@ -585,7 +692,11 @@ class Engine:
                 return
             with self._lock:
                 self._threaded = True
-                self._finish_call(slot, module, output, error, self._stack_here())
+                stack = self._stack_here()
+                if stack and stack[-1] == _FOREIGN:  # the end of a call that was not adopted
+                    stack.pop()
+                    return
+                self._finish_call(slot, module, output, error, stack)
             return
         self._finish_call(slot, module, output, error, self.stack)
 

@@ -21,8 +21,12 @@ forward registered until ``put_back_registrations()`` (the tracer counts paramet
 forward). Writes straight into ``_parameters`` or ``_buffers`` that keep their size go past torch's hooks and
 are left as the forward left them.
 
-Buffers go back without moving their version counters (an autograd graph made before the trace that saved
-them still runs backward), and each on its own where the one-call copy cannot write it (an inference tensor,
+A forward run on copies of the buffers (``runs_copy``: placement's test, for a trace on ``meta`` or another
+device) cannot write them: those are not copied, nor put back.
+
+Buffers go back with their version counters as they were when the guard was entered (an autograd graph
+made before the trace that saved them still runs backward, even where the forward wrote them in place), and
+each on its own where the one-call copy cannot write it (an inference tensor,
 an expanded or nested one).
 """
 
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import Any
 
@@ -40,6 +44,7 @@ from torch.nn.modules import module as torch_module
 from torch.nn.parameter import UninitializedTensorMixin
 
 from .attributes import changed_names, put_back_attributes
+from .cleanup import run_all
 from .engine import ModuleIndex
 
 __all__ = ["ModelGuard"]
@@ -78,14 +83,17 @@ def _snapshot(attrs: dict) -> Snapshot:
             dict(attrs.get("_modules") or {}), frozenset(attrs.get("_non_persistent_buffers_set") or ()))
 
 
-def _put_back_buffers(live: list[torch.Tensor], saved: list[torch.Tensor]) -> None:
-    """Write each saved copy back into its buffer; version counters stay where the forward left them.
+def _put_back_buffers(live: list[torch.Tensor], saved: list[torch.Tensor], versions: list[int | None]) -> None:
+    """Write each saved copy back into its buffer, and its version counter back to ``versions`` (read when
+    the guard was entered).
 
-    An autograd graph that saved a buffer (BatchNorm's running statistics, in eval) checks its version in
-    backward: a graph made before the trace, or by a ``grad=True`` trace, still runs after it. One call for
-    all in the common case; buffers it cannot write (an inference tensor, an expanded or nested one, one the
-    forward resized) one by one."""
-    versions = _versions(live)
+    An autograd graph that saved a buffer (BatchNorm's running statistics in eval, a buffer a forward scales)
+    checks its version in backward: with the values and the counter as they were, a graph made before the
+    trace still runs after it, even when the forward wrote the buffer in place (``self.scale.mul_(...)``,
+    ``self.steps += 1``). A graph made during the trace that saved a buffer the forward then wrote refuses
+    to run backward, rightly: the values it saved are gone. Views of a buffer share its counter, so they
+    go back with it. One call for all in the common case; buffers it cannot write (an inference tensor, an
+    expanded or nested one, one the forward resized) one by one."""
     if _set_versions is not None and None not in versions:
         try:
             torch._foreach_copy_(live, saved)
@@ -100,8 +108,19 @@ def _put_back_buffers(live: list[torch.Tensor], saved: list[torch.Tensor]) -> No
                 _put_back_buffer(b, copy)
             except (RuntimeError, NotImplementedError):  # its dtype changed too (``.data =``): left
                 continue
-        if version is not None and _set_versions is not None and b._version != version:
+        if version is not None and _set_versions is not None and _version(b) not in (None, version):
             _set_versions([b], [version])
+
+
+@torch.no_grad()
+def _clones(live: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The buffers to put back and a copy of each: one call for all in the common case."""
+    try:
+        return live, list(torch._foreach_clone(live)) if live else []
+    except (RuntimeError, NotImplementedError, ValueError):  # a nested tensor, say: one by one
+        # An uninitialized buffer (a lazy layer's, traced on a copy) holds nothing to put back.
+        live = [b for b in live if not isinstance(b, UninitializedTensorMixin)]
+        return live, [b.clone() for b in live]
 
 
 def _put_back_buffer(b: torch.Tensor, copy: torch.Tensor) -> None:
@@ -131,14 +150,35 @@ class ModelGuard:
     """Save and restore a model's state around a forward (see the module docstring)."""
 
     def __init__(self, index: ModuleIndex, *, train: bool | None = None, grad: bool = False,
-                 keep_registrations: bool = False) -> None:
+                 keep_registrations: bool = False, runs_copy: Callable[[torch.Tensor], bool] | None = None) -> None:
         self.index = index
+        self.runs_copy = runs_copy
         self.train = train
         self.grad = grad
         self.keep_registrations = keep_registrations
         self.restored: list[str] = []  # names the forward registered anew, put back on leaving
+        # What leaving puts back, empty until entered: leaving works (and does nothing more) whenever it comes.
+        self._training: list[bool] = []
+        self._params: list[torch.Tensor] = []
+        self._requires_grad: list[bool] = []
+        self._live: list[torch.Tensor] = []
+        self._saved: list[torch.Tensor] = []
+        self._buffer_versions: list[int | None] = []
+        self._snapshots: list[Snapshot] = []
+        self._touched: set[int] = set()  # slots of the modules the forward registered something on
+        self._grad = contextlib.ExitStack()
+        self._grad_left = True
 
     def __enter__(self) -> ModelGuard:  # noqa: PYI034 - typing.Self needs Python 3.11
+        try:
+            self._save()
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def _save(self) -> None:
+        """Save what leaving puts back, set the trace's training and grad modes."""
         modules = self.index.modules
         self._training = [m.training for m in modules]
         # Every parameter and buffer, a tensor registered twice listed twice (harmless for both uses).
@@ -149,15 +189,11 @@ class ModelGuard:
         self._requires_grad = [p.requires_grad for p in self._params]
         # A copy of every buffer, written back after the forward. Version counters cannot say which buffers
         # changed: BatchNorm's kernel updates its running statistics without bumping them.
-        self._live = [b for m in modules for b in m._buffers.values() if b is not None]
-        with torch.no_grad():
-            try:
-                self._saved = list(torch._foreach_clone(self._live)) if self._live else []
-            except (RuntimeError, NotImplementedError, ValueError):  # a nested tensor, say: one by one
-                # An uninitialized buffer (a lazy layer's, traced on a copy) holds nothing to put back.
-                self._live = [b for b in self._live if not isinstance(b, UninitializedTensorMixin)]
-                self._saved = [b.clone() for b in self._live]
-        self._grad = contextlib.ExitStack()
+        live = [b for m in modules for b in m._buffers.values() if b is not None]
+        if self.runs_copy is not None:  # the forward runs copies of these (on meta, say): it cannot write them
+            live = [b for b in live if not self.runs_copy(b)]
+        live, saved = _clones(live)
+        self._live, self._saved, self._buffer_versions = live, saved, _versions(live)  # one statement: all or none
         dicts = [m.__dict__ for m in modules]
         try:  # the common case as one comprehension: part of every trace's fixed cost
             # Most registries are empty (a ReLU's, a Linear's buffers): shared empty stand-ins, not copies.
@@ -167,20 +203,14 @@ class ModelGuard:
                  frozenset(n) if (n := d["_non_persistent_buffers_set"]) else _NO_NAMES) for d in dicts]
         except (KeyError, AttributeError):
             self._snapshots = [_snapshot(d) for d in dicts]
-        self._touched: set[int] = set()  # slots of the modules the forward registered something on
         self._found = len(self.index)  # slots indexed before the forward (the index can grow during it)
-        try:
-            for register, registry in ((torch_module.register_module_parameter_registration_hook, "_parameters"),
-                                       (torch_module.register_module_buffer_registration_hook, "_buffers"),
-                                       (torch_module.register_module_module_registration_hook, "_modules")):
-                self._grad.callback(register(self._registering(registry)).remove)
-            if self.train is not None:
-                self.index.model.train(self.train)
-            self._enter_grad_mode()
-        except BaseException:
-            self._restore()
-            raise
-        return self
+        for register, registry in ((torch_module.register_module_parameter_registration_hook, "_parameters"),
+                                   (torch_module.register_module_buffer_registration_hook, "_buffers"),
+                                   (torch_module.register_module_module_registration_hook, "_modules")):
+            self._grad.callback(register(self._registering(registry)).remove)
+        if self.train is not None:
+            self.index.model.train(self.train)
+        self._enter_grad_mode()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> bool:
@@ -193,20 +223,25 @@ class ModelGuard:
         notebook cells): a guard left before a later one hands that one the mode it found."""
         stack = _grad_guards()
         self.grad_found = torch.is_grad_enabled()  # public: the guard left before this one hands it its own
+        self._grad_left = False
         stack.append(self)
         torch.set_grad_enabled(self.grad)
-        self._grad.callback(self._leave_grad_mode)
 
     def _leave_grad_mode(self) -> None:
+        """Give back the grad mode (see ``_enter_grad_mode``); once: a second call (after an interrupted one)
+        finishes what the first left."""
+        if self._grad_left:
+            return
         stack = _grad_guards()
         at = next((i for i, g in enumerate(stack) if g is self), None)
         if at is None or at == len(stack) - 1:  # the innermost (or left in another thread): the mode back
             torch.set_grad_enabled(self.grad_found)
             if at is not None:
                 stack.pop()
-            return
-        stack[at + 1].grad_found = self.grad_found  # the next one gives back what this one found
-        del stack[at]
+        else:
+            stack[at + 1].grad_found = self.grad_found  # the next one gives back what this one found
+            del stack[at]
+        self._grad_left = True
 
     def _registering(self, registry: str) -> Any:
         """A registration hook for ``registry`` (``_parameters``, ``_buffers``, ``_modules``) that notes which
@@ -224,7 +259,7 @@ class ModelGuard:
         """Put back, as they were before the forward, the modules whose registries it changed, and the plain
         attributes of the modules with hooks of their own (see the module docstring); once only, by
         ``__exit__`` unless ``keep_registrations``."""
-        snapshots, self._snapshots = getattr(self, "_snapshots", []), []
+        snapshots, self._snapshots = self._snapshots, []
         if not snapshots:
             return
         modules, names = self.index.modules, self.index.names
@@ -263,23 +298,37 @@ class ModelGuard:
                 rebuild()
 
     def _restore(self) -> None:
-        try:
-            self._grad.close()
-            if not self.keep_registrations:
-                self.put_back_registrations()
-        finally:
-            for m, was in zip(self.index.modules, self._training):
-                if m.training != was:  # Module.__setattr__ is slow: set only what changed
-                    m.training = was
-            params, flags = getattr(self, "_params", []), getattr(self, "_requires_grad", [])
-            if [p.requires_grad for p in params] != flags:  # a forward that froze or unfroze parameters
-                for p, was in zip(params, flags):
-                    if p.requires_grad != was:
-                        p.requires_grad_(was)
-            live, saved = getattr(self, "_live", []), getattr(self, "_saved", [])
-            self._live, self._saved = [], []
-            with torch.no_grad():
-                _put_back_buffers(live, saved)
+        """Put back what ``_save`` saved. Each step runs even if one before it raised (a ``KeyboardInterrupt``
+        arriving during the cleanup included), the first error raised after all ran; and each can run again,
+        so a second call finishes what an interrupted one left (``Tracer.release``)."""
+        steps: list[Any] = [self._grad.close, self._leave_grad_mode]
+        if not self.keep_registrations:
+            steps.append(self.put_back_registrations)
+        steps += [self._put_back_flags, self._put_back_buffer_values]
+        error = run_all(steps)
+        if error is not None:
+            raise error
+
+    def _put_back_flags(self) -> None:
+        """Each module's ``training`` flag and each parameter's ``requires_grad`` as found (once: the lists are
+        forgotten when all are back)."""
+        for m, was in zip(self.index.modules, self._training):
+            if m.training != was:  # Module.__setattr__ is slow: set only what changed
+                m.training = was
+        params, flags = self._params, self._requires_grad
+        if flags and [p.requires_grad for p in params] != flags:  # a forward that froze or unfroze parameters
+            for p, was in zip(params, flags):
+                if p.requires_grad != was:
+                    p.requires_grad_(was)
+        self._training, self._requires_grad = [], []
+
+    def _put_back_buffer_values(self) -> None:
+        """The saved buffers' values and version counters, once (forgotten only when all are back)."""
+        if not self._live:
+            return
+        with torch.no_grad():
+            _put_back_buffers(self._live, self._saved, self._buffer_versions)
+        self._live, self._saved, self._buffer_versions = [], [], []
 
     def changed_params(self) -> list[str]:
         """Names of the parameters whose version counter moved: the forward wrote to them in place (a lazy

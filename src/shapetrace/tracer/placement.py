@@ -14,18 +14,20 @@ is the only place in shapetrace that moves tensors between devices.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
 from .attributes import TORCH_ATTRIBUTES, put_back_attributes
+from .cleanup import run_all
 from .errors import UnsupportedModel
 from .shape_only import keeps_values
 from .values import map_tensors
 
-__all__ = ["model_device", "place_inputs", "placed"]
+__all__ = ["model_device", "place_inputs", "placed", "runs_copies"]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -71,15 +73,16 @@ def _copies(model: nn.Module, device: torch.device, dtype: torch.dtype | None
 @contextlib.contextmanager
 def _swapped(copies: list[tuple[dict[str, Any], str, torch.Tensor]]) -> Iterator[None]:
     """Each slot holds its copy while the block runs; the original is back afterwards, raising or not."""
-    originals: list[tuple[dict[str, Any], str, Any]] = []
+    put_back: list[Callable[[], object]] = []  # one step per slot: each runs even if one before it raised
     try:
         for slots, name, copy in copies:
-            originals.append((slots, name, slots[name]))
+            put_back.append(functools.partial(slots.__setitem__, name, slots[name]))
             slots[name] = copy
         yield
     finally:
-        for slots, name, original in reversed(originals):
-            slots[name] = original
+        error = run_all(reversed(put_back))
+        if error is not None:
+            raise error
 
 
 def _same_contents(now: list | dict, before: list | dict) -> bool:
@@ -148,6 +151,24 @@ def placed(model: nn.Module, device: torch.device | None, dtype: torch.dtype | N
     moved = _copies(model, device if device is not None else model_device(model), dtype)
     with _attributes_kept(model), _parametrize_cache_kept(), _swapped(moved):
         yield
+
+
+def runs_copies(model: nn.Module, device: torch.device | None,
+                dtype: torch.dtype | None = None) -> Callable[[torch.Tensor], bool] | None:
+    """Which of ``model``'s tensors ``placed(model, device, dtype)`` runs a copy of instead: a test that is
+    true only for a tensor certainly copied (on another device, or cast), or ``None`` where ``placed`` runs
+    the model's own tensors. The forward cannot write those it runs copies of: nothing to save for them."""
+    if dtype is None and (device is None or model_device(model) == device):
+        return None
+    target = device if device is not None else model_device(model)
+
+    def copied(t: torch.Tensor) -> bool:
+        here = t.device
+        # ``cuda`` without an index is the current device: a tensor on some CUDA device may be left where it is
+        elsewhere = here.type != target.type or (target.index is not None and here.index != target.index)
+        return elsewhere or (dtype is not None and t.is_floating_point() and t.dtype != dtype)
+
+    return copied
 
 
 def place_inputs(value: Any, device: torch.device | None, dtype: torch.dtype | None = None) -> Any:
