@@ -311,6 +311,25 @@ class Tracer:
         modules = self._index.modules
         return [modules[slot] for slot in self._engine.calls.slot]
 
+    def _note_meta_differences(self, trace: Trace, calls: list) -> None:
+        """Where a trace on ``meta`` differs from the real device's, said in ``trace.meta`` and a warning: fused
+        layers run step by step, an autocast that meta tensors take no part in."""
+        if not trace.meta["training"] and not self.grad:
+            stepwise = _fused_layers_run_stepwise(calls, self.call_modules())
+            if stepwise:
+                trace.meta["fused_layers_stepwise_on_meta"] = stepwise
+                warn_user(
+                    f"on 'meta' torch runs {', '.join(stepwise[:3])}{' ...' if len(stepwise) > 3 else ''} step by step "
+                    "(their sub-layers are called); on the CPU or a GPU, in eval without autograd, torch may run each "
+                    "as one fused kernel instead, with no sub-layer calls: trace on the CPU to see which")
+        ignored = sorted(self._shape_only.autocast_ignored) if self._shape_only is not None else []
+        if ignored:
+            trace.meta["autocast_ignored_on_meta"] = ignored
+            warn_user(
+                f"autocast ({', '.join(ignored)}) was on, but tensors on 'meta' take no part in autocast: this trace "
+                "shows the dtypes and bytes of a forward without it (the shapes are the same); trace on the real "
+                "device to see autocast's dtypes")
+
     # ---- the result ---------------------------------------------------------------------------------
     def _finish(self, exc: BaseException | None) -> Trace:
         """Build the ``Trace`` from what the probes recorded (the forward is over, the model restored)."""
@@ -353,21 +372,8 @@ class Tracer:
         trace.edges = self._flow.edges.edges
         for probe in self._probes[1:]:
             probe.merge(trace)
-        if self.device is not None and self.device.type == "meta" and not trace.meta["training"] and not self.grad:
-            stepwise = _fused_layers_run_stepwise(calls, self.call_modules())
-            if stepwise:
-                trace.meta["fused_layers_stepwise_on_meta"] = stepwise
-                warn_user(
-                    f"on 'meta' torch runs {', '.join(stepwise[:3])}{' ...' if len(stepwise) > 3 else ''} step by step "
-                    "(their sub-layers are called); on the CPU or a GPU, in eval without autograd, torch may run each "
-                    "as one fused kernel instead, with no sub-layer calls: trace on the CPU to see which")
-        ignored = sorted(self._shape_only.autocast_ignored) if self._shape_only is not None else []
-        if ignored:
-            trace.meta["autocast_ignored_on_meta"] = ignored
-            warn_user(
-                f"autocast ({', '.join(ignored)}) was on, but tensors on 'meta' take no part in autocast: this trace "
-                "shows the dtypes and bytes of a forward without it (the shapes are the same); trace on the real "
-                "device to see autocast's dtypes")
+        if self._shape_only is not None:  # a trace on meta
+            self._note_meta_differences(trace, calls)
         if self._engine.forced_eager:
             trace.meta["compiled_ran_eagerly"] = True  # every layer seen; Dynamo's caches left as they were
         changed = self._guard.changed_params()
