@@ -405,6 +405,9 @@ class Engine:
             p.on_call_end for p in reversed(self.probes) if _overrides(p, "on_call_end"))  # type: ignore[attr-defined]
         self._kwargs = any(p.needs_kwargs for p in self.probes)
         self._keyword_free_at: list[int | None] = [None] * len(self.index)  # by slot, filled on first call
+        # class -> (its forward, keyword_free_at()) for this pass: the strong, plain-dict copy of the weak
+        # ``_POSITIONAL`` the slots' first calls read (dropped with the engine, so no class is kept alive).
+        self._free_at_by_class: dict[type, tuple[Any, int]] = {}
         self._started: list[Probe] = []
         self._handles: list[Any] = []
         self._counted = False
@@ -460,6 +463,7 @@ class Engine:
         error = run_all(steps)
         if error is None:
             self._handles, self._active = [], False
+            self._free_at_by_class = {}  # no class outlives the pass through this engine
             return
         raise error
 
@@ -573,12 +577,15 @@ class Engine:
         kwargs = None
         if self._kwargs:
             free_at = self._keyword_free_at[slot]
-            if free_at is None:  # the slot's first call: keyword_free_at(), its cache read inline
-                known = _POSITIONAL.get(type(module))
-                if known is not None and known[0]() is type(module).forward and "forward" not in module.__dict__:
+            if free_at is None:  # the slot's first call: keyword_free_at(), through this pass's cache by class
+                cls = type(module)
+                known = self._free_at_by_class.get(cls)
+                if known is not None and known[0] is cls.forward and "forward" not in module.__dict__:
                     free_at = known[1]
-                else:
+                else:  # the process-wide cache (weak: a pure-Python mapping, read once per class and pass)
                     free_at = keyword_free_at(module)
+                    if "forward" not in module.__dict__:
+                        self._free_at_by_class[cls] = (cls.forward, free_at)
                 self._keyword_free_at[slot] = free_at
             if len(args) >= free_at:
                 kwargs = NO_KWARGS  # the signature leaves no room for one
