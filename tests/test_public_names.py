@@ -55,3 +55,22 @@ def test_json_top_level_and_tensor_form_and_cli_output(tmp_path):
     assert data["format"] == "shapetrace.trace/2" and {"model", "calls"} <= data.keys()
     assert {"shape": [4, 2], "dtype": "float32", "device": "cpu"}.items() <= data["calls"][0]["outputs"].items()
     assert shapetrace.load(path).to_json() == path.read_text()
+
+
+def test_shapetraces_warnings_can_be_filtered_by_their_public_category():
+    import warnings
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+
+    def warned(ignore: bool) -> list:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            if ignore:
+                warnings.filterwarnings("ignore", category=shapetrace.ShapetraceWarning)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                shapetrace.trace(model, torch.randn(2, 4), device="meta")  # warns: meta takes no part in autocast
+        return [w for w in seen if issubclass(w.category, UserWarning)]
+
+    assert issubclass(shapetrace.ShapetraceWarning, UserWarning)
+    assert [w.category for w in warned(ignore=False)] == [shapetrace.ShapetraceWarning]
+    assert warned(ignore=True) == []

@@ -388,7 +388,7 @@ def test_a_meta_trace_under_autocast_warns_that_meta_takes_no_part_in_it() -> No
     x = torch.randn(4, 16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         cpu = shapetrace.trace(model, x)
-        with pytest.warns(UserWarning, match="take no part in autocast"):
+        with pytest.warns(shapetrace.ShapetraceWarning, match="take no part in autocast"):
             meta = shapetrace.trace(model, x, device="meta")
     assert cpu.calls[1].outputs.dtype == "bfloat16"  # torch's own autocast, on the CPU
     assert meta.meta["autocast_ignored_on_meta"] == ["cpu:bfloat16"]

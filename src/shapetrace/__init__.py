@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .tracer.codec import TraceFormatError
 from .tracer.records import FORMAT, Call, Edge, Op, Struct, TensorMeta, Trace, load
+from .tracer.user_warnings import ShapetraceWarning
 
 __version__ = "0.1.0"
 
@@ -19,6 +20,7 @@ __all__ = [
     "Call",
     "Edge",
     "Op",
+    "ShapetraceWarning",
     "Struct",
     "TensorMeta",
     "Trace",

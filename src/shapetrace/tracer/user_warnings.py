@@ -20,7 +20,8 @@ _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep 
 
 
 class ShapetraceWarning(UserWarning):
-    """A warning of shapetrace's own (the command line prints it without a source location)."""
+    """Every warning shapetrace gives (``warnings.filterwarnings("ignore", category=shapetrace.ShapetraceWarning)``
+    silences them); the command line prints each as one line, without a source location."""
 
 
 def warn_user(message: str, category: type[Warning] = ShapetraceWarning) -> None:
