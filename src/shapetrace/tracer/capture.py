@@ -26,7 +26,7 @@ from types import TracebackType
 import torch
 from torch import nn
 
-from .cleanup import run_all
+from .cleanup import run_all, run_all_then_raise
 from .engine import Engine, ModuleIndex, Probe
 from .errors import UnsupportedModel
 from .flow import DataFlow
@@ -270,9 +270,7 @@ class Tracer:
         if guard is not None:
             steps.append(functools.partial(guard.__exit__, None, None, None))
         steps.append(self._resume_gc)
-        error = run_all(steps)
-        if error is not None:
-            raise error
+        run_all_then_raise(steps)
 
     def _resume_gc(self) -> None:
         if self._gc_paused:
@@ -311,7 +309,7 @@ class Tracer:
         modules = self._index.modules
         return [modules[slot] for slot in self._engine.calls.slot]
 
-    def _note_meta_differences(self, trace: Trace, calls: list) -> None:
+    def _note_meta_differences(self, trace: Trace, calls: list, shape_only: ShapeOnlyMode) -> None:
         """Where a trace on ``meta`` differs from the real device's, said in ``trace.meta`` and a warning: fused
         layers run step by step, an autocast that meta tensors take no part in."""
         if not trace.meta["training"] and not self.grad:
@@ -322,7 +320,7 @@ class Tracer:
                     f"on 'meta' torch runs {', '.join(stepwise[:3])}{' ...' if len(stepwise) > 3 else ''} step by step "
                     "(their sub-layers are called); on the CPU or a GPU, in eval without autograd, torch may run each "
                     "as one fused kernel instead, with no sub-layer calls: trace on the CPU to see which")
-        ignored = sorted(self._shape_only.autocast_ignored) if self._shape_only is not None else []
+        ignored = sorted(shape_only.autocast_ignored)
         if ignored:
             trace.meta["autocast_ignored_on_meta"] = ignored
             warn_user(
@@ -373,7 +371,7 @@ class Tracer:
         for probe in self._probes[1:]:
             probe.merge(trace)
         if self._shape_only is not None:  # a trace on meta
-            self._note_meta_differences(trace, calls)
+            self._note_meta_differences(trace, calls, self._shape_only)
         if self._engine.forced_eager:
             trace.meta["compiled_ran_eagerly"] = True  # every layer seen; Dynamo's caches left as they were
         changed = self._guard.changed_params()

@@ -4,7 +4,8 @@ A trace's teardown has several independent steps (remove the hooks, stop the pro
 limit, the grad mode, the buffers...). Written one after the other, an exception in one — a
 ``KeyboardInterrupt`` arriving in the middle of the teardown, say — skips all that follow it, and global state
 (hooks on every module of the process, grad mode off) stays changed for good. ``run_all`` runs each step
-whatever the ones before did, and hands back the first exception for the caller to raise once all ran.
+whatever the ones before did, and hands back the first exception for the caller to raise once all ran
+(``run_all_then_raise`` raises it).
 
 An interrupt can still land on the first lines of a teardown, before any step ran; the callers are written so
 that their steps can run again (what is done is not redone), and ``Tracer.release`` runs them all again for
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-__all__ = ["run_all"]
+__all__ = ["run_all", "run_all_then_raise"]
 
 
 def run_all(steps: Iterable[Callable[[], object]]) -> BaseException | None:
@@ -33,3 +34,10 @@ def run_all(steps: Iterable[Callable[[], object]]) -> BaseException | None:
         except BaseException as e:  # noqa: BLE001 - the remaining steps run; the caller raises it
             errors.append(e)
     return errors[0] if errors else None
+
+
+def run_all_then_raise(steps: Iterable[Callable[[], object]]) -> None:
+    """``run_all``, then raise the first exception a step raised, if any: what a teardown usually wants."""
+    error = run_all(steps)
+    if error is not None:
+        raise error

@@ -50,7 +50,7 @@ import torch.utils.checkpoint
 from torch import nn
 from torch.nn.modules import module as torch_module
 
-from .cleanup import run_all
+from .cleanup import run_all_then_raise
 from .records import Trace
 
 __all__ = ["NO_KWARGS", "CallSkeleton", "Engine", "ModuleIndex", "Probe", "Unfinished", "caller_kwargs",
@@ -460,12 +460,9 @@ class Engine:
         steps += [functools.partial(self._stop_probe, exc) for _ in self._started]
         steps.append(self._count_out)
         steps.append(self._leave_eager)
-        error = run_all(steps)
-        if error is None:
-            self._handles, self._active = [], False
-            self._free_at_by_class = {}  # no class outlives the pass through this engine
-            return
-        raise error
+        run_all_then_raise(steps)
+        self._handles, self._active = [], False
+        self._free_at_by_class = {}  # no class outlives the pass through this engine
 
     @property
     def forced_eager(self) -> bool:

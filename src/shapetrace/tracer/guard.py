@@ -44,7 +44,7 @@ from torch.nn.modules import module as torch_module
 from torch.nn.parameter import UninitializedTensorMixin
 
 from .attributes import changed_names, put_back_attributes
-from .cleanup import run_all
+from .cleanup import run_all_then_raise
 from .engine import ModuleIndex
 
 __all__ = ["ModelGuard"]
@@ -305,9 +305,7 @@ class ModelGuard:
         if not self.keep_registrations:
             steps.append(self.put_back_registrations)
         steps += [self._put_back_flags, self._put_back_buffer_values]
-        error = run_all(steps)
-        if error is not None:
-            raise error
+        run_all_then_raise(steps)
 
     def _put_back_flags(self) -> None:
         """Each module's ``training`` flag and each parameter's ``requires_grad`` as found (once: the lists are

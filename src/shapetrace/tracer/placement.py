@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .attributes import TORCH_ATTRIBUTES, put_back_attributes
-from .cleanup import run_all
+from .cleanup import run_all_then_raise
 from .errors import UnsupportedModel
 from .shape_only import keeps_values
 from .values import map_tensors
@@ -80,9 +80,7 @@ def _swapped(copies: list[tuple[dict[str, Any], str, torch.Tensor]]) -> Iterator
             slots[name] = copy
         yield
     finally:
-        error = run_all(reversed(put_back))
-        if error is not None:
-            raise error
+        run_all_then_raise(reversed(put_back))
 
 
 def _same_contents(now: list | dict, before: list | dict) -> bool:
