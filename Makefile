@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 DEPKEY := $(shell cat setup.cfg pyproject.toml constraints.txt 2>/dev/null | sha256sum | cut -c1-16)
 STAMP  := $(VENV)/.installed-$(DEPKEY)
 
-.PHONY: setup graphviz chromium gallery docs test lint bench fuzz clean
+.PHONY: setup graphviz chromium gallery docs test test-all lint bench fuzz clean
 
 setup: $(STAMP) graphviz chromium
 
@@ -34,7 +34,14 @@ gallery: setup
 docs: setup
 	$(BIN)/sphinx-build -W --keep-going -b html docs build/docs
 
+# `make test` leaves out the tests marked slow (sweeps, a subprocess per variant, whole benchmark scripts: about a
+# minute together) to stay under five minutes; `make test-all` runs every test.
 test: $(STAMP) chromium
+	@scripts/ensure-graphviz.sh --required
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: $(STAMP) chromium
 	@scripts/ensure-graphviz.sh --required
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q

@@ -190,6 +190,8 @@ def require(name: str) -> ModuleType:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requires_dot: the test renders with Graphviz's dot (fails without it "
                                        "unless SHAPETRACE_ALLOW_NO_DOT=1)")
+    config.addinivalue_line("markers", "slow: a long check (a sweep over every line, a subprocess per variant, a "
+                                       "whole script run): `make test` leaves it out, `make test-all` runs it")
     config.addinivalue_line("markers", "patches_torch_for_good: the test runs a tool that replaces torch's "
                                        "functions for the rest of the process (torchlens), so it runs after "
                                        "every other test")

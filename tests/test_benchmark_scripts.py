@@ -30,6 +30,7 @@ def gpu_profile():
     sys.modules.pop("gpu_profile", None)
 
 
+@pytest.mark.slow
 @pytest.mark.patches_torch_for_good  # its peers include torchlens.trace: this test runs last (see conftest)
 def test_gpu_profile_script_writes_rows_and_the_traces_it_measured(gpu_profile, tmp_path, monkeypatch):
     monkeypatch.delenv("OUT", raising=False)
@@ -62,6 +63,7 @@ def test_gpu_profile_script_skips_cases_once_the_budget_is_spent(gpu_profile, tm
     assert len(rows) == 2 and all(r["error"].startswith("skipped") for r in rows)
 
 
+@pytest.mark.slow
 def test_gpu_session_script_is_one_command_that_leaves_its_results_in_out(tmp_path):
     import os
     import subprocess

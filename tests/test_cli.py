@@ -237,7 +237,10 @@ def test_a_table_is_the_same_traced_directly_or_rendered_from_the_saved_trace(tm
     assert "+side" in runner.invoke(main, ["trace", spec, "-i", "2,3"]).output  # Merge's read of Keep's input
 
 
-@pytest.mark.parametrize("command", [["trace", *LINEAR], ["trace", *LINEAR, "-o", "/dev/stdout"], ["gallery", "list"],
+# One subprocess each (about 6 s where it imports torch): two in `make test`, all four in `make test-all`.
+@pytest.mark.parametrize("command", [["trace", *LINEAR],
+                                     pytest.param(["trace", *LINEAR, "-o", "/dev/stdout"], marks=pytest.mark.slow),
+                                     pytest.param(["gallery", "list"], marks=pytest.mark.slow),
                                      ["--help"]])
 def test_a_closed_stdout_ends_quietly_with_the_status_a_shell_gives_sigpipe(command):
     read, write = os.pipe()

@@ -358,6 +358,7 @@ def _running(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the processes' states in /proc")
 def test_an_interrupt_of_the_main_process_alone_stops_the_build_and_its_workers_promptly(tmp_path):
     import signal

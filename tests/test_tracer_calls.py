@@ -523,6 +523,7 @@ def test_a_format_error_pickles_with_its_path_and_problem():
     assert (type(back), back.path, back.problem, str(back)) == (type(error), error.path, error.problem, str(error))
 
 
+@pytest.mark.slow
 def test_a_trace_failing_in_a_worker_process_arrives_as_a_trace_failure():
     import concurrent.futures
     import multiprocessing

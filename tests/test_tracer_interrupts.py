@@ -98,7 +98,10 @@ def _interrupted(model: _Net, at: int, options: dict) -> str | None:
     return where[0] if where else None
 
 
-@pytest.mark.parametrize("options", [{}, {"ops": True}, {"device": "meta"}], ids=["plain", "ops", "meta"])
+# The plain trace's sweep runs in `make test`; the ops and meta teardowns (longer, about 14 s) in `make test-all`.
+@pytest.mark.parametrize("options", [{}, pytest.param({"ops": True}, marks=pytest.mark.slow),
+                                     pytest.param({"device": "meta"}, marks=pytest.mark.slow)],
+                         ids=["plain", "ops", "meta"])
 def test_an_interrupt_anywhere_in_the_teardown_leaves_no_global_state_changed(options):
     model = _Net().eval()
     shapetrace.trace(model, torch.randn(2, 3, 8, 8), **options)  # one-time set-up (imports, caches) done untraced
