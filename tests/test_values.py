@@ -90,3 +90,38 @@ def test_an_object_whose_dictionary_cannot_be_read_stays_opaque():
             raise RuntimeError("no")
 
     assert type(describe(Hostile(torch.zeros(3), []))) is Opaque
+
+
+class KeyedByInput(nn.Module):
+    """Returns its outputs in a dict keyed by the tensors they were computed from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(64, 4)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict:
+        return {x: self.lin(x), y: self.lin(y)}
+
+
+def test_a_tensor_used_as_a_dict_key_is_named_by_its_shape_and_its_values_stay_out_of_the_trace():
+    ones = shapetrace.trace(KeyedByInput(), torch.ones(8, 64), torch.ones(2, 64))
+    noise = shapetrace.trace(KeyedByInput(), torch.randn(8, 64), torch.randn(2, 64))
+    assert list(noise.outputs) == ["Tensor(8, 64) float32", "Tensor(2, 64) float32"]
+    assert noise.to_json() == ones.to_json()  # nothing of the key's values is recorded
+
+
+def test_two_tensor_keys_of_one_shape_stay_two_keys_each_with_its_own_value():
+    trace = shapetrace.trace(KeyedByInput(), torch.randn(8, 64), torch.randn(8, 64))
+    first, second = trace.calls_of("lin")
+    assert list(trace.outputs) == ["Tensor(8, 64) float32", "Tensor(8, 64) float32 #2"]
+    assert [v.tid for v in trace.outputs.values()] == [first.outputs.tid, second.outputs.tid]
+    assert {e.dst for e in trace.edges if e.dst.startswith("output:")} == {
+        "output:['Tensor(8, 64) float32']", "output:['Tensor(8, 64) float32 #2']"}
+
+
+def test_a_long_key_is_cut_to_a_short_name_and_keys_that_would_collide_stay_distinct():
+    long_key, other = ("a",) * 40, ("a",) * 40 + ("b",)  # one repr long, the other's first 77 characters alike
+    named = describe({long_key: 1, other: 2, 1: 3, "1": 4})
+    assert list(named.values()) == [1, 2, 3, 4]
+    assert all(len(k) <= 84 for k in named)
+    assert list(named)[2:] == ["1 (int)", "1"]

@@ -99,13 +99,38 @@ def _is_namedtuple(value: Any) -> bool:
     return isinstance(value, tuple) and hasattr(type(value), "_fields")
 
 
-def _key_name(key: Any, mapping: dict) -> str:
-    """A dict key as recorded: a string as it is, anything else as its repr, with its type added when that
-    repr is also a string key of the same dict (``{1: a, "1": b}`` keeps both)."""
-    if isinstance(key, str):
-        return str(key)
-    name = _without_address(repr(key))
-    return f"{name} ({type(key).__name__})" if name in mapping else name
+def _tensor_key(key: torch.Tensor) -> str:
+    """A tensor used as a dict key, by its shape and dtype (``Tensor(8, 64) float32``), never its values:
+    a key names a branch of the value tree and ends up in edge names and table cells."""
+    meta = tensor_meta(key)
+    if isinstance(meta, Opaque):
+        return f"{meta.type}: {meta.repr}"
+    return f"{type(key).__name__}({', '.join(str(n) for n in meta.shape)}) {meta.dtype}"
+
+
+def _key_names(mapping: dict) -> list[str]:
+    """The keys of a dict as recorded, in order: a string as it is; a tensor by its shape and dtype
+    (``_tensor_key``); anything else by its repr, at most 80 characters. The names stay distinct: one that
+    is also a string key of the dict gets its type added (``{1: a, "1": b}`` -> ``1 (int)``, ``1``), and one
+    an earlier key already has, a number (two tensor keys of one shape: ``Tensor(2) float32``,
+    ``Tensor(2) float32 #2``)."""
+    strings = {k for k in mapping if isinstance(k, str)}
+    taken = set(strings)
+    names = []
+    for key in mapping:
+        if isinstance(key, str):
+            names.append(key)
+            continue
+        name = _tensor_key(key) if isinstance(key, torch.Tensor) else _short_repr(key)
+        if name in strings:
+            name = f"{name} ({type(key).__name__})"
+        base, n = name, 1
+        while name in taken:
+            n += 1
+            name = f"{base} #{n}"
+        taken.add(name)
+        names.append(name)
+    return names
 
 
 def tensor_attributes(value: Any) -> dict | None:
@@ -141,7 +166,7 @@ def describe(value: Any, tid_of: TidOf | None = None, _depth: int = 0, _objects:
                       {f: describe(getattr(value, f), tid_of, d, _objects) for f in value._fields})
     if isinstance(value, dict):
         # Hugging Face ModelOutput is a dict *and* a dataclass: its items() holds the fields that are set.
-        items = {_key_name(k, value): describe(v, tid_of, d, _objects) for k, v in value.items()}
+        items = {name: describe(v, tid_of, d, _objects) for name, v in zip(_key_names(value), value.values())}
         if dataclasses.is_dataclass(value):
             return Struct(type(value).__name__, items)
         return items
@@ -158,7 +183,7 @@ def describe(value: Any, tid_of: TidOf | None = None, _depth: int = 0, _objects:
     attributes = tensor_attributes(value) if _objects and type(value).__dictoffset__ else None
     if attributes is not None:  # objects inside it stay opaque: a cycle of objects cannot multiply the walk
         return Struct(type(value).__name__,
-                      {_key_name(k, attributes): describe(v, tid_of, d, False) for k, v in attributes.items()})
+                      {name: describe(v, tid_of, d, False) for name, v in zip(_key_names(attributes), attributes.values())})
     return Opaque(type(value).__qualname__, _short_repr(value))
 
 

@@ -5,7 +5,8 @@ while a trace runs passes through it and is handed to the trace's ``DataFlow``. 
 of a container module (one with children), or outside every module, become ``Op`` records with data-flow
 edges; ops inside a leaf module (the ``F.conv2d`` of a ``Conv2d``) are that module's own implementation and
 are not recorded, but the tensors they touch are still checked for side inputs (a tensor the module reads
-from an attribute rather than its arguments).
+from an attribute rather than its arguments). A tensor property that is data flow (``k.T``, ``z.real``,
+``x.data``: ``TENSOR_PROPERTIES``) is an op named after it; other property reads (``.shape``, ``.grad``) are not.
 
 Only what can be a side input is looked at: a leaf layer built into ``torch.nn`` (``Conv2d``, ``Linear``,
 ``BatchNorm2d``, ``LSTM``, ...) reads nothing but its arguments and its own parameters and buffers, so the
@@ -36,6 +37,11 @@ _SKIP = {
     "has_names", "__reduce_ex__", "__deepcopy__", "__setstate__", "numpy", "__array__", "untyped_storage",
     "_is_view", "is_set_to", "__dlpack__", "nelement", "ndimension", "type",
 }
+# Tensor properties whose value is the tensor itself seen another way (a transposed view, the real or
+# imaginary part, a detached alias): data flow, recorded as an op named after the property (``k.T`` is op
+# ``T``). Every other property read is metadata (``.shape``, ``.dtype``) or another tensor altogether
+# (``.grad``, ``._base``) and is passed on unrecorded.
+TENSOR_PROPERTIES = frozenset({"T", "mT", "H", "mH", "real", "imag", "data"})
 # Ops that write into their first argument and return it (or None).
 _INPLACE_DUNDER = {
     "__iadd__": "add_", "__isub__": "sub_", "__imul__": "mul_", "__itruediv__": "div_",
@@ -59,6 +65,11 @@ def op_name(func: Any) -> str:
     if name.startswith("__") and name.endswith("__"):
         return name[2:-2]
     return name
+
+
+def property_name(getter: Any) -> str:
+    """The name of the tensor property a ``__get__`` reads: the getter is bound to the property's descriptor."""
+    return getattr(getattr(getter, "__self__", None), "__name__", "")
 
 
 def _is_inplace(name: str, raw: str) -> bool:
@@ -128,19 +139,26 @@ class OpRecorder(TorchFunctionMode):
         if self.stepped_aside_for is not None:  # aside, though on the stack below another mode: unseen
             return out
         raw = getattr(func, "__name__", "")
-        if raw in _SKIP or raw == "__get__" or raw == "__set__":
+        if raw in _SKIP or raw == "__set__":
             return out
+        if raw == "__get__":  # a property read: ``.shape`` (constantly), ``.dtype``, ... or ``.T``
+            if not isinstance(out, torch.Tensor):
+                return out
+            name = property_name(func)
+            if name not in TENSOR_PROPERTIES:
+                return out
+        else:
+            name = op_name(func)
         self.seen += 1
         try:
-            self._record(func, raw, args, kwargs, out)
+            self._record(name, raw, args, kwargs, out)
         except Exception as e:  # noqa: BLE001 - a tracer bug must never break the user's forward
             self.errors.append(f"op {raw}: {e!r}")
         return out
 
-    def _record(self, func: Any, raw: str, args: tuple, kwargs: dict, out: Any) -> None:
+    def _record(self, name: str, raw: str, args: tuple, kwargs: dict, out: Any) -> None:
         flow = self.flow
         inner = self._open[-1] if self._open else None
-        name = op_name(func)
         inplace = _is_inplace(name, raw)
         target = args[0] if inplace and args and isinstance(args[0], torch.Tensor) else None
         # (a leaf inside the model is told by one list read: only an outermost leaf call asks further)
