@@ -980,3 +980,27 @@ def test_a_call_the_timed_runs_make_under_another_parent_is_noted():
     moved = [c.label for c in trace.calls if any(n.code == "moved-in-timed-runs" for n in c.notes)]
     assert moved == ["wrap.inner"] and trace.meta["calls_moved_in_timed_runs"] == 1
     assert "called under another parent in the timed runs" in str(trace.table())
+
+
+# ---- what profile() accepts, as trace() does -----------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # DataParallel without GPUs
+@pytest.mark.parametrize(("wrap", "kind"), [(lambda m: torch.compile(m, backend="eager"), "torch.compile"),
+                                            (nn.DataParallel, "DataParallel")])
+def test_a_model_wrapped_by_torch_compile_or_data_parallel_is_profiled_unwrapped_as_trace_does(wrap, kind):
+    inner = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    trace = _profile(wrap(inner), torch.randn(2, 4), warmup=0, repeat=1)
+    assert trace.meta["unwrapped"] == [kind]
+    assert [c.label for c in trace.calls] == ["(root)", "0", "1"] and all(c.timing for c in trace.calls)
+
+
+@pytest.mark.parametrize("model", [lambda x: x, None])
+def test_profiling_what_is_not_a_module_says_what_to_pass_as_trace_does(model):
+    with pytest.raises(shapetrace.UnsupportedModel, match="shapetrace traces a torch.nn.Module"):
+        _profile(model, torch.randn(2))
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int64, torch.bool, torch.complex64])
+def test_a_torch_dtype_that_is_not_floating_point_is_a_usage_error(dtype):
+    with pytest.raises(ProfileUsageError, match="not a floating-point dtype.*use bf16, fp16 or fp32"):
+        _profile(nn.Linear(4, 2), torch.randn(2, 4), dtype=dtype)

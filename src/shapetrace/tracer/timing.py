@@ -67,7 +67,7 @@ import torch.profiler  # looked up at each use (torch.profiler.profile), so a te
 from torch import nn
 from torch.autograd import DeviceType
 
-from .api import TraceFailed, copy_for_lazy_layers
+from .api import TraceFailed, copy_for_lazy_layers, traceable
 from .capture import Tracer, UnsupportedModel, uninitialized_lazy
 from .engine import Engine, ModuleIndex
 from .guard import ModelGuard
@@ -137,8 +137,16 @@ _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.flo
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """``"bf16"``, ``"fp16"``, ``"fp32"`` (or a ``torch.dtype``) -> ``torch.dtype``; ``None`` stays ``None``."""
-    if dtype is None or isinstance(dtype, torch.dtype):
+    """``"bf16"``, ``"fp16"``, ``"fp32"`` (or a floating-point ``torch.dtype``) -> ``torch.dtype``; ``None``
+    stays ``None``. Anything else is a ``ProfileUsageError``: the dtype casts parameters, which only a
+    floating-point dtype can hold (``torch.int8`` would fail inside torch, which cannot give an integer
+    tensor ``requires_grad``)."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point:
+            raise ProfileUsageError(f"dtype {dtype} is not a floating-point dtype: profile() casts the model's "
+                                    "floating parameters and inputs to it; use bf16, fp16 or fp32")
         return dtype
     try:
         return _DTYPES[str(dtype).lower()]
@@ -364,25 +372,42 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
 
     ``device`` defaults to CUDA when available, else CPU (the model is not moved: copies of its parameters
     are swapped in for the duration); ``"meta"`` gives FLOPs and memory from shapes alone, without timing.
-    ``dtype`` (``"bf16"``, ``"fp16"``, ``"fp32"`` or a ``torch.dtype``) casts floating parameters, buffers
-    and inputs the same way. ``warmup`` untimed and ``repeat`` timed iterations each run the plain and the
+    ``dtype`` (``"bf16"``, ``"fp16"``, ``"fp32"`` or a floating-point ``torch.dtype``) casts floating
+    parameters, buffers and inputs the same way. ``warmup`` untimed and ``repeat`` timed iterations each run the plain and the
     instrumented forward. ``flops`` fills ``Call.flops`` (inclusive), ``memory`` fills ``Call.memory``.
     ``progress(done, total)`` is called after each iteration. ``grad`` and ``train`` are the ``Tracer``
     options. ``gpu_timer="events"`` skips ``torch.profiler`` on CUDA and uses CUDA events in the hooks (GPU
     spans, idle included), which ``"auto"`` falls back to when CUPTI is missing. Forward keyword arguments
     that clash with these names go in ``forward_kwargs``.
 
+    As with ``trace()``, a model wrapped by ``torch.compile`` or ``DataParallel`` is unwrapped and its inner
+    module profiled (``trace.meta["unwrapped"]`` names the wrappers), and anything that cannot be traced (a
+    function, a TorchScript module) raises ``UnsupportedModel`` saying what to pass instead.
+
     Raises ``TraceFailed`` (with the partial trace) when the forward fails and ``ProfileUsageError`` for
     impossible options. See the module docstring for the method; results are in ``trace.timing`` and each
     ``Call.timing`` / ``Call.flops`` / ``Call.memory``.
     """
+    model, wrappers = traceable(model)
+    result = _profile_module(model, inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype, flops=flops,
+                             memory=memory, progress=progress, grad=grad, train=train, gpu_timer=gpu_timer,
+                             kwargs={**kwargs, **(forward_kwargs or {})})
+    if wrappers:
+        result.meta["unwrapped"] = wrappers
+    return result
+
+
+def _profile_module(model: nn.Module, inputs: tuple, *, device: str | torch.device | None, warmup: int,  # noqa: PLR0913 - profile()'s options
+                    repeat: int, dtype: str | torch.dtype | None, flops: bool, memory: bool,
+                    progress: Callable[[int, int], None] | None, grad: bool, train: bool | None, gpu_timer: str,
+                    kwargs: dict) -> Trace:
+    """``profile()`` of a module that hooks can trace (unwrapped, checked)."""
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
     if gpu_timer not in ("auto", "events"):
         raise ProfileUsageError(f"gpu_timer must be 'auto' or 'events', not {gpu_timer!r}")
     if repeat < 1 or warmup < 0:
         raise ProfileUsageError("repeat must be at least 1 and warmup at least 0")
-    kwargs = {**kwargs, **(forward_kwargs or {})}
     index = ModuleIndex(model)
     lazy = uninitialized_lazy(index)
     if lazy:  # as trace() does: a copy is profiled, which its first forward initializes; the model stays lazy
@@ -394,8 +419,9 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
         model = copy_for_lazy_layers(model, lazy)
         with torch.no_grad():  # made here, where the inputs are, before any copy is cast or moved
             model(*place_inputs(tuple(inputs), model_device(model)), **place_inputs(kwargs, model_device(model)))
-        result = profile(model, *inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype, flops=flops,
-                         memory=memory, progress=progress, grad=grad, train=train, gpu_timer=gpu_timer, **kwargs)
+        result = _profile_module(model, inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
+                                 flops=flops, memory=memory, progress=progress, grad=grad, train=train,
+                                 gpu_timer=gpu_timer, kwargs=kwargs)
         result.meta["lazy_traced_on_copy"] = lazy
         return result
     args = place_inputs(tuple(inputs), dev, dt)
