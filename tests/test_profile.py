@@ -12,6 +12,7 @@ from torch import nn
 
 import shapetrace
 from shapetrace.tracer.flops import rnn_step_flops
+from shapetrace.tracer.metrics import Note
 from shapetrace.tracer.probes.timing import TimerProbe
 from shapetrace.tracer.timing import (
     KIND_CPU,
@@ -1004,3 +1005,44 @@ def test_profiling_what_is_not_a_module_says_what_to_pass_as_trace_does(model):
 def test_a_torch_dtype_that_is_not_floating_point_is_a_usage_error(dtype):
     with pytest.raises(ProfileUsageError, match="not a floating-point dtype.*use bf16, fp16 or fp32"):
         _profile(nn.Linear(4, 2), torch.randn(2, 4), dtype=dtype)
+
+
+# ---- a layer that runs in only some of the timed forwards ----------------------------------------------
+
+def test_a_call_absent_from_the_slowest_repeats_is_averaged_per_forward_not_dropped_with_them():
+    from shapetrace.tracer.intervals import repeat_weights, summarise
+
+    # call 1 (10 ms) runs in repeats 0 and 4 only, which are the slowest: trimming all repeats together by
+    # the root's time would drop exactly those two and report call 1 as 0 ms
+    reps = [{0: (10.5, 0.5, 10.5), 1: (10.0, 10.0, 10.0)} if i in (0, 4) else {0: (0.5 + i / 100, 0.5 + i / 100, 0.5)}
+            for i in range(8)]
+    out = summarise(reps, root=0)
+    assert out[1]["runs"] == 2 and out[0]["runs"] == 8
+    assert out[1]["total"] == pytest.approx(10.0 * 2 / 8)  # its time per forward: 0 in the 6 repeats without it
+    assert out[0]["self"] + out[1]["self"] == pytest.approx(out[0]["total"])  # still adds up
+    weights = repeat_weights(reps, root=0)  # each group of alike repeats trimmed by itself
+    assert sum(weights.values()) == pytest.approx(1.0) and weights[0] == weights[4] == pytest.approx(1 / 8)
+
+
+class RunsItsLayerTwice(nn.Module):
+    """Calls ``slow`` in its first two forwards only: the profile's shape pass and its first timed run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow, self.forwards = Sleeps(0.005), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forwards += 1
+        return self.slow(x) if self.forwards <= 2 else x + 0
+
+
+def test_a_layer_that_ran_in_some_timed_runs_is_noted_with_its_time_per_forward():
+    trace = _profile(RunsItsLayerTwice(), torch.randn(2), warmup=0, repeat=4)
+    slow = trace.calls_of("slow")[0]
+    assert slow.notes == [Note("ran-in-some-timed-runs", count=1, of=4)]
+    assert trace.meta["calls_in_some_timed_runs"] == 1
+    # the one run where it ran is the slowest of the four, yet it counts, with a quarter of the weight
+    assert slow.timing["total_ms"] == pytest.approx(slow.timing["median_ms"] / 4, abs=1e-5)
+    _check_adds_up(trace)
+    assert "ran in 1 of 4 timed runs" in str(trace.table(width=0))
+    assert shapetrace.load(trace.to_json()).calls_of("slow")[0].notes == slow.notes

@@ -85,6 +85,10 @@ def note_text(note: Note, cls: str = "") -> str:
                 "tensors it needed: no output, and not a failure")
     if note.code == "not-timed":
         return "not called in the timed runs (the shape pass saw it; the timed forward did not)"
+    if note.code == "ran-in-some-timed-runs":
+        return (f"ran in {note.count} of {note.of} timed runs (the forward changes from one run to the next): "
+                "its ms and self ms are averages per forward, 0 where it did not run; its median is over the "
+                "runs where it ran")
     if note.code == "untraced-calls":
         return (f"{note.count} call(s) inside it ran in the timed runs but not in the traced forward (the forward "
                 "changes from one run to the next): their time is counted in this call's self time")

@@ -20,7 +20,9 @@ self time, never lost. Per-call *medians* cannot keep that property (a stall hit
 repeat, so the sum of medians falls short of the median of sums — by 4x on a busy 2-CPU machine), so
 ``total_ms``, ``self_ms`` and ``cpu_ms`` are *interquartile means*: means over the repeats whose root time
 lies in the middle half (``central_repeats``), the same repeats for every call. Like a median they ignore
-the fastest and slowest quarter; unlike per-call medians they add up exactly. ``median_ms``, ``p10_ms`` and
+the fastest and slowest quarter; unlike per-call medians they add up exactly. A forward that does not run the
+same calls every time has its repeats trimmed per group of alike repeats (``intervals.repeat_weights``); a call
+that ran in only some of them gets its mean per forward and the note ``ran-in-some-timed-runs``. ``median_ms``, ``p10_ms`` and
 ``p90_ms`` are per-call quantiles of the inclusive time over all repeats.
 
 Devices
@@ -556,11 +558,17 @@ def _fill_timing(trace: Trace, run: _Run, kind: str) -> None:
         return
     root = next((c.id for c in trace.calls if c.parent is None), 0)
     stats = summarise(run.repeats, root)
+    timed_runs = len(run.repeats)
     for call in trace.calls:
         s = stats.get(call.id)
         if s is not None:
             call.timing = CallTiming(total_ms=_r(s["total"]), self_ms=_r(s["self"]), median_ms=_r(s["median"]),
                                      p10_ms=_r(s["p10"]), p90_ms=_r(s["p90"]), cpu_ms=_r(s["cpu"]), kind=kind)
+            if s["runs"] < timed_runs:  # its means are per forward, counting 0 where it did not run
+                call.notes.append(Note("ran-in-some-timed-runs", count=int(s["runs"]), of=timed_runs))
+    partly = sum(1 for c in trace.calls if any(n.code == "ran-in-some-timed-runs" for n in c.notes))
+    if partly:
+        trace.meta["calls_in_some_timed_runs"] = partly
 
 
 def _fill_memory(trace: Trace, called: list[nn.Module], peak_probe: PeakMemoryProbe | None) -> None:
