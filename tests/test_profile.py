@@ -857,7 +857,35 @@ def test_a_forward_failing_in_a_timed_run_raises_trace_failed_naming_the_layer_a
     assert trace.failed_call.module == "1" and trace.failure.message == "failed on call 2"
     assert trace.meta["failed_in_timed_run"] == {"run": 1, "of": 3}
     assert "failed in 1 (FailsFromCall) in timed run 1 of 3 of the profile" in str(info.value)
-    assert trace.calls[0].error is not None and trace.calls[1].error is None  # the root, not the layer before
+    assert all(c.error is None for c in trace.calls)  # the shape pass's calls, which all returned
+
+
+class FailsBeforeItsLayer(nn.Module):
+    """Raises on its second call, before calling ``linear``: the shape pass runs through, timed run 1 fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear, self.calls = nn.Linear(2, 2), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 2:
+            raise ValueError("failed on call 2")
+        return self.linear(x)
+
+
+def test_a_timed_run_failure_leaves_the_shape_pass_calls_as_they_ran_and_the_table_counts_them():
+    model = nn.Sequential(nn.BatchNorm1d(2), FailsBeforeItsLayer())
+    with pytest.raises(shapetrace.TraceFailed) as info:
+        _profile(model, torch.randn(4, 2), warmup=1, repeat=3)
+    trace = info.value.trace
+    assert [c.label for c in trace.calls] == ["(root)", "0", "1", "1.linear"]
+    assert all(c.error is None for c in trace.calls)  # in the shape pass every call returned
+    assert trace.failed_call.label == "1" and trace.failure.message == "failed on call 2"
+    table = str(trace.table(width=0))
+    # the shape pass's counts, then which timed run failed where: true of the forward the rows show
+    assert "4 calls started, 4 returned (the forward failed in 1 in timed run 1 of 4 of the profile)" in table
+    assert "✗ ValueError: failed on call 2" in table  # the failed call's row still says what was raised
 
 
 def test_a_forward_failing_where_no_hook_sees_it_says_the_layer_is_not_known():

@@ -20,10 +20,11 @@ from ..tracer.metrics import (
     Note,
     TimingSummary,
 )
-from ..tracer.records import Opaque, Struct, TensorMeta, Value, iter_tensors
+from ..tracer.records import Call, Opaque, Struct, TensorMeta, Trace, Value, iter_tensors
 
 __all__ = [
     "arguments_text",
+    "call_error_text",
     "display_width",
     "ellipsize",
     "ellipsize_middle",
@@ -66,6 +67,17 @@ def fallback_text(timing: TimingSummary) -> str | None:
     if timing.fallback == FALLBACK_NO_KERNELS:
         return "torch.profiler recorded no CUDA kernels (CUPTI unavailable?)"
     return timing.fallback
+
+
+def call_error_text(trace: Trace, call: Call) -> str | None:
+    """The exception that left ``call``; for the call a profile's later timed run failed in (``trace.failure``
+    names it, while the shape pass the trace holds saw it return), that run's exception; else ``None``."""
+    if call.error is not None:
+        return call.error
+    failure = trace.failure
+    if failure is not None and failure.call == call.id:
+        return f"{failure.type}: {failure.message}" if failure.message else failure.type
+    return None
 
 
 def note_text(note: Note, cls: str = "") -> str:

@@ -593,16 +593,14 @@ def _fill_memory(trace: Trace, called: list[nn.Module], peak_probe: PeakMemoryPr
 
 
 def _failed_in_timed_run(trace: Trace, failed: _TimedRunFailed, call_of: dict) -> Trace:
-    """The shape pass's trace, marked with where a timed run failed: the call (and its callers) when an
-    instrumented forward saw it, and ``meta["failed_in_timed_run"]`` (which run, of how many)."""
+    """The shape pass's trace with where a timed run failed: ``trace.failure`` names the innermost call it left
+    (when an instrumented forward saw it) and the exception, ``meta["failed_in_timed_run"]`` which run of how
+    many. The calls stay as the shape pass saw them, every one returned (no ``Call.error``): the trace
+    describes that forward, and the failure says which later forward failed where."""
     error = failed.__cause__
-    said = f"{type(error).__name__}: {error}" if error is not None else "failed"
     cid = call_of.get(failed.key) if failed.key is not None else None
     trace.failure = Failure(cid, type(error).__name__, str(error) if error is not None else "")
     trace.meta["failed_in_timed_run"] = {"run": failed.run, "of": failed.of}
-    while cid is not None:
-        trace.calls[cid].error = said
-        cid = trace.calls[cid].parent
     return trace
 
 
