@@ -1074,3 +1074,27 @@ def test_a_layer_that_ran_in_some_timed_runs_is_noted_with_its_time_per_forward(
     _check_adds_up(trace)
     assert "ran in 1 of 4 timed runs" in str(trace.table(width=0))
     assert shapetrace.load(trace.to_json()).calls_of("slow")[0].notes == slow.notes
+
+
+# ---- a profile without timings says why, in facts a renderer reads -------------------------------------
+
+def test_a_profile_whose_shape_pass_failed_is_marked_as_a_profile_with_its_failure():
+    with pytest.raises(shapetrace.TraceFailed) as info:
+        _profile(nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 2)), torch.randn(2, 3))
+    trace = info.value.trace
+    assert trace.meta["profiled"] is True and trace.failure is not None and trace.timing is None
+    assert "failed_in_timed_run" not in trace.meta  # failed in the shape pass, before any timed run
+
+
+def test_a_profile_whose_timed_run_failed_is_marked_as_a_profile_with_the_run():
+    with pytest.raises(shapetrace.TraceFailed) as info:
+        _profile(FailsBeforeItsLayer(), torch.randn(2, 2), warmup=0, repeat=2)
+    trace = info.value.trace
+    assert trace.meta["profiled"] is True and trace.meta["failed_in_timed_run"] == {"run": 1, "of": 2}
+    assert trace.timing is None and all(c.timing is None for c in trace.calls)
+
+
+def test_a_profile_on_the_meta_device_says_so_and_has_no_timings():
+    trace = shapetrace.profile(nn.Linear(4, 2), torch.randn(2, 4), device="meta")
+    assert trace.meta["profiled"] is True and trace.meta["device"] == "meta" and trace.failure is None
+    assert trace.timing is None and trace.calls[0].timing is None and trace.calls[0].flops == 2 * 2 * 4 * 2

@@ -391,12 +391,23 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
     ``Call.timing`` / ``Call.flops`` / ``Call.memory``.
     """
     model, wrappers = traceable(model)
-    result = _profile_module(model, inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype, flops=flops,
-                             memory=memory, progress=progress, grad=grad, train=train, gpu_timer=gpu_timer,
-                             kwargs={**kwargs, **(forward_kwargs or {})})
-    if wrappers:
-        result.meta["unwrapped"] = wrappers
+    try:
+        result = _profile_module(model, inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
+                                 flops=flops, memory=memory, progress=progress, grad=grad, train=train,
+                                 gpu_timer=gpu_timer, kwargs={**kwargs, **(forward_kwargs or {})})
+    except TraceFailed as failed:  # a profile's partial trace says it is one, so renderers can say why it has no times
+        _mark_profiled(failed.trace, wrappers)
+        raise
+    _mark_profiled(result, wrappers)
     return result
+
+
+def _mark_profiled(trace: Trace, wrappers: list[str]) -> None:
+    """``meta["profiled"]`` on every trace ``profile()`` returns or raises with (its ``failure``, ``device``
+    and ``failed_in_timed_run`` say why one has no timings), and the wrappers it took off."""
+    trace.meta["profiled"] = True
+    if wrappers:
+        trace.meta["unwrapped"] = wrappers
 
 
 def _profile_module(model: nn.Module, inputs: tuple, *, device: str | torch.device | None, warmup: int,  # noqa: PLR0913 - profile()'s options
@@ -459,7 +470,6 @@ def _profile_module(model: nn.Module, inputs: tuple, *, device: str | torch.devi
             _fill_memory(trace, called, peak_probe)
     # The merge: every probe's results into the shape pass's calls.
     _fill_timing(trace, run, kind)
-    trace.meta["profiled"] = True
     if not run.repeats:  # device 'meta': FLOPs and memory from shapes, no timing
         return trace
     _notes(trace, regions, run, kind)
