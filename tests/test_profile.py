@@ -1098,3 +1098,12 @@ def test_a_profile_on_the_meta_device_says_so_and_has_no_timings():
     trace = shapetrace.profile(nn.Linear(4, 2), torch.randn(2, 4), device="meta")
     assert trace.meta["profiled"] is True and trace.meta["device"] == "meta" and trace.failure is None
     assert trace.timing is None and trace.calls[0].timing is None and trace.calls[0].flops == 2 * 2 * 4 * 2
+
+
+def test_a_profile_in_train_mode_leaves_the_global_random_state_as_it_found_it():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).train()  # each of its ~9 forwards draws a mask
+    x = torch.randn(2, 4)
+    before = torch.get_rng_state()
+    trace = _profile(model, x, warmup=1, repeat=3)
+    assert trace.meta["training"] is True
+    assert torch.equal(torch.get_rng_state(), before)

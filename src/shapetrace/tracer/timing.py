@@ -392,14 +392,25 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
     """
     model, wrappers = traceable(model)
     try:
-        result = _profile_module(model, inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
-                                 flops=flops, memory=memory, progress=progress, grad=grad, train=train,
-                                 gpu_timer=gpu_timer, kwargs={**kwargs, **(forward_kwargs or {})})
+        # ~2 * (warmup + repeat) + 1 forwards: in train mode each Dropout draws from the global generator, which
+        # is put back as found (like the model), so code after a profile draws the numbers it would have drawn
+        with torch.random.fork_rng(devices=_rng_devices(resolve_device(device))):
+            result = _profile_module(model, inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
+                                     flops=flops, memory=memory, progress=progress, grad=grad, train=train,
+                                     gpu_timer=gpu_timer, kwargs={**kwargs, **(forward_kwargs or {})})
     except TraceFailed as failed:  # a profile's partial trace says it is one, so renderers can say why it has no times
         _mark_profiled(failed.trace, wrappers)
         raise
     _mark_profiled(result, wrappers)
     return result
+
+
+def _rng_devices(dev: torch.device) -> list[int]:
+    """The CUDA devices whose random state a profile on ``dev`` saves and restores (none off CUDA; the CPU
+    generator always)."""
+    if dev.type != "cuda":
+        return []
+    return [dev.index if dev.index is not None else torch.cuda.current_device()]
 
 
 def _mark_profiled(trace: Trace, wrappers: list[str]) -> None:
