@@ -12,6 +12,7 @@ from torch import nn
 
 import shapetrace
 from shapetrace.tracer.flops import rnn_step_flops
+from shapetrace.tracer.metrics import Note
 from shapetrace.tracer.probes.timing import TimerProbe
 from shapetrace.tracer.timing import (
     KIND_CPU,
@@ -856,7 +857,35 @@ def test_a_forward_failing_in_a_timed_run_raises_trace_failed_naming_the_layer_a
     assert trace.failed_call.module == "1" and trace.failure.message == "failed on call 2"
     assert trace.meta["failed_in_timed_run"] == {"run": 1, "of": 3}
     assert "failed in 1 (FailsFromCall) in timed run 1 of 3 of the profile" in str(info.value)
-    assert trace.calls[0].error is not None and trace.calls[1].error is None  # the root, not the layer before
+    assert all(c.error is None for c in trace.calls)  # the shape pass's calls, which all returned
+
+
+class FailsBeforeItsLayer(nn.Module):
+    """Raises on its second call, before calling ``linear``: the shape pass runs through, timed run 1 fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear, self.calls = nn.Linear(2, 2), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == 2:
+            raise ValueError("failed on call 2")
+        return self.linear(x)
+
+
+def test_a_timed_run_failure_leaves_the_shape_pass_calls_as_they_ran_and_the_table_counts_them():
+    model = nn.Sequential(nn.BatchNorm1d(2), FailsBeforeItsLayer())
+    with pytest.raises(shapetrace.TraceFailed) as info:
+        _profile(model, torch.randn(4, 2), warmup=1, repeat=3)
+    trace = info.value.trace
+    assert [c.label for c in trace.calls] == ["(root)", "0", "1", "1.linear"]
+    assert all(c.error is None for c in trace.calls)  # in the shape pass every call returned
+    assert trace.failed_call.label == "1" and trace.failure.message == "failed on call 2"
+    table = str(trace.table(width=0))
+    # the shape pass's counts, then which timed run failed where: true of the forward the rows show
+    assert "4 calls started, 4 returned (the forward failed in 1 in timed run 1 of 4 of the profile)" in table
+    assert "✗ ValueError: failed on call 2" in table  # the failed call's row still says what was raised
 
 
 def test_a_forward_failing_where_no_hook_sees_it_says_the_layer_is_not_known():
@@ -980,3 +1009,101 @@ def test_a_call_the_timed_runs_make_under_another_parent_is_noted():
     moved = [c.label for c in trace.calls if any(n.code == "moved-in-timed-runs" for n in c.notes)]
     assert moved == ["wrap.inner"] and trace.meta["calls_moved_in_timed_runs"] == 1
     assert "called under another parent in the timed runs" in str(trace.table())
+
+
+# ---- what profile() accepts, as trace() does -----------------------------------------------------------
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # DataParallel without GPUs
+@pytest.mark.parametrize(("wrap", "kind"), [(lambda m: torch.compile(m, backend="eager"), "torch.compile"),
+                                            (nn.DataParallel, "DataParallel")])
+def test_a_model_wrapped_by_torch_compile_or_data_parallel_is_profiled_unwrapped_as_trace_does(wrap, kind):
+    inner = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    trace = _profile(wrap(inner), torch.randn(2, 4), warmup=0, repeat=1)
+    assert trace.meta["unwrapped"] == [kind]
+    assert [c.label for c in trace.calls] == ["(root)", "0", "1"] and all(c.timing for c in trace.calls)
+
+
+@pytest.mark.parametrize("model", [lambda x: x, None])
+def test_profiling_what_is_not_a_module_says_what_to_pass_as_trace_does(model):
+    with pytest.raises(shapetrace.UnsupportedModel, match="shapetrace traces a torch.nn.Module"):
+        _profile(model, torch.randn(2))
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int64, torch.bool, torch.complex64])
+def test_a_torch_dtype_that_is_not_floating_point_is_a_usage_error(dtype):
+    with pytest.raises(ProfileUsageError, match="not a floating-point dtype.*use bf16, fp16 or fp32"):
+        _profile(nn.Linear(4, 2), torch.randn(2, 4), dtype=dtype)
+
+
+# ---- a layer that runs in only some of the timed forwards ----------------------------------------------
+
+def test_a_call_absent_from_the_slowest_repeats_is_averaged_per_forward_not_dropped_with_them():
+    from shapetrace.tracer.intervals import repeat_weights, summarise
+
+    # call 1 (10 ms) runs in repeats 0 and 4 only, which are the slowest: trimming all repeats together by
+    # the root's time would drop exactly those two and report call 1 as 0 ms
+    reps = [{0: (10.5, 0.5, 10.5), 1: (10.0, 10.0, 10.0)} if i in (0, 4) else {0: (0.5 + i / 100, 0.5 + i / 100, 0.5)}
+            for i in range(8)]
+    out = summarise(reps, root=0)
+    assert out[1]["runs"] == 2 and out[0]["runs"] == 8
+    assert out[1]["total"] == pytest.approx(10.0 * 2 / 8)  # its time per forward: 0 in the 6 repeats without it
+    assert out[0]["self"] + out[1]["self"] == pytest.approx(out[0]["total"])  # still adds up
+    weights = repeat_weights(reps, root=0)  # each group of alike repeats trimmed by itself
+    assert sum(weights.values()) == pytest.approx(1.0) and weights[0] == weights[4] == pytest.approx(1 / 8)
+
+
+class RunsItsLayerTwice(nn.Module):
+    """Calls ``slow`` in its first two forwards only: the profile's shape pass and its first timed run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow, self.forwards = Sleeps(0.005), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forwards += 1
+        return self.slow(x) if self.forwards <= 2 else x + 0
+
+
+def test_a_layer_that_ran_in_some_timed_runs_is_noted_with_its_time_per_forward():
+    trace = _profile(RunsItsLayerTwice(), torch.randn(2), warmup=0, repeat=4)
+    slow = trace.calls_of("slow")[0]
+    assert slow.notes == [Note("ran-in-some-timed-runs", count=1, of=4)]
+    assert trace.meta["calls_in_some_timed_runs"] == 1
+    # the one run where it ran is the slowest of the four, yet it counts, with a quarter of the weight
+    assert slow.timing["total_ms"] == pytest.approx(slow.timing["median_ms"] / 4, abs=1e-5)
+    _check_adds_up(trace)
+    assert "ran in 1 of 4 timed runs" in str(trace.table(width=0))
+    assert shapetrace.load(trace.to_json()).calls_of("slow")[0].notes == slow.notes
+
+
+# ---- a profile without timings says why, in facts a renderer reads -------------------------------------
+
+def test_a_profile_whose_shape_pass_failed_is_marked_as_a_profile_with_its_failure():
+    with pytest.raises(shapetrace.TraceFailed) as info:
+        _profile(nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 2)), torch.randn(2, 3))
+    trace = info.value.trace
+    assert trace.meta["profiled"] is True and trace.failure is not None and trace.timing is None
+    assert "failed_in_timed_run" not in trace.meta  # failed in the shape pass, before any timed run
+
+
+def test_a_profile_whose_timed_run_failed_is_marked_as_a_profile_with_the_run():
+    with pytest.raises(shapetrace.TraceFailed) as info:
+        _profile(FailsBeforeItsLayer(), torch.randn(2, 2), warmup=0, repeat=2)
+    trace = info.value.trace
+    assert trace.meta["profiled"] is True and trace.meta["failed_in_timed_run"] == {"run": 1, "of": 2}
+    assert trace.timing is None and all(c.timing is None for c in trace.calls)
+
+
+def test_a_profile_on_the_meta_device_says_so_and_has_no_timings():
+    trace = shapetrace.profile(nn.Linear(4, 2), torch.randn(2, 4), device="meta")
+    assert trace.meta["profiled"] is True and trace.meta["device"] == "meta" and trace.failure is None
+    assert trace.timing is None and trace.calls[0].timing is None and trace.calls[0].flops == 2 * 2 * 4 * 2
+
+
+def test_a_profile_in_train_mode_leaves_the_global_random_state_as_it_found_it():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).train()  # each of its ~9 forwards draws a mask
+    x = torch.randn(2, 4)
+    before = torch.get_rng_state()
+    trace = _profile(model, x, warmup=1, repeat=3)
+    assert trace.meta["training"] is True
+    assert torch.equal(torch.get_rng_state(), before)

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
 from ..tracer.user_warnings import warn_user
-from .units import format_bytes, format_count, format_ms, format_shape, literal
+from .units import call_error_text, format_bytes, format_count, format_ms, format_shape, literal
 
 __all__ = [
     "GLUE_OPS",
@@ -403,7 +403,7 @@ class _Builder:
                     self.nodes[nid] = Node(nid, "call", name, c.cls, c.start, cluster, count=0, module=c.module,
                                            collapsed=bool(self.children.get(i)), inputs=_tensors(c.inputs) + _tensors(c.kwargs),
                                            outputs=_tensors(c.outputs), params=c.params,
-                                           trainable_params=c.trainable_params, error=c.error)
+                                           trainable_params=c.trainable_params, error=call_error_text(self.trace, c))
                 node = self.nodes[nid]
                 node.count += 1
                 node.calls.append(i)

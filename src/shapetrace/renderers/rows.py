@@ -14,7 +14,7 @@ from typing import Any
 
 from ..tracer.metrics import CallMemory, CallTiming
 from ..tracer.records import Call, Opaque, Trace, Value, iter_tensors
-from .units import value_text
+from .units import call_error_text, value_text
 
 __all__ = ["NO_OUTPUT", "Row", "Totals", "forward_ms", "merged_inputs", "table_rows", "totals"]
 
@@ -98,7 +98,7 @@ def _call_rows(trace: Trace, depth: int | None) -> list[Row]:
             depth=c.depth, name=c.label, short=short_name(c, parent), cls=c.cls,
             call=f"{c.call_index + 1}/{n}" if n > 1 else "", inputs=c.inputs, outputs=c.outputs,
             params=c.params, trainable=c.trainable_params, repeat=c.call_index > 0,
-            failed=c.id == failed_id, raised=c.error is not None and c.id != failed_id, error=c.error,
+            failed=c.id == failed_id, raised=c.error is not None and c.id != failed_id, error=call_error_text(trace, c),
             side=list(c.side_inputs), kwargs=dict(c.kwargs),
             folded=desc[c.id] if depth is not None and c.depth == depth else 0, aliases=list(c.aliases),
             call_index=c.call_index, calls=n, timing=c.timing, flops=c.flops, memory=c.memory,

@@ -20,10 +20,11 @@ from ..tracer.metrics import (
     Note,
     TimingSummary,
 )
-from ..tracer.records import Opaque, Struct, TensorMeta, Value, iter_tensors
+from ..tracer.records import Call, Opaque, Struct, TensorMeta, Trace, Value, iter_tensors
 
 __all__ = [
     "arguments_text",
+    "call_error_text",
     "display_width",
     "ellipsize",
     "ellipsize_middle",
@@ -68,6 +69,17 @@ def fallback_text(timing: TimingSummary) -> str | None:
     return timing.fallback
 
 
+def call_error_text(trace: Trace, call: Call) -> str | None:
+    """The exception that left ``call``; for the call a profile's later timed run failed in (``trace.failure``
+    names it, while the shape pass the trace holds saw it return), that run's exception; else ``None``."""
+    if call.error is not None:
+        return call.error
+    failure = trace.failure
+    if failure is not None and failure.call == call.id:
+        return f"{failure.type}: {failure.message}" if failure.message else failure.type
+    return None
+
+
 def note_text(note: Note, cls: str = "") -> str:
     """One call note in English (``cls`` is the call's class, named by some notes)."""
     if note.code == "flops-analytic":
@@ -85,6 +97,10 @@ def note_text(note: Note, cls: str = "") -> str:
                 "tensors it needed: no output, and not a failure")
     if note.code == "not-timed":
         return "not called in the timed runs (the shape pass saw it; the timed forward did not)"
+    if note.code == "ran-in-some-timed-runs":
+        return (f"ran in {note.count} of {note.of} timed runs (the forward changes from one run to the next): "
+                "its ms and self ms are averages per forward, 0 where it did not run; its median is over the "
+                "runs where it ran")
     if note.code == "untraced-calls":
         return (f"{note.count} call(s) inside it ran in the timed runs but not in the traced forward (the forward "
                 "changes from one run to the next): their time is counted in this call's self time")

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedBuffer
 
-from .capture import LazyLayers, Tracer, UnsupportedModel, unwrap
+from .capture import LazyLayers, Tracer, UnsupportedModel, check_traceable, unwrap
 from .placement import model_device, place_inputs
 from .records import Trace, labelled_tensors
 
@@ -84,7 +84,7 @@ def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None =
     ``TypeError``) saying what to pass instead.
     """
     kwargs = {**kwargs, **(forward_kwargs or {})}
-    model, wrappers = unwrap(model) if isinstance(model, nn.Module) else (model, [])
+    model, wrappers = traceable(model)
     options = {"grad": grad, "train": train, "device": device, "ops": ops, "lines": lines}
     try:
         result = _trace_once(model, args, kwargs, strict, options)
@@ -99,6 +99,16 @@ def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None =
     if wrappers:
         result.meta["unwrapped"] = wrappers
     return result
+
+
+def traceable(model: object) -> tuple[nn.Module, list[str]]:
+    """The module ``trace()`` and ``profile()`` run for ``model``: the inner module of ``torch.compile`` and
+    ``DataParallel`` wrappers, with the wrappers' kinds (for ``meta["unwrapped"]``). Anything module hooks
+    cannot trace (a function, ``None``, a TorchScript module) raises ``UnsupportedModel`` saying what to pass."""
+    inner, wrappers = unwrap(model) if isinstance(model, nn.Module) else (model, [])
+    check_traceable(inner)
+    assert isinstance(inner, nn.Module)  # check_traceable refused anything else
+    return inner, wrappers
 
 
 def copy_for_lazy_layers(model: nn.Module, lazy: list[str]) -> nn.Module:

@@ -139,25 +139,45 @@ def central_repeats(root_times: Sequence[float]) -> list[int]:
     return sorted(order[cut:n - cut])
 
 
+def repeat_weights(repeats: Sequence[dict[Hashable, tuple[float, float, float]]], root: Hashable
+                   ) -> dict[int, float]:
+    """Each counted repeat's weight in the interquartile means, by index; the weights sum to 1.
+
+    Repeats are grouped by the calls they ran (one group when the forward is the same every time). In each
+    group the central repeats (``central_repeats`` of the root's time) are counted and share the group's
+    weight, its share of all repeats. So a call that runs in only some forwards is trimmed among the repeats
+    like it instead of being left out with the slowest quarter, and every call is averaged over the same
+    repeats with the same weights, which keeps the self times adding up.
+    """
+    groups: dict[frozenset, list[int]] = {}
+    for i, r in enumerate(repeats):
+        groups.setdefault(frozenset(r), []).append(i)
+    weights: dict[int, float] = {}
+    for members in groups.values():
+        kept = central_repeats([repeats[i].get(root, (0.0, 0.0, 0.0))[0] for i in members])
+        for k in kept:
+            weights[members[k]] = len(members) / len(repeats) / len(kept)
+    return dict(sorted(weights.items()))
+
+
 def summarise(repeats: Sequence[dict[Hashable, tuple[float, float, float]]], root: Hashable
               ) -> dict[Hashable, dict[str, float]]:
-    """Per call: ``total``/``self``/``cpu`` as interquartile means, ``median``/``p10``/``p90`` of the inclusive time.
+    """Per call: ``total``/``self``/``cpu`` as interquartile means, ``median``/``p10``/``p90`` of the inclusive
+    time, and ``runs``, the number of repeats it ran in.
 
-    The means are taken over the same central repeats (``central_repeats`` of the root's time) for every
-    call, a call absent from a repeat counting 0, so self times add up exactly to the root's total. The
-    quantiles are per call over all repeats where it ran.
+    The means are weighted means over the same central repeats (``repeat_weights``) for every call, a call
+    absent from a repeat counting 0, so self times add up exactly to the root's total: a call that ran in
+    only some repeats gets its average per forward. The quantiles are per call over all repeats where it ran.
     """
-    keep = central_repeats([r.get(root, (0.0, 0.0, 0.0))[0] for r in repeats])
+    weights = repeat_weights(repeats, root)
     keys: dict[Hashable, None] = {}
     for r in repeats:
         keys.update(dict.fromkeys(r))
     out: dict[Hashable, dict[str, float]] = {}
     for key in keys:
-        kept = [repeats[i].get(key, (0.0, 0.0, 0.0)) for i in keep]
+        kept = [(w, repeats[i].get(key, (0.0, 0.0, 0.0))) for i, w in weights.items()]
         every = [r[key][0] for r in repeats if key in r]
-        out[key] = {"total": sum(k[0] for k in kept) / len(kept), "self": sum(k[1] for k in kept) / len(kept),
-                    "cpu": sum(k[2] for k in kept) / len(kept), "median": quantile(every, 0.5),
-                    "p10": quantile(every, 0.1), "p90": quantile(every, 0.9)}
+        out[key] = {"total": sum(w * k[0] for w, k in kept), "self": sum(w * k[1] for w, k in kept),
+                    "cpu": sum(w * k[2] for w, k in kept), "median": quantile(every, 0.5),
+                    "p10": quantile(every, 0.1), "p90": quantile(every, 0.9), "runs": len(every)}
     return out
-
-

@@ -13,7 +13,7 @@ older scripts use. A field whose value is ``None`` is absent from the mapping vi
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, MutableMapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from typing_extensions import Self
@@ -47,6 +47,7 @@ NOTE_CODES = (
     "inside-compiled-region",  # inside such a region: not timed separately
     "cuda-graph-launches",     # ``count`` CUDA-graph replays, attributed to this call as one region
     "not-timed",               # seen by the shape pass, not called in the timed runs
+    "ran-in-some-timed-runs",  # called in ``count`` of the ``of`` timed runs: its means are per forward, 0 where absent
     "untraced-calls",          # ``count`` calls inside it ran in the timed runs only: their time is in its self time
     "moved-in-timed-runs",     # the timed runs called it under another parent than the traced forward did
     "recomputation-stopped",   # rerun in backward by torch.utils.checkpoint and stopped by it on purpose
@@ -168,8 +169,10 @@ class TimingSummary(_MetricMapping):
 
 @dataclass(frozen=True)
 class Note:
-    """A remark on one call, as a code (``NOTE_CODES``) with the number it needs; renderers word it."""
+    """A remark on one call, as a code (``NOTE_CODES``) with the numbers it needs (``count``, and ``of`` for a
+    count out of a total); renderers word it."""
 
     code: str
     count: int | None = None
     text: str | None = None
+    of: int | None = field(default=None, metadata={"omit": True})  # left out of the JSON when None

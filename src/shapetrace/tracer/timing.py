@@ -20,7 +20,9 @@ self time, never lost. Per-call *medians* cannot keep that property (a stall hit
 repeat, so the sum of medians falls short of the median of sums — by 4x on a busy 2-CPU machine), so
 ``total_ms``, ``self_ms`` and ``cpu_ms`` are *interquartile means*: means over the repeats whose root time
 lies in the middle half (``central_repeats``), the same repeats for every call. Like a median they ignore
-the fastest and slowest quarter; unlike per-call medians they add up exactly. ``median_ms``, ``p10_ms`` and
+the fastest and slowest quarter; unlike per-call medians they add up exactly. A forward that does not run the
+same calls every time has its repeats trimmed per group of alike repeats (``intervals.repeat_weights``); a call
+that ran in only some of them gets its mean per forward and the note ``ran-in-some-timed-runs``. ``median_ms``, ``p10_ms`` and
 ``p90_ms`` are per-call quantiles of the inclusive time over all repeats.
 
 Devices
@@ -67,7 +69,7 @@ import torch.profiler  # looked up at each use (torch.profiler.profile), so a te
 from torch import nn
 from torch.autograd import DeviceType
 
-from .api import TraceFailed, copy_for_lazy_layers
+from .api import TraceFailed, copy_for_lazy_layers, traceable
 from .capture import Tracer, UnsupportedModel, uninitialized_lazy
 from .engine import Engine, ModuleIndex
 from .guard import ModelGuard
@@ -137,8 +139,16 @@ _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.flo
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """``"bf16"``, ``"fp16"``, ``"fp32"`` (or a ``torch.dtype``) -> ``torch.dtype``; ``None`` stays ``None``."""
-    if dtype is None or isinstance(dtype, torch.dtype):
+    """``"bf16"``, ``"fp16"``, ``"fp32"`` (or a floating-point ``torch.dtype``) -> ``torch.dtype``; ``None``
+    stays ``None``. Anything else is a ``ProfileUsageError``: the dtype casts parameters, which only a
+    floating-point dtype can hold (``torch.int8`` would fail inside torch, which cannot give an integer
+    tensor ``requires_grad``)."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, torch.dtype):
+        if not dtype.is_floating_point:
+            raise ProfileUsageError(f"dtype {dtype} is not a floating-point dtype: profile() casts the model's "
+                                    "floating parameters and inputs to it; use bf16, fp16 or fp32")
         return dtype
     try:
         return _DTYPES[str(dtype).lower()]
@@ -364,25 +374,64 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
 
     ``device`` defaults to CUDA when available, else CPU (the model is not moved: copies of its parameters
     are swapped in for the duration); ``"meta"`` gives FLOPs and memory from shapes alone, without timing.
-    ``dtype`` (``"bf16"``, ``"fp16"``, ``"fp32"`` or a ``torch.dtype``) casts floating parameters, buffers
-    and inputs the same way. ``warmup`` untimed and ``repeat`` timed iterations each run the plain and the
+    ``dtype`` (``"bf16"``, ``"fp16"``, ``"fp32"`` or a floating-point ``torch.dtype``) casts floating
+    parameters, buffers and inputs the same way. ``warmup`` untimed and ``repeat`` timed iterations each run the plain and the
     instrumented forward. ``flops`` fills ``Call.flops`` (inclusive), ``memory`` fills ``Call.memory``.
     ``progress(done, total)`` is called after each iteration. ``grad`` and ``train`` are the ``Tracer``
     options. ``gpu_timer="events"`` skips ``torch.profiler`` on CUDA and uses CUDA events in the hooks (GPU
     spans, idle included), which ``"auto"`` falls back to when CUPTI is missing. Forward keyword arguments
     that clash with these names go in ``forward_kwargs``.
 
+    As with ``trace()``, a model wrapped by ``torch.compile`` or ``DataParallel`` is unwrapped and its inner
+    module profiled (``trace.meta["unwrapped"]`` names the wrappers), and anything that cannot be traced (a
+    function, a TorchScript module) raises ``UnsupportedModel`` saying what to pass instead.
+
     Raises ``TraceFailed`` (with the partial trace) when the forward fails and ``ProfileUsageError`` for
     impossible options. See the module docstring for the method; results are in ``trace.timing`` and each
     ``Call.timing`` / ``Call.flops`` / ``Call.memory``.
     """
+    model, wrappers = traceable(model)
+    try:
+        # ~2 * (warmup + repeat) + 1 forwards: in train mode each Dropout draws from the global generator, which
+        # is put back as found (like the model), so code after a profile draws the numbers it would have drawn
+        with torch.random.fork_rng(devices=_rng_devices(resolve_device(device))):
+            result = _profile_module(model, inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
+                                     flops=flops, memory=memory, progress=progress, grad=grad, train=train,
+                                     gpu_timer=gpu_timer, kwargs={**kwargs, **(forward_kwargs or {})})
+    except TraceFailed as failed:  # a profile's partial trace says it is one, so renderers can say why it has no times
+        _mark_profiled(failed.trace, wrappers)
+        raise
+    _mark_profiled(result, wrappers)
+    return result
+
+
+def _rng_devices(dev: torch.device) -> list[int]:
+    """The CUDA devices whose random state a profile on ``dev`` saves and restores (none off CUDA; the CPU
+    generator always)."""
+    if dev.type != "cuda":
+        return []
+    return [dev.index if dev.index is not None else torch.cuda.current_device()]
+
+
+def _mark_profiled(trace: Trace, wrappers: list[str]) -> None:
+    """``meta["profiled"]`` on every trace ``profile()`` returns or raises with (its ``failure``, ``device``
+    and ``failed_in_timed_run`` say why one has no timings), and the wrappers it took off."""
+    trace.meta["profiled"] = True
+    if wrappers:
+        trace.meta["unwrapped"] = wrappers
+
+
+def _profile_module(model: nn.Module, inputs: tuple, *, device: str | torch.device | None, warmup: int,  # noqa: PLR0913 - profile()'s options
+                    repeat: int, dtype: str | torch.dtype | None, flops: bool, memory: bool,
+                    progress: Callable[[int, int], None] | None, grad: bool, train: bool | None, gpu_timer: str,
+                    kwargs: dict) -> Trace:
+    """``profile()`` of a module that hooks can trace (unwrapped, checked)."""
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
     if gpu_timer not in ("auto", "events"):
         raise ProfileUsageError(f"gpu_timer must be 'auto' or 'events', not {gpu_timer!r}")
     if repeat < 1 or warmup < 0:
         raise ProfileUsageError("repeat must be at least 1 and warmup at least 0")
-    kwargs = {**kwargs, **(forward_kwargs or {})}
     index = ModuleIndex(model)
     lazy = uninitialized_lazy(index)
     if lazy:  # as trace() does: a copy is profiled, which its first forward initializes; the model stays lazy
@@ -394,8 +443,9 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
         model = copy_for_lazy_layers(model, lazy)
         with torch.no_grad():  # made here, where the inputs are, before any copy is cast or moved
             model(*place_inputs(tuple(inputs), model_device(model)), **place_inputs(kwargs, model_device(model)))
-        result = profile(model, *inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype, flops=flops,
-                         memory=memory, progress=progress, grad=grad, train=train, gpu_timer=gpu_timer, **kwargs)
+        result = _profile_module(model, inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
+                                 flops=flops, memory=memory, progress=progress, grad=grad, train=train,
+                                 gpu_timer=gpu_timer, kwargs=kwargs)
         result.meta["lazy_traced_on_copy"] = lazy
         return result
     args = place_inputs(tuple(inputs), dev, dt)
@@ -431,7 +481,6 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
             _fill_memory(trace, called, peak_probe)
     # The merge: every probe's results into the shape pass's calls.
     _fill_timing(trace, run, kind)
-    trace.meta["profiled"] = True
     if not run.repeats:  # device 'meta': FLOPs and memory from shapes, no timing
         return trace
     _notes(trace, regions, run, kind)
@@ -530,11 +579,17 @@ def _fill_timing(trace: Trace, run: _Run, kind: str) -> None:
         return
     root = next((c.id for c in trace.calls if c.parent is None), 0)
     stats = summarise(run.repeats, root)
+    timed_runs = len(run.repeats)
     for call in trace.calls:
         s = stats.get(call.id)
         if s is not None:
             call.timing = CallTiming(total_ms=_r(s["total"]), self_ms=_r(s["self"]), median_ms=_r(s["median"]),
                                      p10_ms=_r(s["p10"]), p90_ms=_r(s["p90"]), cpu_ms=_r(s["cpu"]), kind=kind)
+            if s["runs"] < timed_runs:  # its means are per forward, counting 0 where it did not run
+                call.notes.append(Note("ran-in-some-timed-runs", count=int(s["runs"]), of=timed_runs))
+    partly = sum(1 for c in trace.calls if any(n.code == "ran-in-some-timed-runs" for n in c.notes))
+    if partly:
+        trace.meta["calls_in_some_timed_runs"] = partly
 
 
 def _fill_memory(trace: Trace, called: list[nn.Module], peak_probe: PeakMemoryProbe | None) -> None:
@@ -559,16 +614,14 @@ def _fill_memory(trace: Trace, called: list[nn.Module], peak_probe: PeakMemoryPr
 
 
 def _failed_in_timed_run(trace: Trace, failed: _TimedRunFailed, call_of: dict) -> Trace:
-    """The shape pass's trace, marked with where a timed run failed: the call (and its callers) when an
-    instrumented forward saw it, and ``meta["failed_in_timed_run"]`` (which run, of how many)."""
+    """The shape pass's trace with where a timed run failed: ``trace.failure`` names the innermost call it left
+    (when an instrumented forward saw it) and the exception, ``meta["failed_in_timed_run"]`` which run of how
+    many. The calls stay as the shape pass saw them, every one returned (no ``Call.error``): the trace
+    describes that forward, and the failure says which later forward failed where."""
     error = failed.__cause__
-    said = f"{type(error).__name__}: {error}" if error is not None else "failed"
     cid = call_of.get(failed.key) if failed.key is not None else None
     trace.failure = Failure(cid, type(error).__name__, str(error) if error is not None else "")
     trace.meta["failed_in_timed_run"] = {"run": failed.run, "of": failed.of}
-    while cid is not None:
-        trace.calls[cid].error = said
-        cid = trace.calls[cid].parent
     return trace
 
 
