@@ -300,3 +300,46 @@ def test_an_async_forward_is_refused_with_advice_that_fits_it():
         warnings.simplefilter("error")  # no "coroutine was never awaited" left behind
         with pytest.raises(UnsupportedModel, match="forward is async.*plain def"):
             shapetrace.trace(Async(), torch.randn(1, 2))
+
+
+class _Inner(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.lin(x))
+
+
+def _with_torchscript_inside(make: str) -> nn.Sequential:
+    """A Python model whose first layer is TorchScript, from ``torch.jit.script`` or ``torch.jit.trace``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated
+        inner = torch.jit.script(_Inner()) if make == "script" else torch.jit.trace(_Inner(), torch.randn(2, 4))
+    return nn.Sequential(inner, nn.Linear(4, 2))
+
+
+def _modules_torch_calls(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """The names of the modules whose forward hooks torch runs in one forward, in call order."""
+    called: list[str] = []
+    handles = [m.register_forward_pre_hook(lambda *_, name=name: called.append(name))
+               for name, m in model.named_modules()]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return called
+
+
+
+@pytest.mark.parametrize("options", [{}, {"ops": True}, {"lines": True}], ids=["plain", "ops", "lines"])
+def test_a_jit_traced_submodule_is_one_call_inside_a_python_model_as_torch_hooks_see_it(options):
+    model = _with_torchscript_inside("trace")
+    x = torch.randn(2, 4)
+    expected = _modules_torch_calls(model, x)
+    trace = shapetrace.trace(model, x, **options)
+    assert [c.module for c in trace.calls] == expected == ["", "0", "1"]
+    assert [c.outputs.shape for c in trace.calls] == [(2, 2), (2, 4), (2, 2)]
+    assert trace.calls[1].cls == "TopLevelTracedModule" and not trace.failed
+
