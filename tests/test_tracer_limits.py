@@ -332,7 +332,6 @@ def _modules_torch_calls(model: nn.Module, x: torch.Tensor) -> list[str]:
     return called
 
 
-
 @pytest.mark.parametrize("options", [{}, {"ops": True}, {"lines": True}], ids=["plain", "ops", "lines"])
 def test_a_jit_traced_submodule_is_one_call_inside_a_python_model_as_torch_hooks_see_it(options):
     model = _with_torchscript_inside("trace")
@@ -342,4 +341,14 @@ def test_a_jit_traced_submodule_is_one_call_inside_a_python_model_as_torch_hooks
     assert [c.module for c in trace.calls] == expected == ["", "0", "1"]
     assert [c.outputs.shape for c in trace.calls] == [(2, 2), (2, 4), (2, 2)]
     assert trace.calls[1].cls == "TopLevelTracedModule" and not trace.failed
+
+
+@pytest.mark.parametrize("make", ["script", "trace"])
+def test_parameters_inside_a_torchscript_submodule_are_counted_as_torch_counts_them(make):
+    model = _with_torchscript_inside(make)
+    trace = shapetrace.trace(model, torch.randn(2, 4))
+    assert trace.model.params == sum(p.numel() for p in model.parameters()) == 30
+    assert trace.model.modules == len(list(model.named_modules())) == 4
+    assert trace.calls[1].params == sum(p.numel() for p in model[0].parameters()) == 20
+    assert [u.module for u in trace.uncalled] == ["0.lin"]  # it runs as compiled code, where no hook runs
 

@@ -126,6 +126,8 @@ class ModuleIndex:
             else:
                 names[slot].append(name)
             children = attrs.get("_modules")
+            if children is None:  # not in the instance's __dict__: a torch.jit.trace module holds its children
+                children = _children_behind_getattr(m)  # in the TorchScript module behind its __getattr__
             if children:
                 prefix = name + "." if name else ""
                 inner = (*path, id(m))
@@ -164,6 +166,16 @@ class ModuleIndex:
         out.unusual = list(self.unusual)
         out.excluded = drop
         return out
+
+
+def _children_behind_getattr(module: nn.Module) -> dict[str, nn.Module | None] | None:
+    """A copy of ``module._modules`` read through the class's ``__getattr__`` (a ``torch.jit.trace`` module
+    forwards it to the compiled module it wraps), or ``None`` where that read fails (a module whose ``__init__``
+    skipped Module's)."""
+    try:
+        return dict(module._modules.items())
+    except Exception:  # noqa: BLE001 - no readable registry: indexed as a module without children
+        return None
 
 
 class CallSkeleton:
