@@ -332,6 +332,16 @@ def _modules_torch_calls(model: nn.Module, x: torch.Tensor) -> list[str]:
     return called
 
 
+def _state(model: nn.Module) -> list[tuple[str, int, torch.Tensor]]:
+    return [(name, id(t), t.detach().clone()) for name, t in model.state_dict(keep_vars=True).items()]
+
+
+def _same_state(model: nn.Module, before: list[tuple[str, int, torch.Tensor]]) -> bool:
+    now = model.state_dict(keep_vars=True)
+    return list(now) == [n for n, _, _ in before] and all(
+        id(now[n]) == i and now[n].device == t.device and torch.equal(now[n].detach(), t) for n, i, t in before)
+
+
 @pytest.mark.parametrize("options", [{}, {"ops": True}, {"lines": True}], ids=["plain", "ops", "lines"])
 def test_a_jit_traced_submodule_is_one_call_inside_a_python_model_as_torch_hooks_see_it(options):
     model = _with_torchscript_inside("trace")
@@ -352,3 +362,15 @@ def test_parameters_inside_a_torchscript_submodule_are_counted_as_torch_counts_t
     assert trace.calls[1].params == sum(p.numel() for p in model[0].parameters()) == 20
     assert [u.module for u in trace.uncalled] == ["0.lin"]  # it runs as compiled code, where no hook runs
 
+
+@pytest.mark.parametrize("make", ["script", "trace"])
+def test_a_torchscript_submodule_traces_on_meta_and_the_model_is_left_as_found(make):
+    model = _with_torchscript_inside(make)
+    x = torch.randn(2, 4)
+    before = _state(model)
+    expected = model(x)
+    trace = shapetrace.trace(model, x, device="meta")
+    assert [(c.module, c.outputs.shape) for c in trace.calls] == [("", (2, 2)), ("0", (2, 4)), ("1", (2, 2))]
+    assert trace.model.params == 30 and not trace.failed
+    assert _same_state(model, before)
+    assert torch.equal(model(x), expected)
