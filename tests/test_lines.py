@@ -260,6 +260,25 @@ def test_a_torchscript_submodule_says_it_has_no_source_and_the_parent_still_show
     assert "no source lines: it is TorchScript" in render(inner, "text")
 
 
+def test_a_jit_traced_submodule_says_it_has_no_source_and_its_parent_is_no_leaf(tmp_path):
+    (tmp_path / "jitted.py").write_text(
+        "import torch\nfrom torch import nn\n\n\n"
+        "def build():\n"
+        "    inner = nn.Sequential(nn.Linear(4, 4), nn.ReLU())\n"
+        "    return nn.Sequential(torch.jit.trace(inner, torch.randn(2, 4)), nn.Linear(4, 2))\n")
+    result = CliRunner().invoke(main, ["lines", f"{tmp_path / 'jitted.py'}:build", "--input", "2,4"])
+    assert result.exit_code == 0, result.output
+    assert "0 TopLevelTracedModule → (2,4)" in result.output and "1 Linear → (2,2)" in result.output
+    assert "leaf module" not in result.output
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = nn.Sequential(torch.jit.trace(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), torch.randn(2, 4)),
+                              nn.Linear(4, 2))
+    tr = trace(model, torch.randn(2, 4), lines=True)
+    assert build_view(tr).note is None
+    assert "no source lines: it is TorchScript" in render(build_view(tr, "0"), "text")
+
+
 def test_an_unknown_module_name_offers_the_closest_names(tabular_view):
     tr, _ = tabular_view
     with pytest.raises(LinesError, match="Did you mean 'embeds"):

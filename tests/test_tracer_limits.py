@@ -300,3 +300,77 @@ def test_an_async_forward_is_refused_with_advice_that_fits_it():
         warnings.simplefilter("error")  # no "coroutine was never awaited" left behind
         with pytest.raises(UnsupportedModel, match="forward is async.*plain def"):
             shapetrace.trace(Async(), torch.randn(1, 2))
+
+
+class _Inner(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.lin(x))
+
+
+def _with_torchscript_inside(make: str) -> nn.Sequential:
+    """A Python model whose first layer is TorchScript, from ``torch.jit.script`` or ``torch.jit.trace``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated
+        inner = torch.jit.script(_Inner()) if make == "script" else torch.jit.trace(_Inner(), torch.randn(2, 4))
+    return nn.Sequential(inner, nn.Linear(4, 2))
+
+
+def _modules_torch_calls(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """The names of the modules whose forward hooks torch runs in one forward, in call order."""
+    called: list[str] = []
+    handles = [m.register_forward_pre_hook(lambda *_, name=name: called.append(name))
+               for name, m in model.named_modules()]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return called
+
+
+def _state(model: nn.Module) -> list[tuple[str, int, torch.Tensor]]:
+    return [(name, id(t), t.detach().clone()) for name, t in model.state_dict(keep_vars=True).items()]
+
+
+def _same_state(model: nn.Module, before: list[tuple[str, int, torch.Tensor]]) -> bool:
+    now = model.state_dict(keep_vars=True)
+    return list(now) == [n for n, _, _ in before] and all(
+        id(now[n]) == i and now[n].device == t.device and torch.equal(now[n].detach(), t) for n, i, t in before)
+
+
+@pytest.mark.parametrize("options", [{}, {"ops": True}, {"lines": True}], ids=["plain", "ops", "lines"])
+def test_a_jit_traced_submodule_is_one_call_inside_a_python_model_as_torch_hooks_see_it(options):
+    model = _with_torchscript_inside("trace")
+    x = torch.randn(2, 4)
+    expected = _modules_torch_calls(model, x)
+    trace = shapetrace.trace(model, x, **options)
+    assert [c.module for c in trace.calls] == expected == ["", "0", "1"]
+    assert [c.outputs.shape for c in trace.calls] == [(2, 2), (2, 4), (2, 2)]
+    assert trace.calls[1].cls == "TopLevelTracedModule" and not trace.failed
+
+
+@pytest.mark.parametrize("make", ["script", "trace"])
+def test_parameters_inside_a_torchscript_submodule_are_counted_as_torch_counts_them(make):
+    model = _with_torchscript_inside(make)
+    trace = shapetrace.trace(model, torch.randn(2, 4))
+    assert trace.model.params == sum(p.numel() for p in model.parameters()) == 30
+    assert trace.model.modules == len(list(model.named_modules())) == 4
+    assert trace.calls[1].params == sum(p.numel() for p in model[0].parameters()) == 20
+    assert [u.module for u in trace.uncalled] == ["0.lin"]  # it runs as compiled code, where no hook runs
+
+
+@pytest.mark.parametrize("make", ["script", "trace"])
+def test_a_torchscript_submodule_traces_on_meta_and_the_model_is_left_as_found(make):
+    model = _with_torchscript_inside(make)
+    x = torch.randn(2, 4)
+    before = _state(model)
+    expected = model(x)
+    trace = shapetrace.trace(model, x, device="meta")
+    assert [(c.module, c.outputs.shape) for c in trace.calls] == [("", (2, 2)), ("0", (2, 4)), ("1", (2, 2))]
+    assert trace.model.params == 30 and not trace.failed
+    assert _same_state(model, before)
+    assert torch.equal(model(x), expected)

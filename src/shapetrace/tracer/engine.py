@@ -126,6 +126,8 @@ class ModuleIndex:
             else:
                 names[slot].append(name)
             children = attrs.get("_modules")
+            if children is None:  # not in the instance's __dict__: a torch.jit.trace module holds its children
+                children = _children_behind_getattr(m)  # in the TorchScript module behind its __getattr__
             if children:
                 prefix = name + "." if name else ""
                 inner = (*path, id(m))
@@ -164,6 +166,16 @@ class ModuleIndex:
         out.unusual = list(self.unusual)
         out.excluded = drop
         return out
+
+
+def _children_behind_getattr(module: nn.Module) -> dict[str, nn.Module | None] | None:
+    """A copy of ``module._modules`` read through the class's ``__getattr__`` (a ``torch.jit.trace`` module
+    forwards it to the compiled module it wraps), or ``None`` where that read fails (a module whose ``__init__``
+    skipped Module's)."""
+    try:
+        return dict(module._modules.items())
+    except Exception:  # noqa: BLE001 - no readable registry: indexed as a module without children
+        return None
 
 
 class CallSkeleton:
@@ -288,6 +300,16 @@ def _forward_ref(forward: Any) -> Callable[[], Any]:
         return lambda: forward
 
 
+def _class_forward(cls: type) -> Any:
+    """``cls.forward`` as read from the class, or ``None`` where reading it raises: TorchScript's
+    ``torch.jit.trace`` module keeps a descriptor there that reads the compiled forward of an instance and raises
+    when read from the class. Never raises, as a pre-hook must not break the user's forward."""
+    try:
+        return cls.forward
+    except Exception:  # noqa: BLE001 - a descriptor that raises: the forward is not readable from the class
+        return None
+
+
 def keyword_free_at(module: nn.Module) -> int:
     """How many positional arguments leave no room for a keyword argument in a call of ``module``.
 
@@ -303,7 +325,7 @@ def keyword_free_at(module: nn.Module) -> int:
     if "forward" in module.__dict__:
         return _ALWAYS  # set on this instance: rare, and not what the class says
     cls = type(module)
-    forward = getattr(cls, "forward", None)
+    forward = _class_forward(cls)
     known = _POSITIONAL.get(cls)
     if known is None or known[0]() is not forward:
         # The attribute as stored: a staticmethod's function has no ``self`` to skip.
@@ -577,12 +599,12 @@ class Engine:
             if free_at is None:  # the slot's first call: keyword_free_at(), through this pass's cache by class
                 cls = type(module)
                 known = self._free_at_by_class.get(cls)
-                if known is not None and known[0] is cls.forward and "forward" not in module.__dict__:
+                if known is not None and known[0] is _class_forward(cls) and "forward" not in module.__dict__:
                     free_at = known[1]
                 else:  # the process-wide cache (weak: a pure-Python mapping, read once per class and pass)
                     free_at = keyword_free_at(module)
                     if "forward" not in module.__dict__:
-                        self._free_at_by_class[cls] = (cls.forward, free_at)
+                        self._free_at_by_class[cls] = (_class_forward(cls), free_at)
                 self._keyword_free_at[slot] = free_at
             if len(args) >= free_at:
                 kwargs = NO_KWARGS  # the signature leaves no room for one

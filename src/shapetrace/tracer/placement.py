@@ -91,6 +91,15 @@ def _same_contents(now: list | dict, before: list | dict) -> bool:
     return all(a is b for a, b in zip(now, before))
 
 
+def _registered_names(attrs: dict[str, Any]) -> set[str]:
+    """The names in the parameter, buffer and module registries of a module's ``__dict__``. Read through
+    ``keys()``: a TorchScript module's registries are mappings whose iteration asks for items by position."""
+    names: set[str] = set()
+    for registry in ("_parameters", "_buffers", "_modules"):
+        names.update((attrs.get(registry) or {}).keys())
+    return names
+
+
 @contextlib.contextmanager
 def _attributes_kept(model: nn.Module) -> Iterator[None]:
     """Put back the plain attributes a forward sets on its modules (not parameters or buffers), and the contents
@@ -111,8 +120,7 @@ def _attributes_kept(model: nn.Module) -> Iterator[None]:
     finally:
         for m, attrs, contents in saved:
             live = vars(m)
-            registered = {k for r in ("_parameters", "_buffers", "_modules") for k in (live.get(r) or ())}
-            put_back_attributes(live, attrs, keep=registered)
+            put_back_attributes(live, attrs, keep=_registered_names(live))
             for v, items in contents:
                 if not _same_contents(v, items):
                     if isinstance(v, dict):
