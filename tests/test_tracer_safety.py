@@ -273,3 +273,40 @@ def test_a_trace_on_meta_inside_parametrize_cached_leaves_the_cached_weight_real
         shapetrace.trace(model, x, device="meta")
         assert model[0].weight.device.type == "cpu"  # torch's cache holds no weight made from the meta copies
         assert torch.allclose(model(x), expected)
+
+
+def _break_restoring_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make one of the guard's restoring steps fail, as a bug in shapetrace's teardown would."""
+    from shapetrace.tracer.guard import ModelGuard
+
+    def broken(self: ModelGuard) -> None:
+        raise RuntimeError("simulated failure while putting buffers back")
+
+    monkeypatch.setattr(ModelGuard, "_put_back_buffer_values", broken)
+
+
+def test_a_failure_of_shapetraces_own_teardown_after_the_forward_returned_is_not_blamed_on_the_forward(monkeypatch):
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).train()
+    _break_restoring_buffers(monkeypatch)
+    with pytest.raises(shapetrace.TeardownFailed, match="putting the model's state back.*simulated failure") as caught:
+        shapetrace.trace(model, torch.randn(2, 4))
+    assert not isinstance(caught.value, shapetrace.TraceFailed)
+    assert caught.value.trace is not None and caught.value.trace.failure is None  # the forward's own record
+    assert model.training and model[1].training  # the steps after the broken one still ran
+
+
+def test_a_failure_of_shapetraces_own_teardown_is_not_hidden_by_strict_false(monkeypatch):
+    _break_restoring_buffers(monkeypatch)
+    with pytest.raises(shapetrace.TeardownFailed):
+        shapetrace.trace(nn.Linear(4, 3), torch.randn(2, 4), strict=False)
+
+
+def test_the_cli_reports_a_teardown_failure_with_exit_status_1_instead_of_printing_the_table(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+    _break_restoring_buffers(monkeypatch)
+    result = CliRunner().invoke(main, ["trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg",
+                                       "out_features=3", "-i", "2,4"])
+    assert result.exit_code == 1, result.output
+    assert "simulated failure" in result.output and "(2, 3)" not in result.output  # no table of a trace gone wrong

@@ -22,6 +22,7 @@ __all__ = [
     "Op",
     "ShapetraceWarning",
     "Struct",
+    "TeardownFailed",
     "TensorMeta",
     "Trace",
     "TraceFailed",
@@ -36,7 +37,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .tracer.api import TraceFailed, trace
-    from .tracer.capture import Tracer, UnsupportedModel
+    from .tracer.capture import TeardownFailed, Tracer, UnsupportedModel
     from .tracer.timing import profile
 
 
@@ -46,7 +47,7 @@ def __getattr__(name: str) -> Any:
         from .tracer import api  # noqa: PLC0415 - torch loads on first use
 
         return getattr(api, name)
-    if name == "Tracer" or name == "UnsupportedModel":
+    if name in ("Tracer", "UnsupportedModel", "TeardownFailed"):
         from .tracer import capture  # noqa: PLC0415 - torch loads on first use
 
         return getattr(capture, name)

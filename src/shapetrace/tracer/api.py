@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedBuffer
 
-from .capture import LazyLayers, Tracer, UnsupportedModel, check_traceable, unwrap
+from .capture import LazyLayers, TeardownFailed, Tracer, UnsupportedModel, check_traceable, unwrap
 from .placement import model_device, place_inputs
 from .records import Trace, labelled_tensors
 
@@ -142,8 +142,8 @@ def _trace_once(model: nn.Module, args: tuple, kwargs: dict, strict: bool, optio
         finally:
             tracer.release()  # for an interrupt between the forward's return and the Tracer's __exit__
     except Exception as e:
-        if tracer.trace is None:  # the Tracer could not even start, or could not build the trace
-            raise
+        if tracer.trace is None or isinstance(e, TeardownFailed):  # the Tracer could not start, build the trace
+            raise  # or put the model back: shapetrace's failure, never the forward's (nor hidden by strict=False)
         if strict:
             raise TraceFailed(tracer.trace, e) from e
         return tracer.trace

@@ -41,13 +41,23 @@ from .records import Trace, Uncalled
 from .shape_only import ShapeOnlyMode
 from .user_warnings import warn_user
 
-__all__ = ["LazyLayers", "TraceNotBuilt", "Tracer", "UnsupportedModel", "check_traceable", "refuse_lazy",
+__all__ = ["LazyLayers", "TeardownFailed", "TraceNotBuilt", "Tracer", "UnsupportedModel", "check_traceable", "refuse_lazy",
            "uninitialized_lazy", "unwrap"]
 
 
 class TraceNotBuilt(RuntimeError):
     """The forward ran (or failed) and the model was restored, but shapetrace could not build its trace: a
     bug in shapetrace, whose message says what to report."""
+
+
+class TeardownFailed(RuntimeError):
+    """The traced block ran through, but a step of shapetrace's teardown (removing its hooks, putting the
+    model's state back) raised: a bug in shapetrace, not the forward's failure. Every other step still ran;
+    ``trace`` holds the trace of the forward."""
+
+    def __init__(self, message: str, trace: Trace | None) -> None:
+        super().__init__(message)
+        self.trace = trace
 
 
 def _wrapped(model: nn.Module) -> tuple[str, nn.Module] | None:
@@ -246,14 +256,31 @@ class Tracer:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> bool:
         try:
-            self._exit.__exit__(exc_type, exc, tb)
-        finally:
-            self._active = False
             try:
-                self.release()  # what an interrupt in the teardown above left undone
+                self._exit.__exit__(exc_type, exc, tb)
+            except Exception as e:
+                raise self._teardown_failed(e, exc) from e
             finally:
-                self._build(exc)
+                self._active = False
+                try:
+                    self.release()  # what an interrupt in the teardown above left undone
+                finally:
+                    self._build(exc)
+        except TeardownFailed as failed:
+            failed.trace = self.trace  # built by now, from what the forward did
+            raise
         return False
+
+    def _teardown_failed(self, error: Exception, block_error: BaseException | None = None) -> TeardownFailed:
+        """The ``TeardownFailed`` for ``error``, raised by a step of the teardown (after the block raised
+        ``block_error``, if given)."""
+        after = (f"after the forward raised {type(block_error).__name__}" if block_error is not None
+                 else "after the traced block")
+        return TeardownFailed(
+            f"shapetrace failed while removing its hooks or putting the model's state back {after} "
+            f"({type(error).__name__}: {error}); every other step of the teardown ran. This is a bug in "
+            "shapetrace: please report it with the model's code (the traceback above shows where), and check the "
+            "model (its training flags, buffers and attributes) before using it further", self.trace)
 
     def release(self) -> None:
         """Undo whatever of this trace is still in place: the engine's hooks and recursion limit, a function
@@ -270,7 +297,10 @@ class Tracer:
         if guard is not None:
             steps.append(functools.partial(guard.__exit__, None, None, None))
         steps.append(self._resume_gc)
-        run_all_then_raise(steps)
+        try:
+            run_all_then_raise(steps)
+        except Exception as e:  # a step of shapetrace's own teardown: its failure, never the forward's
+            raise self._teardown_failed(e) from e
 
     def _resume_gc(self) -> None:
         if self._gc_paused:
