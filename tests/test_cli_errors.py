@@ -517,7 +517,20 @@ def test_render_heat_time_of_a_trace_without_times_is_a_usage_error(tmp_path):
     assert invoke("trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "-i", "1,4",
                   "-o", str(saved)).exit_code == 0
     r = invoke("render", str(saved), "--heat", "time", "-o", str(out))
-    assert r.exit_code == 2 and "this trace has no times" in r.output and not out.exists()
+    assert r.exit_code == 2 and "this trace has no timings" in r.output and not out.exists()
+    assert "records shapes only" in r.output and "--heat activations" in r.output
+
+
+def test_render_heat_time_of_a_meta_device_profile_says_the_meta_device_is_never_timed(tmp_path):
+    import torch  # the profile is made here, rendered by the CLI
+
+    import shapetrace
+
+    saved, out = tmp_path / "meta.json", tmp_path / "meta.svg"
+    saved.write_text(shapetrace.profile(torch.nn.Linear(4, 2), torch.randn(1, 4), device="meta").to_json())
+    r = invoke("render", str(saved), "--heat", "time", "-o", str(out))
+    assert r.exit_code == 2 and "it ran on device 'meta'" in r.output and not out.exists()
+    assert "render a profile saved with" not in r.output
 
 
 def test_a_model_file_that_does_not_parse_names_its_own_line(tmp_path):

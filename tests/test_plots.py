@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,48 @@ def test_a_chart_with_only_1d_tensors_says_what_it_needs():
     svg = plots.shape_flow(flat, format="svg")
     assert "no tensor outputs" not in svg
     assert "2 or more dimensions" in svg
+
+
+class _FailsOnItsSecondRun(nn.Module):
+    """Runs through once (the profile's traced forward), then raises: the first timed run fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.runs = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.runs += 1
+        if self.runs == 2:
+            raise RuntimeError("second pass fails")
+        return self.lin(x)
+
+
+def test_a_timing_plot_of_a_meta_profile_says_the_meta_device_is_never_timed():
+    trace = shapetrace.profile(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), torch.randn(2, 4), device="meta")
+    with pytest.raises(ValueError, match="device 'meta'") as err:
+        plots.render_plot(trace, "bars")
+    assert "device='cpu'" in str(err.value) and "make it with shapetrace.profile()" not in str(err.value)
+
+
+def test_a_timing_plot_of_a_profile_that_failed_in_a_timed_run_says_where_and_why():
+    with pytest.raises(shapetrace.TraceFailed) as failed:
+        shapetrace.profile(_FailsOnItsSecondRun(), torch.randn(2, 4), warmup=1, repeat=2)
+    with pytest.raises(ValueError) as err:
+        plots.render_plot(shapetrace.load(failed.value.trace.to_json()), "flops")
+    message = str(err.value)
+    assert re.search(r"failed in timed run \d+ of \d+ of the profile \(RuntimeError: second pass fails\)", message)
+    assert "fix the forward" in message and "make it with shapetrace.profile()" not in message
+
+
+def test_a_timing_plot_of_a_failed_forward_names_the_failing_call():
+    with pytest.raises(shapetrace.TraceFailed) as failed:
+        shapetrace.profile(nn.Sequential(nn.Linear(4, 4), nn.Linear(5, 5)), torch.randn(2, 4))
+    with pytest.raises(ValueError, match=r"its forward failed in 1 \(Linear\) \(RuntimeError: mat1 and mat2"):
+        plots.render_plot(failed.value.trace, "bars")
+
+
+def test_a_timing_plot_of_a_plain_trace_says_it_records_shapes_only():
+    trace = shapetrace.trace(nn.Linear(3, 4), torch.randn(2, 3))
+    with pytest.raises(ValueError, match=r"made by shapetrace\.trace\(\), which records shapes only"):
+        plots.time_bars(trace)
