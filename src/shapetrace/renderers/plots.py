@@ -32,13 +32,14 @@ def _figure(**kwargs: object) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - matplotlib loads on first plot
     from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib loads on first plot
 
-    fig = Figure(**kwargs)
+    fig = Figure(dpi=_DPI, **kwargs)  # the dpi it is saved at: text measured while drawing is the text saved
     FigureCanvasAgg(fig)
     return fig
 
 __all__ = ["PLOTS", "flow_points", "no_timings_reason", "render_plot", "shape_flow", "time_bars", "time_vs_flops"]
 
 _SALT = "shapetrace"
+_DPI = 110
 _PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
             "#64B5CD"]
 
@@ -52,7 +53,7 @@ def _save(fig: Figure, format: str) -> str | bytes:
         raise ValueError(f"unknown plot format {format!r}; use svg or png")
     with matplotlib.rc_context({"svg.hashsalt": _SALT, "svg.fonttype": "path"}):
         meta = {"Date": None} if fmt == "svg" else {"Software": None}
-        fig.savefig(buf, format=fmt, metadata=meta, bbox_inches="tight", dpi=110)
+        fig.savefig(buf, format=fmt, metadata=meta, bbox_inches="tight", dpi=_DPI)
     data = buf.getvalue()
     return data.decode("utf-8") if fmt == "svg" else data
 
@@ -243,6 +244,7 @@ def _log_tick_labels(axis: object, lo: float, hi: float, text: Callable[[float],
 
 
 _LABEL_SAME_SPOT_PX = 4  # points closer than this (in pixels, both ways) share one label
+_LABEL_GAP_PX = 2  # the least room kept around a label (measured text and drawn glyphs differ by a pixel or so)
 # Where a point's label may go (offsets in points, and the side the text grows to): beside the point first,
 # then a line at a time further above or below it, tied to the point by a thin line.
 _LABEL_SPOTS = ([((3, 3), "left"), ((-3, 3), "right"), ((3, -9), "left"), ((-3, -9), "right")]
@@ -251,9 +253,9 @@ _LABEL_SPOTS = ([((3, 3), "left"), ((-3, 3), "right"), ((3, -9), "left"), ((-3, 
 
 def _label_points(fig: Figure, ax: object, calls: list[Call]) -> None:
     """Name ``calls`` beside their points: calls on the same spot in one label (``layer3.1.conv2,
-    layer2.1.conv2``), each label at the first of ``_LABEL_SPOTS`` where it covers no label placed before it."""
+    layer2.1.conv2``), each label at the first of ``_LABEL_SPOTS`` where it covers no text placed before it."""
     renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
-    placed: list[object] = []
+    placed = [t.get_window_extent(renderer).padded(_LABEL_GAP_PX) for t in ax.texts]  # type: ignore[attr-defined]
     for members in _same_spot_groups(ax, calls):
         first = members[0]
         point = (first.flops, first.timing["total_ms"])
@@ -263,14 +265,14 @@ def _label_points(fig: Figure, ax: object, calls: list[Call]) -> None:
         for k, (offset, side) in enumerate(_LABEL_SPOTS):
             note.set_position(offset)
             note.set_horizontalalignment(side)
-            if not any(note.get_window_extent(renderer).overlaps(other) for other in placed):
+            if not any(note.get_window_extent(renderer).padded(_LABEL_GAP_PX).overlaps(other) for other in placed):
                 break
         if k >= 4:  # away from its point: drawn again with a thin line to the point it names
             note.remove()
-            note = ax.annotate(names, point, fontsize=6, xytext=offset, textcoords="offset points",  # type: ignore[attr-defined]
-                               ha=side, arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "#999999",
-                                                    "shrinkA": 0, "shrinkB": 2})
-        placed.append(note.get_window_extent(renderer))
+            line = {"arrowstyle": "-", "lw": 0.4, "color": "#999999", "shrinkA": 0, "shrinkB": 2}
+            note = ax.annotate(names, point, fontsize=6, xytext=offset,  # type: ignore[attr-defined]
+                               textcoords="offset points", ha=side, arrowprops=line)
+        placed.append(note.get_window_extent(renderer).padded(_LABEL_GAP_PX))
 
 
 def _same_spot_groups(ax: object, calls: list[Call]) -> list[list[Call]]:
