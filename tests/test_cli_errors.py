@@ -394,6 +394,28 @@ def test_a_model_that_calls_sys_exit_is_an_error_that_says_so(tmp_path, where):
     assert "__main__" in result.output
 
 
+@pytest.mark.parametrize("command", ["trace", "profile"])
+@pytest.mark.parametrize("raised", ["GeneratorExit()", "Halt('stop here')"])
+def test_a_forward_raising_a_base_exception_is_an_error_that_says_what_to_raise_instead(tmp_path, command, raised):
+    path = tmp_path / "halts.py"
+    path.write_text(textwrap.dedent(f"""
+        from torch import nn
+
+        class Halt(BaseException):
+            pass
+
+        class Halts(nn.Module):
+            def forward(self, x):
+                raise {raised}
+    """))
+    quick = ["--repeat", "1", "--warmup", "0"] if command == "profile" else []
+    result = invoke(command, f"{path}:Halts", "-i", "1,4", *quick)
+    assert result.exit_code == 1 and no_traceback(result), result.output
+    name = raised.split("(")[0]
+    assert f"{name}" in result.output and "was raised in the model's code" in result.output
+    assert "raise an Exception (RuntimeError, ValueError, ...) there instead" in result.output
+
+
 def test_output_through_a_symbolic_link_writes_the_file_it_points_to_and_keeps_the_link(tmp_path):
     target, link = tmp_path / "table.txt", tmp_path / "link.txt"
     target.write_text("old")
