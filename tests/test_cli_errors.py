@@ -394,6 +394,28 @@ def test_a_model_that_calls_sys_exit_is_an_error_that_says_so(tmp_path, where):
     assert "__main__" in result.output
 
 
+@pytest.mark.parametrize("command", ["trace", "profile"])
+@pytest.mark.parametrize("raised", ["GeneratorExit()", "Halt('stop here')"])
+def test_a_forward_raising_a_base_exception_is_an_error_that_says_what_to_raise_instead(tmp_path, command, raised):
+    path = tmp_path / "halts.py"
+    path.write_text(textwrap.dedent(f"""
+        from torch import nn
+
+        class Halt(BaseException):
+            pass
+
+        class Halts(nn.Module):
+            def forward(self, x):
+                raise {raised}
+    """))
+    quick = ["--repeat", "1", "--warmup", "0"] if command == "profile" else []
+    result = invoke(command, f"{path}:Halts", "-i", "1,4", *quick)
+    assert result.exit_code == 1 and no_traceback(result), result.output
+    name = raised.split("(")[0]
+    assert f"{name}" in result.output and "was raised in the model's code" in result.output
+    assert "raise an Exception (RuntimeError, ValueError, ...) there instead" in result.output
+
+
 def test_output_through_a_symbolic_link_writes_the_file_it_points_to_and_keeps_the_link(tmp_path):
     target, link = tmp_path / "table.txt", tmp_path / "link.txt"
     target.write_text("old")
@@ -517,7 +539,20 @@ def test_render_heat_time_of_a_trace_without_times_is_a_usage_error(tmp_path):
     assert invoke("trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "-i", "1,4",
                   "-o", str(saved)).exit_code == 0
     r = invoke("render", str(saved), "--heat", "time", "-o", str(out))
-    assert r.exit_code == 2 and "this trace has no times" in r.output and not out.exists()
+    assert r.exit_code == 2 and "this trace has no timings" in r.output and not out.exists()
+    assert "records shapes only" in r.output and "--heat activations" in r.output
+
+
+def test_render_heat_time_of_a_meta_device_profile_says_the_meta_device_is_never_timed(tmp_path):
+    import torch  # the profile is made here, rendered by the CLI
+
+    import shapetrace
+
+    saved, out = tmp_path / "meta.json", tmp_path / "meta.svg"
+    saved.write_text(shapetrace.profile(torch.nn.Linear(4, 2), torch.randn(1, 4), device="meta").to_json())
+    r = invoke("render", str(saved), "--heat", "time", "-o", str(out))
+    assert r.exit_code == 2 and "it ran on device 'meta'" in r.output and not out.exists()
+    assert "render a profile saved with" not in r.output
 
 
 def test_a_model_file_that_does_not_parse_names_its_own_line(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,101 @@ def test_a_chart_with_only_1d_tensors_says_what_it_needs():
     svg = plots.shape_flow(flat, format="svg")
     assert "no tensor outputs" not in svg
     assert "2 or more dimensions" in svg
+
+
+class _FailsOnItsSecondRun(nn.Module):
+    """Runs through once (the profile's traced forward), then raises: the first timed run fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.runs = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.runs += 1
+        if self.runs == 2:
+            raise RuntimeError("second pass fails")
+        return self.lin(x)
+
+
+def test_a_timing_plot_of_a_meta_profile_says_the_meta_device_is_never_timed():
+    trace = shapetrace.profile(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), torch.randn(2, 4), device="meta")
+    with pytest.raises(ValueError, match="device 'meta'") as err:
+        plots.render_plot(trace, "bars")
+    assert "device='cpu'" in str(err.value) and "make it with shapetrace.profile()" not in str(err.value)
+
+
+def test_a_timing_plot_of_a_profile_that_failed_in_a_timed_run_says_where_and_why():
+    with pytest.raises(shapetrace.TraceFailed) as failed:
+        shapetrace.profile(_FailsOnItsSecondRun(), torch.randn(2, 4), warmup=1, repeat=2)
+    with pytest.raises(ValueError) as err:
+        plots.render_plot(shapetrace.load(failed.value.trace.to_json()), "flops")
+    message = str(err.value)
+    assert re.search(r"failed in timed run \d+ of \d+ of the profile \(RuntimeError: second pass fails\)", message)
+    assert "fix the forward" in message and "make it with shapetrace.profile()" not in message
+
+
+def test_a_timing_plot_of_a_failed_forward_names_the_failing_call():
+    with pytest.raises(shapetrace.TraceFailed) as failed:
+        shapetrace.profile(nn.Sequential(nn.Linear(4, 4), nn.Linear(5, 5)), torch.randn(2, 4))
+    with pytest.raises(ValueError, match=r"its forward failed in 1 \(Linear\) \(RuntimeError: mat1 and mat2"):
+        plots.render_plot(failed.value.trace, "bars")
+
+
+def test_a_timing_plot_of_a_plain_trace_says_it_records_shapes_only():
+    trace = shapetrace.trace(nn.Linear(3, 4), torch.randn(2, 3))
+    with pytest.raises(ValueError, match=r"made by shapetrace\.trace\(\), which records shapes only"):
+        plots.time_bars(trace)
+
+
+def _svg_texts(svg: str) -> list[str]:
+    """The texts of a matplotlib SVG (drawn as paths; each text's group starts with a comment holding it)."""
+    return re.findall(r"<!-- (.*?) -->", svg)
+
+
+def _profiled_with_equal_times(model: nn.Module, x: torch.Tensor) -> shapetrace.Trace:
+    """A profile of ``model`` whose leaf calls all took 2 ms: every leaf with equal FLOPs on one spot."""
+    trace = shapetrace.profile(model, x, warmup=0, repeat=1)
+    leaves = {c.id for c in trace.leaves()}
+    for c in trace.calls:
+        if c.id in leaves:
+            c.timing = {"total_ms": 2.0, "self_ms": 2.0}
+    return shapetrace.load(trace.to_json())
+
+
+def test_the_flops_plots_tick_labels_are_plain_numbers_thinned_to_1_2_5():
+    wide = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 64, 3), nn.Flatten(), nn.Linear(64 * 4 * 4, 2))
+    trace = shapetrace.profile(wide, torch.randn(1, 3, 8, 8), warmup=0, repeat=1)
+    texts = _svg_texts(plots.time_vs_flops(trace))
+    ticks = texts[:texts.index("FLOPs per call")]
+    assert ticks and not [t for t in ticks if "times" in t or "$" in t]  # no 2×10⁵ math text running together
+    assert all(re.fullmatch(r"[125]0*(k|M|G)?", t) for t in ticks), ticks
+
+
+def test_calls_drawn_on_the_same_spot_share_one_label_in_the_flops_plot():
+    from collections import OrderedDict
+
+    twins = nn.Sequential(OrderedDict(first=nn.Linear(8, 8), second=nn.Linear(8, 8)))
+    texts = _svg_texts(plots.time_vs_flops(_profiled_with_equal_times(twins, torch.randn(2, 8))))
+    assert "first, second" in texts and "first" not in texts and "second" not in texts
+
+
+def _xs_of_first_path(svg: str, group: str) -> list[float]:
+    """The x coordinates of the first path inside the SVG group ``group`` (its outline)."""
+    after = svg[svg.index(f'<g id="{group}">'):]
+    d = re.search(r'<path d="([^"]*)"', after)
+    assert d
+    numbers = [float(n) for n in re.findall(r"-?[\d.]+", d.group(1))]
+    return numbers[0::2]
+
+
+def _legend_left_and_axes_right(svg: str) -> tuple[float, float]:
+    return min(_xs_of_first_path(svg, "legend_1")), max(_xs_of_first_path(svg, "patch_2"))  # patch_2: the axes
+
+
+def test_the_bars_legend_sits_outside_the_bars_and_gives_each_class_its_colour():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    svg = plots.time_bars(_profiled_with_equal_times(model, torch.randn(2, 4)))
+    assert {"inclusive", "self: Linear", "self: ReLU"} <= set(_svg_texts(svg))
+    legend_left, axes_right = _legend_left_and_axes_right(svg)
+    assert legend_left > axes_right  # it covers no bar and no percentage, even of a single bar

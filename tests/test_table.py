@@ -662,3 +662,62 @@ def test_an_absurd_timing_keeps_the_table_within_its_width():
     text = table.render_text(tr, width=100)
     assert max(len(line) for line in text.splitlines()) <= 100
     assert "1.000e+300" in text and "1.00e+302" in text  # ms and % of the 1 ms forward, compact
+
+
+class SleepyNest(nn.Module):
+    """Nested Sequentials and a module called twice: a deep, narrow profile table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.ReLU()
+        self.inner = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Sequential(nn.Linear(4, 4)))
+
+    def forward(self, x):
+        return self.inner(self.a(self.a(x)))
+
+
+def _frozen_resnet18() -> nn.Module:
+    model = torchvision.models.resnet18().eval()
+    for p in model.layer1.parameters():
+        p.requires_grad_(False)  # trainable differs from params: one more column
+    return model
+
+
+@pytest.fixture(scope="module")
+def narrow_table_traces() -> dict[str, Trace]:
+    image, seq = torch.randn(1, 3, 32, 32), torch.randn(3, 5, 10)
+    lstm = nn.LSTM(10, 20, 2, batch_first=True)
+    return {
+        "resnet18 trace": shapetrace.trace(_frozen_resnet18(), image),
+        "resnet18 profile": shapetrace.profile(torchvision.models.resnet18().eval(), image, repeat=1, warmup=0),
+        "frozen resnet18 profile": shapetrace.profile(_frozen_resnet18(), image, repeat=1, warmup=0),
+        "nest profile": shapetrace.profile(SleepyNest(), torch.randn(2, 4), repeat=1, warmup=0),
+        "lstm profile": shapetrace.profile(lstm, seq, repeat=1, warmup=0),
+        "lstm trace": shapetrace.trace(lstm, seq),
+    }
+
+
+@pytest.mark.parametrize("width", [40, 45, 50, 60, 80])
+def test_every_text_table_fits_its_width_whatever_the_model_view_and_depth(narrow_table_traces, width):
+    for name, tr in narrow_table_traces.items():
+        for view in ("calls", "modules"):
+            for depth in (None, 1, 2):
+                lines = table.render_text(tr, width=width, view=view, depth=depth).splitlines()
+                too_wide = [ln for ln in lines if len(ln) > width]
+                assert not too_wide, (name, view, depth, too_wide)
+
+
+def test_a_narrow_profile_table_leaves_out_flops_then_self_ms_and_says_so(narrow_table_traces):
+    text = table.render_text(narrow_table_traces["resnet18 profile"], width=40)
+    header = text.splitlines()[2].split()
+    assert "ms" in header and "FLOPs" not in header and "self" not in header
+    note = " ".join(text.split("left out to fit 40 columns:")[1].split())
+    assert note.startswith("input shapes, params, call, FLOP/s, act mem, %, FLOPs, self ms")
+    roomy = table.render_text(narrow_table_traces["resnet18 profile"], width=60).splitlines()[2].split()
+    assert {"ms", "self", "FLOPs"} <= set(roomy)  # only as far as needed
+
+
+def test_a_narrow_table_leaves_out_trainable_before_squeezing_its_shapes_past_the_width(narrow_table_traces):
+    text = table.render_text(narrow_table_traces["resnet18 trace"], width=40, depth=1)
+    assert "trainable" not in text.splitlines()[2] and "Trainable params:     11,541,544" in text
+    assert "left out to fit 40 columns: trainable" in text

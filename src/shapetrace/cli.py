@@ -41,6 +41,7 @@ from .cli_options import (
 from .cli_profile import profile_command
 from .renderers import RenderOptions, formats, get
 from .renderers.diagram import OVERLAYS
+from .renderers.plots import no_timings_reason
 from .session import TraceRequest, UsageProblem, check_output_folder, trace_model
 from .tracer.records import load as load_trace
 from .tracer.user_warnings import ShapetraceWarning
@@ -231,10 +232,13 @@ def _check_heat(trace: Any, heat: str | None, drawn: bool) -> None:
     rendering (a trace is profiled by ``shapetrace profile``; peak memory is measured on CUDA only)."""
     if not drawn or heat not in ("time", "memory"):
         return
-    if not any((c.timing if heat == "time" else c.memory and c.memory.peak_bytes is not None) for c in trace.calls):
-        what = "times" if heat == "time" else "peak memory (measured by a profile on CUDA only)"
-        raise UsageProblem(f"--heat {heat}: this trace has no {what}; use --heat activations (sizes from shapes), "
-                           "or render a profile saved with 'shapetrace profile MODEL --format json -o FILE'")
+    if heat == "time" and not any(c.timing for c in trace.calls):
+        raise UsageProblem(f"--heat time: this trace has no timings: {no_timings_reason(trace)}; or use --heat "
+                           "activations (sizes from shapes)")
+    if heat == "memory" and not any(c.memory and c.memory.peak_bytes is not None for c in trace.calls):
+        raise UsageProblem("--heat memory: this trace has no peak memory (measured by a profile on CUDA only); use "
+                           "--heat activations (sizes from shapes), or render a profile saved with 'shapetrace "
+                           "profile MODEL --device cuda --format json -o FILE'")
 
 
 @main.group("gallery", cls=QuietPipeGroup, context_settings=_CONTEXT)

@@ -129,7 +129,8 @@ heat_option = click.option(
 
 @contextlib.contextmanager
 def cli_errors(debug: bool) -> Iterator[None]:
-    """Turn errors into one-line messages: a ``UsageProblem`` exits 2, anything else 1; ``--debug`` shows the
+    """Turn errors into one-line messages: a ``UsageProblem`` exits 2, anything else 1 (a ``BaseException``
+    such as ``GeneratorExit`` too; Ctrl-C and ``SystemExit`` keep their own handling); ``--debug`` shows the
     traceback as well."""
     try:
         yield
@@ -147,6 +148,21 @@ def cli_errors(debug: bool) -> Iterator[None]:
         if debug:
             raise
         raise click.ClickException(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)") from e
+    except KeyboardInterrupt:
+        raise  # Ctrl-C: click says "Aborted!"
+    except BaseException as e:  # GeneratorExit or a BaseException subclass of the model's own, from its code
+        if debug:
+            raise
+        raise click.ClickException(_not_an_exception(e)) from e
+
+
+def _not_an_exception(e: BaseException) -> str:
+    """The message for a ``BaseException`` that is not an ``Exception`` (``GeneratorExit``, a model's own
+    subclass) raised in the model's code: what it was, why it stopped the command, and what to do."""
+    what = type(e).__name__ + (f": {e}" if str(e) else "")
+    return (f"{what} was raised in the model's code. It is a BaseException, not an Exception: shapetrace, like "
+            "most Python code, does not catch it as an error, so the run stopped with nothing to show; raise an "
+            "Exception (RuntimeError, ValueError, ...) there instead (rerun with --debug for the traceback)")
 
 
 def prepare_output(fmt: str | None, output: str | None, allowed: tuple[str, ...] | None = None) -> str:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
-from .units import ellipsize_middle, format_percent, literal
+from .units import ellipsize, ellipsize_middle, format_percent, literal
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -32,13 +32,14 @@ def _figure(**kwargs: object) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - matplotlib loads on first plot
     from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib loads on first plot
 
-    fig = Figure(**kwargs)
+    fig = Figure(dpi=_DPI, **kwargs)  # the dpi it is saved at: text measured while drawing is the text saved
     FigureCanvasAgg(fig)
     return fig
 
-__all__ = ["PLOTS", "flow_points", "render_plot", "shape_flow", "time_bars", "time_vs_flops"]
+__all__ = ["PLOTS", "flow_points", "no_timings_reason", "render_plot", "shape_flow", "time_bars", "time_vs_flops"]
 
 _SALT = "shapetrace"
+_DPI = 110
 _PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
             "#64B5CD"]
 
@@ -52,7 +53,7 @@ def _save(fig: Figure, format: str) -> str | bytes:
         raise ValueError(f"unknown plot format {format!r}; use svg or png")
     with matplotlib.rc_context({"svg.hashsalt": _SALT, "svg.fonttype": "path"}):
         meta = {"Date": None} if fmt == "svg" else {"Software": None}
-        fig.savefig(buf, format=fmt, metadata=meta, bbox_inches="tight", dpi=110)
+        fig.savefig(buf, format=fmt, metadata=meta, bbox_inches="tight", dpi=_DPI)
     data = buf.getvalue()
     return data.decode("utf-8") if fmt == "svg" else data
 
@@ -65,8 +66,35 @@ def _text(text: str) -> str:
 def _timed(trace: Trace) -> list[Call]:
     calls = [c for c in trace.calls if c.timing]
     if not calls:
-        raise ValueError("this trace has no timings: make it with shapetrace.profile() or 'shapetrace profile'")
+        raise ValueError(f"this trace has no timings: {no_timings_reason(trace)}")
     return calls
+
+
+def no_timings_reason(trace: Trace) -> str:
+    """Why ``trace``'s calls carry no timings, and what to do, read from the facts it records: it ran on the
+    meta device (never timed), its forward failed (in the traced run or a profile's timed run), or it was made
+    by ``trace()``, which records shapes only."""
+    if trace.meta.get("device") == "meta":
+        return ("it ran on device 'meta', where tensors hold no data and nothing is computed, so nothing is "
+                "timed; profile it on a real device (shapetrace.profile(model, x, device='cpu'), or "
+                "'shapetrace profile MODEL --device cpu')")
+    if trace.failure is not None:
+        error = ellipsize(f"{literal(trace.failure.type)}: {literal(trace.failure.message)}", 120)
+        return (f"its forward failed {_failure_run(trace)} ({error}), and a profile times only a forward that "
+                "runs through every time; fix the forward, then profile it")
+    if not trace.meta.get("profiled"):
+        return ("it was made by shapetrace.trace(), which records shapes only; make it with shapetrace.profile() "
+                "or 'shapetrace profile' (the 'flow' plot needs shapes only)")
+    return "no call of this profile was timed; profile it again"
+
+
+def _failure_run(trace: Trace) -> str:
+    """Where the forward failed: in a profile's timed run, else in its failing call (or outside any module)."""
+    timed = trace.meta.get("failed_in_timed_run")
+    if isinstance(timed, dict):
+        return f"in timed run {timed.get('run')} of {timed.get('of')} of the profile"
+    fc = trace.failed_call
+    return f"in {literal(fc.label)} ({literal(fc.cls)})" if fc is not None else "outside any module"
 
 
 def _model(trace: Trace) -> str:
@@ -93,7 +121,8 @@ def time_bars(trace: Trace, *, top: int = 25, order: str = "self", format: str =
     """Horizontal bars of self time (and faint inclusive time) for the ``top`` calls by self time.
 
     ``order="self"`` sorts them largest first; ``order="forward"`` keeps them in the order the forward ran
-    them. Percentages are of the root's inclusive time.
+    them. Percentages are of the root's inclusive time. The legend, outside the bars on the right, gives the
+    self bar's colour of each class.
     """
     calls = _timed(trace)
     if order not in ("self", "forward"):
@@ -107,25 +136,46 @@ def time_bars(trace: Trace, *, top: int = 25, order: str = "self", format: str =
     fig = _figure(figsize=(8.5, 0.6 + 0.28 * len(chosen)))
     ax = fig.add_subplot()
     ys = list(range(len(chosen)))[::-1]
-    ax.barh(ys, [c.timing["total_ms"] for c in chosen], color="#dddddd", height=0.8, label="inclusive")
-    ax.barh(ys, [c.timing["self_ms"] for c in chosen], color=[colours[c.cls] for c in chosen], height=0.55,
-            label="self")
+    ax.barh(ys, [c.timing["total_ms"] for c in chosen], color=_INCLUSIVE, height=0.8)
+    ax.barh(ys, [c.timing["self_ms"] for c in chosen], color=[colours[c.cls] for c in chosen], height=0.55)
     for y, c in zip(ys, chosen):
         ax.text(c.timing["self_ms"], y, f" {format_percent(100 * c.timing['self_ms'] / whole)}%", va="center",
                 fontsize=7)
+    longest = max(max(c.timing["total_ms"], c.timing["self_ms"]) for c in chosen)
+    ax.set_xlim(0, (longest or 1.0) * 1.12)  # room for the percentage after the longest bar
     ax.set_yticks(ys, [_text(_name(c)) for c in chosen], fontsize=7)
     kind = (trace.timing or {}).get("kind") or root.timing.get("kind", "")
     ax.set_xlabel(f"time per forward (ms, {kind})")
     what = "largest" if order == "self" else "in forward order"
-    ax.set_title(_text(title or f"{_model(trace)}: self time of the {len(chosen)} slowest calls ({what})"),
+    calls_text = f"{len(chosen)} slowest calls" if len(chosen) != 1 else "slowest call"
+    ax.set_title(_text(title or f"{_model(trace)}: self time of the {calls_text} ({what})"),
                  fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    _bars_legend(ax, colours)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, format)
 
 
+_INCLUSIVE = "#dddddd"
+
+
+def _bars_legend(ax: object, colours: dict[str, str]) -> None:
+    """The bars' legend, outside the axes on the right (so it covers no bar or percentage): the inclusive
+    bar, then the self bar's colour for each class."""
+    from matplotlib.patches import Patch  # noqa: PLC0415 - matplotlib loads on first plot
+
+    handles = [Patch(color=_INCLUSIVE, label="inclusive")]
+    handles += [Patch(color=colour, label=_text(f"self: {literal(cls)}")) for cls, colour in colours.items()]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),  # type: ignore[attr-defined]
+              borderaxespad=0.0)
+
+
 def time_vs_flops(trace: Trace, *, format: str = "svg", label_top: int = 6, title: str | None = None) -> str | bytes:
-    """Inclusive time against FLOPs of each leaf call (log-log), coloured by class, with iso-throughput lines."""
+    """Inclusive time against FLOPs of each leaf call (log-log), coloured by class, with iso-throughput lines.
+
+    The ``label_top`` slowest calls are named; calls drawn on the same spot share one label, and a label that
+    would cover another is moved up. Tick labels are plain numbers (``200k``, ``0.5``), thinned to 1-2-5 or
+    powers of ten on a wide axis so they never run together.
+    """
     leaves = {c.id for c in trace.leaves()}
     pts = [c for c in _timed(trace) if c.id in leaves and c.flops and c.timing["total_ms"] > 0]
     fig = _figure(figsize=(7, 5))
@@ -145,20 +195,100 @@ def time_vs_flops(trace: Trace, *, format: str = "svg", label_top: int = 6, titl
     ts = [c.timing["total_ms"] for c in pts]
     ax.set_xlim(lo, hi)
     ax.set_ylim(min(ts) / 2, max(ts) * 2)
+    _log_tick_labels(ax.xaxis, lo, hi, _si_tick)
+    _log_tick_labels(ax.yaxis, min(ts) / 2, max(ts) * 2, lambda v: f"{v:g}")
     for gflops in (1, 10, 100, 1000, 10000, 100000):
         # time_ms = flops / (gflops * 1e9) * 1e3
         ax.plot([lo, hi], [lo / gflops / 1e6, hi / gflops / 1e6], color="#bbbbbb", lw=0.6, ls="--", zorder=0)
         y = hi / gflops / 1e6
         if min(ts) / 2 < y < max(ts) * 2:
             ax.text(hi, y, f" {gflops:g} GFLOP/s", fontsize=6, color="#888888", va="center")
-    for c in sorted(pts, key=lambda c: (-c.timing["total_ms"], c.id))[:label_top]:
-        ax.annotate(_text(literal(c.label)), (c.flops, c.timing["total_ms"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    slowest = sorted(pts, key=lambda c: (-c.timing["total_ms"], c.id))[:max(label_top, 0)]
+    _label_points(fig, ax, slowest)
     ax.set_xlabel("FLOPs per call")
     ax.set_ylabel("time per call (ms)")
     ax.set_title(_text(title or f"{_model(trace)}: time against FLOPs (leaf calls)"), fontsize=9)
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3, which="both", lw=0.3)
     return _save(fig, format)
+
+
+def _si_tick(value: float) -> str:
+    """A tick value with an SI prefix, as few digits as it needs: ``500``, ``200k``, ``1M``, ``2.5G``."""
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= factor:
+            return f"{value / factor:g}{prefix}"
+    return f"{value:g}"
+
+
+def _log_tick_labels(axis: object, lo: float, hi: float, text: Callable[[float], str]) -> None:
+    """Label the ticks of a log ``axis`` spanning ``lo``..``hi`` with ``text(value)``, only where the value's
+    leading digit is one the span leaves room for: powers of ten past 4 decades, 1-2-5 past 1.5, 1-2-3-5 past
+    0.7, else every digit. Plain text, no math: matplotlib's minor labels (``2×10⁵``) ran together."""
+    from matplotlib.ticker import FuncFormatter  # noqa: PLC0415 - matplotlib loads on first plot
+
+    decades = math.log10(hi / lo) if hi > lo > 0 else 0.0
+    digits = ({1} if decades > 4 else {1, 2, 5} if decades > 1.5 else {1, 2, 3, 5} if decades > 0.7
+              else set(range(1, 10)))
+
+    def label(value: float, _pos: object = None) -> str:
+        if value <= 0:
+            return ""
+        mantissa = value / 10 ** math.floor(math.log10(value) + 1e-9)
+        lead = round(mantissa)
+        return text(value) if abs(mantissa - lead) < 1e-6 and lead in digits else ""
+
+    for which in (axis.set_major_formatter, axis.set_minor_formatter):  # type: ignore[attr-defined]
+        which(FuncFormatter(label))
+    axis.set_tick_params(which="both", labelsize=8)  # type: ignore[attr-defined]
+
+
+_LABEL_SAME_SPOT_PX = 4  # points closer than this (in pixels, both ways) share one label
+_LABEL_GAP_PX = 2  # the least room kept around a label (measured text and drawn glyphs differ by a pixel or so)
+# Where a point's label may go (offsets in points, and the side the text grows to): beside the point first,
+# then a line at a time further above or below it, tied to the point by a thin line.
+_LABEL_SPOTS = ([((3, 3), "left"), ((-3, 3), "right"), ((3, -9), "left"), ((-3, -9), "right")]
+                + [((8, dy), "left") for k in range(1, 8) for dy in (3 + 7 * k, -9 - 7 * k)])
+
+
+def _label_points(fig: Figure, ax: object, calls: list[Call]) -> None:
+    """Name ``calls`` beside their points: calls on the same spot in one label (``layer3.1.conv2,
+    layer2.1.conv2``), each label at the first of ``_LABEL_SPOTS`` where it covers no text placed before it."""
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    placed = [t.get_window_extent(renderer).padded(_LABEL_GAP_PX) for t in ax.texts]  # type: ignore[attr-defined]
+    for members in _same_spot_groups(ax, calls):
+        first = members[0]
+        point = (first.flops, first.timing["total_ms"])
+        names = _text(", ".join(literal(c.label) for c in members))
+        note = ax.annotate(names, point, fontsize=6, xytext=_LABEL_SPOTS[0][0],  # type: ignore[attr-defined]
+                           textcoords="offset points")
+        for k, (offset, side) in enumerate(_LABEL_SPOTS):
+            note.set_position(offset)
+            note.set_horizontalalignment(side)
+            if not any(note.get_window_extent(renderer).padded(_LABEL_GAP_PX).overlaps(other) for other in placed):
+                break
+        if k >= 4:  # away from its point: drawn again with a thin line to the point it names
+            note.remove()
+            line = {"arrowstyle": "-", "lw": 0.4, "color": "#999999", "shrinkA": 0, "shrinkB": 2}
+            note = ax.annotate(names, point, fontsize=6, xytext=offset,  # type: ignore[attr-defined]
+                               textcoords="offset points", ha=side, arrowprops=line)
+        placed.append(note.get_window_extent(renderer).padded(_LABEL_GAP_PX))
+
+
+def _same_spot_groups(ax: object, calls: list[Call]) -> list[list[Call]]:
+    """``calls`` grouped by where their points are drawn: those within ``_LABEL_SAME_SPOT_PX`` pixels of the
+    first of a group join it (in the order given)."""
+    to_pixels = ax.transData.transform  # type: ignore[attr-defined]
+    groups: list[tuple[tuple[float, float], list[Call]]] = []
+    for c in calls:
+        px, py = to_pixels((c.flops, c.timing["total_ms"]))
+        near = next((g for g in groups if abs(g[0][0] - px) < _LABEL_SAME_SPOT_PX
+                     and abs(g[0][1] - py) < _LABEL_SAME_SPOT_PX), None)
+        if near is None:
+            groups.append(((px, py), [c]))
+        else:
+            near[1].append(c)
+    return [members for _, members in groups]
 
 
 def _channels_and_spatial(shape: Sequence[int], cls: str) -> tuple[int, int]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..tracer.records import Trace, Value
 from .markdown import md_code, md_text
@@ -303,11 +303,15 @@ def _uncalled_parts(trace: Trace) -> list[str]:
 
 
 # ---- text --------------------------------------------------------------------------------------------
-# Profile columns a too-wide table leaves out, in this order: a row's input is (nearly always) the output of
-# the row above, a repeated call's layer name carries "#k" already; then the GPU-only peak mem and host ms,
-# FLOP/s (the FLOPs column over the ms column), and last act mem and % (ms over the root's). Shapes are never
-# cut.
-_DROPPABLE = ("input shapes", "params", "call", "peak mem", "host ms", "FLOP/s", "act mem", "%")
+# Profile columns a too-wide table leaves out, in this order: trainable (the totals give it), a row's input is
+# (nearly always) the output of the row above, a repeated call's layer name carries "#k" already; then the
+# GPU-only peak mem and host ms, FLOP/s (the FLOPs column over the ms column), and last act mem and % (ms over
+# the root's). Shapes are never cut.
+_DROPPABLE = ("trainable", "input shapes", "params", "call", "peak mem", "host ms", "FLOP/s", "act mem", "%")
+# Columns any table leaves out, in this order, when even with its names at their narrowest, its inputs on a
+# line of their own and its shapes wrapped inside it would still be wider than the width: every table fits.
+_LAST_RESORT = ("trainable", "FLOPs", "self ms", "params", "class")
+_SHAPE_FLOOR = 8  # the narrowest a shape column is squeezed to (a shape narrower than that keeps its width)
 _SHAPES = ("input shapes", "output shapes")
 _LEFT = {"layer", "class", "call", *_SHAPES}
 _SEP = "  "
@@ -379,6 +383,18 @@ def _shrink_names(widths: dict[str, int], natural: dict[str, int], floor: dict[s
         widths[col] -= 1
 
 
+def _drop_while(shown: list[str], names: Iterable[str], too_wide: Callable[[], bool]) -> list[str]:
+    """Take ``names`` out of ``shown``, in order, while ``too_wide()``; the names taken out."""
+    dropped = []
+    for name in names:
+        if not too_wide():
+            break
+        if name in shown:
+            shown.remove(name)
+            dropped.append(name)
+    return dropped
+
+
 def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, droppable: list[str]
          ) -> tuple[list[str], dict[str, int], list[str], bool]:
     """Columns to show, their widths, the columns left out, and whether the inputs go on a second line.
@@ -386,7 +402,8 @@ def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, dro
     In order, until the table fits ``limit``: leave out the ``droppable`` columns (profile tables) while the
     shapes cannot fit at their narrowest; let the shape columns wrap (never narrower than their longest
     shape); elide layer names (to 12) and class names (to 10); put the inputs on a line of their own below
-    each row; elide the names further (to 6 and 5); wrap shapes inside (after commas). Nothing of a shape
+    each row; elide the names further (to 6 and 5); wrap shapes inside (after commas). Before any of this, the
+    ``_LAST_RESORT`` columns are left out while even all of it could not make the table fit. Nothing of a shape
     is ever cut.
     """
     natural = {h: max([len(h)] + [display_width(c) for c in cells[h]]) for h in headers}
@@ -402,13 +419,14 @@ def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, dro
     def narrowest(cols: list[str]) -> int:
         return span(cols, {**widths, **{h: least[h] for h in _SHAPES if h in cols}})
 
-    dropped = []
-    for name in droppable:
-        if narrowest(shown) <= limit:
-            break
-        if name in shown:
-            shown.remove(name)
-            dropped.append(name)
+    def tightest(cols: list[str]) -> int:  # names at their last floors, inputs below, shapes squeezed
+        names = {c: min(_LAST_NAME_FLOORS[c], natural[c]) for c in _LAST_NAME_FLOORS if c in cols}
+        shapes = {h: min(least[h], _SHAPE_FLOOR) for h in _SHAPES if h in cols}
+        return span([c for c in cols if c != "input shapes"], {**widths, **names, **shapes})
+
+    dropped = _drop_while(shown, droppable, lambda: narrowest(shown) > limit)
+    dropped += _drop_while(shown, _LAST_RESORT, lambda: tightest(shown) > limit)
+
     def too_wide() -> bool:
         return narrowest(shown) > limit
 
@@ -428,7 +446,7 @@ def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, dro
         small, large = sorted(shapes, key=lambda h: natural[h])
         widths[small], widths[large] = natural[small], room - natural[small]
     elif shapes:
-        base = {h: min(least[h], max(room // len(shapes), 8)) for h in shapes}
+        base = {h: min(least[h], max(room // len(shapes), _SHAPE_FLOOR)) for h in shapes}
         spare = max(room - sum(base.values()), 0)
         extra_need = {h: natural[h] - base[h] for h in shapes}
         total_need = sum(extra_need.values()) or 1
@@ -448,8 +466,10 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     The ``trainable`` column is shown only where it differs from ``params`` somewhere (otherwise the totals
     give it); an empty ``call`` column is left out. A table wider than ``width`` wraps its shape cells onto
     continuation lines, then elides layer and class names, then puts each row's inputs on a line below it
-    (``in: ...``); a profile table first leaves out ``input shapes``, ``params``, ``call`` (``calls``), ``peak mem``,
-    ``host ms`` and ``FLOP/s`` and says so below the table. ``width=None`` (or 0): one line per row, nothing
+    (``in: ...``); a profile table first leaves out ``trainable``, ``input shapes``, ``params``, ``call``
+    (``calls``), ``peak mem``, ``host ms``, ``FLOP/s``, ``act mem`` and ``%``, and any table, where all that is not
+    enough, ``trainable``, ``FLOPs``, ``self ms``, ``params`` and ``class`` (every line fits 40 columns or more), and says so below
+    the table. ``width=None`` (or 0): one line per row, nothing
     elided. ``color=True`` adds ANSI emphasis: the failing row in red, rows that fold deeper calls in cyan,
     output shapes that differ from the input in bold (callers decide: a terminal, no ``NO_COLOR``).
     """
