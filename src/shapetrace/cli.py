@@ -41,7 +41,7 @@ from .cli_options import (
 from .cli_profile import profile_command
 from .renderers import RenderOptions, formats, get
 from .renderers.diagram import OVERLAYS
-from .renderers.plots import no_timings_reason
+from .renderers.units import no_timings_reason
 from .session import TraceRequest, UsageProblem, check_output_folder, trace_model
 from .tracer.records import load as load_trace
 from .tracer.user_warnings import ShapetraceWarning

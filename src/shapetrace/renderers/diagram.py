@@ -51,7 +51,6 @@ from typing import Any
 
 from ..tracer.records import Trace
 from .graph import Cluster, Graph, GraphEdge, Node, build_graph
-from .plots import no_timings_reason as _no_timings_reason
 from .units import (
     display_width,
     ellipsize,
@@ -61,6 +60,7 @@ from .units import (
     format_ms,
     format_shape,
     literal,
+    no_timings_reason,
 )
 
 __all__ = ["LAYOUTS", "OVERLAYS", "STYLES", "GraphvizNotFound", "OverlayNeedsOptions", "dot_available", "render",
@@ -437,7 +437,7 @@ class _Overlay:
                 raise ValueError("the 'heat' overlay (memory) needs peak memory, which only a profile on CUDA "
                                  "measures; use heat 'activations' (sizes from shapes) or 'time'")
             raise ValueError(f"the 'heat' overlay ({kind}) needs a profiled trace: no call has that measurement "
-                             f"({_no_timings_reason(trace)})")
+                             f"({no_timings_reason(trace)})")
         top = max(values.values()) or 1.0
         for nid, v in values.items():
             step = min(len(HEAT_SCALE) - 1, int(v / top * (len(HEAT_SCALE) - 1) + 0.5))

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
-from .units import ellipsize, ellipsize_middle, format_percent, literal
+from .units import ellipsize_middle, format_percent, literal, no_timings_reason
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -36,7 +36,7 @@ def _figure(**kwargs: object) -> Figure:
     FigureCanvasAgg(fig)
     return fig
 
-__all__ = ["PLOTS", "flow_points", "no_timings_reason", "render_plot", "shape_flow", "time_bars", "time_vs_flops"]
+__all__ = ["PLOTS", "flow_points", "render_plot", "shape_flow", "time_bars", "time_vs_flops"]
 
 _SALT = "shapetrace"
 _DPI = 110
@@ -68,33 +68,6 @@ def _timed(trace: Trace) -> list[Call]:
     if not calls:
         raise ValueError(f"this trace has no timings: {no_timings_reason(trace)}")
     return calls
-
-
-def no_timings_reason(trace: Trace) -> str:
-    """Why ``trace``'s calls carry no timings, and what to do, read from the facts it records: it ran on the
-    meta device (never timed), its forward failed (in the traced run or a profile's timed run), or it was made
-    by ``trace()``, which records shapes only."""
-    if trace.meta.get("device") == "meta":
-        return ("it ran on device 'meta', where tensors hold no data and nothing is computed, so nothing is "
-                "timed; profile it on a real device (shapetrace.profile(model, x, device='cpu'), or "
-                "'shapetrace profile MODEL --device cpu')")
-    if trace.failure is not None:
-        error = ellipsize(f"{literal(trace.failure.type)}: {literal(trace.failure.message)}", 120)
-        return (f"its forward failed {_failure_run(trace)} ({error}), and a profile times only a forward that "
-                "runs through every time; fix the forward, then profile it")
-    if not trace.meta.get("profiled"):
-        return ("it was made by shapetrace.trace(), which records shapes only; make it with shapetrace.profile() "
-                "or 'shapetrace profile' (the 'flow' plot needs shapes only)")
-    return "no call of this profile was timed; profile it again"
-
-
-def _failure_run(trace: Trace) -> str:
-    """Where the forward failed: in a profile's timed run, else in its failing call (or outside any module)."""
-    timed = trace.meta.get("failed_in_timed_run")
-    if isinstance(timed, dict):
-        return f"in timed run {timed.get('run')} of {timed.get('of')} of the profile"
-    fc = trace.failed_call
-    return f"in {literal(fc.label)} ({literal(fc.cls)})" if fc is not None else "outside any module"
 
 
 def _model(trace: Trace) -> str:

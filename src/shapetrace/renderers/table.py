@@ -40,6 +40,7 @@ from .units import (
     display_width,
     ellipsize,
     ellipsize_middle,
+    failure_place,
     fallback_text,
     fitting_start,
     format_bytes,
@@ -266,21 +267,10 @@ def _notes(trace: Trace, rows: list[Row]) -> list[str]:
         head = "not reached before the failure" if trace.failed else "never called in the forward"
         notes.append(f"{head}: " + ", ".join(_uncalled_parts(trace)))
     if trace.failure is not None:
-        where = _failure_place(trace, with_class=True)
+        where = failure_place(trace, with_class=True)
         notes.append(f"{FAIL_MARK} the forward failed {where}: {trace.failure.type}: "
                      f"{literal(trace.failure.message)}")
     return notes
-
-
-def _failure_place(trace: Trace, with_class: bool = False) -> str:
-    """Where the forward failed: ``in layer4.0 (BasicBlock)``, with the profile's timed run if that is where, or
-    why no layer can be named."""
-    fc = trace.failed_call
-    timed = trace.meta.get("failed_in_timed_run")  # the profile's shape pass ran through; a timed run failed
-    run = f"in timed run {timed.get('run')} of {timed.get('of')} of the profile" if isinstance(timed, dict) else ""
-    if fc is None:
-        return f"{run}, in a forward run without hooks, so the layer is not known" if run else "outside any module"
-    return f"in {literal(fc.label)}" + (f" ({literal(fc.cls)})" if with_class else "") + (f" {run}" if run else "")
 
 
 def _uncalled_parts(trace: Trace) -> list[str]:
@@ -579,7 +569,7 @@ def _title(trace: Trace, rows: list[Row], view: str, depth: int | None) -> str:
     title = f"{literal(trace.model.cls)}: {n} call{'s' if n != 1 else ''}"
     if trace.failed:
         done = sum(1 for c in trace.calls if c.error is None)
-        title += f" started, {done} returned (the forward failed {_failure_place(trace)})"
+        title += f" started, {done} returned (the forward failed {failure_place(trace)})"
     if view == "modules":
         title += f" of {len(rows)} module{'s' if len(rows) != 1 else ''}"
     if depth is not None:

@@ -29,6 +29,7 @@ __all__ = [
     "ellipsize",
     "ellipsize_middle",
     "escape_controls",
+    "failure_place",
     "fallback_text",
     "fitting_start",
     "format_bytes",
@@ -39,6 +40,7 @@ __all__ = [
     "format_si",
     "format_value",
     "literal",
+    "no_timings_reason",
     "note_text",
     "pad",
     "tensor_text",
@@ -317,3 +319,32 @@ def format_percent(p: float) -> str:
     """A share in percent with one decimal: ``42.5``; ``4.70e+301`` for the absurd ones a corrupt timing
     makes."""
     return f"{p:.1f}" if abs(p) < _HUGE else f"{p:.2e}"
+
+
+def failure_place(trace: Trace, with_class: bool = False) -> str:
+    """Where the forward failed: ``in layer4.0 (BasicBlock)``, with the profile's timed run if that is where, or
+    why no layer can be named."""
+    fc = trace.failed_call
+    timed = trace.meta.get("failed_in_timed_run")  # the profile's shape pass ran through; a timed run failed
+    run = f"in timed run {timed.get('run')} of {timed.get('of')} of the profile" if isinstance(timed, dict) else ""
+    if fc is None:
+        return f"{run}, in a forward run without hooks, so the layer is not known" if run else "outside any module"
+    return f"in {literal(fc.label)}" + (f" ({literal(fc.cls)})" if with_class else "") + (f" {run}" if run else "")
+
+
+def no_timings_reason(trace: Trace) -> str:
+    """Why ``trace``'s calls carry no timings, and what to do, read from the facts it records: it ran on the
+    meta device (never timed), its forward failed (in the traced run or a profile's timed run), or it was made
+    by ``trace()``, which records shapes only."""
+    if trace.meta.get("device") == "meta":
+        return ("it ran on device 'meta', where tensors hold no data and nothing is computed, so nothing is "
+                "timed; profile it on a real device (shapetrace.profile(model, x, device='cpu'), or "
+                "'shapetrace profile MODEL --device cpu')")
+    if trace.failure is not None:
+        error = ellipsize(f"{literal(trace.failure.type)}: {literal(trace.failure.message)}", 120)
+        return (f"its forward failed {failure_place(trace, with_class=True)} ({error}), and a profile times only a forward that "
+                "runs through every time; fix the forward, then profile it")
+    if not trace.meta.get("profiled"):
+        return ("it was made by shapetrace.trace(), which records shapes only; make it with shapetrace.profile() "
+                "or 'shapetrace profile' (the 'flow' plot needs shapes only)")
+    return "no call of this profile was timed; profile it again"
