@@ -598,13 +598,17 @@ class Engine:
             free_at = self._keyword_free_at[slot]
             if free_at is None:  # the slot's first call: keyword_free_at(), through this pass's cache by class
                 cls = type(module)
+                try:  # _class_forward(), inline: most modules are called once, so this runs for most calls
+                    forward = cls.forward
+                except Exception:  # noqa: BLE001 - TorchScript's jit.trace module: a descriptor that raises
+                    forward = None
                 known = self._free_at_by_class.get(cls)
-                if known is not None and known[0] is _class_forward(cls) and "forward" not in module.__dict__:
+                if known is not None and known[0] is forward and "forward" not in module.__dict__:
                     free_at = known[1]
                 else:  # the process-wide cache (weak: a pure-Python mapping, read once per class and pass)
                     free_at = keyword_free_at(module)
                     if "forward" not in module.__dict__:
-                        self._free_at_by_class[cls] = (_class_forward(cls), free_at)
+                        self._free_at_by_class[cls] = (forward, free_at)
                 self._keyword_free_at[slot] = free_at
             if len(args) >= free_at:
                 kwargs = NO_KWARGS  # the signature leaves no room for one
