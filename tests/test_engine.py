@@ -440,3 +440,25 @@ def test_a_traced_module_class_dies_with_its_last_module(options):
         del cls, payload
     gc.collect()
     assert [(c(), p()) for c, p in refs] == [(None, None)] * 3
+
+
+@pytest.mark.parametrize(("threshold", "collects"), [(1, True), (10**9, False), (0, False)],
+                         ids=["young-objects-past-the-threshold", "fewer-than-the-threshold", "automatic-off"])
+def test_after_building_the_records_the_young_objects_are_collected_only_as_the_collector_itself_would(
+        monkeypatch, threshold, collects):
+    from shapetrace.tracer import capture
+
+    collected: list[int] = []
+    real_collect = gc.collect
+    monkeypatch.setattr(capture.gc, "collect",
+                        lambda generation=2: collected.append(generation) or real_collect(generation))
+    was, old = gc.isenabled(), gc.get_threshold()
+    gc.enable()
+    gc.set_threshold(threshold, *old[1:])
+    try:
+        with shapetrace.Tracer(nn.Linear(2, 2)):
+            pass
+    finally:
+        gc.set_threshold(*old)
+        (gc.enable if was else gc.disable)()
+    assert collected == ([0] if collects else [])

@@ -163,13 +163,17 @@ def _resume_gc() -> None:
     them in a reference cycle. With the collector on, every 700 of them start a collection that walks the young
     objects and promotes the survivors, bringing the next full collection of the whole process closer (100 ms
     with torch loaded). Paused, the trace pays for one collection of its young objects at the end, here rather
-    than in whatever runs next. Only this phase is paused, never the user's forward: a forward that makes
-    cyclic garbage holding tensors (a caught exception kept with its traceback, a recursive closure) needs the
-    collector as much traced as plain, or a trace could run out of memory where the plain forward does not
-    (``docs/design-notes.md``).
+    than in whatever runs next, and only when the young objects are as many as would have started one (a
+    trace of a small model, or a ``Tracer`` around no forward, makes fewer: their collection is left to the
+    collector, as it would have been unpaused). Only this phase is paused, never the user's forward: a forward
+    that makes cyclic garbage holding tensors (a caught exception kept with its traceback, a recursive closure)
+    needs the collector as much traced as plain, or a trace could run out of memory where the plain forward
+    does not (``docs/design-notes.md``).
     """
     gc.enable()
-    gc.collect(0)
+    threshold = gc.get_threshold()[0]
+    if threshold and gc.get_count()[0] >= threshold:  # (a threshold of 0 turns automatic collection off)
+        gc.collect(0)
 
 
 class Tracer:
