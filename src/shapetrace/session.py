@@ -345,8 +345,18 @@ def _written_through(target: Path) -> bool:
     return (target.exists() and not target.is_file()) or os.path.realpath(target).startswith("/proc/")
 
 
+def _check_names_a_file(path: str | Path) -> None:
+    """Refuse a path ending in a separator (``-o newdir/``): it names a folder, and writing a file by the
+    folder's name (``Path`` drops the slash) would not be what was asked."""
+    text = os.fspath(path)
+    if text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
+        raise OutputProblem(f"cannot write {text!r}: a path ending in {text[-1]!r} names a folder, not a "
+                            f"file; give a file name, e.g. {os.path.join(text, 'out.txt')}")
+
+
 def check_output(path: str | Path) -> Path:
     """Check, before anything runs, that a file can be written at ``path``; ``OutputProblem`` says why not."""
+    _check_names_a_file(path)
     target = Path(path)
     if _written_through(target):
         if not os.access(target, os.W_OK):
