@@ -50,3 +50,18 @@ def test_an_output_ending_in_a_slash_names_a_folder_and_is_refused(saved, tmp_pa
     assert r.exit_code == 2, r.output
     assert "names a folder" in r.output and "out.txt" in r.output and no_traceback(r)
     assert not (tmp_path / "newdir").exists()
+
+
+# ---- -o naming an input ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", [["render", "{saved}"], ["render", "{saved}", "-f", "json"],
+                                     ["lines", "{saved}"], ["diff", "{saved}", "{other}"],
+                                     ["diff", "{other}", "{saved}"]])
+def test_an_output_that_is_an_input_trace_is_refused_and_the_trace_kept(saved, tmp_path, command):
+    other = tmp_path / "other.json"
+    other.write_bytes(saved.read_bytes())
+    before = saved.read_bytes()
+    args = [a.format(saved=saved, other=other) for a in command]
+    r = invoke(*args, "-o", str(tmp_path / "." / saved.name))  # the same file, written another way
+    assert r.exit_code == 2, r.output
+    assert "is the input file" in r.output and "would replace it" in r.output and no_traceback(r)
+    assert saved.read_bytes() == before

@@ -31,6 +31,7 @@ from .cli_options import (
     emit,
     heat_option,
     note_diagram_only,
+    output_not_an_input,
     prepare_output,
     print_cause,
     profile_heat,
@@ -207,6 +208,7 @@ def render_command(trace_file: str, fmt: str | None, output: str | None, depth: 
     """
     with cli_errors(debug):
         fmt = prepare_output(fmt, output)
+        output_not_an_input(output, trace_file)
         with_diagram = _with_diagram(fmt, with_diagram)
         if not with_diagram:
             note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll, heat=heat,

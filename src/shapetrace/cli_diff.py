@@ -14,6 +14,7 @@ from .cli_options import (
     cli_errors,
     emit,
     note_suffix_mismatch,
+    output_not_an_input,
     print_cause,
     table_width,
     terminal_colour,
@@ -118,6 +119,7 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
         if output is not None:
             check_output(output)
             note_suffix_mismatch(fmt, output)
+            output_not_an_input(output, a, b)
         if b is None:
             if a_args or b_args:
                 raise UsageProblem("--a-arg and --b-arg are for two models (A and B); with one MODEL use --arg")

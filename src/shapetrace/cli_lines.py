@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from .cli_options import CONTEXT, SuggestingChoice, cli_errors, distinct_outputs, note_suffix_mismatch, print_cause
+from .cli_options import (
+    CONTEXT,
+    SuggestingChoice,
+    cli_errors,
+    distinct_outputs,
+    note_suffix_mismatch,
+    output_not_an_input,
+    print_cause,
+)
 from .renderers.lines import LinesError, build_view, lines_page
 from .renderers.lines import render as render_lines
 from .session import TraceRequest, UsageProblem, check_output, trace_model, write_output
@@ -71,6 +79,7 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
         if path is not None:
             check_output(path)
     distinct_outputs("--save-trace", save_trace, output, "the trace")
+    output_not_an_input(output, model)
     note_suffix_mismatch(fmt, output)
     failure_note = None
     if model.lower().endswith(".json"):  # a saved trace (a MODEL spec never ends in .json)

@@ -24,7 +24,7 @@ from .session import OutputProblem, SessionError, UsageProblem, check_output, pi
 
 __all__ = ["BROKEN_PIPE_STATUS", "CONTEXT", "HEAT_KINDS", "QuietPipeGroup", "SuggestingChoice", "TableWidth",
            "cli_errors", "distinct_outputs", "emit", "heat_option", "note_diagram_only", "note_suffix_mismatch",
-           "prepare_output", "print_cause", "profile_heat", "table_width", "terminal_colour", "width_option"]
+           "output_not_an_input", "prepare_output", "print_cause", "profile_heat", "table_width", "terminal_colour", "width_option"]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 HEAT_KINDS = ("time", "memory", "activations")
@@ -185,6 +185,24 @@ def distinct_outputs(option: str, path: str | None, output: str | None, what: st
     if path is not None and output is not None and Path(path).resolve() == Path(output).resolve():
         raise UsageProblem(f"{option} and -o both name {path!r}: one would overwrite the other; give {what} a "
                            "file of its own")
+
+
+def output_not_an_input(output: str | None, *inputs: str | None) -> None:
+    """Refuse (``UsageProblem``) an ``-o`` that is one of the command's input files, however each is written
+    (``./t.json`` and ``t.json``, a link and its target): writing would replace the input."""
+    if output is None:
+        return
+    for given in inputs:
+        if given is not None and _same_file(given, output):
+            raise UsageProblem(f"-o {output!r} is the input file {given!r}: writing there would replace it; give "
+                               "-o a file of its own")
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # either is missing (or not a path): not the same existing file
+        return False
 
 
 def note_suffix_mismatch(fmt: str, output: str | None) -> None:
