@@ -9,8 +9,10 @@ import click
 
 from .cli_options import (
     CONTEXT,
+    OUTPUT_HELP,
     SuggestingChoice,
     cli_errors,
+    dash_is_stdout,
     distinct_outputs,
     note_suffix_mismatch,
     output_not_an_input,
@@ -18,8 +20,7 @@ from .cli_options import (
 )
 from .renderers.lines import LinesError, build_view, lines_page
 from .renderers.lines import render as render_lines
-from .session import TraceRequest, UsageProblem, check_output, trace_model, write_output
-from .tracer.records import load as load_trace
+from .session import TraceRequest, UsageProblem, check_output, is_saved_trace, read_trace, trace_model, write_output
 
 _SUFFIX = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".txt": "text",
            ".text": "text"}
@@ -35,8 +36,8 @@ _SUFFIX = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".js
 @click.option("--arg", "-a", "args", multiple=True, metavar="KEY=VALUE", help="Keyword argument for the factory.")
 @click.option("--format", "-f", "fmt", type=SuggestingChoice(["text", "md", "html", "json"]), default=None,
               help="Output format [default: from -o's suffix, else text].")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Write to FILE instead of stdout (checked before the forward runs; written whole or not at all).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True), default=None, callback=dash_is_stdout,
+              help=OUTPUT_HELP + " (checked before the forward runs; written whole or not at all).")
 @click.option("--save-trace", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Also save the trace (with its line information) as JSON, to render again without the model "
                    "(a file other than -o's: the same file for both is refused).")
@@ -82,15 +83,10 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
     output_not_an_input(output, model)
     note_suffix_mismatch(fmt, output)
     failure_note = None
-    if model.lower().endswith(".json"):  # a saved trace (a MODEL spec never ends in .json)
-        if not Path(model).is_file():
-            raise UsageProblem(f"no such trace file: {model!r}")
+    if is_saved_trace(model):
         if inputs or args:
             raise UsageProblem("--input and --arg do not apply to a saved trace")
-        try:
-            result = load_trace(Path(model))
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
-            raise UsageProblem(f"{model!r} is not a readable shapetrace trace: {e}") from e
+        result = read_trace(model)
     else:
         outcome = trace_model(TraceRequest(model, inputs, args, train=train, lines=True))
         result, failure_note = outcome.trace, outcome.error

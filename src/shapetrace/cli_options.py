@@ -22,9 +22,29 @@ from .renderers import RenderOptions, formats, get
 from .renderers.display import MIN_TABLE_WIDTH
 from .session import OutputProblem, SessionError, UsageProblem, check_output, pick_format, render_output
 
-__all__ = ["BROKEN_PIPE_STATUS", "CONTEXT", "HEAT_KINDS", "QuietPipeGroup", "SuggestingChoice", "TableWidth",
-           "cli_errors", "distinct_outputs", "emit", "heat_option", "note_diagram_only", "note_suffix_mismatch",
-           "output_not_an_input", "prepare_output", "print_cause", "profile_heat", "table_width", "terminal_colour", "width_option"]
+__all__ = [
+    "BROKEN_PIPE_STATUS",
+    "CONTEXT",
+    "HEAT_KINDS",
+    "OUTPUT_HELP",
+    "QuietPipeGroup",
+    "SuggestingChoice",
+    "TableWidth",
+    "cli_errors",
+    "dash_is_stdout",
+    "distinct_outputs",
+    "emit",
+    "heat_option",
+    "note_diagram_only",
+    "note_suffix_mismatch",
+    "output_not_an_input",
+    "prepare_output",
+    "print_cause",
+    "profile_heat",
+    "table_width",
+    "terminal_colour",
+    "width_option",
+]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 HEAT_KINDS = ("time", "memory", "activations")
@@ -163,6 +183,14 @@ def _not_an_exception(e: BaseException) -> str:
     return (f"{what} was raised in the model's code. It is a BaseException, not an Exception: shapetrace, like "
             "most Python code, does not catch it as an error, so the run stopped with nothing to show; raise an "
             "Exception (RuntimeError, ValueError, ...) there instead (rerun with --debug for the traceback)")
+
+
+OUTPUT_HELP = "Write to FILE instead of stdout ('-': stdout)"
+
+
+def dash_is_stdout(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``-o -``: stdout, as for most Unix tools (the value ``None``, as when ``-o`` is not given)."""
+    return None if value == "-" else value
 
 
 def prepare_output(fmt: str | None, output: str | None, allowed: tuple[str, ...] | None = None) -> str:
