@@ -269,6 +269,22 @@ def test_nan_and_infinity_in_a_timing_are_refused_as_json_cannot_write_them_back
     assert _load_error(data) == "calls[1].timing.self_ms: expected a finite number, got inf"
 
 
+def test_nan_and_infinity_in_free_form_parts_are_refused_naming_the_field():
+    data = _small_trace_data()
+    data["meta"]["grad"] = float("nan")
+    assert _load_error(data) == "meta.grad: expected a finite number, got nan"
+    data = _small_trace_data()
+    data["meta"]["options"] = {"fold": [1, float("inf")]}
+    assert _load_error(data) == "meta.options.fold[1]: expected a finite number, got inf"
+
+
+def test_nan_in_a_calls_own_code_entry_is_refused_naming_the_field():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4))
+    data = json.loads(shapetrace.trace(model, torch.randn(2, 3), lines=True).to_json())
+    data["calls"][1]["code"]["extra"] = float("-inf")
+    assert _load_error(data) == "calls[1].code.extra: expected a finite number, got -inf"
+
+
 def test_negative_counts_and_times_are_named():
     data = _small_trace_data()
     data["calls"][1]["params"] = -100
