@@ -137,3 +137,12 @@ def test_a_folder_named_as_a_trace_is_said_to_be_a_folder(saved, tmp_path):
     folder.mkdir()
     r = invoke("diff", str(folder), str(saved))
     assert r.exit_code == 2 and "is a folder" in r.output and no_traceback(r)
+
+
+# ---- a saved trace of a failed forward ---------------------------------------------------------------------------
+@pytest.mark.parametrize("command", [["render"], ["lines"]])
+def test_a_saved_failed_trace_is_shown_with_a_note_naming_the_failure_and_status_0(saved_failed, command):
+    r = CliRunner().invoke(main, [*command, str(saved_failed)])
+    assert r.exit_code == 0, r.output
+    assert "note: this trace is of a forward that failed in " in r.stderr and "(RuntimeError: " in r.stderr
+    assert "is partial" in r.stderr

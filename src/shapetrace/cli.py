@@ -33,6 +33,7 @@ from .cli_options import (
     emit,
     heat_option,
     note_diagram_only,
+    note_saved_failure,
     output_not_an_input,
     prepare_output,
     print_cause,
@@ -223,8 +224,7 @@ def render_command(trace_file: str, fmt: str | None, output: str | None, depth: 
                                 with_diagram=with_diagram, all_ops=all_ops or None,
                                 color=terminal_colour(output))
         emit(trace, fmt, options, output)
-    if trace.failed:
-        click.echo("note: this trace is of a forward that failed; the table is partial", err=True)
+    note_saved_failure(trace, "the table" if not get(fmt).dataflow else "the diagram")
 
 
 def _check_heat(trace: Any, heat: str | None, drawn: bool) -> None:

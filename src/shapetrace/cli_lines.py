@@ -14,6 +14,7 @@ from .cli_options import (
     cli_errors,
     dash_is_stdout,
     distinct_outputs,
+    note_saved_failure,
     note_suffix_mismatch,
     output_not_an_input,
     print_cause,
@@ -55,6 +56,12 @@ def lines_command(model: str, module: str, inputs: tuple[str, ...], args: tuple[
     error left by is marked ✗. MODEL is a model spec as for 'shapetrace trace',
     or a trace saved as JSON with line information (--save-trace, or
     shapetrace.trace(model, x, lines=True).to_json()).
+
+    \b
+    Exit status: 0; 1 when the model's forward fails (what ran is shown,
+    then the failure); 2 for a usage error. A saved trace of a failed
+    forward is shown with status 0 and a note naming the failure, as
+    'shapetrace render' does.
 
     \b
     Examples:
@@ -106,4 +113,6 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
     else:
         write_output(text, output)
         click.echo(f"wrote {output}", err=True)
+    if is_saved_trace(model):
+        note_saved_failure(result, "the lines view")
     return failure_note

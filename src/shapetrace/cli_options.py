@@ -20,6 +20,7 @@ import click
 
 from .renderers import RenderOptions, formats, get
 from .renderers.display import MIN_TABLE_WIDTH
+from .renderers.units import ellipsize, failure_place, literal
 from .session import OutputProblem, SessionError, UsageProblem, check_output, pick_format, render_output
 
 __all__ = [
@@ -266,6 +267,16 @@ def emit(trace: Any, fmt: str, options: RenderOptions, output: str | None) -> No
         sys.stdout.flush()
         return
     click.echo(rendered, nl=not rendered.endswith("\n"))
+
+
+def note_saved_failure(trace: Any, shown: str) -> None:
+    """Say on stderr when a saved trace is of a forward that failed, naming the failure: what is ``shown`` is
+    partial. The status stays 0: the command did what was asked (``diff`` exits 1, its comparison is partial)."""
+    failure = trace.failure
+    if failure is not None:
+        error = ellipsize(f"{literal(failure.type)}: {literal(failure.message)}", 120)
+        click.echo(f"note: this trace is of a forward that failed {failure_place(trace)} ({error}); {shown} is "
+                   "partial", err=True)
 
 
 def print_cause(cause: BaseException | None) -> None:
