@@ -317,7 +317,7 @@ def test_load_of_empty_text_or_bytes_that_are_not_utf8_says_so():
     with pytest.raises(TraceFormatError, match="empty: pass the path"):
         shapetrace.load("")
     with pytest.raises(TraceFormatError, match="not UTF-8 text"):
-        shapetrace.load(b"\xff\xfe{}")
+        shapetrace.load(b"\x80{}")  # no byte-order mark: \xff\xfe starts UTF-16
     with pytest.raises(TypeError, match="takes a path, JSON text or bytes"):
         shapetrace.load(5)
 
@@ -527,3 +527,13 @@ class _StructOut(torch.nn.Module):
 
     def forward(self, x):
         return self.out(x * 2, 1.5, None)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-8-sig"])
+def test_a_trace_saved_as_utf16_or_utf32_with_a_byte_order_mark_is_read(tmp_path, encoding):
+    # Windows PowerShell 5's `shapetrace trace M -f json > t.json` writes UTF-16 with a byte-order mark
+    trace = shapetrace.trace(torch.nn.Linear(3, 2), torch.randn(2, 3))
+    path = tmp_path / "t.json"
+    bom = {"utf-16-be": b"\xfe\xff"}.get(encoding, b"")
+    path.write_bytes(bom + trace.to_json().encode(encoding))
+    assert shapetrace.load(path) == trace
