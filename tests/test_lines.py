@@ -524,7 +524,7 @@ def test_lines_written_to_an_html_file_is_a_whole_page_and_saved_traces_are_read
     text = page.read_text()
     assert text.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in text and "color-scheme" in text
     missing = CliRunner().invoke(main, ["lines", str(tmp_path / "missing.json")])
-    assert missing.exit_code == 2 and "no such trace file" in missing.output
+    assert missing.exit_code == 2 and "missing.json: no such file" in missing.output
 
 
 def test_a_torchscript_submodule_gives_no_advice_to_trace_it_by_itself_which_is_refused():

@@ -269,6 +269,22 @@ def test_nan_and_infinity_in_a_timing_are_refused_as_json_cannot_write_them_back
     assert _load_error(data) == "calls[1].timing.self_ms: expected a finite number, got inf"
 
 
+def test_nan_and_infinity_in_free_form_parts_are_refused_naming_the_field():
+    data = _small_trace_data()
+    data["meta"]["grad"] = float("nan")
+    assert _load_error(data) == "meta.grad: expected a finite number, got nan"
+    data = _small_trace_data()
+    data["meta"]["options"] = {"fold": [1, float("inf")]}
+    assert _load_error(data) == "meta.options.fold[1]: expected a finite number, got inf"
+
+
+def test_nan_in_a_calls_own_code_entry_is_refused_naming_the_field():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4))
+    data = json.loads(shapetrace.trace(model, torch.randn(2, 3), lines=True).to_json())
+    data["calls"][1]["code"]["extra"] = float("-inf")
+    assert _load_error(data) == "calls[1].code.extra: expected a finite number, got -inf"
+
+
 def test_negative_counts_and_times_are_named():
     data = _small_trace_data()
     data["calls"][1]["params"] = -100
@@ -301,7 +317,7 @@ def test_load_of_empty_text_or_bytes_that_are_not_utf8_says_so():
     with pytest.raises(TraceFormatError, match="empty: pass the path"):
         shapetrace.load("")
     with pytest.raises(TraceFormatError, match="not UTF-8 text"):
-        shapetrace.load(b"\xff\xfe{}")
+        shapetrace.load(b"\x80{}")  # no byte-order mark: \xff\xfe starts UTF-16
     with pytest.raises(TypeError, match="takes a path, JSON text or bytes"):
         shapetrace.load(5)
 
@@ -511,3 +527,13 @@ class _StructOut(torch.nn.Module):
 
     def forward(self, x):
         return self.out(x * 2, 1.5, None)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-8-sig"])
+def test_a_trace_saved_as_utf16_or_utf32_with_a_byte_order_mark_is_read(tmp_path, encoding):
+    # Windows PowerShell 5's `shapetrace trace M -f json > t.json` writes UTF-16 with a byte-order mark
+    trace = shapetrace.trace(torch.nn.Linear(3, 2), torch.randn(2, 3))
+    path = tmp_path / "t.json"
+    bom = {"utf-16-be": b"\xfe\xff"}.get(encoding, b"")
+    path.write_bytes(bom + trace.to_json().encode(encoding))
+    assert shapetrace.load(path) == trace

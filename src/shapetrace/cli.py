@@ -25,12 +25,16 @@ from .cli_diff import diff_command
 from .cli_lines import lines_command
 from .cli_options import (
     CONTEXT,
+    OUTPUT_HELP,
     QuietPipeGroup,
     SuggestingChoice,
     cli_errors,
+    dash_is_stdout,
     emit,
     heat_option,
     note_diagram_only,
+    note_saved_failure,
+    output_not_an_input,
     prepare_output,
     print_cause,
     profile_heat,
@@ -42,8 +46,7 @@ from .cli_profile import profile_command
 from .renderers import RenderOptions, formats, get
 from .renderers.diagram import OVERLAYS
 from .renderers.units import no_timings_reason
-from .session import TraceRequest, UsageProblem, check_output_folder, trace_model
-from .tracer.records import load as load_trace
+from .session import TraceRequest, UsageProblem, check_output_folder, read_trace, trace_model
 from .tracer.user_warnings import ShapetraceWarning
 
 _CONTEXT = CONTEXT
@@ -126,8 +129,8 @@ def _with_diagram(fmt: str, asked: bool) -> bool:
               help="One row per call, or one row per module with its calls counted.")
 @click.option("--format", "-f", "fmt", type=SuggestingChoice(formats()), default=None,
               help="Output format [default: from -o's suffix, else text].")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Write to FILE instead of stdout (checked before the forward runs; written whole or not at all).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True), default=None, callback=dash_is_stdout,
+              help=OUTPUT_HELP + " (checked before the forward runs; written whole or not at all).")
 @click.option("--device", type=SuggestingChoice(["cpu", "cuda", "meta"]), default=None,
               help="Run there (meta: shapes only, nothing computed). Default: the model's device.")
 @click.option("--train/--eval", "train", default=None,
@@ -174,11 +177,11 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
 
 
 @main.command("render", context_settings=_CONTEXT)
-@click.argument("trace_file", metavar="TRACE.json", type=click.Path(exists=True, dir_okay=False))
+@click.argument("trace_file", metavar="TRACE.json", type=click.Path(allow_dash=True))
 @click.option("--format", "-f", "fmt", type=SuggestingChoice(formats()), default=None,
               help="Output format [default: from -o's suffix, else text].")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Write to FILE instead of stdout (written whole or not at all).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True), default=None, callback=dash_is_stdout,
+              help=OUTPUT_HELP + " (written whole or not at all).")
 @click.option("--depth", "-d", type=click.IntRange(min=0), default=None, help="Fold calls deeper than N.")
 @click.option("--view", type=SuggestingChoice(["calls", "modules"]), default="calls", show_default=True,
               help="One row per call, or one row per module.")
@@ -198,7 +201,7 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
 def render_command(trace_file: str, fmt: str | None, output: str | None, depth: int | None, view: str,
                    layout: str | None, overlays: tuple[str, ...], style: str | None, unroll: bool,
                    all_ops: bool, heat: str | None, with_diagram: bool, width: int | None, debug: bool) -> None:
-    """Render a saved trace (from --format json); needs no torch and no model.
+    """Render a saved trace (from --format json; '-': read it from stdin); needs no torch and no model.
 
     \b
     Examples:
@@ -207,14 +210,12 @@ def render_command(trace_file: str, fmt: str | None, output: str | None, depth: 
     """
     with cli_errors(debug):
         fmt = prepare_output(fmt, output)
+        output_not_an_input(output, trace_file)
         with_diagram = _with_diagram(fmt, with_diagram)
         if not with_diagram:
             note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll, heat=heat,
                               all_ops=all_ops)
-        try:
-            trace = load_trace(Path(trace_file))
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
-            raise UsageProblem(f"{trace_file!r} is not a readable shapetrace trace: {e}") from e
+        trace = read_trace(trace_file)
         heat = profile_heat(trace, heat)
         _check_heat(trace, heat, drawn=get(fmt).dataflow or with_diagram)
         # The trace's saved render hints (trace.meta["options"]) apply; the options given here win over them.
@@ -223,8 +224,7 @@ def render_command(trace_file: str, fmt: str | None, output: str | None, depth: 
                                 with_diagram=with_diagram, all_ops=all_ops or None,
                                 color=terminal_colour(output))
         emit(trace, fmt, options, output)
-    if trace.failed:
-        click.echo("note: this trace is of a forward that failed; the table is partial", err=True)
+    note_saved_failure(trace, "the table" if not get(fmt).dataflow else "the diagram")
 
 
 def _check_heat(trace: Any, heat: str | None, drawn: bool) -> None:

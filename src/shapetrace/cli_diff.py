@@ -3,17 +3,19 @@ torchview (``--against``). The comparison itself lives in ``renderers/diff.py`` 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
 
 from .cli_options import (
     CONTEXT,
+    OUTPUT_HELP,
     SuggestingChoice,
     cli_errors,
+    dash_is_stdout,
     emit,
     note_suffix_mismatch,
+    output_not_an_input,
     print_cause,
     table_width,
     terminal_colour,
@@ -26,11 +28,12 @@ from .session import (
     UsageProblem,
     check_output,
     compare_model,
+    is_saved_trace,
     pick_format,
+    read_trace,
     trace_model,
     write_output,
 )
-from .tracer.records import load as load_trace
 
 DIAGRAM_FORMATS = ("svg", "png", "pdf", "dot")
 DIFF_FORMATS = ("text", "md", "html", "json", *DIAGRAM_FORMATS)
@@ -39,18 +42,13 @@ DIFF_FORMATS = ("text", "md", "html", "json", *DIAGRAM_FORMATS)
 def _side(spec: str, inputs: tuple[str, ...], args: tuple[str, ...], train: bool | None, ops: bool,
           debug: bool) -> tuple[Any, str | None]:
     """The trace of one side: a saved trace read back, or the model traced; and a note when its forward failed."""
-    if spec.lower().endswith(".json"):
-        if not Path(spec).is_file():
-            raise UsageProblem(f"{spec}: no such file (a saved trace, from --format json)")
+    if is_saved_trace(spec):
         given = [name for name, value in (("--arg", args), ("--input", inputs), ("--train/--eval", train is not None))
                  if value]
         if given:
             click.echo(f"note: {', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to the saved trace "
                        f"{spec}", err=True)
-        try:
-            saved = load_trace(Path(spec))
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
-            raise UsageProblem(f"{spec!r} is not a readable shapetrace trace: {e}") from e
+        saved = read_trace(spec)
         failure = saved.failure
         return saved, (f"the forward of {spec} (a saved trace) failed: {failure.type}: {failure.message}"
                        if failure is not None else None)
@@ -75,8 +73,8 @@ def _side(spec: str, inputs: tuple[str, ...], args: tuple[str, ...], train: bool
 @click.option("--format", "-f", "fmt", type=SuggestingChoice(DIFF_FORMATS), default=None,
               help="text, md, html, json, or a diagram of B with the changes marked (svg, png, pdf, dot) "
                    "[default: from -o's suffix, else text].")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Write to FILE instead of stdout (checked before anything runs; written whole or not at all).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True), default=None, callback=dash_is_stdout,
+              help=OUTPUT_HELP + " (checked before anything runs; written whole or not at all).")
 @click.option("--train/--eval", "train", default=None,
               help="Trace in training / eval mode. Default: an exhibit as built, any other model in eval.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
@@ -118,6 +116,7 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
         if output is not None:
             check_output(output)
             note_suffix_mismatch(fmt, output)
+            output_not_an_input(output, a, b)
         if b is None:
             if a_args or b_args:
                 raise UsageProblem("--a-arg and --b-arg are for two models (A and B); with one MODEL use --arg")
@@ -135,6 +134,8 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
 
 def _two(a: str, b: str, inputs: tuple[str, ...], args: tuple[str, ...], a_args: tuple[str, ...],
          b_args: tuple[str, ...], train: bool | None, fmt: str, output: str | None, debug: bool) -> list[str]:
+    if a == b == "-":
+        raise UsageProblem("A and B are both '-': only one of them can be read from stdin")
     ops = fmt in DIAGRAM_FORMATS
     ta, note_a = _side(a, inputs, args + a_args, train, ops, debug)
     tb, note_b = _side(b, inputs, args + b_args, train, ops, debug)

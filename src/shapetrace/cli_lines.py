@@ -7,11 +7,21 @@ from pathlib import Path
 
 import click
 
-from .cli_options import CONTEXT, SuggestingChoice, cli_errors, distinct_outputs, note_suffix_mismatch, print_cause
+from .cli_options import (
+    CONTEXT,
+    OUTPUT_HELP,
+    SuggestingChoice,
+    cli_errors,
+    dash_is_stdout,
+    distinct_outputs,
+    note_saved_failure,
+    note_suffix_mismatch,
+    output_not_an_input,
+    print_cause,
+)
 from .renderers.lines import LinesError, build_view, lines_page
 from .renderers.lines import render as render_lines
-from .session import TraceRequest, UsageProblem, check_output, trace_model, write_output
-from .tracer.records import load as load_trace
+from .session import TraceRequest, UsageProblem, check_output, is_saved_trace, read_trace, trace_model, write_output
 
 _SUFFIX = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".json": "json", ".txt": "text",
            ".text": "text"}
@@ -27,8 +37,8 @@ _SUFFIX = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".js
 @click.option("--arg", "-a", "args", multiple=True, metavar="KEY=VALUE", help="Keyword argument for the factory.")
 @click.option("--format", "-f", "fmt", type=SuggestingChoice(["text", "md", "html", "json"]), default=None,
               help="Output format [default: from -o's suffix, else text].")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Write to FILE instead of stdout (checked before the forward runs; written whole or not at all).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True), default=None, callback=dash_is_stdout,
+              help=OUTPUT_HELP + " (checked before the forward runs; written whole or not at all).")
 @click.option("--save-trace", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Also save the trace (with its line information) as JSON, to render again without the model "
                    "(a file other than -o's: the same file for both is refused).")
@@ -46,6 +56,12 @@ def lines_command(model: str, module: str, inputs: tuple[str, ...], args: tuple[
     error left by is marked ✗. MODEL is a model spec as for 'shapetrace trace',
     or a trace saved as JSON with line information (--save-trace, or
     shapetrace.trace(model, x, lines=True).to_json()).
+
+    \b
+    Exit status: 0; 1 when the model's forward fails (what ran is shown,
+    then the failure); 2 for a usage error. A saved trace of a failed
+    forward is shown with status 0 and a note naming the failure, as
+    'shapetrace render' does.
 
     \b
     Examples:
@@ -71,17 +87,13 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
         if path is not None:
             check_output(path)
     distinct_outputs("--save-trace", save_trace, output, "the trace")
+    output_not_an_input(output, model)
     note_suffix_mismatch(fmt, output)
     failure_note = None
-    if model.lower().endswith(".json"):  # a saved trace (a MODEL spec never ends in .json)
-        if not Path(model).is_file():
-            raise UsageProblem(f"no such trace file: {model!r}")
+    if is_saved_trace(model):
         if inputs or args:
             raise UsageProblem("--input and --arg do not apply to a saved trace")
-        try:
-            result = load_trace(Path(model))
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
-            raise UsageProblem(f"{model!r} is not a readable shapetrace trace: {e}") from e
+        result = read_trace(model)
     else:
         outcome = trace_model(TraceRequest(model, inputs, args, train=train, lines=True))
         result, failure_note = outcome.trace, outcome.error
@@ -101,4 +113,6 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
     else:
         write_output(text, output)
         click.echo(f"wrote {output}", err=True)
+    if is_saved_trace(model):
+        note_saved_failure(result, "the lines view")
     return failure_note

@@ -20,11 +20,32 @@ import click
 
 from .renderers import RenderOptions, formats, get
 from .renderers.display import MIN_TABLE_WIDTH
+from .renderers.units import ellipsize, failure_place, literal
 from .session import OutputProblem, SessionError, UsageProblem, check_output, pick_format, render_output
 
-__all__ = ["BROKEN_PIPE_STATUS", "CONTEXT", "HEAT_KINDS", "QuietPipeGroup", "SuggestingChoice", "TableWidth",
-           "cli_errors", "distinct_outputs", "emit", "heat_option", "note_diagram_only", "note_suffix_mismatch",
-           "prepare_output", "print_cause", "profile_heat", "table_width", "terminal_colour", "width_option"]
+__all__ = [
+    "BROKEN_PIPE_STATUS",
+    "CONTEXT",
+    "HEAT_KINDS",
+    "OUTPUT_HELP",
+    "QuietPipeGroup",
+    "SuggestingChoice",
+    "TableWidth",
+    "cli_errors",
+    "dash_is_stdout",
+    "distinct_outputs",
+    "emit",
+    "heat_option",
+    "note_diagram_only",
+    "note_suffix_mismatch",
+    "output_not_an_input",
+    "prepare_output",
+    "print_cause",
+    "profile_heat",
+    "table_width",
+    "terminal_colour",
+    "width_option",
+]
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 HEAT_KINDS = ("time", "memory", "activations")
@@ -165,6 +186,14 @@ def _not_an_exception(e: BaseException) -> str:
             "Exception (RuntimeError, ValueError, ...) there instead (rerun with --debug for the traceback)")
 
 
+OUTPUT_HELP = "Write to FILE instead of stdout ('-': stdout)"
+
+
+def dash_is_stdout(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``-o -``: stdout, as for most Unix tools (the value ``None``, as when ``-o`` is not given)."""
+    return None if value == "-" else value
+
+
 def prepare_output(fmt: str | None, output: str | None, allowed: tuple[str, ...] | None = None) -> str:
     """The format to write, checked before anything runs: from ``--format`` or ``-o``'s suffix; ``-o`` must be
     writable; a binary format needs ``-o`` when stdout is a terminal. ``UsageProblem`` otherwise."""
@@ -185,6 +214,24 @@ def distinct_outputs(option: str, path: str | None, output: str | None, what: st
     if path is not None and output is not None and Path(path).resolve() == Path(output).resolve():
         raise UsageProblem(f"{option} and -o both name {path!r}: one would overwrite the other; give {what} a "
                            "file of its own")
+
+
+def output_not_an_input(output: str | None, *inputs: str | None) -> None:
+    """Refuse (``UsageProblem``) an ``-o`` that is one of the command's input files, however each is written
+    (``./t.json`` and ``t.json``, a link and its target): writing would replace the input."""
+    if output is None:
+        return
+    for given in inputs:
+        if given is not None and _same_file(given, output):
+            raise UsageProblem(f"-o {output!r} is the input file {given!r}: writing there would replace it; give "
+                               "-o a file of its own")
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # either is missing (or not a path): not the same existing file
+        return False
 
 
 def note_suffix_mismatch(fmt: str, output: str | None) -> None:
@@ -220,6 +267,16 @@ def emit(trace: Any, fmt: str, options: RenderOptions, output: str | None) -> No
         sys.stdout.flush()
         return
     click.echo(rendered, nl=not rendered.endswith("\n"))
+
+
+def note_saved_failure(trace: Any, shown: str) -> None:
+    """Say on stderr when a saved trace is of a forward that failed, naming the failure: what is ``shown`` is
+    partial. The status stays 0: the command did what was asked (``diff`` exits 1, its comparison is partial)."""
+    failure = trace.failure
+    if failure is not None:
+        error = ellipsize(f"{literal(failure.type)}: {literal(failure.message)}", 120)
+        click.echo(f"note: this trace is of a forward that failed {failure_place(trace)} ({error}); {shown} is "
+                   "partial", err=True)
 
 
 def print_cause(cause: BaseException | None) -> None:

@@ -16,8 +16,10 @@ import click
 
 from .cli_options import (
     CONTEXT,
+    OUTPUT_HELP,
     SuggestingChoice,
     cli_errors,
+    dash_is_stdout,
     distinct_outputs,
     emit,
     heat_option,
@@ -68,8 +70,9 @@ Examples:
 @click.option("--format", "-f", "fmt", type=SuggestingChoice(PROFILE_FORMATS), default=None,
               help="Output format (default: from -o's suffix, else text); svg/png/pdf/dot draw the diagram "
                    "coloured by self time.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Write here instead of stdout (checked before the forward runs; written whole or not at all).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+              callback=dash_is_stdout,
+              help=OUTPUT_HELP + " (checked before the forward runs; written whole or not at all).")
 @click.option("--depth", "-d", type=click.IntRange(min=0), default=None, help="Fold calls deeper than N.")
 @click.option("--view", type=SuggestingChoice(["calls", "modules"]), default="calls", show_default=True,
               help="One row per call, or one row per module with the times of all its calls added up.")

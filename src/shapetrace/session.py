@@ -12,6 +12,9 @@ this module, so these rules hold once for all of them:
   message (the CLI prints the partial table and exits 1); nothing raises past the session for it.
 * **Render hints.** An exhibit's render hints (layout, fold, cut, overlays) are saved in the trace as
   ``trace.meta["options"]``, so a saved JSON re-renders the same diagram.
+* **Reading.** ``read_trace(spec)`` reads a saved trace from a regular file, or from stdin for ``-`` (and
+  ``/dev/stdin``, ``/dev/fd/N``), at most ``MAX_TRACE_BYTES``; a FIFO or device by name (``/dev/zero``) is refused
+  rather than read until memory or patience runs out. Every problem is a ``UsageProblem`` naming the file.
 * **Writing.** ``check_output(path)`` is called before the forward runs (a folder that cannot be written is
   refused at once); ``write_output`` writes to a temporary file in the target folder and renames it into
   place, so a failure never leaves a half-written file. ``render_output`` renders and writes; when Graphviz
@@ -26,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -37,8 +41,10 @@ from .renderers import RenderOptions, UnknownFormat, format_for_path, render
 from .renderers.atomic import resolve_target, write_atomically
 from .renderers.diagram import GraphvizNotFound, OverlayNeedsOptions
 from .tracer.records import Opaque, Trace
+from .tracer.records import load as load_trace
 
 __all__ = [
+    "MAX_TRACE_BYTES",
     "Loaded",
     "Outcome",
     "OutputProblem",
@@ -49,9 +55,11 @@ __all__ = [
     "check_output",
     "check_output_folder",
     "compare_model",
+    "is_saved_trace",
     "load",
     "pick_format",
     "profile_model",
+    "read_trace",
     "render_output",
     "trace_model",
     "train_mode",
@@ -303,6 +311,74 @@ def compare_model(request: TraceRequest, against: str) -> tuple[Outcome, Any]:
     return outcome, result
 
 
+# ---- reading a saved trace ---------------------------------------------------------------------------------------
+# The largest saved trace read (1 GiB): a model of a million calls writes a few hundred MB.
+MAX_TRACE_BYTES = 1 << 30
+STDIN = "-"
+# Names of descriptors the process already holds (stdin, a shell's <(...)): read as they are, bounded.
+_INHERITED = ("/dev/stdin", "/dev/fd/", "/proc/self/fd/")
+
+
+def is_saved_trace(spec: str) -> bool:
+    """Whether a command's MODEL argument names a saved trace rather than a model: ``-`` (stdin) or a ``.json``
+    file (a MODEL spec never ends in ``.json``)."""
+    return spec == STDIN or spec.lower().endswith(".json")
+
+
+def read_trace(spec: str) -> Trace:
+    """The trace saved in the file ``spec`` (``-``: stdin); ``UsageProblem`` saying what is wrong with it."""
+    where = "stdin" if spec == STDIN else repr(spec)
+    data = _trace_bytes(spec, where)
+    if not data.strip():
+        raise UsageProblem(f"{where} is empty: a saved trace is the JSON that 'shapetrace trace MODEL --format json "
+                           "-o FILE' writes")
+    try:
+        return load_trace(data)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise UsageProblem(f"{where} is not a readable shapetrace trace: {e}") from e
+
+
+def _trace_bytes(spec: str, where: str) -> bytes:
+    if spec == STDIN:
+        return _bounded(sys.stdin.buffer, where)
+    if spec.startswith(_INHERITED):
+        return _read_file(spec, where, bounded=True)
+    try:
+        info = os.stat(spec)
+    except FileNotFoundError:
+        raise UsageProblem(f"{spec}: no such file (a saved trace, from --format json)") from None
+    except OSError as e:
+        raise UsageProblem(f"cannot read {where}: {e.strerror or e}") from e
+    if stat.S_ISDIR(info.st_mode):
+        raise UsageProblem(f"{where} is a folder; give the saved trace's file")
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageProblem(f"{where} is not a regular file (a FIFO or a device): a saved trace is read from a file, "
+                           "or from stdin as '-' (cat FILE | shapetrace render -)")
+    if info.st_size > MAX_TRACE_BYTES:
+        raise UsageProblem(_too_large(where))
+    return _read_file(spec, where, bounded=False)
+
+
+def _read_file(spec: str, where: str, bounded: bool) -> bytes:
+    try:
+        with open(spec, "rb") as f:
+            return _bounded(f, where) if bounded else f.read()
+    except OSError as e:
+        raise UsageProblem(f"cannot read {where}: {e.strerror or e}") from e
+
+
+def _bounded(stream: Any, where: str) -> bytes:
+    data = stream.read(MAX_TRACE_BYTES + 1)
+    if len(data) > MAX_TRACE_BYTES:
+        raise UsageProblem(_too_large(where))
+    return data
+
+
+def _too_large(where: str) -> str:
+    return (f"{where} is larger than {MAX_TRACE_BYTES >> 30} GiB, the most a saved trace may be; it is not "
+            "a trace shapetrace wrote")
+
+
 # ---- output --------------------------------------------------------------------------------------------------
 def pick_format(fmt: str | None, output: str | Path | None, default: str = "text") -> str:
     """``--format`` when given, else the format ``output``'s suffix asks for, else ``default``; an ``-o`` suffix
@@ -345,8 +421,18 @@ def _written_through(target: Path) -> bool:
     return (target.exists() and not target.is_file()) or os.path.realpath(target).startswith("/proc/")
 
 
+def _check_names_a_file(path: str | Path) -> None:
+    """Refuse a path ending in a separator (``-o newdir/``): it names a folder, and writing a file by the
+    folder's name (``Path`` drops the slash) would not be what was asked."""
+    text = os.fspath(path)
+    if text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
+        raise OutputProblem(f"cannot write {text!r}: a path ending in {text[-1]!r} names a folder, not a "
+                            f"file; give a file name, e.g. {os.path.join(text, 'out.txt')}")
+
+
 def check_output(path: str | Path) -> Path:
     """Check, before anything runs, that a file can be written at ``path``; ``OutputProblem`` says why not."""
+    _check_names_a_file(path)
     target = Path(path)
     if _written_through(target):
         if not os.access(target, os.W_OK):

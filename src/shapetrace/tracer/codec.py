@@ -417,9 +417,12 @@ def _record_decoder(cls: type) -> Decoder3:
 
 
 def _check_plain(data: Any, path: str, depth: int) -> Any:
-    """Free-form JSON (``meta``): checked only for depth."""
+    """Free-form JSON (``meta``, ``meta.options``, a call's ``code``): checked for depth and, as everywhere in a
+    trace, for finite numbers (one that is not could not be written back: ``to_json`` refuses NaN)."""
     if depth > MAX_DEPTH:
         raise TraceFormatError(path, f"nested more than {MAX_DEPTH} levels deep")
+    if isinstance(data, float) and not math.isfinite(data):
+        raise TraceFormatError(path, f"expected a finite number, got {data!r}")
     if isinstance(data, list):
         return [_check_plain(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(data)]
     if isinstance(data, dict):

@@ -21,6 +21,7 @@ so every tree round-trips exactly. See ``docs/trace-format.md`` for the full for
 
 from __future__ import annotations
 
+import codecs
 import json
 import math
 import os
@@ -782,8 +783,22 @@ def _from_json_text(text: str, could_be_path: bool) -> Trace:
         raise
 
 
+# Byte-order marks of the encodings JSON may come in (RFC 8259 asks for UTF-8, but Windows PowerShell 5's `>`
+# writes UTF-16): UTF-32's first, as its little-endian mark starts with UTF-16's.
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+         (codecs.BOM_UTF16_BE, "utf-16"))
+
+
 def _utf8(data: bytes, where: str) -> str:
-    """JSON bytes as text (a byte-order mark is dropped)."""
+    """JSON bytes as text: UTF-8, or UTF-16 or UTF-32 that start with their byte-order mark (the mark dropped)."""
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), None)
+    if encoding is not None:
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError as e:
+            raise TraceFormatError("", f"{where} starts with a {encoding.upper()} byte-order mark but is not "
+                                       f"{encoding.upper()} text (byte {e.start}); write the trace with -o FILE "
+                                       "(UTF-8) rather than a shell's '>'") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
