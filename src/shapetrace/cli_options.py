@@ -37,6 +37,7 @@ __all__ = [
     "emit",
     "heat_option",
     "note_diagram_only",
+    "note_saved_failure",
     "note_suffix_mismatch",
     "output_not_an_input",
     "prepare_output",
