@@ -1143,3 +1143,32 @@ def test_modules_view_counts_a_module_that_calls_itself_once_not_once_per_nestin
     row = next(x for x in lines if x.startswith("(root)")).split()
     percent_at = len(row) - len(header) + header.index("%")
     assert float(row[percent_at]) <= 100
+
+
+class _OneBfloat16LayerFirst(nn.Module):
+    """Float32 input and almost all parameters float32, but the first parameter registered is bfloat16."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(16, 16).to(torch.bfloat16)
+        self.b = nn.Linear(16, 2000)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x.to(torch.bfloat16)).float())
+
+
+def test_the_timed_dtype_of_a_model_with_parameters_of_two_dtypes_says_mixed_not_the_first_ones():
+    from shapetrace.tracer.timing import DTYPE_MIXED
+
+    trace = _profile(_OneBfloat16LayerFirst(), torch.randn(4, 16), repeat=1, warmup=0)
+    assert set(trace.model.param_dtypes) == {"bfloat16", "float32"}
+    assert trace.timing["dtype"] == DTYPE_MIXED == "mixed"
+
+
+def test_the_timed_dtype_is_the_parameters_one_dtype_or_without_parameters_the_inputs():
+    half = _profile(nn.Linear(4, 4).to(torch.bfloat16), torch.randn(2, 4, dtype=torch.bfloat16), repeat=1, warmup=0)
+    assert half.timing["dtype"] == "bfloat16"
+    no_params = _profile(nn.ReLU(), torch.randn(2, 4, dtype=torch.float64), repeat=1, warmup=0)
+    assert no_params.timing["dtype"] == "float64"
+    cast = _profile(nn.Linear(4, 4), torch.randn(2, 4), dtype="bf16", repeat=1, warmup=0)
+    assert cast.timing["dtype"] == "bfloat16"
