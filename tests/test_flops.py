@@ -76,6 +76,48 @@ def test_packed_sequence_counts_only_real_steps():
     assert trace.calls[0].flops == 12 * rnn_step_flops("LSTM", 4, 8)
 
 
+class _CallsRecurrent(nn.Module):
+    """Calls its recurrent layer with the arguments ``call`` builds: positional, keyword or a mix."""
+
+    def __init__(self, layer: nn.Module, call) -> None:
+        super().__init__()
+        self.layer = layer
+        self.call = call
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        out = self.call(self.layer, x, h)
+        return out[0] if isinstance(out, tuple) else out
+
+
+RECURRENT_CALLS = {
+    "positional": lambda layer, x, h: layer(x),
+    "input-keyword": lambda layer, x, h: layer(input=x),
+    "both-keywords": lambda layer, x, h: layer(input=x, hx=h),
+    "hx-keyword": lambda layer, x, h: layer(x, hx=h),
+}
+
+
+@pytest.mark.parametrize("style", RECURRENT_CALLS)
+def test_lstm_counts_the_documented_formula_however_its_input_is_passed(style):
+    # nn.LSTM(10, 20) on 7 steps x 3 rows, per step and row 8*H*(I+H) + 8*H + 13*H with H=20, I=10
+    expected = 21 * (8 * 20 * 30 + 8 * 20 + 13 * 20)
+    h0 = (torch.zeros(1, 3, 20), torch.zeros(1, 3, 20))
+    trace = _profile(_CallsRecurrent(nn.LSTM(10, 20), RECURRENT_CALLS[style]), torch.randn(7, 3, 10), h0)
+    assert [c.flops for c in trace.calls] == [expected, expected] == [109620, 109620]
+
+
+@pytest.mark.parametrize("style", RECURRENT_CALLS)
+def test_gru_and_cells_count_the_documented_formula_however_their_input_is_passed(style):
+    call = RECURRENT_CALLS[style]
+    gru = _profile(_CallsRecurrent(nn.GRU(4, 8), call), torch.randn(5, 2, 4), torch.zeros(1, 2, 8))
+    assert gru.calls[0].flops == 10 * (6 * 8 * 12 + 6 * 8 + 11 * 8)
+    cell = nn.LSTMCell(4, 8)
+    lstm_cell = _profile(_CallsRecurrent(cell, call), torch.randn(3, 4), (torch.zeros(3, 8), torch.zeros(3, 8)))
+    assert lstm_cell.calls[0].flops == 3 * (8 * 8 * 12 + 8 * 8 + 13 * 8)
+    rnn_cell = _profile(_CallsRecurrent(nn.RNNCell(4, 8), call), torch.randn(3, 4), torch.zeros(3, 8))
+    assert rnn_cell.calls[0].flops == 3 * (2 * 8 * 12 + 2 * 8 + 2 * 8)
+
+
 class _Chunked(nn.Module):
     """A stand-in for BPT3C: one LSTM run once per chunk in a Python loop, then a head."""
 

@@ -274,3 +274,76 @@ def test_a_detectors_backbone_gets_its_input_from_the_transform_through_torchvis
             todo += after.get(node, [])
     assert {e.dst for e in trace.edges if e.dst.startswith("output:")} <= reached  # one graph, input to outputs
     assert unowned_edges(trace) == []
+
+
+class ChangesItsBlocksOutput(nn.Module):
+    """A residual written in place in the parent's own code: ``r = block(x); r += x; return r``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.block(x)
+        r += x
+        return r
+
+
+class ResidualThenHead(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.res = ChangesItsBlocksOutput()
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.res(x))
+
+
+def test_an_output_changed_in_place_by_the_caller_is_a_new_value_of_the_caller_without_op_recording():
+    from shapetrace.renderers.rows import totals
+
+    model, x = ResidualThenHead(), torch.randn(2, 8)
+    plain, with_ops = shapetrace.trace(model, x), shapetrace.trace(model, x, ops=True)
+    res, block = plain.calls_of("res")[0], plain.calls_of("res.block")[0]
+    assert res.outputs.tid != block.outputs.tid  # r after ``r += x`` is not the block's value
+    assert ("res", "head") in edges_between(plain)  # the value head reads was made in res's own code
+    assert ("add_", "head") in edges_between(with_ops)  # ... by the add_ that ops=True records there
+    assert ("res.block.1", "head") not in edges_between(plain)
+    assert totals(plain).activation_tensors == totals(with_ops).activation_tensors == 4
+    assert totals(plain).activation_bytes == totals(with_ops).activation_bytes
+
+
+def test_plain_and_op_traces_of_mobilenet_v3_small_count_the_same_activations():
+    import torchvision
+
+    from shapetrace.renderers.rows import totals
+
+    torch.manual_seed(0)
+    model, x = torchvision.models.mobilenet_v3_small(weights=None).eval(), torch.randn(1, 3, 64, 64)
+    plain, with_ops = totals(shapetrace.trace(model, x)), totals(shapetrace.trace(model, x, ops=True))
+    assert (plain.activation_bytes, plain.activation_tensors) == (with_ops.activation_bytes, with_ops.activation_tensors)
+
+
+def test_outputs_of_an_inference_mode_forward_keep_their_ids_without_a_version_counter():
+    model, x = ResidualThenHead(), torch.randn(2, 8)
+    with torch.inference_mode():
+        trace = shapetrace.trace(model, x)
+    assert trace.calls_of("res.block")[0].outputs.tid == trace.calls_of("res.block.1")[0].outputs.tid
+    assert ("res.block.0", "res.block.1") in edges_between(trace)
+
+
+class ReturnsAChangedTuple(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r = self.lin(x)
+        r += x
+        return r, x
+
+
+def test_a_tuple_output_changed_in_place_by_the_caller_is_a_new_value_of_the_caller():
+    model, x = ReturnsAChangedTuple(), torch.randn(2, 8)
+    root, lin = shapetrace.trace(model, x).calls
+    assert root.outputs[0].tid != lin.outputs.tid

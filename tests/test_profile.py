@@ -1107,3 +1107,68 @@ def test_a_profile_in_train_mode_leaves_the_global_random_state_as_it_found_it()
     trace = _profile(model, x, warmup=1, repeat=3)
     assert trace.meta["training"] is True
     assert torch.equal(torch.get_rng_state(), before)
+
+
+class _Recursive(nn.Module):
+    """A tree-style model: the forward calls the module itself ``depth`` times, then its Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor, depth: int = 2) -> torch.Tensor:
+        if depth:
+            x = self(x, depth - 1)
+        return self.lin(x)
+
+
+def test_modules_view_counts_a_module_that_calls_itself_once_not_once_per_nesting():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from shapetrace.renderers.rows import forward_ms, table_rows
+    from shapetrace.renderers.table import render_text
+
+    trace = _profile(_Recursive(), torch.randn(1, 8), repeat=1, warmup=0)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        _Recursive()(torch.randn(1, 8))
+    assert fc.get_total_flops() == 3 * 2 * 8 * 8 == 384
+    root = next(r for r in table_rows(trace, view="modules") if r.name == "(root)")
+    assert root.calls == 3
+    assert root.flops == fc.get_total_flops() == trace.calls[0].flops
+    assert root.timing.total_ms == trace.calls[0].timing["total_ms"] == forward_ms(trace)
+    assert root.timing.cpu_ms == trace.calls[0].timing["cpu_ms"]
+    assert root.timing.self_ms == pytest.approx(sum(c.timing["self_ms"] for c in trace.calls_of("")))
+    lines = render_text(trace, view="modules", width=None).splitlines()
+    header = next(x for x in lines if " % " in x).split()
+    row = next(x for x in lines if x.startswith("(root)")).split()
+    percent_at = len(row) - len(header) + header.index("%")
+    assert float(row[percent_at]) <= 100
+
+
+class _OneBfloat16LayerFirst(nn.Module):
+    """Float32 input and almost all parameters float32, but the first parameter registered is bfloat16."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(16, 16).to(torch.bfloat16)
+        self.b = nn.Linear(16, 2000)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x.to(torch.bfloat16)).float())
+
+
+def test_the_timed_dtype_of_a_model_with_parameters_of_two_dtypes_says_mixed_not_the_first_ones():
+    from shapetrace.tracer.timing import DTYPE_MIXED
+
+    trace = _profile(_OneBfloat16LayerFirst(), torch.randn(4, 16), repeat=1, warmup=0)
+    assert set(trace.model.param_dtypes) == {"bfloat16", "float32"}
+    assert trace.timing["dtype"] == DTYPE_MIXED == "mixed"
+
+
+def test_the_timed_dtype_is_the_parameters_one_dtype_or_without_parameters_the_inputs():
+    half = _profile(nn.Linear(4, 4).to(torch.bfloat16), torch.randn(2, 4, dtype=torch.bfloat16), repeat=1, warmup=0)
+    assert half.timing["dtype"] == "bfloat16"
+    no_params = _profile(nn.ReLU(), torch.randn(2, 4, dtype=torch.float64), repeat=1, warmup=0)
+    assert no_params.timing["dtype"] == "float64"
+    cast = _profile(nn.Linear(4, 4), torch.randn(2, 4), dtype="bf16", repeat=1, warmup=0)
+    assert cast.timing["dtype"] == "bfloat16"

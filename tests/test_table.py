@@ -537,7 +537,29 @@ def _tables_doc(traces: dict[str, Trace]) -> str:
              "page is out of date; `pytest tests/test_table.py --update-golden` rewrites it).\n"]
     for name, tr in traces.items():
         parts += [f"## {name}\n", "```text", table.render_text(tr, width=80).rstrip("\n"), "```\n"]
-    return "\n".join(parts)
+    return "\n".join(parts + TOTALS_SECTION)
+
+
+# What the footer's totals count and leave out: prose of docs/tables.md, kept here since the test writes the page.
+TOTALS_SECTION = [
+    "## What the totals count\n",
+    "The sizes below the table are in MB, 10^6 bytes, as torchinfo writes them; the `act mem` and `peak mem`",
+    "columns of a profile are in binary units (KiB, MiB: 2^10, 2^20 bytes), so a 1 MiB output shows as",
+    "`1.0 MiB` in its row and `1.05` in `Activations (MB)`.\n",
+    "`Activations (MB)` adds the output tensors of every call that returned, each distinct tensor once. A",
+    "container whose output is its last child's counts it once; a tensor changed in place (`r += x`, an",
+    "in-place ReLU) counts again, as a new value, whether or not the trace recorded functional ops (`trace()`,",
+    "`trace(ops=True)` and `profile()` give the same total). It counts tensors, not storages: an output that is",
+    "a view of another (`nn.Flatten`, `permute`, `reshape` without a copy) counts its bytes again, though it",
+    "shares the memory, so the total can be above what the forward allocates. A nested-tensor output (the",
+    "`nn.TransformerEncoder` fast path with a padding mask) has no plain shape and counts 0 B, in its row's",
+    "`act mem` and in the total.\n",
+    "`Total params`, `Params size (MB)` and FLOPs count `nn.Parameter`s and what `FlopCounterMode` sees. A",
+    "dynamically quantized model (`torch.ao.quantization.quantize_dynamic`) keeps its int8 weights packed",
+    "inside `LinearPackedParams`, which are not parameters, and runs quantized kernels that the counter",
+    "counts as 0: such a model shows 0 params, 0.00 MB of parameters and 0 FLOPs for its quantized layers",
+    "(torchinfo also says 0 params). Its float parameters, if any are left, count as usual.\n",
+]
 
 
 def test_docs_tables_page_is_current(request, exhibit_traces):

@@ -140,6 +140,20 @@ def _module_key(call: Call) -> frozenset[str]:
     return frozenset([call.module, *call.aliases])
 
 
+def _outermost(trace: Trace, calls: Sequence[Call]) -> list[Call]:
+    """The calls not nested inside another of ``calls`` (a module that calls itself, a recursive tree): the
+    ones whose inclusive metrics add up without counting a nested call twice."""
+    ids = {c.id for c in calls}
+    outer = []
+    for c in calls:
+        parent = c.parent
+        while parent is not None and parent not in ids:
+            parent = trace.calls[parent].parent
+        if parent is None:
+            outer.append(c)
+    return outer
+
+
 def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
     groups: dict[frozenset[str], list[Call]] = {}
     for c in trace.calls:
@@ -153,11 +167,12 @@ def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
         if depth is not None and d > depth:
             continue
         parent = trace.calls[first.parent] if first.parent is not None else None
+        outer = _outermost(trace, calls)  # inclusive metrics: nested calls are already in their caller's
         timing = None
-        total = _sum_field(calls, "timing", "total_ms")
+        total = _sum_field(outer, "timing", "total_ms")
         if total is not None:
             timing = CallTiming(total_ms=total, self_ms=_sum_field(calls, "timing", "self_ms"),
-                                cpu_ms=_sum_field(calls, "timing", "cpu_ms"))
+                                cpu_ms=_sum_field(outer, "timing", "cpu_ms"))
         memory = None
         act = _sum_field(calls, "memory", "activation_bytes")
         if act is not None:
@@ -175,7 +190,7 @@ def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
             raised=err is not None and not failed, error=err, summary=True, aliases=list(first.aliases),
             folded=sum(desc[c.id] for c in calls) if depth is not None and d == depth else 0,
             side=[m for c in calls for m in c.side_inputs][:1], calls=len(calls), timing=timing,
-            flops=_sum_field(calls, "flops", None), memory=memory, first_call=first.id,
+            flops=_sum_field(outer, "flops", None), memory=memory, first_call=first.id,
             shape_changed=any(_shape_changed(c) for c in calls)))
     return rows
 

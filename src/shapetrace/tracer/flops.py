@@ -40,6 +40,8 @@ Layer ``l > 0`` has ``I = R·directions``. A ``*Cell`` is one layer, one directi
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -134,18 +136,42 @@ def _rows(x: Any, input_size: int) -> int | None:
     return None
 
 
-def rnn_flops(module: nn.Module, args: tuple) -> int | None:
-    """The analytic FLOPs of one call of a recurrent module on ``args`` (``None`` for other modules)."""
-    if not isinstance(module, _RECURRENT) or not args:
+@functools.cache
+def _forward_signature(cls: type) -> inspect.Signature:
+    return inspect.signature(cls.forward)
+
+
+def _recurrent_input(module: nn.Module, args: tuple, kwargs: dict | None) -> Any:
+    """The ``input`` a recurrent module was called with, passed by position or by keyword (``None`` if unbound).
+
+    The call's arguments are bound to the module's ``forward`` signature (``input, hx=None`` in torch); a
+    subclass whose forward names its first parameter differently gives that parameter.
+    """
+    try:
+        bound = _forward_signature(type(module)).bind(module, *args, **(kwargs or {}))
+    except TypeError:
+        return None
+    if "input" in bound.arguments:
+        return bound.arguments["input"]
+    values = list(bound.arguments.values())
+    return values[1] if len(values) > 1 else None
+
+
+def rnn_flops(module: nn.Module, args: tuple, kwargs: dict | None = None) -> int | None:
+    """The analytic FLOPs of one call of a recurrent module on ``args`` and ``kwargs`` (``None`` for other modules)."""
+    if not isinstance(module, _RECURRENT):
+        return None
+    x = _recurrent_input(module, args, kwargs)
+    if x is None:
         return None
     if isinstance(module, nn.RNNCellBase):
         kind = "LSTM" if isinstance(module, nn.LSTMCell) else "GRU" if isinstance(module, nn.GRUCell) else "RNN"
-        rows = _rows(args[0], module.input_size)
+        rows = _rows(x, module.input_size)
         if rows is None:
             return None
         return rows * rnn_step_flops(kind, module.input_size, module.hidden_size, bias=module.bias)
     assert isinstance(module, nn.RNNBase)
-    rows = _rows(args[0], module.input_size)
+    rows = _rows(x, module.input_size)
     if rows is None:
         return None
     kind = module.mode

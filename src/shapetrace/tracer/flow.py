@@ -2,8 +2,9 @@
 
 Every tensor the tracer sees gets a trace-local id (``tid``). The map from live tensor to ``tid`` holds weak
 references, so it neither keeps activations alive nor confuses a new tensor with a freed one whose
-``id()`` Python reused. A tensor changed in place is given a new ``tid`` by whatever changed it, so an
-edge always names the value that flowed, not just the storage.
+``id()`` Python reused. A tensor changed in place is given a new ``tid`` by whatever changed it (where no
+op was recorded, by the call that returned it changed: its version counter differs from the one its ``tid``
+was given at), so an edge always names the value that flowed, not just the storage.
 
 ``DataFlow`` owns the map, the recorded ``Op``s, the event clock that orders calls and ops, and, after
 the forward, the edges. Only what must be known while the forward runs is done then: giving tensors their
@@ -74,12 +75,14 @@ class TensorIds:
         return tid
 
     def produced_since(self, t: torch.Tensor, since: int, producer: str, order: int) -> int:
-        """``t``'s ``tid`` if something produced it at or after event ``since``; otherwise (made where no
-        hook saw it, passed through unchanged, or changed in place) a fresh ``tid`` produced by ``producer``."""
-        tid = self.lookup(t)
-        if tid is None or self.produced_at.get(tid, -1) < since:
+        """``t``'s ``tid`` if something produced it at or after event ``since`` and it has not changed in place
+        since it got that ``tid``; otherwise (made where no hook saw it, passed through unchanged, or changed in
+        place where nothing recorded it) a fresh ``tid`` produced by ``producer``."""
+        entry = self.by_id.get(id(t))
+        if (entry is None or entry[0]() is not t or self.produced_at.get(entry[1], -1) < since
+                or (entry[2] is not None and t._version != entry[2])):
             return self.new(t, producer, order)
-        return tid
+        return entry[1]
 
     def get_or_new(self, t: torch.Tensor, order: int) -> int:
         """The tensor's ``tid``, or a new one with no known producer (a parameter, a constant)."""

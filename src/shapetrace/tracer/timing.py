@@ -90,8 +90,14 @@ from .probes.flops import FlopProbe
 from .probes.memory import PeakMemoryProbe, PeakStack
 from .probes.timing import RANGE_PREFIX, TimerProbe
 from .records import Failure, Trace, iter_tensors
+from .values import iter_live_tensors
+
+DTYPE_MIXED = "mixed"
+"""``TimingSummary.dtype`` of a model whose floating-point parameters have more than one dtype (no ``dtype=``
+cast given): ``Trace.model.param_dtypes`` has the bytes of each."""
 
 __all__ = [
+    "DTYPE_MIXED",
     "KIND_CPU",
     "KIND_EVENTS",
     "KIND_PROFILER",
@@ -489,7 +495,7 @@ def _profile_module(model: nn.Module, inputs: tuple, *, device: str | torch.devi
     profiled = _median(run.profiled)
     trace.timing = summary = TimingSummary(
         forward_ms=_r(plain), profiled_ms=_r(profiled), overhead=_r(profiled / plain) if plain else None,
-        kind=kind, device=str(dev), dtype=str(dt or _first_dtype(model)).replace("torch.", ""),
+        kind=kind, device=str(dev), dtype=_dtype_name(dt) if dt else _run_dtype(model, args, kwargs),
         attributed_ms=_r(sum(c.timing.self_ms or 0.0 for c in trace.calls if c.timing)),
         root_ms=root.timing.total_ms if root else None, repeats=repeat, warmup=warmup,
         fallback=run.fallback, fallback_error=run.fallback_error,
@@ -501,11 +507,19 @@ def _profile_module(model: nn.Module, inputs: tuple, *, device: str | torch.devi
     return trace
 
 
-def _first_dtype(model: nn.Module) -> torch.dtype:
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.get_default_dtype()
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _run_dtype(model: nn.Module, args: tuple, kwargs: dict) -> str:
+    """The dtype the model runs in without a cast: its floating-point parameters' one dtype (``DTYPE_MIXED``
+    when they have several); without any, its floating-point inputs'; else torch's default dtype."""
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if not dtypes:
+        dtypes = {t.dtype for t in iter_live_tensors([args, kwargs]) if t.is_floating_point()}
+    if len(dtypes) > 1:
+        return DTYPE_MIXED
+    return _dtype_name(dtypes.pop() if dtypes else torch.get_default_dtype())
 
 
 def _shape_pass(model: nn.Module, args: tuple, kwargs: dict, probes: list, grad: bool, train: bool | None

@@ -41,7 +41,7 @@ class FlopProbe(Probe):
 
     def on_call_start(self, cid: int, module: nn.Module, args: tuple, kwargs: dict | None) -> None:
         try:
-            analytic = rnn_flops(module, args)
+            analytic = rnn_flops(module, args, kwargs)
         except Exception:  # noqa: BLE001 - a formula must never break the forward
             analytic = None
         self._before[cid] = (self.counter.get_total_flops(), analytic)

@@ -126,7 +126,9 @@ class ShapeProbe(Probe):
         if type(output) is _Tensor:
             ids = flow.ids  # ids.produced_since(), inline: this runs on every call
             entry = ids.by_id.get(id(output))
-            if entry is not None and entry[0]() is output and ids.produced_at.get(entry[1], -1) >= start:
+            # entry[2] is None: an inference tensor, which has no version counter to read
+            if (entry is not None and entry[0]() is output and ids.produced_at.get(entry[1], -1) >= start
+                    and (entry[2] is None or output._version == entry[2])):
                 tid = entry[1]
             else:
                 tid = ids.new(output, f"call:{cid}", order)
