@@ -491,3 +491,35 @@ def test_the_detailed_style_with_the_time_heat_prints_each_time_once():
             line = next(line for line in src.splitlines() if line.strip().startswith(f"{node.id} ["))
             label = line.split("tooltip=")[0]
             assert label.count(f"{node.self_ms:.3f} ms") == 1, label
+
+
+class FailsAtLength(nn.Module):
+    """A layer whose error message is 20,000 characters long, past Graphviz's 16,384-byte limit on a string."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise ValueError("bad: " + "y" * 20_000)
+
+
+class CallsFailing(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.inner = FailsAtLength()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(self.a(x))
+
+
+@requires_dot
+def test_a_layer_failing_with_a_20000_character_message_still_renders_to_svg():
+    t = shapetrace.trace(CallsFailing(), torch.randn(2, 4), strict=False)
+    root = svg_root(render(t, format="svg"))
+    titles = [e.text or "" for e in root.iter(f"{SVG}title")]
+    error_tip = next(title for title in titles if "error: " in title)
+    assert "bad: yyy" in error_tip and error_tip.endswith("…") and len(error_tip) <= diagram.TIP_CHARS
+
+
+def test_every_dot_string_stays_far_below_graphvizs_16384_byte_limit():
+    t = shapetrace.trace(CallsFailing(), torch.randn(2, 4), strict=False)
+    strings = re.findall(r'"(?:[^"\\]|\\.)*"|<(?:[^<>]|<[^<>]*>)*>', to_dot(t, style="detailed"))
+    assert max(len(s.encode()) for s in strings) < 16_384 // 2

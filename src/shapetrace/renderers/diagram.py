@@ -129,6 +129,15 @@ HEAT_SCALE = ("#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", 
 # middle (``encoder.…blocks.3``), the tooltip keeping it whole. The gallery's longest name is 48 columns.
 NAME_WIDTH = 64
 
+# The most a tooltip holds: a line past TIP_LINE characters is cut with an ellipsis, and past TIP_CHARS in all
+# the rest of its lines is counted, not shown. Graphviz refuses a DOT string longer than 16,384 bytes ("longer
+# than 16384?"), and escaping can make a character four bytes: a layer's 20,000-character error message stays
+# readable in the table, and the diagram still draws. The gallery's longest tooltip line is 115 characters.
+TIP_LINE = 1000
+TIP_CHARS = 2000
+# The longest text (a shape, a dtype list) a label row draws, in columns; names are cut at NAME_WIDTH.
+LABEL_WIDTH = 160
+
 
 # ---- escaping -----------------------------------------------------------------------------------------------
 def _markup(text: str) -> str:
@@ -145,8 +154,23 @@ def shown_name(text: str) -> str:
 
 
 def html(text: str) -> str:
-    """Text for a Graphviz HTML-like label: escaped, single line, literal."""
-    return _markup(literal(text))
+    """Text for a Graphviz HTML-like label: escaped, single line, literal, cut past ``LABEL_WIDTH`` columns."""
+    return _markup(ellipsize(literal(text), LABEL_WIDTH))
+
+
+def tooltip(text: str) -> str:
+    """A tooltip (plain, ``literal`` lines) bounded for Graphviz: each line cut past ``TIP_LINE`` characters,
+    the lines past ``TIP_CHARS`` characters in all left out and counted."""
+    lines = [line if len(line) <= TIP_LINE else line[:TIP_LINE - 1] + "…" for line in text.split("\n")]
+    kept: list[str] = []
+    used = 0
+    for line in lines:
+        if used + len(line) > TIP_CHARS:
+            kept.append(f"… {len(lines) - len(kept)} more lines")
+            break
+        kept.append(line)
+        used += len(line) + 1
+    return "\n".join(kept)
 
 
 def name_html(text: str) -> str:
@@ -576,7 +600,7 @@ class _Dot:
         on_dark = n.id in ov.fill and not swatches and _luminance(ov.fill[n.id]) < 0.4
         attrs["label"] = _node_label(n, self.style, self.show_params, ov.marks.get(n.id, []), on_dark, swatches,
                                      time_shown=n.id in ov.time_marked)
-        attrs["tooltip"] = n.tooltip()
+        attrs["tooltip"] = tooltip(n.tooltip())
         return f"{n.id} {_attrs(attrs)}"
 
     def emit_clusters(self) -> None:
@@ -597,7 +621,7 @@ class _Dot:
                 parts = [_bold(name_html(c.title)), _small(name_html(c.cls), "#5a6470")]
                 label = "<" + "  ".join(p for p in parts if p) + ">"
                 attrs = {"label": label, "style": "rounded,dashed,filled", "fillcolor": "#f7f9fc",
-                         "color": "#9aa8bb", "labeljust": "l", "fontsize": "10", "tooltip": self._cluster_tip(c)}
+                         "color": "#9aa8bb", "labeljust": "l", "fontsize": "10", "tooltip": tooltip(self._cluster_tip(c))}
                 for k, v in attrs.items():
                     self.lines.append(f"{indent}  {k}={v if k == 'label' else quote(v)}")
                 emit(c.id, indent + "  ")
@@ -618,7 +642,7 @@ class _Dot:
             if e.skip:
                 attrs["style"] = "dashed"
         attrs["label"] = _edge_label(e, self._printed_shape(e.src))
-        attrs["tooltip"] = _edge_tooltip(e, self.names)
+        attrs["tooltip"] = tooltip(_edge_tooltip(e, self.names))
         src = e.src
         if src.startswith("cluster_"):
             inner = [n for n in self.graph.nodes if self._within(n, src)]
@@ -769,14 +793,15 @@ def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layou
         return _epoch_dates(proc.stdout)
     if format != "svg":
         return proc.stdout
-    tips = {n.id: n.tooltip() for n in graph.nodes} | {c.id: dot._cluster_tip(c) for c in graph.clusters}
+    tips = {n.id: tooltip(n.tooltip()) for n in graph.nodes} | {c.id: tooltip(dot._cluster_tip(c))
+                                                               for c in graph.clusters}
     edge_tips: dict[tuple[str, str], str] = {}
     for e in graph.edges:
         src = e.src
         if src.startswith("cluster_"):
             inner = [n for n in graph.nodes if dot._within(n, src)]
             src = inner[-1].id if inner else src
-        tip = _edge_tooltip(e, dot.names)
+        tip = tooltip(_edge_tooltip(e, dot.names))
         key = (src, e.dst)
         edge_tips[key] = edge_tips[key] + "\n" + tip if key in edge_tips else tip
     return _svg_titles(proc.stdout.decode("utf-8"), tips, edge_tips).encode("utf-8")
