@@ -523,3 +523,41 @@ def test_every_dot_string_stays_far_below_graphvizs_16384_byte_limit():
     t = shapetrace.trace(CallsFailing(), torch.randn(2, 4), strict=False)
     strings = re.findall(r'"(?:[^"\\]|\\.)*"|<(?:[^<>]|<[^<>]*>)*>', to_dot(t, style="detailed"))
     assert max(len(s.encode()) for s in strings) < 16_384 // 2
+
+
+@pytest.fixture(scope="module")
+def densenet_trace() -> Trace:
+    torchvision = pytest.importorskip("torchvision")
+    return trace_of(torchvision.models.densenet121(), 1, 3, 64, 64)
+
+
+def test_a_densenets_diagram_is_laid_out_with_graphvizs_iteration_limits_and_external_edge_labels(
+        densenet_trace):
+    src = to_dot(densenet_trace)
+    graph_line = next(line for line in src.splitlines() if line.startswith("  graph ["))
+    assert src.count(" -> ") > diagram.BIG_GRAPH_EDGES
+    assert all(f"{k}={v!r}".replace("'", '"') in graph_line for k, v in diagram.BIG_GRAPH_LIMITS.items())
+    edges = [line for line in src.splitlines() if " -> " in line]
+    assert all(" label=" not in e and "[label=" not in e for e in edges)
+    assert sum("xlabel=<" in e for e in edges) > diagram.BIG_GRAPH_EDGES  # the shapes are still drawn
+
+
+def test_a_small_diagram_is_laid_out_without_limits_and_with_edge_labels_in_the_layout(unet_trace):
+    src = to_dot(unet_trace)
+    assert "nslimit" not in src and "mclimit" not in src and "xlabel" not in src
+    assert any("[label=<" in line or " label=<" in line for line in src.splitlines() if " -> " in line)
+
+
+@requires_dot
+def test_a_diagram_dot_cannot_finish_in_time_fails_with_advice_to_fold(densenet_trace, monkeypatch):
+    monkeypatch.setattr(diagram, "DOT_TIMEOUT_S", 0.01)
+    with pytest.raises(RuntimeError, match=r"--depth 2"):
+        render(densenet_trace, format="svg")
+
+
+@requires_dot
+def test_a_densenet_renders_to_svg_with_every_edge_labelled(densenet_trace):
+    root = svg_root(render(densenet_trace, format="svg"))
+    edges = [g for g in root.iter(f"{SVG}g") if g.get("class") == "edge"]
+    assert len(edges) > diagram.BIG_GRAPH_EDGES and all(g.find(f".//{SVG}text") is not None for g in edges
+                                                         if "→" in (g.findtext(f"{SVG}title") or ""))

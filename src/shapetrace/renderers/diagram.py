@@ -135,6 +135,15 @@ NAME_WIDTH = 64
 # readable in the table, and the diagram still draws. The gallery's longest tooltip line is 115 characters.
 TIP_LINE = 1000
 TIP_CHARS = 2000
+# A graph with more edges than this (a DenseNet's concatenations feed every earlier layer's output to every
+# later one: 967 edges for densenet121) is laid out with Graphviz's iteration limits, and its edges carry their
+# shapes as external labels, placed after the layout: a label in the layout adds a rank and a node per edge, and
+# routing densenet121's labelled edges kept dot busy for 13 minutes; so it takes seconds. The gallery's largest
+# diagram has 29 edges, so every smaller one is written as before.
+BIG_GRAPH_EDGES = 300
+BIG_GRAPH_LIMITS = {"nslimit": "2", "nslimit1": "2", "mclimit": "0.1", "searchsize": "10", "remincross": "false"}
+# How long dot may run before the diagram is given up, with advice on how to make it smaller.
+DOT_TIMEOUT_S = 300.0
 # The longest text (a shape, a dtype list) a label row draws, in columns; names are cut at NAME_WIDTH.
 LABEL_WIDTH = 160
 
@@ -190,7 +199,7 @@ def _xml_text(text: str) -> str:
 def _attrs(attrs: dict[str, str]) -> str:
     parts = []
     for k, v in attrs.items():
-        if k == "label" and v.startswith("<"):
+        if k in ("label", "xlabel") and v.startswith("<"):
             parts.append(f"{k}={v}")  # an HTML-like label, already escaped
         else:
             parts.append(f"{k}={quote(v)}")
@@ -551,6 +560,7 @@ class _Dot:
         self.names = {n.id: n.title for n in graph.nodes} | {c.id: c.title for c in graph.clusters}
         self.by_id = {n.id: n for n in graph.nodes}
         self.pos: dict[str, tuple[float, float]] = {}  # the U layout's node positions
+        self.big = layout != "u" and len(graph.edges) > BIG_GRAPH_EDGES  # laid out with limits
 
     def text(self) -> str:
         g, out = self.graph, self.lines
@@ -560,6 +570,8 @@ class _Dot:
                   "bgcolor": "white", "compound": "true", "newrank": "true", "outputorder": "edgesfirst"}
         if self.layout == "u":  # positions are computed here; neato only draws the edges
             gattrs.update(layout="neato", splines="true", overlap="true")
+        if self.big:
+            gattrs.update(BIG_GRAPH_LIMITS)
         title = self.options.get("title", self.trace.model.cls)
         if title:
             gattrs.update(label=f"<{_bold(name_html(str(title)))}>", labelloc="t", fontsize="13")
@@ -641,7 +653,7 @@ class _Dot:
             attrs.update(DOWN if e.change[0] == "down" else UP)
             if e.skip:
                 attrs["style"] = "dashed"
-        attrs["label"] = _edge_label(e, self._printed_shape(e.src))
+        attrs["xlabel" if self.big else "label"] = _edge_label(e, self._printed_shape(e.src))
         attrs["tooltip"] = tooltip(_edge_tooltip(e, self.names))
         src = e.src
         if src.startswith("cluster_"):
@@ -785,8 +797,13 @@ def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layou
     if exe is None:
         raise GraphvizNotFound(source)
     env = {**os.environ, "SOURCE_DATE_EPOCH": "0"}  # no creation dates in PDFs: same trace, same bytes
-    proc = subprocess.run([exe, f"-T{format}"], input=source.encode("utf-8"), capture_output=True, env=env,
-                          check=False)
+    try:
+        proc = subprocess.run([exe, f"-T{format}"], input=source.encode("utf-8"), capture_output=True, env=env,
+                              check=False, timeout=DOT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"Graphviz's dot gave up after {DOT_TIMEOUT_S:g} s on a diagram of {len(graph.nodes)} "
+                           f"nodes and {len(graph.edges)} edges; pass depth=2 (--depth 2) to fold the inner layers "
+                           "into their blocks, or draw one block on its own (trace the submodule)") from None
     if proc.returncode != 0:
         raise RuntimeError(f"Graphviz's dot failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}")
     if format == "pdf":
