@@ -561,3 +561,36 @@ def test_a_densenet_renders_to_svg_with_every_edge_labelled(densenet_trace):
     edges = [g for g in root.iter(f"{SVG}g") if g.get("class") == "edge"]
     assert len(edges) > diagram.BIG_GRAPH_EDGES and all(g.find(f".//{SVG}text") is not None for g in edges
                                                          if "→" in (g.findtext(f"{SVG}title") or ""))
+
+
+def nested_chain(tmp_path, n: int) -> Trace:
+    """A saved trace of ``n`` wrapper modules each calling the next, the last a Linear, loaded from its file."""
+    meta = {"shape": [1, 4], "dtype": "float32", "device": "cpu"}
+    calls = [{"id": i, "module": ".".join(["inner"] * i), "cls": "Wrap" if i < n - 1 else "Linear", "call_index": 0,
+              "parent": i - 1 if i else None, "depth": i, "start": i + 1, "end": 2 * n - i,
+              "inputs": [{**meta, "tid": 0}], "outputs": {**meta, "tid": 1}} for i in range(n)]
+    edges = [{"src": "input:0", "dst": f"call:{i}", "tid": 0, "shape": [1, 4], "dtype": "float32"} for i in range(n)]
+    edges.append({"src": f"call:{n - 1}", "dst": "output:out", "tid": 1, "shape": [1, 4], "dtype": "float32"})
+    saved = {"format": "shapetrace.trace/2", "model": {"cls": "Chain", "params": 0}, "inputs": [{**meta, "tid": 0}],
+             "kwargs": {}, "outputs": {**meta, "tid": 1}, "calls": calls, "edges": edges, "ops": [], "uncalled": [],
+             "failure": None, "timing": None,
+             "meta": {"torch": "2", "device": "cpu", "grad": False, "ops": False, "training": False}}
+    path = tmp_path / f"chain{n}.json"
+    path.write_text(json.dumps(saved))
+    return shapetrace.load(str(path))
+
+
+@requires_dot
+def test_calls_nested_1200_deep_render_to_svg_with_every_box(tmp_path):
+    t = nested_chain(tmp_path, 1200)
+    root = svg_root(render(t, format="svg"))
+    clusters = [g for g in root.iter(f"{SVG}g") if g.get("class") == "cluster"]
+    assert len(clusters) == 1198 and len(node_groups(root)) == 3  # every wrapper but the root; input, Linear, output
+
+
+@requires_dot
+def test_boxes_nested_deeper_than_dot_reads_fail_with_advice_to_pass_a_depth(tmp_path):
+    t = nested_chain(tmp_path, 2500)
+    with pytest.raises(RuntimeError, match=rf"--depth {diagram.MAX_CLUSTER_NESTING}"):
+        render(t, format="svg")
+    assert b"subgraph" in render(t, format="dot")  # the DOT text is still written

@@ -46,7 +46,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from ..tracer.records import Trace
@@ -142,6 +142,9 @@ TIP_CHARS = 2000
 # diagram has 29 edges, so every smaller one is written as before.
 BIG_GRAPH_EDGES = 300
 BIG_GRAPH_LIMITS = {"nslimit": "2", "nslimit1": "2", "mclimit": "0.1", "searchsize": "10", "remincross": "false"}
+# The deepest clusters may nest for dot: its parser's stack holds about 2,500 levels, past which it reports a
+# "syntax error"; a diagram nested deeper (a chain of 3,000 wrapper modules) fails first with advice instead.
+MAX_CLUSTER_NESTING = 2000
 # How long dot may run before the diagram is given up, with advice on how to make it smaller.
 DOT_TIMEOUT_S = 300.0
 # The longest text (a shape, a dtype list) a label row draws, in columns; names are cut at NAME_WIDTH.
@@ -616,6 +619,8 @@ class _Dot:
         return f"{n.id} {_attrs(attrs)}"
 
     def emit_clusters(self) -> None:
+        """Every node and cluster, each cluster's contents inside it in event order, with a stack of its own:
+        clusters nested thousands deep are written like any others (no recursion limit)."""
         g = self.graph
         kids: dict[str | None, list[tuple[int, str, Any]]] = {}
         for n in g.nodes:
@@ -623,23 +628,34 @@ class _Dot:
         for c in g.clusters:
             kids.setdefault(c.parent, []).append((c.order, "c", c))
 
-        def emit(parent: str | None, indent: str) -> None:
-            for _, kind, item in sorted(kids.get(parent, []), key=lambda t: (t[0], t[1])):
-                if kind == "n":
-                    self.lines.append(indent + self.node_stmt(item))
-                    continue
-                c: Cluster = item
-                self.lines.append(f"{indent}subgraph {c.id} {{")
-                parts = [_bold(name_html(c.title)), _small(name_html(c.cls), "#5a6470")]
-                label = "<" + "  ".join(p for p in parts if p) + ">"
-                attrs = {"label": label, "style": "rounded,dashed,filled", "fillcolor": "#f7f9fc",
-                         "color": "#9aa8bb", "labeljust": "l", "fontsize": "10", "tooltip": tooltip(self._cluster_tip(c))}
-                for k, v in attrs.items():
-                    self.lines.append(f"{indent}  {k}={v if k == 'label' else quote(v)}")
-                emit(c.id, indent + "  ")
-                self.lines.append(f"{indent}}}")
+        def contents(parent: str | None) -> Iterator[tuple[int, str, Any]]:
+            return iter(sorted(kids.get(parent, []), key=lambda t: (t[0], t[1])))
 
-        emit(None, "  ")
+        stack = [(contents(None), "  ")]
+        while stack:
+            items, indent = stack[-1]
+            entry = next(items, None)
+            if entry is None:
+                stack.pop()
+                if stack:
+                    self.lines.append(f"{stack[-1][1]}}}")  # the end of the cluster just written
+                continue
+            _, kind, item = entry
+            if kind == "n":
+                self.lines.append(indent + self.node_stmt(item))
+                continue
+            self.open_cluster(item, indent)
+            stack.append((contents(item.id), indent + "  "))
+
+    def open_cluster(self, c: Cluster, indent: str) -> None:
+        """The start of cluster ``c``'s subgraph: its label, style and tooltip."""
+        self.lines.append(f"{indent}subgraph {c.id} {{")
+        parts = [_bold(name_html(c.title)), _small(name_html(c.cls), "#5a6470")]
+        label = "<" + "  ".join(p for p in parts if p) + ">"
+        attrs = {"label": label, "style": "rounded,dashed,filled", "fillcolor": "#f7f9fc",
+                 "color": "#9aa8bb", "labeljust": "l", "fontsize": "10", "tooltip": tooltip(self._cluster_tip(c))}
+        for k, v in attrs.items():
+            self.lines.append(f"{indent}  {k}={v if k == 'label' else quote(v)}")
 
     def _cluster_tip(self, c: Cluster) -> str:
         tip = f"{literal(c.title)} ({literal(c.cls)})\nparams: {c.params:,} (trainable {c.trainable_params:,})"
@@ -778,6 +794,23 @@ def _epoch_dates(pdf: bytes) -> bytes:
     return _PDF_DATE.sub(epoch, pdf)
 
 
+def _nesting(graph: Graph) -> int:
+    """How deep the graph's clusters nest (0: none), found without recursion."""
+    parents = {c.id: c.parent for c in graph.clusters}
+    depth: dict[str, int] = {}
+    for start in parents:
+        chain = []
+        at: str | None = start
+        while at is not None and at not in depth:
+            chain.append(at)
+            at = parents.get(at)
+        below = depth[at] if at is not None else 0
+        for cid in reversed(chain):
+            below += 1
+            depth[cid] = below
+    return max(depth.values(), default=0)
+
+
 def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layout: str | None = None,  # noqa: PLR0913 - the public keyword options of a diagram; RenderOptions carries them in the registry
            style: str | None = None, unroll: bool | None = None, overlays: Sequence[str] = (),
            options: dict[str, Any] | None = None, show_params: bool = False, all_ops: bool | None = None) -> bytes:
@@ -796,6 +829,11 @@ def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layou
     exe = shutil.which("dot")
     if exe is None:
         raise GraphvizNotFound(source)
+    nesting = _nesting(graph)
+    if nesting > MAX_CLUSTER_NESTING:
+        raise RuntimeError(f"the diagram nests boxes {nesting} deep, more than Graphviz's dot can read "
+                           f"({MAX_CLUSTER_NESTING}); pass depth={MAX_CLUSTER_NESTING} (--depth "
+                           f"{MAX_CLUSTER_NESTING}) or fewer to fold the deeper calls, or use the html format")
     env = {**os.environ, "SOURCE_DATE_EPOCH": "0"}  # no creation dates in PDFs: same trace, same bytes
     try:
         proc = subprocess.run([exe, f"-T{format}"], input=source.encode("utf-8"), capture_output=True, env=env,
