@@ -491,3 +491,106 @@ def test_the_detailed_style_with_the_time_heat_prints_each_time_once():
             line = next(line for line in src.splitlines() if line.strip().startswith(f"{node.id} ["))
             label = line.split("tooltip=")[0]
             assert label.count(f"{node.self_ms:.3f} ms") == 1, label
+
+
+class FailsAtLength(nn.Module):
+    """A layer whose error message is 20,000 characters long, past Graphviz's 16,384-byte limit on a string."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise ValueError("bad: " + "y" * 20_000)
+
+
+class CallsFailing(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.inner = FailsAtLength()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(self.a(x))
+
+
+@requires_dot
+def test_a_layer_failing_with_a_20000_character_message_still_renders_to_svg():
+    t = shapetrace.trace(CallsFailing(), torch.randn(2, 4), strict=False)
+    root = svg_root(render(t, format="svg"))
+    titles = [e.text or "" for e in root.iter(f"{SVG}title")]
+    error_tip = next(title for title in titles if "error: " in title)
+    assert "bad: yyy" in error_tip and error_tip.endswith("…") and len(error_tip) <= diagram.TIP_CHARS
+
+
+def test_every_dot_string_stays_far_below_graphvizs_16384_byte_limit():
+    t = shapetrace.trace(CallsFailing(), torch.randn(2, 4), strict=False)
+    strings = re.findall(r'"(?:[^"\\]|\\.)*"|<(?:[^<>]|<[^<>]*>)*>', to_dot(t, style="detailed"))
+    assert max(len(s.encode()) for s in strings) < 16_384 // 2
+
+
+@pytest.fixture(scope="module")
+def densenet_trace() -> Trace:
+    torchvision = pytest.importorskip("torchvision")
+    return trace_of(torchvision.models.densenet121(), 1, 3, 64, 64)
+
+
+def test_a_densenets_diagram_is_laid_out_with_graphvizs_iteration_limits_and_external_edge_labels(
+        densenet_trace):
+    src = to_dot(densenet_trace)
+    graph_line = next(line for line in src.splitlines() if line.startswith("  graph ["))
+    assert src.count(" -> ") > diagram.BIG_GRAPH_EDGES
+    assert all(f"{k}={v!r}".replace("'", '"') in graph_line for k, v in diagram.BIG_GRAPH_LIMITS.items())
+    edges = [line for line in src.splitlines() if " -> " in line]
+    assert all(" label=" not in e and "[label=" not in e for e in edges)
+    assert sum("xlabel=<" in e for e in edges) > diagram.BIG_GRAPH_EDGES  # the shapes are still drawn
+
+
+def test_a_small_diagram_is_laid_out_without_limits_and_with_edge_labels_in_the_layout(unet_trace):
+    src = to_dot(unet_trace)
+    assert "nslimit" not in src and "mclimit" not in src and "xlabel" not in src
+    assert any("[label=<" in line or " label=<" in line for line in src.splitlines() if " -> " in line)
+
+
+@requires_dot
+def test_a_diagram_dot_cannot_finish_in_time_fails_with_advice_to_fold(densenet_trace, monkeypatch):
+    monkeypatch.setattr(diagram, "DOT_TIMEOUT_S", 0.01)
+    with pytest.raises(RuntimeError, match=r"--depth 2"):
+        render(densenet_trace, format="svg")
+
+
+@requires_dot
+def test_a_densenet_renders_to_svg_with_every_edge_labelled(densenet_trace):
+    root = svg_root(render(densenet_trace, format="svg"))
+    edges = [g for g in root.iter(f"{SVG}g") if g.get("class") == "edge"]
+    assert len(edges) > diagram.BIG_GRAPH_EDGES and all(g.find(f".//{SVG}text") is not None for g in edges
+                                                         if "→" in (g.findtext(f"{SVG}title") or ""))
+
+
+def nested_chain(tmp_path, n: int) -> Trace:
+    """A saved trace of ``n`` wrapper modules each calling the next, the last a Linear, loaded from its file."""
+    meta = {"shape": [1, 4], "dtype": "float32", "device": "cpu"}
+    calls = [{"id": i, "module": ".".join(["inner"] * i), "cls": "Wrap" if i < n - 1 else "Linear", "call_index": 0,
+              "parent": i - 1 if i else None, "depth": i, "start": i + 1, "end": 2 * n - i,
+              "inputs": [{**meta, "tid": 0}], "outputs": {**meta, "tid": 1}} for i in range(n)]
+    edges = [{"src": "input:0", "dst": f"call:{i}", "tid": 0, "shape": [1, 4], "dtype": "float32"} for i in range(n)]
+    edges.append({"src": f"call:{n - 1}", "dst": "output:out", "tid": 1, "shape": [1, 4], "dtype": "float32"})
+    saved = {"format": "shapetrace.trace/2", "model": {"cls": "Chain", "params": 0}, "inputs": [{**meta, "tid": 0}],
+             "kwargs": {}, "outputs": {**meta, "tid": 1}, "calls": calls, "edges": edges, "ops": [], "uncalled": [],
+             "failure": None, "timing": None,
+             "meta": {"torch": "2", "device": "cpu", "grad": False, "ops": False, "training": False}}
+    path = tmp_path / f"chain{n}.json"
+    path.write_text(json.dumps(saved))
+    return shapetrace.load(str(path))
+
+
+@requires_dot
+def test_calls_nested_1200_deep_render_to_svg_with_every_box(tmp_path):
+    t = nested_chain(tmp_path, 1200)
+    root = svg_root(render(t, format="svg"))
+    clusters = [g for g in root.iter(f"{SVG}g") if g.get("class") == "cluster"]
+    assert len(clusters) == 1198 and len(node_groups(root)) == 3  # every wrapper but the root; input, Linear, output
+
+
+@requires_dot
+def test_boxes_nested_deeper_than_dot_reads_fail_with_advice_to_pass_a_depth(tmp_path):
+    t = nested_chain(tmp_path, 2500)
+    with pytest.raises(RuntimeError, match=rf"--depth {diagram.MAX_CLUSTER_NESTING}"):
+        render(t, format="svg")
+    assert b"subgraph" in render(t, format="dot")  # the DOT text is still written

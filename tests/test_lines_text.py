@@ -154,3 +154,28 @@ def test_lines_text_shows_control_characters_in_module_names_escaped_on_their_ow
     row = next(ln for ln in text.splitlines() if "return self.d" in ln)
     assert row.endswith("│ d.a\\nb ReLU → (2,3)"), row
     assert "\nb ReLU" not in text
+
+
+_HOSTILE = (
+    "from torch import nn\n"
+    "\n"
+    "\n"
+    "class Hostile(nn.Module):\n"
+    "    def __init__(self):\n"
+    "        super().__init__()\n"
+    "        self.lin = nn.Linear(4, 4)\n"
+    "\n"
+    "    def forward(self, x):\n"
+    "        y = self.lin(x)  # \u202eevil\x1b[31m\n"
+    "        return y\n"
+)
+
+
+def test_control_and_bidi_characters_in_the_source_are_shown_escaped(tmp_path: Path):
+    path = tmp_path / "hostile_models.py"
+    path.write_text(_HOSTILE, encoding="utf-8")
+    ns = {"__name__": "hostile_models"}
+    exec(compile(_HOSTILE, str(path), "exec"), ns)  # noqa: S102 - importing the model file
+    text = _text(ns["Hostile"](), torch.randn(2, 4))
+    assert "\u202e" not in text and "\x1b" not in text
+    assert "# \\u202eevil\\x1b[31m" in text and len(_shape_column(text)) == 1

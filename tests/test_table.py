@@ -756,3 +756,28 @@ def test_a_narrow_table_leaves_out_trainable_before_squeezing_its_shapes_past_th
     text = table.render_text(narrow_table_traces["resnet18 trace"], width=40, depth=1)
     assert "trainable" not in text.splitlines()[2] and "Trainable params:     11,541,544" in text
     assert "left out to fit 40 columns: trainable" in text
+
+
+MEGA = 1_000_000
+
+
+class FailsWithAMegabyte(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise ValueError("e" * MEGA)
+
+
+def test_a_megabyte_layer_name_and_error_render_as_text_within_the_width():
+    model = nn.Sequential()
+    model.add_module("lin", nn.Linear(3, 3))
+    model.add_module("n" * MEGA, FailsWithAMegabyte())
+    t = shapetrace.trace(model, torch.randn(2, 3), strict=False)
+    text = table.render_text(t, width=100)
+    assert all(len(line) <= 100 for line in text.splitlines())
+    assert "nnnn" in text and len(text) < MEGA // 10  # cut, with a mark, not wrapped whole
+    assert " characters)" in text  # a note cut says how much it left out
+
+
+def test_narrowing_a_name_column_at_once_matches_taking_one_column_at_a_time_from_the_widest():
+    assert table._level_cuts({"layer": 30, "class": 10}, 15) == {"layer": 15, "class": 0}
+    assert table._level_cuts({"layer": 30, "class": 10}, 25) == {"layer": 22, "class": 3}  # level, class first
+    assert table._level_cuts({"layer": 5, "class": 4}, 100) == {"layer": 5, "class": 4}  # no more than the slack

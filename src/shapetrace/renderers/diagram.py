@@ -46,7 +46,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from ..tracer.records import Trace
@@ -129,6 +129,27 @@ HEAT_SCALE = ("#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", 
 # middle (``encoder.…blocks.3``), the tooltip keeping it whole. The gallery's longest name is 48 columns.
 NAME_WIDTH = 64
 
+# The most a tooltip holds: a line past TIP_LINE characters is cut with an ellipsis, and past TIP_CHARS in all
+# the rest of its lines is counted, not shown. Graphviz refuses a DOT string longer than 16,384 bytes ("longer
+# than 16384?"), and escaping can make a character four bytes: a layer's 20,000-character error message stays
+# readable in the table, and the diagram still draws. The gallery's longest tooltip line is 115 characters.
+TIP_LINE = 1000
+TIP_CHARS = 2000
+# A graph with more edges than this (a DenseNet's concatenations feed every earlier layer's output to every
+# later one: 967 edges for densenet121) is laid out with Graphviz's iteration limits, and its edges carry their
+# shapes as external labels, placed after the layout: a label in the layout adds a rank and a node per edge, and
+# routing densenet121's labelled edges kept dot busy for 13 minutes; so it takes seconds. The gallery's largest
+# diagram has 29 edges, so every smaller one is written as before.
+BIG_GRAPH_EDGES = 300
+BIG_GRAPH_LIMITS = {"nslimit": "2", "nslimit1": "2", "mclimit": "0.1", "searchsize": "10", "remincross": "false"}
+# The deepest clusters may nest for dot: its parser's stack holds about 2,500 levels, past which it reports a
+# "syntax error"; a diagram nested deeper (a chain of 3,000 wrapper modules) fails first with advice instead.
+MAX_CLUSTER_NESTING = 2000
+# How long dot may run before the diagram is given up, with advice on how to make it smaller.
+DOT_TIMEOUT_S = 300.0
+# The longest text (a shape, a dtype list) a label row draws, in columns; names are cut at NAME_WIDTH.
+LABEL_WIDTH = 160
+
 
 # ---- escaping -----------------------------------------------------------------------------------------------
 def _markup(text: str) -> str:
@@ -145,8 +166,23 @@ def shown_name(text: str) -> str:
 
 
 def html(text: str) -> str:
-    """Text for a Graphviz HTML-like label: escaped, single line, literal."""
-    return _markup(literal(text))
+    """Text for a Graphviz HTML-like label: escaped, single line, literal, cut past ``LABEL_WIDTH`` columns."""
+    return _markup(ellipsize(literal(text), LABEL_WIDTH))
+
+
+def tooltip(text: str) -> str:
+    """A tooltip (plain, ``literal`` lines) bounded for Graphviz: each line cut past ``TIP_LINE`` characters,
+    the lines past ``TIP_CHARS`` characters in all left out and counted."""
+    lines = [line if len(line) <= TIP_LINE else line[:TIP_LINE - 1] + "…" for line in text.split("\n")]
+    kept: list[str] = []
+    used = 0
+    for line in lines:
+        if used + len(line) > TIP_CHARS:
+            kept.append(f"… {len(lines) - len(kept)} more lines")
+            break
+        kept.append(line)
+        used += len(line) + 1
+    return "\n".join(kept)
 
 
 def name_html(text: str) -> str:
@@ -166,7 +202,7 @@ def _xml_text(text: str) -> str:
 def _attrs(attrs: dict[str, str]) -> str:
     parts = []
     for k, v in attrs.items():
-        if k == "label" and v.startswith("<"):
+        if k in ("label", "xlabel") and v.startswith("<"):
             parts.append(f"{k}={v}")  # an HTML-like label, already escaped
         else:
             parts.append(f"{k}={quote(v)}")
@@ -527,6 +563,7 @@ class _Dot:
         self.names = {n.id: n.title for n in graph.nodes} | {c.id: c.title for c in graph.clusters}
         self.by_id = {n.id: n for n in graph.nodes}
         self.pos: dict[str, tuple[float, float]] = {}  # the U layout's node positions
+        self.big = layout != "u" and len(graph.edges) > BIG_GRAPH_EDGES  # laid out with limits
 
     def text(self) -> str:
         g, out = self.graph, self.lines
@@ -536,6 +573,8 @@ class _Dot:
                   "bgcolor": "white", "compound": "true", "newrank": "true", "outputorder": "edgesfirst"}
         if self.layout == "u":  # positions are computed here; neato only draws the edges
             gattrs.update(layout="neato", splines="true", overlap="true")
+        if self.big:
+            gattrs.update(BIG_GRAPH_LIMITS)
         title = self.options.get("title", self.trace.model.cls)
         if title:
             gattrs.update(label=f"<{_bold(name_html(str(title)))}>", labelloc="t", fontsize="13")
@@ -576,10 +615,12 @@ class _Dot:
         on_dark = n.id in ov.fill and not swatches and _luminance(ov.fill[n.id]) < 0.4
         attrs["label"] = _node_label(n, self.style, self.show_params, ov.marks.get(n.id, []), on_dark, swatches,
                                      time_shown=n.id in ov.time_marked)
-        attrs["tooltip"] = n.tooltip()
+        attrs["tooltip"] = tooltip(n.tooltip())
         return f"{n.id} {_attrs(attrs)}"
 
     def emit_clusters(self) -> None:
+        """Every node and cluster, each cluster's contents inside it in event order, with a stack of its own:
+        clusters nested thousands deep are written like any others (no recursion limit)."""
         g = self.graph
         kids: dict[str | None, list[tuple[int, str, Any]]] = {}
         for n in g.nodes:
@@ -587,23 +628,34 @@ class _Dot:
         for c in g.clusters:
             kids.setdefault(c.parent, []).append((c.order, "c", c))
 
-        def emit(parent: str | None, indent: str) -> None:
-            for _, kind, item in sorted(kids.get(parent, []), key=lambda t: (t[0], t[1])):
-                if kind == "n":
-                    self.lines.append(indent + self.node_stmt(item))
-                    continue
-                c: Cluster = item
-                self.lines.append(f"{indent}subgraph {c.id} {{")
-                parts = [_bold(name_html(c.title)), _small(name_html(c.cls), "#5a6470")]
-                label = "<" + "  ".join(p for p in parts if p) + ">"
-                attrs = {"label": label, "style": "rounded,dashed,filled", "fillcolor": "#f7f9fc",
-                         "color": "#9aa8bb", "labeljust": "l", "fontsize": "10", "tooltip": self._cluster_tip(c)}
-                for k, v in attrs.items():
-                    self.lines.append(f"{indent}  {k}={v if k == 'label' else quote(v)}")
-                emit(c.id, indent + "  ")
-                self.lines.append(f"{indent}}}")
+        def contents(parent: str | None) -> Iterator[tuple[int, str, Any]]:
+            return iter(sorted(kids.get(parent, []), key=lambda t: (t[0], t[1])))
 
-        emit(None, "  ")
+        stack = [(contents(None), "  ")]
+        while stack:
+            items, indent = stack[-1]
+            entry = next(items, None)
+            if entry is None:
+                stack.pop()
+                if stack:
+                    self.lines.append(f"{stack[-1][1]}}}")  # the end of the cluster just written
+                continue
+            _, kind, item = entry
+            if kind == "n":
+                self.lines.append(indent + self.node_stmt(item))
+                continue
+            self.open_cluster(item, indent)
+            stack.append((contents(item.id), indent + "  "))
+
+    def open_cluster(self, c: Cluster, indent: str) -> None:
+        """The start of cluster ``c``'s subgraph: its label, style and tooltip."""
+        self.lines.append(f"{indent}subgraph {c.id} {{")
+        parts = [_bold(name_html(c.title)), _small(name_html(c.cls), "#5a6470")]
+        label = "<" + "  ".join(p for p in parts if p) + ">"
+        attrs = {"label": label, "style": "rounded,dashed,filled", "fillcolor": "#f7f9fc",
+                 "color": "#9aa8bb", "labeljust": "l", "fontsize": "10", "tooltip": tooltip(self._cluster_tip(c))}
+        for k, v in attrs.items():
+            self.lines.append(f"{indent}  {k}={v if k == 'label' else quote(v)}")
 
     def _cluster_tip(self, c: Cluster) -> str:
         tip = f"{literal(c.title)} ({literal(c.cls)})\nparams: {c.params:,} (trainable {c.trainable_params:,})"
@@ -617,8 +669,8 @@ class _Dot:
             attrs.update(DOWN if e.change[0] == "down" else UP)
             if e.skip:
                 attrs["style"] = "dashed"
-        attrs["label"] = _edge_label(e, self._printed_shape(e.src))
-        attrs["tooltip"] = _edge_tooltip(e, self.names)
+        attrs["xlabel" if self.big else "label"] = _edge_label(e, self._printed_shape(e.src))
+        attrs["tooltip"] = tooltip(_edge_tooltip(e, self.names))
         src = e.src
         if src.startswith("cluster_"):
             inner = [n for n in self.graph.nodes if self._within(n, src)]
@@ -742,6 +794,23 @@ def _epoch_dates(pdf: bytes) -> bytes:
     return _PDF_DATE.sub(epoch, pdf)
 
 
+def _nesting(graph: Graph) -> int:
+    """How deep the graph's clusters nest (0: none), found without recursion."""
+    parents = {c.id: c.parent for c in graph.clusters}
+    depth: dict[str, int] = {}
+    for start in parents:
+        chain = []
+        at: str | None = start
+        while at is not None and at not in depth:
+            chain.append(at)
+            at = parents.get(at)
+        below = depth[at] if at is not None else 0
+        for cid in reversed(chain):
+            below += 1
+            depth[cid] = below
+    return max(depth.values(), default=0)
+
+
 def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layout: str | None = None,  # noqa: PLR0913 - the public keyword options of a diagram; RenderOptions carries them in the registry
            style: str | None = None, unroll: bool | None = None, overlays: Sequence[str] = (),
            options: dict[str, Any] | None = None, show_params: bool = False, all_ops: bool | None = None) -> bytes:
@@ -760,23 +829,34 @@ def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layou
     exe = shutil.which("dot")
     if exe is None:
         raise GraphvizNotFound(source)
+    nesting = _nesting(graph)
+    if nesting > MAX_CLUSTER_NESTING:
+        raise RuntimeError(f"the diagram nests boxes {nesting} deep, more than Graphviz's dot can read "
+                           f"({MAX_CLUSTER_NESTING}); pass depth={MAX_CLUSTER_NESTING} (--depth "
+                           f"{MAX_CLUSTER_NESTING}) or fewer to fold the deeper calls, or use the html format")
     env = {**os.environ, "SOURCE_DATE_EPOCH": "0"}  # no creation dates in PDFs: same trace, same bytes
-    proc = subprocess.run([exe, f"-T{format}"], input=source.encode("utf-8"), capture_output=True, env=env,
-                          check=False)
+    try:
+        proc = subprocess.run([exe, f"-T{format}"], input=source.encode("utf-8"), capture_output=True, env=env,
+                              check=False, timeout=DOT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"Graphviz's dot gave up after {DOT_TIMEOUT_S:g} s on a diagram of {len(graph.nodes)} "
+                           f"nodes and {len(graph.edges)} edges; pass depth=2 (--depth 2) to fold the inner layers "
+                           "into their blocks, or draw one block on its own (trace the submodule)") from None
     if proc.returncode != 0:
         raise RuntimeError(f"Graphviz's dot failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}")
     if format == "pdf":
         return _epoch_dates(proc.stdout)
     if format != "svg":
         return proc.stdout
-    tips = {n.id: n.tooltip() for n in graph.nodes} | {c.id: dot._cluster_tip(c) for c in graph.clusters}
+    tips = {n.id: tooltip(n.tooltip()) for n in graph.nodes} | {c.id: tooltip(dot._cluster_tip(c))
+                                                               for c in graph.clusters}
     edge_tips: dict[tuple[str, str], str] = {}
     for e in graph.edges:
         src = e.src
         if src.startswith("cluster_"):
             inner = [n for n in graph.nodes if dot._within(n, src)]
             src = inner[-1].id if inner else src
-        tip = _edge_tooltip(e, dot.names)
+        tip = tooltip(_edge_tooltip(e, dot.names))
         key = (src, e.dst)
         edge_tips[key] = edge_tips[key] + "\n" + tip if key in edge_tips else tip
     return _svg_titles(proc.stdout.decode("utf-8"), tips, edge_tips).encode("utf-8")

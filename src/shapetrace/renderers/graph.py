@@ -352,66 +352,86 @@ class _Builder:
         return keys
 
     def walk(self, parent: int | None, pkey: tuple, cluster: str | None, into: str | None) -> None:
+        """Visit the events under ``parent`` depth first, in event order, with a stack of its own: a chain of
+        calls nested thousands deep is drawn like any other (no recursion limit)."""
+        stack = [self._frame(parent, pkey, cluster, into)]
+        while stack:
+            items, frame_key, frame_cluster, frame_into = stack[-1]
+            item = next(items, None)
+            if item is None:
+                stack.pop()
+                continue
+            inner = self.visit(item, frame_key, frame_cluster, frame_into)
+            if inner is not None:
+                stack.append(self._frame(*inner))
+
+    def _frame(self, parent: int | None, pkey: tuple, cluster: str | None, into: str | None) -> tuple:
+        """What ``walk`` keeps per level: the events under ``parent`` with their keys still to visit, and where
+        they go."""
         events = self.children.get(parent, [])
         keys = self.local_keys(events) if into is None else [()] * len(events)
-        for (_, kind, i), lk in zip(events, keys):
-            key = (*pkey, lk)
-            if kind == "o":
-                if into is not None:
-                    self.vis_op[i] = into
-                    self.nodes[into].ops.append(i)
-                    continue
-                op = self.trace.ops[i]
-                nid = self.key_ids.get(key)
-                if nid is None:
-                    nid = self.key_ids[key] = f"o{i}"
-                    self.nodes[nid] = Node(nid, "op", op.name, op.name, op.order, cluster,
-                                           inputs=_tensors(op.inputs), outputs=_tensors(op.outputs), count=0)
-                node = self.nodes[nid]
-                node.count += 1
-                node.ops.append(i)
-                node.all_inputs.append(_tensors(op.inputs))
-                node.all_outputs.append(_tensors(op.outputs))
-                self.vis_op[i] = nid
-                continue
-            c = self.calls[i]
+        return iter(list(zip(events, keys))), pkey, cluster, into
+
+    def visit(self, item: tuple, pkey: tuple, cluster: str | None, into: str | None) -> tuple | None:
+        """Draw one event (an op or a call) under its parent; for a call, the arguments to walk its own events
+        with (``None`` for an op)."""
+        (_, kind, i), lk = item
+        key = (*pkey, lk)
+        if kind == "o":
             if into is not None:
-                self.vis_call[i] = into
-                self.nodes[into].folded.append(i)
-                self.walk(i, key, cluster, into)
-                continue
-            if self.is_cluster(c) and c.parent is not None:
-                cid = self.key_ids.get(key)
-                if cid is None:
-                    cid = self.key_ids[key] = f"cluster_c{i}"
-                    self.clusters[cid] = Cluster(cid, c.label if self.unroll else (c.module or "(root)"), c.cls,
-                                                 c.start, cluster, 0, params=c.params,
-                                                 trainable_params=c.trainable_params)
-                cl = self.clusters[cid]
-                cl.count += 1
-                cl.calls.append(i)
-                self.vis_call[i] = cid
-                self.walk(i, key, cid, None)
-            elif self.is_cluster(c):  # the root: its children are the top level
-                self.vis_call[i] = ""
-                self.walk(i, key, None, None)
-            else:
-                nid = self.key_ids.get(key)
-                if nid is None:
-                    nid = self.key_ids[key] = f"c{i}"
-                    name = c.label if self.unroll else (c.module or "(root)")
-                    self.nodes[nid] = Node(nid, "call", name, c.cls, c.start, cluster, count=0, module=c.module,
-                                           collapsed=bool(self.children.get(i)), inputs=_tensors(c.inputs) + _tensors(c.kwargs),
-                                           outputs=_tensors(c.outputs), params=c.params,
-                                           trainable_params=c.trainable_params, error=call_error_text(self.trace, c))
-                node = self.nodes[nid]
-                node.count += 1
-                node.calls.append(i)
-                node.folded.append(i)
-                node.all_inputs.append(_tensors(c.inputs) + _tensors(c.kwargs))
-                node.all_outputs.append(_tensors(c.outputs))
-                self.vis_call[i] = nid
-                self.walk(i, key, cluster, nid)
+                self.vis_op[i] = into
+                self.nodes[into].ops.append(i)
+                return None
+            op = self.trace.ops[i]
+            nid = self.key_ids.get(key)
+            if nid is None:
+                nid = self.key_ids[key] = f"o{i}"
+                self.nodes[nid] = Node(nid, "op", op.name, op.name, op.order, cluster,
+                                       inputs=_tensors(op.inputs), outputs=_tensors(op.outputs), count=0)
+            node = self.nodes[nid]
+            node.count += 1
+            node.ops.append(i)
+            node.all_inputs.append(_tensors(op.inputs))
+            node.all_outputs.append(_tensors(op.outputs))
+            self.vis_op[i] = nid
+            return None
+        c = self.calls[i]
+        if into is not None:
+            self.vis_call[i] = into
+            self.nodes[into].folded.append(i)
+            return (i, key, cluster, into)
+        if self.is_cluster(c) and c.parent is not None:
+            cid = self.key_ids.get(key)
+            if cid is None:
+                cid = self.key_ids[key] = f"cluster_c{i}"
+                self.clusters[cid] = Cluster(cid, c.label if self.unroll else (c.module or "(root)"), c.cls,
+                                             c.start, cluster, 0, params=c.params,
+                                             trainable_params=c.trainable_params)
+            cl = self.clusters[cid]
+            cl.count += 1
+            cl.calls.append(i)
+            self.vis_call[i] = cid
+            return (i, key, cid, None)
+        elif self.is_cluster(c):  # the root: its children are the top level
+            self.vis_call[i] = ""
+            return (i, key, None, None)
+        else:
+            nid = self.key_ids.get(key)
+            if nid is None:
+                nid = self.key_ids[key] = f"c{i}"
+                name = c.label if self.unroll else (c.module or "(root)")
+                self.nodes[nid] = Node(nid, "call", name, c.cls, c.start, cluster, count=0, module=c.module,
+                                       collapsed=bool(self.children.get(i)), inputs=_tensors(c.inputs) + _tensors(c.kwargs),
+                                       outputs=_tensors(c.outputs), params=c.params,
+                                       trainable_params=c.trainable_params, error=call_error_text(self.trace, c))
+            node = self.nodes[nid]
+            node.count += 1
+            node.calls.append(i)
+            node.folded.append(i)
+            node.all_inputs.append(_tensors(c.inputs) + _tensors(c.kwargs))
+            node.all_outputs.append(_tensors(c.outputs))
+            self.vis_call[i] = nid
+            return (i, key, cluster, nid)
 
     def io_nodes(self) -> None:
         t = self.trace

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..tracer.records import Call, Op, TensorMeta, Trace, iter_tensors
 from .display import save_file
-from .units import display_width, literal, pad
+from .units import display_width, escape_controls, literal, pad
 
 __all__ = ["FORMATS", "LinesError", "LinesView", "build_view", "lines_page", "render"]
 
@@ -432,16 +432,18 @@ _OUTSIDE = "(made outside these lines)"
 
 def _text_rows(lines: list[Line]) -> list[str]:
     """The ``number │ code │ shapes`` rows, the second ``│`` in one column in a terminal: tabs expanded (stops
-    of 8, as ``expand`` does), widths in display columns (卷积 is 4), each line of a multi-line note on a row
-    of its own, and a code line wider than the column shown whole with its shapes below it."""
-    codes = [ln.text.expandtabs(8) if ln.number else _OUTSIDE for ln in lines]
+    of 8, as ``expand`` does), other control and format characters of the source (a ``\\r``, a right-to-left
+    override) shown as Python escapes as the table shows them, widths in display columns (卷积 is 4), each line
+    of a multi-line note on a row of its own, and a code line wider than the column shown whole with its shapes
+    below it."""
+    codes = [escape_controls(ln.text.expandtabs(8)) if ln.number else _OUTSIDE for ln in lines]
     width = min(_CODE_WIDTH, max((display_width(c) for c in codes), default=0))
     rows: list[str] = []
     for ln, code in zip(lines, codes):
         mark = {"unreached": "·", "raised": "✗"}.get(ln.state, " ")
         number = f"{ln.number:>4}" if ln.number else "   ?"
         notes = [g.text() for g in ln.groups] + ([f"✗ {ln.error}"] if ln.error else [])
-        notes = [part for note in notes for part in note.splitlines() or [""]]
+        notes = [escape_controls(part) for note in notes for part in note.splitlines() or [""]]
         head = f"{mark}{number} │ {code}"
         if notes and display_width(code) <= width:
             head = f"{mark}{number} │ {pad(code, width)} │ {notes.pop(0)}"

@@ -313,6 +313,18 @@ _LAST_NAME_FLOORS = {"layer": 6, "class": 5}
 _BOLD, _DIM, _RED, _CYAN, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[31m", "\x1b[36m", "\x1b[0m"
 
 
+# The most of one cell or note a text table wraps: past it (a megabyte-long error message or dtype of a hand-made
+# trace) the text is cut, with a mark saying how much was left out, so wrapping costs no more than for a page.
+MAX_CELL_CHARS = 10_000
+
+
+def _bounded(text: str) -> str:
+    """``text``, or its first ``MAX_CELL_CHARS`` characters and how many more there were."""
+    if len(text) <= MAX_CELL_CHARS:
+        return text
+    return text[:MAX_CELL_CHARS] + f"… (+{len(text) - MAX_CELL_CHARS:,} characters)"
+
+
 def _tokens(text: str) -> list[str]:
     """``text`` split after each space, except between a shape and its dtype: the places a cell may wrap
     (``(2,3), `` | ``(4,5) int64``)."""
@@ -328,13 +340,15 @@ def _tokens(text: str) -> list[str]:
 
 
 def _longest_token(text: str) -> int:
-    return max((display_width(t.rstrip()) for t in _tokens(text)), default=0)
+    return max((display_width(t.rstrip()) for t in _tokens(_bounded(text))), default=0)
 
 
 def wrap_cell(text: str, width: int) -> list[str]:
     """``text`` on lines of at most ``width`` characters, every character kept: broken at spaces, and a
-    piece longer than a line after its commas, and only then anywhere. A width below 1 is taken as 1."""
+    piece longer than a line after its commas, and only then anywhere. A width below 1 is taken as 1. A text
+    longer than ``MAX_CELL_CHARS`` is cut there first, with a mark."""
     width = max(width, 1)
+    text = _bounded(text)
     lines: list[str] = []
     cur = ""
     for tok in _tokens(text):
@@ -362,15 +376,38 @@ def _wrap_words(text: str, width: int) -> list[str]:
 
 
 def _shrink_names(widths: dict[str, int], natural: dict[str, int], floor: dict[str, int],
-                  too_wide: Callable[[], bool]) -> None:
-    """Narrow the layer and class columns (in ``widths``), the wider first, while ``too_wide()``, down to
-    ``floor`` (names give way before shapes are squeezed)."""
-    floors = {c: min(floor[c], natural[c]) for c in floor}
-    while too_wide():
-        col = max(floors, key=lambda c: (widths[c] - floors[c], c == "class"))
-        if widths[col] <= floors[col]:
+                  excess: int, shown: list[str]) -> None:
+    """Narrow the shown layer and class columns (in ``widths``) by ``excess`` columns in all, the wider first
+    (the class on a tie), down to ``floor`` (names give way before shapes are squeezed). Computed at once, so a
+    megabyte-long name costs no more than a short one."""
+    slack = {c: max(widths[c] - min(floor[c], natural[c]), 0) for c in floor if c in shown}
+    for col, cut in _level_cuts(slack, excess).items():
+        widths[col] -= cut
+
+
+def _level_cuts(slack: dict[str, int], total: int) -> dict[str, int]:
+    """How much to take from each column so that ``total`` (at most all the slack) comes off the ones with the
+    most ``slack`` first, leaving them level: what taking one at a time from the widest would give."""
+    total = max(min(total, sum(slack.values())), 0)
+
+    def taken(level: int) -> int:
+        return sum(max(s - level, 0) for s in slack.values())
+
+    low, high = 0, max(slack.values(), default=0)
+    while low < high:  # the lowest level at which no more than ``total`` is taken
+        mid = (low + high) // 2
+        if taken(mid) <= total:
+            high = mid
+        else:
+            low = mid + 1
+    cuts = {c: max(s - low, 0) for c, s in slack.items()}
+    left = total - sum(cuts.values())
+    for c in sorted((c for c, s in slack.items() if s >= low), key=lambda c: c != "class"):
+        if left <= 0 or slack[c] - cuts[c] <= 0:
             break
-        widths[col] -= 1
+        cuts[c] += 1
+        left -= 1
+    return cuts
 
 
 def _drop_while(shown: list[str], names: Iterable[str], too_wide: Callable[[], bool]) -> list[str]:
@@ -417,15 +454,12 @@ def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, dro
     dropped = _drop_while(shown, droppable, lambda: narrowest(shown) > limit)
     dropped += _drop_while(shown, _LAST_RESORT, lambda: tightest(shown) > limit)
 
-    def too_wide() -> bool:
-        return narrowest(shown) > limit
-
-    _shrink_names(widths, natural, _NAME_FLOORS, too_wide)
+    _shrink_names(widths, natural, _NAME_FLOORS, narrowest(shown) - limit, shown)
     inputs_below = False
     if narrowest(shown) > limit and "input shapes" in shown:
         shown.remove("input shapes")
         inputs_below = True
-    _shrink_names(widths, natural, _LAST_NAME_FLOORS, too_wide)  # the columns that stay are still too wide: names give way further
+    _shrink_names(widths, natural, _LAST_NAME_FLOORS, narrowest(shown) - limit, shown)  # the columns that stay are still too wide: names give way further
     shapes = [h for h in _SHAPES if h in shown]
     room = limit - span([c for c in shown if c not in shapes], widths) - len(_SEP) * len(shapes)
     need = sum(natural[h] for h in shapes)
