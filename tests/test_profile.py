@@ -1165,6 +1165,15 @@ def test_the_timed_dtype_of_a_model_with_parameters_of_two_dtypes_says_mixed_not
     assert trace.timing["dtype"] == DTYPE_MIXED == "mixed"
 
 
+def test_the_timed_line_of_a_mixed_model_gives_each_dtypes_share_of_the_parameter_bytes():
+    trace = _profile(_OneBfloat16LayerFirst(), torch.randn(4, 16), repeat=1, warmup=0)
+    float32 = (16 * 2000 + 2000) * 4  # b's weight and bias
+    bfloat16 = (16 * 16 + 16) * 2  # a's
+    share = 100 * float32 / (float32 + bfloat16)
+    timed = next(line for line in trace.table().render("text").splitlines() if line.startswith("Timed"))
+    assert f"mixed: float32 {share:.1f}%, bfloat16 {100 - share:.1f}% of parameter bytes" in timed
+
+
 def test_the_timed_dtype_is_the_parameters_one_dtype_or_without_parameters_the_inputs():
     half = _profile(nn.Linear(4, 4).to(torch.bfloat16), torch.randn(2, 4, dtype=torch.bfloat16), repeat=1, warmup=0)
     assert half.timing["dtype"] == "bfloat16"

@@ -51,6 +51,7 @@ from .units import (
     literal,
     note_text,
     pad,
+    run_dtype_text,
     timer_kind_text,
 )
 
@@ -121,7 +122,7 @@ def _summary_lines(trace: Trace, fwd: float | None) -> list[tuple[str, str]]:
         out.append(("FLOPs", f"not counted: torch's FlopCounterMode could not run this forward ({first})"))
     if not t:
         return out + ([("Forward time (ms)", format_ms(fwd))] if fwd is not None else [])
-    timed = (f"{timer_kind_text(t.get('kind'))} on {t.get('device')}, {t.get('dtype')}, {t.get('repeats')} "
+    timed = (f"{timer_kind_text(t.get('kind'))} on {t.get('device')}, {run_dtype_text(trace)}, {t.get('repeats')} "
              f"repeats after {t.get('warmup')} warm-up")
     out.append(("Timed", timed))
     why = fallback_text(trace.timing) if trace.timing else None

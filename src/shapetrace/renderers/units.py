@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Sequence
 
 from ..tracer.metrics import (
+    DTYPE_MIXED,
     FALLBACK_NO_KERNELS,
     FALLBACK_PROFILER_ERROR,
     KIND_CPU,
@@ -43,6 +44,7 @@ __all__ = [
     "no_timings_reason",
     "note_text",
     "pad",
+    "run_dtype_text",
     "tensor_text",
     "timer_kind_text",
     "value_text",
@@ -348,3 +350,15 @@ def no_timings_reason(trace: Trace) -> str:
         return ("it was made by shapetrace.trace(), which records shapes only; make it with shapetrace.profile() "
                 "or 'shapetrace profile' (the 'flow' plot needs shapes only)")
     return "no call of this profile was timed; profile it again"
+
+
+def run_dtype_text(trace: Trace) -> str:
+    """The dtype a profile ran in, as the Timed line says it: a mixed model's parameter dtypes by share of their
+    bytes (``mixed: float32 99%, bfloat16 1% of parameter bytes``)."""
+    dtype = (trace.timing or {}).get("dtype")
+    if dtype != DTYPE_MIXED:
+        return str(dtype)
+    shares = trace.model.param_dtypes
+    whole = sum(shares.values()) or 1
+    parts = [f"{name} {format_percent(100 * n / whole)}%" for name, n in sorted(shares.items(), key=lambda kv: -kv[1])]
+    return f"mixed: {', '.join(parts)} of parameter bytes" if parts else "mixed dtypes"

@@ -19,6 +19,7 @@ from typing import Any
 from typing_extensions import Self
 
 __all__ = [
+    "DTYPE_MIXED",
     "FALLBACK_NO_KERNELS",
     "FALLBACK_PROFILER_ERROR",
     "KIND_CPU",
@@ -41,6 +42,9 @@ FALLBACK_NO_KERNELS = "no-kernels"          # the profiler ran but recorded no C
 FALLBACK_PROFILER_ERROR = "profiler-error"  # the profiler raised; ``fallback_error`` holds its first line
 
 # ``Note.code`` values.
+# ``TimingSummary.dtype`` of a model whose floating-point parameters have more than one dtype (no ``dtype=``
+# cast given): ``Trace.model.param_dtypes`` has the bytes of each.
+DTYPE_MIXED = "mixed"
 NOTE_CODES = (
     "flops-analytic",          # FLOPs from an analytic formula; ``count`` is what FlopCounterMode counted
     "compiled-region",         # a torch.compile'd region, timed as a whole

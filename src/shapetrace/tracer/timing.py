@@ -75,6 +75,7 @@ from .engine import Engine, ModuleIndex
 from .guard import ModelGuard
 from .intervals import Attribution, attribute_kernels, central_repeats, nested_self_times, quantile, summarise
 from .metrics import (
+    DTYPE_MIXED,
     FALLBACK_NO_KERNELS,
     FALLBACK_PROFILER_ERROR,
     KIND_CPU,
@@ -91,10 +92,6 @@ from .probes.memory import PeakMemoryProbe, PeakStack
 from .probes.timing import RANGE_PREFIX, TimerProbe
 from .records import Failure, Trace, iter_tensors
 from .values import iter_live_tensors
-
-DTYPE_MIXED = "mixed"
-"""``TimingSummary.dtype`` of a model whose floating-point parameters have more than one dtype (no ``dtype=``
-cast given): ``Trace.model.param_dtypes`` has the bytes of each."""
 
 __all__ = [
     "DTYPE_MIXED",
