@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from torch import nn
 
 import shapetrace
-from shapetrace import session
+from shapetrace.tracer import tracefile
 from shapetrace.cli import main
 
 SAVED_TRACE_COMMANDS = [["render"], ["lines"]]
@@ -118,7 +118,7 @@ def test_a_device_is_refused_rather_than_read_until_memory_runs_out():
 
 @pytest.mark.parametrize("from_stdin", [False, True])
 def test_a_trace_larger_than_the_limit_is_refused(saved, monkeypatch, from_stdin):
-    monkeypatch.setattr(session, "MAX_TRACE_BYTES", 100)
+    monkeypatch.setattr(tracefile, "MAX_TRACE_BYTES", 100)
     r = invoke("render", "-", stdin=saved.read_bytes()) if from_stdin else invoke("render", str(saved))
     assert r.exit_code == 2, r.output
     assert "larger than" in r.output and no_traceback(r)

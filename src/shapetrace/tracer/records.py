@@ -46,6 +46,7 @@ from .metrics import (
     TimingSummary,
 )
 from .sources_check import check_sources
+from .tracefile import read_bounded, read_path
 
 FORMAT = "shapetrace.trace/2"
 # Older formats ``load`` still reads (upgraded on the way in; see ``_upgrade_v1``).
@@ -748,18 +749,23 @@ def load(path_or_text: str | os.PathLike[str] | bytes | dict[str, Any] | IO[Any]
     A path is a ``str`` or any ``os.PathLike``. A ``str`` is JSON text when it starts with ``{`` or ``[``
     and names no existing file (``"[run1].json"`` in the working directory is read as a file).
 
+    A path is read when it names a regular file of at most 1 GiB or a descriptor the process holds
+    (``/dev/stdin``, ``/dev/fd/N``); a FIFO or a device (``/dev/zero``) is refused rather than read, and an
+    open stream is read up to the same limit (``tracer.tracefile``, the rule the command line follows too).
+
     Raises ``TraceFormatError`` (a ``ValueError``) naming the first bad field when the JSON is not a trace,
-    and ``OSError`` when a path cannot be read.
+    ``TraceFileRefused`` (an ``OSError``) for a path or stream that is not read, saying what to do, and
+    ``OSError`` when a path cannot be read.
     """
     if isinstance(path_or_text, dict):
         return Trace.from_dict(path_or_text)
     if hasattr(path_or_text, "read"):
-        path_or_text = path_or_text.read()
+        path_or_text = read_bounded(path_or_text, "the stream")
     if isinstance(path_or_text, (bytes, bytearray)):
         return Trace.from_json(_utf8(bytes(path_or_text), "the data"))
     if isinstance(path_or_text, os.PathLike):
         path = Path(os.fsdecode(os.fspath(path_or_text)))
-        return Trace.from_json(_utf8(path.read_bytes(), str(path)))
+        return Trace.from_json(_utf8(read_path(path), str(path)))
     if not isinstance(path_or_text, str):
         raise TypeError(f"shapetrace.load() takes a path, JSON text or bytes, an open file or a dict, not "
                         f"{type(path_or_text).__name__}")
@@ -769,7 +775,7 @@ def load(path_or_text: str | os.PathLike[str] | bytes | dict[str, Any] | IO[Any]
     could_be_path = len(text) < 4096 and "\n" not in text
     if text.lstrip().startswith(("{", "[")) and not (could_be_path and os.path.isfile(text)):
         return _from_json_text(text, could_be_path)
-    return Trace.from_json(_utf8(Path(text).read_bytes(), text))
+    return Trace.from_json(_utf8(read_path(text), text))
 
 
 def _from_json_text(text: str, could_be_path: bool) -> Trace:
