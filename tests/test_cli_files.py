@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from torch import nn
 
 import shapetrace
-from shapetrace.tracer import tracefile
 from shapetrace.cli import main
+from shapetrace.tracer import tracefile
 
 SAVED_TRACE_COMMANDS = [["render"], ["lines"]]
 

@@ -73,3 +73,28 @@ def test_load_reads_regular_files_streams_and_inherited_descriptors_as_before(sa
 def test_load_of_a_folder_says_it_is_a_folder(tmp_path):
     with pytest.raises(IsADirectoryError, match="is a folder"):
         shapetrace.load(tmp_path)
+
+
+# ---- a file cut short ------------------------------------------------------------------------------------------
+def test_a_truncated_trace_is_said_to_be_cut_short_naming_the_file_and_what_to_do(saved):
+    text = saved.read_text()
+    saved.write_text(text[:len(text) // 2])
+    with pytest.raises(TraceFormatError) as caught:
+        shapetrace.load(saved)
+    message = str(caught.value)
+    assert repr(str(saved)) in message and "not complete JSON: it ends early, at line" in message
+    assert "likely cut short" in message and "save the trace again" in message
+
+
+@pytest.mark.parametrize("cut", ['{"calls": [', '{"calls": [{"module": "a', '{"calls": [1,', "{"])
+def test_json_text_that_ends_early_says_where_and_what_was_expected(cut):
+    with pytest.raises(TraceFormatError, match=r"not complete JSON: it ends early, at line 1 column \d+ .*(inside the "
+                                               r"string that starts|where the parser expected)"):
+        shapetrace.load(cut)
+
+
+def test_json_that_is_wrong_before_its_end_keeps_the_parsers_message():
+    """A guard: a mistake in the middle is not called a truncation (passes before the change, by design)."""
+    with pytest.raises(TraceFormatError, match="not valid JSON: Expecting ',' delimiter") as caught:
+        shapetrace.load('{"a": 1 "b": 2}')
+    assert "cut short" not in str(caught.value)
