@@ -125,11 +125,11 @@ def test_a_trace_larger_than_the_limit_is_refused(saved, monkeypatch, from_stdin
 
 
 @pytest.mark.parametrize("command", [["render"], ["diff", "{saved}"], ["lines"]])
-def test_an_empty_file_is_said_to_be_empty(saved, tmp_path, command):
+def test_an_empty_file_is_said_to_be_empty_with_status_1(saved, tmp_path, command):
     empty = tmp_path / "empty.json"
     empty.write_bytes(b"")
     r = invoke(*[a.format(saved=saved) for a in command], str(empty))
-    assert r.exit_code == 2 and "is empty" in r.output and no_traceback(r)
+    assert r.exit_code == 1 and "is empty" in r.output and no_traceback(r)
 
 
 def test_a_folder_named_as_a_trace_is_said_to_be_a_folder(saved, tmp_path):

@@ -3,7 +3,9 @@
 Each command parses its options, asks the session to trace (or load) and write, and turns what goes wrong
 into one message: exit status 0 on success, 1 when the model's forward fails (the partial table is printed,
 then which layer failed, with what input and why), 2 for usage errors (bad ``--input``, unknown model,
-unimportable path, bad option, an output path that cannot be written, checked before the forward runs),
+unimportable path, bad option, an output path that cannot be written, checked before the forward runs); a
+saved trace whose content is not a trace (not JSON, cut short, failing validation) exits 1 with one line and no
+usage banner (``session.TraceFileProblem``), as the command line was right;
 141 with no message when stdout's reader goes away first (``| head -1``; ``cli_options.QuietPipeGroup``).
 No traceback unless ``--debug``. Formats and ``-o`` suffixes come from the renderer registry
 (``shapetrace.renderers``). torch is imported only by the commands that trace, so ``shapetrace render``

@@ -98,7 +98,7 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
     \b
     Exit status: 0, 1 when a model's forward failed (the diff of what ran is
     still shown, with --against the partial table, with a note naming the
-    failure), 2 for a usage error. What the model prints goes to stderr, in
+    failure) or a saved trace's content is not a trace, 2 for a usage error. What the model prints goes to stderr, in
     the other tool's run of it too.
 
     \b

@@ -59,7 +59,8 @@ def lines_command(model: str, module: str, inputs: tuple[str, ...], args: tuple[
 
     \b
     Exit status: 0; 1 when the model's forward fails (what ran is shown,
-    then the failure); 2 for a usage error. A saved trace of a failed
+    then the failure) or a saved trace's content is not a trace; 2 for a
+    usage error. A saved trace of a failed
     forward is shown with status 0 and a note naming the failure, as
     'shapetrace render' does.
 

@@ -14,7 +14,9 @@ this module, so these rules hold once for all of them:
   ``trace.meta["options"]``, so a saved JSON re-renders the same diagram.
 * **Reading.** ``read_trace(spec)`` reads a saved trace from a regular file, or from stdin for ``-`` (and
   ``/dev/stdin``, ``/dev/fd/N``), at most ``MAX_TRACE_BYTES``; a FIFO or device by name (``/dev/zero``) is refused
-  rather than read until memory or patience runs out. Every problem is a ``UsageProblem`` naming the file.
+  rather than read until memory or patience runs out (``tracer.tracefile``, the rule ``shapetrace.load`` follows
+  too). A path that cannot be read as named is a ``UsageProblem``; content that is not a trace (empty, not
+  JSON, cut short, failing validation) a ``TraceFileProblem`` (exit status 1: the command line was right).
 * **Writing.** ``check_output(path)`` is called before the forward runs (a folder that cannot be written is
   refused at once); ``write_output`` writes to a temporary file in the target folder and renames it into
   place, so a failure never leaves a half-written file. ``render_output`` renders and writes; when Graphviz
@@ -50,6 +52,7 @@ __all__ = [
     "OutputProblem",
     "RenderFailed",
     "SessionError",
+    "TraceFileProblem",
     "TraceRequest",
     "UsageProblem",
     "check_output",
@@ -77,6 +80,11 @@ class UsageProblem(SessionError):
 
 class OutputProblem(UsageProblem):
     """The output cannot be written where asked (checked before the forward runs)."""
+
+
+class TraceFileProblem(SessionError):
+    """A saved trace whose content is not a trace (empty, not JSON, cut short, failing validation): the command
+    line was right, the file is not (exit status 1 in the CLI, without the usage banner)."""
 
 
 class CannotTrace(SessionError):
@@ -326,16 +334,17 @@ def is_saved_trace(spec: str) -> bool:
 
 
 def read_trace(spec: str) -> Trace:
-    """The trace saved in the file ``spec`` (``-``: stdin); ``UsageProblem`` saying what is wrong with it."""
+    """The trace saved in the file ``spec`` (``-``: stdin). ``UsageProblem`` when it cannot be read as named (no
+    such file, a folder, a FIFO, over the size limit); ``TraceFileProblem`` when what it holds is not a trace."""
     where = "stdin" if spec == STDIN else repr(spec)
     data = _trace_bytes(spec, where)
     if not data.strip():
-        raise UsageProblem(f"{where} is empty: a saved trace is the JSON that 'shapetrace trace MODEL --format json "
+        raise TraceFileProblem(f"{where} is empty: a saved trace is the JSON that 'shapetrace trace MODEL --format json "
                            "-o FILE' writes")
     try:
         return load_trace(data)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
-        raise UsageProblem(f"{where} is not a readable shapetrace trace: {e}") from e
+        raise TraceFileProblem(f"{where} is not a readable shapetrace trace: {e}") from e
 
 
 def _trace_bytes(spec: str, where: str) -> bytes:
