@@ -37,6 +37,7 @@ from .cli_options import (
     note_diagram_only,
     note_saved_failure,
     output_not_an_input,
+    output_not_the_model,
     prepare_output,
     print_cause,
     profile_heat,
@@ -157,6 +158,7 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
                   with_diagram: bool, all_ops: bool, width: int | None, debug: bool) -> None:
     with cli_errors(debug):
         fmt = prepare_output(fmt, output)
+        output_not_the_model("-o", output, model)
         with_diagram = _with_diagram(fmt, with_diagram)
         if not with_diagram:
             note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll, all_ops=all_ops)

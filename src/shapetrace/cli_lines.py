@@ -17,6 +17,7 @@ from .cli_options import (
     note_saved_failure,
     note_suffix_mismatch,
     output_not_an_input,
+    output_not_the_model,
     print_cause,
 )
 from .renderers.lines import LinesError, build_view, lines_page
@@ -89,6 +90,8 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
             check_output(path)
     distinct_outputs("--save-trace", save_trace, output, "the trace")
     output_not_an_input(output, model)
+    output_not_the_model("-o", output, model)
+    output_not_the_model("--save-trace", save_trace, model)
     note_suffix_mismatch(fmt, output)
     failure_note = None
     if is_saved_trace(model):
