@@ -3,6 +3,7 @@ failed write leaves no folders behind that the command made for it."""
 
 from __future__ import annotations
 
+import errno
 import os
 import pty
 import subprocess
@@ -92,3 +93,42 @@ def test_an_output_beside_the_model_file_is_written(model_file):
     r = CliRunner().invoke(main, ["trace", "models.py:build", "-i", "3,4", "-o", "table.txt"])
     assert r.exit_code == 0, r.output
     assert "Linear" in (model_file.parent / "table.txt").read_text()
+
+
+# ---- a write that fails ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Every file renamed into place fails as on a full disk (the temporary file was written, the rename fails)."""
+    from shapetrace.renderers import atomic
+
+    def no_space(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "replace", no_space)
+
+
+@pytest.mark.parametrize("command", [["render", "{saved}"], ["render", "{saved}", "-f", "svg"],
+                                     ["diff", "{saved}", "{saved}"], ["lines", "{lines}"]])
+def test_a_failed_write_removes_the_folders_the_command_created_for_it(saved, tmp_path, full_disk, command):
+    with_lines = tmp_path / "lines.json"
+    with_lines.write_text(shapetrace.trace(nn.Sequential(nn.Linear(4, 2)), torch.zeros(3, 4), lines=True).to_json())
+    kept = tmp_path / "out"
+    kept.mkdir()
+    args = [a.format(saved=saved, lines=with_lines) for a in command]
+    r = CliRunner().invoke(main, [*args, "-o", str(kept / "a" / "b" / "c.txt")])
+    assert r.exit_code != 0 and "No space left on device" in r.output, r.output
+    assert kept.is_dir() and list(kept.iterdir()) == []  # a/b made for the write are gone, out/ (not ours) stays
+
+
+def test_a_failed_write_keeps_folders_that_something_else_filled_meanwhile(tmp_path, monkeypatch):
+    """A guard: a folder the write made but that holds another file by the time it fails is left alone."""
+    from shapetrace.renderers import atomic
+
+    def fill_then_fail(temporary: object, target: Path) -> None:
+        (target.parent / "someone-elses.txt").write_text("mine")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "replace", fill_then_fail)
+    with pytest.raises(OSError):
+        atomic.write_atomically(tmp_path / "a" / "b" / "c.txt", b"x")
+    assert (tmp_path / "a" / "b" / "someone-elses.txt").read_text() == "mine"
