@@ -8,13 +8,13 @@ import torch
 from torch import nn
 
 import shapetrace
-from shapetrace.tracer import capture
+from shapetrace.tracer import api, capture, timing
 from shapetrace.tracer.errors import UnsupportedModel
 
 
 @pytest.fixture
 def checks(monkeypatch):
-    """The models ``check_traceable`` is run on, in order."""
+    """The models ``check_traceable`` is run on, in order (under any name a tracer module imported it by)."""
     seen: list[object] = []
     real = capture.check_traceable
 
@@ -23,6 +23,8 @@ def checks(monkeypatch):
         real(model)
 
     monkeypatch.setattr(capture, "check_traceable", counting)
+    for module in (api, timing):
+        monkeypatch.setattr(module, "check_traceable", counting, raising=False)
     return seen
 
 
