@@ -107,7 +107,7 @@ def test_render_refuses_a_file_that_is_not_a_trace(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": "something/else"}')
     r = CliRunner().invoke(main, ["render", str(bad)])
-    assert r.exit_code == 2 and "not a readable shapetrace trace" in r.output
+    assert r.exit_code == 1 and "not a readable shapetrace trace" in r.output and "Usage:" not in r.output
 
 
 def test_render_runs_without_torch(tmp_path):

@@ -323,12 +323,12 @@ def test_a_wrapped_model_is_traced_inside_its_wrapper_with_a_note(models, factor
 @pytest.mark.parametrize("text", ["[1, 2, 3]", '{"format": "shapetrace.trace/1", "calls": 5}',
                                   '{"format": "shapetrace.trace/1", "model": {}, "calls": [' + "[" * 5000 + "]" * 5000
                                   + "]}"])
-def test_render_of_json_that_is_not_a_trace_is_a_usage_error(tmp_path, text):
+def test_render_of_json_that_is_not_a_trace_is_an_error_in_the_file_status_1(tmp_path, text):
     bad = tmp_path / "bad.json"
     bad.write_text(text)
     out = tmp_path / "out.txt"
     r = invoke("render", str(bad), "-o", str(out))
-    assert r.exit_code == 2, r.output
+    assert r.exit_code == 1, r.output
     assert "is not a readable shapetrace trace" in r.output and no_traceback(r)
     assert not out.exists()
 

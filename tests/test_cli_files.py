@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from torch import nn
 
 import shapetrace
-from shapetrace import session
 from shapetrace.cli import main
+from shapetrace.tracer import tracefile
 
 SAVED_TRACE_COMMANDS = [["render"], ["lines"]]
 
@@ -118,18 +118,18 @@ def test_a_device_is_refused_rather_than_read_until_memory_runs_out():
 
 @pytest.mark.parametrize("from_stdin", [False, True])
 def test_a_trace_larger_than_the_limit_is_refused(saved, monkeypatch, from_stdin):
-    monkeypatch.setattr(session, "MAX_TRACE_BYTES", 100)
+    monkeypatch.setattr(tracefile, "MAX_TRACE_BYTES", 100)
     r = invoke("render", "-", stdin=saved.read_bytes()) if from_stdin else invoke("render", str(saved))
     assert r.exit_code == 2, r.output
     assert "larger than" in r.output and no_traceback(r)
 
 
 @pytest.mark.parametrize("command", [["render"], ["diff", "{saved}"], ["lines"]])
-def test_an_empty_file_is_said_to_be_empty(saved, tmp_path, command):
+def test_an_empty_file_is_said_to_be_empty_with_status_1(saved, tmp_path, command):
     empty = tmp_path / "empty.json"
     empty.write_bytes(b"")
     r = invoke(*[a.format(saved=saved) for a in command], str(empty))
-    assert r.exit_code == 2 and "is empty" in r.output and no_traceback(r)
+    assert r.exit_code == 1 and "is empty" in r.output and no_traceback(r)
 
 
 def test_a_folder_named_as_a_trace_is_said_to_be_a_folder(saved, tmp_path):

@@ -3,7 +3,7 @@
 Every module under ``src/shapetrace`` is parsed (not imported), and every ``import`` counts, including those
 inside functions; only imports under ``if TYPE_CHECKING:`` are left out. The layers, lowest first:
 
-    tracer.records (+ its codec and checks)  <  tracer  <  renderers  <  gallery architectures  <  gallery exhibits
+    tracer.records (+ its codec, checks and file reader)  <  tracer  <  renderers  <  gallery architectures  <  gallery exhibits
     <  specs  <  session (and compare)  <  the front ends: cli, cli_profile, cli_options, sphinxext, gallery.site
 
 The gallery site builder is a front end like the CLI and the Sphinx directive: it traces every exhibit
@@ -48,7 +48,7 @@ DISPLAY_METHODS = {"_repr_html_", "_repr_markdown_", "_repr_svg_", "_repr_png_",
                    "to_text", "to_markdown", "to_html"}
 
 RECORDS = ("shapetrace.tracer.records", "shapetrace.tracer.codec", "shapetrace.tracer.metrics", "shapetrace.tracer.units",
-           "shapetrace.tracer.user_warnings", "shapetrace.tracer.sources_check")
+           "shapetrace.tracer.user_warnings", "shapetrace.tracer.sources_check", "shapetrace.tracer.tracefile")
 GALLERY_ARCHITECTURES = ("shapetrace.gallery.layers", "shapetrace.gallery.vision", "shapetrace.gallery.unet",
                          "shapetrace.gallery.tabular", "shapetrace.gallery.text", "shapetrace.gallery.photo")
 TOP = ("shapetrace.cli", "shapetrace.cli_profile", "shapetrace.cli_options", "shapetrace.sphinxext",

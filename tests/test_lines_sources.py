@@ -200,7 +200,7 @@ def test_a_saved_trace_with_damaged_sources_is_refused_as_unreadable(tmp_path: P
     with pytest.raises(TraceFormatError, match=field):
         load(saved)
     result = CliRunner().invoke(main, ["lines", str(saved)])
-    assert result.exit_code == 2 and "is not a readable shapetrace trace" in result.output
+    assert result.exit_code == 1 and "is not a readable shapetrace trace" in result.output
     assert field in result.output and "KeyError" not in result.output
 
 

@@ -250,7 +250,7 @@ def test_render_of_a_json_that_is_not_a_trace_says_where_without_a_traceback(tmp
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(data))
     result = CliRunner().invoke(main, ["render", str(path)])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "calls[2].parent: no call 999" in result.output and "Traceback" not in result.output
 
 

@@ -3,7 +3,9 @@
 Each command parses its options, asks the session to trace (or load) and write, and turns what goes wrong
 into one message: exit status 0 on success, 1 when the model's forward fails (the partial table is printed,
 then which layer failed, with what input and why), 2 for usage errors (bad ``--input``, unknown model,
-unimportable path, bad option, an output path that cannot be written, checked before the forward runs),
+unimportable path, bad option, an output path that cannot be written, checked before the forward runs); a
+saved trace whose content is not a trace (not JSON, cut short, failing validation) exits 1 with one line and no
+usage banner (``session.TraceFileProblem``), as the command line was right;
 141 with no message when stdout's reader goes away first (``| head -1``; ``cli_options.QuietPipeGroup``).
 No traceback unless ``--debug``. Formats and ``-o`` suffixes come from the renderer registry
 (``shapetrace.renderers``). torch is imported only by the commands that trace, so ``shapetrace render``
@@ -35,6 +37,7 @@ from .cli_options import (
     note_diagram_only,
     note_saved_failure,
     output_not_an_input,
+    output_not_the_model,
     prepare_output,
     print_cause,
     profile_heat,
@@ -155,6 +158,7 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
                   with_diagram: bool, all_ops: bool, width: int | None, debug: bool) -> None:
     with cli_errors(debug):
         fmt = prepare_output(fmt, output)
+        output_not_the_model("-o", output, model)
         with_diagram = _with_diagram(fmt, with_diagram)
         if not with_diagram:
             note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll, all_ops=all_ops)

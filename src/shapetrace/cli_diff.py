@@ -16,7 +16,9 @@ from .cli_options import (
     emit,
     note_suffix_mismatch,
     output_not_an_input,
+    output_not_the_model,
     print_cause,
+    refuse_binary_on_terminal,
     table_width,
     terminal_colour,
 )
@@ -98,7 +100,7 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
     \b
     Exit status: 0, 1 when a model's forward failed (the diff of what ran is
     still shown, with --against the partial table, with a note naming the
-    failure), 2 for a usage error. What the model prints goes to stderr, in
+    failure) or a saved trace's content is not a trace, 2 for a usage error. What the model prints goes to stderr, in
     the other tool's run of it too.
 
     \b
@@ -117,6 +119,8 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
             check_output(output)
             note_suffix_mismatch(fmt, output)
             output_not_an_input(output, a, b)
+            output_not_the_model("-o", output, a, b)
+        refuse_binary_on_terminal(fmt, output)
         if b is None:
             if a_args or b_args:
                 raise UsageProblem("--a-arg and --b-arg are for two models (A and B); with one MODEL use --arg")

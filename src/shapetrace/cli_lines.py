@@ -17,6 +17,7 @@ from .cli_options import (
     note_saved_failure,
     note_suffix_mismatch,
     output_not_an_input,
+    output_not_the_model,
     print_cause,
 )
 from .renderers.lines import LinesError, build_view, lines_page
@@ -59,7 +60,8 @@ def lines_command(model: str, module: str, inputs: tuple[str, ...], args: tuple[
 
     \b
     Exit status: 0; 1 when the model's forward fails (what ran is shown,
-    then the failure); 2 for a usage error. A saved trace of a failed
+    then the failure) or a saved trace's content is not a trace; 2 for a
+    usage error. A saved trace of a failed
     forward is shown with status 0 and a note naming the failure, as
     'shapetrace render' does.
 
@@ -88,6 +90,8 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
             check_output(path)
     distinct_outputs("--save-trace", save_trace, output, "the trace")
     output_not_an_input(output, model)
+    output_not_the_model("-o", output, model)
+    output_not_the_model("--save-trace", save_trace, model)
     note_suffix_mismatch(fmt, output)
     failure_note = None
     if is_saved_trace(model):

@@ -21,7 +21,16 @@ import click
 from .renderers import RenderOptions, formats, get
 from .renderers.display import MIN_TABLE_WIDTH
 from .renderers.units import ellipsize, failure_place, literal
-from .session import OutputProblem, SessionError, UsageProblem, check_output, pick_format, render_output
+from .session import (
+    OutputProblem,
+    SessionError,
+    UsageProblem,
+    check_output,
+    is_saved_trace,
+    pick_format,
+    render_output,
+)
+from .specs.names import source_file
 
 __all__ = [
     "BROKEN_PIPE_STATUS",
@@ -40,9 +49,11 @@ __all__ = [
     "note_saved_failure",
     "note_suffix_mismatch",
     "output_not_an_input",
+    "output_not_the_model",
     "prepare_output",
     "print_cause",
     "profile_heat",
+    "refuse_binary_on_terminal",
     "table_width",
     "terminal_colour",
     "width_option",
@@ -204,9 +215,16 @@ def prepare_output(fmt: str | None, output: str | None, allowed: tuple[str, ...]
     if output is not None:
         check_output(output)
         note_suffix_mismatch(chosen, output)
-    elif get(chosen).binary and sys.stdout.isatty():
-        raise OutputProblem(f"--format {chosen} is binary: pass -o FILE to write it")
+    refuse_binary_on_terminal(chosen, output)
     return chosen
+
+
+def refuse_binary_on_terminal(fmt: str, output: str | None) -> None:
+    """Refuse (``OutputProblem``) writing a binary format (png, pdf, ... as the renderer registry marks them) to
+    stdout when stdout is a terminal, where it would be noise; a file, a pipe or a redirect takes it."""
+    if output is None and get(fmt).binary and sys.stdout.isatty():
+        raise OutputProblem(f"--format {fmt} is binary and stdout is a terminal: pass -o FILE to write it (or "
+                            "pipe or redirect stdout: ... > FILE)")
 
 
 def distinct_outputs(option: str, path: str | None, output: str | None, what: str) -> None:
@@ -226,6 +244,22 @@ def output_not_an_input(output: str | None, *inputs: str | None) -> None:
         if given is not None and _same_file(given, output):
             raise UsageProblem(f"-o {output!r} is the input file {given!r}: writing there would replace it; give "
                                "-o a file of its own")
+
+
+def output_not_the_model(option: str, output: str | None, *specs: str | None) -> None:
+    """Refuse (``UsageProblem``), before anything runs, an output (``option``: ``-o``, ``--plot``...) that is the
+    Python file a MODEL spec is read from (``models.py:build``, or ``mymodels:build``'s ``mymodels.py``):
+    writing there would replace the model's own source."""
+    if output is None:
+        return
+    for spec in specs:
+        if spec is None or is_saved_trace(spec):
+            continue
+        source = source_file(spec)
+        if source is not None and _same_file(source, output):
+            raise UsageProblem(f"{option} {output!r} is the file MODEL {spec!r} is read from: writing there would "
+                               f"replace the model's source; give {option} a file of its own (e.g. "
+                               f"{Path(output).with_suffix('.txt').name if Path(output).suffix == '.py' else 'out.txt'})")
 
 
 def _same_file(a: str, b: str) -> bool:

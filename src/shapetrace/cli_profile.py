@@ -24,6 +24,7 @@ from .cli_options import (
     emit,
     heat_option,
     note_diagram_only,
+    output_not_the_model,
     prepare_output,
     print_cause,
     profile_heat,
@@ -98,6 +99,8 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
                 raise UsageProblem(f"--plot {plot_file!r}: the file must end in .svg or .png")
             check_output(plot_file)
             distinct_outputs("--plot", plot_file, output, "the plot")
+            output_not_the_model("--plot", plot_file, model)
+        output_not_the_model("-o", output, model)
         note_diagram_only(fmt, heat=heat)
         request = TraceRequest(model, inputs, args, _resolve_device(device), train)
         if heat == "memory" and not str(request.device).startswith("cuda") and get(fmt).dataflow:

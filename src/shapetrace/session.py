@@ -14,7 +14,9 @@ this module, so these rules hold once for all of them:
   ``trace.meta["options"]``, so a saved JSON re-renders the same diagram.
 * **Reading.** ``read_trace(spec)`` reads a saved trace from a regular file, or from stdin for ``-`` (and
   ``/dev/stdin``, ``/dev/fd/N``), at most ``MAX_TRACE_BYTES``; a FIFO or device by name (``/dev/zero``) is refused
-  rather than read until memory or patience runs out. Every problem is a ``UsageProblem`` naming the file.
+  rather than read until memory or patience runs out (``tracer.tracefile``, the rule ``shapetrace.load`` follows
+  too). A path that cannot be read as named is a ``UsageProblem``; content that is not a trace (empty, not
+  JSON, cut short, failing validation) a ``TraceFileProblem`` (exit status 1: the command line was right).
 * **Writing.** ``check_output(path)`` is called before the forward runs (a folder that cannot be written is
   refused at once); ``write_output`` writes to a temporary file in the target folder and renames it into
   place, so a failure never leaves a half-written file. ``render_output`` renders and writes; when Graphviz
@@ -29,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ from .renderers.atomic import resolve_target, write_atomically
 from .renderers.diagram import GraphvizNotFound, OverlayNeedsOptions
 from .tracer.records import Opaque, Trace
 from .tracer.records import load as load_trace
+from .tracer.tracefile import MAX_TRACE_BYTES, TraceFileRefused, read_bounded, read_path
 
 __all__ = [
     "MAX_TRACE_BYTES",
@@ -50,6 +52,7 @@ __all__ = [
     "OutputProblem",
     "RenderFailed",
     "SessionError",
+    "TraceFileProblem",
     "TraceRequest",
     "UsageProblem",
     "check_output",
@@ -77,6 +80,11 @@ class UsageProblem(SessionError):
 
 class OutputProblem(UsageProblem):
     """The output cannot be written where asked (checked before the forward runs)."""
+
+
+class TraceFileProblem(SessionError):
+    """A saved trace whose content is not a trace (empty, not JSON, cut short, failing validation): the command
+    line was right, the file is not (exit status 1 in the CLI, without the usage banner)."""
 
 
 class CannotTrace(SessionError):
@@ -312,11 +320,11 @@ def compare_model(request: TraceRequest, against: str) -> tuple[Outcome, Any]:
 
 
 # ---- reading a saved trace ---------------------------------------------------------------------------------------
-# The largest saved trace read (1 GiB): a model of a million calls writes a few hundred MB.
-MAX_TRACE_BYTES = 1 << 30
+# The bounds and what is read (regular files, inherited descriptors) are ``tracer.tracefile``'s, which
+# ``shapetrace.load`` reads through as well.
 STDIN = "-"
-# Names of descriptors the process already holds (stdin, a shell's <(...)): read as they are, bounded.
-_INHERITED = ("/dev/stdin", "/dev/fd/", "/proc/self/fd/")
+# What the command line suggests for a FIFO or a device named as the trace.
+_FROM_STDIN = "or from stdin as '-' (cat FILE | shapetrace render -)"
 
 
 def is_saved_trace(spec: str) -> bool:
@@ -326,57 +334,30 @@ def is_saved_trace(spec: str) -> bool:
 
 
 def read_trace(spec: str) -> Trace:
-    """The trace saved in the file ``spec`` (``-``: stdin); ``UsageProblem`` saying what is wrong with it."""
+    """The trace saved in the file ``spec`` (``-``: stdin). ``UsageProblem`` when it cannot be read as named (no
+    such file, a folder, a FIFO, over the size limit); ``TraceFileProblem`` when what it holds is not a trace."""
     where = "stdin" if spec == STDIN else repr(spec)
     data = _trace_bytes(spec, where)
     if not data.strip():
-        raise UsageProblem(f"{where} is empty: a saved trace is the JSON that 'shapetrace trace MODEL --format json "
+        raise TraceFileProblem(f"{where} is empty: a saved trace is the JSON that 'shapetrace trace MODEL --format json "
                            "-o FILE' writes")
     try:
         return load_trace(data)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
-        raise UsageProblem(f"{where} is not a readable shapetrace trace: {e}") from e
+        raise TraceFileProblem(f"{where} is not a readable shapetrace trace: {e}") from e
 
 
 def _trace_bytes(spec: str, where: str) -> bytes:
-    if spec == STDIN:
-        return _bounded(sys.stdin.buffer, where)
-    if spec.startswith(_INHERITED):
-        return _read_file(spec, where, bounded=True)
     try:
-        info = os.stat(spec)
+        if spec == STDIN:
+            return read_bounded(sys.stdin.buffer, where)
+        return read_path(spec, where, instead=_FROM_STDIN)
+    except TraceFileRefused as e:
+        raise UsageProblem(str(e)) from None
     except FileNotFoundError:
         raise UsageProblem(f"{spec}: no such file (a saved trace, from --format json)") from None
     except OSError as e:
         raise UsageProblem(f"cannot read {where}: {e.strerror or e}") from e
-    if stat.S_ISDIR(info.st_mode):
-        raise UsageProblem(f"{where} is a folder; give the saved trace's file")
-    if not stat.S_ISREG(info.st_mode):
-        raise UsageProblem(f"{where} is not a regular file (a FIFO or a device): a saved trace is read from a file, "
-                           "or from stdin as '-' (cat FILE | shapetrace render -)")
-    if info.st_size > MAX_TRACE_BYTES:
-        raise UsageProblem(_too_large(where))
-    return _read_file(spec, where, bounded=False)
-
-
-def _read_file(spec: str, where: str, bounded: bool) -> bytes:
-    try:
-        with open(spec, "rb") as f:
-            return _bounded(f, where) if bounded else f.read()
-    except OSError as e:
-        raise UsageProblem(f"cannot read {where}: {e.strerror or e}") from e
-
-
-def _bounded(stream: Any, where: str) -> bytes:
-    data = stream.read(MAX_TRACE_BYTES + 1)
-    if len(data) > MAX_TRACE_BYTES:
-        raise UsageProblem(_too_large(where))
-    return data
-
-
-def _too_large(where: str) -> str:
-    return (f"{where} is larger than {MAX_TRACE_BYTES >> 30} GiB, the most a saved trace may be; it is not "
-            "a trace shapetrace wrote")
 
 
 # ---- output --------------------------------------------------------------------------------------------------

@@ -38,11 +38,16 @@ def _create_temporary(target: Path, suffix: str) -> tuple[int, Path]:
 def write_atomically(target: Path, payload: bytes, *, suffix: str = "") -> Path:
     """Write ``payload`` to ``target`` (already resolved, see ``resolve_target``) atomically.
 
-    The folder is created when missing. On any failure the temporary file is removed and ``target`` is left
-    as it was; ``OSError`` is raised as it came (callers name the user's path in their messages).
+    The folder is created when missing. On any failure the temporary file is removed, so are the folders this
+    call created (``-o a/b/c.svg`` on a full disk leaves no ``a/b``), and ``target`` is left as it was;
+    ``OSError`` is raised as it came (callers name the user's path in their messages).
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = _create_temporary(target, suffix)
+    created = _make_folders(target.parent)
+    try:
+        fd, temporary = _create_temporary(target, suffix)
+    except BaseException:
+        _remove_folders(created)
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
@@ -51,5 +56,29 @@ def write_atomically(target: Path, payload: bytes, *, suffix: str = "") -> Path:
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
+        _remove_folders(created)
         raise
     return target
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; the folders made here, outermost first (one made meanwhile by
+    someone else is not counted)."""
+    missing = [f for f in (folder, *folder.parents) if not f.exists()][::-1]
+    created = []
+    for f in missing:
+        try:
+            f.mkdir()
+        except FileExistsError:
+            continue
+        created.append(f)
+    return created
+
+
+def _remove_folders(created: list[Path]) -> None:
+    """Remove the folders ``_make_folders`` made, innermost first, each only while it is empty."""
+    for f in reversed(created):
+        try:
+            f.rmdir()
+        except OSError:
+            return  # not empty (something else wrote there meanwhile) or gone: leave it and its parents

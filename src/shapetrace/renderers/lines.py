@@ -71,6 +71,7 @@ class Line:
     groups: list[Group] = field(default_factory=list)
     continues: bool = False  # a later line of a statement whose events show on its first line
     error: str | None = None
+    outside: bool = False  # a line number the trace recorded outside the source as saved (edited since?)
 
 
 @dataclass
@@ -83,6 +84,7 @@ class SourceView:
     missing: str | None = None  # why there is no source (then ``calls_only`` lists the events)
     calls_only: list[Group] = field(default_factory=list)
     reach_known: bool = False
+    outside: list[int] = field(default_factory=list)  # recorded line numbers the saved source does not have
 
 
 @dataclass
@@ -341,6 +343,30 @@ def build_view(trace: Trace, module: str = "") -> View:
     return View(module, calls[0].cls, len(calls), views, failure, note)
 
 
+def _placed(anchored: list[tuple[int | None, Call | Op]], by_number: dict[int, Line]
+            ) -> tuple[dict[int, list[Call | Op]], dict[int, list[Call | Op]], list[Call | Op]]:
+    """Events by the source line they show on; by a recorded line the saved source does not have; and those
+    whose line is not known (made by code outside the forward)."""
+    at: dict[int, list[Call | Op]] = {}
+    outside: dict[int, list[Call | Op]] = {}
+    unplaced: list[Call | Op] = []
+    for n, ev in anchored:
+        if n in by_number:
+            at.setdefault(n, []).append(ev)
+        elif n is not None:
+            outside.setdefault(n, []).append(ev)
+        else:
+            unplaced.append(ev)
+    return at, outside, unplaced
+
+
+def _outside_lines(outside: dict[int, list[Call | Op]], raised: dict[int, str | None], parent_name: str) -> list[Line]:
+    """A row for each recorded line the saved source does not have (past its end, or before its start: the file
+    changed after the trace, or was edited), with what ran there and the error that left by it."""
+    return [Line(n, "", "raised" if n in raised else "ran", _group_events(outside.get(n, []), parent_name),
+                 error=raised.get(n), outside=True) for n in sorted({*outside, *raised})]
+
+
 def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | Op], parent_name: str) -> SourceView:
     info = trace.sources.get(key) or {"qualname": key.rpartition(".")[2], "missing": "no source was recorded"}
     if "text" not in info:
@@ -359,14 +385,7 @@ def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | 
             return None
         return span_of.get(n, (n, n))[0]
 
-    at: dict[int, list[Call | Op]] = {}
-    unplaced: list[Call | Op] = []
-    for ev in events:
-        n = anchor(ev.line)
-        if n in by_number:
-            at.setdefault(n, []).append(ev)
-        else:
-            unplaced.append(ev)
+    at, outside, unplaced = _placed([(anchor(ev.line), ev) for ev in events], by_number)
     for n, evs in at.items():
         by_number[n].groups = _group_events(evs, parent_name)
         by_number[n].state = "ran"
@@ -384,15 +403,19 @@ def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | 
             ln.continues = True
         if reach_known and span not in reached_spans and span not in neutral and ln.state == "plain":
             ln.state = "unreached"
+    raised_outside: dict[int, str | None] = {}
     for c in calls:
-        raised = (c.code or {}).get("raised")
-        n = anchor(raised)
+        n = anchor((c.code or {}).get("raised"))
         if n in by_number:
             by_number[n].state = "raised"
             by_number[n].error = c.error
+        elif n is not None:
+            raised_outside[n] = c.error
+    lines += _outside_lines(outside, raised_outside, parent_name)
     if unplaced:  # an event whose line is outside this forward (made by code the forward called elsewhere)
         lines.append(Line(0, "", "ran", _group_events(unplaced, parent_name)))
-    return SourceView(key, info.get("qualname", key), info.get("file"), first, lines, reach_known=reach_known)
+    return SourceView(key, info.get("qualname", key), info.get("file"), first, lines, reach_known=reach_known,
+                      outside=sorted({*outside, *raised_outside}))
 
 
 # ---- rendering ------------------------------------------------------------------------------------------------
@@ -417,6 +440,8 @@ def render_text(view: View) -> str:
             out.append("")
             continue
         out += _text_rows(sv.lines)
+        if (note := _outside_note(sv)) is not None:
+            out.append(f"note: {note}")
         out.append("")
     if view.note:
         out.append(f"note: {view.note}")
@@ -428,6 +453,24 @@ def render_text(view: View) -> str:
 
 _CODE_WIDTH = 100  # the widest code column; a longer line is shown whole, its shapes on the rows below
 _OUTSIDE = "(made outside these lines)"
+_NOT_IN_SOURCE = "(outside the source as saved)"
+
+
+def _outside_note(sv: SourceView) -> str | None:
+    """The note under a source whose trace recorded lines it does not have."""
+    if not sv.outside:
+        return None
+    numbers = ", ".join(map(str, sv.outside))
+    return (f"line{'s' if len(sv.outside) > 1 else ''} {numbers} {'are' if len(sv.outside) > 1 else 'is'} outside the "
+            f"source of {literal(sv.qualname)} as saved in the trace: the source may have changed since the trace; "
+            "what ran there is shown on its own row")
+
+
+def _code_text(ln: Line) -> str | None:
+    """What a row shows in place of source text (``None``: its own text)."""
+    if ln.outside:
+        return _NOT_IN_SOURCE
+    return None if ln.number else _OUTSIDE
 
 
 def _text_rows(lines: list[Line]) -> list[str]:
@@ -436,7 +479,7 @@ def _text_rows(lines: list[Line]) -> list[str]:
     override) shown as Python escapes as the table shows them, widths in display columns (卷积 is 4), each line
     of a multi-line note on a row of its own, and a code line wider than the column shown whole with its shapes
     below it."""
-    codes = [escape_controls(ln.text.expandtabs(8)) if ln.number else _OUTSIDE for ln in lines]
+    codes = [_code_text(ln) or escape_controls(ln.text.expandtabs(8)) for ln in lines]
     width = min(_CODE_WIDTH, max((display_width(c) for c in codes), default=0))
     rows: list[str] = []
     for ln, code in zip(lines, codes):
@@ -528,9 +571,11 @@ def render_html(view: View) -> str:
                 notes += f"<div>✗ {html.escape(ln.error)}</div>"
             title = ' title="never ran"' if ln.state == "unreached" else ""
             parts.append(f'<tr class="{ln.state}"{title}><td class="no">{ln.number or "?"}</td>'
-                         f'<td class="code">{hl if ln.number else "(made outside these lines)"}</td>'
+                         f'<td class="code">{html.escape(_code_text(ln) or "") or hl}</td>'
                          f'<td class="shapes">{notes}</td></tr>')
         parts.append("</table>")
+        if (note := _outside_note(sv)) is not None:
+            parts.append(f'<p class="st-lines-note">Note: {html.escape(note)}</p>')
     if view.note:
         parts.append(f'<p class="st-lines-note">Note: {html.escape(view.note)}</p>')
     if view.failure:
@@ -563,7 +608,10 @@ def to_dict(view: View) -> dict:
         else:
             entry["lines"] = [{"line": ln.number, "text": ln.text, "state": ln.state,
                                "events": [_group_json(g) for g in ln.groups],
-                               **({"error": ln.error} if ln.error else {})} for ln in sv.lines]
+                               **({"error": ln.error} if ln.error else {}),
+                               **({"outside_source": True} if ln.outside else {})} for ln in sv.lines]
+            if sv.outside:
+                entry["outside_lines"] = sv.outside
         sources.append(entry)
     return {"format": "shapetrace.lines/1", "module": view.module, "cls": view.cls, "calls": view.calls,
             "failure": view.failure, "note": view.note, "sources": sources}

@@ -6,10 +6,12 @@ find a model file beside the document and watch it), so both agree on what names
 
 from __future__ import annotations
 
+import importlib.machinery
 import os
 import re
+import sys
 
-__all__ = ["names_a_file", "split_spec"]
+__all__ = ["names_a_file", "source_file", "split_spec"]
 
 # A Windows drive: one letter, a colon, then a slash or backslash (C:\models.py, c:/work/m.py). A one-letter
 # module (m:build) has no slash after its colon.
@@ -31,3 +33,28 @@ def split_spec(spec: str) -> tuple[str, str] | None:
 def names_a_file(where: str) -> bool:
     """Whether the ``where`` of ``where:attr`` is a file path (``models.py``, ``dir/models``) or a module name."""
     return where.endswith(".py") or os.sep in where or "/" in where
+
+
+def source_file(spec: str) -> str | None:
+    """The Python file a MODEL spec's ``where`` is read from, found without running anything: the path of
+    ``path/to/file.py:attr``; for ``package.module:attr``, the file the import would load (looked up on
+    ``sys.path`` and the working directory, where ``specs.models`` imports from; a package's parents are looked
+    up, not imported). ``None`` for an exhibit or torchvision name, or a module not found this way."""
+    parts = split_spec(spec)
+    if parts is None or not parts[0]:
+        return None
+    where = parts[0]
+    if names_a_file(where):
+        return where
+    search: list[str] | None = [*sys.path, os.getcwd()]
+    found = None
+    for i, _ in enumerate(where.split(".")):
+        name = ".".join(where.split(".")[: i + 1])
+        try:
+            found = importlib.machinery.PathFinder.find_spec(name, search)
+        except (ImportError, ValueError):
+            return None
+        if found is None:
+            return None
+        search = list(found.submodule_search_locations or [])
+    return found.origin if found is not None and found.has_location else None

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedBuffer
 
-from .capture import LazyLayers, TeardownFailed, Tracer, UnsupportedModel, check_traceable, unwrap
+from .capture import Checked, LazyLayers, TeardownFailed, Tracer, UnsupportedModel, unwrap
 from .placement import model_device, place_inputs
 from .records import Trace, labelled_tensors
 
@@ -84,31 +84,31 @@ def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None =
     ``TypeError``) saying what to pass instead.
     """
     kwargs = {**kwargs, **(forward_kwargs or {})}
-    model, wrappers = traceable(model)
+    checked, wrappers = traceable(model)
     options = {"grad": grad, "train": train, "device": device, "ops": ops, "lines": lines}
     try:
-        result = _trace_once(model, args, kwargs, strict, options)
+        result = _trace_once(checked, args, kwargs, strict, options)
     except LazyLayers as e:  # refused before anything ran: the forward would initialize them for good
         if device is not None and torch.device(device).type == "meta":
             raise UnsupportedModel(
                 f"device='meta' cannot trace lazy layers whose weights are not made yet ({', '.join(e.names[:5])}): "
                 "a lazy layer makes real weights from its first input. Run one forward on real data first "
                 "(model(x)), then trace on meta.") from None
-        result = _trace_once(copy_for_lazy_layers(model, e.names), args, kwargs, strict, {**options, "allow_lazy": True})
+        result = _trace_once(Checked(copy_for_lazy_layers(checked.module, e.names)), args, kwargs, strict,
+                             {**options, "allow_lazy": True})
         result.meta["lazy_traced_on_copy"] = e.names
     if wrappers:
         result.meta["unwrapped"] = wrappers
     return result
 
 
-def traceable(model: object) -> tuple[nn.Module, list[str]]:
-    """The module ``trace()`` and ``profile()`` run for ``model``: the inner module of ``torch.compile`` and
-    ``DataParallel`` wrappers, with the wrappers' kinds (for ``meta["unwrapped"]``). Anything module hooks
-    cannot trace (a function, ``None``, a TorchScript module) raises ``UnsupportedModel`` saying what to pass."""
+def traceable(model: object) -> tuple[Checked, list[str]]:
+    """The module ``trace()`` and ``profile()`` run for ``model``, checked (``Checked``: their ``Tracer`` does not
+    check it again): the inner module of ``torch.compile`` and ``DataParallel`` wrappers, with the wrappers'
+    kinds (for ``meta["unwrapped"]``). Anything module hooks cannot trace (a function, ``None``, a TorchScript
+    module) raises ``UnsupportedModel`` saying what to pass."""
     inner, wrappers = unwrap(model) if isinstance(model, nn.Module) else (model, [])
-    check_traceable(inner)
-    assert isinstance(inner, nn.Module)  # check_traceable refused anything else
-    return inner, wrappers
+    return Checked(inner), wrappers
 
 
 def copy_for_lazy_layers(model: nn.Module, lazy: list[str]) -> nn.Module:
@@ -130,9 +130,10 @@ def copy_for_lazy_layers(model: nn.Module, lazy: list[str]) -> nn.Module:
             f"({type(e).__name__}: {e}). Run one forward on real data first (model(x)), then trace.") from e
 
 
-def _trace_once(model: nn.Module, args: tuple, kwargs: dict, strict: bool, options: dict[str, Any]) -> Trace:
-    """One traced forward of ``model`` (``trace()`` without its unwrapping and lazy-layer handling)."""
-    tracer = Tracer(model, **options)
+def _trace_once(checked: Checked, args: tuple, kwargs: dict, strict: bool, options: dict[str, Any]) -> Trace:
+    """One traced forward of the checked module (``trace()`` without its unwrapping and lazy-layer handling)."""
+    model = checked.module
+    tracer = Tracer(checked, **options)
     target = tracer.device if tracer.device is not None else model_device(model)
     args, kwargs = place_inputs(args, target), place_inputs(kwargs, target)
     try:

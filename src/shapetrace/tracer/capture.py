@@ -41,7 +41,7 @@ from .records import Trace, Uncalled
 from .shape_only import ShapeOnlyMode
 from .user_warnings import warn_user
 
-__all__ = ["LazyLayers", "TeardownFailed", "TraceNotBuilt", "Tracer", "UnsupportedModel", "check_traceable", "refuse_lazy",
+__all__ = ["Checked", "LazyLayers", "TeardownFailed", "TraceNotBuilt", "Tracer", "UnsupportedModel", "check_traceable", "refuse_lazy",
            "uninitialized_lazy", "unwrap"]
 
 
@@ -91,6 +91,19 @@ def check_traceable(model: object) -> None:
             f"the model is wrapped by {how} ({kind}): the wrapper runs copies or compiled code of the real "
             f"model, where module hooks do not see each layer. Pass the inner module (model.{'_orig_mod' if how == 'torch.compile' else 'module'}) "
             "to Tracer, or use shapetrace.trace(), which unwraps it.")
+
+
+class Checked:
+    """A module that ``check_traceable`` accepted, as ``trace()`` and ``profile()`` hand it to ``Tracer``.
+
+    Made only by running the check (the constructor does), so a ``Tracer`` given one does not run it again: the
+    check runs once per module traced, while ``Tracer(module)`` used directly checks as always."""
+
+    __slots__ = ("module",)
+
+    def __init__(self, model: object) -> None:
+        check_traceable(model)
+        self.module: nn.Module = model  # type: ignore[assignment] - check_traceable refused anything else
 
 
 def unwrap(model: nn.Module) -> tuple[nn.Module, list[str]]:
@@ -191,10 +204,13 @@ class Tracer:
     initialize them for good) unless ``allow_lazy``: for a copy (what ``trace()`` does).
     """
 
-    def __init__(self, model: nn.Module, *, grad: bool = False, train: bool | None = None,
+    def __init__(self, model: nn.Module | Checked, *, grad: bool = False, train: bool | None = None,
                  device: str | torch.device | None = None, ops: bool = False, lines: bool = False,
                  probes: Sequence[Probe] = (), allow_lazy: bool = False) -> None:
-        check_traceable(model)
+        if isinstance(model, Checked):  # trace() and profile() checked it already (see Checked)
+            model = model.module
+        else:
+            check_traceable(model)
         self.allow_lazy = allow_lazy
         self.model = model
         self.grad = grad

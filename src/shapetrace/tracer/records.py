@@ -46,6 +46,7 @@ from .metrics import (
     TimingSummary,
 )
 from .sources_check import check_sources
+from .tracefile import read_bounded, read_path
 
 FORMAT = "shapetrace.trace/2"
 # Older formats ``load`` still reads (upgraded on the way in; see ``_upgrade_v1``).
@@ -547,7 +548,7 @@ class Trace:
         trace = codec.decode({k: v for k, v in obj.items() if k != "format"}, Trace)
         _check_links(trace)
         _check_amounts(trace)
-        check_sources(trace.sources, trace.calls)
+        check_sources(trace.sources, trace.calls, trace.ops)
         return trace
 
     @classmethod
@@ -559,8 +560,24 @@ class Trace:
         except RecursionError:
             raise TraceFormatError("", "the JSON is nested too deeply to read") from None
         except json.JSONDecodeError as e:
-            raise TraceFormatError("", f"not valid JSON: {e}") from None
+            raise TraceFormatError("", _json_problem(e, text)) from None
         return cls.from_dict(obj)
+
+
+def _json_problem(e: json.JSONDecodeError, text: str) -> str:
+    """What is wrong with JSON ``text`` the parser stopped in: cut short (it ends where more was expected, or
+    inside a string), said so with where it ends and what to do; else the parser's message."""
+    ends_early = not text[e.pos:].strip() or e.msg.startswith("Unterminated string")
+    if not ends_early:
+        return f"not valid JSON: {e}"
+    end = text.rstrip()
+    line, column = end.count("\n") + 1, len(end) - end.rfind("\n")
+    inside = (f"inside the string that starts at line {e.lineno} column {e.colno}"
+              if e.msg.startswith("Unterminated string") else
+              f"where the parser expected {e.msg.removeprefix('Expecting ')}")
+    return (f"not complete JSON: it ends early, at line {line} column {column} after {len(end):,} characters, {inside}; "
+            "it was likely cut short (a write or copy interrupted, a full disk): save the trace again (trace.to_json(), "
+            "or shapetrace trace MODEL --format json -o FILE)")
 
 
 _NODE = re.compile(r"(call|op):(\d+)\Z")
@@ -748,18 +765,23 @@ def load(path_or_text: str | os.PathLike[str] | bytes | dict[str, Any] | IO[Any]
     A path is a ``str`` or any ``os.PathLike``. A ``str`` is JSON text when it starts with ``{`` or ``[``
     and names no existing file (``"[run1].json"`` in the working directory is read as a file).
 
+    A path is read when it names a regular file of at most 1 GiB or a descriptor the process holds
+    (``/dev/stdin``, ``/dev/fd/N``); a FIFO or a device (``/dev/zero``) is refused rather than read, and an
+    open stream is read up to the same limit (``tracer.tracefile``, the rule the command line follows too).
+
     Raises ``TraceFormatError`` (a ``ValueError``) naming the first bad field when the JSON is not a trace,
-    and ``OSError`` when a path cannot be read.
+    ``TraceFileRefused`` (an ``OSError``) for a path or stream that is not read, saying what to do, and
+    ``OSError`` when a path cannot be read.
     """
     if isinstance(path_or_text, dict):
         return Trace.from_dict(path_or_text)
     if hasattr(path_or_text, "read"):
-        path_or_text = path_or_text.read()
+        path_or_text = read_bounded(path_or_text, "the stream")
     if isinstance(path_or_text, (bytes, bytearray)):
         return Trace.from_json(_utf8(bytes(path_or_text), "the data"))
     if isinstance(path_or_text, os.PathLike):
         path = Path(os.fsdecode(os.fspath(path_or_text)))
-        return Trace.from_json(_utf8(path.read_bytes(), str(path)))
+        return _from_file(read_path(path), str(path))
     if not isinstance(path_or_text, str):
         raise TypeError(f"shapetrace.load() takes a path, JSON text or bytes, an open file or a dict, not "
                         f"{type(path_or_text).__name__}")
@@ -769,7 +791,17 @@ def load(path_or_text: str | os.PathLike[str] | bytes | dict[str, Any] | IO[Any]
     could_be_path = len(text) < 4096 and "\n" not in text
     if text.lstrip().startswith(("{", "[")) and not (could_be_path and os.path.isfile(text)):
         return _from_json_text(text, could_be_path)
-    return Trace.from_json(_utf8(Path(text).read_bytes(), text))
+    return _from_file(read_path(text), text)
+
+
+def _from_file(data: bytes, name: str) -> Trace:
+    """The trace in the file ``name`` holding ``data``; a file that is not JSON is named in the error."""
+    try:
+        return Trace.from_json(_utf8(data, name))
+    except TraceFormatError as e:
+        if e.path == "(top level)" and e.problem.startswith(("not valid JSON", "not complete JSON")):
+            raise TraceFormatError("", f"{name!r} is {e.problem}") from None
+        raise
 
 
 def _from_json_text(text: str, could_be_path: bool) -> Trace:
@@ -778,7 +810,7 @@ def _from_json_text(text: str, could_be_path: bool) -> Trace:
     try:
         return Trace.from_json(text)
     except TraceFormatError as e:
-        if could_be_path and e.problem.startswith("not valid JSON"):
+        if could_be_path and e.problem.startswith(("not valid JSON", "not complete JSON")):
             raise TraceFormatError(e.path, f"{e.problem} (and there is no file named {text!r})") from None
         raise
 

@@ -7,6 +7,7 @@ renders it without the model. A hand-edited or truncated file must fail as it is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .codec import TraceFormatError
@@ -45,23 +46,33 @@ def _check_source(key: str, info: Any) -> None:
         _check_lines(info["code_lines"], f"{where}.code_lines")
 
 
-def _check_code(code: Any, where: str) -> None:
+def _check_line(value: Any, where: str) -> None:
+    """A line number, or null: a whole number, not negative."""
+    if value is not None and not (_is_int(value) and value >= 0):
+        raise TraceFormatError(where, f"must be a line number (a whole number from 0), not {value!r}")
+
+
+def _check_code(code: Any, where: str, sources: dict[str, Any]) -> None:
     if not isinstance(code, dict) or not isinstance(code.get("source"), str):
         raise TraceFormatError(where, 'must be an object with "source", the key of its forward in sources')
+    if code["source"] not in sources:
+        raise TraceFormatError(f"{where}.source", f"{code['source']!r} names no entry in sources (the source of "
+                                                  "each forward, by key): the file was edited or cut")
     if "ran" in code:
         _check_lines(code["ran"], f"{where}.ran")
-    if code.get("raised") is not None and not _is_int(code["raised"]):
-        raise TraceFormatError(f"{where}.raised", "must be a line number")
+    _check_line(code.get("raised"), f"{where}.raised")
 
 
-def check_sources(sources: Any, calls: list[Any]) -> None:
-    """Raise ``TraceFormatError`` for the first malformed source or call ``code`` (see ``docs/trace-format.md``)."""
+def check_sources(sources: Any, calls: Sequence[Any], ops: Sequence[Any] = ()) -> None:
+    """Raise ``TraceFormatError`` for the first malformed source, call ``code`` or ``line``, or op ``line`` (see
+    ``docs/trace-format.md``): a line number is not negative and a ``code.source`` is a key of ``sources``."""
     if not isinstance(sources, dict):
         raise TraceFormatError("sources", "must be an object: the source of each forward, by key")
     for key, info in sources.items():
         _check_source(key, info)
     for i, call in enumerate(calls):
         if call.code is not None:
-            _check_code(call.code, f"calls[{i}].code")
-        if call.line is not None and not _is_int(call.line):
-            raise TraceFormatError(f"calls[{i}].line", "must be a line number")
+            _check_code(call.code, f"calls[{i}].code", sources)
+        _check_line(call.line, f"calls[{i}].line")
+    for i, op in enumerate(ops):
+        _check_line(op.line, f"ops[{i}].line")

@@ -70,7 +70,7 @@ from torch import nn
 from torch.autograd import DeviceType
 
 from .api import TraceFailed, copy_for_lazy_layers, traceable
-from .capture import Tracer, UnsupportedModel, uninitialized_lazy
+from .capture import Checked, Tracer, UnsupportedModel, uninitialized_lazy
 from .engine import Engine, ModuleIndex
 from .guard import ModelGuard
 from .intervals import Attribution, attribute_kernels, central_repeats, nested_self_times, quantile, summarise
@@ -393,12 +393,12 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
     impossible options. See the module docstring for the method; results are in ``trace.timing`` and each
     ``Call.timing`` / ``Call.flops`` / ``Call.memory``.
     """
-    model, wrappers = traceable(model)
+    checked, wrappers = traceable(model)
     try:
         # ~2 * (warmup + repeat) + 1 forwards: in train mode each Dropout draws from the global generator, which
         # is put back as found (like the model), so code after a profile draws the numbers it would have drawn
         with torch.random.fork_rng(devices=_rng_devices(resolve_device(device))):
-            result = _profile_module(model, inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
+            result = _profile_module(checked, inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
                                      flops=flops, memory=memory, progress=progress, grad=grad, train=train,
                                      gpu_timer=gpu_timer, kwargs={**kwargs, **(forward_kwargs or {})})
     except TraceFailed as failed:  # a profile's partial trace says it is one, so renderers can say why it has no times
@@ -424,11 +424,12 @@ def _mark_profiled(trace: Trace, wrappers: list[str]) -> None:
         trace.meta["unwrapped"] = wrappers
 
 
-def _profile_module(model: nn.Module, inputs: tuple, *, device: str | torch.device | None, warmup: int,  # noqa: PLR0913 - profile()'s options
+def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.device | None, warmup: int,  # noqa: PLR0913 - profile()'s options
                     repeat: int, dtype: str | torch.dtype | None, flops: bool, memory: bool,
                     progress: Callable[[int, int], None] | None, grad: bool, train: bool | None, gpu_timer: str,
                     kwargs: dict) -> Trace:
     """``profile()`` of a module that hooks can trace (unwrapped, checked)."""
+    model = checked.module
     dev = resolve_device(device)
     dt = resolve_dtype(dtype)
     if gpu_timer not in ("auto", "events"):
@@ -446,7 +447,7 @@ def _profile_module(model: nn.Module, inputs: tuple, *, device: str | torch.devi
         model = copy_for_lazy_layers(model, lazy)
         with torch.no_grad():  # made here, where the inputs are, before any copy is cast or moved
             model(*place_inputs(tuple(inputs), model_device(model)), **place_inputs(kwargs, model_device(model)))
-        result = _profile_module(model, inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
+        result = _profile_module(Checked(model), inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
                                  flops=flops, memory=memory, progress=progress, grad=grad, train=train,
                                  gpu_timer=gpu_timer, kwargs=kwargs)
         result.meta["lazy_traced_on_copy"] = lazy
@@ -459,7 +460,7 @@ def _profile_module(model: nn.Module, inputs: tuple, *, device: str | torch.devi
         flop_probe = FlopProbe() if flops else None
         peak_probe = PeakMemoryProbe(dev) if memory and dev.type == "cuda" else None
         try:
-            trace, keys, called = _shape_pass(model, args, kwargs, [p for p in (flop_probe, peak_probe) if p],
+            trace, keys, called = _shape_pass(checked, args, kwargs, [p for p in (flop_probe, peak_probe) if p],
                                               grad, train)
         except TraceFailed as failed:
             if flop_probe is None:
@@ -467,7 +468,7 @@ def _profile_module(model: nn.Module, inputs: tuple, *, device: str | torch.devi
             # torch's FlopCounterMode cannot run some forwards that run by themselves (a jagged nested tensor
             # through a Linear): without it, the profile goes on and says why FLOPs are missing.
             peak_probe = PeakMemoryProbe(dev) if peak_probe is not None else None  # a fresh one for the new pass
-            trace, keys, called = _shape_pass(model, args, kwargs, [peak_probe] if peak_probe else [], grad, train)
+            trace, keys, called = _shape_pass(checked, args, kwargs, [peak_probe] if peak_probe else [], grad, train)
             failure = failed.trace.failure
             trace.meta["flops_unavailable"] = f"{failure.type}: {failure.message}" if failure else str(failed)
         call_of = {key: cid for cid, key in enumerate(keys)}
@@ -519,14 +520,14 @@ def _run_dtype(model: nn.Module, args: tuple, kwargs: dict) -> str:
     return _dtype_name(dtypes.pop() if dtypes else torch.get_default_dtype())
 
 
-def _shape_pass(model: nn.Module, args: tuple, kwargs: dict, probes: list, grad: bool, train: bool | None
+def _shape_pass(checked: Checked, args: tuple, kwargs: dict, probes: list, grad: bool, train: bool | None
                 ) -> tuple[Trace, list[tuple[str, int]], list[nn.Module]]:
     """The trace (with ops: the profile's diagram shows data flow), each call's ``(module name, call_index)``
     and module object; ``probes`` run in the same forward and key their results by call id."""
-    tracer = Tracer(model, grad=grad, train=train, ops=True, probes=probes)
+    tracer = Tracer(checked, grad=grad, train=train, ops=True, probes=probes)
     try:
         with tracer:
-            model(*args, **kwargs)
+            checked.module(*args, **kwargs)
     except Exception as e:
         if tracer.trace is None:  # the Tracer could not start, or could not build the trace
             raise

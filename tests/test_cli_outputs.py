@@ -1,0 +1,134 @@
+"""Where the commands write: never binary onto a terminal, never over the model's own source file, and a
+failed write leaves no folders behind that the command made for it."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+import shapetrace
+from shapetrace.cli import main
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def shapetrace_cli(*args: str, stdout: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "shapetrace", *args], stdout=stdout, stderr=subprocess.PIPE,
+                          env=env, timeout=300, check=False)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_text(shapetrace.trace(nn.Sequential(nn.Linear(4, 2)), torch.zeros(3, 4), ops=True).to_json())
+    return path
+
+
+# ---- binary formats and a terminal --------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["png", "pdf"])
+def test_diff_refuses_writing_a_binary_format_to_a_terminal_and_suggests_o(saved, fmt):
+    main_fd, terminal = pty.openpty()
+    try:
+        r = shapetrace_cli("diff", str(saved), str(saved), "-f", fmt, stdout=terminal)
+        os.set_blocking(main_fd, False)
+        try:
+            written = os.read(main_fd, 1 << 16)
+        except BlockingIOError:
+            written = b""
+    finally:
+        os.close(terminal)
+        os.close(main_fd)
+    assert r.returncode == 2, r.stderr
+    assert b"is binary and stdout is a terminal: pass -o FILE" in r.stderr and b"Traceback" not in r.stderr
+    assert written == b""
+
+
+def test_diff_writes_a_binary_format_into_a_pipe(saved):
+    """A guard: a pipe (or a file) takes the bytes (it did before the change, by design)."""
+    r = shapetrace_cli("diff", str(saved), str(saved), "-f", "png", stdout=subprocess.PIPE)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(b"\x89PNG")
+
+
+# ---- -o and the model's own file ------------------------------------------------------------------------------------
+MODEL_SOURCE = "from torch import nn\n\n\ndef build():\n    return nn.Sequential(nn.Linear(4, 2))\n"
+
+
+@pytest.fixture
+def model_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "models.py"
+    path.write_text(MODEL_SOURCE)
+    return path
+
+
+@pytest.mark.parametrize("command", [
+    ["trace", "{spec}", "-i", "3,4", "-f", "text", "-o", "{out}"],  # (without -f, no renderer writes .py)
+    ["lines", "{spec}", "-i", "3,4", "-f", "text", "-o", "{out}"],
+    ["lines", "{spec}", "-i", "3,4", "--save-trace", "{out}"],
+    ["profile", "{spec}", "-i", "3,4", "--device", "cpu", "--repeat", "1", "--warmup", "0", "-f", "text", "-o", "{out}"],
+    ["diff", "{spec}", "{spec}", "-i", "3,4", "-f", "text", "-o", "{out}"],
+])
+@pytest.mark.parametrize("spec", ["models.py:build", "./models.py:build", "models:build"])
+def test_an_output_that_is_the_model_spec_file_is_refused_before_tracing(model_file, command, spec):
+    args = [a.format(spec=spec, out=str(model_file)) for a in command]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2, r.output
+    assert "is the file MODEL" in r.output and "would replace the model's source" in r.output, r.output
+    assert model_file.read_text() == MODEL_SOURCE
+
+
+def test_an_output_beside_the_model_file_is_written(model_file):
+    """A guard: another file in the model's folder is written as asked (before and after the change)."""
+    r = CliRunner().invoke(main, ["trace", "models.py:build", "-i", "3,4", "-o", "table.txt"])
+    assert r.exit_code == 0, r.output
+    assert "Linear" in (model_file.parent / "table.txt").read_text()
+
+
+# ---- a write that fails ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Every file renamed into place fails as on a full disk (the temporary file was written, the rename fails)."""
+    from shapetrace.renderers import atomic
+
+    def no_space(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "replace", no_space)
+
+
+@pytest.mark.parametrize("command", [["render", "{saved}"], ["render", "{saved}", "-f", "svg"],
+                                     ["diff", "{saved}", "{saved}"], ["lines", "{lines}"]])
+def test_a_failed_write_removes_the_folders_the_command_created_for_it(saved, tmp_path, full_disk, command):
+    with_lines = tmp_path / "lines.json"
+    with_lines.write_text(shapetrace.trace(nn.Sequential(nn.Linear(4, 2)), torch.zeros(3, 4), lines=True).to_json())
+    kept = tmp_path / "out"
+    kept.mkdir()
+    args = [a.format(saved=saved, lines=with_lines) for a in command]
+    r = CliRunner().invoke(main, [*args, "-o", str(kept / "a" / "b" / "c.txt")])
+    assert r.exit_code != 0 and "No space left on device" in r.output, r.output
+    assert kept.is_dir() and list(kept.iterdir()) == []  # a/b made for the write are gone, out/ (not ours) stays
+
+
+def test_a_failed_write_keeps_folders_that_something_else_filled_meanwhile(tmp_path, monkeypatch):
+    """A guard: a folder the write made but that holds another file by the time it fails is left alone."""
+    from shapetrace.renderers import atomic
+
+    def fill_then_fail(temporary: object, target: Path) -> None:
+        (target.parent / "someone-elses.txt").write_text("mine")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "replace", fill_then_fail)
+    with pytest.raises(OSError):
+        atomic.write_atomically(tmp_path / "a" / "b" / "c.txt", b"x")
+    assert (tmp_path / "a" / "b" / "someone-elses.txt").read_text() == "mine"
