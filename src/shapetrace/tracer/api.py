@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import types
@@ -11,8 +12,9 @@ import torch
 from torch import nn
 from torch.nn.parameter import UninitializedBuffer
 
+from .arguments import arguments_kept
 from .capture import Checked, LazyLayers, TeardownFailed, Tracer, UnsupportedModel, unwrap
-from .placement import model_device, place_inputs
+from .placement import model_device, place_inputs, runs_elsewhere
 from .records import Trace, labelled_tensors
 
 # Values whose code runs only when they are consumed: a forward returning one has not run yet.
@@ -135,10 +137,12 @@ def _trace_once(checked: Checked, args: tuple, kwargs: dict, strict: bool, optio
     model = checked.module
     tracer = Tracer(checked, **options)
     target = tracer.device if tracer.device is not None else model_device(model)
+    # On another device (meta), what the forward stores into the caller's objects (a cache) is put back after it
+    kept = arguments_kept((args, kwargs)) if runs_elsewhere(model, tracer.device) else contextlib.nullcontext()
     args, kwargs = place_inputs(args, target), place_inputs(kwargs, target)
     try:
         try:
-            with tracer:
+            with kept, tracer:
                 out = model(*args, **kwargs)
         finally:
             tracer.release()  # for an interrupt between the forward's return and the Tracer's __exit__

@@ -27,7 +27,7 @@ from .errors import UnsupportedModel
 from .shape_only import keeps_values
 from .values import map_tensors
 
-__all__ = ["model_device", "place_inputs", "placed", "runs_copies"]
+__all__ = ["model_device", "place_inputs", "placed", "runs_copies", "runs_elsewhere"]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -175,6 +175,14 @@ def runs_copies(model: nn.Module, device: torch.device | None,
         return elsewhere or (dtype is not None and t.is_floating_point() and t.dtype != dtype)
 
     return copied
+
+
+def runs_elsewhere(model: nn.Module, device: torch.device | None, dtype: torch.dtype | None = None) -> bool:
+    """Whether ``placed(model, device, dtype)`` runs the model elsewhere than it is: on ``meta`` (shapes only)
+    always, else where it runs copies of the model's tensors (on another device, or cast). What such a forward
+    stores into the objects it is given are tensors the caller's next real forward cannot use: ``trace()``
+    and ``profile()`` put those objects back (``arguments.arguments_kept``)."""
+    return (device is not None and device.type == "meta") or runs_copies(model, device, dtype) is not None
 
 
 def place_inputs(value: Any, device: torch.device | None, dtype: torch.dtype | None = None) -> Any:

@@ -16,9 +16,14 @@ An operation whose output size depends on the values of a *real* integer or bool
 ``repeat_interleave(counts)``, ``pack_padded_sequence(x, lengths)``) and that ``meta`` cannot compute, is
 run on the CPU with stand-ins for its floating ``meta`` operands (a zero broadcast to their shape, which
 costs no memory; their values cannot change the output's size) and its outputs are moved back to ``meta``.
-An operation that needs the values of a ``meta`` tensor (``.item()``, ``nonzero``, ``unique``, masked
-selection by a ``meta`` mask: outputs whose size depends on data) raises ``ShapeOnlyUnsupported``, which
-names the operation and suggests a real run on a small input; so does an in-place write of a ``meta``
+A device move of a ``meta`` tensor (``.to(device)``, ``.to(other)``, ``.cpu()``, ``.cuda()``) stays on
+``meta``, with the dtype asked for: a move changes no shape, and in a shape-only run every device stands for
+the model's (RoBERTa moves its integer ``token_type_ids`` buffer to the device of positions computed from the
+real ids). An operation that needs the values of a ``meta`` tensor (``.item()``, ``if mask.all():``,
+``nonzero``, ``unique``, masked selection by a ``meta`` mask: outputs whose size depends on data) raises
+``ShapeOnlyUnsupported``, which names the operation, says what it needed (a value read by Python, an output
+sized by values, a ``meta`` kernel torch lacks) and suggests a real run on a small input, or for a value read,
+passing a mask the forward builds from constants as an integer input; so does an in-place write of a ``meta``
 result into a real tensor (its values would be left stale).
 
 ``meta`` kernels skip some checks the CPU makes; the mode adds the ones a forward most often trips over:
@@ -43,14 +48,47 @@ _NO_KWARGS: dict = {}
 
 
 class ShapeOnlyUnsupported(RuntimeError):
-    """A forward needed the values of a tensor that shape-only tracing does not compute."""
+    """A forward needed the values of a tensor that shape-only tracing does not compute, or an operation
+    torch cannot run on ``meta``. ``reason`` says which (``_why``, unless the raiser gives it)."""
 
-    def __init__(self, op: str, cause: BaseException) -> None:
+    def __init__(self, op: str, cause: BaseException | None, reason: str | None = None) -> None:
         self.op = op
+        advice = ""
+        if reason is None:
+            reason, advice = _why(op, cause) if cause is not None else ("it needs tensor values", "")
+        self.reason = reason
+        said = f" ({type(cause).__name__}: {(str(cause).splitlines() or [''])[0][:160]})" if cause is not None else ""
         super().__init__(
-            f"shape-only tracing cannot follow `{op}`: its result depends on tensor values that a trace on "
-            f"'meta' does not compute ({type(cause).__name__}: {str(cause).splitlines()[0][:160]}). "
-            "Trace a real run instead, on a small input (for instance --device cpu with a batch of 1).")
+            f"shape-only tracing cannot follow `{op}`: {reason}{said}. {advice}Trace a real run instead, on a "
+            "small input (for instance --device cpu with a batch of 1).")
+
+
+# Operations that hand a tensor's values to Python (``if mask.all():``, ``int(n)``, ``x.tolist()``).
+_VALUE_READS = {"__bool__", "__int__", "__float__", "__index__", "__complex__", "item", "tolist", "numpy",
+                "__array__", "__len__"}
+# Operations whose output size is the count of some values (torch may lack a meta kernel for them as well).
+_SIZED_BY_VALUES = {"nonzero", "argwhere", "unique", "unique_consecutive", "masked_select", "bincount", "histc",
+                    "repeat_interleave", "__getitem__"}
+_READ_ADVICE = (
+    "If that tensor is a mask, ids or positions the forward makes itself from constants (torch.ones(..., "
+    "device=x.device)), pass it to the forward as an integer or boolean input instead: those stay real on "
+    "'meta', and so does what is computed from them alone. A value computed from the activations or the "
+    "weights has none on 'meta'. ")
+
+
+def _why(op: str, cause: BaseException) -> tuple[str, str]:
+    """What an operation needed that a trace on ``meta`` does not have (from its name and torch's error: a
+    tensor's values read by Python, an output size that depends on values, or a ``meta`` kernel), and advice
+    to put before the suggestion of a real run ("" for none)."""
+    text = str(cause)
+    name = op.rsplit(".", 1)[-1]
+    if name in _VALUE_READS or "item() cannot be called on meta" in text or "Cannot copy out of meta" in text:
+        return "it reads the values of a tensor on 'meta', which a trace on 'meta' does not compute", _READ_ADVICE
+    if name not in _SIZED_BY_VALUES and ("no fake impl or Meta kernel" in text or "Could not run" in text):
+        no_kernel = ("torch has no 'meta' kernel for it, so a trace on 'meta' cannot run it (whether or not its "
+                     "result depends on tensor values)")
+        return no_kernel, ""
+    return "its result depends on tensor values that a trace on 'meta' does not compute", ""
 
 
 def keeps_values(t: torch.Tensor) -> bool:
@@ -163,7 +201,39 @@ def _keep_real_to(args: tuple, kwargs: dict) -> Any:
     return self if dtype is None or dtype == self.dtype else self.to(dtype)
 
 
+def _meta_target(value: Any) -> Any:
+    """A ``.to()`` argument with its device made ``meta``: a device (or ordinal or string) is ``meta``, a
+    tensor a ``meta`` stand-in of its dtype; anything else (a dtype, ``non_blocking``, ``copy``) as it is."""
+    if isinstance(value, (torch.device, str)) or type(value) is int:
+        return _META
+    if isinstance(value, torch.Tensor):
+        return value if value.is_meta else torch.empty((), dtype=value.dtype, device=_META)
+    return value
+
+
+def _meta_stays_meta(func: Callable, args: tuple, kwargs: dict) -> Any:
+    """A device move of a ``meta`` tensor (``.to(device)``, ``.to(other)``, ``.cpu()``, ``.cuda()``,
+    ``.type_as(other)``), answered on ``meta`` with the dtype asked for (None: not such a call).
+
+    A move changes no shape, and in a shape-only run every device stands for the one the model runs on: the
+    real move would copy out values that ``meta`` does not have (RoBERTa moves its ``token_type_ids`` buffer
+    to the device of positions computed from the real ids). As for a tensor already on the target device,
+    ``.to()`` without a dtype change gives the tensor itself."""
+    self = args[0]
+    if not isinstance(self, torch.Tensor) or not self.is_meta:
+        return None
+    if func is torch.Tensor.to:
+        return func(self, *(_meta_target(a) for a in args[1:]),
+                    **{k: _meta_target(v) if k in ("device", "other") else v for k, v in kwargs.items()})
+    if func is torch.Tensor.type_as:
+        other = args[1] if len(args) > 1 else kwargs.get("other")
+        return self.to(other.dtype) if isinstance(other, torch.Tensor) else None
+    memory_format = kwargs.get("memory_format", torch.preserve_format)  # .cpu() / .cuda()
+    return self.to(memory_format=memory_format) if memory_format is not torch.preserve_format else self
+
+
 _TO = {torch.Tensor.to, torch.Tensor.type_as}
+_MOVES = _TO | {torch.Tensor.cpu, torch.Tensor.cuda}
 _AUTOCAST_DEVICES = ("cpu", "cuda")
 
 
@@ -320,7 +390,7 @@ class ShapeOnlyMode(TorchFunctionMode):
 
     Enter it around a forward whose parameters and floating-point inputs are on ``meta``. Integer and
     boolean tensors stay real as long as they can: ``.to()`` a ``meta`` device or tensor keeps their values
-    (only the dtype changes), and a factory asked for an integer tensor on ``meta`` (``torch.arange(n,
+    (only the dtype changes), a ``meta`` tensor moved to any device stays on ``meta``, and a factory asked for an integer tensor on ``meta`` (``torch.arange(n,
     device=x.device)``) makes it on the CPU, so positions, masks and lengths can be read by the forward.
     """
 
@@ -356,10 +426,12 @@ class ShapeOnlyMode(TorchFunctionMode):
         kernel = _RNN_KERNELS.get(func)
         if kernel is not None and _has_meta(args):
             return kernel(_to_meta(args))
-        if func in _TO and args:
-            kept = _keep_real_to(args, kwargs)
-            if kept is not None:
-                return kept
+        if func in _MOVES and args:
+            moved = _meta_stays_meta(func, args, kwargs)
+            if moved is None and func in _TO:
+                moved = _keep_real_to(args, kwargs)
+            if moved is not None:
+                return moved
         placed = _placement(args)
         if kwargs:
             if _is_meta_target(kwargs.get("device")) and not placed & 1:  # a factory on meta
@@ -381,7 +453,7 @@ def _on_meta(func: Callable, args: tuple, kwargs: dict, mixed: bool) -> Any:
     if mixed:
         target = _written(func, args, kwargs)
         if target is not None and not target.is_meta:
-            raise ShapeOnlyUnsupported(_op_name(func), RuntimeError(
+            raise ShapeOnlyUnsupported(_op_name(func), None, reason=(
                 f"it writes a result computed on 'meta' into a real {str(target.dtype)[6:]} tensor of shape "
                 f"{tuple(target.shape)}, whose values the forward may read afterwards"))
         args = _to_meta(args)

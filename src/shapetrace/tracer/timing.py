@@ -57,6 +57,7 @@ and costs nothing in the timed runs, so it is used instead (``PeakStack``).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import warnings
@@ -70,6 +71,7 @@ from torch import nn
 from torch.autograd import DeviceType
 
 from .api import TraceFailed, copy_for_lazy_layers, traceable
+from .arguments import arguments_kept
 from .capture import Checked, Tracer, UnsupportedModel, uninitialized_lazy
 from .engine import Engine, ModuleIndex
 from .guard import ModelGuard
@@ -86,7 +88,7 @@ from .metrics import (
     Note,
     TimingSummary,
 )
-from .placement import model_device, place_inputs, placed
+from .placement import model_device, place_inputs, placed, runs_elsewhere
 from .probes.flops import FlopProbe
 from .probes.memory import PeakMemoryProbe, PeakStack
 from .probes.timing import RANGE_PREFIX, TimerProbe
@@ -452,10 +454,12 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
                                  gpu_timer=gpu_timer, kwargs=kwargs)
         result.meta["lazy_traced_on_copy"] = lazy
         return result
+    # On another device (meta) or cast, what the forwards store into the caller's objects is put back after them
+    kept = arguments_kept((inputs, kwargs)) if runs_elsewhere(model, dev, dt) else contextlib.nullcontext()
     args = place_inputs(tuple(inputs), dev, dt)
     kwargs = place_inputs(kwargs, dev, dt)
     regions, inner = _compiled_regions(model)
-    with placed(model, dev, dt):
+    with kept, placed(model, dev, dt):
         # Pass 1: shapes, data flow, FLOPs and peak memory, in one forward.
         flop_probe = FlopProbe() if flops else None
         peak_probe = PeakMemoryProbe(dev) if memory and dev.type == "cuda" else None
