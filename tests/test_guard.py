@@ -502,3 +502,48 @@ def test_a_meta_trace_never_copies_the_models_real_buffers():
     with BufferReads():  # on the CPU the forward runs them: copied, and put back
         shapetrace.trace(model, torch.randn(2, 4), train=True)
     assert copies()
+
+
+class _BuildsWithAFlag(nn.Module):
+    """Builds its head on the first call and notes so in a plain attribute, and counts its calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 8)
+        self.built = False
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        h = self.body(x)
+        if not self.built:
+            self.head = nn.Linear(h.shape[-1], 3)
+            self.built = True
+        return self.head(h)
+
+
+@pytest.mark.parametrize("device", [None, "meta"])
+def test_a_module_whose_registrations_are_put_back_gets_its_plain_attributes_back_with_them(device):
+    # A flag set beside the layer it built would otherwise say "built" of a layer that is gone, and the next
+    # plain forward would fail; so the whole module goes back as found, its call counter too (docs/guide.md).
+    model = _BuildsWithAFlag()
+    shapetrace.trace(model, torch.randn(2, 4), device=device)
+    assert model.built is False and not hasattr(model, "head") and model.calls == 0
+    assert model(torch.randn(2, 4)).shape == (2, 3)
+
+
+class _CountsOnly(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 8)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.body(x)
+
+
+def test_a_module_that_registers_nothing_keeps_the_plain_attributes_its_forward_set():
+    model = _CountsOnly()
+    shapetrace.trace(model, torch.randn(2, 4))
+    assert model.calls == 1  # as a plain forward leaves it
