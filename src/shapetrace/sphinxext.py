@@ -22,7 +22,7 @@ inputs), ``:arg:`` (``KEY=VALUE`` per line), ``:depth:``, ``:layout:`` (tb, lr, 
 (names separated by spaces), ``:unroll:``, ``:train:``; a relative ``path/to/file.py:factory`` is read from the
 document's folder, then the source folder (``sphinx_sources``), never from where ``sphinx-build`` runs.
 ``:show:`` names what to insert, in that order, any of ``diagram`` (the default), ``table`` (the HTML table),
-``text`` (the text table, ``:width:`` columns, 80 by default) and ``flow`` (the shape-flow chart); ``both``
+``text`` (the text table, ``:width:`` columns, 80 by default, 0 for no limit) and ``flow`` (the shape-flow chart); ``both``
 means ``diagram table``. ``:caption:`` adds a caption (``exhibit`` takes the exhibit's own); ``:alt:`` the
 first picture's alt text. Without it each picture has a short alt text of its own, naming the model and what
 the picture shows (never the caption, which the page shows once below the pictures).
@@ -39,7 +39,7 @@ What each builder gets:
 A model that cannot be built, or whose forward fails, is an error naming the document, the line and the
 cause, and the build exits non-zero even without ``-W``; with ``:allow-failure:`` the page shows the partial
 table and the error instead, and the build goes on. So does an unknown ``:overlay:`` name (checked before the
-trace). Messages are put in the directive's terms at this boundary (``sphinx_messages``: ``:input:``, ``:arg:``,
+trace), and a bad or missing option value (``sphinx_options``). Messages are put in the directive's terms at this boundary (``sphinx_messages``: ``:input:``, ``:arg:``,
 ``sphinx-build -v`` for the traceback, which is logged at that verbosity); on the page, the lines of a message after
 its first stay lines (a literal block).
 """
@@ -58,7 +58,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from docutils import nodes
-from docutils.parsers.rst import directives
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.osutil import relative_uri
@@ -72,32 +71,17 @@ from .renderers.plots import shape_flow
 from .renderers.table import render_text
 from .session import SessionError, TraceRequest, trace_model
 from .sphinx_messages import in_directive_terms, overlay_needs_data, overlay_problem
+from .sphinx_options import OPTION_SPEC, TEXT_WIDTH, first_bad
 from .sphinx_sources import ModelFileNotFound, locate, watched
 from .tracer.records import Trace
 
 logger = logging.getLogger(__name__)
 
-SHOW = ("diagram", "table", "text", "flow")
-TEXT_WIDTH = 80
 _FAILURES = "shapetrace_failures"  # env attribute: docname -> [message], for the exit status
 
 
 def _lines(text: str | None) -> tuple[str, ...]:
     return tuple(line.strip() for line in (text or "").splitlines() if line.strip())
-
-
-def _show(value: str) -> list[str]:
-    names = value.replace(",", " ").split()
-    out: list[str] = []
-    for name in names:
-        for n in (("diagram", "table") if name == "both" else (name,)):
-            if n not in SHOW:
-                raise ValueError(f"{n!r} is not one of {', '.join(SHOW)} (or both)")
-            if n not in out:
-                out.append(n)
-    if not out:
-        raise ValueError(f"name one or more of {', '.join(SHOW)}")
-    return out
 
 
 @dataclass
@@ -128,56 +112,22 @@ class shapetrace_figure(nodes.General, nodes.Element):
     """Placeholder node holding a ``Figure``; replaced by builder-specific nodes once the doctree is resolved."""
 
 
-@dataclass(frozen=True)
-class _BadOption:
-    """An option value its converter refused, kept for ``run`` to report as the directive's failure."""
-
-    name: str
-    problem: str
-
-
-def _checked(name: str, convert: Any) -> Any:
-    """``convert``, returning a ``_BadOption`` instead of raising ``ValueError`` on a bad value."""
-
-    def convert_or_note(value: str | None) -> Any:
-        try:
-            return convert(value)
-        except ValueError as e:
-            return _BadOption(name, str(e))
-
-    return convert_or_note
-
-
 class ShapetraceDirective(SphinxDirective):
     """Trace a model while the docs build and insert its diagram, table and/or shape-flow chart."""
 
     required_arguments = 1
     has_content = False
-    # Each option's converter noted rather than raised on a bad value (see _checked): a bad option fails the
+    # A refused option value is returned by its converter (sphinx_options), not raised: a bad option fails the
     # build like any other failure of the directive, not as a docutils warning that exits 0 without -W.
-    option_spec: ClassVar[dict[str, Any]] = {name: _checked(name, convert) for name, convert in {
-        "input": directives.unchanged,
-        "arg": directives.unchanged,
-        "depth": directives.nonnegative_int,
-        "layout": lambda v: directives.choice(v, ("tb", "lr", "u")),
-        "style": lambda v: directives.choice(v, ("compact", "detailed")),
-        "overlay": directives.unchanged,
-        "unroll": directives.flag,
-        "train": directives.flag,
-        "show": _show,
-        "caption": directives.unchanged,
-        "alt": directives.unchanged,
-        "width": directives.positive_int,
-        "allow-failure": directives.flag,
-    }.items()}
+    option_spec: ClassVar[dict[str, Any]] = OPTION_SPEC
 
     def run(self) -> list[nodes.Node]:
         spec = self.arguments[0]
         opts = self.options
         allow_failure = "allow-failure" in opts
-        bad = next((v for v in opts.values() if isinstance(v, _BadOption)), None)
+        bad = first_bad(opts)
         if bad is not None:  # before tracing: a bad option costs no trace
-            return self._failed(spec, f":{bad.name}: {bad.problem}", None, allow_failure)
+            return self._failed(spec, str(bad), None, allow_failure)
         problem = overlay_problem(opts.get("overlay", "").split())
         if problem:  # before tracing: a misspelt overlay costs no trace
             return self._failed(spec, problem, None, allow_failure)
