@@ -49,6 +49,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import os
 import re
 import textwrap
 import traceback
@@ -69,7 +70,8 @@ from .renderers.diagram import render as render_diagram
 from .renderers.html import render_html
 from .renderers.plots import shape_flow
 from .renderers.table import render_text
-from .session import SessionError, TraceRequest, trace_model
+from .session import Outcome, SessionError, TraceRequest, trace_model
+from .specs.raised import where_raised
 from .sphinx_messages import in_directive_terms, overlay_needs_data, overlay_problem
 from .sphinx_options import OPTION_SPEC, TEXT_WIDTH, first_bad
 from .sphinx_sources import ModelFileNotFound, locate, watched
@@ -132,9 +134,10 @@ class ShapetraceDirective(SphinxDirective):
         if problem:  # before tracing: a misspelt overlay costs no trace
             return self._failed(spec, problem, None, allow_failure)
         try:
-            result, exhibit = self._trace(spec)
+            outcome = self._trace(spec)
         except _DirectiveFailed as e:
             return self._failed(spec, e.message, None, allow_failure)
+        result, exhibit = outcome.trace, outcome.exhibit
         figure = Figure(shows=opts.get("show", ["diagram"]))
         caption = opts.get("caption", "")
         if caption == "exhibit":
@@ -142,10 +145,13 @@ class ShapetraceDirective(SphinxDirective):
         figure.caption = caption
         figure.alt = opts.get("alt") or ""
         figure.model = result.model.cls
-        if result.failed:
-            from .tracer.api import failure_message  # noqa: PLC0415 - torch stays out of the extension's import
-
-            return self._failed(spec, failure_message(result), result, allow_failure)
+        if outcome.failed:  # the forward raised: the session keeps the exception, as for `trace --debug`
+            message = outcome.error or ""
+            if outcome.cause is not None:
+                self._log_traceback(outcome.cause)
+                message += (f"\n  raised at {where_raised(outcome.cause)} (run sphinx-build with -v for the whole "
+                            "traceback)")
+            return self._failed(spec, message, result, allow_failure)
         try:
             self._render(figure, result)
         except _DirectiveFailed as e:
@@ -156,8 +162,9 @@ class ShapetraceDirective(SphinxDirective):
         return [node]
 
     # ---- tracing and rendering -----------------------------------------------------------------------
-    def _trace(self, spec: str) -> tuple[Any, Any]:
-        """The trace of MODEL (a failed forward gives its partial trace) and the exhibit, if MODEL is one."""
+    def _trace(self, spec: str) -> Outcome:
+        """The session's outcome for MODEL: its trace (partial when the forward failed, with the failure and its
+        exception) and the exhibit, if MODEL is one."""
         opts = self.options
         # The page depends on the model's source: editing it rebuilds the page (and retries a failed directive).
         try:
@@ -180,12 +187,19 @@ class ShapetraceDirective(SphinxDirective):
             self._log_traceback(e)
             raise _DirectiveFailed(f"building {spec!r} raised {type(e).__name__}: {e} (run sphinx-build with -v "
                                    "for the whole traceback)") from e
-        return outcome.trace, outcome.exhibit
+        return outcome
 
     def _log_traceback(self, error: BaseException) -> None:
         """The whole traceback of a failure (the model's own frames included), shown by ``sphinx-build -v``."""
         whole = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        logger.verbose("shapetrace: %s:%s: the whole traceback:\n%s", self.env.docname, self.lineno, whole)
+        logger.verbose("shapetrace: %s: the whole traceback:\n%s", self._where(), whole)
+
+    def _where(self) -> str:
+        """``file:line`` where the directive is written: for a directive in an ``.. include::``d file, that file
+        and its line (``self.lineno`` counts the lines of the document with the included text in it). docutils
+        names an included file relative to the folder ``sphinx-build`` runs in: it is made absolute."""
+        source, line = self.get_source_info()
+        return f"{os.path.abspath(source)}:{line}" if source else self.get_location()
 
     def _render(self, figure: Figure, result: Any) -> None:
         opts = self.options
@@ -216,13 +230,13 @@ class ShapetraceDirective(SphinxDirective):
     def _failed(self, spec: str, message: str, partial: Any, allow_failure: bool) -> list[nodes.Node]:
         message = in_directive_terms(message)
         text = f"shapetrace: {spec}: {message}"
+        where = self._where()
         if not allow_failure:
             # An error (with document and line) and a recorded failure: the build exits non-zero at the end.
-            logger.error(text, location=(self.env.docname, self.lineno), type="shapetrace")
-            getattr(self.env, _FAILURES).setdefault(self.env.docname, []).append(
-                f"{self.env.doc2path(self.env.docname)}:{self.lineno}: {message}")
-            return [_error_node(text)]
-        logger.info(f"shapetrace: {self.env.docname}:{self.lineno}: allowed failure: {message}")
+            logger.error(text, location=where, type="shapetrace")
+            getattr(self.env, _FAILURES).setdefault(self.env.docname, []).append(f"{where}: {message}")
+            return [_error_node(_on_page(text, self.env.srcdir))]
+        logger.info(f"shapetrace: {where}: allowed failure: {message}")
         out: list[nodes.Node] = []
         if partial is not None:
             figure = Figure(shows=["table"], caption=self.options.get("caption", ""))
@@ -233,8 +247,17 @@ class ShapetraceDirective(SphinxDirective):
             node["figure"] = figure
             self.set_source_info(node)
             out.append(node)
-        out.append(_error_node(text, classes=["shapetrace-error"]))
+        out.append(_error_node(_on_page(text, self.env.srcdir), classes=["shapetrace-error"]))
         return out
+
+
+def _on_page(text: str, srcdir: str | os.PathLike[str]) -> str:
+    """``text`` with the paths in the source folder written relative to it (the folder itself as ``.``): a
+    published page shows no paths of the machine that built it. The build log keeps the full paths."""
+    for folder in dict.fromkeys((os.path.abspath(srcdir), os.path.realpath(srcdir))):
+        text = re.sub(re.escape(folder) + r"[\\/]", "", text)  # a path in it: relative
+        text = re.sub(re.escape(folder) + r"(?![\w.-])", ".", text)  # the folder itself
+    return text
 
 
 def _error_node(text: str, classes: Sequence[str] = ()) -> nodes.error:
