@@ -1,6 +1,7 @@
-"""The ``.. shapetrace::`` directive's option values: a missing or bad value fails the build like any other
-failure of the directive (an error naming the document, the line and the option; a non-zero exit without
-``-W``), in reST and in MyST, and ``:width:`` keeps the command line's rule for ``--width``."""
+"""The ``.. shapetrace::`` directive's MODEL and option values: a missing or bad value fails the build like any
+other failure of the directive (an error naming the document, the line and the option; a non-zero exit without
+``-W``), in reST and in MyST; ``:width:`` keeps the command line's rule for ``--width``, MODEL takes spaces around
+its colon as the command line does, and ``:caption: exhibit`` on a model that is no exhibit says so."""
 
 from __future__ import annotations
 
@@ -53,3 +54,18 @@ def test_whole_number_options_say_what_is_wrong_in_plain_words_and_width_keeps_t
     assert "4 directive(s) failed" in err  # :width: 0 is no limit, as --width 0 is
     text = re.search(r'<pre class="shapetrace-text">(.*?)</pre>', html, re.DOTALL)
     assert text and "(2,3)" in text.group(1)
+
+
+def test_a_model_spec_may_have_spaces_around_its_colon_as_on_the_command_line(tmp_path):
+    code, html, _ = build(tmp_path, ".. shapetrace:: models/m.py : build\n   :input: 2,4\n   :show: table\n",
+                          files={"models/m.py": "from torch import nn\n\n\ndef build():\n    return nn.Linear(4, 3)\n"})
+    assert code == 0  # -W: not even a warning
+    assert '<table class="shapetrace">' in html and "(2,3)" in html
+
+
+def test_caption_exhibit_on_a_model_that_is_no_exhibit_warns_that_there_is_no_caption(tmp_path, capsys):
+    code, html, _ = build(tmp_path, LINEAR + "   :show: table\n   :caption: exhibit\n", warnings_are_errors=False)
+    err = capsys.readouterr().err
+    assert code == 0 and "(2,3)" in html  # the figure is drawn; only its caption is missing
+    assert re.search(r"index\.rst:5: WARNING: shapetrace: torch\.nn:Linear: :caption: exhibit shows a gallery "
+                     r"exhibit's own caption, and 'torch\.nn:Linear' is not an exhibit", err), err

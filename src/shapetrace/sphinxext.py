@@ -71,6 +71,7 @@ from .renderers.html import render_html
 from .renderers.plots import shape_flow
 from .renderers.table import render_text
 from .session import Outcome, SessionError, TraceRequest, trace_model
+from .specs.names import tidy_spec
 from .specs.raised import where_raised
 from .sphinx_messages import in_directive_terms, overlay_needs_data, overlay_problem
 from .sphinx_options import OPTION_SPEC, TEXT_WIDTH, first_bad
@@ -118,13 +119,14 @@ class ShapetraceDirective(SphinxDirective):
     """Trace a model while the docs build and insert its diagram, table and/or shape-flow chart."""
 
     required_arguments = 1
+    final_argument_whitespace = True  # `models.py : build`, as the command line takes it (spaces around the colon)
     has_content = False
     # A refused option value is returned by its converter (sphinx_options), not raised: a bad option fails the
     # build like any other failure of the directive, not as a docutils warning that exits 0 without -W.
     option_spec: ClassVar[dict[str, Any]] = OPTION_SPEC
 
     def run(self) -> list[nodes.Node]:
-        spec = self.arguments[0]
+        spec = tidy_spec(self.arguments[0])
         opts = self.options
         allow_failure = "allow-failure" in opts
         bad = first_bad(opts)
@@ -140,6 +142,10 @@ class ShapetraceDirective(SphinxDirective):
         result, exhibit = outcome.trace, outcome.exhibit
         figure = Figure(shows=opts.get("show", ["diagram"]))
         caption = opts.get("caption", "")
+        if caption == "exhibit" and exhibit is None:
+            logger.warning(f"shapetrace: {spec}: :caption: exhibit shows a gallery exhibit's own caption, and "
+                           f"{spec!r} is not an exhibit, so there is no caption to show; write the caption's text "
+                           "instead", location=self._where(), type="shapetrace", subtype="caption")
         if caption == "exhibit":
             caption = getattr(exhibit, "caption", "") or ""
         figure.caption = caption
