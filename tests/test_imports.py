@@ -53,6 +53,7 @@ GALLERY_ARCHITECTURES = ("shapetrace.gallery.layers", "shapetrace.gallery.vision
                          "shapetrace.gallery.tabular", "shapetrace.gallery.text", "shapetrace.gallery.photo")
 TOP = ("shapetrace.cli", "shapetrace.cli_profile", "shapetrace.cli_options", "shapetrace.sphinxext",
        "shapetrace.sphinx_sources", "shapetrace.sphinx_messages", "shapetrace.sphinx_options",
+       "shapetrace.sphinx_images",
        "shapetrace.__main__", "shapetrace.gallery.site")
 
 

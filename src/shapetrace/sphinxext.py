@@ -46,7 +46,6 @@ its first stay lines (a literal block).
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 import os
@@ -64,6 +63,7 @@ from sphinx.util.docutils import SphinxDirective
 from sphinx.util.osutil import relative_uri
 
 from . import __version__
+from . import sphinx_images as images
 from .renderers import RenderOptions, diagram_settings
 from .renderers.diagram import OverlayNeedsOptions
 from .renderers.diagram import render as render_diagram
@@ -162,6 +162,9 @@ class ShapetraceDirective(SphinxDirective):
             self._render(figure, result)
         except _DirectiveFailed as e:
             return self._failed(spec, e.message, result, allow_failure)
+        # The SVG files the HTML builders will write for it: kept in _images/ while a page shows them.
+        images.note(self.env, self.env.docname,
+                    [images.file_name(kind, pic.svg, "svg") for kind, pic in figure.pictures.items()])
         node = shapetrace_figure()
         node["figure"] = figure
         self.set_source_info(node)
@@ -315,18 +318,6 @@ def svg_size(svg: str) -> tuple[float, float]:
     return 800.0, 600.0
 
 
-def _file_name(kind: str, data: str | bytes, suffix: str) -> str:
-    digest = hashlib.sha1(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()[:16]
-    return f"shapetrace-{kind}-{digest}.{suffix}"
-
-
-def _write(path: Path, data: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    if not path.exists() or path.read_bytes() != payload:
-        path.write_bytes(payload)
-
-
 def _caption_nodes(figure: Figure) -> list[nodes.Node]:
     return [nodes.paragraph(figure.caption, figure.caption, classes=["shapetrace-caption"])] if figure.caption else []
 
@@ -354,8 +345,8 @@ def _html(app: Any, docname: str, figure: Figure, number: int) -> list[nodes.Nod
     for kind in figure.shows:
         if kind in figure.pictures:
             pic = figure.pictures[kind]
-            name = _file_name(kind, pic.svg, "svg")
-            _write(Path(app.builder.outdir) / "_images" / name, pic.svg)
+            name = images.file_name(kind, pic.svg, "svg")
+            images.write(Path(app.builder.outdir) / "_images" / name, pic.svg)
             uri = f"{prefix}_images/{name}"
             w, h = svg_size(pic.svg)
             label = "diagram" if kind == "diagram" else "shape-flow chart"
@@ -385,8 +376,8 @@ def _latex(app: Any, figure: Figure) -> list[nodes.Node]:
             pic = figure.pictures[kind]
             data = _print_bytes(figure, pic)
             # Named by what it is drawn from, not by its bytes: the same figure keeps its file build after build.
-            name = _file_name(kind, _print_source(figure, pic), pic.print_format)
-            _write(Path(app.builder.outdir) / name, data)
+            name = images.file_name(kind, _print_source(figure, pic), pic.print_format)
+            images.write(Path(app.builder.outdir) / name, data)
             out.append(nodes.raw("", "\\begin{center}\n\\sphinxincludegraphics[width=\\linewidth,height=0.85"
                                      f"\\textheight,keepaspectratio]{{{name}}}\n\\end{{center}}\n", format="latex"))
         elif not table_done:
@@ -443,6 +434,7 @@ def _env_init(app: Any, env: Any, docnames: Any, *args: Any) -> None:
 
 def _purge(app: Any, env: Any, docname: str) -> None:
     getattr(env, _FAILURES, {}).pop(docname, None)
+    images.purge(env, docname)
 
 
 def _merge(app: Any, env: Any, docnames: Any, other: Any) -> None:
@@ -451,11 +443,19 @@ def _merge(app: Any, env: Any, docnames: Any, other: Any) -> None:
         mine = {}
         setattr(env, _FAILURES, mine)
     mine.update({d: m for d, m in getattr(other, _FAILURES, {}).items() if d in docnames})
+    images.merge(env, docnames, other)
+
+
+def _html_files(app: Any) -> list:
+    """Once the pages are written (every HTML builder, EPUB included, before it packs the output folder): the
+    stylesheet, and no SVG of the directive's that no page shows any more. No extra pages."""
+    images.write(Path(app.outdir) / "_static" / "shapetrace.css", _CSS)
+    for name in images.remove_stale(app.env, Path(app.outdir)):
+        logger.verbose("shapetrace: removed _images/%s, which no page shows any more", name)
+    return []
 
 
 def _finished(app: Any, exception: Exception | None) -> None:
-    if exception is None and getattr(app.builder, "format", "") == "html":
-        _write(Path(app.outdir) / "_static" / "shapetrace.css", _CSS)
     failures = getattr(app.env, _FAILURES, {}) if app.env is not None else {}
     messages = [m for docname in sorted(failures) for m in failures[docname]]
     if exception is None and messages:
@@ -472,6 +472,7 @@ def setup(app: Any) -> dict[str, Any]:
     app.connect("env-purge-doc", _purge)
     app.connect("env-merge-info", _merge)
     app.connect("doctree-resolved", _resolve)
+    app.connect("html-collect-pages", _html_files)
     app.connect("build-finished", _finished)
     app.add_css_file("shapetrace.css")
-    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 2}
+    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 3}
