@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import zipfile
 
+import pytest
 from conftest import requires_dot
 from test_sphinxext import LINEAR, build, edit, rebuild
 
@@ -19,6 +20,14 @@ def test_the_epub_packs_the_stylesheet_its_pages_link(tmp_path):
         manifest = z.read("content.opf").decode("utf-8")
     assert "_static/shapetrace.css" in page  # the page links it ...
     assert "_static/shapetrace.css" in packed and "_static/shapetrace.css" in manifest  # ... and the book has it
+
+
+@pytest.mark.parametrize("builder", ["dirhtml", "singlehtml"])
+def test_every_html_builder_writes_the_stylesheet_its_pages_link(tmp_path, builder):
+    code, _, out = build(tmp_path, LINEAR + "   :show: table\n", builder=builder)
+    assert code == 0
+    page = next(p for p in out.rglob("index.html") if "_static" not in p.parts).read_text()
+    assert "_static/shapetrace.css" in page and (out / "_static" / "shapetrace.css").is_file()
 
 
 def _model(n_out: int) -> str:

@@ -8,9 +8,10 @@ dropped with a document that is read again or removed (``purge``), and gathered 
 (``merge``). Once every page is written, ``remove_stale`` deletes the directive's own SVGs (that pattern, and
 only in ``_images/``) that no document names any more; nothing else in the folder is touched.
 
-The stylesheet and the clean-up run when the HTML builder collects its extra pages, after the pages are
-written and before the builder finishes: the EPUB builder lists and packs the output folder only after that,
-so the stylesheet is in the ``.epub`` and the stale SVGs are not.
+The stylesheet is written as an HTML builder starts, the clean-up once the pages are written, before the
+builder finishes (when it collects its extra pages; singlehtml collects none, so at the end of the build too):
+the EPUB builder lists and packs the output folder only after that, so the stylesheet is in the ``.epub`` and
+the stale SVGs are not.
 """
 
 from __future__ import annotations

@@ -446,12 +446,21 @@ def _merge(app: Any, env: Any, docnames: Any, other: Any) -> None:
     images.merge(env, docnames, other)
 
 
-def _html_files(app: Any) -> list:
-    """Once the pages are written (every HTML builder, EPUB included, before it packs the output folder): the
-    stylesheet, and no SVG of the directive's that no page shows any more. No extra pages."""
-    images.write(Path(app.outdir) / "_static" / "shapetrace.css", _CSS)
-    for name in images.remove_stale(app.env, Path(app.outdir)):
-        logger.verbose("shapetrace: removed _images/%s, which no page shows any more", name)
+def _stylesheet(app: Any) -> None:
+    """Every HTML builder (html, dirhtml, singlehtml, EPUB) links ``_static/shapetrace.css``: written as the
+    builder starts, so it is in the output folder before EPUB lists and zips it."""
+    if getattr(app.builder, "format", "") == "html":
+        images.write(Path(app.outdir) / "_static" / "shapetrace.css", _CSS)
+
+
+def _remove_stale(app: Any, *args: Any) -> list:
+    """Once the pages are written: no SVG of the directive's that no page shows any more. Run when HTML builders
+    collect their extra pages (before EPUB packs the folder; singlehtml collects none) and when the build
+    finishes. No extra pages."""
+    failed = any(isinstance(a, BaseException) for a in args)  # build-finished's exception
+    if getattr(app.builder, "format", "") == "html" and app.env is not None and not failed:
+        for name in images.remove_stale(app.env, Path(app.outdir)):
+            logger.verbose("shapetrace: removed _images/%s, which no page shows any more", name)
     return []
 
 
@@ -472,7 +481,9 @@ def setup(app: Any) -> dict[str, Any]:
     app.connect("env-purge-doc", _purge)
     app.connect("env-merge-info", _merge)
     app.connect("doctree-resolved", _resolve)
-    app.connect("html-collect-pages", _html_files)
+    app.connect("builder-inited", _stylesheet)
+    app.connect("html-collect-pages", _remove_stale)
+    app.connect("build-finished", _remove_stale)
     app.connect("build-finished", _finished)
     app.add_css_file("shapetrace.css")
     return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 3}
