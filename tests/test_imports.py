@@ -52,7 +52,8 @@ RECORDS = ("shapetrace.tracer.records", "shapetrace.tracer.codec", "shapetrace.t
 GALLERY_ARCHITECTURES = ("shapetrace.gallery.layers", "shapetrace.gallery.vision", "shapetrace.gallery.unet",
                          "shapetrace.gallery.tabular", "shapetrace.gallery.text", "shapetrace.gallery.photo")
 TOP = ("shapetrace.cli", "shapetrace.cli_profile", "shapetrace.cli_options", "shapetrace.sphinxext",
-       "shapetrace.sphinx_sources", "shapetrace.sphinx_messages",
+       "shapetrace.sphinx_sources", "shapetrace.sphinx_messages", "shapetrace.sphinx_options",
+       "shapetrace.sphinx_images",
        "shapetrace.__main__", "shapetrace.gallery.site")
 
 

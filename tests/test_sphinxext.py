@@ -351,7 +351,7 @@ def test_an_overlay_a_directive_cannot_configure_says_what_works_in_a_directive(
     assert f":overlay: {overlay} needs" in err and works_for in err and "options=" not in err, err
 
 
-@pytest.mark.parametrize("option,problem", [(":depth: abc", ":depth: invalid literal"),
+@pytest.mark.parametrize("option,problem", [(":depth: abc", ":depth: 'abc' is not a whole number"),
                                             (":layout: sideways", ":layout: \"sideways\" unknown"),
                                             (":train: yes", ":train: no argument is allowed")])
 def test_a_bad_option_value_fails_the_build_without_w_naming_the_option(tmp_path, capsys, option, problem):

@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from .renderers import RenderOptions, formats, get
-from .renderers.display import MIN_TABLE_WIDTH
+from .renderers.display import MIN_TABLE_WIDTH, table_width_problem
 from .renderers.units import ellipsize, failure_place, literal
 from .session import (
     OutputProblem,
@@ -127,8 +127,9 @@ class TableWidth(click.ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         width = click.INT.convert(value, param, ctx)
-        if width < 0 or 0 < width < MIN_TABLE_WIDTH:
-            self.fail(f"{width}: the width must be 0 (no limit) or at least {MIN_TABLE_WIDTH} columns.", param, ctx)
+        problem = table_width_problem(width)
+        if problem:
+            self.fail(problem, param, ctx)
         return width
 
 

@@ -22,7 +22,7 @@ inputs), ``:arg:`` (``KEY=VALUE`` per line), ``:depth:``, ``:layout:`` (tb, lr, 
 (names separated by spaces), ``:unroll:``, ``:train:``; a relative ``path/to/file.py:factory`` is read from the
 document's folder, then the source folder (``sphinx_sources``), never from where ``sphinx-build`` runs.
 ``:show:`` names what to insert, in that order, any of ``diagram`` (the default), ``table`` (the HTML table),
-``text`` (the text table, ``:width:`` columns, 80 by default) and ``flow`` (the shape-flow chart); ``both``
+``text`` (the text table, ``:width:`` columns, 80 by default, 0 for no limit) and ``flow`` (the shape-flow chart); ``both``
 means ``diagram table``. ``:caption:`` adds a caption (``exhibit`` takes the exhibit's own); ``:alt:`` the
 first picture's alt text. Without it each picture has a short alt text of its own, naming the model and what
 the picture shows (never the caption, which the page shows once below the pictures).
@@ -39,16 +39,16 @@ What each builder gets:
 A model that cannot be built, or whose forward fails, is an error naming the document, the line and the
 cause, and the build exits non-zero even without ``-W``; with ``:allow-failure:`` the page shows the partial
 table and the error instead, and the build goes on. So does an unknown ``:overlay:`` name (checked before the
-trace). Messages are put in the directive's terms at this boundary (``sphinx_messages``: ``:input:``, ``:arg:``,
+trace), and a bad or missing option value (``sphinx_options``). Messages are put in the directive's terms at this boundary (``sphinx_messages``: ``:input:``, ``:arg:``,
 ``sphinx-build -v`` for the traceback, which is logged at that verbosity); on the page, the lines of a message after
 its first stay lines (a literal block).
 """
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
+import os
 import re
 import textwrap
 import traceback
@@ -58,46 +58,33 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from docutils import nodes
-from docutils.parsers.rst import directives
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 from sphinx.util.osutil import relative_uri
 
 from . import __version__
+from . import sphinx_images as images
 from .renderers import RenderOptions, diagram_settings
 from .renderers.diagram import OverlayNeedsOptions
 from .renderers.diagram import render as render_diagram
 from .renderers.html import render_html
 from .renderers.plots import shape_flow
 from .renderers.table import render_text
-from .session import SessionError, TraceRequest, trace_model
+from .session import Outcome, SessionError, TraceRequest, trace_model
+from .specs.names import tidy_spec
+from .specs.raised import where_raised
 from .sphinx_messages import in_directive_terms, overlay_needs_data, overlay_problem
+from .sphinx_options import OPTION_SPEC, TEXT_WIDTH, first_bad
 from .sphinx_sources import ModelFileNotFound, locate, watched
 from .tracer.records import Trace
 
 logger = logging.getLogger(__name__)
 
-SHOW = ("diagram", "table", "text", "flow")
-TEXT_WIDTH = 80
 _FAILURES = "shapetrace_failures"  # env attribute: docname -> [message], for the exit status
 
 
 def _lines(text: str | None) -> tuple[str, ...]:
     return tuple(line.strip() for line in (text or "").splitlines() if line.strip())
-
-
-def _show(value: str) -> list[str]:
-    names = value.replace(",", " ").split()
-    out: list[str] = []
-    for name in names:
-        for n in (("diagram", "table") if name == "both" else (name,)):
-            if n not in SHOW:
-                raise ValueError(f"{n!r} is not one of {', '.join(SHOW)} (or both)")
-            if n not in out:
-                out.append(n)
-    if not out:
-        raise ValueError(f"name one or more of {', '.join(SHOW)}")
-    return out
 
 
 @dataclass
@@ -128,86 +115,65 @@ class shapetrace_figure(nodes.General, nodes.Element):
     """Placeholder node holding a ``Figure``; replaced by builder-specific nodes once the doctree is resolved."""
 
 
-@dataclass(frozen=True)
-class _BadOption:
-    """An option value its converter refused, kept for ``run`` to report as the directive's failure."""
-
-    name: str
-    problem: str
-
-
-def _checked(name: str, convert: Any) -> Any:
-    """``convert``, returning a ``_BadOption`` instead of raising ``ValueError`` on a bad value."""
-
-    def convert_or_note(value: str | None) -> Any:
-        try:
-            return convert(value)
-        except ValueError as e:
-            return _BadOption(name, str(e))
-
-    return convert_or_note
-
-
 class ShapetraceDirective(SphinxDirective):
     """Trace a model while the docs build and insert its diagram, table and/or shape-flow chart."""
 
     required_arguments = 1
+    final_argument_whitespace = True  # `models.py : build`, as the command line takes it (spaces around the colon)
     has_content = False
-    # Each option's converter noted rather than raised on a bad value (see _checked): a bad option fails the
+    # A refused option value is returned by its converter (sphinx_options), not raised: a bad option fails the
     # build like any other failure of the directive, not as a docutils warning that exits 0 without -W.
-    option_spec: ClassVar[dict[str, Any]] = {name: _checked(name, convert) for name, convert in {
-        "input": directives.unchanged,
-        "arg": directives.unchanged,
-        "depth": directives.nonnegative_int,
-        "layout": lambda v: directives.choice(v, ("tb", "lr", "u")),
-        "style": lambda v: directives.choice(v, ("compact", "detailed")),
-        "overlay": directives.unchanged,
-        "unroll": directives.flag,
-        "train": directives.flag,
-        "show": _show,
-        "caption": directives.unchanged,
-        "alt": directives.unchanged,
-        "width": directives.positive_int,
-        "allow-failure": directives.flag,
-    }.items()}
+    option_spec: ClassVar[dict[str, Any]] = OPTION_SPEC
 
     def run(self) -> list[nodes.Node]:
-        spec = self.arguments[0]
+        spec = tidy_spec(self.arguments[0])
         opts = self.options
         allow_failure = "allow-failure" in opts
-        bad = next((v for v in opts.values() if isinstance(v, _BadOption)), None)
+        bad = first_bad(opts)
         if bad is not None:  # before tracing: a bad option costs no trace
-            return self._failed(spec, f":{bad.name}: {bad.problem}", None, allow_failure)
+            return self._failed(spec, str(bad), None, allow_failure)
         problem = overlay_problem(opts.get("overlay", "").split())
         if problem:  # before tracing: a misspelt overlay costs no trace
             return self._failed(spec, problem, None, allow_failure)
         try:
-            result, exhibit = self._trace(spec)
+            outcome = self._trace(spec)
         except _DirectiveFailed as e:
             return self._failed(spec, e.message, None, allow_failure)
+        result, exhibit = outcome.trace, outcome.exhibit
         figure = Figure(shows=opts.get("show", ["diagram"]))
         caption = opts.get("caption", "")
+        if caption == "exhibit" and exhibit is None:
+            logger.warning(f"shapetrace: {spec}: :caption: exhibit shows a gallery exhibit's own caption, and "
+                           f"{spec!r} is not an exhibit, so there is no caption to show; write the caption's text "
+                           "instead", location=self._where(), type="shapetrace", subtype="caption")
         if caption == "exhibit":
             caption = getattr(exhibit, "caption", "") or ""
         figure.caption = caption
         figure.alt = opts.get("alt") or ""
         figure.model = result.model.cls
-        if result.failed:
-            from .tracer.api import failure_message  # noqa: PLC0415 - torch stays out of the extension's import
-
-            return self._failed(spec, failure_message(result), result, allow_failure)
+        if outcome.failed:  # the forward raised: the session keeps the exception, as for `trace --debug`
+            message = outcome.error or ""
+            if outcome.cause is not None:
+                self._log_traceback(outcome.cause)
+                message += (f"\n  raised at {where_raised(outcome.cause)} (run sphinx-build with -v for the whole "
+                            "traceback)")
+            return self._failed(spec, message, result, allow_failure)
         try:
             self._render(figure, result)
         except _DirectiveFailed as e:
             return self._failed(spec, e.message, result, allow_failure)
+        # The SVG files the HTML builders will write for it: kept in _images/ while a page shows them.
+        images.note(self.env, self.env.docname,
+                    [images.file_name(kind, pic.svg, "svg") for kind, pic in figure.pictures.items()])
         node = shapetrace_figure()
         node["figure"] = figure
         self.set_source_info(node)
         return [node]
 
     # ---- tracing and rendering -----------------------------------------------------------------------
-    def _trace(self, spec: str) -> tuple[Any, Any]:
-        """The trace of MODEL (a failed forward gives its partial trace) and the exhibit, if MODEL is one."""
+    def _trace(self, spec: str) -> Outcome:
+        """The session's outcome for MODEL: its trace (partial when the forward failed, with the failure and its
+        exception) and the exhibit, if MODEL is one."""
         opts = self.options
         # The page depends on the model's source: editing it rebuilds the page (and retries a failed directive).
         try:
@@ -230,12 +196,19 @@ class ShapetraceDirective(SphinxDirective):
             self._log_traceback(e)
             raise _DirectiveFailed(f"building {spec!r} raised {type(e).__name__}: {e} (run sphinx-build with -v "
                                    "for the whole traceback)") from e
-        return outcome.trace, outcome.exhibit
+        return outcome
 
     def _log_traceback(self, error: BaseException) -> None:
         """The whole traceback of a failure (the model's own frames included), shown by ``sphinx-build -v``."""
         whole = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        logger.verbose("shapetrace: %s:%s: the whole traceback:\n%s", self.env.docname, self.lineno, whole)
+        logger.verbose("shapetrace: %s: the whole traceback:\n%s", self._where(), whole)
+
+    def _where(self) -> str:
+        """``file:line`` where the directive is written: for a directive in an ``.. include::``d file, that file
+        and its line (``self.lineno`` counts the lines of the document with the included text in it). docutils
+        names an included file relative to the folder ``sphinx-build`` runs in: it is made absolute."""
+        source, line = self.get_source_info()
+        return f"{os.path.abspath(source)}:{line}" if source else self.get_location()
 
     def _render(self, figure: Figure, result: Any) -> None:
         opts = self.options
@@ -266,13 +239,13 @@ class ShapetraceDirective(SphinxDirective):
     def _failed(self, spec: str, message: str, partial: Any, allow_failure: bool) -> list[nodes.Node]:
         message = in_directive_terms(message)
         text = f"shapetrace: {spec}: {message}"
+        where = self._where()
         if not allow_failure:
             # An error (with document and line) and a recorded failure: the build exits non-zero at the end.
-            logger.error(text, location=(self.env.docname, self.lineno), type="shapetrace")
-            getattr(self.env, _FAILURES).setdefault(self.env.docname, []).append(
-                f"{self.env.doc2path(self.env.docname)}:{self.lineno}: {message}")
-            return [_error_node(text)]
-        logger.info(f"shapetrace: {self.env.docname}:{self.lineno}: allowed failure: {message}")
+            logger.error(text, location=where, type="shapetrace")
+            getattr(self.env, _FAILURES).setdefault(self.env.docname, []).append(f"{where}: {message}")
+            return [_error_node(_on_page(text, self.env.srcdir))]
+        logger.info(f"shapetrace: {where}: allowed failure: {message}")
         out: list[nodes.Node] = []
         if partial is not None:
             figure = Figure(shows=["table"], caption=self.options.get("caption", ""))
@@ -283,8 +256,17 @@ class ShapetraceDirective(SphinxDirective):
             node["figure"] = figure
             self.set_source_info(node)
             out.append(node)
-        out.append(_error_node(text, classes=["shapetrace-error"]))
+        out.append(_error_node(_on_page(text, self.env.srcdir), classes=["shapetrace-error"]))
         return out
+
+
+def _on_page(text: str, srcdir: str | os.PathLike[str]) -> str:
+    """``text`` with the paths in the source folder written relative to it (the folder itself as ``.``): a
+    published page shows no paths of the machine that built it. The build log keeps the full paths."""
+    for folder in dict.fromkeys((os.path.abspath(srcdir), os.path.realpath(srcdir))):
+        text = re.sub(re.escape(folder) + r"[\\/]", "", text)  # a path in it: relative
+        text = re.sub(re.escape(folder) + r"(?![\w.-])", ".", text)  # the folder itself
+    return text
 
 
 def _error_node(text: str, classes: Sequence[str] = ()) -> nodes.error:
@@ -336,18 +318,6 @@ def svg_size(svg: str) -> tuple[float, float]:
     return 800.0, 600.0
 
 
-def _file_name(kind: str, data: str | bytes, suffix: str) -> str:
-    digest = hashlib.sha1(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()[:16]
-    return f"shapetrace-{kind}-{digest}.{suffix}"
-
-
-def _write(path: Path, data: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    if not path.exists() or path.read_bytes() != payload:
-        path.write_bytes(payload)
-
-
 def _caption_nodes(figure: Figure) -> list[nodes.Node]:
     return [nodes.paragraph(figure.caption, figure.caption, classes=["shapetrace-caption"])] if figure.caption else []
 
@@ -375,8 +345,8 @@ def _html(app: Any, docname: str, figure: Figure, number: int) -> list[nodes.Nod
     for kind in figure.shows:
         if kind in figure.pictures:
             pic = figure.pictures[kind]
-            name = _file_name(kind, pic.svg, "svg")
-            _write(Path(app.builder.outdir) / "_images" / name, pic.svg)
+            name = images.file_name(kind, pic.svg, "svg")
+            images.write(Path(app.builder.outdir) / "_images" / name, pic.svg)
             uri = f"{prefix}_images/{name}"
             w, h = svg_size(pic.svg)
             label = "diagram" if kind == "diagram" else "shape-flow chart"
@@ -406,8 +376,8 @@ def _latex(app: Any, figure: Figure) -> list[nodes.Node]:
             pic = figure.pictures[kind]
             data = _print_bytes(figure, pic)
             # Named by what it is drawn from, not by its bytes: the same figure keeps its file build after build.
-            name = _file_name(kind, _print_source(figure, pic), pic.print_format)
-            _write(Path(app.builder.outdir) / name, data)
+            name = images.file_name(kind, _print_source(figure, pic), pic.print_format)
+            images.write(Path(app.builder.outdir) / name, data)
             out.append(nodes.raw("", "\\begin{center}\n\\sphinxincludegraphics[width=\\linewidth,height=0.85"
                                      f"\\textheight,keepaspectratio]{{{name}}}\n\\end{{center}}\n", format="latex"))
         elif not table_done:
@@ -464,6 +434,7 @@ def _env_init(app: Any, env: Any, docnames: Any, *args: Any) -> None:
 
 def _purge(app: Any, env: Any, docname: str) -> None:
     getattr(env, _FAILURES, {}).pop(docname, None)
+    images.purge(env, docname)
 
 
 def _merge(app: Any, env: Any, docnames: Any, other: Any) -> None:
@@ -472,11 +443,28 @@ def _merge(app: Any, env: Any, docnames: Any, other: Any) -> None:
         mine = {}
         setattr(env, _FAILURES, mine)
     mine.update({d: m for d, m in getattr(other, _FAILURES, {}).items() if d in docnames})
+    images.merge(env, docnames, other)
+
+
+def _stylesheet(app: Any) -> None:
+    """Every HTML builder (html, dirhtml, singlehtml, EPUB) links ``_static/shapetrace.css``: written as the
+    builder starts, so it is in the output folder before EPUB lists and zips it."""
+    if getattr(app.builder, "format", "") == "html":
+        images.write(Path(app.outdir) / "_static" / "shapetrace.css", _CSS)
+
+
+def _remove_stale(app: Any, *args: Any) -> list:
+    """Once the pages are written: no SVG of the directive's that no page shows any more. Run when HTML builders
+    collect their extra pages (before EPUB packs the folder; singlehtml collects none) and when the build
+    finishes. No extra pages."""
+    failed = any(isinstance(a, BaseException) for a in args)  # build-finished's exception
+    if getattr(app.builder, "format", "") == "html" and app.env is not None and not failed:
+        for name in images.remove_stale(app.env, Path(app.outdir)):
+            logger.verbose("shapetrace: removed _images/%s, which no page shows any more", name)
+    return []
 
 
 def _finished(app: Any, exception: Exception | None) -> None:
-    if exception is None and getattr(app.builder, "format", "") == "html":
-        _write(Path(app.outdir) / "_static" / "shapetrace.css", _CSS)
     failures = getattr(app.env, _FAILURES, {}) if app.env is not None else {}
     messages = [m for docname in sorted(failures) for m in failures[docname]]
     if exception is None and messages:
@@ -493,6 +481,9 @@ def setup(app: Any) -> dict[str, Any]:
     app.connect("env-purge-doc", _purge)
     app.connect("env-merge-info", _merge)
     app.connect("doctree-resolved", _resolve)
+    app.connect("builder-inited", _stylesheet)
+    app.connect("html-collect-pages", _remove_stale)
+    app.connect("build-finished", _remove_stale)
     app.connect("build-finished", _finished)
     app.add_css_file("shapetrace.css")
-    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 2}
+    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 3}

@@ -59,6 +59,14 @@ def save_file(path: str | os.PathLike[str], data: str | bytes) -> Path:
 MIN_TABLE_WIDTH = 40
 
 
+def table_width_problem(width: int) -> str | None:
+    """What is wrong with ``width`` columns for a text table given by a user (``--width``, the Sphinx
+    directive's ``:width:``): it must be 0 (no limit) or at least ``MIN_TABLE_WIDTH``; ``None`` when it is."""
+    if width < 0 or 0 < width < MIN_TABLE_WIDTH:
+        return f"{width}: the width must be 0 (no limit) or at least {MIN_TABLE_WIDTH} columns."
+    return None
+
+
 def _check_names(kind: str, options: dict[str, Any], allowed: tuple[str, ...]) -> None:
     """``TypeError`` for an option ``trace.<kind>()`` does not take (a typo would otherwise be ignored)."""
     unknown = [name for name in options if name not in allowed]

@@ -42,6 +42,7 @@ from torch import nn
 from ..gallery.exhibits import exhibit_names, get_exhibit
 from .inputs import make_inputs
 from .names import names_a_file, split_spec
+from .raised import where_raised
 
 __all__ = ["LoadedModel", "ModelSpecError", "load_model", "parse_arg", "parse_args"]
 
@@ -118,20 +119,8 @@ def _close_names(word: str, names: Sequence[str], n: int = 3) -> list[str]:
     return list(dict.fromkeys([*same, *(by_squashed[c] for c in close)]))[:n]
 
 
-def _where(error: BaseException) -> str:
-    """``file:line in function`` of the innermost frame that raised ``error`` (for a ``SyntaxError``, the line
-    of the source that does not parse; Python's import machinery is skipped, it is never the user's code)."""
-    if isinstance(error, SyntaxError) and error.filename:
-        return f"{error.filename}:{error.lineno}"
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if not f.filename.startswith("<frozen ")]
-    if not frames:
-        return "an unknown place"
-    last = frames[-1]
-    return f"{last.filename}:{last.lineno} in {last.name}"
-
-
 def _raised(what: str, error: BaseException) -> str:
-    return (f"{what} raised {type(error).__name__}: {error} (at {_where(error)}; rerun with --debug for the "
+    return (f"{what} raised {type(error).__name__}: {error} (at {where_raised(error)}; rerun with --debug for the "
             "whole traceback)")
 
 

@@ -11,7 +11,7 @@ import os
 import re
 import sys
 
-__all__ = ["names_a_file", "source_file", "split_spec"]
+__all__ = ["names_a_file", "source_file", "split_spec", "tidy_spec"]
 
 # A Windows drive: one letter, a colon, then a slash or backslash (C:\models.py, c:/work/m.py). A one-letter
 # module (m:build) has no slash after its colon.
@@ -28,6 +28,13 @@ def split_spec(spec: str) -> tuple[str, str] | None:
         return None
     where, _, attr = spec.rpartition(":")
     return where.strip(), attr.strip()
+
+
+def tidy_spec(spec: str) -> str:
+    """``spec`` as ``split_spec`` reads it, written back: ``where:attr`` without the spaces around its colon
+    (``big.py : build`` is ``big.py:build``), any other spec stripped."""
+    parts = split_spec(spec)
+    return spec.strip() if parts is None else f"{parts[0]}:{parts[1]}"
 
 
 def names_a_file(where: str) -> bool:

@@ -1,0 +1,72 @@
+"""Where a failing ``.. shapetrace::`` directive points: the file and line it is written on (an included file
+too), and, for a forward that raised, the place in the model's code, with ``sphinx-build -v`` printing the
+whole traceback. The page names files relative to the source folder; the build log keeps full paths."""
+
+from __future__ import annotations
+
+import re
+
+from test_sphinxext import build
+
+BAD = ".. shapetrace:: torch.nn:Linear\n   :depth: abc\n"  # fails before anything is traced: a quick build
+
+
+def test_a_failure_in_an_included_file_or_after_an_include_names_the_file_and_line_it_is_written_on(tmp_path,
+                                                                                                 capsys):
+    page = "Para.\n\n.. include:: part.inc\n\nAfter the include.\n\n" + BAD  # BAD on line 10, after the heading
+    code, _, _ = build(tmp_path, page, warnings_are_errors=False, files={"part.inc": "Included.\n\n" + BAD})
+    err = capsys.readouterr().err
+    src = tmp_path / "src"
+    assert code != 0
+    assert f"{src / 'part.inc'}:3: ERROR: shapetrace: torch.nn:Linear: :depth:" in err, err
+    assert f"{src / 'index.rst'}:10: ERROR: shapetrace: torch.nn:Linear: :depth:" in err, err
+    summary = err[err.index("2 directive(s) failed"):]  # the summary at the end names the same places
+    assert f"{src / 'part.inc'}:3: :depth:" in summary and f"{src / 'index.rst'}:10: :depth:" in summary, summary
+
+
+RAISES_IN_FORWARD = """
+from torch import nn
+
+
+def deep(x):
+    raise ValueError("raised deep in my forward helper")
+
+
+class M(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return deep(self.l(x))
+
+
+def build():
+    return M()
+"""
+
+
+def test_a_forward_that_raises_says_where_in_the_models_code_and_v_prints_the_traceback(tmp_path, capsys):
+    code, html, _ = build(tmp_path, ".. shapetrace:: models/m.py:build\n   :input: 2,4\n", verbose=True,
+                          warnings_are_errors=False, files={"models/m.py": RAISES_IN_FORWARD})
+    out, err = capsys.readouterr()
+    model = tmp_path / "src" / "models" / "m.py"
+    assert code != 0
+    assert "ERROR: shapetrace: models/m.py:build: the forward failed in (root) (M)" in err, err
+    assert f"raised at {model}:6 in deep (run sphinx-build with -v for the whole traceback)" in err, err
+    # -v: the whole traceback, down to the model's own frames, as `shapetrace trace --debug` prints it
+    log = out + err
+    assert "Traceback (most recent call last)" in log and f'File "{model}", line 15, in forward' in log, log
+    assert f'File "{model}", line 6, in deep' in log and "ValueError: raised deep in my forward helper" in log
+    # The page: the model's file relative to the source folder, no path of the machine that built it.
+    assert "raised at models/m.py:6 in deep" in html and str(tmp_path) not in html, html
+
+
+def test_a_page_names_a_missing_model_file_and_the_folders_searched_relative_to_the_source_folder(tmp_path,
+                                                                                                  capsys):
+    code, html, _ = build(tmp_path, ".. shapetrace:: nowhere/m.py:build\n", warnings_are_errors=False)
+    err = capsys.readouterr().err
+    assert code != 0 and str(tmp_path / "src") in err  # the build log: full paths
+    assert re.search(r"no model file .nowhere/m\.py.: looked beside the document and in the source folder \(\.\)",
+                     html), html
+    assert str(tmp_path) not in html

@@ -1,0 +1,58 @@
+"""The files the ``.. shapetrace::`` directive puts in an HTML build: its stylesheet, in every HTML-family
+output (EPUB's zip included), and its SVGs in ``_images/``, of which a rebuild keeps only those a page shows."""
+
+from __future__ import annotations
+
+import zipfile
+
+import pytest
+from conftest import requires_dot
+from test_sphinxext import LINEAR, build, edit, rebuild
+
+
+def test_the_epub_packs_the_stylesheet_its_pages_link(tmp_path):
+    code, _, out = build(tmp_path, LINEAR + "   :show: table\n", builder="epub", warnings_are_errors=False)
+    assert code == 0
+    (epub,) = out.glob("*.epub")
+    with zipfile.ZipFile(epub) as z:
+        packed = z.namelist()
+        page = z.read("index.xhtml").decode("utf-8")
+        manifest = z.read("content.opf").decode("utf-8")
+    assert "_static/shapetrace.css" in page  # the page links it ...
+    assert "_static/shapetrace.css" in packed and "_static/shapetrace.css" in manifest  # ... and the book has it
+
+
+@pytest.mark.parametrize("builder", ["dirhtml", "singlehtml"])
+def test_every_html_builder_writes_the_stylesheet_its_pages_link(tmp_path, builder):
+    code, _, out = build(tmp_path, LINEAR + "   :show: table\n", builder=builder)
+    assert code == 0
+    page = next(p for p in out.rglob("index.html") if "_static" not in p.parts).read_text()
+    assert "_static/shapetrace.css" in page and (out / "_static" / "shapetrace.css").is_file()
+
+
+def _model(n_out: int) -> str:
+    return f"from torch import nn\n\n\ndef build():\n    return nn.Linear(4, {n_out})\n"
+
+
+def _svgs(out) -> set[str]:
+    return {p.name for p in (out / "_images").glob("shapetrace-*.svg")}
+
+
+@requires_dot
+def test_a_rebuild_removes_the_svgs_no_page_shows_any_more_and_keeps_the_others(tmp_path):
+    other = ":orphan:\n\nOther\n=====\n\n.. shapetrace:: b.py:build\n   :input: 2,4\n"
+    code, html, out = build(tmp_path, ".. shapetrace:: a.py:build\n   :input: 2,4\n",
+                            files={"a.py": _model(3), "b.py": _model(5), "other.rst": other})
+    assert code == 0
+    first = _svgs(out)
+    (out / "_images" / "mine.svg").write_text("<svg/>")  # a file the directive did not write
+    assert len(first) == 2
+    edit(tmp_path / "src" / "a.py", _model(7))  # only index is read again; other.html is not rewritten
+    code, html = rebuild(tmp_path)
+    assert code == 0
+    now = _svgs(out)
+    shown = {n for n in now if n in html}
+    other_svg = {n for n in first if n in (out / "other.html").read_text()}
+    assert len(shown) == 1 and shown.isdisjoint(first)  # the new diagram of a.py
+    assert len(other_svg) == 1 and now == shown | other_svg  # the old one removed; the page not read again keeps its own
+    assert (out / "_images" / "mine.svg").exists()
