@@ -21,6 +21,7 @@ from typing import Any
 from ..tracer.records import Call, Comparison, TensorMeta, Trace, iter_tensors
 from .carried import follows_from_input
 from .markdown import md_cell, md_code
+from .table import wrap_cell
 from .units import display_width, literal, pad
 
 COLUMNS = ("layer", "what", "shapetrace", "{tool}", "why")
@@ -37,21 +38,53 @@ def _summary(c: Comparison) -> str:
             f"{n} difference{'s' if n != 1 else ''}.")
 
 
-def _aligned(rows: list[tuple[str, ...]]) -> list[str]:
-    """Rows of cells (already ``literal``) as lines, each column padded to its widest cell's display width."""
+# The narrowest a column is squeezed to when a table is fitted to a width (a shape such as ``(2,1024)`` fits).
+MIN_COLUMN = 10
+
+
+def _column_widths(rows: list[tuple[str, ...]], width: int | None) -> list[int]:
+    """Each column's width: its widest cell's, the widest columns narrowed (never below ``MIN_COLUMN``, nor
+    below the column's header) until the table fits in ``width`` columns (``None``: no limit)."""
     widths = [max(display_width(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(pad(c, w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    if width is None:
+        return widths
+    floors = [min(w, max(MIN_COLUMN, display_width(rows[0][i]))) for i, w in enumerate(widths)]
+    while sum(widths) + 2 * (len(widths) - 1) > width:
+        i = max(range(len(widths)), key=lambda k: (widths[k] - floors[k], k))
+        if widths[i] <= floors[i]:
+            break
+        widths[i] -= 1
+    return widths
 
 
-def render_text(comparison: Comparison, width: int = 100) -> str:
-    """An aligned table; the ``why`` column wraps at ``width``."""
+def _aligned(rows: list[tuple[str, ...]], width: int | None = None) -> list[list[str]]:
+    """Rows of cells (already ``literal``) as lines, each column padded to its width (``_column_widths``);
+    a cell wider than its column wraps there (``table.wrap_cell``, as the shape table's cells wrap), so a row
+    may take several lines."""
+    widths = _column_widths(rows, width)
+    out = []
+    for r in rows:
+        pieces = [wrap_cell(c, w) if display_width(c) > w else [c] for c, w in zip(r, widths)]
+        out.append(["  ".join(pad(p[k] if k < len(p) else "", w) for p, w in zip(pieces, widths)).rstrip()
+                    for k in range(max(map(len, pieces)))])
+    return out
+
+
+def _rule(lines: list[str], width: int | None) -> str:
+    longest = max(display_width(line) for line in lines)
+    return "─" * (longest if width is None else min(width, longest))
+
+
+def render_text(comparison: Comparison, width: int | None = 100) -> str:
+    """An aligned table fitted to ``width`` columns (``None``: no limit), long cells wrapped."""
     head = tuple(h.format(tool=comparison.tool) for h in COLUMNS)
     rows = [tuple(literal(c) for c in r) for r in _rows(comparison)]
     if not rows:
         return _summary(comparison) + "\n"
-    lines = _aligned([head, *rows])
-    rule = "─" * min(width, max(display_width(line) for line in lines))
-    return "\n".join([rule, lines[0], rule, *lines[1:], rule, _summary(comparison)]) + "\n"
+    header, *body = _aligned([head, *rows], width)
+    lines = [line for row in body for line in row]
+    rule = _rule([*header, *lines], width)
+    return "\n".join([rule, *header, rule, *lines, rule, _summary(comparison)]) + "\n"
 
 
 def render_markdown(comparison: Comparison) -> str:
@@ -61,11 +94,12 @@ def render_markdown(comparison: Comparison) -> str:
     return "\n".join([*lines, "", _summary(comparison)]) + "\n"
 
 
-def render(comparison: Comparison, fmt: str = "text") -> str:
+def render(comparison: Comparison, fmt: str = "text", width: int | None = 100) -> str:
+    """The comparison as ``text`` (fitted to ``width`` columns; ``None``: no limit) or ``md``."""
     if fmt == "md":
         return render_markdown(comparison)
     if fmt == "text":
-        return render_text(comparison)
+        return render_text(comparison, width)
     raise ValueError(f"diff renders as text or md, not {fmt!r}")
 
 
@@ -422,7 +456,8 @@ def _no_differences(d: TraceDiff) -> str:
     return "No differences: the same calls, classes, parameters and shapes."
 
 
-def render_trace_diff_text(d: TraceDiff, width: int = 100) -> str:
+def render_trace_diff_text(d: TraceDiff, width: int | None = 100) -> str:
+    """The diff as an aligned table fitted to ``width`` columns (``None``: no limit), long cells wrapped."""
     head = [literal(line) for line in (f"A = {d.a_name}", f"B = {d.b_name}", _side("A", d.a), _side("B", d.b))]
     head.append("")
     if not d.common:
@@ -434,9 +469,10 @@ def render_trace_diff_text(d: TraceDiff, width: int = 100) -> str:
     for r in table:
         cells.append(tuple(literal(c) for c in (r[0] if r[0] != last else "", *r[1:])))
         last = r[0]
-    header, *lines = _aligned([("layer", "what", "A", "B"), *cells])
-    rule = "─" * min(width, max(display_width(line) for line in [header, *lines]))
-    out = [*head, rule, header, rule, *lines, rule, *map(literal, _summary_lines(d))]
+    header, *body = _aligned([("layer", "what", "A", "B"), *cells], width)
+    lines = [line for row in body for line in row]
+    rule = _rule([*header, *lines], width)
+    out = [*head, rule, *header, rule, *lines, rule, *map(literal, _summary_lines(d))]
     return "\n".join(out) + "\n"
 
 
@@ -501,9 +537,10 @@ def trace_diff_to_dict(d: TraceDiff) -> dict:
             "summary": _summary_lines(d)}
 
 
-def render_trace_diff(d: TraceDiff, fmt: str = "text") -> str:
+def render_trace_diff(d: TraceDiff, fmt: str = "text", width: int | None = 100) -> str:
+    """The diff as ``text`` (fitted to ``width`` columns; ``None``: no limit), ``md``, ``html`` or ``json``."""
     if fmt == "text":
-        return render_trace_diff_text(d)
+        return render_trace_diff_text(d, width)
     if fmt == "md":
         return render_trace_diff_markdown(d)
     if fmt == "html":
