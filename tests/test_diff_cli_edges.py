@@ -40,7 +40,7 @@ def _diff_of_a_failing_cnn(models, *width: str):
 def test_diff_rows_fit_the_width_their_long_error_messages_wrapping(models):
     result = _diff_of_a_failing_cnn(models, "--width", "60")
     assert result.exit_code == 1, result.output  # A's forward failed: the diff of what ran, status 1
-    table = result.stdout.split("\n\n", 1)[1].split("\n2 changed")[0]
+    table = result.stdout.split("\n\n", 1)[1].split("\n1 changed")[0]
     assert "RuntimeError: mat1 and mat2" in table
     assert max(display_width(line) for line in table.splitlines()) <= 60, table
 
@@ -49,7 +49,7 @@ def test_diff_width_0_is_no_limit_and_the_default_is_100_off_a_terminal(models):
     unlimited = _diff_of_a_failing_cnn(models, "-w", "0").stdout
     assert any("RuntimeError: mat1 and mat2 shapes cannot be multiplied (2x2048 and 1568x10)" in line
                for line in unlimited.splitlines())
-    default = _diff_of_a_failing_cnn(models).stdout.split("\n\n", 1)[1].split("\n2 changed")[0]
+    default = _diff_of_a_failing_cnn(models).stdout.split("\n\n", 1)[1].split("\n1 changed")[0]
     assert max(display_width(line) for line in default.splitlines()) <= 100
 
 

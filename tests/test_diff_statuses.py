@@ -47,7 +47,7 @@ def test_a_layer_a_failed_forward_never_reached_is_not_reached_not_added(broken_
     text = render_trace_diff(d, "text")
     [row] = [line for line in text.splitlines() if line.startswith("fc2 ")]
     assert "not reached in A" in row and "only in B" not in row
-    assert "2 changed, 0 only in A, 0 only in B" in text
+    assert "1 changed, 0 only in A, 0 only in B" in text  # fc1; the root failed only through it
     assert "1 call not reached in A, whose forward failed before calling it" in text
 
 
@@ -57,6 +57,19 @@ def test_a_layer_a_failed_forward_never_reached_is_not_listed_as_removed_in_the_
     assert {r.label: r.status for r in d.rows}["fc2"] == "unreached_b"
     assert diagram_options(d)["diff"]["removed"] == []
     assert json.loads(render_trace_diff(d, "json"))["rows"][-1]["status"] == "unreached_b"
+
+
+@requires_dot
+def test_a_container_failing_only_because_a_layer_inside_it_failed_is_not_counted_as_changed(broken_vs_fixed):
+    from shapetrace.renderers import diagram
+
+    broken, fixed = broken_vs_fixed
+    d = diff_traces(fixed, broken)
+    # the root's RuntimeError is fc1's, gone up through it: one changed call, and one coloured in B's diagram
+    assert [r.label for r in d.shown if r.status == "changed"] == ["fc1"]
+    assert [r.label for r in d.containing] == ["(root)"]
+    dot = diagram.to_dot(d.b, overlays=["diff"], options=diagram_options(d))
+    assert "1 changed, " in render_trace_diff(d, "text") and "changed in B (1)" in dot
 
 
 class CNN(nn.Module):

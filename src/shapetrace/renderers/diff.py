@@ -297,28 +297,33 @@ def _mark_unreached(rows: list[Row], a: Trace, b: Trace) -> None:
 
 # What a row shows about a call inside a container: the container's own output may differ because of it.
 _CHANGED_INSIDE = ("changed", "contains", "only_a", "only_b", "unreached_a", "unreached_b", "folded")
-# The changes a container's row may have and still owe them to a changed call inside it.
+# The changes a container's row may have and still owe them to a changed call inside it (an error, only when
+# a call inside it failed with the same error on the same side: the exception went up through the container).
 _CARRIED_CHANGES = ("output", "input")
 
 
 def _mark_containers(rows: list[Row]) -> None:
-    """A container whose only changes are its output (and input), with a changed call inside it, *contains*
-    changes rather than having one of its own: its output is made by the calls inside it. Rows are in start
-    order, so walking them backwards settles every call inside a container before the container."""
+    """A container whose only changes are its output (and input, and an error raised inside it), with a
+    changed call inside it, *contains* changes rather than having one of its own: its output is made by the
+    calls inside it. Rows are in start order, so walking them backwards settles every call inside a container
+    before the container."""
     owner: dict[tuple[str, int], Row] = {}
     for row in rows:
         for side, call in (("a", row.a), ("b", row.b)):
             if call is not None:
                 owner.setdefault((side, call.id), row)
-    changed_inside: set[int] = set()  # id() of rows with a changed call inside
+    inside: dict[int, set[tuple[str, str, str]]] = {}  # id() of a row: the changes of changed calls inside it
     for row in reversed(rows):
-        if (row.status == "changed" and id(row) in changed_inside
-                and all(what in _CARRIED_CHANGES for what, _, _ in row.changes)):
+        below = inside.get(id(row))
+        if (row.status == "changed" and below is not None
+                and all(what in _CARRIED_CHANGES or (what == "error" and (what, va, vb) in below)
+                        for what, va, vb in row.changes)):
             row.status = "contains"
         if row.status in _CHANGED_INSIDE:
+            errors = {c for c in row.changes if c[0] == "error"} | (below or set())
             for side, call in (("a", row.a), ("b", row.b)):
                 if call is not None and call.parent is not None and (side, call.parent) in owner:
-                    changed_inside.add(id(owner[(side, call.parent)]))
+                    inside.setdefault(id(owner[(side, call.parent)]), set()).update(errors)
 
 
 def _fold_insides(rows: list[Row]) -> None:
