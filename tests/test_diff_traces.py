@@ -164,7 +164,8 @@ def test_the_diagram_of_b_marks_the_changed_layers(heads):
     from shapetrace.renderers import diagram
 
     options = diagram_options(heads)
-    assert options == {"diff": {"changed": ["0", "2", "4"], "added": [], "removed": []}}
+    assert options == {"diff": {"changed": ["0", "2", "4"], "added": [], "removed": [],
+                                "changed_calls": [1, 3, 5], "added_calls": []}}
     dot = diagram.to_dot(heads.b, overlays=["diff"], options=options)
     assert "changed in B (3)" in dot and dot.count("#ffd8a8") == 4  # three nodes and the legend
 

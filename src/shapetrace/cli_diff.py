@@ -21,11 +21,13 @@ from .cli_options import (
     refuse_binary_on_terminal,
     table_width,
     terminal_colour,
+    width_option,
 )
 from .renderers import RenderOptions
 from .renderers.diff import diagram_options, diff_traces, render_trace_diff
 from .renderers.diff import render as render_comparison
 from .session import (
+    OtherToolFailed,
     TraceRequest,
     UsageProblem,
     check_output,
@@ -38,6 +40,8 @@ from .session import (
 )
 
 DIAGRAM_FORMATS = ("svg", "png", "pdf", "dot")
+# --against: the other tool failed on a model shapetrace traced (not 1, a forward that failed; nor 2, usage).
+TOOL_FAILED_STATUS = 3
 DIFF_FORMATS = ("text", "md", "html", "json", *DIAGRAM_FORMATS)
 
 
@@ -79,10 +83,11 @@ def _side(spec: str, inputs: tuple[str, ...], args: tuple[str, ...], train: bool
               help=OUTPUT_HELP + " (checked before anything runs; written whole or not at all).")
 @click.option("--train/--eval", "train", default=None,
               help="Trace in training / eval mode. Default: an exhibit as built, any other model in eval.")
+@width_option
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
 def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str, ...], a_args: tuple[str, ...],
                  b_args: tuple[str, ...], against: str | None, fmt: str | None, output: str | None,
-                 train: bool | None, debug: bool) -> None:
+                 train: bool | None, width: int | None, debug: bool) -> None:
     """Compare two models call by call, or one model's trace with torchinfo's or torchview's.
 
     \b
@@ -100,8 +105,10 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
     \b
     Exit status: 0, 1 when a model's forward failed (the diff of what ran is
     still shown, with --against the partial table, with a note naming the
-    failure) or a saved trace's content is not a trace, 2 for a usage error. What the model prints goes to stderr, in
-    the other tool's run of it too.
+    failure) or a saved trace's content is not a trace, 2 for a usage error,
+    3 when the --against tool failed on a model shapetrace traced (the error
+    names the tool and its innermost cause). What the model prints goes to
+    stderr, in the other tool's run of it too.
 
     \b
     Examples:
@@ -124,20 +131,30 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
         if b is None:
             if a_args or b_args:
                 raise UsageProblem("--a-arg and --b-arg are for two models (A and B); with one MODEL use --arg")
-            notes = _against(a, inputs, args, against or "torchinfo", fmt, output, train, debug)
+            if is_saved_trace(a):
+                how = f"--against {against}" if against else "diff with one argument (--against torchinfo)"
+                raise UsageProblem(_AGAINST_NEEDS_A_MODEL.format(spec=a, how=how, tool=against or "torchinfo"))
+            notes = _against(a, inputs, args, against or "torchinfo", fmt, output, train, width, debug)
         elif against is not None:
             raise UsageProblem("--against compares one MODEL with another tool; give either B or --against, "
                                "not both")
         else:
-            notes = _two(a, b, inputs, args, a_args, b_args, train, fmt, output, debug)
+            notes = _two(a, b, inputs, args, a_args, b_args, train, fmt, output, width, debug)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     if notes:  # a forward failed: the diff of what ran was shown, and the status says it is partial
         click.get_current_context().exit(1)
 
 
+_AGAINST_NEEDS_A_MODEL = (
+    "{spec!r} is a saved trace, but {how} runs {tool} on the model itself, so it needs a MODEL spec as 'shapetrace "
+    "trace' takes it (resnet18, file.py:factory, package.module:factory), not a trace. To compare two saved "
+    "traces, give both: shapetrace diff A.json B.json")
+
+
 def _two(a: str, b: str, inputs: tuple[str, ...], args: tuple[str, ...], a_args: tuple[str, ...],
-         b_args: tuple[str, ...], train: bool | None, fmt: str, output: str | None, debug: bool) -> list[str]:
+         b_args: tuple[str, ...], train: bool | None, fmt: str, output: str | None, width: int | None,
+         debug: bool) -> list[str]:
     if a == b == "-":
         raise UsageProblem("A and B are both '-': only one of them can be read from stdin")
     ops = fmt in DIAGRAM_FORMATS
@@ -148,7 +165,7 @@ def _two(a: str, b: str, inputs: tuple[str, ...], args: tuple[str, ...], a_args:
         tb.meta["options"] = {**dict(tb.meta.get("options") or {}), **diagram_options(result)}
         emit(tb, fmt, RenderOptions(overlays=("diff",)), output)
     else:
-        _echo(render_trace_diff(result, fmt), output)
+        _echo(render_trace_diff(result, fmt, table_width(width, output)), output)
     return [n for n in (note_a, note_b) if n]
 
 
@@ -161,19 +178,25 @@ def _echo(text: str, output: str | None) -> None:
 
 
 def _against(model: str, inputs: tuple[str, ...], args: tuple[str, ...], against: str, fmt: str,
-             output: str | None, train: bool | None, debug: bool) -> list[str]:
+             output: str | None, train: bool | None, width: int | None, debug: bool) -> list[str]:
     """Write the comparison with ``against``; a note when the forward failed (its partial table is written
     instead, as ``shapetrace trace`` writes it: there is nothing to compare)."""
     if fmt not in ("text", "md"):
         raise UsageProblem(f"--against renders as text or md, not {fmt}")
-    outcome, result = compare_model(TraceRequest(model, inputs, args, train=train), against)
+    try:
+        outcome, result = compare_model(TraceRequest(model, inputs, args, train=train), against)
+    except OtherToolFailed as e:
+        if debug:
+            print_cause(e.__cause__)
+        click.echo(f"Error: {e}", err=True)
+        click.get_current_context().exit(TOOL_FAILED_STATUS)
     for note in outcome.notes:
         click.echo(f"note: {note}", err=True)
     if debug:
         print_cause(outcome.cause)
     if result is None:
-        emit(outcome.trace, fmt, RenderOptions(width=table_width(None, output), color=terminal_colour(output)),
+        emit(outcome.trace, fmt, RenderOptions(width=table_width(width, output), color=terminal_colour(output)),
              output)
         return [f"the forward of {model} failed, so there is nothing to compare with {against}: {outcome.error}"]
-    _echo(render_comparison(result, fmt), output)
+    _echo(render_comparison(result, fmt, table_width(width, output)), output)
     return []

@@ -190,12 +190,29 @@ def _count_why(trace: Trace, cls: str, ours: int, theirs: int) -> str:
     return "different number of calls"
 
 
+def _modules_with_submodules(trace: Trace) -> set[str]:
+    """The names of the model's modules that have submodules, called or not (``""``: the root)."""
+    names = {c.module for c in trace.calls} | {u.module for u in trace.uncalled}
+    return {n.rpartition(".")[0] for n in names if n}
+
+
+def torchview_leaves(trace: Trace) -> list:
+    """The calls torchview draws as module nodes: calls of modules without submodules. A module with
+    submodules that calls none of them (``nn.MultiheadAttention`` using its ``out_proj`` weights functionally,
+    a ViT encoder layer, fastai's ``EmbeddingDropout``) is a leaf of our trace, but torchview expands every
+    module with submodules into the functional ops it runs, so it draws no node for it; counting it would
+    report a disagreement that is only a different definition of a leaf."""
+    parents = _modules_with_submodules(trace)
+    return [c for c in trace.leaves() if c.module not in parents]
+
+
 def diff_torchview(model: nn.Module, trace: Trace, *args: Any, **kwargs: Any) -> Comparison:
     """Run ``torchview.draw_graph`` and compare the leaf-module calls it drew: class and output shapes.
 
-    torchview's module nodes carry a class name and shapes but no qualified name, and its node order is a
-    graph walk rather than call order, so the comparison counts (class, output shapes) pairs on both sides
-    and reports every pair whose count differs.
+    Leaves are taken as torchview takes them on both sides (``torchview_leaves``: modules without
+    submodules). torchview's module nodes carry a class name and shapes but no qualified name, and its node
+    order is a graph walk rather than call order, so the comparison counts (class, output shapes) pairs on both
+    sides and reports every pair whose count differs.
     """
     import torchview  # noqa: PLC0415 - optional dependency (the `compare` extra)
 
@@ -207,7 +224,7 @@ def diff_torchview(model: nn.Module, trace: Trace, *args: Any, **kwargs: Any) ->
             if type(node).__name__ == "ModuleNode":
                 nodes.setdefault(node.node_id, node)
     theirs = Counter((n.name, tuple(tuple(s) for s in (n.output_shape or []))) for n in nodes.values())
-    leaves = trace.leaves()
+    leaves = torchview_leaves(trace)
     ours = Counter((c.cls, tuple(tuple(m.shape) for _, m in iter_tensors(c.outputs))) for c in leaves)
     first_call = {}
     for c in leaves:

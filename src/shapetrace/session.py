@@ -48,6 +48,7 @@ from .tracer.tracefile import MAX_TRACE_BYTES, TraceFileRefused, read_bounded, r
 __all__ = [
     "MAX_TRACE_BYTES",
     "Loaded",
+    "OtherToolFailed",
     "Outcome",
     "OutputProblem",
     "RenderFailed",
@@ -90,6 +91,15 @@ class TraceFileProblem(SessionError):
 class CannotTrace(SessionError):
     """The model ran, but in a way no trace can show (a forward that returns a generator); the message says
     what to change."""
+
+
+class OtherToolFailed(SessionError):
+    """shapetrace traced the model, but the tool it is compared with (``--against``) failed on it: the message
+    names the tool, the innermost cause and where in the tool it was raised, and what to try instead."""
+
+    def __init__(self, message: str, tool: str) -> None:
+        super().__init__(message)
+        self.tool = tool
 
 
 class RenderFailed(SessionError):
@@ -295,7 +305,8 @@ def compare_model(request: TraceRequest, against: str) -> tuple[Outcome, Any]:
     tool would fail on it too). The other tool's run of the forward is the model's own code as much as ours:
     what it prints goes to stderr and a ``sys.exit`` in it is a ``CannotTrace``.
 
-    ``UsageProblem`` when the tool is not installed or cannot be given these inputs.
+    ``UsageProblem`` when the tool is not installed or cannot be given these inputs; ``OtherToolFailed`` when it
+    raises on a model our trace succeeded on.
     """
     from . import compare  # noqa: PLC0415 - torch loads on first trace
 
@@ -316,7 +327,39 @@ def compare_model(request: TraceRequest, against: str) -> tuple[Outcome, Any]:
                            "pip install 'shapetrace[compare]'") from e
     except compare.InputsNotPassable as e:
         raise UsageProblem(str(e)) from e
+    except SessionError:  # the model's own code exiting (CannotTrace), said as such
+        raise
+    except Exception as e:  # the other tool's own failure: ours succeeded, so it is theirs to report
+        raise OtherToolFailed(_tool_failure(against, e), against) from e
     return outcome, result
+
+
+def _tool_failure(tool: str, error: BaseException) -> str:
+    """What to say when ``tool`` raised ``error``: its innermost cause (a tool's "failed, see above" wraps
+    the real one), where in the tool it came from, that our trace succeeded, and what to try."""
+    cause = error
+    seen = {id(cause)}
+    while (cause.__cause__ or cause.__context__) is not None and id(cause.__cause__ or cause.__context__) not in seen:
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+        seen.add(id(cause))
+    frames = []
+    tb = cause.__traceback__
+    while tb is not None:
+        frames.append((tb.tb_frame.f_code.co_filename, tb.tb_lineno, tb.tb_frame.f_code.co_name))
+        tb = tb.tb_next
+    mine = [f for f in frames if f"{os.sep}{tool}{os.sep}" in f[0]]
+    where = ""
+    if mine:
+        path, line, func = mine[-1]
+        where = f", raised in {tool}'s {Path(path).name}:{line} ({func})"
+        if frames[-1] != mine[-1]:
+            where += f" through {Path(frames[-1][0]).name}:{frames[-1][1]} ({frames[-1][2]})"
+    other = "torchview" if tool == "torchinfo" else "torchinfo"
+    message = str(cause).strip().splitlines()[0] if str(cause).strip() else "(no message)"
+    return (f"{tool} failed on this model: {type(cause).__name__}: {message}{where}. shapetrace's own trace of "
+            f"the model succeeded, so this is {tool}'s failure, not the model's: compare with --against {other} "
+            f"instead, or see shapetrace's table alone with 'shapetrace trace MODEL' (rerun with --debug for "
+            f"{tool}'s traceback)")
 
 
 # ---- reading a saved trace ---------------------------------------------------------------------------------------

@@ -439,13 +439,21 @@ class _Overlay:
         marked: set[str] = set()  # a call both changed and added reads as changed
         for kind in ("changed", "added"):
             names = set(diff.get(kind, []))
+            # the calls of B, where given (``shapetrace diff`` gives them): a node is painted for the calls it
+            # draws or hides, and the legend counts calls, as the diff's text does; else every call of a module
+            ids = set(diff[f"{kind}_calls"]) if f"{kind}_calls" in diff else None
             for n in calls:
-                inside = n.collapsed and any(m.startswith(n.module + ".") or not n.module for m in names)
-                if (n.module in names or inside) and n.id not in marked:
+                if ids is not None:
+                    hit = bool(ids.intersection(n.calls) or ids.intersection(n.folded))
+                else:
+                    inside = n.collapsed and any(m.startswith(n.module + ".") or not n.module for m in names)
+                    hit = n.module in names or inside
+                if hit and n.id not in marked:
                     self._paint("diff", n.id, DIFF_FILL[kind], kind)
                     marked.add(n.id)
-            if names or kind == "changed":
-                self._row("diff", kind, "diff against A", DIFF_FILL[kind], f"{kind} in B ({len(names)})")
+            count = len(ids) if ids is not None else len(names)
+            if count or kind == "changed":
+                self._row("diff", kind, "diff against A", DIFF_FILL[kind], f"{kind} in B ({count})")
         removed = list(diff.get("removed", []))
         if removed:
             shown = ", ".join(removed[:8]) + (f", … ({len(removed)} in all)" if len(removed) > 8 else "")

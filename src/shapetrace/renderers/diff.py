@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..tracer.records import Call, Comparison, TensorMeta, Trace, iter_tensors
+from .carried import follows_from_input
 from .markdown import md_cell, md_code
+from .table import wrap_cell
 from .units import display_width, literal, pad
 
 COLUMNS = ("layer", "what", "shapetrace", "{tool}", "why")
@@ -36,21 +38,53 @@ def _summary(c: Comparison) -> str:
             f"{n} difference{'s' if n != 1 else ''}.")
 
 
-def _aligned(rows: list[tuple[str, ...]]) -> list[str]:
-    """Rows of cells (already ``literal``) as lines, each column padded to its widest cell's display width."""
+# The narrowest a column is squeezed to when a table is fitted to a width (a shape such as ``(2,1024)`` fits).
+MIN_COLUMN = 10
+
+
+def _column_widths(rows: list[tuple[str, ...]], width: int | None) -> list[int]:
+    """Each column's width: its widest cell's, the widest columns narrowed (never below ``MIN_COLUMN``, nor
+    below the column's header) until the table fits in ``width`` columns (``None``: no limit)."""
     widths = [max(display_width(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(pad(c, w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    if width is None:
+        return widths
+    floors = [min(w, max(MIN_COLUMN, display_width(rows[0][i]))) for i, w in enumerate(widths)]
+    while sum(widths) + 2 * (len(widths) - 1) > width:
+        i = max(range(len(widths)), key=lambda k: (widths[k] - floors[k], k))
+        if widths[i] <= floors[i]:
+            break
+        widths[i] -= 1
+    return widths
 
 
-def render_text(comparison: Comparison, width: int = 100) -> str:
-    """An aligned table; the ``why`` column wraps at ``width``."""
+def _aligned(rows: list[tuple[str, ...]], width: int | None = None) -> list[list[str]]:
+    """Rows of cells (already ``literal``) as lines, each column padded to its width (``_column_widths``);
+    a cell wider than its column wraps there (``table.wrap_cell``, as the shape table's cells wrap), so a row
+    may take several lines."""
+    widths = _column_widths(rows, width)
+    out = []
+    for r in rows:
+        pieces = [wrap_cell(c, w) if display_width(c) > w else [c] for c, w in zip(r, widths)]
+        out.append(["  ".join(pad(p[k] if k < len(p) else "", w) for p, w in zip(pieces, widths)).rstrip()
+                    for k in range(max(map(len, pieces)))])
+    return out
+
+
+def _rule(lines: list[str], width: int | None) -> str:
+    longest = max(display_width(line) for line in lines)
+    return "─" * (longest if width is None else min(width, longest))
+
+
+def render_text(comparison: Comparison, width: int | None = 100) -> str:
+    """An aligned table fitted to ``width`` columns (``None``: no limit), long cells wrapped."""
     head = tuple(h.format(tool=comparison.tool) for h in COLUMNS)
     rows = [tuple(literal(c) for c in r) for r in _rows(comparison)]
     if not rows:
         return _summary(comparison) + "\n"
-    lines = _aligned([head, *rows])
-    rule = "─" * min(width, max(display_width(line) for line in lines))
-    return "\n".join([rule, lines[0], rule, *lines[1:], rule, _summary(comparison)]) + "\n"
+    header, *body = _aligned([head, *rows], width)
+    lines = [line for row in body for line in row]
+    rule = _rule([*header, *lines], width)
+    return "\n".join([rule, *header, rule, *lines, rule, _summary(comparison)]) + "\n"
 
 
 def render_markdown(comparison: Comparison) -> str:
@@ -60,11 +94,12 @@ def render_markdown(comparison: Comparison) -> str:
     return "\n".join([*lines, "", _summary(comparison)]) + "\n"
 
 
-def render(comparison: Comparison, fmt: str = "text") -> str:
+def render(comparison: Comparison, fmt: str = "text", width: int | None = 100) -> str:
+    """The comparison as ``text`` (fitted to ``width`` columns; ``None``: no limit) or ``md``."""
     if fmt == "md":
         return render_markdown(comparison)
     if fmt == "text":
-        return render_text(comparison)
+        return render_text(comparison, width)
     raise ValueError(f"diff renders as text or md, not {fmt!r}")
 
 
@@ -115,8 +150,11 @@ def _ms(call: Call | None) -> float | None:
 class Row:
     """One aligned call (or a call on one side only) and what differs about it.
 
-    ``status``: ``"changed"`` (class, own parameters, or output for the same input), ``"carried"`` (only its
-    shapes differ, because its input does), ``"only_a"``, ``"only_b"`` or ``"same"``. ``changes`` holds
+    ``status``: ``"changed"`` (class, own parameters, or an output its input does not explain), ``"carried"``
+    (only its shapes differ, as its input's do: ``carried.follows_from_input``), ``"contains"`` (a container
+    whose output changed only through a changed call inside it), ``"only_a"``, ``"only_b"``,
+    ``"unreached_a"`` / ``"unreached_b"`` (a module that side has too, whose forward failed before calling it),
+    ``"folded"`` (shown in another row's ``inside``) or ``"same"``. ``changes`` holds
     ``(what, A, B)`` triples; ``inside_a``/``inside_b`` name the one-sided calls folded into this row (the
     insides of a layer whose class changed, or of a call only one side has).
     """
@@ -146,7 +184,12 @@ class TraceDiff:
 
     @property
     def shown(self) -> list[Row]:
-        return [r for r in self.rows if r.status in ("changed", "only_a", "only_b")]
+        return [r for r in self.rows if r.status in ("changed", "only_a", "only_b", "unreached_a", "unreached_b")]
+
+    @property
+    def containing(self) -> list[Row]:
+        """Containers whose output changed only through the changed calls inside them."""
+        return [r for r in self.rows if r.status == "contains"]
 
     @property
     def carried(self) -> list[Row]:
@@ -162,6 +205,8 @@ class TraceDiff:
     def common(self) -> bool:
         """Whether the two have enough in common for a call-by-call diff: at least a tenth of the smaller
         side's calls below the root share a name and class with the other side."""
+        if not self.a.calls or not self.b.calls:  # nothing recorded on a side: alike only when on both
+            return not self.a.calls and not self.b.calls
         smaller = min(len(self.a.calls), len(self.b.calls)) - 1
         if smaller <= 0:  # a model without submodules: the root call is all there is
             return bool(self.a.calls and self.b.calls) and self.a.calls[0].cls == self.b.calls[0].cls
@@ -190,7 +235,9 @@ def _compare(row: Row) -> None:
     out_a, out_b = _side_by_side(a.outputs, b.outputs)
     if (a.error is None) != (b.error is None):
         changes.append(("error", a.error or "—", b.error or "—"))
-    own = bool(changes) or (out_a != out_b and in_a == in_b)
+    # its own change, or an output its new input cannot explain (``carried.follows_from_input``)
+    own = bool(changes) or (out_a != out_b and not follows_from_input([a.inputs, a.kwargs], [b.inputs, b.kwargs],
+                                                                      a.outputs, b.outputs))
     if out_a != out_b:
         changes.append(("output", out_a, out_b))
     if in_a != in_b and (own or out_a == out_b):
@@ -226,8 +273,57 @@ def diff_traces(a: Trace, b: Trace, a_name: str = "A", b_name: str = "B") -> Tra
             emit(k, "a")
         for k in bkeys[j1:j2]:
             emit(k, "b")
+    _mark_unreached(rows, a, b)
     _fold_insides(rows)
+    _mark_containers(rows)
     return TraceDiff(a_name, b_name, a, b, rows)
+
+
+def _mark_unreached(rows: list[Row], a: Trace, b: Trace) -> None:
+    """A call only one side has is *not reached* on the other when that side's forward failed, has the module,
+    and no later call of the first side has a counterpart there (the failure stopped it before getting there):
+    a layer the failure skipped, not one added or removed."""
+    for failed, side, status in ((a, "b", "unreached_a"), (b, "a", "unreached_b")):
+        if not failed.failed:
+            continue
+        modules = {c.module for c in failed.calls} | {u.module for u in failed.uncalled}
+        last_paired = max((getattr(r, side).id for r in rows if r.a is not None and r.b is not None), default=-1)
+        one_sided = "only_b" if side == "b" else "only_a"
+        for row in rows:
+            call = getattr(row, side)
+            if row.status == one_sided and call.module in modules and call.id > last_paired:
+                row.status = status
+
+
+# What a row shows about a call inside a container: the container's own output may differ because of it.
+_CHANGED_INSIDE = ("changed", "contains", "only_a", "only_b", "unreached_a", "unreached_b", "folded")
+# The changes a container's row may have and still owe them to a changed call inside it (an error, only when
+# a call inside it failed with the same error on the same side: the exception went up through the container).
+_CARRIED_CHANGES = ("output", "input")
+
+
+def _mark_containers(rows: list[Row]) -> None:
+    """A container whose only changes are its output (and input, and an error raised inside it), with a
+    changed call inside it, *contains* changes rather than having one of its own: its output is made by the
+    calls inside it. Rows are in start order, so walking them backwards settles every call inside a container
+    before the container."""
+    owner: dict[tuple[str, int], Row] = {}
+    for row in rows:
+        for side, call in (("a", row.a), ("b", row.b)):
+            if call is not None:
+                owner.setdefault((side, call.id), row)
+    inside: dict[int, set[tuple[str, str, str]]] = {}  # id() of a row: the changes of changed calls inside it
+    for row in reversed(rows):
+        below = inside.get(id(row))
+        if (row.status == "changed" and below is not None
+                and all(what in _CARRIED_CHANGES or (what == "error" and (what, va, vb) in below)
+                        for what, va, vb in row.changes)):
+            row.status = "contains"
+        if row.status in _CHANGED_INSIDE:
+            errors = {c for c in row.changes if c[0] == "error"} | (below or set())
+            for side, call in (("a", row.a), ("b", row.b)):
+                if call is not None and call.parent is not None and (side, call.parent) in owner:
+                    inside.setdefault(id(owner[(side, call.parent)]), set()).update(errors)
 
 
 def _fold_insides(rows: list[Row]) -> None:
@@ -238,14 +334,16 @@ def _fold_insides(rows: list[Row]) -> None:
             if call is not None:
                 owner[(side, call.id)] = row  # type: ignore[index]
     for row in rows:
-        side, call = ("a", row.a) if row.status == "only_a" else ("b", row.b) if row.status == "only_b" else (None, None)
+        side, call = (("a", row.a) if row.status in ("only_a", "unreached_b") else
+                      ("b", row.b) if row.status in ("only_b", "unreached_a") else (None, None))
         if call is None or call.parent is None:
             continue
         parent_row = owner.get((side, call.parent))  # type: ignore[arg-type]
         if parent_row is None:
             continue
         top = parent_row
-        if top.status in ("only_a", "only_b") or (top.a and top.b and top.a.cls != top.b.cls):
+        if top.status in ("only_a", "only_b", "unreached_a", "unreached_b") or (top.a and top.b
+                                                                                 and top.a.cls != top.b.cls):
             top_module = (top.a if side == "a" else top.b).module  # type: ignore[union-attr]
             label = call.label[len(top_module) + 1:] if top_module and call.label.startswith(top_module + ".") \
                 else call.label
@@ -256,6 +354,7 @@ def _fold_insides(rows: list[Row]) -> None:
 
 # ---- rendering a TraceDiff ---------------------------------------------------------------------------------------
 _STATUS_WORD = {"changed": "changed", "only_a": "only in A", "only_b": "only in B"}
+_UNREACHED = {"unreached_a": "A", "unreached_b": "B"}  # status: the side whose forward failed before the call
 
 
 def _side(name: str, t: Trace) -> str:
@@ -274,6 +373,10 @@ def _row_lines(row: Row, timed: bool) -> list[tuple[str, str, str]]:
         out = [("only in A", _call_text(row.a), "—")]  # type: ignore[arg-type]
     elif row.status == "only_b":
         out = [("only in B", "—", _call_text(row.b))]  # type: ignore[arg-type]
+    elif row.status == "unreached_a":
+        out = [("not reached in A", "— (its forward failed first)", _call_text(row.b))]  # type: ignore[arg-type]
+    elif row.status == "unreached_b":
+        out = [("not reached in B", _call_text(row.a), "— (its forward failed first)")]  # type: ignore[arg-type]
     else:
         out = list(row.changes)
     if row.inside_a or row.inside_b:
@@ -300,6 +403,11 @@ def _summary_lines(d: TraceDiff) -> list[str]:
     counts = {s: sum(1 for r in shown if r.status == s) for s in _STATUS_WORD}
     out = [(f"{counts['changed']} changed, {counts['only_a']} only in A, {counts['only_b']} only in B "
             f"(of {len(d.a.calls)} calls in A and {len(d.b.calls)} in B).")]
+    for status, side in _UNREACHED.items():
+        n = sum(1 for r in shown if r.status == status)
+        if n:
+            out.append(f"{n} call{'s' if n != 1 else ''} not reached in {side}, whose forward failed before "
+                       "calling {}: the module is there, not added or removed.".format("it" if n == 1 else "them"))
     pa, pb = d.a.model.params, d.b.model.params
     out.append(f"parameters: {pa:,} → {pb:,} ({_signed(pb - pa)})" if pa != pb else f"parameters: {pa:,} in both")
     out_a, out_b = _side_by_side(d.a.outputs, d.b.outputs)
@@ -313,6 +421,11 @@ def _summary_lines(d: TraceDiff) -> list[str]:
         names = ", ".join(f"{r.label} {r.cls}" for r in carried[:6]) + (", …" if len(carried) > 6 else "")
         out.append(f"shapes carried through {len(carried)} unchanged layer{'s' if len(carried) != 1 else ''} "
                    f"(their input changed): {names}")
+    containing = d.containing
+    if containing:
+        names = ", ".join(f"{r.label} {r.cls}" for r in containing[:6]) + (", …" if len(containing) > 6 else "")
+        out.append(f"outputs changed only through the changed layers inside {len(containing)} "
+                   f"container{'s' if len(containing) != 1 else ''}: {names}")
     return [line for line in out if line]
 
 
@@ -326,6 +439,19 @@ def _nothing_in_common(d: TraceDiff) -> str:
             "(shapetrace trace A; shapetrace trace B).")
 
 
+def _not_comparable(d: TraceDiff) -> str:
+    """The sentence for two traces without a call-by-call diff: a side that recorded no call says so; else
+    they have (almost) nothing in common."""
+    empty = [name for name, t in (("A", d.a), ("B", d.b)) if not t.calls]
+    if len(empty) == 1:
+        other, t = ("B", d.b) if empty == ["A"] else ("A", d.a)
+        return (f"{empty[0]} recorded no calls (no module of it ran while it was traced), so there is nothing to "
+                f"compare call by call; {other} ({t.model.cls}) recorded {len(t.calls)} call"
+                f"{'s' if len(t.calls) != 1 else ''}. Trace {empty[0]} again with its forward run inside the "
+                "tracer.")
+    return _nothing_in_common(d)
+
+
 def _no_differences(d: TraceDiff) -> str:
     """The sentence for a diff with no changed, added or removed call."""
     out_a, out_b = _side_by_side(d.a.outputs, d.b.outputs)
@@ -335,11 +461,12 @@ def _no_differences(d: TraceDiff) -> str:
     return "No differences: the same calls, classes, parameters and shapes."
 
 
-def render_trace_diff_text(d: TraceDiff, width: int = 100) -> str:
+def render_trace_diff_text(d: TraceDiff, width: int | None = 100) -> str:
+    """The diff as an aligned table fitted to ``width`` columns (``None``: no limit), long cells wrapped."""
     head = [literal(line) for line in (f"A = {d.a_name}", f"B = {d.b_name}", _side("A", d.a), _side("B", d.b))]
     head.append("")
     if not d.common:
-        return "\n".join([*head, *map(literal, [_nothing_in_common(d), *_summary_lines(d)[1:2]])]) + "\n"
+        return "\n".join([*head, *map(literal, [_not_comparable(d), *_summary_lines(d)[1:2]])]) + "\n"
     table = [(r.label, *line) for r in d.shown for line in _row_lines(r, d.timed)]
     if not table:
         return "\n".join([*head, *map(literal, [_no_differences(d), *_summary_lines(d)[1:]])]) + "\n"
@@ -347,9 +474,10 @@ def render_trace_diff_text(d: TraceDiff, width: int = 100) -> str:
     for r in table:
         cells.append(tuple(literal(c) for c in (r[0] if r[0] != last else "", *r[1:])))
         last = r[0]
-    header, *lines = _aligned([("layer", "what", "A", "B"), *cells])
-    rule = "─" * min(width, max(display_width(line) for line in [header, *lines]))
-    out = [*head, rule, header, rule, *lines, rule, *map(literal, _summary_lines(d))]
+    header, *body = _aligned([("layer", "what", "A", "B"), *cells], width)
+    lines = [line for row in body for line in row]
+    rule = _rule([*header, *lines], width)
+    out = [*head, rule, *header, rule, *lines, rule, *map(literal, _summary_lines(d))]
     return "\n".join(out) + "\n"
 
 
@@ -357,7 +485,7 @@ def render_trace_diff_markdown(d: TraceDiff) -> str:
     out = [f"- **A** = {md_code(d.a_name)}: {md_cell(_side('A', d.a)[3:])}",
            f"- **B** = {md_code(d.b_name)}: {md_cell(_side('B', d.b)[3:])}", ""]
     if not d.common:
-        return "\n".join([*out, md_cell(_nothing_in_common(d))]) + "\n"
+        return "\n".join([*out, md_cell(_not_comparable(d))]) + "\n"
     rows = [(r.label, *line) for r in d.shown for line in _row_lines(r, d.timed)]
     if rows:
         out += ["| layer | what | A | B |", "|---|---|---|---|"]
@@ -385,7 +513,7 @@ def render_trace_diff_html(d: TraceDiff) -> str:
              (f"<p><b>A</b> = <code>{esc(d.a_name)}</code>: {esc(_side('A', d.a)[3:])}"
               f"<br><b>B</b> = <code>{esc(d.b_name)}</code>: {esc(_side('B', d.b)[3:])}</p>")]
     if not d.common:
-        return "\n".join([*parts, f"<p>{esc(_nothing_in_common(d))}</p>"]) + "\n"
+        return "\n".join([*parts, f"<p>{esc(_not_comparable(d))}</p>"]) + "\n"
     parts.append('<table class="st-diff"><tr><th>layer</th><th>what</th><th>A</th><th>B</th></tr>')
     for r in d.shown:
         for i, (what, va, vb) in enumerate(_row_lines(r, d.timed)):
@@ -414,9 +542,10 @@ def trace_diff_to_dict(d: TraceDiff) -> dict:
             "summary": _summary_lines(d)}
 
 
-def render_trace_diff(d: TraceDiff, fmt: str = "text") -> str:
+def render_trace_diff(d: TraceDiff, fmt: str = "text", width: int | None = 100) -> str:
+    """The diff as ``text`` (fitted to ``width`` columns; ``None``: no limit), ``md``, ``html`` or ``json``."""
     if fmt == "text":
-        return render_trace_diff_text(d)
+        return render_trace_diff_text(d, width)
     if fmt == "md":
         return render_trace_diff_markdown(d)
     if fmt == "html":
@@ -427,8 +556,12 @@ def render_trace_diff(d: TraceDiff, fmt: str = "text") -> str:
 
 
 def diagram_options(d: TraceDiff) -> dict:
-    """Options for the diagram renderer's ``diff`` overlay on B: changed and added calls, removed ones listed."""
-    changed = sorted({r.b.module for r in d.shown if r.status == "changed" and r.b is not None})
-    added = sorted({r.b.module for r in d.shown if r.status == "only_b" and r.b is not None})
+    """Options for the diagram renderer's ``diff`` overlay on B: changed and added modules and calls (the
+    calls counted in the legend, as in the text), removed ones listed. A container that only contains changes,
+    and a call the other side's failed forward did not reach, are neither."""
+    changed = [r.b for r in d.shown if r.status == "changed" and r.b is not None]
+    added = [r.b for r in d.shown if r.status == "only_b" and r.b is not None]
     removed = [f"{r.label} {r.cls}" for r in d.shown if r.status == "only_a"]
-    return {"diff": {"changed": changed, "added": added, "removed": removed}}
+    return {"diff": {"changed": sorted({c.module for c in changed}), "added": sorted({c.module for c in added}),
+                     "removed": removed, "changed_calls": sorted(c.id for c in changed),
+                     "added_calls": sorted(c.id for c in added)}}

@@ -1,0 +1,188 @@
+"""``shapetrace diff A B``: what each row's status means (changed, carried, contains changes, not reached)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torchvision
+from conftest import requires_dot
+from torch import nn
+from torch.nn import functional as F
+
+from shapetrace.renderers.diff import diagram_options, diff_traces, render_trace_diff
+from shapetrace.tracer.api import trace
+
+
+class SmallCNN(nn.Module):
+    """A CNN whose first Linear is sized for 28×28 inputs (``fc1_in``); on 32×32 its forward fails in fc1."""
+
+    def __init__(self, fc1_in: int = 32 * 7 * 7) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.fc1 = nn.Linear(fc1_in, 64)
+        self.fc2 = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x).flatten(1)
+        return self.fc2(F.relu(self.fc1(x)))
+
+
+@pytest.fixture(scope="module")
+def broken_vs_fixed():
+    x = torch.randn(2, 3, 32, 32)
+    broken = trace(SmallCNN().eval(), x, strict=False)
+    fixed = trace(SmallCNN(32 * 8 * 8).eval(), x)
+    assert broken.failed and not fixed.failed
+    return broken, fixed
+
+
+def test_a_layer_a_failed_forward_never_reached_is_not_reached_not_added(broken_vs_fixed):
+    broken, fixed = broken_vs_fixed
+    d = diff_traces(broken, fixed)
+    fc2 = {r.label: r for r in d.rows}["fc2"]
+    assert fc2.status == "unreached_a"
+    text = render_trace_diff(d, "text")
+    [row] = [line for line in text.splitlines() if line.startswith("fc2 ")]
+    assert "not reached in A" in row and "only in B" not in row
+    assert "1 changed, 0 only in A, 0 only in B" in text  # fc1; the root failed only through it
+    assert "1 call not reached in A, whose forward failed before calling it" in text
+
+
+def test_a_layer_a_failed_forward_never_reached_is_not_listed_as_removed_in_the_diagram(broken_vs_fixed):
+    broken, fixed = broken_vs_fixed
+    d = diff_traces(fixed, broken)
+    assert {r.label: r.status for r in d.rows}["fc2"] == "unreached_b"
+    assert diagram_options(d)["diff"]["removed"] == []
+    assert json.loads(render_trace_diff(d, "json"))["rows"][-1]["status"] == "unreached_b"
+
+
+@requires_dot
+def test_a_container_failing_only_because_a_layer_inside_it_failed_is_not_counted_as_changed(broken_vs_fixed):
+    from shapetrace.renderers import diagram
+
+    broken, fixed = broken_vs_fixed
+    d = diff_traces(fixed, broken)
+    # the root's RuntimeError is fc1's, gone up through it: one changed call, and one coloured in B's diagram
+    assert [r.label for r in d.shown if r.status == "changed"] == ["fc1"]
+    assert [r.label for r in d.containing] == ["(root)"]
+    dot = diagram.to_dot(d.b, overlays=["diff"], options=diagram_options(d))
+    assert "1 changed, " in render_trace_diff(d, "text") and "changed in B (1)" in dot
+
+
+class CNN(nn.Module):
+    def __init__(self, width: int = 16, pool: int = 2) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 3, padding=1)
+        self.pool = nn.MaxPool2d(pool)
+        self.conv2 = nn.Conv2d(width, 32, 3, padding=1)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.conv2(self.pool(self.conv1(x))))
+        return self.fc(self.flat(self.gap(x)))
+
+
+def test_a_pooling_whose_window_changed_is_changed_even_when_its_input_changed_too():
+    x = torch.randn(2, 3, 32, 32)
+    d = diff_traces(trace(CNN().eval(), x), trace(CNN(width=24, pool=4).eval(), x))
+    pool = {r.label: r for r in d.rows}["pool"]
+    # channels 16 → 24 come with the input; 16×16 → 8×8 does not: the input's height and width did not change
+    assert pool.status == "changed"
+    assert ("output", "(2,16,16,16)", "(2,24,8,8)") in pool.changes
+    assert ("input", "(2,16,32,32)", "(2,24,32,32)") in pool.changes
+    assert "pool MaxPool2d" not in render_trace_diff(d, "text").split("carried through")[1]
+
+
+def test_layers_passing_a_changed_input_along_stay_carried():
+    x = torch.randn(2, 3, 32, 32)
+    d = diff_traces(trace(CNN().eval(), x), trace(CNN().eval(), torch.randn(2, 3, 64, 64)))
+    # a taller input through convolutions, poolings and a flatten: nothing changed of its own
+    assert d.shown == [] and {r.label for r in d.carried} >= {"conv1", "pool", "conv2", "pool#1"}
+
+
+def nest(w: int = 16) -> nn.Module:
+    return nn.Sequential(
+        nn.Sequential(nn.Sequential(nn.Linear(8, 16), nn.ReLU()), nn.Sequential(nn.Linear(16, w), nn.ReLU())),
+        nn.Sequential(nn.Linear(w, 4)))
+
+
+def test_a_container_changed_only_through_a_child_contains_changes_and_is_not_counted():
+    x = torch.randn(2, 8)
+    d = diff_traces(trace(nest(), x), trace(nest(32), x))
+    assert [r.label for r in d.shown] == ["0.1.0", "1.0"]
+    assert [r.label for r in d.containing] == ["0", "0.1"]
+    text = render_trace_diff(d, "text")
+    assert "2 changed, 0 only in A, 0 only in B" in text
+    assert "outputs changed only through the changed layers inside 2 containers: 0 Sequential, 0.1 Sequential" \
+        in text
+
+
+def test_a_resnets_root_is_not_changed_when_only_its_classifier_is():
+    x = torch.randn(1, 3, 64, 64)
+    d = diff_traces(trace(torchvision.models.resnet18(weights=None).eval(), x),
+                    trace(torchvision.models.resnet18(weights=None, num_classes=10).eval(), x))
+    assert [r.label for r in d.shown] == ["fc"] and [r.label for r in d.containing] == ["(root)"]
+    assert "model output: (1,1000) → (1,10)" in render_trace_diff(d, "text")
+
+
+@requires_dot
+def test_the_diagram_legend_counts_the_changed_calls_the_text_counts():
+    from shapetrace.renderers import diagram
+
+    x = torch.randn(2, 8)
+    d = diff_traces(trace(nest(), x), trace(nest(32), x))
+    dot = diagram.to_dot(d.b, overlays=["diff"], options=diagram_options(d))
+    assert "2 changed, " in render_trace_diff(d, "text") and "changed in B (2)" in dot
+
+
+class Shared(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.block = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(self.block(x))
+
+
+@requires_dot
+def test_a_module_called_twice_counts_twice_in_text_and_legend():
+    from shapetrace.renderers import diagram
+
+    d = diff_traces(trace(Shared(8), torch.randn(2, 8)), trace(Shared(16), torch.randn(2, 16)))
+    dot = diagram.to_dot(d.b, overlays=["diff"], options=diagram_options(d))
+    assert "2 changed, " in render_trace_diff(d, "text") and "changed in B (2)" in dot
+
+
+class NoChildren(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)
+
+
+def _empty_trace():
+    from shapetrace import Tracer
+
+    with Tracer(NoChildren()) as tracer:
+        pass
+    return tracer.trace
+
+
+def test_a_trace_with_no_calls_is_said_to_have_recorded_none():
+    d = diff_traces(_empty_trace(), trace(NoChildren(), torch.randn(2, 4)))
+    text = render_trace_diff(d, "text")
+    assert "A recorded no calls" in text and "nothing in common" not in text
+    assert json.loads(render_trace_diff(d, "json"))["common"] is False
+
+
+def test_two_traces_with_no_calls_have_no_differences():
+    d = diff_traces(_empty_trace(), _empty_trace())
+    assert d.common and "No differences" in render_trace_diff(d, "text")
+    assert json.loads(render_trace_diff(d, "json"))["common"] is True
