@@ -139,7 +139,7 @@ def test_a_gallery_build_that_cannot_write_a_file_leaves_no_partial_file(tmp_pat
     monkeypatch.setattr(os, "replace", disk_full_for_the_json)
     out = tmp_path / "site"
     r = invoke("gallery", "build", "-o", str(out), "-e", "emb-sz-rule", "-j", "1")
-    assert r.exit_code == 2, r.output  # the build stops: the next file would not fit either
+    assert r.exit_code == 1, r.output  # the build stops (the next file would not fit either): not a usage error
     assert "emb-sz-rule.json" in r.output and "No space left on device" in r.output and no_traceback(r)
     assert not (out / "emb-sz-rule.json").exists()
     assert not [p.name for p in out.iterdir() if p.name.endswith(".part")]  # no temporary file left behind
@@ -281,7 +281,7 @@ def test_an_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(session.os, "replace", fail)
-    with pytest.raises(session.OutputProblem, match="No space left on device"):
+    with pytest.raises(session.WriteFailed, match="No space left on device"):
         session.write_output("new contents", out)
     assert out.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["t.json"]

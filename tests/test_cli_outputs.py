@@ -120,6 +120,15 @@ def test_a_failed_write_removes_the_folders_the_command_created_for_it(saved, tm
     assert kept.is_dir() and list(kept.iterdir()) == []  # a/b made for the write are gone, out/ (not ours) stays
 
 
+def test_a_write_that_fails_after_the_work_is_an_error_not_a_usage_error(saved, full_disk, tmp_path):
+    """The command line was right (the folder could be written when it was checked): exit 1, one line, no
+    usage banner, and advice."""
+    r = CliRunner().invoke(main, ["render", str(saved), "-o", str(tmp_path / "t.txt")])
+    assert r.exit_code == 1, r.output
+    assert "Usage:" not in r.output and "No space left on device" in r.output, r.output
+    assert "choose another place with -o" in r.output
+
+
 def test_a_failed_write_keeps_folders_that_something_else_filled_meanwhile(tmp_path, monkeypatch):
     """A guard: a folder the write made but that holds another file by the time it fails is left alone."""
     from shapetrace.renderers import atomic

@@ -56,6 +56,7 @@ __all__ = [
     "TraceFileProblem",
     "TraceRequest",
     "UsageProblem",
+    "WriteFailed",
     "check_output",
     "check_output_folder",
     "compare_model",
@@ -81,6 +82,12 @@ class UsageProblem(SessionError):
 
 class OutputProblem(UsageProblem):
     """The output cannot be written where asked (checked before the forward runs)."""
+
+
+class WriteFailed(SessionError):
+    """Writing the output failed after the work was done (a full disk, a folder removed meanwhile): the
+    command line was right, so not a usage error (exit status 1 in the CLI). ``check_output`` refuses, as an
+    ``OutputProblem``, what can be told before anything runs."""
 
 
 class TraceFileProblem(SessionError):
@@ -485,8 +492,8 @@ def write_output(data: str | bytes, path: str | Path) -> Path:
     (through a symbolic link: into the file it points to). A device, FIFO or ``/dev/stdout`` is written into
     directly, as a shell's ``>`` would.
 
-    On any failure the temporary file is removed and ``path`` is left as it was. ``OutputProblem`` when the
-    file cannot be written.
+    On any failure the temporary file is removed and ``path`` is left as it was. ``WriteFailed`` when the
+    file cannot be written (what ``check_output`` could tell beforehand was refused there).
     """
     target = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else data
@@ -497,14 +504,19 @@ def write_output(data: str | bytes, path: str | Path) -> Path:
         except BrokenPipeError:  # -o /dev/stdout, whose reader went away: as for stdout itself, not a usage error
             raise
         except OSError as e:
-            raise OutputProblem(f"cannot write {str(path)!r}: {e.strerror or e}") from e
+            raise WriteFailed(_write_failed(path, e)) from e
         return target
     target = resolve_target(target)
     try:
         write_atomically(target, payload, suffix=".part")
     except OSError as e:
-        raise OutputProblem(f"cannot write {str(path)!r}: {e.strerror or e}") from e
+        raise WriteFailed(_write_failed(path, e)) from e
     return target
+
+
+def _write_failed(path: str | Path, error: OSError) -> str:
+    return (f"cannot write {str(path)!r}: {error.strerror or error}; nothing was written there (free some space "
+            "or choose another place with -o, then run the command again)")
 
 
 def _unused(path: Path) -> Path:
