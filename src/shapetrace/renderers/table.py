@@ -33,9 +33,9 @@ import csv
 import io
 from collections.abc import Callable, Iterable
 
-from ..tracer.records import Trace, Value
+from ..tracer.records import Trace, Uncalled, Value
 from .markdown import md_code, md_text
-from .rows import Row, Totals, forward_ms, table_rows, totals
+from .rows import Row, Totals, forward_ms, table_rows, totals, uncalled_split
 from .units import (
     display_width,
     ellipsize,
@@ -84,9 +84,15 @@ def _totals_lines(t: Totals) -> list[tuple[str, str]]:
         out.append(("Shared params", f"{t.shared:,} (registered under several names, counted once)"))
     inputs = f"{t.input_bytes / MB:.2f} ({t.input_tensors} tensor{'s' if t.input_tensors != 1 else ''})"
     out.append(("Input size (MB)", inputs))
-    who = "every call's outputs" if t.completed == t.calls else f"outputs of the {t.completed} calls that returned"
     tensors = f"{t.activation_tensors} tensor{'s' if t.activation_tensors != 1 else ''}"
-    out.append(("Activations (MB)", f"{_mb(t.activation_bytes)} ({who}: {tensors}, each once)"))
+    if t.completed == t.calls:
+        counted = f"every call's outputs: {tensors}, each once"
+    elif t.completed == 0:
+        counted = "no call returned, so there are no outputs"
+    else:
+        returned = "the 1 call that returned" if t.completed == 1 else f"the {t.completed} calls that returned"
+        counted = f"outputs of {returned}: {tensors}, each once"
+    out.append(("Activations (MB)", f"{_mb(t.activation_bytes)} ({counted})"))
     by_dtype = t.param_bytes_by_dtype
     if len(by_dtype) == 1:
         params = f"{_mb(t.param_bytes)} ({next(iter(by_dtype))})"
@@ -264,22 +270,22 @@ def _notes(trace: Trace, rows: list[Row]) -> list[str]:
     for n, labels in by_text.items():
         more = f" +{len(labels) - 4} more" if len(labels) > 4 else ""
         notes.append(f"{n}: {', '.join(labels[:4])}{more}")
-    if trace.uncalled:
-        head = "not reached before the failure" if trace.failed else "never called in the forward"
-        notes.append(f"{head}: " + ", ".join(_uncalled_parts(trace)))
+    never, unreached = uncalled_split(trace)
+    for head, modules in (("never called in the forward", never), ("not reached before the failure", unreached)):
+        if modules:
+            notes.append(f"{head}: " + ", ".join(_uncalled_parts(modules)))
     if trace.failure is not None:
         where = failure_place(trace, with_class=True)
-        notes.append(f"{FAIL_MARK} the forward failed {where}: {trace.failure.type}: "
-                     f"{literal(trace.failure.message)}")
+        notes.append(f"{FAIL_MARK} the forward failed {where}: {literal(trace.failure.text)}")
     return notes
 
 
-def _uncalled_parts(trace: Trace) -> list[str]:
+def _uncalled_parts(uncalled: list[Uncalled]) -> list[str]:
     """Uncalled modules, each with its uncalled submodules folded in (``layer1 (Sequential, ...) +10 inside``)."""
-    names = {u.module for u in trace.uncalled}
+    names = {u.module for u in uncalled}
     inside: dict[str, int] = {}
     tops = []
-    for u in trace.uncalled:
+    for u in uncalled:
         parts = u.module.split(".")
         top = next((".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in names), None)
         if top is None:
