@@ -301,13 +301,16 @@ def test_more_than_500_nodes_that_folding_cannot_reduce_says_so_instead_of_sugge
 
 class FailsLong(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise ValueError("a message much longer than a node label has room for, so it has to be cut somewhere")
+        raise ValueError("a message much longer than a node label has room for, so it has to be cut somewhere "
+                         "after it has filled the three lines of red small print that a failed node shows")
 
 
 def test_a_failing_nodes_label_marks_where_a_long_error_was_cut():
     src = to_dot(shapetrace.trace(FailsLong(), torch.randn(2), strict=False))
-    label = re.search(r"failed: ([^<]*)", src).group(1)
-    assert label.endswith("…") and len(label) == 60
+    lines = re.findall(r'COLOR="#d32f2f">([^<]*)<', src)
+    assert lines[0].startswith("failed: ValueError: a message much longer")
+    assert len(lines) == diagram.ERROR_LINES and all(len(line) <= diagram.ERROR_WIDTH for line in lines)
+    assert lines[-1].endswith("…")
 
 
 def test_the_cut_overlay_marks_what_the_cut_removes_and_names_it_in_the_legend():

@@ -559,6 +559,15 @@ TOTALS_SECTION = [
     "inside `LinearPackedParams`, which are not parameters, and runs quantized kernels that the counter",
     "counts as 0: such a model shows 0 params, 0.00 MB of parameters and 0 FLOPs for its quantized layers",
     "(torchinfo also says 0 params). Its float parameters, if any are left, count as usual.\n",
+    "## Names cut to fit, and modules not called\n",
+    "A table narrower than its names cuts them in the middle (`layer1.…conv2`), but never so that two different",
+    "layers read the same: where that would happen (`input_layernorm` and `post_attention_layernorm` both",
+    "`…ernorm`) those names are cut another way that tells them apart (`inp…_layernorm`, `pos…_layernorm`).",
+    "When the inputs move to a line of their own, the room they leave goes to the names first: a wide output",
+    "cell wraps rather than cutting them.\n",
+    "Modules the forward did not call are listed as `never called in the forward` when the forward ran through",
+    "their nearest called parent without them (`nn.MultiheadAttention` never calls its `out_proj`), even where a",
+    "later layer failed; only those under a call the failure cut short are `not reached before the failure`.\n",
 ]
 
 

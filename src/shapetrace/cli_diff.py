@@ -56,7 +56,7 @@ def _side(spec: str, inputs: tuple[str, ...], args: tuple[str, ...], train: bool
                        f"{spec}", err=True)
         saved = read_trace(spec)
         failure = saved.failure
-        return saved, (f"the forward of {spec} (a saved trace) failed: {failure.type}: {failure.message}"
+        return saved, (f"the forward of {spec} (a saved trace) failed: {failure.text}"
                        if failure is not None else None)
     outcome = trace_model(TraceRequest(spec, inputs, args, train=train, ops=ops))
     for note in outcome.notes:

@@ -310,7 +310,7 @@ def note_saved_failure(trace: Any, shown: str) -> None:
     partial. The status stays 0: the command did what was asked (``diff`` exits 1, its comparison is partial)."""
     failure = trace.failure
     if failure is not None:
-        error = ellipsize(f"{literal(failure.type)}: {literal(failure.message)}", 120)
+        error = ellipsize(literal(failure.text), 120)
         click.echo(f"note: this trace is of a forward that failed {failure_place(trace)} ({error}); {shown} is "
                    "partial", err=True)
 

@@ -108,6 +108,8 @@ THEME = {
     "op": {"shape": "ellipse", "style": "filled", "fillcolor": "#fff1cf", "color": "#b8892b"},
     "input": {"shape": "box", "style": "rounded,filled,bold", "fillcolor": "#dff2dc", "color": "#3c7a36"},
     "output": {"shape": "box", "style": "rounded,filled,bold", "fillcolor": "#dff2dc", "color": "#3c7a36"},
+    # where a container's own code raised: drawn as a failed call is (red border), on a pale red fill
+    "failure": {"shape": "box", "style": "rounded,filled", "fillcolor": "#fdecea", "color": "#d32f2f"},
 }
 EDGE = {"color": "#59636e", "fontcolor": "#3d4650"}
 DOWN = {"color": "#c62828", "fontcolor": "#c62828", "penwidth": "2.2"}  # the U-Net paper's red "max pool" arrows
@@ -149,6 +151,11 @@ MAX_CLUSTER_NESTING = 2000
 DOT_TIMEOUT_S = 300.0
 # The longest text (a shape, a dtype list) a label row draws, in columns; names are cut at NAME_WIDTH.
 LABEL_WIDTH = 160
+# A failed call's error in its label: wrapped at spaces over at most ERROR_LINES lines of ERROR_WIDTH columns, so
+# that a shape mismatch's numbers show (``mat1 and mat2 shapes cannot be multiplied (2x32 and 16x16)``); past
+# that it is cut with a mark, and the tooltip holds it whole.
+ERROR_WIDTH = 46
+ERROR_LINES = 3
 
 
 # ---- escaping -----------------------------------------------------------------------------------------------
@@ -247,6 +254,16 @@ def _shapes(shapes: Sequence[tuple[int, ...]]) -> str:
     return " | ".join(texts if len(texts) <= 3 else [*texts[:2], f"… +{len(texts) - 2}"])
 
 
+def _error_lines(error: str) -> list[str]:
+    """``failed: <error>`` (``literal``) for a label: wrapped at spaces over up to ``ERROR_LINES`` lines of
+    ``ERROR_WIDTH`` columns, the last cut with a mark when there is more, so a long message does not pass for
+    the whole of it (the tooltip has it all)."""
+    lines = _wrap("failed: " + literal(error), ERROR_WIDTH)
+    if len(lines) > ERROR_LINES:
+        lines = [*lines[:ERROR_LINES - 1], ellipsize(lines[ERROR_LINES - 1] + " " + lines[ERROR_LINES], ERROR_WIDTH)]
+    return lines
+
+
 def _node_label(n: Node, style: str, show_params: bool, extra: list[str], on_dark: bool = False,  # noqa: C901 - one branch per optional label part; to split by style
                 swatches: Sequence[str] = (), time_shown: bool = False) -> str:
     """The node's HTML label; ``on_dark`` (a dark fill, the hot end of the heat scale) prints the grey
@@ -258,7 +275,9 @@ def _node_label(n: Node, style: str, show_params: bool, extra: list[str], on_dar
         return _small(text, "#111111" if on_dark and color != ERROR_COLOR else color)
 
     rows = [_bold(name_html(n.title))]
-    if n.kind == "call":
+    if n.kind == "failure":
+        pass
+    elif n.kind == "call":
         rows.append(small(name_html(n.cls)))
     if n.kind in ("call", "input"):
         if n.out_shape is not None:
@@ -285,8 +304,7 @@ def _node_label(n: Node, style: str, show_params: bool, extra: list[str], on_dar
     if style == "detailed" and n.self_ms is not None and not time_shown:
         rows.append(small(html(f"{format_ms(n.self_ms)} ms")))
     if n.error:
-        # cut with a mark, so a long message does not pass for the whole of it (the tooltip has it all)
-        rows.append(small(_markup("failed: " + ellipsize(literal(n.error), 60)), ERROR_COLOR))
+        rows.extend(small(_markup(line), ERROR_COLOR) for line in _error_lines(n.error))
     rows.extend(extra)
     if not swatches:
         return "<" + _lines(rows) + ">"
@@ -662,11 +680,16 @@ class _Dot:
         label = "<" + "  ".join(p for p in parts if p) + ">"
         attrs = {"label": label, "style": "rounded,dashed,filled", "fillcolor": "#f7f9fc",
                  "color": "#9aa8bb", "labeljust": "l", "fontsize": "10", "tooltip": tooltip(self._cluster_tip(c))}
+        if c.error:  # its own code raised: a failed call's red border; the failure node inside says what
+            label = "<" + "  ".join(p for p in [*parts, _small(html("failed"), ERROR_COLOR)] if p) + ">"
+            attrs.update(label=label, style="rounded,filled", color=ERROR_COLOR, penwidth="2.5")
         for k, v in attrs.items():
             self.lines.append(f"{indent}  {k}={v if k == 'label' else quote(v)}")
 
     def _cluster_tip(self, c: Cluster) -> str:
         tip = f"{literal(c.title)} ({literal(c.cls)})\nparams: {c.params:,} (trainable {c.trainable_params:,})"
+        if c.error:
+            tip += f"\nerror: {literal(c.error)} (raised in its own code)"
         return tip
 
     def edge_stmt(self, e: GraphEdge) -> str:

@@ -434,7 +434,10 @@ def _nothing_in_common(d: TraceDiff) -> str:
     what = ("nothing in common: no module below the model has the same name and class in both" if not shared else
             "almost nothing in common: only " + ", ".join(f"{r.label} ({r.cls})" for r in shared[:3])
             + (" and others" if len(shared) > 3 else "") + " has the same name and class in both")
-    return (f"A ({d.a.model.cls}, {len(d.a.calls)} calls) and B ({d.b.model.cls}, {len(d.b.calls)} calls) have "
+    def calls(t: Trace) -> str:
+        return f"{len(t.calls)} call{'' if len(t.calls) == 1 else 's'}"
+
+    return (f"A ({d.a.model.cls}, {calls(d.a)}) and B ({d.b.model.cls}, {calls(d.b)}) have "
             f"{what}, so a call-by-call diff would list nearly every call twice. Compare their tables instead "
             "(shapetrace trace A; shapetrace trace B).")
 

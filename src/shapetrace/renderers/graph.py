@@ -12,6 +12,11 @@ What is visible
 * Functional ops recorded in an expanded container's forward (or outside every module) are nodes; ops inside
   a folded call belong to that call's node.
 * One input node per forward argument, one output node per tensor the model returns.
+* A forward that failed in a container's own code (``torch.cat`` in a block's ``forward``, a ``view`` in the
+  model's) gets a *failure* node inside that container's box (at top level for the model itself), after what
+  ran, fed by the tensors nothing drawn consumed: the outputs still unused there and the container's own
+  arguments that none of its drawn calls read. The box is marked failed (``Cluster.error``). A failure in a
+  call drawn as a node (a leaf, or a container folded by ``depth``) marks that node instead (``Node.error``).
 
 Edges come from ``Trace.edges``: each end is mapped to its visible node; self-loops (both ends folded into
 the same node) and edges into expanded containers (their children carry the tensor) are dropped; the rest
@@ -61,6 +66,9 @@ __all__ = [
 ]
 
 MAX_NODES = 500  # past this many nodes a diagram warns and suggests a depth
+# The largest stride read from sizes that do not divide (15 -> 7 is ↓2): one layer's stride. A folded body that
+# takes 224 to 13 through several strided layers fits ↓17 by rounding, which no layer did, so it is left unmarked.
+_MAX_ROUNDED_STRIDE = 4
 _MAX_PERIOD = 32  # the longest loop body (in sibling events) recognised as a repeated block
 
 # Ops that only index, cast, compare (to make masks) or create constants: folded into the edges they feed
@@ -109,7 +117,8 @@ def is_glue_op(name: str) -> bool:
 class Node:
     """One box (or ellipse) of the diagram.
 
-    ``kind`` is ``"call"``, ``"op"``, ``"input"`` or ``"output"``. ``calls`` are the calls drawn exactly as
+    ``kind`` is ``"call"``, ``"op"``, ``"input"``, ``"output"`` or ``"failure"`` (where a container's own code
+    raised; ``error`` says what). ``calls`` are the calls drawn exactly as
     this node (several when a loop was folded: ``count`` of them); ``folded`` adds their descendants (the
     calls hidden inside it by ``depth``). ``cluster`` is the id of the box around it, ``None`` at top level.
     """
@@ -172,6 +181,9 @@ class Node:
 
     def tooltip(self) -> str:
         """Plain multi-line text: the full shapes of every input and output, parameters, timings, memory."""
+        if self.kind == "failure":
+            return f"{literal(self.title)}: failed in its own code, after the calls drawn before this mark\n" \
+                   f"error: {literal(self.error or '')}"
         head = literal(self.title) if self.kind in ("input", "output") else f"{literal(self.title)} ({literal(self.cls)})"
         lines = [head]
         for side, items in (("in", self.inputs), ("out", self.outputs)):
@@ -213,6 +225,7 @@ class Cluster:
     calls: list[int] = field(default_factory=list)
     params: int = 0
     trainable_params: int = 0
+    error: str | None = None  # the exception its own code raised (the forward failed there)
 
     @property
     def title(self) -> str:
@@ -479,11 +492,56 @@ class _Builder:
         linked = {e.src for e in edges} | {e.dst for e in edges}
         for node_id in [n.id for n in self.nodes.values() if n.kind == "op" and n.id not in linked]:
             del self.nodes[node_id]
+        self.failure_node(edges)
         nodes = sorted(self.nodes.values(), key=lambda n: (n.order, n.id))
         graph = Graph(nodes, sorted(self.clusters.values(), key=lambda c: (c.order, c.id)), edges,
                       self.depth, self.unroll, all_ops=self.all_ops, folded_ops=folded)
         _rank(graph)
         return graph
+
+    def failure_node(self, edges: list[GraphEdge]) -> None:
+        """Where the forward failed in a drawn container's own code (a cluster's, or the model's: the root is
+        the picture), a ``failure`` node after what ran inside it, fed by the tensors nothing drawn consumed;
+        the cluster is marked failed. A failure in a call drawn as a node is that node's ``error``."""
+        failure = self.trace.failure
+        if failure is None:
+            return
+        fid = failure.call
+        where = self.vis_call.get(fid) if fid is not None else ""
+        if where is None or where in self.nodes:
+            return  # drawn as a node: its label says it
+        call = self.calls[fid] if fid is not None else None
+        error = call_error_text(self.trace, call) if call is not None else failure.text
+        container = where or None  # None: the top level
+        if container is not None:
+            self.clusters[container].error = error
+        inside = [n for n in self.nodes.values() if n.kind != "output"
+                  and (container is None or (n.kind != "input" and self._inside(n.id, container)))]
+        used = {e.src for e in edges}
+        passed_out = [c for c in used if c in self.clusters]  # boxes whose own code made what they returned
+        feeds: dict[str, GraphEdge] = {}
+        for n in inside:
+            if n.id in used or not n.outputs or any(self._inside(n.id, c) for c in passed_out):
+                continue
+            shapes = list(dict.fromkeys(tuple(m.shape) for _, m in n.outputs))
+            feeds[n.id] = GraphEdge(n.id, "", shapes, n.outputs[0][1].dtype, len(n.outputs))
+        if call is not None and container is not None:  # its own arguments that none of its drawn calls read
+            read_inside = {e.tid for e in self.trace.edges if e.dst != f"call:{fid}"
+                           and (dst := self.endpoint(e.dst)) is not None and dst in self.nodes
+                           and self._inside(dst, container)}
+            for e in self.trace.edges:
+                src = self.endpoint(e.src)
+                if e.dst != f"call:{fid}" or e.tid in read_inside or src is None or src in feeds:
+                    continue
+                feeds[src] = GraphEdge(src, "", [tuple(e.shape)], e.dtype, 1, tids=[e.tid])
+        order = max((n.order for n in inside), default=call.start if call is not None else 0) + 1
+        name = f"{call.cls if call is not None else self.trace.model.cls}.forward"
+        nid = f"failed{fid if fid is not None else ''}"
+        self.nodes[nid] = Node(nid, "failure", name, "", order, container, error=error,
+                               calls=[fid] if fid is not None else [])
+        for ge in feeds.values():
+            ge.dst = nid
+            edges.append(ge)
 
     def fold_glue(self, edges: list[GraphEdge]) -> int:  # noqa: C901 - to split: one pass per kind of glue op
         """Fold glue ops (``GLUE_OPS``, and ops computed from glue alone) into the edges they feed, in place.
@@ -674,12 +732,31 @@ class _Builder:
             ref = spatial(meta.shape)
             if ref is None or len(ref) != len(out) or ref == out or 0 in out or 0 in ref:
                 continue
-            if all(r % o == 0 for r, o in zip(ref, out)) and len({r // o for r, o in zip(ref, out)}) == 1:
-                return ("down", ref[0] // out[0])
+            stride = _stride(ref, out)
+            if stride is not None:
+                return ("down", stride)
             if all(o % r == 0 for r, o in zip(ref, out)) and len({o // r for r, o in zip(ref, out)}) == 1:
                 return ("up", out[0] // ref[0])
             return None
         return None
+
+
+def _stride(ref: tuple[int, ...], out: tuple[int, ...]) -> int | None:
+    """The stride ``s`` (2 or more) that takes spatial size ``ref`` to ``out`` in every dimension: exactly
+    (``r == o * s``), else as a strided layer rounds an odd size (``o`` is ``r / s`` rounded down or up: a stride-2
+    pool takes 15 to 7, a padded stride-2 convolution to 8), the smallest such ``s`` up to ``_MAX_ROUNDED_STRIDE``;
+    ``None`` when none does. A size rounded to 1 fits many strides and is marked only when exact."""
+    if any(o >= r for r, o in zip(ref, out)):
+        return None
+    exact = {r // o for r, o in zip(ref, out) if r % o == 0}
+    if len(exact) == 1 and all(r % o == 0 for r, o in zip(ref, out)):
+        return exact.pop()
+    if min(out) < 2:
+        return None
+    for s in range(2, min(max(r // o for r, o in zip(ref, out)) + 1, _MAX_ROUNDED_STRIDE) + 1):
+        if all(o in (r // s, -(-r // s)) for r, o in zip(ref, out)):
+            return s
+    return None
 
 
 def _rank(graph: Graph) -> None:

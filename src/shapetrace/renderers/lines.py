@@ -324,7 +324,7 @@ def build_view(trace: Trace, module: str = "") -> View:
     ops = [o for o in trace.ops if o.call in ids]
     failure = None
     if trace.failure is not None and (trace.failure.call in ids or any(c.error for c in calls)):
-        failure = f"{trace.failure.type}: {trace.failure.message}"
+        failure = trace.failure.text
     note = None
     with_source = [c for c in calls if "text" in trace.sources.get((c.code or {}).get("source", "?"), {})]
     if not children and not ops and with_source:  # all are leaves (a forward without source says why instead)

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..tracer.metrics import CallMemory, CallTiming
-from ..tracer.records import Call, Opaque, Trace, Value, iter_tensors
+from ..tracer.records import Call, Opaque, Trace, Uncalled, Value, iter_tensors
 from .units import call_error_text, value_text
 
-__all__ = ["NO_OUTPUT", "Row", "Totals", "forward_ms", "merged_inputs", "table_rows", "totals"]
+__all__ = ["NO_OUTPUT", "Row", "Totals", "forward_ms", "merged_inputs", "table_rows", "totals", "uncalled_split"]
 
 # The outputs of a call that raised, in the modules view.
 NO_OUTPUT = Opaque("—", "")
@@ -277,3 +277,29 @@ def totals(trace: Trace) -> Totals:
                   param_bytes=m.param_bytes, param_bytes_by_dtype=dict(m.param_dtypes),
                   buffer_bytes=m.buffer_bytes, activation_bytes=act, activation_tensors=act_count,
                   input_bytes=input_bytes, input_tensors=input_count, calls=len(trace.calls), completed=len(done))
+
+
+def uncalled_split(trace: Trace) -> tuple[list[Uncalled], list[Uncalled]]:
+    """The modules the forward did not call, in two lists: those it would never have called, and those it
+    did not reach because it failed first.
+
+    A module is *never called* when its nearest called ancestor (by qualified name: ``attn`` for
+    ``attn.out_proj``) returned at least once: that forward ran through without it (a fused fast path, an
+    unused layer), whatever failed later. The others sit under a call the failure cut short (the root's at
+    least), so they may have been next. A forward that did not fail leaves every module in the first list."""
+    if not trace.failed:
+        return list(trace.uncalled), []
+    returned: set[str] = set()
+    called: set[str] = set()
+    for c in trace.calls:
+        names = (c.module, *c.aliases)
+        called.update(names)
+        if c.error is None:
+            returned.update(names)
+    never, unreached = [], []
+    for u in trace.uncalled:
+        parts = u.module.split(".") if u.module else []
+        ancestor = next((".".join(parts[:i]) for i in range(len(parts) - 1, -1, -1)
+                         if ".".join(parts[:i]) in called), None)
+        (never if ancestor is not None and ancestor in returned else unreached).append(u)
+    return never, unreached

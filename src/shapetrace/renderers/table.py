@@ -33,9 +33,9 @@ import csv
 import io
 from collections.abc import Callable, Iterable
 
-from ..tracer.records import Trace, Value
+from ..tracer.records import Trace, Uncalled, Value
 from .markdown import md_code, md_text
-from .rows import Row, Totals, forward_ms, table_rows, totals
+from .rows import Row, Totals, forward_ms, table_rows, totals, uncalled_split
 from .units import (
     display_width,
     ellipsize,
@@ -84,9 +84,15 @@ def _totals_lines(t: Totals) -> list[tuple[str, str]]:
         out.append(("Shared params", f"{t.shared:,} (registered under several names, counted once)"))
     inputs = f"{t.input_bytes / MB:.2f} ({t.input_tensors} tensor{'s' if t.input_tensors != 1 else ''})"
     out.append(("Input size (MB)", inputs))
-    who = "every call's outputs" if t.completed == t.calls else f"outputs of the {t.completed} calls that returned"
     tensors = f"{t.activation_tensors} tensor{'s' if t.activation_tensors != 1 else ''}"
-    out.append(("Activations (MB)", f"{_mb(t.activation_bytes)} ({who}: {tensors}, each once)"))
+    if t.completed == t.calls:
+        counted = f"every call's outputs: {tensors}, each once"
+    elif t.completed == 0:
+        counted = "no call returned, so there are no outputs"
+    else:
+        returned = "the 1 call that returned" if t.completed == 1 else f"the {t.completed} calls that returned"
+        counted = f"outputs of {returned}: {tensors}, each once"
+    out.append(("Activations (MB)", f"{_mb(t.activation_bytes)} ({counted})"))
     by_dtype = t.param_bytes_by_dtype
     if len(by_dtype) == 1:
         params = f"{_mb(t.param_bytes)} ({next(iter(by_dtype))})"
@@ -264,22 +270,22 @@ def _notes(trace: Trace, rows: list[Row]) -> list[str]:
     for n, labels in by_text.items():
         more = f" +{len(labels) - 4} more" if len(labels) > 4 else ""
         notes.append(f"{n}: {', '.join(labels[:4])}{more}")
-    if trace.uncalled:
-        head = "not reached before the failure" if trace.failed else "never called in the forward"
-        notes.append(f"{head}: " + ", ".join(_uncalled_parts(trace)))
+    never, unreached = uncalled_split(trace)
+    for head, modules in (("never called in the forward", never), ("not reached before the failure", unreached)):
+        if modules:
+            notes.append(f"{head}: " + ", ".join(_uncalled_parts(modules)))
     if trace.failure is not None:
         where = failure_place(trace, with_class=True)
-        notes.append(f"{FAIL_MARK} the forward failed {where}: {trace.failure.type}: "
-                     f"{literal(trace.failure.message)}")
+        notes.append(f"{FAIL_MARK} the forward failed {where}: {literal(trace.failure.text)}")
     return notes
 
 
-def _uncalled_parts(trace: Trace) -> list[str]:
+def _uncalled_parts(uncalled: list[Uncalled]) -> list[str]:
     """Uncalled modules, each with its uncalled submodules folded in (``layer1 (Sequential, ...) +10 inside``)."""
-    names = {u.module for u in trace.uncalled}
+    names = {u.module for u in uncalled}
     inside: dict[str, int] = {}
     tops = []
-    for u in trace.uncalled:
+    for u in uncalled:
         parts = u.module.split(".")
         top = next((".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in names), None)
         if top is None:
@@ -430,7 +436,9 @@ def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, dro
     In order, until the table fits ``limit``: leave out the ``droppable`` columns (profile tables) while the
     shapes cannot fit at their narrowest; let the shape columns wrap (never narrower than their longest
     shape); elide layer names (to 12) and class names (to 10); put the inputs on a line of their own below
-    each row; elide the names further (to 6 and 5); wrap shapes inside (after commas). Before any of this, the
+    each row, the names taking back the room that gives first (a wide output cell wraps rather than cut them);
+    elide the names further (to 6 and 5); wrap shapes inside (after commas). ``distinct_cuts`` then cuts the
+    names so that two different ones never read the same. Before any of this, the
     ``_LAST_RESORT`` columns are left out while even all of it could not make the table fit. Nothing of a shape
     is ever cut.
     """
@@ -460,6 +468,10 @@ def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, dro
     if narrowest(shown) > limit and "input shapes" in shown:
         shown.remove("input shapes")
         inputs_below = True
+        # the room the inputs left goes to the names first: a wide output cell wraps rather than cut them
+        for col in _NAME_FLOORS:
+            widths[col] = natural[col]
+        _shrink_names(widths, natural, _NAME_FLOORS, narrowest(shown) - limit, shown)
     _shrink_names(widths, natural, _LAST_NAME_FLOORS, narrowest(shown) - limit, shown)  # the columns that stay are still too wide: names give way further
     shapes = [h for h in _SHAPES if h in shown]
     room = limit - span([c for c in shown if c not in shapes], widths) - len(_SEP) * len(shapes)
@@ -478,6 +490,44 @@ def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, dro
         for h in shapes:
             widths[h] = base[h] + spare * extra_need[h] // total_need
     return shown, widths, dropped, inputs_below
+
+
+def _cut_variants(text: str, width: int, cut: Callable[[str, int], str]) -> list[str]:
+    """Ways to cut ``text`` (an indented name) to ``width`` columns, the column's own ``cut`` first: then the
+    last dotted part whole, the start kept, the end kept (the indentation kept while a name still fits)."""
+    name = text.lstrip(" ")
+    indent = text[:len(text) - len(name)]
+    if len(indent) + 4 > width:
+        indent = ""
+    room = width - len(indent)
+    out = [cut(text, width)]
+    last = name.rsplit(".", 1)[-1]
+    if last != name and display_width(last) + 2 <= room:
+        out.append(indent + ellipsize_middle(name, room - display_width(last) - 1).split("…")[0] + "…." + last)
+    out += [indent + ellipsize(name, room), indent + "…" + fitting_start(name[::-1], room - 1)[::-1]]
+    return out
+
+
+def distinct_cuts(texts: list[str], width: int, cut: Callable[[str, int], str] = ellipsize_middle) -> list[str]:
+    """``texts`` cut to ``width`` columns with ``cut``, except where that makes different texts read the same
+    (``input_layernorm`` and ``post_attention_layernorm`` both ``…ernorm``): those are cut the first other way
+    (``_cut_variants``) that tells them apart."""
+    cuts = [cut(t, width) for t in texts]
+    sources: dict[str, set[str]] = {}
+    for t, c in zip(texts, cuts):
+        sources.setdefault(c, set()).add(t)
+    taken = set(cuts)
+    for label, group in sources.items():
+        if len(group) < 2:
+            continue
+        for k in range(1, 4):
+            tried = {t: _cut_variants(t, width, cut)[k:k + 1] or [label] for t in group}
+            labels = {t: v[0] for t, v in tried.items()}
+            if len(set(labels.values())) == len(group) and not (set(labels.values()) & (taken - {label})):
+                taken |= set(labels.values())
+                cuts = [labels.get(t, c) if c == label else c for t, c in zip(texts, cuts)]
+                break
+    return cuts
 
 
 def _style(text: str, style: str, color: bool) -> str:
@@ -523,6 +573,10 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     # a repeated call's layer name carries "#k" already, so any table may leave the call column out
     droppable = _droppable(view, extra)
     shown, widths, dropped, inputs_below = _fit(headers, cells, limit, droppable)
+    if limit is not None:  # names cut to fit, two different names never to the same label
+        cells["layer"] = distinct_cuts(cells["layer"], widths["layer"])
+        if "class" in shown:
+            cells["class"] = distinct_cuts(cells["class"], widths["class"], ellipsize)
 
     def line(values: dict[str, str], styles: dict[str, str] | None = None) -> str:
         padded = []

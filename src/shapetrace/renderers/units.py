@@ -80,7 +80,7 @@ def call_error_text(trace: Trace, call: Call) -> str | None:
         return call.error
     failure = trace.failure
     if failure is not None and failure.call == call.id:
-        return f"{failure.type}: {failure.message}" if failure.message else failure.type
+        return failure.text
     return None
 
 
@@ -343,7 +343,7 @@ def no_timings_reason(trace: Trace) -> str:
                 "timed; profile it on a real device (shapetrace.profile(model, x, device='cpu'), or "
                 "'shapetrace profile MODEL --device cpu')")
     if trace.failure is not None:
-        error = ellipsize(f"{literal(trace.failure.type)}: {literal(trace.failure.message)}", 120)
+        error = ellipsize(literal(trace.failure.text), 120)
         return (f"its forward failed {failure_place(trace, with_class=True)} ({error}), and a profile times only a forward that "
                 "runs through every time; fix the forward, then profile it")
     if not trace.meta.get("profiled"):

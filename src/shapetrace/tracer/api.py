@@ -54,8 +54,8 @@ def failure_message(trace: Trace) -> str | None:
     if call is None:
         if when:
             return (f"the forward failed in {when}, in one of its forwards run without hooks, so the layer is not "
-                    f"known: {f.type}: {f.message}")
-        return f"the forward failed outside any module: {f.type}: {f.message}"
+                    f"known: {f.text}")
+        return f"the forward failed outside any module: {f.text}"
     labelled = labelled_tensors(call.inputs, call.cls, "inputs") + labelled_tensors(call.kwargs, call.cls, "kwargs")
     shapes = ", ".join(f"{name} {tuple(m.shape)} {m.dtype}" for name, m in labelled)
     done = sum(1 for c in trace.calls if c.error is None)
@@ -63,7 +63,7 @@ def failure_message(trace: Trace) -> str | None:
     if when:
         after = f"in {when}"
     return (f"the forward failed in {call.label} ({call.cls}) {after}.\n"
-            f"  input: {shapes or 'no tensors'}\n  error: {f.type}: {f.message}")
+            f"  input: {shapes or 'no tensors'}\n  error: {f.text}")
 
 
 def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None = None,

@@ -391,6 +391,12 @@ class Uncalled:
     params: int = 0
 
 
+def exception_text(type_name: str, message: str) -> str:
+    """An exception as Python's traceback ends with it: ``ValueError: bad size``, or ``ValueError`` alone when
+    it says nothing (never ``ValueError:`` with nothing after the colon)."""
+    return f"{type_name}: {message}" if message else type_name
+
+
 @dataclass
 class Failure:
     """Where and how the forward failed: the innermost call the exception left, and the exception."""
@@ -398,6 +404,11 @@ class Failure:
     call: int | None
     type: str
     message: str
+
+    @property
+    def text(self) -> str:
+        """``Type: message`` (``Type`` alone for an exception without a message); see ``exception_text``."""
+        return exception_text(self.type, self.message)
 
 
 @dataclass(eq=True, repr=False)

@@ -474,7 +474,7 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
             peak_probe = PeakMemoryProbe(dev) if peak_probe is not None else None  # a fresh one for the new pass
             trace, keys, called = _shape_pass(checked, args, kwargs, [peak_probe] if peak_probe else [], grad, train)
             failure = failed.trace.failure
-            trace.meta["flops_unavailable"] = f"{failure.type}: {failure.message}" if failure else str(failed)
+            trace.meta["flops_unavailable"] = failure.text if failure else str(failed)
         call_of = {key: cid for cid, key in enumerate(keys)}
         # Passes 2...: the timed repeats, the timer probe alone, compiled regions' insides left out.
         if dev.type == "meta":  # shapes only: FLOPs and memory, nothing to time

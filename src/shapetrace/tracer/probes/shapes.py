@@ -24,7 +24,7 @@ from .. import bulk
 from ..engine import Engine, ModuleIndex, Probe, Unfinished
 from ..flow import DataFlow
 from ..modelstats import Stats
-from ..records import Call, Failure, Note, TensorMeta
+from ..records import Call, Failure, Note, TensorMeta, exception_text
 from ..values import device_name, dtype_name
 
 _Tensor = torch.Tensor
@@ -163,7 +163,7 @@ class ShapeProbe(Probe):
                 self.failure = Failure(cid, "Interrupted", "")
                 self._failed_start = self.flow.starts[cid]
             return
-        self._error.setdefault(cid, f"{type(error).__name__}: {_said(error)}")
+        self._error.setdefault(cid, exception_text(type(error).__name__, _said(error)))
         if self.failure is None or not _continues(error, self.failure):
             self.failure = Failure(cid, type(error).__name__, _said(error))
             self._failed_start = self.flow.starts[cid]
