@@ -106,3 +106,35 @@ def test_a_repeated_output_of_several_tensors_is_bracketed_whole_with_its_nestin
     assert _notes(view, "x, _ = rnn(x)") == [
         "rnns.0–2 LSTM ×3: [(2,3,4), [(1,2,4), (1,2,4)]] ×2, [(2,3,6), [(1,2,6), (1,2,6)]]"]
     assert "[(2,3,4), [(1,2,4), (1,2,4)]] ×2" in render(view, "text")
+
+
+class ReadsWhatItsParentSets(nn.Module):
+    """A leaf of one's own that reads an attribute its parent sets on its input (fastai's ResizeToOrig)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, x.orig.shape[-2:])
+
+
+class SetsOrig(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, stride=2, padding=1)
+        self.resize = ReadsWhatItsParentSets()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        y.orig = x
+        return self.resize(y)
+
+
+def test_the_advice_to_trace_a_leaf_by_itself_says_on_what_and_when_that_cannot_work():
+    model, x = SetsOrig().eval(), torch.randn(1, 3, 8, 8)
+    note = build_view(trace(model, x, lines=True), "resize").note
+    assert "trace resize by itself on inputs like those it got here ((1,3,4,4) float32)" in note
+    assert "a forward that reads what its parent sets fails by itself" in note
+    try:  # the oracle: traced by itself, it does fail, as the note warns
+        trace(model.resize, torch.randn(1, 3, 4, 4), lines=True)
+    except Exception as e:  # noqa: BLE001 - any failure will do
+        assert "orig" in str(e)
+    else:
+        raise AssertionError("traced alone, the leaf should have failed without x.orig")

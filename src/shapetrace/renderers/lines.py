@@ -385,6 +385,19 @@ def _python_path(name: str) -> str:
     return "model" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in parts)
 
 
+def _alone_advice(call: Call) -> str:
+    """For a leaf written by the user, inside the model (traced by itself, its ops are recorded): how to trace
+    it alone, on inputs like those it got here, and when that cannot work: its forward then gets its inputs and
+    nothing else, so one that reads what its parent set on them fails (fastai's MergeLayer and ResizeToOrig
+    read ``x.orig``, which SequentialEx sets on the input before calling them)."""
+    name = literal(call.module)
+    got = ", ".join(f"{_shape(m)} {m.dtype}" for _, m in iter_tensors(call.inputs))
+    return (f"; to see the shape each of its lines makes, trace {name} by itself on inputs like those it got here "
+            f"({got or 'no tensors'}): shapetrace.trace({_python_path(call.module)}, ..., lines=True). That gives "
+            "its forward those inputs and nothing else, so a forward that reads what its parent sets fails by "
+            "itself (fastai's MergeLayer and ResizeToOrig read x.orig, which SequentialEx sets on the input)")
+
+
 def build_view(trace: Trace, module: str = "") -> View:
     """Gather what ``module``'s forward did, line by line (see the module docstring)."""
     if not trace.meta.get("lines") and not trace.sources:
@@ -406,9 +419,7 @@ def build_view(trace: Trace, module: str = "") -> View:
         note = ("a leaf module: the torch functions inside a leaf's forward are its own implementation and are not "
                 "recorded, so its lines show no shapes (its call: " + _value_text(calls[0].outputs)[0] + ")")
         if calls[0].parent is not None and not (calls[0].code or {}).get("torch_layer"):
-            # a leaf written by the user, inside the model: traced by itself, its ops are recorded
-            note += (f"; trace {literal(calls[0].module)} by itself (shapetrace.trace({_python_path(calls[0].module)}, ..., "
-                     "lines=True)) to see the shape each of its lines makes")
+            note += _alone_advice(calls[0])
     views = []
     for key, source_calls in by_source.items():
         sids = {c.id for c in source_calls}
