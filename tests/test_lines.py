@@ -511,7 +511,7 @@ class UsesTheMask(nn.Module):
 def test_outputs_of_mixed_dtypes_each_show_their_own_dtype():
     view = build_view(trace(UsesTheMask(), torch.randn(3, 5, 4), lines=True))
     text = render(view, "text")
-    assert "(3,5,4) float32 + (3,5) bool" in text
+    assert "[(3,5,4) float32, (3,5) bool]" in text
     assert "(3,5) float32" not in text  # the mask is not labelled with the activations' dtype
 
 

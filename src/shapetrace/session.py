@@ -29,7 +29,6 @@ trace with ``render_output`` needs no torch.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .renderers import RenderOptions, UnknownFormat, format_for_path, render
+from .renderers import RenderOptions, UnknownFormat, format_for_path, hints_to_save, render
 from .renderers.atomic import resolve_target, write_atomically
 from .renderers.diagram import GraphvizNotFound, OverlayNeedsOptions
 from .tracer.records import Opaque, Trace
@@ -237,10 +236,10 @@ def _unwrapped(module: Any) -> tuple[Any, list[str]]:
 
 def _render_hints(trace: Trace, exhibit: Any) -> None:
     """Save an exhibit's render hints in the trace (as JSON would give them back), so its JSON re-renders the
-    same picture."""
+    same picture; the parameter groups keep the exhibit's order (``renderers.hints_to_save``)."""
     options = getattr(exhibit, "options", None)
     if options:
-        trace.meta["options"] = json.loads(json.dumps(options, sort_keys=True, default=str))
+        trace.meta["options"] = hints_to_save(options)
 
 
 def trace_model(request: TraceRequest, loaded: Loaded | None = None) -> Outcome:

@@ -18,6 +18,7 @@ Renderers are pure: ``Trace`` + options -> ``str`` or ``bytes``; writing files h
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,6 +194,17 @@ def _groups(v: Any) -> bool:
     return isinstance(v, dict) and all(isinstance(k, str) and _strings(x) for k, x in v.items())
 
 
+def _group_pairs(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
+                                       and _strings(p[1]) for p in v)
+
+
+# Hints whose entries' order is a fact (the parameter groups in the splitter's order: gradual unfreezing walks
+# them, the legend lists them and their colours follow it). A trace's JSON writes every object with its keys
+# sorted, so these are saved as a list of [name, [module names]] pairs; an object (a trace saved before) loads too.
+_ORDERED_HINTS = ("param_groups",)
+
+
 # The saved render hints a trace may carry (``meta["options"]``) and what each must hold; others are left alone.
 _HINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "depth": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
@@ -201,7 +213,8 @@ _HINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "heat": (lambda v: isinstance(v, str), "a string"), "title": (lambda v: isinstance(v, str), "a string"),
     "unroll": (lambda v: isinstance(v, bool), "true or false"), "all_ops": (lambda v: isinstance(v, bool), "true or false"),
     "overlays": (_strings, "a list of strings"), "fold": (_strings, "a list of class names"),
-    "cut": (_groups, "an object of lists of module names"), "param_groups": (_groups, "an object of lists of module names"),
+    "cut": (_groups, "an object of lists of module names"), "param_groups": (lambda v: _groups(v) or _group_pairs(v),
+                     "an object of lists of module names, or a list of [name, [module names]] pairs"),
     "diff": (lambda v: isinstance(v, dict), "an object"),
 }
 
@@ -218,7 +231,16 @@ def saved_hints(trace: Trace) -> dict[str, Any]:
         if check is not None and not check[0](value):
             raise ValueError(f"the trace's saved render hint meta.options.{key} must be {check[1]}, got "
                              f"{value!r:.60}: fix or remove it")
-    return dict(hints)
+    return {k: dict(v) if k in _ORDERED_HINTS and isinstance(v, list) else v for k, v in hints.items()}
+
+
+def hints_to_save(options: dict[str, Any]) -> dict[str, Any]:
+    """An exhibit's render hints as a trace saves them (``meta["options"]``, JSON values), ``saved_hints``'s
+    inverse: the hints sorted by name, and those whose entries' order is a fact (``param_groups``) written as
+    a list of ``[name, [module names]]`` pairs, which keeps that order through the trace's JSON."""
+    plain = json.loads(json.dumps(options, default=str))
+    return {k: [[name, names] for name, names in v.items()] if k in _ORDERED_HINTS and isinstance(v, dict) else v
+            for k, v in sorted(plain.items())}
 
 
 def diagram_settings(trace: Trace, options: RenderOptions) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..tracer.records import Call, Op, TensorMeta, Trace, iter_tensors
+from ..tracer.records import Call, Op, Struct, TensorMeta, Trace, iter_tensors
 from .display import save_file
 from .units import display_width, escape_controls, literal, pad
 
@@ -101,17 +101,44 @@ def _shape(meta: TensorMeta) -> str:
     return "(" + ",".join(str(s) for s in meta.shape) + ("," if len(meta.shape) == 1 else "") + ")"
 
 
+_MAX_TENSORS_SHOWN = 6  # a value holding more tensors shows the first ones and "…"
+
+
 def _value_text(value: Any) -> tuple[str, str | None]:
-    """The output shapes of one run (``(8,43)``; several tensors joined by ``+``) and their dtype; when the
-    tensors' dtypes differ, each is named beside its shape (``(4,200,400) float32 + (4,200) bool``) and no
+    """The output shapes of one run and their dtype: one tensor is its shape (``(8,43)``); a value holding
+    several keeps its nesting in brackets, as the shape table writes it (an LSTM's ``[(2,72,1152),
+    [(1,2,1152), (1,2,1152)]]``), so a repeat count after it (``×2``) is about the whole value. When the
+    tensors' dtypes differ, each is named beside its shape (``[(4,200,400) float32, (4,200) bool]``) and no
     dtype is returned."""
     tensors = [m for _, m in iter_tensors(value)]
     if not tensors:
         return "—", None
     mixed = len({m.dtype for m in tensors}) > 1
-    shown = " + ".join(_shape(m) + (f" {m.dtype}" if mixed else "") for m in tensors[:3])
-    shown += " + …" if len(tensors) > 3 else ""
-    return shown, None if mixed else tensors[0].dtype
+    dtype = None if mixed else tensors[0].dtype
+    if len(tensors) == 1:
+        return _shape(tensors[0]) + (f" {tensors[0].dtype}" if mixed else ""), dtype
+    budget = [_MAX_TENSORS_SHOWN]
+    return _nested_text(value, mixed, budget) or "—", dtype
+
+
+def _nested_text(value: Any, mixed: bool, budget: list[int]) -> str | None:
+    """``value``'s tensors in brackets that follow its nesting (containers without tensors left out); after
+    ``budget[0]`` tensors the rest is one ``…``. ``None`` for a part with no tensor."""
+    if isinstance(value, TensorMeta):
+        budget[0] -= 1
+        if budget[0] < 0:
+            return "…" if budget[0] == -1 else ""
+        return _shape(value) + (f" {value.dtype}" if mixed else "")
+    if isinstance(value, Struct):
+        items = list(value.fields.values())
+    elif isinstance(value, dict):
+        items = list(value.values())
+    elif isinstance(value, list):
+        items = value
+    else:
+        return None
+    parts = [t for t in (_nested_text(v, mixed, budget) for v in items) if t]
+    return "[" + ", ".join(parts) + "]" if parts else None
 
 
 def _first_dtype(value: Any) -> str | None:
@@ -163,34 +190,82 @@ def _members_name(members: list[str]) -> str:
     return ", ".join(unique[:3]) + (", …" if len(unique) > 3 else "")
 
 
+def _event_key(ev: Call | Op, parent_name: str) -> tuple[str, str, str]:
+    """What folds events together: the same op, or calls of one module class whose names differ only in list
+    positions (``embeds.0`` and ``embeds.3``)."""
+    if isinstance(ev, Call):
+        return "call", _pattern(_relative(ev.module, parent_name) or "(self)"), ev.cls
+    return "op", ev.name, ""
+
+
+_MAX_PERIOD = 64  # the longest loop body (in runs of one kind of event) looked for on one line
+
+
+def _cycle_at(keys: list[tuple], i: int) -> tuple[int, int]:
+    """The loop body starting at ``keys[i]``: ``(period, repeats)`` of the block of distinct keys that repeats
+    back to back from there and covers the most keys (the shortest such block on a tie); ``(1, 1)`` when no
+    block repeats."""
+    best = (1, 1)
+    for p in range(2, min(_MAX_PERIOD, (len(keys) - i) // 2) + 1):
+        block = keys[i:i + p]
+        if len(set(block)) < p:
+            continue
+        reps = 1
+        while keys[i + reps * p:i + (reps + 1) * p] == block:
+            reps += 1
+        if reps > 1 and p * reps > best[0] * best[1]:
+            best = (p, reps)
+    return best
+
+
 def _group_events(events: list[Call | Op], parent_name: str) -> list[Group]:
-    groups: dict[tuple, Group] = {}
-    dtypes: dict[tuple, list[tuple[str | None, bool]]] = {}  # per group, each run's dtype and whether it changed
+    """Fold one line's events into groups in the order they ran: a run of events of one kind back to back
+    (``layers.4–7 UnetBlock ×4``), or a loop body repeated back to back (``x_cat[:, i]`` then ``embeds.i``, five
+    times: ``getitem ×5`` and ``embeds.0–4 ×5``), is one group per kind. Events of a kind that comes back after
+    others ran in between, outside such a loop, get a group of their own each time, so no group lists a
+    call ahead of calls that ran before it."""
+    runs: list[list[Call | Op]] = []  # events of one kind back to back
+    keys: list[tuple] = []
+    for ev in events:
+        key = _event_key(ev, parent_name)
+        if keys and keys[-1] == key:
+            runs[-1].append(ev)
+        else:
+            runs.append([ev])
+            keys.append(key)
+    groups: list[Group] = []
+    i = 0
+    while i < len(runs):
+        period, reps = _cycle_at(keys, i)
+        for j in range(period):
+            groups.append(_group_of([ev for r in range(reps) for ev in runs[i + r * period + j]], parent_name))
+        i += period * reps
+    return groups
+
+
+def _group_of(events: list[Call | Op], parent_name: str) -> Group:
+    """One group from events of one kind, in order."""
+    first = events[0]
+    if isinstance(first, Call):
+        g = Group("call", "", first.cls)
+    else:
+        g = Group("op", first.name, "")
+    runs: list[tuple[str | None, bool]] = []  # each run's dtype and whether it changed from its input's
     for ev in events:
         if isinstance(ev, Call):
-            rel = _relative(ev.module, parent_name) or "(self)"
-            key = ("call", _pattern(rel), ev.cls)
-            g = groups.get(key)
-            if g is None:
-                g = groups[key] = Group("call", rel, ev.cls)
-            g.members.append(rel)
+            g.members.append(_relative(ev.module, parent_name) or "(self)")
             out, dtype = _value_text(ev.outputs) if ev.error is None else ("✗", None)
             inputs = [ev.inputs, ev.kwargs]
             g.failed = g.failed or ev.error is not None
         else:
-            key = ("op", ev.name, "")
-            g = groups.get(key)
-            if g is None:
-                g = groups[key] = Group("op", ev.name, "")
             out, dtype = _value_text(ev.outputs)
             inputs = ev.inputs
         g.outputs.append(out)
-        dtypes.setdefault(key, []).append((dtype, dtype is not None and dtype != _first_dtype(inputs)))
-    for key, g in groups.items():
-        if g.kind == "call":
-            g.name = _members_name(g.members)
-        _label_dtypes(g, dtypes[key])
-    return list(groups.values())
+        runs.append((dtype, dtype is not None and dtype != _first_dtype(inputs)))
+    if g.kind == "call":
+        g.name = _members_name(g.members)
+    _label_dtypes(g, runs)
+    return g
 
 
 def _label_dtypes(group: Group, runs: list[tuple[str | None, bool]]) -> None:
@@ -310,6 +385,19 @@ def _python_path(name: str) -> str:
     return "model" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in parts)
 
 
+def _alone_advice(call: Call) -> str:
+    """For a leaf written by the user, inside the model (traced by itself, its ops are recorded): how to trace
+    it alone, on inputs like those it got here, and when that cannot work: its forward then gets its inputs and
+    nothing else, so one that reads what its parent set on them fails (fastai's MergeLayer and ResizeToOrig
+    read ``x.orig``, which SequentialEx sets on the input before calling them)."""
+    name = literal(call.module)
+    got = ", ".join(f"{_shape(m)} {m.dtype}" for _, m in iter_tensors(call.inputs))
+    return (f"; to see the shape each of its lines makes, trace {name} by itself on inputs like those it got here "
+            f"({got or 'no tensors'}): shapetrace.trace({_python_path(call.module)}, ..., lines=True). That gives "
+            "its forward those inputs and nothing else, so a forward that reads what its parent sets fails by "
+            "itself (fastai's MergeLayer and ResizeToOrig read x.orig, which SequentialEx sets on the input)")
+
+
 def build_view(trace: Trace, module: str = "") -> View:
     """Gather what ``module``'s forward did, line by line (see the module docstring)."""
     if not trace.meta.get("lines") and not trace.sources:
@@ -331,9 +419,7 @@ def build_view(trace: Trace, module: str = "") -> View:
         note = ("a leaf module: the torch functions inside a leaf's forward are its own implementation and are not "
                 "recorded, so its lines show no shapes (its call: " + _value_text(calls[0].outputs)[0] + ")")
         if calls[0].parent is not None and not (calls[0].code or {}).get("torch_layer"):
-            # a leaf written by the user, inside the model: traced by itself, its ops are recorded
-            note += (f"; trace {literal(calls[0].module)} by itself (shapetrace.trace({_python_path(calls[0].module)}, ..., "
-                     "lines=True)) to see the shape each of its lines makes")
+            note += _alone_advice(calls[0])
     views = []
     for key, source_calls in by_source.items():
         sids = {c.id for c in source_calls}

@@ -37,8 +37,8 @@ from .probes.lines import LinesProbe
 from .probes.opcount import OpCountProbe
 from .probes.ops import OpProbe
 from .probes.shapes import ShapeProbe
-from .records import Trace, Uncalled
-from .shape_only import ShapeOnlyMode
+from .records import Failure, Trace, Uncalled
+from .shape_only import ShapeOnlyMode, explain_embedding_failure
 from .user_warnings import warn_user
 
 __all__ = ["Checked", "LazyLayers", "TeardownFailed", "TraceNotBuilt", "Tracer", "UnsupportedModel", "check_traceable", "refuse_lazy",
@@ -378,6 +378,25 @@ class Tracer:
                 "shows the dtypes and bytes of a forward without it (the shapes are the same); trace on the real "
                 "device to see autocast's dtypes")
 
+    def _explain_embedding_failure(self, calls: list, failure: Failure | None, exc: BaseException) -> None:
+        """An embedding that failed on ids outside its rows: torch's bare "index out of range in self" gets what
+        is wrong with the ids, as on ``meta`` (``shape_only.explain_embedding_failure``); so does an
+        ``EmbeddingBag``'s "Expected i < index_size to be true". Only after a forward that failed in an
+        ``Embedding`` call with an ``IndexError``, or in an ``EmbeddingBag`` call with that or a ``RuntimeError``."""
+        if failure is None or failure.call is None or failure.type not in ("IndexError", "RuntimeError"):
+            return
+        module = self.call_modules()[failure.call]
+        if not (isinstance(module, nn.EmbeddingBag) or (isinstance(module, nn.Embedding)
+                                                        and failure.type == "IndexError")):
+            return
+        problem = explain_embedding_failure(exc)
+        if problem is None or problem in failure.message:  # on meta the check said it already
+            return
+        failure.message = f"{failure.message}: {problem}"
+        call = calls[failure.call]
+        if call.error is not None:
+            call.error = f"{call.error}: {problem}"
+
     # ---- the result ---------------------------------------------------------------------------------
     def _finish(self, exc: BaseException | None) -> Trace:
         """Build the ``Trace`` from what the probes recorded (the forward is over, the model restored)."""
@@ -386,6 +405,8 @@ class Tracer:
         index = self._index
         stats, info = model_stats(index)
         calls = shapes.build(exc, stats)
+        if exc is not None:
+            self._explain_embedding_failure(calls, shapes.failure, exc)
         self.tracer_errors.extend(self._engine.errors)
         slots = self._engine.calls.slot
         # A ModuleList or ModuleDict has no forward: it holds modules but is never called itself.

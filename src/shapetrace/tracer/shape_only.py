@@ -251,15 +251,39 @@ def _same_dtype(operands: str) -> Callable[[tuple, dict], None]:
     return check
 
 
-def _embedding_ids_in_range(args: tuple, kwargs: dict) -> None:
-    ids, weight = (args + (None, None))[:2]
-    ids, weight = kwargs.get("input", ids), kwargs.get("weight", weight)
+def embedding_ids_problem(ids: Any, weight: Any) -> str | None:
+    """What is wrong with an embedding's ids, in words (``the ids run from 2 to 9, and the embedding has 7
+    rows``), or ``None`` when they are all rows of ``weight`` (or are not real ids to read)."""
     if not isinstance(ids, torch.Tensor) or ids.is_meta or ids.numel() == 0 or not isinstance(weight, torch.Tensor):
-        return
+        return None
     low, high = (int(v) for v in torch.aminmax(ids))  # one pass over the real ids, on the CPU
     if low < 0 or high >= weight.shape[0]:
-        raise IndexError(f"index out of range in self: the ids run from {low} to {high}, and the embedding has "
-                         f"{weight.shape[0]} rows")
+        return f"the ids run from {low} to {high}, and the embedding has {weight.shape[0]} rows"
+    return None
+
+
+def _embedding_ids_in_range(args: tuple, kwargs: dict) -> None:
+    ids, weight = (args + (None, None))[:2]
+    problem = embedding_ids_problem(kwargs.get("input", ids), kwargs.get("weight", weight))
+    if problem is not None:
+        raise IndexError(f"index out of range in self: {problem}")
+
+
+def explain_embedding_failure(error: BaseException) -> str | None:
+    """For an ``IndexError`` a real device raised in an embedding lookup (torch says only "index out of range
+    in self"): what is wrong with the ids, as a trace on ``meta`` says it (``embedding_ids_problem``). Read
+    after the forward from the ids and weight in the traceback's ``F.embedding`` (or ``F.embedding_bag``)
+    frame, so it costs nothing while the forward runs; ``None`` when no such frame holds them."""
+    codes = {torch.nn.functional.embedding.__code__, torch.nn.functional.embedding_bag.__code__}
+    tb = error.__traceback__
+    found = None
+    while tb is not None:  # the innermost lookup frame: the one that raised
+        if tb.tb_frame.f_code in codes:
+            found = tb.tb_frame.f_locals
+        tb = tb.tb_next
+    if found is None:
+        return None
+    return embedding_ids_problem(found.get("input"), found.get("weight"))
 
 
 def _conv_channels(spatial: int, transposed: bool) -> Callable[[tuple, dict], None]:

@@ -3,7 +3,7 @@
 An exhibit is what ``shapetrace trace <name>`` and ``shapetrace gallery build`` work from. The exhibits are
 defined next to their topic (``vision``, ``unet``, ``tabular``, ``text``), which register them in ``registry``;
 this package is the loader: importing it imports the topic modules. ``SECTIONS`` puts the exhibits in the order
-of chapter 15 (computer vision, U-Net, tabular, NLP); ``exhibit_names()`` lists them in that order.
+of chapter 15 (computer vision, U-Net, NLP, tabular); ``exhibit_names()`` lists them in that order.
 """
 
 from __future__ import annotations

@@ -47,15 +47,16 @@ class Exhibit:
 
 EXHIBITS: dict[str, Exhibit] = {}
 
-# Chapter 15's order: each section's exhibits in the order the chapter reaches their question.
+# Chapter 15's order (15_arch_details: computer vision, with cnn_learner then unet_learner, then NLP, then
+# tabular): each section's exhibits in the order the chapter reaches their question.
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Computer vision", ("resnet34-cut", "model-meta-bodies", "resnet34-block-split", "pet-recognizer-resnet34",
                          "create-head-default", "create-head-lin-ftrs", "create-head-avg-pool",
                          "create-head-bn-final-lin-first", "concat-pool-vs-avg-pool")),
     ("U-Net", ("nearest-upsample-photo", "nearest-upsample-segmenter", "transposed-conv-photo", "camvid-unet",
                "camvid-unet-blur-attention", "superres-unet")),
-    ("Tabular", ("tabular-model", "emb-sz-rule")),
     ("NLP", ("awd-lstm-language-model", "awd-lstm-classifier")),
+    ("Tabular", ("tabular-model", "emb-sz-rule")),
 )
 
 
