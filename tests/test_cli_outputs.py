@@ -67,6 +67,9 @@ MODEL_SOURCE = "from torch import nn\n\n\ndef build():\n    return nn.Sequential
 @pytest.fixture
 def model_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    # ``models:build`` must find this file, not a ``models`` module another test imported or put on sys.path
+    monkeypatch.delitem(sys.modules, "models", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
     path = tmp_path / "models.py"
     path.write_text(MODEL_SOURCE)
     return path
