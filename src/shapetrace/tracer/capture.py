@@ -267,7 +267,8 @@ class Tracer:
             self._exit.enter_context(placed(self.model, self.device))
             if self.device is not None and self.device.type == "meta":
                 # Shape-only tracing: a torch function mode, entered under the op recorder (see shape_only).
-                self._shape_only = self._exit.enter_context(ShapeOnlyMode())
+                counted = any(p.counts_dispatched_ops for p in self._probes)  # FLOPs: every op dispatched
+                self._shape_only = self._exit.enter_context(ShapeOnlyMode(formulas=not counted))
             self._exit.enter_context(self._engine)
         except BaseException:
             run_all((self.release, self._guard.put_back_registrations))

@@ -409,6 +409,10 @@ def _run_with_stand_ins(func: Callable, args: tuple, kwargs: dict) -> Any:
     return _outputs_to_meta(out, func in _INTEGER_OUTPUTS_FROM_REAL)
 
 
+def _no_formula(func: Any) -> None:
+    """No shape formula for any operation (``ShapeOnlyMode(formulas=False)``)."""
+
+
 class ShapeOnlyMode(TorchFunctionMode):
     """Moves real tensors to ``meta`` where they meet ``meta`` ones; answers RNN kernels with shapes.
 
@@ -416,10 +420,15 @@ class ShapeOnlyMode(TorchFunctionMode):
     boolean tensors stay real as long as they can: ``.to()`` a ``meta`` device or tensor keeps their values
     (only the dtype changes), a ``meta`` tensor moved to any device stays on ``meta``, and a factory asked for an integer tensor on ``meta`` (``torch.arange(n,
     device=x.device)``) makes it on the CPU, so positions, masks and lengths can be read by the forward.
+
+    ``formulas=False`` runs torch's ``meta`` kernel for every operation instead of answering the common ones
+    with a shape formula (``shape_rules``): slower, but every operation reaches torch's dispatcher, where a
+    dispatch mode that counts them (``FlopCounterMode``) sees it. The shapes are the same either way.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, formulas: bool = True) -> None:
         super().__init__()
+        self._rule_for = rule_for if formulas else _no_formula
         # Autocast regions ("cpu:bfloat16") active at a matrix product or convolution run on meta: meta tensors
         # take no part in autocast, so those ops kept their operands' dtype where the real device casts them.
         self.autocast_ignored: set[str] = set()
@@ -435,7 +444,7 @@ class ShapeOnlyMode(TorchFunctionMode):
         if check is not None and (_placement(args) & 1 or any(_placement(v) & 1 for v in (kwargs or {}).values())):
             self._note_autocast()
             check(args, kwargs or _NO_KWARGS)
-        rule = rule_for(func)
+        rule = self._rule_for(func)
         if rule is not None:  # a shape formula (shape_rules), when it understands the call
             out = rule(args, kwargs or _NO_KWARGS)
             if out is not None:

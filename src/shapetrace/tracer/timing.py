@@ -465,14 +465,15 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
         peak_probe = PeakMemoryProbe(dev) if memory and dev.type == "cuda" else None
         try:
             trace, keys, called = _shape_pass(checked, args, kwargs, [p for p in (flop_probe, peak_probe) if p],
-                                              grad, train)
+                                              grad, train, dev)
         except TraceFailed as failed:
             if flop_probe is None:
                 raise
             # torch's FlopCounterMode cannot run some forwards that run by themselves (a jagged nested tensor
             # through a Linear): without it, the profile goes on and says why FLOPs are missing.
             peak_probe = PeakMemoryProbe(dev) if peak_probe is not None else None  # a fresh one for the new pass
-            trace, keys, called = _shape_pass(checked, args, kwargs, [peak_probe] if peak_probe else [], grad, train)
+            trace, keys, called = _shape_pass(checked, args, kwargs, [peak_probe] if peak_probe else [], grad, train,
+                                          dev)
             failure = failed.trace.failure
             trace.meta["flops_unavailable"] = failure.text if failure else str(failed)
         call_of = {key: cid for cid, key in enumerate(keys)}
@@ -524,11 +525,16 @@ def _run_dtype(model: nn.Module, args: tuple, kwargs: dict) -> str:
     return _dtype_name(dtypes.pop() if dtypes else torch.get_default_dtype())
 
 
-def _shape_pass(checked: Checked, args: tuple, kwargs: dict, probes: list, grad: bool, train: bool | None
-                ) -> tuple[Trace, list[tuple[str, int]], list[nn.Module]]:
+def _shape_pass(checked: Checked, args: tuple, kwargs: dict, probes: list, grad: bool, train: bool | None,
+                dev: torch.device) -> tuple[Trace, list[tuple[str, int]], list[nn.Module]]:
     """The trace (with ops: the profile's diagram shows data flow), each call's ``(module name, call_index)``
-    and module object; ``probes`` run in the same forward and key their results by call id."""
-    tracer = Tracer(checked, grad=grad, train=train, ops=True, probes=probes)
+    and module object; ``probes`` run in the same forward and key their results by call id.
+
+    The model is placed on ``dev`` already (``placed``). On ``meta`` the ``Tracer`` is told so, and traces
+    shapes as ``trace(device="meta")`` does (``shape_only.ShapeOnlyMode``): real integer inputs and real
+    tensors in the caller's objects meet ``meta`` ones, and the CPU's checks fail the same forwards."""
+    tracer = Tracer(checked, grad=grad, train=train, ops=True, probes=probes,
+                    device=dev if dev.type == "meta" else None)
     try:
         with tracer:
             checked.module(*args, **kwargs)
