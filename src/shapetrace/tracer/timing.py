@@ -447,7 +447,9 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
                 "a lazy layer makes real weights from its first input. Profile on the CPU or a GPU, or run one "
                 "forward on real data first (model(x)).")
         model = copy_for_lazy_layers(model, lazy)
-        with torch.no_grad():  # made here, where the inputs are, before any copy is cast or moved
+        # Made here, where the inputs are, before any copy is cast or moved. This forward is shapetrace's own, one
+        # more than the profile runs: what it stores into the caller's objects (a cache it grows) is put back.
+        with arguments_kept((inputs, kwargs)), torch.no_grad():
             model(*place_inputs(tuple(inputs), model_device(model)), **place_inputs(kwargs, model_device(model)))
         result = _profile_module(Checked(model), inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
                                  flops=flops, memory=memory, progress=progress, grad=grad, train=train,
