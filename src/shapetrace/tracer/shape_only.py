@@ -269,6 +269,16 @@ def _embedding_ids_in_range(args: tuple, kwargs: dict) -> None:
         raise IndexError(f"index out of range in self: {problem}")
 
 
+def failed_in_lookup(module: Any, error_type: str) -> bool:
+    """Whether an exception named ``error_type`` that left a call of ``module`` may be an embedding lookup given
+    ids outside its rows, worth ``explain_embedding_failure``: an ``IndexError`` in an ``Embedding`` (torch's
+    "index out of range in self"), an ``IndexError`` or ``RuntimeError`` in an ``EmbeddingBag`` ("Expected i <
+    index_size to be true")."""
+    if isinstance(module, torch.nn.EmbeddingBag):
+        return error_type in ("IndexError", "RuntimeError")
+    return isinstance(module, torch.nn.Embedding) and error_type == "IndexError"
+
+
 def explain_embedding_failure(error: BaseException) -> str | None:
     """For an ``IndexError`` a real device raised in an embedding lookup (torch says only "index out of range
     in self"): what is wrong with the ids, as a trace on ``meta`` says it (``embedding_ids_problem``). Read

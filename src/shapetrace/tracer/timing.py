@@ -93,6 +93,7 @@ from .probes.flops import FlopProbe
 from .probes.memory import PeakMemoryProbe, PeakStack
 from .probes.timing import RANGE_PREFIX, TimerProbe
 from .records import Failure, Trace, iter_tensors
+from .shape_only import explain_embedding_failure, failed_in_lookup
 from .values import iter_live_tensors
 
 __all__ = [
@@ -487,7 +488,8 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
                 run, kind = _timed(model, args, kwargs, index.without(inner), dev, warmup, repeat, call_of, grad,
                                    train, progress, gpu_timer, parents=[c.parent for c in trace.calls])
             except _TimedRunFailed as failed:
-                raise TraceFailed(_failed_in_timed_run(trace, failed, call_of), failed.__cause__) from failed.__cause__
+                raise TraceFailed(_failed_in_timed_run(trace, failed, call_of, called),
+                                  failed.__cause__) from failed.__cause__
         if memory:  # parameter bytes read while the cast copies are in place (``dtype``)
             _fill_memory(trace, called, peak_probe)
     # The merge: every probe's results into the shape pass's calls.
@@ -637,14 +639,22 @@ def _fill_memory(trace: Trace, called: list[nn.Module], peak_probe: PeakMemoryPr
             call.memory.peak_bytes = peak_probe.results[call.id]
 
 
-def _failed_in_timed_run(trace: Trace, failed: _TimedRunFailed, call_of: dict) -> Trace:
+def _failed_in_timed_run(trace: Trace, failed: _TimedRunFailed, call_of: dict, called: list[nn.Module]) -> Trace:
     """The shape pass's trace with where a timed run failed: ``trace.failure`` names the innermost call it left
     (when an instrumented forward saw it) and the exception, ``meta["failed_in_timed_run"]`` which run of how
     many. The calls stay as the shape pass saw them, every one returned (no ``Call.error``): the trace
-    describes that forward, and the failure says which later forward failed where."""
+    describes that forward, and the failure says which later forward failed where. An embedding that failed on
+    ids outside its rows gets what is wrong with them, as in a failed trace (``explain_embedding_failure``);
+    ``called`` holds each call's module, by call id."""
     error = failed.__cause__
     cid = call_of.get(failed.key) if failed.key is not None else None
-    trace.failure = Failure(cid, type(error).__name__, str(error) if error is not None else "")
+    message = str(error) if error is not None else ""
+    kind = type(error).__name__
+    if error is not None and cid is not None and failed_in_lookup(called[cid], kind):
+        problem = explain_embedding_failure(error)
+        if problem is not None:
+            message = f"{message}: {problem}"
+    trace.failure = Failure(cid, kind, message)
     trace.meta["failed_in_timed_run"] = {"run": failed.run, "of": failed.of}
     return trace
 
