@@ -29,7 +29,7 @@ result into a real tensor (its values would be left stale).
 ``meta`` kernels skip some checks the CPU makes; the mode adds the ones a forward most often trips over:
 the operands of ``linear``, the matrix products and the convolutions must share a dtype, a convolution's
 input must have the channels its weight expects (said with the CPU's message), and the ids given
-to ``embedding`` (real, when they are an input) must be in range. Others (a ``.view`` of a result whose
+to ``embedding`` and ``embedding_bag`` (real, when they are an input) must be in range. Others (a ``.view`` of a result whose
 strides the CPU lays out differently) can still pass on ``meta`` and fail on the CPU.
 """
 
@@ -269,6 +269,37 @@ def _embedding_ids_in_range(args: tuple, kwargs: dict) -> None:
         raise IndexError(f"index out of range in self: {problem}")
 
 
+def _embedding_bag_ids_in_range(ids: Any, weight: Any, offsets: Any) -> None:
+    """The CPU's refusal of a bag of ids outside ``weight``'s rows, which the ``meta`` kernel skips, with what is
+    wrong with them. Only for a call ``F.embedding_bag`` lets through to its kernel (integer ids, 2-D without
+    ``offsets`` or 1-D with them): a call it refuses for another reason fails with its own error."""
+    if (not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32)
+            or (ids.ndim, offsets is None) not in ((2, True), (1, False))):
+        return
+    problem = embedding_ids_problem(ids, weight)
+    if problem is not None:
+        flat, rows = ids.reshape(-1), weight.shape[0]
+        at = int(((flat < 0) | (flat >= rows)).nonzero()[0])  # the first bad id, as the CPU names it
+        raise RuntimeError(f"Index {at} of input takes value {int(flat[at])} which is not in the valid range "
+                           f"[0, {rows}): {problem}")
+
+
+def _argument(args: tuple, kwargs: dict, index: int, name: str) -> Any:
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
+def _functional_embedding_bag(args: tuple, kwargs: dict) -> None:
+    """``F.embedding_bag(input, weight, offsets, ...)``'s ids (``nn.EmbeddingBag`` calls it)."""
+    _embedding_bag_ids_in_range(_argument(args, kwargs, 0, "input"), _argument(args, kwargs, 1, "weight"),
+                                _argument(args, kwargs, 2, "offsets"))
+
+
+def _torch_embedding_bag(args: tuple, kwargs: dict) -> None:
+    """``torch.embedding_bag(weight, indices, offsets, ...)``'s ids."""
+    _embedding_bag_ids_in_range(_argument(args, kwargs, 1, "indices"), _argument(args, kwargs, 0, "weight"),
+                                _argument(args, kwargs, 2, "offsets"))
+
+
 def failed_in_lookup(module: Any, error_type: str) -> bool:
     """Whether an exception named ``error_type`` that left a call of ``module`` may be an embedding lookup given
     ids outside its rows, worth ``explain_embedding_failure``: an ``IndexError`` in an ``Embedding`` (torch's
@@ -336,8 +367,8 @@ for _spatial, (_f, _t) in enumerate(((torch.conv1d, torch.conv_transpose1d), (to
     _CPU_CHECKS[_f] = _all(_same_dtype("input, weight and bias"), _conv_channels(_spatial, transposed=False))
     _CPU_CHECKS[_t] = _all(_same_dtype("input, weight and bias"), _conv_channels(_spatial, transposed=True))
 _CPU_CHECKS[torch.nn.functional.embedding] = _embedding_ids_in_range
-_CPU_CHECKS[torch.embedding] = lambda args, kwargs: _embedding_ids_in_range((args[1], args[0]) if len(args) > 1
-                                                                            else args, kwargs)
+_CPU_CHECKS[torch.nn.functional.embedding_bag] = _functional_embedding_bag
+_CPU_CHECKS[torch.embedding_bag] = _torch_embedding_bag
 
 
 # ---- operations that write in place --------------------------------------------------------------------
