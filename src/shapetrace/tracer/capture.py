@@ -38,7 +38,7 @@ from .probes.opcount import OpCountProbe
 from .probes.ops import OpProbe
 from .probes.shapes import ShapeProbe
 from .records import Failure, Trace, Uncalled
-from .shape_only import ShapeOnlyMode, explain_embedding_failure
+from .shape_only import ShapeOnlyMode, explain_embedding_failure, failed_in_lookup
 from .user_warnings import warn_user
 
 __all__ = ["Checked", "LazyLayers", "TeardownFailed", "TraceNotBuilt", "Tracer", "UnsupportedModel", "check_traceable", "refuse_lazy",
@@ -267,7 +267,8 @@ class Tracer:
             self._exit.enter_context(placed(self.model, self.device))
             if self.device is not None and self.device.type == "meta":
                 # Shape-only tracing: a torch function mode, entered under the op recorder (see shape_only).
-                self._shape_only = self._exit.enter_context(ShapeOnlyMode())
+                counted = any(p.counts_dispatched_ops for p in self._probes)  # FLOPs: every op dispatched
+                self._shape_only = self._exit.enter_context(ShapeOnlyMode(formulas=not counted))
             self._exit.enter_context(self._engine)
         except BaseException:
             run_all((self.release, self._guard.put_back_registrations))
@@ -383,11 +384,8 @@ class Tracer:
         is wrong with the ids, as on ``meta`` (``shape_only.explain_embedding_failure``); so does an
         ``EmbeddingBag``'s "Expected i < index_size to be true". Only after a forward that failed in an
         ``Embedding`` call with an ``IndexError``, or in an ``EmbeddingBag`` call with that or a ``RuntimeError``."""
-        if failure is None or failure.call is None or failure.type not in ("IndexError", "RuntimeError"):
-            return
-        module = self.call_modules()[failure.call]
-        if not (isinstance(module, nn.EmbeddingBag) or (isinstance(module, nn.Embedding)
-                                                        and failure.type == "IndexError")):
+        if failure is None or failure.call is None or not failed_in_lookup(self.call_modules()[failure.call],
+                                                                          failure.type):
             return
         problem = explain_embedding_failure(exc)
         if problem is None or problem in failure.message:  # on meta the check said it already

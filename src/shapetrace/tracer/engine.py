@@ -224,6 +224,9 @@ class Probe:
     """
 
     needs_kwargs = False
+    #: Counts the operations torch dispatches (``FlopCounterMode``): on ``meta`` every operation must then run
+    #: torch's kernel, never a shape formula that answers without dispatching (``ShapeOnlyMode(formulas=False)``).
+    counts_dispatched_ops = False
 
     def start(self, engine: Engine) -> None:
         """Called when the engine is entered."""

@@ -29,7 +29,7 @@ result into a real tensor (its values would be left stale).
 ``meta`` kernels skip some checks the CPU makes; the mode adds the ones a forward most often trips over:
 the operands of ``linear``, the matrix products and the convolutions must share a dtype, a convolution's
 input must have the channels its weight expects (said with the CPU's message), and the ids given
-to ``embedding`` (real, when they are an input) must be in range. Others (a ``.view`` of a result whose
+to ``embedding`` and ``embedding_bag`` (real, when they are an input) must be in range. Others (a ``.view`` of a result whose
 strides the CPU lays out differently) can still pass on ``meta`` and fail on the CPU.
 """
 
@@ -269,6 +269,47 @@ def _embedding_ids_in_range(args: tuple, kwargs: dict) -> None:
         raise IndexError(f"index out of range in self: {problem}")
 
 
+def _embedding_bag_ids_in_range(ids: Any, weight: Any, offsets: Any) -> None:
+    """The CPU's refusal of a bag of ids outside ``weight``'s rows, which the ``meta`` kernel skips, with what is
+    wrong with them. Only for a call ``F.embedding_bag`` lets through to its kernel (integer ids, 2-D without
+    ``offsets`` or 1-D with them): a call it refuses for another reason fails with its own error."""
+    if (not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32)
+            or (ids.ndim, offsets is None) not in ((2, True), (1, False))):
+        return
+    problem = embedding_ids_problem(ids, weight)
+    if problem is not None:
+        flat, rows = ids.reshape(-1), weight.shape[0]
+        at = int(((flat < 0) | (flat >= rows)).nonzero()[0])  # the first bad id, as the CPU names it
+        raise RuntimeError(f"Index {at} of input takes value {int(flat[at])} which is not in the valid range "
+                           f"[0, {rows}): {problem}")
+
+
+def _argument(args: tuple, kwargs: dict, index: int, name: str) -> Any:
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
+def _functional_embedding_bag(args: tuple, kwargs: dict) -> None:
+    """``F.embedding_bag(input, weight, offsets, ...)``'s ids (``nn.EmbeddingBag`` calls it)."""
+    _embedding_bag_ids_in_range(_argument(args, kwargs, 0, "input"), _argument(args, kwargs, 1, "weight"),
+                                _argument(args, kwargs, 2, "offsets"))
+
+
+def _torch_embedding_bag(args: tuple, kwargs: dict) -> None:
+    """``torch.embedding_bag(weight, indices, offsets, ...)``'s ids."""
+    _embedding_bag_ids_in_range(_argument(args, kwargs, 1, "indices"), _argument(args, kwargs, 0, "weight"),
+                                _argument(args, kwargs, 2, "offsets"))
+
+
+def failed_in_lookup(module: Any, error_type: str) -> bool:
+    """Whether an exception named ``error_type`` that left a call of ``module`` may be an embedding lookup given
+    ids outside its rows, worth ``explain_embedding_failure``: an ``IndexError`` in an ``Embedding`` (torch's
+    "index out of range in self"), an ``IndexError`` or ``RuntimeError`` in an ``EmbeddingBag`` ("Expected i <
+    index_size to be true")."""
+    if isinstance(module, torch.nn.EmbeddingBag):
+        return error_type in ("IndexError", "RuntimeError")
+    return isinstance(module, torch.nn.Embedding) and error_type == "IndexError"
+
+
 def explain_embedding_failure(error: BaseException) -> str | None:
     """For an ``IndexError`` a real device raised in an embedding lookup (torch says only "index out of range
     in self"): what is wrong with the ids, as a trace on ``meta`` says it (``embedding_ids_problem``). Read
@@ -326,8 +367,8 @@ for _spatial, (_f, _t) in enumerate(((torch.conv1d, torch.conv_transpose1d), (to
     _CPU_CHECKS[_f] = _all(_same_dtype("input, weight and bias"), _conv_channels(_spatial, transposed=False))
     _CPU_CHECKS[_t] = _all(_same_dtype("input, weight and bias"), _conv_channels(_spatial, transposed=True))
 _CPU_CHECKS[torch.nn.functional.embedding] = _embedding_ids_in_range
-_CPU_CHECKS[torch.embedding] = lambda args, kwargs: _embedding_ids_in_range((args[1], args[0]) if len(args) > 1
-                                                                            else args, kwargs)
+_CPU_CHECKS[torch.nn.functional.embedding_bag] = _functional_embedding_bag
+_CPU_CHECKS[torch.embedding_bag] = _torch_embedding_bag
 
 
 # ---- operations that write in place --------------------------------------------------------------------
@@ -409,6 +450,10 @@ def _run_with_stand_ins(func: Callable, args: tuple, kwargs: dict) -> Any:
     return _outputs_to_meta(out, func in _INTEGER_OUTPUTS_FROM_REAL)
 
 
+def _no_formula(func: Any) -> None:
+    """No shape formula for any operation (``ShapeOnlyMode(formulas=False)``)."""
+
+
 class ShapeOnlyMode(TorchFunctionMode):
     """Moves real tensors to ``meta`` where they meet ``meta`` ones; answers RNN kernels with shapes.
 
@@ -416,10 +461,15 @@ class ShapeOnlyMode(TorchFunctionMode):
     boolean tensors stay real as long as they can: ``.to()`` a ``meta`` device or tensor keeps their values
     (only the dtype changes), a ``meta`` tensor moved to any device stays on ``meta``, and a factory asked for an integer tensor on ``meta`` (``torch.arange(n,
     device=x.device)``) makes it on the CPU, so positions, masks and lengths can be read by the forward.
+
+    ``formulas=False`` runs torch's ``meta`` kernel for every operation instead of answering the common ones
+    with a shape formula (``shape_rules``): slower, but every operation reaches torch's dispatcher, where a
+    dispatch mode that counts them (``FlopCounterMode``) sees it. The shapes are the same either way.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, formulas: bool = True) -> None:
         super().__init__()
+        self._rule_for = rule_for if formulas else _no_formula
         # Autocast regions ("cpu:bfloat16") active at a matrix product or convolution run on meta: meta tensors
         # take no part in autocast, so those ops kept their operands' dtype where the real device casts them.
         self.autocast_ignored: set[str] = set()
@@ -435,7 +485,7 @@ class ShapeOnlyMode(TorchFunctionMode):
         if check is not None and (_placement(args) & 1 or any(_placement(v) & 1 for v in (kwargs or {}).values())):
             self._note_autocast()
             check(args, kwargs or _NO_KWARGS)
-        rule = rule_for(func)
+        rule = self._rule_for(func)
         if rule is not None:  # a shape formula (shape_rules), when it understands the call
             out = rule(args, kwargs or _NO_KWARGS)
             if out is not None:

@@ -93,6 +93,7 @@ from .probes.flops import FlopProbe
 from .probes.memory import PeakMemoryProbe, PeakStack
 from .probes.timing import RANGE_PREFIX, TimerProbe
 from .records import Failure, Trace, iter_tensors
+from .shape_only import explain_embedding_failure, failed_in_lookup
 from .values import iter_live_tensors
 
 __all__ = [
@@ -447,7 +448,9 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
                 "a lazy layer makes real weights from its first input. Profile on the CPU or a GPU, or run one "
                 "forward on real data first (model(x)).")
         model = copy_for_lazy_layers(model, lazy)
-        with torch.no_grad():  # made here, where the inputs are, before any copy is cast or moved
+        # Made here, where the inputs are, before any copy is cast or moved. This forward is shapetrace's own, one
+        # more than the profile runs: what it stores into the caller's objects (a cache it grows) is put back.
+        with arguments_kept((inputs, kwargs)), torch.no_grad():
             model(*place_inputs(tuple(inputs), model_device(model)), **place_inputs(kwargs, model_device(model)))
         result = _profile_module(Checked(model), inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
                                  flops=flops, memory=memory, progress=progress, grad=grad, train=train,
@@ -465,14 +468,15 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
         peak_probe = PeakMemoryProbe(dev) if memory and dev.type == "cuda" else None
         try:
             trace, keys, called = _shape_pass(checked, args, kwargs, [p for p in (flop_probe, peak_probe) if p],
-                                              grad, train)
+                                              grad, train, dev)
         except TraceFailed as failed:
             if flop_probe is None:
                 raise
             # torch's FlopCounterMode cannot run some forwards that run by themselves (a jagged nested tensor
             # through a Linear): without it, the profile goes on and says why FLOPs are missing.
             peak_probe = PeakMemoryProbe(dev) if peak_probe is not None else None  # a fresh one for the new pass
-            trace, keys, called = _shape_pass(checked, args, kwargs, [peak_probe] if peak_probe else [], grad, train)
+            trace, keys, called = _shape_pass(checked, args, kwargs, [peak_probe] if peak_probe else [], grad, train,
+                                          dev)
             failure = failed.trace.failure
             trace.meta["flops_unavailable"] = failure.text if failure else str(failed)
         call_of = {key: cid for cid, key in enumerate(keys)}
@@ -484,7 +488,8 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
                 run, kind = _timed(model, args, kwargs, index.without(inner), dev, warmup, repeat, call_of, grad,
                                    train, progress, gpu_timer, parents=[c.parent for c in trace.calls])
             except _TimedRunFailed as failed:
-                raise TraceFailed(_failed_in_timed_run(trace, failed, call_of), failed.__cause__) from failed.__cause__
+                raise TraceFailed(_failed_in_timed_run(trace, failed, call_of, called),
+                                  failed.__cause__) from failed.__cause__
         if memory:  # parameter bytes read while the cast copies are in place (``dtype``)
             _fill_memory(trace, called, peak_probe)
     # The merge: every probe's results into the shape pass's calls.
@@ -524,11 +529,16 @@ def _run_dtype(model: nn.Module, args: tuple, kwargs: dict) -> str:
     return _dtype_name(dtypes.pop() if dtypes else torch.get_default_dtype())
 
 
-def _shape_pass(checked: Checked, args: tuple, kwargs: dict, probes: list, grad: bool, train: bool | None
-                ) -> tuple[Trace, list[tuple[str, int]], list[nn.Module]]:
+def _shape_pass(checked: Checked, args: tuple, kwargs: dict, probes: list, grad: bool, train: bool | None,
+                dev: torch.device) -> tuple[Trace, list[tuple[str, int]], list[nn.Module]]:
     """The trace (with ops: the profile's diagram shows data flow), each call's ``(module name, call_index)``
-    and module object; ``probes`` run in the same forward and key their results by call id."""
-    tracer = Tracer(checked, grad=grad, train=train, ops=True, probes=probes)
+    and module object; ``probes`` run in the same forward and key their results by call id.
+
+    The model is placed on ``dev`` already (``placed``). On ``meta`` the ``Tracer`` is told so, and traces
+    shapes as ``trace(device="meta")`` does (``shape_only.ShapeOnlyMode``): real integer inputs and real
+    tensors in the caller's objects meet ``meta`` ones, and the CPU's checks fail the same forwards."""
+    tracer = Tracer(checked, grad=grad, train=train, ops=True, probes=probes,
+                    device=dev if dev.type == "meta" else None)
     try:
         with tracer:
             checked.module(*args, **kwargs)
@@ -629,14 +639,22 @@ def _fill_memory(trace: Trace, called: list[nn.Module], peak_probe: PeakMemoryPr
             call.memory.peak_bytes = peak_probe.results[call.id]
 
 
-def _failed_in_timed_run(trace: Trace, failed: _TimedRunFailed, call_of: dict) -> Trace:
+def _failed_in_timed_run(trace: Trace, failed: _TimedRunFailed, call_of: dict, called: list[nn.Module]) -> Trace:
     """The shape pass's trace with where a timed run failed: ``trace.failure`` names the innermost call it left
     (when an instrumented forward saw it) and the exception, ``meta["failed_in_timed_run"]`` which run of how
     many. The calls stay as the shape pass saw them, every one returned (no ``Call.error``): the trace
-    describes that forward, and the failure says which later forward failed where."""
+    describes that forward, and the failure says which later forward failed where. An embedding that failed on
+    ids outside its rows gets what is wrong with them, as in a failed trace (``explain_embedding_failure``);
+    ``called`` holds each call's module, by call id."""
     error = failed.__cause__
     cid = call_of.get(failed.key) if failed.key is not None else None
-    trace.failure = Failure(cid, type(error).__name__, str(error) if error is not None else "")
+    message = str(error) if error is not None else ""
+    kind = type(error).__name__
+    if error is not None and cid is not None and failed_in_lookup(called[cid], kind):
+        problem = explain_embedding_failure(error)
+        if problem is not None:
+            message = f"{message}: {problem}"
+    trace.failure = Failure(cid, kind, message)
     trace.meta["failed_in_timed_run"] = {"run": failed.run, "of": failed.of}
     return trace
 

@@ -21,6 +21,8 @@ from ..records import Trace
 class FlopProbe(Probe):
     """``results[cid] = (counted, analytic)``; ``total`` is the counter's grand total after the forward."""
 
+    counts_dispatched_ops = True
+
     def __init__(self) -> None:
         self.results: dict[int, tuple[int, int | None]] = {}
         self.total = 0
