@@ -57,7 +57,6 @@ and costs nothing in the timed runs, so it is used instead (``PeakStack``).
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 import warnings
@@ -88,7 +87,7 @@ from .metrics import (
     Note,
     TimingSummary,
 )
-from .placement import model_device, place_inputs, placed, runs_elsewhere
+from .placement import model_device, place_inputs, placed
 from .probes.flops import FlopProbe
 from .probes.memory import PeakMemoryProbe, PeakStack
 from .probes.timing import RANGE_PREFIX, TimerProbe
@@ -400,7 +399,9 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
     try:
         # ~2 * (warmup + repeat) + 1 forwards: in train mode each Dropout draws from the global generator, which
         # is put back as found (like the model), so code after a profile draws the numbers it would have drawn
-        with torch.random.fork_rng(devices=_rng_devices(resolve_device(device))):
+        # What the forwards store into the caller's objects (a cache each of them grows) is put back as well: a
+        # profile measures, it is not the caller's forward (on the model's own device as elsewhere).
+        with torch.random.fork_rng(devices=_rng_devices(resolve_device(device))), arguments_kept((inputs, kwargs)):
             result = _profile_module(checked, inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
                                      flops=flops, memory=memory, progress=progress, grad=grad, train=train,
                                      gpu_timer=gpu_timer, kwargs={**kwargs, **(forward_kwargs or {})})
@@ -448,21 +449,19 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
                 "a lazy layer makes real weights from its first input. Profile on the CPU or a GPU, or run one "
                 "forward on real data first (model(x)).")
         model = copy_for_lazy_layers(model, lazy)
-        # Made here, where the inputs are, before any copy is cast or moved. This forward is shapetrace's own, one
-        # more than the profile runs: what it stores into the caller's objects (a cache it grows) is put back.
-        with arguments_kept((inputs, kwargs)), torch.no_grad():
+        # Made here, where the inputs are, before any copy is cast or moved (what it stores into the caller's
+        # objects is put back with the rest, by profile()).
+        with torch.no_grad():
             model(*place_inputs(tuple(inputs), model_device(model)), **place_inputs(kwargs, model_device(model)))
         result = _profile_module(Checked(model), inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
                                  flops=flops, memory=memory, progress=progress, grad=grad, train=train,
                                  gpu_timer=gpu_timer, kwargs=kwargs)
         result.meta["lazy_traced_on_copy"] = lazy
         return result
-    # On another device (meta) or cast, what the forwards store into the caller's objects is put back after them
-    kept = arguments_kept((inputs, kwargs)) if runs_elsewhere(model, dev, dt) else contextlib.nullcontext()
     args = place_inputs(tuple(inputs), dev, dt)
     kwargs = place_inputs(kwargs, dev, dt)
     regions, inner = _compiled_regions(model)
-    with kept, placed(model, dev, dt):
+    with placed(model, dev, dt):
         # Pass 1: shapes, data flow, FLOPs and peak memory, in one forward.
         flop_probe = FlopProbe() if flops else None
         peak_probe = PeakMemoryProbe(dev) if memory and dev.type == "cuda" else None
