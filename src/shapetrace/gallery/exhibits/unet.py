@@ -41,7 +41,7 @@ register(Exhibit(
     title="The CamVid U-Net: DynamicUnet on a resnet34 body",
     caption=(
         "create_unet_model(resnet34, 32, (360, 480)) runs a dummy image through the encoder, hooks the encoder "
-        "children after which the width changes (6, 5, 4 and 2) and builds one UnetBlock per hook, deepest first. "
+        "children after which the spatial size changes (6, 5, 4 and 2) and builds one UnetBlock per hook, deepest first. "
         "Each block upsamples with PixelShuffle_ICNR, resizes to its skip if the sizes differ (12x15 doubles to "
         "24x30 but the skip is 23x30) and reads the skip from the hook, a side input that is not an argument of "
         "its forward: skips of 256@23x30, 128@45x60, 64@90x120 and 64@180x240, giving block outputs of "
