@@ -560,11 +560,22 @@ def render_trace_diff(d: TraceDiff, fmt: str = "text", width: int | None = 100) 
 
 def diagram_options(d: TraceDiff) -> dict:
     """Options for the diagram renderer's ``diff`` overlay on B: changed and added modules and calls (the
-    calls counted in the legend, as in the text), removed ones listed. A container that only contains changes,
-    and a call the other side's failed forward did not reach, are neither."""
+    calls counted in the legend, as in the text), removed ones listed; B's calls that A's failed forward did
+    not reach (``unreached``, drawn muted) and A's that B's did not (``unreached_in_b``, listed), counted as
+    the text counts them, given only where there are some (a diff of two whole forwards has none). A container
+    that only contains changes is none of these."""
     changed = [r.b for r in d.shown if r.status == "changed" and r.b is not None]
     added = [r.b for r in d.shown if r.status == "only_b" and r.b is not None]
+    unreached = [r.b for r in d.shown if r.status == "unreached_a" and r.b is not None]
     removed = [f"{r.label} {r.cls}" for r in d.shown if r.status == "only_a"]
-    return {"diff": {"changed": sorted({c.module for c in changed}), "added": sorted({c.module for c in added}),
-                     "removed": removed, "changed_calls": sorted(c.id for c in changed),
-                     "added_calls": sorted(c.id for c in added)}}
+    unreached_in_b = [f"{r.label} {r.cls}" for r in d.shown if r.status == "unreached_b"]
+    options: dict[str, list] = {"changed": sorted({c.module for c in changed}),
+                                "added": sorted({c.module for c in added}), "removed": removed,
+                                "changed_calls": sorted(c.id for c in changed),
+                                "added_calls": sorted(c.id for c in added)}
+    if unreached:
+        options |= {"unreached": sorted({c.module for c in unreached}),
+                    "unreached_calls": sorted(c.id for c in unreached)}
+    if unreached_in_b:
+        options["unreached_in_b"] = unreached_in_b
+    return {"diff": options}
