@@ -20,8 +20,8 @@ Options
     Draw every call of a module called in a loop, instead of one node marked ×N.
 ``overlays``
     Any of ``"cut"`` (body / head of a cut model), ``"groups"`` (parameter groups), ``"frozen"`` (trainable vs
-    frozen parameters), ``"heat"`` (time or memory) and ``"diff"`` (``shapetrace diff``: calls changed or added
-    against another trace, from ``options["diff"]``). ``cut`` colours borders; the others fill nodes (the
+    frozen parameters), ``"heat"`` (time or memory) and ``"diff"`` (``shapetrace diff``: calls changed, added, or
+    not reached by the other trace's failed forward, from ``options["diff"]``). ``cut`` colours borders; the others fill nodes (the
     last one named wins). Each overlay adds a legend.
 ``options``
     ``{"cut": {"body": [...], "head": [...]}}`` (automatic for ``nn.Sequential(body, head)``),
@@ -69,7 +69,10 @@ __all__ = ["LAYOUTS", "OVERLAYS", "STYLES", "GraphvizNotFound", "OverlayNeedsOpt
 LAYOUTS = ("tb", "lr", "u")
 STYLES = ("compact", "detailed")
 OVERLAYS = ("cut", "groups", "frozen", "heat", "diff")
-DIFF_FILL = {"changed": "#ffd8a8", "added": "#c3f0c8"}
+# "unreached": a call of B that A's failed forward never got to, muted: neither a change nor an addition
+DIFF_FILL = {"changed": "#ffd8a8", "added": "#c3f0c8", "unreached": "#e9e9e9"}
+DIFF_WORDS = {"changed": "changed in B", "added": "added in B",
+              "unreached": "not reached in A, whose forward failed first"}
 FORMATS = ("svg", "png", "pdf", "dot", "jpg", "gif", "webp")
 
 INSTALL_HINT = ("Install Graphviz to render diagrams: 'sudo apt-get install graphviz' (Debian/Ubuntu), "
@@ -449,13 +452,15 @@ class _Overlay:
             self._row("groups", str(g), "parameter groups", colour, str(g))
 
     def _diff(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
-        """``shapetrace diff A B``'s picture of B: changed and added calls filled, A's removed calls listed."""
+        """``shapetrace diff A B``'s picture of B: changed and added calls filled, calls A's failed forward did
+        not reach filled grey (marked "not reached in A"), A's removed calls and those B's failed forward did
+        not reach listed."""
         if options.get("diff") is None:
             raise OverlayNeedsOptions("diff", "the 'diff' overlay needs options={'diff': {'changed': [...], 'added': "
                                               "[...], 'removed': [...]}}, as shapetrace diff A B gives it")
         diff = options["diff"]
-        marked: set[str] = set()  # a call both changed and added reads as changed
-        for kind in ("changed", "added"):
+        marked: set[str] = set()  # a node drawing calls of several kinds reads as the first: changed, added
+        for kind in ("changed", "added", "unreached"):
             names = set(diff.get(kind, []))
             # the calls of B, where given (``shapetrace diff`` gives them): a node is painted for the calls it
             # draws or hides, and the legend counts calls, as the diff's text does; else every call of a module
@@ -468,14 +473,19 @@ class _Overlay:
                     hit = n.module in names or inside
                 if hit and n.id not in marked:
                     self._paint("diff", n.id, DIFF_FILL[kind], kind)
+                    if kind == "unreached":
+                        self.marks.setdefault(n.id, []).append(_small(html("not reached in A"), CUT_OFF_TEXT))
                     marked.add(n.id)
             count = len(ids) if ids is not None else len(names)
             if count or kind == "changed":
-                self._row("diff", kind, "diff against A", DIFF_FILL[kind], f"{kind} in B ({count})")
-        removed = list(diff.get("removed", []))
-        if removed:
-            shown = ", ".join(removed[:8]) + (f", … ({len(removed)} in all)" if len(removed) > 8 else "")
-            self._row("diff", "removed", "diff against A", "#ffffff", f"only in A: {shown}")
+                self._row("diff", kind, "diff against A", DIFF_FILL[kind], f"{DIFF_WORDS[kind]} ({count})")
+        listings = {"removed": "only in A", "unreached_in_b": "not reached in B, whose forward failed first"}
+        for key, words in listings.items():
+            listed = list(diff.get(key, []))
+            if listed:
+                shown = ", ".join(listed[:8]) + (f", … ({len(listed)} in all)" if len(listed) > 8 else "")
+                count = f" ({len(listed)})" if key == "unreached_in_b" else ""
+                self._row("diff", key, "diff against A", "#ffffff", f"{words}{count}: {shown}")
 
     def _heat(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
         kind = options.get("heat")

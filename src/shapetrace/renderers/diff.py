@@ -21,7 +21,7 @@ from typing import Any
 from ..tracer.records import Call, Comparison, TensorMeta, Trace, iter_tensors
 from .carried import follows_from_input
 from .markdown import md_cell, md_code
-from .table import wrap_cell
+from .table import wrap_cell, wrap_words
 from .units import display_width, literal, pad
 
 COLUMNS = ("layer", "what", "shapetrace", "{tool}", "why")
@@ -75,16 +75,23 @@ def _rule(lines: list[str], width: int | None) -> str:
     return "─" * (longest if width is None else min(width, longest))
 
 
+def _fitted(lines: list[str], width: int | None) -> list[str]:
+    """Sentences (``literal`` already) wrapped to ``width`` columns as the shape table's notes wrap
+    (``table.wrap_words``: at spaces, a continuation indented by two); ``None``: as they are."""
+    return lines if width is None else [part for line in lines for part in wrap_words(line, width)]
+
+
 def render_text(comparison: Comparison, width: int | None = 100) -> str:
-    """An aligned table fitted to ``width`` columns (``None``: no limit), long cells wrapped."""
+    """An aligned table fitted to ``width`` columns (``None``: no limit), long cells and the summary wrapped."""
     head = tuple(h.format(tool=comparison.tool) for h in COLUMNS)
     rows = [tuple(literal(c) for c in r) for r in _rows(comparison)]
+    summary = _fitted([_summary(comparison)], width)
     if not rows:
-        return _summary(comparison) + "\n"
+        return "\n".join(summary) + "\n"
     header, *body = _aligned([head, *rows], width)
     lines = [line for row in body for line in row]
     rule = _rule([*header, *lines], width)
-    return "\n".join([rule, *header, rule, *lines, rule, _summary(comparison)]) + "\n"
+    return "\n".join([rule, *header, rule, *lines, rule, *summary]) + "\n"
 
 
 def render_markdown(comparison: Comparison) -> str:
@@ -465,14 +472,18 @@ def _no_differences(d: TraceDiff) -> str:
 
 
 def render_trace_diff_text(d: TraceDiff, width: int | None = 100) -> str:
-    """The diff as an aligned table fitted to ``width`` columns (``None``: no limit), long cells wrapped."""
-    head = [literal(line) for line in (f"A = {d.a_name}", f"B = {d.b_name}", _side("A", d.a), _side("B", d.b))]
+    """The diff as an aligned table fitted to ``width`` columns (``None``: no limit): long cells wrapped, and
+    the lines above and below it (the sides, the summary) wrapped to the same width."""
+    head = _fitted([literal(line) for line in (f"A = {d.a_name}", f"B = {d.b_name}", _side("A", d.a),
+                                               _side("B", d.b))], width)
     head.append("")
     if not d.common:
-        return "\n".join([*head, *map(literal, [_not_comparable(d), *_summary_lines(d)[1:2]])]) + "\n"
+        return "\n".join([*head, *_fitted([literal(s) for s in [_not_comparable(d), *_summary_lines(d)[1:2]]],
+                                           width)]) + "\n"
     table = [(r.label, *line) for r in d.shown for line in _row_lines(r, d.timed)]
     if not table:
-        return "\n".join([*head, *map(literal, [_no_differences(d), *_summary_lines(d)[1:]])]) + "\n"
+        return "\n".join([*head, *_fitted([literal(s) for s in [_no_differences(d), *_summary_lines(d)[1:]]],
+                                           width)]) + "\n"
     cells, last = [], None
     for r in table:
         cells.append(tuple(literal(c) for c in (r[0] if r[0] != last else "", *r[1:])))
@@ -480,7 +491,7 @@ def render_trace_diff_text(d: TraceDiff, width: int | None = 100) -> str:
     header, *body = _aligned([("layer", "what", "A", "B"), *cells], width)
     lines = [line for row in body for line in row]
     rule = _rule([*header, *lines], width)
-    out = [*head, rule, *header, rule, *lines, rule, *map(literal, _summary_lines(d))]
+    out = [*head, rule, *header, rule, *lines, rule, *_fitted([literal(s) for s in _summary_lines(d)], width)]
     return "\n".join(out) + "\n"
 
 
@@ -560,11 +571,22 @@ def render_trace_diff(d: TraceDiff, fmt: str = "text", width: int | None = 100) 
 
 def diagram_options(d: TraceDiff) -> dict:
     """Options for the diagram renderer's ``diff`` overlay on B: changed and added modules and calls (the
-    calls counted in the legend, as in the text), removed ones listed. A container that only contains changes,
-    and a call the other side's failed forward did not reach, are neither."""
+    calls counted in the legend, as in the text), removed ones listed; B's calls that A's failed forward did
+    not reach (``unreached``, drawn muted) and A's that B's did not (``unreached_in_b``, listed), counted as
+    the text counts them, given only where there are some (a diff of two whole forwards has none). A container
+    that only contains changes is none of these."""
     changed = [r.b for r in d.shown if r.status == "changed" and r.b is not None]
     added = [r.b for r in d.shown if r.status == "only_b" and r.b is not None]
+    unreached = [r.b for r in d.shown if r.status == "unreached_a" and r.b is not None]
     removed = [f"{r.label} {r.cls}" for r in d.shown if r.status == "only_a"]
-    return {"diff": {"changed": sorted({c.module for c in changed}), "added": sorted({c.module for c in added}),
-                     "removed": removed, "changed_calls": sorted(c.id for c in changed),
-                     "added_calls": sorted(c.id for c in added)}}
+    unreached_in_b = [f"{r.label} {r.cls}" for r in d.shown if r.status == "unreached_b"]
+    options: dict[str, list] = {"changed": sorted({c.module for c in changed}),
+                                "added": sorted({c.module for c in added}), "removed": removed,
+                                "changed_calls": sorted(c.id for c in changed),
+                                "added_calls": sorted(c.id for c in added)}
+    if unreached:
+        options |= {"unreached": sorted({c.module for c in unreached}),
+                    "unreached_calls": sorted(c.id for c in unreached)}
+    if unreached_in_b:
+        options["unreached_in_b"] = unreached_in_b
+    return {"diff": options}

@@ -762,14 +762,15 @@ def _stride(ref: tuple[int, ...], out: tuple[int, ...]) -> int | None:
 def _rank(graph: Graph) -> None:
     """U-layout ranks: nodes grouped by spatial resolution, the largest at rank 0, the smallest lowest.
 
-    A node whose output is not image-like takes the resolution of the node feeding it (the input node takes
-    that of its first consumer)."""
-    res: dict[str, int | None] = {}
+    Sizes that differ only by rounding share a row (``_rows``): an odd input's 97×131 and the 98×132 its decoder
+    doubles back to. A node whose output is not image-like takes the resolution of the node feeding it (the
+    input node takes that of its first consumer)."""
+    res: dict[str, tuple[int, ...] | None] = {}
     for n in graph.nodes:
         sp = spatial(n.out_shape) if n.out_shape is not None else None
         if sp is None and n.kind == "output" and n.inputs:
             sp = spatial(n.inputs[0][1].shape)
-        res[n.id] = _area(sp) if sp else None
+        res[n.id] = sp or None
     preds: dict[str, list[str]] = {}
     for e in graph.edges:
         preds.setdefault(e.dst, []).append(e.src)
@@ -788,12 +789,45 @@ def _rank(graph: Graph) -> None:
                 if res.get(s) is not None:
                     res[n.id] = res[s]
                     break
-    known = sorted({r for r in res.values() if r is not None}, reverse=True)
-    level = {r: i for i, r in enumerate(known)}
+    level = _rows({sp for sp in res.values() if sp is not None})
     for n in graph.nodes:
-        n.resolution = res[n.id]
-        n.rank = level[res[n.id]] if res[n.id] is not None else 0
-    graph.levels = max(len(known), 1)
+        sp = res[n.id]
+        n.resolution = _area(sp) if sp is not None else None
+        n.rank = level[sp] if sp is not None else 0
+    graph.levels = max(len(set(level.values())), 1)
+
+
+def _same_up_to_rounding(a: int, b: int) -> bool:
+    """Whether two sides of a tensor are one size, up to how a layer rounds.
+
+    A strided layer rounds an odd side down or up (a stride-2 pool takes 97 to 48, a padded stride-2
+    convolution to 49), and a decoder that doubles it back lands within one pixel of the side it halved
+    (2 × 49 = 98 against 97): so one level of a U-Net holds sides at most one pixel apart. Two *different*
+    levels never do once the larger side is 4 or more, since halving ``b`` gives at most ``ceil(b / 2)``, two or
+    more pixels short of ``b``. Below that a pixel is a whole level (3 halves to 2, 2 to 1), so small sides
+    must be equal."""
+    return a == b or (abs(a - b) == 1 and min(a, b) >= 3)
+
+
+def _rows(sizes: Iterable[tuple[int, ...]]) -> dict[tuple[int, ...], int]:
+    """Each spatial size's U-layout row: the largest area on row 0, the smallest lowest. Sizes of one area share
+    a row, and so do sizes the same up to rounding in every dimension (``_same_up_to_rounding``).
+
+    A row holds only sizes pairwise alike, taken largest first, so rounding never chains: 98, 97 and 96 are not
+    one row though each is a pixel from the next (a run of one-pixel steps, as 2×2 valid convolutions make, is
+    paired off two sizes a row rather than flattened into one)."""
+    rows: list[list[tuple[int, ...]]] = []
+    for sp in sorted(sizes, key=lambda s: (-_area(s), s)):
+        row = next((r for r in rows if all(_alike(m, sp) for m in r)), None)
+        if row is None:
+            rows.append([sp])
+        else:
+            row.append(sp)
+    return {sp: i for i, row in enumerate(rows) for sp in row}
+
+
+def _alike(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
+    return _area(a) == _area(b) or (len(a) == len(b) and all(map(_same_up_to_rounding, a, b)))
 
 
 def _area(sp: tuple[int, ...]) -> int:

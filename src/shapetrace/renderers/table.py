@@ -375,7 +375,7 @@ def wrap_cell(text: str, width: int) -> list[str]:
     return lines
 
 
-def _wrap_words(text: str, width: int) -> list[str]:
+def wrap_words(text: str, width: int) -> list[str]:
     """A note wrapped at spaces to ``width`` columns (continuation lines indented by 2), nothing lost."""
     first = wrap_cell(text, width)[0]
     rest = text[len(first):].lstrip(" ")
@@ -608,7 +608,7 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
         return out
 
     title = _title(trace, rows, view, depth)
-    lines = [*(_wrap_words(title, limit) if limit is not None else [title]), rule, *row_lines({h: h for h in shown}, dict.fromkeys(shown, _BOLD)),
+    lines = [*(wrap_words(title, limit) if limit is not None else [title]), rule, *row_lines({h: h for h in shown}, dict.fromkeys(shown, _BOLD)),
              rule]
     indent = widths["layer"] + len(_SEP)
     for i, r in enumerate(rows):
@@ -623,7 +623,7 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     label_w = max(len(k) for k, _ in summary)
     for k, v in summary:
         entry = f"{k + ':':<{label_w + 1}} {v}"
-        lines.extend(_wrap_words(entry, limit) if limit is not None else [entry])
+        lines.extend(wrap_words(entry, limit) if limit is not None else [entry])
     notes = _notes(trace, rows)
     if redundant and any(c not in ("—", "", "1st call") for c in cells["params"]):
         notes.insert(0, "trainable: left out, equal to params in every row (the totals give it)")
@@ -635,7 +635,7 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     if notes:
         lines.append(rule)
         for n in notes:
-            lines.extend(_wrap_words(n, limit) if limit is not None else [n])
+            lines.extend(wrap_words(n, limit) if limit is not None else [n])
     return "\n".join(lines) + "\n"
 
 
