@@ -189,3 +189,5 @@ def test_the_cli_traces_and_shows_the_lines_of_the_exhibit(shared_exhibits):
     assert "Total params:         22,339,392" in table.output
     assert "encoder Sequential ×2: (2,512,7,7)" in lines.output
     assert "cat → (2,1024,7,7)" in lines.output and "head Sequential → (2,2)" in lines.output
+    # the forward's line ran once: the legend must not read ×2 as a loop only
+    assert "×N made N times by the line (a loop, a reused module)" in lines.output
