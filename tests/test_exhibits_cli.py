@@ -27,6 +27,7 @@ CONCEPTS = {
     "the AWD-LSTM classifier's BPT3C chunk calls": ["awd-lstm-classifier"],
     "the language model": ["awd-lstm-language-model"],
     "the per-block splitter's parameter groups": ["resnet34-block-split"],
+    "a Siamese network: one encoder called on two images, a custom splitter": ["siamese-resnet34"],
 }
 
 

@@ -14,8 +14,9 @@ from shapetrace.tracer.api import trace
 from shapetrace.tracer.records import iter_tensors
 
 # A U-Net with weight norm, blur and self-attention; a ResNet with the fastai head; embeddings; the photo
-# through an upsample; the AWD-LSTMs (LSTM kernels, weight dropout, BPT3C's loop over padded chunks).
-CHECKED = ["superres-unet", "pet-recognizer-resnet34", "emb-sz-rule", "tabular-model", "nearest-upsample-photo",
+# through an upsample; the AWD-LSTMs (LSTM kernels, weight dropout, BPT3C's loop over padded chunks); a
+# forward of two inputs calling one module twice (the Siamese network).
+CHECKED = ["superres-unet", "pet-recognizer-resnet34", "siamese-resnet34", "emb-sz-rule", "tabular-model", "nearest-upsample-photo",
            "awd-lstm-language-model", "awd-lstm-classifier"]
 
 

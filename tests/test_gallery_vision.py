@@ -357,6 +357,7 @@ EXPECTED_OUTPUTS = {
     "create-head-avg-pool": (2, 37),
     "create-head-bn-final-lin-first": (2, 37),
     "concat-pool-vs-avg-pool": [(2, 1024, 1, 1), (2, 512, 1, 1)],
+    "siamese-resnet34": (2, 2),  # its own tests: test_gallery_siamese.py
     "nearest-upsample-photo": (1, 3, 1200, 1024),
     "transposed-conv-photo": (1, 6, 1002, 848),
     "resnet34-block-split": (2, 37),

@@ -73,6 +73,7 @@ try:
     )
     from .vision import (
         PretrainedWeightsNotFound,
+        SiameseModel,
         add_head,
         alexnet_split,
         block_groups,
@@ -91,6 +92,8 @@ try:
         num_features_model,
         param_groups,
         resnet_split,
+        siamese_groups,
+        siamese_split,
         squeezenet_split,
         vgg_split,
     )
@@ -123,6 +126,7 @@ __all__ = [
     "SentenceEncoder",
     "SequentialEx",
     "SequentialRNN",
+    "SiameseModel",
     "SigmoidRange",
     "TabularModel",
     "ToTensorBase",
@@ -166,6 +170,8 @@ __all__ = [
     "param_groups",
     "photo_tensor",
     "resnet_split",
+    "siamese_groups",
+    "siamese_split",
     "sigmoid_range",
     "squeezenet_split",
     "vgg_split",

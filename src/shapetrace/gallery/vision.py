@@ -31,6 +31,7 @@ from .layers import (
 
 __all__ = [
     "PretrainedWeightsNotFound",
+    "SiameseModel",
     "add_head",
     "alexnet_split",
     "block_groups",
@@ -49,6 +50,8 @@ __all__ = [
     "num_features_model",
     "param_groups",
     "resnet_split",
+    "siamese_groups",
+    "siamese_split",
     "squeezenet_split",
     "vgg_split",
 ]
@@ -258,6 +261,11 @@ def block_groups(m: nn.Module) -> ModuleGroups:
     return groups
 
 
+def siamese_groups(m: nn.Module) -> ModuleGroups:
+    """The chapter's Siamese splitter as modules: the shared encoder, then the head."""
+    return {"encoder": [m.encoder], "head": [m.head]}
+
+
 def default_split(m: nn.Module) -> list[list[nn.Parameter]]:
     """Two parameter groups: body (``m[0]``) and head (``m[1:]``)."""
     return _params(default_groups(m))
@@ -293,10 +301,15 @@ def block_split(m: nn.Module) -> list[list[nn.Parameter]]:
     return _params(block_groups(m))
 
 
+def siamese_split(m: nn.Module) -> list[list[nn.Parameter]]:
+    """Two parameter groups for a :class:`SiameseModel`: ``m.encoder``, ``m.head``."""
+    return _params(siamese_groups(m))
+
+
 _GROUPS_OF: dict[Callable, Callable[[nn.Module], ModuleGroups]] = {
     default_split: default_groups, resnet_split: resnet_groups, squeezenet_split: squeezenet_groups,
     densenet_split: densenet_groups, vgg_split: vgg_groups, alexnet_split: alexnet_groups,
-    block_split: block_groups,
+    block_split: block_groups, siamese_split: siamese_groups,
 }
 
 
@@ -325,6 +338,22 @@ def freeze_to(model: nn.Module, n: int, splitter: Callable = resnet_split, train
             if isinstance(mod, norm_types):
                 for p in mod.parameters(recurse=False):
                     p.requires_grad_(True)
+
+
+# --- a model of one's own: the Siamese network ------------------------------------------------------------
+
+class SiameseModel(nn.Module):
+    """Chapter 15's Siamese network: one ``encoder`` run on each of two images, the two feature maps
+    concatenated on channels, then ``head``. The encoder is a single module called twice, so both images go
+    through the same weights."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        features = torch.cat([self.encoder(x1), self.encoder(x2)], dim=1)
+        return self.head(features)
 
 
 # --- the architectures fastai knows ------------------------------------------------------------------------

@@ -513,7 +513,8 @@ def _title(view: View, sv: SourceView) -> str:
     return f"{literal(sv.qualname)}{where}: {who} ({literal(view.cls)}), {calls}"
 
 
-_LEGEND = "· never ran   ✗ the line the error left by   ×N a line run N times (a loop), with each run's output"
+# ×N counts the calls (or ops) of one kind the line made: a loop, or one module called twice in a statement
+_LEGEND = "· never ran   ✗ the line the error left by   ×N made N times by the line (a loop, a reused module)"
 
 
 def render_text(view: View) -> str:
@@ -666,8 +667,8 @@ def render_html(view: View) -> str:
         parts.append(f'<p class="st-lines-note">Note: {html.escape(view.note)}</p>')
     if view.failure:
         parts.append(f'<p class="st-lines-note">The forward failed: {html.escape(view.failure)}</p>')
-    parts.append('<p class="st-lines-note">Dimmed: never ran. Red: the line the error left by. ×N: a line run N '
-                 "times (a loop), with each run's output shape.</p>")
+    parts.append('<p class="st-lines-note">Dimmed: never ran. Red: the line the error left by. ×N: made N times '
+                 "by the line (a loop, or a module called again), with each one's output shape.</p>")
     return "\n".join(parts) + "\n"
 
 

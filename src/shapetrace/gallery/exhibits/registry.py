@@ -52,7 +52,7 @@ EXHIBITS: dict[str, Exhibit] = {}
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Computer vision", ("resnet34-cut", "model-meta-bodies", "resnet34-block-split", "pet-recognizer-resnet34",
                          "create-head-default", "create-head-lin-ftrs", "create-head-avg-pool",
-                         "create-head-bn-final-lin-first", "concat-pool-vs-avg-pool")),
+                         "create-head-bn-final-lin-first", "concat-pool-vs-avg-pool", "siamese-resnet34")),
     ("U-Net", ("nearest-upsample-photo", "nearest-upsample-segmenter", "transposed-conv-photo", "camvid-unet",
                "camvid-unet-blur-attention", "superres-unet")),
     ("NLP", ("awd-lstm-language-model", "awd-lstm-classifier")),

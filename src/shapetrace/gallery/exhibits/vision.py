@@ -9,11 +9,13 @@ from torch import nn
 from ..layers import AdaptiveConcatPool2d, ConvLayer
 from ..photo import photo_tensor, transposed_pictures, upsample_pictures
 from ..vision import (
+    SiameseModel,
     block_split,
     create_body,
     create_head,
     create_vision_model,
     model_meta,
+    siamese_split,
 )
 from .registry import Exhibit, register
 
@@ -30,8 +32,8 @@ META_FAMILIES = {"resnet": torchvision.models.resnet18, "squeezenet": torchvisio
                  "alexnet": torchvision.models.alexnet}
 
 
-def _rand(*shape: int) -> torch.Tensor:
-    return torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+def _rand(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
 
 
 def _image(batch: int = 2, size: int = 224) -> tuple[tuple, dict]:
@@ -231,3 +233,38 @@ register(Exhibit(
              "splitter": block_split.__name__},
 ))
 
+
+
+def _siamese_model() -> nn.Module:
+    # fastai 2.8's create_head doubles nf for concat pooling: the two 512-channel maps make 1024 channels,
+    # so nf is 512*2 (the book's 512*4 predates the doubling and builds a head for 4096 features).
+    encoder = create_body(torchvision.models.resnet34(weights=None), cut=-2)
+    return SiameseModel(encoder, create_head(512 * 2, 2, ps=0.5)).eval()
+
+
+def _image_pair() -> tuple[tuple, dict]:
+    return (_rand(2, 3, 224, 224, seed=0), _rand(2, 3, 224, 224, seed=1)), {}
+
+
+SIAMESE_GROUPS = {"encoder": ["encoder"], "head": ["head"]}
+
+register(Exhibit(
+    name="siamese-resnet34",
+    question="How does one resnet34 body compare two images, and how many features must the head take?",
+    title="A Siamese network: one encoder called on both images",
+    caption=(
+        "SiameseModel runs one encoder, resnet34 cut at -2, on each image and concatenates the two (2,512,7,7) "
+        "feature maps on channels into (2,1024,7,7) for a head with 2 outputs: same breed or not. The encoder is "
+        "a single module called twice, so its 21,284,672 parameters are shared and counted once. The book's "
+        "create_head(512*4, 2, ps=0.5) counts both images and concat pooling, as its create_head did not double "
+        "nf; fastai 2.8's does, so 512*4 now builds BatchNorm1d(4096) and Linear(4096, 512) and the forward "
+        "fails on the 2048 pooled features. create_head(512*2, 2, ps=0.5), drawn here, gives BatchNorm1d(2048) "
+        "and Linear(2048, 512): a head of 1,054,720 parameters, 22,339,392 in all. (fastai 2.8's create_body "
+        "also takes a model, resnet34(), where the book passes the builder.) The splitter makes two parameter "
+        "groups, the encoder and the head."),
+    build=_siamese_model,
+    inputs=_image_pair,
+    cost=3,
+    options={"depth": 1, "param_groups": SIAMESE_GROUPS, "overlays": ["groups"],
+             "splitter": siamese_split.__name__},
+))
