@@ -69,3 +69,12 @@ def test_caption_exhibit_on_a_model_that_is_no_exhibit_warns_that_there_is_no_ca
     assert code == 0 and "(2,3)" in html  # the figure is drawn; only its caption is missing
     assert re.search(r"index\.rst:5: WARNING: shapetrace: torch\.nn:Linear: :caption: exhibit shows a gallery "
                      r"exhibit's own caption, and 'torch\.nn:Linear' is not an exhibit", err), err
+
+
+def test_allow_failure_given_a_value_allows_nothing_and_fails_the_build_naming_it(tmp_path, capsys):
+    # `:allow-failure: yes` is refused (a flag takes no value), so it cannot also excuse the page's failure.
+    code, html, _ = build(tmp_path, LINEAR + "   :allow-failure: yes\n", warnings_are_errors=False)
+    err = capsys.readouterr().err
+    assert code != 0, err
+    assert ":allow-failure:" in err and "1 directive(s) failed" in err, err
+    assert "shapetrace-figure" not in html

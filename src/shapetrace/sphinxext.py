@@ -74,7 +74,7 @@ from .session import Outcome, SessionError, TraceRequest, trace_model
 from .specs.names import tidy_spec
 from .specs.raised import where_raised
 from .sphinx_messages import in_directive_terms, overlay_needs_data, overlay_problem
-from .sphinx_options import OPTION_SPEC, TEXT_WIDTH, first_bad
+from .sphinx_options import OPTION_SPEC, TEXT_WIDTH, BadOption, first_bad
 from .sphinx_sources import ModelFileNotFound, locate, watched
 from .tracer.records import Trace
 
@@ -128,7 +128,8 @@ class ShapetraceDirective(SphinxDirective):
     def run(self) -> list[nodes.Node]:
         spec = tidy_spec(self.arguments[0])
         opts = self.options
-        allow_failure = "allow-failure" in opts
+        # A refused value (`:allow-failure: yes`) allows nothing: the build fails, naming the option
+        allow_failure = "allow-failure" in opts and not isinstance(opts["allow-failure"], BadOption)
         bad = first_bad(opts)
         if bad is not None:  # before tracing: a bad option costs no trace
             return self._failed(spec, str(bad), None, allow_failure)
