@@ -13,26 +13,11 @@ import re
 import pytest
 import torch
 from conftest import requires_dot
-from torch import nn
-from torch.nn import functional as F
+from test_diff_statuses import SmallCNN  # fails in fc1 on 32×32 images
 
 from shapetrace.renderers.diagram import DIFF_FILL, render
 from shapetrace.renderers.diff import diagram_options, diff_traces, render_trace_diff
 from shapetrace.tracer.api import trace
-
-
-class SmallCNN(nn.Module):
-    """Its first Linear sized for ``fc1_in`` features: 32×7×7 (28×28 images) fails in fc1 on 32×32 images."""
-
-    def __init__(self, fc1_in: int = 32 * 7 * 7) -> None:
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                      nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
-        self.fc1 = nn.Linear(fc1_in, 64)
-        self.fc2 = nn.Linear(64, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.relu(self.fc1(self.features(x).flatten(1))))
 
 
 @pytest.fixture(scope="module")

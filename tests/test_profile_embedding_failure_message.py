@@ -6,19 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_embedding_failure_message import Lookup
 from torch import nn
 
 import shapetrace
 from shapetrace.tracer.api import TraceFailed
-
-
-class Lookup(nn.Module):
-    def __init__(self, layer: nn.Module) -> None:
-        super().__init__()
-        self.emb = layer
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.emb(ids)
 
 
 class Drifting(Lookup):
