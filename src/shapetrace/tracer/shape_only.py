@@ -180,8 +180,9 @@ def _is_meta_target(value: Any) -> bool:
 
 def _to_target(args: tuple, kwargs: dict) -> tuple[bool, torch.dtype | None]:
     """Where ``Tensor.to(*args, **kwargs)`` sends a tensor: (whether to ``meta``, the dtype asked for)."""
-    to_meta = _is_meta_target(kwargs.get("device")) or any(_is_meta_target(a) for a in args)
-    dtype = kwargs.get("dtype")
+    like = kwargs.get("tensor")  # .to(tensor=other): torch's keyword for the tensor form
+    to_meta = _is_meta_target(kwargs.get("device")) or _is_meta_target(like) or any(_is_meta_target(a) for a in args)
+    dtype = like.dtype if isinstance(like, torch.Tensor) else kwargs.get("dtype")
     for a in args:
         if isinstance(a, torch.dtype):
             dtype = a
@@ -212,7 +213,7 @@ def _meta_target(value: Any) -> Any:
 
 
 def _meta_stays_meta(func: Callable, args: tuple, kwargs: dict) -> Any:
-    """A device move of a ``meta`` tensor (``.to(device)``, ``.to(other)``, ``.cpu()``, ``.cuda()``,
+    """A device move of a ``meta`` tensor (``.to(device)``, ``.to(other)`` or ``.to(tensor=other)``, ``.cpu()``, ``.cuda()``,
     ``.type_as(other)``), answered on ``meta`` with the dtype asked for (None: not such a call).
 
     A move changes no shape, and in a shape-only run every device stands for the one the model runs on: the
@@ -224,7 +225,7 @@ def _meta_stays_meta(func: Callable, args: tuple, kwargs: dict) -> Any:
         return None
     if func is torch.Tensor.to:
         return func(self, *(_meta_target(a) for a in args[1:]),
-                    **{k: _meta_target(v) if k in ("device", "other") else v for k, v in kwargs.items()})
+                    **{k: _meta_target(v) if k in ("device", "tensor") else v for k, v in kwargs.items()})
     if func is torch.Tensor.type_as:
         other = args[1] if len(args) > 1 else kwargs.get("other")
         return self.to(other.dtype) if isinstance(other, torch.Tensor) else None
