@@ -30,6 +30,13 @@ def test_load_refuses_a_device_rather_than_reading_until_memory_runs_out():
         shapetrace.load("/dev/zero")
 
 
+def test_a_descriptor_name_that_climbs_out_to_a_device_is_refused_as_the_device_is(monkeypatch):
+    """``/dev/fd/../../../dev/zero`` starts like an inherited descriptor's name but names ``/dev/zero``."""
+    monkeypatch.setattr(tracefile, "MAX_TRACE_BYTES", 1 << 16)
+    with pytest.raises(TraceFileRefused, match="is not a regular file"):
+        tracefile.read_path("/dev/fd/../../../dev/zero")
+
+
 def test_load_refuses_a_fifo_rather_than_waiting_for_a_writer(tmp_path):
     fifo = tmp_path / "pipe.json"
     os.mkfifo(fifo)
