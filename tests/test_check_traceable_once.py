@@ -53,3 +53,19 @@ def test_trace_still_refuses_what_hooks_cannot_trace():
     """A guard: the one check of ``trace()`` still refuses a TorchScript module."""
     with pytest.raises(UnsupportedModel, match="TorchScript"):
         shapetrace.trace(torch.jit.script(nn.Linear(4, 2)), torch.zeros(3, 4))
+
+
+def test_a_checked_modules_module_cannot_be_replaced_after_the_check():
+    """The module a Tracer puts its hooks on without checking it is the one the check accepted."""
+    checked = capture.Checked(nn.Linear(2, 2))
+    first = checked.module
+    with pytest.raises(AttributeError, match="read-only"):
+        checked.module = nn.Linear(3, 3)
+    with pytest.raises(AttributeError, match="read-only"):
+        checked._module = nn.Linear(3, 3)
+    assert checked.module is first
+
+
+def test_a_checked_not_made_by_its_constructor_says_so():
+    with pytest.raises(TypeError, match="not made by its constructor"):
+        capture.Tracer(capture.Checked.__new__(capture.Checked))

@@ -30,6 +30,13 @@ def test_load_refuses_a_device_rather_than_reading_until_memory_runs_out():
         shapetrace.load("/dev/zero")
 
 
+def test_a_descriptor_name_that_climbs_out_to_a_device_is_refused_as_the_device_is(monkeypatch):
+    """``/dev/fd/../../../dev/zero`` starts like an inherited descriptor's name but names ``/dev/zero``."""
+    monkeypatch.setattr(tracefile, "MAX_TRACE_BYTES", 1 << 16)
+    with pytest.raises(TraceFileRefused, match="is not a regular file"):
+        tracefile.read_path("/dev/fd/../../../dev/zero")
+
+
 def test_load_refuses_a_fifo_rather_than_waiting_for_a_writer(tmp_path):
     fifo = tmp_path / "pipe.json"
     os.mkfifo(fifo)
@@ -98,3 +105,30 @@ def test_json_that_is_wrong_before_its_end_keeps_the_parsers_message():
     with pytest.raises(TraceFormatError, match="not valid JSON: Expecting ',' delimiter") as caught:
         shapetrace.load('{"a": 1 "b": 2}')
     assert "cut short" not in str(caught.value)
+
+
+@pytest.mark.parametrize("cut", ['{"a": tru', '{"a": n', '{"a": fals', '{"a": -', '{"a": 1.', '{"a": 1e',
+                                 '{"a": 1.5E+'])
+def test_json_cut_inside_a_literal_or_a_number_is_said_to_be_cut_short(cut):
+    with pytest.raises(TraceFormatError, match="not complete JSON: it ends early.*inside a value.*cut short"):
+        shapetrace.load(cut)
+
+
+def test_a_number_followed_by_a_separate_letter_is_not_called_cut_short():
+    """A guard: ``1 e`` is a mistake, not a number cut inside its exponent."""
+    with pytest.raises(TraceFormatError, match="not valid JSON"):
+        shapetrace.load('{"a": 1 e')
+
+
+@pytest.mark.parametrize("data", [b"", b"  \n"])
+def test_empty_data_is_said_to_be_empty_not_cut_short(data):
+    with pytest.raises(TraceFormatError, match="empty: a saved trace is the JSON") as caught:
+        shapetrace.load(data)
+    assert "cut short" not in str(caught.value)
+
+
+def test_an_empty_file_is_named_and_said_to_be_empty(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_bytes(b"\n")
+    with pytest.raises(TraceFormatError, match=r"t\.json' is empty: a saved trace is the JSON"):
+        shapetrace.load(path)

@@ -67,3 +67,22 @@ def test_an_op_torch_has_no_meta_kernel_for_is_not_said_to_depend_on_tensor_valu
     message = str(ShapeOnlyUnsupported("torch.histogram", cause))
     assert "torch has no 'meta' kernel for it" in message
     assert "depends on tensor values that" not in message
+
+
+class ToTensorKeyword(nn.Module):
+    """``.to(tensor=like)``: torch's keyword for the tensor form of ``.to``, ``like`` a real tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.l = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return self.l(x).to(tensor=like)
+
+
+def test_a_meta_tensor_moved_with_the_tensor_keyword_stays_on_meta_with_that_tensors_dtype() -> None:
+    like = torch.zeros(1, dtype=torch.int64)
+    meta = shapetrace.trace(ToTensorKeyword(), torch.randn(2, 4), like, device="meta")
+    cpu = shapetrace.trace(ToTensorKeyword(), torch.randn(2, 4), like)
+    assert meta.outputs.shape == cpu.outputs.shape == (2, 4)
+    assert meta.outputs.dtype == cpu.outputs.dtype == "int64"

@@ -99,11 +99,27 @@ class Checked:
     Made only by running the check (the constructor does), so a ``Tracer`` given one does not run it again: the
     check runs once per module traced, while ``Tracer(module)`` used directly checks as always."""
 
-    __slots__ = ("module",)
+    __slots__ = ("_module",)
 
     def __init__(self, model: object) -> None:
         check_traceable(model)
-        self.module: nn.Module = model  # type: ignore[assignment] - check_traceable refused anything else
+        object.__setattr__(self, "_module", model)  # past __setattr__, which refuses every later write
+
+    @property
+    def module(self) -> nn.Module:
+        """The module the check accepted; read-only, so the module traced is the one checked."""
+        try:
+            return self._module  # type: ignore[return-value] - check_traceable refused anything else
+        except AttributeError:
+            raise TypeError("this Checked was not made by its constructor, so no module was checked: "
+                            "pass the module itself to Tracer, which checks it") from None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Checked is read-only: its module is the one check_traceable accepted; "
+                             f"make a new Checked(module) to check another (not setting {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a Checked is read-only (not deleting {name!r})")
 
 
 def unwrap(model: nn.Module) -> tuple[nn.Module, list[str]]:

@@ -575,17 +575,39 @@ class Trace:
         return cls.from_dict(obj)
 
 
+# What is left where the parser stopped, when the text was cut inside a value: a literal begun (``tru``), a lone
+# minus sign, and (right after a number's digits) a fraction's point or an exponent's ``e`` with its sign.
+_CUT_LITERAL = re.compile(r"n(?:u(?:l)?)?|t(?:r(?:u)?)?|f(?:a(?:l(?:s)?)?)?|-")
+_CUT_NUMBER = re.compile(r"\.|[eE][-+]?")
+
+
+def _ends_inside_a_value(e: json.JSONDecodeError, text: str) -> bool:
+    """Whether ``text`` ends inside a value the parser could not finish: a string, a literal or a number."""
+    rest = text[e.pos:].rstrip()
+    if not rest or e.msg.startswith("Unterminated string"):
+        return True
+    after_digits = e.pos > 0 and text[e.pos - 1].isdigit()
+    return bool(_CUT_LITERAL.fullmatch(rest) or (after_digits and _CUT_NUMBER.fullmatch(rest)))
+
+
 def _json_problem(e: json.JSONDecodeError, text: str) -> str:
-    """What is wrong with JSON ``text`` the parser stopped in: cut short (it ends where more was expected, or
-    inside a string), said so with where it ends and what to do; else the parser's message."""
-    ends_early = not text[e.pos:].strip() or e.msg.startswith("Unterminated string")
-    if not ends_early:
+    """What is wrong with JSON ``text`` the parser stopped in: nothing at all (empty); cut short (it ends where
+    more was expected, or inside a string, a literal or a number), said so with where it ends and what to do;
+    else the parser's message."""
+    if not text.strip():
+        return ("empty: a saved trace is the JSON that trace.to_json() or 'shapetrace trace MODEL --format json "
+                "-o FILE' writes")
+    if not _ends_inside_a_value(e, text):
         return f"not valid JSON: {e}"
     end = text.rstrip()
     line, column = end.count("\n") + 1, len(end) - end.rfind("\n")
-    inside = (f"inside the string that starts at line {e.lineno} column {e.colno}"
-              if e.msg.startswith("Unterminated string") else
-              f"where the parser expected {e.msg.removeprefix('Expecting ')}")
+    rest = text[e.pos:].rstrip()
+    if e.msg.startswith("Unterminated string"):
+        inside = f"inside the string that starts at line {e.lineno} column {e.colno}"
+    elif rest:
+        inside = f"inside a value (a number, true, false or null) that stops at {rest!r}"
+    else:
+        inside = f"where the parser expected {e.msg.removeprefix('Expecting ')}"
     return (f"not complete JSON: it ends early, at line {line} column {column} after {len(end):,} characters, {inside}; "
             "it was likely cut short (a write or copy interrupted, a full disk): save the trace again (trace.to_json(), "
             "or shapetrace trace MODEL --format json -o FILE)")
@@ -810,7 +832,7 @@ def _from_file(data: bytes, name: str) -> Trace:
     try:
         return Trace.from_json(_utf8(data, name))
     except TraceFormatError as e:
-        if e.path == "(top level)" and e.problem.startswith(("not valid JSON", "not complete JSON")):
+        if e.path == "(top level)" and e.problem.startswith(("not valid JSON", "not complete JSON", "empty:")):
             raise TraceFormatError("", f"{name!r} is {e.problem}") from None
         raise
 

@@ -180,8 +180,9 @@ def _is_meta_target(value: Any) -> bool:
 
 def _to_target(args: tuple, kwargs: dict) -> tuple[bool, torch.dtype | None]:
     """Where ``Tensor.to(*args, **kwargs)`` sends a tensor: (whether to ``meta``, the dtype asked for)."""
-    to_meta = _is_meta_target(kwargs.get("device")) or any(_is_meta_target(a) for a in args)
-    dtype = kwargs.get("dtype")
+    like = kwargs.get("tensor")  # .to(tensor=other): torch's keyword for the tensor form
+    to_meta = _is_meta_target(kwargs.get("device")) or _is_meta_target(like) or any(_is_meta_target(a) for a in args)
+    dtype = like.dtype if isinstance(like, torch.Tensor) else kwargs.get("dtype")
     for a in args:
         if isinstance(a, torch.dtype):
             dtype = a
@@ -212,7 +213,7 @@ def _meta_target(value: Any) -> Any:
 
 
 def _meta_stays_meta(func: Callable, args: tuple, kwargs: dict) -> Any:
-    """A device move of a ``meta`` tensor (``.to(device)``, ``.to(other)``, ``.cpu()``, ``.cuda()``,
+    """A device move of a ``meta`` tensor (``.to(device)``, ``.to(other)`` or ``.to(tensor=other)``, ``.cpu()``, ``.cuda()``,
     ``.type_as(other)``), answered on ``meta`` with the dtype asked for (None: not such a call).
 
     A move changes no shape, and in a shape-only run every device stands for the one the model runs on: the
@@ -224,7 +225,7 @@ def _meta_stays_meta(func: Callable, args: tuple, kwargs: dict) -> Any:
         return None
     if func is torch.Tensor.to:
         return func(self, *(_meta_target(a) for a in args[1:]),
-                    **{k: _meta_target(v) if k in ("device", "other") else v for k, v in kwargs.items()})
+                    **{k: _meta_target(v) if k in ("device", "tensor") else v for k, v in kwargs.items()})
     if func is torch.Tensor.type_as:
         other = args[1] if len(args) > 1 else kwargs.get("other")
         return self.to(other.dtype) if isinstance(other, torch.Tensor) else None
@@ -294,6 +295,12 @@ def _functional_embedding_bag(args: tuple, kwargs: dict) -> None:
                                 _argument(args, kwargs, 2, "offsets"))
 
 
+def _torch_embedding(args: tuple, kwargs: dict) -> None:
+    """``torch.embedding(weight, indices, ...)``'s ids (``F.embedding`` calls it; some libraries call it
+    directly): the same check as ``F.embedding``'s, its two first arguments the other way round."""
+    _embedding_ids_in_range((_argument(args, kwargs, 1, "indices"), _argument(args, kwargs, 0, "weight")), {})
+
+
 def _torch_embedding_bag(args: tuple, kwargs: dict) -> None:
     """``torch.embedding_bag(weight, indices, offsets, ...)``'s ids."""
     _embedding_bag_ids_in_range(_argument(args, kwargs, 1, "indices"), _argument(args, kwargs, 0, "weight"),
@@ -314,7 +321,9 @@ def explain_embedding_failure(error: BaseException) -> str | None:
     """For an ``IndexError`` a real device raised in an embedding lookup (torch says only "index out of range
     in self"): what is wrong with the ids, as a trace on ``meta`` says it (``embedding_ids_problem``). Read
     after the forward from the ids and weight in the traceback's ``F.embedding`` (or ``F.embedding_bag``)
-    frame, so it costs nothing while the forward runs; ``None`` when no such frame holds them."""
+    frame, so it costs nothing while the forward runs; ``None`` when no such frame holds them, or when reading
+    the ids fails (CUDA ids after a device-side assert raise again): the explanation is a best effort, the
+    original failure stays what is reported."""
     codes = {torch.nn.functional.embedding.__code__, torch.nn.functional.embedding_bag.__code__}
     tb = error.__traceback__
     found = None
@@ -324,7 +333,10 @@ def explain_embedding_failure(error: BaseException) -> str | None:
         tb = tb.tb_next
     if found is None:
         return None
-    return embedding_ids_problem(found.get("input"), found.get("weight"))
+    try:
+        return embedding_ids_problem(found.get("input"), found.get("weight"))
+    except Exception:  # noqa: BLE001 - no explanation rather than a second error hiding the first
+        return None
 
 
 def _conv_channels(spatial: int, transposed: bool) -> Callable[[tuple, dict], None]:
@@ -367,6 +379,7 @@ for _spatial, (_f, _t) in enumerate(((torch.conv1d, torch.conv_transpose1d), (to
     _CPU_CHECKS[_f] = _all(_same_dtype("input, weight and bias"), _conv_channels(_spatial, transposed=False))
     _CPU_CHECKS[_t] = _all(_same_dtype("input, weight and bias"), _conv_channels(_spatial, transposed=True))
 _CPU_CHECKS[torch.nn.functional.embedding] = _embedding_ids_in_range
+_CPU_CHECKS[torch.embedding] = _torch_embedding
 _CPU_CHECKS[torch.nn.functional.embedding_bag] = _functional_embedding_bag
 _CPU_CHECKS[torch.embedding_bag] = _torch_embedding_bag
 

@@ -401,10 +401,12 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
         # is put back as found (like the model), so code after a profile draws the numbers it would have drawn
         # What the forwards store into the caller's objects (a cache each of them grows) is put back as well: a
         # profile measures, it is not the caller's forward (on the model's own device as elsewhere).
-        with torch.random.fork_rng(devices=_rng_devices(resolve_device(device))), arguments_kept((inputs, kwargs)):
+        # The objects kept are the ones the forwards get: ``forward_kwargs`` among them.
+        forward = {**kwargs, **(forward_kwargs or {})}
+        with torch.random.fork_rng(devices=_rng_devices(resolve_device(device))), arguments_kept((inputs, forward)):
             result = _profile_module(checked, inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
                                      flops=flops, memory=memory, progress=progress, grad=grad, train=train,
-                                     gpu_timer=gpu_timer, kwargs={**kwargs, **(forward_kwargs or {})})
+                                     gpu_timer=gpu_timer, kwargs=forward)
     except TraceFailed as failed:  # a profile's partial trace says it is one, so renderers can say why it has no times
         _mark_profiled(failed.trace, wrappers)
         raise

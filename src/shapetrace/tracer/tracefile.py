@@ -2,7 +2,7 @@
 
 ``shapetrace.load(path)`` and the command line's ``session.read_trace`` both read through here, so one rule
 holds for both: a path is read when it names a regular file of at most ``MAX_TRACE_BYTES``, or a descriptor
-the process already holds (``/dev/stdin``, ``/dev/fd/N``, a shell's ``<(...)``), read until the limit. A FIFO
+the process already holds (``/dev/stdin``, ``/dev/fd/N``, a shell's ``<(...)``), read until the limit (a name climbing out of those with ``..`` is not one). A FIFO
 or a device named by its path (``/dev/zero``, a named pipe) is refused rather than read: one never ends and
 fills the memory, the other blocks until some writer comes. An open stream is read up to the limit.
 
@@ -42,7 +42,7 @@ def read_path(path: str | os.PathLike[str], where: str | None = None, instead: s
     ``OSError`` s as they come."""
     name = os.fsdecode(os.fspath(path))
     where = where or repr(name)
-    if name.startswith(INHERITED):
+    if _inherited(name):
         with open(name, "rb") as f:
             return read_bounded(f, where)
     info = os.stat(name)
@@ -55,6 +55,12 @@ def read_path(path: str | os.PathLike[str], where: str | None = None, instead: s
         raise TraceFileRefused(too_large(where))
     with open(name, "rb") as f:
         return read_bounded(f, where)  # bounded still: the file may have grown since it was looked at
+
+
+def _inherited(name: str) -> bool:
+    """Whether ``name`` names a descriptor the process holds: under one of ``INHERITED``, and without a ``..``
+    that climbs out of it (``/dev/fd/../../../dev/zero`` names a device by its path, and is checked as one)."""
+    return name.startswith(INHERITED) and ".." not in name.split("/")
 
 
 def read_bounded(stream: IO[Any], where: str) -> Any:
