@@ -186,3 +186,28 @@ def test_two_traces_with_no_calls_have_no_differences():
     d = diff_traces(_empty_trace(), _empty_trace())
     assert d.common and "No differences" in render_trace_diff(d, "text")
     assert json.loads(render_trace_diff(d, "json"))["common"] is True
+
+
+class Repeats(nn.Module):
+    """Returns ``k`` copies of its Linear's output side by side: its own code sets its output's width."""
+
+    def __init__(self, k: int, frozen: bool) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 8)
+        self.k = k
+        self.lin.weight.requires_grad_(not frozen)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.lin(x)] * self.k, dim=1)
+
+
+def test_a_container_whose_own_code_changed_its_output_is_changed_though_a_child_changed_too():
+    x = torch.randn(2, 4)
+    d = diff_traces(trace(nn.Sequential(Repeats(2, False)), x), trace(nn.Sequential(Repeats(3, True)), x))
+    rows = {r.label: r for r in d.rows}
+    # the child's change (a frozen weight) changes no shape: (2,16) → (2,24) is the container's own
+    assert rows["0.lin"].status == "changed" and rows["0"].status == "changed"
+    assert ("output", "(2,16)", "(2,24)") in rows["0"].changes
+    assert [r.label for r in d.containing] == ["(root)"]
+    assert "2 changed, 0 only in A, 0 only in B" in render_trace_diff(d, "text")
+
