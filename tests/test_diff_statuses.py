@@ -285,3 +285,34 @@ def test_a_convolution_without_padding_and_a_strided_one_on_a_bigger_image_stay_
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.MaxPool2d(3, 2, 1))
     s = statuses(model, torch.randn(1, 3, 32, 32), model, torch.randn(1, 3, 45, 45))
     assert set(s.values()) == {"carried"}
+
+
+class FailsAt(nn.Module):
+    """Five Linears; the forward raises in its own code before the ``at``-th."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(4, 4) for _ in range(5))
+        self.at = at
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            if i == self.at:
+                raise RuntimeError(f"boom at {i}")
+            x = layer(x)
+        return x
+
+
+def test_two_forwards_failing_with_different_errors_show_both_errors():
+    x = torch.randn(2, 4)
+    d = diff_traces(trace(FailsAt(2), x, strict=False), trace(FailsAt(4), x, strict=False))
+    root = {r.label: r for r in d.rows}["(root)"]
+    assert ("error", "RuntimeError: boom at 2", "RuntimeError: boom at 4") in root.changes
+    text = render_trace_diff(d, "text")
+    assert "boom at 2" in text and "boom at 4" in text
+
+
+def test_two_forwards_failing_with_the_same_error_show_no_error_change():
+    d = diff_traces(trace(FailsAt(2), torch.randn(2, 4), strict=False),
+                    trace(FailsAt(2), torch.randn(3, 4), strict=False))
+    assert not [c for r in d.rows for c in r.changes if c[0] == "error"]

@@ -240,7 +240,7 @@ def _compare(row: Row) -> None:
         changes.append(("trainable", f"{a.trainable_params:,}", f"{b.trainable_params:,}"))
     in_a, in_b = _side_by_side([a.inputs, a.kwargs], [b.inputs, b.kwargs])
     out_a, out_b = _side_by_side(a.outputs, b.outputs)
-    if (a.error is None) != (b.error is None):
+    if a.error != b.error:  # one failed, or both with different errors
         changes.append(("error", a.error or "—", b.error or "—"))
     # its own change, or an output its new input cannot explain (``carried.follows_from_input``)
     own = bool(changes) or (out_a != out_b and not follows_from_input([a.inputs, a.kwargs], [b.inputs, b.kwargs],
