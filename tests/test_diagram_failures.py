@@ -143,6 +143,38 @@ def test_a_model_folded_to_one_node_shows_its_failure_on_that_node_alone():
     assert not [n for n in g.nodes if n.kind == "failure"]
 
 
+class FailsOnSecondCall(nn.Module):
+    """Fails in its own code (``torch.cat`` of mismatched rows) the second time it is called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        y = self.lin(x)
+        return torch.cat([y, torch.zeros(3, 5)]) if self.calls == 2 else y
+
+
+class CallsTwice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = FailsOnSecondCall()
+
+    def forward(self, x):
+        return self.inner(self.inner(x))
+
+
+def test_a_node_folding_two_calls_of_which_the_second_failed_is_drawn_failed():
+    t = shapetrace.trace(CallsTwice(), torch.randn(2, 4), strict=False)
+    assert t.failed and t.calls[t.failure.call].call_index == 1
+    g = build_graph(t, depth=1)
+    [node] = [n for n in g.nodes if n.kind == "call"]
+    assert node.count == 2 and node.error is not None and "Sizes of tensors must match" in node.error
+    assert "failed: RuntimeError: Sizes of tensors must" in to_dot(t, depth=1)
+
+
 def test_a_failed_layers_label_keeps_the_numbers_of_a_shape_mismatch():
     dot = to_dot(failed(SharedBlock(), 2, 16))
     label = dot[dot.index("failed: RuntimeError"):]

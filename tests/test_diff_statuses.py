@@ -186,3 +186,133 @@ def test_two_traces_with_no_calls_have_no_differences():
     d = diff_traces(_empty_trace(), _empty_trace())
     assert d.common and "No differences" in render_trace_diff(d, "text")
     assert json.loads(render_trace_diff(d, "json"))["common"] is True
+
+
+class Repeats(nn.Module):
+    """Returns ``k`` copies of its Linear's output side by side: its own code sets its output's width."""
+
+    def __init__(self, k: int, frozen: bool) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 8)
+        self.k = k
+        self.lin.weight.requires_grad_(not frozen)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.lin(x)] * self.k, dim=1)
+
+
+def test_a_container_whose_own_code_changed_its_output_is_changed_though_a_child_changed_too():
+    x = torch.randn(2, 4)
+    d = diff_traces(trace(nn.Sequential(Repeats(2, False)), x), trace(nn.Sequential(Repeats(3, True)), x))
+    rows = {r.label: r for r in d.rows}
+    # the child's change (a frozen weight) changes no shape: (2,16) → (2,24) is the container's own
+    assert rows["0.lin"].status == "changed" and rows["0"].status == "changed"
+    assert ("output", "(2,16)", "(2,24)") in rows["0"].changes
+    assert [r.label for r in d.containing] == ["(root)"]
+    assert "2 changed, 0 only in A, 0 only in B" in render_trace_diff(d, "text")
+
+
+
+def statuses(a: nn.Module, xa: torch.Tensor, b: nn.Module, xb: torch.Tensor) -> dict[str, str]:
+    return {r.label: r.status for r in diff_traces(trace(a.eval(), xa), trace(b.eval(), xb)).rows}
+
+
+def test_a_linear_whose_sizes_swapped_is_changed_though_its_parameter_count_is_the_same():
+    def model(i: int, o: int) -> nn.Module:
+        return nn.Sequential(nn.Linear(8, i, bias=False), nn.Linear(i, o, bias=False))
+
+    x = torch.randn(2, 8)
+    # 16 → 32 in, 32 → 16 out: 512 parameters each; its input grew while its output shrank
+    assert statuses(model(16, 32), x, model(32, 16), x)["1"] == "changed"
+
+
+def test_an_upsampling_whose_factor_changed_with_the_channels_is_changed():
+    def model(c: int, f: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, c, 1), nn.Upsample(scale_factor=f))
+
+    x = torch.randn(2, 3, 8, 8)
+    # the spatial ×2 matches the channels' ×2, but the input's height and width did not change
+    assert statuses(model(16, 2), x, model(32, 4), x)["1"] == "changed"
+
+
+def test_an_adaptive_pooling_whose_output_size_changed_with_the_channels_is_changed():
+    def model(c: int, o: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, c, 1), nn.AdaptiveAvgPool2d(o))
+
+    x = torch.randn(1, 3, 8, 8)
+    assert statuses(model(16, 2), x, model(32, 4), x)["1"] == "changed"
+
+
+def test_a_pooling_whose_output_shrank_while_its_input_grew_is_changed():
+    def model(k: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.MaxPool2d(k))
+
+    # MaxPool2d(2) on 32×32 → 16×16 against MaxPool2d(8) on 64×64 → 8×8
+    s = statuses(model(2), torch.randn(1, 3, 32, 32), model(8), torch.randn(1, 3, 64, 64))
+    assert s["0"] == "carried" and s["1"] == "changed"
+
+
+def test_a_convolution_whose_stride_changed_is_changed_though_its_input_changed_too():
+    def model(stride: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, stride=stride, padding=1))
+
+    s = statuses(model(1), torch.randn(1, 3, 32, 32), model(4), torch.randn(1, 3, 64, 64))
+    assert s["0"] == "carried" and s["1"] == "changed"
+
+
+class Transpose(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2)
+
+
+class AddRows(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.zeros(1, 7, 1)
+
+
+def test_a_flatten_a_transpose_and_a_broadcast_after_a_width_change_stay_carried():
+    conv = statuses(nn.Sequential(nn.Conv2d(3, 16, 1), nn.Flatten()), torch.randn(2, 3, 4, 4),
+                    nn.Sequential(nn.Conv2d(3, 24, 1), nn.Flatten()), torch.randn(2, 3, 4, 4))
+    lin = statuses(nn.Sequential(nn.Linear(4, 16), Transpose()), torch.randn(2, 5, 4),
+                   nn.Sequential(nn.Linear(4, 24), Transpose()), torch.randn(2, 5, 4))
+    add = statuses(nn.Sequential(nn.Linear(4, 16), AddRows()), torch.randn(2, 1, 4),
+                   nn.Sequential(nn.Linear(4, 24), AddRows()), torch.randn(2, 1, 4))
+    assert conv["1"] == lin["1"] == add["1"] == "carried"
+    assert conv["0"] == lin["0"] == add["0"] == "changed"
+
+
+def test_a_convolution_without_padding_and_a_strided_one_on_a_bigger_image_stay_carried():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.MaxPool2d(3, 2, 1))
+    s = statuses(model, torch.randn(1, 3, 32, 32), model, torch.randn(1, 3, 45, 45))
+    assert set(s.values()) == {"carried"}
+
+
+class FailsAt(nn.Module):
+    """Five Linears; the forward raises in its own code before the ``at``-th."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(4, 4) for _ in range(5))
+        self.at = at
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            if i == self.at:
+                raise RuntimeError(f"boom at {i}")
+            x = layer(x)
+        return x
+
+
+def test_two_forwards_failing_with_different_errors_show_both_errors():
+    x = torch.randn(2, 4)
+    d = diff_traces(trace(FailsAt(2), x, strict=False), trace(FailsAt(4), x, strict=False))
+    root = {r.label: r for r in d.rows}["(root)"]
+    assert ("error", "RuntimeError: boom at 2", "RuntimeError: boom at 4") in root.changes
+    text = render_trace_diff(d, "text")
+    assert "boom at 2" in text and "boom at 4" in text
+
+
+def test_two_forwards_failing_with_the_same_error_show_no_error_change():
+    d = diff_traces(trace(FailsAt(2), torch.randn(2, 4), strict=False),
+                    trace(FailsAt(2), torch.randn(3, 4), strict=False))
+    assert not [c for r in d.rows for c in r.changes if c[0] == "error"]

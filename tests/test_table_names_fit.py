@@ -11,6 +11,7 @@ from torch import nn
 
 import shapetrace
 from shapetrace.renderers import table
+from shapetrace.renderers.units import display_width
 
 
 class RMSNorm(nn.Module):
@@ -134,3 +135,50 @@ def test_distinct_cuts_keeps_the_part_that_tells_two_names_apart():
     assert all(len(c) <= 10 for c in cut)
     dotted = table.distinct_cuts(["model.layers.0.input_layernorm", "model.layers.1.input_layernorm"], 24)
     assert len(set(dotted)) == 2 and all(len(c) <= 24 for c in dotted)
+
+
+class Dense(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.dense(x)
+
+
+class Attends(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.output = Dense()
+
+    def forward(self, x):
+        return self.output(x)
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = Attends()
+
+    def forward(self, x):
+        return self.attention(x)
+
+
+class FiftyBlocks(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(Block() for _ in range(50))
+
+    def forward(self, x):
+        for b in self.blocks:
+            x = b(x)
+        return x
+
+
+def test_fifty_deep_names_differing_only_in_their_index_keep_the_index_at_width_40():
+    text = table.render_text(shapetrace.trace(FiftyBlocks(), torch.randn(2, 8)), view="modules", width=40)
+    lines = text.splitlines()
+    assert max(map(display_width, lines)) <= 40
+    names = [line.split()[0] for line in lines if " Linear " in line]
+    assert len(names) == 50 and len(set(names)) == 50
+    assert all(f"…{i}…" in name for i, name in enumerate(names))  # blocks.N: the part that differs

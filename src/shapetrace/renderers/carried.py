@@ -1,19 +1,28 @@
 """When a layer's new output shapes can follow from its new input shapes alone (``shapetrace diff``'s
 "carried"), and when they show a change of the layer's own.
 
-A diff sees only shapes, so the rule is about shapes, and it errs on the side of showing a change: an output
-dimension that differs must differ *like* some input dimension. It does when
+A diff sees only shapes, so the rule is about shapes, and it errs on the side of showing a change. An output
+tensor that differs follows from the inputs when
 
-- the same axis of an input tensor of the same rank differs too (a convolution, a pooling or a dropout passing
-  a wider or taller tensor along: its arithmetic may turn 32 → 64 into 15 → 31, still the same axis), or
-- it changes by the same sizes (``16 → 24``) or the same factor as an input dimension or a whole input
-  tensor's element count (a permute moves a changed axis; a flatten multiplies the changed sizes into one).
+- each of its differing axes differs like the *same* axis of an input tensor of the same rank, in the same
+  direction and by the same factor (``q / p == b / a``; a strided layer's rounding allowed: the floor or the
+  ceiling of ``p · b / a``) or by the same sizes added (``q − p == b − a``: a window without padding). A
+  convolution or a pooling passing a taller image along is carried; one whose stride or window changed is
+  not (its output shrinks while its input grows, or shrinks by another factor), nor is a layer whose output
+  axis changed where its input's did not (an ``Upsample`` whose factor changed, an ``AdaptiveAvgPool2d``
+  whose output size changed, however the channels changed beside it); or
+- the whole tensor is rearranged (a reshape, a permute, a flatten): its element count changes by the same
+  factor as a whole input tensor's, and, at the same rank, every differing axis by the sizes or the factor
+  of some differing input axis.
 
-And an output dtype may differ only where an input dtype differs. A pooling whose window changed while its
-input only grew channels (``(2,16,32,32) → (2,16,16,16)`` against ``(2,24,32,32) → (2,24,8,8)``) fails the
-rule on the spatial axes: those did not differ on the input side, so the layer itself changed. A rule that
-says "carried" wrongly would hide a change; one that says "changed" wrongly shows one layer too many, with
-its input beside its output, which a reader can judge.
+And an output dtype may differ only where an input dtype differs. A layer with parameters whose input and
+output widths both changed needs no extra rule: with the same factor its parameter count would differ, and a
+different parameter count is a change of its own (a ``Linear(16, 32)`` against a ``Linear(32, 16)`` has the
+same count, and fails the rule: its input grew while its output shrank). A pooling whose window changed
+while its input only grew channels (``(2,16,32,32) → (2,16,16,16)`` against ``(2,24,32,32) → (2,24,8,8)``)
+fails the rule on the spatial axes: those did not differ on the input side. A rule that says "carried"
+wrongly would hide a change; one that says "changed" wrongly shows one layer too many, with its input beside
+its output, which a reader can judge.
 """
 
 from __future__ import annotations
@@ -31,34 +40,69 @@ def _metas(value: Any) -> list[TensorMeta]:
     return [m for _, m in iter_tensors(value)]
 
 
+def _axis_follows(a: int, b: int, p: int, q: int) -> bool:
+    """Whether an output axis going ``p → q`` follows from the same input axis going ``a → b`` through a layer
+    that did not change: the same factor (``q / p == b / a``, a strided layer's rounding allowed: ``q`` is the
+    floor or the ceiling of ``p · b / a``), or the same sizes added (``q − p == b − a``: a stride-1 window
+    without padding). Either goes the same way as the input: a fixed layer never shrinks as its input grows."""
+    if p == q:
+        return True
+    if a == b:
+        return False
+    if q - p == b - a:
+        return True
+    if not (a and p):
+        return False
+    exact = Fraction(p * b, a)
+    return q in (exact.numerator // exact.denominator, -(-exact.numerator // exact.denominator))
+
+
+def _count(m: TensorMeta) -> int:
+    return prod(m.shape)
+
+
 class _InputChanges:
-    """How the input side changed: the (rank, axis) pairs that differ, the (A, B) sizes they differ by, and
-    the factors (B / A) of each differing dimension and of each differing tensor's element count."""
+    """How the input side changed: for each rank, the (A, B) sizes of every input tensor of that rank axis by
+    axis; the (A, B) sizes of every input axis that differs; the factors (B / A) of each differing dimension
+    and of each differing tensor's element count."""
 
     def __init__(self, ia: list[TensorMeta], ib: list[TensorMeta]) -> None:
-        self.axes: set[tuple[int, int]] = set()
+        self.by_rank: dict[int, list[list[tuple[int, int]]]] = {}
         self.sizes: set[tuple[int, int]] = set()
-        self.factors: set[Fraction] = set()
+        self.axis_factors: set[Fraction] = set()
+        self.count_factors: set[Fraction] = set()
         for x, y in zip(ia, ib):
             if x.shape == y.shape:
                 continue
-            if prod(x.shape):
-                self.factors.add(Fraction(prod(y.shape), prod(x.shape)))
+            if _count(x):
+                self.count_factors.add(Fraction(_count(y), _count(x)))
             if len(x.shape) == len(y.shape):
-                for axis, (p, q) in enumerate(zip(x.shape, y.shape)):
+                self.by_rank.setdefault(len(x.shape), []).append(list(zip(x.shape, y.shape)))
+                for p, q in zip(x.shape, y.shape):
                     if p != q:
-                        self.axes.add((len(x.shape), axis))
                         self.sizes.add((p, q))
                         if p:
-                            self.factors.add(Fraction(q, p))
+                            self.axis_factors.add(Fraction(q, p))
+
+    def _rearranged(self, x: TensorMeta, y: TensorMeta) -> bool:
+        """A reshape, permute or flatten: the same element count factor as a whole input tensor, and (at the
+        same rank) every differing axis differs by the sizes or the factor of some differing input axis."""
+        if not _count(x) or Fraction(_count(y), _count(x)) not in self.count_factors:
+            return False
+        return len(x.shape) != len(y.shape) or all(
+            p == q or (p, q) in self.sizes or (p != 0 and Fraction(q, p) in self.axis_factors)
+            for p, q in zip(x.shape, y.shape))
 
     def explain(self, x: TensorMeta, y: TensorMeta) -> bool:
-        """Whether output ``x`` (A) turning into ``y`` (B) differs only like the inputs did."""
-        if len(x.shape) != len(y.shape):  # a reshape: only the element count can be compared
-            return bool(prod(x.shape)) and Fraction(prod(y.shape), prod(x.shape)) in self.factors
-        return all(p == q or (len(x.shape), axis) in self.axes or (p, q) in self.sizes
-                   or (p != 0 and Fraction(q, p) in self.factors)
-                   for axis, (p, q) in enumerate(zip(x.shape, y.shape)))
+        """Whether output ``x`` (A) turning into ``y`` (B) differs only like the inputs did: each differing
+        axis like the same axis of an input of the same rank (``_axis_follows``), or the whole tensor
+        rearranged (``_rearranged``)."""
+        rank = len(x.shape)
+        same_rank = self.by_rank.get(rank, [])
+        if same_rank and all(p == q or any(_axis_follows(*t[axis], p, q) for t in same_rank)
+                             for axis, (p, q) in enumerate(zip(x.shape, y.shape))):
+            return True
+        return self._rearranged(x, y)
 
 
 def follows_from_input(in_a: Any, in_b: Any, out_a: Any, out_b: Any) -> bool:

@@ -240,7 +240,7 @@ def _compare(row: Row) -> None:
         changes.append(("trainable", f"{a.trainable_params:,}", f"{b.trainable_params:,}"))
     in_a, in_b = _side_by_side([a.inputs, a.kwargs], [b.inputs, b.kwargs])
     out_a, out_b = _side_by_side(a.outputs, b.outputs)
-    if (a.error is None) != (b.error is None):
+    if a.error != b.error:  # one failed, or both with different errors
         changes.append(("error", a.error or "—", b.error or "—"))
     # its own change, or an output its new input cannot explain (``carried.follows_from_input``)
     own = bool(changes) or (out_a != out_b and not follows_from_input([a.inputs, a.kwargs], [b.inputs, b.kwargs],
@@ -309,28 +309,57 @@ _CHANGED_INSIDE = ("changed", "contains", "only_a", "only_b", "unreached_a", "un
 _CARRIED_CHANGES = ("output", "input")
 
 
+def _signature(value: Any) -> list[tuple[tuple[int, ...], str]]:
+    return [(tuple(m.shape), m.dtype) for m in _metas(value)]
+
+
+def _reshaped_inside(row: Row) -> bool:
+    """Whether a row below a container changes shapes there: its output (or an error) changed, or it is a call
+    one side has (added, removed, not reached), or a container that contains such a change."""
+    return row.status != "changed" or any(what in ("output", "error") for what, _, _ in row.changes)
+
+
 def _mark_containers(rows: list[Row]) -> None:
-    """A container whose only changes are its output (and input, and an error raised inside it), with a
-    changed call inside it, *contains* changes rather than having one of its own: its output is made by the
-    calls inside it. Rows are in start order, so walking them backwards settles every call inside a container
-    before the container."""
+    """A container whose only changes are its output (and input, and an error raised inside it) *contains*
+    changes rather than having one of its own when a call inside it changed shapes and the container returns
+    what its last call returned: on each side its output has the shapes of its last direct call's output (a
+    container that reshapes, concatenates or repeats its last call's output in its own code changed itself).
+    Rows are in start order, so walking them backwards settles every call inside a container before it."""
     owner: dict[tuple[str, int], Row] = {}
+    last_child: dict[tuple[str, int], Call] = {}  # (side, call id): its last direct call (start order)
     for row in rows:
         for side, call in (("a", row.a), ("b", row.b)):
             if call is not None:
                 owner.setdefault((side, call.id), row)
+                if call.parent is not None:
+                    prev = last_child.get((side, call.parent))
+                    if prev is None or call.id > prev.id:
+                        last_child[(side, call.parent)] = call
     inside: dict[int, set[tuple[str, str, str]]] = {}  # id() of a row: the changes of changed calls inside it
+    reshaped: set[int] = set()  # id() of rows with a call inside them that changed shapes
+
+    def returns_its_last_call(row: Row) -> bool:
+        for side, call in (("a", row.a), ("b", row.b)):
+            last = last_child.get((side, call.id)) if call is not None else None
+            if last is None or _signature(call.outputs) != _signature(last.outputs):  # type: ignore[union-attr]
+                return False
+        return True
+
     for row in reversed(rows):
         below = inside.get(id(row))
-        if (row.status == "changed" and below is not None
+        if (row.status == "changed" and below is not None and id(row) in reshaped
                 and all(what in _CARRIED_CHANGES or (what == "error" and (what, va, vb) in below)
-                        for what, va, vb in row.changes)):
+                        for what, va, vb in row.changes)
+                and returns_its_last_call(row)):
             row.status = "contains"
         if row.status in _CHANGED_INSIDE:
             errors = {c for c in row.changes if c[0] == "error"} | (below or set())
             for side, call in (("a", row.a), ("b", row.b)):
                 if call is not None and call.parent is not None and (side, call.parent) in owner:
-                    inside.setdefault(id(owner[(side, call.parent)]), set()).update(errors)
+                    parent = owner[(side, call.parent)]
+                    inside.setdefault(id(parent), set()).update(errors)
+                    if _reshaped_inside(row):
+                        reshaped.add(id(parent))
 
 
 def _fold_insides(rows: list[Row]) -> None:

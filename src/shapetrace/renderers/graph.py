@@ -441,6 +441,8 @@ class _Builder:
             node.count += 1
             node.calls.append(i)
             node.folded.append(i)
+            if node.error is None:  # a later call folded into the node failed: the node is drawn failed
+                node.error = call_error_text(self.trace, c)
             node.all_inputs.append(_tensors(c.inputs) + _tensors(c.kwargs))
             node.all_outputs.append(_tensors(c.outputs))
             self.vis_call[i] = nid

@@ -508,10 +508,49 @@ def _cut_variants(text: str, width: int, cut: Callable[[str, int], str]) -> list
     return out
 
 
+def _common_ends(names: list[str]) -> tuple[int, int]:
+    """How many characters all ``names`` share at their start and at their end (the two not overlapping)."""
+    shortest = min(len(n) for n in names)
+    start = 0
+    while start < shortest and all(n[start] == names[0][start] for n in names):
+        start += 1
+    end = 0
+    while end < shortest - start and all(n[-1 - end] == names[0][-1 - end] for n in names):
+        end += 1
+    return start, end
+
+
+def _cut_around_difference(group: list[str], width: int) -> dict[str, str] | None:
+    """Each of ``group`` (names that a cut made read the same) cut to ``width`` columns around the part where
+    they differ, that part whole: ``blocks.7.attention.output.dense`` among its siblings as ``…7…dense``, the
+    end of what follows it kept first, then the start of what precedes it. ``None`` where a differing part does
+    not fit (or the names are indented differently)."""
+    indents = {len(t) - len(t.lstrip(" ")) for t in group}
+    if len(indents) != 1:
+        return None
+    indent = " " * indents.pop()
+    names = [t[len(indent):] for t in group]
+    if len(indent) + 6 > width:
+        indent = ""
+    room = width - len(indent)
+    start, end = _common_ends(names)
+    out = {}
+    for t, name in zip(group, names):
+        before, middle, after = name[:start], name[start:len(name) - end], name[len(name) - end:]
+        left = room - display_width(middle) - (1 if before else 0)
+        if left < (1 if after else 0):
+            return None
+        tail = after if display_width(after) <= left else "…" + fitting_start(after[::-1], left - 1)[::-1]
+        head = ellipsize(before, room - display_width(middle) - display_width(tail))
+        out[t] = indent + head + middle + tail
+    return out
+
+
 def distinct_cuts(texts: list[str], width: int, cut: Callable[[str, int], str] = ellipsize_middle) -> list[str]:
     """``texts`` cut to ``width`` columns with ``cut``, except where that makes different texts read the same
     (``input_layernorm`` and ``post_attention_layernorm`` both ``…ernorm``): those are cut the first other way
-    (``_cut_variants``) that tells them apart."""
+    (``_cut_variants``) that tells them apart, else around the part where they differ, kept whole
+    (``_cut_around_difference``: ``…7…dense`` and ``…17…dense`` among fifty ``blocks.N.attention.output.dense``)."""
     cuts = [cut(t, width) for t in texts]
     sources: dict[str, set[str]] = {}
     for t, c in zip(texts, cuts):
@@ -527,6 +566,12 @@ def distinct_cuts(texts: list[str], width: int, cut: Callable[[str, int], str] =
                 taken |= set(labels.values())
                 cuts = [labels.get(t, c) if c == label else c for t, c in zip(texts, cuts)]
                 break
+        else:
+            around = _cut_around_difference(sorted(group), width)
+            if (around is not None and len(set(around.values())) == len(group)
+                    and not (set(around.values()) & (taken - {label}))):
+                taken |= set(around.values())
+                cuts = [around.get(t, c) if c == label else c for t, c in zip(texts, cuts)]
     return cuts
 
 
