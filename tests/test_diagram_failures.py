@@ -220,7 +220,28 @@ def test_a_stride_that_rounds_an_odd_size_is_marked_like_an_exact_one():
     assert change["p1"] == ("down", 2)  # 30 -> 15
     assert change["p2"] == ("down", 2)  # 15 -> 7, rounded down
     assert change["p3"] == ("down", 2)  # 7 -> 4, rounded up
-    assert change["up"] is None         # 4 -> 6: an upsampling marks only whole factors
+    assert change["up"] is None         # 4 -> 6: neither a doubling rounded nor a whole factor
+
+
+class RoundedUp(nn.Module):
+    """Grows 12×15 to 23×30 (a U-Net block doubling to the size of a skip that was rounded up), then 23×30 to
+    69×90 (tripled exactly)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.Upsample(size=(23, 30))
+        self.up3 = nn.Upsample(scale_factor=3)
+        self.c = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x):
+        return self.c(self.up3(self.up(x)))
+
+
+def test_a_doubling_that_rounds_to_an_odd_size_is_marked_like_an_exact_one():
+    g = build_graph(shapetrace.trace(RoundedUp().eval(), torch.randn(1, 2, 12, 15)))
+    change = {g.node(e.src).name: e.change for e in g.edges if e.src in {n.id for n in g.nodes}}
+    assert change["up"] == ("up", 2)   # 12×15 -> 23×30: 24 rounded to the skip's 23
+    assert change["up3"] == ("up", 3)  # exact, as before
 
 
 def test_a_folded_body_whose_strides_rounded_several_times_gets_no_made_up_stride():

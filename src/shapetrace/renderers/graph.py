@@ -737,8 +737,9 @@ class _Builder:
             stride = _stride(ref, out)
             if stride is not None:
                 return ("down", stride)
-            if all(o % r == 0 for r, o in zip(ref, out)) and len({o // r for r, o in zip(ref, out)}) == 1:
-                return ("up", out[0] // ref[0])
+            factor = _stride(out, ref)  # growing by f is shrinking by f read backwards: the same rounding rule
+            if factor is not None:  # (a U-Net block doubles 12×15 to the 23×30 of its skip: ↑2)
+                return ("up", factor)
             return None
         return None
 
