@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from .attributes import put_back_entries
 from .cleanup import run_all_then_raise
 from .user_warnings import warn_user
 
@@ -123,7 +124,7 @@ class _Notes:
             inside.append(value)
         attributes = _instance_dict(value)
         if attributes is not None:
-            self.steps.append(functools.partial(_put_back_attributes, attributes, dict(attributes)))
+            self.steps.append(functools.partial(put_back_entries, attributes, dict(attributes)))
             inside.append(list(attributes.values()))
         slots = []
         for descriptor in _slot_descriptors(type(value)):
@@ -196,15 +197,6 @@ def _put_back_set(live: set, held: set) -> None:
     if live != held:
         set.clear(live)
         set.update(live, held)
-
-
-def _put_back_attributes(live: dict, held: dict) -> None:
-    """Written into the object's ``__dict__`` directly: its ``__setattr__`` (a frozen dataclass's) does not run."""
-    for name in [k for k in live if k not in held]:
-        del live[name]
-    for name, v in held.items():
-        if live.get(name, _ABSENT) is not v:
-            live[name] = v
 
 
 def _put_back_slot(descriptor: Any, value: Any, held: Any) -> None:

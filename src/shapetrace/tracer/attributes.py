@@ -2,19 +2,20 @@
 
 Both ways shapetrace undoes what a forward did to a model's attributes use this: ``ModelGuard`` (names the
 forward registered into, attributes its hooks recompute) and ``placement`` (every plain attribute of a model
-run on another device, where a cache would keep that device's tensors). What torch keeps in every module's
+run on another device, where a cache would keep that device's tensors); ``arguments`` puts the attributes of
+the caller's objects back through ``put_back_entries``, the same rule without torch's names. What torch keeps in every module's
 ``__dict__`` (its registries, hook dicts, ``training``) is never a plain attribute: those have rules of their
 own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterable, Mapping
 from typing import Any
 
 from torch import nn
 
-__all__ = ["TORCH_ATTRIBUTES", "changed_names", "put_back_attributes"]
+__all__ = ["TORCH_ATTRIBUTES", "changed_names", "put_back_attributes", "put_back_entries"]
 
 TORCH_ATTRIBUTES = frozenset(nn.Module().__dict__)
 _ABSENT = object()  # "this name held nothing"
@@ -25,13 +26,18 @@ def changed_names(now: Mapping[str, Any], before: Mapping[str, Any]) -> list[str
     return [k for k in {**before, **now} if now.get(k, _ABSENT) is not before.get(k, _ABSENT)]
 
 
-def put_back_attributes(live: dict[str, Any], saved: Mapping[str, Any], keep: Container[str] = ()) -> None:
-    """Give ``live`` (a module's ``__dict__``) back the plain attributes ``saved`` (a copy of it) held: changed
-    ones put back, new ones removed. Torch's own entries and the names in ``keep`` are left as they are."""
-    for k in changed_names(live, saved):
-        if k in TORCH_ATTRIBUTES or k in keep:
-            continue
+def put_back_entries(live: dict[str, Any], saved: Mapping[str, Any], names: Iterable[str] | None = None) -> None:
+    """Give ``live`` (an object's ``__dict__``) back what ``saved`` (a copy of it) held, by identity: changed
+    entries put back, new ones removed (only ``names``, when given; else every entry that changed). Written into
+    the dict directly, so the object's ``__setattr__`` (a frozen dataclass's) does not run."""
+    for k in changed_names(live, saved) if names is None else names:
         if k in saved:
             live[k] = saved[k]
         else:
             del live[k]
+
+
+def put_back_attributes(live: dict[str, Any], saved: Mapping[str, Any], keep: Container[str] = ()) -> None:
+    """Give ``live`` (a module's ``__dict__``) back the plain attributes ``saved`` (a copy of it) held: changed
+    ones put back, new ones removed. Torch's own entries and the names in ``keep`` are left as they are."""
+    put_back_entries(live, saved, [k for k in changed_names(live, saved) if k not in TORCH_ATTRIBUTES and k not in keep])
