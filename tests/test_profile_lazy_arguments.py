@@ -63,23 +63,10 @@ def test_a_profile_on_the_models_own_device_puts_the_callers_cache_back_after_it
     assert cache.k is before and cache.steps == []
 
 
-class KeywordStep(nn.Module):
-    """Takes its cache by keyword only, as models whose keyword clashes with profile()'s own options do."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(4, 4)
-
-    def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
-        cache.k = torch.cat([cache.k, self.lin(x)], dim=1)
-        cache.steps.append(len(cache.steps))
-        return cache.k.sum(1)
-
-
 def test_a_profile_puts_back_the_objects_passed_through_forward_kwargs():
     """``forward_kwargs`` reach the forward like ``**kwargs`` do; what it stores into them is put back too."""
     cache = Cache()
     before = cache.k
-    shapetrace.profile(KeywordStep().eval(), torch.randn(1, 3, 4), device="meta", warmup=0, repeat=1,
+    shapetrace.profile(Step(nn.Linear(4, 4)).eval(), torch.randn(1, 3, 4), device="meta", warmup=0, repeat=1,
                        forward_kwargs={"cache": cache})
     assert cache.k is before and cache.steps == []
