@@ -552,26 +552,25 @@ def distinct_cuts(texts: list[str], width: int, cut: Callable[[str, int], str] =
     (``_cut_variants``) that tells them apart, else around the part where they differ, kept whole
     (``_cut_around_difference``: ``…7…dense`` and ``…17…dense`` among fifty ``blocks.N.attention.output.dense``)."""
     cuts = [cut(t, width) for t in texts]
-    sources: dict[str, set[str]] = {}
-    for t, c in zip(texts, cuts):
-        sources.setdefault(c, set()).add(t)
+    positions: dict[str, list[int]] = {}  # each label, where it stands
+    for i, c in enumerate(cuts):
+        positions.setdefault(c, []).append(i)
     taken = set(cuts)
-    for label, group in sources.items():
+    for label, where in positions.items():
+        group = sorted({texts[i] for i in where})
         if len(group) < 2:
             continue
-        for k in range(1, 4):
-            tried = {t: _cut_variants(t, width, cut)[k:k + 1] or [label] for t in group}
-            labels = {t: v[0] for t, v in tried.items()}
-            if len(set(labels.values())) == len(group) and not (set(labels.values()) & (taken - {label})):
-                taken |= set(labels.values())
-                cuts = [labels.get(t, c) if c == label else c for t, c in zip(texts, cuts)]
+        variants = {t: _cut_variants(t, width, cut) for t in group}  # each computed once, tried in turn
+        candidates: list[dict[str, str] | None] = [{t: v[k] if k < len(v) else label for t, v in variants.items()}
+                                                   for k in range(1, 4)]
+        candidates.append(_cut_around_difference(group, width))
+        for labels in candidates:
+            chosen = set(labels.values()) if labels is not None else set()
+            if len(chosen) == len(group) and not chosen & (taken - {label}):
+                taken |= chosen
+                for i in where:
+                    cuts[i] = labels[texts[i]]
                 break
-        else:
-            around = _cut_around_difference(sorted(group), width)
-            if (around is not None and len(set(around.values())) == len(group)
-                    and not (set(around.values()) & (taken - {label}))):
-                taken |= set(around.values())
-                cuts = [around.get(t, c) if c == label else c for t, c in zip(texts, cuts)]
     return cuts
 
 
