@@ -436,12 +436,12 @@ class _Builder:
                 self.nodes[nid] = Node(nid, "call", name, c.cls, c.start, cluster, count=0, module=c.module,
                                        collapsed=bool(self.children.get(i)), inputs=_tensors(c.inputs) + _tensors(c.kwargs),
                                        outputs=_tensors(c.outputs), params=c.params,
-                                       trainable_params=c.trainable_params, error=call_error_text(self.trace, c))
+                                       trainable_params=c.trainable_params)
             node = self.nodes[nid]
             node.count += 1
             node.calls.append(i)
             node.folded.append(i)
-            if node.error is None:  # a later call folded into the node failed: the node is drawn failed
+            if node.error is None:  # this call, or a later one folded into the node, failed: drawn failed
                 node.error = call_error_text(self.trace, c)
             node.all_inputs.append(_tensors(c.inputs) + _tensors(c.kwargs))
             node.all_outputs.append(_tensors(c.outputs))
