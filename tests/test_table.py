@@ -787,6 +787,6 @@ def test_a_megabyte_layer_name_and_error_render_as_text_within_the_width():
 
 
 def test_narrowing_a_name_column_at_once_matches_taking_one_column_at_a_time_from_the_widest():
-    assert table._level_cuts({"layer": 30, "class": 10}, 15) == {"layer": 15, "class": 0}
-    assert table._level_cuts({"layer": 30, "class": 10}, 25) == {"layer": 22, "class": 3}  # level, class first
-    assert table._level_cuts({"layer": 5, "class": 4}, 100) == {"layer": 5, "class": 4}  # no more than the slack
+    assert table.level_cuts({"layer": 30, "class": 10}, 15) == {"layer": 15, "class": 0}
+    assert table.level_cuts({"layer": 30, "class": 10}, 25) == {"layer": 22, "class": 3}  # level, class first
+    assert table.level_cuts({"layer": 5, "class": 4}, 100) == {"layer": 5, "class": 4}  # no more than the slack

@@ -21,7 +21,7 @@ from typing import Any
 from ..tracer.records import Call, Comparison, TensorMeta, Trace, iter_tensors
 from .carried import follows_from_input
 from .markdown import md_cell, md_code
-from .table import wrap_cell, wrap_words
+from .table import level_cuts, wrap_cell, wrap_words
 from .units import display_width, literal, pad
 
 COLUMNS = ("layer", "what", "shapetrace", "{tool}", "why")
@@ -49,12 +49,11 @@ def _column_widths(rows: list[tuple[str, ...]], width: int | None) -> list[int]:
     if width is None:
         return widths
     floors = [min(w, max(MIN_COLUMN, display_width(rows[0][i]))) for i, w in enumerate(widths)]
-    while sum(widths) + 2 * (len(widths) - 1) > width:
-        i = max(range(len(widths)), key=lambda k: (widths[k] - floors[k], k))
-        if widths[i] <= floors[i]:
-            break
-        widths[i] -= 1
-    return widths
+    excess = sum(widths) + 2 * (len(widths) - 1) - width
+    # the table's own leveling (the widest first, the last column on a tie), computed at once: a cell holding a
+    # megabyte-long error costs no more than a short one
+    cuts = level_cuts({i: widths[i] - floors[i] for i in reversed(range(len(widths)))}, excess)
+    return [w - cuts[i] for i, w in enumerate(widths)]
 
 
 def _aligned(rows: list[tuple[str, ...]], width: int | None = None) -> list[list[str]]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from ..tracer.records import Trace, Uncalled, Value
 from .markdown import md_code, md_text
@@ -388,11 +389,14 @@ def _shrink_names(widths: dict[str, int], natural: dict[str, int], floor: dict[s
     (the class on a tie), down to ``floor`` (names give way before shapes are squeezed). Computed at once, so a
     megabyte-long name costs no more than a short one."""
     slack = {c: max(widths[c] - min(floor[c], natural[c]), 0) for c in floor if c in shown}
-    for col, cut in _level_cuts(slack, excess).items():
+    for col, cut in level_cuts(slack, excess).items():
         widths[col] -= cut
 
 
-def _level_cuts(slack: dict[str, int], total: int) -> dict[str, int]:
+K = TypeVar("K")  # a column's key
+
+
+def level_cuts(slack: dict[K, int], total: int) -> dict[K, int]:
     """How much to take from each column so that ``total`` (at most all the slack) comes off the ones with the
     most ``slack`` first, leaving them level: what taking one at a time from the widest would give."""
     total = max(min(total, sum(slack.values())), 0)
