@@ -184,3 +184,73 @@ def test_a_diagram_or_flow_option_with_a_bad_value_is_refused_at_the_call(small_
 
 def test_a_table_without_a_width_limit_is_still_allowed(small_trace):
     assert str(small_trace.table(width=0)) == str(small_trace.table(width=None))
+
+
+@pytest.mark.parametrize(("options", "error", "message"), [
+    ({"overlays": ["bogus"]}, ValueError, "unknown overlay 'bogus'; choose from cut, groups, frozen, heat, diff"),
+    ({"overlays": ["groups"]}, ValueError, r"the 'groups' overlay needs options=\{'param_groups'"),
+    ({"overlays": "diff"}, ValueError, r"the 'diff' overlay needs options=\{'diff'"),
+    ({"options": {"fold": 5}}, TypeError, r"options\['fold'\] must be a list of module or class names.*got 5"),
+    ({"options": {"fold": "Conv2d"}}, TypeError, r"options\['fold'\] must be a list"),
+    ({"options": {"title": 3}}, TypeError, r"options\['title'\] must be a string, got 3"),
+    ({"options": {"heat": "hot"}}, ValueError, r"options\['heat'\] must be one of 'time', 'memory', 'activations'"),
+    ({"options": {"param_groups": {"g": 1}}, "overlays": ["groups"]}, TypeError,
+     r"options\['param_groups'\]\['g'\] must be a list"),
+    ({"options": ["fold"]}, TypeError, "options must be a dict"),
+])
+def test_a_diagram_overlay_or_option_it_cannot_draw_is_refused_at_the_call(small_trace, options, error, message):
+    with pytest.raises(error, match=message):
+        small_trace.diagram(**options)
+
+
+def test_the_overlays_a_diagram_can_draw_are_still_taken_at_the_call(small_trace):
+    small_trace.diagram(overlays=["frozen", "heat"], options={"fold": ["Conv2d"], "title": "t", "heat": "activations"})
+    small_trace.diagram(overlays="groups", options={"param_groups": {"head": ["4"]}, "model_meta": {}})
+
+
+@requires_dot
+def test_a_diagram_that_cannot_be_drawn_says_why_once_and_is_not_drawn_again(small_trace, monkeypatch):
+    """IPython asks for the bundle, then for ``_repr_svg_`` when the bundle has no SVG: dot runs once (a dot
+    that gives up after minutes must not run twice), the reason shows as text, and ``render`` raises it."""
+    from IPython.core.formatters import DisplayFormatter
+
+    from shapetrace.renderers import diagram
+
+    runs = []
+
+    def dot_that_gives_up(*args, **kwargs):
+        runs.append(args)
+        raise diagram.subprocess.TimeoutExpired("dot", diagram.DOT_TIMEOUT_S)
+
+    monkeypatch.setattr(diagram.subprocess, "run", dot_that_gives_up)
+    shown, _ = DisplayFormatter().format(small_trace.diagram())
+    assert len(runs) == 1
+    assert set(shown) == {"text/plain"}
+    assert "could not be drawn: Graphviz's dot gave up" in shown["text/plain"]
+    d = small_trace.diagram()
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="gave up"):
+            d.render("svg")
+    assert len(runs) == 2 and d._repr_svg_() is None
+
+
+def test_a_flow_title_with_control_characters_still_makes_well_formed_svg(small_trace):
+    svg = str(small_trace.flow(title="T\x01\x1b[31m<&>\u202e\ud800").render("svg"))
+    title = svg_root(svg).find("{http://www.w3.org/2000/svg}title").text
+    assert title == "T\\x01\\x1b[31m<&>\\u202e\\ud800"
+
+
+@requires_dot
+def test_a_diagram_title_with_control_characters_makes_well_formed_svg(small_trace):
+    svg = str(small_trace.diagram(options={"title": "T\x01\x1b[31m<&>\u202e"}).render("svg"))
+    texts = [t.text for t in svg_root(svg).iter("{http://www.w3.org/2000/svg}text")]
+    assert "T\\x01\\x1b[31m<&>\\u202e" in texts
+
+
+def test_traces_in_a_list_show_one_line_each_while_a_trace_alone_shows_its_table(small_trace):
+    from IPython.lib.pretty import pretty
+
+    assert pretty([small_trace, small_trace]) == f"[{small_trace!r},\n {small_trace!r}]"
+    assert pretty({"a": small_trace}) == f"{{'a': {small_trace!r}}}"
+    assert pretty(small_trace).splitlines()[0] == str(small_trace).splitlines()[0]
+    assert "\n" in pretty(small_trace)

@@ -242,3 +242,21 @@ def test_a_newline_and_a_backslash_n_in_names_read_differently_in_the_html_table
     model.forward = lambda x: model.d["a\\nb"](model.d["a\nb"](x))
     page = html_renderer.render_html(shapetrace.trace(model, torch.randn(2, 3)))
     assert "<code>d.a\\nb</code>" in page and "<code>d.a\\\\nb</code>" in page
+
+
+def test_a_very_long_name_is_cut_in_the_middle_with_the_full_name_in_its_title_and_siblings_stay_distinct():
+    """A generated 3,000-character name would push every other column off the page: the cell shows at most
+    ``NAME_WIDTH`` columns, cut as the text table cuts names, two names never to the same label."""
+    long_a, long_b = "block_" + "x" * 3000 + "_a", "block_" + "x" * 3000 + "_b"
+    model = nn.Sequential()
+    model.add_module(long_a, nn.Linear(2, 2))
+    model.add_module(long_b, nn.Linear(2, 2))
+    model.add_module("short", nn.ReLU())
+    out = html_renderer.render_html(shapetrace.trace(model, torch.randn(1, 2)))
+    shown = [cells[0][1].strip() for _, cells in parse(out).rows]
+    cut = [name for name in shown if name.startswith("block_")]
+    assert len(cut) == 2 and all(len(name) <= html_renderer.NAME_WIDTH and "…" in name for name in cut)
+    assert {name[-2:] for name in cut} == {"_a", "_b"}  # cut in the middle: the ends that differ are kept
+    assert "short" in shown
+    titles = re.findall(r'<td class="layer" title="([^"]*)"', out)
+    assert long_a in titles and long_b in titles

@@ -63,8 +63,8 @@ from .units import (
     no_timings_reason,
 )
 
-__all__ = ["LAYOUTS", "OVERLAYS", "STYLES", "GraphvizNotFound", "OverlayNeedsOptions", "dot_available", "render",
-           "to_dot"]
+__all__ = ["HEAT_KINDS", "LAYOUTS", "OVERLAYS", "STYLES", "GraphvizNotFound", "OverlayNeedsOptions", "check_options",
+           "dot_available", "render", "to_dot"]
 
 LAYOUTS = ("tb", "lr", "u")
 STYLES = ("compact", "detailed")
@@ -357,6 +357,67 @@ def _belongs(module: str, names: Iterable[str]) -> bool:
     return False
 
 
+# What an overlay needs that the trace does not hold, said as the options to pass.
+_NEEDS = {
+    "cut": ("the 'cut' overlay needs options={'cut': {'body': [module names], 'head': [...]}} unless the model is "
+            "nn.Sequential(body, head)"),
+    "groups": "the 'groups' overlay needs options={'param_groups': {group: [module names]}}",
+    "diff": ("the 'diff' overlay needs options={'diff': {'changed': [...], 'added': [...], 'removed': [...]}}, as "
+             "shapetrace diff A B gives it"),
+}
+HEAT_KINDS = ("time", "memory", "activations")
+
+
+def _check_overlay_names(overlays: Sequence[str]) -> None:
+    unknown = [o for o in overlays if o not in OVERLAYS]
+    if unknown:
+        raise ValueError(f"unknown overlay {unknown[0]!r}; choose from {', '.join(OVERLAYS)}")
+
+
+def _names_list(what: str, value: Any) -> None:
+    """``value`` (the option ``what``) is a list (or tuple, set) of names: else ``TypeError`` saying so."""
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple | set | frozenset) or not all(
+            isinstance(v, str) for v in value):
+        raise TypeError(f"{what} must be a list of module or class names, e.g. ['encoder'], "
+                        f"got {value!r} ({type(value).__name__})")
+
+
+def check_options(trace: Trace, overlays: Sequence[str] | str | None, options: Any) -> None:
+    """Refuse, before anything is drawn, ``overlays`` and ``options`` the diagram of ``trace`` cannot draw: an
+    unknown overlay, one whose data neither ``options`` nor the trace holds (``OverlayNeedsOptions``), and known
+    options of the wrong type (``fold``, ``title``, ``heat``, ``cut``, ``param_groups``, ``diff``). Other keys
+    are left alone (an exhibit's options carry more). What needs measurements (``heat``) is checked on drawing."""
+    if options is not None and not isinstance(options, dict):
+        raise TypeError(f"options must be a dict, e.g. {{'fold': ['Block']}}, got {options!r} "
+                        f"({type(options).__name__})")
+    options = options or {}
+    overlays = overlays if overlays else options.get("overlays", ())
+    if isinstance(overlays, str):
+        overlays = [overlays]
+    if not isinstance(overlays, list | tuple) or not all(isinstance(o, str) for o in overlays):
+        raise TypeError(f"overlays must be a list of overlay names ({', '.join(OVERLAYS)}), got {overlays!r}")
+    _check_overlay_names(overlays)
+    if "fold" in options:
+        _names_list("options['fold']", options["fold"])
+    title = options.get("title")
+    if title is not None and not isinstance(title, str):
+        raise TypeError(f"options['title'] must be a string, got {title!r} ({type(title).__name__})")
+    if options.get("heat") is not None and options["heat"] not in HEAT_KINDS:
+        raise ValueError(f"options['heat'] must be one of {', '.join(map(repr, HEAT_KINDS))}, got {options['heat']!r}")
+    for key in ("cut", "param_groups", "diff"):
+        if options.get(key) is not None and not isinstance(options[key], dict):
+            raise TypeError(f"options[{key!r}] must be a dict, got {options[key]!r} ({type(options[key]).__name__})")
+    for part, names in (options.get("cut") or {}).items():
+        _names_list(f"options['cut'][{part!r}]", names)
+    for group, names in (options.get("param_groups") or {}).items():
+        _names_list(f"options['param_groups'][{group!r}]", names)
+    needs = {"cut": bool(options.get("cut")) or _auto_cut(trace) is not None,
+             "groups": bool(options.get("param_groups")), "diff": options.get("diff") is not None}
+    for overlay in overlays:
+        if not needs.get(overlay, True):
+            raise OverlayNeedsOptions(overlay, _NEEDS[overlay])
+
+
 def _auto_cut(trace: Trace) -> dict[str, list[str]] | None:
     roots = [c for c in trace.calls if c.parent is None]
     if not roots or roots[0].cls != "Sequential":
@@ -383,9 +444,7 @@ class _Overlay:
         self._rows: list[tuple[str, str, str, str, str]] = []  # (overlay, key, title, colour, text)
         self._painted: dict[str, tuple[str, tuple[str, ...]]] = {}  # node -> (overlay, legend keys of its fill)
         self._painters: set[str] = set()  # overlays that filled some node, painted over since or not
-        unknown = [o for o in overlays if o not in OVERLAYS]
-        if unknown:
-            raise ValueError(f"unknown overlay {unknown[0]!r}; choose from {', '.join(OVERLAYS)}")
+        _check_overlay_names(overlays)
         calls = [n for n in graph.nodes if n.kind == "call"]
         for name in overlays:
             getattr(self, f"_{name}")(trace, graph, calls, options)
@@ -413,8 +472,7 @@ class _Overlay:
     def _cut(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
         cut = options.get("cut") or _auto_cut(trace)
         if not cut:
-            raise OverlayNeedsOptions("cut", "the 'cut' overlay needs options={'cut': {'body': [module names], "
-                                             "'head': [...]}} unless the model is nn.Sequential(body, head)")
+            raise OverlayNeedsOptions("cut", _NEEDS["cut"])
         for part in ("body", "head", "removed"):  # "removed": what the cut drops (create_body's avgpool, fc)
             names = list(cut.get(part, []))
             if not names and (part == "removed" or cut.get("removed")):
@@ -441,8 +499,7 @@ class _Overlay:
     def _groups(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:
         groups = options.get("param_groups")
         if not groups:
-            raise OverlayNeedsOptions("groups", "the 'groups' overlay needs options={'param_groups': {group: "
-                                                "[module names]}}")
+            raise OverlayNeedsOptions("groups", _NEEDS["groups"])
         colours = {g: GROUP_PALETTE[i % len(GROUP_PALETTE)] for i, g in enumerate(groups)}
         for n in calls:
             mine = [g for g, names in groups.items() if _belongs(n.module, names)]
@@ -456,8 +513,7 @@ class _Overlay:
         not reach filled grey (marked "not reached in A"), A's removed calls and those B's failed forward did
         not reach listed."""
         if options.get("diff") is None:
-            raise OverlayNeedsOptions("diff", "the 'diff' overlay needs options={'diff': {'changed': [...], 'added': "
-                                              "[...], 'removed': [...]}}, as shapetrace diff A B gives it")
+            raise OverlayNeedsOptions("diff", _NEEDS["diff"])
         diff = options["diff"]
         marked: set[str] = set()  # a node drawing calls of several kinds reads as the first: changed, added
         for kind in ("changed", "added", "unreached"):
@@ -503,7 +559,7 @@ class _Overlay:
             values = {n.id: float(n.activation_bytes) for n in nodes}
             fmt = (lambda v: format_bytes(int(v)))
         else:
-            raise ValueError(f"heat must be 'time', 'memory' or 'activations', got {kind!r}")
+            raise ValueError(f"heat must be one of {', '.join(map(repr, HEAT_KINDS))}, got {kind!r}")
         if not values:
             if kind == "memory":
                 raise ValueError("the 'heat' overlay (memory) needs peak memory, which only a profile on CUDA "

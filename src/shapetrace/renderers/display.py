@@ -1,6 +1,7 @@
 """Display objects: what ``trace.table()``, ``trace.diagram()`` and ``trace.flow()`` return.
 
-Each holds a trace and render options, renders lazily (once) and
+Each holds a trace and render options (refused at the call when it cannot render them), renders lazily (once;
+a render that failed is remembered and not run again) and
 
 * shows itself in Jupyter (``_repr_mimebundle_``: ``text/html`` for the table, ``image/svg+xml`` for the
   diagram and the shape-flow chart, always with a ``text/plain`` fallback),
@@ -20,7 +21,7 @@ from typing import Any, ClassVar
 
 from ..tracer.records import Trace
 from .atomic import resolve_target, write_atomically
-from .diagram import INSTALL_HINT, LAYOUTS, STYLES, dot_available
+from .diagram import INSTALL_HINT, LAYOUTS, STYLES, check_options, dot_available
 from .diagram import render as render_diagram
 from .html import render_html, render_page
 from .plots import shape_flow
@@ -103,6 +104,7 @@ class _Display:
         self.trace = trace
         self.options = options
         self._cache: dict[str, str | bytes] = {}
+        self._failures: dict[str, Exception] = {}  # format -> why it could not be rendered: not tried again
 
     @classmethod
     def _check(cls, options: dict[str, Any]) -> None:
@@ -114,8 +116,14 @@ class _Display:
         allowed = {*self.formats.values(), self.default_format}
         if fmt not in allowed:
             raise ValueError(f"{self.kind} formats are {', '.join(sorted(allowed))} (any case); got {format!r}")
+        if fmt in self._failures:  # a failed render (a dot that ran 300 s) is remembered, not run again
+            raise self._failures[fmt]
         if fmt not in self._cache:
-            self._cache[fmt] = self._render(fmt)
+            try:
+                self._cache[fmt] = self._render(fmt)
+            except Exception as e:
+                self._failures[fmt] = e
+                raise
         return self._cache[fmt]
 
     def _render(self, fmt: str) -> str | bytes:
@@ -185,15 +193,23 @@ class _Picture(_Display):
         return None
 
     def _repr_svg_(self) -> str | None:
-        if self._unavailable():
+        # IPython asks for this one too when the bundle has no SVG: a picture that could not be drawn says so
+        # once (in the bundle's text), and is not drawn again
+        if self._unavailable() or "svg" in self._failures:
             return None
         return str(self.render("svg"))
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        """The SVG; or, where Graphviz is missing or the picture cannot be drawn (dot failed or gave up, an
+        overlay lacks its measurements), a text that says why, once, in place of a traceback."""
         why = self._unavailable()
         if why:
             return {"text/plain": why}
-        return {"image/svg+xml": str(self.render("svg")), "text/plain": repr(self)}
+        try:
+            svg = str(self.render("svg"))
+        except (RuntimeError, ValueError, OSError) as e:
+            return {"text/plain": f"{self!r} could not be drawn: {e}"}
+        return {"image/svg+xml": svg, "text/plain": repr(self)}
 
 
 class Diagram(_Picture):
@@ -210,6 +226,10 @@ class Diagram(_Picture):
         _check_whole("depth", options.get("depth"), 0, "None or a whole number >= 0")
         _check_choice("layout", options.get("layout"), LAYOUTS)
         _check_choice("style", options.get("style"), STYLES)
+
+    def __init__(self, trace: Trace, **options: Any) -> None:
+        super().__init__(trace, **options)
+        check_options(trace, options.get("overlays"), options.get("options"))
 
     def _unavailable(self) -> str | None:
         return None if dot_available() else f"Graphviz's 'dot' was not found. {INSTALL_HINT}"

@@ -1,7 +1,8 @@
 """HTML shape tables: a scoped fragment for notebooks and docs pages, and a standalone page for ``--format html``.
 
 ``render_html(trace, ...)`` returns one ``<div class="shapetrace-html">`` holding its own ``<style>`` (every
-selector starts with ``.shapetrace-html``, so neither the host page nor the fragment restyle each other) and
+selector starts with ``.shapetrace-html``, weighted to outweigh a notebook host's own rules for tables, code and
+lists (JupyterLab's), so neither the host page nor the fragment restyle each other) and
 the table: rows indented by depth, shapes in monospace, the failing call's row marked with its error, then
 the totals and the notes. Colours follow the surrounding text (``currentColor`` and translucent fills), so the
 same fragment reads on a light or a dark notebook or docs theme.
@@ -25,45 +26,60 @@ from ..tracer.records import Trace
 from .diagram import render as render_diagram
 from .rows import forward_ms as _forward_ms
 from .rows import table_rows as _rows
-from .table import FAIL_MARK, _extra_columns, _headers, _notes, _plain_cells, _summary_lines
-from .units import escape_controls, literal
+from .table import FAIL_MARK, _extra_columns, _headers, _notes, _plain_cells, _summary_lines, distinct_cuts
+from .units import ellipsize, escape_controls, literal
 
-__all__ = ["CSS", "PAGE_CSS", "render_html", "render_page", "shape_markup", "strip_svg_prolog"]
+__all__ = ["CSS", "FAIL_COLOR", "NAME_WIDTH", "PAGE_CSS", "render_html", "render_page", "safe_html", "shape_markup",
+           "strip_svg_prolog"]
 
 SCOPE = "shapetrace-html"
 
-# Every selector is scoped to the fragment's own class. Colours are the host's text colour with translucent
-# fills, so one stylesheet serves light and dark themes; the failure's red is mixed with the text colour
-# (darker on a light theme, lighter on a dark one: 4.5:1 or more on either), plain #dc2626 where the browser
-# has no color-mix().
+# Every selector is scoped to the fragment's own class, written twice (``.shapetrace-html.shapetrace-html``) so
+# each rule outweighs a notebook host's rules for tables, code and lists whatever order the style sheets come in
+# (JupyterLab's ``:not(.jp-RenderedMarkdown).jp-RenderedHTMLCommon td{text-align:right}``, its striped
+# ``tbody tr:nth-child(odd)`` rows, its grey ``:not(pre) > code`` boxes, its ``dt{float:left;width:20%}``), and
+# every property such a host sets is set here. Colours are the host's text colour with translucent fills, so one
+# stylesheet serves light and dark themes; the failure's red is mixed with the text colour (darker on a light
+# theme, lighter on a dark one: 4.5:1 or more on either, on the failed row's red fill too, down to VS Code's
+# #cccccc on #1e1e1e), plain #dc2626 where the browser has no color-mix(). The lines view uses the same red.
+FAIL_COLOR = "color: #dc2626; color: color-mix(in srgb, #dc2626 55%, currentColor);"
+_S = f".{SCOPE}.{SCOPE}"
+_T = f"{_S} table.shapetrace"
 CSS = f"""\
 .{SCOPE} {{ max-width: 100%; overflow-x: auto; margin: 0.5em 0 1em; font-size: 0.9em; line-height: 1.35; }}
-.{SCOPE} table.shapetrace {{ border-collapse: collapse; width: auto; margin: 0; border: none; }}
-.{SCOPE} table.shapetrace th, .{SCOPE} table.shapetrace td {{
-  padding: 0.2em 0.7em; text-align: left; vertical-align: top; border: none;
-  border-bottom: 1px solid rgba(127, 127, 127, 0.25); background: transparent; color: inherit; }}
-.{SCOPE} table.shapetrace thead th {{ border-bottom: 2px solid rgba(127, 127, 127, 0.6); font-weight: 600;
-  white-space: nowrap; }}
-.{SCOPE} table.shapetrace tbody tr:hover {{ background: rgba(127, 127, 127, 0.08); }}
-.{SCOPE} .num {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }}
-.{SCOPE} .layer {{ white-space: nowrap; }}
-.{SCOPE} .cls {{ opacity: 0.85; white-space: nowrap; }}
-.{SCOPE} code, .{SCOPE} .shape {{ font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono",
-  monospace; font-size: 0.92em; background: none; border: none; padding: 0; color: inherit; }}
-.{SCOPE} .shape {{ white-space: normal; overflow-wrap: normal; word-break: normal; }}
-.{SCOPE} .shape .t {{ white-space: pre; }}
-.{SCOPE} .shape.error {{ white-space: pre-wrap; overflow-wrap: anywhere; min-width: 20ch; }}
-.{SCOPE} tr.repeat .layer code {{ opacity: 0.75; }}
-.{SCOPE} tr.failed {{ background: rgba(220, 38, 38, 0.13); }}
-.{SCOPE} tr.failed td:first-child {{ box-shadow: inset 3px 0 0 #dc2626; }}
-.{SCOPE} tr.failed .layer code {{ font-weight: 700; }}
-.{SCOPE} tr.raised {{ background: rgba(220, 38, 38, 0.05); }}
-.{SCOPE} tr.failed td.error {{ color: #dc2626; color: color-mix(in srgb, #dc2626 60%, currentColor); }}
-.{SCOPE} dl.totals {{ display: grid; grid-template-columns: max-content auto; gap: 0.1em 1em; margin: 0.8em 0 0; }}
-.{SCOPE} dl.totals dt {{ font-weight: 600; margin: 0; }}
-.{SCOPE} dl.totals dd {{ margin: 0; font-variant-numeric: tabular-nums; }}
-.{SCOPE} ul.notes {{ margin: 0.6em 0 0; padding-left: 1.2em; opacity: 0.9; }}
-.{SCOPE} ul.notes li.failure {{ color: #dc2626; color: color-mix(in srgb, #dc2626 60%, currentColor); }}
+{_T} {{ border-collapse: collapse; border-spacing: 0; table-layout: auto; width: auto; margin: 0; border: none;
+  color: inherit; font-size: inherit; }}
+{_T} thead {{ border: none; vertical-align: bottom; }}
+{_T} tr, {_T} tbody tr, {_T} tbody tr:nth-child(n) {{ background: transparent; border: none; padding: 0;
+  text-align: left; vertical-align: baseline; line-height: inherit; white-space: normal; max-width: none; }}
+{_T} th, {_T} td {{
+  padding: 0.2em 0.7em; text-align: left; vertical-align: baseline; border: none; line-height: inherit;
+  white-space: normal; max-width: none; border-bottom: 1px solid rgba(127, 127, 127, 0.25);
+  background: transparent; color: inherit; }}
+{_T} thead th {{ border-bottom: 2px solid rgba(127, 127, 127, 0.6); font-weight: 600; white-space: nowrap; }}
+{_T} tbody tr:hover {{ background: rgba(127, 127, 127, 0.08); }}
+{_T} th.num, {_T} td.num {{ text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }}
+{_T} td.layer {{ white-space: nowrap; }}
+{_T} td.cls {{ opacity: 0.85; white-space: nowrap; }}
+{_S} code, {_T} td.shape {{ font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono",
+  monospace; font-size: 0.92em; line-height: inherit; color: inherit; }}
+{_S} code {{ background: none; border: none; padding: 0; white-space: inherit; }}
+{_T} td.shape {{ white-space: normal; overflow-wrap: normal; word-break: normal; }}
+{_T} td.shape .t {{ white-space: pre; }}
+{_T} td.shape.error {{ white-space: pre-wrap; overflow-wrap: anywhere; min-width: 20ch; }}
+{_T} tr.repeat td.layer code {{ opacity: 0.75; }}
+{_T} tbody tr.failed {{ background: rgba(220, 38, 38, 0.13); }}
+{_T} tr.failed td:first-child {{ box-shadow: inset 3px 0 0 #dc2626; }}
+{_T} tr.failed td.layer code {{ font-weight: 700; }}
+{_T} tbody tr.raised {{ background: rgba(220, 38, 38, 0.05); }}
+{_T} tr.failed td.error {{ {FAIL_COLOR} }}
+{_S} dl.totals {{ display: grid; grid-template-columns: max-content auto; gap: 0.1em 1em; margin: 0.8em 0 0;
+  padding: 0; width: auto; overflow: visible; }}
+{_S} dl.totals dt, {_S} dl.totals dd {{ display: block; float: none; width: auto; padding: 0; margin: 0; }}
+{_S} dl.totals dt {{ font-weight: 600; }}
+{_S} dl.totals dd {{ font-variant-numeric: tabular-nums; }}
+{_S} ul.notes {{ margin: 0.6em 0 0; padding: 0 0 0 1.2em; list-style: disc; opacity: 0.9; }}
+{_S} ul.notes li.failure {{ {FAIL_COLOR} }}
 """
 
 PAGE_CSS = """\
@@ -85,15 +101,22 @@ def _text(text: str) -> str:
     return html.escape(literal(text))
 
 
-def _cell_text(text: str) -> str:
-    """A table cell escaped for HTML: its names are ``literal`` already (their backslashes doubled where
-    needed), so only what is left of control characters is escaped."""
+def safe_html(text: str) -> str:
+    """Text escaped for HTML, control, format and bidirectional characters (U+202E, U+2066, an ANSI escape, a
+    lone surrogate) shown as Python escapes, backslashes left alone: for text that is ``literal`` already (a
+    table cell) or holds no names (an error message, a line of source). It can be applied twice."""
     return html.escape(escape_controls(text))
+
+
+# The widest name (or class) a cell shows, in display columns: a longer one is cut in the middle as the text
+# table cuts names to its column (``table.distinct_cuts``: two names never cut to the same label), the full
+# name in the cell's title, so a generated 3,000-character name cannot push the shape columns off the page.
+NAME_WIDTH = 60
 
 
 def _layer_cell(name: str, full_name: str, depth: int) -> str:
     indent = f'<span class="indent" style="padding-left:{depth * 1.2:.1f}em"></span>' if depth else ""
-    return f'<td class="layer" title="{_text(full_name)}">{indent}<code>{_text(name)}</code></td>'
+    return f'<td class="layer" title="{_text(full_name)}">{indent}<code>{safe_html(name)}</code></td>'
 
 
 # Where a shape cell may break: after the ", " between two values, around the " | " between a module's
@@ -121,7 +144,7 @@ def _cell(kind: str, text: str) -> str:
         return f'<td class="shape error">{html.escape(text)}</td>'
     if kind == "num":
         return f'<td class="num">{html.escape(text)}</td>'
-    return f'<td class="{kind}">{_cell_text(text)}</td>'
+    return f'<td class="{kind}">{safe_html(text)}</td>'
 
 
 def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", css: bool = True) -> str:
@@ -150,14 +173,18 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
         f'<th class="num">{esc(h)}</th>' if kind == "num" else f"<th>{esc(h)}</th>"
         for h, kind in zip(headers, kinds)) + "</tr></thead>")
     out.append("<tbody>")
-    for r, cells in zip(rows, cells_of):
-        name = (f"{FAIL_MARK} " if r.failed else "") + (r.short if view == "calls" else r.name)
+    names = distinct_cuts([literal(r.short if view == "calls" else r.name) for r in rows], NAME_WIDTH)
+    classes_shown = distinct_cuts([cells[1] for cells in cells_of], NAME_WIDTH, ellipsize)
+    for r, cells, shown, cls_shown in zip(rows, cells_of, names, classes_shown):
+        name = (f"{FAIL_MARK} " if r.failed else "") + shown
         classes = [c for c, on in (("failed", r.failed), ("raised", r.raised and not r.failed),
                                     ("repeat", r.repeat)) if on]
         cls = f' class="{" ".join(classes)}"' if classes else ""
         row_kinds = ["error" if r.failed and i == kinds.index("shape") + 1 else kind for i, kind in enumerate(kinds)]
-        tds = [_layer_cell(name, r.name, r.depth)] + [_cell(kind, text)
-                                                      for kind, text in zip(row_kinds[1:], cells[1:])]
+        cls_cell = (f'<td class="cls" title="{_text(r.cls)}">{safe_html(cls_shown)}</td>' if cls_shown != cells[1]
+                    else _cell("cls", cells[1]))
+        tds = [_layer_cell(name, r.name, r.depth), cls_cell] + [_cell(kind, text)
+                                                                for kind, text in zip(row_kinds[2:], cells[2:])]
         out.append(f"<tr{cls}>" + "".join(tds) + "</tr>")
     out.append("</tbody></table>")
     out.append('<dl class="totals">')

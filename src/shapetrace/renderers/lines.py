@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ast
 import difflib
-import html
 import json
 import keyword
 import re
@@ -23,6 +22,7 @@ from typing import Any
 
 from ..tracer.records import Call, Op, Struct, TensorMeta, Trace, iter_tensors
 from .display import save_file
+from .html import FAIL_COLOR, safe_html
 from .units import display_width, escape_controls, literal, pad
 
 __all__ = ["FORMATS", "LinesError", "LinesView", "build_view", "lines_page", "render"]
@@ -453,6 +453,11 @@ def _outside_lines(outside: dict[int, list[Call | Op]], raised: dict[int, str | 
                  error=raised.get(n), outside=True) for n in sorted({*outside, *raised})]
 
 
+# A lone surrogate (U+D800 to U+DFFF) is not text: a hand-edited or corrupt JSON trace can hold one in its source,
+# which Python can neither parse nor write as UTF-8. It shows as the replacement character U+FFFD.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | Op], parent_name: str) -> SourceView:
     info = trace.sources.get(key) or {"qualname": key.rpartition(".")[2], "missing": "no source was recorded"}
     if "text" not in info:
@@ -460,7 +465,7 @@ def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | 
                           missing=info.get("missing", "no source was recorded"),
                           calls_only=_group_events(events, parent_name))
     first = int(info["first_line"])
-    text = list(info["text"])
+    text = [_SURROGATE.sub("\ufffd", t) for t in info["text"]]
     span_of, neutral = _statement_spans(text, first)
     neutral |= _spans_without_code(span_of, info.get("code_lines"))
     lines = [Line(first + i, t) for i, t in enumerate(_dedent(text))]
@@ -533,7 +538,8 @@ def render_text(view: View) -> str:
     if view.note:
         out.append(f"note: {view.note}")
     if view.failure:
-        out.append(f"the forward failed: {view.failure}")
+        out += [escape_controls(f"the forward failed: {part}" if i == 0 else part)
+                for i, part in enumerate(view.failure.splitlines() or [""])]
     out.append(_LEGEND)
     return "\n".join(out) + "\n"
 
@@ -607,7 +613,7 @@ border:none;background:transparent;color:inherit}
 & td.shapes div{white-space:normal;padding-left:1.5em;text-indent:-1.5em;text-align:left}
 & tr.unreached td.code{opacity:.4}
 & tr.raised td{background:rgba(220,38,38,.15)}
-& tr.raised td.shapes{color:#dc2626}
+& tr.raised td.shapes{FAIL}
 & .cls{opacity:.75}
 .st-lines-note{font-family:system-ui,sans-serif;opacity:.75;font-size:12px}
 & td.code span[class^="k"],& td.code span.ow{color:#a855f7;font-weight:600}
@@ -616,7 +622,7 @@ border:none;background:transparent;color:inherit}
 & td.code span[class^="c"]{color:#8a8f98;font-style:italic}
 & td.code span.nf,& td.code span.fm,& td.code span.nc{color:#2f8fd0}
 & td.code span.nb,& td.code span.bp,& td.code span.nd{color:#16a34a}
-""".replace("&", _S)
+""".replace("&", _S).replace("{FAIL}", "{" + FAIL_COLOR + "}")
 
 
 def _highlight(lines: list[str]) -> list[str]:
@@ -625,7 +631,7 @@ def _highlight(lines: list[str]) -> list[str]:
         from pygments.lexers import PythonLexer  # noqa: PLC0415 - optional dependency: plain text without it
         from pygments.token import STANDARD_TYPES  # noqa: PLC0415 - optional dependency: plain text without it
     except ImportError:
-        return [html.escape(t) for t in lines]
+        return [safe_html(t) for t in lines]
     out: list[list[str]] = [[]]
     for ttype, value in PythonLexer(stripnl=False, ensurenl=False).get_tokens("\n".join(lines)):
         cls = STANDARD_TYPES.get(ttype)
@@ -636,37 +642,42 @@ def _highlight(lines: list[str]) -> list[str]:
             if i:
                 out.append([])
             if piece:
-                out[-1].append(f'<span class="{cls}">{html.escape(piece)}</span>' if cls else html.escape(piece))
+                out[-1].append(f'<span class="{cls}">{safe_html(piece)}</span>' if cls else safe_html(piece))
     rows = ["".join(parts) for parts in out]
     return (rows + [""] * len(lines))[:len(lines)]
+
+
+def _lines_html(text: str) -> str:
+    """A message of several lines (an error) as HTML: each line made safe (``safe_html``), on a line of its own."""
+    return "<br>".join(safe_html(part) for part in text.splitlines())
 
 
 def render_html(view: View) -> str:
     parts = [f"<style>{_CSS}</style>"]
     for sv in view.sources:
-        parts.append(f'<table class="st-lines"><caption>{html.escape(_title(view, sv))}</caption>')
+        parts.append(f'<table class="st-lines"><caption>{safe_html(_title(view, sv))}</caption>')
         if sv.missing:
-            parts.append(f'<tr><td class="shapes">No source lines: {html.escape(sv.missing)}. The calls and ops '
+            parts.append(f'<tr><td class="shapes">No source lines: {safe_html(sv.missing)}. The calls and ops '
                          "it made, in order:"
-                         + "".join(f"<div>{html.escape(g.text())}</div>" for g in sv.calls_only) + "</td></tr>")
+                         + "".join(f"<div>{safe_html(g.text())}</div>" for g in sv.calls_only) + "</td></tr>")
             parts.append("</table>")
             continue
-        code = _highlight([ln.text for ln in sv.lines])
+        code = _highlight([ln.text.expandtabs(8) for ln in sv.lines])
         for ln, hl in zip(sv.lines, code):
-            notes = "".join(f"<div>{html.escape(g.text())}</div>" for g in ln.groups)
+            notes = "".join(f"<div>{safe_html(g.text())}</div>" for g in ln.groups)
             if ln.error:
-                notes += f"<div>✗ {html.escape(ln.error)}</div>"
+                notes += f"<div>✗ {_lines_html(ln.error)}</div>"
             title = ' title="never ran"' if ln.state == "unreached" else ""
             parts.append(f'<tr class="{ln.state}"{title}><td class="no">{ln.number or "?"}</td>'
-                         f'<td class="code">{html.escape(_code_text(ln) or "") or hl}</td>'
+                         f'<td class="code">{safe_html(_code_text(ln) or "") or hl}</td>'
                          f'<td class="shapes">{notes}</td></tr>')
         parts.append("</table>")
         if (note := _outside_note(sv)) is not None:
-            parts.append(f'<p class="st-lines-note">Note: {html.escape(note)}</p>')
+            parts.append(f'<p class="st-lines-note">Note: {safe_html(note)}</p>')
     if view.note:
-        parts.append(f'<p class="st-lines-note">Note: {html.escape(view.note)}</p>')
+        parts.append(f'<p class="st-lines-note">Note: {safe_html(view.note)}</p>')
     if view.failure:
-        parts.append(f'<p class="st-lines-note">The forward failed: {html.escape(view.failure)}</p>')
+        parts.append(f'<p class="st-lines-note">The forward failed: {_lines_html(view.failure)}</p>')
     parts.append('<p class="st-lines-note">Dimmed: never ran. Red: the line the error left by. ×N: made N times '
                  "by the line (a loop, or a module called again), with each one's output shape.</p>")
     return "\n".join(parts) + "\n"
@@ -732,8 +743,9 @@ class LinesView:
         return render_html(self.view)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        """Terminal IPython's display: the text form (``repr`` stays one line)."""
-        printer.text(repr(self) if cycle else str(self))
+        """Terminal IPython's display: the text form (``repr`` stays one line; so is each view in a container)."""
+        nested = len(getattr(printer, "stack", ())) > 1
+        printer.text(repr(self) if cycle or nested else str(self))
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         """Jupyter shows the HTML; a text front end (nbconvert to text, a console) the text form."""
@@ -773,6 +785,6 @@ def lines_page(fragment: str, title: str) -> str:
     return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             '<meta name="color-scheme" content="light dark">\n'
-            f"<title>{html.escape(title)}</title>\n"
+            f"<title>{safe_html(title)}</title>\n"
             "<style>body{margin:24px;font-family:system-ui,sans-serif;background:Canvas;color:CanvasText}</style>\n"
             f"</head>\n<body>\n{fragment}</body>\n</html>\n")

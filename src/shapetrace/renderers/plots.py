@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
-from .units import ellipsize_middle, format_percent, literal, no_timings_reason
+from .units import ellipsize_middle, escape_controls, format_percent, literal, no_timings_reason
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -59,8 +59,9 @@ def _save(fig: Figure, format: str) -> str | bytes:
 
 
 def _text(text: str) -> str:
-    """``text`` shown as written by matplotlib: ``$`` escaped, so ``"cost $5"`` is not read as math text."""
-    return str(text).replace("$", r"\$")
+    """``text`` shown as written by matplotlib: control and bidirectional characters as Python escapes (as in
+    every other picture), ``$`` escaped, so ``"cost $5"`` is not read as math text."""
+    return escape_controls(str(text)).replace("$", r"\$")
 
 
 def _timed(trace: Trace) -> list[Call]:
@@ -374,7 +375,9 @@ def _flow_x(pts: list[tuple[str, int, int]]) -> str:
 
 
 def _xml(text: str) -> str:
-    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;"))
+    """``text`` for SVG markup: control, format and bidirectional characters shown as Python escapes (XML 1.0
+    forbids most C0 characters: one in a title would make the SVG unreadable), then the markup characters."""
+    return (escape_controls(str(text)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;"))
 
 
 def _flow_svg(pts: list[tuple[str, int, int]], title: str, max_labels: int) -> str:

@@ -476,8 +476,10 @@ class Trace:
         return render_text(self, width=shutil.get_terminal_size((100, 24)).columns)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        """IPython and Jupyter's plain-text display: the table (``repr`` stays one line)."""
-        printer.text(repr(self) if cycle else str(self))
+        """IPython and Jupyter's plain-text display: the table (``repr`` stays one line). Inside a list, dict or
+        other container (``[t1, t2]``) each trace is its ``repr``, so the container still reads as one."""
+        nested = len(getattr(printer, "stack", ())) > 1
+        printer.text(repr(self) if cycle or nested else str(self))
 
     def lines(self, module: str = "") -> Any:
         """The source of ``module``'s forward (the root's by default) with what each line produced; needs a
