@@ -21,19 +21,22 @@ What is visible
 Edges come from ``Trace.edges``: each end is mapped to its visible node; self-loops (both ends folded into
 the same node) and edges into expanded containers (their children carry the tensor) are dropped; the rest
 are merged per (source, target). An edge that carries a tensor some call read as a *side input* (not through
-its arguments, e.g. a U-Net skip read from a hook) is marked ``skip``.
+its arguments, e.g. a U-Net skip read from a hook) is marked ``skip``. ``change`` marks a tensor resampled
+from the inputs of the call that made it (``_resampled``): none when it keeps one input's spatial size.
 
 Op detail: by default (``all_ops=False``) only the ops that compute with the data are drawn: those that
 combine or reshape it (``cat``, ``add``, ``mul``, ``matmul``, ``view``, ``interpolate``, pooling, reductions,
 activations, ...). An op that only indexes, casts or creates a constant (``GLUE_OPS``: ``getitem``, ``long``,
 ``to``, ``eq``, ``masked_fill``, ``new_zeros``, ``arange``, ...) is folded into the edges it feeds, and so is
-any op computed from such ops alone (the arithmetic of lengths and masks). An edge that passed through folded
+any op computed from such ops alone (the arithmetic of lengths and masks), and any op whose result only
+such ops read, or Python (a box's width compared with a minimum, ``int(x2 - x1)``). An edge that passed through folded
 ops says so (``GraphEdge.via``); a node that reads a folded constant lists it (``Node.constants``).
 ``all_ops=True`` draws every recorded op.
 
 Loops: calls of the same module repeated in a loop (a block of sibling events, e.g. ``getitem, lstm`` four
 times) fold into one node marked with ``count`` (drawn ×N); the matching calls' children merge too, so an
-expanded looped container stays one box. ``unroll=True`` keeps every call apart. A module used twice among
+expanded looped container stays one box. A block of ops alone folds from ``_MIN_OP_REPEATS`` repeats on (fewer
+are as likely straight-line code); inner loops fold first and then count as one step of an outer body. ``unroll=True`` keeps every call apart. A module used twice among
 *different* sibling calls (the shared ReLU of a ResNet block) is not a loop and is not folded. Calls of one
 module straight after one another (``x = self.pool(x)`` twice) read like a loop in a trace and fold too, unless
 the trace has source lines (``trace(..., lines=True)``): then only calls made from the same line fold. A folded
@@ -43,6 +46,7 @@ did (the AWD-LSTM's chunks of different lengths, a pooling applied twice).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -69,7 +73,8 @@ MAX_NODES = 500  # past this many nodes a diagram warns and suggests a depth
 # The largest stride read from sizes that do not divide (15 -> 7 is ↓2): one layer's stride. A folded body that
 # takes 224 to 13 through several strided layers fits ↓17 by rounding, which no layer did, so it is left unmarked.
 _MAX_ROUNDED_STRIDE = 4
-_MAX_PERIOD = 32  # the longest loop body (in sibling events) recognised as a repeated block
+_MAX_PERIOD = 512  # the longest loop body (in sibling events, an inner loop counting as one) recognised
+_MIN_OP_REPEATS = 4  # a body of ops alone (no module call) folds from this many repeats on
 
 # Ops that only index, cast, compare (to make masks) or create constants: folded into the edges they feed
 # unless all_ops=True. Names as the op recorder writes them (dunder and in-place forms are normalised).
@@ -310,6 +315,13 @@ class _Builder:
         self.vis_call: dict[int, str] = {}  # call id -> node or cluster id
         self.vis_op: dict[int, str] = {}
         self.key_ids: dict[tuple, str] = {}  # folding key -> node/cluster id
+        self.made: dict[int, list[tuple[tuple[int, ...], int | None]]] = {}  # id(edge) -> (shape, maker's iteration)
+        self.iterations: dict[tuple[str, int], int] = {}  # ("c"/"o", id) -> its index in its node's calls / ops
+        self.raw_inputs: dict[str, list[str]] = {}  # "op:<id>" -> the raw producers of what it read
+        self.fed: dict[tuple[str, str], int | None] = {}  # (glue op, drawn source) -> the source's iteration
+        for e in trace.edges:
+            if e.dst.startswith("op:"):
+                self.raw_inputs.setdefault(e.dst, []).append(e.src)
 
     # which calls are boxes
     def is_cluster(self, c: Call) -> bool:
@@ -328,40 +340,30 @@ class _Builder:
         return name if event.line is None else f"{name}@{event.line}"
 
     def local_keys(self, events: list[tuple[int, str, int]]) -> list[tuple]:
-        """A key per sibling event; events repeated in a loop share the key of their first iteration."""
-        tokens = [self.token(k, i) for _, k, i in events]
+        """A key per sibling event; events repeated in a loop share the key of their first iteration.
+
+        Repeats are found innermost first (``_fold_repeats``) and an inner loop, whatever its count, then reads
+        as one element, so an outer loop around it is found too (a body of 12 ops stepped 12 times, then a call:
+        12 outer iterations of one inner loop and the call)."""
         if self.unroll:
             return [(k, i) for _, k, i in events]
+        tokens = [self.token(k, i) for _, k, i in events]
+        elements: list[_Element] = [(t, t.startswith("c:"), [[j]]) for j, t in enumerate(tokens)]
+        bound = 1
+        while bound <= _MAX_PERIOD:  # short bodies first: a long one folds once its inner loops have
+            folded = _fold_repeats(elements, bound)
+            if folded is None:
+                bound *= 2
+            else:
+                elements = folded
         keys: list[tuple] = [()] * len(tokens)
         seen: dict[str, int] = {}
-
-        def own(j: int) -> tuple:
-            t = tokens[j]
-            seen[t] = seen.get(t, 0) + 1
-            return (t, seen[t] - 1)
-
-        n = len(tokens)
-        j = 0
-        while j < n:
-            period = 0
-            for p in range(1, min(_MAX_PERIOD, (n - j) // 2) + 1):
-                block = tokens[j:j + p]
-                if block == tokens[j + p:j + 2 * p] and any(t.startswith("c:") for t in block):
-                    period = p
-                    break
-            if not period:
-                keys[j] = own(j)
-                j += 1
-                continue
-            reps = 2
-            while tokens[j + reps * period:j + (reps + 1) * period] == tokens[j:j + period]:
-                reps += 1
-            for o in range(period):
-                keys[j + o] = own(j + o)
-            for r in range(1, reps):
-                for o in range(period):
-                    keys[j + r * period + o] = keys[j + o]
-            j += reps * period
+        for _, _, slots in elements:
+            for slot in slots:  # one key per event of the first iteration, shared by its repeats
+                t = tokens[slot[0]]
+                seen[t] = seen.get(t, 0) + 1
+                for j in slot:
+                    keys[j] = (t, seen[t] - 1)
         return keys
 
     def walk(self, parent: int | None, pkey: tuple, cluster: str | None, into: str | None) -> None:
@@ -567,6 +569,21 @@ class _Builder:
                 glue[n.id] = carries
             elif ins and not carries:  # arithmetic on masks and lengths only
                 glue[n.id] = False
+        succs: dict[str, list[GraphEdge]] = {}
+        for e in edges:
+            succs.setdefault(e.src, []).append(e)
+        nowhere: set[str] = set()  # ops whose value reaches no drawn node: it only made masks, indices or numbers
+        for n in sorted(self.nodes.values(), key=lambda n: (n.order, n.id), reverse=True):  # consumers first
+            if n.kind != "op" or glue.get(n.id) is False:
+                continue
+            outs = succs.get(n.id)
+            if outs:
+                lost = all(e.dst in nowhere or glue.get(e.dst) is False for e in outs)
+            else:  # read by Python: a glue op's number (``item``, ``size``) or a scalar (``int(box[2] - box[0])``)
+                lost = n.id in glue or bool(n.outputs) and all(not m.shape for _, m in n.outputs)
+            if lost:
+                nowhere.add(n.id)
+                glue.setdefault(n.id, False)  # computed with data, but only to make masks, indices or numbers
         if not glue:
             return 0
         origins: dict[str, dict[str, list[str]]] = {}  # glue id -> {drawn source: ops passed through}
@@ -606,10 +623,13 @@ class _Builder:
                 if ge is None:
                     ge = merged[(src, e.dst, e.skip)] = GraphEdge(src, e.dst, [], e.dtype, 0, e.skip)
                     kept.append(ge)
-                for tid in e.tids:
+                glue_ops = self.nodes[e.src].ops
+                for tid, (shape, k) in zip(e.tids, self.made.get(id(e), [])):
                     if tid not in ge.tids:
                         ge.tids.append(tid)
                         ge.count += 1
+                        fed = None if k is None else self._fed_iteration(f"op:{glue_ops[k]}", src, glue)
+                        self.made.setdefault(id(ge), []).append((shape, fed))
                 for shape in e.shapes:
                     if shape not in ge.shapes:
                         ge.shapes.append(shape)
@@ -692,11 +712,55 @@ class _Builder:
             if e.tid not in ge.tids:
                 ge.tids.append(e.tid)
                 ge.count += 1
+                self.made.setdefault(id(ge), []).append((tuple(e.shape), self._iteration(e.src, src)))
             if e.shape not in ge.shapes:
                 ge.shapes.append(tuple(e.shape))
         for ge in merged.values():
             ge.change = None if ge.skip else self._change(ge)
         return list(merged.values())
+
+    def _iteration(self, raw: str, visible: str) -> int | None:
+        """Which of the visible node's (or cluster's) folded calls or ops the raw endpoint ``call:<id>`` /
+        ``op:<id>`` belongs to (0 unless a loop was folded); ``None`` for an input."""
+        if not self.iterations:
+            for item in [*self.nodes.values(), *self.clusters.values()]:
+                for k, c in enumerate(item.calls):
+                    self.iterations[("c", c)] = k
+                if isinstance(item, Node) and item.kind == "op":
+                    for k, o in enumerate(item.ops):
+                        self.iterations[("o", o)] = k
+        kind, _, rest = raw.partition(":")
+        if kind == "op":
+            k = self.iterations.get(("o", int(rest)))
+            if k is not None:
+                return k
+            cid: int | None = self.trace.ops[int(rest)].call
+        elif kind == "call":
+            cid = int(rest)
+        else:
+            return None
+        while cid is not None:  # up to the call this node draws (a collapsed call's inner call or op)
+            k = self.iterations.get(("c", cid))
+            if k is not None and self.vis_call.get(cid) == visible:
+                return k
+            cid = self.calls[cid].parent
+        return None
+
+    def _fed_iteration(self, raw: str, source: str, glue: dict[str, bool]) -> int | None:
+        """The iteration of the drawn ``source`` whose output reached the folded glue op ``raw`` (``op:<id>``)
+        through glue ops only."""
+        key = (raw, source)
+        if key not in self.fed:
+            self.fed[key] = None  # a cycle (never in a trace) or a dead end reads as no iteration
+            for src in self.raw_inputs.get(raw, []):
+                visible = self.endpoint(src)
+                if visible == source:
+                    self.fed[key] = self._iteration(src, source)
+                elif visible in glue and src.startswith("op:"):
+                    self.fed[key] = self._fed_iteration(src, source, glue)
+                if self.fed[key] is not None:
+                    break
+        return self.fed[key]
 
     def _read_aside(self, consumer: str, readers: set[int]) -> bool:
         """Whether the consumer (``call:<id>`` / ``op:<id>``) runs inside a call that read the tensor aside."""
@@ -722,30 +786,109 @@ class _Builder:
         return False
 
     def _change(self, ge: GraphEdge) -> tuple[str, int] | None:
-        if ge.src in self.nodes:
-            inputs = self.nodes[ge.src].inputs
-        else:
-            c = self.calls[self.clusters[ge.src].calls[0]]
-            inputs = _tensors(c.inputs) + _tensors(c.kwargs)
-        out = spatial(ge.shapes[0])
-        if out is None:
-            return None
-        for _, meta in inputs:
-            ref = spatial(meta.shape)
-            if ref is None or len(ref) != len(out) or ref == out or 0 in out or 0 in ref:
-                continue
-            stride = _stride(ref, out)
-            if stride is not None:
-                return ("down", stride)
-            factor = _stride(out, ref)  # growing by f is shrinking by f read backwards: the same rounding rule
-            if factor is not None:  # (a U-Net block doubles 12×15 to the 23×30 of its skip: ↑2)
-                return ("up", factor)
-            return None
+        """``("down", s)`` / ``("up", s)`` when every tensor the edge carries was resampled by ``s`` from the
+        inputs of the call (or op) that made it; ``None`` when any keeps the spatial size of one of its maker's
+        inputs (a broadcast ``x * gate`` keeps ``x``'s 14×14) or the tensors disagree. A node folding a loop reads
+        each tensor against its own iteration's inputs: a head called on a 32×32 and a 16×16 map keeps both."""
+        changes = {_resampled(shape, self._inputs_of(ge.src, k)) for shape, k in self.made.get(id(ge), [])}
+        return changes.pop() if len(changes) == 1 else None
+
+    def _inputs_of(self, visible: str, k: int | None) -> list[tuple[str, TensorMeta]]:
+        if k is None:
+            return []
+        if visible in self.nodes:
+            node = self.nodes[visible]
+            return node.all_inputs[k] if k < len(node.all_inputs) else node.inputs
+        c = self.calls[self.clusters[visible].calls[k]]
+        return _tensors(c.inputs) + _tensors(c.kwargs)
+
+
+def _resampled(shape: Sequence[int], inputs: list[tuple[str, TensorMeta]]) -> tuple[str, int] | None:
+    """How an output of ``shape`` changed the spatial size of the inputs it was made from: ``None`` when it keeps
+    one input's size (nothing was resampled, whatever else it read: the gate of a squeeze-excitation), else the
+    stride from the first image-like input of its rank, down or up."""
+    out = spatial(shape)
+    if out is None or 0 in out:
         return None
+    refs = [ref for _, meta in inputs if (ref := spatial(meta.shape)) is not None and len(ref) == len(out)
+            and 0 not in ref]
+    if not refs or out in refs:
+        return None
+    stride = _stride(refs[0], out)
+    if stride is not None:
+        return ("down", stride)
+    factor = _stride(out, refs[0])  # growing by f is shrinking by f read backwards: the same rounding rule
+    return ("up", factor) if factor is not None else None  # (a U-Net block doubles 12×15 to the 23×30 of its skip: ↑2)
+
+
+# A run of sibling events while loops are found: (token, whether a module call is in it, slots). A plain event
+# is one slot of its own; a folded loop's slots are its body's, each holding that position's event of every
+# iteration. Equal tokens have the same slots, so a loop of loops merges slot by slot.
+_Element = tuple[object, bool, list[list[int]]]
+
+
+def _fold_repeats(elements: list[_Element], bound: int) -> list[_Element] | None:
+    """One pass over sibling elements that folds each block repeated back to back into one loop element
+    (the shortest body first, up to ``bound`` elements); ``None`` when nothing repeats.
+
+    A body with a module call folds at two repeats; a body of ops alone at ``_MIN_OP_REPEATS``, since straight-line
+    code repeats a short run of ops for its own reasons (the view and transpose of a query, a key and a value).
+    Only periods at which the element recurs are tried, so a pass is near linear in practice."""
+    toks = [e[0] for e in elements]
+    n = len(toks)
+    where: dict[object, list[int]] = {}
+    for j, t in enumerate(toks):
+        where.setdefault(t, []).append(j)
+    out: list[_Element] = []
+    changed = False
+    j = 0
+    while j < n:
+        found = None
+        positions = where[toks[j]]
+        at = bisect.bisect_right(positions, j)
+        limit = j + min(bound, (n - j) // 2)
+        for q in positions[at:]:
+            if q > limit:
+                break
+            p = q - j
+            if toks[j + 2 * p - 1] != toks[j + p - 1] or toks[j:q] != toks[q:q + p]:
+                continue
+            reps = 2
+            while toks[j + reps * p:j + (reps + 1) * p] == toks[j:q]:
+                reps += 1
+            calls = any(e[1] for e in elements[j:q])
+            if calls or reps >= _MIN_OP_REPEATS:
+                found = (p, reps, calls)
+                break
+        if found is None:
+            out.append(elements[j])
+            j += 1
+            continue
+        p, reps, calls = found
+        slots: list[list[int]] = []
+        for o in range(p):
+            for s in range(len(elements[j + o][2])):
+                slots.append([i for r in range(reps) for i in elements[j + r * p + o][2][s]])
+        out.append((("loop", tuple(toks[j:j + p])), calls, slots))
+        changed = True
+        j += reps * p
+    return out if changed else None
 
 
 def _stride(ref: tuple[int, ...], out: tuple[int, ...]) -> int | None:
-    """The stride ``s`` (2 or more) that takes spatial size ``ref`` to ``out`` in every dimension: exactly
+    """The stride ``s`` (2 or more) that takes spatial size ``ref`` to ``out``: read from the height and width
+    (the last two dims), which must both shrink by ``s``; a leading dim (a video's frames) may keep its size (a
+    ``(1, 2, 2)`` stride) or shrink by the same ``s`` (``(2, 2, 2)``), both read ``s``. Otherwise ``None``: a
+    stride of the frames alone, or of the frames by another factor than the picture, gets no mark."""
+    lead = [(r, o) for r, o in zip(ref[:-2], out[:-2]) if r != o]
+    stride = _even_stride(ref[-2:], out[-2:])
+    if stride is None or not lead:
+        return stride
+    return stride if _even_stride(tuple(r for r, _ in lead), tuple(o for _, o in lead)) == stride else None
+
+
+def _even_stride(ref: tuple[int, ...], out: tuple[int, ...]) -> int | None:
+    """The stride ``s`` (2 or more) that takes sizes ``ref`` to ``out`` in every dimension: exactly
     (``r == o * s``), else as a strided layer rounds an odd size (``o`` is ``r / s`` rounded down or up: a stride-2
     pool takes 15 to 7, a padded stride-2 convolution to 8), the smallest such ``s`` up to ``_MAX_ROUNDED_STRIDE``;
     ``None`` when none does. A size rounded to 1 fits many strides and is marked only when exact."""
@@ -856,7 +999,16 @@ def build_graph(trace: Trace, *, depth: int | None = None, unroll: bool = False,
     if warn and len(graph.nodes) > MAX_NODES:
         deepest = max((c.depth for c in trace.calls), default=0)
         hint = max(1, min(2, deepest - 1))
-        if (depth is not None and depth <= hint) or deepest <= hint:  # folding would not make it smaller
+        owner, ops = _main_op_owner(trace, graph)
+        if ops * 2 > len(graph.nodes):  # mostly ops of one forward: folding calls or a submodule won't help
+            if owner is None or owner.parent is None:
+                advice = (f"{ops} of them are functional ops run in the model's own forward, which no depth folds "
+                          "and which tracing a submodule leaves out: read the table, or `shapetrace lines` for "
+                          "that forward line by line")
+            else:
+                advice = (f"{ops} of them are functional ops run in {literal(owner.module)}'s own forward: pass "
+                          f"depth={owner.depth} (--depth {owner.depth}) to draw it as one node")
+        elif (depth is not None and depth <= hint) or deepest <= hint:  # folding would not make it smaller
             advice = ("even folded, this many calls stay side by side: draw one part on its own (trace the "
                       "submodule) or read the table")
         else:
@@ -865,3 +1017,16 @@ def build_graph(trace: Trace, *, depth: int | None = None, unroll: bool = False,
                       f"read; {advice}")
     return graph
 
+
+
+def _main_op_owner(trace: Trace, graph: Graph) -> tuple[Call | None, int]:
+    """The call whose own forward ran the most drawn op nodes (``None``: outside every module), and how many."""
+    counts: dict[int | None, int] = {}
+    for n in graph.nodes:
+        if n.kind == "op" and n.ops:
+            call = trace.ops[n.ops[0]].call
+            counts[call] = counts.get(call, 0) + 1
+    if not counts:
+        return None, 0
+    best = max(counts, key=lambda c: counts[c])
+    return (trace.calls[best] if best is not None else None), counts[best]

@@ -1,0 +1,113 @@
+"""Loops a diagram folds into ``×N``: blocks of ops alone (the per-detection loop of a detector's
+post-processing), bodies of any length (a refinement step of a call and dozens of ops), and loops inside loops;
+and the ops that only make masks or indices from data fold with the masks they make, so no op node ends nowhere.
+Straight-line code that repeats a short run of ops a few times (a query, a key and a value reshaped alike) is not
+a loop and stays drawn op by op."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.ops import remove_small_boxes
+
+import shapetrace
+from shapetrace.renderers.graph import MAX_NODES, build_graph
+
+
+class PasteMasks(nn.Module):
+    """A mask head's output pasted into the image, one detection at a time (torchvision's own loop)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(1, 1, 1)
+
+    def forward(self, masks, boxes):
+        return paste_masks_in_image(self.head(masks), boxes, (64, 80))
+
+
+def _paste_trace(n: int):
+    torch.manual_seed(0)
+    boxes = torch.rand(n, 4) * 30
+    boxes[:, 2:] += boxes[:, :2] + 4
+    return shapetrace.trace(PasteMasks().eval(), torch.rand(n, 1, 28, 28), boxes, ops=True)
+
+
+def test_a_loop_of_ops_alone_folds_into_one_node_per_op():
+    g = build_graph(_paste_trace(12))
+    (interp,) = [n for n in g.nodes if n.name == "interpolate"]
+    assert interp.count == 12 and interp.title == "interpolate ×12"  # one per detection
+    assert len(g.nodes) < 20
+
+
+def test_a_loop_body_of_a_call_and_three_dozen_ops_folds_whole():
+    class Refine(nn.Module):  # like RAFT: each iteration runs many ops, then an update call
+        def __init__(self) -> None:
+            super().__init__()
+            self.update = nn.Linear(8, 8)
+
+        def forward(self, x):
+            for _ in range(12):
+                for _ in range(12):
+                    x = torch.tanh(x * 1.01) + 0.0
+                x = self.update(x)
+            return x
+
+    g = build_graph(shapetrace.trace(Refine().eval(), torch.randn(2, 8), ops=True))
+    assert {n.title for n in g.nodes} == {"input", "output", "mul ×144", "tanh ×144", "add ×144", "update ×12"}
+
+
+def test_a_query_key_and_value_reshaped_alike_are_not_taken_for_a_loop():
+    class Attention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv = nn.Linear(8, 24)
+
+        def forward(self, x):
+            q, k, v = self.qkv(x).chunk(3, -1)
+            q = q.view(2, 5, 2, 4).transpose(1, 2)
+            k = k.view(2, 5, 2, 4).transpose(1, 2)
+            v = v.view(2, 5, 2, 4).transpose(1, 2)
+            return torch.softmax(q @ k.transpose(-1, -2), -1) @ v
+
+    g = build_graph(shapetrace.trace(Attention().eval(), torch.randn(2, 5, 8), ops=True))
+    views = [n for n in g.nodes if n.name == "view"]
+    assert len(views) == 3 and all(n.count == 1 for n in views)
+
+
+def test_ops_that_only_measure_boxes_for_a_mask_fold_with_it_and_no_op_ends_nowhere():
+    class KeepLarge(nn.Module):
+        def forward(self, boxes):
+            return boxes[remove_small_boxes(boxes, 2.0)] * 2  # ws, hs = x2 - x1, y2 - y1; keep ws >= 2 & hs >= 2
+
+    boxes = torch.tensor([[0.0, 0.0, 5.0, 5.0], [1.0, 1.0, 2.0, 1.5], [2.0, 3.0, 9.0, 8.0]])
+    g = build_graph(shapetrace.trace(KeepLarge().eval(), boxes, ops=True))
+    sources = {e.src for e in g.edges}
+    assert [n.title for n in g.nodes if n.kind == "op" and n.id not in sources] == []
+    assert [n.title for n in g.nodes if n.kind == "op"] == ["mul"]
+    assert ("input", "mul") in g.adjacency()  # the boxes kept still flow, through the folded indexing
+
+
+def test_ops_that_only_make_python_numbers_fold_and_no_op_ends_nowhere():
+    g = build_graph(_paste_trace(6))  # paste_masks: int(box[2] - box[0] + 1) per detection
+    sources = {e.src for e in g.edges}
+    assert [n.title for n in g.nodes if n.kind == "op" and n.id not in sources] == []
+
+
+def test_too_many_ops_in_the_models_own_forward_name_that_forward_not_a_submodule():
+    class Steps(nn.Module):
+        def forward(self, x):
+            for _ in range(MAX_NODES + 20):
+                x = x + 1
+            return x
+
+    t = shapetrace.trace(Steps(), torch.randn(2), ops=True)
+    with pytest.warns(UserWarning, match="functional ops run in the model's own forward") as seen:
+        build_graph(t, unroll=True)
+    assert "trace the submodule" not in str(seen[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert build_graph(t).find("add")[0].count == MAX_NODES + 20  # folded, it is one node
