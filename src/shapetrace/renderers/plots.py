@@ -285,8 +285,8 @@ def _flow_tensor(value: object) -> TensorMeta | None:
 # Layers whose outputs are channels-first (N, C, H, W) or channels-last (N, H, W, C, a Linear's features last)
 # whatever they are fed; any other layer's 4-D or 5-D output is read like the previous point's, unless it is
 # that point's tensor moved between the two layouts (the same sizes, C moved to the end or back), as a Permute
-# module, or a permute in a parent's forward, leaves it, or only one of the two readings keeps the previous
-# point's channel count (MaxViT's reshapes into windows and back).
+# module, or a permute in a parent's forward, leaves it, or only one of the two readings keeps both the previous
+# point's channel count and its spatial size (MaxViT's reshapes into windows and back).
 _CHANNELS_FIRST = ("Conv", "LazyConv", "BatchNorm", "LazyBatchNorm", "InstanceNorm", "LazyInstanceNorm",
                    "GroupNorm", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool", "LPPool",
                    "FractionalMaxPool", "MaxUnpool", "Upsample", "PixelShuffle", "PixelUnshuffle",
@@ -307,9 +307,10 @@ def _channels_last(shape: Sequence[int], cls: str, prev: Sequence[int] | None, p
         return True  # (N, C, H, W) moved to (N, H, W, C)
     if prev_last and shape[1] == prev[-1] and tuple(shape[2:]) == tuple(prev[1:-1]):
         return False  # and back
-    channels = prev[-1] if prev_last else prev[1]
-    if (shape[1] == channels) != (shape[-1] == channels):  # one reading keeps the channels (a reshape to or
-        return shape[-1] == channels  # from windows): that one
+    before = (prev[-1], math.prod(prev[1:-1])) if prev_last else (prev[1], math.prod(prev[2:]))
+    as_first, as_last = (shape[1], math.prod(shape[2:])), (shape[-1], math.prod(shape[1:-1]))
+    if (as_first == before) != (as_last == before):  # one reading keeps both the channels and the spatial size
+        return as_last == before  # (a reshape into windows or back): that one
     return prev_last
 
 
@@ -349,7 +350,7 @@ def flow_points(trace: Trace) -> list[tuple[str, int, int]]:
     Swin's or ConvNeXt's blocks) gives ``C`` over ``S``. A tensor is channels-last when its layer is a Linear
     (features last), channels-first when its layer is a convolution, pooling or batch norm, and otherwise
     read like the previous point's unless it is that tensor with the channels moved to the end (or back from
-    it), as a permute leaves it. A 2-D ``(N, F)`` tensor gives ``F`` channels and spatial size 1. The input
+    it), as a permute leaves it, or only one reading keeps the previous point's channels and spatial size. A 2-D ``(N, F)`` tensor gives ``F`` channels and spatial size 1. The input
     is read like the output of the first leaf call (so a Conv1d model's input is channels-first); an integer
     input (token ids) is left out.
     """
