@@ -566,6 +566,44 @@ def test_a_densenet_renders_to_svg_with_every_edge_labelled(densenet_trace):
                                                          if "→" in (g.findtext(f"{SVG}title") or ""))
 
 
+@pytest.fixture(scope="module")
+def regnet_trace() -> Trace:
+    torchvision = pytest.importorskip("torchvision")
+    return trace_of(torchvision.models.regnet_y_400mf(), 1, 3, 64, 64)
+
+
+def test_a_big_diagram_without_long_edges_between_boxes_keeps_its_shapes_in_the_layout(regnet_trace):
+    src = to_dot(regnet_trace)
+    edges = [line for line in src.splitlines() if " -> " in line]
+    assert len(edges) > diagram.BIG_GRAPH_EDGES and "nslimit" in src  # big: laid out with iteration limits
+    assert "xlabel" not in src and all(" label=<" in e or "[label=<" in e for e in edges)
+
+
+def text_boxes(root: ET.Element) -> list[tuple[float, float, float, float, str, bool]]:
+    """Every SVG text as (left, top, right, bottom, text, on_an_edge), its width estimated at 0.6 em a
+    character (DejaVu Sans averages less), its height 1 em."""
+    on_edge = {id(t) for g in root.iter(f"{SVG}g") if g.get("class") == "edge" for t in g.iter(f"{SVG}text")}
+    boxes = []
+    for t in root.iter(f"{SVG}text"):
+        text, size = (t.text or "").strip(), float(t.get("font-size", "14"))
+        if not text:
+            continue
+        x, y, width = float(t.get("x")), float(t.get("y")), 0.6 * size * len(text)
+        left = {"start": x, "middle": x - width / 2, "end": x - width}[t.get("text-anchor", "start")]
+        boxes.append((left, y - 0.8 * size, left + width, y + 0.2 * size, text, id(t) in on_edge))
+    return boxes
+
+
+@requires_dot
+def test_a_big_diagrams_edge_labels_overlap_no_other_text(regnet_trace):
+    boxes = text_boxes(svg_root(render(regnet_trace, format="svg")))
+    labels = [b for b in boxes if b[5]]
+    assert len(labels) > diagram.BIG_GRAPH_EDGES
+    clashes = [(a[4], b[4]) for a in labels for b in boxes if a is not b
+               and a[0] < b[2] - 1 and b[0] < a[2] - 1 and a[1] < b[3] - 1 and b[1] < a[3] - 1]
+    assert clashes == []
+
+
 def nested_chain(tmp_path, n: int) -> Trace:
     """A saved trace of ``n`` wrapper modules each calling the next, the last a Linear, loaded from its file."""
     meta = {"shape": [1, 4], "dtype": "float32", "device": "cpu"}

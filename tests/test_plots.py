@@ -235,3 +235,33 @@ def test_the_bars_legend_sits_outside_the_bars_and_gives_each_class_its_colour()
     assert {"inclusive", "self: Linear", "self: ReLU"} <= set(_svg_texts(svg))
     legend_left, axes_right = _legend_left_and_axes_right(svg)
     assert legend_left > axes_right  # it covers no bar and no percentage, even of a single bar
+
+
+def _feature_counts(model: nn.Module, names: list[str]) -> dict[str, int]:
+    """What torch says each layer's outputs carry as channels or features: a Conv's out_channels, a Linear's
+    out_features, a LayerNorm's normalized size, a BatchNorm's num_features."""
+    modules = dict(model.named_modules())
+    counts = {}
+    for name in names:
+        m = modules[name]
+        for attr in ("out_channels", "out_features", "num_features"):
+            if isinstance(getattr(m, attr, None), int):
+                counts[name] = getattr(m, attr)
+        if isinstance(m, nn.LayerNorm):
+            counts[name] = m.normalized_shape[-1]
+    return counts
+
+
+@pytest.mark.parametrize("arch", ["swin_t", "convnext_tiny", "maxvit_t"])
+def test_shape_flow_reads_channels_last_outputs_with_their_channels_last(arch):
+    torchvision = pytest.importorskip("torchvision")
+    model = getattr(torchvision.models, arch)(weights=None).eval()
+    trace = shapetrace.trace(model, torch.randn(1, 3, 224, 224), device="meta")
+    plotted = {label: (channels, spatial) for label, channels, spatial in plots.flow_points(trace)}
+    expected = _feature_counts(model, [c.module for c in trace.leaves()])
+    read = {c.label: plotted[c.label][0] for c in trace.leaves() if c.module in expected}
+    assert len(read) > 50 and read == {c.label: expected[c.module] for c in trace.leaves() if c.module in expected}
+    # the stem halves the side (MaxViT) or patches it 4×4, each stage halves it: spatial sizes are their squares
+    assert {s for _, s in plotted.values()} <= {224 * 224, 1, *((112 >> k) ** 2 for k in range(5))}
+    svg = plots.shape_flow(trace)
+    assert re.search(r"\d+ channels-last outputs \(N, H, W, C\) read as such", svg)

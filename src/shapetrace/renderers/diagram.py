@@ -38,6 +38,12 @@ Every piece of user text (module names, class names, op names) is escaped for Gr
 for the SVG: control characters are shown as Python escapes (a newline as ``\\n``), so no name can inject
 markup. SVG output gets a ``<title>`` per node holding its full input/output shapes, parameters and timings
 (browsers show it as the tooltip).
+
+Edges carry their shapes as ordinary labels, laid out by dot clear of nodes, box titles and each other. A graph
+of more than 300 edges is laid out with Graphviz's iteration limits; one whose long edges between boxes cross
+more than 1,000 ranks in all (``label_span``: a DenseNet's concatenations, RAFT's refinement loop) or of more
+than 3,000 edges gets external labels (``xlabel``) instead, placed after the layout: they may sit on a box's
+title, but dot finishes in seconds rather than minutes.
 """
 
 from __future__ import annotations
@@ -140,12 +146,24 @@ NAME_WIDTH = 64
 # readable in the table, and the diagram still draws. The gallery's longest tooltip line is 115 characters.
 TIP_LINE = 1000
 TIP_CHARS = 2000
-# A graph with more edges than this (a DenseNet's concatenations feed every earlier layer's output to every
-# later one: 967 edges for densenet121) is laid out with Graphviz's iteration limits, and its edges carry their
-# shapes as external labels, placed after the layout: a label in the layout adds a rank and a node per edge, and
-# routing densenet121's labelled edges kept dot busy for 13 minutes; so it takes seconds. The gallery's largest
-# diagram has 29 edges, so every smaller one is written as before.
+# A graph with more edges than this is laid out with Graphviz's iteration limits (BIG_GRAPH_LIMITS): retinanet's
+# 900 edges take 1.9 s without them and 0.8 s with them. The gallery's largest diagram has 29 edges, so every
+# smaller one is written as before.
 BIG_GRAPH_EDGES = 300
+# Edge shapes are ordinary labels, which dot places in the layout (clear of nodes, cluster titles and each
+# other), unless the graph has more than LABEL_EDGES_LIMIT edges or its label_span exceeds LABEL_SPAN_LIMIT:
+# then they are external labels (``xlabel``), placed after the layout wherever there is room, often on a
+# cluster's title or another label and away from their edge. An ordinary label adds a rank between its edge's
+# ends and a node on it, so what slows dot is not the edge count but the long edges between boxes: each becomes
+# a chain of virtual nodes that every box it passes is laid out around. label_span counts the ranks they cross.
+# Measured with dot 2.43 (iteration limits on), full depth unless said: regnet_y_400mf (303 edges, span 296),
+# swin_t (478, 289), ssd300_vgg16 (1,349, 66), maxvit_t (1,060, 107), retinanet (900, 410) and densenet121 at
+# depth 3 (619, 535) draw with ordinary labels in 0.3-6 s; raft_small at depth 2 (852 edges, span 1,778) takes
+# 47 s with them and 5 s with external ones, raft_small (4,337) and densenet121 (26,852) more than 4 minutes with
+# them and 7 s and 24 s with external ones. Past a few thousand edges dot is slow either way and ordinary labels
+# double it: maskrcnn at depth 2 (8,046 edges, span 186) takes 181 s with them and 81 s without.
+LABEL_SPAN_LIMIT = 1000
+LABEL_EDGES_LIMIT = 3000
 BIG_GRAPH_LIMITS = {"nslimit": "2", "nslimit1": "2", "mclimit": "0.1", "searchsize": "10", "remincross": "false"}
 # The deepest clusters may nest for dot: its parser's stack holds about 2,500 levels, past which it reports a
 # "syntax error"; a diagram nested deeper (a chain of 3,000 wrapper modules) fails first with advice instead.
@@ -656,6 +674,8 @@ class _Dot:
         self.by_id = {n.id: n for n in graph.nodes}
         self.pos: dict[str, tuple[float, float]] = {}  # the U layout's node positions
         self.big = layout != "u" and len(graph.edges) > BIG_GRAPH_EDGES  # laid out with limits
+        self.xlabels = layout != "u" and (len(graph.edges) > LABEL_EDGES_LIMIT  # shapes placed after the layout
+                                          or label_span(graph) > LABEL_SPAN_LIMIT)
 
     def text(self) -> str:
         g, out = self.graph, self.lines
@@ -766,16 +786,11 @@ class _Dot:
             attrs.update(DOWN if e.change[0] == "down" else UP)
             if e.skip:
                 attrs["style"] = "dashed"
-        attrs["xlabel" if self.big else "label"] = _edge_label(e, self._printed_shape(e.src))
+        attrs["xlabel" if self.xlabels else "label"] = _edge_label(e, self._printed_shape(e.src))
         attrs["tooltip"] = tooltip(_edge_tooltip(e, self.names))
-        src = e.src
-        if src.startswith("cluster_"):
-            inner = [n for n in self.graph.nodes if self._within(n, src)]
-            src_node = inner[-1].id if inner else src
-            if self.layout != "u":
-                attrs["ltail"] = e.src
-            src = src_node
-        return f"{src} -> {e.dst} {_attrs(attrs)}"
+        if e.src.startswith("cluster_") and self.layout != "u":
+            attrs["ltail"] = e.src
+        return f"{_tail(self.graph, e.src)} -> {e.dst} {_attrs(attrs)}"
 
     def _printed_shape(self, src: str) -> tuple[int, ...] | None:
         """In the U layout, the output shape printed on node ``src`` (its edges need not repeat it)."""
@@ -786,13 +801,57 @@ class _Dot:
         return printed[0] if len(printed) == 1 else None  # a folded loop's several shapes: edges say which
 
     def _within(self, n: Node, cluster: str) -> bool:
-        parents = {c.id: c.parent for c in self.graph.clusters}
-        cl = n.cluster
-        while cl is not None:
-            if cl == cluster:
-                return True
-            cl = parents.get(cl)
-        return False
+        return _within(self.graph, n, cluster)
+
+
+def _within(graph: Graph, n: Node, cluster: str) -> bool:
+    """Whether node ``n`` is drawn inside ``cluster`` (directly or in a box within it)."""
+    parents = {c.id: c.parent for c in graph.clusters}
+    cl = n.cluster
+    while cl is not None:
+        if cl == cluster:
+            return True
+        cl = parents.get(cl)
+    return False
+
+
+def _tail(graph: Graph, src: str) -> str:
+    """The node an edge from ``src`` is drawn from: a cluster's edges leave its last node."""
+    if not src.startswith("cluster_"):
+        return src
+    inner = [n for n in graph.nodes if _within(graph, n, src)]
+    return inner[-1].id if inner else src
+
+
+def label_span(graph: Graph) -> int:
+    """The ranks that ``graph``'s long edges between boxes cross (see LABEL_SPAN_LIMIT): over every edge whose
+    ends are in different clusters and more than one rank apart, the ranks between them, on a longest-path
+    ranking (a node one rank below its lowest input; a node without inputs, such as a constant, one rank
+    above its first reader, as dot would place it)."""
+    ids = {n.id for n in graph.nodes}
+    box = {n.id: n.cluster for n in graph.nodes}
+    pairs = [(_tail(graph, e.src), e.dst) for e in graph.edges]
+    pairs = [(a, b) for a, b in pairs if a in ids and b in ids and a != b]
+    readers: dict[str, list[str]] = {}
+    waiting = dict.fromkeys(ids, 0)
+    for a, b in pairs:
+        readers.setdefault(a, []).append(b)
+        waiting[b] += 1
+    rank = dict.fromkeys(ids, 0)
+    ready = [n.id for n in graph.nodes if waiting[n.id] == 0]
+    sources, order = set(ready), []
+    while ready:  # Kahn's topological order; nodes on a cycle (none in a data-flow graph) keep rank 0
+        at = ready.pop()
+        order.append(at)
+        for b in readers.get(at, ()):
+            rank[b] = max(rank[b], rank[at] + 1)
+            waiting[b] -= 1
+            if waiting[b] == 0:
+                ready.append(b)
+    for at in sources:
+        if readers.get(at):
+            rank[at] = min(rank[b] for b in readers[at]) - 1
+    return sum(rank[b] - rank[a] - 1 for a, b in pairs if box[a] != box[b] and rank[b] - rank[a] > 1)
 
 
 def _label_width(n: Node, style: str) -> float:
@@ -949,10 +1008,7 @@ def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layou
                                                                for c in graph.clusters}
     edge_tips: dict[tuple[str, str], str] = {}
     for e in graph.edges:
-        src = e.src
-        if src.startswith("cluster_"):
-            inner = [n for n in graph.nodes if dot._within(n, src)]
-            src = inner[-1].id if inner else src
+        src = _tail(graph, e.src)
         tip = tooltip(_edge_tooltip(e, dot.names))
         key = (src, e.dst)
         edge_tips[key] = edge_tips[key] + "\n" + tip if key in edge_tips else tip

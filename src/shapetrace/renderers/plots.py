@@ -283,26 +283,79 @@ def _flow_tensor(value: object) -> TensorMeta | None:
     return meta
 
 
+# Layers whose outputs are channels-first (N, C, H, W) or channels-last (N, H, W, C, a Linear's features last)
+# whatever they are fed; any other layer's 4-D or 5-D output is read like the previous point's, unless it is
+# that point's tensor moved between the two layouts (the same sizes, C moved to the end or back), as a Permute
+# module, or a permute in a parent's forward, leaves it, or only one of the two readings keeps both the previous
+# point's channel count and its spatial size (MaxViT's reshapes into windows and back).
+_CHANNELS_FIRST = ("Conv", "LazyConv", "BatchNorm", "LazyBatchNorm", "InstanceNorm", "LazyInstanceNorm",
+                   "GroupNorm", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool", "LPPool",
+                   "FractionalMaxPool", "MaxUnpool", "Upsample", "PixelShuffle", "PixelUnshuffle",
+                   "LocalResponseNorm", "Dropout2d", "Dropout3d", "ReflectionPad", "ReplicationPad", "ZeroPad")
+_CHANNELS_LAST = ("Linear", "LazyLinear", "Bilinear", "NonDynamicallyQuantizableLinear")
+
+
+def _channels_last(shape: Sequence[int], cls: str, prev: Sequence[int] | None, prev_last: bool) -> bool:
+    """Whether a tensor of 4 or more dimensions is read (N, *S, C), after a point ``prev`` read channels-last
+    or not (``prev_last``)."""
+    if cls.startswith(_CHANNELS_FIRST):
+        return False
+    if cls in _CHANNELS_LAST:
+        return True
+    if prev is None or len(prev) != len(shape) or tuple(prev) == tuple(shape):
+        return prev_last
+    if not prev_last and shape[-1] == prev[1] and tuple(shape[1:-1]) == tuple(prev[2:]):
+        return True  # (N, C, H, W) moved to (N, H, W, C)
+    if prev_last and shape[1] == prev[-1] and tuple(shape[2:]) == tuple(prev[1:-1]):
+        return False  # and back
+    before = (prev[-1], math.prod(prev[1:-1])) if prev_last else (prev[1], math.prod(prev[2:]))
+    as_first, as_last = (shape[1], math.prod(shape[2:])), (shape[-1], math.prod(shape[1:-1]))
+    if (as_first == before) != (as_last == before):  # one reading keeps both the channels and the spatial size
+        return as_last == before  # (a reshape into windows or back): that one
+    return prev_last
+
+
+def _flow(trace: Trace) -> tuple[list[tuple[str, int, int]], int]:
+    """``flow_points``, and how many of them were read channels-last."""
+    leaves = trace.leaves()
+    out, last_count = [], 0
+    prev: Sequence[int] | None = None
+    prev_last = False
+    first = _flow_tensor([trace.inputs, trace.kwargs])
+    if first is not None:
+        out.append(("input", *_channels_and_spatial(first.shape, leaves[0].cls if leaves else "")))
+        prev = first.shape
+    for c in leaves:
+        meta = _flow_tensor(c.outputs)
+        if meta is None:
+            continue
+        shape = meta.shape
+        if len(shape) >= 4:
+            prev_last = _channels_last(shape, c.cls, prev, prev_last)
+            prev = shape
+        if len(shape) >= 4 and prev_last:
+            last_count += 1
+            out.append((literal(c.label), shape[-1], math.prod(shape[1:-1])))
+        else:
+            out.append((literal(c.label), *_channels_and_spatial(shape, c.cls)))
+    return out, last_count
+
+
 def flow_points(trace: Trace) -> list[tuple[str, int, int]]:
     """``(label, channels, spatial)``: the model's input, then each leaf call in forward order whose output
     has a floating tensor (labelled with the call's label).
 
     From the first such tensor: ``(N, C, *S)`` with 3 or more dimensions gives ``C`` channels and the
     product of ``S`` as the spatial size; except that a 3-D ``(N, L, E)`` tensor (sequences) gives ``E``
-    channels over ``L`` positions. A 2-D ``(N, F)`` tensor gives ``F`` channels and spatial size 1. The
-    input is read like the output of the first leaf call (so a Conv1d model's input is channels-first);
-    an integer input (token ids) is left out.
+    channels over ``L`` positions, and a channels-last ``(N, *S, C)`` tensor of 4 or more dimensions (a
+    Swin's or ConvNeXt's blocks) gives ``C`` over ``S``. A tensor is channels-last when its layer is a Linear
+    (features last), channels-first when its layer is a convolution, pooling or batch norm, and otherwise
+    read like the previous point's unless it is that tensor with the channels moved to the end (or back from
+    it), as a permute leaves it, or only one reading keeps the previous point's channels and spatial size. A 2-D ``(N, F)`` tensor gives ``F`` channels and spatial size 1. The input
+    is read like the output of the first leaf call (so a Conv1d model's input is channels-first); an integer
+    input (token ids) is left out.
     """
-    leaves = trace.leaves()
-    out = []
-    first = _flow_tensor([trace.inputs, trace.kwargs])
-    if first is not None:
-        out.append(("input", *_channels_and_spatial(first.shape, leaves[0].cls if leaves else "")))
-    for c in leaves:
-        meta = _flow_tensor(c.outputs)
-        if meta is not None:
-            out.append((literal(c.label), *_channels_and_spatial(meta.shape, c.cls)))
-    return out
+    return _flow(trace)[0]
 
 
 def _plain_count(value: float, _pos: object = None) -> str:
@@ -323,10 +376,10 @@ def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, m
     second for a chart this size); PNG goes through matplotlib."""
     if max_labels < 0:
         raise ValueError(f"max_labels must be >= 0 (0: no x labels), got {max_labels}")
-    pts = flow_points(trace)
+    pts, last = _flow(trace)
     title = title or f"{_model(trace)}: shape flow along the forward"
     if format.lower() == "svg":
-        return _flow_svg(pts, title, max_labels)
+        return _flow_svg(pts, title, max_labels, last)
     from matplotlib.ticker import FuncFormatter  # noqa: PLC0415 - matplotlib loads on first plot
 
     fig = _figure(figsize=(max(7.0, min(16.0, 0.12 * len(pts) + 5)), 5.2))
@@ -349,7 +402,7 @@ def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, m
         ax.grid(alpha=0.3, lw=0.4)
     ticks = _labelled(len(pts), max_labels)
     ax2.set_xticks(ticks, [_text(pts[i][0]) for i in ticks], rotation=90, fontsize=6)
-    ax2.set_xlabel(_flow_x(pts))
+    ax2.set_xlabel(_flow_x(pts, last))
     ax1.set_title(_text(title), fontsize=9)
     return _save(fig, format)
 
@@ -367,11 +420,16 @@ def _labelled(n: int, max_labels: int) -> list[int]:
 
 
 _FLOW_AXES = ("channels / features", "spatial size (H·W or length)")
-def _flow_x(pts: list[tuple[str, int, int]]) -> str:
-    """The x axis's title: whether the first point is the input (an integer input, token ids, is left out)."""
+def _flow_x(pts: list[tuple[str, int, int]], channels_last: int = 0) -> str:
+    """The x axis's title: whether the first point is the input (an integer input, token ids, is left out),
+    and how many outputs were read channels-last."""
     if pts and pts[0][0] == "input":
-        return "the input, then the leaf calls in forward order"
-    return "the leaf calls in forward order (the input holds integers: no channels to show)"
+        text = "the input, then the leaf calls in forward order"
+    else:
+        text = "the leaf calls in forward order (the input holds integers: no channels to show)"
+    if channels_last:
+        text += f"; {channels_last} channels-last outputs (N, H, W, C) read as such"
+    return text
 
 
 def _xml(text: str) -> str:
@@ -380,7 +438,7 @@ def _xml(text: str) -> str:
     return (escape_controls(str(text)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;"))
 
 
-def _flow_svg(pts: list[tuple[str, int, int]], title: str, max_labels: int) -> str:
+def _flow_svg(pts: list[tuple[str, int, int]], title: str, max_labels: int, channels_last: int = 0) -> str:
     """The shape-flow chart as SVG text: two panels sharing the x axis, log2 y axes with plain-number ticks,
     a step line with a dot per point, every k-th x label (at most ``max_labels``) written upwards."""
     width = max(700, min(1600, 12 * len(pts) + 500))
@@ -438,7 +496,7 @@ def _flow_svg(pts: list[tuple[str, int, int]], title: str, max_labels: int) -> s
         label = pts[i][0] if len(pts[i][0]) <= 34 else "…" + pts[i][0][-33:]
         out.append(f'<text x="{x + 3:.1f}" y="{base + 6}" text-anchor="end" font-size="9" '
                    f'transform="rotate(-90 {x + 3:.1f} {base + 6})">{_xml(label)}</text>')
-    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8:.0f}" text-anchor="middle">{_xml(_flow_x(pts))}</text>')
+    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8:.0f}" text-anchor="middle">{_xml(_flow_x(pts, channels_last))}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
