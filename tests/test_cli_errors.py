@@ -578,6 +578,39 @@ def test_broken_render_hints_in_a_hand_edited_trace_are_named(tmp_path, hints, n
     assert r.exit_code == 1 and named in r.output and "fix or remove" in r.output and no_traceback(r)
 
 
+def _linear_with_hints(tmp_path, hints):
+    import json
+
+    saved = tmp_path / "lin.json"
+    assert invoke("trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "-i", "1,4",
+                  "-o", str(saved)).exit_code == 0
+    data = json.loads(saved.read_text())
+    data["meta"]["options"] = hints
+    saved.write_text(json.dumps(data))
+    return saved
+
+
+@pytest.mark.parametrize("hints,named", [
+    ({"overlays": ["cut"]}, "meta.options.overlays asks for the 'cut' overlay, but meta.options holds no 'cut'"),
+    ({"layout": "bogus"}, "meta.options.layout must be one of tb, lr, u, got 'bogus'"),
+    ({"style": "fancy"}, "meta.options.style must be one of compact, detailed"),
+    ({"heat": "warmth"}, "meta.options) cannot be drawn: options['heat'] must be one of"),
+    ({"overlays": ["glow"]}, "meta.options) cannot be drawn: unknown overlay 'glow'"),
+])
+def test_saved_render_hints_the_diagram_cannot_draw_are_blamed_on_the_file(tmp_path, hints, named):
+    r = invoke("render", str(_linear_with_hints(tmp_path, hints)), "-f", "dot")
+    assert r.exit_code == 1 and named in r.output and "fix or remove" in r.output and no_traceback(r)
+    assert "--overlay" not in r.output and "Try '" not in r.output  # no usage banner: the command line is fine
+
+
+def test_an_html_page_without_the_diagram_ignores_broken_diagram_hints(tmp_path):
+    saved = _linear_with_hints(tmp_path, {"depth": -1, "layout": "bogus"})
+    r = invoke("render", str(saved), "-f", "html", "-o", str(tmp_path / "t.html"))
+    assert r.exit_code == 0, r.output
+    r = invoke("render", str(saved), "-f", "html", "--with-diagram", "-o", str(tmp_path / "d.html"))
+    assert r.exit_code == 1 and "meta.options.depth" in r.output
+
+
 @requires_dot
 @pytest.mark.parametrize(("overlay", "says"), [("cut", "nn.Sequential(body, head)"), ("groups", "--overlay frozen")])
 def test_an_overlay_the_model_has_no_data_for_is_a_usage_error_in_command_line_terms(tmp_path, overlay, says):

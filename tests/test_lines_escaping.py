@@ -7,11 +7,13 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 import shapetrace
 from shapetrace.renderers.lines import _CSS, build_view, render
 from shapetrace.tracer.api import trace
+from shapetrace.tracer.codec import TraceFormatError
 
 # A model file holding a Trojan Source line (U+2066..U+2069 isolates and U+202E around code) and an error message
 # that carries an ANSI colour escape and a right-to-left override.
@@ -56,14 +58,22 @@ def test_the_html_shows_the_sources_and_the_errors_bidi_and_control_characters_a
     assert page.count("\\u2066") == 2 and page.count("\\u2069") == 1  # the source line's isolates, escaped
 
 
-def test_a_loaded_trace_whose_source_holds_a_lone_surrogate_shows_a_replacement_character(tmp_path: Path):
-    data = json.loads(_trace(tmp_path).to_json())
-    source = next(iter(data["sources"].values()))
-    source["text"][0] += "  # \ud800"  # as a hand-edited or corrupt JSON file can hold it
-    view = shapetrace.Trace.from_dict(data).lines()
+def test_a_trace_whose_source_holds_a_lone_surrogate_shows_a_replacement_character(tmp_path: Path):
+    trace = _trace(tmp_path)  # load() refuses such a file; a trace changed in Python can still hold one
+    source = next(iter(trace.sources.values()))
+    source["text"][0] += "  # \ud800"
+    view = trace.lines()
     for text in (str(view), view.render("html"), view.render("md"), view.render("json")):
         text.encode("utf-8")  # no UnicodeEncodeError: the file, page or terminal gets valid text
     assert "def forward(self, x):  # \ufffd" in str(view)
+
+
+def test_a_saved_trace_whose_source_holds_a_lone_surrogate_is_refused_naming_the_line(tmp_path: Path):
+    data = json.loads(_trace(tmp_path).to_json())
+    source = next(iter(data["sources"].values()))
+    source["text"][0] += "  # \ud800"  # as a hand-edited or corrupt JSON file can hold it
+    with pytest.raises(TraceFormatError, match=r"^sources\[.*\]\.text\[0\]: holds '\\ud800'"):
+        shapetrace.Trace.from_dict(data)
 
 
 def _luminance(rgb: tuple[float, float, float]) -> float:

@@ -172,8 +172,8 @@ for _name, _suffixes, _what in (("text", (".txt", ".text"), "the shape table as 
 @register("html", suffixes=(".html", ".htm"),
           description="a standalone HTML page of the shape table (with_diagram: the diagram above it)")
 def _html_page(trace: Trace, options: RenderOptions) -> str:
-    settings = diagram_settings(trace, options)
-    settings.pop("depth")  # the page's diagram folds at the table's depth
+    settings = diagram_settings(trace, options) if options.with_diagram else {}  # a page without one reads no hint
+    settings.pop("depth", None)  # the page's diagram folds at the table's depth
     return render_page(trace, depth=options.depth, view=options.view, with_diagram=options.with_diagram,
                        diagram_options=settings)
 
@@ -220,7 +220,8 @@ _HINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 
 def saved_hints(trace: Trace) -> dict[str, Any]:
-    """The trace's saved render hints, checked: ``ValueError`` naming the hint that a hand-edited JSON broke."""
+    """The trace's saved render hints, checked: ``ValueError`` naming the hint that a hand-edited JSON broke, of
+    the wrong type or a value the diagram cannot draw (``_check_drawable``), and saying it came from the file."""
     hints = trace.meta.get("options") or {}
     if not isinstance(hints, dict):  # ValueError like every bad render input: the session reports those
         raise ValueError(  # noqa: TRY004
@@ -231,7 +232,34 @@ def saved_hints(trace: Trace) -> dict[str, Any]:
         if check is not None and not check[0](value):
             raise ValueError(f"the trace's saved render hint meta.options.{key} must be {check[1]}, got "
                              f"{value!r:.60}: fix or remove it")
-    return {k: dict(v) if k in _ORDERED_HINTS and isinstance(v, list) else v for k, v in hints.items()}
+    hints = {k: dict(v) if k in _ORDERED_HINTS and isinstance(v, list) else v for k, v in hints.items()}
+    _check_drawable(trace, hints)
+    return hints
+
+
+# The saved hint that holds the data of each overlay that needs some.
+_OVERLAY_HINTS = {"cut": "cut", "groups": "param_groups", "diff": "diff"}
+
+
+def _check_drawable(trace: Trace, hints: dict[str, Any]) -> None:
+    """Saved hints of the right types that the diagram still cannot draw (a layout it does not know, an overlay
+    whose data the trace lacks) as ``ValueError`` blaming the file, not the command line or the caller; the
+    overlays and options go through ``diagram.check_options``, the check ``Trace.diagram()`` makes."""
+    for key, choices in (("layout", diagram.LAYOUTS), ("style", diagram.STYLES)):
+        if key in hints and hints[key] not in choices:
+            raise ValueError(f"the trace's saved render hint meta.options.{key} must be one of {', '.join(choices)}, "
+                             f"got {hints[key]!r:.60}: fix or remove it")
+    try:
+        diagram.check_options(trace, hints.get("overlays"), hints)
+    except diagram.OverlayNeedsOptions as e:  # a ValueError whose advice speaks of the command line's --overlay
+        data = _OVERLAY_HINTS[e.overlay]
+        raise ValueError(f"the trace's saved render hint meta.options.overlays asks for the {e.overlay!r} overlay, "
+                         f"but meta.options holds no {data!r} for it" + (
+                             " and the model is not nn.Sequential(body, head)" if e.overlay == "cut" else "")
+                         + ": fix or remove it") from None
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the trace's saved render hints (meta.options) cannot be drawn: {e}: fix or remove "
+                         "them") from None
 
 
 def hints_to_save(options: dict[str, Any]) -> dict[str, Any]:

@@ -61,6 +61,7 @@ from .units import (
     display_width,
     ellipsize,
     ellipsize_middle,
+    escape_controls,
     format_bytes,
     format_count,
     format_ms,
@@ -219,8 +220,10 @@ def name_html(text: str) -> str:
 
 
 def quote(text: str) -> str:
-    """A DOT double-quoted string; backslashes doubled so Graphviz's ``\\N``-style escapes never fire."""
-    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    """A DOT double-quoted string; backslashes doubled so Graphviz's ``\\N``-style escapes never fire, control
+    characters other than the line breaks written as escapes (``units.escape_controls``: a NUL ends DOT's input)."""
+    text = "\n".join(escape_controls(line) for line in str(text).split("\n"))
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def _xml_text(text: str) -> str:
@@ -316,7 +319,7 @@ def _node_label(n: Node, style: str, show_params: bool, extra: list[str], on_dar
             rows.append(small(html(f"... {len(n.inputs) - 3} more inputs")))
         dtypes = sorted({m.dtype for _, m in n.outputs} - {"float32"})
         if dtypes:
-            rows.append(small(html(", ".join(dtypes))))
+            rows.append(small(html(", ".join(map(literal, dtypes)))))
     if n.kind == "call" and (show_params or style == "detailed") and n.params:
         text = f"{format_count(n.params)} params"
         if n.trainable_params != n.params:
@@ -570,11 +573,11 @@ class _Overlay:
         if kind == "time":
             values = {n.id: n.self_ms for n in nodes if n.self_ms is not None}
             fmt = (lambda v: f"{format_ms(v)} ms")
-        elif kind == "memory":
-            values = {n.id: float(n.peak_bytes) for n in nodes if n.peak_bytes is not None}
+        elif kind == "memory":  # sizes stay integers: a hand-made record's may be beyond any float
+            values = {n.id: n.peak_bytes for n in nodes if n.peak_bytes is not None}
             fmt = (lambda v: format_bytes(int(v)))
         elif kind == "activations":
-            values = {n.id: float(n.activation_bytes) for n in nodes}
+            values = {n.id: n.activation_bytes for n in nodes}
             fmt = (lambda v: format_bytes(int(v)))
         else:
             raise ValueError(f"heat must be one of {', '.join(map(repr, HEAT_KINDS))}, got {kind!r}")
@@ -593,7 +596,7 @@ class _Overlay:
                 self.time_marked.add(nid)
         title = {"time": "time (self)", "memory": "peak memory", "activations": "activation size"}[kind]
         self._row("heat", "scale", title, HEAT_SCALE[0], f"0 {fmt(0.0).split(' ', 1)[-1]}")
-        self._row("heat", "scale", title, HEAT_SCALE[len(HEAT_SCALE) // 2], fmt(top / 2))
+        self._row("heat", "scale", title, HEAT_SCALE[len(HEAT_SCALE) // 2], fmt(top // 2 if isinstance(top, int) else top / 2))
         self._row("heat", "scale", title, HEAT_SCALE[-1], fmt(top))
 
 

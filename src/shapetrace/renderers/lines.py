@@ -57,7 +57,7 @@ class Group:
         name = literal(self.name)
         head = f"{name} {literal(self.cls)}" if self.kind == "call" else name
         runs = _runs_text(self.outputs)
-        dtype = f" {self.dtype}" if self.dtype else ""
+        dtype = f" {literal(self.dtype)}" if self.dtype else ""
         if self.count == 1:
             return f"{head} ✗ raised" if self.failed else f"{head} → {runs}{dtype}"
         return f"{head} ×{self.count}: {runs}{dtype}"  # a failed run shows as ✗ among the runs
@@ -116,7 +116,7 @@ def _value_text(value: Any) -> tuple[str, str | None]:
     mixed = len({m.dtype for m in tensors}) > 1
     dtype = None if mixed else tensors[0].dtype
     if len(tensors) == 1:
-        return _shape(tensors[0]) + (f" {tensors[0].dtype}" if mixed else ""), dtype
+        return _shape(tensors[0]) + (f" {literal(tensors[0].dtype)}" if mixed else ""), dtype
     budget = [_MAX_TENSORS_SHOWN]
     return _nested_text(value, mixed, budget) or "—", dtype
 
@@ -128,7 +128,7 @@ def _nested_text(value: Any, mixed: bool, budget: list[int]) -> str | None:
         budget[0] -= 1
         if budget[0] < 0:
             return "…" if budget[0] == -1 else ""
-        return _shape(value) + (f" {value.dtype}" if mixed else "")
+        return _shape(value) + (f" {literal(value.dtype)}" if mixed else "")
     if isinstance(value, Struct):
         items = list(value.fields.values())
     elif isinstance(value, dict):
@@ -273,7 +273,7 @@ def _label_dtypes(group: Group, runs: list[tuple[str | None, bool]]) -> None:
     input's (an Embedding's float32), beside each run's shape when the runs' dtypes differ (``x.to(dt)`` in a
     loop: ``(2,4) float16, (2,4) bfloat16``), so runs differing only in dtype are not folded together."""
     if len({d for d, _ in runs if d is not None}) > 1:
-        group.outputs = [o if d is None else f"{o} {d}" for o, (d, _) in zip(group.outputs, runs)]
+        group.outputs = [o if d is None else f"{o} {literal(d)}" for o, (d, _) in zip(group.outputs, runs)]
         return
     changed = [d for d, change in runs if change]
     if changed:
@@ -391,7 +391,7 @@ def _alone_advice(call: Call) -> str:
     nothing else, so one that reads what its parent set on them fails (fastai's MergeLayer and ResizeToOrig
     read ``x.orig``, which SequentialEx sets on the input before calling them)."""
     name = literal(call.module)
-    got = ", ".join(f"{_shape(m)} {m.dtype}" for _, m in iter_tensors(call.inputs))
+    got = ", ".join(f"{_shape(m)} {literal(m.dtype)}" for _, m in iter_tensors(call.inputs))
     return (f"; to see the shape each of its lines makes, trace {name} by itself on inputs like those it got here "
             f"({got or 'no tensors'}): shapetrace.trace({_python_path(call.module)}, ..., lines=True). That gives "
             "its forward those inputs and nothing else, so a forward that reads what its parent sets fails by "

@@ -71,6 +71,19 @@ def _timed(trace: Trace) -> list[Call]:
     return calls
 
 
+def _ms(call: Call, key: str) -> float:
+    """``call``'s time ``key`` (``self_ms``, ``total_ms``), 0 when its timing lacks it (every key is optional)."""
+    value = call.timing.get(key) if call.timing else None
+    return value if isinstance(value, (int, float)) else 0.0
+
+
+def _axis_end(value: float, room: float) -> float:
+    """Where an axis ending at ``value`` stops with ``room`` to spare: ``value * room``, or ``value`` itself where
+    that product overflows a float (a corrupt 1e308 ms), since matplotlib refuses an infinite limit."""
+    end = value * room
+    return end if math.isfinite(end) else value
+
+
 def _model(trace: Trace) -> str:
     """The model's class for a default title: ``literal`` (no control or bidi character acts), cut past 60
     columns."""
@@ -101,22 +114,23 @@ def time_bars(trace: Trace, *, top: int = 25, order: str = "self", format: str =
     calls = _timed(trace)
     if order not in ("self", "forward"):
         raise ValueError("order must be 'self' or 'forward'")
-    chosen = sorted(calls, key=lambda c: (-c.timing["self_ms"], c.id))[:max(1, top)]
+    chosen = sorted(calls, key=lambda c: (-_ms(c, "self_ms"), c.id))[:max(1, top)]
     if order == "forward":
         chosen.sort(key=lambda c: c.id)
     root = next((c for c in calls if c.parent is None), calls[0])
-    whole = root.timing["total_ms"] or 1.0
+    whole = _ms(root, "total_ms") or 1.0
     colours = _colours([c.cls for c in chosen])
     fig = _figure(figsize=(8.5, 0.6 + 0.28 * len(chosen)))
     ax = fig.add_subplot()
     ys = list(range(len(chosen)))[::-1]
-    ax.barh(ys, [c.timing["total_ms"] for c in chosen], color=_INCLUSIVE, height=0.8)
-    ax.barh(ys, [c.timing["self_ms"] for c in chosen], color=[colours[c.cls] for c in chosen], height=0.55)
+    ax.barh(ys, [_ms(c, "total_ms") for c in chosen], color=_INCLUSIVE, height=0.8)
+    ax.barh(ys, [_ms(c, "self_ms") for c in chosen], color=[colours[c.cls] for c in chosen], height=0.55)
     for y, c in zip(ys, chosen):
-        ax.text(c.timing["self_ms"], y, f" {format_percent(100 * c.timing['self_ms'] / whole)}%", va="center",
-                fontsize=7)
-    longest = max(max(c.timing["total_ms"], c.timing["self_ms"]) for c in chosen)
-    ax.set_xlim(0, (longest or 1.0) * 1.12)  # room for the percentage after the longest bar
+        if "self_ms" in c.timing:
+            ax.text(_ms(c, "self_ms"), y, f" {format_percent(100 * _ms(c, 'self_ms') / whole)}%", va="center",
+                    fontsize=7)
+    longest = max(max(_ms(c, "total_ms"), _ms(c, "self_ms")) for c in chosen)
+    ax.set_xlim(0, _axis_end(longest or 1.0, 1.12))  # room for the percentage after the longest bar
     ax.set_yticks(ys, [_text(_name(c)) for c in chosen], fontsize=7)
     kind = (trace.timing or {}).get("kind") or root.timing.get("kind", "")
     ax.set_xlabel(f"time per forward (ms, {kind})")
@@ -151,7 +165,7 @@ def time_vs_flops(trace: Trace, *, format: str = "svg", label_top: int = 6, titl
     powers of ten on a wide axis so they never run together.
     """
     leaves = {c.id for c in trace.leaves()}
-    pts = [c for c in _timed(trace) if c.id in leaves and c.flops and c.timing["total_ms"] > 0]
+    pts = [c for c in _timed(trace) if c.id in leaves and c.flops and _ms(c, "total_ms") > 0]
     fig = _figure(figsize=(7, 5))
     ax = fig.add_subplot()
     if not pts:
@@ -160,24 +174,25 @@ def time_vs_flops(trace: Trace, *, format: str = "svg", label_top: int = 6, titl
     colours = _colours([c.cls for c in pts])
     for cls, colour in colours.items():
         mine = [c for c in pts if c.cls == cls]
-        ax.scatter([c.flops for c in mine], [c.timing["total_ms"] for c in mine], s=18, color=colour, label=_text(literal(cls)),
+        ax.scatter([c.flops for c in mine], [_ms(c, "total_ms") for c in mine], s=18, color=colour, label=_text(literal(cls)),
                    alpha=0.85)
     ax.set_xscale("log")
     ax.set_yscale("log")
     xs = [c.flops for c in pts]
     lo, hi = min(xs) / 2, max(xs) * 2
-    ts = [c.timing["total_ms"] for c in pts]
+    ts = [_ms(c, "total_ms") for c in pts]
+    t_lo, t_hi = min(ts) / 2 or min(ts), _axis_end(max(ts), 2)  # neither 0 (5e-324 / 2) nor infinite on a log axis
     ax.set_xlim(lo, hi)
-    ax.set_ylim(min(ts) / 2, max(ts) * 2)
+    ax.set_ylim(t_lo, t_hi)
     _log_tick_labels(ax.xaxis, lo, hi, _si_tick)
-    _log_tick_labels(ax.yaxis, min(ts) / 2, max(ts) * 2, lambda v: f"{v:g}")
+    _log_tick_labels(ax.yaxis, t_lo, t_hi, lambda v: f"{v:g}")
     for gflops in (1, 10, 100, 1000, 10000, 100000):
         # time_ms = flops / (gflops * 1e9) * 1e3
         ax.plot([lo, hi], [lo / gflops / 1e6, hi / gflops / 1e6], color="#bbbbbb", lw=0.6, ls="--", zorder=0)
         y = hi / gflops / 1e6
-        if min(ts) / 2 < y < max(ts) * 2:
+        if t_lo < y < t_hi:
             ax.text(hi, y, f" {gflops:g} GFLOP/s", fontsize=6, color="#888888", va="center")
-    slowest = sorted(pts, key=lambda c: (-c.timing["total_ms"], c.id))[:max(label_top, 0)]
+    slowest = sorted(pts, key=lambda c: (-_ms(c, "total_ms"), c.id))[:max(label_top, 0)]
     _label_points(fig, ax, slowest)
     ax.set_xlabel("FLOPs per call")
     ax.set_ylabel("time per call (ms)")
@@ -206,7 +221,7 @@ def _log_tick_labels(axis: object, lo: float, hi: float, text: Callable[[float],
               else set(range(1, 10)))
 
     def label(value: float, _pos: object = None) -> str:
-        if value <= 0:
+        if not 1e-300 < value < 1e300:  # a corrupt time's axis (5e-324 or 1e308 ms): no mantissa to read there
             return ""
         mantissa = value / 10 ** math.floor(math.log10(value) + 1e-9)
         lead = round(mantissa)

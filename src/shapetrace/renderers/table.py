@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -41,6 +42,7 @@ from .units import (
     display_width,
     ellipsize,
     ellipsize_middle,
+    exponent_form,
     failure_place,
     fallback_text,
     fitting_start,
@@ -74,7 +76,11 @@ FAIL_MARK = "✗"
 
 
 def _mb(n: int) -> str:
-    return f"{n / MB:.2f}"
+    """Bytes in MB with two decimals; past a float's range (a hand-made record's size) in exponent form."""
+    try:
+        return f"{n / MB:.2f}"
+    except OverflowError:
+        return exponent_form(n // MB)
 
 
 def _totals_lines(t: Totals) -> list[tuple[str, str]]:
@@ -83,7 +89,7 @@ def _totals_lines(t: Totals) -> list[tuple[str, str]]:
            ("Non-trainable params", f"{t.non_trainable:,}")]
     if t.shared:
         out.append(("Shared params", f"{t.shared:,} (registered under several names, counted once)"))
-    inputs = f"{t.input_bytes / MB:.2f} ({t.input_tensors} tensor{'s' if t.input_tensors != 1 else ''})"
+    inputs = f"{_mb(t.input_bytes)} ({t.input_tensors} tensor{'s' if t.input_tensors != 1 else ''})"
     out.append(("Input size (MB)", inputs))
     tensors = f"{t.activation_tensors} tensor{'s' if t.activation_tensors != 1 else ''}"
     if t.completed == t.calls:
@@ -188,7 +194,8 @@ def _extra_cells(row: Row, cols: list[str], forward_ms: float | None, raw: bool 
             out.append("" if row.flops is None else row.flops if raw else format_si(row.flops))
         elif col == "FLOP/s":  # achieved throughput, scaled: 312.45G on a CPU, 1.21T on an H100
             ok = row.flops and isinstance(total, (int, float)) and total > 0
-            rate = row.flops / (total * 1e-3) if ok else None
+            seconds = total * 1e-3 if ok else 0.0  # 0 for a time too short for a float (5e-324 ms)
+            rate = row.flops / seconds if seconds > 0 and math.isfinite(row.flops / seconds) else None
             out.append("" if rate is None else round(rate) if raw else format_si(rate))
         elif col in ("act mem", "peak mem"):
             size = (row.memory or {}).get("activation_bytes" if col == "act mem" else "peak_bytes")

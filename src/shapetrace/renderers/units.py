@@ -30,6 +30,7 @@ __all__ = [
     "ellipsize",
     "ellipsize_middle",
     "escape_controls",
+    "exponent_form",
     "failure_place",
     "fallback_text",
     "fitting_start",
@@ -85,16 +86,19 @@ def call_error_text(trace: Trace, call: Call) -> str | None:
 
 
 def note_text(note: Note, cls: str = "") -> str:
-    """One call note in English (``cls`` is the call's class, named by some notes)."""
+    """One call note in English (``cls`` is the call's class, named by some notes). A note built without the
+    number it states (``load`` refuses such a note; a hand-made one may lack it) says ``some``."""
+    count = "some" if note.count is None else note.count
     if note.code == "flops-analytic":
-        return f"flops: analytic {cls or 'module'} formula (FlopCounterMode counted {note.count})"
+        counted = "" if note.count is None else f" (FlopCounterMode counted {note.count})"
+        return f"flops: analytic {cls or 'module'} formula{counted}"
     if note.code == "compiled-region":
         return ("torch.compile'd region: timed as a whole; the modules inside it run as compiled code, "
                 "where their hooks do not run")
     if note.code == "inside-compiled-region":
         return "inside a torch.compile'd region: not timed separately"
     if note.code == "cuda-graph-launches":
-        return (f"{note.count} CUDA-graph launch(es): their kernels are attributed to the call that replayed "
+        return (f"{count} CUDA-graph launch(es): their kernels are attributed to the call that replayed "
                 "the graph, as one region")
     if note.code == "recomputation-stopped":
         return ("recomputed in the backward pass by torch.utils.checkpoint, which stopped it once it had the "
@@ -102,11 +106,12 @@ def note_text(note: Note, cls: str = "") -> str:
     if note.code == "not-timed":
         return "not called in the timed runs (the shape pass saw it; the timed forward did not)"
     if note.code == "ran-in-some-timed-runs":
-        return (f"ran in {note.count} of {note.of} timed runs (the forward changes from one run to the next): "
+        runs = "some" if note.count is None or note.of is None else f"{note.count} of {note.of}"
+        return (f"ran in {runs} timed runs (the forward changes from one run to the next): "
                 "its ms and self ms are averages per forward, 0 where it did not run; its median is over the "
                 "runs where it ran")
     if note.code == "untraced-calls":
-        return (f"{note.count} call(s) inside it ran in the timed runs but not in the traced forward (the forward "
+        return (f"{count} call(s) inside it ran in the timed runs but not in the traced forward (the forward "
                 "changes from one run to the next): their time is counted in this call's self time")
     if note.code == "moved-in-timed-runs":
         return ("called under another parent in the timed runs than in the traced forward (the forward changes "
@@ -124,7 +129,7 @@ def format_shape(shape: Sequence[int], sep: str = "×", paren: bool = False) -> 
 def tensor_text(meta: TensorMeta) -> str:
     """A tensor for tables: ``(2,3,224,224)``, ``(5,)``, with its dtype when not float32."""
     s = "(" + ",".join(str(d) for d in meta.shape) + ("," if len(meta.shape) == 1 else "") + ")"
-    return s if meta.dtype == "float32" else f"{s} {meta.dtype}"
+    return s if meta.dtype == "float32" else f"{s} {literal(meta.dtype)}"
 
 
 def value_text(value: Value) -> str:
@@ -279,10 +284,28 @@ def ellipsize_middle(text: str, width: int) -> str:
 _HUGE = 1e6
 
 
+def exponent_form(n: float, places: int = 2) -> str:
+    """``n`` as ``1.23e+15``, an integer beyond any float (``2**1100``, a hand-made record's size) included,
+    worked out with integers: ``1.36e+331``."""
+    try:
+        return f"{n:.{places}e}"
+    except OverflowError:
+        pass
+    sign, n = ("-" if n < 0 else ""), abs(int(n))
+    exp = (n.bit_length() - 1) * 30103 // 100000  # log10(2) ~ 0.30103: at most one below the true exponent
+    if 10 ** (exp + 1) <= n:
+        exp += 1
+    head = (n * 10**places * 2 // 10**exp + 1) // 2  # the leading digits, rounded half up
+    if head >= 10 ** (places + 1):  # 9.999... rounded up to 10.00
+        head, exp = head // 10, exp + 1
+    digits = str(head)
+    return f"{sign}{digits[0]}.{digits[1:]}e+{exp:02d}" if places else f"{sign}{digits}e+{exp:02d}"
+
+
 def format_count(n: int) -> str:
     """A count, compact for diagrams: ``1234567`` -> ``1.2M`` (``1.23e+15`` past a thousand billion)."""
     if abs(n) >= 1e12:
-        return f"{n:.2e}"
+        return exponent_form(n)
     for unit, div in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
         if n >= div:
             return f"{n / div:.1f}{unit}"
@@ -293,7 +316,7 @@ def format_si(n: float, unit: str = "") -> str:
     """A number with an SI prefix and two decimals: ``312.45G``, ``1.21TFLOP/s`` (``1.00e+18FLOP/s`` past
     a thousand T)."""
     if abs(n) >= 1e15:
-        return f"{n:.2e}{unit}"
+        return f"{exponent_form(n)}{unit}"
     for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(n) >= factor:
             return f"{n / factor:.2f}{prefix}{unit}"
@@ -304,7 +327,7 @@ def format_bytes(n: float) -> str:
     """Bytes in binary units: ``512 B``, ``3.0 KiB``, ``14.7 MiB``, ``1.2 GiB``, ``3.0 TiB``
     (``1.23e+18 B`` past a thousand TiB)."""
     if abs(n) >= 2**50:
-        return f"{n:.2e} B"
+        return f"{exponent_form(n)} B"
     for unit, div in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= div:
             return f"{n / div:.1f} {unit}"

@@ -5,7 +5,9 @@ JSON-ready data; ``decode(data, hint)`` builds it back and checks every field ag
 raising :class:`TraceFormatError` that names the first bad field by its path (``calls[17].parent``).
 
 Integers must fit in 64 bits and numbers must be finite: JSON cannot write NaN or Infinity (``to_json``
-refuses them), so a reader that took them would break the round trip. Dataclass fields are written under
+refuses them), so a reader that took them would break the round trip. Strings and keys must be text: a lone
+UTF-16 surrogate (JSON's ``"\\ud800"`` escape without its other half) is refused, since no output could write
+it, and so is a key that is not a string (a parsed object handed to ``load``). Dataclass fields are written under
 their own names. A field whose ``metadata`` has ``omit=True`` is left out
 of the JSON when it equals its default; fields of a metric record (``shapetrace.tracer.metrics``) are left out
 when ``None``. Unknown keys are ignored when decoding (a format may grow fields within its major version);
@@ -24,12 +26,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Callable
 from typing import Any, Union
 
-__all__ = ["MAX_DEPTH", "OMIT_DEFAULT", "TraceFormatError", "decode", "encode", "key_path", "register"]
+__all__ = ["MAX_DEPTH", "OMIT_DEFAULT", "HugeInt", "TraceFormatError", "check_key", "check_text", "decode", "encode",
+           "key_path", "register"]
 
 # A field with this metadata is written only when it differs from its default.
 OMIT_DEFAULT = {"omit": True}
@@ -40,6 +44,10 @@ MAX_DEPTH = 100
 # Integers are sizes, counts and ids: what torch holds in 64 bits. A larger one is an edited file, and would
 # break the renderers' arithmetic (a 400-digit size overflows a float) rather than say where it came from.
 INT_LIMIT = 2**63
+
+# Half of a UTF-16 surrogate pair: JSON can write one alone (``"\\ud800"``), but it is no character, and
+# encoding it as UTF-8 (any output file, a terminal) fails.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class TraceFormatError(ValueError):
@@ -53,6 +61,54 @@ class TraceFormatError(ValueError):
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle by the two arguments (an exception pickles by ``args``, here the one message)."""
         return type(self), (self.path, self.problem), self.__dict__
+
+
+class HugeInt(int):
+    """An integer too long for Python to read from JSON text (``sys.get_int_max_str_digits()``, 4300 digits),
+    as the reader of a trace's text stands it in (``json.loads``'s ``parse_int``): it holds ``INT_LIMIT`` with
+    the sign of the digits, beyond 64 bits like the number it stands for, so every check refuses it, and
+    shows as ``a 4,301-digit integer``."""
+
+    digits: int
+
+    def __new__(cls, text: str) -> HugeInt:  # noqa: PYI034 - typing.Self needs Python 3.11; the codec imports the standard library only
+        number = super().__new__(cls, -INT_LIMIT if text.startswith("-") else INT_LIMIT)
+        number.digits = len(text.lstrip("-"))
+        return number
+
+    def __repr__(self) -> str:
+        return f"a {self.digits:,}-digit integer"
+
+    __str__ = __repr__
+
+    def __float__(self) -> float:
+        raise OverflowError(repr(self))  # beyond any float, as the number it stands for
+
+
+def check_text(text: str, path: str) -> str:
+    """``text``, refused (``TraceFormatError`` at ``path``) when it holds a lone surrogate, which is no character."""
+    if text.isascii():  # the common case, answered without looking at the characters
+        return text
+    found = _SURROGATE.search(text)
+    if found is None:
+        return text
+    return _not_text(text, found.start(), path)
+
+
+def _not_text(text: str, at: int, path: str) -> Any:
+    raise TraceFormatError(path, f"holds {text[at]!r} at character {at}: half of a UTF-16 surrogate pair without "
+                                 "its other half, which is no character and cannot be written out; the file was "
+                                 "edited or damaged: fix or remove that string")
+
+
+def check_key(key: Any, path: str) -> str:
+    """A key of the object at ``path``: a string and text (``check_text``), else ``TraceFormatError``."""
+    if type(key) is str and key.isascii():
+        return key
+    if not isinstance(key, str):
+        raise TraceFormatError(path, f"has the key {_short(key)} ({type(key).__name__}): the keys of a JSON "
+                                     "object are strings")
+    return check_text(key, key_path(path, key))
 
 
 Encoder = Callable[[Any], Any]
@@ -280,7 +336,9 @@ def _scalar_decoder(hint: Any) -> Decoder3:
     type check), else ``_decode_scalar``'s conversion or error."""
     if hint is int:
         return _checked(_int_scalar)
-    exact = hint if hint in (str, bool) else None  # a float is checked to be finite: never returned at once
+    if hint is str:
+        return _str_scalar
+    exact = hint if hint is bool else None  # a float is checked to be finite: never returned at once
 
     def scalar(data: Any, path: str, depth: int) -> Any:
         if type(data) is exact and depth <= MAX_DEPTH:
@@ -297,6 +355,18 @@ def _int_scalar(data: Any, path: str, depth: int) -> Any:
     if type(data) is int and -INT_LIMIT < data < INT_LIMIT:
         return data
     return _decode_scalar(data, int, path)
+
+
+def _str_scalar(data: Any, path: str, depth: int) -> Any:
+    """A string field: the JSON value itself when it is a string of text (``check_text``); an ASCII one (the
+    common case) is known to be text at once."""
+    if type(data) is str and data.isascii() and depth <= MAX_DEPTH:
+        return data
+    if depth > MAX_DEPTH:
+        raise _too_deep(path)
+    if type(data) is str:
+        return check_text(data, path)
+    return _decode_scalar(data, str, path)
 
 
 def _registered_decoder(custom: Decoder) -> Decoder3:
@@ -322,13 +392,15 @@ def _mapping_decoder(value: Any) -> Decoder3:
     def mapping(data: Any, path: str, depth: int) -> Any:
         if not isinstance(data, dict):
             raise TraceFormatError(path, f"expected an object, got {_kind(data)}")
-        return {k: decode(v, value, key_path(path, k), depth + 1) for k, v in data.items()}
+        return {check_key(k, path): decode(v, value, key_path(path, k), depth + 1) for k, v in data.items()}
 
     return _checked(mapping)
 
 
 def key_path(path: str, key: str) -> str:
     """Where ``key`` of the value at ``path`` is, as error messages name it: ``model.params``, ``x['a b']``."""
+    if not isinstance(key, str):
+        return f"{path}[{_short(key)}]"
     return f"{path}.{key}" if key.isidentifier() else f"{path}[{key!r}]"
 
 
@@ -363,7 +435,10 @@ def _decode_scalar(data: Any, hint: Any, path: str) -> Any:
 
 
 def _short(data: Any) -> str:
-    text = repr(data)
+    try:
+        text = repr(data)
+    except ValueError:  # an integer longer than Python writes (sys.get_int_max_str_digits())
+        return f"an integer of {data.bit_length():,} bits"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -423,8 +498,18 @@ def _check_plain(data: Any, path: str, depth: int) -> Any:
         raise TraceFormatError(path, f"nested more than {MAX_DEPTH} levels deep")
     if isinstance(data, float) and not math.isfinite(data):
         raise TraceFormatError(path, f"expected a finite number, got {data!r}")
+    if isinstance(data, str):
+        return check_text(data, path)
+    if isinstance(data, HugeInt):
+        raise too_long(data, path)
     if isinstance(data, list):
         return [_check_plain(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(data)]
     if isinstance(data, dict):
-        return {k: _check_plain(v, key_path(path, k), depth + 1) for k, v in data.items()}
+        return {check_key(k, path): _check_plain(v, key_path(path, k), depth + 1) for k, v in data.items()}
     return data
+
+
+def too_long(number: HugeInt, path: str) -> TraceFormatError:
+    """The error for an integer too long to read (``HugeInt``) where a value may be any integer."""
+    return TraceFormatError(path, f"{number!r}, longer than Python reads ({number.digits:,} digits; at most "
+                                  "4300): no trace holds such a number; the file was edited or damaged")

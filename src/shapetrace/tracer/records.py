@@ -167,14 +167,19 @@ def value_from_json(obj: Any, path: str = "", depth: int = 0) -> Value:
     if isinstance(obj, list):
         return [value_from_json(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(obj)]
     if not isinstance(obj, dict):
+        if type(obj) is str:
+            return codec.check_text(obj, path)
+        if type(obj) is codec.HugeInt:
+            raise codec.too_long(obj, path)
         return obj
     if "__dict__" in obj and len(obj) == 1:
         inner = codec.decode(obj["__dict__"], dict, f"{path}.__dict__")
-        return {k: value_from_json(v, f"{path}[{k!r}]", depth + 1) for k, v in inner.items()}
+        return {codec.check_key(k, path): value_from_json(v, f"{path}[{k!r}]", depth + 1) for k, v in inner.items()}
     if "__struct__" in obj:
         kind = codec.decode(obj["__struct__"], str, f"{path}.__struct__")
         fields = codec.decode(obj.get("fields"), dict, f"{path}.fields")
-        return Struct(kind, {k: value_from_json(v, f"{path}.{k}", depth + 1) for k, v in fields.items()})
+        return Struct(kind, {codec.check_key(k, f"{path}.fields"): value_from_json(v, f"{path}.{k}", depth + 1)
+                             for k, v in fields.items()})
     if "__object__" in obj:
         return Opaque(codec.decode(obj["__object__"], str, f"{path}.__object__"),
                       codec.decode(obj.get("repr"), str, f"{path}.repr"))
@@ -189,15 +194,38 @@ def value_from_json(obj: Any, path: str = "", depth: int = 0) -> Value:
         _check_shape(meta.shape, f"{path}.shape")
         if meta.tid is not None and meta.tid < 0:
             raise TraceFormatError(f"{path}.tid", f"cannot be negative ({meta.tid})")
+        if not (meta.dtype.isprintable() and meta.device.isprintable()):
+            bad = "dtype" if not meta.dtype.isprintable() else "device"
+            _not_a_name(getattr(meta, bad), f"{path}.{bad}")
         return meta
-    return {k: value_from_json(v, f"{path}[{k!r}]", depth + 1) for k, v in obj.items()}
+    return {codec.check_key(k, path): value_from_json(v, f"{path}[{k!r}]", depth + 1) for k, v in obj.items()}
 
 
 def _check_shape(shape: tuple[int, ...], path: str) -> None:
-    """A shape's sizes are not negative."""
-    bad = next((i for i, d in enumerate(shape) if d < 0), None)
-    if bad is not None:
+    """A shape's sizes are not negative, and they multiply to an element count that fits in 64 bits (torch's
+    limit: a tensor's ``numel`` is an ``int64``; a larger count breaks every size the renderers work out)."""
+    if not shape:
+        return
+    if min(shape) < 0:
+        bad = next(i for i, d in enumerate(shape) if d < 0)
         raise TraceFormatError(f"{path}[{bad}]", f"a size cannot be negative ({shape[bad]})")
+    if len(shape) <= 64:  # each size < 2**63: the product has at most 4,032 bits, cheap to compute
+        numel = math.prod(shape)
+    else:  # a hostile number of sizes: multiply only up to the limit
+        numel = 1
+        for d in shape:
+            numel = min(numel * d, codec.INT_LIMIT)
+    if numel >= codec.INT_LIMIT:
+        raise TraceFormatError(path, f"its {len(shape):,} sizes multiply to 2**63 elements or more, more than a "
+                                     "tensor can hold (torch counts elements in 64 bits); the file was edited or "
+                                     "damaged")
+
+
+def _not_a_name(text: str, path: str) -> None:
+    """Refuse ``text``, a dtype or device name (``float32``, ``cuda:0``) holding a character that is not printable."""
+    bad = next(c for c in text if not c.isprintable())
+    raise TraceFormatError(path, f"{_quoted(text)} holds the control character {bad!r}: a dtype or device is a "
+                                 "short name (float32, cuda:0); the file was edited or damaged")
 
 
 codec.register(Value, value_to_json, value_from_json)
@@ -569,12 +597,22 @@ class Trace:
         """The ``Trace`` a ``to_json()`` string holds (``shapetrace.load`` reads files); raises
         ``TraceFormatError`` saying which field is wrong when it is not a trace of a known format."""
         try:
-            obj = json.loads(text)
-        except RecursionError:
-            raise TraceFormatError("", "the JSON is nested too deeply to read") from None
-        except json.JSONDecodeError as e:
-            raise TraceFormatError("", _json_problem(e, text)) from None
+            obj = _parse(text)
+        except TraceFormatError:
+            raise
+        except ValueError:  # an integer longer than Python reads: read again, each such one standing in as a HugeInt
+            obj = _parse(text, _int_or_huge)
         return cls.from_dict(obj)
+
+
+def _parse(text: str, parse_int: Any = None) -> Any:
+    """The JSON ``text`` parsed; ``TraceFormatError`` when it is not JSON, or nested past Python's recursion limit."""
+    try:
+        return json.loads(text, parse_int=parse_int)
+    except RecursionError:
+        raise TraceFormatError("", "the JSON is nested too deeply to read") from None
+    except json.JSONDecodeError as e:
+        raise TraceFormatError("", _json_problem(e, text)) from None
 
 
 # What is left where the parser stopped, when the text was cut inside a value: a literal begun (``tru``), a lone
@@ -615,7 +653,18 @@ def _json_problem(e: json.JSONDecodeError, text: str) -> str:
             "or shapetrace trace MODEL --format json -o FILE)")
 
 
-_NODE = re.compile(r"(call|op):(\d+)\Z")
+# A call or op node: an id is a position in a list, written without leading zeros, in at most 19 digits (64 bits).
+_NODE = re.compile(r"(call|op):(0|[1-9]\d{0,18})\Z")
+# One with other digits: it names no record (``call:007``, ``call:`` and 5,000 digits).
+_ODD_NODE = re.compile(r"(call|op):(\d+)\Z")
+
+
+def _int_or_huge(text: str) -> int:
+    """An integer of JSON text as ``json.loads`` reads it, or a ``HugeInt`` past the digits Python reads."""
+    try:
+        return int(text)
+    except ValueError:
+        return codec.HugeInt(text)
 
 
 def _check_links(trace: Trace) -> None:  # noqa: C901 - one check per kind of link (parent, failure, ops, edges)
@@ -652,6 +701,10 @@ def _check_links(trace: Trace) -> None:  # noqa: C901 - one check per kind of li
             node = getattr(e, end)
             m = _NODE.match(node)
             if m is None and not node.startswith(("input:", "output:")):
+                odd = _ODD_NODE.match(node)
+                if odd:
+                    raise TraceFormatError(f"edges[{i}].{end}", f"no {odd.group(1)} {_quoted(odd.group(2))} (an id is "
+                                                                "written without leading zeros, in at most 19 digits)")
                 raise TraceFormatError(f"edges[{i}].{end}", f"{_quoted(node)} names no node (call:<id>, op:<id>, "
                                                             "input:<name> or output:<path>)")
             if m and not int(m.group(2)) < sizes[m.group(1)]:
@@ -666,7 +719,10 @@ def _quoted(text: str) -> str:
 
 
 # Fields that count or measure something, so cannot be negative: a call's, and the model's.
-_COUNTS = ("params", "own_params", "trainable_params", "buffers", "flops")
+_COUNTS = ("params", "own_params", "trainable_params", "buffers", "flops", "op_count")
+# The notes that print their ``count`` (and ``of``: ``ran in 3 of 5 timed runs``), which they must then hold.
+_NOTE_NUMBERS = {"flops-analytic": ("count",), "cuda-graph-launches": ("count",), "untraced-calls": ("count",),
+                 "ran-in-some-timed-runs": ("count", "of")}
 _MODEL_COUNTS = ("params", "trainable_params", "buffers", "param_bytes", "buffer_bytes", "modules", "shared_params")
 
 
@@ -683,6 +739,8 @@ def _check_amounts(trace: Trace) -> None:
         _check_counts(c, _COUNTS, where)
         for metric, prefix in ((c.timing, "timing"), (c.memory, "memory")):
             _check_not_negative(metric, f"{where}.{prefix}")
+        if c.notes:
+            _check_notes(c.notes, f"{where}.notes")
     for i, op in enumerate(trace.ops):
         _check_counts(op, ("flops",), f"ops[{i}]")
         _check_not_negative(op.timing, f"ops[{i}].timing")
@@ -691,7 +749,25 @@ def _check_amounts(trace: Trace) -> None:
     for i, e in enumerate(trace.edges):
         _check_counts(e, ("tid",), f"edges[{i}]")
         _check_shape(e.shape, f"edges[{i}].shape")
+        if not e.dtype.isprintable():
+            _not_a_name(e.dtype, f"edges[{i}].dtype")
     _check_not_negative(trace.timing, "timing")
+    for name in trace.model.param_dtypes:
+        if not name.isprintable():
+            _not_a_name(name, codec.key_path("model.param_dtypes", name))
+    for name in ("dtype", "device"):
+        value = getattr(trace.timing, name, None)
+        if isinstance(value, str) and not value.isprintable():
+            _not_a_name(value, f"timing.{name}")
+
+
+def _check_notes(notes: list[Note], path: str) -> None:
+    """A note's numbers are not negative, and a note that prints a number (``ran in 3 of 5 timed runs``) has it."""
+    for i, note in enumerate(notes):
+        _check_counts(note, ("count", "of"), f"{path}[{i}]")
+        missing = next((k for k in _NOTE_NUMBERS.get(note.code, ()) if getattr(note, k) is None), None)
+        if missing is not None:
+            raise TraceFormatError(f"{path}[{i}].{missing}", f"missing: a {note.code!r} note states its {missing}")
 
 
 def _check_counts(record: Any, names: Iterable[str], path: str) -> None:
@@ -866,8 +942,13 @@ def _utf8(data: bytes, where: str) -> str:
             raise TraceFormatError("", f"{where} starts with a {encoding.upper()} byte-order mark but is not "
                                        f"{encoding.upper()} text (byte {e.start}); write the trace with -o FILE "
                                        "(UTF-8) rather than a shell's '>'") from None
+    if 0 in data[:4]:  # JSON holds no NUL byte: each ASCII character of UTF-16 or UTF-32 text has one or three
+        encoding = "UTF-32" if data[:4].count(0) == 3 else "UTF-16"
+        raise TraceFormatError("", f"{where} looks like {encoding} text without a byte-order mark (it starts with "
+                                   f"{data[:4]!r}), not UTF-8; write the trace with -o FILE (UTF-8) rather than a "
+                                   "shell's '>', or convert it to UTF-8")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8-sig").lstrip("\ufeff")  # marks after the first too, as load() of text drops them
     except UnicodeDecodeError as e:
         raise TraceFormatError("", f"{where} is not UTF-8 text (byte {e.start}: {data[e.start:e.start + 1]!r}); "
                                    "a trace is JSON, written by shapetrace as UTF-8") from None
