@@ -254,3 +254,20 @@ def test_traces_in_a_list_show_one_line_each_while_a_trace_alone_shows_its_table
     assert pretty({"a": small_trace}) == f"{{'a': {small_trace!r}}}"
     assert pretty(small_trace).splitlines()[0] == str(small_trace).splitlines()[0]
     assert "\n" in pretty(small_trace)
+
+
+@requires_dot
+def test_a_diagram_saved_without_graphviz_saves_once_graphviz_is_installed(small_trace, monkeypatch, tmp_path):
+    """A missing ``dot`` is not the picture's fault: the same diagram draws once Graphviz is on ``PATH``."""
+    import shutil
+
+    from shapetrace.renderers.diagram import GraphvizNotFound
+
+    real = shutil.which
+    d = small_trace.diagram()
+    with monkeypatch.context() as m:
+        m.setattr(shutil, "which", lambda name, *a, **k: None if name == "dot" else real(name, *a, **k))
+        with pytest.raises(GraphvizNotFound):
+            d.save(tmp_path / "d.svg")
+    assert d.save(tmp_path / "d.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+    assert "image/svg+xml" in d._repr_mimebundle_()

@@ -1,7 +1,8 @@
 """Display objects: what ``trace.table()``, ``trace.diagram()`` and ``trace.flow()`` return.
 
 Each holds a trace and render options (refused at the call when it cannot render them), renders lazily (once;
-a render that failed is remembered and not run again) and
+a render that failed is remembered and not run again, except for a missing Graphviz, which installing it
+mends) and
 
 * shows itself in Jupyter (``_repr_mimebundle_``: ``text/html`` for the table, ``image/svg+xml`` for the
   diagram and the shape-flow chart, always with a ``text/plain`` fallback),
@@ -21,7 +22,7 @@ from typing import Any, ClassVar
 
 from ..tracer.records import Trace
 from .atomic import resolve_target, write_atomically
-from .diagram import INSTALL_HINT, LAYOUTS, STYLES, check_options, dot_available
+from .diagram import INSTALL_HINT, LAYOUTS, STYLES, GraphvizNotFound, check_options, dot_available
 from .diagram import render as render_diagram
 from .html import render_html, render_page
 from .plots import shape_flow
@@ -121,6 +122,8 @@ class _Display:
         if fmt not in self._cache:
             try:
                 self._cache[fmt] = self._render(fmt)
+            except GraphvizNotFound:  # not the picture's fault: tried again once dot is on PATH
+                raise
             except Exception as e:
                 self._failures[fmt] = e
                 raise
