@@ -271,3 +271,12 @@ def test_a_diagram_saved_without_graphviz_saves_once_graphviz_is_installed(small
             d.save(tmp_path / "d.svg")
     assert d.save(tmp_path / "d.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
     assert "image/svg+xml" in d._repr_mimebundle_()
+
+
+def test_a_diagram_takes_any_mapping_of_options_and_any_collection_of_names(small_trace):
+    from types import MappingProxyType
+
+    frozen = MappingProxyType({"fold": ("Conv2d",), "param_groups": MappingProxyType({"head": frozenset({"4"})})})
+    d = small_trace.diagram(overlays={"frozen", "groups"}, options=frozen)
+    assert "digraph" in d.render("dot")
+    small_trace.diagram(overlays=("cut",), options={"cut": {"body": ("0", "1"), "head": {"4"}}}).render("dot")

@@ -52,7 +52,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..tracer.records import Trace
@@ -402,10 +402,16 @@ def _check_overlay_names(overlays: Sequence[str]) -> None:
         raise ValueError(f"unknown overlay {unknown[0]!r}; choose from {', '.join(OVERLAYS)}")
 
 
+def _is_names(value: Any) -> bool:
+    """Whether ``value`` is a collection of names: a list, tuple, set or any other sized iterable of strings
+    that is not itself a string or a mapping (a one-shot iterator, read here, would be empty when drawn)."""
+    return (isinstance(value, Collection) and not isinstance(value, str | bytes | Mapping)
+            and all(isinstance(v, str) for v in value))
+
+
 def _names_list(what: str, value: Any) -> None:
     """``value`` (the option ``what``) is a list (or tuple, set) of names: else ``TypeError`` saying so."""
-    if isinstance(value, str | bytes) or not isinstance(value, list | tuple | set | frozenset) or not all(
-            isinstance(v, str) for v in value):
+    if not _is_names(value):
         raise TypeError(f"{what} must be a list of module or class names, e.g. ['encoder'], "
                         f"got {value!r} ({type(value).__name__})")
 
@@ -415,14 +421,14 @@ def check_options(trace: Trace, overlays: Sequence[str] | str | None, options: A
     unknown overlay, one whose data neither ``options`` nor the trace holds (``OverlayNeedsOptions``), and known
     options of the wrong type (``fold``, ``title``, ``heat``, ``cut``, ``param_groups``, ``diff``). Other keys
     are left alone (an exhibit's options carry more). What needs measurements (``heat``) is checked on drawing."""
-    if options is not None and not isinstance(options, dict):
+    if options is not None and not isinstance(options, Mapping):
         raise TypeError(f"options must be a dict, e.g. {{'fold': ['Block']}}, got {options!r} "
                         f"({type(options).__name__})")
     options = options or {}
     overlays = overlays if overlays else options.get("overlays", ())
     if isinstance(overlays, str):
         overlays = [overlays]
-    if not isinstance(overlays, list | tuple) or not all(isinstance(o, str) for o in overlays):
+    if not _is_names(overlays):
         raise TypeError(f"overlays must be a list of overlay names ({', '.join(OVERLAYS)}), got {overlays!r}")
     _check_overlay_names(overlays)
     if "fold" in options:
@@ -433,7 +439,7 @@ def check_options(trace: Trace, overlays: Sequence[str] | str | None, options: A
     if options.get("heat") is not None and options["heat"] not in HEAT_KINDS:
         raise ValueError(f"options['heat'] must be one of {', '.join(map(repr, HEAT_KINDS))}, got {options['heat']!r}")
     for key in ("cut", "param_groups", "diff"):
-        if options.get(key) is not None and not isinstance(options[key], dict):
+        if options.get(key) is not None and not isinstance(options[key], Mapping):
             raise TypeError(f"options[{key!r}] must be a dict, got {options[key]!r} ({type(options[key]).__name__})")
     for part, names in (options.get("cut") or {}).items():
         _names_list(f"options['cut'][{part!r}]", names)
