@@ -328,3 +328,20 @@ def test_an_output_whose_layout_cannot_be_told_is_left_out_and_the_axis_says_so(
     assert plots.flow_points(trace) == [("input", 3, 256), ("conv", 32, 256), ("to_nhwc", 32, 256),
                                         ("lin", 64, 256), ("out", 8, 1024)]
     assert "1 outputs left out, their layout (channels first or last) unknown" in plots.shape_flow(trace)
+
+
+class _ConcatSkip(nn.Module):
+    """A U-Net's merge: 64 channels of 64×64 concatenated with 128 more, then a ReLU. Read channels-last, the
+    ReLU's output would keep the 64 channels (its width); read as before, it keeps the spatial size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.act = nn.Conv2d(3, 64, 1), nn.Conv2d(3, 128, 1), nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(torch.cat([self.a(x), self.b(x)], 1))
+
+
+def test_a_concatenation_along_the_channels_is_read_as_the_layer_before_it():
+    trace = shapetrace.trace(_ConcatSkip(), torch.randn(1, 3, 64, 64))
+    assert plots.flow_points(trace)[-1] == ("act", 192, 64 * 64)

@@ -307,7 +307,9 @@ def _flow_tensor(value: object) -> TensorMeta | None:
 #   kept their place; any other permutation cannot be told;
 # * a tensor of other sizes (a reshape, an upsampling, a concatenation): read the other way only when that
 #   reading alone keeps both the previous point's channel count and its spatial size (MaxViT's reshapes into
-#   windows and back); it cannot be told when only the other reading keeps the channel count.
+#   windows and back); it cannot be told when the previous point's reading changes both the channel count and
+#   the spatial size while the other keeps the channels (a concatenation changes the channels alone, an
+#   upsampling the spatial size alone).
 # A point that cannot be told is left out of the chart (the x axis says how many), as is every point after it
 # until a layer of a known layout.
 _CHANNELS_FIRST = ("Conv", "LazyConv", "BatchNorm", "LazyBatchNorm", "InstanceNorm", "LazyInstanceNorm",
@@ -352,8 +354,8 @@ def _layout(shape: Sequence[int], c: Call, prev: Sequence[int] | None, prev_last
     same, other = _reading(shape, prev_last), _reading(shape, not prev_last)
     if other == before and same != before:  # only the other reading keeps channels and spatial size: windows
         return not prev_last
-    if other[0] == before[0] and same[0] != before[0]:  # only the other reading keeps the channels: no telling
-        return None
+    if other[0] == before[0] and same[0] != before[0] and same[1] != before[1]:
+        return None  # this reading changes both sizes and only the other keeps the channels: no telling
     return prev_last
 
 
