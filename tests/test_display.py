@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -280,3 +281,17 @@ def test_a_diagram_takes_any_mapping_of_options_and_any_collection_of_names(smal
     d = small_trace.diagram(overlays={"frozen", "groups"}, options=frozen)
     assert "digraph" in d.render("dot")
     small_trace.diagram(overlays=("cut",), options={"cut": {"body": ("0", "1"), "head": {"4"}}}).render("dot")
+
+
+def test_a_loaded_traces_saved_render_hints_draw_its_diagram_and_arguments_given_win(small_trace, tmp_path):
+    """An exhibit's trace saves its render hints (``meta.options``: a cut, a layout) for ``shapetrace render``;
+    ``Trace.diagram()`` of the loaded file uses them too, and what the call gives wins."""
+    data = small_trace.to_dict()
+    data["meta"]["options"] = {"cut": {"body": ["0", "1"], "head": ["2", "3", "4"]}, "layout": "lr"}
+    path = tmp_path / "exhibit.json"
+    path.write_text(json.dumps(data))
+    loaded = shapetrace.load(path)
+    hinted = loaded.diagram(overlays=["cut"]).render("dot")
+    assert 'rankdir="LR"' in hinted and "body: 0, 1" in hinted
+    assert 'rankdir="TB"' in loaded.diagram(layout="tb", overlays=["cut"]).render("dot")
+    assert "body: 0" in loaded.diagram(overlays=["cut"], options={"cut": {"body": ["0"]}}).render("dot")
