@@ -579,6 +579,51 @@ def test_a_big_diagram_without_long_edges_between_boxes_keeps_its_shapes_in_the_
     assert "xlabel" not in src and all(" label=<" in e or "[label=<" in e for e in edges)
 
 
+class FlatDenseNet(nn.Module):
+    """A DenseNet written flat, with no boxes: every layer reads the concatenation of all earlier outputs, so
+    hundreds of long edges pass the same few ranks. ``refine`` rounds of a loop first, which fold to a cycle."""
+
+    def __init__(self, layers: int, refine: int = 0) -> None:
+        super().__init__()
+        self.refine, self.cell = refine, nn.Linear(4, 4)
+        self.layers = nn.ModuleList(nn.Linear(4 * (i + 1), 4) for i in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.refine):
+            x = torch.tanh(self.cell(x))
+        feats = [x]
+        for layer in self.layers:
+            feats.append(torch.relu(layer(torch.cat(feats, 1))))
+        return torch.cat(feats, 1)
+
+
+def edge_lines(src: str) -> list[str]:
+    return [line for line in src.splitlines() if " -> " in line]
+
+
+def test_a_flat_dense_graph_places_its_shapes_after_the_layout():
+    """dot takes about a minute to route ordinary labels between 25 layers that each read every earlier one;
+    the edges never cross a box, and still the shapes are external labels."""
+    src = to_dot(trace_of(FlatDenseNet(25), 1, 4))
+    assert all("xlabel=<" in e for e in edge_lines(src))
+
+
+def test_a_folded_loop_does_not_hide_the_dense_graph_after_it():
+    """The loop folds to a cycle (an edge back to its start); the ranking ignores that edge, so the layers
+    after it count as they would without the loop."""
+    looped = trace_of(FlatDenseNet(25, refine=4), 1, 4)
+    pairs = {(e.src, e.dst) for e in build_graph(looped).edges}
+    assert any((b, a) in pairs for a, b in pairs)  # a folded loop: a cycle
+    assert all("xlabel=<" in e for e in edge_lines(to_dot(looped)))
+    plain = build_graph(trace_of(FlatDenseNet(25), 1, 4))
+    assert diagram.label_crowding(build_graph(looped)) == diagram.label_crowding(plain) > 0
+
+
+def test_a_small_flat_dense_graph_keeps_its_shapes_in_the_layout():
+    src = to_dot(trace_of(FlatDenseNet(10), 1, 4))
+    assert "xlabel" not in src and all("label=<" in e for e in edge_lines(src))
+
+
 def text_boxes(root: ET.Element) -> list[tuple[float, float, float, float, str, bool]]:
     """Every SVG text as (left, top, right, bottom, text, on_an_edge), its width estimated at 0.6 em a
     character (DejaVu Sans averages less), its height 1 em."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -254,3 +255,43 @@ def test_traces_in_a_list_show_one_line_each_while_a_trace_alone_shows_its_table
     assert pretty({"a": small_trace}) == f"{{'a': {small_trace!r}}}"
     assert pretty(small_trace).splitlines()[0] == str(small_trace).splitlines()[0]
     assert "\n" in pretty(small_trace)
+
+
+@requires_dot
+def test_a_diagram_saved_without_graphviz_saves_once_graphviz_is_installed(small_trace, monkeypatch, tmp_path):
+    """A missing ``dot`` is not the picture's fault: the same diagram draws once Graphviz is on ``PATH``."""
+    import shutil
+
+    from shapetrace.renderers.diagram import GraphvizNotFound
+
+    real = shutil.which
+    d = small_trace.diagram()
+    with monkeypatch.context() as m:
+        m.setattr(shutil, "which", lambda name, *a, **k: None if name == "dot" else real(name, *a, **k))
+        with pytest.raises(GraphvizNotFound):
+            d.save(tmp_path / "d.svg")
+    assert d.save(tmp_path / "d.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+    assert "image/svg+xml" in d._repr_mimebundle_()
+
+
+def test_a_diagram_takes_any_mapping_of_options_and_any_collection_of_names(small_trace):
+    from types import MappingProxyType
+
+    frozen = MappingProxyType({"fold": ("Conv2d",), "param_groups": MappingProxyType({"head": frozenset({"4"})})})
+    d = small_trace.diagram(overlays={"frozen", "groups"}, options=frozen)
+    assert "digraph" in d.render("dot")
+    small_trace.diagram(overlays=("cut",), options={"cut": {"body": ("0", "1"), "head": {"4"}}}).render("dot")
+
+
+def test_a_loaded_traces_saved_render_hints_draw_its_diagram_and_arguments_given_win(small_trace, tmp_path):
+    """An exhibit's trace saves its render hints (``meta.options``: a cut, a layout) for ``shapetrace render``;
+    ``Trace.diagram()`` of the loaded file uses them too, and what the call gives wins."""
+    data = small_trace.to_dict()
+    data["meta"]["options"] = {"cut": {"body": ["0", "1"], "head": ["2", "3", "4"]}, "layout": "lr"}
+    path = tmp_path / "exhibit.json"
+    path.write_text(json.dumps(data))
+    loaded = shapetrace.load(path)
+    hinted = loaded.diagram(overlays=["cut"]).render("dot")
+    assert 'rankdir="LR"' in hinted and "body: 0, 1" in hinted
+    assert 'rankdir="TB"' in loaded.diagram(layout="tb", overlays=["cut"]).render("dot")
+    assert "body: 0" in loaded.diagram(overlays=["cut"], options={"cut": {"body": ["0"]}}).render("dot")

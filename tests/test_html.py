@@ -260,3 +260,16 @@ def test_a_very_long_name_is_cut_in_the_middle_with_the_full_name_in_its_title_a
     assert "short" in shown
     titles = re.findall(r'<td class="layer" title="([^"]*)"', out)
     assert long_a in titles and long_b in titles
+
+
+def test_a_long_name_cut_after_an_accent_leaves_no_accent_alone_after_the_ellipsis():
+    """Two 160-character names that differ only after an ``é`` written as ``e`` + U+0301: each is cut to its
+    end, and the accent, whose letter was cut off, goes with it rather than sitting on the ``…``."""
+    names = ["p" * 70 + "e\u0301" + c * 29 + "z" * 30 for c in "AB"]
+    model = nn.Sequential()
+    for name in names:
+        model.add_module(name, nn.ReLU())
+    page = html_renderer.render_html(shapetrace.trace(model, torch.randn(1, 2)))
+    cells = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r'<td class="layer"[^>]*>.*?</td>', page)][1:]
+    assert len(cells) == 2 and len(set(cells)) == 2 and all("…" in c for c in cells)
+    assert not any("…\u0301" in c for c in cells)

@@ -168,3 +168,12 @@ def test_number_cells_and_headers_are_right_aligned_and_the_others_left_aligned(
         aligned[el.name, "num" in (el.get("class") or [])].add(mine[id(el)]["text-align"][1])
     assert aligned == {("th", True): {"right"}, ("td", True): {"right"}, ("th", False): {"left"},
                        ("td", False): {"left"}}
+
+
+def test_the_gallery_sites_table_size_outweighs_the_fragments_own():
+    from shapetrace.gallery.site import _CSS
+
+    fragment = failed_fragment()
+    soup = bs4.BeautifulSoup(f'<div class="table-wrap">{fragment}</div>', "html.parser")
+    mine = cascade(soup, declarations(_CSS) + ours(fragment))  # the page's sheet, then the fragment's
+    assert mine[id(soup.select_one("table.shapetrace"))]["font-size"][1] == "0.85em"

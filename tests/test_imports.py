@@ -39,6 +39,7 @@ KNOWN_CYCLES: dict[str, frozenset[str]] = {
                                   "shapetrace.renderers.lines", "shapetrace.renderers.html",
                                   "shapetrace.renderers.display", "shapetrace.renderers.diagram",
                                   "shapetrace.renderers.graph", "shapetrace.renderers.plots", "shapetrace.renderers.rows",
+                                  "shapetrace.renderers.hints",
                                   "shapetrace.renderers.units", "shapetrace.renderers.markdown"}),
 }
 

@@ -265,3 +265,83 @@ def test_shape_flow_reads_channels_last_outputs_with_their_channels_last(arch):
     assert {s for _, s in plotted.values()} <= {224 * 224, 1, *((112 >> k) ** 2 for k in range(5))}
     svg = plots.shape_flow(trace)
     assert re.search(r"\d+ channels-last outputs \(N, H, W, C\) read as such", svg)
+
+
+def test_a_patch_merging_output_whose_height_is_twice_its_channels_is_read_channels_last():
+    """Swin's patch merging concatenates 2×2 neighbours: (N, H/2, W/2, 4C), normalised over the last dimension.
+    Where H/2 is 4C's half, reading it channels-first would keep the previous point's channels and spatial size;
+    the LayerNorm says it is channels-last."""
+    swin = pytest.importorskip("torchvision.models.swin_transformer")
+
+    torch.manual_seed(0)
+    model = swin.SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[1, 1], num_heads=[1, 1], window_size=[2, 2],
+                                 num_classes=10).eval()
+    trace = shapetrace.trace(model, torch.randn(1, 3, 64, 64))  # 16×16 tokens of 8 channels, 4C = 32 = 2 × 16
+    plotted = {label: channels for label, channels, _ in plots.flow_points(trace)}
+    expected = _feature_counts(model, [c.module for c in trace.leaves()])
+    merging = [c for c in trace.leaves() if c.module.startswith("features.2.")]
+    assert [c.cls for c in merging] == ["LayerNorm", "Linear"]
+    assert {c.module: plotted[c.label] for c in merging} == {c.module: expected[c.module] for c in merging}
+
+
+class _NHWCFrames(nn.Module):
+    """Game frames stored (N, H, W, C), permuted for a convolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.to_nchw, self.conv, self.act = _Permute(0, 3, 1, 2), nn.Conv2d(4, 16, 8, 4), nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(self.to_nchw(x)))
+
+
+class _Permute(nn.Module):
+    def __init__(self, *dims: int) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(*self.dims)
+
+
+def test_a_channels_last_input_permuted_for_a_convolution_is_read_channels_last():
+    trace = shapetrace.trace(_NHWCFrames(), torch.randn(1, 84, 84, 4))
+    assert plots.flow_points(trace)[:3] == [("input", 4, 84 * 84), ("to_nchw", 4, 84 * 84), ("conv", 16, 20 * 20)]
+
+
+class _LinearThenUpsample(nn.Module):
+    """A Linear over channels-last pixels, permuted back and upsampled in the forward, then an activation:
+    its (N, 64, 32, 32) output follows an (N, 16, 16, 64) one, and nothing says which dimension holds the 64."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.to_nhwc, self.lin = nn.Conv2d(3, 32, 3, padding=1), _Permute(0, 2, 3, 1), nn.Linear(32, 64)
+        self.act, self.out = nn.GELU(), nn.Conv2d(64, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.lin(self.to_nhwc(self.conv(x))).permute(0, 3, 1, 2)
+        return self.out(self.act(nn.functional.interpolate(x, scale_factor=2)))
+
+
+def test_an_output_whose_layout_cannot_be_told_is_left_out_and_the_axis_says_so():
+    trace = shapetrace.trace(_LinearThenUpsample(), torch.randn(1, 3, 16, 16))
+    assert plots.flow_points(trace) == [("input", 3, 256), ("conv", 32, 256), ("to_nhwc", 32, 256),
+                                        ("lin", 64, 256), ("out", 8, 1024)]
+    assert "1 outputs left out, their layout (channels first or last) unknown" in plots.shape_flow(trace)
+
+
+class _ConcatSkip(nn.Module):
+    """A U-Net's merge: 64 channels of 64×64 concatenated with 128 more, then a ReLU. Read channels-last, the
+    ReLU's output would keep the 64 channels (its width); read as before, it keeps the spatial size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.act = nn.Conv2d(3, 64, 1), nn.Conv2d(3, 128, 1), nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(torch.cat([self.a(x), self.b(x)], 1))
+
+
+def test_a_concatenation_along_the_channels_is_read_as_the_layer_before_it():
+    trace = shapetrace.trace(_ConcatSkip(), torch.randn(1, 3, 64, 64))
+    assert plots.flow_points(trace)[-1] == ("act", 192, 64 * 64)

@@ -253,6 +253,8 @@ def _pictures(ex: Exhibit, out: Path, result: ExhibitResult) -> None:
 
 
 # ---- pages ------------------------------------------------------------------------------------------------
+# The table fragment's own style sheet sets the table's font size with a doubled scope (to outweigh a notebook
+# host's), so the site's smaller table size is written with more weight than that, after ``.table-wrap``.
 _CSS = """
 :root { color-scheme: light; }
 * { box-sizing: border-box; }
@@ -281,6 +283,7 @@ figure.diagram svg a { text-decoration: none; }
 img.flow { max-width: 100%; height: auto; }
 .table-wrap { overflow-x: auto; max-width: 100%; }
 table.shapetrace { border-collapse: collapse; font-size: 0.85em; }
+.table-wrap .shapetrace-html.shapetrace-html table.shapetrace { font-size: 0.85em; }
 table.shapetrace th, table.shapetrace td { border-bottom: 1px solid #eee; padding: 2px 8px; text-align: left; }
 table.shapetrace .num { text-align: right; }
 tr.failed { background: #fdd; }

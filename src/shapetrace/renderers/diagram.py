@@ -40,10 +40,10 @@ markup. SVG output gets a ``<title>`` per node holding its full input/output sha
 (browsers show it as the tooltip).
 
 Edges carry their shapes as ordinary labels, laid out by dot clear of nodes, box titles and each other. A graph
-of more than 300 edges is laid out with Graphviz's iteration limits; one whose long edges between boxes cross
-more than 1,000 ranks in all (``label_span``: a DenseNet's concatenations, RAFT's refinement loop) or of more
-than 3,000 edges gets external labels (``xlabel``) instead, placed after the layout: they may sit on a box's
-title, but dot finishes in seconds rather than minutes.
+of more than 300 edges is laid out with Graphviz's iteration limits; one where many long edges pass the same
+ranks (``label_crowding``: a DenseNet's concatenations, in boxes or flat) or of more than 3,000 edges gets
+external labels (``xlabel``) instead, placed after the layout: they may sit on a box's title, but dot finishes
+in seconds rather than minutes.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..tracer.records import Trace
@@ -152,18 +152,25 @@ TIP_CHARS = 2000
 # smaller one is written as before.
 BIG_GRAPH_EDGES = 300
 # Edge shapes are ordinary labels, which dot places in the layout (clear of nodes, cluster titles and each
-# other), unless the graph has more than LABEL_EDGES_LIMIT edges or its label_span exceeds LABEL_SPAN_LIMIT:
-# then they are external labels (``xlabel``), placed after the layout wherever there is room, often on a
-# cluster's title or another label and away from their edge. An ordinary label adds a rank between its edge's
-# ends and a node on it, so what slows dot is not the edge count but the long edges between boxes: each becomes
-# a chain of virtual nodes that every box it passes is laid out around. label_span counts the ranks they cross.
-# Measured with dot 2.43 (iteration limits on), full depth unless said: regnet_y_400mf (303 edges, span 296),
-# swin_t (478, 289), ssd300_vgg16 (1,349, 66), maxvit_t (1,060, 107), retinanet (900, 410) and densenet121 at
-# depth 3 (619, 535) draw with ordinary labels in 0.3-6 s; raft_small at depth 2 (852 edges, span 1,778) takes
-# 47 s with them and 5 s with external ones, raft_small (4,337) and densenet121 (26,852) more than 4 minutes with
-# them and 7 s and 24 s with external ones. Past a few thousand edges dot is slow either way and ordinary labels
-# double it: maskrcnn at depth 2 (8,046 edges, span 186) takes 181 s with them and 81 s without.
-LABEL_SPAN_LIMIT = 1000
+# other), unless the graph has more than LABEL_EDGES_LIMIT edges or its label_crowding exceeds
+# LABEL_CROWDING_LIMIT: then they are external labels (``xlabel``), placed after the layout wherever there is
+# room, often on a cluster's title or another label and away from their edge. An ordinary label adds a rank
+# between its edge's ends and a node on it, and a long edge becomes a chain of virtual nodes, one a rank, that
+# dot orders against every other node of the rank, over and over: what slows dot is many long edges passing
+# the same ranks (a DenseNet's concatenations, written in boxes or flat), whether they cross a box or not.
+# label_crowding sums, over the ranks, the square of the number of edges passing each. The total of ranks
+# crossed does not tell the cases apart: maxvit_t's long edges cross 9,152 ranks in all, spread thin, and it
+# draws in 0.8 s; a flat 25-layer DenseNet's cross 8,775, piled on 78 ranks, and it takes 53 s.
+# Measured with dot 2.43, label_crowding and time with ordinary labels, full depth unless said: regnet_y_400mf
+# (303 edges) 456; swin_t (478) 598; inception_v3 (361) 543; ssd300_vgg16 (259) 5,733; fasterrcnn mobilenet
+# (449) 14,146; retinanet (415) 31,219; maxvit_t (1,060) 141,960, 0.8 s; a flat DenseNet of 15 layers with its
+# ops (167 edges) 104,856, 4.8 s; densenet121 at depth 3 (619) 385,784, 3.0 s; the flat DenseNet of 20 layers
+# (272) 408,408, 67 s; of 25 layers (402) 1,188,135, 53 s (2.5 s with external labels); of 40 (942) 11,585,616,
+# over 290 s (51 s); densenet121 (967) 2,700,488, over 4 minutes (24 s). The limit sits between maxvit_t and
+# the 20-layer flat DenseNet, so densenet121 at depth 3 takes external labels though it would be quick without.
+# Past a few thousand edges dot is slow either way and ordinary labels double it: maskrcnn at depth 2 (8,046
+# edges with its ops) takes 181 s with them and 81 s without.
+LABEL_CROWDING_LIMIT = 250_000
 LABEL_EDGES_LIMIT = 3000
 BIG_GRAPH_LIMITS = {"nslimit": "2", "nslimit1": "2", "mclimit": "0.1", "searchsize": "10", "remincross": "false"}
 # The deepest clusters may nest for dot: its parser's stack holds about 2,500 levels, past which it reports a
@@ -395,10 +402,16 @@ def _check_overlay_names(overlays: Sequence[str]) -> None:
         raise ValueError(f"unknown overlay {unknown[0]!r}; choose from {', '.join(OVERLAYS)}")
 
 
+def _is_names(value: Any) -> bool:
+    """Whether ``value`` is a collection of names: a list, tuple, set or any other sized iterable of strings
+    that is not itself a string or a mapping (a one-shot iterator, read here, would be empty when drawn)."""
+    return (isinstance(value, Collection) and not isinstance(value, str | bytes | Mapping)
+            and all(isinstance(v, str) for v in value))
+
+
 def _names_list(what: str, value: Any) -> None:
     """``value`` (the option ``what``) is a list (or tuple, set) of names: else ``TypeError`` saying so."""
-    if isinstance(value, str | bytes) or not isinstance(value, list | tuple | set | frozenset) or not all(
-            isinstance(v, str) for v in value):
+    if not _is_names(value):
         raise TypeError(f"{what} must be a list of module or class names, e.g. ['encoder'], "
                         f"got {value!r} ({type(value).__name__})")
 
@@ -408,14 +421,14 @@ def check_options(trace: Trace, overlays: Sequence[str] | str | None, options: A
     unknown overlay, one whose data neither ``options`` nor the trace holds (``OverlayNeedsOptions``), and known
     options of the wrong type (``fold``, ``title``, ``heat``, ``cut``, ``param_groups``, ``diff``). Other keys
     are left alone (an exhibit's options carry more). What needs measurements (``heat``) is checked on drawing."""
-    if options is not None and not isinstance(options, dict):
+    if options is not None and not isinstance(options, Mapping):
         raise TypeError(f"options must be a dict, e.g. {{'fold': ['Block']}}, got {options!r} "
                         f"({type(options).__name__})")
     options = options or {}
     overlays = overlays if overlays else options.get("overlays", ())
     if isinstance(overlays, str):
         overlays = [overlays]
-    if not isinstance(overlays, list | tuple) or not all(isinstance(o, str) for o in overlays):
+    if not _is_names(overlays):
         raise TypeError(f"overlays must be a list of overlay names ({', '.join(OVERLAYS)}), got {overlays!r}")
     _check_overlay_names(overlays)
     if "fold" in options:
@@ -426,7 +439,7 @@ def check_options(trace: Trace, overlays: Sequence[str] | str | None, options: A
     if options.get("heat") is not None and options["heat"] not in HEAT_KINDS:
         raise ValueError(f"options['heat'] must be one of {', '.join(map(repr, HEAT_KINDS))}, got {options['heat']!r}")
     for key in ("cut", "param_groups", "diff"):
-        if options.get(key) is not None and not isinstance(options[key], dict):
+        if options.get(key) is not None and not isinstance(options[key], Mapping):
             raise TypeError(f"options[{key!r}] must be a dict, got {options[key]!r} ({type(options[key]).__name__})")
     for part, names in (options.get("cut") or {}).items():
         _names_list(f"options['cut'][{part!r}]", names)
@@ -676,9 +689,10 @@ class _Dot:
         self.names = {n.id: n.title for n in graph.nodes} | {c.id: c.title for c in graph.clusters}
         self.by_id = {n.id: n for n in graph.nodes}
         self.pos: dict[str, tuple[float, float]] = {}  # the U layout's node positions
+        self.tails = cluster_tails(graph)  # each box's last node, which its outgoing edges leave from
         self.big = layout != "u" and len(graph.edges) > BIG_GRAPH_EDGES  # laid out with limits
         self.xlabels = layout != "u" and (len(graph.edges) > LABEL_EDGES_LIMIT  # shapes placed after the layout
-                                          or label_span(graph) > LABEL_SPAN_LIMIT)
+                                          or label_crowding(graph, self.tails) > LABEL_CROWDING_LIMIT)
 
     def text(self) -> str:
         g, out = self.graph, self.lines
@@ -793,7 +807,7 @@ class _Dot:
         attrs["tooltip"] = tooltip(_edge_tooltip(e, self.names))
         if e.src.startswith("cluster_") and self.layout != "u":
             attrs["ltail"] = e.src
-        return f"{_tail(self.graph, e.src)} -> {e.dst} {_attrs(attrs)}"
+        return f"{self.tails.get(e.src, e.src)} -> {e.dst} {_attrs(attrs)}"
 
     def _printed_shape(self, src: str) -> tuple[int, ...] | None:
         """In the U layout, the output shape printed on node ``src`` (its edges need not repeat it)."""
@@ -803,58 +817,88 @@ class _Dot:
         printed = n.out_shapes if n.kind in ("call", "input") else []
         return printed[0] if len(printed) == 1 else None  # a folded loop's several shapes: edges say which
 
-    def _within(self, n: Node, cluster: str) -> bool:
-        return _within(self.graph, n, cluster)
 
-
-def _within(graph: Graph, n: Node, cluster: str) -> bool:
-    """Whether node ``n`` is drawn inside ``cluster`` (directly or in a box within it)."""
+def cluster_tails(graph: Graph) -> dict[str, str]:
+    """Each cluster's last node (in the graph's node order, inside it directly or in a box within it), which
+    the edges leaving the cluster are drawn from; a cluster without nodes maps to itself. One pass over the
+    nodes, each walking up its boxes: edges leaving boxes cost a look-up each, not a scan of every node."""
     parents = {c.id: c.parent for c in graph.clusters}
-    cl = n.cluster
-    while cl is not None:
-        if cl == cluster:
-            return True
-        cl = parents.get(cl)
-    return False
+    tails = {c.id: c.id for c in graph.clusters}
+    for n in graph.nodes:
+        cl = n.cluster
+        while cl is not None:
+            tails[cl] = n.id
+            cl = parents.get(cl)
+    return tails
 
 
-def _tail(graph: Graph, src: str) -> str:
-    """The node an edge from ``src`` is drawn from: a cluster's edges leave its last node."""
-    if not src.startswith("cluster_"):
-        return src
-    inner = [n for n in graph.nodes if _within(graph, n, src)]
-    return inner[-1].id if inner else src
+def _acyclic(ids: list[str], readers: dict[str, list[str]]) -> dict[str, list[str]]:
+    """``readers`` without the edges that close a cycle (a depth-first search's back edges): a folded loop
+    is drawn as a cycle, and the ranking below needs none."""
+    state: dict[str, int] = {}  # 1: on the search's path, 2: done
+    kept: dict[str, list[str]] = {a: [] for a in ids}
+    for root in ids:
+        if root in state:
+            continue
+        state[root] = 1
+        stack = [(root, iter(readers.get(root, ())))]
+        while stack:
+            at, rest = stack[-1]
+            b = next(rest, None)
+            if b is None:
+                state[at] = 2
+                stack.pop()
+            elif state.get(b) != 1:  # not back up the path: keep it
+                kept[at].append(b)
+                if b not in state:
+                    state[b] = 1
+                    stack.append((b, iter(readers.get(b, ()))))
+    return kept
 
 
-def label_span(graph: Graph) -> int:
-    """The ranks that ``graph``'s long edges between boxes cross (see LABEL_SPAN_LIMIT): over every edge whose
-    ends are in different clusters and more than one rank apart, the ranks between them, on a longest-path
+def label_crowding(graph: Graph, tails: dict[str, str] | None = None) -> int:
+    """How crowded ``graph``'s long edges make dot's layout (see LABEL_CROWDING_LIMIT): on a longest-path
     ranking (a node one rank below its lowest input; a node without inputs, such as a constant, one rank
-    above its first reader, as dot would place it)."""
-    ids = {n.id for n in graph.nodes}
-    box = {n.id: n.cluster for n in graph.nodes}
-    pairs = [(_tail(graph, e.src), e.dst) for e in graph.edges]
-    pairs = [(a, b) for a, b in pairs if a in ids and b in ids and a != b]
+    above its first reader, as dot would place it), the number of edges passing each rank without stopping
+    there, inside a box or between boxes, squared and summed over the ranks. A folded loop's cycle is ranked
+    as if its edge back were not there. ``tails`` is ``cluster_tails(graph)``, when the caller has it."""
+    tails = cluster_tails(graph) if tails is None else tails
+    ids = [n.id for n in graph.nodes]
+    known = set(ids)
+    pairs = [(tails.get(e.src, e.src), e.dst) for e in graph.edges]
+    pairs = [(a, b) for a, b in pairs if a in known and b in known and a != b]
     readers: dict[str, list[str]] = {}
-    waiting = dict.fromkeys(ids, 0)
     for a, b in pairs:
         readers.setdefault(a, []).append(b)
-        waiting[b] += 1
+    readers = _acyclic(ids, readers)
+    waiting = dict.fromkeys(ids, 0)
+    for bs in readers.values():
+        for b in bs:
+            waiting[b] += 1
     rank = dict.fromkeys(ids, 0)
-    ready = [n.id for n in graph.nodes if waiting[n.id] == 0]
-    sources, order = set(ready), []
-    while ready:  # Kahn's topological order; nodes on a cycle (none in a data-flow graph) keep rank 0
+    ready = [a for a in ids if waiting[a] == 0]
+    sources = set(ready)
+    while ready:  # Kahn's topological order
         at = ready.pop()
-        order.append(at)
-        for b in readers.get(at, ()):
+        for b in readers[at]:
             rank[b] = max(rank[b], rank[at] + 1)
             waiting[b] -= 1
             if waiting[b] == 0:
                 ready.append(b)
     for at in sources:
-        if readers.get(at):
+        if readers[at]:
             rank[at] = min(rank[b] for b in readers[at]) - 1
-    return sum(rank[b] - rank[a] - 1 for a, b in pairs if box[a] != box[b] and rank[b] - rank[a] > 1)
+    low = min(rank.values(), default=0)
+    passing = [0] * (max(rank.values(), default=0) - low + 2)  # differences: +1 where an edge starts passing
+    for a, b in pairs:
+        if rank[b] - rank[a] > 1:
+            passing[rank[a] + 1 - low] += 1
+            passing[rank[b] - low] -= 1
+    crowding = now = 0
+    for step in passing:
+        now += step
+        crowding += now * now
+    return crowding
 
 
 def _label_width(n: Node, style: str) -> float:
@@ -1011,7 +1055,7 @@ def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layou
                                                                for c in graph.clusters}
     edge_tips: dict[tuple[str, str], str] = {}
     for e in graph.edges:
-        src = _tail(graph, e.src)
+        src = dot.tails.get(e.src, e.src)
         tip = tooltip(_edge_tooltip(e, dot.names))
         key = (src, e.dst)
         edge_tips[key] = edge_tips[key] + "\n" + tip if key in edge_tips else tip

@@ -1,7 +1,8 @@
 """Display objects: what ``trace.table()``, ``trace.diagram()`` and ``trace.flow()`` return.
 
 Each holds a trace and render options (refused at the call when it cannot render them), renders lazily (once;
-a render that failed is remembered and not run again) and
+a render that failed is remembered and not run again, except for a missing Graphviz, which installing it
+mends) and
 
 * shows itself in Jupyter (``_repr_mimebundle_``: ``text/html`` for the table, ``image/svg+xml`` for the
   diagram and the shape-flow chart, always with a ``text/plain`` fallback),
@@ -16,13 +17,15 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..tracer.records import Trace
 from .atomic import resolve_target, write_atomically
-from .diagram import INSTALL_HINT, LAYOUTS, STYLES, check_options, dot_available
+from .diagram import INSTALL_HINT, LAYOUTS, STYLES, GraphvizNotFound, check_options, dot_available
 from .diagram import render as render_diagram
+from .hints import saved_hints
 from .html import render_html, render_page
 from .plots import shape_flow
 from .table import render as render_table
@@ -121,6 +124,8 @@ class _Display:
         if fmt not in self._cache:
             try:
                 self._cache[fmt] = self._render(fmt)
+            except GraphvizNotFound:  # not the picture's fault: tried again once dot is on PATH
+                raise
             except Exception as e:
                 self._failures[fmt] = e
                 raise
@@ -229,13 +234,18 @@ class Diagram(_Picture):
 
     def __init__(self, trace: Trace, **options: Any) -> None:
         super().__init__(trace, **options)
-        check_options(trace, options.get("overlays"), options.get("options"))
+        # the trace's saved render hints (an exhibit's layout, fold, cut, overlays: meta.options) apply as they do
+        # to `shapetrace render`; the options given here win, key by key
+        hints, given = saved_hints(trace), options.get("options")
+        merged = {**hints, **given} if isinstance(given, Mapping) else given  # not a mapping: check_options says so
+        self._drawn = {**options, "options": merged if given is not None else hints or None}
+        check_options(trace, self._drawn.get("overlays"), self._drawn["options"])
 
     def _unavailable(self) -> str | None:
         return None if dot_available() else f"Graphviz's 'dot' was not found. {INSTALL_HINT}"
 
     def _render(self, fmt: str) -> str | bytes:
-        data = render_diagram(self.trace, format=fmt, **self.options)
+        data = render_diagram(self.trace, format=fmt, **self._drawn)
         return data.decode("utf-8") if fmt in ("svg", "dot") else data
 
 

@@ -299,46 +299,89 @@ def _flow_tensor(value: object) -> TensorMeta | None:
 
 
 # Layers whose outputs are channels-first (N, C, H, W) or channels-last (N, H, W, C, a Linear's features last)
-# whatever they are fed; any other layer's 4-D or 5-D output is read like the previous point's, unless it is
-# that point's tensor moved between the two layouts (the same sizes, C moved to the end or back), as a Permute
-# module, or a permute in a parent's forward, leaves it, or only one of the two readings keeps both the previous
-# point's channel count and its spatial size (MaxViT's reshapes into windows and back).
+# whatever they are fed; a LayerNorm or RMSNorm whose weights are as many as the last dimension normalises over
+# it, so its 4-D output is channels-last (Swin's patch merging: (N, H/2, W/2, 4C), where reading it channels-first
+# would give C = H/2). Any other layer's 4-D or 5-D output is read like the previous point's, except:
+# * that point's tensor with its dimensions permuted (a Permute module, or a permute in a parent's forward):
+#   read the other way when the channels moved to the end (or from it to the front), as before when the channels
+#   kept their place; any other permutation cannot be told;
+# * a tensor of other sizes (a reshape, an upsampling, a concatenation): read the other way only when that
+#   reading alone keeps both the previous point's channel count and its spatial size (MaxViT's reshapes into
+#   windows and back); it cannot be told when the previous point's reading changes both the channel count and
+#   the spatial size while the other keeps the channels (a concatenation changes the channels alone, an
+#   upsampling the spatial size alone).
+# A point that cannot be told is left out of the chart (the x axis says how many), as is every point after it
+# until a layer of a known layout.
 _CHANNELS_FIRST = ("Conv", "LazyConv", "BatchNorm", "LazyBatchNorm", "InstanceNorm", "LazyInstanceNorm",
                    "GroupNorm", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool", "LPPool",
                    "FractionalMaxPool", "MaxUnpool", "Upsample", "PixelShuffle", "PixelUnshuffle",
                    "LocalResponseNorm", "Dropout2d", "Dropout3d", "ReflectionPad", "ReplicationPad", "ZeroPad")
 _CHANNELS_LAST = ("Linear", "LazyLinear", "Bilinear", "NonDynamicallyQuantizableLinear")
+_LAST_DIM_NORMS = ("LayerNorm", "RMSNorm")
 
 
-def _channels_last(shape: Sequence[int], cls: str, prev: Sequence[int] | None, prev_last: bool) -> bool:
-    """Whether a tensor of 4 or more dimensions is read (N, *S, C), after a point ``prev`` read channels-last
-    or not (``prev_last``)."""
-    if cls.startswith(_CHANNELS_FIRST):
+def _reading(shape: Sequence[int], last: bool) -> tuple[int, int]:
+    """(channels, spatial size) of a tensor of 3 or more dimensions read channels-last or channels-first."""
+    return (shape[-1], math.prod(shape[1:-1])) if last else (shape[1], math.prod(shape[2:]))
+
+
+def _moved(shape: Sequence[int], prev: Sequence[int], to_last: bool) -> bool:
+    """Whether ``shape`` is ``prev`` with its channels moved to the end (``to_last``) or back to the front."""
+    if to_last:
+        return tuple(shape) == (prev[0], *prev[2:], prev[1])
+    return tuple(shape) == (prev[0], prev[-1], *prev[1:-1])
+
+
+def _layout(shape: Sequence[int], c: Call, prev: Sequence[int] | None, prev_last: bool | None) -> bool | None:
+    """Whether call ``c``'s output of 4 or more dimensions is read (N, *S, C) (True), (N, C, *S) (False) or
+    cannot be told (None), after a point ``prev`` read ``prev_last``."""
+    if c.cls.startswith(_CHANNELS_FIRST):
         return False
-    if cls in _CHANNELS_LAST:
+    if c.cls in _CHANNELS_LAST or (c.cls in _LAST_DIM_NORMS and c.own_params in (shape[-1], 2 * shape[-1])):
         return True
-    if prev is None or len(prev) != len(shape) or tuple(prev) == tuple(shape):
+    if prev is None:
+        return False
+    if prev_last is None:
+        return None
+    if len(prev) != len(shape) or tuple(prev) == tuple(shape):
         return prev_last
-    if not prev_last and shape[-1] == prev[1] and tuple(shape[1:-1]) == tuple(prev[2:]):
-        return True  # (N, C, H, W) moved to (N, H, W, C)
-    if prev_last and shape[1] == prev[-1] and tuple(shape[2:]) == tuple(prev[1:-1]):
-        return False  # and back
-    before = (prev[-1], math.prod(prev[1:-1])) if prev_last else (prev[1], math.prod(prev[2:]))
-    as_first, as_last = (shape[1], math.prod(shape[2:])), (shape[-1], math.prod(shape[1:-1]))
-    if (as_first == before) != (as_last == before):  # one reading keeps both the channels and the spatial size
-        return as_last == before  # (a reshape into windows or back): that one
+    if prev[0] == shape[0] and sorted(prev[1:]) == sorted(shape[1:]):  # a permutation
+        if _moved(shape, prev, to_last=not prev_last):
+            return not prev_last
+        kept = shape[-1] == prev[-1] if prev_last else shape[1] == prev[1]
+        return prev_last if kept else None
+    before = _reading(prev, prev_last)
+    same, other = _reading(shape, prev_last), _reading(shape, not prev_last)
+    if other == before and same != before:  # only the other reading keeps channels and spatial size: windows
+        return not prev_last
+    if other[0] == before[0] and same[0] != before[0] and same[1] != before[1]:
+        return None  # this reading changes both sizes and only the other keeps the channels: no telling
     return prev_last
 
 
-def _flow(trace: Trace) -> tuple[list[tuple[str, int, int]], int]:
-    """``flow_points``, and how many of them were read channels-last."""
+def _input_last(first: Sequence[int], leaves: list[Call]) -> bool:
+    """Whether the model's input of 4 or more dimensions is channels-last: when the first output is it with
+    its last dimension moved to the front (an (N, H, W, C) image permuted for a convolution)."""
+    nxt = next((m for m in (_flow_tensor(c.outputs) for c in leaves) if m is not None), None)
+    if nxt is None or len(first) < 4 or tuple(nxt.shape) == tuple(first):
+        return False
+    return _moved(nxt.shape, first, to_last=False) and not _moved(nxt.shape, first, to_last=True)
+
+
+def _flow(trace: Trace) -> tuple[list[tuple[str, int, int]], int, int]:
+    """``flow_points``, how many of them were read channels-last, and how many outputs were left out because
+    their layout cannot be told."""
     leaves = trace.leaves()
-    out, last_count = [], 0
+    out, last_count, unknown = [], 0, 0
     prev: Sequence[int] | None = None
-    prev_last = False
+    prev_last: bool | None = False
     first = _flow_tensor([trace.inputs, trace.kwargs])
     if first is not None:
-        out.append(("input", *_channels_and_spatial(first.shape, leaves[0].cls if leaves else "")))
+        prev_last = _input_last(first.shape, leaves)
+        if prev_last:
+            out.append(("input", *_reading(first.shape, last=True)))
+        else:
+            out.append(("input", *_channels_and_spatial(first.shape, leaves[0].cls if leaves else "")))
         prev = first.shape
     for c in leaves:
         meta = _flow_tensor(c.outputs)
@@ -346,14 +389,17 @@ def _flow(trace: Trace) -> tuple[list[tuple[str, int, int]], int]:
             continue
         shape = meta.shape
         if len(shape) >= 4:
-            prev_last = _channels_last(shape, c.cls, prev, prev_last)
+            prev_last = _layout(shape, c, prev, prev_last)
             prev = shape
+            if prev_last is None:
+                unknown += 1
+                continue
         if len(shape) >= 4 and prev_last:
             last_count += 1
-            out.append((literal(c.label), shape[-1], math.prod(shape[1:-1])))
+            out.append((literal(c.label), *_reading(shape, last=True)))
         else:
             out.append((literal(c.label), *_channels_and_spatial(shape, c.cls)))
-    return out, last_count
+    return out, last_count, unknown
 
 
 def flow_points(trace: Trace) -> list[tuple[str, int, int]]:
@@ -365,10 +411,13 @@ def flow_points(trace: Trace) -> list[tuple[str, int, int]]:
     channels over ``L`` positions, and a channels-last ``(N, *S, C)`` tensor of 4 or more dimensions (a
     Swin's or ConvNeXt's blocks) gives ``C`` over ``S``. A tensor is channels-last when its layer is a Linear
     (features last), channels-first when its layer is a convolution, pooling or batch norm, and otherwise
-    read like the previous point's unless it is that tensor with the channels moved to the end (or back from
-    it), as a permute leaves it, or only one reading keeps the previous point's channels and spatial size. A 2-D ``(N, F)`` tensor gives ``F`` channels and spatial size 1. The input
-    is read like the output of the first leaf call (so a Conv1d model's input is channels-first); an integer
-    input (token ids) is left out.
+    (features last) or a LayerNorm over the last dimension, channels-first when its layer is a convolution,
+    pooling or batch norm, and otherwise read like the previous point's unless it is that tensor with the
+    channels moved to the end (or back from it), as a permute leaves it, or only one reading keeps the previous
+    point's channels and spatial size; an output whose layout cannot be told (see ``_layout``) is left out,
+    not guessed. A 2-D ``(N, F)`` tensor gives ``F`` channels and spatial size 1. The input is read like the
+    output of the first leaf call (so a Conv1d model's input is channels-first), or channels-last when that
+    output is it with its last dimension moved to the front; an integer input (token ids) is left out.
     """
     return _flow(trace)[0]
 
@@ -391,10 +440,10 @@ def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, m
     second for a chart this size); PNG goes through matplotlib."""
     if max_labels < 0:
         raise ValueError(f"max_labels must be >= 0 (0: no x labels), got {max_labels}")
-    pts, last = _flow(trace)
+    pts, last, unknown = _flow(trace)
     title = title or f"{_model(trace)}: shape flow along the forward"
     if format.lower() == "svg":
-        return _flow_svg(pts, title, max_labels, last)
+        return _flow_svg(pts, title, max_labels, last, unknown)
     from matplotlib.ticker import FuncFormatter  # noqa: PLC0415 - matplotlib loads on first plot
 
     fig = _figure(figsize=(max(7.0, min(16.0, 0.12 * len(pts) + 5)), 5.2))
@@ -417,7 +466,7 @@ def shape_flow(trace: Trace, *, format: str = "svg", title: str | None = None, m
         ax.grid(alpha=0.3, lw=0.4)
     ticks = _labelled(len(pts), max_labels)
     ax2.set_xticks(ticks, [_text(pts[i][0]) for i in ticks], rotation=90, fontsize=6)
-    ax2.set_xlabel(_flow_x(pts, last))
+    ax2.set_xlabel(_flow_x(pts, last, unknown))
     ax1.set_title(_text(title), fontsize=9)
     return _save(fig, format)
 
@@ -435,15 +484,17 @@ def _labelled(n: int, max_labels: int) -> list[int]:
 
 
 _FLOW_AXES = ("channels / features", "spatial size (H·W or length)")
-def _flow_x(pts: list[tuple[str, int, int]], channels_last: int = 0) -> str:
+def _flow_x(pts: list[tuple[str, int, int]], channels_last: int = 0, unknown: int = 0) -> str:
     """The x axis's title: whether the first point is the input (an integer input, token ids, is left out),
-    and how many outputs were read channels-last."""
+    how many outputs were read channels-last and how many were left out, their layout unknown."""
     if pts and pts[0][0] == "input":
         text = "the input, then the leaf calls in forward order"
     else:
         text = "the leaf calls in forward order (the input holds integers: no channels to show)"
     if channels_last:
         text += f"; {channels_last} channels-last outputs (N, H, W, C) read as such"
+    if unknown:
+        text += f"; {unknown} outputs left out, their layout (channels first or last) unknown"
     return text
 
 
@@ -453,7 +504,8 @@ def _xml(text: str) -> str:
     return (escape_controls(str(text)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;"))
 
 
-def _flow_svg(pts: list[tuple[str, int, int]], title: str, max_labels: int, channels_last: int = 0) -> str:
+def _flow_svg(pts: list[tuple[str, int, int]], title: str, max_labels: int, channels_last: int = 0,
+              unknown: int = 0) -> str:
     """The shape-flow chart as SVG text: two panels sharing the x axis, log2 y axes with plain-number ticks,
     a step line with a dot per point, every k-th x label (at most ``max_labels``) written upwards."""
     width = max(700, min(1600, 12 * len(pts) + 500))
@@ -511,7 +563,7 @@ def _flow_svg(pts: list[tuple[str, int, int]], title: str, max_labels: int, chan
         label = pts[i][0] if len(pts[i][0]) <= 34 else "…" + pts[i][0][-33:]
         out.append(f'<text x="{x + 3:.1f}" y="{base + 6}" text-anchor="end" font-size="9" '
                    f'transform="rotate(-90 {x + 3:.1f} {base + 6})">{_xml(label)}</text>')
-    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8:.0f}" text-anchor="middle">{_xml(_flow_x(pts, channels_last))}</text>')
+    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8:.0f}" text-anchor="middle">{_xml(_flow_x(pts, channels_last, unknown))}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

@@ -45,6 +45,7 @@ from .units import (
     exponent_form,
     failure_place,
     fallback_text,
+    fitting_end,
     fitting_start,
     format_bytes,
     format_ms,
@@ -515,7 +516,7 @@ def _cut_variants(text: str, width: int, cut: Callable[[str, int], str]) -> list
     last = name.rsplit(".", 1)[-1]
     if last != name and display_width(last) + 2 <= room:
         out.append(indent + ellipsize_middle(name, room - display_width(last) - 1).split("…")[0] + "…." + last)
-    out += [indent + ellipsize(name, room), indent + "…" + fitting_start(name[::-1], room - 1)[::-1]]
+    out += [indent + ellipsize(name, room), indent + "…" + fitting_end(name, room - 1)]
     return out
 
 
@@ -545,13 +546,15 @@ def _cut_around_difference(group: list[str], width: int) -> dict[str, str] | Non
         indent = ""
     room = width - len(indent)
     start, end = _common_ends(names)
+    while start and any(start < len(n) and display_width(n[start]) == 0 for n in names):
+        start -= 1  # names that differ in a combining mark: its letter goes with the part that differs
     out = {}
     for t, name in zip(group, names):
         before, middle, after = name[:start], name[start:len(name) - end], name[len(name) - end:]
         left = room - display_width(middle) - (1 if before else 0)
         if left < (1 if after else 0):
             return None
-        tail = after if display_width(after) <= left else "…" + fitting_start(after[::-1], left - 1)[::-1]
+        tail = after if display_width(after) <= left else "…" + fitting_end(after, left - 1)
         head = ellipsize(before, room - display_width(middle) - display_width(tail))
         out[t] = indent + head + middle + tail
     return out

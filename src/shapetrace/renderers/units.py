@@ -33,6 +33,7 @@ __all__ = [
     "exponent_form",
     "failure_place",
     "fallback_text",
+    "fitting_end",
     "fitting_start",
     "format_bytes",
     "format_count",
@@ -271,10 +272,16 @@ def ellipsize_middle(text: str, width: int) -> str:
         return ellipsize(text, width)
     left = (width - 1) // 2
     head = fitting_start(text, left)
-    tail = fitting_start(text[::-1], width - 1 - display_width(head))[::-1]
+    return head + "…" + fitting_end(text, width - 1 - display_width(head))
+
+
+def fitting_end(text: str, width: int) -> str:
+    """The longest end of ``text`` that fits ``width`` columns and starts with a letter: a combining mark or
+    zero-width character whose letter was cut off is dropped, so none follows a ``…`` alone."""
+    tail = fitting_start(text[::-1], width)[::-1]
     while tail and _char_width(tail[0]) == 0:  # a mark whose letter was cut off
         tail = tail[1:]
-    return head + "…" + tail
+    return tail
 
 
 # ---- numbers -----------------------------------------------------------------------------------------
