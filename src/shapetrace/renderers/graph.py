@@ -28,9 +28,10 @@ Op detail: by default (``all_ops=False``) only the ops that compute with the dat
 combine or reshape it (``cat``, ``add``, ``mul``, ``matmul``, ``view``, ``interpolate``, pooling, reductions,
 activations, ...). An op that only indexes, casts or creates a constant (``GLUE_OPS``: ``getitem``, ``long``,
 ``to``, ``eq``, ``masked_fill``, ``new_zeros``, ``arange``, ...) is folded into the edges it feeds, and so is
-any op computed from such ops alone (the arithmetic of lengths and masks), and any op whose result only
-such ops read, or Python (a box's width compared with a minimum, ``int(x2 - x1)``). An edge that passed through folded
-ops says so (``GraphEdge.via``); a node that reads a folded constant lists it (``Node.constants``).
+any op computed from such ops alone (the arithmetic of lengths and masks). Glue is followed per recorded op along
+the trace's edges (``_raw_reach``), not per drawn node, so a loop of glue folded into one node joins no paths; an
+index read from data (``argmax``) carries that data's edge. An edge that passed through folded ops says so
+(``GraphEdge.via``); a node that reads a folded constant lists it (``Node.constants``).
 ``all_ops=True`` draws every recorded op.
 
 Loops: calls of the same module repeated in a loop (a block of sibling events, e.g. ``getitem, lstm`` four
@@ -96,11 +97,13 @@ GLUE_OPS = frozenset({
 })
 
 
-# Glue whose output carries no data of its own: masks and constants.
+# Glue whose output carries no data of its own: masks and constants. Indices read from data (``argmax``,
+# ``nonzero``, ``argsort``) are not among them: they carry an edge from that data (greedy decoding's
+# ``fc -> log_softmax -> argmax -> emb``).
 _MASK_OR_CONSTANT = frozenset({
     "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not", "logical_xor", "isnan",
-    "isinf", "isfinite", "any", "all", "invert", "size", "dim", "numel", "nonzero", "argmax", "argmin",
-    "argsort", "new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "zeros", "ones", "full", "empty",
+    "isinf", "isfinite", "any", "all", "invert", "size", "dim", "numel", "new_zeros", "new_ones", "new_full",
+    "new_empty", "new_tensor", "zeros", "ones", "full", "empty",
     "zeros_like", "ones_like", "full_like", "empty_like", "arange", "range", "linspace", "eye", "tensor",
     "as_tensor", "rand", "randn", "randint", "rand_like", "randn_like", "randint_like",
 })
@@ -315,12 +318,15 @@ class _Builder:
         self.vis_call: dict[int, str] = {}  # call id -> node or cluster id
         self.vis_op: dict[int, str] = {}
         self.key_ids: dict[tuple, str] = {}  # folding key -> node/cluster id
-        self.made: dict[int, list[tuple[tuple[int, ...], int | None]]] = {}  # id(edge) -> (shape, maker's iteration)
+        self.made: dict[int, list[tuple[int, tuple[int, ...], int | None]]] = {}  # id(edge) -> (tid, shape, maker's
+        # iteration) per tensor it carries
         self.iterations: dict[tuple[str, int], int] = {}  # ("c"/"o", id) -> its index in its node's calls / ops
         self.raw_inputs: dict[str, list[str]] = {}  # "op:<id>" -> the raw producers of what it read
-        self.fed: dict[tuple[str, str], int | None] = {}  # (glue op, drawn source) -> the source's iteration
+        self.reached: dict[str, dict[str, tuple[list[str], int | None]]] = {}  # "op:<id>" -> _raw_reach
+        self.producer: dict[int, str] = {}  # tid -> the raw endpoint that made it
         for e in trace.edges:
-            if e.dst.startswith("op:"):
+            self.producer.setdefault(e.tid, e.src)
+            if e.dst.startswith("op:") and e.src not in self.raw_inputs.get(e.dst, []):
                 self.raw_inputs.setdefault(e.dst, []).append(e.src)
 
     # which calls are boxes
@@ -569,73 +575,40 @@ class _Builder:
                 glue[n.id] = carries
             elif ins and not carries:  # arithmetic on masks and lengths only
                 glue[n.id] = False
-        succs: dict[str, list[GraphEdge]] = {}
-        for e in edges:
-            succs.setdefault(e.src, []).append(e)
-        nowhere: set[str] = set()  # ops whose value reaches no drawn node: it only made masks, indices or numbers
-        for n in sorted(self.nodes.values(), key=lambda n: (n.order, n.id), reverse=True):  # consumers first
-            if n.kind != "op" or glue.get(n.id) is False:
-                continue
-            outs = succs.get(n.id)
-            if outs:
-                lost = all(e.dst in nowhere or glue.get(e.dst) is False for e in outs)
-            else:  # read by Python: a glue op's number (``item``, ``size``) or a scalar (``int(box[2] - box[0])``)
-                lost = n.id in glue or bool(n.outputs) and all(not m.shape for _, m in n.outputs)
-            if lost:
-                nowhere.add(n.id)
-                glue.setdefault(n.id, False)  # computed with data, but only to make masks, indices or numbers
         if not glue:
             return 0
-        origins: dict[str, dict[str, list[str]]] = {}  # glue id -> {drawn source: ops passed through}
-
-        def reach(gid: str) -> dict[str, list[str]]:
-            if gid not in origins:
-                origins[gid] = {}
-                found: dict[str, list[str]] = {}
-                for e in preds.get(gid, []) if glue[gid] else ():  # a mask or a constant carries no data
-                    if e.src in glue and not glue[e.src]:
-                        continue
-                    if e.src in glue:
-                        for src, path in reach(e.src).items():
-                            found.setdefault(src, path + [self.nodes[gid].title])
-                    else:
-                        found.setdefault(e.src, [self.nodes[gid].title])
-                origins[gid] = found
-            return origins[gid]
-
         titles = {gid: self.nodes[gid].title for gid in glue}
         kept = [e for e in edges if e.src not in glue and e.dst not in glue]
         merged = {(e.src, e.dst, e.skip): e for e in kept}
         for e in edges:
             if e.src not in glue or e.dst in glue:
                 continue
-            sources = reach(e.src)
-            if not sources:
+            shapes = {tid: shape for tid, shape, _ in self.made.get(id(e), [])}
+            reached = [(tid, shapes.get(tid), self._raw_reach(self.producer.get(tid), glue)) for tid in e.tids]
+            if not any(sources for _, _, sources in reached):
                 dst = self.nodes.get(e.dst)
-                made = " → ".join(self._glue_chain(e.src, preds, glue, titles))
-                if dst is not None and made not in dst.constants:
-                    dst.constants.append(made)
+                chain = " → ".join(self._glue_chain(e.src, preds, glue, titles))
+                if dst is not None and chain not in dst.constants:
+                    dst.constants.append(chain)
                 continue
-            for src, path in sources.items():
-                if src == e.dst or (src in self.clusters and e.dst in self.nodes and self._inside(e.dst, src)):
-                    continue
-                ge = merged.get((src, e.dst, e.skip))
-                if ge is None:
-                    ge = merged[(src, e.dst, e.skip)] = GraphEdge(src, e.dst, [], e.dtype, 0, e.skip)
-                    kept.append(ge)
-                glue_ops = self.nodes[e.src].ops
-                for tid, (shape, k) in zip(e.tids, self.made.get(id(e), [])):
+            for tid, shape, sources in reached:  # per recorded tensor: a folded loop of glue joins no paths
+                for src, (path, fed) in sources.items():
+                    if src == e.dst or (src in self.clusters and e.dst in self.nodes and self._inside(e.dst, src)):
+                        continue
+                    ge = merged.get((src, e.dst, e.skip))
+                    if ge is None:
+                        ge = merged[(src, e.dst, e.skip)] = GraphEdge(src, e.dst, [], e.dtype, 0, e.skip)
+                        kept.append(ge)
                     if tid not in ge.tids:
                         ge.tids.append(tid)
                         ge.count += 1
-                        fed = None if k is None else self._fed_iteration(f"op:{glue_ops[k]}", src, glue)
-                        self.made.setdefault(id(ge), []).append((shape, fed))
-                for shape in e.shapes:
-                    if shape not in ge.shapes:
+                        if shape is not None:
+                            self.made.setdefault(id(ge), []).append((tid, shape, fed))
+                    if shape is not None and shape not in ge.shapes:
                         ge.shapes.append(shape)
-                for op in path:
-                    if op not in ge.via:
-                        ge.via.append(op)
+                    for op in path:
+                        if op not in ge.via:
+                            ge.via.append(op)
         linked = {e.src for e in edges} | {e.dst for e in edges}
         for gid in glue:
             del self.nodes[gid]
@@ -712,7 +685,7 @@ class _Builder:
             if e.tid not in ge.tids:
                 ge.tids.append(e.tid)
                 ge.count += 1
-                self.made.setdefault(id(ge), []).append((tuple(e.shape), self._iteration(e.src, src)))
+                self.made.setdefault(id(ge), []).append((e.tid, tuple(e.shape), self._iteration(e.src, src)))
             if e.shape not in ge.shapes:
                 ge.shapes.append(tuple(e.shape))
         for ge in merged.values():
@@ -746,21 +719,44 @@ class _Builder:
             cid = self.calls[cid].parent
         return None
 
-    def _fed_iteration(self, raw: str, source: str, glue: dict[str, bool]) -> int | None:
-        """The iteration of the drawn ``source`` whose output reached the folded glue op ``raw`` (``op:<id>``)
-        through glue ops only."""
-        key = (raw, source)
-        if key not in self.fed:
-            self.fed[key] = None  # a cycle (never in a trace) or a dead end reads as no iteration
-            for src in self.raw_inputs.get(raw, []):
-                visible = self.endpoint(src)
-                if visible == source:
-                    self.fed[key] = self._iteration(src, source)
-                elif visible in glue and src.startswith("op:"):
-                    self.fed[key] = self._fed_iteration(src, source, glue)
-                if self.fed[key] is not None:
-                    break
-        return self.fed[key]
+    def _raw_reach(self, raw: str | None, glue: dict[str, bool]) -> dict[str, tuple[list[str], int | None]]:
+        """The drawn nodes whose data reaches the recorded op ``raw`` (``op:<id>``, folded as glue) through
+        recorded glue ops only: ``{source: (folded ops passed through, the source's iteration)}``. Followed per
+        recorded op, not per drawn node, so a loop of glue folded into one node (``detach ×4`` over four paths)
+        joins each source to its own reader only; iterative, so a glue chain thousands of ops long is fine."""
+        memo = self.reached
+        if raw is None or self.endpoint(raw) not in glue:
+            return {}
+        stack = [raw]
+        busy: set[str] = set()
+        while stack:
+            cur = stack[-1]
+            if cur in memo:
+                stack.pop()
+                continue
+            vis = self.endpoint(cur)
+            ins = self.raw_inputs.get(cur, []) if vis is not None and glue.get(vis) else []
+            todo = [s for s in ins if s.startswith("op:") and s not in memo and s not in busy
+                    and self.endpoint(s) in glue]
+            if todo and cur not in busy:
+                busy.add(cur)
+                stack.extend(todo)
+                continue
+            title = self.nodes[vis].title if vis is not None else ""
+            found: dict[str, tuple[list[str], int | None]] = {}
+            for s in ins:
+                sv = self.endpoint(s)
+                if sv is None:
+                    continue
+                if sv in glue:  # a mask or a constant carries no data
+                    for src, (path, k) in memo.get(s, {}).items():
+                        found.setdefault(src, (path if title in path else [*path, title], k))
+                else:
+                    found.setdefault(sv, ([title], self._iteration(s, sv)))
+            memo[cur] = found
+            busy.discard(cur)
+            stack.pop()
+        return memo[raw]
 
     def _read_aside(self, consumer: str, readers: set[int]) -> bool:
         """Whether the consumer (``call:<id>`` / ``op:<id>``) runs inside a call that read the tensor aside."""
@@ -790,7 +786,7 @@ class _Builder:
         inputs of the call (or op) that made it; ``None`` when any keeps the spatial size of one of its maker's
         inputs (a broadcast ``x * gate`` keeps ``x``'s 14×14) or the tensors disagree. A node folding a loop reads
         each tensor against its own iteration's inputs: a head called on a 32×32 and a 16×16 map keeps both."""
-        changes = {_resampled(shape, self._inputs_of(ge.src, k)) for shape, k in self.made.get(id(ge), [])}
+        changes = {_resampled(shape, self._inputs_of(ge.src, k)) for _, shape, k in self.made.get(id(ge), [])}
         return changes.pop() if len(changes) == 1 else None
 
     def _inputs_of(self, visible: str, k: int | None) -> list[tuple[str, TensorMeta]]:
