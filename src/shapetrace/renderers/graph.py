@@ -22,7 +22,9 @@ Edges come from ``Trace.edges``: each end is mapped to its visible node; self-lo
 the same node) and edges into expanded containers (their children carry the tensor) are dropped; the rest
 are merged per (source, target). An edge that carries a tensor some call read as a *side input* (not through
 its arguments, e.g. a U-Net skip read from a hook) is marked ``skip``. ``change`` marks a tensor resampled
-from the inputs of the call that made it (``_resampled``): none when it keeps one input's spatial size.
+from the inputs of the call that made it (``_resampled``): read against the first input of another spatial size,
+broadcast inputs (all spatial dims 1) left out and, when the output keeps one input's size, only inputs it was
+computed from (``_derived``) counted.
 
 Op detail: by default (``all_ops=False``) only the ops that compute with the data are drawn: those that
 combine or reshape it (``cat``, ``add``, ``mul``, ``matmul``, ``view``, ``interpolate``, pooling, reductions,
@@ -48,7 +50,7 @@ did (the AWD-LSTM's chunks of different lengths, a pooling applied twice).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
@@ -75,6 +77,7 @@ MAX_NODES = 500  # past this many nodes a diagram warns and suggests a depth
 # takes 224 to 13 through several strided layers fits ↓17 by rounding, which no layer did, so it is left unmarked.
 _MAX_ROUNDED_STRIDE = 4
 _MAX_PERIOD = 512  # the longest loop body (in sibling events, an inner loop counting as one) recognised
+_MAX_DERIVED_WALK = 20000  # tensors walked back to tell which inputs an output came from, at most
 _MIN_OP_REPEATS = 4  # a body of ops alone (no module call) folds from this many repeats on
 
 # Ops that only index, cast, compare (to make masks) or create constants: folded into the edges they feed
@@ -324,8 +327,10 @@ class _Builder:
         self.raw_inputs: dict[str, list[str]] = {}  # "op:<id>" -> the raw producers of what it read
         self.reached: dict[str, dict[str, tuple[list[str], int | None]]] = {}  # "op:<id>" -> _raw_reach
         self.producer: dict[int, str] = {}  # tid -> the raw endpoint that made it
+        self.reads: dict[str, list[int]] = {}  # raw endpoint -> the tids it read
         for e in trace.edges:
             self.producer.setdefault(e.tid, e.src)
+            self.reads.setdefault(e.dst, []).append(e.tid)
             if e.dst.startswith("op:") and e.src not in self.raw_inputs.get(e.dst, []):
                 self.raw_inputs.setdefault(e.dst, []).append(e.src)
 
@@ -783,11 +788,32 @@ class _Builder:
 
     def _change(self, ge: GraphEdge) -> tuple[str, int] | None:
         """``("down", s)`` / ``("up", s)`` when every tensor the edge carries was resampled by ``s`` from the
-        inputs of the call (or op) that made it; ``None`` when any keeps the spatial size of one of its maker's
-        inputs (a broadcast ``x * gate`` keeps ``x``'s 14×14) or the tensors disagree. A node folding a loop reads
-        each tensor against its own iteration's inputs: a head called on a 32×32 and a 16×16 map keeps both."""
-        changes = {_resampled(shape, self._inputs_of(ge.src, k)) for _, shape, k in self.made.get(id(ge), [])}
+        inputs of the call (or op) that made it (``_resampled``); ``None`` when the tensors disagree. A node folding
+        a loop reads each tensor against its own iteration's inputs: a head called on a 32×32 and a 16×16 map keeps
+        both."""
+        changes = {_resampled(shape, self._inputs_of(ge.src, k), lambda tids, tid=tid: self._derived(tid, tids))
+                   for tid, shape, k in self.made.get(id(ge), [])}
         return changes.pop() if len(changes) == 1 else None
+
+    def _derived(self, tid: int, inputs: set[int]) -> set[int] | None:
+        """Which of the tensors ``inputs`` the tensor ``tid`` was computed from, read backwards along the trace's
+        edges (stopping at those inputs); ``None`` when the walk is too long to say."""
+        found: set[int] = set()
+        seen = {tid}
+        todo = [tid]
+        while todo:
+            t = todo.pop()
+            if t in inputs:
+                found.add(t)
+                continue
+            maker = self.producer.get(t)
+            for u in self.reads.get(maker, []) if maker is not None else ():
+                if u not in seen:
+                    seen.add(u)
+                    todo.append(u)
+            if len(seen) > _MAX_DERIVED_WALK:
+                return None
+        return found
 
     def _inputs_of(self, visible: str, k: int | None) -> list[tuple[str, TensorMeta]]:
         if k is None:
@@ -799,22 +825,33 @@ class _Builder:
         return _tensors(c.inputs) + _tensors(c.kwargs)
 
 
-def _resampled(shape: Sequence[int], inputs: list[tuple[str, TensorMeta]]) -> tuple[str, int] | None:
-    """How an output of ``shape`` changed the spatial size of the inputs it was made from: ``None`` when it keeps
-    one input's size (nothing was resampled, whatever else it read: the gate of a squeeze-excitation), else the
-    stride from the first image-like input of its rank, down or up."""
+def _resampled(shape: Sequence[int], inputs: list[tuple[str, TensorMeta]],
+               derived: Callable[[set[int]], set[int] | None] | None = None) -> tuple[str, int] | None:
+    """How an output of ``shape`` changed the spatial size of the inputs it was made from, read against the first
+    input of its rank whose size differs from the output's: ``("down", s)`` / ``("up", s)``; ``None`` when no
+    input differs or the sizes fit no stride. Inputs whose spatial dims are all 1 are left out: a broadcast gate
+    (a squeeze-excitation's ``x * gate`` keeps ``x``'s 14×14, not ``↑14``). When the output keeps the size of one
+    input, only inputs it was computed from count (``derived``: which of the given tensor ids it came from): a
+    decoder block given its skip as an argument still reads ``↑2`` against the map it upsampled, while a head
+    called once on a 32×32 and a 16×16 level returns each level's map unmarked."""
     out = spatial(shape)
     if out is None or 0 in out:
         return None
-    refs = [ref for _, meta in inputs if (ref := spatial(meta.shape)) is not None and len(ref) == len(out)
-            and 0 not in ref]
-    if not refs or out in refs:
+    refs = [(meta, ref) for _, meta in inputs if (ref := spatial(meta.shape)) is not None and len(ref) == len(out)
+            and 0 not in ref and any(r != 1 for r in ref)]
+    differ = [(meta, ref) for meta, ref in refs if ref != out]
+    if differ and len(differ) < len(refs):  # it keeps one input's size: was it made from the others at all?
+        tids = {meta.tid for meta, _ in differ if meta.tid is not None}
+        came = derived(tids) if derived is not None and tids else None
+        differ = [(meta, ref) for meta, ref in differ if came is not None and meta.tid in came]
+    if not differ:
         return None
-    stride = _stride(refs[0], out)
+    ref = differ[0][1]
+    stride = _stride(ref, out)
     if stride is not None:
         return ("down", stride)
-    factor = _stride(out, refs[0])  # growing by f is shrinking by f read backwards: the same rounding rule
-    return ("up", factor) if factor is not None else None  # (a U-Net block doubles 12×15 to the 23×30 of its skip: ↑2)
+    factor = _stride(out, ref)  # growing by f is shrinking by f read backwards: the same rounding rule
+    return ("up", factor) if factor is not None else None  # (a U-Net block doubles 12×15 to its skip's 23×30)
 
 
 # A run of sibling events while loops are found: (token, whether a module call is in it, slots). A plain event
