@@ -1,7 +1,8 @@
 """Loops a diagram folds into ``×N``: blocks of ops alone (the per-detection loop of a detector's
 post-processing), bodies of any length (a refinement step of a call and dozens of ops), and loops inside loops,
-inner first. Straight-line code that repeats a short run of ops a few times (a query, a key and a value reshaped
-alike) is not a loop and stays drawn op by op."""
+inner first but never across the seam of two outer iterations. Straight-line code that repeats a short run of ops
+a few times (a query, a key and a value reshaped alike), or one op four times with four shapes, is not a loop and
+stays drawn op by op."""
 
 from __future__ import annotations
 
@@ -74,6 +75,39 @@ def test_a_query_key_and_value_reshaped_alike_are_not_taken_for_a_loop():
     g = build_graph(shapetrace.trace(Attention().eval(), torch.randn(2, 5, 8), ops=True))
     views = [n for n in g.nodes if n.name == "view"]
     assert len(views) == 3 and all(n.count == 1 for n in views)
+
+
+def test_a_body_whose_first_and_last_calls_are_one_module_folds_per_step_not_across_the_seam():
+    class SharedNorm(nn.Module):  # each step: norm, mix, norm, the norm shared (called twice per step)
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm, self.mix, self.head = nn.LayerNorm(8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            for _ in range(4):
+                x = self.norm(self.mix(self.norm(x)))
+            return self.head(x)
+
+    t = shapetrace.trace(SharedNorm().eval(), torch.randn(2, 8), ops=True)
+    assert [c.module for c in t.calls[1:5]] == ["norm", "mix", "norm", "norm"]  # the seam: norm twice in a row
+    g = build_graph(t)
+    assert [n.title for n in g.nodes] == ["input", "norm ×4", "mix ×4", "norm ×4", "head", "output"]
+    assert {("norm", "mix"), ("mix", "norm"), ("norm", "head")} <= g.adjacency()
+
+
+def test_one_op_on_four_lines_with_four_shapes_is_not_taken_for_a_loop():
+    class Views(nn.Module):
+        def forward(self, x):
+            a = x.view(2, 48)
+            b = x.view(4, 24)
+            c = x.view(8, 12)
+            d = x.view(16, 6)
+            return a, b, c, d
+
+    g = build_graph(shapetrace.trace(Views(), torch.randn(96), ops=True))
+    views = [n for n in g.nodes if n.name == "view"]
+    assert [n.outputs[0][1].shape for n in views] == [(2, 48), (4, 24), (8, 12), (16, 6)]
+    assert all(n.count == 1 for n in views)
 
 
 def test_too_many_ops_in_the_models_own_forward_name_that_forward_not_a_submodule():

@@ -38,8 +38,9 @@ index read from data (``argmax``) carries that data's edge. An edge that passed 
 
 Loops: calls of the same module repeated in a loop (a block of sibling events, e.g. ``getitem, lstm`` four
 times) fold into one node marked with ``count`` (drawn ×N); the matching calls' children merge too, so an
-expanded looped container stays one box. A block of ops alone folds from ``_MIN_OP_REPEATS`` repeats on (fewer
-are as likely straight-line code); inner loops fold first and then count as one step of an outer body. ``unroll=True`` keeps every call apart. A module used twice among
+expanded looped container stays one box. Which events repeat is ``loops.find_loops``'s job: a block of ops
+alone folds from ``loops.MIN_OP_REPEATS`` repeats on, a short one only with the same shapes each time; inner
+loops fold first, never across an outer iteration. ``unroll=True`` keeps every call apart. A module used twice among
 *different* sibling calls (the shared ReLU of a ResNet block) is not a loop and is not folded. Calls of one
 module straight after one another (``x = self.pool(x)`` twice) read like a loop in a trace and fold too, unless
 the trace has source lines (``trace(..., lines=True)``): then only calls made from the same line fold. A folded
@@ -49,12 +50,12 @@ did (the AWD-LSTM's chunks of different lengths, a pooling applied twice).
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
 from ..tracer.user_warnings import warn_user
+from .loops import find_loops
 from .units import call_error_text, format_bytes, format_count, format_ms, format_shape, literal
 
 __all__ = [
@@ -76,9 +77,7 @@ MAX_NODES = 500  # past this many nodes a diagram warns and suggests a depth
 # The largest stride read from sizes that do not divide (15 -> 7 is ↓2): one layer's stride. A folded body that
 # takes 224 to 13 through several strided layers fits ↓17 by rounding, which no layer did, so it is left unmarked.
 _MAX_ROUNDED_STRIDE = 4
-_MAX_PERIOD = 512  # the longest loop body (in sibling events, an inner loop counting as one) recognised
 _MAX_DERIVED_WALK = 20000  # tensors walked back to tell which inputs an output came from, at most
-_MIN_OP_REPEATS = 4  # a body of ops alone (no module call) folds from this many repeats on
 
 # Ops that only index, cast, compare (to make masks) or create constants: folded into the edges they feed
 # unless all_ops=True. Names as the op recorder writes them (dunder and in-place forms are normalised).
@@ -353,28 +352,21 @@ class _Builder:
     def local_keys(self, events: list[tuple[int, str, int]]) -> list[tuple]:
         """A key per sibling event; events repeated in a loop share the key of their first iteration.
 
-        Repeats are found innermost first (``_fold_repeats``) and an inner loop, whatever its count, then reads
-        as one element, so an outer loop around it is found too (a body of 12 ops stepped 12 times, then a call:
-        12 outer iterations of one inner loop and the call)."""
+        Loops are found by ``loops.find_loops``: inner loops first, an inner loop counting as one step of an outer
+        body; a body of ops alone only when it repeats often enough with the same shapes."""
         if self.unroll:
             return [(k, i) for _, k, i in events]
         tokens = [self.token(k, i) for _, k, i in events]
-        elements: list[_Element] = [(t, t.startswith("c:"), [[j]]) for j, t in enumerate(tokens)]
-        bound = 1
-        while bound <= _MAX_PERIOD:  # short bodies first: a long one folds once its inner loops have
-            folded = _fold_repeats(elements, bound)
-            if folded is None:
-                bound *= 2
-            else:
-                elements = folded
+        signatures = [() if k == "c" or self.trace.ops[i].line is not None  # a line: the token's evidence
+                      else tuple(tuple(m.shape) for _, m in _tensors(self.trace.ops[i].outputs)) for _, k, i in events]
+        slots = find_loops(tokens, signatures, [t.startswith("c:") for t in tokens])
         keys: list[tuple] = [()] * len(tokens)
         seen: dict[str, int] = {}
-        for _, _, slots in elements:
-            for slot in slots:  # one key per event of the first iteration, shared by its repeats
-                t = tokens[slot[0]]
-                seen[t] = seen.get(t, 0) + 1
-                for j in slot:
-                    keys[j] = (t, seen[t] - 1)
+        for slot in slots:  # one key per event of the first iteration, shared by its repeats
+            t = tokens[slot[0]]
+            seen[t] = seen.get(t, 0) + 1
+            for j in slot:
+                keys[j] = (t, seen[t] - 1)
         return keys
 
     def walk(self, parent: int | None, pkey: tuple, cluster: str | None, into: str | None) -> None:
@@ -852,60 +844,6 @@ def _resampled(shape: Sequence[int], inputs: list[tuple[str, TensorMeta]],
         return ("down", stride)
     factor = _stride(out, ref)  # growing by f is shrinking by f read backwards: the same rounding rule
     return ("up", factor) if factor is not None else None  # (a U-Net block doubles 12×15 to its skip's 23×30)
-
-
-# A run of sibling events while loops are found: (token, whether a module call is in it, slots). A plain event
-# is one slot of its own; a folded loop's slots are its body's, each holding that position's event of every
-# iteration. Equal tokens have the same slots, so a loop of loops merges slot by slot.
-_Element = tuple[object, bool, list[list[int]]]
-
-
-def _fold_repeats(elements: list[_Element], bound: int) -> list[_Element] | None:
-    """One pass over sibling elements that folds each block repeated back to back into one loop element
-    (the shortest body first, up to ``bound`` elements); ``None`` when nothing repeats.
-
-    A body with a module call folds at two repeats; a body of ops alone at ``_MIN_OP_REPEATS``, since straight-line
-    code repeats a short run of ops for its own reasons (the view and transpose of a query, a key and a value).
-    Only periods at which the element recurs are tried, so a pass is near linear in practice."""
-    toks = [e[0] for e in elements]
-    n = len(toks)
-    where: dict[object, list[int]] = {}
-    for j, t in enumerate(toks):
-        where.setdefault(t, []).append(j)
-    out: list[_Element] = []
-    changed = False
-    j = 0
-    while j < n:
-        found = None
-        positions = where[toks[j]]
-        at = bisect.bisect_right(positions, j)
-        limit = j + min(bound, (n - j) // 2)
-        for q in positions[at:]:
-            if q > limit:
-                break
-            p = q - j
-            if toks[j + 2 * p - 1] != toks[j + p - 1] or toks[j:q] != toks[q:q + p]:
-                continue
-            reps = 2
-            while toks[j + reps * p:j + (reps + 1) * p] == toks[j:q]:
-                reps += 1
-            calls = any(e[1] for e in elements[j:q])
-            if calls or reps >= _MIN_OP_REPEATS:
-                found = (p, reps, calls)
-                break
-        if found is None:
-            out.append(elements[j])
-            j += 1
-            continue
-        p, reps, calls = found
-        slots: list[list[int]] = []
-        for o in range(p):
-            for s in range(len(elements[j + o][2])):
-                slots.append([i for r in range(reps) for i in elements[j + r * p + o][2][s]])
-        out.append((("loop", tuple(toks[j:j + p])), calls, slots))
-        changed = True
-        j += reps * p
-    return out if changed else None
 
 
 def _stride(ref: tuple[int, ...], out: tuple[int, ...]) -> int | None:
