@@ -36,7 +36,8 @@ def _calls_reached(g: Graph) -> set[tuple[str, str]]:
 
 
 class DetachedHeads(nn.Module):
-    """Four encoders; their outputs detached in a comprehension (a loop of glue), each read by its own head."""
+    """Four encoders; their outputs detached and copied in a comprehension (a loop of glue ops alone, long enough
+    to fold), each read by its own head."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -44,18 +45,18 @@ class DetachedHeads(nn.Module):
         self.head = nn.ModuleList(nn.Linear(4, 2) for _ in range(4))
 
     def forward(self, x):
-        hs = [h.detach() for h in [e(x) for e in self.enc]]
+        hs = [h.detach().clone().contiguous() for h in [e(x) for e in self.enc]]
         return [hd(h) for hd, h in zip(self.head, hs)]
 
 
 def test_a_folded_loop_of_glue_joins_each_source_to_its_own_reader_only():
     t = shapetrace.trace(DetachedHeads().eval(), torch.randn(2, 4), ops=True)
     every = build_graph(t, all_ops=True)
-    assert [n.title for n in every.nodes if n.kind == "op"] == ["detach ×4"]  # the glue loop, one node
+    assert [n.title for n in every.nodes if n.kind == "op"] == ["detach ×4", "clone ×4", "contiguous ×4"]
     g = build_graph(t)
     pairs = sorted((g.node(e.src).title, g.node(e.dst).title) for e in g.edges if g.node(e.src).title[:3] == "enc")
     assert pairs == [(f"enc.{i}", f"head.{i}") for i in range(4)]  # as the trace's edges have them
-    assert all(e.via == ["detach ×4"] for e in g.edges if g.node(e.src).title[:3] == "enc")
+    assert all(e.via == ["detach ×4", "clone ×4", "contiguous ×4"] for e in g.edges if g.node(e.src).title[:3] == "enc")
 
 
 def test_the_awd_lstm_default_diagram_adds_no_path_between_calls_the_full_graph_lacks():

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.models.detection.transform import resize_boxes
 
 import shapetrace
 from shapetrace.renderers.graph import MAX_NODES, build_graph
@@ -108,6 +109,16 @@ def test_one_op_on_four_lines_with_four_shapes_is_not_taken_for_a_loop():
     views = [n for n in g.nodes if n.name == "view"]
     assert [n.outputs[0][1].shape for n in views] == [(2, 48), (4, 24), (8, 12), (16, 6)]
     assert all(n.count == 1 for n in views)
+
+
+def test_torchvision_resize_boxes_scaling_four_coordinates_alike_is_not_taken_for_a_loop():
+    class Resize(nn.Module):  # xmin * ratio_width, xmax * ratio_width, ymin * ratio_height, ymax * ratio_height
+        def forward(self, boxes):
+            return resize_boxes(boxes, (100, 120), (50, 60))
+
+    g = build_graph(shapetrace.trace(Resize(), torch.rand(5, 4), ops=True, lines=True))
+    muls = [n for n in g.nodes if n.name == "mul"]
+    assert len(muls) == 4 and all(n.count == 1 for n in muls)  # same shapes, same caller line, none reads another
 
 
 def test_too_many_ops_in_the_models_own_forward_name_that_forward_not_a_submodule():

@@ -39,7 +39,8 @@ index read from data (``argmax``) carries that data's edge. An edge that passed 
 Loops: calls of the same module repeated in a loop (a block of sibling events, e.g. ``getitem, lstm`` four
 times) fold into one node marked with ``count`` (drawn ×N); the matching calls' children merge too, so an
 expanded looped container stays one box. Which events repeat is ``loops.find_loops``'s job: a block of ops
-alone folds from ``loops.MIN_OP_REPEATS`` repeats on, a short one only with the same shapes each time; inner
+alone folds from ``loops.MIN_OP_REPEATS`` repeats on, a short one only with the same shapes each time and each
+iteration reading the one before; inner
 loops fold first, never across an outer iteration. ``unroll=True`` keeps every call apart. A module used twice among
 *different* sibling calls (the shared ReLU of a ResNet block) is not a loop and is not folded. Calls of one
 module straight after one another (``x = self.pool(x)`` twice) read like a loop in a trace and fold too, unless
@@ -357,9 +358,9 @@ class _Builder:
         if self.unroll:
             return [(k, i) for _, k, i in events]
         tokens = [self.token(k, i) for _, k, i in events]
-        signatures = [() if k == "c" or self.trace.ops[i].line is not None  # a line: the token's evidence
-                      else tuple(tuple(m.shape) for _, m in _tensors(self.trace.ops[i].outputs)) for _, k, i in events]
-        slots = find_loops(tokens, signatures, [t.startswith("c:") for t in tokens])
+        signatures = [() if k == "c" else tuple(tuple(m.shape) for _, m in _tensors(self.trace.ops[i].outputs))
+                      for _, k, i in events]
+        slots = find_loops(tokens, signatures, [t.startswith("c:") for t in tokens], self._sibling_reads(events))
         keys: list[tuple] = [()] * len(tokens)
         seen: dict[str, int] = {}
         for slot in slots:  # one key per event of the first iteration, shared by its repeats
@@ -368,6 +369,12 @@ class _Builder:
             for j in slot:
                 keys[j] = (t, seen[t] - 1)
         return keys
+
+    def _sibling_reads(self, events: list[tuple[int, str, int]]) -> list[set[int]]:
+        """Per sibling event, the siblings (by index) whose outputs it read, from the trace's edges."""
+        index = {f"{'call' if k == 'c' else 'op'}:{i}": j for j, (_, k, i) in enumerate(events)}
+        return [{index[src] for tid in self.reads.get(f"{'call' if k == 'c' else 'op'}:{i}", [])
+                 if (src := self.producer.get(tid)) in index} for _, k, i in events]
 
     def walk(self, parent: int | None, pkey: tuple, cluster: str | None, into: str | None) -> None:
         """Visit the events under ``parent`` depth first, in event order, with a stack of its own: a chain of

@@ -7,8 +7,9 @@ a token per event (its module or op name, and its source line when the trace has
 - A block repeated back to back is a loop. A body with a module call folds at two repeats; a body of ops alone
   folds from ``MIN_OP_REPEATS`` repeats on, since straight-line code repeats a run of ops for its own reasons (a
   query, a key and a value reshaped alike); a body of one or two ops must also have made the same shapes in every
-  iteration (four ``view`` lines with four shapes are not a loop), unless the trace has source lines (the
-  caller then gives every event the same signature, the line in its token being the evidence). A body of
+  iteration and each iteration must read the one before (``x = x + 1`` in a loop; not four ``view`` lines, nor
+  ``resize_boxes`` scaling four coordinates alike, nor one ``new_zeros`` per layer of a comprehension: a source
+  line does not tell them apart, since library code records its caller's line). A body of
   ``MIN_VARYING_BODY`` ops or more repeated that often is a loop whatever its shapes (a detector pasting each
   detection's mask at its own size).
 - Loops inside loops: inner loops fold first (short bodies first) and then count as one step of the outer body
@@ -23,7 +24,7 @@ a token per event (its module or op name, and its source line when the trace has
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
 
 MAX_PERIOD = 512  # the longest loop body (in sibling events, an inner loop counting as one) recognised
 MIN_OP_REPEATS = 4  # a body of ops alone (no module call) folds from this many repeats on
@@ -39,11 +40,16 @@ _BASE = 1_000_003
 _Element = tuple[Hashable, bool, Hashable, list[list[int]]]
 
 
-def find_loops(tokens: Sequence[Hashable], signatures: Sequence[Hashable], calls: Sequence[bool]) -> list[list[int]]:
+def find_loops(tokens: Sequence[Hashable], signatures: Sequence[Hashable], calls: Sequence[bool],
+               reads: Sequence[Collection[int]] | None = None) -> list[list[int]]:
     """Group the events (by index) into slots: events that are the same step of a loop share a slot, first
-    iteration first; an event in no loop is a slot of its own. Slots come in event order of their first event."""
+    iteration first; an event in no loop is a slot of its own. Slots come in event order of their first event.
+
+    ``reads``: per event, the events whose outputs it read; a body of one or two ops alone folds only while each
+    iteration reads the one before (``x = f(x)`` in a loop). Without it (``None``) that evidence is not asked."""
     elements: list[_Element] = [(t, c, (t, s), [[j]]) for j, (t, s, c) in enumerate(zip(tokens, signatures, calls))]
     bound = 1
+    _Run.reads = reads
     run = _Run(elements)
     tiling = run.tiling()
     while bound <= MAX_PERIOD and len(elements) > 1:  # short bodies first: a long one folds once its inner loops have
@@ -60,6 +66,8 @@ def find_loops(tokens: Sequence[Hashable], signatures: Sequence[Hashable], calls
 class _Run:
     """The elements between two folds: token ids, prefix hashes, where each token recurs, and (found once, on
     demand) the repeats that start at each element."""
+
+    reads: Sequence[Collection[int]] | None = None  # per event, the events it read (see ``find_loops``)
 
     def __init__(self, elements: list[_Element]) -> None:
         self.elements = elements
@@ -107,12 +115,21 @@ class _Run:
             if not calls and p < MIN_VARYING_BODY:  # a short run of ops alone: every iteration made the same shapes
                 sigs = [e[2] for e in elements[j:q]]
                 same = 1
-                while same < reps and [e[2] for e in elements[j + same * p:j + (same + 1) * p]] == sigs:
+                while same < reps and [e[2] for e in elements[j + same * p:j + (same + 1) * p]] == sigs \
+                        and self._chained(elements[j + (same - 1) * p:j + same * p], elements[j + same * p:j + (same + 1) * p]):
                     same += 1
                 reps = same
             out.append((p, reps, calls))
         self.found[j] = out
         return out
+
+    def _chained(self, before: list[_Element], after: list[_Element]) -> bool:
+        """Whether an event of the iteration ``after`` read an output of the iteration ``before`` (true when no
+        reads were given)."""
+        if self.reads is None:
+            return True
+        earlier = {i for e in before for slot in e[3] for i in slot}
+        return any(not earlier.isdisjoint(self.reads[i]) for e in after for slot in e[3] for i in slot)
 
     @staticmethod
     def _fits(p: int, reps: int, calls: bool, j: int, end: int) -> int:
