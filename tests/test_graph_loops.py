@@ -1,8 +1,8 @@
 """Loops a diagram folds into ``×N``: blocks of ops alone (the per-detection loop of a detector's
-post-processing), bodies of any length (a refinement step of a call and dozens of ops), and loops inside loops;
-and the ops that only make masks or indices from data fold with the masks they make, so no op node ends nowhere.
-Straight-line code that repeats a short run of ops a few times (a query, a key and a value reshaped alike) is not
-a loop and stays drawn op by op."""
+post-processing), bodies of any length (a refinement step of a call and dozens of ops), and loops inside loops,
+inner first but never across the seam of two outer iterations. Straight-line code that repeats a short run of ops
+a few times (a query, a key and a value reshaped alike), or one op four times with four shapes, is not a loop and
+stays drawn op by op."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 from torchvision.models.detection.roi_heads import paste_masks_in_image
-from torchvision.ops import remove_small_boxes
+from torchvision.models.detection.transform import resize_boxes
 
 import shapetrace
 from shapetrace.renderers.graph import MAX_NODES, build_graph
@@ -39,8 +39,8 @@ def _paste_trace(n: int):
 def test_a_loop_of_ops_alone_folds_into_one_node_per_op():
     g = build_graph(_paste_trace(12))
     (interp,) = [n for n in g.nodes if n.name == "interpolate"]
-    assert interp.count == 12 and interp.title == "interpolate ×12"  # one per detection
-    assert len(g.nodes) < 20
+    assert interp.count == 12 and interp.title == "interpolate ×12"  # one per detection, each at its own size
+    assert len(g.nodes) < 40  # unrolled, the twelve detections draw over a hundred
 
 
 def test_a_loop_body_of_a_call_and_three_dozen_ops_folds_whole():
@@ -78,23 +78,47 @@ def test_a_query_key_and_value_reshaped_alike_are_not_taken_for_a_loop():
     assert len(views) == 3 and all(n.count == 1 for n in views)
 
 
-def test_ops_that_only_measure_boxes_for_a_mask_fold_with_it_and_no_op_ends_nowhere():
-    class KeepLarge(nn.Module):
+def test_a_body_whose_first_and_last_calls_are_one_module_folds_per_step_not_across_the_seam():
+    class SharedNorm(nn.Module):  # each step: norm, mix, norm, the norm shared (called twice per step)
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm, self.mix, self.head = nn.LayerNorm(8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            for _ in range(4):
+                x = self.norm(self.mix(self.norm(x)))
+            return self.head(x)
+
+    t = shapetrace.trace(SharedNorm().eval(), torch.randn(2, 8), ops=True)
+    assert [c.module for c in t.calls[1:5]] == ["norm", "mix", "norm", "norm"]  # the seam: norm twice in a row
+    g = build_graph(t)
+    assert [n.title for n in g.nodes] == ["input", "norm ×4", "mix ×4", "norm ×4", "head", "output"]
+    assert {("norm", "mix"), ("mix", "norm"), ("norm", "head")} <= g.adjacency()
+
+
+def test_one_op_on_four_lines_with_four_shapes_is_not_taken_for_a_loop():
+    class Views(nn.Module):
+        def forward(self, x):
+            a = x.view(2, 48)
+            b = x.view(4, 24)
+            c = x.view(8, 12)
+            d = x.view(16, 6)
+            return a, b, c, d
+
+    g = build_graph(shapetrace.trace(Views(), torch.randn(96), ops=True))
+    views = [n for n in g.nodes if n.name == "view"]
+    assert [n.outputs[0][1].shape for n in views] == [(2, 48), (4, 24), (8, 12), (16, 6)]
+    assert all(n.count == 1 for n in views)
+
+
+def test_torchvision_resize_boxes_scaling_four_coordinates_alike_is_not_taken_for_a_loop():
+    class Resize(nn.Module):  # xmin * ratio_width, xmax * ratio_width, ymin * ratio_height, ymax * ratio_height
         def forward(self, boxes):
-            return boxes[remove_small_boxes(boxes, 2.0)] * 2  # ws, hs = x2 - x1, y2 - y1; keep ws >= 2 & hs >= 2
+            return resize_boxes(boxes, (100, 120), (50, 60))
 
-    boxes = torch.tensor([[0.0, 0.0, 5.0, 5.0], [1.0, 1.0, 2.0, 1.5], [2.0, 3.0, 9.0, 8.0]])
-    g = build_graph(shapetrace.trace(KeepLarge().eval(), boxes, ops=True))
-    sources = {e.src for e in g.edges}
-    assert [n.title for n in g.nodes if n.kind == "op" and n.id not in sources] == []
-    assert [n.title for n in g.nodes if n.kind == "op"] == ["mul"]
-    assert ("input", "mul") in g.adjacency()  # the boxes kept still flow, through the folded indexing
-
-
-def test_ops_that_only_make_python_numbers_fold_and_no_op_ends_nowhere():
-    g = build_graph(_paste_trace(6))  # paste_masks: int(box[2] - box[0] + 1) per detection
-    sources = {e.src for e in g.edges}
-    assert [n.title for n in g.nodes if n.kind == "op" and n.id not in sources] == []
+    g = build_graph(shapetrace.trace(Resize(), torch.rand(5, 4), ops=True, lines=True))
+    muls = [n for n in g.nodes if n.name == "mul"]
+    assert len(muls) == 4 and all(n.count == 1 for n in muls)  # same shapes, same caller line, none reads another
 
 
 def test_too_many_ops_in_the_models_own_forward_name_that_forward_not_a_submodule():

@@ -1,8 +1,9 @@
 """Which edges a diagram marks ↓s / ↑s: only those whose tensor was resampled from the inputs of the call (or op)
 that made it, checked against the strides of the torch layers themselves.
 
-A node that keeps the spatial size of one of its inputs resampled nothing, whatever else it read (the 1×1 gate
-a squeeze-excitation multiplies in); a node folding several calls reads each call's output against that call's
+A broadcast input (all spatial dims 1: the gate a squeeze-excitation multiplies in) is not read against; an output
+that keeps one input's size is read only against the inputs it was computed from (a decoder block given its skip
+as an argument is ↑2 from the map it upsampled); a node folding several calls reads each call's output against that call's
 own inputs (a head applied to two feature-map levels); a video layer that halves height and width but keeps
 the frames is marked like an image layer."""
 
@@ -105,3 +106,40 @@ def test_a_stride_of_frames_and_picture_alike_reads_as_the_picture_stride():
 def test_a_stride_of_the_frames_alone_or_by_another_factor_is_not_marked():
     assert _stride_marks((2, 1, 1)) is None  # 8×32×32 -> 4×32×32: the picture keeps its size
     assert _stride_marks((4, 2, 2)) is None  # 8×32×32 -> 2×16×16: no one factor
+
+
+class Up(nn.Module):
+    """A U-Net decoder block given its skip as an argument (``Up(x1, x2)``): upsample ``x1``, pad it to the skip's
+    size, concatenate, convolve."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(ch, ch // 2, 2, stride=2)
+        self.conv = nn.Conv2d(ch, ch // 2, 3, padding=1)
+
+    def forward(self, x1, x2):
+        x1 = self.up(x1)
+        dy, dx = x2.size(2) - x1.size(2), x2.size(3) - x1.size(3)
+        x1 = nn.functional.pad(x1, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+        return self.conv(torch.cat([x2, x1], 1))
+
+
+class TinyUNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inc = nn.Conv2d(3, 16, 3, padding=1)
+        self.down = nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1))
+        self.up1 = Up(32)
+
+    def forward(self, x):
+        a = self.inc(x)
+        return self.up1(self.down(a), a)
+
+
+def test_a_decoder_block_given_its_skip_as_an_argument_is_marked_against_the_map_it_upsampled():
+    model = TinyUNet().eval()
+    t = shapetrace.trace(model, torch.randn(1, 3, 47, 61), ops=True)
+    assert model.up1.up.stride == (2, 2)  # the only resampling inside up1: 23×30 -> 46×60, padded to 47×61
+    marks = _marks(build_graph(t, depth=1))
+    assert marks["down"] == ("down", 2)  # MaxPool2d(2): 47×61 -> 23×30
+    assert marks["up1"] == ("up", 2)  # its output keeps the skip's size, yet it upsampled the 23×30 map

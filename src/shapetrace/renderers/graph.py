@@ -22,21 +22,26 @@ Edges come from ``Trace.edges``: each end is mapped to its visible node; self-lo
 the same node) and edges into expanded containers (their children carry the tensor) are dropped; the rest
 are merged per (source, target). An edge that carries a tensor some call read as a *side input* (not through
 its arguments, e.g. a U-Net skip read from a hook) is marked ``skip``. ``change`` marks a tensor resampled
-from the inputs of the call that made it (``_resampled``): none when it keeps one input's spatial size.
+from the inputs of the call that made it (``_resampled``): read against the first input of another spatial size,
+broadcast inputs (all spatial dims 1) left out and, when the output keeps one input's size, only inputs it was
+computed from (``_derived``) counted.
 
 Op detail: by default (``all_ops=False``) only the ops that compute with the data are drawn: those that
 combine or reshape it (``cat``, ``add``, ``mul``, ``matmul``, ``view``, ``interpolate``, pooling, reductions,
 activations, ...). An op that only indexes, casts or creates a constant (``GLUE_OPS``: ``getitem``, ``long``,
 ``to``, ``eq``, ``masked_fill``, ``new_zeros``, ``arange``, ...) is folded into the edges it feeds, and so is
-any op computed from such ops alone (the arithmetic of lengths and masks), and any op whose result only
-such ops read, or Python (a box's width compared with a minimum, ``int(x2 - x1)``). An edge that passed through folded
-ops says so (``GraphEdge.via``); a node that reads a folded constant lists it (``Node.constants``).
+any op computed from such ops alone (the arithmetic of lengths and masks). Glue is followed per recorded op along
+the trace's edges (``_raw_reach``), not per drawn node, so a loop of glue folded into one node joins no paths; an
+index read from data (``argmax``) carries that data's edge. An edge that passed through folded ops says so
+(``GraphEdge.via``); a node that reads a folded constant lists it (``Node.constants``).
 ``all_ops=True`` draws every recorded op.
 
 Loops: calls of the same module repeated in a loop (a block of sibling events, e.g. ``getitem, lstm`` four
 times) fold into one node marked with ``count`` (drawn ×N); the matching calls' children merge too, so an
-expanded looped container stays one box. A block of ops alone folds from ``_MIN_OP_REPEATS`` repeats on (fewer
-are as likely straight-line code); inner loops fold first and then count as one step of an outer body. ``unroll=True`` keeps every call apart. A module used twice among
+expanded looped container stays one box. Which events repeat is ``loops.find_loops``'s job: a block of ops
+alone folds from ``loops.MIN_OP_REPEATS`` repeats on, a short one only with the same shapes each time and each
+iteration reading the one before; inner
+loops fold first, never across an outer iteration. ``unroll=True`` keeps every call apart. A module used twice among
 *different* sibling calls (the shared ReLU of a ResNet block) is not a loop and is not folded. Calls of one
 module straight after one another (``x = self.pool(x)`` twice) read like a loop in a trace and fold too, unless
 the trace has source lines (``trace(..., lines=True)``): then only calls made from the same line fold. A folded
@@ -46,12 +51,12 @@ did (the AWD-LSTM's chunks of different lengths, a pooling applied twice).
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
 from ..tracer.user_warnings import warn_user
+from .loops import find_loops
 from .units import call_error_text, format_bytes, format_count, format_ms, format_shape, literal
 
 __all__ = [
@@ -73,8 +78,7 @@ MAX_NODES = 500  # past this many nodes a diagram warns and suggests a depth
 # The largest stride read from sizes that do not divide (15 -> 7 is ↓2): one layer's stride. A folded body that
 # takes 224 to 13 through several strided layers fits ↓17 by rounding, which no layer did, so it is left unmarked.
 _MAX_ROUNDED_STRIDE = 4
-_MAX_PERIOD = 512  # the longest loop body (in sibling events, an inner loop counting as one) recognised
-_MIN_OP_REPEATS = 4  # a body of ops alone (no module call) folds from this many repeats on
+_MAX_DERIVED_WALK = 20000  # tensors walked back to tell which inputs an output came from, at most
 
 # Ops that only index, cast, compare (to make masks) or create constants: folded into the edges they feed
 # unless all_ops=True. Names as the op recorder writes them (dunder and in-place forms are normalised).
@@ -96,11 +100,13 @@ GLUE_OPS = frozenset({
 })
 
 
-# Glue whose output carries no data of its own: masks and constants.
+# Glue whose output carries no data of its own: masks and constants. Indices read from data (``argmax``,
+# ``nonzero``, ``argsort``) are not among them: they carry an edge from that data (greedy decoding's
+# ``fc -> log_softmax -> argmax -> emb``).
 _MASK_OR_CONSTANT = frozenset({
     "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_not", "logical_xor", "isnan",
-    "isinf", "isfinite", "any", "all", "invert", "size", "dim", "numel", "nonzero", "argmax", "argmin",
-    "argsort", "new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "zeros", "ones", "full", "empty",
+    "isinf", "isfinite", "any", "all", "invert", "size", "dim", "numel", "new_zeros", "new_ones", "new_full",
+    "new_empty", "new_tensor", "zeros", "ones", "full", "empty",
     "zeros_like", "ones_like", "full_like", "empty_like", "arange", "range", "linspace", "eye", "tensor",
     "as_tensor", "rand", "randn", "randint", "rand_like", "randn_like", "randint_like",
 })
@@ -315,12 +321,17 @@ class _Builder:
         self.vis_call: dict[int, str] = {}  # call id -> node or cluster id
         self.vis_op: dict[int, str] = {}
         self.key_ids: dict[tuple, str] = {}  # folding key -> node/cluster id
-        self.made: dict[int, list[tuple[tuple[int, ...], int | None]]] = {}  # id(edge) -> (shape, maker's iteration)
+        self.made: dict[int, list[tuple[int, tuple[int, ...], int | None]]] = {}  # id(edge) -> (tid, shape, maker's
+        # iteration) per tensor it carries
         self.iterations: dict[tuple[str, int], int] = {}  # ("c"/"o", id) -> its index in its node's calls / ops
         self.raw_inputs: dict[str, list[str]] = {}  # "op:<id>" -> the raw producers of what it read
-        self.fed: dict[tuple[str, str], int | None] = {}  # (glue op, drawn source) -> the source's iteration
+        self.reached: dict[str, dict[str, tuple[list[str], int | None]]] = {}  # "op:<id>" -> _raw_reach
+        self.producer: dict[int, str] = {}  # tid -> the raw endpoint that made it
+        self.reads: dict[str, list[int]] = {}  # raw endpoint -> the tids it read
         for e in trace.edges:
-            if e.dst.startswith("op:"):
+            self.producer.setdefault(e.tid, e.src)
+            self.reads.setdefault(e.dst, []).append(e.tid)
+            if e.dst.startswith("op:") and e.src not in self.raw_inputs.get(e.dst, []):
                 self.raw_inputs.setdefault(e.dst, []).append(e.src)
 
     # which calls are boxes
@@ -342,29 +353,28 @@ class _Builder:
     def local_keys(self, events: list[tuple[int, str, int]]) -> list[tuple]:
         """A key per sibling event; events repeated in a loop share the key of their first iteration.
 
-        Repeats are found innermost first (``_fold_repeats``) and an inner loop, whatever its count, then reads
-        as one element, so an outer loop around it is found too (a body of 12 ops stepped 12 times, then a call:
-        12 outer iterations of one inner loop and the call)."""
+        Loops are found by ``loops.find_loops``: inner loops first, an inner loop counting as one step of an outer
+        body; a body of ops alone only when it repeats often enough with the same shapes."""
         if self.unroll:
             return [(k, i) for _, k, i in events]
         tokens = [self.token(k, i) for _, k, i in events]
-        elements: list[_Element] = [(t, t.startswith("c:"), [[j]]) for j, t in enumerate(tokens)]
-        bound = 1
-        while bound <= _MAX_PERIOD:  # short bodies first: a long one folds once its inner loops have
-            folded = _fold_repeats(elements, bound)
-            if folded is None:
-                bound *= 2
-            else:
-                elements = folded
+        signatures = [() if k == "c" else tuple(tuple(m.shape) for _, m in _tensors(self.trace.ops[i].outputs))
+                      for _, k, i in events]
+        slots = find_loops(tokens, signatures, [t.startswith("c:") for t in tokens], self._sibling_reads(events))
         keys: list[tuple] = [()] * len(tokens)
         seen: dict[str, int] = {}
-        for _, _, slots in elements:
-            for slot in slots:  # one key per event of the first iteration, shared by its repeats
-                t = tokens[slot[0]]
-                seen[t] = seen.get(t, 0) + 1
-                for j in slot:
-                    keys[j] = (t, seen[t] - 1)
+        for slot in slots:  # one key per event of the first iteration, shared by its repeats
+            t = tokens[slot[0]]
+            seen[t] = seen.get(t, 0) + 1
+            for j in slot:
+                keys[j] = (t, seen[t] - 1)
         return keys
+
+    def _sibling_reads(self, events: list[tuple[int, str, int]]) -> list[set[int]]:
+        """Per sibling event, the siblings (by index) whose outputs it read, from the trace's edges."""
+        index = {f"{'call' if k == 'c' else 'op'}:{i}": j for j, (_, k, i) in enumerate(events)}
+        return [{index[src] for tid in self.reads.get(f"{'call' if k == 'c' else 'op'}:{i}", [])
+                 if (src := self.producer.get(tid)) in index} for _, k, i in events]
 
     def walk(self, parent: int | None, pkey: tuple, cluster: str | None, into: str | None) -> None:
         """Visit the events under ``parent`` depth first, in event order, with a stack of its own: a chain of
@@ -569,73 +579,40 @@ class _Builder:
                 glue[n.id] = carries
             elif ins and not carries:  # arithmetic on masks and lengths only
                 glue[n.id] = False
-        succs: dict[str, list[GraphEdge]] = {}
-        for e in edges:
-            succs.setdefault(e.src, []).append(e)
-        nowhere: set[str] = set()  # ops whose value reaches no drawn node: it only made masks, indices or numbers
-        for n in sorted(self.nodes.values(), key=lambda n: (n.order, n.id), reverse=True):  # consumers first
-            if n.kind != "op" or glue.get(n.id) is False:
-                continue
-            outs = succs.get(n.id)
-            if outs:
-                lost = all(e.dst in nowhere or glue.get(e.dst) is False for e in outs)
-            else:  # read by Python: a glue op's number (``item``, ``size``) or a scalar (``int(box[2] - box[0])``)
-                lost = n.id in glue or bool(n.outputs) and all(not m.shape for _, m in n.outputs)
-            if lost:
-                nowhere.add(n.id)
-                glue.setdefault(n.id, False)  # computed with data, but only to make masks, indices or numbers
         if not glue:
             return 0
-        origins: dict[str, dict[str, list[str]]] = {}  # glue id -> {drawn source: ops passed through}
-
-        def reach(gid: str) -> dict[str, list[str]]:
-            if gid not in origins:
-                origins[gid] = {}
-                found: dict[str, list[str]] = {}
-                for e in preds.get(gid, []) if glue[gid] else ():  # a mask or a constant carries no data
-                    if e.src in glue and not glue[e.src]:
-                        continue
-                    if e.src in glue:
-                        for src, path in reach(e.src).items():
-                            found.setdefault(src, path + [self.nodes[gid].title])
-                    else:
-                        found.setdefault(e.src, [self.nodes[gid].title])
-                origins[gid] = found
-            return origins[gid]
-
         titles = {gid: self.nodes[gid].title for gid in glue}
         kept = [e for e in edges if e.src not in glue and e.dst not in glue]
         merged = {(e.src, e.dst, e.skip): e for e in kept}
         for e in edges:
             if e.src not in glue or e.dst in glue:
                 continue
-            sources = reach(e.src)
-            if not sources:
+            shapes = {tid: shape for tid, shape, _ in self.made.get(id(e), [])}
+            reached = [(tid, shapes.get(tid), self._raw_reach(self.producer.get(tid), glue)) for tid in e.tids]
+            if not any(sources for _, _, sources in reached):
                 dst = self.nodes.get(e.dst)
-                made = " → ".join(self._glue_chain(e.src, preds, glue, titles))
-                if dst is not None and made not in dst.constants:
-                    dst.constants.append(made)
+                chain = " → ".join(self._glue_chain(e.src, preds, glue, titles))
+                if dst is not None and chain not in dst.constants:
+                    dst.constants.append(chain)
                 continue
-            for src, path in sources.items():
-                if src == e.dst or (src in self.clusters and e.dst in self.nodes and self._inside(e.dst, src)):
-                    continue
-                ge = merged.get((src, e.dst, e.skip))
-                if ge is None:
-                    ge = merged[(src, e.dst, e.skip)] = GraphEdge(src, e.dst, [], e.dtype, 0, e.skip)
-                    kept.append(ge)
-                glue_ops = self.nodes[e.src].ops
-                for tid, (shape, k) in zip(e.tids, self.made.get(id(e), [])):
+            for tid, shape, sources in reached:  # per recorded tensor: a folded loop of glue joins no paths
+                for src, (path, fed) in sources.items():
+                    if src == e.dst or (src in self.clusters and e.dst in self.nodes and self._inside(e.dst, src)):
+                        continue
+                    ge = merged.get((src, e.dst, e.skip))
+                    if ge is None:
+                        ge = merged[(src, e.dst, e.skip)] = GraphEdge(src, e.dst, [], e.dtype, 0, e.skip)
+                        kept.append(ge)
                     if tid not in ge.tids:
                         ge.tids.append(tid)
                         ge.count += 1
-                        fed = None if k is None else self._fed_iteration(f"op:{glue_ops[k]}", src, glue)
-                        self.made.setdefault(id(ge), []).append((shape, fed))
-                for shape in e.shapes:
-                    if shape not in ge.shapes:
+                        if shape is not None:
+                            self.made.setdefault(id(ge), []).append((tid, shape, fed))
+                    if shape is not None and shape not in ge.shapes:
                         ge.shapes.append(shape)
-                for op in path:
-                    if op not in ge.via:
-                        ge.via.append(op)
+                    for op in path:
+                        if op not in ge.via:
+                            ge.via.append(op)
         linked = {e.src for e in edges} | {e.dst for e in edges}
         for gid in glue:
             del self.nodes[gid]
@@ -712,7 +689,7 @@ class _Builder:
             if e.tid not in ge.tids:
                 ge.tids.append(e.tid)
                 ge.count += 1
-                self.made.setdefault(id(ge), []).append((tuple(e.shape), self._iteration(e.src, src)))
+                self.made.setdefault(id(ge), []).append((e.tid, tuple(e.shape), self._iteration(e.src, src)))
             if e.shape not in ge.shapes:
                 ge.shapes.append(tuple(e.shape))
         for ge in merged.values():
@@ -746,21 +723,44 @@ class _Builder:
             cid = self.calls[cid].parent
         return None
 
-    def _fed_iteration(self, raw: str, source: str, glue: dict[str, bool]) -> int | None:
-        """The iteration of the drawn ``source`` whose output reached the folded glue op ``raw`` (``op:<id>``)
-        through glue ops only."""
-        key = (raw, source)
-        if key not in self.fed:
-            self.fed[key] = None  # a cycle (never in a trace) or a dead end reads as no iteration
-            for src in self.raw_inputs.get(raw, []):
-                visible = self.endpoint(src)
-                if visible == source:
-                    self.fed[key] = self._iteration(src, source)
-                elif visible in glue and src.startswith("op:"):
-                    self.fed[key] = self._fed_iteration(src, source, glue)
-                if self.fed[key] is not None:
-                    break
-        return self.fed[key]
+    def _raw_reach(self, raw: str | None, glue: dict[str, bool]) -> dict[str, tuple[list[str], int | None]]:
+        """The drawn nodes whose data reaches the recorded op ``raw`` (``op:<id>``, folded as glue) through
+        recorded glue ops only: ``{source: (folded ops passed through, the source's iteration)}``. Followed per
+        recorded op, not per drawn node, so a loop of glue folded into one node (``detach ×4`` over four paths)
+        joins each source to its own reader only; iterative, so a glue chain thousands of ops long is fine."""
+        memo = self.reached
+        if raw is None or self.endpoint(raw) not in glue:
+            return {}
+        stack = [raw]
+        busy: set[str] = set()
+        while stack:
+            cur = stack[-1]
+            if cur in memo:
+                stack.pop()
+                continue
+            vis = self.endpoint(cur)
+            ins = self.raw_inputs.get(cur, []) if vis is not None and glue.get(vis) else []
+            todo = [s for s in ins if s.startswith("op:") and s not in memo and s not in busy
+                    and self.endpoint(s) in glue]
+            if todo and cur not in busy:
+                busy.add(cur)
+                stack.extend(todo)
+                continue
+            title = self.nodes[vis].title if vis is not None else ""
+            found: dict[str, tuple[list[str], int | None]] = {}
+            for s in ins:
+                sv = self.endpoint(s)
+                if sv is None:
+                    continue
+                if sv in glue:  # a mask or a constant carries no data
+                    for src, (path, k) in memo.get(s, {}).items():
+                        found.setdefault(src, (path if title in path else [*path, title], k))
+                else:
+                    found.setdefault(sv, ([title], self._iteration(s, sv)))
+            memo[cur] = found
+            busy.discard(cur)
+            stack.pop()
+        return memo[raw]
 
     def _read_aside(self, consumer: str, readers: set[int]) -> bool:
         """Whether the consumer (``call:<id>`` / ``op:<id>``) runs inside a call that read the tensor aside."""
@@ -787,11 +787,32 @@ class _Builder:
 
     def _change(self, ge: GraphEdge) -> tuple[str, int] | None:
         """``("down", s)`` / ``("up", s)`` when every tensor the edge carries was resampled by ``s`` from the
-        inputs of the call (or op) that made it; ``None`` when any keeps the spatial size of one of its maker's
-        inputs (a broadcast ``x * gate`` keeps ``x``'s 14×14) or the tensors disagree. A node folding a loop reads
-        each tensor against its own iteration's inputs: a head called on a 32×32 and a 16×16 map keeps both."""
-        changes = {_resampled(shape, self._inputs_of(ge.src, k)) for shape, k in self.made.get(id(ge), [])}
+        inputs of the call (or op) that made it (``_resampled``); ``None`` when the tensors disagree. A node folding
+        a loop reads each tensor against its own iteration's inputs: a head called on a 32×32 and a 16×16 map keeps
+        both."""
+        changes = {_resampled(shape, self._inputs_of(ge.src, k), lambda tids, tid=tid: self._derived(tid, tids))
+                   for tid, shape, k in self.made.get(id(ge), [])}
         return changes.pop() if len(changes) == 1 else None
+
+    def _derived(self, tid: int, inputs: set[int]) -> set[int] | None:
+        """Which of the tensors ``inputs`` the tensor ``tid`` was computed from, read backwards along the trace's
+        edges (stopping at those inputs); ``None`` when the walk is too long to say."""
+        found: set[int] = set()
+        seen = {tid}
+        todo = [tid]
+        while todo:
+            t = todo.pop()
+            if t in inputs:
+                found.add(t)
+                continue
+            maker = self.producer.get(t)
+            for u in self.reads.get(maker, []) if maker is not None else ():
+                if u not in seen:
+                    seen.add(u)
+                    todo.append(u)
+            if len(seen) > _MAX_DERIVED_WALK:
+                return None
+        return found
 
     def _inputs_of(self, visible: str, k: int | None) -> list[tuple[str, TensorMeta]]:
         if k is None:
@@ -803,76 +824,33 @@ class _Builder:
         return _tensors(c.inputs) + _tensors(c.kwargs)
 
 
-def _resampled(shape: Sequence[int], inputs: list[tuple[str, TensorMeta]]) -> tuple[str, int] | None:
-    """How an output of ``shape`` changed the spatial size of the inputs it was made from: ``None`` when it keeps
-    one input's size (nothing was resampled, whatever else it read: the gate of a squeeze-excitation), else the
-    stride from the first image-like input of its rank, down or up."""
+def _resampled(shape: Sequence[int], inputs: list[tuple[str, TensorMeta]],
+               derived: Callable[[set[int]], set[int] | None] | None = None) -> tuple[str, int] | None:
+    """How an output of ``shape`` changed the spatial size of the inputs it was made from, read against the first
+    input of its rank whose size differs from the output's: ``("down", s)`` / ``("up", s)``; ``None`` when no
+    input differs or the sizes fit no stride. Inputs whose spatial dims are all 1 are left out: a broadcast gate
+    (a squeeze-excitation's ``x * gate`` keeps ``x``'s 14×14, not ``↑14``). When the output keeps the size of one
+    input, only inputs it was computed from count (``derived``: which of the given tensor ids it came from): a
+    decoder block given its skip as an argument still reads ``↑2`` against the map it upsampled, while a head
+    called once on a 32×32 and a 16×16 level returns each level's map unmarked."""
     out = spatial(shape)
     if out is None or 0 in out:
         return None
-    refs = [ref for _, meta in inputs if (ref := spatial(meta.shape)) is not None and len(ref) == len(out)
-            and 0 not in ref]
-    if not refs or out in refs:
+    refs = [(meta, ref) for _, meta in inputs if (ref := spatial(meta.shape)) is not None and len(ref) == len(out)
+            and 0 not in ref and any(r != 1 for r in ref)]
+    differ = [(meta, ref) for meta, ref in refs if ref != out]
+    if differ and len(differ) < len(refs):  # it keeps one input's size: was it made from the others at all?
+        tids = {meta.tid for meta, _ in differ if meta.tid is not None}
+        came = derived(tids) if derived is not None and tids else None
+        differ = [(meta, ref) for meta, ref in differ if came is not None and meta.tid in came]
+    if not differ:
         return None
-    stride = _stride(refs[0], out)
+    ref = differ[0][1]
+    stride = _stride(ref, out)
     if stride is not None:
         return ("down", stride)
-    factor = _stride(out, refs[0])  # growing by f is shrinking by f read backwards: the same rounding rule
-    return ("up", factor) if factor is not None else None  # (a U-Net block doubles 12×15 to the 23×30 of its skip: ↑2)
-
-
-# A run of sibling events while loops are found: (token, whether a module call is in it, slots). A plain event
-# is one slot of its own; a folded loop's slots are its body's, each holding that position's event of every
-# iteration. Equal tokens have the same slots, so a loop of loops merges slot by slot.
-_Element = tuple[object, bool, list[list[int]]]
-
-
-def _fold_repeats(elements: list[_Element], bound: int) -> list[_Element] | None:
-    """One pass over sibling elements that folds each block repeated back to back into one loop element
-    (the shortest body first, up to ``bound`` elements); ``None`` when nothing repeats.
-
-    A body with a module call folds at two repeats; a body of ops alone at ``_MIN_OP_REPEATS``, since straight-line
-    code repeats a short run of ops for its own reasons (the view and transpose of a query, a key and a value).
-    Only periods at which the element recurs are tried, so a pass is near linear in practice."""
-    toks = [e[0] for e in elements]
-    n = len(toks)
-    where: dict[object, list[int]] = {}
-    for j, t in enumerate(toks):
-        where.setdefault(t, []).append(j)
-    out: list[_Element] = []
-    changed = False
-    j = 0
-    while j < n:
-        found = None
-        positions = where[toks[j]]
-        at = bisect.bisect_right(positions, j)
-        limit = j + min(bound, (n - j) // 2)
-        for q in positions[at:]:
-            if q > limit:
-                break
-            p = q - j
-            if toks[j + 2 * p - 1] != toks[j + p - 1] or toks[j:q] != toks[q:q + p]:
-                continue
-            reps = 2
-            while toks[j + reps * p:j + (reps + 1) * p] == toks[j:q]:
-                reps += 1
-            calls = any(e[1] for e in elements[j:q])
-            if calls or reps >= _MIN_OP_REPEATS:
-                found = (p, reps, calls)
-                break
-        if found is None:
-            out.append(elements[j])
-            j += 1
-            continue
-        p, reps, calls = found
-        slots: list[list[int]] = []
-        for o in range(p):
-            for s in range(len(elements[j + o][2])):
-                slots.append([i for r in range(reps) for i in elements[j + r * p + o][2][s]])
-        out.append((("loop", tuple(toks[j:j + p])), calls, slots))
-        changed = True
-        j += reps * p
-    return out if changed else None
+    factor = _stride(out, ref)  # growing by f is shrinking by f read backwards: the same rounding rule
+    return ("up", factor) if factor is not None else None  # (a U-Net block doubles 12×15 to its skip's 23×30)
 
 
 def _stride(ref: tuple[int, ...], out: tuple[int, ...]) -> int | None:
