@@ -192,3 +192,10 @@ def test_an_input_keyword_may_be_any_python_identifier_unicode_too(tmp_path):
     r = CliRunner().invoke(main, ["trace", f"{path}:Takes", "--input", "é=2,3"])
     assert r.exit_code == 0, r.output
     assert "(2,3)" in r.stdout
+
+
+@pytest.mark.parametrize("spec", ["long:1,4:0..1e9999999", "long:1,4:-1e999999999..1", "int8:2:0..1e99999999999"])
+def test_integer_bounds_with_huge_exponents_are_refused_as_not_fitting_the_dtype(spec):
+    # compared before conversion: building the ten-million-digit integer would take minutes
+    with pytest.raises(InputSpecError, match="does not fit int"):
+        parse_input(spec)

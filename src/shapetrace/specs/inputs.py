@@ -236,12 +236,13 @@ def _bounds(spec: str, part: str, texts: tuple[str, str], dtype: torch.dtype) ->
             raise _fail(spec, f"the range {part!r} is not two numbers") from None
         if any(not d.is_finite() or d != d.to_integral_value() for d in exact):
             raise _fail(spec, f"an integer dtype needs integer bounds, got {part!r}")
-        low, high = (int(d) for d in exact)
         info = torch.iinfo(dtype)
         top = min(info.max, 2**63 - 1)  # torch.randint takes HIGH as an int64
-        if low < info.min or high > top + (dtype != torch.int64):
+        # compared as Decimals before int(): int(Decimal('1e9999999')) would build a ten-million-digit number
+        if exact[0] < info.min or exact[1] > top + (dtype != torch.int64):
             raise _fail(spec, f"the range {part!r} does not fit {name}: LOW at least {info.min}, HIGH (exclusive) "
                               f"at most {top + (dtype != torch.int64)}")
+        low, high = (int(d) for d in exact)
     else:
         low, high = (float(t) for t in texts)
         largest = torch.finfo(dtype).max
