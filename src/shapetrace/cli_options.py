@@ -31,6 +31,7 @@ from .session import (
     render_output,
 )
 from .specs.names import source_file
+from .stdout_guard import guard_stdout
 
 __all__ = [
     "BROKEN_PIPE_STATUS",
@@ -85,7 +86,13 @@ def _quiet_broken_pipe() -> Iterator[None]:
 
 
 class QuietPipeGroup(click.Group):
-    """The command group: its help and every command's output end quietly when stdout's reader goes away."""
+    """The command group: its help and every command's output end quietly when stdout's reader goes away; while
+    a command runs, stdout is shapetrace's alone (``stdout_guard``: what the model's code writes goes to stderr)."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        # standalone: click exits the process when the command ends (the console entry, python -m shapetrace)
+        with guard_stdout(whole_process=standalone_mode):
+            return super().main(*args, standalone_mode=standalone_mode, **kwargs)
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         with _quiet_broken_pipe():  # `shapetrace --help | true`

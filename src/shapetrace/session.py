@@ -40,6 +40,7 @@ from typing import Any
 from .renderers import RenderOptions, UnknownFormat, format_for_path, hints_to_save, render
 from .renderers.atomic import resolve_target, write_atomically
 from .renderers.diagram import GraphvizNotFound, OverlayNeedsOptions
+from .stdout_guard import reroute
 from .tracer.records import Opaque, Trace
 from .tracer.records import load as load_trace
 from .tracer.tracefile import MAX_TRACE_BYTES, TraceFileRefused, read_bounded, read_path
@@ -163,7 +164,8 @@ class Outcome:
 @contextlib.contextmanager
 def _user_code(doing: str) -> Iterator[None]:
     """Run the model's own code (its import, its factory, its forward): what it prints goes to stderr, so it
-    never mixes into an output written to stdout (``--format json > t.json``); a ``sys.exit`` in it (a
+    never mixes into an output written to stdout (``--format json > t.json``; below Python's ``print``, the CLI's
+    ``stdout_guard`` keeps descriptor 1 on stderr); a ``sys.exit`` in it (a
     script's argparse at import) is a ``CannotTrace`` that says so, not shapetrace quietly exiting."""
     try:
         with contextlib.redirect_stdout(sys.stderr):
@@ -463,7 +465,7 @@ def _check_names_a_file(path: str | Path) -> None:
 def check_output(path: str | Path) -> Path:
     """Check, before anything runs, that a file can be written at ``path``; ``OutputProblem`` says why not."""
     _check_names_a_file(path)
-    target = Path(path)
+    target = Path(reroute(os.fspath(path)))  # /dev/stdout: the real stdout, while descriptor 1 is on stderr
     if _written_through(target):
         if not os.access(target, os.W_OK):
             raise OutputProblem(f"cannot write {str(path)!r}: it is not writable")
@@ -494,7 +496,7 @@ def write_output(data: str | bytes, path: str | Path) -> Path:
     On any failure the temporary file is removed and ``path`` is left as it was. ``WriteFailed`` when the
     file cannot be written (what ``check_output`` could tell beforehand was refused there).
     """
-    target = Path(path)
+    target = Path(reroute(os.fspath(path)))  # /dev/stdout: the real stdout, while descriptor 1 is on stderr
     payload = data.encode("utf-8") if isinstance(data, str) else data
     if _written_through(target):
         try:
