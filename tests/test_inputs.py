@@ -199,3 +199,15 @@ def test_integer_bounds_with_huge_exponents_are_refused_as_not_fitting_the_dtype
     # compared before conversion: building the ten-million-digit integer would take minutes
     with pytest.raises(InputSpecError, match="does not fit int"):
         parse_input(spec)
+
+
+def test_a_dimension_of_thousands_of_digits_is_refused_as_too_large():
+    # past 4300 digits int() itself refuses, with advice about sys.set_int_max_str_digits
+    with pytest.raises(InputSpecError, match="larger than a tensor can hold"):
+        parse_input("1," + "9" * 5000)
+
+
+def test_a_huge_bad_spec_is_echoed_shortened_in_the_error():
+    with pytest.raises(InputSpecError) as error:
+        parse_input("x" * 100_000)
+    assert len(str(error.value)) < 1000 and "(100000 characters)" in str(error.value)
