@@ -667,3 +667,12 @@ def test_messages_name_the_object_missing_the_attribute_and_suggest_cuda_for_gpu
     for command in (["trace"], ["profile"]):
         gpu = invoke(*command, f"{models}:marked", "--input", "3,4", "--device", "gpu")
         assert gpu.exit_code == 2 and "Did you mean 'cuda'?" in gpu.output, gpu.output
+
+
+@pytest.mark.parametrize("command", [["lines", "torch.nn:Identity"], ["diff", "torch.nn:Identity", "torch.nn:Identity"],
+                                     ["profile", "torch.nn:Identity"]], ids=["lines", "diff", "profile"])
+def test_inputs_larger_than_memory_get_no_advice_of_an_option_the_command_lacks(command):
+    # lines and diff have no --device; profile times real tensors and refuses --device meta
+    r = invoke(*command, "--input", "100000,100000,100000")
+    assert r.exit_code == 2, r.output
+    assert "PB" in r.output and "give a smaller input" in r.output.lower() and "meta" not in r.output

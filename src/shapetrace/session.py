@@ -131,6 +131,9 @@ class TraceRequest:
     grad: bool = False
     ops: bool = False
     lines: bool = False
+    # How the front end traces shapes only (the CLI's trace: "--device meta"), named when the inputs are too
+    # large for memory; None where it has no such option (lines, diff, profile).
+    shapes_only: str | None = None
 
 
 @dataclass
@@ -187,7 +190,7 @@ def train_mode(train: bool | None, exhibit: Any) -> bool | None:
 def load(request: TraceRequest) -> Loaded:
     """Resolve the request's MODEL and inputs; ``UsageProblem`` says what to fix."""
     # torch, torchvision and the gallery load only when something is traced (`shapetrace render` needs none)
-    from .specs.inputs import InputSpecError  # noqa: PLC0415 - torch loads on first trace
+    from .specs.inputs import InputSpecError, InputsTooLarge  # noqa: PLC0415 - torch loads on first trace
     from .specs.models import ModelSpecError, load_model_and_inputs  # noqa: PLC0415 - torch loads on first trace
 
     _check_device(request.device)
@@ -195,6 +198,10 @@ def load(request: TraceRequest) -> Loaded:
         with _user_code(f"loading {request.model!r}"):
             loaded, args, kwargs = load_model_and_inputs(request.model, request.inputs, request.args,
                                                          request.device)
+    except InputsTooLarge as e:
+        advice = (f" Or trace shapes only with {request.shapes_only} (nothing is allocated)."
+                  if request.shapes_only and not e.on_meta else "")
+        raise UsageProblem(f"{e}{advice}") from e
     except (ModelSpecError, InputSpecError) as e:
         raise UsageProblem(str(e)) from e
     _check_traceable(loaded.module, request.model)

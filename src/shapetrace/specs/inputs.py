@@ -26,7 +26,8 @@ give the same tensors, and a spec's values do not depend on the specs before it.
 (shape-only tracing) floating-point tensors hold no data; integer and boolean ones are made as on the CPU,
 with the same values, because forwards read them (token ids, lengths, masks: ``tracer/shape_only.py``). Before anything is allocated, the bytes the inputs need are estimated and
 compared with the memory the device has free (RAM, or CUDA memory): inputs that cannot fit are refused
-with a suggestion of ``--device meta``, instead of a long wait and the allocator's message.
+(``InputsTooLarge``), instead of a long wait and the allocator's message; a front end that can trace shapes
+only (``trace --device meta``) says so (``session.load``).
 """
 
 from __future__ import annotations
@@ -74,7 +75,12 @@ class InputSpecError(ValueError):
 
 
 class InputsTooLarge(InputSpecError):
-    """The inputs would need more memory than the device has free; nothing was allocated."""
+    """The inputs would need more memory than the device has free; nothing was allocated. ``on_meta``: they were
+    refused on the ``meta`` device already (so tracing shapes only would not help)."""
+
+    def __init__(self, message: str, on_meta: bool = False) -> None:
+        super().__init__(message)
+        self.on_meta = on_meta
 
 
 @dataclass(frozen=True)
@@ -349,8 +355,7 @@ def check_fits(parsed: Sequence[InputSpec], device: str | torch.device | None = 
                 f"the inputs need about {_format_bytes(need)} but {has} {_format_bytes(free)} {what} "
                 f"(the largest: --input {_shortened(biggest.text)}, {_format_bytes(biggest.nbytes)}). "
                 + ("On --device meta integer and boolean inputs are still made (the forward may read their "
-                   "values): give a smaller one." if on_meta else
-                   "Trace shapes only with --device meta (nothing is allocated), or give a smaller input."))
+                   "values): give a smaller one." if on_meta else "Give a smaller input."), on_meta)
 
 
 def make_inputs(specs: Sequence[str | InputSpec], *, seed: int = 0,
