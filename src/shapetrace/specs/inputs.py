@@ -106,9 +106,19 @@ class InputSpec:
 
     @property
     def scratch_bytes(self) -> int:
-        """The bytes made on the way (values are drawn as float32 or int64, then converted)."""
-        drawn = 0 if self.fill in ("zeros", "ones") else math.prod(self.shape) * 8
-        return drawn + self.nbytes
+        """The most bytes alive at once while ``make`` makes the tensor, the tensor included: what it draws and
+        converts, step by step (zeros and ones are made in place; integers and bools are drawn as int64 and
+        converted, int64 staying as drawn; uniform floats as a float32 draw, scaled into a second float32 tensor
+        and then converted; normal floats as float32, then converted)."""
+        n = math.prod(self.shape)
+        if self.fill in ("zeros", "ones"):
+            return self.nbytes
+        if not self.is_float:
+            return 8 * n + (self.nbytes if self.dtype != torch.int64 else 0)
+        converted = 0 if self.dtype == torch.float32 else self.nbytes  # .to(dtype) of a float32 tensor copies
+        if self.low is not None or self.fill == "rand":
+            return max(8 * n, 4 * n + converted)  # the draw and its scaled copy, then the scaled one converted
+        return 4 * n + converted
 
     def make(self, generator: torch.Generator, device: str | torch.device | None = None) -> torch.Tensor:
         """The example tensor (on CPU unless ``device`` is given). On ``meta`` a floating-point tensor holds no
@@ -167,7 +177,7 @@ def _parse_shape(spec: str, text: str) -> tuple[int, ...] | None:
         return None
     too_long = next((p for p in parts if len(p.lstrip("+-").lstrip("0")) > _LARGEST_DIGITS), None)
     if too_long is not None:  # int() refuses past 4300 digits; any past 19 is more than a tensor holds anyway
-        raise _fail(spec, f"the dimension {_shortened(too_long)} is larger than a tensor can hold (at most "
+        raise _fail(spec, f"the dimension {_shortened(too_long)} is more elements than a tensor can hold (at most "
                           "2**63 - 1)")
     dims = tuple(int(p) for p in parts)
     if any(d < 0 for d in dims):
