@@ -41,6 +41,8 @@ __all__ = [
     "QuietPipeGroup",
     "SuggestingChoice",
     "TableWidth",
+    "a_file",
+    "a_file_not_stdout",
     "cli_errors",
     "dash_is_stdout",
     "distinct_outputs",
@@ -210,8 +212,32 @@ OUTPUT_HELP = "Write to FILE instead of stdout ('-': stdout)"
 
 
 def dash_is_stdout(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """``-o -``: stdout, as for most Unix tools (the value ``None``, as when ``-o`` is not given)."""
-    return None if value == "-" else value
+    """``-o -``: stdout, as for most Unix tools (the value ``None``, as when ``-o`` is not given); an empty
+    ``-o ''`` is refused (``a_file``)."""
+    return None if value == "-" else a_file(ctx, param, value)
+
+
+def a_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A file to write, refused before anything runs when it is empty (``-o ''``, an unset shell variable):
+    no file has that name, and the command would run only to fail writing it."""
+    if value == "":
+        example = _EXAMPLE_FILE.get(param.name or "", "out.txt")
+        raise click.BadParameter(f"an empty path names no file; give a file name, e.g. {example}", ctx, param)
+    return value
+
+
+# A file name each output option takes, for its messages (-o: any renderer's).
+_EXAMPLE_FILE = {"plot_file": "plot.svg", "save_trace": "trace.json"}
+
+
+def a_file_not_stdout(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A second output file (``lines --save-trace``): as ``a_file``, and ``-`` is refused, since stdout carries
+    the command's own output and a file named ``-`` is not what the dash means anywhere else."""
+    if value == "-":
+        raise click.BadParameter("'-' would be stdout, which carries the command's own output; give a file name, "
+                                 "e.g. trace.json (for the trace alone on stdout: shapetrace trace MODEL -f json)",
+                                 ctx, param)
+    return a_file(ctx, param, value)
 
 
 def prepare_output(fmt: str | None, output: str | None, allowed: tuple[str, ...] | None = None) -> str:

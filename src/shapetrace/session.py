@@ -464,6 +464,8 @@ def _check_names_a_file(path: str | Path) -> None:
     """Refuse a path ending in a separator (``-o newdir/``): it names a folder, and writing a file by the
     folder's name (``Path`` drops the slash) would not be what was asked."""
     text = os.fspath(path)
+    if not text:  # Path("") is ".", the current folder
+        raise OutputProblem("cannot write '': an empty path names no file; give a file name, e.g. out.txt")
     if text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
         raise OutputProblem(f"cannot write {text!r}: a path ending in {text[-1]!r} names a folder, not a "
                             f"file; give a file name, e.g. {os.path.join(text, 'out.txt')}")
