@@ -676,3 +676,20 @@ def test_inputs_larger_than_memory_get_no_advice_of_an_option_the_command_lacks(
     r = invoke(*command, "--input", "100000,100000,100000")
     assert r.exit_code == 2, r.output
     assert "PB" in r.output and "give a smaller input" in r.output.lower() and "meta" not in r.output
+
+
+LONG = "x" * 300  # longer than a file name can be (255 bytes on common file systems)
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["trace", LONG], "unknown model"),
+    (["trace", f"{LONG}.py:build"], "cannot read"),
+    (["trace", "torch.nn:Identity", "--input", "2", "-o", f"{LONG}.txt"], "cannot write"),
+    (["trace", "torch.nn:Identity", "--input", "2", "-o", f"missing/{LONG}.txt"], "cannot write"),
+    (["profile", "torch.nn:Identity", "--input", "2", "--plot", f"{LONG}.svg"], "cannot write"),
+], ids=["MODEL", "MODEL file", "-o", "-o in a missing folder", "--plot"])
+def test_a_path_with_a_name_too_long_is_a_usage_error_not_an_oserror(tmp_path, monkeypatch, args, said):
+    monkeypatch.chdir(tmp_path)
+    r = invoke(*args)
+    assert r.exit_code == 2, r.output
+    assert said in r.output and "Errno" not in r.output and no_traceback(r)

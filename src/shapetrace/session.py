@@ -40,6 +40,7 @@ from typing import Any
 from .renderers import RenderOptions, UnknownFormat, format_for_path, hints_to_save, render
 from .renderers.atomic import resolve_target, write_atomically
 from .renderers.diagram import GraphvizNotFound, OverlayNeedsOptions
+from .specs.names import path_problem
 from .stdout_guard import reroute
 from .tracer.records import Opaque, Trace
 from .tracer.records import load as load_trace
@@ -474,6 +475,9 @@ def _check_names_a_file(path: str | Path) -> None:
 def check_output(path: str | Path) -> Path:
     """Check, before anything runs, that a file can be written at ``path``; ``OutputProblem`` says why not."""
     _check_names_a_file(path)
+    problem = path_problem(path)
+    if problem is not None:
+        raise OutputProblem(f"cannot write {str(path)!r}: {problem}; choose another path")
     target = Path(reroute(os.fspath(path)))  # /dev/stdout: the real stdout, while descriptor 1 is on stderr
     if _written_through(target):
         if not os.access(target, os.W_OK):

@@ -41,7 +41,7 @@ from torch import nn
 
 from ..gallery.exhibits import exhibit_names, get_exhibit
 from .inputs import make_inputs
-from .names import names_a_file, split_spec
+from .names import names_a_file, path_problem, split_spec
 from .raised import where_raised
 
 __all__ = ["LoadedModel", "ModelSpecError", "load_model", "parse_arg", "parse_args"]
@@ -148,6 +148,9 @@ def _resolve_attr(obj: Any, dotted: str, where: str) -> Any:
 
 
 def _import_file(path: Path) -> Any:
+    problem = path_problem(path)
+    if problem is not None:
+        raise ModelSpecError(f"cannot read {str(path)!r}: {problem} (MODEL is path/to/file.py:factory)")
     if not path.is_file():
         raise ModelSpecError(f"no such file: {str(path)!r} (MODEL is path/to/file.py:factory)")
     name = f"_shapetrace_user_{abs(hash(str(path.resolve())))}"
@@ -287,10 +290,11 @@ def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> LoadedModel:
         return LoadedModel(module, ex.inputs(), ex, f"exhibit:{spec}")
     if spec in _torchvision_all():
         return _torchvision(spec, kwargs)
-    if "." in spec and not Path(spec).exists():
+    is_path = path_problem(spec) is None and Path(spec).exists()  # a name too long for a file is no file
+    if "." in spec and not is_path:
         where, _, attr = spec.rpartition(".")
         raise ModelSpecError(f"unknown model {spec!r}. To name an attribute of a module write {where}:{attr}")
-    if Path(spec).exists():
+    if is_path:
         raise ModelSpecError(f"{spec!r} is a file, but not a Python file: MODEL names a gallery exhibit, a "
                              "torchvision model, package.module:factory or path/to/file.py:factory")
     raise ModelSpecError(f"unknown model {spec!r}: not a gallery exhibit nor a torchvision model.{_hint(spec)} "
