@@ -227,3 +227,20 @@ def test_a_huge_bad_spec_is_echoed_shortened_in_the_error():
 def test_the_memory_estimate_is_the_peak_of_making_the_input(spec, per_element):
     p = parse_input(spec)
     assert p.scratch_bytes == per_element * p.nbytes // p.dtype.itemsize
+
+
+@pytest.mark.parametrize("spec", ["0x4", "0x10,3", "long:0X1f"])
+def test_a_hexadecimal_looking_shape_is_refused_rather_than_read_as_dimensions(spec):
+    with pytest.raises(InputSpecError, match="reads as a hexadecimal number"):
+        parse_input(spec)
+
+
+def test_a_shape_mixing_x_and_commas_is_refused():
+    with pytest.raises(InputSpecError, match="mixes 'x' and ','"):
+        parse_input("1,3x4")
+
+
+@pytest.mark.parametrize(("spec", "shape"), [("1x3x224x224", (1, 3, 224, 224)), ("10x4", (10, 4)), ("1×3", (1, 3)),
+                                             ("(1,3)", (1, 3)), ("1,3,", (1, 3)), ("0,4", (0, 4))])
+def test_the_documented_shape_forms_still_parse(spec, shape):
+    assert parse_input(spec).shape == shape

@@ -3,7 +3,8 @@
 Grammar (one spec per positional input; several ``--input`` options give several inputs)::
 
     SPEC   := [NAME "="] [WORD ":"]... SHAPE [":" LOW ".." HIGH]
-    SHAPE  := INT ("," INT)*          dimensions, e.g. 1,3,224,224   (also 1x3x224x224; "scalar" for ())
+    SHAPE  := INT ("," INT)*          dimensions, e.g. 1,3,224,224   (also 1x3x224x224, not mixed with
+                                      commas; "scalar" for ()); decimal: 0x4 is refused, not read as (0, 4)
     WORD   := a dtype  float32 (float, fp32), float16 (half, fp16), bfloat16 (bf16), float64 (double),
                        int64 (long), int32 (int), int16, int8, uint8, bool
             | a fill   randn (the default for floats; takes no range), rand (uniform in [0, 1) or in the
@@ -172,9 +173,17 @@ def _parse_shape(spec: str, text: str) -> tuple[int, ...] | None:
     t = text.strip().strip("()[]").replace(" ", "")
     if t in ("scalar", ""):
         return () if t == "scalar" else None
+    if re.match(r"[-+]?0[xX][0-9a-fA-F]", t):  # 0x4 would be read as the shape (0, 4)
+        dims = re.sub("[x×]", ",", t)
+        shape = f", or {dims} for that shape" if re.fullmatch(r"[-+]?\d+(,\d+)*,?", dims) else ""
+        raise _fail(spec, f"{_shortened(text)} reads as a hexadecimal number, but dimensions are decimal: write "
+                          f"the number in decimal{shape}")
     parts = re.split(r"[,x×]", t.rstrip(","))
     if not all(re.fullmatch(r"[-+]?\d+", p) for p in parts):
         return None
+    if "," in t.rstrip(",") and re.search("[x×]", t):
+        raise _fail(spec, f"{_shortened(text)} mixes 'x' and ',' between dimensions; use one of them, as in "
+                          "1,3,224,224 or 1x3x224x224")
     too_long = next((p for p in parts if len(p.lstrip("+-").lstrip("0")) > _LARGEST_DIGITS), None)
     if too_long is not None:  # int() refuses past 4300 digits; any past 19 is more than a tensor holds anyway
         raise _fail(spec, f"the dimension {_shortened(too_long)} is more elements than a tensor can hold (at most "
