@@ -58,6 +58,7 @@ __all__ = [
     "TraceRequest",
     "UsageProblem",
     "WriteFailed",
+    "check_model",
     "check_output",
     "check_output_folder",
     "compare_model",
@@ -209,6 +210,25 @@ def load(request: TraceRequest) -> Loaded:
     module, notes = _unwrapped(loaded.module)
     return Loaded(module, args, kwargs, loaded.exhibit, train_mode(request.train, loaded.exhibit), loaded.source,
                   notes)
+
+
+def check_model(spec: str, arg_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> None:
+    """Check, before anything runs, what can be told of a MODEL spec and its ``--arg`` texts without running the
+    model's code (``specs.models.locate_model``): ``UsageProblem`` says what to fix. ``arg_groups``: ``(option,
+    texts)`` pairs that all go to this model's factory (``diff``'s ``--arg`` and ``--a-arg``); each text's
+    problem names its option, and a key two of them give is refused."""
+    from .specs.models import ModelSpecError, locate_model, parse_args  # noqa: PLC0415 - torch loads on first trace
+
+    try:
+        locate_model(spec)
+        given: dict[str, str] = {}
+        for option, texts in arg_groups:
+            for key in parse_args(texts, option):
+                if key in given:
+                    raise UsageProblem(f"{key} is given by both {given[key]} and {option}; give it once")
+                given[key] = option
+    except ModelSpecError as e:
+        raise UsageProblem(str(e)) from e
 
 
 def _check_device(device: str | None) -> None:
