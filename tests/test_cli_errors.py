@@ -693,3 +693,35 @@ def test_a_path_with_a_name_too_long_is_a_usage_error_not_an_oserror(tmp_path, m
     r = invoke(*args)
     assert r.exit_code == 2, r.output
     assert said in r.output and "Errno" not in r.output and no_traceback(r)
+
+
+def test_a_saved_trace_given_to_trace_points_to_render(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = invoke("trace", "x.json")
+    assert r.exit_code == 2 and "shapetrace render x.json" in r.output and "x:json" not in r.output
+
+
+def test_a_factory_returning_an_int_is_said_with_the_right_article(tmp_path):
+    (tmp_path / "number.py").write_text("def build():\n    return 3\n")
+    r = invoke("trace", f"{tmp_path / 'number.py'}:build")
+    assert r.exit_code == 2 and "returned an int, not an nn.Module" in r.output
+
+
+def test_a_factory_calling_sys_exit_is_told_about_factories_not_imports(tmp_path):
+    (tmp_path / "quits.py").write_text("import sys\n\ndef build():\n    sys.exit('bye')\n")
+    r = invoke("trace", f"{tmp_path / 'quits.py'}:build")
+    assert r.exit_code == 1 and no_traceback(r)
+    assert "It was its factory" in r.output and "__main__" not in r.output
+
+
+def test_self_as_an_input_keyword_is_a_bad_input_not_a_forward_failure():
+    r = invoke("trace", "torch.nn:Identity", "--input", "self=1,4")
+    assert r.exit_code == 2 and "bad --input 'self=1,4'" in r.output
+
+
+def test_a_plot_that_is_the_model_file_suggests_a_plot_name(tmp_path):
+    model = tmp_path / "m.py"
+    model.write_text("from torch import nn\n\ndef build():\n    return nn.Identity()\n")
+    (tmp_path / "p.svg").symlink_to(model)
+    r = invoke("profile", f"{model}:build", "--input", "2", "--plot", str(tmp_path / "p.svg"))
+    assert r.exit_code == 2 and "(e.g. plot.svg)" in r.output

@@ -293,7 +293,17 @@ def output_not_the_model(option: str, output: str | None, *specs: str | None) ->
         if source is not None and _same_file(source, output):
             raise UsageProblem(f"{option} {output!r} is the file MODEL {spec!r} is read from: writing there would "
                                f"replace the model's source; give {option} a file of its own (e.g. "
-                               f"{Path(output).with_suffix('.txt').name if Path(output).suffix == '.py' else 'out.txt'})")
+                               f"{_own_file(option, output)})")
+
+
+def _own_file(option: str, output: str) -> str:
+    """A file name ``option`` takes, to suggest instead of ``output`` (``--plot`` writes .svg or .png only)."""
+    example = _EXAMPLE_FILE.get(option.lstrip("-").replace("-", "_"))
+    if example is None and option == "--plot":
+        example = _EXAMPLE_FILE["plot_file"]
+    if example is not None:
+        return example
+    return Path(output).with_suffix(".txt").name if Path(output).suffix == ".py" else "out.txt"
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -176,10 +176,26 @@ def _user_code(doing: str) -> Iterator[None]:
         with contextlib.redirect_stdout(sys.stderr):
             yield
     except SystemExit as e:
+        exited = f"the model's own code exited (SystemExit({e.code!r})) while {doing}, so there is nothing to show."
+        if _in_factory(e):
+            raise CannotTrace(f"{exited} It was its factory: a factory returns the module rather than exiting; if "
+                              "it reads a command line (argparse), point MODEL at a function that takes the "
+                              "settings as arguments (given with --arg), or at the model class") from None
         raise CannotTrace(
-            f"the model's own code exited (SystemExit({e.code!r})) while {doing}, so there is nothing to show. A "
-            "script that reads its command line or runs on import needs an `if __name__ == \"__main__\":` guard "
-            "around that part, or put the model in a module of its own") from None
+            f"{exited} A script that reads its command line or runs on import needs an `if __name__ == "
+            "\"__main__\":` guard around that part, or put the model in a module of its own") from None
+
+
+def _in_factory(error: BaseException) -> bool:
+    """Whether ``error`` came out of the model's factory (``specs.models`` calls it in ``_instantiate``), rather
+    than out of the import of its file or module."""
+    tb = error.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "_instantiate" and code.co_filename.endswith(os.path.join("specs", "models.py")):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def train_mode(train: bool | None, exhibit: Any) -> bool | None:

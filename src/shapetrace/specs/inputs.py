@@ -211,6 +211,8 @@ def parse_input(spec: str) -> InputSpec:  # noqa: C901 - one branch per part of 
             raise _fail(spec, f"{_shortened(name)} is not a valid keyword-argument name")
         if not text.strip():
             raise _fail(spec, f"no shape given after {name}=")
+        if name == "self":  # forward(self=...) fails only once the forward is called
+            raise _fail(spec, "'self' is the module itself, not a keyword argument the forward can take")
     parts = [p.strip() for p in text.split(":")]
     dtype: torch.dtype | None = None
     fill: str | None = None

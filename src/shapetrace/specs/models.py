@@ -202,9 +202,7 @@ def _instantiate(obj: Any, kwargs: dict[str, Any], what: str) -> nn.Module:
                                  "apply; point MODEL at a class or factory function instead")
         return obj
     if not callable(obj):
-        kind = type(obj).__name__
-        article = "an" if kind[:1].lower() in "aeiou" else "a"
-        raise ModelSpecError(f"{what} is {article} {kind}, not an nn.Module or a callable that builds one")
+        raise ModelSpecError(f"{what} is {_a(type(obj).__name__)}, not an nn.Module or a callable that builds one")
     try:
         built = obj(**kwargs)
     except TypeError as e:
@@ -215,8 +213,13 @@ def _instantiate(obj: Any, kwargs: dict[str, Any], what: str) -> nn.Module:
     except Exception as e:  # any error in the user's factory: a message saying where
         raise ModelSpecError(_raised(f"calling {what}({_fmt_kwargs(kwargs)})", e)) from e
     if not isinstance(built, nn.Module):
-        raise ModelSpecError(f"{what}({_fmt_kwargs(kwargs)}) returned a {type(built).__name__}, not an nn.Module")
+        raise ModelSpecError(f"{what}({_fmt_kwargs(kwargs)}) returned {_a(type(built).__name__)}, not an nn.Module")
     return built
+
+
+def _a(kind: str) -> str:
+    """``kind`` with its article: ``a list``, ``an int``."""
+    return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
 
 
 def _fmt_kwargs(kwargs: dict[str, Any]) -> str:
@@ -289,6 +292,9 @@ def locate_model(spec: str) -> Callable[[dict[str, Any]], LoadedModel]:
         raise ModelSpecError(f"{spec!r} is a file: also name the factory or module in it, as {spec}:build_model")
     if spec.lower().endswith(WEIGHT_SUFFIXES):
         raise ModelSpecError(_weights_file_message(spec))
+    if spec.lower().endswith(".json"):  # lines and diff read saved traces before MODEL specs are resolved
+        raise ModelSpecError(f"{spec!r} names a saved trace, not a model: show it with 'shapetrace render {spec}' "
+                             "(or lines, diff), or give MODEL as a spec to trace")
     if spec in exhibit_names():
         return lambda kwargs: _exhibit(spec, kwargs)
     if spec in _torchvision_all():
