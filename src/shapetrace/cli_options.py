@@ -160,8 +160,17 @@ def table_width(width: int | None, output: str | None) -> int | None:
     if width is not None:
         return width or None
     if output is None and sys.stdout.isatty():
-        return max(shutil.get_terminal_size((100, 24)).columns, 60)
+        return max(_columns(), 60)
     return 100
+
+
+def _columns() -> int:
+    """The width of the terminal stdout is (``COLUMNS`` first, as ``shutil.get_terminal_size`` reads it): asked
+    of ``sys.stdout`` itself, since while a command runs descriptor 1 is stderr's (``stdout_guard``)."""
+    if not os.environ.get("COLUMNS", "").isdigit():
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            return os.get_terminal_size(sys.stdout.fileno()).columns
+    return shutil.get_terminal_size((100, 24)).columns
 
 
 heat_option = click.option(
