@@ -50,3 +50,16 @@ def test_json_on_stdout_stays_json_whatever_the_models_code_writes(tmp_path, out
     assert json.loads(done.stdout)["calls"][0]["cls"] == "Linear"
     for text in WRITTEN:
         assert text in done.stderr
+
+
+def test_a_command_called_in_process_writes_to_stdout_and_gives_descriptor_1_back(monkeypatch, capfd):
+    from shapetrace.cli import main
+
+    stream = open(1, "w", closefd=False)  # noqa: SIM115 - sys.stdout on descriptor 1, as in a console process
+    monkeypatch.setattr(sys, "stdout", stream)
+    before = os.fstat(1)
+    assert main.main(["--help"], standalone_mode=False) == 0
+    after = os.fstat(1)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino) and sys.stdout is stream
+    out, err = capfd.readouterr()
+    assert out.startswith("Usage:") and "Usage:" not in err

@@ -67,26 +67,11 @@ def guard_stdout(*, whole_process: bool) -> Iterator[None]:
     """
     global _saved
     original = _fd1_stream()
-    if original is None or _saved is not None:
+    stream = _redirect(original) if original is not None and _saved is None else None
+    if stream is None:
         yield
         return
-    try:
-        original.flush()
-        # stderr closed (2>&-): what the model writes to descriptor 1 goes nowhere instead. Opened before the
-        # duplicate is made, which would otherwise take the free descriptor 2 and pass for stderr.
-        opened = None if _is_open(2) else os.open(os.devnull, os.O_WRONLY)
-        saved = os.dup(1)
-    except (OSError, ValueError):
-        yield
-        return
-    try:
-        os.dup2(2 if opened is None else opened, 1)
-    finally:
-        if opened is not None:
-            os.close(opened)
-    stream = _CommandStdout(os.fdopen(saved, "wb", closefd=False), encoding=original.encoding,
-                            errors=original.errors, line_buffering=original.line_buffering, write_through=True)
-    stream.owner = threading.get_ident()
+    saved = stream.fileno()
     sys.stdout, _saved = stream, saved
     try:
         yield
@@ -100,6 +85,32 @@ def guard_stdout(*, whole_process: bool) -> Iterator[None]:
                 os.dup2(saved, 1)
         with contextlib.suppress(OSError):
             os.close(saved)
+
+
+def _redirect(original: io.TextIOBase) -> _CommandStdout | None:
+    """Point descriptor 1 at stderr; the stream on a duplicate of the real stdout, or ``None`` (and nothing
+    changed) when that cannot be done."""
+    opened = saved = None
+    try:
+        original.flush()
+        # stderr closed (2>&-): what the model writes to descriptor 1 goes nowhere instead. Opened before the
+        # duplicate is made, which would otherwise take the free descriptor 2 and pass for stderr.
+        opened = None if _is_open(2) else os.open(os.devnull, os.O_WRONLY)
+        saved = os.dup(1)
+        stream = _CommandStdout(os.fdopen(saved, "wb", closefd=False),
+                                encoding=getattr(original, "encoding", None) or "utf-8",
+                                errors=getattr(original, "errors", None) or "strict",
+                                line_buffering=bool(getattr(original, "line_buffering", False)), write_through=True)
+        os.dup2(2 if opened is None else opened, 1)  # last: a failure before leaves descriptor 1 as it was
+    except (OSError, ValueError, TypeError, LookupError):
+        if saved is not None:
+            os.close(saved)
+        return None
+    finally:
+        if opened is not None:
+            os.close(opened)
+    stream.owner = threading.get_ident()
+    return stream
 
 
 def _close(stream: io.TextIOWrapper) -> None:
