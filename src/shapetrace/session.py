@@ -167,21 +167,23 @@ class Outcome:
 
 
 @contextlib.contextmanager
-def _user_code(doing: str) -> Iterator[None]:
+def _user_code(doing: str, problem: type[SessionError] = CannotTrace) -> Iterator[None]:
     """Run the model's own code (its import, its factory, its forward): what it prints goes to stderr, so it
     never mixes into an output written to stdout (``--format json > t.json``; below Python's ``print``, the CLI's
     ``stdout_guard`` keeps descriptor 1 on stderr); a ``sys.exit`` in it (a
-    script's argparse at import) is a ``CannotTrace`` that says so, not shapetrace quietly exiting."""
+    script's argparse at import) is a ``problem`` that says so, not shapetrace quietly exiting: a ``CannotTrace``
+    in the forward (status 1, as a forward raising), a ``UsageProblem`` while loading (status 2, as an import or
+    factory raising)."""
     try:
         with contextlib.redirect_stdout(sys.stderr):
             yield
     except SystemExit as e:
         exited = f"the model's own code exited (SystemExit({e.code!r})) while {doing}, so there is nothing to show."
         if _in_factory(e):
-            raise CannotTrace(f"{exited} It was its factory: a factory returns the module rather than exiting; if "
-                              "it reads a command line (argparse), point MODEL at a function that takes the "
-                              "settings as arguments (given with --arg), or at the model class") from None
-        raise CannotTrace(
+            raise problem(f"{exited} It was its factory: a factory returns the module rather than exiting; if "
+                          "it reads a command line (argparse), point MODEL at a function that takes the "
+                          "settings as arguments (given with --arg), or at the model class") from None
+        raise problem(
             f"{exited} A script that reads its command line or runs on import needs an `if __name__ == "
             "\"__main__\":` guard around that part, or put the model in a module of its own") from None
 
@@ -213,7 +215,8 @@ def load(request: TraceRequest) -> Loaded:
 
     _check_device(request.device)
     try:
-        with _user_code(f"loading {request.model!r}"):
+        # exiting while the model loads is a usage problem, as an exception raised there is (status 2)
+        with _user_code(f"loading {request.model!r}", UsageProblem):
             loaded, args, kwargs = load_model_and_inputs(request.model, request.inputs, request.args,
                                                          request.device)
     except InputsTooLarge as e:
