@@ -388,7 +388,8 @@ def test_a_model_that_calls_sys_exit_is_an_error_that_says_so(tmp_path, where):
                 sys.exit(3)
     """))
     result = invoke("trace", f"{path}:Exits", "-i", "1,4")
-    assert result.exit_code == 1 and no_traceback(result)
+    # as an exception raised there: loading the model is a usage problem (2), the forward a failure (1)
+    assert result.exit_code == (2 if where == "at import" else 1) and no_traceback(result)
     code = "0" if where == "at import" else "3"
     assert f"the model's own code exited (SystemExit({code}))" in result.output
     assert "__main__" in result.output
@@ -667,3 +668,61 @@ def test_messages_name_the_object_missing_the_attribute_and_suggest_cuda_for_gpu
     for command in (["trace"], ["profile"]):
         gpu = invoke(*command, f"{models}:marked", "--input", "3,4", "--device", "gpu")
         assert gpu.exit_code == 2 and "Did you mean 'cuda'?" in gpu.output, gpu.output
+
+
+@pytest.mark.parametrize("command", [["lines", "torch.nn:Identity"], ["diff", "torch.nn:Identity", "torch.nn:Identity"],
+                                     ["profile", "torch.nn:Identity"]], ids=["lines", "diff", "profile"])
+def test_inputs_larger_than_memory_get_no_advice_of_an_option_the_command_lacks(command):
+    # lines and diff have no --device; profile times real tensors and refuses --device meta
+    r = invoke(*command, "--input", "100000,100000,100000")
+    assert r.exit_code == 2, r.output
+    assert "PB" in r.output and "give a smaller input" in r.output.lower() and "meta" not in r.output
+
+
+LONG = "x" * 300  # longer than a file name can be (255 bytes on common file systems)
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["trace", LONG], "unknown model"),
+    (["trace", f"{LONG}.py:build"], "cannot read"),
+    (["trace", "torch.nn:Identity", "--input", "2", "-o", f"{LONG}.txt"], "cannot write"),
+    (["trace", "torch.nn:Identity", "--input", "2", "-o", f"missing/{LONG}.txt"], "cannot write"),
+    (["profile", "torch.nn:Identity", "--input", "2", "--plot", f"{LONG}.svg"], "cannot write"),
+], ids=["MODEL", "MODEL file", "-o", "-o in a missing folder", "--plot"])
+def test_a_path_with_a_name_too_long_is_a_usage_error_not_an_oserror(tmp_path, monkeypatch, args, said):
+    monkeypatch.chdir(tmp_path)
+    r = invoke(*args)
+    assert r.exit_code == 2, r.output
+    assert said in r.output and "Errno" not in r.output and no_traceback(r)
+
+
+def test_a_saved_trace_given_to_trace_points_to_render(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = invoke("trace", "x.json")
+    assert r.exit_code == 2 and "shapetrace render x.json" in r.output and "x:json" not in r.output
+
+
+def test_a_factory_returning_an_int_is_said_with_the_right_article(tmp_path):
+    (tmp_path / "number.py").write_text("def build():\n    return 3\n")
+    r = invoke("trace", f"{tmp_path / 'number.py'}:build")
+    assert r.exit_code == 2 and "returned an int, not an nn.Module" in r.output
+
+
+def test_a_factory_calling_sys_exit_is_told_about_factories_not_imports(tmp_path):
+    (tmp_path / "quits.py").write_text("import sys\n\ndef build():\n    sys.exit('bye')\n")
+    r = invoke("trace", f"{tmp_path / 'quits.py'}:build")
+    assert r.exit_code == 2 and no_traceback(r)
+    assert "It was its factory" in r.output and "__main__" not in r.output
+
+
+def test_self_as_an_input_keyword_is_a_bad_input_not_a_forward_failure():
+    r = invoke("trace", "torch.nn:Identity", "--input", "self=1,4")
+    assert r.exit_code == 2 and "bad --input 'self=1,4'" in r.output
+
+
+def test_a_plot_that_is_the_model_file_suggests_a_plot_name(tmp_path):
+    model = tmp_path / "m.py"
+    model.write_text("from torch import nn\n\ndef build():\n    return nn.Identity()\n")
+    (tmp_path / "p.svg").symlink_to(model)
+    r = invoke("profile", f"{model}:build", "--input", "2", "--plot", str(tmp_path / "p.svg"))
+    assert r.exit_code == 2 and "(e.g. plot.svg)" in r.output

@@ -146,3 +146,30 @@ def test_a_saved_failed_trace_is_shown_with_a_note_naming_the_failure_and_status
     assert r.exit_code == 0, r.output
     assert "note: this trace is of a forward that failed in " in r.stderr and "(RuntimeError: " in r.stderr
     assert "is partial" in r.stderr
+
+
+# MODEL names a file that is not there: the empty path is refused before MODEL is even looked at.
+@pytest.mark.parametrize("command", [["trace", "missing.py:build", "-o", ""], ["render", "missing.json", "-o", ""],
+                                     ["lines", "missing.py:build", "-o", ""],
+                                     ["lines", "missing.py:build", "--save-trace", ""],
+                                     ["profile", "missing.py:build", "-o", ""],
+                                     ["profile", "missing.py:build", "--plot", ""],
+                                     ["diff", "missing.py:build", "missing.py:build", "-o", ""]],
+                         ids=["trace", "render", "lines", "lines --save-trace", "profile", "profile --plot", "diff"])
+def test_an_empty_output_path_is_refused_before_anything_runs(command):
+    r = invoke(*command)
+    assert r.exit_code == 2, r.output
+    assert "an empty path names no file" in r.output and "missing" not in r.output.split("Error:")[-1]
+
+
+def test_save_trace_refuses_a_dash_since_stdout_carries_the_lines_view(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = invoke("lines", "missing.py:build", "--save-trace", "-")
+    assert r.exit_code == 2 and "carries the command's own output" in r.output
+    assert not (tmp_path / "-").exists()
+
+
+def test_save_trace_into_another_formats_suffix_gets_the_note_o_gives(tmp_path, saved):
+    r = invoke("lines", str(saved), "--save-trace", str(tmp_path / "t.svg"))
+    assert r.exit_code == 0, r.output
+    assert "note: writing json into t.svg, whose suffix says svg" in r.output

@@ -95,3 +95,34 @@ def test_torchview_and_shapetrace_agree_on_attention_whose_out_proj_runs_functio
     # so the two compare the same leaves (modules without submodules) and agree
     result = diff_torchview(model, shapetrace.trace(model, x), x)
     assert result.differences == [] and result.our_calls == result.their_calls == 1
+
+
+@pytest.fixture
+def built(tmp_path):
+    """A model file whose factory leaves a mark when it runs, and takes any keyword arguments."""
+    path = tmp_path / "marked.py"
+    path.write_text("from pathlib import Path\nfrom torch import nn\n\n"
+                    "def build(**kwargs):\n"
+                    f"    Path({str(tmp_path / 'built')!r}).touch()\n"
+                    "    return nn.Linear(4, 2)\n")
+    return path
+
+
+def test_diff_refuses_an_unknown_b_naming_it_before_building_a(tmp_path, built):
+    r = CliRunner().invoke(main, ["diff", f"{built}:build", "nope", "--input", "1,4"])
+    assert r.exit_code == 2, r.output
+    assert "B (nope): unknown model 'nope'" in r.output
+    assert not (tmp_path / "built").exists()
+
+
+def test_diff_says_a_key_given_by_both_arg_and_a_arg_is_given_by_both(built):
+    r = CliRunner().invoke(main, ["diff", f"{built}:build", f"{built}:build", "--arg", "n=3", "--a-arg", "n=3",
+                                  "--input", "1,4"])
+    assert r.exit_code == 2, r.output
+    assert "n is given by both --arg and --a-arg" in r.output
+
+
+def test_diff_names_the_option_a_bad_value_came_with(built):
+    r = CliRunner().invoke(main, ["diff", f"{built}:build", f"{built}:build", "--b-arg", "n=true", "--input", "1,4"])
+    assert r.exit_code == 2, r.output
+    assert "B (" in r.output and "bad --b-arg 'n=true'" in r.output

@@ -192,3 +192,55 @@ def test_an_input_keyword_may_be_any_python_identifier_unicode_too(tmp_path):
     r = CliRunner().invoke(main, ["trace", f"{path}:Takes", "--input", "é=2,3"])
     assert r.exit_code == 0, r.output
     assert "(2,3)" in r.stdout
+
+
+@pytest.mark.parametrize("spec", ["long:1,4:0..1e9999999", "long:1,4:-1e999999999..1", "int8:2:0..1e99999999999"])
+def test_integer_bounds_with_huge_exponents_are_refused_as_not_fitting_the_dtype(spec):
+    # compared before conversion: building the ten-million-digit integer would take minutes
+    with pytest.raises(InputSpecError, match="does not fit int"):
+        parse_input(spec)
+
+
+def test_a_dimension_of_thousands_of_digits_is_refused_as_too_large():
+    # past 4300 digits int() itself refuses, with advice about sys.set_int_max_str_digits
+    with pytest.raises(InputSpecError, match="more elements than a tensor can hold"):
+        parse_input("1," + "9" * 5000)
+
+
+def test_a_huge_bad_spec_is_echoed_shortened_in_the_error():
+    with pytest.raises(InputSpecError) as error:
+        parse_input("x" * 100_000)
+    assert len(str(error.value)) < 1000 and "(100000 characters)" in str(error.value)
+
+
+# Bytes per element alive at once while each kind of input is made (measured: peak RSS matches within 1%).
+@pytest.mark.parametrize(("spec", "per_element"), [
+    ("1,3,28000,28000", 4),      # a float32 normal draw is the tensor itself (9.4 GB, not 28 GB)
+    ("f16:1000", 4 + 2),         # drawn as float32, then converted
+    ("f32:1000:0..1", 4 + 4),    # a uniform draw and its scaled copy
+    ("f64:1000:0..1", 4 + 8),    # the scaled float32 copy and its float64 conversion
+    ("long:1000", 8),            # drawn as int64: the tensor itself
+    ("int8:1000", 8 + 1),        # drawn as int64, then converted
+    ("bool:1000", 8 + 1),
+    ("zeros:f64:1000", 8),       # made in place
+])
+def test_the_memory_estimate_is_the_peak_of_making_the_input(spec, per_element):
+    p = parse_input(spec)
+    assert p.scratch_bytes == per_element * p.nbytes // p.dtype.itemsize
+
+
+@pytest.mark.parametrize("spec", ["0x4", "0x10,3", "long:0X1f"])
+def test_a_hexadecimal_looking_shape_is_refused_rather_than_read_as_dimensions(spec):
+    with pytest.raises(InputSpecError, match="reads as a hexadecimal number"):
+        parse_input(spec)
+
+
+def test_a_shape_mixing_x_and_commas_is_refused():
+    with pytest.raises(InputSpecError, match="mixes 'x' and ','"):
+        parse_input("1,3x4")
+
+
+@pytest.mark.parametrize(("spec", "shape"), [("1x3x224x224", (1, 3, 224, 224)), ("10x4", (10, 4)), ("1×3", (1, 3)),
+                                             ("(1,3)", (1, 3)), ("1,3,", (1, 3)), ("0,4", (0, 4))])
+def test_the_documented_shape_forms_still_parse(spec, shape):
+    assert parse_input(spec).shape == shape

@@ -3,6 +3,8 @@ torchview (``--against``). The comparison itself lives in ``renderers/diff.py`` 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -30,6 +32,7 @@ from .session import (
     OtherToolFailed,
     TraceRequest,
     UsageProblem,
+    check_model,
     check_output,
     compare_model,
     is_saved_trace,
@@ -158,8 +161,13 @@ def _two(a: str, b: str, inputs: tuple[str, ...], args: tuple[str, ...], a_args:
     if a == b == "-":
         raise UsageProblem("A and B are both '-': only one of them can be read from stdin")
     ops = fmt in DIAGRAM_FORMATS
-    ta, note_a = _side(a, inputs, args + a_args, train, ops, debug)
-    tb, note_b = _side(b, inputs, args + b_args, train, ops, debug)
+    sides = (("A", a, "--a-arg", a_args), ("B", b, "--b-arg", b_args))
+    for side, spec, option, own in sides:  # both specs checked before either is built or traced
+        if not is_saved_trace(spec):
+            with _naming(side, spec):
+                check_model(spec, (("--arg", args), (option, own)))
+    (ta, note_a), (tb, note_b) = (_naming_side(side, spec, inputs, args + own, train, ops, debug)
+                                  for side, spec, _, own in sides)
     result = diff_traces(ta, tb, a, b)
     if fmt in DIAGRAM_FORMATS:  # B's diagram, its own render hints plus the diff overlay
         tb.meta["options"] = {**dict(tb.meta.get("options") or {}), **diagram_options(result)}
@@ -167,6 +175,20 @@ def _two(a: str, b: str, inputs: tuple[str, ...], args: tuple[str, ...], a_args:
     else:
         _echo(render_trace_diff(result, fmt, table_width(width, output)), output)
     return [n for n in (note_a, note_b) if n]
+
+
+@contextlib.contextmanager
+def _naming(side: str, spec: str) -> Iterator[None]:
+    """A usage problem of one side of the diff, said as that side's (``B (nope): unknown model 'nope'``)."""
+    try:
+        yield
+    except UsageProblem as e:
+        raise UsageProblem(f"{side} ({spec}): {e}") from e
+
+
+def _naming_side(side: str, spec: str, *rest: Any) -> tuple[Any, str | None]:
+    with _naming(side, spec):
+        return _side(spec, *rest)
 
 
 def _echo(text: str, output: str | None) -> None:

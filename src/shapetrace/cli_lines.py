@@ -11,6 +11,7 @@ from .cli_options import (
     CONTEXT,
     OUTPUT_HELP,
     SuggestingChoice,
+    a_file_not_stdout,
     cli_errors,
     dash_is_stdout,
     distinct_outputs,
@@ -40,7 +41,7 @@ _SUFFIX = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".js
               help="Output format [default: from -o's suffix, else text].")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True), default=None, callback=dash_is_stdout,
               help=OUTPUT_HELP + " (checked before the forward runs; written whole or not at all).")
-@click.option("--save-trace", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+@click.option("--save-trace", type=click.Path(dir_okay=False), default=None, metavar="FILE", callback=a_file_not_stdout,
               help="Also save the trace (with its line information) as JSON, to render again without the model "
                    "(a file other than -o's: the same file for both is refused).")
 @click.option("--train/--eval", "train", default=None,
@@ -93,6 +94,7 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
     output_not_the_model("-o", output, model)
     output_not_the_model("--save-trace", save_trace, model)
     note_suffix_mismatch(fmt, output)
+    note_suffix_mismatch("json", save_trace)
     failure_note = None
     if is_saved_trace(model):
         if inputs or args:
@@ -103,7 +105,7 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
         result, failure_note = outcome.trace, outcome.error
         if debug:
             print_cause(outcome.cause)
-    if save_trace:
+    if save_trace is not None:
         write_output(result.to_json(), save_trace)
     try:
         view = build_view(result, module)

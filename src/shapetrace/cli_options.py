@@ -31,6 +31,7 @@ from .session import (
     render_output,
 )
 from .specs.names import source_file
+from .stdout_guard import guard_stdout
 
 __all__ = [
     "BROKEN_PIPE_STATUS",
@@ -40,6 +41,8 @@ __all__ = [
     "QuietPipeGroup",
     "SuggestingChoice",
     "TableWidth",
+    "a_file",
+    "a_file_not_stdout",
     "cli_errors",
     "dash_is_stdout",
     "distinct_outputs",
@@ -85,7 +88,13 @@ def _quiet_broken_pipe() -> Iterator[None]:
 
 
 class QuietPipeGroup(click.Group):
-    """The command group: its help and every command's output end quietly when stdout's reader goes away."""
+    """The command group: its help and every command's output end quietly when stdout's reader goes away; while
+    a command runs, stdout is shapetrace's alone (``stdout_guard``: what the model's code writes goes to stderr)."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        # standalone: click exits the process when the command ends (the console entry, python -m shapetrace)
+        with guard_stdout(whole_process=standalone_mode):
+            return super().main(*args, standalone_mode=standalone_mode, **kwargs)
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         with _quiet_broken_pipe():  # `shapetrace --help | true`
@@ -151,8 +160,17 @@ def table_width(width: int | None, output: str | None) -> int | None:
     if width is not None:
         return width or None
     if output is None and sys.stdout.isatty():
-        return max(shutil.get_terminal_size((100, 24)).columns, 60)
+        return max(_columns(), 60)
     return 100
+
+
+def _columns() -> int:
+    """The width of the terminal stdout is (``COLUMNS`` first, as ``shutil.get_terminal_size`` reads it): asked
+    of ``sys.stdout`` itself, since while a command runs descriptor 1 is stderr's (``stdout_guard``)."""
+    if not os.environ.get("COLUMNS", "").isdigit():
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            return os.get_terminal_size(sys.stdout.fileno()).columns
+    return shutil.get_terminal_size((100, 24)).columns
 
 
 heat_option = click.option(
@@ -203,8 +221,32 @@ OUTPUT_HELP = "Write to FILE instead of stdout ('-': stdout)"
 
 
 def dash_is_stdout(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """``-o -``: stdout, as for most Unix tools (the value ``None``, as when ``-o`` is not given)."""
-    return None if value == "-" else value
+    """``-o -``: stdout, as for most Unix tools (the value ``None``, as when ``-o`` is not given); an empty
+    ``-o ''`` is refused (``a_file``)."""
+    return None if value == "-" else a_file(ctx, param, value)
+
+
+def a_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A file to write, refused before anything runs when it is empty (``-o ''``, an unset shell variable):
+    no file has that name, and the command would run only to fail writing it."""
+    if value == "":
+        example = _EXAMPLE_FILE.get(param.name or "", "out.txt")
+        raise click.BadParameter(f"an empty path names no file; give a file name, e.g. {example}", ctx, param)
+    return value
+
+
+# A file name each output option takes, for its messages (-o: any renderer's).
+_EXAMPLE_FILE = {"plot_file": "plot.svg", "save_trace": "trace.json"}
+
+
+def a_file_not_stdout(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A second output file (``lines --save-trace``): as ``a_file``, and ``-`` is refused, since stdout carries
+    the command's own output and a file named ``-`` is not what the dash means anywhere else."""
+    if value == "-":
+        raise click.BadParameter("'-' would be stdout, which carries the command's own output; give a file name, "
+                                 "e.g. trace.json (for the trace alone on stdout: shapetrace trace MODEL -f json)",
+                                 ctx, param)
+    return a_file(ctx, param, value)
 
 
 def prepare_output(fmt: str | None, output: str | None, allowed: tuple[str, ...] | None = None) -> str:
@@ -260,7 +302,17 @@ def output_not_the_model(option: str, output: str | None, *specs: str | None) ->
         if source is not None and _same_file(source, output):
             raise UsageProblem(f"{option} {output!r} is the file MODEL {spec!r} is read from: writing there would "
                                f"replace the model's source; give {option} a file of its own (e.g. "
-                               f"{Path(output).with_suffix('.txt').name if Path(output).suffix == '.py' else 'out.txt'})")
+                               f"{_own_file(option, output)})")
+
+
+def _own_file(option: str, output: str) -> str:
+    """A file name ``option`` takes, to suggest instead of ``output`` (``--plot`` writes .svg or .png only)."""
+    example = _EXAMPLE_FILE.get(option.lstrip("-").replace("-", "_"))
+    if example is None and option == "--plot":
+        example = _EXAMPLE_FILE["plot_file"]
+    if example is not None:
+        return example
+    return Path(output).with_suffix(".txt").name if Path(output).suffix == ".py" else "out.txt"
 
 
 def _same_file(a: str, b: str) -> bool:

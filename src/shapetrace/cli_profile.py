@@ -18,6 +18,7 @@ from .cli_options import (
     CONTEXT,
     OUTPUT_HELP,
     SuggestingChoice,
+    a_file,
     cli_errors,
     dash_is_stdout,
     distinct_outputs,
@@ -77,7 +78,7 @@ Examples:
 @click.option("--depth", "-d", type=click.IntRange(min=0), default=None, help="Fold calls deeper than N.")
 @click.option("--view", type=SuggestingChoice(["calls", "modules"]), default="calls", show_default=True,
               help="One row per call, or one row per module with the times of all its calls added up.")
-@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None,
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, callback=a_file,
               help="Also save a plot (.svg or .png).")
 @click.option("--plot-kind", type=SuggestingChoice(PLOT_KINDS), default="bars", show_default=True,
               help="bars: top calls by self time; forward: the same in forward order; flops: time vs FLOPs; "

@@ -40,6 +40,8 @@ from typing import Any
 from .renderers import RenderOptions, UnknownFormat, format_for_path, hints_to_save, render
 from .renderers.atomic import resolve_target, write_atomically
 from .renderers.diagram import GraphvizNotFound, OverlayNeedsOptions
+from .specs.names import path_problem
+from .stdout_guard import reroute
 from .tracer.records import Opaque, Trace
 from .tracer.records import load as load_trace
 from .tracer.tracefile import MAX_TRACE_BYTES, TraceFileRefused, read_bounded, read_path
@@ -56,6 +58,7 @@ __all__ = [
     "TraceRequest",
     "UsageProblem",
     "WriteFailed",
+    "check_model",
     "check_output",
     "check_output_folder",
     "compare_model",
@@ -130,6 +133,9 @@ class TraceRequest:
     grad: bool = False
     ops: bool = False
     lines: bool = False
+    # How the front end traces shapes only (the CLI's trace: "--device meta"), named when the inputs are too
+    # large for memory; None where it has no such option (lines, diff, profile).
+    shapes_only: str | None = None
 
 
 @dataclass
@@ -161,18 +167,37 @@ class Outcome:
 
 
 @contextlib.contextmanager
-def _user_code(doing: str) -> Iterator[None]:
+def _user_code(doing: str, problem: type[SessionError] = CannotTrace) -> Iterator[None]:
     """Run the model's own code (its import, its factory, its forward): what it prints goes to stderr, so it
-    never mixes into an output written to stdout (``--format json > t.json``); a ``sys.exit`` in it (a
-    script's argparse at import) is a ``CannotTrace`` that says so, not shapetrace quietly exiting."""
+    never mixes into an output written to stdout (``--format json > t.json``; below Python's ``print``, the CLI's
+    ``stdout_guard`` keeps descriptor 1 on stderr); a ``sys.exit`` in it (a
+    script's argparse at import) is a ``problem`` that says so, not shapetrace quietly exiting: a ``CannotTrace``
+    in the forward (status 1, as a forward raising), a ``UsageProblem`` while loading (status 2, as an import or
+    factory raising)."""
     try:
         with contextlib.redirect_stdout(sys.stderr):
             yield
     except SystemExit as e:
-        raise CannotTrace(
-            f"the model's own code exited (SystemExit({e.code!r})) while {doing}, so there is nothing to show. A "
-            "script that reads its command line or runs on import needs an `if __name__ == \"__main__\":` guard "
-            "around that part, or put the model in a module of its own") from None
+        exited = f"the model's own code exited (SystemExit({e.code!r})) while {doing}, so there is nothing to show."
+        if _in_factory(e):
+            raise problem(f"{exited} It was its factory: a factory returns the module rather than exiting; if "
+                          "it reads a command line (argparse), point MODEL at a function that takes the "
+                          "settings as arguments (given with --arg), or at the model class") from None
+        raise problem(
+            f"{exited} A script that reads its command line or runs on import needs an `if __name__ == "
+            "\"__main__\":` guard around that part, or put the model in a module of its own") from None
+
+
+def _in_factory(error: BaseException) -> bool:
+    """Whether ``error`` came out of the model's factory (``specs.models`` calls it in ``_instantiate``), rather
+    than out of the import of its file or module."""
+    tb = error.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_name == "_instantiate" and code.co_filename.endswith(os.path.join("specs", "models.py")):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def train_mode(train: bool | None, exhibit: Any) -> bool | None:
@@ -185,20 +210,44 @@ def train_mode(train: bool | None, exhibit: Any) -> bool | None:
 def load(request: TraceRequest) -> Loaded:
     """Resolve the request's MODEL and inputs; ``UsageProblem`` says what to fix."""
     # torch, torchvision and the gallery load only when something is traced (`shapetrace render` needs none)
-    from .specs.inputs import InputSpecError  # noqa: PLC0415 - torch loads on first trace
+    from .specs.inputs import InputSpecError, InputsTooLarge  # noqa: PLC0415 - torch loads on first trace
     from .specs.models import ModelSpecError, load_model_and_inputs  # noqa: PLC0415 - torch loads on first trace
 
     _check_device(request.device)
     try:
-        with _user_code(f"loading {request.model!r}"):
+        # exiting while the model loads is a usage problem, as an exception raised there is (status 2)
+        with _user_code(f"loading {request.model!r}", UsageProblem):
             loaded, args, kwargs = load_model_and_inputs(request.model, request.inputs, request.args,
                                                          request.device)
+    except InputsTooLarge as e:
+        advice = (f" Or trace shapes only with {request.shapes_only} (nothing is allocated)."
+                  if request.shapes_only and not e.on_meta else "")
+        raise UsageProblem(f"{e}{advice}") from e
     except (ModelSpecError, InputSpecError) as e:
         raise UsageProblem(str(e)) from e
     _check_traceable(loaded.module, request.model)
     module, notes = _unwrapped(loaded.module)
     return Loaded(module, args, kwargs, loaded.exhibit, train_mode(request.train, loaded.exhibit), loaded.source,
                   notes)
+
+
+def check_model(spec: str, arg_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> None:
+    """Check, before anything runs, what can be told of a MODEL spec and its ``--arg`` texts without running the
+    model's code (``specs.models.locate_model``): ``UsageProblem`` says what to fix. ``arg_groups``: ``(option,
+    texts)`` pairs that all go to this model's factory (``diff``'s ``--arg`` and ``--a-arg``); each text's
+    problem names its option, and a key two of them give is refused."""
+    from .specs.models import ModelSpecError, locate_model, parse_args  # noqa: PLC0415 - torch loads on first trace
+
+    try:
+        locate_model(spec)
+        given: dict[str, str] = {}
+        for option, texts in arg_groups:
+            for key in parse_args(texts, option):
+                if key in given:
+                    raise UsageProblem(f"{key} is given by both {given[key]} and {option}; give it once")
+                given[key] = option
+    except ModelSpecError as e:
+        raise UsageProblem(str(e)) from e
 
 
 def _check_device(device: str | None) -> None:
@@ -455,6 +504,8 @@ def _check_names_a_file(path: str | Path) -> None:
     """Refuse a path ending in a separator (``-o newdir/``): it names a folder, and writing a file by the
     folder's name (``Path`` drops the slash) would not be what was asked."""
     text = os.fspath(path)
+    if not text:  # Path("") is ".", the current folder
+        raise OutputProblem("cannot write '': an empty path names no file; give a file name, e.g. out.txt")
     if text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
         raise OutputProblem(f"cannot write {text!r}: a path ending in {text[-1]!r} names a folder, not a "
                             f"file; give a file name, e.g. {os.path.join(text, 'out.txt')}")
@@ -463,7 +514,10 @@ def _check_names_a_file(path: str | Path) -> None:
 def check_output(path: str | Path) -> Path:
     """Check, before anything runs, that a file can be written at ``path``; ``OutputProblem`` says why not."""
     _check_names_a_file(path)
-    target = Path(path)
+    problem = path_problem(path)
+    if problem is not None:
+        raise OutputProblem(f"cannot write {str(path)!r}: {problem}; choose another path")
+    target = Path(reroute(os.fspath(path)))  # /dev/stdout: the real stdout, while descriptor 1 is on stderr
     if _written_through(target):
         if not os.access(target, os.W_OK):
             raise OutputProblem(f"cannot write {str(path)!r}: it is not writable")
@@ -494,7 +548,7 @@ def write_output(data: str | bytes, path: str | Path) -> Path:
     On any failure the temporary file is removed and ``path`` is left as it was. ``WriteFailed`` when the
     file cannot be written (what ``check_output`` could tell beforehand was refused there).
     """
-    target = Path(path)
+    target = Path(reroute(os.fspath(path)))  # /dev/stdout: the real stdout, while descriptor 1 is on stderr
     payload = data.encode("utf-8") if isinstance(data, str) else data
     if _written_through(target):
         try:

@@ -3,7 +3,8 @@
 Grammar (one spec per positional input; several ``--input`` options give several inputs)::
 
     SPEC   := [NAME "="] [WORD ":"]... SHAPE [":" LOW ".." HIGH]
-    SHAPE  := INT ("," INT)*          dimensions, e.g. 1,3,224,224   (also 1x3x224x224; "scalar" for ())
+    SHAPE  := INT ("," INT)*          dimensions, e.g. 1,3,224,224   (also 1x3x224x224, not mixed with
+                                      commas; "scalar" for ()); decimal: 0x4 is refused, not read as (0, 4)
     WORD   := a dtype  float32 (float, fp32), float16 (half, fp16), bfloat16 (bf16), float64 (double),
                        int64 (long), int32 (int), int16, int8, uint8, bool
             | a fill   randn (the default for floats; takes no range), rand (uniform in [0, 1) or in the
@@ -26,7 +27,8 @@ give the same tensors, and a spec's values do not depend on the specs before it.
 (shape-only tracing) floating-point tensors hold no data; integer and boolean ones are made as on the CPU,
 with the same values, because forwards read them (token ids, lengths, masks: ``tracer/shape_only.py``). Before anything is allocated, the bytes the inputs need are estimated and
 compared with the memory the device has free (RAM, or CUDA memory): inputs that cannot fit are refused
-with a suggestion of ``--device meta``, instead of a long wait and the allocator's message.
+(``InputsTooLarge``), instead of a long wait and the allocator's message; a front end that can trace shapes
+only (``trace --device meta``) says so (``session.load``).
 """
 
 from __future__ import annotations
@@ -74,7 +76,12 @@ class InputSpecError(ValueError):
 
 
 class InputsTooLarge(InputSpecError):
-    """The inputs would need more memory than the device has free; nothing was allocated."""
+    """The inputs would need more memory than the device has free; nothing was allocated. ``on_meta``: they were
+    refused on the ``meta`` device already (so tracing shapes only would not help)."""
+
+    def __init__(self, message: str, on_meta: bool = False) -> None:
+        super().__init__(message)
+        self.on_meta = on_meta
 
 
 @dataclass(frozen=True)
@@ -100,9 +107,19 @@ class InputSpec:
 
     @property
     def scratch_bytes(self) -> int:
-        """The bytes made on the way (values are drawn as float32 or int64, then converted)."""
-        drawn = 0 if self.fill in ("zeros", "ones") else math.prod(self.shape) * 8
-        return drawn + self.nbytes
+        """The most bytes alive at once while ``make`` makes the tensor, the tensor included: what it draws and
+        converts, step by step (zeros and ones are made in place; integers and bools are drawn as int64 and
+        converted, int64 staying as drawn; uniform floats as a float32 draw, scaled into a second float32 tensor
+        and then converted; normal floats as float32, then converted)."""
+        n = math.prod(self.shape)
+        if self.fill in ("zeros", "ones"):
+            return self.nbytes
+        if not self.is_float:
+            return 8 * n + (self.nbytes if self.dtype != torch.int64 else 0)
+        converted = 0 if self.dtype == torch.float32 else self.nbytes  # .to(dtype) of a float32 tensor copies
+        if self.low is not None or self.fill == "rand":
+            return max(8 * n, 4 * n + converted)  # the draw and its scaled copy, then the scaled one converted
+        return 4 * n + converted
 
     def make(self, generator: torch.Generator, device: str | torch.device | None = None) -> torch.Tensor:
         """The example tensor (on CPU unless ``device`` is given). On ``meta`` a floating-point tensor holds no
@@ -133,10 +150,21 @@ class InputSpec:
         return t.to(device) if device is not None else t
 
 
+_ECHOED = 80  # the most characters of a spec (or a part of one) an error message repeats
+
+
+def _shortened(text: str) -> str:
+    """``text`` as an error message repeats it: quoted, its middle cut when it is long (a 100 KB spec)."""
+    if len(text) <= _ECHOED:
+        return repr(text)
+    half = _ECHOED // 2
+    return f"{text[:half]!r}...{text[-half:]!r} ({len(text)} characters)"
+
+
 def _fail(spec: str, problem: str) -> InputSpecError:
     """The error for one bad spec: what is wrong with which part, one example, where the grammar is."""
     end = " " if problem.endswith("?") else ". "
-    return InputSpecError(f"bad --input {spec!r}: {problem}{end}Example: --input 1,3,224,224 "
+    return InputSpecError(f"bad --input {_shortened(spec)}: {problem}{end}Example: --input 1,3,224,224 "
                           "(see 'shapetrace trace --help' for the grammar)")
 
 
@@ -145,16 +173,29 @@ def _parse_shape(spec: str, text: str) -> tuple[int, ...] | None:
     t = text.strip().strip("()[]").replace(" ", "")
     if t in ("scalar", ""):
         return () if t == "scalar" else None
+    if re.match(r"[-+]?0[xX][0-9a-fA-F]", t):  # 0x4 would be read as the shape (0, 4)
+        dims = re.sub("[x×]", ",", t)
+        shape = f", or {dims} for that shape" if re.fullmatch(r"[-+]?\d+(,\d+)*,?", dims) else ""
+        raise _fail(spec, f"{_shortened(text)} reads as a hexadecimal number, but dimensions are decimal: write "
+                          f"the number in decimal{shape}")
     parts = re.split(r"[,x×]", t.rstrip(","))
     if not all(re.fullmatch(r"[-+]?\d+", p) for p in parts):
         return None
+    if "," in t.rstrip(",") and re.search("[x×]", t):
+        raise _fail(spec, f"{_shortened(text)} mixes 'x' and ',' between dimensions; use one of them, as in "
+                          "1,3,224,224 or 1x3x224x224")
+    too_long = next((p for p in parts if len(p.lstrip("+-").lstrip("0")) > _LARGEST_DIGITS), None)
+    if too_long is not None:  # int() refuses past 4300 digits; any past 19 is more than a tensor holds anyway
+        raise _fail(spec, f"the dimension {_shortened(too_long)} is more elements than a tensor can hold (at most "
+                          "2**63 - 1)")
     dims = tuple(int(p) for p in parts)
     if any(d < 0 for d in dims):
-        raise _fail(spec, f"dimensions must be >= 0, got {text!r}")
+        raise _fail(spec, f"dimensions must be >= 0, got {_shortened(text)}")
     return dims
 
 
 _LARGEST = 2**63 - 1  # torch sizes are int64
+_LARGEST_DIGITS = len(str(_LARGEST))
 
 
 def parse_input(spec: str) -> InputSpec:  # noqa: C901 - one branch per part of the --input grammar; to split by part
@@ -167,9 +208,11 @@ def parse_input(spec: str) -> InputSpec:  # noqa: C901 - one branch per part of 
         name, _, text = text.partition("=")
         name = name.strip()
         if not name.isidentifier():  # as Python takes a keyword argument's name (Unicode too: é=2)
-            raise _fail(spec, f"{name!r} is not a valid keyword-argument name")
+            raise _fail(spec, f"{_shortened(name)} is not a valid keyword-argument name")
         if not text.strip():
             raise _fail(spec, f"no shape given after {name}=")
+        if name == "self":  # forward(self=...) fails only once the forward is called
+            raise _fail(spec, "'self' is the module itself, not a keyword argument the forward can take")
     parts = [p.strip() for p in text.split(":")]
     dtype: torch.dtype | None = None
     fill: str | None = None
@@ -184,23 +227,23 @@ def parse_input(spec: str) -> InputSpec:  # noqa: C901 - one branch per part of 
                 continue
             if word in _DTYPES:
                 if dtype is not None:
-                    raise _fail(spec, f"two dtypes given ({part!r} after an earlier one)")
+                    raise _fail(spec, f"two dtypes given ({_shortened(part)} after an earlier one)")
                 dtype = _DTYPES[word]
                 continue
             if word in _FILLS:
                 if fill is not None:
-                    raise _fail(spec, f"two fills given ({part!r} after {fill!r})")
+                    raise _fail(spec, f"two fills given ({_shortened(part)} after {fill!r})")
                 fill = word
                 continue
             if _RANGE.match(part):
                 raise _fail(spec, "the range comes after the shape, as in long:8,5:0..100")
             close = difflib.get_close_matches(word, [*_DTYPES, *_FILLS], n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise _fail(spec, f"{part!r} is neither a shape (like 4,72), a dtype (like long) nor a fill "
+            raise _fail(spec, f"{_shortened(part)} is neither a shape (like 4,72), a dtype (like long) nor a fill "
                               f"(randn, rand, zeros, ones){hint}")
         m = _RANGE.match(part)
         if m is None or rng is not None or i != len(parts) - 1:
-            raise _fail(spec, f"after the shape only a range LOW..HIGH may follow, got {part!r}")
+            raise _fail(spec, f"after the shape only a range LOW..HIGH may follow, got {_shortened(part)}")
         rng = (m.group(1), m.group(2))
     if shape is None:
         raise _fail(spec, "no shape given")
@@ -233,24 +276,25 @@ def _bounds(spec: str, part: str, texts: tuple[str, str], dtype: torch.dtype) ->
         try:
             exact = [decimal.Decimal(t) for t in texts]
         except decimal.InvalidOperation:
-            raise _fail(spec, f"the range {part!r} is not two numbers") from None
+            raise _fail(spec, f"the range {_shortened(part)} is not two numbers") from None
         if any(not d.is_finite() or d != d.to_integral_value() for d in exact):
-            raise _fail(spec, f"an integer dtype needs integer bounds, got {part!r}")
-        low, high = (int(d) for d in exact)
+            raise _fail(spec, f"an integer dtype needs integer bounds, got {_shortened(part)}")
         info = torch.iinfo(dtype)
         top = min(info.max, 2**63 - 1)  # torch.randint takes HIGH as an int64
-        if low < info.min or high > top + (dtype != torch.int64):
-            raise _fail(spec, f"the range {part!r} does not fit {name}: LOW at least {info.min}, HIGH (exclusive) "
+        # compared as Decimals before int(): int(Decimal('1e9999999')) would build a ten-million-digit number
+        if exact[0] < info.min or exact[1] > top + (dtype != torch.int64):
+            raise _fail(spec, f"the range {_shortened(part)} does not fit {name}: LOW at least {info.min}, HIGH (exclusive) "
                               f"at most {top + (dtype != torch.int64)}")
+        low, high = (int(d) for d in exact)
     else:
         low, high = (float(t) for t in texts)
         largest = torch.finfo(dtype).max
         if not (math.isfinite(low) and math.isfinite(high)) or max(abs(low), abs(high)) > largest \
                 or high - low > torch.finfo(torch.float32).max:
-            raise _fail(spec, f"the range {part!r} reaches past what {name} can hold (about ±{largest:.4g}; values "
+            raise _fail(spec, f"the range {_shortened(part)} reaches past what {name} can hold (about ±{largest:.4g}; values "
                               "are drawn in float32): give smaller bounds")
     if high <= low:
-        raise _fail(spec, f"the range {part!r} is empty (HIGH is exclusive and must exceed LOW)")
+        raise _fail(spec, f"the range {_shortened(part)} is empty (HIGH is exclusive and must exceed LOW)")
     if dtype.is_floating_point:
         first, last = _representable_range(low, high, dtype)
         if first > last:
@@ -330,10 +374,9 @@ def check_fits(parsed: Sequence[InputSpec], device: str | torch.device | None = 
             biggest = max(parsed, key=lambda p: p.nbytes)
             raise InputsTooLarge(
                 f"the inputs need about {_format_bytes(need)} but {has} {_format_bytes(free)} {what} "
-                f"(the largest: --input {biggest.text!r}, {_format_bytes(biggest.nbytes)}). "
+                f"(the largest: --input {_shortened(biggest.text)}, {_format_bytes(biggest.nbytes)}). "
                 + ("On --device meta integer and boolean inputs are still made (the forward may read their "
-                   "values): give a smaller one." if on_meta else
-                   "Trace shapes only with --device meta (nothing is allocated), or give a smaller input."))
+                   "values): give a smaller one." if on_meta else "Give a smaller input."), on_meta)
 
 
 def make_inputs(specs: Sequence[str | InputSpec], *, seed: int = 0,
@@ -351,11 +394,11 @@ def make_inputs(specs: Sequence[str | InputSpec], *, seed: int = 0,
         t = p.make(torch.Generator().manual_seed(seed + 1000003 * i), device)
         if p.name is None:
             if kwargs:
-                raise InputSpecError(f"bad --input {p.text!r}: positional inputs must come before keyword inputs "
+                raise InputSpecError(f"bad --input {_shortened(p.text)}: positional inputs must come before keyword inputs "
                                      f"({', '.join(kwargs)}=...)")
             args.append(t)
         else:
             if p.name in kwargs:
-                raise InputSpecError(f"bad --input {p.text!r}: keyword {p.name!r} given twice")
+                raise InputSpecError(f"bad --input {_shortened(p.text)}: keyword {p.name!r} given twice")
             kwargs[p.name] = t
     return tuple(args), kwargs

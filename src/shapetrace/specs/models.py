@@ -30,7 +30,7 @@ import inspect
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,10 +41,10 @@ from torch import nn
 
 from ..gallery.exhibits import exhibit_names, get_exhibit
 from .inputs import make_inputs
-from .names import names_a_file, split_spec
+from .names import names_a_file, path_problem, split_spec
 from .raised import where_raised
 
-__all__ = ["LoadedModel", "ModelSpecError", "load_model", "parse_arg", "parse_args"]
+__all__ = ["LoadedModel", "ModelSpecError", "load_model", "locate_model", "parse_arg", "parse_args"]
 
 
 class ModelSpecError(ValueError):
@@ -65,14 +65,15 @@ class LoadedModel:
 _LOOKALIKES = {"true": "True", "false": "False", "none": "None", "null": "None"}
 
 
-def parse_arg(text: str) -> tuple[str, Any]:
+def parse_arg(text: str, option: str = "--arg") -> tuple[str, Any]:
     """``"KEY=VALUE"`` -> ``(key, value)``: the value parsed as a Python literal when it is one, else the
     string stripped of the spaces around it; ``ModelSpecError`` for ``true``/``false``/``none``/``null``
-    spelt otherwise than Python spells them (see the module docstring)."""
+    spelt otherwise than Python spells them (see the module docstring). ``option``: the option the text was
+    given with, as the message names it (``diff``'s ``--a-arg``)."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key.isidentifier():
-        raise ModelSpecError(f"bad --arg {text!r}: write KEY=VALUE with KEY a Python name, "
+        raise ModelSpecError(f"bad {option} {text!r}: write KEY=VALUE with KEY a Python name, "
                              "e.g. --arg num_classes=10 or --arg layers=[2,2,2]")
     value = raw.strip()
     try:
@@ -81,19 +82,19 @@ def parse_arg(text: str) -> tuple[str, Any]:
         pass
     meant = _LOOKALIKES.get(value.lower())
     if meant is not None:
-        raise ModelSpecError(f"bad --arg {text!r}: {value!r} is not a Python literal, so it would be passed as "
+        raise ModelSpecError(f"bad {option} {text!r}: {value!r} is not a Python literal, so it would be passed as "
                              f"the string {value!r}, which counts as true; write {key}={meant}, or "
                              f"{key}=\"'{value}'\" if the factory wants that string")
     return key, value
 
 
-def parse_args(texts: Sequence[str]) -> dict[str, Any]:
-    """Several ``KEY=VALUE`` into a dict; a key given twice is an error."""
+def parse_args(texts: Sequence[str], option: str = "--arg") -> dict[str, Any]:
+    """Several ``KEY=VALUE`` into a dict; a key given twice is an error. ``option`` as for ``parse_arg``."""
     out: dict[str, Any] = {}
     for t in texts:
-        k, v = parse_arg(t)
+        k, v = parse_arg(t, option)
         if k in out:
-            raise ModelSpecError(f"--arg {k} is given twice")
+            raise ModelSpecError(f"{option} {k} is given twice")
         out[k] = v
     return out
 
@@ -147,9 +148,17 @@ def _resolve_attr(obj: Any, dotted: str, where: str) -> Any:
     return obj
 
 
-def _import_file(path: Path) -> Any:
+def _check_file(path: Path) -> None:
+    """Refuse a MODEL file that cannot be read as named (``ModelSpecError``)."""
+    problem = path_problem(path)
+    if problem is not None:
+        raise ModelSpecError(f"cannot read {str(path)!r}: {problem} (MODEL is path/to/file.py:factory)")
     if not path.is_file():
         raise ModelSpecError(f"no such file: {str(path)!r} (MODEL is path/to/file.py:factory)")
+
+
+def _import_file(path: Path) -> Any:
+    _check_file(path)
     name = f"_shapetrace_user_{abs(hash(str(path.resolve())))}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
@@ -193,9 +202,7 @@ def _instantiate(obj: Any, kwargs: dict[str, Any], what: str) -> nn.Module:
                                  "apply; point MODEL at a class or factory function instead")
         return obj
     if not callable(obj):
-        kind = type(obj).__name__
-        article = "an" if kind[:1].lower() in "aeiou" else "a"
-        raise ModelSpecError(f"{what} is {article} {kind}, not an nn.Module or a callable that builds one")
+        raise ModelSpecError(f"{what} is {_a(type(obj).__name__)}, not an nn.Module or a callable that builds one")
     try:
         built = obj(**kwargs)
     except TypeError as e:
@@ -206,8 +213,13 @@ def _instantiate(obj: Any, kwargs: dict[str, Any], what: str) -> nn.Module:
     except Exception as e:  # any error in the user's factory: a message saying where
         raise ModelSpecError(_raised(f"calling {what}({_fmt_kwargs(kwargs)})", e)) from e
     if not isinstance(built, nn.Module):
-        raise ModelSpecError(f"{what}({_fmt_kwargs(kwargs)}) returned a {type(built).__name__}, not an nn.Module")
+        raise ModelSpecError(f"{what}({_fmt_kwargs(kwargs)}) returned {_a(type(built).__name__)}, not an nn.Module")
     return built
+
+
+def _a(kind: str) -> str:
+    """``kind`` with its article: ``a list``, ``an int``."""
+    return f"{'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
 
 
 def _fmt_kwargs(kwargs: dict[str, Any]) -> str:
@@ -250,7 +262,14 @@ def _torchvision(name: str, kwargs: dict[str, Any]) -> LoadedModel:
 
 def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> LoadedModel:
     """Resolve a model spec (see the module docstring) into a ``LoadedModel``; ``ModelSpecError`` if it can't."""
-    kwargs = dict(kwargs or {})
+    return locate_model(spec)(dict(kwargs or {}))
+
+
+def locate_model(spec: str) -> Callable[[dict[str, Any]], LoadedModel]:
+    """What can be told of a model spec without running the model's code (no import of its file or module,
+    no factory called): ``ModelSpecError`` for a spec that cannot name a model (unknown names, a missing file);
+    else the function that builds it from the factory's keyword arguments (``load_model``). ``diff`` checks
+    both of its specs so before building either."""
     spec = spec.strip()
     if not spec:
         raise ModelSpecError("MODEL is empty: give a gallery exhibit name, package.module:factory, "
@@ -264,38 +283,47 @@ def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> LoadedModel:
         if not attr:
             raise ModelSpecError(f"{spec!r} names no attribute after ':' (e.g. mypkg.models:build_model)")
         if names_a_file(where):
-            module = _import_file(Path(where))
-            label = f"{where}:{attr}"
-        else:
-            if where in ("torchvision.models", "torchvision"):
-                return _torchvision(attr, kwargs)
-            module = _import_module(where)
-            label = f"{where}:{attr}"
-        obj = _resolve_attr(module, attr, where)
-        if where.startswith("torchvision.models") and callable(obj) and not isinstance(obj, nn.Module):
-            kwargs = _without_downloads(obj, kwargs)
-        return LoadedModel(_instantiate(obj, kwargs, label), None, None, label)
+            _check_file(Path(where))
+            return lambda kwargs: _from_module(_import_file(Path(where)), where, attr, kwargs)
+        if where in ("torchvision.models", "torchvision"):
+            return lambda kwargs: _torchvision(attr, kwargs)
+        return lambda kwargs: _from_module(_import_module(where), where, attr, kwargs)
     if spec.endswith(".py"):
         raise ModelSpecError(f"{spec!r} is a file: also name the factory or module in it, as {spec}:build_model")
     if spec.lower().endswith(WEIGHT_SUFFIXES):
         raise ModelSpecError(_weights_file_message(spec))
-    exhibits = exhibit_names()
-    if spec in exhibits:
-        ex = get_exhibit(spec)
-        build = ex.build
-        module = _instantiate(build, kwargs, f"exhibit {spec!r}")
-        return LoadedModel(module, ex.inputs(), ex, f"exhibit:{spec}")
+    if spec.lower().endswith(".json"):  # lines and diff read saved traces before MODEL specs are resolved
+        raise ModelSpecError(f"{spec!r} names a saved trace, not a model: show it with 'shapetrace render {spec}' "
+                             "(or lines, diff), or give MODEL as a spec to trace")
+    if spec in exhibit_names():
+        return lambda kwargs: _exhibit(spec, kwargs)
     if spec in _torchvision_all():
-        return _torchvision(spec, kwargs)
-    if "." in spec and not Path(spec).exists():
+        return lambda kwargs: _torchvision(spec, kwargs)
+    is_path = path_problem(spec) is None and Path(spec).exists()  # a name too long for a file is no file
+    if "." in spec and not is_path:
         where, _, attr = spec.rpartition(".")
         raise ModelSpecError(f"unknown model {spec!r}. To name an attribute of a module write {where}:{attr}")
-    if Path(spec).exists():
+    if is_path:
         raise ModelSpecError(f"{spec!r} is a file, but not a Python file: MODEL names a gallery exhibit, a "
                              "torchvision model, package.module:factory or path/to/file.py:factory")
     raise ModelSpecError(f"unknown model {spec!r}: not a gallery exhibit nor a torchvision model.{_hint(spec)} "
                          "Run 'shapetrace gallery list' for the exhibits; other models are named "
                          "package.module:factory or path/to/file.py:factory.")
+
+
+def _from_module(module: Any, where: str, attr: str, kwargs: dict[str, Any]) -> LoadedModel:
+    """The model ``attr`` of an imported file or module builds (or is)."""
+    label = f"{where}:{attr}"
+    obj = _resolve_attr(module, attr, where)
+    if where.startswith("torchvision.models") and callable(obj) and not isinstance(obj, nn.Module):
+        kwargs = _without_downloads(obj, kwargs)
+    return LoadedModel(_instantiate(obj, kwargs, label), None, None, label)
+
+
+def _exhibit(name: str, kwargs: dict[str, Any]) -> LoadedModel:
+    ex = get_exhibit(name)
+    module = _instantiate(ex.build, kwargs, f"exhibit {name!r}")
+    return LoadedModel(module, ex.inputs(), ex, f"exhibit:{name}")
 
 
 def _hint(spec: str) -> str:

@@ -11,7 +11,7 @@ import os
 import re
 import sys
 
-__all__ = ["names_a_file", "source_file", "split_spec", "tidy_spec"]
+__all__ = ["names_a_file", "path_problem", "source_file", "split_spec", "tidy_spec"]
 
 # A Windows drive: one letter, a colon, then a slash or backslash (C:\models.py, c:/work/m.py). A one-letter
 # module (m:build) has no slash after its colon.
@@ -65,3 +65,28 @@ def source_file(spec: str) -> str | None:
             return None
         search = list(found.submodule_search_locations or [])
     return found.origin if found is not None and found.has_location else None
+
+
+def _name_max() -> int:
+    try:
+        return os.pathconf("/", "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no answer
+        return 255
+
+
+def path_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be looked up at all (a name in it too long for the file system, a NUL in it, a
+    folder on the way that cannot be searched), else ``None``, whether or not anything is there. Checked
+    before ``Path.exists()`` and the like, which raise for these (``OSError: [Errno 36] File name too long``)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except ValueError:
+        return "the path contains a NUL character"
+    except OSError as e:
+        return e.strerror or str(e)
+    longest = max((len(os.fsencode(part)) for part in re.split(r"[\\/]", os.fspath(path))), default=0)
+    if longest > _name_max():  # a folder on the way is missing, so the system has not looked at the long name yet
+        return f"File name too long (a name in it has {longest} bytes; at most {_name_max()})"
+    return None

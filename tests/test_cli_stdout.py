@@ -1,0 +1,65 @@
+"""stdout carries shapetrace's output only: whatever the model's code writes, by any route and at any time,
+goes to stderr (docs/cli.rst, "Output"). One subprocess each, running the real console entry, because what is
+checked is the process's descriptor 1, which an in-process runner does not have."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+SRC_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+
+# Writes below Python's print and outside the trace: descriptor 1 at import, a subprocess in the factory, an
+# atexit handler, and a thread started at import that writes once the main thread has finished.
+NOISY = """
+    import atexit, os, subprocess, sys, threading
+    from torch import nn
+
+    os.write(1, b"RAW WRITE AT IMPORT\\n")
+    atexit.register(lambda: print("PRINT AT EXIT"))
+
+    def late():
+        threading.main_thread().join()
+        print("PRINT FROM A LEFTOVER THREAD")
+
+    threading.Thread(target=late).start()
+
+    def build():
+        subprocess.run([sys.executable, "-c", "print('SUBPROCESS IN FACTORY')"], check=True)
+        return nn.Linear(4, 2)
+"""
+WRITTEN = ("RAW WRITE AT IMPORT", "SUBPROCESS IN FACTORY", "PRINT AT EXIT", "PRINT FROM A LEFTOVER THREAD")
+
+
+def shapetrace(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    (tmp_path / "noisy.py").write_text(textwrap.dedent(NOISY))
+    return subprocess.run([sys.executable, "-m", "shapetrace.cli", "trace", "noisy.py:build", "--input", "1,4", *args],
+                          cwd=tmp_path, env=SRC_ENV, capture_output=True, text=True, timeout=300, check=False)
+
+
+@pytest.mark.parametrize("output", [[], ["-o", "/dev/stdout"]], ids=["stdout", "-o /dev/stdout"])
+def test_json_on_stdout_stays_json_whatever_the_models_code_writes(tmp_path, output):
+    done = shapetrace(tmp_path, "--format", "json", *output)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["calls"][0]["cls"] == "Linear"
+    for text in WRITTEN:
+        assert text in done.stderr
+
+
+def test_a_command_called_in_process_writes_to_stdout_and_gives_descriptor_1_back(monkeypatch, capfd):
+    from shapetrace.cli import main
+
+    stream = open(1, "w", closefd=False)  # noqa: SIM115 - sys.stdout on descriptor 1, as in a console process
+    monkeypatch.setattr(sys, "stdout", stream)
+    before = os.fstat(1)
+    assert main.main(["--help"], standalone_mode=False) == 0
+    after = os.fstat(1)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino) and sys.stdout is stream
+    out, err = capfd.readouterr()
+    assert out.startswith("Usage:") and "Usage:" not in err
