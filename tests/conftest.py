@@ -23,6 +23,26 @@ from shapetrace.tracer.records import Trace
 _finish = capture.Tracer._finish
 
 
+def graph_paths(graph) -> set[tuple[str, str]]:
+    """(source, destination) titles of the module calls, inputs and outputs of a diagram's graph
+    (``renderers.graph.Graph``) joined by a path of edges: what a reader of the picture can follow."""
+    titles = {n.id: n.title for n in graph.nodes} | {c.id: c.title for c in graph.clusters}
+    succ: dict[str, set[str]] = {}
+    for e in graph.edges:
+        succ.setdefault(e.src, set()).add(e.dst)
+    ends = {n.id for n in graph.nodes if n.kind != "op"} | {c.id for c in graph.clusters}
+    pairs = set()
+    for start in ends:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in succ.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        pairs |= {(titles[start], titles[d]) for d in seen if d in ends}
+    return pairs
+
+
 def check_round_trip(trace: Trace) -> None:
     """The trace survives a JSON round trip exactly. ``every_trace_round_trips`` checks every trace a test makes;
     a session- or module-scoped fixture, set up before that function-scoped one, calls this itself."""

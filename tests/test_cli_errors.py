@@ -567,14 +567,7 @@ def test_a_model_file_that_does_not_parse_names_its_own_line(tmp_path):
 @pytest.mark.parametrize("hints,named", [(5, "meta.options) must be an object"), ({"fold": 5}, "meta.options.fold"),
                                          ({"depth": "x"}, "meta.options.depth")])
 def test_broken_render_hints_in_a_hand_edited_trace_are_named(tmp_path, hints, named):
-    import json
-
-    saved = tmp_path / "lin.json"
-    assert invoke("trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "-i", "1,4",
-                  "-o", str(saved)).exit_code == 0
-    data = json.loads(saved.read_text())
-    data["meta"]["options"] = hints
-    saved.write_text(json.dumps(data))
+    saved = _linear_with_hints(tmp_path, hints)
     r = invoke("render", str(saved), "-f", "dot")
     assert r.exit_code == 1 and named in r.output and "fix or remove" in r.output and no_traceback(r)
 

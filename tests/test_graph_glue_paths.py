@@ -10,29 +10,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import graph_paths
 from torch import nn
 
 import shapetrace
-from shapetrace.renderers.graph import Graph, build_graph
-
-
-def _calls_reached(g: Graph) -> set[tuple[str, str]]:
-    """(source, destination) titles of the module calls, inputs and outputs joined by a path of edges."""
-    titles = {n.id: n.title for n in g.nodes} | {c.id: c.title for c in g.clusters}
-    succ: dict[str, set[str]] = {}
-    for e in g.edges:
-        succ.setdefault(e.src, set()).add(e.dst)
-    ends = {n.id for n in g.nodes if n.kind != "op"} | {c.id for c in g.clusters}
-    pairs = set()
-    for start in ends:
-        seen, todo = set(), [start]
-        while todo:
-            for nxt in succ.get(todo.pop(), ()):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    todo.append(nxt)
-        pairs |= {(titles[start], titles[d]) for d in seen if d in ends}
-    return pairs
+from shapetrace.renderers.graph import build_graph
 
 
 class DetachedHeads(nn.Module):
@@ -67,11 +49,11 @@ def test_the_awd_lstm_default_diagram_adds_no_path_between_calls_the_full_graph_
     t = shapetrace.trace(ex.build(), *args, ops=True, forward_kwargs=kwargs)
     every = build_graph(t, depth=ex.options["depth"], all_ops=True)
     default = build_graph(t, depth=ex.options["depth"])
-    assert _calls_reached(default) - _calls_reached(every) == set()
+    assert graph_paths(default) - graph_paths(every) == set()
     rnn0, rnn2 = "0.module.rnns.0.module ×3", "0.module.rnns.2.module ×3"
     full = build_graph(t, all_ops=True)  # no depth: the three LSTM layers each drawn
-    lstm_paths = {p for p in _calls_reached(build_graph(t)) if p[0] in (rnn0, rnn2) and p[1] in (rnn0, rnn2)}
-    assert lstm_paths <= _calls_reached(full)
+    lstm_paths = {p for p in graph_paths(build_graph(t)) if p[0] in (rnn0, rnn2) and p[1] in (rnn0, rnn2)}
+    assert lstm_paths <= graph_paths(full)
     assert (rnn2, rnn0) not in lstm_paths  # the last layer's hidden state goes back into its own cat only
 
 
@@ -96,7 +78,7 @@ class GreedyStep(nn.Module):
 @pytest.mark.parametrize(("model", "reader"), [(Classify, "output"), (GreedyStep, "emb")])
 def test_an_argmax_of_a_calls_output_keeps_the_path_from_that_call(model, reader):
     g = build_graph(shapetrace.trace(model().eval(), torch.randn(2, 8), ops=True))
-    assert ("fc", reader) in _calls_reached(g)
+    assert ("fc", reader) in graph_paths(g)
     assert all(not n.constants for n in g.nodes)  # computed from data: not a mask or a constant
     (into,) = [e for e in g.edges if g.node(e.dst).title == reader and g.node(e.src).kind == "op"]
     assert into.via == ["argmax"] and into.shapes == [(2,)]

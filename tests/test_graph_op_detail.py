@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import graph_paths
 from torch import nn
 
 import shapetrace
@@ -24,24 +25,6 @@ def awd_classifier():
     args, kwargs = ex.inputs()
     return shapetrace.trace(ex.build(), *args, ops=True, forward_kwargs=kwargs), ex.options
 
-
-def _reach(g: Graph) -> set[tuple[str, str]]:
-    """(source, destination) names of the module calls, inputs and outputs connected by a path of edges."""
-    names = {n.id: n.title for n in g.nodes} | {c.id: c.title for c in g.clusters}
-    succ: dict[str, set[str]] = {}
-    for e in g.edges:
-        succ.setdefault(e.src, set()).add(e.dst)
-    ends = {n.id for n in g.nodes if n.kind != "op"} | {c.id for c in g.clusters}
-    pairs = set()
-    for start in ends:
-        seen, todo = set(), [start]
-        while todo:
-            for nxt in succ.get(todo.pop(), ()):
-                if nxt not in seen:
-                    seen.add(nxt)
-                    todo.append(nxt)
-        pairs |= {(names[start], names[d]) for d in seen if d in ends}
-    return pairs
 
 
 def test_awd_classifier_default_diagram_has_at_most_a_third_of_the_op_nodes(awd_classifier):
@@ -69,8 +52,8 @@ def test_awd_classifier_default_diagram_keeps_every_module_call_and_the_data_flo
     assert [c.title for c in default.clusters] == [c.title for c in every.clusters]
     # every path between module calls, inputs and outputs in the full graph is still a path, and no new one
     # appears except through an op that only carried a mask or a constant
-    assert _reach(every) - _reach(default) == set()
-    assert ("input", "0.module ×3") in _reach(default) and ("input", "output[0]") in _reach(default)
+    assert graph_paths(every) - graph_paths(default) == set()
+    assert ("input", "0.module ×3") in graph_paths(default) and ("input", "output[0]") in graph_paths(default)
 
 
 def test_a_folded_op_is_named_on_the_edge_tooltip_and_a_folded_constant_on_its_reader(awd_classifier):
