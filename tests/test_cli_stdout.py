@@ -63,3 +63,40 @@ def test_a_command_called_in_process_writes_to_stdout_and_gives_descriptor_1_bac
     assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino) and sys.stdout is stream
     out, err = capfd.readouterr()
     assert out.startswith("Usage:") and "Usage:" not in err
+
+
+
+@pytest.mark.parametrize(("columns", "width"), [(" 70", 70), ("0", 64), ("-5", 64), ("wide", 64), (None, 64)])
+def test_the_table_width_reads_COLUMNS_as_python_does_then_asks_the_terminal_stdout_is(monkeypatch, columns, width):
+    """While a command runs descriptor 1 is stderr's (stdout_guard), so the terminal asked is sys.stdout's own."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    from shapetrace.cli_options import _columns
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 64, 0, 0))  # a 64-column terminal
+    with open(follower, "w", closefd=False) as terminal:
+        monkeypatch.setattr(sys, "stdout", terminal)
+        if columns is None:
+            monkeypatch.delenv("COLUMNS", raising=False)
+        else:
+            monkeypatch.setenv("COLUMNS", columns)
+        try:
+            assert _columns() == width
+        finally:
+            os.close(follower)
+            os.close(leader)
+
+
+def test_the_table_width_off_a_terminal_is_100(monkeypatch):
+    from shapetrace.cli_options import _columns
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr(sys, "stdout", open(os.devnull, "w"))  # noqa: SIM115 - closed with the test's stdout
+    try:
+        assert _columns() == 100
+    finally:
+        sys.stdout.close()

@@ -241,6 +241,7 @@ def test_a_shape_mixing_x_and_commas_is_refused():
 
 
 @pytest.mark.parametrize(("spec", "shape"), [("1x3x224x224", (1, 3, 224, 224)), ("10x4", (10, 4)), ("1×3", (1, 3)),
-                                             ("(1,3)", (1, 3)), ("1,3,", (1, 3)), ("0,4", (0, 4))])
+                                             ("(1,3)", (1, 3)), ("1,3,", (1, 3)), ("0,4", (0, 4)),
+                                             ("0x3x4", (0, 3, 4))])
 def test_the_documented_shape_forms_still_parse(spec, shape):
     assert parse_input(spec).shape == shape

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
-import shutil
 import sys
 import traceback
 from collections.abc import Iterator
@@ -167,10 +166,13 @@ def table_width(width: int | None, output: str | None) -> int | None:
 def _columns() -> int:
     """The width of the terminal stdout is (``COLUMNS`` first, as ``shutil.get_terminal_size`` reads it): asked
     of ``sys.stdout`` itself, since while a command runs descriptor 1 is stderr's (``stdout_guard``)."""
-    if not os.environ.get("COLUMNS", "").isdigit():
-        with contextlib.suppress(AttributeError, OSError, ValueError):
-            return os.get_terminal_size(sys.stdout.fileno()).columns
-    return shutil.get_terminal_size((100, 24)).columns
+    with contextlib.suppress(ValueError):
+        columns = int(os.environ.get("COLUMNS", ""))  # as shutil reads it: " 70" counts, 0 or less does not
+        if columns > 0:
+            return columns
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    return 100
 
 
 heat_option = click.option(

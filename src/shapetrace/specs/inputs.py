@@ -173,7 +173,8 @@ def _parse_shape(spec: str, text: str) -> tuple[int, ...] | None:
     t = text.strip().strip("()[]").replace(" ", "")
     if t in ("scalar", ""):
         return () if t == "scalar" else None
-    if re.match(r"[-+]?0[xX][0-9a-fA-F]", t):  # 0x4 would be read as the shape (0, 4)
+    if re.fullmatch(r"[-+]?0[xX][0-9a-fA-F]+", t.split(",")[0]):  # 0x4 would be read as the shape (0, 4)
+        # (a hexadecimal literal before any comma; 0x3x4 is no literal: the zero-size shape (0, 3, 4))
         dims = re.sub("[x×]", ",", t)
         shape = f", or {dims} for that shape" if re.fullmatch(r"[-+]?\d+(,\d+)*,?", dims) else ""
         raise _fail(spec, f"{_shortened(text)} reads as a hexadecimal number, but dimensions are decimal: write "
