@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
 import shutil
 from types import ModuleType
 
@@ -267,3 +268,28 @@ def browser():
         b = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
         yield b
         b.close()
+
+
+def css_specificity(selector: str) -> tuple[int, int, int]:
+    """(ids, classes, elements) of one selector, as CSS Selectors Level 3 counts them: ``:not(x)`` counts
+    as ``x``; pseudo-classes and attribute tests as classes; the universal selector as nothing."""
+    ids = classes = elements = 0
+    for inner in re.findall(r":not\(([^)]*)\)", selector):
+        i, c, e = css_specificity(inner)
+        ids, classes, elements = ids + i, classes + c, elements + e
+    rest = re.sub(r":not\([^)]*\)", " ", selector)
+    ids += len(re.findall(r"#[\w-]+", rest))
+    classes += len(re.findall(r"\.[\w-]+|\[[^\]]*\]|:[\w-]+(?:\([^)]*\))?", rest))
+    elements += len(re.findall(r"(?:^|[\s>+~])([a-zA-Z][\w-]*)", re.sub(r"\([^)]*\)", "", rest)))
+    return ids, classes, elements
+
+
+def css_declarations(css: str) -> list[tuple[str, str, str]]:
+    """(selector, property, value) for each declaration of a sheet without at-rules."""
+    out = []
+    for selectors, body in re.findall(r"([^{}]+)\{([^}]*)\}", css):
+        for decl in body.split(";"):
+            if ":" in decl:
+                prop, value = (p.strip() for p in decl.split(":", 1))
+                out += [(" ".join(sel.split()), prop, " ".join(value.split())) for sel in selectors.split(",")]
+    return out

@@ -13,6 +13,7 @@ import re
 
 import pytest
 import torch
+from conftest import css_declarations, css_specificity
 from torch import nn
 
 import shapetrace
@@ -59,31 +60,6 @@ SHORTHANDS = {"background-color": "background", "border-bottom": "border", "padd
               "list-style-type": "list-style"}
 
 
-def specificity(selector: str) -> tuple[int, int, int]:
-    """(ids, classes, elements) of one selector, as CSS Selectors Level 3 counts them: ``:not(x)`` counts
-    as ``x``; pseudo-classes and attribute tests as classes; the universal selector as nothing."""
-    ids = classes = elements = 0
-    for inner in re.findall(r":not\(([^)]*)\)", selector):
-        i, c, e = specificity(inner)
-        ids, classes, elements = ids + i, classes + c, elements + e
-    rest = re.sub(r":not\([^)]*\)", " ", selector)
-    ids += len(re.findall(r"#[\w-]+", rest))
-    classes += len(re.findall(r"\.[\w-]+|\[[^\]]*\]|:[\w-]+(?:\([^)]*\))?", rest))
-    elements += len(re.findall(r"(?:^|[\s>+~])([a-zA-Z][\w-]*)", re.sub(r"\([^)]*\)", "", rest)))
-    return ids, classes, elements
-
-
-def declarations(css: str) -> list[tuple[str, str, str]]:
-    """(selector, property, value) for each declaration of a sheet without at-rules."""
-    out = []
-    for selectors, body in re.findall(r"([^{}]+)\{([^}]*)\}", css):
-        for decl in body.split(";"):
-            if ":" in decl:
-                prop, value = (p.strip() for p in decl.split(":", 1))
-                out += [(" ".join(sel.split()), prop, " ".join(value.split())) for sel in selectors.split(",")]
-    return out
-
-
 def sets(prop: str, declared: str) -> bool:
     """Whether a declaration of ``declared`` sets ``prop`` (itself, or a shorthand of it)."""
     return declared == prop or SHORTHANDS.get(prop) == declared or SHORTHANDS.get(declared) == prop
@@ -98,7 +74,7 @@ def cascade(soup, rules: list[tuple[str, str, str]]) -> dict[int, dict[str, tupl
             continue  # only under the pointer
         for el in soup.select(selector):
             best = out.setdefault(id(el), {})
-            weight = specificity(selector)
+            weight = css_specificity(selector)
             if prop not in best or weight >= best[prop][0]:
                 best[prop] = (weight, value)
     return out
@@ -120,13 +96,13 @@ def failed_fragment() -> str:
 
 
 def ours(fragment: str) -> list[tuple[str, str, str]]:
-    return declarations(re.search(r"<style>(.*?)</style>", fragment, re.DOTALL).group(1))
+    return css_declarations(re.search(r"<style>(.*?)</style>", fragment, re.DOTALL).group(1))
 
 
 def test_every_rule_of_jupyterlab_that_reaches_the_table_is_outweighed_by_one_of_ours():
     fragment = failed_fragment()
     soup = bs4.BeautifulSoup(HOST.format(fragment), "html.parser")
-    theirs = cascade(soup, declarations(JUPYTERLAB_CSS))
+    theirs = cascade(soup, css_declarations(JUPYTERLAB_CSS))
     mine = cascade(soup, ours(fragment))
     table = soup.select_one("div.shapetrace-html")
     losing = []
@@ -175,5 +151,5 @@ def test_the_gallery_sites_table_size_outweighs_the_fragments_own():
 
     fragment = failed_fragment()
     soup = bs4.BeautifulSoup(f'<div class="table-wrap">{fragment}</div>', "html.parser")
-    mine = cascade(soup, declarations(_CSS) + ours(fragment))  # the page's sheet, then the fragment's
+    mine = cascade(soup, css_declarations(_CSS) + ours(fragment))  # the page's sheet, then the fragment's
     assert mine[id(soup.select_one("table.shapetrace"))]["font-size"][1] == "0.85em"

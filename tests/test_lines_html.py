@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import torch
+from conftest import css_declarations, css_specificity
 from torch import nn
 
 from shapetrace.renderers.lines import build_view, render
@@ -21,24 +22,6 @@ _JUPYTERLAB = {
 }
 
 
-def _specificity(selector: str) -> tuple[int, int, int]:
-    ids = len(re.findall(r"#[\w-]+", selector))
-    classes = len(re.findall(r"\.[\w-]+|\[[^\]]*\]|:(?!not\b)[\w-]+(\([^)]*\))?", selector))
-    elements = len(re.findall(r"(?:^|[\s>+~])([a-z]+)", selector))
-    return ids, classes, elements
-
-
-def _rules(css: str) -> list[tuple[str, str, str]]:
-    """(selector, property, value) for each declaration."""
-    out = []
-    for selectors, body in re.findall(r"([^{}]+)\{([^}]*)\}", css):
-        for decl in body.split(";"):
-            if ":" in decl:
-                prop, value = (p.strip() for p in decl.split(":", 1))
-                out += [(sel.strip(), prop, value) for sel in selectors.split(",")]
-    return out
-
-
 class Small(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -51,14 +34,14 @@ class Small(nn.Module):
 def test_code_and_shapes_cells_stay_left_aligned_and_the_table_uncentred_under_jupyterlabs_rules():
     page = render(build_view(trace(Small(), torch.randn(3, 4), lines=True)), "html")
     css = re.search(r"<style>(.*?)</style>", page, re.DOTALL).group(1)
-    rules = _rules(css)
+    rules = css_declarations(css)
     for (element, prop), theirs in _JUPYTERLAB.items():
         ours = [
             (sel, value)
             for sel, p, value in rules
             if (p == prop or p.startswith(prop) or prop.startswith(p))
             and re.search(rf"(^|\s){element}(:nth-child\(n\))?$|^{element}\.st-lines", sel)
-            and _specificity(sel) > theirs
+            and css_specificity(sel) > theirs
         ]
         assert ours, f"no rule of ours outweighs JupyterLab's {element}{{{prop}}}"
     cells = {value for sel, p, value in rules if p == "text-align" and re.search(r"\std$", sel)}
