@@ -100,3 +100,34 @@ def test_the_table_width_off_a_terminal_is_100(monkeypatch):
         assert _columns() == 100
     finally:
         sys.stdout.close()
+
+
+def shapetrace_in_shell(tmp_path: Path, redirect: str, *args: str) -> subprocess.CompletedProcess:
+    """The console entry run by a shell with ``redirect`` (``>&-``: stdout closed, ``2>&-``: stderr closed)."""
+    (tmp_path / "quiet.py").write_text("from torch import nn\n\ndef build():\n    return nn.Linear(4, 2)\n")
+    command = '"$0" -m shapetrace.cli "$@" ' + redirect
+    return subprocess.run(["sh", "-c", command, sys.executable, *args], cwd=tmp_path, env=SRC_ENV,
+                          stdout=None if redirect == ">&-" else subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300,
+                          check=False)
+
+
+@pytest.mark.parametrize("args", [["trace", "quiet.py:build", "--input", "1,4"],
+                                  ["trace", "quiet.py:build", "--input", "1,4", "--format", "png"],
+                                  ["--help"]], ids=["table", "png", "help"])
+def test_a_closed_stdout_is_named_with_what_to_do_instead(tmp_path, args):
+    done = shapetrace_in_shell(tmp_path, ">&-", *args)
+    assert done.returncode == 1
+    assert "standard output is closed" in done.stderr and "-o FILE" in done.stderr
+    assert "Traceback" not in done.stderr and "AttributeError" not in done.stderr
+
+
+def test_with_stdout_closed_output_to_a_file_is_written(tmp_path):
+    done = shapetrace_in_shell(tmp_path, ">&-", "trace", "quiet.py:build", "--input", "1,4", "-o", "out.json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "out.json").read_text())["calls"][0]["cls"] == "Linear"
+
+
+def test_a_closed_stderr_keeps_error_messages_out_of_stdout(tmp_path):
+    done = shapetrace_in_shell(tmp_path, "2>&-", "trace", "no-such-exhibit", "--format", "json")
+    assert done.returncode == 2
+    assert done.stdout == ""

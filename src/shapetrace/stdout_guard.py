@@ -13,8 +13,14 @@ stdout, before or after the ``--format json`` there, and break it. So, for the w
   once the command ends) descriptor 1 stays on stderr until the process ends, so ``atexit`` handlers and
   leftover threads cannot write into the output either; a command called in-process gets descriptor 1 back.
 
-Where ``sys.stdout`` is not descriptor 1 (a test runner's capture, ``click.testing.CliRunner``) or stdout is
-closed, nothing changes. ``-o /dev/stdout`` (and ``/dev/fd/1``) still means the real stdout: ``reroute``.
+Where ``sys.stdout`` is not descriptor 1 (a test runner's capture, ``click.testing.CliRunner``), nothing changes.
+``-o /dev/stdout`` (and ``/dev/fd/1``) still means the real stdout: ``reroute``.
+
+A command started with stdout or stderr closed (``>&-``, ``2>&-``; Python then sets ``sys.stdout`` or
+``sys.stderr`` to ``None``) gets ``/dev/null`` on the closed descriptor, so that no file the command or the
+model opens takes it (and gets what is written to descriptor 1 or 2). A closed stderr stays silent: messages
+go nowhere, and click does not fall back to writing them into stdout. A closed stdout refuses to be written,
+with a message that says so and what to do (``-o FILE`` still works).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import re
 import sys
 import threading
 from collections.abc import Iterator
+
+import click
 
 __all__ = ["guard_stdout", "reroute"]
 
@@ -58,6 +66,55 @@ def _fd1_stream() -> io.TextIOBase | None:
         return None
 
 
+class ClosedStdout(io.TextIOBase):
+    """``sys.stdout`` for a command started with stdout closed: not a terminal, and writing to it fails with a
+    message a user can act on: click reports it as an error, exit status 1."""
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, s: str) -> int:
+        raise click.ClickException("standard output is closed, so the output has nowhere to go: redirect it to a "
+                                   "file (> FILE) or, where the command takes it, give -o FILE")
+
+    @property
+    def buffer(self) -> ClosedStdout:  # what binary output (PNG, -o -) writes to
+        return self
+
+
+@contextlib.contextmanager
+def _closed_streams_filled(*, whole_process: bool) -> Iterator[None]:
+    """While the command runs: ``/dev/null`` on a closed descriptor 1 or 2, ``ClosedStdout`` for a missing
+    ``sys.stdout``, a ``/dev/null`` stream for a missing ``sys.stderr`` (module docstring); all put back after,
+    except the descriptors when the command is the process (as ``guard_stdout`` keeps descriptor 1 on stderr)."""
+    filled: list[int] = []
+    swapped: dict[str, io.TextIOBase | None] = {}
+    try:
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            if getattr(sys, name) is not None or _is_open(fd):
+                continue
+            opened = os.open(os.devnull, os.O_WRONLY)
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+            filled.append(fd)
+            swapped[name] = None
+            setattr(sys, name, ClosedStdout() if fd == 1 else open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+        yield
+    finally:
+        for name, was in swapped.items():
+            stand_in = getattr(sys, name)
+            setattr(sys, name, was)
+            if isinstance(stand_in, io.TextIOWrapper):
+                stand_in.close()
+        for fd in [] if whole_process else filled:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 @contextlib.contextmanager
 def guard_stdout(*, whole_process: bool) -> Iterator[None]:
     """Run a command with descriptor 1 on stderr and ``sys.stdout`` on the real stdout (module docstring).
@@ -65,6 +122,13 @@ def guard_stdout(*, whole_process: bool) -> Iterator[None]:
     ``whole_process``: the command is the process (it exits when the command ends), so descriptor 1 stays on
     stderr afterwards; otherwise everything is put back as it was.
     """
+    with _closed_streams_filled(whole_process=whole_process), _stdout_guarded(whole_process=whole_process):
+        yield
+
+
+@contextlib.contextmanager
+def _stdout_guarded(*, whole_process: bool) -> Iterator[None]:
+    """``guard_stdout`` once closed descriptors are filled."""
     global _saved
     original = _fd1_stream()
     stream = _redirect(original) if original is not None and _saved is None else None
