@@ -44,7 +44,7 @@ KNOWN_CYCLES: dict[str, frozenset[str]] = {
 }
 
 # Methods of a record that may import a renderer lazily (the display of a record is the renderer's job).
-DISPLAY_METHODS = {"_repr_html_", "_repr_markdown_", "_repr_svg_", "_repr_png_", "_repr_mimebundle_",
+DISPLAY_METHODS = {"_repr_html_", "_repr_pretty_", "_repr_markdown_", "_repr_svg_", "_repr_png_", "_repr_mimebundle_",
                    "__str__", "__format__", "table", "diagram", "flow", "lines", "save", "show", "render",
                    "to_text", "to_markdown", "to_html"}
 

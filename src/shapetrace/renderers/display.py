@@ -28,7 +28,9 @@ from .diagram import render as render_diagram
 from .hints import saved_hints
 from .html import render_html, render_page
 from .plots import shape_flow
+from .rows import DISPLAY_MAX_ROWS
 from .table import render as render_table
+from .table import render_text
 
 __all__ = ["Diagram", "Flow", "Table", "save_file"]
 
@@ -152,7 +154,9 @@ class _Display:
 class Table(_Display):
     """The shape table: HTML in Jupyter (scoped CSS), ``str()`` is the text table.
 
-    Options: ``depth``, ``view`` (``"calls"`` or ``"modules"``) and, for the text table, ``width``.
+    Options: ``depth``, ``view`` (``"calls"`` or ``"modules"``), for the text table ``width``, and for Jupyter's
+    display ``max_rows`` (default ``DISPLAY_MAX_ROWS``; ``None``: every row): a longer table shows its first
+    rows, its last and any failing one, and says how many it left out. ``str()`` and ``.save()`` give every row.
     """
 
     kind = "table"
@@ -161,7 +165,8 @@ class Table(_Display):
 
     @classmethod
     def _check(cls, options: dict[str, Any]) -> None:
-        _check_names("table", options, ("depth", "view", "width"))
+        _check_names("table", options, ("depth", "view", "width", "max_rows"))
+        _check_whole("max_rows", options.get("max_rows"), 1, "None or a whole number >= 1")
         _check_whole("depth", options.get("depth"), 0, "None or a whole number >= 0")
         _check_choice("view", options.get("view"), ("calls", "modules"))
         width = options.get("width")
@@ -173,7 +178,7 @@ class Table(_Display):
     def _render(self, fmt: str) -> str:
         depth, view = self.options.get("depth"), self.options.get("view", "calls")
         if fmt == "fragment":
-            return render_html(self.trace, depth=depth, view=view)
+            return render_html(self.trace, depth=depth, view=view, max_rows=self._max_rows)
         if fmt == "html":
             return render_page(self.trace, depth=depth, view=view)
         return render_table(self.trace, fmt, depth=depth, view=view, width=self.options.get("width", 100))
@@ -184,8 +189,18 @@ class Table(_Display):
     def _repr_html_(self) -> str:
         return str(self.render())
 
+    @property
+    def _max_rows(self) -> int | None:
+        return self.options.get("max_rows", DISPLAY_MAX_ROWS)
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        return {"text/html": str(self.render()), "text/plain": str(self)}
+        if self._max_rows is None:
+            text = str(self)
+        else:  # shortened as the HTML is: a notebook keeps both
+            depth, view = self.options.get("depth"), self.options.get("view", "calls")
+            text = render_text(self.trace, depth=depth, view=view, width=self.options.get("width", 100),
+                               max_rows=self._max_rows)
+        return {"text/html": str(self.render()), "text/plain": text}
 
 
 class _Picture(_Display):

@@ -24,9 +24,20 @@ from typing import Any
 
 from ..tracer.records import Trace
 from .diagram import render as render_diagram
+from .rows import elide, gap_positions
 from .rows import forward_ms as _forward_ms
 from .rows import table_rows as _rows
-from .table import FAIL_MARK, _extra_columns, _headers, _notes, _plain_cells, _summary_lines, distinct_cuts
+from .table import (
+    FAIL_MARK,
+    _extra_columns,
+    _headers,
+    _notes,
+    _plain_cells,
+    _summary_lines,
+    distinct_cuts,
+    elided_note,
+    gap_text,
+)
 from .units import ellipsize, escape_controls, literal
 
 __all__ = ["CSS", "FAIL_COLOR", "NAME_WIDTH", "PAGE_CSS", "render_html", "render_page", "safe_html", "shape_markup",
@@ -68,6 +79,7 @@ CSS = f"""\
 {_T} td.shape .t {{ white-space: pre; }}
 {_T} td.shape.error {{ white-space: pre-wrap; overflow-wrap: anywhere; min-width: 20ch; }}
 {_T} tr.repeat td.layer code {{ opacity: 0.75; }}
+{_T} tr.gap td {{ text-align: center; font-style: italic; opacity: 0.7; }}
 {_T} tbody tr.failed {{ background: rgba(220, 38, 38, 0.13); }}
 {_T} tr.failed td:first-child {{ box-shadow: inset 3px 0 0 #dc2626; }}
 {_T} tr.failed td.layer code {{ font-weight: 700; }}
@@ -147,22 +159,27 @@ def _cell(kind: str, text: str) -> str:
     return f'<td class="{kind}">{safe_html(text)}</td>'
 
 
-def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", css: bool = True) -> str:
+def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", css: bool = True,
+                max_rows: int | None = None) -> str:
     """The shape table as a self-contained HTML fragment (scoped ``<style>`` unless ``css=False``).
 
     Every text is escaped. Rows are indented by call depth; the failing call's row has ``class="failed"`` (a
     red bar, ``✗`` and its error in place of output shapes); calls the exception left have ``class="raised"``.
     A shape cell wraps only between two values (see ``shape_markup``); the ``call`` column is left out when
-    no module was called twice (it would be empty), as in the text table.
+    no module was called twice (it would be empty), as in the text table. ``max_rows`` (a notebook's display):
+    at most that many rows, plus any failing one (``rows.elide``); a row says how many were left out where they
+    were, a note how to see them all.
     """
     esc = html.escape
-    rows = _rows(trace, depth, view)
+    every_row = _rows(trace, depth, view)
+    shown_rows = elide(every_row, max_rows)
+    rows = [r for r in shown_rows if not isinstance(r, int)]
     extra = _extra_columns(trace)
     fwd = _forward_ms(trace)
     headers = _headers(view, extra)
     kinds = ["layer", "cls", "call", "shape", "shape"] + ["num"] * (len(headers) - 5)
     cells_of = [_plain_cells(r, extra, fwd) for r in rows]
-    if view == "calls" and not any(cells[2] for cells in cells_of):  # no module called twice: no call column
+    if view == "calls" and not any(r.call for r in every_row):  # no module called twice: no call column
         headers, kinds = headers[:2] + headers[3:], kinds[:2] + kinds[3:]
         cells_of = [cells[:2] + cells[3:] for cells in cells_of]
     out = [f'<div class="{SCOPE}">']
@@ -175,7 +192,11 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     out.append("<tbody>")
     names = distinct_cuts([literal(r.short if view == "calls" else r.name) for r in rows], NAME_WIDTH)
     classes_shown = distinct_cuts([cells[1] for cells in cells_of], NAME_WIDTH, ellipsize)
-    for r, cells, shown, cls_shown in zip(rows, cells_of, names, classes_shown):
+    gap_after = gap_positions(shown_rows)
+    gap_row = '<tr class="gap"><td colspan="{}">{}</td></tr>'
+    if gap_after.get(-1):
+        out.append(gap_row.format(len(headers), esc(gap_text(gap_after[-1]))))
+    for i, (r, cells, shown, cls_shown) in enumerate(zip(rows, cells_of, names, classes_shown)):
         name = (f"{FAIL_MARK} " if r.failed else "") + shown
         classes = [c for c, on in (("failed", r.failed), ("raised", r.raised and not r.failed),
                                     ("repeat", r.repeat)) if on]
@@ -186,12 +207,17 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
         tds = [_layer_cell(name, r.name, r.depth), cls_cell] + [_cell(kind, text)
                                                                 for kind, text in zip(row_kinds[2:], cells[2:])]
         out.append(f"<tr{cls}>" + "".join(tds) + "</tr>")
+        if gap_after.get(i):
+            out.append(gap_row.format(len(headers), esc(gap_text(gap_after[i]))))
     out.append("</tbody></table>")
     out.append('<dl class="totals">')
     for k, v in _summary_lines(trace, fwd):
         out.append(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>")
     out.append("</dl>")
     notes = _notes(trace, rows)
+    elided = elided_note(shown_rows, len(every_row), "trace.table(max_rows=None)")
+    if elided:
+        notes.append(elided)
     if notes:
         out.append('<ul class="notes">' + "".join(
             f'<li class="failure">{esc(n)}</li>' if n.startswith(FAIL_MARK) else f"<li>{esc(n)}</li>"

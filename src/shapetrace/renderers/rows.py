@@ -16,7 +16,19 @@ from ..tracer.metrics import CallMemory, CallTiming
 from ..tracer.records import Call, Opaque, Trace, Uncalled, Value, iter_tensors
 from .units import call_error_text, value_text
 
-__all__ = ["NO_OUTPUT", "Row", "Totals", "forward_ms", "merged_inputs", "table_rows", "totals", "uncalled_split"]
+__all__ = [
+    "DISPLAY_MAX_ROWS",
+    "NO_OUTPUT",
+    "Row",
+    "Totals",
+    "elide",
+    "forward_ms",
+    "gap_positions",
+    "merged_inputs",
+    "table_rows",
+    "totals",
+    "uncalled_split",
+]
 
 # The outputs of a call that raised, in the modules view.
 NO_OUTPUT = Opaque("—", "")
@@ -203,6 +215,44 @@ def table_rows(trace: Trace, depth: int | None = None, view: str = "calls") -> l
     if depth is not None and depth < 0:
         raise ValueError(f"depth must be >= 0, got {depth}")
     return _call_rows(trace, depth) if view == "calls" else _module_rows(trace, depth)
+
+
+# How many rows a notebook display of a trace or table shows (``trace.table(max_rows=...)`` chooses): a table of
+# tens of thousands of calls (a decoder's generation loop, a deep RNN) would otherwise put megabytes of HTML and
+# text into the notebook, and stall the browser that shows it.
+DISPLAY_MAX_ROWS = 1000
+
+
+def elide(rows: list[Row], max_rows: int | None) -> list[Row | int]:
+    """``rows`` as a display shows them: all of them when there are at most ``max_rows`` (or it is ``None``);
+    else the first rows and the last quarter of ``max_rows``, and every failing row wherever it is, with an int in
+    place of each run of rows left out (how many)."""
+    if max_rows is None or len(rows) <= max_rows:
+        return list(rows)
+    tail = max_rows // 4
+    head = max_rows - tail
+    kept = set(range(head)) | set(range(len(rows) - tail, len(rows))) | {i for i, r in enumerate(rows) if r.failed}
+    out: list[Row | int] = []
+    for i, r in enumerate(rows):
+        if i in kept:
+            out.append(r)
+        elif out and isinstance(out[-1], int):
+            out[-1] += 1
+        else:
+            out.append(1)
+    return out
+
+
+def gap_positions(shown: list[Row | int]) -> dict[int, int]:
+    """Where ``elide`` left rows out: the index (among the rows shown) of the row each gap follows (-1: before
+    the first) -> how many rows it stands for."""
+    gaps, i = {}, -1
+    for item in shown:
+        if isinstance(item, int):
+            gaps[i] = item
+        else:
+            i += 1
+    return gaps
 
 
 def forward_ms(trace: Trace) -> float | None:

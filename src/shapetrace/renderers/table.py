@@ -37,7 +37,7 @@ from typing import TypeVar
 
 from ..tracer.records import Trace, Uncalled, Value
 from .markdown import md_code, md_text
-from .rows import Row, Totals, forward_ms, table_rows, totals, uncalled_split
+from .rows import Row, Totals, elide, forward_ms, gap_positions, table_rows, totals, uncalled_split
 from .units import (
     display_width,
     ellipsize,
@@ -254,6 +254,21 @@ def _droppable(view: str, extra: list[str]) -> list[str]:
     only the call column; the modules view's call column is ``calls``."""
     names = [*_DROPPABLE] if extra else ["call"]
     return [("calls" if n == "call" else n) for n in names] if view == "modules" else names
+
+
+def elided_note(shown: list[Row | int], total: int, how: str) -> str | None:
+    """The note under a table that ``rows.elide`` shortened (``None`` when it did not): how many rows it shows of
+    how many, which, and ``how`` to see them all."""
+    left_out = sum(x for x in shown if isinstance(x, int))
+    if not left_out:
+        return None
+    return (f"{total - left_out:,} of {total:,} rows shown (the first, the last and any failing one): {how} shows "
+            "them all, a smaller depth folds them")
+
+
+def gap_text(count: int) -> str:
+    """The row standing for ``count`` rows ``rows.elide`` left out."""
+    return f"⋯ {count:,} row{'s' if count != 1 else ''} not shown"
 
 
 def _notes(trace: Trace, rows: list[Row]) -> list[str]:
@@ -593,7 +608,7 @@ def _style(text: str, style: str, color: bool) -> str:
 
 
 def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", width: int | None = 100,  # noqa: C901 - to split: column fitting and wrapping from row emission
-                color: bool = False) -> str:
+                color: bool = False, max_rows: int | None = None) -> str:
     """An aligned table (an indented tree in the calls view) that fits ``width`` columns, shapes whole.
 
     The ``trainable`` column is shown only where it differs from ``params`` somewhere (otherwise the totals
@@ -605,8 +620,12 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     the table. ``width=None`` (or 0): one line per row, nothing
     elided. ``color=True`` adds ANSI emphasis: the failing row in red, rows that fold deeper calls in cyan,
     output shapes that differ from the input in bold (callers decide: a terminal, no ``NO_COLOR``).
+    ``max_rows`` (a notebook's display): at most that many rows, plus any failing one (``rows.elide``); a line
+    says how many were left out where they were, a note how to see them all.
     """
-    rows = table_rows(trace, depth, view)
+    every_row = table_rows(trace, depth, view)
+    shown_rows = elide(every_row, max_rows)
+    rows = [r for r in shown_rows if not isinstance(r, int)]
     extra = _extra_columns(trace)
     fwd = forward_ms(trace)
     headers = _headers(view, extra)
@@ -665,10 +684,13 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
             out.append(line({**part, **{h: (v[k] if k < len(v) else "") for h, v in wrapped.items()}}, styles))
         return out
 
-    title = _title(trace, rows, view, depth)
+    title = _title(trace, every_row, view, depth)
     lines = [*(wrap_words(title, limit) if limit is not None else [title]), rule, *row_lines({h: h for h in shown}, dict.fromkeys(shown, _BOLD)),
              rule]
     indent = widths["layer"] + len(_SEP)
+    gaps = gap_positions(shown_rows)
+    if -1 in gaps:
+        lines.append(_style(gap_text(gaps[-1]), _DIM, color))
     for i, r in enumerate(rows):
         values = {h: cells[h][i] for h in headers}
         lines.extend(row_lines(values, _row_styles(r, shown)))
@@ -676,6 +698,8 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
             room = max(table_width - indent, 20)
             for k, piece in enumerate(wrap_cell(values["input shapes"], room - 4)):
                 lines.append(" " * indent + ("in: " if k == 0 else "    ") + piece)
+        if i in gaps:
+            lines.append(_style(gap_text(gaps[i]), _DIM, color))
     lines.append(rule)
     summary = _summary_lines(trace, fwd)
     label_w = max(len(k) for k, _ in summary)
@@ -687,6 +711,9 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
         notes.insert(0, "trainable: left out, equal to params in every row (the totals give it)")
     if inputs_below:
         notes.insert(0, f"input shapes: on a line of their own (in: ...) to fit {limit} columns")
+    elided = elided_note(shown_rows, len(every_row), "trace.table(max_rows=None)")
+    if elided:
+        notes.append(elided)
     if dropped:
         notes.append(f"left out to fit {limit} columns: {', '.join(dropped)} (a wider --width, or the md, csv "
                      "and html formats, show every column)")

@@ -507,7 +507,13 @@ class Trace:
         """IPython and Jupyter's plain-text display: the table (``repr`` stays one line). Inside a list, dict or
         other container (``[t1, t2]``) each trace is its ``repr``, so the container still reads as one."""
         nested = len(getattr(printer, "stack", ())) > 1
-        printer.text(repr(self) if cycle or nested else str(self))
+        if cycle or nested:
+            printer.text(repr(self))
+            return
+        from ..renderers.rows import DISPLAY_MAX_ROWS  # noqa: PLC0415 - a display method's renderer (upward import)
+        from ..renderers.table import render_text  # noqa: PLC0415 - a display method's renderer (upward import)
+
+        printer.text(render_text(self, width=shutil.get_terminal_size((100, 24)).columns, max_rows=DISPLAY_MAX_ROWS))
 
     def lines(self, module: str = "") -> Any:
         """The source of ``module``'s forward (the root's by default) with what each line produced; needs a
@@ -520,7 +526,8 @@ class Trace:
     def table(self, **options: Any) -> Any:
         """The shape table: shows as HTML in Jupyter, ``str()`` is the text table, ``.save("t.html")``.
 
-        Options: ``depth``, ``view`` (``"calls"``/``"modules"``), ``width`` (text)."""
+        Options: ``depth``, ``view`` (``"calls"``/``"modules"``), ``width`` (text), ``max_rows`` (Jupyter's
+        display: 1,000 by default, ``None`` for every row)."""
         from ..renderers.display import Table  # noqa: PLC0415 - a display method's renderer (upward import)
 
         return Table(self, **options)
@@ -540,10 +547,12 @@ class Trace:
         return Flow(self, **options)
 
     def _repr_html_(self) -> str:
-        """Jupyter shows a trace as its shape table (``shapetrace.renderers.html``, scoped CSS)."""
+        """Jupyter shows a trace as its shape table (``shapetrace.renderers.html``, scoped CSS), its first
+        ``DISPLAY_MAX_ROWS`` rows or so (``trace.table(max_rows=None)`` shows every row)."""
         from ..renderers.html import render_html  # noqa: PLC0415 - a display method's renderer (upward import)
+        from ..renderers.rows import DISPLAY_MAX_ROWS  # noqa: PLC0415 - a display method's renderer (upward import)
 
-        return render_html(self)
+        return render_html(self, max_rows=DISPLAY_MAX_ROWS)
 
     def __eq__(self, other: object) -> bool:
         """Equal when every field is, or failing that when both write the same JSON: a NaN recorded in a
