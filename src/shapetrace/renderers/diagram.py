@@ -121,6 +121,11 @@ THEME = {
     # where a container's own code raised: drawn as a failed call is (red border), on a pale red fill
     "failure": {"shape": "box", "style": "rounded,filled", "fillcolor": "#fdecea", "color": "#d32f2f"},
 }
+# A trace recorded without functional ops (Graph.unfed): the mark on a node whose input an op made, and the line
+# under the title that says why such nodes have no edge into them and how to draw it.
+UNFED_MARK = "input made by unrecorded ops"
+UNFED_CAPTION = ("functional ops were not recorded: a dashed box's input was made by one "
+                 "(trace with ops=True to draw them)")
 EDGE = {"color": "#59636e", "fontcolor": "#3d4650"}
 DOWN = {"color": "#c62828", "fontcolor": "#c62828", "penwidth": "2.2"}  # the U-Net paper's red "max pool" arrows
 UP = {"color": "#2e7d32", "fontcolor": "#2e7d32", "penwidth": "2.2"}  # and its green "up-conv" arrows
@@ -682,6 +687,7 @@ class _Dot:
     def __init__(self, trace: Trace, graph: Graph, layout: str, style: str, overlays: list[str],
                  options: dict[str, Any], show_params: bool) -> None:
         self.trace, self.graph, self.layout, self.style = trace, graph, layout, style
+        self.unfed = set(graph.unfed)
         self.show_params = show_params
         self.overlay = _Overlay(trace, graph, overlays, options)
         self.options = options
@@ -705,8 +711,10 @@ class _Dot:
         if self.big:
             gattrs.update(BIG_GRAPH_LIMITS)
         title = self.options.get("title", self.trace.model.cls)
-        if title:
-            gattrs.update(label=f"<{_bold(name_html(str(title)))}>", labelloc="t", fontsize="13")
+        caption = [_small(html(UNFED_CAPTION))] if g.unfed else []
+        if title or caption:
+            gattrs.update(label=f"<{_lines([_bold(name_html(str(title or ''))), *caption])}>", labelloc="t",
+                          fontsize="13")
         out.append(f"  graph {_attrs(gattrs)}")
         out.append(f"  node {_attrs({'fontname': FONT, 'fontsize': '10', 'margin': '0.12,0.05', 'height': '0.3'})}")
         out.append(f"  edge {_attrs({'fontname': FONT, 'fontsize': '8.5', 'arrowsize': '0.7', **EDGE})}")
@@ -719,10 +727,24 @@ class _Dot:
             self.emit_clusters()
         for e in g.edges:
             out.append("  " + self.edge_stmt(e))
+        if self.layout != "u":
+            out += [f"  {a} -> {b} [style=invis]" for a, b in self.unfed_after()]
         if self.overlay.legend:
             out.append(f"  legend [shape=plaintext, style=\"\", label={_legend(self.overlay.legend)}]")
         out.append("}")
         return "\n".join(out) + "\n"
+
+    def unfed_after(self) -> list[tuple[str, str]]:
+        """An invisible edge into each unfed node (``Graph.unfed``) from the node drawn just before it in event
+        order: ranked after what ran before it, not at the top beside the input as a node with no edge into it
+        would be."""
+        pairs, before = [], None
+        for n in self.graph.nodes:
+            if n.id in self.unfed and before is not None:
+                pairs.append((before, n.id))
+            if n.kind in ("call", "op", "input"):
+                before = n.id
+        return pairs
 
     def node_stmt(self, n: Node, pos: tuple[float, float] | None = None) -> str:
         attrs = dict(THEME["collapsed" if n.collapsed else n.kind])
@@ -742,7 +764,11 @@ class _Dot:
         if n.error:
             attrs.update(color=ERROR_COLOR, penwidth="2.5")
         on_dark = n.id in ov.fill and not swatches and _luminance(ov.fill[n.id]) < 0.4
-        attrs["label"] = _node_label(n, self.style, self.show_params, ov.marks.get(n.id, []), on_dark, swatches,
+        marks = ov.marks.get(n.id, [])
+        if n.id in self.unfed:  # its input came from ops the trace did not record (Graph.unfed)
+            attrs["style"] = attrs["style"] + ",dashed"
+            marks = [*marks, _small(html(UNFED_MARK), "#111111" if on_dark else "#4a4a4a")]
+        attrs["label"] = _node_label(n, self.style, self.show_params, marks, on_dark, swatches,
                                      time_shown=n.id in ov.time_marked)
         attrs["tooltip"] = tooltip(n.tooltip())
         return f"{n.id} {_attrs(attrs)}"

@@ -272,6 +272,10 @@ class Graph:
     levels: int = 1
     all_ops: bool = True
     folded_ops: int = 0  # op nodes folded into edges (all_ops=False)
+    # Call nodes that received tensors yet have no edge into them, in a trace that recorded no functional ops
+    # (``trace(..., ops=False)``): what fed them was made by an op between two module calls (``x.flatten(1)``),
+    # which such a trace has no record of. Drawn marked, so the gap does not read as a layer fed by nothing.
+    unfed: list[str] = field(default_factory=list)
 
     def node(self, node_id: str) -> Node:
         for n in self.nodes:
@@ -508,8 +512,12 @@ class _Builder:
             del self.nodes[node_id]
         self.failure_node(edges)
         nodes = sorted(self.nodes.values(), key=lambda n: (n.order, n.id))
+        unfed: list[str] = []
+        if self.trace.meta.get("ops") is False:  # recorded without ops (a trace that says nothing: not marked)
+            fed = {e.dst for e in edges}
+            unfed = [n.id for n in nodes if n.kind == "call" and n.inputs and n.id not in fed]
         graph = Graph(nodes, sorted(self.clusters.values(), key=lambda c: (c.order, c.id)), edges,
-                      self.depth, self.unroll, all_ops=self.all_ops, folded_ops=folded)
+                      self.depth, self.unroll, all_ops=self.all_ops, folded_ops=folded, unfed=unfed)
         _rank(graph)
         return graph
 
