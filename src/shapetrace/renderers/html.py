@@ -38,7 +38,7 @@ from .table import (
     elided_note,
     gap_text,
 )
-from .units import ellipsize, escape_controls, literal
+from .units import ellipsize, literal, markup
 
 __all__ = ["CSS", "FAIL_COLOR", "NAME_WIDTH", "PAGE_CSS", "render_html", "render_page", "safe_html", "shape_markup",
            "strip_svg_prolog"]
@@ -114,10 +114,9 @@ def _text(text: str) -> str:
 
 
 def safe_html(text: str) -> str:
-    """Text escaped for HTML, control, format and bidirectional characters (U+202E, U+2066, an ANSI escape, a
-    lone surrogate) shown as Python escapes, backslashes left alone: for text that is ``literal`` already (a
-    table cell) or holds no names (an error message, a line of source). It can be applied twice."""
-    return html.escape(escape_controls(text))
+    """Text escaped for HTML (``units.markup``): for text that is ``literal`` already (a table cell) or holds no
+    names (an error message, a line of source)."""
+    return markup(text)
 
 
 # The widest name (or class) a cell shows, in display columns: a longer one is cut in the middle as the text

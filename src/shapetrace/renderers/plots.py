@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
-from .units import ellipsize_middle, escape_controls, format_percent, literal, no_timings_reason
+from .units import ellipsize_middle, escape_controls, format_percent, literal, markup, no_timings_reason
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -498,12 +498,6 @@ def _flow_x(pts: list[tuple[str, int, int]], channels_last: int = 0, unknown: in
     return text
 
 
-def _xml(text: str) -> str:
-    """``text`` for SVG markup: control, format and bidirectional characters shown as Python escapes (XML 1.0
-    forbids most C0 characters: one in a title would make the SVG unreadable), then the markup characters."""
-    return (escape_controls(str(text)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;"))
-
-
 def _flow_svg(pts: list[tuple[str, int, int]], title: str, max_labels: int, channels_last: int = 0,
               unknown: int = 0) -> str:
     """The shape-flow chart as SVG text: two panels sharing the x axis, log2 y axes with plain-number ticks,
@@ -517,12 +511,12 @@ def _flow_svg(pts: list[tuple[str, int, int]], title: str, max_labels: int, chan
     out = ['<?xml version="1.0" encoding="utf-8" standalone="no"?>',
            (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:.0f}" '
             f'viewBox="0 0 {width} {height:.0f}" font-family="DejaVu Sans, sans-serif" font-size="11">'),
-           f"<title>{_xml(title)}</title>",
+           f"<title>{markup(title)}</title>",
            f'<rect width="{width}" height="{height:.0f}" fill="white"/>',
-           f'<text x="{width / 2:.1f}" y="20" text-anchor="middle" font-size="12">{_xml(title)}</text>']
+           f'<text x="{width / 2:.1f}" y="20" text-anchor="middle" font-size="12">{markup(title)}</text>']
     if not pts:
         out.append(f'<text x="{width / 2:.1f}" y="{height / 2:.1f}" text-anchor="middle" font-size="10">'
-                   f"{_xml(_NOTHING_TO_SHOW)}</text></svg>")
+                   f"{markup(_NOTHING_TO_SHOW)}</text></svg>")
         return "\n".join(out) + "\n"
     n = len(pts)
 
@@ -548,22 +542,22 @@ def _flow_svg(pts: list[tuple[str, int, int]], title: str, max_labels: int, chan
             out.append(f'<text x="{left - 5}" y="{y + 4:.1f}" text-anchor="end">{_plain_count(2.0**e)}</text>')
         cy = y0 + panel_h / 2
         out.append(f'<text x="14" y="{cy:.1f}" text-anchor="middle" transform="rotate(-90 14 {cy:.1f})">'
-                   f"{_xml(axis)}</text>")
+                   f"{markup(axis)}</text>")
         path = [f"M{left:.1f},{y_of(values[0]):.1f}"]
         for i, v in enumerate(values):  # a step that changes half-way between points
             path.append(f"H{x_of(i - 0.5) if i else left:.1f}V{y_of(v):.1f}")
         path.append(f"H{left + plot_w:.1f}")
         out.append(f'<path d="{"".join(path)}" fill="none" stroke="{colour}" stroke-width="1.6"/>')
         out.extend(f'<circle cx="{x_of(i):.1f}" cy="{y_of(v):.1f}" r="2.2" fill="{colour}"><title>'
-                   f"{_xml(pts[i][0])}: {pts[i][1]:,} channels, spatial size {pts[i][2]:,}</title></circle>"
+                   f"{markup(pts[i][0])}: {pts[i][1]:,} channels, spatial size {pts[i][2]:,}</title></circle>"
                    for i, v in enumerate(values))
     base = top + 2 * panel_h + gap
     for i in _labelled(n, max_labels):
         x = x_of(i)
         label = pts[i][0] if len(pts[i][0]) <= 34 else "…" + pts[i][0][-33:]
         out.append(f'<text x="{x + 3:.1f}" y="{base + 6}" text-anchor="end" font-size="9" '
-                   f'transform="rotate(-90 {x + 3:.1f} {base + 6})">{_xml(label)}</text>')
-    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8:.0f}" text-anchor="middle">{_xml(_flow_x(pts, channels_last, unknown))}</text>')
+                   f'transform="rotate(-90 {x + 3:.1f} {base + 6})">{markup(label)}</text>')
+    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8:.0f}" text-anchor="middle">{markup(_flow_x(pts, channels_last, unknown))}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

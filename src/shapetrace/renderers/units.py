@@ -8,6 +8,7 @@ in names are shown escaped (``literal``), so no name can break a row or a label.
 
 from __future__ import annotations
 
+import html
 import unicodedata
 from collections.abc import Sequence
 
@@ -43,6 +44,7 @@ __all__ = [
     "format_si",
     "format_value",
     "literal",
+    "markup",
     "no_timings_reason",
     "note_text",
     "pad",
@@ -226,6 +228,14 @@ def escape_controls(text: str) -> str:
     applied twice."""
     text = str(text)
     return text if text.isprintable() else "".join(c if _shown_plain(c) else repr(c)[1:-1] for c in text)
+
+
+def markup(text: str) -> str:
+    """``text`` for HTML or SVG markup: control, format and bidirectional characters (U+202E, an ANSI escape, a
+    lone surrogate) as Python escapes (``escape_controls``: XML 1.0 forbids most C0 characters, and a name with
+    U+202E must not display reversed), then the markup characters, quotes included (safe in an attribute). It
+    can be applied twice (backslashes are left alone)."""
+    return html.escape(escape_controls(text))
 
 
 def _char_width(c: str) -> int:
