@@ -74,7 +74,7 @@ def layer(module: str) -> int:
         return 4
     if module.startswith("shapetrace.specs"):
         return 5
-    if module in ("shapetrace.session", "shapetrace.compare", "shapetrace.stdout_guard"):
+    if module in ("shapetrace.session", "shapetrace.compare", "shapetrace.stdout_guard", "shapetrace.leftover_threads"):
         return 6
     raise AssertionError(f"{module}: no layer assigned; add it to tests/test_imports.py's layer()")
 

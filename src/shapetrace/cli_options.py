@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from .leftover_threads import exit_now
 from .renderers import RenderOptions, formats, get
 from .renderers.display import MIN_TABLE_WIDTH, table_width_problem
 from .renderers.units import ellipsize, failure_place, literal
@@ -93,7 +94,11 @@ class QuietPipeGroup(click.Group):
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         # standalone: click exits the process when the command ends (the console entry, python -m shapetrace)
         with guard_stdout(whole_process=standalone_mode):
-            return super().main(*args, standalone_mode=standalone_mode, **kwargs)
+            try:
+                return super().main(*args, standalone_mode=standalone_mode, **kwargs)
+            except SystemExit as e:  # standalone: the command is done, the process ends now
+                exit_now(e.code if isinstance(e.code, int) else 1)
+                raise
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         with _quiet_broken_pipe():  # `shapetrace --help | true`

@@ -1,0 +1,67 @@
+"""A model's code that leaves a thread running does not keep the console command alive once its output is
+written (``leftover_threads``). One subprocess each: what is checked is when the process itself ends."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+SRC_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+
+
+def shapetrace(tmp_path: Path, model_source: str) -> subprocess.CompletedProcess:
+    (tmp_path / "threaded.py").write_text(textwrap.dedent(model_source))
+    return subprocess.run([sys.executable, "-m", "shapetrace.cli", "trace", "threaded.py:build", "--input", "1,4"],
+                          cwd=tmp_path, env=SRC_ENV, capture_output=True, text=True, timeout=240, check=False)
+
+
+def test_a_thread_the_model_never_stops_does_not_keep_the_command_running(tmp_path):
+    done = shapetrace(tmp_path, """
+        import threading, time
+        from torch import nn
+
+        threading.Thread(target=time.sleep, args=(3600,), name="prefetcher").start()
+
+        def build():
+            return nn.Linear(4, 2)
+    """)  # without the fix, subprocess.run's timeout expires: Python waits an hour for "prefetcher"
+    assert done.returncode == 0, done.stderr
+    assert "Linear" in done.stdout
+    assert "left 1 thread running ('prefetcher')" in done.stderr
+
+
+def test_a_thread_that_ends_soon_after_the_command_is_waited_for(tmp_path):
+    done = shapetrace(tmp_path, """
+        import pathlib, threading, time
+        from torch import nn
+
+        def finish():
+            time.sleep(0.2)
+            pathlib.Path("flushed.txt").write_text("done")
+
+        threading.Thread(target=finish).start()
+
+        def build():
+            return nn.Linear(4, 2)
+    """)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "flushed.txt").read_text() == "done"
+    assert "thread" not in done.stderr
+
+
+def test_the_models_exit_handlers_still_run_when_a_thread_is_left(tmp_path):
+    done = shapetrace(tmp_path, """
+        import atexit, pathlib, threading, time
+        from torch import nn
+
+        atexit.register(lambda: pathlib.Path("atexit.txt").write_text("ran"))
+        threading.Thread(target=time.sleep, args=(3600,)).start()
+
+        def build():
+            return nn.Linear(4, 2)
+    """)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "atexit.txt").read_text() == "ran"
