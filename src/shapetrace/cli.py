@@ -165,7 +165,8 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
         # Functional ops are recorded for every format: diagrams draw the data flow with them, a saved trace
         # keeps them for a later render, and tables show the side inputs a layer reads through an op
         # (MergeLayer's torch.cat of a hooked tensor), so a table is the same traced or rendered from the JSON.
-        request = TraceRequest(model, inputs, args, device, train, grad, ops=True, shapes_only="--device meta")
+        request = TraceRequest(model, inputs, args, device, train, grad, ops=True, shapes_only="--device meta",
+                               grad_option="--grad")
         outcome = trace_model(request)
         for note in outcome.notes:
             click.echo(f"note: {note}", err=True)

@@ -136,6 +136,9 @@ class TraceRequest:
     # How the front end traces shapes only (the CLI's trace: "--device meta"), named when the inputs are too
     # large for memory; None where it has no such option (lines, diff, profile).
     shapes_only: str | None = None
+    # How the front end keeps autograd on (the CLI's trace: "--grad"), named when a forward that needs autograd
+    # fails under the trace's torch.no_grad(); None where it has no such option.
+    grad_option: str | None = None
 
 
 @dataclass
@@ -311,7 +314,8 @@ def trace_model(request: TraceRequest, loaded: Loaded | None = None) -> Outcome:
         raise CannotTrace(str(e)) from e
     except TraceFailed as e:
         _render_hints(e.trace, loaded.exhibit)
-        return Outcome(e.trace, loaded.exhibit, failure_message(e.trace), e.__cause__, loaded.notes)
+        return Outcome(e.trace, loaded.exhibit, failure_message(e.trace, request.grad_option), e.__cause__,
+                       loaded.notes)
     _check_ran(result, request.model)
     _render_hints(result, loaded.exhibit)
     return Outcome(result, loaded.exhibit, notes=loaded.notes)
@@ -348,7 +352,8 @@ def profile_model(request: TraceRequest, *, warmup: int = 3, repeat: int = 10, d
         raise UsageProblem(str(e)) from e
     except TraceFailed as e:
         _render_hints(e.trace, loaded.exhibit)
-        return Outcome(e.trace, loaded.exhibit, failure_message(e.trace), e.__cause__, loaded.notes)
+        return Outcome(e.trace, loaded.exhibit, failure_message(e.trace, request.grad_option), e.__cause__,
+                       loaded.notes)
     _render_hints(result, loaded.exhibit)
     return Outcome(result, loaded.exhibit, notes=loaded.notes)
 
