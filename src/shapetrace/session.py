@@ -40,7 +40,7 @@ from typing import Any
 from .renderers import RenderOptions, UnknownFormat, format_for_path, hints_to_save, render
 from .renderers.atomic import resolve_target, write_atomically
 from .renderers.diagram import GraphvizNotFound, OverlayNeedsOptions
-from .specs.names import path_problem
+from .specs.names import NAME_TOO_LONG, path_problem
 from .stdout_guard import reroute
 from .tracer.records import Opaque, Trace
 from .tracer.records import load as load_trace
@@ -521,7 +521,8 @@ def check_output(path: str | Path) -> Path:
     _check_names_a_file(path)
     problem = path_problem(path)
     if problem is not None:
-        raise OutputProblem(f"cannot write {str(path)!r}: {problem}; choose another path")
+        advice = "choose a shorter name" if problem.startswith(NAME_TOO_LONG) else "choose another path"
+        raise OutputProblem(f"cannot write {str(path)!r}: {problem}; {advice}")
     target = Path(reroute(os.fspath(path)))  # /dev/stdout: the real stdout, while descriptor 1 is on stderr
     if _written_through(target):
         if not os.access(target, os.W_OK):
