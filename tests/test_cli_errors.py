@@ -647,6 +647,18 @@ def test_a_text_format_that_disagrees_with_the_suffix_is_written_with_a_note(tmp
     assert out.exists()
 
 
+@pytest.mark.parametrize("command", [["render", "{t}", "-f", "html"], ["diff", "{t}", "{t}", "-f", "md"]])
+def test_an_output_refused_as_the_input_gets_the_refusal_alone_without_a_suffix_note(tmp_path, command):
+    saved = tmp_path / "lin.json"
+    assert invoke("trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "-i", "1,4",
+                  "-o", str(saved)).exit_code == 0
+    before = saved.read_bytes()
+    r = invoke(*[a.format(t=saved) for a in command], "-o", str(saved))
+    assert r.exit_code == 2 and "is the input file" in r.stderr, r.output
+    assert "note:" not in r.stderr  # nothing is written into it, so there is nothing to note about its suffix
+    assert saved.read_bytes() == before
+
+
 def test_the_note_on_one_diagram_only_option_reads_affects(tmp_path):
     saved = tmp_path / "lin.json"
     assert invoke("trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2", "-i", "1,4",

@@ -144,3 +144,45 @@ def test_a_failed_write_keeps_folders_that_something_else_filled_meanwhile(tmp_p
     with pytest.raises(OSError):
         atomic.write_atomically(tmp_path / "a" / "b" / "c.txt", b"x")
     assert (tmp_path / "a" / "b" / "someone-elses.txt").read_text() == "mine"
+
+
+# ---- a long file name -----------------------------------------------------------------------------------------------
+# A model whose forward leaves a mark, so a test can tell whether the forward ran.
+MARKING_SOURCE = ("from pathlib import Path\nfrom torch import nn\n\n\n"
+                  "class Marks(nn.Linear):\n    def forward(self, x):\n"
+                  "        Path(__file__).with_name('forward-ran').touch()\n        return super().forward(x)\n\n\n"
+                  "def build():\n    return Marks(4, 2)\n")
+
+
+def _longest_name(folder: Path, suffix: str) -> str:
+    """A file name exactly as long as the file system holding ``folder`` allows."""
+    return "a" * (os.pathconf(folder, "PC_NAME_MAX") - len(suffix)) + suffix
+
+
+def test_a_name_as_long_as_the_file_system_allows_is_written(tmp_path):
+    """Its temporary sibling (``.NAME.XXXXXXXX.part``) would be 15 bytes longer than the limit: it is cut short."""
+    out = tmp_path / _longest_name(tmp_path, ".txt")
+    r = CliRunner().invoke(main, ["trace", "torch.nn:Linear", "--arg", "in_features=4", "--arg", "out_features=2",
+                                  "-i", "3,4", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "Linear" in out.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left
+
+
+def test_writing_atomically_cuts_the_temporary_name_short_not_inside_a_character(tmp_path):
+    from shapetrace.renderers import atomic
+
+    target = tmp_path / ("é" * ((os.pathconf(tmp_path, "PC_NAME_MAX") - 4) // 2) + ".txt")  # two bytes each
+    atomic.write_atomically(target, b"x", suffix=".part")
+    assert target.read_bytes() == b"x" and [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_a_name_too_long_is_refused_before_the_forward_with_advice_to_shorten_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "marking.py").write_text(MARKING_SOURCE)
+    long_name = _longest_name(tmp_path, ".txt").replace(".txt", "a.txt")  # one byte over
+    r = CliRunner().invoke(main, ["trace", "marking.py:build", "-i", "3,4", "-o", long_name])
+    assert r.exit_code == 2, r.output
+    assert "choose a shorter name" in r.stderr and f"at most {os.pathconf(tmp_path, 'PC_NAME_MAX')}" in r.stderr
+    assert "free some space" not in r.stderr
+    assert not (tmp_path / "forward-ran").exists()

@@ -36,8 +36,6 @@ from .cli_options import (
     heat_option,
     note_diagram_only,
     note_saved_failure,
-    output_not_an_input,
-    output_not_the_model,
     prepare_output,
     print_cause,
     profile_heat,
@@ -157,15 +155,15 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
                   layout: str | None, overlays: tuple[str, ...], style: str | None, unroll: bool,
                   with_diagram: bool, all_ops: bool, width: int | None, debug: bool) -> None:
     with cli_errors(debug):
-        fmt = prepare_output(fmt, output)
-        output_not_the_model("-o", output, model)
+        fmt = prepare_output(fmt, output, models=(model,))
         with_diagram = _with_diagram(fmt, with_diagram)
         if not with_diagram:
             note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll, all_ops=all_ops)
         # Functional ops are recorded for every format: diagrams draw the data flow with them, a saved trace
         # keeps them for a later render, and tables show the side inputs a layer reads through an op
         # (MergeLayer's torch.cat of a hooked tensor), so a table is the same traced or rendered from the JSON.
-        request = TraceRequest(model, inputs, args, device, train, grad, ops=True, shapes_only="--device meta")
+        request = TraceRequest(model, inputs, args, device, train, grad, ops=True, shapes_only="--device meta",
+                               grad_option="--grad")
         outcome = trace_model(request)
         for note in outcome.notes:
             click.echo(f"note: {note}", err=True)
@@ -213,8 +211,7 @@ def render_command(trace_file: str, fmt: str | None, output: str | None, depth: 
       shapetrace render resnet18.json --format html -o resnet18.html --depth 2
     """
     with cli_errors(debug):
-        fmt = prepare_output(fmt, output)
-        output_not_an_input(output, trace_file)
+        fmt = prepare_output(fmt, output, inputs=(trace_file,))
         with_diagram = _with_diagram(fmt, with_diagram)
         if not with_diagram:
             note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll, heat=heat,

@@ -127,9 +127,9 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
             raise UsageProblem(f"diff writes {', '.join(DIFF_FORMATS)}, not {fmt}")
         if output is not None:
             check_output(output)
-            note_suffix_mismatch(fmt, output)
             output_not_an_input(output, a, b)
             output_not_the_model("-o", output, a, b)
+            note_suffix_mismatch(fmt, output)  # once -o is known to be written
         refuse_binary_on_terminal(fmt, output)
         if b is None:
             if a_args or b_args:

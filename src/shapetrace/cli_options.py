@@ -256,14 +256,19 @@ def a_file_not_stdout(ctx: click.Context, param: click.Parameter, value: str | N
     return a_file(ctx, param, value)
 
 
-def prepare_output(fmt: str | None, output: str | None, allowed: tuple[str, ...] | None = None) -> str:
+def prepare_output(fmt: str | None, output: str | None, allowed: tuple[str, ...] | None = None, *,
+                   inputs: tuple[str | None, ...] = (), models: tuple[str | None, ...] = ()) -> str:
     """The format to write, checked before anything runs: from ``--format`` or ``-o``'s suffix; ``-o`` must be
-    writable; a binary format needs ``-o`` when stdout is a terminal. ``UsageProblem`` otherwise."""
+    writable, and be none of the command's ``inputs`` files nor the file a MODEL spec of ``models`` is read
+    from; a binary format needs ``-o`` when stdout is a terminal. ``UsageProblem`` otherwise. A note on ``-o``'s
+    suffix comes only once ``-o`` is known to be written (not before a refusal)."""
     chosen = pick_format(fmt, output)
     if allowed is not None and chosen not in allowed:
         raise UsageProblem(f"the {chosen} format is not available here; use one of {', '.join(allowed)}")
     if output is not None:
         check_output(output)
+        output_not_an_input(output, *inputs)
+        output_not_the_model("-o", output, *models)
         note_suffix_mismatch(chosen, output)
     refuse_binary_on_terminal(chosen, output)
     return chosen

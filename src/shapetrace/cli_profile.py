@@ -94,14 +94,13 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
                     view: str, plot_file: str | None, plot_kind: str, top: int, train: bool | None,
                     heat: str | None, width: int | None, debug: bool) -> None:
     with cli_errors(debug):
-        fmt = prepare_output(fmt, output, PROFILE_FORMATS)
+        fmt = prepare_output(fmt, output, PROFILE_FORMATS, models=(model,))
         if plot_file is not None:
             if Path(plot_file).suffix.lower() not in (".svg", ".png"):
                 raise UsageProblem(f"--plot {plot_file!r}: the file must end in .svg or .png")
             check_output(plot_file)
             distinct_outputs("--plot", plot_file, output, "the plot")
             output_not_the_model("--plot", plot_file, model)
-        output_not_the_model("-o", output, model)
         note_diagram_only(fmt, heat=heat)
         request = TraceRequest(model, inputs, args, _resolve_device(device), train)
         if heat == "memory" and not str(request.device).startswith("cuda") and get(fmt).dataflow:

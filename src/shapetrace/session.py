@@ -40,7 +40,7 @@ from typing import Any
 from .renderers import RenderOptions, UnknownFormat, format_for_path, hints_to_save, render
 from .renderers.atomic import resolve_target, write_atomically
 from .renderers.diagram import GraphvizNotFound, OverlayNeedsOptions
-from .specs.names import path_problem
+from .specs.names import NAME_TOO_LONG, path_problem
 from .stdout_guard import reroute
 from .tracer.records import Opaque, Trace
 from .tracer.records import load as load_trace
@@ -136,6 +136,9 @@ class TraceRequest:
     # How the front end traces shapes only (the CLI's trace: "--device meta"), named when the inputs are too
     # large for memory; None where it has no such option (lines, diff, profile).
     shapes_only: str | None = None
+    # How the front end keeps autograd on (the CLI's trace: "--grad"), named when a forward that needs autograd
+    # fails under the trace's torch.no_grad(); None where it has no such option.
+    grad_option: str | None = None
 
 
 @dataclass
@@ -311,7 +314,8 @@ def trace_model(request: TraceRequest, loaded: Loaded | None = None) -> Outcome:
         raise CannotTrace(str(e)) from e
     except TraceFailed as e:
         _render_hints(e.trace, loaded.exhibit)
-        return Outcome(e.trace, loaded.exhibit, failure_message(e.trace), e.__cause__, loaded.notes)
+        return Outcome(e.trace, loaded.exhibit, failure_message(e.trace, request.grad_option), e.__cause__,
+                       loaded.notes)
     _check_ran(result, request.model)
     _render_hints(result, loaded.exhibit)
     return Outcome(result, loaded.exhibit, notes=loaded.notes)
@@ -348,7 +352,8 @@ def profile_model(request: TraceRequest, *, warmup: int = 3, repeat: int = 10, d
         raise UsageProblem(str(e)) from e
     except TraceFailed as e:
         _render_hints(e.trace, loaded.exhibit)
-        return Outcome(e.trace, loaded.exhibit, failure_message(e.trace), e.__cause__, loaded.notes)
+        return Outcome(e.trace, loaded.exhibit, failure_message(e.trace, request.grad_option), e.__cause__,
+                       loaded.notes)
     _render_hints(result, loaded.exhibit)
     return Outcome(result, loaded.exhibit, notes=loaded.notes)
 
@@ -516,7 +521,8 @@ def check_output(path: str | Path) -> Path:
     _check_names_a_file(path)
     problem = path_problem(path)
     if problem is not None:
-        raise OutputProblem(f"cannot write {str(path)!r}: {problem}; choose another path")
+        advice = "choose a shorter name" if problem.startswith(NAME_TOO_LONG) else "choose another path"
+        raise OutputProblem(f"cannot write {str(path)!r}: {problem}; {advice}")
     target = Path(reroute(os.fspath(path)))  # /dev/stdout: the real stdout, while descriptor 1 is on stderr
     if _written_through(target):
         if not os.access(target, os.W_OK):

@@ -16,8 +16,10 @@ and nothing is fetched from the network, so the site opens from disk; the same b
 Exhibits build in ``jobs`` worker processes (default: the CPU count), each tracing and rendering whole
 exhibits; ``progress(name, ok, message)`` is called as each finishes. A failing exhibit does not stop the
 build: the others are written, its page and the index say what failed, and ``GalleryBuildFailed`` is raised
-at the end. An interrupted build (``KeyboardInterrupt``) stops its workers at once and raises again; every
-file is written atomically, so none is left half-written. The files written are listed in ``MANIFEST``; a rebuild of the whole gallery into the same folder
+at the end. An interrupted build (``KeyboardInterrupt``) stops its workers at once and raises again; one ended
+by SIGTERM or SIGHUP stops them too, then ends by that signal (``_signals_stop_workers``), and a worker whose
+main process was killed outright ends with it (Linux). Every file is written atomically, so none is left
+half-written. The files written are listed in ``MANIFEST``; a rebuild of the whole gallery into the same folder
 removes what the last build wrote and this one did not (a renamed exhibit, a chart that no longer applies),
 and nothing else. A partial build into a folder that holds a gallery adds to it: what the index
 shows of each exhibit is kept in ``ENTRIES``, and the index and the pages' links take in every page there.
@@ -27,6 +29,7 @@ A folder without a manifest that holds files the build would overwrite is refuse
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import gc
 import html
@@ -35,6 +38,7 @@ import multiprocessing
 import os
 import re
 import signal
+import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -689,28 +693,99 @@ def _write_diffs(out_dir: str) -> list[Path]:
     return [write_output(text, out / name) for name, text in diff_exhibit_files().items()]
 
 
+# Signals whose default action ends the process: a timeout, ``kill``, ``docker stop`` or systemd (SIGTERM), a
+# terminal closed (SIGHUP). Ended by one while its workers run, the build would leave them running, and writing.
+_ENDING_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+_HELD_SIGNALS = (signal.SIGINT, *_ENDING_SIGNALS)
+
+
+class _EndedBySignal(BaseException):
+    """An ending signal (``_ENDING_SIGNALS``) arrived while the workers ran: stop them, then end by it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_stop_workers() -> Iterator[None]:
+    """For the block, a SIGTERM or SIGHUP whose action is still the default (end the process) raises
+    ``_EndedBySignal`` instead, so the workers are stopped (``_run``'s ``except``) before the process goes; then
+    the signal is delivered again with its default action, and the process ends by it (exit status 128+N, 143
+    for SIGTERM), as it would have. One that arrives while the workers are being stopped is not acted on twice.
+    A signal with a handler of the program's own (whatever it raises stops the workers too) or ignored
+    (``nohup``) is left as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
+    taken = [s for s in _ENDING_SIGNALS if signal.getsignal(s) == signal.SIG_DFL]
+    arrived: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        arrived.append(signum)
+        if len(arrived) == 1:
+            raise _EndedBySignal(signum)
+
+    for s in taken:
+        signal.signal(s, stop)
+    try:
+        yield
+    except _EndedBySignal as e:
+        for s in taken:
+            signal.signal(s, signal.SIG_DFL)
+        signal.raise_signal(e.signum)  # the default action: the process ends here
+        raise
+    finally:
+        for s in taken:
+            signal.signal(s, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def _interrupts_held() -> Iterator[None]:
-    """Hold off SIGINT for the block, then deliver it: a Ctrl-C that lands while the pool forks its workers
-    would otherwise raise ``KeyboardInterrupt`` between a fork and the pool's note of the new worker, leaving a
-    worker nobody stops (and, with one noted, a main process that waits for it forever at exit)."""
+    """Hold off SIGINT, SIGTERM and SIGHUP for the block, then deliver them: one that lands while the pool forks
+    its workers would otherwise raise (``KeyboardInterrupt``, ``_EndedBySignal``) between a fork and the pool's
+    note of the new worker, leaving a worker nobody stops (and, with one noted, a main process that waits for it
+    forever at exit)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signals reach the main thread only
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in _HELD_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:
-            signal.raise_signal(signal.SIGINT)  # to the handler that was there: KeyboardInterrupt by default
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(caught):
+            signal.raise_signal(s)  # to the handler that was there: KeyboardInterrupt by default for SIGINT
 
 
-def _worker_started() -> None:
-    """A worker ignores SIGINT: a Ctrl-C on the terminal reaches the whole process group, and the main process
-    alone decides what to do (it stops the workers, see ``_stop_workers``)."""
+def _worker_started(parent: int) -> None:
+    """A worker ignores SIGINT and SIGHUP: a Ctrl-C on the terminal, or the terminal closing, reaches the whole
+    process group, and the main process alone decides what to do (it stops the workers, see ``_stop_workers``).
+    SIGTERM ends it at once (the main process's handler, inherited by the fork, is put back to the default):
+    that is how ``_stop_workers`` stops it. And it ends with the main process (``_end_with_parent``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _end_with_parent(parent)
+
+
+def _end_with_parent(parent: int) -> None:
+    """On Linux, have the kernel kill this worker when the main process (pid ``parent``) ends without stopping
+    it (``kill -9``, a crash), rather than leave it running, and writing, with nobody to wait for it:
+    ``prctl(PR_SET_PDEATHSIG, SIGKILL)``, which acts when the thread that forked the worker ends (the build's,
+    which stops its workers before it returns). Elsewhere, or where libc has no ``prctl``, nothing is done."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    if prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0) == 0 and os.getppid() != parent:
+        os._exit(1)  # the main process ended before the request took hold: nobody will ever want this worker
 
 
 def _stop_workers(pool: ProcessPoolExecutor, workers: set[multiprocessing.process.BaseProcess], out: Path,
@@ -771,21 +846,23 @@ def _run(names: list[str], out: Path, jobs: int, debug: bool, progress: Progress
     gc.freeze()
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     before = set(multiprocessing.active_children())
-    pool = ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=context, initializer=_worker_started)
-    try:
-        with _interrupts_held():  # the first submit forks the workers
-            futures, diff_future = _submit_all(pool, names, out, debug, threads, diffs)
-        for future in as_completed(futures):
-            name = futures[future]
-            try:
-                done(future.result())
-            except Exception as e:  # noqa: BLE001  (a worker that died: the others go on)
-                done(ExhibitResult(name, error=f"the worker building it failed: {type(e).__name__}: {e}"))
-        diff_files = diff_future.result() if diff_future is not None else []
-    except BaseException:
-        _stop_workers(pool, set(multiprocessing.active_children()) - before, out,
-                      names + (list(DIFF_EXHIBITS) if diffs else []))
-        raise
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(names)), mp_context=context, initializer=_worker_started,
+                               initargs=(os.getpid(),))
+    with _signals_stop_workers():  # SIGTERM, SIGHUP: the workers are stopped first, then the process ends by it
+        try:
+            with _interrupts_held():  # the first submit forks the workers
+                futures, diff_future = _submit_all(pool, names, out, debug, threads, diffs)
+            for future in as_completed(futures):
+                name = futures[future]
+                try:
+                    done(future.result())
+                except Exception as e:  # noqa: BLE001  (a worker that died: the others go on)
+                    done(ExhibitResult(name, error=f"the worker building it failed: {type(e).__name__}: {e}"))
+            diff_files = diff_future.result() if diff_future is not None else []
+        except BaseException:
+            _stop_workers(pool, set(multiprocessing.active_children()) - before, out,
+                          names + (list(DIFF_EXHIBITS) if diffs else []))
+            raise
     pool.shutdown()
     return results, diff_files
 

@@ -2,7 +2,8 @@
 
 Shared by the display objects' ``save()`` and the command line's outputs. The temporary file is created with
 the mode a plain ``open(path, "w")`` would give (0o666 less the umask, applied by the kernel), so the process
-umask is never read by changing it (``os.umask`` is process-wide and races with other threads). Replacing an
+umask is never read by changing it (``os.umask`` is process-wide and races with other threads); its name is
+cut short where the file system would find it too long. Replacing an
 existing file keeps its mode; a symbolic link is written through, to the file it points to, and kept.
 """
 
@@ -13,7 +14,7 @@ import secrets
 import stat
 from pathlib import Path
 
-__all__ = ["resolve_target", "write_atomically"]
+__all__ = ["name_limit", "resolve_target", "write_atomically"]
 
 _TRIES = 100
 
@@ -23,11 +24,30 @@ def resolve_target(path: Path) -> Path:
     return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
+def name_limit(folder: Path) -> int:
+    """The longest name, in bytes, the file system holding ``folder`` (an existing folder) allows: its
+    ``NAME_MAX``, 255 on most, and 255 where it cannot be asked (Windows, an error)."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):
+        return 255
+
+
+def _temporary_name(name: str, tag: str, limit: int) -> str:
+    """``.NAME.TAG`` (``TAG``: the random part and the suffix), with ``NAME`` cut short, never inside a
+    character, where the whole would be longer than ``limit`` bytes: a name that fits the file system must not
+    fail for want of room for its temporary sibling's 15 more bytes."""
+    while name and len(os.fsencode(f".{name}.{tag}")) > limit:
+        name = name[:-1]
+    return f".{name}.{tag}"
+
+
 def _create_temporary(target: Path, suffix: str) -> tuple[int, Path]:
     """A new, empty, hidden file next to ``target``, opened for writing, with a plain ``open()``'s mode."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    limit = name_limit(target.parent)
     for _ in range(_TRIES):
-        temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}{suffix}")
+        temporary = target.with_name(_temporary_name(target.name, f"{secrets.token_hex(4)}{suffix}", limit))
         try:
             return os.open(temporary, flags, 0o666), temporary
         except FileExistsError:

@@ -6,12 +6,16 @@ find a model file beside the document and watch it), so both agree on what names
 
 from __future__ import annotations
 
+import errno
 import importlib.machinery
 import os
 import re
 import sys
 
-__all__ = ["names_a_file", "path_problem", "source_file", "split_spec", "tidy_spec"]
+__all__ = ["NAME_TOO_LONG", "names_a_file", "path_problem", "source_file", "split_spec", "tidy_spec"]
+
+# How ``path_problem`` begins its answer for a name longer than the file system allows.
+NAME_TOO_LONG = "File name too long"
 
 # A Windows drive: one letter, a colon, then a slash or backslash (C:\models.py, c:/work/m.py). A one-letter
 # module (m:build) has no slash after its colon.
@@ -67,9 +71,14 @@ def source_file(spec: str) -> str | None:
     return found.origin if found is not None and found.has_location else None
 
 
-def _name_max() -> int:
+def _name_max(path: str | os.PathLike) -> int:
+    """The longest name the file system holding ``path`` allows, in bytes (asked of the nearest folder of
+    ``path`` that exists; 255 where it cannot be asked)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
     try:
-        return os.pathconf("/", "PC_NAME_MAX")
+        return os.pathconf(folder, "PC_NAME_MAX")
     except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no answer
         return 255
 
@@ -78,6 +87,7 @@ def path_problem(path: str | os.PathLike) -> str | None:
     """Why ``path`` cannot be looked up at all (a name in it too long for the file system, a NUL in it, a
     folder on the way that cannot be searched), else ``None``, whether or not anything is there. Checked
     before ``Path.exists()`` and the like, which raise for these (``OSError: [Errno 36] File name too long``)."""
+    too_long = False
     try:
         os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -85,8 +95,14 @@ def path_problem(path: str | os.PathLike) -> str | None:
     except ValueError:
         return "the path contains a NUL character"
     except OSError as e:
-        return e.strerror or str(e)
+        if e.errno != errno.ENAMETOOLONG:
+            return e.strerror or str(e)
+        too_long = True
     longest = max((len(os.fsencode(part)) for part in re.split(r"[\\/]", os.fspath(path))), default=0)
-    if longest > _name_max():  # a folder on the way is missing, so the system has not looked at the long name yet
-        return f"File name too long (a name in it has {longest} bytes; at most {_name_max()})"
+    limit = _name_max(path)
+    if longest > limit:  # also where a folder on the way is missing, so the system has not looked at the name yet
+        return (f"{NAME_TOO_LONG} (a name in it has {longest} bytes; this file system allows at most {limit} "
+                "per name)")
+    if too_long:
+        return "the path is too long for the file system, though each name in it fits"
     return None

@@ -42,8 +42,33 @@ def _rebuilt_error(cls: type[TraceFailed], message: str) -> TraceFailed:
     return error
 
 
-def failure_message(trace: Trace) -> str | None:
-    """One paragraph saying which layer failed, with what input, and why."""
+def failure_message(trace: Trace, grad_option: str | None = "grad=True") -> str | None:
+    """One paragraph saying which layer failed, with what input, and why; for a forward that needed autograd
+    while the trace ran without it, how to turn it on: ``grad_option`` (the API's ``grad=True``, the CLI's
+    ``--grad``; ``None`` where the caller has no such option)."""
+    message = _where_and_why(trace)
+    hint = _autograd_hint(trace, grad_option)
+    return f"{message}\n  {hint}" if message is not None and hint else message
+
+
+# What autograd says when asked for gradients of tensors it never recorded (torch.autograd.grad, .backward()):
+# under the trace's torch.no_grad(), every tensor the forward makes is such a tensor.
+_NO_GRAPH = ("does not require grad", "does not have a grad_fn")
+
+
+def _autograd_hint(trace: Trace, grad_option: str | None) -> str | None:
+    """The advice for a forward that failed for want of autograd, while the trace had turned it off."""
+    f = trace.failure
+    if f is None or trace.meta.get("grad") is not False or not any(s in f.message for s in _NO_GRAPH):
+        return None
+    told = (f"trace with {grad_option} to keep autograd on" if grad_option else
+            "this command has no option for it; 'shapetrace trace --grad' (from Python: trace(model, x, grad=True)) "
+            "keeps autograd on")
+    return ("hint: the trace ran without autograd (under torch.no_grad(), shapetrace's default), and this forward "
+            f"asks autograd for gradients (torch.autograd.grad, .backward()): {told}.")
+
+
+def _where_and_why(trace: Trace) -> str | None:
     f = trace.failure
     if f is None:
         return None
