@@ -423,6 +423,12 @@ class Tracer:
             self._explain_embedding_failure(calls, shapes.failure, exc)
         self.tracer_errors.extend(self._engine.errors)
         slots = self._engine.calls.slot
+        if not slots and self._engine.foreign_calls:
+            warn_user(
+                f"{type(self.model).__name__} was called only from another thread than the one that entered the "
+                "Tracer (asyncio.to_thread, an executor, a server's worker thread), and a trace does not record "
+                "another thread's own forward: this trace is empty. Call the model in the thread that entered "
+                "the Tracer (calls its forward makes in a thread pool are recorded)")
         # A ModuleList or ModuleDict has no forward: it holds modules but is never called itself.
         uncalled = []
         called = set(slots)

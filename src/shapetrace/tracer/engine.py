@@ -15,7 +15,8 @@ of the record. The engine does the part they share, once:
   engine's thread is inside a call, and only if its module is not that of a call open there: another
   thread running its own forward of the same model (calling the model itself, or between two traced
   forwards, or inside a call of the model the engine never saw start) is not recorded, nor anything it
-  calls (``Engine._adopts``);
+  calls (``Engine._adopts``; ``foreign_calls`` counts them). The engine's own thread never goes through
+  that test: its calls are the trace's, also after another thread's;
 * **errors**: a call whose forward raised gets the exception in ``on_call_end``, except the exception
   ``torch.utils.checkpoint`` stops a recomputation with (the call ends without output, its id in
   ``stopped``); calls whose post-hook never ran (``KeyboardInterrupt``, a hook of someone else raising)
@@ -399,6 +400,8 @@ class Engine:
         self.quiet = False
         self.stack: list[int] = []  # the ids of the calls open right now (in the engine's thread), innermost last
         self.stopped: list[int] = []  # calls torch.utils.checkpoint stopped on purpose (see the module docstring)
+        #: Outermost calls of the model's modules made in other threads and not recorded (``_adopts``).
+        self.foreign_calls = 0
         self._active = False
         # What leaving undoes, empty until entered: leaving works (and does nothing) whenever it comes.
         self._handles: list[Any] = []
@@ -419,6 +422,7 @@ class Engine:
         self._threaded = False  # set by the first call from another thread: then every call takes the lock
         self._lock = threading.RLock()  # re-entrant: a probe may build (and attach) a module inside a hook
         self._stacks: dict[int, list[int]] = {}  # the other threads' open calls, by thread id
+        self.foreign_calls = 0
         # Without torch's ``inner`` to recognise, the exception being handled at each call's start tells
         # (at its end) an exception the call raised from one it was called under.
         self._exc_at_start: list[BaseException | None] | None = [] if _INNER is None else None
@@ -629,6 +633,10 @@ class Engine:
                 return  # a thread tracing by itself (the same model traced in two threads at once)
             with self._lock:
                 self._threaded = True
+                if ident == self._thread:  # the engine's own thread: its calls are the trace's, even at the top
+                    stack = self.stack
+                    self._begin(slot, module, args, kwargs, stack, stack[-1] if stack else None)
+                    return
                 stack = self._stack_here()
                 if stack:
                     parent = stack[-1]
@@ -639,6 +647,7 @@ class Engine:
                     parent = self.stack[-1]
                 else:
                     stack.append(_FOREIGN)  # its calls are skipped until it ends
+                    self.foreign_calls += 1
                     return
                 self._begin(slot, module, args, kwargs, stack, parent)
             return
