@@ -217,7 +217,8 @@ class Tracer:
     probes (``profile()`` adds FLOPs and memory this way); they key what they record by call id. Python's
     automatic cyclic garbage collection is paused while the records are built after the block, never during
     it (see ``_gc_paused``). A model with lazy layers not initialized yet is refused (the forward would
-    initialize them for good) unless ``allow_lazy``: for a copy (what ``trace()`` does).
+    initialize them for good) unless ``allow_lazy``: for a copy (what ``trace()`` does). Traces of the same
+    model in two threads take turns: entering waits while another thread's trace of it runs (``model_lock``).
     """
 
     def __init__(self, model: nn.Module | Checked, *, grad: bool = False, train: bool | None = None,
@@ -411,6 +412,16 @@ class Tracer:
         if call.error is not None:
             call.error = f"{call.error}: {problem}"
 
+    def _warn_if_run_in_other_threads_only(self) -> None:
+        """Warn when the model ran in the block only in other threads than the Tracer's (none of it recorded)."""
+        if len(self._engine.calls) or not self._engine.foreign_calls:
+            return
+        warn_user(
+            f"{type(self.model).__name__} was called only from another thread than the one that entered the "
+            "Tracer (asyncio.to_thread, an executor, a server's worker thread), and a trace does not record "
+            "another thread's own forward: this trace is empty. Call the model in the thread that entered "
+            "the Tracer (calls its forward makes in a thread pool are recorded)")
+
     # ---- the result ---------------------------------------------------------------------------------
     def _finish(self, exc: BaseException | None) -> Trace:
         """Build the ``Trace`` from what the probes recorded (the forward is over, the model restored)."""
@@ -423,12 +434,7 @@ class Tracer:
             self._explain_embedding_failure(calls, shapes.failure, exc)
         self.tracer_errors.extend(self._engine.errors)
         slots = self._engine.calls.slot
-        if not slots and self._engine.foreign_calls:
-            warn_user(
-                f"{type(self.model).__name__} was called only from another thread than the one that entered the "
-                "Tracer (asyncio.to_thread, an executor, a server's worker thread), and a trace does not record "
-                "another thread's own forward: this trace is empty. Call the model in the thread that entered "
-                "the Tracer (calls its forward makes in a thread pool are recorded)")
+        self._warn_if_run_in_other_threads_only()
         # A ModuleList or ModuleDict has no forward: it holds modules but is never called itself.
         uncalled = []
         called = set(slots)

@@ -25,7 +25,8 @@ of the record. The engine does the part they share, once:
   probes are stopped and the recursion limit restored, whatever the forward did, each step even if one
   before it raised (a ``KeyboardInterrupt`` during the cleanup: ``cleanup.run_all``), and again, finishing
   what an interrupted leave left, if the engine is left a second time. Calls made in a thread
-  that runs an engine of its own (two traces at once in two threads) are that engine's, not this one's.
+  that runs an engine of its own (two traces at once in two threads: of two models, as traces of one
+  model take turns, ``model_lock``) are that engine's, not this one's.
 
 Global hooks, filtered by module, rather than a hook on every module: a per-module hook changes what runs
 (``nn.TransformerEncoderLayer`` skips its fused fast path when it sees one), and registering two hooks costs
@@ -629,30 +630,36 @@ class Engine:
                     kwargs = caller_kwargs(self._depth + 1)
         ident = _thread_id()
         if self._threaded or ident != self._thread:
-            if ident != self._thread and ident in _ENGINE_THREADS:
-                return  # a thread tracing by itself (the same model traced in two threads at once)
-            with self._lock:
-                self._threaded = True
-                if ident == self._thread:  # the engine's own thread: its calls are the trace's, even at the top
-                    stack = self.stack
-                    self._begin(slot, module, args, kwargs, stack, stack[-1] if stack else None)
-                    return
-                stack = self._stack_here()
-                if stack:
-                    parent = stack[-1]
-                    if parent == _FOREIGN:  # inside a call of this thread's that is not the trace's
-                        stack.append(_FOREIGN)
-                        return
-                elif self._adopts(slot):
-                    parent = self.stack[-1]
-                else:
-                    stack.append(_FOREIGN)  # its calls are skipped until it ends
-                    self.foreign_calls += 1
-                    return
-                self._begin(slot, module, args, kwargs, stack, parent)
+            self._pre_threaded(slot, module, args, kwargs, ident)
             return
         stack = self.stack
         self._begin(slot, module, args, kwargs, stack, stack[-1] if stack else None)
+
+    def _pre_threaded(self, slot: int, module: nn.Module, args: tuple, kwargs: Mapping[str, Any] | None,
+                      ident: int) -> None:
+        """``_pre`` once another thread has called one of the model's modules: under the lock, each thread's
+        calls on its own stack; another thread's outermost call recorded only if ``_adopts`` says so."""
+        if ident != self._thread and ident in _ENGINE_THREADS:
+            return  # a thread tracing by itself (two traces at once in two threads)
+        with self._lock:
+            self._threaded = True
+            if ident == self._thread:  # the engine's own thread: its calls are the trace's, even at the top
+                stack = self.stack
+                self._begin(slot, module, args, kwargs, stack, stack[-1] if stack else None)
+                return
+            stack = self._stack_here()
+            if stack:
+                parent = stack[-1]
+                if parent == _FOREIGN:  # inside a call of this thread's that is not the trace's
+                    stack.append(_FOREIGN)
+                    return
+            elif self._adopts(slot):
+                parent = self.stack[-1]
+            else:
+                stack.append(_FOREIGN)  # its calls are skipped until it ends
+                self.foreign_calls += 1
+                return
+            self._begin(slot, module, args, kwargs, stack, parent)
 
     def _adopts(self, slot: int) -> bool:
         """Whether the outermost call (of the module in ``slot``) of a thread other than the engine's is part of

@@ -21,6 +21,10 @@ forward registered until ``put_back_registrations()`` (the tracer counts paramet
 forward). Writes straight into ``_parameters`` or ``_buffers`` that keep their size go past torch's hooks and
 are left as the forward left them.
 
+Two guards of one model in two threads take turns (``model_lock``): entering waits until another thread's
+guard of the same model has put everything back (registrations included, with ``keep_registrations``), so
+neither saves what the other set. A guard of the same model in the same thread does not wait.
+
 A forward run on copies of the buffers (``runs_copy``: placement's test, for a trace on ``meta`` or another
 device) cannot write them: those are not copied, nor put back.
 
@@ -46,6 +50,7 @@ from torch.nn.parameter import UninitializedTensorMixin
 from .attributes import changed_names, put_back_attributes
 from .cleanup import run_all_then_raise
 from .engine import ModuleIndex
+from .model_lock import model_lock
 
 __all__ = ["ModelGuard"]
 
@@ -168,8 +173,14 @@ class ModelGuard:
         self._touched: set[int] = set()  # slots of the modules the forward registered something on
         self._grad = contextlib.ExitStack()
         self._grad_left = True
+        self._lock = model_lock(index.model)
+        self._locked = False  # holding the model's lock (from entering until everything is back)
+        self._state_back = self._registrations_back = False
 
     def __enter__(self) -> ModelGuard:  # noqa: PYI034 - typing.Self needs Python 3.11
+        self._lock.acquire()  # another thread's trace of this model puts it back first (see model_lock)
+        self._locked = True
+        self._state_back = self._registrations_back = False
         try:
             self._save()
         except BaseException:
@@ -259,6 +270,13 @@ class ModelGuard:
         """Put back, as they were before the forward, the modules whose registries it changed, and the plain
         attributes of the modules with hooks of their own (see the module docstring); once only, by
         ``__exit__`` unless ``keep_registrations``."""
+        try:
+            self._put_back_registrations()
+        finally:
+            self._registrations_back = True
+            self._unlock_when_all_back()
+
+    def _put_back_registrations(self) -> None:
         snapshots, self._snapshots = self._snapshots, []
         if not snapshots:
             return
@@ -304,8 +322,19 @@ class ModelGuard:
         steps: list[Any] = [self._grad.close, self._leave_grad_mode]
         if not self.keep_registrations:
             steps.append(self.put_back_registrations)
-        steps += [self._put_back_flags, self._put_back_buffer_values]
+        steps += [self._put_back_flags, self._put_back_buffer_values, self._state_put_back]
         run_all_then_raise(steps)
+
+    def _state_put_back(self) -> None:
+        self._state_back = True
+        self._unlock_when_all_back()
+
+    def _unlock_when_all_back(self) -> None:
+        """Release the model's lock once the flags, buffers and registrations are all back (with
+        ``keep_registrations`` the registrations come back last, in ``put_back_registrations``); once."""
+        if self._locked and self._state_back and (self._registrations_back or not self.keep_registrations):
+            self._locked = False
+            self._lock.release()
 
     def _put_back_flags(self) -> None:
         """Each module's ``training`` flag and each parameter's ``requires_grad`` as found (once: the lists are
