@@ -28,6 +28,11 @@ neither saves what the other set. A guard of the same model in the same thread d
 A forward run on copies of the buffers (``runs_copy``: placement's test, for a trace on ``meta`` or another
 device) cannot write them: those are not copied, nor put back.
 
+With ``keep_buffers_after_param_writes`` (a ``Tracer`` block, whose code is the user's: a training step, say),
+buffers are put back only if no parameter was written in place: parameters cannot be put back, so a block
+that wrote them (``optimizer.step()``) keeps its buffer updates too (BatchNorm's running statistics), and the
+model is left as the block left it rather than half put back (``buffers_kept``).
+
 Buffers go back with their version counters as they were when the guard was entered (an autograd graph
 made before the trace that saved them still runs backward, even where the forward wrote them in place), and
 each on its own where the one-call copy cannot write it (an inference tensor,
@@ -155,8 +160,13 @@ class ModelGuard:
     """Save and restore a model's state around a forward (see the module docstring)."""
 
     def __init__(self, index: ModuleIndex, *, train: bool | None = None, grad: bool = False,
-                 keep_registrations: bool = False, runs_copy: Callable[[torch.Tensor], bool] | None = None) -> None:
+                 keep_registrations: bool = False, runs_copy: Callable[[torch.Tensor], bool] | None = None,
+                 keep_buffers_after_param_writes: bool = False) -> None:
         self.index = index
+        # The user's own code ran under the guard (a Tracer block): when it wrote parameters in place (an
+        # optimizer step), which cannot be put back, the buffers are left as it left them too (``buffers_kept``).
+        self.keep_buffers_after_param_writes = keep_buffers_after_param_writes
+        self.buffers_kept = False
         self.runs_copy = runs_copy
         self.train = train
         self.grad = grad
@@ -352,6 +362,10 @@ class ModelGuard:
     def _put_back_buffer_values(self) -> None:
         """The saved buffers' values and version counters, once (forgotten only when all are back)."""
         if not self._live:
+            return
+        if self.keep_buffers_after_param_writes and self.changed_params():
+            self.buffers_kept = True
+            self._live, self._saved, self._buffer_versions = [], [], []
             return
         with torch.no_grad():
             _put_back_buffers(self._live, self._saved, self._buffer_versions)
