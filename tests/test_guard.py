@@ -547,3 +547,60 @@ def test_a_module_that_registers_nothing_keeps_the_plain_attributes_its_forward_
     model = _CountsOnly()
     shapetrace.trace(model, torch.randn(2, 4))
     assert model.calls == 1  # as a plain forward leaves it
+
+
+# ---- a Tracer block is the user's code: a training step in it is kept whole ------------------------------
+def _conv_bn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4))
+
+
+def _training_step(model: nn.Module, x: torch.Tensor) -> None:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(x).pow(2).sum().backward()
+    optimizer.step()
+
+
+def test_a_training_step_in_a_tracer_block_leaves_the_model_as_the_same_step_run_without_a_tracer():
+    import copy
+
+    x = torch.randn(4, 3, 8, 8)
+    model = _conv_bn().train()
+    oracle = copy.deepcopy(model)
+    _training_step(oracle, x)
+    with pytest.warns(shapetrace.ShapetraceWarning), shapetrace.Tracer(model, grad=True) as t:
+        _training_step(model, x)
+    assert len(t.trace.calls) == 6
+    after, expected = model.state_dict(), oracle.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in expected.items())  # parameters and BatchNorm statistics alike
+
+
+def test_parameters_written_in_a_tracer_block_are_warned_about_as_the_blocks_code_not_the_forward():
+    model = _conv_bn().train()
+    with pytest.warns(shapetrace.ShapetraceWarning) as seen, shapetrace.Tracer(model, grad=True) as t:
+        _training_step(model, torch.randn(4, 3, 8, 8))
+    message = str(seen[0].message)
+    assert message.startswith("the code in the Tracer block changed parameters in place")
+    assert "buffers (BatchNorm's running statistics) were left as the block left them" in message
+    assert "the forward" not in message
+    assert t.trace.meta["params_changed_in_place"] == ["0.weight", "0.bias", "1.weight", "1.bias", "4.weight",
+                                                       "4.bias"]
+
+
+def test_a_tracer_block_that_writes_no_parameter_still_gets_its_batchnorm_statistics_put_back():
+    model = _conv_bn().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with shapetrace.Tracer(model, grad=True):
+        model(torch.randn(4, 3, 8, 8)).pow(2).sum().backward()  # gradients, no optimizer step
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_profile_of_a_forward_that_writes_parameters_still_puts_the_buffers_back():
+    model = _WritesWeights().eval()
+    model.body.train()
+    before = _state(model)
+    with pytest.warns(UserWarning, match="the forward changed parameters in place"):
+        shapetrace.profile(model, torch.randn(4, 3) * 5 + 3, train=True, warmup=0, repeat=1)
+    after = model.state_dict()
+    for k in ("body.1.running_mean", "body.1.running_var", "body.1.num_batches_tracked", "calls"):
+        assert torch.equal(after[k], before[k]), k

@@ -612,3 +612,84 @@ def test_another_threads_forward_of_the_model_begun_before_the_trace_is_not_reco
     trace = shapetrace.trace(model, x)
     assert [c.label for c in trace.calls] == ["(root)", "a", "b", "c"]
     assert len(outputs) == 1
+
+
+def _labels_seen_by_plain_hooks(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """The oracle: the modules a plain forward calls, in call order, from torch's own global pre-hook."""
+    from torch.nn.modules import module as torch_module
+
+    names = {id(m): n or "(root)" for n, m in model.named_modules()}
+    seen: list[str] = []
+    handle = torch_module.register_module_forward_pre_hook(
+        lambda m, args: seen.append(names[id(m)]) if id(m) in names else None)
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    return seen
+
+
+def test_another_threads_forward_before_the_traced_one_leaves_the_traced_forward_recorded_in_full():
+    import threading
+
+    model, x = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)), torch.randn(8, 16)
+    expected = _labels_seen_by_plain_hooks(model, x)
+    with shapetrace.Tracer(model) as t:
+        other = threading.Thread(target=model, args=(x,))  # a serving thread's request, say
+        other.start()
+        other.join()
+        model(x)
+    assert [c.label for c in t.trace.calls] == expected
+    assert not t.trace.uncalled
+
+
+def test_a_thread_calling_a_layer_during_the_traced_forward_after_another_threads_forward_gets_no_error():
+    import threading
+
+    model, x = _Steps(), torch.randn(2, 4)
+    errors: list[BaseException] = []
+
+    def call_a_layer() -> None:
+        try:
+            model.a(x)
+        except BaseException as e:  # noqa: BLE001 - reported below, in the test's thread
+            errors.append(e)
+
+    def run_in_a_thread(target) -> None:
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join()
+
+    with shapetrace.Tracer(model) as t:
+        run_in_a_thread(lambda: model(x))  # another thread's own forward, before the traced one
+        model.at_start = lambda m: (setattr(m, "at_start", None), run_in_a_thread(call_a_layer))
+        model(x)
+    assert not errors
+    # The layer called from a thread during the forward looks like a pool's branch: recorded under the root.
+    assert [c.label for c in t.trace.calls] == ["(root)", "a", "a#1", "b", "c"]
+
+
+def test_a_model_called_only_from_another_thread_inside_a_tracer_warns_that_the_trace_is_empty():
+    import asyncio
+
+    model, x = nn.Sequential(nn.Linear(4, 4), nn.ReLU()), torch.randn(2, 4)
+
+    async def serve() -> shapetrace.Tracer:
+        with shapetrace.Tracer(model) as t:
+            await asyncio.to_thread(model, x)
+        return t
+
+    with pytest.warns(shapetrace.ShapetraceWarning, match="called only from another thread.*Call the model in the "
+                                                          "thread that entered the Tracer"):
+        t = asyncio.run(serve())
+    assert t.trace.calls == []
+
+
+def test_a_tracer_around_no_forward_gives_no_thread_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with shapetrace.Tracer(nn.Linear(4, 4)) as t:
+            pass
+    assert t.trace.calls == []

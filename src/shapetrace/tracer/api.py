@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.parameter import UninitializedBuffer
 
 from .arguments import arguments_kept
-from .capture import Checked, LazyLayers, TeardownFailed, Tracer, UnsupportedModel, unwrap
+from .capture import Checked, LazyLayers, OwnForwardTracer, TeardownFailed, UnsupportedModel, unwrap
 from .placement import model_device, place_inputs, runs_elsewhere
 from .records import Trace, labelled_tensors
 
@@ -160,7 +160,7 @@ def copy_for_lazy_layers(model: nn.Module, lazy: list[str]) -> nn.Module:
 def _trace_once(checked: Checked, args: tuple, kwargs: dict, strict: bool, options: dict[str, Any]) -> Trace:
     """One traced forward of the checked module (``trace()`` without its unwrapping and lazy-layer handling)."""
     model = checked.module
-    tracer = Tracer(checked, **options)
+    tracer = OwnForwardTracer(checked, **options)
     target = tracer.device if tracer.device is not None else model_device(model)
     # On another device (meta), what the forward stores into the caller's objects (a cache) is put back after it
     kept = arguments_kept((args, kwargs)) if runs_elsewhere(model, tracer.device) else contextlib.nullcontext()

@@ -41,8 +41,8 @@ from .records import Failure, Trace, Uncalled
 from .shape_only import ShapeOnlyMode, explain_embedding_failure, failed_in_lookup
 from .user_warnings import warn_user
 
-__all__ = ["Checked", "LazyLayers", "TeardownFailed", "TraceNotBuilt", "Tracer", "UnsupportedModel", "check_traceable", "refuse_lazy",
-           "uninitialized_lazy", "unwrap"]
+__all__ = ["Checked", "LazyLayers", "OwnForwardTracer", "TeardownFailed", "TraceNotBuilt", "Tracer", "UnsupportedModel",
+           "check_traceable", "refuse_lazy", "uninitialized_lazy", "unwrap"]
 
 
 class TraceNotBuilt(RuntimeError):
@@ -217,8 +217,15 @@ class Tracer:
     probes (``profile()`` adds FLOPs and memory this way); they key what they record by call id. Python's
     automatic cyclic garbage collection is paused while the records are built after the block, never during
     it (see ``_gc_paused``). A model with lazy layers not initialized yet is refused (the forward would
-    initialize them for good) unless ``allow_lazy``: for a copy (what ``trace()`` does).
+    initialize them for good) unless ``allow_lazy``: for a copy (what ``trace()`` does). The block is the
+    user's code: where it writes parameters in place (an optimizer step), which a trace cannot put back, its
+    buffer updates are kept too, rather than the model left half-stepped, and a warning says so; flags and grad
+    mode go back as found whatever the block did (``guard.py``). Traces of the same
+    model in two threads take turns: entering waits while another thread's trace of it runs (``model_lock``).
     """
+
+    #: Whether the block is shapetrace's own forward (``OwnForwardTracer``) rather than the user's code.
+    own_forward = False
 
     def __init__(self, model: nn.Module | Checked, *, grad: bool = False, train: bool | None = None,
                  device: str | torch.device | None = None, ops: bool = False, lines: bool = False,
@@ -274,7 +281,8 @@ class Tracer:
         self._probes = self.probes(self._index, self._flow) + self.extra_probes
         self._guard = ModelGuard(self._index, train=self.train, grad=self.grad,
                                  keep_registrations=True,  # put back in __exit__, after the counts
-                                 runs_copy=None if self.device is None else runs_copies(self.model, self.device))
+                                 runs_copy=None if self.device is None else runs_copies(self.model, self.device),
+                                 keep_buffers_after_param_writes=not self.own_forward)
         self._engine = Engine(self._index, self._probes, eager_compiled=True)
         self._exit = contextlib.ExitStack()
         self._shape_only: ShapeOnlyMode | None = None
@@ -411,6 +419,28 @@ class Tracer:
         if call.error is not None:
             call.error = f"{call.error}: {problem}"
 
+    def _warn_params_changed(self, changed: list[str]) -> None:
+        """Warn about parameters written in place: by the forward of ``trace()`` or ``profile()``, or by the code
+        in a ``Tracer`` block (an optimizer step), whose buffer updates were then kept too."""
+        names = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        if self.own_forward:
+            warn_user(f"the forward changed parameters in place: {names}")
+            return
+        kept = (" Parameters cannot be put back, so the buffers (BatchNorm's running statistics) were left as the "
+                "block left them too; the training and requires_grad flags and the grad mode were put back as "
+                "found" if self._guard.buffers_kept else "")
+        warn_user(f"the code in the Tracer block changed parameters in place (an optimizer step, say): {names}.{kept}")
+
+    def _warn_if_run_in_other_threads_only(self) -> None:
+        """Warn when the model ran in the block only in other threads than the Tracer's (none of it recorded)."""
+        if len(self._engine.calls) or not self._engine.foreign_calls:
+            return
+        warn_user(
+            f"{type(self.model).__name__} was called only from another thread than the one that entered the "
+            "Tracer (asyncio.to_thread, an executor, a server's worker thread), and a trace does not record "
+            "another thread's own forward: this trace is empty. Call the model in the thread that entered "
+            "the Tracer (calls its forward makes in a thread pool are recorded)")
+
     # ---- the result ---------------------------------------------------------------------------------
     def _finish(self, exc: BaseException | None) -> Trace:
         """Build the ``Trace`` from what the probes recorded (the forward is over, the model restored)."""
@@ -423,6 +453,7 @@ class Tracer:
             self._explain_embedding_failure(calls, shapes.failure, exc)
         self.tracer_errors.extend(self._engine.errors)
         slots = self._engine.calls.slot
+        self._warn_if_run_in_other_threads_only()
         # A ModuleList or ModuleDict has no forward: it holds modules but is never called itself.
         uncalled = []
         called = set(slots)
@@ -463,7 +494,7 @@ class Tracer:
         if changed:
             trace.meta["params_changed_in_place"] = changed
         if changed and not self.allow_lazy:  # a copy (trace() of a lazy model): its lazy layers were just made
-            warn_user(f"the forward changed parameters in place: {', '.join(changed[:5])}")
+            self._warn_params_changed(changed)
         if shapes.kwargs_unknown:  # torch's Module._call_impl no longer looks as expected (a future torch)
             trace.meta["kwargs_unknown"] = True
             warn_user("shapetrace could not read the keyword arguments of some module calls (torch "
@@ -474,3 +505,11 @@ class Tracer:
             warn_user("shapetrace hit an internal error while tracing; the trace may be incomplete: "
                           + self.tracer_errors[0])
         return trace
+
+
+class OwnForwardTracer(Tracer):
+    """The ``Tracer`` that ``trace()`` and ``profile()`` run their own forward under: shapetrace wrote the block,
+    so the model is put back as found even where the forward wrote parameters in place (its buffers included;
+    the warning names "the forward"). A ``Tracer`` used directly wraps the user's code instead (see ``Tracer``)."""
+
+    own_forward = True

@@ -15,7 +15,8 @@ of the record. The engine does the part they share, once:
   engine's thread is inside a call, and only if its module is not that of a call open there: another
   thread running its own forward of the same model (calling the model itself, or between two traced
   forwards, or inside a call of the model the engine never saw start) is not recorded, nor anything it
-  calls (``Engine._adopts``);
+  calls (``Engine._adopts``; ``foreign_calls`` counts them). The engine's own thread never goes through
+  that test: its calls are the trace's, also after another thread's;
 * **errors**: a call whose forward raised gets the exception in ``on_call_end``, except the exception
   ``torch.utils.checkpoint`` stops a recomputation with (the call ends without output, its id in
   ``stopped``); calls whose post-hook never ran (``KeyboardInterrupt``, a hook of someone else raising)
@@ -24,7 +25,8 @@ of the record. The engine does the part they share, once:
   probes are stopped and the recursion limit restored, whatever the forward did, each step even if one
   before it raised (a ``KeyboardInterrupt`` during the cleanup: ``cleanup.run_all``), and again, finishing
   what an interrupted leave left, if the engine is left a second time. Calls made in a thread
-  that runs an engine of its own (two traces at once in two threads) are that engine's, not this one's.
+  that runs an engine of its own (two traces at once in two threads: of two models, as traces of one
+  model take turns, ``model_lock``) are that engine's, not this one's.
 
 Global hooks, filtered by module, rather than a hook on every module: a per-module hook changes what runs
 (``nn.TransformerEncoderLayer`` skips its fused fast path when it sees one), and registering two hooks costs
@@ -399,6 +401,8 @@ class Engine:
         self.quiet = False
         self.stack: list[int] = []  # the ids of the calls open right now (in the engine's thread), innermost last
         self.stopped: list[int] = []  # calls torch.utils.checkpoint stopped on purpose (see the module docstring)
+        #: Outermost calls of the model's modules made in other threads and not recorded (``_adopts``).
+        self.foreign_calls = 0
         self._active = False
         # What leaving undoes, empty until entered: leaving works (and does nothing) whenever it comes.
         self._handles: list[Any] = []
@@ -419,6 +423,7 @@ class Engine:
         self._threaded = False  # set by the first call from another thread: then every call takes the lock
         self._lock = threading.RLock()  # re-entrant: a probe may build (and attach) a module inside a hook
         self._stacks: dict[int, list[int]] = {}  # the other threads' open calls, by thread id
+        self.foreign_calls = 0
         # Without torch's ``inner`` to recognise, the exception being handled at each call's start tells
         # (at its end) an exception the call raised from one it was called under.
         self._exc_at_start: list[BaseException | None] | None = [] if _INNER is None else None
@@ -625,25 +630,36 @@ class Engine:
                     kwargs = caller_kwargs(self._depth + 1)
         ident = _thread_id()
         if self._threaded or ident != self._thread:
-            if ident != self._thread and ident in _ENGINE_THREADS:
-                return  # a thread tracing by itself (the same model traced in two threads at once)
-            with self._lock:
-                self._threaded = True
-                stack = self._stack_here()
-                if stack:
-                    parent = stack[-1]
-                    if parent == _FOREIGN:  # inside a call of this thread's that is not the trace's
-                        stack.append(_FOREIGN)
-                        return
-                elif self._adopts(slot):
-                    parent = self.stack[-1]
-                else:
-                    stack.append(_FOREIGN)  # its calls are skipped until it ends
-                    return
-                self._begin(slot, module, args, kwargs, stack, parent)
+            self._pre_threaded(slot, module, args, kwargs, ident)
             return
         stack = self.stack
         self._begin(slot, module, args, kwargs, stack, stack[-1] if stack else None)
+
+    def _pre_threaded(self, slot: int, module: nn.Module, args: tuple, kwargs: Mapping[str, Any] | None,
+                      ident: int) -> None:
+        """``_pre`` once another thread has called one of the model's modules: under the lock, each thread's
+        calls on its own stack; another thread's outermost call recorded only if ``_adopts`` says so."""
+        if ident != self._thread and ident in _ENGINE_THREADS:
+            return  # a thread tracing by itself (two traces at once in two threads)
+        with self._lock:
+            self._threaded = True
+            if ident == self._thread:  # the engine's own thread: its calls are the trace's, even at the top
+                stack = self.stack
+                self._begin(slot, module, args, kwargs, stack, stack[-1] if stack else None)
+                return
+            stack = self._stack_here()
+            if stack:
+                parent = stack[-1]
+                if parent == _FOREIGN:  # inside a call of this thread's that is not the trace's
+                    stack.append(_FOREIGN)
+                    return
+            elif self._adopts(slot):
+                parent = self.stack[-1]
+            else:
+                stack.append(_FOREIGN)  # its calls are skipped until it ends
+                self.foreign_calls += 1
+                return
+            self._begin(slot, module, args, kwargs, stack, parent)
 
     def _adopts(self, slot: int) -> bool:
         """Whether the outermost call (of the module in ``slot``) of a thread other than the engine's is part of

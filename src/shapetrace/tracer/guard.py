@@ -21,8 +21,17 @@ forward registered until ``put_back_registrations()`` (the tracer counts paramet
 forward). Writes straight into ``_parameters`` or ``_buffers`` that keep their size go past torch's hooks and
 are left as the forward left them.
 
+Two guards of one model in two threads take turns (``model_lock``): entering waits until another thread's
+guard of the same model has put everything back (registrations included, with ``keep_registrations``), so
+neither saves what the other set. A guard of the same model in the same thread does not wait.
+
 A forward run on copies of the buffers (``runs_copy``: placement's test, for a trace on ``meta`` or another
 device) cannot write them: those are not copied, nor put back.
+
+With ``keep_buffers_after_param_writes`` (a ``Tracer`` block, whose code is the user's: a training step, say),
+buffers are put back only if no parameter was written in place: parameters cannot be put back, so a block
+that wrote them (``optimizer.step()``) keeps its buffer updates too (BatchNorm's running statistics), and the
+model is left as the block left it rather than half put back (``buffers_kept``).
 
 Buffers go back with their version counters as they were when the guard was entered (an autograd graph
 made before the trace that saved them still runs backward, even where the forward wrote them in place), and
@@ -46,6 +55,7 @@ from torch.nn.parameter import UninitializedTensorMixin
 from .attributes import changed_names, put_back_attributes
 from .cleanup import run_all_then_raise
 from .engine import ModuleIndex
+from .model_lock import model_lock
 
 __all__ = ["ModelGuard"]
 
@@ -150,8 +160,13 @@ class ModelGuard:
     """Save and restore a model's state around a forward (see the module docstring)."""
 
     def __init__(self, index: ModuleIndex, *, train: bool | None = None, grad: bool = False,
-                 keep_registrations: bool = False, runs_copy: Callable[[torch.Tensor], bool] | None = None) -> None:
+                 keep_registrations: bool = False, runs_copy: Callable[[torch.Tensor], bool] | None = None,
+                 keep_buffers_after_param_writes: bool = False) -> None:
         self.index = index
+        # The user's own code ran under the guard (a Tracer block): when it wrote parameters in place (an
+        # optimizer step), which cannot be put back, the buffers are left as it left them too (``buffers_kept``).
+        self.keep_buffers_after_param_writes = keep_buffers_after_param_writes
+        self.buffers_kept = False
         self.runs_copy = runs_copy
         self.train = train
         self.grad = grad
@@ -168,8 +183,14 @@ class ModelGuard:
         self._touched: set[int] = set()  # slots of the modules the forward registered something on
         self._grad = contextlib.ExitStack()
         self._grad_left = True
+        self._lock = model_lock(index.model)
+        self._locked = False  # holding the model's lock (from entering until everything is back)
+        self._state_back = self._registrations_back = False
 
     def __enter__(self) -> ModelGuard:  # noqa: PYI034 - typing.Self needs Python 3.11
+        self._lock.acquire()  # another thread's trace of this model puts it back first (see model_lock)
+        self._locked = True
+        self._state_back = self._registrations_back = False
         try:
             self._save()
         except BaseException:
@@ -259,6 +280,13 @@ class ModelGuard:
         """Put back, as they were before the forward, the modules whose registries it changed, and the plain
         attributes of the modules with hooks of their own (see the module docstring); once only, by
         ``__exit__`` unless ``keep_registrations``."""
+        try:
+            self._put_back_registrations()
+        finally:
+            self._registrations_back = True
+            self._unlock_when_all_back()
+
+    def _put_back_registrations(self) -> None:
         snapshots, self._snapshots = self._snapshots, []
         if not snapshots:
             return
@@ -304,8 +332,19 @@ class ModelGuard:
         steps: list[Any] = [self._grad.close, self._leave_grad_mode]
         if not self.keep_registrations:
             steps.append(self.put_back_registrations)
-        steps += [self._put_back_flags, self._put_back_buffer_values]
+        steps += [self._put_back_flags, self._put_back_buffer_values, self._state_put_back]
         run_all_then_raise(steps)
+
+    def _state_put_back(self) -> None:
+        self._state_back = True
+        self._unlock_when_all_back()
+
+    def _unlock_when_all_back(self) -> None:
+        """Release the model's lock once the flags, buffers and registrations are all back (with
+        ``keep_registrations`` the registrations come back last, in ``put_back_registrations``); once."""
+        if self._locked and self._state_back and (self._registrations_back or not self.keep_registrations):
+            self._locked = False
+            self._lock.release()
 
     def _put_back_flags(self) -> None:
         """Each module's ``training`` flag and each parameter's ``requires_grad`` as found (once: the lists are
@@ -323,6 +362,10 @@ class ModelGuard:
     def _put_back_buffer_values(self) -> None:
         """The saved buffers' values and version counters, once (forgotten only when all are back)."""
         if not self._live:
+            return
+        if self.keep_buffers_after_param_writes and self.changed_params():
+            self.buffers_kept = True
+            self._live, self._saved, self._buffer_versions = [], [], []
             return
         with torch.no_grad():
             _put_back_buffers(self._live, self._saved, self._buffer_versions)

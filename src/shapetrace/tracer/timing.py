@@ -71,7 +71,7 @@ from torch.autograd import DeviceType
 
 from .api import TraceFailed, copy_for_lazy_layers, traceable
 from .arguments import arguments_kept
-from .capture import Checked, Tracer, UnsupportedModel, uninitialized_lazy
+from .capture import Checked, OwnForwardTracer, UnsupportedModel, uninitialized_lazy
 from .engine import Engine, ModuleIndex
 from .guard import ModelGuard
 from .intervals import Attribution, attribute_kernels, central_repeats, nested_self_times, quantile, summarise
@@ -538,8 +538,8 @@ def _shape_pass(checked: Checked, args: tuple, kwargs: dict, probes: list, grad:
     The model is placed on ``dev`` already (``placed``). On ``meta`` the ``Tracer`` is told so, and traces
     shapes as ``trace(device="meta")`` does (``shape_only.ShapeOnlyMode``): real integer inputs and real
     tensors in the caller's objects meet ``meta`` ones, and the CPU's checks fail the same forwards."""
-    tracer = Tracer(checked, grad=grad, train=train, ops=True, probes=probes,
-                    device=dev if dev.type == "meta" else None)
+    tracer = OwnForwardTracer(checked, grad=grad, train=train, ops=True, probes=probes,
+                              device=dev if dev.type == "meta" else None)
     try:
         with tracer:
             checked.module(*args, **kwargs)

@@ -1,0 +1,120 @@
+"""Traces of one model in several threads: they run one after the other, so each puts the model back as it
+found it; traces of different models still run at once, and a trace inside a trace of the same model (one
+thread) still works."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+import shapetrace
+
+
+class _MeetsTheOtherThread(nn.Module):
+    """In the thread named ``first``, waits (up to ``wait`` seconds) for the thread named ``second`` to be inside
+    a forward too: two traces in the two threads overlap if nothing keeps them apart."""
+
+    def __init__(self, wait: float = 0.5) -> None:
+        super().__init__()
+        self.wait = wait
+        self.first_inside, self.second_inside = threading.Event(), threading.Event()
+
+    def forward(self, x):
+        if threading.current_thread().name == "first":
+            self.first_inside.set()
+            self.second_inside.wait(self.wait)
+        else:
+            self.second_inside.set()
+        return x
+
+
+def _in_thread(name: str, work) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as e:  # noqa: BLE001 - reported by the test, in its own thread
+            errors.append(e)
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    return thread, errors
+
+
+def test_two_traces_of_one_model_in_two_threads_leave_it_in_eval_with_its_statistics_untouched():
+    meet = _MeetsTheOtherThread()
+    model = nn.Sequential(meet, nn.Linear(8, 8), nn.BatchNorm1d(8), nn.Dropout(0.2)).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    versions = [b._version for b in model.buffers()]
+    first, errors_1 = _in_thread("first", lambda: shapetrace.trace(model, torch.randn(16, 8) + 3, train=True))
+    meet.first_inside.wait(5)  # the first trace is inside its forward, its model in training mode
+    second, errors_2 = _in_thread("second", lambda: shapetrace.trace(model, torch.randn(16, 8) - 3, train=True))
+    first.join(10)
+    second.join(10)
+    assert not errors_1 and not errors_2
+    assert [m.training for m in model.modules()] == [False] * 5
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    assert [b._version for b in model.buffers()] == versions
+
+
+def test_a_trace_of_the_model_in_another_thread_waits_for_the_tracer_block_to_end():
+    model, x = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).eval(), torch.randn(3, 4)
+    counts: list[int] = []
+    with shapetrace.Tracer(model, train=True) as t:
+        other, errors = _in_thread("other", lambda: counts.append(len(shapetrace.trace(model, x).calls)))
+        other.join(0.3)
+        assert other.is_alive() and counts == []  # waiting for this trace to put the model back
+        model(x)
+    other.join(10)
+    assert not errors and counts == [3] and len(t.trace.calls) == 3
+    assert not model.training
+
+
+def test_traces_of_different_models_run_at_once_in_two_threads():
+    model, other_model, x = nn.Linear(4, 4), nn.Linear(4, 4), torch.randn(3, 4)
+    counts: list[int] = []
+    with shapetrace.Tracer(model) as t:
+        other, errors = _in_thread("other", lambda: counts.append(len(shapetrace.trace(other_model, x).calls)))
+        other.join(10)
+        assert not other.is_alive() and not errors and counts == [1]
+        model(x)
+    assert len(t.trace.calls) == 1
+
+
+def test_a_trace_inside_a_trace_of_the_same_model_in_one_thread_still_runs():
+    model, x = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).eval(), torch.randn(3, 4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with shapetrace.Tracer(model, train=True) as outer:
+        inner = shapetrace.trace(model, x, train=True)
+        model(x)
+    assert len(inner.calls) == 3 and len(outer.trace.calls) == 6  # the outer block saw the inner forward too
+    assert not model.training
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+
+
+class _RaisesOnce(nn.Module):
+    def __init__(self, error: type[BaseException]) -> None:
+        super().__init__()
+        self.error: type[BaseException] | None = error
+
+    def forward(self, x):
+        error, self.error = self.error, None
+        if error is not None:
+            raise error("stopped")
+        return x
+
+
+@pytest.mark.parametrize("error", [ValueError, KeyboardInterrupt])
+def test_a_trace_that_raised_lets_another_threads_trace_of_the_model_run(error):
+    model = nn.Sequential(nn.Linear(4, 4), _RaisesOnce(error))
+    with pytest.raises(shapetrace.TraceFailed if error is ValueError else error):
+        shapetrace.trace(model, torch.randn(3, 4))
+    counts: list[int] = []
+    other, errors = _in_thread("other", lambda: counts.append(len(shapetrace.trace(model, torch.randn(3, 4)).calls)))
+    other.join(10)
+    assert not other.is_alive() and not errors and counts == [3]
