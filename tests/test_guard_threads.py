@@ -118,3 +118,26 @@ def test_a_trace_that_raised_lets_another_threads_trace_of_the_model_run(error):
     other, errors = _in_thread("other", lambda: counts.append(len(shapetrace.trace(model, torch.randn(3, 4)).calls)))
     other.join(10)
     assert not other.is_alive() and not errors and counts == [3]
+
+
+def test_a_trace_kept_waiting_for_another_threads_trace_of_the_model_warns_naming_that_thread():
+    from shapetrace.tracer.model_lock import model_lock
+
+    model = nn.Linear(4, 2)
+    lock = model_lock(model)
+    held, done = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        lock.acquire()
+        held.set()
+        done.wait(10)
+        lock.release()
+
+    other = threading.Thread(target=holder, name="long-trace")
+    other.start()
+    held.wait(10)
+    threading.Timer(0.5, done.set).start()  # the other trace ends half a second later
+    with pytest.warns(shapetrace.ShapetraceWarning, match="in thread 'long-trace'"):
+        lock.acquire(patience_s=0.1)
+    lock.release()
+    other.join(10)

@@ -14,9 +14,19 @@ Held per model object, weakly: a model that is dropped drops its lock.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 
-__all__ = ["ModelLock", "model_lock"]
+from .user_warnings import warn_user
+
+__all__ = ["PATIENCE_S", "ModelLock", "model_lock"]
+
+# How long a trace waits for another thread's trace of the same model before it warns that it is waiting.
+PATIENCE_S = 10.0
+
+
+def _thread_name(ident: int | None) -> str:
+    return next((t.name for t in threading.enumerate() if t.ident == ident), str(ident))
 
 
 class ModelLock:
@@ -27,12 +37,24 @@ class ModelLock:
         self._owner: int | None = None
         self._depth = 0
 
-    def acquire(self) -> None:
-        """Take the lock, waiting while another thread holds it."""
+    def acquire(self, patience_s: float = PATIENCE_S) -> None:
+        """Take the lock, waiting while another thread holds it; past ``patience_s`` of waiting, warn once, naming
+        that thread (a wait that never ends is a thread waiting, inside its own trace of the model, for this one:
+        the warning says why the program stopped)."""
         me = threading.get_ident()
+        waited, warned = 0.0, False
         with self._cond:
             while self._owner is not None and self._owner != me:
-                self._cond.wait()
+                step = patience_s if not warned else None
+                start = time.monotonic()
+                self._cond.wait(step)
+                waited += time.monotonic() - start
+                if not warned and waited >= patience_s and self._owner not in (None, me):
+                    warned = True
+                    warn_user(f"this trace has waited {waited:.0f} s for another trace of the same model, in thread "
+                              f"{_thread_name(self._owner)!r}, to end: traces of one model take turns. If that thread "
+                              "is waiting for this one (a trace started inside a Tracer block and awaited there), "
+                              "neither can go on: trace a copy of the model (copy.deepcopy) in one of them")
             self._owner, self._depth = me, self._depth + 1
 
     def release(self) -> None:
