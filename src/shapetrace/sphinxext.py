@@ -41,7 +41,7 @@ cause, and the build exits non-zero even without ``-W``; with ``:allow-failure:`
 table and the error instead, and the build goes on. So does an unknown ``:overlay:`` name (checked before the
 trace), and a bad or missing option value (``sphinx_options``). Messages are put in the directive's terms at this boundary (``sphinx_messages``: ``:input:``, ``:arg:``,
 ``sphinx-build -v`` for the traceback, which is logged at that verbosity); on the page, the lines of a message after
-its first stay lines (a literal block).
+its first stay lines (a literal block), and its paths and builder's advice are left out (``sphinx_page_text``).
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ from .specs.names import tidy_spec
 from .specs.raised import where_raised
 from .sphinx_messages import in_directive_terms, overlay_needs_data, overlay_problem
 from .sphinx_options import OPTION_SPEC, TEXT_WIDTH, BadOption, first_bad
+from .sphinx_page_text import for_readers
 from .sphinx_sources import ModelFileNotFound, locate, watched
 from .tracer.records import Trace
 
@@ -245,7 +246,7 @@ class ShapetraceDirective(SphinxDirective):
             # An error (with document and line) and a recorded failure: the build exits non-zero at the end.
             logger.error(text, location=where, type="shapetrace")
             getattr(self.env, _FAILURES).setdefault(self.env.docname, []).append(f"{where}: {message}")
-            return [_error_node(_on_page(text, self.env.srcdir))]
+            return [_error_node(for_readers(text, self.env.srcdir))]
         logger.info(f"shapetrace: {where}: allowed failure: {message}")
         out: list[nodes.Node] = []
         if partial is not None:
@@ -257,17 +258,8 @@ class ShapetraceDirective(SphinxDirective):
             node["figure"] = figure
             self.set_source_info(node)
             out.append(node)
-        out.append(_error_node(_on_page(text, self.env.srcdir), classes=["shapetrace-error"]))
+        out.append(_error_node(for_readers(text, self.env.srcdir), classes=["shapetrace-error"]))
         return out
-
-
-def _on_page(text: str, srcdir: str | os.PathLike[str]) -> str:
-    """``text`` with the paths in the source folder written relative to it (the folder itself as ``.``): a
-    published page shows no paths of the machine that built it. The build log keeps the full paths."""
-    for folder in dict.fromkeys((os.path.abspath(srcdir), os.path.realpath(srcdir))):
-        text = re.sub(re.escape(folder) + r"[\\/]", "", text)  # a path in it: relative
-        text = re.sub(re.escape(folder) + r"(?![\w.-])", ".", text)  # the folder itself
-    return text
 
 
 def _error_node(text: str, classes: Sequence[str] = ()) -> nodes.error:
