@@ -368,3 +368,28 @@ def test_a_multi_line_failure_keeps_its_line_breaks_on_the_page(tmp_path):
     assert block, html
     lines = re.sub(r"<[^>]+>", "", block.group(1)).splitlines()
     assert lines[0].startswith("input: ") and lines[1].startswith("error: RuntimeError: mat1 and mat2"), lines
+
+
+LABELLED = """
+See :ref:`the figure <linear-fig>` and :ref:`the named one <named-fig>`.
+
+.. _linear-fig:
+""" + LINEAR + """
+""" + LINEAR + "   :name: named-fig\n"
+
+
+def test_a_label_before_the_directive_and_its_name_option_are_the_figures_ids(tmp_path):
+    code, html, _ = build(tmp_path, LABELLED)
+    assert code == 0
+    page = parse(html)
+    assert {"#linear-fig", "#named-fig"} <= {a.get("href") for a in page.links}
+    assert [f["id"] for f in page.figures] == ["linear-fig", "named-fig"]  # as an image's label lands on it
+
+
+def test_latex_labels_a_figure_once_for_a_label_before_it_and_once_for_its_name(tmp_path):
+    code, _, out = build(tmp_path, LABELLED, builder="latex")
+    tex = next(out.glob("*.tex")).read_text()
+    assert code == 0
+    assert tex.count(r"\label{\detokenize{index:linear-fig}}") == 1, tex
+    assert tex.count(r"\label{\detokenize{index:named-fig}}") == 1, tex
+    assert r"\hyperref[\detokenize{index:named-fig}]" in tex

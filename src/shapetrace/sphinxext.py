@@ -24,7 +24,7 @@ document's folder, then the source folder (``sphinx_sources``), never from where
 ``:show:`` names what to insert, in that order, any of ``diagram`` (the default), ``table`` (the HTML table),
 ``text`` (the text table, ``:width:`` columns, 80 by default, 0 for no limit) and ``flow`` (the shape-flow chart); ``both``
 means ``diagram table``. ``:caption:`` adds a caption (``exhibit`` takes the exhibit's own); ``:alt:`` the
-first picture's alt text. Without it each picture has a short alt text of its own, naming the model and what
+first picture's alt text; ``:name:`` a name to link to the figure by (as a ``.. _name:`` label before it). Without it each picture has a short alt text of its own, naming the model and what
 the picture shows (never the caption, which the page shows once below the pictures).
 
 What each builder gets:
@@ -170,6 +170,7 @@ class ShapetraceDirective(SphinxDirective):
         node = shapetrace_figure()
         node["figure"] = figure
         self.set_source_info(node)
+        self.add_name(node)
         return [node]
 
     # ---- tracing and rendering -----------------------------------------------------------------------
@@ -259,6 +260,7 @@ class ShapetraceDirective(SphinxDirective):
             self.set_source_info(node)
             out.append(node)
         out.append(_error_node(for_readers(text, self.env.srcdir), classes=["shapetrace-error"]))
+        self.add_name(out[0])  # :name: refers to what the page shows in the figure's place
         return out
 
 
@@ -328,12 +330,15 @@ def _alt(figure: Figure, kind: str) -> str:
     return _PICTURE_ALT.get(kind, "{model}: shapetrace " + kind).format(model=figure.model or "the model")
 
 
-def _html(app: Any, docname: str, figure: Figure, number: int) -> list[nodes.Node]:
+def _html(app: Any, docname: str, figure: Figure, number: int, ids: Sequence[str] = ()) -> list[nodes.Node]:
+    """The figure as HTML; ``ids`` are the names it is referred to by (a label before it, ``:name:``): the first
+    is the figure's id, any other an empty element at its start, so every ``:ref:`` lands on the figure."""
     esc = html.escape
     page = app.builder.get_target_uri(docname)
     prefix = "" if app.builder.name == "singlehtml" else relative_uri(page, "")
     slug = re.sub(r"[^A-Za-z0-9]+", "-", docname).strip("-") or "page"
-    parts = [f'<figure class="shapetrace-figure" id="shapetrace-{esc(slug)}-{number}">']
+    own, *more = [*ids, f"shapetrace-{slug}-{number}"]
+    parts = [f'<figure class="shapetrace-figure" id="{esc(own)}">', *(f'<span id="{esc(i)}"></span>' for i in more)]
     full_links = []
     for kind in figure.shows:
         if kind in figure.pictures:
@@ -411,12 +416,31 @@ def _resolve(app: Any, doctree: nodes.document, docname: str) -> None:
     for number, node in enumerate(list(doctree.findall(shapetrace_figure)), start=1):
         figure: Figure = node["figure"]
         if fmt == "html":
-            new = _html(app, docname, figure, number)
+            new = _html(app, docname, figure, number, node["ids"])
         elif fmt == "latex":
             new = _latex(app, figure)
         else:
             new = _plain(figure)
+        # A label docutils moved onto the figure (`.. _name:` before it, :name:) goes on what replaces it, as an
+        # image's or a figure's does; LaTeX already has a \label for a `.. _name:` target written before it.
+        if fmt != "html":  # HTML: on the figure element (_html)
+            unlabelled = [i for i in node["ids"] if i not in _targeted(node)]
+            if unlabelled:
+                new = [nodes.target("", "", ids=unlabelled), *new]
         node.replace_self(new)
+
+
+def _targeted(node: nodes.Element) -> set[str]:
+    """The ids of the ``.. _name:`` targets written just before ``node`` (which already label it)."""
+    parent = node.parent
+    if parent is None:
+        return set()
+    found: set[str] = set()
+    for sibling in reversed(parent.children[:parent.index(node)]):
+        if not isinstance(sibling, nodes.target):
+            break
+        found.add(sibling.get("refid", ""))
+    return found
 
 
 # ---- failures and the exit status ----------------------------------------------------------------------
