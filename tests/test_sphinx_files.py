@@ -3,11 +3,14 @@ output (EPUB's zip included), and its SVGs in ``_images/``, of which a rebuild k
 
 from __future__ import annotations
 
+import re
 import zipfile
 
 import pytest
 from conftest import requires_dot
 from test_sphinxext import LINEAR, build, edit, rebuild
+
+from shapetrace.renderers.html import CSS as TABLE_CSS
 
 
 def test_the_epub_packs_the_stylesheet_its_pages_link(tmp_path):
@@ -56,3 +59,23 @@ def test_a_rebuild_removes_the_svgs_no_page_shows_any_more_and_keeps_the_others(
     assert len(shown) == 1 and shown.isdisjoint(first)  # the new diagram of a.py
     assert len(other_svg) == 1 and now == shown | other_svg  # the old one removed; the page not read again keeps its own
     assert (out / "_images" / "mine.svg").exists()
+
+
+@requires_dot
+def test_epub_pages_hold_no_style_element_and_link_no_picture_file(tmp_path):
+    # EPUBCheck's rules: <style> belongs in <head>, and a link must go to a page of the book (a spine item).
+    code, _, out = build(tmp_path, LINEAR + "   :show: diagram table flow\n", builder="epub",
+                         warnings_are_errors=False)
+    assert code == 0
+    page = (out / "index.xhtml").read_text()
+    body = page[page.index("<body"):]
+    assert '<table class="shapetrace">' in body and "<style" not in body
+    assert "_images/shapetrace-diagram-" in body and not re.search(r'<a [^>]*href="[^"]*_images/', body), body
+
+
+def test_the_tables_css_is_in_the_stylesheet_every_page_links(tmp_path):
+    code, html, out = build(tmp_path, LINEAR + "   :show: table\n")
+    assert code == 0
+    assert "<style" not in html[html.index("<body"):]
+    css = (out / "_static" / "shapetrace.css").read_text()
+    assert TABLE_CSS in css  # the rules the fragment carried in its own <style> before

@@ -32,7 +32,9 @@ What each builder gets:
 * HTML builders: each picture is an ``<img>`` of an SVG file in ``_images/``, scaled by its ``viewBox`` to the
   content column (never wider than its natural size) and linked to the full-size SVG; so a page's CSS (link
   underlines) never reaches the node labels and the SVG's ids cannot clash with the page's or another
-  diagram's. The table is the scoped HTML fragment of ``renderers.html``.
+  diagram's. The table is the HTML fragment of ``renderers.html``, its scoped CSS in the stylesheet the
+  extension adds (``_static/shapetrace.css``), so no ``<style>`` is in a page's body. EPUB shows each picture
+  without the link to its full size (a book's pages may link only to its pages).
 * LaTeX: the diagram as PDF, the flow chart as PNG, tables as text, all with the caption.
 * Every other builder (text, man, texinfo, ...): the text table, and a line saying which picture it stands for.
 
@@ -67,6 +69,7 @@ from . import sphinx_images as images
 from .renderers import RenderOptions, diagram_settings
 from .renderers.diagram import OverlayNeedsOptions
 from .renderers.diagram import render as render_diagram
+from .renderers.html import CSS as TABLE_CSS
 from .renderers.html import render_html
 from .renderers.plots import shape_flow
 from .renderers.table import render_text
@@ -235,7 +238,7 @@ class ShapetraceDirective(SphinxDirective):
         if figure.pictures:
             figure.trace_json = result.to_json(indent=None)
         if "table" in figure.shows:
-            figure.table_html = render_html(result, depth=depth)
+            figure.table_html = render_html(result, depth=depth, css=False)  # its CSS: in shapetrace.css
         # Every figure keeps its text table: it is what text-like builders show in place of a picture.
         figure.table_text = render_text(result, depth=depth, width=opts.get("width", TEXT_WIDTH))
 
@@ -252,7 +255,7 @@ class ShapetraceDirective(SphinxDirective):
         out: list[nodes.Node] = []
         if partial is not None:
             figure = Figure(shows=["table"], caption=self.options.get("caption", ""))
-            figure.table_html = render_html(partial, depth=self.options.get("depth"))
+            figure.table_html = render_html(partial, depth=self.options.get("depth"), css=False)
             figure.table_text = render_text(partial, depth=self.options.get("depth"),
                                             width=self.options.get("width", TEXT_WIDTH))
             node = shapetrace_figure()
@@ -294,7 +297,7 @@ figure.shapetrace-figure pre.shapetrace-text { text-align: left; overflow-x: aut
   font-size: 0.78em; line-height: 1.3; padding: 0.6em 0.8em; }
 figure.shapetrace-figure figcaption { font-size: 0.9em; opacity: 0.85; }
 figure.shapetrace-figure figcaption a.shapetrace-full { white-space: nowrap; }
-"""
+""" + TABLE_CSS  # the tables' own CSS (every selector scoped to .shapetrace-html): no <style> in a page's body
 
 _SIZE = re.compile(r"<svg\b[^>]*?\bviewBox=\"([-\d.]+)[ ,]+([-\d.]+)[ ,]+([-\d.]+)[ ,]+([-\d.]+)\"")
 _WIDTH = re.compile(r"<svg\b[^>]*?\bwidth=\"([\d.]+)(pt|px)?\"")
@@ -338,6 +341,8 @@ def _html(app: Any, docname: str, figure: Figure, number: int, ids: Sequence[str
     prefix = "" if app.builder.name == "singlehtml" else relative_uri(page, "")
     slug = re.sub(r"[^A-Za-z0-9]+", "-", docname).strip("-") or "page"
     own, *more = [*ids, f"shapetrace-{slug}-{number}"]
+    # An EPUB's pages may link only to the book's pages: the pictures are shown, not linked at full size.
+    linked = not app.builder.name.startswith("epub")
     parts = [f'<figure class="shapetrace-figure" id="{esc(own)}">', *(f'<span id="{esc(i)}"></span>' for i in more)]
     full_links = []
     for kind in figure.shows:
@@ -348,10 +353,13 @@ def _html(app: Any, docname: str, figure: Figure, number: int, ids: Sequence[str
             uri = f"{prefix}_images/{name}"
             w, h = svg_size(pic.svg)
             label = "diagram" if kind == "diagram" else "shape-flow chart"
+            img = (f'<img src="{esc(uri)}" alt="{esc(_alt(figure, kind))}" width="{w:.0f}" height="{h:.0f}" '
+                   'loading="lazy" decoding="async" />')  # self-closed: EPUB pages are XHTML
+            if not linked:
+                parts.append(f'<span class="shapetrace-picture shapetrace-{kind}">{img}</span>')
+                continue
             parts.append(f'<a class="shapetrace-picture shapetrace-{kind}" href="{esc(uri)}" '
-                         f'title="Open the full-size {label} (SVG)">'
-                         f'<img src="{esc(uri)}" alt="{esc(_alt(figure, kind))}" width="{w:.0f}" height="{h:.0f}" '
-                         f'loading="lazy" decoding="async" /></a>')  # self-closed: EPUB pages are XHTML
+                         f'title="Open the full-size {label} (SVG)">{img}</a>')
             full_links.append(f'<a class="shapetrace-full" href="{esc(uri)}">full-size {label}</a>')
         elif kind == "table":
             parts.append(figure.table_html)
@@ -503,4 +511,4 @@ def setup(app: Any) -> dict[str, Any]:
     app.connect("build-finished", _remove_stale)
     app.connect("build-finished", _finished)
     app.add_css_file("shapetrace.css")
-    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 3}
+    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 4}
