@@ -35,7 +35,8 @@ What each builder gets:
   diagram's. The table is the HTML fragment of ``renderers.html``, its scoped CSS in the stylesheet the
   extension adds (``_static/shapetrace.css``), so no ``<style>`` is in a page's body. EPUB shows each picture
   without the link to its full size (a book's pages may link only to its pages).
-* LaTeX: the diagram as PDF, the flow chart as PNG, tables as text, all with the caption.
+* LaTeX: the diagram as PDF, the flow chart as PNG, tables as text (ASCII where pdflatex would stop), all with
+  the caption.
 * Every other builder (text, man, texinfo, ...): the text table, and a line saying which picture it stands for.
 
 A model that cannot be built, or whose forward fails, is an error naming the document, the line and the
@@ -374,7 +375,14 @@ def _html(app: Any, docname: str, figure: Figure, number: int, ids: Sequence[str
     return [nodes.raw("", "\n".join(parts), format="html")]
 
 
+# Characters the text table writes that pdflatex (Sphinx's default engine) has no declaration for: each becomes
+# ASCII that keeps the table's columns where they are (the mark of a failed call stays one character wide), and
+# reads the same with any engine. Sphinx and LaTeX's utf8 input declare the others the table uses (─ — … × ·).
+_LATEX_SAFE = str.maketrans({"≤": "<=", "≥": ">=", "✗": "x", "−": "-", "⋯": "...", "→": "->"})
+
+
 def _latex(app: Any, figure: Figure) -> list[nodes.Node]:
+    """The pictures as PDF/PNG files and the text table (ASCII where pdflatex would stop), then the caption."""
     out: list[nodes.Node] = []
     table_done = False
     for kind in figure.shows:
@@ -387,7 +395,8 @@ def _latex(app: Any, figure: Figure) -> list[nodes.Node]:
             out.append(nodes.raw("", "\\begin{center}\n\\sphinxincludegraphics[width=\\linewidth,height=0.85"
                                      f"\\textheight,keepaspectratio]{{{name}}}\n\\end{{center}}\n", format="latex"))
         elif not table_done:
-            out.append(nodes.literal_block(figure.table_text, figure.table_text))
+            table = figure.table_text.translate(_LATEX_SAFE)
+            out.append(nodes.literal_block(table, table))
             table_done = True
     return out + _caption_nodes(figure)
 
