@@ -147,14 +147,7 @@ class ShapetraceDirective(SphinxDirective):
             return self._failed(spec, e.message, None, allow_failure)
         result, exhibit = outcome.trace, outcome.exhibit
         figure = Figure(shows=opts.get("show", ["diagram"]))
-        caption = opts.get("caption", "")
-        if caption == "exhibit" and exhibit is None:
-            logger.warning(f"shapetrace: {spec}: :caption: exhibit shows a gallery exhibit's own caption, and "
-                           f"{spec!r} is not an exhibit, so there is no caption to show; write the caption's text "
-                           "instead", location=self._where(), type="shapetrace", subtype="caption")
-        if caption == "exhibit":
-            caption = getattr(exhibit, "caption", "") or ""
-        figure.caption = caption
+        figure.caption = self._caption(spec, exhibit)
         figure.alt = opts.get("alt") or ""
         figure.model = result.model.cls
         if outcome.failed:  # the forward raised: the session keeps the exception, as for `trace --debug`
@@ -163,11 +156,11 @@ class ShapetraceDirective(SphinxDirective):
                 self._log_traceback(outcome.cause)
                 message += (f"\n  raised at {where_raised(outcome.cause)} (run sphinx-build with -v for the whole "
                             "traceback)")
-            return self._failed(spec, message, result, allow_failure)
+            return self._failed(spec, message, result, allow_failure, figure.caption)
         try:
             self._render(figure, result)
         except _DirectiveFailed as e:
-            return self._failed(spec, e.message, result, allow_failure)
+            return self._failed(spec, e.message, result, allow_failure, figure.caption)
         # The SVG files the HTML builders will write for it: kept in _images/ while a page shows them.
         images.note(self.env, self.env.docname,
                     [images.file_name(kind, pic.svg, "svg") for kind, pic in figure.pictures.items()])
@@ -176,6 +169,18 @@ class ShapetraceDirective(SphinxDirective):
         self.set_source_info(node)
         self.add_name(node)
         return [node]
+
+    def _caption(self, spec: str, exhibit: Any) -> str:
+        """The caption to show: ``:caption:``'s text, or for ``exhibit`` the exhibit's own (a warning, and no
+        caption, when MODEL is no exhibit)."""
+        caption = self.options.get("caption", "")
+        if caption != "exhibit":
+            return caption
+        if exhibit is None:
+            logger.warning(f"shapetrace: {spec}: :caption: exhibit shows a gallery exhibit's own caption, and "
+                           f"{spec!r} is not an exhibit, so there is no caption to show; write the caption's text "
+                           "instead", location=self._where(), type="shapetrace", subtype="caption")
+        return getattr(exhibit, "caption", "") or ""
 
     # ---- tracing and rendering -----------------------------------------------------------------------
     def _trace(self, spec: str) -> Outcome:
@@ -243,7 +248,10 @@ class ShapetraceDirective(SphinxDirective):
         # Every figure keeps its text table: it is what text-like builders show in place of a picture.
         figure.table_text = render_text(result, depth=depth, width=opts.get("width", TEXT_WIDTH))
 
-    def _failed(self, spec: str, message: str, partial: Any, allow_failure: bool) -> list[nodes.Node]:
+    def _failed(self, spec: str, message: str, partial: Any, allow_failure: bool,
+                caption: str = "") -> list[nodes.Node]:
+        """The failure logged and shown: with ``:allow-failure:``, ``partial``'s table under ``caption`` (the one
+        resolved for the figure) and the error; else an error that fails the build."""
         message = in_directive_terms(message)
         text = f"shapetrace: {spec}: {message}"
         where = self._where()
@@ -255,7 +263,7 @@ class ShapetraceDirective(SphinxDirective):
         logger.info(f"shapetrace: {where}: allowed failure: {message}")
         out: list[nodes.Node] = []
         if partial is not None:
-            figure = Figure(shows=["table"], caption=self.options.get("caption", ""))
+            figure = Figure(shows=["table"], caption=caption)
             figure.table_html = render_html(partial, depth=self.options.get("depth"), css=False)
             figure.table_text = render_text(partial, depth=self.options.get("depth"),
                                             width=self.options.get("width", TEXT_WIDTH))
@@ -264,7 +272,8 @@ class ShapetraceDirective(SphinxDirective):
             self.set_source_info(node)
             out.append(node)
         out.append(_error_node(for_readers(text, self.env.srcdir), classes=["shapetrace-error"]))
-        self.add_name(out[0])  # :name: refers to what the page shows in the figure's place
+        if not isinstance(self.options.get("name"), BadOption):  # a refused :name: is the failure shown
+            self.add_name(out[0])  # :name: refers to what the page shows in the figure's place
         return out
 
 
