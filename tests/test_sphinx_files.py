@@ -79,3 +79,23 @@ def test_the_tables_css_is_in_the_stylesheet_every_page_links(tmp_path):
     assert "<style" not in html[html.index("<body"):]
     css = (out / "_static" / "shapetrace.css").read_text()
     assert TABLE_CSS in css  # the rules the fragment carried in its own <style> before
+
+
+def test_a_short_caption_is_centred_and_a_long_one_is_flush_left_in_chromium(tmp_path, browser):
+    long = "A caption long enough to wrap onto several lines of the page's column. " * 6
+    code, _, out = build(tmp_path, LINEAR + "   :show: table\n   :caption: Short.\n\n"
+                         + LINEAR + f"   :show: table\n   :caption: {long}\n")
+    assert code == 0
+    page = browser.new_page(viewport={"width": 900, "height": 800})
+    page.goto((out / "index.html").as_uri())
+    boxes = page.eval_on_selector_all("figure.shapetrace-figure", """figs => figs.map(f => {
+        const c = f.querySelector('figcaption').getBoundingClientRect(), b = f.getBoundingClientRect();
+        const r = document.createRange(); r.selectNodeContents(f.querySelector('figcaption'));
+        const lines = Array.from(r.getClientRects());
+        return {left: c.left - b.left, right: b.right - c.right, lines: new Set(lines.map(l => l.top)).size,
+                lefts: new Set(lines.map(l => Math.round(l.left))).size};
+    })""")
+    page.close()
+    short, wrapped = boxes
+    assert short["lines"] == 1 and abs(short["left"] - short["right"]) < 2 and short["left"] > 50, short
+    assert wrapped["lines"] > 1 and wrapped["lefts"] == 1, wrapped  # every line starts where the others do

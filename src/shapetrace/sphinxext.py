@@ -305,7 +305,8 @@ figure.shapetrace-figure a.shapetrace-picture, figure.shapetrace-figure a.shapet
 figure.shapetrace-figure .shapetrace-html { text-align: left; }
 figure.shapetrace-figure pre.shapetrace-text { text-align: left; overflow-x: auto; max-width: 100%;
   font-size: 0.78em; line-height: 1.3; padding: 0.6em 0.8em; }
-figure.shapetrace-figure figcaption { font-size: 0.9em; opacity: 0.85; }
+figure.shapetrace-figure figcaption { font-size: 0.9em; opacity: 0.85; display: table; margin: 0 auto;
+  text-align: left; }  /* a table shrinks to a short caption (centred) and a long one wraps flush left */
 figure.shapetrace-figure figcaption a.shapetrace-full { white-space: nowrap; }
 """ + TABLE_CSS  # the tables' own CSS (every selector scoped to .shapetrace-html): no <style> in a page's body
 
