@@ -54,7 +54,7 @@ GALLERY_ARCHITECTURES = ("shapetrace.gallery.layers", "shapetrace.gallery.vision
                          "shapetrace.gallery.tabular", "shapetrace.gallery.text", "shapetrace.gallery.photo")
 TOP = ("shapetrace.cli", "shapetrace.cli_profile", "shapetrace.cli_options", "shapetrace.sphinxext",
        "shapetrace.sphinx_sources", "shapetrace.sphinx_messages", "shapetrace.sphinx_options",
-       "shapetrace.sphinx_images",
+       "shapetrace.sphinx_images", "shapetrace.sphinx_page_text",
        "shapetrace.__main__", "shapetrace.gallery.site")
 
 

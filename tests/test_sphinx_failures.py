@@ -1,12 +1,15 @@
 """Where a failing ``.. shapetrace::`` directive points: the file and line it is written on (an included file
 too), and, for a forward that raised, the place in the model's code, with ``sphinx-build -v`` printing the
-whole traceback. The page names files relative to the source folder; the build log keeps full paths."""
+whole traceback. The page names files relative to the source folder (installed packages' files as their
+imports name them) and leaves the -v advice to the build log, which keeps full paths."""
 
 from __future__ import annotations
 
 import re
 
 from test_sphinxext import build
+
+from shapetrace.sphinx_page_text import for_readers
 
 BAD = ".. shapetrace:: torch.nn:Linear\n   :depth: abc\n"  # fails before anything is traced: a quick build
 
@@ -70,3 +73,55 @@ def test_a_page_names_a_missing_model_file_and_the_folders_searched_relative_to_
     assert re.search(r"no model file .nowhere/m\.py.: looked beside the document and in the source folder \(\.\)",
                      html), html
     assert str(tmp_path) not in html
+
+
+MISMATCH = """
+from torch import nn
+
+
+class M(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.l(x)
+
+
+def build():
+    return M()
+"""
+
+
+def test_an_allowed_failure_names_files_outside_the_source_folder_without_the_builders_paths(tmp_path, capsys):
+    # docs/ beside src/, as most projects have them; the forward fails inside torch (a shape mismatch).
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "models.py").write_text(MISMATCH)
+    code, html, _ = build(tmp_path, ".. shapetrace:: ../pkg/models.py:build\n   :input: 2,5\n   :allow-failure:\n")
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "raised at ../pkg/models.py:11 in forward, inside linear.py's forward" in html, html
+    assert str(tmp_path) not in html and "site-packages" not in html and "/lib/python" not in html, html
+
+
+def test_the_page_leaves_the_v_advice_to_the_build_log(tmp_path, capsys):
+    code, html, _ = build(tmp_path, ".. shapetrace:: models/m.py:build\n   :input: 2,4\n   :allow-failure:\n",
+                          files={"models/m.py": RAISES_IN_FORWARD}, verbose=True)
+    log = "".join(capsys.readouterr())
+    assert code == 0
+    assert "raised at models/m.py:6 in deep" in html and "sphinx-build" not in html, html
+    assert "run sphinx-build with -v for the whole traceback" in log, log
+
+
+def test_an_allowed_failure_inside_an_installed_package_names_the_file_as_its_import_does(tmp_path):
+    code, html, _ = build(tmp_path, ".. shapetrace:: torch.nn:Linear\n   :arg: in_features=4\n         out_features=3\n"
+                                    "   :input: 2,5\n   :allow-failure:\n")
+    assert code == 0
+    assert re.search(r"raised at torch/nn/modules/linear\.py:\d+ in forward", html), html
+    assert str(tmp_path) not in html and "site-packages" not in html, html
+
+
+def test_a_path_outside_the_project_and_the_installed_packages_is_shown_by_its_file_name_alone(tmp_path):
+    src = tmp_path / "project" / "docs"
+    text = f"raised at /opt/elsewhere/tools/helper.py:3 in run, reading {src}/data/x.csv, from {src}"
+    assert for_readers(text, src) == "raised at helper.py:3 in run, reading data/x.csv, from ."

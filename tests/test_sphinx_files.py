@@ -3,11 +3,14 @@ output (EPUB's zip included), and its SVGs in ``_images/``, of which a rebuild k
 
 from __future__ import annotations
 
+import re
 import zipfile
 
 import pytest
 from conftest import requires_dot
 from test_sphinxext import LINEAR, build, edit, rebuild
+
+from shapetrace.renderers.html import CSS as TABLE_CSS
 
 
 def test_the_epub_packs_the_stylesheet_its_pages_link(tmp_path):
@@ -56,3 +59,43 @@ def test_a_rebuild_removes_the_svgs_no_page_shows_any_more_and_keeps_the_others(
     assert len(shown) == 1 and shown.isdisjoint(first)  # the new diagram of a.py
     assert len(other_svg) == 1 and now == shown | other_svg  # the old one removed; the page not read again keeps its own
     assert (out / "_images" / "mine.svg").exists()
+
+
+@requires_dot
+def test_epub_pages_hold_no_style_element_and_link_no_picture_file(tmp_path):
+    # EPUBCheck's rules: <style> belongs in <head>, and a link must go to a page of the book (a spine item).
+    code, _, out = build(tmp_path, LINEAR + "   :show: diagram table flow\n", builder="epub",
+                         warnings_are_errors=False)
+    assert code == 0
+    page = (out / "index.xhtml").read_text()
+    body = page[page.index("<body"):]
+    assert '<table class="shapetrace">' in body and "<style" not in body
+    assert "_images/shapetrace-diagram-" in body and not re.search(r'<a [^>]*href="[^"]*_images/', body), body
+
+
+def test_the_tables_css_is_in_the_stylesheet_every_page_links(tmp_path):
+    code, html, out = build(tmp_path, LINEAR + "   :show: table\n")
+    assert code == 0
+    assert "<style" not in html[html.index("<body"):]
+    css = (out / "_static" / "shapetrace.css").read_text()
+    assert TABLE_CSS in css  # the rules the fragment carried in its own <style> before
+
+
+def test_a_short_caption_is_centred_and_a_long_one_is_flush_left_in_chromium(tmp_path, browser):
+    long = "A caption long enough to wrap onto several lines of the page's column. " * 6
+    code, _, out = build(tmp_path, LINEAR + "   :show: table\n   :caption: Short.\n\n"
+                         + LINEAR + f"   :show: table\n   :caption: {long}\n")
+    assert code == 0
+    page = browser.new_page(viewport={"width": 900, "height": 800})
+    page.goto((out / "index.html").as_uri())
+    boxes = page.eval_on_selector_all("figure.shapetrace-figure", """figs => figs.map(f => {
+        const c = f.querySelector('figcaption').getBoundingClientRect(), b = f.getBoundingClientRect();
+        const r = document.createRange(); r.selectNodeContents(f.querySelector('figcaption'));
+        const lines = Array.from(r.getClientRects());
+        return {left: c.left - b.left, right: b.right - c.right, lines: new Set(lines.map(l => l.top)).size,
+                lefts: new Set(lines.map(l => Math.round(l.left))).size};
+    })""")
+    page.close()
+    short, wrapped = boxes
+    assert short["lines"] == 1 and abs(short["left"] - short["right"]) < 2 and short["left"] > 50, short
+    assert wrapped["lines"] > 1 and wrapped["lefts"] == 1, wrapped  # every line starts where the others do

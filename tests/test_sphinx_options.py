@@ -1,17 +1,21 @@
 """The ``.. shapetrace::`` directive's MODEL and option values: a missing or bad value fails the build like any
 other failure of the directive (an error naming the document, the line and the option; a non-zero exit without
 ``-W``), in reST and in MyST; ``:width:`` keeps the command line's rule for ``--width``, MODEL takes spaces around
-its colon as the command line does, and ``:caption: exhibit`` on a model that is no exhibit says so."""
+its colon as the command line does, and ``:caption: exhibit`` takes an exhibit's own caption, failed or not,
+and on a model that is no exhibit says so."""
 
 from __future__ import annotations
 
+import html
 import re
 
 from conftest import require
 from test_sphinxext import LINEAR, build
 
+from shapetrace.gallery.exhibits import get_exhibit
+
 # One directive per option, each given no value, one after the other: the line each starts on is known.
-NO_VALUES = ("show", "depth", "width", "layout", "style", "input", "arg", "overlay", "caption", "alt")
+NO_VALUES = ("show", "depth", "width", "layout", "style", "input", "arg", "overlay", "caption", "alt", "name")
 
 
 def test_an_option_given_no_value_is_an_error_naming_page_line_and_option(tmp_path, capsys):
@@ -78,3 +82,24 @@ def test_allow_failure_given_a_value_allows_nothing_and_fails_the_build_naming_i
     assert code != 0, err
     assert ":allow-failure:" in err and "1 directive(s) failed" in err, err
     assert "shapetrace-figure" not in html
+
+
+def test_caption_exhibit_on_an_allowed_failure_of_an_exhibit_is_the_exhibits_own_caption(tmp_path):
+    code, page, _ = build(tmp_path, ".. shapetrace:: create-head-default\n   :input: 2,100,7,7\n   :show: table\n"
+                                    "   :caption: exhibit\n   :allow-failure:\n")
+    assert code == 0
+    captions = [html.unescape(c) for c in re.findall(r"<figcaption>(.*?)</figcaption>", page, re.DOTALL)]
+    assert captions == [get_exhibit("create-head-default").caption], captions
+
+
+def test_caption_exhibit_on_an_allowed_failure_of_no_exhibit_warns_and_shows_no_caption(tmp_path, capsys):
+    code, page, _ = build(tmp_path, LINEAR.replace("2,4", "2,5") + "   :caption: exhibit\n   :allow-failure:\n",
+                          warnings_are_errors=False)
+    err = capsys.readouterr().err
+    assert code == 0 and "shapetrace-figure" in page  # the partial table is shown
+    assert "<figcaption>" not in page and "is not an exhibit" in err, err
+
+
+def test_a_name_given_no_value_on_an_allowed_failure_is_the_failure_shown(tmp_path):
+    code, page, _ = build(tmp_path, LINEAR + "   :name:\n   :allow-failure:\n")
+    assert code == 0 and ":name: needs a value" in page

@@ -368,3 +368,64 @@ def test_a_multi_line_failure_keeps_its_line_breaks_on_the_page(tmp_path):
     assert block, html
     lines = re.sub(r"<[^>]+>", "", block.group(1)).splitlines()
     assert lines[0].startswith("input: ") and lines[1].startswith("error: RuntimeError: mat1 and mat2"), lines
+
+
+LABELLED = """
+See :ref:`the figure <linear-fig>` and :ref:`the named one <named-fig>`.
+
+.. _linear-fig:
+""" + LINEAR + """
+""" + LINEAR + "   :name: named-fig\n"
+
+
+def test_a_label_before_the_directive_and_its_name_option_are_the_figures_ids(tmp_path):
+    code, html, _ = build(tmp_path, LABELLED)
+    assert code == 0
+    page = parse(html)
+    assert {"#linear-fig", "#named-fig"} <= {a.get("href") for a in page.links}
+    assert [f["id"] for f in page.figures] == ["linear-fig", "named-fig"]  # as an image's label lands on it
+
+
+def test_latex_labels_a_figure_once_for_a_label_before_it_and_once_for_its_name(tmp_path):
+    code, _, out = build(tmp_path, LABELLED, builder="latex")
+    tex = next(out.glob("*.tex")).read_text()
+    assert code == 0
+    assert tex.count(r"\label{\detokenize{index:linear-fig}}") == 1, tex
+    assert tex.count(r"\label{\detokenize{index:named-fig}}") == 1, tex
+    assert r"\hyperref[\detokenize{index:named-fig}]" in tex
+
+
+LOOP_THEN_MISMATCH = """
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(3, 2)
+
+    def forward(self, x):
+        for _ in range(3):
+            x = self.a(x)
+        return self.b(x)
+
+
+def build():
+    return Net()
+"""
+# Besides what the .tex declares itself (\\sphinxDUC), LaTeX's utf8 input with T1/TS1 fonts typesets these.
+LATEX_UTF8 = set("—…×·–")
+
+
+@requires_dot
+def test_latex_output_holds_only_characters_pdflatex_can_typeset(tmp_path):
+    body = (".. shapetrace:: models.py:build\n   :input: 2,4\n   :depth: 1\n   :allow-failure:\n\n"
+            + LINEAR + "   :depth: 0\n   :show: diagram table\n   :caption: Linear.\n")
+    code, _, out = build(tmp_path, body, builder="latex", warnings_are_errors=False,
+                         files={"models.py": LOOP_THEN_MISMATCH})
+    tex = next(out.glob("*.tex")).read_text()
+    assert code == 0
+    declared = {chr(int(h, 16)) for h in re.findall(r"\\sphinxDUC\{([0-9A-Fa-f]{4})\}", tex)} | LATEX_UTF8
+    assert "x b " in tex and "RuntimeError" in tex  # the failed call's row, its mark in ASCII
+    assert sorted({c for c in tex if ord(c) > 127} - declared) == []

@@ -615,6 +615,22 @@ def test_markdown_shows_names_and_messages_as_text_when_a_markdown_renderer_read
     assert page.count("<tr>") == 1 + len(trace.calls)  # the header and one row per call: no cell split apart
 
 
+def test_markdown_leaves_out_the_call_column_when_no_module_is_called_twice_as_text_and_html_do():
+    tr = shapetrace.trace(nn.Sequential(nn.Linear(2, 3), nn.ReLU()), torch.randn(1, 2))
+    md = table.render_markdown(tr)
+    header = [c.strip() for c in md.splitlines()[0].strip("|").split("|")]
+    assert header == ["layer", "class", "input shapes", "output shapes", "params", "trainable"]
+    assert md.splitlines()[1] == "|---|---|---|---|---:|---:|"
+    assert "call" not in table.render_text(tr).splitlines()[2] and "<th>call</th>" not in table.render_html(tr)
+
+
+def test_markdown_keeps_the_call_column_when_a_module_is_called_twice():
+    layer = nn.Linear(2, 2)
+    md = table.render_markdown(shapetrace.trace(nn.Sequential(layer, layer), torch.randn(1, 2)))
+    header = [c.strip() for c in md.splitlines()[0].strip("|").split("|")]
+    assert header[:3] == ["layer", "class", "call"] and "| 2/2 |" in md
+
+
 def test_csv_with_a_carriage_return_in_a_name_parses_back_to_the_same_rows():
     model = nn.Sequential()
     model.add_module("carriage\rreturn", nn.Linear(2, 2))

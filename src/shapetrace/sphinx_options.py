@@ -93,6 +93,7 @@ _VALUED: dict[str, tuple[Callable[[str], Any], str]] = {
     "show": (parse_show, f"one or more of {', '.join(SHOW)} (or both)"),
     "caption": (directives.unchanged, "the caption's text, or exhibit for the exhibit's own"),
     "alt": (directives.unchanged, "the first picture's alternative text"),
+    "name": (directives.unchanged, "a name to refer to the figure by, as :ref:`text <name>`"),
     "width": (_width, f"0 (no limit) or a number of columns, {MIN_TABLE_WIDTH} or more"),
 }
 _FLAGS = ("unroll", "train", "allow-failure")

@@ -24,7 +24,7 @@ document's folder, then the source folder (``sphinx_sources``), never from where
 ``:show:`` names what to insert, in that order, any of ``diagram`` (the default), ``table`` (the HTML table),
 ``text`` (the text table, ``:width:`` columns, 80 by default, 0 for no limit) and ``flow`` (the shape-flow chart); ``both``
 means ``diagram table``. ``:caption:`` adds a caption (``exhibit`` takes the exhibit's own); ``:alt:`` the
-first picture's alt text. Without it each picture has a short alt text of its own, naming the model and what
+first picture's alt text; ``:name:`` a name to link to the figure by (as a ``.. _name:`` label before it). Without it each picture has a short alt text of its own, naming the model and what
 the picture shows (never the caption, which the page shows once below the pictures).
 
 What each builder gets:
@@ -32,8 +32,11 @@ What each builder gets:
 * HTML builders: each picture is an ``<img>`` of an SVG file in ``_images/``, scaled by its ``viewBox`` to the
   content column (never wider than its natural size) and linked to the full-size SVG; so a page's CSS (link
   underlines) never reaches the node labels and the SVG's ids cannot clash with the page's or another
-  diagram's. The table is the scoped HTML fragment of ``renderers.html``.
-* LaTeX: the diagram as PDF, the flow chart as PNG, tables as text, all with the caption.
+  diagram's. The table is the HTML fragment of ``renderers.html``, its scoped CSS in the stylesheet the
+  extension adds (``_static/shapetrace.css``), so no ``<style>`` is in a page's body. EPUB shows each picture
+  without the link to its full size (a book's pages may link only to its pages).
+* LaTeX: the diagram as PDF, the flow chart as PNG, tables as text (ASCII where pdflatex would stop), all with
+  the caption.
 * Every other builder (text, man, texinfo, ...): the text table, and a line saying which picture it stands for.
 
 A model that cannot be built, or whose forward fails, is an error naming the document, the line and the
@@ -41,7 +44,7 @@ cause, and the build exits non-zero even without ``-W``; with ``:allow-failure:`
 table and the error instead, and the build goes on. So does an unknown ``:overlay:`` name (checked before the
 trace), and a bad or missing option value (``sphinx_options``). Messages are put in the directive's terms at this boundary (``sphinx_messages``: ``:input:``, ``:arg:``,
 ``sphinx-build -v`` for the traceback, which is logged at that verbosity); on the page, the lines of a message after
-its first stay lines (a literal block).
+its first stay lines (a literal block), and its paths and builder's advice are left out (``sphinx_page_text``).
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ from . import sphinx_images as images
 from .renderers import RenderOptions, diagram_settings
 from .renderers.diagram import OverlayNeedsOptions
 from .renderers.diagram import render as render_diagram
+from .renderers.html import CSS as TABLE_CSS
 from .renderers.html import render_html
 from .renderers.plots import shape_flow
 from .renderers.table import render_text
@@ -75,6 +79,7 @@ from .specs.names import tidy_spec
 from .specs.raised import where_raised
 from .sphinx_messages import in_directive_terms, overlay_needs_data, overlay_problem
 from .sphinx_options import OPTION_SPEC, TEXT_WIDTH, BadOption, first_bad
+from .sphinx_page_text import for_readers
 from .sphinx_sources import ModelFileNotFound, locate, watched
 from .tracer.records import Trace
 
@@ -142,14 +147,7 @@ class ShapetraceDirective(SphinxDirective):
             return self._failed(spec, e.message, None, allow_failure)
         result, exhibit = outcome.trace, outcome.exhibit
         figure = Figure(shows=opts.get("show", ["diagram"]))
-        caption = opts.get("caption", "")
-        if caption == "exhibit" and exhibit is None:
-            logger.warning(f"shapetrace: {spec}: :caption: exhibit shows a gallery exhibit's own caption, and "
-                           f"{spec!r} is not an exhibit, so there is no caption to show; write the caption's text "
-                           "instead", location=self._where(), type="shapetrace", subtype="caption")
-        if caption == "exhibit":
-            caption = getattr(exhibit, "caption", "") or ""
-        figure.caption = caption
+        figure.caption = self._caption(spec, exhibit)
         figure.alt = opts.get("alt") or ""
         figure.model = result.model.cls
         if outcome.failed:  # the forward raised: the session keeps the exception, as for `trace --debug`
@@ -158,18 +156,31 @@ class ShapetraceDirective(SphinxDirective):
                 self._log_traceback(outcome.cause)
                 message += (f"\n  raised at {where_raised(outcome.cause)} (run sphinx-build with -v for the whole "
                             "traceback)")
-            return self._failed(spec, message, result, allow_failure)
+            return self._failed(spec, message, result, allow_failure, figure.caption)
         try:
             self._render(figure, result)
         except _DirectiveFailed as e:
-            return self._failed(spec, e.message, result, allow_failure)
+            return self._failed(spec, e.message, result, allow_failure, figure.caption)
         # The SVG files the HTML builders will write for it: kept in _images/ while a page shows them.
         images.note(self.env, self.env.docname,
                     [images.file_name(kind, pic.svg, "svg") for kind, pic in figure.pictures.items()])
         node = shapetrace_figure()
         node["figure"] = figure
         self.set_source_info(node)
+        self.add_name(node)
         return [node]
+
+    def _caption(self, spec: str, exhibit: Any) -> str:
+        """The caption to show: ``:caption:``'s text, or for ``exhibit`` the exhibit's own (a warning, and no
+        caption, when MODEL is no exhibit)."""
+        caption = self.options.get("caption", "")
+        if caption != "exhibit":
+            return caption
+        if exhibit is None:
+            logger.warning(f"shapetrace: {spec}: :caption: exhibit shows a gallery exhibit's own caption, and "
+                           f"{spec!r} is not an exhibit, so there is no caption to show; write the caption's text "
+                           "instead", location=self._where(), type="shapetrace", subtype="caption")
+        return getattr(exhibit, "caption", "") or ""
 
     # ---- tracing and rendering -----------------------------------------------------------------------
     def _trace(self, spec: str) -> Outcome:
@@ -233,11 +244,14 @@ class ShapetraceDirective(SphinxDirective):
         if figure.pictures:
             figure.trace_json = result.to_json(indent=None)
         if "table" in figure.shows:
-            figure.table_html = render_html(result, depth=depth)
+            figure.table_html = render_html(result, depth=depth, css=False)  # its CSS: in shapetrace.css
         # Every figure keeps its text table: it is what text-like builders show in place of a picture.
         figure.table_text = render_text(result, depth=depth, width=opts.get("width", TEXT_WIDTH))
 
-    def _failed(self, spec: str, message: str, partial: Any, allow_failure: bool) -> list[nodes.Node]:
+    def _failed(self, spec: str, message: str, partial: Any, allow_failure: bool,
+                caption: str = "") -> list[nodes.Node]:
+        """The failure logged and shown: with ``:allow-failure:``, ``partial``'s table under ``caption`` (the one
+        resolved for the figure) and the error; else an error that fails the build."""
         message = in_directive_terms(message)
         text = f"shapetrace: {spec}: {message}"
         where = self._where()
@@ -245,29 +259,22 @@ class ShapetraceDirective(SphinxDirective):
             # An error (with document and line) and a recorded failure: the build exits non-zero at the end.
             logger.error(text, location=where, type="shapetrace")
             getattr(self.env, _FAILURES).setdefault(self.env.docname, []).append(f"{where}: {message}")
-            return [_error_node(_on_page(text, self.env.srcdir))]
+            return [_error_node(for_readers(text, self.env.srcdir))]
         logger.info(f"shapetrace: {where}: allowed failure: {message}")
         out: list[nodes.Node] = []
         if partial is not None:
-            figure = Figure(shows=["table"], caption=self.options.get("caption", ""))
-            figure.table_html = render_html(partial, depth=self.options.get("depth"))
+            figure = Figure(shows=["table"], caption=caption)
+            figure.table_html = render_html(partial, depth=self.options.get("depth"), css=False)
             figure.table_text = render_text(partial, depth=self.options.get("depth"),
                                             width=self.options.get("width", TEXT_WIDTH))
             node = shapetrace_figure()
             node["figure"] = figure
             self.set_source_info(node)
             out.append(node)
-        out.append(_error_node(_on_page(text, self.env.srcdir), classes=["shapetrace-error"]))
+        out.append(_error_node(for_readers(text, self.env.srcdir), classes=["shapetrace-error"]))
+        if not isinstance(self.options.get("name"), BadOption):  # a refused :name: is the failure shown
+            self.add_name(out[0])  # :name: refers to what the page shows in the figure's place
         return out
-
-
-def _on_page(text: str, srcdir: str | os.PathLike[str]) -> str:
-    """``text`` with the paths in the source folder written relative to it (the folder itself as ``.``): a
-    published page shows no paths of the machine that built it. The build log keeps the full paths."""
-    for folder in dict.fromkeys((os.path.abspath(srcdir), os.path.realpath(srcdir))):
-        text = re.sub(re.escape(folder) + r"[\\/]", "", text)  # a path in it: relative
-        text = re.sub(re.escape(folder) + r"(?![\w.-])", ".", text)  # the folder itself
-    return text
 
 
 def _error_node(text: str, classes: Sequence[str] = ()) -> nodes.error:
@@ -298,9 +305,10 @@ figure.shapetrace-figure a.shapetrace-picture, figure.shapetrace-figure a.shapet
 figure.shapetrace-figure .shapetrace-html { text-align: left; }
 figure.shapetrace-figure pre.shapetrace-text { text-align: left; overflow-x: auto; max-width: 100%;
   font-size: 0.78em; line-height: 1.3; padding: 0.6em 0.8em; }
-figure.shapetrace-figure figcaption { font-size: 0.9em; opacity: 0.85; }
+figure.shapetrace-figure figcaption { font-size: 0.9em; opacity: 0.85; display: table; margin: 0 auto;
+  text-align: left; }  /* a table shrinks to a short caption (centred) and a long one wraps flush left */
 figure.shapetrace-figure figcaption a.shapetrace-full { white-space: nowrap; }
-"""
+""" + TABLE_CSS  # the tables' own CSS (every selector scoped to .shapetrace-html): no <style> in a page's body
 
 _SIZE = re.compile(r"<svg\b[^>]*?\bviewBox=\"([-\d.]+)[ ,]+([-\d.]+)[ ,]+([-\d.]+)[ ,]+([-\d.]+)\"")
 _WIDTH = re.compile(r"<svg\b[^>]*?\bwidth=\"([\d.]+)(pt|px)?\"")
@@ -336,12 +344,17 @@ def _alt(figure: Figure, kind: str) -> str:
     return _PICTURE_ALT.get(kind, "{model}: shapetrace " + kind).format(model=figure.model or "the model")
 
 
-def _html(app: Any, docname: str, figure: Figure, number: int) -> list[nodes.Node]:
+def _html(app: Any, docname: str, figure: Figure, number: int, ids: Sequence[str] = ()) -> list[nodes.Node]:
+    """The figure as HTML; ``ids`` are the names it is referred to by (a label before it, ``:name:``): the first
+    is the figure's id, any other an empty element at its start, so every ``:ref:`` lands on the figure."""
     esc = html.escape
     page = app.builder.get_target_uri(docname)
     prefix = "" if app.builder.name == "singlehtml" else relative_uri(page, "")
     slug = re.sub(r"[^A-Za-z0-9]+", "-", docname).strip("-") or "page"
-    parts = [f'<figure class="shapetrace-figure" id="shapetrace-{esc(slug)}-{number}">']
+    own, *more = [*ids, f"shapetrace-{slug}-{number}"]
+    # An EPUB's pages may link only to the book's pages: the pictures are shown, not linked at full size.
+    linked = not app.builder.name.startswith("epub")
+    parts = [f'<figure class="shapetrace-figure" id="{esc(own)}">', *(f'<span id="{esc(i)}"></span>' for i in more)]
     full_links = []
     for kind in figure.shows:
         if kind in figure.pictures:
@@ -351,10 +364,13 @@ def _html(app: Any, docname: str, figure: Figure, number: int) -> list[nodes.Nod
             uri = f"{prefix}_images/{name}"
             w, h = svg_size(pic.svg)
             label = "diagram" if kind == "diagram" else "shape-flow chart"
+            img = (f'<img src="{esc(uri)}" alt="{esc(_alt(figure, kind))}" width="{w:.0f}" height="{h:.0f}" '
+                   'loading="lazy" decoding="async" />')  # self-closed: EPUB pages are XHTML
+            if not linked:
+                parts.append(f'<span class="shapetrace-picture shapetrace-{kind}">{img}</span>')
+                continue
             parts.append(f'<a class="shapetrace-picture shapetrace-{kind}" href="{esc(uri)}" '
-                         f'title="Open the full-size {label} (SVG)">'
-                         f'<img src="{esc(uri)}" alt="{esc(_alt(figure, kind))}" width="{w:.0f}" height="{h:.0f}" '
-                         f'loading="lazy" decoding="async" /></a>')  # self-closed: EPUB pages are XHTML
+                         f'title="Open the full-size {label} (SVG)">{img}</a>')
             full_links.append(f'<a class="shapetrace-full" href="{esc(uri)}">full-size {label}</a>')
         elif kind == "table":
             parts.append(figure.table_html)
@@ -369,7 +385,14 @@ def _html(app: Any, docname: str, figure: Figure, number: int) -> list[nodes.Nod
     return [nodes.raw("", "\n".join(parts), format="html")]
 
 
+# Characters the text table writes that pdflatex (Sphinx's default engine) has no declaration for: each becomes
+# ASCII that keeps the table's columns where they are (the mark of a failed call stays one character wide), and
+# reads the same with any engine. Sphinx and LaTeX's utf8 input declare the others the table uses (─ — … × ·).
+_LATEX_SAFE = str.maketrans({"≤": "<=", "≥": ">=", "✗": "x", "−": "-", "⋯": "...", "→": "->"})
+
+
 def _latex(app: Any, figure: Figure) -> list[nodes.Node]:
+    """The pictures as PDF/PNG files and the text table (ASCII where pdflatex would stop), then the caption."""
     out: list[nodes.Node] = []
     table_done = False
     for kind in figure.shows:
@@ -382,7 +405,8 @@ def _latex(app: Any, figure: Figure) -> list[nodes.Node]:
             out.append(nodes.raw("", "\\begin{center}\n\\sphinxincludegraphics[width=\\linewidth,height=0.85"
                                      f"\\textheight,keepaspectratio]{{{name}}}\n\\end{{center}}\n", format="latex"))
         elif not table_done:
-            out.append(nodes.literal_block(figure.table_text, figure.table_text))
+            table = figure.table_text.translate(_LATEX_SAFE)
+            out.append(nodes.literal_block(table, table))
             table_done = True
     return out + _caption_nodes(figure)
 
@@ -419,12 +443,31 @@ def _resolve(app: Any, doctree: nodes.document, docname: str) -> None:
     for number, node in enumerate(list(doctree.findall(shapetrace_figure)), start=1):
         figure: Figure = node["figure"]
         if fmt == "html":
-            new = _html(app, docname, figure, number)
+            new = _html(app, docname, figure, number, node["ids"])
         elif fmt == "latex":
             new = _latex(app, figure)
         else:
             new = _plain(figure)
+        # A label docutils moved onto the figure (`.. _name:` before it, :name:) goes on what replaces it, as an
+        # image's or a figure's does; LaTeX already has a \label for a `.. _name:` target written before it.
+        if fmt != "html":  # HTML: on the figure element (_html)
+            unlabelled = [i for i in node["ids"] if i not in _targeted(node)]
+            if unlabelled:
+                new = [nodes.target("", "", ids=unlabelled), *new]
         node.replace_self(new)
+
+
+def _targeted(node: nodes.Element) -> set[str]:
+    """The ids of the ``.. _name:`` targets written just before ``node`` (which already label it)."""
+    parent = node.parent
+    if parent is None:
+        return set()
+    found: set[str] = set()
+    for sibling in reversed(parent.children[:parent.index(node)]):
+        if not isinstance(sibling, nodes.target):
+            break
+        found.add(sibling.get("refid", ""))
+    return found
 
 
 # ---- failures and the exit status ----------------------------------------------------------------------
@@ -487,4 +530,4 @@ def setup(app: Any) -> dict[str, Any]:
     app.connect("build-finished", _remove_stale)
     app.connect("build-finished", _finished)
     app.add_css_file("shapetrace.css")
-    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 3}
+    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 4}

@@ -596,33 +596,44 @@ def render_markdown(view: View) -> str:
 
 
 # Every selector is scoped to ``.st-lines`` (nothing restyles the host page), and colours work on light and
-# dark themes alike: text in the host's colour, fills translucent, token colours mid-tone. The scope is written
-# ``table.st-lines.st-lines`` so each rule outweighs a host's table rules (JupyterLab's
+# dark themes alike: text in the host's colour, fills translucent. Each token colour is its hue mixed with the
+# text colour (``_tint``), and dimmed text is the text colour made translucent (``_DIM``), in shares that keep
+# 4.5:1 (WCAG AA) against the page, light or dark, and against the raised row's red fill; browsers without
+# color-mix() get the plain hue first. Never-run code is dimmed and in italics, without syntax colours. The
+# scope is written ``table.st-lines.st-lines`` so each rule outweighs a host's table rules (JupyterLab's
 # ``:not(.jp-RenderedMarkdown).jp-RenderedHTMLCommon td{text-align:right}``, ``table{margin:auto}``, its zebra
 # rows) whatever order the style sheets come in; every property such a host sets is set here.
 _S = "table.st-lines.st-lines"
-_CSS = """
+
+
+def _tint(hue: str, share: int) -> str:
+    return f"color:{hue};color:color-mix(in srgb, {hue} {share}%, currentColor)"
+
+
+_DIM = "color:color-mix(in srgb, currentColor 70%, transparent)"
+_CSS = ("""
 &{font:13px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;border-collapse:collapse;border:none;
 color:inherit;margin:0 0 1em 0;table-layout:auto;width:auto}
 & caption{text-align:left;font-weight:600;padding:4px 0;font-family:system-ui,sans-serif}
 & tr,& tr:nth-child(n){background:transparent;border:none}
 & td{padding:0 10px;vertical-align:top;white-space:pre;text-align:left;line-height:1.45;max-width:none;
 border:none;background:transparent;color:inherit}
-& td.no{opacity:.55;text-align:right;user-select:none;border-right:1px solid rgba(127,127,127,.35)}
-& td.shapes{color:#3b82c4;border-left:1px solid rgba(127,127,127,.35);white-space:normal;min-width:22em}
+& td.no{{DIM};text-align:right;user-select:none;border-right:1px solid rgba(127,127,127,.35)}
+& td.shapes{""" + _tint("#3b82c4", 70) + """;border-left:1px solid rgba(127,127,127,.35);white-space:normal;
+min-width:22em}
 & td.shapes div{white-space:normal;padding-left:1.5em;text-indent:-1.5em;text-align:left}
-& tr.unreached td.code{opacity:.4}
 & tr.raised td{background:rgba(220,38,38,.15)}
 & tr.raised td.shapes{FAIL}
-& .cls{opacity:.75}
-.st-lines-note{font-family:system-ui,sans-serif;opacity:.75;font-size:12px}
-& td.code span[class^="k"],& td.code span.ow{color:#a855f7;font-weight:600}
-& td.code span[class^="s"]{color:#c2410c}
-& td.code span[class^="m"]{color:#0d9488}
-& td.code span[class^="c"]{color:#8a8f98;font-style:italic}
-& td.code span.nf,& td.code span.fm,& td.code span.nc{color:#2f8fd0}
-& td.code span.nb,& td.code span.bp,& td.code span.nd{color:#16a34a}
-""".replace("&", _S).replace("{FAIL}", "{" + FAIL_COLOR + "}")
+.st-lines-note{font-family:system-ui,sans-serif;{DIM};font-size:12px}
+& td.code span[class^="k"],& td.code span.ow{""" + _tint("#a855f7", 70) + """;font-weight:600}
+& td.code span[class^="s"]{""" + _tint("#c2410c", 55) + """}
+& td.code span[class^="m"]{""" + _tint("#0d9488", 65) + """}
+& td.code span[class^="c"]{""" + _tint("#8a8f98", 60) + """;font-style:italic}
+& td.code span.nf,& td.code span.fm,& td.code span.nc{""" + _tint("#2f8fd0", 65) + """}
+& td.code span.nb,& td.code span.bp,& td.code span.nd{""" + _tint("#16a34a", 60) + """}
+& tr.unreached td.code{{DIM};font-style:italic}
+& tr.unreached td.code span[class]{color:inherit;font-weight:inherit}
+""").replace("&", _S).replace("{FAIL}", "{" + FAIL_COLOR + "}").replace("{DIM}", _DIM)
 
 
 def _highlight(lines: list[str]) -> list[str]:
@@ -678,7 +689,7 @@ def render_html(view: View) -> str:
         parts.append(f'<p class="st-lines-note">Note: {safe_html(view.note)}</p>')
     if view.failure:
         parts.append(f'<p class="st-lines-note">The forward failed: {_lines_html(view.failure)}</p>')
-    parts.append('<p class="st-lines-note">Dimmed: never ran. Red: the line the error left by. ×N: made N times '
+    parts.append('<p class="st-lines-note">Dimmed, in italics: never ran. Red: the line the error left by. ×N: made N times '
                  "by the line (a loop, or a module called again), with each one's output shape.</p>")
     return "\n".join(parts) + "\n"
 

@@ -759,18 +759,21 @@ def _plain_cells(r: Row, extra: list[str], fwd: float | None) -> list[str]:
 
 
 def render_markdown(trace: Trace, *, depth: int | None = None, view: str = "calls") -> str:
-    """A GitHub-flavoured Markdown table (full qualified names, full shapes) with totals and notes."""
+    """A GitHub-flavoured Markdown table (full qualified names, full shapes) with totals and notes; the ``call``
+    column is left out when no module was called twice (it would be empty), as in the text and HTML tables."""
     rows = table_rows(trace, depth, view)
     extra = _extra_columns(trace)
     fwd = forward_ms(trace)
     headers = _headers(view, extra)
-    right = {5, 6, *range(7, len(headers))}
-    out = ["| " + " | ".join(headers) + " |",
-           "|" + "|".join("---:" if i in right else "---" for i in range(len(headers))) + "|"]
-    for r in rows:
-        cells = [md_text(c) for c in _plain_cells(r, extra, fwd)]
+    cells_of = [_plain_cells(r, extra, fwd) for r in rows]
+    shown = [i for i in range(len(headers))
+             if not (i == 2 and view == "calls" and not any(cells[2] for cells in cells_of))]
+    out = ["| " + " | ".join(headers[i] for i in shown) + " |",
+           "|" + "|".join("---:" if i >= 5 else "---" for i in shown) + "|"]  # params onwards: numbers
+    for r, plain in zip(rows, cells_of):
+        cells = [md_text(c) for c in plain]
         cells[0] = "&nbsp;" * (2 * r.depth) + md_code((f"{FAIL_MARK} " if r.failed else "") + r.name)
-        out.append("| " + " | ".join(cells) + " |")
+        out.append("| " + " | ".join(cells[i] for i in shown) + " |")
     out.append("")
     for k, v in _summary_lines(trace, fwd):
         out.append(f"- {k}: {md_text(v)}")
