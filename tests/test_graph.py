@@ -438,3 +438,26 @@ def test_with_source_lines_only_calls_from_one_line_fold():
     assert [n.count for n in g.find("act")] == [3]  # the loop's calls come from one line: still folded
     lstm = shapetrace.trace(LoopLSTM().eval(), torch.randn(2, 4, 6), ops=True, lines=True)
     assert [n.title for n in build_graph(lstm).find("lstm")] == ["lstm ×4"]
+
+
+def test_a_node_folded_by_depth_shows_the_numbers_of_its_table_row():
+    """FLOPs, times and memory of a call are inclusive: a node folded by ``depth`` shows its call's, not the sum
+    over the call and everything folded into it (which counted a block's FLOPs once per level)."""
+    from torchvision.models import resnet18
+
+    from shapetrace.renderers.rows import table_rows
+
+    t = shapetrace.profile(resnet18().eval(), torch.randn(1, 3, 32, 32), device="cpu", warmup=0, repeat=1)
+    rows = {r.name: r for r in table_rows(t, depth=1)}
+    g = build_graph(t, depth=1)
+    layer1 = g.find("layer1")[0]
+    assert layer1.folded != layer1.calls  # the node folds its blocks' calls
+    for node in g.nodes:
+        if node.kind != "call":
+            continue
+        row = rows[node.name]
+        assert node.flops == row.flops, node.name
+        assert node.total_ms == pytest.approx(row.timing["total_ms"]), node.name
+        assert node.peak_bytes == (row.memory or {}).get("peak_bytes"), node.name
+        assert node.activation_bytes == row.memory["activation_bytes"], node.name
+    assert layer1.flops == 2 * 2 * (64 * 64 * 9) * 8 * 8 * 2 > 0  # four 3x3 convs, 64 -> 64 channels, 8x8

@@ -653,10 +653,12 @@ class _Builder:
                     node.self_ms = float(sum(totals))
                 if totals and all(s is not None for s in totals):
                     node.total_ms = float(sum(totals))
-                peaks = [calls[i].memory.get("peak_bytes") for i in node.folded if calls[i].memory]
+                # FLOPs and peaks are inclusive: the calls drawn here (not the ones folded into them) carry
+                # their descendants' already, as the table's folded row shows them
+                peaks = [calls[i].memory.get("peak_bytes") for i in node.calls if calls[i].memory]
                 peaks = [p for p in peaks if isinstance(p, (int, float))]
                 node.peak_bytes = int(max(peaks)) if peaks else None
-                flops = [calls[i].flops for i in node.folded if calls[i].flops is not None]
+                flops = [calls[i].flops for i in node.calls if calls[i].flops is not None]
                 node.flops = sum(flops) if flops else None
                 node.activation_bytes = sum(m.nbytes for i in node.calls for _, m in _tensors(calls[i].outputs))
             elif node.kind == "op":
