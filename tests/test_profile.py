@@ -187,6 +187,34 @@ def test_model_left_unchanged_and_dtype_cast():
         assert torch.equal(a, b)
 
 
+class KeepsItsState(nn.Module):
+    """Like fastai's AWD_LSTM, which keeps ``self.hidden`` between calls: each forward reads and advances it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+        self.hidden = None
+        self.forwards = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forwards += 1
+        self.hidden = self.lin(x).detach() if self.hidden is None else self.hidden + 1
+        return self.hidden
+
+
+@pytest.mark.parametrize("options", [{}, {"dtype": "fp32"}, {"dtype": "bf16"}], ids=["own-device", "fp32", "bf16"])
+def test_a_profile_leaves_a_stateful_model_as_no_forward_had_run_on_every_device_and_dtype(options):
+    model = KeepsItsState()
+    _profile(model, torch.randn(4, 8), **options)
+    assert model.forwards == 0 and model.hidden is None
+
+
+def test_a_trace_is_one_forward_of_a_stateful_model_as_calling_it_would_be():
+    model = KeepsItsState()
+    shapetrace.trace(model, torch.randn(4, 8))
+    assert model.forwards == 1 and model.hidden is not None
+
+
 def test_parameter_bytes_per_call_are_counted_in_the_dtype_profiled():
     model = nn.Sequential(nn.Linear(256, 256), nn.ReLU())
     trace = _profile(model, torch.randn(2, 256), dtype="bf16", repeat=1, warmup=0)

@@ -27,7 +27,7 @@ from .errors import UnsupportedModel
 from .shape_only import keeps_values
 from .values import map_tensors
 
-__all__ = ["model_device", "place_inputs", "placed", "runs_copies", "runs_elsewhere"]
+__all__ = ["forward_state_kept", "model_device", "place_inputs", "placed", "runs_copies", "runs_elsewhere"]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -149,13 +149,23 @@ def _parametrize_cache_kept() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def forward_state_kept(model: nn.Module) -> Iterator[None]:
+    """Put back what forwards store on the model outside its parameters and buffers: its modules' plain
+    attributes (a hidden state kept between calls, a counter, a cache) with their lists' and dicts' contents,
+    and ``parametrize``'s cache. ``placed`` does it for a forward run elsewhere; ``profile()`` does it on the
+    model's own device too, as its many forwards are measurements, not the caller's."""
+    with _attributes_kept(model), _parametrize_cache_kept():
+        yield
+
+
+@contextlib.contextmanager
 def placed(model: nn.Module, device: torch.device | None, dtype: torch.dtype | None = None) -> Iterator[None]:
     """Run ``model`` with its tensors on ``device`` (``None``: where they are) and cast to ``dtype``, unmoved."""
     if dtype is None and (device is None or model_device(model) == device):
         yield
         return
     moved = _copies(model, device if device is not None else model_device(model), dtype)
-    with _attributes_kept(model), _parametrize_cache_kept(), _swapped(moved):
+    with forward_state_kept(model), _swapped(moved):
         yield
 
 

@@ -87,7 +87,7 @@ from .metrics import (
     Note,
     TimingSummary,
 )
-from .placement import model_device, place_inputs, placed
+from .placement import forward_state_kept, model_device, place_inputs, placed
 from .probes.flops import FlopProbe
 from .probes.memory import PeakMemoryProbe, PeakStack
 from .probes.timing import RANGE_PREFIX, TimerProbe
@@ -463,7 +463,8 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
     args = place_inputs(tuple(inputs), dev, dt)
     kwargs = place_inputs(kwargs, dev, dt)
     regions, inner = _compiled_regions(model)
-    with placed(model, dev, dt):
+    # the model's own plain attributes (a hidden state it keeps between calls) are put back on every device
+    with forward_state_kept(model), placed(model, dev, dt):
         # Pass 1: shapes, data flow, FLOPs and peak memory, in one forward.
         flop_probe = FlopProbe() if flops else None
         peak_probe = PeakMemoryProbe(dev) if memory and dev.type == "cuda" else None
