@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import types
 
 import pytest
@@ -415,6 +416,37 @@ def test_summarise_adds_up_even_when_stalls_hit_different_calls():
     assert out[1]["median"] == 26.0  # medians: 26 + 26 + 1 != the root's 53
     assert central_repeats([5, 1, 9, 3, 7, 2, 8, 4]) == [0, 3, 4, 7]
     assert central_repeats([3.0]) == [0]
+
+
+def test_of_three_repeats_the_middle_one_is_kept_and_of_two_both():
+    from shapetrace.tracer.timing import central_repeats
+
+    assert central_repeats([10.0, 300.0, 11.0]) == [2]
+    assert central_repeats([10.0, 300.0]) == [0, 1]
+
+
+class SleepsLongOnce(nn.Module):
+    """Sleeps 10 ms per forward, and 600 ms in its fifth forward (one of the timed runs): a stall."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forwards = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        type(self).forwards += 1  # on the class: a profile puts the instance's attributes back
+        time.sleep(0.6 if type(self).forwards == 5 else 0.01)
+        return x + 1
+
+
+def test_one_stalled_repeat_of_three_sets_neither_the_forward_times_nor_the_calls_and_they_agree():
+    SleepsLongOnce.forwards = 0
+    trace = _profile(nn.Sequential(SleepsLongOnce()), torch.zeros(2), warmup=0, repeat=3)
+    t = trace.timing
+    # the 600 ms forward is left out of every number (a mean with it would be over 200 ms)
+    assert 10 <= t["forward_ms"] < 150 and 10 <= t["profiled_ms"] < 150
+    assert 10 <= trace.calls[0].timing["total_ms"] <= t["profiled_ms"]
+    assert t["attributed_ms"] == pytest.approx(trace.calls[0].timing["total_ms"], abs=1e-5)
+    assert "times are interquartile means" in str(trace.table(width=200))
 
 
 def test_profile_table_fits_the_width_by_leaving_out_columns_and_says_which(resnet_trace):

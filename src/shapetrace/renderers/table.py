@@ -35,6 +35,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+from ..tracer.metrics import STATISTIC_IQM
 from ..tracer.records import Trace, Uncalled, Value
 from .markdown import md_code, md_text
 from .rows import Row, Totals, elide, forward_ms, gap_positions, table_rows, totals, uncalled_split
@@ -138,6 +139,8 @@ def _summary_lines(trace: Trace, fwd: float | None) -> list[tuple[str, str]]:
         return out + ([("Forward time (ms)", format_ms(fwd))] if fwd is not None else [])
     timed = (f"{timer_kind_text(t.get('kind'))} on {t.get('device')}, {run_dtype_text(trace)}, {t.get('repeats')} "
              f"repeats after {t.get('warmup')} warm-up")
+    if t.get("statistic") == STATISTIC_IQM:  # every time below and in the rows: one statistic, said once
+        timed += "; times are interquartile means"
     out.append(("Timed", timed))
     why = fallback_text(trace.timing) if trace.timing else None
     if why:

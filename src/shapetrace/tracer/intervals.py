@@ -129,14 +129,26 @@ def attribute_kernels(ranges: Sequence[tuple[Hashable, float, float]],
 
 
 def central_repeats(root_times: Sequence[float]) -> list[int]:
-    """Indices of the repeats whose root time lies in the middle half (all of them for up to 3 repeats).
+    """Indices of the repeats whose root time lies in the middle half (both of 2 repeats, the middle one of 3).
 
-    Sorted by root time, the fastest and slowest ``n // 4`` repeats are left out.
+    Sorted by root time, the fastest and slowest ``(n + 1) // 4`` repeats are left out: a quarter, rounded
+    so that one slow repeat of 3 is dropped as a median would drop it, instead of setting the mean.
     """
     n = len(root_times)
     order = sorted(range(n), key=lambda i: root_times[i])
-    cut = n // 4
+    cut = (n + 1) // 4
     return sorted(order[cut:n - cut])
+
+
+def interquartile_mean(values: Sequence[float]) -> float:
+    """The mean of the values in the middle half (``central_repeats``): the statistic of a profile's times."""
+    kept = central_repeats(values)
+    return sum(values[i] for i in kept) / len(kept) if kept else math.nan
+
+
+def weighted(values: Sequence[float], weights: dict[int, float]) -> float:
+    """``values`` averaged with the weights of ``repeat_weights`` (the same repeats the calls' times use)."""
+    return sum(w * values[i] for i, w in weights.items())
 
 
 def repeat_weights(repeats: Sequence[dict[Hashable, tuple[float, float, float]]], root: Hashable

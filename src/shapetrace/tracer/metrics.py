@@ -26,6 +26,7 @@ __all__ = [
     "KIND_EVENTS",
     "KIND_PROFILER",
     "NOTE_CODES",
+    "STATISTIC_IQM",
     "CallMemory",
     "CallTiming",
     "Note",
@@ -45,6 +46,7 @@ FALLBACK_PROFILER_ERROR = "profiler-error"  # the profiler raised; ``fallback_er
 # ``TimingSummary.dtype`` of a model whose floating-point parameters have more than one dtype (no ``dtype=``
 # cast given): ``Trace.model.param_dtypes`` has the bytes of each.
 DTYPE_MIXED = "mixed"
+STATISTIC_IQM = "interquartile-mean"  # TimingSummary.statistic: every time a mean over the middle half of the repeats
 NOTE_CODES = (
     "flops-analytic",          # FLOPs from an analytic formula; ``count`` is what FlopCounterMode counted
     "compiled-region",         # a torch.compile'd region, timed as a whole
@@ -151,7 +153,9 @@ class TimingSummary(_MetricMapping):
     ``attributed_ms`` the sum of every call's self time and ``root_ms`` the root call's total. On CUDA with
     the profiler: ``kernel_ms`` (kernel time), ``busy_ms`` and ``gpu_idle_fraction``. ``fallback`` is a
     ``FALLBACK_*`` code when the CUDA-events timer replaced the profiler, ``fallback_error`` the first line of
-    the profiler's exception.
+    the profiler's exception. ``statistic`` names how the repeats are summed up (``STATISTIC_IQM``, the same for
+    every time above and every call's ``total_ms`` / ``self_ms``); absent in profiles made before it was
+    stored, whose ``forward_ms`` and ``profiled_ms`` are medians.
     """
 
     kind: str | None = None
@@ -169,6 +173,7 @@ class TimingSummary(_MetricMapping):
     gpu_idle_fraction: float | None = None
     fallback: str | None = None
     fallback_error: str | None = None
+    statistic: str | None = None
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ fused fast path whose submodules are never called, Python overhead, the hooks' o
 self time, never lost. Per-call *medians* cannot keep that property (a stall hits a different call in each
 repeat, so the sum of medians falls short of the median of sums — by 4x on a busy 2-CPU machine), so
 ``total_ms``, ``self_ms`` and ``cpu_ms`` are *interquartile means*: means over the repeats whose root time
-lies in the middle half (``central_repeats``), the same repeats for every call. Like a median they ignore
+lies in the middle half (``central_repeats``: the middle one of 3), the same repeats for every call; the
+summary's forward times use the same statistic (``TimingSummary.statistic``). Like a median they ignore
 the fastest and slowest quarter; unlike per-call medians they add up exactly. A forward that does not run the
 same calls every time has its repeats trimmed per group of alike repeats (``intervals.repeat_weights``); a call
 that ran in only some of them gets its mean per forward and the note ``ran-in-some-timed-runs``. ``median_ms``, ``p10_ms`` and
@@ -74,7 +75,17 @@ from .arguments import arguments_kept
 from .capture import Checked, OwnForwardTracer, UnsupportedModel, uninitialized_lazy
 from .engine import Engine, ModuleIndex
 from .guard import ModelGuard
-from .intervals import Attribution, attribute_kernels, central_repeats, nested_self_times, quantile, summarise
+from .intervals import (
+    Attribution,
+    attribute_kernels,
+    central_repeats,
+    interquartile_mean,
+    nested_self_times,
+    quantile,
+    repeat_weights,
+    summarise,
+    weighted,
+)
 from .metrics import (
     DTYPE_MIXED,
     FALLBACK_NO_KERNELS,
@@ -82,6 +93,7 @@ from .metrics import (
     KIND_CPU,
     KIND_EVENTS,
     KIND_PROFILER,
+    STATISTIC_IQM,
     CallMemory,
     CallTiming,
     Note,
@@ -367,10 +379,6 @@ def _r(x: float) -> float:
     return round(float(x), 6)
 
 
-def _median(xs: Sequence[float]) -> float:
-    return quantile(xs, 0.5)
-
-
 def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = None, warmup: int = 3,  # noqa: PLR0913 - the public keyword options of shapetrace.profile
             repeat: int = 10, dtype: str | torch.dtype | None = None, flops: bool = True, memory: bool = True,
             progress: Callable[[int, int], None] | None = None, grad: bool = False, train: bool | None = None,
@@ -500,19 +508,27 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
         return trace
     _notes(trace, regions, run, kind)
     root = next((c for c in trace.calls if c.parent is None and c.timing), None)
-    plain = _median(run.plain)
-    profiled = _median(run.profiled)
+    # One statistic for every time in the summary: the calls' interquartile means. The instrumented forward is
+    # averaged over the same repeats with the same weights as the calls (its root among them), the plain one
+    # over its own middle half.
+    weights = repeat_weights(run.repeats, root.id if root else 0) if len(run.profiled) == len(run.repeats) else None
+
+    def central(xs: Sequence[float]) -> float:
+        return weighted(xs, weights) if weights is not None and len(xs) == len(run.repeats) else interquartile_mean(xs)
+
+    plain = interquartile_mean(run.plain)
+    profiled = central(run.profiled)
     trace.timing = summary = TimingSummary(
         forward_ms=_r(plain), profiled_ms=_r(profiled), overhead=_r(profiled / plain) if plain else None,
         kind=kind, device=str(dev), dtype=_dtype_name(dt) if dt else _run_dtype(model, args, kwargs),
         attributed_ms=_r(sum(c.timing.self_ms or 0.0 for c in trace.calls if c.timing)),
         root_ms=root.timing.total_ms if root else None, repeats=repeat, warmup=warmup,
-        fallback=run.fallback, fallback_error=run.fallback_error,
+        fallback=run.fallback, fallback_error=run.fallback_error, statistic=STATISTIC_IQM,
     )
     if kind == KIND_PROFILER:
-        summary.gpu_idle_fraction = _r(_median(run.idle))
-        summary.kernel_ms = _r(_median(run.kernel))
-        summary.busy_ms = _r(_median(run.busy))
+        summary.gpu_idle_fraction = _r(central(run.idle))
+        summary.kernel_ms = _r(central(run.kernel))
+        summary.busy_ms = _r(central(run.busy))
     return trace
 
 
