@@ -237,6 +237,47 @@ def test_the_bars_legend_sits_outside_the_bars_and_gives_each_class_its_colour()
     assert legend_left > axes_right  # it covers no bar and no percentage, even of a single bar
 
 
+class _CellInALoop(nn.Module):
+    """One cell called four times, then a head once: four calls of one module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(4):
+            x = self.cell(x)
+        return self.head(x)
+
+
+def test_the_bars_plot_in_the_modules_view_has_one_bar_per_module_with_its_call_count():
+    trace = _profiled_with_equal_times(_CellInALoop(), torch.randn(2, 8))
+    texts = _svg_texts(plots.time_bars(trace, view="modules"))
+    assert "cell (Linear, ×4)" in texts and "head (Linear)" in texts
+    assert not [t for t in texts if t.startswith("cell#")]
+    assert any("slowest modules" in t for t in texts)
+    calls = _svg_texts(plots.time_bars(trace))  # the calls view: one bar per call, as before
+    assert "cell#3 (Linear)" in calls and "cell (Linear, ×4)" not in calls
+
+
+def test_the_cli_bars_plot_follows_view_modules(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    model = tmp_path / "loop.py"
+    model.write_text("import torch\nfrom torch import nn\n\n\nclass M(nn.Module):\n"
+                     "    def __init__(self):\n        super().__init__()\n        self.cell = nn.Linear(8, 8)\n\n"
+                     "    def forward(self, x):\n        for _ in range(4):\n            x = self.cell(x)\n"
+                     "        return x\n\n\ndef build():\n    return M()\n")
+    plot = tmp_path / "bars.svg"
+    res = CliRunner().invoke(main, ["profile", f"{model}:build", "-i", "2,8", "--device", "cpu", "--warmup", "0",
+                                    "--repeat", "1", "--view", "modules", "--plot", str(plot), "-o", str(tmp_path / "t.txt")])
+    assert res.exit_code == 0, res.output
+    assert "cell (Linear, ×4)" in _svg_texts(plot.read_text())
+
+
 def _feature_counts(model: nn.Module, names: list[str]) -> dict[str, int]:
     """What torch says each layer's outputs carry as channels or features: a Conv's out_channels, a Linear's
     out_features, a LayerNorm's normalized size, a BatchNorm's num_features."""

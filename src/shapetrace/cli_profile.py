@@ -77,11 +77,12 @@ Examples:
               help=OUTPUT_HELP + " (checked before the forward runs; written whole or not at all).")
 @click.option("--depth", "-d", type=click.IntRange(min=0), default=None, help="Fold calls deeper than N.")
 @click.option("--view", type=SuggestingChoice(["calls", "modules"]), default="calls", show_default=True,
-              help="One row per call, or one row per module with the times of all its calls added up.")
+              help="One row per call, or one row per module with the times of all its calls added up (the summary "
+                   "and the bars plots follow it).")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, callback=a_file,
               help="Also save a plot (.svg or .png).")
 @click.option("--plot-kind", type=SuggestingChoice(PLOT_KINDS), default="bars", show_default=True,
-              help="bars: top calls by self time; forward: the same in forward order; flops: time vs FLOPs; "
+              help="bars: top calls (modules with --view modules) by self time; forward: the same in forward order; flops: time vs FLOPs; "
                    "flow: channels and spatial size along the forward.")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
               help="Calls in the summary (stderr) and in the bars plot.")
@@ -130,7 +131,7 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
         if not outcome.failed:
             click.echo(summary(outcome.trace, top, view), err=True)
             if plot_file is not None:
-                write_output(_plot(outcome.trace, plot_kind, plot_file, top), plot_file)
+                write_output(_plot(outcome.trace, plot_kind, plot_file, top, view), plot_file)
                 click.echo(f"wrote {plot_file}", err=True)
     if outcome.failed:
         click.echo(f"error: {outcome.error}", err=True)
@@ -147,8 +148,8 @@ def _resolve_device(device: str | None) -> str:
         raise UsageProblem(f"--device {device}: {e}") from e
 
 
-def _plot(trace: Any, kind: str, path: str, top: int) -> str | bytes:
-    options = {"top": top} if kind in ("bars", "forward") else {}
+def _plot(trace: Any, kind: str, path: str, top: int, view: str = "calls") -> str | bytes:
+    options = {"top": top, "view": view} if kind in ("bars", "forward") else {}
     return render_plot(trace, kind, format=Path(path).suffix[1:].lower(), **options)
 
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
+from .rows import table_rows
 from .units import ellipsize_middle, escape_controls, format_percent, literal, markup, no_timings_reason
 
 if TYPE_CHECKING:
@@ -103,39 +105,74 @@ def _colours(classes: Sequence[str]) -> dict[str, str]:
     return out
 
 
+@dataclass
+class _Bar:
+    """One bar of ``time_bars``: a call, or in the modules view a module with its calls' times added."""
+
+    name: str      # the y-axis label
+    cls: str
+    self_ms: float
+    total_ms: float
+    has_self: bool
+    order: int     # forward order: the (first) call's id
+
+
+def _call_bars(calls: list[Call]) -> list[_Bar]:
+    return [_Bar(_name(c), c.cls, _ms(c, "self_ms"), _ms(c, "total_ms"), "self_ms" in c.timing, c.id) for c in calls]
+
+
+def _module_bars(trace: Trace) -> list[_Bar]:
+    """One bar per module, with the times its table row in the modules view has (self times added over its
+    calls, inclusive times over its outermost calls), labelled with its call count."""
+    bars = []
+    for r in table_rows(trace, view="modules"):
+        if r.timing is None:
+            continue
+        count = f", ×{r.calls}" if r.calls > 1 else ""
+        text = f"{literal(r.name)} ({literal(r.cls)}{count})"
+        name = text if len(text) <= 38 else "…" + text[-37:]
+        self_ms = r.timing.self_ms
+        bars.append(_Bar(name, r.cls, self_ms or 0.0, r.timing.total_ms or 0.0, self_ms is not None, r.first_call))
+    return bars
+
+
 def time_bars(trace: Trace, *, top: int = 25, order: str = "self", format: str = "svg",
-              title: str | None = None) -> str | bytes:
+              title: str | None = None, view: str = "calls") -> str | bytes:
     """Horizontal bars of self time (and faint inclusive time) for the ``top`` calls by self time.
 
     ``order="self"`` sorts them largest first; ``order="forward"`` keeps them in the order the forward ran
-    them. Percentages are of the root's inclusive time. The legend, outside the bars on the right, gives the
-    self bar's colour of each class.
+    them. ``view="modules"`` draws one bar per module instead, its calls' times added up as in the table's
+    modules view (the label gives the call count). Percentages are of the root's inclusive time. The legend,
+    outside the bars on the right, gives the self bar's colour of each class.
     """
     calls = _timed(trace)
     if order not in ("self", "forward"):
         raise ValueError("order must be 'self' or 'forward'")
-    chosen = sorted(calls, key=lambda c: (-_ms(c, "self_ms"), c.id))[:max(1, top)]
+    if view not in ("calls", "modules"):
+        raise ValueError("view must be 'calls' or 'modules'")
+    bars = _module_bars(trace) if view == "modules" else _call_bars(calls)
+    chosen = sorted(bars, key=lambda b: (-b.self_ms, b.order))[:max(1, top)]
     if order == "forward":
-        chosen.sort(key=lambda c: c.id)
+        chosen.sort(key=lambda b: b.order)
     root = next((c for c in calls if c.parent is None), calls[0])
     whole = _ms(root, "total_ms") or 1.0
-    colours = _colours([c.cls for c in chosen])
+    colours = _colours([b.cls for b in chosen])
     fig = _figure(figsize=(8.5, 0.6 + 0.28 * len(chosen)))
     ax = fig.add_subplot()
     ys = list(range(len(chosen)))[::-1]
-    ax.barh(ys, [_ms(c, "total_ms") for c in chosen], color=_INCLUSIVE, height=0.8)
-    ax.barh(ys, [_ms(c, "self_ms") for c in chosen], color=[colours[c.cls] for c in chosen], height=0.55)
-    for y, c in zip(ys, chosen):
-        if "self_ms" in c.timing:
-            ax.text(_ms(c, "self_ms"), y, f" {format_percent(100 * _ms(c, 'self_ms') / whole)}%", va="center",
-                    fontsize=7)
-    longest = max(max(_ms(c, "total_ms"), _ms(c, "self_ms")) for c in chosen)
+    ax.barh(ys, [b.total_ms for b in chosen], color=_INCLUSIVE, height=0.8)
+    ax.barh(ys, [b.self_ms for b in chosen], color=[colours[b.cls] for b in chosen], height=0.55)
+    for y, b in zip(ys, chosen):
+        if b.has_self:
+            ax.text(b.self_ms, y, f" {format_percent(100 * b.self_ms / whole)}%", va="center", fontsize=7)
+    longest = max(max(b.total_ms, b.self_ms) for b in chosen)
     ax.set_xlim(0, _axis_end(longest or 1.0, 1.12))  # room for the percentage after the longest bar
-    ax.set_yticks(ys, [_text(_name(c)) for c in chosen], fontsize=7)
+    ax.set_yticks(ys, [_text(b.name) for b in chosen], fontsize=7)
     kind = (trace.timing or {}).get("kind") or root.timing.get("kind", "")
     ax.set_xlabel(f"time per forward (ms, {kind})")
     what = "largest" if order == "self" else "in forward order"
-    calls_text = f"{len(chosen)} slowest calls" if len(chosen) != 1 else "slowest call"
+    noun = "modules" if view == "modules" else "calls"
+    calls_text = f"{len(chosen)} slowest {noun}" if len(chosen) != 1 else f"slowest {noun[:-1]}"
     ax.set_title(_text(title or f"{_model(trace)}: self time of the {calls_text} ({what})"),
                  fontsize=9)
     _bars_legend(ax, colours)
