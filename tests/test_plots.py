@@ -216,6 +216,33 @@ def test_calls_drawn_on_the_same_spot_share_one_label_in_the_flops_plot():
     assert "first, second" in texts and "first" not in texts and "second" not in texts
 
 
+def _svg_width_pt(svg: str) -> float:
+    m = re.search(r'<svg[^>]* width="([\d.]+)pt"', svg)
+    assert m
+    return float(m.group(1))
+
+
+def test_long_names_on_one_spot_of_the_flops_plot_are_counted_not_joined_and_the_figure_keeps_its_size():
+    from collections import OrderedDict
+
+    long_names = OrderedDict((f"transformer_layer_{i}_self_attention_projection", nn.Linear(8, 8)) for i in range(5))
+    svg = plots.time_vs_flops(_profiled_with_equal_times(nn.Sequential(long_names), torch.randn(2, 8)))
+    texts = _svg_texts(svg)
+    assert "5 calls (Linear)" in texts
+    assert not [t for t in texts if "self_attention" in t]
+    short = plots.time_vs_flops(_profiled_with_equal_times(nn.Sequential(nn.Linear(8, 8)), torch.randn(2, 8)))
+    assert _svg_width_pt(svg) <= _svg_width_pt(short) + 10  # no label runs past the axes
+
+
+def test_one_long_name_in_the_flops_plot_keeps_its_end():
+    from collections import OrderedDict
+
+    model = nn.Sequential(OrderedDict(encoder_stack_transformer_layers_7_self_attention_projection=nn.Linear(8, 8)))
+    texts = _svg_texts(plots.time_vs_flops(_profiled_with_equal_times(model, torch.randn(2, 8))))
+    label = next(t for t in texts if t.endswith("self_attention_projection"))
+    assert label.startswith("…") and len(label) == 32
+
+
 def _xs_of_first_path(svg: str, group: str) -> list[float]:
     """The x coordinates of the first path inside the SVG group ``group`` (its outline)."""
     after = svg[svg.index(f'<g id="{group}">'):]

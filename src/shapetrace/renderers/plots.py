@@ -285,7 +285,7 @@ def _label_points(fig: Figure, ax: object, calls: list[Call]) -> None:
     for members in _same_spot_groups(ax, calls):
         first = members[0]
         point = (first.flops, first.timing["total_ms"])
-        names = _text(", ".join(literal(c.label) for c in members))
+        names = _text(_spot_label(members))
         note = ax.annotate(names, point, fontsize=6, xytext=_LABEL_SPOTS[0][0],  # type: ignore[attr-defined]
                            textcoords="offset points")
         for k, (offset, side) in enumerate(_LABEL_SPOTS):
@@ -299,6 +299,21 @@ def _label_points(fig: Figure, ax: object, calls: list[Call]) -> None:
             note = ax.annotate(names, point, fontsize=6, xytext=offset,  # type: ignore[attr-defined]
                                textcoords="offset points", ha=side, arrowprops=line)
         placed.append(note.get_window_extent(renderer).padded(_LABEL_GAP_PX))
+
+
+_LABEL_WIDTH = 32  # characters of a point's label: a longer name keeps its end (``…layers.7.proj``)
+
+
+def _spot_label(members: list[Call]) -> str:
+    """The label of the calls drawn on one spot: their names joined when they fit ``_LABEL_WIDTH``, else the one
+    name's end, or for several ``8 calls (Linear)`` (their class when they share one)."""
+    joined = ", ".join(literal(c.label) for c in members)
+    if len(joined) <= _LABEL_WIDTH:
+        return joined
+    if len(members) == 1:
+        return "…" + joined[-(_LABEL_WIDTH - 1):]
+    classes = {c.cls for c in members}
+    return f"{len(members)} calls" + (f" ({ellipsize_middle(literal(members[0].cls), 20)})" if len(classes) == 1 else "")
 
 
 def _same_spot_groups(ax: object, calls: list[Call]) -> list[list[Call]]:
