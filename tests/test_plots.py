@@ -243,6 +243,20 @@ def test_one_long_name_in_the_flops_plot_keeps_its_end():
     assert label.startswith("…") and len(label) == 32
 
 
+def test_a_flops_plot_with_no_point_has_its_title_and_says_why():
+    trace = shapetrace.profile(nn.Sequential(nn.ReLU(), nn.Flatten()), torch.zeros(1, 1), device="cpu", warmup=0,
+                               repeat=1)
+    texts = _svg_texts(plots.time_vs_flops(trace))
+    assert "Sequential: time against FLOPs (leaf calls)" in texts
+    assert "nothing to show: no leaf call has both FLOPs and a time" in texts
+    trace.meta["flops_unavailable"] = "RuntimeError: jagged layout not supported"
+    texts = _svg_texts(plots.time_vs_flops(trace))
+    assert "nothing to show: FLOPs were not counted" in texts
+    assert any("jagged layout not supported" in t for t in texts)
+    unflopped = shapetrace.profile(nn.Linear(2, 2), torch.zeros(1, 2), device="cpu", warmup=0, repeat=1, flops=False)
+    assert "nothing to show: this trace has no FLOPs" in _svg_texts(plots.time_vs_flops(unflopped))
+
+
 def _xs_of_first_path(svg: str, group: str) -> list[float]:
     """The x coordinates of the first path inside the SVG group ``group`` (its outline)."""
     after = svg[svg.index(f'<g id="{group}">'):]

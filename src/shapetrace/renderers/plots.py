@@ -206,7 +206,11 @@ def time_vs_flops(trace: Trace, *, format: str = "svg", label_top: int = 6, titl
     fig = _figure(figsize=(7, 5))
     ax = fig.add_subplot()
     if not pts:
-        ax.text(0.5, 0.5, "no leaf call with both FLOPs and time", ha="center", va="center", transform=ax.transAxes)
+        reason = "\n".join(_text(line) for line in _no_flops_reason(trace).split("\n"))  # lines kept, as lines
+        ax.text(0.5, 0.5, reason, ha="center", va="center", transform=ax.transAxes, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(_text(title or f"{_model(trace)}: time against FLOPs (leaf calls)"), fontsize=9)
         return _save(fig, format)
     colours = _colours([c.cls for c in pts])
     for cls, colour in colours.items():
@@ -237,6 +241,18 @@ def time_vs_flops(trace: Trace, *, format: str = "svg", label_top: int = 6, titl
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3, which="both", lw=0.3)
     return _save(fig, format)
+
+
+def _no_flops_reason(trace: Trace) -> str:
+    """Why the time-vs-FLOPs plot has no point: FLOPs not counted (and why), or no leaf call with any."""
+    unavailable = trace.meta.get("flops_unavailable")
+    if unavailable:
+        first = ellipsize_middle(str(unavailable).splitlines()[0], 70)
+        return f"nothing to show: FLOPs were not counted\n(torch's FlopCounterMode could not run this forward:\n{first})"
+    if all(c.flops is None for c in trace.calls):
+        return "nothing to show: this trace has no FLOPs\n(profile() counts them unless flops=False)"
+    return ("nothing to show: no leaf call has both FLOPs and a time\n(FlopCounterMode counts matrix products and "
+            "convolutions;\nactivations, reshapes and element-wise ops count none)")
 
 
 def _si_tick(value: float) -> str:
