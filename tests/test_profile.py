@@ -1029,6 +1029,29 @@ def test_cli_profile_failing_in_a_timed_run_says_the_plot_was_not_written(tmp_pa
     assert f"--plot {plot}: not written, the forward failed" in result.stderr and not plot.exists()
 
 
+def test_cli_profile_notes_name_the_timed_run_that_failed_not_a_failure_before_any(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    (tmp_path / "later.py").write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class FailsLater(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.lin, self.calls = nn.Linear(4, 4), 0\n\n"
+        "    def forward(self, x):\n        self.calls += 1\n"
+        "        if self.calls > 4:\n            raise RuntimeError('boom')\n        return self.lin(x)\n")
+    plot = tmp_path / "times.svg"
+    result = CliRunner().invoke(main, ["profile", f"{tmp_path / 'later.py'}:FailsLater", "-i", "2,4", "--device", "cpu",
+                                       "--warmup", "0", "--repeat", "3", "--plot", str(plot), "--heat", "time",
+                                       "-o", str(tmp_path / "flow.dot")])
+    assert result.exit_code == 1, result.output
+    assert "in timed run 2 of 3" in result.stderr
+    assert f"--plot {plot}: not written, the forward failed in timed run 2 of 3, and no timings were kept" \
+        in result.stderr
+    assert "--heat time: the forward failed in timed run 2 of 3, and no timings were kept" in result.stderr
+    assert "before anything was" not in result.stderr
+
+
 def test_cli_profile_heat_with_a_text_format_says_it_only_affects_diagrams(tmp_path):
     from click.testing import CliRunner
 

@@ -119,14 +119,14 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
         # A diagram of a profile is coloured by self time (the heat overlay; --heat picks memory or activations)
         # unless the trace has no timings (a forward that failed).
         if outcome.failed and heat in ("time", "memory"):  # measured by the runs after the one that failed
-            click.echo(f"note: --heat {heat}: the forward failed before anything was measured; the diagram is "
+            click.echo(f"note: --heat {heat}: {_why_nothing_measured(outcome.trace, 'measured')}; the diagram is "
                        "drawn without the heat overlay", err=True)
             heat = None
         heat = profile_heat(outcome.trace, heat)
         emit(outcome.trace, fmt, RenderOptions(depth=depth, view=view, width=table_width(width, output), heat=heat,
                                                color=terminal_colour(output)), output)
         if outcome.failed and plot_file is not None:
-            click.echo(f"note: --plot {plot_file}: not written, the forward failed before anything was timed",
+            click.echo(f"note: --plot {plot_file}: not written, {_why_nothing_measured(outcome.trace, 'timed')}",
                        err=True)
         if not outcome.failed:
             click.echo(summary(outcome.trace, top, view), err=True)
@@ -146,6 +146,15 @@ def _resolve_device(device: str | None) -> str:
         return str(resolve_device(device))
     except ProfileUsageError as e:
         raise UsageProblem(f"--device {device}: {e}") from e
+
+
+def _why_nothing_measured(trace: Any, what: str) -> str:
+    """Why a failed profile has no times (``what``: timed, measured): it failed in the traced forward, before
+    any run, or in a timed run after others completed, whose times are not kept."""
+    timed = trace.meta.get("failed_in_timed_run") if trace is not None else None
+    if isinstance(timed, dict):
+        return f"the forward failed in timed run {timed.get('run')} of {timed.get('of')}, and no timings were kept"
+    return f"the forward failed before anything was {what}"
 
 
 def _plot(trace: Any, kind: str, path: str, top: int, view: str = "calls") -> str | bytes:
