@@ -244,6 +244,31 @@ def test_progress_and_usage_errors():
         shapetrace.profile(nn.Linear(3, 4), torch.randn(2, 3), device="cpu", dtype="fp7")
 
 
+@pytest.mark.parametrize(("name", "value", "least"), [("repeat", 2.5, 1), ("repeat", 0, 1), ("repeat", True, 1),
+                                                    ("warmup", -1, 0), ("warmup", "3", 0)])
+def test_repeat_and_warmup_must_be_whole_numbers_and_the_error_names_which(name, value, least):
+    with pytest.raises(ProfileUsageError, match=f"^{name} must be a whole number >= {least}, got {value!r}$"):
+        _profile(nn.Linear(3, 4), torch.randn(2, 3), **{name: value})
+
+
+def test_the_api_advises_the_api_s_device_argument_and_the_cli_its_option(monkeypatch):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without a GPU, wherever this runs
+    with pytest.raises(ProfileUsageError, match='use device="cpu"$'):
+        shapetrace.profile(nn.Linear(3, 4), torch.randn(2, 3), device="cuda")
+    res = CliRunner().invoke(main, ["profile", "resnet18", "--device", "cuda"])
+    assert res.exit_code == 2 and "use --device cpu" in res.output and 'device="cpu"' not in res.output
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has an MPS device")
+def test_a_device_this_torch_cannot_use_is_a_usage_error_not_torch_s_runtime_error():
+    with pytest.raises(ProfileUsageError, match="device 'mps' cannot be used on this machine.*use device=\"cpu\""):
+        shapetrace.profile(nn.Linear(3, 4), torch.randn(2, 3), device="mps")
+
+
 def test_failed_forward_raises_trace_failed():
     with pytest.raises(shapetrace.TraceFailed) as info:
         _profile(nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 2)), torch.randn(2, 3))

@@ -144,8 +144,9 @@ def _resolve_device(device: str | None) -> str:
 
     try:
         return str(resolve_device(device))
-    except ProfileUsageError as e:
-        raise UsageProblem(f"--device {device}: {e}") from e
+    except ProfileUsageError as e:  # the API's advice (device="cpu") as the option that gives it
+        advice = str(e).replace('device="cpu"', "--device cpu")
+        raise UsageProblem(f"--device {device}: {advice}") from e
 
 
 def _why_nothing_measured(trace: Any, what: str) -> str:

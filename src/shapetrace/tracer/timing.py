@@ -58,6 +58,7 @@ and costs nothing in the timed runs, so it is used instead (``PeakStack``).
 
 from __future__ import annotations
 
+import operator
 import re
 import time
 import warnings
@@ -147,8 +148,27 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise ProfileUsageError(f"unknown device {device!r}: {e}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ProfileUsageError("device 'cuda' was asked for, but torch.cuda.is_available() is False on this "
-                                "machine (no GPU, or a CPU-only torch build); use --device cpu")
+                                "machine (no GPU, or a CPU-only torch build); use device=\"cpu\"")
+    if dev.type not in ("cpu", "cuda", "meta"):
+        try:  # an accelerator this torch has no support for (mps on Linux) fails here, not inside the forward
+            torch.zeros(0).to(dev)
+        except (RuntimeError, AssertionError) as e:
+            first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+            raise ProfileUsageError(f"device {device!r} cannot be used on this machine ({first}); "
+                                    "use device=\"cpu\"") from None
     return dev
+
+
+def _whole_number(value: object, name: str, least: int) -> int:
+    """``value`` as an int when it is a whole number >= ``least`` (``repeat``, ``warmup``), else a
+    ``ProfileUsageError`` naming the argument."""
+    try:
+        number = operator.index(value)  # an int or numpy integer; 2.5, "3" and True are refused
+    except TypeError:
+        number = None
+    if number is None or isinstance(value, bool) or number < least:
+        raise ProfileUsageError(f"{name} must be a whole number >= {least}, got {value!r}")
+    return number
 
 
 _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
@@ -448,8 +468,7 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
     dt = resolve_dtype(dtype)
     if gpu_timer not in ("auto", "events"):
         raise ProfileUsageError(f"gpu_timer must be 'auto' or 'events', not {gpu_timer!r}")
-    if repeat < 1 or warmup < 0:
-        raise ProfileUsageError("repeat must be at least 1 and warmup at least 0")
+    repeat, warmup = _whole_number(repeat, "repeat", 1), _whole_number(warmup, "warmup", 0)
     index = ModuleIndex(model)
     lazy = uninitialized_lazy(index)
     if lazy:  # as trace() does: a copy is profiled, which its first forward initializes; the model stays lazy
