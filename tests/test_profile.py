@@ -620,6 +620,22 @@ def test_cli_profile_json_and_exit_codes(tmp_path):
     assert res.exit_code == 1 and "Traceback" not in res.output
 
 
+def test_cli_profile_with_grad_and_train_runs_so_and_the_footer_says_how_it_ran(tmp_path):
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    base = ["profile", "resnet18", "--input", "2,3,32,32", "--device", "cpu", "--warmup", "0", "--repeat", "1"]
+    res = CliRunner().invoke(main, [*base, "--train", "--grad", "-o", str(tmp_path / "t.json")])
+    assert res.exit_code == 0, res.output
+    trace = shapetrace.load(tmp_path / "t.json")
+    assert trace.meta["grad"] is True and trace.meta["training"] is True
+    assert "train, autograd on, 1 repeats" in " ".join(str(trace.table(width=None)).split())
+    res = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "t.txt"), "--width", "0"])
+    assert res.exit_code == 0, res.output
+    assert "eval, no_grad, 1 repeats" in (tmp_path / "t.txt").read_text()
+
+
 def test_cli_profile_modules_view_and_width(tmp_path):
     from click.testing import CliRunner
 

@@ -87,12 +87,13 @@ Examples:
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
               help="Calls in the summary (stderr) and in the bars plot.")
 @click.option("--train/--eval", "train", default=None, help="Run in training or eval mode.")
+@click.option("--grad", is_flag=True, help="Keep autograd on (default: torch.no_grad()), as a training forward runs.")
 @heat_option
 @width_option
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
 def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], device: str | None, warmup: int,
                     repeat: int, dtype: str | None, fmt: str | None, output: str | None, depth: int | None,
-                    view: str, plot_file: str | None, plot_kind: str, top: int, train: bool | None,
+                    view: str, plot_file: str | None, plot_kind: str, top: int, train: bool | None, grad: bool,
                     heat: str | None, width: int | None, debug: bool) -> None:
     with cli_errors(debug):
         fmt = prepare_output(fmt, output, PROFILE_FORMATS, models=(model,))
@@ -103,7 +104,7 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
             distinct_outputs("--plot", plot_file, output, "the plot")
             output_not_the_model("--plot", plot_file, model)
         note_diagram_only(fmt, heat=heat)
-        request = TraceRequest(model, inputs, args, _resolve_device(device), train)
+        request = TraceRequest(model, inputs, args, _resolve_device(device), train, grad=grad)
         if heat == "memory" and not str(request.device).startswith("cuda") and get(fmt).dataflow:
             raise UsageProblem("--heat memory: peak memory is measured on CUDA only; use --heat activations "
                                "(sizes from shapes) or --heat time on this device")

@@ -347,7 +347,8 @@ def profile_model(request: TraceRequest, *, warmup: int = 3, repeat: int = 10, d
     try:
         with _user_code("running its forward"):
             result = profile(loaded.module, *loaded.args, device=request.device, warmup=warmup, repeat=repeat,
-                             dtype=dtype, train=loaded.train, progress=progress, forward_kwargs=loaded.kwargs)
+                             dtype=dtype, train=loaded.train, grad=request.grad, progress=progress,
+                             forward_kwargs=loaded.kwargs)
     except ProfileUsageError as e:
         raise UsageProblem(str(e)) from e
     except TraceFailed as e:

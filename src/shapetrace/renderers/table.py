@@ -137,8 +137,8 @@ def _summary_lines(trace: Trace, fwd: float | None) -> list[tuple[str, str]]:
         out.append(("FLOPs", f"not counted: torch's FlopCounterMode could not run this forward ({first})"))
     if not t:
         return out + ([("Forward time (ms)", format_ms(fwd))] if fwd is not None else [])
-    timed = (f"{timer_kind_text(t.get('kind'))} on {t.get('device')}, {run_dtype_text(trace)}, {t.get('repeats')} "
-             f"repeats after {t.get('warmup')} warm-up")
+    timed = (f"{timer_kind_text(t.get('kind'))} on {t.get('device')}, {run_dtype_text(trace)}, {_run_mode(trace)}"
+             f"{t.get('repeats')} repeats after {t.get('warmup')} warm-up")
     if t.get("statistic") == STATISTIC_IQM:  # every time below and in the rows: one statistic, said once
         timed += "; times are interquartile means"
     out.append(("Timed", timed))
@@ -156,6 +156,14 @@ def _summary_lines(trace: Trace, fwd: float | None) -> list[tuple[str, str]]:
     if isinstance(t.get("gpu_idle_fraction"), (int, float)):
         out.append(("GPU idle", f"{100 * t['gpu_idle_fraction']:.1f}% of the forward"))
     return out
+
+
+def _run_mode(trace: Trace) -> str:
+    """``train, autograd on, `` / ``eval, no_grad, ``: how the profiled forwards ran, where the trace says."""
+    training, grad = trace.meta.get("training"), trace.meta.get("grad")
+    parts = [("train" if training else "eval")] if isinstance(training, bool) else []
+    parts += [("autograd on" if grad else "no_grad")] if isinstance(grad, bool) else []
+    return "".join(f"{p}, " for p in parts)
 
 
 # ---- cells -------------------------------------------------------------------------------------------
