@@ -287,6 +287,36 @@ def test_compiled_module_is_one_region():
 
 # ---- the pure parts of the GPU path, on synthetic intervals --------------------------------------------
 
+def _compile_hook_warnings(run) -> list[str]:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        run()
+    return [str(w.message) for w in seen if "when there are global hooks" in str(w.message)]
+
+
+def _with_a_compiled_part() -> nn.Module:
+    return nn.Sequential(torch.compile(nn.Sequential(nn.Linear(16, 16), nn.ReLU()), backend="eager"), nn.Linear(16, 2))
+
+
+def test_torch_s_warning_about_global_hooks_is_not_shown_for_shapetrace_s_own():
+    model, x = _with_a_compiled_part(), torch.randn(4, 16)
+    assert _compile_hook_warnings(lambda: shapetrace.trace(model, x)) == []
+    assert _compile_hook_warnings(lambda: _profile(model, x, warmup=0, repeat=1)) == []
+
+
+def test_torch_s_warning_about_global_hooks_is_shown_when_the_caller_has_one_of_its_own():
+    from torch.nn.modules.module import register_module_forward_hook
+
+    model, x = _with_a_compiled_part(), torch.randn(4, 16)
+    handle = register_module_forward_hook(lambda module, args, out: None)
+    try:
+        assert _compile_hook_warnings(lambda: shapetrace.trace(model, x))
+    finally:
+        handle.remove()
+
+
 def test_nested_self_times():
     out = nested_self_times([("root", 0, 100), ("a", 10, 40), ("a.x", 15, 25), ("b", 50, 90)])
     assert out == {"root": (100, 30), "a": (30, 20), "a.x": (10, 10), "b": (40, 40)}

@@ -42,6 +42,7 @@ import functools
 import inspect
 import sys
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
@@ -357,6 +358,8 @@ def _keyword_free_at(forward: Any) -> int:
 # torch's registries of global forward hooks. ``RemovableHandle.remove`` forgets a hook in
 # ``_global_forward_hooks`` and ``_global_forward_hooks_always_called`` but not in
 # ``_global_forward_hooks_with_kwargs`` (a torch bug): every dict an id may be in is cleaned by hand.
+# torch's warning (torch/nn/modules/module.py, OptimizedModule's first call) that global hooks fire an extra time
+_COMPILE_HOOKS_WARNING = r"Using `torch\.compile\(module\)` when there are global hooks on modules"
 _REGISTRIES = ("_global_forward_pre_hooks", "_global_forward_hooks", "_global_forward_hooks_with_kwargs",
                "_global_forward_hooks_always_called")
 
@@ -412,6 +415,7 @@ class Engine:
         self._thread: int | None = None
         self._eager: Any = None  # torch's "force_eager" stance, entered while a compiled part is traced
         self._eager_done = False
+        self._quiet_compile: Any = None  # torch's warning about global hooks, silenced while only ours are in
 
     # ---- entering and leaving -------------------------------------------------------------------------
     def __enter__(self) -> Engine:  # noqa: PYI034 - typing.Self needs Python 3.11
@@ -442,6 +446,7 @@ class Engine:
         self._handles: list[Any] = []
         self._counted = False
         self._late_post: set[int] = set()  # slots whose calls end after their own forward hooks
+        others = any(getattr(torch_module, name, None) for name in _REGISTRIES)  # before our probes add theirs
         try:
             for probe in self.probes:
                 probe.start(self)
@@ -465,6 +470,14 @@ class Engine:
                     stance = set_stance("force_eager")
                     stance.__enter__()
                     self._eager = stance
+            if not others:
+                # torch warns that global hooks fire once more for a torch.compile'd module's wrapper: with no
+                # global hook but ours and our probes' (FlopCounterMode's module tracker), that is about ours
+                # (the wrapper is not a module the engine counts)
+                quiet = warnings.catch_warnings()
+                quiet.__enter__()
+                warnings.filterwarnings("ignore", message=_COMPILE_HOOKS_WARNING, category=UserWarning)
+                self._quiet_compile = quiet
             self._handles.append(torch_module.register_module_forward_pre_hook(pre))
             self._handles.append(torch_module.register_module_forward_hook(post, always_call=True))
             self._handles.append(torch_module.register_module_module_registration_hook(self._attached))
@@ -490,6 +503,7 @@ class Engine:
         steps += [functools.partial(self._stop_probe, exc) for _ in self._started]
         steps.append(self._count_out)
         steps.append(self._leave_eager)
+        steps.append(self._leave_quiet_compile)
         run_all_then_raise(steps)
         self._handles, self._active = [], False
         self._free_at_by_class = {}  # no class outlives the pass through this engine
@@ -504,6 +518,12 @@ class Engine:
         if self._eager is not None and not self._eager_done:
             self._eager_done = True
             self._eager.__exit__(None, None, None)
+
+    def _leave_quiet_compile(self) -> None:
+        """Put the warning filters back as they were, once."""
+        quiet, self._quiet_compile = self._quiet_compile, None
+        if quiet is not None:
+            quiet.__exit__(None, None, None)
 
     def _close_open(self, exc: BaseException | None) -> None:
         """End the calls still open (their post-hooks never ran), innermost first."""
