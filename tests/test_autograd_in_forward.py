@@ -90,3 +90,12 @@ def test_the_same_error_with_autograd_on_is_the_model_s_own_and_gets_no_hint():
     with pytest.raises(TraceFailed) as failed:
         shapetrace.trace(DetachesFirst(), torch.randn(3, 2), grad=True)
     assert "does not require grad" in str(failed.value) and "without autograd" not in str(failed.value)
+
+
+def test_profile_suggests_its_own_grad_option_and_that_option_works(pinn_file):
+    args = ["profile", f"{pinn_file}:build", "--input", "5,2", "--device", "cpu", "--warmup", "0", "--repeat", "1"]
+    failed = CliRunner().invoke(main, args)
+    assert failed.exit_code == 1
+    assert "without autograd" in failed.stderr and "with --grad" in failed.stderr
+    profiled = CliRunner().invoke(main, [*args, "--grad"])
+    assert profiled.exit_code == 0, profiled.output

@@ -104,7 +104,7 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
             distinct_outputs("--plot", plot_file, output, "the plot")
             output_not_the_model("--plot", plot_file, model)
         note_diagram_only(fmt, heat=heat)
-        request = TraceRequest(model, inputs, args, _resolve_device(device), train, grad=grad)
+        request = TraceRequest(model, inputs, args, _resolve_device(device), train, grad=grad, grad_option="--grad")
         if heat == "memory" and not str(request.device).startswith("cuda") and get(fmt).dataflow:
             raise UsageProblem("--heat memory: peak memory is measured on CUDA only; use --heat activations "
                                "(sizes from shapes) or --heat time on this device")
