@@ -94,19 +94,38 @@ def render_text(comparison: Comparison, width: int | None = 100) -> str:
 
 
 def render_markdown(comparison: Comparison) -> str:
+    """A Markdown table and the summary; the summary alone where there is no difference (no empty table)."""
+    if not comparison.differences:
+        return md_cell(_summary(comparison)) + "\n"
     head = [h.format(tool=comparison.tool) for h in COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in _rows(comparison)]
     return "\n".join([*lines, "", _summary(comparison)]) + "\n"
 
 
+def comparison_to_dict(comparison: Comparison) -> dict:
+    """The comparison as plain JSON data (``shapetrace.against/1``): the counts, the summary, and one object per
+    difference with the columns the table shows (``call``: our call's id, ``None`` for totals)."""
+    return {"format": "shapetrace.against/1", "tool": comparison.tool, "our_calls": comparison.our_calls,
+            "their_calls": comparison.their_calls, "matched": comparison.matched,
+            "differences": [{"layer": d.layer, "what": d.what, "shapetrace": d.shapetrace, "other": d.other,
+                             "why": d.why, "call": d.call} for d in comparison.differences],
+            "summary": _summary(comparison)}
+
+
+# the formats a comparison with another tool renders as (``render``)
+COMPARISON_FORMATS = ("text", "md", "json")
+
+
 def render(comparison: Comparison, fmt: str = "text", width: int | None = 100) -> str:
-    """The comparison as ``text`` (fitted to ``width`` columns; ``None``: no limit) or ``md``."""
+    """The comparison as ``text`` (fitted to ``width`` columns; ``None``: no limit), ``md`` or ``json``."""
     if fmt == "md":
         return render_markdown(comparison)
     if fmt == "text":
         return render_text(comparison, width)
-    raise ValueError(f"diff renders as text or md, not {fmt!r}")
+    if fmt == "json":
+        return json.dumps(comparison_to_dict(comparison), indent=1, sort_keys=True) + "\n"
+    raise ValueError(f"a comparison renders as {', '.join(COMPARISON_FORMATS)}, not {fmt!r}")
 
 
 # ==== shapetrace diff A B: two traces, aligned by module name and call order ====================================
