@@ -581,6 +581,11 @@ def _no_differences(d: TraceDiff) -> str:
     """The sentence for a diff with no changed, added or removed call."""
     out_a, out_b = _side_by_side(d.a.outputs, d.b.outputs)
     if d.carried or out_a != out_b:
+        ra, rb = (d.a.calls[0], d.b.calls[0]) if d.a.calls and d.b.calls else (None, None)
+        if ra and rb and _signature([ra.inputs, ra.kwargs]) == _signature([rb.inputs, rb.kwargs]):  # never blame
+            # the input where it is the same (a change the diff cannot place)
+            return ("No layer changed: the same calls, classes and parameters on the same input; the shapes below "
+                    "differ through code the diff does not see (a forward's own operations).")
         return ("No layer changed: the same calls, classes and parameters; the shapes below differ only because "
                 "the input did.")
     return "No differences: the same calls, classes, parameters and shapes."
