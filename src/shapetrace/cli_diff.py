@@ -26,7 +26,7 @@ from .cli_options import (
     width_option,
 )
 from .renderers import RenderOptions
-from .renderers.diff import diagram_options, diff_traces, render_trace_diff
+from .renderers.diff import COMPARISON_FORMATS, diagram_options, diff_traces, render_trace_diff
 from .renderers.diff import render as render_comparison
 from .session import (
     OtherToolFailed,
@@ -78,7 +78,8 @@ def _side(spec: str, inputs: tuple[str, ...], args: tuple[str, ...], train: bool
 @click.option("--a-arg", "a_args", multiple=True, metavar="KEY=VALUE", help="Factory keyword argument for A only.")
 @click.option("--b-arg", "b_args", multiple=True, metavar="KEY=VALUE", help="Factory keyword argument for B only.")
 @click.option("--against", type=SuggestingChoice(["torchinfo", "torchview"]), default=None,
-              help="With one MODEL: compare shapetrace with this tool instead (pip install 'shapetrace[compare]').")
+              help="With one MODEL: compare shapetrace with this tool instead (pip install 'shapetrace[compare]'); "
+                   "written as text, md or json.")
 @click.option("--format", "-f", "fmt", type=SuggestingChoice(DIFF_FORMATS), default=None,
               help="text, md, html, json, or a diagram of B with the changes marked (svg, png, pdf, dot) "
                    "[default: from -o's suffix, else text].")
@@ -103,7 +104,8 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
 
     \b
     With one MODEL and --against: shapetrace against torchinfo or torchview,
-    each difference with the reason where the other tool is known to be wrong.
+    each difference with the reason where the other tool is known to be wrong
+    (formats: text, md, json).
 
     \b
     Exit status: 0, 1 when a model's forward failed (the diff of what ran is
@@ -203,8 +205,9 @@ def _against(model: str, inputs: tuple[str, ...], args: tuple[str, ...], against
              output: str | None, train: bool | None, width: int | None, debug: bool) -> list[str]:
     """Write the comparison with ``against``; a note when the forward failed (its partial table is written
     instead, as ``shapetrace trace`` writes it: there is nothing to compare)."""
-    if fmt not in ("text", "md"):
-        raise UsageProblem(f"--against renders as text or md, not {fmt}")
+    if fmt not in COMPARISON_FORMATS:
+        raise UsageProblem(f"--against writes {', '.join(COMPARISON_FORMATS)}, not {fmt} (the diagram and html "
+                           "formats are for a diff of two models)")
     try:
         outcome, result = compare_model(TraceRequest(model, inputs, args, train=train), against)
     except OtherToolFailed as e:

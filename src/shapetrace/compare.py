@@ -181,7 +181,12 @@ def diff_torchinfo(model: nn.Module, trace: Trace, *args: Any, **kwargs: Any) ->
     return Comparison("torchinfo", len(trace.calls), len(stats.summary_list), matched, diffs)
 
 
-def _count_why(trace: Trace, cls: str, ours: int, theirs: int) -> str:
+def _count_why(trace: Trace, cls: str, ours: int, theirs: int, unfed: list[str] | None = None) -> str:
+    """Why torchview drew a (class, output shapes) pair a different number of times; ``unfed``: the names of
+    our calls of that pair that nothing the forward was given reached (``_unfed_calls``)."""
+    if unfed and ours - theirs <= len(unfed) and ours > theirs:
+        return ("torchview draws no node for a module whose only input is a buffer or a tensor made inside the "
+                f"forward (known limitation): {', '.join(unfed)}")
     if ours < theirs and any(u.cls == cls for u in trace.uncalled):
         return ("torchview's hooks make the enclosing layer leave its fused fast path, so it draws "
                 "sub-layers that do not run in eval")
@@ -190,20 +195,39 @@ def _count_why(trace: Trace, cls: str, ours: int, theirs: int) -> str:
     return "different number of calls"
 
 
-def _modules_with_submodules(trace: Trace) -> set[str]:
-    """The names of the model's modules that have submodules, called or not (``""``: the root)."""
+def _modules_with_submodules(trace: Trace, model: nn.Module | None = None) -> set[str]:
+    """The names of the model's modules that have submodules, called or not (``""``: the root).
+
+    From the model's own structure where it is given: every name a module has (a shared module has several:
+    fastai's ``encoder`` is also ``encoder_dp.emb``), so a module whose only child is a shared module known to
+    the trace by another name still counts as one with submodules. Without the model, from the trace's names."""
+    if model is not None:
+        return {name for name, m in model.named_modules(remove_duplicate=False) if next(m.children(), None) is not None}
     names = {c.module for c in trace.calls} | {u.module for u in trace.uncalled}
+    names |= {alias for c in trace.calls for alias in c.aliases}
     return {n.rpartition(".")[0] for n in names if n}
 
 
-def torchview_leaves(trace: Trace) -> list:
-    """The calls torchview draws as module nodes: calls of modules without submodules. A module with
-    submodules that calls none of them (``nn.MultiheadAttention`` using its ``out_proj`` weights functionally,
-    a ViT encoder layer, fastai's ``EmbeddingDropout``) is a leaf of our trace, but torchview expands every
-    module with submodules into the functional ops it runs, so it draws no node for it; counting it would
-    report a disagreement that is only a different definition of a leaf."""
-    parents = _modules_with_submodules(trace)
-    return [c for c in trace.leaves() if c.module not in parents]
+def torchview_leaves(trace: Trace, model: nn.Module | None = None) -> list:
+    """The calls torchview draws as module nodes: calls of modules without submodules (decided from
+    ``model``'s structure where it is given, ``_modules_with_submodules``). A module with submodules that calls
+    none of them (``nn.MultiheadAttention`` using its ``out_proj`` weights functionally, a ViT encoder layer,
+    fastai's ``EmbeddingDropout``) is a leaf of our trace, but torchview expands every module with submodules
+    into the functional ops it runs, so it draws no node for it; counting it would report a disagreement that
+    is only a different definition of a leaf."""
+    parents = _modules_with_submodules(trace, model)
+    return [c for c in trace.leaves() if c.module not in parents and not parents.intersection(c.aliases)]
+
+
+def _unfed_calls(trace: Trace) -> set[int]:
+    """The calls that received no tensor from the forward's inputs or from another call (by the trace's data
+    flow): fed only from a buffer (BERT's ``position_ids``, ``token_type_ids``) or a tensor made inside the
+    forward. Empty when the trace did not follow the data (no edges): nothing can be told then."""
+    if not trace.edges:
+        return set()
+    fed = {int(e.dst.partition(":")[2]) for e in trace.edges
+           if not e.side and e.dst.startswith("call:") and e.src.partition(":")[0] in ("input", "call", "op")}
+    return {c.id for c in trace.calls if c.id not in fed}
 
 
 def diff_torchview(model: nn.Module, trace: Trace, *args: Any, **kwargs: Any) -> Comparison:
@@ -224,19 +248,22 @@ def diff_torchview(model: nn.Module, trace: Trace, *args: Any, **kwargs: Any) ->
             if type(node).__name__ == "ModuleNode":
                 nodes.setdefault(node.node_id, node)
     theirs = Counter((n.name, tuple(tuple(s) for s in (n.output_shape or []))) for n in nodes.values())
-    leaves = torchview_leaves(trace)
+    leaves = torchview_leaves(trace, model)
     ours = Counter((c.cls, tuple(tuple(m.shape) for _, m in iter_tensors(c.outputs))) for c in leaves)
-    first_call = {}
+    calls_of: dict[tuple, list] = defaultdict(list)
     for c in leaves:
-        first_call.setdefault((c.cls, tuple(tuple(m.shape) for _, m in iter_tensors(c.outputs))), c)
+        calls_of[(c.cls, tuple(tuple(m.shape) for _, m in iter_tensors(c.outputs)))].append(c)
+    unfed_ids = _unfed_calls(trace)
     diffs: list[Difference] = []
     for key in sorted(set(ours) | set(theirs), key=repr):
         if ours[key] != theirs[key]:
             cls, shapes = key
-            call = first_call.get(key)
+            unfed = [c for c in calls_of.get(key, []) if c.id in unfed_ids] if ours[key] > theirs[key] else []
+            # the row names a call torchview left out where the data flow tells which, else the pair's first call
+            call = (unfed or calls_of.get(key) or [None])[0]
             shape_text = ", ".join("(" + ",".join(map(str, s)) + ")" for s in shapes) or "—"
+            why = _count_why(trace, cls, ours[key], theirs[key], [c.label for c in unfed])
             diffs.append(Difference(call.label if call else cls, f"{cls} calls with output {shape_text}",
-                                    str(ours[key]), str(theirs[key]), _count_why(trace, cls, ours[key], theirs[key]),
-                                    call.id if call else None))
+                                    str(ours[key]), str(theirs[key]), why, call.id if call else None))
     matched = sum(min(ours[k], theirs[k]) for k in ours)
     return Comparison("torchview", len(leaves), sum(theirs.values()), matched, diffs)

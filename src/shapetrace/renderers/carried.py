@@ -23,6 +23,12 @@ while its input only grew channels (``(2,16,32,32) → (2,16,16,16)`` against ``
 fails the rule on the spatial axes: those did not differ on the input side. A rule that says "carried"
 wrongly would hide a change; one that says "changed" wrongly shows one layer too many, with its input beside
 its output, which a reader can judge.
+
+The other way round: a layer taking one tensor and returning one of the same rank whose output kept an axis
+(longer than 1) while the same axis of its input changed (``MaxPool2d(2)`` on ``(1,3,32,32)`` against
+``MaxPool2d(4)`` on ``(1,3,64,64)``, both ``(1,3,16,16)``) did not pass the change along: its window or
+stride changed. An adaptive pool (its output size is fixed) and a container (its calls inside decide) are
+the exceptions the caller names (``fixed_output``).
 """
 
 from __future__ import annotations
@@ -105,12 +111,33 @@ class _InputChanges:
         return self._rearranged(x, y)
 
 
-def follows_from_input(in_a: Any, in_b: Any, out_a: Any, out_b: Any) -> bool:
+def _kept_where_input_changed(ia: list[TensorMeta], ib: list[TensorMeta], oa: list[TensorMeta],
+                              ob: list[TensorMeta]) -> bool:
+    """Whether a layer taking one tensor and returning one of the same rank kept an output axis (longer than
+    1) at its size while the same axis of its input changed: a pooling whose window doubled on an image twice
+    as tall, a convolution whose stride doubled. A fixed layer's output follows its input's size. A layer
+    whose output changed on an axis where its input did not moves axes (a transpose), and is not judged so."""
+    if not (len(ia) == len(ib) == len(oa) == len(ob) == 1):
+        return False
+    (x, y), (p, q) = (ia[0], ib[0]), (oa[0], ob[0])
+    if not len(x.shape) == len(y.shape) == len(p.shape) == len(q.shape):
+        return False
+    axes = list(zip(x.shape, y.shape, p.shape, q.shape))
+    if any(a == b and c != d for a, b, c, d in axes):  # an axis changed only on the output: axes moved
+        return False
+    return any(a != b and c == d and c > 1 for a, b, c, d in axes)
+
+
+def follows_from_input(in_a: Any, in_b: Any, out_a: Any, out_b: Any, fixed_output: bool = False) -> bool:
     """Whether the outputs' difference (``out_a`` against ``out_b``) can follow from the inputs' (``in_a``
-    against ``in_b``), by the rule in this module's docstring."""
+    against ``in_b``), by the rule in this module's docstring. ``fixed_output``: the layer's output size may
+    stay the same whatever its input's (an adaptive pool; a container, whose calls inside decide its shapes);
+    else a one-tensor layer that kept an output axis where its input's changed does not follow from it."""
     ia, ib, oa, ob = _metas(in_a), _metas(in_b), _metas(out_a), _metas(out_b)
     if len(oa) != len(ob):  # a split into more pieces: only a changed input can explain it
         return len(ia) != len(ib) or any(x.shape != y.shape for x, y in zip(ia, ib))
+    if not fixed_output and _kept_where_input_changed(ia, ib, oa, ob):
+        return False
     in_dtypes = len(ia) != len(ib) or any(x.dtype != y.dtype for x, y in zip(ia, ib))
     changes = _InputChanges(ia, ib)
     return all((x.dtype == y.dtype or in_dtypes) and (x.shape == y.shape or changes.explain(x, y))

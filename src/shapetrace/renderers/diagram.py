@@ -579,7 +579,8 @@ class _Overlay:
             listed = list(diff.get(key, []))
             if listed:
                 shown = ", ".join(listed[:8]) + (f", … ({len(listed)} in all)" if len(listed) > 8 else "")
-                count = f" ({len(listed)})" if key == "unreached_in_b" else ""
+                # the calls, as the text counts them (a listed layer may stand for the calls inside it too)
+                count = f" ({diff.get(key + '_calls', len(listed))})" if key == "unreached_in_b" else ""
                 self._row("diff", key, "diff against A", "#ffffff", f"{words}{count}: {shown}")
 
     def _heat(self, trace: Trace, graph: Graph, calls: list[Node], options: dict[str, Any]) -> None:

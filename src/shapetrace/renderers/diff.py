@@ -94,19 +94,38 @@ def render_text(comparison: Comparison, width: int | None = 100) -> str:
 
 
 def render_markdown(comparison: Comparison) -> str:
+    """A Markdown table and the summary; the summary alone where there is no difference (no empty table)."""
+    if not comparison.differences:
+        return md_cell(_summary(comparison)) + "\n"
     head = [h.format(tool=comparison.tool) for h in COLUMNS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in _rows(comparison)]
     return "\n".join([*lines, "", _summary(comparison)]) + "\n"
 
 
+def comparison_to_dict(comparison: Comparison) -> dict:
+    """The comparison as plain JSON data (``shapetrace.against/1``): the counts, the summary, and one object per
+    difference with the columns the table shows (``call``: our call's id, ``None`` for totals)."""
+    return {"format": "shapetrace.against/1", "tool": comparison.tool, "our_calls": comparison.our_calls,
+            "their_calls": comparison.their_calls, "matched": comparison.matched,
+            "differences": [{"layer": d.layer, "what": d.what, "shapetrace": d.shapetrace, "other": d.other,
+                             "why": d.why, "call": d.call} for d in comparison.differences],
+            "summary": _summary(comparison)}
+
+
+# the formats a comparison with another tool renders as (``render``)
+COMPARISON_FORMATS = ("text", "md", "json")
+
+
 def render(comparison: Comparison, fmt: str = "text", width: int | None = 100) -> str:
-    """The comparison as ``text`` (fitted to ``width`` columns; ``None``: no limit) or ``md``."""
+    """The comparison as ``text`` (fitted to ``width`` columns; ``None``: no limit), ``md`` or ``json``."""
     if fmt == "md":
         return render_markdown(comparison)
     if fmt == "text":
         return render_text(comparison, width)
-    raise ValueError(f"diff renders as text or md, not {fmt!r}")
+    if fmt == "json":
+        return json.dumps(comparison_to_dict(comparison), indent=1, sort_keys=True) + "\n"
+    raise ValueError(f"a comparison renders as {', '.join(COMPARISON_FORMATS)}, not {fmt!r}")
 
 
 # ==== shapetrace diff A B: two traces, aligned by module name and call order ====================================
@@ -172,6 +191,14 @@ class Row:
     changes: list[tuple[str, str, str]] = field(default_factory=list)
     inside_a: list[str] = field(default_factory=list)
     inside_b: list[str] = field(default_factory=list)
+    # the ids of the calls folded into this row, on each side (``inside_a``/``inside_b`` name them)
+    folded_a: list[int] = field(default_factory=list)
+    folded_b: list[int] = field(default_factory=list)
+
+    @property
+    def calls(self) -> int:
+        """How many calls a one-sided row stands for: its own and those folded into it."""
+        return 1 + len(self.folded_a if self.status in ("only_a", "unreached_b") else self.folded_b)
 
     @property
     def cls(self) -> str:
@@ -227,28 +254,84 @@ def _key(call: Call) -> tuple[str, int]:
     return (call.module, call.call_index)
 
 
-def _compare(row: Row) -> None:
+def _own_trainable(call: Call, children: dict[int, list[Call]]) -> int:
+    """The trainable parameters registered on ``call``'s module itself: its subtree's less those of the modules
+    it called directly (each module once). A child module that was never called is counted as the module's own
+    on both sides, so it shows only where it changed; a parameter shared with a child is counted once."""
+    seen: dict[str, int] = {}
+    for child in children.get(call.id, ()):
+        seen.setdefault(child.module, child.trainable_params)
+    return max(0, call.trainable_params - sum(seen.values()))
+
+
+def _compare(row: Row, children_a: dict[int, list[Call]], children_b: dict[int, list[Call]]) -> None:
     a, b = row.a, row.b
     assert a is not None and b is not None
     changes = row.changes
     if a.cls != b.cls:
         changes.append(("class", a.cls, b.cls))
-    if a.own_params != b.own_params:
+        if a.params != b.params:  # a class change: the subtree's parameters, the new layer's insides included
+            leaves = a.params == a.own_params and b.params == b.own_params
+            changes.append(("params" if leaves else "params (all)", f"{a.params:,}", f"{b.params:,}"))
+    elif a.own_params != b.own_params:
         changes.append(("params", f"{a.own_params:,}", f"{b.own_params:,}"))
-    elif a.own_params and a.trainable_params != b.trainable_params and a.cls == b.cls:
-        changes.append(("trainable", f"{a.trainable_params:,}", f"{b.trainable_params:,}"))
+    elif a.own_params:
+        # trainable, like params, counts the module's own parameters: a container is not changed because a
+        # layer inside it was frozen, resized or removed (that layer's row shows it)
+        ta, tb = _own_trainable(a, children_a), _own_trainable(b, children_b)
+        if ta != tb:
+            changes.append(("trainable", f"{ta:,}", f"{tb:,}"))
     in_a, in_b = _side_by_side([a.inputs, a.kwargs], [b.inputs, b.kwargs])
     out_a, out_b = _side_by_side(a.outputs, b.outputs)
     if a.error != b.error:  # one failed, or both with different errors
         changes.append(("error", a.error or "—", b.error or "—"))
+    # a layer whose output size is fixed whatever its input: an adaptive pool, or a container (the calls inside
+    # it decide its shapes, and are judged on their own)
+    fixed = a.cls.startswith("Adaptive") or a.id in children_a or b.id in children_b
     # its own change, or an output its new input cannot explain (``carried.follows_from_input``)
-    own = bool(changes) or (out_a != out_b and not follows_from_input([a.inputs, a.kwargs], [b.inputs, b.kwargs],
-                                                                      a.outputs, b.outputs))
-    if out_a != out_b:
+    own = bool(changes) or ((out_a != out_b or in_a != in_b)
+                            and not follows_from_input([a.inputs, a.kwargs], [b.inputs, b.kwargs],
+                                                       a.outputs, b.outputs, fixed_output=fixed))
+    if out_a != out_b or (own and in_a != in_b and not changes):  # the output it kept, beside its new input
         changes.append(("output", out_a, out_b))
     if in_a != in_b and (own or out_a == out_b):
         changes.append(("input", in_a, in_b))
     row.status = "changed" if own else ("carried" if (out_a != out_b or in_a != in_b) else "same")
+
+
+def _children(t: Trace) -> dict[int, list[Call]]:
+    """Each call's direct calls, in start order, by the calling call's id."""
+    out: dict[int, list[Call]] = {}
+    for c in t.calls:
+        if c.parent is not None:
+            out.setdefault(c.parent, []).append(c)
+    return out
+
+
+def _mark_own_code(rows: list[Row], children_a: dict[int, list[Call]], children_b: dict[int, list[Call]]) -> None:
+    """A container whose own code changed what it passes to a call inside it is changed.
+
+    On each side, what a container's call can pass to its next call is its own input and what its earlier
+    calls returned. Where all of those have the same shapes on both sides (and the earlier calls are the same
+    calls) but the next call's input does not, nothing the diff sees explains that input: the container's own
+    forward made it differently (a slice, a reshape, a ``torch.cat`` of its own), so the container is changed
+    (``passes to``, the first such call's input), not the calls below it, which carry what they were given."""
+    for row in rows:
+        a, b = row.a, row.b
+        if a is None or b is None:
+            continue
+        if _signature([a.inputs, a.kwargs]) != _signature([b.inputs, b.kwargs]):
+            continue
+        for ca, cb in zip(children_a.get(a.id, ()), children_b.get(b.id, ())):
+            if _key(ca) != _key(cb):
+                break
+            if _signature([ca.inputs, ca.kwargs]) != _signature([cb.inputs, cb.kwargs]):
+                in_a, in_b = _side_by_side([ca.inputs, ca.kwargs], [cb.inputs, cb.kwargs])
+                row.changes.append((f"passes to {cb.label}", in_a, in_b))
+                row.status = "changed"
+                break
+            if _signature(ca.outputs) != _signature(cb.outputs) or ca.error != cb.error:
+                break
 
 
 def diff_traces(a: Trace, b: Trace, a_name: str = "A", b_name: str = "B") -> TraceDiff:
@@ -258,6 +341,7 @@ def diff_traces(a: Trace, b: Trace, a_name: str = "A", b_name: str = "B") -> Tra
     common = set(a_by) & set(b_by)
     rows: list[Row] = []
     done: set[tuple[str, int]] = set()
+    children_a, children_b = _children(a), _children(b)
 
     def emit(key: tuple[str, int], side: str) -> None:
         if key in done:
@@ -266,7 +350,7 @@ def diff_traces(a: Trace, b: Trace, a_name: str = "A", b_name: str = "B") -> Tra
         ca, cb = a_by.get(key), b_by.get(key)
         if key in common:
             row = Row(cb.label if cb else key[0], ca, cb)  # type: ignore[union-attr]
-            _compare(row)
+            _compare(row, children_a, children_b)
         elif side == "a":
             row = Row(ca.label, ca, None, "only_a")  # type: ignore[union-attr]
         else:
@@ -279,6 +363,7 @@ def diff_traces(a: Trace, b: Trace, a_name: str = "A", b_name: str = "B") -> Tra
             emit(k, "a")
         for k in bkeys[j1:j2]:
             emit(k, "b")
+    _mark_own_code(rows, children_a, children_b)
     _mark_unreached(rows, a, b)
     _fold_insides(rows)
     _mark_containers(rows)
@@ -383,6 +468,7 @@ def _fold_insides(rows: list[Row]) -> None:
             label = call.label[len(top_module) + 1:] if top_module and call.label.startswith(top_module + ".") \
                 else call.label
             (top.inside_a if side == "a" else top.inside_b).append(f"{label} {call.cls}")
+            (top.folded_a if side == "a" else top.folded_b).append(call.id)
             row.status = "folded"
             owner[(side, call.id)] = top  # type: ignore[index]
 
@@ -435,11 +521,12 @@ def _signed(n: int) -> str:
 
 def _summary_lines(d: TraceDiff) -> list[str]:
     shown = d.shown
-    counts = {s: sum(1 for r in shown if r.status == s) for s in _STATUS_WORD}
+    # calls, not rows: a one-sided row stands for the calls folded into it too
+    counts = {s: sum(1 if s == "changed" else r.calls for r in shown if r.status == s) for s in _STATUS_WORD}
     out = [(f"{counts['changed']} changed, {counts['only_a']} only in A, {counts['only_b']} only in B "
             f"(of {len(d.a.calls)} calls in A and {len(d.b.calls)} in B).")]
     for status, side in _UNREACHED.items():
-        n = sum(1 for r in shown if r.status == status)
+        n = sum(r.calls for r in shown if r.status == status)
         if n:
             out.append(f"{n} call{'s' if n != 1 else ''} not reached in {side}, whose forward failed before "
                        "calling {}: the module is there, not added or removed.".format("it" if n == 1 else "them"))
@@ -494,6 +581,11 @@ def _no_differences(d: TraceDiff) -> str:
     """The sentence for a diff with no changed, added or removed call."""
     out_a, out_b = _side_by_side(d.a.outputs, d.b.outputs)
     if d.carried or out_a != out_b:
+        ra, rb = (d.a.calls[0], d.b.calls[0]) if d.a.calls and d.b.calls else (None, None)
+        if ra and rb and _signature([ra.inputs, ra.kwargs]) == _signature([rb.inputs, rb.kwargs]):  # never blame
+            # the input where it is the same (a change the diff cannot place)
+            return ("No layer changed: the same calls, classes and parameters on the same input; the shapes below "
+                    "differ through code the diff does not see (a forward's own operations).")
         return ("No layer changed: the same calls, classes and parameters; the shapes below differ only because "
                 "the input did.")
     return "No differences: the same calls, classes, parameters and shapes."
@@ -604,17 +696,23 @@ def diagram_options(d: TraceDiff) -> dict:
     the text counts them, given only where there are some (a diff of two whole forwards has none). A container
     that only contains changes is none of these."""
     changed = [r.b for r in d.shown if r.status == "changed" and r.b is not None]
-    added = [r.b for r in d.shown if r.status == "only_b" and r.b is not None]
-    unreached = [r.b for r in d.shown if r.status == "unreached_a" and r.b is not None]
+    added_rows = [r for r in d.shown if r.status == "only_b" and r.b is not None]
+    unreached_rows = [r for r in d.shown if r.status == "unreached_a" and r.b is not None]
     removed = [f"{r.label} {r.cls}" for r in d.shown if r.status == "only_a"]
-    unreached_in_b = [f"{r.label} {r.cls}" for r in d.shown if r.status == "unreached_b"]
-    options: dict[str, list] = {"changed": sorted({c.module for c in changed}),
-                                "added": sorted({c.module for c in added}), "removed": removed,
-                                "changed_calls": sorted(c.id for c in changed),
-                                "added_calls": sorted(c.id for c in added)}
-    if unreached:
-        options |= {"unreached": sorted({c.module for c in unreached}),
-                    "unreached_calls": sorted(c.id for c in unreached)}
+    unreached_in_b = [r for r in d.shown if r.status == "unreached_b"]
+    # a one-sided row's calls: its own and those folded into it, as the text counts them
+    def calls(rows: list[Row]) -> list[int]:
+        return sorted(i for r in rows for i in (r.b.id, *r.folded_b))  # type: ignore[union-attr]
+
+    options: dict[str, Any] = {"changed": sorted({c.module for c in changed}),
+                               "added": sorted({r.b.module for r in added_rows}),  # type: ignore[union-attr]
+                               "removed": removed,
+                               "changed_calls": sorted(c.id for c in changed),
+                               "added_calls": calls(added_rows)}
+    if unreached_rows:
+        options |= {"unreached": sorted({r.b.module for r in unreached_rows}),  # type: ignore[union-attr]
+                    "unreached_calls": calls(unreached_rows)}
     if unreached_in_b:
-        options["unreached_in_b"] = unreached_in_b
+        options["unreached_in_b"] = [f"{r.label} {r.cls}" for r in unreached_in_b]
+        options["unreached_in_b_calls"] = sum(r.calls for r in unreached_in_b)
     return {"diff": options}
