@@ -138,3 +138,33 @@ def test_every_torch_nn_layer_forward_matches_its_installed_source():
         if not source_matches(code, text, first, code.co_qualname):
             mismatched.append(f"{cls.__module__}.{cls.__qualname__}")
     assert checked > 100 and mismatched == []
+
+
+_CELL = """import torch
+from torch import nn
+
+
+class InACell(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.cat([self.lin(x), x], dim=1)
+"""
+
+
+def test_a_class_from_a_notebook_cell_run_statement_by_statement_shows_its_lines():
+    """IPython compiles a cell one top-level statement at a time (the class apart from the imports above it), the
+    cell's text kept in ``linecache`` under a name of its own; ``torch.cat`` then compiles as in no file."""
+    import ast
+    import linecache
+
+    name = "<ipython-input-7-cell>"
+    linecache.cache[name] = (len(_CELL), None, _CELL.splitlines(keepends=True), name)
+    ns: dict = {"__name__": "__main__"}
+    for node in ast.parse(_CELL).body:
+        exec(compile(ast.Module([node], []), name, "exec"), ns)  # noqa: S102 - running a cell as IPython does
+    (source,) = build_view(trace(ns["InACell"](), torch.randn(2, 4), lines=True)).sources
+    assert source.missing is None
+    assert [g.text() for ln in source.lines for g in ln.groups] == ["lin Linear → (2,4)", "cat → (2,8)"]

@@ -4,7 +4,9 @@
 old code, and the new text would show beside what the old code did. The text is compiled again, inside the
 same kind of enclosing class and function the code was compiled in (the class ``__private`` names are mangled
 with and ``super()`` needs; the enclosing function whose variables the code reads as free variables), with the
-``__future__`` features the code was compiled with, and the result is compared with the running code object,
+``__future__`` features the code was compiled with, after the file's top-level imports and again without them
+(how a method of an imported module is called depends on them, and IPython compiles a cell's statements one by
+one), and the result is compared with the running code object,
 and recursively with the code written inside it: bytecode, constants, names, variables and the line every
 instruction is on. Any difference, or text that does not compile, is a mismatch.
 """
@@ -47,15 +49,17 @@ def source_matches(code: CodeType, text: list[str], first: int, qualname: str = 
         wrapped = _wrap(body, indent, cls, freevars)
         if wrapped is None:
             continue
-        before, source = wrapped
-        if imported:  # the compiler calls a method of an imported module differently (``torch.cat(...)``)
-            before, source = before + 1, f"import {', '.join(imported)}\n{source}"
-        shift = first + offset - (before + 1)  # compiled line + shift = line in the file
-        target = code.co_firstlineno - shift
-        for compiled in _compiled(source, code.co_flags & _FUTURE_FLAGS):
-            if any(c.co_name == code.co_name and c.co_firstlineno == target and _same_code(code, c, shift)
-                   for c in _nested_codes(compiled)):
-                return True
+        # The compiler calls a method of an imported module differently (``torch.cat(...)``), so the file's
+        # imports go first; and again without them: IPython compiles a cell one statement at a time, a class
+        # apart from the imports above it.
+        contexts = [(f"import {', '.join(imported)}\n", 1), ("", 0)] if imported else [("", 0)]
+        for prefix, lines in contexts:
+            shift = first + offset - (wrapped[0] + lines + 1)  # compiled line + shift = line in the file
+            target = code.co_firstlineno - shift
+            for compiled in _compiled(prefix + wrapped[1], code.co_flags & _FUTURE_FLAGS):
+                if any(c.co_name == code.co_name and c.co_firstlineno == target and _same_code(code, c, shift)
+                       for c in _nested_codes(compiled)):
+                    return True
     return False
 
 
