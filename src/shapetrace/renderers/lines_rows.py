@@ -31,31 +31,62 @@ class Row:
     notes: list[str]
 
 
+def _words(text: str) -> tuple[str, list[str], list[int]]:
+    """``text``'s leading spaces, its words (split at single spaces, so runs of spaces are kept) and their widths."""
+    rest = text.lstrip(" ")
+    words = rest.split(" ")
+    return text[:len(text) - len(rest)], words, [display_width(w) for w in words]
+
+
 def wrap_words(text: str, width: int, indent: str = "") -> list[str]:
     """``text`` in pieces of at most ``width`` display columns, broken after spaces; the pieces after the first
-    start with ``indent``; a word wider than a piece is cut where it must be."""
+    start with ``indent`` (unless the word that starts one would then not fit); a word wider than a piece is cut
+    where it must be."""
     width = max(width, 1)
     if display_width(text) <= width:
         return [text]
-    words = [w + " " for w in text.split(" ")]
-    words[-1] = words[-1][:-1]
-    def start(word: str) -> str:  # a new piece: indented when the word still fits, else not
-        fits = display_width(indent + word.rstrip()) <= width and display_width(indent) < width // 2
-        return indent if fits else ""
+    lead, words, widths = _words(text)
+    indent_width = display_width(indent)
+
+    def start(word_width: int) -> tuple[str, int]:  # a new piece: indented when that leaves room for the word
+        fits = indent_width < width // 2 and indent_width + word_width <= width
+        return (indent, indent_width) if fits else ("", 0)
 
     pieces: list[str] = []
-    current = ""
-    for word in words:
-        if current.strip() and display_width(current + word.rstrip()) > width:
+    current, used, started = lead, display_width(lead), False
+    for word, word_width in zip(words, widths):
+        if started and used + 1 + word_width > width:
             pieces.append(current.rstrip())
-            current = start(word)
-        current += word
-        while display_width(current.rstrip()) > width:  # one word wider than a piece: cut where it must be
-            head = fitting_start(current, width) or current[:1]
-            pieces.append(head)
-            current = start(current[len(head):]) + current[len(head):]
+            current, used = start(word_width)
+            started = False
+        elif not started and used + word_width > width:  # the indentation leaves no room: drop it
+            current, used = "", 0
+        while used + word_width > width:  # one word wider than a piece: cut where it must be
+            head = fitting_start(word, width - used) or word[:1]
+            pieces.append(current + head)
+            word = word[len(head):]
+            word_width = display_width(word)
+            current, used = start(word_width)
+        current += (" " if started else "") + word
+        used += (1 if started else 0) + word_width
+        started = True
     if current.strip() or not pieces:
         pieces.append(current.rstrip())
+    return pieces
+
+
+def _count(lead: int, widths: list[int], width: int, indent: int) -> int:
+    """How many pieces ``wrap_words`` makes of a text with these leading spaces and word widths (no cut words:
+    the count only ranks layouts)."""
+    pieces, used, started = 1, lead, False
+    indent = indent if indent < width // 2 else 0
+    for w in widths:
+        if started and used + 1 + w > width:
+            pieces += 1
+            used = indent if indent + w <= width else 0
+            started = False
+        used += (1 if started else 0) + w
+        started = True
     return pieces
 
 
@@ -65,11 +96,20 @@ def _split(rows: list[Row], room: int) -> int:
     widest_code = max(display_width(r.code) for r in rows)
     low = min(widest_code, max(_MIN_CODE, room // 3))
     high = max(low, min(widest_code, room - _MIN_NOTES))
-    step = max(1, (high - low) // 24)  # a few dozen tries at most
+    step = max(1, (high - low) // 16)  # a few dozen tries at most
+    measured = []
+    for r in rows:
+        lead, _, code = _words(r.code)
+        notes = [(_words(n)[2], display_width(n)) for n in r.notes]
+        measured.append((display_width(r.code), len(lead), code, notes))
     best: tuple[int, int] | None = None
     for code_width in (*range(low, high, step), high):
-        total = sum(max(len(wrap_words(r.code, code_width, "    ")),
-                        sum(len(wrap_words(n, room - code_width, "  ")) for n in r.notes)) for r in rows)
+        note_width = room - code_width
+        total = 0
+        for whole, lead_width, code, notes in measured:
+            code_rows = 1 if whole <= code_width else _count(lead_width, code, code_width, lead_width + 4)
+            note_rows = sum(1 if nw <= note_width else _count(0, ws, note_width, 2) for ws, nw in notes)
+            total += max(code_rows, note_rows)
         if best is None or total <= best[0]:
             best = (total, code_width)
     return best[1] if best else low
