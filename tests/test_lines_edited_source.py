@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -48,7 +47,6 @@ def _import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: 
 def _edited_after_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edited: str) -> nn.Module:
     module = _import(tmp_path, monkeypatch, "two_branches", _TWO_BRANCHES.encode())
     model = module.TwoBranches()
-    time.sleep(0.01)
     (tmp_path / "two_branches.py").write_text(edited)  # saved in the editor, never reloaded
     return model
 

@@ -145,3 +145,24 @@ def test_line_numbers_past_9999_keep_the_mark_apart_and_the_bars_aligned(tmp_pat
     text = _lines(_model(tmp_path, _FAR_DOWN, "far_down.py"), "--width", width)
     assert "· 10063 │         y = y * 2" in text
     assert len(_bar_columns(_rows(text))[0]) == 1
+
+
+_CJK = """import torch
+from torch import nn
+
+
+class Cjk(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.卷积层 = nn.ModuleList([nn.Embedding(10, n) for n in (6, 5, 8, 3, 21, 7)])
+
+    def forward(self, x):
+        return torch.cat([层(x[:, i]) for i, 层 in enumerate(self.卷积层)], dim=1)  # 把所有嵌入拼接在一起，得到一个宽的向量
+"""
+
+
+def test_wide_characters_are_measured_in_display_columns_when_rows_wrap(tmp_path):
+    rows = _rows(_lines(_model(tmp_path, _CJK, "cjk.py"), "--width", "50"))
+    assert max(map(display_width, rows)) <= 50
+    first, second = _bar_columns(rows)
+    assert len(first) == 1 and len(second) == 1
