@@ -36,7 +36,8 @@ KNOWN_CYCLES: dict[str, frozenset[str]] = {
     # records' display methods (_repr_html_, lines()) import their renderers, which import records: allowed as
     # upward imports, still a cycle (the records split ends it)
     "records-display": frozenset({"shapetrace.tracer.records", "shapetrace.renderers.table",
-                                  "shapetrace.renderers.lines", "shapetrace.renderers.html",
+                                  "shapetrace.renderers.lines", "shapetrace.renderers.lines_rows",
+                                  "shapetrace.renderers.html",
                                   "shapetrace.renderers.display", "shapetrace.renderers.diagram",
                                   "shapetrace.renderers.graph", "shapetrace.renderers.plots", "shapetrace.renderers.rows",
                                   "shapetrace.renderers.hints",

@@ -20,6 +20,8 @@ from .cli_options import (
     output_not_an_input,
     output_not_the_model,
     print_cause,
+    table_width,
+    width_option,
 )
 from .renderers.lines import LinesError, build_view, lines_page
 from .renderers.lines import render as render_lines
@@ -46,9 +48,11 @@ _SUFFIX = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".js
                    "(a file other than -o's: the same file for both is refused).")
 @click.option("--train/--eval", "train", default=None,
               help="Trace in training / eval mode. Default: an exhibit as built, any other model in eval.")
+@width_option
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
 def lines_command(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ...], fmt: str | None,
-                  output: str | None, save_trace: str | None, train: bool | None, debug: bool) -> None:
+                  output: str | None, save_trace: str | None, train: bool | None, width: int | None,
+                  debug: bool) -> None:
     """Print MODEL's forward source with, beside each line, the module calls and
     functional ops it ran and their output shapes.
 
@@ -73,14 +77,15 @@ def lines_command(model: str, module: str, inputs: tuple[str, ...], args: tuple[
       shapetrace lines mymodels.py:build --input 2,3,64,64 --format html -o lines.html
     """
     with cli_errors(debug):
-        failure_note = _lines(model, module, inputs, args, fmt, output, save_trace, train, debug)
+        failure_note = _lines(model, module, inputs, args, fmt, output, save_trace, train, width, debug)
     if failure_note:
         click.echo(f"error: {failure_note}", err=True)
         sys.exit(1)
 
 
 def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ...], fmt: str | None,
-           output: str | None, save_trace: str | None, train: bool | None, debug: bool) -> str | None:
+           output: str | None, save_trace: str | None, train: bool | None, width: int | None,
+           debug: bool) -> str | None:
     """Write the lines view; the failure message when the forward failed, else ``None``."""
     if fmt is None and output is not None and Path(output).suffix and Path(output).suffix.lower() not in _SUFFIX:
         raise UsageProblem(f"no lines format writes {Path(output).suffix!r} files; use one of "
@@ -111,7 +116,7 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
         view = build_view(result, module)
     except LinesError as e:
         raise UsageProblem(str(e)) from e
-    text = render_lines(view, fmt)
+    text = render_lines(view, fmt, table_width(width, output))
     if output is not None and fmt == "html":  # a file of its own: a whole page, not a fragment
         text = lines_page(text, f"{result.model.cls}{'.' + module if module else ''}: line by line")
     if output is None:

@@ -16,14 +16,16 @@ import difflib
 import json
 import keyword
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..tracer.records import Call, Op, Struct, TensorMeta, Trace, iter_tensors
-from .display import save_file
+from .display import MIN_TABLE_WIDTH, save_file
 from .html import FAIL_COLOR, safe_html
-from .units import display_width, escape_controls, literal, pad
+from .lines_rows import Row, text_rows
+from .units import display_width, escape_controls, literal
 
 __all__ = ["FORMATS", "LinesError", "LinesView", "build_view", "lines_page", "render"]
 
@@ -522,7 +524,8 @@ def _title(view: View, sv: SourceView) -> str:
 _LEGEND = "· never ran   ✗ the line the error left by   ×N made N times by the line (a loop, a reused module)"
 
 
-def render_text(view: View) -> str:
+def render_text(view: View, width: int | None = None) -> str:
+    """The text form, its rows at most ``width`` columns wide (``None``: no limit; see ``lines_rows``)."""
     out: list[str] = []
     for sv in view.sources:
         out.append(_title(view, sv))
@@ -531,7 +534,7 @@ def render_text(view: View) -> str:
             out += [f"    {g.text()}" for g in sv.calls_only] or ["    (none recorded: what runs inside is compiled)"]
             out.append("")
             continue
-        out += _text_rows(sv.lines)
+        out += _text_rows(sv.lines, width)
         if (note := _outside_note(sv)) is not None:
             out.append(f"note: {note}")
         out.append("")
@@ -540,11 +543,21 @@ def render_text(view: View) -> str:
     if view.failure:
         out += [escape_controls(f"the forward failed: {part}" if i == 0 else part)
                 for i, part in enumerate(view.failure.splitlines() or [""])]
-    out.append(_LEGEND)
+    out += _legend(width)
     return "\n".join(out) + "\n"
 
 
-_CODE_WIDTH = 100  # the widest code column; a longer line is shown whole, its shapes on the rows below
+def _legend(width: int | None) -> list[str]:
+    """The legend, its items (never split) on as many rows as ``width`` needs."""
+    rows: list[str] = []
+    for item in _LEGEND.split("   "):
+        if rows and (width is None or display_width(f"{rows[-1]}   {item}") <= width):
+            rows[-1] += f"   {item}"
+        else:
+            rows.append(item)
+    return rows
+
+
 _OUTSIDE = "(made outside these lines)"
 _NOT_IN_SOURCE = "(outside the source as saved)"
 
@@ -566,31 +579,23 @@ def _code_text(ln: Line) -> str | None:
     return None if ln.number else _OUTSIDE
 
 
-def _text_rows(lines: list[Line]) -> list[str]:
-    """The ``number │ code │ shapes`` rows, the second ``│`` in one column in a terminal: tabs expanded (stops
-    of 8, as ``expand`` does), other control and format characters of the source (a ``\\r``, a right-to-left
-    override) shown as Python escapes as the table shows them, widths in display columns (卷积 is 4), each line
-    of a multi-line note on a row of its own, and a code line wider than the column shown whole with its shapes
-    below it."""
-    codes = [_code_text(ln) or escape_controls(ln.text.expandtabs(8)) for ln in lines]
-    width = min(_CODE_WIDTH, max((display_width(c) for c in codes), default=0))
-    rows: list[str] = []
-    for ln, code in zip(lines, codes):
-        mark = {"unreached": "·", "raised": "✗"}.get(ln.state, " ")
-        number = f"{ln.number:>4}" if ln.number else "   ?"
+def _text_rows(lines: list[Line], width: int | None) -> list[str]:
+    """The ``number │ code │ shapes`` rows (``lines_rows.text_rows``), the two ``│`` in one column each in a
+    terminal: tabs expanded (stops of 8, as ``expand`` does), other control and format characters of the source
+    (a ``\\r``, a right-to-left override) shown as Python escapes as the table shows them, widths in display
+    columns (卷积 is 4), each line of a multi-line note on a row of its own."""
+    rows = []
+    for ln in lines:
         notes = [g.text() for g in ln.groups] + ([f"✗ {ln.error}"] if ln.error else [])
-        notes = [escape_controls(part) for note in notes for part in note.splitlines() or [""]]
-        head = f"{mark}{number} │ {code}"
-        if notes and display_width(code) <= width:
-            head = f"{mark}{number} │ {pad(code, width)} │ {notes.pop(0)}"
-        rows.append(head.rstrip())
-        rows += [f"{' ' * 5} │ {' ' * width} │ {note}".rstrip() for note in notes]
-    return rows
+        rows.append(Row(ln.number, {"unreached": "·", "raised": "✗"}.get(ln.state, " "),
+                        _code_text(ln) or escape_controls(ln.text.expandtabs(8)),
+                        [escape_controls(part) for note in notes for part in note.splitlines() or [""]]))
+    return text_rows(rows, width)
 
 
-def render_markdown(view: View) -> str:
+def render_markdown(view: View, width: int | None = None) -> str:
     out: list[str] = ["```text"]
-    out.append(render_text(view).rstrip("\n"))
+    out.append(render_text(view, width).rstrip("\n"))
     out.append("```")
     return "\n".join(out) + "\n"
 
@@ -726,16 +731,21 @@ def to_dict(view: View) -> dict:
             "failure": view.failure, "note": view.note, "sources": sources}
 
 
-def render(view: View, fmt: str = "text") -> str:
+def render(view: View, fmt: str = "text", width: int | None = None) -> str:
+    """``view`` as ``fmt``; the text of ``text`` and ``md`` at most ``width`` columns wide (``None``: no limit)."""
     if fmt == "text":
-        return render_text(view)
+        return render_text(view, width)
     if fmt == "md":
-        return render_markdown(view)
+        return render_markdown(view, width)
     if fmt == "html":
         return render_html(view)
     if fmt == "json":
         return json.dumps(to_dict(view), indent=1, sort_keys=True) + "\n"
     raise ValueError(f"lines renders as {', '.join(FORMATS)}, not {fmt!r}")
+
+
+def _terminal_width() -> int:
+    return max(shutil.get_terminal_size((100, 24)).columns, MIN_TABLE_WIDTH)
 
 
 class LinesView:
@@ -745,7 +755,8 @@ class LinesView:
         self.view = build_view(trace, module)
 
     def __str__(self) -> str:
-        return render_text(self.view)
+        """The text form, fitted to the terminal as ``str(trace)`` is (100 columns off a terminal)."""
+        return render_text(self.view, _terminal_width())
 
     def __repr__(self) -> str:
         return f"<LinesView of {self.view.module or '(root)'}: {len(self.view.sources)} source(s)>"
@@ -762,8 +773,11 @@ class LinesView:
         """Jupyter shows the HTML; a text front end (nbconvert to text, a console) the text form."""
         return {"text/html": render_html(self.view), "text/plain": str(self)}
 
-    def render(self, fmt: str = "text") -> str:
-        return render(self.view, fmt)
+    def render(self, fmt: str = "text", width: int | None = None) -> str:
+        """The view as ``fmt``; ``text`` and ``md`` rows at most ``width`` columns wide (``None``: no limit)."""
+        if width is not None and (width < MIN_TABLE_WIDTH or isinstance(width, bool)):
+            raise ValueError(f"width must be None or a whole number >= {MIN_TABLE_WIDTH}, not {width!r}")
+        return render(self.view, fmt, width)
 
     def save(self, path: str | Path, format: str | None = None) -> Path:
         """Write the view to ``path``, the format ``format`` or taken from the suffix (``.html`` a whole page,

@@ -14,13 +14,10 @@ every forward seen is read once and stored in the trace, so a saved trace shows 
 
 from __future__ import annotations
 
-import ast
 import functools
 import inspect
-import io
 import os
 import sys
-import tokenize
 from types import CodeType, FrameType
 from typing import Any
 
@@ -29,6 +26,7 @@ from torch import nn
 
 from .probes.ops import reads_only_its_own_state
 from .records import Op, Trace
+from .source_match import source_matches
 
 __all__ = ["LineRecorder", "forward_code"]
 
@@ -283,7 +281,7 @@ def _read_source(code: CodeType, qualname: str) -> dict:
         return {"qualname": qualname, "file": _short_path(code.co_filename),
                 "missing": f"its source file {code.co_filename!r} cannot be read (an interactive session, "
                            "a generated class or a file that has changed or gone)"}
-    if not _source_matches(code, text, first, qualname):
+    if not source_matches(code, text, first, qualname):
         return {"qualname": qualname, "file": _short_path(code.co_filename),
                 "missing": f"its source file {code.co_filename!r} has changed since this code was loaded (reload "
                            "the module, or restart the interpreter, to see its lines)"}
@@ -292,144 +290,3 @@ def _read_source(code: CodeType, qualname: str) -> dict:
     code_lines = sorted({line for c in (code, *_nested_codes(code)) for _, _, line in c.co_lines() if line})
     return {"qualname": qualname, "file": _short_path(code.co_filename), "first_line": first or 1,
             "text": [line.rstrip("\n") for line in text], "code_lines": code_lines}
-
-
-def _source_matches(code: CodeType, text: list[str], first: int, qualname: str = "") -> bool:
-    """Whether the source read now is plausibly what ``code`` was compiled from.
-
-    ``inspect`` reads the file as it is now; a notebook user who edits a model's file without reloading it
-    runs the old code, and the new text would show beside the old line numbers. The check: the block starts
-    where the code says it does, every line the code has instructions on lies inside it, and the global and
-    attribute names its body uses are the names the code (and the code written inside it) uses. Not a
-    bytecode comparison: a method compiled alone differs from one compiled in its class or closure. Names
-    are compared as compiled: ``self.__x`` in a class ``C`` is ``_C__x``; ``__debug__`` is a constant, and
-    the names of an ``assert`` or an ``if __debug__:`` body are gone under ``python -O``.
-    """
-    if first != code.co_firstlineno:
-        return False
-    last = first + len(text) - 1
-    if any(line is not None and not first <= line <= last for _, _, line in code.co_lines()):
-        return False
-    found = _names_written(text, code.co_varnames[:code.co_argcount])
-    if found is None:  # the text does not parse as a function: not what was compiled
-        return False
-    cls = _mangling_class(qualname or getattr(code, "co_qualname", code.co_name))
-    written, maybe = ({_mangle(n, cls) for n in names} for names in found)
-    codes = [code, *_nested_codes(code)]
-    used = {n for c in codes for n in c.co_names}
-    local = {n for c in codes for n in (*c.co_varnames, *c.co_cellvars, *c.co_freevars)}
-    return not {n for n in (written ^ used) - local - maybe if n and "." not in n}
-
-
-def _mangling_class(qualname: str) -> str:
-    """The class whose name Python mangles ``__private`` names with in the function ``qualname``: the innermost
-    class the function is written in (``C.forward.<locals>.f`` -> ``C``), ``""`` for none."""
-    parts = qualname.split(".")[:-1]  # the function itself is not a class
-    classes = [p for i, p in enumerate(parts) if p != "<locals>" and (i + 1 >= len(parts) or parts[i + 1] != "<locals>")]
-    return classes[-1] if classes else ""
-
-
-def _mangle(name: str, cls: str) -> str:
-    """``name`` as the compiler writes it in class ``cls``: ``__x`` -> ``_C__x`` (not ``__x__``, not dotted)."""
-    if not name.startswith("__") or name.endswith("__") or "." in name or not cls.lstrip("_"):
-        return name
-    return f"_{cls.lstrip('_')}{name}"
-
-
-def _lambda_nodes(source: str) -> list[ast.Lambda]:
-    """The lambdas in ``source``, which does not parse by itself: the lines ``inspect`` gives for a lambda written
-    inside a larger statement (``lambda x: m.lin(x))``, the second line of ``m.forward = (``). Each lambda is cut
-    out at the end of its expression (a bracket it did not open, a comma or ``for`` after its ``:``, the end of
-    the statement)."""
-    lines = source.splitlines(keepends=True)
-    offsets = [0]
-    for line in lines:
-        offsets.append(offsets[-1] + len(line))
-    tokens: list[tokenize.TokenInfo] = []
-    try:
-        tokens.extend(tokenize.generate_tokens(io.StringIO(source).readline))
-    except (tokenize.TokenError, IndentationError, SyntaxError):
-        pass  # unbalanced brackets: the tokens up to there are what we need
-    found: list[ast.Lambda] = []
-    for i, tok in enumerate(tokens):
-        if tok.type != tokenize.NAME or tok.string != "lambda":
-            continue
-        depth, colon, end = 0, False, None
-        for later in tokens[i + 1:]:
-            if later.type == tokenize.OP and later.string in "([{":
-                depth += 1
-            elif later.type == tokenize.OP and later.string in ")]}":
-                depth -= 1
-            if depth < 0 or later.type in (tokenize.NEWLINE, tokenize.ENDMARKER) or (depth == 0 and colon and (
-                    (later.type == tokenize.OP and later.string in ",;") or later.string in ("for", "async"))):
-                end = later.start
-                break
-            colon = colon or (depth == 0 and later.type == tokenize.OP and later.string == ":")
-        if end is None:
-            end = (len(lines), len(lines[-1]) if lines else 0)
-        start = offsets[tok.start[0] - 1] + tok.start[1]
-        try:
-            tree = ast.parse("(" + source[start:offsets[end[0] - 1] + end[1]] + "\n)")
-        except SyntaxError:
-            continue
-        found += [n for n in ast.walk(tree) if isinstance(n, ast.Lambda)]
-    return found
-
-
-def _names_written(text: list[str], params: tuple[str, ...] = ()) -> tuple[set[str], set[str]] | None:
-    """The attribute names and plain names the body of the function in ``text`` uses, and the names it may
-    or may not compile to (annotations and decorators of functions written inside it, which only some
-    ``__future__`` settings evaluate; the names of imports); ``None`` when the text does not parse. The
-    function's own decorators, parameters, defaults and annotations are left out: its code does not run them.
-    """
-    lines = list(text)
-    indent = len(lines[0]) - len(lines[0].lstrip()) if lines else 0
-    source = "".join(t[indent:] if len(t) - len(t.lstrip()) >= indent else t for t in lines)
-    try:
-        tree: ast.Module | None = ast.parse(source)
-    except SyntaxError:
-        tree = None
-    func = tree.body[0] if tree is not None and tree.body else None
-    if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        body: list[ast.AST] = list(func.body)
-    elif tree is None and source.lstrip().startswith(("def ", "async ", "@")):
-        return None
-    else:  # a lambda (`forward = lambda self, x: ...`): the one taking the code's parameters, else the first
-        lambdas = ([n for n in ast.walk(tree) if isinstance(n, ast.Lambda)] if tree is not None
-                   else _lambda_nodes(source))
-        if not lambdas:
-            return None
-        mine = [n for n in lambdas if [a.arg for a in (*n.args.posonlyargs, *n.args.args)] == list(params)]
-        body = [(mine or lambdas)[0].body]
-    names: set[str] = set()
-    maybe: set[str] = set()
-    todo = [(node, names) for node in body]
-    while todo:
-        node, into = todo.pop()
-        if isinstance(node, ast.Attribute):
-            into.add(node.attr)
-        elif isinstance(node, ast.Name):
-            (maybe if node.id == "__debug__" else into).add(node.id)  # a constant: no name in the code
-        elif isinstance(node, ast.alias):
-            maybe.update(node.name.split("."))
-        elif isinstance(node, ast.ImportFrom):
-            maybe.update((node.module or "").split("."))
-        elif isinstance(node, ast.ClassDef):  # a class body stores and reads these by itself
-            maybe.update(("__name__", "__module__", "__qualname__"))
-        for field, child in ast.iter_fields(node):
-            # An annotation is evaluated or not depending on __future__; `self.x: T` with no value stores nothing.
-            unsure = field in ("annotation", "returns", "decorator_list") or (
-                field == "target" and isinstance(node, ast.AnnAssign) and node.value is None)
-            # `assert` and an `if __debug__:` body are compiled only without -O (which compiled this code?).
-            unsure = unsure or isinstance(node, ast.Assert) or (
-                field == "body" and isinstance(node, ast.If) and _mentions_debug(node.test))
-            sink = maybe if unsure else into
-            if isinstance(child, ast.AST):
-                todo.append((child, sink))
-            elif isinstance(child, list):
-                todo.extend((c, sink) for c in child if isinstance(c, ast.AST))
-    return names, maybe
-
-
-def _mentions_debug(test: ast.expr) -> bool:
-    return any(isinstance(n, ast.Name) and n.id == "__debug__" for n in ast.walk(test))
