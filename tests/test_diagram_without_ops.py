@@ -77,3 +77,26 @@ def test_the_svg_draws_the_marked_layer_dashed_under_a_caption_saying_why(withou
     dashed = [g for g in nodes if "stroke-dasharray" in g]
     assert len(dashed) == 1 and ">fc<" in dashed[0] and UNFED_MARK in dashed[0]
     assert "functional ops were not recorded" in svg
+
+
+@requires_dot
+def test_in_the_u_layout_the_marked_node_leaves_room_for_its_mark(without_ops):
+    import subprocess
+
+    trace = shapetrace.trace(torchvision.models.resnet18(weights=None).eval(), torch.randn(1, 3, 64, 64))
+    done = subprocess.run(["dot", "-Tsvg"], input=to_dot(trace, layout="u", depth=1), capture_output=True,
+                          text=True, check=True)
+    assert "touch" not in done.stderr  # "some nodes with margin ... touch": the fc box drawn over the output
+
+
+def test_a_layer_fed_by_a_parameter_is_not_said_to_read_an_ops_output():
+    class FromAParameter(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.query, self.proj = nn.Parameter(torch.randn(1, 4)), nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.proj(self.query)
+
+    dot = to_dot(shapetrace.trace(FromAParameter(), torch.randn(1, 4)))
+    assert UNFED_MARK == "input from no drawn call" and "made by" not in dot  # no claim that an op made it

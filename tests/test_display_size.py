@@ -103,3 +103,31 @@ def test_a_trace_within_the_limit_shows_every_row_as_before():
     trace = shapetrace.trace(nn.Sequential(nn.Linear(4, 4), nn.ReLU()), torch.randn(1, 4))
     assert trace._repr_html_() == render_html(trace)
     assert "not shown" not in pretty(trace)
+
+
+def test_the_repeated_calls_note_counts_every_repeat_not_only_those_shown(long_trace):
+    more = f"and {STEPS - 2} more"  # cell#1 is named; cell#2 ... cell#599 are the others
+    assert more in long_trace._repr_html_() and more in pretty(long_trace).replace("\n  ", " ")
+
+
+class TwiceInTheMiddle(nn.Module):
+    """1,200 different layers, and one layer called twice where a shortened display leaves rows out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.ReLU() for _ in range(1200))
+        self.twice = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i == 800:
+                x = self.twice(self.twice(x))
+        return x
+
+
+def test_the_shortened_html_and_text_agree_on_leaving_out_a_call_column_the_rows_shown_leave_empty():
+    trace = shapetrace.trace(TwiceInTheMiddle(), torch.randn(1, 4))
+    header = pretty(trace).splitlines()[2]
+    assert "<th>call</th>" not in trace._repr_html_() and " call " not in header
+    assert "<th>call</th>" in trace.table(max_rows=None)._repr_mimebundle_()["text/html"]  # all rows: it has one

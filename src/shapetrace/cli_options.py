@@ -93,12 +93,13 @@ class QuietPipeGroup(click.Group):
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         # standalone: click exits the process when the command ends (the console entry, python -m shapetrace)
-        with guard_stdout(whole_process=standalone_mode):
-            try:
+        try:
+            with guard_stdout(whole_process=standalone_mode):
                 return super().main(*args, standalone_mode=standalone_mode, **kwargs)
-            except SystemExit as e:  # standalone: the command is done, the process ends now
-                exit_now(e.code if isinstance(e.code, int) else 1)
-                raise
+        except SystemExit as e:  # standalone: the command is done, the process ends now
+            # after the guard: what exit handlers print goes where descriptor 1 now points (stderr), as at exit
+            exit_now(0 if e.code is None else e.code if isinstance(e.code, int) else 1)
+            raise
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         with _quiet_broken_pipe():  # `shapetrace --help | true`

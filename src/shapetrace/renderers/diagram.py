@@ -123,9 +123,9 @@ THEME = {
 }
 # A trace recorded without functional ops (Graph.unfed): the mark on a node whose input an op made, and the line
 # under the title that says why such nodes have no edge into them and how to draw it.
-UNFED_MARK = "input made by unrecorded ops"
-UNFED_CAPTION = ("functional ops were not recorded: a dashed box's input was made by one "
-                 "(trace with ops=True to draw them)")
+UNFED_MARK = "input from no drawn call"
+UNFED_CAPTION = ("functional ops were not recorded (trace with ops=True to draw them): a dashed box's input "
+                 "came from none of the calls drawn")
 EDGE = {"color": "#59636e", "fontcolor": "#3d4650"}
 DOWN = {"color": "#c62828", "fontcolor": "#c62828", "penwidth": "2.2"}  # the U-Net paper's red "max pool" arrows
 UP = {"color": "#2e7d32", "fontcolor": "#2e7d32", "penwidth": "2.2"}  # and its green "up-conv" arrows
@@ -928,10 +928,11 @@ def label_crowding(graph: Graph, tails: dict[str, str] | None = None) -> int:
     return crowding
 
 
-def _label_width(n: Node, style: str) -> float:
-    """A generous estimate of a node's width in inches, from its label's longest line."""
+def _label_width(n: Node, style: str, unfed: bool = False) -> float:
+    """A generous estimate of a node's width in inches, from its label's longest line (``unfed``: it carries
+    ``UNFED_MARK``)."""
     title = display_width(shown_name(n.title)) * 0.088
-    small = [shown_name(n.cls), _shapes(n.out_shapes)]  # 9-point small print
+    small = [shown_name(n.cls), _shapes(n.out_shapes), UNFED_MARK if unfed else ""]  # 9-point small print
     if style == "detailed":
         small += [f"in{p}: {_shapes(n.shapes_of('in', p))}" for p, _ in n.inputs[:3]]
     return max([title, *(display_width(t) * 0.072 for t in small)]) + 0.35
@@ -961,8 +962,9 @@ def _u_positions(g: Graph, style: str, edge_labels: dict[tuple[str, str], str]) 
         tail_start -= 1
     column_from = tail_start + 2 if len(g.nodes) - tail_start > 4 else len(g.nodes)
     back: tuple[float, float] | None = None  # (x, half width) of the last node on the row above
+    unfed = set(g.unfed)
     for i, n in enumerate(g.nodes):
-        half = _label_width(n, style) / 2
+        half = _label_width(n, style, n.id in unfed) / 2
         if i >= column_from and x_prev is not None:
             x = x_prev if back is None else back[0] - back[1] - half - gap - 0.25
             pos[n.id] = (x, row_h)

@@ -178,7 +178,7 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     headers = _headers(view, extra)
     kinds = ["layer", "cls", "call", "shape", "shape"] + ["num"] * (len(headers) - 5)
     cells_of = [_plain_cells(r, extra, fwd) for r in rows]
-    if view == "calls" and not any(r.call for r in every_row):  # no module called twice: no call column
+    if view == "calls" and not any(r.call for r in rows):  # as the text table: from the rows shown  # no module called twice: no call column
         headers, kinds = headers[:2] + headers[3:], kinds[:2] + kinds[3:]
         cells_of = [cells[:2] + cells[3:] for cells in cells_of]
     out = [f'<div class="{SCOPE}">']
@@ -213,7 +213,7 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     for k, v in _summary_lines(trace, fwd):
         out.append(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>")
     out.append("</dl>")
-    notes = _notes(trace, rows)
+    notes = _notes(trace, rows, every_row)
     elided = elided_note(shown_rows, len(every_row), "trace.table(max_rows=None)")
     if elided:
         notes.append(elided)

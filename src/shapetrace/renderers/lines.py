@@ -615,7 +615,7 @@ def _tint(hue: str, share: int) -> str:
     return f"color:{hue};color:color-mix(in srgb, {hue} {share}%, currentColor)"
 
 
-_DIM = "color:color-mix(in srgb, currentColor 70%, transparent)"
+_DIM = "color:gray;color:color-mix(in srgb, currentColor 70%, transparent)"  # gray: without color-mix()
 _CSS = ("""
 &{font:13px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;border-collapse:collapse;border:none;
 color:inherit;margin:0 0 1em 0;table-layout:auto;width:auto}

@@ -282,13 +282,15 @@ def gap_text(count: int) -> str:
     return f"⋯ {count:,} row{'s' if count != 1 else ''} not shown"
 
 
-def _notes(trace: Trace, rows: list[Row]) -> list[str]:
-    """Footnotes: folding, repeated calls, aliases, the calls' notes, uncalled modules, the failure."""
+def _notes(trace: Trace, rows: list[Row], every_row: list[Row] | None = None) -> list[str]:
+    """Footnotes: folding, repeated calls, aliases, the calls' notes, uncalled modules, the failure. ``rows`` are
+    the rows shown; ``every_row`` the table's rows before a display shortened it (``rows.elide``): the repeated
+    calls are counted over those."""
     notes = []
     for r in rows:
         if r.folded:
             notes.append(f"{literal(r.name)}: +{r.folded} deeper call{'s' if r.folded != 1 else ''} folded")
-    repeats = [r for r in rows if r.repeat and r.params]
+    repeats = [r for r in (rows if every_row is None else every_row) if r.repeat and r.params]
     if repeats:
         first = repeats[0]
         more = f" and {len(repeats) - 1} more" if len(repeats) > 1 else ""
@@ -717,7 +719,7 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     for k, v in summary:
         entry = f"{k + ':':<{label_w + 1}} {v}"
         lines.extend(wrap_words(entry, limit) if limit is not None else [entry])
-    notes = _notes(trace, rows)
+    notes = _notes(trace, rows, every_row)
     if redundant and any(c not in ("—", "", "1st call") for c in cells["params"]):
         notes.insert(0, "trainable: left out, equal to params in every row (the totals give it)")
     if inputs_below:
