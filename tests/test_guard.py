@@ -5,6 +5,7 @@ or raised."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -604,3 +605,26 @@ def test_a_profile_of_a_forward_that_writes_parameters_still_puts_the_buffers_ba
     after = model.state_dict()
     for k in ("body.1.running_mean", "body.1.running_var", "body.1.num_batches_tracked", "calls"):
         assert torch.equal(after[k], before[k]), k
+
+
+def _with_buffer(buffer: torch.Tensor) -> nn.Module:
+    model = nn.Linear(3, 3)
+    model.register_buffer("odd", buffer)
+    return model
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: torch.empty(4, 4, dtype=torch.uint4), id="uint4: no copy kernel"),
+    pytest.param(lambda: torch.masked.masked_tensor(torch.randn(3), torch.tensor([True, False, True])),
+                 id="MaskedTensor: no foreach clone"),
+    pytest.param(lambda: torch.nested.nested_tensor([torch.randn(2, 3), torch.randn(4, 3)], layout=torch.jagged),
+                 id="jagged nested: torch.equal cannot compare it"),
+])
+def test_a_buffer_torch_cannot_copy_or_compare_does_not_stop_the_model_being_traced(make):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = _with_buffer(make())
+        odd = model.odd
+        trace = shapetrace.trace(model, torch.randn(2, 3))
+    assert [c.cls for c in trace.calls] == ["Linear"]
+    assert model.odd is odd and not model._forward_hooks

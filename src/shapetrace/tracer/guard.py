@@ -107,7 +107,7 @@ def _put_back_buffers(live: list[torch.Tensor], saved: list[torch.Tensor], versi
     if _set_versions is not None and None not in versions:
         try:
             torch._foreach_copy_(live, saved)
-        except (RuntimeError, NotImplementedError):
+        except Exception:  # noqa: BLE001, S110 - a buffer no foreach kernel writes: one by one below
             pass
         else:
             _set_versions(live, versions)
@@ -116,7 +116,7 @@ def _put_back_buffers(live: list[torch.Tensor], saved: list[torch.Tensor], versi
         with torch.inference_mode() if b.is_inference() else contextlib.nullcontext():
             try:
                 _put_back_buffer(b, copy)
-            except (RuntimeError, NotImplementedError):  # its dtype changed too (``.data =``): left
+            except Exception:  # noqa: BLE001, S112 - its dtype changed too (``.data =``), or no kernel writes it: left
                 continue
         if version is not None and _set_versions is not None and _version(b) not in (None, version):
             _set_versions([b], [version])
@@ -127,18 +127,32 @@ def _clones(live: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Te
     """The buffers to put back and a copy of each: one call for all in the common case."""
     try:
         return live, list(torch._foreach_clone(live)) if live else []
-    except (RuntimeError, NotImplementedError, ValueError):  # a nested tensor, say: one by one
-        # An uninitialized buffer (a lazy layer's, traced on a copy) holds nothing to put back.
-        live = [b for b in live if not isinstance(b, UninitializedTensorMixin)]
-        return live, [b.clone() for b in live]
+    except Exception:  # noqa: BLE001 - a nested, masked or sub-byte tensor, say: one by one
+        # An uninitialized buffer (a lazy layer's, traced on a copy) holds nothing to put back; one torch cannot
+        # copy (a uint4 or quint4x2 buffer: no copy kernel) is left as the forward leaves it, rather than
+        # refusing to trace the model at all (a forward rarely writes such a buffer).
+        kept: list[torch.Tensor] = []
+        copies: list[torch.Tensor] = []
+        for b in live:
+            if isinstance(b, UninitializedTensorMixin):
+                continue
+            try:
+                copies.append(b.clone())
+            except Exception:  # noqa: BLE001, S112 - no clone for this dtype or layout
+                continue
+            kept.append(b)
+        return kept, copies
 
 
 def _put_back_buffer(b: torch.Tensor, copy: torch.Tensor) -> None:
     """One buffer back as ``copy`` holds it: written where it is when its layout is the same (unless equal,
     which keeps an expanded buffer's aliasing), else its own storage swapped back (``resize_``, ``set_``)."""
     if b.shape == copy.shape and b.device == copy.device and b.dtype == copy.dtype:
-        if torch.equal(b, copy):
-            return
+        try:
+            if torch.equal(b, copy):
+                return
+        except Exception:  # noqa: BLE001, S110 - a layout torch.equal cannot compare (a jagged nested tensor)
+            pass
         if b.stride() == copy.stride():
             b.copy_(copy)
             return
