@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..tracer.records import Call, Comparison, TensorMeta, Trace, iter_tensors
-from .carried import follows_from_input
+from .carried import follows_from_input, windowed
 from .markdown import md_cell, md_code
 from .table import level_cuts, wrap_cell, wrap_words
 from .units import display_width, literal, pad
@@ -285,13 +285,13 @@ def _compare(row: Row, children_a: dict[int, list[Call]], children_b: dict[int, 
     out_a, out_b = _side_by_side(a.outputs, b.outputs)
     if a.error != b.error:  # one failed, or both with different errors
         changes.append(("error", a.error or "—", b.error or "—"))
-    # a layer whose output size is fixed whatever its input: an adaptive pool, or a container (the calls inside
-    # it decide its shapes, and are judged on their own)
-    fixed = a.cls.startswith("Adaptive") or a.id in children_a or b.id in children_b
+    # a convolution or pooling with a window or stride (not adaptive, not a container, whose calls inside decide
+    # its shapes and are judged on their own): its output size follows its input's
+    strided = windowed(a.cls) and a.id not in children_a and b.id not in children_b
     # its own change, or an output its new input cannot explain (``carried.follows_from_input``)
     own = bool(changes) or ((out_a != out_b or in_a != in_b)
                             and not follows_from_input([a.inputs, a.kwargs], [b.inputs, b.kwargs],
-                                                       a.outputs, b.outputs, fixed_output=fixed))
+                                                       a.outputs, b.outputs, strided=strided))
     if out_a != out_b or (own and in_a != in_b and not changes):  # the output it kept, beside its new input
         changes.append(("output", out_a, out_b))
     if in_a != in_b and (own or out_a == out_b):
