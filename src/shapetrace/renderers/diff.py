@@ -254,14 +254,38 @@ def _key(call: Call) -> tuple[str, int]:
     return (call.module, call.call_index)
 
 
-def _own_trainable(call: Call, children: dict[int, list[Call]]) -> int:
-    """The trainable parameters registered on ``call``'s module itself: its subtree's less those of the modules
-    it called directly (each module once). A child module that was never called is counted as the module's own
-    on both sides, so it shows only where it changed; a parameter shared with a child is counted once."""
-    seen: dict[str, int] = {}
-    for child in children.get(call.id, ()):
-        seen.setdefault(child.module, child.trainable_params)
-    return max(0, call.trainable_params - sum(seen.values()))
+def _trainable_change(a: Call, b: Call, children_a: dict[int, list[Call]],
+                      children_b: dict[int, list[Call]]) -> tuple[str, str, str] | None:
+    """How the trainable parameters registered on a module itself changed (``own_params`` being the same on
+    both sides), or ``None``. A trace records each call's subtree counts and its own parameter count, not its
+    own trainable count, so that is derived where it can be exactly:
+
+    - everything in the subtree trainable on both sides, or nothing: no change of its own (its own count is
+      its ``own_params``, or 0, on both);
+    - else its subtree's less those of the modules it called directly (each module once), where the subtree's
+      parameters are exactly its own and its children's (``params == own_params + Σ children``, on both
+      sides): ``("trainable", own A, own B)``. A child module that was never called is counted as the
+      module's own on both sides, so it shows only where it changed;
+    - else a parameter is shared (tied between two children, or between the module and a child), and the
+      subtraction would count it twice: the subtrees' trainable counts are compared,
+      ``("trainable (all)", A, B)``, so a change is never hidden, though it may be a child's."""
+    if (a.trainable_params == a.params and b.trainable_params == b.params) or a.trainable_params == b.trainable_params == 0:
+        return None
+
+    def kids(call: Call, children: dict[int, list[Call]]) -> list[Call]:
+        seen: dict[str, Call] = {}
+        for child in children.get(call.id, ()):
+            seen.setdefault(child.module, child)
+        return list(seen.values())
+
+    ka, kb = kids(a, children_a), kids(b, children_b)
+    if all(c.own_params + sum(k.params for k in ks) <= c.params for c, ks in ((a, ka), (b, kb))):
+        ta = a.trainable_params - sum(k.trainable_params for k in ka)
+        tb = b.trainable_params - sum(k.trainable_params for k in kb)
+        return ("trainable", f"{ta:,}", f"{tb:,}") if ta != tb else None
+    if a.trainable_params != b.trainable_params:
+        return ("trainable (all)", f"{a.trainable_params:,}", f"{b.trainable_params:,}")
+    return None
 
 
 def _compare(row: Row, children_a: dict[int, list[Call]], children_b: dict[int, list[Call]]) -> None:
@@ -278,9 +302,9 @@ def _compare(row: Row, children_a: dict[int, list[Call]], children_b: dict[int, 
     elif a.own_params:
         # trainable, like params, counts the module's own parameters: a container is not changed because a
         # layer inside it was frozen, resized or removed (that layer's row shows it)
-        ta, tb = _own_trainable(a, children_a), _own_trainable(b, children_b)
-        if ta != tb:
-            changes.append(("trainable", f"{ta:,}", f"{tb:,}"))
+        trainable = _trainable_change(a, b, children_a, children_b)
+        if trainable is not None:
+            changes.append(trainable)
     in_a, in_b = _side_by_side([a.inputs, a.kwargs], [b.inputs, b.kwargs])
     out_a, out_b = _side_by_side(a.outputs, b.outputs)
     if a.error != b.error:  # one failed, or both with different errors
