@@ -312,9 +312,11 @@ def _compare(row: Row, children_a: dict[int, list[Call]], children_b: dict[int, 
     # a convolution or pooling with a window or stride (not adaptive, not a container, whose calls inside decide
     # its shapes and are judged on their own): its output size follows its input's
     strided = windowed(a.cls) and a.id not in children_a and b.id not in children_b
-    # its own change, or an output its new input cannot explain (``carried.follows_from_input``)
+    # its own change, or an output its new input cannot explain (``carried.follows_from_input``); a side input
+    # (a tensor read from an attribute or a hook's storage: a U-Net block's skip) explains like an argument
     own = bool(changes) or ((out_a != out_b or in_a != in_b)
-                            and not follows_from_input([a.inputs, a.kwargs], [b.inputs, b.kwargs],
+                            and not follows_from_input([a.inputs, a.kwargs, a.side_inputs],
+                                                       [b.inputs, b.kwargs, b.side_inputs],
                                                        a.outputs, b.outputs, strided=strided))
     if out_a != out_b or (own and in_a != in_b and not changes):  # the output it kept, beside its new input
         changes.append(("output", out_a, out_b))
@@ -332,19 +334,41 @@ def _children(t: Trace) -> dict[int, list[Call]]:
     return out
 
 
+def _value(value: Any) -> Any:
+    """A recorded value as comparable data: each tensor as its shape and dtype, lists, tuples and dicts
+    walked, any other value (an int, a size given as a list, a string) as it was recorded."""
+    if isinstance(value, TensorMeta):
+        return ("tensor", tuple(value.shape), value.dtype)
+    if isinstance(value, (list, tuple)):
+        return [_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _value(v) for k, v in value.items()}
+    return value
+
+
+def _arguments(call: Call) -> Any:
+    """Everything the diff sees a call given: its positional arguments, its keyword arguments and its side
+    inputs (tensors read from an attribute or a hook's storage), tensors by shape and dtype, other values as
+    recorded."""
+    return _value([call.inputs, call.kwargs, call.side_inputs])
+
+
 def _mark_own_code(rows: list[Row], children_a: dict[int, list[Call]], children_b: dict[int, list[Call]]) -> None:
     """A container whose own code changed what it passes to a call inside it is changed.
 
-    On each side, what a container's call can pass to its next call is its own input and what its earlier
-    calls returned. Where all of those have the same shapes on both sides (and the earlier calls are the same
-    calls) but the next call's input does not, nothing the diff sees explains that input: the container's own
-    forward made it differently (a slice, a reshape, a ``torch.cat`` of its own), so the container is changed
-    (``passes to``, the first such call's input), not the calls below it, which carry what they were given."""
+    On each side, what a container's call can pass to its next call is what it was given (its arguments,
+    tensors and other values alike, and its side inputs: a tensor it read from an attribute or a hook's
+    storage) and what its earlier calls returned. Where all of those are the same on both sides (and the
+    earlier calls are the same calls) but the next call's input does not have the same shapes, nothing the
+    diff sees explains that input: the container's own forward made it differently (a slice, a reshape, a
+    ``torch.cat`` of its own), so the container is changed (``passes to``, the first such call's input), not
+    the calls below it, which carry what they were given. A container given a different size as a number, or
+    a different side input, is not judged so: that may be what it passed on."""
     for row in rows:
         a, b = row.a, row.b
         if a is None or b is None:
             continue
-        if _signature([a.inputs, a.kwargs]) != _signature([b.inputs, b.kwargs]):
+        if _arguments(a) != _arguments(b):
             continue
         for ca, cb in zip(children_a.get(a.id, ()), children_b.get(b.id, ())):
             if _key(ca) != _key(cb):
