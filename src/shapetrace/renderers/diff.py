@@ -569,8 +569,11 @@ def _signed(n: int) -> str:
 
 def _summary_lines(d: TraceDiff) -> list[str]:
     shown = d.shown
-    # calls, not rows: a one-sided row stands for the calls folded into it too
+    # calls, not rows: a one-sided row stands for the calls folded into it too, and the calls folded into a
+    # row whose class changed are calls only that side has
     counts = {s: sum(1 if s == "changed" else r.calls for r in shown if r.status == s) for s in _STATUS_WORD}
+    counts["only_a"] += sum(len(r.folded_a) for r in shown if r.status == "changed")
+    counts["only_b"] += sum(len(r.folded_b) for r in shown if r.status == "changed")
     out = [(f"{counts['changed']} changed, {counts['only_a']} only in A, {counts['only_b']} only in B "
             f"(of {len(d.a.calls)} calls in A and {len(d.b.calls)} in B).")]
     for status, side in _UNREACHED.items():
@@ -747,6 +750,9 @@ def diagram_options(d: TraceDiff) -> dict:
     added_rows = [r for r in d.shown if r.status == "only_b" and r.b is not None]
     unreached_rows = [r for r in d.shown if r.status == "unreached_a" and r.b is not None]
     removed = [f"{r.label} {r.cls}" for r in d.shown if r.status == "only_a"]
+    # the calls inside a layer whose class changed, folded into its row: added and removed, as the text counts
+    changed_rows = [r for r in d.shown if r.status == "changed"]
+    removed += [f"{d.a.calls[i].label} {d.a.calls[i].cls}" for r in changed_rows for i in r.folded_a]
     unreached_in_b = [r for r in d.shown if r.status == "unreached_b"]
     # a one-sided row's calls: its own and those folded into it, as the text counts them
     def calls(rows: list[Row]) -> list[int]:
@@ -756,7 +762,8 @@ def diagram_options(d: TraceDiff) -> dict:
                                "added": sorted({r.b.module for r in added_rows}),  # type: ignore[union-attr]
                                "removed": removed,
                                "changed_calls": sorted(c.id for c in changed),
-                               "added_calls": calls(added_rows)}
+                               "added_calls": sorted([*calls(added_rows),
+                                                      *(i for r in changed_rows for i in r.folded_b)])}
     if unreached_rows:
         options |= {"unreached": sorted({r.b.module for r in unreached_rows}),  # type: ignore[union-attr]
                     "unreached_calls": calls(unreached_rows)}
