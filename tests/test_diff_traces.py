@@ -43,7 +43,8 @@ def test_concat_vs_avg_head_gives_the_parameter_difference_from_fastais_numbers(
     assert (heads.a.model.params, heads.b.model.params) == (546_304, 283_136)
     text = render_trace_diff(heads, "text")
     assert "parameters: 546,304 → 283,136 (−263,168)" in text
-    assert "3 changed, 0 only in A, 0 only in B" in text
+    # concat pooling's own two pools, folded into its changed row, are calls only A has
+    assert "3 changed, 2 only in A, 0 only in B" in text
 
 
 def test_layers_whose_shapes_change_only_through_their_input_are_not_called_changed(heads):
@@ -164,7 +165,9 @@ def test_the_diagram_of_b_marks_the_changed_layers(heads):
     from shapetrace.renderers import diagram
 
     options = diagram_options(heads)
-    assert options == {"diff": {"changed": ["0", "2", "4"], "added": [], "removed": [],
+    # concat pooling's own pools, inside the layer whose class changed, are listed as removed
+    assert options == {"diff": {"changed": ["0", "2", "4"], "added": [],
+                                "removed": ["0.mp AdaptiveMaxPool2d", "0.ap AdaptiveAvgPool2d"],
                                 "changed_calls": [1, 3, 5], "added_calls": []}}
     dot = diagram.to_dot(heads.b, overlays=["diff"], options=options)
     assert "changed in B (3)" in dot and dot.count("#ffd8a8") == 4  # three nodes and the legend

@@ -24,22 +24,38 @@ fails the rule on the spatial axes: those did not differ on the input side. A ru
 wrongly would hide a change; one that says "changed" wrongly shows one layer too many, with its input beside
 its output, which a reader can judge.
 
-The other way round: a layer taking one tensor and returning one of the same rank whose output kept an axis
-(longer than 1) while the same axis of its input changed (``MaxPool2d(2)`` on ``(1,3,32,32)`` against
+The other way round: a windowed layer (a convolution or a pooling that is not adaptive: ``windowed``)
+taking one tensor and returning one of the same rank whose output kept an axis (longer than 1) while the
+same axis of its input changed by at least one stride (``MaxPool2d(2)`` on ``(1,3,32,32)`` against
 ``MaxPool2d(4)`` on ``(1,3,64,64)``, both ``(1,3,16,16)``) did not pass the change along: its window or
-stride changed. An adaptive pool (its output size is fixed) and a container (its calls inside decide) are
-the exceptions the caller names (``fixed_output``).
+stride changed. The stride is estimated from the shapes alone as ``ceil(min(a, b) / c)`` (input sizes ``a``
+and ``b``, kept output size ``c``): a strided layer rounds, so inputs less than a stride apart give the same
+output (``Conv2d(stride=2)`` on 224 and 223, both 112; ``MaxPool2d(2, ceil_mode=True)`` on 31 and 32, both
+16), and such a layer is carried. Any other layer may keep its output size by design (an adaptive pool, an
+``Upsample(size=...)``, a container whose calls inside decide), so it is not judged so.
 """
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 from math import prod
 from typing import Any
 
 from ..tracer.records import TensorMeta, iter_tensors
 
-__all__ = ["follows_from_input"]
+__all__ = ["follows_from_input", "windowed"]
+
+# A convolution or pooling class by its name (``Conv2d``, ``ConvTranspose3d``, ``MaxPool1d``, ``LPPool2d``, and
+# wrappers that say so: ``Conv2dSame``, ``StdConv2d``, ``MaxPool2dSame``); an adaptive pool is not one.
+_WINDOWED = re.compile(r"(Conv(Transpose)?|Pool)[123]d")
+
+
+def windowed(cls: str) -> bool:
+    """Whether a layer class has a window or a stride, judged by its name (an allow-list): a convolution or a
+    pooling of 1, 2 or 3 dimensions that is not adaptive. Only such a layer's output size follows its input's
+    size, so only it shows a change of its own by keeping its output size while its input's changed."""
+    return "Adaptive" not in cls and _WINDOWED.search(cls) is not None
 
 
 def _metas(value: Any) -> list[TensorMeta]:
@@ -114,9 +130,11 @@ class _InputChanges:
 def _kept_where_input_changed(ia: list[TensorMeta], ib: list[TensorMeta], oa: list[TensorMeta],
                               ob: list[TensorMeta]) -> bool:
     """Whether a layer taking one tensor and returning one of the same rank kept an output axis (longer than
-    1) at its size while the same axis of its input changed: a pooling whose window doubled on an image twice
-    as tall, a convolution whose stride doubled. A fixed layer's output follows its input's size. A layer
-    whose output changed on an axis where its input did not moves axes (a transpose), and is not judged so."""
+    1) at its size ``c`` while the same axis of its input changed ``a → b`` by at least one stride (estimated
+    as ``ceil(min(a, b) / c)``): a pooling whose window doubled on an image twice as tall, a convolution whose
+    stride doubled. A fixed strided layer's output follows its input's size, rounded: inputs less than a
+    stride apart may give the same output. A layer whose output changed on an axis where its input did not
+    moves axes (a transpose), and is not judged so."""
     if not (len(ia) == len(ib) == len(oa) == len(ob) == 1):
         return False
     (x, y), (p, q) = (ia[0], ib[0]), (oa[0], ob[0])
@@ -125,18 +143,19 @@ def _kept_where_input_changed(ia: list[TensorMeta], ib: list[TensorMeta], oa: li
     axes = list(zip(x.shape, y.shape, p.shape, q.shape))
     if any(a == b and c != d for a, b, c, d in axes):  # an axis changed only on the output: axes moved
         return False
-    return any(a != b and c == d and c > 1 for a, b, c, d in axes)
+    return any(a != b and c == d and c > 1 and abs(a - b) >= -(-min(a, b) // c) for a, b, c, d in axes)
 
 
-def follows_from_input(in_a: Any, in_b: Any, out_a: Any, out_b: Any, fixed_output: bool = False) -> bool:
+def follows_from_input(in_a: Any, in_b: Any, out_a: Any, out_b: Any, strided: bool = False) -> bool:
     """Whether the outputs' difference (``out_a`` against ``out_b``) can follow from the inputs' (``in_a``
-    against ``in_b``), by the rule in this module's docstring. ``fixed_output``: the layer's output size may
-    stay the same whatever its input's (an adaptive pool; a container, whose calls inside decide its shapes);
-    else a one-tensor layer that kept an output axis where its input's changed does not follow from it."""
+    against ``in_b``), by the rule in this module's docstring. ``strided``: the layer is a convolution or a
+    pooling that is not adaptive (``windowed``), whose output size follows its input's, so a one-tensor call
+    that kept an output axis where its input's changed by a stride or more does not follow from it; any other
+    layer (an adaptive pool, an ``Upsample(size=...)``, a container) may keep its output size by design."""
     ia, ib, oa, ob = _metas(in_a), _metas(in_b), _metas(out_a), _metas(out_b)
     if len(oa) != len(ob):  # a split into more pieces: only a changed input can explain it
         return len(ia) != len(ib) or any(x.shape != y.shape for x, y in zip(ia, ib))
-    if not fixed_output and _kept_where_input_changed(ia, ib, oa, ob):
+    if strided and _kept_where_input_changed(ia, ib, oa, ob):
         return False
     in_dtypes = len(ia) != len(ib) or any(x.dtype != y.dtype for x, y in zip(ia, ib))
     changes = _InputChanges(ia, ib)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..tracer.records import Call, Comparison, TensorMeta, Trace, iter_tensors
-from .carried import follows_from_input
+from .carried import follows_from_input, windowed
 from .markdown import md_cell, md_code
 from .table import level_cuts, wrap_cell, wrap_words
 from .units import display_width, literal, pad
@@ -254,14 +254,38 @@ def _key(call: Call) -> tuple[str, int]:
     return (call.module, call.call_index)
 
 
-def _own_trainable(call: Call, children: dict[int, list[Call]]) -> int:
-    """The trainable parameters registered on ``call``'s module itself: its subtree's less those of the modules
-    it called directly (each module once). A child module that was never called is counted as the module's own
-    on both sides, so it shows only where it changed; a parameter shared with a child is counted once."""
-    seen: dict[str, int] = {}
-    for child in children.get(call.id, ()):
-        seen.setdefault(child.module, child.trainable_params)
-    return max(0, call.trainable_params - sum(seen.values()))
+def _trainable_change(a: Call, b: Call, children_a: dict[int, list[Call]],
+                      children_b: dict[int, list[Call]]) -> tuple[str, str, str] | None:
+    """How the trainable parameters registered on a module itself changed (``own_params`` being the same on
+    both sides), or ``None``. A trace records each call's subtree counts and its own parameter count, not its
+    own trainable count, so that is derived where it can be exactly:
+
+    - everything in the subtree trainable on both sides, or nothing: no change of its own (its own count is
+      its ``own_params``, or 0, on both);
+    - else its subtree's less those of the modules it called directly (each module once), where the subtree's
+      parameters are exactly its own and its children's (``params == own_params + Σ children``, on both
+      sides): ``("trainable", own A, own B)``. A child module that was never called is counted as the
+      module's own on both sides, so it shows only where it changed;
+    - else a parameter is shared (tied between two children, or between the module and a child), and the
+      subtraction would count it twice: the subtrees' trainable counts are compared,
+      ``("trainable (all)", A, B)``, so a change is never hidden, though it may be a child's."""
+    if (a.trainable_params == a.params and b.trainable_params == b.params) or a.trainable_params == b.trainable_params == 0:
+        return None
+
+    def kids(call: Call, children: dict[int, list[Call]]) -> list[Call]:
+        seen: dict[str, Call] = {}
+        for child in children.get(call.id, ()):
+            seen.setdefault(child.module, child)
+        return list(seen.values())
+
+    ka, kb = kids(a, children_a), kids(b, children_b)
+    if all(c.own_params + sum(k.params for k in ks) <= c.params for c, ks in ((a, ka), (b, kb))):
+        ta = a.trainable_params - sum(k.trainable_params for k in ka)
+        tb = b.trainable_params - sum(k.trainable_params for k in kb)
+        return ("trainable", f"{ta:,}", f"{tb:,}") if ta != tb else None
+    if a.trainable_params != b.trainable_params:
+        return ("trainable (all)", f"{a.trainable_params:,}", f"{b.trainable_params:,}")
+    return None
 
 
 def _compare(row: Row, children_a: dict[int, list[Call]], children_b: dict[int, list[Call]]) -> None:
@@ -278,20 +302,22 @@ def _compare(row: Row, children_a: dict[int, list[Call]], children_b: dict[int, 
     elif a.own_params:
         # trainable, like params, counts the module's own parameters: a container is not changed because a
         # layer inside it was frozen, resized or removed (that layer's row shows it)
-        ta, tb = _own_trainable(a, children_a), _own_trainable(b, children_b)
-        if ta != tb:
-            changes.append(("trainable", f"{ta:,}", f"{tb:,}"))
+        trainable = _trainable_change(a, b, children_a, children_b)
+        if trainable is not None:
+            changes.append(trainable)
     in_a, in_b = _side_by_side([a.inputs, a.kwargs], [b.inputs, b.kwargs])
     out_a, out_b = _side_by_side(a.outputs, b.outputs)
     if a.error != b.error:  # one failed, or both with different errors
         changes.append(("error", a.error or "—", b.error or "—"))
-    # a layer whose output size is fixed whatever its input: an adaptive pool, or a container (the calls inside
-    # it decide its shapes, and are judged on their own)
-    fixed = a.cls.startswith("Adaptive") or a.id in children_a or b.id in children_b
-    # its own change, or an output its new input cannot explain (``carried.follows_from_input``)
+    # a convolution or pooling with a window or stride (not adaptive, not a container, whose calls inside decide
+    # its shapes and are judged on their own): its output size follows its input's
+    strided = windowed(a.cls) and a.id not in children_a and b.id not in children_b
+    # its own change, or an output its new input cannot explain (``carried.follows_from_input``); a side input
+    # (a tensor read from an attribute or a hook's storage: a U-Net block's skip) explains like an argument
     own = bool(changes) or ((out_a != out_b or in_a != in_b)
-                            and not follows_from_input([a.inputs, a.kwargs], [b.inputs, b.kwargs],
-                                                       a.outputs, b.outputs, fixed_output=fixed))
+                            and not follows_from_input([a.inputs, a.kwargs, a.side_inputs],
+                                                       [b.inputs, b.kwargs, b.side_inputs],
+                                                       a.outputs, b.outputs, strided=strided))
     if out_a != out_b or (own and in_a != in_b and not changes):  # the output it kept, beside its new input
         changes.append(("output", out_a, out_b))
     if in_a != in_b and (own or out_a == out_b):
@@ -308,19 +334,41 @@ def _children(t: Trace) -> dict[int, list[Call]]:
     return out
 
 
+def _value(value: Any) -> Any:
+    """A recorded value as comparable data: each tensor as its shape and dtype, lists, tuples and dicts
+    walked, any other value (an int, a size given as a list, a string) as it was recorded."""
+    if isinstance(value, TensorMeta):
+        return ("tensor", tuple(value.shape), value.dtype)
+    if isinstance(value, (list, tuple)):
+        return [_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _value(v) for k, v in value.items()}
+    return value
+
+
+def _arguments(call: Call) -> Any:
+    """Everything the diff sees a call given: its positional arguments, its keyword arguments and its side
+    inputs (tensors read from an attribute or a hook's storage), tensors by shape and dtype, other values as
+    recorded."""
+    return _value([call.inputs, call.kwargs, call.side_inputs])
+
+
 def _mark_own_code(rows: list[Row], children_a: dict[int, list[Call]], children_b: dict[int, list[Call]]) -> None:
     """A container whose own code changed what it passes to a call inside it is changed.
 
-    On each side, what a container's call can pass to its next call is its own input and what its earlier
-    calls returned. Where all of those have the same shapes on both sides (and the earlier calls are the same
-    calls) but the next call's input does not, nothing the diff sees explains that input: the container's own
-    forward made it differently (a slice, a reshape, a ``torch.cat`` of its own), so the container is changed
-    (``passes to``, the first such call's input), not the calls below it, which carry what they were given."""
+    On each side, what a container's call can pass to its next call is what it was given (its arguments,
+    tensors and other values alike, and its side inputs: a tensor it read from an attribute or a hook's
+    storage) and what its earlier calls returned. Where all of those are the same on both sides (and the
+    earlier calls are the same calls) but the next call's input does not have the same shapes, nothing the
+    diff sees explains that input: the container's own forward made it differently (a slice, a reshape, a
+    ``torch.cat`` of its own), so the container is changed (``passes to``, the first such call's input), not
+    the calls below it, which carry what they were given. A container given a different size as a number, or
+    a different side input, is not judged so: that may be what it passed on."""
     for row in rows:
         a, b = row.a, row.b
         if a is None or b is None:
             continue
-        if _signature([a.inputs, a.kwargs]) != _signature([b.inputs, b.kwargs]):
+        if _arguments(a) != _arguments(b):
             continue
         for ca, cb in zip(children_a.get(a.id, ()), children_b.get(b.id, ())):
             if _key(ca) != _key(cb):
@@ -521,8 +569,11 @@ def _signed(n: int) -> str:
 
 def _summary_lines(d: TraceDiff) -> list[str]:
     shown = d.shown
-    # calls, not rows: a one-sided row stands for the calls folded into it too
+    # calls, not rows: a one-sided row stands for the calls folded into it too, and the calls folded into a
+    # row whose class changed are calls only that side has
     counts = {s: sum(1 if s == "changed" else r.calls for r in shown if r.status == s) for s in _STATUS_WORD}
+    counts["only_a"] += sum(len(r.folded_a) for r in shown if r.status == "changed")
+    counts["only_b"] += sum(len(r.folded_b) for r in shown if r.status == "changed")
     out = [(f"{counts['changed']} changed, {counts['only_a']} only in A, {counts['only_b']} only in B "
             f"(of {len(d.a.calls)} calls in A and {len(d.b.calls)} in B).")]
     for status, side in _UNREACHED.items():
@@ -699,6 +750,9 @@ def diagram_options(d: TraceDiff) -> dict:
     added_rows = [r for r in d.shown if r.status == "only_b" and r.b is not None]
     unreached_rows = [r for r in d.shown if r.status == "unreached_a" and r.b is not None]
     removed = [f"{r.label} {r.cls}" for r in d.shown if r.status == "only_a"]
+    # the calls inside a layer whose class changed, folded into its row: added and removed, as the text counts
+    changed_rows = [r for r in d.shown if r.status == "changed"]
+    removed += [f"{d.a.calls[i].label} {d.a.calls[i].cls}" for r in changed_rows for i in r.folded_a]
     unreached_in_b = [r for r in d.shown if r.status == "unreached_b"]
     # a one-sided row's calls: its own and those folded into it, as the text counts them
     def calls(rows: list[Row]) -> list[int]:
@@ -708,7 +762,8 @@ def diagram_options(d: TraceDiff) -> dict:
                                "added": sorted({r.b.module for r in added_rows}),  # type: ignore[union-attr]
                                "removed": removed,
                                "changed_calls": sorted(c.id for c in changed),
-                               "added_calls": calls(added_rows)}
+                               "added_calls": sorted([*calls(added_rows),
+                                                      *(i for r in changed_rows for i in r.folded_b)])}
     if unreached_rows:
         options |= {"unreached": sorted({r.b.module for r in unreached_rows}),  # type: ignore[union-attr]
                     "unreached_calls": calls(unreached_rows)}
