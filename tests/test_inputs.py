@@ -245,3 +245,35 @@ def test_a_shape_mixing_x_and_commas_is_refused():
                                              ("0x3x4", (0, 3, 4))])
 def test_the_documented_shape_forms_still_parse(spec, shape):
     assert parse_input(spec).shape == shape
+
+
+def test_complex_inputs_draw_real_and_imaginary_parts_from_the_standard_normal():
+    (x, y), _ = make_inputs(["complex64:4000", "c128:2,3"])
+    assert x.dtype == torch.complex64 and y.dtype == torch.complex128 and y.shape == (2, 3)
+    assert abs(x.real.std().item() - 0.707) < 0.05 and abs(x.imag.std().item() - 0.707) < 0.05  # torch.randn's
+
+
+def test_a_complex_input_on_meta_holds_no_data():
+    (x,), _ = make_inputs(["complex64:2,3"], device="meta")
+    assert x.is_meta and x.dtype == torch.complex64
+
+
+@pytest.mark.parametrize(("spec", "message"), [("complex64:2,3:0..1", "complex inputs take no range"),
+                                               ("rand:complex64:2,3", "complex inputs are drawn with randn")])
+def test_complex_inputs_refuse_what_only_real_numbers_take(spec, message):
+    with pytest.raises(InputSpecError, match=message):
+        parse_input(spec)
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "uint32", "uint64"])
+def test_unsigned_inputs_take_a_range_up_to_what_randint_draws(dtype):
+    (x,), _ = make_inputs([f"{dtype}:500:60000..65000"])
+    values = x.to(torch.int64)
+    assert str(x.dtype) == f"torch.{dtype}" and values.min() >= 60000 and values.max() < 65000
+
+
+@pytest.mark.parametrize("dtype", ["float8_e4m3fn", "float8_e5m2"])
+def test_float8_inputs_stay_inside_a_range_the_cast_would_round_out_of(dtype):
+    (x,), _ = make_inputs([f"{dtype}:4000:0..2"])
+    values = x.float()
+    assert str(x.dtype) == f"torch.{dtype}" and values.min() >= 0 and values.max() < 2  # 2 itself is a float8 value

@@ -6,7 +6,8 @@ Grammar (one spec per positional input; several ``--input`` options give several
     SHAPE  := INT ("," INT)*          dimensions, e.g. 1,3,224,224   (also 1x3x224x224, not mixed with
                                       commas; "scalar" for ()); decimal: 0x4 is refused, not read as (0, 4)
     WORD   := a dtype  float32 (float, fp32), float16 (half, fp16), bfloat16 (bf16), float64 (double),
-                       int64 (long), int32 (int), int16, int8, uint8, bool
+                       float8_e4m3fn, float8_e5m2, int64 (long), int32 (int), int16, int8, uint8, uint16,
+                       uint32, uint64, bool, complex64 (cfloat, c64), complex128 (cdouble, c128)
             | a fill   randn (the default for floats; takes no range), rand (uniform in [0, 1) or in the
                        range), zeros, ones
 
@@ -17,6 +18,7 @@ Examples::
     long:8,5:0..100      int64, integers in [0, 100)  (LOW..HIGH is half-open, like torch.randint)
     bool:2,16            bool, random True/False
     bf16:2,3,32,32       bfloat16, standard normal values
+    complex64:2,257      complex64, real and imaginary parts standard normal (complex inputs take no range)
     float32:4,10:-1..1   float32, uniform in [-1, 1)   (never 1, however the dtype rounds: bf16:8:0..1 < 1)
     zeros:long:2,16      int64, all zeros
     input_ids=long:2,16  a keyword argument of the forward: forward(input_ids=...)
@@ -63,7 +65,11 @@ _DTYPES: dict[str, torch.dtype] = {
     "int64": torch.int64, "long": torch.int64, "i64": torch.int64,
     "int32": torch.int32, "int": torch.int32, "i32": torch.int32,
     "int16": torch.int16, "short": torch.int16, "int8": torch.int8, "uint8": torch.uint8, "byte": torch.uint8,
+    "uint16": torch.uint16, "uint32": torch.uint32, "uint64": torch.uint64,
     "bool": torch.bool,
+    "complex64": torch.complex64, "cfloat": torch.complex64, "c64": torch.complex64,
+    "complex128": torch.complex128, "cdouble": torch.complex128, "c128": torch.complex128,
+    "float8_e4m3fn": torch.float8_e4m3fn, "float8_e5m2": torch.float8_e5m2,
 }
 _FILLS = ("randn", "rand", "zeros", "ones")
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -112,7 +118,7 @@ class InputSpec:
         converted, int64 staying as drawn; uniform floats as a float32 draw, scaled into a second float32 tensor
         and then converted; normal floats as float32, then converted)."""
         n = math.prod(self.shape)
-        if self.fill in ("zeros", "ones"):
+        if self.fill in ("zeros", "ones") or self.dtype.is_complex:  # complex values are drawn as they are
             return self.nbytes
         if not self.is_float:
             return 8 * n + (self.nbytes if self.dtype != torch.int64 else 0)
@@ -126,7 +132,7 @@ class InputSpec:
         data, and an integer or boolean one is made on the CPU, as it would be there (shape-only tracing keeps
         such inputs real)."""
         if device is not None and torch.device(device).type == "meta":
-            if self.is_float:
+            if self.is_float or self.dtype.is_complex:
                 return torch.empty(self.shape, dtype=self.dtype, device="meta")
             device = None
         shape, dtype = self.shape, self.dtype
@@ -136,6 +142,8 @@ class InputSpec:
             t = torch.ones(shape, dtype=dtype)
         elif dtype == torch.bool:
             t = torch.randint(0, 2, shape, generator=generator).bool()
+        elif dtype.is_complex:  # real and imaginary parts from the standard normal
+            t = torch.randn(shape, generator=generator, dtype=dtype)
         elif not self.is_float:
             low, high = (self.low, self.high) if self.low is not None else DEFAULT_INT_RANGE
             t = torch.randint(int(low), int(high), shape, generator=generator, dtype=torch.int64).to(dtype)
@@ -144,7 +152,11 @@ class InputSpec:
             t = (torch.rand(shape, generator=generator) * (high - low) + low).to(dtype)
             # float32 arithmetic and the cast to a narrower dtype round some draws up to HIGH (or below LOW):
             # HIGH is exclusive, so such values go to the nearest value of the dtype inside the range.
-            t = t.clamp_(*_representable_range(float(low), float(high), dtype))
+            bounds = _representable_range(float(low), float(high), dtype)
+            if dtype.itemsize == 1:  # float8: no clamp kernel; clamped in float32, where its values are exact
+                t = t.float().clamp_(*bounds).to(dtype)
+            else:
+                t = t.clamp_(*bounds)
         else:
             t = torch.randn(shape, generator=generator).to(dtype)
         return t.to(device) if device is not None else t
@@ -262,8 +274,13 @@ def parse_input(spec: str) -> InputSpec:  # noqa: C901 - one branch per part of 
                               f"({name + '=' if name else ''}{_RANDN.sub('rand', text.strip(), 1)})")
         if dtype == torch.bool:
             raise _fail(spec, "bool inputs take no range (they are random True/False)")
+        if dtype.is_complex:
+            raise _fail(spec, "complex inputs take no range (real and imaginary parts are drawn from the standard "
+                              "normal)")
         low, high = _bounds(spec, part, rng, dtype)
-    if fill in ("randn", "rand") and not dtype.is_floating_point:
+    if fill == "rand" and dtype.is_complex:
+        raise _fail(spec, "the fill 'rand' draws real numbers; complex inputs are drawn with randn (the default)")
+    if fill in ("randn", "rand") and not (dtype.is_floating_point or dtype.is_complex):
         raise _fail(spec, f"the fill {fill!r} needs a floating dtype; integers take a range like 0..100")
     return InputSpec(text=spec, shape=shape, dtype=dtype, fill=fill, low=low, high=high, name=name)
 
@@ -309,6 +326,12 @@ def _representable_range(low: float, high: float, dtype: torch.dtype) -> tuple[f
     bounds of ``[low, high)`` in that dtype (the first exceeds the second when the range holds none of its
     values, as ``float16`` has none in ``[1000.1, 1000.2)``)."""
     wide = torch.float64
+    if dtype.itemsize == 1:  # float8: no nextafter kernel, but only 256 values to look through
+        values = torch.arange(256, dtype=torch.uint8).view(dtype).to(wide)
+        values = values[torch.isfinite(values)]
+        inside_low, inside_high = values[values >= low], values[values < high]
+        return (inside_low.min().item() if inside_low.numel() else math.inf,
+                inside_high.max().item() if inside_high.numel() else -math.inf)
 
     def nearest(value: float, toward: float) -> torch.Tensor:
         return torch.nextafter(torch.tensor(value, dtype=dtype), torch.tensor(toward, dtype=dtype))
