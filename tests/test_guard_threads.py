@@ -141,3 +141,49 @@ def test_a_trace_kept_waiting_for_another_threads_trace_of_the_model_warns_namin
         lock.acquire(patience_s=0.1)
     lock.release()
     other.join(10)
+
+
+def test_release_after_entering_lets_another_threads_trace_of_the_model_run():
+    model, x = nn.Linear(2, 2), torch.zeros(1, 2)
+    tracer = shapetrace.Tracer(model)
+    tracer.__enter__()
+    model(x)
+    tracer.release()  # never left: release undoes the trace, the model's lock included
+    counts: list[int] = []
+    other, errors = _in_thread("other", lambda: counts.append(len(shapetrace.trace(model, x).calls)))
+    other.join(10)
+    assert not other.is_alive() and not errors and counts == [1]
+
+
+class _Block(nn.Module):
+    def __init__(self, meet: _MeetsTheOtherThread) -> None:
+        super().__init__()
+        self.bn, self.meet = nn.BatchNorm1d(4), meet
+
+    def forward(self, x):
+        return self.meet(self.bn(x))
+
+
+def test_a_trace_of_a_submodule_in_another_thread_waits_for_the_trace_of_the_model():
+    meet = _MeetsTheOtherThread()
+    model = nn.Sequential(nn.Identity(), _Block(meet)).eval()
+    before = model[1].bn.running_mean.clone()
+    first, errors_1 = _in_thread("first", lambda: shapetrace.trace(model, torch.randn(8, 4) + 3, train=True))
+    meet.first_inside.wait(5)  # the trace of the model is inside model[1], in training mode
+    second, errors_2 = _in_thread("second", lambda: shapetrace.trace(model[1], torch.randn(8, 4) - 3, train=True))
+    first.join(10)
+    second.join(10)
+    assert not errors_1 and not errors_2
+    assert not any(m.training for m in model.modules())
+    assert torch.equal(model[1].bn.running_mean, before)
+
+
+def test_traces_of_two_submodules_sharing_none_run_at_once_in_two_threads():
+    model, x = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)), torch.randn(3, 4)
+    counts: list[int] = []
+    with shapetrace.Tracer(model[0]) as t:
+        other, errors = _in_thread("other", lambda: counts.append(len(shapetrace.trace(model[1], x).calls)))
+        other.join(10)
+        assert not other.is_alive() and not errors and counts == [1]
+        model[0](x)
+    assert len(t.trace.calls) == 1
