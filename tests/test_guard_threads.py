@@ -155,24 +155,47 @@ def test_release_after_entering_lets_another_threads_trace_of_the_model_run():
     assert not other.is_alive() and not errors and counts == [1]
 
 
-class _Block(nn.Module):
-    def __init__(self, meet: _MeetsTheOtherThread) -> None:
+class _EndsAfterTheOtherThread(nn.Module):
+    """In the thread named ``first``, waits (up to 5 s) for the thread named ``second`` to be inside a forward;
+    in ``second``, waits (up to 5 s) for ``first_done``: two traces overlapping, the second ending last. (With
+    the traces taking turns, ``first`` waits its 5 s: ``second`` cannot start before it ends.)"""
+
+    def __init__(self) -> None:
         super().__init__()
-        self.bn, self.meet = nn.BatchNorm1d(4), meet
+        self.first_inside, self.second_inside, self.first_done = threading.Event(), threading.Event(), threading.Event()
+
+    def forward(self, x):
+        if threading.current_thread().name == "first":
+            self.first_inside.set()
+            self.second_inside.wait(5)
+        else:
+            self.second_inside.set()
+            self.first_done.wait(5)
+        return x
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn, self.meet = nn.BatchNorm1d(4), _EndsAfterTheOtherThread()
 
     def forward(self, x):
         return self.meet(self.bn(x))
 
 
 def test_a_trace_of_a_submodule_in_another_thread_waits_for_the_trace_of_the_model():
-    meet = _MeetsTheOtherThread()
-    model = nn.Sequential(nn.Identity(), _Block(meet)).eval()
-    before = model[1].bn.running_mean.clone()
-    first, errors_1 = _in_thread("first", lambda: shapetrace.trace(model, torch.randn(8, 4) + 3, train=True))
+    model = nn.Sequential(nn.Identity(), _Block()).eval()
+    meet, before = model[1].meet, model[1].bn.running_mean.clone()
+
+    def trace_the_model() -> None:
+        shapetrace.trace(model, torch.randn(8, 4) + 3, train=True)
+        meet.first_done.set()
+
+    first, errors_1 = _in_thread("first", trace_the_model)
     meet.first_inside.wait(5)  # the trace of the model is inside model[1], in training mode
     second, errors_2 = _in_thread("second", lambda: shapetrace.trace(model[1], torch.randn(8, 4) - 3, train=True))
-    first.join(10)
-    second.join(10)
+    first.join(20)
+    second.join(20)
     assert not errors_1 and not errors_2
     assert not any(m.training for m in model.modules())
     assert torch.equal(model[1].bn.running_mean, before)
