@@ -105,3 +105,15 @@ def test_a_thread_pool_worker_busy_for_good_does_not_keep_the_command_running(tm
     """)  # the executor's exit hook waits for busy workers: shapetrace waits for it a second only
     assert done.returncode == 0, done.stderr
     assert "left 1 thread running ('busy_0')" in done.stderr
+
+
+def test_a_command_run_in_process_with_no_thread_left_leaves_thread_pools_working():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    assert CliRunner().invoke(main, ["--help"]).exit_code == 0  # standalone: ends in exit_now, in this process
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(int, "1").result() == 1

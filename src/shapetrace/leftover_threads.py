@@ -6,7 +6,8 @@ forever after its output was written. When the command is the process (the conso
 the hooks Python's exit runs before waiting for threads (the one that ends a ``ThreadPoolExecutor``'s idle
 workers), gives the threads still running a short grace to end by themselves, then runs the ``atexit`` handlers, flushes the standard
 streams and ends the process with the command's status, saying on stderr which threads it did not wait for.
-A command called in-process (a test, a notebook) never comes here: its caller owns the process.
+A command called in-process (a notebook) never comes here: its caller owns the process. A standalone call
+in-process (``click.testing.CliRunner``) does, and goes on: with no thread left, nothing is done.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def _run_thread_exit_hooks(deadline: float) -> None:
 def exit_now(status: int, grace_s: float = GRACE_S) -> None:
     """Return when no thread is left running after ``grace_s`` (the process then exits as usual); else say which
     threads are left, run the exit handlers and end the process with ``status``, without waiting for them."""
+    if not leftover_threads():  # nothing to wait for: the hooks are left to Python's exit (a CliRunner's
+        return  # caller goes on: an executor's hook would refuse new work in every pool of the process)
     deadline = time.monotonic() + grace_s
     _run_thread_exit_hooks(deadline)
     for thread in leftover_threads():
