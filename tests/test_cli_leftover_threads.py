@@ -65,3 +65,55 @@ def test_the_models_exit_handlers_still_run_when_a_thread_is_left(tmp_path):
     """)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "atexit.txt").read_text() == "ran"
+
+
+def test_the_idle_workers_of_a_thread_pool_left_open_are_not_taken_for_leftover_threads(tmp_path):
+    done = shapetrace(tmp_path, """
+        from concurrent.futures import ThreadPoolExecutor
+        from torch import nn
+
+        POOL = ThreadPoolExecutor(2)
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a, self.b = nn.Linear(4, 2), nn.Linear(4, 2)
+
+            def forward(self, x):
+                fa, fb = POOL.submit(self.a, x), POOL.submit(self.b, x)
+                return fa.result() + fb.result()
+
+        def build():
+            return Net()
+    """)  # plain Python exits at once: its exit tells an executor's idle workers to end
+    assert done.returncode == 0, done.stderr
+    assert "Net" in done.stdout
+    assert "left" not in done.stderr and "ThreadPoolExecutor" not in done.stderr
+
+
+def test_a_thread_pool_worker_busy_for_good_does_not_keep_the_command_running(tmp_path):
+    done = shapetrace(tmp_path, """
+        import time
+        from concurrent.futures import ThreadPoolExecutor
+        from torch import nn
+
+        POOL = ThreadPoolExecutor(1, thread_name_prefix="busy")
+        POOL.submit(time.sleep, 3600)
+
+        def build():
+            return nn.Linear(4, 2)
+    """)  # the executor's exit hook waits for busy workers: shapetrace waits for it a second only
+    assert done.returncode == 0, done.stderr
+    assert "left 1 thread running ('busy_0')" in done.stderr
+
+
+def test_a_command_run_in_process_with_no_thread_left_leaves_thread_pools_working():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from click.testing import CliRunner
+
+    from shapetrace.cli import main
+
+    assert CliRunner().invoke(main, ["--help"]).exit_code == 0  # standalone: ends in exit_now, in this process
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(int, "1").result() == 1

@@ -135,3 +135,20 @@ def test_a_closed_stderr_keeps_error_messages_out_of_stdout(tmp_path):
     done = shapetrace_in_shell(tmp_path, "2>&-", "trace", "no-such-exhibit", "--format", "json")
     assert done.returncode == 2
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize("path", ["/dev/stdout", "/dev/fd/1"])
+def test_with_stdout_closed_output_to_dev_stdout_is_refused_before_the_model_is_built(tmp_path, path):
+    (tmp_path / "marks.py").write_text("from pathlib import Path\nfrom torch import nn\n\n"
+                                      "def build():\n    Path('built').touch()\n    return nn.Linear(4, 2)\n")
+    done = shapetrace_in_shell(tmp_path, ">&-", "trace", "marks.py:build", "--input", "1,4", "-o", path)
+    assert done.returncode == 1
+    assert "standard output is closed" in done.stderr and "wrote" not in done.stderr
+    assert not (tmp_path / "built").exists()
+
+
+def test_with_stdout_closed_a_gallery_build_that_succeeds_exits_0(tmp_path):
+    done = shapetrace_in_shell(tmp_path, ">&-", "gallery", "build", "-o", "site", "--only", "create-head-default",
+                               "-j", "1")
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stderr and (tmp_path / "site" / "index.html").exists()

@@ -141,3 +141,72 @@ def test_a_trace_kept_waiting_for_another_threads_trace_of_the_model_warns_namin
         lock.acquire(patience_s=0.1)
     lock.release()
     other.join(10)
+
+
+def test_release_after_entering_lets_another_threads_trace_of_the_model_run():
+    model, x = nn.Linear(2, 2), torch.zeros(1, 2)
+    tracer = shapetrace.Tracer(model)
+    tracer.__enter__()
+    model(x)
+    tracer.release()  # never left: release undoes the trace, the model's lock included
+    counts: list[int] = []
+    other, errors = _in_thread("other", lambda: counts.append(len(shapetrace.trace(model, x).calls)))
+    other.join(10)
+    assert not other.is_alive() and not errors and counts == [1]
+
+
+class _EndsAfterTheOtherThread(nn.Module):
+    """In the thread named ``first``, waits (up to 5 s) for the thread named ``second`` to be inside a forward;
+    in ``second``, waits (up to 5 s) for ``first_done``: two traces overlapping, the second ending last. (With
+    the traces taking turns, ``first`` waits its 5 s: ``second`` cannot start before it ends.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_inside, self.second_inside, self.first_done = threading.Event(), threading.Event(), threading.Event()
+
+    def forward(self, x):
+        if threading.current_thread().name == "first":
+            self.first_inside.set()
+            self.second_inside.wait(5)
+        else:
+            self.second_inside.set()
+            self.first_done.wait(5)
+        return x
+
+
+class _Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn, self.meet = nn.BatchNorm1d(4), _EndsAfterTheOtherThread()
+
+    def forward(self, x):
+        return self.meet(self.bn(x))
+
+
+def test_a_trace_of_a_submodule_in_another_thread_waits_for_the_trace_of_the_model():
+    model = nn.Sequential(nn.Identity(), _Block()).eval()
+    meet, before = model[1].meet, model[1].bn.running_mean.clone()
+
+    def trace_the_model() -> None:
+        shapetrace.trace(model, torch.randn(8, 4) + 3, train=True)
+        meet.first_done.set()
+
+    first, errors_1 = _in_thread("first", trace_the_model)
+    meet.first_inside.wait(5)  # the trace of the model is inside model[1], in training mode
+    second, errors_2 = _in_thread("second", lambda: shapetrace.trace(model[1], torch.randn(8, 4) - 3, train=True))
+    first.join(20)
+    second.join(20)
+    assert not errors_1 and not errors_2
+    assert not any(m.training for m in model.modules())
+    assert torch.equal(model[1].bn.running_mean, before)
+
+
+def test_traces_of_two_submodules_sharing_none_run_at_once_in_two_threads():
+    model, x = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)), torch.randn(3, 4)
+    counts: list[int] = []
+    with shapetrace.Tracer(model[0]) as t:
+        other, errors = _in_thread("other", lambda: counts.append(len(shapetrace.trace(model[1], x).calls)))
+        other.join(10)
+        assert not other.is_alive() and not errors and counts == [1]
+        model[0](x)
+    assert len(t.trace.calls) == 1

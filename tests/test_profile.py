@@ -216,6 +216,42 @@ def test_a_trace_is_one_forward_of_a_stateful_model_as_calling_it_would_be():
     assert model.forwards == 1 and model.hidden is not None
 
 
+class WritesItsStateInPlace(nn.Module):
+    """Counts its calls in a plain tensor (``+=``, in place) and logs batch sizes into a list inside a dict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.steps = torch.zeros(())
+        self.log: dict[str, list[int]] = {"seen": []}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.steps += 1
+        self.log["seen"].append(x.shape[0])
+        return self.lin(x)
+
+
+@pytest.mark.parametrize("options", [{}, {"dtype": "bf16"}], ids=["own-device", "bf16"])
+def test_a_profile_puts_back_a_plain_tensor_the_forward_counts_in_place(options):
+    model = WritesItsStateInPlace()
+    steps = model.steps
+    _profile(model, torch.randn(2, 4), repeat=3, warmup=1, **options)
+    assert model.steps is steps and model.steps.item() == 0
+
+
+def test_a_profile_puts_back_a_list_the_forward_appends_to_inside_a_dict():
+    model = WritesItsStateInPlace()
+    seen = model.log["seen"]
+    _profile(model, torch.randn(2, 4), repeat=3, warmup=1)
+    assert model.log["seen"] is seen and seen == []
+
+
+def test_a_trace_leaves_a_plain_tensor_counted_in_place_as_one_forward_would():
+    model = WritesItsStateInPlace()
+    shapetrace.trace(model, torch.randn(2, 4))
+    assert model.steps.item() == 1 and model.log["seen"] == [2]
+
+
 def test_parameter_bytes_per_call_are_counted_in_the_dtype_profiled():
     model = nn.Sequential(nn.Linear(256, 256), nn.ReLU())
     trace = _profile(model, torch.randn(2, 256), dtype="bf16", repeat=1, warmup=0)

@@ -325,7 +325,7 @@ def gallery_build(out_dir: str, names: tuple[str, ...], jobs: int | None, debug:
         click.echo(f"error: {len(failed.failures)} exhibit(s) failed: {', '.join(failed.failures)}; "
                    f"wrote {len(failed.written)} files to {out_dir}", err=True)
         sys.exit(1)
-    click.echo(f"wrote {len(written)} files to {out_dir} (open {Path(out_dir) / 'index.html'})")
+    click.echo(f"wrote {len(written)} files to {out_dir} (open {Path(out_dir) / 'index.html'})", err=True)
 
 
 # One line per command module: each imports cli_options and the session, never this module.

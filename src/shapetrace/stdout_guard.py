@@ -20,7 +20,8 @@ A command started with stdout or stderr closed (``>&-``, ``2>&-``; Python then s
 ``sys.stderr`` to ``None``) gets ``/dev/null`` on the closed descriptor, so that no file the command or the
 model opens takes it (and gets what is written to descriptor 1 or 2). A closed stderr stays silent: messages
 go nowhere, and click does not fall back to writing them into stdout. A closed stdout refuses to be written,
-with a message that says so and what to do (``-o FILE`` still works).
+with a message that says so and what to do (``-o FILE`` still works); so does ``-o /dev/stdout`` (``reroute``),
+which would otherwise write into that ``/dev/null``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ __all__ = ["guard_stdout", "reroute"]
 
 # The real stdout's duplicate while a guard is active (None otherwise).
 _saved: int | None = None
+# Whether the command started with stdout closed (descriptor 1 then holds /dev/null, not the real stdout).
+_stdout_closed = False
+
+CLOSED_MESSAGE = ("standard output is closed, so the output has nowhere to go: redirect it to a file (> FILE) or, "
+                  "where the command takes it, give -o FILE")
 
 # Names of descriptor 1 as a path: /dev/fd/1, /proc/self/fd/1, /proc/<pid>/fd/1 (/dev/stdout links to one).
 _FD1 = r"/(?:dev/fd|proc/(?:self|thread-self|{pid})(?:/task/\d+)?/fd)/1"
@@ -77,8 +83,7 @@ class ClosedStdout(io.TextIOBase):
         return False
 
     def write(self, s: str) -> int:
-        raise click.ClickException("standard output is closed, so the output has nowhere to go: redirect it to a "
-                                   "file (> FILE) or, where the command takes it, give -o FILE")
+        raise click.ClickException(CLOSED_MESSAGE)
 
     @property
     def buffer(self) -> ClosedStdout:  # what binary output (PNG, -o -) writes to
@@ -90,6 +95,7 @@ def _closed_streams_filled(*, whole_process: bool) -> Iterator[None]:
     """While the command runs: ``/dev/null`` on a closed descriptor 1 or 2, ``ClosedStdout`` for a missing
     ``sys.stdout``, a ``/dev/null`` stream for a missing ``sys.stderr`` (module docstring); all put back after,
     except the descriptors when the command is the process (as ``guard_stdout`` keeps descriptor 1 on stderr)."""
+    global _stdout_closed
     filled: list[int] = []
     swapped: dict[str, io.TextIOBase | None] = {}
     try:
@@ -101,10 +107,12 @@ def _closed_streams_filled(*, whole_process: bool) -> Iterator[None]:
                 os.dup2(opened, fd)
                 os.close(opened)
             filled.append(fd)
+            _stdout_closed = _stdout_closed or fd == 1
             swapped[name] = None
             setattr(sys, name, ClosedStdout() if fd == 1 else open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
         yield
     finally:
+        _stdout_closed = False
         for name, was in swapped.items():
             stand_in = getattr(sys, name)
             setattr(sys, name, was)
@@ -201,13 +209,16 @@ def _is_open(fd: int) -> bool:
 
 def reroute(path: str) -> str:
     """``path``, or the real stdout's descriptor as a path when ``path`` names descriptor 1 (``/dev/stdout``,
-    ``/dev/fd/1``) while the guard points descriptor 1 at stderr."""
-    if _saved is None:
+    ``/dev/fd/1``) while the guard points descriptor 1 at stderr. With stdout closed (descriptor 1 filled with
+    ``/dev/null``), such a path is refused as ``-o -`` is: a ``ClickException`` (``CLOSED_MESSAGE``)."""
+    if _saved is None and not _stdout_closed:
         return path
     fd1 = re.compile(_FD1.format(pid=os.getpid()))
     current = os.path.abspath(path)
     for _ in range(40):  # a chain of symbolic links, as the system follows one
         if fd1.fullmatch(current):
+            if _stdout_closed:
+                raise click.ClickException(CLOSED_MESSAGE)
             return f"/dev/fd/{_saved}"
         if not os.path.islink(current):
             return path

@@ -295,7 +295,7 @@ class Tracer:
                 self._shape_only = self._exit.enter_context(ShapeOnlyMode(formulas=not counted))
             self._exit.enter_context(self._engine)
         except BaseException:
-            run_all((self.release, self._guard.put_back_registrations))
+            run_all((self.release,))  # the error that stopped entering is the one raised
             raise
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -308,7 +308,7 @@ class Tracer:
             finally:
                 self._active = False
                 try:
-                    self.release()  # what an interrupt in the teardown above left undone
+                    self._undo()  # what an interrupt in the teardown above left undone (registrations: _build)
                 finally:
                     self._build(exc)
         except TeardownFailed as failed:
@@ -329,12 +329,23 @@ class Tracer:
 
     def release(self) -> None:
         """Undo whatever of this trace is still in place: the engine's hooks and recursion limit, a function
-        mode, the guard's grad mode, flags and buffers, the collector paused while the records are built.
+        mode, the guard's grad mode, flags and buffers, the collector paused while the records are built, and
+        last what the forward registered (layers it built), which releases the model's lock (``model_lock``):
+        another thread's trace of the model no longer waits. No trace is built (``trace`` stays ``None`` when
+        the block was not left).
 
         Leaving the ``with`` block does it all, each step even if one before it raised (a ``KeyboardInterrupt``
         during the teardown); each can run again without redoing anything, so calling this after the block
         (as ``trace()`` does) also covers an interrupt that came before ``__exit__`` could run. Safe to call
         any number of times, entered or not."""
+        guard = getattr(self, "_guard", None)
+        steps: list[Callable[[], object]] = [self._undo]
+        if guard is not None:
+            steps.append(guard.put_back_registrations)
+        run_all_then_raise(steps)
+
+    def _undo(self) -> None:
+        """``release`` but for the registrations, which ``_build`` puts back after counting the parameters."""
         engine, guard = getattr(self, "_engine", None), getattr(self, "_guard", None)
         steps: list[Callable[[], object]] = [self._exit.close]
         if engine is not None:

@@ -42,7 +42,6 @@ import functools
 import inspect
 import sys
 import threading
-import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
@@ -55,6 +54,7 @@ from torch.nn.modules import module as torch_module
 
 from .cleanup import run_all_then_raise
 from .records import Trace
+from .warning_filter import add_filter, remove_filter
 
 __all__ = ["NO_KWARGS", "CallSkeleton", "Engine", "ModuleIndex", "Probe", "Unfinished", "caller_kwargs",
            "keyword_free_at"]
@@ -474,10 +474,8 @@ class Engine:
                 # torch warns that global hooks fire once more for a torch.compile'd module's wrapper: with no
                 # global hook but ours and our probes' (FlopCounterMode's module tracker), that is about ours
                 # (the wrapper is not a module the engine counts)
-                quiet = warnings.catch_warnings()
-                quiet.__enter__()
-                warnings.filterwarnings("ignore", message=_COMPILE_HOOKS_WARNING, category=UserWarning)
-                self._quiet_compile = quiet
+                # (that one filter entry only: the block's own filters and showwarning are left as it sets them)
+                self._quiet_compile = add_filter("ignore", _COMPILE_HOOKS_WARNING, UserWarning)
             self._handles.append(torch_module.register_module_forward_pre_hook(pre))
             self._handles.append(torch_module.register_module_forward_hook(post, always_call=True))
             self._handles.append(torch_module.register_module_module_registration_hook(self._attached))
@@ -520,10 +518,10 @@ class Engine:
             self._eager.__exit__(None, None, None)
 
     def _leave_quiet_compile(self) -> None:
-        """Put the warning filters back as they were, once."""
+        """Remove the filter entry that silenced torch's warning (that entry only), once."""
         quiet, self._quiet_compile = self._quiet_compile, None
         if quiet is not None:
-            quiet.__exit__(None, None, None)
+            remove_filter(*quiet)
 
     def _close_open(self, exc: BaseException | None) -> None:
         """End the calls still open (their post-hooks never ran), innermost first."""

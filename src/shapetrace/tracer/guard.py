@@ -21,9 +21,10 @@ forward registered until ``put_back_registrations()`` (the tracer counts paramet
 forward). Writes straight into ``_parameters`` or ``_buffers`` that keep their size go past torch's hooks and
 are left as the forward left them.
 
-Two guards of one model in two threads take turns (``model_lock``): entering waits until another thread's
-guard of the same model has put everything back (registrations included, with ``keep_registrations``), so
-neither saves what the other set. A guard of the same model in the same thread does not wait.
+Two guards in two threads whose models share modules (one model, or a model and its submodule) take turns
+(``model_lock``): entering waits until another thread's guard of any of the same modules has put everything
+back (registrations included, with ``keep_registrations``), so neither saves what the other set. A guard in
+the same thread does not wait.
 
 A forward run on copies of the buffers (``runs_copy``: placement's test, for a trace on ``meta`` or another
 device) cannot write them: those are not copied, nor put back.
@@ -55,7 +56,7 @@ from torch.nn.parameter import UninitializedTensorMixin
 from .attributes import changed_names, put_back_attributes
 from .cleanup import run_all_then_raise
 from .engine import ModuleIndex
-from .model_lock import model_lock
+from .model_lock import ModelLock
 
 __all__ = ["ModelGuard"]
 
@@ -197,12 +198,12 @@ class ModelGuard:
         self._touched: set[int] = set()  # slots of the modules the forward registered something on
         self._grad = contextlib.ExitStack()
         self._grad_left = True
-        self._lock = model_lock(index.model)
+        self._lock = ModelLock(index.modules)  # the modules indexed now (see model_lock)
         self._locked = False  # holding the model's lock (from entering until everything is back)
         self._state_back = self._registrations_back = False
 
     def __enter__(self) -> ModelGuard:  # noqa: PYI034 - typing.Self needs Python 3.11
-        self._lock.acquire()  # another thread's trace of this model puts it back first (see model_lock)
+        self._lock.acquire()  # another thread's trace of these modules puts them back first (see model_lock)
         self._locked = True
         self._state_back = self._registrations_back = False
         try:

@@ -1,97 +1,94 @@
-"""``model_lock``: one lock per model, so that traces of the same model in two threads run one after the other.
+"""``ModelLock``: traces whose models share modules, in two threads, run one after the other.
 
 A trace changes the model while its forward runs (training flags, grad mode, buffers a BatchNorm updates, layers
-built on the first call) and puts it all back afterwards (``ModelGuard``). Two traces of one model at once would
-each save what the other had already changed, and put back in the wrong order: the model left in training mode,
-its running statistics updated. So a guard holds its model's lock from entering to putting the last thing back;
-another thread's trace of the same model waits for it. Traces of different models still run at once.
+built on the first call) and puts it all back afterwards (``ModelGuard``). Two traces at once of one model, or of
+a model and one of its submodules (``trace(model)`` in one thread, ``trace(model[1])`` in another), would each
+save what the other had already changed, and put back in the wrong order: the shared modules left in training
+mode, their running statistics updated. So a guard holds a lock on every module it guards (``ModelLock``, made
+from the trace's module index) from entering to putting the last thing back, and another thread's guard whose
+modules overlap those waits for it. Traces of models that share no module still run at once.
 
-The lock is re-entrant for the thread holding it (a ``Tracer`` inside a ``Tracer`` of the same model, ``trace()``
-called inside a forward), and any thread may release it (a ``Tracer`` entered in one thread and left in another).
-Held per model object, weakly: a model that is dropped drops its lock.
+Locking is all or nothing: a guard takes every one of its modules at once, when no other thread holds any of
+them, so two guards can never each hold part of what the other waits for. A guard may take modules its own
+thread holds already (a ``Tracer`` inside a ``Tracer`` of the same model, ``trace()`` called inside a forward,
+a trace of a submodule inside a trace of the model), and any thread may release a hold (a ``Tracer`` entered in
+one thread and left in another). The cost is a few set operations per trace, none per module call.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-import weakref
+from collections.abc import Iterable
 
 from .user_warnings import warn_user
 
 __all__ = ["PATIENCE_S", "ModelLock", "model_lock"]
 
-# How long a trace waits for another thread's trace of the same model before it warns that it is waiting.
+# How long a trace waits for another thread's trace of the same modules before it warns that it is waiting.
 PATIENCE_S = 10.0
+
+# The holds in force, one per acquire not released yet: [owner thread ident, module ids, the lock]. Few at any
+# time (one per trace running), so a waiting guard looks at each.
+_HOLDS: list[tuple[int, frozenset[int], ModelLock]] = []
+_CHANGED = threading.Condition(threading.Lock())  # guards _HOLDS; notified whenever a hold is released
 
 
 def _thread_name(ident: int | None) -> str:
     return next((t.name for t in threading.enumerate() if t.ident == ident), str(ident))
 
 
-class ModelLock:
-    """A lock its holding thread may take again (released when as many releases came), released by any thread."""
+def _blocker(ids: frozenset[int], me: int) -> int | None:
+    """The thread of a hold by another thread on some of ``ids`` (``_CHANGED`` held), else ``None``."""
+    return next((owner for owner, held, _ in _HOLDS if owner != me and not ids.isdisjoint(held)), None)
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._owner: int | None = None
-        self._depth = 0
+
+class ModelLock:
+    """A lock on a set of modules (by id: the guard keeps them alive while it holds them). Its thread may take
+    it again, or take modules it holds already through another lock; any thread may release it."""
+
+    def __init__(self, modules: Iterable[object]) -> None:
+        self._ids = frozenset(map(id, modules))
 
     def acquire(self, patience_s: float = PATIENCE_S) -> None:
-        """Take the lock, waiting while another thread holds it; past ``patience_s`` of waiting, warn once, naming
-        that thread (a wait that never ends is a thread waiting, inside its own trace of the model, for this one:
-        the warning says why the program stopped)."""
-        me = threading.get_ident()
+        """Take every module at once, waiting while another thread holds any of them; past ``patience_s`` of
+        waiting, warn once, naming that thread (a wait that never ends is a thread waiting, inside its own trace
+        of these modules, for this one: the warning says why the program stopped)."""
+        me, ids = threading.get_ident(), self._ids
         waited, warned = 0.0, False
-        with self._cond:
-            while self._owner is not None and self._owner != me:
-                step = patience_s if not warned else None
+        with _CHANGED:
+            while (other := _blocker(ids, me)) is not None:
                 start = time.monotonic()
-                self._cond.wait(step)
+                _CHANGED.wait(patience_s if not warned else None)
                 waited += time.monotonic() - start
-                if not warned and waited >= patience_s and self._owner not in (None, me):
+                if not warned and waited >= patience_s and (other := _blocker(ids, me)) is not None:
                     warned = True
-                    warn_user(f"this trace has waited {waited:.0f} s for another trace of the same model, in thread "
-                              f"{_thread_name(self._owner)!r}, to end: traces of one model take turns. If that thread "
-                              "is waiting for this one (a trace started inside a Tracer block and awaited there), "
-                              "neither can go on: trace a copy of the model (copy.deepcopy) in one of them")
-            self._owner, self._depth = me, self._depth + 1
+                    warn_user(f"this trace has waited {waited:.0f} s for another trace of the same model (or of a "
+                              f"model sharing modules with it), in thread {_thread_name(other)!r}, to end: traces "
+                              "of one model take turns. If that thread is waiting for this one (a trace started "
+                              "inside a Tracer block and awaited there), neither can go on: trace a copy of the "
+                              "model (copy.deepcopy) in one of them")
+            _HOLDS.append((me, ids, self))
 
     def release(self) -> None:
-        """Give back one ``acquire``; the last wakes a thread waiting for the lock."""
-        with self._cond:
-            if self._depth == 0:
+        """Give back one ``acquire`` of this lock (the calling thread's last, else any); wakes waiting threads."""
+        me = threading.get_ident()
+        with _CHANGED:
+            mine = [i for i, (_, _, lock) in enumerate(_HOLDS) if lock is self]
+            if not mine:
                 raise RuntimeError("release of a ModelLock that is not held")
-            self._depth -= 1
-            if self._depth == 0:
-                self._owner = None
-                self._cond.notify()
+            own = [i for i in mine if _HOLDS[i][0] == me]
+            del _HOLDS[(own or mine)[-1]]
+            _CHANGED.notify_all()
 
     @property
     def held(self) -> bool:
-        """Whether some thread holds the lock."""
-        return self._owner is not None
-
-
-# id(model) -> (a weak reference to the model, its lock). By id rather than a WeakKeyDictionary: a module class
-# may define __eq__ without __hash__.
-_LOCKS: dict[int, tuple[weakref.ref, ModelLock]] = {}
-_LOCKS_LOCK = threading.RLock()  # re-entrant: a model's weak-reference callback may run inside ``model_lock``
+        """Whether some thread holds any of these modules (through this lock or another)."""
+        with _CHANGED:
+            return any(not self._ids.isdisjoint(held) for _, held, _ in _HOLDS)
 
 
 def model_lock(model: object) -> ModelLock:
-    """The lock of ``model`` (made on first use, dropped with the model)."""
-    key = id(model)
-    with _LOCKS_LOCK:
-        known = _LOCKS.get(key)
-        if known is not None and known[0]() is model:
-            return known[1]
-        lock = ModelLock()
-
-        def forget(_: weakref.ref, key: int = key, lock: ModelLock = lock) -> None:
-            with _LOCKS_LOCK:
-                if key in _LOCKS and _LOCKS[key][1] is lock:
-                    del _LOCKS[key]
-
-        _LOCKS[key] = (weakref.ref(model, forget), lock)
-        return lock
+    """A lock on ``model`` and every module under it (``model.modules()`` when it has that method)."""
+    modules = getattr(model, "modules", None)
+    return ModelLock(modules() if callable(modules) else (model,))

@@ -106,6 +106,7 @@ from .probes.memory import PeakMemoryProbe, PeakStack
 from .probes.timing import RANGE_PREFIX, TimerProbe
 from .records import Failure, Trace, iter_tensors
 from .shape_only import explain_embedding_failure, failed_in_lookup
+from .state_values import values_kept
 from .values import iter_live_tensors
 
 __all__ = [
@@ -491,7 +492,8 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
     kwargs = place_inputs(kwargs, dev, dt)
     regions, inner = _compiled_regions(model)
     # the model's own plain attributes (a hidden state it keeps between calls) are put back on every device
-    with forward_state_kept(model), placed(model, dev, dt):
+    # and what they write in place into its plain tensors and nested lists and dicts (``values_kept``)
+    with forward_state_kept(model), values_kept(model), placed(model, dev, dt):
         # Pass 1: shapes, data flow, FLOPs and peak memory, in one forward.
         flop_probe = FlopProbe() if flops else None
         peak_probe = PeakMemoryProbe(dev) if memory and dev.type == "cuda" else None
