@@ -62,6 +62,28 @@ def test_an_edit_keeping_the_names_and_the_line_count_is_not_shown_against_the_o
     assert [g.text() for g in source.calls_only] == ["l1 Linear → (2,8)", "l2 Linear → (2,8)", "cat → (2,16)"]
 
 
+_SCALED = _TWO_BRANCHES.replace("def forward(self, x):", "def forward(self, x, *, scale=2.0, mode='sum'):")
+
+
+@pytest.mark.parametrize("edit", [("scale=2.0", "scale=3.0"), ("mode='sum'", "mode='max'")],
+                         ids=["a default number", "a default string"])
+def test_an_edited_default_value_is_told_though_the_forwards_code_is_the_same(tmp_path, monkeypatch, edit):
+    module = _import(tmp_path, monkeypatch, "scaled", _SCALED.encode())
+    model = module.Scaled() if hasattr(module, "Scaled") else module.TwoBranches()
+    (tmp_path / "scaled.py").write_text(_SCALED.replace(*edit))  # the default is made by the class body
+    (source,) = build_view(trace(model, torch.randn(2, 4), lines=True)).sources
+    assert "has changed since this code was loaded" in source.missing
+
+
+def test_unedited_defaults_of_every_kind_still_show_the_lines(tmp_path, monkeypatch):
+    text = _TWO_BRANCHES.replace(
+        "def forward(self, x):",
+        "def forward(self, x, k=-1, t=(1, 2.5), n=None, f=float('nan'), *, s='a', z=torch.zeros(1)):")
+    model = _import(tmp_path, monkeypatch, "defaults_kinds", text.encode()).TwoBranches()
+    (source,) = build_view(trace(model, torch.randn(2, 4), lines=True)).sources
+    assert source.lines and not source.missing
+
+
 # Constructs whose code depends on where they are compiled: private names (mangled with the class), super()
 # (a __class__ cell), a class written in a function whose variables its forward reads (a closure), a decorated
 # forward, a method call on an imported module (compiled apart from other method calls), a docstring, nested

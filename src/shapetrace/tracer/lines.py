@@ -18,6 +18,7 @@ import functools
 import inspect
 import os
 import sys
+import weakref
 from types import CodeType, FrameType
 from typing import Any
 
@@ -26,7 +27,7 @@ from torch import nn
 
 from .probes.ops import reads_only_its_own_state
 from .records import Op, Trace
-from .source_match import source_matches
+from .source_match import defaults_match, source_matches
 
 __all__ = ["LineRecorder", "forward_code"]
 
@@ -59,8 +60,15 @@ def forward_code(module: nn.Module) -> tuple[CodeType | None, str, str]:
         pass
     code = getattr(func, "__code__", None)
     if isinstance(code, CodeType):
+        defaults, kwdefaults = getattr(func, "__defaults__", None), getattr(func, "__kwdefaults__", None)
+        _DEFAULTS.setdefault(code, (defaults, kwdefaults))  # for the edit check (source_match.defaults_match)
         return code, getattr(func, "__qualname__", qualname), getattr(func, "__module__", None) or type(module).__module__
     return None, qualname, type(module).__module__
+
+
+# A forward's default argument values, by its code object: made when its class body ran, they are not in the code
+# object the edit check compares, so it reads them here. Weak: a class defined at run time dies with its code.
+_DEFAULTS: weakref.WeakKeyDictionary[CodeType, tuple[tuple | None, dict | None]] = weakref.WeakKeyDictionary()
 
 
 def _short_path(filename: str) -> str:
@@ -281,7 +289,8 @@ def _read_source(code: CodeType, qualname: str) -> dict:
         return {"qualname": qualname, "file": _short_path(code.co_filename),
                 "missing": f"its source file {code.co_filename!r} cannot be read (an interactive session, "
                            "a generated class or a file that has changed or gone)"}
-    if not source_matches(code, text, first, qualname):
+    known = _DEFAULTS.get(code)
+    if not source_matches(code, text, first, qualname) or (known is not None and not defaults_match(text, *known)):
         return {"qualname": qualname, "file": _short_path(code.co_filename),
                 "missing": f"its source file {code.co_filename!r} has changed since this code was loaded (reload "
                            "the module, or restart the interpreter, to see its lines)"}

@@ -18,7 +18,9 @@ import ast
 import functools
 import io
 import linecache
+import math
 import sys
+import textwrap
 import tokenize
 from collections.abc import Iterator
 from types import CodeType
@@ -30,6 +32,43 @@ for _feature in __future__.all_feature_names:
     _FUTURE_FLAGS |= getattr(__future__, _feature).compiler_flag
 
 _OUTER = "_shapetrace_enclosing"  # the stand-in for the function a closure was written in
+
+
+def defaults_match(text: list[str], defaults: tuple | None, kwdefaults: dict | None) -> bool:
+    """Whether the literal default values written in the ``def`` of ``text`` are the function's ``defaults`` and
+    ``kwdefaults`` (its ``__defaults__``, ``__kwdefaults__``). A default is made when the class body runs, not by
+    the function's code, so an edit to one (``scale=2.0`` to ``3.0``) leaves the code object as it was. Defaults
+    that are not literals (``torch.zeros(3)``, a name) are not compared; text that does not parse is left to the
+    code comparison."""
+    try:
+        tree = ast.parse(textwrap.dedent("".join(text)))
+    except (SyntaxError, ValueError):
+        return True
+    node = next((n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
+    if node is None:
+        return True
+    written = [(d, v) for d, v in zip(node.args.defaults, defaults or ())]
+    if len(node.args.defaults) != len(defaults or ()):
+        return False
+    kw = kwdefaults or {}
+    for arg, d in zip(node.args.kwonlyargs, node.args.kw_defaults):
+        if d is not None:
+            if arg.arg not in kw:
+                return False
+            written.append((d, kw[arg.arg]))
+    for node_value, value in written:
+        try:
+            literal = ast.literal_eval(node_value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            continue
+        if type(literal) is not type(value) or not (literal == value or _is_nan(literal)):
+            return False
+    return True
+
+
+def _is_nan(value: object) -> bool:
+    """A float NaN, equal to nothing, itself included: a NaN default is taken as unedited."""
+    return isinstance(value, float) and math.isnan(value)
 
 
 def source_matches(code: CodeType, text: list[str], first: int, qualname: str = "") -> bool:
