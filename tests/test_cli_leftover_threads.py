@@ -7,7 +7,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from click.testing import CliRunner
+
+from shapetrace.cli import main
 
 SRC_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
 
@@ -117,3 +123,26 @@ def test_a_command_run_in_process_with_no_thread_left_leaves_thread_pools_workin
     assert CliRunner().invoke(main, ["--help"]).exit_code == 0  # standalone: ends in exit_now, in this process
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(int, "1").result() == 1
+
+
+def test_a_command_called_in_process_leaves_the_callers_threads_and_pools_alone(tmp_path, monkeypatch):
+    (tmp_path / "short_thread.py").write_text(textwrap.dedent("""
+        import threading, time
+        from torch import nn
+
+        def build():
+            threading.Thread(target=time.sleep, args=(0.3,)).start()  # still running when the command ends
+            return nn.Linear(4, 2)
+    """))
+    monkeypatch.chdir(tmp_path)
+    pool = ThreadPoolExecutor(1)
+    try:
+        pool.submit(int).result()
+        done = CliRunner().invoke(main, ["trace", "short_thread.py:build", "--input", "1,4"])
+        assert done.exit_code == 0, done.output
+        assert pool.submit(int, "7").result() == 7  # the caller's pool still takes work
+        with ThreadPoolExecutor(1) as fresh:
+            assert fresh.submit(int, "8").result() == 8
+        assert threading.main_thread().is_alive()
+    finally:
+        pool.shutdown()

@@ -277,3 +277,10 @@ def test_float8_inputs_stay_inside_a_range_the_cast_would_round_out_of(dtype):
     (x,), _ = make_inputs([f"{dtype}:4000:0..2"])
     values = x.float()
     assert str(x.dtype) == f"torch.{dtype}" and values.min() >= 0 and values.max() < 2  # 2 itself is a float8 value
+
+
+def test_a_uint64_range_is_refused_past_what_randint_can_draw_not_crashed_on():
+    with pytest.raises(InputSpecError, match="HIGH \\(exclusive\\) at most 9223372036854775807"):
+        parse_input("uint64:4:0..9223372036854775808")
+    (x,), _ = make_inputs(["uint64:4:9223372036854775806..9223372036854775807"])
+    assert x.dtype == torch.uint64

@@ -96,9 +96,12 @@ class QuietPipeGroup(click.Group):
         try:
             with guard_stdout(whole_process=standalone_mode):
                 return super().main(*args, standalone_mode=standalone_mode, **kwargs)
-        except SystemExit as e:  # standalone: the command is done, the process ends now
-            # after the guard: what exit handlers print goes where descriptor 1 now points (stderr), as at exit
-            exit_now(0 if e.code is None else e.code if isinstance(e.code, int) else 1)
+        except SystemExit as e:  # standalone: the command is done
+            # The console entry reads its arguments from sys.argv (args None): the process ends now. A caller
+            # passing arguments (click's CliRunner, a script) owns the process and its threads: left alone.
+            # After the guard: what exit handlers print goes where descriptor 1 now points (stderr), as at exit.
+            if standalone_mode and (args[0] if args else kwargs.get("args")) is None:
+                exit_now(0 if e.code is None else e.code if isinstance(e.code, int) else 1)
             raise
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:

@@ -299,10 +299,11 @@ def _bounds(spec: str, part: str, texts: tuple[str, str], dtype: torch.dtype) ->
             raise _fail(spec, f"an integer dtype needs integer bounds, got {_shortened(part)}")
         info = torch.iinfo(dtype)
         top = min(info.max, 2**63 - 1)  # torch.randint takes HIGH as an int64
+        high_most = top + (info.max < 2**63 - 1)  # HIGH is exclusive: past the largest value, if int64 holds it
         # compared as Decimals before int(): int(Decimal('1e9999999')) would build a ten-million-digit number
-        if exact[0] < info.min or exact[1] > top + (dtype != torch.int64):
+        if exact[0] < info.min or exact[1] > high_most:
             raise _fail(spec, f"the range {_shortened(part)} does not fit {name}: LOW at least {info.min}, HIGH (exclusive) "
-                              f"at most {top + (dtype != torch.int64)}")
+                              f"at most {high_most}")
         low, high = (int(d) for d in exact)
     else:
         low, high = (float(t) for t in texts)
