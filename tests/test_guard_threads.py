@@ -210,3 +210,35 @@ def test_traces_of_two_submodules_sharing_none_run_at_once_in_two_threads():
         assert not other.is_alive() and not errors and counts == [1]
         model[0](x)
     assert len(t.trace.calls) == 1
+
+
+def test_two_asyncio_tasks_tracing_one_model_across_an_await_are_refused_not_left_to_change_it():
+    import asyncio
+
+    from shapetrace.tracer.model_lock import ModelBusy
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).train()
+    x = torch.randn(3, 4)
+
+    async def serve(entered: asyncio.Event, leave: asyncio.Event) -> None:
+        with shapetrace.Tracer(model, train=False):
+            entered.set()
+            await leave.wait()
+            model(x)
+
+    async def both() -> BaseException | None:
+        first_in, first_out, second_in = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        first = asyncio.create_task(serve(first_in, first_out))
+        await first_in.wait()
+        second = asyncio.create_task(serve(second_in, asyncio.Event()))
+        refused = await asyncio.gather(second, return_exceptions=True)
+        first_out.set()
+        await first
+        return refused[0]
+
+    done: dict[str, object] = {}
+    runner = threading.Thread(target=lambda: done.setdefault("refused", asyncio.run(both())))
+    runner.start()
+    runner.join(60)
+    assert isinstance(done["refused"], ModelBusy)
+    assert model.training and all(m.training for m in model.modules())  # as it was: train mode
