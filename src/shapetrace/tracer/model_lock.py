@@ -47,11 +47,12 @@ def _owner() -> tuple[int, int | None]:
             task = None
     return threading.get_ident(), (id(task) if task is not None else None)
 
+
 # How long a trace waits for another thread's trace of the same modules before it warns that it is waiting.
 PATIENCE_S = 10.0
 
-# The holds in force, one per acquire not released yet: [owner thread ident, module ids, the lock]. Few at any
-# time (one per trace running), so a waiting guard looks at each.
+# The holds in force, one per acquire not released yet: [owner (thread ident, asyncio task id or None), module
+# ids, the lock]. Few at any time (one per trace running), so a waiting guard looks at each.
 _HOLDS: list[tuple[tuple[int, int | None], frozenset[int], ModelLock]] = []
 _CHANGED = threading.Condition(threading.Lock())  # guards _HOLDS; notified whenever a hold is released
 
