@@ -470,12 +470,12 @@ class Engine:
                     stance = set_stance("force_eager")
                     stance.__enter__()
                     self._eager = stance
-            if not others:
-                # torch warns that global hooks fire once more for a torch.compile'd module's wrapper: with no
-                # global hook but ours and our probes' (FlopCounterMode's module tracker), that is about ours
-                # (the wrapper is not a module the engine counts)
-                # (that one filter entry only: the block's own filters and showwarning are left as it sets them)
-                self._quiet_compile = add_filter("ignore", _COMPILE_HOOKS_WARNING, UserWarning)
+                if not others:
+                    # torch warns that global hooks fire once more for a torch.compile'd module's wrapper: with
+                    # no global hook but ours and our probes' (FlopCounterMode's module tracker), that is about
+                    # ours (the wrapper is not a module the engine counts). That one filter entry only, and only
+                    # where a compiled part is: each entry made clears every module's warning registry.
+                    self._quiet_compile = add_filter("ignore", _COMPILE_HOOKS_WARNING, UserWarning)
             self._handles.append(torch_module.register_module_forward_pre_hook(pre))
             self._handles.append(torch_module.register_module_forward_hook(post, always_call=True))
             self._handles.append(torch_module.register_module_module_registration_hook(self._attached))
