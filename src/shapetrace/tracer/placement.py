@@ -159,13 +159,15 @@ def forward_state_kept(model: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def placed(model: nn.Module, device: torch.device | None, dtype: torch.dtype | None = None) -> Iterator[None]:
-    """Run ``model`` with its tensors on ``device`` (``None``: where they are) and cast to ``dtype``, unmoved."""
+def placed(model: nn.Module, device: torch.device | None, dtype: torch.dtype | None = None, *,
+           keep_state: bool = True) -> Iterator[None]:
+    """Run ``model`` with its tensors on ``device`` (``None``: where they are) and cast to ``dtype``, unmoved.
+    ``keep_state=False``: the caller keeps the forward's state itself (``forward_state_kept`` around this)."""
     if dtype is None and (device is None or model_device(model) == device):
         yield
         return
     moved = _copies(model, device if device is not None else model_device(model), dtype)
-    with forward_state_kept(model), _swapped(moved):
+    with forward_state_kept(model) if keep_state else contextlib.nullcontext(), _swapped(moved):
         yield
 
 

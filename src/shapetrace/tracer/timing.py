@@ -493,7 +493,7 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
     regions, inner = _compiled_regions(model)
     # the model's own plain attributes (a hidden state it keeps between calls) are put back on every device
     # and what they write in place into its plain tensors and nested lists and dicts (``values_kept``)
-    with forward_state_kept(model), values_kept(model), placed(model, dev, dt):
+    with forward_state_kept(model), values_kept(model), placed(model, dev, dt, keep_state=False):
         # Pass 1: shapes, data flow, FLOPs and peak memory, in one forward.
         flop_probe = FlopProbe() if flops else None
         peak_probe = PeakMemoryProbe(dev) if memory and dev.type == "cuda" else None
