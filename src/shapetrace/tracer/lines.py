@@ -27,7 +27,7 @@ from torch import nn
 
 from .probes.ops import reads_only_its_own_state
 from .records import Op, Trace
-from .source_match import defaults_match, source_matches
+from .source_match import defaults_match, nested_codes, source_matches
 
 __all__ = ["LineRecorder", "forward_code"]
 
@@ -164,7 +164,7 @@ class LineRecorder:
         elif code not in self._keys:
             self._keys[code] = self._unique_key(f"{modname}.{qualname}", code)
             self._qualnames[code] = qualname
-            for inner in _nested_codes(code):
+            for inner in nested_codes(code):
                 self._root_of.setdefault(inner, code)
         return code
 
@@ -257,18 +257,6 @@ class LineRecorder:
         trace.meta["lines"] = True
 
 
-def _nested_codes(code: CodeType) -> list[CodeType]:
-    """The code objects written inside ``code`` (functions, lambdas, comprehensions, classes), at any depth."""
-    found: list[CodeType] = []
-    todo = [code]
-    while todo:
-        for const in todo.pop().co_consts:
-            if isinstance(const, CodeType):
-                found.append(const)
-                todo.append(const)
-    return found
-
-
 # Source text read once per forward per process: reading and tokenizing files is the costly part. Keyed with
 # the file too: code objects compare equal by their bytecode alone, whichever file they were compiled from.
 _SOURCES: dict[tuple[CodeType, str], dict] = {}
@@ -296,6 +284,6 @@ def _read_source(code: CodeType, qualname: str) -> dict:
                            "the module, or restart the interpreter, to see its lines)"}
     # The lines with instructions: a statement with none (`global`, an `assert` under -O) cannot run, and is
     # not called unreached.
-    code_lines = sorted({line for c in (code, *_nested_codes(code)) for _, _, line in c.co_lines() if line})
+    code_lines = sorted({line for c in (code, *nested_codes(code)) for _, _, line in c.co_lines() if line})
     return {"qualname": qualname, "file": _short_path(code.co_filename), "first_line": first or 1,
             "text": [line.rstrip("\n") for line in text], "code_lines": code_lines}

@@ -25,7 +25,7 @@ import tokenize
 from collections.abc import Iterator
 from types import CodeType
 
-__all__ = ["source_matches"]
+__all__ = ["defaults_match", "nested_codes", "source_matches"]
 
 _FUTURE_FLAGS = 0
 for _feature in __future__.all_feature_names:
@@ -97,7 +97,7 @@ def source_matches(code: CodeType, text: list[str], first: int, qualname: str = 
             target = code.co_firstlineno - shift
             for compiled in _compiled(prefix + wrapped[1], code.co_flags & _FUTURE_FLAGS):
                 if any(c.co_name == code.co_name and c.co_firstlineno == target and _same_code(code, c, shift)
-                       for c in _nested_codes(compiled)):
+                       for c in nested_codes(compiled)):
                     return True
     return False
 
@@ -156,7 +156,8 @@ def _compiled(source: str, flags: int) -> Iterator[CodeType]:
             return
 
 
-def _nested_codes(code: CodeType) -> Iterator[CodeType]:
+def nested_codes(code: CodeType) -> Iterator[CodeType]:
+    """The code objects written inside ``code`` (functions, lambdas, comprehensions, classes), at any depth."""
     todo = [code]
     while todo:
         for const in todo.pop().co_consts:
