@@ -11,6 +11,9 @@ import importlib.machinery
 import os
 import re
 import sys
+from pathlib import Path
+
+from ..renderers.atomic import name_limit
 
 __all__ = ["NAME_TOO_LONG", "names_a_file", "path_problem", "source_file", "split_spec", "tidy_spec"]
 
@@ -77,10 +80,7 @@ def _name_max(path: str | os.PathLike) -> int:
     folder = os.path.dirname(os.path.abspath(path))
     while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
         folder = os.path.dirname(folder)
-    try:
-        return os.pathconf(folder, "PC_NAME_MAX")
-    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no answer
-        return 255
+    return name_limit(Path(folder))
 
 
 def path_problem(path: str | os.PathLike) -> str | None:
