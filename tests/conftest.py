@@ -293,3 +293,12 @@ def css_declarations(css: str) -> list[tuple[str, str, str]]:
                 prop, value = (p.strip() for p in decl.split(":", 1))
                 out += [(" ".join(sel.split()), prop, " ".join(value.split())) for sel in selectors.split(",")]
     return out
+
+
+def process_running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

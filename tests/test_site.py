@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import requires_dot
+from conftest import process_running, requires_dot
 
 import shapetrace
 from shapetrace.gallery import exhibits as registry
@@ -349,15 +349,6 @@ main(sys.argv[3:], prog_name="shapetrace")
 """
 
 
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` still runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads the processes' states in /proc")
 def test_an_interrupt_of_the_main_process_alone_stops_the_build_and_its_workers_promptly(tmp_path):
@@ -377,9 +368,9 @@ def test_an_interrupt_of_the_main_process_alone_stops_the_build_and_its_workers_
         _, err = build.communicate(timeout=30)
         deadline = time.monotonic() + 5
         workers = [int(p) for p in pids.read_text().split()]
-        while any(_running(p) for p in workers) and time.monotonic() < deadline:
+        while any(process_running(p) for p in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert len(workers) == 2 and not any(_running(p) for p in workers)
+        assert len(workers) == 2 and not any(process_running(p) for p in workers)
     finally:  # never leave a hung build or its workers behind (the workers hold its output pipes open)
         for p in (int(p) for p in pids.read_text().split()) if pids.exists() else ():
             with contextlib.suppress(ProcessLookupError):

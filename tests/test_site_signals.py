@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import process_running
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds the workers in /proc")]
@@ -30,15 +31,6 @@ def _children(pid: int) -> list[int]:
                 if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
                     found.append(int(entry))
     return found
-
-
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` still runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _state(folder: Path) -> dict[str, tuple[int, int]]:
@@ -65,9 +57,9 @@ def _build_until_first_files(out: Path, err: Path) -> tuple[subprocess.Popen, li
 
 def _assert_gone_and_quiet(workers: list[int], out: Path) -> None:
     deadline = time.monotonic() + 5
-    while any(_running(p) for p in workers) and time.monotonic() < deadline:
+    while any(process_running(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert [p for p in workers if _running(p)] == []
+    assert [p for p in workers if process_running(p)] == []
     before = _state(out)
     time.sleep(3)
     assert _state(out) == before  # nothing written after the build ended
