@@ -22,7 +22,6 @@ import contextlib
 import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import TINY_BLOCKS, cases, write_section  # the sibling script's cases and writer
+from overhead import TINY_BLOCKS, cases, interleaved, write_section  # the sibling script's cases and writer
 
 MARK_BEGIN = "<!-- call-floor:begin -->"
 MARK_END = "<!-- call-floor:end -->"
@@ -123,14 +122,7 @@ def measure(model: nn.Module, x: torch.Tensor, rounds: int) -> dict[str, list[fl
     fns = methods(model, x)
     for fn in fns.values():  # warm-up
         fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    order = list(fns)
-    for r in range(rounds):
-        for name in order[r % len(order):] + order[:r % len(order)]:
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - t0)
-    return times
+    return interleaved(fns, rounds)
 
 
 def module_calls(model: nn.Module, x: torch.Tensor) -> int:

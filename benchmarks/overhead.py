@@ -190,6 +190,14 @@ def measure(model: nn.Module, x: torch.Tensor, rounds: int, budget_s: float,
         fn()
         first[name] = time.perf_counter() - t0
     rounds = max(rounds, min(50, int(budget_s / max(sum(first.values()), 1e-9))))
+    times = interleaved(fns, rounds)
+    return ({name: statistics.median(ts) for name, ts in times.items()}, {name: min(ts) for name, ts in times.items()},
+            rounds)
+
+
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """Seconds of each run of each method: every round runs every method once, starting with a different one
+    each round, so drift in the machine's speed hits them alike."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     order = list(fns)
     for r in range(rounds):
@@ -197,8 +205,7 @@ def measure(model: nn.Module, x: torch.Tensor, rounds: int, budget_s: float,
             t0 = time.perf_counter()
             fns[name]()
             times[name].append(time.perf_counter() - t0)
-    return ({name: statistics.median(ts) for name, ts in times.items()}, {name: min(ts) for name, ts in times.items()},
-            rounds)
+    return times
 
 
 def run(quick: bool, rounds: int, budget_s: float, only: list[str] | None = None) -> str:
