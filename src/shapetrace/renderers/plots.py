@@ -478,7 +478,6 @@ def flow_points(trace: Trace) -> list[tuple[str, int, int]]:
     product of ``S`` as the spatial size; except that a 3-D ``(N, L, E)`` tensor (sequences) gives ``E``
     channels over ``L`` positions, and a channels-last ``(N, *S, C)`` tensor of 4 or more dimensions (a
     Swin's or ConvNeXt's blocks) gives ``C`` over ``S``. A tensor is channels-last when its layer is a Linear
-    (features last), channels-first when its layer is a convolution, pooling or batch norm, and otherwise
     (features last) or a LayerNorm over the last dimension, channels-first when its layer is a convolution,
     pooling or batch norm, and otherwise read like the previous point's unless it is that tensor with the
     channels moved to the end (or back from it), as a permute leaves it, or only one reading keeps the previous
