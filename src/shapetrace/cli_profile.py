@@ -144,10 +144,9 @@ def _resolve_device(device: str | None) -> str:
     from .tracer.timing import ProfileUsageError, resolve_device  # noqa: PLC0415 - torch stays out of `render`
 
     try:
-        return str(resolve_device(device))
-    except ProfileUsageError as e:  # the API's advice (device="cpu") as the option that gives it
-        advice = str(e).replace('device="cpu"', "--device cpu")
-        raise UsageProblem(f"--device {device}: {advice}") from e
+        return str(resolve_device(device, cpu_advice="--device cpu"))
+    except ProfileUsageError as e:
+        raise UsageProblem(f"--device {device}: {e}") from e
 
 
 def _why_nothing_measured(trace: Any, what: str) -> str:

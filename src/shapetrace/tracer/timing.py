@@ -139,8 +139,9 @@ class ProfileUsageError(ValueError):
 
 # ---- options -------------------------------------------------------------------------------------------
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` means CUDA when available, else CPU; CUDA asked for without CUDA is a ``ProfileUsageError``."""
+def resolve_device(device: str | torch.device | None, cpu_advice: str = 'device="cpu"') -> torch.device:
+    """``None`` means CUDA when available, else CPU; CUDA asked for without CUDA is a ``ProfileUsageError``
+    whose advice names ``cpu_advice`` (the API's argument; a front end passes its own option)."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -149,14 +150,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         raise ProfileUsageError(f"unknown device {device!r}: {e}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ProfileUsageError("device 'cuda' was asked for, but torch.cuda.is_available() is False on this "
-                                "machine (no GPU, or a CPU-only torch build); use device=\"cpu\"")
+                                f"machine (no GPU, or a CPU-only torch build); use {cpu_advice}")
     if dev.type not in ("cpu", "cuda", "meta"):
         try:  # an accelerator this torch has no support for (mps on Linux) fails here, not inside the forward
             torch.zeros(0).to(dev)
         except (RuntimeError, AssertionError) as e:
             first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
             raise ProfileUsageError(f"device {device!r} cannot be used on this machine ({first}); "
-                                    "use device=\"cpu\"") from None
+                                    f"use {cpu_advice}") from None
     return dev
 
 
