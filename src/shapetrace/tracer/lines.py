@@ -18,7 +18,6 @@ import functools
 import inspect
 import os
 import sys
-import weakref
 from types import CodeType, FrameType
 from typing import Any
 
@@ -61,14 +60,15 @@ def forward_code(module: nn.Module) -> tuple[CodeType | None, str, str]:
     code = getattr(func, "__code__", None)
     if isinstance(code, CodeType):
         defaults, kwdefaults = getattr(func, "__defaults__", None), getattr(func, "__kwdefaults__", None)
-        _DEFAULTS.setdefault(code, (defaults, kwdefaults))  # for the edit check (source_match.defaults_match)
+        _DEFAULTS.setdefault((code, code.co_filename), (defaults, kwdefaults))  # for source_match.defaults_match
         return code, getattr(func, "__qualname__", qualname), getattr(func, "__module__", None) or type(module).__module__
     return None, qualname, type(module).__module__
 
 
-# A forward's default argument values, by its code object: made when its class body ran, they are not in the code
-# object the edit check compares, so it reads them here. Weak: a class defined at run time dies with its code.
-_DEFAULTS: weakref.WeakKeyDictionary[CodeType, tuple[tuple | None, dict | None]] = weakref.WeakKeyDictionary()
+# A forward's default argument values, by its code object and file (as ``_SOURCES``: equal code objects from two
+# files are two forwards): made when its class body ran, they are not in the code object the edit check compares,
+# so it reads them here. Kept for the process, as the source text read for that code is.
+_DEFAULTS: dict[tuple[CodeType, str], tuple[tuple | None, dict | None]] = {}
 
 
 def _short_path(filename: str) -> str:
@@ -277,7 +277,7 @@ def _read_source(code: CodeType, qualname: str) -> dict:
         return {"qualname": qualname, "file": _short_path(code.co_filename),
                 "missing": f"its source file {code.co_filename!r} cannot be read (an interactive session, "
                            "a generated class or a file that has changed or gone)"}
-    known = _DEFAULTS.get(code)
+    known = _DEFAULTS.get((code, code.co_filename))
     if not source_matches(code, text, first, qualname) or (known is not None and not defaults_match(text, *known)):
         return {"qualname": qualname, "file": _short_path(code.co_filename),
                 "missing": f"its source file {code.co_filename!r} has changed since this code was loaded (reload "
