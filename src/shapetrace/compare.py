@@ -249,10 +249,10 @@ def diff_torchview(model: nn.Module, trace: Trace, *args: Any, **kwargs: Any) ->
                 nodes.setdefault(node.node_id, node)
     theirs = Counter((n.name, tuple(tuple(s) for s in (n.output_shape or []))) for n in nodes.values())
     leaves = torchview_leaves(trace, model)
-    ours = Counter((c.cls, tuple(tuple(m.shape) for _, m in iter_tensors(c.outputs))) for c in leaves)
     calls_of: dict[tuple, list] = defaultdict(list)
     for c in leaves:
         calls_of[(c.cls, tuple(tuple(m.shape) for _, m in iter_tensors(c.outputs)))].append(c)
+    ours = Counter({key: len(calls) for key, calls in calls_of.items()})
     unfed_ids = _unfed_calls(trace)
     diffs: list[Difference] = []
     for key in sorted(set(ours) | set(theirs), key=repr):
