@@ -1118,17 +1118,22 @@ def test_render_of_a_saved_profile_colours_the_diagram_by_time_as_profile_does(t
     assert memory.exit_code == 2 and "peak memory" in memory.output  # a CPU profile has no peaks
 
 
+def _write_fails_later(path, after_calls: int) -> None:
+    """A model file whose ``FailsLater`` forward raises once it has been called more than ``after_calls`` times."""
+    path.write_text(
+        "import torch\nfrom torch import nn\n\n"
+        "class FailsLater(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.lin, self.calls = nn.Linear(4, 4), 0\n\n"
+        "    def forward(self, x):\n        self.calls += 1\n"
+        f"        if self.calls > {after_calls}:\n            raise RuntimeError('boom')\n        return self.lin(x)\n")
+
+
 def test_cli_profile_failing_in_a_timed_run_says_the_plot_was_not_written(tmp_path):
     from click.testing import CliRunner
 
     from shapetrace.cli import main
 
-    (tmp_path / "later.py").write_text(
-        "import torch\nfrom torch import nn\n\n"
-        "class FailsLater(nn.Module):\n"
-        "    def __init__(self):\n        super().__init__()\n        self.lin, self.calls = nn.Linear(4, 4), 0\n\n"
-        "    def forward(self, x):\n        self.calls += 1\n"
-        "        if self.calls > 2:\n            raise RuntimeError('boom')\n        return self.lin(x)\n")
+    _write_fails_later(tmp_path / "later.py", after_calls=2)
     plot = tmp_path / "times.svg"
     result = CliRunner().invoke(main, ["profile", f"{tmp_path / 'later.py'}:FailsLater", "-i", "2,4", "--device", "cpu",
                                        "--warmup", "0", "--repeat", "2", "--plot", str(plot)])
@@ -1141,12 +1146,7 @@ def test_cli_profile_notes_name_the_timed_run_that_failed_not_a_failure_before_a
 
     from shapetrace.cli import main
 
-    (tmp_path / "later.py").write_text(
-        "import torch\nfrom torch import nn\n\n"
-        "class FailsLater(nn.Module):\n"
-        "    def __init__(self):\n        super().__init__()\n        self.lin, self.calls = nn.Linear(4, 4), 0\n\n"
-        "    def forward(self, x):\n        self.calls += 1\n"
-        "        if self.calls > 4:\n            raise RuntimeError('boom')\n        return self.lin(x)\n")
+    _write_fails_later(tmp_path / "later.py", after_calls=4)
     plot = tmp_path / "times.svg"
     result = CliRunner().invoke(main, ["profile", f"{tmp_path / 'later.py'}:FailsLater", "-i", "2,4", "--device", "cpu",
                                        "--warmup", "0", "--repeat", "3", "--plot", str(plot), "--heat", "time",
