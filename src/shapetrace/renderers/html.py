@@ -24,7 +24,7 @@ from typing import Any
 
 from ..tracer.records import Trace
 from .diagram import render as render_diagram
-from .rows import elide, gap_positions
+from .rows import elide
 from .rows import forward_ms as _forward_ms
 from .rows import table_rows as _rows
 from .table import (
@@ -35,6 +35,7 @@ from .table import (
     _plain_cells,
     _summary_lines,
     distinct_cuts,
+    drop_empty_call,
     elided_note,
     gap_text,
 )
@@ -172,15 +173,13 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     esc = html.escape
     every_row = _rows(trace, depth, view)
     shown_rows = elide(every_row, max_rows)
-    rows = [r for r in shown_rows if not isinstance(r, int)]
+    rows = shown_rows.rows
     extra = _extra_columns(trace)
     fwd = _forward_ms(trace)
     headers = _headers(view, extra)
     kinds = ["layer", "cls", "call", "shape", "shape"] + ["num"] * (len(headers) - 5)
     cells_of = [_plain_cells(r, extra, fwd) for r in rows]
-    if view == "calls" and not any(r.call for r in rows):  # as the text table: from the rows shown  # no module called twice: no call column
-        headers, kinds = headers[:2] + headers[3:], kinds[:2] + kinds[3:]
-        cells_of = [cells[:2] + cells[3:] for cells in cells_of]
+    headers, kinds, *cells_of = drop_empty_call(rows, view, headers, kinds, *cells_of)
     out = [f'<div class="{SCOPE}">']
     if css:
         out.append(f"<style>\n{CSS}</style>")
@@ -191,7 +190,7 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     out.append("<tbody>")
     names = distinct_cuts([literal(r.short if view == "calls" else r.name) for r in rows], NAME_WIDTH)
     classes_shown = distinct_cuts([cells[1] for cells in cells_of], NAME_WIDTH, ellipsize)
-    gap_after = gap_positions(shown_rows)
+    gap_after = shown_rows.gaps
     gap_row = '<tr class="gap"><td colspan="{}">{}</td></tr>'
     if gap_after.get(-1):
         out.append(gap_row.format(len(headers), esc(gap_text(gap_after[-1]))))
@@ -214,7 +213,7 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
         out.append(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>")
     out.append("</dl>")
     notes = _notes(trace, rows, every_row)
-    elided = elided_note(shown_rows, len(every_row), "trace.table(max_rows=None)")
+    elided = elided_note(shown_rows)
     if elided:
         notes.append(elided)
     if notes:
