@@ -134,3 +134,17 @@ def test_the_shortened_html_and_text_agree_on_leaving_out_a_call_column_the_rows
     header = pretty(trace).splitlines()[2]
     assert "<th>call</th>" not in trace._repr_html_() and " call " not in header
     assert "<th>call</th>" in trace.table(max_rows=None)._repr_mimebundle_()["text/html"]  # all rows: it has one
+
+
+def test_a_table_shown_again_reuses_its_shortened_text(long_trace, monkeypatch):
+    """A notebook asks for the display each time it shows the table: the shortened text is made once, as the
+    HTML is, not again on every display."""
+    from shapetrace.renderers import display
+
+    made = []
+    real = display.render_text
+    monkeypatch.setattr(display, "render_text", lambda *a, **k: made.append(k) or real(*a, **k))
+    table = long_trace.table(max_rows=40)
+    first, again = table._repr_mimebundle_(), table._repr_mimebundle_()
+    assert first == again and "40 of" in first["text/plain"]
+    assert len(made) == 1
