@@ -41,7 +41,7 @@ from .table import (
 )
 from .units import ellipsize, literal, markup
 
-__all__ = ["CSS", "FAIL_COLOR", "NAME_WIDTH", "PAGE_CSS", "render_html", "render_page", "safe_html", "shape_markup",
+__all__ = ["CSS", "FAIL_COLOR", "NAME_WIDTH", "PAGE_CSS", "render_html", "render_page", "shape_markup",
            "strip_svg_prolog"]
 
 SCOPE = "shapetrace-html"
@@ -114,12 +114,6 @@ def _text(text: str) -> str:
     return html.escape(literal(text))
 
 
-def safe_html(text: str) -> str:
-    """Text escaped for HTML (``units.markup``): for text that is ``literal`` already (a table cell) or holds no
-    names (an error message, a line of source)."""
-    return markup(text)
-
-
 # The widest name (or class) a cell shows, in display columns: a longer one is cut in the middle as the text
 # table cuts names to its column (``table.distinct_cuts``: two names never cut to the same label), the full
 # name in the cell's title, so a generated 3,000-character name cannot push the shape columns off the page.
@@ -128,7 +122,7 @@ NAME_WIDTH = 60
 
 def _layer_cell(name: str, full_name: str, depth: int) -> str:
     indent = f'<span class="indent" style="padding-left:{depth * 1.2:.1f}em"></span>' if depth else ""
-    return f'<td class="layer" title="{_text(full_name)}">{indent}<code>{safe_html(name)}</code></td>'
+    return f'<td class="layer" title="{_text(full_name)}">{indent}<code>{markup(name)}</code></td>'
 
 
 # Where a shape cell may break: after the ", " between two values, around the " | " between a module's
@@ -156,7 +150,7 @@ def _cell(kind: str, text: str) -> str:
         return f'<td class="shape error">{html.escape(text)}</td>'
     if kind == "num":
         return f'<td class="num">{html.escape(text)}</td>'
-    return f'<td class="{kind}">{safe_html(text)}</td>'
+    return f'<td class="{kind}">{markup(text)}</td>'
 
 
 def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", css: bool = True,
@@ -200,7 +194,7 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
                                     ("repeat", r.repeat)) if on]
         cls = f' class="{" ".join(classes)}"' if classes else ""
         row_kinds = ["error" if r.failed and i == kinds.index("shape") + 1 else kind for i, kind in enumerate(kinds)]
-        cls_cell = (f'<td class="cls" title="{_text(r.cls)}">{safe_html(cls_shown)}</td>' if cls_shown != cells[1]
+        cls_cell = (f'<td class="cls" title="{_text(r.cls)}">{markup(cls_shown)}</td>' if cls_shown != cells[1]
                     else _cell("cls", cells[1]))
         tds = [_layer_cell(name, r.name, r.depth), cls_cell] + [_cell(kind, text)
                                                                 for kind, text in zip(row_kinds[2:], cells[2:])]
