@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,7 +24,7 @@ from ..tracer.records import Trace
 from .atomic import resolve_target, write_atomically
 from .diagram import INSTALL_HINT, LAYOUTS, STYLES, GraphvizNotFound, check_options, dot_available
 from .diagram import render as render_diagram
-from .hints import saved_hints
+from .hints import merged_options
 from .html import render_html, render_page
 from .plots import shape_flow
 from .rows import DISPLAY_MAX_ROWS
@@ -259,10 +258,9 @@ class Diagram(_Picture):
         super().__init__(trace, **options)
         # the trace's saved render hints (an exhibit's layout, fold, cut, overlays: meta.options) apply as they do
         # to `shapetrace render`; the options given here win, key by key
-        hints, given = saved_hints(trace), options.get("options")
-        merged = {**hints, **given} if isinstance(given, Mapping) else given  # not a mapping: check_options says so
-        self._drawn = {**options, "options": merged if given is not None else hints or None}
-        check_options(trace, self._drawn.get("overlays"), self._drawn["options"])
+        self._drawn = {**options, "options": merged_options(trace, options.get("options"))}
+        if options.get("options") is not None or options.get("overlays"):  # else: the saved hints alone, which
+            check_options(trace, self._drawn.get("overlays"), self._drawn["options"])  # merged_options checked
 
     def _unavailable(self) -> str | None:
         return None if dot_available() else f"Graphviz's 'dot' was not found. {INSTALL_HINT}"
