@@ -295,3 +295,25 @@ def test_a_loaded_traces_saved_render_hints_draw_its_diagram_and_arguments_given
     assert 'rankdir="LR"' in hinted and "body: 0, 1" in hinted
     assert 'rankdir="TB"' in loaded.diagram(layout="tb", overlays=["cut"]).render("dot")
     assert "body: 0" in loaded.diagram(overlays=["cut"], options={"cut": {"body": ["0"]}}).render("dot")
+
+
+def test_a_diagram_drawn_with_its_saved_hints_alone_checks_them_once(small_trace, monkeypatch):
+    """``Trace.diagram()`` with no options of its own draws the saved hints as they are: they are checked once
+    (blaming the file), not a second time as the diagram's options."""
+    from shapetrace.renderers import diagram, display
+
+    checked = []
+    real = diagram.check_options
+
+    def counting(*args, **kwargs):
+        checked.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(diagram, "check_options", counting)
+    monkeypatch.setattr(display, "check_options", counting)
+    hints = {"cut": {"body": ["0", "1"], "head": ["2", "3", "4"]}, "overlays": ["cut"]}
+    monkeypatch.setitem(small_trace.meta, "options", hints)
+    assert "body: 0, 1" in small_trace.diagram().render("dot")
+    assert len(checked) == 1
+    small_trace.diagram(options={"title": "given"})  # options of its own: checked as the diagram's too
+    assert len(checked) == 3

@@ -14,6 +14,7 @@ from torch import nn
 import shapetrace
 from shapetrace.renderers.html import render_html
 from shapetrace.renderers.rows import DISPLAY_MAX_ROWS, elide, table_rows
+from shapetrace.renderers.table import elided_note
 
 STEPS = 600  # 1 + 2 * 600 calls: past the display's 1,000 rows
 
@@ -83,8 +84,10 @@ def test_a_failing_row_is_kept_even_where_the_display_would_leave_it_out(long_tr
     rows = table_rows(long_trace)
     rows[500] = dataclasses.replace(rows[500], failed=True)  # a failure in the middle (a hand-built trace)
     shown = elide(rows, 100)
-    assert rows[500] in shown and len([r for r in shown if not isinstance(r, int)]) == 101
-    assert [x for x in shown if isinstance(x, int)] == [500 - 75, 1201 - 25 - 501]  # first 75, last 25
+    assert shown.rows == rows[:75] + [rows[500]] + rows[-25:]  # the first 75, the failing one, the last 25
+    assert shown.gaps == {74: 500 - 75, 75: 1201 - 25 - 501}  # after the 75th row shown, after the failing one
+    assert elided_note(shown) == (f"101 of {len(rows):,} rows shown (the first, the last and any failing one): "
+                                  "trace.table(max_rows=None) shows them all, a smaller depth folds them")
 
 
 def test_max_rows_chooses_how_many_rows_the_display_shows(long_trace):
@@ -131,3 +134,17 @@ def test_the_shortened_html_and_text_agree_on_leaving_out_a_call_column_the_rows
     header = pretty(trace).splitlines()[2]
     assert "<th>call</th>" not in trace._repr_html_() and " call " not in header
     assert "<th>call</th>" in trace.table(max_rows=None)._repr_mimebundle_()["text/html"]  # all rows: it has one
+
+
+def test_a_table_shown_again_reuses_its_shortened_text(long_trace, monkeypatch):
+    """A notebook asks for the display each time it shows the table: the shortened text is made once, as the
+    HTML is, not again on every display."""
+    from shapetrace.renderers import display
+
+    made = []
+    real = display.render_text
+    monkeypatch.setattr(display, "render_text", lambda *a, **k: made.append(k) or real(*a, **k))
+    table = long_trace.table(max_rows=40)
+    first, again = table._repr_mimebundle_(), table._repr_mimebundle_()
+    assert first == again and "40 of" in first["text/plain"]
+    assert len(made) == 1

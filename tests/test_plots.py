@@ -427,3 +427,30 @@ class _ConcatSkip(nn.Module):
 def test_a_concatenation_along_the_channels_is_read_as_the_layer_before_it():
     trace = shapetrace.trace(_ConcatSkip(), torch.randn(1, 3, 64, 64))
     assert plots.flow_points(trace)[-1] == ("act", 192, 64 * 64)
+
+
+_WIDE = "编码器层" * 6  # 24 characters, each two display columns wide: 48 columns
+
+
+def test_a_wide_character_name_in_the_flops_plot_is_cut_to_the_columns_its_label_has():
+    """A label's width is counted in display columns, as a name shows: a CJK character takes two."""
+    from collections import OrderedDict
+
+    from shapetrace.renderers.units import display_width
+
+    model = nn.Sequential(OrderedDict([(_WIDE, nn.Linear(8, 8))]))
+    texts = _svg_texts(plots.time_vs_flops(_profiled_with_equal_times(model, torch.randn(2, 8))))
+    label = next(t for t in texts if t.endswith("编码器层"))
+    assert label.startswith("…") and display_width(label) <= 32
+
+
+def test_a_wide_character_name_on_the_flow_charts_axis_is_cut_to_the_columns_its_label_has():
+    from collections import OrderedDict
+
+    from shapetrace.renderers.units import display_width
+
+    model = nn.Sequential(OrderedDict([(_WIDE, nn.Conv2d(3, 4, 3)), ("act", nn.ReLU())]))
+    chart = plots.shape_flow(shapetrace.trace(model, torch.randn(2, 3, 8, 8)), format="svg")
+    labels = re.findall(r'transform="rotate\(-90 [^"]*\)">([^<]*)</text>', chart.split("</circle>")[-1])
+    wide = next(t for t in labels if t.endswith("编码器层"))
+    assert wide.startswith("…") and display_width(wide) <= 34

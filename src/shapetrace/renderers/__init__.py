@@ -25,7 +25,7 @@ from typing import Any
 
 from ..tracer.records import Trace
 from . import diagram, table
-from .hints import hints_to_save, saved_hints
+from .hints import hints_to_save, merged_options, saved_hints
 from .html import render_page
 
 __all__ = [
@@ -190,13 +190,12 @@ def _json(trace: Trace, options: RenderOptions) -> str:
 
 def diagram_settings(trace: Trace, options: RenderOptions) -> dict[str, Any]:
     """The keyword arguments of ``diagram.render`` for ``options`` over the trace's saved render hints."""
-    hints = saved_hints(trace)
     overlays = tuple(options.overlays)
     if options.heat:
-        hints["heat"] = options.heat
         overlays = tuple(dict.fromkeys([*overlays, "heat"]))
+    given = {"heat": options.heat} if options.heat else None
     return {"depth": options.depth, "layout": options.layout, "style": options.style, "unroll": options.unroll,
-            "overlays": list(overlays), "options": hints or None, "show_params": options.show_params,
+            "overlays": list(overlays), "options": merged_options(trace, given), "show_params": options.show_params,
             "all_ops": options.all_ops}
 
 

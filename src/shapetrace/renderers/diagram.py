@@ -720,7 +720,7 @@ class _Dot:
         out.append(f"  node {_attrs({'fontname': FONT, 'fontsize': '10', 'margin': '0.12,0.05', 'height': '0.3'})}")
         out.append(f"  edge {_attrs({'fontname': FONT, 'fontsize': '8.5', 'arrowsize': '0.7', **EDGE})}")
         if self.layout == "u":
-            pos = self.pos = _u_positions(g, self.style, {(e.src, e.dst): _edge_label(e, self._printed_shape(e.src))
+            pos = self.pos = _u_positions(g, self.style, self.unfed, {(e.src, e.dst): _edge_label(e, self._printed_shape(e.src))
                                                           for e in g.edges})
             for n in g.nodes:
                 out.append("  " + self.node_stmt(n, pos[n.id]))
@@ -938,8 +938,10 @@ def _label_width(n: Node, style: str, unfed: bool = False) -> float:
     return max([title, *(display_width(t) * 0.072 for t in small)]) + 0.35
 
 
-def _u_positions(g: Graph, style: str, edge_labels: dict[tuple[str, str], str]) -> dict[str, tuple[float, float]]:
-    """U layout: one row per resolution (largest on top), x advancing with event order.
+def _u_positions(g: Graph, style: str, unfed: set[str],
+                 edge_labels: dict[tuple[str, str], str]) -> dict[str, tuple[float, float]]:
+    """U layout: one row per resolution (largest on top), x advancing with event order (``unfed``: the ids of
+    ``g.unfed``, whose nodes carry a mark).
 
     Each node sits right of the previous node and clear of the last node already in its row, so the encoder
     steps down to the left, the decoder climbs back up on the right, and a skip runs straight across its row.
@@ -962,7 +964,6 @@ def _u_positions(g: Graph, style: str, edge_labels: dict[tuple[str, str], str]) 
         tail_start -= 1
     column_from = tail_start + 2 if len(g.nodes) - tail_start > 4 else len(g.nodes)
     back: tuple[float, float] | None = None  # (x, half width) of the last node on the row above
-    unfed = set(g.unfed)
     for i, n in enumerate(g.nodes):
         half = _label_width(n, style, n.id in unfed) / 2
         if i >= column_from and x_prev is not None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,7 +24,7 @@ from ..tracer.records import Trace
 from .atomic import resolve_target, write_atomically
 from .diagram import INSTALL_HINT, LAYOUTS, STYLES, GraphvizNotFound, check_options, dot_available
 from .diagram import render as render_diagram
-from .hints import saved_hints
+from .hints import merged_options
 from .html import render_html, render_page
 from .plots import shape_flow
 from .rows import DISPLAY_MAX_ROWS
@@ -121,6 +120,10 @@ class _Display:
         allowed = {*self.formats.values(), self.default_format}
         if fmt not in allowed:
             raise ValueError(f"{self.kind} formats are {', '.join(sorted(allowed))} (any case); got {format!r}")
+        return self._rendered(fmt)
+
+    def _rendered(self, fmt: str) -> str | bytes:
+        """The rendering in ``fmt`` (a format ``render`` takes, or one a display uses inside), made once."""
         if fmt in self._failures:  # a failed render (a dot that ran 300 s) is remembered, not run again
             raise self._failures[fmt]
         if fmt not in self._cache:
@@ -149,6 +152,11 @@ class _Display:
     def __repr__(self) -> str:
         opts = "".join(f", {k}={v!r}" for k, v in sorted(self.options.items()))
         return f"<shapetrace {self.kind} of {self.trace.model.cls}{opts}>"
+
+
+# The text table a notebook keeps beside the HTML, shortened to ``max_rows`` as it is: made by ``Table`` for its
+# display only (``render`` does not take it).
+_SHORT_TEXT = "display text"
 
 
 class Table(_Display):
@@ -181,6 +189,9 @@ class Table(_Display):
             return render_html(self.trace, depth=depth, view=view, max_rows=self._max_rows)
         if fmt == "html":
             return render_page(self.trace, depth=depth, view=view)
+        if fmt == _SHORT_TEXT:
+            return render_text(self.trace, depth=depth, view=view, width=self.options.get("width", 100),
+                               max_rows=self._max_rows)
         return render_table(self.trace, fmt, depth=depth, view=view, width=self.options.get("width", 100))
 
     def __str__(self) -> str:
@@ -194,12 +205,8 @@ class Table(_Display):
         return self.options.get("max_rows", DISPLAY_MAX_ROWS)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        if self._max_rows is None:
-            text = str(self)
-        else:  # shortened as the HTML is: a notebook keeps both
-            depth, view = self.options.get("depth"), self.options.get("view", "calls")
-            text = render_text(self.trace, depth=depth, view=view, width=self.options.get("width", 100),
-                               max_rows=self._max_rows)
+        # the text shortened as the HTML is (a notebook keeps both), made once as the other renderings are
+        text = str(self) if self._max_rows is None else str(self._rendered(_SHORT_TEXT))
         return {"text/html": str(self.render()), "text/plain": text}
 
 
@@ -251,10 +258,9 @@ class Diagram(_Picture):
         super().__init__(trace, **options)
         # the trace's saved render hints (an exhibit's layout, fold, cut, overlays: meta.options) apply as they do
         # to `shapetrace render`; the options given here win, key by key
-        hints, given = saved_hints(trace), options.get("options")
-        merged = {**hints, **given} if isinstance(given, Mapping) else given  # not a mapping: check_options says so
-        self._drawn = {**options, "options": merged if given is not None else hints or None}
-        check_options(trace, self._drawn.get("overlays"), self._drawn["options"])
+        self._drawn = {**options, "options": merged_options(trace, options.get("options"))}
+        if options.get("options") is not None or options.get("overlays"):  # else: the saved hints alone, which
+            check_options(trace, self._drawn.get("overlays"), self._drawn["options"])  # merged_options checked
 
     def _unavailable(self) -> str | None:
         return None if dot_available() else f"Graphviz's 'dot' was not found. {INSTALL_HINT}"

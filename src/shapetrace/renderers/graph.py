@@ -332,10 +332,13 @@ class _Builder:
         self.reached: dict[str, dict[str, tuple[list[str], int | None]]] = {}  # "op:<id>" -> _raw_reach
         self.producer: dict[int, str] = {}  # tid -> the raw endpoint that made it
         self.reads: dict[str, list[int]] = {}  # raw endpoint -> the tids it read
+        self.derived: dict[tuple[int, frozenset[int]], set[int] | None] = {}  # _derived's answers, asked once
+        raw_pairs: set[tuple[str, str]] = set()  # (op, producer) pairs in raw_inputs: each listed once
         for e in trace.edges:
             self.producer.setdefault(e.tid, e.src)
             self.reads.setdefault(e.dst, []).append(e.tid)
-            if e.dst.startswith("op:") and e.src not in self.raw_inputs.get(e.dst, []):
+            if e.dst.startswith("op:") and (e.dst, e.src) not in raw_pairs:
+                raw_pairs.add((e.dst, e.src))
                 self.raw_inputs.setdefault(e.dst, []).append(e.src)
 
     # which calls are boxes
@@ -806,7 +809,14 @@ class _Builder:
 
     def _derived(self, tid: int, inputs: set[int]) -> set[int] | None:
         """Which of the tensors ``inputs`` the tensor ``tid`` was computed from, read backwards along the trace's
-        edges (stopping at those inputs); ``None`` when the walk is too long to say."""
+        edges (stopping at those inputs); ``None`` when the walk is too long to say. Worked out once per tensor
+        and inputs: a tensor read by several nodes is asked about on each of their edges."""
+        key = (tid, frozenset(inputs))
+        if key not in self.derived:
+            self.derived[key] = self._walk_back(tid, inputs)
+        return self.derived[key]
+
+    def _walk_back(self, tid: int, inputs: set[int]) -> set[int] | None:
         found: set[int] = set()
         seen = {tid}
         todo = [tid]

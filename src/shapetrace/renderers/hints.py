@@ -2,13 +2,14 @@
 ``saved_hints`` reads and checks them, blaming the file for what it cannot draw; ``hints_to_save`` writes them.
 
 ``shapetrace render`` (through the registry's ``diagram_settings``) and ``Trace.diagram()`` (through
-``display.Diagram``) both draw a loaded trace with its hints, the options given winning over them.
+``display.Diagram``) both draw a loaded trace with its hints, the options given winning over them
+(``merged_options``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import diagram
@@ -16,7 +17,7 @@ from . import diagram
 if TYPE_CHECKING:
     from ..tracer.records import Trace
 
-__all__ = ["hints_to_save", "saved_hints"]
+__all__ = ["hints_to_save", "merged_options", "saved_hints"]
 
 
 def _strings(v: Any) -> bool:
@@ -68,6 +69,16 @@ def saved_hints(trace: Trace) -> dict[str, Any]:
     hints = {k: dict(v) if k in _ORDERED_HINTS and isinstance(v, list) else v for k, v in hints.items()}
     _check_drawable(trace, hints)
     return hints
+
+
+def merged_options(trace: Trace, given: Any = None) -> Any:
+    """The diagram's ``options``: the trace's saved render hints (``saved_hints``, checked) with ``given`` over
+    them, key by key; ``None`` when neither holds any. ``given`` that is not a mapping is returned as it is, for
+    ``diagram.check_options`` to refuse."""
+    hints = saved_hints(trace)
+    if given is None:
+        return hints or None
+    return {**hints, **given} if isinstance(given, Mapping) else given
 
 
 # The saved hint that holds the data of each overlay that needs some.

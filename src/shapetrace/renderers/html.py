@@ -24,7 +24,7 @@ from typing import Any
 
 from ..tracer.records import Trace
 from .diagram import render as render_diagram
-from .rows import elide, gap_positions
+from .rows import elide
 from .rows import forward_ms as _forward_ms
 from .rows import table_rows as _rows
 from .table import (
@@ -35,12 +35,13 @@ from .table import (
     _plain_cells,
     _summary_lines,
     distinct_cuts,
+    drop_empty_call,
     elided_note,
     gap_text,
 )
 from .units import ellipsize, literal, markup
 
-__all__ = ["CSS", "FAIL_COLOR", "NAME_WIDTH", "PAGE_CSS", "render_html", "render_page", "safe_html", "shape_markup",
+__all__ = ["CSS", "FAIL_COLOR", "NAME_WIDTH", "PAGE_CSS", "render_html", "render_page", "shape_markup",
            "strip_svg_prolog"]
 
 SCOPE = "shapetrace-html"
@@ -113,12 +114,6 @@ def _text(text: str) -> str:
     return html.escape(literal(text))
 
 
-def safe_html(text: str) -> str:
-    """Text escaped for HTML (``units.markup``): for text that is ``literal`` already (a table cell) or holds no
-    names (an error message, a line of source)."""
-    return markup(text)
-
-
 # The widest name (or class) a cell shows, in display columns: a longer one is cut in the middle as the text
 # table cuts names to its column (``table.distinct_cuts``: two names never cut to the same label), the full
 # name in the cell's title, so a generated 3,000-character name cannot push the shape columns off the page.
@@ -127,7 +122,7 @@ NAME_WIDTH = 60
 
 def _layer_cell(name: str, full_name: str, depth: int) -> str:
     indent = f'<span class="indent" style="padding-left:{depth * 1.2:.1f}em"></span>' if depth else ""
-    return f'<td class="layer" title="{_text(full_name)}">{indent}<code>{safe_html(name)}</code></td>'
+    return f'<td class="layer" title="{_text(full_name)}">{indent}<code>{markup(name)}</code></td>'
 
 
 # Where a shape cell may break: after the ", " between two values, around the " | " between a module's
@@ -155,7 +150,7 @@ def _cell(kind: str, text: str) -> str:
         return f'<td class="shape error">{html.escape(text)}</td>'
     if kind == "num":
         return f'<td class="num">{html.escape(text)}</td>'
-    return f'<td class="{kind}">{safe_html(text)}</td>'
+    return f'<td class="{kind}">{markup(text)}</td>'
 
 
 def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", css: bool = True,
@@ -172,15 +167,13 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     esc = html.escape
     every_row = _rows(trace, depth, view)
     shown_rows = elide(every_row, max_rows)
-    rows = [r for r in shown_rows if not isinstance(r, int)]
+    rows = shown_rows.rows
     extra = _extra_columns(trace)
     fwd = _forward_ms(trace)
     headers = _headers(view, extra)
     kinds = ["layer", "cls", "call", "shape", "shape"] + ["num"] * (len(headers) - 5)
     cells_of = [_plain_cells(r, extra, fwd) for r in rows]
-    if view == "calls" and not any(r.call for r in rows):  # as the text table: from the rows shown  # no module called twice: no call column
-        headers, kinds = headers[:2] + headers[3:], kinds[:2] + kinds[3:]
-        cells_of = [cells[:2] + cells[3:] for cells in cells_of]
+    headers, kinds, *cells_of = drop_empty_call(rows, view, headers, kinds, *cells_of)
     out = [f'<div class="{SCOPE}">']
     if css:
         out.append(f"<style>\n{CSS}</style>")
@@ -191,7 +184,7 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     out.append("<tbody>")
     names = distinct_cuts([literal(r.short if view == "calls" else r.name) for r in rows], NAME_WIDTH)
     classes_shown = distinct_cuts([cells[1] for cells in cells_of], NAME_WIDTH, ellipsize)
-    gap_after = gap_positions(shown_rows)
+    gap_after = shown_rows.gaps
     gap_row = '<tr class="gap"><td colspan="{}">{}</td></tr>'
     if gap_after.get(-1):
         out.append(gap_row.format(len(headers), esc(gap_text(gap_after[-1]))))
@@ -201,7 +194,7 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
                                     ("repeat", r.repeat)) if on]
         cls = f' class="{" ".join(classes)}"' if classes else ""
         row_kinds = ["error" if r.failed and i == kinds.index("shape") + 1 else kind for i, kind in enumerate(kinds)]
-        cls_cell = (f'<td class="cls" title="{_text(r.cls)}">{safe_html(cls_shown)}</td>' if cls_shown != cells[1]
+        cls_cell = (f'<td class="cls" title="{_text(r.cls)}">{markup(cls_shown)}</td>' if cls_shown != cells[1]
                     else _cell("cls", cells[1]))
         tds = [_layer_cell(name, r.name, r.depth), cls_cell] + [_cell(kind, text)
                                                                 for kind, text in zip(row_kinds[2:], cells[2:])]
@@ -214,7 +207,7 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
         out.append(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>")
     out.append("</dl>")
     notes = _notes(trace, rows, every_row)
-    elided = elided_note(shown_rows, len(every_row), "trace.table(max_rows=None)")
+    elided = elided_note(shown_rows)
     if elided:
         notes.append(elided)
     if notes:

@@ -23,9 +23,9 @@ from typing import Any
 
 from ..tracer.records import Call, Op, Struct, TensorMeta, Trace, iter_tensors
 from .display import MIN_TABLE_WIDTH, save_file
-from .html import FAIL_COLOR, safe_html
+from .html import FAIL_COLOR
 from .lines_rows import Row, text_rows
-from .units import display_width, escape_controls, literal
+from .units import display_width, escape_controls, literal, markup
 
 __all__ = ["FORMATS", "LinesError", "LinesView", "build_view", "lines_page", "render"]
 
@@ -647,7 +647,7 @@ def _highlight(lines: list[str]) -> list[str]:
         from pygments.lexers import PythonLexer  # noqa: PLC0415 - optional dependency: plain text without it
         from pygments.token import STANDARD_TYPES  # noqa: PLC0415 - optional dependency: plain text without it
     except ImportError:
-        return [safe_html(t) for t in lines]
+        return [markup(t) for t in lines]
     out: list[list[str]] = [[]]
     for ttype, value in PythonLexer(stripnl=False, ensurenl=False).get_tokens("\n".join(lines)):
         cls = STANDARD_TYPES.get(ttype)
@@ -658,40 +658,40 @@ def _highlight(lines: list[str]) -> list[str]:
             if i:
                 out.append([])
             if piece:
-                out[-1].append(f'<span class="{cls}">{safe_html(piece)}</span>' if cls else safe_html(piece))
+                out[-1].append(f'<span class="{cls}">{markup(piece)}</span>' if cls else markup(piece))
     rows = ["".join(parts) for parts in out]
     return (rows + [""] * len(lines))[:len(lines)]
 
 
 def _lines_html(text: str) -> str:
-    """A message of several lines (an error) as HTML: each line made safe (``safe_html``), on a line of its own."""
-    return "<br>".join(safe_html(part) for part in text.splitlines())
+    """A message of several lines (an error) as HTML: each line made safe (``units.markup``), on a line of its own."""
+    return "<br>".join(markup(part) for part in text.splitlines())
 
 
 def render_html(view: View) -> str:
     parts = [f"<style>{_CSS}</style>"]
     for sv in view.sources:
-        parts.append(f'<table class="st-lines"><caption>{safe_html(_title(view, sv))}</caption>')
+        parts.append(f'<table class="st-lines"><caption>{markup(_title(view, sv))}</caption>')
         if sv.missing:
-            parts.append(f'<tr><td class="shapes">No source lines: {safe_html(sv.missing)}. The calls and ops '
+            parts.append(f'<tr><td class="shapes">No source lines: {markup(sv.missing)}. The calls and ops '
                          "it made, in order:"
-                         + "".join(f"<div>{safe_html(g.text())}</div>" for g in sv.calls_only) + "</td></tr>")
+                         + "".join(f"<div>{markup(g.text())}</div>" for g in sv.calls_only) + "</td></tr>")
             parts.append("</table>")
             continue
         code = _highlight([ln.text.expandtabs(8) for ln in sv.lines])
         for ln, hl in zip(sv.lines, code):
-            notes = "".join(f"<div>{safe_html(g.text())}</div>" for g in ln.groups)
+            notes = "".join(f"<div>{markup(g.text())}</div>" for g in ln.groups)
             if ln.error:
                 notes += f"<div>✗ {_lines_html(ln.error)}</div>"
             title = ' title="never ran"' if ln.state == "unreached" else ""
             parts.append(f'<tr class="{ln.state}"{title}><td class="no">{ln.number or "?"}</td>'
-                         f'<td class="code">{safe_html(_code_text(ln) or "") or hl}</td>'
+                         f'<td class="code">{markup(_code_text(ln) or "") or hl}</td>'
                          f'<td class="shapes">{notes}</td></tr>')
         parts.append("</table>")
         if (note := _outside_note(sv)) is not None:
-            parts.append(f'<p class="st-lines-note">Note: {safe_html(note)}</p>')
+            parts.append(f'<p class="st-lines-note">Note: {markup(note)}</p>')
     if view.note:
-        parts.append(f'<p class="st-lines-note">Note: {safe_html(view.note)}</p>')
+        parts.append(f'<p class="st-lines-note">Note: {markup(view.note)}</p>')
     if view.failure:
         parts.append(f'<p class="st-lines-note">The forward failed: {_lines_html(view.failure)}</p>')
     parts.append('<p class="st-lines-note">Dimmed, in italics: never ran. Red: the line the error left by. ×N: made N times '
@@ -810,6 +810,6 @@ def lines_page(fragment: str, title: str) -> str:
     return ('<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
             '<meta name="color-scheme" content="light dark">\n'
-            f"<title>{safe_html(title)}</title>\n"
+            f"<title>{markup(title)}</title>\n"
             "<style>body{margin:24px;font-family:system-ui,sans-serif;background:Canvas;color:CanvasText}</style>\n"
             f"</head>\n<body>\n{fragment}</body>\n</html>\n")

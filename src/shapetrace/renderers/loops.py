@@ -49,8 +49,7 @@ def find_loops(tokens: Sequence[Hashable], signatures: Sequence[Hashable], calls
     iteration reads the one before (``x = f(x)`` in a loop). Without it (``None``) that evidence is not asked."""
     elements: list[_Element] = [(t, c, (t, s), [[j]]) for j, (t, s, c) in enumerate(zip(tokens, signatures, calls))]
     bound = 1
-    _Run.reads = reads
-    run = _Run(elements)
+    run = _Run(elements, reads)
     tiling = run.tiling()
     while bound <= MAX_PERIOD and len(elements) > 1:  # short bodies first: a long one folds once its inner loops have
         folded = run.fold(bound, tiling)
@@ -58,19 +57,18 @@ def find_loops(tokens: Sequence[Hashable], signatures: Sequence[Hashable], calls
             bound *= 2
         else:
             elements = folded
-            run = _Run(elements)
+            run = _Run(elements, reads)
             tiling = run.tiling()
     return [slot for element in elements for slot in element[3]]
 
 
 class _Run:
     """The elements between two folds: token ids, prefix hashes, where each token recurs, and (found once, on
-    demand) the repeats that start at each element."""
+    demand) the repeats that start at each element. ``reads``: per event, the events it read (see ``find_loops``)."""
 
-    reads: Sequence[Collection[int]] | None = None  # per event, the events it read (see ``find_loops``)
-
-    def __init__(self, elements: list[_Element]) -> None:
+    def __init__(self, elements: list[_Element], reads: Sequence[Collection[int]] | None = None) -> None:
         self.elements = elements
+        self.reads = reads
         ids: dict[Hashable, int] = {}
         self.toks = [ids.setdefault(e[0], len(ids) + 1) for e in elements]
         n = self.n = len(self.toks)

@@ -22,7 +22,16 @@ from typing import TYPE_CHECKING
 
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
 from .rows import table_rows
-from .units import ellipsize_middle, escape_controls, format_percent, literal, markup, no_timings_reason
+from .units import (
+    display_width,
+    ellipsize_middle,
+    escape_controls,
+    fitting_end,
+    format_percent,
+    literal,
+    markup,
+    no_timings_reason,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -92,9 +101,14 @@ def _model(trace: Trace) -> str:
     return ellipsize_middle(literal(trace.model.cls), 60)
 
 
+def _end(text: str, width: int) -> str:
+    """``text`` if it fits ``width`` display columns, else ``…`` and the longest end of it that fits beside that
+    (``…layers.7.proj``): a wide (CJK) character takes two columns, as the label shows it."""
+    return text if display_width(text) <= width else "…" + fitting_end(text, width - 1)
+
+
 def _name(c: Call, width: int = 38) -> str:
-    text = f"{literal(c.label)} ({literal(c.cls)})"
-    return text if len(text) <= width else "…" + text[-(width - 1):]
+    return _end(f"{literal(c.label)} ({literal(c.cls)})", width)
 
 
 def _colours(classes: Sequence[str]) -> dict[str, str]:
@@ -130,7 +144,7 @@ def _module_bars(trace: Trace) -> list[_Bar]:
             continue
         count = f", ×{r.calls}" if r.calls > 1 else ""
         text = f"{literal(r.name)} ({literal(r.cls)}{count})"
-        name = text if len(text) <= 38 else "…" + text[-37:]
+        name = _end(text, 38)
         self_ms = r.timing.self_ms
         bars.append(_Bar(name, r.cls, self_ms or 0.0, r.timing.total_ms or 0.0, self_ms is not None, r.first_call))
     return bars
@@ -317,17 +331,17 @@ def _label_points(fig: Figure, ax: object, calls: list[Call]) -> None:
         placed.append(note.get_window_extent(renderer).padded(_LABEL_GAP_PX))
 
 
-_LABEL_WIDTH = 32  # characters of a point's label: a longer name keeps its end (``…layers.7.proj``)
+_LABEL_WIDTH = 32  # display columns of a point's label: a longer name keeps its end (``…layers.7.proj``)
 
 
 def _spot_label(members: list[Call]) -> str:
     """The label of the calls drawn on one spot: their names joined when they fit ``_LABEL_WIDTH``, else the one
     name's end, or for several ``8 calls (Linear)`` (their class when they share one)."""
     joined = ", ".join(literal(c.label) for c in members)
-    if len(joined) <= _LABEL_WIDTH:
+    if display_width(joined) <= _LABEL_WIDTH:
         return joined
     if len(members) == 1:
-        return "…" + joined[-(_LABEL_WIDTH - 1):]
+        return _end(joined, _LABEL_WIDTH)
     classes = {c.cls for c in members}
     return f"{len(members)} calls" + (f" ({ellipsize_middle(literal(members[0].cls), 20)})" if len(classes) == 1 else "")
 
@@ -621,7 +635,7 @@ def _flow_svg(pts: list[tuple[str, int, int]], title: str, max_labels: int, chan
     base = top + 2 * panel_h + gap
     for i in _labelled(n, max_labels):
         x = x_of(i)
-        label = pts[i][0] if len(pts[i][0]) <= 34 else "…" + pts[i][0][-33:]
+        label = _end(pts[i][0], 34)
         out.append(f'<text x="{x + 3:.1f}" y="{base + 6}" text-anchor="end" font-size="9" '
                    f'transform="rotate(-90 {x + 3:.1f} {base + 6})">{markup(label)}</text>')
     out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8:.0f}" text-anchor="middle">{markup(_flow_x(pts, channels_last, unknown))}</text>')

@@ -19,11 +19,11 @@ from .units import call_error_text, value_text
 __all__ = [
     "DISPLAY_MAX_ROWS",
     "NO_OUTPUT",
+    "Elision",
     "Row",
     "Totals",
     "elide",
     "forward_ms",
-    "gap_positions",
     "merged_inputs",
     "table_rows",
     "totals",
@@ -223,36 +223,38 @@ def table_rows(trace: Trace, depth: int | None = None, view: str = "calls") -> l
 DISPLAY_MAX_ROWS = 1000
 
 
-def elide(rows: list[Row], max_rows: int | None) -> list[Row | int]:
+@dataclass(frozen=True)
+class Elision:
+    """The rows a display shows of a table's ``total`` rows (``elide``): ``rows`` in order, and ``gaps``, where
+    rows were left out: the index (among ``rows``) of the row each gap follows (-1: before the first) -> how many
+    rows it stands for."""
+
+    rows: list[Row]
+    gaps: dict[int, int]
+    total: int
+
+    @property
+    def left_out(self) -> int:
+        return sum(self.gaps.values())
+
+
+def elide(rows: list[Row], max_rows: int | None) -> Elision:
     """``rows`` as a display shows them: all of them when there are at most ``max_rows`` (or it is ``None``);
-    else the first rows and the last quarter of ``max_rows``, and every failing row wherever it is, with an int in
-    place of each run of rows left out (how many)."""
+    else the first rows and the last quarter of ``max_rows``, and every failing row wherever it is, with a gap
+    in place of each run of rows left out."""
     if max_rows is None or len(rows) <= max_rows:
-        return list(rows)
+        return Elision(list(rows), {}, len(rows))
     tail = max_rows // 4
     head = max_rows - tail
     kept = set(range(head)) | set(range(len(rows) - tail, len(rows))) | {i for i, r in enumerate(rows) if r.failed}
-    out: list[Row | int] = []
+    shown: list[Row] = []
+    gaps: dict[int, int] = {}
     for i, r in enumerate(rows):
         if i in kept:
-            out.append(r)
-        elif out and isinstance(out[-1], int):
-            out[-1] += 1
+            shown.append(r)
         else:
-            out.append(1)
-    return out
-
-
-def gap_positions(shown: list[Row | int]) -> dict[int, int]:
-    """Where ``elide`` left rows out: the index (among the rows shown) of the row each gap follows (-1: before
-    the first) -> how many rows it stands for."""
-    gaps, i = {}, -1
-    for item in shown:
-        if isinstance(item, int):
-            gaps[i] = item
-        else:
-            i += 1
-    return gaps
+            gaps[len(shown) - 1] = gaps.get(len(shown) - 1, 0) + 1
+    return Elision(shown, gaps, len(rows))
 
 
 def forward_ms(trace: Trace) -> float | None:

@@ -38,7 +38,7 @@ from typing import TypeVar
 from ..tracer.metrics import STATISTIC_IQM
 from ..tracer.records import Trace, Uncalled, Value
 from .markdown import md_code, md_text
-from .rows import Row, Totals, elide, forward_ms, gap_positions, table_rows, totals, uncalled_split
+from .rows import Elision, Row, Totals, elide, forward_ms, table_rows, totals, uncalled_split
 from .units import (
     display_width,
     ellipsize,
@@ -267,14 +267,22 @@ def _droppable(view: str, extra: list[str]) -> list[str]:
     return [("calls" if n == "call" else n) for n in names] if view == "modules" else names
 
 
-def elided_note(shown: list[Row | int], total: int, how: str) -> str | None:
+def drop_empty_call(rows: list[Row], view: str, *columns: list) -> list[list]:
+    """``columns`` (lists parallel to a table's headers: the headers, a row's cells) without the call column
+    where it would be empty: in the calls view, when no row in ``rows`` (the rows shown) is one of several
+    calls of its module. The modules view's ``calls`` column always counts something."""
+    if view != "calls" or any(r.call for r in rows):
+        return [list(c) for c in columns]
+    return [[*c[:2], *c[3:]] for c in columns]
+
+
+def elided_note(shown: Elision, how: str = "trace.table(max_rows=None)") -> str | None:
     """The note under a table that ``rows.elide`` shortened (``None`` when it did not): how many rows it shows of
     how many, which, and ``how`` to see them all."""
-    left_out = sum(x for x in shown if isinstance(x, int))
-    if not left_out:
+    if not shown.left_out:
         return None
-    return (f"{total - left_out:,} of {total:,} rows shown (the first, the last and any failing one): {how} shows "
-            "them all, a smaller depth folds them")
+    return (f"{len(shown.rows):,} of {shown.total:,} rows shown (the first, the last and any failing one): {how} "
+            "shows them all, a smaller depth folds them")
 
 
 def gap_text(count: int) -> str:
@@ -638,7 +646,7 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     """
     every_row = table_rows(trace, depth, view)
     shown_rows = elide(every_row, max_rows)
-    rows = [r for r in shown_rows if not isinstance(r, int)]
+    rows = shown_rows.rows
     extra = _extra_columns(trace)
     fwd = forward_ms(trace)
     headers = _headers(view, extra)
@@ -658,8 +666,8 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     redundant = all(t == p for t, p in zip(cells["trainable"], cells["params"]))
     if redundant:
         headers.remove("trainable")
-    empty = [h for h in headers[2:3] if not any(cells[h])]
-    headers = [h for h in headers if h not in empty]
+    # as the other formats; here a modules view of no rows (a trace of no calls) leaves its calls column out too
+    (headers,) = drop_empty_call(rows, view if rows else "calls", headers)
     # a repeated call's layer name carries "#k" already, so any table may leave the call column out
     droppable = _droppable(view, extra)
     shown, widths, dropped, inputs_below = _fit(headers, cells, limit, droppable)
@@ -701,7 +709,7 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     lines = [*(wrap_words(title, limit) if limit is not None else [title]), rule, *row_lines({h: h for h in shown}, dict.fromkeys(shown, _BOLD)),
              rule]
     indent = widths["layer"] + len(_SEP)
-    gaps = gap_positions(shown_rows)
+    gaps = shown_rows.gaps
     if -1 in gaps:
         lines.append(_style(gap_text(gaps[-1]), _DIM, color))
     for i, r in enumerate(rows):
@@ -724,7 +732,7 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
         notes.insert(0, "trainable: left out, equal to params in every row (the totals give it)")
     if inputs_below:
         notes.insert(0, f"input shapes: on a line of their own (in: ...) to fit {limit} columns")
-    elided = elided_note(shown_rows, len(every_row), "trace.table(max_rows=None)")
+    elided = elided_note(shown_rows)
     if elided:
         notes.append(elided)
     if dropped:
@@ -778,15 +786,15 @@ def render_markdown(trace: Trace, *, depth: int | None = None, view: str = "call
     extra = _extra_columns(trace)
     fwd = forward_ms(trace)
     headers = _headers(view, extra)
-    cells_of = [_plain_cells(r, extra, fwd) for r in rows]
-    shown = [i for i in range(len(headers))
-             if not (i == 2 and view == "calls" and not any(cells[2] for cells in cells_of))]
-    out = ["| " + " | ".join(headers[i] for i in shown) + " |",
-           "|" + "|".join("---:" if i >= 5 else "---" for i in shown) + "|"]  # params onwards: numbers
-    for r, plain in zip(rows, cells_of):
-        cells = [md_text(c) for c in plain]
+    aligns = ["---:" if i >= 5 else "---" for i in range(len(headers))]  # params onwards: numbers
+    cells_of = []
+    for r in rows:
+        cells = [md_text(c) for c in _plain_cells(r, extra, fwd)]
         cells[0] = "&nbsp;" * (2 * r.depth) + md_code((f"{FAIL_MARK} " if r.failed else "") + r.name)
-        out.append("| " + " | ".join(cells[i] for i in shown) + " |")
+        cells_of.append(cells)
+    headers, aligns, *cells_of = drop_empty_call(rows, view, headers, aligns, *cells_of)
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join(aligns) + "|"]
+    out += ["| " + " | ".join(cells) + " |" for cells in cells_of]
     out.append("")
     for k, v in _summary_lines(trace, fwd):
         out.append(f"- {k}: {md_text(v)}")
