@@ -174,12 +174,11 @@ def value_from_json(obj: Any, path: str = "", depth: int = 0) -> Value:
         return obj
     if "__dict__" in obj and len(obj) == 1:
         inner = codec.decode(obj["__dict__"], dict, f"{path}.__dict__")
-        return {codec.check_key(k, path): value_from_json(v, f"{path}[{k!r}]", depth + 1) for k, v in inner.items()}
+        return {k: value_from_json(v, f"{path}[{k!r}]", depth + 1) for k, v in inner.items()}  # keys: decode checked them
     if "__struct__" in obj:
         kind = codec.decode(obj["__struct__"], str, f"{path}.__struct__")
         fields = codec.decode(obj.get("fields"), dict, f"{path}.fields")
-        return Struct(kind, {codec.check_key(k, f"{path}.fields"): value_from_json(v, f"{path}.{k}", depth + 1)
-                             for k, v in fields.items()})
+        return Struct(kind, {k: value_from_json(v, f"{path}.{k}", depth + 1) for k, v in fields.items()})
     if "__object__" in obj:
         return Opaque(codec.decode(obj["__object__"], str, f"{path}.__object__"),
                       codec.decode(obj.get("repr"), str, f"{path}.repr"))
