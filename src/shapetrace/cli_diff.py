@@ -16,11 +16,8 @@ from .cli_options import (
     cli_errors,
     dash_is_stdout,
     emit,
-    note_suffix_mismatch,
-    output_not_an_input,
-    output_not_the_model,
+    prepare_output,
     print_cause,
-    refuse_binary_on_terminal,
     table_width,
     terminal_colour,
     width_option,
@@ -33,7 +30,6 @@ from .session import (
     TraceRequest,
     UsageProblem,
     check_model,
-    check_output,
     compare_model,
     is_saved_trace,
     pick_format,
@@ -126,13 +122,8 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
     with cli_errors(debug):
         fmt = pick_format(fmt, output)
         if fmt not in DIFF_FORMATS:
-            raise UsageProblem(f"diff writes {', '.join(DIFF_FORMATS)}, not {fmt}")
-        if output is not None:
-            check_output(output)
-            output_not_an_input(output, a, b)
-            output_not_the_model("-o", output, a, b)
-            note_suffix_mismatch(fmt, output)  # once -o is known to be written
-        refuse_binary_on_terminal(fmt, output)
+            raise UsageProblem(f"diff writes {', '.join(DIFF_FORMATS)}, not {fmt}")  # diff's own message
+        prepare_output(fmt, output, inputs=(a, b), models=(a, b))
         if b is None:
             if a_args or b_args:
                 raise UsageProblem("--a-arg and --b-arg are for two models (A and B); with one MODEL use --arg")

@@ -322,10 +322,11 @@ def output_not_the_model(option: str, output: str | None, *specs: str | None) ->
 
 
 def _own_file(option: str, output: str) -> str:
-    """A file name ``option`` takes, to suggest instead of ``output`` (``--plot`` writes .svg or .png only)."""
-    example = _EXAMPLE_FILE.get(option.lstrip("-").replace("-", "_"))
-    if example is None and option == "--plot":
-        example = _EXAMPLE_FILE["plot_file"]
+    """A file name ``option`` takes, to suggest instead of ``output`` (``--plot`` writes .svg or .png only): the
+    example of its parameter, named after the option (``--save-trace``: ``save_trace``) or after it with
+    ``_file`` (``--plot``: ``plot_file``)."""
+    name = option.lstrip("-").replace("-", "_")
+    example = _EXAMPLE_FILE.get(name) or _EXAMPLE_FILE.get(f"{name}_file")
     if example is not None:
         return example
     return Path(output).with_suffix(".txt").name if Path(output).suffix == ".py" else "out.txt"

@@ -40,6 +40,7 @@ from typing import Any
 from .renderers import RenderOptions, UnknownFormat, format_for_path, hints_to_save, render
 from .renderers.atomic import resolve_target, write_atomically
 from .renderers.diagram import GraphvizNotFound, OverlayNeedsOptions
+from .specs.exits import FactoryExited
 from .specs.names import NAME_TOO_LONG, path_problem
 from .stdout_guard import reroute
 from .tracer.records import Opaque, Trace
@@ -182,25 +183,13 @@ def _user_code(doing: str, problem: type[SessionError] = CannotTrace) -> Iterato
             yield
     except SystemExit as e:
         exited = f"the model's own code exited (SystemExit({e.code!r})) while {doing}, so there is nothing to show."
-        if _in_factory(e):
+        if isinstance(e, FactoryExited):
             raise problem(f"{exited} It was its factory: a factory returns the module rather than exiting; if "
                           "it reads a command line (argparse), point MODEL at a function that takes the "
                           "settings as arguments (given with --arg), or at the model class") from None
         raise problem(
             f"{exited} A script that reads its command line or runs on import needs an `if __name__ == "
             "\"__main__\":` guard around that part, or put the model in a module of its own") from None
-
-
-def _in_factory(error: BaseException) -> bool:
-    """Whether ``error`` came out of the model's factory (``specs.models`` calls it in ``_instantiate``), rather
-    than out of the import of its file or module."""
-    tb = error.__traceback__
-    while tb is not None:
-        code = tb.tb_frame.f_code
-        if code.co_name == "_instantiate" and code.co_filename.endswith(os.path.join("specs", "models.py")):
-            return True
-        tb = tb.tb_next
-    return False
 
 
 def train_mode(train: bool | None, exhibit: Any) -> bool | None:

@@ -244,9 +244,17 @@ class ShapetraceDirective(SphinxDirective):
         if figure.pictures:
             figure.trace_json = result.to_json(indent=None)
         if "table" in figure.shows:
-            figure.table_html = render_html(result, depth=depth, css=False)  # its CSS: in shapetrace.css
+            figure.table_html = self._table_html(result)
         # Every figure keeps its text table: it is what text-like builders show in place of a picture.
-        figure.table_text = render_text(result, depth=depth, width=opts.get("width", TEXT_WIDTH))
+        figure.table_text = self._table_text(result)
+
+    def _table_html(self, result: Any) -> str:
+        """The trace's table as HTML, at ``:depth:`` (its CSS: in shapetrace.css)."""
+        return render_html(result, depth=self.options.get("depth"), css=False)
+
+    def _table_text(self, result: Any) -> str:
+        """The trace's table as text, at ``:depth:`` and ``:width:``."""
+        return render_text(result, depth=self.options.get("depth"), width=self.options.get("width", TEXT_WIDTH))
 
     def _failed(self, spec: str, message: str, partial: Any, allow_failure: bool,
                 caption: str = "") -> list[nodes.Node]:
@@ -264,9 +272,8 @@ class ShapetraceDirective(SphinxDirective):
         out: list[nodes.Node] = []
         if partial is not None:
             figure = Figure(shows=["table"], caption=caption)
-            figure.table_html = render_html(partial, depth=self.options.get("depth"), css=False)
-            figure.table_text = render_text(partial, depth=self.options.get("depth"),
-                                            width=self.options.get("width", TEXT_WIDTH))
+            figure.table_html = self._table_html(partial)  # _render never got to the tables: made here
+            figure.table_text = self._table_text(partial)
             node = shapetrace_figure()
             node["figure"] = figure
             self.set_source_info(node)

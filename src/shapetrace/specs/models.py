@@ -40,6 +40,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from ..gallery.exhibits import exhibit_names, get_exhibit
+from .exits import FactoryExited
 from .inputs import make_inputs
 from .names import names_a_file, path_problem, split_spec
 from .raised import where_raised
@@ -196,6 +197,14 @@ def _import_module(name: str) -> Any:
 
 
 def _instantiate(obj: Any, kwargs: dict[str, Any], what: str) -> nn.Module:
+    """The module ``obj`` is or builds; a ``SystemExit`` on the way is a ``FactoryExited`` (same code)."""
+    try:
+        return _built(obj, kwargs, what)
+    except SystemExit as e:
+        raise FactoryExited(e.code) from e
+
+
+def _built(obj: Any, kwargs: dict[str, Any], what: str) -> nn.Module:
     if isinstance(obj, nn.Module):
         if kwargs:
             raise ModelSpecError(f"{what} is already a module instance, so --arg ({', '.join(kwargs)}) cannot "

@@ -5,7 +5,8 @@ forward registered into, attributes its hooks recompute) and ``placement`` (ever
 run on another device, where a cache would keep that device's tensors); ``arguments`` puts the attributes of
 the caller's objects back through ``put_back_entries``, the same rule without torch's names. What torch keeps in every module's
 ``__dict__`` (its registries, hook dicts, ``training``) is never a plain attribute: those have rules of their
-own.
+own. The contents of the plain lists and dicts a module holds (``plain_containers``) go back through
+``put_back_contents``, for ``placement`` and ``state_values`` alike.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["TORCH_ATTRIBUTES", "changed_names", "put_back_attributes", "put_back_entries"]
+__all__ = ["CONTAINERS", "TORCH_ATTRIBUTES", "changed_names", "plain_containers", "put_back_attributes",
+           "put_back_contents", "put_back_entries"]
 
 TORCH_ATTRIBUTES = frozenset(nn.Module().__dict__)
+CONTAINERS = (list, dict)  # the plain containers whose contents are put back (exactly these types)
 _ABSENT = object()  # "this name held nothing"
 
 
@@ -41,3 +44,17 @@ def put_back_attributes(live: dict[str, Any], saved: Mapping[str, Any], keep: Co
     """Give ``live`` (a module's ``__dict__``) back the plain attributes ``saved`` (a copy of it) held: changed
     ones put back, new ones removed. Torch's own entries and the names in ``keep`` are left as they are."""
     put_back_entries(live, saved, [k for k in changed_names(live, saved) if k not in TORCH_ATTRIBUTES and k not in keep])
+
+
+def plain_containers(attrs: Mapping[str, Any]) -> list[list | dict]:
+    """The plain lists and dicts among a module's attributes (``attrs``, its ``__dict__``), torch's own left out."""
+    return [v for k, v in attrs.items() if type(v) in CONTAINERS and k not in TORCH_ATTRIBUTES]
+
+
+def put_back_contents(container: list | dict, items: list | dict) -> None:
+    """Give ``container`` back the contents ``items`` (a shallow copy of it) held, in the same object."""
+    if isinstance(container, dict):
+        container.clear()
+        container.update(items)  # type: ignore[arg-type]
+    else:
+        container[:] = items

@@ -360,12 +360,10 @@ def _int_scalar(data: Any, path: str, depth: int) -> Any:
 def _str_scalar(data: Any, path: str, depth: int) -> Any:
     """A string field: the JSON value itself when it is a string of text (``check_text``); an ASCII one (the
     common case) is known to be text at once."""
-    if type(data) is str and data.isascii() and depth <= MAX_DEPTH:
-        return data
     if depth > MAX_DEPTH:
         raise _too_deep(path)
     if type(data) is str:
-        return check_text(data, path)
+        return data if data.isascii() else check_text(data, path)
     return _decode_scalar(data, str, path)
 
 

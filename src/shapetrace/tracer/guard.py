@@ -182,6 +182,7 @@ class ModelGuard:
         # optimizer step), which cannot be put back, the buffers are left as it left them too (``buffers_kept``).
         self.keep_buffers_after_param_writes = keep_buffers_after_param_writes
         self.buffers_kept = False
+        self._changed: list[str] | None = None  # changed_params(), once worked out after the forward
         self.runs_copy = runs_copy
         self.train = train
         self.grad = grad
@@ -206,6 +207,7 @@ class ModelGuard:
         self._lock.acquire()  # another thread's trace of these modules puts them back first (see model_lock)
         self._locked = True
         self._state_back = self._registrations_back = False
+        self._changed = None
         try:
             self._save()
         except BaseException:
@@ -378,17 +380,22 @@ class ModelGuard:
         """The saved buffers' values and version counters, once (forgotten only when all are back)."""
         if not self._live:
             return
-        if self.keep_buffers_after_param_writes and self.changed_params():
-            self.buffers_kept = True
-            self._live, self._saved, self._buffer_versions = [], [], []
-            return
+        if self.keep_buffers_after_param_writes:
+            self._changed = self.changed_params()  # kept: the trace reports the same list (changed_params)
+            if self._changed:
+                self.buffers_kept = True
+                self._live, self._saved, self._buffer_versions = [], [], []
+                return
         with torch.no_grad():
             _put_back_buffers(self._live, self._saved, self._buffer_versions)
         self._live, self._saved, self._buffer_versions = [], [], []
 
     def changed_params(self) -> list[str]:
         """Names of the parameters whose version counter moved: the forward wrote to them in place (a lazy
-        layer's parameters, made by the forward, are not counted)."""
+        layer's parameters, made by the forward, are not counted). Worked out once: leaving a guard with
+        ``keep_buffers_after_param_writes`` keeps its answer, given back from then on."""
+        if self._changed is not None:
+            return self._changed
         now = _versions(self._params)
         changed = {id(p) for p, v, w in zip(self._params, self._versions, now) if v is not None and w != v}
         changed -= self._lazy

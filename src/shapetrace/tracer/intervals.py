@@ -172,16 +172,18 @@ def repeat_weights(repeats: Sequence[dict[Hashable, tuple[float, float, float]]]
     return dict(sorted(weights.items()))
 
 
-def summarise(repeats: Sequence[dict[Hashable, tuple[float, float, float]]], root: Hashable
-              ) -> dict[Hashable, dict[str, float]]:
+def summarise(repeats: Sequence[dict[Hashable, tuple[float, float, float]]], root: Hashable,
+              weights: dict[int, float] | None = None) -> dict[Hashable, dict[str, float]]:
     """Per call: ``total``/``self``/``cpu`` as interquartile means, ``median``/``p10``/``p90`` of the inclusive
     time, and ``runs``, the number of repeats it ran in.
 
     The means are weighted means over the same central repeats (``repeat_weights``) for every call, a call
     absent from a repeat counting 0, so self times add up exactly to the root's total: a call that ran in
     only some repeats gets its average per forward. The quantiles are per call over all repeats where it ran.
+    ``weights``: ``repeat_weights(repeats, root)`` when the caller has them already.
     """
-    weights = repeat_weights(repeats, root)
+    if weights is None:
+        weights = repeat_weights(repeats, root)
     keys: dict[Hashable, None] = {}
     for r in repeats:
         keys.update(dict.fromkeys(r))

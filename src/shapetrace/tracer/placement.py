@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attributes import TORCH_ATTRIBUTES, put_back_attributes
+from .attributes import plain_containers, put_back_attributes, put_back_contents
 from .cleanup import run_all_then_raise
 from .errors import UnsupportedModel
 from .shape_only import keeps_values
@@ -113,7 +113,7 @@ def _attributes_kept(model: nn.Module) -> Iterator[None]:
     saved = []
     for m in model.modules():
         attrs = vars(m).copy()
-        contents = [(v, v.copy()) for k, v in attrs.items() if type(v) in (list, dict) and k not in TORCH_ATTRIBUTES]
+        contents = [(v, v.copy()) for v in plain_containers(attrs)]
         saved.append((m, attrs, contents))
     try:
         yield
@@ -123,11 +123,7 @@ def _attributes_kept(model: nn.Module) -> Iterator[None]:
             put_back_attributes(live, attrs, keep=_registered_names(live))
             for v, items in contents:
                 if not _same_contents(v, items):
-                    if isinstance(v, dict):
-                        v.clear()
-                        v.update(items)
-                    else:
-                        v[:] = items
+                    put_back_contents(v, items)
 
 
 @contextlib.contextmanager

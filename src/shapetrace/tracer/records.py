@@ -73,10 +73,7 @@ class TensorMeta:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return math.prod(self.shape)
 
     @property
     def itemsize(self) -> int:
@@ -174,12 +171,11 @@ def value_from_json(obj: Any, path: str = "", depth: int = 0) -> Value:
         return obj
     if "__dict__" in obj and len(obj) == 1:
         inner = codec.decode(obj["__dict__"], dict, f"{path}.__dict__")
-        return {codec.check_key(k, path): value_from_json(v, f"{path}[{k!r}]", depth + 1) for k, v in inner.items()}
+        return {k: value_from_json(v, f"{path}[{k!r}]", depth + 1) for k, v in inner.items()}  # keys: decode checked them
     if "__struct__" in obj:
         kind = codec.decode(obj["__struct__"], str, f"{path}.__struct__")
         fields = codec.decode(obj.get("fields"), dict, f"{path}.fields")
-        return Struct(kind, {codec.check_key(k, f"{path}.fields"): value_from_json(v, f"{path}.{k}", depth + 1)
-                             for k, v in fields.items()})
+        return Struct(kind, {k: value_from_json(v, f"{path}.{k}", depth + 1) for k, v in fields.items()})
     if "__object__" in obj:
         return Opaque(codec.decode(obj["__object__"], str, f"{path}.__object__"),
                       codec.decode(obj.get("repr"), str, f"{path}.repr"))
@@ -194,9 +190,8 @@ def value_from_json(obj: Any, path: str = "", depth: int = 0) -> Value:
         _check_shape(meta.shape, f"{path}.shape")
         if meta.tid is not None and meta.tid < 0:
             raise TraceFormatError(f"{path}.tid", f"cannot be negative ({meta.tid})")
-        if not (meta.dtype.isprintable() and meta.device.isprintable()):
-            bad = "dtype" if not meta.dtype.isprintable() else "device"
-            _not_a_name(getattr(meta, bad), f"{path}.{bad}")
+        _check_name(meta.dtype, f"{path}.dtype")
+        _check_name(meta.device, f"{path}.device")
         return meta
     return {codec.check_key(k, path): value_from_json(v, f"{path}[{k!r}]", depth + 1) for k, v in obj.items()}
 
@@ -221,8 +216,11 @@ def _check_shape(shape: tuple[int, ...], path: str) -> None:
                                      "damaged")
 
 
-def _not_a_name(text: str, path: str) -> None:
-    """Refuse ``text``, a dtype or device name (``float32``, ``cuda:0``) holding a character that is not printable."""
+def _check_name(text: str, path: str) -> None:
+    """Refuse ``text``, a dtype or device name (``float32``, ``cuda:0``), when it holds a character that is not
+    printable."""
+    if text.isprintable():
+        return
     bad = next(c for c in text if not c.isprintable())
     raise TraceFormatError(path, f"{_quoted(text)} holds the control character {bad!r}: a dtype or device is a "
                                  "short name (float32, cuda:0); the file was edited or damaged")
@@ -758,16 +756,14 @@ def _check_amounts(trace: Trace) -> None:
     for i, e in enumerate(trace.edges):
         _check_counts(e, ("tid",), f"edges[{i}]")
         _check_shape(e.shape, f"edges[{i}].shape")
-        if not e.dtype.isprintable():
-            _not_a_name(e.dtype, f"edges[{i}].dtype")
+        _check_name(e.dtype, f"edges[{i}].dtype")
     _check_not_negative(trace.timing, "timing")
     for name in trace.model.param_dtypes:
-        if not name.isprintable():
-            _not_a_name(name, codec.key_path("model.param_dtypes", name))
+        _check_name(name, codec.key_path("model.param_dtypes", name))
     for name in ("dtype", "device"):
         value = getattr(trace.timing, name, None)
-        if isinstance(value, str) and not value.isprintable():
-            _not_a_name(value, f"timing.{name}")
+        if isinstance(value, str):
+            _check_name(value, f"timing.{name}")
 
 
 def _check_notes(notes: list[Note], path: str) -> None:

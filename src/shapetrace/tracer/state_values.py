@@ -12,7 +12,8 @@ dozens of ``profile()``'s would leave it dozens of steps on. So ``values_kept``,
 * keeps a shallow copy of every list and dict held one level down in a module's plain lists and dicts, and
   puts their contents back.
 
-Not put back: tensors inside lists and dicts (written in place), objects of other kinds (their attributes),
+The lists and dicts are found and put back with ``placement``'s helpers (``attributes.plain_containers``,
+``put_back_contents``). Not put back: tensors inside lists and dicts (written in place), objects of other kinds (their attributes),
 containers nested deeper. Clones cost memory the size of those tensors, once per profile.
 """
 
@@ -24,17 +25,15 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from .attributes import TORCH_ATTRIBUTES
+from .attributes import CONTAINERS, TORCH_ATTRIBUTES, plain_containers, put_back_contents
 
 __all__ = ["values_kept"]
 
-_CONTAINERS = (list, dict)
 
-
-def _nested(value: object) -> list[list | dict]:
+def _nested(value: list | dict) -> list[list | dict]:
     """The lists and dicts held directly in ``value`` (a plain list or dict)."""
     items = value.values() if isinstance(value, dict) else value
-    return [v for v in items if type(v) in _CONTAINERS]  # type: ignore[union-attr]
+    return [v for v in items if type(v) in CONTAINERS]
 
 
 @torch.no_grad()
@@ -57,14 +56,14 @@ def values_kept(model: nn.Module) -> Iterator[None]:
     contents: list[tuple[list | dict, list | dict]] = []
     with torch.no_grad():
         for m in model.modules():
-            for k, v in vars(m).items():
+            attrs = vars(m)
+            for k, v in attrs.items():
                 if k in TORCH_ATTRIBUTES:
                     continue
                 if isinstance(v, torch.Tensor) and not isinstance(v, nn.Parameter) and id(v) not in registered:
                     with contextlib.suppress(RuntimeError, NotImplementedError):  # meta, nested: left
                         tensors.append((v, v.clone()))
-                elif type(v) in _CONTAINERS:
-                    contents += [(c, c.copy()) for c in _nested(v)]
+            contents += [(c, c.copy()) for v in plain_containers(attrs) for c in _nested(v)]
     try:
         yield
     finally:
@@ -72,8 +71,4 @@ def values_kept(model: nn.Module) -> Iterator[None]:
             with contextlib.suppress(RuntimeError, NotImplementedError):
                 _write_back(tensor, saved)
         for container, items in contents:
-            if isinstance(container, dict):
-                container.clear()
-                container.update(items)  # type: ignore[arg-type]
-            else:
-                container[:] = items
+            put_back_contents(container, items)

@@ -525,7 +525,7 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
         if memory:  # parameter bytes read while the cast copies are in place (``dtype``)
             _fill_memory(trace, called, peak_probe)
     # The merge: every probe's results into the shape pass's calls.
-    _fill_timing(trace, run, kind)
+    weighed = _fill_timing(trace, run, kind)
     if not run.repeats:  # device 'meta': FLOPs and memory from shapes, no timing
         return trace
     _notes(trace, regions, run, kind)
@@ -533,7 +533,11 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
     # One statistic for every time in the summary: the calls' interquartile means. The instrumented forward is
     # averaged over the same repeats with the same weights as the calls (its root among them), the plain one
     # over its own middle half.
-    weights = repeat_weights(run.repeats, root.id if root else 0) if len(run.profiled) == len(run.repeats) else None
+    weights = None
+    if len(run.profiled) == len(run.repeats):
+        root_id, weights = weighed
+        if root_id != (root.id if root else 0):  # the first root call was in no repeat: weights of this one
+            weights = repeat_weights(run.repeats, root.id if root else 0)
 
     def central(xs: Sequence[float]) -> float:
         return weighted(xs, weights) if weights is not None and len(xs) == len(run.repeats) else interquartile_mean(xs)
@@ -639,12 +643,14 @@ def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev:
     return run, kind
 
 
-def _fill_timing(trace: Trace, run: _Run, kind: str) -> None:
-    """Each call's interquartile means and quantiles over the timed repeats."""
-    if not run.repeats:
-        return
+def _fill_timing(trace: Trace, run: _Run, kind: str) -> tuple[int, dict[int, float]]:
+    """Each call's interquartile means and quantiles over the timed repeats; the root call's id and the
+    repeats' weights (``repeat_weights``) they were averaged with."""
     root = next((c.id for c in trace.calls if c.parent is None), 0)
-    stats = summarise(run.repeats, root)
+    if not run.repeats:
+        return root, {}
+    weights = repeat_weights(run.repeats, root)
+    stats = summarise(run.repeats, root, weights)
     timed_runs = len(run.repeats)
     for call in trace.calls:
         s = stats.get(call.id)
@@ -656,6 +662,7 @@ def _fill_timing(trace: Trace, run: _Run, kind: str) -> None:
     partly = sum(1 for c in trace.calls if any(n.code == "ran-in-some-timed-runs" for n in c.notes))
     if partly:
         trace.meta["calls_in_some_timed_runs"] = partly
+    return root, weights
 
 
 def _fill_memory(trace: Trace, called: list[nn.Module], peak_probe: PeakMemoryProbe | None) -> None:
