@@ -66,6 +66,7 @@ from .units import (
     format_count,
     format_ms,
     format_shape,
+    home_device,
     literal,
     no_timings_reason,
 )
@@ -689,6 +690,7 @@ class _Dot:
                  options: dict[str, Any], show_params: bool) -> None:
         self.trace, self.graph, self.layout, self.style = trace, graph, layout, style
         self.unfed = set(graph.unfed)
+        self.home = home_device(trace)  # a node whose tensors are elsewhere says where (``_device_mark``)
         self.show_params = show_params
         self.overlay = _Overlay(trace, graph, overlays, options)
         self.options = options
@@ -769,10 +771,19 @@ class _Dot:
         if n.id in self.unfed:  # its input came from ops the trace did not record (Graph.unfed)
             attrs["style"] = attrs["style"] + ",dashed"
             marks = [*marks, _small(html(UNFED_MARK), "#111111" if on_dark else "#4a4a4a")]
+        elsewhere = self.devices_elsewhere(n)
+        if elsewhere:
+            marks = [*marks, _small(html("on " + ", ".join(map(literal, elsewhere))), "#111111" if on_dark else "#4a4a4a")]
         attrs["label"] = _node_label(n, self.style, self.show_params, marks, on_dark, swatches,
                                      time_shown=n.id in ov.time_marked)
         attrs["tooltip"] = tooltip(n.tooltip())
         return f"{n.id} {_attrs(attrs)}"
+
+    def devices_elsewhere(self, n: Node) -> list[str]:
+        """The devices, other than the trace's own (``units.home_device``), of the tensors a node makes (that an
+        output node receives), which its label names: the shapes alone leave the device unsaid."""
+        drawn = n.inputs if n.kind == "output" else n.outputs
+        return sorted({m.device for _, m in drawn} - {self.home}) if self.home is not None else []
 
     def emit_clusters(self) -> None:
         """Every node and cluster, each cluster's contents inside it in event order, with a stack of its own:

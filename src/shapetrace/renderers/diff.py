@@ -22,7 +22,7 @@ from ..tracer.records import Call, Comparison, TensorMeta, Trace, iter_tensors
 from .carried import follows_from_input, windowed
 from .markdown import md_cell, md_code
 from .table import level_cuts, wrap_cell, wrap_words
-from .units import display_width, literal, pad
+from .units import display_width, home_device, literal, pad
 
 COLUMNS = ("layer", "what", "shapetrace", "{tool}", "why")
 
@@ -167,6 +167,26 @@ def _side_by_side(a: Any, b: Any) -> tuple[str, str]:
     return ta, tb
 
 
+def _elsewhere(value: Any, home: str | None) -> list[str | None]:
+    """Each tensor's device where it is not ``home`` (its trace's own device, ``units.home_device``), else
+    ``None``: two traces run on different devices compare alike, a tensor moved off the rest's device does not."""
+    return [None if m.device == home else m.device for m in _metas(value)]
+
+
+def _cells(a: Any, b: Any, homes: tuple[str | None, str | None]) -> tuple[str, str]:
+    """``_side_by_side``, each cell naming the devices of its tensors where they are placed differently on the two
+    sides (relative to each side's own device: ``_elsewhere``)."""
+    ta, tb = _side_by_side(a, b)
+    if _elsewhere(a, homes[0]) != _elsewhere(b, homes[1]):
+        ta, tb = ta + _devices_text(a), tb + _devices_text(b)
+    return ta, tb
+
+
+def _devices_text(value: Any) -> str:
+    devices = sorted({m.device for m in _metas(value)})
+    return " on " + ", ".join(map(literal, devices)) if devices else ""
+
+
 def _ms(call: Call | None) -> float | None:
     return call.timing.get("total_ms") if call is not None and call.timing else None
 
@@ -288,7 +308,8 @@ def _trainable_change(a: Call, b: Call, children_a: dict[int, list[Call]],
     return None
 
 
-def _compare(row: Row, children_a: dict[int, list[Call]], children_b: dict[int, list[Call]]) -> None:
+def _compare(row: Row, children_a: dict[int, list[Call]], children_b: dict[int, list[Call]],
+             homes: tuple[str | None, str | None]) -> None:
     a, b = row.a, row.b
     assert a is not None and b is not None
     changes = row.changes
@@ -305,8 +326,13 @@ def _compare(row: Row, children_a: dict[int, list[Call]], children_b: dict[int, 
         trainable = _trainable_change(a, b, children_a, children_b)
         if trainable is not None:
             changes.append(trainable)
-    in_a, in_b = _side_by_side([a.inputs, a.kwargs], [b.inputs, b.kwargs])
-    out_a, out_b = _side_by_side(a.outputs, b.outputs)
+    in_a, in_b = _cells([a.inputs, a.kwargs], [b.inputs, b.kwargs], homes)
+    out_a, out_b = _cells(a.outputs, b.outputs, homes)
+    # its output put on another device than on the other side, from inputs placed alike: its own doing (a
+    # ``.to()`` in its forward), which no input explains
+    moved = (_elsewhere(a.outputs, homes[0]) != _elsewhere(b.outputs, homes[1])
+             and _elsewhere([a.inputs, a.kwargs, a.side_inputs], homes[0])
+             == _elsewhere([b.inputs, b.kwargs, b.side_inputs], homes[1]))
     if a.error != b.error:  # one failed, or both with different errors
         changes.append(("error", a.error or "—", b.error or "—"))
     # a convolution or pooling with a window or stride (not adaptive, not a container, whose calls inside decide
@@ -314,7 +340,7 @@ def _compare(row: Row, children_a: dict[int, list[Call]], children_b: dict[int, 
     strided = windowed(a.cls) and a.id not in children_a and b.id not in children_b
     # its own change, or an output its new input cannot explain (``carried.follows_from_input``); a side input
     # (a tensor read from an attribute or a hook's storage: a U-Net block's skip) explains like an argument
-    own = bool(changes) or ((out_a != out_b or in_a != in_b)
+    own = bool(changes) or moved or ((out_a != out_b or in_a != in_b)
                             and not follows_from_input([a.inputs, a.kwargs, a.side_inputs],
                                                        [b.inputs, b.kwargs, b.side_inputs],
                                                        a.outputs, b.outputs, strided=strided))
@@ -353,7 +379,8 @@ def _arguments(call: Call) -> Any:
     return _value([call.inputs, call.kwargs, call.side_inputs])
 
 
-def _mark_own_code(rows: list[Row], children_a: dict[int, list[Call]], children_b: dict[int, list[Call]]) -> None:
+def _mark_own_code(rows: list[Row], children_a: dict[int, list[Call]], children_b: dict[int, list[Call]],
+                   homes: tuple[str | None, str | None]) -> None:
     """A container whose own code changed what it passes to a call inside it is changed.
 
     On each side, what a container's call can pass to its next call is what it was given (its arguments,
@@ -373,12 +400,12 @@ def _mark_own_code(rows: list[Row], children_a: dict[int, list[Call]], children_
         for ca, cb in zip(children_a.get(a.id, ()), children_b.get(b.id, ())):
             if _key(ca) != _key(cb):
                 break
-            if _signature([ca.inputs, ca.kwargs]) != _signature([cb.inputs, cb.kwargs]):
-                in_a, in_b = _side_by_side([ca.inputs, ca.kwargs], [cb.inputs, cb.kwargs])
+            if _signature([ca.inputs, ca.kwargs], homes[0]) != _signature([cb.inputs, cb.kwargs], homes[1]):
+                in_a, in_b = _cells([ca.inputs, ca.kwargs], [cb.inputs, cb.kwargs], homes)
                 row.changes.append((f"passes to {cb.label}", in_a, in_b))
                 row.status = "changed"
                 break
-            if _signature(ca.outputs) != _signature(cb.outputs) or ca.error != cb.error:
+            if _signature(ca.outputs, homes[0]) != _signature(cb.outputs, homes[1]) or ca.error != cb.error:
                 break
 
 
@@ -390,6 +417,7 @@ def diff_traces(a: Trace, b: Trace, a_name: str = "A", b_name: str = "B") -> Tra
     rows: list[Row] = []
     done: set[tuple[str, int]] = set()
     children_a, children_b = _children(a), _children(b)
+    homes = (home_device(a), home_device(b))
 
     def emit(key: tuple[str, int], side: str) -> None:
         if key in done:
@@ -398,7 +426,7 @@ def diff_traces(a: Trace, b: Trace, a_name: str = "A", b_name: str = "B") -> Tra
         ca, cb = a_by.get(key), b_by.get(key)
         if key in common:
             row = Row(cb.label if cb else key[0], ca, cb)  # type: ignore[union-attr]
-            _compare(row, children_a, children_b)
+            _compare(row, children_a, children_b, homes)
         elif side == "a":
             row = Row(ca.label, ca, None, "only_a")  # type: ignore[union-attr]
         else:
@@ -411,10 +439,10 @@ def diff_traces(a: Trace, b: Trace, a_name: str = "A", b_name: str = "B") -> Tra
             emit(k, "a")
         for k in bkeys[j1:j2]:
             emit(k, "b")
-    _mark_own_code(rows, children_a, children_b)
+    _mark_own_code(rows, children_a, children_b, homes)
     _mark_unreached(rows, a, b)
     _fold_insides(rows)
-    _mark_containers(rows)
+    _mark_containers(rows, homes)
     return TraceDiff(a_name, b_name, a, b, rows)
 
 
@@ -441,8 +469,9 @@ _CHANGED_INSIDE = ("changed", "contains", "only_a", "only_b", "unreached_a", "un
 _CARRIED_CHANGES = ("output", "input")
 
 
-def _signature(value: Any) -> list[tuple[tuple[int, ...], str]]:
-    return [(tuple(m.shape), m.dtype) for m in _metas(value)]
+def _signature(value: Any, home: str | None) -> list[tuple[tuple[int, ...], str, str | None]]:
+    """Each tensor's shape, dtype and device where not ``home`` (``_elsewhere``)."""
+    return [(tuple(m.shape), m.dtype, None if m.device == home else m.device) for m in _metas(value)]
 
 
 def _reshaped_inside(row: Row) -> bool:
@@ -451,7 +480,7 @@ def _reshaped_inside(row: Row) -> bool:
     return row.status != "changed" or any(what in ("output", "error") for what, _, _ in row.changes)
 
 
-def _mark_containers(rows: list[Row]) -> None:
+def _mark_containers(rows: list[Row], homes: tuple[str | None, str | None]) -> None:
     """A container whose only changes are its output (and input, and an error raised inside it) *contains*
     changes rather than having one of its own when a call inside it changed shapes and the container returns
     what its last call returned: on each side its output has the shapes of its last direct call's output (a
@@ -471,9 +500,9 @@ def _mark_containers(rows: list[Row]) -> None:
     reshaped: set[int] = set()  # id() of rows with a call inside them that changed shapes
 
     def returns_its_last_call(row: Row) -> bool:
-        for side, call in (("a", row.a), ("b", row.b)):
+        for side, call, home in (("a", row.a, homes[0]), ("b", row.b, homes[1])):
             last = last_child.get((side, call.id)) if call is not None else None
-            if last is None or _signature(call.outputs) != _signature(last.outputs):  # type: ignore[union-attr]
+            if last is None or _signature(call.outputs, home) != _signature(last.outputs, home):  # type: ignore[union-attr]
                 return False
         return True
 
@@ -583,7 +612,7 @@ def _summary_lines(d: TraceDiff) -> list[str]:
                        "calling {}: the module is there, not added or removed.".format("it" if n == 1 else "them"))
     pa, pb = d.a.model.params, d.b.model.params
     out.append(f"parameters: {pa:,} → {pb:,} ({_signed(pb - pa)})" if pa != pb else f"parameters: {pa:,} in both")
-    out_a, out_b = _side_by_side(d.a.outputs, d.b.outputs)
+    out_a, out_b = _cells(d.a.outputs, d.b.outputs, (home_device(d.a), home_device(d.b)))
     if out_a != out_b:
         out.append(f"model output: {out_a} → {out_b}")
     if d.timed:
@@ -630,10 +659,11 @@ def _not_comparable(d: TraceDiff) -> str:
 
 def _no_differences(d: TraceDiff) -> str:
     """The sentence for a diff with no changed, added or removed call."""
-    out_a, out_b = _side_by_side(d.a.outputs, d.b.outputs)
+    homes = (home_device(d.a), home_device(d.b))
+    out_a, out_b = _cells(d.a.outputs, d.b.outputs, homes)
     if d.carried or out_a != out_b:
         ra, rb = (d.a.calls[0], d.b.calls[0]) if d.a.calls and d.b.calls else (None, None)
-        if ra and rb and _signature([ra.inputs, ra.kwargs]) == _signature([rb.inputs, rb.kwargs]):  # never blame
+        if ra and rb and _signature([ra.inputs, ra.kwargs], homes[0]) == _signature([rb.inputs, rb.kwargs], homes[1]):  # never blame
             # the input where it is the same (a change the diff cannot place)
             return ("No layer changed: the same calls, classes and parameters on the same input; the shapes below "
                     "differ through code the diff does not see (a forward's own operations).")

@@ -39,7 +39,7 @@ from .table import (
     elided_note,
     gap_text,
 )
-from .units import ellipsize, literal, markup
+from .units import ellipsize, home_device, literal, markup
 
 __all__ = ["CSS", "FAIL_COLOR", "NAME_WIDTH", "PAGE_CSS", "render_html", "render_page", "shape_markup",
            "strip_svg_prolog"]
@@ -172,7 +172,8 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     fwd = _forward_ms(trace)
     headers = _headers(view, extra)
     kinds = ["layer", "cls", "call", "shape", "shape"] + ["num"] * (len(headers) - 5)
-    cells_of = [_plain_cells(r, extra, fwd) for r in rows]
+    home = home_device(trace)
+    cells_of = [_plain_cells(r, extra, fwd, home) for r in rows]
     headers, kinds, *cells_of = drop_empty_call(rows, view, headers, kinds, *cells_of)
     out = [f'<div class="{SCOPE}">']
     if css:

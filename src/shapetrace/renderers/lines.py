@@ -149,6 +149,14 @@ def _first_dtype(value: Any) -> str | None:
     return None
 
 
+def _moved_text(outputs: Any, inputs: Any) -> str:
+    """`` on DEVICE`` where a run's first output tensor is on another device than its first input tensor (the
+    line that moves the data: ``x.to("meta")``, ``h.cpu()``), else nothing."""
+    out = next((m.device for _, m in iter_tensors(outputs)), None)
+    given = next((m.device for _, m in iter_tensors(inputs)), None)
+    return f" on {literal(out)}" if out is not None and given is not None and out != given else ""
+
+
 def _runs_text(outputs: list[str]) -> str:
     """Consecutive equal outputs run-length folded: ``(8,6), (4,72,400) ×2``; long lists elided."""
     runs: list[list] = []
@@ -262,6 +270,8 @@ def _group_of(events: list[Call | Op], parent_name: str) -> Group:
         else:
             out, dtype = _value_text(ev.outputs)
             inputs = ev.inputs
+        if not isinstance(ev, Call) or ev.error is None:
+            out += _moved_text(ev.outputs, inputs)
         g.outputs.append(out)
         runs.append((dtype, dtype is not None and dtype != _first_dtype(inputs)))
     if g.kind == "call":

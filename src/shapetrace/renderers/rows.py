@@ -119,10 +119,11 @@ def _call_rows(trace: Trace, depth: int | None) -> list[Row]:
 
 
 def _summarise(values: Iterable[Value]) -> list[tuple[Value, int]]:
-    """Distinct values (by their full text) with how often each occurs, in first-seen order."""
-    counts: dict[str, list] = {}
+    """Distinct values (by their full text and their tensors' devices) with how often each occurs, in
+    first-seen order."""
+    counts: dict[tuple[str, tuple[str, ...]], list] = {}
     for v in values:
-        key = value_text(v)
+        key = (value_text(v), tuple(m.device for _, m in iter_tensors(v)))
         if key in counts:
             counts[key][1] += 1
         else:

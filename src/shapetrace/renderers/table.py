@@ -53,8 +53,10 @@ from .units import (
     format_percent,
     format_si,
     format_value,
+    home_device,
     literal,
     note_text,
+    other_devices,
     pad,
     run_dtype_text,
     timer_kind_text,
@@ -216,30 +218,31 @@ def _extra_cells(row: Row, cols: list[str], forward_ms: float | None, raw: bool 
     return out
 
 
-def _inputs_text(row: Row) -> str:
-    """A row's inputs, whole: positional, then keyword (``k=...``), then side inputs (``+side ...``)."""
+def _inputs_text(row: Row, home: str | None = None) -> str:
+    """A row's inputs, whole: positional, then keyword (``k=...``), then side inputs (``+side ...``); a tensor
+    off the ``home`` device with its device (``units.tensor_text``)."""
     if row.summary:
-        return _join_summary(row.inputs)
-    parts = [format_value(row.inputs, top=True)] if row.inputs not in ([], None) else []
-    parts += [f"{literal(str(k))}={format_value(v)}" for k, v in row.kwargs.items()]
-    side = f" +side {format_value(row.side, top=True)}" if row.side else ""
+        return _join_summary(row.inputs, home=home)
+    parts = [format_value(row.inputs, top=True, home=home)] if row.inputs not in ([], None) else []
+    parts += [f"{literal(str(k))}={format_value(v, home=home)}" for k, v in row.kwargs.items()]
+    side = f" +side {format_value(row.side, top=True, home=home)}" if row.side else ""
     return ", ".join(parts) + side
 
 
-def _outputs_text(row: Row) -> str:
+def _outputs_text(row: Row, home: str | None = None) -> str:
     """A row's outputs, whole; the error for the failing call, ``(raised)`` for the calls it passed through."""
     if row.summary:
-        return _join_summary(row.outputs, top=False)
+        return _join_summary(row.outputs, top=False, home=home)
     if row.failed:
         return f"{FAIL_MARK} {literal(row.error or '')}"
     if row.raised:
         return "(raised)"
-    return format_value(row.outputs)
+    return format_value(row.outputs, home=home)
 
 
-def _join_summary(items: list[tuple[Value, int]], top: bool = True) -> str:
+def _join_summary(items: list[tuple[Value, int]], top: bool = True, home: str | None = None) -> str:
     """The distinct values of a module's calls, ``×k`` when one repeats: ``(4,18,400) ×4 | (4,1,400)``."""
-    return " | ".join(format_value(v, top=top) + (f" ×{k}" if k > 1 else "") for v, k in items)
+    return " | ".join(format_value(v, top=top, home=home) + (f" ×{k}" if k > 1 else "") for v, k in items)
 
 
 def _params_cell(row: Row) -> str:
@@ -319,6 +322,10 @@ def _notes(trace: Trace, rows: list[Row], every_row: list[Row] | None = None) ->
     for head, modules in (("never called in the forward", never), ("not reached before the failure", unreached)):
         if modules:
             notes.append(f"{head}: " + ", ".join(_uncalled_parts(modules)))
+    elsewhere = other_devices(trace)
+    if elsewhere:
+        notes.append(f"on {', '.join(map(literal, elsewhere))}: tensors on another device than the rest of the "
+                     f"trace ({literal(home_device(trace) or '')}), which the shapes leave unsaid")
     if trace.failure is not None:
         where = failure_place(trace, with_class=True)
         notes.append(f"{FAIL_MARK} the forward failed {where}: {literal(trace.failure.text)}")
@@ -645,6 +652,7 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     says how many were left out where they were, a note how to see them all.
     """
     every_row = table_rows(trace, depth, view)
+    home = home_device(trace)
     shown_rows = elide(every_row, max_rows)
     rows = shown_rows.rows
     extra = _extra_columns(trace)
@@ -659,7 +667,7 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
 
     cells: dict[str, list[str]] = {h: [] for h in headers}
     for r in rows:
-        for h, c in zip(headers, [layer(r), literal(r.cls), r.call, _inputs_text(r), _outputs_text(r),
+        for h, c in zip(headers, [layer(r), literal(r.cls), r.call, _inputs_text(r, home), _outputs_text(r, home),
                                   _params_cell(r), _trainable_cell(r), *_extra_cells(r, extra, fwd)]):
             cells[h].append(c)
     # trainable only where it tells something: some row's differs from its params
@@ -773,9 +781,9 @@ def _title(trace: Trace, rows: list[Row], view: str, depth: int | None) -> str:
 
 
 # ---- markdown ----------------------------------------------------------------------------------------
-def _plain_cells(r: Row, extra: list[str], fwd: float | None) -> list[str]:
+def _plain_cells(r: Row, extra: list[str], fwd: float | None, home: str | None = None) -> list[str]:
     name = (f"{FAIL_MARK} " if r.failed else "") + literal(r.name)
-    return [name, literal(r.cls), r.call, _inputs_text(r), _outputs_text(r), _params_cell(r),
+    return [name, literal(r.cls), r.call, _inputs_text(r, home), _outputs_text(r, home), _params_cell(r),
             _trainable_cell(r), *_extra_cells(r, extra, fwd)]
 
 
@@ -786,10 +794,11 @@ def render_markdown(trace: Trace, *, depth: int | None = None, view: str = "call
     extra = _extra_columns(trace)
     fwd = forward_ms(trace)
     headers = _headers(view, extra)
+    home = home_device(trace)
     aligns = ["---:" if i >= 5 else "---" for i in range(len(headers))]  # params onwards: numbers
     cells_of = []
     for r in rows:
-        cells = [md_text(c) for c in _plain_cells(r, extra, fwd)]
+        cells = [md_text(c) for c in _plain_cells(r, extra, fwd, home)]
         cells[0] = "&nbsp;" * (2 * r.depth) + md_code((f"{FAIL_MARK} " if r.failed else "") + r.name)
         cells_of.append(cells)
     headers, aligns, *cells_of = drop_empty_call(rows, view, headers, aligns, *cells_of)
@@ -825,16 +834,17 @@ def render_csv(trace: Trace, *, depth: int | None = None, view: str = "calls") -
     # csv quotes a field holding "\n" (the line terminator) but not one holding "\r", which a reader takes for
     # a line end too: a row with one (a module name, an error message) is written with every field quoted.
     quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    home = home_device(trace)
     w.writerow(["layer", "depth", "class", "call_index" if view == "calls" else "calls", "n_calls",
                 "input_shapes", "side_inputs", "output_shapes", "params", "trainable", "error", "folded_calls",
                 *extra])
     for r in rows:
         row = [r.name, r.depth, r.cls, r.call_index if view == "calls" else r.calls, r.calls,
-               _inputs_text(r) if r.summary else format_value(
+               _inputs_text(r, home) if r.summary else format_value(
                    list(r.inputs) + list(r.kwargs.values()) if isinstance(r.inputs, list) else r.inputs,
-                   top=True),
-               format_value(r.side, top=True) if r.side else "",
-               _outputs_text(r) if r.summary else ("" if r.error else format_value(r.outputs)),
+                   top=True, home=home),
+               format_value(r.side, top=True, home=home) if r.side else "",
+               _outputs_text(r, home) if r.summary else ("" if r.error else format_value(r.outputs, home=home)),
                r.params or 0, r.trainable or 0, r.error or "", r.folded, *_extra_cells(r, extra, fwd, raw=True)]
         (quoted if any(isinstance(c, str) and "\r" in c for c in row) else w).writerow(row)
     return buf.getvalue()

@@ -43,10 +43,12 @@ __all__ = [
     "format_shape",
     "format_si",
     "format_value",
+    "home_device",
     "literal",
     "markup",
     "no_timings_reason",
     "note_text",
+    "other_devices",
     "pad",
     "run_dtype_text",
     "tensor_text",
@@ -129,24 +131,54 @@ def format_shape(shape: Sequence[int], sep: str = "×", paren: bool = False) -> 
     return f"({text})" if paren else text
 
 
-def tensor_text(meta: TensorMeta) -> str:
-    """A tensor for tables: ``(2,3,224,224)``, ``(5,)``, with its dtype when not float32."""
+def home_device(trace: Trace) -> str | None:
+    """The device the trace ran on, which shape texts leave unsaid: its first input tensor's, or for a forward
+    given no tensor, the one most of its calls' outputs are on; ``None`` for a trace without tensors. A tensor
+    elsewhere (an accidental ``.cpu()``, a part of the model on ``meta`` or on a second GPU) is shown with its
+    device (``tensor_text``)."""
+    first = next(iter_tensors([trace.inputs, trace.kwargs]), None)
+    if first is not None:
+        return first[1].device
+    counts: dict[str, int] = {}
+    for c in trace.calls:
+        for _, m in iter_tensors(c.outputs):
+            counts[m.device] = counts.get(m.device, 0) + 1
+    return max(counts, key=counts.__getitem__) if counts else None  # the first counted wins a tie
+
+
+def other_devices(trace: Trace) -> list[str]:
+    """The devices, other than ``home_device``, that tensors of the trace's calls are on, in first-seen order."""
+    home, seen = home_device(trace), {}
+    for c in trace.calls:
+        for value in (c.inputs, c.kwargs, c.side_inputs, c.outputs):
+            for _, m in iter_tensors(value):
+                if m.device != home:
+                    seen[m.device] = None
+    return list(seen)
+
+
+def tensor_text(meta: TensorMeta, home: str | None = None) -> str:
+    """A tensor for tables: ``(2,3,224,224)``, ``(5,)``, with its dtype when not float32, and its device
+    (``on cpu``) when ``home`` is given and the tensor is elsewhere (``home_device``)."""
     s = "(" + ",".join(str(d) for d in meta.shape) + ("," if len(meta.shape) == 1 else "") + ")"
-    return s if meta.dtype == "float32" else f"{s} {literal(meta.dtype)}"
+    if meta.dtype != "float32":
+        s = f"{s} {literal(meta.dtype)}"
+    return s if home is None or meta.device == home else f"{s} on {literal(meta.device)}"
 
 
-def value_text(value: Value) -> str:
-    """A whole value tree, structure kept: ``[(4,72,400), [(1,4,400), (1,4,400)]]``."""
+def value_text(value: Value, home: str | None = None) -> str:
+    """A whole value tree, structure kept: ``[(4,72,400), [(1,4,400), (1,4,400)]]`` (``home``: see
+    ``tensor_text``)."""
     if isinstance(value, TensorMeta):
-        return tensor_text(value)
+        return tensor_text(value, home)
     if isinstance(value, Struct):
-        return f"{value.kind}(" + ", ".join(f"{k}={value_text(v)}" for k, v in value.fields.items()) + ")"
+        return f"{value.kind}(" + ", ".join(f"{k}={value_text(v, home)}" for k, v in value.fields.items()) + ")"
     if isinstance(value, Opaque):
         return value.kind.rpartition(".")[2]
     if isinstance(value, list):
-        return "[" + ", ".join(value_text(v) for v in value) + "]"
+        return "[" + ", ".join(value_text(v, home) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{literal(str(k))}: {value_text(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{literal(str(k))}: {value_text(v, home)}" for k, v in value.items()) + "}"
     if isinstance(value, str):
         return repr(value) if len(value) <= 12 else repr(value[:9]) + "…"  # repr escapes what literal would
     if isinstance(value, float):
@@ -154,24 +186,25 @@ def value_text(value: Value) -> str:
     return repr(value)
 
 
-def arguments_text(value: Value) -> str:
+def arguments_text(value: Value, home: str | None = None) -> str:
     """A call's positional inputs: without the outer brackets (one argument: just it)."""
     if isinstance(value, list) and len(value) == 1:
-        return value_text(value[0])
+        return value_text(value[0], home)
     if isinstance(value, list):
-        return ", ".join(value_text(v) for v in value)
-    return value_text(value)
+        return ", ".join(value_text(v, home) for v in value)
+    return value_text(value, home)
 
 
-def format_value(value: Value, max_len: int | None = None, *, top: bool = False) -> str:
+def format_value(value: Value, max_len: int | None = None, *, top: bool = False, home: str | None = None) -> str:
     """A value tree as text; longer than ``max_len`` -> the first tensors shown and ``+k more``.
 
-    With ``top=True`` a one-element list (a call's single argument) is shown without brackets.
+    With ``top=True`` a one-element list (a call's single argument) is shown without brackets; ``home``: see
+    ``tensor_text``.
     """
-    text = arguments_text(value) if top else value_text(value)
+    text = arguments_text(value, home) if top else value_text(value, home)
     if max_len is None or len(text) <= max_len:
         return text
-    tensors = [tensor_text(m) for _, m in iter_tensors(value)]
+    tensors = [tensor_text(m, home) for _, m in iter_tensors(value)]
     if not tensors:
         return text[: max(max_len - 1, 1)] + "…"
     shown: list[str] = []

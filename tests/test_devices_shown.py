@@ -1,0 +1,158 @@
+"""A tensor on another device than the one the trace ran on is shown with its device, everywhere shapes are.
+
+Shapes alone hide the cause of the commonest mismatch after shapes ("Expected all tensors to be on the same
+device"): an accidental ``.cpu()``, part of a model on ``meta`` or on a second GPU. The device the trace ran on
+(its inputs') is left unsaid, so a trace on one device reads as before. CPU-only models here: a part of the
+model on ``meta`` stands for a second device.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import torch
+from torch import nn
+
+import shapetrace
+from shapetrace.renderers.diagram import to_dot
+from shapetrace.renderers.diff import diff_traces, render_trace_diff
+from shapetrace.renderers.lines import build_view
+from shapetrace.renderers.lines import render as render_lines
+from shapetrace.renderers.table import render
+
+
+class SplitModel(nn.Module):
+    """``a`` on the CPU, ``b`` on meta; the forward moves the activation between them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4, device="meta")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x).to("meta"))
+
+
+class ToMeta(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to("meta")
+
+
+class Pipeline(nn.Module):
+    """``a``, then ``move`` (a layer that moves the activation to meta, or an ``Identity``), then ``b``."""
+
+    def __init__(self, move: bool) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.move = ToMeta() if move else nn.Identity()
+        self.b = nn.Linear(4, 4, device="meta" if move else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.move(self.a(x)))
+
+
+class TwoDevicesOneModule(nn.Module):
+    """One parameter-free module called on the CPU and then on meta."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.same = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.same(self.same(x).to("meta"))
+
+
+def _row(text: str, name: str) -> str:
+    return next(line for line in text.splitlines() if line.split()[:1] == [name])
+
+
+def test_table_names_the_device_of_tensors_off_the_trace_device() -> None:
+    text = render(shapetrace.trace(SplitModel(), torch.randn(2, 4)), "text", width=None)
+    assert _row(text, "b").split()[2:6] == ["(2,4)", "on", "meta", "(2,4)"]
+    assert "on" not in _row(text, "a").split()
+
+
+def test_table_note_says_which_device_the_shapes_leave_unsaid() -> None:
+    text = render(shapetrace.trace(SplitModel(), torch.randn(2, 4)), "text", width=None)
+    note = next(line for line in text.splitlines() if line.startswith("on meta:"))
+    assert "(cpu)" in note
+
+
+def test_trace_on_one_device_names_no_device() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.randn(1, 3, 8, 8))
+    for kwargs in ({}, {"device": "meta"}):
+        text = render(shapetrace.trace(model, torch.randn(1, 3, 8, 8), **kwargs), "text", width=None)
+        assert " on cpu" not in text and " on meta" not in text
+
+
+def test_markdown_html_and_csv_name_the_device_too() -> None:
+    t = shapetrace.trace(SplitModel(), torch.randn(2, 4))
+    md_row = next(line for line in render(t, "md").splitlines() if "`b`" in line)
+    assert "(2,4) on meta" in md_row
+    assert "(2,4) on meta" in render(t, "html")
+    rows = {r["layer"]: r for r in csv.DictReader(io.StringIO(render(t, "csv")))}
+    assert (rows["b"]["input_shapes"], rows["a"]["output_shapes"]) == ("(2,4) on meta", "(2,4)")
+
+
+def test_saved_trace_renders_the_same_devices(tmp_path) -> None:
+    t = shapetrace.trace(SplitModel(), torch.randn(2, 4))
+    path = tmp_path / "split.json"
+    path.write_text(t.to_json())
+    assert render(shapetrace.load(path), "text", width=None) == render(t, "text", width=None)
+
+
+def test_module_view_keeps_calls_on_two_devices_apart() -> None:
+    text = render(shapetrace.trace(TwoDevicesOneModule(), torch.randn(2, 4)), "text", view="modules", width=None)
+    row = _row(text, "same")
+    assert "(2,4) | (2,4) on meta" in row and "(2,4) ×2" not in row
+
+
+def test_diagram_labels_the_node_whose_output_is_elsewhere() -> None:
+    dot = to_dot(shapetrace.trace(SplitModel(), torch.randn(2, 4), ops=True))
+    labels = {line.split()[0]: line for line in dot.splitlines() if "label=<" in line and "->" not in line}
+    marked = [line for line in labels.values() if "on meta" in line]
+    assert any(">b<" in line for line in marked)
+    assert not any(">a<" in line for line in marked)
+
+
+def test_diff_blames_the_layer_that_moved_the_tensor() -> None:
+    x = torch.randn(2, 4)
+    d = diff_traces(shapetrace.trace(Pipeline(move=False), x), shapetrace.trace(Pipeline(move=True), x))
+    status = {r.label: r.status for r in d.rows}
+    assert status["move"] == "changed"
+    assert ("output", "(2,4) on cpu", "(2,4) on meta") in next(r for r in d.rows if r.label == "move").changes
+    assert status["b"] == "carried"
+    assert status["a"] == "same"
+
+
+def test_diff_of_a_model_moving_its_activation_in_its_own_code() -> None:
+    x = torch.randn(2, 4)
+
+    class Plain(SplitModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.b = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(self.a(x))
+
+    d = diff_traces(shapetrace.trace(Plain(), x), shapetrace.trace(SplitModel(), x))
+    root = d.rows[0]
+    assert root.status == "changed"
+    assert ("passes to b", "(2,4) on cpu", "(2,4) on meta") in root.changes
+
+
+def test_diff_of_one_model_traced_on_two_devices_finds_no_difference() -> None:
+    model, x = Pipeline(move=False), torch.randn(2, 4)
+    d = diff_traces(shapetrace.trace(model, x), shapetrace.trace(model, x, device="meta"))
+    assert not d.shown
+    assert render_trace_diff(d, "text").count(" on ") == 0
+
+
+def test_lines_view_marks_the_line_that_moves_the_data() -> None:
+    text = render_lines(build_view(shapetrace.trace(SplitModel(), torch.randn(2, 4), lines=True)), "text")
+    shown = [line.rpartition("│")[2].strip() for line in text.splitlines() if "│" in line]
+    assert "to → (2,4) on meta" in shown
+    assert "a Linear → (2,4)" in shown and "b Linear → (2,4)" in shown  # no move on their own lines
