@@ -20,6 +20,7 @@ from shapetrace.renderers.diff import diff_traces, render_trace_diff
 from shapetrace.renderers.lines import build_view
 from shapetrace.renderers.lines import render as render_lines
 from shapetrace.renderers.table import render
+from shapetrace.tracer.records import iter_tensors
 
 
 class SplitModel(nn.Module):
@@ -156,3 +157,11 @@ def test_lines_view_marks_the_line_that_moves_the_data() -> None:
     shown = [line.rpartition("│")[2].strip() for line in text.splitlines() if "│" in line]
     assert "to → (2,4) on meta" in shown
     assert "a Linear → (2,4)" in shown and "b Linear → (2,4)" in shown  # no move on their own lines
+
+
+def test_shape_only_trace_names_no_device_although_integer_inputs_stay_on_the_cpu() -> None:
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 2))
+    t = shapetrace.trace(model, torch.randint(0, 10, (2, 3)), device="meta", lines=True)
+    assert {m.device for c in t.calls for _, m in iter_tensors([c.inputs, c.outputs])} == {"cpu", "meta"}
+    shown = [render(t, "text", width=None), to_dot(t), render_lines(build_view(t), "text")]
+    assert not any(" on cpu" in text or " on meta" in text for text in shown)

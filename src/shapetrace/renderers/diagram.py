@@ -690,7 +690,7 @@ class _Dot:
                  options: dict[str, Any], show_params: bool) -> None:
         self.trace, self.graph, self.layout, self.style = trace, graph, layout, style
         self.unfed = set(graph.unfed)
-        self.home = home_device(trace)  # a node whose tensors are elsewhere says where (``_device_mark``)
+        self.home = home_device(trace)  # a node whose tensors are elsewhere says where (``devices_elsewhere``)
         self.show_params = show_params
         self.overlay = _Overlay(trace, graph, overlays, options)
         self.options = options

@@ -170,7 +170,7 @@ def _side_by_side(a: Any, b: Any) -> tuple[str, str]:
 def _elsewhere(value: Any, home: str | None) -> list[str | None]:
     """Each tensor's device where it is not ``home`` (its trace's own device, ``units.home_device``), else
     ``None``: two traces run on different devices compare alike, a tensor moved off the rest's device does not."""
-    return [None if m.device == home else m.device for m in _metas(value)]
+    return [None if home is None or m.device == home else m.device for m in _metas(value)]
 
 
 def _cells(a: Any, b: Any, homes: tuple[str | None, str | None]) -> tuple[str, str]:
@@ -471,7 +471,7 @@ _CARRIED_CHANGES = ("output", "input")
 
 def _signature(value: Any, home: str | None) -> list[tuple[tuple[int, ...], str, str | None]]:
     """Each tensor's shape, dtype and device where not ``home`` (``_elsewhere``)."""
-    return [(tuple(m.shape), m.dtype, None if m.device == home else m.device) for m in _metas(value)]
+    return [(tuple(m.shape), m.dtype, None if home is None or m.device == home else m.device) for m in _metas(value)]
 
 
 def _reshaped_inside(row: Row) -> bool:

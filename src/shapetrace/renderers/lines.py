@@ -25,7 +25,7 @@ from ..tracer.records import Call, Op, Struct, TensorMeta, Trace, iter_tensors
 from .display import MIN_TABLE_WIDTH, save_file
 from .html import FAIL_COLOR
 from .lines_rows import Row, text_rows
-from .units import display_width, escape_controls, literal, markup
+from .units import display_width, escape_controls, home_device, literal, markup
 
 __all__ = ["FORMATS", "LinesError", "LinesView", "build_view", "lines_page", "render"]
 
@@ -228,12 +228,13 @@ def _cycle_at(keys: list[tuple], i: int) -> tuple[int, int]:
     return best
 
 
-def _group_events(events: list[Call | Op], parent_name: str) -> list[Group]:
+def _group_events(events: list[Call | Op], parent_name: str, moves: bool) -> list[Group]:
     """Fold one line's events into groups in the order they ran: a run of events of one kind back to back
     (``layers.4–7 UnetBlock ×4``), or a loop body repeated back to back (``x_cat[:, i]`` then ``embeds.i``, five
     times: ``getitem ×5`` and ``embeds.0–4 ×5``), is one group per kind. Events of a kind that comes back after
     others ran in between, outside such a loop, get a group of their own each time, so no group lists a
-    call ahead of calls that ran before it."""
+    call ahead of calls that ran before it. ``moves``: mark the runs that move data to another device
+    (``_moved_text``; not in a shape-only trace, where devices are how it works, ``units.home_device``)."""
     runs: list[list[Call | Op]] = []  # events of one kind back to back
     keys: list[tuple] = []
     for ev in events:
@@ -248,12 +249,13 @@ def _group_events(events: list[Call | Op], parent_name: str) -> list[Group]:
     while i < len(runs):
         period, reps = _cycle_at(keys, i)
         for j in range(period):
-            groups.append(_group_of([ev for r in range(reps) for ev in runs[i + r * period + j]], parent_name))
+            groups.append(_group_of([ev for r in range(reps) for ev in runs[i + r * period + j]], parent_name,
+                                    moves))
         i += period * reps
     return groups
 
 
-def _group_of(events: list[Call | Op], parent_name: str) -> Group:
+def _group_of(events: list[Call | Op], parent_name: str, moves: bool) -> Group:
     """One group from events of one kind, in order."""
     first = events[0]
     if isinstance(first, Call):
@@ -270,7 +272,7 @@ def _group_of(events: list[Call | Op], parent_name: str) -> Group:
         else:
             out, dtype = _value_text(ev.outputs)
             inputs = ev.inputs
-        if not isinstance(ev, Call) or ev.error is None:
+        if moves and (not isinstance(ev, Call) or ev.error is None):
             out += _moved_text(ev.outputs, inputs)
         g.outputs.append(out)
         runs.append((dtype, dtype is not None and dtype != _first_dtype(inputs)))
@@ -458,10 +460,11 @@ def _placed(anchored: list[tuple[int | None, Call | Op]], by_number: dict[int, L
     return at, outside, unplaced
 
 
-def _outside_lines(outside: dict[int, list[Call | Op]], raised: dict[int, str | None], parent_name: str) -> list[Line]:
+def _outside_lines(outside: dict[int, list[Call | Op]], raised: dict[int, str | None], parent_name: str,
+                   moves: bool) -> list[Line]:
     """A row for each recorded line the saved source does not have (past its end, or before its start: the file
     changed after the trace, or was edited), with what ran there and the error that left by it."""
-    return [Line(n, "", "raised" if n in raised else "ran", _group_events(outside.get(n, []), parent_name),
+    return [Line(n, "", "raised" if n in raised else "ran", _group_events(outside.get(n, []), parent_name, moves),
                  error=raised.get(n), outside=True) for n in sorted({*outside, *raised})]
 
 
@@ -471,11 +474,12 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | Op], parent_name: str) -> SourceView:
+    moves = home_device(trace) is not None
     info = trace.sources.get(key) or {"qualname": key.rpartition(".")[2], "missing": "no source was recorded"}
     if "text" not in info:
         return SourceView(key, info.get("qualname", key), info.get("file"), None, [],
                           missing=info.get("missing", "no source was recorded"),
-                          calls_only=_group_events(events, parent_name))
+                          calls_only=_group_events(events, parent_name, moves))
     first = int(info["first_line"])
     text = [_SURROGATE.sub("\ufffd", t) for t in info["text"]]
     span_of, neutral = _statement_spans(text, first)
@@ -490,7 +494,7 @@ def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | 
 
     at, outside, unplaced = _placed([(anchor(ev.line), ev) for ev in events], by_number)
     for n, evs in at.items():
-        by_number[n].groups = _group_events(evs, parent_name)
+        by_number[n].groups = _group_events(evs, parent_name, moves)
         by_number[n].state = "ran"
     # Reachability: a statement ran when any of its lines ran in any call.
     ran_lines: set[int] = set()
@@ -514,9 +518,9 @@ def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | 
             by_number[n].error = c.error
         elif n is not None:
             raised_outside[n] = c.error
-    lines += _outside_lines(outside, raised_outside, parent_name)
+    lines += _outside_lines(outside, raised_outside, parent_name, moves)
     if unplaced:  # an event whose line is outside this forward (made by code the forward called elsewhere)
-        lines.append(Line(0, "", "ran", _group_events(unplaced, parent_name)))
+        lines.append(Line(0, "", "ran", _group_events(unplaced, parent_name, moves)))
     return SourceView(key, info.get("qualname", key), info.get("file"), first, lines, reach_known=reach_known,
                       outside=sorted({*outside, *raised_outside}))
 

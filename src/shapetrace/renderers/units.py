@@ -135,7 +135,10 @@ def home_device(trace: Trace) -> str | None:
     """The device the trace ran on, which shape texts leave unsaid: its first input tensor's, or for a forward
     given no tensor, the one most of its calls' outputs are on; ``None`` for a trace without tensors. A tensor
     elsewhere (an accidental ``.cpu()``, a part of the model on ``meta`` or on a second GPU) is shown with its
-    device (``tensor_text``)."""
+    device (``tensor_text``). ``None`` for a shape-only trace (on ``meta``), whose integer inputs stay real on the
+    CPU and everything else is on ``meta``: there, devices are how shape-only tracing works, not the model's."""
+    if trace.meta.get("device") == "meta":
+        return None
     first = next(iter_tensors([trace.inputs, trace.kwargs]), None)
     if first is not None:
         return first[1].device
@@ -147,8 +150,11 @@ def home_device(trace: Trace) -> str | None:
 
 
 def other_devices(trace: Trace) -> list[str]:
-    """The devices, other than ``home_device``, that tensors of the trace's calls are on, in first-seen order."""
+    """The devices, other than ``home_device``, that tensors of the trace's calls are on, in first-seen order
+    (none where ``home_device`` is ``None``)."""
     home, seen = home_device(trace), {}
+    if home is None:
+        return []
     for c in trace.calls:
         for value in (c.inputs, c.kwargs, c.side_inputs, c.outputs):
             for _, m in iter_tensors(value):
