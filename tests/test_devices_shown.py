@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 
+import pytest
 import torch
 from torch import nn
 
@@ -165,3 +166,32 @@ def test_shape_only_trace_names_no_device_although_integer_inputs_stay_on_the_cp
     assert {m.device for c in t.calls for _, m in iter_tensors([c.inputs, c.outputs])} == {"cpu", "meta"}
     shown = [render(t, "text", width=None), to_dot(t), render_lines(build_view(t), "text")]
     assert not any(" on cpu" in text or " on meta" in text for text in shown)
+
+
+class WeightsLeftBehind(nn.Module):
+    """``b``'s weights on meta while the data stays on the CPU: the forward fails in ``b``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4, device="meta")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x))
+
+
+def test_failure_names_the_device_of_the_failing_layers_weights() -> None:
+    with pytest.raises(shapetrace.TraceFailed) as failed:
+        shapetrace.trace(WeightsLeftBehind(), torch.randn(2, 4))
+    message = str(failed.value)
+    assert "input: x (2, 4) float32 on cpu" in message
+    assert "weights: its own parameters or buffers are on meta, not on cpu" in message
+    text = render(failed.value.trace, "text", width=None)
+    assert "own parameters or buffers on meta, where none of its inputs is: b" in text
+
+
+def test_failure_with_weights_beside_the_input_says_nothing_of_devices() -> None:
+    with pytest.raises(shapetrace.TraceFailed) as failed:
+        shapetrace.trace(nn.Sequential(nn.Linear(4, 4), nn.Linear(5, 2)), torch.randn(2, 4))
+    assert "weights:" not in str(failed.value) and " on cpu" not in str(failed.value)
+    assert not any(c.notes for c in failed.value.trace.calls)

@@ -108,6 +108,8 @@ def note_text(note: Note, cls: str = "") -> str:
     if note.code == "recomputation-stopped":
         return ("recomputed in the backward pass by torch.utils.checkpoint, which stopped it once it had the "
                 "tensors it needed: no output, and not a failure")
+    if note.code == "weights-elsewhere":
+        return f"own parameters or buffers on {literal(note.text or 'another device')}, where none of its inputs is"
     if note.code == "not-timed":
         return "not called in the timed runs (the shape pass saw it; the timed forward did not)"
     if note.code == "ran-in-some-timed-runs":

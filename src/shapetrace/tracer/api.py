@@ -82,13 +82,18 @@ def _where_and_why(trace: Trace) -> str | None:
                     f"known: {f.text}")
         return f"the forward failed outside any module: {f.text}"
     labelled = labelled_tensors(call.inputs, call.cls, "inputs") + labelled_tensors(call.kwargs, call.cls, "kwargs")
-    shapes = ", ".join(f"{name} {tuple(m.shape)} {m.dtype}" for name, m in labelled)
+    devices = {m.device for _, m in labelled}
+    weights = next((n.text for n in call.notes if n.code == "weights-elsewhere"), None)
+    shapes = ", ".join(f"{name} {tuple(m.shape)} {m.dtype}" + (f" on {m.device}" if weights else "")
+                       for name, m in labelled)
     done = sum(1 for c in trace.calls if c.error is None)
     after = f"after {done} completed call{'s' if done != 1 else ''}" if done else "before any call completed"
     if when:
         after = f"in {when}"
+    held = (f"\n  weights: its own parameters or buffers are on {weights}, not on {', '.join(sorted(devices))}"
+            if weights else "")
     return (f"the forward failed in {call.label} ({call.cls}) {after}.\n"
-            f"  input: {shapes or 'no tensors'}\n  error: {f.text}")
+            f"  input: {shapes or 'no tensors'}{held}\n  error: {f.text}")
 
 
 def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None = None,

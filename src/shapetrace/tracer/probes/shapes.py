@@ -24,7 +24,7 @@ from .. import bulk
 from ..engine import Engine, ModuleIndex, Probe, Unfinished
 from ..flow import DataFlow
 from ..modelstats import Stats
-from ..records import Call, Failure, Note, TensorMeta, exception_text
+from ..records import Call, Failure, Note, TensorMeta, exception_text, iter_tensors
 from ..values import device_name, dtype_name
 
 _Tensor = torch.Tensor
@@ -54,6 +54,7 @@ class ShapeProbe(Probe):
         self._end: dict[int, int] = {}
         self._out: dict[int, Any] = {}
         self._error: dict[int, str] = {}
+        self._notes: dict[int, list[Note]] = {}  # by call id: notes for ``build`` to give the calls
         self._failed_start = -1  # start order of the failure's call (the failure is cleared by a later return)
         self._engine_stopped: list[int] = []  # the engine's ``stopped`` (set in ``start``)
 
@@ -119,6 +120,7 @@ class ShapeProbe(Probe):
         self._end[cid] = order
         if error is not None:
             self._fail(cid, error)
+            self._note_weights_elsewhere(cid, module)
             return
         start = flow.starts[cid]
         if self.failure is not None and self._failed_start > start:
@@ -153,6 +155,25 @@ class ShapeProbe(Probe):
             self._args.append([])
         while len(self._kwargs) < calls:
             self._kwargs.append(None)
+
+    def _note_weights_elsewhere(self, cid: int, module: nn.Module) -> None:
+        """A call that raised while its module's own parameters or buffers are on a device none of its input
+        tensors is on (the commonest cause of "Expected all tensors to be on the same device") gets a
+        ``weights-elsewhere`` note naming their devices: the trace records the inputs' devices, not the weights'.
+        Only calls that raised pay for it."""
+        try:
+            weights = {device_name(t.device) for t in (*module._parameters.values(), *module._buffers.values())
+                       if t is not None}
+            given: set[str] = set()
+            for a in [*self._args[cid], self._kwargs[cid]]:
+                if type(a) is tuple:  # a plain tensor, as recorded in the hook (``Raw``)
+                    given.add(device_name(a[3]))
+                else:
+                    given.update(m.device for _, m in iter_tensors(a))
+        except (AttributeError, RuntimeError, TypeError):  # a module without Module's registries; a jagged tensor
+            return
+        if given and weights - given:
+            self._notes.setdefault(cid, []).append(Note("weights-elsewhere", text=", ".join(sorted(weights - given))))
 
     def _fail(self, cid: int, error: BaseException) -> None:
         if len(self._kwargs) <= cid:  # the call's start was not recorded (see _pad)
@@ -206,6 +227,8 @@ class ShapeProbe(Probe):
             calls.append(call)
         for cid in self._engine_stopped:  # recomputations torch.utils.checkpoint stopped (the engine's list)
             calls[cid].notes.append(Note("recomputation-stopped"))
+        for cid, notes in self._notes.items():
+            calls[cid].notes.extend(notes)
         self.flow.connect(calls)
         if exc is not None and self.failure is None:
             self.failure = Failure(None, type(exc).__name__, _said(exc))
