@@ -30,12 +30,15 @@ from .cli_options import (
     OUTPUT_HELP,
     QuietPipeGroup,
     SuggestingChoice,
+    check_plot_file,
     cli_errors,
     dash_is_stdout,
     emit,
     heat_option,
     note_diagram_only,
     note_saved_failure,
+    plot_data,
+    plot_options,
     prepare_output,
     print_cause,
     profile_heat,
@@ -47,7 +50,7 @@ from .cli_profile import profile_command
 from .renderers import RenderOptions, formats, get
 from .renderers.diagram import OVERLAYS
 from .renderers.units import no_timings_reason
-from .session import TraceRequest, UsageProblem, check_output_folder, read_trace, trace_model
+from .session import TraceRequest, UsageProblem, check_output_folder, read_trace, trace_model, write_output
 from .tracer.user_warnings import ShapetraceWarning
 
 _CONTEXT = CONTEXT
@@ -198,20 +201,25 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
 @heat_option
 @click.option("--with-diagram", is_flag=True,
               help="With --format html: put the diagram (the diagram options apply) above the table.")
+@plot_options
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Calls in the bars plot.")
 @width_option
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
 def render_command(trace_file: str, fmt: str | None, output: str | None, depth: int | None, view: str,
                    layout: str | None, overlays: tuple[str, ...], style: str | None, unroll: bool,
-                   all_ops: bool, heat: str | None, with_diagram: bool, width: int | None, debug: bool) -> None:
+                   all_ops: bool, heat: str | None, with_diagram: bool, plot_file: str | None, plot_kind: str,
+                   top: int, width: int | None, debug: bool) -> None:
     """Render a saved trace (from --format json; '-': read it from stdin); needs no torch and no model.
 
     \b
     Examples:
       shapetrace render resnet18.json
       shapetrace render resnet18.json --format html -o resnet18.html --depth 2
+      shapetrace render profile.json --plot top.svg --plot-kind bars
     """
     with cli_errors(debug):
         fmt = prepare_output(fmt, output, inputs=(trace_file,))
+        check_plot_file(plot_file, output, trace_file)
         with_diagram = _with_diagram(fmt, with_diagram)
         if not with_diagram:
             note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll, heat=heat,
@@ -224,7 +232,16 @@ def render_command(trace_file: str, fmt: str | None, output: str | None, depth: 
                                 style=style, unroll=unroll or None, overlays=overlays, heat=heat,
                                 with_diagram=with_diagram, all_ops=all_ops or None,
                                 color=terminal_colour(output))
+        plot = None
+        if plot_file is not None:  # made before anything is written: a trace the plot cannot show is refused whole
+            try:
+                plot = plot_data(trace, plot_kind, plot_file, top, view)
+            except ValueError as e:
+                raise UsageProblem(f"--plot {plot_file} --plot-kind {plot_kind}: {e}") from None
         emit(trace, fmt, options, output)
+        if plot is not None:
+            write_output(plot, plot_file)
+            click.echo(f"wrote {plot_file}", err=True)
     note_saved_failure(trace, "the table" if not get(fmt).dataflow else "the diagram")
 
 

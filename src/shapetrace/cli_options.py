@@ -184,6 +184,41 @@ def _columns() -> int:
     return 100
 
 
+PLOT_KINDS = ("bars", "forward", "flops", "flow")
+
+
+def plot_options(command: Any) -> Any:
+    """``--plot FILE`` and ``--plot-kind``, for the commands that can save a plot of a profile (``profile``, and
+    ``render`` for a saved one); each gives its own ``--top``."""
+    command = click.option(
+        "--plot-kind", type=SuggestingChoice(PLOT_KINDS), default="bars", show_default=True,
+        help="bars: top calls (modules with --view modules) by self time; forward: the same in forward order; "
+             "flops: time vs FLOPs; flow: channels and spatial size along the forward.")(command)
+    return click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, callback=a_file,
+                        help="Also save a plot (.svg or .png).")(command)
+
+
+def check_plot_file(plot_file: str | None, output: str | None, *specs: str | None) -> None:
+    """``--plot FILE``, before anything runs: an .svg or .png that can be written, neither ``-o``'s file nor
+    one of ``specs`` (the model, the trace read)."""
+    if plot_file is None:
+        return
+    if Path(plot_file).suffix.lower() not in (".svg", ".png"):
+        raise UsageProblem(f"--plot {plot_file!r}: the file must end in .svg or .png")
+    check_output(plot_file)
+    distinct_outputs("--plot", plot_file, output, "the plot")
+    output_not_the_model("--plot", plot_file, *specs)
+
+
+def plot_data(trace: Any, kind: str, path: str, top: int, view: str = "calls") -> str | bytes:
+    """The ``--plot-kind`` plot of ``trace`` for ``path`` (its suffix picks svg or png); ``ValueError`` saying
+    why when the trace lacks what the plot shows (a trace without timings, for the time plots)."""
+    from .renderers.plots import render_plot  # noqa: PLC0415 - matplotlib is imported only when a plot is asked for
+
+    options = {"top": top, "view": view} if kind in ("bars", "forward") else {}
+    return render_plot(trace, kind, format=Path(path).suffix[1:].lower(), **options)
+
+
 heat_option = click.option(
     "--heat", type=SuggestingChoice(HEAT_KINDS), default=None,
     help="Diagram heat overlay: colour nodes by self time, peak memory (CUDA profiles) or activation size "

@@ -9,7 +9,6 @@ fails, 2 for usage errors (bad model, input or option; ``--device cuda`` without
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -18,14 +17,14 @@ from .cli_options import (
     CONTEXT,
     OUTPUT_HELP,
     SuggestingChoice,
-    a_file,
+    check_plot_file,
     cli_errors,
     dash_is_stdout,
-    distinct_outputs,
     emit,
     heat_option,
     note_diagram_only,
-    output_not_the_model,
+    plot_data,
+    plot_options,
     prepare_output,
     print_cause,
     profile_heat,
@@ -34,12 +33,10 @@ from .cli_options import (
     width_option,
 )
 from .renderers import RenderOptions, formats, get
-from .renderers.plots import render_plot
 from .renderers.units import fallback_text, literal, timer_kind_text
-from .session import TraceRequest, UsageProblem, check_output, load, profile_model, write_output
+from .session import TraceRequest, UsageProblem, load, profile_model, write_output
 
 PROFILE_FORMATS = formats()
-PLOT_KINDS = ("bars", "forward", "flops", "flow")
 
 PROFILE_HELP = """Profile MODEL's forward: time per call (self and inclusive), FLOPs and memory beside the shapes.
 
@@ -79,11 +76,7 @@ Examples:
 @click.option("--view", type=SuggestingChoice(["calls", "modules"]), default="calls", show_default=True,
               help="One row per call, or one row per module with the times of all its calls added up (the summary "
                    "and the bars plots follow it).")
-@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, callback=a_file,
-              help="Also save a plot (.svg or .png).")
-@click.option("--plot-kind", type=SuggestingChoice(PLOT_KINDS), default="bars", show_default=True,
-              help="bars: top calls (modules with --view modules) by self time; forward: the same in forward order; flops: time vs FLOPs; "
-                   "flow: channels and spatial size along the forward.")
+@plot_options
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
               help="Calls in the summary (stderr) and in the bars plot.")
 @click.option("--train/--eval", "train", default=None, help="Run in training or eval mode.")
@@ -97,12 +90,7 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
                     heat: str | None, width: int | None, debug: bool) -> None:
     with cli_errors(debug):
         fmt = prepare_output(fmt, output, PROFILE_FORMATS, models=(model,))
-        if plot_file is not None:
-            if Path(plot_file).suffix.lower() not in (".svg", ".png"):
-                raise UsageProblem(f"--plot {plot_file!r}: the file must end in .svg or .png")
-            check_output(plot_file)
-            distinct_outputs("--plot", plot_file, output, "the plot")
-            output_not_the_model("--plot", plot_file, model)
+        check_plot_file(plot_file, output, model)
         note_diagram_only(fmt, heat=heat)
         request = TraceRequest(model, inputs, args, _resolve_device(device), train, grad=grad, grad_option="--grad")
         if heat == "memory" and not str(request.device).startswith("cuda") and get(fmt).dataflow:
@@ -132,7 +120,7 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
         if not outcome.failed:
             click.echo(summary(outcome.trace, top, view), err=True)
             if plot_file is not None:
-                write_output(_plot(outcome.trace, plot_kind, plot_file, top, view), plot_file)
+                write_output(plot_data(outcome.trace, plot_kind, plot_file, top, view), plot_file)
                 click.echo(f"wrote {plot_file}", err=True)
     if outcome.failed:
         click.echo(f"error: {outcome.error}", err=True)
@@ -156,11 +144,6 @@ def _why_nothing_measured(trace: Any, what: str) -> str:
     if isinstance(timed, dict):
         return f"the forward failed in timed run {timed.get('run')} of {timed.get('of')}, and no timings were kept"
     return f"the forward failed before anything was {what}"
-
-
-def _plot(trace: Any, kind: str, path: str, top: int, view: str = "calls") -> str | bytes:
-    options = {"top": top, "view": view} if kind in ("bars", "forward") else {}
-    return render_plot(trace, kind, format=Path(path).suffix[1:].lower(), **options)
 
 
 def summary(trace: Any, top: int = 10, view: str = "calls") -> str:
