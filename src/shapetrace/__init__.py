@@ -19,6 +19,7 @@ __all__ = [
     "FORMAT",
     "Call",
     "Edge",
+    "ModelBusy",
     "Op",
     "ShapetraceWarning",
     "Struct",
@@ -38,6 +39,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .tracer.api import TraceFailed, trace
     from .tracer.capture import TeardownFailed, Tracer, UnsupportedModel
+    from .tracer.model_lock import ModelBusy
     from .tracer.timing import profile
 
 
@@ -51,6 +53,10 @@ def __getattr__(name: str) -> Any:
         from .tracer import capture  # noqa: PLC0415 - torch loads on first use
 
         return getattr(capture, name)
+    if name == "ModelBusy":
+        from .tracer.model_lock import ModelBusy  # noqa: PLC0415 - with the tracer, loaded on first use
+
+        return ModelBusy
     if name == "profile":
         from .tracer.timing import profile  # noqa: PLC0415 - torch loads on first use
 

@@ -50,7 +50,7 @@ events when CUPTI is missing); on CPU, wall-clock spans. Self times add up to th
 Examples:
   shapetrace profile resnet18 --input 1,3,224,224 --device cpu --repeat 5
   shapetrace profile resnet50 --input 64,3,224,224 --device cuda --dtype bf16 --plot top.svg
-  shapetrace profile awd-lstm-classifier --format json -o clas.json
+  shapetrace profile awd-lstm-classifier --warmup 1 --repeat 3 --format json -o clas.json
   shapetrace profile camvid-unet --plot flow.png --plot-kind flow
   shapetrace profile pet-recognizer-resnet34 --device cpu -o heat.svg --depth 2
 """

@@ -447,8 +447,8 @@ def _diff_page(ex: DiffExhibit, fragment: str, files: list[str], svg: str | None
     parts.append(f'<p class="caption">{esc(ex.caption)}</p>')
     parts.append(f"<p><code>shapetrace diff</code> of {esc(ex.a_label)} (A) against {esc(ex.b_label)} (B).</p>")
     links = [f'<a href="{n}.{k}" download>{esc(what)}</a>' for k, what in _DIFF_DOWNLOADS if f"{ex.name}.{k}" in files]
-    if links:
-        parts.append(f'<p class="downloads">Download {" · ".join(links)}</p>')
+    parts.append(f'<p class="downloads">Try it: <code>{esc(ex.command)}</code>'
+                 + (f" · Download {' · '.join(links)}" if links else "") + "</p>")
     if svg is not None:
         inline, _ = _svg_for_page(svg, ex.name)
         label = f"{ex.b_label}: the diagram, the layers that differ from A filled"
@@ -501,7 +501,8 @@ def _index_html(exhibits: list[Exhibit], results: dict[str, ExhibitResult],
     parts.append('<header class="top"><a href="index.html">shapetrace gallery</a></header><main>')
     parts.append("<h1>shapetrace gallery</h1>")
     parts.append('<p class="caption">The architectures of chapter 15 of <em>Deep Learning for Coders</em> '
-                 "(fastai 2.8), rebuilt in plain PyTorch and traced with shapetrace, in the chapter's order. Each "
+                 "(fastai 2.8), rebuilt in plain PyTorch and traced with shapetrace, by the chapter's sections in its "
+                 "order (its Siamese network, built from the heads, closes the computer vision part here). Each "
                  "page answers one question of the chapter with the model's diagram, its shape table and the "
                  "shapes along its forward.</p>")
     sections: list[tuple[str, list[Exhibit]]] = []

@@ -35,6 +35,7 @@ class DiffExhibit:
     inputs: Callable[[], tuple[tuple, dict]]
     a_label: str
     b_label: str
+    command: str  # the shapetrace diff command line that shows the same comparison
 
 
 def _features() -> tuple[tuple, dict]:
@@ -66,6 +67,7 @@ DIFF_EXHIBITS: dict[str, DiffExhibit] = {ex.name: ex for ex in [
         inputs=_features,
         a_label="create_head(512, 37)",
         b_label="create_head(512, 37, concat_pool=False)",
+        command="shapetrace diff create-head-default create-head-avg-pool",
     ),
     DiffExhibit(
         name="diff-default-vs-custom-head",
@@ -81,6 +83,7 @@ DIFF_EXHIBITS: dict[str, DiffExhibit] = {ex.name: ex for ex in [
         inputs=_features,
         a_label="create_head(512, 37)",
         b_label="custom_head(512, 37, hidden=256)",
+        command="shapetrace diff create-head-default shapetrace.gallery.exhibits.diffs:custom_head --input 2,512,7,7",
     ),
 ]}
 

@@ -50,8 +50,8 @@ register(Exhibit(
         "adds to each) get embeddings of width 6, 5, 8, 3 and 21; their 43 values are concatenated, passed "
         "through embedding dropout and joined by the 6 batch-normalised continuous columns: 49 inputs, then "
         "200, 100 and 2 outputs, 32,946 parameters. fastai 2.8 builds its blocks with lin_first=True, so "
-        "each hidden block runs Linear, ReLU, BatchNorm1d (then Dropout when p > 0), not the BatchNorm-first "
-        "order of the book's printout; the final block is a single Linear with a bias. fastai passes one "
+        "each hidden block runs Linear, ReLU, BatchNorm1d (then Dropout when p > 0); the chapter says only that "
+        "each block includes batchnorm and dropout. The final block is a single Linear with a bias. fastai passes one "
         "shared ReLU object to every block; here each block owns its own, which changes no weights."
     ),
     build=_tabular_model,

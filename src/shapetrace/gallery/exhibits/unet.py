@@ -47,8 +47,8 @@ register(Exhibit(
         "its forward: skips of 256@23x30, 128@45x60, 64@90x120 and 64@180x240, giving block outputs of "
         "512@23x30, 384@45x60, 256@90x120 and 96@180x240. A last PixelShuffle_ICNR reaches 360x480, "
         "the input image is concatenated back (99 channels), and a ResBlock and a 1x1 ConvLayer give 32 class "
-        "scores per pixel. 41,224,168 parameters; fastai 2.8 adds a ResizeToOrig before that last cross and a "
-        "ToTensorBase at the very end, which the book's description predates."),
+        "scores per pixel. 41,224,168 parameters; fastai 2.8 also puts a ResizeToOrig before that last cross "
+        "and a ToTensorBase at the very end."),
     build=lambda: create_unet_model(torchvision.models.resnet34, 32, CAMVID_SIZE).eval(),
     inputs=_camvid_input,
     topic="unet",
@@ -67,7 +67,8 @@ register(Exhibit(
         "self_attention=True adds a SelfAttention layer after the second conv of the second UnetBlock only (the "
         "third from last), its gamma starting at 0. last_cross keeps the dense merge with the input and the "
         "ResBlock; y_range=(0, 1) ends with a SigmoidRange. 41,408,489 parameters; without last_cross the plain "
-        "U-Net has 41,047,456."),
+        "U-Net has 41,047,456. The diagram folds each UnetBlock into one box, so the blur and self-attention "
+        "layers are inside those boxes; the table below lists them."),
     build=lambda: create_unet_model(torchvision.models.resnet34, 32, CAMVID_SIZE, blur=True, self_attention=True,
                                     last_cross=True, y_range=(0, 1)).eval(),
     inputs=_camvid_input,

@@ -139,12 +139,13 @@ _head_exhibit(
     "Concat pooling turns the (2,512,7,7) features into 1024 numbers per image: create_head doubles nf itself "
     "in fastai 2.8 (the book's create_head(20,2) printout with BatchNorm1d(20) predates that and would show 40 "
     "now). Then two BatchNorm1d-Dropout-Linear blocks, 1024 -> 512 -> 37, with dropout ps/2 = 0.25 then 0.5; "
-    "the Linears have no bias because a batchnorm precedes them. 546,304 parameters. fastai shares one ReLU "
-    "object between blocks; here each block owns its ReLU.")
+    "the Linears have no bias because a batchnorm precedes them. 546,304 parameters.")
 _head_exhibit(
     "create-head-lin-ftrs", "create_head with lin_ftrs=[1024, 512], ps=0.25",
     "lin_ftrs sets the hidden sizes, so there are three Linear layers, 1024 -> 1024 -> 512 -> 37. A single ps is "
-    "the last dropout; every earlier one is ps/2, giving 0.125, 0.125, 0.25. 1,596,928 parameters.",
+    "the last dropout; every earlier one is ps/2, giving 0.125, 0.125, 0.25. 1,596,928 parameters. fastai "
+    "shares one ReLU object between the two hidden blocks; here each block owns its ReLU, which changes no "
+    "weights.",
     lin_ftrs=[1024, 512], ps=0.25)
 _head_exhibit(
     "create-head-avg-pool", "create_head with concat_pool=False",
