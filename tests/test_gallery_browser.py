@@ -199,3 +199,18 @@ def test_on_a_phone_the_breadcrumb_comes_before_the_links_to_the_pages_around(br
     pager = page.eval_on_selector("header.top .pager", "e => e.getBoundingClientRect().toJSON()")
     assert crumbs["bottom"] <= pager["top"] + 1, (crumbs, pager)
     page.close()
+
+
+@requires_dot
+def test_on_a_phone_every_diagram_keeps_legible_labels_and_scrolls_in_its_box(browser, site):
+    page = browser.new_page(viewport=PHONE)
+    problems: list[str] = []
+    for name in exhibit_names():
+        m = _check_page(page, (site / f"{name}.html").as_uri())
+        if m["scrollWidth"] > m["innerWidth"]:
+            problems.append(f"{name}.html: the page scrolls sideways ({m['scrollWidth']} > {m['innerWidth']} px)")
+        svg = m.get("svg")
+        if svg is not None and svg["drawn"] and min(svg["names"]) < LEGIBLE_PX:
+            problems.append(f"{name}.html: node names render at {min(svg['names']):.1f} px on a phone")
+    page.close()
+    assert problems == []

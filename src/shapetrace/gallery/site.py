@@ -278,7 +278,10 @@ p.note { font-size: 0.88em; color: #4a5560; max-width: 60em; }
 p.downloads code { background: #f3f5f8; padding: 0.1em 0.35em; border-radius: 3px; }
 figure { margin: 0.8em 0; }
 figcaption { font-size: 0.9em; color: #4a5560; max-width: 60em; }
+figure.diagram { overflow-x: auto; }
 figure.diagram svg { display: block; max-width: 100%; height: auto; }
+/* On a phone a wide diagram scaled to the column has unreadable labels: it keeps its own size and scrolls. */
+@media (max-width: 720px) { figure.diagram svg { max-width: none; } }
 figure.diagram svg a { text-decoration: none; }
 .pictures { display: flex; flex-wrap: wrap; gap: 1em 1.5em; align-items: flex-start; }
 .pictures figure { margin: 0; max-width: 100%; }
