@@ -87,11 +87,20 @@ def _without_address(text: str) -> str:
     return _ADDRESS.sub("", text) if " at 0x" in text else text
 
 
+# Control characters (a newline in a module's many-line repr) written as Python escapes: a record's text is one line.
+_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(32), 127)}
+
+
 def _short_repr(value: Any) -> str:
+    """A value's repr on one line, at most 80 characters. A module (an ``nn.Module`` passed as an argument) is
+    its class name: its repr walks every submodule (a ResNet-152's runs to 25,000 characters), at every call."""
+    if isinstance(value, torch.nn.Module):
+        return f"{type(value).__name__} module"
     try:
         text = _without_address(repr(value))
     except Exception:  # noqa: BLE001 - a broken __repr__ must not break a trace
         text = f"<{type(value).__qualname__}>"
+    text = text[:400].translate(_ESCAPES)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
