@@ -239,7 +239,8 @@ def test_lstm_called_in_a_loop_folds_into_one_node_and_unrolls():
     assert len(lstm[0].calls) == 4
     getitems = [n for n in g.nodes if n.kind == "op" and n.name == "getitem"]
     assert any(n.count == 4 for n in getitems)  # the x[:, t] slices fold with their loop
-    assert not any(e.src == e.dst for e in g.edges)  # the recurrent state is a self-loop: dropped
+    loops = [e for e in g.edges if e.src == e.dst]  # the state (h, c), carried from each step to the next
+    assert [(e.src, e.shapes, e.count) for e in loops] == [(lstm[0].id, [(1, 2, 8)], 6)]
 
     u = build_graph(t, unroll=True)
     names = [n.name for n in u.nodes if n.kind == "call" and n.cls == "LSTM"]
@@ -424,7 +425,9 @@ def test_a_folded_node_shows_the_shapes_of_every_call_it_folds():
     assert "out: (1, 4, 16, 16) | (1, 4, 8, 8) float32" in pool.tooltip()
     assert "<B>pool ×2</B>" in to_dot(t) and "1×4×16×16 | 1×4×8×8" in to_dot(t)
     assert "in[0]: 1×4×32×32 | 1×4×16×16" in to_dot(t, style="detailed")
-    assert [e.shapes for e in g.edges if e.src == pool.id] == [[(1, 4, 8, 8)]]  # what leaves is the last call's
+    out = [e.shapes for e in g.edges if e.src == pool.id and e.dst != pool.id]
+    assert out == [[(1, 4, 8, 8)]]  # what leaves is the last call's
+    assert [e.shapes for e in g.edges if e.src == e.dst == pool.id] == [[(1, 4, 16, 16)]]  # the first call's: a loop
     act = g.find("act")[0]
     assert act.count == 3 and act.out_shapes == [(1, 4, 8, 8)] and "<B>act ×3</B>" in to_dot(t)
 

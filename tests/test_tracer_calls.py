@@ -399,17 +399,18 @@ def test_overlapping_traces_in_two_threads_leave_the_recursion_limit_as_found():
     assert sys.getrecursionlimit() == limit
 
 
-def test_nested_tensors_are_recorded_as_tensors_without_a_static_shape_with_their_sizes_when_jagged():
+def test_nested_tensors_are_recorded_with_their_components_shapes():
     parts = [torch.randn(2, 4), torch.randn(3, 4)]
     jagged = torch.nested.nested_tensor(parts, layout=torch.jagged)
-    trace = shapetrace.trace(nn.Sequential(nn.Identity(), nn.Linear(4, 2)), jagged)
+    model = nn.Sequential(nn.Identity(), nn.Linear(4, 2))
+    trace = shapetrace.trace(model, jagged)
     assert "tracer_errors" not in trace.meta
     linear = trace.calls[2]
     assert isinstance(linear.outputs, Opaque) and linear.outputs.kind == "NestedTensor"
-    ragged = str(jagged.shape[1])  # torch's own name for the ragged size
-    assert linear.outputs.repr == f"tensor without a static shape (torch.jagged, sizes (2, {ragged}, 2))"
+    out = [tuple(c.shape) for c in model(jagged).unbind()]  # torch's own components: (2, 2) and (3, 2)
+    assert linear.outputs.repr == f"nested(2: {', '.join(f'({a},{b})' for a, b in out)}) jagged"
     strided = shapetrace.trace(nn.Identity(), torch.nested.nested_tensor(parts))
-    assert strided.calls[0].outputs.repr == "tensor without a static shape (torch.strided)"
+    assert strided.calls[0].outputs == Opaque("NestedTensor", "nested(2: (2,4), (3,4))")
 
 
 class Collects(nn.Module):

@@ -370,12 +370,21 @@ def _edge_label(e: GraphEdge, src_shape: tuple[int, ...] | None = None) -> str:
 
 
 def _edge_tooltip(e: GraphEdge, names: dict[str, str]) -> str:
-    shapes = ", ".join(format_shape(s, sep=", ", paren=True) for s in e.shapes)
-    text = f"{literal(names[e.src])} → {literal(names[e.dst])}: {shapes} {e.dtype}"
+    if len({e.dtype_of(k) for k in range(len(e.shapes))}) > 1:  # each tensor with its own dtype
+        shapes = ", ".join(f"{format_shape(s, sep=', ', paren=True)} {literal(e.dtype_of(k))}"
+                           for k, s in enumerate(e.shapes))
+    else:
+        shapes = ", ".join(format_shape(s, sep=", ", paren=True) for s in e.shapes)
+        shapes += f" {e.dtype_of(0) if e.shapes else e.dtype}"
+    text = f"{literal(names[e.src])} → {literal(names[e.dst])}: {shapes}"
+    if e.index_into:
+        text += f" (the index into {', '.join(literal(v) for v in e.index_into)}, not the data it picked)"
     if e.change is not None:
         text += f" (spatial size {'/' if e.change[0] == 'down' else '×'}{e.change[1]})"
     if e.skip:
         text += " (skip: read outside the arguments)"
+    if e.src == e.dst:
+        text += " (carried from one iteration to the next)"
     if e.via:
         text += f" (via {', '.join(literal(v) for v in e.via)}: folded ops, drawn with all ops)"
     return text

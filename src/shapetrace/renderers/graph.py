@@ -112,6 +112,24 @@ _MASK_OR_CONSTANT = frozenset({
 })
 
 
+# Glue that picks from its first argument with the tensors in the others (an index, a mask of positions): a
+# node that supplied only such an index feeds the reader the index, not the data picked.
+INDEX_OPS = frozenset({"getitem", "index", "index_select", "gather", "take", "take_along_dim", "masked_select"})
+
+# What a drawn node's data does on its way to a folded glue op: (the folded ops passed, the node's iteration,
+# ``None`` when it flows on as data, else (the indexing op, the index tensors) it only chose with).
+_Reach = tuple[list[str], "int | None", "tuple[str, list[int]] | None"]
+
+
+def _reach_into(found: dict[str, _Reach], src: str, reach: _Reach) -> None:
+    """Record one way ``src`` reaches an op; the first path is kept, and data wins over an index."""
+    old = found.get(src)
+    if old is None:
+        found[src] = reach
+    elif old[2] is not None and reach[2] is None:
+        found[src] = (old[0], old[1], None)
+
+
 def op_base_name(name: str) -> str:
     """An op's name without dunders or the in-place underscore: ``__getitem__`` -> ``getitem``,
     ``masked_fill_`` -> ``masked_fill``, ``torch.cat`` -> ``cat``."""
@@ -258,6 +276,22 @@ class GraphEdge:
     change: tuple[str, int] | None = None
     tids: list[int] = field(default_factory=list)
     via: list[str] = field(default_factory=list)  # folded ops the tensors passed through on the way
+    dtypes: list[str] = field(default_factory=list)  # per shape in ``shapes`` (``dtype`` for all when empty)
+    index_into: list[str] = field(default_factory=list)  # folded indexing ops it fed an index, not data, to
+
+    def carry(self, shape: tuple[int, ...], dtype: str) -> None:
+        """Add a shape the edge carries (each distinct shape once), with its dtype."""
+        if len(self.dtypes) != len(self.shapes):
+            self.dtypes = [self.dtype] * len(self.shapes)
+        if shape not in self.shapes:
+            self.shapes.append(shape)
+            self.dtypes.append(dtype)
+        elif dtype not in self.dtypes[i := self.shapes.index(shape)].split("/"):
+            self.dtypes[i] += f"/{dtype}"
+
+    def dtype_of(self, k: int) -> str:
+        """The dtype of ``shapes[k]``."""
+        return self.dtypes[k] if len(self.dtypes) == len(self.shapes) else self.dtype
 
 
 @dataclass
@@ -329,14 +363,21 @@ class _Builder:
         # iteration) per tensor it carries
         self.iterations: dict[tuple[str, int], int] = {}  # ("c"/"o", id) -> its index in its node's calls / ops
         self.raw_inputs: dict[str, list[str]] = {}  # "op:<id>" -> the raw producers of what it read
-        self.reached: dict[str, dict[str, tuple[list[str], int | None]]] = {}  # "op:<id>" -> _raw_reach
+        self.reached: dict[str, dict[str, _Reach]] = {}  # "op:<id>" -> _raw_reach
         self.producer: dict[int, str] = {}  # tid -> the raw endpoint that made it
         self.reads: dict[str, list[int]] = {}  # raw endpoint -> the tids it read
         self.derived: dict[tuple[int, frozenset[int]], set[int] | None] = {}  # _derived's answers, asked once
         raw_pairs: set[tuple[str, str]] = set()  # (op, producer) pairs in raw_inputs: each listed once
+        self.consumers: dict[int, list[str]] = {}  # tid -> the raw endpoints that read it
+        self.metas: dict[int, tuple[tuple[int, ...], str]] = {}  # tid -> (shape, dtype)
+        self.supplied: dict[tuple[str, str], list[int]] = {}  # (op, producer) -> the tids the op read from it
         for e in trace.edges:
             self.producer.setdefault(e.tid, e.src)
             self.reads.setdefault(e.dst, []).append(e.tid)
+            self.consumers.setdefault(e.tid, []).append(e.dst)
+            self.metas.setdefault(e.tid, (tuple(e.shape), e.dtype))
+            if e.dst.startswith("op:"):
+                self.supplied.setdefault((e.dst, e.src), []).append(e.tid)
             if e.dst.startswith("op:") and (e.dst, e.src) not in raw_pairs:
                 raw_pairs.add((e.dst, e.src))
                 self.raw_inputs.setdefault(e.dst, []).append(e.src)
@@ -607,20 +648,28 @@ class _Builder:
                     dst.constants.append(chain)
                 continue
             for tid, shape, sources in reached:  # per recorded tensor: a folded loop of glue joins no paths
-                for src, (path, fed) in sources.items():
-                    if src == e.dst or (src in self.clusters and e.dst in self.nodes and self._inside(e.dst, src)):
+                for src, (path, fed, index) in sources.items():
+                    if src == e.dst and not self._fed_back(tid, e.dst, fed):
                         continue
+                    if src in self.clusters and e.dst in self.nodes and self._inside(e.dst, src):
+                        continue
+                    # what the source supplied: the data d receives, or only the index that picked it
+                    carried = [(tid, shape)] if index is None else [(t, self.metas[t][0]) for t in index[1]]
                     ge = merged.get((src, e.dst, e.skip))
                     if ge is None:
-                        ge = merged[(src, e.dst, e.skip)] = GraphEdge(src, e.dst, [], e.dtype, 0, e.skip)
+                        dtype = e.dtype if index is None else self.metas[index[1][0]][1]
+                        ge = merged[(src, e.dst, e.skip)] = GraphEdge(src, e.dst, [], dtype, 0, e.skip)
                         kept.append(ge)
-                    if tid not in ge.tids:
-                        ge.tids.append(tid)
-                        ge.count += 1
-                        if shape is not None:
-                            self.made.setdefault(id(ge), []).append((tid, shape, fed))
-                    if shape is not None and shape not in ge.shapes:
-                        ge.shapes.append(shape)
+                    for t, sh in carried:
+                        if t not in ge.tids:
+                            ge.tids.append(t)
+                            ge.count += 1
+                            if sh is not None:
+                                self.made.setdefault(id(ge), []).append((t, sh, fed))
+                        if sh is not None:
+                            ge.carry(sh, self.metas[t][1] if t in self.metas else e.dtype)
+                    if index is not None and index[0] not in ge.index_into:
+                        ge.index_into.append(index[0])
                     for op in path:
                         if op not in ge.via:
                             ge.via.append(op)
@@ -691,8 +740,10 @@ class _Builder:
         merged: dict[tuple[str, str, bool], GraphEdge] = {}
         for e in t.edges:
             src, dst = self.endpoint(e.src), self.endpoint(e.dst)
-            if src is None or dst is None or src == dst or dst in self.clusters:
+            if src is None or dst is None or dst in self.clusters:
                 continue
+            if src == dst and not self._carried(e.src, e.dst, src):
+                continue  # inside one call (or op) folded into the node
             if src in self.clusters and self._inside(dst, src):
                 continue  # a container's own input, seen from inside
             skip = e.side or (e.tid in side_of and self._read_aside(e.dst, side_of[e.tid]))
@@ -703,11 +754,27 @@ class _Builder:
                 ge.tids.append(e.tid)
                 ge.count += 1
                 self.made.setdefault(id(ge), []).append((e.tid, tuple(e.shape), self._iteration(e.src, src)))
-            if e.shape not in ge.shapes:
-                ge.shapes.append(tuple(e.shape))
+            ge.carry(tuple(e.shape), e.dtype)
         for ge in merged.values():
             ge.change = None if ge.skip else self._change(ge)
         return list(merged.values())
+
+    def _fed_back(self, tid: int, node: str, made: int | None) -> bool:
+        """Whether the tensor ``tid``, made by iteration ``made`` of ``node`` and passed through folded glue, is
+        read by another of ``node``'s iterations (a state detached between steps): a loop, like ``_carried``."""
+        if made is None or node not in self.nodes:
+            return False
+        return any(self.endpoint(raw) == node and self._iteration(raw, node) not in (None, made)
+                   for raw in self.consumers.get(tid, []))
+
+    def _carried(self, raw_src: str, raw_dst: str, node: str) -> bool:
+        """Whether an edge between two recorded events both drawn as ``node`` joins two of its folded
+        iterations (a recurrent cell's state, carried from one step to the next: drawn as a loop), not two parts
+        of one call."""
+        if node not in self.nodes:
+            return False
+        made, read = self._iteration(raw_src, node), self._iteration(raw_dst, node)
+        return made is not None and read is not None and made != read
 
     def _iteration(self, raw: str, visible: str) -> int | None:
         """Which of the visible node's (or cluster's) folded calls or ops the raw endpoint ``call:<id>`` /
@@ -736,9 +803,11 @@ class _Builder:
             cid = self.calls[cid].parent
         return None
 
-    def _raw_reach(self, raw: str | None, glue: dict[str, bool]) -> dict[str, tuple[list[str], int | None]]:
+    def _raw_reach(self, raw: str | None, glue: dict[str, bool]) -> dict[str, _Reach]:
         """The drawn nodes whose data reaches the recorded op ``raw`` (``op:<id>``, folded as glue) through
-        recorded glue ops only: ``{source: (folded ops passed through, the source's iteration)}``. Followed per
+        recorded glue ops only: ``{source: (folded ops passed through, the source's iteration, index)}``, where
+        ``index`` is ``None`` when the source's data flows on, and ``(op, tids)`` when the source only supplied the
+        index an indexing op (``INDEX_OPS``) picked with: the op's title and the index tensors it read. Followed per
         recorded op, not per drawn node, so a loop of glue folded into one node (``detach ×4`` over four paths)
         joins each source to its own reader only; iterative, so a glue chain thousands of ops long is fine."""
         memo = self.reached
@@ -760,20 +829,35 @@ class _Builder:
                 stack.extend(todo)
                 continue
             title = self.nodes[vis].title if vis is not None else ""
-            found: dict[str, tuple[list[str], int | None]] = {}
+            indices = self._index_tids(cur, title)
+            found: dict[str, _Reach] = {}
             for s in ins:
                 sv = self.endpoint(s)
                 if sv is None:
                     continue
+                tids = self.supplied.get((cur, s), [])
+                as_index = (title, tids) if indices and tids and all(t in indices for t in tids) else None
                 if sv in glue:  # a mask or a constant carries no data
-                    for src, (path, k) in memo.get(s, {}).items():
-                        found.setdefault(src, (path if title in path else [*path, title], k))
+                    for src, (path, k, index) in memo.get(s, {}).items():
+                        _reach_into(found, src, (path if title in path else [*path, title], k,
+                                                 index if index is not None else as_index))
                 else:
-                    found.setdefault(sv, ([title], self._iteration(s, sv)))
+                    _reach_into(found, sv, ([title], self._iteration(s, sv), as_index))
             memo[cur] = found
             busy.discard(cur)
             stack.pop()
         return memo[raw]
+
+    def _index_tids(self, raw: str, title: str) -> set[int]:
+        """The tensors the recorded indexing op ``raw`` read as indices (every tensor argument after the first,
+        which is the data it indexes); empty for any other op."""
+        if op_base_name(title.partition(" ")[0]) not in INDEX_OPS or not raw.startswith("op:"):
+            return set()
+        args = self.trace.ops[int(raw.partition(":")[2])].inputs
+        if not isinstance(args, list) or len(args) < 2:
+            return set()
+        data = {m.tid for _, m in iter_tensors(args[0])}
+        return {m.tid for a in args[1:] for _, m in iter_tensors(a) if m.tid is not None} - data
 
     def _read_aside(self, consumer: str, readers: set[int]) -> bool:
         """Whether the consumer (``call:<id>`` / ``op:<id>``) runs inside a call that read the tensor aside."""

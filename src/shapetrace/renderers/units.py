@@ -182,6 +182,8 @@ def value_text(value: Value, home: str | None = None) -> str:
     if isinstance(value, Struct):
         return f"{value.kind}(" + ", ".join(f"{k}={value_text(v, home)}" for k, v in value.fields.items()) + ")"
     if isinstance(value, Opaque):
+        if value.kind == "NestedTensor" and value.repr.startswith("nested("):  # its components' shapes
+            return value.repr
         return value.kind.rpartition(".")[2]
     if isinstance(value, list):
         return "[" + ", ".join(value_text(v, home) for v in value) + "]"

@@ -29,6 +29,8 @@ MAX_ITEMS = 256
 MAX_DEPTH = 32
 # An object with more attributes than this stays opaque, tensors or not.
 MAX_ATTRIBUTES = 32
+# A nested tensor's text lists the shapes of this many components at most.
+MAX_NESTED_SHOWN = 4
 
 TidOf = Callable[[torch.Tensor], "int | None"]
 
@@ -62,6 +64,8 @@ def tensor_meta(t: torch.Tensor, tid: int | None = None) -> TensorMeta | Opaque:
     try:
         shape = tuple(t.shape)
     except (RuntimeError, TypeError, ValueError):  # a strided nested tensor has no single shape
+        if getattr(t, "is_nested", False):
+            return Opaque("NestedTensor", nested_text(t))
         return Opaque(type(t).__name__, f"tensor without a static shape ({t.layout})")
     # A plain tensor's sizes are ints, except under ``torch.jit.trace`` (0-dim tensors); a subclass's (fake or
     # symbolic tensors) may be SymInts, and a jagged nested tensor's ragged size is a nested int with no value.
@@ -70,11 +74,46 @@ def tensor_meta(t: torch.Tensor, tid: int | None = None) -> TensorMeta | Opaque:
         try:
             shape = tuple(int(s) for s in shape)
         except Exception:  # noqa: BLE001 - what a subclass's size raises when it has no value is its own
+            if getattr(t, "is_nested", False):  # a jagged nested tensor: its ragged size is a nested int
+                return Opaque("NestedTensor", nested_text(t))
             sizes = ", ".join(str(s) for s in shape)
             return Opaque(type(t).__name__, f"tensor without a static shape ({t.layout}, sizes ({sizes}))")
     device, dtype = t.device, t.dtype
     return TensorMeta(shape, _DTYPE_NAMES.get(dtype) or dtype_name(dtype),
                       _DEVICE_NAMES.get(device) or device_name(device), tid, t.requires_grad)
+
+
+def _nested_shapes(t: torch.Tensor) -> list[tuple[int, ...]]:
+    """The shapes of a nested tensor's first ``MAX_NESTED_SHOWN`` components, read from its size metadata (a
+    strided one's table of sizes, a jagged one's offsets), never its values; ``[]`` when torch offers neither."""
+    k = MAX_NESTED_SHOWN
+    try:
+        if t.layout == torch.strided:
+            return [tuple(int(n) for n in row) for row in t._nested_tensor_size()[:k].tolist()]
+        ragged = t._ragged_idx  # the dim whose size differs per component, counted with the batch dim
+        lengths = t.offsets()[:k + 1].diff().tolist()
+        rest = list(t.shape)
+        return [tuple(n if i == ragged else int(d) for i, d in enumerate(rest) if i > 0) for n in lengths]
+    except Exception:  # noqa: BLE001 - private size metadata of a prototype API: the count is enough
+        return []
+
+
+def nested_text(t: torch.Tensor) -> str:
+    """A nested tensor (``torch.nested``) as text: its number of components and the first ones' shapes, with
+    its dtype when not float32 and ``jagged`` for that layout: ``nested(2: (5,8), (3,8))``,
+    ``nested(64: (5,8), (3,8), (7,8), (2,8), … +60) int64 jagged``."""
+    try:
+        n: int | None = int(t.size(0))
+    except Exception:  # noqa: BLE001 - a nested tensor torch cannot size
+        n = None
+    shapes = _nested_shapes(t) if n else []
+    parts = ["(" + ",".join(map(str, sh)) + ("," if len(sh) == 1 else "") + ")" for sh in shapes]
+    if n is not None and n > len(parts) and parts:
+        parts.append(f"… +{n - len(parts)}")
+    text = f"nested({'?' if n is None else n}{': ' if parts else ''}{', '.join(parts)})"
+    if t.dtype != torch.float32:
+        text += f" {dtype_name(t.dtype)}"
+    return text + (" jagged" if t.layout == torch.jagged else "")
 
 
 # `` at 0x7f3a...`` in a default repr (``<__main__.Cfg object at 0x7f3a...>``, ``<function f at 0x...>``).
@@ -87,11 +126,20 @@ def _without_address(text: str) -> str:
     return _ADDRESS.sub("", text) if " at 0x" in text else text
 
 
+# Control characters (a newline in a module's many-line repr) written as Python escapes: a record's text is one line.
+_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(32), 127)}
+
+
 def _short_repr(value: Any) -> str:
+    """A value's repr on one line, at most 80 characters. A module (an ``nn.Module`` passed as an argument) is
+    its class name: its repr walks every submodule (a ResNet-152's runs to 25,000 characters), at every call."""
+    if isinstance(value, torch.nn.Module):
+        return f"{type(value).__name__} module"
     try:
         text = _without_address(repr(value))
     except Exception:  # noqa: BLE001 - a broken __repr__ must not break a trace
         text = f"<{type(value).__qualname__}>"
+    text = text[:400].translate(_ESCAPES)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
