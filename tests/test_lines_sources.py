@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import linecache
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -227,3 +230,19 @@ def test_a_forward_set_as_a_partial_or_a_callable_object_shows_the_code_that_run
     text = str(trace(model, torch.randn(3, 4), lines=True).lines())
     assert "built in" not in text and "lin Linear → (3,2)" in text
     assert ("y = module.lin(x)" if kind == "partial" else "return self.module.lin(x).relu()") in text
+
+
+def test_a_model_files_saved_lines_trace_is_the_same_in_every_process(tmp_path):
+    """The module a MODEL file is imported as names the trace's source keys: it must not depend on Python's
+    per-process string hashing, or the same model and inputs would save a different file every run."""
+    (tmp_path / "m.py").write_text(
+        "import torch\nfrom torch import nn\n\n\ndef build():\n    class Net(nn.Module):\n"
+        "        def __init__(self):\n            super().__init__()\n            self.lin = nn.Linear(4, 2)\n\n"
+        "        def forward(self, x):\n            return self.lin(x)\n\n    return Net()\n")
+    outs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-m", "shapetrace", "lines", "m.py:build", "--input", "2,4", "-f", "json",
+                        "-o", f"run{seed}.json"], cwd=tmp_path, env=env, check=True, capture_output=True)
+        outs.append((tmp_path / f"run{seed}.json").read_text())
+    assert outs[0] == outs[1]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -160,7 +161,9 @@ def _check_file(path: Path) -> None:
 
 def _import_file(path: Path) -> Any:
     _check_file(path)
-    name = f"_shapetrace_user_{abs(hash(str(path.resolve())))}"
+    # A name from the path that is the same in every process (hash() of a str is not: a saved trace's source
+    # keys hold it, so the same model and inputs must give the same file).
+    name = f"_shapetrace_user_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ModelSpecError(f"cannot import {str(path)!r} as a Python file")

@@ -180,6 +180,20 @@ def _same_code(running: CodeType, compiled: CodeType, shift: int) -> bool:
     if [(s, e, line) for s, e, line in running.co_lines()] != [
             (s, e, None if line is None else line + shift) for s, e, line in compiled.co_lines()]:
         return False
+    if sys.version_info < (3, 11):  # a nested function's qualified name is a constant before 3.11 (co_qualname
+        # since): the text compiled again is inside stand-ins for the enclosing function and classes, so only the
+        # part after the last "<locals>." can be compared (the code objects around it are compared themselves).
+        previous = None
+        for a, b in zip(running.co_consts, compiled.co_consts):
+            if (isinstance(previous, CodeType) and type(a) is str and type(b) is str
+                    and a.rpartition(".<locals>.")[2] == b.rpartition(".<locals>.")[2]
+                    and a.rpartition(".")[2] == previous.co_name):
+                previous = a
+                continue
+            if not _same_const(a, b, shift):
+                return False
+            previous = a
+        return True
     return all(_same_const(a, b, shift) for a, b in zip(running.co_consts, compiled.co_consts))
 
 
