@@ -183,3 +183,11 @@ def test_a_trace_leaves_the_weights_parametrize_cached_before_it_in_the_cache(ho
         assert parametrize._cache.keys() == found.keys()
         assert all(parametrize._cache[k] is v for k, v in found.items())
         assert model[0].weight is weight and weight.requires_grad
+
+
+def test_on_meta_a_parametrization_the_forward_adds_beside_another_leaves_the_layer_as_torch_has_it():
+    name = "a second parametrization"
+    model, twin, x = _model(name), _model(name), torch.randn(2, 4)
+    shapetrace.trace(model, x, device="meta")  # the layer's own registries look untouched: meta copies swapped back
+    assert not parametrize.is_parametrized(model.lin, "bias")
+    assert torch.equal(_plain_forward(model, x), _plain_forward(twin, x))

@@ -341,7 +341,7 @@ class ModelGuard:
                           if len(m._parameters) != len(p) or len(m._buffers) != len(b) or len(m._modules) != len(c)])
         except AttributeError:  # a module whose __init__ skipped Module's: all looked at
             check.update(range(len(snapshots)))
-        rnns, whole = [], []
+        rnns, any_put_back = [], False
         for slot in sorted(check):
             m, (attrs, *registries, persistent) = modules[slot], snapshots[slot]
             live = m.__dict__
@@ -361,15 +361,16 @@ class ModelGuard:
             put_back_attributes(live, attrs)
             if restored:
                 self._put_back_class_and_hooks(m, slot)
-                whole.append(m)
+                any_put_back = True
             kept = live.get("_non_persistent_buffers_set")
             if isinstance(kept, set) and kept != persistent:
                 kept.clear()
                 kept.update(persistent)
             if changed_params and isinstance(m, nn.RNNBase):
                 rnns.append(m)
-        for m in whole:  # parametrize's properties, once every registry is back (its ModuleDict is a child)
-            match_properties(m)
+        if any_put_back:  # parametrize's properties, once every registry is back; every module looked at, as
+            for m in modules[:len(snapshots)]:  # the ModuleDict put back may be all that changed (on meta, say)
+                match_properties(m)
         self._classes, self._hooks = [], {}
         for rnn in rnns:  # an RNN keeps its own list of its weights, read by its kernel: rebuilt from the names
             rebuild = getattr(rnn, "_init_flat_weights", None)
