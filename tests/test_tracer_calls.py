@@ -236,6 +236,27 @@ def test_tracer_context_manager_records_what_runs_inside():
     assert t.trace.calls[3].inputs[0].shape == (5, 3)
 
 
+def test_a_tracer_blocks_inputs_and_outputs_are_the_models_own_when_the_block_reads_a_parametrized_weight_first():
+    model = nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Linear(4, 4)), nn.ReLU())
+    x = torch.randn(2, 4)
+    with shapetrace.Tracer(model, ops=True) as t:
+        penalty = model[0].weight.norm()  # runs the parametrization: a top-level call before the model's
+        y = model(x)
+    trace = t.trace
+    assert trace.calls[0].module == "0.parametrizations.weight" and penalty.shape == ()
+    assert [m.shape for m in trace.inputs] == [tuple(x.shape)] and trace.outputs.shape == tuple(y.shape)
+    relu = trace.calls_of("1")[0]
+    assert [e.src for e in trace.edges if e.dst.startswith("output")] == [f"call:{relu.id}"]
+
+
+def test_a_tracer_block_that_calls_the_model_twice_takes_its_inputs_and_outputs_from_the_first_call():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Tanh())
+    with shapetrace.Tracer(model) as t:
+        model(torch.randn(2, 3))
+        model(torch.randn(5, 3))
+    assert t.trace.inputs[0].shape == (2, 3) and t.trace.outputs.shape == (2, 3)
+
+
 def test_tensors_are_labelled_by_path_and_by_name_in_known_structures():
     from shapetrace.tracer.records import labelled_tensors
 

@@ -477,7 +477,10 @@ class Tracer:
                         has = known[type(m)] = _has_forward(m)
                     if has:
                         uncalled.append(Uncalled(index.names[s][0], index.classes[s], stats[s][0]))
-        first = next((c for c in calls if c.parent is None), None)
+        # The trace's inputs and outputs: the model's own first call, not another top-level one (a parametrized
+        # weight read in a Tracer block before the forward runs its parametrization as a call of its own)
+        first = next((c for c in calls if c.parent is None and slots[c.id] == 0), None) or next(
+            (c for c in calls if c.parent is None), None)
         trace = Trace(
             model=info,
             calls=calls,

@@ -12,7 +12,12 @@ self.steps + 1``), a new ``Parameter``, a submodule built on the first call (oft
 plain ``None``), or delete one and register it again. Entering keeps a shallow copy of every module's
 ``__dict__`` and of its parameter, buffer and module dicts (references only: nothing is copied but the dicts);
 leaving puts back each module whose registries the forward changed (torch's registration hooks say which, and
-a registry that shrank shows a ``del``) as it was, plain attributes included (``restored`` lists the names).
+a registry that shrank shows a ``del``) as it was, plain attributes included (``restored`` lists the names),
+and whole: its class (``parametrize`` swaps in a class of its own, with a property per parametrized tensor) and
+the contents of its hook dicts (``prune`` and ``weight_norm`` add a forward pre-hook, ``spectral_norm``
+state-dict hooks too, all into dicts the shallow copy shares) go back as well. Entering reads each module's class
+(one list) and copies the hook dicts of the few modules found with forward hooks; on the others a hook
+added by the forward is told by its handle id, newer than any found.
 Modules with forward hooks of their own get their plain attributes put back too: a pre-hook such as
 ``torch.nn.utils.prune``'s recomputes ``module.weight`` at every call, here under ``no_grad``. Other plain
 attributes a module's own forward sets (``self.cache = ...``) are left as a plain forward leaves them, except
@@ -25,6 +30,11 @@ Two guards in two threads whose models share modules (one model, or a model and 
 (``model_lock``): entering waits until another thread's guard of any of the same modules has put everything
 back (registrations included, with ``keep_registrations``), so neither saves what the other set. A guard in
 the same thread does not wait.
+
+``torch.nn.utils.parametrize``'s cache of computed weights (inside ``parametrize.cached()``) goes back as
+found, on every device: a weight the forward cached under the trace's ``no_grad`` (or from copies on ``meta``)
+would be read, without its graph, by the caller's next forward in the same ``cached()`` block
+(``parametrized.py``).
 
 A forward run on copies of the buffers (``runs_copy``: placement's test, for a trace on ``meta`` or another
 device) cannot write them: those are not copied, nor put back.
@@ -52,15 +62,19 @@ import torch
 from torch import nn
 from torch.nn.modules import module as torch_module
 from torch.nn.parameter import UninitializedTensorMixin
+from torch.utils.hooks import RemovableHandle
 
-from .attributes import changed_names, put_back_attributes
+from .attributes import TORCH_ATTRIBUTES, changed_names, put_back_attributes
 from .cleanup import run_all_then_raise
 from .engine import ModuleIndex
 from .model_lock import ModelLock
+from .parametrized import cache_found, match_properties, put_back_cache
 
 __all__ = ["ModelGuard"]
 
 _REGISTRIES = ("_parameters", "_buffers", "_modules")
+# A module's hook dicts (forward, pre-forward and their companions, backward, state-dict): keyed by handle id
+_HOOK_DICTS = tuple(sorted(k for k in TORCH_ATTRIBUTES if k.endswith("_hooks") or "_hooks_" in k))
 _set_versions = getattr(torch._C._autograd, "_unsafe_set_version_counter", None)
 
 
@@ -196,6 +210,10 @@ class ModelGuard:
         self._saved: list[torch.Tensor] = []
         self._buffer_versions: list[int | None] = []
         self._snapshots: list[Snapshot] = []
+        self._classes: list[type] = []
+        self._hooks: dict[int, dict[str, dict]] = {}  # slot -> copies of its non-empty hook dicts (hooked modules)
+        self._next_hook = 0  # the id torch gives the next hook registered (any hook of a later id is newer)
+        self._parametrize_cache: dict | None = None
         self._touched: set[int] = set()  # slots of the modules the forward registered something on
         self._grad = contextlib.ExitStack()
         self._grad_left = True
@@ -241,6 +259,15 @@ class ModelGuard:
                  frozenset(n) if (n := d["_non_persistent_buffers_set"]) else _NO_NAMES) for d in dicts]
         except (KeyError, AttributeError):
             self._snapshots = [_snapshot(d) for d in dicts]
+        # A module whose registrations are put back goes back whole: its class (parametrize swaps in a class of
+        # its own) and its hooks (prune and weight_norm add a pre-hook into the same dict). Hook dicts are
+        # copied only for the few modules with forward hooks (the index's ``unusual``); on any other, a hook
+        # the forward added is told by its id, newer than any found here.
+        self._classes = list(map(type, modules))  # one C-level pass: part of every trace's fixed cost
+        self._next_hook = RemovableHandle.next_id
+        self._hooks = {s: {k: dict(h) for k in _HOOK_DICTS if isinstance(h := dicts[s].get(k), dict) and h}
+                       for s in self.index.unusual}
+        self._parametrize_cache = cache_found()
         self._found = len(self.index)  # slots indexed before the forward (the index can grow during it)
         for register, registry in ((torch_module.register_module_parameter_registration_hook, "_parameters"),
                                    (torch_module.register_module_buffer_registration_hook, "_buffers"),
@@ -314,12 +341,12 @@ class ModelGuard:
                           if len(m._parameters) != len(p) or len(m._buffers) != len(b) or len(m._modules) != len(c)])
         except AttributeError:  # a module whose __init__ skipped Module's: all looked at
             check.update(range(len(snapshots)))
-        rnns = []
+        rnns, any_put_back = [], False
         for slot in sorted(check):
             m, (attrs, *registries, persistent) = modules[slot], snapshots[slot]
             live = m.__dict__
             prefix = names[slot][0] + "." if names[slot][0] else ""
-            changed_params = False
+            changed_params = restored = False
             for registry, held in zip(_REGISTRIES, registries):
                 entries = live.get(registry)
                 if not isinstance(entries, dict):
@@ -330,17 +357,45 @@ class ModelGuard:
                     entries.update(held)
                     self.restored += [prefix + k for k in differ if prefix + k not in self.restored]
                     changed_params |= registry == "_parameters"
+                    restored = True
             put_back_attributes(live, attrs)
+            if restored:
+                self._put_back_class_and_hooks(m, slot)
+                any_put_back = True
             kept = live.get("_non_persistent_buffers_set")
             if isinstance(kept, set) and kept != persistent:
                 kept.clear()
                 kept.update(persistent)
             if changed_params and isinstance(m, nn.RNNBase):
                 rnns.append(m)
+        if any_put_back:  # parametrize's properties, once every registry is back; every module looked at, as
+            for m in modules[:len(snapshots)]:  # the ModuleDict put back may be all that changed (on meta, say)
+                match_properties(m)
+        self._classes, self._hooks = [], {}
         for rnn in rnns:  # an RNN keeps its own list of its weights, read by its kernel: rebuilt from the names
             rebuild = getattr(rnn, "_init_flat_weights", None)
             if rebuild is not None:
                 rebuild()
+
+    def _put_back_class_and_hooks(self, m: nn.Module, slot: int) -> None:
+        """The class and the hook dicts' contents of a module whose registrations were put back, as found:
+        ``parametrize`` swaps in a class of its own (and changes its properties), ``prune`` and ``weight_norm``
+        add a pre-hook (``spectral_norm`` state-dict hooks too), and removing them takes those away again."""
+        if slot < len(self._classes) and type(m) is not self._classes[slot]:
+            m.__class__ = self._classes[slot]
+        live, copied, newer = m.__dict__, self._hooks.get(slot), self._next_hook
+        for name in _HOOK_DICTS:
+            hooks = live.get(name)
+            if not isinstance(hooks, dict) or not (hooks or copied):
+                continue
+            if copied is not None:  # a module found with forward hooks: its hook dicts as they were
+                held = copied.get(name, _EMPTY)
+                if changed_names(hooks, held):
+                    hooks.clear()
+                    hooks.update(held)
+            else:  # found without forward hooks, so not copied: the hooks registered since are taken away
+                for k in [k for k in hooks if isinstance(k, int) and k >= newer]:
+                    del hooks[k]
 
     def _restore(self) -> None:
         """Put back what ``_save`` saved. Each step runs even if one before it raised (a ``KeyboardInterrupt``
@@ -349,8 +404,14 @@ class ModelGuard:
         steps: list[Any] = [self._grad.close, self._leave_grad_mode]
         if not self.keep_registrations:
             steps.append(self.put_back_registrations)
-        steps += [self._put_back_flags, self._put_back_buffer_values, self._state_put_back]
+        steps += [self._put_back_flags, self._put_back_buffer_values, self._put_back_parametrize_cache,
+                  self._state_put_back]
         run_all_then_raise(steps)
+
+    def _put_back_parametrize_cache(self) -> None:
+        """``parametrize``'s cache of computed weights as found (``parametrized.py``), once."""
+        saved, self._parametrize_cache = self._parametrize_cache, None
+        put_back_cache(saved)
 
     def _state_put_back(self) -> None:
         self._state_back = True

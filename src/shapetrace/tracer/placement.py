@@ -127,30 +127,13 @@ def _attributes_kept(model: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _parametrize_cache_kept() -> Iterator[None]:
-    """Put back ``torch.nn.utils.parametrize``'s cache of computed weights as it was.
-
-    Inside ``with parametrize.cached():`` a parametrized weight is computed once and cached by module; a
-    forward run on copies would cache a weight made from them (on ``meta``, say), which the model would go on
-    using after the trace.
-    """
-    cache = getattr(torch.nn.utils.parametrize, "_cache", None)
-    saved = dict(cache) if isinstance(cache, dict) else None
-    try:
-        yield
-    finally:
-        if saved is not None and isinstance(cache, dict):
-            cache.clear()
-            cache.update(saved)
-
-
-@contextlib.contextmanager
 def forward_state_kept(model: nn.Module) -> Iterator[None]:
     """Put back what forwards store on the model outside its parameters and buffers: its modules' plain
-    attributes (a hidden state kept between calls, a counter, a cache) with their lists' and dicts' contents,
-    and ``parametrize``'s cache. ``placed`` does it for a forward run elsewhere; ``profile()`` does it on the
-    model's own device too, as its many forwards are measurements, not the caller's."""
-    with _attributes_kept(model), _parametrize_cache_kept():
+    attributes (a hidden state kept between calls, a counter, a cache) with their lists' and dicts' contents.
+    ``placed`` does it for a forward run elsewhere; ``profile()`` does it on the model's own device too, as its
+    many forwards are measurements, not the caller's. (``parametrize``'s cache of computed weights is put back
+    by ``ModelGuard``, around every forward a trace runs, on every device.)"""
+    with _attributes_kept(model):
         yield
 
 

@@ -1,0 +1,69 @@
+"""``torch.nn.utils.parametrize``'s state that lives outside a module's registries, kept as a trace found it.
+
+Two pieces, both read by ``ModelGuard``:
+
+- the cache of computed weights (``parametrize._cache``), filled inside ``with parametrize.cached():``. A
+  forward under the trace's ``torch.no_grad()`` caches a weight without autograd history (and one on
+  ``meta``, a weight made from copies), which the caller's next forward in the same ``cached()`` block would
+  read instead of computing its own: no gradient for the parametrization's originals. ``cache_found`` and
+  ``put_back_cache`` give back the very entries found.
+- the properties on the class parametrize makes for each parametrized module (``ParametrizedLinear``, one
+  property per parametrized tensor). Removing a parametrization deletes its property from that class, adding
+  one adds a property to it: a module whose registries and class the guard puts back gets properties that
+  match its parametrizations again (``match_properties``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from torch.nn.utils import parametrize
+
+__all__ = ["cache_found", "match_properties", "put_back_cache"]
+
+
+def _cache() -> dict | None:
+    cache = getattr(parametrize, "_cache", None)
+    return cache if isinstance(cache, dict) else None
+
+
+def cache_found() -> dict[Any, Any] | None:
+    """A shallow copy of parametrize's cache (``None`` where this torch has none): references, nothing computed."""
+    cache = _cache()
+    return dict(cache) if cache is not None else None
+
+
+def put_back_cache(saved: dict[Any, Any] | None) -> None:
+    """Give parametrize's cache back the entries ``saved`` (from ``cache_found``) held, and only those."""
+    cache = _cache()
+    if saved is None or cache is None or (not cache and not saved):
+        return
+    if len(cache) != len(saved) or any(saved.get(k) is not v for k, v in cache.items()):
+        cache.clear()
+        cache.update(saved)
+
+
+def _generated(cls: type) -> bool:
+    """Whether ``cls`` is a class parametrize made for one module (``Parametrized<Base>``, with its own
+    ``__getstate__`` that refuses pickling): every property in its own ``__dict__`` is one parametrize put there."""
+    bases = cls.__bases__
+    return (len(bases) == 1 and cls.__name__ == f"Parametrized{bases[0].__name__}"
+            and "__getstate__" in vars(cls))
+
+
+def match_properties(module: nn.Module) -> None:
+    """Give the class parametrize made for ``module`` one property per parametrized tensor, as its
+    ``parametrizations`` say: a property added by the forward for a parametrization put back is removed, one
+    the forward deleted (``remove_parametrizations``) is made again. Nothing for another module."""
+    cls = type(module)
+    if not _generated(cls):
+        return
+    held = module._modules.get("parametrizations")
+    names = set(held.keys()) if isinstance(held, nn.ModuleDict) else set()
+    for name in [k for k, v in vars(cls).items() if isinstance(v, property) and k not in names]:
+        delattr(cls, name)
+    inject = getattr(parametrize, "_inject_property", None)
+    for name in names:
+        if not isinstance(vars(cls).get(name), property) and inject is not None:
+            inject(module, name)
