@@ -251,7 +251,7 @@ class Tracer:
 
     def probes(self, index: ModuleIndex, flow: DataFlow) -> list[Probe]:
         """The probes of this trace: shapes always; functional ops with ``ops``; source lines with ``lines``."""
-        shapes = ShapeProbe(index, flow)
+        shapes = ShapeProbe(index, flow, weight_devices=self.device is None or self.device.type != "meta")
         probes: list[Probe] = [shapes]
         if self.ops:
             ops = OpProbe(flow)
@@ -492,7 +492,7 @@ class Tracer:
             failure=shapes.failure,
             same_tensors=sorted(self._flow.ids.same.items()),
             meta={"torch": torch.__version__, "grad": self.grad, "ops": self.ops,
-                  "device": str(self.device or model_device(self.model)),
+                  "device": str(self.device or model_device(self.model)), "shape_only": self._shape_only is not None,
                   "training": bool(self.model.training if self.train is None else self.train)},
         )
         if first is not None and first.error is None:

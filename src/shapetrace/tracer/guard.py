@@ -14,10 +14,11 @@ plain ``None``), or delete one and register it again. Entering keeps a shallow c
 leaving puts back each module whose registries the forward changed (torch's registration hooks say which, and
 a registry that shrank shows a ``del``) as it was, plain attributes included (``restored`` lists the names),
 and whole: its class (``parametrize`` swaps in a class of its own, with a property per parametrized tensor) and
-the contents of its hook dicts (``prune`` and ``weight_norm`` add a forward pre-hook, ``spectral_norm``
-state-dict hooks too, all into dicts the shallow copy shares) go back as well. Entering reads each module's class
-(one list) and copies the hook dicts of the few modules found with forward hooks; on the others a hook
-added by the forward is told by its handle id, newer than any found.
+the hooks torch's reparametrizations keep on it (``prune`` and ``weight_norm`` add a forward pre-hook,
+``spectral_norm`` state-dict hooks too, all into dicts the shallow copy shares) go back as well; anyone else's
+hooks (the user's, added in a Tracer block) are left alone. Entering reads each module's class (one list) and
+copies the hook dicts of the few modules found with forward hooks; on the others a hook added by the forward is
+told by its handle id, newer than any found.
 Modules with forward hooks of their own get their plain attributes put back too: a pre-hook such as
 ``torch.nn.utils.prune``'s recomputes ``module.weight`` at every call, here under ``no_grad``. Other plain
 attributes a module's own forward sets (``self.cache = ...``) are left as a plain forward leaves them, except
@@ -68,7 +69,7 @@ from .attributes import TORCH_ATTRIBUTES, changed_names, put_back_attributes
 from .cleanup import run_all_then_raise
 from .engine import ModuleIndex
 from .model_lock import ModelLock
-from .parametrized import cache_found, match_properties, put_back_cache
+from .parametrized import cache_found, match_properties, put_back_cache, reparametrization_hook
 
 __all__ = ["ModelGuard"]
 
@@ -260,7 +261,7 @@ class ModelGuard:
         except (KeyError, AttributeError):
             self._snapshots = [_snapshot(d) for d in dicts]
         # A module whose registrations are put back goes back whole: its class (parametrize swaps in a class of
-        # its own) and its hooks (prune and weight_norm add a pre-hook into the same dict). Hook dicts are
+        # its own) and its reparametrization hooks (prune and weight_norm add a pre-hook into the same dict). Hook dicts are
         # copied only for the few modules with forward hooks (the index's ``unusual``); on any other, a hook
         # the forward added is told by its id, newer than any found here.
         self._classes = list(map(type, modules))  # one C-level pass: part of every trace's fixed cost
@@ -359,9 +360,8 @@ class ModelGuard:
                     changed_params |= registry == "_parameters"
                     restored = True
             put_back_attributes(live, attrs)
-            if restored:
-                self._put_back_class_and_hooks(m, slot)
-                any_put_back = True
+            self._put_back_whole(m, slot, restored)
+            any_put_back |= restored
             kept = live.get("_non_persistent_buffers_set")
             if isinstance(kept, set) and kept != persistent:
                 kept.clear()
@@ -377,25 +377,31 @@ class ModelGuard:
             if rebuild is not None:
                 rebuild()
 
-    def _put_back_class_and_hooks(self, m: nn.Module, slot: int) -> None:
-        """The class and the hook dicts' contents of a module whose registrations were put back, as found:
-        ``parametrize`` swaps in a class of its own (and changes its properties), ``prune`` and ``weight_norm``
-        add a pre-hook (``spectral_norm`` state-dict hooks too), and removing them takes those away again."""
-        if slot < len(self._classes) and type(m) is not self._classes[slot]:
+    def _put_back_whole(self, m: nn.Module, slot: int, restored: bool) -> None:
+        """What goes back with a module's registrations (``restored``): its class (parametrize swaps in a class
+        of its own); and its reparametrization hooks, also on a module found with hooks whose registries are as
+        found (a forward that failed after prune took away the hook it was replacing)."""
+        if restored and slot < len(self._classes) and type(m) is not self._classes[slot]:
             m.__class__ = self._classes[slot]
+        if restored or slot in self._hooks:
+            self._put_back_reparametrization_hooks(m, slot)
+
+    def _put_back_reparametrization_hooks(self, m: nn.Module, slot: int) -> None:
+        """The hooks ``prune``, ``weight_norm`` and ``spectral_norm`` keep on a module, as found: those the forward
+        added are taken away, those it removed (on a module found with hooks, whose hook dicts were copied) given
+        back. Anyone else's hooks (the user's, in a Tracer block; another thread's) are left alone."""
         live, copied, newer = m.__dict__, self._hooks.get(slot), self._next_hook
         for name in _HOOK_DICTS:
             hooks = live.get(name)
-            if not isinstance(hooks, dict) or not (hooks or copied):
+            if not isinstance(hooks, dict):
                 continue
-            if copied is not None:  # a module found with forward hooks: its hook dicts as they were
-                held = copied.get(name, _EMPTY)
-                if changed_names(hooks, held):
-                    hooks.clear()
-                    hooks.update(held)
-            else:  # found without forward hooks, so not copied: the hooks registered since are taken away
-                for k in [k for k in hooks if isinstance(k, int) and k >= newer]:
-                    del hooks[k]
+            held = copied.get(name, _EMPTY) if copied is not None else _EMPTY
+            for k in [k for k, v in hooks.items() if k not in held and reparametrization_hook(v)
+                      and (copied is not None or (isinstance(k, int) and k >= newer))]:
+                del hooks[k]
+            for k, v in held.items():
+                if k not in hooks and reparametrization_hook(v):
+                    hooks[k] = v
 
     def _restore(self) -> None:
         """Put back what ``_save`` saved. Each step runs even if one before it raised (a ``KeyboardInterrupt``

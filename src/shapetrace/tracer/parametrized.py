@@ -1,12 +1,16 @@
 """``torch.nn.utils.parametrize``'s state that lives outside a module's registries, kept as a trace found it.
 
-Two pieces, both read by ``ModelGuard``:
+Three pieces, all read by ``ModelGuard``:
 
 - the cache of computed weights (``parametrize._cache``), filled inside ``with parametrize.cached():``. A
   forward under the trace's ``torch.no_grad()`` caches a weight without autograd history (and one on
   ``meta``, a weight made from copies), which the caller's next forward in the same ``cached()`` block would
   read instead of computing its own: no gradient for the parametrization's originals. ``cache_found`` and
   ``put_back_cache`` give back the very entries found.
+- the hooks torch's reparametrizations register on a module (``prune``, ``weight_norm`` and ``spectral_norm``
+  forward pre-hooks, their and ``parametrizations``' state-dict hooks): ``reparametrization_hook`` tells them
+  from anyone else's, so the guard takes back only
+  those a forward added, and gives back only those it removed.
 - the properties on the class parametrize makes for each parametrized module (``ParametrizedLinear``, one
   property per parametrized tensor). Removing a parametrization deletes its property from that class, adding
   one adds a property to it: a module whose registries and class the guard puts back gets properties that
@@ -15,12 +19,26 @@ Two pieces, both read by ``ModelGuard``:
 
 from __future__ import annotations
 
+from types import FunctionType, MethodType
 from typing import Any
 
 from torch import nn
 from torch.nn.utils import parametrize
 
-__all__ = ["cache_found", "match_properties", "put_back_cache"]
+__all__ = ["cache_found", "match_properties", "put_back_cache", "reparametrization_hook"]
+
+# Where torch's reparametrizations define the hooks they register on a module (forward pre-hooks, state-dict hooks)
+_REPARAMETRIZATION_MODULES = frozenset(f"torch.nn.utils.{m}" for m in (
+    "prune", "weight_norm", "spectral_norm", "parametrize", "parametrizations"))
+
+
+def reparametrization_hook(hook: Any) -> bool:
+    """Whether ``hook`` (a value of a module's hook dict) is one torch's ``prune``, ``weight_norm``,
+    ``spectral_norm`` or ``parametrizations`` registered: an object of a class, or a function, defined there
+    (torch may wrap a state-dict hook in an object holding it as ``hook``)."""
+    inner = getattr(hook, "hook", hook)
+    owner = inner if isinstance(inner, (FunctionType, MethodType)) else type(inner)
+    return getattr(owner, "__module__", None) in _REPARAMETRIZATION_MODULES
 
 
 def _cache() -> dict | None:
@@ -45,11 +63,13 @@ def put_back_cache(saved: dict[Any, Any] | None) -> None:
 
 
 def _generated(cls: type) -> bool:
-    """Whether ``cls`` is a class parametrize made for one module (``Parametrized<Base>``, with its own
-    ``__getstate__`` that refuses pickling): every property in its own ``__dict__`` is one parametrize put there."""
+    """Whether ``cls`` is a class parametrize made for one module (``Parametrized<Base>``, with the
+    ``__getstate__`` parametrize writes into it, which refuses pickling): every property in its own ``__dict__`` is
+    one parametrize put there. A user's class of that name is not (its ``__getstate__`` is the user's)."""
     bases = cls.__bases__
+    getstate = vars(cls).get("__getstate__")
     return (len(bases) == 1 and cls.__name__ == f"Parametrized{bases[0].__name__}"
-            and "__getstate__" in vars(cls))
+            and getattr(getstate, "__module__", None) == parametrize.__name__)
 
 
 def match_properties(module: nn.Module) -> None:

@@ -180,21 +180,10 @@ def _same_code(running: CodeType, compiled: CodeType, shift: int) -> bool:
     if [(s, e, line) for s, e, line in running.co_lines()] != [
             (s, e, None if line is None else line + shift) for s, e, line in compiled.co_lines()]:
         return False
-    if sys.version_info < (3, 11):  # a nested function's qualified name is a constant before 3.11 (co_qualname
-        # since): the text compiled again is inside stand-ins for the enclosing function and classes, so only the
-        # part after the last "<locals>." can be compared (the code objects around it are compared themselves).
-        previous = None
-        for a, b in zip(running.co_consts, compiled.co_consts):
-            if (isinstance(previous, CodeType) and type(a) is str and type(b) is str
-                    and a.rpartition(".<locals>.")[2] == b.rpartition(".<locals>.")[2]
-                    and a.rpartition(".")[2] == previous.co_name):
-                previous = a
-                continue
-            if not _same_const(a, b, shift):
-                return False
-            previous = a
-        return True
     return all(_same_const(a, b, shift) for a, b in zip(running.co_consts, compiled.co_consts))
+
+
+_LOCALS = ".<locals>."
 
 
 def _same_const(a: object, b: object, shift: int) -> bool:
@@ -204,6 +193,11 @@ def _same_const(a: object, b: object, shift: int) -> bool:
         return _same_code(a, b, shift)  # type: ignore[arg-type]
     if isinstance(a, tuple):
         return len(a) == len(b) and all(_same_const(x, y, shift) for x, y in zip(a, b))  # type: ignore[arg-type]
+    if type(a) is str and a != b and _LOCALS in a and _LOCALS in b:
+        # A qualified name held as a constant (a local class's __qualname__; before Python 3.11 a nested function's
+        # too): the text compiled again is inside stand-ins for the enclosing functions and classes, so only the
+        # part after the last "<locals>" can be compared (the code objects around it are compared themselves).
+        return a.rpartition(_LOCALS)[2] == b.rpartition(_LOCALS)[2]  # type: ignore[union-attr]
     if isinstance(a, frozenset):  # `x in {"a", "b"}`: its order depends on how it was built
         return a == b and {(type(x), repr(x)) for x in a} == {(type(y), repr(y)) for y in b}  # type: ignore[union-attr]
     return repr(a) == repr(b)  # not ==: 0.0 is not -0.0, 1 is not True, nan is nan

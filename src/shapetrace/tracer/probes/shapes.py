@@ -40,9 +40,12 @@ class ShapeProbe(Probe):
 
     needs_kwargs = True
 
-    def __init__(self, index: ModuleIndex, flow: DataFlow) -> None:
+    def __init__(self, index: ModuleIndex, flow: DataFlow, *, weight_devices: bool = True) -> None:
         self.index = index
         self.flow = flow
+        # Note a failing call's weights on another device than its inputs (``_note_weights_elsewhere``): not in a
+        # shape-only trace, whose integer inputs stay real on the CPU beside the weights' meta copies.
+        self.weight_devices = weight_devices
         self.calls: list[Call] = []
         self.failure: Failure | None = None
         self.kwargs_unknown = False  # a call's kwargs could not be read (``trace.meta["kwargs_unknown"]``)
@@ -120,7 +123,8 @@ class ShapeProbe(Probe):
         self._end[cid] = order
         if error is not None:
             self._fail(cid, error)
-            self._note_weights_elsewhere(cid, module)
+            if self.weight_devices and self.failure is not None and self.failure.call == cid:
+                self._note_weights_elsewhere(cid, module)
             return
         start = flow.starts[cid]
         if self.failure is not None and self._failed_start > start:
@@ -157,8 +161,8 @@ class ShapeProbe(Probe):
             self._kwargs.append(None)
 
     def _note_weights_elsewhere(self, cid: int, module: nn.Module) -> None:
-        """A call that raised while its module's own parameters or buffers are on a device none of its input
-        tensors is on (the commonest cause of "Expected all tensors to be on the same device") gets a
+        """The failure's call (the innermost that raised) when its module's own parameters or buffers are on a
+        device none of its input tensors is on (the commonest cause of "Expected all tensors to be on the same device") gets a
         ``weights-elsewhere`` note naming their devices: the trace records the inputs' devices, not the weights'.
         Only calls that raised pay for it."""
         try:
