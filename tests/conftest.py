@@ -285,7 +285,10 @@ def css_specificity(selector: str) -> tuple[int, int, int]:
 
 
 def css_declarations(css: str) -> list[tuple[str, str, str]]:
-    """(selector, property, value) for each declaration of a sheet without at-rules."""
+    """(selector, property, value) for each declaration of a sheet, comments and ``@media`` blocks left out (the
+    rules that apply at every width)."""
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.DOTALL)
+    css = re.sub(r"@media[^{]*\{(?:[^{}]*\{[^}]*\})*[^{}]*\}", "", css)
     out = []
     for selectors, body in re.findall(r"([^{}]+)\{([^}]*)\}", css):
         for decl in body.split(";"):

@@ -78,7 +78,7 @@ def test_table_names_the_device_of_tensors_off_the_trace_device() -> None:
 def test_table_note_says_which_device_the_shapes_leave_unsaid() -> None:
     text = render(shapetrace.trace(SplitModel(), torch.randn(2, 4)), "text", width=None)
     note = next(line for line in text.splitlines() if line.startswith("on meta:"))
-    assert "(cpu)" in note
+    assert note == "on meta: these tensors are not on cpu, the device of the rest of the trace"
 
 
 def test_trace_on_one_device_names_no_device() -> None:
@@ -195,3 +195,74 @@ def test_failure_with_weights_beside_the_input_says_nothing_of_devices() -> None
         shapetrace.trace(nn.Sequential(nn.Linear(4, 4), nn.Linear(5, 2)), torch.randn(2, 4))
     assert "weights:" not in str(failed.value) and " on cpu" not in str(failed.value)
     assert not any(c.notes for c in failed.value.trace.calls)
+
+
+class _Chunk(nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return x.split(2, dim=1)
+
+
+class _Cat(nn.Module):
+    def forward(self, xs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return torch.cat(xs, 1)
+
+
+def test_diff_of_one_device_traces_names_no_device_where_tensor_counts_differ() -> None:
+    x = torch.randn(2, 4)
+    d = diff_traces(*(shapetrace.trace(nn.Sequential(nn.Linear(4, n), _Chunk(), _Cat()), x) for n in (4, 6)))
+    assert {r.label: r.status for r in d.rows}["1"] == "carried"  # the split has more pieces: its input did
+    assert " on " not in render_trace_diff(d, "text")
+
+
+def test_diff_of_a_model_that_moves_its_data_traced_on_the_cpu_and_shape_only_finds_no_difference() -> None:
+    model, x = Pipeline(move=True), torch.randn(2, 4)
+    d = diff_traces(shapetrace.trace(model, x), shapetrace.trace(model, x, device="meta"))
+    assert not d.shown and all(r.status in ("same", "carried") for r in d.rows)
+
+
+def test_tracer_block_over_a_model_whose_first_weights_are_on_meta_still_names_devices() -> None:
+    class MetaFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.b = nn.Linear(4, 4, device="meta")  # registered first: the model's device reads meta
+            self.a = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(self.a(x).to("meta"))
+
+    model = MetaFirst()
+    with shapetrace.Tracer(model) as tracer:
+        model(torch.randn(2, 4))
+    assert _row(render(tracer.trace, "text", width=None), "b").split()[2:5] == ["(2,4)", "on", "meta"]
+
+
+def test_modules_view_of_a_shape_only_trace_keeps_equal_values_together() -> None:
+    class Decoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 4)
+            self.head = nn.Linear(4, 10)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.head(self.emb(self.head(self.emb(ids)).argmax(-1)))  # real ids, then ids made on meta
+
+    t = shapetrace.trace(Decoder(), torch.randint(0, 10, (2, 3)), device="meta")
+    assert "(2,3) int64 ×2" in _row(render(t, "text", width=None, view="modules"), "emb")
+
+
+def test_lines_view_marks_no_move_where_a_cpu_scalar_meets_data_elsewhere_and_puts_the_dtype_first() -> None:
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(4, 4)
+            self.b = nn.Linear(4, 4, device="meta")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.a(x).to("meta", torch.float16)
+            y = torch.tensor(2.0) * h.float()
+            return self.b(y)
+
+    text = render_lines(build_view(shapetrace.trace(Scaled(), torch.randn(2, 4), lines=True)), "text")
+    shown = [line.rpartition("│")[2].strip() for line in text.splitlines() if "│" in line]
+    assert "to → (2,4) float16 on meta" in shown
+    assert "mul → (2,4)" in shown

@@ -699,7 +699,7 @@ class _Dot:
                  options: dict[str, Any], show_params: bool) -> None:
         self.trace, self.graph, self.layout, self.style = trace, graph, layout, style
         self.unfed = set(graph.unfed)
-        self.home = home_device(trace)  # a node whose tensors are elsewhere says where (``devices_elsewhere``)
+        self.home = home_device(trace)  # a node whose tensors are elsewhere says where (``small_marks``)
         self.show_params = show_params
         self.overlay = _Overlay(trace, graph, overlays, options)
         self.options = options
@@ -731,8 +731,8 @@ class _Dot:
         out.append(f"  node {_attrs({'fontname': FONT, 'fontsize': '10', 'margin': '0.12,0.05', 'height': '0.3'})}")
         out.append(f"  edge {_attrs({'fontname': FONT, 'fontsize': '8.5', 'arrowsize': '0.7', **EDGE})}")
         if self.layout == "u":
-            pos = self.pos = _u_positions(g, self.style, self.unfed, {(e.src, e.dst): _edge_label(e, self._printed_shape(e.src))
-                                                          for e in g.edges})
+            pos = self.pos = _u_positions(g, self.style, {n.id: self.small_marks(n) for n in g.nodes},
+                                          {(e.src, e.dst): _edge_label(e, self._printed_shape(e.src)) for e in g.edges})
             for n in g.nodes:
                 out.append("  " + self.node_stmt(n, pos[n.id]))
         else:
@@ -779,20 +779,24 @@ class _Dot:
         marks = ov.marks.get(n.id, [])
         if n.id in self.unfed:  # its input came from ops the trace did not record (Graph.unfed)
             attrs["style"] = attrs["style"] + ",dashed"
-            marks = [*marks, _small(html(UNFED_MARK), "#111111" if on_dark else "#4a4a4a")]
-        elsewhere = self.devices_elsewhere(n)
-        if elsewhere:
-            marks = [*marks, _small(html("on " + ", ".join(map(literal, elsewhere))), "#111111" if on_dark else "#4a4a4a")]
+        marks = [*marks, *(_small(html(t), "#111111" if on_dark else "#4a4a4a") for t in self.small_marks(n))]
         attrs["label"] = _node_label(n, self.style, self.show_params, marks, on_dark, swatches,
                                      time_shown=n.id in ov.time_marked)
         attrs["tooltip"] = tooltip(n.tooltip())
         return f"{n.id} {_attrs(attrs)}"
 
-    def devices_elsewhere(self, n: Node) -> list[str]:
-        """The devices, other than the trace's own (``units.home_device``), of the tensors a node makes (that an
-        output node receives), which its label names: the shapes alone leave the device unsaid."""
-        drawn = n.inputs if n.kind == "output" else n.outputs
-        return sorted({m.device for _, m in drawn} - {self.home}) if self.home is not None else []
+    def small_marks(self, n: Node) -> list[str]:
+        """The small-print lines a node carries besides its own: ``UNFED_MARK`` (its input came from ops the
+        trace did not record, ``Graph.unfed``) and the devices, other than the trace's own
+        (``units.home_device``), of the tensors it makes (an output node: receives), which the shapes leave
+        unsaid."""
+        marks = [UNFED_MARK] if n.id in self.unfed else []
+        if self.home is not None:
+            drawn = n.inputs if n.kind == "output" else n.outputs
+            elsewhere = sorted({m.device for _, m in drawn} - {self.home})
+            if elsewhere:
+                marks.append("on " + ", ".join(map(literal, elsewhere)))
+        return marks
 
     def emit_clusters(self) -> None:
         """Every node and cluster, each cluster's contents inside it in event order, with a stack of its own:
@@ -948,20 +952,20 @@ def label_crowding(graph: Graph, tails: dict[str, str] | None = None) -> int:
     return crowding
 
 
-def _label_width(n: Node, style: str, unfed: bool = False) -> float:
-    """A generous estimate of a node's width in inches, from its label's longest line (``unfed``: it carries
-    ``UNFED_MARK``)."""
+def _label_width(n: Node, style: str, marks: Sequence[str] = ()) -> float:
+    """A generous estimate of a node's width in inches, from its label's longest line (``marks``: the small-print
+    lines it carries besides its own, ``UNFED_MARK`` or its device)."""
     title = display_width(shown_name(n.title)) * 0.088
-    small = [shown_name(n.cls), _shapes(n.out_shapes), UNFED_MARK if unfed else ""]  # 9-point small print
+    small = [shown_name(n.cls), _shapes(n.out_shapes), *marks]  # 9-point small print
     if style == "detailed":
         small += [f"in{p}: {_shapes(n.shapes_of('in', p))}" for p, _ in n.inputs[:3]]
     return max([title, *(display_width(t) * 0.072 for t in small)]) + 0.35
 
 
-def _u_positions(g: Graph, style: str, unfed: set[str],
+def _u_positions(g: Graph, style: str, marks: dict[str, list[str]],
                  edge_labels: dict[tuple[str, str], str]) -> dict[str, tuple[float, float]]:
-    """U layout: one row per resolution (largest on top), x advancing with event order (``unfed``: the ids of
-    ``g.unfed``, whose nodes carry a mark).
+    """U layout: one row per resolution (largest on top), x advancing with event order (``marks``: node id -> the
+    small-print lines it carries besides its own, for the width).
 
     Each node sits right of the previous node and clear of the last node already in its row, so the encoder
     steps down to the left, the decoder climbs back up on the right, and a skip runs straight across its row.
@@ -985,7 +989,7 @@ def _u_positions(g: Graph, style: str, unfed: set[str],
     column_from = tail_start + 2 if len(g.nodes) - tail_start > 4 else len(g.nodes)
     back: tuple[float, float] | None = None  # (x, half width) of the last node on the row above
     for i, n in enumerate(g.nodes):
-        half = _label_width(n, style, n.id in unfed) / 2
+        half = _label_width(n, style, marks.get(n.id, ())) / 2
         if i >= column_from and x_prev is not None:
             x = x_prev if back is None else back[0] - back[1] - half - gap - 0.25
             pos[n.id] = (x, row_h)

@@ -173,11 +173,21 @@ def _elsewhere(value: Any, home: str | None) -> list[str | None]:
     return [None if home is None or m.device == home else m.device for m in _metas(value)]
 
 
+def _placed_apart(a: Any, b: Any, homes: tuple[str | None, str | None]) -> bool:
+    """Whether two values' tensors are placed differently, each relative to its side's own device: tensor by
+    tensor where both hold as many, else by the devices off home either holds (one side failed, or a call
+    returns more tensors: a count the shapes already show, not a placement)."""
+    ea, eb = _elsewhere(a, homes[0]), _elsewhere(b, homes[1])
+    if len(ea) == len(eb):
+        return ea != eb
+    return {d for d in ea if d} != {d for d in eb if d}
+
+
 def _cells(a: Any, b: Any, homes: tuple[str | None, str | None]) -> tuple[str, str]:
     """``_side_by_side``, each cell naming the devices of its tensors where they are placed differently on the two
-    sides (relative to each side's own device: ``_elsewhere``)."""
+    sides (``_placed_apart``)."""
     ta, tb = _side_by_side(a, b)
-    if _elsewhere(a, homes[0]) != _elsewhere(b, homes[1]):
+    if _placed_apart(a, b, homes):
         ta, tb = ta + _devices_text(a), tb + _devices_text(b)
     return ta, tb
 
@@ -185,6 +195,13 @@ def _cells(a: Any, b: Any, homes: tuple[str | None, str | None]) -> tuple[str, s
 def _devices_text(value: Any) -> str:
     devices = sorted({m.device for m in _metas(value)})
     return " on " + ", ".join(map(literal, devices)) if devices else ""
+
+
+def _homes(a: Trace, b: Trace) -> tuple[str | None, str | None]:
+    """Each side's own device (``units.home_device``); where one side is a shape-only trace, which keeps no
+    placement of its own, devices are compared on neither side."""
+    homes = (home_device(a), home_device(b))
+    return (None, None) if None in homes else homes
 
 
 def _ms(call: Call | None) -> float | None:
@@ -330,9 +347,8 @@ def _compare(row: Row, children_a: dict[int, list[Call]], children_b: dict[int, 
     out_a, out_b = _cells(a.outputs, b.outputs, homes)
     # its output put on another device than on the other side, from inputs placed alike: its own doing (a
     # ``.to()`` in its forward), which no input explains
-    moved = (_elsewhere(a.outputs, homes[0]) != _elsewhere(b.outputs, homes[1])
-             and _elsewhere([a.inputs, a.kwargs, a.side_inputs], homes[0])
-             == _elsewhere([b.inputs, b.kwargs, b.side_inputs], homes[1]))
+    moved = (_placed_apart(a.outputs, b.outputs, homes)
+             and not _placed_apart([a.inputs, a.kwargs, a.side_inputs], [b.inputs, b.kwargs, b.side_inputs], homes))
     if a.error != b.error:  # one failed, or both with different errors
         changes.append(("error", a.error or "—", b.error or "—"))
     # a convolution or pooling with a window or stride (not adaptive, not a container, whose calls inside decide
@@ -417,7 +433,7 @@ def diff_traces(a: Trace, b: Trace, a_name: str = "A", b_name: str = "B") -> Tra
     rows: list[Row] = []
     done: set[tuple[str, int]] = set()
     children_a, children_b = _children(a), _children(b)
-    homes = (home_device(a), home_device(b))
+    homes = _homes(a, b)
 
     def emit(key: tuple[str, int], side: str) -> None:
         if key in done:
@@ -612,7 +628,7 @@ def _summary_lines(d: TraceDiff) -> list[str]:
                        "calling {}: the module is there, not added or removed.".format("it" if n == 1 else "them"))
     pa, pb = d.a.model.params, d.b.model.params
     out.append(f"parameters: {pa:,} → {pb:,} ({_signed(pb - pa)})" if pa != pb else f"parameters: {pa:,} in both")
-    out_a, out_b = _cells(d.a.outputs, d.b.outputs, (home_device(d.a), home_device(d.b)))
+    out_a, out_b = _cells(d.a.outputs, d.b.outputs, _homes(d.a, d.b))
     if out_a != out_b:
         out.append(f"model output: {out_a} → {out_b}")
     if d.timed:
@@ -659,7 +675,7 @@ def _not_comparable(d: TraceDiff) -> str:
 
 def _no_differences(d: TraceDiff) -> str:
     """The sentence for a diff with no changed, added or removed call."""
-    homes = (home_device(d.a), home_device(d.b))
+    homes = _homes(d.a, d.b)
     out_a, out_b = _cells(d.a.outputs, d.b.outputs, homes)
     if d.carried or out_a != out_b:
         ra, rb = (d.a.calls[0], d.b.calls[0]) if d.a.calls and d.b.calls else (None, None)

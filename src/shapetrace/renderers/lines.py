@@ -150,11 +150,12 @@ def _first_dtype(value: Any) -> str | None:
 
 
 def _moved_text(outputs: Any, inputs: Any) -> str:
-    """`` on DEVICE`` where a run's first output tensor is on another device than its first input tensor (the
-    line that moves the data: ``x.to("meta")``, ``h.cpu()``), else nothing."""
+    """`` on DEVICE`` where a run's first output tensor is on a device none of its input tensors is on (the line
+    that moves the data: ``x.to("meta")``, ``h.cpu()``; not ``scale * h``, a CPU scalar times ``h`` elsewhere),
+    else nothing."""
     out = next((m.device for _, m in iter_tensors(outputs)), None)
-    given = next((m.device for _, m in iter_tensors(inputs)), None)
-    return f" on {literal(out)}" if out is not None and given is not None and out != given else ""
+    given = {m.device for _, m in iter_tensors(inputs)}
+    return f" on {literal(out)}" if out is not None and given and out not in given else ""
 
 
 def _runs_text(outputs: list[str]) -> str:
@@ -263,6 +264,7 @@ def _group_of(events: list[Call | Op], parent_name: str, moves: bool) -> Group:
     else:
         g = Group("op", first.name, "")
     runs: list[tuple[str | None, bool]] = []  # each run's dtype and whether it changed from its input's
+    moved: list[str] = []  # each run's " on DEVICE" where it moved the data (``_moved_text``)
     for ev in events:
         if isinstance(ev, Call):
             g.members.append(_relative(ev.module, parent_name) or "(self)")
@@ -272,22 +274,27 @@ def _group_of(events: list[Call | Op], parent_name: str, moves: bool) -> Group:
         else:
             out, dtype = _value_text(ev.outputs)
             inputs = ev.inputs
-        if moves and (not isinstance(ev, Call) or ev.error is None):
-            out += _moved_text(ev.outputs, inputs)
+        moved.append(_moved_text(ev.outputs, inputs) if moves and (not isinstance(ev, Call) or ev.error is None)
+                     else "")
         g.outputs.append(out)
         runs.append((dtype, dtype is not None and dtype != _first_dtype(inputs)))
     if g.kind == "call":
         g.name = _members_name(g.members)
-    _label_dtypes(g, runs)
+    _label_dtypes(g, runs, each=any(moved))
+    g.outputs = [o + m for o, m in zip(g.outputs, moved)]  # the device after the dtype, as tables write them
     return g
 
 
-def _label_dtypes(group: Group, runs: list[tuple[str | None, bool]]) -> None:
+def _label_dtypes(group: Group, runs: list[tuple[str | None, bool]], each: bool = False) -> None:
     """Show the dtype where it changes: once for the group when its runs share a dtype that differs from their
     input's (an Embedding's float32), beside each run's shape when the runs' dtypes differ (``x.to(dt)`` in a
-    loop: ``(2,4) float16, (2,4) bfloat16``), so runs differing only in dtype are not folded together."""
+    loop: ``(2,4) float16, (2,4) bfloat16``), so runs differing only in dtype are not folded together. ``each``
+    (a run names its device after it): beside each run whose dtype changed, never once for the group."""
     if len({d for d, _ in runs if d is not None}) > 1:
         group.outputs = [o if d is None else f"{o} {literal(d)}" for o, (d, _) in zip(group.outputs, runs)]
+        return
+    if each:
+        group.outputs = [f"{o} {literal(d)}" if change and d else o for o, (d, change) in zip(group.outputs, runs)]
         return
     changed = [d for d, change in runs if change]
     if changed:

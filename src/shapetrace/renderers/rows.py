@@ -14,7 +14,7 @@ from typing import Any
 
 from ..tracer.metrics import CallMemory, CallTiming
 from ..tracer.records import Call, Opaque, Trace, Uncalled, Value, iter_tensors
-from .units import call_error_text, value_text
+from .units import call_error_text, home_device, value_text
 
 __all__ = [
     "DISPLAY_MAX_ROWS",
@@ -118,12 +118,12 @@ def _call_rows(trace: Trace, depth: int | None) -> list[Row]:
     return rows
 
 
-def _summarise(values: Iterable[Value]) -> list[tuple[Value, int]]:
-    """Distinct values (by their full text and their tensors' devices) with how often each occurs, in
-    first-seen order."""
-    counts: dict[tuple[str, tuple[str, ...]], list] = {}
+def _summarise(values: Iterable[Value], home: str | None) -> list[tuple[Value, int]]:
+    """Distinct values (by their full text, devices off ``home`` included: ``units.tensor_text``) with how often
+    each occurs, in first-seen order."""
+    counts: dict[str, list] = {}
     for v in values:
-        key = (value_text(v), tuple(m.device for _, m in iter_tensors(v)))
+        key = value_text(v, home)
         if key in counts:
             counts[key][1] += 1
         else:
@@ -173,6 +173,7 @@ def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
         groups.setdefault(_module_key(c), []).append(c)
     failed_id = trace.failure.call if trace.failure else None
     desc = descendants(trace)
+    home = home_device(trace)
     rows = []
     for calls in groups.values():
         first = calls[0]
@@ -197,8 +198,8 @@ def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
         rows.append(Row(
             depth=d, name=first.module or "(root)", short=short_name(first, parent).split("#")[0], cls=first.cls,
             call=f"×{len(calls)}",
-            inputs=_summarise(merged_inputs(c) for c in calls),
-            outputs=_summarise(c.outputs if c.error is None else NO_OUTPUT for c in calls),
+            inputs=_summarise((merged_inputs(c) for c in calls), home),
+            outputs=_summarise((c.outputs if c.error is None else NO_OUTPUT for c in calls), home),
             params=first.params, trainable=first.trainable_params, failed=failed,
             raised=err is not None and not failed, error=err, summary=True, aliases=list(first.aliases),
             folded=sum(desc[c.id] for c in calls) if depth is not None and d == depth else 0,

@@ -324,8 +324,8 @@ def _notes(trace: Trace, rows: list[Row], every_row: list[Row] | None = None) ->
             notes.append(f"{head}: " + ", ".join(_uncalled_parts(modules)))
     elsewhere = other_devices(trace)
     if elsewhere:
-        notes.append(f"on {', '.join(map(literal, elsewhere))}: tensors on another device than the rest of the "
-                     f"trace ({literal(home_device(trace) or '')}), which the shapes leave unsaid")
+        notes.append(f"on {', '.join(map(literal, elsewhere))}: these tensors are not on "
+                     f"{literal(home_device(trace) or '')}, the device of the rest of the trace")
     if trace.failure is not None:
         where = failure_place(trace, with_class=True)
         notes.append(f"{FAIL_MARK} the forward failed {where}: {literal(trace.failure.text)}")

@@ -139,7 +139,10 @@ def home_device(trace: Trace) -> str | None:
     elsewhere (an accidental ``.cpu()``, a part of the model on ``meta`` or on a second GPU) is shown with its
     device (``tensor_text``). ``None`` for a shape-only trace (on ``meta``), whose integer inputs stay real on the
     CPU and everything else is on ``meta``: there, devices are how shape-only tracing works, not the model's."""
-    if trace.meta.get("device") == "meta":
+    shape_only = trace.meta.get("shape_only")
+    if shape_only is None:  # saved before it was recorded: a trace on meta was a shape-only one
+        shape_only = trace.meta.get("device") == "meta"
+    if shape_only:
         return None
     first = next(iter_tensors([trace.inputs, trace.kwargs]), None)
     if first is not None:
