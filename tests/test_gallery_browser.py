@@ -147,6 +147,7 @@ def test_the_comparison_pages_look_like_the_exhibits_and_the_index_shows_them_as
 
 
 PHONE = {"width": 390, "height": 844}
+SMALL_PHONE = {"width": 360, "height": 740}
 
 # Characters of a shape cell whose next character starts a new line in the middle of a value: a line break
 # inside "(1,192,180,240)". Spaces (and the ", " or " | " between two values) are where a break belongs.
@@ -172,7 +173,7 @@ BREAKS_INSIDE_VALUES = """() => {
 
 
 @requires_dot
-@pytest.mark.parametrize("window", [PHONE, WINDOW], ids=["phone", "desktop"])
+@pytest.mark.parametrize("window", [SMALL_PHONE, PHONE, WINDOW], ids=["small phone", "phone", "desktop"])
 def test_no_page_scrolls_sideways_and_no_shape_breaks_inside_a_value(browser, site, window):
     from shapetrace.gallery.exhibits.diffs import DIFF_EXHIBITS
 

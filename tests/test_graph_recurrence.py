@@ -70,3 +70,9 @@ def test_unrolled_steps_carry_the_state_from_call_to_call_with_no_loop():
     adj = g.adjacency()
     assert ("cell", "cell#1") in adj and ("cell#4", "cell#5") in adj
     assert not [e for e in g.edges if e.src == e.dst]
+
+
+def test_in_the_u_layout_a_loop_runs_over_the_nodes_top_clear_of_its_row():
+    dot = to_dot(_trace(CellLoop()), layout="u")
+    loops = [line for line in dot.splitlines() if "->" in line and "carried from one iteration" in line]
+    assert loops and all('tailport="ne"' in line and 'headport="nw"' in line for line in loops)

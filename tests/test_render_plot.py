@@ -71,3 +71,11 @@ def test_plot_file_must_be_svg_or_png_and_not_the_trace_read(saved_profile: Path
     r = CliRunner().invoke(main, ["render", str(saved_profile), "--plot", str(saved_profile)])
     assert r.exit_code == 2 and "must end in .svg or .png" in r.output
     assert shapetrace.load(saved_profile).timing  # untouched
+
+
+def test_plot_file_that_is_the_trace_read_under_another_suffix_is_refused(saved_profile: Path, tmp_path: Path) -> None:
+    disguised = tmp_path / "profile.png"  # a trace saved under a picture's name: --plot would write over it
+    disguised.write_bytes(saved_profile.read_bytes())
+    r = CliRunner().invoke(main, ["render", str(disguised), "--plot", str(disguised)])
+    assert r.exit_code == 2 and "is the input file" in r.output
+    assert shapetrace.load(disguised).timing  # untouched

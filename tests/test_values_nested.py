@@ -51,3 +51,13 @@ def test_a_nested_tensor_of_many_components_lists_the_first_few_and_counts_the_r
         warnings.simplefilter("ignore")
         t = shapetrace.trace(Outer(), parts, torch.strided)
     assert t.calls_of("layer")[0].outputs == Opaque("NestedTensor", "nested(10: (1,2), (2,2), (3,2), (4,2), … +6) int64")
+
+
+def test_a_narrowed_jagged_nested_tensor_is_recorded_with_its_own_lengths():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nested = torch.nested.narrow(torch.randn(3, 10, 4), 1, torch.tensor([0, 2, 1]), torch.tensor([3, 5, 2]),
+                                     layout=torch.jagged)
+        t = shapetrace.trace(Layer(), nested)
+    assert [tuple(c.shape) for c in nested.unbind()] == [(3, 4), (5, 4), (2, 4)]  # torch's own components
+    assert t.calls[0].outputs == Opaque("NestedTensor", "nested(3: (3,4), (5,4), (2,4)) jagged")

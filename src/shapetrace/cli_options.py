@@ -207,6 +207,7 @@ def check_plot_file(plot_file: str | None, output: str | None, *specs: str | Non
         raise UsageProblem(f"--plot {plot_file!r}: the file must end in .svg or .png")
     check_output(plot_file)
     distinct_outputs("--plot", plot_file, output, "the plot")
+    output_not_an_input(plot_file, *specs, option="--plot")
     output_not_the_model("--plot", plot_file, *specs)
 
 
@@ -329,15 +330,16 @@ def distinct_outputs(option: str, path: str | None, output: str | None, what: st
                            "file of its own")
 
 
-def output_not_an_input(output: str | None, *inputs: str | None) -> None:
-    """Refuse (``UsageProblem``) an ``-o`` that is one of the command's input files, however each is written
-    (``./t.json`` and ``t.json``, a link and its target): writing would replace the input."""
+def output_not_an_input(output: str | None, *inputs: str | None, option: str = "-o") -> None:
+    """Refuse (``UsageProblem``) an output (``option``: ``-o``, ``--plot``) that is one of the command's input
+    files, however each is written (``./t.json`` and ``t.json``, a link and its target): writing would replace
+    the input."""
     if output is None:
         return
     for given in inputs:
         if given is not None and _same_file(given, output):
-            raise UsageProblem(f"-o {output!r} is the input file {given!r}: writing there would replace it; give "
-                               "-o a file of its own")
+            raise UsageProblem(f"{option} {output!r} is the input file {given!r}: writing there would replace it; "
+                               f"give {option} a file of its own")
 
 
 def output_not_the_model(option: str, output: str | None, *specs: str | None) -> None:

@@ -275,7 +275,7 @@ p.question { font-size: 1.08em; background: #eef4ff; border-left: 4px solid #3b6
              max-width: 60em; }
 p.caption { max-width: 60em; }
 p.note { font-size: 0.88em; color: #4a5560; max-width: 60em; }
-p.downloads code { background: #f3f5f8; padding: 0.1em 0.35em; border-radius: 3px; }
+p.downloads code { background: #f3f5f8; padding: 0.1em 0.35em; border-radius: 3px; overflow-wrap: anywhere; }
 figure { margin: 0.8em 0; }
 figcaption { font-size: 0.9em; color: #4a5560; max-width: 60em; }
 figure.diagram { overflow-x: auto; }

@@ -858,6 +858,8 @@ class _Dot:
         attrs["tooltip"] = tooltip(_edge_tooltip(e, self.names))
         if e.src.startswith("cluster_") and self.layout != "u":
             attrs["ltail"] = e.src
+        if e.src == e.dst and self.layout == "u":  # a loop over the node's top, clear of its neighbours in the row
+            attrs.update(tailport="ne", headport="nw")
         return f"{self.tails.get(e.src, e.src)} -> {e.dst} {_attrs(attrs)}"
 
     def _printed_shape(self, src: str) -> tuple[int, ...] | None:

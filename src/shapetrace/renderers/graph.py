@@ -18,8 +18,9 @@ What is visible
   arguments that none of its drawn calls read. The box is marked failed (``Cluster.error``). A failure in a
   call drawn as a node (a leaf, or a container folded by ``depth``) marks that node instead (``Node.error``).
 
-Edges come from ``Trace.edges``: each end is mapped to its visible node; self-loops (both ends folded into
-the same node) and edges into expanded containers (their children carry the tensor) are dropped; the rest
+Edges come from ``Trace.edges``: each end is mapped to its visible node; an edge between two calls folded into
+one node (a recurrent cell's state, carried from one step to the next) is kept as a loop on it, while what flows
+inside one call and edges into expanded containers (their children carry the tensor) are dropped; the rest
 are merged per (source, target). An edge that carries a tensor some call read as a *side input* (not through
 its arguments, e.g. a U-Net skip read from a hook) is marked ``skip``. ``change`` marks a tensor resampled
 from the inputs of the call that made it (``_resampled``): read against the first input of another spatial size,

@@ -91,7 +91,8 @@ def _nested_shapes(t: torch.Tensor) -> list[tuple[int, ...]]:
         if t.layout == torch.strided:
             return [tuple(int(n) for n in row) for row in t._nested_tensor_size()[:k].tolist()]
         ragged = t._ragged_idx  # the dim whose size differs per component, counted with the batch dim
-        lengths = t.offsets()[:k + 1].diff().tolist()
+        narrowed = t.lengths()  # a narrowed (non-contiguous) jagged tensor keeps its lengths apart from offsets
+        lengths = (narrowed[:k] if narrowed is not None else t.offsets()[:k + 1].diff()).tolist()
         rest = list(t.shape)
         return [tuple(n if i == ragged else int(d) for i, d in enumerate(rest) if i > 0) for n in lengths]
     except Exception:  # noqa: BLE001 - private size metadata of a prototype API: the count is enough
