@@ -82,3 +82,23 @@ def test_an_edge_carrying_tensors_of_two_dtypes_names_each_ones_dtype():
     (edge,) = [e for e in g.edges if names.get(e.src) == "lin"]
     assert [(s, edge.dtype_of(k)) for k, s in enumerate(edge.shapes)] == [((2, 3), "float32"), ((2, 1), "int64")]
     assert "lin → add: (2, 3) float32, (2, 1) int64" in to_dot(t)
+
+
+def test_an_edge_carrying_data_beside_an_index_marks_only_the_index() -> None:
+    class Pair(nn.Module):
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return torch.cat([a, b], -1)
+
+    class DataAndIndex(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.n, self.m, self.d = nn.Linear(4, 4), nn.Linear(4, 4), Pair()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y, z = self.n(x), self.m(x)
+            return self.d(y, z[y.argmax(-1)])  # n gives d its output y, and the index that picks rows of z
+
+    dot = to_dot(shapetrace.trace(DataAndIndex().eval(), torch.randn(3, 4), ops=True))
+    (tooltip,) = [line for line in dot.splitlines() if 'tooltip="n → d:' in line]
+    assert "(3, 4) float32, (3) int64 index" in tooltip
+    assert "(3, 4) float32 index" not in tooltip

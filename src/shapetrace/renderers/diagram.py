@@ -370,15 +370,19 @@ def _edge_label(e: GraphEdge, src_shape: tuple[int, ...] | None = None) -> str:
 
 
 def _edge_tooltip(e: GraphEdge, names: dict[str, str]) -> str:
+    # an edge carrying data beside an index names which tensor is the index
+    mixed = bool(e.index_shapes) and set(e.index_shapes) != {tuple(s) for s in e.shapes}
+    marks = [" index" if mixed and tuple(s) in e.index_shapes else "" for s in e.shapes]
     if len({e.dtype_of(k) for k in range(len(e.shapes))}) > 1:  # each tensor with its own dtype
-        shapes = ", ".join(f"{format_shape(s, sep=', ', paren=True)} {literal(e.dtype_of(k))}"
+        shapes = ", ".join(f"{format_shape(s, sep=', ', paren=True)} {literal(e.dtype_of(k))}{marks[k]}"
                            for k, s in enumerate(e.shapes))
     else:
-        shapes = ", ".join(format_shape(s, sep=", ", paren=True) for s in e.shapes)
+        shapes = ", ".join(format_shape(s, sep=", ", paren=True) + marks[k] for k, s in enumerate(e.shapes))
         shapes += f" {e.dtype_of(0) if e.shapes else e.dtype}"
     text = f"{literal(names[e.src])} → {literal(names[e.dst])}: {shapes}"
     if e.index_into:
-        text += f" (the index into {', '.join(literal(v) for v in e.index_into)}, not the data it picked)"
+        which = "the tensor marked index is the index into" if mixed else "the index into"
+        text += f" ({which} {', '.join(literal(v) for v in e.index_into)}, not the data it picked)"
     if e.change is not None:
         text += f" (spatial size {'/' if e.change[0] == 'down' else '×'}{e.change[1]})"
     if e.skip:

@@ -279,6 +279,7 @@ class GraphEdge:
     via: list[str] = field(default_factory=list)  # folded ops the tensors passed through on the way
     dtypes: list[str] = field(default_factory=list)  # per shape in ``shapes`` (``dtype`` for all when empty)
     index_into: list[str] = field(default_factory=list)  # folded indexing ops it fed an index, not data, to
+    index_shapes: list[tuple[int, ...]] = field(default_factory=list)  # of ``shapes``, those of such indices
 
     def carry(self, shape: tuple[int, ...], dtype: str) -> None:
         """Add a shape the edge carries (each distinct shape once), with its dtype."""
@@ -669,6 +670,8 @@ class _Builder:
                                 self.made.setdefault(id(ge), []).append((t, sh, fed))
                         if sh is not None:
                             ge.carry(sh, self.metas[t][1] if t in self.metas else e.dtype)
+                            if index is not None and sh not in ge.index_shapes:
+                                ge.index_shapes.append(sh)
                     if index is not None and index[0] not in ge.index_into:
                         ge.index_into.append(index[0])
                     for op in path:
