@@ -14,7 +14,7 @@ from conftest import requires_dot
 from torch import nn
 
 import shapetrace
-from shapetrace.renderers.diagram import render, to_dot
+from shapetrace.renderers.diagram import ERROR_COLOR, render, to_dot
 from shapetrace.renderers.graph import build_graph
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -251,3 +251,27 @@ def test_a_folded_body_whose_strides_rounded_several_times_gets_no_made_up_strid
     g = build_graph(shapetrace.trace(model.eval(), torch.randn(1, 3, 30, 30)), depth=1)
     (edge,) = [e for e in g.edges if e.src in {n.id for n in g.find("0")}]
     assert tuple(edge.shapes[0]) == (1, 4, 4, 4) and edge.change is None
+
+
+def test_an_exception_the_forward_caught_is_drawn_apart_from_the_failure():
+    class Fallback(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc, self.dec, self.alt = nn.Linear(8, 16), nn.Linear(12, 4), nn.Linear(16, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.enc(x)
+            try:
+                y = self.dec(h)  # the fast path fails, and the forward falls back
+            except RuntimeError:
+                y = self.alt(h)
+            return y.view(3, -1)  # then fails for good in its own code
+
+    with pytest.raises(shapetrace.TraceFailed) as failed:
+        shapetrace.trace(Fallback(), torch.randn(2, 8), ops=True)
+    g = build_graph(failed.value.trace)
+    (dec,) = g.find("dec")
+    assert dec.error is None and "mat1 and mat2" in (dec.caught or "")
+    dot = to_dot(failed.value.trace)
+    (line,) = [ln for ln in dot.splitlines() if ln.strip().startswith(f"{dec.id} [")]
+    assert "raised, caught:" in line and "dashed" in line and ERROR_COLOR not in line

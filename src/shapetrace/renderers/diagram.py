@@ -291,11 +291,11 @@ def _shapes(shapes: Sequence[tuple[int, ...]]) -> str:
     return " | ".join(texts if len(texts) <= 3 else [*texts[:2], f"… +{len(texts) - 2}"])
 
 
-def _error_lines(error: str) -> list[str]:
-    """``failed: <error>`` (``literal``) for a label: wrapped at spaces over up to ``ERROR_LINES`` lines of
-    ``ERROR_WIDTH`` columns, the last cut with a mark when there is more, so a long message does not pass for
-    the whole of it (the tooltip has it all)."""
-    lines = _wrap("failed: " + literal(error), ERROR_WIDTH)
+def _error_lines(error: str, what: str = "failed") -> list[str]:
+    """``failed: <error>`` (``what``: ``raised, caught`` for an exception the forward caught) (``literal``) for a
+    label: wrapped at spaces over up to ``ERROR_LINES`` lines of ``ERROR_WIDTH`` columns, the last cut with a mark
+    when there is more, so a long message does not pass for the whole of it (the tooltip has it all)."""
+    lines = _wrap(f"{what}: " + literal(error), ERROR_WIDTH)
     if len(lines) > ERROR_LINES:
         lines = [*lines[:ERROR_LINES - 1], ellipsize(lines[ERROR_LINES - 1] + " " + lines[ERROR_LINES], ERROR_WIDTH)]
     return lines
@@ -342,6 +342,8 @@ def _node_label(n: Node, style: str, show_params: bool, extra: list[str], on_dar
         rows.append(small(html(f"{format_ms(n.self_ms)} ms")))
     if n.error:
         rows.extend(small(_markup(line), ERROR_COLOR) for line in _error_lines(n.error))
+    elif n.caught:
+        rows.extend(small(_markup(line)) for line in _error_lines(n.caught, "raised, caught"))
     rows.extend(extra)
     if not swatches:
         return "<" + _lines(rows) + ">"
@@ -779,6 +781,8 @@ class _Dot:
             attrs.update(color=ov.border[n.id], penwidth="2.5")
         if n.error:
             attrs.update(color=ERROR_COLOR, penwidth="2.5")
+        elif n.caught:  # raised, and the forward went on: not the failure's red
+            attrs["style"] = attrs["style"] + ",dashed"
         on_dark = n.id in ov.fill and not swatches and _luminance(ov.fill[n.id]) < 0.4
         marks = ov.marks.get(n.id, [])
         if n.id in self.unfed:  # its input came from ops the trace did not record (Graph.unfed)

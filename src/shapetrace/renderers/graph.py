@@ -178,6 +178,9 @@ class Node:
     activation_bytes: int = 0
     flops: int | None = None
     error: str | None = None
+    # what a call drawn as this node raised and the forward caught (it went on: a fallback after a fast path),
+    # drawn apart from a failure
+    caught: str | None = None
     rank: int = 0
     resolution: int | None = None
     constants: list[str] = field(default_factory=list)  # folded mask- or constant-making op chains it reads
@@ -239,6 +242,8 @@ class Node:
                          + "; ".join(literal(c) for c in self.constants))
         if self.error:
             lines.append(f"error: {literal(self.error)}")
+        elif self.caught:
+            lines.append(f"raised, and the forward caught it and went on: {literal(self.caught)}")
         return "\n".join(lines)
 
 
@@ -335,6 +340,18 @@ def spatial(shape: Sequence[int]) -> tuple[int, ...] | None:
     return tuple(shape[2:]) if len(shape) >= 4 else None
 
 
+def _failing_calls(trace: Trace) -> set[int]:
+    """The ids of the calls the failure left: its call and the calls around it (every other call that raised
+    was caught by the forward, which went on)."""
+    failure = trace.failure
+    out: set[int] = set()
+    cid = failure.call if failure is not None else None
+    while cid is not None and cid not in out and 0 <= cid < len(trace.calls):
+        out.add(cid)
+        cid = trace.calls[cid].parent
+    return out
+
+
 def _tensors(value: object) -> list[tuple[str, TensorMeta]]:
     return list(iter_tensors(value))
 
@@ -344,6 +361,7 @@ class _Builder:
     def __init__(self, trace: Trace, depth: int | None, unroll: bool, fold: Iterable[str],
                  all_ops: bool = True) -> None:
         self.trace = trace
+        self.failing = _failing_calls(trace)
         self.all_ops = all_ops
         self.depth = depth
         self.unroll = unroll
@@ -503,8 +521,11 @@ class _Builder:
             node.count += 1
             node.calls.append(i)
             node.folded.append(i)
-            if node.error is None:  # this call, or a later one folded into the node, failed: drawn failed
-                node.error = call_error_text(self.trace, c)
+            error = call_error_text(self.trace, c)
+            if error is not None and c.id not in self.failing:  # raised, and the forward caught it
+                node.caught = node.caught or error
+            elif node.error is None:  # this call, or a later one folded into the node, failed: drawn failed
+                node.error = error
             node.all_inputs.append(_tensors(c.inputs) + _tensors(c.kwargs))
             node.all_outputs.append(_tensors(c.outputs))
             self.vis_call[i] = nid
