@@ -79,3 +79,9 @@ def test_plot_file_that_is_the_trace_read_under_another_suffix_is_refused(saved_
     r = CliRunner().invoke(main, ["render", str(disguised), "--plot", str(disguised)])
     assert r.exit_code == 2 and "is the input file" in r.output
     assert shapetrace.load(disguised).timing  # untouched
+
+
+def test_plot_options_without_plot_are_noted_not_silently_ignored(saved_profile: Path) -> None:
+    r = CliRunner().invoke(main, ["render", str(saved_profile), "--plot-kind", "flops", "--top", "3"])
+    assert r.exit_code == 0
+    assert "note: --plot-kind, --top only affect --plot, which was not given" in r.stderr

@@ -36,6 +36,7 @@ from .cli_options import (
     emit,
     heat_option,
     note_diagram_only,
+    note_plot_only,
     note_saved_failure,
     plot_data,
     plot_options,
@@ -220,6 +221,7 @@ def render_command(trace_file: str, fmt: str | None, output: str | None, depth: 
     with cli_errors(debug):
         fmt = prepare_output(fmt, output, inputs=(trace_file,))
         check_plot_file(plot_file, output, trace_file)
+        note_plot_only(plot_file, "plot_kind", "top")
         with_diagram = _with_diagram(fmt, with_diagram)
         if not with_diagram:
             note_diagram_only(fmt, layout=layout, overlay=overlays, style=style, unroll=unroll, heat=heat,

@@ -398,6 +398,19 @@ def note_diagram_only(fmt: str, **given: Any) -> None:
                    err=True)
 
 
+def note_plot_only(plot_file: str | None, *names: str) -> None:
+    """Say on stderr when options that only shape ``--plot`` (``names``: parameter names, ``plot_kind``) were given
+    on the command line without it."""
+    if plot_file is not None:
+        return
+    ctx = click.get_current_context()
+    given = [f"--{n.replace('_', '-')}" for n in names
+             if ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE]
+    if given:
+        click.echo(f"note: {', '.join(given)} only {'affects' if len(given) == 1 else 'affect'} --plot, which was "
+                   "not given", err=True)
+
+
 def emit(trace: Any, fmt: str, options: RenderOptions, output: str | None) -> None:
     """Render ``trace`` to ``output`` (atomically) or to stdout."""
     rendered = render_output(trace, fmt, options, output)

@@ -23,6 +23,7 @@ from .cli_options import (
     emit,
     heat_option,
     note_diagram_only,
+    note_plot_only,
     plot_data,
     plot_options,
     prepare_output,
@@ -91,6 +92,7 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
     with cli_errors(debug):
         fmt = prepare_output(fmt, output, PROFILE_FORMATS, models=(model,))
         check_plot_file(plot_file, output, model)
+        note_plot_only(plot_file, "plot_kind")  # --top also sizes the summary
         note_diagram_only(fmt, heat=heat)
         request = TraceRequest(model, inputs, args, _resolve_device(device), train, grad=grad, grad_option="--grad")
         if heat == "memory" and not str(request.device).startswith("cuda") and get(fmt).dataflow:
