@@ -412,6 +412,15 @@ def _alone_advice(call: Call) -> str:
             "itself (fastai's MergeLayer and ResizeToOrig read x.orig, which SequentialEx sets on the input)")
 
 
+def _is_leaf(trace: Trace, call: Call) -> bool:
+    """Whether ``call``'s module has no submodules: no module named under it was called (by any call) or left
+    uncalled (a forward that failed before its first child call called no child, yet the module has children)."""
+    own = {call.module, *call.aliases}
+    prefixes = tuple(f"{n}." if n else "" for n in own)
+    names = [u.module for u in trace.uncalled] + [c.module for c in trace.calls if c.module not in own]
+    return not any(n.startswith(prefixes) for n in names)
+
+
 def build_view(trace: Trace, module: str = "") -> View:
     """Gather what ``module``'s forward did, line by line (see the module docstring)."""
     if not trace.meta.get("lines") and not trace.sources:
@@ -429,7 +438,7 @@ def build_view(trace: Trace, module: str = "") -> View:
         failure = trace.failure.text
     note = None
     with_source = [c for c in calls if "text" in trace.sources.get((c.code or {}).get("source", "?"), {})]
-    if not children and not ops and with_source:  # all are leaves (a forward without source says why instead)
+    if not children and not ops and with_source and _is_leaf(trace, calls[0]):  # (no source: says why instead)
         note = ("a leaf module: the torch functions inside a leaf's forward are its own implementation and are not "
                 "recorded, so its lines show no shapes (its call: " + _value_text(calls[0].outputs)[0] + ")")
         if calls[0].parent is not None and not (calls[0].code or {}).get("torch_layer"):
