@@ -48,7 +48,7 @@ class Row:
     params: int | None
     trainable: int | None
     repeat: bool = False     # a second or later call of its module: parameters counted at the first
-    failed: bool = False     # the call the forward failed in
+    failed: bool = False     # the call the forward failed in (or, folded by ``depth``, the row it is folded into)
     raised: bool = False     # an exception passed through this call (an enclosing call of the failure)
     error: str | None = None
     side: list = field(default_factory=list)
@@ -82,6 +82,18 @@ def descendants(trace: Trace) -> dict[int, int]:
     return count
 
 
+def failed_row_call(trace: Trace, depth: int | None) -> int | None:
+    """The id of the call whose row shows the failure: the call the forward failed in, or, when ``depth`` folds
+    that call away, its ancestor at ``depth`` (the row it is folded into); ``None`` for no failing call."""
+    failed_id = trace.failure.call if trace.failure else None
+    if failed_id is None or depth is None or not 0 <= failed_id < len(trace.calls):
+        return failed_id
+    c = trace.calls[failed_id]
+    while c.depth > depth and c.parent is not None:
+        c = trace.calls[c.parent]
+    return c.id
+
+
 def _first_shape(value: Value) -> tuple[int, ...] | None:
     return next((m.shape for _, m in iter_tensors(value)), None)
 
@@ -99,7 +111,7 @@ def _call_rows(trace: Trace, depth: int | None) -> list[Row]:
         ncalls[key] = max(ncalls.get(key, 0), c.call_index + 1)
         first.setdefault(key, c.id)
     desc = descendants(trace)
-    failed_id = trace.failure.call if trace.failure else None
+    failed_id = failed_row_call(trace, depth)
     rows = []
     for c in trace.calls:
         if depth is not None and c.depth > depth:
@@ -171,7 +183,7 @@ def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
     groups: dict[frozenset[str], list[Call]] = {}
     for c in trace.calls:
         groups.setdefault(_module_key(c), []).append(c)
-    failed_id = trace.failure.call if trace.failure else None
+    failed_id = failed_row_call(trace, depth)
     desc = descendants(trace)
     rows = []
     for calls in groups.values():

@@ -1,0 +1,51 @@
+"""How a failed forward is marked in the shape table: the row the failure shows on (folded by ``depth`` too),
+and the error text the failing row and the footer give."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import shapetrace
+from shapetrace.renderers import table
+
+
+class ConvThenHead(nn.Module):
+    """Features, then a classifier whose first Linear expects the wrong width: the forward fails two levels
+    down, inside ``classifier``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(99, 16), nn.ReLU(), nn.Linear(16, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def _failed() -> shapetrace.Trace:
+    return shapetrace.trace(ConvThenHead(), torch.randn(2, 3, 8, 8), strict=False)
+
+
+def test_a_failure_folded_by_depth_marks_the_row_it_is_folded_into():
+    text = table.render_text(_failed(), width=200, depth=1)
+    row = next(line for line in text.splitlines() if "classifier" in line and "Sequential" in line)
+    assert "✗ classifier" in row and "RuntimeError: mat1 and mat2 shapes cannot be multiplied" in row
+    assert "✗ features" not in text and "✗ (root)" not in text
+
+
+def test_a_failure_folded_by_depth_marks_the_row_in_markdown_and_html():
+    t = _failed()
+    assert "`✗ classifier`" in table.render_markdown(t, depth=1)
+    html = table.render_html(t, depth=1)
+    assert html.count('<tr class="failed">') == 1 and "✗ classifier" in html
+
+
+def test_a_failure_folded_by_depth_marks_the_module_in_the_modules_view():
+    text = table.render_text(_failed(), width=200, depth=1, view="modules")
+    assert "✗ classifier" in text and "✗ features" not in text
+
+
+def test_without_depth_only_the_call_the_forward_failed_in_is_marked():
+    text = table.render_text(_failed(), width=200)
+    assert "✗ 1 " in text and "✗ classifier" not in text
