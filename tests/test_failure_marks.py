@@ -3,6 +3,7 @@ and the error text the failing row and the footer give."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -49,3 +50,54 @@ def test_a_failure_folded_by_depth_marks_the_module_in_the_modules_view():
 def test_without_depth_only_the_call_the_forward_failed_in_is_marked():
     text = table.render_text(_failed(), width=200)
     assert "✗ 1 " in text and "✗ classifier" not in text
+
+
+class DecoderReraises(nn.Module):
+    """Catches its decoder's shape error and raises a ValueError of its own from it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Linear(8, 16)
+        self.dec = nn.Linear(12, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.enc(x)
+        try:
+            return self.dec(h)
+        except RuntimeError as e:
+            raise ValueError("decoder failed: bad hidden size") from e
+
+
+def _reraised() -> shapetrace.Trace:
+    return shapetrace.trace(DecoderReraises(), torch.randn(2, 8), strict=False, lines=True)
+
+
+def test_a_row_that_raised_another_exception_shows_it_in_place_of_raised():
+    text = table.render_text(_reraised(), width=200)
+    root = next(line for line in text.splitlines() if line.startswith("(root)"))
+    assert "raised ValueError: decoder failed: bad hidden size" in root and "(raised)" not in root
+    assert "✗ RuntimeError: mat1 and mat2 shapes cannot be multiplied" in text
+
+
+def test_the_table_footer_names_where_it_failed_and_what_the_forward_raised_from_it():
+    text = table.render_text(_reraised(), width=300)
+    assert ("✗ the forward failed in dec (Linear): RuntimeError: mat1 and mat2 shapes cannot be multiplied "
+            "(2x16 and 12x4); the forward raised ValueError: decoder failed: bad hidden size from it") in text
+
+
+def test_trace_failed_names_the_first_error_and_the_one_the_forward_raised():
+    with pytest.raises(shapetrace.TraceFailed) as e:
+        shapetrace.trace(DecoderReraises(), torch.randn(2, 8))
+    message = str(e.value)
+    assert "error: RuntimeError: mat1 and mat2 shapes cannot be multiplied" in message
+    assert "raised: ValueError: decoder failed: bad hidden size (the forward raised it" in message
+
+
+def test_the_lines_footer_names_what_the_forward_raised_too():
+    text = str(_reraised().lines())
+    assert "the forward raised ValueError: decoder failed: bad hidden size from it" in text
+
+
+def test_an_exception_that_passes_through_unchanged_still_shows_raised():
+    text = table.render_text(_failed(), width=200)
+    assert "(raised)" in text and "the forward raised" not in text

@@ -25,7 +25,7 @@ from ..tracer.records import Call, Op, Struct, TensorMeta, Trace, iter_tensors
 from .display import MIN_TABLE_WIDTH, save_file
 from .html import FAIL_COLOR
 from .lines_rows import Row, text_rows
-from .units import display_width, escape_controls, home_device, literal, markup
+from .units import display_width, escape_controls, home_device, literal, markup, raised_instead_text
 
 __all__ = ["FORMATS", "LinesError", "LinesView", "build_view", "lines_page", "render"]
 
@@ -435,7 +435,7 @@ def build_view(trace: Trace, module: str = "") -> View:
     ops = [o for o in trace.ops if o.call in ids]
     failure = None
     if trace.failure is not None and (trace.failure.call in ids or any(c.error for c in calls)):
-        failure = trace.failure.text
+        failure = trace.failure.text + raised_instead_text(trace)
     note = None
     with_source = [c for c in calls if "text" in trace.sources.get((c.code or {}).get("source", "?"), {})]
     if not children and not ops and with_source and _is_leaf(trace, calls[0]):  # (no source: says why instead)

@@ -58,6 +58,7 @@ from .units import (
     note_text,
     other_devices,
     pad,
+    raised_instead_text,
     run_dtype_text,
     timer_kind_text,
 )
@@ -230,13 +231,14 @@ def _inputs_text(row: Row, home: str | None = None) -> str:
 
 
 def _outputs_text(row: Row, home: str | None = None) -> str:
-    """A row's outputs, whole; the error for the failing call, ``(raised)`` for the calls it passed through."""
+    """A row's outputs, whole; the error for the failing call, ``(raised)`` for the calls it passed through,
+    ``raised`` and its own error for one that raised another exception in its place."""
     if row.summary:
         return _join_summary(row.outputs, top=False, home=home)
     if row.failed:
         return f"{FAIL_MARK} {literal(row.error or '')}"
     if row.raised:
-        return "(raised)"
+        return f"raised {literal(row.error)}" if row.reraised and row.error else "(raised)"
     return format_value(row.outputs, home=home)
 
 
@@ -328,7 +330,7 @@ def _notes(trace: Trace, rows: list[Row], every_row: list[Row] | None = None) ->
                      f"trace ({literal(home_device(trace) or '')}), which the shapes leave unsaid")
     if trace.failure is not None:
         where = failure_place(trace, with_class=True)
-        notes.append(f"{FAIL_MARK} the forward failed {where}: {literal(trace.failure.text)}")
+        notes.append(f"{FAIL_MARK} the forward failed {where}: {literal(trace.failure.text)}{raised_instead_text(trace)}")
     return notes
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "note_text",
     "other_devices",
     "pad",
+    "raised_instead_text",
     "run_dtype_text",
     "tensor_text",
     "timer_kind_text",
@@ -415,6 +416,17 @@ def failure_place(trace: Trace, with_class: bool = False) -> str:
     if fc is None:
         return f"{run}, in a forward run without hooks, so the layer is not known" if run else "outside any module"
     return f"in {literal(fc.label)}" + (f" ({literal(fc.cls)})" if with_class else "") + (f" {run}" if run else "")
+
+
+def raised_instead_text(trace: Trace) -> str:
+    """``; the forward raised ValueError: ... from it`` for a forward that caught its failure and raised another
+    exception (``block (Block) raised ...`` when a submodule did); ``""`` when the failure left the forward."""
+    instead = trace.raised_instead()
+    if instead is None:
+        return ""
+    call, error = instead
+    who = "the forward" if call.parent is None else f"{literal(call.label)} ({literal(call.cls)})"
+    return f"; {who} raised {literal(error)} from it"
 
 
 def no_timings_reason(trace: Trace) -> str:
