@@ -101,3 +101,42 @@ def test_the_lines_footer_names_what_the_forward_raised_too():
 def test_an_exception_that_passes_through_unchanged_still_shows_raised():
     text = table.render_text(_failed(), width=200)
     assert "(raised)" in text and "the forward raised" not in text
+
+
+class Check(nn.Module):
+    """Checks its input's width and says what it expected over several lines (the message holds an ANSI
+    escape too: a message is data, never terminal control)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != 16:
+            raise ValueError(f"Shape mismatch in Check:\n  expected: (B, 16)\n  got:      {tuple(x.shape)}\x1b[2J")
+        return x
+
+
+def _multiline() -> shapetrace.Trace:
+    return shapetrace.trace(nn.Sequential(nn.Linear(8, 8), Check()), torch.randn(2, 8), strict=False)
+
+
+def test_a_multi_line_error_shows_its_first_line_in_the_cell():
+    text = table.render_text(_multiline(), width=200)
+    row = next(line for line in text.splitlines() if "Check " in line)
+    assert "✗ ValueError: Shape mismatch in Check: … " in row and "expected" not in row
+    assert "\\n" not in text
+
+
+def test_a_multi_line_error_keeps_its_line_breaks_in_the_footer_indented():
+    lines = table.render_text(_multiline(), width=200).splitlines()
+    at = lines.index("✗ the forward failed in 1 (Check): ValueError: Shape mismatch in Check:")
+    assert lines[at + 1:at + 3] == ["    expected: (B, 16)", "    got:      (2, 8)\\x1b[2J"]
+
+
+def test_a_multi_line_error_in_markdown_has_no_escaped_line_breaks():
+    md = table.render_markdown(_multiline())
+    assert "\\n" not in md.replace("\\x1b", "")
+    assert "| ✗ ValueError: Shape mismatch in Check: … |" in md and ">     expected: (B, 16)  " in md
+
+
+def test_no_control_character_of_a_multi_line_error_reaches_the_text():
+    for text in (table.render_text(_multiline(), width=200), table.render_markdown(_multiline()),
+                 table.render_html(_multiline())):
+        assert "\x1b" not in text
