@@ -25,7 +25,17 @@ from ..tracer.records import Call, Op, Struct, TensorMeta, Trace, iter_tensors
 from .display import MIN_TABLE_WIDTH, save_file
 from .html import FAIL_COLOR
 from .lines_rows import Row, text_rows
-from .units import display_width, escape_controls, home_device, literal, markup, raised_instead_text
+from .rows import uncalled_split
+from .units import (
+    display_width,
+    error_cell,
+    escape_controls,
+    failure_place,
+    home_device,
+    literal,
+    markup,
+    raised_instead_text,
+)
 
 __all__ = ["FORMATS", "LinesError", "LinesView", "build_view", "lines_page", "render"]
 
@@ -35,6 +45,10 @@ _MAX_RUNS_SHOWN = 6  # a group with more distinct runs shows the first and last 
 
 class LinesError(ValueError):
     """The trace cannot show lines for this module (no line information, unknown module); says what to do."""
+
+
+class NotReached(LinesError):
+    """The module has no lines to show because the forward failed before it was called (it was next)."""
 
 
 # ---- the view: plain data built from the trace --------------------------------------------------------------
@@ -379,6 +393,10 @@ def _calls_for(trace: Trace, module: str) -> list[Call]:
         return calls
     names = sorted({n for c in trace.calls for n in (c.module, *c.aliases) if n})
     uncalled = {u.module: u.cls for u in trace.uncalled}
+    if module in {u.module for u in uncalled_split(trace)[1]}:
+        error = error_cell(trace.failure.text) if trace.failure is not None else ""
+        raise NotReached(f"module {module!r} ({uncalled[module]}) was not reached: the forward failed "
+                         f"{failure_place(trace, with_class=True)} first ({error}), so it has no lines to show")
     if module in uncalled:
         raise LinesError(f"module {module!r} ({uncalled[module]}) was never called in this forward, so it has no "
                          "lines to show")
