@@ -108,7 +108,10 @@ def test_a_specs_values_do_not_depend_on_the_specs_before_it():
     ("long:4:0.5..3", ["integer bounds"]),
     ("4,-1", [">= 0"]),
     ("bool:4:0..1", ["bool"]),
-    ("long:4:0..5:1..2", ["only a range"]),
+    ("long:4:0..5:1..2", ["two ranges given ('1..2' after '0..5')"]),
+    ("long:2,6:0..50:x", ["nothing may follow the range '0..50', got ':x'"]),
+    ("long:4:1..3:x:y", ["got ':x:y'"]),
+    ("long:4:x", ["only a range LOW..HIGH may follow, got 'x'"]),
     ("randn:long:4", ["floating dtype"]),
     ("1bad=4", ["keyword-argument name"]),
 ])

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torchvision.models.vision_transformer import VisionTransformer
 
 from shapetrace.renderers.lines import LinesError, build_view
-from shapetrace.tracer.api import trace
+from shapetrace.tracer.api import TraceFailed, trace
 from shapetrace.tracer.records import Trace
 
 
@@ -160,3 +161,37 @@ def test_an_unknown_module_in_the_python_api_is_told_in_python_terms():
     with pytest.raises(LinesError, match=r"t\.lines\(\)") as e:
         build_view(t, "conv")
     assert "Did you mean 'conv1'" in str(e.value)
+
+
+class ReshapesFirst(nn.Module):
+    """Reshapes its input before calling its one Linear: a wrong input fails before any child is called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(12, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(x.shape[0], 3, -1)
+        return self.fc(x)
+
+
+def _failed_trace(model: nn.Module, x: torch.Tensor) -> Trace:
+    with pytest.raises(TraceFailed) as e:
+        trace(model, x, lines=True)
+    return e.value.trace
+
+
+def test_a_model_that_failed_before_calling_its_first_child_is_not_called_a_leaf():
+    view = build_view(_failed_trace(ReshapesFirst(), torch.randn(2, 10)))
+    assert view.failure and view.note is None
+
+
+def test_a_vision_transformer_given_the_wrong_image_size_is_not_called_a_leaf():
+    vit = VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32)
+    view = build_view(_failed_trace(vit, torch.randn(1, 3, 40, 40)))
+    assert "Wrong image height" in view.failure and view.note is None
+
+
+def test_a_leaf_model_that_fails_still_gets_the_leaf_note():
+    view = build_view(_failed_trace(nn.Linear(12, 4), torch.randn(2, 10)))
+    assert view.failure and view.note and view.note.startswith("a leaf module")

@@ -252,6 +252,20 @@ def test_a_dtype_mismatch_the_cpu_refuses_fails_on_meta_too():
             shapetrace.trace(DoubleInput(), torch.randn(2, 8), device=device)
 
 
+def test_a_dtype_mismatch_on_meta_names_two_operands_and_their_two_dtypes():
+    with pytest.raises(shapetrace.TraceFailed) as e:
+        shapetrace.trace(nn.Linear(8, 2), torch.ones(2, 8, dtype=torch.long), device="meta")
+    assert "mat1 and mat2 must have the same dtype, but got int64 and float32 (" in str(e.value)
+
+
+def test_a_bias_of_another_dtype_on_meta_is_named_as_the_bias():
+    linear = nn.Linear(8, 2)
+    linear.bias.data = linear.bias.data.double()
+    with pytest.raises(shapetrace.TraceFailed) as e:
+        shapetrace.trace(linear, torch.randn(2, 8), device="meta")
+    assert "mat1 and bias must have the same dtype, but got float32 and float64 (" in str(e.value)
+
+
 def _failure_messages(model: nn.Module, x: torch.Tensor) -> list[str]:
     """The failing call's error message, traced on the CPU (the oracle: torch's own kernel) and on meta."""
     messages = []

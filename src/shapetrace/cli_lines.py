@@ -23,7 +23,7 @@ from .cli_options import (
     table_width,
     width_option,
 )
-from .renderers.lines import LinesError, build_view, lines_page
+from .renderers.lines import LinesError, NotReached, build_view, lines_page
 from .renderers.lines import render as render_lines
 from .session import TraceRequest, UsageProblem, check_output, is_saved_trace, read_trace, trace_model, write_output
 
@@ -65,7 +65,8 @@ def lines_command(model: str, module: str, inputs: tuple[str, ...], args: tuple[
 
     \b
     Exit status: 0; 1 when the model's forward fails (what ran is shown,
-    then the failure) or a saved trace's content is not a trace; 2 for a
+    then the failure; for a --module the failure stopped short of, that it
+    was not reached) or a saved trace's content is not a trace; 2 for a
     usage error. A saved trace of a failed
     forward is shown with status 0 and a note naming the failure, as
     'shapetrace render' does.
@@ -114,6 +115,11 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
         write_output(result.to_json(), save_trace)
     try:
         view = build_view(result, module)
+    except NotReached as e:  # the failure, not the command line: told with the failure (status 1)
+        if failure_note is None:  # a saved trace: this is all there is to tell
+            return str(e)
+        click.echo(f"error: {e}", err=True)
+        return failure_note
     except LinesError as e:
         raise UsageProblem(str(e)) from e
     text = render_lines(view, fmt, table_width(width, output))

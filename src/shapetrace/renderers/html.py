@@ -213,10 +213,15 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
         notes.append(elided)
     if notes:
         out.append('<ul class="notes">' + "".join(
-            f'<li class="failure">{esc(n)}</li>' if n.startswith(FAIL_MARK) else f"<li>{esc(n)}</li>"
+            f'<li class="failure">{_note_html(n)}</li>' if n.startswith(FAIL_MARK) else f"<li>{_note_html(n)}</li>"
             for n in notes) + "</ul>")
     out.append("</div>")
     return "\n".join(out) + "\n"
+
+
+def _note_html(note: str) -> str:
+    """A note's text, its own line breaks (an error message's) as ``<br>``."""
+    return "<br>".join(html.escape(part) for part in note.split("\n"))
 
 
 def strip_svg_prolog(svg: str) -> str:

@@ -25,7 +25,17 @@ from ..tracer.records import Call, Op, Struct, TensorMeta, Trace, iter_tensors
 from .display import MIN_TABLE_WIDTH, save_file
 from .html import FAIL_COLOR
 from .lines_rows import Row, text_rows
-from .units import display_width, escape_controls, home_device, literal, markup
+from .rows import uncalled_split
+from .units import (
+    display_width,
+    error_cell,
+    escape_controls,
+    failure_place,
+    home_device,
+    literal,
+    markup,
+    raised_instead_text,
+)
 
 __all__ = ["FORMATS", "LinesError", "LinesView", "build_view", "lines_page", "render"]
 
@@ -35,6 +45,10 @@ _MAX_RUNS_SHOWN = 6  # a group with more distinct runs shows the first and last 
 
 class LinesError(ValueError):
     """The trace cannot show lines for this module (no line information, unknown module); says what to do."""
+
+
+class NotReached(LinesError):
+    """The module has no lines to show because the forward failed before it was called (it was next)."""
 
 
 # ---- the view: plain data built from the trace --------------------------------------------------------------
@@ -386,6 +400,10 @@ def _calls_for(trace: Trace, module: str) -> list[Call]:
         return calls
     names = sorted({n for c in trace.calls for n in (c.module, *c.aliases) if n})
     uncalled = {u.module: u.cls for u in trace.uncalled}
+    if module in {u.module for u in uncalled_split(trace)[1]}:
+        error = error_cell(trace.failure.text) if trace.failure is not None else ""
+        raise NotReached(f"module {module!r} ({uncalled[module]}) was not reached: the forward failed "
+                         f"{failure_place(trace, with_class=True)} first ({error}), so it has no lines to show")
     if module in uncalled:
         raise LinesError(f"module {module!r} ({uncalled[module]}) was never called in this forward, so it has no "
                          "lines to show")
@@ -419,6 +437,15 @@ def _alone_advice(call: Call) -> str:
             "itself (fastai's MergeLayer and ResizeToOrig read x.orig, which SequentialEx sets on the input)")
 
 
+def _is_leaf(trace: Trace, call: Call) -> bool:
+    """Whether ``call``'s module has no submodules: no module named under it was called (by any call) or left
+    uncalled (a forward that failed before its first child call called no child, yet the module has children)."""
+    own = {call.module, *call.aliases}
+    prefixes = tuple(f"{n}." if n else "" for n in own)
+    names = [u.module for u in trace.uncalled] + [c.module for c in trace.calls if c.module not in own]
+    return not any(n.startswith(prefixes) for n in names)
+
+
 def build_view(trace: Trace, module: str = "") -> View:
     """Gather what ``module``'s forward did, line by line (see the module docstring)."""
     if not trace.meta.get("lines") and not trace.sources:
@@ -433,10 +460,10 @@ def build_view(trace: Trace, module: str = "") -> View:
     ops = [o for o in trace.ops if o.call in ids]
     failure = None
     if trace.failure is not None and (trace.failure.call in ids or any(c.error for c in calls)):
-        failure = trace.failure.text
+        failure = trace.failure.text + raised_instead_text(trace)
     note = None
     with_source = [c for c in calls if "text" in trace.sources.get((c.code or {}).get("source", "?"), {})]
-    if not children and not ops and with_source:  # all are leaves (a forward without source says why instead)
+    if not children and not ops and with_source and _is_leaf(trace, calls[0]):  # (no source: says why instead)
         note = ("a leaf module: the torch functions inside a leaf's forward are its own implementation and are not "
                 "recorded, so its lines show no shapes (its call: " + _value_text(calls[0].outputs)[0] + ")")
         if calls[0].parent is not None and not (calls[0].code or {}).get("torch_layer"):

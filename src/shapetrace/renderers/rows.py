@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..tracer.metrics import CallMemory, CallTiming
-from ..tracer.records import Call, Opaque, Trace, Uncalled, Value, iter_tensors
+from ..tracer.records import Call, Opaque, Trace, Uncalled, Value, iter_tensors, raised_another
 from .units import call_error_text, home_device, value_text
 
 __all__ = [
@@ -48,8 +48,9 @@ class Row:
     params: int | None
     trainable: int | None
     repeat: bool = False     # a second or later call of its module: parameters counted at the first
-    failed: bool = False     # the call the forward failed in
+    failed: bool = False     # the call the forward failed in (or, folded by ``depth``, the row it is folded into)
     raised: bool = False     # an exception passed through this call (an enclosing call of the failure)
+    reraised: bool = False   # it raised another exception than the one that left its child (``raise X from e``)
     error: str | None = None
     side: list = field(default_factory=list)
     kwargs: dict = field(default_factory=dict)
@@ -82,6 +83,31 @@ def descendants(trace: Trace) -> dict[int, int]:
     return count
 
 
+def failed_row_call(trace: Trace, depth: int | None) -> int | None:
+    """The id of the call whose row shows the failure: the call the forward failed in, or, when ``depth`` folds
+    that call away, its ancestor at ``depth`` (the row it is folded into); ``None`` for no failing call."""
+    failed_id = trace.failure.call if trace.failure else None
+    if failed_id is None or depth is None or not 0 <= failed_id < len(trace.calls):
+        return failed_id
+    c = trace.calls[failed_id]
+    while c.depth > depth and c.parent is not None:
+        c = trace.calls[c.parent]
+    return c.id
+
+
+def reraising_calls(trace: Trace) -> set[int]:
+    """The calls on the failure's way up that raised another exception than the one that left the call inside
+    them (a forward that caught the failure and raised a ``ValueError`` from it)."""
+    call = trace.failed_call
+    out: set[int] = set()
+    while call is not None and call.parent is not None:
+        parent = trace.calls[call.parent]
+        if raised_another(parent.error, call.error):
+            out.add(parent.id)
+        call = parent
+    return out
+
+
 def _first_shape(value: Value) -> tuple[int, ...] | None:
     return next((m.shape for _, m in iter_tensors(value)), None)
 
@@ -99,7 +125,8 @@ def _call_rows(trace: Trace, depth: int | None) -> list[Row]:
         ncalls[key] = max(ncalls.get(key, 0), c.call_index + 1)
         first.setdefault(key, c.id)
     desc = descendants(trace)
-    failed_id = trace.failure.call if trace.failure else None
+    failed_id = failed_row_call(trace, depth)
+    reraised = reraising_calls(trace)
     rows = []
     for c in trace.calls:
         if depth is not None and c.depth > depth:
@@ -111,6 +138,7 @@ def _call_rows(trace: Trace, depth: int | None) -> list[Row]:
             call=f"{c.call_index + 1}/{n}" if n > 1 else "", inputs=c.inputs, outputs=c.outputs,
             params=c.params, trainable=c.trainable_params, repeat=c.call_index > 0,
             failed=c.id == failed_id, raised=c.error is not None and c.id != failed_id, error=call_error_text(trace, c),
+            reraised=c.id in reraised,
             side=list(c.side_inputs), kwargs=dict(c.kwargs),
             folded=desc[c.id] if depth is not None and c.depth == depth else 0, aliases=list(c.aliases),
             call_index=c.call_index, calls=n, timing=c.timing, flops=c.flops, memory=c.memory,
@@ -171,7 +199,7 @@ def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
     groups: dict[frozenset[str], list[Call]] = {}
     for c in trace.calls:
         groups.setdefault(_module_key(c), []).append(c)
-    failed_id = trace.failure.call if trace.failure else None
+    failed_id = failed_row_call(trace, depth)
     desc = descendants(trace)
     home = home_device(trace)
     rows = []

@@ -43,6 +43,8 @@ from .units import (
     display_width,
     ellipsize,
     ellipsize_middle,
+    error_cell,
+    error_lines,
     exponent_form,
     failure_place,
     fallback_text,
@@ -58,6 +60,7 @@ from .units import (
     note_text,
     other_devices,
     pad,
+    raised_instead_text,
     run_dtype_text,
     timer_kind_text,
 )
@@ -230,13 +233,14 @@ def _inputs_text(row: Row, home: str | None = None) -> str:
 
 
 def _outputs_text(row: Row, home: str | None = None) -> str:
-    """A row's outputs, whole; the error for the failing call, ``(raised)`` for the calls it passed through."""
+    """A row's outputs, whole; the error for the failing call, ``(raised)`` for the calls it passed through,
+    ``raised`` and its own error for one that raised another exception in its place."""
     if row.summary:
         return _join_summary(row.outputs, top=False, home=home)
     if row.failed:
-        return f"{FAIL_MARK} {literal(row.error or '')}"
+        return f"{FAIL_MARK} {error_cell(row.error or '')}"
     if row.raised:
-        return "(raised)"
+        return f"raised {error_cell(row.error)}" if row.reraised and row.error else "(raised)"
     return format_value(row.outputs, home=home)
 
 
@@ -328,7 +332,8 @@ def _notes(trace: Trace, rows: list[Row], every_row: list[Row] | None = None) ->
                      f"{literal(home_device(trace) or '')}, the device of the rest of the trace")
     if trace.failure is not None:
         where = failure_place(trace, with_class=True)
-        notes.append(f"{FAIL_MARK} the forward failed {where}: {literal(trace.failure.text)}")
+        notes.append(f"{FAIL_MARK} the forward failed {where}: {error_lines(trace.failure.text)}"
+                     f"{raised_instead_text(trace)}")
     return notes
 
 
@@ -748,8 +753,9 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
                      "and html formats, show every column)")
     if notes:
         lines.append(rule)
-        for n in notes:
-            lines.extend(wrap_words(n, limit) if limit is not None else [n])
+        for n in notes:  # a note's own line breaks (an error message's) kept
+            for part in n.split("\n"):
+                lines.extend(wrap_words(part, limit) if limit is not None else [part])
     return "\n".join(lines) + "\n"
 
 
@@ -810,7 +816,7 @@ def render_markdown(trace: Trace, *, depth: int | None = None, view: str = "call
     notes = _notes(trace, rows)
     if notes:
         out.append("")
-        out += [f"> {md_text(n)}  " for n in notes]
+        out += [f"> {md_text(part)}  " for n in notes for part in n.split("\n")]  # a note's line breaks kept
     return "\n".join(out) + "\n"
 
 

@@ -30,6 +30,8 @@ __all__ = [
     "display_width",
     "ellipsize",
     "ellipsize_middle",
+    "error_cell",
+    "error_lines",
     "escape_controls",
     "exponent_form",
     "failure_place",
@@ -50,6 +52,7 @@ __all__ = [
     "note_text",
     "other_devices",
     "pad",
+    "raised_instead_text",
     "run_dtype_text",
     "tensor_text",
     "timer_kind_text",
@@ -268,6 +271,20 @@ def literal(text: str) -> str:
     return "".join(out)
 
 
+def error_cell(text: str) -> str:
+    """An error message as one table cell: its first line (``literal``), `` …`` when more lines follow (a
+    message written over several lines stays one value; the footer and the CLI's error block give it whole)."""
+    lines = str(text).rstrip("\n").split("\n")
+    return literal(lines[0].rstrip("\r")) + (" …" if len(lines) > 1 else "")
+
+
+def error_lines(text: str, indent: str = "  ") -> str:
+    """An error message on its own lines: each line ``literal`` (no control character of the message reaches
+    the terminal), joined by real line breaks, the lines after the first indented by ``indent``."""
+    lines = str(text).rstrip("\n").split("\n")
+    return f"\n{indent}".join(literal(line.rstrip("\r")) for line in lines)
+
+
 def escape_controls(text: str) -> str:
     """Control characters as Python escapes, backslashes left alone: for text that is ``literal`` already (a
     table cell) or holds no names, made safe again where it must stay on one line. Unlike ``literal`` it can be
@@ -418,6 +435,17 @@ def failure_place(trace: Trace, with_class: bool = False) -> str:
     if fc is None:
         return f"{run}, in a forward run without hooks, so the layer is not known" if run else "outside any module"
     return f"in {literal(fc.label)}" + (f" ({literal(fc.cls)})" if with_class else "") + (f" {run}" if run else "")
+
+
+def raised_instead_text(trace: Trace) -> str:
+    """``; the forward raised ValueError: ... from it`` for a forward that caught its failure and raised another
+    exception (``block (Block) raised ...`` when a submodule did); ``""`` when the failure left the forward."""
+    instead = trace.raised_instead()
+    if instead is None:
+        return ""
+    call, error = instead
+    who = "the forward" if call.parent is None else f"{literal(call.label)} ({literal(call.cls)})"
+    return f"; {who} raised {error_lines(error)} from it"
 
 
 def no_timings_reason(trace: Trace) -> str:

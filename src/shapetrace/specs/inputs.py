@@ -255,7 +255,13 @@ def parse_input(spec: str) -> InputSpec:  # noqa: C901 - one branch per part of 
             raise _fail(spec, f"{_shortened(part)} is neither a shape (like 4,72), a dtype (like long) nor a fill "
                               f"(randn, rand, zeros, ones){hint}")
         m = _RANGE.match(part)
-        if m is None or rng is not None or i != len(parts) - 1:
+        if m is not None and i != len(parts) - 1:  # the range is fine; what follows it is not
+            after = parts[i + 1]
+            if _RANGE.match(after):
+                raise _fail(spec, f"two ranges given ({_shortened(after)} after {_shortened(part)})")
+            raise _fail(spec, f"nothing may follow the range {_shortened(part)}, got "
+                              f"{_shortened(':' + ':'.join(parts[i + 1:]))} after it")
+        if m is None or rng is not None:
             raise _fail(spec, f"after the shape only a range LOW..HIGH may follow, got {_shortened(part)}")
         rng = (m.group(1), m.group(2))
     if shape is None:

@@ -92,8 +92,13 @@ def _where_and_why(trace: Trace) -> str | None:
         after = f"in {when}"
     held = (f"\n  weights: its own parameters or buffers are on {weights}, not on {', '.join(sorted(devices))}"
             if weights else "")
+    instead = trace.raised_instead()
+    raised = ""
+    if instead is not None:
+        who = "the forward" if instead[0].parent is None else f"{instead[0].label} ({instead[0].cls})"
+        raised = f"\n  raised: {instead[1]} ({who} raised it from the error above)"
     return (f"the forward failed in {call.label} ({call.cls}) {after}.\n"
-            f"  input: {shapes or 'no tensors'}{held}\n  error: {f.text}")
+            f"  input: {shapes or 'no tensors'}{held}\n  error: {f.text}{raised}")
 
 
 def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None = None,

@@ -423,6 +423,13 @@ def exception_text(type_name: str, message: str) -> str:
     return f"{type_name}: {message}" if message else type_name
 
 
+def raised_another(error: str | None, passed: str | None) -> bool:
+    """Whether a call whose exception ``error`` left it raised another exception than ``passed``, the one that
+    left the call inside it (``raise ValueError(...) from e``), not the same one passing through. A message
+    ``passed`` extends with ``: ...`` (the trace's explanation added to an embedding's IndexError) is the same."""
+    return error is not None and passed is not None and error != passed and not passed.startswith(f"{error}: ")
+
+
 @dataclass
 class Failure:
     """Where and how the forward failed: the innermost call the exception left, and the exception."""
@@ -474,6 +481,23 @@ class Trace:
         if self.failure is None or self.failure.call is None:
             return None
         return self.calls[self.failure.call]
+
+    def raised_instead(self) -> tuple[Call, str] | None:
+        """What the forward finally raised when it is not the exception it failed with: a forward that caught
+        the failure and raised another from it (``raise ValueError(...) from e``). The call that raised it
+        first (the lowest on the way up from the failing call) and the exception's ``Type: message``; ``None``
+        when the failure itself left the forward."""
+        call = self.failed_call
+        if call is None or self.failure is None:
+            return None
+        path = [call]
+        while path[-1].parent is not None:
+            path.append(self.calls[path[-1].parent])
+        final = path[-1].error
+        if not raised_another(final, self.failure.text):
+            return None
+        raiser = next(c for c in path if c.error == final)
+        return raiser, final  # type: ignore[return-value]
 
     def children(self, call: Call | int | None) -> list[Call]:
         """Calls whose parent is ``call`` (``None`` for the top-level calls)."""

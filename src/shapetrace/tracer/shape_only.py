@@ -239,16 +239,20 @@ _AUTOCAST_DEVICES = ("cpu", "cuda")
 
 
 # ---- checks the CPU makes and meta kernels skip ----------------------------------------------------------
-def _same_dtype(operands: str) -> Callable[[tuple, dict], None]:
-    """A check that the tensor operands (the first three arguments: input, weight, bias) share a dtype."""
+def _same_dtype(*names: str) -> Callable[[tuple, dict], None]:
+    """A check that the tensor operands (the first three arguments: input, weight, bias) share a dtype; its
+    message names the first operand and the first that differs from it, by ``names`` (in argument order)."""
     def check(args: tuple, kwargs: dict) -> None:
         if torch.is_autocast_enabled("cpu"):  # the CPU would cast the operands to one dtype first
             return
-        tensors = [a for a in (*args[:3], *kwargs.values()) if isinstance(a, torch.Tensor)]
-        if any(t.dtype != tensors[0].dtype for t in tensors):
-            names = " and ".join(str(t.dtype).replace("torch.", "") for t in tensors[:3])
-            raise RuntimeError(f"{operands} must have the same dtype, but got {names} (the CPU refuses this; a "
-                               "trace on 'meta' checks it the same way)")
+        named = [(n, a) for n, a in (*zip((*names, "", ""), args[:3]), *kwargs.items())
+                 if isinstance(a, torch.Tensor)]
+        (first, t0), *rest = named or [("", None)]
+        other = next(((n, t) for n, t in rest if t.dtype != t0.dtype), None)
+        if other is not None:
+            dtypes = " and ".join(str(t.dtype).replace("torch.", "") for t in (t0, other[1]))
+            raise RuntimeError(f"{first or 'the input'} and {other[0] or 'another operand'} must have the same dtype, "
+                               f"but got {dtypes} (the CPU refuses this; a trace on 'meta' checks it the same way)")
     return check
 
 
@@ -370,14 +374,14 @@ def _all(*checks: Callable[[tuple, dict], None]) -> Callable[[tuple, dict], None
 
 _CPU_CHECKS: dict[Any, Callable[[tuple, dict], None]] = {}
 for _f in (torch._C._nn.linear, torch.nn.functional.linear):
-    _CPU_CHECKS[_f] = _same_dtype("mat1 and mat2")
+    _CPU_CHECKS[_f] = _same_dtype("mat1", "mat2", "bias")
 for _f in (torch.matmul, torch.mm, torch.bmm, torch.Tensor.matmul, torch.Tensor.mm, torch.Tensor.bmm,
            torch.Tensor.__matmul__, torch.Tensor.__rmatmul__):
-    _CPU_CHECKS[_f] = _same_dtype("m1 and m2")
+    _CPU_CHECKS[_f] = _same_dtype("m1", "m2")
 for _spatial, (_f, _t) in enumerate(((torch.conv1d, torch.conv_transpose1d), (torch.conv2d, torch.conv_transpose2d),
                                      (torch.conv3d, torch.conv_transpose3d)), start=1):
-    _CPU_CHECKS[_f] = _all(_same_dtype("input, weight and bias"), _conv_channels(_spatial, transposed=False))
-    _CPU_CHECKS[_t] = _all(_same_dtype("input, weight and bias"), _conv_channels(_spatial, transposed=True))
+    _CPU_CHECKS[_f] = _all(_same_dtype("input", "weight", "bias"), _conv_channels(_spatial, transposed=False))
+    _CPU_CHECKS[_t] = _all(_same_dtype("input", "weight", "bias"), _conv_channels(_spatial, transposed=True))
 _CPU_CHECKS[torch.nn.functional.embedding] = _embedding_ids_in_range
 _CPU_CHECKS[torch.embedding] = _torch_embedding
 _CPU_CHECKS[torch.nn.functional.embedding_bag] = _functional_embedding_bag

@@ -1,0 +1,142 @@
+"""How a failed forward is marked in the shape table: the row the failure shows on (folded by ``depth`` too),
+and the error text the failing row and the footer give."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import shapetrace
+from shapetrace.renderers import table
+
+
+class ConvThenHead(nn.Module):
+    """Features, then a classifier whose first Linear expects the wrong width: the forward fails two levels
+    down, inside ``classifier``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(99, 16), nn.ReLU(), nn.Linear(16, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+def _failed() -> shapetrace.Trace:
+    return shapetrace.trace(ConvThenHead(), torch.randn(2, 3, 8, 8), strict=False)
+
+
+def test_a_failure_folded_by_depth_marks_the_row_it_is_folded_into():
+    text = table.render_text(_failed(), width=200, depth=1)
+    row = next(line for line in text.splitlines() if "classifier" in line and "Sequential" in line)
+    assert "✗ classifier" in row and "RuntimeError: mat1 and mat2 shapes cannot be multiplied" in row
+    assert "✗ features" not in text and "✗ (root)" not in text
+
+
+def test_a_failure_folded_by_depth_marks_the_row_in_markdown_and_html():
+    t = _failed()
+    assert "`✗ classifier`" in table.render_markdown(t, depth=1)
+    html = table.render_html(t, depth=1)
+    assert html.count('<tr class="failed">') == 1 and "✗ classifier" in html
+
+
+def test_a_failure_folded_by_depth_marks_the_module_in_the_modules_view():
+    text = table.render_text(_failed(), width=200, depth=1, view="modules")
+    assert "✗ classifier" in text and "✗ features" not in text
+
+
+def test_without_depth_only_the_call_the_forward_failed_in_is_marked():
+    text = table.render_text(_failed(), width=200)
+    assert "✗ 1 " in text and "✗ classifier" not in text
+
+
+class DecoderReraises(nn.Module):
+    """Catches its decoder's shape error and raises a ValueError of its own from it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = nn.Linear(8, 16)
+        self.dec = nn.Linear(12, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.enc(x)
+        try:
+            return self.dec(h)
+        except RuntimeError as e:
+            raise ValueError("decoder failed: bad hidden size") from e
+
+
+def _reraised() -> shapetrace.Trace:
+    return shapetrace.trace(DecoderReraises(), torch.randn(2, 8), strict=False, lines=True)
+
+
+def test_a_row_that_raised_another_exception_shows_it_in_place_of_raised():
+    text = table.render_text(_reraised(), width=200)
+    root = next(line for line in text.splitlines() if line.startswith("(root)"))
+    assert "raised ValueError: decoder failed: bad hidden size" in root and "(raised)" not in root
+    assert "✗ RuntimeError: mat1 and mat2 shapes cannot be multiplied" in text
+
+
+def test_the_table_footer_names_where_it_failed_and_what_the_forward_raised_from_it():
+    text = table.render_text(_reraised(), width=300)
+    assert ("✗ the forward failed in dec (Linear): RuntimeError: mat1 and mat2 shapes cannot be multiplied "
+            "(2x16 and 12x4); the forward raised ValueError: decoder failed: bad hidden size from it") in text
+
+
+def test_trace_failed_names_the_first_error_and_the_one_the_forward_raised():
+    with pytest.raises(shapetrace.TraceFailed) as e:
+        shapetrace.trace(DecoderReraises(), torch.randn(2, 8))
+    message = str(e.value)
+    assert "error: RuntimeError: mat1 and mat2 shapes cannot be multiplied" in message
+    assert "raised: ValueError: decoder failed: bad hidden size (the forward raised it" in message
+
+
+def test_the_lines_footer_names_what_the_forward_raised_too():
+    text = str(_reraised().lines())
+    assert "the forward raised ValueError: decoder failed: bad hidden size from it" in text
+
+
+def test_an_exception_that_passes_through_unchanged_still_shows_raised():
+    text = table.render_text(_failed(), width=200)
+    assert "(raised)" in text and "the forward raised" not in text
+
+
+class Check(nn.Module):
+    """Checks its input's width and says what it expected over several lines (the message holds an ANSI
+    escape too: a message is data, never terminal control)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != 16:
+            raise ValueError(f"Shape mismatch in Check:\n  expected: (B, 16)\n  got:      {tuple(x.shape)}\x1b[2J")
+        return x
+
+
+def _multiline() -> shapetrace.Trace:
+    return shapetrace.trace(nn.Sequential(nn.Linear(8, 8), Check()), torch.randn(2, 8), strict=False)
+
+
+def test_a_multi_line_error_shows_its_first_line_in_the_cell():
+    text = table.render_text(_multiline(), width=200)
+    row = next(line for line in text.splitlines() if "Check " in line)
+    assert "✗ ValueError: Shape mismatch in Check: … " in row and "expected" not in row
+    assert "\\n" not in text
+
+
+def test_a_multi_line_error_keeps_its_line_breaks_in_the_footer_indented():
+    lines = table.render_text(_multiline(), width=200).splitlines()
+    at = lines.index("✗ the forward failed in 1 (Check): ValueError: Shape mismatch in Check:")
+    assert lines[at + 1:at + 3] == ["    expected: (B, 16)", "    got:      (2, 8)\\x1b[2J"]
+
+
+def test_a_multi_line_error_in_markdown_has_no_escaped_line_breaks():
+    md = table.render_markdown(_multiline())
+    assert "\\n" not in md.replace("\\x1b", "")
+    assert "| ✗ ValueError: Shape mismatch in Check: … |" in md and ">     expected: (B, 16)  " in md
+
+
+def test_no_control_character_of_a_multi_line_error_reaches_the_text():
+    for text in (table.render_text(_multiline(), width=200), table.render_markdown(_multiline()),
+                 table.render_html(_multiline())):
+        assert "\x1b" not in text
