@@ -275,3 +275,25 @@ def test_an_exception_the_forward_caught_is_drawn_apart_from_the_failure():
     dot = to_dot(failed.value.trace)
     (line,) = [ln for ln in dot.splitlines() if ln.strip().startswith(f"{dec.id} [")]
     assert "raised, caught:" in line and "dashed" in line and ERROR_COLOR not in line
+
+
+def test_a_fallback_that_fails_in_its_except_clause_is_drawn_failed_and_named_as_what_the_forward_raised():
+    class Fallback(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fast, self.slow = nn.Linear(3, 4), nn.Linear(5, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            try:
+                return self.fast(x)
+            except RuntimeError:
+                return self.slow(x)  # fails too: its exception is the one that leaves the forward
+
+    with pytest.raises(shapetrace.TraceFailed) as failed:
+        shapetrace.trace(Fallback(), torch.randn(2, 4))
+    g = build_graph(failed.value.trace)
+    (slow,) = g.find("slow")
+    assert slow.error is not None and slow.caught is None
+    raiser, text = failed.value.trace.raised_instead()
+    assert raiser.module == "slow" and "2x4 and 5x4" in text
+    assert "slow (Linear) raised it from the error above" in str(failed.value)

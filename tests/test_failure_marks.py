@@ -140,3 +140,39 @@ def test_no_control_character_of_a_multi_line_error_reaches_the_text():
     for text in (table.render_text(_multiline(), width=200), table.render_markdown(_multiline()),
                  table.render_html(_multiline())):
         assert "\x1b" not in text
+
+
+def test_an_interrupted_call_caught_in_a_tracer_block_is_not_said_to_raise_another_error():
+    class Stops(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise KeyboardInterrupt
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(Stops()))
+    with shapetrace.Tracer(model) as tracer:
+        try:
+            model(torch.randn(2, 4))
+        except KeyboardInterrupt:
+            pass
+    assert tracer.trace.raised_instead() is None
+    assert "from it" not in table.render_text(tracer.trace, width=None)
+
+
+def test_a_message_written_from_its_second_line_fills_the_cell_from_there():
+    class Check(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise ValueError("\nexpected (B, 16)\ngot (2, 4)")
+
+    with pytest.raises(shapetrace.TraceFailed) as failed:
+        shapetrace.trace(nn.Sequential(Check()), torch.randn(2, 4))
+    row = next(line for line in table.render_text(failed.value.trace, width=None).splitlines() if "Check" in line)
+    assert "✗ ValueError: expected (B, 16) …" in row
+
+
+def test_the_error_blocks_later_lines_stay_indented_under_the_first():
+    class Check(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise ValueError("shape mismatch\nexpected (B, 16)")
+
+    with pytest.raises(shapetrace.TraceFailed) as failed:
+        shapetrace.trace(nn.Sequential(Check()), torch.randn(2, 4))
+    assert "  error: ValueError: shape mismatch\n    expected (B, 16)" in str(failed.value)

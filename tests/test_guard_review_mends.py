@@ -113,3 +113,43 @@ def test_only_the_failing_layer_is_noted_for_its_weights_not_the_containers_it_r
         model(torch.randn(2, 4))
     noted = [c.module for c in tracer.trace.calls if any(n.code == "weights-elsewhere" for n in c.notes)]
     assert noted == ["inner"]
+
+
+class EveryOther(prune.BasePruningMethod):
+    """A pruning method of one's own, as torch's pruning tutorial writes one."""
+
+    PRUNING_TYPE = "unstructured"
+
+    def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
+        mask = default_mask.clone()
+        mask.view(-1)[::2] = 0
+        return mask
+
+
+def _pruning_state(layer: nn.Module) -> tuple:
+    return ([type(h).__name__ for h in layer._forward_pre_hooks.values()], sorted(layer._parameters),
+            sorted(layer._buffers))
+
+
+@pytest.mark.parametrize("when", ["in the forward", "before the trace, then l1 in the forward"])
+def test_a_pruning_method_of_ones_own_goes_back_as_torchs_do(when: str) -> None:
+    class Prunes(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            if when != "in the forward":
+                EveryOther.apply(self.lin, "weight")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if when == "in the forward":
+                EveryOther.apply(self.lin, "weight")
+            else:
+                prune.l1_unstructured(self.lin, "weight", 0.25)
+            return self.lin(x)
+
+    model, x = Prunes(), torch.randn(2, 4)
+    found = _pruning_state(model.lin)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        shapetrace.trace(model, x)
+    assert _pruning_state(model.lin) == found

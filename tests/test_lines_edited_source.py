@@ -188,3 +188,25 @@ def test_a_class_from_a_notebook_cell_run_statement_by_statement_shows_its_lines
     (source,) = build_view(trace(ns["InACell"](), torch.randn(2, 4), lines=True)).sources
     assert source.missing is None
     assert [g.text() for ln in source.lines for g in ln.groups] == ["lin Linear → (2,4)", "cat → (2,8)"]
+
+
+def test_an_edited_string_that_looks_like_a_qualified_name_is_still_told(tmp_path, monkeypatch):
+    """Only a qualified name a code object holds of itself (a class body's, or before Python 3.11 a nested
+    function's) is compared after its last ``<locals>``; a literal of the forward's is compared whole."""
+    import importlib
+    import sys
+
+    source = ("import torch\nfrom torch import nn\n\n\nclass M(nn.Module):\n    def __init__(self):\n"
+              "        super().__init__()\n        self.lin = nn.Linear(4, 4)\n\n    def forward(self, x):\n"
+              "        tag = \"{}\"\n        return self.lin(x)\n")
+    path = tmp_path / "tagged_model.py"
+    path.write_text(source.format("alpha.<locals>.beta"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("tagged_model")
+    try:
+        path.write_text(source.format("gamma.<locals>.beta"))  # edited after the import, same lines
+        t = trace(module.M(), torch.randn(2, 4), lines=True)
+    finally:
+        sys.modules.pop("tagged_model", None)
+    (info,) = [v for k, v in t.sources.items() if k.endswith("M.forward")]
+    assert "changed since this code was loaded" in info.get("missing", "")

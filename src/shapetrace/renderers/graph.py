@@ -349,6 +349,13 @@ def _failing_calls(trace: Trace) -> set[int]:
     while cid is not None and cid not in out and 0 <= cid < len(trace.calls):
         out.add(cid)
         cid = trace.calls[cid].parent
+    # and the calls the exception that left the forward came up through, where it is not the failure's (a
+    # fallback that failed in its except clause): start order puts each call after the one it was called in
+    for c in trace.calls:
+        parent = c.parent
+        if (parent is not None and parent in out and c.error is not None
+                and 0 <= parent < len(trace.calls) and trace.calls[parent].error == c.error):
+            out.add(c.id)
     return out
 
 

@@ -9,6 +9,7 @@ in names are shown escaped (``literal``), so no name can break a row or a label.
 from __future__ import annotations
 
 import html
+import re
 import unicodedata
 from collections.abc import Sequence
 
@@ -271,11 +272,17 @@ def literal(text: str) -> str:
     return "".join(out)
 
 
+_TYPE_ONLY = re.compile(r"[\w.]+:")  # an exception's type with an empty first line of its message
+
+
 def error_cell(text: str) -> str:
     """An error message as one table cell: its first line (``literal``), `` …`` when more lines follow (a
     message written over several lines stays one value; the footer and the CLI's error block give it whole)."""
-    lines = str(text).rstrip("\n").split("\n")
-    return literal(lines[0].rstrip("\r")) + (" …" if len(lines) > 1 else "")
+    lines = [line.rstrip("\r") for line in str(text).split("\n")]
+    shown, rest = lines[0].rstrip(), [line for line in lines[1:] if line.strip()]
+    if _TYPE_ONLY.fullmatch(shown):  # "ValueError:": the message starts on the lines below, or is blank
+        shown = f"{shown} {rest.pop(0).strip()}" if rest else shown[:-1]
+    return literal(shown) + (" …" if rest else "")
 
 
 def error_lines(text: str, indent: str = "  ") -> str:

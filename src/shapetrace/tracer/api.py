@@ -96,9 +96,14 @@ def _where_and_why(trace: Trace) -> str | None:
     raised = ""
     if instead is not None:
         who = "the forward" if instead[0].parent is None else f"{instead[0].label} ({instead[0].cls})"
-        raised = f"\n  raised: {instead[1]} ({who} raised it from the error above)"
+        raised = f"\n  raised: {_indented(instead[1])} ({who} raised it from the error above)"
     return (f"the forward failed in {call.label} ({call.cls}) {after}.\n"
-            f"  input: {shapes or 'no tensors'}{held}\n  error: {f.text}{raised}")
+            f"  input: {shapes or 'no tensors'}{held}\n  error: {_indented(f.text)}{raised}")
+
+
+def _indented(text: str) -> str:
+    """A message of several lines with its later lines indented under the first, inside the error block."""
+    return text.rstrip("\n").replace("\n", "\n    ")
 
 
 def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None = None,

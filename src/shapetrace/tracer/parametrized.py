@@ -19,11 +19,12 @@ Three pieces, all read by ``ModelGuard``:
 
 from __future__ import annotations
 
+import importlib
 from types import FunctionType, MethodType
 from typing import Any
 
 from torch import nn
-from torch.nn.utils import parametrize
+from torch.nn.utils import parametrize, prune
 
 __all__ = ["cache_found", "match_properties", "put_back_cache", "reparametrization_hook"]
 
@@ -32,11 +33,23 @@ _REPARAMETRIZATION_MODULES = frozenset(f"torch.nn.utils.{m}" for m in (
     "prune", "weight_norm", "spectral_norm", "parametrize", "parametrizations"))
 
 
+# torch's own hook classes, a user's subclass included (a pruning method of one's own, as torch's tutorial writes)
+_REPARAMETRIZATION_CLASSES = tuple(c for c in (
+    getattr(prune, "BasePruningMethod", None),
+    getattr(importlib.import_module("torch.nn.utils.weight_norm"), "WeightNorm", None),
+    *(getattr(importlib.import_module("torch.nn.utils.spectral_norm"), n, None)
+      for n in ("SpectralNorm", "SpectralNormStateDictHook", "SpectralNormLoadStateDictPreHook")))
+    if isinstance(c, type))
+
+
 def reparametrization_hook(hook: Any) -> bool:
     """Whether ``hook`` (a value of a module's hook dict) is one torch's ``prune``, ``weight_norm``,
-    ``spectral_norm`` or ``parametrizations`` registered: an object of a class, or a function, defined there
-    (torch may wrap a state-dict hook in an object holding it as ``hook``)."""
+    ``spectral_norm`` or ``parametrizations`` registered: an object of their classes (a user's pruning method,
+    subclassing torch's, included), or a function or object defined there (torch may wrap a state-dict hook in an
+    object holding it as ``hook``)."""
     inner = getattr(hook, "hook", hook)
+    if isinstance(inner, _REPARAMETRIZATION_CLASSES):
+        return True
     owner = inner if isinstance(inner, (FunctionType, MethodType)) else type(inner)
     return getattr(owner, "__module__", None) in _REPARAMETRIZATION_MODULES
 

@@ -490,14 +490,20 @@ class Trace:
         call = self.failed_call
         if call is None or self.failure is None:
             return None
-        path = [call]
-        while path[-1].parent is not None:
-            path.append(self.calls[path[-1].parent])
-        final = path[-1].error
-        if not raised_another(final, self.failure.text):
+        root = call
+        while root.parent is not None:
+            root = self.calls[root.parent]
+        final = root.error
+        # the failing call's own text (an interrupted call's "call did not finish", not the failure's "Interrupted")
+        if not raised_another(final, call.error if call.error is not None else self.failure.text):
             return None
-        raiser = next(c for c in path if c.error == final)
-        return raiser, final  # type: ignore[return-value]
+        raiser = root  # down from the root through the calls that raised the same: the deepest raised it (a
+        while True:    # fallback that failed in its except clause, say)
+            below = [c for c in self.children(raiser) if c.error == final and c is not call]
+            if not below:
+                break
+            raiser = below[-1]
+        return (raiser, final) if raiser is not call else None  # type: ignore[return-value]
 
     def children(self, call: Call | int | None) -> list[Call]:
         """Calls whose parent is ``call`` (``None`` for the top-level calls)."""

@@ -180,10 +180,30 @@ def _same_code(running: CodeType, compiled: CodeType, shift: int) -> bool:
     if [(s, e, line) for s, e, line in running.co_lines()] != [
             (s, e, None if line is None else line + shift) for s, e, line in compiled.co_lines()]:
         return False
-    return all(_same_const(a, b, shift) for a, b in zip(running.co_consts, compiled.co_consts))
+    previous = None
+    for a, b in zip(running.co_consts, compiled.co_consts):
+        if not (_same_qualname(a, b, running, previous) or _same_const(a, b, shift)):
+            return False
+        previous = a
+    return True
 
 
 _LOCALS = ".<locals>."
+
+
+def _same_qualname(a: object, b: object, running: CodeType, previous: object) -> bool:
+    """Whether ``a`` and ``b`` are the same qualified name held as a constant of ``running``, written inside other
+    enclosing functions: the text compiled again is inside stand-ins for them, so only the part after the last
+    ``<locals>`` can be compared (the code objects around it are compared themselves). Only a name that is one:
+    a class body's own ``__qualname__`` (its last part is the body's name), or, before Python 3.11, a nested
+    function's (its last part is the name of the code object just before it); any other string, a literal in
+    the forward, is compared whole."""
+    if type(a) is not str or type(b) is not str or a == b or _LOCALS not in a or _LOCALS not in b:
+        return False
+    name = a.rpartition(".")[2]
+    own = name == running.co_name
+    nested = isinstance(previous, CodeType) and name == previous.co_name
+    return (own or nested) and a.rpartition(_LOCALS)[2] == b.rpartition(_LOCALS)[2]
 
 
 def _same_const(a: object, b: object, shift: int) -> bool:
@@ -193,11 +213,6 @@ def _same_const(a: object, b: object, shift: int) -> bool:
         return _same_code(a, b, shift)  # type: ignore[arg-type]
     if isinstance(a, tuple):
         return len(a) == len(b) and all(_same_const(x, y, shift) for x, y in zip(a, b))  # type: ignore[arg-type]
-    if type(a) is str and a != b and _LOCALS in a and _LOCALS in b:
-        # A qualified name held as a constant (a local class's __qualname__; before Python 3.11 a nested function's
-        # too): the text compiled again is inside stand-ins for the enclosing functions and classes, so only the
-        # part after the last "<locals>" can be compared (the code objects around it are compared themselves).
-        return a.rpartition(_LOCALS)[2] == b.rpartition(_LOCALS)[2]  # type: ignore[union-attr]
     if isinstance(a, frozenset):  # `x in {"a", "b"}`: its order depends on how it was built
         return a == b and {(type(x), repr(x)) for x in a} == {(type(y), repr(y)) for y in b}  # type: ignore[union-attr]
     return repr(a) == repr(b)  # not ==: 0.0 is not -0.0, 1 is not True, nan is nan
