@@ -46,12 +46,13 @@ from .cli_options import (
     table_width,
     terminal_colour,
     width_option,
+    write_plot,
 )
 from .cli_profile import profile_command
 from .renderers import RenderOptions, formats, get
 from .renderers.diagram import OVERLAYS
 from .renderers.units import no_timings_reason
-from .session import TraceRequest, UsageProblem, check_output_folder, read_trace, trace_model, write_output
+from .session import TraceRequest, UsageProblem, check_output_folder, read_trace, trace_model
 from .tracer.user_warnings import ShapetraceWarning
 
 _CONTEXT = CONTEXT
@@ -234,16 +235,11 @@ def render_command(trace_file: str, fmt: str | None, output: str | None, depth: 
                                 style=style, unroll=unroll or None, overlays=overlays, heat=heat,
                                 with_diagram=with_diagram, all_ops=all_ops or None,
                                 color=terminal_colour(output))
-        plot = None
-        if plot_file is not None:  # made before anything is written: a trace the plot cannot show is refused whole
-            try:
-                plot = plot_data(trace, plot_kind, plot_file, top, view)
-            except ValueError as e:
-                raise UsageProblem(f"--plot {plot_file} --plot-kind {plot_kind}: {e}") from None
+        # made before anything is written: a trace the plot cannot show is refused whole
+        plot = plot_data(trace, plot_kind, plot_file, top, view) if plot_file is not None else None
         emit(trace, fmt, options, output)
         if plot is not None:
-            write_output(plot, plot_file)
-            click.echo(f"wrote {plot_file}", err=True)
+            write_plot(plot, plot_file)
     note_saved_failure(trace, "the table" if not get(fmt).dataflow else "the diagram")
 
 

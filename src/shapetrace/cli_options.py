@@ -29,6 +29,7 @@ from .session import (
     is_saved_trace,
     pick_format,
     render_output,
+    write_output,
 )
 from .specs.names import source_file
 from .stdout_guard import guard_stdout
@@ -212,12 +213,21 @@ def check_plot_file(plot_file: str | None, output: str | None, *specs: str | Non
 
 
 def plot_data(trace: Any, kind: str, path: str, top: int, view: str = "calls") -> str | bytes:
-    """The ``--plot-kind`` plot of ``trace`` for ``path`` (its suffix picks svg or png); ``ValueError`` saying
+    """The ``--plot-kind`` plot of ``trace`` for ``path`` (its suffix picks svg or png); a ``UsageProblem`` saying
     why when the trace lacks what the plot shows (a trace without timings, for the time plots)."""
     from .renderers.plots import render_plot  # noqa: PLC0415 - matplotlib is imported only when a plot is asked for
 
     options = {"top": top, "view": view} if kind in ("bars", "forward") else {}
-    return render_plot(trace, kind, format=Path(path).suffix[1:].lower(), **options)
+    try:
+        return render_plot(trace, kind, format=Path(path).suffix[1:].lower(), **options)
+    except ValueError as e:
+        raise UsageProblem(f"--plot {path} --plot-kind {kind}: {e}") from None
+
+
+def write_plot(data: str | bytes, path: str) -> None:
+    """Write a plot made by ``plot_data`` to ``path`` (atomically) and say so on stderr."""
+    write_output(data, path)
+    click.echo(f"wrote {path}", err=True)
 
 
 heat_option = click.option(

@@ -32,10 +32,11 @@ from .cli_options import (
     table_width,
     terminal_colour,
     width_option,
+    write_plot,
 )
 from .renderers import RenderOptions, formats, get
 from .renderers.units import fallback_text, literal, timer_kind_text
-from .session import TraceRequest, UsageProblem, load, profile_model, write_output
+from .session import TraceRequest, UsageProblem, load, profile_model
 
 PROFILE_FORMATS = formats()
 
@@ -122,8 +123,7 @@ def profile_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], 
         if not outcome.failed:
             click.echo(summary(outcome.trace, top, view), err=True)
             if plot_file is not None:
-                write_output(plot_data(outcome.trace, plot_kind, plot_file, top, view), plot_file)
-                click.echo(f"wrote {plot_file}", err=True)
+                write_plot(plot_data(outcome.trace, plot_kind, plot_file, top, view), plot_file)
     if outcome.failed:
         click.echo(f"error: {outcome.error}", err=True)
         sys.exit(1)

@@ -706,6 +706,7 @@ class _Dot:
         self.trace, self.graph, self.layout, self.style = trace, graph, layout, style
         self.unfed = set(graph.unfed)
         self.home = home_device(trace)  # a node whose tensors are elsewhere says where (``small_marks``)
+        self.small_print = {n.id: self.small_marks(n) for n in graph.nodes}  # read for the U layout and each label
         self.show_params = show_params
         self.overlay = _Overlay(trace, graph, overlays, options)
         self.options = options
@@ -737,7 +738,7 @@ class _Dot:
         out.append(f"  node {_attrs({'fontname': FONT, 'fontsize': '10', 'margin': '0.12,0.05', 'height': '0.3'})}")
         out.append(f"  edge {_attrs({'fontname': FONT, 'fontsize': '8.5', 'arrowsize': '0.7', **EDGE})}")
         if self.layout == "u":
-            pos = self.pos = _u_positions(g, self.style, {n.id: self.small_marks(n) for n in g.nodes},
+            pos = self.pos = _u_positions(g, self.style, self.small_print,
                                           {(e.src, e.dst): _edge_label(e, self._printed_shape(e.src)) for e in g.edges})
             for n in g.nodes:
                 out.append("  " + self.node_stmt(n, pos[n.id]))
@@ -787,7 +788,7 @@ class _Dot:
         marks = ov.marks.get(n.id, [])
         if n.id in self.unfed:  # its input came from ops the trace did not record (Graph.unfed)
             attrs["style"] = attrs["style"] + ",dashed"
-        marks = [*marks, *(_small(html(t), "#111111" if on_dark else "#4a4a4a") for t in self.small_marks(n))]
+        marks = [*marks, *(_small(html(t), "#111111" if on_dark else "#4a4a4a") for t in self.small_print[n.id])]
         attrs["label"] = _node_label(n, self.style, self.show_params, marks, on_dark, swatches,
                                      time_shown=n.id in ov.time_marked)
         attrs["tooltip"] = tooltip(n.tooltip())

@@ -251,6 +251,7 @@ class TraceDiff:
     a: Trace
     b: Trace
     rows: list[Row]
+    homes: tuple[str | None, str | None] = (None, None)  # each side's own device, as compared (``_homes``)
 
     @property
     def shown(self) -> list[Row]:
@@ -459,7 +460,7 @@ def diff_traces(a: Trace, b: Trace, a_name: str = "A", b_name: str = "B") -> Tra
     _mark_unreached(rows, a, b)
     _fold_insides(rows)
     _mark_containers(rows, homes)
-    return TraceDiff(a_name, b_name, a, b, rows)
+    return TraceDiff(a_name, b_name, a, b, rows, homes)
 
 
 def _mark_unreached(rows: list[Row], a: Trace, b: Trace) -> None:
@@ -487,7 +488,7 @@ _CARRIED_CHANGES = ("output", "input")
 
 def _signature(value: Any, home: str | None) -> list[tuple[tuple[int, ...], str, str | None]]:
     """Each tensor's shape, dtype and device where not ``home`` (``_elsewhere``)."""
-    return [(tuple(m.shape), m.dtype, None if home is None or m.device == home else m.device) for m in _metas(value)]
+    return [(tuple(m.shape), m.dtype, d) for m, d in zip(_metas(value), _elsewhere(value, home))]
 
 
 def _reshaped_inside(row: Row) -> bool:
@@ -628,7 +629,7 @@ def _summary_lines(d: TraceDiff) -> list[str]:
                        "calling {}: the module is there, not added or removed.".format("it" if n == 1 else "them"))
     pa, pb = d.a.model.params, d.b.model.params
     out.append(f"parameters: {pa:,} → {pb:,} ({_signed(pb - pa)})" if pa != pb else f"parameters: {pa:,} in both")
-    out_a, out_b = _cells(d.a.outputs, d.b.outputs, _homes(d.a, d.b))
+    out_a, out_b = _cells(d.a.outputs, d.b.outputs, d.homes)
     if out_a != out_b:
         out.append(f"model output: {out_a} → {out_b}")
     if d.timed:
@@ -675,7 +676,7 @@ def _not_comparable(d: TraceDiff) -> str:
 
 def _no_differences(d: TraceDiff) -> str:
     """The sentence for a diff with no changed, added or removed call."""
-    homes = _homes(d.a, d.b)
+    homes = d.homes
     out_a, out_b = _cells(d.a.outputs, d.b.outputs, homes)
     if d.carried or out_a != out_b:
         ra, rb = (d.a.calls[0], d.b.calls[0]) if d.a.calls and d.b.calls else (None, None)

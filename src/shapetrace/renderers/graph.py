@@ -353,8 +353,7 @@ def _failing_calls(trace: Trace) -> set[int]:
     # fallback that failed in its except clause): start order puts each call after the one it was called in
     for c in trace.calls:
         parent = c.parent
-        if (parent is not None and parent in out and c.error is not None
-                and 0 <= parent < len(trace.calls) and trace.calls[parent].error == c.error):
+        if parent in out and c.error is not None and trace.calls[parent].error == c.error:
             out.add(c.id)
     return out
 

@@ -207,7 +207,7 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     for k, v in _summary_lines(trace, fwd):
         out.append(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>")
     out.append("</dl>")
-    notes = _notes(trace, rows, every_row)
+    notes = _notes(trace, rows, every_row, home=home)
     elided = elided_note(shown_rows)
     if elided:
         notes.append(elided)

@@ -468,12 +468,13 @@ def build_view(trace: Trace, module: str = "") -> View:
                 "recorded, so its lines show no shapes (its call: " + _value_text(calls[0].outputs)[0] + ")")
         if calls[0].parent is not None and not (calls[0].code or {}).get("torch_layer"):
             note += _alone_advice(calls[0])
+    moves = home_device(trace) is not None  # marks where data moves, but not in a shape-only trace
     views = []
     for key, source_calls in by_source.items():
         sids = {c.id for c in source_calls}
         events: list[Call | Op] = [c for c in children if c.parent in sids] + [o for o in ops if o.call in sids]
         events.sort(key=lambda e: e.start if isinstance(e, Call) else e.order)
-        views.append(_source_view(trace, key, source_calls, events, calls[0].module))
+        views.append(_source_view(trace, key, source_calls, events, calls[0].module, moves))
     return View(module, calls[0].cls, len(calls), views, failure, note)
 
 
@@ -507,8 +508,10 @@ def _outside_lines(outside: dict[int, list[Call | Op]], raised: dict[int, str | 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | Op], parent_name: str) -> SourceView:
-    moves = home_device(trace) is not None
+def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | Op], parent_name: str,
+                 moves: bool) -> SourceView:
+    """One source's lines with what ran on each (``moves``: mark the data moved to another device, see
+    ``_group_events``)."""
     info = trace.sources.get(key) or {"qualname": key.rpartition(".")[2], "missing": "no source was recorded"}
     if "text" not in info:
         return SourceView(key, info.get("qualname", key), info.get("file"), None, [],

@@ -261,11 +261,14 @@ class Elision:
 
     rows: list[Row]
     gaps: dict[int, int]
-    total: int
 
     @property
     def left_out(self) -> int:
         return sum(self.gaps.values())
+
+    @property
+    def total(self) -> int:
+        return len(self.rows) + self.left_out
 
 
 def elide(rows: list[Row], max_rows: int | None) -> Elision:
@@ -273,7 +276,7 @@ def elide(rows: list[Row], max_rows: int | None) -> Elision:
     else the first rows and the last quarter of ``max_rows``, and every failing row wherever it is, with a gap
     in place of each run of rows left out."""
     if max_rows is None or len(rows) <= max_rows:
-        return Elision(list(rows), {}, len(rows))
+        return Elision(list(rows), {})
     tail = max_rows // 4
     head = max_rows - tail
     kept = set(range(head)) | set(range(len(rows) - tail, len(rows))) | {i for i, r in enumerate(rows) if r.failed}
@@ -284,7 +287,7 @@ def elide(rows: list[Row], max_rows: int | None) -> Elision:
             shown.append(r)
         else:
             gaps[len(shown) - 1] = gaps.get(len(shown) - 1, 0) + 1
-    return Elision(shown, gaps, len(rows))
+    return Elision(shown, gaps)
 
 
 def forward_ms(trace: Trace) -> float | None:

@@ -297,10 +297,10 @@ def gap_text(count: int) -> str:
     return f"⋯ {count:,} row{'s' if count != 1 else ''} not shown"
 
 
-def _notes(trace: Trace, rows: list[Row], every_row: list[Row] | None = None) -> list[str]:
-    """Footnotes: folding, repeated calls, aliases, the calls' notes, uncalled modules, the failure. ``rows`` are
-    the rows shown; ``every_row`` the table's rows before a display shortened it (``rows.elide``): the repeated
-    calls are counted over those."""
+def _notes(trace: Trace, rows: list[Row], every_row: list[Row] | None = None, *, home: str | None) -> list[str]:
+    """Footnotes: folding, repeated calls, aliases, the calls' notes, uncalled modules, devices other than
+    ``home`` (``home_device``), the failure. ``rows`` are the rows shown; ``every_row`` the table's rows before a
+    display shortened it (``rows.elide``): the repeated calls are counted over those."""
     notes = []
     for r in rows:
         if r.folded:
@@ -326,10 +326,10 @@ def _notes(trace: Trace, rows: list[Row], every_row: list[Row] | None = None) ->
     for head, modules in (("never called in the forward", never), ("not reached before the failure", unreached)):
         if modules:
             notes.append(f"{head}: " + ", ".join(_uncalled_parts(modules)))
-    elsewhere = other_devices(trace)
+    elsewhere = other_devices(trace, home)
     if elsewhere:
         notes.append(f"on {', '.join(map(literal, elsewhere))}: these tensors are not on "
-                     f"{literal(home_device(trace) or '')}, the device of the rest of the trace")
+                     f"{literal(home or '')}, the device of the rest of the trace")
     if trace.failure is not None:
         where = failure_place(trace, with_class=True)
         notes.append(f"{FAIL_MARK} the forward failed {where}: {error_lines(trace.failure.text)}"
@@ -740,7 +740,7 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     for k, v in summary:
         entry = f"{k + ':':<{label_w + 1}} {v}"
         lines.extend(wrap_words(entry, limit) if limit is not None else [entry])
-    notes = _notes(trace, rows, every_row)
+    notes = _notes(trace, rows, every_row, home=home)
     if redundant and any(c not in ("—", "", "1st call") for c in cells["params"]):
         notes.insert(0, "trainable: left out, equal to params in every row (the totals give it)")
     if inputs_below:
@@ -813,7 +813,7 @@ def render_markdown(trace: Trace, *, depth: int | None = None, view: str = "call
     out.append("")
     for k, v in _summary_lines(trace, fwd):
         out.append(f"- {k}: {md_text(v)}")
-    notes = _notes(trace, rows)
+    notes = _notes(trace, rows, home=home)
     if notes:
         out.append("")
         out += [f"> {md_text(part)}  " for n in notes for part in n.split("\n")]  # a note's line breaks kept

@@ -158,10 +158,10 @@ def home_device(trace: Trace) -> str | None:
     return max(counts, key=counts.__getitem__) if counts else None  # the first counted wins a tie
 
 
-def other_devices(trace: Trace) -> list[str]:
-    """The devices, other than ``home_device``, that tensors of the trace's calls are on, in first-seen order
-    (none where ``home_device`` is ``None``)."""
-    home, seen = home_device(trace), {}
+def other_devices(trace: Trace, home: str | None) -> list[str]:
+    """The devices, other than ``home`` (``home_device(trace)``), that tensors of the trace's calls are on, in
+    first-seen order (none where the home device is ``None``)."""
+    seen: dict[str, None] = {}
     if home is None:
         return []
     for c in trace.calls:

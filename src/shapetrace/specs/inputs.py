@@ -261,7 +261,7 @@ def parse_input(spec: str) -> InputSpec:  # noqa: C901 - one branch per part of 
                 raise _fail(spec, f"two ranges given ({_shortened(after)} after {_shortened(part)})")
             raise _fail(spec, f"nothing may follow the range {_shortened(part)}, got "
                               f"{_shortened(':' + ':'.join(parts[i + 1:]))} after it")
-        if m is None or rng is not None:
+        if m is None:
             raise _fail(spec, f"after the shape only a range LOW..HIGH may follow, got {_shortened(part)}")
         rng = (m.group(1), m.group(2))
     if shape is None:

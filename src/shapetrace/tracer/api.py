@@ -82,7 +82,6 @@ def _where_and_why(trace: Trace) -> str | None:
                     f"known: {f.text}")
         return f"the forward failed outside any module: {f.text}"
     labelled = labelled_tensors(call.inputs, call.cls, "inputs") + labelled_tensors(call.kwargs, call.cls, "kwargs")
-    devices = {m.device for _, m in labelled}
     weights = next((n.text for n in call.notes if n.code == "weights-elsewhere"), None)
     shapes = ", ".join(f"{name} {tuple(m.shape)} {m.dtype}" + (f" on {m.device}" if weights else "")
                        for name, m in labelled)
@@ -90,8 +89,8 @@ def _where_and_why(trace: Trace) -> str | None:
     after = f"after {done} completed call{'s' if done != 1 else ''}" if done else "before any call completed"
     if when:
         after = f"in {when}"
-    held = (f"\n  weights: its own parameters or buffers are on {weights}, not on {', '.join(sorted(devices))}"
-            if weights else "")
+    held = (f"\n  weights: its own parameters or buffers are on {weights}, not on "
+            f"{', '.join(sorted({m.device for _, m in labelled}))}" if weights else "")
     instead = trace.raised_instead()
     raised = ""
     if instead is not None:

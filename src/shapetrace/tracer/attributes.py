@@ -16,8 +16,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["CONTAINERS", "TORCH_ATTRIBUTES", "changed_names", "plain_containers", "put_back_attributes",
-           "put_back_contents", "put_back_entries"]
+__all__ = ["CONTAINERS", "TORCH_ATTRIBUTES", "changed_names", "plain_containers", "put_back_attributes", "put_back_contents", "put_back_entries", "same_contents"]
 
 TORCH_ATTRIBUTES = frozenset(nn.Module().__dict__)
 CONTAINERS = (list, dict)  # the plain containers whose contents are put back (exactly these types)
@@ -49,6 +48,15 @@ def put_back_attributes(live: dict[str, Any], saved: Mapping[str, Any], keep: Co
 def plain_containers(attrs: Mapping[str, Any]) -> list[list | dict]:
     """The plain lists and dicts among a module's attributes (``attrs``, its ``__dict__``), torch's own left out."""
     return [v for k, v in attrs.items() if type(v) in CONTAINERS and k not in TORCH_ATTRIBUTES]
+
+
+def same_contents(now: list | dict, before: list | dict) -> bool:
+    """Whether ``now`` holds the very objects ``before`` (a shallow copy of it) held, in the same places."""
+    if len(now) != len(before):
+        return False
+    if isinstance(now, dict):
+        return all(k in before and now[k] is before[k] for k in now)  # type: ignore[index]
+    return all(a is b for a, b in zip(now, before))
 
 
 def put_back_contents(container: list | dict, items: list | dict) -> None:

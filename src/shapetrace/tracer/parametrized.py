@@ -26,6 +26,8 @@ from typing import Any
 from torch import nn
 from torch.nn.utils import parametrize, prune
 
+from .attributes import put_back_contents, same_contents
+
 __all__ = ["cache_found", "match_properties", "put_back_cache", "reparametrization_hook"]
 
 # Where torch's reparametrizations define the hooks they register on a module (forward pre-hooks, state-dict hooks)
@@ -70,9 +72,8 @@ def put_back_cache(saved: dict[Any, Any] | None) -> None:
     cache = _cache()
     if saved is None or cache is None or (not cache and not saved):
         return
-    if len(cache) != len(saved) or any(saved.get(k) is not v for k, v in cache.items()):
-        cache.clear()
-        cache.update(saved)
+    if not same_contents(cache, saved):
+        put_back_contents(cache, saved)
 
 
 def _generated(cls: type) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attributes import plain_containers, put_back_attributes, put_back_contents
+from .attributes import plain_containers, put_back_attributes, put_back_contents, same_contents
 from .cleanup import run_all_then_raise
 from .errors import UnsupportedModel
 from .shape_only import keeps_values
@@ -83,14 +83,6 @@ def _swapped(copies: list[tuple[dict[str, Any], str, torch.Tensor]]) -> Iterator
         run_all_then_raise(reversed(put_back))
 
 
-def _same_contents(now: list | dict, before: list | dict) -> bool:
-    if len(now) != len(before):
-        return False
-    if isinstance(now, dict):
-        return all(k in before and now[k] is before[k] for k in now)  # type: ignore[index]
-    return all(a is b for a, b in zip(now, before))
-
-
 def _registered_names(attrs: dict[str, Any]) -> set[str]:
     """The names in the parameter, buffer and module registries of a module's ``__dict__``. Read through
     ``keys()``: a TorchScript module's registries are mappings whose iteration asks for items by position."""
@@ -122,7 +114,7 @@ def _attributes_kept(model: nn.Module) -> Iterator[None]:
             live = vars(m)
             put_back_attributes(live, attrs, keep=_registered_names(live))
             for v, items in contents:
-                if not _same_contents(v, items):
+                if not same_contents(v, items):
                     put_back_contents(v, items)
 
 

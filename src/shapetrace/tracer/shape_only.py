@@ -247,7 +247,9 @@ def _same_dtype(*names: str) -> Callable[[tuple, dict], None]:
             return
         named = [(n, a) for n, a in (*zip((*names, "", ""), args[:3]), *kwargs.items())
                  if isinstance(a, torch.Tensor)]
-        (first, t0), *rest = named or [("", None)]
+        if not named:
+            return
+        (first, t0), *rest = named
         other = next(((n, t) for n, t in rest if t.dtype != t0.dtype), None)
         if other is not None:
             dtypes = " and ".join(str(t.dtype).replace("torch.", "") for t in (t0, other[1]))

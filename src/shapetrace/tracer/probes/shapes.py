@@ -170,7 +170,7 @@ class ShapeProbe(Probe):
                        if t is not None}
             given: set[str] = set()
             for a in [*self._args[cid], self._kwargs[cid]]:
-                if type(a) is tuple:  # a plain tensor, as recorded in the hook (``Raw``)
+                if type(a) is Raw:  # a plain tensor, as recorded in the hook
                     given.add(device_name(a[3]))
                 else:
                     given.update(m.device for _, m in iter_tensors(a))
@@ -216,7 +216,7 @@ class ShapeProbe(Probe):
                 aliases = [n for n in every if n != name]
             inputs = []
             for a in args:
-                if type(a) is tuple:
+                if type(a) is Raw:
                     a = made.get(a) or to_meta(a)
                 inputs.append(a)
             out = outs.get(cid)
