@@ -23,7 +23,7 @@ from ..tracer.metrics import (
     Note,
     TimingSummary,
 )
-from ..tracer.records import Call, Opaque, Struct, TensorMeta, Trace, Value, iter_tensors
+from ..tracer.records import Call, Opaque, Struct, TensorMeta, Trace, Value, iter_tensors, raiser_name
 
 __all__ = [
     "arguments_text",
@@ -161,9 +161,9 @@ def home_device(trace: Trace) -> str | None:
 def other_devices(trace: Trace, home: str | None) -> list[str]:
     """The devices, other than ``home`` (``home_device(trace)``), that tensors of the trace's calls are on, in
     first-seen order (none where the home device is ``None``)."""
-    seen: dict[str, None] = {}
     if home is None:
         return []
+    seen: dict[str, None] = {}
     for c in trace.calls:
         for value in (c.inputs, c.kwargs, c.side_inputs, c.outputs):
             for _, m in iter_tensors(value):
@@ -451,7 +451,7 @@ def raised_instead_text(trace: Trace) -> str:
     if instead is None:
         return ""
     call, error = instead
-    who = "the forward" if call.parent is None else f"{literal(call.label)} ({literal(call.cls)})"
+    who = literal(raiser_name(call))
     return f"; {who} raised {error_lines(error)} from it"
 
 

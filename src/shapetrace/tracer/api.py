@@ -15,7 +15,7 @@ from torch.nn.parameter import UninitializedBuffer
 from .arguments import arguments_kept
 from .capture import Checked, LazyLayers, OwnForwardTracer, TeardownFailed, UnsupportedModel, unwrap
 from .placement import model_device, place_inputs, runs_elsewhere
-from .records import Trace, labelled_tensors
+from .records import Trace, labelled_tensors, raiser_name
 
 # Values whose code runs only when they are consumed: a forward returning one has not run yet.
 _LAZY = (types.GeneratorType, map, filter, zip)
@@ -94,7 +94,7 @@ def _where_and_why(trace: Trace) -> str | None:
     instead = trace.raised_instead()
     raised = ""
     if instead is not None:
-        who = "the forward" if instead[0].parent is None else f"{instead[0].label} ({instead[0].cls})"
+        who = raiser_name(instead[0])
         raised = f"\n  raised: {_indented(instead[1])} ({who} raised it from the error above)"
     return (f"the forward failed in {call.label} ({call.cls}) {after}.\n"
             f"  input: {shapes or 'no tensors'}{held}\n  error: {_indented(f.text)}{raised}")

@@ -430,6 +430,11 @@ def raised_another(error: str | None, passed: str | None) -> bool:
     return error is not None and passed is not None and error != passed and not passed.startswith(f"{error}: ")
 
 
+def raiser_name(call: Call) -> str:
+    """Who raised an exception, for a sentence: ``the forward`` (the model's own call) or ``label (Class)``."""
+    return "the forward" if call.parent is None else f"{call.label} ({call.cls})"
+
+
 @dataclass
 class Failure:
     """Where and how the forward failed: the innermost call the exception left, and the exception."""
