@@ -3,6 +3,8 @@ repr, which walks every submodule, is never built), and any other object's repr 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -25,6 +27,9 @@ class Reprs(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.body = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
 
     def __repr__(self) -> str:
         Reprs.built += 1
@@ -65,3 +70,38 @@ def test_an_objects_repr_is_recorded_on_one_line():
     tag = t.calls[0].inputs[1]
     assert tag == Opaque("Label", "Label(\\n  'a'\\n)")
     assert shapetrace.load(t.to_json()).calls[0].inputs[1] == tag
+
+
+class TakesAFunction(nn.Module):
+    def forward(self, x: torch.Tensor, fn: object) -> torch.Tensor:
+        return x
+
+
+class PassesBoundMethods(nn.Module):
+    """Passes a method bound to a big module, and partials around it, as arguments (callbacks, activations)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.big, self.h = Reprs(), TakesAFunction()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.h(x, self.big.forward)
+        x = self.h(x, functools.partial(self.big, scale=torch.ones(3, 2)))
+        return self.h(x, functools.partial(torch.add, self.big.forward))
+
+
+def test_a_method_bound_to_a_module_or_a_partial_around_one_is_recorded_without_building_the_modules_repr():
+    Reprs.built = 0
+    t = shapetrace.trace(PassesBoundMethods(), torch.randn(2, 3))
+    assert Reprs.built == 0
+    assert [c.inputs[1].repr for c in t.calls_of("h")] == [
+        "<bound method Reprs.forward of Reprs module>",
+        "functools.partial(Reprs module, scale=Tensor(3, 2) float32)",
+        "functools.partial(<built-in method add of type object>, <bound method Reprs.f..."]  # cut at 80
+
+
+def test_a_method_bound_to_a_plain_object_reads_as_pythons_repr_of_it_on_one_line():
+    label = Label()
+    t = shapetrace.trace(TakesAFunction(), torch.randn(2), label.__repr__)
+    assert repr(label.__repr__) == "<bound method Label.__repr__ of Label(\n  'a'\n)>"
+    assert t.calls[0].inputs[1].repr == "<bound method Label.__repr__ of Label(\\n  'a'\\n)>"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import re
 import types
 from collections.abc import Callable, Iterator
@@ -132,16 +133,34 @@ _ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(32), 127)}
 
 
 def _short_repr(value: Any) -> str:
-    """A value's repr on one line, at most 80 characters. A module (an ``nn.Module`` passed as an argument) is
-    its class name: its repr walks every submodule (a ResNet-152's runs to 25,000 characters), at every call."""
-    if isinstance(value, torch.nn.Module):
-        return f"{type(value).__name__} module"
+    """A value's repr on one line, at most 80 characters (``_repr_text``)."""
     try:
-        text = _without_address(repr(value))
+        text = _repr_text(value)
     except Exception:  # noqa: BLE001 - a broken __repr__ must not break a trace
         text = f"<{type(value).__qualname__}>"
     text = text[:400].translate(_ESCAPES)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _repr_text(value: Any, depth: int = 0) -> str:
+    """A value's repr without its memory addresses, except where the repr would walk a model or print a tensor's
+    values. A module (an ``nn.Module`` passed as an argument) is its class name: its repr walks every submodule (a
+    ResNet-152's runs to 25,000 characters), at every call. So is a module inside a method bound to it
+    (``self.body.forward``) or a ``functools.partial`` (whose reprs hold their object's and arguments' reprs),
+    a few levels deep; a tensor there is its shape and dtype."""
+    if isinstance(value, torch.nn.Module):
+        return f"{type(value).__name__} module"
+    if isinstance(value, torch.Tensor):
+        return _tensor_key(value)
+    if depth < 3:
+        if isinstance(value, types.MethodType):
+            name = getattr(value.__func__, "__qualname__", None) or getattr(value.__func__, "__name__", "?")
+            return f"<bound method {name} of {_repr_text(value.__self__, depth + 1)}>"
+        if isinstance(value, functools.partial):
+            parts = [_repr_text(value.func, depth + 1), *(_repr_text(a, depth + 1) for a in value.args),
+                     *(f"{k}={_repr_text(v, depth + 1)}" for k, v in value.keywords.items())]
+            return f"{type(value).__module__}.{type(value).__qualname__}({', '.join(parts)})"
+    return _without_address(repr(value))
 
 
 def _is_namedtuple(value: Any) -> bool:
