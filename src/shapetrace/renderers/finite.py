@@ -16,7 +16,7 @@ from ..tracer.records import Call, Trace, labelled_tensors
 from .units import literal
 
 __all__ = ["ORIGIN_MARK", "PASSED_MARK", "checked", "counts_text", "is_own_code", "nonfinite_notes", "origin_call",
-           "passed_calls", "row_marks", "summary_line"]
+           "origin_events", "passed_calls", "row_marks", "summary_line"]
 
 ORIGIN_MARK = "‼"  # the row, node or line where the first NaN or Inf was made
 PASSED_MARK = "·"  # a later call whose output holds some: passed along, or made anew
@@ -68,6 +68,29 @@ def row_marks(trace: Trace, depth: int | None = None) -> dict[int, str]:
             c = trace.calls[c.parent]
         marks[c.id] = mark if marks.get(c.id) != ORIGIN_MARK else ORIGIN_MARK
     return marks
+
+
+def origin_events(trace: Trace) -> set[tuple[str, int]]:
+    """The events a line-by-line view marks as where the first NaN or Inf was made, as ``("call", id)`` and
+    ``("op", id)``: the origin's call for a layer; for a call's own code, its functional ops (recorded with
+    ``ops`` or ``lines``) that ran after the last child call to end before the values were seen (in the input of
+    ``seen_in``, or in its output), and before then: the candidates, in event order."""
+    origin = origin_call(trace)
+    if origin is None:
+        return set()
+    if not is_own_code(trace):
+        return {("call", origin)}
+    call = trace.calls[origin]
+    summary = _summary(trace) or {}
+    seen_in = summary.get("seen_in")
+    seen = (trace.calls[seen_in] if isinstance(seen_in, int) and not isinstance(seen_in, bool)
+            and 0 <= seen_in < len(trace.calls) else None)
+    limit = seen.start if seen is not None else call.end
+    if limit is None:
+        return set()
+    after = max((c.end for c in trace.calls if c.parent == origin and c.end is not None and c.end < limit),
+                default=call.start)
+    return {("op", o.id) for o in trace.ops if o.call == origin and after < o.order < limit}
 
 
 def counts_text(nan: int, posinf: int, neginf: int, values: int) -> str:
