@@ -13,7 +13,7 @@ import textwrap
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import model_fingerprint
+from conftest import model_fingerprint, requires_dot
 from torch import nn
 
 import shapetrace
@@ -290,3 +290,42 @@ def test_lines_marks_the_line_that_made_the_first_nan(log_file):
     assert len(marked) == 1 and "h = torch.log(h)" in marked[0]
     assert r.stderr.strip().splitlines()[-1].startswith(
         "check-finite: first non-finite values made by the own code of (root) (Net)")
+
+
+def test_the_checks_own_reductions_are_not_recorded_as_ops():
+    model = nn.Sequential(DividesBetweenChildren(), nn.Tanh()).eval()
+    x = torch.randn(3, 4)
+    plain = shapetrace.trace(model, x, ops=True)
+    checked = shapetrace.trace(model, x, ops=True, check_finite=True)
+    assert [(o.name, o.call) for o in checked.ops] == [(o.name, o.call) for o in plain.ops] == [("div", 1)]
+
+
+def test_a_tracer_block_checks_too_and_blames_code_between_two_forwards():
+    model = nn.Sequential(nn.Linear(8, 8), nn.Tanh()).eval()
+    x = torch.randn(4, 8)
+    with Tracer(model, check_finite=True) as tr:
+        y = model(x)
+        model(x * float("inf") - y.sum())  # made between the forwards, outside any call: inf - inf is NaN
+    summary = tr.trace.meta["nonfinite"]
+    assert summary["where"] == "outside" and summary["first"] is None
+    assert summary["seen_in"] == [c.id for c in tr.trace.calls if c.parent is None][1]
+
+
+def test_a_depth_that_folds_the_origin_marks_the_row_it_is_folded_into():
+    model = nn.Sequential(nn.Sequential(nn.Linear(4, 4), Log()), nn.Linear(4, 2)).eval()
+    t = shapetrace.trace(model, -torch.ones(3, 4) * 100, check_finite=True)
+    rows = [line.split()[:2] for line in render_text(t, depth=1, width=None).split("─\n")[2].splitlines()
+            if "─" not in line]
+    assert rows == [[PASSED_MARK, "(root)"], [ORIGIN_MARK, "0"], [PASSED_MARK, "1"]]
+
+
+@requires_dot
+def test_the_diagram_marks_the_origin_node_and_no_other():
+    from shapetrace.renderers.diagram import NONFINITE_COLOR, NONFINITE_NODE_MARK, render
+
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
+    svg = render(shapetrace.trace(log_model(), x, ops=True, check_finite=True), format="svg").decode()
+    assert svg.count(NONFINITE_NODE_MARK) == 1
+    assert svg.count(f'stroke="{NONFINITE_COLOR}"') == 1
+    plain = render(shapetrace.trace(log_model(), x, ops=True), format="svg").decode()
+    assert NONFINITE_COLOR not in plain and "NaN" not in plain
