@@ -329,3 +329,22 @@ def test_the_diagram_marks_the_origin_node_and_no_other():
     assert svg.count(f'stroke="{NONFINITE_COLOR}"') == 1
     plain = render(shapetrace.trace(log_model(), x, ops=True), format="svg").decode()
     assert NONFINITE_COLOR not in plain and "NaN" not in plain
+
+
+@pytest.mark.parametrize("summary", [{"first": 999, "where": "layer"}, {"first": True, "nan": "x"},
+                                     {"first": "input:zz", "where": "input"}, {"first": 1, "seen_in": True,
+                                                                               "where": "own-code", "own_nonfinite": [1]},
+                                     [], "text"])
+def test_a_malformed_nonfinite_summary_in_a_loaded_trace_still_renders(summary):
+    from shapetrace.renderers.diagram import to_dot
+    from shapetrace.renderers.finite import summary_line
+    from shapetrace.renderers.lines import build_view
+    from shapetrace.renderers.lines import render as render_lines
+
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
+    data = json.loads(shapetrace.trace(log_model(), x, check_finite=True, lines=True).to_json())
+    data["meta"]["nonfinite"] = summary
+    t = shapetrace.load(json.dumps(data))
+    assert table(t) and t._repr_html_() and to_dot(t) and render_lines(build_view(t))
+    line = summary_line(t)
+    assert line is None if not isinstance(summary, dict) else "all outputs finite" not in line

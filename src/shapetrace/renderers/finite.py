@@ -185,10 +185,12 @@ def summary_line(trace: Trace) -> str | None:
     if summary is None:
         return None
     origin = _origin_text(trace, summary)
+    n = len(passed_calls(trace))
+    if origin is None and n:  # a hand-made or edited trace: calls hold some, the origin is not recorded
+        return f"non-finite outputs in {n} call{'s' if n != 1 else ''}; where they came from is not recorded"
     if origin is None:
         n = sum(1 for c in trace.calls if c.error is None)
         return f"all outputs finite ({n} call{'s' if n != 1 else ''} checked)"
-    n = len(passed_calls(trace))
     after = "" if summary.get("where") == NONFINITE_INPUT else " after it"
     return f"{origin}; non-finite outputs in {n} call{'s' if n != 1 else ''}{after}"
 
