@@ -761,8 +761,9 @@ def render_html(view: View) -> str:
         parts.append(f'<p class="st-lines-note">Note: {markup(view.note)}</p>')
     if view.failure:
         parts.append(f'<p class="st-lines-note">The forward failed: {_lines_html(view.failure)}</p>')
+    amber = f" Amber, {ORIGIN_MARK}: made the first NaN or Inf." if _marks_nonfinite(view) else ""
     parts.append('<p class="st-lines-note">Dimmed, in italics: never ran. Red: the line the error left by. ×N: made N times '
-                 "by the line (a loop, or a module called again), with each one's output shape.</p>")
+                 f"by the line (a loop, or a module called again), with each one's output shape.{amber}</p>")
     return "\n".join(parts) + "\n"
 
 
