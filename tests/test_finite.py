@@ -348,3 +348,16 @@ def test_a_malformed_nonfinite_summary_in_a_loaded_trace_still_renders(summary):
     assert table(t) and t._repr_html_() and to_dot(t) and render_lines(build_view(t))
     line = summary_line(t)
     assert line is None if not isinstance(summary, dict) else "all outputs finite" not in line
+
+
+def test_a_layer_writing_nan_into_its_input_in_place_is_the_origin_not_its_parent():
+    class LogInPlace(nn.Module):
+        def forward(self, x):
+            return x.log_()
+
+    model = nn.Sequential(nn.Linear(4, 4), LogInPlace(), nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        model[0].weight.fill_(-1.0)
+        model[0].bias.zero_()
+    t = shapetrace.trace(model, torch.ones(3, 4), check_finite=True)
+    assert t.meta["nonfinite"]["first"] == call_of(t, "1").id and t.meta["nonfinite"]["where"] == "layer"
