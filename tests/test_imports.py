@@ -40,7 +40,7 @@ KNOWN_CYCLES: dict[str, frozenset[str]] = {
                                   "shapetrace.renderers.html",
                                   "shapetrace.renderers.display", "shapetrace.renderers.diagram",
                                   "shapetrace.renderers.graph", "shapetrace.renderers.plots", "shapetrace.renderers.rows",
-                                  "shapetrace.renderers.hints",
+                                  "shapetrace.renderers.hints", "shapetrace.renderers.finite",
                                   "shapetrace.renderers.units", "shapetrace.renderers.markdown"}),
 }
 

@@ -30,6 +30,7 @@ from .cli_options import (
     OUTPUT_HELP,
     QuietPipeGroup,
     SuggestingChoice,
+    check_finite_option,
     check_plot_file,
     cli_errors,
     dash_is_stdout,
@@ -43,6 +44,7 @@ from .cli_options import (
     prepare_output,
     print_cause,
     profile_heat,
+    report_finite,
     table_width,
     terminal_colour,
     width_option,
@@ -153,12 +155,13 @@ def _with_diagram(fmt: str, asked: bool) -> bool:
 @click.option("--all-ops", is_flag=True,
               help="Diagram: draw every functional op; by default ops that only index, cast or create constants "
                    "are folded into the arrows they feed.")
+@check_finite_option
 @width_option
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
 def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], depth: int | None, view: str,
                   fmt: str | None, output: str | None, device: str | None, train: bool | None, grad: bool,
                   layout: str | None, overlays: tuple[str, ...], style: str | None, unroll: bool,
-                  with_diagram: bool, all_ops: bool, width: int | None, debug: bool) -> None:
+                  with_diagram: bool, all_ops: bool, check_finite: bool, width: int | None, debug: bool) -> None:
     with cli_errors(debug):
         fmt = prepare_output(fmt, output, models=(model,))
         with_diagram = _with_diagram(fmt, with_diagram)
@@ -168,7 +171,7 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
         # keeps them for a later render, and tables show the side inputs a layer reads through an op
         # (MergeLayer's torch.cat of a hooked tensor), so a table is the same traced or rendered from the JSON.
         request = TraceRequest(model, inputs, args, device, train, grad, ops=True, shapes_only="--device meta",
-                               grad_option="--grad")
+                               grad_option="--grad", check_finite=check_finite)
         outcome = trace_model(request)
         for note in outcome.notes:
             click.echo(f"note: {note}", err=True)
@@ -178,6 +181,7 @@ def trace_command(model: str, inputs: tuple[str, ...], args: tuple[str, ...], de
                                 style=style, unroll=unroll or None, overlays=overlays, with_diagram=with_diagram,
                                 all_ops=all_ops or None, color=terminal_colour(output))
         emit(outcome.trace, fmt, options, output)
+        report_finite(outcome.trace)
     if outcome.failed:
         click.echo(f"error: {outcome.error}", err=True)
         sys.exit(1)
@@ -240,6 +244,7 @@ def render_command(trace_file: str, fmt: str | None, output: str | None, depth: 
         emit(trace, fmt, options, output)
         if plot is not None:
             write_plot(plot, plot_file)
+        report_finite(trace)  # a trace saved with --check-finite: where its first NaN or Inf came from
     note_saved_failure(trace, "the table" if not get(fmt).dataflow else "the diagram")
 
 

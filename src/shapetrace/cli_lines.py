@@ -12,6 +12,7 @@ from .cli_options import (
     OUTPUT_HELP,
     SuggestingChoice,
     a_file_not_stdout,
+    check_finite_option,
     cli_errors,
     dash_is_stdout,
     distinct_outputs,
@@ -20,6 +21,7 @@ from .cli_options import (
     output_not_an_input,
     output_not_the_model,
     print_cause,
+    report_finite,
     table_width,
     width_option,
 )
@@ -48,18 +50,20 @@ _SUFFIX = {".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".js
                    "(a file other than -o's: the same file for both is refused).")
 @click.option("--train/--eval", "train", default=None,
               help="Trace in training / eval mode. Default: an exhibit as built, any other model in eval.")
+@check_finite_option
 @width_option
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
 def lines_command(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ...], fmt: str | None,
-                  output: str | None, save_trace: str | None, train: bool | None, width: int | None,
-                  debug: bool) -> None:
+                  output: str | None, save_trace: str | None, train: bool | None, check_finite: bool,
+                  width: int | None, debug: bool) -> None:
     """Print MODEL's forward source with, beside each line, the module calls and
     functional ops it ran and their output shapes.
 
     \b
     A line run several times (a loop) shows its runs folded as ×N with each
     run's shape; lines never reached are marked · (dimmed in HTML); the line an
-    error left by is marked ✗. MODEL is a model spec as for 'shapetrace trace',
+    error left by is marked ✗; with --check-finite, the line that made the first
+    NaN or Inf is marked ‼. MODEL is a model spec as for 'shapetrace trace',
     or a trace saved as JSON with line information (--save-trace, or
     shapetrace.trace(model, x, lines=True).to_json()).
 
@@ -78,7 +82,8 @@ def lines_command(model: str, module: str, inputs: tuple[str, ...], args: tuple[
       shapetrace lines mymodels.py:build --input 2,3,64,64 --format html -o lines.html
     """
     with cli_errors(debug):
-        failure_note = _lines(model, module, inputs, args, fmt, output, save_trace, train, width, debug)
+        failure_note = _lines(model, module, inputs, args, fmt, output, save_trace, train, width, debug,
+                              check_finite)
     if failure_note:
         click.echo(f"error: {failure_note}", err=True)
         sys.exit(1)
@@ -86,7 +91,7 @@ def lines_command(model: str, module: str, inputs: tuple[str, ...], args: tuple[
 
 def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ...], fmt: str | None,
            output: str | None, save_trace: str | None, train: bool | None, width: int | None,
-           debug: bool) -> str | None:
+           debug: bool, check_finite: bool = False) -> str | None:
     """Write the lines view; the failure message when the forward failed, else ``None``."""
     if fmt is None and output is not None and Path(output).suffix and Path(output).suffix.lower() not in _SUFFIX:
         raise UsageProblem(f"no lines format writes {Path(output).suffix!r} files; use one of "
@@ -103,11 +108,12 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
     note_suffix_mismatch("json", save_trace)
     failure_note = None
     if is_saved_trace(model):
-        if inputs or args:
-            raise UsageProblem("--input and --arg do not apply to a saved trace")
+        if inputs or args or check_finite:
+            raise UsageProblem("--input, --arg and --check-finite do not apply to a saved trace (a trace saved with "
+                               "--check-finite shows what it found)")
         result = read_trace(model)
     else:
-        outcome = trace_model(TraceRequest(model, inputs, args, train=train, lines=True))
+        outcome = trace_model(TraceRequest(model, inputs, args, train=train, lines=True, check_finite=check_finite))
         result, failure_note = outcome.trace, outcome.error
         if debug:
             print_cause(outcome.cause)
@@ -130,6 +136,7 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
     else:
         write_output(text, output)
         click.echo(f"wrote {output}", err=True)
+    report_finite(result)
     if is_saved_trace(model):
         note_saved_failure(result, "the lines view")
     return failure_note

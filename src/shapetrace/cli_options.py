@@ -20,6 +20,7 @@ import click
 from .leftover_threads import exit_now
 from .renderers import RenderOptions, formats, get
 from .renderers.display import MIN_TABLE_WIDTH, table_width_problem
+from .renderers.finite import summary_line
 from .renderers.units import ellipsize, failure_place, literal
 from .session import (
     OutputProblem,
@@ -44,6 +45,7 @@ __all__ = [
     "TableWidth",
     "a_file",
     "a_file_not_stdout",
+    "check_finite_option",
     "cli_errors",
     "dash_is_stdout",
     "distinct_outputs",
@@ -58,6 +60,7 @@ __all__ = [
     "print_cause",
     "profile_heat",
     "refuse_binary_on_terminal",
+    "report_finite",
     "table_width",
     "terminal_colour",
     "width_option",
@@ -155,6 +158,22 @@ width_option = click.option(
     "--width", "-w", type=TableWidth(), default=None, metavar="N",
     help=f"Text table width in columns, {MIN_TABLE_WIDTH} or more [default: the terminal's width, else 100; "
          "0: no limit].")
+
+
+check_finite_option = click.option(
+    "--check-finite", is_flag=True,
+    help="Check every call's floating-point outputs (and the inputs) for NaN and Inf, mark the call that made the "
+         "first (‼) and those whose outputs held some (·), and print where the first came from to stderr ('all "
+         "outputs finite' when none). Reads values: one reduction per output tensor (a GPU sync per call); "
+         "refused with --device meta, which computes shapes only.")
+
+
+def report_finite(trace: Any) -> None:
+    """The ``--check-finite`` summary, one line on stderr after the output is written (nothing for a trace made
+    without the check)."""
+    line = summary_line(trace)
+    if line is not None:
+        click.echo(f"check-finite: {line}", err=True)
 
 
 def terminal_colour(output: str | None) -> bool:

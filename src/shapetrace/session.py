@@ -134,6 +134,8 @@ class TraceRequest:
     grad: bool = False
     ops: bool = False
     lines: bool = False
+    # Check every call's outputs for NaN and Inf (the CLI's --check-finite); refused on meta
+    check_finite: bool = False
     # How the front end traces shapes only (the CLI's trace: "--device meta"), named when the inputs are too
     # large for memory; None where it has no such option (lines, diff, profile).
     shapes_only: str | None = None
@@ -283,6 +285,10 @@ def _render_hints(trace: Trace, exhibit: Any) -> None:
         trace.meta["options"] = hints_to_save(options)
 
 
+_NO_VALUES = ("--check-finite reads the values of every output, and a trace on 'meta' computes shapes only: there "
+              "are no values to check. Trace on the CPU or a GPU (--device cpu)")
+
+
 def trace_model(request: TraceRequest, loaded: Loaded | None = None) -> Outcome:
     """Trace the request's model once (``loaded``: an already resolved request). A failing forward gives the
     partial trace in the outcome; problems with the request raise ``UsageProblem``."""
@@ -292,13 +298,18 @@ def trace_model(request: TraceRequest, loaded: Loaded | None = None) -> Outcome:
         failure_message,
         trace,
     )
+    from .tracer.capture import NoValuesToCheck  # noqa: PLC0415 - torch loads on first trace
 
+    if request.check_finite and request.device == "meta":
+        raise UsageProblem(_NO_VALUES)
     loaded = loaded or load(request)
     try:
         with _user_code("running its forward"):
             result = trace(loaded.module, *loaded.args, grad=request.grad, train=loaded.train,
                            device=request.device, ops=request.ops, lines=request.lines, strict=True,
-                           forward_kwargs=loaded.kwargs)
+                           check_finite=request.check_finite, forward_kwargs=loaded.kwargs)
+    except NoValuesToCheck as e:  # the model's own parameters are on meta
+        raise UsageProblem(f"{_NO_VALUES} (the model's parameters are on 'meta')") from e
     except UnsupportedModel as e:  # the forward ran in a way no trace can show (it returned a generator)
         raise CannotTrace(str(e)) from e
     except TraceFailed as e:

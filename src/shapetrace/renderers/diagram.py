@@ -56,6 +56,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..tracer.records import Trace
+from .finite import ORIGIN_MARK, origin_call, origin_events
 from .graph import Cluster, Graph, GraphEdge, Node, build_graph
 from .units import (
     display_width,
@@ -132,6 +133,10 @@ DOWN = {"color": "#c62828", "fontcolor": "#c62828", "penwidth": "2.2"}  # the U-
 UP = {"color": "#2e7d32", "fontcolor": "#2e7d32", "penwidth": "2.2"}  # and its green "up-conv" arrows
 SKIP = {"color": "#8a8f96", "fontcolor": "#6b7076", "style": "dashed", "penwidth": "1.6"}  # grey "copy" arrows
 ERROR_COLOR = "#d32f2f"
+# check_finite: the node (or, for a container's own code, the box) that made the first NaN or Inf
+NONFINITE_COLOR = "#d97706"
+NONFINITE_NODE_MARK = f"{ORIGIN_MARK} first NaN/Inf made here"
+NONFINITE_CLUSTER_MARK = f"{ORIGIN_MARK} its own code made the first NaN/Inf"
 CUT_COLORS = {"body": "#1565c0", "head": "#ef6c00", "removed": "#9e9e9e"}
 CUT_WORDS = {"body": "body", "head": "head", "removed": "cut off"}
 # The "cut off" mark's text: the grey of the removed layers' border reads at 2.4:1 on a box's fill at 9 pt; this
@@ -706,6 +711,9 @@ class _Dot:
         self.trace, self.graph, self.layout, self.style = trace, graph, layout, style
         self.unfed = set(graph.unfed)
         self.home = home_device(trace)  # a node whose tensors are elsewhere says where (``small_marks``)
+        self.origin = origin_call(trace)  # check_finite: the call that made the first NaN or Inf (``small_marks``)
+        # and, where a container's own code made them, the ops it ran just before they were seen (the candidates)
+        self.origin_ops = {i for kind, i in origin_events(trace) if kind == "op"}
         self.small_print = {n.id: self.small_marks(n) for n in graph.nodes}  # read for the U layout and each label
         self.show_params = show_params
         self.overlay = _Overlay(trace, graph, overlays, options)
@@ -782,6 +790,8 @@ class _Dot:
             attrs.update(color=ov.border[n.id], penwidth="2.5")
         if n.error:
             attrs.update(color=ERROR_COLOR, penwidth="2.5")
+        elif self._made_first_nonfinite(n) or any(i in self.origin_ops for i in n.ops):
+            attrs.update(color=NONFINITE_COLOR, penwidth="2.5")
         elif n.caught:  # raised, and the forward went on: not the failure's red
             attrs["style"] = attrs["style"] + ",dashed"
         on_dark = n.id in ov.fill and not swatches and _luminance(ov.fill[n.id]) < 0.4
@@ -800,12 +810,18 @@ class _Dot:
         (``units.home_device``), of the tensors it makes (an output node: receives), which the shapes leave
         unsaid."""
         marks = [UNFED_MARK] if n.id in self.unfed else []
+        if self._made_first_nonfinite(n):
+            marks.append(NONFINITE_NODE_MARK)
         if self.home is not None:
             drawn = n.inputs if n.kind == "output" else n.outputs
             elsewhere = sorted({m.device for _, m in drawn} - {self.home})
             if elsewhere:
                 marks.append("on " + ", ".join(map(literal, elsewhere)))
         return marks
+
+    def _made_first_nonfinite(self, n: Node) -> bool:
+        """Whether ``n`` draws the call that made the first NaN or Inf (``check_finite``), or holds it folded."""
+        return self.origin is not None and (self.origin in n.calls or self.origin in n.folded)
 
     def emit_clusters(self) -> None:
         """Every node and cluster, each cluster's contents inside it in event order, with a stack of its own:
@@ -846,6 +862,10 @@ class _Dot:
         if c.error:  # its own code raised: a failed call's red border; the failure node inside says what
             label = "<" + "  ".join(p for p in [*parts, _small(html("failed"), ERROR_COLOR)] if p) + ">"
             attrs.update(label=label, style="rounded,filled", color=ERROR_COLOR, penwidth="2.5")
+        elif self.origin is not None and self.origin in c.calls:  # its own code made the first NaN or Inf
+            mark = _small(html(NONFINITE_CLUSTER_MARK), NONFINITE_COLOR)
+            label = "<" + "  ".join(p for p in [*parts, mark] if p) + ">"
+            attrs.update(label=label, style="rounded,filled", color=NONFINITE_COLOR, penwidth="2.5")
         for k, v in attrs.items():
             self.lines.append(f"{indent}  {k}={v if k == 'label' else quote(v)}")
 

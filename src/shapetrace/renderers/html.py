@@ -24,6 +24,7 @@ from typing import Any
 
 from ..tracer.records import Trace
 from .diagram import render as render_diagram
+from .finite import ORIGIN_MARK, PASSED_MARK
 from .rows import elide
 from .rows import forward_ms as _forward_ms
 from .rows import table_rows as _rows
@@ -38,6 +39,7 @@ from .table import (
     drop_empty_call,
     elided_note,
     gap_text,
+    row_mark,
 )
 from .units import ellipsize, home_device, literal, markup
 
@@ -93,6 +95,16 @@ CSS = f"""\
 {_S} dl.totals dd {{ font-variant-numeric: tabular-nums; }}
 {_S} ul.notes {{ margin: 0.6em 0 0; padding: 0 0 0 1.2em; list-style: disc; opacity: 0.9; }}
 {_S} ul.notes li.failure {{ {FAIL_COLOR} }}
+"""
+
+# Added to ``CSS`` only for a table with rows marked by ``check_finite`` (any other table's bytes unchanged): the
+# row where the first NaN or Inf was made has an amber fill and bar, later calls that held some a faint one.
+FINITE_CSS = f"""\
+{_T} tbody tr.nonfinite-origin {{ background: rgba(217, 119, 6, 0.16); }}
+{_T} tr.nonfinite-origin td:first-child {{ box-shadow: inset 3px 0 0 #d97706; }}
+{_T} tr.nonfinite-origin td.layer code {{ font-weight: 700; }}
+{_T} tbody tr.nonfinite {{ background: rgba(217, 119, 6, 0.05); }}
+{_S} ul.notes li.nonfinite-origin {{ font-weight: 600; }}
 """
 
 PAGE_CSS = """\
@@ -177,7 +189,7 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     headers, kinds, *cells_of = drop_empty_call(rows, view, headers, kinds, *cells_of)
     out = [f'<div class="{SCOPE}">']
     if css:
-        out.append(f"<style>\n{CSS}</style>")
+        out.append(f"<style>\n{CSS}{FINITE_CSS if any(r.nonfinite for r in rows) else ''}</style>")
     out.append('<table class="shapetrace">')
     out.append("<thead><tr>" + "".join(
         f'<th class="num">{esc(h)}</th>' if kind == "num" else f"<th>{esc(h)}</th>"
@@ -190,9 +202,10 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     if gap_after.get(-1):
         out.append(gap_row.format(len(headers), esc(gap_text(gap_after[-1]))))
     for i, (r, cells, shown, cls_shown) in enumerate(zip(rows, cells_of, names, classes_shown)):
-        name = (f"{FAIL_MARK} " if r.failed else "") + shown
+        name = row_mark(r) + shown
         classes = [c for c, on in (("failed", r.failed), ("raised", r.raised and not r.failed),
-                                    ("repeat", r.repeat)) if on]
+                                    ("repeat", r.repeat), ("nonfinite-origin", r.nonfinite == ORIGIN_MARK),
+                                    ("nonfinite", r.nonfinite == PASSED_MARK)) if on]
         cls = f' class="{" ".join(classes)}"' if classes else ""
         row_kinds = ["error" if r.failed and i == kinds.index("shape") + 1 else kind for i, kind in enumerate(kinds)]
         cls_cell = (f'<td class="cls" title="{_text(r.cls)}">{markup(cls_shown)}</td>' if cls_shown != cells[1]
@@ -213,8 +226,9 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
         notes.append(elided)
     if notes:
         out.append('<ul class="notes">' + "".join(
-            f'<li class="failure">{_note_html(n)}</li>' if n.startswith(FAIL_MARK) else f"<li>{_note_html(n)}</li>"
-            for n in notes) + "</ul>")
+            f'<li class="failure">{_note_html(n)}</li>' if n.startswith(FAIL_MARK) else
+            f'<li class="nonfinite-origin">{_note_html(n)}</li>' if n.startswith(ORIGIN_MARK) else
+            f"<li>{_note_html(n)}</li>" for n in notes) + "</ul>")
     out.append("</div>")
     return "\n".join(out) + "\n"
 

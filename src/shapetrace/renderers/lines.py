@@ -23,6 +23,7 @@ from typing import Any
 
 from ..tracer.records import Call, Op, Struct, TensorMeta, Trace, iter_tensors
 from .display import MIN_TABLE_WIDTH, save_file
+from .finite import ORIGIN_MARK, origin_events
 from .html import FAIL_COLOR
 from .lines_rows import Row, text_rows
 from .rows import uncalled_split
@@ -88,6 +89,7 @@ class Line:
     continues: bool = False  # a later line of a statement whose events show on its first line
     error: str | None = None
     outside: bool = False  # a line number the trace recorded outside the source as saved (edited since?)
+    nonfinite: bool = False  # ``check_finite``: the first NaN or Inf was made by what ran on this line
 
 
 @dataclass
@@ -530,9 +532,11 @@ def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | 
         return span_of.get(n, (n, n))[0]
 
     at, outside, unplaced = _placed([(anchor(ev.line), ev) for ev in events], by_number)
+    blamed = origin_events(trace)
     for n, evs in at.items():
         by_number[n].groups = _group_events(evs, parent_name, moves)
         by_number[n].state = "ran"
+        by_number[n].nonfinite = any(("call" if isinstance(ev, Call) else "op", ev.id) in blamed for ev in evs)
     # Reachability: a statement ran when any of its lines ran in any call.
     ran_lines: set[int] = set()
     reach_known = any("ran" in (c.code or {}) for c in calls)
@@ -573,6 +577,7 @@ def _title(view: View, sv: SourceView) -> str:
 
 # ×N counts the calls (or ops) of one kind the line made: a loop, or one module called twice in a statement
 _LEGEND = "· never ran   ✗ the line the error left by   ×N made N times by the line (a loop, a reused module)"
+_NONFINITE_LEGEND = f"{ORIGIN_MARK} made the first NaN or Inf (--check-finite)"
 
 
 def render_text(view: View, width: int | None = None) -> str:
@@ -594,14 +599,19 @@ def render_text(view: View, width: int | None = None) -> str:
     if view.failure:
         out += [escape_controls(f"the forward failed: {part}" if i == 0 else part)
                 for i, part in enumerate(view.failure.splitlines() or [""])]
-    out += _legend(width)
+    out += _legend(width, _marks_nonfinite(view))
     return "\n".join(out) + "\n"
 
 
-def _legend(width: int | None) -> list[str]:
-    """The legend, its items (never split) on as many rows as ``width`` needs."""
+def _marks_nonfinite(view: View) -> bool:
+    return any(ln.nonfinite for sv in view.sources for ln in sv.lines)
+
+
+def _legend(width: int | None, nonfinite: bool = False) -> list[str]:
+    """The legend, its items (never split) on as many rows as ``width`` needs (``nonfinite``: with the mark of
+    the line that made the first NaN or Inf)."""
     rows: list[str] = []
-    for item in _LEGEND.split("   "):
+    for item in _LEGEND.split("   ") + ([_NONFINITE_LEGEND] if nonfinite else []):
         if rows and (width is None or display_width(f"{rows[-1]}   {item}") <= width):
             rows[-1] += f"   {item}"
         else:
@@ -638,7 +648,7 @@ def _text_rows(lines: list[Line], width: int | None) -> list[str]:
     rows = []
     for ln in lines:
         notes = [g.text() for g in ln.groups] + ([f"✗ {ln.error}"] if ln.error else [])
-        rows.append(Row(ln.number, {"unreached": "·", "raised": "✗"}.get(ln.state, " "),
+        rows.append(Row(ln.number, ORIGIN_MARK if ln.nonfinite else {"unreached": "·", "raised": "✗"}.get(ln.state, " "),
                         _code_text(ln) or escape_controls(ln.text.expandtabs(8)),
                         [escape_controls(part) for note in notes for part in note.splitlines() or [""]]))
     return text_rows(rows, width)
@@ -690,6 +700,8 @@ min-width:22em}
 & tr.unreached td.code{{DIM};font-style:italic}
 & tr.unreached td.code span[class]{color:inherit;font-weight:inherit}
 """).replace("&", _S).replace("{FAIL}", "{" + FAIL_COLOR + "}").replace("{DIM}", _DIM)
+# Added only to a view with a line marked by ``check_finite`` (any other view's bytes unchanged): an amber fill.
+_NONFINITE_CSS = f"{_S} tr.nonfinite td{{background:rgba(217,119,6,.16)}}"
 
 
 def _highlight(lines: list[str]) -> list[str]:
@@ -720,7 +732,7 @@ def _lines_html(text: str) -> str:
 
 
 def render_html(view: View) -> str:
-    parts = [f"<style>{_CSS}</style>"]
+    parts = [f"<style>{_CSS}{_NONFINITE_CSS if _marks_nonfinite(view) else ''}</style>"]
     for sv in view.sources:
         parts.append(f'<table class="st-lines"><caption>{markup(_title(view, sv))}</caption>')
         if sv.missing:
@@ -735,7 +747,11 @@ def render_html(view: View) -> str:
             if ln.error:
                 notes += f"<div>✗ {_lines_html(ln.error)}</div>"
             title = ' title="never ran"' if ln.state == "unreached" else ""
-            parts.append(f'<tr class="{ln.state}"{title}><td class="no">{ln.number or "?"}</td>'
+            state = ln.state
+            if ln.nonfinite:  # a class of its own (any other view's bytes unchanged) and its mark before the notes
+                state, title = f"{state} nonfinite", ' title="made the first NaN or Inf"'
+                notes = f"<div>{ORIGIN_MARK} first NaN or Inf made here</div>" + notes
+            parts.append(f'<tr class="{state}"{title}><td class="no">{ln.number or "?"}</td>'
                          f'<td class="code">{markup(_code_text(ln) or "") or hl}</td>'
                          f'<td class="shapes">{notes}</td></tr>')
         parts.append("</table>")
@@ -745,8 +761,9 @@ def render_html(view: View) -> str:
         parts.append(f'<p class="st-lines-note">Note: {markup(view.note)}</p>')
     if view.failure:
         parts.append(f'<p class="st-lines-note">The forward failed: {_lines_html(view.failure)}</p>')
+    amber = f" Amber, {ORIGIN_MARK}: made the first NaN or Inf." if _marks_nonfinite(view) else ""
     parts.append('<p class="st-lines-note">Dimmed, in italics: never ran. Red: the line the error left by. ×N: made N times '
-                 "by the line (a loop, or a module called again), with each one's output shape.</p>")
+                 f"by the line (a loop, or a module called again), with each one's output shape.{amber}</p>")
     return "\n".join(parts) + "\n"
 
 

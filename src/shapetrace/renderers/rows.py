@@ -14,6 +14,7 @@ from typing import Any
 
 from ..tracer.metrics import CallMemory, CallTiming
 from ..tracer.records import Call, Opaque, Trace, Uncalled, Value, iter_tensors, raised_another
+from .finite import ORIGIN_MARK, row_marks
 from .units import call_error_text, home_device, value_text
 
 __all__ = [
@@ -64,6 +65,7 @@ class Row:
     memory: CallMemory | None = None
     first_call: int = 0      # id of the module's first call (the one its parameters are counted at)
     shape_changed: bool = False  # the (first) output's shape differs from the (first) input's
+    nonfinite: str = ""      # check_finite: ``finite.ORIGIN_MARK`` or ``finite.PASSED_MARK`` (a NaN/Inf output)
 
 
 def short_name(call: Call, parent: Call | None) -> str:
@@ -127,6 +129,7 @@ def _call_rows(trace: Trace, depth: int | None) -> list[Row]:
     desc = descendants(trace)
     failed_id = failed_row_call(trace, depth)
     reraised = reraising_calls(trace)
+    marks = row_marks(trace, depth)
     rows = []
     for c in trace.calls:
         if depth is not None and c.depth > depth:
@@ -142,7 +145,7 @@ def _call_rows(trace: Trace, depth: int | None) -> list[Row]:
             side=list(c.side_inputs), kwargs=dict(c.kwargs),
             folded=desc[c.id] if depth is not None and c.depth == depth else 0, aliases=list(c.aliases),
             call_index=c.call_index, calls=n, timing=c.timing, flops=c.flops, memory=c.memory,
-            first_call=first[_module_key(c)], shape_changed=_shape_changed(c)))
+            first_call=first[_module_key(c)], shape_changed=_shape_changed(c), nonfinite=marks.get(c.id, "")))
     return rows
 
 
@@ -202,6 +205,7 @@ def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
     failed_id = failed_row_call(trace, depth)
     desc = descendants(trace)
     home = home_device(trace)
+    marks = row_marks(trace, depth)
     rows = []
     for calls in groups.values():
         first = calls[0]
@@ -223,6 +227,8 @@ def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
             memory = CallMemory(activation_bytes=act, peak_bytes=max(peaks) if peaks else None)
         failed = any(c.id == failed_id for c in calls)
         err = next((c.error for c in calls if c.error), None)
+        mark = ORIGIN_MARK if any(marks.get(c.id) == ORIGIN_MARK for c in calls) else next(
+            (marks[c.id] for c in calls if c.id in marks), "")
         rows.append(Row(
             depth=d, name=first.module or "(root)", short=short_name(first, parent).split("#")[0], cls=first.cls,
             call=f"×{len(calls)}",
@@ -233,7 +239,7 @@ def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
             folded=sum(desc[c.id] for c in calls) if depth is not None and d == depth else 0,
             side=[m for c in calls for m in c.side_inputs][:1], calls=len(calls), timing=timing,
             flops=_sum_field(outer, "flops", None), memory=memory, first_call=first.id,
-            shape_changed=any(_shape_changed(c) for c in calls)))
+            shape_changed=any(_shape_changed(c) for c in calls), nonfinite=mark))
     return rows
 
 
@@ -273,13 +279,15 @@ class Elision:
 
 def elide(rows: list[Row], max_rows: int | None) -> Elision:
     """``rows`` as a display shows them: all of them when there are at most ``max_rows`` (or it is ``None``);
-    else the first rows and the last quarter of ``max_rows``, and every failing row wherever it is, with a gap
+    else the first rows and the last quarter of ``max_rows``, and every failing row wherever it is (and the row
+    where ``check_finite`` found the first NaN or Inf), with a gap
     in place of each run of rows left out."""
     if max_rows is None or len(rows) <= max_rows:
         return Elision(list(rows), {})
     tail = max_rows // 4
     head = max_rows - tail
-    kept = set(range(head)) | set(range(len(rows) - tail, len(rows))) | {i for i, r in enumerate(rows) if r.failed}
+    kept = set(range(head)) | set(range(len(rows) - tail, len(rows))) | {
+        i for i, r in enumerate(rows) if r.failed or r.nonfinite == ORIGIN_MARK}
     shown: list[Row] = []
     gaps: dict[int, int] = {}
     for i, r in enumerate(rows):

@@ -37,6 +37,7 @@ from typing import TypeVar
 
 from ..tracer.metrics import STATISTIC_IQM
 from ..tracer.records import Trace, Uncalled, Value
+from .finite import ORIGIN_MARK, nonfinite_notes
 from .markdown import md_code, md_text
 from .rows import Elision, Row, Totals, elide, forward_ms, table_rows, totals, uncalled_split
 from .units import (
@@ -80,6 +81,14 @@ __all__ = [
 FORMATS = ("text", "md", "html", "csv")
 MB = 1_000_000
 FAIL_MARK = "✗"
+
+
+def row_mark(r: Row) -> str:
+    """What a row's name starts with: ``✗ `` on the failing call, ``finite``'s mark on a call whose output held
+    NaN or Inf (``check_finite``), else nothing."""
+    if r.failed:
+        return f"{FAIL_MARK} "
+    return f"{r.nonfinite} " if r.nonfinite else ""
 
 
 def _mb(n: int) -> str:
@@ -330,6 +339,7 @@ def _notes(trace: Trace, rows: list[Row], every_row: list[Row] | None = None, *,
     if elsewhere:
         notes.append(f"on {', '.join(map(literal, elsewhere))}: these tensors are not on "
                      f"{literal(home or '')}, the device of the rest of the trace")
+    notes += nonfinite_notes(trace)
     if trace.failure is not None:
         where = failure_place(trace, with_class=True)
         notes.append(f"{FAIL_MARK} the forward failed {where}: {error_lines(trace.failure.text)}"
@@ -375,6 +385,7 @@ _LAST_NAME_FLOORS = {"layer": 6, "class": 5}
 
 # ANSI styles, used only with ``color=True``.
 _BOLD, _DIM, _RED, _CYAN, _RESET = "\x1b[1m", "\x1b[2m", "\x1b[31m", "\x1b[36m", "\x1b[0m"
+_YELLOW = "\x1b[1;33m"  # the row where the first NaN or Inf was made (``check_finite``)
 
 
 # The most of one cell or note a text table wraps: past it (a megabyte-long error message or dtype of a hand-made
@@ -667,8 +678,7 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     limit = width or None
 
     def layer(r: Row) -> str:
-        mark = f"{FAIL_MARK} " if r.failed else ""
-        return "  " * (r.depth - base_depth) + mark + literal(r.short if view == "calls" else r.name)
+        return "  " * (r.depth - base_depth) + row_mark(r) + literal(r.short if view == "calls" else r.name)
 
     cells: dict[str, list[str]] = {h: [] for h in headers}
     for r in rows:
@@ -763,6 +773,8 @@ def _row_styles(r: Row, shown: list[str]) -> dict[str, str]:
     if r.failed:
         return dict.fromkeys(shown, _RED)
     styles = {}
+    if r.nonfinite == ORIGIN_MARK:
+        styles["layer"] = styles["output shapes"] = _YELLOW
     if r.raised:
         styles["output shapes"] = _RED
     elif r.shape_changed:
@@ -788,7 +800,7 @@ def _title(trace: Trace, rows: list[Row], view: str, depth: int | None) -> str:
 
 # ---- markdown ----------------------------------------------------------------------------------------
 def _plain_cells(r: Row, extra: list[str], fwd: float | None, home: str | None = None) -> list[str]:
-    name = (f"{FAIL_MARK} " if r.failed else "") + literal(r.name)
+    name = row_mark(r) + literal(r.name)
     return [name, literal(r.cls), r.call, _inputs_text(r, home), _outputs_text(r, home), _params_cell(r),
             _trainable_cell(r), *_extra_cells(r, extra, fwd)]
 
@@ -805,7 +817,7 @@ def render_markdown(trace: Trace, *, depth: int | None = None, view: str = "call
     cells_of = []
     for r in rows:
         cells = [md_text(c) for c in _plain_cells(r, extra, fwd, home)]
-        cells[0] = "&nbsp;" * (2 * r.depth) + md_code((f"{FAIL_MARK} " if r.failed else "") + r.name)
+        cells[0] = "&nbsp;" * (2 * r.depth) + md_code(row_mark(r) + r.name)
         cells_of.append(cells)
     headers, aligns, *cells_of = drop_empty_call(rows, view, headers, aligns, *cells_of)
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join(aligns) + "|"]

@@ -105,13 +105,15 @@ def _indented(text: str) -> str:
     return text.rstrip("\n").replace("\n", "\n    ")
 
 
-def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None = None,
+def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None = None,  # noqa: PLR0913 - its public options
           device: str | torch.device | None = None, ops: bool = False, lines: bool = False, strict: bool = True,
-          forward_kwargs: dict | None = None, **kwargs: Any) -> Trace:
+          check_finite: bool = False, forward_kwargs: dict | None = None, **kwargs: Any) -> Trace:
     """Run ``model(*args, **kwargs)`` once and return the ``Trace`` of every module call.
 
     ``grad``, ``train``, ``device``, ``ops`` and ``lines`` are the ``Tracer`` options (``lines=True`` records
-    the source line of every call and op, for ``trace.lines()``). Inputs are moved to ``device``
+    the source line of every call and op, for ``trace.lines()``); ``check_finite=True`` checks every call's
+    floating-point outputs (and the inputs) for NaN and Inf and finds where the first came from
+    (``trace.meta["nonfinite"]``, ``call.nonfinite``; refused with ``device="meta"``). Inputs are moved to ``device``
     (or to the model's device when ``device`` is ``None``). When the forward raises, a ``TraceFailed``
     carrying the partial trace is raised (``strict=True``) or the partial trace is returned with its
     ``failure`` set (``strict=False``). Keyword arguments for the forward that clash with these option names
@@ -126,7 +128,7 @@ def trace(model: nn.Module, *args: Any, grad: bool = False, train: bool | None =
     """
     kwargs = {**kwargs, **(forward_kwargs or {})}
     checked, wrappers = traceable(model)
-    options = {"grad": grad, "train": train, "device": device, "ops": ops, "lines": lines}
+    options = {"grad": grad, "train": train, "device": device, "ops": ops, "lines": lines, "check_finite": check_finite}
     try:
         result = _trace_once(checked, args, kwargs, strict, options)
     except LazyLayers as e:  # refused before anything ran: the forward would initialize them for good

@@ -33,6 +33,7 @@ from .flow import DataFlow
 from .guard import ModelGuard
 from .modelstats import model_stats
 from .placement import model_device, placed, runs_copies
+from .probes.finite import FiniteProbe
 from .probes.lines import LinesProbe
 from .probes.opcount import OpCountProbe
 from .probes.ops import OpProbe
@@ -41,7 +42,7 @@ from .records import Failure, Trace, Uncalled
 from .shape_only import ShapeOnlyMode, explain_embedding_failure, failed_in_lookup
 from .user_warnings import warn_user
 
-__all__ = ["Checked", "LazyLayers", "OwnForwardTracer", "TeardownFailed", "TraceNotBuilt", "Tracer", "UnsupportedModel",
+__all__ = ["Checked", "LazyLayers", "NoValuesToCheck", "OwnForwardTracer", "TeardownFailed", "TraceNotBuilt", "Tracer", "UnsupportedModel",
            "check_traceable", "refuse_lazy", "uninitialized_lazy", "unwrap"]
 
 
@@ -140,6 +141,19 @@ def uninitialized_lazy(index: ModuleIndex) -> list[str]:
             if isinstance(index.modules[s], lazy) and index.modules[s].has_uninitialized_params()]  # type: ignore[operator]
 
 
+class NoValuesToCheck(ValueError):
+    """``check_finite`` was asked of a trace that computes no values (on ``meta``: shapes only)."""
+
+
+def refuse_finite_on_meta(device: torch.device | None) -> None:
+    """Raise ``NoValuesToCheck`` when the trace would run on ``meta``, where tensors hold no values to check."""
+    if device is not None and device.type == "meta":
+        raise NoValuesToCheck(
+            "check_finite reads the values of every output, and a trace on 'meta' computes shapes only (no "
+            "values, so no NaN or Inf to find): trace on the CPU or a GPU instead (device='cpu'; on the command "
+            "line --device cpu), with the model's parameters on a device that holds values")
+
+
 class LazyLayers(UnsupportedModel):
     """The model has lazy layers not initialized yet (``names``): a forward would initialize them for good."""
 
@@ -222,14 +236,16 @@ class Tracer:
     buffer updates are kept too, rather than the model left half-stepped, and a warning says so; flags and grad
     mode go back as found whatever the block did (``guard.py``). Traces of the same
     model in two threads take turns: entering waits while another thread's trace of it runs (``model_lock``).
+    ``check_finite`` checks every call's floating-point outputs for NaN and Inf, and finds where the first came
+    from (``probes/finite.py``; a reduction per output tensor; refused on ``meta``, where there are no values).
     """
 
     #: Whether the block is shapetrace's own forward (``OwnForwardTracer``) rather than the user's code.
     own_forward = False
 
-    def __init__(self, model: nn.Module | Checked, *, grad: bool = False, train: bool | None = None,
+    def __init__(self, model: nn.Module | Checked, *, grad: bool = False, train: bool | None = None,  # noqa: PLR0913 - the public keyword options of Tracer
                  device: str | torch.device | None = None, ops: bool = False, lines: bool = False,
-                 probes: Sequence[Probe] = (), allow_lazy: bool = False) -> None:
+                 probes: Sequence[Probe] = (), allow_lazy: bool = False, check_finite: bool = False) -> None:
         if isinstance(model, Checked):  # trace() and profile() checked it already (see Checked)
             model = model.module
         else:
@@ -241,6 +257,7 @@ class Tracer:
         self.device = torch.device(device) if device is not None else None
         self.ops = ops or lines
         self.lines = lines
+        self.check_finite = check_finite
         self.extra_probes = list(probes)
         #: The ``Trace`` of what ran inside the block, built when it ends (``None`` until then).
         self.trace: Trace | None = None
@@ -258,6 +275,8 @@ class Tracer:
             probes += [ops, OpCountProbe(ops)]
         if self.lines:
             probes.append(LinesProbe(flow))
+        if self.check_finite:
+            probes.append(FiniteProbe())
         return probes
 
     # ---- context manager ----------------------------------------------------------------------------
@@ -274,6 +293,8 @@ class Tracer:
 
     def _start(self) -> None:
         """Index the model, guard its state, place it and start the engine (undone in reverse on failure)."""
+        if self.check_finite:
+            refuse_finite_on_meta(self.device or model_device(self.model))
         self._index = ModuleIndex(self.model)
         if not self.allow_lazy:
             refuse_lazy(uninitialized_lazy(self._index))

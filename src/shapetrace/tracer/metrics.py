@@ -25,9 +25,14 @@ __all__ = [
     "KIND_CPU",
     "KIND_EVENTS",
     "KIND_PROFILER",
+    "NONFINITE_INPUT",
+    "NONFINITE_LAYER",
+    "NONFINITE_OUTSIDE",
+    "NONFINITE_OWN_CODE",
     "NOTE_CODES",
     "STATISTIC_IQM",
     "CallMemory",
+    "CallNonfinite",
     "CallTiming",
     "Note",
     "TimingSummary",
@@ -41,6 +46,12 @@ KIND_EVENTS = "cuda-events"     # CUDA-event span on the GPU timeline, idle incl
 # Why the CUDA-events timer replaced torch.profiler (``TimingSummary.fallback``).
 FALLBACK_NO_KERNELS = "no-kernels"          # the profiler ran but recorded no CUDA kernels (no CUPTI?)
 FALLBACK_PROFILER_ERROR = "profiler-error"  # the profiler raised; ``fallback_error`` holds its first line
+
+# Where the first NaN or Inf of a ``check_finite`` trace came from (``Trace.meta["nonfinite"]["where"]``).
+NONFINITE_INPUT = "input"          # the trace's own input held it (``first``: ``"input:K"``, K-th input tensor)
+NONFINITE_LAYER = "layer"          # a call without child calls made it (``first``: its call id)
+NONFINITE_OWN_CODE = "own-code"    # the Python code of a call with child calls, around or between them
+NONFINITE_OUTSIDE = "outside"      # code outside any traced call (a ``Tracer`` block between two forwards)
 
 # ``Note.code`` values.
 # ``TimingSummary.dtype`` of a model whose floating-point parameters have more than one dtype (no ``dtype=``
@@ -144,6 +155,21 @@ class CallMemory(_MetricMapping):
     activation_bytes: int | None = None
     param_bytes: int | None = None
     peak_bytes: int | None = None
+
+
+@dataclass(eq=False, repr=False)
+class CallNonfinite(_MetricMapping):
+    """The non-finite values in one call's output (``check_finite=True``), set only where there are some.
+
+    ``nan``, ``posinf`` and ``neginf`` count the elements of its floating-point and complex output tensors
+    (those nested in tuples, lists and dicts too; a complex tensor counts its real and imaginary parts apart)
+    that are NaN, +Inf and -Inf; ``values`` is how many values those tensors hold in all.
+    """
+
+    nan: int | None = None
+    posinf: int | None = None
+    neginf: int | None = None
+    values: int | None = None
 
 
 @dataclass(eq=False, repr=False)

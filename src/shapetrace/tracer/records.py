@@ -41,6 +41,7 @@ from .metrics import (
     KIND_EVENTS,
     KIND_PROFILER,
     CallMemory,
+    CallNonfinite,
     CallTiming,
     Note,
     TimingSummary,
@@ -347,6 +348,8 @@ class Call:
     code: dict[str, Any] | None = field(default=None, metadata=OMIT_DEFAULT)
     # torch functions run inside this call, children's included (``ops=True``)
     op_count: int | None = field(default=None, metadata=OMIT_DEFAULT)
+    # The NaN and Inf values in its output (``check_finite=True``), only where there are some
+    nonfinite: CallNonfinite | None = field(default=None, metadata=OMIT_DEFAULT)
 
     @property
     def failed(self) -> bool:
@@ -779,7 +782,7 @@ def _check_amounts(trace: Trace) -> None:
     for i, c in enumerate(trace.calls):
         where = f"calls[{i}]"
         _check_counts(c, _COUNTS, where)
-        for metric, prefix in ((c.timing, "timing"), (c.memory, "memory")):
+        for metric, prefix in ((c.timing, "timing"), (c.memory, "memory"), (c.nonfinite, "nonfinite")):
             _check_not_negative(metric, f"{where}.{prefix}")
         if c.notes:
             _check_notes(c.notes, f"{where}.notes")

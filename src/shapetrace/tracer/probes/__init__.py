@@ -6,7 +6,8 @@
 * ``opcount.OpCountProbe`` — how many torch functions ran inside each call;
 * ``flops.FlopProbe`` — inclusive FLOPs per call (``FlopCounterMode`` snapshots, recurrent formulas);
 * ``memory.PeakMemoryProbe`` — CUDA peak memory allocated per call;
-* ``timing.TimerProbe`` — a clock read (plus a profiler range or CUDA events) at each call's start and end.
+* ``timing.TimerProbe`` — a clock read (plus a profiler range or CUDA events) at each call's start and end;
+* ``finite.FiniteProbe`` — NaN and Inf in each call's outputs, and where the first came from (``check_finite``).
 
 A probe owns what it records; the merge into a ``Trace`` happens after the forward.
 """
