@@ -6,6 +6,7 @@ imports name them) and leaves the -v advice to the build log, which keeps full p
 from __future__ import annotations
 
 import re
+import sysconfig
 
 from test_sphinxext import build
 
@@ -125,3 +126,48 @@ def test_a_path_outside_the_project_and_the_installed_packages_is_shown_by_its_f
     src = tmp_path / "project" / "docs"
     text = f"raised at /opt/elsewhere/tools/helper.py:3 in run, reading {src}/data/x.csv, from {src}"
     assert for_readers(text, src) == "raised at helper.py:3 in run, reading data/x.csv, from ."
+
+
+def test_slashes_in_an_error_that_are_no_paths_are_kept_as_the_error_wrote_them(tmp_path):
+    src = tmp_path / "docs"
+    for text in ["error: RuntimeError: <script>alert(1)</script> & \"q\"",
+                 "error: ValueError: expected </s> token at the end",
+                 "error: ValueError: ratio must be 1 /2 or 1 /4, got 3",
+                 "error: RuntimeError: stride (/2) not supported, nor size (H/2/2) nor a /2/4 split",
+                 "error: KeyError: 'encoder/layer.0/weight' missing",
+                 "error: ValueError: pattern \"b c (h p1) -> b (h p1 c)\" /axes mismatch, see https://x.org/a/b.html",
+                 "error: OSError: cannot write to /tmp alone"]:
+        assert for_readers(text, src) == text
+
+
+def test_real_paths_in_an_error_are_shortened_wherever_they_stand(tmp_path):
+    src = tmp_path / "docs"
+    installed = sysconfig.get_paths()["purelib"]
+    text = (f"open '{tmp_path}/build/out.json' failed (at {installed}/torch/nn/modules/linear.py:125), "
+            '"/home/me/data/x.csv": ' r"C:\Users\me\proj\m.py:12, in </opt/tools/run.py>")
+    assert for_readers(text, src) == ("open '../build/out.json' failed (at torch/nn/modules/linear.py:125), "
+                                      '"x.csv": m.py:12, in <run.py>')
+
+
+SCRIPT_ERROR = """
+from torch import nn
+
+
+class M(nn.Module):
+    def forward(self, x):
+        raise RuntimeError("<script>alert(1)</script> expected </s> token, ratio 1 /2, stride (/2)")
+
+
+def build():
+    return M()
+"""
+
+
+def test_the_page_shows_a_failures_text_with_its_slashes_escaped_not_rewritten(tmp_path):
+    code, html, _ = build(tmp_path, ".. shapetrace:: models/m.py:build\n   :input: 2,4\n   :allow-failure:\n",
+                          files={"models/m.py": SCRIPT_ERROR})
+    assert code == 0
+    shown = "&lt;script&gt;alert(1)&lt;/script&gt; expected &lt;/s&gt; token, ratio 1 /2, stride (/2)"
+    error = html[html.index("shapetrace-error"):]
+    assert f"RuntimeError: {shown}" in error, error
+    assert "<script>alert" not in html and str(tmp_path) not in html
