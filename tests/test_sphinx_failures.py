@@ -171,3 +171,11 @@ def test_the_page_shows_a_failures_text_with_its_slashes_escaped_not_rewritten(t
     error = html[html.index("shapetrace-error"):]
     assert f"RuntimeError: {shown}" in error, error
     assert "<script>alert" not in html and str(tmp_path) not in html
+
+
+def test_the_advice_on_the_page_keeps_the_commands_quotes_and_dashes_as_typed(tmp_path):
+    code, html, _ = build(tmp_path, ".. shapetrace:: torch.nn:Linear\n   :arg: in_features=4\n         out_features=3\n"
+                                    "   :input: 2,x4\n   :allow-failure:\n")
+    assert code == 0
+    assert re.search(r"\(see (&#39;|')shapetrace trace --help(&#39;|') for the grammar\)", html), html
+    assert not {"\u2013", "\u2018", "\u2019"} & set(html), html  # no en dash, no curly quotes

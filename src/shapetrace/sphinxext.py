@@ -286,9 +286,11 @@ class ShapetraceDirective(SphinxDirective):
 
 def _error_node(text: str, classes: Sequence[str] = ()) -> nodes.error:
     """The error on the page: its first line as a paragraph, the lines after it (a failing layer's input and
-    error) as a literal block, so they keep their line breaks."""
+    error) as a literal block, so they keep their line breaks. The paragraph is the build log's text, not prose:
+    no smart quotes, so a command it advises reads as typed (``'shapetrace trace --help'``, not curly quotes
+    and an en dash)."""
     first, _, rest = text.partition("\n")
-    children: list[nodes.Node] = [nodes.paragraph(first, first)]
+    children: list[nodes.Node] = [nodes.paragraph(first, first, support_smartquotes=False)]
     if rest.strip():
         rest = textwrap.dedent(rest).strip("\n")
         children.append(nodes.literal_block(rest, rest, language="text"))
