@@ -179,3 +179,45 @@ def test_the_advice_on_the_page_keeps_the_commands_quotes_and_dashes_as_typed(tm
     assert code == 0
     assert re.search(r"\(see (&#39;|')shapetrace trace --help(&#39;|') for the grammar\)", html), html
     assert not {"\u2013", "\u2018", "\u2019"} & set(html), html  # no en dash, no curly quotes
+
+
+WARNS = """
+import warnings
+
+import torch
+from torch import nn
+
+
+class M(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(4, 4)
+
+    def forward(self, x):
+        with torch.no_grad():
+            self.l.weight.mul_(1.0)
+        warnings.warn("my model's own warning")
+        return self.l(x)
+
+
+def build():
+    return M()
+"""
+
+
+def test_warnings_while_tracing_are_sphinx_warnings_at_the_directives_line_and_W_fails_the_build(tmp_path, capsys):
+    body = "Text.\n\n.. shapetrace:: models/m.py:build\n   :input: 2,4\n"  # the directive on line 6
+    code, _, _ = build(tmp_path, body, files={"models/m.py": WARNS})
+    err = capsys.readouterr().err
+    where = f"{tmp_path / 'src' / 'index.rst'}:6: WARNING: shapetrace: models/m.py:build: "
+    assert code != 0, err
+    assert where + "the forward changed parameters in place: l.weight [shapetrace.trace]" in err, err
+    assert where + "my model's own warning (UserWarning at m.py:16) [shapetrace.trace]" in err, err
+    assert "docutils" not in err, err
+
+
+def test_a_warning_while_tracing_leaves_a_build_without_W_passing(tmp_path, capsys):
+    code, html, _ = build(tmp_path, ".. shapetrace:: models/m.py:build\n   :input: 2,4\n",
+                          warnings_are_errors=False, files={"models/m.py": WARNS})
+    assert code == 0 and "shapetrace-figure" in html
+    assert "in place: l.weight [shapetrace.trace]" in capsys.readouterr().err

@@ -55,6 +55,7 @@ import os
 import re
 import textwrap
 import traceback
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,7 @@ from .sphinx_options import OPTION_SPEC, TEXT_WIDTH, BadOption, first_bad
 from .sphinx_page_text import for_readers
 from .sphinx_sources import ModelFileNotFound, locate, watched
 from .tracer.records import Trace
+from .tracer.user_warnings import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +134,17 @@ class ShapetraceDirective(SphinxDirective):
 
     def run(self) -> list[nodes.Node]:
         spec = tidy_spec(self.arguments[0])
+        # A Python warning raised while the model is built, traced and drawn (shapetrace's own, the model's, a
+        # library's) is a Sphinx warning at the directive's file:line, as its other problems are: -W fails the
+        # build on it, `suppress_warnings = ["shapetrace.trace"]` silences it. The filters in force still apply.
+        with warnings.catch_warnings(record=True) as caught:
+            out = self._run(spec)
+        for w in caught:
+            logger.warning(f"shapetrace: {spec}: {one_line(w.message, w.category, w.filename, w.lineno)}",
+                           location=self._where(), type="shapetrace", subtype="trace")
+        return out
+
+    def _run(self, spec: str) -> list[nodes.Node]:
         opts = self.options
         # A refused value (`:allow-failure: yes`) allows nothing: the build fails, naming the option
         allow_failure = "allow-failure" in opts and not isinstance(opts["allow-failure"], BadOption)
