@@ -9,6 +9,7 @@ import torch
 import torchvision
 from click.testing import CliRunner
 from conftest import requires_dot
+from IPython.lib.pretty import pretty
 from torch import nn
 
 import shapetrace
@@ -296,3 +297,18 @@ def test_cli_diff_against_a_failing_forward_shows_the_partial_table_and_exits_1(
     assert "✗ RuntimeError: mat1 and mat2 shapes cannot be multiplied" in result.stdout  # the partial table
     assert f"the forward of {models_file}:Fails failed, so there is nothing to compare with torchinfo" in result.stderr
     assert "TraceFailed" not in result.output and "--debug" not in result.output
+
+
+def test_a_diff_as_a_value_is_one_line_naming_both_sides_and_what_changed(heads):
+    assert repr(heads) == ("<TraceDiff of A = concat (Sequential, 12 calls) and B = avg (Sequential, 10 calls): "
+                           "3 changed, 2 only in A, 0 only in B>")
+    x = torch.rand(2, 4)
+    same = diff_traces(trace(nn.Linear(4, 3), x), trace(nn.Linear(4, 3), x))
+    assert repr(same) == "<TraceDiff of A (Linear, 1 call) and B (Linear, 1 call): 0 changed, 0 only in A, 0 only in B>"
+
+
+def test_a_notebook_shows_a_diff_as_the_html_diff_and_its_text_display_as_the_text_diff(heads, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    assert heads._repr_html_() == render_trace_diff(heads, "html")
+    assert pretty(heads) + "\n" == render_trace_diff(heads, "text", width=100) == str(heads)
+    assert pretty([heads]) == f"[{heads!r}]"  # inside a container: the one line

@@ -6,6 +6,7 @@ imports name them) and leaves the -v advice to the build log, which keeps full p
 from __future__ import annotations
 
 import re
+import sysconfig
 
 from test_sphinxext import build
 
@@ -125,3 +126,98 @@ def test_a_path_outside_the_project_and_the_installed_packages_is_shown_by_its_f
     src = tmp_path / "project" / "docs"
     text = f"raised at /opt/elsewhere/tools/helper.py:3 in run, reading {src}/data/x.csv, from {src}"
     assert for_readers(text, src) == "raised at helper.py:3 in run, reading data/x.csv, from ."
+
+
+def test_slashes_in_an_error_that_are_no_paths_are_kept_as_the_error_wrote_them(tmp_path):
+    src = tmp_path / "docs"
+    for text in ["error: RuntimeError: <script>alert(1)</script> & \"q\"",
+                 "error: ValueError: expected </s> token at the end",
+                 "error: ValueError: ratio must be 1 /2 or 1 /4, got 3",
+                 "error: RuntimeError: stride (/2) not supported, nor size (H/2/2) nor a /2/4 split",
+                 "error: KeyError: 'encoder/layer.0/weight' missing",
+                 "error: ValueError: pattern \"b c (h p1) -> b (h p1 c)\" /axes mismatch, see https://x.org/a/b.html",
+                 "error: OSError: cannot write to /tmp alone"]:
+        assert for_readers(text, src) == text
+
+
+def test_real_paths_in_an_error_are_shortened_wherever_they_stand(tmp_path):
+    src = tmp_path / "docs"
+    installed = sysconfig.get_paths()["purelib"]
+    text = (f"open '{tmp_path}/build/out.json' failed (at {installed}/torch/nn/modules/linear.py:125), "
+            '"/home/me/data/x.csv": ' r"C:\Users\me\proj\m.py:12, in </opt/tools/run.py>")
+    assert for_readers(text, src) == ("open '../build/out.json' failed (at torch/nn/modules/linear.py:125), "
+                                      '"x.csv": m.py:12, in <run.py>')
+
+
+SCRIPT_ERROR = """
+from torch import nn
+
+
+class M(nn.Module):
+    def forward(self, x):
+        raise RuntimeError("<script>alert(1)</script> expected </s> token, ratio 1 /2, stride (/2)")
+
+
+def build():
+    return M()
+"""
+
+
+def test_the_page_shows_a_failures_text_with_its_slashes_escaped_not_rewritten(tmp_path):
+    code, html, _ = build(tmp_path, ".. shapetrace:: models/m.py:build\n   :input: 2,4\n   :allow-failure:\n",
+                          files={"models/m.py": SCRIPT_ERROR})
+    assert code == 0
+    shown = "&lt;script&gt;alert(1)&lt;/script&gt; expected &lt;/s&gt; token, ratio 1 /2, stride (/2)"
+    error = html[html.index("shapetrace-error"):]
+    assert f"RuntimeError: {shown}" in error, error
+    assert "<script>alert" not in html and str(tmp_path) not in html
+
+
+def test_the_advice_on_the_page_keeps_the_commands_quotes_and_dashes_as_typed(tmp_path):
+    code, html, _ = build(tmp_path, ".. shapetrace:: torch.nn:Linear\n   :arg: in_features=4\n         out_features=3\n"
+                                    "   :input: 2,x4\n   :allow-failure:\n")
+    assert code == 0
+    assert re.search(r"\(see (&#39;|')shapetrace trace --help(&#39;|') for the grammar\)", html), html
+    assert not {"\u2013", "\u2018", "\u2019"} & set(html), html  # no en dash, no curly quotes
+
+
+WARNS = """
+import warnings
+
+import torch
+from torch import nn
+
+
+class M(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(4, 4)
+
+    def forward(self, x):
+        with torch.no_grad():
+            self.l.weight.mul_(1.0)
+        warnings.warn("my model's own warning")
+        return self.l(x)
+
+
+def build():
+    return M()
+"""
+
+
+def test_warnings_while_tracing_are_sphinx_warnings_at_the_directives_line_and_W_fails_the_build(tmp_path, capsys):
+    body = "Text.\n\n.. shapetrace:: models/m.py:build\n   :input: 2,4\n"  # the directive on line 6
+    code, _, _ = build(tmp_path, body, files={"models/m.py": WARNS})
+    err = capsys.readouterr().err
+    where = f"{tmp_path / 'src' / 'index.rst'}:6: WARNING: shapetrace: models/m.py:build: "
+    assert code != 0, err
+    assert where + "the forward changed parameters in place: l.weight [shapetrace.trace]" in err, err
+    assert where + "my model's own warning (UserWarning at m.py:16) [shapetrace.trace]" in err, err
+    assert "docutils" not in err, err
+
+
+def test_a_warning_while_tracing_leaves_a_build_without_W_passing(tmp_path, capsys):
+    code, html, _ = build(tmp_path, ".. shapetrace:: models/m.py:build\n   :input: 2,4\n",
+                          warnings_are_errors=False, files={"models/m.py": WARNS})
+    assert code == 0 and "shapetrace-figure" in html
+    assert "in place: l.weight [shapetrace.trace]" in capsys.readouterr().err

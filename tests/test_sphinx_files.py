@@ -90,7 +90,7 @@ def test_a_short_caption_is_centred_and_a_long_one_is_flush_left_in_chromium(tmp
     page.goto((out / "index.html").as_uri())
     boxes = page.eval_on_selector_all("figure.shapetrace-figure", """figs => figs.map(f => {
         const c = f.querySelector('figcaption').getBoundingClientRect(), b = f.getBoundingClientRect();
-        const r = document.createRange(); r.selectNodeContents(f.querySelector('figcaption'));
+        const r = document.createRange(); r.selectNodeContents(f.querySelector('figcaption .caption-text'));
         const lines = Array.from(r.getClientRects());
         return {left: c.left - b.left, right: b.right - c.right, lines: new Set(lines.map(l => l.top)).size,
                 lefts: new Set(lines.map(l => Math.round(l.left))).size};

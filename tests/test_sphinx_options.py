@@ -88,7 +88,8 @@ def test_caption_exhibit_on_an_allowed_failure_of_an_exhibit_is_the_exhibits_own
     code, page, _ = build(tmp_path, ".. shapetrace:: create-head-default\n   :input: 2,100,7,7\n   :show: table\n"
                                     "   :caption: exhibit\n   :allow-failure:\n")
     assert code == 0
-    captions = [html.unescape(c) for c in re.findall(r"<figcaption>(.*?)</figcaption>", page, re.DOTALL)]
+    captions = [html.unescape(c) for c in re.findall(r'<figcaption>\s*<p><span class="caption-text">(.*?)</span>',
+                                                     page, re.DOTALL)]
     assert captions == [get_exhibit("create-head-default").caption], captions
 
 

@@ -395,6 +395,56 @@ def test_latex_labels_a_figure_once_for_a_label_before_it_and_once_for_its_name(
     assert r"\hyperref[\detokenize{index:named-fig}]" in tex
 
 
+NUMFIG = {"conf.py": "extensions = ['shapetrace.sphinxext']\nproject = 't'\nnumfig = True\n",
+          "pic.svg": '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>'}
+# A plain `.. figure::` first: the independent oracle of how Sphinx numbers and refers to a figure.
+CROSS_REFERENCED = """
+See :ref:`plain-fig`, :ref:`linear-fig`, :numref:`plain-fig` and :numref:`linear-fig`.
+
+.. _plain-fig:
+
+.. figure:: pic.svg
+
+   A plain figure.
+""" + LINEAR + """   :name: linear-fig
+   :caption: The *linear* layer with ``code``
+"""
+
+
+def test_a_captioned_figure_is_referred_to_by_its_caption_and_numbered_with_the_pages_figures(tmp_path):
+    code, html, _ = build(tmp_path, CROSS_REFERENCED, files=NUMFIG)
+    assert code == 0  # -W: no "A title or caption not found", no "undefined label"
+    links = re.sub(r"<[^>]+>", "", html[html.index("<p>See"):html.index("</p>", html.index("<p>See"))])
+    assert links == "See A plain figure., The linear layer with code, Fig. 1 and Fig. 2.", links
+
+
+def test_a_captions_inline_markup_is_shown_as_a_figures_is(tmp_path):
+    code, html, _ = build(tmp_path, CROSS_REFERENCED, files=NUMFIG)
+    assert code == 0
+    caption = re.search(r'<figure class="shapetrace-figure[^"]*" id="linear-fig">.*?<figcaption>(.*?)</figcaption>',
+                        html, re.DOTALL)
+    assert caption, html
+    assert '<span class="caption-number">Fig. 2 </span>' in caption.group(1), caption.group(1)
+    assert "The <em>linear</em> layer with <code" in caption.group(1) and "*" not in caption.group(1)
+
+
+# How each builder writes the caption's markup: as it writes a `.. figure::`'s.
+CAPTION_OUT = {"latex": ("*.tex", r"The \sphinxstyleemphasis{linear} layer with \sphinxcode{\sphinxupquote{code}}"),
+               "epub": ("index.xhtml", 'The <em>linear</em> layer with <code'),
+               "text": ("index.txt", 'The *linear* layer with "code"')}
+
+
+@pytest.mark.parametrize("builder", sorted(CAPTION_OUT))
+def test_other_builders_build_a_cross_referenced_figure_and_write_its_captions_markup(tmp_path, builder):
+    code, _, out = build(tmp_path, CROSS_REFERENCED, builder=builder, files=NUMFIG, warnings_are_errors=False)
+    pattern, caption = CAPTION_OUT[builder]
+    page = next(out.glob(pattern))
+    assert code == 0
+    assert caption in page.read_text(), page.read_text()
+    if builder == "epub":
+        ET.parse(page)  # well-formed XHTML
+
+
 LOOP_THEN_MISMATCH = """
 from torch import nn
 

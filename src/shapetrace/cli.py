@@ -15,7 +15,6 @@ that import ``cli_options`` and the session, never this module; registering one 
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -55,7 +54,7 @@ from .renderers import RenderOptions, formats, get
 from .renderers.diagram import OVERLAYS
 from .renderers.units import no_timings_reason
 from .session import TraceRequest, UsageProblem, check_output_folder, read_trace, trace_model
-from .tracer.user_warnings import ShapetraceWarning
+from .tracer.user_warnings import one_line
 
 _CONTEXT = CONTEXT
 
@@ -109,10 +108,7 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     """A Python warning as one line on stderr (``warning: ...``), with where it came from when that is not
     shapetrace itself (a library's deprecation, the model's own code), instead of a file path and a source
     line that read like a traceback."""
-    ours = issubclass(category, ShapetraceWarning) or f"{os.sep}shapetrace{os.sep}" in filename
-    origin = "" if ours else (
-        f" ({category.__name__} at {os.path.basename(filename)}:{lineno})")
-    click.echo(f"warning: {message}{origin}", err=True)
+    click.echo(f"warning: {one_line(message, category, filename, lineno)}", err=True)
 
 
 def _with_diagram(fmt: str, asked: bool) -> bool:

@@ -9,6 +9,10 @@ and no advice meant for the builder. ``for_readers`` rewrites each absolute path
 * in an installed package or the standard library: relative to the folder it is installed in
   (``torch/nn/modules/linear.py``), as an import names it;
 * anywhere else: the file's name alone.
+
+Only what is a path is rewritten, the rest of the message is the error's own text: a ``/`` in ``</script>``,
+``ratio 1 /2`` or ``stride (/2)`` is no path (an absolute path here has a folder and a file at least,
+``/opt/run.py``, or a drive, ``C:\\run.py``).
 """
 
 from __future__ import annotations
@@ -24,8 +28,16 @@ _BUILDER_ADVICE = re.compile(r" ?\(run sphinx-build with -v for the whole traceb
                              r"[;,.]? ?run sphinx-build with -v for the whole traceback\.?")
 # Any folder packages are installed in, on whatever machine: the path up to it is left out.
 _PACKAGES = re.compile(r"(?:[A-Za-z]:)?[\\/][^\s'\"()<>,;]*?[\\/](?:site|dist)-packages[\\/]")
-# An absolute path left after the known folders are dealt with: its last part is kept (its file name).
-_ABSOLUTE = re.compile(r"(?<![\w.:/\\-])(?:[A-Za-z]:[\\/]|/)(?:[^\s'\"()<>,;:]+[\\/])*([^\s'\"()<>,;:\\/]+)")
+# An absolute path left after the known folders are dealt with: its last part is kept (its file name). A path is
+# what no message text is: a drive (``C:\\``) and a separator, or ``/`` and a folder's name (starting as a name
+# does: a letter, ``_``, ``.`` or ``~``) and at least one more separator (``/opt/tools/run.py``). So ``</script>``,
+# ``</s>``, ``1 /2``, ``stride (/2)`` and ``/axes`` stay as the message wrote them; a lone ``/tmp`` names nothing
+# of the machine worth leaving out. The page reads the same whatever files the building machine holds.
+_CHAR = r"[^\s'\"()<>,;:\\/]"  # a character of a folder's or a file's name (not a space, quote, bracket or :line)
+_ABSOLUTE = re.compile(rf"""(?<![\w.:/\\-])               # not inside a word, a URL or a relative path
+    (?: [A-Za-z]:[\\/] (?:{_CHAR}+[\\/])*                  # C:\\Users\\me\\ (a drive: a path however short)
+      | /[A-Za-z_.~]{_CHAR}*[\\/] (?:{_CHAR}+[\\/])* )      # /opt/tools/ (a first folder, one more separator)
+    ({_CHAR}+)                                           # the file's name: what is kept""", re.VERBOSE)
 
 
 def _variants(folder: str | os.PathLike[str]) -> list[str]:

@@ -23,9 +23,12 @@ inputs), ``:arg:`` (``KEY=VALUE`` per line), ``:depth:``, ``:layout:`` (tb, lr, 
 document's folder, then the source folder (``sphinx_sources``), never from where ``sphinx-build`` runs.
 ``:show:`` names what to insert, in that order, any of ``diagram`` (the default), ``table`` (the HTML table),
 ``text`` (the text table, ``:width:`` columns, 80 by default, 0 for no limit) and ``flow`` (the shape-flow chart); ``both``
-means ``diagram table``. ``:caption:`` adds a caption (``exhibit`` takes the exhibit's own); ``:alt:`` the
-first picture's alt text; ``:name:`` a name to link to the figure by (as a ``.. _name:`` label before it). Without it each picture has a short alt text of its own, naming the model and what
-the picture shows (never the caption, which the page shows once below the pictures).
+means ``diagram table``. ``:caption:`` adds a caption, inline markup as a figure's (``exhibit`` takes the
+exhibit's own, as plain text); ``:alt:`` the first picture's alt text; ``:name:`` a name to link to the figure by
+(as a ``.. _name:`` label before it). Without ``:alt:`` each picture has a short alt text of its own, naming the
+model and what the picture shows (never the caption, which the page shows once below the pictures). The figure is
+a figure to Sphinx: ``:ref:`name``` takes its caption for the link's text, and it is numbered with the page's
+other figures (``numfig``, ``:numref:``).
 
 What each builder gets:
 
@@ -55,6 +58,7 @@ import os
 import re
 import textwrap
 import traceback
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +86,7 @@ from .sphinx_options import OPTION_SPEC, TEXT_WIDTH, BadOption, first_bad
 from .sphinx_page_text import for_readers
 from .sphinx_sources import ModelFileNotFound, locate, watched
 from .tracer.records import Trace
+from .tracer.user_warnings import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +137,17 @@ class ShapetraceDirective(SphinxDirective):
 
     def run(self) -> list[nodes.Node]:
         spec = tidy_spec(self.arguments[0])
+        # A Python warning raised while the model is built, traced and drawn (shapetrace's own, the model's, a
+        # library's) is a Sphinx warning at the directive's file:line, as its other problems are: -W fails the
+        # build on it, `suppress_warnings = ["shapetrace.trace"]` silences it. The filters in force still apply.
+        with warnings.catch_warnings(record=True) as caught:
+            out = self._run(spec)
+        for w in caught:
+            logger.warning(f"shapetrace: {spec}: {one_line(w.message, w.category, w.filename, w.lineno)}",
+                           location=self._where(), type="shapetrace", subtype="trace")
+        return out
+
+    def _run(self, spec: str) -> list[nodes.Node]:
         opts = self.options
         # A refused value (`:allow-failure: yes`) allows nothing: the build fails, naming the option
         allow_failure = "allow-failure" in opts and not isinstance(opts["allow-failure"], BadOption)
@@ -164,11 +180,28 @@ class ShapetraceDirective(SphinxDirective):
         # The SVG files the HTML builders will write for it: kept in _images/ while a page shows them.
         images.note(self.env, self.env.docname,
                     [images.file_name(kind, pic.svg, "svg") for kind, pic in figure.pictures.items()])
+        node, messages = self._figure_node(figure)
+        self.add_name(node)
+        return [node, *messages]
+
+    def _figure_node(self, figure: Figure) -> tuple[shapetrace_figure, list[nodes.Node]]:
+        """The node holding ``figure``, and its caption as a ``.. figure::``'s is: a caption node, so a ``:ref:``
+        without a title and ``:numref:`` find it. ``:caption:``'s text is inline markup, parsed here (its
+        problems, as docutils reports them, come after the node); an exhibit's own caption is plain text."""
         node = shapetrace_figure()
         node["figure"] = figure
         self.set_source_info(node)
-        self.add_name(node)
-        return [node]
+        messages: list[nodes.Node] = []
+        if not figure.caption:
+            return node, messages
+        if self.options.get("caption") == "exhibit":  # as the gallery shows it: no markup, no smart quotes
+            caption = nodes.caption(figure.caption, figure.caption, support_smartquotes=False)
+        else:
+            inline, messages = self.state.inline_text(figure.caption, self.lineno)
+            caption = nodes.caption(figure.caption, "", *inline)
+        self.set_source_info(caption)
+        node += caption
+        return node, messages
 
     def _caption(self, spec: str, exhibit: Any) -> str:
         """The caption to show: ``:caption:``'s text, or for ``exhibit`` the exhibit's own (a warning, and no
@@ -274,10 +307,8 @@ class ShapetraceDirective(SphinxDirective):
             figure = Figure(shows=["table"], caption=caption)
             figure.table_html = self._table_html(partial)  # _render never got to the tables: made here
             figure.table_text = self._table_text(partial)
-            node = shapetrace_figure()
-            node["figure"] = figure
-            self.set_source_info(node)
-            out.append(node)
+            node, messages = self._figure_node(figure)
+            out += [node, *messages]
         out.append(_error_node(for_readers(text, self.env.srcdir), classes=["shapetrace-error"]))
         if not isinstance(self.options.get("name"), BadOption):  # a refused :name: is the failure shown
             self.add_name(out[0])  # :name: refers to what the page shows in the figure's place
@@ -286,9 +317,11 @@ class ShapetraceDirective(SphinxDirective):
 
 def _error_node(text: str, classes: Sequence[str] = ()) -> nodes.error:
     """The error on the page: its first line as a paragraph, the lines after it (a failing layer's input and
-    error) as a literal block, so they keep their line breaks."""
+    error) as a literal block, so they keep their line breaks. The paragraph is the build log's text, not prose:
+    no smart quotes, so a command it advises reads as typed (``'shapetrace trace --help'``, not curly quotes
+    and an en dash)."""
     first, _, rest = text.partition("\n")
-    children: list[nodes.Node] = [nodes.paragraph(first, first)]
+    children: list[nodes.Node] = [nodes.paragraph(first, first, support_smartquotes=False)]
     if rest.strip():
         rest = textwrap.dedent(rest).strip("\n")
         children.append(nodes.literal_block(rest, rest, language="text"))
@@ -334,8 +367,17 @@ def svg_size(svg: str) -> tuple[float, float]:
     return 800.0, 600.0
 
 
-def _caption_nodes(figure: Figure) -> list[nodes.Node]:
-    return [nodes.paragraph(figure.caption, figure.caption, classes=["shapetrace-caption"])] if figure.caption else []
+def _caption_of(node: nodes.Element) -> nodes.caption | None:
+    """The caption the directive parsed for ``node`` (its inline markup, references resolved), if it has one."""
+    return next((c for c in node.children if isinstance(c, nodes.caption)), None)
+
+
+def _caption_nodes(caption: nodes.caption | None) -> list[nodes.Node]:
+    """The caption as a paragraph after the figure (builders other than HTML)."""
+    if caption is None:
+        return []
+    return [nodes.paragraph(caption.astext(), "", *(c.deepcopy() for c in caption.children),
+                            classes=["shapetrace-caption"])]
 
 
 _PICTURE_ALT = {"diagram": "{model}: the diagram of its layers and the shapes between them",
@@ -351,9 +393,13 @@ def _alt(figure: Figure, kind: str) -> str:
     return _PICTURE_ALT.get(kind, "{model}: shapetrace " + kind).format(model=figure.model or "the model")
 
 
-def _html(app: Any, docname: str, figure: Figure, number: int, ids: Sequence[str] = ()) -> list[nodes.Node]:
+def _html(app: Any, docname: str, figure: Figure, number: int, ids: Sequence[str] = (),
+          caption: nodes.caption | None = None) -> list[nodes.Node]:
     """The figure as HTML; ``ids`` are the names it is referred to by (a label before it, ``:name:``): the first
-    is the figure's id, any other an empty element at its start, so every ``:ref:`` lands on the figure."""
+    is the figure's id, any other an empty element at its start, so every ``:ref:`` lands on the figure. A figure
+    node, as ``.. figure::`` makes, holds the pictures and tables (HTML written here) and the caption (written by
+    the builder, so its markup, its number with ``numfig`` and its permalink are a figure's), the links to the
+    full-size pictures at its end."""
     esc = html.escape
     page = app.builder.get_target_uri(docname)
     prefix = "" if app.builder.name == "singlehtml" else relative_uri(page, "")
@@ -361,7 +407,7 @@ def _html(app: Any, docname: str, figure: Figure, number: int, ids: Sequence[str
     own, *more = [*ids, f"shapetrace-{slug}-{number}"]
     # An EPUB's pages may link only to the book's pages: the pictures are shown, not linked at full size.
     linked = not app.builder.name.startswith("epub")
-    parts = [f'<figure class="shapetrace-figure" id="{esc(own)}">', *(f'<span id="{esc(i)}"></span>' for i in more)]
+    parts = [f'<span id="{esc(i)}"></span>' for i in more]
     full_links = []
     for kind in figure.shows:
         if kind in figure.pictures:
@@ -383,13 +429,15 @@ def _html(app: Any, docname: str, figure: Figure, number: int, ids: Sequence[str
             parts.append(figure.table_html)
         elif kind == "text":
             parts.append(f'<pre class="shapetrace-text">{esc(figure.table_text)}</pre>')
-    caption = esc(figure.caption)
-    if full_links:
-        caption = (caption + " " if caption else "") + "(" + ", ".join(full_links) + ")"
-    if caption:
-        parts.append(f"<figcaption>{caption}</figcaption>")
-    parts.append("</figure>")
-    return [nodes.raw("", "\n".join(parts), format="html")]
+    shown = nodes.figure("", nodes.raw("", "\n".join(parts), format="html"), ids=[own],
+                         classes=["shapetrace-figure"])
+    if caption is not None or full_links:
+        below = nodes.caption("", "", *(c.deepcopy() for c in caption.children) if caption is not None else ())
+        if full_links:
+            below += nodes.raw("", (" " if caption is not None else "") + "(" + ", ".join(full_links) + ")",
+                               format="html")
+        shown += below
+    return [shown]
 
 
 # Characters the text table writes that pdflatex (Sphinx's default engine) has no declaration for: each becomes
@@ -398,7 +446,7 @@ def _html(app: Any, docname: str, figure: Figure, number: int, ids: Sequence[str
 _LATEX_SAFE = str.maketrans({"≤": "<=", "≥": ">=", "✗": "x", "−": "-", "⋯": "...", "→": "->"})
 
 
-def _latex(app: Any, figure: Figure) -> list[nodes.Node]:
+def _latex(app: Any, figure: Figure, caption: nodes.caption | None) -> list[nodes.Node]:
     """The pictures as PDF/PNG files and the text table (ASCII where pdflatex would stop), then the caption."""
     out: list[nodes.Node] = []
     table_done = False
@@ -415,7 +463,7 @@ def _latex(app: Any, figure: Figure) -> list[nodes.Node]:
             table = figure.table_text.translate(_LATEX_SAFE)
             out.append(nodes.literal_block(table, table))
             table_done = True
-    return out + _caption_nodes(figure)
+    return out + _caption_nodes(caption)
 
 
 def _print_source(figure: Figure, pic: Picture) -> str:
@@ -433,7 +481,7 @@ def _print_bytes(figure: Figure, pic: Picture) -> bytes:
     return data if isinstance(data, bytes) else data.encode("utf-8")
 
 
-def _plain(figure: Figure) -> list[nodes.Node]:
+def _plain(figure: Figure, caption: nodes.caption | None) -> list[nodes.Node]:
     """Text-like builders: the text table once, and what each picture would have been."""
     out: list[nodes.Node] = []
     pictures = [k for k in figure.shows if k in figure.pictures]
@@ -442,19 +490,20 @@ def _plain(figure: Figure) -> list[nodes.Node]:
         note = f"[shapetrace: {said} in the HTML and PDF documentation; the shape table here]"
         out.append(nodes.paragraph(note, note))
     out.append(nodes.literal_block(figure.table_text, figure.table_text))
-    return out + _caption_nodes(figure)
+    return out + _caption_nodes(caption)
 
 
 def _resolve(app: Any, doctree: nodes.document, docname: str) -> None:
     fmt = getattr(app.builder, "format", "")
     for number, node in enumerate(list(doctree.findall(shapetrace_figure)), start=1):
         figure: Figure = node["figure"]
+        caption = _caption_of(node)
         if fmt == "html":
-            new = _html(app, docname, figure, number, node["ids"])
+            new = _html(app, docname, figure, number, node["ids"], caption)
         elif fmt == "latex":
-            new = _latex(app, figure)
+            new = _latex(app, figure, caption)
         else:
-            new = _plain(figure)
+            new = _plain(figure, caption)
         # A label docutils moved onto the figure (`.. _name:` before it, :name:) goes on what replaces it, as an
         # image's or a figure's does; LaTeX already has a \label for a `.. _name:` target written before it.
         if fmt != "html":  # HTML: on the figure element (_html)
@@ -526,7 +575,8 @@ def _finished(app: Any, exception: Exception | None) -> None:
 
 def setup(app: Any) -> dict[str, Any]:
     """Sphinx entry point."""
-    app.add_node(shapetrace_figure)
+    # A figure, as `.. figure::`'s are: numbered with them (numfig), found by :numref: and by :ref: by its caption.
+    app.add_enumerable_node(shapetrace_figure, "figure")
     app.add_directive("shapetrace", ShapetraceDirective)
     app.connect("env-before-read-docs", _env_init)
     app.connect("env-purge-doc", _purge)
@@ -537,4 +587,4 @@ def setup(app: Any) -> dict[str, Any]:
     app.connect("build-finished", _remove_stale)
     app.connect("build-finished", _finished)
     app.add_css_file("shapetrace.css")
-    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 4}
+    return {"version": __version__, "parallel_read_safe": True, "parallel_write_safe": True, "env_version": 5}

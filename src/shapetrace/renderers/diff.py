@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import html
 import json
+import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -286,6 +287,31 @@ class TraceDiff:
     @property
     def timed(self) -> bool:
         return _ms(next(iter(self.a.calls), None)) is not None and _ms(next(iter(self.b.calls), None)) is not None
+
+    # ---- display: one line as a value, the rendered diff where a notebook or a print shows it -------------
+    def __repr__(self) -> str:
+        def side(letter: str, name: str, t: Trace) -> str:
+            n = len(t.calls)
+            named = letter if name == letter else f"{letter} = {literal(name)}"
+            return f"{named} ({t.model.cls}, {n} call{'s' if n != 1 else ''})"
+
+        what = _counted(self) if self.common else "too little in common for a call-by-call diff"
+        return f"<TraceDiff of {side('A', self.a_name, self.a)} and {side('B', self.b_name, self.b)}: {what}>"
+
+    def __str__(self) -> str:
+        return render_trace_diff_text(self, width=shutil.get_terminal_size((100, 24)).columns)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython and Jupyter's plain-text display: the text diff (``repr`` stays one line). Inside a list or
+        another container each diff is its ``repr``, so the container still reads as one."""
+        if cycle or len(getattr(printer, "stack", ())) > 1:
+            printer.text(repr(self))
+            return
+        printer.text(render_trace_diff_text(self, width=shutil.get_terminal_size((100, 24)).columns).rstrip("\n"))
+
+    def _repr_html_(self) -> str:
+        """Jupyter shows a diff as ``shapetrace diff --format html`` writes it."""
+        return render_trace_diff_html(self)
 
 
 def _key(call: Call) -> tuple[str, int]:
@@ -613,15 +639,19 @@ def _signed(n: int) -> str:
     return f"+{n:,}" if n > 0 else f"−{-n:,}" if n < 0 else "±0"
 
 
-def _summary_lines(d: TraceDiff) -> list[str]:
+def _counted(d: TraceDiff) -> str:
+    """``3 changed, 2 only in A, 0 only in B``: calls, not rows (a one-sided row stands for the calls folded
+    into it too, and the calls folded into a row whose class changed are calls only that side has)."""
     shown = d.shown
-    # calls, not rows: a one-sided row stands for the calls folded into it too, and the calls folded into a
-    # row whose class changed are calls only that side has
     counts = {s: sum(1 if s == "changed" else r.calls for r in shown if r.status == s) for s in _STATUS_WORD}
     counts["only_a"] += sum(len(r.folded_a) for r in shown if r.status == "changed")
     counts["only_b"] += sum(len(r.folded_b) for r in shown if r.status == "changed")
-    out = [(f"{counts['changed']} changed, {counts['only_a']} only in A, {counts['only_b']} only in B "
-            f"(of {len(d.a.calls)} calls in A and {len(d.b.calls)} in B).")]
+    return f"{counts['changed']} changed, {counts['only_a']} only in A, {counts['only_b']} only in B"
+
+
+def _summary_lines(d: TraceDiff) -> list[str]:
+    shown = d.shown
+    out = [f"{_counted(d)} (of {len(d.a.calls)} calls in A and {len(d.b.calls)} in B)."]
     for status, side in _UNREACHED.items():
         n = sum(r.calls for r in shown if r.status == status)
         if n:

@@ -14,7 +14,7 @@ import os
 import sys
 import warnings
 
-__all__ = ["ShapetraceWarning", "warn_user"]
+__all__ = ["ShapetraceWarning", "one_line", "warn_user"]
 
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # .../shapetrace/
 
@@ -31,3 +31,12 @@ def warn_user(message: str, category: type[Warning] = ShapetraceWarning) -> None
         level += 1
         frame = frame.f_back
     warnings.warn(message, category, stacklevel=level)
+
+
+def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int) -> str:
+    """A Python warning as one line of text: its message, and where it came from when that is not shapetrace
+    itself (a library's deprecation, the model's own code), instead of a path and a source line that read like
+    a traceback. The command line and the Sphinx directive show warnings so."""
+    ours = issubclass(category, ShapetraceWarning) or f"{os.sep}shapetrace{os.sep}" in filename
+    origin = "" if ours else f" ({category.__name__} at {os.path.basename(filename)}:{lineno})"
+    return f"{message}{origin}"
