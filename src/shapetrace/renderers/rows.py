@@ -64,6 +64,7 @@ class Row:
     memory: CallMemory | None = None
     first_call: int = 0      # id of the module's first call (the one its parameters are counted at)
     shape_changed: bool = False  # the (first) output's shape differs from the (first) input's
+    callers: list[str] = field(default_factory=list)  # modules view: the modules calling it, when several
 
 
 def short_name(call: Call, parent: Call | None) -> str:
@@ -203,6 +204,7 @@ def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
     desc = descendants(trace)
     home = home_device(trace)
     rows = []
+    shared: list[tuple[Row, int, int]] = []  # rows of modules called from several modules: (row, depth, place)
     for calls in groups.values():
         first = calls[0]
         d = min(c.depth for c in calls)
@@ -234,7 +236,55 @@ def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
             side=[m for c in calls for m in c.side_inputs][:1], calls=len(calls), timing=timing,
             flops=_sum_field(outer, "flops", None), memory=memory, first_call=first.id,
             shape_changed=any(_shape_changed(c) for c in calls)))
+        callers, under = _callers(trace, _outermost(trace, calls))
+        if len(callers) > 1:
+            rows[-1].callers = callers
+            shared.append((rows[-1], first.depth, under + 1))
+    for row, drawn_at, placed_at in shared:
+        _move_under_common_caller(rows, row, drawn_at, placed_at)
     return rows
+
+
+def _callers(trace: Trace, calls: Sequence[Call]) -> tuple[list[str], int]:
+    """The modules that make ``calls`` (one module's outermost calls), in order, and the depth of the deepest
+    module that encloses every one of them (their common caller; -1 for none)."""
+    callers: dict[frozenset[str], str] = {}
+    chains = []
+    for c in calls:
+        chain = []
+        p = c.parent
+        while p is not None:
+            chain.append(_module_key(trace.calls[p]))
+            p = trace.calls[p].parent
+        chain.reverse()
+        chains.append(chain)
+        if chain:
+            callers.setdefault(chain[-1], trace.calls[c.parent].module or "(root)")  # type: ignore[index]
+    common = 0
+    while all(len(ch) > common and ch[common] == chains[0][common] for ch in chains):
+        common += 1
+    return list(callers.values()), common - 1
+
+
+def _move_under_common_caller(rows: list[Row], row: Row, drawn_at: int, placed_at: int) -> None:
+    """Move ``row`` (a module called from several modules) and the rows of what its first call called (the
+    rows after it drawn deeper than ``drawn_at``, its first call's depth) out of its first caller's subtree:
+    to depth ``placed_at`` (under the callers' common caller), after the subtree of the branch it was in, so
+    that it is nested under no one caller whose time it is not part of."""
+    i = rows.index(row)
+    end = i + 1
+    while end < len(rows) and rows[end].depth > drawn_at:
+        end += 1
+    block = rows[i:end]
+    del rows[i:end]
+    shift = placed_at - drawn_at
+    for r in block[1:]:
+        r.depth = max(placed_at + 1, r.depth + shift)
+    row.depth = placed_at
+    at = i
+    while at < len(rows) and rows[at].depth > placed_at:
+        at += 1
+    rows[at:at] = block
 
 
 def table_rows(trace: Trace, depth: int | None = None, view: str = "calls") -> list[Row]:

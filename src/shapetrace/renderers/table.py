@@ -315,6 +315,7 @@ def _notes(trace: Trace, rows: list[Row], every_row: list[Row] | None = None, *,
     for r in rows:
         if r.aliases and not r.repeat:
             notes.append(f"{literal(r.name)} is also registered as {', '.join(map(literal, r.aliases))}")
+    notes += _caller_notes(rows)
     by_text: dict[str, list[str]] = {}  # the calls' own notes (profiling), each text once with its calls
     for c in trace.calls:
         for n in c.notes:
@@ -335,6 +336,17 @@ def _notes(trace: Trace, rows: list[Row], every_row: list[Row] | None = None, *,
         notes.append(f"{FAIL_MARK} the forward failed {where}: {error_lines(trace.failure.text)}"
                      f"{raised_instead_text(trace)}")
     return notes
+
+
+def _caller_notes(rows: list[Row]) -> list[str]:
+    """The modules view's rows of modules called from several modules (``Row.callers``): listed under no one
+    of them, whose time they are not all part of."""
+    out = []
+    for r in rows:
+        if r.callers:
+            out.append(f"{literal(r.name)} is called from {', '.join(map(literal, r.callers))}: listed under "
+                       f"their common caller, not nested under {literal(r.callers[0])}")
+    return out
 
 
 def _uncalled_parts(uncalled: list[Uncalled]) -> list[str]:
