@@ -22,6 +22,7 @@ __all__ = [
     "Elision",
     "Row",
     "Totals",
+    "above_own_p90",
     "elide",
     "forward_ms",
     "merged_inputs",
@@ -338,6 +339,24 @@ def elide(rows: list[Row], max_rows: int | None) -> Elision:
         else:
             gaps[len(shown) - 1] = gaps.get(len(shown) - 1, 0) + 1
     return Elision(shown, gaps)
+
+
+# A call's time is set by a stall (``above_own_p90``) when it lies above its own p90 and is at least STALL_RATIO
+# times its median and STALL_FLOOR_MS above it: a jitter of a few microseconds on a tiny layer is not one.
+STALL_RATIO = 1.5
+STALL_FLOOR_MS = 0.05
+
+
+def above_own_p90(timing: Any) -> bool:
+    """Whether a call's ``total_ms`` (an interquartile mean over the repeats kept) lies above its own ``p90_ms``
+    (over all repeats), well above its ``median_ms`` (``STALL_RATIO``, ``STALL_FLOOR_MS``): a stall hit it in a
+    kept repeat, so its ``ms`` says more about the stall than the layer, whose usual time the median is nearer.
+    ``False`` where the timing lacks any of the three."""
+    t = timing or {}
+    total, p90, median = t.get("total_ms"), t.get("p90_ms"), t.get("median_ms")
+    if not all(isinstance(v, (int, float)) for v in (total, p90, median)):
+        return False
+    return bool(total > p90 and total >= STALL_RATIO * median and total - median >= STALL_FLOOR_MS)
 
 
 def forward_ms(trace: Trace) -> float | None:
