@@ -218,9 +218,10 @@ class SharedEncDec(nn.Module):
 def test_the_modules_view_gives_a_module_shared_under_two_names_one_row_with_both_calls():
     tr = shapetrace.trace(SharedEncDec(), torch.randn(1, 4))
     rows = table.table_rows(tr, view="modules")
-    assert [r.name for r in rows] == ["(root)", "enc", "enc.0", "enc.1", "dec", "dec.1"]
-    shared = rows[2]
-    assert shared.calls == 2 and shared.aliases == ["dec.0"]
+    # called from enc and from dec: listed under their common caller, the root, after enc's own rows
+    assert [r.name for r in rows] == ["(root)", "enc", "enc.1", "enc.0", "dec", "dec.1"]
+    shared = rows[3]
+    assert shared.calls == 2 and shared.aliases == ["dec.0"] and shared.depth == 1
     text = table.render_text(tr, view="modules")
     assert text.splitlines()[0] == f"SharedEncDec: 7 calls of {tr.model.modules} modules"
     assert tr.model.modules == 6

@@ -96,7 +96,9 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
     shows the layers that changed (class, own parameters, or output for the
     same input), calls only one side has, and the parameter difference. Layers
     whose shapes changed only because their input did are summed up in one line.
-    Where both traces were profiled, times are shown too.
+    Where both traces were profiled, times are shown too, and a layer whose own
+    time changed beyond noise (1.5x, 1% of the forward, past both sides' p10-p90
+    spread) is listed even when nothing else about it changed.
 
     \b
     With one MODEL and --against: shapetrace against torchinfo or torchview,
@@ -104,7 +106,7 @@ def diff_command(a: str, b: str | None, inputs: tuple[str, ...], args: tuple[str
     (formats: text, md, json).
 
     \b
-    Exit status: 0, 1 when a model's forward failed (the diff of what ran is
+    Exit status: 0 whatever differs (shapes or times), 1 when a model's forward failed (the diff of what ran is
     still shown, with --against the partial table, with a note naming the
     failure) or a saved trace's content is not a trace, 2 for a usage error,
     3 when the --against tool failed on a model shapetrace traced (the error

@@ -35,6 +35,7 @@ from .cli_options import (
     write_plot,
 )
 from .renderers import RenderOptions, formats, get
+from .renderers.rows import above_own_p90
 from .renderers.units import fallback_text, literal, timer_kind_text
 from .session import TraceRequest, UsageProblem, load, profile_model
 
@@ -161,15 +162,25 @@ def summary(trace: Any, top: int = 10, view: str = "calls") -> str:
     if "gpu_idle_fraction" in t:
         lines.append(f"GPU idle {100 * t['gpu_idle_fraction']:.1f}% of the forward; kernels "
                      f"{t.get('kernel_ms', 0):.3f} ms")
-    ranked: dict[str, list[Any]] = {}  # label -> [self ms, class, calls]
+    ranked: dict[str, list[Any]] = {}  # label -> [self ms, class, calls, the call when it is one]
     for c in trace.calls:
         if c.timing:
             key = (c.module or "(root)") if view == "modules" else c.label
-            entry = ranked.setdefault(key, [0.0, c.cls, 0])
+            entry = ranked.setdefault(key, [0.0, c.cls, 0, c])
             entry[0] += c.timing["self_ms"]
             entry[2] += 1
     whole = t.get("attributed_ms") or 1.0
-    for label, (self_ms, cls, calls) in sorted(ranked.items(), key=lambda kv: -kv[1][0])[:top]:
+    for label, (self_ms, cls, calls, call) in sorted(ranked.items(), key=lambda kv: -kv[1][0])[:top]:
         times = f", {calls} calls" if calls > 1 else ""
-        lines.append(f"  {self_ms:9.3f} ms {100 * self_ms / whole:5.1f}%  {literal(label)} ({literal(cls)}{times})")
+        lines.append(f"  {self_ms:9.3f} ms {100 * self_ms / whole:5.1f}%  {literal(label)} ({literal(cls)}{times})"
+                     + (_stall_text(call.timing) if calls == 1 else ""))
     return "\n".join(lines)
+
+
+def _stall_text(timing: Any) -> str:
+    """`` ! above its p90 (median 0.038 ms): a stall`` for a call whose time a stall set (``above_own_p90``)."""
+    if not above_own_p90(timing):
+        return ""
+    median = timing.get("median_ms")
+    said = f" (median {median:.3f} ms)" if isinstance(median, (int, float)) else ""
+    return f"  ! above its own p90{said}: a stall in the repeats kept"

@@ -495,7 +495,10 @@ class _Overlay:
     frozen or groups overlay whose colour no node shows any more is left out, and so is the whole legend of a
     heat or diff overlay whose every fill a later overlay painted over."""
 
-    def __init__(self, trace: Trace, graph: Graph, overlays: Sequence[str], options: dict[str, Any]) -> None:
+    def __init__(self, trace: Trace, graph: Graph, overlays: Sequence[str], options: dict[str, Any],
+                 boxes_drawn: bool = True) -> None:
+        self.boxes_drawn = boxes_drawn  # False in the U layout, which draws no container boxes
+        self.box_time: dict[str, tuple[str, str]] = {}  # cluster id -> (heat colour, its own time): the time heat
         self.fill: dict[str, str] = {}
         self.border: dict[str, str] = {}
         self.marks: dict[str, list[str]] = {}
@@ -519,6 +522,8 @@ class _Overlay:
                 keep = True
             if keep:
                 self.legend.append((title, colour, text))
+            elif overlay == "heat":
+                self.box_time.clear()  # the scale is gone, so are the boxes' colours read on it
 
     def _paint(self, overlay: str, nid: str, colour: str, *keys: str) -> None:
         """Fill node ``nid`` with ``colour`` for ``overlay``, whose legend rows ``keys`` it shows."""
@@ -627,7 +632,8 @@ class _Overlay:
                                  "measures; use heat 'activations' (sizes from shapes) or 'time'")
             raise ValueError(f"the 'heat' overlay ({kind}) needs a profiled trace: no call has that measurement "
                              f"({no_timings_reason(trace)})")
-        top = max(values.values()) or 1.0
+        own = _own_times(trace, graph) if kind == "time" else {}  # containers' and the root's own time
+        top = max([*values.values(), *own.values()]) or 1.0
         for nid, v in values.items():
             step = min(len(HEAT_SCALE) - 1, int(v / top * (len(HEAT_SCALE) - 1) + 0.5))
             self._paint("heat", nid, HEAT_SCALE[step], "scale")
@@ -638,6 +644,55 @@ class _Overlay:
         self._row("heat", "scale", title, HEAT_SCALE[0], f"0 {fmt(0.0).split(' ', 1)[-1]}")
         self._row("heat", "scale", title, HEAT_SCALE[len(HEAT_SCALE) // 2], fmt(top // 2 if isinstance(top, int) else top / 2))
         self._row("heat", "scale", title, HEAT_SCALE[-1], fmt(top))
+        if own:
+            self._own_time_rows(trace, graph, own, top, title)
+
+    def _own_time_rows(self, trace: Trace, graph: Graph, own: dict[str | None, float], top: float,
+                       title: str) -> None:
+        """The time heat of containers (``_own_times``): each box's own time on its label, coloured on the same
+        scale; the root's, which has no box, in the legend. In the U layout, which draws no boxes, the
+        legend lists the containers' times instead."""
+        def colour(v: float) -> str:
+            return HEAT_SCALE[min(len(HEAT_SCALE) - 1, int(v / top * (len(HEAT_SCALE) - 1) + 0.5))]
+
+        names = {c.id: c.title for c in graph.clusters}
+        boxes = sorted(((v, cid) for cid, v in own.items() if cid is not None), key=lambda t: -t[0])
+        if boxes and self.boxes_drawn:
+            for v, cid in boxes:
+                self.box_time[cid] = (colour(v), f"{format_ms(v)} ms self")
+            self._row("heat", "boxes", title, "#ffffff",
+                      "a box's label: the container's own time, outside its child modules")
+        elif boxes:
+            listed = ", ".join(f"{names[cid]} {format_ms(v)} ms" for v, cid in boxes[:8])
+            more = f", … ({len(boxes)} in all)" if len(boxes) > 8 else ""
+            self._row("heat", "boxes", title, "#ffffff", f"containers' own time (no boxes here): {listed}{more}")
+        if None in own:
+            root = next(c for c in trace.calls if c.parent is None)
+            self._row("heat", "root", title, colour(own[None]),
+                      f"{root.cls or '(root)'} (the model's own forward, no box): {format_ms(own[None])} ms")
+
+
+def _own_times(trace: Trace, graph: Graph) -> dict[str | None, float]:
+    """The self time (``self_ms``: outside its child modules) of each container drawn as a box, by cluster id,
+    summed over the calls the box stands for, and the root's (key ``None``) when no node draws it. The nodes
+    carry the rest: together they hold every call's self time once. Calls without a self time count none."""
+    def own(ids: Iterable[int]) -> float | None:
+        times = [(trace.calls[i].timing or {}).get("self_ms") for i in ids]
+        times = [t for t in times if isinstance(t, (int, float))]
+        return float(sum(times)) if times else None
+
+    out: dict[str | None, float] = {}
+    for c in graph.clusters:
+        v = own(c.calls)
+        if v is not None:
+            out[c.id] = v
+    drawn = {i for n in graph.nodes for i in (*n.calls, *n.folded)} | {i for c in graph.clusters for i in c.calls}
+    root = next((i for i, c in enumerate(trace.calls) if c.parent is None), None)
+    if root is not None and root not in drawn:
+        v = own([root])
+        if v is not None:
+            out[None] = v
+    return out
 
 
 def _wrap(text: str, width: int = 34) -> list[str]:
@@ -666,6 +721,14 @@ def _legend(rows: list[tuple[str, str, str]]) -> str:
         cells.append(f'<TR><TD BGCOLOR="{colour}" WIDTH="18"> </TD><TD ALIGN="LEFT" BALIGN="LEFT">{body}</TD></TR>')
     cells.append("</TABLE>")
     return "<" + "".join(cells) + ">"
+
+
+def _timed_box_label(label: str, colour: str, text: str) -> str:
+    """A box's label ``label`` (``<...>`` markup) followed by a swatch of the time heat: ``text`` (the box's
+    own time) on ``colour``, dark print or light as the colour needs."""
+    ink = "#ffffff" if _luminance(colour) < 0.4 else "#222222"
+    return (f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1"><TR><TD>{label[1:-1]}</TD>'
+            f'<TD WIDTH="4"></TD><TD BGCOLOR="{colour}" CELLPADDING="2">{_small(html(text), ink)}</TD></TR></TABLE>>')
 
 
 # ---- DOT ----------------------------------------------------------------------------------------------------
@@ -716,7 +779,7 @@ class _Dot:
         self.origin_ops = {i for kind, i in origin_events(trace) if kind == "op"}
         self.small_print = {n.id: self.small_marks(n) for n in graph.nodes}  # read for the U layout and each label
         self.show_params = show_params
-        self.overlay = _Overlay(trace, graph, overlays, options)
+        self.overlay = _Overlay(trace, graph, overlays, options, boxes_drawn=layout != "u")
         self.options = options
         self.lines: list[str] = []
         self.names = {n.id: n.title for n in graph.nodes} | {c.id: c.title for c in graph.clusters}
@@ -866,6 +929,8 @@ class _Dot:
             mark = _small(html(NONFINITE_CLUSTER_MARK), NONFINITE_COLOR)
             label = "<" + "  ".join(p for p in [*parts, mark] if p) + ">"
             attrs.update(label=label, style="rounded,filled", color=NONFINITE_COLOR, penwidth="2.5")
+        if c.id in self.overlay.box_time:
+            attrs["label"] = _timed_box_label(attrs["label"], *self.overlay.box_time[c.id])
         for k, v in attrs.items():
             self.lines.append(f"{indent}  {k}={v if k == 'label' else quote(v)}")
 

@@ -232,6 +232,8 @@ class Row:
     # the ids of the calls folded into this row, on each side (``inside_a``/``inside_b`` name them)
     folded_a: list[int] = field(default_factory=list)
     folded_b: list[int] = field(default_factory=list)
+    # both sides timed and its self time changed beyond noise (``_mark_time_changes``): (A's, B's) self_ms
+    time_change: tuple[float, float] | None = None
 
     @property
     def calls(self) -> int:
@@ -256,7 +258,13 @@ class TraceDiff:
 
     @property
     def shown(self) -> list[Row]:
-        return [r for r in self.rows if r.status in ("changed", "only_a", "only_b", "unreached_a", "unreached_b")]
+        return [r for r in self.rows if r.status in ("changed", "only_a", "only_b", "unreached_a", "unreached_b")
+                or r.time_change is not None]
+
+    @property
+    def time_changed(self) -> list[Row]:
+        """Aligned calls whose own time changed beyond noise (``_mark_time_changes``), both sides profiled."""
+        return [r for r in self.rows if r.time_change is not None]
 
     @property
     def containing(self) -> list[Row]:
@@ -486,7 +494,40 @@ def diff_traces(a: Trace, b: Trace, a_name: str = "A", b_name: str = "B") -> Tra
     _mark_unreached(rows, a, b)
     _fold_insides(rows)
     _mark_containers(rows, homes)
+    _mark_time_changes(rows, a, b)
     return TraceDiff(a_name, b_name, a, b, rows, homes)
+
+
+# A call's own time changed when it is at least TIME_RATIO times the other side's, by at least TIME_SHARE of
+# the slower whole forward and TIME_FLOOR_MS, and by more than either side's own spread (p90 - p10 of the
+# call's inclusive time over the repeats, where recorded): a change two runs of one model would not show.
+TIME_RATIO = 1.5
+TIME_SHARE = 0.01
+TIME_FLOOR_MS = 0.05
+
+
+def _spread(call: Call) -> float:
+    t = call.timing or {}
+    lo, hi = t.get("p10_ms"), t.get("p90_ms")
+    return float(hi - lo) if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else 0.0
+
+
+def _mark_time_changes(rows: list[Row], a: Trace, b: Trace) -> None:
+    """Set ``Row.time_change`` on the aligned calls whose self time (outside their child modules, so a slower
+    layer is named once, not with every container around it) changed beyond noise (``TIME_RATIO``...)."""
+    whole = [_ms(t.calls[0]) for t in (a, b) if t.calls]
+    if len(whole) < 2 or None in whole:
+        return
+    floor = max(TIME_FLOOR_MS, TIME_SHARE * max(whole))  # type: ignore[type-var]
+    for row in rows:
+        if row.a is None or row.b is None or row.status == "folded" or not row.a.timing or not row.b.timing:
+            continue
+        sa, sb = row.a.timing.get("self_ms"), row.b.timing.get("self_ms")
+        if not isinstance(sa, (int, float)) or not isinstance(sb, (int, float)):
+            continue
+        lo, hi = sorted((sa, sb))
+        if hi - lo >= floor and hi >= TIME_RATIO * lo and hi - lo > max(_spread(row.a), _spread(row.b)):
+            row.time_change = (float(sa), float(sb))
 
 
 def _mark_unreached(rows: list[Row], a: Trace, b: Trace) -> None:
@@ -622,10 +663,20 @@ def _row_lines(row: Row, timed: bool) -> list[tuple[str, str, str]]:
         out = list(row.changes)
     if row.inside_a or row.inside_b:
         out.append(("inside", _inside_text(row.inside_a), _inside_text(row.inside_b)))
+    if row.time_change is not None:
+        sa, sb = row.time_change
+        out.append(("self time", f"{sa:.3f} ms", f"{sb:.3f} ms ({_times(sa, sb)})"))
     if timed and (_ms(row.a) is not None or _ms(row.b) is not None):
         fmt = (lambda v: "—" if v is None else f"{v:.3f} ms")
         out.append(("time", fmt(_ms(row.a)), fmt(_ms(row.b))))
     return out
+
+
+def _times(a: float, b: float) -> str:
+    """How B's time compares with A's: ``4.00× slower``, ``2.50× faster``."""
+    if a <= 0 or b <= 0:
+        return "slower" if b > a else "faster"
+    return f"{b / a:.2f}× slower" if b >= a else f"{a / b:.2f}× faster"
 
 
 def _inside_text(names: list[str], limit: int = 4) -> str:
@@ -665,6 +716,7 @@ def _summary_lines(d: TraceDiff) -> list[str]:
     if d.timed:
         ta, tb = _ms(d.a.calls[0]), _ms(d.b.calls[0])
         out.append(f"time (whole forward): {ta:.3f} ms → {tb:.3f} ms ({tb / ta:.2f}×)" if ta else "")
+        out.append(_time_line(d))
     carried = d.carried
     if carried:
         names = ", ".join(f"{r.label} {r.cls}" for r in carried[:6]) + (", …" if len(carried) > 6 else "")
@@ -676,6 +728,18 @@ def _summary_lines(d: TraceDiff) -> list[str]:
         out.append(f"outputs changed only through the changed layers inside {len(containing)} "
                    f"container{'s' if len(containing) != 1 else ''}: {names}")
     return [line for line in out if line]
+
+
+def _time_line(d: TraceDiff) -> str:
+    """The summary's line on the layers whose own time changed beyond noise (both sides profiled)."""
+    changed = d.time_changed
+    rule = (f"at least {TIME_RATIO:g}× and {TIME_SHARE:.0%} of the forward, past both sides' p10-p90 spread")
+    if not changed:
+        return f"own time: no layer's changed beyond noise ({rule})"
+    slower = sum(1 for r in changed if r.time_change[1] > r.time_change[0])  # type: ignore[index]
+    n = len(changed)
+    return (f"own time changed beyond noise in {n} layer{'s' if n != 1 else ''} ({slower} slower, {n - slower} "
+            f"faster; {rule})")
 
 
 def _nothing_in_common(d: TraceDiff) -> str:
@@ -794,11 +858,13 @@ def trace_diff_to_dict(d: TraceDiff) -> dict:
 
     rows = []
     for r in d.rows:
-        if r.status in ("same", "folded"):
+        if r.status in ("same", "folded") and r.time_change is None:
             continue
         rows.append({"layer": r.label, "status": r.status, "cls": r.cls,
                      "a": r.a.id if r.a else None, "b": r.b.id if r.b else None,
                      "changes": [{"what": w, "a": va, "b": vb} for w, va, vb in _row_lines(r, d.timed)]})
+        if r.time_change is not None:
+            rows[-1]["self_ms"] = {"a": r.time_change[0], "b": r.time_change[1]}
     return {"format": "shapetrace.diff/1", "a": side(d.a, d.a_name), "b": side(d.b, d.b_name),
             "common": d.common, "params_delta": d.b.model.params - d.a.model.params, "rows": rows,
             "summary": _summary_lines(d)}

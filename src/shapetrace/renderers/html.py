@@ -180,7 +180,7 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     every_row = _rows(trace, depth, view)
     shown_rows = elide(every_row, max_rows)
     rows = shown_rows.rows
-    extra = _extra_columns(trace)
+    extra = _extra_columns(trace, spread=view == "calls")
     fwd = _forward_ms(trace)
     headers = _headers(view, extra)
     kinds = ["layer", "cls", "call", "shape", "shape"] + ["num"] * (len(headers) - 5)

@@ -23,6 +23,7 @@ __all__ = [
     "Elision",
     "Row",
     "Totals",
+    "above_own_p90",
     "elide",
     "forward_ms",
     "merged_inputs",
@@ -66,6 +67,7 @@ class Row:
     first_call: int = 0      # id of the module's first call (the one its parameters are counted at)
     shape_changed: bool = False  # the (first) output's shape differs from the (first) input's
     nonfinite: str = ""      # check_finite: ``finite.ORIGIN_MARK`` or ``finite.PASSED_MARK`` (a NaN/Inf output)
+    callers: list[str] = field(default_factory=list)  # modules view: the modules calling it, when several
 
 
 def short_name(call: Call, parent: Call | None) -> str:
@@ -207,6 +209,7 @@ def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
     home = home_device(trace)
     marks = row_marks(trace, depth)
     rows = []
+    shared: list[tuple[Row, int, int]] = []  # rows of modules called from several modules: (row, depth, place)
     for calls in groups.values():
         first = calls[0]
         d = min(c.depth for c in calls)
@@ -240,7 +243,55 @@ def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
             side=[m for c in calls for m in c.side_inputs][:1], calls=len(calls), timing=timing,
             flops=_sum_field(outer, "flops", None), memory=memory, first_call=first.id,
             shape_changed=any(_shape_changed(c) for c in calls), nonfinite=mark))
+        callers, under = _callers(trace, _outermost(trace, calls))
+        if len(callers) > 1:
+            rows[-1].callers = callers
+            shared.append((rows[-1], first.depth, under + 1))
+    for row, drawn_at, placed_at in shared:
+        _move_under_common_caller(rows, row, drawn_at, placed_at)
     return rows
+
+
+def _callers(trace: Trace, calls: Sequence[Call]) -> tuple[list[str], int]:
+    """The modules that make ``calls`` (one module's outermost calls), in order, and the depth of the deepest
+    module that encloses every one of them (their common caller; -1 for none)."""
+    callers: dict[frozenset[str], str] = {}
+    chains = []
+    for c in calls:
+        chain = []
+        p = c.parent
+        while p is not None:
+            chain.append(_module_key(trace.calls[p]))
+            p = trace.calls[p].parent
+        chain.reverse()
+        chains.append(chain)
+        if chain:
+            callers.setdefault(chain[-1], trace.calls[c.parent].module or "(root)")  # type: ignore[index]
+    common = 0
+    while all(len(ch) > common and ch[common] == chains[0][common] for ch in chains):
+        common += 1
+    return list(callers.values()), common - 1
+
+
+def _move_under_common_caller(rows: list[Row], row: Row, drawn_at: int, placed_at: int) -> None:
+    """Move ``row`` (a module called from several modules) and the rows of what its first call called (the
+    rows after it drawn deeper than ``drawn_at``, its first call's depth) out of its first caller's subtree:
+    to depth ``placed_at`` (under the callers' common caller), after the subtree of the branch it was in, so
+    that it is nested under no one caller whose time it is not part of."""
+    i = rows.index(row)
+    end = i + 1
+    while end < len(rows) and rows[end].depth > drawn_at:
+        end += 1
+    block = rows[i:end]
+    del rows[i:end]
+    shift = placed_at - drawn_at
+    for r in block[1:]:
+        r.depth = max(placed_at + 1, r.depth + shift)
+    row.depth = placed_at
+    at = i
+    while at < len(rows) and rows[at].depth > placed_at:
+        at += 1
+    rows[at:at] = block
 
 
 def table_rows(trace: Trace, depth: int | None = None, view: str = "calls") -> list[Row]:
@@ -296,6 +347,24 @@ def elide(rows: list[Row], max_rows: int | None) -> Elision:
         else:
             gaps[len(shown) - 1] = gaps.get(len(shown) - 1, 0) + 1
     return Elision(shown, gaps)
+
+
+# A call's time is set by a stall (``above_own_p90``) when it lies above its own p90 and is at least STALL_RATIO
+# times its median and STALL_FLOOR_MS above it: a jitter of a few microseconds on a tiny layer is not one.
+STALL_RATIO = 1.5
+STALL_FLOOR_MS = 0.05
+
+
+def above_own_p90(timing: Any) -> bool:
+    """Whether a call's ``total_ms`` (an interquartile mean over the repeats kept) lies above its own ``p90_ms``
+    (over all repeats), well above its ``median_ms`` (``STALL_RATIO``, ``STALL_FLOOR_MS``): a stall hit it in a
+    kept repeat, so its ``ms`` says more about the stall than the layer, whose usual time the median is nearer.
+    ``False`` where the timing lacks any of the three."""
+    t = timing or {}
+    total, p90, median = t.get("total_ms"), t.get("p90_ms"), t.get("median_ms")
+    if not all(isinstance(v, (int, float)) for v in (total, p90, median)):
+        return False
+    return bool(total > p90 and total >= STALL_RATIO * median and total - median >= STALL_FLOOR_MS)
 
 
 def forward_ms(trace: Trace) -> float | None:

@@ -39,7 +39,7 @@ from ..tracer.metrics import STATISTIC_IQM
 from ..tracer.records import Trace, Uncalled, Value
 from .finite import ORIGIN_MARK, nonfinite_notes
 from .markdown import md_code, md_text
-from .rows import Elision, Row, Totals, elide, forward_ms, table_rows, totals, uncalled_split
+from .rows import Elision, Row, Totals, above_own_p90, elide, forward_ms, table_rows, totals, uncalled_split
 from .units import (
     display_width,
     ellipsize,
@@ -181,10 +181,21 @@ def _run_mode(trace: Trace) -> str:
 
 
 # ---- cells -------------------------------------------------------------------------------------------
-def _extra_columns(trace: Trace) -> list[str]:
+# The spread of each call's time over the repeats (``CallTiming``'s quantiles), after ``self ms`` in the formats
+# that have every column (Markdown, HTML, CSV), in the calls view (a module's calls add up no quantiles); the
+# text table marks a ``ms`` above its own p90 instead.
+SPREAD_COLUMNS = ("median ms", "p10 ms", "p90 ms")
+SPREAD_KEYS = {"median ms": "median_ms", "p10 ms": "p10_ms", "p90 ms": "p90_ms"}
+STALL_MARK = "!"  # after a ``ms`` above the call's own p90 (``rows.above_own_p90``)
+
+
+def _extra_columns(trace: Trace, spread: bool = False) -> list[str]:
+    """The profile's columns of ``trace``'s table; ``spread``: with ``SPREAD_COLUMNS`` where a call has them."""
     cols = []
     if any(c.timing for c in trace.calls):
         cols += ["ms", "%", "self ms"]
+        if spread and any(c.timing.get("p90_ms") is not None for c in trace.calls if c.timing):
+            cols += list(SPREAD_COLUMNS)
         if any(str(c.timing.kind or "").startswith("cuda") for c in trace.calls if c.timing):
             cols += ["host ms"]  # on a GPU the device time and the launching (host) time differ
     if any(c.flops is not None for c in trace.calls):
@@ -207,7 +218,11 @@ def _extra_cells(row: Row, cols: list[str], forward_ms: float | None, raw: bool 
     out = []
     for col in cols:
         if col == "ms":
-            out.append(format_ms(total) if isinstance(total, (int, float)) else "")
+            mark = f" {STALL_MARK}" if not raw and above_own_p90(t) else ""
+            out.append(format_ms(total) + mark if isinstance(total, (int, float)) else "")
+        elif col in SPREAD_COLUMNS:
+            v = t.get(SPREAD_KEYS[col])
+            out.append(format_ms(v) if isinstance(v, (int, float)) else "")
         elif col == "%":
             ok = isinstance(total, (int, float)) and forward_ms
             out.append(format_percent(100 * total / forward_ms) if ok else "")
@@ -324,6 +339,8 @@ def _notes(trace: Trace, rows: list[Row], every_row: list[Row] | None = None, *,
     for r in rows:
         if r.aliases and not r.repeat:
             notes.append(f"{literal(r.name)} is also registered as {', '.join(map(literal, r.aliases))}")
+    notes += _caller_notes(rows)
+    notes += _stall_notes(rows)
     by_text: dict[str, list[str]] = {}  # the calls' own notes (profiling), each text once with its calls
     for c in trace.calls:
         for n in c.notes:
@@ -345,6 +362,30 @@ def _notes(trace: Trace, rows: list[Row], every_row: list[Row] | None = None, *,
         notes.append(f"{FAIL_MARK} the forward failed {where}: {error_lines(trace.failure.text)}"
                      f"{raised_instead_text(trace)}")
     return notes
+
+
+def _stall_notes(rows: list[Row]) -> list[str]:
+    """The note on the rows whose ``ms`` carries ``STALL_MARK``: above their own p90, each with its median."""
+    stalled = [r for r in rows if above_own_p90(r.timing)]
+    if not stalled:
+        return []
+    shown = ", ".join(f"{literal(r.name)} (median {format_ms(r.timing['median_ms'])})"  # type: ignore[index]
+                      if isinstance((r.timing or {}).get("median_ms"), (int, float)) else literal(r.name)
+                      for r in stalled[:4])
+    more = f" +{len(stalled) - 4} more" if len(stalled) > 4 else ""
+    return [(f"{STALL_MARK} ms above the call's own p90 over the repeats and well above its median: a stall in the "
+             f"repeats its ms is averaged over, not its usual time (the median is nearer that): {shown}{more}")]
+
+
+def _caller_notes(rows: list[Row]) -> list[str]:
+    """The modules view's rows of modules called from several modules (``Row.callers``): listed under no one
+    of them, whose time they are not all part of."""
+    out = []
+    for r in rows:
+        if r.callers:
+            out.append(f"{literal(r.name)} is called from {', '.join(map(literal, r.callers))}: listed under "
+                       f"their common caller, not nested under {literal(r.callers[0])}")
+    return out
 
 
 def _uncalled_parts(uncalled: list[Uncalled]) -> list[str]:
@@ -809,7 +850,7 @@ def render_markdown(trace: Trace, *, depth: int | None = None, view: str = "call
     """A GitHub-flavoured Markdown table (full qualified names, full shapes) with totals and notes; the ``call``
     column is left out when no module was called twice (it would be empty), as in the text and HTML tables."""
     rows = table_rows(trace, depth, view)
-    extra = _extra_columns(trace)
+    extra = _extra_columns(trace, spread=view == "calls")
     fwd = forward_ms(trace)
     headers = _headers(view, extra)
     home = home_device(trace)
@@ -845,7 +886,7 @@ def render_csv(trace: Trace, *, depth: int | None = None, view: str = "calls") -
     """One row per call (or module): raw numbers (times in ms, FLOPs and FLOP/s as integers, memory in bytes),
     full shapes, no totals and no summary (the JSON has it); parses with the ``csv`` module."""
     rows = table_rows(trace, depth, view)
-    extra = _extra_columns(trace)
+    extra = _extra_columns(trace, spread=view == "calls")
     fwd = forward_ms(trace)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
