@@ -234,8 +234,9 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
 
 
 def _note_html(note: str) -> str:
-    """A note's text, its own line breaks (an error message's) as ``<br>``."""
-    return "<br>".join(html.escape(part) for part in note.split("\n"))
+    """A note's text, its own line breaks (an error message's) as ``<br />``: self-closed, as the fragment is
+    embedded in Sphinx's EPUB pages, which are XHTML (a bare ``<br>`` there is not well-formed XML)."""
+    return "<br />".join(html.escape(part) for part in note.split("\n"))
 
 
 def strip_svg_prolog(svg: str) -> str:
