@@ -9,10 +9,13 @@ model on ``meta`` stands for a second device.
 from __future__ import annotations
 
 import csv
+import html
 import io
+import re
 
 import pytest
 import torch
+from conftest import requires_dot
 from torch import nn
 
 import shapetrace
@@ -117,6 +120,30 @@ def test_diagram_labels_the_node_whose_output_is_elsewhere() -> None:
     marked = [line for line in labels.values() if "on meta" in line]
     assert any(">b<" in line for line in marked)
     assert not any(">a<" in line for line in marked)
+
+
+def _tooltips(t) -> dict[str, str]:
+    """Each tooltip of the drawn SVG (a node's or an edge's ``<title>``, what a browser shows on hover) by its
+    first line's start: ``b (Linear)``, ``a → b``."""
+    svg = t.diagram().render("svg")
+    titles = [html.unescape(title) for title in re.findall(r"<title>(.*?)</title>", svg, re.DOTALL)]
+    return {title.splitlines()[0].partition(":")[0]: title for title in titles}
+
+
+@requires_dot
+def test_diagram_tooltips_name_the_device_where_the_label_and_table_do() -> None:
+    tips = _tooltips(shapetrace.trace(SplitModel(), torch.randn(2, 4), ops=True))
+    assert tips["b (Linear)"].splitlines()[1:3] == ["in[0]: (2, 4) float32 on meta", "out: (2, 4) float32 on meta"]
+    assert tips["a → b"].startswith("a → b: (2, 4) float32 on meta (via to")  # what b receives, after the move
+    assert tips["b → output"] == "b → output: (2, 4) float32 on meta"
+    assert " on " not in tips["a (Linear)"] and " on " not in tips["input → a"]
+
+
+@requires_dot
+def test_diagram_tooltips_of_a_trace_on_one_device_name_no_device() -> None:
+    for kwargs in ({}, {"device": "meta"}):  # the CPU's, and a shape-only trace's (devices are how it works)
+        tips = _tooltips(shapetrace.trace(Pipeline(move=False), torch.randn(2, 4), ops=True, **kwargs))
+        assert not [tip for tip in tips.values() if " on cpu" in tip or " on meta" in tip], tips
 
 
 def test_diff_blames_the_layer_that_moved_the_tensor() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from ..tracer.metrics import (
     DTYPE_MIXED,
@@ -51,6 +51,7 @@ __all__ = [
     "markup",
     "no_timings_reason",
     "note_text",
+    "off_home",
     "other_devices",
     "pad",
     "raised_instead_text",
@@ -170,6 +171,16 @@ def other_devices(trace: Trace, home: str | None) -> list[str]:
                 if m.device != home:
                     seen[m.device] = None
     return list(seen)
+
+
+def off_home(devices: Iterable[str], home: str | None) -> str:
+    """``devices`` as a text (``meta``, ``cpu, meta``) when any of them is not ``home`` (the trace's device,
+    ``units.home_device``), as a tooltip says where tensors are; ``""`` when all are on it or ``home`` is
+    ``None``."""
+    devices = list(devices)
+    if home is None or all(d == home for d in devices):
+        return ""
+    return ", ".join(literal(d) for d in devices)
 
 
 def tensor_text(meta: TensorMeta, home: str | None = None) -> str:
