@@ -685,6 +685,7 @@ color:inherit;margin:0 0 1em 0;table-layout:auto;width:auto}
 & td{padding:0 10px;vertical-align:top;white-space:pre;text-align:left;line-height:1.45;max-width:none;
 border:none;background:transparent;color:inherit}
 & td.no{{DIM};text-align:right;user-select:none;border-right:1px solid rgba(127,127,127,.35)}
+& td.code{white-space:pre-wrap;overflow-wrap:anywhere;padding-left:calc(10px + 4ch);text-indent:-4ch}
 & td.shapes{""" + _tint("#3b82c4", 70) + """;border-left:1px solid rgba(127,127,127,.35);white-space:normal;
 min-width:22em}
 & td.shapes div{white-space:normal;padding-left:1.5em;text-indent:-1.5em;text-align:left}
@@ -699,6 +700,10 @@ min-width:22em}
 & td.code span.nb,& td.code span.bp,& td.code span.nd{""" + _tint("#16a34a", 60) + """}
 & tr.unreached td.code{{DIM};font-style:italic}
 & tr.unreached td.code span[class]{color:inherit;font-weight:inherit}
+@media (max-width:600px){&,& tbody{display:block}& caption{display:block}
+& tr{display:grid;grid-template-columns:calc(5ch + 20px) minmax(0,1fr)}
+& td.shapes{grid-column:2;border-left:none;min-width:0;padding-left:calc(10px + 2ch)}
+& td.shapes:empty{display:none}}
 """).replace("&", _S).replace("{FAIL}", "{" + FAIL_COLOR + "}").replace("{DIM}", _DIM)
 # Added only to a view with a line marked by ``check_finite`` (any other view's bytes unchanged): an amber fill.
 _NONFINITE_CSS = f"{_S} tr.nonfinite td{{background:rgba(217,119,6,.16)}}"
