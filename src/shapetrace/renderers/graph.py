@@ -58,7 +58,16 @@ from dataclasses import dataclass, field
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
 from ..tracer.user_warnings import warn_user
 from .loops import find_loops
-from .units import call_error_text, format_bytes, format_count, format_ms, format_shape, literal, off_home
+from .units import (
+    call_error_text,
+    failing_calls,
+    format_bytes,
+    format_count,
+    format_ms,
+    format_shape,
+    literal,
+    off_home,
+)
 
 __all__ = [
     "GLUE_OPS",
@@ -352,24 +361,6 @@ def spatial(shape: Sequence[int]) -> tuple[int, ...] | None:
     return tuple(shape[2:]) if len(shape) >= 4 else None
 
 
-def _failing_calls(trace: Trace) -> set[int]:
-    """The ids of the calls the failure left: its call and the calls around it (every other call that raised
-    was caught by the forward, which went on)."""
-    failure = trace.failure
-    out: set[int] = set()
-    cid = failure.call if failure is not None else None
-    while cid is not None and cid not in out and 0 <= cid < len(trace.calls):
-        out.add(cid)
-        cid = trace.calls[cid].parent
-    # and the calls the exception that left the forward came up through, where it is not the failure's (a
-    # fallback that failed in its except clause): start order puts each call after the one it was called in
-    for c in trace.calls:
-        parent = c.parent
-        if parent in out and c.error is not None and trace.calls[parent].error == c.error:
-            out.add(c.id)
-    return out
-
-
 def _tensors(value: object) -> list[tuple[str, TensorMeta]]:
     return list(iter_tensors(value))
 
@@ -379,7 +370,7 @@ class _Builder:
     def __init__(self, trace: Trace, depth: int | None, unroll: bool, fold: Iterable[str],
                  all_ops: bool = True) -> None:
         self.trace = trace
-        self.failing = _failing_calls(trace)
+        self.failing = failing_calls(trace)
         self.all_ops = all_ops
         self.depth = depth
         self.unroll = unroll
