@@ -187,6 +187,31 @@ def test_lines_view_marks_the_line_that_moves_the_data() -> None:
     assert "a Linear → (2,4)" in shown and "b Linear → (2,4)" in shown  # no move on their own lines
 
 
+class SplitInTwo(nn.Module):
+    """Two layers on the CPU, then the activation moved to meta and two layers there: a model split over two
+    devices."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a1, self.a2 = nn.Linear(4, 4), nn.Linear(4, 4)
+        self.b1, self.b2 = nn.Linear(4, 4, device="meta"), nn.Linear(4, 2, device="meta")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a2(self.a1(x))
+        h = h.to("meta")
+        h = self.b1(h)
+        return self.b2(h).relu()
+
+
+def test_lines_view_of_a_model_split_over_two_devices_says_the_device_once_where_it_crosses() -> None:
+    t = shapetrace.trace(SplitInTwo(), torch.randn(2, 4), lines=True)
+    text = render_lines(build_view(t), "text")
+    shown = [line.rpartition("│")[2].strip() for line in text.splitlines() if "│" in line]
+    assert [s for s in shown if " on " in s] == ["to → (2,4) on meta"]  # the lines after it compute there
+    assert "b2 Linear → (2,2)" in shown and "relu → (2,2)" in shown
+    assert "(2,2) on meta" in _row(render(t, "text", width=None), "b2")  # the table marks every tensor off home
+
+
 def test_shape_only_trace_names_no_device_although_integer_inputs_stay_on_the_cpu() -> None:
     model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(12, 2))
     t = shapetrace.trace(model, torch.randint(0, 10, (2, 3)), device="meta", lines=True)
