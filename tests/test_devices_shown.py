@@ -9,10 +9,13 @@ model on ``meta`` stands for a second device.
 from __future__ import annotations
 
 import csv
+import html
 import io
+import re
 
 import pytest
 import torch
+from conftest import requires_dot
 from torch import nn
 
 import shapetrace
@@ -119,6 +122,30 @@ def test_diagram_labels_the_node_whose_output_is_elsewhere() -> None:
     assert not any(">a<" in line for line in marked)
 
 
+def _tooltips(t) -> dict[str, str]:
+    """Each tooltip of the drawn SVG (a node's or an edge's ``<title>``, what a browser shows on hover) by its
+    first line's start: ``b (Linear)``, ``a → b``."""
+    svg = t.diagram().render("svg")
+    titles = [html.unescape(title) for title in re.findall(r"<title>(.*?)</title>", svg, re.DOTALL)]
+    return {title.splitlines()[0].partition(":")[0]: title for title in titles}
+
+
+@requires_dot
+def test_diagram_tooltips_name_the_device_where_the_label_and_table_do() -> None:
+    tips = _tooltips(shapetrace.trace(SplitModel(), torch.randn(2, 4), ops=True))
+    assert tips["b (Linear)"].splitlines()[1:3] == ["in[0]: (2, 4) float32 on meta", "out: (2, 4) float32 on meta"]
+    assert tips["a → b"].startswith("a → b: (2, 4) float32 on meta (via to")  # what b receives, after the move
+    assert tips["b → output"] == "b → output: (2, 4) float32 on meta"
+    assert " on " not in tips["a (Linear)"] and " on " not in tips["input → a"]
+
+
+@requires_dot
+def test_diagram_tooltips_of_a_trace_on_one_device_name_no_device() -> None:
+    for kwargs in ({}, {"device": "meta"}):  # the CPU's, and a shape-only trace's (devices are how it works)
+        tips = _tooltips(shapetrace.trace(Pipeline(move=False), torch.randn(2, 4), ops=True, **kwargs))
+        assert not [tip for tip in tips.values() if " on cpu" in tip or " on meta" in tip], tips
+
+
 def test_diff_blames_the_layer_that_moved_the_tensor() -> None:
     x = torch.randn(2, 4)
     d = diff_traces(shapetrace.trace(Pipeline(move=False), x), shapetrace.trace(Pipeline(move=True), x))
@@ -158,6 +185,31 @@ def test_lines_view_marks_the_line_that_moves_the_data() -> None:
     shown = [line.rpartition("│")[2].strip() for line in text.splitlines() if "│" in line]
     assert "to → (2,4) on meta" in shown
     assert "a Linear → (2,4)" in shown and "b Linear → (2,4)" in shown  # no move on their own lines
+
+
+class SplitInTwo(nn.Module):
+    """Two layers on the CPU, then the activation moved to meta and two layers there: a model split over two
+    devices."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a1, self.a2 = nn.Linear(4, 4), nn.Linear(4, 4)
+        self.b1, self.b2 = nn.Linear(4, 4, device="meta"), nn.Linear(4, 2, device="meta")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a2(self.a1(x))
+        h = h.to("meta")
+        h = self.b1(h)
+        return self.b2(h).relu()
+
+
+def test_lines_view_of_a_model_split_over_two_devices_says_the_device_once_where_it_crosses() -> None:
+    t = shapetrace.trace(SplitInTwo(), torch.randn(2, 4), lines=True)
+    text = render_lines(build_view(t), "text")
+    shown = [line.rpartition("│")[2].strip() for line in text.splitlines() if "│" in line]
+    assert [s for s in shown if " on " in s] == ["to → (2,4) on meta"]  # the lines after it compute there
+    assert "b2 Linear → (2,2)" in shown and "relu → (2,2)" in shown
+    assert "(2,2) on meta" in _row(render(t, "text", width=None), "b2")  # the table marks every tensor off home
 
 
 def test_shape_only_trace_names_no_device_although_integer_inputs_stay_on_the_cpu() -> None:

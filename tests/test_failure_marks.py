@@ -9,6 +9,7 @@ from torch import nn
 
 import shapetrace
 from shapetrace.renderers import table
+from shapetrace.renderers.html import CSS
 
 
 class ConvThenHead(nn.Module):
@@ -176,3 +177,62 @@ def test_the_error_blocks_later_lines_stay_indented_under_the_first():
     with pytest.raises(shapetrace.TraceFailed) as failed:
         shapetrace.trace(nn.Sequential(Check()), torch.randn(2, 4))
     assert "  error: ValueError: shape mismatch\n    expected (B, 16)" in str(failed.value)
+
+
+class FastPathFallback(nn.Module):
+    """Tries a fast path whose Linear expects the wrong width, catches its error and takes the slow path: the
+    forward succeeds, and ``fast`` raised what it caught."""
+
+    def __init__(self, slow_width: int = 4) -> None:
+        super().__init__()
+        self.fast = nn.Linear(3, 2)
+        self.slow = nn.Linear(slow_width, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            return self.fast(x)
+        except RuntimeError:
+            return self.slow(x)
+
+
+CAUGHT_NOTE = ("fast (Linear) raised, and the forward caught it and went on: RuntimeError: mat1 and mat2 shapes "
+               "cannot be multiplied (2x4 and 3x2)")
+
+
+def _row_of(text: str, name: str) -> str:
+    return next(line for line in text.splitlines() if line.split()[:1] == [name])
+
+
+def test_a_call_whose_exception_the_forward_caught_reads_caught_with_its_message_in_a_note():
+    text = table.render_text(shapetrace.trace(FastPathFallback(), torch.randn(2, 4)), width=None)
+    assert _row_of(text, "fast").split()[2:4] == ["(2,4)", "(caught)"]
+    assert "(raised)" not in text and "✗" not in text  # the forward did not fail
+    assert CAUGHT_NOTE in text.splitlines()
+
+
+def test_a_caught_call_in_html_is_not_styled_as_the_failure_and_its_note_gives_the_message():
+    html = table.render_html(shapetrace.trace(FastPathFallback(), torch.randn(2, 4)))
+    assert html.count('<tr class="caught">') == 1 and 'class="raised"' not in html and 'class="failed"' not in html
+    assert "(caught)" in html and f"<li>{CAUGHT_NOTE}</li>" in html
+    assert not [line for line in CSS.splitlines() if "tr.caught" in line and "background" in line]  # no red tint
+
+
+def test_the_lines_view_says_caught_without_the_failure_mark_and_notes_the_message():
+    view = shapetrace.trace(FastPathFallback(), torch.randn(2, 4), lines=True).lines()
+    text = view.render("text")
+    (row,) = [line for line in text.splitlines() if "self.fast(x)" in line]
+    assert row.rpartition("│")[2].strip() == "fast Linear (caught)" and "✗" not in row.partition("│")[0]
+    assert f"note: {CAUGHT_NOTE}" in text.splitlines()
+    html = view.render("html")
+    assert "<div>fast Linear (caught)</div>" in html and f"Note: {CAUGHT_NOTE}</p>" in html
+
+
+def test_a_fallback_that_fails_too_keeps_the_failure_marks_and_says_nothing_is_caught():
+    with pytest.raises(shapetrace.TraceFailed) as failed:  # slow fails in the except clause: fast's error is
+        shapetrace.trace(FastPathFallback(slow_width=5), torch.randn(2, 4), lines=True)  # the failure, slow raises
+    text = table.render_text(failed.value.trace, width=None)
+    assert "✗ RuntimeError: mat1 and mat2 shapes cannot be multiplied (2x4 and 3x2)" in _row_of(text, "✗")
+    assert "(raised)" in _row_of(text, "slow")
+    assert "caught" not in text
+    lines = failed.value.trace.lines().render("text")
+    assert "fast Linear ✗ raised" in lines and "caught" not in lines

@@ -22,6 +22,19 @@ _JUPYTERLAB = {
 }
 
 
+class LongLine(nn.Module):
+    """A forward with a source line of 119 columns, as a long call or a trailing comment makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x).relu()  # a trailing comment long enough to make this the widest line of the forward: 119 cols
+        return self.head(h)
+
+
 class Small(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -46,3 +59,18 @@ def test_code_and_shapes_cells_stay_left_aligned_and_the_table_uncentred_under_j
         assert ours, f"no rule of ours outweighs JupyterLab's {element}{{{prop}}}"
     cells = {value for sel, p, value in rules if p == "text-align" and re.search(r"\std$", sel)}
     assert cells == {"left"}
+
+
+def test_every_shape_stays_in_the_window_beside_or_under_a_long_source_line(browser, tmp_path):
+    path = trace(LongLine(), torch.randn(3, 4), lines=True).lines().save(tmp_path / "lines.html")
+    for width, height in ((1000, 600), (420, 900)):  # a laptop's notebook, a phone
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.goto(path.as_uri())
+        shapes = page.eval_on_selector_all(
+            "td.shapes div", "els => els.map(e => [e.textContent, e.getBoundingClientRect().left, "
+                             "e.getBoundingClientRect().right])")
+        assert [text for text, *_ in shapes] == ["proj Linear → (3,8)", "relu → (3,8)", "head Linear → (3,2)"]
+        off = [(text, left, right) for text, left, right in shapes if left < 0 or right > width]
+        assert not off, f"at {width} px, shapes outside the window: {off}"
+        assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing scrolls sideways
+        page.close()

@@ -296,6 +296,41 @@ def test_epub_pages_with_figures_and_errors_are_well_formed_xhtml(tmp_path):
     assert len(root.findall(".//{http://www.w3.org/1999/xhtml}img")) == 2
 
 
+TWO_LINE_ERROR = """
+from torch import nn
+
+
+class Two(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l = nn.Linear(4, 4)
+
+    def forward(self, x):
+        self.l(x)
+        raise ValueError("expected 3 channels\\nhint: check the input")
+
+
+def build():
+    return Two()
+"""
+
+
+def test_an_epub_page_whose_allowed_failure_has_a_two_line_error_is_well_formed_xhtml(tmp_path):
+    name = "epub_two_line_error"
+    try:
+        code, _, out = build(tmp_path, f".. shapetrace:: {name}.py:build\n   :input: 2,4\n   :show: table\n"
+                             "   :allow-failure:\n", builder="epub", warnings_are_errors=False,
+                             files={f"{name}.py": TWO_LINE_ERROR})
+    finally:
+        sys.modules.pop(name, None)
+    assert code == 0
+    root = ET.parse(out / "index.xhtml").getroot()  # raises on a <br> that is HTML but not XML
+    (note,) = [li for li in root.iter("{http://www.w3.org/1999/xhtml}li") if li.get("class") == "failure"]
+    text = "".join(note.itertext())
+    assert "ValueError: expected 3 channels" in text and text.rstrip().endswith("hint: check the input")
+    assert len(note.findall("{http://www.w3.org/1999/xhtml}br")) == 1  # the error's second line on a line of its own
+
+
 @requires_dot
 def test_latex_builds_of_the_same_figures_write_the_same_files(tmp_path):
     def pictures() -> dict[str, bytes]:

@@ -70,6 +70,7 @@ from .units import (
     home_device,
     literal,
     no_timings_reason,
+    off_home,
 )
 
 __all__ = ["HEAT_KINDS", "LAYOUTS", "OVERLAYS", "STYLES", "GraphvizNotFound", "OverlayNeedsOptions", "check_options",
@@ -376,7 +377,9 @@ def _edge_label(e: GraphEdge, src_shape: tuple[int, ...] | None = None) -> str:
     return "<" + html(text) + ">"
 
 
-def _edge_tooltip(e: GraphEdge, names: dict[str, str]) -> str:
+def _edge_tooltip(e: GraphEdge, names: dict[str, str], home: str | None = None) -> str:
+    """An edge's tooltip: where from and to, every shape it carries in full with its dtype and, when a tensor is
+    off ``home`` (the trace's device), its device (``on meta``), then what was folded into it."""
     # an edge carrying data beside an index names which tensor is the index
     mixed = bool(e.index_shapes) and set(e.index_shapes) != {tuple(s) for s in e.shapes}
     marks = [" index" if mixed and tuple(s) in e.index_shapes else "" for s in e.shapes]
@@ -386,6 +389,9 @@ def _edge_tooltip(e: GraphEdge, names: dict[str, str]) -> str:
     else:
         shapes = ", ".join(format_shape(s, sep=", ", paren=True) + marks[k] for k, s in enumerate(e.shapes))
         shapes += f" {e.dtype_of(0) if e.shapes else e.dtype}"
+    where = off_home(e.devices, home)
+    if where:
+        shapes += f" on {where}"
     text = f"{literal(names[e.src])} → {literal(names[e.dst])}: {shapes}"
     if e.index_into:
         which = "the tensor marked index is the index into" if mixed else "the index into"
@@ -864,7 +870,7 @@ class _Dot:
         marks = [*marks, *(_small(html(t), "#111111" if on_dark else "#4a4a4a") for t in self.small_print[n.id])]
         attrs["label"] = _node_label(n, self.style, self.show_params, marks, on_dark, swatches,
                                      time_shown=n.id in ov.time_marked)
-        attrs["tooltip"] = tooltip(n.tooltip())
+        attrs["tooltip"] = tooltip(n.tooltip(self.home))
         return f"{n.id} {_attrs(attrs)}"
 
     def small_marks(self, n: Node) -> list[str]:
@@ -949,7 +955,7 @@ class _Dot:
             if e.skip:
                 attrs["style"] = "dashed"
         attrs["xlabel" if self.xlabels else "label"] = _edge_label(e, self._printed_shape(e.src))
-        attrs["tooltip"] = tooltip(_edge_tooltip(e, self.names))
+        attrs["tooltip"] = tooltip(_edge_tooltip(e, self.names, self.home))
         if e.src.startswith("cluster_") and self.layout != "u":
             attrs["ltail"] = e.src
         if e.src == e.dst and self.layout == "u":  # a loop over the node's top, clear of its neighbours in the row
@@ -1201,12 +1207,12 @@ def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layou
         return _epoch_dates(proc.stdout)
     if format != "svg":
         return proc.stdout
-    tips = {n.id: tooltip(n.tooltip()) for n in graph.nodes} | {c.id: tooltip(dot._cluster_tip(c))
+    tips = {n.id: tooltip(n.tooltip(dot.home)) for n in graph.nodes} | {c.id: tooltip(dot._cluster_tip(c))
                                                                for c in graph.clusters}
     edge_tips: dict[tuple[str, str], str] = {}
     for e in graph.edges:
         src = dot.tails.get(e.src, e.src)
-        tip = tooltip(_edge_tooltip(e, dot.names))
+        tip = tooltip(_edge_tooltip(e, dot.names, dot.home))
         key = (src, e.dst)
         edge_tips[key] = edge_tips[key] + "\n" + tip if key in edge_tips else tip
     return _svg_titles(proc.stdout.decode("utf-8"), tips, edge_tips).encode("utf-8")

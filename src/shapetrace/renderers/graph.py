@@ -58,7 +58,16 @@ from dataclasses import dataclass, field
 from ..tracer.records import Call, TensorMeta, Trace, iter_tensors
 from ..tracer.user_warnings import warn_user
 from .loops import find_loops
-from .units import call_error_text, format_bytes, format_count, format_ms, format_shape, literal
+from .units import (
+    call_error_text,
+    failing_calls,
+    format_bytes,
+    format_count,
+    format_ms,
+    format_shape,
+    literal,
+    off_home,
+)
 
 __all__ = [
     "GLUE_OPS",
@@ -207,13 +216,23 @@ class Node:
                     shapes.append(tuple(meta.shape))
         return shapes
 
+    def devices_of(self, side: str, path: str, home: str | None) -> str:
+        """The devices of the input (``side`` ``"in"``) or output (``"out"``) at ``path`` over every call folded
+        into this node, as a text (``meta``, ``cpu, meta``), when any is not ``home``; ``""`` otherwise."""
+        values = (self.all_inputs or [self.inputs]) if side == "in" else (self.all_outputs or [self.outputs])
+        devices = list(dict.fromkeys(meta.device for items in values for p, meta in items if p == path))
+        return off_home(devices, home)
+
     @property
     def title(self) -> str:
         """The node's name with its loop count: ``rnn ×4``."""
         return self.name if self.count == 1 else f"{self.name} ×{self.count}"
 
-    def tooltip(self) -> str:
-        """Plain multi-line text: the full shapes of every input and output, parameters, timings, memory."""
+    def tooltip(self, home: str | None = None) -> str:
+        """Plain multi-line text: the full shapes of every input and output, parameters, timings, memory.
+
+        ``home``: the trace's device (``units.home_device``); a tensor elsewhere is said to be (``on meta``), as
+        the node's label and the table say it. ``None``: no device is said."""
         if self.kind == "failure":
             return f"{literal(self.title)}: failed in its own code, after the calls drawn before this mark\n" \
                    f"error: {literal(self.error or '')}"
@@ -223,7 +242,8 @@ class Node:
             for path, meta in items:  # every shape a folded loop's calls had there, in call order
                 shapes = [format_shape(s, sep=", ", paren=True) for s in self.shapes_of(side, path)]
                 shown = shapes if len(shapes) <= 8 else [*shapes[:7], f"… +{len(shapes) - 7}"]
-                lines.append(f"{side}{path}: {' | '.join(shown)} {meta.dtype}")
+                where = self.devices_of(side, path, home)
+                lines.append(f"{side}{path}: {' | '.join(shown)} {meta.dtype}" + (f" on {where}" if where else ""))
         if self.kind == "call":
             lines.append(f"params: {self.params:,} (trainable {self.trainable_params:,})")
             if self.collapsed:
@@ -285,6 +305,7 @@ class GraphEdge:
     dtypes: list[str] = field(default_factory=list)  # per shape in ``shapes`` (``dtype`` for all when empty)
     index_into: list[str] = field(default_factory=list)  # folded indexing ops it fed an index, not data, to
     index_shapes: list[tuple[int, ...]] = field(default_factory=list)  # of ``shapes``, those of such indices
+    devices: list[str] = field(default_factory=list)  # the devices of the tensors it carries, first seen first
 
     def carry(self, shape: tuple[int, ...], dtype: str) -> None:
         """Add a shape the edge carries (each distinct shape once), with its dtype."""
@@ -340,24 +361,6 @@ def spatial(shape: Sequence[int]) -> tuple[int, ...] | None:
     return tuple(shape[2:]) if len(shape) >= 4 else None
 
 
-def _failing_calls(trace: Trace) -> set[int]:
-    """The ids of the calls the failure left: its call and the calls around it (every other call that raised
-    was caught by the forward, which went on)."""
-    failure = trace.failure
-    out: set[int] = set()
-    cid = failure.call if failure is not None else None
-    while cid is not None and cid not in out and 0 <= cid < len(trace.calls):
-        out.add(cid)
-        cid = trace.calls[cid].parent
-    # and the calls the exception that left the forward came up through, where it is not the failure's (a
-    # fallback that failed in its except clause): start order puts each call after the one it was called in
-    for c in trace.calls:
-        parent = c.parent
-        if parent in out and c.error is not None and trace.calls[parent].error == c.error:
-            out.add(c.id)
-    return out
-
-
 def _tensors(value: object) -> list[tuple[str, TensorMeta]]:
     return list(iter_tensors(value))
 
@@ -367,7 +370,7 @@ class _Builder:
     def __init__(self, trace: Trace, depth: int | None, unroll: bool, fold: Iterable[str],
                  all_ops: bool = True) -> None:
         self.trace = trace
-        self.failing = _failing_calls(trace)
+        self.failing = failing_calls(trace)
         self.all_ops = all_ops
         self.depth = depth
         self.unroll = unroll
@@ -584,6 +587,7 @@ class _Builder:
         for node_id in [n.id for n in self.nodes.values() if n.kind == "op" and n.id not in linked]:
             del self.nodes[node_id]
         self.failure_node(edges)
+        self.edge_devices(edges)
         nodes = sorted(self.nodes.values(), key=lambda n: (n.order, n.id))
         unfed: list[str] = []
         if self.trace.meta.get("ops") is False:  # recorded without ops (a trace that says nothing: not marked)
@@ -593,6 +597,24 @@ class _Builder:
                       self.depth, self.unroll, all_ops=self.all_ops, folded_ops=folded, unfed=unfed)
         _rank(graph)
         return graph
+
+    def edge_devices(self, edges: list[GraphEdge]) -> None:
+        """Each edge's ``devices``: those of the tensors it carries (the edge records keep none; the tensors'
+        metadata does, found by ``tid``). Left empty where the trace has one device (nothing to say)."""
+        t = self.trace
+        device_of: dict[int, str] = {}
+        values = [t.inputs, t.kwargs, t.outputs, *([c.inputs, c.kwargs, c.side_inputs, c.outputs] for c in t.calls),
+                  *([o.inputs, o.outputs] for o in t.ops)]
+        for _, meta in iter_tensors(values):
+            if meta.tid is not None:
+                device_of.setdefault(meta.tid, meta.device)
+        if len(set(device_of.values())) < 2:
+            return
+        for ge in edges:
+            if ge.tids:
+                ge.devices = list(dict.fromkeys(device_of[tid] for tid in ge.tids if tid in device_of))
+            elif ge.src in self.nodes:  # a failure's feed: the outputs of its source, not traced by tid
+                ge.devices = list(dict.fromkeys(m.device for _, m in self.nodes[ge.src].outputs))
 
     def failure_node(self, edges: list[GraphEdge]) -> None:
         """Where the forward failed in a drawn container's own code (a cluster's, or the model's: the root is

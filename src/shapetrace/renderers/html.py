@@ -88,6 +88,7 @@ CSS = f"""\
 {_T} tr.failed td.layer code {{ font-weight: 700; }}
 {_T} tbody tr.raised {{ background: rgba(220, 38, 38, 0.05); }}
 {_T} tr.failed td.error {{ {FAIL_COLOR} }}
+{_T} tr.caught td.shape {{ font-style: italic; }}
 {_S} dl.totals {{ display: grid; grid-template-columns: max-content auto; gap: 0.1em 1em; margin: 0.8em 0 0;
   padding: 0; width: auto; overflow: visible; }}
 {_S} dl.totals dt, {_S} dl.totals dd {{ display: block; float: none; width: auto; padding: 0; margin: 0; }}
@@ -170,7 +171,9 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     """The shape table as a self-contained HTML fragment (scoped ``<style>`` unless ``css=False``).
 
     Every text is escaped. Rows are indented by call depth; the failing call's row has ``class="failed"`` (a
-    red bar, ``✗`` and its error in place of output shapes); calls the exception left have ``class="raised"``.
+    red bar, ``✗`` and its error in place of output shapes); calls the exception left have ``class="raised"``; a
+    call that raised what the forward caught and went on from has ``class="caught"`` (an italic ``(caught)``,
+    not tinted as a failure; a note gives its message).
     A shape cell wraps only between two values (see ``shape_markup``); the ``call`` column is left out when
     no module was called twice (it would be empty), as in the text table. ``max_rows`` (a notebook's display):
     at most that many rows, plus any failing one (``rows.elide``); a row says how many were left out where they
@@ -204,6 +207,7 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     for i, (r, cells, shown, cls_shown) in enumerate(zip(rows, cells_of, names, classes_shown)):
         name = row_mark(r) + shown
         classes = [c for c, on in (("failed", r.failed), ("raised", r.raised and not r.failed),
+                                    ("caught", r.caught and not r.failed),
                                     ("repeat", r.repeat), ("nonfinite-origin", r.nonfinite == ORIGIN_MARK),
                                     ("nonfinite", r.nonfinite == PASSED_MARK)) if on]
         cls = f' class="{" ".join(classes)}"' if classes else ""
@@ -234,8 +238,9 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
 
 
 def _note_html(note: str) -> str:
-    """A note's text, its own line breaks (an error message's) as ``<br>``."""
-    return "<br>".join(html.escape(part) for part in note.split("\n"))
+    """A note's text, its own line breaks (an error message's) as ``<br />``: self-closed, as the fragment is
+    embedded in Sphinx's EPUB pages, which are XHTML (a bare ``<br>`` there is not well-formed XML)."""
+    return "<br />".join(html.escape(part) for part in note.split("\n"))
 
 
 def strip_svg_prolog(svg: str) -> str:

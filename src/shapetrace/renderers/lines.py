@@ -28,6 +28,8 @@ from .html import FAIL_COLOR
 from .lines_rows import Row, text_rows
 from .rows import uncalled_split
 from .units import (
+    caught_calls,
+    caught_notes,
     display_width,
     error_cell,
     escape_controls,
@@ -42,6 +44,7 @@ __all__ = ["FORMATS", "LinesError", "LinesView", "build_view", "lines_page", "re
 
 FORMATS = ("text", "md", "html", "json")
 _MAX_RUNS_SHOWN = 6  # a group with more distinct runs shows the first and last few
+CAUGHT = "(caught)"  # a call's run that raised what the forward caught, as the tables write it (no failure mark)
 
 
 class LinesError(ValueError):
@@ -63,7 +66,8 @@ class Group:
     outputs: list[str] = field(default_factory=list)  # one formatted output per run
     dtype: str | None = None  # the runs' one dtype, set when it differs from their input's (else per run in outputs)
     members: list[str] = field(default_factory=list)  # the modules called, in order (calls only)
-    failed: bool = False
+    failed: bool = False  # a run raised the exception that left the forward (or its module's forward)
+    caught: bool = False  # a run raised an exception the forward caught and went on from (``units.caught_calls``)
 
     @property
     def count(self) -> int:
@@ -76,8 +80,10 @@ class Group:
         runs = _runs_text(self.outputs)
         dtype = f" {literal(self.dtype)}" if self.dtype else ""
         if self.count == 1:
-            return f"{head} ✗ raised" if self.failed else f"{head} → {runs}{dtype}"
-        return f"{head} ×{self.count}: {runs}{dtype}"  # a failed run shows as ✗ among the runs
+            if self.failed:
+                return f"{head} ✗ raised"
+            return f"{head} {CAUGHT}" if self.caught else f"{head} → {runs}{dtype}"
+        return f"{head} ×{self.count}: {runs}{dtype}"  # a failed run shows as ✗ among the runs, a caught one (caught)
 
 
 @dataclass
@@ -113,6 +119,7 @@ class View:
     sources: list[SourceView]
     failure: str | None = None
     note: str | None = None
+    caught: list[str] = field(default_factory=list)  # the exceptions raised and caught there (``units.caught_notes``)
 
 
 def _shape(meta: TensorMeta) -> str:
@@ -245,13 +252,15 @@ def _cycle_at(keys: list[tuple], i: int) -> tuple[int, int]:
     return best
 
 
-def _group_events(events: list[Call | Op], parent_name: str, moves: bool) -> list[Group]:
+def _group_events(events: list[Call | Op], parent_name: str, moves: bool,
+                  caught: frozenset[int] = frozenset()) -> list[Group]:
     """Fold one line's events into groups in the order they ran: a run of events of one kind back to back
     (``layers.4–7 UnetBlock ×4``), or a loop body repeated back to back (``x_cat[:, i]`` then ``embeds.i``, five
     times: ``getitem ×5`` and ``embeds.0–4 ×5``), is one group per kind. Events of a kind that comes back after
     others ran in between, outside such a loop, get a group of their own each time, so no group lists a
     call ahead of calls that ran before it. ``moves``: mark the runs that move data to another device
-    (``_moved_text``; not in a shape-only trace, where devices are how it works, ``units.home_device``)."""
+    (``_moved_text``; not in a shape-only trace, where devices are how it works, ``units.home_device``).
+    ``caught``: the ids of the calls whose exception the forward caught (``units.caught_calls``)."""
     runs: list[list[Call | Op]] = []  # events of one kind back to back
     keys: list[tuple] = []
     for ev in events:
@@ -267,12 +276,12 @@ def _group_events(events: list[Call | Op], parent_name: str, moves: bool) -> lis
         period, reps = _cycle_at(keys, i)
         for j in range(period):
             groups.append(_group_of([ev for r in range(reps) for ev in runs[i + r * period + j]], parent_name,
-                                    moves))
+                                    moves, caught))
         i += period * reps
     return groups
 
 
-def _group_of(events: list[Call | Op], parent_name: str, moves: bool) -> Group:
+def _group_of(events: list[Call | Op], parent_name: str, moves: bool, caught: frozenset[int] = frozenset()) -> Group:
     """One group from events of one kind, in order."""
     first = events[0]
     if isinstance(first, Call):
@@ -284,9 +293,11 @@ def _group_of(events: list[Call | Op], parent_name: str, moves: bool) -> Group:
     for ev in events:
         if isinstance(ev, Call):
             g.members.append(_relative(ev.module, parent_name) or "(self)")
-            out, dtype = _value_text(ev.outputs) if ev.error is None else ("✗", None)
+            was_caught = ev.error is not None and ev.id in caught
+            out, dtype = _value_text(ev.outputs) if ev.error is None else (CAUGHT if was_caught else "✗", None)
             inputs = [ev.inputs, ev.kwargs]
-            g.failed = g.failed or ev.error is not None
+            g.failed = g.failed or (ev.error is not None and not was_caught)
+            g.caught = g.caught or was_caught
         else:
             out, dtype = _value_text(ev.outputs)
             inputs = ev.inputs
@@ -471,13 +482,15 @@ def build_view(trace: Trace, module: str = "") -> View:
         if calls[0].parent is not None and not (calls[0].code or {}).get("torch_layer"):
             note += _alone_advice(calls[0])
     moves = home_device(trace) is not None  # marks where data moves, but not in a shape-only trace
+    caught = [c for c in caught_calls(trace) if c.parent in ids]  # raised on its lines, and caught
+    caught_ids = frozenset(c.id for c in caught)
     views = []
     for key, source_calls in by_source.items():
         sids = {c.id for c in source_calls}
         events: list[Call | Op] = [c for c in children if c.parent in sids] + [o for o in ops if o.call in sids]
         events.sort(key=lambda e: e.start if isinstance(e, Call) else e.order)
-        views.append(_source_view(trace, key, source_calls, events, calls[0].module, moves))
-    return View(module, calls[0].cls, len(calls), views, failure, note)
+        views.append(_source_view(trace, key, source_calls, events, calls[0].module, moves, caught_ids))
+    return View(module, calls[0].cls, len(calls), views, failure, note, caught_notes(trace, caught))
 
 
 def _placed(anchored: list[tuple[int | None, Call | Op]], by_number: dict[int, Line]
@@ -498,10 +511,10 @@ def _placed(anchored: list[tuple[int | None, Call | Op]], by_number: dict[int, L
 
 
 def _outside_lines(outside: dict[int, list[Call | Op]], raised: dict[int, str | None], parent_name: str,
-                   moves: bool) -> list[Line]:
+                   moves: bool, caught: frozenset[int] = frozenset()) -> list[Line]:
     """A row for each recorded line the saved source does not have (past its end, or before its start: the file
     changed after the trace, or was edited), with what ran there and the error that left by it."""
-    return [Line(n, "", "raised" if n in raised else "ran", _group_events(outside.get(n, []), parent_name, moves),
+    return [Line(n, "", "raised" if n in raised else "ran", _group_events(outside.get(n, []), parent_name, moves, caught),
                  error=raised.get(n), outside=True) for n in sorted({*outside, *raised})]
 
 
@@ -511,14 +524,14 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | Op], parent_name: str,
-                 moves: bool) -> SourceView:
+                 moves: bool, caught: frozenset[int] = frozenset()) -> SourceView:
     """One source's lines with what ran on each (``moves``: mark the data moved to another device, see
     ``_group_events``)."""
     info = trace.sources.get(key) or {"qualname": key.rpartition(".")[2], "missing": "no source was recorded"}
     if "text" not in info:
         return SourceView(key, info.get("qualname", key), info.get("file"), None, [],
                           missing=info.get("missing", "no source was recorded"),
-                          calls_only=_group_events(events, parent_name, moves))
+                          calls_only=_group_events(events, parent_name, moves, caught))
     first = int(info["first_line"])
     text = [_SURROGATE.sub("\ufffd", t) for t in info["text"]]
     span_of, neutral = _statement_spans(text, first)
@@ -534,7 +547,7 @@ def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | 
     at, outside, unplaced = _placed([(anchor(ev.line), ev) for ev in events], by_number)
     blamed = origin_events(trace)
     for n, evs in at.items():
-        by_number[n].groups = _group_events(evs, parent_name, moves)
+        by_number[n].groups = _group_events(evs, parent_name, moves, caught)
         by_number[n].state = "ran"
         by_number[n].nonfinite = any(("call" if isinstance(ev, Call) else "op", ev.id) in blamed for ev in evs)
     # Reachability: a statement ran when any of its lines ran in any call.
@@ -559,9 +572,9 @@ def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | 
             by_number[n].error = c.error
         elif n is not None:
             raised_outside[n] = c.error
-    lines += _outside_lines(outside, raised_outside, parent_name, moves)
+    lines += _outside_lines(outside, raised_outside, parent_name, moves, caught)
     if unplaced:  # an event whose line is outside this forward (made by code the forward called elsewhere)
-        lines.append(Line(0, "", "ran", _group_events(unplaced, parent_name, moves)))
+        lines.append(Line(0, "", "ran", _group_events(unplaced, parent_name, moves, caught)))
     return SourceView(key, info.get("qualname", key), info.get("file"), first, lines, reach_known=reach_known,
                       outside=sorted({*outside, *raised_outside}))
 
@@ -596,6 +609,8 @@ def render_text(view: View, width: int | None = None) -> str:
         out.append("")
     if view.note:
         out.append(f"note: {view.note}")
+    for note in view.caught:  # the message, its lines kept (literal already)
+        out += [escape_controls(f"note: {part}" if i == 0 else part) for i, part in enumerate(note.splitlines())]
     if view.failure:
         out += [escape_controls(f"the forward failed: {part}" if i == 0 else part)
                 for i, part in enumerate(view.failure.splitlines() or [""])]
@@ -685,6 +700,7 @@ color:inherit;margin:0 0 1em 0;table-layout:auto;width:auto}
 & td{padding:0 10px;vertical-align:top;white-space:pre;text-align:left;line-height:1.45;max-width:none;
 border:none;background:transparent;color:inherit}
 & td.no{{DIM};text-align:right;user-select:none;border-right:1px solid rgba(127,127,127,.35)}
+& td.code{white-space:pre-wrap;overflow-wrap:anywhere;padding-left:calc(10px + 4ch);text-indent:-4ch}
 & td.shapes{""" + _tint("#3b82c4", 70) + """;border-left:1px solid rgba(127,127,127,.35);white-space:normal;
 min-width:22em}
 & td.shapes div{white-space:normal;padding-left:1.5em;text-indent:-1.5em;text-align:left}
@@ -699,6 +715,10 @@ min-width:22em}
 & td.code span.nb,& td.code span.bp,& td.code span.nd{""" + _tint("#16a34a", 60) + """}
 & tr.unreached td.code{{DIM};font-style:italic}
 & tr.unreached td.code span[class]{color:inherit;font-weight:inherit}
+@media (max-width:600px){&,& tbody{display:block}& caption{display:block}
+& tr{display:grid;grid-template-columns:calc(5ch + 20px) minmax(0,1fr)}
+& td.shapes{grid-column:2;border-left:none;min-width:0;padding-left:calc(10px + 2ch)}
+& td.shapes:empty{display:none}}
 """).replace("&", _S).replace("{FAIL}", "{" + FAIL_COLOR + "}").replace("{DIM}", _DIM)
 # Added only to a view with a line marked by ``check_finite`` (any other view's bytes unchanged): an amber fill.
 _NONFINITE_CSS = f"{_S} tr.nonfinite td{{background:rgba(217,119,6,.16)}}"
@@ -759,6 +779,8 @@ def render_html(view: View) -> str:
             parts.append(f'<p class="st-lines-note">Note: {markup(note)}</p>')
     if view.note:
         parts.append(f'<p class="st-lines-note">Note: {markup(view.note)}</p>')
+    for note in view.caught:
+        parts.append(f'<p class="st-lines-note">Note: {_lines_html(note)}</p>')
     if view.failure:
         parts.append(f'<p class="st-lines-note">The forward failed: {_lines_html(view.failure)}</p>')
     amber = f" Amber, {ORIGIN_MARK}: made the first NaN or Inf." if _marks_nonfinite(view) else ""
@@ -776,6 +798,8 @@ def _group_json(g: Group) -> dict:
         out["dtype"] = g.dtype
     if g.failed:
         out["failed"] = True
+    if g.caught:
+        out["caught"] = True
     return out
 
 
@@ -795,8 +819,11 @@ def to_dict(view: View) -> dict:
             if sv.outside:
                 entry["outside_lines"] = sv.outside
         sources.append(entry)
-    return {"format": "shapetrace.lines/1", "module": view.module, "cls": view.cls, "calls": view.calls,
-            "failure": view.failure, "note": view.note, "sources": sources}
+    out = {"format": "shapetrace.lines/1", "module": view.module, "cls": view.cls, "calls": view.calls,
+           "failure": view.failure, "note": view.note, "sources": sources}
+    if view.caught:
+        out["caught"] = view.caught
+    return out
 
 
 def render(view: View, fmt: str = "text", width: int | None = None) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from ..tracer.metrics import CallMemory, CallTiming
 from ..tracer.records import Call, Opaque, Trace, Uncalled, Value, iter_tensors, raised_another
 from .finite import ORIGIN_MARK, row_marks
-from .units import call_error_text, home_device, value_text
+from .units import call_error_text, failing_calls, home_device, value_text
 
 __all__ = [
     "DISPLAY_MAX_ROWS",
@@ -52,6 +52,7 @@ class Row:
     repeat: bool = False     # a second or later call of its module: parameters counted at the first
     failed: bool = False     # the call the forward failed in (or, folded by ``depth``, the row it is folded into)
     raised: bool = False     # an exception passed through this call (an enclosing call of the failure)
+    caught: bool = False     # it raised, and the forward caught the exception and went on (``units.caught_calls``)
     reraised: bool = False   # it raised another exception than the one that left its child (``raise X from e``)
     error: str | None = None
     side: list = field(default_factory=list)
@@ -132,6 +133,7 @@ def _call_rows(trace: Trace, depth: int | None) -> list[Row]:
     failed_id = failed_row_call(trace, depth)
     reraised = reraising_calls(trace)
     marks = row_marks(trace, depth)
+    failing = failing_calls(trace)
     rows = []
     for c in trace.calls:
         if depth is not None and c.depth > depth:
@@ -142,7 +144,8 @@ def _call_rows(trace: Trace, depth: int | None) -> list[Row]:
             depth=c.depth, name=c.label, short=short_name(c, parent), cls=c.cls,
             call=f"{c.call_index + 1}/{n}" if n > 1 else "", inputs=c.inputs, outputs=c.outputs,
             params=c.params, trainable=c.trainable_params, repeat=c.call_index > 0,
-            failed=c.id == failed_id, raised=c.error is not None and c.id != failed_id, error=call_error_text(trace, c),
+            failed=c.id == failed_id, raised=c.error is not None and c.id != failed_id and c.id in failing,
+            caught=c.error is not None and c.id not in failing, error=call_error_text(trace, c),
             reraised=c.id in reraised,
             side=list(c.side_inputs), kwargs=dict(c.kwargs),
             folded=desc[c.id] if depth is not None and c.depth == depth else 0, aliases=list(c.aliases),
@@ -205,6 +208,7 @@ def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
     for c in trace.calls:
         groups.setdefault(_module_key(c), []).append(c)
     failed_id = failed_row_call(trace, depth)
+    failing = failing_calls(trace)
     desc = descendants(trace)
     home = home_device(trace)
     marks = row_marks(trace, depth)
@@ -232,13 +236,15 @@ def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
         err = next((c.error for c in calls if c.error), None)
         mark = ORIGIN_MARK if any(marks.get(c.id) == ORIGIN_MARK for c in calls) else next(
             (marks[c.id] for c in calls if c.id in marks), "")
+        caught = all(c.id not in failing for c in calls if c.error)  # every exception of its calls was caught
         rows.append(Row(
             depth=d, name=first.module or "(root)", short=short_name(first, parent).split("#")[0], cls=first.cls,
             call=f"×{len(calls)}",
             inputs=_summarise((merged_inputs(c) for c in calls), home),
             outputs=_summarise((c.outputs if c.error is None else NO_OUTPUT for c in calls), home),
             params=first.params, trainable=first.trainable_params, failed=failed,
-            raised=err is not None and not failed, error=err, summary=True, aliases=list(first.aliases),
+            raised=err is not None and not failed and not caught, caught=err is not None and caught, error=err,
+            summary=True, aliases=list(first.aliases),
             folded=sum(desc[c.id] for c in calls) if depth is not None and d == depth else 0,
             side=[m for c in calls for m in c.side_inputs][:1], calls=len(calls), timing=timing,
             flops=_sum_field(outer, "flops", None), memory=memory, first_call=first.id,

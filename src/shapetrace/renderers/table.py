@@ -41,6 +41,7 @@ from .finite import ORIGIN_MARK, nonfinite_notes
 from .markdown import md_code, md_text
 from .rows import Elision, Row, Totals, above_own_p90, elide, forward_ms, table_rows, totals, uncalled_split
 from .units import (
+    caught_notes,
     display_width,
     ellipsize,
     ellipsize_middle,
@@ -258,13 +259,16 @@ def _inputs_text(row: Row, home: str | None = None) -> str:
 
 def _outputs_text(row: Row, home: str | None = None) -> str:
     """A row's outputs, whole; the error for the failing call, ``(raised)`` for the calls it passed through,
-    ``raised`` and its own error for one that raised another exception in its place."""
+    ``raised`` and its own error for one that raised another exception in its place, ``(caught)`` for one that
+    raised an exception the forward caught and went on from (a note gives the message: ``units.caught_notes``)."""
     if row.summary:
         return _join_summary(row.outputs, top=False, home=home)
     if row.failed:
         return f"{FAIL_MARK} {error_cell(row.error or '')}"
     if row.raised:
         return f"raised {error_cell(row.error)}" if row.reraised and row.error else "(raised)"
+    if row.caught:
+        return "(caught)"
     return format_value(row.outputs, home=home)
 
 
@@ -357,6 +361,7 @@ def _notes(trace: Trace, rows: list[Row], every_row: list[Row] | None = None, *,
         notes.append(f"on {', '.join(map(literal, elsewhere))}: these tensors are not on "
                      f"{literal(home or '')}, the device of the rest of the trace")
     notes += nonfinite_notes(trace)
+    notes += caught_notes(trace)
     if trace.failure is not None:
         where = failure_place(trace, with_class=True)
         notes.append(f"{FAIL_MARK} the forward failed {where}: {error_lines(trace.failure.text)}"
@@ -818,6 +823,8 @@ def _row_styles(r: Row, shown: list[str]) -> dict[str, str]:
         styles["layer"] = styles["output shapes"] = _YELLOW
     if r.raised:
         styles["output shapes"] = _RED
+    elif r.caught:  # not the failure's red: the forward went on
+        styles["output shapes"] = _DIM
     elif r.shape_changed:
         styles["output shapes"] = _BOLD
     if r.folded:

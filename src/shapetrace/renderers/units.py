@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from ..tracer.metrics import (
     DTYPE_MIXED,
@@ -28,6 +28,8 @@ from ..tracer.records import Call, Opaque, Struct, TensorMeta, Trace, Value, ite
 __all__ = [
     "arguments_text",
     "call_error_text",
+    "caught_calls",
+    "caught_notes",
     "display_width",
     "ellipsize",
     "ellipsize_middle",
@@ -35,6 +37,7 @@ __all__ = [
     "error_lines",
     "escape_controls",
     "exponent_form",
+    "failing_calls",
     "failure_place",
     "fallback_text",
     "fitting_end",
@@ -51,6 +54,7 @@ __all__ = [
     "markup",
     "no_timings_reason",
     "note_text",
+    "off_home",
     "other_devices",
     "pad",
     "raised_instead_text",
@@ -170,6 +174,56 @@ def other_devices(trace: Trace, home: str | None) -> list[str]:
                 if m.device != home:
                     seen[m.device] = None
     return list(seen)
+
+
+def off_home(devices: Iterable[str], home: str | None) -> str:
+    """``devices`` as a text (``meta``, ``cpu, meta``) when any of them is not ``home`` (the trace's device,
+    ``units.home_device``), as a tooltip says where tensors are; ``""`` when all are on it or ``home`` is
+    ``None``."""
+    devices = list(devices)
+    if home is None or all(d == home for d in devices):
+        return ""
+    return ", ".join(literal(d) for d in devices)
+
+
+def failing_calls(trace: Trace) -> set[int]:
+    """The ids of the calls the failure left: its call and the calls around it. Every other call that raised
+    was caught by the forward, which went on (``caught_calls``): renderers draw those apart from the failure."""
+    failure = trace.failure
+    out: set[int] = set()
+    cid = failure.call if failure is not None else None
+    while cid is not None and cid not in out and 0 <= cid < len(trace.calls):
+        out.add(cid)
+        cid = trace.calls[cid].parent
+    # and the calls the exception that left the forward came up through, where it is not the failure's (a
+    # fallback that failed in its except clause): start order puts each call after the one it was called in
+    for c in trace.calls:
+        parent = c.parent
+        if parent in out and c.error is not None and trace.calls[parent].error == c.error:
+            out.add(c.id)
+    return out
+
+
+def caught_calls(trace: Trace) -> list[Call]:
+    """The calls that raised an exception the forward caught and went on from (a fallback after a fast path
+    that raised), in call order: every call with an error that the failure did not leave (``failing_calls``)."""
+    failing = failing_calls(trace)
+    return [c for c in trace.calls if c.error is not None and c.id not in failing]
+
+
+def caught_notes(trace: Trace, calls: Iterable[Call] | None = None) -> list[str]:
+    """One note per exception raised and caught inside the forward (``caught_calls``, or those of ``calls``):
+    the calls it left, and the message, its lines kept (``error_lines``). Calls that raised the same message
+    share a note."""
+    by_error: dict[str, list[str]] = {}
+    for c in caught_calls(trace) if calls is None else calls:
+        by_error.setdefault(c.error or "", []).append(f"{literal(c.label)} ({literal(c.cls)})")
+    notes = []
+    for error, labels in by_error.items():
+        more = f" +{len(labels) - 4} more" if len(labels) > 4 else ""
+        notes.append(f"{', '.join(labels[:4])}{more} raised, and the forward caught it and went on: "
+                     f"{error_lines(error)}")
+    return notes
 
 
 def tensor_text(meta: TensorMeta, home: str | None = None) -> str:
