@@ -37,7 +37,7 @@ from typing import TypeVar
 
 from ..tracer.metrics import STATISTIC_IQM
 from ..tracer.records import Trace, Uncalled, Value
-from .finite import ORIGIN_MARK, nonfinite_notes
+from .finite import ORIGIN_MARK, PASSED_MARK, nonfinite_notes
 from .markdown import md_code, md_text
 from .rows import Elision, Row, Totals, elide, forward_ms, table_rows, totals, uncalled_split
 from .units import (
@@ -339,7 +339,9 @@ def _notes(trace: Trace, rows: list[Row], every_row: list[Row] | None = None, *,
     if elsewhere:
         notes.append(f"on {', '.join(map(literal, elsewhere))}: these tensors are not on "
                      f"{literal(home or '')}, the device of the rest of the trace")
-    notes += nonfinite_notes(trace)
+    every = rows if every_row is None else every_row
+    folded = any(r.folded for r in every)  # a depth folds calls: the marked rows, the origin's not among them
+    notes += nonfinite_notes(trace, [r.name for r in every if r.nonfinite == PASSED_MARK] if folded else None)
     if trace.failure is not None:
         where = failure_place(trace, with_class=True)
         notes.append(f"{FAIL_MARK} the forward failed {where}: {error_lines(trace.failure.text)}"

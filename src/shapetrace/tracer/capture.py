@@ -276,7 +276,7 @@ class Tracer:
         if self.lines:
             probes.append(LinesProbe(flow))
         if self.check_finite:
-            probes.append(FiniteProbe())
+            probes.append(FiniteProbe(flow))
         return probes
 
     # ---- context manager ----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..engine import Engine, Probe
+from ..flow import DataFlow
 from ..metrics import NONFINITE_INPUT, NONFINITE_LAYER, NONFINITE_OUTSIDE, NONFINITE_OWN_CODE, CallNonfinite
 from ..records import Trace
 
@@ -36,7 +37,6 @@ __all__ = ["FiniteProbe", "count_nonfinite", "value_tensors"]
 Counts = tuple[int, int, int, int]  # nan, posinf, neginf, values
 KINDS = ("nan", "posinf", "neginf")  # the order of the first three counts
 _MAX_NESTING = 32  # how deep into nested containers an output is searched for tensors
-_FINITE_SUM_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 
 
 def value_tensors(value: Any, depth: int = 0) -> Iterator[torch.Tensor]:
@@ -66,9 +66,8 @@ def count_nonfinite(t: torch.Tensor) -> Counts | None:
             return None
         t = t.detach()
         values = t.numel() * (2 if t.is_complex() else 1)
-        if t.dtype in _FINITE_SUM_DTYPES or t.dtype in (torch.float16, torch.bfloat16):
-            if values == 0 or bool(torch.isfinite(t.sum())):  # every value finite: the sum is finite
-                return (0, 0, 0, values)
+        if values == 0 or bool(torch.isfinite(t.sum())):  # a sum is finite only when every value is
+            return (0, 0, 0, values)
         if t.is_complex():  # the sum was not finite: count (a sum of finite values may have overflowed)
             t = torch.view_as_real(t.resolve_conj())
         return (int(torch.isnan(t).sum()), int(torch.isposinf(t).sum()), int(torch.isneginf(t).sum()), values)
@@ -133,7 +132,9 @@ class FiniteProbe(Probe):
     """``found[cid]``: the counts over each call's checked output tensors, for calls whose output holds NaN or
     Inf; ``origins[kind]``: where the first of each kind came from; ``inputs``: the trace inputs holding some."""
 
-    def __init__(self) -> None:
+    def __init__(self, flow: DataFlow | None = None) -> None:
+        self._flow = flow  # the tensor ids, to name the inputs that held them (``seen_tensors``)
+        self._bad_inputs: dict[int, list[tuple[int | None, Counts]]] = {}  # cid -> (tid, counts) of each
         self.found: dict[int, Counts] = {}
         self.origins: dict[str, dict[str, Any]] = {}
         self.inputs: list[dict[str, int]] = []
@@ -158,6 +159,10 @@ class FiniteProbe(Probe):
         given, each = self._check.scan((args, kwargs or {}))
         if _bad(given):
             self._given[cid] = given
+            ids = self._flow.ids if self._flow is not None else None
+            tensors = list(value_tensors((args, kwargs or {})))
+            self._bad_inputs[cid] = [(ids.lookup(t) if ids is not None else None, c)
+                                     for t, c in zip(tensors, each) if c is not None and _bad(c)]
             if len(self._top) == 1 and parent is None:  # the trace's own inputs: a fact, not a verdict
                 self.inputs = [{"input": k, **_fields(c)} for k, c in enumerate(each) if _bad(c)]
 
@@ -221,6 +226,9 @@ class FiniteProbe(Probe):
             if params or above is None or not above[k]:
                 found: dict[str, Any] = {"first": parent, "where": NONFINITE_OWN_CODE, "seen_in": c,
                                          **_fields(self._given[c])}
+                tids = [tid for tid, counts in self._bad_inputs.get(c, []) if counts[k] and tid is not None]
+                if tids:
+                    found["seen_tensors"] = tids
                 if params:
                     found["own_nonfinite"] = params
                 return found
