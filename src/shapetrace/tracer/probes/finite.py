@@ -214,9 +214,10 @@ class FiniteProbe(Probe):
             parent = engine.calls.parent[c]
             if parent is None:  # a top-level call was given them
                 given = self._given[c]
-                if c == self._top[0]:
-                    first = next((i["input"] for i in self.inputs if i[KINDS[k]]), 0)
-                    return {"first": f"input:{first}", "where": NONFINITE_INPUT, **_fields(given)}
+                held = next((i for i in self.inputs if i[KINDS[k]]), None)
+                if c == self._top[0] and held is not None:  # the first input holding them, its own counts
+                    return {"first": f"input:{held['input']}", "where": NONFINITE_INPUT,
+                            **{key: v for key, v in held.items() if key != "input"}}
                 return {"first": None, "where": NONFINITE_OUTSIDE, "seen_in": c, **_fields(given)}
             try:
                 params = _nonfinite_params(engine.index.modules[engine.calls.slot[parent]], recurse=False)
