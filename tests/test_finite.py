@@ -103,7 +103,7 @@ def test_a_containers_own_code_between_its_children_is_the_origin():
 
 
 def test_a_containers_own_code_after_its_last_child_is_the_origin():
-    model = nn.Sequential(DividesAfterChildren(), nn.Tanh()).eval()
+    model = nn.Sequential(DividesAfterChildren(), nn.ReLU()).eval()  # +Inf reaches the model's output
     t = shapetrace.trace(model, torch.randn(3, 4), check_finite=True)
     assert t.meta["nonfinite"]["first"] == call_of(t, "0").id
     assert t.meta["nonfinite"]["where"] == "own-code" and "seen_in" not in t.meta["nonfinite"]
@@ -151,7 +151,8 @@ def test_outputs_nested_in_tuples_and_dicts_are_checked():
 
     x = torch.tensor([[1.0, -2.0, -3.0]])
     t = shapetrace.trace(Nested(), x, check_finite=True)
-    assert dict(t.calls[0].nonfinite) == oracle(x.log())  # the integer argmax and the finite x left out
+    # the integer argmax left out; ``values`` counts every checked tensor, the finite x too
+    assert dict(t.calls[0].nonfinite) == {**oracle(x.log()), "values": x.numel() + x.log().numel()}
 
 
 def test_nothing_is_noted_when_every_output_is_finite():
@@ -305,7 +306,7 @@ def test_a_tracer_block_checks_too_and_blames_code_between_two_forwards():
     x = torch.randn(4, 8)
     with Tracer(model, check_finite=True) as tr:
         y = model(x)
-        model(x * float("inf") - y.sum())  # made between the forwards, outside any call: inf - inf is NaN
+        model(x + y.sum() * float("nan"))  # made between the forwards, outside any call
     summary = tr.trace.meta["nonfinite"]
     assert summary["where"] == "outside" and summary["first"] is None
     assert summary["seen_in"] == [c.id for c in tr.trace.calls if c.parent is None][1]
@@ -361,3 +362,242 @@ def test_a_layer_writing_nan_into_its_input_in_place_is_the_origin_not_its_paren
         model[0].bias.zero_()
     t = shapetrace.trace(model, torch.ones(3, 4), check_finite=True)
     assert t.meta["nonfinite"]["first"] == call_of(t, "1").id and t.meta["nonfinite"]["where"] == "layer"
+
+
+# ---- the origin: what a call was given, as it was when it started -------------------------------------------
+class SqrtThenHead(nn.Module):
+    """Its own ``sqrt`` makes NaN; the nested ``head`` container only passes them on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Linear(4, 4)
+        self.head = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+
+    def forward(self, x):
+        return self.head(torch.sqrt(self.stem(x)))
+
+
+def test_a_nested_container_is_not_blamed_for_its_parents_code():
+    torch.manual_seed(0)
+    t = shapetrace.trace(SqrtThenHead().eval(), torch.randn(3, 4), check_finite=True)
+    summary = t.meta["nonfinite"]
+    assert summary["first"] == 0 and summary["where"] == "own-code"  # the model's own sqrt, not head's code
+    assert summary["seen_in"] == call_of(t, "head").id  # the child of the origin whose input held them
+
+
+class LogThenTail(nn.Module):
+    def __init__(self, tail: nn.Module) -> None:
+        super().__init__()
+        self.lin, self.tail = nn.Linear(4, 4), tail
+
+    def forward(self, x):
+        return self.tail(self.lin(x).log())
+
+
+@pytest.mark.parametrize("tail", [nn.ReLU(inplace=True), nn.Dropout(0.1), nn.Identity(), nn.Flatten(0)],
+                         ids=["relu-inplace", "dropout-eval", "identity", "flatten-view"])
+def test_an_identity_view_or_in_place_tail_after_a_containers_nan_does_not_take_the_blame(tail):
+    torch.manual_seed(0)
+    t = shapetrace.trace(LogThenTail(tail).eval(), torch.randn(3, 4), check_finite=True)
+    assert t.meta["nonfinite"]["first"] == 0 and t.meta["nonfinite"]["where"] == "own-code"
+    assert t.meta["nonfinite"]["seen_in"] == call_of(t, "tail").id
+
+
+def test_a_leaf_writing_nan_into_its_input_and_returning_another_tensor_is_the_origin():
+    class LogInPlaceThenSum(nn.Module):
+        def forward(self, x):
+            x.log_()
+            return x.sum(-1)
+
+    model = nn.Sequential(nn.Linear(4, 4), LogInPlaceThenSum()).eval()
+    with torch.no_grad():
+        model[0].weight.fill_(-1.0)
+        model[0].bias.zero_()
+    t = shapetrace.trace(model, torch.ones(3, 4), check_finite=True)  # its input was finite when it started
+    assert t.meta["nonfinite"]["first"] == call_of(t, "1").id and t.meta["nonfinite"]["where"] == "layer"
+
+
+# ---- ±Inf: an attention mask's -inf is no problem -----------------------------------------------------------
+def encoder_layer() -> nn.TransformerEncoderLayer:
+    torch.manual_seed(0)
+    return nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True).eval()
+
+
+CAUSAL = nn.Transformer.generate_square_subsequent_mask(5)  # torch's own causal mask: -inf above the diagonal
+
+
+def test_a_minus_inf_mask_given_as_an_input_is_told_as_a_fact_not_a_problem():
+    from shapetrace.renderers.finite import summary_line
+
+    t = shapetrace.trace(encoder_layer(), torch.randn(2, 5, 16), src_mask=CAUSAL, check_finite=True)
+    summary = t.meta["nonfinite"]
+    assert summary["first"] is None and "where" not in summary
+    assert summary["inputs"] == [{"input": 1, "nan": 0, "posinf": 0, "neginf": 10, "values": 25}]
+    line = summary_line(t)
+    assert line.startswith("all outputs finite (") and "input 1 (src_mask) 10 -Inf" in line
+    assert ORIGIN_MARK not in table(t)
+
+
+def test_a_nan_weight_behind_a_minus_inf_mask_is_named_not_the_mask():
+    from shapetrace.renderers.finite import summary_line
+
+    layer = encoder_layer()
+    with torch.no_grad():
+        layer.linear2.weight[0, 0] = float("nan")
+    t = shapetrace.trace(layer, torch.randn(2, 5, 16), src_mask=CAUSAL, check_finite=True)
+    summary = t.meta["nonfinite"]
+    assert summary["where"] != "input" and "linear2" in summary_line(t)
+    # torch's fused encoder path runs linear2 without calling it (the layer is then a leaf): either way it is named
+    assert summary.get("own_nonfinite") in (["linear2.weight"], ["weight"])
+
+
+class CausalDecoder(nn.Module):
+    """Builds its causal mask in its own code, as GPT-style models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.ff = nn.Linear(16, 16)
+
+    def forward(self, x):
+        mask = nn.Transformer.generate_square_subsequent_mask(x.shape[1])
+        h, _ = self.attn(x, x, x, attn_mask=mask, need_weights=False)
+        return self.ff(h)
+
+
+def test_a_layer_whose_own_parameters_hold_inf_is_blamed_before_the_code_that_made_its_mask():
+    torch.manual_seed(0)
+    model = CausalDecoder().eval()
+    with torch.no_grad():
+        model.attn.out_proj.weight[0, 0] = float("inf")
+    t = shapetrace.trace(model, torch.randn(2, 5, 16), check_finite=True)
+    summary = t.meta["nonfinite"]
+    assert summary["first"] == call_of(t, "attn").id and summary["where"] == "layer"
+    assert summary["own_nonfinite"] == ["out_proj.weight"] and summary["given"] == {"neginf": 10}
+
+
+def test_inf_that_a_later_layer_squashes_is_not_reported_as_a_problem():
+    from shapetrace.renderers.finite import summary_line
+
+    model = nn.Sequential(DividesAfterChildren(), nn.Tanh()).eval()  # ±Inf inside, tanh makes them ±1
+    t = shapetrace.trace(model, torch.randn(3, 4), check_finite=True)
+    assert t.meta["nonfinite"]["first"] is None and call_of(t, "0").nonfinite is not None
+    assert summary_line(t).startswith("all outputs finite (4 calls checked); ±Inf that did not reach")
+
+
+def test_a_nan_made_from_an_inf_it_was_given_says_where_the_inf_came_from():
+    class Divides(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(x / 0)  # +Inf and -Inf into fc, whose sums of them are NaN
+
+    torch.manual_seed(0)
+    t = shapetrace.trace(Divides().eval(), torch.randn(3, 4), check_finite=True)
+    summary = t.meta["nonfinite"]
+    assert summary["first"] == call_of(t, "fc").id and summary["where"] == "layer"  # the first NaN
+    assert summary["given_from"] == {"first": 0, "where": "own-code", "seen_in": call_of(t, "fc").id}
+    assert "its inputs already held" in table(t) and "made by the own code of (root) (Divides)" in table(t)
+
+
+# ---- cost: one sum per tensor version ------------------------------------------------------------------------
+def test_each_tensor_is_checked_once_however_many_calls_pass_it_on(monkeypatch):
+    import shapetrace.tracer.probes.finite as probe
+
+    checked: list[torch.Tensor] = []
+    counted = probe.count_nonfinite
+    monkeypatch.setattr(probe, "count_nonfinite", lambda t: checked.append(t) or counted(t))
+    blocks = [nn.Sequential(nn.Conv2d(3 if i == 0 else 4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+              for i in range(3)]
+    t = shapetrace.trace(nn.Sequential(*blocks).eval(), torch.randn(1, 3, 8, 8), check_finite=True)
+    leaves = [c for c in t.calls if not any(d.parent == c.id for d in t.calls)]
+    assert len(checked) == 1 + len(leaves)  # the input, and each leaf's output: the containers return those
+
+
+def test_a_half_precision_sum_that_overflows_is_no_false_alarm():
+    big = torch.full((64,), 60000.0, dtype=torch.float16)  # finite, but their fp16 sum is +Inf
+    t = shapetrace.trace(nn.Identity(), big, check_finite=True)
+    assert t.meta["nonfinite"] == {"first": None, "calls": 0}
+
+
+# ---- what the renderers say -----------------------------------------------------------------------------------
+def test_the_own_code_ops_marked_are_those_the_nan_came_through():
+    from shapetrace.renderers.finite import origin_events
+
+    class LogBesideAChild(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin, self.out = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            a = (x - 5).log()
+            b = self.lin(x)
+            return self.out(a + b)
+
+    torch.manual_seed(0)
+    t = shapetrace.trace(LogBesideAChild().eval(), torch.randn(3, 4), ops=True, check_finite=True)
+    marked = {t.ops[i].name for kind, i in origin_events(t) if kind == "op"}
+    assert marked == {"sub", "log", "add"}  # any of them may have made the first NaN; lin's output was finite
+
+
+def test_the_diagram_says_when_the_models_own_code_made_them():
+    from shapetrace.renderers.diagram import NONFINITE_ROOT_CAPTION, to_dot
+
+    torch.manual_seed(0)
+    t = shapetrace.trace(SqrtThenHead().eval(), torch.randn(3, 4), ops=True, check_finite=True)
+    caption = NONFINITE_ROOT_CAPTION.split("'s ", 1)[1]  # the apostrophe is escaped in the label
+    assert caption in to_dot(t)
+    assert caption not in to_dot(shapetrace.trace(log_model(), -torch.ones(2, 8), check_finite=True))
+
+
+def test_the_standalone_html_page_carries_the_amber_rules():
+    from shapetrace.renderers.html import FINITE_CSS, render_page
+
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
+    page = render_page(shapetrace.trace(log_model(), x, check_finite=True))
+    assert '<tr class="nonfinite-origin">' in page and FINITE_CSS in page
+    assert FINITE_CSS not in render_page(shapetrace.trace(log_model(), x))
+
+
+def test_values_counts_every_checked_output_tensor():
+    class Pair(nn.Module):
+        def forward(self, x):
+            return x.log(), x.exp()
+
+    x = torch.tensor([[1.0, -2.0, -3.0]])
+    t = shapetrace.trace(Pair(), x, check_finite=True)
+    assert dict(t.calls[0].nonfinite) == {"nan": 2, "posinf": 0, "neginf": 0, "values": 6}
+
+
+def test_no_calls_after_it_is_said_only_when_there_are_some():
+    from shapetrace.renderers.finite import summary_line
+
+    t = shapetrace.trace(Log(), -torch.ones(2, 3), check_finite=True)
+    assert summary_line(t) == "first non-finite output: (root) (Log) — 6 NaN, 0 Inf of 6 values"
+
+
+def test_a_folded_table_never_lists_the_origins_row_among_the_rows_after_it():
+    model = nn.Sequential(nn.Sequential(nn.Linear(4, 4), Log()), nn.Linear(4, 2)).eval()
+    t = shapetrace.trace(model, -torch.ones(3, 4) * 100, check_finite=True)
+    spread = next(line for line in render_text(t, depth=1, width=None).splitlines()
+                  if line.startswith(PASSED_MARK + " non-finite"))
+    assert spread == f"{PASSED_MARK} non-finite outputs in 2 rows after it: (root), 1"
+
+
+def test_the_csv_has_a_nonfinite_column_only_when_checked():
+    from shapetrace.renderers.table import render_csv
+
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
+    rows = render_csv(shapetrace.trace(log_model(), x, check_finite=True)).splitlines()
+    assert rows[0].endswith(",nonfinite") and [r.rsplit(",", 1)[1] for r in rows[1:]] == ["later", "", "first",
+                                                                                         "later"]
+    assert "nonfinite" not in render_csv(shapetrace.trace(log_model(), x))
+
+
+def test_profile_refuses_check_finite_naming_trace():
+    from shapetrace.tracer.timing import ProfileUsageError
+
+    with pytest.raises(ProfileUsageError, match=r"use shapetrace\.trace\(model, \.\.\., check_finite=True\)"):
+        shapetrace.profile(nn.Linear(2, 2), torch.randn(1, 2), check_finite=True, device="cpu")

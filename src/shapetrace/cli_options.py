@@ -162,10 +162,11 @@ width_option = click.option(
 
 check_finite_option = click.option(
     "--check-finite", is_flag=True,
-    help="Check every call's floating-point outputs (and the inputs) for NaN and Inf, mark the call that made the "
+    help="Check every call's floating-point inputs and outputs for NaN and Inf, mark the call that made the "
          "first (‼) and those whose outputs held some (·), and print where the first came from to stderr ('all "
-         "outputs finite' when none). Reads values: one reduction per output tensor (a GPU sync per call); "
-         "refused with --device meta, which computes shapes only.")
+         "outputs finite' when none; ±Inf that stays inside, as an attention mask's -inf, is told, not blamed). "
+         "Reads values: one sum per tensor version (a GPU sync each); refused with --device meta, which computes "
+         "shapes only.")
 
 
 def report_finite(trace: Any) -> None:

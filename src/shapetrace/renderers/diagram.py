@@ -56,7 +56,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..tracer.records import Trace
-from .finite import ORIGIN_MARK, origin_call, origin_events
+from .finite import ORIGIN_MARK, is_own_code, origin_call, origin_events
 from .graph import Cluster, Graph, GraphEdge, Node, build_graph
 from .units import (
     display_width,
@@ -138,6 +138,8 @@ ERROR_COLOR = "#d32f2f"
 NONFINITE_COLOR = "#d97706"
 NONFINITE_NODE_MARK = f"{ORIGIN_MARK} first NaN/Inf made here"
 NONFINITE_CLUSTER_MARK = f"{ORIGIN_MARK} its own code made the first NaN/Inf"
+# under the title when the model's own code made them: the model is not drawn as a box to carry the mark
+NONFINITE_ROOT_CAPTION = f"{ORIGIN_MARK} the model's own code made the first NaN/Inf (amber: the ops they came from)"
 CUT_COLORS = {"body": "#1565c0", "head": "#ef6c00", "removed": "#9e9e9e"}
 CUT_WORDS = {"body": "body", "head": "head", "removed": "cut off"}
 # The "cut off" mark's text: the grey of the removed layers' border reads at 2.4:1 on a box's fill at 9 pt; this
@@ -808,6 +810,8 @@ class _Dot:
             gattrs.update(BIG_GRAPH_LIMITS)
         title = self.options.get("title", self.trace.model.cls)
         caption = [_small(html(UNFED_CAPTION))] if g.unfed else []
+        if self.origin is not None and self.trace.calls[self.origin].parent is None and is_own_code(self.trace):
+            caption.append(_small(html(NONFINITE_ROOT_CAPTION), NONFINITE_COLOR))
         if title or caption:
             gattrs.update(label=f"<{_lines([_bold(name_html(str(title or ''))), *caption])}>", labelloc="t",
                           fontsize="13")

@@ -12,11 +12,23 @@ from __future__ import annotations
 from typing import Any
 
 from ..tracer.metrics import NONFINITE_INPUT, NONFINITE_OUTSIDE, NONFINITE_OWN_CODE
-from ..tracer.records import Call, Trace, labelled_tensors
+from ..tracer.records import Call, Trace, iter_tensors, labelled_tensors
 from .units import literal
 
-__all__ = ["ORIGIN_MARK", "PASSED_MARK", "checked", "counts_text", "is_own_code", "nonfinite_notes", "origin_call",
-           "origin_events", "passed_calls", "row_marks", "summary_line"]
+__all__ = [
+    "ORIGIN_MARK",
+    "PASSED_MARK",
+    "checked",
+    "counts_text",
+    "inside_only",
+    "is_own_code",
+    "nonfinite_notes",
+    "origin_call",
+    "origin_events",
+    "passed_calls",
+    "row_marks",
+    "summary_line",
+]
 
 ORIGIN_MARK = "‼"  # the row, node or line where the first NaN or Inf was made
 PASSED_MARK = "·"  # a later call whose output holds some: passed along, or made anew
@@ -71,10 +83,13 @@ def row_marks(trace: Trace, depth: int | None = None) -> dict[int, str]:
 
 
 def origin_events(trace: Trace) -> set[tuple[str, int]]:
-    """The events a line-by-line view marks as where the first NaN or Inf was made, as ``("call", id)`` and
-    ``("op", id)``: the origin's call for a layer; for a call's own code, its functional ops (recorded with
-    ``ops`` or ``lines``) that ran after the last child call to end before the values were seen (in the input of
-    ``seen_in``, or in its output), and before then: the candidates, in event order."""
+    """The events a line-by-line view or a diagram marks as where the first NaN or Inf was made, as
+    ``("call", id)`` and ``("op", id)``: the origin's call for a layer. For a call's own code, its functional ops
+    (recorded with ``ops`` or ``lines``) that ran before the values were seen (in the input of ``seen_in``, or
+    in its output) and made them: followed back through the data flow from the tensors that held them, through
+    the origin's own ops only (a child's output was finite, its input is where the search ends); any of those
+    ops may have made the first one, so all are marked. Without the tensors to follow (an older trace), every
+    own op of the origin that ran before then is marked."""
     origin = origin_call(trace)
     if origin is None:
         return set()
@@ -88,9 +103,24 @@ def origin_events(trace: Trace) -> set[tuple[str, int]]:
     limit = seen.start if seen is not None else call.end
     if limit is None:
         return set()
-    after = max((c.end for c in trace.calls if c.parent == origin and c.end is not None and c.end < limit),
-                default=call.start)
-    return {("op", o.id) for o in trace.ops if o.call == origin and after < o.order < limit}
+    own = [o for o in trace.ops if o.call == origin and call.start < o.order < limit]
+    if seen is None:
+        targets = [m.tid for _, m in iter_tensors(call.outputs) if m.tid is not None]
+    else:
+        tids = summary.get("seen_tensors")
+        targets = [t for t in tids if isinstance(t, int)] if isinstance(tids, list) else []
+    if not targets:
+        return {("op", o.id) for o in own}
+    made_by = {m.tid: o for o in own for _, m in iter_tensors(o.outputs) if m.tid is not None}
+    marked: set[int] = set()
+    todo = list(targets)
+    while todo:
+        op = made_by.get(todo.pop())
+        if op is None or op.id in marked:
+            continue
+        marked.add(op.id)
+        todo += [m.tid for v in op.inputs for _, m in iter_tensors(v) if m.tid is not None]
+    return {("op", i) for i in marked}
 
 
 def counts_text(nan: int, posinf: int, neginf: int, values: int) -> str:
@@ -151,30 +181,97 @@ def _origin_text(trace: Trace, summary: dict[str, Any]) -> str | None:
     if isinstance(own, list) and own and all(isinstance(n, str) for n in own):
         held = ", ".join(literal(n) for n in own[:5]) + (f" +{len(own) - 5} more" if len(own) > 5 else "")
         text += f"; its own {held} {'holds' if len(own) == 1 else 'hold'} NaN or Inf"
-    return text
+    return text + _given_text(trace, summary)
 
 
-def _spread_text(trace: Trace, summary: dict[str, Any]) -> str | None:
-    """How many calls' outputs held NaN or Inf besides the origin's, the first of them named."""
-    passed = sorted(passed_calls(trace))
+def _given_text(trace: Trace, summary: dict[str, Any]) -> str:
+    """``; its inputs already held 10 -Inf (made by ...)``: the other kinds the origin was given, a fact."""
+    given = summary.get("given")
+    if not isinstance(given, dict):
+        return ""
+    held = _kinds_text(given)
+    if not held:
+        return ""
+    came = summary.get("given_from")
+    source = ""
+    if isinstance(came, dict):
+        first, where = came.get("first"), came.get("where")
+        if where == NONFINITE_INPUT:
+            source = f", from {_input_name(trace, first)}"
+        elif where == NONFINITE_OUTSIDE:
+            source = ", made outside the traced calls"
+        elif isinstance(first, int) and not isinstance(first, bool) and 0 <= first < len(trace.calls):
+            source = f", made by the own code of {_call_name(trace.calls[first])}"
+    return f"; its inputs already held {held}{source}"
+
+
+def _kinds_text(counts: dict[str, Any]) -> str:
+    """``10 -Inf``, ``1 NaN, 2 +Inf``: the kinds present, each with its count."""
+    kinds = [(_count(counts, k), name) for k, name in (("nan", "NaN"), ("posinf", "+Inf"), ("neginf", "-Inf"))]
+    return ", ".join(f"{n:,} {name}" for n, name in kinds if n)
+
+
+def _top_level_nonfinite(trace: Trace) -> bool:
+    return any(c.nonfinite is not None and c.parent is None for c in trace.calls)
+
+
+def inside_only(trace: Trace) -> bool:
+    """Whether the only non-finite values of a checked trace without an origin were ±Inf that stayed inside
+    the model (an attention mask's -inf) or in its inputs: the model's outputs finite, no NaN anywhere."""
+    summary = _summary(trace)
+    if summary is None or summary.get("first") is not None or summary.get("where") is not None:
+        return False
+    return not _top_level_nonfinite(trace) and all(not c.nonfinite.nan for c in trace.calls
+                                                   if c.nonfinite is not None)
+
+
+def _inside_text(trace: Trace, summary: dict[str, Any]) -> str | None:
+    """``±Inf stayed inside ...``: the inputs' and inner calls' ±Inf of a run whose outputs are finite."""
+    parts = []
+    inputs = summary.get("inputs")
+    if isinstance(inputs, list):
+        for i in inputs[:3]:
+            if isinstance(i, dict) and isinstance(i.get("input"), int):
+                name = _input_name(trace, f"input:{i['input']}")
+                parts.append(f"{name} {_kinds_text(i)}")
+    inner = sorted((c for c in trace.calls if c.nonfinite is not None), key=lambda c: (c.end is None, c.end or 0))
+    if inner:
+        n = len(inner)
+        parts.append(f"the outputs of {n} call{'s' if n != 1 else ''} (first {_call_name(inner[0])})")
+    if not parts:
+        return None
+    return f"±Inf that did not reach the model's output, as an attention mask's -inf: {'; '.join(parts)}"
+
+
+def _spread_text(trace: Trace, summary: dict[str, Any], passed: list[str] | None = None) -> str | None:
+    """How many calls' outputs held NaN or Inf besides the origin's, the first of them named (``passed``: the
+    labels of the rows marked ``PASSED_MARK`` in a table folded by ``depth``, the origin's row not among them)."""
+    folded = passed is not None
+    if passed is None:
+        passed = [trace.calls[i].label for i in sorted(passed_calls(trace))]
     if not passed:
         return None
-    names = ", ".join(literal(trace.calls[i].label) for i in passed[:4])
+    names = ", ".join(literal(label) for label in passed[:4])
     more = f" +{len(passed) - 4} more" if len(passed) > 4 else ""
     n = len(passed)
+    unit = "call" if folded is False else "row"
     after = "" if summary.get("where") == NONFINITE_INPUT else " after it"
-    return f"{PASSED_MARK} non-finite outputs in {n} call{'s' if n != 1 else ''}{after}: {names}{more}"
+    return f"{PASSED_MARK} non-finite outputs in {n} {unit}{'s' if n != 1 else ''}{after}: {names}{more}"
 
 
-def nonfinite_notes(trace: Trace) -> list[str]:
-    """The notes under a table of a checked trace: the origin (marked ``ORIGIN_MARK``) and the spread; none
-    when all was finite or the trace was not checked."""
+def nonfinite_notes(trace: Trace, passed: list[str] | None = None) -> list[str]:
+    """The notes under a table of a checked trace: the origin (marked ``ORIGIN_MARK``) and the spread
+    (``passed``: the labels of the rows marked ``PASSED_MARK``, when a depth folds calls), or the ±Inf that
+    stayed inside a run whose outputs are finite; none when all was finite or the trace was not checked."""
     summary = _summary(trace)
     if summary is None:
         return []
+    if inside_only(trace):
+        inside = _inside_text(trace, summary)
+        return [f"the model's outputs are finite; {inside}"] if inside else []
     origin = _origin_text(trace, summary)
     notes = [] if origin is None else [f"{ORIGIN_MARK} {origin}"]
-    spread = _spread_text(trace, summary)
+    spread = _spread_text(trace, summary, passed)
     return notes + ([spread] if spread else [])
 
 
@@ -184,13 +281,19 @@ def summary_line(trace: Trace) -> str | None:
     summary = _summary(trace)
     if summary is None:
         return None
+    checked_calls = sum(1 for c in trace.calls if c.error is None)
+    finite = f"all outputs finite ({checked_calls} call{'s' if checked_calls != 1 else ''} checked)"
+    if inside_only(trace):
+        inside = _inside_text(trace, summary)
+        return f"{finite}; {inside}" if inside else finite
     origin = _origin_text(trace, summary)
     n = len(passed_calls(trace))
     if origin is None and n:  # a hand-made or edited trace: calls hold some, the origin is not recorded
         return f"non-finite outputs in {n} call{'s' if n != 1 else ''}; where they came from is not recorded"
     if origin is None:
-        n = sum(1 for c in trace.calls if c.error is None)
-        return f"all outputs finite ({n} call{'s' if n != 1 else ''} checked)"
+        return finite
+    if not n:
+        return origin
     after = "" if summary.get("where") == NONFINITE_INPUT else " after it"
     return f"{origin}; non-finite outputs in {n} call{'s' if n != 1 else ''}{after}"
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..tracer.records import Trace
 from .diagram import render as render_diagram
-from .finite import ORIGIN_MARK, PASSED_MARK
+from .finite import ORIGIN_MARK, PASSED_MARK, row_marks
 from .rows import elide
 from .rows import forward_ms as _forward_ms
 from .rows import table_rows as _rows
@@ -265,7 +265,8 @@ def render_page(trace: Trace, *, depth: int | None = None, view: str = "calls", 
         subtitle += " · the forward failed"
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-           f"<title>{_text(heading)} · shapetrace</title>", f"<style>\n{PAGE_CSS}{CSS}</style>", "</head>",
+           f"<title>{_text(heading)} · shapetrace</title>",
+           f"<style>\n{PAGE_CSS}{CSS}{FINITE_CSS if row_marks(trace, depth) else ''}</style>", "</head>",
            "<body>", f"<h1>{_text(heading)}</h1>", f'<p class="subtitle">{_text(subtitle)}</p>']
     if with_diagram:
         svg = render_diagram(trace, format="svg", depth=depth, **dict(diagram_options or {})).decode("utf-8")

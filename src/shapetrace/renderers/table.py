@@ -37,7 +37,7 @@ from typing import TypeVar
 
 from ..tracer.metrics import STATISTIC_IQM
 from ..tracer.records import Trace, Uncalled, Value
-from .finite import ORIGIN_MARK, nonfinite_notes
+from .finite import ORIGIN_MARK, PASSED_MARK, checked, nonfinite_notes
 from .markdown import md_code, md_text
 from .rows import Elision, Row, Totals, above_own_p90, elide, forward_ms, table_rows, totals, uncalled_split
 from .units import (
@@ -360,7 +360,9 @@ def _notes(trace: Trace, rows: list[Row], every_row: list[Row] | None = None, *,
     if elsewhere:
         notes.append(f"on {', '.join(map(literal, elsewhere))}: these tensors are not on "
                      f"{literal(home or '')}, the device of the rest of the trace")
-    notes += nonfinite_notes(trace)
+    every = rows if every_row is None else every_row
+    folded = any(r.folded for r in every)  # a depth folds calls: the marked rows, the origin's not among them
+    notes += nonfinite_notes(trace, [r.name for r in every if r.nonfinite == PASSED_MARK] if folded else None)
     notes += caught_notes(trace)
     if trace.failure is not None:
         where = failure_place(trace, with_class=True)
@@ -901,9 +903,10 @@ def render_csv(trace: Trace, *, depth: int | None = None, view: str = "calls") -
     # a line end too: a row with one (a module name, an error message) is written with every field quoted.
     quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
     home = home_device(trace)
+    finite = checked(trace)  # check_finite: a last column, ``first`` on the origin's row, ``later`` on others
     w.writerow(["layer", "depth", "class", "call_index" if view == "calls" else "calls", "n_calls",
                 "input_shapes", "side_inputs", "output_shapes", "params", "trainable", "error", "folded_calls",
-                *extra])
+                *extra, *(["nonfinite"] if finite else [])])
     for r in rows:
         row = [r.name, r.depth, r.cls, r.call_index if view == "calls" else r.calls, r.calls,
                _inputs_text(r, home) if r.summary else format_value(
@@ -912,6 +915,8 @@ def render_csv(trace: Trace, *, depth: int | None = None, view: str = "calls") -
                format_value(r.side, top=True, home=home) if r.side else "",
                _outputs_text(r, home) if r.summary else ("" if r.error else format_value(r.outputs, home=home)),
                r.params or 0, r.trainable or 0, r.error or "", r.folded, *_extra_cells(r, extra, fwd, raw=True)]
+        if finite:
+            row.append({ORIGIN_MARK: "first", PASSED_MARK: "later"}.get(r.nonfinite, ""))
         (quoted if any(isinstance(c, str) and "\r" in c for c in row) else w).writerow(row)
     return buf.getvalue()
 

@@ -236,8 +236,9 @@ class Tracer:
     buffer updates are kept too, rather than the model left half-stepped, and a warning says so; flags and grad
     mode go back as found whatever the block did (``guard.py``). Traces of the same
     model in two threads take turns: entering waits while another thread's trace of it runs (``model_lock``).
-    ``check_finite`` checks every call's floating-point outputs for NaN and Inf, and finds where the first came
-    from (``probes/finite.py``; a reduction per output tensor; refused on ``meta``, where there are no values).
+    ``check_finite`` checks every call's floating-point inputs and outputs for NaN and Inf, and finds where the first came
+    from (``probes/finite.py``; one sum per input and output tensor version; refused on ``meta``, where there are
+    no values).
     """
 
     #: Whether the block is shapetrace's own forward (``OwnForwardTracer``) rather than the user's code.
@@ -276,7 +277,7 @@ class Tracer:
         if self.lines:
             probes.append(LinesProbe(flow))
         if self.check_finite:
-            probes.append(FiniteProbe())
+            probes.append(FiniteProbe(flow))
         return probes
 
     # ---- context manager ----------------------------------------------------------------------------

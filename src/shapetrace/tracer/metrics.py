@@ -163,7 +163,8 @@ class CallNonfinite(_MetricMapping):
 
     ``nan``, ``posinf`` and ``neginf`` count the elements of its floating-point and complex output tensors
     (those nested in tuples, lists and dicts too; a complex tensor counts its real and imaginary parts apart)
-    that are NaN, +Inf and -Inf; ``values`` is how many values those tensors hold in all.
+    that are NaN, +Inf and -Inf; ``values`` is how many values all its checked output tensors hold, the finite
+    ones included (a tensor returned twice counted once).
     """
 
     nan: int | None = None

@@ -425,6 +425,10 @@ def profile(model: nn.Module, *inputs: Any, device: str | torch.device | None = 
     impossible options. See the module docstring for the method; results are in ``trace.timing`` and each
     ``Call.timing`` / ``Call.flops`` / ``Call.memory``.
     """
+    if "check_finite" in kwargs:  # a trace option, not a forward keyword: Linear.forward would raise TypeError
+        raise ProfileUsageError("profile has no check_finite (its reductions would add to the time, memory and FLOPs "
+                                "it measures): use shapetrace.trace(model, ..., check_finite=True); a forward "
+                                "keyword of that name goes in forward_kwargs")
     checked, wrappers = traceable(model)
     try:
         # ~2 * (warmup + repeat) + 1 forwards: in train mode each Dropout draws from the global generator, which
