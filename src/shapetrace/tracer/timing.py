@@ -58,11 +58,12 @@ and costs nothing in the timed runs, so it is used instead (``PeakStack``).
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import re
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,7 @@ from .arguments import arguments_kept
 from .capture import Checked, OwnForwardTracer, UnsupportedModel, uninitialized_lazy
 from .engine import Engine, ModuleIndex
 from .guard import ModelGuard
+from .input_writes import InputWrites
 from .intervals import (
     Attribution,
     attribute_kernels,
@@ -482,8 +484,13 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
         model = copy_for_lazy_layers(model, lazy)
         # Made here, where the inputs are, before any copy is cast or moved (what it stores into the caller's
         # objects is put back with the rest, by profile()).
-        with torch.no_grad():
-            model(*place_inputs(tuple(inputs), model_device(model)), **place_inputs(kwargs, model_device(model)))
+        first_args = place_inputs(tuple(inputs), model_device(model)), place_inputs(kwargs, model_device(model))
+        first = InputWrites(first_args)  # the caller's tensors it writes come back as given (input_writes)
+        try:
+            with torch.no_grad(), first.watched():
+                model(*first_args[0], **first_args[1])
+        finally:
+            first.restore()
         result = _profile_module(Checked(model), inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
                                  flops=flops, memory=memory, progress=progress, grad=grad, train=train,
                                  gpu_timer=gpu_timer, kwargs=kwargs)
@@ -494,23 +501,32 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
     regions, inner = _compiled_regions(model)
     # the model's own plain attributes (a hidden state it keeps between calls) are put back on every device
     # and what they write in place into its plain tensors and nested lists and dicts (``values_kept``)
-    with forward_state_kept(model), values_kept(model), placed(model, dev, dt, keep_state=False):
-        # Pass 1: shapes, data flow, FLOPs and peak memory, in one forward.
+    # Every run starts from the input tensors as given, and the caller gets them back so (``input_writes``).
+    writes = InputWrites((args, kwargs))
+    with forward_state_kept(model), values_kept(model), placed(model, dev, dt, keep_state=False), \
+            _restored_at_end(writes):
+        # Pass 1: shapes, data flow, FLOPs and peak memory, in one forward. What it leaves on the model is put
+        # back after it, so the timed runs start from the state it started from (forward_state_kept, values_kept;
+        # the guard puts back buffers): the first timed run is the traced forward again, whatever it writes.
         flop_probe = FlopProbe() if flops else None
         peak_probe = PeakMemoryProbe(dev) if memory and dev.type == "cuda" else None
         try:
-            trace, keys, called = _shape_pass(checked, args, kwargs, [p for p in (flop_probe, peak_probe) if p],
-                                              grad, train, dev)
+            with forward_state_kept(model), values_kept(model), writes.watched():
+                trace, keys, called = _shape_pass(checked, args, kwargs, [p for p in (flop_probe, peak_probe) if p],
+                                                  grad, train, dev)
         except TraceFailed as failed:
             if flop_probe is None:
                 raise
             # torch's FlopCounterMode cannot run some forwards that run by themselves (a jagged nested tensor
             # through a Linear): without it, the profile goes on and says why FLOPs are missing.
             peak_probe = PeakMemoryProbe(dev) if peak_probe is not None else None  # a fresh one for the new pass
-            trace, keys, called = _shape_pass(checked, args, kwargs, [peak_probe] if peak_probe else [], grad, train,
-                                          dev)
+            writes.restore()
+            with forward_state_kept(model), values_kept(model), writes.watched():
+                trace, keys, called = _shape_pass(checked, args, kwargs, [peak_probe] if peak_probe else [], grad,
+                                                  train, dev)
             failure = failed.trace.failure
             trace.meta["flops_unavailable"] = failure.text if failure else str(failed)
+        writes.restore()
         call_of = {key: cid for cid, key in enumerate(keys)}
         # Passes 2...: the timed repeats, the timer probe alone, compiled regions' insides left out.
         if dev.type == "meta":  # shapes only: FLOPs and memory, nothing to time
@@ -518,7 +534,8 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
         else:
             try:
                 run, kind = _timed(model, args, kwargs, index.without(inner), dev, warmup, repeat, call_of, grad,
-                                   train, progress, gpu_timer, parents=[c.parent for c in trace.calls])
+                                   train, progress, gpu_timer, parents=[c.parent for c in trace.calls],
+                                   before=writes.restore)
             except _TimedRunFailed as failed:
                 raise TraceFailed(_failed_in_timed_run(trace, failed, call_of, called),
                                   failed.__cause__) from failed.__cause__
@@ -556,6 +573,15 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
         summary.kernel_ms = _r(central(run.kernel))
         summary.busy_ms = _r(central(run.busy))
     return trace
+
+
+@contextlib.contextmanager
+def _restored_at_end(writes: InputWrites) -> Iterator[None]:
+    """The input tensors the forwards wrote get their values back when the block ends, raising or not."""
+    try:
+        yield
+    finally:
+        writes.restore()
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -597,7 +623,9 @@ def _shape_pass(checked: Checked, args: tuple, kwargs: dict, probes: list, grad:
 def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev: torch.device, warmup: int,  # noqa: PLR0913 - to take profile()'s options as one object
            repeat: int, call_of: dict, grad: bool, train: bool | None,
            progress: Callable[[int, int], None] | None, gpu_timer: str = "auto",
-           parents: Sequence[int | None] = ()) -> tuple[_Run, str]:
+           parents: Sequence[int | None] = (), before: Callable[[], None] = lambda: None) -> tuple[_Run, str]:
+    """The warm-up and timed runs; ``before()`` runs before each forward, outside its timed span (it puts back
+    the input tensors a forward wrote)."""
     mode = "wall" if dev.type != "cuda" else "events" if gpu_timer == "events" else "profiler"
     timer = TimerProbe(mode)
     run = _Run(shape_parents=list(parents))
@@ -615,6 +643,7 @@ def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev:
         if mode == "profiler":  # one try: without CUPTI, CUDA events in the hooks instead
             error = None
             try:
+                before()
                 ok = _instrumented(forward, index, timer, dev, call_of, None)
             except RuntimeError as e:
                 ok, error = False, str(e).splitlines()[0] if str(e) else repr(e)
@@ -629,11 +658,15 @@ def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev:
             # builds on its first call is built where an engine sees it attached (and indexes it).
             if i % 2 == 1:
                 timer.failed = None  # the plain forward's failure is seen by no hook
+                before()
                 plain = _plain(forward, dev)
+                before()
                 _instrumented(forward, index, timer, dev, call_of, measured)
             else:
+                before()
                 _instrumented(forward, index, timer, dev, call_of, measured)
                 timer.failed = None
+                before()
                 plain = _plain(forward, dev)
             if measured is not None:
                 run.plain.append(plain)
