@@ -122,8 +122,12 @@ def note_text(note: Note, cls: str = "") -> str:
                 "its ms and self ms are averages per forward, 0 where it did not run; its median is over the "
                 "runs where it ran")
     if note.code == "untraced-calls":
-        return (f"{count} call(s) inside it ran in the timed runs but not in the traced forward (the forward "
-                "changes from one run to the next): their time is counted in this call's self time")
+        named = f" of {note.text}" if note.text else ""
+        return (f"{count} call(s){named} inside it ran in the timed runs but not in the traced forward (the "
+                "forward changes from one run to the next): their time is counted in this call's self time")
+    if note.code == "children-overlapped":
+        return ("its children ran at the same time in the timed runs (threads): its self time is the time none "
+                "of them covered, so self times add up to more than the forward's time")
     if note.code == "moved-in-timed-runs":
         return ("called under another parent in the timed runs than in the traced forward (the forward changes "
                 "from one run to the next): its time does not nest where the table shows it")

@@ -87,6 +87,7 @@ from .intervals import (
     quantile,
     repeat_weights,
     summarise,
+    tree_self_times,
     weighted,
 )
 from .metrics import (
@@ -279,13 +280,20 @@ class _Run:
     fallback: str | None = None  # why the CUDA-events timer replaced the profiler (a FALLBACK_* code)
     fallback_error: str | None = None  # the profiler's exception, first line
     # Timed calls the shape pass did not see, by the shape-pass call holding their time (most in a repeat).
-    untraced: dict[int | None, int] = field(default_factory=dict)
+    untraced: dict[int | None, dict[str, int]] = field(default_factory=dict)  # {owner: {module name: calls}}
+    called: set[str] = field(default_factory=set)  # the names of the modules the timed runs called
     shape_parents: list[int | None] = field(default_factory=list)  # each shape-pass call's parent, by call id
     moved: set[int] = field(default_factory=set)  # calls a timed run made under another parent
+    overlapped: set[int] = field(default_factory=set)  # calls whose children ran at the same time (threads)
 
-    def note_untraced(self, found: dict[int | None, int]) -> None:
-        for owner, n in found.items():
-            self.untraced[owner] = max(self.untraced.get(owner, 0), n)
+    def note_untraced(self, timer: TimerProbe, call_of: dict) -> None:
+        """The calls this timed run made that the shape pass did not (most in a run, per owner and module),
+        and the modules it called."""
+        for owner, found in timer.unmatched(call_of).items():
+            held = self.untraced.setdefault(owner, {})
+            for name, n in found.items():
+                held[name] = max(held.get(name, 0), n)
+        self.called |= timer.called_modules()
 
     def note_moved(self, timer: TimerProbe, call_of: dict) -> None:
         """The calls this timed run made under another parent than the shape pass saw."""
@@ -345,7 +353,7 @@ def _instrumented(forward: Callable[[], Any], index: ModuleIndex, timer: TimerPr
             for j, cid in timer.keyed(call_of):
                 rep[cid] = (att.total.get(cid, 0.0) / 1e6, att.self.get(cid, 0.0) / 1e6,
                             (timer.t1[j] - timer.t0[j]) / 1e6)
-            run.note_untraced(timer.unmatched(call_of))
+            run.note_untraced(timer, call_of)
             run.note_moved(timer, call_of)
         return True
     ref = None
@@ -365,12 +373,15 @@ def _instrumented(forward: Callable[[], Any], index: ModuleIndex, timer: TimerPr
         spans = [(cid, ref.elapsed_time(timer.ev0[j]), ref.elapsed_time(timer.ev1[j])) for j, cid in keyed]
     else:
         spans = [(cid, timer.t0[j] / 1e6, timer.t1[j] / 1e6) for j, cid in keyed]
-    times = nested_self_times(spans)
+    # Self times from the run's call tree, not from how the spans nest: a call run at the same time in another
+    # thread lies inside its sibling's span without being its child.
+    times, overlapped = tree_self_times(spans, timer.tree(call_of))
+    run.overlapped |= overlapped
     rep = run.begin()
     for j, cid in keyed:
         total, self_ = times[cid]
         rep[cid] = (total, self_, (timer.t1[j] - timer.t0[j]) / 1e6)
-    run.note_untraced(timer.unmatched(call_of))
+    run.note_untraced(timer, call_of)
     run.note_moved(timer, call_of)
     return True
 
@@ -762,8 +773,27 @@ def _notes(trace: Trace, regions: dict[str, nn.Module], run: _Run, kind: str) ->
         trace.meta["calls_moved_in_timed_runs"] = len(run.moved)
         for cid in sorted(run.moved):
             trace.calls[cid].notes.append(Note("moved-in-timed-runs"))
+    if run.overlapped:  # children run at once (threads): their self times add up to more than the forward
+        trace.meta["calls_with_overlapping_children"] = len(run.overlapped)
+        for cid in sorted(run.overlapped):
+            trace.calls[cid].notes.append(Note("children-overlapped"))
     if run.untraced:  # calls only the timed runs made: their time is in an enclosing call's self time
-        trace.meta["untraced_timed_calls"] = sum(run.untraced.values())
-        for cid, n in run.untraced.items():
-            if cid is not None:
-                trace.calls[cid].notes.append(Note("untraced-calls", count=n))
+        trace.meta["untraced_timed_calls"] = sum(sum(found.values()) for found in run.untraced.values())
+        for cid, found in run.untraced.items():
+            if cid is not None:  # the modules named, in the order the model lists them, as a fact in ``text``
+                trace.calls[cid].notes.append(Note("untraced-calls", count=sum(found.values()),
+                                                   text=", ".join(sorted(found, key=_module_order(trace)))))
+    # A module only the timed runs called was called: it is named by its owner's note, not listed as uncalled.
+    timed_only = [u.module for u in trace.uncalled if u.module in run.called]
+    if timed_only:
+        trace.meta["called_only_in_timed_runs"] = timed_only
+        trace.uncalled = [u for u in trace.uncalled if u.module not in run.called]
+
+
+def _module_order(trace: Trace) -> Callable[[str], tuple[int, str]]:
+    """A sort key putting module names in the order the trace lists them (its calls, then its uncalled
+    modules); a name it lists nowhere goes last."""
+    order: dict[str, int] = {}
+    for name in [c.module for c in trace.calls] + [u.module for u in trace.uncalled]:
+        order.setdefault(name, len(order))
+    return lambda name: (order.get(name, len(order)), name)
