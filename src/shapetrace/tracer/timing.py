@@ -76,6 +76,7 @@ from .api import TraceFailed, copy_for_lazy_layers, traceable
 from .arguments import arguments_kept
 from .capture import Checked, OwnForwardTracer, UnsupportedModel, uninitialized_lazy
 from .engine import Engine, ModuleIndex
+from .errors import ForwardInterrupted
 from .guard import ModelGuard
 from .input_writes import InputWrites
 from .intervals import (
@@ -525,6 +526,8 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
             with forward_state_kept(model), values_kept(model), writes.watched():
                 trace, keys, called = _shape_pass(checked, args, kwargs, [p for p in (flop_probe, peak_probe) if p],
                                                   grad, train, dev)
+        except KeyboardInterrupt as e:  # run 0: the shape pass
+            raise ForwardInterrupted(0, warmup + repeat) from e
         except TraceFailed as failed:
             if flop_probe is None:
                 raise
@@ -649,6 +652,12 @@ def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev:
             return model(*args, **kwargs)
         except Exception as e:  # the forward itself (not shapetrace's bookkeeping around it)
             raise _TimedRunFailed(now[0], total, timer.failed_key()) from e
+        except KeyboardInterrupt as e:  # which run it stopped (the model's ``raise KeyboardInterrupt``, or Ctrl-C)
+            if isinstance(e, ForwardInterrupted):
+                raise
+            raise ForwardInterrupted(now[0], total, plain=plain_now[0]) from e
+
+    plain_now = [False]  # whether the forward running is the plain one (no hooks)
 
     with ModelGuard(index, train=train, grad=grad):
         if mode == "profiler":  # one try: without CUPTI, CUDA events in the hooks instead
@@ -670,7 +679,9 @@ def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev:
             if i % 2 == 1:
                 timer.failed = None  # the plain forward's failure is seen by no hook
                 before()
+                plain_now[0] = True
                 plain = _plain(forward, dev)
+                plain_now[0] = False
                 before()
                 _instrumented(forward, index, timer, dev, call_of, measured)
             else:
@@ -678,7 +689,9 @@ def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev:
                 _instrumented(forward, index, timer, dev, call_of, measured)
                 timer.failed = None
                 before()
+                plain_now[0] = True
                 plain = _plain(forward, dev)
+                plain_now[0] = False
             if measured is not None:
                 run.plain.append(plain)
             if progress is not None:
@@ -777,6 +790,11 @@ def _notes(trace: Trace, regions: dict[str, nn.Module], run: _Run, kind: str) ->
         trace.meta["calls_with_overlapping_children"] = len(run.overlapped)
         for cid in sorted(run.overlapped):
             trace.calls[cid].notes.append(Note("children-overlapped"))
+    _timed_only_notes(trace, run)
+
+
+def _timed_only_notes(trace: Trace, run: _Run) -> None:
+    """What only the timed runs called: noted on the call whose self time holds it, and not uncalled."""
     if run.untraced:  # calls only the timed runs made: their time is in an enclosing call's self time
         trace.meta["untraced_timed_calls"] = sum(sum(found.values()) for found in run.untraced.values())
         for cid, found in run.untraced.items():

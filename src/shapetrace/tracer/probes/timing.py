@@ -92,7 +92,7 @@ class TimerProbe(Probe):
     def tree(self, call_of: dict[tuple[str, int], int]) -> dict[int, int | None]:
         """For each matched timed call (shape-pass call id), the shape-pass call id of its nearest matched
         ancestor in this run's call tree (``None``: none): the call whose self time its time is taken from."""
-        skeleton, index = self.skeleton, self.index
+        skeleton = self.skeleton
         if skeleton is None:
             return {}
         matched = dict(self.keyed(call_of))
