@@ -459,10 +459,11 @@ def raised_instead_text(trace: Trace) -> str:
     return f"; {who} raised {error_lines(error)} from it"
 
 
-def no_timings_reason(trace: Trace) -> str:
+def no_timings_reason(trace: Trace, plot_hint: bool = True) -> str:
     """Why ``trace``'s calls carry no timings, and what to do, read from the facts it records: it ran on the
     meta device (never timed), its forward failed (in the traced run or a profile's timed run), or it was made
-    by ``trace()``, which records shapes only."""
+    by ``trace()``, which records shapes only (``plot_hint``: adding that the 'flow' plot needs no times, for a
+    refused plot)."""
     if trace.meta.get("device") == "meta":
         return ("it ran on device 'meta', where tensors hold no data and nothing is computed, so nothing is "
                 "timed; profile it on a real device (shapetrace.profile(model, x, device='cpu'), or "
@@ -473,7 +474,7 @@ def no_timings_reason(trace: Trace) -> str:
                 "runs through every time; fix the forward, then profile it")
     if not trace.meta.get("profiled"):
         return ("it was made by shapetrace.trace(), which records shapes only; make it with shapetrace.profile() "
-                "or 'shapetrace profile' (the 'flow' plot needs shapes only)")
+                "or 'shapetrace profile'" + (" (the 'flow' plot needs shapes only)" if plot_hint else ""))
     return "no call of this profile was timed; profile it again"
 
 
