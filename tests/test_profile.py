@@ -901,6 +901,33 @@ def test_profiler_path_with_synthetic_kernels(monkeypatch):
     assert 0 < run.idle[0] < 1 and run.graphs == 1
 
 
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_a_timed_repeat_in_which_the_profiler_saw_no_kernels_is_kept_with_no_device_time(monkeypatch):
+    from shapetrace.tracer import timing
+
+    _fake_cuda(monkeypatch)
+    real, seen = timing.kineto_intervals, []
+
+    def kernels_but_in_one_repeat(events):
+        ranges, _, graphs = real(events)
+        seen.append(None)
+        if len(seen) == 4:  # the try, one warm-up, then timed repeats 1 and 2: none in the second
+            return ranges, [], graphs
+        start, end = ranges[min(ranges)]
+        return ranges, [(start, end, end + 10_000)], graphs
+
+    monkeypatch.setattr(timing, "kineto_intervals", kernels_but_in_one_repeat)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU()).eval()
+    x = torch.randn(4, 8)
+    trace, call_of, _, index = _driver(model, x)
+    run, kind = timing._timed(model, (x,), {}, index, torch.device("cuda"), 1, 3, call_of, False, None, None)
+    assert kind == timing.KIND_PROFILER and run.fallback is None
+    assert len(run.repeats) == len(run.profiled) == 3 and run.no_kernels == 1  # every repeat asked for
+    assert run.repeats[1][0][0] == 0.0 and run.kernel[1] == 0.0  # that repeat: no device time
+    timing._notes(trace, {}, run, kind)
+    assert trace.meta["timed_runs_without_kernels"] == 1
+
+
 # ---- per-call times against an independent clock ----------------------------------------------------------
 
 class Sleeps(nn.Module):

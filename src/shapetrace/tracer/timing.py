@@ -278,6 +278,7 @@ class _Run:
     busy: list[float] = field(default_factory=list)
     unlinked: int = 0
     graphs: int = 0
+    no_kernels: int = 0  # timed repeats in which torch.profiler saw no device kernel (kept, with no device time)
     fallback: str | None = None  # why the CUDA-events timer replaced the profiler (a FALLBACK_* code)
     fallback_error: str | None = None  # the profiler's exception, first line
     # Timed calls the shape pass did not see, by the shape-pass call holding their time (most in a repeat).
@@ -324,7 +325,8 @@ def _instrumented(forward: Callable[[], Any], index: ModuleIndex, timer: TimerPr
                   call_of: dict, run: _Run | None) -> bool:
     """One instrumented forward (an engine pass with the timer probe over the modules of ``index``); its
     samples go into ``run`` (``None`` for warm-up). Returns ``False`` when the profiler saw no device kernels
-    (no CUPTI), so the caller falls back to CUDA events."""
+    (no CUPTI), so the caller falls back to CUDA events; a timed repeat without kernels is still recorded (no
+    device time in it), so every requested repeat is in the averages."""
     timer.reset()
     if timer.mode == "profiler":
         with warnings.catch_warnings():
@@ -339,11 +341,12 @@ def _instrumented(forward: Callable[[], Any], index: ModuleIndex, timer: TimerPr
                 _sync(device)
                 wall = time.perf_counter_ns() - t0
         ranges, kernels, graphs = kineto_intervals(prof.profiler.kineto_results.events())
-        if not kernels:
+        if not kernels and run is None:  # the try before the repeats (no CUPTI?), or a warm-up
             return False
         keyed = [(cid, *ranges[j]) for j, cid in timer.keyed(call_of) if j in ranges]
         att = attribute_kernels(keyed, kernels)
-        if run is not None:
+        if run is not None:  # a timed repeat without kernels is kept: no device time in it (and said so)
+            run.no_kernels += not kernels
             run.profiled.append(wall / 1e6)
             run.idle.append(att.idle_fraction)
             run.kernel.append(att.kernel_sum / 1e6)
@@ -356,7 +359,7 @@ def _instrumented(forward: Callable[[], Any], index: ModuleIndex, timer: TimerPr
                             (timer.t1[j] - timer.t0[j]) / 1e6)
             run.note_untraced(timer, call_of)
             run.note_moved(timer, call_of)
-        return True
+        return bool(kernels)
     ref = None
     if timer.mode == "events":
         _sync(device)
@@ -778,6 +781,8 @@ def _notes(trace: Trace, regions: dict[str, nn.Module], run: _Run, kind: str) ->
             root.notes.append(Note("cuda-graph-launches", count=run.graphs))
     if run.unlinked:
         trace.meta["unlinked_kernels"] = run.unlinked
+    if run.no_kernels:
+        trace.meta["timed_runs_without_kernels"] = run.no_kernels
     for call in trace.calls:
         compiled = any(n.code in ("compiled-region", "inside-compiled-region") for n in call.notes)
         if call.timing is None and not compiled and call.error is None:
