@@ -696,10 +696,10 @@ def test_cli_profile_with_grad_and_train_runs_so_and_the_footer_says_how_it_ran(
     assert res.exit_code == 0, res.output
     trace = shapetrace.load(tmp_path / "t.json")
     assert trace.meta["grad"] is True and trace.meta["training"] is True
-    assert "train, autograd on, 1 repeats" in " ".join(str(trace.table(width=None)).split())
+    assert "train, autograd on, 1 repeat, no warm-up" in " ".join(str(trace.table(width=None)).split())
     res = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "t.txt"), "--width", "0"])
     assert res.exit_code == 0, res.output
-    assert "eval, no_grad, 1 repeats" in (tmp_path / "t.txt").read_text()
+    assert "eval, no_grad, 1 repeat, no warm-up" in (tmp_path / "t.txt").read_text()
 
 
 def test_cli_profile_modules_view_and_width(tmp_path):
