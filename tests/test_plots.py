@@ -140,7 +140,9 @@ def test_a_chart_with_only_1d_tensors_says_what_it_needs():
 
 
 class _FailsOnItsSecondRun(nn.Module):
-    """Runs through once (the profile's traced forward), then raises: the first timed run fails."""
+    """Runs through three times, then raises: the profile's traced forward runs through, and timed run 1 (its
+    forwards 1 and 2: the timed runs start from the state the shape pass started from); run 2's instrumented
+    forward, its fourth, fails."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -149,7 +151,7 @@ class _FailsOnItsSecondRun(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.runs += 1
-        if self.runs == 2:
+        if self.runs == 4:
             raise RuntimeError("second pass fails")
         return self.lin(x)
 

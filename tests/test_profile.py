@@ -696,10 +696,10 @@ def test_cli_profile_with_grad_and_train_runs_so_and_the_footer_says_how_it_ran(
     assert res.exit_code == 0, res.output
     trace = shapetrace.load(tmp_path / "t.json")
     assert trace.meta["grad"] is True and trace.meta["training"] is True
-    assert "train, autograd on, 1 repeats" in " ".join(str(trace.table(width=None)).split())
+    assert "train, autograd on, 1 repeat, no warm-up" in " ".join(str(trace.table(width=None)).split())
     res = CliRunner().invoke(main, [*base, "-o", str(tmp_path / "t.txt"), "--width", "0"])
     assert res.exit_code == 0, res.output
-    assert "eval, no_grad, 1 repeats" in (tmp_path / "t.txt").read_text()
+    assert "eval, no_grad, 1 repeat, no warm-up" in (tmp_path / "t.txt").read_text()
 
 
 def test_cli_profile_modules_view_and_width(tmp_path):
@@ -901,6 +901,33 @@ def test_profiler_path_with_synthetic_kernels(monkeypatch):
     assert 0 < run.idle[0] < 1 and run.graphs == 1
 
 
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_a_timed_repeat_in_which_the_profiler_saw_no_kernels_is_kept_with_no_device_time(monkeypatch):
+    from shapetrace.tracer import timing
+
+    _fake_cuda(monkeypatch)
+    real, seen = timing.kineto_intervals, []
+
+    def kernels_but_in_one_repeat(events):
+        ranges, _, graphs = real(events)
+        seen.append(None)
+        if len(seen) == 4:  # the try, one warm-up, then timed repeats 1 and 2: none in the second
+            return ranges, [], graphs
+        start, end = ranges[min(ranges)]
+        return ranges, [(start, end, end + 10_000)], graphs
+
+    monkeypatch.setattr(timing, "kineto_intervals", kernels_but_in_one_repeat)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU()).eval()
+    x = torch.randn(4, 8)
+    trace, call_of, _, index = _driver(model, x)
+    run, kind = timing._timed(model, (x,), {}, index, torch.device("cuda"), 1, 3, call_of, False, None, None)
+    assert kind == timing.KIND_PROFILER and run.fallback is None
+    assert len(run.repeats) == len(run.profiled) == 3 and run.no_kernels == 1  # every repeat asked for
+    assert run.repeats[1][0][0] == 0.0 and run.kernel[1] == 0.0  # that repeat: no device time
+    timing._notes(trace, {}, run, kind)
+    assert trace.meta["timed_runs_without_kernels"] == 1
+
+
 # ---- per-call times against an independent clock ----------------------------------------------------------
 
 class Sleeps(nn.Module):
@@ -1016,19 +1043,22 @@ class FailsFromCall(nn.Module):
 
 
 def test_a_forward_failing_in_a_timed_run_raises_trace_failed_naming_the_layer_and_the_run():
-    model = nn.Sequential(nn.Linear(4, 4), FailsFromCall(ok=1), nn.Linear(4, 2))
+    model = nn.Sequential(nn.Linear(4, 4), FailsFromCall(ok=3), nn.Linear(4, 2))
     with pytest.raises(shapetrace.TraceFailed) as info:
-        # the shape pass is call 1; the first timed run starts with an instrumented forward: call 2 fails
+        # the shape pass is call 1, and the timed runs start from the state it started from: run 1 makes calls
+        # 1 (instrumented) and 2 (plain), run 2 calls 3 (plain) and 4 (instrumented), which fails
         _profile(model, torch.randn(2, 4), warmup=1, repeat=2)
     trace = info.value.trace
-    assert trace.failed_call.module == "1" and trace.failure.message == "failed on call 2"
-    assert trace.meta["failed_in_timed_run"] == {"run": 1, "of": 3}
-    assert "failed in 1 (FailsFromCall) in timed run 1 of 3 of the profile" in str(info.value)
+    assert trace.failed_call.module == "1" and trace.failure.message == "failed on call 4"
+    assert trace.meta["failed_in_timed_run"] == {"run": 2, "of": 3}
+    assert "failed in 1 (FailsFromCall) in timed run 2 of 3 of the profile" in str(info.value)
     assert all(c.error is None for c in trace.calls)  # the shape pass's calls, which all returned
 
 
 class FailsBeforeItsLayer(nn.Module):
-    """Raises on its second call, before calling ``linear``: the shape pass runs through, timed run 1 fails."""
+    """Raises on its fourth call, before calling ``linear``: the shape pass runs through, and so does timed run 1
+    (calls 1 and 2: the timed runs start from the state the shape pass started from); run 2's instrumented
+    forward (call 4, after its plain one) fails."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -1036,8 +1066,8 @@ class FailsBeforeItsLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        if self.calls == 2:
-            raise ValueError("failed on call 2")
+        if self.calls == 4:
+            raise ValueError("failed on call 4")
         return self.linear(x)
 
 
@@ -1048,22 +1078,22 @@ def test_a_timed_run_failure_leaves_the_shape_pass_calls_as_they_ran_and_the_tab
     trace = info.value.trace
     assert [c.label for c in trace.calls] == ["(root)", "0", "1", "1.linear"]
     assert all(c.error is None for c in trace.calls)  # in the shape pass every call returned
-    assert trace.failed_call.label == "1" and trace.failure.message == "failed on call 2"
+    assert trace.failed_call.label == "1" and trace.failure.message == "failed on call 4"
     table = str(trace.table(width=0))
     # the shape pass's counts, then which timed run failed where: true of the forward the rows show
-    assert "4 calls started, 4 returned (the forward failed in 1 in timed run 1 of 4 of the profile)" in table
-    assert "✗ ValueError: failed on call 2" in table  # the failed call's row still says what was raised
+    assert "4 calls started, 4 returned (the forward failed in 1 in timed run 2 of 4 of the profile)" in table
+    assert "✗ ValueError: failed on call 4" in table  # the failed call's row still says what was raised
 
 
 def test_a_forward_failing_where_no_hook_sees_it_says_the_layer_is_not_known():
     model = nn.Sequential(nn.Linear(4, 4), FailsFromCall(ok=2))
-    with pytest.raises(shapetrace.TraceFailed) as info:  # call 3: the plain forward of the first timed run
+    with pytest.raises(shapetrace.TraceFailed) as info:  # call 3: the plain forward of the second timed run
         _profile(model, torch.randn(2, 4), warmup=0, repeat=2)
     assert info.value.trace.failure.call is None
     assert "in one of its forwards run without hooks, so the layer is not known" in str(info.value)
     table = str(info.value.trace.table())  # the table says the same, not "outside any module"
     assert "outside any module" not in table
-    assert "failed in timed run 1 of 2 of the profile, in a forward run without hooks" in table
+    assert "failed in timed run 2 of 2 of the profile, in a forward run without hooks" in table
 
 
 class CallsMoreAfterItsFirstRun(nn.Module):
@@ -1079,7 +1109,9 @@ class CallsMoreAfterItsFirstRun(nn.Module):
 
 
 def test_calls_only_the_timed_runs_made_are_noted_on_the_call_whose_self_time_holds_them():
-    trace = _profile(CallsMoreAfterItsFirstRun(), torch.randn(2), warmup=0, repeat=2)
+    # the timed runs start from the state the shape pass started from: run 1's instrumented forward is the
+    # first again (one step), runs 2 and 3 make three steps, and one of them is the middle repeat
+    trace = _profile(CallsMoreAfterItsFirstRun(), torch.randn(2), warmup=0, repeat=3)
     root = trace.calls[0]
     assert [(n.code, n.count) for n in root.notes] == [("untraced-calls", 2)]
     assert trace.meta["untraced_timed_calls"] == 2
@@ -1146,7 +1178,7 @@ def test_cli_profile_notes_name_the_timed_run_that_failed_not_a_failure_before_a
 
     from shapetrace.cli import main
 
-    _write_fails_later(tmp_path / "later.py", after_calls=4)
+    _write_fails_later(tmp_path / "later.py", after_calls=3)  # call 4: run 2's instrumented forward
     plot = tmp_path / "times.svg"
     result = CliRunner().invoke(main, ["profile", f"{tmp_path / 'later.py'}:FailsLater", "-i", "2,4", "--device", "cpu",
                                        "--warmup", "0", "--repeat", "3", "--plot", str(plot), "--heat", "time",
@@ -1280,7 +1312,7 @@ def test_a_profile_whose_timed_run_failed_is_marked_as_a_profile_with_the_run():
     with pytest.raises(shapetrace.TraceFailed) as info:
         _profile(FailsBeforeItsLayer(), torch.randn(2, 2), warmup=0, repeat=2)
     trace = info.value.trace
-    assert trace.meta["profiled"] is True and trace.meta["failed_in_timed_run"] == {"run": 1, "of": 2}
+    assert trace.meta["profiled"] is True and trace.meta["failed_in_timed_run"] == {"run": 2, "of": 2}
     assert trace.timing is None and all(c.timing is None for c in trace.calls)
 
 

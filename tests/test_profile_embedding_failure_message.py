@@ -14,7 +14,8 @@ from shapetrace.tracer.api import TraceFailed
 
 
 class Drifting(Lookup):
-    """Shifts its ids by 3 from its second forward on: the profile's traced forward runs, a timed run fails."""
+    """Shifts its ids by 3 from its fourth forward on: the profile's traced forward runs, and timed run 1 (forwards
+    1 and 2: the timed runs start from the state the shape pass started from); run 2's instrumented one fails."""
 
     def __init__(self, layer: nn.Module) -> None:
         super().__init__(layer)
@@ -22,7 +23,7 @@ class Drifting(Lookup):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         self.forwards += 1
-        return self.emb(ids + 3 if self.forwards > 1 else ids)
+        return self.emb(ids + 3 if self.forwards > 3 else ids)
 
 
 LAYERS = {"Embedding": (lambda: nn.Embedding(10, 3), "IndexError"),
@@ -44,7 +45,7 @@ def test_ids_outside_an_embeddings_rows_in_a_timed_run_are_explained(kind):
     with pytest.raises(TraceFailed) as failed:
         shapetrace.profile(Drifting(make()), torch.arange(0, 8).reshape(2, 4), device="cpu", warmup=0, repeat=2)
     t = failed.value.trace
-    assert t.meta["failed_in_timed_run"] == {"run": 1, "of": 2} and t.failed_call.module == "emb"
+    assert t.meta["failed_in_timed_run"] == {"run": 2, "of": 2} and t.failed_call.module == "emb"
     assert t.failure.type == error
     assert t.failure.message.endswith(": the ids run from 3 to 10, and the embedding has 10 rows")
     assert f"error: {error}: " in str(failed.value) and "the ids run from 3 to 10" in str(failed.value)

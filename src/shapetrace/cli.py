@@ -250,7 +250,7 @@ def _check_heat(trace: Any, heat: str | None, drawn: bool) -> None:
     if not drawn or heat not in ("time", "memory"):
         return
     if heat == "time" and not any(c.timing for c in trace.calls):
-        raise UsageProblem(f"--heat time: this trace has no timings: {no_timings_reason(trace)}; or use --heat "
+        raise UsageProblem(f"--heat time: this trace has no timings: {no_timings_reason(trace, plot_hint=False)}; or use --heat "
                            "activations (sizes from shapes)")
     if heat == "memory" and not any(c.memory and c.memory.peak_bytes is not None for c in trace.calls):
         raise UsageProblem("--heat memory: this trace has no peak memory (measured by a profile on CUDA only); use "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -112,6 +114,7 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
             raise UsageProblem("--input, --arg and --check-finite do not apply to a saved trace (a trace saved with "
                                "--check-finite shows what it found)")
         result = read_trace(model)
+        _check_has_lines(result, model)
     else:
         outcome = trace_model(TraceRequest(model, inputs, args, train=train, lines=True, check_finite=check_finite))
         result, failure_note = outcome.trace, outcome.error
@@ -140,3 +143,14 @@ def _lines(model: str, module: str, inputs: tuple[str, ...], args: tuple[str, ..
     if is_saved_trace(model):
         note_saved_failure(result, "the lines view")
     return failure_note
+
+
+def _check_has_lines(trace: Any, path: str) -> None:
+    """A saved profile has no line information (``profile()`` records none): a usage error saying what gives a
+    line-by-line view, and that it has no times (the profile's stay in its file), before the generic one."""
+    if trace.meta.get("profiled") and not trace.meta.get("lines") and not trace.sources:
+        raise UsageProblem(
+            "this is a saved profile, which has no line information (shapetrace.profile() records none): a line-by-"
+            "line view comes from a trace made with lines ('shapetrace lines MODEL', or shapetrace.trace(model, ..., "
+            "lines=True)), which has shapes but no times; no trace has both, and this file keeps the profile's "
+            f"times (render it: shapetrace render {shlex.quote(path)})")

@@ -23,6 +23,7 @@ from .renderers.display import MIN_TABLE_WIDTH, table_width_problem
 from .renderers.finite import summary_line
 from .renderers.units import ellipsize, failure_place, literal
 from .session import (
+    Interrupted,
     OutputProblem,
     SessionError,
     UsageProblem,
@@ -71,6 +72,9 @@ HEAT_KINDS = ("time", "memory", "activations")
 # The status a shell reports for a process that SIGPIPE ended (128 + 13), as `cat big | head` gives: the reader
 # of stdout went away. Not 1 (a forward that failed) nor 2 (a usage error).
 BROKEN_PIPE_STATUS = 141
+# The status a shell reports for a program Ctrl-C ended (128 + SIGINT's 2): also for a forward whose code raised
+# KeyboardInterrupt. Not 1 (a forward that failed).
+INTERRUPTED_STATUS = 130
 
 
 @contextlib.contextmanager
@@ -259,8 +263,9 @@ heat_option = click.option(
 @contextlib.contextmanager
 def cli_errors(debug: bool) -> Iterator[None]:
     """Turn errors into one-line messages: a ``UsageProblem`` exits 2, anything else 1 (a ``BaseException``
-    such as ``GeneratorExit`` too; Ctrl-C and ``SystemExit`` keep their own handling); ``--debug`` shows the
-    traceback as well."""
+    such as ``GeneratorExit`` too; ``SystemExit`` keeps its own handling); a ``KeyboardInterrupt`` (Ctrl-C, or
+    raised by the model's code) exits 130 with a line saying where (``session.Interrupted``); ``--debug``
+    shows the traceback as well."""
     try:
         yield
     except (click.ClickException, click.exceptions.Exit, SystemExit, BrokenPipeError):
@@ -277,8 +282,12 @@ def cli_errors(debug: bool) -> Iterator[None]:
         if debug:
             raise
         raise click.ClickException(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)") from e
-    except KeyboardInterrupt:
-        raise  # Ctrl-C: click says "Aborted!"
+    except KeyboardInterrupt as e:  # Ctrl-C, or the model's code raising it: one line, the status of an interrupt
+        if debug:
+            traceback.print_exc()
+        where = str(e) if isinstance(e, Interrupted) and str(e) else "KeyboardInterrupt stopped the command"
+        click.echo(f"Interrupted: {where}", err=True)
+        raise click.exceptions.Exit(INTERRUPTED_STATUS) from None
     except BaseException as e:  # GeneratorExit or a BaseException subclass of the model's own, from its code
         if debug:
             raise

@@ -149,11 +149,16 @@ def _why_nothing_measured(trace: Any, what: str) -> str:
     return f"the forward failed before anything was {what}"
 
 
+def _times(count: Any, noun: str) -> str:
+    """``1 repeat``, ``10 repeats``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def summary(trace: Any, top: int = 10, view: str = "calls") -> str:
     """A few lines for stderr: forward and profiled time, overhead, and the ``top`` calls by self time (with
     ``view="modules"``: the ``top`` modules, each call's self time added up)."""
     t = trace.timing or {}
-    lines = [(f"{timer_kind_text(t.get('kind'))} on {t.get('device')} ({t.get('dtype')}), {t.get('repeats')} repeats: "
+    lines = [(f"{timer_kind_text(t.get('kind'))} on {t.get('device')} ({t.get('dtype')}), {_times(t.get('repeats'), 'repeat')}: "
              f"forward {t.get('forward_ms', 0):.3f} ms plain, {t.get('profiled_ms', 0):.3f} ms profiled "
              f"({t.get('overhead') or 0:.2f}x); self times add up to {t.get('attributed_ms', 0):.3f} ms")]
     why = fallback_text(trace.timing) if trace.timing else None

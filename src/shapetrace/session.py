@@ -79,6 +79,23 @@ class SessionError(Exception):
     """A problem the session reports to the user in one message (no traceback needed)."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """A ``KeyboardInterrupt`` (Ctrl-C, or raised by the model's code) in the model's own code; its message says
+    where, in words (which run of a profile). Still a ``KeyboardInterrupt``: the CLI exits 130 on it."""
+
+
+def _interrupted_text(e: KeyboardInterrupt, doing: str) -> str:
+    """Where a ``KeyboardInterrupt`` stopped the model's code: a profile's run (``ForwardInterrupted``), else
+    what was being done (``doing``)."""
+    run, of = getattr(e, "run", None), getattr(e, "of", None)
+    if isinstance(run, int) and isinstance(of, int):
+        if run == 0:
+            return "the forward was interrupted (KeyboardInterrupt) in the profile's shape pass, its first forward"
+        kind = ", a forward without hooks" if getattr(e, "plain", False) else ""
+        return f"the forward was interrupted (KeyboardInterrupt) in timed run {run} of {of} of the profile{kind}"
+    return f"the model's code was interrupted (KeyboardInterrupt) while {doing}"
+
+
 class UsageProblem(SessionError):
     """The request cannot run as given (bad MODEL, ``--input``, ``--arg``, device or output path): fix and rerun."""
 
@@ -183,6 +200,10 @@ def _user_code(doing: str, problem: type[SessionError] = CannotTrace) -> Iterato
     try:
         with contextlib.redirect_stdout(sys.stderr):
             yield
+    except KeyboardInterrupt as e:  # Ctrl-C, or the model's own ``raise KeyboardInterrupt``: said where
+        if isinstance(e, Interrupted):
+            raise
+        raise Interrupted(_interrupted_text(e, doing)) from e
     except SystemExit as e:
         exited = f"the model's own code exited (SystemExit({e.code!r})) while {doing}, so there is nothing to show."
         if isinstance(e, FactoryExited):

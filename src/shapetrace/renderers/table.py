@@ -153,7 +153,8 @@ def _summary_lines(trace: Trace, fwd: float | None) -> list[tuple[str, str]]:
     if not t:
         return out + ([("Forward time (ms)", format_ms(fwd))] if fwd is not None else [])
     timed = (f"{timer_kind_text(t.get('kind'))} on {t.get('device')}, {run_dtype_text(trace)}, {_run_mode(trace)}"
-             f"{t.get('repeats')} repeats after {t.get('warmup')} warm-up")
+             f"{t.get('repeats')} repeat{'' if t.get('repeats') == 1 else 's'}"
+             f"{' after ' + str(t.get('warmup')) + ' warm-up' if t.get('warmup') else ', no warm-up'}")
     if t.get("statistic") == STATISTIC_IQM:  # every time below and in the rows: one statistic, said once
         timed += "; times are interquartile means"
     out.append(("Timed", timed))

@@ -126,8 +126,12 @@ def note_text(note: Note, cls: str = "") -> str:
                 "its ms and self ms are averages per forward, 0 where it did not run; its median is over the "
                 "runs where it ran")
     if note.code == "untraced-calls":
-        return (f"{count} call(s) inside it ran in the timed runs but not in the traced forward (the forward "
-                "changes from one run to the next): their time is counted in this call's self time")
+        named = f" of {note.text}" if note.text else ""
+        return (f"{count} call(s){named} inside it ran in the timed runs but not in the traced forward (the "
+                "forward changes from one run to the next): their time is counted in this call's self time")
+    if note.code == "children-overlapped":
+        return ("its children ran at the same time in the timed runs (threads): its self time is the time none "
+                "of them covered, so self times add up to more than the forward's time")
     if note.code == "moved-in-timed-runs":
         return ("called under another parent in the timed runs than in the traced forward (the forward changes "
                 "from one run to the next): its time does not nest where the table shows it")
@@ -509,10 +513,11 @@ def raised_instead_text(trace: Trace) -> str:
     return f"; {who} raised {error_lines(error)} from it"
 
 
-def no_timings_reason(trace: Trace) -> str:
+def no_timings_reason(trace: Trace, plot_hint: bool = True) -> str:
     """Why ``trace``'s calls carry no timings, and what to do, read from the facts it records: it ran on the
     meta device (never timed), its forward failed (in the traced run or a profile's timed run), or it was made
-    by ``trace()``, which records shapes only."""
+    by ``trace()``, which records shapes only (``plot_hint``: adding that the 'flow' plot needs no times, for a
+    refused plot)."""
     if trace.meta.get("device") == "meta":
         return ("it ran on device 'meta', where tensors hold no data and nothing is computed, so nothing is "
                 "timed; profile it on a real device (shapetrace.profile(model, x, device='cpu'), or "
@@ -523,7 +528,7 @@ def no_timings_reason(trace: Trace) -> str:
                 "runs through every time; fix the forward, then profile it")
     if not trace.meta.get("profiled"):
         return ("it was made by shapetrace.trace(), which records shapes only; make it with shapetrace.profile() "
-                "or 'shapetrace profile' (the 'flow' plot needs shapes only)")
+                "or 'shapetrace profile'" + (" (the 'flow' plot needs shapes only)" if plot_hint else ""))
     return "no call of this profile was timed; profile it again"
 
 

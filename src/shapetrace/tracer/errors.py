@@ -6,8 +6,19 @@ for data that is not there (weights or inputs on ``meta`` asked to run on a real
 
 from __future__ import annotations
 
-__all__ = ["UnsupportedModel"]
+__all__ = ["ForwardInterrupted", "UnsupportedModel"]
 
 
 class UnsupportedModel(TypeError):
     """What was handed to the tracer cannot be traced as it is; the message says what to pass instead."""
+
+
+class ForwardInterrupted(KeyboardInterrupt):
+    """A ``KeyboardInterrupt`` (Ctrl-C, or raised by the model's own code) that stopped one of ``profile()``'s
+    forwards, saying which: ``run`` of ``of`` (1-based, warm-ups first; ``0``: the shape pass) and ``plain``
+    (a forward run without hooks). Still a ``KeyboardInterrupt``: whoever stops on those stops on it; the
+    interrupt itself is its ``__cause__``."""
+
+    def __init__(self, run: int, of: int, plain: bool = False) -> None:
+        super().__init__(f"interrupted in run {run} of {of}")
+        self.run, self.of, self.plain = run, of, plain

@@ -48,6 +48,42 @@ def nested_self_times(intervals: Sequence[tuple[Hashable, float, float]]) -> dic
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
+def tree_self_times(spans: Sequence[tuple[Hashable, float, float]], parents: dict[Hashable, Hashable | None]
+                    ) -> tuple[dict[Hashable, tuple[float, float]], set[Hashable]]:
+    """``{key: (inclusive, self)}`` for ``(key, start, end)`` spans of calls whose tree is known (``parents``:
+    each key's parent key, ``None`` or absent at the top), and the keys whose children overlapped in time.
+
+    Self time is the inclusive time minus the time covered by the call's own children in the tree (never by
+    another call whose span happens to lie inside it, as two calls run at once in two threads do). Children
+    one after another, as in an ordinary forward, are subtracted one by one, in start order, as
+    ``nested_self_times`` does, so the self times add up exactly to the outermost calls' time; children that
+    ran at the same time (a thread pool) are subtracted once for the time they covered together, so a self time
+    is never negative, and then the self times of the tree add up to more than its time: such parents are
+    returned, to be said so.
+    """
+    children: dict[Hashable, list[tuple[float, float]]] = {}
+    for key, s, e in spans:
+        parent = parents.get(key)
+        if parent is not None:
+            children.setdefault(parent, []).append((s, e))
+    out: dict[Hashable, tuple[float, float]] = {}
+    overlapped: set[Hashable] = set()
+    for key, s, e in spans:
+        self_ = e - s
+        end = None
+        for cs, ce in sorted(children.get(key, ())):
+            if end is not None and cs < end:  # overlaps the children before it: only the part past them
+                overlapped.add(key)
+                if ce > end:
+                    self_ -= ce - end
+                    end = ce
+                continue
+            self_ -= ce - cs
+            end = ce
+        out[key] = (e - s, self_)
+    return out, overlapped
+
+
 @dataclass
 class Attribution:
     """Device time attributed to nested CPU ranges (see ``attribute_kernels``); all times in the input unit."""

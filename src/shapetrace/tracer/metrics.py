@@ -67,6 +67,7 @@ NOTE_CODES = (
     "ran-in-some-timed-runs",  # called in ``count`` of the ``of`` timed runs: its means are per forward, 0 where absent
     "untraced-calls",          # ``count`` calls inside it ran in the timed runs only: their time is in its self time
     "moved-in-timed-runs",     # the timed runs called it under another parent than the traced forward did
+    "children-overlapped",     # its children ran at the same time (threads): its self time is what none covered
     "recomputation-stopped",   # rerun in backward by torch.utils.checkpoint and stopped by it on purpose
     "weights-elsewhere",       # raised, its own parameters or buffers on devices (``text``) none of its inputs is on
     "text",                    # a free-text remark read from a format-1 trace (``text``)

@@ -27,7 +27,7 @@ from torch import nn
 
 from .attributes import CONTAINERS, TORCH_ATTRIBUTES, plain_containers, put_back_contents
 
-__all__ = ["values_kept"]
+__all__ = ["values_kept", "write_back"]
 
 
 def _nested(value: list | dict) -> list[list | dict]:
@@ -37,7 +37,7 @@ def _nested(value: list | dict) -> list[list | dict]:
 
 
 @torch.no_grad()
-def _write_back(tensor: torch.Tensor, saved: torch.Tensor) -> None:
+def write_back(tensor: torch.Tensor, saved: torch.Tensor) -> None:
     """``saved``'s values back into ``tensor``, where they are when its layout is the same, else its storage."""
     with torch.inference_mode() if tensor.is_inference() else contextlib.nullcontext():
         if tensor.shape == saved.shape and tensor.dtype == saved.dtype and tensor.device == saved.device:
@@ -69,6 +69,6 @@ def values_kept(model: nn.Module) -> Iterator[None]:
     finally:
         for tensor, saved in tensors:
             with contextlib.suppress(RuntimeError, NotImplementedError):
-                _write_back(tensor, saved)
+                write_back(tensor, saved)
         for container, items in contents:
             put_back_contents(container, items)

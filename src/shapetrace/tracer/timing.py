@@ -58,11 +58,12 @@ and costs nothing in the timed runs, so it is used instead (``PeakStack``).
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import re
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +76,9 @@ from .api import TraceFailed, copy_for_lazy_layers, traceable
 from .arguments import arguments_kept
 from .capture import Checked, OwnForwardTracer, UnsupportedModel, uninitialized_lazy
 from .engine import Engine, ModuleIndex
+from .errors import ForwardInterrupted
 from .guard import ModelGuard
+from .input_writes import InputWrites
 from .intervals import (
     Attribution,
     attribute_kernels,
@@ -85,6 +88,7 @@ from .intervals import (
     quantile,
     repeat_weights,
     summarise,
+    tree_self_times,
     weighted,
 )
 from .metrics import (
@@ -274,16 +278,24 @@ class _Run:
     busy: list[float] = field(default_factory=list)
     unlinked: int = 0
     graphs: int = 0
+    no_kernels: int = 0  # timed repeats in which torch.profiler saw no device kernel (kept, with no device time)
     fallback: str | None = None  # why the CUDA-events timer replaced the profiler (a FALLBACK_* code)
     fallback_error: str | None = None  # the profiler's exception, first line
     # Timed calls the shape pass did not see, by the shape-pass call holding their time (most in a repeat).
-    untraced: dict[int | None, int] = field(default_factory=dict)
+    untraced: dict[int | None, dict[str, int]] = field(default_factory=dict)  # {owner: {module name: calls}}
+    called: set[str] = field(default_factory=set)  # the names of the modules the timed runs called
     shape_parents: list[int | None] = field(default_factory=list)  # each shape-pass call's parent, by call id
     moved: set[int] = field(default_factory=set)  # calls a timed run made under another parent
+    overlapped: set[int] = field(default_factory=set)  # calls whose children ran at the same time (threads)
 
-    def note_untraced(self, found: dict[int | None, int]) -> None:
-        for owner, n in found.items():
-            self.untraced[owner] = max(self.untraced.get(owner, 0), n)
+    def note_untraced(self, timer: TimerProbe, call_of: dict) -> None:
+        """The calls this timed run made that the shape pass did not (most in a run, per owner and module),
+        and the modules it called."""
+        for owner, found in timer.unmatched(call_of).items():
+            held = self.untraced.setdefault(owner, {})
+            for name, n in found.items():
+                held[name] = max(held.get(name, 0), n)
+        self.called |= timer.called_modules()
 
     def note_moved(self, timer: TimerProbe, call_of: dict) -> None:
         """The calls this timed run made under another parent than the shape pass saw."""
@@ -313,7 +325,8 @@ def _instrumented(forward: Callable[[], Any], index: ModuleIndex, timer: TimerPr
                   call_of: dict, run: _Run | None) -> bool:
     """One instrumented forward (an engine pass with the timer probe over the modules of ``index``); its
     samples go into ``run`` (``None`` for warm-up). Returns ``False`` when the profiler saw no device kernels
-    (no CUPTI), so the caller falls back to CUDA events."""
+    (no CUPTI), so the caller falls back to CUDA events; a timed repeat without kernels is still recorded (no
+    device time in it), so every requested repeat is in the averages."""
     timer.reset()
     if timer.mode == "profiler":
         with warnings.catch_warnings():
@@ -328,11 +341,12 @@ def _instrumented(forward: Callable[[], Any], index: ModuleIndex, timer: TimerPr
                 _sync(device)
                 wall = time.perf_counter_ns() - t0
         ranges, kernels, graphs = kineto_intervals(prof.profiler.kineto_results.events())
-        if not kernels:
+        if not kernels and run is None:  # the try before the repeats (no CUPTI?), or a warm-up
             return False
         keyed = [(cid, *ranges[j]) for j, cid in timer.keyed(call_of) if j in ranges]
         att = attribute_kernels(keyed, kernels)
-        if run is not None:
+        if run is not None:  # a timed repeat without kernels is kept: no device time in it (and said so)
+            run.no_kernels += not kernels
             run.profiled.append(wall / 1e6)
             run.idle.append(att.idle_fraction)
             run.kernel.append(att.kernel_sum / 1e6)
@@ -343,9 +357,9 @@ def _instrumented(forward: Callable[[], Any], index: ModuleIndex, timer: TimerPr
             for j, cid in timer.keyed(call_of):
                 rep[cid] = (att.total.get(cid, 0.0) / 1e6, att.self.get(cid, 0.0) / 1e6,
                             (timer.t1[j] - timer.t0[j]) / 1e6)
-            run.note_untraced(timer.unmatched(call_of))
+            run.note_untraced(timer, call_of)
             run.note_moved(timer, call_of)
-        return True
+        return bool(kernels)
     ref = None
     if timer.mode == "events":
         _sync(device)
@@ -363,12 +377,15 @@ def _instrumented(forward: Callable[[], Any], index: ModuleIndex, timer: TimerPr
         spans = [(cid, ref.elapsed_time(timer.ev0[j]), ref.elapsed_time(timer.ev1[j])) for j, cid in keyed]
     else:
         spans = [(cid, timer.t0[j] / 1e6, timer.t1[j] / 1e6) for j, cid in keyed]
-    times = nested_self_times(spans)
+    # Self times from the run's call tree, not from how the spans nest: a call run at the same time in another
+    # thread lies inside its sibling's span without being its child.
+    times, overlapped = tree_self_times(spans, timer.tree(call_of))
+    run.overlapped |= overlapped
     rep = run.begin()
     for j, cid in keyed:
         total, self_ = times[cid]
         rep[cid] = (total, self_, (timer.t1[j] - timer.t0[j]) / 1e6)
-    run.note_untraced(timer.unmatched(call_of))
+    run.note_untraced(timer, call_of)
     run.note_moved(timer, call_of)
     return True
 
@@ -486,8 +503,13 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
         model = copy_for_lazy_layers(model, lazy)
         # Made here, where the inputs are, before any copy is cast or moved (what it stores into the caller's
         # objects is put back with the rest, by profile()).
-        with torch.no_grad():
-            model(*place_inputs(tuple(inputs), model_device(model)), **place_inputs(kwargs, model_device(model)))
+        first_args = place_inputs(tuple(inputs), model_device(model)), place_inputs(kwargs, model_device(model))
+        first = InputWrites(first_args)  # the caller's tensors it writes come back as given (input_writes)
+        try:
+            with torch.no_grad(), first.watched():
+                model(*first_args[0], **first_args[1])
+        finally:
+            first.restore()
         result = _profile_module(Checked(model), inputs, device=device, warmup=warmup, repeat=repeat, dtype=dtype,
                                  flops=flops, memory=memory, progress=progress, grad=grad, train=train,
                                  gpu_timer=gpu_timer, kwargs=kwargs)
@@ -498,23 +520,34 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
     regions, inner = _compiled_regions(model)
     # the model's own plain attributes (a hidden state it keeps between calls) are put back on every device
     # and what they write in place into its plain tensors and nested lists and dicts (``values_kept``)
-    with forward_state_kept(model), values_kept(model), placed(model, dev, dt, keep_state=False):
-        # Pass 1: shapes, data flow, FLOPs and peak memory, in one forward.
+    # Every run starts from the input tensors as given, and the caller gets them back so (``input_writes``).
+    writes = InputWrites((args, kwargs))
+    with forward_state_kept(model), values_kept(model), placed(model, dev, dt, keep_state=False), \
+            _restored_at_end(writes):
+        # Pass 1: shapes, data flow, FLOPs and peak memory, in one forward. What it leaves on the model is put
+        # back after it, so the timed runs start from the state it started from (forward_state_kept, values_kept;
+        # the guard puts back buffers): the first timed run is the traced forward again, whatever it writes.
         flop_probe = FlopProbe() if flops else None
         peak_probe = PeakMemoryProbe(dev) if memory and dev.type == "cuda" else None
         try:
-            trace, keys, called = _shape_pass(checked, args, kwargs, [p for p in (flop_probe, peak_probe) if p],
-                                              grad, train, dev)
+            with forward_state_kept(model), values_kept(model), writes.watched():
+                trace, keys, called = _shape_pass(checked, args, kwargs, [p for p in (flop_probe, peak_probe) if p],
+                                                  grad, train, dev)
+        except KeyboardInterrupt as e:  # run 0: the shape pass
+            raise ForwardInterrupted(0, warmup + repeat) from e
         except TraceFailed as failed:
             if flop_probe is None:
                 raise
             # torch's FlopCounterMode cannot run some forwards that run by themselves (a jagged nested tensor
             # through a Linear): without it, the profile goes on and says why FLOPs are missing.
             peak_probe = PeakMemoryProbe(dev) if peak_probe is not None else None  # a fresh one for the new pass
-            trace, keys, called = _shape_pass(checked, args, kwargs, [peak_probe] if peak_probe else [], grad, train,
-                                          dev)
+            writes.restore()
+            with forward_state_kept(model), values_kept(model), writes.watched():
+                trace, keys, called = _shape_pass(checked, args, kwargs, [peak_probe] if peak_probe else [], grad,
+                                                  train, dev)
             failure = failed.trace.failure
             trace.meta["flops_unavailable"] = failure.text if failure else str(failed)
+        writes.restore()
         call_of = {key: cid for cid, key in enumerate(keys)}
         # Passes 2...: the timed repeats, the timer probe alone, compiled regions' insides left out.
         if dev.type == "meta":  # shapes only: FLOPs and memory, nothing to time
@@ -522,7 +555,8 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
         else:
             try:
                 run, kind = _timed(model, args, kwargs, index.without(inner), dev, warmup, repeat, call_of, grad,
-                                   train, progress, gpu_timer, parents=[c.parent for c in trace.calls])
+                                   train, progress, gpu_timer, parents=[c.parent for c in trace.calls],
+                                   before=writes.restore)
             except _TimedRunFailed as failed:
                 raise TraceFailed(_failed_in_timed_run(trace, failed, call_of, called),
                                   failed.__cause__) from failed.__cause__
@@ -560,6 +594,15 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
         summary.kernel_ms = _r(central(run.kernel))
         summary.busy_ms = _r(central(run.busy))
     return trace
+
+
+@contextlib.contextmanager
+def _restored_at_end(writes: InputWrites) -> Iterator[None]:
+    """The input tensors the forwards wrote get their values back when the block ends, raising or not."""
+    try:
+        yield
+    finally:
+        writes.restore()
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -601,7 +644,9 @@ def _shape_pass(checked: Checked, args: tuple, kwargs: dict, probes: list, grad:
 def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev: torch.device, warmup: int,  # noqa: PLR0913 - to take profile()'s options as one object
            repeat: int, call_of: dict, grad: bool, train: bool | None,
            progress: Callable[[int, int], None] | None, gpu_timer: str = "auto",
-           parents: Sequence[int | None] = ()) -> tuple[_Run, str]:
+           parents: Sequence[int | None] = (), before: Callable[[], None] = lambda: None) -> tuple[_Run, str]:
+    """The warm-up and timed runs; ``before()`` runs before each forward, outside its timed span (it puts back
+    the input tensors a forward wrote)."""
     mode = "wall" if dev.type != "cuda" else "events" if gpu_timer == "events" else "profiler"
     timer = TimerProbe(mode)
     run = _Run(shape_parents=list(parents))
@@ -614,11 +659,18 @@ def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev:
             return model(*args, **kwargs)
         except Exception as e:  # the forward itself (not shapetrace's bookkeeping around it)
             raise _TimedRunFailed(now[0], total, timer.failed_key()) from e
+        except KeyboardInterrupt as e:  # which run it stopped (the model's ``raise KeyboardInterrupt``, or Ctrl-C)
+            if isinstance(e, ForwardInterrupted):
+                raise
+            raise ForwardInterrupted(now[0], total, plain=plain_now[0]) from e
+
+    plain_now = [False]  # whether the forward running is the plain one (no hooks)
 
     with ModelGuard(index, train=train, grad=grad):
         if mode == "profiler":  # one try: without CUPTI, CUDA events in the hooks instead
             error = None
             try:
+                before()
                 ok = _instrumented(forward, index, timer, dev, call_of, None)
             except RuntimeError as e:
                 ok, error = False, str(e).splitlines()[0] if str(e) else repr(e)
@@ -633,12 +685,20 @@ def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev:
             # builds on its first call is built where an engine sees it attached (and indexes it).
             if i % 2 == 1:
                 timer.failed = None  # the plain forward's failure is seen by no hook
+                before()
+                plain_now[0] = True
                 plain = _plain(forward, dev)
+                plain_now[0] = False
+                before()
                 _instrumented(forward, index, timer, dev, call_of, measured)
             else:
+                before()
                 _instrumented(forward, index, timer, dev, call_of, measured)
                 timer.failed = None
+                before()
+                plain_now[0] = True
                 plain = _plain(forward, dev)
+                plain_now[0] = False
             if measured is not None:
                 run.plain.append(plain)
             if progress is not None:
@@ -725,6 +785,8 @@ def _notes(trace: Trace, regions: dict[str, nn.Module], run: _Run, kind: str) ->
             root.notes.append(Note("cuda-graph-launches", count=run.graphs))
     if run.unlinked:
         trace.meta["unlinked_kernels"] = run.unlinked
+    if run.no_kernels:
+        trace.meta["timed_runs_without_kernels"] = run.no_kernels
     for call in trace.calls:
         compiled = any(n.code in ("compiled-region", "inside-compiled-region") for n in call.notes)
         if call.timing is None and not compiled and call.error is None:
@@ -733,8 +795,32 @@ def _notes(trace: Trace, regions: dict[str, nn.Module], run: _Run, kind: str) ->
         trace.meta["calls_moved_in_timed_runs"] = len(run.moved)
         for cid in sorted(run.moved):
             trace.calls[cid].notes.append(Note("moved-in-timed-runs"))
+    if run.overlapped:  # children run at once (threads): their self times add up to more than the forward
+        trace.meta["calls_with_overlapping_children"] = len(run.overlapped)
+        for cid in sorted(run.overlapped):
+            trace.calls[cid].notes.append(Note("children-overlapped"))
+    _timed_only_notes(trace, run)
+
+
+def _timed_only_notes(trace: Trace, run: _Run) -> None:
+    """What only the timed runs called: noted on the call whose self time holds it, and not uncalled."""
     if run.untraced:  # calls only the timed runs made: their time is in an enclosing call's self time
-        trace.meta["untraced_timed_calls"] = sum(run.untraced.values())
-        for cid, n in run.untraced.items():
-            if cid is not None:
-                trace.calls[cid].notes.append(Note("untraced-calls", count=n))
+        trace.meta["untraced_timed_calls"] = sum(sum(found.values()) for found in run.untraced.values())
+        for cid, found in run.untraced.items():
+            if cid is not None:  # the modules named, in the order the model lists them, as a fact in ``text``
+                trace.calls[cid].notes.append(Note("untraced-calls", count=sum(found.values()),
+                                                   text=", ".join(sorted(found, key=_module_order(trace)))))
+    # A module only the timed runs called was called: it is named by its owner's note, not listed as uncalled.
+    timed_only = [u.module for u in trace.uncalled if u.module in run.called]
+    if timed_only:
+        trace.meta["called_only_in_timed_runs"] = timed_only
+        trace.uncalled = [u for u in trace.uncalled if u.module not in run.called]
+
+
+def _module_order(trace: Trace) -> Callable[[str], tuple[int, str]]:
+    """A sort key putting module names in the order the trace lists them (its calls, then its uncalled
+    modules); a name it lists nowhere goes last."""
+    order: dict[str, int] = {}
+    for name in [c.module for c in trace.calls] + [u.module for u in trace.uncalled]:
+        order.setdefault(name, len(order))
+    return lambda name: (order.get(name, len(order)), name)

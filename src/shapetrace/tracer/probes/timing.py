@@ -89,6 +89,21 @@ class TimerProbe(Probe):
         return [(j, cid) for j in range(len(self.t0))
                 if self.t1[j] and (cid := call_of.get(skeleton.key(j, index))) is not None]
 
+    def tree(self, call_of: dict[tuple[str, int], int]) -> dict[int, int | None]:
+        """For each matched timed call (shape-pass call id), the shape-pass call id of its nearest matched
+        ancestor in this run's call tree (``None``: none): the call whose self time its time is taken from."""
+        skeleton = self.skeleton
+        if skeleton is None:
+            return {}
+        matched = dict(self.keyed(call_of))
+        out: dict[int, int | None] = {}
+        for j, cid in matched.items():
+            parent = skeleton.parent[j]
+            while parent is not None and parent not in matched:
+                parent = skeleton.parent[parent]
+            out[cid] = matched[parent] if parent is not None else None
+        return out
+
     def moved(self, call_of: dict[tuple[str, int], int], parents: Sequence[int | None]) -> set[int]:
         """Shape-pass call ids of the matched timed calls whose parent is not the one the shape pass saw (its
         ``parents``, by call id): a forward that calls a layer from elsewhere after its first run."""
@@ -103,22 +118,32 @@ class TimerProbe(Probe):
                 out.add(cid)
         return out
 
-    def unmatched(self, call_of: dict[tuple[str, int], int]) -> dict[int | None, int]:
+    def unmatched(self, call_of: dict[tuple[str, int], int]) -> dict[int | None, dict[str, int]]:
         """Timed calls the shape pass did not see (a forward that calls a layer more often after its first
-        run), counted by the shape-pass call whose self time holds them: ``{call id of the nearest matched
-        ancestor (None: none): how many}``. Only the outermost such calls are counted."""
+        run, a branch it did not take), counted by the shape-pass call whose self time holds them: ``{call id
+        of the nearest matched ancestor (None: none): {module name: how many calls}}``. Only the outermost such
+        calls are counted."""
         skeleton, index = self.skeleton, self.index
         if skeleton is None:
             return {}
-        out: dict[int | None, int] = {}
+        out: dict[int | None, dict[str, int]] = {}
         for j in range(len(self.t0)):
-            if call_of.get(skeleton.key(j, index)) is not None:
+            name = skeleton.key(j, index)
+            if call_of.get(name) is not None:
                 continue
             parent = skeleton.parent[j]
             owner = call_of.get(skeleton.key(parent, index)) if parent is not None else None
             if parent is None or owner is not None:
-                out[owner] = out.get(owner, 0) + 1
+                found = out.setdefault(owner, {})
+                found[name[0]] = found.get(name[0], 0) + 1
         return out
+
+    def called_modules(self) -> set[str]:
+        """The names of the modules this run called (every call, matched or not)."""
+        skeleton, index = self.skeleton, self.index
+        if skeleton is None:
+            return set()
+        return {index.names[slot][0] for slot in set(skeleton.slot)}
 
     def failed_key(self) -> tuple[str, int] | None:
         """``(module name, call_index)`` of the innermost call that raised in this pass, if one did."""
