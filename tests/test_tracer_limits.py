@@ -162,6 +162,16 @@ def test_a_compiled_model_traces_as_the_module_it_wraps():
         shapetrace.Tracer(compiled)
 
 
+def test_a_torch_export_program_is_refused_before_anything_runs_saying_what_to_trace():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU()).eval()
+    exported = torch.export.export(model, (torch.randn(2, 3),)).module()
+    for run in (lambda: shapetrace.trace(exported, torch.randn(2, 3)),
+                lambda: shapetrace.trace(exported, torch.randn(2, 3), train=False),
+                lambda: shapetrace.Tracer(exported)):
+        with pytest.raises(UnsupportedModel, match=r"torch.export program .*nn.Module it was exported from"):
+            run()
+
+
 class CompiledBlock(nn.Module):
     """Compiles its hot block only, as users do: the rest of the model runs eagerly."""
 
