@@ -350,6 +350,19 @@ def test_a_torch_export_program_is_refused_with_what_to_trace_instead(models, co
     assert "NotImplementedError" not in r.output and no_traceback(r)
 
 
+@pytest.mark.parametrize("command", ["trace", "lines", "diff"])
+@pytest.mark.parametrize("folder", ["adir", "pkgdir.py"])
+def test_a_folder_given_as_model_is_called_a_folder(tmp_path, monkeypatch, command, folder):
+    (tmp_path / folder).mkdir()
+    monkeypatch.chdir(tmp_path)
+    # (adir:build is a namespace package's attribute, as for any module name)
+    for spec in [folder] + ([f"{folder}:build"] if folder.endswith(".py") else []):
+        r = invoke(command, spec, *(["adir"] if command == "diff" else []))
+        assert r.exit_code == 2, r.output
+        assert f"{folder!r} is a folder" in r.output and "path/to/file.py:factory" in r.output, r.output
+        assert "no such file" not in r.output and "is a file" not in r.output and no_traceback(r)
+
+
 @pytest.mark.parametrize("text", ["[1, 2, 3]", '{"format": "shapetrace.trace/1", "calls": 5}',
                                   '{"format": "shapetrace.trace/1", "model": {}, "calls": [' + "[" * 5000 + "]" * 5000
                                   + "]}"])
