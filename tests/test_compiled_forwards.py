@@ -104,6 +104,23 @@ def test_a_forward_compiled_on_its_class_is_timed_as_one_compiled_region():
     assert all("inside-compiled-region" in [n.code for n in c.notes] for c in profiled.calls[1:])
 
 
+def test_a_compiled_child_is_named_as_in_the_uncompiled_model_without_its_wrapper():
+    def build() -> nn.Sequential:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Sequential(nn.Linear(16, 16), nn.GELU()),
+                             nn.Linear(16, 4)).eval()
+
+    plain, compiled, x = build(), build(), torch.randn(3, 8)
+    compiled[2] = torch.compile(compiled[2], backend="eager")
+    compiled(x)
+    want, got = shapetrace.trace(plain, x), shapetrace.trace(compiled, x)
+    assert [(c.module, c.cls) for c in got.calls] == [(c.module, c.cls) for c in want.calls]
+    assert [c.module for c in got.calls] == ["", "0", "1", "2", "2.0", "2.1", "3"]
+    assert not got.uncalled and got.model.modules == want.model.modules
+    assert [c.module for c in shapetrace.load(got.to_json()).calls] == [c.module for c in want.calls]
+    assert type(compiled[2]).__name__ == "OptimizedModule" and compiled[2].training is False  # left as found
+
+
 def test_torch_compile_first_used_inside_a_traced_forward_is_warned_about():
     """Dynamo loaded by the traced forward itself: nothing could keep its compiled code eager, so the trace says
     to trace again (run in a fresh interpreter, where Dynamo is not loaded yet)."""

@@ -519,7 +519,7 @@ class Tracer:
         if len(called) < len(index):
             known: dict[type, bool] = {}  # this trace's reads of the (weak, slower to read) class cache
             for s, m in enumerate(index.modules):
-                if s not in called:
+                if s not in called and s not in index.wrappers:
                     has = known.get(type(m))
                     if has is None:
                         has = known[type(m)] = _has_forward(m)

@@ -103,6 +103,9 @@ class ModuleIndex:
         # layers are among them: they initialize in a pre-hook). Found in the walk, where every module is read
         # anyway: the engine and the tracer look at these few instead of scanning every module again.
         self.unusual: list[int] = []
+        # Slots of torch.compile wrappers inside the model (``OptimizedModule``): the module each wraps is indexed
+        # under the wrapper's name (``block``, not ``block._orig_mod``), the wrapper kept for the guard's sake.
+        self.wrappers: set[int] = set()
         self._add(model, "")
 
     def _add(self, root: nn.Module, name: str, path: tuple[int, ...] = ()) -> int:
@@ -135,6 +138,12 @@ class ModuleIndex:
             if children:
                 prefix = name + "." if name else ""
                 inner = (*path, id(m))
+                if "_orig_mod" in children and type(m).__name__ == "OptimizedModule":
+                    self.wrappers.add(slot_of[id(m)])
+                    wrapped = children["_orig_mod"]
+                    if wrapped is not None and id(wrapped) not in inner:
+                        todo.append((name, wrapped, inner))  # named as the wrapper, which calls it
+                    continue
                 for key, child in reversed(children.items()):
                     if child is not None and id(child) not in inner:
                         todo.append((prefix + key, child, inner))
@@ -168,6 +177,7 @@ class ModuleIndex:
         out.modules, out.classes, out.is_leaf = list(self.modules), list(self.classes), list(self.is_leaf)
         out.names = [list(n) for n in self.names]
         out.unusual = list(self.unusual)
+        out.wrappers = set(self.wrappers)
         out.excluded = drop
         return out
 
@@ -445,6 +455,10 @@ class Engine:
         self._exc_at_start: list[BaseException | None] | None = [] if _INNER is None else None
         self._counts = [0] * len(self.index)
         self._slot_of = self.index.slot_of
+        if self.eager_compiled and self.index.wrappers:
+            # A compiled child's wrapper runs the module it wraps, which is recorded under the wrapper's name:
+            # the wrapper's own call is not (profiling's timed passes, which time compiled code, time it instead).
+            self._slot_of = {k: v for k, v in self._slot_of.items() if v not in self.index.wrappers}
         self._starts: tuple[Callable[..., Any], ...] = tuple(
             p.on_call_start for p in self.probes if _overrides(p, "on_call_start"))  # type: ignore[attr-defined]
         self._ends: tuple[Callable[..., Any], ...] = tuple(  # innermost first: probes nest like the calls
@@ -647,6 +661,9 @@ class Engine:
                 self.errors.append(f"attaching {type(value).__name__} as {name!r}: {e!r}")
                 return
             if added:
+                if self._slot_of is not self.index.slot_of:  # this engine's copy without the wrappers
+                    first = len(self.index) - added
+                    self._slot_of.update((k, v) for k, v in self.index.slot_of.items() if v >= first)
                 self._counts += [0] * added
                 self._keyword_free_at += [None] * added
 
