@@ -13,9 +13,12 @@ import warnings
 import pytest
 import torch
 from torch import nn
+from torch._dynamo import eval_frame
 from torch._dynamo.utils import counters
+from torch.nn.modules import module as torch_module
 
 import shapetrace
+from shapetrace.tracer.engine import Engine, ModuleIndex
 
 
 class CompiledOnClass(nn.Module):
@@ -102,6 +105,27 @@ def test_a_forward_compiled_on_its_class_is_timed_as_one_compiled_region():
     assert profiled.meta["compiled_regions"] == [""]
     assert [n.code for n in profiled.calls[0].notes] == ["compiled-region"]
     assert all("inside-compiled-region" in [n.code for n in c.notes] for c in profiled.calls[1:])
+
+
+def _registered_pre_hook(engine: Engine):
+    return next(h for h in torch_module._global_forward_pre_hooks.values() if getattr(h, "__self__", None) is engine
+                or getattr(getattr(h, "_torchdynamo_orig_callable", None), "__self__", None) is engine)
+
+
+@pytest.mark.parametrize("eager_compiled", [True, False])
+def test_where_dynamo_is_loaded_but_nothing_compiled_the_hooks_stay_plain(monkeypatch, eager_compiled):
+    """torchvision loads Dynamo: a model traced or profiled there pays no wrapper on each call. A trace runs
+    compiled code eagerly all the same (what no static look sees may be compiled); profiling's timed passes
+    wrap the hooks only once torch.compile has made something."""
+    model = nn.Sequential(nn.Linear(2, 2))
+    monkeypatch.setattr(eval_frame, "cached_backends", {1: None})  # what torch.compiler.disable leaves
+    with Engine(ModuleIndex(model), [], eager_compiled=eager_compiled) as engine:
+        assert _registered_pre_hook(engine) == engine._pre
+        assert (eval_frame._stance.stance == "force_eager") is eager_compiled
+    monkeypatch.setattr(eval_frame, "cached_backends", {1: None, 2: "a backend"})  # torch.compile was used
+    with Engine(ModuleIndex(model), [], eager_compiled=eager_compiled) as engine:
+        assert (_registered_pre_hook(engine) == engine._pre) is eager_compiled
+    assert eval_frame._stance.stance == "default"
 
 
 def test_a_compiled_child_is_named_as_in_the_uncompiled_model_without_its_wrapper():

@@ -18,13 +18,29 @@ import sys
 from types import FunctionType
 from typing import Any
 
-__all__ = ["compiled_forward", "compiled_forward_of_class", "dynamo_loaded", "is_compiled_callable"]
+__all__ = ["compile_used", "compiled_forward", "compiled_forward_of_class", "dynamo_loaded", "is_compiled_callable"]
 
 
 def dynamo_loaded() -> bool:
     """Whether Dynamo (``torch._dynamo``, which ``torch.compile`` imports) is loaded in this process: if not,
     nothing in it has been compiled, nor can run compiled."""
     return "torch._dynamo" in sys.modules
+
+
+def compile_used() -> bool:
+    """Whether ``torch.compile`` has made something to compile in this process (since Dynamo's last reset).
+
+    Dynamo is loaded in most processes that never compile (torchvision and transformers import it), and its
+    record of the backends of the compile contexts it made (``eval_frame.cached_backends``) tells the two
+    apart: ``torch.compiler.disable`` leaves ``None`` there, ``torch.compile`` a backend. ``torch._dynamo.reset()``
+    clears it while compiled functions made before may still run: a trace, which cannot afford to miss one,
+    asks ``dynamo_loaded`` instead. Where torch keeps no such record, the answer is yes."""
+    if not dynamo_loaded():
+        return False
+    backends = getattr(sys.modules.get("torch._dynamo.eval_frame"), "cached_backends", None)
+    if not isinstance(backends, dict):
+        return True
+    return any(backend is not None for backend in list(backends.values()))
 
 
 def is_compiled_callable(fn: Any) -> bool:

@@ -53,7 +53,7 @@ from torch import nn
 from torch.nn.modules import module as torch_module
 
 from .cleanup import run_all_then_raise
-from .compiled import compiled_forward_of_class, dynamo_loaded, is_compiled_callable
+from .compiled import compile_used, compiled_forward_of_class, dynamo_loaded, is_compiled_callable
 from .records import Trace
 from .warning_filter import add_filter, remove_filter
 
@@ -484,7 +484,9 @@ class Engine:
             pre, post = self._pre, self._post
             self._dynamo_at_start = dynamo_loaded()
             self._compiled = _compiled_in(self.index)
-            if self._compiled or self._dynamo_at_start:
+            # Profiling's timed passes, which run compiled code, ask whether anything was compiled at all: most
+            # processes load Dynamo (torchvision imports it) and never compile, and there the hooks stay plain.
+            if self._compiled or (self._dynamo_at_start and (self.eager_compiled or compile_used())):
                 pre, post = self._keep_hooks_from_dynamo(others)
             self._handles.append(torch_module.register_module_forward_pre_hook(pre))
             self._handles.append(torch_module.register_module_forward_hook(post, always_call=True))
