@@ -85,6 +85,15 @@ def models(tmp_path):
 
         def data_parallel():
             return nn.DataParallel(nn.Sequential(nn.Linear(4, 3), nn.ReLU()))
+
+        def compiled_forward():
+            model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                  nn.Flatten(), nn.Linear(8, 4)).eval()
+            model.forward = torch.compile(model.forward, backend="eager")
+            return model
+
+        def exported():
+            return torch.export.export(nn.Sequential(nn.Linear(4, 3), nn.ReLU()), (torch.randn(2, 4),)).module()
     """))
     return path
 
@@ -318,6 +327,40 @@ def test_a_wrapped_model_is_traced_inside_its_wrapper_with_a_note(models, factor
     rows = [line.split() for line in r.output.splitlines() if line.strip().startswith(("(root)", "0 ", "1 "))]
     assert [row[:2] for row in rows] == [["(root)", "Sequential"], ["0", "Linear"], ["1", "ReLU"]]
     assert "(2,3)" in r.output and no_traceback(r)
+
+
+@pytest.mark.parametrize("command", ["trace", "lines"])
+def test_a_model_whose_forward_is_compiled_as_a_function_shows_every_layer(models, command):
+    r = invoke(command, f"{models}:compiled_forward", "--input", "2,3,16,16")
+    assert r.exit_code == 0, r.output
+    assert "BatchNorm2d" in r.output and "a bug in shapetrace" not in r.output and no_traceback(r)
+    if command == "trace":
+        rows = [line.split()[:2] for line in r.output.splitlines() if line.strip()[:1] in "(012345"]
+        assert rows[:7] == [["(root)", "Sequential"], ["0", "Conv2d"], ["1", "BatchNorm2d"], ["2", "ReLU"],
+                            ["3", "AdaptiveAvgPool2d"], ["4", "Flatten"], ["5", "Linear"]], r.output
+    else:  # each layer beside the line of Sequential.forward that called it, none "outside these lines"
+        assert "0 Conv2d" in r.output and "5 Linear" in r.output and "outside" not in r.output
+
+
+@pytest.mark.parametrize("command", [["trace"], ["lines"], ["profile", "--warmup", "0", "--repeat", "1"]])
+def test_a_torch_export_program_is_refused_with_what_to_trace_instead(models, command):
+    r = invoke(*command, f"{models}:exported", "--input", "2,4")
+    assert r.exit_code == 2, r.output
+    assert "torch.export program" in r.output and "Trace the nn.Module it was exported from" in r.output
+    assert "NotImplementedError" not in r.output and no_traceback(r)
+
+
+@pytest.mark.parametrize("command", ["trace", "lines", "diff"])
+@pytest.mark.parametrize("folder", ["adir", "pkgdir.py"])
+def test_a_folder_given_as_model_is_called_a_folder(tmp_path, monkeypatch, command, folder):
+    (tmp_path / folder).mkdir()
+    monkeypatch.chdir(tmp_path)
+    # (adir:build is a namespace package's attribute, as for any module name)
+    for spec in [folder] + ([f"{folder}:build"] if folder.endswith(".py") else []):
+        r = invoke(command, spec, *(["adir"] if command == "diff" else []))
+        assert r.exit_code == 2, r.output
+        assert f"{folder!r} is a folder" in r.output and "path/to/file.py:factory" in r.output, r.output
+        assert "no such file" not in r.output and "is a file" not in r.output and no_traceback(r)
 
 
 @pytest.mark.parametrize("text", ["[1, 2, 3]", '{"format": "shapetrace.trace/1", "calls": 5}',

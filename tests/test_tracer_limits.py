@@ -162,6 +162,16 @@ def test_a_compiled_model_traces_as_the_module_it_wraps():
         shapetrace.Tracer(compiled)
 
 
+def test_a_torch_export_program_is_refused_before_anything_runs_saying_what_to_trace():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU()).eval()
+    exported = torch.export.export(model, (torch.randn(2, 3),)).module()
+    for run in (lambda: shapetrace.trace(exported, torch.randn(2, 3)),
+                lambda: shapetrace.trace(exported, torch.randn(2, 3), train=False),
+                lambda: shapetrace.Tracer(exported)):
+        with pytest.raises(UnsupportedModel, match=r"torch.export program .*nn.Module it was exported from"):
+            run()
+
+
 class CompiledBlock(nn.Module):
     """Compiles its hot block only, as users do: the rest of the model runs eagerly."""
 
@@ -183,8 +193,7 @@ def test_a_model_with_a_compiled_block_traces_with_lines_and_without_dynamo_trac
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         trace = shapetrace.trace(model, x, lines=True)
-    assert [c.module for c in trace.calls] == ["", "a", "block", "block._orig_mod", "block._orig_mod.0",
-                                               "block._orig_mod.1", "c"]
+    assert [c.module for c in trace.calls] == ["", "a", "block", "block.0", "block.1", "c"]
     assert trace.outputs.shape == (2, 2) and "tracer_errors" not in trace.meta
     assert not [w for w in seen if "Dynamo" in str(w.message)]  # it never looked inside the hooks
     assert torch.equal(model(x), model(x))

@@ -283,6 +283,10 @@ def _check_traceable(module: Any, spec: str) -> None:
                            "submodules run as compiled TorchScript, where no forward hook runs, so there is "
                            "nothing to trace. Point MODEL at a factory that returns the nn.Module before "
                            "scripting (shapes are the same).")
+    from .tracer.capture import exported_program_message, is_exported_program  # noqa: PLC0415 - torch loads on first trace
+
+    if is_exported_program(module):
+        raise UsageProblem(exported_program_message(f"{spec!r} gives a module that"))
 
 
 def _unwrapped(module: Any) -> tuple[Any, list[str]]:

@@ -56,6 +56,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..tracer.records import Trace
+from ..tracer.user_warnings import warn_user
 from .finite import ORIGIN_MARK, is_own_code, origin_call, origin_events
 from .graph import Cluster, Graph, GraphEdge, Node, build_graph
 from .units import (
@@ -1174,6 +1175,10 @@ def _nesting(graph: Graph) -> int:
     return max(depth.values(), default=0)
 
 
+# What dot says on stderr, exiting 0, when a bitmap would pass the renderer's largest size: it scales it to fit.
+_SCALED = re.compile(r"too large for \S+ bitmaps\. Scaling by ([0-9.]+(?:e-?[0-9]+)?) to fit")
+
+
 def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layout: str | None = None,  # noqa: PLR0913 - the public keyword options of a diagram; RenderOptions carries them in the registry
            style: str | None = None, unroll: bool | None = None, overlays: Sequence[str] = (),
            options: dict[str, Any] | None = None, show_params: bool = False, all_ops: bool | None = None) -> bytes:
@@ -1207,6 +1212,11 @@ def render(trace: Trace, *, format: str = "svg", depth: int | None = None, layou
                            "into their blocks, or draw one block on its own (trace the submodule)") from None
     if proc.returncode != 0:
         raise RuntimeError(f"Graphviz's dot failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}")
+    scaled = _SCALED.search(proc.stderr.decode(errors="replace"))
+    if scaled:  # dot succeeded, but drew the bitmap smaller than asked, saying so only on its stderr
+        warn_user(f"Graphviz drew the {format} diagram at {float(scaled.group(1)):.1%} of its size to fit its largest "
+                  "bitmap (32,767 pixels a side): for a readable one write it as svg, or fold calls into their "
+                  "blocks with a smaller depth (--depth)")
     if format == "pdf":
         return _epoch_dates(proc.stdout)
     if format != "svg":

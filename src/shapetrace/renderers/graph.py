@@ -1144,7 +1144,8 @@ def build_graph(trace: Trace, *, depth: int | None = None, unroll: bool = False,
                 advice = (f"{ops} of them are functional ops run in {literal(owner.module)}'s own forward: pass "
                           f"depth={owner.depth} (--depth {owner.depth}) to draw it as one node")
         elif (depth is not None and depth <= hint) or deepest <= hint:  # folding would not make it smaller
-            advice = ("even folded, this many calls stay side by side: draw one part on its own (trace the "
+            spread = "stay side by side" if _branches(graph) else "stay in one long chain"
+            advice = (f"even folded, this many calls {spread}: draw one part on its own (trace the "
                       "submodule) or read the table")
         else:
             advice = f"pass depth={hint} (--depth {hint}) to fold deeper calls into their parents"
@@ -1152,6 +1153,15 @@ def build_graph(trace: Trace, *, depth: int | None = None, unroll: bool = False,
                       f"read; {advice}")
     return graph
 
+
+
+def _branches(graph: Graph) -> bool:
+    """Whether some node of ``graph`` feeds more than one other: nodes drawn side by side, not one chain."""
+    fed: dict[str, str] = {}
+    for e in graph.edges:
+        if fed.setdefault(e.src, e.dst) != e.dst:
+            return True
+    return False
 
 
 def _main_op_owner(trace: Trace, graph: Graph) -> tuple[Call | None, int]:

@@ -155,8 +155,20 @@ def _check_file(path: Path) -> None:
     problem = path_problem(path)
     if problem is not None:
         raise ModelSpecError(f"cannot read {str(path)!r}: {problem} (MODEL is path/to/file.py:factory)")
+    if path.is_dir():
+        raise ModelSpecError(_folder_message(str(path)))
     if not path.is_file():
         raise ModelSpecError(f"no such file: {str(path)!r} (MODEL is path/to/file.py:factory)")
+
+
+def _folder_message(where: str) -> str:
+    """What to say when MODEL names a folder (as ``render`` does for a folder given as its trace file)."""
+    return (f"{where!r} is a folder; give a Python file and the factory in it (path/to/file.py:factory), or a "
+            "package's module as package.module:factory")
+
+
+def _names_folder(spec: str) -> bool:
+    return path_problem(spec) is None and Path(spec).is_dir()  # a name too long for a file is no folder
 
 
 def _import_file(path: Path) -> Any:
@@ -300,7 +312,7 @@ def locate_model(spec: str) -> Callable[[dict[str, Any]], LoadedModel]:
         if where in ("torchvision.models", "torchvision"):
             return lambda kwargs: _torchvision(attr, kwargs)
         return lambda kwargs: _from_module(_import_module(where), where, attr, kwargs)
-    if spec.endswith(".py"):
+    if spec.endswith(".py") and not _names_folder(spec):
         raise ModelSpecError(f"{spec!r} is a file: also name the factory or module in it, as {spec}:build_model")
     if spec.lower().endswith(WEIGHT_SUFFIXES):
         raise ModelSpecError(_weights_file_message(spec))
@@ -311,6 +323,8 @@ def locate_model(spec: str) -> Callable[[dict[str, Any]], LoadedModel]:
         return lambda kwargs: _exhibit(spec, kwargs)
     if spec in _torchvision_all():
         return lambda kwargs: _torchvision(spec, kwargs)
+    if _names_folder(spec):
+        raise ModelSpecError(_folder_message(spec))
     is_path = path_problem(spec) is None and Path(spec).exists()  # a name too long for a file is no file
     if "." in spec and not is_path:
         where, _, attr = spec.rpartition(".")

@@ -43,7 +43,8 @@ from .shape_only import ShapeOnlyMode, explain_embedding_failure, failed_in_look
 from .user_warnings import warn_user
 
 __all__ = ["Checked", "LazyLayers", "NoValuesToCheck", "OwnForwardTracer", "TeardownFailed", "TraceNotBuilt", "Tracer", "UnsupportedModel",
-           "check_traceable", "refuse_lazy", "uninitialized_lazy", "unwrap"]
+           "check_traceable", "exported_program_message", "is_exported_program", "refuse_lazy", "uninitialized_lazy",
+           "unwrap"]
 
 
 class TraceNotBuilt(RuntimeError):
@@ -85,6 +86,8 @@ def check_traceable(model: object) -> None:
             f"the model is a TorchScript module ({kind}, from torch.jit.script, torch.jit.trace or torch.jit.load): "
             "its layers run as compiled code, where module hooks never run, so only its outer call could be "
             "recorded. Trace the Python nn.Module it was made from instead.")
+    if is_exported_program(model):
+        raise UnsupportedModel(exported_program_message("the model"))
     wrapped = _wrapped(model)
     if wrapped is not None:
         how, _ = wrapped
@@ -92,6 +95,21 @@ def check_traceable(model: object) -> None:
             f"the model is wrapped by {how} ({kind}): the wrapper runs copies or compiled code of the real "
             f"model, where module hooks do not see each layer. Pass the inner module (model.{'_orig_mod' if how == 'torch.compile' else 'module'}) "
             "to Tracer, or use shapetrace.trace(), which unwraps it.")
+
+
+def is_exported_program(model: object) -> bool:
+    """Whether ``model`` is the module of a ``torch.export`` program (``ExportedProgram.module()``), read from its
+    class's bases without importing ``torch.export``."""
+    return any(c.__name__ == "_StatefulGraphModule" and c.__module__.startswith("torch.export")
+               for c in type(model).__mro__)
+
+
+def exported_program_message(what: str) -> str:
+    """Why a ``torch.export`` program's module is refused, and what to trace instead (``what``: how it was given)."""
+    return (f"{what} is a torch.export program (ExportedProgram.module()): it runs the whole model as one graph "
+            "of operations, where no layer is a module call (nor can it switch between train and eval), so only "
+            "its outer call could be recorded. Trace the nn.Module it was exported from instead (the shapes are "
+            "the same).")
 
 
 class Checked:
@@ -475,6 +493,15 @@ class Tracer:
             "the Tracer (calls its forward makes in a thread pool are recorded)")
 
     # ---- the result ---------------------------------------------------------------------------------
+    def _note_compiled(self, trace: Trace) -> None:
+        """Say that compiled parts ran eagerly, or that ``torch.compile`` came too late for them to."""
+        if self._engine.forced_eager:
+            trace.meta["compiled_ran_eagerly"] = True  # every layer seen; Dynamo's caches left as they were
+        elif self._engine.dynamo_came_late:  # torch.compile first called inside the block: nothing kept it eager
+            warn_user("torch.compile was first used in this process while the model was traced, so code it "
+                      "compiled then may have hidden layers from this trace: trace again, now that it is loaded "
+                      "(compiled code runs eagerly while a trace runs)")
+
     def _finish(self, exc: BaseException | None) -> Trace:
         """Build the ``Trace`` from what the probes recorded (the forward is over, the model restored)."""
         shapes = self._probes[0]
@@ -493,7 +520,7 @@ class Tracer:
         if len(called) < len(index):
             known: dict[type, bool] = {}  # this trace's reads of the (weak, slower to read) class cache
             for s, m in enumerate(index.modules):
-                if s not in called:
+                if s not in called and s not in index.wrappers:
                     has = known.get(type(m))
                     if has is None:
                         has = known[type(m)] = _has_forward(m)
@@ -524,8 +551,7 @@ class Tracer:
             probe.merge(trace)
         if self._shape_only is not None:  # a trace on meta
             self._note_meta_differences(trace, calls, self._shape_only)
-        if self._engine.forced_eager:
-            trace.meta["compiled_ran_eagerly"] = True  # every layer seen; Dynamo's caches left as they were
+        self._note_compiled(trace)
         changed = self._guard.changed_params()
         if changed:
             trace.meta["params_changed_in_place"] = changed

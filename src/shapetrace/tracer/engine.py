@@ -53,6 +53,7 @@ from torch import nn
 from torch.nn.modules import module as torch_module
 
 from .cleanup import run_all_then_raise
+from .compiled import compile_used, compiled_forward_of_class, dynamo_loaded, is_compiled_callable
 from .records import Trace
 from .warning_filter import add_filter, remove_filter
 
@@ -102,6 +103,9 @@ class ModuleIndex:
         # layers are among them: they initialize in a pre-hook). Found in the walk, where every module is read
         # anyway: the engine and the tracer look at these few instead of scanning every module again.
         self.unusual: list[int] = []
+        # Slots of torch.compile wrappers inside the model (``OptimizedModule``): the module each wraps is indexed
+        # under the wrapper's name (``block``, not ``block._orig_mod``), the wrapper kept for the guard's sake.
+        self.wrappers: set[int] = set()
         self._add(model, "")
 
     def _add(self, root: nn.Module, name: str, path: tuple[int, ...] = ()) -> int:
@@ -134,6 +138,12 @@ class ModuleIndex:
             if children:
                 prefix = name + "." if name else ""
                 inner = (*path, id(m))
+                if "_orig_mod" in children and type(m).__name__ == "OptimizedModule":
+                    self.wrappers.add(slot_of[id(m)])
+                    wrapped = children["_orig_mod"]
+                    if wrapped is not None and id(wrapped) not in inner:
+                        todo.append((name, wrapped, inner))  # named as the wrapper, which calls it
+                    continue
                 for key, child in reversed(children.items()):
                     if child is not None and id(child) not in inner:
                         todo.append((prefix + key, child, inner))
@@ -167,6 +177,7 @@ class ModuleIndex:
         out.modules, out.classes, out.is_leaf = list(self.modules), list(self.classes), list(self.is_leaf)
         out.names = [list(n) for n in self.names]
         out.unusual = list(self.unusual)
+        out.wrappers = set(self.wrappers)
         out.excluded = drop
         return out
 
@@ -365,11 +376,20 @@ _REGISTRIES = ("_global_forward_pre_hooks", "_global_forward_hooks", "_global_fo
 
 
 def _compiled_in(index: ModuleIndex) -> bool:
-    """Whether a module of ``index`` runs compiled by ``torch.compile``: a wrapper (``OptimizedModule``) or a
-    module whose ``compile()`` was called (among the index's ``unusual``)."""
+    """Whether a module of ``index`` runs compiled by ``torch.compile``: a wrapper (``OptimizedModule``), a
+    module whose ``compile()`` was called (among the index's ``unusual``) or one whose forward is a compiled
+    function (on the instance or its class: looked for only where Dynamo is loaded, as nothing is compiled
+    elsewhere)."""
     if "OptimizedModule" in index.classes:
         return True
-    return any(index.modules[s].__dict__.get("_compiled_call_impl") is not None for s in index.unusual)
+    if any(index.modules[s].__dict__.get("_compiled_call_impl") is not None for s in index.unusual):
+        return True
+    if not dynamo_loaded():
+        return False
+    classes = {type(m) for m in index.modules}
+    return (any(compiled_forward_of_class(cls) for cls in classes)
+            or any(is_compiled_callable(m.__dict__.get("forward")) for m in index.modules
+                   if "forward" in getattr(m, "__dict__", ())))
 
 
 def _remove_hook(handle: Any) -> None:
@@ -416,6 +436,8 @@ class Engine:
         self._eager: Any = None  # torch's "force_eager" stance, entered while a compiled part is traced
         self._eager_done = False
         self._quiet_compile: Any = None  # torch's warning about global hooks, silenced while only ours are in
+        self._compiled = False  # a compiled part of the model was seen when entering (``_compiled_in``)
+        self._dynamo_at_start = True  # Dynamo was loaded when the engine was entered
 
     # ---- entering and leaving -------------------------------------------------------------------------
     def __enter__(self) -> Engine:  # noqa: PYI034 - typing.Self needs Python 3.11
@@ -433,6 +455,10 @@ class Engine:
         self._exc_at_start: list[BaseException | None] | None = [] if _INNER is None else None
         self._counts = [0] * len(self.index)
         self._slot_of = self.index.slot_of
+        if self.eager_compiled and self.index.wrappers:
+            # A compiled child's wrapper runs the module it wraps, which is recorded under the wrapper's name:
+            # the wrapper's own call is not (profiling's timed passes, which time compiled code, time it instead).
+            self._slot_of = {k: v for k, v in self._slot_of.items() if v not in self.index.wrappers}
         self._starts: tuple[Callable[..., Any], ...] = tuple(
             p.on_call_start for p in self.probes if _overrides(p, "on_call_start"))  # type: ignore[attr-defined]
         self._ends: tuple[Callable[..., Any], ...] = tuple(  # innermost first: probes nest like the calls
@@ -456,26 +482,12 @@ class Engine:
             self._count_in()
             self._depth = 1  # frames between a hook and torch's frame that calls it
             pre, post = self._pre, self._post
-            if _compiled_in(self.index):
-                # A torch.compile'd part: Dynamo would trace the hooks into its graph (and fail on the probes'
-                # state); disabled for Dynamo, they run as plain Python, one wrapper frame further down. With
-                # ``eager_compiled`` the compiled code runs eagerly while the engine is entered (torch's
-                # "force_eager" stance, for the whole process): every layer is seen, whatever Dynamo cached
-                # before, and the trace's own grad and autocast modes add no cache entry (no recompilation, no
-                # recompile limit reached). Profiling's timed passes leave it off: they time compiled code.
-                pre, post = torch.compiler.disable(pre), torch.compiler.disable(post)
-                self._depth = 2
-                set_stance = getattr(torch.compiler, "set_stance", None)
-                if self.eager_compiled and set_stance is not None:
-                    stance = set_stance("force_eager")
-                    stance.__enter__()
-                    self._eager = stance
-                if not others:
-                    # torch warns that global hooks fire once more for a torch.compile'd module's wrapper: with
-                    # no global hook but ours and our probes' (FlopCounterMode's module tracker), that is about
-                    # ours (the wrapper is not a module the engine counts). That one filter entry only, and only
-                    # where a compiled part is: each entry made clears every module's warning registry.
-                    self._quiet_compile = add_filter("ignore", _COMPILE_HOOKS_WARNING, UserWarning)
+            self._dynamo_at_start = dynamo_loaded()
+            self._compiled = _compiled_in(self.index)
+            # Profiling's timed passes, which run compiled code, ask whether anything was compiled at all: most
+            # processes load Dynamo (torchvision imports it) and never compile, and there the hooks stay plain.
+            if self._compiled or (self._dynamo_at_start and (self.eager_compiled or compile_used())):
+                pre, post = self._keep_hooks_from_dynamo(others)
             self._handles.append(torch_module.register_module_forward_pre_hook(pre))
             self._handles.append(torch_module.register_module_forward_hook(post, always_call=True))
             self._handles.append(torch_module.register_module_module_registration_hook(self._attached))
@@ -484,6 +496,39 @@ class Engine:
             self._leave(e)
             raise
         return self
+
+    def _keep_hooks_from_dynamo(self, others: bool) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        """The pre- and post-hook to register where Dynamo is loaded, so that it never traces them.
+
+        A torch.compile'd part would trace the hooks into its graph (and fail on the probes' state). With
+        ``eager_compiled`` compiled code runs eagerly while the engine is entered (torch's "force_eager" stance,
+        for the whole process): every layer is seen, whatever Dynamo cached before, and the trace's own grad and
+        autocast modes add no cache entry (no recompilation, no recompile limit reached). That covers what no
+        static look sees, a compiled function the forward calls, so it is entered wherever Dynamo is loaded; the
+        hooks stay the plain ones then, unless a compiled part of the model was seen (``_compiled_in``). There,
+        and wherever code runs compiled (profiling's timed passes, which time compiled code), the hooks are
+        disabled for Dynamo: they run as plain Python, one wrapper frame further down."""
+        pre, post = self._pre, self._post
+        eager = False
+        set_stance = getattr(torch.compiler, "set_stance", None)
+        if self.eager_compiled and set_stance is not None:
+            try:
+                stance = set_stance("force_eager")
+                stance.__enter__()
+            except RuntimeError:  # inside a compiled region ("attempted to set_stance in a torch.compile region")
+                pass
+            else:
+                self._eager, eager = stance, True
+        if self._compiled or not eager:
+            pre, post = torch.compiler.disable(pre), torch.compiler.disable(post)
+            self._depth = 2
+        if self._compiled and not others:
+            # torch warns that global hooks fire once more for a torch.compile'd module's wrapper: with no
+            # global hook but ours and our probes' (FlopCounterMode's module tracker), that is about ours (the
+            # wrapper is not a module the engine counts). That one filter entry only, and only where a compiled
+            # part is: each entry made clears every module's warning registry.
+            self._quiet_compile = add_filter("ignore", _COMPILE_HOOKS_WARNING, UserWarning)
+        return pre, post
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> bool:
@@ -508,8 +553,15 @@ class Engine:
 
     @property
     def forced_eager(self) -> bool:
-        """Whether compiled parts of the model ran eagerly (torch's ``force_eager`` stance) in this engine."""
-        return self._eager is not None
+        """Whether compiled parts of the model (seen before it ran: ``_compiled_in``) ran eagerly (torch's
+        ``force_eager`` stance) in this engine."""
+        return self._eager is not None and self._compiled
+
+    @property
+    def dynamo_came_late(self) -> bool:
+        """Whether Dynamo was first loaded while the engine was entered (the forward called ``torch.compile``):
+        code compiled then may have traced the hooks, which nothing kept from it."""
+        return not self._dynamo_at_start and dynamo_loaded()
 
     def _leave_eager(self) -> None:
         """Leave the ``force_eager`` stance, once."""
@@ -611,6 +663,9 @@ class Engine:
                 self.errors.append(f"attaching {type(value).__name__} as {name!r}: {e!r}")
                 return
             if added:
+                if self._slot_of is not self.index.slot_of:  # this engine's copy without the wrappers
+                    first = len(self.index) - added
+                    self._slot_of.update((k, v) for k, v in self.index.slot_of.items() if v >= first)
                 self._counts += [0] * added
                 self._keyword_free_at += [None] * added
 

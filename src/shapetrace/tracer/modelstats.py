@@ -160,7 +160,7 @@ def _model_info(index: ModuleIndex, tensors: _Tensors) -> ModelInfo:
         buffers=buffers,
         param_bytes=param_bytes,
         buffer_bytes=buffer_bytes,
-        modules=len(index),
+        modules=len(index) - len(index.wrappers),  # a compiled child's wrapper is not one of the model's
         shared_params=_shared_params(index, tensors),
         param_dtypes=dict(sorted(tensors.param_dtypes.items())),
     )

@@ -75,6 +75,7 @@ from torch.autograd import DeviceType
 from .api import TraceFailed, copy_for_lazy_layers, traceable
 from .arguments import arguments_kept
 from .capture import Checked, OwnForwardTracer, UnsupportedModel, uninitialized_lazy
+from .compiled import compiled_forward, dynamo_loaded
 from .engine import Engine, ModuleIndex
 from .errors import ForwardInterrupted
 from .guard import ModelGuard
@@ -401,13 +402,15 @@ def _plain(forward: Callable[[], Any], device: torch.device) -> float:
 # ---- putting it together -------------------------------------------------------------------------------
 
 def _compiled_regions(model: nn.Module) -> tuple[dict[str, nn.Module], set[int]]:
-    """``torch.compile``d modules by name, and the ids of the modules inside them."""
+    """``torch.compile``d modules by name (a wrapper, ``module.compile()``, a compiled forward), and the ids of the
+    modules inside them."""
     regions: dict[str, nn.Module] = {}
     inner: set[int] = set()
     for name, m in model.named_modules():
         if any(id(m) in {id(d) for d in r.modules()} for r in regions.values()):
             continue
-        compiled = type(m).__name__ == "OptimizedModule" or getattr(m, "_compiled_call_impl", None) is not None
+        compiled = (type(m).__name__ == "OptimizedModule" or getattr(m, "_compiled_call_impl", None) is not None
+                    or (dynamo_loaded() and compiled_forward(m)))
         if compiled or isinstance(getattr(m, "_orig_mod", None), nn.Module):
             regions[name] = m
             inner.update(id(d) for d in m.modules() if d is not m)
