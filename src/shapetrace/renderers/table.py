@@ -386,13 +386,17 @@ def _stall_notes(rows: list[Row]) -> list[str]:
 
 
 def _caller_notes(rows: list[Row]) -> list[str]:
-    """The modules view's rows of modules called from several modules (``Row.callers``): listed under no one
-    of them, whose time they are not all part of."""
+    """The modules view's rows of modules called from several modules (``Row.callers``): listed under the
+    nearest module enclosing all their calls, not under a caller whose time they are not all part of."""
     out = []
     for r in rows:
-        if r.callers:
-            out.append(f"{literal(r.name)} is called from {', '.join(map(literal, r.callers))}: listed under "
-                       f"their common caller, not nested under {literal(r.callers[0])}")
+        if not r.callers:
+            continue
+        callers = f"{literal(r.name)} is called from {', '.join(map(literal, r.callers))}"
+        if r.listed_under in r.callers:  # one caller calls it directly and through another (a child of its own)
+            out.append(f"{callers}: listed under {literal(r.listed_under)}, which makes or encloses every call")
+        else:
+            out.append(f"{callers}: listed under their common caller, not nested under {literal(r.callers[0])}")
     return out
 
 
