@@ -248,6 +248,24 @@ def _depth_first(parents: dict[frozenset[str], frozenset[str] | None]) -> list[t
     return out
 
 
+def _module_metrics(calls: Sequence[Call], outer: Sequence[Call]) -> tuple[CallTiming | None, CallMemory | None]:
+    """A module's timing and memory over its ``calls`` (inclusive ones over its ``outer`` calls only)."""
+    timing = None
+    total = _sum_field(outer, "timing", "total_ms")
+    if len(calls) == 1:  # its call's timing, quantiles and all: a stall mark shows as in the calls view
+        timing = calls[0].timing
+    elif total is not None:
+        timing = CallTiming(total_ms=total, self_ms=_sum_field(calls, "timing", "self_ms"),
+                            cpu_ms=_sum_field(outer, "timing", "cpu_ms"))
+    memory = None
+    act = _sum_field(calls, "memory", "activation_bytes")
+    if act is not None:
+        peaks = [c.memory.peak_bytes for c in calls if c.memory and c.memory.peak_bytes is not None]
+        # peaks do not add up: the highest of the calls
+        memory = CallMemory(activation_bytes=act, peak_bytes=max(peaks) if peaks else None)
+    return timing, memory
+
+
 def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
     groups: dict[frozenset[str], list[Call]] = {}
     for c in trace.calls:
@@ -287,17 +305,7 @@ def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
         first = calls[0]
         parent = parents[key]
         outer = _outermost(trace, calls)  # inclusive metrics: nested calls are already in their caller's
-        timing = None
-        total = _sum_field(outer, "timing", "total_ms")
-        if total is not None:
-            timing = CallTiming(total_ms=total, self_ms=_sum_field(calls, "timing", "self_ms"),
-                                cpu_ms=_sum_field(outer, "timing", "cpu_ms"))
-        memory = None
-        act = _sum_field(calls, "memory", "activation_bytes")
-        if act is not None:
-            peaks = [c.memory.peak_bytes for c in calls if c.memory and c.memory.peak_bytes is not None]
-            # peaks do not add up: the highest of the calls
-            memory = CallMemory(activation_bytes=act, peak_bytes=max(peaks) if peaks else None)
+        timing, memory = _module_metrics(calls, outer)
         failed = key == failed_key
         err = next((c.error for c in calls if c.error), None)
         caught = all(c.id not in failing for c in calls if c.error)  # every exception of its calls was caught
