@@ -59,6 +59,14 @@ def _library_folders() -> list[str]:
             for v in _variants(paths[key])]
 
 
+def _home() -> list[str]:
+    """The home folder's names (none where it cannot be found: no ``HOME`` and no user entry)."""
+    try:
+        return _variants(Path.home())
+    except (RuntimeError, KeyError, OSError):
+        return []
+
+
 def _last_name(path: str) -> str:
     """A path's last name (its file's), a folder's trailing separator left out."""
     parts = [p for p in re.split(r"[\\/]", path) if p]
@@ -75,7 +83,7 @@ class _Folders:
         # file's name alone). The home folder alone is ``~``; the temporary and library folders alone name
         # nothing of the machine worth leaving out.
         swaps: dict[str, tuple[str | None, Callable[[str], str] | None]] = {}
-        for folder in _variants(Path.home()):
+        for folder in _home():
             swaps[folder] = ("~", None)
         for folder in _variants(tempfile.gettempdir()):
             swaps[folder] = (None, None)
@@ -88,7 +96,7 @@ class _Folders:
         # a root folder or a drive alone is no folder of the machine to leave out
         self.swaps = {f: s for f, s in swaps.items() if not re.fullmatch(r"(?:[A-Za-z]:)?[\\/]*", f)}
         self.longest_first = sorted(self.swaps, key=len, reverse=True)
-        tops = {re.split(r"[\\/]", f.lstrip("\\/"))[0] for f in (*_variants(src), *_variants(Path.home()))
+        tops = {re.split(r"[\\/]", f.lstrip("\\/"))[0] for f in (*_variants(src), *_home())
                 if f.startswith("/")}
         self.roots = sorted({*_ROOTS, *(t for t in tops if t)}, key=len, reverse=True)
 
