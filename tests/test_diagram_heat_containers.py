@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+import subprocess
 import time
 
 import pytest
@@ -113,3 +114,48 @@ def test_a_memory_heat_leaves_the_boxes_alone(timed):
 def test_the_timed_boxes_render_with_graphviz(timed):
     svg = render(timed, format="svg", overlays=["heat"], options={"heat": "time"}).decode()
     assert re.search(r">[0-9.]+ ms self<", svg)
+
+
+def _boxes(plain: str) -> dict[str, tuple[float, float, float, float]]:
+    """Each node's box (left, bottom, right, top, in inches) as Graphviz laid it out (``-Tplain``)."""
+    out = {}
+    for line in plain.splitlines():
+        parts = line.split()
+        if parts and parts[0] == "node":
+            x, y, w, h = map(float, parts[2:6])
+            out[parts[1]] = (x - w / 2, y - h / 2, x + w / 2, y + h / 2)
+    return out
+
+
+@requires_dot
+@pytest.mark.parametrize("model", ["Outer", "UNetLike"])
+def test_the_u_layouts_legend_covers_no_node(timed, model):
+    trace = timed if model == "Outer" else shapetrace.profile(
+        UNetLike().eval(), torch.randn(1, 3, 16, 16), device="cpu", warmup=0, repeat=1)
+    src = to_dot(trace, layout="u", overlays=["heat"], options={"heat": "time"})
+    plain = subprocess.run(["dot", "-Tplain"], input=src, capture_output=True, text=True, check=True).stdout
+    boxes = _boxes(plain)
+    legend = boxes.pop("legend")
+    assert len(boxes) >= 4
+    for name, (left, bottom, right, top) in boxes.items():
+        apart = right <= legend[0] or left >= legend[2] or top <= legend[1] or bottom >= legend[3]
+        assert apart, (name, (left, bottom, right, top), legend)
+
+
+class UNetLike(nn.Module):
+    """Down twice, up twice, with skips: a U of several rows, whose containers make the legend long."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down1 = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.down2 = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.mid = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU())
+        self.up2 = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(32, 8, 3, padding=1))
+        self.up1 = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(16, 4, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d1 = self.down1(x)
+        d2 = self.down2(d1)
+        m = self.mid(d2)
+        u2 = self.up2(torch.cat([m, d2], 1))
+        return self.up1(torch.cat([u2, d1], 1))

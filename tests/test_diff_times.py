@@ -124,3 +124,68 @@ def test_a_change_under_a_hundredth_of_the_forward_is_noise(fast_and_slow):
     before, after = _with_self(a, "second.lin", 0.02), _with_self(a, "second.lin", 0.09)  # 4.5x, by 0.07 ms
     assert diff_traces(before, after).time_changed == []
     assert [r.label for r in diff_traces(before, _with_self(a, "second.lin", 2.0)).time_changed] == ["second.lin"]
+
+
+class Four(nn.Module):
+    """Four layers, each sleeping a few milliseconds of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(*(Sleeper(s) for s in (0.002, 0.003, 0.004, 0.005)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+@pytest.fixture(scope="module")
+def four() -> shapetrace.Trace:
+    return shapetrace.profile(Four().eval(), torch.randn(2, 4), device="cpu", warmup=0, repeat=3)
+
+
+def _slower_machine(trace: shapetrace.Trace, factor: float, jitter: float = 0.15,
+                    except_module: str | None = None, extra: float = 1.0) -> shapetrace.Trace:
+    """``trace`` as a machine ``factor`` times slower would time it: every call's times that factor, give or take
+    ``jitter`` (a layer apart, ``except_module``, ``extra`` times more still)."""
+    out = copy.deepcopy(trace)
+    for i, call in enumerate(out.calls):
+        k = factor * (1 + jitter * ((i % 3) - 1)) * (extra if call.module == except_module else 1.0)
+        call.timing = {key: v * k if key.endswith("_ms") else v for key, v in call.timing.items()}
+    root = out.calls[0].timing
+    root["total_ms"] = trace.calls[0].timing["total_ms"] * factor
+    return out
+
+
+def test_a_forward_slower_alike_in_every_layer_lists_no_layer_and_says_so_in_one_line(four):
+    d = diff_traces(four, _slower_machine(four, 20.0))
+    assert d.time_changed == []
+    text = render_trace_diff(d, "text", width=None)
+    lines = [x for x in text.splitlines() if "most of its layers alike" in x]
+    assert len(lines) == 1 and "the whole forward is 20.00× slower" in lines[0], text
+    assert "own time's share of the forward: no layer's changed beyond noise" in text
+
+
+def test_a_forward_faster_alike_in_every_layer_says_faster(four):
+    text = render_trace_diff(diff_traces(four, _slower_machine(four, 0.1)), "text", width=None)
+    assert "the whole forward is 10.00× faster, most of its layers alike" in text, text
+
+
+def test_a_layer_slower_than_the_rest_of_a_slower_forward_is_still_listed(four):
+    d = diff_traces(four, _slower_machine(four, 20.0, except_module="layers.2", extra=4.0))
+    assert [r.label for r in d.time_changed] == ["layers.2"]
+    text = render_trace_diff(d, "text", width=None)
+    assert "changed beyond noise in 1 layer (1 slower than the forward, 0 faster" in text, text
+    assert "; the whole forward" in next(x for x in text.splitlines() if "self time" in x)
+
+
+def test_one_layer_taking_most_of_the_forward_is_not_a_machine_wide_change(four):
+    slow = _with_self(four, "layers.3", 400.0)
+    slow.calls[0].timing = {**slow.calls[0].timing, "total_ms": four.calls[0].timing["total_ms"] + 395.0}
+    d = diff_traces(four, slow)
+    assert d.machine_factor is None and [r.label for r in d.time_changed] == ["layers.3"]
+
+
+def test_the_repr_and_the_summary_count_time_only_changes(fast_and_slow):
+    d = diff_traces(*fast_and_slow)
+    assert repr(d).endswith("0 changed, 0 only in A, 0 only in B, own time changed in 1>"), repr(d)
+    text = render_trace_diff(d, "text", width=None)
+    assert "0 changed, 0 only in A, 0 only in B, own time changed in 1 (of" in text, text

@@ -117,7 +117,7 @@ def test_a_ms_a_stall_set_is_marked_and_the_note_gives_the_median():
     row = next(line for line in text.splitlines() if line.strip().startswith("0 "))
     assert "6.000 !" in row
     assert "! ms above the call's own p90" in text and "0 (median 0.040)" in text
-    assert "6.000 !" in render_markdown(trace) and "6.000 !" in render_html(trace)
+    assert "6.000 !" in render_markdown(trace) and '6.000<span class="stall">!</span>' in render_html(trace)
 
 
 def test_a_ms_within_its_spread_or_a_jitter_of_microseconds_is_not_marked():

@@ -221,3 +221,31 @@ def test_a_warning_while_tracing_leaves_a_build_without_W_passing(tmp_path, caps
                           warnings_are_errors=False, files={"models/m.py": WARNS})
     assert code == 0 and "shapetrace-figure" in html
     assert "in place: l.weight [shapetrace.trace]" in capsys.readouterr().err
+
+
+def test_paths_with_spaces_are_shortened_whole_not_cut_at_the_space(tmp_path):
+    src = tmp_path / "docs"
+    assert for_readers("raised at /home/john smith/proj/m.py:3 in forward", src) == "raised at m.py:3 in forward"
+    assert for_readers(r"raised at C:\Users\John Smith\proj\models\m.py:16", src) == "raised at m.py:16"
+    assert for_readers(r"cannot open C:\Program Files\proj\m.py", src) == "cannot open m.py"
+    assert for_readers(r"cannot open 'C:\Program Files (x86)\my proj\m.py'", src) == "cannot open 'm.py'"
+    assert for_readers('no file "/opt/my tools/run.py"', src) == 'no file "run.py"'
+
+
+def test_a_path_with_spaces_in_the_source_folder_is_made_relative_to_it(tmp_path):
+    src = tmp_path / "my project" / "docs"
+    assert for_readers(f"raised at {src}/models/m.py:3 and {src.parent}/pkg/a.py:4", src) == (
+        "raised at models/m.py:3 and ../pkg/a.py:4")
+
+
+def test_text_that_is_not_clearly_a_path_of_the_building_machine_is_kept_as_written(tmp_path):
+    src = tmp_path / "docs"
+    for text in ["No such file or directory: '~/data/weights.pt'",
+                 "weights at ~/proj/w.pt",
+                 "GET /api/v1/models returned 404",
+                 "an /a/b problem, axes /x/y and /z",
+                 f"see file://{src}/m.py and https://example.org/home/me/x.py",
+                 "mount point /mnt missing; /home/me has no write access",
+                 "expected dims N/C/H/W got N/H/W, ratio 3/4/5, km/h/s",
+                 r"cannot open C:\Program Files (x86)\proj\m.py"]:  # out of quotes: where it ends is unclear
+        assert for_readers(text, src) == text, text

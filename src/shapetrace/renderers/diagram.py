@@ -831,7 +831,11 @@ class _Dot:
         if self.layout != "u":
             out += [f"  {a} -> {b} [style=invis]" for a, b in self.unfed_after()]
         if self.overlay.legend:
-            out.append(f"  legend [shape=plaintext, style=\"\", label={_legend(self.overlay.legend)}]")
+            at = ""
+            if self.layout == "u":  # neato would put it anywhere, over the nodes: pinned right of the U
+                x, y = _u_legend_position(g, self.pos, self.style, self.small_print, self.overlay.legend)
+                at = f', pos="{x:.2f},{y:.2f}!"'
+            out.append(f"  legend [shape=plaintext, style=\"\"{at}, label={_legend(self.overlay.legend)}]")
         out.append("}")
         return "\n".join(out) + "\n"
 
@@ -1110,6 +1114,28 @@ def _u_positions(g: Graph, style: str, marks: dict[str, list[str]],
         last_in_row[n.rank] = (x, half, n.id)
         x_prev = x
     return pos
+
+
+def _legend_size(rows: list[tuple[str, str, str]]) -> tuple[float, float]:
+    """A generous estimate of ``_legend``'s width and height in inches (its texts wrap as ``_wrap`` breaks them)."""
+    titles = {title for title, _, _ in rows}
+    wrapped = [_wrap(literal(text)) for _, _, text in rows]
+    chars = max([len(line) for lines in wrapped for line in lines] + [display_width(t) for t in titles])
+    width = chars * 0.085 + 0.6  # 10-point text, the swatch, the paddings and the two no-break spaces
+    height = sum(len(lines) * 0.2 + 0.2 for lines in wrapped) + len(titles) * 0.3
+    return width, height
+
+
+def _u_legend_position(g: Graph, pos: dict[str, tuple[float, float]], style: str, marks: dict[str, list[str]],
+                       rows: list[tuple[str, str, str]]) -> tuple[float, float]:
+    """Where the U layout pins its legend (the centre, in inches): right of the rightmost node, its top level
+    with the top row's, so it covers no node whatever its length."""
+    if not pos:
+        return 0.0, 0.0
+    right = max(pos[n.id][0] + _label_width(n, style, marks.get(n.id, ())) / 2 for n in g.nodes if n.id in pos)
+    top = max(y for _, y in pos.values()) + 0.4  # a node's half height, generously
+    width, height = _legend_size(rows)
+    return right + 0.5 + width / 2, top - height / 2
 
 
 # ---- rendering ----------------------------------------------------------------------------------------------

@@ -255,6 +255,9 @@ class TraceDiff:
     b: Trace
     rows: list[Row]
     homes: tuple[str | None, str | None] = (None, None)  # each side's own device, as compared (``_homes``)
+    # the whole forward's ratio (B over A) when it changed alike in most layers (``_machine_factor``): own times
+    # are then compared as shares of the forward
+    machine_factor: float | None = None
 
     @property
     def shown(self) -> list[Row]:
@@ -494,8 +497,8 @@ def diff_traces(a: Trace, b: Trace, a_name: str = "A", b_name: str = "B") -> Tra
     _mark_unreached(rows, a, b)
     _fold_insides(rows)
     _mark_containers(rows, homes)
-    _mark_time_changes(rows, a, b)
-    return TraceDiff(a_name, b_name, a, b, rows, homes)
+    machine = _mark_time_changes(rows, a, b)
+    return TraceDiff(a_name, b_name, a, b, rows, homes, machine)
 
 
 # A call's own time changed when it is at least TIME_RATIO times the other side's, by at least TIME_SHARE of
@@ -512,22 +515,51 @@ def _spread(call: Call) -> float:
     return float(hi - lo) if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) else 0.0
 
 
-def _mark_time_changes(rows: list[Row], a: Trace, b: Trace) -> None:
+def _own_times(row: Row) -> tuple[float, float] | None:
+    """An aligned row's self times (A's, B's), where both sides timed it."""
+    if row.a is None or row.b is None or row.status == "folded" or not row.a.timing or not row.b.timing:
+        return None
+    sa, sb = row.a.timing.get("self_ms"), row.b.timing.get("self_ms")
+    if not isinstance(sa, (int, float)) or not isinstance(sb, (int, float)):
+        return None
+    return float(sa), float(sb)
+
+
+def _beyond_noise(row: Row, sa: float, sb: float, floor: float, factor: float) -> bool:
+    """Whether B's self time ``sb`` differs beyond noise from what A's ``sa`` becomes when the whole forward
+    changed by ``factor`` (1: compared as they are)."""
+    expected = sa * factor
+    lo, hi = sorted((expected, sb))
+    return hi - lo >= floor and hi >= TIME_RATIO * lo and hi - lo > max(_spread(row.a) * factor, _spread(row.b))
+
+
+def _machine_factor(rows: list[Row], whole: tuple[float, float], floor: float) -> float | None:
+    """The whole forward's ratio (B's time over A's) when the forward changed alike in most of its layers (a
+    machine-wide change: another load, machine or thread count, not a layer's): beyond ``TIME_RATIO``, and more
+    than half of the three or more layers timed above ``floor`` changed beyond noise that way. ``None`` else."""
+    ratio = whole[1] / whole[0] if whole[0] > 0 else 0.0
+    if not ratio or 1 / TIME_RATIO < ratio < TIME_RATIO:
+        return None
+    timed = [(row, *own) for row in rows if (own := _own_times(row)) is not None and max(own) >= floor]
+    alike = [1 for row, sa, sb in timed if _beyond_noise(row, sa, sb, floor, 1.0) and (sb > sa) == (ratio > 1)]
+    return ratio if len(timed) >= 3 and 2 * len(alike) > len(timed) else None
+
+
+def _mark_time_changes(rows: list[Row], a: Trace, b: Trace) -> float | None:
     """Set ``Row.time_change`` on the aligned calls whose self time (outside their child modules, so a slower
-    layer is named once, not with every container around it) changed beyond noise (``TIME_RATIO``...)."""
+    layer is named once, not with every container around it) changed beyond noise (``TIME_RATIO``...). When
+    the whole forward changed alike in most layers (``_machine_factor``), a layer changed when its share of the
+    forward did: its time is compared with A's times that factor. Returns that factor (``None``: none)."""
     whole = [_ms(t.calls[0]) for t in (a, b) if t.calls]
     if len(whole) < 2 or None in whole:
-        return
+        return None
     floor = max(TIME_FLOOR_MS, TIME_SHARE * max(whole))  # type: ignore[type-var]
+    factor = _machine_factor(rows, (whole[0], whole[1]), floor)  # type: ignore[arg-type]
     for row in rows:
-        if row.a is None or row.b is None or row.status == "folded" or not row.a.timing or not row.b.timing:
-            continue
-        sa, sb = row.a.timing.get("self_ms"), row.b.timing.get("self_ms")
-        if not isinstance(sa, (int, float)) or not isinstance(sb, (int, float)):
-            continue
-        lo, hi = sorted((sa, sb))
-        if hi - lo >= floor and hi >= TIME_RATIO * lo and hi - lo > max(_spread(row.a), _spread(row.b)):
-            row.time_change = (float(sa), float(sb))
+        own = _own_times(row)
+        if own is not None and _beyond_noise(row, *own, floor, factor or 1.0):
+            row.time_change = own
+    return factor
 
 
 def _mark_unreached(rows: list[Row], a: Trace, b: Trace) -> None:
@@ -649,7 +681,7 @@ def _call_text(call: Call) -> str:
     return f"{call.cls} → {_shapes(call.outputs)}" + (f", {call.params:,} params" if call.params else "")
 
 
-def _row_lines(row: Row, timed: bool) -> list[tuple[str, str, str]]:
+def _row_lines(row: Row, timed: bool, machine: float | None = None) -> list[tuple[str, str, str]]:
     """``(what, A, B)`` lines for one shown row."""
     if row.status == "only_a":
         out = [("only in A", _call_text(row.a), "—")]  # type: ignore[arg-type]
@@ -665,7 +697,8 @@ def _row_lines(row: Row, timed: bool) -> list[tuple[str, str, str]]:
         out.append(("inside", _inside_text(row.inside_a), _inside_text(row.inside_b)))
     if row.time_change is not None:
         sa, sb = row.time_change
-        out.append(("self time", f"{sa:.3f} ms", f"{sb:.3f} ms ({_times(sa, sb)})"))
+        against = f"; the whole forward {machine:.2f}×" if machine else ""
+        out.append(("self time", f"{sa:.3f} ms", f"{sb:.3f} ms ({_times(sa, sb)}{against})"))
     if timed and (_ms(row.a) is not None or _ms(row.b) is not None):
         fmt = (lambda v: "—" if v is None else f"{v:.3f} ms")
         out.append(("time", fmt(_ms(row.a)), fmt(_ms(row.b))))
@@ -691,13 +724,15 @@ def _signed(n: int) -> str:
 
 
 def _counted(d: TraceDiff) -> str:
-    """``3 changed, 2 only in A, 0 only in B``: calls, not rows (a one-sided row stands for the calls folded
+    """``3 changed, 2 only in A, 0 only in B`` (and ``, own time changed in 1`` where a layer's own time
+    changed beyond noise, ``_mark_time_changes``): calls, not rows (a one-sided row stands for the calls folded
     into it too, and the calls folded into a row whose class changed are calls only that side has)."""
     shown = d.shown
     counts = {s: sum(1 if s == "changed" else r.calls for r in shown if r.status == s) for s in _STATUS_WORD}
     counts["only_a"] += sum(len(r.folded_a) for r in shown if r.status == "changed")
     counts["only_b"] += sum(len(r.folded_b) for r in shown if r.status == "changed")
-    return f"{counts['changed']} changed, {counts['only_a']} only in A, {counts['only_b']} only in B"
+    timed = f", own time changed in {len(d.time_changed)}" if d.time_changed else ""
+    return f"{counts['changed']} changed, {counts['only_a']} only in A, {counts['only_b']} only in B{timed}"
 
 
 def _summary_lines(d: TraceDiff) -> list[str]:
@@ -716,6 +751,10 @@ def _summary_lines(d: TraceDiff) -> list[str]:
     if d.timed:
         ta, tb = _ms(d.a.calls[0]), _ms(d.b.calls[0])
         out.append(f"time (whole forward): {ta:.3f} ms → {tb:.3f} ms ({tb / ta:.2f}×)" if ta else "")
+        if d.machine_factor:
+            out.append(f"the whole forward is {_times(1.0, d.machine_factor)}, most of its layers alike: a change of "
+                       "the machine (its load, its threads, another machine), not of a layer; each layer's own time "
+                       "is compared as its share of the forward")
         out.append(_time_line(d))
     carried = d.carried
     if carried:
@@ -734,12 +773,15 @@ def _time_line(d: TraceDiff) -> str:
     """The summary's line on the layers whose own time changed beyond noise (both sides profiled)."""
     changed = d.time_changed
     rule = (f"at least {TIME_RATIO:g}× and {TIME_SHARE:.0%} of the forward, past both sides' p10-p90 spread")
+    factor = d.machine_factor or 1.0
+    what = "own time's share of the forward" if d.machine_factor else "own time"
     if not changed:
-        return f"own time: no layer's changed beyond noise ({rule})"
-    slower = sum(1 for r in changed if r.time_change[1] > r.time_change[0])  # type: ignore[index]
+        return f"{what}: no layer's changed beyond noise ({rule})"
+    slower = sum(1 for r in changed if r.time_change[1] > factor * r.time_change[0])  # type: ignore[index]
     n = len(changed)
-    return (f"own time changed beyond noise in {n} layer{'s' if n != 1 else ''} ({slower} slower, {n - slower} "
-            f"faster; {rule})")
+    than = " than the forward" if d.machine_factor else ""
+    return (f"{what} changed beyond noise in {n} layer{'s' if n != 1 else ''} ({slower} slower{than}, "
+            f"{n - slower} faster; {rule})")
 
 
 def _nothing_in_common(d: TraceDiff) -> str:
@@ -792,7 +834,7 @@ def render_trace_diff_text(d: TraceDiff, width: int | None = 100) -> str:
     if not d.common:
         return "\n".join([*head, *_fitted([literal(s) for s in [_not_comparable(d), *_summary_lines(d)[1:2]]],
                                            width)]) + "\n"
-    table = [(r.label, *line) for r in d.shown for line in _row_lines(r, d.timed)]
+    table = [(r.label, *line) for r in d.shown for line in _row_lines(r, d.timed, d.machine_factor)]
     if not table:
         return "\n".join([*head, *_fitted([literal(s) for s in [_no_differences(d), *_summary_lines(d)[1:]]],
                                            width)]) + "\n"
@@ -812,7 +854,7 @@ def render_trace_diff_markdown(d: TraceDiff) -> str:
            f"- **B** = {md_code(d.b_name)}: {md_cell(_side('B', d.b)[3:])}", ""]
     if not d.common:
         return "\n".join([*out, md_cell(_not_comparable(d))]) + "\n"
-    rows = [(r.label, *line) for r in d.shown for line in _row_lines(r, d.timed)]
+    rows = [(r.label, *line) for r in d.shown for line in _row_lines(r, d.timed, d.machine_factor)]
     if rows:
         out += ["| layer | what | A | B |", "|---|---|---|---|"]
         out += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in rows]
@@ -842,7 +884,7 @@ def render_trace_diff_html(d: TraceDiff) -> str:
         return "\n".join([*parts, f"<p>{esc(_not_comparable(d))}</p>"]) + "\n"
     parts.append('<table class="st-diff"><tr><th>layer</th><th>what</th><th>A</th><th>B</th></tr>')
     for r in d.shown:
-        for i, (what, va, vb) in enumerate(_row_lines(r, d.timed)):
+        for i, (what, va, vb) in enumerate(_row_lines(r, d.timed, d.machine_factor)):
             label = esc(r.label) if i == 0 else ""
             parts.append(f'<tr class="{r.status}"><td>{label}</td><td class="what">{esc(what)}</td>'
                          f'<td class="shape">{esc(va)}</td><td class="shape">{esc(vb)}</td></tr>')
@@ -862,7 +904,7 @@ def trace_diff_to_dict(d: TraceDiff) -> dict:
             continue
         rows.append({"layer": r.label, "status": r.status, "cls": r.cls,
                      "a": r.a.id if r.a else None, "b": r.b.id if r.b else None,
-                     "changes": [{"what": w, "a": va, "b": vb} for w, va, vb in _row_lines(r, d.timed)]})
+                     "changes": [{"what": w, "a": va, "b": vb} for w, va, vb in _row_lines(r, d.timed, d.machine_factor)]})
         if r.time_change is not None:
             rows[-1]["self_ms"] = {"a": r.time_change[0], "b": r.time_change[1]}
     return {"format": "shapetrace.diff/1", "a": side(d.a, d.a_name), "b": side(d.b, d.b_name),

@@ -30,6 +30,7 @@ from .rows import forward_ms as _forward_ms
 from .rows import table_rows as _rows
 from .table import (
     FAIL_MARK,
+    STALL_MARK,
     _extra_columns,
     _headers,
     _notes,
@@ -40,6 +41,7 @@ from .table import (
     elided_note,
     gap_text,
     row_mark,
+    stall_marked,
 )
 from .units import ellipsize, home_device, literal, markup
 
@@ -100,6 +102,10 @@ CSS = f"""\
 
 # Added to ``CSS`` only for a table with rows marked by ``check_finite`` (any other table's bytes unchanged): the
 # row where the first NaN or Inf was made has an amber fill and bar, later calls that held some a faint one.
+# A table with a stall mark: every ms cell keeps the mark's room, marked or not, so the decimals line up.
+STALL_CSS = f"""\
+{_T} td.num span.stall {{ display: inline-block; width: 1.1ch; margin-left: 0.3ch; text-align: left; }}
+"""
 FINITE_CSS = f"""\
 {_T} tbody tr.nonfinite-origin {{ background: rgba(217, 119, 6, 0.16); }}
 {_T} tr.nonfinite-origin td:first-child {{ box-shadow: inset 3px 0 0 #d97706; }}
@@ -163,6 +169,12 @@ def _cell(kind: str, text: str) -> str:
         return f'<td class="shape error">{html.escape(text)}</td>'
     if kind == "num":
         return f'<td class="num">{html.escape(text)}</td>'
+    if kind == "ms":  # a table with a stall mark: each ms keeps the mark's room, so the decimals line up
+        number = text.rstrip()
+        mark = number.endswith(" " + STALL_MARK)
+        number = number[:-len(STALL_MARK) - 1] if mark else number
+        return (f'<td class="num">{html.escape(number)}<span class="stall">{STALL_MARK if mark else ""}'
+                "</span></td>")
     return f'<td class="{kind}">{markup(text)}</td>'
 
 
@@ -188,11 +200,15 @@ def render_html(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     headers = _headers(view, extra)
     kinds = ["layer", "cls", "call", "shape", "shape"] + ["num"] * (len(headers) - 5)
     home = home_device(trace)
-    cells_of = [_plain_cells(r, extra, fwd, home) for r in rows]
+    marked = stall_marked(rows)
+    if marked:
+        kinds[headers.index("ms")] = "ms"
+    cells_of = [_plain_cells(r, extra, fwd, home, marked=marked) for r in rows]
     headers, kinds, *cells_of = drop_empty_call(rows, view, headers, kinds, *cells_of)
     out = [f'<div class="{SCOPE}">']
     if css:
-        out.append(f"<style>\n{CSS}{FINITE_CSS if any(r.nonfinite for r in rows) else ''}</style>")
+        out.append(f"<style>\n{CSS}{FINITE_CSS if any(r.nonfinite for r in rows) else ''}"
+                   f"{STALL_CSS if marked else ''}</style>")
     out.append('<table class="shapetrace">')
     out.append("<thead><tr>" + "".join(
         f'<th class="num">{esc(h)}</th>' if kind == "num" else f"<th>{esc(h)}</th>"
@@ -266,7 +282,8 @@ def render_page(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{_text(heading)} · shapetrace</title>",
-           f"<style>\n{PAGE_CSS}{CSS}{FINITE_CSS if row_marks(trace, depth) else ''}</style>", "</head>",
+           (f"<style>\n{PAGE_CSS}{CSS}{FINITE_CSS if row_marks(trace, depth) else ''}"
+            f"{STALL_CSS if stall_marked(_rows(trace, depth, view)) else ''}</style>"), "</head>",
            "<body>", f"<h1>{_text(heading)}</h1>", f'<p class="subtitle">{_text(subtitle)}</p>']
     if with_diagram:
         svg = render_diagram(trace, format="svg", depth=depth, **dict(diagram_options or {})).decode("utf-8")

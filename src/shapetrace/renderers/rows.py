@@ -69,6 +69,7 @@ class Row:
     shape_changed: bool = False  # the (first) output's shape differs from the (first) input's
     nonfinite: str = ""      # check_finite: ``finite.ORIGIN_MARK`` or ``finite.PASSED_MARK`` (a NaN/Inf output)
     callers: list[str] = field(default_factory=list)  # modules view: the modules calling it, when several
+    listed_under: str = ""   # modules view, with ``callers``: the row it is listed under (the callers' common caller)
 
 
 def short_name(call: Call, parent: Call | None) -> str:
@@ -203,101 +204,140 @@ def _outermost(trace: Trace, calls: Sequence[Call]) -> list[Call]:
     return outer
 
 
+def _module_parents(trace: Trace,
+                    groups: dict[frozenset[str], list[Call]]) -> dict[frozenset[str], frozenset[str] | None]:
+    """Each module's parent in the modules view: the nearest module that encloses every one of its calls (its
+    only caller, or the common caller of the several modules that call it), ``None`` for a module with a call at
+    the top. A module's calls nested in its own (recursion) do not count it as their encloser. This is a tree: every
+    call of a module lies inside a call of its parent, so a cycle of parents would need an endless chain of ever
+    larger calls."""
+    parents: dict[frozenset[str], frozenset[str] | None] = {}
+    for key, calls in groups.items():
+        enclosers: list[frozenset[str]] | None = None  # the first call's, nearest first
+        for c in calls:
+            chain = []
+            p = c.parent
+            while p is not None:
+                k = _module_key(trace.calls[p])
+                if k != key:
+                    chain.append(k)
+                p = trace.calls[p].parent
+            if enclosers is None:
+                enclosers = chain
+            else:
+                kept = set(chain)
+                enclosers = [k for k in enclosers if k in kept]
+            if not enclosers:
+                break
+        parents[key] = enclosers[0] if enclosers else None
+    return parents
+
+
+def _depth_first(parents: dict[frozenset[str], frozenset[str] | None]) -> list[tuple[frozenset[str], int]]:
+    """The modules in table order with their depths: each module's children (in first-call order: ``parents``
+    is keyed in it) right after it, depth first."""
+    children: dict[frozenset[str] | None, list[frozenset[str]]] = {}
+    for key, parent in parents.items():
+        children.setdefault(parent, []).append(key)
+    out: list[tuple[frozenset[str], int]] = []
+    stack = [(key, 0) for key in reversed(children.get(None, []))]
+    while stack:
+        key, d = stack.pop()
+        out.append((key, d))
+        stack.extend((child, d + 1) for child in reversed(children.get(key, [])))
+    return out
+
+
+def _module_metrics(calls: Sequence[Call], outer: Sequence[Call]) -> tuple[CallTiming | None, CallMemory | None]:
+    """A module's timing and memory over its ``calls`` (inclusive ones over its ``outer`` calls only)."""
+    timing = None
+    total = _sum_field(outer, "timing", "total_ms")
+    if len(calls) == 1:  # its call's timing, quantiles and all: a stall mark shows as in the calls view
+        timing = calls[0].timing
+    elif total is not None:
+        timing = CallTiming(total_ms=total, self_ms=_sum_field(calls, "timing", "self_ms"),
+                            cpu_ms=_sum_field(outer, "timing", "cpu_ms"))
+    memory = None
+    act = _sum_field(calls, "memory", "activation_bytes")
+    if act is not None:
+        peaks = [c.memory.peak_bytes for c in calls if c.memory and c.memory.peak_bytes is not None]
+        # peaks do not add up: the highest of the calls
+        memory = CallMemory(activation_bytes=act, peak_bytes=max(peaks) if peaks else None)
+    return timing, memory
+
+
 def _module_rows(trace: Trace, depth: int | None) -> list[Row]:
     groups: dict[frozenset[str], list[Call]] = {}
     for c in trace.calls:
         groups.setdefault(_module_key(c), []).append(c)
-    failed_id = failed_row_call(trace, depth)
+    parents = _module_parents(trace, groups)
+    order = _depth_first(parents)
+    tree_depth = dict(order)
     failing = failing_calls(trace)
-    desc = descendants(trace)
     home = home_device(trace)
-    marks = row_marks(trace, depth)
+
+    def shown(key: frozenset[str] | None) -> frozenset[str] | None:
+        """The module whose row shows ``key``'s: itself, or its ancestor at ``depth`` when folded away."""
+        while key is not None and depth is not None and tree_depth[key] > depth:
+            key = parents[key]
+        return key
+
+    failed_id = trace.failure.call if trace.failure else None
+    failed_key = (shown(_module_key(trace.calls[failed_id]))
+                  if failed_id is not None and 0 <= failed_id < len(trace.calls) else None)
+    marks: dict[frozenset[str], str] = {}
+    for cid, mark in row_marks(trace).items():
+        key = shown(_module_key(trace.calls[cid]))
+        if key is not None and marks.get(key) != ORIGIN_MARK:
+            marks[key] = mark
+    folded: dict[frozenset[str], int] = {}
+    if depth is not None:
+        for key, d in tree_depth.items():
+            if d > depth:
+                at = shown(key)
+                if at is not None:
+                    folded[at] = folded.get(at, 0) + len(groups[key])
     rows = []
-    shared: list[tuple[Row, int, int]] = []  # rows of modules called from several modules: (row, depth, place)
-    for calls in groups.values():
-        first = calls[0]
-        d = min(c.depth for c in calls)
+    for key, d in order:
         if depth is not None and d > depth:
             continue
-        parent = trace.calls[first.parent] if first.parent is not None else None
+        calls = groups[key]
+        first = calls[0]
+        parent = parents[key]
         outer = _outermost(trace, calls)  # inclusive metrics: nested calls are already in their caller's
-        timing = None
-        total = _sum_field(outer, "timing", "total_ms")
-        if total is not None:
-            timing = CallTiming(total_ms=total, self_ms=_sum_field(calls, "timing", "self_ms"),
-                                cpu_ms=_sum_field(outer, "timing", "cpu_ms"))
-        memory = None
-        act = _sum_field(calls, "memory", "activation_bytes")
-        if act is not None:
-            peaks = [c.memory.peak_bytes for c in calls if c.memory and c.memory.peak_bytes is not None]
-            # peaks do not add up: the highest of the calls
-            memory = CallMemory(activation_bytes=act, peak_bytes=max(peaks) if peaks else None)
-        failed = any(c.id == failed_id for c in calls)
+        timing, memory = _module_metrics(calls, outer)
+        failed = key == failed_key
         err = next((c.error for c in calls if c.error), None)
-        mark = ORIGIN_MARK if any(marks.get(c.id) == ORIGIN_MARK for c in calls) else next(
-            (marks[c.id] for c in calls if c.id in marks), "")
         caught = all(c.id not in failing for c in calls if c.error)  # every exception of its calls was caught
-        rows.append(Row(
-            depth=d, name=first.module or "(root)", short=short_name(first, parent).split("#")[0], cls=first.cls,
+        name = first.module or "(root)"
+        parent_name = groups[parent][0].module if parent is not None else ""
+        short = name[len(parent_name) + 1:] if parent_name and name.startswith(parent_name + ".") else name
+        row = Row(
+            depth=d, name=name, short=short, cls=first.cls,
             call=f"×{len(calls)}",
             inputs=_summarise((merged_inputs(c) for c in calls), home),
             outputs=_summarise((c.outputs if c.error is None else NO_OUTPUT for c in calls), home),
             params=first.params, trainable=first.trainable_params, failed=failed,
             raised=err is not None and not failed and not caught, caught=err is not None and caught, error=err,
-            summary=True, aliases=list(first.aliases),
-            folded=sum(desc[c.id] for c in calls) if depth is not None and d == depth else 0,
+            summary=True, aliases=list(first.aliases), folded=folded.get(key, 0) if d == depth else 0,
             side=[m for c in calls for m in c.side_inputs][:1], calls=len(calls), timing=timing,
             flops=_sum_field(outer, "flops", None), memory=memory, first_call=first.id,
-            shape_changed=any(_shape_changed(c) for c in calls), nonfinite=mark))
-        callers, under = _callers(trace, _outermost(trace, calls))
+            shape_changed=any(_shape_changed(c) for c in calls), nonfinite=marks.get(key, ""))
+        callers = _callers(trace, outer)
         if len(callers) > 1:
-            rows[-1].callers = callers
-            shared.append((rows[-1], first.depth, under + 1))
-    for row, drawn_at, placed_at in shared:
-        _move_under_common_caller(rows, row, drawn_at, placed_at)
+            row.callers = callers
+            row.listed_under = groups[parent][0].module or "(root)" if parent is not None else ""
+        rows.append(row)
     return rows
 
 
-def _callers(trace: Trace, calls: Sequence[Call]) -> tuple[list[str], int]:
-    """The modules that make ``calls`` (one module's outermost calls), in order, and the depth of the deepest
-    module that encloses every one of them (their common caller; -1 for none)."""
+def _callers(trace: Trace, calls: Sequence[Call]) -> list[str]:
+    """The modules that make ``calls`` (one module's outermost calls), in order of their first such call."""
     callers: dict[frozenset[str], str] = {}
-    chains = []
     for c in calls:
-        chain = []
-        p = c.parent
-        while p is not None:
-            chain.append(_module_key(trace.calls[p]))
-            p = trace.calls[p].parent
-        chain.reverse()
-        chains.append(chain)
-        if chain:
-            callers.setdefault(chain[-1], trace.calls[c.parent].module or "(root)")  # type: ignore[index]
-    common = 0
-    while all(len(ch) > common and ch[common] == chains[0][common] for ch in chains):
-        common += 1
-    return list(callers.values()), common - 1
-
-
-def _move_under_common_caller(rows: list[Row], row: Row, drawn_at: int, placed_at: int) -> None:
-    """Move ``row`` (a module called from several modules) and the rows of what its first call called (the
-    rows after it drawn deeper than ``drawn_at``, its first call's depth) out of its first caller's subtree:
-    to depth ``placed_at`` (under the callers' common caller), after the subtree of the branch it was in, so
-    that it is nested under no one caller whose time it is not part of."""
-    i = rows.index(row)
-    end = i + 1
-    while end < len(rows) and rows[end].depth > drawn_at:
-        end += 1
-    block = rows[i:end]
-    del rows[i:end]
-    shift = placed_at - drawn_at
-    for r in block[1:]:
-        r.depth = max(placed_at + 1, r.depth + shift)
-    row.depth = placed_at
-    at = i
-    while at < len(rows) and rows[at].depth > placed_at:
-        at += 1
-    rows[at:at] = block
+        if c.parent is not None:
+            callers.setdefault(_module_key(trace.calls[c.parent]), trace.calls[c.parent].module or "(root)")
+    return list(callers.values())
 
 
 def table_rows(trace: Trace, depth: int | None = None, view: str = "calls") -> list[Row]:

@@ -211,8 +211,16 @@ def _extra_columns(trace: Trace, spread: bool = False) -> list[str]:
     return cols
 
 
-def _extra_cells(row: Row, cols: list[str], forward_ms: float | None, raw: bool = False) -> list[str | int]:
-    """The profile's cells of one row; ``raw`` (CSV): counts and bytes as plain integers, not ``297.12M``."""
+def stall_marked(rows: list[Row]) -> bool:
+    """Whether any of ``rows`` has its ``ms`` marked ``STALL_MARK`` (``rows.above_own_p90``)."""
+    return any(above_own_p90(r.timing) for r in rows)
+
+
+def _extra_cells(row: Row, cols: list[str], forward_ms: float | None, raw: bool = False,
+                 marked: bool = False) -> list[str | int]:
+    """The profile's cells of one row; ``raw`` (CSV): counts and bytes as plain integers, not ``297.12M``.
+    ``marked``: some row of the table has a ``STALL_MARK`` (``stall_marked``), so every ``ms`` cell keeps its
+    width (two spaces where there is no mark) and the decimals stay in line."""
     t = row.timing or {}
     total, self_ms = t.get("total_ms"), t.get("self_ms")
     if row.folded:  # the calls below are folded into this row, so their time is this row's own
@@ -220,7 +228,7 @@ def _extra_cells(row: Row, cols: list[str], forward_ms: float | None, raw: bool 
     out = []
     for col in cols:
         if col == "ms":
-            mark = f" {STALL_MARK}" if not raw and above_own_p90(t) else ""
+            mark = f" {STALL_MARK}" if not raw and above_own_p90(t) else " " * (len(STALL_MARK) + 1) if marked else ""
             out.append(format_ms(total) + mark if isinstance(total, (int, float)) else "")
         elif col in SPREAD_COLUMNS:
             v = t.get(SPREAD_KEYS[col])
@@ -386,13 +394,17 @@ def _stall_notes(rows: list[Row]) -> list[str]:
 
 
 def _caller_notes(rows: list[Row]) -> list[str]:
-    """The modules view's rows of modules called from several modules (``Row.callers``): listed under no one
-    of them, whose time they are not all part of."""
+    """The modules view's rows of modules called from several modules (``Row.callers``): listed under the
+    nearest module enclosing all their calls, not under a caller whose time they are not all part of."""
     out = []
     for r in rows:
-        if r.callers:
-            out.append(f"{literal(r.name)} is called from {', '.join(map(literal, r.callers))}: listed under "
-                       f"their common caller, not nested under {literal(r.callers[0])}")
+        if not r.callers:
+            continue
+        callers = f"{literal(r.name)} is called from {', '.join(map(literal, r.callers))}"
+        if r.listed_under in r.callers:  # one caller calls it directly and through another (a child of its own)
+            out.append(f"{callers}: listed under {literal(r.listed_under)}, which makes or encloses every call")
+        else:
+            out.append(f"{callers}: listed under their common caller, not nested under {literal(r.callers[0])}")
     return out
 
 
@@ -722,6 +734,7 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     rows = shown_rows.rows
     extra = _extra_columns(trace)
     fwd = forward_ms(trace)
+    marked = stall_marked(rows)
     headers = _headers(view, extra)
     base_depth = min((r.depth for r in rows), default=0)
     limit = width or None
@@ -732,7 +745,7 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     cells: dict[str, list[str]] = {h: [] for h in headers}
     for r in rows:
         for h, c in zip(headers, [layer(r), literal(r.cls), r.call, _inputs_text(r, home), _outputs_text(r, home),
-                                  _params_cell(r), _trainable_cell(r), *_extra_cells(r, extra, fwd)]):
+                                  _params_cell(r), _trainable_cell(r), *_extra_cells(r, extra, fwd, marked=marked)]):
             cells[h].append(c)
     # trainable only where it tells something: some row's differs from its params
     redundant = all(t == p for t, p in zip(cells["trainable"], cells["params"]))
@@ -850,10 +863,11 @@ def _title(trace: Trace, rows: list[Row], view: str, depth: int | None) -> str:
 
 
 # ---- markdown ----------------------------------------------------------------------------------------
-def _plain_cells(r: Row, extra: list[str], fwd: float | None, home: str | None = None) -> list[str]:
+def _plain_cells(r: Row, extra: list[str], fwd: float | None, home: str | None = None,
+                 marked: bool = False) -> list[str]:
     name = row_mark(r) + literal(r.name)
     return [name, literal(r.cls), r.call, _inputs_text(r, home), _outputs_text(r, home), _params_cell(r),
-            _trainable_cell(r), *_extra_cells(r, extra, fwd)]
+            _trainable_cell(r), *_extra_cells(r, extra, fwd, marked=marked)]
 
 
 def render_markdown(trace: Trace, *, depth: int | None = None, view: str = "calls") -> str:

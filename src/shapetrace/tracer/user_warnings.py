@@ -36,7 +36,9 @@ def warn_user(message: str, category: type[Warning] = ShapetraceWarning) -> None
 def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int) -> str:
     """A Python warning as one line of text: its message, and where it came from when that is not shapetrace
     itself (a library's deprecation, the model's own code), instead of a path and a source line that read like
-    a traceback. The command line and the Sphinx directive show warnings so."""
+    a traceback. The command line and the Sphinx directive show warnings so. A message of several lines, or
+    with tabs, is joined onto one line (each run of whitespace a single space)."""
+    text = " ".join(str(message).split())
     ours = issubclass(category, ShapetraceWarning) or f"{os.sep}shapetrace{os.sep}" in filename
     origin = "" if ours else f" ({category.__name__} at {os.path.basename(filename)}:{lineno})"
-    return f"{message}{origin}"
+    return f"{text}{origin}"
