@@ -195,15 +195,22 @@ def failing_calls(trace: Trace) -> set[int]:
     was caught by the forward, which went on (``caught_calls``): renderers draw those apart from the failure."""
     failure = trace.failure
     out: set[int] = set()
+    on_path: dict[int, int] = {}  # by call on the failure's path: its child on that path
     cid = failure.call if failure is not None else None
     while cid is not None and cid not in out and 0 <= cid < len(trace.calls):
         out.add(cid)
-        cid = trace.calls[cid].parent
+        parent = trace.calls[cid].parent
+        if parent is not None:
+            on_path[parent] = cid
+        cid = parent
     # and the calls the exception that left the forward came up through, where it is not the failure's (a
-    # fallback that failed in its except clause): start order puts each call after the one it was called in
+    # fallback that failed in its except clause): start order puts each call after the one it was called in.
+    # Such a call started after its sibling on the failure's path: one that raised the same message before it
+    # raised an earlier exception the forward caught (a retry), and the failure is a new one.
     for c in trace.calls:
         parent = c.parent
-        if parent in out and c.error is not None and trace.calls[parent].error == c.error:
+        if (parent in out and c.error is not None and trace.calls[parent].error == c.error
+                and c.id > on_path.get(parent, -1)):
             out.add(c.id)
     return out
 
