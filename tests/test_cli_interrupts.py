@@ -63,3 +63,15 @@ def test_an_interrupted_lines_view_exits_130(tmp_path):
     result = _run(tmp_path, "lines")
     assert result.exit_code == 130, result.output
     assert "interrupted (KeyboardInterrupt) while running its forward" in result.stderr
+
+
+def test_an_interrupt_early_in_a_gallery_build_exits_130_with_one_line(tmp_path, monkeypatch):
+    import shapetrace.gallery.exhibits as exhibits
+
+    def interrupted() -> list[str]:  # Ctrl-C while the exhibits are counted, before the bar and the build
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(exhibits, "exhibit_names", interrupted)
+    result = CliRunner().invoke(main, ["gallery", "build", "-o", str(tmp_path / "gal")])
+    assert result.exit_code == 130, result.output
+    assert "Aborted!" not in result.stderr and result.stderr.count("Interrupted:") == 1
