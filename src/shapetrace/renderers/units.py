@@ -23,7 +23,7 @@ from ..tracer.metrics import (
     Note,
     TimingSummary,
 )
-from ..tracer.records import Call, Opaque, Struct, TensorMeta, Trace, Value, iter_tensors, raiser_name
+from ..tracer.records import Call, Opaque, Struct, TensorMeta, Trace, Value, iter_tensors, profile_run_text, raiser_name
 
 __all__ = [
     "arguments_text",
@@ -503,7 +503,8 @@ def failure_place(trace: Trace, with_class: bool = False) -> str:
     why no layer can be named."""
     fc = trace.failed_call
     timed = trace.meta.get("failed_in_timed_run")  # the profile's shape pass ran through; a timed run failed
-    run = f"in timed run {timed.get('run')} of {timed.get('of')} of the profile" if isinstance(timed, dict) else ""
+    run = (f"in {profile_run_text(timed.get('run'), timed.get('of'), timed.get('warmup'))} of the profile"
+           if isinstance(timed, dict) else "")
     if fc is None:
         return f"{run}, in a forward run without hooks, so the layer is not known" if run else "outside any module"
     return f"in {literal(fc.label)}" + (f" ({literal(fc.cls)})" if with_class else "") + (f" {run}" if run else "")
