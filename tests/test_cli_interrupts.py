@@ -66,12 +66,12 @@ def test_an_interrupted_lines_view_exits_130(tmp_path):
 
 
 def test_an_interrupt_early_in_a_gallery_build_exits_130_with_one_line(tmp_path, monkeypatch):
-    import shapetrace.gallery.exhibits as exhibits
+    import shapetrace.gallery.site as site
 
-    def interrupted() -> list[str]:  # Ctrl-C while the exhibits are counted, before the bar and the build
+    def interrupted() -> int:  # Ctrl-C while the progress bar is made, before the build starts
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(exhibits, "exhibit_names", interrupted)
+    monkeypatch.setattr(site, "default_jobs", interrupted)
     result = CliRunner().invoke(main, ["gallery", "build", "-o", str(tmp_path / "gal")])
     assert result.exit_code == 130, result.output
     assert "Aborted!" not in result.stderr and result.stderr.count("Interrupted:") == 1
