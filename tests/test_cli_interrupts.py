@@ -66,7 +66,7 @@ def test_an_interrupted_lines_view_exits_130(tmp_path):
 
 
 def test_an_interrupt_early_in_a_gallery_build_exits_130_with_one_line(tmp_path, monkeypatch):
-    import shapetrace.gallery.site as site
+    from shapetrace.gallery import site
 
     def interrupted() -> int:  # Ctrl-C while the progress bar is made, before the build starts
         raise KeyboardInterrupt
