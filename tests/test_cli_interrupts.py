@@ -35,7 +35,7 @@ def test_an_interrupted_profile_exits_130_naming_the_timed_run(tmp_path):
     # the timed runs start from the state the shape pass started from: call 4 is run 2's instrumented forward
     result = _run(tmp_path, "profile", "--arg", "call=4", "--device", "cpu", "--warmup", "1", "--repeat", "3")
     assert result.exit_code == 130, result.output
-    assert "Interrupted: the forward was interrupted (KeyboardInterrupt) in timed run 2 of 4 of the profile\n" \
+    assert "Interrupted: the forward was interrupted (KeyboardInterrupt) in timed run 1 of 3 of the profile\n" \
         in result.stderr
     assert "Aborted!" not in result.stderr and result.stdout == ""
 
@@ -63,3 +63,21 @@ def test_an_interrupted_lines_view_exits_130(tmp_path):
     result = _run(tmp_path, "lines")
     assert result.exit_code == 130, result.output
     assert "interrupted (KeyboardInterrupt) while running its forward" in result.stderr
+
+
+def test_an_interrupt_early_in_a_gallery_build_exits_130_with_one_line(tmp_path, monkeypatch):
+    from shapetrace.gallery import site
+
+    def interrupted() -> int:  # Ctrl-C while the progress bar is made, before the build starts
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(site, "default_jobs", interrupted)
+    result = CliRunner().invoke(main, ["gallery", "build", "-o", str(tmp_path / "gal")])
+    assert result.exit_code == 130, result.output
+    assert "Aborted!" not in result.stderr and result.stderr.count("Interrupted:") == 1
+
+
+def test_an_interrupted_warm_up_is_named_a_warm_up_not_a_timed_run(tmp_path):
+    result = _run(tmp_path, "profile", "--arg", "call=2", "--device", "cpu", "--warmup", "3", "--repeat", "20")
+    assert result.exit_code == 130, result.output
+    assert "in warm-up run 1 of 3 of the profile" in result.stderr and "timed run" not in result.stderr

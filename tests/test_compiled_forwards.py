@@ -166,3 +166,20 @@ def test_torch_compile_first_used_inside_a_traced_forward_is_warned_about():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
     assert "torch.compile was first used in this process while the model was traced" in out.stdout
     assert "trace again" in out.stdout
+
+
+def test_the_first_profile_in_a_fresh_interpreter_does_not_warn_that_torch_compile_was_used():
+    """Profiling's own dispatch mode (which keeps the inputs a forward writes) imports Dynamo when it is first
+    entered: that is no sign the forward compiled anything, and nothing is said."""
+    script = textwrap.dedent("""
+        import sys, warnings, torch, shapetrace
+        from torch import nn
+        assert "torch._dynamo" not in sys.modules
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            shapetrace.profile(nn.Linear(4, 4), torch.ones(2, 4), repeat=2, warmup=0)
+        print("loaded:", "torch._dynamo" in sys.modules)
+        print([str(w.message) for w in seen if isinstance(w.message, shapetrace.ShapetraceWarning)])
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    assert "torch.compile was first used" not in out.stdout, out.stdout

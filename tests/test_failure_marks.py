@@ -10,6 +10,7 @@ from torch import nn
 import shapetrace
 from shapetrace.renderers import table
 from shapetrace.renderers.html import CSS
+from shapetrace.tracer.records import iter_tensors
 
 
 class ConvThenHead(nn.Module):
@@ -236,3 +237,43 @@ def test_a_fallback_that_fails_too_keeps_the_failure_marks_and_says_nothing_is_c
     assert "caught" not in text
     lines = failed.value.trace.lines().render("text")
     assert "fast Linear ✗ raised" in lines and "caught" not in lines
+
+
+class NeedsFour(nn.Module):
+    """Refuses any input without 4 features, always with the same message."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != 4:
+            raise ValueError("need 4 features")
+        return x * 2
+
+
+class RetryFailsAgain(nn.Module):
+    """Calls ``p`` on 3 features and catches its error, goes on, then calls ``p`` again on 2 features outside
+    the try: the second call fails the forward with the same type and message as the first, caught one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p = NeedsFour()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            self.p(x[..., :3])
+        except ValueError:
+            pass
+        return self.p(self.lin(x)[..., :2])
+
+
+def test_a_later_failure_with_the_caught_calls_message_is_blamed_on_the_later_call():
+    with pytest.raises(shapetrace.TraceFailed) as failed:
+        shapetrace.trace(RetryFailsAgain(), torch.randn(2, 4))
+    t = failed.value.trace
+    assert t.failed_call is not None and t.failed_call.label == "p#1"
+    assert [m.shape for _, m in iter_tensors(t.failed_call.inputs)] == [(2, 2)]
+    text = table.render_text(t, width=None)
+    assert _row_of(text, "p").split()[3:5] == ["(2,3)", "(caught)"]
+    assert "✗ ValueError: need 4 features" in _row_of(text, "✗")
+    assert _row_of(text, "✗").split()[1] == "p#1"
+    assert "p (NeedsFour) raised, and the forward caught it and went on: ValueError: need 4 features" in text
+    assert "input: x (2, 2) float32" in str(failed.value) and "(2, 3)" not in str(failed.value)

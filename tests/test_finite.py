@@ -601,3 +601,48 @@ def test_profile_refuses_check_finite_naming_trace():
 
     with pytest.raises(ProfileUsageError, match=r"use shapetrace\.trace\(model, \.\.\., check_finite=True\)"):
         shapetrace.profile(nn.Linear(2, 2), torch.randn(1, 2), check_finite=True, device="cpu")
+
+
+class HalfOverflows(nn.Module):
+    """In half precision ``down`` overflows to ±Inf (its weights scaled up), then ``norm`` turns them into NaN:
+    the first NaN is norm's, the Inf it was given is down's, a sibling that ran before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.act, self.down = nn.Linear(16, 64), nn.GELU(), nn.Linear(64, 16)
+        self.norm, self.out = nn.LayerNorm(16), nn.Linear(16, 4)
+        with torch.no_grad():
+            self.up.weight.mul_(200)
+            self.down.weight.mul_(200)
+
+    def forward(self, x):
+        return self.out(self.norm(self.down(self.act(self.up(x)))))
+
+
+def _half_overflow_trace():
+    torch.manual_seed(0)
+    model = HalfOverflows().half().eval()
+    x = (torch.randn(2, 16) * 10).half()
+    with torch.no_grad():  # the oracle: down's own output holds the Inf, norm's none of it
+        down = model.down(model.act(model.up(x)))
+    assert torch.isinf(down).any() and not torch.isnan(down).any()
+    return shapetrace.trace(model, x, check_finite=True)
+
+
+def test_a_nan_made_from_an_inf_an_earlier_sibling_made_names_that_sibling():
+    t = _half_overflow_trace()
+    summary = t.meta["nonfinite"]
+    assert summary["first"] == call_of(t, "norm").id and summary["where"] == "layer"
+    assert summary["given_from"] == {"first": call_of(t, "down").id, "where": "layer"}
+    assert "made by down (Linear)" in table(t) and "own code" not in table(t)
+
+
+def test_calls_that_ended_before_the_origin_are_not_listed_after_it():
+    from shapetrace.renderers.finite import summary_line
+
+    t = _half_overflow_trace()
+    spread = next(line for line in table(t).splitlines() if line.startswith(f"{PASSED_MARK} non-finite"))
+    assert spread == f"{PASSED_MARK} non-finite outputs in 2 calls after it: (root), out; in 1 call before it: down"
+    line = summary_line(t)
+    assert "its inputs already held" in line and "made by down (Linear)" in line
+    assert line.endswith("non-finite outputs in 2 calls after it and 1 call before it")

@@ -74,3 +74,28 @@ def test_every_shape_stays_in_the_window_beside_or_under_a_long_source_line(brow
         assert not off, f"at {width} px, shapes outside the window: {off}"
         assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing scrolls sideways
         page.close()
+
+
+_FIRST_AND_NEXT_LINE = """td => {
+    const walker = document.createTreeWalker(td, NodeFilter.SHOW_TEXT);
+    const chars = [];
+    for (let n = walker.nextNode(); n; n = walker.nextNode())
+        for (let i = 0; i < n.length; i++) chars.push([n, i]);
+    const rect = ([n, i]) => { const r = document.createRange(); r.setStart(n, i); r.setEnd(n, i + 1);
+                               return r.getBoundingClientRect(); };
+    const first = chars.find(([n, i]) => n.data[i] !== " ");
+    const top = rect(first).top;
+    const next = chars.find(c => rect(c).top > top + 2 && c[0].data[c[1]] !== " ");
+    return [rect(first).left, next ? rect(next).left : null, rect(first).width];
+}"""
+
+
+def test_a_wrapped_statement_hangs_four_columns_in_from_its_own_indentation(browser, tmp_path):
+    path = trace(LongLine(), torch.randn(3, 4), lines=True).lines().save(tmp_path / "lines.html")
+    page = browser.new_page(viewport={"width": 420, "height": 900})  # narrow: the 119-column line wraps
+    page.goto(path.as_uri())
+    cell = next(td for td in page.query_selector_all("td.code") if "trailing comment" in td.text_content())
+    first, following, char = cell.evaluate(_FIRST_AND_NEXT_LINE)
+    page.close()
+    assert following is not None, "the long line did not wrap"
+    assert abs((following - first) - 4 * char) < 1.5  # 4 columns in from the statement, not from column 0

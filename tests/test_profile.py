@@ -1050,8 +1050,8 @@ def test_a_forward_failing_in_a_timed_run_raises_trace_failed_naming_the_layer_a
         _profile(model, torch.randn(2, 4), warmup=1, repeat=2)
     trace = info.value.trace
     assert trace.failed_call.module == "1" and trace.failure.message == "failed on call 4"
-    assert trace.meta["failed_in_timed_run"] == {"run": 2, "of": 3}
-    assert "failed in 1 (FailsFromCall) in timed run 2 of 3 of the profile" in str(info.value)
+    assert trace.meta["failed_in_timed_run"] == {"run": 2, "of": 3, "warmup": 1}
+    assert "failed in 1 (FailsFromCall) in timed run 1 of 2 of the profile" in str(info.value)
     assert all(c.error is None for c in trace.calls)  # the shape pass's calls, which all returned
 
 
@@ -1081,7 +1081,7 @@ def test_a_timed_run_failure_leaves_the_shape_pass_calls_as_they_ran_and_the_tab
     assert trace.failed_call.label == "1" and trace.failure.message == "failed on call 4"
     table = str(trace.table(width=0))
     # the shape pass's counts, then which timed run failed where: true of the forward the rows show
-    assert "4 calls started, 4 returned (the forward failed in 1 in timed run 2 of 4 of the profile)" in table
+    assert "4 calls started, 4 returned (the forward failed in 1 in timed run 1 of 3 of the profile)" in table
     assert "✗ ValueError: failed on call 4" in table  # the failed call's row still says what was raised
 
 
@@ -1312,7 +1312,7 @@ def test_a_profile_whose_timed_run_failed_is_marked_as_a_profile_with_the_run():
     with pytest.raises(shapetrace.TraceFailed) as info:
         _profile(FailsBeforeItsLayer(), torch.randn(2, 2), warmup=0, repeat=2)
     trace = info.value.trace
-    assert trace.meta["profiled"] is True and trace.meta["failed_in_timed_run"] == {"run": 2, "of": 2}
+    assert trace.meta["profiled"] is True and trace.meta["failed_in_timed_run"] == {"run": 2, "of": 2, "warmup": 0}
     assert trace.timing is None and all(c.timing is None for c in trace.calls)
 
 

@@ -45,7 +45,7 @@ def test_ids_outside_an_embeddings_rows_in_a_timed_run_are_explained(kind):
     with pytest.raises(TraceFailed) as failed:
         shapetrace.profile(Drifting(make()), torch.arange(0, 8).reshape(2, 4), device="cpu", warmup=0, repeat=2)
     t = failed.value.trace
-    assert t.meta["failed_in_timed_run"] == {"run": 2, "of": 2} and t.failed_call.module == "emb"
+    assert t.meta["failed_in_timed_run"] == {"run": 2, "of": 2, "warmup": 0} and t.failed_call.module == "emb"
     assert t.failure.type == error
     assert t.failure.message.endswith(": the ids run from 3 to 10, and the embedding has 10 rows")
     assert f"error: {error}: " in str(failed.value) and "the ids run from 3 to 10" in str(failed.value)

@@ -113,4 +113,4 @@ class FailsOnItsThirdForward(nn.Module):
 def test_a_forward_failing_on_its_third_call_fails_in_the_same_timed_run_whether_or_not_it_writes_a_buffer(buffer):
     with pytest.raises(shapetrace.TraceFailed) as caught:
         shapetrace.profile(FailsOnItsThirdForward(buffer), torch.randn(2, 4), device="cpu", warmup=1, repeat=3)
-    assert caught.value.trace.meta["failed_in_timed_run"] == {"run": 2, "of": 4}
+    assert caught.value.trace.meta["failed_in_timed_run"] == {"run": 2, "of": 4, "warmup": 1}

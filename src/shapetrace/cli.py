@@ -299,16 +299,18 @@ def gallery_build(out_dir: str, names: tuple[str, ...], jobs: int | None, debug:
       shapetrace gallery build -o site
       shapetrace gallery build --only camvid-unet --only awd-lstm-classifier -j 2
     """
-    from .gallery.exhibits import exhibit_names, get_exhibit  # noqa: PLC0415 - torch stays out of `shapetrace render`
-    from .gallery.site import (  # noqa: PLC0415 - torch stays out of render
-        GalleryBuildFailed,
-        build_site,
-        check_site_folder,
-        default_jobs,
-    )
-
     wanted = [n.strip() for arg in names for n in arg.split(",") if n.strip()]
+    # Everything that takes time runs inside cli_errors, the imports (torch) and the bar too: a Ctrl-C at any
+    # point exits 130 with one "Interrupted:" line, as trace, lines and profile do.
     with cli_errors(debug):
+        from .gallery.exhibits import exhibit_names, get_exhibit  # noqa: PLC0415 - torch stays out of `shapetrace render`
+        from .gallery.site import (  # noqa: PLC0415 - torch stays out of render
+            GalleryBuildFailed,
+            build_site,
+            check_site_folder,
+            default_jobs,
+        )
+
         if names and not wanted:  # --only '' or --only ',': building everything would not be what was asked
             raise UsageProblem("--only: no exhibit named; give one or more names ('shapetrace gallery list' lists "
                                "them), or leave --only out to build the whole gallery")
@@ -319,18 +321,17 @@ def gallery_build(out_dir: str, names: tuple[str, ...], jobs: int | None, debug:
                 raise UsageProblem(str(e.args[0])) from e
         check_output_folder(out_dir)
         check_site_folder(out_dir, wanted or None)  # someone's own index.html, NAME.txt: not overwritten
-    total = len(wanted) or len(exhibit_names())
-    show_bar = sys.stderr.isatty()
-    with click.progressbar(length=total, label=f"building {total} exhibits on {jobs or default_jobs()} workers",
-                           file=sys.stderr, show_pos=True, item_show_func=lambda n: n,
-                           hidden=not show_bar) as bar:
+        total = len(wanted) or len(exhibit_names())
+        show_bar = sys.stderr.isatty()
+        with click.progressbar(length=total, label=f"building {total} exhibits on {jobs or default_jobs()} workers",
+                               file=sys.stderr, show_pos=True, item_show_func=lambda n: n,
+                               hidden=not show_bar) as bar:
 
-        def progress(name: str, ok: bool, message: str) -> None:
-            if not ok:
-                click.echo(f"\nFAIL {name}: {message}" if show_bar else f"FAIL {name}: {message}", err=True)
-            bar.update(1, name)
+            def progress(name: str, ok: bool, message: str) -> None:
+                if not ok:
+                    click.echo(f"\nFAIL {name}: {message}" if show_bar else f"FAIL {name}: {message}", err=True)
+                bar.update(1, name)
 
-        with cli_errors(debug):
             try:
                 written = build_site(Path(out_dir), wanted or None, jobs=jobs, progress=progress, debug=debug)
             except GalleryBuildFailed as e:

@@ -38,6 +38,7 @@ from .renderers import RenderOptions, formats, get
 from .renderers.rows import above_own_p90
 from .renderers.units import fallback_text, literal, timer_kind_text
 from .session import TraceRequest, UsageProblem, load, profile_model
+from .tracer.records import profile_run_text
 
 PROFILE_FORMATS = formats()
 
@@ -145,7 +146,8 @@ def _why_nothing_measured(trace: Any, what: str) -> str:
     any run, or in a timed run after others completed, whose times are not kept."""
     timed = trace.meta.get("failed_in_timed_run") if trace is not None else None
     if isinstance(timed, dict):
-        return f"the forward failed in timed run {timed.get('run')} of {timed.get('of')}, and no timings were kept"
+        which = profile_run_text(timed.get("run"), timed.get("of"), timed.get("warmup"))
+        return f"the forward failed in {which}, and no timings were kept"
     return f"the forward failed before anything was {what}"
 
 

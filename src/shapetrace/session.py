@@ -43,7 +43,7 @@ from .renderers.diagram import GraphvizNotFound, OverlayNeedsOptions
 from .specs.exits import FactoryExited
 from .specs.names import NAME_TOO_LONG, path_problem
 from .stdout_guard import reroute
-from .tracer.records import Opaque, Trace
+from .tracer.records import Opaque, Trace, profile_run_text
 from .tracer.records import load as load_trace
 from .tracer.tracefile import MAX_TRACE_BYTES, TraceFileRefused, read_bounded, read_path
 
@@ -92,7 +92,8 @@ def _interrupted_text(e: KeyboardInterrupt, doing: str) -> str:
         if run == 0:
             return "the forward was interrupted (KeyboardInterrupt) in the profile's shape pass, its first forward"
         kind = ", a forward without hooks" if getattr(e, "plain", False) else ""
-        return f"the forward was interrupted (KeyboardInterrupt) in timed run {run} of {of} of the profile{kind}"
+        which = profile_run_text(run, of, getattr(e, "warmup", None))
+        return f"the forward was interrupted (KeyboardInterrupt) in {which} of the profile{kind}"
     return f"the model's code was interrupted (KeyboardInterrupt) while {doing}"
 
 

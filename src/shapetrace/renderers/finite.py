@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 ORIGIN_MARK = "‼"  # the row, node or line where the first NaN or Inf was made
-PASSED_MARK = "·"  # a later call whose output holds some: passed along, or made anew
+PASSED_MARK = "·"  # another call whose output holds some: passed along, made anew, or (before) what it was given
 
 
 def _summary(trace: Trace) -> dict[str, Any] | None:
@@ -201,7 +201,8 @@ def _given_text(trace: Trace, summary: dict[str, Any]) -> str:
         elif where == NONFINITE_OUTSIDE:
             source = ", made outside the traced calls"
         elif isinstance(first, int) and not isinstance(first, bool) and 0 <= first < len(trace.calls):
-            source = f", made by the own code of {_call_name(trace.calls[first])}"
+            own = "the own code of " if where == NONFINITE_OWN_CODE else ""
+            source = f", made by {own}{_call_name(trace.calls[first])}"
     return f"; its inputs already held {held}{source}"
 
 
@@ -243,6 +244,29 @@ def _inside_text(trace: Trace, summary: dict[str, Any]) -> str | None:
     return f"±Inf that did not reach the model's output, as an attention mask's -inf: {'; '.join(parts)}"
 
 
+def _before_origin(trace: Trace, summary: dict[str, Any]) -> set[str]:
+    """The labels of the calls that ended before the first NaN or Inf was seen (the origin layer's end, or the
+    start of the call whose input held what its own code made): their non-finite outputs are not "after it"
+    (the Inf a LayerNorm turned into NaN, made by an earlier sibling)."""
+    origin = origin_call(trace)
+    if origin is None:
+        return set()
+    call = trace.calls[origin]
+    limit = call.end
+    seen_in = summary.get("seen_in")
+    if summary.get("where") == NONFINITE_OWN_CODE and isinstance(seen_in, int) and not isinstance(seen_in, bool) \
+            and 0 <= seen_in < len(trace.calls):
+        limit = trace.calls[seen_in].start
+    if limit is None:
+        return set()
+    return {c.label for c in trace.calls if c.nonfinite is not None and c.end is not None and c.end < limit}
+
+
+def _names(labels: list[str]) -> str:
+    more = f" +{len(labels) - 4} more" if len(labels) > 4 else ""
+    return ", ".join(literal(label) for label in labels[:4]) + more
+
+
 def _spread_text(trace: Trace, summary: dict[str, Any], passed: list[str] | None = None) -> str | None:
     """How many calls' outputs held NaN or Inf besides the origin's, the first of them named (``passed``: the
     labels of the rows marked ``PASSED_MARK`` in a table folded by ``depth``, the origin's row not among them)."""
@@ -251,12 +275,19 @@ def _spread_text(trace: Trace, summary: dict[str, Any], passed: list[str] | None
         passed = [trace.calls[i].label for i in sorted(passed_calls(trace))]
     if not passed:
         return None
-    names = ", ".join(literal(label) for label in passed[:4])
-    more = f" +{len(passed) - 4} more" if len(passed) > 4 else ""
-    n = len(passed)
     unit = "call" if folded is False else "row"
-    after = "" if summary.get("where") == NONFINITE_INPUT else " after it"
-    return f"{PASSED_MARK} non-finite outputs in {n} {unit}{'s' if n != 1 else ''}{after}: {names}{more}"
+    if summary.get("where") == NONFINITE_INPUT:
+        n = len(passed)
+        return f"{PASSED_MARK} non-finite outputs in {n} {unit}{'s' if n != 1 else ''}: {_names(passed)}"
+    early = _before_origin(trace, summary)
+    before = [label for label in passed if label in early]
+    after = [label for label in passed if label not in early]
+    parts = []
+    if after:
+        parts.append(f"in {len(after)} {unit}{'s' if len(after) != 1 else ''} after it: {_names(after)}")
+    if before:
+        parts.append(f"in {len(before)} {unit}{'s' if len(before) != 1 else ''} before it: {_names(before)}")
+    return f"{PASSED_MARK} non-finite outputs {'; '.join(parts)}"
 
 
 def nonfinite_notes(trace: Trace, passed: list[str] | None = None) -> list[str]:
@@ -294,8 +325,13 @@ def summary_line(trace: Trace) -> str | None:
         return finite
     if not n:
         return origin
-    after = "" if summary.get("where") == NONFINITE_INPUT else " after it"
-    return f"{origin}; non-finite outputs in {n} call{'s' if n != 1 else ''}{after}"
+    if summary.get("where") == NONFINITE_INPUT:
+        return f"{origin}; non-finite outputs in {n} call{'s' if n != 1 else ''}"
+    early = _before_origin(trace, summary)
+    before = sum(1 for i in passed_calls(trace) if trace.calls[i].label in early)
+    parts = [f"{k} call{'s' if k != 1 else ''} {when} it" for k, when in ((n - before, "after"), (before, "before"))
+             if k]
+    return f"{origin}; non-finite outputs in {' and '.join(parts)}"
 
 
 def is_own_code(trace: Trace) -> bool:

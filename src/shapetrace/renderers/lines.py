@@ -724,6 +724,15 @@ min-width:22em}
 _NONFINITE_CSS = f"{_S} tr.nonfinite td{{background:rgba(217,119,6,.16)}}"
 
 
+def _hanging(text: str) -> str:
+    """The style that makes a wrapped statement's continuation lines hang from its own indentation (4 columns in
+    from it), not from the code column's edge; none for a line that starts at column 0 (the stylesheet's rule)."""
+    indent = len(text.expandtabs(8)) - len(text.expandtabs(8).lstrip(" "))
+    if not indent or not text.strip():
+        return ""
+    return f' style="padding-left:calc(10px + {indent + 4}ch);text-indent:-{indent + 4}ch"'
+
+
 def _highlight(lines: list[str]) -> list[str]:
     """Each source line as HTML, syntax-highlighted with pygments when it is installed."""
     try:
@@ -772,7 +781,7 @@ def render_html(view: View) -> str:
                 state, title = f"{state} nonfinite", ' title="made the first NaN or Inf"'
                 notes = f"<div>{ORIGIN_MARK} first NaN or Inf made here</div>" + notes
             parts.append(f'<tr class="{state}"{title}><td class="no">{ln.number or "?"}</td>'
-                         f'<td class="code">{markup(_code_text(ln) or "") or hl}</td>'
+                         f'<td class="code"{_hanging(ln.text)}>{markup(_code_text(ln) or "") or hl}</td>'
                          f'<td class="shapes">{notes}</td></tr>')
         parts.append("</table>")
         if (note := _outside_note(sv)) is not None:

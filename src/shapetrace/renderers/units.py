@@ -23,7 +23,7 @@ from ..tracer.metrics import (
     Note,
     TimingSummary,
 )
-from ..tracer.records import Call, Opaque, Struct, TensorMeta, Trace, Value, iter_tensors, raiser_name
+from ..tracer.records import Call, Opaque, Struct, TensorMeta, Trace, Value, iter_tensors, profile_run_text, raiser_name
 
 __all__ = [
     "arguments_text",
@@ -195,15 +195,22 @@ def failing_calls(trace: Trace) -> set[int]:
     was caught by the forward, which went on (``caught_calls``): renderers draw those apart from the failure."""
     failure = trace.failure
     out: set[int] = set()
+    on_path: dict[int, int] = {}  # by call on the failure's path: its child on that path
     cid = failure.call if failure is not None else None
     while cid is not None and cid not in out and 0 <= cid < len(trace.calls):
         out.add(cid)
-        cid = trace.calls[cid].parent
+        parent = trace.calls[cid].parent
+        if parent is not None:
+            on_path[parent] = cid
+        cid = parent
     # and the calls the exception that left the forward came up through, where it is not the failure's (a
-    # fallback that failed in its except clause): start order puts each call after the one it was called in
+    # fallback that failed in its except clause): start order puts each call after the one it was called in.
+    # Such a call started after its sibling on the failure's path: one that raised the same message before it
+    # raised an earlier exception the forward caught (a retry), and the failure is a new one.
     for c in trace.calls:
         parent = c.parent
-        if parent in out and c.error is not None and trace.calls[parent].error == c.error:
+        if (parent in out and c.error is not None and trace.calls[parent].error == c.error
+                and c.id > on_path.get(parent, -1)):
             out.add(c.id)
     return out
 
@@ -496,7 +503,8 @@ def failure_place(trace: Trace, with_class: bool = False) -> str:
     why no layer can be named."""
     fc = trace.failed_call
     timed = trace.meta.get("failed_in_timed_run")  # the profile's shape pass ran through; a timed run failed
-    run = f"in timed run {timed.get('run')} of {timed.get('of')} of the profile" if isinstance(timed, dict) else ""
+    run = (f"in {profile_run_text(timed.get('run'), timed.get('of'), timed.get('warmup'))} of the profile"
+           if isinstance(timed, dict) else "")
     if fc is None:
         return f"{run}, in a forward run without hooks, so the layer is not known" if run else "outside any module"
     return f"in {literal(fc.label)}" + (f" ({literal(fc.cls)})" if with_class else "") + (f" {run}" if run else "")

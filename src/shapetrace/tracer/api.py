@@ -15,7 +15,7 @@ from torch.nn.parameter import UninitializedBuffer
 from .arguments import arguments_kept
 from .capture import Checked, LazyLayers, OwnForwardTracer, TeardownFailed, UnsupportedModel, unwrap
 from .placement import model_device, place_inputs, runs_elsewhere
-from .records import Trace, labelled_tensors, raiser_name
+from .records import Trace, labelled_tensors, profile_run_text, raiser_name
 
 # Values whose code runs only when they are consumed: a forward returning one has not run yet.
 _LAZY = (types.GeneratorType, map, filter, zip)
@@ -74,7 +74,8 @@ def _where_and_why(trace: Trace) -> str | None:
         return None
     call = trace.failed_call
     timed = trace.meta.get("failed_in_timed_run")
-    when = (f"timed run {timed.get('run')} of {timed.get('of')} of the profile (the traced forward before it had "
+    when = (f"{profile_run_text(timed.get('run'), timed.get('of'), timed.get('warmup'))} of the profile (the traced "
+            "forward before it had "
             "run through)") if isinstance(timed, dict) else None
     if call is None:
         if when:

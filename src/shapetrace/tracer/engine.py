@@ -559,9 +559,11 @@ class Engine:
 
     @property
     def dynamo_came_late(self) -> bool:
-        """Whether Dynamo was first loaded while the engine was entered (the forward called ``torch.compile``):
-        code compiled then may have traced the hooks, which nothing kept from it."""
-        return not self._dynamo_at_start and dynamo_loaded()
+        """Whether Dynamo was first loaded while the engine was entered and ``torch.compile`` was used (the
+        forward called it): code compiled then may have traced the hooks, which nothing kept from it. Loading
+        alone says nothing: entering any ``TorchDispatchMode`` imports Dynamo (profiling's own mode that keeps
+        the inputs a forward writes does), and so may the forward's own imports, without compiling anything."""
+        return not self._dynamo_at_start and compile_used()
 
     def _leave_eager(self) -> None:
         """Leave the ``force_eager`` stance, once."""

@@ -16,9 +16,9 @@ class UnsupportedModel(TypeError):
 class ForwardInterrupted(KeyboardInterrupt):
     """A ``KeyboardInterrupt`` (Ctrl-C, or raised by the model's own code) that stopped one of ``profile()``'s
     forwards, saying which: ``run`` of ``of`` (1-based, warm-ups first; ``0``: the shape pass) and ``plain``
-    (a forward run without hooks). Still a ``KeyboardInterrupt``: whoever stops on those stops on it; the
+    (a forward run without hooks), ``warmup`` (how many of the ``of`` runs were warm-ups). Still a ``KeyboardInterrupt``: whoever stops on those stops on it; the
     interrupt itself is its ``__cause__``."""
 
-    def __init__(self, run: int, of: int, plain: bool = False) -> None:
+    def __init__(self, run: int, of: int, plain: bool = False, warmup: int | None = None) -> None:
         super().__init__(f"interrupted in run {run} of {of}")
-        self.run, self.of, self.plain = run, of, plain
+        self.run, self.of, self.plain, self.warmup = run, of, plain, warmup

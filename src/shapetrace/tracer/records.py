@@ -426,6 +426,17 @@ def exception_text(type_name: str, message: str) -> str:
     return f"{type_name}: {message}" if message else type_name
 
 
+def profile_run_text(run: object, of: object, warmup: object = None) -> str:
+    """One of a profile's runs in words, warm-ups and timed runs numbered apart: ``warm-up run 2 of 3``,
+    ``timed run 1 of 20`` (``run`` of ``of`` counts both, warm-ups first); ``run 4 of 23 (warm-ups first)`` where
+    the number of warm-ups is not known (a trace saved before it was kept)."""
+    if isinstance(warmup, int) and isinstance(run, int) and isinstance(of, int) and 0 <= warmup <= of:
+        if run <= warmup:
+            return f"warm-up run {run} of {warmup}"
+        return f"timed run {run - warmup} of {of - warmup}"
+    return f"run {run} of {of} (warm-ups first)"
+
+
 def raised_another(error: str | None, passed: str | None) -> bool:
     """Whether a call whose exception ``error`` left it raised another exception than ``passed``, the one that
     left the call inside it (``raise ValueError(...) from e``), not the same one passing through. A message

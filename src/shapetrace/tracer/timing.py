@@ -309,12 +309,12 @@ class _Run:
 
 class _TimedRunFailed(Exception):
     """A forward raised in the timed runs, after the shape pass had run through: which run (1-based, warm-ups
-    first) of how many, and the ``(module name, call_index)`` of the innermost call it left (``None`` when it
+    first) of how many (``warmup`` of them warm-ups), and the ``(module name, call_index)`` of the innermost call it left (``None`` when it
     was a plain forward, where no hook sees the calls)."""
 
-    def __init__(self, run: int, of: int, key: tuple[str, int] | None) -> None:
-        super().__init__(f"timed run {run} of {of} failed")
-        self.run, self.of, self.key = run, of, key
+    def __init__(self, run: int, of: int, key: tuple[str, int] | None, warmup: int | None = None) -> None:
+        super().__init__(f"run {run} of {of} failed")
+        self.run, self.of, self.key, self.warmup = run, of, key, warmup
 
 
 def _sync(device: torch.device) -> None:
@@ -537,7 +537,7 @@ def _profile_module(checked: Checked, inputs: tuple, *, device: str | torch.devi
                 trace, keys, called = _shape_pass(checked, args, kwargs, [p for p in (flop_probe, peak_probe) if p],
                                                   grad, train, dev)
         except KeyboardInterrupt as e:  # run 0: the shape pass
-            raise ForwardInterrupted(0, warmup + repeat) from e
+            raise ForwardInterrupted(0, warmup + repeat, warmup=warmup) from e
         except TraceFailed as failed:
             if flop_probe is None:
                 raise
@@ -661,11 +661,11 @@ def _timed(model: nn.Module, args: tuple, kwargs: dict, index: ModuleIndex, dev:
         try:
             return model(*args, **kwargs)
         except Exception as e:  # the forward itself (not shapetrace's bookkeeping around it)
-            raise _TimedRunFailed(now[0], total, timer.failed_key()) from e
+            raise _TimedRunFailed(now[0], total, timer.failed_key(), warmup) from e
         except KeyboardInterrupt as e:  # which run it stopped (the model's ``raise KeyboardInterrupt``, or Ctrl-C)
             if isinstance(e, ForwardInterrupted):
                 raise
-            raise ForwardInterrupted(now[0], total, plain=plain_now[0]) from e
+            raise ForwardInterrupted(now[0], total, plain=plain_now[0], warmup=warmup) from e
 
     plain_now = [False]  # whether the forward running is the plain one (no hooks)
 
@@ -769,7 +769,7 @@ def _failed_in_timed_run(trace: Trace, failed: _TimedRunFailed, call_of: dict, c
         if problem is not None:
             message = f"{message}: {problem}"
     trace.failure = Failure(cid, kind, message)
-    trace.meta["failed_in_timed_run"] = {"run": failed.run, "of": failed.of}
+    trace.meta["failed_in_timed_run"] = {"run": failed.run, "of": failed.of, "warmup": failed.warmup}
     return trace
 
 

@@ -199,8 +199,9 @@ class FiniteProbe(Probe):
         if held is not None:  # the inputs it was given held other kinds (an attention mask's -inf, an Inf)
             found["given"] = {kind: n for kind, n in zip(KINDS, held) if n}
             kind = 1 if held[1] else 2 if held[2] else None
-            if k == 0 and kind is not None:  # the NaN was made from an Inf it was given: where that came from
-                came = self._climb(first, kind)
+            if k == 0 and kind is not None:  # the NaN was made from an Inf it was given: where that came from,
+                # the Inf's recorded origin when one was found (a layer that ran before, ``first``'s sibling),
+                came = self.origins.get(KINDS[kind]) or self._climb(first, kind)  # else up from ``first``
                 found["given_from"] = {key: came[key] for key in ("first", "where", "seen_in") if key in came}
         return found
 

@@ -9,8 +9,9 @@ work per call in the hooks stays close to what a bare hook costs. Arguments othe
 their contents may be changed by the forward.
 
 A call that raised keeps its inputs and the error's message; the innermost call the failing exception left
-becomes the trace's ``Failure``, unless an enclosing call caught the exception and returned, or a later,
-different exception (not raised from it) failed the forward: then that one's innermost call.
+becomes the trace's ``Failure``, unless an enclosing call caught the exception and returned, or a later
+exception (not raised from it, even one with the same type and message) failed the forward: then that one's
+innermost call.
 """
 
 from __future__ import annotations
@@ -189,9 +190,19 @@ class ShapeProbe(Probe):
                 self._failed_start = self.flow.starts[cid]
             return
         self._error.setdefault(cid, exception_text(type(error).__name__, _said(error)))
-        if self.failure is None or not _continues(error, self.failure):
+        if self.failure is None or not _continues(error, self.failure, self._within(self.failure.call, cid)):
             self.failure = Failure(cid, type(error).__name__, _said(error))
             self._failed_start = self.flow.starts[cid]
+
+    def _within(self, inner: int | None, cid: int) -> bool:
+        """Whether call ``inner`` is call ``cid`` or one of its descendants (an exception it raised goes up
+        through ``cid``)."""
+        parent = self._skeleton.parent
+        while inner is not None:
+            if inner == cid:
+                return True
+            inner = parent[inner] if inner < len(parent) else None
+        return False
 
     # ---- after the forward --------------------------------------------------------------------------------
     def build(self, exc: BaseException | None, stats: list[Stats]) -> list[Call]:
@@ -255,15 +266,17 @@ def _mark_inputs(flow: DataFlow, args: tuple, kwargs: dict, order: int) -> None:
         flow.mark_inputs(v, f"input:{k}", order)
 
 
-def _continues(error: BaseException, failure: Failure) -> bool:
-    """Whether ``error``, leaving a call, is the recorded ``failure`` going up (or raised from it: ``raise X
-    from e``, or while handling it) rather than a new one: the forward caught the recorded one and went on
-    (a fallback after a fast path failed), then failed elsewhere.
+def _continues(error: BaseException, failure: Failure, going_up: bool) -> bool:
+    """Whether ``error``, leaving a call, is the recorded ``failure`` going up (``going_up``: the failure's call
+    is this call or one inside it, and ``error`` is the same exception) or raised from it (``raise X from e``,
+    or while handling it) rather than a new one: the forward caught the recorded one and went on (a fallback
+    after a fast path failed, a retry), then failed elsewhere — perhaps with the same type and message, which
+    alone do not tie a later call's exception to an earlier, caught one.
 
     By type and message along the chain of causes: exceptions cannot be weakly referenced, and a strong
     reference would keep the failing frames' tensors alive until the trace ends."""
     seen: set[int] = set()
-    e: BaseException | None = error
+    e: BaseException | None = error if going_up else error.__cause__ or error.__context__
     while e is not None and id(e) not in seen:
         if type(e).__name__ == failure.type and _said(e) == failure.message:
             return True
