@@ -630,7 +630,7 @@ def _drop_while(shown: list[str], names: Iterable[str], too_wide: Callable[[], b
     return dropped
 
 
-def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, droppable: list[str],  # noqa: C901 - the steps in order, as the docstring tells them
+def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, droppable: list[str],
          layer_floor: int = 0) -> tuple[list[str], dict[str, int], list[str], bool]:
     """Columns to show, their widths, the columns left out, and whether the inputs go on a second line.
 
