@@ -222,9 +222,9 @@ def _extra_cells(row: Row, cols: list[str], forward_ms: float | None, raw: bool 
     ``marked``: some row of the table has a ``STALL_MARK`` (``stall_marked``), so every ``ms`` cell keeps its
     width (two spaces where there is no mark) and the decimals stay in line."""
     t = row.timing or {}
+    # a row folding deeper calls (``depth``) keeps its own self time, outside all its child modules, as at any
+    # depth (its ``ms`` holds theirs): what the stderr ranking and the diagram say of the same call
     total, self_ms = t.get("total_ms"), t.get("self_ms")
-    if row.folded:  # the calls below are folded into this row, so their time is this row's own
-        self_ms = total
     out = []
     for col in cols:
         if col == "ms":
