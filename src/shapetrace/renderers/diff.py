@@ -22,7 +22,7 @@ from typing import Any
 from ..tracer.records import Call, Comparison, TensorMeta, Trace, iter_tensors
 from .carried import follows_from_input, windowed
 from .markdown import md_cell, md_code
-from .table import level_cuts, wrap_cell, wrap_words
+from .table import level_cuts, longest_token, wrap_cell, wrap_words
 from .units import display_width, home_device, literal, pad
 
 COLUMNS = ("layer", "what", "shapetrace", "{tool}", "why")
@@ -43,25 +43,32 @@ def _summary(c: Comparison) -> str:
 MIN_COLUMN = 10
 
 
-def _column_widths(rows: list[tuple[str, ...]], width: int | None) -> list[int]:
+def _column_widths(rows: list[tuple[str, ...]], width: int | None, keep: tuple[int, ...] = ()) -> list[int]:
     """Each column's width: its widest cell's, the widest columns narrowed (never below ``MIN_COLUMN``, nor
-    below the column's header) until the table fits in ``width`` columns (``None``: no limit)."""
+    below the column's header) until the table fits in ``width`` columns (``None``: no limit). The ``keep``
+    columns (the layer names of a trace diff) give way last: the others first wrap as far as their cells
+    allow without cutting a shape or a word (``table.wrap_cell``'s break points)."""
     widths = [max(display_width(r[i]) for r in rows) for i in range(len(rows[0]))]
     if width is None:
         return widths
     floors = [min(w, max(MIN_COLUMN, display_width(rows[0][i]))) for i, w in enumerate(widths)]
     excess = sum(widths) + 2 * (len(widths) - 1) - width
+    if keep and excess > 0:
+        soft = {i: max(floors[i], max(longest_token(r[i]) for r in rows)) for i in range(len(widths)) if i not in keep}
+        cuts = level_cuts({i: max(widths[i] - f, 0) for i, f in reversed(soft.items())}, excess)
+        widths = [w - cuts.get(i, 0) for i, w in enumerate(widths)]
+        excess -= sum(cuts.values())
     # the table's own leveling (the widest first, the last column on a tie), computed at once: a cell holding a
     # megabyte-long error costs no more than a short one
     cuts = level_cuts({i: widths[i] - floors[i] for i in reversed(range(len(widths)))}, excess)
     return [w - cuts[i] for i, w in enumerate(widths)]
 
 
-def _aligned(rows: list[tuple[str, ...]], width: int | None = None) -> list[list[str]]:
+def _aligned(rows: list[tuple[str, ...]], width: int | None = None, keep: tuple[int, ...] = ()) -> list[list[str]]:
     """Rows of cells (already ``literal``) as lines, each column padded to its width (``_column_widths``);
     a cell wider than its column wraps there (``table.wrap_cell``, as the shape table's cells wrap), so a row
     may take several lines."""
-    widths = _column_widths(rows, width)
+    widths = _column_widths(rows, width, keep)
     out = []
     for r in rows:
         pieces = [wrap_cell(c, w) if display_width(c) > w else [c] for c, w in zip(r, widths)]
@@ -140,8 +147,14 @@ def _shapes(value: Any, start: int = 0) -> str:
     metas = _metas(value)
     if not metas:
         return "—"
-    shown = ", ".join("(" + ",".join(map(str, m.shape)) + ")" + ("" if m.dtype == metas[0].dtype else f" {m.dtype}")
-                      for m in metas[start:start + 4])
+
+    def text(m: TensorMeta) -> str:
+        return "(" + ",".join(map(str, m.shape)) + ")" + ("" if m.dtype == metas[0].dtype else f" {m.dtype}")
+
+    if start == 0 and isinstance(value, list) and len(value) <= 4 and None in value and \
+            all(v is None or isinstance(v, TensorMeta) for v in value):  # a None among tensors, as tables show it
+        return ", ".join("None" if v is None else text(v) for v in value)
+    shown = ", ".join(text(m) for m in metas[start:start + 4])
     return ("…, " if start else "") + shown + (", …" if len(metas) > start + 4 else "")
 
 
@@ -842,7 +855,7 @@ def render_trace_diff_text(d: TraceDiff, width: int | None = 100) -> str:
     for r in table:
         cells.append(tuple(literal(c) for c in (r[0] if r[0] != last else "", *r[1:])))
         last = r[0]
-    header, *body = _aligned([("layer", "what", "A", "B"), *cells], width)
+    header, *body = _aligned([("layer", "what", "A", "B"), *cells], width, keep=(0,))
     lines = [line for row in body for line in row]
     rule = _rule([*header, *lines], width)
     out = [*head, rule, *header, rule, *lines, rule, *_fitted([literal(s) for s in _summary_lines(d)], width)]

@@ -531,7 +531,7 @@ def _humps(piece: str) -> list[str]:
     return [*out, cur]
 
 
-def _longest_token(text: str) -> int:
+def longest_token(text: str) -> int:
     """The narrowest a column can wrap ``text`` to without cutting a shape, a field's name or a word."""
     return max((display_width(h.rstrip()) for t in _tokens(_bounded(text)) for p in _pieces(t) for h in _humps(p)),
                default=0)
@@ -648,7 +648,7 @@ def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, dro
     name_floors = {**_NAME_FLOORS, "layer": max(_NAME_FLOORS["layer"], layer_floor)}
     last_floors = {**_LAST_NAME_FLOORS, "layer": max(_LAST_NAME_FLOORS["layer"], layer_floor)}
     natural = {h: max([len(h)] + [display_width(c) for c in cells[h]]) for h in headers}
-    least = {h: max([_longest_token(h)] + [_longest_token(c) for c in cells[h]]) for h in _SHAPES if h in headers}
+    least = {h: max([longest_token(h)] + [longest_token(c) for c in cells[h]]) for h in _SHAPES if h in headers}
     shown = list(headers)
     widths = dict(natural)
     if limit is None:
