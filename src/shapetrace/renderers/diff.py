@@ -342,6 +342,35 @@ def _key(call: Call) -> tuple[str, int]:
     return (call.module, call.call_index)
 
 
+def _keys(t: Trace) -> list[tuple[str, int]]:
+    """Each call's key for pairing (``_key``), but a module registered under several names (one ``nn.ReLU``
+    given to every block) counts its calls under each name apart: its call as ``layers.1.1`` pairs with the
+    other side's ``layers.1.1``, whether that one is the same module as ``layers.0.1`` or a module of its own."""
+    seen: dict[str, int] = {}
+    out = []
+    for c in t.calls:
+        if c.aliases:
+            out.append((c.module, seen.get(c.module, 0)))
+            seen[c.module] = seen.get(c.module, 0) + 1
+        else:
+            out.append(_key(c))
+    return out
+
+
+def _sharing_lines(rows: list[Row]) -> list[str]:
+    """The summary's lines on paired calls of a module shared under several names on one side only."""
+    out: dict[str, None] = {}
+    for r in rows:
+        if r.a is None or r.b is None or bool(r.a.aliases) == bool(r.b.aliases):
+            continue
+        side, call = ("A", r.a) if r.a.aliases else ("B", r.b)
+        other = "B" if side == "A" else "A"
+        names = " = ".join(sorted({call.module, *call.aliases}))
+        out[f"{side} shares one {call.cls} module under several names ({names}), {other} has one per name: "
+            "their calls are paired by name"] = None
+    return list(out)
+
+
 def _trainable_change(a: Call, b: Call, children_a: dict[int, list[Call]],
                       children_b: dict[int, list[Call]]) -> tuple[str, str, str] | None:
     """How the trainable parameters registered on a module itself changed (``own_params`` being the same on
@@ -465,8 +494,8 @@ def _mark_own_code(rows: list[Row], children_a: dict[int, list[Call]], children_
         if _arguments(a) != _arguments(b):
             continue
         for ca, cb in zip(children_a.get(a.id, ()), children_b.get(b.id, ())):
-            if _key(ca) != _key(cb):
-                break
+            if ca.module != cb.module or (ca.call_index != cb.call_index and not (ca.aliases or cb.aliases)):
+                break  # not the same call (a shared module's calls are paired by name: ``_keys``)
             if _signature([ca.inputs, ca.kwargs], homes[0]) != _signature([cb.inputs, cb.kwargs], homes[1]):
                 in_a, in_b = _cells([ca.inputs, ca.kwargs], [cb.inputs, cb.kwargs], homes)
                 row.changes.append((f"passes to {cb.label}", in_a, in_b))
@@ -478,7 +507,7 @@ def _mark_own_code(rows: list[Row], children_a: dict[int, list[Call]], children_
 
 def diff_traces(a: Trace, b: Trace, a_name: str = "A", b_name: str = "B") -> TraceDiff:
     """Align the calls of ``a`` and ``b`` by (module name, call index), in call order, and compare each pair."""
-    akeys, bkeys = [_key(c) for c in a.calls], [_key(c) for c in b.calls]
+    akeys, bkeys = _keys(a), _keys(b)
     a_by, b_by = dict(zip(akeys, a.calls)), dict(zip(bkeys, b.calls))
     common = set(a_by) & set(b_by)
     rows: list[Row] = []
@@ -779,6 +808,7 @@ def _summary_lines(d: TraceDiff) -> list[str]:
         names = ", ".join(f"{r.label} {r.cls}" for r in containing[:6]) + (", …" if len(containing) > 6 else "")
         out.append(f"outputs changed only through the changed layers inside {len(containing)} "
                    f"container{'s' if len(containing) != 1 else ''}: {names}")
+    out += _sharing_lines(d.rows)
     return [line for line in out if line]
 
 
