@@ -99,3 +99,27 @@ def test_profile_suggests_its_own_grad_option_and_that_option_works(pinn_file):
     assert "without autograd" in failed.stderr and "with --grad" in failed.stderr
     profiled = CliRunner().invoke(main, [*args, "--grad"])
     assert profiled.exit_code == 0, profiled.output
+
+
+def test_a_training_step_in_a_tracer_block_without_grad_says_to_pass_grad_true():
+    """``loss.backward()`` in a ``Tracer(model)`` block meets the block's ``torch.no_grad()``: torch's own error
+    stays, with a note naming the option."""
+    model = nn.Linear(4, 2)
+    with pytest.raises(RuntimeError, match="does not require grad") as caught, shapetrace.Tracer(model):
+        model(torch.randn(3, 4)).pow(2).mean().backward()
+    assert any("Tracer(model, grad=True)" in note for note in getattr(caught.value, "__notes__", []))
+
+
+def test_the_suggested_grad_true_runs_the_training_step_in_a_tracer_block():
+    model = nn.Linear(4, 2)
+    with shapetrace.Tracer(model, grad=True) as t:
+        model(torch.randn(3, 4)).pow(2).mean().backward()
+    assert model.weight.grad is not None
+    assert t.trace is not None and t.trace.calls[0].outputs.shape == (3, 2)
+
+
+def test_a_tracer_block_error_unrelated_to_autograd_gets_no_note():
+    model = nn.Linear(4, 2)
+    with pytest.raises(RuntimeError) as caught, shapetrace.Tracer(model):
+        model(torch.randn(3, 5))
+    assert not getattr(caught.value, "__notes__", [])

@@ -316,3 +316,23 @@ def test_two_forwards_failing_with_the_same_error_show_no_error_change():
     d = diff_traces(trace(FailsAt(2), torch.randn(2, 4), strict=False),
                     trace(FailsAt(2), torch.randn(3, 4), strict=False))
     assert not [c for r in d.rows for c in r.changes if c[0] == "error"]
+
+
+def _blocks(shared_relu: bool) -> nn.Module:
+    """Two Linear+ReLU blocks, given one ReLU module for both (as fastai's TabularModel does) or one each."""
+    relu = nn.ReLU()
+    acts = (relu, relu) if shared_relu else (nn.ReLU(), nn.ReLU())
+    return nn.Sequential(nn.Sequential(nn.Linear(4, 8), acts[0]), nn.Sequential(nn.Linear(8, 8), acts[1]))
+
+
+def test_a_module_shared_under_two_names_pairs_with_the_other_side_s_module_of_each_name():
+    x = torch.randn(2, 4)
+    d = diff_traces(trace(_blocks(True), x), trace(_blocks(False), x))
+    assert not d.shown  # the shared ReLU's call as 1.1 pairs with B's own 1.1: nothing only in A or only in B
+    assert "A shares one ReLU module under several names (0.1 = 1.1), B has one per name" in str(d)
+
+
+def test_the_same_sharing_on_both_sides_is_no_difference_and_needs_no_note():
+    x = torch.randn(2, 4)
+    d = diff_traces(trace(_blocks(True), x), trace(_blocks(True), x))
+    assert not d.shown and "shares" not in str(d)

@@ -433,15 +433,22 @@ def test_a_trace_shows_as_its_html_table_in_jupyter(resnet18_trace):
     assert "<table" in html and "layer4" in html
 
 
-def test_a_row_that_folds_deeper_calls_counts_their_time_as_its_own(resnet18_trace):
+def test_a_row_that_folds_deeper_calls_keeps_its_own_self_time_in_every_format(resnet18_trace):
+    """``self ms`` is the time outside the row's child modules, folded or shown: what the stderr ranking says."""
     tr = Trace.from_json(resnet18_trace.to_json())
     for c in tr.calls:
-        c.timing = {"total_ms": 1.0, "self_ms": 0.01, "kind": "cpu"}
+        c.timing = {"total_ms": 2.5, "self_ms": 0.125, "kind": "cpu"}
     rows = list(csv.DictReader(io.StringIO(table.render_csv(tr, depth=1))))
     layer1 = next(r for r in rows if r["layer"] == "layer1")
-    conv1 = next(r for r in rows if r["layer"] == "conv1")
-    assert layer1["self ms"] == "1.000"  # its blocks are folded in, so nothing else shows their time
-    assert conv1["self ms"] == "0.010"  # a leaf keeps its own self time
+    assert (layer1["ms"], layer1["self ms"]) == ("2.500", "0.125")  # its ms holds the folded blocks' time
+    text = table.render_text(tr, depth=1, width=None)
+    layer1_line = next(line for line in text.splitlines() if line.startswith("  layer1 "))
+    assert "0.125" in layer1_line and "2.500" in layer1_line
+    md_row = next(line for line in table.render_markdown(tr, depth=1).splitlines() if "`layer1`" in line)
+    assert md_row.endswith("| 2.500 | 100.0 | 0.125 |")
+    html = table.render_html(tr, depth=1)
+    html_row = html[html.index("<code>layer1</code>"):]
+    assert '<td class="num">0.125</td></tr>' in html_row[:html_row.index("</tr>") + 5]
 
 
 # ---- terminal behaviour ----------------------------------------------------------------------------------
@@ -565,7 +572,10 @@ TOTALS_SECTION = [
     "layers read the same: where that would happen (`input_layernorm` and `post_attention_layernorm` both",
     "`…ernorm`) those names are cut another way that tells them apart (`inp…_layernorm`, `pos…_layernorm`).",
     "When the inputs move to a line of their own, the room they leave goes to the names first: a wide output",
-    "cell wraps rather than cutting them. The HTML table (Jupyter, `--format html`) has no width to fit, yet cuts a",
+    "cell wraps rather than cutting them: a struct's text (a Hugging Face model's output) wraps after the struct's",
+    "`(`, after its commas and, only where a field does not fit a line, after the field's `=`, its type name",
+    "between words where even that is too wide, never inside a shape or a field's name. A name cut short keeps its",
+    "indentation and mark, so a row never loses its place in the tree. The HTML table (Jupyter, `--format html`) has no width to fit, yet cuts a",
     "name or class longer than 60 columns the same way, the whole name in the cell's tooltip, so one generated name",
     "cannot push the shape columns off the page.\n",
     "Modules the forward did not call are listed as `never called in the forward` when the forward ran through",

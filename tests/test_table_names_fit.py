@@ -182,3 +182,87 @@ def test_fifty_deep_names_differing_only_in_their_index_keep_the_index_at_width_
     names = [line.split()[0] for line in lines if " Linear " in line]
     assert len(names) == 50 and len(set(names)) == 50
     assert all(f"…{i}…" in name for i, name in enumerate(names))  # blocks.N: the part that differs
+
+
+@dataclass
+class EncoderOutputWithPoolingAndCrossAttentions:
+    """A forward's output as Hugging Face models return them: a long type name, long field names."""
+    last_hidden_state: torch.Tensor
+    pooler_output: torch.Tensor
+
+
+class Intermediate(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = nn.Linear(32, 64)
+
+    def forward(self, x):
+        return self.dense(x)
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.intermediate = Intermediate()
+        self.output_projection = nn.Linear(64, 32)
+
+    def forward(self, x):
+        return self.output_projection(self.intermediate(x))
+
+
+class StructOutputEncoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.token_type_embeddings = nn.Linear(32, 32)
+        self.layer = nn.ModuleList([EncoderLayer(), EncoderLayer()])
+
+    def forward(self, x):
+        x = self.token_type_embeddings(x)
+        for block in self.layer:
+            x = block(x)
+        return EncoderOutputWithPoolingAndCrossAttentions(last_hidden_state=x, pooler_output=x[:, 0])
+
+
+@pytest.fixture(scope="module")
+def struct_output_trace():
+    return shapetrace.trace(StructOutputEncoder(), torch.randn(2, 16, 32))
+
+
+def test_a_long_struct_output_wraps_at_its_fields_and_the_layer_names_stay_whole(struct_output_trace):
+    text = str(struct_output_trace.table(width=100))
+    for name in ("token_type_embeddings", "intermediate", "output_projection", "StructOutputEncoder"):
+        assert name in text
+    assert "last_hidden_state=(2,16,32)," in text  # a field's name and its shape on one line
+    assert all(display_width(line) <= 100 for line in text.splitlines())
+
+
+def test_a_long_struct_output_is_wrapped_between_words_never_inside_a_field_name_or_a_shape(struct_output_trace):
+    text = str(struct_output_trace.table(width=60))
+    lines = text.splitlines()
+    assert all(display_width(line) <= 60 for line in lines)
+    joined = " ".join(line.strip() for line in lines)
+    for piece in ("last_hidden_state=", "pooler_output=", "(2,16,32)", "(2,32)"):
+        assert piece in joined
+    assert "last_hidden_sta" not in joined.replace("last_hidden_state", "")
+
+
+def test_a_cell_wraps_after_a_struct_s_paren_an_equals_and_a_comma_never_inside_a_shape():
+    text = "EncoderOutput(last_hidden_state=(2,16,32),pooler_output=(2,32))"
+    assert table.wrap_cell(text, 20) == ["EncoderOutput(", "last_hidden_state=", "(2,16,32),",
+                                         "pooler_output=", "(2,32))"]
+    assert table.wrap_cell(text, 30) == ["EncoderOutput(", "last_hidden_state=(2,16,32),",
+                                         "pooler_output=(2,32))"]
+
+
+def test_a_struct_s_type_name_wider_than_the_column_breaks_between_its_words():
+    assert table.wrap_cell("EncoderOutputWithPoolingAndCrossAttentions(x=(2,3))", 24) == [
+        "EncoderOutputWithPooling", "AndCrossAttentions(", "x=(2,3))"]
+
+
+@pytest.mark.parametrize("width", [40, 50, 60])
+def test_cut_layer_names_keep_their_indentation(struct_output_trace, width):
+    text = str(struct_output_trace.table(width=width, depth=3))
+    rows = [line for line in text.splitlines() if line.rstrip()[-1:].isdigit() and "in:" not in line
+            and not line.startswith(" " * 8) and ":" not in line]
+    depths = [len(line) - len(line.lstrip(" ")) for line in rows]
+    assert depths == [0, 2, 2, 4, 6, 4, 2, 4, 6, 4], text

@@ -22,7 +22,7 @@ from typing import Any
 from ..tracer.records import Call, Comparison, TensorMeta, Trace, iter_tensors
 from .carried import follows_from_input, windowed
 from .markdown import md_cell, md_code
-from .table import level_cuts, wrap_cell, wrap_words
+from .table import level_cuts, longest_token, wrap_cell, wrap_words
 from .units import display_width, home_device, literal, pad
 
 COLUMNS = ("layer", "what", "shapetrace", "{tool}", "why")
@@ -43,25 +43,32 @@ def _summary(c: Comparison) -> str:
 MIN_COLUMN = 10
 
 
-def _column_widths(rows: list[tuple[str, ...]], width: int | None) -> list[int]:
+def _column_widths(rows: list[tuple[str, ...]], width: int | None, keep: tuple[int, ...] = ()) -> list[int]:
     """Each column's width: its widest cell's, the widest columns narrowed (never below ``MIN_COLUMN``, nor
-    below the column's header) until the table fits in ``width`` columns (``None``: no limit)."""
+    below the column's header) until the table fits in ``width`` columns (``None``: no limit). The ``keep``
+    columns (the layer names of a trace diff) give way last: the others first wrap as far as their cells
+    allow without cutting a shape or a word (``table.wrap_cell``'s break points)."""
     widths = [max(display_width(r[i]) for r in rows) for i in range(len(rows[0]))]
     if width is None:
         return widths
     floors = [min(w, max(MIN_COLUMN, display_width(rows[0][i]))) for i, w in enumerate(widths)]
     excess = sum(widths) + 2 * (len(widths) - 1) - width
+    if keep and excess > 0:
+        soft = {i: max(floors[i], max(longest_token(r[i]) for r in rows)) for i in range(len(widths)) if i not in keep}
+        cuts = level_cuts({i: max(widths[i] - f, 0) for i, f in reversed(soft.items())}, excess)
+        widths = [w - cuts.get(i, 0) for i, w in enumerate(widths)]
+        excess -= sum(cuts.values())
     # the table's own leveling (the widest first, the last column on a tie), computed at once: a cell holding a
     # megabyte-long error costs no more than a short one
     cuts = level_cuts({i: widths[i] - floors[i] for i in reversed(range(len(widths)))}, excess)
     return [w - cuts[i] for i, w in enumerate(widths)]
 
 
-def _aligned(rows: list[tuple[str, ...]], width: int | None = None) -> list[list[str]]:
+def _aligned(rows: list[tuple[str, ...]], width: int | None = None, keep: tuple[int, ...] = ()) -> list[list[str]]:
     """Rows of cells (already ``literal``) as lines, each column padded to its width (``_column_widths``);
     a cell wider than its column wraps there (``table.wrap_cell``, as the shape table's cells wrap), so a row
     may take several lines."""
-    widths = _column_widths(rows, width)
+    widths = _column_widths(rows, width, keep)
     out = []
     for r in rows:
         pieces = [wrap_cell(c, w) if display_width(c) > w else [c] for c, w in zip(r, widths)]
@@ -140,8 +147,14 @@ def _shapes(value: Any, start: int = 0) -> str:
     metas = _metas(value)
     if not metas:
         return "—"
-    shown = ", ".join("(" + ",".join(map(str, m.shape)) + ")" + ("" if m.dtype == metas[0].dtype else f" {m.dtype}")
-                      for m in metas[start:start + 4])
+
+    def text(m: TensorMeta) -> str:
+        return "(" + ",".join(map(str, m.shape)) + ")" + ("" if m.dtype == metas[0].dtype else f" {m.dtype}")
+
+    if start == 0 and isinstance(value, list) and len(value) <= 4 and None in value and \
+            all(v is None or isinstance(v, TensorMeta) for v in value):  # a None among tensors, as tables show it
+        return ", ".join("None" if v is None else text(v) for v in value)
+    shown = ", ".join(text(m) for m in metas[start:start + 4])
     return ("…, " if start else "") + shown + (", …" if len(metas) > start + 4 else "")
 
 
@@ -329,6 +342,35 @@ def _key(call: Call) -> tuple[str, int]:
     return (call.module, call.call_index)
 
 
+def _keys(t: Trace) -> list[tuple[str, int]]:
+    """Each call's key for pairing (``_key``), but a module registered under several names (one ``nn.ReLU``
+    given to every block) counts its calls under each name apart: its call as ``layers.1.1`` pairs with the
+    other side's ``layers.1.1``, whether that one is the same module as ``layers.0.1`` or a module of its own."""
+    seen: dict[str, int] = {}
+    out = []
+    for c in t.calls:
+        if c.aliases:
+            out.append((c.module, seen.get(c.module, 0)))
+            seen[c.module] = seen.get(c.module, 0) + 1
+        else:
+            out.append(_key(c))
+    return out
+
+
+def _sharing_lines(rows: list[Row]) -> list[str]:
+    """The summary's lines on paired calls of a module shared under several names on one side only."""
+    out: dict[str, None] = {}
+    for r in rows:
+        if r.a is None or r.b is None or bool(r.a.aliases) == bool(r.b.aliases):
+            continue
+        side, call = ("A", r.a) if r.a.aliases else ("B", r.b)
+        other = "B" if side == "A" else "A"
+        names = " = ".join(sorted({call.module, *call.aliases}))
+        out[f"{side} shares one {call.cls} module under several names ({names}), {other} has one per name: "
+            "their calls are paired by name"] = None
+    return list(out)
+
+
 def _trainable_change(a: Call, b: Call, children_a: dict[int, list[Call]],
                       children_b: dict[int, list[Call]]) -> tuple[str, str, str] | None:
     """How the trainable parameters registered on a module itself changed (``own_params`` being the same on
@@ -452,8 +494,8 @@ def _mark_own_code(rows: list[Row], children_a: dict[int, list[Call]], children_
         if _arguments(a) != _arguments(b):
             continue
         for ca, cb in zip(children_a.get(a.id, ()), children_b.get(b.id, ())):
-            if _key(ca) != _key(cb):
-                break
+            if ca.module != cb.module or (ca.call_index != cb.call_index and not (ca.aliases or cb.aliases)):
+                break  # not the same call (a shared module's calls are paired by name: ``_keys``)
             if _signature([ca.inputs, ca.kwargs], homes[0]) != _signature([cb.inputs, cb.kwargs], homes[1]):
                 in_a, in_b = _cells([ca.inputs, ca.kwargs], [cb.inputs, cb.kwargs], homes)
                 row.changes.append((f"passes to {cb.label}", in_a, in_b))
@@ -465,7 +507,7 @@ def _mark_own_code(rows: list[Row], children_a: dict[int, list[Call]], children_
 
 def diff_traces(a: Trace, b: Trace, a_name: str = "A", b_name: str = "B") -> TraceDiff:
     """Align the calls of ``a`` and ``b`` by (module name, call index), in call order, and compare each pair."""
-    akeys, bkeys = [_key(c) for c in a.calls], [_key(c) for c in b.calls]
+    akeys, bkeys = _keys(a), _keys(b)
     a_by, b_by = dict(zip(akeys, a.calls)), dict(zip(bkeys, b.calls))
     common = set(a_by) & set(b_by)
     rows: list[Row] = []
@@ -766,6 +808,7 @@ def _summary_lines(d: TraceDiff) -> list[str]:
         names = ", ".join(f"{r.label} {r.cls}" for r in containing[:6]) + (", …" if len(containing) > 6 else "")
         out.append(f"outputs changed only through the changed layers inside {len(containing)} "
                    f"container{'s' if len(containing) != 1 else ''}: {names}")
+    out += _sharing_lines(d.rows)
     return [line for line in out if line]
 
 
@@ -842,7 +885,7 @@ def render_trace_diff_text(d: TraceDiff, width: int | None = 100) -> str:
     for r in table:
         cells.append(tuple(literal(c) for c in (r[0] if r[0] != last else "", *r[1:])))
         last = r[0]
-    header, *body = _aligned([("layer", "what", "A", "B"), *cells], width)
+    header, *body = _aligned([("layer", "what", "A", "B"), *cells], width, keep=(0,))
     lines = [line for row in body for line in row]
     rule = _rule([*header, *lines], width)
     out = [*head, rule, *header, rule, *lines, rule, *_fitted([literal(s) for s in _summary_lines(d)], width)]

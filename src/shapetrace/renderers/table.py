@@ -222,9 +222,9 @@ def _extra_cells(row: Row, cols: list[str], forward_ms: float | None, raw: bool 
     ``marked``: some row of the table has a ``STALL_MARK`` (``stall_marked``), so every ``ms`` cell keeps its
     width (two spaces where there is no mark) and the decimals stay in line."""
     t = row.timing or {}
+    # a row folding deeper calls (``depth``) keeps its own self time, outside all its child modules, as at any
+    # depth (its ``ms`` holds theirs): what the stderr ranking and the diagram say of the same call
     total, self_ms = t.get("total_ms"), t.get("self_ms")
-    if row.folded:  # the calls below are folded into this row, so their time is this row's own
-        self_ms = total
     out = []
     for col in cols:
         if col == "ms":
@@ -461,6 +461,23 @@ def _bounded(text: str) -> str:
     return text[:MAX_CELL_CHARS] + f"… (+{len(text) - MAX_CELL_CHARS:,} characters)"
 
 
+def _shape_spans(text: str) -> list[bool]:
+    """For each character of ``text``, whether it lies inside a shape: a parenthesis pair holding neither a
+    bracket, ``=`` nor a space (``(2,16,32)``), where a value's texts (structs, tuples) always hold one."""
+    inside = [False] * len(text)
+    opened = -1
+    for i, ch in enumerate(text):
+        if ch == "(":
+            opened = i
+        elif ch in "= [":
+            opened = -1
+        elif ch == ")" and opened >= 0:
+            for k in range(opened + 1, i):
+                inside[k] = True
+            opened = -1
+    return inside
+
+
 def _tokens(text: str) -> list[str]:
     """``text`` split after each space, except between a shape and its dtype: the places a cell may wrap
     (``(2,3), `` | ``(4,5) int64``)."""
@@ -475,30 +492,82 @@ def _tokens(text: str) -> list[str]:
     return out
 
 
-def _longest_token(text: str) -> int:
-    return max((display_width(t.rstrip()) for t in _tokens(_bounded(text))), default=0)
+def _pieces(token: str) -> list[str]:
+    """A token (``_tokens``) split further, where one is wider than its column: after a struct's ``(`` and a
+    ``,`` (``Output(`` | ``last_hidden_state=(2,16,32),``), never inside a shape nor a name (``_humps`` splits
+    further)."""
+    out, cur = [], ""
+    in_shape = _shape_spans(token)
+    for i, ch in enumerate(token):
+        cur += ch
+        after = token[i + 1:i + 2]
+        if ch == "(":
+            breaks = i > 0 and (token[i - 1].isalnum() or token[i - 1] == "_") and after not in ("", ")")
+        else:
+            breaks = ch == "," and not in_shape[i] and after not in ("", " ")
+        if breaks:
+            out.append(cur)
+            cur = ""
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _humps(piece: str) -> list[str]:
+    """A piece (``_pieces``) wider than its column split further: a field after its ``=``
+    (``last_hidden_state=`` | ``(2,16,32),``), a struct's type name (``BaseModelOutputWithPooling(``) before
+    each capital after a small letter, between its words, never inside one."""
+    field, eq, rest = piece.partition("=")
+    if eq and field.isidentifier() and rest:
+        return [field + eq, *_humps(rest)]
+    if not (piece.endswith("(") and piece[:-1].isidentifier()):
+        return [piece]
+    out, cur = [], ""
+    for i, ch in enumerate(piece):
+        if ch.isupper() and i > 0 and piece[i - 1].islower():
+            out.append(cur)
+            cur = ""
+        cur += ch
+    return [*out, cur]
+
+
+def longest_token(text: str) -> int:
+    """The narrowest a column can wrap ``text`` to without cutting a shape, a field's name or a word."""
+    return max((display_width(h.rstrip()) for t in _tokens(_bounded(text)) for p in _pieces(t) for h in _humps(p)),
+               default=0)
 
 
 def wrap_cell(text: str, width: int) -> list[str]:
-    """``text`` on lines of at most ``width`` characters, every character kept: broken at spaces, and a
-    piece longer than a line after its commas, and only then anywhere. A width below 1 is taken as 1. A text
-    longer than ``MAX_CELL_CHARS`` is cut there first, with a mark."""
+    """``text`` on lines of at most ``width`` characters, every character kept: broken at spaces; a piece
+    longer than a line inside a value's text (``_pieces``), then after its commas, and only then anywhere. A
+    width below 1 is taken as 1. A text longer than ``MAX_CELL_CHARS`` is cut there first, with a mark."""
     width = max(width, 1)
     text = _bounded(text)
     lines: list[str] = []
     cur = ""
-    for tok in _tokens(text):
-        if display_width((cur + tok).rstrip()) <= width:
-            cur += tok
+    for word in _tokens(text):
+        if display_width((cur + word).rstrip()) <= width:
+            cur += word
             continue
-        if cur.strip():
+        if cur.strip() and display_width(word.rstrip()) <= width:
             lines.append(cur.rstrip())
-            cur = ""
-        while display_width(tok.rstrip()) > width:  # one piece wider than the column: after a comma, else anywhere
-            cut = tok.rfind(",", 0, width) + 1 or max(len(fitting_start(tok, width)), 1)
-            lines.append(tok[:cut])
-            tok = tok[cut:]
-        cur = tok
+            cur = word
+            continue
+        # a word wider than the column: at its break points, filling the line; a struct's name wider than
+        # that between its words
+        pieces = [h for p in _pieces(word) for h in (_humps(p) if display_width(p) > width else [p])]
+        for tok in pieces:
+            if display_width((cur + tok).rstrip()) <= width:
+                cur += tok
+                continue
+            if cur.strip():
+                lines.append(cur.rstrip())
+                cur = ""
+            while display_width(tok.rstrip()) > width:  # one piece wider than the column: after a comma, else anywhere
+                cut = tok.rfind(",", 0, width) + 1 or max(len(fitting_start(tok, width)), 1)
+                lines.append(tok[:cut])
+                tok = tok[cut:]
+            cur = tok
     if cur.strip() or not lines:
         lines.append(cur.rstrip())
     return lines
@@ -561,8 +630,8 @@ def _drop_while(shown: list[str], names: Iterable[str], too_wide: Callable[[], b
     return dropped
 
 
-def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, droppable: list[str]
-         ) -> tuple[list[str], dict[str, int], list[str], bool]:
+def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, droppable: list[str],
+         layer_floor: int = 0) -> tuple[list[str], dict[str, int], list[str], bool]:
     """Columns to show, their widths, the columns left out, and whether the inputs go on a second line.
 
     In order, until the table fits ``limit``: leave out the ``droppable`` columns (profile tables) while the
@@ -572,10 +641,14 @@ def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, dro
     elide the names further (to 6 and 5); wrap shapes inside (after commas). ``distinct_cuts`` then cuts the
     names so that two different ones never read the same. Before any of this, the
     ``_LAST_RESORT`` columns are left out while even all of it could not make the table fit. Nothing of a shape
-    is ever cut.
+    is ever cut. No layer cell is cut narrower than ``layer_floor`` (its deepest indentation and mark, and
+    two characters of its name; at most half the ``limit``), so every row keeps its place in the tree.
     """
+    layer_floor = min(layer_floor, (limit or 0) // 2)  # a tree too deep for that: its deepest rows cut whole
+    name_floors = {**_NAME_FLOORS, "layer": max(_NAME_FLOORS["layer"], layer_floor)}
+    last_floors = {**_LAST_NAME_FLOORS, "layer": max(_LAST_NAME_FLOORS["layer"], layer_floor)}
     natural = {h: max([len(h)] + [display_width(c) for c in cells[h]]) for h in headers}
-    least = {h: max([_longest_token(h)] + [_longest_token(c) for c in cells[h]]) for h in _SHAPES if h in headers}
+    least = {h: max([longest_token(h)] + [longest_token(c) for c in cells[h]]) for h in _SHAPES if h in headers}
     shown = list(headers)
     widths = dict(natural)
     if limit is None:
@@ -588,23 +661,23 @@ def _fit(headers: list[str], cells: dict[str, list[str]], limit: int | None, dro
         return span(cols, {**widths, **{h: least[h] for h in _SHAPES if h in cols}})
 
     def tightest(cols: list[str]) -> int:  # names at their last floors, inputs below, shapes squeezed
-        names = {c: min(_LAST_NAME_FLOORS[c], natural[c]) for c in _LAST_NAME_FLOORS if c in cols}
+        names = {c: min(last_floors[c], natural[c]) for c in last_floors if c in cols}
         shapes = {h: min(least[h], _SHAPE_FLOOR) for h in _SHAPES if h in cols}
         return span([c for c in cols if c != "input shapes"], {**widths, **names, **shapes})
 
     dropped = _drop_while(shown, droppable, lambda: narrowest(shown) > limit)
     dropped += _drop_while(shown, _LAST_RESORT, lambda: tightest(shown) > limit)
 
-    _shrink_names(widths, natural, _NAME_FLOORS, narrowest(shown) - limit, shown)
+    _shrink_names(widths, natural, name_floors, narrowest(shown) - limit, shown)
     inputs_below = False
     if narrowest(shown) > limit and "input shapes" in shown:
         shown.remove("input shapes")
         inputs_below = True
         # the room the inputs left goes to the names first: a wide output cell wraps rather than cut them
-        for col in _NAME_FLOORS:
+        for col in name_floors:
             widths[col] = natural[col]
-        _shrink_names(widths, natural, _NAME_FLOORS, narrowest(shown) - limit, shown)
-    _shrink_names(widths, natural, _LAST_NAME_FLOORS, narrowest(shown) - limit, shown)  # the columns that stay are still too wide: names give way further
+        _shrink_names(widths, natural, name_floors, narrowest(shown) - limit, shown)
+    _shrink_names(widths, natural, last_floors, narrowest(shown) - limit, shown)  # the columns that stay are still too wide: names give way further
     shapes = [h for h in _SHAPES if h in shown]
     room = limit - span([c for c in shown if c not in shapes], widths) - len(_SEP) * len(shapes)
     need = sum(natural[h] for h in shapes)
@@ -708,6 +781,26 @@ def distinct_cuts(texts: list[str], width: int, cut: Callable[[str, int], str] =
     return cuts
 
 
+def _cut_layer_names(cells: list[str], prefixes: list[int], width: int) -> list[str]:
+    """The layer cells cut to ``width``, each one's first ``prefixes[i]`` characters (its indentation and
+    mark) kept whole and only the name after them cut (``distinct_cuts`` among the names of one indentation),
+    so a row never loses its place in the tree; where even the indentation is too wide, the whole cell is cut."""
+    out = list(cells)
+    groups: dict[int, list[int]] = {}
+    for i, (cell, n) in enumerate(zip(cells, prefixes)):
+        if display_width(cell) > width:
+            groups.setdefault(n if display_width(cell[:n]) + 2 <= width else -1, []).append(i)
+    for n, where in groups.items():
+        if n < 0:
+            cut = distinct_cuts([cells[i] for i in where], width)
+        else:
+            room = width - display_width(cells[where[0]][:n])
+            cut = [cells[i][:n] + c for i, c in zip(where, distinct_cuts([cells[i][n:] for i in where], room))]
+        for i, c in zip(where, cut):
+            out[i] = c
+    return out
+
+
 def _style(text: str, style: str, color: bool) -> str:
     return f"{style}{text}{_RESET}" if color and style and text.strip() else text
 
@@ -755,9 +848,11 @@ def render_text(trace: Trace, *, depth: int | None = None, view: str = "calls", 
     (headers,) = drop_empty_call(rows, view if rows else "calls", headers)
     # a repeated call's layer name carries "#k" already, so any table may leave the call column out
     droppable = _droppable(view, extra)
-    shown, widths, dropped, inputs_below = _fit(headers, cells, limit, droppable)
+    prefixes = [len(layer(r)) - len(literal(r.short if view == "calls" else r.name)) for r in rows]
+    layer_floor = max((display_width(c[:n]) + 2 for c, n in zip(cells["layer"], prefixes)), default=0)
+    shown, widths, dropped, inputs_below = _fit(headers, cells, limit, droppable, layer_floor)
     if limit is not None:  # names cut to fit, two different names never to the same label
-        cells["layer"] = distinct_cuts(cells["layer"], widths["layer"])
+        cells["layer"] = _cut_layer_names(cells["layer"], prefixes, widths["layer"])
         if "class" in shown:
             cells["class"] = distinct_cuts(cells["class"], widths["class"], ellipsize)
 

@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.parameter import UninitializedBuffer
 
 from .arguments import arguments_kept
-from .capture import Checked, LazyLayers, OwnForwardTracer, TeardownFailed, UnsupportedModel, unwrap
+from .capture import _NO_GRAPH, Checked, LazyLayers, OwnForwardTracer, TeardownFailed, UnsupportedModel, unwrap
 from .placement import model_device, place_inputs, runs_elsewhere
 from .records import Trace, labelled_tensors, profile_run_text, raiser_name
 
@@ -51,9 +51,6 @@ def failure_message(trace: Trace, grad_option: str | None = "grad=True") -> str 
     return f"{message}\n  {hint}" if message is not None and hint else message
 
 
-# What autograd says when asked for gradients of tensors it never recorded (torch.autograd.grad, .backward()):
-# under the trace's torch.no_grad(), every tensor the forward makes is such a tensor.
-_NO_GRAPH = ("does not require grad", "does not have a grad_fn")
 
 
 def _autograd_hint(trace: Trace, grad_option: str | None) -> str | None:

@@ -237,6 +237,11 @@ def _resume_gc() -> None:
         gc.collect(0)
 
 
+# What autograd says when asked for gradients of tensors it never recorded (torch.autograd.grad, .backward()):
+# under the trace's torch.no_grad(), every tensor the forward makes is such a tensor.
+_NO_GRAPH = ("does not require grad", "does not have a grad_fn")
+
+
 class Tracer:
     """Record every module call of ``model`` while the ``with`` block runs.
 
@@ -340,6 +345,7 @@ class Tracer:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> bool:
+        self._note_autograd_off(exc)
         try:
             try:
                 self._exit.__exit__(exc_type, exc, tb)
@@ -355,6 +361,17 @@ class Tracer:
             failed.trace = self.trace  # built by now, from what the forward did
             raise
         return False
+
+    def _note_autograd_off(self, exc: BaseException | None) -> None:
+        """Tell, on autograd's own error, that the block ran under ``torch.no_grad()`` and how to keep autograd
+        on: a training step (``loss.backward()``) in a ``Tracer(model)`` block otherwise fails with torch's bare
+        "element 0 of tensors does not require grad". ``trace()`` says it in its own message (``api.py``)."""
+        if (self.grad or self.own_forward or not isinstance(exc, RuntimeError)
+                or not any(s in str(exc) for s in _NO_GRAPH) or not hasattr(exc, "add_note")):
+            return
+        exc.add_note("hint: the Tracer block ran without autograd (under torch.no_grad(), shapetrace's default), "
+                     "and the code in it asks autograd for gradients (.backward(), torch.autograd.grad): pass "
+                     "Tracer(model, grad=True) to keep autograd on.")
 
     def _teardown_failed(self, error: Exception, block_error: BaseException | None = None) -> TeardownFailed:
         """The ``TeardownFailed`` for ``error``, raised by a step of the teardown (after the block raised
