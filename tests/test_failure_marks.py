@@ -277,3 +277,27 @@ def test_a_later_failure_with_the_caught_calls_message_is_blamed_on_the_later_ca
     assert _row_of(text, "✗").split()[1] == "p#1"
     assert "p (NeedsFour) raised, and the forward caught it and went on: ValueError: need 4 features" in text
     assert "input: x (2, 2) float32" in str(failed.value) and "(2, 3)" not in str(failed.value)
+
+
+class _FastPathThenOwnCode(nn.Module):
+    """Tries a submodule on the wrong shape, catches its error, then fails in its own code with the same message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fast = nn.Linear(4, 8)
+        self.w = nn.Parameter(torch.randn(8, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            return self.fast(x)
+        except RuntimeError:
+            pass
+        return nn.functional.linear(x, self.w)
+
+
+def test_own_code_failing_with_the_message_of_a_caught_child_is_the_failure_not_the_child():
+    model = nn.Sequential(nn.Linear(8, 8), _FastPathThenOwnCode())
+    with pytest.raises(shapetrace.TraceFailed) as failed:
+        shapetrace.trace(model, torch.randn(2, 8))
+    trace = failed.value.trace
+    assert trace.calls[trace.failure.call].module == "1"

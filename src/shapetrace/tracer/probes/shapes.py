@@ -60,6 +60,10 @@ class ShapeProbe(Probe):
         self._error: dict[int, str] = {}
         self._notes: dict[int, list[Note]] = {}  # by call id: notes for ``build`` to give the calls
         self._failed_start = -1  # start order of the failure's call (the failure is cleared by a later return)
+        # The failure's exception object carries this token (``_tag``): a later exception is the same one going
+        # up, or raised from it, only if it or one in its chain carries it. ``False`` when it could not be set.
+        self._token = object()
+        self._tagged = False
         self._engine_stopped: list[int] = []  # the engine's ``stopped`` (set in ``start``)
 
     def start(self, engine: Engine) -> None:
@@ -190,9 +194,11 @@ class ShapeProbe(Probe):
                 self._failed_start = self.flow.starts[cid]
             return
         self._error.setdefault(cid, exception_text(type(error).__name__, _said(error)))
-        if self.failure is None or not _continues(error, self.failure, self._within(self.failure.call, cid)):
+        if self.failure is None or not _continues(error, self.failure, self._within(self.failure.call, cid),
+                                                  self._token if self._tagged else None):
             self.failure = Failure(cid, type(error).__name__, _said(error))
             self._failed_start = self.flow.starts[cid]
+            self._tagged = _tag(error, self._token)
 
     def _within(self, inner: int | None, cid: int) -> bool:
         """Whether call ``inner`` is call ``cid`` or one of its descendants (an exception it raised goes up
@@ -266,23 +272,48 @@ def _mark_inputs(flow: DataFlow, args: tuple, kwargs: dict, order: int) -> None:
         flow.mark_inputs(v, f"input:{k}", order)
 
 
-def _continues(error: BaseException, failure: Failure, going_up: bool) -> bool:
+def _continues(error: BaseException, failure: Failure, going_up: bool, token: object | None) -> bool:
     """Whether ``error``, leaving a call, is the recorded ``failure`` going up (``going_up``: the failure's call
     is this call or one inside it, and ``error`` is the same exception) or raised from it (``raise X from e``,
     or while handling it) rather than a new one: the forward caught the recorded one and went on (a fallback
     after a fast path failed, a retry), then failed elsewhere — perhaps with the same type and message, which
     alone do not tie a later call's exception to an earlier, caught one.
 
-    By type and message along the chain of causes: exceptions cannot be weakly referenced, and a strong
-    reference would keep the failing frames' tensors alive until the trace ends."""
+    By the ``token`` the failure's exception object carries (``_tag``), along the chain of causes: a new
+    exception of the same type and message raised after the recorded one was caught is not it. Where the
+    exception took no attribute (``token`` is ``None``), by type and message. Never by a reference to the
+    exception: exceptions cannot be weakly referenced, and a strong reference would keep the failing frames'
+    tensors alive until the trace ends."""
     seen: set[int] = set()
     e: BaseException | None = error if going_up else error.__cause__ or error.__context__
     while e is not None and id(e) not in seen:
-        if type(e).__name__ == failure.type and _said(e) == failure.message:
+        if token is not None:
+            if _tag_of(e) is token:
+                return True
+        elif type(e).__name__ == failure.type and _said(e) == failure.message:
             return True
         seen.add(id(e))
         e = e.__cause__ or e.__context__
     return False
+
+
+_TAG = "_shapetrace_failure"
+
+
+def _tag_of(error: BaseException) -> object:
+    """The token ``_tag`` gave ``error``, if any."""
+    attributes = getattr(error, "__dict__", None)
+    return attributes.get(_TAG) if isinstance(attributes, dict) else None
+
+
+def _tag(error: BaseException, token: object) -> bool:
+    """Mark ``error`` as the trace's failure with ``token`` (one attribute on the exception object, holding only
+    that token); ``False`` where the exception takes no attribute."""
+    try:
+        error.__dict__[_TAG] = token
+    except Exception:  # noqa: BLE001 - an exception type without an instance dictionary, or a read-only one
+        return False
+    return True
 
 
 def _pick_name(names: list[str], parent_name: str | None) -> str:
