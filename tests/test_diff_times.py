@@ -189,3 +189,13 @@ def test_the_repr_and_the_summary_count_time_only_changes(fast_and_slow):
     assert repr(d).endswith("0 changed, 0 only in A, 0 only in B, own time changed in 1>"), repr(d)
     text = render_trace_diff(d, "text", width=None)
     assert "0 changed, 0 only in A, 0 only in B, own time changed in 1 (of" in text, text
+
+
+def test_a_forward_twice_as_slow_throughout_is_a_machine_change_even_where_each_layers_spread_is_wide(four):
+    """Two repeats give spreads as wide as the change: the layers are judged alike by their ratios."""
+    wide = copy.deepcopy(four)
+    for call in wide.calls:
+        t = call.timing
+        call.timing = {**t, "p10_ms": t["self_ms"] * 0.2, "p90_ms": t["total_ms"] * 5}
+    d = diff_traces(wide, _slower_machine(wide, 2.0, jitter=0.0))
+    assert d.machine_factor == pytest.approx(2.0) and d.time_changed == []

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import html
 import json
+import math
 import shutil
 from dataclasses import dataclass, field
 from typing import Any
@@ -578,13 +579,23 @@ def _beyond_noise(row: Row, sa: float, sb: float, floor: float, factor: float) -
 def _machine_factor(rows: list[Row], whole: tuple[float, float], floor: float) -> float | None:
     """The whole forward's ratio (B's time over A's) when the forward changed alike in most of its layers (a
     machine-wide change: another load, machine or thread count, not a layer's): beyond ``TIME_RATIO``, and more
-    than half of the three or more layers timed above ``floor`` changed beyond noise that way. ``None`` else."""
+    than half of the three or more layers timed above ``floor`` changed about as much (``_alike``). By their
+    ratios, not each layer's spread over its repeats: a profile of few repeats has spreads as wide as the change,
+    and a forward that ran twice as slow throughout is no layer's doing. ``None`` else."""
     ratio = whole[1] / whole[0] if whole[0] > 0 else 0.0
     if not ratio or 1 / TIME_RATIO < ratio < TIME_RATIO:
         return None
-    timed = [(row, *own) for row in rows if (own := _own_times(row)) is not None and max(own) >= floor]
-    alike = [1 for row, sa, sb in timed if _beyond_noise(row, sa, sb, floor, 1.0) and (sb > sa) == (ratio > 1)]
+    timed = [own for row in rows if (own := _own_times(row)) is not None and max(own) >= floor]
+    alike = [1 for sa, sb in timed if _alike(sa, sb, ratio)]
     return ratio if len(timed) >= 3 and 2 * len(alike) > len(timed) else None
+
+
+def _alike(sa: float, sb: float, ratio: float) -> bool:
+    """Whether a layer's time changed about as the whole forward's did: its ratio within half the forward's change
+    of it, on a log scale (the forward 4× slower: a layer 2–8× slower; an unchanged layer never)."""
+    if sa <= 0 or sb <= 0:
+        return False
+    return abs(math.log(sb / sa) - math.log(ratio)) <= abs(math.log(ratio)) / 2
 
 
 def _mark_time_changes(rows: list[Row], a: Trace, b: Trace) -> float | None:
