@@ -646,3 +646,9 @@ def test_calls_that_ended_before_the_origin_are_not_listed_after_it():
     line = summary_line(t)
     assert "its inputs already held" in line and "made by down (Linear)" in line
     assert line.endswith("non-finite outputs in 2 calls after it and 1 call before it")
+
+
+def test_an_origin_after_an_earlier_inf_is_called_the_first_nan_not_the_first_non_finite_output():
+    text = table(_half_overflow_trace())
+    assert f"{ORIGIN_MARK} first NaN output: norm (LayerNorm)" in text
+    assert "first non-finite output" not in text

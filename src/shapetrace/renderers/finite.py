@@ -176,7 +176,11 @@ def _origin_text(trace: Trace, summary: dict[str, Any]) -> str | None:
         text = (f"first non-finite values made by the own code of {_call_name(call)}, not by a child layer "
                 f"(their outputs were finite) — {counts} {place}")
     else:
-        text = f"first non-finite output: {_call_name(call)} — {counts}"
+        # an Inf made before it (a LayerNorm turning an earlier sibling's Inf into NaN): the first NaN, not the first
+        # non-finite output
+        early = _before_origin(trace, summary)
+        kind = "NaN" if any(trace.calls[i].label in early for i in passed_calls(trace)) else "non-finite"
+        text = f"first {kind} output: {_call_name(call)} — {counts}"
     own = summary.get("own_nonfinite")
     if isinstance(own, list) and own and all(isinstance(n, str) for n in own):
         held = ", ".join(literal(n) for n in own[:5]) + (f" +{len(own) - 5} more" if len(own) > 5 else "")
