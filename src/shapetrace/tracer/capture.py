@@ -497,7 +497,7 @@ class Tracer:
         """Say that compiled parts ran eagerly, or that ``torch.compile`` came too late for them to."""
         if self._engine.forced_eager:
             trace.meta["compiled_ran_eagerly"] = True  # every layer seen; Dynamo's caches left as they were
-        elif self._engine.dynamo_came_late:  # torch.compile first called inside the block: nothing kept it eager
+        elif self._engine.compile_came_late:  # torch.compile first used inside the block: nothing kept it eager
             warn_user("torch.compile was first used in this process while the model was traced, so code it "
                       "compiled then may have hidden layers from this trace: trace again, now that it is loaded "
                       "(compiled code runs eagerly while a trace runs)")
