@@ -285,3 +285,21 @@ def test_a_function_compiled_before_dynamo_was_reset_still_runs_eagerly_in_a_tra
     trace, said = _traced_quietly(model, x)
     assert [c.module for c in trace.calls] == ["", "a", "act", "b"] and "tracer_errors" not in trace.meta
     assert not [s for s in said if "Dynamo" in s or "torch.compile" in s]
+
+
+def test_a_forward_first_to_call_torch_compile_where_dynamo_was_loaded_is_warned_about(monkeypatch):
+    """Dynamo loaded (torchvision loads it) but torch.compile never called: the trace leaves torch's stance alone,
+    so what the forward compiles runs compiled, and the trace says to trace again."""
+    monkeypatch.setattr(eval_frame, "cached_backends", {})
+    monkeypatch.setattr(dynamo_utils, "counters", collections.defaultdict(collections.Counter))
+
+    class CompilesItsLayer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return torch.compile(self.a, backend="eager")(x)
+
+    _, said = _traced_quietly(CompilesItsLayer(), torch.randn(2, 4))
+    assert [s for s in said if "torch.compile was first used in this process while the model was traced" in s]
