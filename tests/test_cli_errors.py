@@ -94,6 +94,9 @@ def models(tmp_path):
 
         def exported():
             return torch.export.export(nn.Sequential(nn.Linear(4, 3), nn.ReLU()), (torch.randn(2, 4),)).module()
+
+        def exported_child():
+            return nn.Sequential(nn.Linear(4, 4), exported())
     """))
     return path
 
@@ -774,3 +777,10 @@ def test_a_plot_that_is_the_model_file_suggests_a_plot_name(tmp_path):
     (tmp_path / "p.svg").symlink_to(model)
     r = invoke("profile", f"{model}:build", "--input", "2", "--plot", str(tmp_path / "p.svg"))
     assert r.exit_code == 2 and "(e.g. plot.svg)" in r.output
+
+
+def test_a_torch_export_program_inside_the_model_is_refused_naming_it(models):
+    r = invoke("trace", f"{models}:exported_child", "--input", "2,4")
+    assert r.exit_code == 2, r.output
+    assert "whose submodule '1' is a torch.export program" in r.output and "in its place" in r.output
+    assert "NotImplementedError" not in r.output and no_traceback(r)

@@ -5,15 +5,18 @@ traces shapetrace's hooks, and Dynamo's caches are left as they were."""
 
 from __future__ import annotations
 
+import collections
 import subprocess
 import sys
 import textwrap
+import threading
 import warnings
 
 import pytest
 import torch
 from torch import nn
 from torch._dynamo import eval_frame
+from torch._dynamo import utils as dynamo_utils
 from torch._dynamo.utils import counters
 from torch.nn.modules import module as torch_module
 
@@ -114,17 +117,20 @@ def _registered_pre_hook(engine: Engine):
 
 @pytest.mark.parametrize("eager_compiled", [True, False])
 def test_where_dynamo_is_loaded_but_nothing_compiled_the_hooks_stay_plain(monkeypatch, eager_compiled):
-    """torchvision loads Dynamo: a model traced or profiled there pays no wrapper on each call. A trace runs
-    compiled code eagerly all the same (what no static look sees may be compiled); profiling's timed passes
-    wrap the hooks only once torch.compile has made something."""
+    """torchvision loads Dynamo: a model traced or profiled there pays no wrapper on each call, and torch's
+    process-wide stance is left alone (other threads' compiled code keeps running compiled). Once torch.compile
+    has made something, a trace runs compiled code eagerly (what no static look sees may be compiled) and
+    profiling's timed passes wrap the hooks."""
     model = nn.Sequential(nn.Linear(2, 2))
     monkeypatch.setattr(eval_frame, "cached_backends", {1: None})  # what torch.compiler.disable leaves
+    monkeypatch.setattr(dynamo_utils, "counters", collections.defaultdict(collections.Counter))  # no frame compiled
     with Engine(ModuleIndex(model), [], eager_compiled=eager_compiled) as engine:
         assert _registered_pre_hook(engine) == engine._pre
-        assert (eval_frame._stance.stance == "force_eager") is eager_compiled
+        assert eval_frame._stance.stance == "default"
     monkeypatch.setattr(eval_frame, "cached_backends", {1: None, 2: "a backend"})  # torch.compile was used
     with Engine(ModuleIndex(model), [], eager_compiled=eager_compiled) as engine:
         assert (_registered_pre_hook(engine) == engine._pre) is eager_compiled
+        assert (eval_frame._stance.stance == "force_eager") is eager_compiled
     assert eval_frame._stance.stance == "default"
 
 
@@ -183,3 +189,135 @@ def test_the_first_profile_in_a_fresh_interpreter_does_not_warn_that_torch_compi
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
     assert "torch.compile was first used" not in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("first_to_end", ["A", "B"])
+def test_traces_in_two_threads_ending_in_either_order_put_back_the_stance_they_found(monkeypatch, first_to_end):
+    """force_eager holds while either trace runs; the last to end puts back the very stance the first found."""
+    monkeypatch.setattr(eval_frame, "cached_backends", {1: "a backend"})  # torch.compile was used
+    before = eval_frame._stance
+    entered = {who: threading.Event() for who in "AB"}
+    go = {who: threading.Event() for who in "AB"}
+    seen: dict[str, str] = {}
+
+    class Waits(nn.Module):
+        def __init__(self, who: str) -> None:
+            super().__init__()
+            self.who, self.a = who, nn.Linear(2, 2)
+
+        def forward(self, x):
+            entered[self.who].set()
+            go[self.who].wait(10)
+            seen[self.who] = eval_frame._stance.stance  # after the other trace may have ended
+            return self.a(x)
+
+    threads = {who: threading.Thread(target=shapetrace.trace, args=(Waits(who), torch.randn(1, 2))) for who in "AB"}
+    threads["A"].start()
+    entered["A"].wait(10)
+    threads["B"].start()
+    entered["B"].wait(10)
+    last = "B" if first_to_end == "A" else "A"
+    go[first_to_end].set()
+    threads[first_to_end].join(10)
+    go[last].set()
+    threads[last].join(10)
+    assert seen == {"A": "force_eager", "B": "force_eager"}
+    assert eval_frame._stance is before
+
+
+def test_a_trace_interrupted_in_its_forward_puts_back_the_stance():
+    torch._dynamo.reset()
+    before = eval_frame._stance
+
+    class Interrupted(nn.Module):
+        def forward(self, x):
+            raise KeyboardInterrupt
+
+    model = nn.Sequential(torch.compile(nn.Linear(2, 2), backend="eager"), Interrupted())
+    with pytest.raises(KeyboardInterrupt):
+        shapetrace.trace(model, torch.randn(1, 2))
+    assert eval_frame._stance is before
+
+
+def test_a_trace_started_inside_a_compiled_function_records_the_model():
+    """No stance can be set inside a compiled region: the trace keeps its hooks from Dynamo as before."""
+    @torch.compile(backend="eager")
+    def traces(x):
+        return x + 1, shapetrace.trace(nn.Sequential(nn.Linear(2, 2), nn.ReLU()), x)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Dynamo's notes about what it could not trace in shapetrace
+        _, trace = traces(torch.randn(1, 2))
+    assert [c.module for c in trace.calls] == ["", "0", "1"]
+    assert eval_frame._stance.stance == "default"
+
+
+@pytest.mark.parametrize("use", ["torch._dynamo.is_compiling()", "torch.compiler.disable(lambda: None)()"])
+def test_a_forward_that_loads_dynamo_without_compiling_is_not_warned_about(use):
+    """Loading Dynamo is not using torch.compile (a fresh interpreter, where Dynamo is not loaded yet)."""
+    script = textwrap.dedent(f"""
+        import sys, warnings, torch, shapetrace
+        from torch import nn
+        assert "torch._dynamo" not in sys.modules
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = nn.Linear(4, 4)
+            def forward(self, x):
+                import torch._dynamo
+                {use}
+                return self.a(x)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            shapetrace.trace(M(), torch.randn(2, 4))
+        assert "torch._dynamo" in sys.modules
+        print([str(w.message) for w in seen if isinstance(w.message, shapetrace.ShapetraceWarning)])
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_function_compiled_before_dynamo_was_reset_still_runs_eagerly_in_a_trace():
+    """A reset empties Dynamo's record of the backends torch.compile made; its count of compiled frames stays."""
+    model, x = CallsCompiledFunction().eval(), torch.randn(3, 8)
+    model(x)  # _block compiled and run once
+    torch._dynamo.reset()
+    trace, said = _traced_quietly(model, x)
+    assert [c.module for c in trace.calls] == ["", "a", "act", "b"] and "tracer_errors" not in trace.meta
+    assert not [s for s in said if "Dynamo" in s or "torch.compile" in s]
+
+
+def test_a_forward_first_to_call_torch_compile_where_dynamo_was_loaded_is_warned_about(monkeypatch):
+    """Dynamo loaded (torchvision loads it) but torch.compile never called: the trace leaves torch's stance alone,
+    so what the forward compiles runs compiled, and the trace says to trace again."""
+    monkeypatch.setattr(eval_frame, "cached_backends", {})
+    monkeypatch.setattr(dynamo_utils, "counters", collections.defaultdict(collections.Counter))
+
+    class CompilesItsLayer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return torch.compile(self.a, backend="eager")(x)
+
+    _, said = _traced_quietly(CompilesItsLayer(), torch.randn(2, 4))
+    assert [s for s in said if "torch.compile was first used in this process while the model was traced" in s]
+
+
+def test_a_forward_hook_on_a_compiled_childs_wrapper_shows_in_the_childs_output_as_unwrapped():
+    """The wrapper has no row, so the call of the module it wraps ends with what the caller gets, after the
+    wrapper's hook: the trace agrees with one of the same model uncompiled, hooked the same way."""
+    def build(compiled: bool) -> nn.Sequential:
+        torch.manual_seed(0)
+        block = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+        block = torch.compile(block, backend="eager") if compiled else block
+        block.register_forward_hook(lambda module, args, output: torch.cat([output, output], 1))
+        return nn.Sequential(nn.Linear(4, 4), block, nn.Linear(8, 2)).eval()
+
+    x = torch.randn(2, 4)
+    for options in [{}, {"ops": True, "lines": True}]:
+        want, got = shapetrace.trace(build(False), x, **options), shapetrace.trace(build(True), x, **options)
+        shapes = [(c.module, c.cls, tuple(c.outputs.shape)) for c in got.calls]
+        assert shapes == [(c.module, c.cls, tuple(c.outputs.shape)) for c in want.calls], options
+        assert ("1", "Sequential", (2, 8)) in shapes and "tracer_errors" not in got.meta, options

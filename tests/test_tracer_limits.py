@@ -172,6 +172,15 @@ def test_a_torch_export_program_is_refused_before_anything_runs_saying_what_to_t
             run()
 
 
+def test_a_model_with_a_torch_export_program_as_a_child_is_refused_naming_the_child():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Sequential(nn.Linear(4, 4)))
+    model[1][0] = torch.export.export(nn.Sequential(nn.ReLU()), (torch.randn(2, 4),)).module()
+    for run in (lambda: shapetrace.trace(model, torch.randn(2, 3)), lambda: shapetrace.Tracer(model)):
+        with pytest.raises(UnsupportedModel, match=r"submodule '1\.0' is a torch.export program .*in its place"):
+            run()
+    assert model.training  # refused before anything ran
+
+
 class CompiledBlock(nn.Module):
     """Compiles its hot block only, as users do: the rest of the model runs eagerly."""
 

@@ -284,10 +284,13 @@ def _check_traceable(module: Any, spec: str) -> None:
                            "submodules run as compiled TorchScript, where no forward hook runs, so there is "
                            "nothing to trace. Point MODEL at a factory that returns the nn.Module before "
                            "scripting (shapes are the same).")
-    from .tracer.capture import exported_program_message, is_exported_program  # noqa: PLC0415 - torch loads on first trace
+    from .tracer.capture import exported_child, exported_program_message, is_exported_program  # noqa: PLC0415 - torch loads on first trace
 
     if is_exported_program(module):
         raise UsageProblem(exported_program_message(f"{spec!r} gives a module that"))
+    child = exported_child(module) if isinstance(module, torch.nn.Module) else None
+    if child is not None:
+        raise UsageProblem(exported_program_message(f"{spec!r} gives a module whose submodule {child!r}", child=True))
 
 
 def _unwrapped(module: Any) -> tuple[Any, list[str]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import sys
 import weakref
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -43,7 +44,7 @@ from .shape_only import ShapeOnlyMode, explain_embedding_failure, failed_in_look
 from .user_warnings import warn_user
 
 __all__ = ["Checked", "LazyLayers", "NoValuesToCheck", "OwnForwardTracer", "TeardownFailed", "TraceNotBuilt", "Tracer", "UnsupportedModel",
-           "check_traceable", "exported_program_message", "is_exported_program", "refuse_lazy", "uninitialized_lazy",
+           "check_traceable", "exported_child", "exported_program_message", "is_exported_program", "refuse_lazy", "uninitialized_lazy",
            "unwrap"]
 
 
@@ -88,6 +89,9 @@ def check_traceable(model: object) -> None:
             "recorded. Trace the Python nn.Module it was made from instead.")
     if is_exported_program(model):
         raise UnsupportedModel(exported_program_message("the model"))
+    child = exported_child(model)
+    if child is not None:
+        raise UnsupportedModel(exported_program_message(f"the model's submodule {child!r}", child=True))
     wrapped = _wrapped(model)
     if wrapped is not None:
         how, _ = wrapped
@@ -104,12 +108,23 @@ def is_exported_program(model: object) -> bool:
                for c in type(model).__mro__)
 
 
-def exported_program_message(what: str) -> str:
-    """Why a ``torch.export`` program's module is refused, and what to trace instead (``what``: how it was given)."""
+def exported_child(model: nn.Module) -> str | None:
+    """The name of the first submodule of ``model`` that is a ``torch.export`` program's module, or ``None``.
+    Free where nothing exported was ever made: such a module's class lives in a module ``import torch`` leaves
+    unloaded."""
+    if "torch.export._unlift" not in sys.modules:
+        return None
+    return next((name for name, m in model.named_modules() if name and is_exported_program(m)), None)
+
+
+def exported_program_message(what: str, *, child: bool = False) -> str:
+    """Why a ``torch.export`` program's module is refused, and what to trace instead (``what``: how it was given;
+    ``child``: it is a submodule of the model given)."""
+    instead = ("Trace the model with the nn.Module it was exported from in its place" if child
+               else "Trace the nn.Module it was exported from instead")
     return (f"{what} is a torch.export program (ExportedProgram.module()): it runs the whole model as one graph "
             "of operations, where no layer is a module call (nor can it switch between train and eval), so only "
-            "its outer call could be recorded. Trace the nn.Module it was exported from instead (the shapes are "
-            "the same).")
+            f"its outer call could be recorded. {instead} (the shapes are the same).")
 
 
 class Checked:
@@ -514,7 +529,7 @@ class Tracer:
         """Say that compiled parts ran eagerly, or that ``torch.compile`` came too late for them to."""
         if self._engine.forced_eager:
             trace.meta["compiled_ran_eagerly"] = True  # every layer seen; Dynamo's caches left as they were
-        elif self._engine.dynamo_came_late:  # torch.compile first called inside the block: nothing kept it eager
+        elif self._engine.compile_came_late:  # torch.compile first used inside the block: nothing kept it eager
             warn_user("torch.compile was first used in this process while the model was traced, so code it "
                       "compiled then may have hidden layers from this trace: trace again, now that it is loaded "
                       "(compiled code runs eagerly while a trace runs)")

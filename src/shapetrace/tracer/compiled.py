@@ -7,9 +7,10 @@ Dynamo wraps to compile carries the callable it wraps in ``_torchdynamo_orig_cal
 ``torch.compiler.disable`` carry it too, and are marked ``_torchdynamo_disable``.
 
 A compiled function called *inside* a forward (a helper module-level ``torch.compile``'d, which may call the
-model's layers) is seen by no static look. What is cheap and sound instead: nothing can be compiled in a process
-that never imported Dynamo (``import torch`` does not; ``torch.compile`` does), so ``dynamo_loaded`` says whether
-a trace must make sure Dynamo never compiles its hooks.
+model's layers) is seen by no static look. What is cheap instead: nothing can be compiled in a process where
+``torch.compile`` was never used, which ``compile_used`` tells (loading Dynamo is not using it: torchvision and
+transformers load it in most processes that never compile). So a trace makes sure Dynamo never compiles its hooks
+where a static look found a compiled part or ``compile_used`` says yes, and leaves torch alone elsewhere.
 """
 
 from __future__ import annotations
@@ -33,14 +34,19 @@ def compile_used() -> bool:
     Dynamo is loaded in most processes that never compile (torchvision and transformers import it), and its
     record of the backends of the compile contexts it made (``eval_frame.cached_backends``) tells the two
     apart: ``torch.compiler.disable`` leaves ``None`` there, ``torch.compile`` a backend. ``torch._dynamo.reset()``
-    clears it while compiled functions made before may still run: a trace, which cannot afford to miss one,
-    asks ``dynamo_loaded`` instead. Where torch keeps no such record, the answer is yes."""
+    clears it, and a function compiled before runs (and compiles again) without putting its backend back; Dynamo's
+    count of the frames it compiled (``counters["frames"]``), which a reset keeps, still says so. Left unseen: a
+    function compiled, then reset before it ever ran. Where torch keeps no such record, the answer is yes."""
     if not dynamo_loaded():
         return False
     backends = getattr(sys.modules.get("torch._dynamo.eval_frame"), "cached_backends", None)
     if not isinstance(backends, dict):
         return True
-    return any(backend is not None for backend in list(backends.values()))
+    if any(backend is not None for backend in list(backends.values())):
+        return True
+    counters = getattr(sys.modules.get("torch._dynamo.utils"), "counters", None)
+    frames = counters.get("frames") if isinstance(counters, dict) else None
+    return bool(frames) and any(list(frames.values()))
 
 
 def is_compiled_callable(fn: Any) -> bool:

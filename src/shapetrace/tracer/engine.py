@@ -54,6 +54,7 @@ from torch.nn.modules import module as torch_module
 
 from .cleanup import run_all_then_raise
 from .compiled import compile_used, compiled_forward_of_class, dynamo_loaded, is_compiled_callable
+from .eager_stance import EagerHold
 from .records import Trace
 from .warning_filter import add_filter, remove_filter
 
@@ -433,11 +434,11 @@ class Engine:
         self._stacks: dict[int, list[int]] = {}
         self._counted = False
         self._thread: int | None = None
-        self._eager: Any = None  # torch's "force_eager" stance, entered while a compiled part is traced
-        self._eager_done = False
+        self._eager = False  # compiled code ran eagerly while entered (torch's "force_eager" stance, held)
+        self._hold = EagerHold()  # this engine's share of that process-wide stance
         self._quiet_compile: Any = None  # torch's warning about global hooks, silenced while only ours are in
         self._compiled = False  # a compiled part of the model was seen when entering (``_compiled_in``)
-        self._dynamo_at_start = True  # Dynamo was loaded when the engine was entered
+        self._compile_at_start = True  # torch.compile had been used in the process when the engine was entered
 
     # ---- entering and leaving -------------------------------------------------------------------------
     def __enter__(self) -> Engine:  # noqa: PYI034 - typing.Self needs Python 3.11
@@ -482,11 +483,11 @@ class Engine:
             self._count_in()
             self._depth = 1  # frames between a hook and torch's frame that calls it
             pre, post = self._pre, self._post
-            self._dynamo_at_start = dynamo_loaded()
+            self._compile_at_start = compile_used()
             self._compiled = _compiled_in(self.index)
-            # Profiling's timed passes, which run compiled code, ask whether anything was compiled at all: most
-            # processes load Dynamo (torchvision imports it) and never compile, and there the hooks stay plain.
-            if self._compiled or (self._dynamo_at_start and (self.eager_compiled or compile_used())):
+            # Most processes load Dynamo (torchvision imports it) and never compile: there the hooks stay plain
+            # and torch's stance is left alone (it is process-wide: other threads' compiled code would run eagerly).
+            if self._compiled or self._compile_at_start:
                 pre, post = self._keep_hooks_from_dynamo(others)
             self._handles.append(torch_module.register_module_forward_pre_hook(pre))
             self._handles.append(torch_module.register_module_forward_hook(post, always_call=True))
@@ -498,27 +499,20 @@ class Engine:
         return self
 
     def _keep_hooks_from_dynamo(self, others: bool) -> tuple[Callable[..., Any], Callable[..., Any]]:
-        """The pre- and post-hook to register where Dynamo is loaded, so that it never traces them.
+        """The pre- and post-hook to register where something may run compiled, so that Dynamo never traces them:
+        a compiled part of the model was seen (``_compiled_in``) or torch.compile was used in this process.
 
         A torch.compile'd part would trace the hooks into its graph (and fail on the probes' state). With
         ``eager_compiled`` compiled code runs eagerly while the engine is entered (torch's "force_eager" stance,
-        for the whole process): every layer is seen, whatever Dynamo cached before, and the trace's own grad and
-        autocast modes add no cache entry (no recompilation, no recompile limit reached). That covers what no
-        static look sees, a compiled function the forward calls, so it is entered wherever Dynamo is loaded; the
-        hooks stay the plain ones then, unless a compiled part of the model was seen (``_compiled_in``). There,
+        for the whole process, held with any other engine that holds it: ``EagerHold``): every layer is seen,
+        whatever Dynamo cached before, and the trace's own grad and autocast modes add no cache entry (no
+        recompilation, no recompile limit reached). That covers what no static look sees, a compiled function
+        the forward calls; the hooks stay the plain ones then, unless a compiled part of the model was seen.
+        There, inside a compiled region (a compiled function that starts a trace: no stance can be set there),
         and wherever code runs compiled (profiling's timed passes, which time compiled code), the hooks are
         disabled for Dynamo: they run as plain Python, one wrapper frame further down."""
         pre, post = self._pre, self._post
-        eager = False
-        set_stance = getattr(torch.compiler, "set_stance", None)
-        if self.eager_compiled and set_stance is not None:
-            try:
-                stance = set_stance("force_eager")
-                stance.__enter__()
-            except RuntimeError:  # inside a compiled region ("attempted to set_stance in a torch.compile region")
-                pass
-            else:
-                self._eager, eager = stance, True
+        eager = self._eager = self.eager_compiled and self._hold.take()
         if self._compiled or not eager:
             pre, post = torch.compiler.disable(pre), torch.compiler.disable(post)
             self._depth = 2
@@ -545,7 +539,7 @@ class Engine:
         steps.append(functools.partial(self._close_open, exc))
         steps += [functools.partial(self._stop_probe, exc) for _ in self._started]
         steps.append(self._count_out)
-        steps.append(self._leave_eager)
+        steps.append(self._hold.give_back)
         steps.append(self._leave_quiet_compile)
         run_all_then_raise(steps)
         self._handles, self._active = [], False
@@ -555,21 +549,14 @@ class Engine:
     def forced_eager(self) -> bool:
         """Whether compiled parts of the model (seen before it ran: ``_compiled_in``) ran eagerly (torch's
         ``force_eager`` stance) in this engine."""
-        return self._eager is not None and self._compiled
+        return self._eager and self._compiled
 
     @property
-    def dynamo_came_late(self) -> bool:
-        """Whether Dynamo was first loaded while the engine was entered and ``torch.compile`` was used (the
-        forward called it): code compiled then may have traced the hooks, which nothing kept from it. Loading
-        alone says nothing: entering any ``TorchDispatchMode`` imports Dynamo (profiling's own mode that keeps
-        the inputs a forward writes does), and so may the forward's own imports, without compiling anything."""
-        return not self._dynamo_at_start and compile_used()
-
-    def _leave_eager(self) -> None:
-        """Leave the ``force_eager`` stance, once."""
-        if self._eager is not None and not self._eager_done:
-            self._eager_done = True
-            self._eager.__exit__(None, None, None)
+    def compile_came_late(self) -> bool:
+        """Whether torch.compile was first used (since Dynamo's last reset) while the engine was entered and ran
+        nothing eagerly (the forward called ``torch.compile``): code compiled then may have traced the hooks,
+        which nothing kept from it. Loading Dynamo (an import, ``torch.compiler.disable``) is not using it."""
+        return not self._compile_at_start and not self._eager and compile_used()
 
     def _leave_quiet_compile(self) -> None:
         """Remove the filter entry that silenced torch's warning (that entry only), once."""
@@ -599,20 +586,46 @@ class Engine:
         forward hooks it ends the call, with the output the caller gets or the error a hook raised (the
         global post-hook leaves such a module's calls to it). A module that has hooks already gets one
         more, which changes nothing about how it runs; the others are not touched.
+
+        A compiled child's wrapper (not counted: the module it wraps is recorded under its name) with forward
+        hooks of its own changes what the caller gets: the call of the module it wraps ends after them, with
+        that output, as the call of the same module unwrapped, hooked the same way, would.
         """
         self._args_changed = tuple(p.on_call_args for p in self.probes if _overrides(p, "on_call_args"))  # type: ignore[attr-defined]
+        by_wrapper = self._ended_by_wrappers()
         for slot in self.index.unusual:
             module = self.index.modules[slot]
+            if id(module) not in self._slot_of:
+                continue  # a compiled wrapper this engine does not count
             if getattr(module, "_forward_pre_hooks", None) and self._args_changed:
                 after = self._after_own_pre_hooks
                 self._handles.append(module.register_forward_pre_hook(
                     torch.compiler.disable(after) if self._depth == 2 else after, with_kwargs=True))
-            if getattr(module, "_forward_hooks", None):
+            if getattr(module, "_forward_hooks", None) and slot not in by_wrapper:  # else: after its wrapper's
                 late = functools.partial(self._post, late=True)
                 if self._depth == 2:
                     late = torch.compiler.disable(late)
                 self._handles.append(module.register_forward_hook(late, always_call=True))
                 self._late_post.add(slot)
+        for slot, wrapper in by_wrapper.items():
+            late = functools.partial(self._post, late=True, of=self.index.modules[slot])
+            if self._depth == 2:
+                late = torch.compiler.disable(late)
+            self._handles.append(wrapper.register_forward_hook(late, always_call=True))
+            self._late_post.add(slot)
+
+    def _ended_by_wrappers(self) -> dict[int, nn.Module]:
+        """The slots of the modules whose compiled wrapper (not counted by this engine) has forward hooks of its
+        own, each with that wrapper."""
+        if self._slot_of is self.index.slot_of:  # the wrappers are counted (profiling's timed passes)
+            return {}
+        found = {}
+        for slot in self.index.wrappers:
+            wrapper = self.index.modules[slot]
+            inner = self._slot_of.get(id(wrapper.__dict__.get("_modules", {}).get("_orig_mod")))
+            if inner is not None and getattr(wrapper, "_forward_hooks", None):
+                found[inner] = wrapper
+        return found
 
     def _after_own_pre_hooks(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         """What the forward of a module with pre-hooks of its own receives, told to the probes."""
@@ -801,7 +814,9 @@ class Engine:
             except Exception as e:  # noqa: BLE001
                 self.errors.append(f"pre-hook of {type(module).__name__}: {e!r}")
 
-    def _post(self, module: nn.Module, args: tuple, output: Any, late: bool = False) -> None:
+    def _post(self, module: nn.Module, args: tuple, output: Any, late: bool = False, of: nn.Module | None = None) -> None:
+        if of is not None:  # a compiled wrapper's late hook, ending the call of the module it wraps
+            module = of
         slot = self._slot_of.get(id(module))
         if slot is None or (self._late_post and not late and slot in self._late_post):
             return  # not the model's, or ended by the hook that runs after the module's own (see above)
