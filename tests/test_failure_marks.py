@@ -301,3 +301,42 @@ def test_own_code_failing_with_the_message_of_a_caught_child_is_the_failure_not_
         shapetrace.trace(model, torch.randn(2, 8))
     trace = failed.value.trace
     assert trace.calls[trace.failure.call].module == "1"
+
+
+class _Reshapes(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(5, 7)
+
+
+def test_a_trace_inside_a_tracer_block_blames_the_layer_that_failed_in_both():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.ReLU(), _Reshapes()))
+    with shapetrace.Tracer(model) as outer:
+        with pytest.raises(shapetrace.TraceFailed) as inner:
+            shapetrace.trace(model, torch.randn(3, 4))
+    for trace in (inner.value.trace, outer.trace):
+        assert trace.calls[trace.failure.call].module == "1.1"
+
+
+def test_the_exception_given_back_carries_no_mark_of_the_trace():
+    with pytest.raises(shapetrace.TraceFailed) as failed:
+        shapetrace.trace(nn.Sequential(nn.Linear(4, 4), _Reshapes()), torch.randn(3, 4))
+    assert vars(failed.value.__cause__) == {}
+
+
+class _RetryFromNone(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fast = nn.Linear(4, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            return self.fast(x)
+        except RuntimeError:
+            raise ValueError("no path fits this input") from None
+
+
+def test_an_error_raised_from_none_is_a_new_failure_not_the_caught_one():
+    with pytest.raises(shapetrace.TraceFailed) as failed:
+        shapetrace.trace(nn.Sequential(_RetryFromNone()), torch.randn(2, 8))
+    trace = failed.value.trace
+    assert trace.calls[trace.failure.call].module == "0" and trace.failure.type == "ValueError"

@@ -215,6 +215,7 @@ class ShapeProbe(Probe):
         """The ``Call`` records of the forward, the edges and side inputs (into the flow), and the failure
         outside every module when ``exc`` left the forward without a call failing. ``stats`` holds each
         module's parameter counts, by slot (``model_stats``)."""
+        _untag(exc, self._token)  # the exception the caller gets back carries no mark of this trace
         skeleton, index = self._skeleton, self.index
         if len(self._kwargs) != len(skeleton):  # starts that stopped part-way, the last ones among them
             self._pad(len(skeleton))
@@ -285,35 +286,64 @@ def _continues(error: BaseException, failure: Failure, going_up: bool, token: ob
     exception: exceptions cannot be weakly referenced, and a strong reference would keep the failing frames'
     tensors alive until the trace ends."""
     seen: set[int] = set()
-    e: BaseException | None = error if going_up else error.__cause__ or error.__context__
+    e: BaseException | None = error if going_up else _raised_from(error)
     while e is not None and id(e) not in seen:
         if token is not None:
-            if _tag_of(e) is token:
+            if _tagged(e, token):
                 return True
         elif type(e).__name__ == failure.type and _said(e) == failure.message:
             return True
         seen.add(id(e))
-        e = e.__cause__ or e.__context__
+        e = _raised_from(e)
     return False
+
+
+def _raised_from(error: BaseException) -> BaseException | None:
+    """The exception ``error`` was raised from (``raise X from e``) or while handling, unless it said ``from None``."""
+    return error.__cause__ or (None if error.__suppress_context__ else error.__context__)
 
 
 _TAG = "_shapetrace_failure"
 
 
-def _tag_of(error: BaseException) -> object:
-    """The token ``_tag`` gave ``error``, if any."""
-    attributes = getattr(error, "__dict__", None)
-    return attributes.get(_TAG) if isinstance(attributes, dict) else None
+def _tagged(error: BaseException, token: object) -> bool:
+    """Whether ``_tag`` gave ``error`` this ``token`` (each trace its own: traces nested in one forward each mark
+    the same exception)."""
+    try:
+        tokens = error.__dict__.get(_TAG)
+    except Exception:  # noqa: BLE001 - an exception type that hides its instance dictionary
+        return False
+    return isinstance(tokens, set) and token in tokens
 
 
 def _tag(error: BaseException, token: object) -> bool:
-    """Mark ``error`` as the trace's failure with ``token`` (one attribute on the exception object, holding only
-    that token); ``False`` where the exception takes no attribute."""
+    """Mark ``error`` as a trace's failure with ``token`` (one attribute on the exception object, a set of the
+    tokens of the traces it failed, each holding nothing else; taken off again by ``_untag`` where the trace can
+    reach the exception); ``False`` where the exception takes no attribute."""
     try:
-        error.__dict__[_TAG] = token
+        tokens = error.__dict__.setdefault(_TAG, set())
+        if not isinstance(tokens, set):
+            return False
+        tokens.add(token)
     except Exception:  # noqa: BLE001 - an exception type without an instance dictionary, or a read-only one
         return False
     return True
+
+
+def _untag(error: BaseException | None, token: object) -> None:
+    """Take ``token`` off ``error`` and the exceptions it was raised from, and the attribute once it is empty."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        try:
+            tokens = error.__dict__.get(_TAG)
+            if isinstance(tokens, set):
+                tokens.discard(token)
+                if not tokens:
+                    del error.__dict__[_TAG]
+        except Exception:  # noqa: BLE001, S110 - an exception type that hides its instance dictionary: nothing was set
+            pass
+        error = error.__cause__ or error.__context__
 
 
 def _pick_name(names: list[str], parent_name: str | None) -> str:
