@@ -595,13 +595,13 @@ class Engine:
         by_wrapper = self._ended_by_wrappers()
         for slot in self.index.unusual:
             module = self.index.modules[slot]
-            if id(module) not in self._slot_of:
-                continue  # a compiled wrapper this engine does not count
+            if slot in by_wrapper:
+                continue  # its call ends after its wrapper's hooks, which run after its own
             if getattr(module, "_forward_pre_hooks", None) and self._args_changed:
                 after = self._after_own_pre_hooks
                 self._handles.append(module.register_forward_pre_hook(
                     torch.compiler.disable(after) if self._depth == 2 else after, with_kwargs=True))
-            if getattr(module, "_forward_hooks", None) and slot not in by_wrapper:  # else: after its wrapper's
+            if getattr(module, "_forward_hooks", None):
                 late = functools.partial(self._post, late=True)
                 if self._depth == 2:
                     late = torch.compiler.disable(late)
