@@ -303,21 +303,3 @@ def test_a_forward_first_to_call_torch_compile_where_dynamo_was_loaded_is_warned
 
     _, said = _traced_quietly(CompilesItsLayer(), torch.randn(2, 4))
     assert [s for s in said if "torch.compile was first used in this process while the model was traced" in s]
-
-
-def test_a_forward_hook_on_a_compiled_childs_wrapper_shows_in_the_childs_output_as_unwrapped():
-    """The wrapper has no row, so the call of the module it wraps ends with what the caller gets, after the
-    wrapper's hook: the trace agrees with one of the same model uncompiled, hooked the same way."""
-    def build(compiled: bool) -> nn.Sequential:
-        torch.manual_seed(0)
-        block = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
-        block = torch.compile(block, backend="eager") if compiled else block
-        block.register_forward_hook(lambda module, args, output: torch.cat([output, output], 1))
-        return nn.Sequential(nn.Linear(4, 4), block, nn.Linear(8, 2)).eval()
-
-    x = torch.randn(2, 4)
-    for options in [{}, {"ops": True, "lines": True}]:
-        want, got = shapetrace.trace(build(False), x, **options), shapetrace.trace(build(True), x, **options)
-        shapes = [(c.module, c.cls, tuple(c.outputs.shape)) for c in got.calls]
-        assert shapes == [(c.module, c.cls, tuple(c.outputs.shape)) for c in want.calls], options
-        assert ("1", "Sequential", (2, 8)) in shapes and "tracer_errors" not in got.meta, options

@@ -586,17 +586,10 @@ class Engine:
         forward hooks it ends the call, with the output the caller gets or the error a hook raised (the
         global post-hook leaves such a module's calls to it). A module that has hooks already gets one
         more, which changes nothing about how it runs; the others are not touched.
-
-        A compiled child's wrapper (not counted: the module it wraps is recorded under its name) with forward
-        hooks of its own changes what the caller gets: the call of the module it wraps ends after them, with
-        that output, as the call of the same module unwrapped, hooked the same way, would.
         """
         self._args_changed = tuple(p.on_call_args for p in self.probes if _overrides(p, "on_call_args"))  # type: ignore[attr-defined]
-        by_wrapper = self._ended_by_wrappers()
         for slot in self.index.unusual:
             module = self.index.modules[slot]
-            if slot in by_wrapper:
-                continue  # its call ends after its wrapper's hooks, which run after its own
             if getattr(module, "_forward_pre_hooks", None) and self._args_changed:
                 after = self._after_own_pre_hooks
                 self._handles.append(module.register_forward_pre_hook(
@@ -607,25 +600,6 @@ class Engine:
                     late = torch.compiler.disable(late)
                 self._handles.append(module.register_forward_hook(late, always_call=True))
                 self._late_post.add(slot)
-        for slot, wrapper in by_wrapper.items():
-            late = functools.partial(self._post, late=True, of=self.index.modules[slot])
-            if self._depth == 2:
-                late = torch.compiler.disable(late)
-            self._handles.append(wrapper.register_forward_hook(late, always_call=True))
-            self._late_post.add(slot)
-
-    def _ended_by_wrappers(self) -> dict[int, nn.Module]:
-        """The slots of the modules whose compiled wrapper (not counted by this engine) has forward hooks of its
-        own, each with that wrapper."""
-        if self._slot_of is self.index.slot_of:  # the wrappers are counted (profiling's timed passes)
-            return {}
-        found = {}
-        for slot in self.index.wrappers:
-            wrapper = self.index.modules[slot]
-            inner = self._slot_of.get(id(wrapper.__dict__.get("_modules", {}).get("_orig_mod")))
-            if inner is not None and getattr(wrapper, "_forward_hooks", None):
-                found[inner] = wrapper
-        return found
 
     def _after_own_pre_hooks(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         """What the forward of a module with pre-hooks of its own receives, told to the probes."""
@@ -814,9 +788,7 @@ class Engine:
             except Exception as e:  # noqa: BLE001
                 self.errors.append(f"pre-hook of {type(module).__name__}: {e!r}")
 
-    def _post(self, module: nn.Module, args: tuple, output: Any, late: bool = False, of: nn.Module | None = None) -> None:
-        if of is not None:  # a compiled wrapper's late hook, ending the call of the module it wraps
-            module = of
+    def _post(self, module: nn.Module, args: tuple, output: Any, late: bool = False) -> None:
         slot = self._slot_of.get(id(module))
         if slot is None or (self._late_post and not late and slot in self._late_post):
             return  # not the model's, or ended by the hook that runs after the module's own (see above)
