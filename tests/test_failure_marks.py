@@ -310,9 +310,8 @@ class _Reshapes(nn.Module):
 
 def test_a_trace_inside_a_tracer_block_blames_the_layer_that_failed_in_both():
     model = nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.ReLU(), _Reshapes()))
-    with shapetrace.Tracer(model) as outer:
-        with pytest.raises(shapetrace.TraceFailed) as inner:
-            shapetrace.trace(model, torch.randn(3, 4))
+    with shapetrace.Tracer(model) as outer, pytest.raises(shapetrace.TraceFailed) as inner:
+        shapetrace.trace(model, torch.randn(3, 4))
     for trace in (inner.value.trace, outer.trace):
         assert trace.calls[trace.failure.call].module == "1.1"
 
