@@ -652,3 +652,13 @@ def test_an_origin_after_an_earlier_inf_is_called_the_first_nan_not_the_first_no
     text = table(_half_overflow_trace())
     assert f"{ORIGIN_MARK} first NaN output: norm (LayerNorm)" in text
     assert "first non-finite output" not in text
+
+
+def test_the_csv_calls_a_call_that_ended_before_the_origin_earlier_not_later():
+    import csv
+    import io
+
+    from shapetrace.renderers.table import render_csv
+
+    rows = {r["layer"]: r["nonfinite"] for r in csv.DictReader(io.StringIO(render_csv(_half_overflow_trace())))}
+    assert rows["norm"] == "first" and rows["down"] == "earlier" and rows["out"] == "later"

@@ -266,6 +266,13 @@ def _before_origin(trace: Trace, summary: dict[str, Any]) -> set[str]:
     return {c.label for c in trace.calls if c.nonfinite is not None and c.end is not None and c.end < limit}
 
 
+def ended_before_origin(trace: Trace) -> set[str]:
+    """The labels of the calls whose output held NaN or Inf and that ended before the origin's values were seen
+    (``_before_origin``): listed "before it", and ``earlier`` in the CSV."""
+    summary = _summary(trace)
+    return _before_origin(trace, summary) if summary is not None else set()
+
+
 def _names(labels: list[str]) -> str:
     more = f" +{len(labels) - 4} more" if len(labels) > 4 else ""
     return ", ".join(literal(label) for label in labels[:4]) + more

@@ -37,7 +37,7 @@ from typing import TypeVar
 
 from ..tracer.metrics import STATISTIC_IQM
 from ..tracer.records import Trace, Uncalled, Value
-from .finite import ORIGIN_MARK, PASSED_MARK, checked, nonfinite_notes
+from .finite import ORIGIN_MARK, PASSED_MARK, checked, ended_before_origin, nonfinite_notes
 from .markdown import md_code, md_text
 from .rows import Elision, Row, Totals, above_own_p90, elide, forward_ms, table_rows, totals, uncalled_split
 from .units import (
@@ -1013,7 +1013,8 @@ def render_csv(trace: Trace, *, depth: int | None = None, view: str = "calls") -
     # a line end too: a row with one (a module name, an error message) is written with every field quoted.
     quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
     home = home_device(trace)
-    finite = checked(trace)  # check_finite: a last column, ``first`` on the origin's row, ``later`` on others
+    finite = checked(trace)  # check_finite: a last column, ``first`` on the origin's row, ``later`` or ``earlier``
+    early = ended_before_origin(trace) if finite else set()  # on the others (those that ended before it)
     w.writerow(["layer", "depth", "class", "call_index" if view == "calls" else "calls", "n_calls",
                 "input_shapes", "side_inputs", "output_shapes", "params", "trainable", "error", "folded_calls",
                 *extra, *(["nonfinite"] if finite else [])])
@@ -1026,7 +1027,8 @@ def render_csv(trace: Trace, *, depth: int | None = None, view: str = "calls") -
                _outputs_text(r, home) if r.summary else ("" if r.error else format_value(r.outputs, home=home)),
                r.params or 0, r.trainable or 0, r.error or "", r.folded, *_extra_cells(r, extra, fwd, raw=True)]
         if finite:
-            row.append({ORIGIN_MARK: "first", PASSED_MARK: "later"}.get(r.nonfinite, ""))
+            row.append("earlier" if r.nonfinite == PASSED_MARK and r.name in early
+                       else {ORIGIN_MARK: "first", PASSED_MARK: "later"}.get(r.nonfinite, ""))
         (quoted if any(isinstance(c, str) and "\r" in c for c in row) else w).writerow(row)
     return buf.getvalue()
 
