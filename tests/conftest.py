@@ -13,6 +13,7 @@ import importlib
 import os
 import re
 import shutil
+import time
 from types import ModuleType
 
 import pytest
@@ -305,3 +306,17 @@ def process_running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+class Sleeper(torch.nn.Module):
+    """Sleeps ``seconds`` in its own forward, then runs a small Linear (a child module, so it is a box): a layer
+    whose own time is known, for the profile's tests."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return self.lin(x)

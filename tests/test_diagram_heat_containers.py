@@ -11,25 +11,12 @@ import time
 
 import pytest
 import torch
-from conftest import requires_dot
+from conftest import Sleeper, requires_dot
 from torch import nn
 
 import shapetrace
 from shapetrace.renderers import diagram
 from shapetrace.renderers.diagram import render, to_dot
-
-
-class Sleeper(nn.Module):
-    """Sleeps ``seconds`` in its own forward, then runs a small Linear (a child module, so it is a box)."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self.seconds = seconds
-        self.lin = nn.Linear(4, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(self.seconds)
-        return self.lin(x)
 
 
 class Outer(nn.Module):

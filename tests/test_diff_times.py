@@ -5,27 +5,16 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import Sleeper
 from torch import nn
 
 import shapetrace
 from shapetrace.cli import main
 from shapetrace.renderers.diff import diff_traces, render_trace_diff
-
-
-class Sleeper(nn.Module):
-    def __init__(self, seconds: float) -> None:
-        super().__init__()
-        self.seconds = seconds
-        self.lin = nn.Linear(4, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(self.seconds)
-        return self.lin(x)
 
 
 class Two(nn.Module):
