@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import time
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -320,3 +321,21 @@ class Sleeper(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         time.sleep(self.seconds)
         return self.lin(x)
+
+
+@contextlib.contextmanager
+def benchmark_script(name: str):
+    """``benchmarks/<name>.py`` imported as a module (its folder on ``sys.path`` meanwhile, for its sibling
+    imports), for tests that check what a benchmark measures."""
+    import importlib.util
+    import sys
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(folder))

@@ -3,13 +3,12 @@ per-call costs it reports compare different work."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
+from conftest import benchmark_script
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,12 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def call_floor():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("call_floor", ROOT / "benchmarks" / "call_floor.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.path.remove(str(ROOT / "benchmarks"))
+    with benchmark_script("call_floor") as module:
+        yield module
 
 
 def plain_hook_shapes(model: nn.Module, x: torch.Tensor) -> list:

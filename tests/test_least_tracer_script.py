@@ -3,13 +3,12 @@ match ``shapetrace.trace``'s on the facts it keeps, or the per-call cost it repo
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
+from conftest import benchmark_script
 
 import shapetrace
 
@@ -18,12 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def least_tracer():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("least_tracer", ROOT / "benchmarks" / "least_tracer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.path.remove(str(ROOT / "benchmarks"))
+    with benchmark_script("least_tracer") as module:
+        yield module
 
 
 def test_the_least_tracer_records_every_call_with_shapetraces_parents_and_shapes(least_tracer):
