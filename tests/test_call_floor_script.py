@@ -3,16 +3,11 @@ per-call costs it reports compare different work."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torchvision
 from conftest import benchmark_script
 from torch import nn
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def call_floor():

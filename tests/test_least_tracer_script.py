@@ -3,17 +3,12 @@ match ``shapetrace.trace``'s on the facts it keeps, or the per-call cost it repo
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torchvision
 from conftest import benchmark_script
 
 import shapetrace
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def least_tracer():
