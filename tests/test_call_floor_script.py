@@ -9,6 +9,7 @@ import torchvision
 from conftest import benchmark_script
 from torch import nn
 
+
 @pytest.fixture(scope="module")
 def call_floor():
     with benchmark_script("call_floor") as module:

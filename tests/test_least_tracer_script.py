@@ -10,6 +10,7 @@ from conftest import benchmark_script
 
 import shapetrace
 
+
 @pytest.fixture(scope="module")
 def least_tracer():
     with benchmark_script("least_tracer") as module:
