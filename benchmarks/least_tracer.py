@@ -108,7 +108,7 @@ def _records(slots: list[int], parents: list[int | None], inputs: list[list[tupl
         calls.append(bulk.call(cid, "", "", 0, parent, 0, 0, 0, [], metas, {}, meta(out) if out else None, 0, 0, 0, 0))
         for m in metas:
             src = producer.get(m.tid)  # type: ignore[attr-defined]
-            if src is not None:
+            if src is not None:  # built and dropped: building them is part of what the script measures
                 edges.append(bulk.edge(f"call:{src}", f"call:{cid}", m.tid, m.shape, m.dtype, False))  # type: ignore[attr-defined]
     return calls
 

@@ -54,8 +54,14 @@ def origin_call(trace: Trace) -> int | None:
     is none (all finite, an input held them, or the trace was not checked)."""
     summary = _summary(trace)
     first = summary.get("first") if summary else None
-    if isinstance(first, int) and not isinstance(first, bool) and 0 <= first < len(trace.calls):
-        return first
+    return first if _call_at(trace, first) is not None else None
+
+
+def _call_at(trace: Trace, value: Any) -> Call | None:
+    """The call a summary's call id names (``first``, ``seen_in``); ``None`` for anything else (an input's
+    ``"input:K"``, ``None``, a hand-edited value that names no call)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(trace.calls):
+        return trace.calls[value]
     return None
 
 
@@ -98,8 +104,7 @@ def origin_events(trace: Trace) -> set[tuple[str, int]]:
     call = trace.calls[origin]
     summary = _summary(trace) or {}
     seen_in = summary.get("seen_in")
-    seen = (trace.calls[seen_in] if isinstance(seen_in, int) and not isinstance(seen_in, bool)
-            and 0 <= seen_in < len(trace.calls) else None)
+    seen = _call_at(trace, seen_in)
     limit = seen.start if seen is not None else call.end
     if limit is None:
         return set()
@@ -159,8 +164,7 @@ def _origin_text(trace: Trace, summary: dict[str, Any]) -> str | None:
     where, first = summary.get("where"), summary.get("first")
     counts = _summary_counts(summary)
     seen_in = summary.get("seen_in")
-    seen = (trace.calls[seen_in] if isinstance(seen_in, int) and not isinstance(seen_in, bool)
-            and 0 <= seen_in < len(trace.calls) else None)
+    seen = _call_at(trace, seen_in)
     if where == NONFINITE_INPUT:
         return (f"non-finite values in the input: {_input_name(trace, first)} already held them ({counts}); "
                 "the model did not make them")
@@ -204,7 +208,7 @@ def _given_text(trace: Trace, summary: dict[str, Any]) -> str:
             source = f", from {_input_name(trace, first)}"
         elif where == NONFINITE_OUTSIDE:
             source = ", made outside the traced calls"
-        elif isinstance(first, int) and not isinstance(first, bool) and 0 <= first < len(trace.calls):
+        elif _call_at(trace, first) is not None:
             own = "the own code of " if where == NONFINITE_OWN_CODE else ""
             source = f", made by {own}{_call_name(trace.calls[first])}"
     return f"; its inputs already held {held}{source}"
@@ -257,10 +261,9 @@ def _before_origin(trace: Trace, summary: dict[str, Any]) -> set[str]:
         return set()
     call = trace.calls[origin]
     limit = call.end
-    seen_in = summary.get("seen_in")
-    if summary.get("where") == NONFINITE_OWN_CODE and isinstance(seen_in, int) and not isinstance(seen_in, bool) \
-            and 0 <= seen_in < len(trace.calls):
-        limit = trace.calls[seen_in].start
+    seen = _call_at(trace, summary.get("seen_in"))
+    if summary.get("where") == NONFINITE_OWN_CODE and seen is not None:
+        limit = seen.start
     if limit is None:
         return set()
     return {c.label for c in trace.calls if c.nonfinite is not None and c.end is not None and c.end < limit}
