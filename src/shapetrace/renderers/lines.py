@@ -484,12 +484,13 @@ def build_view(trace: Trace, module: str = "") -> View:
     moves = home_device(trace) is not None  # marks where data moves, but not in a shape-only trace
     caught = [c for c in caught_calls(trace) if c.parent in ids]  # raised on its lines, and caught
     caught_ids = frozenset(c.id for c in caught)
+    blamed = origin_events(trace)  # once for every source: a walk of the trace's data flow
     views = []
     for key, source_calls in by_source.items():
         sids = {c.id for c in source_calls}
         events: list[Call | Op] = [c for c in children if c.parent in sids] + [o for o in ops if o.call in sids]
         events.sort(key=lambda e: e.start if isinstance(e, Call) else e.order)
-        views.append(_source_view(trace, key, source_calls, events, calls[0].module, moves, caught_ids))
+        views.append(_source_view(trace, key, source_calls, events, calls[0].module, moves, caught_ids, blamed))
     return View(module, calls[0].cls, len(calls), views, failure, note, caught_notes(trace, caught))
 
 
@@ -524,9 +525,10 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | Op], parent_name: str,
-                 moves: bool, caught: frozenset[int] = frozenset()) -> SourceView:
+                 moves: bool, caught: frozenset[int] = frozenset(),
+                 blamed: set[tuple[str, int]] | frozenset = frozenset()) -> SourceView:
     """One source's lines with what ran on each (``moves``: mark the data moved to another device, see
-    ``_group_events``)."""
+    ``_group_events``; ``blamed``: ``finite.origin_events``)."""
     info = trace.sources.get(key) or {"qualname": key.rpartition(".")[2], "missing": "no source was recorded"}
     if "text" not in info:
         return SourceView(key, info.get("qualname", key), info.get("file"), None, [],
@@ -545,7 +547,6 @@ def _source_view(trace: Trace, key: str, calls: list[Call], events: list[Call | 
         return span_of.get(n, (n, n))[0]
 
     at, outside, unplaced = _placed([(anchor(ev.line), ev) for ev in events], by_number)
-    blamed = origin_events(trace)
     for n, evs in at.items():
         by_number[n].groups = _group_events(evs, parent_name, moves, caught)
         by_number[n].state = "ran"
